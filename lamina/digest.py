@@ -1,0 +1,113 @@
+"""Content digests and the identities built from them.
+
+Vocabulary (used identically in code, logs and JSON):
+
+- **digest**: ``<algorithm>:<hex>``; lamina computes sha256 and accepts sha256/sha512.
+- **diff_id**: digest of a layer's *uncompressed* tar stream.
+- **chainID**: ``chain_id([d1]) = d1``; ``chain_id([d1..dn]) = sha256(chain_id(d1..dn-1) + " " + dn)``.
+- **image id**: digest of the exact bytes of an image config JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+from lamina import errdefs
+
+__all__ = ["Digest", "parse", "from_bytes", "chain_id", "chain_ids", "is_hex_id", "Hasher"]
+
+_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-fA-F0-9]{32,})$")
+_HEX_RE = re.compile(r"^[a-f0-9]{64}$")
+
+
+class Digest(str):
+    """A validated ``algorithm:hex`` string; compares equal to the plain string."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> "Digest":
+        if isinstance(value, Digest):
+            return value
+        match = _DIGEST_RE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise errdefs.InvalidArgument(f"invalid digest {value!r}: expected algorithm:hex")
+        algorithm, hexpart = match.groups()
+        expected = _ALGORITHMS.get(algorithm)
+        if expected is None:
+            raise errdefs.InvalidArgument(f"unsupported digest algorithm {algorithm!r} in {value!r}")
+        if len(hexpart) != expected or hexpart != hexpart.lower():
+            raise errdefs.InvalidArgument(f"invalid digest {value!r}: wrong length or case of hex part")
+        return super().__new__(cls, value)
+
+    @property
+    def algorithm(self) -> str:
+        return self.split(":", 1)[0]
+
+    @property
+    def hex(self) -> str:
+        return self.split(":", 1)[1]
+
+    def short(self, length: int = 12) -> str:
+        return self.hex[:length]
+
+    def new_hasher(self) -> "hashlib._Hash":
+        return hashlib.new(self.algorithm)
+
+
+def parse(value: str) -> Digest:
+    return Digest(value)
+
+
+def from_bytes(data: bytes) -> Digest:
+    return Digest("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+def is_hex_id(value: str) -> bool:
+    """True for a full 64-character lowercase hex id (without ``sha256:``)."""
+    return bool(_HEX_RE.match(value))
+
+
+def chain_id(diff_ids: Iterable[str]) -> Digest:
+    """The chainID of the layer stack whose diff_ids are given bottom first."""
+    result: str | None = None
+    for diff_id in diff_ids:
+        diff_id = Digest(diff_id)
+        if result is None:
+            result = diff_id
+        else:
+            result = "sha256:" + hashlib.sha256(f"{result} {diff_id}".encode()).hexdigest()
+    if result is None:
+        raise errdefs.InvalidArgument("chain_id of an empty layer list")
+    return Digest(result)
+
+
+def chain_ids(diff_ids: Iterable[str]) -> list[Digest]:
+    """chainIDs of every prefix of the stack: ``[chain_id(d[:1]), chain_id(d[:2]), ...]``."""
+    out: list[Digest] = []
+    for diff_id in diff_ids:
+        diff_id = Digest(diff_id)
+        if not out:
+            out.append(diff_id)
+        else:
+            out.append(Digest("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest()))
+    return out
+
+
+class Hasher:
+    """sha256 over a stream, with a byte count; ``digest()`` gives the :class:`Digest`."""
+
+    __slots__ = ("_hash", "size")
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+
+    def digest(self) -> Digest:
+        return Digest("sha256:" + self._hash.hexdigest())

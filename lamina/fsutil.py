@@ -1,0 +1,254 @@
+"""Filesystem helpers every store uses: atomic writes, locks, safe resolution, disk usage.
+
+Durability rule (STYLE.md habit 1): every state write goes tmp -> fsync(file) -> rename ->
+fsync(dir), through :func:`atomic_write`.  Multi-file records are built in a temporary directory
+and published with one :func:`publish_dir` rename.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from lamina import errdefs
+from lamina import sys as lsys
+
+__all__ = [
+    "atomic_write", "atomic_write_json", "read_json", "fsync_dir", "publish_dir", "FileLock",
+    "file_lock", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "make_dirs",
+    "temp_name", "system_error",
+]
+
+
+def system_error(what: str, exc: OSError) -> errdefs.LaminaError:
+    """Translate an OSError into the errdefs kind that describes it."""
+    if exc.errno == errno.ENOENT:
+        return errdefs.NotFound(f"{what}: {exc.strerror or exc}")
+    if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+        return errdefs.AlreadyExists(f"{what}: {exc.strerror or exc}")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return errdefs.System(f"{what}: permission denied ({exc.strerror})")
+    if exc.errno == errno.ENOSPC:
+        return errdefs.System(f"{what}: no space left on device")
+    return errdefs.System(f"{what}: {exc.strerror or exc}")
+
+
+def temp_name(prefix: str = ".tmp-") -> str:
+    return f"{prefix}{uuid.uuid4().hex}"
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
+    if isinstance(data, str):
+        data = data.encode()
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, temp_name(".tmp-" + os.path.basename(path) + "-"))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quiet(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        _unlink_quiet(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def atomic_write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o644) -> None:
+    atomic_write(path, json.dumps(value, separators=(",", ":")), mode)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path, "rb") as handle:
+        return json.load(handle)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def publish_dir(tmp_dir: str, final_dir: str) -> None:
+    """Publish a fully written temporary directory under its final name with one rename.
+
+    Everything inside ``tmp_dir`` must already be fsynced; this fsyncs the directory itself,
+    renames it (failing if ``final_dir`` exists) and fsyncs the parent: the commit point.
+    """
+    fsync_dir(tmp_dir)
+    os.rename(tmp_dir, final_dir) if not os.path.exists(final_dir) else _raise_exists(final_dir)
+    fsync_dir(os.path.dirname(final_dir) or ".")
+
+
+def _raise_exists(path: str) -> None:
+    raise errdefs.AlreadyExists(f"{path} exists already")
+
+
+def make_dirs(path: str | os.PathLike[str], mode: int = 0o700) -> None:
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+class FileLock:
+    """An advisory ``flock`` on a lock file; exclusive or shared; usable across processes."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd: int | None = None
+
+    def acquire(self, shared: bool = False) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FileLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike[str], shared: bool = False) -> Iterator[None]:
+    lock = FileLock(path)
+    lock.acquire(shared=shared)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+_OPENAT2_WORKS: list[bool] = []
+
+
+def open_beneath(root_fd: int, path: str, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """Open ``path`` relative to ``root_fd`` without ever leaving it.
+
+    Symlinks in the path are resolved as if ``root_fd`` were ``/`` (RESOLVE_IN_ROOT), so an
+    absolute or ``..``-laden link cannot reach the host.  Falls back to a component-by-component
+    walk with O_NOFOLLOW (symlinks anywhere then fail with ELOOP) where openat2 is missing.
+    """
+    path = path.lstrip("/") or "."
+    flags |= os.O_CLOEXEC
+    if not _OPENAT2_WORKS or _OPENAT2_WORKS[0]:
+        try:
+            fd = lsys.openat2(root_fd, path, flags, mode,
+                              lsys.RESOLVE_IN_ROOT | lsys.RESOLVE_NO_MAGICLINKS | lsys.RESOLVE_NO_XDEV)
+            if not _OPENAT2_WORKS:
+                _OPENAT2_WORKS.append(True)
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EPERM) or _OPENAT2_WORKS:
+                raise
+            _OPENAT2_WORKS.append(False)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise OSError(errno.EXDEV, "path leaves the root", path)
+    current = os.dup(root_fd)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+            os.close(current)
+            current = nxt
+        last = parts[-1] if parts else "."
+        return os.open(last, flags | os.O_NOFOLLOW, mode, dir_fd=current)
+    finally:
+        os.close(current)
+
+
+def open_dir_beneath(root_fd: int, path: str) -> int:
+    return open_beneath(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Remove a directory tree (fd-based, never follows symlinks); missing is fine.
+
+    Immutable/append-only attributes and mounts are not handled here; callers unmount first.
+    """
+    path = os.fspath(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+
+    def _onexc(func: Any, failed: str, exc: BaseException) -> None:
+        if isinstance(exc, FileNotFoundError):
+            return
+        if isinstance(exc, PermissionError):
+            # a directory without write/exec permission for its owner (layers may hold those)
+            try:
+                os.chmod(os.path.dirname(failed), 0o700)
+                func(failed)
+                return
+            except OSError:
+                pass
+        raise exc
+
+    shutil.rmtree(path, onerror=lambda f, p, ei: _onexc(f, p, ei[1]))
+
+
+def disk_usage(path: str | os.PathLike[str]) -> int:
+    """Bytes used by a tree (apparent size of regular files and symlinks, hardlinks once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [os.fspath(path)]
+    while stack:
+        current = stack.pop()
+        try:
+            entries = os.scandir(current)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+                    continue
+                if st.st_nlink > 1:
+                    key = (st.st_dev, st.st_ino)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    total += st.st_size
+    return total

@@ -1,0 +1,88 @@
+"""The graph driver contract: where layer directories live and how they are stacked.
+
+Vocabulary:
+
+- **id**: the *cache-id* of a layer: a random 64-hex name for its driver directory.  Content
+  identity (diff_id, chainID) never names a directory.
+- **parent**: the id of the layer below, or ``None`` for a base layer.
+- **diff directory**: the directory holding exactly what one layer changed (overlay2:
+  ``<root>/overlay2/<id>/diff``), or for vfs the full tree of that layer; the tar-split
+  reassembly reads file contents from it (:meth:`DiffDriver.diff_path`).
+- **mounts**: how to see the full tree of a layer stack, as :class:`lamina.mount.Mount` data.
+
+On-disk layout of overlay2 (Docker's): ``<root>/overlay2/<id>/{diff,link,lower,work,merged}``
+with ``<root>/overlay2/l/<short-id> -> ../<id>/diff`` short links used in ``lowerdir`` so
+that long chains fit in a page of mount options.  vfs: ``<root>/vfs/dir/<id>``.
+Work in progress: a layer directory is created under a temporary name
+(``<id>-incomplete``) and renamed into place when complete; leftovers are swept at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from lamina.archive.api import Change
+from lamina.mount import Mount
+
+__all__ = ["ProtoDriver", "DiffDriver", "GraphDriver"]
+
+
+class ProtoDriver(Protocol):
+    name: str
+    home: str  # the driver's directory, e.g. <data-root>/overlay2
+
+    def create(self, id: str, parent: str | None, *, read_write: bool = False) -> None:
+        """Create an empty layer on top of ``parent`` (vfs copies the parent's tree)."""
+
+    def remove(self, id: str) -> None:
+        """Remove the layer directory (unmounting it first); missing is fine."""
+
+    def exists(self, id: str) -> bool: ...
+
+    def list_ids(self) -> list[str]:
+        """Every layer id present on disk (for ``system check``)."""
+
+    def mounts(self, id: str) -> list[Mount]:
+        """The mounts that show the full tree of ``id`` (overlay: one overlay mount)."""
+
+    def get(self, id: str) -> str:
+        """Mount the layer's full tree (refcounted within this process) and return its path."""
+
+    def put(self, id: str) -> None:
+        """Release a :meth:`get`; the last release unmounts."""
+
+    def status(self) -> list[tuple[str, str]]:
+        """``docker info`` lines: Backing Filesystem, Supports d_type, Native Overlay Diff..."""
+
+    def metadata(self, id: str) -> dict[str, str]:
+        """GraphDriver.Data for inspect: LowerDir, UpperDir, MergedDir, WorkDir (overlay2)."""
+
+    def check(self) -> list[str]:
+        """Problems found in the driver's own directories (broken links, bad lower files)."""
+
+
+class DiffDriver(Protocol):
+    def apply_diff(self, id: str, parent: str | None, entries: "TarReaderLike") -> int:
+        """Extract a layer tar into the layer ``id`` (created empty on ``parent``).
+
+        Returns the layer's size: the sum of regular file content bytes extracted.
+        """
+
+    def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
+        """A tar stream of the changes of ``id`` against ``parent`` (whiteouts as .wh.)."""
+
+    def changes(self, id: str, parent: str | None) -> list[Change]: ...
+
+    def diff_size(self, id: str, parent: str | None) -> int: ...
+
+    def diff_path(self, id: str) -> str:
+        """Directory from which tar-split reassembly reads file contents of layer ``id``."""
+
+
+class GraphDriver(ProtoDriver, DiffDriver, Protocol):
+    """Both halves; what the layer store is given."""
+
+
+class TarReaderLike(Protocol):
+    def __iter__(self) -> Iterator[object]: ...

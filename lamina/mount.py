@@ -1,0 +1,157 @@
+"""Mounts as data, and the only code in lamina that calls mount(2) and umount2(2).
+
+Graph drivers and the runtime describe what to mount as :class:`Mount` values (like
+containerd's ``mount.Mount``); :func:`mount_all` executes them.  Keeping the side effect here
+lets option strings be tested without root and kernel quirks be handled once.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass, field
+
+from lamina import errdefs
+from lamina import sys as lsys
+
+__all__ = ["Mount", "mount_all", "unmount", "unmount_all_under", "is_mountpoint", "mounted_targets",
+           "PAGE_SIZE"]
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+_FLAG_OPTIONS = {
+    "ro": (lsys.MS_RDONLY, False), "rw": (lsys.MS_RDONLY, True),
+    "nosuid": (lsys.MS_NOSUID, False), "suid": (lsys.MS_NOSUID, True),
+    "nodev": (lsys.MS_NODEV, False), "dev": (lsys.MS_NODEV, True),
+    "noexec": (lsys.MS_NOEXEC, False), "exec": (lsys.MS_NOEXEC, True),
+    "bind": (lsys.MS_BIND, False), "rbind": (lsys.MS_BIND | lsys.MS_REC, False),
+    "noatime": (lsys.MS_NOATIME, False), "relatime": (lsys.MS_RELATIME, False),
+    "strictatime": (lsys.MS_STRICTATIME, False),
+}
+_PROPAGATION = {
+    "private": lsys.MS_PRIVATE, "rprivate": lsys.MS_PRIVATE | lsys.MS_REC,
+    "slave": lsys.MS_SLAVE, "rslave": lsys.MS_SLAVE | lsys.MS_REC,
+    "shared": lsys.MS_SHARED, "rshared": lsys.MS_SHARED | lsys.MS_REC,
+}
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mount: ``type`` (e.g. ``overlay``, ``bind``, ``tmpfs``), ``source`` and ``options``.
+
+    ``options`` mixes flag words (``ro``, ``nosuid``, ``bind``, ``rprivate``...) and filesystem
+    data (``lowerdir=...``); :meth:`flags_and_data` splits them.  ``chdir`` names a directory
+    to work from while mounting, so relative ``lowerdir`` entries (overlay2's short links) keep
+    the data string under a page.
+    """
+
+    type: str
+    source: str
+    options: tuple[str, ...] = ()
+    chdir: str | None = field(default=None, compare=False)
+
+    def flags_and_data(self) -> tuple[int, int, str]:
+        """(mount flags, propagation flags, data string)."""
+        flags = 0
+        propagation = 0
+        data: list[str] = []
+        for option in self.options:
+            if option in _FLAG_OPTIONS:
+                bit, clear = _FLAG_OPTIONS[option]
+                flags = flags & ~bit if clear else flags | bit
+            elif option in _PROPAGATION:
+                propagation |= _PROPAGATION[option]
+            else:
+                data.append(option)
+        if self.type == "bind":
+            flags |= lsys.MS_BIND
+        return flags, propagation, ",".join(data)
+
+    def mount(self, target: str) -> None:
+        flags, propagation, data = self.flags_and_data()
+        if len(data) >= PAGE_SIZE:
+            raise errdefs.InvalidArgument(f"mount data for {target} is {len(data)} bytes, over the page size")
+        fstype = None if flags & lsys.MS_BIND else self.type
+        previous = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if self.chdir else None
+        try:
+            if self.chdir:
+                os.chdir(self.chdir)
+            lsys.mount(self.source, target, fstype, flags & ~lsys.MS_RDONLY if flags & lsys.MS_BIND else flags,
+                       data or None)
+            if flags & lsys.MS_BIND and flags & (lsys.MS_RDONLY | lsys.MS_NOSUID | lsys.MS_NODEV | lsys.MS_NOEXEC):
+                # a bind mount ignores most flags until it is remounted
+                lsys.mount(None, target, None, flags | lsys.MS_REMOUNT, None)
+            if propagation:
+                lsys.mount(None, target, None, propagation, None)
+        except OSError as exc:
+            raise errdefs.System(f"mount {self.type} on {target} failed: {exc.strerror}") from exc
+        finally:
+            if previous is not None:
+                os.fchdir(previous)
+                os.close(previous)
+
+
+def mount_all(mounts: list[Mount] | tuple[Mount, ...], target: str) -> None:
+    """Mount each of ``mounts`` on ``target`` in order; undo all of them if one fails."""
+    done = 0
+    try:
+        for item in mounts:
+            item.mount(target)
+            done += 1
+    except BaseException:
+        for _ in range(done):
+            unmount(target)
+        raise
+
+
+def unmount(target: str, detach: bool = False) -> None:
+    """Unmount ``target``; a target that is not mounted is fine."""
+    flags = lsys.UMOUNT_NOFOLLOW | (lsys.MNT_DETACH if detach else 0)
+    try:
+        lsys.umount2(target, flags)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOENT):
+            return
+        if exc.errno == errno.EBUSY and not detach:
+            lsys.umount2(target, flags | lsys.MNT_DETACH)
+            return
+        raise errdefs.System(f"unmount {target} failed: {exc.strerror}") from exc
+
+
+def _unescape(field_value: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal
+    out = []
+    i = 0
+    while i < len(field_value):
+        if field_value[i] == "\\" and i + 3 < len(field_value) + 0 and field_value[i + 1:i + 4].isdigit():
+            out.append(chr(int(field_value[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field_value[i])
+            i += 1
+    return "".join(out)
+
+
+def mounted_targets() -> list[str]:
+    """Mount points of this mount namespace, in mount order."""
+    targets = []
+    with open("/proc/self/mountinfo", "r", encoding="utf-8", errors="surrogateescape") as handle:
+        for line in handle:
+            parts = line.split(" ", 5)
+            if len(parts) > 4:
+                targets.append(_unescape(parts[4]))
+    return targets
+
+
+def is_mountpoint(path: str) -> bool:
+    path = os.path.realpath(path)
+    return path in mounted_targets()
+
+
+def unmount_all_under(prefix: str) -> int:
+    """Unmount every mount at or below ``prefix`` (deepest first); returns how many."""
+    prefix = os.path.realpath(prefix)
+    targets = [t for t in mounted_targets() if t == prefix or t.startswith(prefix.rstrip("/") + "/")]
+    for target in reversed(targets):
+        unmount(target, detach=True)
+    return len(targets)
