@@ -21,6 +21,8 @@ __all__ = [
     "CLONE_NEWNET", "CLONE_NEWCGROUP",
     "RESOLVE_NO_XDEV", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS", "RESOLVE_BENEATH",
     "RESOLVE_IN_ROOT",
+    "statfs_type", "getdents64",
+    "DT_UNKNOWN", "DT_FIFO", "DT_CHR", "DT_DIR", "DT_BLK", "DT_REG", "DT_LNK", "DT_SOCK",
 ]
 
 MS_RDONLY = 1
@@ -58,6 +60,19 @@ RESOLVE_IN_ROOT = 0x10
 
 _SYS_pivot_root = 155
 _SYS_openat2 = 437
+# getdents64 is not in the generic table on every architecture
+_SYS_getdents64 = {"x86_64": 217, "aarch64": 61, "riscv64": 61, "armv7l": 217, "i686": 220,
+                   "ppc64le": 202, "s390x": 220}.get(os.uname().machine, 61)
+
+# d_type values of struct linux_dirent64
+DT_UNKNOWN = 0
+DT_FIFO = 1
+DT_CHR = 2
+DT_DIR = 4
+DT_BLK = 6
+DT_REG = 8
+DT_LNK = 10
+DT_SOCK = 12
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -66,6 +81,7 @@ _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.syncfs.argtypes = [ctypes.c_int]
 _libc.syscall.restype = ctypes.c_long
+_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
 
 
 def _check(result: int, what: str, path: str | None = None) -> int:
@@ -112,3 +128,34 @@ def openat2(dir_fd: int, path: str | bytes, flags: int, mode: int = 0, resolve: 
     how = ctypes.create_string_buffer(struct.pack("=QQQ", flags, mode, resolve), 24)
     fd = _libc.syscall(ctypes.c_long(_SYS_openat2), ctypes.c_int(dir_fd), _b(path), how, ctypes.c_size_t(24))
     return _check(fd, "openat2", os.fsdecode(path))
+
+
+def statfs_type(path: str) -> int:
+    """``f_type`` of statfs(2) for ``path``: the magic number of its filesystem."""
+    buffer = ctypes.create_string_buffer(256)  # larger than struct statfs on every architecture
+    _check(_libc.statfs(_b(path), buffer), "statfs", path)
+    # f_type is the first field, a C long (__fsword_t)
+    return struct.unpack_from("@l", buffer, 0)[0] & 0xFFFFFFFF
+
+
+def getdents64(fd: int, buffer_size: int = 32768) -> list[tuple[int, int, bytes]]:
+    """Every entry of the open directory ``fd`` as (inode, d_type, name), via getdents64(2).
+
+    Python's ``os.scandir`` hides ``d_type``; this shows what the filesystem really reports
+    (``DT_UNKNOWN`` on filesystems without d_type support).  Reads from the fd's current offset.
+    """
+    entries: list[tuple[int, int, bytes]] = []
+    buffer = ctypes.create_string_buffer(buffer_size)
+    while True:
+        count = _check(_libc.syscall(ctypes.c_long(_SYS_getdents64), ctypes.c_int(fd), buffer,
+                                     ctypes.c_size_t(buffer_size)), "getdents64")
+        if count == 0:
+            return entries
+        raw = buffer.raw[:count]
+        offset = 0
+        while offset < count:
+            # struct linux_dirent64: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type, char d_name[]
+            inode, _next, record_length, d_type = struct.unpack_from("=QqHB", raw, offset)
+            name = raw[offset + 19:offset + record_length].split(b"\0", 1)[0]
+            entries.append((inode, d_type, name))
+            offset += record_length
