@@ -1,0 +1,224 @@
+"""Random access to the members of an image archive (``docker save`` tar or OCI layout).
+
+An image archive is read in one pass over each member, never extracted to a temporary tree:
+a seekable file is indexed (headers only; contents are skipped by seeking) and members are
+then read by offset with ``pread``.  A non-seekable input (a pipe) is first spooled to a
+temporary file beside the store, as ``docker load`` does; a compressed archive is spooled
+decompressed.  A directory (an OCI layout on disk) is read in place.
+
+Python's ``tarfile`` is used here only to parse the outer archive's headers; nothing is
+extracted with it.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+from typing import BinaryIO, Protocol
+
+from lamina import errdefs, fsutil
+from lamina.archive import decompressed, detect
+
+__all__ = ["ArchiveReader", "TarArchive", "DirectoryArchive", "open_archive", "MemberStream"]
+
+_MAX_LINK_DEPTH = 16
+
+
+class MemberStream:
+    """A readable window ``[offset, offset + size)`` of a file descriptor (pread, no seek)."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self._fd = fd
+        self._position = offset
+        self._end = offset + size
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        view = memoryview(buffer)
+        remaining = self._end - self._position
+        if remaining <= 0:
+            return 0
+        want = min(len(view), remaining)
+        data = os.preadv(self._fd, [view[:want]], self._position)
+        if data == 0:
+            raise errdefs.InvalidArgument("image archive is truncated")
+        self._position += data
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        remaining = self._end - self._position
+        if size < 0 or size > remaining:
+            size = remaining
+        if size <= 0:
+            return b""
+        data = os.pread(self._fd, size, self._position)
+        if not data:
+            raise errdefs.InvalidArgument("image archive is truncated")
+        self._position += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class ArchiveReader(Protocol):
+    def exists(self, name: str) -> bool: ...
+
+    def size(self, name: str) -> int: ...
+
+    def open(self, name: str) -> MemberStream: ...
+
+    def read(self, name: str, limit: int = 64 << 20) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def _normalise(name: str) -> str:
+    name = posixpath.normpath("/" + name).lstrip("/")
+    return name
+
+
+class TarArchive:
+    """Members of a seekable tar file, by normalised name."""
+
+    def __init__(self, handle: BinaryIO, cleanup: str | None = None) -> None:
+        self._handle = handle
+        self._fd = handle.fileno()
+        self._cleanup = cleanup
+        self._members: dict[str, tarfile.TarInfo] = {}
+        try:
+            with tarfile.open(fileobj=handle, mode="r:") as archive:
+                for info in archive:
+                    self._members[_normalise(info.name)] = info
+        except tarfile.ReadError as exc:
+            raise errdefs.InvalidArgument(f"not a valid image archive: {exc}") from exc
+        except EOFError as exc:
+            raise errdefs.InvalidArgument("image archive is truncated") from exc
+
+    def _resolve(self, name: str) -> tarfile.TarInfo:
+        name = _normalise(name)
+        for _ in range(_MAX_LINK_DEPTH):
+            info = self._members.get(name)
+            if info is None:
+                raise errdefs.InvalidArgument(f"image archive has no member {name!r}")
+            if info.issym():
+                name = _normalise(posixpath.join(posixpath.dirname(name), info.linkname))
+                continue
+            if info.islnk():
+                name = _normalise(info.linkname)
+                continue
+            if not info.isfile():
+                raise errdefs.InvalidArgument(f"image archive member {name!r} is not a file")
+            return info
+        raise errdefs.InvalidArgument(f"image archive member {name!r}: too many levels of links")
+
+    def exists(self, name: str) -> bool:
+        return _normalise(name) in self._members
+
+    def size(self, name: str) -> int:
+        return self._resolve(name).size
+
+    def open(self, name: str) -> MemberStream:
+        info = self._resolve(name)
+        return MemberStream(self._fd, info.offset_data, info.size)
+
+    def read(self, name: str, limit: int = 64 << 20) -> bytes:
+        info = self._resolve(name)
+        if info.size > limit:
+            raise errdefs.InvalidArgument(f"image archive member {name!r} is too large ({info.size} bytes)")
+        data = os.pread(self._fd, info.size, info.offset_data)
+        if len(data) != info.size:
+            raise errdefs.InvalidArgument(f"image archive is truncated inside {name!r}")
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
+        if self._cleanup:
+            try:
+                os.unlink(self._cleanup)
+            except FileNotFoundError:
+                pass
+
+
+class DirectoryArchive:
+    """Members of an OCI layout directory on disk, resolved without leaving it."""
+
+    def __init__(self, path: str) -> None:
+        self._root_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._open_fds: list[int] = []
+
+    def _fd(self, name: str) -> int:
+        try:
+            fd = fsutil.open_beneath(self._root_fd, _normalise(name), os.O_RDONLY)
+        except OSError as exc:
+            raise errdefs.InvalidArgument(f"image layout has no file {name!r}") from exc
+        self._open_fds.append(fd)
+        return fd
+
+    def exists(self, name: str) -> bool:
+        try:
+            os.close(fsutil.open_beneath(self._root_fd, _normalise(name), os.O_RDONLY))
+            return True
+        except OSError:
+            return False
+
+    def size(self, name: str) -> int:
+        return os.fstat(self._fd(name)).st_size
+
+    def open(self, name: str) -> MemberStream:
+        fd = self._fd(name)
+        return MemberStream(fd, 0, os.fstat(fd).st_size)
+
+    def read(self, name: str, limit: int = 64 << 20) -> bytes:
+        stream = self.open(name)
+        if stream._end > limit:
+            raise errdefs.InvalidArgument(f"image layout file {name!r} is too large")
+        return stream.read()
+
+    def close(self) -> None:
+        for fd in self._open_fds:
+            os.close(fd)
+        self._open_fds.clear()
+        os.close(self._root_fd)
+
+
+def _seekable(source: BinaryIO) -> bool:
+    try:
+        return bool(source.seekable()) and hasattr(source, "fileno") and source.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def open_archive(source: BinaryIO | str, spool_dir: str) -> ArchiveReader:
+    """Open an archive from a path (file or OCI layout directory) or a stream."""
+    if isinstance(source, str):
+        if os.path.isdir(source):
+            return DirectoryArchive(source)
+        try:
+            source = open(source, "rb")
+        except OSError as exc:
+            raise fsutil.system_error(f"open {source}", exc) from exc
+    prefix = b""
+    if _seekable(source):
+        position = source.tell()
+        prefix = source.read(8)
+        source.seek(position)
+        if detect(prefix) is None:
+            return TarArchive(source)
+    os.makedirs(spool_dir, mode=0o700, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(dir=spool_dir, prefix="load-", suffix=".tar", delete=False)
+    try:
+        stream = decompressed(source)  # a plain tar passes through unchanged
+        shutil.copyfileobj(stream, handle, 1 << 20)
+        handle.flush()
+        handle.seek(0)
+        return TarArchive(handle, cleanup=handle.name)
+    except BaseException:
+        handle.close()
+        os.unlink(handle.name)
+        raise

@@ -1,0 +1,490 @@
+"""The layer store (Docker's layerdb): read-only layers keyed by chainID.
+
+On-disk format, under ``<data-root>/image/<driver>/layerdb/`` (byte-compatible with Docker)::
+
+    sha256/<chainID-hex>/diff               "sha256:<diff_id>"
+    sha256/<chainID-hex>/parent             "sha256:<parent chainID>" (absent for a base layer)
+    sha256/<chainID-hex>/size               decimal bytes of regular-file content in the layer
+    sha256/<chainID-hex>/cache-id           the graph driver's directory id for this layer
+    sha256/<chainID-hex>/tar-split.json.gz  what reassembles the layer tar byte for byte
+    tmp/write-set-<random>/                 a registration in progress (holds cache-id early)
+    sha256/<chainID-hex>-<random>-removing  a removal in progress
+    leases/<random>                         an operation in progress (locked by its process)
+
+Commit points: a layer exists from the moment its ``write-set`` directory is renamed to
+``sha256/<chainID-hex>`` (one rename, after every file in it and the driver's data were
+synced); it stops existing at the rename to ``-removing``.  Anything left before those renames
+by a crash is swept at start-up (:meth:`LayerStore.sweep`), logged at WARNING.
+
+Leases: every operation that registers or releases layers (load, import, rmi, prune) holds a
+lease, a file under ``leases/`` locked with ``flock`` for as long as the operation runs.  A
+lease whose lock is free at start-up belongs to a process that died: the store then collects
+garbage (every layer no image, container or live lease references, every stray driver
+directory).  Mutations take the store lock shared (register) or exclusive (remove, collect).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from lamina import errdefs, fsutil
+from lamina.archive import TarReader, TarSplitWriter, assemble, assembled_size, decompressed
+from lamina.archive.tarsplit import DirectoryFileGetter
+from lamina.digest import Digest, Hasher, chain_id as compute_chain_id
+from lamina.graphdriver.api import GraphDriver
+
+__all__ = ["Layer", "LayerStore", "Lease"]
+
+log = logging.getLogger("lamina.layer")
+
+_TAR_SPLIT = "tar-split.json.gz"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A read-only layer: its identity (chain_id, diff_id), place in the stack and storage."""
+
+    chain_id: Digest
+    diff_id: Digest
+    parent: Digest | None
+    size: int
+    cache_id: str
+
+
+class Lease:
+    """Marks an operation in progress; see the module docstring."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, uuid.uuid4().hex)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        fsutil.fsync_dir(directory)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _CountingReader:
+    """Counts bytes read from ``source`` and reports them to ``progress``."""
+
+    def __init__(self, source: BinaryIO, progress: Callable[[int], None] | None) -> None:
+        self._source = source
+        self._progress = progress
+        self.count = 0
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        n = self._source.readinto(buffer)
+        if n:
+            self.count += n
+            if self._progress is not None:
+                self._progress(self.count)
+        return n or 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self.count += len(data)
+            if self._progress is not None:
+                self._progress(self.count)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+class LayerStore:
+    def __init__(self, root: str, driver: GraphDriver,
+                 referenced: Callable[[], set[str]] | None = None) -> None:
+        """``root`` is ``<data-root>/image/<driver>/layerdb``; ``referenced`` returns the chainIDs
+        that images and containers use (every prefix of every image's chain)."""
+        self.root = root
+        self.driver = driver
+        self._referenced = referenced or (lambda: set())
+        self._layers_dir = os.path.join(root, "sha256")
+        self._tmp_dir = os.path.join(root, "tmp")
+        self._leases_dir = os.path.join(root, "leases")
+        self._mounts_dir = os.path.join(root, "mounts")
+        for directory in (self._layers_dir, self._tmp_dir, self._leases_dir, self._mounts_dir):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._lock_path = os.path.join(root, ".lock")
+
+    # -- locking -------------------------------------------------------------------------
+
+    def lock(self, shared: bool = False) -> fsutil.FileLock:
+        lock = fsutil.FileLock(self._lock_path)
+        lock.acquire(shared=shared)
+        return lock
+
+    def lease(self) -> Lease:
+        return Lease(self._leases_dir)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _dir(self, chain_id: str) -> str:
+        return os.path.join(self._layers_dir, Digest(chain_id).hex)
+
+    def exists(self, chain_id: str) -> bool:
+        return os.path.isfile(os.path.join(self._dir(chain_id), "cache-id"))
+
+    def get(self, chain_id: str) -> Layer:
+        directory = self._dir(chain_id)
+        try:
+            diff_id = Digest(_read_text(os.path.join(directory, "diff")))
+            cache_id = _read_text(os.path.join(directory, "cache-id"))
+            size = int(_read_text(os.path.join(directory, "size")) or "0")
+            try:
+                parent: Digest | None = Digest(_read_text(os.path.join(directory, "parent")))
+            except FileNotFoundError:
+                parent = None
+        except FileNotFoundError as exc:
+            raise errdefs.NotFound(f"layer {chain_id} does not exist") from exc
+        except (ValueError, errdefs.InvalidArgument) as exc:
+            raise errdefs.DataLoss(f"layer record {chain_id} is damaged: {exc}") from exc
+        return Layer(Digest(chain_id), diff_id, parent, size, cache_id)
+
+    def chain(self, chain_id: str) -> list[Layer]:
+        """The layers of the stack topped by ``chain_id``, bottom first."""
+        layers: list[Layer] = []
+        current: str | None = chain_id
+        while current is not None:
+            layer = self.get(current)
+            layers.append(layer)
+            current = layer.parent
+        layers.reverse()
+        return layers
+
+    def chain_ids(self) -> list[Digest]:
+        out = []
+        for name in os.listdir(self._layers_dir):
+            if len(name) == 64 and os.path.isfile(os.path.join(self._layers_dir, name, "cache-id")):
+                out.append(Digest("sha256:" + name))
+        return out
+
+    def layers(self) -> list[Layer]:
+        return [self.get(c) for c in self.chain_ids()]
+
+    def tar_size(self, chain_id: str) -> int:
+        with self._open_tar_split(chain_id) as handle:
+            return assembled_size(handle)
+
+    def _open_tar_split(self, chain_id: str) -> BinaryIO:
+        path = os.path.join(self._dir(chain_id), _TAR_SPLIT)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError as exc:
+            raise errdefs.DataLoss(f"layer {chain_id} has no {_TAR_SPLIT}") from exc
+
+    def tar_stream(self, chain_id: str) -> Iterator[bytes | memoryview]:
+        """The layer's original tar, reassembled from tar-split and verified against diff_id.
+
+        A mismatch raises :class:`errdefs.DataLoss` after the last byte (the stream is not
+        buffered); callers writing archives must treat the output as invalid then.
+        """
+        layer = self.get(chain_id)
+        getter = DirectoryFileGetter(self.driver.diff_path(layer.cache_id))
+        hasher = Hasher()
+        with self._open_tar_split(chain_id) as handle:
+            for chunk in assemble(handle, getter, verify=False):
+                hasher.update(chunk)
+                yield chunk
+        if hasher.digest() != layer.diff_id:
+            raise errdefs.DataLoss(
+                f"layer {layer.diff_id} is damaged: its content now hashes to {hasher.digest()}")
+
+    # -- registering ---------------------------------------------------------------------
+
+    def register(self, stream: BinaryIO, parent: str | None, *, expected_diff_id: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> tuple[Layer, bool]:
+        """Register a layer from a (possibly compressed) tar stream on top of ``parent``.
+
+        One pass: decompress, hash (diff_id), record tar-split and extract through the driver.
+        Returns the layer and whether it was new (False: an identical layer existed already
+        and the extracted copy was discarded).  Callers hold the store lock shared.
+        """
+        parent_layer = self.get(parent) if parent else None
+        write_set = os.path.join(self._tmp_dir, "write-set-" + uuid.uuid4().hex)
+        os.mkdir(write_set, 0o700)
+        cache_id = uuid.uuid4().hex + uuid.uuid4().hex
+        created = False
+        try:
+            fsutil.atomic_write(os.path.join(write_set, "cache-id"), cache_id)
+            self.driver.create(cache_id, parent_layer.cache_id if parent_layer else None)
+            created = True
+            counting = _CountingReader(stream, progress)
+            hasher = Hasher()
+            source = decompressed(counting)
+            try:
+                with open(os.path.join(write_set, _TAR_SPLIT), "wb") as split_file:
+                    recorder = TarSplitWriter(split_file)
+                    reader = TarReader(source, recorder=recorder, hasher=hasher)
+                    size = self.driver.apply_diff(cache_id, parent_layer.cache_id if parent_layer else None,
+                                                  reader)
+                    reader.finish()
+                    recorder.close()
+                    split_file.flush()
+                    os.fsync(split_file.fileno())
+            finally:
+                close = getattr(source, "close", None)
+                if close is not None and source is not counting:
+                    close()
+            diff_id = hasher.digest()
+            if expected_diff_id is not None and diff_id != expected_diff_id:
+                raise errdefs.InvalidArgument(
+                    f"layer digest mismatch: the archive declares {expected_diff_id} but its content "
+                    f"hashes to {diff_id}")
+            chain = compute_chain_id([parent, diff_id]) if parent else diff_id
+            if self.exists(chain):
+                self._discard(write_set, cache_id)
+                return self.get(chain), False
+            fsutil.atomic_write(os.path.join(write_set, "diff"), diff_id)
+            fsutil.atomic_write(os.path.join(write_set, "size"), str(size))
+            if parent:
+                fsutil.atomic_write(os.path.join(write_set, "parent"), parent)
+            _syncfs(self.driver.diff_path(cache_id))
+            try:
+                fsutil.publish_dir(write_set, self._dir(chain))  # the commit point
+            except (errdefs.AlreadyExists, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                self._discard(write_set, cache_id)  # another process registered it meanwhile
+                return self.get(chain), False
+            log.debug("registered layer %s (diff_id %s, cache-id %s)", chain, diff_id, cache_id)
+            return Layer(Digest(chain), diff_id, Digest(parent) if parent else None, size, cache_id), True
+        except BaseException:
+            if created:
+                self._discard(write_set, cache_id)
+            else:
+                fsutil.remove_tree(write_set)
+            raise
+
+    def _discard(self, write_set: str, cache_id: str) -> None:
+        self.driver.remove(cache_id)
+        fsutil.remove_tree(write_set)
+
+    # -- removing ------------------------------------------------------------------------
+
+    def remove(self, chain_id: str) -> Layer:
+        """Remove one layer.  The caller holds the store lock exclusively and has checked that
+        nothing references the layer (no image, container or child layer)."""
+        layer = self.get(chain_id)
+        directory = self._dir(chain_id)
+        removing = f"{directory}-{uuid.uuid4().hex[:12]}-removing"
+        os.rename(directory, removing)  # the commit point
+        fsutil.fsync_dir(self._layers_dir)
+        self.driver.remove(layer.cache_id)
+        fsutil.remove_tree(removing)
+        log.debug("removed layer %s (cache-id %s)", chain_id, layer.cache_id)
+        return layer
+
+    def release_unreferenced(self, candidates: Iterable[str], referenced: set[str]) -> list[Layer]:
+        """Remove the layers among ``candidates`` (and their ancestors) that ``referenced`` does
+        not hold; children are removed before parents.  Caller holds the lock exclusively."""
+        removed: list[Layer] = []
+        for top in candidates:
+            current: str | None = top
+            while current is not None and current not in referenced and self.exists(current):
+                parent = self.get(current).parent
+                if self._has_children(current, referenced):
+                    break
+                removed.append(self.remove(current))
+                current = parent
+        return removed
+
+    def _has_children(self, chain_id: str, referenced: set[str]) -> bool:
+        # a layer whose child is still referenced is itself referenced (prefix rule), so only
+        # unreferenced children could remain: those are garbage collected by collect()
+        for other in self.chain_ids():
+            if other == chain_id:
+                continue
+            try:
+                if _read_text(os.path.join(self._dir(other), "parent")) == chain_id:
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    def collect(self, referenced: set[str]) -> list[Layer]:
+        """Remove every layer not in ``referenced`` (children first).  Exclusive lock held."""
+        removed: list[Layer] = []
+        while True:
+            layers = {layer.chain_id: layer for layer in self.layers()}
+            parents = {layer.parent for layer in layers.values() if layer.parent}
+            leaves = [c for c in layers if c not in referenced and c not in parents]
+            if not leaves:
+                return removed
+            for chain in leaves:
+                removed.append(self.remove(chain))
+
+    # -- crash recovery ------------------------------------------------------------------
+
+    def needs_sweep(self) -> bool:
+        if os.listdir(self._tmp_dir):
+            return True
+        if any(name.endswith("-removing") for name in os.listdir(self._layers_dir)):
+            return True
+        return any(_lock_is_free(os.path.join(self._leases_dir, n)) for n in os.listdir(self._leases_dir))
+
+    def sweep(self, referenced: Callable[[], set[str]] | None = None) -> list[str]:
+        """Undo what crashed operations left (see the module docstring); returns what it did.
+
+        Takes the store lock exclusively without waiting: when another process holds it, the
+        sweep is left for later.
+        """
+        if not self.needs_sweep():
+            return []
+        lock = fsutil.FileLock(self._lock_path)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return []
+        lock._fd = fd
+        done: list[str] = []
+        try:
+            dead_leases = [os.path.join(self._leases_dir, n) for n in os.listdir(self._leases_dir)
+                           if _lock_is_free(os.path.join(self._leases_dir, n))]
+            for name in os.listdir(self._tmp_dir):
+                path = os.path.join(self._tmp_dir, name)
+                try:
+                    cache_id = _read_text(os.path.join(path, "cache-id"))
+                except (FileNotFoundError, NotADirectoryError):
+                    cache_id = ""
+                if cache_id:
+                    self.driver.remove(cache_id)
+                fsutil.remove_tree(path)
+                log.warning("swept interrupted layer registration %s (cache-id %s)", name, cache_id or "-")
+                done.append(f"removed interrupted registration {name}")
+            for name in os.listdir(self._layers_dir):
+                if name.endswith("-removing"):
+                    path = os.path.join(self._layers_dir, name)
+                    try:
+                        self.driver.remove(_read_text(os.path.join(path, "cache-id")))
+                    except FileNotFoundError:
+                        pass
+                    fsutil.remove_tree(path)
+                    log.warning("finished interrupted removal of layer %s", name.split("-")[0])
+                    done.append(f"finished removal {name}")
+            if dead_leases:
+                referenced_now = (referenced or self._referenced)()
+                for layer in self.collect(referenced_now):
+                    log.warning("removed layer %s left unreferenced by an interrupted operation", layer.chain_id)
+                    done.append(f"removed unreferenced layer {layer.chain_id}")
+                for path in dead_leases:
+                    os.unlink(path)
+        finally:
+            lock.release()
+        return done
+
+    # -- checking ------------------------------------------------------------------------
+
+    def known_cache_ids(self) -> set[str]:
+        ids = {layer.cache_id for layer in self.layers()}
+        for name in os.listdir(self._mounts_dir):
+            for key in ("mount-id", "init-id"):
+                try:
+                    ids.add(_read_text(os.path.join(self._mounts_dir, name, key)))
+                except FileNotFoundError:
+                    pass
+        return ids
+
+    def check(self, referenced: set[str], *, repair: bool = False) -> tuple[list[dict[str, str]], list[str]]:
+        """Verify every layer record, chain and driver directory; report (and with ``repair``
+        remove) unreferenced layers and driver directories no layer owns."""
+        problems: list[dict[str, str]] = []
+        repaired: list[str] = []
+        chain_set = set(self.chain_ids())
+        for name in os.listdir(self._layers_dir):
+            if len(name) != 64:
+                problems.append(_problem("layer", name, "stray entry in layerdb (interrupted work)"))
+        for chain in sorted(chain_set):
+            try:
+                layer = self.get(chain)
+            except errdefs.LaminaError as exc:
+                problems.append(_problem("layer", chain, str(exc)))
+                continue
+            if layer.parent and layer.parent not in chain_set:
+                problems.append(_problem("layer", chain, f"parent layer {layer.parent} is missing"))
+            expected = compute_chain_id([layer.parent, layer.diff_id]) if layer.parent else layer.diff_id
+            if expected != chain:
+                problems.append(_problem("layer", chain, f"chainID does not match parent and diff_id ({expected})"))
+            if not self.driver.exists(layer.cache_id):
+                problems.append(_problem("layer", chain, f"driver directory {layer.cache_id} is missing"))
+            if not os.path.isfile(os.path.join(self._dir(chain), _TAR_SPLIT)):
+                problems.append(_problem("layer", chain, f"{_TAR_SPLIT} is missing"))
+        unreferenced = chain_set - set(referenced)
+        for chain in sorted(unreferenced):
+            problems.append(_problem("layer", chain, "layer is not used by any image or container"))
+        known = self.known_cache_ids()
+        orphans = [i for i in self.driver.list_ids() if i not in known]
+        for cache_id in orphans:
+            problems.append(_problem("driver", cache_id, f"{self.driver.name} directory is not owned by any layer"))
+        for message in self.driver.check():
+            problems.append(_problem("driver", self.driver.name, message))
+        if repair:
+            for chain in [c for c in (chain_set & set(referenced)) if not self.driver.exists(self.get(c).cache_id)]:
+                repaired.append(f"cannot repair layer {chain}: its data is gone; remove the images using it")
+            for layer in self.collect(set(referenced)):
+                repaired.append(f"removed unreferenced layer {layer.chain_id}")
+            for cache_id in orphans:
+                self.driver.remove(cache_id)
+                repaired.append(f"removed orphan {self.driver.name} directory {cache_id}")
+            for name in os.listdir(self._layers_dir):
+                if len(name) != 64:
+                    fsutil.remove_tree(os.path.join(self._layers_dir, name))
+                    repaired.append(f"removed stray layerdb entry {name}")
+        return problems, repaired
+
+
+def _problem(kind: str, obj: str, message: str) -> dict[str, str]:
+    return {"Kind": kind, "Object": str(obj), "Message": message}
+
+
+def _read_text(path: str) -> str:
+    with open(path, "r", encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
+def _lock_is_free(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _syncfs(path: str) -> None:
+    """Flush the filesystem holding a layer's data before its record is published."""
+    from lamina import sys as lsys
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        lsys.syncfs(fd)
+    finally:
+        os.close(fd)
+

@@ -1,0 +1,71 @@
+"""The one composition function: configuration in, wired services out.
+
+``build_services(config)`` creates the data root, selects the graph driver (explicit >
+what the data root holds > priority, each probed), opens the image and layer stores under
+``<data-root>/image/<driver>/`` and sweeps what crashed operations left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from dataclasses import dataclass
+
+from lamina import errdefs
+from lamina.config import EngineConfig
+from lamina.graphdriver.registry import select
+from lamina.image.refstore import ReferenceStore
+from lamina.image.store import ImageStore
+from lamina.layer.store import LayerStore
+from lamina.services.images import ImageServiceImpl
+from lamina.services.system import SystemServiceImpl
+
+__all__ = ["EngineServices", "build_services"]
+
+log = logging.getLogger("lamina.services")
+
+
+@dataclass(frozen=True)
+class EngineServices:
+    images: ImageServiceImpl
+    system: SystemServiceImpl
+
+
+def _prepare_root(data_root: str) -> None:
+    try:
+        os.makedirs(data_root, mode=0o711, exist_ok=True)
+        probe = os.path.join(data_root, f".write-test-{os.getpid()}")
+        with open(probe, "wb"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise errdefs.System(f"data root {data_root} is not writable: {exc.strerror}") from exc
+        raise errdefs.System(f"cannot use data root {data_root}: {exc.strerror}") from exc
+
+
+def build_services(config: EngineConfig) -> EngineServices:
+    _prepare_root(config.data_root)
+    selection = select(config.data_root, config.storage_driver)
+    driver = selection.driver
+    image_root = os.path.join(config.data_root, "image", driver.name)
+    os.makedirs(image_root, mode=0o700, exist_ok=True)
+    images = ImageStore(image_root)
+    references = ReferenceStore(os.path.join(image_root, "repositories.json"))
+    service: ImageServiceImpl | None = None
+
+    def referenced() -> set[str]:
+        assert service is not None
+        return service.referenced_layers()
+
+    layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
+    service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
+                               spool_dir=os.path.join(config.data_root, "tmp"))
+    sweep = getattr(driver, "sweep", None)
+    if sweep is not None:
+        sweep()
+    layers.sweep()
+    system = SystemServiceImpl(config=config, driver=driver, images=service,
+                               skipped_drivers=list(selection.skipped))
+    return EngineServices(images=service, system=system)

@@ -1,0 +1,582 @@
+"""The image service: load, save, import, list, inspect, history, tag, remove, prune.
+
+Locking: operations that add layers (load, import) hold the layer store lock *shared* and a
+lease for their whole run; operations that remove layers (rmi, prune, check --repair) hold it
+*exclusive*, so a layer cannot vanish between a load finding it and the load's image
+committing.  If a load fails, the layers it registered and no image uses are released at
+once; if its process dies, its dead lease makes the next start-up collect them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any, BinaryIO
+
+from lamina import errdefs
+from lamina.digest import Digest, chain_ids
+from lamina.distribution.archive_index import open_archive
+from lamina.distribution.load import load_images
+from lamina.distribution.save import SaveItem, pump, save_docker, save_oci
+from lamina.graphdriver.api import GraphDriver
+from lamina.image.config import ImageConfig, apply_changes
+from lamina.image.reference import Reference, parse_any_reference, parse_normalized_named, with_default_tag
+from lamina.image.refstore import ReferenceStore
+from lamina.image.store import ImageStore
+from lamina.layer.store import LayerStore
+from lamina.services.api import Progress
+
+__all__ = ["ImageServiceImpl", "format_time", "parse_time"]
+
+
+def format_time(seconds: float | None = None) -> str:
+    """RFC 3339 with nanoseconds trimmed like Go's time.RFC3339Nano, in UTC."""
+    ns = time.time_ns() if seconds is None else int(seconds * 1e9)
+    whole, fraction = divmod(ns, 1_000_000_000)
+    text = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{fraction:09d}".rstrip("0")
+    return f"{text}.{frac}Z" if frac else f"{text}Z"
+
+
+def parse_time(value: str | None) -> float:
+    """Seconds since the epoch of an RFC 3339 timestamp (0 when missing or malformed)."""
+    if not value:
+        return 0.0
+    text = value.strip()
+    fraction = 0.0
+    if "." in text:
+        head, rest = text.split(".", 1)
+        digits = ""
+        for ch in rest:
+            if ch.isdigit():
+                digits += ch
+            else:
+                break
+        fraction = float("0." + digits) if digits else 0.0
+        text = head + rest[len(digits):]
+    text = text.replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text).timestamp() + fraction
+    except ValueError:
+        return 0.0
+
+
+_CONTAINER_CONFIG_ORDER = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
+                           "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck",
+                           "ArgsEscaped", "Image", "Volumes", "WorkingDir", "Entrypoint", "NetworkDisabled",
+                           "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell"]
+_CONTAINER_CONFIG_OMIT_EMPTY = {"ExposedPorts", "Healthcheck", "ArgsEscaped", "NetworkDisabled", "MacAddress",
+                                "StopSignal", "StopTimeout", "Shell"}
+
+
+def container_config(values: dict[str, Any] | None) -> dict[str, Any]:
+    """A container.Config in Docker's field order with its defaults and omitempty rules."""
+    values = dict(values or {})
+    defaults: dict[str, Any] = {"Hostname": "", "Domainname": "", "User": "", "AttachStdin": False,
+                                "AttachStdout": False, "AttachStderr": False, "Tty": False, "OpenStdin": False,
+                                "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
+                                "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None}
+    out: dict[str, Any] = {}
+    for key in _CONTAINER_CONFIG_ORDER:
+        if key in values and not (key in _CONTAINER_CONFIG_OMIT_EMPTY and values[key] in (None, "", [], {}, False)):
+            out[key] = values.pop(key)
+        elif key in defaults:
+            out[key] = defaults[key]
+    out.update(values)
+    return out
+
+
+class ImageServiceImpl:
+    def __init__(self, *, layers: LayerStore, images: ImageStore, references: ReferenceStore,
+                 driver: GraphDriver, spool_dir: str) -> None:
+        self.layers = layers
+        self.images = images
+        self.references = references
+        self.driver = driver
+        self.spool_dir = spool_dir
+        self.freed_bytes = 0
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> Digest:
+        """The image id that ``name`` (reference, id, short id or digest id) designates."""
+        if not name:
+            raise errdefs.InvalidArgument("image name is empty")
+        try:
+            parsed = parse_any_reference(name)
+        except errdefs.InvalidArgument:
+            parsed = None
+        if isinstance(parsed, str) and not isinstance(parsed, Reference):
+            digest = Digest(parsed if ":" in parsed else "sha256:" + parsed)
+            if self.images.exists(digest):
+                return digest
+            raise errdefs.NotFound(f"No such image: {name}")
+        if isinstance(parsed, Reference):
+            ref = parsed if parsed.digest or parsed.tag else with_default_tag(parsed)
+            try:
+                image_id = self.references.get(ref)
+                if self.images.exists(image_id):
+                    return image_id
+            except errdefs.NotFound:
+                pass
+        candidate = name[len("sha256:"):] if name.startswith("sha256:") else name
+        if candidate and all(c in "0123456789abcdef" for c in candidate):
+            try:
+                return self.images.search(candidate)
+            except errdefs.NotFound:
+                pass
+        if parsed is None:
+            raise errdefs.InvalidArgument(f"invalid reference format: {name!r}")
+        raise errdefs.NotFound(f"No such image: {name}")
+
+    def referenced_layers(self) -> set[str]:
+        """Every prefix chainID of every stored image (what layer GC must keep)."""
+        out: set[str] = set()
+        for image_id in self.images.ids():
+            try:
+                config = self.images.get_config(image_id)
+            except errdefs.LaminaError:
+                continue
+            out.update(chain_ids(config.diff_ids))
+        return out
+
+    def _image_size(self, config: ImageConfig) -> int:
+        total = 0
+        for chain in chain_ids(config.diff_ids):
+            try:
+                total += self.layers.get(chain).size
+            except errdefs.NotFound:
+                pass
+        return total
+
+    # -- load / save / import ---------------------------------------------------------------
+
+    def _release_after_failure(self, registered: list[Digest]) -> None:
+        if not registered:
+            return
+        lock = self.layers.lock(shared=False)
+        try:
+            self.layers.release_unreferenced(list(reversed(registered)), self.referenced_layers())
+        finally:
+            lock.release()
+
+    def load(self, stream: BinaryIO, *, progress: Progress, quiet: bool = False) -> list[str]:
+        registered: list[Digest] = []
+        names: list[str] = []
+        messages: list[str] = []
+
+        def forward(message: dict[str, Any]) -> None:
+            if "stream" in message:
+                messages.append(message["stream"].strip())
+                progress(message)
+            elif not quiet:
+                progress(message)
+
+        try:
+            lock = self.layers.lock(shared=True)
+            try:
+                with self.layers.lease():
+                    archive = open_archive(stream, self.spool_dir)
+                    try:
+                        for loaded in load_images(archive, layers=self.layers, images=self.images,
+                                                  references=self.references, progress=forward,
+                                                  registered=registered):
+                            names.extend(r.familiar_string() for r in loaded.references)
+                            if not loaded.references:
+                                names.append(str(loaded.image_id))
+                    finally:
+                        archive.close()
+            finally:
+                lock.release()
+        except BaseException:
+            self._release_after_failure(registered)
+            raise
+        return names
+
+    def _save_items(self, names: list[str]) -> list[SaveItem]:
+        if not names:
+            raise errdefs.InvalidArgument("no images to save")
+        items: dict[str, SaveItem] = {}
+        for name in names:
+            refs: list[Reference] = []
+            try:
+                parsed = parse_any_reference(name)
+            except errdefs.InvalidArgument:
+                parsed = None
+            if isinstance(parsed, Reference) and parsed.tag is None and parsed.digest is None:
+                # a bare repository name saves every tag of it, like docker save
+                refs = [r for r in self._all_references() if r.name == parsed.name and r.tag]
+                if not refs:
+                    raise errdefs.NotFound(f"No such image: {name}")
+                for ref in refs:
+                    image_id = self.references.get(ref)
+                    item = items.setdefault(image_id, SaveItem(image_id, self.images.get(image_id)))
+                    if ref not in item.references:
+                        item.references.append(ref)
+                continue
+            image_id = self.resolve(name)
+            item = items.setdefault(image_id, SaveItem(image_id, self.images.get(image_id)))
+            if isinstance(parsed, Reference) and parsed.tag:
+                if parsed not in item.references:
+                    item.references.append(parsed)
+        return list(items.values())
+
+    def _all_references(self) -> list[Reference]:
+        out = []
+        for text in self.references.all():
+            try:
+                parsed = parse_normalized_named(text)
+            except errdefs.InvalidArgument:
+                continue
+            out.append(parsed)
+        return out
+
+    def save(self, names: list[str], *, format: str = "docker") -> Iterator[bytes]:
+        if format not in ("docker", "oci"):
+            raise errdefs.InvalidArgument(f"unknown archive format {format!r} (docker or oci)")
+        items = self._save_items(names)
+        writer = save_docker if format == "docker" else save_oci
+
+        def produce(write: Any) -> None:
+            lock = self.layers.lock(shared=True)
+            try:
+                writer(items, self.layers, write)
+            finally:
+                lock.release()
+
+        return pump(produce)
+
+    def import_image(self, stream: BinaryIO, *, repository: str = "", tag: str = "",
+                     changes: list[str] | None = None, message: str = "", progress: Progress,
+                     source: str = "-") -> str:
+        ref: Reference | None = None
+        if repository:
+            ref = parse_normalized_named(repository)
+            if tag:
+                ref = parse_normalized_named(f"{ref.name}:{tag}")
+            ref = with_default_tag(ref)
+            if ref.digest is not None:
+                raise errdefs.InvalidArgument("cannot import to a digest reference")
+        config_values = apply_changes({}, changes or [])
+        registered: list[Digest] = []
+        try:
+            lock = self.layers.lock(shared=True)
+            try:
+                with self.layers.lease():
+                    state = {"last": 0}
+
+                    def report(current: int) -> None:
+                        if current - state["last"] >= (1 << 20):
+                            state["last"] = current
+                            progress({"status": "Importing", "progressDetail": {"current": current}})
+
+                    layer, new = self.layers.register(stream, None, progress=report)
+                    if new:
+                        registered.append(layer.chain_id)
+                    created = format_time()
+                    comment = message or f"Imported from {source}"
+                    config = {
+                        "architecture": _architecture(),
+                        "comment": comment,
+                        "config": container_config(config_values),
+                        "container_config": container_config({}),
+                        "created": created,
+                        "docker_version": "lamina",
+                        "history": [{"created": created, "comment": comment}],
+                        "os": "linux",
+                        "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id)]},
+                    }
+                    config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=False).encode()
+                    image_id = self.images.put(config_bytes)
+                    if ref is not None:
+                        self.references.add_tag(ref, image_id, force=True)
+                        self.images.set_last_updated(image_id)
+            finally:
+                lock.release()
+        except BaseException:
+            self._release_after_failure(registered)
+            raise
+        progress({"status": str(image_id)})
+        return str(image_id)
+
+    # -- listing and inspecting ------------------------------------------------------------
+
+    def _references_by_image(self) -> dict[str, list[Reference]]:
+        out: dict[str, list[Reference]] = {}
+        for text, image_id in self.references.all().items():
+            try:
+                out.setdefault(image_id, []).append(parse_normalized_named(text))
+            except errdefs.InvalidArgument:
+                continue
+        return out
+
+    def list_images(self, *, all: bool = False, filters: dict[str, list[str]] | None = None,
+                    digests: bool = False) -> list[dict[str, Any]]:
+        filters = filters or {}
+        for key in filters:
+            if key not in ("dangling", "reference", "label", "before", "since"):
+                raise errdefs.InvalidArgument(f"invalid filter '{key}'")
+        refs_by_image = self._references_by_image()
+        ids = self.images.ids()
+        parents = {self.images.get_parent(i) for i in ids} - {None}
+        before = self.resolve(filters["before"][0]) if filters.get("before") else None
+        since = self.resolve(filters["since"][0]) if filters.get("since") else None
+        summaries = []
+        for image_id in ids:
+            config = self.images.get_config(image_id)
+            refs = refs_by_image.get(image_id, [])
+            tags = sorted(r.familiar_string() for r in refs if r.tag)
+            repo_digests = sorted(r.familiar_string() for r in refs if r.digest)
+            dangling = not tags and not repo_digests
+            if not all and dangling and image_id in parents:
+                continue  # intermediate image
+            if "dangling" in filters:
+                want = filters["dangling"][0].lower() in ("true", "1")
+                if want != dangling:
+                    continue
+            if filters.get("reference"):
+                if not any(_reference_matches(p, r) for p in filters["reference"] for r in refs if r.tag or r.digest):
+                    continue
+            labels = (config.config or {}).get("Labels") or {}
+            if filters.get("label") and not all_labels_match(labels, filters["label"]):
+                continue
+            created = parse_time(config.created)
+            if before is not None and created >= parse_time(self.images.get_config(before).created):
+                continue
+            if since is not None and created <= parse_time(self.images.get_config(since).created):
+                continue
+            size = self._image_size(config)
+            summaries.append({
+                "Containers": -1,
+                "Created": int(created),
+                "Id": str(image_id),
+                "Labels": labels or None,
+                "ParentId": self.images.get_parent(image_id) or "",
+                "RepoDigests": repo_digests if not dangling else ([] if tags else ["<none>@<none>"] if digests else []),
+                "RepoTags": tags,
+                "SharedSize": -1,
+                "Size": size,
+                "VirtualSize": size,
+            })
+        summaries.sort(key=lambda s: (s["Created"], s["Id"]), reverse=True)
+        return summaries
+
+    def inspect_image(self, name: str) -> dict[str, Any]:
+        image_id = self.resolve(name)
+        config = self.images.get_config(image_id)
+        raw = json.loads(self.images.get(image_id))
+        refs = self.references.references(image_id)
+        graph_data = None
+        if config.diff_ids:
+            top = self.layers.get(chain_ids(config.diff_ids)[-1])
+            graph_data = self.driver.metadata(top.cache_id)
+        last_tag = self.images.get_last_updated(image_id)
+        size = self._image_size(config)
+        return {
+            "Id": str(image_id),
+            "RepoTags": [r.familiar_string() for r in refs if r.tag],
+            "RepoDigests": [r.familiar_string() for r in refs if r.digest],
+            "Parent": self.images.get_parent(image_id) or "",
+            "Comment": raw.get("comment", ""),
+            "Created": raw.get("created", ""),
+            "Container": raw.get("container", ""),
+            "ContainerConfig": raw.get("container_config") or container_config({}),
+            "DockerVersion": raw.get("docker_version", ""),
+            "Author": raw.get("author", ""),
+            "Config": raw.get("config"),
+            "Architecture": raw.get("architecture", ""),
+            **({"Variant": raw["variant"]} if raw.get("variant") else {}),
+            "Os": raw.get("os", ""),
+            **({"OsVersion": raw["os.version"]} if raw.get("os.version") else {}),
+            "Size": size,
+            "VirtualSize": size,
+            "GraphDriver": {"Data": graph_data, "Name": self.driver.name},
+            "RootFS": {"Type": "layers", "Layers": [str(d) for d in config.diff_ids]},
+            "Metadata": {"LastTagTime": last_tag or "0001-01-01T00:00:00Z"},
+        }
+
+    def image_history(self, name: str) -> list[dict[str, Any]]:
+        image_id = self.resolve(name)
+        config = self.images.get_config(image_id)
+        raw = json.loads(self.images.get(image_id))
+        history = raw.get("history") or []
+        chains = chain_ids(config.diff_ids)
+        sizes = []
+        for chain in chains:
+            try:
+                sizes.append(self.layers.get(chain).size)
+            except errdefs.NotFound:
+                sizes.append(0)
+        entries: list[dict[str, Any]] = []
+        layer_index = 0
+        if not history:
+            history = [{"created": raw.get("created", "")} for _ in chains]
+        for item in history:
+            size = 0
+            if not item.get("empty_layer") and layer_index < len(sizes):
+                size = sizes[layer_index]
+                layer_index += 1
+            entries.append({
+                "Comment": item.get("comment", ""),
+                "Created": int(parse_time(item.get("created"))),
+                "CreatedBy": item.get("created_by", ""),
+                "Id": "<missing>",
+                "Size": size,
+                "Tags": None,
+            })
+        entries.reverse()
+        if entries:
+            entries[0]["Id"] = str(image_id)
+            tags = [r.familiar_string() for r in self.references.references(image_id) if r.tag]
+            entries[0]["Tags"] = tags or None
+        return entries
+
+    def tag_image(self, name: str, repository: str, tag: str) -> None:
+        image_id = self.resolve(name)
+        ref = parse_normalized_named(repository)
+        if ref.digest is not None or ref.tag is not None:
+            if tag:
+                raise errdefs.InvalidArgument(f"invalid reference format: {repository}:{tag}")
+        elif tag:
+            ref = parse_normalized_named(f"{ref.name}:{tag}")
+        ref = with_default_tag(ref)
+        if ref.digest is not None:
+            raise errdefs.InvalidArgument("refusing to create a tag with a digest reference")
+        self.references.add_tag(ref, image_id, force=True)
+        self.images.set_last_updated(image_id)
+
+    # -- removing --------------------------------------------------------------------------
+
+    def remove_image(self, name: str, *, force: bool = False, prune: bool = True) -> list[dict[str, str]]:
+        lock = self.layers.lock(shared=False)
+        try:
+            with self.layers.lease():
+                return self._remove_locked(name, force=force, prune=prune)
+        finally:
+            lock.release()
+
+    def _remove_locked(self, name: str, *, force: bool, prune: bool) -> list[dict[str, str]]:
+        image_id = self.resolve(name)
+        refs = self.references.references(image_id)
+        report: list[dict[str, str]] = []
+        named: Reference | None = None
+        try:
+            parsed = parse_any_reference(name)
+            if isinstance(parsed, Reference):
+                candidate = parsed if parsed.tag or parsed.digest else with_default_tag(parsed)
+                if candidate in refs:
+                    named = candidate
+        except errdefs.InvalidArgument:
+            pass
+        if named is not None:
+            self.references.delete(named)
+            report.append({"Untagged": named.familiar_string()})
+            remaining = [r for r in refs if r != named]
+            if remaining:
+                return report
+        else:
+            distinct_repositories = {r.name for r in refs}
+            if len(distinct_repositories) > 1 and not force:
+                raise errdefs.Conflict(
+                    f"conflict: unable to delete {image_id.short()} (must be forced) - image is referenced "
+                    f"in multiple repositories")
+        if self.images.children(image_id):
+            if named is not None:
+                return report
+            raise errdefs.Conflict(
+                f"conflict: unable to delete {image_id.short()} (cannot be forced) - image has dependent child images")
+        for ref in self.references.references(image_id):
+            self.references.delete(ref)
+            report.append({"Untagged": ref.familiar_string()})
+        report.extend(self._delete_image(image_id, prune=prune))
+        return report
+
+    def _delete_image(self, image_id: Digest, *, prune: bool) -> list[dict[str, str]]:
+        """Delete an image record and release its layers; entries for the report.
+
+        Sizes of layers removed are added to ``self.freed_bytes`` (prune reports them)."""
+        config = self.images.get_config(image_id)
+        parent = self.images.get_parent(image_id)
+        self.images.delete(image_id)
+        report = [{"Deleted": str(image_id)}]
+        chains = chain_ids(config.diff_ids)
+        if chains:
+            for layer in self.layers.release_unreferenced([chains[-1]], self.referenced_layers()):
+                report.append({"Deleted": str(layer.chain_id)})
+                self.freed_bytes += layer.size
+        if prune and parent and self.images.exists(parent) and not self.references.references(parent) \
+                and not self.images.children(parent):
+            report.extend(self._delete_image(Digest(parent), prune=True))
+        return report
+
+    def prune_images(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        filters = dict(filters or {})
+        dangling_only = True
+        if "dangling" in filters:
+            dangling_only = filters.pop("dangling")[0].lower() in ("true", "1")
+        for key in filters:
+            if key not in ("label", "label!", "until"):
+                raise errdefs.InvalidArgument(f"invalid filter '{key}'")
+        deleted: list[dict[str, str]] = []
+        freed_before = self.freed_bytes
+        lock = self.layers.lock(shared=False)
+        try:
+            with self.layers.lease():
+                refs_by_image = self._references_by_image()
+                for image_id in self.images.ids():
+                    if not self.images.exists(image_id):
+                        continue
+                    refs = refs_by_image.get(image_id, [])
+                    if dangling_only and refs:
+                        continue
+                    if self.images.children(image_id):
+                        continue
+                    config = self.images.get_config(image_id)
+                    labels = (config.config or {}).get("Labels") or {}
+                    if filters.get("label") and not all_labels_match(labels, filters["label"]):
+                        continue
+                    if filters.get("label!") and all_labels_match(labels, filters["label!"]):
+                        continue
+                    if filters.get("until") and parse_time(config.created) >= _until(filters["until"][0]):
+                        continue
+                    for ref in refs:
+                        self.references.delete(ref)
+                        deleted.append({"Untagged": ref.familiar_string()})
+                    deleted.extend(self._delete_image(image_id, prune=True))
+        finally:
+            lock.release()
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": self.freed_bytes - freed_before}
+
+
+def _until(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return parse_time(value)
+
+
+def _reference_matches(pattern: str, ref: Reference) -> bool:
+    """Docker's reference filter: glob on the familiar name, or on name:tag when the pattern has a tag."""
+    familiar = ref.familiar_string()
+    if fnmatch.fnmatchcase(ref.familiar_name, pattern):
+        return True
+    return fnmatch.fnmatchcase(familiar, pattern)
+
+
+def all_labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
+    for item in wanted:
+        key, _, value = item.partition("=")
+        if key not in labels:
+            return False
+        if "=" in item and labels[key] != value:
+            return False
+    return True
+
+
+def _architecture() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)

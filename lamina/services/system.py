@@ -1,0 +1,229 @@
+"""The system service: info, version, disk usage and the store check.
+
+``check`` verifies, under the store's exclusive lock: every image config against its digest,
+every image's layer chain, every layer record (chainID, parent, driver directory,
+tar-split), every reference, and the driver's own directories; it reports orphans and
+damage and, with ``repair``, removes what is safe to remove (references to missing images,
+unreferenced layers, driver directories no layer owns).  It never removes an image.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from typing import Any
+
+from lamina import __version__, errdefs
+from lamina.config import EngineConfig
+from lamina.digest import chain_ids
+from lamina.graphdriver.api import GraphDriver
+from lamina.image.reference import parse_normalized_named
+from lamina.services.images import ImageServiceImpl
+
+__all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
+
+API_VERSION = "1.45"
+MIN_API_VERSION = "1.24"
+
+
+def _mem_total() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _cgroup_version() -> str:
+    return "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
+
+
+class SystemServiceImpl:
+    def __init__(self, *, config: EngineConfig, driver: GraphDriver, images: ImageServiceImpl,
+                 skipped_drivers: list[tuple[str, str]]) -> None:
+        self.config = config
+        self.driver = driver
+        self.image_service = images
+        self.skipped_drivers = skipped_drivers
+
+    def _engine_id(self) -> str:
+        path = os.path.join(self.config.data_root, "engine-id")
+        try:
+            with open(path, encoding="ascii") as handle:
+                return handle.read().strip()
+        except FileNotFoundError:
+            import uuid
+
+            from lamina import fsutil
+
+            value = str(uuid.uuid4()).upper()
+            fsutil.atomic_write(path, value)
+            return value
+
+    def info(self) -> dict[str, Any]:
+        images = self.image_service.images.ids()
+        uname = os.uname()
+        return {
+            "ID": self._engine_id(),
+            "Containers": 0,
+            "ContainersRunning": 0,
+            "ContainersPaused": 0,
+            "ContainersStopped": 0,
+            "Images": len(images),
+            "Driver": self.driver.name,
+            "DriverStatus": [list(item) for item in self.driver.status()],
+            "Plugins": {"Volume": ["local"], "Network": ["host", "none"], "Authorization": None,
+                        "Log": ["json-file"]},
+            "MemoryLimit": True,
+            "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "CPUShares": True,
+            "CPUSet": True,
+            "PidsLimit": True,
+            "IPv4Forwarding": True,
+            "Debug": self.config.log_level == "debug",
+            "NFd": len(os.listdir("/proc/self/fd")),
+            "NGoroutines": 0,
+            "SystemTime": _now(),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": _cgroup_version(),
+            "NEventsListener": 0,
+            "KernelVersion": uname.release,
+            "OperatingSystem": _os_name(),
+            "OSVersion": "",
+            "OSType": "linux",
+            "Architecture": uname.machine,
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": None,
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": _mem_total(),
+            "DockerRootDir": self.config.data_root,
+            "Name": socket.gethostname(),
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "ServerVersion": __version__,
+            "Runtimes": {},
+            "DefaultRuntime": "lamina",
+            "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": False,
+                      "Error": "", "RemoteManagers": None},
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "InitBinary": "",
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "Warnings": None,
+            "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
+        }
+
+    def version(self) -> dict[str, Any]:
+        uname = os.uname()
+        return {
+            "Platform": {"Name": "lamina"},
+            "Components": [{"Name": "Engine", "Version": __version__,
+                            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+                                        "Os": "linux", "Arch": _arch(), "KernelVersion": uname.release}}],
+            "Version": __version__,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "",
+            "GoVersion": "python" + platform.python_version(),
+            "Os": "linux",
+            "Arch": _arch(),
+            "KernelVersion": uname.release,
+            "BuildTime": "",
+        }
+
+    def disk_usage(self) -> dict[str, Any]:
+        service = self.image_service
+        layers = {layer.chain_id: layer for layer in service.layers.layers()}
+        users: dict[str, int] = {}
+        image_chains: dict[str, list[str]] = {}
+        for image_id in service.images.ids():
+            try:
+                config = service.images.get_config(image_id)
+            except errdefs.LaminaError:
+                continue
+            chains = [str(c) for c in chain_ids(config.diff_ids)]
+            image_chains[image_id] = chains
+            for chain in chains:
+                users[chain] = users.get(chain, 0) + 1
+        summaries = {s["Id"]: s for s in service.list_images(all=True)}
+        images = []
+        for image_id, chains in image_chains.items():
+            size = sum(layers[c].size for c in chains if c in layers)
+            shared = sum(layers[c].size for c in chains if c in layers and users.get(c, 0) > 1)
+            summary = summaries.get(image_id, {})
+            images.append({**summary, "Id": str(image_id), "Size": size, "SharedSize": shared,
+                           "VirtualSize": size, "Containers": 0})
+        return {
+            "LayersSize": sum(layer.size for layer in layers.values()),
+            "Images": images,
+            "Containers": [],
+            "Volumes": [],
+            "BuildCache": [],
+        }
+
+    def check(self, *, repair: bool = False) -> dict[str, Any]:
+        service = self.image_service
+        problems: list[dict[str, str]] = []
+        repaired: list[str] = []
+        lock = service.layers.lock(shared=False)
+        try:
+            for message in service.images.check():
+                problems.append({"Kind": "image", "Object": "imagedb", "Message": message})
+            valid_images = set()
+            for image_id in service.images.ids():
+                try:
+                    config = service.images.get_config(image_id)
+                except errdefs.LaminaError as exc:
+                    problems.append({"Kind": "image", "Object": str(image_id), "Message": str(exc)})
+                    continue
+                valid_images.add(str(image_id))
+                for chain in chain_ids(config.diff_ids):
+                    if not service.layers.exists(chain):
+                        problems.append({"Kind": "image", "Object": str(image_id),
+                                         "Message": f"layer {chain} of the image is missing"})
+                        break
+            for text, image_id in service.references.all().items():
+                if str(image_id) not in valid_images:
+                    problems.append({"Kind": "reference", "Object": text,
+                                     "Message": f"points to missing image {image_id}"})
+                    if repair:
+                        service.references.delete(parse_normalized_named(text))
+                        repaired.append(f"removed reference {text} to missing image {image_id}")
+            layer_problems, layer_repairs = service.layers.check(service.referenced_layers(), repair=repair)
+            problems.extend(layer_problems)
+            repaired.extend(layer_repairs)
+        finally:
+            lock.release()
+        if repair:
+            remaining = self.check(repair=False)["Problems"]
+            return {"Problems": remaining, "Repaired": repaired}
+        return {"Problems": problems, "Repaired": repaired}
+
+
+def _arch() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _now() -> str:
+    from lamina.services.images import format_time
+
+    return format_time()
