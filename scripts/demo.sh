@@ -1,0 +1,40 @@
+#!/bin/sh
+# The main job: build a busybox base image from Debian's busybox-static and show it.
+# Usage: scripts/demo.sh [DATA_ROOT]   (run as root; `make demo` calls it)
+set -eu
+cd "$(dirname "$0")/.."
+DATA_ROOT=${1:-/var/lib/lamina}
+FIXTURES=${LAMINA_FIXTURES:-../shared/fixtures}
+[ -x "$FIXTURES/make-busybox-rootfs.sh" ] || FIXTURES=tests/fixtures
+LAMINA=".venv/bin/lamina --data-root $DATA_ROOT"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/lamina-demo.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT INT TERM
+
+deb=$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | head -1 || true)
+if [ -n "$deb" ]; then export BUSYBOX_DEB="$deb"; fi
+"$FIXTURES/make-busybox-rootfs.sh" "$WORK/rootfs"
+
+echo "== lamina import: a base image from Debian's busybox-static"
+tar --numeric-owner --sort=name -C "$WORK/rootfs" -c . |
+    $LAMINA import -c 'CMD ["sh"]' -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        -m "busybox-static rootfs (Debian)" - busybox:latest
+
+echo "== lamina load: Docker's own archive of busybox"
+$LAMINA load -i "$FIXTURES/busybox-docker-archive.tar"
+$LAMINA tag sha256:657c25c9202d852638f95a0f738d8582b72f68be37cf845fec02f34fb0f8d6ed busybox:docker
+
+echo "== lamina images"
+$LAMINA images
+echo "== lamina history busybox"
+$LAMINA history busybox
+echo "== lamina save | skopeo inspect"
+$LAMINA save -o "$WORK/busybox.tar" busybox:latest
+if command -v skopeo >/dev/null 2>&1; then
+    skopeo inspect --format 'skopeo sees {{.Digest}} with {{len .Layers}} layer(s)' "docker-archive:$WORK/busybox.tar"
+fi
+echo "== lamina info"
+$LAMINA info
+echo "== lamina system df"
+$LAMINA system df
+echo "== lamina system check"
+$LAMINA system check
