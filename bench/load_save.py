@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Benchmark: `lamina load` / `lamina save` of a ~200 MiB image against GNU tar.
+
+Floors (the same work done by standard tools):
+  load  >= `tar -x` of the layer into an empty directory + `sha256sum` of the layer tar
+  save  >= `tar -c` of the extracted tree to a file
+
+Each measurement runs --runs times (default 5) on a fresh data root with warm caches; the
+median and the ratio to the floor are printed, and the raw figures written to
+bench/results/load_save.json.  Run as root: `make bench` or `.venv/bin/python bench/load_save.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
+
+
+def make_tree(root: str, small_files: int, large_files: int, large_size: int) -> int:
+    rng = random.Random(42)
+    total = 0
+    block = rng.randbytes(1 << 20)
+    for i in range(small_files):
+        directory = os.path.join(root, f"usr/share/d{i % 97:02d}/s{i % 7}")
+        os.makedirs(directory, exist_ok=True)
+        size = rng.randint(200, 48 * 1024)
+        offset = rng.randint(0, len(block) - size)
+        with open(os.path.join(directory, f"file{i}.dat"), "wb") as handle:
+            handle.write(block[offset:offset + size])
+        total += size
+        if i % 50 == 0:
+            os.symlink(f"file{i}.dat", os.path.join(directory, f"link{i}"))
+    os.makedirs(os.path.join(root, "opt/big"), exist_ok=True)
+    for i in range(large_files):
+        with open(os.path.join(root, f"opt/big/blob{i}.bin"), "wb") as handle:
+            written = 0
+            while written < large_size:
+                chunk = rng.randbytes(min(4 << 20, large_size - written))
+                handle.write(chunk)
+                written += len(chunk)
+        total += large_size
+    return total
+
+
+def make_archive(work: str, layer_tar: str) -> str:
+    digest = hashlib.sha256()
+    with open(layer_tar, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    diff_id = "sha256:" + digest.hexdigest()
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "bench"}],
+    }, separators=(",", ":")).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    staging = os.path.join(work, "archive")
+    os.makedirs(os.path.join(staging, "layer"))
+    os.link(layer_tar, os.path.join(staging, "layer", "layer.tar"))
+    with open(os.path.join(staging, config_name), "wb") as handle:
+        handle.write(config)
+    with open(os.path.join(staging, "manifest.json"), "w") as handle:
+        json.dump([{"Config": config_name, "RepoTags": ["bench:latest"], "Layers": ["layer/layer.tar"]}], handle)
+    archive = os.path.join(work, "image.tar")
+    subprocess.run(["tar", "-C", staging, "-cf", archive, "."], check=True)
+    return archive
+
+
+def timed(command: list[str] | str, **kwargs: object) -> float:
+    subprocess.run(["sync"], check=True)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, **kwargs)  # type: ignore[arg-type]
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--small-files", type=int, default=4000)
+    parser.add_argument("--large-files", type=int, default=8)
+    parser.add_argument("--large-size", type=int, default=16 << 20)
+    parser.add_argument("--storage-driver", default="overlay2")
+    parser.add_argument("--workdir", default=None, help="where to build (default: a temp dir under /var/tmp)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root (the benchmark uses real overlay mounts)", file=sys.stderr)
+        return 2
+    work = tempfile.mkdtemp(prefix="lamina-bench-", dir=args.workdir or "/var/tmp")
+    try:
+        tree = os.path.join(work, "tree")
+        os.makedirs(tree)
+        content = make_tree(tree, args.small_files, args.large_files, args.large_size)
+        layer_tar = os.path.join(work, "layer.tar")
+        subprocess.run(["tar", "--numeric-owner", "-C", tree, "-cf", layer_tar, "."], check=True)
+        archive = make_archive(work, layer_tar)
+        files = sum(len(f) + len(d) for _, d, f in os.walk(tree))
+        print(f"image: {os.path.getsize(layer_tar) / 2**20:.1f} MiB layer, {files} entries, "
+              f"{content / 2**20:.1f} MiB of content; {args.runs} runs each")
+
+        results: dict[str, list[float]] = {"tar_x": [], "sha256": [], "tar_c": [], "lamina_load": [],
+                                           "lamina_save": []}
+        for run in range(args.runs):
+            target = os.path.join(work, f"x{run}")
+            os.makedirs(target)
+            results["tar_x"].append(timed(["tar", "--numeric-owner", "-C", target, "-xf", layer_tar]))
+            results["sha256"].append(timed(["sha256sum", layer_tar], stdout=subprocess.DEVNULL))
+            results["tar_c"].append(timed(["tar", "--numeric-owner", "-C", target, "-cf",
+                                           os.path.join(work, "c.tar"), "."]))
+            shutil.rmtree(target)
+            os.unlink(os.path.join(work, "c.tar"))
+
+            data_root = os.path.join(work, f"root{run}")
+            base = [LAMINA, "--data-root", data_root, "--storage-driver", args.storage_driver]
+            results["lamina_load"].append(timed(base + ["load", "-q", "-i", archive], stdout=subprocess.DEVNULL))
+            out = os.path.join(work, "saved.tar")
+            results["lamina_save"].append(timed(base + ["save", "-o", out, "bench:latest"]))
+            os.unlink(out)
+            subprocess.run(base + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["umount", "-R", data_root], stderr=subprocess.DEVNULL)
+            shutil.rmtree(data_root)
+
+        median = {k: statistics.median(v) for k, v in results.items()}
+        load_floor = median["tar_x"] + median["sha256"]
+        save_floor = median["tar_c"]
+        print(f"{'measurement':<28}{'median s':>10}")
+        for key, value in median.items():
+            print(f"{key:<28}{value:>10.3f}")
+        print(f"load floor (tar -x + sha256){load_floor:>10.3f}   lamina load / floor = "
+              f"{median['lamina_load'] / load_floor:.2f}x (target <= 1.2x)")
+        print(f"save floor (tar -c)         {save_floor:>10.3f}   lamina save / floor = "
+              f"{median['lamina_save'] / save_floor:.2f}x (target <= 1.2x)")
+        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+        with open(os.path.join(HERE, "results", "load_save.json"), "w") as handle:
+            json.dump({"runs": results, "median": median, "load_ratio": median["lamina_load"] / load_floor,
+                       "save_ratio": median["lamina_save"] / save_floor}, handle, indent=2)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

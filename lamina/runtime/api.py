@@ -1,0 +1,138 @@
+"""The runtime contract: how a container's process is started, entered, signalled and limited.
+
+A runtime turns a :class:`ContainerSpec` (plain data, close to the OCI runtime spec) into a
+running process.  It does not know about images, layers or the container store: the caller
+(the container's monitor) has already mounted the root filesystem at ``spec.rootfs`` and
+prepared the stdio file descriptors.
+
+Process model: the caller of :meth:`Runtime.start` becomes the parent (or, for runtimes that
+double-fork, the child subreaper) of the container's PID 1 and reaps it with ``waitpid``.
+:meth:`Runtime.exec` starts an extra process inside a running container (setns into its
+namespaces and cgroup, then fork) whose parent is the caller.
+
+Vocabulary: **id** the container id (64 hex); **pid** the host pid of the container's PID 1;
+**cgroup path** ``lamina/<id>`` under each hierarchy (v1) or the unified tree (v2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["MountSpec", "ProcessSpec", "Resources", "ContainerSpec", "Stdio", "Runtime", "RuntimeState",
+           "DEFAULT_CAPABILITIES", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS"]
+
+# Docker's default capability set (moby oci/caps/defaults.go)
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+)
+# Docker's masked and read-only paths (moby oci/defaults.go)
+DEFAULT_MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+DEFAULT_READONLY_PATHS = (
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+)
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """One mount inside the container, OCI style: ``destination`` is a path in the container."""
+
+    destination: str
+    type: str                      # "bind", "tmpfs", "proc", ...
+    source: str
+    options: tuple[str, ...] = ()  # "ro", "nosuid", "rbind", "size=64m", ...
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    terminal: bool = False
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    no_new_privileges: bool = True
+    # (name, soft, hard) e.g. ("RLIMIT_NOFILE", 1024, 1024); never above the caller's hard limit
+    rlimits: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory: int | None = None          # bytes (--memory)
+    memory_swap: int | None = None     # bytes, memory+swap (--memory-swap); -1 unlimited
+    cpu_quota: int | None = None       # microseconds per period (--cpus * period)
+    cpu_period: int | None = None      # microseconds (100000 with --cpus)
+    cpu_shares: int | None = None      # --cpu-shares (v2: converted to cpu.weight)
+    cpuset_cpus: str | None = None     # --cpuset-cpus "0-1"
+    pids_limit: int | None = None      # --pids-limit
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    id: str
+    rootfs: str                                   # the mounted root filesystem (merged dir)
+    process: ProcessSpec
+    hostname: str = ""
+    readonly_rootfs: bool = False
+    mounts: tuple[MountSpec, ...] = ()            # beyond the defaults (/proc, /dev, /sys...)
+    network: str = "private"                     # "private" (new netns, lo up), "none" (same), "host"
+    namespaces: frozenset[str] = frozenset({"pid", "mount", "uts", "ipc", "network", "cgroup"})
+    resources: Resources = field(default_factory=Resources)
+    masked_paths: tuple[str, ...] = DEFAULT_MASKED_PATHS
+    readonly_paths: tuple[str, ...] = DEFAULT_READONLY_PATHS
+    seccomp: bool = True                          # Docker's default profile
+    init: bool = False                            # run a small init as PID 1 (--init)
+    cgroup_parent: str = "lamina"
+
+
+@dataclass(frozen=True)
+class Stdio:
+    """File descriptors the container's process gets as 0, 1, 2 (a pty slave for all three
+    when ``terminal``).  The runtime dups them; the caller keeps ownership."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+
+
+@dataclass(frozen=True)
+class RuntimeState:
+    """What the caller persists about a started container to reach it again later."""
+
+    id: str
+    pid: int
+    runtime: str
+    cgroup: str = ""          # the cgroup path relative to the hierarchy roots
+    bundle: str = ""          # OCI runtimes: the bundle directory
+
+
+class Runtime(Protocol):
+    name: str
+
+    def start(self, spec: ContainerSpec, stdio: Stdio) -> RuntimeState:
+        """Create and start the container; the caller reaps the returned pid."""
+
+    def exec(self, state: RuntimeState, process: ProcessSpec, stdio: Stdio) -> int:
+        """Start ``process`` inside the running container; returns its host pid."""
+
+    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None: ...
+
+    def pause(self, state: RuntimeState) -> None: ...
+
+    def resume(self, state: RuntimeState) -> None: ...
+
+    def update(self, state: RuntimeState, resources: Resources) -> None: ...
+
+    def stats(self, state: RuntimeState) -> dict[str, object]:
+        """Docker-shaped stats: cpu_stats, memory_stats, pids_stats, blkio_stats."""
+
+    def delete(self, state: RuntimeState) -> None:
+        """Release what the runtime holds for a stopped container (cgroups, bundle)."""
