@@ -1,0 +1,203 @@
+"""Read-write layers of containers (Docker's ``layerdb/mounts``).
+
+On-disk format, under ``<data-root>/image/<driver>/layerdb/mounts/<container-id>/``::
+
+    mount-id   the driver directory of the container's read-write layer (random 64 hex)
+    init-id    the driver directory of its init layer ("<mount-id>-init")
+    parent     chainID of the image's top layer (absent for an image without layers)
+
+The init layer sits between the image and the read-write layer and holds the placeholders
+the runtime mounts over (``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``,
+``/dev/console``, ...) so that they never show up in ``diff`` or ``commit``.
+
+Commit point: the record directory is built under ``mounts/.tmp-<random>`` and renamed to
+``mounts/<container-id>``; driver directories created before the rename are owned by no
+record and are reported and removed by ``system check --repair``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from lamina import errdefs, fsutil
+from lamina.archive.api import Change
+from lamina.digest import Digest
+from lamina.layer.store import LayerStore
+
+__all__ = ["RWLayer", "MountStore", "INIT_PATHS"]
+
+# (path, kind, mode): the init layer's content, as Docker's initlayer.Setup makes it
+INIT_PATHS: tuple[tuple[str, str, int], ...] = (
+    ("dev", "dir", 0o755), ("dev/pts", "dir", 0o755), ("dev/shm", "dir", 0o755),
+    ("proc", "dir", 0o555), ("sys", "dir", 0o555),
+    ("etc", "dir", 0o755), ("etc/resolv.conf", "file", 0o644), ("etc/hosts", "file", 0o644),
+    ("etc/hostname", "file", 0o644), ("dev/console", "file", 0o755),
+    ("etc/mtab", "link:/proc/mounts", 0o777),
+)
+
+
+@dataclass(frozen=True)
+class RWLayer:
+    container_id: str
+    mount_id: str
+    init_id: str
+    parent: Digest | None
+
+
+class MountStore:
+    def __init__(self, layers: LayerStore) -> None:
+        self.layers = layers
+        self.driver = layers.driver
+        self._dir = os.path.join(layers.root, "mounts")
+        os.makedirs(self._dir, mode=0o700, exist_ok=True)
+
+    def _path(self, container_id: str) -> str:
+        if not container_id or "/" in container_id or container_id.startswith("."):
+            raise errdefs.InvalidArgument(f"invalid container id {container_id!r}")
+        return os.path.join(self._dir, container_id)
+
+    def create(self, container_id: str, parent: str | None) -> RWLayer:
+        """Create the init and read-write layers of a container on top of ``parent``."""
+        final = self._path(container_id)
+        if os.path.exists(final):
+            raise errdefs.AlreadyExists(f"read-write layer for container {container_id} exists already")
+        parent_layer = self.layers.get(parent) if parent else None
+        mount_id = uuid.uuid4().hex + uuid.uuid4().hex
+        init_id = mount_id + "-init"
+        tmp = os.path.join(self._dir, fsutil.temp_name())
+        os.mkdir(tmp, 0o700)
+        created: list[str] = []
+        try:
+            self.driver.create(init_id, parent_layer.cache_id if parent_layer else None)
+            created.append(init_id)
+            self._setup_init_layer(init_id)
+            self.driver.create(mount_id, init_id, read_write=True)
+            created.append(mount_id)
+            fsutil.atomic_write(os.path.join(tmp, "mount-id"), mount_id)
+            fsutil.atomic_write(os.path.join(tmp, "init-id"), init_id)
+            if parent:
+                fsutil.atomic_write(os.path.join(tmp, "parent"), parent)
+            fsutil.publish_dir(tmp, final)
+        except BaseException:
+            for cache_id in reversed(created):
+                self.driver.remove(cache_id)
+            fsutil.remove_tree(tmp)
+            raise
+        return RWLayer(container_id, mount_id, init_id, Digest(parent) if parent else None)
+
+    def _setup_init_layer(self, init_id: str) -> None:
+        root = self.driver.get(init_id)
+        try:
+            root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for path, kind, mode in INIT_PATHS:
+                    parent, _, name = path.rpartition("/")
+                    parent_fd = fsutil.open_dir_beneath(root_fd, parent) if parent else os.dup(root_fd)
+                    try:
+                        try:
+                            os.lstat(name, dir_fd=parent_fd)
+                            continue  # the image has it: keep the image's
+                        except FileNotFoundError:
+                            pass
+                        if kind == "dir":
+                            os.mkdir(name, mode, dir_fd=parent_fd)
+                            os.chmod(name, mode, dir_fd=parent_fd, follow_symlinks=False)
+                        elif kind == "file":
+                            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                         mode, dir_fd=parent_fd)
+                            os.fchmod(fd, mode)
+                            os.close(fd)
+                        else:
+                            os.symlink(kind.split(":", 1)[1], name, dir_fd=parent_fd)
+                    finally:
+                        os.close(parent_fd)
+            finally:
+                os.close(root_fd)
+        except OSError as exc:
+            raise fsutil.system_error(f"set up the init layer {init_id}", exc) from exc
+        finally:
+            self.driver.put(init_id)
+
+    def get(self, container_id: str) -> RWLayer:
+        path = self._path(container_id)
+        try:
+            mount_id = _read(os.path.join(path, "mount-id"))
+            init_id = _read(os.path.join(path, "init-id"))
+        except FileNotFoundError as exc:
+            raise errdefs.NotFound(f"no read-write layer for container {container_id}") from exc
+        try:
+            parent: Digest | None = Digest(_read(os.path.join(path, "parent")))
+        except FileNotFoundError:
+            parent = None
+        return RWLayer(container_id, mount_id, init_id, parent)
+
+    def container_ids(self) -> list[str]:
+        return [name for name in os.listdir(self._dir) if not name.startswith(".")]
+
+    def parents(self) -> set[str]:
+        """chainIDs that read-write layers stand on (layer GC must keep them and their chains)."""
+        out: set[str] = set()
+        for container_id in self.container_ids():
+            try:
+                layer = self.get(container_id)
+            except errdefs.NotFound:
+                continue
+            current = layer.parent
+            while current is not None and current not in out:
+                out.add(current)
+                try:
+                    current = self.layers.get(current).parent
+                except errdefs.NotFound:
+                    break
+        return out
+
+    def mount(self, container_id: str) -> str:
+        """Mount the container's full tree; returns its path (the overlay merged dir)."""
+        return self.driver.get(self.get(container_id).mount_id)
+
+    def unmount(self, container_id: str) -> None:
+        self.driver.put(self.get(container_id).mount_id)
+
+    def remove(self, container_id: str) -> None:
+        layer = self.get(container_id)
+        path = self._path(container_id)
+        removing = os.path.join(self._dir, f".removing-{container_id}")
+        os.rename(path, removing)  # the commit point
+        fsutil.fsync_dir(self._dir)
+        self.driver.remove(layer.mount_id)
+        self.driver.remove(layer.init_id)
+        fsutil.remove_tree(removing)
+
+    def sweep(self) -> list[str]:
+        done = []
+        for name in os.listdir(self._dir):
+            if name.startswith(".removing-") or name.startswith(".tmp-"):
+                path = os.path.join(self._dir, name)
+                for key in ("mount-id", "init-id"):
+                    try:
+                        self.driver.remove(_read(os.path.join(path, key)))
+                    except FileNotFoundError:
+                        pass
+                fsutil.remove_tree(path)
+                done.append(f"removed interrupted read-write layer record {name}")
+        return done
+
+    def changes(self, container_id: str) -> list[Change]:
+        layer = self.get(container_id)
+        return self.driver.changes(layer.mount_id, layer.init_id)
+
+    def diff(self, container_id: str) -> Iterator[bytes]:
+        layer = self.get(container_id)
+        return self.driver.diff(layer.mount_id, layer.init_id)
+
+    def size(self, container_id: str) -> int:
+        layer = self.get(container_id)
+        return self.driver.diff_size(layer.mount_id, layer.init_id)
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().strip()
