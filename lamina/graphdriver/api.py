@@ -25,7 +25,7 @@ from typing import Protocol
 from lamina.archive.api import Change
 from lamina.mount import Mount
 
-__all__ = ["ProtoDriver", "DiffDriver", "GraphDriver"]
+__all__ = ["ProtoDriver", "DiffDriver", "Sweeper", "GraphDriver", "TarReaderLike"]
 
 
 class ProtoDriver(Protocol):
@@ -80,8 +80,17 @@ class DiffDriver(Protocol):
         """Directory from which tar-split reassembly reads file contents of layer ``id``."""
 
 
-class GraphDriver(ProtoDriver, DiffDriver, Protocol):
-    """Both halves; what the layer store is given."""
+class Sweeper(Protocol):
+    def sweep(self) -> list[str]:
+        """Remove work-in-progress leftovers (``<id>-incomplete``, ``<id>-removing``) of a crash.
+
+        Called once at start-up by the layer store while it holds its exclusive lock; each
+        removal is logged at WARNING.  Returns the names removed.
+        """
+
+
+class GraphDriver(ProtoDriver, DiffDriver, Sweeper, Protocol):
+    """All three parts; what the layer store is given."""
 
 
 class TarReaderLike(Protocol):

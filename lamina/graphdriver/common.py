@@ -1,0 +1,148 @@
+"""What every graph driver shares: layer id rules, work-in-progress names, filesystem facts.
+
+Work in progress (DESIGN.md §5): a driver builds a layer directory under ``<id>-incomplete``
+and publishes it with one rename to ``<id>`` (the commit point of :meth:`create`); removal
+renames ``<id>`` to ``<id>-removing`` first (the commit point of :meth:`remove`), so a crash
+leaves either name behind and never a half-built or half-deleted ``<id>``.  Probes work in
+``.probe-<random>`` directories.  :func:`sweep_leftovers` removes all three kinds at start-up.
+
+Backing filesystem names are Docker's (``docker info`` "Backing Filesystem"), keyed by the
+``f_type`` magic number of statfs(2).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import uuid
+from collections.abc import Callable
+
+from lamina import errdefs
+from lamina import fsutil
+from lamina import mount as lmount
+from lamina import sys as lsys
+
+__all__ = [
+    "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
+    "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
+    "sweep_leftovers", "probe_directory", "holds_entries",
+]
+
+logger = logging.getLogger("lamina.graphdriver")
+
+INCOMPLETE_SUFFIX = "-incomplete"
+REMOVING_SUFFIX = "-removing"
+PROBE_PREFIX = ".probe-"
+
+FILESYSTEM_NAMES: dict[int, str] = {
+    0x61756673: "aufs",
+    0x9123683E: "btrfs",
+    0x28CD3D45: "cramfs",
+    0x0000F15F: "ecryptfs",
+    0x0000EF53: "extfs",
+    0xF2F52010: "f2fs",
+    0x65735546: "fuse",
+    0x47504653: "gpfs",
+    0x000072B6: "jffs2",
+    0x3153464A: "jfs",
+    0x00006969: "nfs",
+    0x794C7630: "overlayfs",
+    0x858458F6: "ramfs",
+    0x52654973: "reiserfs",
+    0xFE534D42: "smb2",
+    0x73717368: "squashfs",
+    0x01021994: "tmpfs",
+    0xA501FCF5: "vxfs",
+    0x58465342: "xfs",
+    0x2FC12FC1: "zfs",
+}
+
+
+def validate_id(id: str) -> str:
+    """Reject ids that could escape the driver directory or collide with its own names."""
+    if (not id or "/" in id or "\0" in id or id in (".", "..") or id.startswith(".")
+            or id.endswith((INCOMPLETE_SUFFIX, REMOVING_SUFFIX)) or len(id) > 200):
+        raise errdefs.InvalidArgument(f"invalid layer id {id!r}")
+    return id
+
+
+def is_work_in_progress(name: str) -> bool:
+    return name.endswith((INCOMPLETE_SUFFIX, REMOVING_SUFFIX)) or name.startswith(PROBE_PREFIX)
+
+
+def backing_filesystem(path: str) -> str:
+    """Docker's name of the filesystem holding ``path`` (``extfs``, ``xfs``...), or ``<unknown>``."""
+    try:
+        magic = lsys.statfs_type(path)
+    except OSError as exc:
+        raise fsutil.system_error(f"statfs {path}", exc) from exc
+    return FILESYSTEM_NAMES.get(magic, "<unknown>")
+
+
+def supports_d_type(directory: str) -> bool:
+    """Whether the filesystem of ``directory`` reports real d_type values in getdents64.
+
+    Creates a scratch directory with a file and a subdirectory and reads their types back;
+    overlayfs relies on d_type to find whiteouts, so a filesystem answering ``DT_UNKNOWN``
+    (xfs made with ``ftype=0``) cannot back overlay2.
+    """
+    scratch = os.path.join(directory, f"{PROBE_PREFIX}dtype-{uuid.uuid4().hex}")
+    os.mkdir(scratch, 0o700)
+    try:
+        os.close(os.open(os.path.join(scratch, "file"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.mkdir(os.path.join(scratch, "dir"), 0o700)
+        fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            entries = {name: d_type for _inode, d_type, name in lsys.getdents64(fd)}
+        finally:
+            os.close(fd)
+        return entries.get(b"file") == lsys.DT_REG and entries.get(b"dir") == lsys.DT_DIR
+    finally:
+        fsutil.remove_tree(scratch)
+
+
+def holds_entries(path: str, ignore: Callable[[str], bool] = lambda name: False) -> bool:
+    """Whether directory ``path`` exists and has an entry that ``ignore`` does not excuse."""
+    try:
+        with os.scandir(path) as entries:
+            return any(not ignore(entry.name) for entry in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def probe_directory(home: str) -> str:
+    """Create a fresh ``.probe-<random>`` directory under ``home`` (created if missing)."""
+    fsutil.make_dirs(home, 0o710)
+    path = os.path.join(home, f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}")
+    os.mkdir(path, 0o700)
+    return path
+
+
+def sweep_leftovers(directory: str, on_remove: Callable[[str], None] | None = None) -> list[str]:
+    """Remove work-in-progress entries directly under ``directory``; returns their names.
+
+    Mounts below a leftover are detached first, so removal never reaches through a mount into
+    another layer.  Only safe while no other process creates layers in ``directory`` (the layer
+    store calls it at start-up under its exclusive lock).
+    """
+    removed: list[str] = []
+    try:
+        entries = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return removed
+    for name in entries:
+        if not is_work_in_progress(name):
+            continue
+        path = os.path.join(directory, name)
+        logger.warning("removing leftover work in progress %s", path)
+        if on_remove is not None:
+            on_remove(path)
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                lmount.unmount_all_under(path)
+            fsutil.remove_tree(path)
+        except OSError as exc:
+            raise fsutil.system_error(f"remove leftover {path}", exc) from exc
+        removed.append(name)
+    return removed

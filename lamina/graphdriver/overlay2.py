@@ -1,0 +1,603 @@
+"""The overlay2 graph driver: Docker's on-disk layout, mounts returned as data.
+
+On-disk format (``home`` is ``<data-root>/overlay2``), byte-compatible with Docker's::
+
+    <home>/<id>/diff          the layer's own changes; overlay whiteouts are 0/0 character
+                              devices, opaque directories carry trusted.overlay.opaque=y
+    <home>/<id>/link          the layer's short id: 26 characters of uppercase base32, no newline
+    <home>/<id>/lower         ``l/<short-id>`` of every ancestor joined by ``:``, nearest parent
+                              first, no newline; absent for a base layer
+    <home>/<id>/work          overlay work directory (mode 0700); absent for a base layer
+    <home>/<id>/merged        mount point of the full tree, created by get() and removed by put()
+    <home>/<id>/committed     empty; written into a layer when a child is created on it, from
+                              then on get() mounts it read-only
+    <home>/l/<short-id>       symlink ``../<id>/diff``
+
+Short links keep the ``lowerdir=`` option of a deep stack within one page: the mount is made
+from ``home`` (:attr:`lamina.mount.Mount.chdir`) with relative ``l/<short-id>`` entries.
+
+Commit points: :meth:`Overlay2Driver.create` builds ``<id>-incomplete`` (its short link already
+pointing at ``../<id>/diff``) and renames it to ``<id>``; :meth:`Overlay2Driver.remove` renames
+``<id>`` to ``<id>-removing`` before deleting its short link and tree.  :meth:`sweep` removes
+both kinds of leftover and the short links they strand.
+
+Mount references are counted per process; the layer store serialises use across processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import os
+import re
+import threading
+from collections.abc import Iterator
+
+from lamina import errdefs
+from lamina import fsutil
+from lamina import mount as lmount
+from lamina.archive import Change, WhiteoutMode, apply_tar, export_tree, overlay_changes
+from lamina.graphdriver import common
+from lamina.graphdriver.api import TarReaderLike
+from lamina.graphdriver.naivediff import NaiveDiff
+from lamina.mount import Mount
+
+__all__ = ["Overlay2Driver", "probe", "native_diff_problem", "SHORT_ID_LENGTH", "MAX_DEPTH",
+           "LINK_DIR"]
+
+LINK_DIR = "l"
+SHORT_ID_LENGTH = 26
+MAX_DEPTH = 128  # Docker's limit on the number of lower layers
+_SHORT_ID = re.compile(r"^[A-Z2-7]{26}$")
+_OVERLAY_PARAMETERS = "/sys/module/overlay/parameters"
+# filesystems that cannot hold an overlay upper directory
+_UNSUPPORTED_BACKING = ("overlayfs", "aufs", "ecryptfs")
+
+
+def _kernel_parameter(name: str) -> str | None:
+    try:
+        with open(os.path.join(_OVERLAY_PARAMETERS, name), "r", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _supports_index_option() -> bool:
+    return os.path.exists(os.path.join(_OVERLAY_PARAMETERS, "index"))
+
+
+def _overlay_listed() -> bool:
+    try:
+        with open("/proc/filesystems", "r", encoding="ascii") as handle:
+            return any(line.split()[-1:] == ["overlay"] for line in handle)
+    except OSError:
+        return False
+
+
+def _index_off() -> tuple[str, ...]:
+    return ("index=off",) if _supports_index_option() else ()
+
+
+def _test_mount(scratch: str) -> None:
+    """Mount a two-lower overlay in ``scratch`` and unmount it; raises LaminaError on failure."""
+    for name in ("lower1", "lower2", "upper", "work", "merged"):
+        os.mkdir(os.path.join(scratch, name), 0o700)
+    mount = Mount(type="overlay", source="overlay", options=_index_off() + (
+        "lowerdir=lower2:lower1", "upperdir=upper", "workdir=work"), chdir=scratch)
+    merged = os.path.join(scratch, "merged")
+    mount.mount(merged)
+    lmount.unmount(merged)
+
+
+def probe(home: str) -> str | None:
+    """Why overlay2 cannot be used with ``home``, or None when it can.
+
+    Checks, in order: ``home`` can be created; its backing filesystem is not one overlayfs
+    refuses as upper (overlayfs itself, aufs, ecryptfs); the filesystem reports d_type; a real
+    overlay mount in a scratch directory under ``home`` succeeds (this also loads the module).
+    """
+    created = not os.path.exists(home)
+    try:
+        scratch = common.probe_directory(home)
+    except OSError as exc:
+        return f"cannot create {home}: {exc.strerror}"
+    reason: str | None = None
+    try:
+        backing = common.backing_filesystem(home)
+        if backing in _UNSUPPORTED_BACKING:
+            reason = f"backing filesystem is {backing}, which cannot hold overlay upper directories"
+        elif not common.supports_d_type(scratch):
+            reason = (f"backing filesystem {backing} does not support d_type "
+                      "(xfs must be formatted with ftype=1)")
+        else:
+            try:
+                _test_mount(scratch)
+            except errdefs.LaminaError as exc:
+                listed = "" if _overlay_listed() else "; overlay is not in /proc/filesystems"
+                reason = f"a test overlay mount failed: {exc}{listed}"
+    except (OSError, errdefs.LaminaError) as exc:
+        reason = f"probing {home} failed: {exc}"
+    finally:
+        lmount.unmount_all_under(scratch)
+        fsutil.remove_tree(scratch)
+        if created and reason is not None:
+            try:
+                os.rmdir(home)  # leave no empty driver directory behind for a driver not chosen
+            except OSError:
+                pass
+    return reason
+
+
+def native_diff_problem(home: str) -> str | None:
+    """Why the kernel's overlayfs cannot give native diffs, or None when it can (Docker's check).
+
+    Native diff reads the upper directory as the layer's changes.  That is wrong when the
+    kernel copies the opaque flag up (before 4.8), records renamed directories as
+    ``trusted.overlay.redirect`` (redirect_dir) or copies up metadata only (metacopy).
+    """
+    scratch = common.probe_directory(home)
+    try:
+        for name in ("l1/d", "l1/d1", "l2/d", "l3", "work", "merged"):
+            os.makedirs(os.path.join(scratch, name), 0o755)
+        with open(os.path.join(scratch, "l1", "f"), "wb") as handle:
+            handle.write(b"x")
+        os.setxattr(os.path.join(scratch, "l2", "d"), "trusted.overlay.opaque", b"y")
+        mount = Mount(type="overlay", source="overlay", options=_index_off() + (
+            "lowerdir=l2:l1", "upperdir=l3", "workdir=work"), chdir=scratch)
+        merged = os.path.join(scratch, "merged")
+        mount.mount(merged)
+        try:
+            with open(os.path.join(merged, "d", "f"), "wb"):
+                pass
+            if _xattr(os.path.join(scratch, "l3", "d"), "trusted.overlay.opaque") == b"y":
+                return "the kernel copies the opaque flag up (kernel older than 4.8)"
+            os.chmod(os.path.join(merged, "f"), 0o600)
+            if _xattr(os.path.join(scratch, "l3", "f"), "trusted.overlay.metacopy") is not None:
+                return "overlay metacopy is enabled"
+            try:
+                os.rename(os.path.join(merged, "d1"), os.path.join(merged, "d2"))
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:
+                    return None  # redirect_dir is off: directory renames are refused
+                raise
+            if _xattr(os.path.join(scratch, "l3", "d2"), "trusted.overlay.redirect") is not None:
+                return "overlay redirect_dir is enabled"
+            return None
+        finally:
+            lmount.unmount(merged)
+    except OSError as exc:
+        return f"the native diff check failed: {exc}"
+    except errdefs.LaminaError as exc:
+        return f"the native diff check failed: {exc}"
+    finally:
+        lmount.unmount_all_under(scratch)
+        fsutil.remove_tree(scratch)
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP):
+            return None
+        raise
+
+
+def _new_short_id() -> str:
+    # 17 random bytes give 136 bits; base32 of them truncated to 26 characters, like Docker
+    return base64.b32encode(os.urandom(17)).decode("ascii")[:SHORT_ID_LENGTH]
+
+
+def _write_file(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Write a file inside a directory that is not yet published (no rename needed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Overlay2Driver:
+    """overlay2 on ``home``; see the module docstring for the layout."""
+
+    name = "overlay2"
+
+    def __init__(self, home: str) -> None:
+        self.home = os.path.abspath(home)
+        try:
+            fsutil.make_dirs(self.home, 0o710)
+            fsutil.make_dirs(os.path.join(self.home, LINK_DIR), 0o700)
+        except OSError as exc:
+            raise fsutil.system_error(f"create overlay2 directory {self.home}", exc) from exc
+        self._lock = threading.RLock()
+        self._references: dict[str, int] = {}
+        self._adopted: set[str] = set()  # mounted before this process's first get()
+        self._native_problem: list[str | None] = []  # cached native_diff_problem result
+        self._naive = NaiveDiff(self)
+
+    # -- probing and selection ------------------------------------------------------------
+
+    @classmethod
+    def probe(cls, home: str) -> str | None:
+        return probe(home)
+
+    @classmethod
+    def holds_layers(cls, home: str) -> bool:
+        return common.holds_entries(home, lambda name: name == LINK_DIR or name.startswith(".")
+                                    or common.is_work_in_progress(name))
+
+    # -- paths and records ----------------------------------------------------------------
+
+    def _dir(self, id: str) -> str:
+        common.validate_id(id)
+        if id == LINK_DIR:
+            raise errdefs.InvalidArgument(f"invalid layer id {id!r}: reserved by overlay2")
+        return os.path.join(self.home, id)
+
+    def _existing_dir(self, id: str) -> str:
+        path = self._dir(id)
+        if not os.path.isdir(path):
+            raise errdefs.NotFound(f"overlay2 layer {id} does not exist")
+        return path
+
+    def _short_id(self, layer_dir: str) -> str:
+        try:
+            with open(os.path.join(layer_dir, "link"), "r", encoding="ascii") as handle:
+                short_id = handle.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise errdefs.DataLoss(f"overlay2 layer {os.path.basename(layer_dir)} has no readable link file") from exc
+        if not _SHORT_ID.match(short_id):
+            raise errdefs.DataLoss(f"overlay2 layer {os.path.basename(layer_dir)} has a malformed link file")
+        return short_id
+
+    def _lowers(self, layer_dir: str) -> list[str]:
+        """The ``l/<short-id>`` entries of the layer's lower file; empty for a base layer."""
+        try:
+            with open(os.path.join(layer_dir, "lower"), "r", encoding="ascii") as handle:
+                text = handle.read().strip()
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            raise errdefs.DataLoss(f"overlay2 layer {os.path.basename(layer_dir)}: unreadable lower file") from exc
+        return text.split(":") if text else []
+
+    def _link_target_id(self, lower_entry: str) -> str:
+        """The layer id a ``l/<short-id>`` entry points to (``../<id>/diff``)."""
+        try:
+            target = os.readlink(os.path.join(self.home, lower_entry))
+        except OSError as exc:
+            raise errdefs.DataLoss(f"overlay2 short link {lower_entry} is missing") from exc
+        parts = target.split("/")
+        if len(parts) != 3 or parts[0] != ".." or parts[2] != "diff":
+            raise errdefs.DataLoss(f"overlay2 short link {lower_entry} points to {target!r}")
+        return parts[1]
+
+    def _lower_diff_dirs(self, layer_dir: str) -> list[str]:
+        return [os.path.join(self.home, self._link_target_id(entry), "diff")
+                for entry in self._lowers(layer_dir)]
+
+    def _is_parent(self, id: str, parent: str | None) -> bool:
+        lowers = self._lowers(self._existing_dir(id))
+        if not lowers:
+            return parent is None
+        return parent is not None and self._link_target_id(lowers[0]) == parent
+
+    # -- ProtoDriver ----------------------------------------------------------------------
+
+    def create(self, id: str, parent: str | None, *, read_write: bool = False) -> None:
+        """Create an empty layer on ``parent``; commit point: rename of ``<id>-incomplete``."""
+        final = self._dir(id)
+        if os.path.lexists(final):
+            raise errdefs.AlreadyExists(f"overlay2 layer {id} exists already")
+        lower = ""
+        parent_dir = None
+        if parent is not None:
+            parent_dir = self._existing_dir(parent)
+            lowers = [f"{LINK_DIR}/{self._short_id(parent_dir)}"] + self._lowers(parent_dir)
+            if len(lowers) > MAX_DEPTH:
+                raise errdefs.FailedPrecondition(
+                    f"cannot create layer {id}: more than {MAX_DEPTH} layers below it")
+            lower = ":".join(lowers)
+        work_in_progress = final + common.INCOMPLETE_SUFFIX
+        link_path = None
+        try:
+            if os.path.lexists(work_in_progress):
+                lmount.unmount_all_under(work_in_progress)
+                fsutil.remove_tree(work_in_progress)
+            os.mkdir(work_in_progress, 0o710)
+            os.mkdir(os.path.join(work_in_progress, "diff"), 0o755)
+            while True:
+                short_id = _new_short_id()
+                candidate = os.path.join(self.home, LINK_DIR, short_id)
+                try:
+                    os.symlink(f"../{id}/diff", candidate)
+                except FileExistsError:
+                    continue
+                link_path = candidate
+                break
+            _write_file(os.path.join(work_in_progress, "link"), short_id.encode("ascii"))
+            if parent is not None:
+                os.mkdir(os.path.join(work_in_progress, "work"), 0o700)
+                _write_file(os.path.join(work_in_progress, "lower"), lower.encode("ascii"))
+            fsutil.fsync_dir(os.path.join(self.home, LINK_DIR))
+            fsutil.publish_dir(work_in_progress, final)
+        except BaseException as exc:
+            if link_path is not None:
+                try:
+                    os.unlink(link_path)
+                except OSError:
+                    pass
+            fsutil.remove_tree(work_in_progress)
+            if isinstance(exc, OSError):
+                raise fsutil.system_error(f"create overlay2 layer {id}", exc) from exc
+            raise
+        if parent_dir is not None:
+            try:
+                fsutil.atomic_write(os.path.join(parent_dir, "committed"), b"", 0o600)
+            except OSError as exc:
+                raise fsutil.system_error(f"mark overlay2 layer {parent} committed", exc) from exc
+
+    def remove(self, id: str) -> None:
+        """Unmount and delete the layer and its short link; commit point: rename to ``-removing``."""
+        layer_dir = self._dir(id)
+        with self._lock:
+            self._references.pop(id, None)
+            self._adopted.discard(id)
+            if not os.path.lexists(layer_dir):
+                return
+            lmount.unmount_all_under(layer_dir)
+            removing = layer_dir + common.REMOVING_SUFFIX
+            try:
+                if os.path.lexists(removing):
+                    lmount.unmount_all_under(removing)
+                    fsutil.remove_tree(removing)
+                os.rename(layer_dir, removing)
+                fsutil.fsync_dir(self.home)
+                self._remove_link_of(removing, id)
+                fsutil.remove_tree(removing)
+            except OSError as exc:
+                raise fsutil.system_error(f"remove overlay2 layer {id}", exc) from exc
+
+    def _remove_link_of(self, layer_dir: str, id: str) -> None:
+        """Delete ``l/<short-id>`` of a layer directory if it points to that layer."""
+        try:
+            short_id = self._short_id(layer_dir)
+        except errdefs.DataLoss:
+            return
+        link_path = os.path.join(self.home, LINK_DIR, short_id)
+        try:
+            if os.readlink(link_path) == f"../{id}/diff":
+                os.unlink(link_path)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def exists(self, id: str) -> bool:
+        try:
+            return os.path.isdir(self._dir(id))
+        except errdefs.InvalidArgument:
+            return False
+
+    def list_ids(self) -> list[str]:
+        ids = []
+        with os.scandir(self.home) as entries:
+            for entry in entries:
+                if (entry.name == LINK_DIR or entry.name.startswith(".")
+                        or common.is_work_in_progress(entry.name)):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    ids.append(entry.name)
+        return sorted(ids)
+
+    def mounts(self, id: str) -> list[Mount]:
+        """One overlay mount (lowerdir from short links, relative to ``home``), or a bind of the
+        diff directory for a base layer.  A layer with children (``committed``) mounts read-only.
+        """
+        layer_dir = self._existing_dir(id)
+        diff_dir = os.path.join(layer_dir, "diff")
+        lowers = self._lowers(layer_dir)
+        if not lowers:
+            return [Mount(type="bind", source=diff_dir, options=("bind",))]
+        prefix = _index_off()
+        if os.path.exists(os.path.join(layer_dir, "committed")):
+            own = f"{LINK_DIR}/{self._short_id(layer_dir)}"
+            options = prefix + ("lowerdir=" + ":".join([own] + lowers),)
+        else:
+            options = prefix + ("lowerdir=" + ":".join(lowers), f"upperdir={diff_dir}",
+                                f"workdir={os.path.join(layer_dir, 'work')}")
+            if len(",".join(options)) >= lmount.PAGE_SIZE:
+                options = prefix + ("lowerdir=" + ":".join(lowers), f"upperdir={id}/diff",
+                                    f"workdir={id}/work")
+        size = len(",".join(options))
+        if size >= lmount.PAGE_SIZE:
+            raise errdefs.FailedPrecondition(
+                f"cannot mount overlay2 layer {id}: mount options are {size} bytes, over a page")
+        return [Mount(type="overlay", source="overlay", options=options, chdir=self.home)]
+
+    def get(self, id: str) -> str:
+        """Mount the full tree at ``<id>/merged`` (a base layer: its diff directory)."""
+        with self._lock:
+            layer_dir = self._existing_dir(id)
+            if not self._lowers(layer_dir):
+                return os.path.join(layer_dir, "diff")
+            merged = os.path.join(layer_dir, "merged")
+            count = self._references.get(id, 0)
+            if count:
+                self._references[id] = count + 1
+                return merged
+            try:
+                fsutil.make_dirs(merged, 0o700)
+            except OSError as exc:
+                raise fsutil.system_error(f"create mount point of overlay2 layer {id}", exc) from exc
+            if lmount.is_mountpoint(merged):
+                # mounted by an earlier or another process: use it, never unmount it here
+                self._adopted.add(id)
+            else:
+                lmount.mount_all(self.mounts(id), merged)
+            self._references[id] = 1
+            return merged
+
+    def put(self, id: str) -> None:
+        with self._lock:
+            layer_dir = self._existing_dir(id)
+            if not self._lowers(layer_dir):
+                return
+            count = self._references.get(id, 0)
+            if count == 0:
+                raise errdefs.FailedPrecondition(f"overlay2 layer {id} is not mounted by this process")
+            if count > 1:
+                self._references[id] = count - 1
+                return
+            del self._references[id]
+            if id in self._adopted:
+                self._adopted.discard(id)
+                return
+            merged = os.path.join(layer_dir, "merged")
+            lmount.unmount(merged, detach=True)
+            try:
+                os.rmdir(merged)
+            except OSError:
+                pass  # busy in another mount namespace, or not empty: harmless
+
+    def status(self) -> list[tuple[str, str]]:
+        metacopy = _kernel_parameter("metacopy") == "Y"
+        return [
+            ("Backing Filesystem", common.backing_filesystem(self.home)),
+            ("Supports d_type", _bool(common.supports_d_type(self.home))),
+            ("Using metacopy", _bool(metacopy)),
+            ("Native Overlay Diff", _bool(self._native_diff_problem() is None)),
+            ("userxattr", "false"),  # lamina mounts with trusted.* xattrs only (no user namespace)
+        ]
+
+    def metadata(self, id: str) -> dict[str, str]:
+        layer_dir = self._existing_dir(id)
+        data = {
+            "WorkDir": os.path.join(layer_dir, "work"),
+            "MergedDir": os.path.join(layer_dir, "merged"),
+            "UpperDir": os.path.join(layer_dir, "diff"),
+        }
+        lower_dirs = self._lower_diff_dirs(layer_dir)
+        if lower_dirs:
+            data["LowerDir"] = ":".join(lower_dirs)
+        return data
+
+    def check(self) -> list[str]:
+        problems: list[str] = []
+        link_dir = os.path.join(self.home, LINK_DIR)
+        owners: dict[str, str] = {}
+        for id in self.list_ids():
+            layer_dir = os.path.join(self.home, id)
+            if not os.path.isdir(os.path.join(layer_dir, "diff")):
+                problems.append(f"overlay2 layer {id}: diff directory is missing")
+            try:
+                short_id = self._short_id(layer_dir)
+            except errdefs.DataLoss as exc:
+                problems.append(str(exc))
+                continue
+            owners[short_id] = id
+            link_path = os.path.join(link_dir, short_id)
+            try:
+                target = os.readlink(link_path)
+            except OSError:
+                problems.append(f"overlay2 layer {id}: short link l/{short_id} is missing")
+            else:
+                if target != f"../{id}/diff":
+                    problems.append(f"overlay2 layer {id}: short link l/{short_id} points to {target!r}")
+            try:
+                lowers = self._lowers(layer_dir)
+            except errdefs.DataLoss as exc:
+                problems.append(str(exc))
+                continue
+            if lowers and not os.path.isdir(os.path.join(layer_dir, "work")):
+                problems.append(f"overlay2 layer {id}: work directory is missing")
+            for entry in lowers:
+                name = entry[len(LINK_DIR) + 1:] if entry.startswith(LINK_DIR + "/") else ""
+                if not _SHORT_ID.match(name):
+                    problems.append(f"overlay2 layer {id}: lower file has a malformed entry {entry!r}")
+                elif not os.path.isdir(os.path.join(link_dir, name)):
+                    problems.append(f"overlay2 layer {id}: lower file names {entry}, which is missing or broken")
+        try:
+            link_entries = sorted(os.listdir(link_dir))
+        except FileNotFoundError:
+            link_entries = []
+            problems.append(f"overlay2 link directory {link_dir} is missing")
+        for name in link_entries:
+            path = os.path.join(link_dir, name)
+            if not os.path.islink(path):
+                problems.append(f"overlay2 l/{name} is not a symbolic link")
+            elif not os.path.isdir(path):
+                problems.append(f"overlay2 short link l/{name} is broken (points to {os.readlink(path)!r})")
+            elif name not in owners:
+                problems.append(f"overlay2 short link l/{name} belongs to no layer")
+        for name in sorted(os.listdir(self.home)):
+            if common.is_work_in_progress(name):
+                problems.append(f"overlay2 leftover work in progress {name} (removed at start-up)")
+        return problems
+
+    def sweep(self) -> list[str]:
+        """Remove ``-incomplete``/``-removing``/probe leftovers and the short links they strand."""
+        removed = common.sweep_leftovers(self.home)
+        link_dir = os.path.join(self.home, LINK_DIR)
+        for name in sorted(os.listdir(link_dir)):
+            path = os.path.join(link_dir, name)
+            try:
+                target = os.readlink(path)
+            except OSError:
+                continue
+            parts = target.split("/")
+            if (len(parts) == 3 and parts[0] == ".." and parts[2] == "diff"
+                    and not os.path.lexists(os.path.join(self.home, parts[1]))):
+                common.logger.warning("removing stranded overlay2 short link %s -> %s", path, target)
+                os.unlink(path)
+                removed.append(f"{LINK_DIR}/{name}")
+        return removed
+
+    # -- DiffDriver -----------------------------------------------------------------------
+
+    def _native_diff_problem(self) -> str | None:
+        with self._lock:
+            if not self._native_problem:
+                problem = native_diff_problem(self.home)
+                if problem is not None:
+                    common.logger.warning("overlay2 uses naive diff in %s: %s", self.home, problem)
+                self._native_problem.append(problem)
+            return self._native_problem[0]
+
+    def _native(self, id: str, parent: str | None) -> bool:
+        return self._is_parent(id, parent) and self._native_diff_problem() is None
+
+    def apply_diff(self, id: str, parent: str | None, entries: TarReaderLike) -> int:
+        if not self._native(id, parent):
+            return self._naive.apply_diff(id, parent, entries)
+        diff_dir = os.path.join(self._existing_dir(id), "diff")
+        try:
+            fd = os.open(diff_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise fsutil.system_error(f"open diff directory of overlay2 layer {id}", exc) from exc
+        try:
+            return apply_tar(fd, entries, WhiteoutMode.OVERLAY)  # type: ignore[arg-type]
+        finally:
+            os.close(fd)
+
+    def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
+        if not self._native(id, parent):
+            return self._naive.diff(id, parent)
+        return export_tree(os.path.join(self._existing_dir(id), "diff"))
+
+    def changes(self, id: str, parent: str | None) -> list[Change]:
+        if not self._native(id, parent):
+            return self._naive.changes(id, parent)
+        layer_dir = self._existing_dir(id)
+        return overlay_changes(os.path.join(layer_dir, "diff"), self._lower_diff_dirs(layer_dir))
+
+    def diff_size(self, id: str, parent: str | None) -> int:
+        if not self._native(id, parent):
+            return self._naive.diff_size(id, parent)
+        return fsutil.disk_usage(os.path.join(self._existing_dir(id), "diff"))
+
+    def diff_path(self, id: str) -> str:
+        return os.path.join(self._existing_dir(id), "diff")
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"

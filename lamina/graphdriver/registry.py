@@ -1,0 +1,160 @@
+"""Graph drivers by name, and the policy that chooses one for a data root.
+
+Every driver lamina implements is in :data:`DRIVERS` (name -> class); a driver's directory is
+``<data-root>/<name>``.  :data:`PRIORITY` is Docker's Linux order; names in it that lamina does
+not implement are skipped with the reason.
+
+Selection policy (:func:`select`), the first rule that applies wins:
+
+1. an explicit name (``--storage-driver`` / ``LAMINA_STORAGE_DRIVER``): it must be known
+   (else :class:`~lamina.errdefs.InvalidArgument`), implemented (else
+   :class:`~lamina.errdefs.NotImplemented`) and pass its probe (else
+   :class:`~lamina.errdefs.FailedPrecondition` with the probe's reason);
+2. the driver whose directory in the data root already holds layers; when several do, or the
+   one that does is unusable or not implemented, :class:`~lamina.errdefs.FailedPrecondition`
+   asks for ``--storage-driver``;
+3. the first driver of :data:`PRIORITY` whose probe passes.
+
+Every driver passed over is logged at INFO on the ``lamina.graphdriver`` logger and listed in
+:attr:`Selection.skipped` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from lamina import errdefs
+from lamina import fsutil
+from lamina.graphdriver import common
+from lamina.graphdriver.api import GraphDriver
+from lamina.graphdriver.overlay2 import Overlay2Driver
+from lamina.graphdriver.vfs import VfsDriver
+
+__all__ = ["DRIVERS", "PRIORITY", "NOT_IMPLEMENTED", "Selection", "DriverClass", "select",
+           "driver_home", "drivers_holding_layers", "skip_reason"]
+
+
+class DriverClass(Protocol):
+    """What the registry needs of a driver class."""
+
+    name: str
+
+    def probe(self, home: str) -> str | None: ...
+
+    def holds_layers(self, home: str) -> bool: ...
+
+    def __call__(self, home: str) -> GraphDriver: ...
+
+
+DRIVERS: Mapping[str, DriverClass] = types.MappingProxyType({
+    Overlay2Driver.name: Overlay2Driver,  # type: ignore[dict-item]
+    VfsDriver.name: VfsDriver,  # type: ignore[dict-item]
+})
+
+PRIORITY: tuple[str, ...] = ("overlay2", "fuse-overlayfs", "btrfs", "zfs", "vfs")
+
+# Docker drivers lamina does not implement; their directories are still recognised in a data root
+NOT_IMPLEMENTED: tuple[str, ...] = ("fuse-overlayfs", "btrfs", "zfs", "aufs", "devicemapper", "overlay")
+
+# drivers that only work on their own filesystem
+_NATIVE_FILESYSTEM = {"btrfs": "btrfs", "zfs": "zfs"}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen driver and every driver passed over before it, as (name, reason)."""
+
+    driver: GraphDriver
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+def driver_home(data_root: str, name: str) -> str:
+    return os.path.join(data_root, name)
+
+
+def _available() -> str:
+    return ", ".join(DRIVERS)
+
+
+def skip_reason(data_root: str, name: str) -> str | None:
+    """Why driver ``name`` cannot be used on ``data_root`` (probing it), or None if it can."""
+    if name in DRIVERS:
+        return DRIVERS[name].probe(driver_home(data_root, name))
+    filesystem = _NATIVE_FILESYSTEM.get(name)
+    if filesystem is not None:
+        backing = common.backing_filesystem(data_root)
+        if backing != filesystem:
+            return f"backing filesystem is {backing}, not {filesystem}"
+    return "not implemented by lamina"
+
+
+def drivers_holding_layers(data_root: str) -> list[str]:
+    """Names of the drivers whose directory in ``data_root`` holds layers."""
+    names = []
+    for name in dict.fromkeys(PRIORITY + NOT_IMPLEMENTED):
+        home = driver_home(data_root, name)
+        if name in DRIVERS:
+            if DRIVERS[name].holds_layers(home):
+                names.append(name)
+        elif common.holds_entries(home, lambda entry: entry.startswith(".")):
+            names.append(name)
+    return names
+
+
+def select(data_root: str, explicit: str | None = None) -> Selection:
+    """Choose and construct the graph driver for ``data_root`` (see the module docstring)."""
+    data_root = os.path.abspath(data_root)
+    try:
+        fsutil.make_dirs(data_root, 0o711)
+    except OSError as exc:
+        raise fsutil.system_error(f"create data root {data_root}", exc) from exc
+    holding = drivers_holding_layers(data_root)
+
+    if explicit:
+        if explicit not in DRIVERS:
+            if explicit in NOT_IMPLEMENTED:
+                raise errdefs.NotImplemented(
+                    f"storage driver '{explicit}' is not implemented by lamina (available: {_available()})")
+            raise errdefs.InvalidArgument(f"unknown storage driver '{explicit}' (available: {_available()})")
+        reason = skip_reason(data_root, explicit)
+        if reason is not None:
+            raise errdefs.FailedPrecondition(f"storage driver '{explicit}' cannot be used in {data_root}: {reason}")
+        others = [name for name in holding if name != explicit]
+        if others:
+            common.logger.info("data root %s also holds layers of %s; they are not visible with %s",
+                               data_root, ", ".join(others), explicit)
+        return Selection(driver=DRIVERS[explicit](driver_home(data_root, explicit)))
+
+    if len(holding) > 1:
+        raise errdefs.FailedPrecondition(
+            f"data root {data_root} holds layers of several storage drivers ({', '.join(holding)}); "
+            "pass --storage-driver to choose one")
+    if holding:
+        name = holding[0]
+        if name not in DRIVERS:
+            raise errdefs.FailedPrecondition(
+                f"data root {data_root} holds layers of storage driver '{name}', which is not implemented "
+                f"by lamina; pass --storage-driver to choose another ({_available()})")
+        reason = skip_reason(data_root, name)
+        if reason is not None:
+            raise errdefs.FailedPrecondition(
+                f"data root {data_root} holds layers of storage driver '{name}', which cannot be used: "
+                f"{reason}; pass --storage-driver to choose another")
+        common.logger.info("using storage driver %s: data root %s holds its layers", name, data_root)
+        return Selection(driver=DRIVERS[name](driver_home(data_root, name)))
+
+    skipped: list[tuple[str, str]] = []
+    for name in PRIORITY:
+        reason = skip_reason(data_root, name)
+        if reason is None:
+            common.logger.info("using storage driver %s", name)
+            return Selection(driver=DRIVERS[name](driver_home(data_root, name)), skipped=tuple(skipped))
+        common.logger.info("storage driver %s skipped: %s", name, reason)
+        skipped.append((name, reason))
+    raise errdefs.FailedPrecondition(
+        f"no usable storage driver in {data_root}: "
+        + "; ".join(f"{name}: {reason}" for name, reason in skipped))

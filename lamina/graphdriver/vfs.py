@@ -1,0 +1,170 @@
+"""The vfs graph driver: every layer is a full copy of its tree; works on any filesystem.
+
+On-disk format (``home`` is ``<data-root>/vfs``), Docker's::
+
+    <home>/dir/<id>/      the complete tree of layer ``id`` (its parent's tree copied, then the
+                          layer's tar applied with whiteouts deleting what they name)
+
+Nothing records the parent: diffs are always naive (:mod:`lamina.graphdriver.naivediff`),
+comparing a layer's tree with the tree of the parent named by the caller.
+
+Commit points: :meth:`VfsDriver.create` copies the parent into ``dir/<id>-incomplete`` and
+renames it to ``dir/<id>``; :meth:`VfsDriver.remove` renames ``dir/<id>`` to
+``dir/<id>-removing`` before deleting it.  :meth:`VfsDriver.sweep` removes leftovers of both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from lamina import errdefs
+from lamina import fsutil
+from lamina import mount as lmount
+from lamina.archive import Change, copy_tree
+from lamina.graphdriver import common
+from lamina.graphdriver.api import TarReaderLike
+from lamina.graphdriver.naivediff import NaiveDiff
+from lamina.mount import Mount
+
+__all__ = ["VfsDriver", "probe"]
+
+
+def probe(home: str) -> str | None:
+    """Why vfs cannot be used with ``home`` (it cannot be created or written), or None."""
+    try:
+        scratch = common.probe_directory(home)
+        fsutil.remove_tree(scratch)
+    except OSError as exc:
+        return f"cannot create or write {home}: {exc.strerror}"
+    return None
+
+
+class VfsDriver:
+    """vfs on ``home``; see the module docstring for the layout."""
+
+    name = "vfs"
+
+    def __init__(self, home: str) -> None:
+        self.home = os.path.abspath(home)
+        self._layers = os.path.join(self.home, "dir")
+        try:
+            fsutil.make_dirs(self.home, 0o710)
+            fsutil.make_dirs(self._layers, 0o710)
+        except OSError as exc:
+            raise fsutil.system_error(f"create vfs directory {self.home}", exc) from exc
+        self._naive = NaiveDiff(self)
+
+    @classmethod
+    def probe(cls, home: str) -> str | None:
+        return probe(home)
+
+    @classmethod
+    def holds_layers(cls, home: str) -> bool:
+        return common.holds_entries(os.path.join(home, "dir"),
+                                    lambda name: name.startswith(".") or common.is_work_in_progress(name))
+
+    def _dir(self, id: str) -> str:
+        return os.path.join(self._layers, common.validate_id(id))
+
+    def _existing_dir(self, id: str) -> str:
+        path = self._dir(id)
+        if not os.path.isdir(path):
+            raise errdefs.NotFound(f"vfs layer {id} does not exist")
+        return path
+
+    # -- ProtoDriver ----------------------------------------------------------------------
+
+    def create(self, id: str, parent: str | None, *, read_write: bool = False) -> None:
+        """Copy the parent's tree (or make an empty one); commit point: rename of ``-incomplete``."""
+        final = self._dir(id)
+        if os.path.lexists(final):
+            raise errdefs.AlreadyExists(f"vfs layer {id} exists already")
+        parent_dir = self._existing_dir(parent) if parent is not None else None
+        work_in_progress = final + common.INCOMPLETE_SUFFIX
+        try:
+            fsutil.remove_tree(work_in_progress)
+            if parent_dir is None:
+                os.mkdir(work_in_progress, 0o755)
+            else:
+                copy_tree(parent_dir, work_in_progress)
+            fsutil.publish_dir(work_in_progress, final)
+        except BaseException as exc:
+            fsutil.remove_tree(work_in_progress)
+            if isinstance(exc, OSError):
+                raise fsutil.system_error(f"create vfs layer {id}", exc) from exc
+            raise
+
+    def remove(self, id: str) -> None:
+        layer_dir = self._dir(id)
+        if not os.path.lexists(layer_dir):
+            return
+        lmount.unmount_all_under(layer_dir)
+        removing = layer_dir + common.REMOVING_SUFFIX
+        try:
+            fsutil.remove_tree(removing)
+            os.rename(layer_dir, removing)
+            fsutil.fsync_dir(self._layers)
+            fsutil.remove_tree(removing)
+        except OSError as exc:
+            raise fsutil.system_error(f"remove vfs layer {id}", exc) from exc
+
+    def exists(self, id: str) -> bool:
+        try:
+            return os.path.isdir(self._dir(id))
+        except errdefs.InvalidArgument:
+            return False
+
+    def list_ids(self) -> list[str]:
+        with os.scandir(self._layers) as entries:
+            return sorted(entry.name for entry in entries
+                          if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+                          and not common.is_work_in_progress(entry.name))
+
+    def mounts(self, id: str) -> list[Mount]:
+        return [Mount(type="bind", source=self._existing_dir(id), options=("bind",))]
+
+    def get(self, id: str) -> str:
+        """The layer directory itself: vfs needs no mount."""
+        return self._existing_dir(id)
+
+    def put(self, id: str) -> None:
+        self._existing_dir(id)
+
+    def status(self) -> list[tuple[str, str]]:
+        return [("Backing Filesystem", common.backing_filesystem(self.home))]
+
+    def metadata(self, id: str) -> dict[str, str]:
+        self._existing_dir(id)
+        return {}  # Docker's vfs reports no GraphDriver.Data
+
+    def check(self) -> list[str]:
+        problems = []
+        for name in sorted(os.listdir(self._layers)):
+            path = os.path.join(self._layers, name)
+            if common.is_work_in_progress(name):
+                problems.append(f"vfs leftover work in progress {name} (removed at start-up)")
+            elif os.path.islink(path) or not os.path.isdir(path):
+                problems.append(f"vfs dir/{name} is not a layer directory")
+        return problems
+
+    def sweep(self) -> list[str]:
+        """Remove ``-incomplete``/``-removing`` leftovers under ``dir/`` and probe leftovers."""
+        return common.sweep_leftovers(self.home) + common.sweep_leftovers(self._layers)
+
+    # -- DiffDriver: always naive ---------------------------------------------------------
+
+    def apply_diff(self, id: str, parent: str | None, entries: TarReaderLike) -> int:
+        return self._naive.apply_diff(id, parent, entries)
+
+    def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
+        return self._naive.diff(id, parent)
+
+    def changes(self, id: str, parent: str | None) -> list[Change]:
+        return self._naive.changes(id, parent)
+
+    def diff_size(self, id: str, parent: str | None) -> int:
+        return self._naive.diff_size(id, parent)
+
+    def diff_path(self, id: str) -> str:
+        return self._existing_dir(id)
