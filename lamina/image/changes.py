@@ -1,0 +1,1066 @@
+"""``--change`` instructions for ``docker import`` / ``docker commit`` (Docker's BuildFromConfig).
+
+The changes are joined with newlines and read as a Dockerfile: line continuations (``\\`` at the
+end of a line), comment lines and blank lines behave as in a Dockerfile.  Only these
+instructions are allowed (Docker's ``validCommitCommands``): CMD, ENTRYPOINT, ENV, EXPOSE,
+HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR; anything else is
+``"<INSTRUCTION> is not a valid change command"``.  Each instruction is applied in order to a
+container config given as a dict with Docker's field names (``Cmd``, ``Env``, ...), with the
+same rules as Docker's classic builder:
+
+- CMD / ENTRYPOINT: a JSON array of strings is the exec form; anything else is the shell form,
+  ``Shell`` (default ``["/bin/sh", "-c"]``) + the raw text.  ENTRYPOINT clears Cmd unless a CMD
+  came earlier in the same change list.  Neither expands variables.
+- ENV ``k=v ...`` (quotes and escapes processed) and the legacy ``ENV k v w`` (value = rest of
+  line); a new value replaces an existing ``k=`` entry in place.  LABEL likewise.
+- ENV, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL, EXPOSE expand ``$VAR``/``${VAR...}`` from the
+  Env as it was before the instruction (so ``ENV a=1 b=$a`` does not see the new ``a``).
+- EXPOSE ``80``, ``80/udp``, ``8000-8002``, ``host:container``; WORKDIR is joined with the
+  current one and cleaned; STOPSIGNAL must name a signal; HEALTHCHECK takes
+  ``--interval/--timeout/--start-period/--start-interval/--retries``.
+
+Not supported (Docker would accept them): the ``# escape=`` parser directive and heredocs.
+Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lamina import errdefs
+
+__all__ = ["apply_changes", "VALID_CHANGE_COMMANDS", "ShellLex", "parse_duration"]
+
+VALID_CHANGE_COMMANDS = frozenset({
+    "cmd", "entrypoint", "healthcheck", "env", "expose", "label", "onbuild", "stopsignal",
+    "user", "volume", "workdir",
+})
+
+_ESCAPE = "\\"
+_WHITESPACE_RE = re.compile(r"[\t\v\f\r ]+")
+_CONTINUATION_RE = re.compile(r"([^\\])\\[ \t]*$|^\\[ \t]*$")
+_ONBUILD_PREFIX_RE = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
+_EOF = ""
+
+_LINUX_SIGNALS = {
+    "ABRT": 6, "ALRM": 14, "BUS": 7, "CHLD": 17, "CLD": 17, "CONT": 18, "FPE": 8, "HUP": 1,
+    "ILL": 4, "INT": 2, "IO": 29, "IOT": 6, "KILL": 9, "PIPE": 13, "POLL": 29, "PROF": 27,
+    "PWR": 30, "QUIT": 3, "SEGV": 11, "STKFLT": 16, "STOP": 19, "SYS": 31, "TERM": 15,
+    "TRAP": 5, "TSTP": 20, "TTIN": 21, "TTOU": 22, "URG": 23, "USR1": 10, "USR2": 12,
+    "VTALRM": 26, "WINCH": 28, "XCPU": 24, "XFSZ": 25,
+    **{"RTMIN": 34, **{f"RTMIN+{n}": 34 + n for n in range(1, 16)}},
+    **{"RTMAX": 64, **{f"RTMAX-{n}": 64 - n for n in range(1, 15)}},
+}
+
+
+class _ChangeError(Exception):
+    """Internal: a Docker error message, turned into InvalidArgument at the boundary."""
+
+
+# --------------------------------------------------------------------------------------------
+# the word lexer (buildkit's shell.Lex: quotes, escapes, $VAR and ${VAR...} expansion)
+
+
+def _is_letter(char: str) -> bool:
+    return unicodedata.category(char).startswith("L")
+
+
+def _is_digit(char: str) -> bool:
+    return unicodedata.category(char) == "Nd"
+
+
+def _go_quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+class _Words:
+    """Word splitting after expansion (ProcessWords)."""
+
+    def __init__(self) -> None:
+        self.buffer: list[str] = []
+        self.words: list[str] = []
+        self.in_word = False
+
+    def add_char(self, char: str) -> None:
+        if char.isspace() and self.in_word:
+            if self.buffer:
+                self.words.append("".join(self.buffer))
+                self.buffer = []
+                self.in_word = False
+        elif not char.isspace():
+            self.add_raw_char(char)
+
+    def add_raw_char(self, char: str) -> None:
+        self.buffer.append(char)
+        self.in_word = True
+
+    def add_string(self, text: str) -> None:
+        for char in text:
+            self.add_char(char)
+
+    def add_raw_string(self, text: str) -> None:
+        self.buffer.append(text)
+        self.in_word = True
+
+    def get_words(self) -> list[str]:
+        if self.buffer:
+            self.words.append("".join(self.buffer))
+            self.buffer = []
+            self.in_word = False
+        return self.words
+
+
+class ShellLex:
+    """Dockerfile word processing: quote removal, escapes and variable expansion.
+
+    ``process_word`` keeps whitespace (one word); ``process_words`` splits into words after
+    expansion.  Unset variables expand to the empty string.
+    """
+
+    def __init__(self, escape_token: str = _ESCAPE) -> None:
+        self.escape_token = escape_token
+
+    def process_word(self, word: str, env: Mapping[str, str]) -> str:
+        return self._process(word, env)[0]
+
+    def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
+        return self._process(word, env)[1]
+
+    def _process(self, word: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+        state = _LexState(word, env, self.escape_token)
+        try:
+            return state.process_stop_on(_EOF, raw_escapes=False)
+        except _ChangeError as exc:
+            raise _ChangeError(f"failed to process {_go_quote(word)}: {exc}") from None
+
+
+@dataclass
+class _LexState:
+    text: str
+    env: Mapping[str, str]
+    escape_token: str
+    position: int = 0
+    raw_escapes: bool = False
+
+    def peek(self) -> str:
+        return self.text[self.position] if self.position < len(self.text) else _EOF
+
+    def next(self) -> str:
+        if self.position >= len(self.text):
+            return _EOF
+        char = self.text[self.position]
+        self.position += 1
+        return char
+
+    def process_stop_on(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
+        result: list[str] = []
+        words = _Words()
+        saved = self.raw_escapes
+        self.raw_escapes = raw_escapes
+        try:
+            while self.peek() != _EOF:
+                char = self.peek()
+                if stop != _EOF and char == stop:
+                    self.next()
+                    return "".join(result), words.get_words()
+                if char == "$":
+                    value = self.process_dollar()
+                    result.append(value)
+                    words.add_string(value)
+                elif char == "'":
+                    value = self.process_single_quote()
+                    result.append(value)
+                    words.add_raw_string(value)
+                elif char == '"':
+                    value = self.process_double_quote()
+                    result.append(value)
+                    words.add_raw_string(value)
+                elif char == "<":
+                    value = self.process_possible_heredoc()
+                    result.append(value)
+                    words.add_raw_string(value)
+                else:
+                    char = self.next()
+                    if char == self.escape_token:
+                        if self.raw_escapes:
+                            words.add_raw_char(char)
+                            result.append(char)
+                        char = self.next()
+                        if char == _EOF:
+                            break
+                        words.add_raw_char(char)
+                    else:
+                        words.add_char(char)
+                    result.append(char)
+            if stop != _EOF:
+                raise _ChangeError(f"unexpected end of statement while looking for matching {stop}")
+            return "".join(result), words.get_words()
+        finally:
+            self.raw_escapes = saved
+
+    def process_single_quote(self) -> str:
+        self.next()
+        result: list[str] = []
+        while True:
+            char = self.next()
+            if char == _EOF:
+                raise _ChangeError("unexpected end of statement while looking for matching single-quote")
+            if char == "'":
+                return "".join(result)
+            result.append(char)
+
+    def process_double_quote(self) -> str:
+        self.next()
+        result: list[str] = []
+        while True:
+            char = self.peek()
+            if char == _EOF:
+                raise _ChangeError("unexpected end of statement while looking for matching double-quote")
+            if char == '"':
+                self.next()
+                return "".join(result)
+            if char == "$":
+                result.append(self.process_dollar())
+                continue
+            char = self.next()
+            if char == self.escape_token:
+                if self.raw_escapes:
+                    result.append(char)
+                following = self.peek()
+                if following == _EOF:
+                    continue
+                if following in ('"', "$", self.escape_token):
+                    char = self.next()
+            result.append(char)
+
+    def process_possible_heredoc(self) -> str:
+        self.next()
+        if self.peek() != "<":
+            return "<"
+        self.next()
+        spaces: list[str] = []
+        while self.peek() in ("\t", "\r", " ") and self.peek() != _EOF:
+            spaces.append(self.next())
+        return "<<" + "".join(spaces)
+
+    def process_name(self) -> str:
+        name: list[str] = []
+        while self.peek() != _EOF:
+            char = self.peek()
+            if not name and _is_digit(char):
+                while self.peek() != _EOF and _is_digit(self.peek()):
+                    name.append(self.next())
+                return "".join(name)
+            if not name and char in "@*#?-$!0":
+                return self.next()
+            if not (_is_letter(char) or _is_digit(char) or char == "_"):
+                break
+            name.append(self.next())
+        return "".join(name)
+
+    def get_env(self, name: str) -> tuple[str, bool]:
+        if name in self.env:
+            return self.env[name], True
+        return "", False
+
+    def process_dollar(self) -> str:
+        self.next()
+        if self.peek() != "{":
+            name = self.process_name()
+            if name == "":
+                return "$"
+            return self.get_env(name)[0]
+        self.next()
+        if self.peek() == _EOF:
+            raise _ChangeError("syntax error: missing '}'")
+        if self.peek() in ("{", "}", ":"):
+            raise _ChangeError("syntax error: bad substitution")
+        name = self.process_name()
+        char = self.next()
+        modifier = char if char != _EOF else "\ufffd"
+        null_is_unset = False
+        if char == "}":
+            return self.get_env(name)[0]
+        if char == ":":
+            null_is_unset = True
+            char = self.next()
+            modifier += char if char != _EOF else "\ufffd"
+        if char in ("+", "-", "?", "#", "%") and char != _EOF:
+            raw_escapes = char in ("#", "%")
+            if null_is_unset and raw_escapes:
+                raise _ChangeError(f"unsupported modifier ({modifier}) in substitution")
+            try:
+                word, _ = self.process_stop_on("}", raw_escapes)
+            except _ChangeError:
+                if self.peek() == _EOF:
+                    raise _ChangeError("syntax error: missing '}'") from None
+                raise
+            value, is_set = self.get_env(name)
+            if char == "-":
+                return word if (not is_set or (null_is_unset and value == "")) else value
+            if char == "+":
+                return "" if (not is_set or (null_is_unset and value == "")) else word
+            if char == "?":
+                if not is_set:
+                    raise _ChangeError(f"{name}: {word or 'is not allowed to be unset'}")
+                if null_is_unset and value == "":
+                    raise _ChangeError(f"{name}: {word or 'is not allowed to be empty'}")
+                return value
+            greedy = False
+            if word and word[0] == char:
+                greedy = True
+                word = word[1:]
+            if char == "%":
+                return _trim_suffix(word, value, greedy)
+            return _trim_prefix(word, value, greedy)
+        if char == "/" and not null_is_unset:
+            replace_all = self.peek() == "/"
+            if replace_all:
+                self.next()
+            try:
+                pattern, _ = self.process_stop_on("/", True)
+            except _ChangeError:
+                if self.peek() == _EOF:
+                    raise _ChangeError("syntax error: missing '/' in ${}") from None
+                raise
+            try:
+                replacement, _ = self.process_stop_on("}", True)
+            except _ChangeError:
+                if self.peek() == _EOF:
+                    raise _ChangeError("syntax error: missing '}'") from None
+                raise
+            value, _ = self.get_env(name)
+            regex = _shell_pattern_to_regex(pattern, greedy=True, anchored=False)
+            if replace_all:
+                return regex.sub(lambda _match: replacement, value)
+            match = regex.search(value)
+            if match is not None:
+                value = value[:match.start()] + replacement + value[match.end():]
+            return value
+        raise _ChangeError(f"unsupported modifier ({modifier}) in substitution")
+
+
+def _shell_pattern_to_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
+    out = ["^"] if anchored else []
+    star = ".*" if greedy else ".*?"
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        index += 1
+        if char == "*":
+            out.append(star)
+            continue
+        if char == "?":
+            out.append(".")
+            continue
+        if char == "\\":
+            following = pattern[index] if index < len(pattern) else ""
+            if following in ("}", "/"):
+                continue
+            index += 1
+            if following not in ("*", "?", "\\"):
+                raise _ChangeError(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{following}'")
+            out.append(re.escape(following))
+            continue
+        out.append(re.escape(char))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
+    match = _shell_pattern_to_regex(pattern, greedy=greedy, anchored=True).search(value)
+    return value[match.end():] if match is not None else value
+
+
+def _reverse_pattern(pattern: str) -> str:
+    out: list[str] = []
+    index = 0
+    while index < len(pattern):
+        if pattern[index] == "\\" and index != len(pattern) - 1:
+            out.append(pattern[index:index + 2])
+            index += 2
+        else:
+            out.append(pattern[index])
+            index += 1
+    return "".join(reversed(out))
+
+
+def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
+    return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
+
+
+# --------------------------------------------------------------------------------------------
+# the Dockerfile line parser (buildkit's parser, for the instructions allowed here)
+
+
+@dataclass
+class _Instruction:
+    command: str            # as typed
+    flags: list[str]
+    args: list[str]
+    json_form: bool
+    original: str
+    flag_values: dict[str, str] = field(default_factory=dict)
+    healthcheck: dict[str, Any] | None = None
+
+
+def _logical_lines(text: str) -> list[str]:
+    # Lines end at "\n" only (Go's scanner), not at the other characters str.splitlines knows.
+    lines = re.findall(r"[^\n]*\n|[^\n]+$", text)
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    result: list[str] = []
+    index = 0
+    while index < len(lines):
+        raw = lines[index]
+        index += 1
+        line = _strip_comment(raw.rstrip("\r\n").lstrip())
+        line, complete = _trim_continuation(line)
+        if complete and line == "":
+            continue
+        parts = [line]
+        while not complete and index < len(lines):
+            raw = lines[index]
+            index += 1
+            if _is_comment(raw):
+                continue
+            line = raw.rstrip("\r\n")
+            if line.lstrip() == "":
+                continue
+            line, complete = _trim_continuation(line)
+            parts.append(line)
+        result.append("".join(parts))
+    return result
+
+
+def _is_comment(line: str) -> bool:
+    stripped = line.lstrip()
+    return stripped.startswith("#")
+
+
+def _strip_comment(line: str) -> str:
+    return "" if _is_comment(line) else line
+
+
+def _trim_continuation(line: str) -> tuple[str, bool]:
+    if _CONTINUATION_RE.search(line):
+        return _CONTINUATION_RE.sub(lambda match: match.group(1) or "", line, count=1), False
+    return line, True
+
+
+def _extract_flags(line: str) -> tuple[str, list[str]]:
+    """Leading ``--flag[=value]`` words of an instruction (quotes and escapes processed)."""
+    words: list[str] = []
+    buffer: list[str] = []
+    phase = "spaces"
+    quote = ""
+    blank_ok = False
+    position = 0
+    while position <= len(line):
+        char = line[position] if position < len(line) else ""
+        if phase == "spaces":
+            if position == len(line):
+                break
+            if char.isspace():
+                position += 1
+                continue
+            if char != "-" or position + 1 == len(line) or line[position + 1] != "-":
+                return line[position:], words
+            phase = "word"
+        if phase in ("word", "quote") and position == len(line):
+            word = "".join(buffer)
+            if word != "--" and (blank_ok or word):
+                words.append(word)
+            break
+        if phase == "word":
+            if char.isspace():
+                word = "".join(buffer)
+                phase = "spaces"
+                if word == "--":
+                    return line[position:], words
+                if blank_ok or word:
+                    words.append(word)
+                buffer = []
+                blank_ok = False
+                position += 1
+                continue
+            if char in ("'", '"'):
+                quote = char
+                blank_ok = True
+                phase = "quote"
+                position += 1
+                continue
+            if char == _ESCAPE:
+                if position + 1 == len(line):
+                    position += 1
+                    continue
+                position += 1
+                char = line[position]
+            buffer.append(char)
+            position += 1
+            continue
+        if phase == "quote":
+            if char == quote:
+                phase = "word"
+                position += 1
+                continue
+            if char == _ESCAPE:
+                if position + 1 == len(line):
+                    phase = "word"
+                    position += 1
+                    continue
+                position += 1
+                char = line[position]
+            buffer.append(char)
+            position += 1
+    return "", words
+
+
+def _parse_words(rest: str) -> list[str]:
+    """Split on whitespace keeping quotes and escapes in the words (buildkit's parseWords)."""
+    words: list[str] = []
+    buffer: list[str] = []
+    phase = "spaces"
+    quote = ""
+    blank_ok = False
+    position = 0
+    while position <= len(rest):
+        char = rest[position] if position < len(rest) else ""
+        if phase == "spaces":
+            if position == len(rest):
+                break
+            if char.isspace():
+                position += 1
+                continue
+            phase = "word"
+        if phase in ("word", "quote") and position == len(rest):
+            if blank_ok or buffer:
+                words.append("".join(buffer))
+            break
+        if phase == "word":
+            if char.isspace():
+                phase = "spaces"
+                if blank_ok or buffer:
+                    words.append("".join(buffer))
+                buffer = []
+                blank_ok = False
+                position += 1
+                continue
+            if char in ("'", '"'):
+                quote = char
+                blank_ok = True
+                phase = "quote"
+            if char == _ESCAPE:
+                if position + 1 == len(rest):
+                    position += 1
+                    continue
+                buffer.append(char)
+                position += 1
+                char = rest[position]
+            buffer.append(char)
+            position += 1
+            continue
+        if phase == "quote":
+            if char == quote:
+                phase = "word"
+            if char == _ESCAPE and quote != "'":
+                if position + 1 == len(rest):
+                    phase = "word"
+                    position += 1
+                    continue
+                position += 1
+                buffer.append(char)
+                char = rest[position]
+            buffer.append(char)
+            position += 1
+    return words
+
+
+class _NotStringArray(Exception):
+    pass
+
+
+def _parse_json_array(rest: str) -> list[str] | None:
+    """The exec form: a JSON array of strings, or None when ``rest`` is not a JSON array."""
+    rest = rest.lstrip()
+    if not rest.startswith("["):
+        return None
+    try:
+        value = json.loads(rest, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, list):
+        return None
+    if not all(isinstance(item, str) for item in value):
+        raise _ChangeError("when using JSON array syntax, arrays must be comprised of strings only")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _split_whitespace(rest: str) -> list[str]:
+    if rest == "":
+        return []
+    return _WHITESPACE_RE.split(rest)
+
+
+def _parse_line(line: str) -> _Instruction:
+    parts = _WHITESPACE_RE.split(line.strip(), maxsplit=1)
+    command = parts[0]
+    flags: list[str] = []
+    rest = ""
+    if len(parts) == 2:
+        rest, flags = _extract_flags(parts[1])
+    rest = rest.strip()
+    lowered = command.lower()
+    json_form = False
+    args: list[str]
+    if lowered in ("cmd", "entrypoint"):
+        exec_form = _parse_json_array(rest) if rest else None
+        if exec_form is not None:
+            args, json_form = exec_form, True
+        else:
+            args = [rest] if rest else []
+    elif lowered == "volume":
+        exec_form = _parse_json_array(rest)
+        if exec_form is not None:
+            args, json_form = exec_form, True
+        else:
+            args = _split_whitespace(rest)
+    elif lowered == "healthcheck":
+        split = re.match(r"(\S*)\s*(.*)", rest, re.DOTALL)
+        kind, remainder = (split.group(1), split.group(2)) if split else ("", "")
+        if not kind:
+            args = []
+        else:
+            exec_form = _parse_json_array(remainder) if remainder else None
+            if exec_form is not None:
+                args, json_form = [kind, *exec_form], True
+            else:
+                args = [kind, remainder] if remainder else [kind]
+    elif lowered in ("env", "label"):
+        args = _parse_name_value(rest, command.upper())
+    elif lowered == "expose":
+        args = _split_whitespace(rest)
+    elif lowered in ("user", "workdir", "stopsignal"):
+        args = [rest] if rest else []
+    elif lowered == "onbuild":
+        if rest:
+            child = _parse_line(rest)
+            args = [child.command, *child.args]
+        else:
+            args = []
+    else:
+        args = []
+    return _Instruction(command=command, flags=flags, args=args, json_form=json_form, original=line)
+
+
+def _parse_name_value(rest: str, key: str) -> list[str]:
+    """ENV/LABEL arguments as a flat ``[name, value, separator, ...]`` list."""
+    words = _parse_words(rest)
+    if not words:
+        return []
+    if "=" not in words[0]:
+        parts = _WHITESPACE_RE.split(rest, maxsplit=1)
+        if len(parts) < 2:
+            raise _ChangeError(f"{key} must have two arguments")
+        return [parts[0], parts[1], ""]
+    out: list[str] = []
+    for word in words:
+        if "=" not in word:
+            raise _ChangeError(f"Syntax error - can't find = in {_go_quote(word)}. Must be of the form: name=value")
+        name, value = word.split("=", 1)
+        out.extend([name, value, "="])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# instruction semantics: a check phase over every instruction (Docker's ParseCommand), then
+# the dispatch phase that changes the config in order
+
+
+def _parse_flags(instruction: _Instruction, known: Sequence[str] = ()) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for argument in instruction.flags:
+        if argument == "--":
+            break
+        if not argument.startswith("--"):
+            raise _ChangeError(f"arg should start with -- : {argument}")
+        flag_name, has_value, value = argument.partition("=")
+        name = flag_name[2:]
+        if name not in known:
+            raise _ChangeError(f"unknown flag: {flag_name}")
+        if name in values:
+            raise _ChangeError(f"duplicate flag specified: {flag_name}")
+        if not has_value:
+            raise _ChangeError(f"missing a value on flag: {flag_name}")
+        values[name] = value
+    return values
+
+
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
+                   "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def parse_duration(text: str) -> int:
+    """Go's ``time.ParseDuration`` in nanoseconds (``1m30s``, ``1.5h``, ``100ms``, ``-2s``);
+    ValueError with Go's message otherwise."""
+    quoted = _go_quote(text)
+    rest = text
+    negative = False
+    if rest[:1] in ("-", "+"):
+        negative = rest[0] == "-"
+        rest = rest[1:]
+    if rest == "0":
+        return 0
+    if rest == "":
+        raise ValueError(f"time: invalid duration {quoted}")
+    total = 0
+    while rest:
+        if not (rest[0] == "." or "0" <= rest[0] <= "9"):
+            raise ValueError(f"time: invalid duration {quoted}")
+        match = re.match(r"([0-9]*)(?:\.([0-9]*))?", rest)
+        assert match is not None
+        whole, fraction = match.group(1), match.group(2)
+        if whole == "" and not fraction:
+            raise ValueError(f"time: invalid duration {quoted}")
+        rest = rest[match.end():]
+        unit_length = 0
+        while unit_length < len(rest) and rest[unit_length] != "." and not "0" <= rest[unit_length] <= "9":
+            unit_length += 1
+        if unit_length == 0:
+            raise ValueError(f"time: missing unit in duration {quoted}")
+        unit, rest = rest[:unit_length], rest[unit_length:]
+        if unit not in _DURATION_UNITS:
+            raise ValueError(f"time: unknown unit {_go_quote(unit)} in duration {quoted}")
+        scale = _DURATION_UNITS[unit]
+        value = int(whole or "0") * scale
+        if fraction:
+            value += int(fraction) * scale // (10 ** len(fraction))
+        total += value
+        if total > 2**63 - 1:
+            raise ValueError(f"time: invalid duration {quoted}")
+    return -total if negative else total
+
+
+def _parse_interval(name: str, value: str | None) -> int:
+    if not value:
+        return 0
+    try:
+        duration = parse_duration(value)
+    except ValueError as exc:
+        raise _ChangeError(str(exc)) from None
+    if duration == 0:
+        return 0
+    if duration < 1_000_000:
+        raise _ChangeError(f"Interval {_go_quote(name)} cannot be less than 1ms")
+    return duration
+
+
+def _check_signal(raw: str) -> None:
+    if re.fullmatch(r"[+-]?[0-9]+", raw):
+        if int(raw) == 0:
+            raise _ChangeError(f"invalid signal: {raw}")
+        return
+    name = raw.upper()
+    if name.startswith("SIG"):
+        name = name[3:]
+    if name not in _LINUX_SIGNALS:
+        raise _ChangeError(f"invalid signal: {raw}")
+
+
+def _parse_port_number(text: str) -> int:
+    if text == "" or not text.isascii() or not text.isdigit() or int(text) > 65535:
+        raise ValueError(text)
+    return int(text)
+
+
+def _parse_port_range(text: str) -> tuple[int, int]:
+    start_text, dash, end_text = text.partition("-")
+    start = _parse_port_number(start_text)
+    if not dash or start_text == end_text:
+        return start, start
+    end = _parse_port_number(end_text)
+    if end < start:
+        raise ValueError(text)
+    return start, end
+
+
+def _exposed_ports(spec: str) -> list[str]:
+    """Docker's parsePortSpec for EXPOSE: ``[ip:][host:]container[/proto]`` -> ``["80/tcp"]``."""
+    parts = spec.split(":")
+    if len(parts) == 1:
+        host_ip, host_port, container_port = "", "", parts[0]
+    elif len(parts) == 2:
+        host_ip, host_port, container_port = "", parts[0], parts[1]
+    elif len(parts) == 3:
+        host_ip, host_port, container_port = parts
+    else:
+        host_ip, host_port, container_port = ":".join(parts[:-2]), parts[-2], parts[-1]
+    container_port, _, protocol = container_port.partition("/")
+    if container_port == "":
+        raise _ChangeError(f"no port specified: {spec}<empty>")
+    protocol = (protocol or "tcp").lower()
+    if protocol not in ("tcp", "udp", "sctp"):
+        raise _ChangeError(f"invalid proto: {protocol}")
+    if host_ip:
+        address = host_ip[1:-1] if host_ip.startswith("[") and host_ip.endswith("]") else host_ip
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise _ChangeError(f"invalid IP address: {host_ip}") from None
+    try:
+        start, end = _parse_port_range(container_port)
+    except ValueError:
+        raise _ChangeError(f"invalid containerPort: {container_port}") from None
+    if host_port:
+        try:
+            host_start, host_end = _parse_port_range(host_port)
+        except ValueError:
+            raise _ChangeError(f"invalid hostPort: {host_port}") from None
+        if end - start != host_end - host_start and end != start:
+            raise _ChangeError(
+                f"invalid ranges specified for container and host Ports: {container_port} and {host_port}")
+    return [f"{port}/{protocol}" for port in range(start, end + 1)]
+
+
+def _go_clean(path: str) -> str:
+    """Go's ``path.Clean`` (unlike posixpath.normpath, ``//a`` becomes ``/a``)."""
+    if path == "":
+        return "."
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append("..")
+            continue
+        parts.append(part)
+    cleaned = "/".join(parts)
+    if rooted:
+        return "/" + cleaned
+    return cleaned or "."
+
+
+def _env_map(env: Sequence[str] | None) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for entry in env or ():
+        name, _, value = entry.partition("=")
+        result[name] = value
+    return result
+
+
+def _shell(config: Mapping[str, Any], os: str) -> list[str]:
+    shell = config.get("Shell")
+    if shell:
+        return list(shell)
+    return ["cmd", "/S", "/C"] if os == "windows" else ["/bin/sh", "-c"]
+
+
+def _command_line(instruction: _Instruction, config: Mapping[str, Any], os: str, *,
+                  empty_as_none: bool) -> list[str] | None:
+    if instruction.json_form:
+        command: list[str] | None = list(instruction.args)
+    else:
+        command = [" ".join(instruction.args)] if instruction.args else []
+    if empty_as_none and not command:
+        command = None
+    if command is not None and not instruction.json_form:
+        command = _shell(config, os) + command
+    return command
+
+
+def _key_values(instruction: _Instruction) -> list[tuple[str, str]]:
+    args = instruction.args
+    return [(args[index], args[index + 1]) for index in range(0, len(args), 3)]
+
+
+def _check(instruction: _Instruction) -> None:
+    """Argument and flag checks of one instruction, before anything is applied."""
+    command = instruction.command.lower()
+    name = command.upper()
+    args = instruction.args
+    if command in ("env", "label"):
+        _parse_flags(instruction)
+        if not args:
+            raise _ChangeError(f"{name} requires at least one argument")
+        if len(args) % 3:
+            raise _ChangeError(f"Bad input to {name}, too many arguments")
+        for index in range(0, len(args), 3):
+            if args[index] == "":
+                raise _ChangeError(f"{name} names can not be blank")
+    elif command in ("cmd", "entrypoint"):
+        _parse_flags(instruction)
+    elif command in ("expose", "volume"):
+        if not args:
+            raise _ChangeError(f"{name} requires at least one argument")
+        _parse_flags(instruction)
+        if command == "volume":
+            instruction.args = [arg.strip() for arg in args]
+            if any(arg == "" for arg in instruction.args):
+                raise _ChangeError("VOLUME specified can not be an empty string")
+        else:
+            instruction.args = sorted(args)
+    elif command in ("user", "workdir"):
+        if len(args) != 1:
+            raise _ChangeError(f"{name} requires exactly one argument")
+        _parse_flags(instruction)
+    elif command == "stopsignal":
+        if len(args) != 1:
+            raise _ChangeError("STOPSIGNAL requires exactly one argument")
+    elif command == "onbuild":
+        if not args:
+            raise _ChangeError("ONBUILD requires at least one argument")
+        _parse_flags(instruction)
+        trigger = args[0].strip().upper()
+        if trigger == "ONBUILD":
+            raise _ChangeError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+        if trigger in ("MAINTAINER", "FROM"):
+            raise _ChangeError(f"{trigger} isn't allowed as an ONBUILD trigger")
+    elif command == "healthcheck":
+        instruction.healthcheck = _healthcheck(instruction)
+
+
+def _healthcheck(instruction: _Instruction) -> dict[str, Any]:
+    if not instruction.args:
+        raise _ChangeError("HEALTHCHECK requires at least one argument")
+    kind = instruction.args[0].upper()
+    rest = instruction.args[1:]
+    if kind == "NONE":
+        if rest:
+            raise _ChangeError("HEALTHCHECK NONE takes no arguments")
+        return {"Test": ["NONE"]}
+    flags = _parse_flags(instruction, ("interval", "timeout", "start-period", "start-interval", "retries"))
+    if kind != "CMD":
+        raise _ChangeError(f"Unknown type {_go_quote(kind)} in HEALTHCHECK (try CMD)")
+    if instruction.json_form:
+        command = list(rest)
+    else:
+        command = [" ".join(rest)] if rest else []
+    if not command:
+        raise _ChangeError("Missing command after HEALTHCHECK CMD")
+    health: dict[str, Any] = {"Test": ["CMD" if instruction.json_form else "CMD-SHELL", *command]}
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                      ("start-interval", "StartInterval")):
+        value = _parse_interval(flag, flags.get(flag))
+        if value:
+            health[key] = value
+    retries_text = flags.get("retries", "")
+    if retries_text:
+        if not re.fullmatch(r"[+-]?[0-9]+", retries_text) or not -2**31 <= int(retries_text) < 2**31:
+            raise _ChangeError(f"strconv.ParseInt: parsing {_go_quote(retries_text)}: invalid syntax")
+        retries = int(retries_text)
+        if retries < 0:
+            raise _ChangeError(f"--retries cannot be negative ({retries})")
+        if retries:
+            health["Retries"] = retries
+    return health
+
+
+def _apply(instruction: _Instruction, config: dict[str, Any], state: dict[str, bool], os: str) -> None:
+    command = instruction.command.lower()
+    lex = ShellLex()
+    # Variables expand against the Env as it was before this instruction.
+    env = _env_map(config.get("Env"))
+
+    def expand(word: str) -> str:
+        return lex.process_word(word, env)
+
+    if command == "env":
+        pairs = [(expand(key), expand(value)) for key, value in _key_values(instruction)]
+        entries = list(config.get("Env") or [])
+        for key, value in pairs:
+            new_entry = f"{key}={value}"
+            for index, entry in enumerate(entries):
+                if entry.partition("=")[0] == key:
+                    entries[index] = new_entry
+                    break
+            else:
+                entries.append(new_entry)
+        config["Env"] = entries
+    elif command == "label":
+        pairs = [(expand(key), expand(value)) for key, value in _key_values(instruction)]
+        labels = dict(config.get("Labels") or {})
+        labels.update(pairs)
+        config["Labels"] = labels
+    elif command == "cmd":
+        config["Cmd"] = _command_line(instruction, config, os, empty_as_none=False)
+        config.pop("ArgsEscaped", None)
+        if instruction.args:
+            state["cmd_set"] = True
+    elif command == "entrypoint":
+        config["Entrypoint"] = _command_line(instruction, config, os, empty_as_none=True)
+        config.pop("ArgsEscaped", None)
+        if not state.get("cmd_set"):
+            config["Cmd"] = None
+    elif command == "expose":
+        exposed = dict(config.get("ExposedPorts") or {})
+        for word in instruction.args:
+            for spec in lex.process_words(word, env):
+                for port in _exposed_ports(spec):
+                    exposed[port] = {}
+        config["ExposedPorts"] = exposed
+    elif command == "user":
+        config["User"] = expand(instruction.args[0])
+    elif command == "workdir":
+        requested = expand(instruction.args[0])
+        if requested == "":
+            raise _ChangeError("cannot normalize nothing")
+        if requested.startswith("/"):
+            config["WorkingDir"] = _go_clean(requested)
+        else:
+            config["WorkingDir"] = _go_clean("/" + (config.get("WorkingDir") or "") + "/" + requested)
+    elif command == "volume":
+        volumes = dict(config.get("Volumes") or {})
+        for raw in instruction.args:
+            volume = expand(raw)
+            if volume == "":
+                raise _ChangeError("VOLUME specified can not be an empty string")
+            volumes[volume] = {}
+        config["Volumes"] = volumes
+    elif command == "stopsignal":
+        signal = expand(instruction.args[0])
+        _check_signal(signal)
+        config["StopSignal"] = signal
+    elif command == "onbuild":
+        expression = _ONBUILD_PREFIX_RE.sub("", instruction.original, count=1)
+        config["OnBuild"] = [*(config.get("OnBuild") or []), expression]
+    elif command == "healthcheck":
+        config["Healthcheck"] = instruction.healthcheck
+
+
+def apply_changes(config: Mapping[str, Any], changes: Sequence[str], *, os: str = "linux") -> dict[str, Any]:
+    """Apply ``--change`` instructions to a container config (Docker field names) and return
+    the new config; the input is not modified.  All or nothing: on an error nothing applies."""
+    result = copy.deepcopy(dict(config))
+    if isinstance(changes, str):
+        raise errdefs.InvalidArgument("changes must be a list of instructions, not a string")
+    if not changes:
+        return result
+    try:
+        lines = _logical_lines("\n".join(changes))
+        if not lines:
+            raise _ChangeError("file with no instructions")
+        instructions = [_parse_line(line) for line in lines]
+        for instruction in instructions:
+            if instruction.command.lower() not in VALID_CHANGE_COMMANDS:
+                raise _ChangeError(f"{instruction.command} is not a valid change command")
+            _check(instruction)
+        state: dict[str, bool] = {}
+        for instruction in instructions:
+            _apply(instruction, result, state, os)
+    except _ChangeError as exc:
+        raise errdefs.InvalidArgument(str(exc)) from None
+    return result
