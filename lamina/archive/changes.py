@@ -1,0 +1,552 @@
+"""Changes between layers and the diff tars that carry them.
+
+Two ways to find what a layer changed, following Docker (moby ``pkg/archive/changes*.go``):
+
+- **native** (overlay): :func:`overlay_changes` reads only the upper dir.  A 0/0 character
+  device is a deletion (a whiteout), a directory with ``trusted.overlay.opaque=y`` replaced the
+  lower one (MODIFY; its children are ADD), anything else is MODIFY if the path exists in a
+  lower dir and ADD otherwise.  :func:`export_tree` tars the upper dir as a layer diff: whiteout
+  devices become ``.wh.<name>`` entries, opaque dirs get a ``<dir>/.wh..wh..opq`` entry.
+- **naive** (vfs and any driver without a native diff): :func:`tree_changes` compares two full
+  trees (type and mode, owner, size and mtime for non-directories, device number, symlink
+  target, xattrs); :func:`export_changes` tars what changed from the new tree.
+
+Docker's rules kept here: the parent directory of an added or deleted path is reported as
+modified; a deleted directory is reported once (not its content); a modified directory is
+reported even when only its content changed; times compare equal when the seconds match and
+one side has no sub-second part (tar headers carry whole seconds).
+
+Diff tars are deterministic: entries in ``filepath.Walk`` order (names sorted bytewise, parents
+first) or sorted change order, mtimes truncated to whole seconds, no atime, no user or group
+names, hardlinks as tar hardlinks to the first path seen, ``security.capability`` v3 converted
+to v2 like Docker does, ``trusted.overlay.*`` xattrs never exported, sockets skipped.
+
+:func:`copy_tree` copies a tree with full fidelity (the vfs driver's layer copy).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+from lamina import errdefs, fsutil
+from lamina.archive.api import (OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX, Change, ChangeKind,
+                                EntryType, TarEntry)
+from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
+
+__all__ = ["overlay_changes", "tree_changes", "export_tree", "export_changes", "copy_tree",
+           "is_whiteout_device", "read_xattrs"]
+
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
+
+
+def is_whiteout_device(info: os.stat_result) -> bool:
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
+
+
+def read_xattrs(target: int | str) -> dict[str, bytes]:
+    """Every xattr of ``target`` (an fd, or a path that is not followed); {} when unsupported."""
+    follow = isinstance(target, int)
+    try:
+        names = os.listxattr(target, follow_symlinks=follow)  # type: ignore[arg-type]
+    except OSError as exc:
+        if exc.errno in _NO_XATTRS:
+            return {}
+        raise
+    values = {}
+    for name in names:
+        try:
+            values[name] = os.getxattr(target, name, follow_symlinks=follow)  # type: ignore[arg-type]
+        except OSError as exc:
+            if exc.errno in _NO_XATTRS:
+                continue
+            raise
+    return values
+
+
+def _xattrs_at(dir_fd: int, name: str) -> dict[str, bytes]:
+    """xattrs of ``name`` below ``dir_fd`` without opening it or following it."""
+    return read_xattrs(f"/proc/self/fd/{dir_fd}/{name}")
+
+
+def _same_time(a: int, b: int) -> bool:
+    return a == b or (a // 1_000_000_000 == b // 1_000_000_000
+                      and (a % 1_000_000_000 == 0 or b % 1_000_000_000 == 0))
+
+
+def _docker_path(relative: str) -> str:
+    return "/" + relative
+
+
+def _sorted_names(fd: int) -> list[str]:
+    return sorted(os.listdir(fd), key=os.fsencode)
+
+
+def _walk(root_fd: int) -> Iterator[tuple[str, str, int, os.stat_result]]:
+    """(relative path, name, parent fd, lstat) for everything below ``root_fd``, in Go's
+    ``filepath.Walk`` order; the parent fd is only valid until the next step."""
+    stack: list[tuple[str, int, Iterator[str]]] = []
+    top = os.open(".", _DIRECTORY_FLAGS, dir_fd=root_fd)
+    try:
+        stack.append(("", top, iter(_sorted_names(top))))
+        while stack:
+            relative, fd, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                os.close(fd)
+                continue
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            child = f"{relative}/{name}" if relative else name
+            yield child, name, fd, info
+            if stat.S_ISDIR(info.st_mode):
+                sub = os.open(name, _DIRECTORY_FLAGS, dir_fd=fd)
+                try:
+                    stack.append((child, sub, iter(_sorted_names(sub))))
+                except BaseException:
+                    os.close(sub)
+                    raise
+    finally:
+        for _, fd, _ in stack:
+            os.close(fd)
+
+
+def _open_root(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise fsutil.system_error(f"opening {path}", exc) from exc
+
+
+# -- changes --------------------------------------------------------------------------------
+
+
+def _exists_in_lowers(relative: str, lower_dirs: list[str]) -> bool:
+    """Whether ``relative`` is visible in the stack of lower dirs (nearest first)."""
+    for lower in lower_dirs:
+        try:
+            info = os.lstat(os.path.join(lower, relative))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        return not is_whiteout_device(info)
+    return False
+
+
+def overlay_changes(upper_dir: str, lower_dirs: list[str]) -> list[Change]:
+    """Changes recorded in an overlay upper dir against its lower dirs (nearest first)."""
+    changes: list[Change] = []
+    changed_dirs: set[str] = set()
+    opaque_prefixes: list[str] = []
+    root_fd = _open_root(upper_dir)
+    try:
+        for relative, name, parent_fd, info in _walk(root_fd):
+            path = _docker_path(relative)
+            while opaque_prefixes and not path.startswith(opaque_prefixes[-1]):
+                opaque_prefixes.pop()
+            hidden = bool(opaque_prefixes)      # below an opaque dir the lowers do not show
+            is_directory = stat.S_ISDIR(info.st_mode)
+            if is_whiteout_device(info):
+                kind = ChangeKind.DELETE
+            else:
+                opaque = False
+                if is_directory:
+                    opaque = _xattrs_at(parent_fd, name).get(OPAQUE_XATTR) == b"y"
+                in_lower = not hidden and _exists_in_lowers(relative, lower_dirs)
+                if opaque:
+                    kind = ChangeKind.MODIFY if in_lower else ChangeKind.ADD
+                    opaque_prefixes.append(path + "/")
+                elif in_lower:
+                    kind = ChangeKind.MODIFY
+                    if is_directory and _same_directory(info, relative, lower_dirs):
+                        continue
+                else:
+                    kind = ChangeKind.ADD
+            if is_directory:
+                changed_dirs.add(path)
+            if kind is not ChangeKind.MODIFY:
+                parent = path.rsplit("/", 1)[0] or "/"
+                if parent != "/" and parent not in changed_dirs:
+                    changes.append(Change(parent, ChangeKind.MODIFY))
+                    changed_dirs.add(parent)
+            changes.append(Change(path, kind))
+    except OSError as exc:
+        raise fsutil.system_error(f"reading the changes of {upper_dir}", exc) from exc
+    finally:
+        os.close(root_fd)
+    changes.sort(key=lambda change: change.path)
+    return changes
+
+
+def _same_directory(info: os.stat_result, relative: str, lower_dirs: list[str]) -> bool:
+    for lower in lower_dirs:
+        try:
+            lower_info = os.lstat(os.path.join(lower, relative))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        return (stat.S_ISDIR(lower_info.st_mode) and lower_info.st_mode == info.st_mode
+                and lower_info.st_size == info.st_size
+                and _same_time(lower_info.st_mtime_ns, info.st_mtime_ns))
+    return False
+
+
+def _different(old: os.stat_result, new: os.stat_result, old_dir: int, new_dir: int, name: str) -> bool:
+    if (old.st_mode != new.st_mode or old.st_uid != new.st_uid or old.st_gid != new.st_gid
+            or old.st_rdev != new.st_rdev):
+        return True
+    if not stat.S_ISDIR(old.st_mode):
+        if not _same_time(old.st_mtime_ns, new.st_mtime_ns) or old.st_size != new.st_size:
+            return True
+    if stat.S_ISLNK(old.st_mode):
+        if os.readlink(name, dir_fd=old_dir) != os.readlink(name, dir_fd=new_dir):
+            return True
+    return _comparable_xattrs(old_dir, name) != _comparable_xattrs(new_dir, name)
+
+
+def _comparable_xattrs(dir_fd: int, name: str) -> dict[str, bytes]:
+    return {key: value for key, value in _xattrs_at(dir_fd, name).items()
+            if not key.startswith("trusted.overlay.")}
+
+
+def _listing(fd: int) -> dict[str, os.stat_result]:
+    result = {}
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            result[entry.name] = entry.stat(follow_symlinks=False)
+    return result
+
+
+def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
+    """Docker's naive changes of the tree ``new_root`` against ``old_root`` (None: empty)."""
+    changes: list[Change] = []
+    touched: set[str] = set()       # paths reported ADD or MODIFY themselves
+    new_fd = _open_root(new_root)
+    old_fd = _open_root(old_root) if old_root is not None else None
+    # (relative dir, new dir fd, old dir fd or None); fds owned by the stack entry
+    stack: list[tuple[str, int, int | None]] = [
+        ("", os.dup(new_fd), os.dup(old_fd) if old_fd is not None else None)]
+    try:
+        while stack:
+            relative, new_dir, old_dir = stack.pop()
+            try:
+                new_children = _listing(new_dir)
+                old_children = _listing(old_dir) if old_dir is not None else {}
+                for name in sorted(new_children, key=os.fsencode):
+                    new_info = new_children[name]
+                    old_info = old_children.pop(name, None)
+                    child = f"{relative}/{name}" if relative else name
+                    path = _docker_path(child)
+                    if old_info is None:
+                        changes.append(Change(path, ChangeKind.ADD))
+                        touched.add(path)
+                    elif (old_info.st_dev, old_info.st_ino) == (new_info.st_dev, new_info.st_ino):
+                        continue            # the very same inode: nothing below can differ
+                    elif _different(old_info, new_info, old_dir, new_dir, name):  # type: ignore[arg-type]
+                        changes.append(Change(path, ChangeKind.MODIFY))
+                        touched.add(path)
+                    if stat.S_ISDIR(new_info.st_mode):
+                        sub_old = None
+                        if old_info is not None and stat.S_ISDIR(old_info.st_mode):
+                            sub_old = os.open(name, _DIRECTORY_FLAGS, dir_fd=old_dir)  # type: ignore[arg-type]
+                        try:
+                            sub_new = os.open(name, _DIRECTORY_FLAGS, dir_fd=new_dir)
+                        except BaseException:
+                            if sub_old is not None:
+                                os.close(sub_old)
+                            raise
+                        stack.append((child, sub_new, sub_old))
+                for name in old_children:
+                    child = f"{relative}/{name}" if relative else name
+                    changes.append(Change(_docker_path(child), ChangeKind.DELETE))
+            finally:
+                os.close(new_dir)
+                if old_dir is not None:
+                    os.close(old_dir)
+    except OSError as exc:
+        raise fsutil.system_error(f"comparing {new_root} with {old_root}", exc) from exc
+    finally:
+        for _, new_dir, old_dir in stack:
+            os.close(new_dir)
+            if old_dir is not None:
+                os.close(old_dir)
+        os.close(new_fd)
+        if old_fd is not None:
+            os.close(old_fd)
+    # A directory whose content changed is reported as modified (Docker keeps its metadata).
+    parents: set[str] = set()
+    for change in changes:
+        path = change.path
+        while True:
+            path = path.rsplit("/", 1)[0]
+            if not path or path in parents:
+                break
+            parents.add(path)
+    changes.extend(Change(path, ChangeKind.MODIFY) for path in parents - touched)
+    changes.sort(key=lambda change: change.path)
+    return changes
+
+
+# -- diff tars -------------------------------------------------------------------------------
+
+
+def _docker_xattrs(xattrs: dict[str, bytes]) -> dict[str, bytes]:
+    result = {}
+    for key in sorted(xattrs):
+        if key.startswith("trusted.overlay."):
+            continue
+        value = xattrs[key]
+        if key == "security.capability" and len(value) > 3 and value[3] == 3:
+            # VFS_CAP_REVISION_3 names a namespace root uid; Docker writes revision 2.
+            value = value[:3] + b"\x02" + value[4:20]
+        result[key] = value
+    return result
+
+
+class _EntryMaker:
+    """Turns lstat results into tar entries, remembering hardlinks (first path wins)."""
+
+    def __init__(self) -> None:
+        self.hardlinks: dict[tuple[int, int], str] = {}
+
+    def entry(self, name: str, info: os.stat_result, parent_fd: int, base: str) -> TarEntry | None:
+        mode = info.st_mode
+        entry = TarEntry(name=name, type=EntryType.REGULAR, mode=stat.S_IMODE(mode),
+                         uid=info.st_uid, gid=info.st_gid,
+                         mtime_ns=(info.st_mtime_ns // 1_000_000_000) * 1_000_000_000)
+        if stat.S_ISSOCK(mode):
+            return None
+        if not stat.S_ISDIR(mode) and info.st_nlink > 1:
+            key = (info.st_dev, info.st_ino)
+            first = self.hardlinks.get(key)
+            if first is not None:
+                entry.type = EntryType.HARDLINK
+                entry.linkname = first
+                return entry
+            self.hardlinks[key] = name
+        if stat.S_ISDIR(mode):
+            entry.type = EntryType.DIRECTORY
+        elif stat.S_ISREG(mode):
+            entry.size = info.st_size
+        elif stat.S_ISLNK(mode):
+            entry.type = EntryType.SYMLINK
+            entry.linkname = os.readlink(base, dir_fd=parent_fd)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            entry.type = EntryType.CHAR if stat.S_ISCHR(mode) else EntryType.BLOCK
+            entry.devmajor = os.major(info.st_rdev)
+            entry.devminor = os.minor(info.st_rdev)
+        elif stat.S_ISFIFO(mode):
+            entry.type = EntryType.FIFO
+        entry.xattrs = _docker_xattrs(_xattrs_at(parent_fd, base))
+        return entry
+
+
+def _entry_bytes(entry: TarEntry, parent_fd: int, base: str) -> Iterator[bytes]:
+    if entry.type is EntryType.REGULAR and entry.size:
+        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            yield from entry_chunks(entry, handle)
+    else:
+        yield from entry_chunks(entry)
+
+
+def export_tree(upper_dir: str, *, overlay_whiteouts: bool = True) -> Iterator[bytes]:
+    """The diff tar of an overlay upper dir (Docker's native overlay2 diff)."""
+    root_fd = _open_root(upper_dir)
+    maker = _EntryMaker()
+    try:
+        for relative, name, parent_fd, info in _walk(root_fd):
+            if overlay_whiteouts and is_whiteout_device(info):
+                directory, _, base = relative.rpartition("/")
+                whiteout = f"{directory}/{WHITEOUT_PREFIX}{base}" if directory else WHITEOUT_PREFIX + base
+                yield from entry_chunks(TarEntry(
+                    name=whiteout, type=EntryType.REGULAR, mode=0o600, uid=info.st_uid,
+                    gid=info.st_gid, mtime_ns=(info.st_mtime_ns // 1_000_000_000) * 1_000_000_000))
+                continue
+            entry = maker.entry(relative, info, parent_fd, name)
+            if entry is None:
+                continue
+            yield from _entry_bytes(entry, parent_fd, name)
+            if (overlay_whiteouts and entry.type is EntryType.DIRECTORY
+                    and _xattrs_at(parent_fd, name).get(OPAQUE_XATTR) == b"y"):
+                yield from entry_chunks(TarEntry(
+                    name=f"{relative}/{WHITEOUT_OPAQUE}", type=EntryType.REGULAR,
+                    mode=entry.mode & 0o777, uid=entry.uid, gid=entry.gid))
+    except OSError as exc:
+        raise fsutil.system_error(f"exporting {upper_dir}", exc) from exc
+    finally:
+        os.close(root_fd)
+    yield END_OF_ARCHIVE
+
+
+def export_changes(root: str, changes: list[Change]) -> Iterator[bytes]:
+    """The diff tar of ``changes`` taken from the tree ``root`` (Docker's naive diff)."""
+    root_fd = _open_root(root)
+    maker = _EntryMaker()
+    try:
+        for change in sorted(changes, key=lambda change: change.path):
+            relative = _relative_path(change.path)
+            if not relative:
+                continue
+            directory, _, base = relative.rpartition("/")
+            if change.kind is ChangeKind.DELETE:
+                whiteout = f"{directory}/{WHITEOUT_PREFIX}{base}" if directory else WHITEOUT_PREFIX + base
+                yield from entry_chunks(TarEntry(name=whiteout, type=EntryType.REGULAR, mode=0o600))
+                continue
+            try:
+                parent_fd = fsutil.open_beneath(root_fd, directory or ".", os.O_PATH | os.O_DIRECTORY)
+            except (FileNotFoundError, NotADirectoryError):
+                continue            # changed again since the changes were computed
+            try:
+                try:
+                    info = os.stat(base, dir_fd=parent_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                entry = maker.entry(relative, info, parent_fd, base)
+                if entry is not None:
+                    yield from _entry_bytes(entry, parent_fd, base)
+            finally:
+                os.close(parent_fd)
+    except OSError as exc:
+        raise fsutil.system_error(f"exporting changes of {root}", exc) from exc
+    finally:
+        os.close(root_fd)
+    yield END_OF_ARCHIVE
+
+
+def _relative_path(path: str) -> str:
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise errdefs.InvalidArgument(f"change path {path!r} leaves the tree")
+    return "/".join(parts)
+
+
+# -- copy -------------------------------------------------------------------------------------
+
+
+def _copy_content(source_fd: int, destination_fd: int, size: int) -> None:
+    remaining = size
+    use_range = True
+    while remaining > 0:
+        if use_range:
+            try:
+                copied = os.copy_file_range(source_fd, destination_fd, min(remaining, 1 << 30))
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                use_range = False
+                continue
+        else:
+            data = os.read(source_fd, min(remaining, 1 << 20))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(destination_fd, view):]
+            copied = len(data)
+        if not copied:
+            break           # the source shrank while being copied: keep what there is
+        remaining -= copied
+
+
+def _apply_metadata_fd(fd: int, info: os.stat_result, xattrs: dict[str, bytes]) -> None:
+    os.fchown(fd, info.st_uid, info.st_gid)
+    os.fchmod(fd, stat.S_IMODE(info.st_mode))
+    for key, value in xattrs.items():
+        os.setxattr(fd, key, value)
+
+
+def _apply_metadata_at(dir_fd: int, name: str, info: os.stat_result, xattrs: dict[str, bytes]) -> None:
+    os.chown(name, info.st_uid, info.st_gid, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISLNK(info.st_mode):
+        os.chmod(name, stat.S_IMODE(info.st_mode), dir_fd=dir_fd)
+    path = f"/proc/self/fd/{dir_fd}/{name}"
+    for key, value in xattrs.items():
+        os.setxattr(path, key, value, follow_symlinks=False)
+    os.utime(name, ns=(info.st_atime_ns, info.st_mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+
+
+def copy_tree(source: str, destination: str) -> None:
+    """Copy ``source`` into ``destination`` (created if missing) with owners, modes, xattrs,
+    times (ns), hardlinks, symlinks, devices and fifos; sockets are skipped."""
+    source_fd = _open_root(source)
+    try:
+        os.makedirs(destination, exist_ok=True)
+        destination_fd = _open_root(destination)
+    except OSError as exc:
+        os.close(source_fd)
+        raise fsutil.system_error(f"creating {destination}", exc) from exc
+    hardlinks: dict[tuple[int, int], str] = {}
+    directories: list[tuple[str, os.stat_result]] = []
+    stack: list[tuple[str, int, int]] = []
+    try:
+        root_info = os.fstat(source_fd)
+        _apply_metadata_fd(destination_fd, root_info, read_xattrs(source_fd))
+        directories.append(("", root_info))
+        stack.append(("", os.dup(source_fd), os.dup(destination_fd)))
+        while stack:
+            relative, src_dir, dst_dir = stack.pop()
+            try:
+                for name in _sorted_names(src_dir):
+                    info = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+                    child = f"{relative}/{name}" if relative else name
+                    mode = info.st_mode
+                    if stat.S_ISDIR(mode):
+                        try:
+                            os.mkdir(name, 0o700, dir_fd=dst_dir)
+                        except FileExistsError:
+                            pass
+                        sub_src = os.open(name, _DIRECTORY_FLAGS, dir_fd=src_dir)
+                        try:
+                            sub_dst = os.open(name, _DIRECTORY_FLAGS, dir_fd=dst_dir)
+                        except BaseException:
+                            os.close(sub_src)
+                            raise
+                        stack.append((child, sub_src, sub_dst))
+                        _apply_metadata_fd(sub_dst, info, read_xattrs(sub_src))
+                        directories.append((child, info))
+                        continue
+                    if stat.S_ISSOCK(mode):
+                        continue
+                    key = (info.st_dev, info.st_ino)
+                    if info.st_nlink > 1:
+                        first = hardlinks.get(key)
+                        if first is not None:
+                            os.link(first, name, src_dir_fd=destination_fd, dst_dir_fd=dst_dir,
+                                    follow_symlinks=False)
+                            continue
+                        hardlinks[key] = child
+                    if stat.S_ISREG(mode):
+                        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+                        try:
+                            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                          | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
+                            try:
+                                _copy_content(src, dst, info.st_size)
+                                _apply_metadata_fd(dst, info, read_xattrs(src))
+                                os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns))
+                            finally:
+                                os.close(dst)
+                        finally:
+                            os.close(src)
+                        continue
+                    if stat.S_ISLNK(mode):
+                        os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)
+                    elif stat.S_ISFIFO(mode):
+                        os.mkfifo(name, 0o600, dir_fd=dst_dir)
+                    else:
+                        os.mknod(name, (mode & ~0o7777) | 0o600, info.st_rdev, dir_fd=dst_dir)
+                    _apply_metadata_at(dst_dir, name, info, _xattrs_at(src_dir, name))
+            finally:
+                os.close(src_dir)
+                os.close(dst_dir)
+        for relative, info in reversed(directories):
+            os.utime(relative or ".", ns=(info.st_atime_ns, info.st_mtime_ns), dir_fd=destination_fd,
+                     follow_symlinks=False)
+    except OSError as exc:
+        raise fsutil.system_error(f"copying {source} to {destination}", exc) from exc
+    finally:
+        for _, src_dir, dst_dir in stack:
+            os.close(src_dir)
+            os.close(dst_dir)
+        os.close(source_fd)
+        os.close(destination_fd)
