@@ -1,0 +1,136 @@
+"""The HTTP-shaped values the router consumes and produces, independent of any socket.
+
+A :class:`Request` is what an HTTP server (``lamina serve``) or the in-process transport
+hands to :meth:`lamina.api.router.Router.handle`: a method, a *percent-decoded* path
+(``/v1.45/images/localhost:5000/a/b:tag/json``), the decoded query as ``name -> [values]``
+(repeated parameters keep their order), case-insensitive headers and an optional body
+stream that is read incrementally (image archives are never buffered whole).
+
+A :class:`Response` carries a status, headers and a body that is either ``bytes`` or an
+iterator of ``bytes`` chunks (a stream: the server sends it with chunked encoding and flushes
+each chunk).  A stream that fails after it started, where no in-band error framing exists
+(a tar archive), raises :class:`StreamAborted`; a server then closes the connection without
+the final chunk so the peer sees a truncated transfer, and the in-process client turns it
+into an error.  JSON-message streams report such failures in-band instead
+(``{"errorDetail": ...}`` as the last line, see :mod:`lamina.api.streams`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import BinaryIO
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+__all__ = ["Headers", "Request", "Response", "StreamAborted"]
+
+
+class Headers(MutableMapping[str, str]):
+    """HTTP headers: case-insensitive lookup, names keep the spelling they were set with."""
+
+    def __init__(self, values: Mapping[str, str] | Iterable[tuple[str, str]] | None = None) -> None:
+        self._items: dict[str, tuple[str, str]] = {}
+        if values is not None:
+            pairs = values.items() if isinstance(values, Mapping) else values
+            for name, value in pairs:
+                self[name] = value
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()][1]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._items[name.lower()] = (name, str(value))
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+# Characters kept literally when a decoded path is put back on the wire: the sub-delimiters
+# and ':' '@' are legal in a path segment, so image names like localhost:5000/a/b:tag stay
+# readable; everything else (space, '?', '#', '%', non-ASCII) is percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=~"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]] = field(default_factory=dict)
+    headers: Headers = field(default_factory=Headers)
+    body: BinaryIO | None = None
+
+    def __post_init__(self) -> None:
+        self.method = self.method.upper()
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(self.headers)
+
+    @classmethod
+    def from_target(cls, method: str, target: str, headers: Headers | Mapping[str, str] | None = None,
+                    body: BinaryIO | None = None) -> "Request":
+        """Build a request from an HTTP request-target such as ``/v1.45/images/json?all=1``."""
+        parts = urlsplit(target)
+        query: dict[str, list[str]] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            query.setdefault(name, []).append(value)
+        return cls(method, unquote(parts.path) or "/", query,
+                   headers if isinstance(headers, Headers) else Headers(headers), body)
+
+    def target(self) -> str:
+        """The request-target for the wire: the path percent-encoded, then the query."""
+        path = quote(self.path, safe=_PATH_SAFE)
+        pairs = [(name, value) for name, values in self.query.items() for value in values]
+        return f"{path}?{urlencode(pairs)}" if pairs else path
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Headers = field(default_factory=Headers)
+    body: bytes | Iterator[bytes] = b""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(self.headers)
+
+    @property
+    def is_stream(self) -> bool:
+        return not isinstance(self.body, (bytes, bytearray))
+
+    def iter_body(self) -> Iterator[bytes]:
+        """The body as chunks (one chunk for a plain body)."""
+        if isinstance(self.body, (bytes, bytearray)):
+            if self.body:
+                yield bytes(self.body)
+            return
+        yield from self.body
+
+    def read_body(self) -> bytes:
+        """The whole body; for short responses (JSON documents, error messages)."""
+        return b"".join(self.iter_body())
+
+    def close(self) -> None:
+        """Release a stream that will not be read to its end."""
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
+
+class StreamAborted(Exception):
+    """A streaming body failed after its first bytes were sent (status and message say why)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

@@ -1,0 +1,165 @@
+"""The Docker Engine API router: one entry point shared by the HTTP server and the in-process
+transport.
+
+``Router(services_factory).handle(request) -> Response`` never raises for request-level
+failures: every error becomes Docker's ``{"message": ...}`` with the status from
+:mod:`lamina.api.errors`.  The services are built by ``services_factory`` on the first request
+that needs them (``/_ping`` does not), so cheap commands stay cheap.
+
+Paths: ``/v<major>.<minor>/<endpoint>`` with a version between :data:`MIN_API_VERSION` and
+:data:`API_VERSION`, or the unversioned ``/<endpoint>`` (served as the newest version).
+Routes are data (:data:`ROUTES`): a method, a pattern where ``{name}`` matches greedily
+(image names contain ``/`` and ``:``, so ``/images/localhost:5000/a/b:tag/json`` has the name
+``localhost:5000/a/b:tag``: the endpoint suffix is always the last segment), and a handler
+``handler(call) -> Response``.  The first route whose method and pattern match wins; a path
+that matches only under another method gets 405, anything else 404 ``page not found``.
+
+Every response carries ``Api-Version``, ``Docker-Experimental``, ``OSType`` and ``Server``
+headers like dockerd's.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lamina import __version__, errdefs
+from lamina.api import images, system
+from lamina.api.errors import error_body, log_unexpected, message_for, status_for
+from lamina.api.http import Headers, Request, Response, StreamAborted
+from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
+
+if TYPE_CHECKING:
+    from lamina.services.api import Services
+
+__all__ = [
+    "API_VERSION", "MIN_API_VERSION", "Call", "Route", "ROUTES", "Router",
+    "Request", "Response", "Headers", "StreamAborted", "compile_pattern",
+]
+
+
+class Call:
+    """One request as a handler sees it: the request, the path parameters, the services."""
+
+    def __init__(self, request: Request, params: dict[str, str], api_version: str,
+                 services: Callable[[], "Services"]) -> None:
+        self.request = request
+        self.params = params
+        self.api_version = api_version
+        self._services = services
+
+    @property
+    def services(self) -> "Services":
+        return self._services()
+
+
+Handler = Callable[[Call], Response]
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``/images/{name}/json`` -> ``^/images/(?P<name>.+)/json$`` (greedy parameters)."""
+    parts = re.split(r"\{(\w+)\}", pattern)
+    regex = "".join(re.escape(part) if index % 2 == 0 else f"(?P<{part}>.+)"
+                    for index, part in enumerate(parts))
+    return re.compile(f"^{regex}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/_ping", system.ping),
+    Route("HEAD", "/_ping", system.ping),
+    Route("GET", "/version", system.version),
+    Route("GET", "/info", system.info),
+    Route("GET", "/system/df", system.disk_usage),
+    Route("POST", "/lamina/system/check", system.check),
+    Route("GET", "/images/json", images.list_images),
+    Route("POST", "/images/create", images.create_image),
+    Route("POST", "/images/load", images.load_images),
+    Route("GET", "/images/get", images.save_images),
+    Route("POST", "/images/prune", images.prune_images),
+    Route("GET", "/images/{name}/json", images.inspect_image),
+    Route("GET", "/images/{name}/history", images.image_history),
+    Route("GET", "/images/{name}/get", images.save_image),
+    Route("POST", "/images/{name}/tag", images.tag_image),
+    Route("DELETE", "/images/{name}", images.remove_image),
+)
+
+_VERSIONED = re.compile(r"^/v([0-9][0-9.]*)(/.*)$")
+
+
+class Router:
+    def __init__(self, services_factory: Callable[[], "Services"],
+                 routes: tuple[Route, ...] = ROUTES) -> None:
+        self._services_factory = services_factory
+        self._services: "Services | None" = None
+        self._lock = threading.Lock()
+        self._routes = [(route, compile_pattern(route.pattern)) for route in routes]
+
+    def services(self) -> "Services":
+        """The services, built once on first use."""
+        if self._services is None:
+            with self._lock:
+                if self._services is None:
+                    self._services = self._services_factory()
+        return self._services
+
+    def handle(self, request: Request) -> Response:
+        try:
+            response = self._dispatch(request)
+        except Exception as exc:  # every failure becomes a status and a one-line message
+            log_unexpected(exc, f"{request.method} {request.path}")
+            response = Response(status_for(exc), Headers({"Content-Type": "application/json"}),
+                                error_body(message_for(exc)))
+        headers = response.headers
+        headers.setdefault("Api-Version", API_VERSION)
+        headers.setdefault("Docker-Experimental", "false")
+        headers.setdefault("OSType", "linux")
+        headers.setdefault("Server", f"lamina/{__version__} (linux)")
+        if request.method == "HEAD":
+            response.close()
+            response.body = b""
+        return response
+
+    def _dispatch(self, request: Request) -> Response:
+        path, api_version = _strip_version(request.path)
+        method_mismatch = False
+        for route, regex in self._routes:
+            match = regex.match(path)
+            if match is None:
+                continue
+            if route.method != request.method:
+                method_mismatch = True
+                continue
+            return route.handler(Call(request, match.groupdict(), api_version, self.services))
+        if method_mismatch:
+            return Response(405, Headers({"Content-Type": "application/json"}),
+                            error_body(f"method {request.method} is not allowed on {path}"))
+        return Response(404, Headers({"Content-Type": "application/json"}), error_body("page not found"))
+
+
+def _strip_version(path: str) -> tuple[str, str]:
+    match = _VERSIONED.match(path)
+    if match is None:
+        return path, API_VERSION
+    text, rest = match.group(1), match.group(2)
+    try:
+        requested = parse_version(text)
+    except ValueError as exc:
+        raise errdefs.InvalidArgument(f"invalid API version {text!r}") from exc
+    if requested > parse_version(API_VERSION):
+        raise errdefs.InvalidArgument(
+            f"client version {text} is too new. Maximum supported API version is {API_VERSION}")
+    if requested < parse_version(MIN_API_VERSION):
+        raise errdefs.InvalidArgument(
+            f"client version {text} is too old. Minimum supported API version is {MIN_API_VERSION}, "
+            "please upgrade your client to a newer version")
+    return rest, text

@@ -1,0 +1,154 @@
+"""Response bodies: JSON documents, JSON-message streams and byte streams.
+
+JSON-message stream (``application/json``, Docker's ``jsonmessage`` framing): one JSON object
+per line, e.g. ``{"status":"Loading layer","id":"ab12","progressDetail":{"current":1,"total":2}}``
+or ``{"stream":"Loaded image: busybox:latest\\n"}``.  The service runs in a worker thread and
+reports through its ``progress`` callback; the router waits for the first message (or the end)
+before answering, so a failure that happens before anything was produced still gets a real
+HTTP status (Docker does the same: it only writes errors in-band once output was flushed).
+A failure after that is the stream's last line:
+``{"errorDetail":{"message":"...","code":404},"error":"..."}`` (``code`` is the HTTP status
+the error would have had; Docker's JSONError has the same optional field).
+If the reader goes away, the next ``progress`` call raises :class:`lamina.errdefs.Cancelled`
+in the worker, which lets the service stop at its next report.
+
+Byte stream (``application/x-tar``): the first non-empty chunk is produced before answering
+(same reason); a later failure raises :class:`lamina.api.http.StreamAborted`.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from lamina import errdefs
+from lamina.api.errors import log_unexpected, message_for, status_for
+from lamina.api.http import Headers, Response, StreamAborted
+
+__all__ = [
+    "json_response", "text_response", "empty_response", "json_line", "error_message",
+    "progress_stream", "byte_stream",
+]
+
+JSON = "application/json"
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return Response(status, Headers({"Content-Type": JSON}), body)
+
+
+def text_response(text: str, status: int = 200) -> Response:
+    return Response(status, Headers({"Content-Type": "text/plain; charset=utf-8"}), text.encode())
+
+
+def empty_response(status: int = 204) -> Response:
+    return Response(status, Headers(), b"")
+
+
+def json_line(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def error_message(exc: BaseException) -> dict[str, Any]:
+    """Docker's in-band error message for a JSON-message stream."""
+    message = message_for(exc)
+    return {"errorDetail": {"message": message, "code": status_for(exc)}, "error": message}
+
+
+_MESSAGE, _DONE, _FAILED = "message", "done", "failed"
+
+
+def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
+                    finish: Callable[[Any, list[dict[str, Any]]], Iterable[dict[str, Any]]] | None = None,
+                    context: str = "stream") -> Response:
+    """Run ``run(progress)`` in a worker thread and stream what it reports.
+
+    ``finish(result, sent)`` may add closing messages once ``run`` returned; ``sent`` holds
+    the messages already streamed.  Raises what ``run`` raised when it failed before its
+    first message (the router answers with that error's status).
+    """
+    events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    reader_gone = threading.Event()
+
+    def progress(message: dict[str, Any]) -> None:
+        if reader_gone.is_set():
+            raise errdefs.Cancelled("the client stopped reading the progress stream")
+        events.put((_MESSAGE, dict(message)))
+
+    def work() -> None:
+        try:
+            result = run(progress)
+        except BaseException as exc:  # handed to the reading thread, which reports it
+            events.put((_FAILED, exc))
+        else:
+            events.put((_DONE, result))
+
+    # A daemon thread: an interrupted CLI must be able to exit; the stores are crash-safe.
+    threading.Thread(target=work, name=f"lamina-api-{context}", daemon=True).start()
+    first = events.get()
+    if first[0] == _FAILED:
+        raise first[1]
+
+    def body() -> Iterator[bytes]:
+        sent: list[dict[str, Any]] = []
+        event = first
+        try:
+            while True:
+                kind, value = event
+                if kind == _MESSAGE:
+                    sent.append(value)
+                    yield json_line(value)
+                elif kind == _DONE:
+                    for message in (finish(value, sent) if finish is not None else ()):
+                        yield json_line(message)
+                    return
+                else:
+                    log_unexpected(value, context)
+                    yield json_line(error_message(value))
+                    return
+                event = events.get()
+        finally:
+            reader_gone.set()
+
+    return Response(200, Headers({"Content-Type": JSON}), body())
+
+
+def byte_stream(chunks: Iterable[bytes], content_type: str, *, context: str = "stream") -> Response:
+    """Stream ``chunks``; errors before the first non-empty chunk propagate to the caller."""
+    iterator = iter(chunks)
+    first = b""
+    try:
+        for chunk in iterator:
+            if chunk:
+                first = bytes(chunk)
+                break
+    except BaseException:
+        _close(iterator)
+        raise
+
+    def body() -> Iterator[bytes]:
+        try:
+            if first:
+                yield first
+            for chunk in iterator:
+                if chunk:
+                    yield bytes(chunk)
+        except StreamAborted:
+            raise
+        except Exception as exc:
+            log_unexpected(exc, context)
+            raise StreamAborted(status_for(exc), message_for(exc)) from exc
+        finally:
+            _close(iterator)
+
+    return Response(200, Headers({"Content-Type": content_type}), body())
+
+
+def _close(iterator: Iterator[bytes]) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,72 @@
+"""System endpoints: ``/_ping``, ``/version``, ``/info``, ``/system/df`` and lamina's
+``/lamina/system/check`` (no Docker equivalent: a consistency check of the data root, with
+``repair=1`` to fix what can be fixed; answers ``{"Problems": [...], "Repaired": [...]}``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lamina import errdefs
+from lamina.api import params
+from lamina.api.http import Headers, Response
+from lamina.api.streams import json_response
+from lamina.api.versions import API_VERSION, MIN_API_VERSION
+
+if TYPE_CHECKING:
+    from lamina.api.router import Call
+
+__all__ = ["ping", "version", "info", "disk_usage", "check", "PING_HEADERS"]
+
+PING_HEADERS = {
+    "API-Version": API_VERSION,
+    "Builder-Version": "1",
+    "OSType": "linux",
+    "Docker-Experimental": "false",
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+}
+
+# /system/df?type=... (API 1.42): which parts of the answer each type selects.
+_DISK_USAGE_TYPES = {
+    "image": ("LayersSize", "Images"),
+    "container": ("Containers",),
+    "volume": ("Volumes",),
+    "build-cache": ("BuildCache",),
+}
+
+
+def ping(call: "Call") -> Response:
+    """Served without building the services: clients ping first to negotiate the version."""
+    headers = Headers(PING_HEADERS)
+    headers["Content-Type"] = "text/plain; charset=utf-8"
+    return Response(200, headers, b"OK")
+
+
+def version(call: "Call") -> Response:
+    answer = dict(call.services.system.version())
+    answer.setdefault("ApiVersion", API_VERSION)
+    answer.setdefault("MinAPIVersion", MIN_API_VERSION)
+    return json_response(answer)
+
+
+def info(call: "Call") -> Response:
+    return json_response(call.services.system.info())
+
+
+def disk_usage(call: "Call") -> Response:
+    types = params.strings(call.request, "type")
+    for name in types:
+        if name not in _DISK_USAGE_TYPES:
+            raise errdefs.InvalidArgument(
+                f"invalid type {name!r} for /system/df: use one of {', '.join(_DISK_USAGE_TYPES)}")
+    answer = call.services.system.disk_usage()
+    if types:
+        keep = {key for name in types for key in _DISK_USAGE_TYPES[name]}
+        answer = {key: value for key, value in answer.items() if key in keep}
+    return json_response(answer)
+
+
+def check(call: "Call") -> Response:
+    repair = params.boolean(call.request, "repair")
+    return json_response(call.services.system.check(repair=repair))
