@@ -297,6 +297,18 @@ class ContainerConfig:
     shell: tuple[str, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Lists become tuples, and the two sets (Go maps of empty structs) are kept in Go's
+        # key order so that equal configs compare equal.
+        for name in ("env", "cmd", "entrypoint", "on_build", "shell"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        for name in ("exposed_ports", "volumes"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(gojson.sorted_map(dict.fromkeys(value))))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "config.") -> "ContainerConfig":
         if not isinstance(data, Mapping):
