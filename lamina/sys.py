@@ -123,8 +123,9 @@ def syncfs(fd: int) -> None:
 
 def openat2(dir_fd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
     """openat2(2); raises OSError (ENOSYS on kernels before 5.6)."""
-    if not flags & (os.O_CREAT | getattr(os, "O_TMPFILE", 0)):
-        mode = 0  # the kernel rejects a mode without O_CREAT/O_TMPFILE
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if not (flags & os.O_CREAT or (tmpfile and flags & tmpfile == tmpfile)):
+        mode = 0  # the kernel rejects a mode without O_CREAT/O_TMPFILE (O_TMPFILE includes O_DIRECTORY)
     how = ctypes.create_string_buffer(struct.pack("=QQQ", flags, mode, resolve), 24)
     fd = _libc.syscall(ctypes.c_long(_SYS_openat2), ctypes.c_int(dir_fd), _b(path), how, ctypes.c_size_t(24))
     return _check(fd, "openat2", os.fsdecode(path))
