@@ -8,6 +8,7 @@ Submodules (import them directly; this package imports nothing eagerly, to keep 
 - :mod:`lamina.image.config` — ``ImageConfig`` and Docker-identical serialisation of new configs.
 - :mod:`lamina.image.changes` — ``apply_changes`` for ``--change`` (import/commit).
 - :mod:`lamina.image.gojson` — JSON bytes as Go's ``encoding/json`` writes them.
+- :mod:`lamina.image.api` — the ``ImageConfigs`` and ``References`` protocols, and the vocabulary.
 """
 
 __all__: list[str] = []

@@ -582,10 +582,6 @@ def _parse_words(rest: str) -> list[str]:
     return words
 
 
-class _NotStringArray(Exception):
-    pass
-
-
 def _parse_json_array(rest: str) -> list[str] | None:
     """The exec form: a JSON array of strings, or None when ``rest`` is not a JSON array."""
     rest = rest.lstrip()

@@ -399,6 +399,10 @@ class ContainerConfig:
             raise KeyError(name)
         return values[name]
 
+    def keys(self) -> list[str]:
+        """Docker field names present in :meth:`to_dict` (so ``dict(config)`` works)."""
+        return list(self.to_dict())
+
     def apply_changes(self, changes: Sequence[str], *, os: str = "linux") -> "ContainerConfig":
         """This config with Dockerfile-style ``--change`` instructions applied."""
         return ContainerConfig.from_dict(apply_changes(self.to_dict(), list(changes), os=os))

@@ -66,6 +66,7 @@ def test_the_docker_written_fixture_parses_with_every_field() -> None:
     assert config.config.cmd == ("sh",)
     assert config.config.get("Labels") is None and config.config.get("Labels", {}) == {}
     assert config.config["Cmd"] == ["sh"]
+    assert dict(config.config) == config.config.to_dict()
     assert config.history == (HistoryEntry(created=FIXTURE_CREATED, comment=FIXTURE_COMMENT),)
     assert config.chain_id() == FIXTURE_DIFF_ID
 

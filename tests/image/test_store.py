@@ -236,3 +236,18 @@ def test_an_image_written_by_another_store_instance_is_visible_at_once(tmp_path)
     assert second.exists(image_id) and second.search(image_id.hex[:8]) == image_id
     second.delete(image_id)
     assert not first.exists(image_id)
+
+
+def test_the_stores_satisfy_the_protocols_of_api(tmp_path) -> None:
+    import inspect
+
+    from lamina.image import api
+    from lamina.image.refstore import ReferenceStore
+
+    for protocol, implementation in ((api.ImageConfigs, ImageStore), (api.References, ReferenceStore)):
+        for name, member in vars(protocol).items():
+            if name.startswith("_") or not callable(member):
+                continue
+            assert hasattr(implementation, name), f"{implementation.__name__} lacks {name}"
+            wanted = list(inspect.signature(member).parameters)
+            assert list(inspect.signature(getattr(implementation, name)).parameters) == wanted, name
