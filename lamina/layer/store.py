@@ -67,20 +67,23 @@ class Lease:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         fsutil.fsync_dir(directory)
 
-    def close(self) -> None:
+    def close(self, *, completed: bool = True) -> None:
+        """End the lease.  A lease of an operation that did not complete is left on disk
+        (unlocked, so dead): the next start-up then collects what the operation left."""
         if self._fd is not None:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            if completed:
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
             os.close(self._fd)
             self._fd = None
 
     def __enter__(self) -> "Lease":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(completed=exc_type is None)
 
 
 class _CountingReader:
