@@ -114,7 +114,7 @@ def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
         finally:
             reader_gone.set()
 
-    return Response(200, Headers({"Content-Type": JSON}), body())
+    return Response(200, Headers({"Content-Type": JSON}), _Body(body(), reader_gone.set))
 
 
 def byte_stream(chunks: Iterable[bytes], content_type: str, *, context: str = "stream") -> Response:
@@ -145,10 +145,31 @@ def byte_stream(chunks: Iterable[bytes], content_type: str, *, context: str = "s
         finally:
             _close(iterator)
 
-    return Response(200, Headers({"Content-Type": content_type}), body())
+    return Response(200, Headers({"Content-Type": content_type}), _Body(body(), lambda: _close(iterator)))
 
 
 def _close(iterator: Iterator[bytes]) -> None:
     close = getattr(iterator, "close", None)
     if close is not None:
         close()
+
+
+class _Body:
+    """A streaming body whose ``close()`` releases its producer even if it was never read
+    (closing a generator that never started skips its ``finally``)."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._release = release
+
+    def __iter__(self) -> "_Body":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        try:
+            self._chunks.close()  # type: ignore[attr-defined]
+        finally:
+            self._release()

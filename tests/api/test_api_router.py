@@ -486,3 +486,30 @@ def test_router_is_usable_from_several_threads(router: Router) -> None:
         thread.join(10)
     assert time.monotonic() - started < 10
     assert results == [200] * 80
+
+
+def test_closing_an_unread_stream_cancels_the_service(router: Router, services: DoubleServices) -> None:
+    response = send(router, "POST", "/images/load", b"wait-cancel")
+    response.close()
+    assert services.images.cancelled.wait(5)
+
+
+def test_closing_an_unread_tar_stream_closes_the_producer(router: Router) -> None:
+    closed = []
+
+    def chunks():
+        try:
+            yield b"first"
+            yield b"second"
+        finally:
+            closed.append(True)
+
+    class Saving:
+        class images:
+            @staticmethod
+            def save(names, format):
+                return chunks()
+
+    response = Router(lambda: Saving).handle(Request.from_target("GET", "/images/get?names=x"))
+    response.close()
+    assert closed == [True]

@@ -1,0 +1,3 @@
+"""One module per command; each provides ``configure(parser)`` and ``run(args, context)``."""
+
+__all__: list[str] = []

@@ -1,0 +1,63 @@
+"""``lamina save IMAGE...``: write images as a ``docker save`` tar (``--format oci``: an OCI
+image layout tar) to ``-o FILE`` or to stdout, never to a terminal.
+
+With ``-o`` the archive is written to a temporary file beside FILE and renamed over it once
+complete (after fsync), so FILE is never a partial archive."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from lamina.cli.context import Context, is_terminal
+from lamina.cli.errors import UsageError
+from lamina.fsutil import fsync_dir, temp_name
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to a file instead of STDOUT")
+    parser.add_argument("--format", choices=("docker", "oci"), default="docker",
+                        help="archive format: docker (docker save/load) or oci (OCI image layout)")
+
+
+def _write_file(path: str, chunks: object) -> None:
+    if os.path.exists(path) and not os.path.isfile(path):
+        # A device or a pipe (-o /dev/stdout): write into it; never rename over it.
+        with open(path, "wb") as file:
+            for chunk in chunks:  # type: ignore[attr-defined]
+                file.write(chunk)
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, temp_name(".lamina-save-"))
+    try:
+        with open(temporary, "xb") as file:
+            for chunk in chunks:  # type: ignore[attr-defined]
+                file.write(chunk)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    if not args.output and is_terminal(context.out):
+        raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    chunks = context.client.save(args.images, format=args.format)
+    if args.output:
+        _write_file(args.output, chunks)
+        return 0
+    context.out.flush()
+    binary = context.out.buffer  # type: ignore[attr-defined]
+    for chunk in chunks:
+        binary.write(chunk)
+    binary.flush()
+    return 0

@@ -1,0 +1,68 @@
+"""What a command runs with: the global options, the standard streams, and a client built on
+first use (so commands that fail argument checks, and ``--help``, never load the client)."""
+
+from __future__ import annotations
+
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from lamina.config import EngineConfig
+    from lamina.client.client import APIClient
+    from lamina.client.transport import Transport
+
+__all__ = ["GlobalOptions", "Context", "is_terminal"]
+
+
+class GlobalOptions(NamedTuple):
+    data_root: str | None = None
+    storage_driver: str | None = None
+    log_level: str | None = None
+    host: str | None = None
+
+
+def is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class Context:
+    def __init__(self, options: GlobalOptions, *, stdin: IO[str], stdout: IO[str], stderr: IO[str],
+                 transport: "Transport | None" = None) -> None:
+        self.options = options
+        self.stdin = stdin
+        self.out = stdout
+        self.err = stderr
+        self._transport = transport
+        self._client: "APIClient | None" = None
+
+    def config(self) -> "EngineConfig":
+        from lamina.config import EngineConfig
+
+        return EngineConfig.from_environment(data_root=self.options.data_root,
+                                             storage_driver=self.options.storage_driver,
+                                             log_level=self.options.log_level)
+
+    @property
+    def transport(self) -> "Transport":
+        if self._transport is None:
+            from lamina.client.transport import select_transport
+
+            self._transport = select_transport(self.options.host, self.config())
+        return self._transport
+
+    @property
+    def client(self) -> "APIClient":
+        if self._client is None:
+            from lamina.client.client import APIClient
+
+            self._client = APIClient(self.transport)
+        return self._client
+
+    def print(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+
+    def error(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()

@@ -1,0 +1,294 @@
+"""``lamina``: a Docker-compatible command line; every command is an Engine API request.
+
+The command table (:data:`COMMANDS`) is data: the words that name a command (``images``,
+``image ls``), the module under :mod:`lamina.cli.commands` that implements it, and a one-line
+summary.  A command module provides ``configure(parser)`` and ``run(args, context) -> int``
+and is imported only when its command runs: ``lamina --help`` loads neither the client,
+the API router, the engine nor rich.
+
+Global options come before the command (``lamina --data-root /tmp/x images``).  Boolean flags
+also accept docker's ``--flag=false`` form.  Exit codes: :mod:`lamina.cli.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from lamina import __version__, errdefs
+from lamina.cli.context import Context, GlobalOptions
+from lamina.cli.errors import (
+    EXIT_CODES_HELP, EXIT_CONNECTION, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+    CommandError, UsageError, exit_code_for_status,
+)
+
+__all__ = ["main", "Command", "COMMANDS", "GROUPS", "build_command_parser", "find_command"]
+
+
+class Command(NamedTuple):
+    words: tuple[str, ...]
+    module: str
+    summary: str
+
+
+def _commands(module: str, summary: str, *names: str) -> list[Command]:
+    return [Command(tuple(name.split()), module, summary) for name in names]
+
+
+COMMANDS: tuple[Command, ...] = tuple(
+    _commands("images", "List images", "images", "image ls", "image list")
+    + _commands("rmi", "Remove one or more images", "rmi", "image rm", "image remove")
+    + _commands("tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", "tag", "image tag")
+    + _commands("history", "Show the history of an image", "history", "image history")
+    + _commands("inspect", "Display detailed information on one or more images", "inspect", "image inspect")
+    + _commands("prune", "Remove unused images", "image prune")
+    + _commands("load", "Load images from a tar archive or STDIN", "load", "image load")
+    + _commands("save", "Save one or more images to a tar archive (streamed to STDOUT by default)",
+                "save", "image save")
+    + _commands("import_image", "Import the contents from a tarball to create a filesystem image",
+                "import", "image import")
+    + _commands("info", "Display system-wide information", "info", "system info")
+    + _commands("system_df", "Show lamina disk usage", "system df")
+    + _commands("system_check", "Check the data root for damage (and repair it with --repair)",
+                "system check")
+    + _commands("version", "Show the lamina version information", "version")
+)
+
+GROUPS = {"image": "Manage images", "system": "Manage lamina"}
+
+_GLOBAL_VALUE_OPTIONS = frozenset({"--data-root", "--storage-driver", "--log-level", "-H", "--host"})
+
+
+def find_command(words: Sequence[str]) -> Command | None:
+    for command in COMMANDS:
+        if tuple(words[: len(command.words)]) == command.words:
+            return command
+    return None
+
+
+def _help_text() -> str:
+    lines = ["commands:"]
+    for command in COMMANDS:
+        if len(command.words) == 1:
+            lines.append(f"  {command.words[0]:<12}{command.summary}")
+    lines.append("")
+    lines.append("management commands:")
+    for group, summary in GROUPS.items():
+        subcommands = sorted({c.words[1] for c in COMMANDS if c.words[0] == group})
+        lines.append(f"  {group:<12}{summary} ({', '.join(subcommands)})")
+    lines.append("")
+    lines.append("Run 'lamina COMMAND --help' for more information on a command.")
+    lines.append("")
+    lines.append(EXIT_CODES_HELP)
+    return "\n".join(lines)
+
+
+def _global_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lamina", usage="lamina [OPTIONS] COMMAND [ARGS...]",
+        description="A Docker-compatible container engine. Every command is a Docker Engine API "
+                    "request, served in-process (default) or by the daemon named with -H.",
+        epilog=_help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="root of persisted state (env LAMINA_DATA_ROOT, default /var/lib/lamina)")
+    parser.add_argument("--storage-driver", metavar="NAME",
+                        help="storage driver to use (env LAMINA_STORAGE_DRIVER; default: what the "
+                             "data root holds, else the first usable of overlay2, vfs)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), type=str.lower,
+                        help="log level on stderr (env LAMINA_LOG_LEVEL, default warning)")
+    parser.add_argument("-H", "--host", metavar="HOST",
+                        help="daemon socket to talk to, unix:///path (env LAMINA_HOST or DOCKER_HOST; "
+                             "default: in-process, no daemon)")
+    parser.add_argument("--version", action="version", version=f"lamina version {__version__}",
+                        help="print the version and exit")
+    return parser
+
+
+def _split_global(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``argv`` into the global options and the command words that follow them."""
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            return argv[:index], argv[index + 1:]
+        if not token.startswith("-") or token == "-":
+            break
+        if token in _GLOBAL_VALUE_OPTIONS:
+            index += 1
+        index += 1
+    return argv[:index], argv[index:]
+
+
+def build_command_parser(command: Command) -> tuple[argparse.ArgumentParser, Any]:
+    """The argument parser of a command, and its module (imported now)."""
+    module = importlib.import_module(f"lamina.cli.commands.{command.module}")
+    parser = argparse.ArgumentParser(prog="lamina " + " ".join(command.words),
+                                     description=command.summary,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.configure(parser)
+    return parser, module
+
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
+def _boolean_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], dict[str, bool]]:
+    """Accept docker's ``--flag=false`` / ``-f=true`` for flags that take no value."""
+    kept: list[str] = []
+    overrides: dict[str, bool] = {}
+    for position, token in enumerate(argv):
+        if token == "--":
+            kept.extend(argv[position:])
+            break
+        name, equals, value = token.partition("=")
+        action = parser._option_string_actions.get(name) if equals and name.startswith("-") else None
+        if action is None or action.nargs != 0 or not isinstance(action.const, bool):
+            kept.append(token)
+            continue
+        lowered = value.lower()
+        if lowered not in _TRUE | _FALSE:
+            raise UsageError(f'invalid argument "{value}" for "{name}" flag: expected true or false')
+        enabled = lowered in _TRUE
+        overrides[action.dest] = action.const if enabled else not action.const
+    return kept, overrides
+
+
+def _configure_logging(level_name: str | None) -> None:
+    """Log to stderr; tracebacks only at debug level (users get the one-line message)."""
+    import logging  # not at module level: `lamina --help` should not pay for it
+
+    class LogFormatter(logging.Formatter):
+        def formatException(self, exc_info: Any) -> str:  # noqa: N802 - logging's name
+            if debug:
+                return super().formatException(exc_info)
+            return "(run with --log-level debug for the traceback)"
+
+    name = (level_name or os.environ.get("LAMINA_LOG_LEVEL") or "warning").lower()
+    level = getattr(logging, name.upper(), logging.WARNING)
+    debug = level <= logging.DEBUG
+    logger = logging.getLogger("lamina")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_lamina_cli", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler._lamina_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _report(exc: BaseException, context: Context) -> int:
+    """Print ``exc`` like docker and return its exit code."""
+    if isinstance(exc, CommandError):
+        context.error(f"Error: {exc.message}")
+        return exc.exit_code
+    client_module = sys.modules.get("lamina.client.client")
+    if client_module is not None and isinstance(exc, client_module.ClientError):
+        context.error(f"Error response from daemon: {exc.message}")
+        return exit_code_for_status(exc.status)
+    transport_module = sys.modules.get("lamina.client.transport")
+    if transport_module is not None and isinstance(exc, transport_module.TransportError):
+        context.error(f"Error: {exc}")
+        return EXIT_CONNECTION
+    if isinstance(exc, errdefs.LaminaError):
+        from lamina.api.errors import status_for
+
+        context.error(f"Error: {exc}")
+        return exit_code_for_status(status_for(exc))
+    import logging
+
+    logging.getLogger("lamina.cli").error("unexpected %s", type(exc).__name__, exc_info=exc)
+    context.error(f"Error: internal error: {type(exc).__name__}: {exc}")
+    return EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    context = Context(GlobalOptions(), stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
+    try:
+        return _run(arguments, context)
+    except KeyboardInterrupt:
+        context.error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (lamina images | head): stop quietly, and keep the interpreter
+        # from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        finally:
+            os.close(devnull)
+        return EXIT_FAILURE
+
+
+def _run(arguments: list[str], context: Context) -> int:
+    global_arguments, words = _split_global(arguments)
+    parser = _global_parser()
+    try:
+        options = parser.parse_args(global_arguments)
+    except SystemExit as exit:
+        return _exit_status(exit)
+    context.options = GlobalOptions(data_root=options.data_root, storage_driver=options.storage_driver,
+                                    log_level=options.log_level, host=options.host)
+    _configure_logging(options.log_level)
+
+    if not words or words[0] == "help":
+        if len(words) > 1:
+            return _run([*global_arguments, *words[1:], "--help"], context)
+        parser.print_help(context.out)
+        return EXIT_OK
+    if words[0] in GROUPS and (len(words) == 1 or words[1] in ("-h", "--help", "help")):
+        context.print(_group_help(words[0]))
+        return EXIT_OK
+    command = find_command(words)
+    if command is None:
+        shown = " ".join(words[:2]) if words[0] in GROUPS else words[0]
+        context.error(f"lamina: '{shown}' is not a lamina command.\nSee 'lamina --help'")
+        return EXIT_USAGE
+    try:
+        command_parser, module = build_command_parser(command)
+        rest, overrides = _boolean_overrides(command_parser, words[len(command.words):])
+        try:
+            args = command_parser.parse_args(rest)
+        except SystemExit as exit:
+            return _exit_status(exit)
+        for destination, value in overrides.items():
+            setattr(args, destination, value)
+        return int(module.run(args, context) or 0)
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as exc:
+        return _report(exc, context)
+
+
+def _group_help(group: str) -> str:
+    lines = [f"Usage:  lamina {group} COMMAND", "", GROUPS[group], "", "Commands:"]
+    seen: set[str] = set()
+    for command in COMMANDS:
+        if command.words[0] == group and command.module not in seen:
+            seen.add(command.module)
+            lines.append(f"  {command.words[1]:<10}{command.summary}")
+    lines.append("")
+    lines.append(f"Run 'lamina {group} COMMAND --help' for more information on a command.")
+    return "\n".join(lines)
+
+
+def _exit_status(exit: SystemExit) -> int:
+    code = exit.code
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

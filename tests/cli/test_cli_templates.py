@@ -1,0 +1,94 @@
+"""The Go-template subset used by --format, and docker's --format conventions."""
+
+from __future__ import annotations
+
+import pytest
+
+from lamina.cli.templates import Record, Template, TemplateError, format_rows, go_value, render_each
+
+DATA = {"Id": "sha256:abc", "RepoTags": ["a:1", "b:2"], "Size": 4261550,
+        "Config": {"Env": ["A=1"], "Labels": None, "Cmd": ["sh", "-c", "x"]}, "Empty": []}
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("{{.Id}}", "sha256:abc"),
+    ("id={{ .Id }}!", "id=sha256:abc!"),
+    ("{{.Size}}", "4261550"),
+    ("{{.Config.Env}}", "[A=1]"),
+    ("{{.Config.Labels}}", "<no value>"),
+    ("{{.Missing}}", "<no value>"),
+    ("{{.Missing.Deeper}}", "<no value>"),
+    ("{{json .RepoTags}}", '["a:1","b:2"]'),
+    ("{{json .Config}}", '{"Env":["A=1"],"Labels":null,"Cmd":["sh","-c","x"]}'),
+    ("{{join .Config.Cmd \" \"}}", "sh -c x"),
+    ("{{range .RepoTags}}<{{.}}>{{end}}", "<a:1><b:2>"),
+    ("{{range .Empty}}x{{else}}none{{end}}", "none"),
+    ("{{if .Config.Labels}}yes{{else}}no{{end}}", "no"),
+    ("{{with .Config}}{{len .Cmd}}{{end}}", "3"),
+    ("{{index .RepoTags 1}}", "b:2"),
+    ("{{.Id | upper}}", "SHA256:ABC"),
+    ("{{printf \"%s is %d bytes\" .Id .Size}}", "sha256:abc is 4261550 bytes"),
+    ("{{range .RepoTags}}{{$.Id}} {{end}}", "sha256:abc sha256:abc "),
+    ("a  {{- .Id -}}  b", "asha256:abcb"),
+    ("{{if eq .Id \"sha256:abc\"}}same{{end}}", "same"),
+    ("{{.Config}}", "map[Cmd:[sh -c x] Env:[A=1] Labels:<nil>]"),
+])
+def test_templates_render_like_go(template: str, expected: str) -> None:
+    assert Template(template).render(DATA) == expected
+
+
+@pytest.mark.parametrize("template", ["{{range .A}}", "{{end}}", "{{nosuch .A}}", "{{.Id \"x\"}}",
+                                      "{{(.Id}}", "{{else}}"])
+def test_malformed_templates_are_errors(template: str) -> None:
+    with pytest.raises(TemplateError):
+        Template(template).render(DATA)
+
+
+def test_a_missing_field_of_a_record_is_an_error() -> None:
+    with pytest.raises(TemplateError, match="can't evaluate field Nope"):
+        Template("{{.Nope}}").render(Record(ID="x"))
+
+
+def test_template_errors_are_usage_errors() -> None:
+    from lamina.cli.errors import EXIT_USAGE
+
+    with pytest.raises(TemplateError) as caught:
+        Template("{{end}}")
+    assert caught.value.exit_code == EXIT_USAGE
+
+
+def test_go_value_prints_floats_like_go() -> None:
+    assert go_value(4260000.0) == "4.26e+06"
+    assert go_value(100000.0) == "100000"
+    assert go_value(0.5) == "0.5"
+    assert go_value(True) == "true"
+    assert go_value(None) == "<no value>"
+
+
+ROWS = [Record(ID="aaa", Repository="busybox", Tag="latest"), Record(ID="bbb", Repository="x", Tag="<none>")]
+
+
+def test_format_rows_default_table() -> None:
+    text = format_rows(None, ROWS, default_table="{{.Repository}}\t{{.Tag}}\t{{.ID}}",
+                       headers={"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG"})
+    assert text.splitlines() == ["REPOSITORY   TAG       IMAGE ID", "busybox      latest    aaa",
+                                 "x            <none>    bbb"]
+
+
+def test_format_rows_custom_table_with_literal_backslash_t() -> None:
+    text = format_rows("table {{.ID}}\\t{{.Tag}}", ROWS, default_table="", headers={"ID": "IMAGE ID"})
+    assert text.splitlines() == ["IMAGE ID   TAG", "aaa        latest", "bbb        <none>"]
+
+
+def test_format_rows_json_sorts_keys_like_go_maps() -> None:
+    text = format_rows("json", ROWS, default_table="", headers={})
+    assert text.splitlines()[0] == '{"ID":"aaa","Repository":"busybox","Tag":"latest"}'
+
+
+def test_format_rows_plain_template_has_no_header() -> None:
+    assert format_rows("{{.Repository}}:{{.Tag}}", ROWS, default_table="", headers={}) == \
+        "busybox:latest\nx:<none>\n"
+
+
+def test_render_each_json() -> None:
+    assert render_each("json", [{"b": 1, "a": 2}]) == '{"b":1,"a":2}\n'
