@@ -35,9 +35,16 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from lamina import errdefs, fsutil
-from lamina.archive import TarReader, TarSplitWriter, assemble, assembled_size, decompressed
+from lamina.archive import (
+    TarReader,
+    TarSplitWriter,
+    assemble,
+    assembled_size,
+    decompressed,
+)
 from lamina.archive.tarsplit import DirectoryFileGetter
-from lamina.digest import Digest, Hasher, chain_id as compute_chain_id
+from lamina.digest import Digest, Hasher
+from lamina.digest import chain_id as compute_chain_id
 from lamina.graphdriver.api import GraphDriver
 
 __all__ = ["Layer", "LayerStore", "Lease"]

@@ -11,83 +11,45 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
-import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
-from lamina import errdefs
+from lamina import __version__, errdefs
 from lamina.digest import Digest, chain_ids
 from lamina.distribution.archive_index import open_archive
 from lamina.distribution.load import load_images
 from lamina.distribution.save import SaveItem, pump, save_docker, save_oci
 from lamina.graphdriver.api import GraphDriver
-from lamina.image.config import ImageConfig, apply_changes
-from lamina.image.reference import Reference, parse_any_reference, parse_normalized_named, with_default_tag
+from lamina.image.config import (
+    ContainerConfig,
+    HistoryEntry,
+    ImageConfig,
+    format_time,
+    new_config,
+    parse_time,
+)
+from lamina.image.reference import (
+    Reference,
+    parse_any_reference,
+    parse_normalized_named,
+    with_default_tag,
+)
 from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
 from lamina.services.api import Progress
 
-__all__ = ["ImageServiceImpl", "format_time", "parse_time"]
+__all__ = ["ImageServiceImpl"]
 
 
-def format_time(seconds: float | None = None) -> str:
-    """RFC 3339 with nanoseconds trimmed like Go's time.RFC3339Nano, in UTC."""
-    ns = time.time_ns() if seconds is None else int(seconds * 1e9)
-    whole, fraction = divmod(ns, 1_000_000_000)
-    text = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    frac = f"{fraction:09d}".rstrip("0")
-    return f"{text}.{frac}Z" if frac else f"{text}Z"
-
-
-def parse_time(value: str | None) -> float:
-    """Seconds since the epoch of an RFC 3339 timestamp (0 when missing or malformed)."""
+def _seconds(value: str | None) -> float:
+    """Seconds since the epoch of an RFC 3339 time; 0 for a missing or malformed one."""
     if not value:
         return 0.0
-    text = value.strip()
-    fraction = 0.0
-    if "." in text:
-        head, rest = text.split(".", 1)
-        digits = ""
-        for ch in rest:
-            if ch.isdigit():
-                digits += ch
-            else:
-                break
-        fraction = float("0." + digits) if digits else 0.0
-        text = head + rest[len(digits):]
-    text = text.replace("Z", "+00:00")
     try:
-        return datetime.fromisoformat(text).timestamp() + fraction
-    except ValueError:
+        return parse_time(value) / 1e9
+    except errdefs.InvalidArgument:
         return 0.0
-
-
-_CONTAINER_CONFIG_ORDER = ["Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
-                           "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck",
-                           "ArgsEscaped", "Image", "Volumes", "WorkingDir", "Entrypoint", "NetworkDisabled",
-                           "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell"]
-_CONTAINER_CONFIG_OMIT_EMPTY = {"ExposedPorts", "Healthcheck", "ArgsEscaped", "NetworkDisabled", "MacAddress",
-                                "StopSignal", "StopTimeout", "Shell"}
-
-
-def container_config(values: dict[str, Any] | None) -> dict[str, Any]:
-    """A container.Config in Docker's field order with its defaults and omitempty rules."""
-    values = dict(values or {})
-    defaults: dict[str, Any] = {"Hostname": "", "Domainname": "", "User": "", "AttachStdin": False,
-                                "AttachStdout": False, "AttachStderr": False, "Tty": False, "OpenStdin": False,
-                                "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
-                                "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None}
-    out: dict[str, Any] = {}
-    for key in _CONTAINER_CONFIG_ORDER:
-        if key in values and not (key in _CONTAINER_CONFIG_OMIT_EMPTY and values[key] in (None, "", [], {}, False)):
-            out[key] = values.pop(key)
-        elif key in defaults:
-            out[key] = defaults[key]
-    out.update(values)
-    return out
 
 
 class ImageServiceImpl:
@@ -261,7 +223,7 @@ class ImageServiceImpl:
             ref = with_default_tag(ref)
             if ref.digest is not None:
                 raise errdefs.InvalidArgument("cannot import to a digest reference")
-        config_values = apply_changes({}, changes or [])
+        ContainerConfig().apply_changes(changes or [])  # validate before reading the stream
         registered: list[Digest] = []
         try:
             lock = self.layers.lock(shared=True)
@@ -277,20 +239,16 @@ class ImageServiceImpl:
                     layer, new = self.layers.register(stream, None, progress=report)
                     if new:
                         registered.append(layer.chain_id)
-                    created = format_time()
                     comment = message or f"Imported from {source}"
-                    config = {
-                        "architecture": _architecture(),
-                        "comment": comment,
-                        "config": container_config(config_values),
-                        "container_config": container_config({}),
-                        "created": created,
-                        "docker_version": "lamina",
-                        "history": [{"created": created, "comment": comment}],
-                        "os": "linux",
-                        "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id)]},
-                    }
-                    config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=False).encode()
+                    created = format_time()
+                    config_bytes = new_config(
+                        diff_ids=[layer.diff_id],
+                        history=[HistoryEntry(created=created, comment=comment)],
+                        config=ContainerConfig().apply_changes(changes or []),
+                        created=created,
+                        comment=comment,
+                        docker_version=__version__,
+                    ).to_json()
                     image_id = self.images.put(config_bytes)
                     if ref is not None:
                         self.references.add_tag(ref, image_id, force=True)
@@ -344,10 +302,10 @@ class ImageServiceImpl:
             labels = (config.config or {}).get("Labels") or {}
             if filters.get("label") and not all_labels_match(labels, filters["label"]):
                 continue
-            created = parse_time(config.created)
-            if before is not None and created >= parse_time(self.images.get_config(before).created):
+            created = _seconds(config.created)
+            if before is not None and created >= _seconds(self.images.get_config(before).created):
                 continue
-            if since is not None and created <= parse_time(self.images.get_config(since).created):
+            if since is not None and created <= _seconds(self.images.get_config(since).created):
                 continue
             size = self._image_size(config)
             summaries.append({
@@ -384,7 +342,7 @@ class ImageServiceImpl:
             "Comment": raw.get("comment", ""),
             "Created": raw.get("created", ""),
             "Container": raw.get("container", ""),
-            "ContainerConfig": raw.get("container_config") or container_config({}),
+            "ContainerConfig": raw.get("container_config") or ContainerConfig().to_dict(),
             "DockerVersion": raw.get("docker_version", ""),
             "Author": raw.get("author", ""),
             "Config": raw.get("config"),
@@ -422,7 +380,7 @@ class ImageServiceImpl:
                 layer_index += 1
             entries.append({
                 "Comment": item.get("comment", ""),
-                "Created": int(parse_time(item.get("created"))),
+                "Created": int(_seconds(item.get("created"))),
                 "CreatedBy": item.get("created_by", ""),
                 "Id": "<missing>",
                 "Size": size,
@@ -541,7 +499,7 @@ class ImageServiceImpl:
                         continue
                     if filters.get("label!") and all_labels_match(labels, filters["label!"]):
                         continue
-                    if filters.get("until") and parse_time(config.created) >= _until(filters["until"][0]):
+                    if filters.get("until") and _seconds(config.created) >= _until(filters["until"][0]):
                         continue
                     for ref in refs:
                         self.references.delete(ref)
@@ -556,7 +514,7 @@ def _until(value: str) -> float:
     try:
         return float(value)
     except ValueError:
-        return parse_time(value)
+        return _seconds(value)
 
 
 def _reference_matches(pattern: str, ref: Reference) -> bool:
@@ -575,8 +533,3 @@ def all_labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
         if "=" in item and labels[key] != value:
             return False
     return True
-
-
-def _architecture() -> str:
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)

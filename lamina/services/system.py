@@ -224,6 +224,6 @@ def _arch() -> str:
 
 
 def _now() -> str:
-    from lamina.services.images import format_time
+    from lamina.image.config import format_time
 
     return format_time()
