@@ -527,7 +527,10 @@ class TarReader:
                 else:
                     self._recorder.file(raw_name, 0, None)
             if not entry.name:
-                # The root itself: recorded, but nothing to extract.
+                # The root itself: recorded, but nothing to extract.  Content there could never
+                # be given back by a tar-split reassembly, so it is refused.
+                if size:
+                    raise self._invalid(raw_name, offset, "a regular file names the archive root")
                 self.skip_content()
                 records, long_name, long_link = {}, None, None
                 continue
