@@ -4,8 +4,8 @@ Messages: ``{"stream": text}`` is printed as is; ``{"status": s, "id": i, "progr
 {"current": c, "total": t}}`` is a progress report for ``i``; ``{"error": m, "errorDetail":
 {"message": m, "code": status}}`` ends the stream with a failure; ``aux`` is ignored.
 
-* On a terminal (and not ``-q``): one rich progress bar per ``id`` (rich is imported only
-  here, only then), text above the bars.
+* On a terminal (and not ``-q``): one rich progress bar per ``id`` that reports a total
+  (rich is imported only here, only then); other messages are lines above the bars.
 * Otherwise plain lines: ``stream`` text as is, ``id: status`` when an id's status changes
   (a progress update with the same status prints nothing), so logs stay short.
 
@@ -74,6 +74,7 @@ def _render_rich(messages: Iterable[dict[str, Any]], out: IO[str], err: IO[str])
 
     console = Console(file=out, force_terminal=True, highlight=False)
     tasks: dict[str, Any] = {}
+    last_line: dict[str, str] = {}
     result = EXIT_OK
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=console, transient=False) as progress:
@@ -99,12 +100,17 @@ def _render_rich(messages: Iterable[dict[str, Any]], out: IO[str], err: IO[str])
             total = detail.get("total") if isinstance(detail, dict) else None
             description = f"{identifier}: {status}"
             if identifier not in tasks:
-                tasks[identifier] = progress.add_task(description, total=total or None)
-            task = tasks[identifier]
+                if not total:
+                    # Nothing to measure (yet): a line, like docker, once per status change.
+                    if last_line.get(identifier) != status:
+                        last_line[identifier] = status
+                        progress.console.print(description, markup=False, highlight=False)
+                    continue
+                tasks[identifier] = progress.add_task(description, total=total)
             update: dict[str, Any] = {"description": description}
             if total:
                 update["total"] = total
             if isinstance(current, (int, float)):
                 update["completed"] = current
-            progress.update(task, **update)
+            progress.update(tasks[identifier], **update)
     return result
