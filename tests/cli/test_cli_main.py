@@ -107,3 +107,9 @@ def test_help_does_not_load_the_client_or_commands() -> None:
         "with contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])")
     assert not {m for m in modules if m.startswith(("lamina.services", "lamina.api", "lamina.client", "rich",
                                                     "lamina.cli.commands."))}
+
+
+def test_the_in_process_client_does_not_load_http_client() -> None:
+    modules = _modules_after("import lamina.client.client, lamina.client.transport")
+    assert "http.client" not in modules
+    assert not {m for m in modules if m.startswith(("lamina.services", "rich"))}
