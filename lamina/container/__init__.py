@@ -1,0 +1,3 @@
+"""Containers: the store of container records, their logs and their lifecycle."""
+
+__all__: list[str] = []
