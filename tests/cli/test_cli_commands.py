@@ -209,7 +209,7 @@ def test_save_to_stdout_and_refusing_a_terminal(lamina) -> None:
     result = lamina("save", "busybox")
     assert result.out_bytes == b"docker-archive:busybox;"
     refused = lamina("save", "busybox", stdout_terminal=True)
-    assert refused.code == 2 and "cowardly refusing to save to a terminal" in refused.err
+    assert refused.code == 2 and "Cowardly refusing to save to a terminal" in refused.err
 
 
 def test_save_failures_leave_no_partial_file(lamina, tmp_path) -> None:

@@ -50,7 +50,7 @@ def _write_file(path: str, chunks: object) -> None:
 
 def run(args: argparse.Namespace, context: Context) -> int:
     if not args.output and is_terminal(context.out):
-        raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+        raise UsageError("Cowardly refusing to save to a terminal. Use the -o flag or redirect")
     chunks = context.client.save(args.images, format=args.format)
     if args.output:
         _write_file(args.output, chunks)
