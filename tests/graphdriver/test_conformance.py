@@ -119,8 +119,8 @@ def test_merged_view_of_base_and_child(driver, expected_root):
 
 def test_whiteouts_hide_lower_files_and_directories(driver, expected_root):
     base = add_layer(driver, None, *BASE)
-    child = add_layer(driver, base, L.directory("etc"), L.whiteout("etc/passwd"), L.whiteout("var/cache"),
-                      L.directory("var"))
+    child = add_layer(driver, base, L.directory("etc"), L.whiteout("etc/passwd"), L.directory("var"),
+                      L.whiteout("var/cache"))
     apply(expected_root, *base_tree())
     assert_view(driver, child, expected_root, remove_all("etc/passwd"), remove_all("var/cache"))
     # a layer above still does not see them, and can bring a name back
@@ -174,7 +174,10 @@ def test_special_modes_and_owners(driver, expected_root):
                      L.directory("scratch", mode=0o1777),
                      L.file("private", "p", mode=0o640, uid=1234, gid=5678),
                      L.symlink("owned-link", "private", uid=1000, gid=1001))
-    child = add_layer(driver, base, L.file("shared/file", "f", mode=0o600, uid=1000, gid=1000))
+    # real layer tars carry the parent directory of every entry: with overlay a directory the
+    # layer creates implicitly would shadow the lower directory's mode and owner
+    child = add_layer(driver, base, L.directory("shared", mode=0o2775, uid=1000, gid=1000),
+                      L.file("shared/file", "f", mode=0o600, uid=1000, gid=1000))
     assert_view(driver, child, expected_root,
                 create_dir("bin"), create_file("bin/su", "su", 0o4755),
                 create_file("bin/wall", "wall"), chown("bin/wall", 0, 5), chmod("bin/wall", 0o2755),

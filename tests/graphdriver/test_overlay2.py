@@ -10,8 +10,8 @@ import pytest
 
 from lamina import errdefs
 from lamina import mount as lmount
-from lamina.graphdriver import common, overlay2
-from lamina.graphdriver.overlay2 import LINK_DIR, MAX_DEPTH, Overlay2Driver
+from lamina.graphdriver import common
+from lamina.graphdriver.overlay2 import LINK_DIR, MAX_DEPTH, Overlay2Driver, native_diff_problem, probe
 from lamina.mount import Mount
 
 from . import layers as L
@@ -90,7 +90,7 @@ def test_mount_options_of_120_layers_fit_a_page(overlay2):
 
 def test_long_home_paths_switch_upper_and_work_to_relative(tmp_path):
     home = str(tmp_path / ("x" * 200) / ("y" * 200) / "overlay2")
-    if overlay2.probe(home) is not None:
+    if probe(home) is not None:
         pytest.skip("overlay2 unusable here")
     driver = Overlay2Driver(home)
     try:
@@ -157,11 +157,14 @@ def test_get_put_count_references_and_remove_the_mount_point(overlay2):
 
 
 def test_a_layer_with_children_mounts_read_only(overlay2):
-    base = L.new_id()
-    overlay2.create(base, None)
-    middle = L.new_id()
-    overlay2.create(middle, base)
+    base, middle = chain(overlay2, 2)
     path = overlay2.get(middle)
+    with open(os.path.join(path, "written-before-a-child"), "w"):
+        pass
+    overlay2.put(middle)
+    overlay2.create(L.new_id(), middle)
+    path = overlay2.get(middle)
+    assert os.listdir(path) == ["written-before-a-child"]
     try:
         with open(os.path.join(path, "probe"), "w"):
             pass
@@ -192,19 +195,15 @@ def test_status_is_computed(overlay2):
     assert status["Supports d_type"] == "true"
     metacopy = open("/sys/module/overlay/parameters/metacopy").read().strip() == "Y"
     assert status["Using metacopy"] == ("true" if metacopy else "false")
-    native = overlay2_native(overlay2.home)
+    native = native_diff_problem(overlay2.home) is None
     assert status["Native Overlay Diff"] == ("true" if native else "false")
     assert [name for name in os.listdir(overlay2.home) if name.startswith(".")] == []
-
-
-def overlay2_native(home: str) -> bool:
-    return overlay2.native_diff_problem(home) is None
 
 
 def test_native_diff_matches_the_kernel_parameters(overlay2):
     redirect = open("/sys/module/overlay/parameters/redirect_dir").read().strip()
     metacopy = open("/sys/module/overlay/parameters/metacopy").read().strip()
-    problem = overlay2.native_diff_problem(overlay2.home)
+    problem = native_diff_problem(overlay2.home)
     if redirect == "N" and metacopy == "N":
         assert problem is None
     else:
@@ -225,7 +224,7 @@ def test_probe_refuses_an_overlayfs_backing_filesystem(scratch_mounts):
           options=(f"lowerdir={root}/lower", f"upperdir={root}/upper", f"workdir={root}/work")).mount(str(root / "merged"))
     home = str(root / "merged" / "overlay2")
     assert common.backing_filesystem(str(root / "merged")) == "overlayfs"
-    reason = overlay2.probe(home)
+    reason = probe(home)
     assert reason is not None and "overlayfs" in reason
     assert not os.path.exists(home)  # a failed probe leaves no driver directory
 
@@ -235,7 +234,7 @@ def test_probe_accepts_tmpfs(scratch_mounts):
     os.mkdir(target)
     Mount(type="tmpfs", source="tmpfs", options=("size=16m",)).mount(str(target))
     assert common.backing_filesystem(str(target)) == "tmpfs"
-    assert overlay2.probe(str(target / "overlay2")) is None
+    assert probe(str(target / "overlay2")) is None
     assert os.listdir(target / "overlay2") == []
 
 
