@@ -207,7 +207,7 @@ class Overlay2Driver:
         self.home = os.path.abspath(home)
         try:
             fsutil.make_dirs(self.home, 0o710)
-            fsutil.make_dirs(os.path.join(self.home, LINK_DIR), 0o700)
+            fsutil.make_dirs(os.path.join(self.home, LINK_DIR), 0o710)
         except OSError as exc:
             raise fsutil.system_error(f"create overlay2 directory {self.home}", exc) from exc
         self._lock = threading.RLock()

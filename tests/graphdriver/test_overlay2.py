@@ -255,3 +255,21 @@ def test_ids_reserved_by_the_layout_are_refused(overlay2):
     with pytest.raises(errdefs.InvalidArgument):
         overlay2.create(LINK_DIR, None)
     assert not overlay2.exists(LINK_DIR)
+
+
+def _mounts_under(path: str) -> list[str]:
+    prefix = os.path.realpath(path) + "/"
+    return [target for target in lmount.mounted_targets() if target.startswith(prefix)]
+
+
+def test_naive_diff_against_an_ancestor_holds_mounts_only_while_streaming(overlay2):
+    base, middle, top = chain(overlay2, 3)
+    stream = overlay2.diff(top, base)  # not the real parent: mounts both and compares
+    assert len(_mounts_under(overlay2.home)) == 1  # top's overlay; a base layer needs none
+    next(iter(stream))
+    stream.close()
+    assert _mounts_under(overlay2.home) == []
+    assert b"".join(overlay2.diff(top, base)).endswith(bytes(1024))
+    assert _mounts_under(overlay2.home) == []
+    with pytest.raises(errdefs.FailedPrecondition):
+        overlay2.put(top)
