@@ -4,8 +4,9 @@ Two ways to find what a layer changed, following Docker (moby ``pkg/archive/chan
 
 - **native** (overlay): :func:`overlay_changes` reads only the upper dir.  A 0/0 character
   device is a deletion (a whiteout), a directory with ``trusted.overlay.opaque=y`` replaced the
-  lower one (MODIFY; its children are ADD), anything else is MODIFY if the path exists in a
-  lower dir and ADD otherwise.  :func:`export_tree` tars the upper dir as a layer diff: whiteout
+  lower one (MODIFY; its children are ADD), a non-directory is MODIFY if the path exists in a
+  lower dir and ADD otherwise; a directory that was only copied up (same mode, owner and
+  xattrs as below) is not a change of its own.  :func:`export_tree` tars the upper dir as a layer diff: whiteout
   devices become ``.wh.<name>`` entries, opaque dirs get a ``<dir>/.wh..wh..opq`` entry.
 - **naive** (vfs and any driver without a native diff): :func:`tree_changes` compares two full
   trees (type and mode, owner, size and mtime for non-directories, device number, symlink
@@ -124,21 +125,41 @@ def _open_root(path: str) -> int:
 # -- changes --------------------------------------------------------------------------------
 
 
-def _exists_in_lowers(relative: str, lower_dirs: list[str]) -> bool:
-    """Whether ``relative`` is visible in the stack of lower dirs (nearest first)."""
+def _lower_stat(relative: str, lower_dirs: list[str]) -> tuple[str, os.stat_result] | None:
+    """(lower dir, lstat) of ``relative`` as the stack of lower dirs (nearest first) shows it."""
     for lower in lower_dirs:
         try:
             info = os.lstat(os.path.join(lower, relative))
         except (FileNotFoundError, NotADirectoryError):
             continue
-        return not is_whiteout_device(info)
-    return False
+        return None if is_whiteout_device(info) else (lower, info)
+    return None
+
+
+def _add_parents(changes: list[Change]) -> list[Change]:
+    """Docker's rule: every directory above a change is reported as modified."""
+    reported = {change.path for change in changes}
+    parents: set[str] = set()
+    for change in changes:
+        path = change.path
+        while True:
+            path = path.rsplit("/", 1)[0]
+            if not path or path in parents:
+                break
+            parents.add(path)
+    changes = changes + [Change(path, ChangeKind.MODIFY) for path in parents - reported]
+    changes.sort(key=lambda change: change.path)
+    return changes
 
 
 def overlay_changes(upper_dir: str, lower_dirs: list[str]) -> list[Change]:
-    """Changes recorded in an overlay upper dir against its lower dirs (nearest first)."""
+    """Changes recorded in an overlay upper dir against its lower dirs (nearest first).
+
+    Reads only the upper dir (and looks paths up in the lowers); the result is what
+    :func:`tree_changes` would report for the merged view, except below an opaque directory,
+    whose content is all ADD (the lower content it hides is not listed as deleted).
+    """
     changes: list[Change] = []
-    changed_dirs: set[str] = set()
     opaque_prefixes: list[str] = []
     root_fd = _open_root(upper_dir)
     try:
@@ -146,50 +167,36 @@ def overlay_changes(upper_dir: str, lower_dirs: list[str]) -> list[Change]:
             path = _docker_path(relative)
             while opaque_prefixes and not path.startswith(opaque_prefixes[-1]):
                 opaque_prefixes.pop()
-            hidden = bool(opaque_prefixes)      # below an opaque dir the lowers do not show
-            is_directory = stat.S_ISDIR(info.st_mode)
             if is_whiteout_device(info):
-                kind = ChangeKind.DELETE
-            else:
-                opaque = False
-                if is_directory:
-                    opaque = _xattrs_at(parent_fd, name).get(OPAQUE_XATTR) == b"y"
-                in_lower = not hidden and _exists_in_lowers(relative, lower_dirs)
-                if opaque:
-                    kind = ChangeKind.MODIFY if in_lower else ChangeKind.ADD
-                    opaque_prefixes.append(path + "/")
-                elif in_lower:
-                    kind = ChangeKind.MODIFY
-                    if is_directory and _same_directory(info, relative, lower_dirs):
-                        continue
-                else:
-                    kind = ChangeKind.ADD
-            if is_directory:
-                changed_dirs.add(path)
-            if kind is not ChangeKind.MODIFY:
-                parent = path.rsplit("/", 1)[0] or "/"
-                if parent != "/" and parent not in changed_dirs:
-                    changes.append(Change(parent, ChangeKind.MODIFY))
-                    changed_dirs.add(parent)
-            changes.append(Change(path, kind))
+                changes.append(Change(path, ChangeKind.DELETE))
+                continue
+            lower = None if opaque_prefixes else _lower_stat(relative, lower_dirs)
+            if not stat.S_ISDIR(info.st_mode):
+                changes.append(Change(path, ChangeKind.ADD if lower is None else ChangeKind.MODIFY))
+                continue
+            xattrs = _xattrs_at(parent_fd, name)
+            if xattrs.get(OPAQUE_XATTR) == b"y":
+                opaque_prefixes.append(path + "/")
+                changes.append(Change(path, ChangeKind.ADD if lower is None else ChangeKind.MODIFY))
+            elif lower is None:
+                changes.append(Change(path, ChangeKind.ADD))
+            elif _directory_differs(lower[1], info, xattrs, lower[0], relative):
+                changes.append(Change(path, ChangeKind.MODIFY))
     except OSError as exc:
         raise fsutil.system_error(f"reading the changes of {upper_dir}", exc) from exc
     finally:
         os.close(root_fd)
-    changes.sort(key=lambda change: change.path)
-    return changes
+    return _add_parents(changes)
 
 
-def _same_directory(info: os.stat_result, relative: str, lower_dirs: list[str]) -> bool:
-    for lower in lower_dirs:
-        try:
-            lower_info = os.lstat(os.path.join(lower, relative))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        return (stat.S_ISDIR(lower_info.st_mode) and lower_info.st_mode == info.st_mode
-                and lower_info.st_size == info.st_size
-                and _same_time(lower_info.st_mtime_ns, info.st_mtime_ns))
-    return False
+def _directory_differs(lower: os.stat_result, upper: os.stat_result, upper_xattrs: dict[str, bytes],
+                       lower_dir: str, relative: str) -> bool:
+    if (lower.st_mode, lower.st_uid, lower.st_gid) != (upper.st_mode, upper.st_uid, upper.st_gid):
+        return True
+    ours = {key: value for key, value in upper_xattrs.items() if not key.startswith("trusted.overlay.")}
+    theirs = {key: value for key, value in read_xattrs(os.path.join(lower_dir, relative)).items()
+              if not key.startswith("trusted.overlay.")}
+    return ours != theirs
 
 
 def _different(old: os.stat_result, new: os.stat_result, old_dir: int, new_dir: int, name: str) -> bool:
@@ -221,7 +228,6 @@ def _listing(fd: int) -> dict[str, os.stat_result]:
 def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
     """Docker's naive changes of the tree ``new_root`` against ``old_root`` (None: empty)."""
     changes: list[Change] = []
-    touched: set[str] = set()       # paths reported ADD or MODIFY themselves
     new_fd = _open_root(new_root)
     old_fd = _open_root(old_root) if old_root is not None else None
     # (relative dir, new dir fd, old dir fd or None); fds owned by the stack entry
@@ -240,12 +246,10 @@ def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
                     path = _docker_path(child)
                     if old_info is None:
                         changes.append(Change(path, ChangeKind.ADD))
-                        touched.add(path)
                     elif (old_info.st_dev, old_info.st_ino) == (new_info.st_dev, new_info.st_ino):
                         continue            # the very same inode: nothing below can differ
                     elif _different(old_info, new_info, old_dir, new_dir, name):  # type: ignore[arg-type]
                         changes.append(Change(path, ChangeKind.MODIFY))
-                        touched.add(path)
                     if stat.S_ISDIR(new_info.st_mode):
                         sub_old = None
                         if old_info is not None and stat.S_ISDIR(old_info.st_mode):
@@ -274,18 +278,7 @@ def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
         os.close(new_fd)
         if old_fd is not None:
             os.close(old_fd)
-    # A directory whose content changed is reported as modified (Docker keeps its metadata).
-    parents: set[str] = set()
-    for change in changes:
-        path = change.path
-        while True:
-            path = path.rsplit("/", 1)[0]
-            if not path or path in parents:
-                break
-            parents.add(path)
-    changes.extend(Change(path, ChangeKind.MODIFY) for path in parents - touched)
-    changes.sort(key=lambda change: change.path)
-    return changes
+    return _add_parents(changes)
 
 
 # -- diff tars -------------------------------------------------------------------------------
