@@ -14,14 +14,14 @@ deb=$(ls /var/cache/apt/archives/busybox-static_*.deb 2>/dev/null | head -1 || t
 if [ -n "$deb" ]; then export BUSYBOX_DEB="$deb"; fi
 "$FIXTURES/make-busybox-rootfs.sh" "$WORK/rootfs"
 
-echo "== lamina import: a base image from Debian's busybox-static"
+echo "== lamina load: Docker's own archive of busybox (tagged busybox:docker)"
+$LAMINA load -i "$FIXTURES/busybox-docker-archive.tar"
+$LAMINA tag busybox:latest busybox:docker
+
+echo "== lamina import: a base image from Debian's busybox-static (tagged busybox:latest)"
 tar --numeric-owner --sort=name -C "$WORK/rootfs" -c . |
     $LAMINA import -c 'CMD ["sh"]' -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         -m "busybox-static rootfs (Debian)" - busybox:latest
-
-echo "== lamina load: Docker's own archive of busybox"
-$LAMINA load -i "$FIXTURES/busybox-docker-archive.tar"
-$LAMINA tag sha256:657c25c9202d852638f95a0f738d8582b72f68be37cf845fec02f34fb0f8d6ed busybox:docker
 
 echo "== lamina images"
 $LAMINA images

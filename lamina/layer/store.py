@@ -371,6 +371,7 @@ class LayerStore:
         lock._fd = fd
         done: list[str] = []
         try:
+            done.extend(self.driver.sweep())
             dead_leases = [os.path.join(self._leases_dir, n) for n in os.listdir(self._leases_dir)
                            if _lock_is_free(os.path.join(self._leases_dir, n))]
             for name in os.listdir(self._tmp_dir):

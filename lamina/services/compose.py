@@ -62,9 +62,6 @@ def build_services(config: EngineConfig) -> EngineServices:
     layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
     service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
                                spool_dir=os.path.join(config.data_root, "tmp"))
-    sweep = getattr(driver, "sweep", None)
-    if sweep is not None:
-        sweep()
     layers.sweep()
     system = SystemServiceImpl(config=config, driver=driver, images=service,
                                skipped_drivers=list(selection.skipped))
