@@ -15,7 +15,7 @@ from lamina import errdefs
 from lamina import sys as lsys
 
 __all__ = ["Mount", "mount_all", "unmount", "unmount_all_under", "is_mountpoint", "mounted_targets",
-           "PAGE_SIZE"]
+           "set_propagation", "remount", "PAGE_SIZE"]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -155,3 +155,42 @@ def unmount_all_under(prefix: str) -> int:
     for target in reversed(targets):
         unmount(target, detach=True)
     return len(targets)
+
+
+def set_propagation(target: str, propagation: str) -> None:
+    """Change the propagation type of the mount at ``target`` (``rprivate``, ``slave``...)."""
+    if propagation not in _PROPAGATION:
+        raise errdefs.InvalidArgument(f"unknown mount propagation {propagation!r}")
+    try:
+        lsys.mount(None, target, None, _PROPAGATION[propagation], None)
+    except OSError as exc:
+        raise errdefs.System(f"set propagation {propagation} on {target} failed: {exc.strerror}") from exc
+
+
+def remount(target: str, options: tuple[str, ...] | list[str]) -> None:
+    """Change the per-mount flags (``ro``, ``nosuid``, ``nodev``, ``noexec``...) of the mount at
+    ``target`` with MS_REMOUNT|MS_BIND, keeping the flags it has already: a remount that
+    dropped a locked flag (nosuid, nodev...) would be refused, and one that dropped them
+    silently would weaken the mount."""
+    try:
+        current = os.statvfs(target).f_flag
+    except OSError as exc:
+        raise errdefs.System(f"remount {target} failed: {exc.strerror}") from exc
+    flags = 0
+    for bit in (lsys.MS_RDONLY, lsys.MS_NOSUID, lsys.MS_NODEV, lsys.MS_NOEXEC, lsys.MS_NOATIME):
+        # ST_* statvfs flags use the same bit values as the MS_* mount flags
+        if current & bit:
+            flags |= bit
+    if current & 2048:  # ST_NODIRATIME == MS_NODIRATIME
+        flags |= 2048
+    if current & 4096:  # ST_RELATIME
+        flags |= lsys.MS_RELATIME
+    for option in options:
+        if option not in _FLAG_OPTIONS or option in ("bind", "rbind"):
+            raise errdefs.InvalidArgument(f"cannot remount {target} with option {option!r}")
+        bit, clear = _FLAG_OPTIONS[option]
+        flags = flags & ~bit if clear else flags | bit
+    try:
+        lsys.mount(None, target, None, flags | lsys.MS_REMOUNT | lsys.MS_BIND, None)
+    except OSError as exc:
+        raise errdefs.System(f"remount {target} ({','.join(options)}) failed: {exc.strerror}") from exc

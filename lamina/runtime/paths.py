@@ -1,0 +1,153 @@
+"""Path resolution inside a container's root filesystem, by file descriptor.
+
+Every path an image controls (mount targets, ``/etc/passwd``, the working directory) is
+resolved relative to a descriptor of the root with ``openat2(RESOLVE_IN_ROOT)``: symlinks,
+absolute or ``..``-laden, are interpreted as if the root were ``/``, so an image cannot
+redirect a mount or a read onto the host.  Unlike :func:`lamina.fsutil.open_beneath`,
+resolution may cross mount points: the runtime mounts ``/proc``, ``/dev``... inside the root
+before it resolves paths below them.  Kernels without openat2 (before 5.6) get the same
+semantics from a userspace walk, one component at a time with ``O_NOFOLLOW``, symlinks
+expanded by hand and ``..`` clamped at the root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat
+
+from lamina import sys as lsys
+
+__all__ = ["open_in_root", "make_dirs_in_root", "make_file_in_root", "normalize", "MAX_SYMLINKS"]
+
+MAX_SYMLINKS = 40  # the kernel's limit (ELOOP past it)
+
+
+def normalize(path: str) -> str:
+    """``path`` as a clean path relative to the root ('.' for the root itself); '..' cannot
+    climb above the root."""
+    clean = posixpath.normpath("/" + path)
+    # normpath keeps a leading '//' (POSIX allows it a special meaning); a root does not
+    return clean.lstrip("/") or "."
+
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_PATH, mode: int = 0o644, *,
+                 use_openat2: bool = True) -> int:
+    """Open ``path`` as seen from ``root_fd`` taken as ``/``; never resolves outside it.
+
+    ``flags`` are ``open(2)`` flags (``O_CLOEXEC`` is always added); with ``O_NOFOLLOW`` a
+    final symlink is not followed.  Raises ``OSError`` like ``os.open``.
+    """
+    relative = normalize(path)
+    flags |= os.O_CLOEXEC
+    if use_openat2:
+        try:
+            return lsys.openat2(root_fd, relative, flags, mode,
+                                lsys.RESOLVE_IN_ROOT | lsys.RESOLVE_NO_MAGICLINKS)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.EPERM):
+                raise
+            # ENOSYS: kernel before 5.6; EPERM: a seccomp filter that refuses openat2
+    return _walk(root_fd, relative, flags, mode)
+
+
+def _walk(root_fd: int, relative: str, flags: int, mode: int) -> int:
+    """Userspace RESOLVE_IN_ROOT: a stack of directory fds from the root to the current one."""
+    pending = [part for part in relative.split("/") if part not in ("", ".")]
+    pending.reverse()  # a stack: the next component is pending[-1]
+    stack = [os.dup(root_fd)]
+    links = 0
+    try:
+        while pending:
+            part = pending.pop()
+            last = not pending
+            if part == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            current = stack[-1]
+            try:
+                info = os.stat(part, dir_fd=current, follow_symlinks=False)
+            except FileNotFoundError:
+                if last and flags & os.O_CREAT:
+                    return os.open(part, flags | os.O_NOFOLLOW, mode, dir_fd=current)
+                raise
+            if stat.S_ISLNK(info.st_mode) and not (last and flags & os.O_NOFOLLOW):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), relative)
+                target = os.readlink(part, dir_fd=current)
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+                continue
+            if last:
+                # O_NOFOLLOW: a component swapped for a symlink since the stat fails with ELOOP
+                return os.open(part, flags | os.O_NOFOLLOW, mode, dir_fd=current)
+            stack.append(os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 dir_fd=current))
+        # the path named the root itself (or '..' above it)
+        return os.open(".", flags, mode, dir_fd=stack[-1])
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def make_dirs_in_root(root_fd: int, path: str, mode: int = 0o755, *, _links: int = 0) -> int:
+    """Create the directory ``path`` and its missing parents inside the root; returns an
+    ``O_PATH`` descriptor of it.  A dangling symlink on the way gets its target created
+    (inside the root, like Docker's securejoin).  An existing non-directory gives
+    ``NotADirectoryError``."""
+    relative = normalize(path)
+    try:
+        return open_in_root(root_fd, relative, os.O_PATH | os.O_DIRECTORY)
+    except FileNotFoundError:
+        pass
+    parts = relative.split("/")
+    for index in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:index])
+        try:
+            fd = open_in_root(root_fd, prefix, os.O_PATH | os.O_DIRECTORY)
+        except FileNotFoundError:
+            parent_path = "/".join(parts[:index - 1]) or "."
+            parent = open_in_root(root_fd, parent_path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.mkdir(parts[index - 1], mode, dir_fd=parent)
+                link = None
+            except FileExistsError:
+                # made by someone else meanwhile, or a dangling symlink: create its target
+                try:
+                    link = os.readlink(parts[index - 1], dir_fd=parent)
+                except OSError:
+                    link = None
+            finally:
+                os.close(parent)
+            if link is not None:
+                if _links >= MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+                target = link if link.startswith("/") else posixpath.join("/", parent_path, link)
+                os.close(make_dirs_in_root(root_fd, target, mode, _links=_links + 1))
+            fd = open_in_root(root_fd, prefix, os.O_PATH | os.O_DIRECTORY)
+        if index == len(parts):
+            return fd
+        os.close(fd)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def make_file_in_root(root_fd: int, path: str, mode: int = 0o644) -> int:
+    """Create an empty regular file ``path`` (and its parents) inside the root unless something
+    exists there already; returns an ``O_PATH`` descriptor of what is there (a file bind mount
+    needs a non-directory target)."""
+    relative = normalize(path)
+    try:
+        return open_in_root(root_fd, relative, os.O_PATH)
+    except FileNotFoundError:
+        pass
+    parent_path = posixpath.dirname(relative) or "."
+    parent = make_dirs_in_root(root_fd, parent_path)
+    os.close(parent)
+    fd = open_in_root(root_fd, relative, os.O_WRONLY | os.O_CREAT, mode)
+    os.close(fd)
+    return open_in_root(root_fd, relative, os.O_PATH)

@@ -1,0 +1,260 @@
+"""Docker's seccomp profile format, compiled to a kernel filter with libseccomp (ctypes).
+
+The profile (``seccomp-default.json``, Docker's default, shipped as package data) is JSON:
+``defaultAction`` (+ ``defaultErrnoRet``), ``archMap`` (native architecture -> its
+sub-architectures, all added to the filter) and ``syscalls``, a list of rules
+``{names, action, errnoRet?, args?, includes?, excludes?}``.  A rule applies when its
+``includes`` hold (every listed capability is in the container's bounding set, the machine's
+architecture — Go names such as ``amd64`` — is listed, the kernel is at least ``minKernel``)
+and its ``excludes`` do not (any listed capability present, architecture listed, kernel at
+least ``minKernel``).  ``args`` compare syscall arguments: several conditions on distinct
+argument indexes form one rule (AND); conditions sharing an index become one rule each (OR).
+``SCMP_CMP_MASKED_EQ`` takes ``value`` as the mask and ``valueTwo`` as the expected result.
+
+Names libseccomp does not know on this machine are skipped, as are rules whose action is the
+default action (no-ops that libseccomp refuses).  :class:`SeccompFilter` builds the filter in
+the calling process (before fork); :meth:`SeccompFilter.load` installs it in the process
+that will exec (it sets no_new_privs unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources as importlib_resources
+from typing import Any
+
+from lamina import errdefs
+
+__all__ = ["SeccompFilter", "load_profile", "default_profile", "applicable_rules", "Rule",
+           "native_go_arch", "kernel_version"]
+
+_ACTIONS = {
+    "SCMP_ACT_KILL": 0x00000000,
+    "SCMP_ACT_KILL_THREAD": 0x00000000,
+    "SCMP_ACT_KILL_PROCESS": 0x80000000,
+    "SCMP_ACT_TRAP": 0x00030000,
+    "SCMP_ACT_ERRNO": 0x00050000,
+    "SCMP_ACT_TRACE": 0x7FF00000,
+    "SCMP_ACT_LOG": 0x7FFC0000,
+    "SCMP_ACT_ALLOW": 0x7FFF0000,
+}
+_OPERATORS = {
+    "SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+    "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7,
+}
+_SCMP_FLTATR_CTL_NNP = 3
+_NR_SCMP_ERROR = -1
+
+# uname machine -> the Go architecture names Docker's profiles use in includes/excludes
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "i386": "386", "armv7l": "arm",
+            "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64",
+            "mips64": "mips64", "loongarch64": "loong64"}
+# uname machine -> the profile's SCMP_ARCH_ name of the native architecture
+_SCMP_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "i686": "SCMP_ARCH_X86",
+              "i386": "SCMP_ARCH_X86", "armv7l": "SCMP_ARCH_ARM", "armv6l": "SCMP_ARCH_ARM",
+              "ppc64le": "SCMP_ARCH_PPC64LE", "s390x": "SCMP_ARCH_S390X", "riscv64": "SCMP_ARCH_RISCV64"}
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One libseccomp rule: ``action`` (with errno folded in) for ``name`` when every one of
+    ``conditions`` (index, operator, value, value_two) holds."""
+
+    name: str
+    action: int
+    conditions: tuple[tuple[int, int, int, int], ...] = ()
+
+
+def native_go_arch() -> str:
+    machine = os.uname().machine
+    return _GO_ARCH.get(machine, machine)
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    release = release or os.uname().release
+    numbers = []
+    for piece in release.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit()) if not piece.isdigit() else piece
+        numbers.append(int(digits or 0))
+    while len(numbers) < 2:
+        numbers.append(0)
+    return numbers[0], numbers[1]
+
+
+def _parse_kernel(text: str) -> tuple[int, int]:
+    return kernel_version(text)
+
+
+def default_profile() -> dict[str, Any]:
+    """Docker's default profile, from the package data."""
+    data = importlib_resources.files("lamina.runtime").joinpath("seccomp-default.json").read_bytes()
+    return json.loads(data)
+
+
+def load_profile(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            profile = json.load(handle)
+    except OSError as exc:
+        raise errdefs.NotFound(f"seccomp profile {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise errdefs.InvalidArgument(f"seccomp profile {path} is not valid JSON: {exc}") from exc
+    if not isinstance(profile, dict) or "defaultAction" not in profile:
+        raise errdefs.InvalidArgument(f"seccomp profile {path} has no defaultAction")
+    return profile
+
+
+def _action(name: str, errno_value: int | None) -> int:
+    if name not in _ACTIONS:
+        raise errdefs.InvalidArgument(f"unsupported seccomp action {name!r}")
+    value = _ACTIONS[name]
+    if name in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
+        value |= (errno.EPERM if errno_value is None else errno_value) & 0xFFFF
+    return value
+
+
+def _applies(rule: dict[str, Any], capabilities: frozenset[str], arch: str, kernel: tuple[int, int]) -> bool:
+    excludes = rule.get("excludes") or {}
+    includes = rule.get("includes") or {}
+    if arch in (excludes.get("arches") or ()):
+        return False
+    if any(cap in capabilities for cap in excludes.get("caps") or ()):
+        return False
+    if excludes.get("minKernel") and kernel >= _parse_kernel(excludes["minKernel"]):
+        return False
+    if includes.get("arches") and arch not in includes["arches"]:
+        return False
+    if any(cap not in capabilities for cap in includes.get("caps") or ()):
+        return False
+    if includes.get("minKernel") and kernel < _parse_kernel(includes["minKernel"]):
+        return False
+    return True
+
+
+def applicable_rules(profile: dict[str, Any], capabilities: frozenset[str] | set[str] | tuple[str, ...],
+                     arch: str | None = None, kernel: tuple[int, int] | None = None) -> list[Rule]:
+    """The rules of ``profile`` for a container with ``capabilities`` (its bounding set) on
+    ``arch`` (Go name) and ``kernel``, in profile order, before name resolution."""
+    caps = frozenset(capabilities)
+    arch = arch or native_go_arch()
+    kernel = kernel or kernel_version()
+    default = _action(profile["defaultAction"], profile.get("defaultErrnoRet"))
+    rules: list[Rule] = []
+    for entry in profile.get("syscalls") or ():
+        if not _applies(entry, caps, arch, kernel):
+            continue
+        action = _action(entry["action"], entry.get("errnoRet"))
+        if action == default:
+            continue
+        names = list(entry.get("names") or ())
+        if entry.get("name"):
+            names.append(entry["name"])
+        conditions = []
+        for argument in entry.get("args") or ():
+            operator = argument.get("op")
+            if operator not in _OPERATORS:
+                raise errdefs.InvalidArgument(f"unsupported seccomp operator {operator!r}")
+            conditions.append((int(argument["index"]), _OPERATORS[operator], int(argument.get("value", 0)),
+                               int(argument.get("valueTwo", 0))))
+        indexes = [condition[0] for condition in conditions]
+        if len(set(indexes)) == len(indexes):
+            groups = [tuple(conditions)]
+        else:
+            groups = [(condition,) for condition in conditions]
+        for name in names:
+            for group in groups:
+                rules.append(Rule(name, action, group))
+    return rules
+
+
+def _library() -> ctypes.CDLL:
+    path = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:
+        library = ctypes.CDLL(path, use_errno=True)
+    except OSError as exc:
+        raise errdefs.FailedPrecondition(
+            f"libseccomp is not available ({exc}); install libseccomp2 or run with seccomp=unconfined") from exc
+    library.seccomp_init.restype = ctypes.c_void_p
+    library.seccomp_init.argtypes = [ctypes.c_uint32]
+    library.seccomp_release.argtypes = [ctypes.c_void_p]
+    library.seccomp_load.argtypes = [ctypes.c_void_p]
+    library.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    library.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    library.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+    library.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+    library.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    library.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                               ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
+    return library
+
+
+class SeccompFilter:
+    """A compiled filter for one process: build it before fork, :meth:`load` it in the child,
+    :meth:`release` it in the parent."""
+
+    def __init__(self, profile: dict[str, Any], capabilities: tuple[str, ...] | frozenset[str],
+                 no_new_privileges: bool = True) -> None:
+        self._library = _library()
+        default = _action(profile["defaultAction"], profile.get("defaultErrnoRet"))
+        context = self._library.seccomp_init(default)
+        if not context:
+            raise errdefs.System("seccomp_init failed")
+        self._context: int | None = context
+        self.skipped: list[str] = []
+        try:
+            self._add_architectures(profile)
+            if not no_new_privileges:
+                self._check(self._library.seccomp_attr_set(context, _SCMP_FLTATR_CTL_NNP, 0), "seccomp_attr_set")
+            for rule in applicable_rules(profile, frozenset(capabilities)):
+                number = self._library.seccomp_syscall_resolve_name(rule.name.encode())
+                if number == _NR_SCMP_ERROR:
+                    self.skipped.append(rule.name)
+                    continue
+                array = (_ArgCmp * max(1, len(rule.conditions)))()
+                for index, (argument, operator, value, value_two) in enumerate(rule.conditions):
+                    array[index] = _ArgCmp(argument, operator, value, value_two)
+                result = self._library.seccomp_rule_add_array(context, rule.action, number,
+                                                              len(rule.conditions), array)
+                self._check(result, f"seccomp rule for {rule.name}")
+        except BaseException:
+            self.release()
+            raise
+
+    @staticmethod
+    def _check(result: int, what: str) -> None:
+        if result < 0:
+            raise errdefs.System(f"{what} failed: {os.strerror(-result)}")
+
+    def _add_architectures(self, profile: dict[str, Any]) -> None:
+        native = _SCMP_ARCH.get(os.uname().machine)
+        for entry in profile.get("archMap") or ():
+            if entry.get("architecture") != native:
+                continue
+            for name in entry.get("subArchitectures") or ():
+                token = self._library.seccomp_arch_resolve_name(name.removeprefix("SCMP_ARCH_").lower().encode())
+                if token == 0:
+                    continue
+                result = self._library.seccomp_arch_add(self._context, token)
+                if result < 0 and -result != errno.EEXIST:
+                    self._check(result, f"seccomp_arch_add {name}")
+
+    def load(self) -> None:
+        """Install the filter in the calling process (irreversible)."""
+        if self._context is None:
+            raise errdefs.FailedPrecondition("seccomp filter already released")
+        self._check(self._library.seccomp_load(self._context), "seccomp_load")
+
+    def release(self) -> None:
+        if self._context is not None:
+            self._library.seccomp_release(self._context)
+            self._context = None

@@ -1,0 +1,331 @@
+"""The native runtime against the real kernel: namespaces, mounts, /dev, users, exec, PID 1
+signals, capabilities, seccomp.  Every test starts real busybox containers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from dataclasses import replace
+
+import pytest
+
+from lamina import errdefs
+from lamina.runtime.api import DEFAULT_CAPABILITIES, ContainerSpec, MountSpec, ProcessSpec, RuntimeState, Stdio
+from lamina.runtime.capabilities import capability_mask
+from lamina.runtime.native import ExecError
+from lamina.runtime.user import resolve_user_in_root
+
+from .conftest import PATH_ENV, Harness
+
+pytestmark = pytest.mark.privileged
+
+
+def test_the_command_is_pid_1_and_sees_only_its_own_processes(harness: Harness) -> None:
+    result = harness.run("sh", "-c", "echo $$; ps -o pid,comm; true")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "1"
+    pids = [line.split()[0] for line in lines[2:]]
+    assert pids == ["1", "2"], result.stdout  # sh and ps, nothing of the host
+
+
+def test_the_hostname_is_set_in_a_private_uts_namespace(harness: Harness) -> None:
+    result = harness.run("hostname", hostname="lamina-test")
+    assert result.stdout.strip() == "lamina-test"
+    assert os.uname().nodename != "lamina-test"
+
+
+def test_a_private_network_has_only_loopback_and_it_is_up(harness: Harness) -> None:
+    result = harness.run("sh", "-c", "cat /proc/net/dev; ip link show lo")
+    assert result.exit_code == 0, result.stderr
+    devices = [line.split(":")[0].strip() for line in result.stdout.splitlines()[2:]
+               if re.match(r"\s*[\w.-]+:\s+\d", line)]
+    assert devices == ["lo"], result.stdout
+    assert "UP" in result.stdout.split("<", 1)[1].split(">", 1)[0], result.stdout
+
+
+def test_network_host_sees_the_host_interfaces(harness: Harness) -> None:
+    result = harness.run("cat", "/proc/net/dev", network="host")
+    inside = sorted(line.split(":")[0].strip() for line in result.stdout.splitlines()[2:])
+    with open("/proc/net/dev") as handle:
+        host = sorted(line.split(":")[0].strip() for line in handle.read().splitlines()[2:])
+    assert inside == host
+    assert len(host) > 1
+
+
+def test_proc_dev_and_sys_are_mounted_like_docker(harness: Harness) -> None:
+    script = ("stat -c '%n %F %t:%T %a' /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty;"
+              "for link in ptmx fd stdin stdout stderr; do readlink /dev/$link; done;"
+              "cat /proc/mounts;"
+              "echo data > /dev/null && head -c 3 /dev/zero | od -An -tx1;"
+              "touch /sys/kernel/x 2>&1; echo touch=$?")
+    result = harness.run("sh", "-c", script)
+    lines = result.stdout.splitlines()
+    nodes = {line.split()[0]: line.split(" ", 1)[1] for line in lines[:6]}
+    assert nodes == {
+        "/dev/null": "character special file 1:3 666", "/dev/zero": "character special file 1:5 666",
+        "/dev/full": "character special file 1:7 666", "/dev/random": "character special file 1:8 666",
+        "/dev/urandom": "character special file 1:9 666", "/dev/tty": "character special file 5:0 666",
+    }, result.stdout + result.stderr
+    assert lines[6:11] == ["pts/ptmx", "/proc/self/fd", "/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"]
+    mounts = {fields[1]: (fields[2], fields[3].split(",")) for fields in
+              (line.split() for line in lines[11:]) if len(fields) >= 4}
+    assert mounts["/proc"][0] == "proc"
+    assert mounts["/dev"][0] == "tmpfs" and "nosuid" in mounts["/dev"][1]
+    assert mounts["/dev/pts"][0] == "devpts" and "ptmxmode=666" in mounts["/dev/pts"][1]
+    assert "gid=5" in mounts["/dev/pts"][1] and "mode=620" in mounts["/dev/pts"][1]
+    assert mounts["/dev/shm"][0] == "tmpfs" and "size=65536k" in mounts["/dev/shm"][1]
+    assert mounts["/dev/mqueue"][0] == "mqueue"
+    assert mounts["/sys"][0] == "sysfs" and "ro" in mounts["/sys"][1]
+    assert "/dev/console" not in mounts
+    assert " 00 00 00" in result.stdout
+    assert "touch=1" in result.stdout
+    assert "Read-only file system" in result.stdout
+
+
+def test_the_host_mounts_are_not_visible_and_the_host_is_untouched(harness: Harness, tmp_path) -> None:
+    before = open("/proc/self/mountinfo").read().count("\n")
+    result = harness.run("cat", "/proc/self/mountinfo")
+    points = [line.split()[4] for line in result.stdout.splitlines()]
+    # the old root is gone after pivot_root: only the container's own mounts are left
+    assert points[0] == "/"
+    assert all(point.startswith(("/proc", "/dev", "/sys")) for point in points[1:]), points
+    assert len(points) < 30
+    assert open("/proc/self/mountinfo").read().count("\n") == before
+
+
+def test_masked_and_read_only_paths(harness: Harness) -> None:
+    script = ("wc -c < /proc/timer_list; ls /sys/firmware | wc -l; grep -E ' /proc/(sys|bus|irq|fs) ' /proc/mounts;"
+              "echo 1 > /proc/sys/kernel/printk 2>/dev/null; echo write=$?")
+    result = harness.run("sh", "-c", script)
+    lines = result.stdout.splitlines()
+    assert lines[0].strip() == "0"  # /dev/null over it
+    with open("/proc/timer_list") as handle:
+        assert handle.read(10)  # the host's is not empty: the container's really is masked
+    assert lines[1].strip() == "0"
+    read_only = {line.split()[1] for line in lines[2:] if line.startswith("proc ") and " ro," in line}
+    assert {"/proc/sys", "/proc/bus", "/proc/irq", "/proc/fs"} <= read_only
+    assert lines[-1] == "write=1"
+
+
+def test_a_bind_mount_through_an_image_symlink_stays_inside_the_rootfs(harness: Harness, tmp_path) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    source = tmp_path / "volume"
+    source.mkdir()
+    (source / "marker").write_text("from the volume\n")
+    # the image points a directory at a host path, and /mnt/etc at the host's /etc
+    os.symlink(str(victim), os.path.join(harness.rootfs, "escape"))
+    os.symlink("/etc", os.path.join(harness.rootfs, "mnt", "etc"))
+    mounts = (MountSpec("/escape/sub", "bind", str(source), ("rbind", "ro")),
+              MountSpec("/mnt/etc", "bind", str(source), ("rbind",)))
+    result = harness.run("sh", "-c", f"cat {victim}/sub/marker; cat /etc/marker; touch /escape/sub/x 2>&1; true",
+                         mounts=mounts)
+    assert result.stdout.splitlines()[:2] == ["from the volume", "from the volume"], result.stdout + result.stderr
+    assert "Read-only file system" in result.stdout
+    assert not (victim / "sub").exists()  # nothing was created on the host
+    assert not os.path.exists("/etc/marker")
+    assert os.path.isdir(os.path.join(harness.rootfs, victim.relative_to("/"), "sub"))
+
+
+def test_a_tmpfs_mount_and_its_options(harness: Harness) -> None:
+    mounts = (MountSpec("/data/cache", "tmpfs", "tmpfs", ("nosuid", "size=1m", "mode=1777")),)
+    result = harness.run("sh", "-c", "grep ' /data/cache ' /proc/mounts; stat -c %a /data/cache", mounts=mounts)
+    fields = result.stdout.split()
+    assert fields[2] == "tmpfs" and "size=1024k" in fields[3] and "nosuid" in fields[3]
+    assert result.stdout.splitlines()[1] == "1777"
+
+
+def test_a_read_only_rootfs_refuses_writes(harness: Harness) -> None:
+    result = harness.run("sh", "-c", "touch /x 2>&1; touch /tmp/y 2>&1; touch /dev/shm/z && echo shm-ok",
+                         readonly_rootfs=True)
+    assert result.stdout.count("Read-only file system") == 2, result.stdout
+    assert "shm-ok" in result.stdout
+    assert not os.path.exists(os.path.join(harness.rootfs, "x"))
+
+
+def test_users_by_name_and_number_with_supplementary_groups(harness: Harness) -> None:
+    nobody = resolve_user_in_root(harness.rootfs, "nobody")
+    result = harness.run("sh", "-c", "id; echo $HOME", uid=nobody.uid, gid=nobody.gid,
+                         additional_gids=nobody.additional_gids)
+    assert result.stdout.splitlines() == ["uid=65534(nobody) gid=65534(nobody) groups=65534(nobody)", "/"]
+
+    daemon = resolve_user_in_root(harness.rootfs, "daemon")
+    result = harness.run("id", uid=daemon.uid, gid=daemon.gid, additional_gids=daemon.additional_gids)
+    assert result.stdout.strip() == "uid=2(daemon) gid=2(daemon) groups=1(bin),2(daemon),4(adm)"
+
+    numeric = resolve_user_in_root(harness.rootfs, "1234:5678")
+    result = harness.run("sh", "-c", "id; grep Cap[EP] /proc/self/status", uid=numeric.uid, gid=numeric.gid,
+                         additional_gids=numeric.additional_gids)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "uid=1234 gid=5678 groups=5678"
+    assert lines[1:] == ["CapPrm:\t0000000000000000", "CapEff:\t0000000000000000"]  # like Docker
+
+    with pytest.raises(errdefs.InvalidArgument, match="unable to find user nosuch: no matching entries in passwd file"):
+        resolve_user_in_root(harness.rootfs, "nosuch")
+
+
+def test_env_and_a_missing_working_directory_that_gets_created(harness: Harness) -> None:
+    result = harness.run("sh", "-c", "pwd; echo $GREETING; echo $HOME", env=(PATH_ENV, "GREETING=hello world"),
+                         cwd="/does/not/exist")
+    assert result.stdout.splitlines() == ["/does/not/exist", "hello world", "/root"]
+    assert os.path.isdir(os.path.join(harness.rootfs, "does/not/exist"))
+
+
+def test_a_working_directory_through_a_leaked_descriptor_is_refused(harness: Harness) -> None:
+    # runc CVE-2024-21626: a cwd of /proc/self/fd/N where N is a host directory fd
+    leaked = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    os.set_inheritable(leaked, True)
+    try:
+        with pytest.raises(errdefs.LaminaError):
+            harness.run("pwd", cwd=f"/proc/self/fd/{leaked}")
+    finally:
+        os.close(leaked)
+
+
+@pytest.mark.parametrize(("command", "code", "message"), [
+    ("nosuch", 127, 'exec: "nosuch": executable file not found in $PATH'),
+    ("/nosuch", 127, 'exec: "/nosuch": stat /nosuch: no such file or directory'),
+    ("/etc/passwd", 126, 'exec: "/etc/passwd": permission denied'),
+    ("/etc", 126, 'exec: "/etc": permission denied'),
+], ids=["a bare name not in PATH", "a missing path", "a file that is not executable", "a directory"])
+def test_a_command_that_cannot_run_reports_docker_s_error(harness: Harness, command: str, code: int,
+                                                          message: str) -> None:
+    spec = harness.spec(command)
+    with pytest.raises(ExecError) as caught:
+        harness.start(spec)
+    assert caught.value.exit_code == code
+    assert str(caught.value) == message
+    assert isinstance(caught.value, errdefs.LaminaError)
+    assert not harness.cgroup(_state_for(spec)).exists()  # rolled back
+
+
+def _state_for(spec: ContainerSpec) -> RuntimeState:
+    """A state naming the spec's cgroup, to check that a failed start removed it."""
+    return RuntimeState(id=spec.id, pid=0, runtime="native", cgroup=f"{spec.cgroup_parent}/{spec.id}")
+
+
+def test_a_failing_mount_comes_back_as_an_error_and_rolls_back(harness: Harness, tmp_path) -> None:
+    spec = harness.spec("true", mounts=(MountSpec("/data", "bind", str(tmp_path / "missing"), ("rbind",)),))
+    with pytest.raises(errdefs.NotFound, match="bind source path does not exist"):
+        harness.start(spec)
+    assert not harness.cgroup(_state_for(spec)).exists()
+
+
+def test_descriptors_of_the_parent_are_not_inherited(harness: Harness) -> None:
+    inherited = os.open("/etc/hostname", os.O_RDONLY)
+    os.set_inheritable(inherited, True)
+    try:
+        result = harness.run("sh", "-c", "ls /proc/$$/fd; true")  # $$ is the shell, not ls
+    finally:
+        os.close(inherited)
+    descriptors = {int(name) for name in result.stdout.split()}
+    assert inherited not in descriptors
+    assert descriptors & set(range(3, 10)) == set(), result.stdout
+
+
+def test_without_init_pid_1_ignores_sigterm(harness: Harness) -> None:
+    state, out_read, err_read = harness.start(harness.spec("sleep", "30"))
+    os.kill(state.pid, signal.SIGTERM)
+    time.sleep(0.3)
+    assert harness.alive(state.pid)  # no handler: the kernel drops the signal for a pid-ns init
+    harness.runtime.kill(state, signal.SIGKILL)
+    assert harness.wait(state.pid) == 137
+    harness.collect(out_read, err_read)
+
+
+def test_with_init_sigterm_reaches_the_command_and_zombies_are_reaped(harness: Harness) -> None:
+    script = 'sh -c "sleep 0.1 &"; sleep 0.4; ps -o pid,stat,comm; echo ready; exec sleep 30'
+    state, out_read, err_read = harness.start(harness.spec("sh", "-c", script, init=True))
+    deadline = time.monotonic() + 10
+    ready = b""
+    while b"ready" not in ready and time.monotonic() < deadline:
+        ready += os.read(out_read, 4096)
+    listing = ready.decode()
+    assert " Z " not in listing, listing  # the orphaned sleep was reaped by the init
+    assert listing.splitlines()[1].split()[0] == "1" and "sh" not in listing.splitlines()[1]
+    time.sleep(0.05)
+    harness.runtime.kill(state, signal.SIGTERM)
+    assert harness.wait(state.pid, 5) == 143  # sleep died of SIGTERM; the init reports 128 + 15
+    harness.collect(out_read, err_read)
+
+
+def test_exec_joins_the_namespaces_and_the_cgroup(harness: Harness) -> None:
+    state, out_read, err_read = harness.start(harness.spec("sh", "-c", "echo inside > /tmp/file; exec sleep 30",
+                                                           hostname="joined"))
+    time.sleep(0.1)
+    process = ProcessSpec(args=("sh", "-c", "hostname; cat /tmp/file; ps -o pid,comm; echo $$"), env=(PATH_ENV,),
+                          cwd="/tmp")
+    pid, exec_out, exec_err = harness.exec(state, process)
+    assert pid in harness.cgroup(state).pids()
+    stdout, stderr = harness.collect(exec_out, exec_err)
+    assert harness.wait(pid) == 0, stderr
+    lines = stdout.splitlines()
+    assert lines[:2] == ["joined", "inside"]
+    processes = {line.split()[1]: line.split()[0] for line in lines[3:-1]}
+    assert processes["sleep"] == "1"
+    assert int(lines[-1]) > 1  # a pid of the container's namespace, not the host's
+    assert int(lines[-1]) != pid
+    with pytest.raises(ExecError, match='exec: "nosuch": executable file not found in \\$PATH'):
+        harness.exec(state, replace(process, args=("nosuch",)))
+    harness.runtime.kill(state, signal.SIGKILL)
+    harness.wait(state.pid)
+    harness.collect(out_read, err_read)
+    with pytest.raises(errdefs.Conflict):
+        harness.exec(state, process)
+
+
+def test_default_capabilities_only(harness: Harness) -> None:
+    script = ("grep -E 'Cap(Eff|Bnd|Inh|Amb)' /proc/self/status; ip link set lo down 2>&1; echo ip=$?;"
+              "touch /tmp/f; chown 1:2 /tmp/f && stat -c %u:%g /tmp/f; grep NoNewPrivs /proc/self/status")
+    result = harness.run("sh", "-c", script)
+    lines = result.stdout.splitlines()
+    expected = f"{capability_mask(DEFAULT_CAPABILITIES):016x}"
+    assert expected == "00000000a80425fb"  # Docker's default set
+    assert lines[:4] == ["CapInh:\t0000000000000000", f"CapEff:\t{expected}", f"CapBnd:\t{expected}",
+                         "CapAmb:\t0000000000000000"]
+    assert "Operation not permitted" in result.stdout and "ip=0" not in result.stdout  # no CAP_NET_ADMIN
+    assert "1:2" in lines  # CAP_CHOWN
+    assert lines[-1] == "NoNewPrivs:\t1"
+
+
+def test_seccomp_default_profile_blocks_a_syscall_the_capabilities_allow(harness: Harness) -> None:
+    # creating a user namespace needs no capability, so only the seccomp profile refuses it
+    blocked = harness.run("sh", "-c", "grep Seccomp: /proc/self/status; unshare -U true 2>&1; echo rc=$?")
+    assert blocked.stdout.splitlines()[0] == "Seccomp:\t2"
+    assert "Operation not permitted" in blocked.stdout and "rc=1" in blocked.stdout
+    allowed = harness.run("sh", "-c", "unshare -U true 2>&1; echo rc=$?", seccomp=False)
+    assert allowed.stdout.strip() == "rc=0"
+
+
+def test_a_terminal_gets_a_console_and_a_controlling_tty(harness: Harness) -> None:
+    master, slave = os.openpty()
+    try:
+        spec = harness.spec("sh", "-c", "[ -t 0 ] && echo tty; stat -c %F:%t /dev/console; ps -o pid,tty | tail -1",
+                            terminal=True)
+        state = harness.runtime.start(spec, Stdio(slave, slave, slave))
+        harness.states.append(state)
+        harness.children.append(state.pid)
+        os.close(slave)
+        slave = -1
+        output = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO once the last slave descriptor is closed
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert harness.wait(state.pid) == 0
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    text = output.decode().replace("\r", "")
+    lines = text.splitlines()
+    assert lines[0] == "tty"
+    assert lines[1] == "character special file:88" or lines[1].startswith("character special file:")
+    assert lines[2].split()[1] != "?"
