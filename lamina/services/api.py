@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Protocol
 
-__all__ = ["Progress", "ImageService", "SystemService", "Services"]
+__all__ = ["Progress", "ImageService", "SystemService", "ContainerService", "ExecService", "Duplex", "Services"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -73,6 +73,110 @@ class SystemService(Protocol):
         """``{"Problems": [{"Kind": ..., "Object": ..., "Message": ...}], "Repaired": [...]}``."""
 
 
+class Duplex(Protocol):
+    """A hijacked connection to a container's (or exec's) stdio, as Docker's attach gives it:
+    after the upgrade the server sends stdout/stderr (multiplexed 8-byte-header frames when the
+    container has no TTY, raw bytes with a TTY) and reads raw stdin; the client's half-close
+    (``shutdown(SHUT_WR)``) ends stdin.  A connected ``socket.socket`` satisfies it."""
+
+    def fileno(self) -> int: ...
+
+    def recv(self, size: int) -> bytes: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+    def shutdown(self, how: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ContainerService(Protocol):
+    """Containers, with the Docker Engine API's request and response shapes.
+
+    ``create`` takes the body of ``POST /containers/create`` (Config fields at the top level,
+    ``HostConfig``, ``NetworkingConfig``).  Ids may be given as full id, unique id prefix or
+    name (with or without the leading "/").
+    """
+
+    def create(self, body: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
+        """``{"Id": ..., "Warnings": [...]}``."""
+
+    def start(self, id: str) -> None: ...
+
+    def stop(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None: ...
+
+    def restart(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None: ...
+
+    def kill(self, id: str, *, signal: str = "SIGKILL") -> None: ...
+
+    def remove(self, id: str, *, force: bool = False, volumes: bool = False) -> None: ...
+
+    def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
+        """``{"StatusCode": n, "Error": null}``; conditions not-running, next-exit, removed."""
+
+    def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
+                        filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
+
+    def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]: ...
+
+    def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
+             since: float = 0, until: float = 0, timestamps: bool = False,
+             tail: str = "all") -> Iterator[tuple[int, bytes]]:
+        """(stream, payload) pairs: stream 1 stdout, 2 stderr; with ``timestamps`` each
+        payload starts with the RFC 3339 time and a space, as Docker sends it."""
+
+    def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
+               logs: bool = False) -> Duplex: ...
+
+    def resize(self, id: str, *, height: int, width: int) -> None: ...
+
+    def top(self, id: str, *, ps_args: str = "-ef") -> dict[str, Any]: ...
+
+    def stats(self, id: str, *, stream: bool = True, one_shot: bool = False) -> Iterator[dict[str, Any]]: ...
+
+    def changes(self, id: str) -> list[dict[str, Any]]:
+        """``[{"Path": "/etc/x", "Kind": 0|1|2}]`` (0 modified, 1 added, 2 deleted)."""
+
+    def export(self, id: str) -> Iterator[bytes]: ...
+
+    def archive_stat(self, id: str, path: str) -> dict[str, Any]:
+        """Docker's PathStat: name, size, mode (Go FileMode bits), mtime, linkTarget."""
+
+    def archive_get(self, id: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]: ...
+
+    def archive_put(self, id: str, path: str, stream: BinaryIO, *, no_overwrite_dir_non_dir: bool = False,
+                    copy_uid_gid: bool = False) -> None: ...
+
+    def commit(self, id: str, *, repository: str = "", tag: str = "", comment: str = "", author: str = "",
+               pause: bool = True, changes: list[str] | None = None,
+               config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``{"Id": "sha256:..."}``."""
+
+    def pause(self, id: str) -> None: ...
+
+    def unpause(self, id: str) -> None: ...
+
+    def rename(self, id: str, new_name: str) -> None: ...
+
+    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...
+
+
+class ExecService(Protocol):
+    def create(self, container: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``{"Id": exec_id}`` from Docker's ExecConfig (AttachStdin/Stdout/Stderr, Tty, Env,
+        Cmd, WorkingDir, User, Privileged, DetachKeys)."""
+
+    def start(self, exec_id: str, *, detach: bool = False, tty: bool = False) -> Duplex | None: ...
+
+    def inspect(self, exec_id: str) -> dict[str, Any]: ...
+
+    def resize(self, exec_id: str, *, height: int, width: int) -> None: ...
+
+
 class Services(Protocol):
     images: ImageService
     system: SystemService
+    containers: ContainerService
+    execs: ExecService
