@@ -39,14 +39,29 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Self
 
 from lamina import errdefs
 from lamina.fsutil import system_error
 
 __all__ = [
-    "JsonFileWriter", "LogOptions", "parse_log_options", "read_logs", "log_path",
-    "encode_entry", "format_time", "format_time_fixed", "parse_time", "parse_size",
-    "frame", "demultiplex", "STDIN", "STDOUT", "STDERR", "SYSTEM_ERROR", "PARTIAL_LINE_SIZE",
+    "PARTIAL_LINE_SIZE",
+    "STDERR",
+    "STDIN",
+    "STDOUT",
+    "SYSTEM_ERROR",
+    "JsonFileWriter",
+    "LogOptions",
+    "demultiplex",
+    "encode_entry",
+    "format_time",
+    "format_time_fixed",
+    "frame",
+    "log_path",
+    "parse_log_options",
+    "parse_size",
+    "parse_time",
+    "read_logs",
 ]
 
 log = logging.getLogger(__name__)
@@ -233,7 +248,7 @@ class JsonFileWriter:
         except OSError as exc:
             raise system_error(f"cannot open the log file {self.path}", exc) from exc
 
-    def __enter__(self) -> JsonFileWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -68,13 +68,28 @@ from typing import Any
 from lamina import errdefs
 from lamina.fsutil import atomic_write_json, remove_tree
 from lamina.mount import Mount
-from lamina.runtime.api import ContainerSpec, ProcessSpec, Resources, RuntimeState, Stdio
+from lamina.runtime.api import (
+    ContainerSpec,
+    ProcessSpec,
+    Resources,
+    RuntimeState,
+    Stdio,
+)
 
 __all__ = [
-    "OCIRuntime", "config_json", "process_json", "resources_json", "seccomp_json",
-    "load_default_seccomp_profile", "CgroupHierarchies", "controllers_on_cgroup2", "ensure_v1_hierarchies",
+    "DEFAULT_DEVICE_RULES",
+    "DEFAULT_MOUNTS",
+    "OCI_VERSION",
+    "CgroupHierarchies",
+    "OCIRuntime",
     "cgroup_stats",
-    "OCI_VERSION", "DEFAULT_MOUNTS", "DEFAULT_DEVICE_RULES",
+    "config_json",
+    "controllers_on_cgroup2",
+    "ensure_v1_hierarchies",
+    "load_default_seccomp_profile",
+    "process_json",
+    "resources_json",
+    "seccomp_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -899,11 +914,10 @@ class OCIRuntime:
                 except FileNotFoundError:
                     pass
 
-    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:  # noqa: A002
-        try:
-            number = int(signals.Signals(signal))
-        except ValueError as exc:
-            raise errdefs.InvalidArgument(f"invalid signal {signal}") from exc
+    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:
+        number = int(signal)
+        if not 1 <= number <= signals.SIGRTMAX:
+            raise errdefs.InvalidArgument(f"invalid signal {signal}")
         arguments = (["--all"] if all else []) + [state.id, str(number)]
         self._invoke("kill", arguments, container_id=state.id)
 

@@ -12,8 +12,17 @@ import pytest
 
 from lamina import errdefs
 from lamina.container import logs
-from lamina.container.logs import (JsonFileWriter, demultiplex, encode_entry, format_time, frame, parse_log_options,
-                                   parse_size, parse_time, read_logs)
+from lamina.container.logs import (
+    JsonFileWriter,
+    demultiplex,
+    encode_entry,
+    format_time,
+    frame,
+    parse_log_options,
+    parse_size,
+    parse_time,
+    read_logs,
+)
 
 # A line written by Docker's json-file driver (dockerd 20.10, `docker run busybox echo hello`)
 DOCKER_LINE = b'{"log":"hello\\n","stream":"stdout","time":"2026-11-23T02:44:34.662391651Z"}\n'
@@ -125,9 +134,8 @@ def test_unterminated_output_is_written_without_newline_on_close(tmp_path):
 
 
 def test_an_unknown_stream_is_refused(tmp_path):
-    with JsonFileWriter(str(tmp_path / "c-json.log")) as writer:
-        with pytest.raises(errdefs.InvalidArgument):
-            writer.write("stdin", b"x\n")
+    with JsonFileWriter(str(tmp_path / "c-json.log")) as writer, pytest.raises(errdefs.InvalidArgument):
+        writer.write("stdin", b"x\n")
 
 
 def test_a_reopened_writer_appends(tmp_path):
@@ -310,8 +318,7 @@ def _follow_in_thread(path, **options):
     received: list[tuple[str, bytes, str]] = []
 
     def run():
-        for item in read_logs(str(path), follow=True, stop=stop.is_set, poll_interval=0.005, **options):
-            received.append(item)
+        received.extend(read_logs(str(path), follow=True, stop=stop.is_set, poll_interval=0.005, **options))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -364,7 +371,7 @@ def test_follow_survives_truncation_with_max_file_1(tmp_path):
     stop, received, thread = _follow_in_thread(path)
     for number in range(12):
         writer.write("stdout", b"line %d\n" % number)
-        _wait_for(lambda: len(received) == number + 1)
+        _wait_for(lambda expected=number + 1: len(received) == expected)
     writer.close()
     stop.set()
     thread.join(5)

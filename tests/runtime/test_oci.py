@@ -19,10 +19,23 @@ from dataclasses import replace
 import pytest
 
 from lamina import errdefs
-from lamina.runtime.api import (DEFAULT_CAPABILITIES, ContainerSpec, MountSpec, ProcessSpec, Resources,
-                                RuntimeState, Stdio)
-from lamina.runtime.oci import (CgroupHierarchies, OCIRuntime, config_json, controllers_on_cgroup2,
-                                load_default_seccomp_profile, seccomp_json)
+from lamina.runtime.api import (
+    DEFAULT_CAPABILITIES,
+    ContainerSpec,
+    MountSpec,
+    ProcessSpec,
+    Resources,
+    RuntimeState,
+    Stdio,
+)
+from lamina.runtime.oci import (
+    CgroupHierarchies,
+    OCIRuntime,
+    config_json,
+    controllers_on_cgroup2,
+    load_default_seccomp_profile,
+    seccomp_json,
+)
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
 LAYER = "77ef5fe66347c286b797d89189a7af81f3880e0f523dd1394b60324536f9ebbe/layer.tar"
@@ -517,6 +530,10 @@ def test_kill_pid_1_semantics_and_sigkill(containers, rootfs):
     status = wait_exit(state.pid)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     assert containers.runtime.status(state) == "stopped"
+    with pytest.raises(errdefs.Conflict):
+        containers.runtime.exec(state, ProcessSpec(args=("true",), env=(PATH,)), Stdio(0, 1, 2))
+    with pytest.raises(errdefs.InvalidArgument):
+        containers.runtime.kill(state, 0)
 
 
 @pytest.mark.privileged
@@ -550,6 +567,8 @@ def test_delete_removes_the_cgroups_and_the_bundle(containers, rootfs):
     assert not os.path.exists(state.bundle)
     with pytest.raises(errdefs.NotFound):
         containers.runtime.status(state)
+    with pytest.raises(errdefs.NotFound):
+        containers.runtime.stats(state)
     containers.runtime.delete(state)        # deleting again is fine
 
 
@@ -582,7 +601,7 @@ def test_errors_have_their_kinds(containers, rootfs):
 @pytest.mark.privileged
 def test_crun_runs_on_this_hosts_cgroup_layout(containers, rootfs):
     # the runtime mounted every controller crun would find on cgroup2 of a hybrid host
-    _, output, status = run_captured(containers, make_spec(rootfs, "true"))
+    _, _, status = run_captured(containers, make_spec(rootfs, "true"))
     assert status == 0
     assert controllers_on_cgroup2(CgroupHierarchies.detect()) == []
 
@@ -591,7 +610,9 @@ def test_crun_runs_on_this_hosts_cgroup_layout(containers, rootfs):
 def test_a_controller_left_on_cgroup2_gets_its_own_v1_hierarchy(tmp_path):
     from lamina import mount as lmount
     from lamina.runtime.oci import ensure_v1_hierarchies
-    if "hugetlb" not in open("/proc/cgroups").read():
+    with open("/proc/cgroups") as handle:
+        controllers = handle.read()
+    if "hugetlb" not in controllers:
         pytest.skip("the kernel has no hugetlb controller")
     unified = tmp_path / "unified"
     unified.mkdir()
