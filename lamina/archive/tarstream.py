@@ -550,6 +550,9 @@ class TarReader:
         uname, gname = header.uname, header.gname
         xattrs: dict[str, bytes] = {}
         for key, value in merged.items():
+            if key.startswith("SCHILY.xattr."):
+                xattrs[key[len("SCHILY.xattr."):]] = value      # empty values are values here
+                continue
             if not value:
                 continue        # an empty record keeps the header's value (Go's rule)
             if key == "size":
@@ -566,8 +569,6 @@ class TarReader:
                 uname = value
             elif key == "gname":
                 gname = value
-            elif key.startswith("SCHILY.xattr."):
-                xattrs[key[len("SCHILY.xattr."):]] = value
             elif key.startswith("LIBARCHIVE.xattr."):
                 name = urllib.parse.unquote(key[len("LIBARCHIVE.xattr."):])
                 try:
