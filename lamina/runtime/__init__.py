@@ -15,7 +15,7 @@ from collections.abc import Callable
 from lamina import errdefs
 from lamina.runtime.api import Runtime
 
-__all__ = ["get_runtime", "register_runtime", "runtime_names", "BUILTIN_RUNTIMES"]
+__all__ = ["BUILTIN_RUNTIMES", "get_runtime", "register_runtime", "runtime_names"]
 
 # name -> (module, factory attribute, arguments)
 BUILTIN_RUNTIMES: dict[str, tuple[str, str, tuple[str, ...]]] = {

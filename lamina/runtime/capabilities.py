@@ -14,9 +14,19 @@ import os
 
 from lamina import errdefs
 
-__all__ = ["CAPABILITIES", "capability_number", "capability_mask", "last_capability", "drop_bounding_set",
-           "set_capabilities", "prctl", "set_keep_capabilities", "set_no_new_privileges",
-           "PR_SET_CHILD_SUBREAPER", "PR_SET_PDEATHSIG"]
+__all__ = [
+    "CAPABILITIES",
+    "PR_SET_CHILD_SUBREAPER",
+    "PR_SET_PDEATHSIG",
+    "capability_mask",
+    "capability_number",
+    "drop_bounding_set",
+    "last_capability",
+    "prctl",
+    "set_capabilities",
+    "set_keep_capabilities",
+    "set_no_new_privileges",
+]
 
 CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",

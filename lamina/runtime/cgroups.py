@@ -44,9 +44,18 @@ from dataclasses import dataclass
 from lamina import errdefs
 from lamina.runtime.api import Resources
 
-__all__ = ["CgroupLayout", "CgroupManager", "detect_layout", "shares_to_weight",
-           "V1_CONTROLLERS", "V2_CONTROLLERS", "DEFAULT_DEVICE_RULES", "enter_cgroups",
-           "system_cpu_usage", "host_memory_total"]
+__all__ = [
+    "DEFAULT_DEVICE_RULES",
+    "V1_CONTROLLERS",
+    "V2_CONTROLLERS",
+    "CgroupLayout",
+    "CgroupManager",
+    "detect_layout",
+    "enter_cgroups",
+    "host_memory_total",
+    "shares_to_weight",
+    "system_cpu_usage",
+]
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices")
 V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "io")
@@ -220,7 +229,8 @@ class CgroupManager:
     @staticmethod
     def write(path: str, value: str) -> None:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            # O_TRUNC as runc does: ignored by cgroupfs, right for anything else
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         except OSError as exc:
             raise _error(path, value, exc) from exc
         try:

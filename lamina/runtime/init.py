@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Callable
 
-__all__ = ["FORWARDED_SIGNALS", "run_init", "exit_code_of"]
+__all__ = ["FORWARDED_SIGNALS", "exit_code_of", "run_init"]
 
 _NOT_FORWARDED = {
     signal.SIGFPE, signal.SIGILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGTRAP,

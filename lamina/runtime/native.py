@@ -66,15 +66,33 @@ from lamina import errdefs
 from lamina import mount as mountlib
 from lamina import sys as lsys
 from lamina.runtime import capabilities as caps
-from lamina.runtime.api import ContainerSpec, MountSpec, ProcessSpec, Resources, RuntimeState, Stdio
-from lamina.runtime.cgroups import CgroupLayout, CgroupManager, detect_layout, enter_cgroups
+from lamina.runtime.api import (
+    ContainerSpec,
+    MountSpec,
+    ProcessSpec,
+    Resources,
+    RuntimeState,
+    Stdio,
+)
+from lamina.runtime.cgroups import (
+    CgroupLayout,
+    CgroupManager,
+    detect_layout,
+    enter_cgroups,
+)
 from lamina.runtime.init import run_init
 from lamina.runtime.paths import make_dirs_in_root, make_file_in_root, open_in_root
 from lamina.runtime.seccomp import SeccompFilter, default_profile
 from lamina.runtime.user import home_for_uid
 
-__all__ = ["NativeRuntime", "ExecError", "default_mounts", "DEFAULT_DEVICES", "DEFAULT_PATH",
-           "find_executable"]
+__all__ = [
+    "DEFAULT_DEVICES",
+    "DEFAULT_PATH",
+    "ExecError",
+    "NativeRuntime",
+    "default_mounts",
+    "find_executable",
+]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -308,11 +326,10 @@ def _mount_sysfs(root_fd: int, item: MountSpec) -> None:
 
 
 def _loopback_up() -> None:
-    with _Step("bring up the loopback interface"):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            request = struct.pack("16sH14x", b"lo", 0)
-            flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
-            fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+    with _Step("bring up the loopback interface"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
 def _pivot_root(root_fd: int) -> None:
@@ -876,7 +893,7 @@ class NativeRuntime:
         except errdefs.LaminaError:
             pass
 
-    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:  # noqa: A002
+    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:
         if all:
             self._cgroups(state.cgroup or f"lamina/{state.id}").kill_all(signal)
             return

@@ -19,7 +19,7 @@ import stat
 
 from lamina import sys as lsys
 
-__all__ = ["open_in_root", "make_dirs_in_root", "make_file_in_root", "normalize", "MAX_SYMLINKS"]
+__all__ = ["MAX_SYMLINKS", "make_dirs_in_root", "make_file_in_root", "normalize", "open_in_root"]
 
 MAX_SYMLINKS = 40  # the kernel's limit (ELOOP past it)
 

@@ -30,8 +30,15 @@ from typing import Any
 
 from lamina import errdefs
 
-__all__ = ["SeccompFilter", "load_profile", "default_profile", "applicable_rules", "Rule",
-           "native_go_arch", "kernel_version"]
+__all__ = [
+    "Rule",
+    "SeccompFilter",
+    "applicable_rules",
+    "default_profile",
+    "kernel_version",
+    "load_profile",
+    "native_go_arch",
+]
 
 _ACTIONS = {
     "SCMP_ACT_KILL": 0x00000000,
@@ -136,9 +143,7 @@ def _applies(rule: dict[str, Any], capabilities: frozenset[str], arch: str, kern
         return False
     if any(cap not in capabilities for cap in includes.get("caps") or ()):
         return False
-    if includes.get("minKernel") and kernel < _parse_kernel(includes["minKernel"]):
-        return False
-    return True
+    return not (includes.get("minKernel") and kernel < _parse_kernel(includes["minKernel"]))
 
 
 def applicable_rules(profile: dict[str, Any], capabilities: frozenset[str] | set[str] | tuple[str, ...],

@@ -31,8 +31,18 @@ from dataclasses import dataclass
 from lamina import errdefs
 from lamina.runtime.paths import open_in_root
 
-__all__ = ["ExecUser", "PasswdEntry", "GroupEntry", "resolve_user", "resolve_user_in_root",
-           "parse_passwd", "parse_group", "with_home", "home_for_uid", "MAX_ID"]
+__all__ = [
+    "MAX_ID",
+    "ExecUser",
+    "GroupEntry",
+    "PasswdEntry",
+    "home_for_uid",
+    "parse_group",
+    "parse_passwd",
+    "resolve_user",
+    "resolve_user_in_root",
+    "with_home",
+]
 
 MAX_ID = 2**31 - 1
 _MAX_FILE_SIZE = 16 * 1024 * 1024

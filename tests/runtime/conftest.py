@@ -19,7 +19,13 @@ import pytest
 
 from lamina import errdefs
 from lamina import mount as lmount
-from lamina.runtime.api import ContainerSpec, ProcessSpec, Resources, RuntimeState, Stdio
+from lamina.runtime.api import (
+    ContainerSpec,
+    ProcessSpec,
+    Resources,
+    RuntimeState,
+    Stdio,
+)
 from lamina.runtime.cgroups import CgroupManager
 from lamina.runtime.native import NativeRuntime
 

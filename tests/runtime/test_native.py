@@ -12,7 +12,14 @@ from dataclasses import replace
 import pytest
 
 from lamina import errdefs
-from lamina.runtime.api import DEFAULT_CAPABILITIES, ContainerSpec, MountSpec, ProcessSpec, RuntimeState, Stdio
+from lamina.runtime.api import (
+    DEFAULT_CAPABILITIES,
+    ContainerSpec,
+    MountSpec,
+    ProcessSpec,
+    RuntimeState,
+    Stdio,
+)
 from lamina.runtime.capabilities import capability_mask
 from lamina.runtime.native import ExecError
 from lamina.runtime.user import resolve_user_in_root
@@ -86,14 +93,18 @@ def test_proc_dev_and_sys_are_mounted_like_docker(harness: Harness) -> None:
 
 
 def test_the_host_mounts_are_not_visible_and_the_host_is_untouched(harness: Harness, tmp_path) -> None:
-    before = open("/proc/self/mountinfo").read().count("\n")
+    def host_mounts() -> int:
+        with open("/proc/self/mountinfo") as handle:
+            return handle.read().count("\n")
+
+    before = host_mounts()
     result = harness.run("cat", "/proc/self/mountinfo")
     points = [line.split()[4] for line in result.stdout.splitlines()]
     # the old root is gone after pivot_root: only the container's own mounts are left
     assert points[0] == "/"
     assert all(point.startswith(("/proc", "/dev", "/sys")) for point in points[1:]), points
     assert len(points) < 30
-    assert open("/proc/self/mountinfo").read().count("\n") == before
+    assert host_mounts() == before
 
 
 def test_masked_and_read_only_paths(harness: Harness) -> None:

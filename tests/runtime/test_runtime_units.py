@@ -1,0 +1,204 @@
+"""Pure parts of the runtime: seccomp rule selection, capability masks, command lookup,
+the default mounts, the runtime registry and the init's signal list."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import signal
+
+import pytest
+
+from lamina import errdefs
+from lamina.runtime import (
+    BUILTIN_RUNTIMES,
+    get_runtime,
+    register_runtime,
+    runtime_names,
+)
+from lamina.runtime.api import DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, Stdio
+from lamina.runtime.capabilities import capability_mask, capability_number
+from lamina.runtime.init import FORWARDED_SIGNALS, exit_code_of
+from lamina.runtime.native import (
+    ExecError,
+    NativeRuntime,
+    default_mounts,
+    find_executable,
+)
+from lamina.runtime.seccomp import (
+    SeccompFilter,
+    applicable_rules,
+    default_profile,
+    kernel_version,
+)
+
+ALLOW = 0x7FFF0000
+EPERM = 0x00050000 | errno.EPERM
+
+
+def _names(rules) -> set[str]:
+    return {rule.name for rule in rules}
+
+
+def test_default_profile_rules_depend_on_capabilities() -> None:
+    profile = default_profile()
+    default = _names(applicable_rules(profile, DEFAULT_CAPABILITIES, arch="amd64", kernel=(6, 1)))
+    assert {"read", "write", "execve", "chroot", "arch_prctl", "ptrace"} <= default
+    assert not {"mount", "unshare", "setns", "reboot", "keyctl", "bpf", "open_by_handle_at"} & default
+    with_admin = _names(applicable_rules(profile, (*DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"), arch="amd64",
+                                         kernel=(6, 1)))
+    assert {"mount", "unshare", "setns"} <= with_admin
+    without_chroot = _names(applicable_rules(profile, ("CAP_CHOWN",), arch="amd64", kernel=(6, 1)))
+    assert "chroot" not in without_chroot
+
+
+def test_default_profile_rules_depend_on_architecture_and_kernel() -> None:
+    profile = default_profile()
+    assert "arch_prctl" not in _names(applicable_rules(profile, DEFAULT_CAPABILITIES, arch="arm64", kernel=(6, 1)))
+    assert "set_tls" in _names(applicable_rules(profile, DEFAULT_CAPABILITIES, arch="arm64", kernel=(6, 1)))
+    # ptrace is allowed to everyone only from kernel 4.8 (seccomp bypass fixed there)
+    assert "ptrace" not in _names(applicable_rules(profile, DEFAULT_CAPABILITIES, arch="amd64", kernel=(4, 4)))
+
+
+def test_argument_conditions_and_errno_actions() -> None:
+    profile = default_profile()
+    rules = applicable_rules(profile, DEFAULT_CAPABILITIES, arch="amd64", kernel=(6, 1))
+    clone = [rule for rule in rules if rule.name == "clone"]
+    # clone is allowed only without namespace flags: (flags & CLONE_NEW*) == 0
+    assert [(rule.action, rule.conditions) for rule in clone] == [(ALLOW, ((0, 7, 2114060288, 0),))]
+    clone3 = [rule for rule in rules if rule.name == "clone3"]
+    assert [rule.action for rule in clone3] == [0x00050000 | errno.ENOSYS]  # glibc falls back to clone
+    socket_rules = [rule.conditions for rule in rules if rule.name == "socket"]
+    assert ((0, 4, 39, 0),) in socket_rules and ((0, 2, 38, 0),) in socket_rules  # no AF_VSOCK (40)
+
+
+def test_conditions_on_one_argument_become_separate_rules() -> None:
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}, {"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+        {"names": ["mmap"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}, {"index": 2, "value": 4, "op": "SCMP_CMP_MASKED_EQ",
+                                                                   "valueTwo": 0}]},
+        {"names": ["kill"], "action": "SCMP_ACT_ERRNO"},  # the default action: nothing to add
+    ]}
+    rules = applicable_rules(profile, (), arch="amd64", kernel=(6, 1))
+    assert [(rule.name, rule.conditions) for rule in rules] == [
+        ("personality", ((0, 4, 0, 0),)), ("personality", ((0, 4, 8, 0),)),
+        ("mmap", ((0, 4, 0, 0), (2, 7, 4, 0))),
+    ]
+    with pytest.raises(errdefs.InvalidArgument, match="operator"):
+        applicable_rules({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+            {"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 1, "op": "BOGUS"}]}]}, ())
+
+
+def test_the_default_profile_compiles_with_libseccomp() -> None:
+    compiled = SeccompFilter(default_profile(), DEFAULT_CAPABILITIES)
+    try:
+        # only names newer than this libseccomp may be skipped, never the common ones
+        assert not {"read", "clone", "socket", "personality"} & set(compiled.skipped)
+    finally:
+        compiled.release()
+
+
+def test_kernel_version_parsing() -> None:
+    assert kernel_version("6.18.44-fc-v657") == (6, 18)
+    assert kernel_version("5.10.0-28-amd64") == (5, 10)
+    assert kernel_version("4.8") == (4, 8)
+
+
+def test_capability_masks() -> None:
+    assert capability_mask(DEFAULT_CAPABILITIES) == 0xA80425FB  # Docker's default CapEff
+    assert capability_number("net_admin") == capability_number("CAP_NET_ADMIN") == 12
+    with pytest.raises(errdefs.InvalidArgument, match="unknown capability"):
+        capability_number("CAP_FLY")
+
+
+def _tree(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    plain = bin_dir / "plain"
+    plain.write_text("data")
+    plain.chmod(0o644)
+    return bin_dir
+
+
+def test_find_executable_like_go_lookpath(tmp_path) -> None:
+    bin_dir = _tree(tmp_path)
+    env = (f"PATH=/nonexistent:{bin_dir}",)
+    assert find_executable("tool", env) == f"{bin_dir}/tool"
+    assert find_executable(f"{bin_dir}/tool", ()) == f"{bin_dir}/tool"
+    cases = [
+        ("plain", 127, 'exec: "plain": executable file not found in $PATH'),  # not executable: skipped
+        ("nosuch", 127, 'exec: "nosuch": executable file not found in $PATH'),
+        (f"{bin_dir}/plain", 126, f'exec: "{bin_dir}/plain": permission denied'),
+        (str(bin_dir), 126, f'exec: "{bin_dir}": permission denied'),
+        (f"{bin_dir}/nosuch", 127, f'exec: "{bin_dir}/nosuch": stat {bin_dir}/nosuch: no such file or directory'),
+    ]
+    for name, code, message in cases:
+        with pytest.raises(ExecError) as caught:
+            find_executable(name, env)
+        assert (caught.value.exit_code, str(caught.value)) == (code, message)
+
+
+def test_default_mounts_match_docker() -> None:
+    spec = ContainerSpec(id="x" * 64, rootfs="/", process=ProcessSpec(args=("true",)))
+    mounts = {item.destination: item for item in default_mounts(spec)}
+    assert list(mounts) == ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"]
+    assert mounts["/dev/pts"].options == ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")
+    assert "ro" in mounts["/sys"].options
+    assert mounts["/dev"].type == "tmpfs" and "mode=755" in mounts["/dev"].options
+
+
+def test_bad_specs_are_refused_before_anything_runs(tmp_path) -> None:
+    runtime = NativeRuntime()
+    process = ProcessSpec(args=("true",))
+    stdio = Stdio(0, 1, 2)
+    with pytest.raises(errdefs.NotFound, match="root filesystem"):
+        runtime.start(ContainerSpec(id="a" * 64, rootfs=str(tmp_path / "missing"), process=process), stdio)
+    cases = [
+        (ContainerSpec(id="a" * 64, rootfs=str(tmp_path), process=ProcessSpec(args=())), "no command specified"),
+        (ContainerSpec(id="a" * 64, rootfs=str(tmp_path), process=ProcessSpec(args=("true",), cwd="relative")),
+         "needs to be an absolute path"),
+        (ContainerSpec(id="a" * 64, rootfs=str(tmp_path), process=process, network="bridge"), "network mode"),
+        (ContainerSpec(id="a" * 64, rootfs=str(tmp_path), process=process, namespaces=frozenset({"pid"})),
+         "mount namespace"),
+        (ContainerSpec(id="a" * 64, rootfs=str(tmp_path), process=ProcessSpec(args=("true",),
+                                                                              rlimits=(("RLIMIT_BOGUS", 1, 1),))),
+         "unknown rlimit"),
+    ]
+    for spec, message in cases:
+        with pytest.raises(errdefs.InvalidArgument, match=message):
+            runtime.start(spec, stdio)
+
+
+def test_the_registry() -> None:
+    assert isinstance(get_runtime("native"), NativeRuntime)
+    assert {"native", "crun", "runc"} <= set(runtime_names())
+    with pytest.raises(errdefs.InvalidArgument, match="unknown runtime 'kata'"):
+        get_runtime("kata")
+    with pytest.raises(errdefs.AlreadyExists):
+        register_runtime("native", NativeRuntime)
+    assert set(BUILTIN_RUNTIMES) == {"native", "crun", "runc"}
+
+
+def test_oci_runtimes_come_from_the_oci_module_when_it_is_there() -> None:
+    try:
+        import lamina.runtime.oci  # noqa: F401
+    except ImportError:
+        with pytest.raises(errdefs.FailedPrecondition):
+            get_runtime("crun")
+        return
+    if shutil.which("crun") is None:
+        pytest.skip("crun is not installed")
+    assert get_runtime("crun").name == "crun"
+
+
+def test_the_init_forwards_the_asynchronous_signals_only() -> None:
+    assert {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT,
+            signal.SIGWINCH} <= set(FORWARDED_SIGNALS)
+    assert not {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV} & set(FORWARDED_SIGNALS)
+    assert exit_code_of(15) == 143  # killed by SIGTERM
+    assert exit_code_of(3 << 8) == 3
