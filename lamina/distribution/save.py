@@ -37,6 +37,7 @@ from lamina.layer.store import LayerStore
 __all__ = ["SaveItem", "save_docker", "save_oci", "pump"]
 
 _EPOCH = 0
+_BATCH = 1 << 20
 
 
 @dataclass
@@ -95,15 +96,30 @@ def pump(produce: Callable[[Callable[[bytes | memoryview], None]], None],
     chunks: queue.Queue[object] = queue.Queue(maxsize=depth)
     done = object()
     cancelled = threading.Event()
+    pending = bytearray()
+
+    def flush() -> None:
+        if pending:
+            chunks.put(bytes(pending))
+            pending.clear()
 
     def write(data: bytes | memoryview) -> None:
+        # tar headers and small files arrive as many tiny writes: hand them over in
+        # batches, so the queue's locking costs per megabyte rather than per entry
         if cancelled.is_set():
             raise errdefs.Cancelled("the reader of the archive went away")
-        chunks.put(bytes(data))
+        if len(data) >= _BATCH:
+            flush()
+            chunks.put(bytes(data))
+            return
+        pending.extend(data)
+        if len(pending) >= _BATCH:
+            flush()
 
     def run() -> None:
         try:
             produce(write)
+            flush()
             chunks.put(done)
         except BaseException as exc:  # handed to the consumer, raised there
             chunks.put(exc)
