@@ -54,9 +54,12 @@ _GO_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
                0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
-def _go_json(value: dict[str, object]) -> bytes:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return (text.translate(_GO_ESCAPES) + "\n").encode("utf-8")
+def _go_string(text: str) -> bytes:
+    """A JSON string as Go's encoding/json writes it (HTML characters escaped)."""
+    encoded = json.dumps(text, ensure_ascii=False)
+    if any(character in encoded for character in "<>&\u2028\u2029"):
+        encoded = encoded.translate(_GO_ESCAPES)
+    return encoded.encode("utf-8")
 
 
 def _clean(name: str) -> str:
@@ -67,22 +70,37 @@ def _clean(name: str) -> str:
 
 
 class TarSplitWriter:
-    """Writes tar-split entries, gzip-compressed, to ``fileobj`` (which it does not close)."""
+    """Writes tar-split entries, gzip-compressed, to ``fileobj`` (which it does not close).
+
+    Lines are batched before compression; nothing is guaranteed to reach ``fileobj`` before
+    :meth:`close`.
+    """
 
     def __init__(self, fileobj: BinaryIO) -> None:
         self._gzip = _gzip.GzipFile(fileobj=fileobj, mode="wb", mtime=0)
         self._position = 0
         self._seen: set[str] = set()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._closed = False
 
-    def _add(self, value: dict[str, object]) -> None:
-        value["position"] = self._position
-        self._gzip.write(_go_json(value))
+    def _add(self, line: bytes) -> None:
+        self._pending.append(line)
+        self._pending_size += len(line)
         self._position += 1
+        if self._pending_size >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._gzip.write(b"".join(self._pending))
+            self._pending.clear()
+            self._pending_size = 0
 
     def segment(self, data: bytes | bytearray | memoryview) -> None:
         if data:
-            self._add({"type": SEGMENT_TYPE, "payload": base64.b64encode(data).decode("ascii")})
+            payload = binascii.b2a_base64(data, newline=False)
+            self._add(b'{"type":2,"payload":"%s","position":%d}\n' % (payload, self._position))
 
     def file(self, raw_name: str | bytes, size: int, crc64: bytes | None) -> None:
         name_bytes = os.fsencode(raw_name)
@@ -92,22 +110,21 @@ class TarSplitWriter:
                 f"duplicate path {os.fsdecode(name_bytes)!r} in the archive: tar-split cannot "
                 f"record duplicates of file paths")
         self._seen.add(cleaned)
-        value: dict[str, object] = {"type": FILE_TYPE}
         try:
             text = name_bytes.decode("utf-8")
         except UnicodeDecodeError:
-            value["name_raw"] = base64.b64encode(name_bytes).decode("ascii")
+            name_field = b',"name_raw":"%s"' % binascii.b2a_base64(name_bytes, newline=False)
         else:
-            if text:
-                value["name"] = text
-        if size:
-            value["size"] = size
-        value["payload"] = base64.b64encode(crc64).decode("ascii") if crc64 else None
-        self._add(value)
+            name_field = b',"name":%s' % _go_string(text) if text else b""
+        size_field = b',"size":%d' % size if size else b""
+        payload = b'"%s"' % binascii.b2a_base64(crc64, newline=False) if crc64 else b"null"
+        self._add(b'{"type":1%s%s,"payload":%s,"position":%d}\n'
+                  % (name_field, size_field, payload, self._position))
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._flush()
             self._gzip.close()
 
 
