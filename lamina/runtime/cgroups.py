@@ -164,9 +164,9 @@ def host_memory_total() -> int:
 
 
 def enter_cgroups(procs_fds: list[int]) -> None:
-    """Move the calling process into the cgroups whose ``cgroup.procs`` files are open as
-    ``procs_fds`` (from :meth:`CgroupManager.open_procs_files`) and close them.  "0" names
-    the writer itself, whatever pid namespace it is in."""
+    """Move the calling (single-threaded) process into the cgroups whose membership files
+    are open as ``procs_fds`` (from :meth:`CgroupManager.open_procs_files`) and close them.
+    "0" names the writer itself, whatever pid namespace it is in."""
     try:
         for fd in procs_fds:
             os.write(fd, b"0")
@@ -315,12 +315,17 @@ class CgroupManager:
                 raise errdefs.System(f"cannot create cgroup {current}: {exc.strerror}") from exc
 
     def open_procs_files(self) -> list[int]:
-        """Open ``cgroup.procs`` of every hierarchy for writing, to join later from a process
-        that can no longer reach the cgroup filesystems (see :func:`enter_cgroups`)."""
+        """Open, for writing, the file through which a process joins each hierarchy, to join
+        later from a process that can no longer reach the cgroup filesystems (see
+        :func:`enter_cgroups`).  v1: ``tasks`` — writing "0" there moves only the calling
+        thread, which lets the kernel skip the global threadgroup lock whose RCU grace period
+        costs ~17 ms per migration (the joining process is single-threaded, so the thread is
+        the process); v2: ``cgroup.procs``."""
+        name = "tasks" if self.layout.version == 1 else "cgroup.procs"
         fds: list[int] = []
         try:
             for directory in self.directories():
-                path = os.path.join(directory, "cgroup.procs")
+                path = os.path.join(directory, name)
                 try:
                     fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
                 except OSError as exc:

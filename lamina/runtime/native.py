@@ -6,7 +6,8 @@ container's PID 1, so that it reaps it with ``waitpid``.  ``unshare(CLONE_NEWPID
 moves the calling thread; it only makes the *next* child of that thread the first process
 (PID 1) of a new pid namespace.  So the caller:
 
-1. creates the container's cgroups and builds the seccomp filter (parent side, before fork);
+1. creates the container's cgroups and gets the compiled seccomp program (parent side, before
+   fork; see :class:`lamina.runtime.seccomp.ProgramCache`);
 2. ``unshare(CLONE_NEWPID)``, ``fork()``, then ``setns()`` back to its own pid namespace (an
    open ``/proc/self/ns/pid``), so its later children are ordinary again; the child is PID 1
    of the new namespace and the caller is its parent: no double fork, no subreaper needed;
@@ -25,7 +26,7 @@ charged to a small memory limit) and unshares the cgroup namespace; applies rlim
 every inherited descriptor but 0-2 and the status pipe; drops the capability bounding set;
 switches groups/gid/uid; changes to the working directory and checks it is inside the
 container (the runc CVE-2024-21626 class); sets the capabilities; sets no_new_privs; loads
-the seccomp filter; and ``execve``\\ s the command (searching ``PATH`` of the process
+the seccomp program; and ``execve``\\ s the command (searching ``PATH`` of the process
 environment for a bare name).
 
 Status pipe protocol (child -> parent, close-on-exec): ``R\\n`` when the child is about to
@@ -82,7 +83,7 @@ from lamina.runtime.cgroups import (
 )
 from lamina.runtime.init import run_init
 from lamina.runtime.paths import make_dirs_in_root, make_file_in_root, open_in_root
-from lamina.runtime.seccomp import SeccompFilter, default_profile
+from lamina.runtime.seccomp import ProgramCache, SeccompProgram, default_profile_bytes
 from lamina.runtime.user import home_for_uid
 
 __all__ = [
@@ -463,7 +464,7 @@ def _report(fd: int, exc: BaseException) -> int:
     return code
 
 
-def _finish_and_exec(plan: _Plan, process: ProcessSpec, status_fd: int, seccomp: SeccompFilter | None,
+def _finish_and_exec(plan: _Plan, process: ProcessSpec, status_fd: int, seccomp: SeccompProgram | None,
                      in_init_worker: bool = False) -> None:
     """The last steps, common to a container's first process and to exec: rlimits, fds,
     user, cwd, capabilities, no_new_privs, seccomp, execve.  Never returns."""
@@ -475,7 +476,7 @@ def _finish_and_exec(plan: _Plan, process: ProcessSpec, status_fd: int, seccomp:
     if seccomp is not None and not process.no_new_privileges:
         # without no_new_privs only a CAP_SYS_ADMIN process may load a filter: load it now
         with _Step("load the seccomp filter"):
-            seccomp.load()
+            seccomp.load(no_new_privileges=False)
     with _Step("drop the capability bounding set"):
         caps.drop_bounding_set(plan.capability_mask, plan.last_capability)
     with _Step("switch user"):
@@ -502,7 +503,7 @@ def _finish_and_exec(plan: _Plan, process: ProcessSpec, status_fd: int, seccomp:
     _write_status(status_fd, b"R\n")
     if seccomp is not None and process.no_new_privileges:
         with _Step("load the seccomp filter"):
-            seccomp.load()
+            seccomp.load(no_new_privileges=True)
     environment: dict[str, str] = {}
     for item in env:
         key, separator, value = item.partition("=")
@@ -515,18 +516,18 @@ def _finish_and_exec(plan: _Plan, process: ProcessSpec, status_fd: int, seccomp:
         raise ExecError(f"exec {executable}: {exc.strerror}", code) from exc
 
 
-def _drop_init_privileges(plan: _Plan, seccomp: SeccompFilter | None) -> None:
+def _drop_init_privileges(plan: _Plan, seccomp: SeccompProgram | None) -> None:
     """The init keeps only the container's capabilities, gets no_new_privs and the seccomp
     filter (an exec into the container checks PID 1 to know whether to use one)."""
     caps.drop_bounding_set(plan.capability_mask, plan.last_capability)
     caps.set_capabilities(plan.capability_mask, plan.capability_mask, 0)
     caps.set_no_new_privileges()
     if seccomp is not None:
-        seccomp.load()
+        seccomp.load(no_new_privileges=True)
 
 
 def _container_child(plan: _Plan, stdio: Stdio, status_fd: int, procs_fds: list[int],
-                     seccomp: SeccompFilter | None) -> None:
+                     seccomp: SeccompProgram | None) -> None:
     """PID 1 of a new container; never returns."""
     code = 125
     try:
@@ -595,7 +596,7 @@ def _container_child(plan: _Plan, stdio: Stdio, status_fd: int, procs_fds: list[
 
 
 def _exec_child(plan: _Plan, stdio: Stdio, status_fd: int, procs_fds: list[int], namespace_fds: list[tuple[int, int]],
-                seccomp: SeccompFilter | None) -> None:
+                seccomp: SeccompProgram | None) -> None:
     """A process joining a running container; never returns."""
     code = 125
     try:
@@ -680,10 +681,13 @@ class NativeRuntime:
 
     name = "native"
 
-    def __init__(self, *, cgroup_layout: CgroupLayout | None = None,
-                 seccomp_profile: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, cgroup_layout: CgroupLayout | None = None, seccomp_profile: bytes | None = None,
+                 seccomp_cache: str | None = None) -> None:
+        """``seccomp_profile``: the JSON of the profile (Docker's default when ``None``);
+        ``seccomp_cache``: a directory where compiled filters are kept between processes."""
         self._layout = cgroup_layout
         self._profile = seccomp_profile
+        self._programs = ProgramCache(seccomp_cache)
 
     # -- parent-side preparation ----------------------------------------------------------
 
@@ -692,10 +696,10 @@ class NativeRuntime:
             self._layout = detect_layout()
         return CgroupManager(path, self._layout)
 
-    def _seccomp(self, process: ProcessSpec, capability_names: tuple[str, ...]) -> SeccompFilter:
+    def _seccomp(self, capability_names: tuple[str, ...]) -> SeccompProgram:
         if self._profile is None:
-            self._profile = default_profile()
-        return SeccompFilter(self._profile, capability_names, process.no_new_privileges)
+            self._profile = default_profile_bytes()
+        return self._programs.get(self._profile, capability_names)
 
     @staticmethod
     def _capabilities(process: ProcessSpec) -> tuple[int, int, tuple[str, ...]]:
@@ -768,13 +772,8 @@ class NativeRuntime:
         started = False
         try:
             manager.apply(spec.resources)
-            seccomp = self._seccomp(spec.process, capability_names) if spec.seccomp else None
-            try:
-                procs_fds = manager.open_procs_files()
-            except BaseException:
-                if seccomp is not None:
-                    seccomp.release()
-                raise
+            seccomp = self._seccomp(capability_names) if spec.seccomp else None
+            procs_fds = manager.open_procs_files()
             pid = self._fork(
                 new_pid_namespace="pid" in spec.namespaces, seccomp=seccomp, procs_fds=procs_fds,
                 child=lambda status_fd, procs, filter_: _container_child(plan, stdio, status_fd, procs, filter_))
@@ -805,13 +804,8 @@ class NativeRuntime:
                 pid_namespace = os.open(f"/proc/{state.pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError as exc:
                 raise errdefs.Conflict(f"container {state.id} is not running") from exc
-            seccomp = self._seccomp(process, capability_names) if self._exec_seccomp(state) else None
-            try:
-                procs_fds = manager.open_procs_files() if manager.exists() else []
-            except BaseException:
-                if seccomp is not None:
-                    seccomp.release()
-                raise
+            seccomp = self._seccomp(capability_names) if self._exec_seccomp(state) else None
+            procs_fds = manager.open_procs_files() if manager.exists() else []
             fds = list(namespace_fds)
             return self._fork(
                 new_pid_namespace=False, join_pid_namespace=pid_namespace, seccomp=seccomp, procs_fds=procs_fds,
@@ -834,8 +828,8 @@ class NativeRuntime:
             pass
         return True
 
-    def _fork(self, *, new_pid_namespace: bool, seccomp: SeccompFilter | None, procs_fds: list[int],
-              child: Callable[[int, list[int], SeccompFilter | None], None],
+    def _fork(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None, procs_fds: list[int],
+              child: Callable[[int, list[int], SeccompProgram | None], None],
               join_pid_namespace: int | None = None) -> int:
         """Fork ``child`` as PID 1 of a new pid namespace, or into ``join_pid_namespace``,
         keeping the caller's own pid namespace for its later children; wait for the child to
@@ -871,8 +865,6 @@ class NativeRuntime:
             os.close(write_fd)
             for fd in procs_fds:
                 os.close(fd)
-            if seccomp is not None:
-                seccomp.release()
         try:
             ready, error = _read_status(read_fd)
         finally:

@@ -12,9 +12,15 @@ argument indexes form one rule (AND); conditions sharing an index become one rul
 ``SCMP_CMP_MASKED_EQ`` takes ``value`` as the mask and ``valueTwo`` as the expected result.
 
 Names libseccomp does not know on this machine are skipped, as are rules whose action is the
-default action (no-ops that libseccomp refuses).  :class:`SeccompFilter` builds the filter in
-the calling process (before fork); :meth:`SeccompFilter.load` installs it in the process
-that will exec (it sets no_new_privs unless told otherwise).
+default action (no-ops that libseccomp refuses).
+
+Compiling the default profile with libseccomp costs ~25 ms (rule database, then BPF
+generation), more than the rest of a container start.  So the runtime compiles once
+(:func:`compile_program`: libseccomp's exported BPF, a :class:`SeccompProgram`), keeps the
+result in a :class:`ProgramCache` — in memory, and on disk when given a directory, as
+``<dir>/<key>.bpf`` where ``key`` is the sha256 of the profile bytes, the capabilities, the
+architecture, the kernel release and the libseccomp version — and the child only installs
+the ready program with ``prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)``, without libseccomp.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,6 +36,7 @@ from importlib import resources as importlib_resources
 from typing import Any
 
 from lamina import errdefs
+from lamina.fsutil import atomic_write
 
 __all__ = [
     "Rule",
@@ -102,10 +110,14 @@ def _parse_kernel(text: str) -> tuple[int, int]:
     return kernel_version(text)
 
 
+def default_profile_bytes() -> bytes:
+    """Docker's default profile as stored in the package data."""
+    return importlib_resources.files("lamina.runtime").joinpath("seccomp-default.json").read_bytes()
+
+
 def default_profile() -> dict[str, Any]:
     """Docker's default profile, from the package data."""
-    data = importlib_resources.files("lamina.runtime").joinpath("seccomp-default.json").read_bytes()
-    return json.loads(data)
+    return json.loads(default_profile_bytes())
 
 
 def load_profile(path: str) -> dict[str, Any]:
@@ -183,12 +195,16 @@ def applicable_rules(profile: dict[str, Any], capabilities: frozenset[str] | set
 
 
 def _library() -> ctypes.CDLL:
-    path = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     try:
-        library = ctypes.CDLL(path, use_errno=True)
-    except OSError as exc:
-        raise errdefs.FailedPrecondition(
-            f"libseccomp is not available ({exc}); install libseccomp2 or run with seccomp=unconfined") from exc
+        library = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        # find_library runs ldconfig: only when the usual soname is not found
+        path = ctypes.util.find_library("seccomp")
+        try:
+            library = ctypes.CDLL(path or "libseccomp.so", use_errno=True)
+        except OSError as exc:
+            raise errdefs.FailedPrecondition(
+                f"libseccomp is not available ({exc}); install libseccomp2 or run with seccomp=unconfined") from exc
     library.seccomp_init.restype = ctypes.c_void_p
     library.seccomp_init.argtypes = [ctypes.c_uint32]
     library.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -200,6 +216,7 @@ def _library() -> ctypes.CDLL:
     library.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     library.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                                ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
+    library.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     return library
 
 
@@ -253,6 +270,21 @@ class SeccompFilter:
                 if result < 0 and -result != errno.EEXIST:
                     self._check(result, f"seccomp_arch_add {name}")
 
+    def export(self) -> bytes:
+        """The filter as a classic BPF program (``struct sock_filter`` array)."""
+        if self._context is None:
+            raise errdefs.FailedPrecondition("seccomp filter already released")
+        fd = os.memfd_create("lamina-seccomp", os.MFD_CLOEXEC)
+        try:
+            self._check(self._library.seccomp_export_bpf(self._context, fd), "seccomp_export_bpf")
+            os.lseek(fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
     def load(self) -> None:
         """Install the filter in the calling process (irreversible)."""
         if self._context is None:
@@ -263,3 +295,100 @@ class SeccompFilter:
         if self._context is not None:
             self._library.seccomp_release(self._context)
             self._context = None
+
+
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+class _SockFilterProgram(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+@dataclass(frozen=True)
+class SeccompProgram:
+    """A compiled filter: a classic BPF program, ready for the kernel."""
+
+    bpf: bytes
+
+    def __post_init__(self) -> None:
+        if not self.bpf or len(self.bpf) % 8 or len(self.bpf) // 8 > 4096:
+            raise errdefs.DataLoss(f"a seccomp program of {len(self.bpf)} bytes is not a valid BPF program")
+
+    def load(self, no_new_privileges: bool = True) -> None:
+        """Install the program in the calling thread (irreversible).  Without no_new_privs the
+        caller needs CAP_SYS_ADMIN."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+        if no_new_privileges and libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, None, 0, 0) != 0:
+            raise errdefs.System(f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}")
+        instructions = ctypes.create_string_buffer(self.bpf, len(self.bpf))
+        program = _SockFilterProgram(len(self.bpf) // 8, ctypes.addressof(instructions))
+        if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(program), 0, 0) != 0:
+            raise errdefs.System(f"installing the seccomp filter failed: {os.strerror(ctypes.get_errno())}")
+
+
+def compile_program(profile: dict[str, Any], capabilities: tuple[str, ...] | frozenset[str]) -> SeccompProgram:
+    """Compile ``profile`` for a container with ``capabilities`` (libseccomp)."""
+    compiled = SeccompFilter(profile, capabilities)
+    try:
+        return SeccompProgram(compiled.export())
+    finally:
+        compiled.release()
+
+
+def _libseccomp_version() -> str:
+    library = _library()
+    try:
+        library.seccomp_version.restype = ctypes.POINTER(ctypes.c_uint * 3)
+        version = library.seccomp_version().contents
+        return ".".join(str(part) for part in version)
+    except AttributeError:  # pragma: no cover - libseccomp before 2.3
+        return "unknown"
+
+
+class ProgramCache:
+    """Compiled programs by (profile, capabilities), in memory and optionally on disk."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory
+        self._memory: dict[str, SeccompProgram] = {}
+        self._version: str | None = None
+
+    def key(self, profile_bytes: bytes, capabilities: tuple[str, ...] | frozenset[str]) -> str:
+        if self._version is None:
+            self._version = _libseccomp_version()
+        digest = hashlib.sha256()
+        for part in (profile_bytes, ",".join(sorted(capabilities)).encode(), os.uname().machine.encode(),
+                     os.uname().release.encode(), self._version.encode()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+        return digest.hexdigest()
+
+    def get(self, profile_bytes: bytes, capabilities: tuple[str, ...] | frozenset[str]) -> SeccompProgram:
+        key = self.key(profile_bytes, capabilities)
+        if key in self._memory:
+            return self._memory[key]
+        path = os.path.join(self.directory, f"{key}.bpf") if self.directory else None
+        program = None
+        if path is not None:
+            try:
+                with open(path, "rb") as handle:
+                    program = SeccompProgram(handle.read())
+            except (OSError, errdefs.DataLoss):
+                program = None  # missing or damaged: compile again
+        if program is None:
+            try:
+                profile = json.loads(profile_bytes)
+            except ValueError as exc:
+                raise errdefs.InvalidArgument(f"the seccomp profile is not valid JSON: {exc}") from exc
+            program = compile_program(profile, capabilities)
+            if path is not None:
+                try:
+                    os.makedirs(self.directory, 0o700, exist_ok=True)  # type: ignore[arg-type]
+                    atomic_write(path, program.bpf, 0o600)
+                except OSError:
+                    pass  # a cache that cannot be written only costs time
+        self._memory[key] = program
+        return program

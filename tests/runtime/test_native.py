@@ -340,3 +340,37 @@ def test_a_terminal_gets_a_console_and_a_controlling_tty(harness: Harness) -> No
     assert lines[0] == "tty"
     assert lines[1] == "character special file:88" or lines[1].startswith("character special file:")
     assert lines[2].split()[1] != "?"
+
+
+def test_rlimits_are_applied_and_never_raised_above_the_hard_limit(harness: Harness) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    result = harness.run("sh", "-c", "ulimit -n; ulimit -Hn", rlimits=(("RLIMIT_NOFILE", 256, 512),))
+    assert result.stdout.split() == ["256", "512"]
+    if hard != resource.RLIM_INFINITY:
+        result = harness.run("sh", "-c", "ulimit -Hn", rlimits=(("RLIMIT_NOFILE", hard * 4, hard * 4),))
+        assert result.stdout.split() == [str(hard)]  # clamped: no CAP_SYS_RESOURCE needed
+
+
+def test_with_init_a_missing_command_still_reports_127(harness: Harness) -> None:
+    spec = harness.spec("nosuch", init=True)
+    with pytest.raises(ExecError) as caught:
+        harness.start(spec)
+    assert caught.value.exit_code == 127
+    assert not harness.cgroup(_state_for(spec)).exists()
+
+
+def test_exec_as_another_user_in_a_new_directory(harness: Harness) -> None:
+    state, out_read, err_read = harness.start(harness.spec("sleep", "30"))
+    process = ProcessSpec(args=("sh", "-c", "id -u; pwd; grep CapEff /proc/self/status; grep Seccomp: /proc/self/status"),
+                          env=(PATH_ENV,), uid=65534, gid=65534, cwd="/tmp")
+    pid, exec_out, exec_err = harness.exec(state, process)
+    stdout, stderr = harness.collect(exec_out, exec_err)
+    assert harness.wait(pid) == 0, stderr
+    assert stdout.splitlines() == ["65534", "/tmp", "CapEff:\t0000000000000000", "Seccomp:\t2"]
+    with pytest.raises(errdefs.LaminaError, match="chdir to cwd"):
+        harness.exec(state, replace(process, cwd="/root"))  # mode 700: the user may not enter it
+    harness.runtime.kill(state, signal.SIGKILL)
+    harness.wait(state.pid)
+    harness.collect(out_read, err_read)

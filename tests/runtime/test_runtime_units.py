@@ -26,9 +26,12 @@ from lamina.runtime.native import (
     find_executable,
 )
 from lamina.runtime.seccomp import (
+    ProgramCache,
     SeccompFilter,
+    SeccompProgram,
     applicable_rules,
     default_profile,
+    default_profile_bytes,
     kernel_version,
 )
 
@@ -98,6 +101,22 @@ def test_the_default_profile_compiles_with_libseccomp() -> None:
         assert not {"read", "clone", "socket", "personality"} & set(compiled.skipped)
     finally:
         compiled.release()
+
+
+def test_compiled_programs_are_cached_on_disk_and_a_damaged_entry_is_rebuilt(tmp_path) -> None:
+    profile = default_profile_bytes()
+    program = ProgramCache(str(tmp_path)).get(profile, DEFAULT_CAPABILITIES)
+    [entry] = list(tmp_path.iterdir())
+    assert entry.name.endswith(".bpf") and entry.read_bytes() == program.bpf
+    assert ProgramCache(str(tmp_path)).get(profile, DEFAULT_CAPABILITIES) == program  # read back
+    cache = ProgramCache()
+    assert cache.key(profile, DEFAULT_CAPABILITIES) != cache.key(profile, (*DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"))
+    assert cache.key(profile, DEFAULT_CAPABILITIES) != cache.key(profile + b" ", DEFAULT_CAPABILITIES)
+    entry.write_bytes(b"garbage")  # not a whole number of BPF instructions
+    assert ProgramCache(str(tmp_path)).get(profile, DEFAULT_CAPABILITIES) == program
+    assert entry.read_bytes() == program.bpf
+    with pytest.raises(errdefs.DataLoss):
+        SeccompProgram(b"")
 
 
 def test_kernel_version_parsing() -> None:
