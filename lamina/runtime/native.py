@@ -804,6 +804,9 @@ class NativeRuntime:
                 pid_namespace = os.open(f"/proc/{state.pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError as exc:
                 raise errdefs.Conflict(f"container {state.id} is not running") from exc
+            # checked after opening: the descriptors name the container's namespaces, not
+            # those of a process that reused the pid
+            self._check_running(state, manager)
             seccomp = self._seccomp(capability_names) if self._exec_seccomp(state) else None
             procs_fds = manager.open_procs_files() if manager.exists() else []
             fds = list(namespace_fds)
@@ -885,10 +888,23 @@ class NativeRuntime:
         except errdefs.LaminaError:
             pass
 
-    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:
+    @staticmethod
+    def _check_running(state: RuntimeState, manager: CgroupManager) -> None:
+        """The container's PID 1 is still ``state.pid``: it is a member of the container's
+        cgroup (a pid reused by another process after the container exited is not)."""
+        try:
+            members = manager.pids()
+        except errdefs.LaminaError:
+            members = []
+        if state.pid not in members:
+            raise errdefs.Conflict(f"container {state.id} is not running")
+
+    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:  # noqa: A002 - the protocol's name
+        manager = self._cgroups(state.cgroup or f"lamina/{state.id}")
         if all:
-            self._cgroups(state.cgroup or f"lamina/{state.id}").kill_all(signal)
+            manager.kill_all(signal)
             return
+        self._check_running(state, manager)
         try:
             os.kill(state.pid, signal)
         except ProcessLookupError as exc:
