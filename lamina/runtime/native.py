@@ -44,6 +44,9 @@ protects from every signal it has no handler for (SIGKILL from the host excepted
 *pid-for-children* into the container's pid namespace around a ``fork()`` (again restoring it
 at once), and the child joins the ipc, uts, net, cgroup and mount namespaces of the
 container's PID 1, then its cgroups, and continues as above from the rlimits on.
+:meth:`~NativeRuntime.exec` and :meth:`~NativeRuntime.kill` first check that ``state.pid``
+is still a member of the container's cgroup, so a pid reused after the container exited is
+never entered or signalled.
 """
 
 from __future__ import annotations
@@ -899,7 +902,7 @@ class NativeRuntime:
         if state.pid not in members:
             raise errdefs.Conflict(f"container {state.id} is not running")
 
-    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:  # noqa: A002 - the protocol's name
+    def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:
         manager = self._cgroups(state.cgroup or f"lamina/{state.id}")
         if all:
             manager.kill_all(signal)

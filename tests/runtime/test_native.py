@@ -312,35 +312,63 @@ def test_seccomp_default_profile_blocks_a_syscall_the_capabilities_allow(harness
     assert allowed.stdout.strip() == "rc=0"
 
 
-def test_a_terminal_gets_a_console_and_a_controlling_tty(harness: Harness) -> None:
+def _read_pty(master: int) -> str:
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO once the last slave descriptor is closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output.decode().replace("\r", "")
+
+
+def _run_on_a_pty(harness: Harness, start) -> tuple[int, str]:
+    """``start(slave_fd) -> pid``; returns (exit code, what the pty showed)."""
     master, slave = os.openpty()
     try:
-        spec = harness.spec("sh", "-c", "[ -t 0 ] && echo tty; stat -c %F:%t /dev/console; ps -o pid,tty | tail -1",
-                            terminal=True)
-        state = harness.runtime.start(spec, Stdio(slave, slave, slave))
-        harness.states.append(state)
-        harness.children.append(state.pid)
+        pid = start(slave)
+        harness.children.append(pid)
         os.close(slave)
         slave = -1
-        output = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # EIO once the last slave descriptor is closed
-                break
-            if not chunk:
-                break
-            output += chunk
-        assert harness.wait(state.pid) == 0
+        text = _read_pty(master)
+        return harness.wait(pid), text
     finally:
         os.close(master)
         if slave >= 0:
             os.close(slave)
-    text = output.decode().replace("\r", "")
+
+
+@pytest.mark.parametrize("init", [False, True], ids=["the command as PID 1", "under the init"])
+def test_a_terminal_gets_a_console_and_a_controlling_tty(harness: Harness, init: bool) -> None:
+    script = "[ -t 0 ] && echo tty; stat -c %F /dev/console; ps -o pid,tty,comm | grep ps"
+    spec = harness.spec("sh", "-c", script, terminal=True, init=init)
+
+    def start(slave: int) -> int:
+        state = harness.runtime.start(spec, Stdio(slave, slave, slave))
+        harness.states.append(state)
+        return state.pid
+
+    code, text = _run_on_a_pty(harness, start)
+    assert code == 0, text
     lines = text.splitlines()
-    assert lines[0] == "tty"
-    assert lines[1] == "character special file:88" or lines[1].startswith("character special file:")
-    assert lines[2].split()[1] != "?"
+    assert lines[:2] == ["tty", "character special file"]
+    assert lines[2].split()[1] != "?"  # ps has a controlling terminal
+
+
+def test_exec_on_a_terminal(harness: Harness) -> None:
+    state, out_read, err_read = harness.start(harness.spec("sleep", "30"))
+    process = ProcessSpec(args=("sh", "-c", "[ -t 0 ] && echo tty; ps -o pid,tty,comm | grep ps"), env=(PATH_ENV,),
+                          terminal=True)
+    code, text = _run_on_a_pty(harness, lambda slave: harness.runtime.exec(state, process, Stdio(slave, slave, slave)))
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0] == "tty" and lines[1].split()[1] != "?"
+    harness.runtime.kill(state, signal.SIGKILL)
+    harness.wait(state.pid)
+    harness.collect(out_read, err_read)
 
 
 def test_rlimits_are_applied_and_never_raised_above_the_hard_limit(harness: Harness) -> None:
