@@ -771,6 +771,8 @@ class NativeRuntime:
             raise errdefs.NotFound(f"root filesystem {spec.rootfs} does not exist")
         plan, capability_names = self._plan(spec, spec.process)
         manager = self._cgroups(f"{spec.cgroup_parent.strip('/')}/{spec.id}")
+        if manager.exists() and manager.pids():
+            raise errdefs.Conflict(f"container {spec.id} is already running (its cgroup has processes)")
         manager.create()
         started = False
         try:

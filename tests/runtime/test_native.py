@@ -238,6 +238,17 @@ def test_descriptors_of_the_parent_are_not_inherited(harness: Harness) -> None:
     assert descriptors & set(range(3, 10)) == set(), result.stdout
 
 
+def test_starting_a_running_container_again_is_a_conflict(harness: Harness) -> None:
+    spec = harness.spec("sleep", "30")
+    state, out_read, err_read = harness.start(spec)
+    with pytest.raises(errdefs.Conflict, match="already running"):
+        harness.start(spec)
+    assert harness.cgroup(state).pids() == [state.pid]  # the first one is untouched
+    harness.runtime.kill(state, signal.SIGKILL)
+    harness.wait(state.pid)
+    harness.collect(out_read, err_read)
+
+
 def test_without_init_pid_1_ignores_sigterm(harness: Harness) -> None:
     state, out_read, err_read = harness.start(harness.spec("sleep", "30"))
     os.kill(state.pid, signal.SIGTERM)
