@@ -56,6 +56,8 @@ COMMANDS: tuple[Command, ...] = tuple(
     + _commands("system_check", "Check the data root for damage (and repair it with --repair)",
                 "system check")
     + _commands("version", "Show the lamina version information", "version")
+    + _commands("serve", "Serve the Docker Engine API on unix sockets (for docker, docker-py, lamina -H)",
+                "serve")
 )
 
 GROUPS = {"image": "Manage images", "system": "Manage lamina"}

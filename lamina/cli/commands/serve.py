@@ -1,0 +1,48 @@
+"""``lamina serve``: serve the Docker Engine API on unix sockets for the docker CLI, docker-py
+and ``lamina -H``.
+
+Sockets: every ``-H unix:///path`` given to the command; else the global ``-H`` (``lamina -H
+unix:///x serve``); else :data:`lamina.config.DEFAULT_HOST`.  ``LAMINA_HOST`` and
+``DOCKER_HOST`` are not used: they name a daemon to *talk* to.  The data root and storage
+driver come from the global options (``--data-root``, ``--storage-driver``) and their
+environment variables.  Requests are logged at INFO, which is this command's default log level
+(``--log-level`` or ``LAMINA_LOG_LEVEL`` override it).  SIGTERM or SIGINT stops the server
+cleanly (exit 0); running containers keep running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from lamina.cli.context import Context
+from lamina.cli.errors import UsageError
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-H", "--host", action="append", default=[], metavar="HOST",
+                        help="socket to listen on, unix:///path (repeatable; default unix:///run/lamina.sock)")
+    parser.add_argument("-G", "--group", default="docker", metavar="GROUP",
+                        help="group owning the sockets when it exists, else root's (default docker)")
+    parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="on SIGTERM, how long requests in progress may take to finish before "
+                             "they are cut (default 10)")
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    from lamina.config import DEFAULT_HOST
+    from lamina.server.server import ServerConfig, serve
+
+    if args.shutdown_timeout < 0:
+        raise UsageError("--shutdown-timeout must not be negative")
+    hosts = list(args.host) or ([context.options.host] if context.options.host else [DEFAULT_HOST])
+    if context.options.log_level is None and not os.environ.get("LAMINA_LOG_LEVEL"):
+        logging.getLogger("lamina").setLevel(logging.INFO)
+    for handler in logging.getLogger("lamina").handlers:
+        if getattr(handler, "_lamina_cli", False):
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    config = ServerConfig(hosts=tuple(hosts), socket_group=args.group, shutdown_timeout=args.shutdown_timeout)
+    return serve(context.config(), config)

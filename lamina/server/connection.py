@@ -1,0 +1,429 @@
+"""One HTTP/1.1 connection of ``lamina serve``, parsed and framed by h11.
+
+Per request, in the connection's thread:
+
+1. The request line and headers are parsed; the body, if any (``Content-Length`` or chunked),
+   is handed to the handler as a buffered file-like object that reads from the socket as it
+   is read (``Expect: 100-continue`` is answered when the handler first reads).  The handler,
+   or a worker thread it started, may keep reading after it returned a streaming response
+   (``docker load`` reports progress while the archive still uploads): h11's state machine
+   is guarded by a lock, reads by another, writes by a third.
+2. The response goes out with ``Content-Length`` when its body is ``bytes``, with chunked
+   transfer encoding when it is an iterator (each chunk written, hence flushed, as it comes:
+   progress and event streams arrive as they are produced).  A stream raising
+   :class:`~lamina.api.http.StreamAborted` ends the connection without the final chunk so the
+   client sees a truncated transfer.  A client that goes away mid-stream makes the next write
+   fail: the body iterator is closed (its producer sees ``GeneratorExit`` and stops) and the
+   connection ends; other connections are unaffected.
+3. Keep-alive: the next request is read on the same connection unless the client or the
+   response said ``Connection: close``, the request body was left unread (up to 256 KiB of it
+   is discarded to keep the connection, like Go's server), or the server is shutting down.
+4. Hijacking: a response whose ``hijacked`` holds a duplex is answered with
+   ``101 UPGRADED`` (``Connection: Upgrade``, ``Upgrade: tcp``) when the request asked for an
+   upgrade, else ``200 OK`` (the plain hijack of older clients), with
+   ``Content-Type: application/vnd.docker.raw-stream`` unless the handler set another, no
+   body framing; then :mod:`lamina.server.splice` pumps bytes both ways until both sides end.
+
+Malformed HTTP gets ``400`` (h11's status hint) with Docker's ``{"message": ...}`` and the
+connection is closed.  Every request is logged at INFO on ``lamina.server`` with the peer's
+pid and uid (``SO_PEERCRED``), the status, the bytes sent and the time taken.
+"""
+
+from __future__ import annotations
+
+import http
+import io
+import logging
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+
+import h11
+
+from lamina import errdefs
+from lamina.api.errors import error_body, message_for
+from lamina.api.http import Headers, Request, Response, StreamAborted
+from lamina.server.api import Handler
+from lamina.server.splice import Splice
+
+__all__ = ["HTTPConnection", "RequestBody", "MAX_HEADER_BYTES", "DRAIN_LIMIT", "RAW_STREAM"]
+
+logger = logging.getLogger("lamina.server")
+
+MAX_HEADER_BYTES = 1 << 20          # Go's http.DefaultMaxHeaderBytes
+DRAIN_LIMIT = 256 * 1024            # unread request body discarded to keep a connection alive
+DRAIN_TIMEOUT = 2.0
+RAW_STREAM = "application/vnd.docker.raw-stream"
+_RECEIVE_SIZE = 64 * 1024
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
+                         "te", "trailer", "proxy-connection"})
+_TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_BODYLESS = frozenset({204, 304})
+
+
+def _peer(sock: socket.socket) -> str:
+    try:
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                             struct.calcsize("3i")))
+    except OSError:
+        return "peer ?"
+    return f"pid {pid} uid {uid}"
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+def _wire_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """The handler's headers minus hop-by-hop ones (the server frames the message itself),
+    encoded; a header h11 would reject is dropped and logged rather than failing the answer."""
+    wire = []
+    for name, value in headers.items():
+        if name.lower() in _HOP_BY_HOP:
+            continue
+        raw_name, raw_value = name.encode("latin-1", "replace"), value.encode("utf-8")
+        if not _TOKEN.match(raw_name) or _BAD_VALUE.search(raw_value):
+            logger.error("dropping the invalid response header %r: %r", name, value)
+            continue
+        wire.append((raw_name, raw_value))
+    return wire
+
+
+class RequestBody(io.RawIOBase):
+    """A request body read from the connection on demand (wrap it in a BufferedReader)."""
+
+    def __init__(self, connection: "HTTPConnection") -> None:
+        super().__init__()
+        self._connection = connection
+        self._pending = memoryview(b"")
+        self._done = False
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+        if not self._pending:
+            if self._done:
+                return 0
+            data = self._connection._next_body_data()
+            if not data:
+                self._done = True
+                return 0
+            self.received += len(data)
+            self._pending = memoryview(data)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+class HTTPConnection:
+    """Serves one accepted socket until it closes; :meth:`serve` runs in its own thread."""
+
+    def __init__(self, sock: socket.socket, handler: Handler, *, linger: float = 5.0) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.linger = linger
+        self.peer = _peer(sock)
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._h11_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._busy = False
+        self._draining = False
+        self._cut = False
+        self._splice: Splice | None = None
+
+    # -- shutdown, called from the server's thread ---------------------------------------------
+
+    def drain(self) -> None:
+        """Finish the request in progress, if any, then close; close now when idle."""
+        with self._state_lock:
+            self._draining = True
+            idle = not self._busy
+        if idle:
+            self._shutdown_socket()
+
+    def cut(self) -> None:
+        """End the connection now: streams are cut, a splice stops (forwarding no half-close)."""
+        with self._state_lock:
+            self._draining = True
+            self._cut = True
+            splice = self._splice
+        if splice is not None:
+            splice.cancel()
+        self._shutdown_socket()
+
+    def _shutdown_socket(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _recv(self) -> bytes:
+        try:
+            data = self.sock.recv(_RECEIVE_SIZE)
+        except (ConnectionError, TimeoutError, OSError):
+            return b""
+        if data:
+            with self._state_lock:
+                self._busy = True
+        return data
+
+    def _next_event(self) -> object:
+        with self._read_lock:
+            while True:
+                with self._h11_lock:
+                    event = self._h11.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                data = self._recv()
+                with self._h11_lock:
+                    self._h11.receive_data(data)
+
+    def _next_body_data(self) -> bytes:
+        """The next piece of the request body, b"" at its end (called by RequestBody)."""
+        self._send_continue()
+        while True:
+            try:
+                event = self._next_event()
+            except h11.RemoteProtocolError as exc:
+                raise errdefs.InvalidArgument(f"malformed request body: {exc}") from exc
+            if isinstance(event, h11.Data):
+                if event.data:
+                    return bytes(event.data)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                return b""
+            raise errdefs.InvalidArgument("the client closed the connection before the end of the request body")
+
+    def _request_complete(self) -> bool:
+        with self._h11_lock:
+            return self._h11.their_state in (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)
+
+    def _discard_body(self, body: io.BufferedReader | None, limit: int) -> bool:
+        """Read and drop what is left of the request body, up to ``limit`` bytes and
+        :data:`DRAIN_TIMEOUT` seconds; True when the body ended."""
+        if body is None or self._request_complete():
+            return True
+        self.sock.settimeout(DRAIN_TIMEOUT)
+        try:
+            left = limit
+            while left > 0:
+                data = body.read(min(left, _RECEIVE_SIZE))
+                if not data:
+                    return True
+                left -= len(data)
+            return self._request_complete()
+        except (errdefs.LaminaError, OSError, ValueError):
+            return False
+        finally:
+            try:
+                self.sock.settimeout(None)
+            except OSError:
+                pass
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _send(self, event: object) -> int:
+        with self._write_lock:
+            with self._h11_lock:
+                data = self._h11.send(event)  # type: ignore[arg-type]
+            if data:
+                self.sock.sendall(data)
+            return len(data or b"")
+
+    def _send_continue(self) -> None:
+        with self._write_lock:
+            with self._h11_lock:
+                if not (self._h11.they_are_waiting_for_100_continue and self._h11.our_state is h11.SEND_RESPONSE):
+                    return
+                data = self._h11.send(h11.InformationalResponse(status_code=100, headers=[]))
+            try:
+                self.sock.sendall(data or b"")
+            except OSError as exc:
+                raise errdefs.InvalidArgument("the client went away before sending the request body") from exc
+
+    def _send_protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint or 400
+        body = error_body(f"malformed HTTP request: {exc}")
+        logger.info("%s: malformed request: %s", self.peer, exc)
+        try:
+            self._send(h11.Response(status_code=status, reason=_reason(status), headers=[
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close")]))
+            self._send(h11.Data(data=body))
+            self._send(h11.EndOfMessage())
+        except (h11.LocalProtocolError, OSError):
+            pass  # nothing sensible can be sent any more
+
+    # -- the request loop ----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        try:
+            while True:
+                event = self._next_request()
+                if event is None:
+                    return
+                if not self._respond(event):
+                    return
+                with self._h11_lock:
+                    self._h11.start_next_cycle()
+        except Exception as exc:  # a bug here must not take the server down
+            logger.error("%s: connection failed: %s: %s", self.peer, type(exc).__name__, exc, exc_info=exc)
+        finally:
+            with self._state_lock:
+                self._busy = False
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _next_request(self) -> h11.Request | None:
+        with self._state_lock:
+            if self._draining:
+                return None
+            self._busy = False
+        try:
+            event = self._next_event()
+        except h11.RemoteProtocolError as exc:
+            self._send_protocol_error(exc)
+            return None
+        return event if isinstance(event, h11.Request) else None
+
+    def _respond(self, event: h11.Request) -> bool:
+        started = time.monotonic()
+        method = event.method.decode("ascii", "replace")
+        target = event.target.decode("latin-1")
+        headers = Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
+        body: io.BufferedReader | None = None
+        if "transfer-encoding" in headers or int(headers.get("content-length", "0") or 0) > 0:
+            body = io.BufferedReader(RequestBody(self), buffer_size=_RECEIVE_SIZE)
+        else:
+            self._next_event()  # the EndOfMessage of a body-less request (h11 has it already)
+        try:
+            request = Request.from_target(method, target, headers, body)
+        except ValueError as exc:
+            request = None
+            response = Response(400, Headers({"Content-Type": "application/json"}),
+                                error_body(f"malformed request target {target!r}: {exc}"))
+        if request is not None:
+            try:
+                response = self.handler.handle(request)
+            except Exception as exc:  # the router answers errors itself; this is a bug
+                logger.error("%s %s: handler failed: %s", method, target, exc, exc_info=exc)
+                response = Response(500, Headers({"Content-Type": "application/json"}),
+                                    error_body(message_for(exc)))
+        if response.hijacked is not None and request is not None:
+            return self._hijack(request, response, body, started, target)
+        return self._answer(method, target, event.http_version, response, body, started)
+
+    def _answer(self, method: str, target: str, version: bytes, response: Response,
+                body: io.BufferedReader | None, started: float) -> bool:
+        status = response.status
+        wire = _wire_headers(response.headers)
+        with self._h11_lock:
+            waited_for_continue = self._h11.they_are_waiting_for_100_continue
+            complete = self._h11.their_state in (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)
+        with self._state_lock:
+            draining = self._draining
+        close = draining or (not complete and (waited_for_continue or not response.is_stream))
+        if close:
+            wire.append((b"connection", b"close"))
+        fixed = None if response.is_stream else bytes(response.body)  # type: ignore[arg-type]
+        if fixed is not None and status not in _BODYLESS:
+            wire.append((b"content-length", str(len(fixed)).encode()))
+        sent = 0
+        outcome = ""
+        keep = not close
+        try:
+            self._send(h11.Response(status_code=status, reason=_reason(status), headers=wire))
+            if fixed is not None:
+                if fixed and status not in _BODYLESS and method != "HEAD":
+                    sent += len(fixed)
+                    self._send(h11.Data(data=fixed))
+            else:
+                chunks: Iterator[bytes] = iter(response.body)  # type: ignore[arg-type]
+                for chunk in chunks:
+                    if chunk:
+                        sent += len(chunk)
+                        self._send(h11.Data(data=chunk))
+            self._send(h11.EndOfMessage())
+        except StreamAborted as exc:
+            outcome = f" (stream aborted: {exc.message})"
+            keep = False
+        except OSError as exc:
+            outcome = f" (client gone: {exc.strerror or type(exc).__name__})"
+            keep = False
+        except Exception as exc:
+            logger.error("%s %s: the response body failed: %s", method, target, exc, exc_info=exc)
+            outcome = f" (response failed: {type(exc).__name__})"
+            keep = False
+        finally:
+            response.close()
+        if keep:
+            with self._h11_lock:
+                keep = self._h11.our_state is h11.DONE
+            keep = keep and self._discard_body(body, DRAIN_LIMIT)
+            with self._h11_lock:
+                keep = keep and self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+        logger.info('%s "%s %s HTTP/%s" %d %d bytes %.1f ms%s', self.peer, method, target,
+                    version.decode("ascii", "replace"), status, sent, (time.monotonic() - started) * 1000, outcome)
+        return keep
+
+    def _hijack(self, request: Request, response: Response, body: io.BufferedReader | None,
+                started: float, target: str) -> bool:
+        duplex = response.hijacked
+        response.hijacked = None
+        assert duplex is not None
+        status = 0
+        try:
+            response.close()  # a body beside a duplex is meaningless; release it
+            if not self._discard_body(body, DRAIN_LIMIT):
+                logger.info("%s %s: the request body never ended; not hijacking", request.method, target)
+                return False
+            upgrade = request.wants_upgrade()
+            status, reason = (101, b"UPGRADED") if upgrade else (200, b"OK")
+            headers = Headers(response.headers)
+            headers.setdefault("Content-Type", RAW_STREAM)
+            lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+            lines += [name + b": " + value + b"\r\n" for name, value in _wire_headers(headers)]
+            if upgrade:
+                lines += [b"Connection: Upgrade\r\n", b"Upgrade: tcp\r\n"]
+            lines.append(b"\r\n")
+            with self._write_lock:
+                self.sock.sendall(b"".join(lines))
+            with self._h11_lock:
+                initial, _closed = self._h11.trailing_data
+            splice = Splice(self.sock, duplex, initial=bytes(initial), linger=self.linger)
+            with self._state_lock:
+                self._splice = splice
+                if self._cut:
+                    splice.cancel()
+            result = splice.run()
+            logger.info('%s "%s %s" %d hijacked: %d bytes out, %d bytes in, %.1f ms%s', self.peer,
+                        request.method, target, status, result.to_client, result.to_duplex,
+                        (time.monotonic() - started) * 1000, " (cut)" if result.cancelled else "")
+        except OSError as exc:
+            logger.info('%s "%s %s" %d hijack ended: %s', self.peer, request.method, target, status,
+                        exc.strerror or exc)
+        finally:
+            with self._state_lock:
+                self._splice = None
+            duplex.close()
+        return False

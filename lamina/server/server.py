@@ -1,0 +1,248 @@
+"""The ``lamina serve`` daemon: listeners, one thread per connection, signals, shutdown.
+
+:class:`Server` accepts on every listener in one loop (``selectors``, woken through a pipe)
+and serves each connection in its own thread (:class:`lamina.server.connection.HTTPConnection`);
+all connections share one handler, the router, whose services are built once at start and
+are safe to share (the stores serialise writers with file locks, across processes too).
+
+Shutdown (:meth:`Server.shutdown`, called by SIGTERM/SIGINT through :func:`serve`):
+
+1. stop accepting and remove the socket files (new clients get "no such file" at once
+   instead of hanging);
+2. close idle keep-alive connections; let requests in progress finish, including streaming
+   and hijacked ones, for up to ``shutdown_timeout`` seconds;
+3. cut what is left: streams end without their final chunk, splices stop without forwarding
+   a half-close (a running container's stdin stays open);
+4. return; :func:`serve` returns 0.
+
+A second signal during step 2 cuts at once.  Running containers are not touched: each has its
+own monitor process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from lamina import errdefs
+from lamina.config import DEFAULT_HOST, EngineConfig
+from lamina.server.api import Handler
+from lamina.server.connection import HTTPConnection
+from lamina.server.listener import DEFAULT_GROUP, UnixListener, open_unix_listener, socket_path_from_host
+
+if TYPE_CHECKING:
+    from lamina.services.api import Services
+
+__all__ = ["ServerConfig", "Server", "serve"]
+
+logger = logging.getLogger("lamina.server")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    hosts: tuple[str, ...] = (DEFAULT_HOST,)
+    socket_mode: int = 0o660
+    socket_group: str | None = DEFAULT_GROUP    # used when the group exists, else root's group
+    shutdown_timeout: float = 10.0              # for requests in progress at shutdown
+    hijack_linger: float = 5.0                  # after a duplex ended, for the client to end too
+
+
+class Server:
+    def __init__(self, handler: Handler, config: ServerConfig) -> None:
+        self.handler = handler
+        self.config = config
+        self.paths = [socket_path_from_host(host) for host in config.hosts]
+        if not self.paths:
+            raise errdefs.InvalidArgument("lamina serve needs at least one socket to listen on")
+        if len(set(self.paths)) != len(self.paths):
+            raise errdefs.InvalidArgument("the same socket is given twice")
+        self._listeners: list[UnixListener] = []
+        self._connections: set[HTTPConnection] = set()
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._cut_now = threading.Event()
+        self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._counter = 0
+        self.stop_reason = ""
+
+    def close(self) -> None:
+        """Close the listeners of a server that will not serve (after :meth:`listen`)."""
+        self._close_listeners()
+        self._release_pipe()
+
+    def _release_pipe(self) -> None:
+        if self._wake_write >= 0:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
+            self._wake_read = self._wake_write = -1
+
+    def listen(self) -> None:
+        """Open every listener, or none (raises what the first failure raised)."""
+        try:
+            for path in self.paths:
+                self._listeners.append(open_unix_listener(path, mode=self.config.socket_mode,
+                                                          group=self.config.socket_group))
+        except BaseException:
+            self._close_listeners()
+            raise
+
+    @property
+    def connection_count(self) -> int:
+        with self._changed:
+            return len(self._connections)
+
+    def shutdown(self, reason: str = "shutdown requested") -> None:
+        """Ask the server to stop (thread- and signal-safe); a second call cuts at once."""
+        if self._stopping.is_set():
+            self._cut_now.set()
+        else:
+            self.stop_reason = reason
+        self._stopping.set()
+        try:
+            if self._wake_write >= 0:
+                os.write(self._wake_write, b"x")
+        except OSError:
+            pass  # the pipe is full (already woken)
+
+    def serve_forever(self) -> None:
+        """Accept and serve until :meth:`shutdown`; then finish and cut connections."""
+        if not self._listeners:
+            self.listen()
+        selector = selectors.DefaultSelector()
+        try:
+            for listener in self._listeners:
+                listener.socket.setblocking(False)
+                selector.register(listener.socket, selectors.EVENT_READ, listener)
+            selector.register(self._wake_read, selectors.EVENT_READ, None)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.data is None:
+                        self._drain_wake_pipe()
+                        continue
+                    self._accept(key.data)
+        finally:
+            selector.close()
+            logger.info("stopping (%s): no longer accepting connections", self.stop_reason or "error")
+            self._close_listeners()
+            self._finish_connections()
+            self._release_pipe()
+
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_read, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _accept(self, listener: UnixListener) -> None:
+        try:
+            sock, _ = listener.socket.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # EMFILE and friends: keep serving the connections we have
+            logger.error("accept on %s failed: %s", listener.path, exc.strerror or exc)
+            time.sleep(0.1)
+            return
+        sock.setblocking(True)
+        connection = HTTPConnection(sock, self.handler, linger=self.config.hijack_linger)
+        with self._changed:
+            self._connections.add(connection)
+            self._counter += 1
+            number = self._counter
+        thread = threading.Thread(target=self._run_connection, args=(connection,),
+                                  name=f"lamina-connection-{number}", daemon=True)
+        thread.start()
+
+    def _run_connection(self, connection: HTTPConnection) -> None:
+        try:
+            connection.serve()
+        finally:
+            with self._changed:
+                self._connections.discard(connection)
+                self._changed.notify_all()
+
+    def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener.close()
+            except OSError as exc:
+                logger.warning("closing %s: %s", listener.path, exc.strerror or exc)
+        self._listeners = []
+
+    def _wait_connections(self, deadline: float) -> bool:
+        """Wait until no connection is left, ``deadline`` passes or a cut is asked; True if none left."""
+        with self._changed:
+            while self._connections and not self._cut_now.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(min(left, 0.1))
+            return not self._connections
+
+    def _finish_connections(self) -> None:
+        with self._changed:
+            connections = list(self._connections)
+        for connection in connections:
+            connection.drain()
+        if connections:
+            logger.info("waiting up to %.0f s for %d connection(s) to finish",
+                        self.config.shutdown_timeout, len(connections))
+        if self._wait_connections(time.monotonic() + self.config.shutdown_timeout):
+            return
+        with self._changed:
+            connections = list(self._connections)
+        logger.warning("cutting %d connection(s) still in progress", len(connections))
+        for connection in connections:
+            connection.cut()
+        if not self._wait_connections(time.monotonic() + 2.0):
+            # Threads stuck inside a handler (a stream waiting for data that never comes):
+            # they are daemon threads and end with the process.
+            logger.warning("%d connection thread(s) did not end", self.connection_count)
+
+
+def serve(engine_config: EngineConfig, config: ServerConfig, *,
+          services_factory: "Callable[[], Services] | None" = None) -> int:
+    """Run ``lamina serve`` in this (main) thread until SIGTERM or SIGINT; returns 0.
+
+    The sockets are opened first (a live daemon on one of them is refused before anything
+    else happens), then the services are built, once, and shared by every connection."""
+    from lamina.api.router import Router
+
+    if services_factory is None:
+        def services_factory() -> "Services":
+            from lamina.services.compose import build_services
+
+            return build_services(engine_config)
+
+    router = Router(services_factory)
+    server = Server(router, config)
+    server.listen()
+    try:
+        router.services()
+    except BaseException:
+        server.close()
+        raise
+    previous: dict[int, object] = {}
+
+    def on_signal(number: int, frame: object) -> None:
+        server.shutdown(f"received {signal.Signals(number).name}")
+
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous[number] = signal.signal(number, on_signal)
+    try:
+        logger.info("serving the Docker Engine API on %s (data root %s)",
+                    ", ".join(f"unix://{path}" for path in server.paths), engine_config.data_root)
+        server.serve_forever()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)  # type: ignore[arg-type]
+    logger.info("stopped")
+    return 0
