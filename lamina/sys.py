@@ -58,7 +58,11 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
-_SYS_pivot_root = 155
+import platform as _platform
+
+# pivot_root has no libc wrapper; its number differs by architecture (openat2 is 437 everywhere)
+_SYS_pivot_root = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}.get(
+    _platform.machine(), 155)
 _SYS_openat2 = 437
 # getdents64 is not in the generic table on every architecture
 _SYS_getdents64 = {"x86_64": 217, "aarch64": 61, "riscv64": 61, "armv7l": 217, "i686": 220,
