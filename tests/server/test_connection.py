@@ -1,0 +1,470 @@
+"""HTTPConnection on one end of a socketpair, a raw HTTP client on the other: keep-alive,
+pipelining, request bodies (Content-Length, chunked, 100-continue, unread), streaming
+responses flushed per chunk, aborted streams, clients leaving mid-stream, malformed input,
+handler failures, HEAD, hijacking with and without Upgrade, half-close both ways,
+shutdown (drain, cut)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from lamina.api.http import Headers, Request, Response, StreamAborted
+from lamina.server.connection import HTTPConnection
+
+from server.conftest import RawConnection
+
+JSON = Headers({"Content-Type": "application/json"})
+
+
+class Handler:
+    """Routes by path to functions ``(request) -> Response``; records what it was asked."""
+
+    def __init__(self, routes: dict[str, Callable[[Request], Response]]) -> None:
+        self.routes = routes
+        self.requests: list[Request] = []
+
+    def handle(self, request: Request) -> Response:
+        self.requests.append(request)
+        return self.routes[request.path](request)
+
+
+def hello(request: Request) -> Response:
+    return Response(200, Headers({"Content-Type": "text/plain"}), f"hello {request.query.get('n', ['?'])[0]}".encode())
+
+
+def digest_body(request: Request) -> Response:
+    body = request.body
+    sizes = []
+    hasher = hashlib.sha256()
+    if body is not None:
+        while True:
+            data = body.read(10000)
+            if not data:
+                break
+            sizes.append(len(data))
+            hasher.update(data)
+    answer = {"sha256": hasher.hexdigest(), "reads": sizes, "has_body": body is not None}
+    return Response(200, JSON, json.dumps(answer).encode())
+
+
+def refuse(request: Request) -> Response:
+    return Response(400, JSON, b'{"message":"no"}\n')
+
+
+class Served:
+    """A connection served in a thread, and the client end."""
+
+    def __init__(self, handler: Handler, *, linger: float = 5.0) -> None:
+        server_end, client_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.connection = HTTPConnection(server_end, handler, linger=linger)
+        self.thread = threading.Thread(target=self.connection.serve, daemon=True)
+        self.thread.start()
+        self.client = RawConnection(client_end, timeout=10)
+
+    def finished(self, timeout: float = 5.0) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def close(self) -> None:
+        self.client.close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    served: list[Served] = []
+
+    def start(routes: dict[str, Callable[[Request], Response]], **options) -> Served:
+        connection = Served(Handler(routes), **options)
+        served.append(connection)
+        return connection
+
+    yield start
+    for connection in served:
+        connection.close()
+
+
+def test_several_requests_share_one_connection(serve) -> None:
+    served = serve({"/hello": hello})
+    for number in range(3):
+        served.client.request("GET", f"/hello?n={number}")
+        response = served.client.read_response()
+        assert (response.status, response.body) == (200, f"hello {number}".encode())
+        assert response.header("content-length") == str(len(response.body))
+        assert response.header("connection") is None
+    assert not served.finished(0.1), "the connection must stay open between requests"
+
+
+def test_pipelined_requests_are_answered_in_order(serve) -> None:
+    served = serve({"/hello": hello})
+    served.client.send(b"".join(f"GET /hello?n={n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in range(4)))
+    assert [served.client.read_response().body for _ in range(4)] == [f"hello {n}".encode() for n in range(4)]
+
+
+def test_a_chunked_upload_reaches_the_handler_whole_and_read_calls_get_full_buffers(serve) -> None:
+    served = serve({"/upload": digest_body, "/hello": hello})
+    payload = bytes(range(256)) * 1000
+    served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for start in range(0, len(payload), 7777):  # odd chunk sizes: reads must still be full
+        piece = payload[start:start + 7777]
+        served.client.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+    served.client.send(b"0\r\n\r\n")
+    answer = json.loads(served.client.read_response().body)
+    assert answer["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert answer["reads"][:-1] == [10000] * (len(answer["reads"]) - 1)
+    served.client.request("GET", "/hello?n=after")
+    assert served.client.read_response().body == b"hello after"
+
+
+def test_a_request_without_body_gives_the_handler_none(serve) -> None:
+    served = serve({"/upload": digest_body})
+    served.client.request("POST", "/upload")
+    assert json.loads(served.client.read_response().body)["has_body"] is False
+    served.client.request("POST", "/upload", body=b"")
+    assert json.loads(served.client.read_response().body)["has_body"] is False
+
+
+def test_expect_100_continue_is_answered_when_the_handler_reads(serve) -> None:
+    served = serve({"/upload": digest_body})
+    served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    interim = served.client.read_head()
+    assert interim.status == 100
+    served.client.send(b"hello")
+    response = served.client.read_response()
+    assert json.loads(response.body)["sha256"] == hashlib.sha256(b"hello").hexdigest()
+    assert response.header("connection") is None
+
+
+def test_expect_100_continue_refused_without_reading_closes_the_connection(serve) -> None:
+    served = serve({"/upload": refuse})
+    served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    response = served.client.read_response()
+    assert response.status == 400
+    assert response.header("connection") == "close"
+    assert served.client.at_eof()
+
+
+def test_an_unread_body_ends_the_connection_after_the_answer(serve) -> None:
+    served = serve({"/upload": refuse})
+    served.client.request("POST", "/upload", headers={"Content-Length": str(4 << 20)})
+    served.client.send(b"x" * 65536)
+    response = served.client.read_response()
+    assert (response.status, response.header("connection")) == (400, "close")
+    assert served.finished()
+
+
+def test_a_small_unread_body_is_discarded_after_a_stream_and_the_connection_kept(serve) -> None:
+    def stream(request: Request) -> Response:
+        return Response(200, JSON, iter([b"a", b"b"]))
+
+    served = serve({"/stream": stream, "/hello": hello})
+    served.client.request("POST", "/stream", body=b"y" * 5000)
+    assert served.client.read_response().body == b"ab"
+    served.client.request("GET", "/hello?n=2")
+    assert served.client.read_response().body == b"hello 2"
+
+
+def test_a_stream_is_chunked_and_each_chunk_is_flushed_as_it_is_produced(serve) -> None:
+    released = threading.Event()
+
+    def stream(request: Request) -> Response:
+        def chunks() -> Iterator[bytes]:
+            yield b'{"status":"first"}\n'
+            assert released.wait(10)
+            yield b'{"status":"second"}\n'
+
+        return Response(200, JSON, chunks())
+
+    served = serve({"/stream": stream})
+    served.client.request("GET", "/stream")
+    head = served.client.read_head()
+    assert head.header("transfer-encoding") == "chunked"
+    assert head.header("content-length") is None
+    first_size = served.client.read_line()
+    assert served.client.read_exact(int(first_size, 16) + 2) == b'{"status":"first"}\n\r\n'
+    released.set()
+    second_size = served.client.read_line()
+    assert served.client.read_exact(int(second_size, 16) + 2) == b'{"status":"second"}\n\r\n'
+    assert served.client.read_line() == b"0"
+
+
+def test_an_aborted_stream_ends_the_connection_without_the_final_chunk(serve) -> None:
+    def stream(request: Request) -> Response:
+        def chunks() -> Iterator[bytes]:
+            yield b"tar-part-1"
+            raise StreamAborted(500, "layer went missing")
+
+        return Response(200, Headers({"Content-Type": "application/x-tar"}), chunks())
+
+    served = serve({"/get": stream})
+    served.client.request("GET", "/get")
+    response = served.client.read_response()
+    assert response.status == 200
+    assert response.body == b"tar-part-1"
+    assert response.complete is False
+    assert served.finished()
+
+
+def test_a_client_leaving_mid_stream_closes_the_producer(serve) -> None:
+    closed = threading.Event()
+
+    def stream(request: Request) -> Response:
+        def chunks() -> Iterator[bytes]:
+            try:
+                while True:
+                    yield b"z" * 65536
+            finally:
+                closed.set()
+
+        return Response(200, Headers({"Content-Type": "application/x-tar"}), chunks())
+
+    served = serve({"/get": stream})
+    served.client.request("GET", "/get")
+    assert served.client.read_head().status == 200
+    served.client.read_exact(1000)
+    served.client.close()
+    assert closed.wait(5), "the generator must see GeneratorExit when the client goes away"
+    assert served.finished()
+
+
+def test_malformed_http_gets_400_and_the_connection_closes(serve) -> None:
+    served = serve({"/hello": hello})
+    served.client.send(b"THIS IS NOT HTTP\r\n\r\n")
+    response = served.client.read_response()
+    assert response.status == 400
+    assert "malformed HTTP request" in json.loads(response.body)["message"]
+    assert served.client.at_eof()
+
+
+def test_a_bad_chunked_body_is_a_client_error_not_a_crash(serve) -> None:
+    def read_all(request: Request) -> Response:
+        try:
+            request.body.read()
+        except Exception as exc:  # the router would map the kind; here we report it
+            return Response(400, JSON, json.dumps({"message": str(exc), "kind": type(exc).__name__}).encode())
+        return Response(200, JSON, b"{}")
+
+    served = serve({"/upload": read_all})
+    served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    response = served.client.read_response()
+    assert response.status == 400
+    assert json.loads(response.body)["kind"] == "InvalidArgument"
+    assert served.finished()
+
+
+def test_a_failing_handler_gets_a_500_message_without_traceback(serve) -> None:
+    def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    served = serve({"/broken": broken, "/hello": hello})
+    served.client.request("GET", "/broken")
+    response = served.client.read_response()
+    assert response.status == 500
+    assert json.loads(response.body) == {"message": "internal error: RuntimeError: boom"}
+    assert b"Traceback" not in response.body
+    served.client.request("GET", "/hello?n=still")
+    assert served.client.read_response().body == b"hello still"
+
+
+def test_invalid_response_headers_are_dropped_not_sent(serve) -> None:
+    def bad_header(request: Request) -> Response:
+        return Response(200, Headers({"X-Ok": "yes", "X-Bad": "a\r\nInjected: 1", "Content-Length": "999"}), b"ok")
+
+    served = serve({"/h": bad_header})
+    served.client.request("GET", "/h")
+    response = served.client.read_response()
+    assert response.header("x-ok") == "yes"
+    assert response.header("x-bad") is None and response.header("injected") is None
+    assert (response.header("content-length"), response.body) == ("2", b"ok")
+
+
+def test_head_answers_headers_with_content_length_and_keeps_the_connection(serve) -> None:
+    served = serve({"/hello": lambda request: Response(200, Headers({"API-Version": "1.45"}), b"")})
+    served.client.request("HEAD", "/hello")
+    response = served.client.read_response("HEAD")
+    assert response.status == 200
+    assert response.header("content-length") == "0"
+    assert response.header("api-version") == "1.45"
+    served.client.request("HEAD", "/hello")
+    assert served.client.read_response("HEAD").status == 200
+
+
+# -- hijacking --------------------------------------------------------------------------------
+
+
+class RecordingDuplex:
+    """One end of a socketpair, recording shutdown and close calls (the container side holds
+    the other end)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.shutdowns: list[int] = []
+        self.closed = threading.Event()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def recv(self, size: int) -> bytes:
+        return self.sock.recv(size)
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def shutdown(self, how: int) -> None:
+        self.shutdowns.append(how)
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def container_side() -> Iterator[tuple[RecordingDuplex, socket.socket]]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.settimeout(10)
+    duplex = RecordingDuplex(ours)
+    yield duplex, theirs
+    theirs.close()
+    if not duplex.closed.is_set():
+        ours.close()
+
+
+def read_until_eof(sock: socket.socket, already: bytes = b"") -> bytes:
+    data = already
+    while True:
+        piece = sock.recv(65536)
+        if not piece:
+            return data
+        data += piece
+
+
+def attach_route(duplex: RecordingDuplex, content_type: str | None = None) -> Callable[[Request], Response]:
+    def attach(request: Request) -> Response:
+        if request.body is not None:
+            json.loads(request.body.read())
+        headers = Headers({"Content-Type": content_type} if content_type else {})
+        return Response(101 if request.wants_upgrade() else 200, headers, b"", hijacked=duplex)
+
+    return attach
+
+
+def test_an_upgrade_request_gets_101_and_bytes_flow_both_ways_with_half_closes(serve, container_side) -> None:
+    duplex, container = container_side
+    served = serve({"/containers/c/attach": attach_route(duplex)})
+    # Like docker, the client may send stdin right behind the request: it must not be lost.
+    served.client.send(b"POST /containers/c/attach?stream=1 HTTP/1.1\r\nHost: x\r\n"
+                       b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\nearly-stdin|")
+    head = served.client.read_head()
+    assert (head.status, head.reason) == (101, "UPGRADED")
+    assert head.header("connection") == "Upgrade"
+    assert head.header("upgrade") == "tcp"
+    assert head.header("content-type") == "application/vnd.docker.raw-stream"
+    assert head.header("content-length") is None and head.header("transfer-encoding") is None
+
+    served.client.send(b"more-stdin")
+    served.client.sock.shutdown(socket.SHUT_WR)           # the client's stdin ends
+    assert read_until_eof(container) == b"early-stdin|more-stdin"   # ... so does the container's
+    assert duplex.shutdowns == [socket.SHUT_WR]
+
+    container.sendall(b"output after stdin closed")       # output keeps flowing after the half-close
+    container.shutdown(socket.SHUT_WR)
+    assert read_until_eof(served.client.sock, served.client.buffer) == b"output after stdin closed"
+    assert served.finished()
+    assert duplex.closed.is_set()
+
+
+def test_a_plain_hijack_gets_200_with_the_handlers_content_type_and_a_request_body(serve, container_side) -> None:
+    duplex, container = container_side
+    served = serve({"/exec/e/start": attach_route(duplex, "application/vnd.docker.multiplexed-stream")})
+    served.client.request("POST", "/exec/e/start", headers={"Content-Type": "application/json"},
+                          body=b'{"Detach":false,"Tty":false}')
+    head = served.client.read_head()
+    assert (head.status, head.reason) == (200, "OK")
+    assert head.header("content-type") == "application/vnd.docker.multiplexed-stream"
+    assert head.header("upgrade") is None
+    frame = b"\x01\x00\x00\x00\x00\x00\x00\x03hi\n"
+    container.sendall(frame)
+    container.close()   # the exec ended: the client sees the end of the stream
+    assert read_until_eof(served.client.sock, served.client.buffer) == frame
+    served.client.sock.shutdown(socket.SHUT_WR)   # docker closes its side once the output ended
+    assert served.finished()
+
+
+def test_the_duplex_ending_first_half_closes_the_client_then_the_connection_ends(serve, container_side) -> None:
+    duplex, container = container_side
+    served = serve({"/a": attach_route(duplex)}, linger=0.5)
+    served.client.request("POST", "/a", headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+    assert served.client.read_head().status == 101
+    container.sendall(b"bye")
+    container.shutdown(socket.SHUT_WR)
+    assert read_until_eof(served.client.sock, served.client.buffer) == b"bye"
+    # The client never closes its side: the server gives it `linger` seconds, then ends.
+    started = time.monotonic()
+    assert served.finished(5)
+    assert time.monotonic() - started < 3
+    assert duplex.closed.is_set()
+
+
+def test_cutting_a_splice_forwards_no_half_close_to_the_container(serve, container_side) -> None:
+    duplex, container = container_side
+    served = serve({"/a": attach_route(duplex)})
+    served.client.request("POST", "/a", headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+    assert served.client.read_head().status == 101
+    container.sendall(b"tick")
+    assert served.client.read_exact(4) == b"tick"
+    served.connection.cut()
+    assert served.finished()
+    assert duplex.shutdowns == []        # stdin was not closed on the container's behalf
+    assert duplex.closed.is_set()        # the attach session itself is over
+    assert served.client.at_eof()
+
+
+def test_a_refused_upgrade_is_an_ordinary_answer(serve) -> None:
+    served = serve({"/a": lambda request: Response(404, JSON, b'{"message":"No such container: a"}\n'),
+                    "/hello": hello})
+    served.client.request("POST", "/a", headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+    response = served.client.read_response()
+    assert response.status == 404
+    assert response.header("upgrade") is None
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+
+def test_drain_closes_an_idle_connection_at_once(serve) -> None:
+    served = serve({"/hello": hello})
+    served.client.request("GET", "/hello?n=1")
+    served.client.read_response()
+    served.connection.drain()
+    assert served.finished()
+    assert served.client.at_eof()
+
+
+def test_drain_lets_a_stream_in_progress_finish_then_closes(serve) -> None:
+    started, released = threading.Event(), threading.Event()
+
+    def stream(request: Request) -> Response:
+        def chunks() -> Iterator[bytes]:
+            started.set()
+            yield b"one"
+            released.wait(10)
+            yield b"two"
+
+        return Response(200, JSON, chunks())
+
+    served = serve({"/stream": stream})
+    served.client.request("GET", "/stream")
+    assert started.wait(5)
+    served.connection.drain()
+    released.set()
+    response = served.client.read_response()
+    assert (response.body, response.complete) == (b"onetwo", True)
+    assert served.finished()
