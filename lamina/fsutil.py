@@ -198,9 +198,11 @@ def open_dir_beneath(root_fd: int, path: str) -> int:
 
 
 def remove_tree(path: str | os.PathLike[str]) -> None:
-    """Remove a directory tree (fd-based, never follows symlinks); missing is fine.
+    """Remove a directory tree; missing is fine.  Never follows symlinks.
 
-    Immutable/append-only attributes and mounts are not handled here; callers unmount first.
+    Iterative and fd-relative with O(1) open descriptors, so a hostile layer nested deeper than
+    PATH_MAX or Python's recursion limit is removed like any other.  Mounts below ``path``
+    must be unmounted first (rmdir of a mount point fails with EBUSY).
     """
     path = os.fspath(path)
     try:
@@ -210,21 +212,40 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return
-
-    def _onexc(func: Any, failed: str, exc: BaseException) -> None:
-        if isinstance(exc, FileNotFoundError):
-            return
-        if isinstance(exc, PermissionError):
-            # a directory without write/exec permission for its owner (layers may hold those)
-            try:
-                os.chmod(os.path.dirname(failed), 0o700)
-                func(failed)
-                return
-            except OSError:
-                pass
-        raise exc
-
-    shutil.rmtree(path, onerror=lambda f, p, ei: _onexc(f, p, ei[1]))
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    names: list[str] = []
+    try:
+        while True:
+            subdirectory = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirectory = entry.name
+                        break
+                    try:
+                        os.unlink(entry.name, dir_fd=fd)
+                    except FileNotFoundError:
+                        pass
+            if subdirectory is not None:
+                try:
+                    child = os.open(subdirectory, flags, dir_fd=fd)
+                except PermissionError:
+                    os.chmod(subdirectory, 0o700, dir_fd=fd, follow_symlinks=False)
+                    child = os.open(subdirectory, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                names.append(subdirectory)
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
 
 
 def disk_usage(path: str | os.PathLike[str]) -> int:
