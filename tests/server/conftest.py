@@ -249,10 +249,10 @@ def server(start_server) -> ServeProcess:
 def docker(server):
     """Run the real docker CLI against the server: ``docker("images", "-q")``."""
 
-    def run(*argv: str, check: bool = True, input: bytes | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
-        result = subprocess.run([DOCKER, *argv], env=server.environment(), input=input,
-                                capture_output=True, timeout=timeout)
+    def run(*argv: str, check: bool = True, input: bytes | None = None, timeout: float = 60,
+            env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([DOCKER, *argv], env={**server.environment(), **(env_extra or {})},
+                                input=input, capture_output=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"docker {' '.join(argv)} exited {result.returncode}\nstdout: {result.stdout.decode()}\n"
