@@ -13,14 +13,28 @@ each chunk).  A stream that fails after it started, where no in-band error frami
 the final chunk so the peer sees a truncated transfer, and the in-process client turns it
 into an error.  JSON-message streams report such failures in-band instead
 (``{"errorDetail": ...}`` as the last line, see :mod:`lamina.api.streams`).
+
+Hijacking (attach, exec start): a Response whose ``hijacked`` is set carries a
+:class:`lamina.services.api.Duplex`, a bidirectional byte channel to the container's stdio,
+instead of a body.  Its status is 101 when the request asked for ``Upgrade: tcp``
+(:meth:`Request.wants_upgrade`; headers ``Connection: Upgrade``, ``Upgrade: tcp``) and 200 for
+older clients that expect a plain hijack.  A server writes the status line and headers (no
+``Content-Length``, no chunked encoding), then splices the client's connection and the duplex
+both ways: bytes from the duplex to the client, bytes from the client to the duplex, the
+client's half-close forwarded as ``duplex.shutdown(SHUT_WR)``; it closes both when the duplex
+reaches end of stream.  The in-process transport hands the duplex straight to the client.
+Whoever receives the Response owns the duplex and must close it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+if TYPE_CHECKING:
+    from lamina.services.api import Duplex
 
 __all__ = ["Headers", "Request", "Response", "StreamAborted"]
 
@@ -93,12 +107,19 @@ class Request:
         pairs = [(name, value) for name, values in self.query.items() for value in values]
         return f"{path}?{urlencode(pairs)}" if pairs else path
 
+    def wants_upgrade(self) -> bool:
+        """Whether the client asked to upgrade the connection to a raw stream (``Upgrade: tcp``
+        with ``Connection: Upgrade``), as docker's attach and exec start do."""
+        connection = {token.strip().lower() for token in self.headers.get("Connection", "").split(",")}
+        return "upgrade" in connection and self.headers.get("Upgrade", "").strip().lower() == "tcp"
+
 
 @dataclass
 class Response:
     status: int
     headers: Headers = field(default_factory=Headers)
     body: bytes | Iterator[bytes] = b""
+    hijacked: "Duplex | None" = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, Headers):
@@ -121,10 +142,13 @@ class Response:
         return b"".join(self.iter_body())
 
     def close(self) -> None:
-        """Release a stream that will not be read to its end."""
+        """Release a stream that will not be read to its end (and a hijacked duplex)."""
         close = getattr(self.body, "close", None)
         if close is not None:
             close()
+        if self.hijacked is not None:
+            hijacked, self.hijacked = self.hijacked, None
+            hijacked.close()
 
 
 class StreamAborted(Exception):

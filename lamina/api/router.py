@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
-from lamina.api import images, system
+from lamina.api import containers, execs, images, system
 from lamina.api.errors import error_body, log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
@@ -91,6 +91,36 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/images/{name}/get", images.save_image),
     Route("POST", "/images/{name}/tag", images.tag_image),
     Route("DELETE", "/images/{name}", images.remove_image),
+    Route("POST", "/lamina/system/boot", containers.boot),
+    Route("POST", "/containers/create", containers.create_container),
+    Route("GET", "/containers/json", containers.list_containers),
+    Route("POST", "/containers/prune", containers.prune_containers),
+    Route("GET", "/containers/{id}/json", containers.inspect_container),
+    Route("GET", "/containers/{id}/top", containers.container_top),
+    Route("GET", "/containers/{id}/logs", containers.container_logs),
+    Route("GET", "/containers/{id}/changes", containers.container_changes),
+    Route("GET", "/containers/{id}/export", containers.export_container),
+    Route("GET", "/containers/{id}/stats", containers.container_stats),
+    Route("POST", "/containers/{id}/resize", containers.resize_container),
+    Route("POST", "/containers/{id}/start", containers.start_container),
+    Route("POST", "/containers/{id}/stop", containers.stop_container),
+    Route("POST", "/containers/{id}/restart", containers.restart_container),
+    Route("POST", "/containers/{id}/kill", containers.kill_container),
+    Route("POST", "/containers/{id}/update", containers.update_container),
+    Route("POST", "/containers/{id}/rename", containers.rename_container),
+    Route("POST", "/containers/{id}/pause", containers.pause_container),
+    Route("POST", "/containers/{id}/unpause", containers.unpause_container),
+    Route("POST", "/containers/{id}/attach", containers.attach_container),
+    Route("POST", "/containers/{id}/wait", containers.wait_container),
+    Route("HEAD", "/containers/{id}/archive", containers.archive_head),
+    Route("GET", "/containers/{id}/archive", containers.archive_get),
+    Route("PUT", "/containers/{id}/archive", containers.archive_put),
+    Route("POST", "/containers/{id}/exec", execs.create_exec),
+    Route("DELETE", "/containers/{id}", containers.remove_container),
+    Route("POST", "/commit", containers.commit_container),
+    Route("POST", "/exec/{id}/start", execs.start_exec),
+    Route("POST", "/exec/{id}/resize", execs.resize_exec),
+    Route("GET", "/exec/{id}/json", execs.inspect_exec),
 )
 
 _VERSIONED = re.compile(r"^/v([0-9][0-9.]*)(/.*)$")

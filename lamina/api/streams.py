@@ -13,27 +13,49 @@ If the reader goes away, the next ``progress`` call raises :class:`lamina.errdef
 in the worker, which lets the service stop at its next report.
 
 Byte stream (``application/x-tar``): the first non-empty chunk is produced before answering
-(same reason); a later failure raises :class:`lamina.api.http.StreamAborted`.
+(same reason); a later failure raises :class:`lamina.api.http.StreamAborted`.  Streams that
+may stay silent for a long time (``logs --follow``, ``wait``, ``stats``) are answered at once
+instead (``prefetch=False``): their failures before the first byte are the caller's to check.
+
+Container stdio streams: Docker's *multiplexed* format (``application/vnd.docker.multiplexed-stream``)
+is a sequence of frames ``[stream, 0, 0, 0, size (uint32 big endian)] + payload`` with stream 0
+stdin, 1 stdout, 2 stderr, 3 system error (a failure after the stream started: its message is
+the frame's payload); a container with a TTY sends *raw* bytes instead
+(``application/vnd.docker.raw-stream``), stdout and stderr merged.
+
+JSON stream (``stats``): one JSON document per line, flushed as each is produced.
+
+Hijacked streams (attach, exec start): :func:`hijacked_response`, see :mod:`lamina.api.http`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import queue
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.api.errors import log_unexpected, message_for, status_for
-from lamina.api.http import Headers, Response, StreamAborted
+from lamina.api.http import Headers, Request, Response, StreamAborted
+
+if TYPE_CHECKING:
+    from lamina.services.api import Duplex
 
 __all__ = [
     "json_response", "text_response", "empty_response", "json_line", "error_message",
-    "progress_stream", "byte_stream",
+    "progress_stream", "byte_stream", "json_stream", "stdio_stream", "hijacked_response", "frame",
+    "JSON", "RAW_STREAM", "MULTIPLEXED_STREAM", "STDIN", "STDOUT", "STDERR", "SYSTEM_ERROR",
 ]
 
 JSON = "application/json"
+RAW_STREAM = "application/vnd.docker.raw-stream"
+MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
+STDIN, STDOUT, STDERR, SYSTEM_ERROR = 0, 1, 2, 3
+_FRAME_HEADER = struct.Struct(">BxxxL")
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -117,12 +139,14 @@ def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
     return Response(200, Headers({"Content-Type": JSON}), _Body(body(), reader_gone.set))
 
 
-def byte_stream(chunks: Iterable[bytes], content_type: str, *, context: str = "stream") -> Response:
-    """Stream ``chunks``; errors before the first non-empty chunk propagate to the caller."""
+def byte_stream(chunks: Iterable[bytes], content_type: str, *, context: str = "stream",
+                prefetch: bool = True) -> Response:
+    """Stream ``chunks``; with ``prefetch``, errors before the first non-empty chunk propagate
+    to the caller (without it the answer is immediate and every failure is a StreamAborted)."""
     iterator = iter(chunks)
     first = b""
     try:
-        for chunk in iterator:
+        for chunk in (iterator if prefetch else ()):
             if chunk:
                 first = bytes(chunk)
                 break
@@ -146,6 +170,71 @@ def byte_stream(chunks: Iterable[bytes], content_type: str, *, context: str = "s
             _close(iterator)
 
     return Response(200, Headers({"Content-Type": content_type}), _Body(body(), lambda: _close(iterator)))
+
+
+def frame(stream: int, payload: bytes) -> bytes:
+    """One frame of the multiplexed stream format."""
+    return _FRAME_HEADER.pack(stream, len(payload)) + payload
+
+
+def json_stream(documents: Iterable[dict[str, Any]], *, context: str = "stream") -> Response:
+    """One JSON document per line as ``documents`` produces them (answered at once; a failure
+    after the start breaks the stream, see :class:`StreamAborted`)."""
+    iterator = iter(documents)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for document in iterator:
+                yield json_line(document)
+        finally:
+            _close(iterator)  # type: ignore[arg-type]
+
+    return byte_stream(chunks(), JSON, context=context, prefetch=False)
+
+
+def stdio_stream(items: Iterable[tuple[int, bytes]], *, tty: bool, context: str = "stream",
+                 prefetch: bool = True) -> Response:
+    """A container's output as (stream, payload) pairs: multiplexed frames, or raw bytes when
+    the container has a TTY.  With ``prefetch`` a failure before the first non-empty payload
+    propagates to the caller; a later one ends a multiplexed stream with a system-error frame
+    carrying the message (a raw stream just breaks)."""
+    iterator = iter(items)
+    head: list[tuple[int, bytes]] = []
+    try:
+        for item in (iterator if prefetch else ()):
+            head.append(item)
+            if item[1]:
+                break
+    except BaseException:
+        _close(iterator)  # type: ignore[arg-type]
+        raise
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for stream, payload in itertools.chain(head, iterator):
+                if payload:
+                    yield bytes(payload) if tty else frame(stream, payload)
+        except Exception as exc:
+            if tty:
+                raise
+            log_unexpected(exc, context)
+            yield frame(SYSTEM_ERROR, message_for(exc).encode())
+        finally:
+            _close(iterator)  # type: ignore[arg-type]
+
+    return byte_stream(chunks(), RAW_STREAM if tty else MULTIPLEXED_STREAM, context=context,
+                       prefetch=False)
+
+
+def hijacked_response(request: Request, duplex: "Duplex", *, tty: bool) -> Response:
+    """Hand ``duplex`` to the client: 101 Switching Protocols when it asked for ``Upgrade:
+    tcp``, else a 200 plain hijack; the content type says whether frames are multiplexed."""
+    headers = Headers({"Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
+    if request.wants_upgrade():
+        headers["Connection"] = "Upgrade"
+        headers["Upgrade"] = "tcp"
+        return Response(101, headers, b"", hijacked=duplex)
+    return Response(200, headers, b"", hijacked=duplex)
 
 
 def _close(iterator: Iterator[bytes]) -> None:

@@ -4,7 +4,10 @@ The command table (:data:`COMMANDS`) is data: the words that name a command (``i
 ``image ls``), the module under :mod:`lamina.cli.commands` that implements it, and a one-line
 summary.  A command module provides ``configure(parser)`` and ``run(args, context) -> int``
 and is imported only when its command runs: ``lamina --help`` loads neither the client,
-the API router, the engine nor rich.
+the API router, the engine nor rich.  Optional module attributes: ``ADD_HELP = False`` (the
+command uses ``-h`` for something else, like ``run -h HOSTNAME``), ``OPTIONS_END_AT_POSITIONAL``
+(``run IMAGE ls -l``: what follows IMAGE is the container's command), ``USAGE_EXIT_CODE``
+(docker's ``run`` exits 125 on a bad command line, not 2).
 
 Global options come before the command (``lamina --data-root /tmp/x images``).  Boolean flags
 also accept docker's ``--flag=false`` form.  Exit codes: :mod:`lamina.cli.errors`.
@@ -44,7 +47,8 @@ COMMANDS: tuple[Command, ...] = tuple(
     + _commands("rmi", "Remove one or more images", "rmi", "image rm", "image remove")
     + _commands("tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", "tag", "image tag")
     + _commands("history", "Show the history of an image", "history", "image history")
-    + _commands("inspect", "Display detailed information on one or more images", "inspect", "image inspect")
+    + _commands("inspect", "Return low-level information on containers and images", "inspect")
+    + _commands("inspect", "Display detailed information on one or more images", "image inspect")
     + _commands("prune", "Remove unused images", "image prune")
     + _commands("load", "Load images from a tar archive or STDIN", "load", "image load")
     + _commands("save", "Save one or more images to a tar archive (streamed to STDOUT by default)",
@@ -130,7 +134,8 @@ def build_command_parser(command: Command) -> tuple[argparse.ArgumentParser, Any
     module = importlib.import_module(f"lamina.cli.commands.{command.module}")
     parser = argparse.ArgumentParser(prog="lamina " + " ".join(command.words),
                                      description=command.summary,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     add_help=getattr(module, "ADD_HELP", True))
     module.configure(parser)
     return parser, module
 
@@ -139,14 +144,21 @@ _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 
-def _boolean_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], dict[str, bool]]:
-    """Accept docker's ``--flag=false`` / ``-f=true`` for flags that take no value."""
+def _boolean_overrides(parser: argparse.ArgumentParser, argv: list[str], *,
+                       stop_at_positional: bool = False) -> tuple[list[str], dict[str, bool]]:
+    """Accept docker's ``--flag=false`` / ``-f=true`` for flags that take no value.  With
+    ``stop_at_positional`` (``run IMAGE COMMAND...``), what follows the first positional
+    argument is left alone: it belongs to the container's command."""
     kept: list[str] = []
     overrides: dict[str, bool] = {}
+    takes_value = False
     for position, token in enumerate(argv):
-        if token == "--":
+        if token == "--" or (stop_at_positional and not takes_value
+                             and (not token.startswith("-") or token == "-")):
             kept.extend(argv[position:])
             break
+        option = parser._option_string_actions.get(token)
+        takes_value = option is not None and option.nargs != 0 and "=" not in token
         name, equals, value = token.partition("=")
         action = parser._option_string_actions.get(name) if equals and name.startswith("-") else None
         if action is None or action.nargs != 0 or not isinstance(action.const, bool):
@@ -257,11 +269,13 @@ def _run(arguments: list[str], context: Context) -> int:
         return EXIT_USAGE
     try:
         command_parser, module = build_command_parser(command)
-        rest, overrides = _boolean_overrides(command_parser, words[len(command.words):])
+        rest, overrides = _boolean_overrides(command_parser, words[len(command.words):],
+                                             stop_at_positional=getattr(module, "OPTIONS_END_AT_POSITIONAL", False))
         try:
             args = command_parser.parse_args(rest)
         except SystemExit as exit:
-            return _exit_status(exit)
+            status = _exit_status(exit)
+            return getattr(module, "USAGE_EXIT_CODE", status) if status == EXIT_USAGE else status
         for destination, value in overrides.items():
             setattr(args, destination, value)
         return int(module.run(args, context) or 0)

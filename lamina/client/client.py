@@ -6,21 +6,34 @@ HTTP status and the daemon's ``message``.  Streams stay streams: ``load`` and
 ``{"error": ...}`` message is yielded like any other: the caller renders it), ``save`` yields
 the archive's bytes.
 
+Containers: ``logs`` yields (stream, payload) pairs decoded from the multiplexed frames
+(stream 1 stdout, 2 stderr; a TTY container's raw stream is all stdout); ``attach`` and
+``exec_start`` ask for ``Upgrade: tcp`` and return an :class:`~lamina.client.stdio.Attachment`
+over the hijacked connection; ``wait_later`` sends the wait request now and returns a
+:class:`PendingWait` whose ``result()`` blocks (``docker run`` waits before it starts, so a
+fast exit is never missed); ``start`` and ``stop`` return False when the daemon answered 304
+(already started / already stopped).
+
 The API version is negotiated like the docker CLI does it: the first call pings the daemon
 and then uses ``min(daemon's API-Version, 1.45)`` as the path prefix.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, parse_version
+from lamina.client.stdio import Attachment, decode_frames, is_multiplexed
 from lamina.client.transport import Transport
 
-__all__ = ["APIClient", "ClientError"]
+__all__ = ["APIClient", "ClientError", "PendingWait"]
+
+_UPGRADE = {"Connection": "Upgrade", "Upgrade": "tcp"}
 
 
 class ClientError(Exception):
@@ -97,6 +110,74 @@ def _decode_line(line: bytes) -> Iterator[dict[str, Any]]:
     yield message if isinstance(message, dict) else {"aux": message}
 
 
+def _json_body(value: Any) -> dict[str, Any]:
+    """Keyword arguments of ``_send`` for a JSON request body."""
+    return {"body": io.BytesIO(json.dumps(value, separators=(",", ":")).encode()),
+            "headers": {"Content-Type": "application/json"}}
+
+
+def _integer(value: int | None) -> list[str]:
+    return [] if value is None else [str(int(value))]
+
+
+def _text(value: str | None) -> list[str]:
+    return [value] if value else []
+
+
+def _timestamp(value: float | None) -> list[str]:
+    if not value:
+        return []
+    whole = int(value)
+    nanoseconds = int(round((value - whole) * 1e9))
+    return [f"{whole}.{nanoseconds:09d}"]
+
+
+def _multiplexed(response: Response, api_version: str, tty: bool) -> bool:
+    """Whether a stdio stream is multiplexed: the content type says it from API 1.42 on; an
+    older daemon sends ``raw-stream`` for both, and then only the TTY setting tells."""
+    content_type = response.headers.get("Content-Type", "")
+    try:
+        modern = parse_version(api_version) >= (1, 42)
+    except ValueError:
+        modern = True
+    return is_multiplexed(content_type, default=not tty and not (modern and content_type))
+
+
+def _attachment(response: Response, api_version: str, *, tty: bool) -> Attachment:
+    duplex = response.hijacked
+    if duplex is None:
+        body = b"".join(_chunks(response))
+        raise ClientError(response.status, "the daemon did not hijack the connection"
+                          + (f": {body.decode('utf-8', 'replace').strip()}" if body.strip() else ""))
+    response.hijacked = None
+    return Attachment(duplex, multiplexed=_multiplexed(response, api_version, tty))
+
+
+class PendingWait:
+    """A wait request already sent; ``result()`` blocks until the daemon answers."""
+
+    def __init__(self, response: Response) -> None:
+        self._response = response
+
+    def result(self) -> dict[str, Any]:
+        """``{"StatusCode": n, "Error": None | {"Message": ...}}``."""
+        body = b"".join(_chunks(self._response))
+        lines = [line for line in body.splitlines() if line.strip()]
+        if not lines:
+            raise ClientError(500, "the daemon ended the wait without a result")
+        try:
+            answer = json.loads(lines[-1])
+        except ValueError as exc:
+            raise ClientError(500, f"the daemon sent a malformed wait result: {exc}") from exc
+        if not isinstance(answer, dict):
+            raise ClientError(500, "the daemon sent a malformed wait result")
+        return answer
+
+    def close(self) -> None:
+        self._response.close()
+
+
+
 class APIClient:
     def __init__(self, transport: Transport, *, api_version: str | None = None) -> None:
         self.transport = transport
@@ -123,13 +204,15 @@ class APIClient:
 
     def _send(self, method: str, path: str, *, query: dict[str, list[str]] | None = None,
               body: BinaryIO | None = None, headers: dict[str, str] | None = None,
-              versioned: bool = True) -> Response:
+              versioned: bool = True, accept: tuple[int, ...] = ()) -> Response:
         if versioned:
             path = f"/v{self.api_version}{path}"
         clean_query = {name: values for name, values in (query or {}).items() if values}
         request = Request(method, path, clean_query, Headers(headers or {}), body)
         response = self.transport.handle(request)
-        if not 200 <= response.status < 300:
+        if response.hijacked is not None and response.status in (101, 200):
+            return response
+        if not 200 <= response.status < 300 and response.status not in accept:
             try:
                 raise _error_from(response)
             finally:
@@ -215,3 +298,177 @@ class APIClient:
         response = self._send("POST", "/images/create", query=query, body=stream,
                               headers={"Content-Type": "application/x-tar"} if stream is not None else None)
         return _json_messages(response)
+
+    def pull(self, image: str, *, tag: str = "", platform: str = "") -> Iterator[dict[str, Any]]:
+        """Pull ``image`` (``fromImage``); the JSON-message stream of the pull."""
+        query = {"fromImage": [image], "tag": _text(tag), "platform": _text(platform)}
+        return _json_messages(self._send("POST", "/images/create", query=query))
+
+    # == containers ============================================================================
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def create_container(self, body: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
+        """``{"Id": ..., "Warnings": [...]}`` from a ContainerCreateRequest body."""
+        return self._json("POST", "/containers/create", query={"name": _text(name)}, **_json_body(body))
+
+    def _empty(self, method: str, path: str, **kwargs: Any) -> int:
+        response = self._send(method, path, **kwargs)
+        b"".join(_chunks(response))
+        return response.status
+
+    def start(self, id: str) -> bool:
+        """False when the container was already running (304)."""
+        return self._empty("POST", f"/containers/{id}/start", accept=(304,)) != 304
+
+    def stop(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> bool:
+        """False when the container was not running (304)."""
+        return self._empty("POST", f"/containers/{id}/stop", accept=(304,),
+                           query={"t": _integer(timeout), "signal": _text(signal)}) != 304
+
+    def restart(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None:
+        self._empty("POST", f"/containers/{id}/restart",
+                    query={"t": _integer(timeout), "signal": _text(signal)})
+
+    def kill(self, id: str, *, signal: str | None = None) -> None:
+        self._empty("POST", f"/containers/{id}/kill", query={"signal": _text(signal)})
+
+    def remove_container(self, id: str, *, force: bool = False, volumes: bool = False) -> None:
+        self._empty("DELETE", f"/containers/{id}", query={"force": _flag(force), "v": _flag(volumes)})
+
+    def pause(self, id: str) -> None:
+        self._empty("POST", f"/containers/{id}/pause")
+
+    def unpause(self, id: str) -> None:
+        self._empty("POST", f"/containers/{id}/unpause")
+
+    def rename(self, id: str, name: str) -> None:
+        self._empty("POST", f"/containers/{id}/rename", query={"name": [name]})
+
+    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._json("POST", f"/containers/{id}/update", **_json_body(body)) or {}
+
+    def resize(self, id: str, *, height: int, width: int) -> None:
+        self._empty("POST", f"/containers/{id}/resize", query={"h": [str(height)], "w": [str(width)]})
+
+    def prune_containers(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        return self._json("POST", "/containers/prune", query={"filters": _encode_filters(filters)}) or {}
+
+    def system_boot(self) -> dict[str, Any]:
+        return self._json("POST", "/lamina/system/boot") or {}
+
+    def wait_later(self, id: str, *, condition: str = "not-running") -> PendingWait:
+        """Send the wait request now (the daemon starts waiting); read the result later."""
+        condition_query = [] if condition == "not-running" else [condition]
+        return PendingWait(self._send("POST", f"/containers/{id}/wait", query={"condition": condition_query}))
+
+    def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
+        return self.wait_later(id, condition=condition).result()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
+                   filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return self._json("GET", "/containers/json", query={
+            "all": _flag(all), "limit": _integer(limit) if limit > 0 else [], "size": _flag(size),
+            "filters": _encode_filters(filters)}) or []
+
+    def inspect_container(self, id: str, *, size: bool = False) -> dict[str, Any]:
+        return self._json("GET", f"/containers/{id}/json", query={"size": _flag(size)})
+
+    def top(self, id: str, *, ps_args: str = "") -> dict[str, Any]:
+        return self._json("GET", f"/containers/{id}/top", query={"ps_args": _text(ps_args)}) or {}
+
+    def changes(self, id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"/containers/{id}/changes") or []
+
+    def stats(self, id: str, *, stream: bool = True, one_shot: bool = False) -> Iterator[dict[str, Any]]:
+        """The statistics documents: one (``stream=False``) or one per interval."""
+        response = self._send("GET", f"/containers/{id}/stats", query={
+            "stream": [] if stream else ["0"], "one-shot": _flag(one_shot)})
+        return _json_messages(response)
+
+    def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
+             since: float | None = None, until: float | None = None, timestamps: bool = False,
+             tail: str = "all", tty: bool = False) -> Iterator[tuple[int, bytes]]:
+        """(stream, payload) pairs; ``tty`` says how to read a daemon's ambiguous raw stream."""
+        response = self._send("GET", f"/containers/{id}/logs", query={
+            "stdout": _flag(stdout), "stderr": _flag(stderr), "follow": _flag(follow),
+            "since": _timestamp(since), "until": _timestamp(until),
+            "timestamps": _flag(timestamps), "tail": [] if tail == "all" else [tail]})
+        return decode_frames(_chunks(response), multiplexed=_multiplexed(response, self.api_version, tty))
+
+    def export(self, id: str) -> Iterator[bytes]:
+        return _chunks(self._send("GET", f"/containers/{id}/export"))
+
+    @staticmethod
+    def _path_stat(response: Response) -> dict[str, Any]:
+        header = response.headers.get("X-Docker-Container-Path-Stat", "")
+        if not header:
+            return {}
+        try:
+            padded = header + "=" * (-len(header) % 4)
+            decoded = json.loads(base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_")))
+        except ValueError as exc:
+            raise ClientError(response.status, f"the daemon sent a malformed path stat: {exc}") from exc
+        return decoded if isinstance(decoded, dict) else {}
+
+    def archive_stat(self, id: str, path: str) -> dict[str, Any]:
+        """Docker's PathStat of ``path`` in the container (name, size, mode, mtime, linkTarget)."""
+        response = self._send("HEAD", f"/containers/{id}/archive", query={"path": [path]})
+        b"".join(_chunks(response))
+        return self._path_stat(response)
+
+    def get_archive(self, id: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:
+        response = self._send("GET", f"/containers/{id}/archive", query={"path": [path]})
+        return self._path_stat(response), _chunks(response)
+
+    def put_archive(self, id: str, path: str, stream: BinaryIO, *, no_overwrite_dir_non_dir: bool = False,
+                    copy_uid_gid: bool = False) -> None:
+        self._empty("PUT", f"/containers/{id}/archive", body=stream,
+                    headers={"Content-Type": "application/x-tar"}, query={
+                        "path": [path], "noOverwriteDirNonDir": _flag(no_overwrite_dir_non_dir),
+                        "copyUIDGID": _flag(copy_uid_gid)})
+
+    def commit(self, container: str, *, repository: str = "", tag: str = "", comment: str = "",
+               author: str = "", pause: bool = True, changes: Iterable[str] = (),
+               config: dict[str, Any] | None = None) -> dict[str, Any]:
+        query = {"container": [container], "repo": _text(repository), "tag": _text(tag),
+                 "comment": _text(comment), "author": _text(author), "pause": [] if pause else ["0"],
+                 "changes": list(changes)}
+        extra = _json_body(config) if config is not None else {}
+        return self._json("POST", "/commit", query=query, **extra)
+
+    # -- stdio --------------------------------------------------------------------------------
+
+    def attach(self, id: str, *, stdin: bool = False, stdout: bool = True, stderr: bool = True,
+               stream: bool = True, logs: bool = False, tty: bool = False) -> Attachment:
+        response = self._send("POST", f"/containers/{id}/attach", headers=dict(_UPGRADE), query={
+            "stdin": _flag(stdin), "stdout": _flag(stdout), "stderr": _flag(stderr),
+            "stream": _flag(stream), "logs": _flag(logs)})
+        return _attachment(response, self.api_version, tty=tty)
+
+    # -- exec ---------------------------------------------------------------------------------
+
+    def exec_create(self, id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._json("POST", f"/containers/{id}/exec", **_json_body(body))
+
+    def exec_start(self, exec_id: str, *, detach: bool = False, tty: bool = False,
+                   console_size: tuple[int, int] | None = None) -> Attachment | None:
+        body: dict[str, Any] = {"Detach": detach, "Tty": tty}
+        if console_size is not None:
+            body["ConsoleSize"] = list(console_size)
+        arguments = _json_body(body)
+        if not detach:
+            arguments["headers"].update(_UPGRADE)
+        response = self._send("POST", f"/exec/{exec_id}/start", **arguments)
+        if detach:
+            b"".join(_chunks(response))
+            return None
+        return _attachment(response, self.api_version, tty=tty)
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/exec/{exec_id}/json")
+
+    def exec_resize(self, exec_id: str, *, height: int, width: int) -> None:
+        self._empty("POST", f"/exec/{exec_id}/resize", query={"h": [str(height)], "w": [str(width)]})

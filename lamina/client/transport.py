@@ -78,6 +78,10 @@ class UnixSocketTransport:
 
     def handle(self, request: Request) -> Response:
         # http.client costs ~25 ms to import: only the socket transport pays for it.
+        if request.wants_upgrade():
+            from lamina.client.unix import hijack
+
+            return hijack(self.path, request, timeout=self.timeout)
         from lamina.client.unix import send
 
         return send(self.path, request, timeout=self.timeout)

@@ -12,7 +12,7 @@ import pytest
 from lamina.cli.main import main
 from lamina.client import transport as transport_module
 
-from api.api_service_double import DoubleServices
+from api.container_service_double import ContainerDoubleServices
 
 
 class Stream(io.TextIOWrapper):
@@ -39,8 +39,8 @@ class Result:
 
 
 @pytest.fixture
-def services(monkeypatch, tmp_path) -> DoubleServices:
-    double = DoubleServices()
+def services(monkeypatch, tmp_path) -> ContainerDoubleServices:
+    double = ContainerDoubleServices(str(tmp_path / "containers"))
     monkeypatch.setattr(transport_module, "build_default_services", lambda config: double)
     for name in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_STORAGE_DRIVER", "LAMINA_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)

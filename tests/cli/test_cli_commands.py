@@ -123,8 +123,10 @@ def test_inspect_format_and_missing_names(lamina) -> None:
     result = lamina("inspect", "-f", "{{.Id}} {{json .Config.Cmd}}", "busybox", "nosuch")
     assert result.code == 4
     assert result.out == f'{BUSYBOX_ID} ["sh"]\n'
-    assert result.err == "Error: No such image: nosuch\n"
-    assert lamina("inspect", "--type", "container", "busybox").code == 2
+    # Docker's wording when neither a container nor an image has the name.
+    assert result.err == "Error: No such object: nosuch\n"
+    assert lamina("image", "inspect", "nosuch").err == "Error: No such image: nosuch\n"
+    assert lamina("inspect", "--type", "volume", "busybox").code == 2
 
 
 def test_inspect_of_nothing_found_prints_an_empty_array(lamina) -> None:

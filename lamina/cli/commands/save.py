@@ -13,7 +13,7 @@ from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import UsageError
 from lamina.fsutil import fsync_dir, temp_name
 
-__all__ = ["configure", "run"]
+__all__ = ["configure", "run", "write_file"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="archive format: docker (docker save/load) or oci (OCI image layout)")
 
 
-def _write_file(path: str, chunks: object) -> None:
+def write_file(path: str, chunks: object) -> None:
+    """Write ``chunks`` to ``path``: beside it then renamed over it (fsynced), or straight into
+    a device or pipe."""
     if os.path.exists(path) and not os.path.isfile(path):
         # A device or a pipe (-o /dev/stdout): write into it; never rename over it.
         with open(path, "wb") as file:
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
         raise UsageError("Cowardly refusing to save to a terminal. Use the -o flag or redirect")
     chunks = context.client.save(args.images, format=args.format)
     if args.output:
-        _write_file(args.output, chunks)
+        write_file(args.output, chunks)
         return 0
     context.out.flush()
     binary = context.out.buffer  # type: ignore[attr-defined]

@@ -1,0 +1,64 @@
+"""Creating a container for ``create`` and ``run``: the request body from the flags, the
+create call, and docker's pull-on-missing-image behaviour (``Unable to find image 'x:latest'
+locally``, then a pull, then the create again; ``--pull never`` skips the pull, ``--pull
+always`` pulls first).  Warnings from the engine print as ``WARNING: ...`` on stderr.
+Failures raise :class:`lamina.cli.foreground.EngineError` (exit code 125)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lamina.cli.container_flags import create_body
+from lamina.cli.context import Context, is_terminal
+from lamina.cli.foreground import EngineError
+from lamina.cli.formatting import split_reference
+
+__all__ = ["create_container", "image_reference"]
+
+
+def image_reference(image: str) -> str:
+    """``busybox`` -> ``busybox:latest`` (references with a tag or digest stay as they are)."""
+    _, tag = split_reference(image)
+    return image if tag else f"{image}:latest"
+
+
+def _pull(context: Context, image: str, command: str) -> None:
+    from lamina.cli.progress import render_stream
+    from lamina.client.client import ClientError
+
+    name, tag = split_reference(image)
+    try:
+        messages = context.client.pull(name if not tag.startswith("@") else image,
+                                       tag="" if tag.startswith("@") else tag or "latest")
+        code = render_stream(messages, context.err, context.err, terminal=is_terminal(context.err))
+    except ClientError as exc:
+        raise EngineError(exc, command) from exc
+    if code:
+        raise EngineError(ClientError(500, f"pulling {image} failed"), command)
+
+
+def create_container(context: Context, args: argparse.Namespace, *, detach: bool, command: str,
+                     body: dict[str, Any] | None = None) -> str:
+    """Create the container the flags describe; returns its id."""
+    from lamina.client.client import ClientError
+
+    if body is None:
+        body = create_body(args, detach=detach)
+    client = context.client
+    if getattr(args, "pull", "missing") == "always":
+        _pull(context, args.image, command)
+    try:
+        answer = client.create_container(body, name=args.name)
+    except ClientError as exc:
+        if exc.status != 404 or getattr(args, "pull", "missing") == "never":
+            raise EngineError(exc, command) from exc
+        context.error(f"Unable to find image '{image_reference(args.image)}' locally")
+        _pull(context, image_reference(args.image), command)
+        try:
+            answer = client.create_container(body, name=args.name)
+        except ClientError as retry_exc:
+            raise EngineError(retry_exc, command) from retry_exc
+    for warning in answer.get("Warnings") or []:
+        context.error(f"WARNING: {warning}")
+    return str(answer["Id"])
