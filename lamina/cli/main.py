@@ -62,9 +62,41 @@ COMMANDS: tuple[Command, ...] = tuple(
     + _commands("version", "Show the lamina version information", "version")
     + _commands("serve", "Serve the Docker Engine API on unix sockets (for docker, docker-py, lamina -H)",
                 "serve")
+    + _commands("create", "Create a new container", "create", "container create")
+    + _commands("run", "Create and run a new container from an image", "run", "container run")
+    + _commands("start", "Start one or more stopped containers", "start", "container start")
+    + _commands("stop", "Stop one or more running containers", "stop", "container stop")
+    + _commands("kill", "Kill one or more running containers", "kill", "container kill")
+    + _commands("restart", "Restart one or more containers", "restart", "container restart")
+    + _commands("rm", "Remove one or more containers", "rm", "container rm", "container remove")
+    + _commands("ps", "List containers", "ps", "container ls", "container list", "container ps")
+    + _commands("logs", "Fetch the logs of a container", "logs", "container logs")
+    + _commands("wait", "Block until one or more containers stop, then print their exit codes",
+                "wait", "container wait")
+    + _commands("inspect", "Display detailed information on one or more containers", "container inspect")
+    + _commands("top", "Display the running processes of a container", "top", "container top")
+    + _commands("stats", "Display a live stream of container(s) resource usage statistics",
+                "stats", "container stats")
+    + _commands("rename", "Rename a container", "rename", "container rename")
+    + _commands("update", "Update configuration of one or more containers", "update", "container update")
+    + _commands("pause", "Pause all processes within one or more containers", "pause", "container pause")
+    + _commands("unpause", "Unpause all processes within one or more containers",
+                "unpause", "container unpause")
+    + _commands("exec", "Execute a command in a running container", "exec", "container exec")
+    + _commands("diff", "Inspect changes to files or directories on a container's filesystem",
+                "diff", "container diff")
+    + _commands("commit", "Create a new image from a container's changes", "commit", "container commit")
+    + _commands("export", "Export a container's filesystem as a tar archive", "export", "container export")
+    + _commands("cp", "Copy files/folders between a container and the local filesystem",
+                "cp", "container cp")
+    + _commands("attach", "Attach local standard input, output, and error streams to a running container",
+                "attach", "container attach")
+    + _commands("container_prune", "Remove all stopped containers", "container prune")
+    + _commands("system_boot", "Restart the containers whose restart policy asks for it "
+                "(after a host reboot or an engine crash)", "system boot")
 )
 
-GROUPS = {"image": "Manage images", "system": "Manage lamina"}
+GROUPS = {"container": "Manage containers", "image": "Manage images", "system": "Manage lamina"}
 
 _GLOBAL_VALUE_OPTIONS = frozenset({"--data-root", "--storage-driver", "--log-level", "-H", "--host"})
 
