@@ -42,7 +42,7 @@ DEFAULT_DRIVER = "local"
 LOCAL_SCOPE = "local"
 # Docker's names.RestrictedNameChars / RestrictedNamePattern
 NAME_CHARACTERS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # use fullmatch (no "$": it allows a newline)
 
 
 @dataclass(frozen=True)

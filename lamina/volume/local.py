@@ -100,7 +100,7 @@ def validate_name(name: str) -> None:
     if len(name) == 1:
         raise errdefs.InvalidArgument(
             "volume name is too short, names should be at least two alphanumeric characters")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise errdefs.InvalidArgument(
             f"{go_quote(name)} includes invalid characters for a local volume name, only "
             f"{go_quote(NAME_CHARACTERS)} are allowed. If you intended to pass a host directory, "
@@ -179,7 +179,7 @@ class LocalDriver:
         return volume
 
     def get(self, name: str) -> Volume:
-        if not NAME_PATTERN.match(name):
+        if not NAME_PATTERN.fullmatch(name):
             raise errdefs.NotFound(f"volume {name} not found")
         directory = self._directory(name)
         try:
@@ -230,7 +230,7 @@ class LocalDriver:
         except FileNotFoundError:
             return []
         for name in names:
-            if name.startswith(".") or not NAME_PATTERN.match(name):
+            if name.startswith(".") or not NAME_PATTERN.fullmatch(name):
                 continue
             try:
                 volumes.append(self.get(name))

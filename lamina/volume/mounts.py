@@ -31,7 +31,6 @@ absolute container paths.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import posixpath
@@ -284,6 +283,44 @@ def _parse_bool(key: str, value: str, message: str | None = None) -> bool:
     raise errdefs.InvalidArgument(message or f"invalid value for {key}: {value}")
 
 
+def _csv_fields(text: str) -> list[str]:
+    """One record of Go's ``encoding/csv`` (what the docker CLI reads ``--mount`` with):
+    fields split on commas, a field may be double-quoted (``""`` is a quote inside it), a
+    quote anywhere else is an error."""
+    fields: list[str] = []
+    index = 0
+    while True:
+        if index < len(text) and text[index] == '"':
+            value = []
+            index += 1
+            while True:
+                end = text.find('"', index)
+                if end < 0:
+                    raise errdefs.InvalidArgument(
+                        f"invalid mount specification {text!r}: extraneous or missing \" in quoted-field")
+                value.append(text[index:end])
+                index = end + 1
+                if text.startswith('"', index):
+                    value.append('"')
+                    index += 1
+                    continue
+                break
+            if index < len(text) and text[index] != ",":
+                raise errdefs.InvalidArgument(
+                    f"invalid mount specification {text!r}: extraneous or missing \" in quoted-field")
+            fields.append("".join(value))
+        else:
+            end = text.find(",", index)
+            field_text = text[index:] if end < 0 else text[index:end]
+            if '"' in field_text:
+                raise errdefs.InvalidArgument(f"invalid mount specification {text!r}: bare \" in non-quoted-field")
+            fields.append(field_text)
+            index = len(text) if end < 0 else end
+        if index >= len(text):
+            return fields
+        index += 1  # the comma
+
+
 def parse_mount_spec(text: str) -> dict[str, Any]:
     """Parse a ``--mount`` value (csv ``key=value`` fields) into the API's ``Mount`` JSON.
 
@@ -293,11 +330,7 @@ def parse_mount_spec(text: str) -> dict[str, Any]:
     """
     if not isinstance(text, str) or not text.strip():
         raise errdefs.InvalidArgument("invalid mount specification: it is empty")
-    try:
-        rows = list(csv.reader([text], strict=True))
-    except csv.Error as exc:
-        raise errdefs.InvalidArgument(f"invalid mount specification {text!r}: {exc}") from exc
-    fields = rows[0] if rows else []
+    fields = _csv_fields(text)
     mount: dict[str, Any] = {"Type": "volume"}
     volume_options: dict[str, Any] | None = None
     bind_options: dict[str, Any] | None = None
