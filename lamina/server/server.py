@@ -223,21 +223,22 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
 
     router = Router(services_factory)
     server = Server(router, config)
-    server.listen()
-    try:
-        router.services()
-    except BaseException:
-        server.close()
-        raise
     previous: dict[int, object] = {}
 
     def on_signal(number: int, frame: object) -> None:
         server.shutdown(f"received {signal.Signals(number).name}")
 
+    # Handlers first: a signal while the services are built still stops cleanly.
     if threading.current_thread() is threading.main_thread():
         for number in (signal.SIGTERM, signal.SIGINT):
             previous[number] = signal.signal(number, on_signal)
     try:
+        server.listen()
+        try:
+            router.services()
+        except BaseException:
+            server.close()
+            raise
         logger.info("serving the Docker Engine API on %s (data root %s)",
                     ", ".join(f"unix://{path}" for path in server.paths), engine_config.data_root)
         server.serve_forever()

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
+from server.conftest import BUSYBOX_ARCHIVE, REPOSITORY, RawConnection
 
 pytestmark = pytest.mark.privileged
 
@@ -219,3 +219,17 @@ def test_the_lamina_cli_talks_to_the_server(server) -> None:
     missing = lamina("rmi", "no-such-image")
     assert missing.returncode == 4 and b"No such image" in missing.stderr
     assert f"pid " in server.output() and "/images/load" in server.output()
+
+
+def test_several_sockets_are_served_and_sigint_removes_them_all(start_server, socket_dir) -> None:
+    other = os.path.join(socket_dir, "other.sock")
+    server = start_server("-H", f"unix://{other}")
+    for path in (server.socket_path, other):
+        connection = RawConnection.connect(path)
+        connection.request("GET", "/_ping")
+        assert connection.read_response().status == 200
+        connection.close()
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(10) == 0
+    assert not os.path.exists(server.socket_path) and not os.path.exists(other)
+    assert "received SIGINT" in server.output()
