@@ -253,7 +253,7 @@ class HTTPConnection:
             with self._h11_lock:
                 if not (self._h11.they_are_waiting_for_100_continue and self._h11.our_state is h11.SEND_RESPONSE):
                     return
-                data = self._h11.send(h11.InformationalResponse(status_code=100, headers=[]))
+                data = self._h11.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
             try:
                 self.sock.sendall(data or b"")
             except OSError as exc:

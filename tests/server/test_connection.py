@@ -135,7 +135,7 @@ def test_expect_100_continue_is_answered_when_the_handler_reads(serve) -> None:
     served = serve({"/upload": digest_body})
     served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
     interim = served.client.read_head()
-    assert interim.status == 100
+    assert (interim.status, interim.reason) == (100, "Continue")
     served.client.send(b"hello")
     response = served.client.read_response()
     assert json.loads(response.body)["sha256"] == hashlib.sha256(b"hello").hexdigest()

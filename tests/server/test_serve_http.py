@@ -233,3 +233,45 @@ def test_several_sockets_are_served_and_sigint_removes_them_all(start_server, so
     assert server.process.wait(10) == 0
     assert not os.path.exists(server.socket_path) and not os.path.exists(other)
     assert "received SIGINT" in server.output()
+
+
+def test_concurrent_clients_share_the_services(server) -> None:
+    """Threads of one server work on one store at once: loads, tags, lists, saves."""
+    load_busybox(server.connect())
+    failures: list[str] = []
+
+    def tagger(worker: int) -> None:
+        connection = server.connect()
+        for number in range(10):
+            connection.request("POST", f"/images/busybox/tag?repo=w{worker}/img&tag=t{number}")
+            response = connection.read_response()
+            if response.status != 201:
+                failures.append(f"tag {worker}/{number}: {response.status} {response.body!r}")
+            connection.request("GET", "/images/json")
+            if connection.read_response().status != 200:
+                failures.append("list")
+
+    def loader() -> None:
+        for _ in range(3):
+            messages = load_busybox(server.connect())
+            if {"stream": "Loaded image: busybox:latest\n"} not in messages:
+                failures.append(f"load: {messages}")
+
+    def saver() -> None:
+        for _ in range(3):
+            connection = server.connect()
+            connection.request("GET", "/images/busybox/get")
+            if not connection.read_response().complete:
+                failures.append("save")
+
+    threads = [threading.Thread(target=tagger, args=(worker,)) for worker in range(4)]
+    threads += [threading.Thread(target=loader), threading.Thread(target=saver)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    connection = server.connect()
+    connection.request("GET", "/images/json")
+    tags = json.loads(connection.read_response().body)[0]["RepoTags"]
+    assert len(tags) == 1 + 4 * 10
