@@ -138,9 +138,10 @@ def _signal(call: "Call") -> str | None:
 
 def stop_container(call: "Call") -> Response:
     id = call.params["id"]
+    timeout, signal = _integer(call, "t"), _signal(call)
     if not _state(call, id).get("Running"):
         return empty_response(304)
-    call.services.containers.stop(id, timeout=_integer(call, "t"), signal=_signal(call))
+    call.services.containers.stop(id, timeout=timeout, signal=signal)
     return empty_response(204)
 
 

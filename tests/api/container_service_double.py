@@ -163,7 +163,9 @@ class DoubleContainers:
         raise errdefs.NotFound(f"No such container: {id}")
 
     def _emit(self, container: _Container, stream: int, data: bytes) -> None:
-        container.output.append((stream, data, time.time()))
+        with self.condition:
+            container.output.append((stream, data, time.time()))
+            self.condition.notify_all()
         for attachment in list(container.attachments):
             attachment.write(1 if container.tty else stream, data)
 
