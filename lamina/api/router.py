@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
-from lamina.api import containers, execs, images, system
+from lamina.api import containers, execs, images, system, volumes
 from lamina.api.errors import error_body, log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
@@ -121,6 +121,11 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/exec/{id}/start", execs.start_exec),
     Route("POST", "/exec/{id}/resize", execs.resize_exec),
     Route("GET", "/exec/{id}/json", execs.inspect_exec),
+    Route("GET", "/volumes", volumes.list_volumes),
+    Route("POST", "/volumes/create", volumes.create_volume),
+    Route("POST", "/volumes/prune", volumes.prune_volumes),
+    Route("GET", "/volumes/{name}", volumes.inspect_volume),
+    Route("DELETE", "/volumes/{name}", volumes.remove_volume),
 )
 
 _VERSIONED = re.compile(r"^/v([0-9][0-9.]*)(/.*)$")
