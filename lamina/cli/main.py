@@ -94,9 +94,15 @@ COMMANDS: tuple[Command, ...] = tuple(
     + _commands("container_prune", "Remove all stopped containers", "container prune")
     + _commands("system_boot", "Restart the containers whose restart policy asks for it "
                 "(after a host reboot or an engine crash)", "system boot")
+    + _commands("volume_create", "Create a volume", "volume create")
+    + _commands("volume_ls", "List volumes", "volume ls", "volume list")
+    + _commands("volume_inspect", "Display detailed information on one or more volumes", "volume inspect")
+    + _commands("volume_rm", "Remove one or more volumes", "volume rm", "volume remove")
+    + _commands("volume_prune", "Remove unused local volumes", "volume prune")
 )
 
-GROUPS = {"container": "Manage containers", "image": "Manage images", "system": "Manage lamina"}
+GROUPS = {"container": "Manage containers", "image": "Manage images", "system": "Manage lamina",
+          "volume": "Manage volumes"}
 
 _GLOBAL_VALUE_OPTIONS = frozenset({"--data-root", "--storage-driver", "--log-level", "-H", "--host"})
 

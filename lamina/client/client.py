@@ -472,3 +472,23 @@ class APIClient:
 
     def exec_resize(self, exec_id: str, *, height: int, width: int) -> None:
         self._empty("POST", f"/exec/{exec_id}/resize", query={"h": [str(height)], "w": [str(width)]})
+
+    # -- volumes ------------------------------------------------------------------------------
+
+    def volumes(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """``{"Volumes": [...], "Warnings": [...]}``."""
+        return self._json("GET", "/volumes", query={"filters": _encode_filters(filters)}) or {}
+
+    def create_volume(self, name: str = "", *, driver: str = "", driver_opts: dict[str, str] | None = None,
+                      labels: dict[str, str] | None = None) -> dict[str, Any]:
+        body = {"Name": name, "Driver": driver, "DriverOpts": dict(driver_opts or {}), "Labels": dict(labels or {})}
+        return self._json("POST", "/volumes/create", **_json_body(body))
+
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/volumes/{name}")
+
+    def remove_volume(self, name: str, *, force: bool = False) -> None:
+        self._empty("DELETE", f"/volumes/{name}", query={"force": _flag(force)})
+
+    def prune_volumes(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        return self._json("POST", "/volumes/prune", query={"filters": _encode_filters(filters)}) or {}
