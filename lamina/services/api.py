@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Protocol
 
-__all__ = ["Progress", "ImageService", "SystemService", "ContainerService", "ExecService", "Duplex", "Services"]
+__all__ = ["Progress", "ImageService", "SystemService", "ContainerService", "ExecService", "Duplex", "Services",
+           "VolumeService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -175,8 +176,46 @@ class ExecService(Protocol):
     def resize(self, exec_id: str, *, height: int, width: int) -> None: ...
 
 
+class VolumeService(Protocol):
+    """Volumes, with the Docker Engine API's shapes (``Volume``: Name, Driver, Mountpoint,
+    CreatedAt, Labels, Scope, Options, and UsageData {Size, RefCount} when asked), plus the
+    references and mounts containers hold.  A *reference* (a container id) is taken when a
+    container is created and dropped when it is removed; a referenced volume cannot be removed
+    (``Conflict``: ``remove x: volume is in use - [<ids>]``) nor pruned."""
+
+    def create(self, name: str = "", *, driver: str = "", driver_opts: dict[str, str] | None = None,
+               labels: dict[str, str] | None = None, reference: str = "") -> dict[str, Any]:
+        """The volume; an existing one of that name (same driver) is returned as it is.  No
+        name: an anonymous volume.  ``reference``: take it atomically with the creation."""
+
+    def list(self, *, filters: dict[str, list[str]] | None = None, usage: bool = False) -> dict[str, Any]:
+        """``{"Volumes": [...], "Warnings": []}``; filters dangling, name, driver, label."""
+
+    def inspect(self, name: str, *, usage: bool = False) -> dict[str, Any]: ...
+
+    def remove(self, name: str, *, force: bool = False) -> None:
+        """``force``: a missing volume is not an error (a volume in use still is)."""
+
+    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """``{"VolumesDeleted": [...], "SpaceReclaimed": n}``; without ``all=true`` only
+        anonymous volumes; filters label, label!, all."""
+
+    def acquire(self, name: str, container_id: str) -> dict[str, Any]: ...
+
+    def release(self, name: str, container_id: str) -> None: ...
+
+    def users(self, name: str) -> list[str]:
+        """Ids of the containers referencing the volume."""
+
+    def mount(self, name: str, container_id: str) -> str:
+        """The volume's host path, its filesystem mounted for volumes with driver options."""
+
+    def unmount(self, name: str, container_id: str) -> None: ...
+
+
 class Services(Protocol):
     images: ImageService
     system: SystemService
     containers: ContainerService
     execs: ExecService
+    volumes: VolumeService

@@ -20,8 +20,10 @@ from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
 from lamina.services.images import ImageServiceImpl
 from lamina.services.system import SystemServiceImpl
+from lamina.services.volumes import VolumeServiceImpl
+from lamina.volume.store import VolumeStore
 
-__all__ = ["EngineServices", "build_services"]
+__all__ = ["EngineServices", "build_services", "build_volumes"]
 
 log = logging.getLogger("lamina.services")
 
@@ -30,6 +32,7 @@ log = logging.getLogger("lamina.services")
 class EngineServices:
     images: ImageServiceImpl
     system: SystemServiceImpl
+    volumes: VolumeServiceImpl
 
 
 def _prepare_root(data_root: str) -> None:
@@ -63,6 +66,20 @@ def build_services(config: EngineConfig) -> EngineServices:
     service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
                                spool_dir=os.path.join(config.data_root, "tmp"))
     layers.sweep()
+    volumes = build_volumes(config)
     system = SystemServiceImpl(config=config, driver=driver, images=service,
-                               skipped_drivers=list(selection.skipped))
-    return EngineServices(images=service, system=system)
+                               skipped_drivers=list(selection.skipped), volumes=volumes)
+    return EngineServices(images=service, system=system, volumes=volumes)
+
+
+def build_volumes(config: EngineConfig) -> VolumeServiceImpl:
+    """The volume service on ``<data-root>/volumes``; a reference held by a container whose
+    directory is gone (``<data-root>/containers/<id>``) stops counting after a grace period."""
+    containers = os.path.join(config.data_root, "containers")
+
+    def container_exists(container_id: str) -> bool:
+        return os.path.isdir(os.path.join(containers, container_id))
+
+    store = VolumeStore(os.path.join(config.data_root, "volumes"), container_exists=container_exists)
+    store.sweep()
+    return VolumeServiceImpl(store)

@@ -55,11 +55,12 @@ def _cgroup_version() -> str:
 
 class SystemServiceImpl:
     def __init__(self, *, config: EngineConfig, driver: GraphDriver, images: ImageServiceImpl,
-                 skipped_drivers: list[tuple[str, str]]) -> None:
+                 skipped_drivers: list[tuple[str, str]], volumes: Any = None) -> None:
         self.config = config
         self.driver = driver
         self.image_service = images
         self.skipped_drivers = skipped_drivers
+        self.volumes = volumes  # the VolumeService, for system df (None: no volumes section)
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")
@@ -175,9 +176,17 @@ class SystemServiceImpl:
             "LayersSize": sum(layer.size for layer in layers.values()),
             "Images": images,
             "Containers": [],
-            "Volumes": [],
+            "Volumes": self._volume_usage(),
             "BuildCache": [],
         }
+
+    def _volume_usage(self) -> list[dict[str, Any]]:
+        """Docker's ``system df`` volumes: local volumes without driver options (the others'
+        data is not on this disk), with ``UsageData`` (Size, RefCount)."""
+        if self.volumes is None:
+            return []
+        return [volume for volume in self.volumes.list(usage=True)["Volumes"]
+                if volume.get("Driver") == "local" and not volume.get("Options")]
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         service = self.image_service
