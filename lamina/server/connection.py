@@ -49,7 +49,7 @@ from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.server.api import Handler
 from lamina.server.splice import Splice
 
-__all__ = ["HTTPConnection", "RequestBody", "MAX_HEADER_BYTES", "DRAIN_LIMIT", "RAW_STREAM"]
+__all__ = ["DRAIN_LIMIT", "MAX_HEADER_BYTES", "RAW_STREAM", "HTTPConnection", "RequestBody"]
 
 logger = logging.getLogger("lamina.server")
 
@@ -99,7 +99,7 @@ def _wire_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
 class RequestBody(io.RawIOBase):
     """A request body read from the connection on demand (wrap it in a BufferedReader)."""
 
-    def __init__(self, connection: "HTTPConnection") -> None:
+    def __init__(self, connection: HTTPConnection) -> None:
         super().__init__()
         self._connection = connection
         self._pending = memoryview(b"")
@@ -113,7 +113,7 @@ class RequestBody(io.RawIOBase):
     def complete(self) -> bool:
         return self._done
 
-    def readinto(self, buffer: "bytearray | memoryview") -> int:  # type: ignore[override]
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if not self._pending:
             if self._done:
                 return 0

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from lamina import errdefs
 
-__all__ = ["UnixListener", "open_unix_listener", "socket_path_from_host", "group_id", "DEFAULT_GROUP"]
+__all__ = ["DEFAULT_GROUP", "UnixListener", "group_id", "open_unix_listener", "socket_path_from_host"]
 
 DEFAULT_GROUP = "docker"
 _BACKLOG = 128

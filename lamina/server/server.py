@@ -35,12 +35,17 @@ from lamina import errdefs
 from lamina.config import DEFAULT_HOST, EngineConfig
 from lamina.server.api import Handler
 from lamina.server.connection import HTTPConnection
-from lamina.server.listener import DEFAULT_GROUP, UnixListener, open_unix_listener, socket_path_from_host
+from lamina.server.listener import (
+    DEFAULT_GROUP,
+    UnixListener,
+    open_unix_listener,
+    socket_path_from_host,
+)
 
 if TYPE_CHECKING:
     from lamina.services.api import Services
 
-__all__ = ["ServerConfig", "Server", "serve"]
+__all__ = ["Server", "ServerConfig", "serve"]
 
 logger = logging.getLogger("lamina.server")
 
@@ -208,7 +213,7 @@ class Server:
 
 
 def serve(engine_config: EngineConfig, config: ServerConfig, *,
-          services_factory: "Callable[[], Services] | None" = None) -> int:
+          services_factory: Callable[[], Services] | None = None) -> int:
     """Run ``lamina serve`` in this (main) thread until SIGTERM or SIGINT; returns 0.
 
     The sockets are opened first (a live daemon on one of them is refused before anything
@@ -216,7 +221,7 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
     from lamina.api.router import Router
 
     if services_factory is None:
-        def services_factory() -> "Services":
+        def services_factory() -> Services:
             from lamina.services.compose import build_services
 
             return build_services(engine_config)

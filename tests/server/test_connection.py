@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from lamina import errdefs
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.server.connection import HTTPConnection
-
 from server.conftest import RawConnection
 
 JSON = Headers({"Content-Type": "application/json"})
@@ -247,7 +247,7 @@ def test_a_bad_chunked_body_is_a_client_error_not_a_crash(serve) -> None:
     def read_all(request: Request) -> Response:
         try:
             request.body.read()
-        except Exception as exc:  # the router would map the kind; here we report it
+        except errdefs.LaminaError as exc:  # the router would map the kind; here we report it
             return Response(400, JSON, json.dumps({"message": str(exc), "kind": type(exc).__name__}).encode())
         return Response(200, JSON, b"{}")
 
