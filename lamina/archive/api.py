@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 __all__ = ["TarEntry", "EntryType", "WhiteoutMode", "ChangeKind", "Change", "FileGetter",
-           "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "OPAQUE_XATTR"]
+           "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "WHITEOUT_META_PREFIX", "OPAQUE_XATTR"]
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"

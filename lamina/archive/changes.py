@@ -88,17 +88,23 @@ def _sorted_names(fd: int) -> list[str]:
 
 def _walk(root_fd: int) -> Iterator[tuple[str, str, int, os.stat_result]]:
     """(relative path, name, parent fd, lstat) for everything below ``root_fd``, in Go's
-    ``filepath.Walk`` order; the parent fd is only valid until the next step."""
-    stack: list[tuple[str, int, Iterator[str]]] = []
-    top = os.open(".", _DIRECTORY_FLAGS, dir_fd=root_fd)
+    ``filepath.Walk`` order (names sorted bytewise, a directory before its content).
+
+    The parent fd is only valid until the next step.  One directory fd is held whatever the
+    depth: the walk climbs back with ``..`` from the directory it finished.
+    """
+    fd = os.open(".", _DIRECTORY_FLAGS, dir_fd=root_fd)
     try:
-        stack.append(("", top, iter(_sorted_names(top))))
+        stack: list[tuple[str, Iterator[str]]] = [("", iter(_sorted_names(fd)))]
         while stack:
-            relative, fd, names = stack[-1]
+            relative, names = stack[-1]
             name = next(names, None)
             if name is None:
                 stack.pop()
-                os.close(fd)
+                if stack:
+                    parent = os.open("..", _DIRECTORY_FLAGS, dir_fd=fd)
+                    os.close(fd)
+                    fd = parent
                 continue
             info = os.stat(name, dir_fd=fd, follow_symlinks=False)
             child = f"{relative}/{name}" if relative else name
@@ -106,13 +112,22 @@ def _walk(root_fd: int) -> Iterator[tuple[str, str, int, os.stat_result]]:
             if stat.S_ISDIR(info.st_mode):
                 sub = os.open(name, _DIRECTORY_FLAGS, dir_fd=fd)
                 try:
-                    stack.append((child, sub, iter(_sorted_names(sub))))
+                    listing = iter(_sorted_names(sub))
                 except BaseException:
                     os.close(sub)
                     raise
+                os.close(fd)
+                fd = sub
+                stack.append((child, listing))
     finally:
-        for _, fd, _ in stack:
-            os.close(fd)
+        os.close(fd)
+
+
+def _open_in(root_fd: int, relative: str) -> int:
+    """A directory fd of ``relative`` below ``root_fd`` (resolved inside it, never followed)."""
+    if not relative:
+        return os.open(".", _DIRECTORY_FLAGS, dir_fd=root_fd)
+    return fsutil.open_beneath(root_fd, relative, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
 
 
 def _open_root(path: str) -> int:
@@ -228,14 +243,15 @@ def _listing(fd: int) -> dict[str, os.stat_result]:
 def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
     """Docker's naive changes of the tree ``new_root`` against ``old_root`` (None: empty)."""
     changes: list[Change] = []
-    new_fd = _open_root(new_root)
-    old_fd = _open_root(old_root) if old_root is not None else None
-    # (relative dir, new dir fd, old dir fd or None); fds owned by the stack entry
-    stack: list[tuple[str, int, int | None]] = [
-        ("", os.dup(new_fd), os.dup(old_fd) if old_fd is not None else None)]
+    new_root_fd = _open_root(new_root)
+    old_root_fd = _open_root(old_root) if old_root is not None else None
+    # directories still to compare: (relative path, whether the old tree has it as a directory)
+    pending: list[tuple[str, bool]] = [("", old_root_fd is not None)]
     try:
-        while stack:
-            relative, new_dir, old_dir = stack.pop()
+        while pending:
+            relative, in_old = pending.pop()
+            new_dir = _open_in(new_root_fd, relative)
+            old_dir = _open_in(old_root_fd, relative) if in_old and old_root_fd is not None else None
             try:
                 new_children = _listing(new_dir)
                 old_children = _listing(old_dir) if old_dir is not None else {}
@@ -251,16 +267,7 @@ def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
                     elif _different(old_info, new_info, old_dir, new_dir, name):  # type: ignore[arg-type]
                         changes.append(Change(path, ChangeKind.MODIFY))
                     if stat.S_ISDIR(new_info.st_mode):
-                        sub_old = None
-                        if old_info is not None and stat.S_ISDIR(old_info.st_mode):
-                            sub_old = os.open(name, _DIRECTORY_FLAGS, dir_fd=old_dir)  # type: ignore[arg-type]
-                        try:
-                            sub_new = os.open(name, _DIRECTORY_FLAGS, dir_fd=new_dir)
-                        except BaseException:
-                            if sub_old is not None:
-                                os.close(sub_old)
-                            raise
-                        stack.append((child, sub_new, sub_old))
+                        pending.append((child, old_info is not None and stat.S_ISDIR(old_info.st_mode)))
                 for name in old_children:
                     child = f"{relative}/{name}" if relative else name
                     changes.append(Change(_docker_path(child), ChangeKind.DELETE))
@@ -271,13 +278,9 @@ def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
     except OSError as exc:
         raise fsutil.system_error(f"comparing {new_root} with {old_root}", exc) from exc
     finally:
-        for _, new_dir, old_dir in stack:
-            os.close(new_dir)
-            if old_dir is not None:
-                os.close(old_dir)
-        os.close(new_fd)
-        if old_fd is not None:
-            os.close(old_fd)
+        os.close(new_root_fd)
+        if old_root_fd is not None:
+            os.close(old_root_fd)
     return _add_parents(changes)
 
 
@@ -470,65 +473,23 @@ def copy_tree(source: str, destination: str) -> None:
         raise fsutil.system_error(f"creating {destination}", exc) from exc
     hardlinks: dict[tuple[int, int], str] = {}
     directories: list[tuple[str, os.stat_result]] = []
-    stack: list[tuple[str, int, int]] = []
     try:
         root_info = os.fstat(source_fd)
         _apply_metadata_fd(destination_fd, root_info, read_xattrs(source_fd))
         directories.append(("", root_info))
-        stack.append(("", os.dup(source_fd), os.dup(destination_fd)))
-        while stack:
-            relative, src_dir, dst_dir = stack.pop()
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            src_dir = _open_in(source_fd, relative)
+            try:
+                dst_dir = _open_in(destination_fd, relative)
+            except BaseException:
+                os.close(src_dir)
+                raise
             try:
                 for name in _sorted_names(src_dir):
-                    info = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
                     child = f"{relative}/{name}" if relative else name
-                    mode = info.st_mode
-                    if stat.S_ISDIR(mode):
-                        try:
-                            os.mkdir(name, 0o700, dir_fd=dst_dir)
-                        except FileExistsError:
-                            pass
-                        sub_src = os.open(name, _DIRECTORY_FLAGS, dir_fd=src_dir)
-                        try:
-                            sub_dst = os.open(name, _DIRECTORY_FLAGS, dir_fd=dst_dir)
-                        except BaseException:
-                            os.close(sub_src)
-                            raise
-                        stack.append((child, sub_src, sub_dst))
-                        _apply_metadata_fd(sub_dst, info, read_xattrs(sub_src))
-                        directories.append((child, info))
-                        continue
-                    if stat.S_ISSOCK(mode):
-                        continue
-                    key = (info.st_dev, info.st_ino)
-                    if info.st_nlink > 1:
-                        first = hardlinks.get(key)
-                        if first is not None:
-                            os.link(first, name, src_dir_fd=destination_fd, dst_dir_fd=dst_dir,
-                                    follow_symlinks=False)
-                            continue
-                        hardlinks[key] = child
-                    if stat.S_ISREG(mode):
-                        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
-                        try:
-                            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                          | os.O_CLOEXEC, 0o600, dir_fd=dst_dir)
-                            try:
-                                _copy_content(src, dst, info.st_size)
-                                _apply_metadata_fd(dst, info, read_xattrs(src))
-                                os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns))
-                            finally:
-                                os.close(dst)
-                        finally:
-                            os.close(src)
-                        continue
-                    if stat.S_ISLNK(mode):
-                        os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)
-                    elif stat.S_ISFIFO(mode):
-                        os.mkfifo(name, 0o600, dir_fd=dst_dir)
-                    else:
-                        os.mknod(name, (mode & ~0o7777) | 0o600, info.st_rdev, dir_fd=dst_dir)
-                    _apply_metadata_at(dst_dir, name, info, _xattrs_at(src_dir, name))
+                    _copy_entry(src_dir, dst_dir, name, child, destination_fd, hardlinks, directories, pending)
             finally:
                 os.close(src_dir)
                 os.close(dst_dir)
@@ -538,8 +499,59 @@ def copy_tree(source: str, destination: str) -> None:
     except OSError as exc:
         raise fsutil.system_error(f"copying {source} to {destination}", exc) from exc
     finally:
-        for _, src_dir, dst_dir in stack:
-            os.close(src_dir)
-            os.close(dst_dir)
         os.close(source_fd)
         os.close(destination_fd)
+
+
+def _copy_entry(src_dir: int, dst_dir: int, name: str, child: str, destination_fd: int,
+                hardlinks: dict[tuple[int, int], str], directories: list[tuple[str, os.stat_result]],
+                pending: list[str]) -> None:
+    info = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        try:
+            os.mkdir(name, 0o700, dir_fd=dst_dir)
+        except FileExistsError:
+            pass
+        sub_src = os.open(name, _DIRECTORY_FLAGS, dir_fd=src_dir)
+        try:
+            sub_dst = os.open(name, _DIRECTORY_FLAGS, dir_fd=dst_dir)
+            try:
+                _apply_metadata_fd(sub_dst, info, read_xattrs(sub_src))
+            finally:
+                os.close(sub_dst)
+        finally:
+            os.close(sub_src)
+        directories.append((child, info))
+        pending.append(child)
+        return
+    if stat.S_ISSOCK(mode):
+        return
+    if info.st_nlink > 1:
+        key = (info.st_dev, info.st_ino)
+        first = hardlinks.get(key)
+        if first is not None:
+            os.link(first, name, src_dir_fd=destination_fd, dst_dir_fd=dst_dir, follow_symlinks=False)
+            return
+        hardlinks[key] = child
+    if stat.S_ISREG(mode):
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+        try:
+            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                          dir_fd=dst_dir)
+            try:
+                _copy_content(src, dst, info.st_size)
+                _apply_metadata_fd(dst, info, read_xattrs(src))
+                os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns))
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        return
+    if stat.S_ISLNK(mode):
+        os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)
+    elif stat.S_ISFIFO(mode):
+        os.mkfifo(name, 0o600, dir_fd=dst_dir)
+    else:
+        os.mknod(name, (mode & ~0o7777) | 0o600, info.st_rdev, dir_fd=dst_dir)
+    _apply_metadata_at(dst_dir, name, info, _xattrs_at(src_dir, name))

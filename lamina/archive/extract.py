@@ -42,47 +42,50 @@ __all__ = ["apply_tar", "remove_tree_at"]
 
 _DIRECTORY_FLAGS = os.O_PATH | os.O_DIRECTORY
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_CACHE_LIMIT = 256
+_CACHE_LIMIT = 64            # directory fds kept open between entries
 _HOSTILE_ERRNOS = (errno.ELOOP, errno.EXDEV, errno.ENOTDIR, errno.ENAMETOOLONG)
 
 
 def remove_tree_at(dir_fd: int, name: str) -> None:
-    """Remove ``name`` (a directory) below ``dir_fd`` with all its content, never following
-    symlinks and without recursion in Python (deep trees are fine)."""
+    """Remove ``name`` (a directory) below ``dir_fd`` with all its content.
+
+    Never follows symlinks, uses no recursion and holds a single directory fd whatever the depth
+    (it climbs back with ``..`` from the directory it just emptied).
+    """
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    top = os.open(name, flags, dir_fd=dir_fd)
-    stack: list[tuple[int, str, list[os.DirEntry[str]]]] = []
+
+    def listing(fd: int) -> list[tuple[str, bool]]:
+        with os.scandir(fd) as entries:
+            return [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+
+    fd = os.open(name, flags, dir_fd=dir_fd)
     try:
-        with os.scandir(top) as listing:
-            stack.append((top, name, list(listing)))
-    except BaseException:
-        os.close(top)
-        raise
-    try:
+        stack: list[tuple[str, list[tuple[str, bool]]]] = [(name, listing(fd))]
         while stack:
-            fd, _, children = stack[-1]
+            own_name, children = stack[-1]
             descended = False
             while children:
-                child = children.pop()
-                if child.is_dir(follow_symlinks=False):
-                    child_fd = os.open(child.name, flags, dir_fd=fd)
-                    try:
-                        with os.scandir(child_fd) as listing:
-                            stack.append((child_fd, child.name, list(listing)))
-                    except BaseException:
-                        os.close(child_fd)
-                        raise
+                child, is_directory = children.pop()
+                if is_directory:
+                    child_fd = os.open(child, flags, dir_fd=fd)
+                    os.close(fd)
+                    fd = child_fd
+                    stack.append((child, listing(fd)))
                     descended = True
                     break
-                os.unlink(child.name, dir_fd=fd)
+                os.unlink(child, dir_fd=fd)
             if descended:
                 continue
-            fd, own_name, _ = stack.pop()
+            stack.pop()
+            if not stack:
+                break
+            parent_fd = os.open("..", flags, dir_fd=fd)
             os.close(fd)
-            os.rmdir(own_name, dir_fd=stack[-1][0] if stack else dir_fd)
+            fd = parent_fd
+            os.rmdir(own_name, dir_fd=fd)
     finally:
-        for fd, _, _ in stack:
-            os.close(fd)
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)
 
 
 class _Extractor:
@@ -162,29 +165,42 @@ class _Extractor:
             raise
 
     def _make_parents(self, path: str, name: str) -> int:
+        """Create the missing directories of ``path``; holds one fd at a time whatever the depth
+        and caches only the final directory."""
         parent_fd = self.root_fd
+        owned = False
         parent_path = ""
         current = ""
-        for part in path.split("/"):
-            current = f"{current}/{part}" if current else part
-            cached = self.parents.get(current)
-            if cached is not None:
-                parent_fd, parent_path = cached, current
-                continue
-            try:
-                fd = fsutil.open_beneath(self.root_fd, current, _DIRECTORY_FLAGS)
-            except FileNotFoundError:
-                try:
-                    os.mkdir(part, 0o755, dir_fd=parent_fd)
-                except FileExistsError:
-                    raise errdefs.InvalidArgument(
-                        f"cannot extract {name!r}: its parent {current!r} is a dangling symbolic "
-                        f"link") from None
-                os.chmod(part, 0o755, dir_fd=parent_fd)
-                if self.track:
-                    self.created.add((*self.identity(parent_path, parent_fd), part))
-                fd = os.open(part, _DIRECTORY_FLAGS | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-            parent_fd, parent_path = self._cache(current, fd), current
+        try:
+            for part in path.split("/"):
+                current = f"{current}/{part}" if current else part
+                cached = self.parents.get(current)
+                if cached is not None:
+                    fd, fd_owned = cached, False
+                else:
+                    try:
+                        fd = fsutil.open_beneath(self.root_fd, current, _DIRECTORY_FLAGS)
+                    except FileNotFoundError:
+                        try:
+                            os.mkdir(part, 0o755, dir_fd=parent_fd)
+                        except FileExistsError:
+                            raise errdefs.InvalidArgument(
+                                f"cannot extract {name!r}: its parent {current!r} is a dangling "
+                                f"symbolic link") from None
+                        os.chmod(part, 0o755, dir_fd=parent_fd)
+                        if self.track:
+                            self.created.add((*self.identity(parent_path, parent_fd), part))
+                        fd = os.open(part, _DIRECTORY_FLAGS | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+                    fd_owned = True
+                if owned:
+                    os.close(parent_fd)
+                parent_fd, owned, parent_path = fd, fd_owned, current
+        except BaseException:
+            if owned:
+                os.close(parent_fd)
+            raise
+        if owned:
+            self._cache(path, parent_fd)
         return parent_fd
 
     # -- removal ------------------------------------------------------------------------

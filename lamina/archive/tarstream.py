@@ -263,7 +263,13 @@ class TarReader:
 
     def __init__(self, source: BinaryIO, *, recorder: "TarSplitWriter | None" = None,
                  hasher: "Hasher | None" = None, max_trailing: int = 1 << 20) -> None:
-        self._readinto = source.readinto
+        readinto = getattr(source, "readinto", None)
+        if readinto is None:
+            def readinto(buffer: memoryview, read=source.read) -> int:
+                data = read(len(buffer))
+                buffer[:len(data)] = data
+                return len(data)
+        self._readinto = readinto
         self._recorder = recorder
         self._hasher = hasher
         self._max_trailing = max_trailing

@@ -13,6 +13,7 @@ import pytest
 
 from lamina.archive import (OPAQUE_XATTR, Change, ChangeKind, EntryType, TarReader, WhiteoutMode, apply_tar,
                             copy_tree, export_changes, export_tree, overlay_changes, tree_changes)
+from lamina.archive.extract import remove_tree_at
 from lamina.mount import Mount, mount_all, unmount
 
 from .helpers import assert_same_tree, snapshot
@@ -44,7 +45,7 @@ def read_tar(chunks) -> list[tuple[object, bytes]]:
 def apply(chunks, target, mode=WhiteoutMode.APPLY) -> None:
     fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        apply_tar(fd, TarReader(io.BytesIO(b"".join(chunks))), mode)
+        apply_tar(fd, TarReader(io.BytesIO(b"".join(chunks))), mode, same_owner=os.geteuid() == 0)
     finally:
         os.close(fd)
 
@@ -230,6 +231,41 @@ def test_export_changes_rebuilds_the_new_tree(tmp_path, old_tree):
     copy_tree(str(old_tree), str(rebuilt))
     apply(diff, rebuilt)
     assert_same_tree(snapshot(str(rebuilt)), snapshot(str(new)))
+
+
+def test_deep_and_wide_trees_need_few_file_descriptors(tmp_path):
+    from .test_extract import few_file_descriptors
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1200):                                 # deeper than PATH_MAX allows by name
+        os.mkdir("d", dir_fd=fd)
+        deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    leaf = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(leaf, b"leaf")
+    os.close(leaf)
+    os.close(fd)
+    for index in range(500):
+        (tree / f"wide{index}").mkdir()
+    try:
+        with few_file_descriptors():
+            diff = list(export_tree(str(tree)))
+            changes = tree_changes(str(tree), None)
+            copy_tree(str(tree), str(tmp_path / "copy"))
+            overlay = overlay_changes(str(tree), [])
+    finally:
+        base = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)   # pytest's own cleanup recurses
+        try:
+            for name in ("tree", "copy"):
+                if os.path.exists(tmp_path / name):
+                    remove_tree_at(base, name)
+        finally:
+            os.close(base)
+    assert len(changes) == len(overlay) == 1200 + 1 + 500
+    assert sum(1 for _ in read_tar(diff)) == 1200 + 1 + 500
+    assert [entry for entry, _ in read_tar(diff)][1200].name.endswith("d/leaf")
 
 
 # -- copy ----------------------------------------------------------------------------------

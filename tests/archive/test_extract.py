@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import resource
 import stat
 import subprocess
 import tarfile
+from contextlib import contextmanager
 
 import pytest
 
 from lamina import errdefs
+from lamina.archive.extract import remove_tree_at
 from lamina.archive import OPAQUE_XATTR, EntryType, TarEntry, TarReader, TarWriter, WhiteoutMode, apply_tar
 
 from .helpers import assert_same_tree, snapshot, tarfile_bytes
@@ -21,6 +24,7 @@ CAPABILITY_V2 = bytes.fromhex("0100000200200000000000000000000000000000")   # ca
 
 
 def extract(data: bytes, target, mode: WhiteoutMode = WhiteoutMode.APPLY, **options) -> int:
+    options.setdefault("same_owner", os.geteuid() == 0)
     os.makedirs(target, exist_ok=True)
     fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -202,12 +206,38 @@ def test_replacements_of_every_kind(tmp_path):
     assert (outside / "keep").read_bytes() == b"keep" and sorted(os.listdir(outside)) == ["keep"]
 
 
-def test_a_deep_tree_is_replaced_without_recursion_limits(tmp_path):
+@contextmanager
+def few_file_descriptors(limit: int = 200):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_deep_tree_is_created_and_replaced_with_few_file_descriptors(tmp_path):
     depth = 1500
     deep = "/".join(["a"] * depth)
-    extract(build([F(deep + "/leaf", b"x")]), tmp_path / "t")
-    extract(build([F("a", b"flat")]), tmp_path / "t")
-    assert (tmp_path / "t/a").read_bytes() == b"flat"
+    try:
+        with few_file_descriptors():
+            extract(build([F(deep + "/leaf", b"x")]), tmp_path / "t")
+            assert (tmp_path / "t").joinpath(deep, "leaf").read_bytes() == b"x"
+            extract(build([F("a", b"flat")]), tmp_path / "t")
+        assert (tmp_path / "t/a").read_bytes() == b"flat"
+    finally:
+        fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)      # pytest's own cleanup recurses
+        try:
+            remove_tree_at(fd, "t")
+        finally:
+            os.close(fd)
+
+
+def test_many_directories_stay_within_few_file_descriptors(tmp_path):
+    entries = [D(f"d{index}") for index in range(600)] + [F(f"d{index}/f", b"1") for index in range(600)]
+    with few_file_descriptors():
+        extract(build(entries), tmp_path / "t")
+    assert len(os.listdir(tmp_path / "t")) == 600
 
 
 # -- whiteouts ----------------------------------------------------------------------------
@@ -283,6 +313,7 @@ def test_hostile_entries_are_invalid_arguments_naming_the_entry(tmp_path, entrie
         extract(build(entries), tmp_path / "t")
 
 
+@privileged
 def test_devices_without_root_are_refused(tmp_path):
     """Run as an unprivileged user in a child process."""
     target = tmp_path / "t"

@@ -39,7 +39,7 @@ def extract_recording(data: bytes, target: str, mode: WhiteoutMode = WhiteoutMod
     reader = TarReader(io.BytesIO(data), recorder=recorder, hasher=hasher)
     fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        apply_tar(fd, reader, mode)
+        apply_tar(fd, reader, mode, same_owner=IS_ROOT)
     finally:
         os.close(fd)
     reader.finish()
