@@ -100,7 +100,7 @@ def test_malformed_version_is_a_bad_request(router: Router) -> None:
 
 
 def test_unknown_endpoint_is_page_not_found(router: Router) -> None:
-    for target in ("/v1.45/volumes/json", "/nothing", "/v1.x/_ping", "/images"):
+    for target in ("/v1.45/nothing/json", "/nothing", "/v1.x/_ping", "/images"):
         response = send(router, "GET", target)
         assert response.status == 404, target
         assert json_body(response) == {"message": "page not found"}
