@@ -287,7 +287,6 @@ class TarReader:
         self._pending_size = 0
         self._crc = 0
         self._global_records: dict[str, bytes] = {}
-        self._current: TarEntry | None = None
         self.current_raw_name = ""
 
     # -- low-level buffer handling -------------------------------------------------------
@@ -300,7 +299,7 @@ class TarReader:
             self._start = self._end = 0
         elif self._end == _BUFFER_SIZE:
             kept = self._end - self._start
-            self._buffer[:kept] = self._view[self._start:self._end]
+            self._buffer[:kept] = bytes(self._view[self._start:self._end])   # regions may overlap
             self._start, self._end = 0, kept
         try:
             count = self._readinto(self._view[self._end:])
@@ -430,7 +429,6 @@ class TarReader:
     def _end_of_archive(self) -> None:
         self._flush_segment()
         self._state = _STATE_ENDED
-        self._current = None
 
     def _invalid(self, name: bytes | None, offset: int, problem: str) -> errdefs.InvalidArgument:
         where = f"entry {os.fsdecode(name)!r}" if name else f"header at offset {offset}"
@@ -540,7 +538,6 @@ class TarReader:
                 self.skip_content()
                 records, long_name, long_link = {}, None, None
                 continue
-            self._current = entry
             return entry
 
     def _make_entry(self, header: _Header, entry_type: EntryType, raw_name: bytes, raw_link: bytes,

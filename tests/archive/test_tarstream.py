@@ -458,3 +458,32 @@ def test_add_file_and_directory_helpers():
     assert [(e.name, e.type, e.mode, e.mtime_ns, c) for e, c in entries] == [
         ("d", EntryType.DIRECTORY, 0o700, 7 * 10**9, b""),
         ("d/f", EntryType.REGULAR, 0o640, 8 * 10**9, b"data")]
+
+
+class _Trickle:
+    """A source returning at most ``step`` bytes per read, whatever the buffer size."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data = memoryview(data)
+        self.step = step
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), self.step, len(self.data))
+        buffer[:count] = self.data[:count]
+        self.data = self.data[count:]
+        return count
+
+
+@pytest.mark.parametrize("step", [1, 7, 511, 513, 65537, (1 << 20) - 3])
+def test_any_read_size_gives_the_same_entries_and_hash(step):
+    members = [member(f"f{index}", os.urandom(index * 331)) for index in range(12)]
+    data = b"".join(members) + pad(b"") + END + b"\0" * 700
+    if step > 100:
+        data = member("big", os.urandom((1 << 20) + 300)) + data     # headers straddle the buffer end
+    expected = [(entry.name, content) for entry, content in read_all(data)]
+    hasher = Hasher()
+    reader = TarReader(_Trickle(data, step), hasher=hasher)  # type: ignore[arg-type]
+    got = [(entry.name, reader.read_content()) for entry in reader]
+    reader.finish()
+    assert got == expected
+    assert hasher.digest() == "sha256:" + hashlib.sha256(data).hexdigest()
