@@ -6,7 +6,8 @@ the Docker JSON shapes.  Commands are simulated, not run:
 
 * ``echo WORDS`` prints WORDS; ``sh -c "echo X >&2; exit N"`` style scripts: each ``;``-part is
   ``echo X`` (stdout), ``echo X >&2`` (stderr) or ``exit N``; ``true`` / ``false``;
-* ``cat`` copies the attached stdin to stdout and exits 0 at end of input; ``sleep N`` runs
+* ``cat`` copies the attached stdin to stdout and exits 0 at end of input (at once without
+  ``OpenStdin``); ``sleep N`` runs
   until stopped or killed; a name starting with ``nosuch`` fails to start (``executable file
   not found``, exit 127) and ``/etc`` is ``permission denied`` (126);
 * output goes to the recorded log and to every attachment (multiplexed frames unless Tty);
@@ -240,8 +241,10 @@ class DoubleContainers:
         if program == "sleep":
             return
         if program == "cat":
-            if not any(True for _ in container.stdin_readers):
-                threading.Thread(target=self._finish, args=(container, 0), daemon=True).start()
+            # cat ends at the end of its input: at once when no stdin is open, else when an
+            # attached stdin is closed.
+            if not container.body.get("OpenStdin"):
+                self._finish(container, 0)
             return
         code = self._simulate(container, command)
         self._finish(container, code)
