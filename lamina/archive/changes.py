@@ -20,7 +20,9 @@ one side has no sub-second part (tar headers carry whole seconds).
 Diff tars are deterministic: entries in ``filepath.Walk`` order (names sorted bytewise, parents
 first) or sorted change order, mtimes truncated to whole seconds, no atime, no user or group
 names, hardlinks as tar hardlinks to the first path seen, ``security.capability`` v3 converted
-to v2 like Docker does, ``trusted.overlay.*`` xattrs never exported, sockets skipped.
+to v2 like Docker does, sockets skipped.  Unlike Docker (which exports only
+``security.capability``), every xattr except the overlay-internal ``trusted.overlay.*`` ones is
+exported, so ``user.*`` attributes survive a commit.
 
 :func:`copy_tree` copies a tree with full fidelity (the vfs driver's layer copy).
 """
@@ -33,8 +35,15 @@ import stat
 from collections.abc import Iterator
 
 from lamina import errdefs, fsutil
-from lamina.archive.api import (OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX, Change, ChangeKind,
-                                EntryType, TarEntry)
+from lamina.archive.api import (
+    OPAQUE_XATTR,
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    Change,
+    ChangeKind,
+    EntryType,
+    TarEntry,
+)
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 
 __all__ = ["overlay_changes", "tree_changes", "export_tree", "export_changes", "copy_tree",

@@ -29,11 +29,19 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from lamina import errdefs, fsutil
-from lamina.archive.api import (OPAQUE_XATTR, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX,
-                                EntryType, TarEntry, WhiteoutMode)
+from lamina.archive.api import (
+    OPAQUE_XATTR,
+    WHITEOUT_META_PREFIX,
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    EntryType,
+    TarEntry,
+    WhiteoutMode,
+)
 
 if TYPE_CHECKING:
     from lamina.archive.tarstream import TarReader
@@ -43,6 +51,7 @@ __all__ = ["apply_tar", "remove_tree_at"]
 _DIRECTORY_FLAGS = os.O_PATH | os.O_DIRECTORY
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CACHE_LIMIT = 64            # directory fds kept open between entries
+_T = TypeVar("_T")
 _HOSTILE_ERRNOS = (errno.ELOOP, errno.EXDEV, errno.ENOTDIR, errno.ENAMETOOLONG)
 
 
@@ -255,7 +264,7 @@ class _Extractor:
 
     # -- entries ---------------------------------------------------------------------------
 
-    def apply(self, entry: TarEntry, reader: "TarReader") -> None:
+    def apply(self, entry: TarEntry, reader: TarReader) -> None:
         name = entry.name
         directory, _, base = name.rpartition("/")
         if base.startswith(WHITEOUT_PREFIX):
@@ -278,16 +287,16 @@ class _Extractor:
         if self.track:
             self.created.add((*self.identity(directory, parent_fd), base))
 
-    def _create_retrying(self, parent_fd: int, base: str, create: "object") -> object:
+    def _create_retrying(self, parent_fd: int, base: str, create: Callable[[], _T]) -> _T:
+        """``create()``; if ``base`` exists already, remove whatever it is and create again."""
         try:
-            return create()  # type: ignore[operator]
+            return create()
         except FileExistsError:
             self.remove(parent_fd, base)
-            return create()  # type: ignore[operator]
+            return create()
 
-    def regular(self, parent_fd: int, base: str, entry: TarEntry, reader: "TarReader") -> None:
-        fd: int = self._create_retrying(
-            parent_fd, base, lambda: os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd))  # type: ignore[assignment]
+    def regular(self, parent_fd: int, base: str, entry: TarEntry, reader: TarReader) -> None:
+        fd = self._create_retrying(parent_fd, base, lambda: os.open(base, _FILE_FLAGS, 0o600, dir_fd=parent_fd))
         try:
             if entry.size:
                 reader.copy_content_to(fd)
@@ -420,7 +429,7 @@ class _Extractor:
                 continue
 
 
-def apply_tar(root_fd: int, reader: "TarReader", mode: WhiteoutMode, *, same_owner: bool = True) -> int:
+def apply_tar(root_fd: int, reader: TarReader, mode: WhiteoutMode, *, same_owner: bool = True) -> int:
     """Extract every entry of ``reader`` below the directory ``root_fd``.
 
     Returns the sum of the regular files' content sizes (Docker's layer size).  Hostile entries

@@ -261,8 +261,8 @@ class TarReader:
     then skipped).
     """
 
-    def __init__(self, source: BinaryIO, *, recorder: "TarSplitWriter | None" = None,
-                 hasher: "Hasher | None" = None, max_trailing: int = 1 << 20) -> None:
+    def __init__(self, source: BinaryIO, *, recorder: TarSplitWriter | None = None,
+                 hasher: Hasher | None = None, max_trailing: int = 1 << 20) -> None:
         readinto = getattr(source, "readinto", None)
         if readinto is None:
             def readinto(buffer: memoryview, read=source.read) -> int:
@@ -500,12 +500,12 @@ class TarReader:
                     f"sparse files are not supported: {os.fsdecode(long_name or header.name)!r}")
             entry_type = _TYPES.get(flag)
             raw_name = header.name
-            if "path" in records and records["path"]:
+            if records.get("path"):
                 raw_name = records["path"]
             if long_name:
                 raw_name = long_name
             raw_link = header.linkname
-            if "linkpath" in records and records["linkpath"]:
+            if records.get("linkpath"):
                 raw_link = records["linkpath"]
             if long_link:
                 raw_link = long_link

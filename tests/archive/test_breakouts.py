@@ -179,7 +179,7 @@ Outcome = Callable[[str], None] | str
 @dataclass
 class Case:
     id: str
-    members: Callable[["Context"], list[tuple[tarfile.TarInfo, bytes | None]]]
+    members: Callable[[Context], list[tuple[tarfile.TarInfo, bytes | None]]]
     overlay: Outcome
     apply: Outcome | None = None          # None: same as overlay
     prepare: list[Callable[[str], None]] = field(default_factory=list)

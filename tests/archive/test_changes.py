@@ -11,8 +11,20 @@ from contextlib import contextmanager
 
 import pytest
 
-from lamina.archive import (OPAQUE_XATTR, Change, ChangeKind, EntryType, TarReader, WhiteoutMode, apply_tar,
-                            copy_tree, export_changes, export_tree, overlay_changes, tree_changes)
+from lamina.archive import (
+    OPAQUE_XATTR,
+    Change,
+    ChangeKind,
+    EntryType,
+    TarReader,
+    WhiteoutMode,
+    apply_tar,
+    copy_tree,
+    export_changes,
+    export_tree,
+    overlay_changes,
+    tree_changes,
+)
 from lamina.archive.extract import remove_tree_at
 from lamina.mount import Mount, mount_all, unmount
 

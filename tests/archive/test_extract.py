@@ -14,8 +14,16 @@ from contextlib import contextmanager
 import pytest
 
 from lamina import errdefs
+from lamina.archive import (
+    OPAQUE_XATTR,
+    EntryType,
+    TarEntry,
+    TarReader,
+    TarWriter,
+    WhiteoutMode,
+    apply_tar,
+)
 from lamina.archive.extract import remove_tree_at
-from lamina.archive import OPAQUE_XATTR, EntryType, TarEntry, TarReader, TarWriter, WhiteoutMode, apply_tar
 
 from .helpers import assert_same_tree, snapshot, tarfile_bytes
 

@@ -6,17 +6,23 @@ import io
 import json
 import os
 import shutil
-import stat
 import tempfile
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lamina import errdefs
-from lamina.archive import EntryType, TarEntry, TarReader, TarSplitWriter, TarWriter, WhiteoutMode, apply_tar
+from lamina.archive import (
+    EntryType,
+    TarEntry,
+    TarReader,
+    TarSplitWriter,
+    TarWriter,
+    WhiteoutMode,
+    apply_tar,
+)
 
-from .helpers import END, header, member, snapshot, tarfile_bytes, info
+from .helpers import END, info, member, snapshot, tarfile_bytes
 
 IS_ROOT = os.geteuid() == 0
 

@@ -14,8 +14,15 @@ import tarfile
 import pytest
 
 from lamina import errdefs
-from lamina.archive import (DirectoryFileGetter, TarReader, TarSplitWriter, WhiteoutMode, apply_tar, assemble,
-                            assembled_size)
+from lamina.archive import (
+    DirectoryFileGetter,
+    TarReader,
+    TarSplitWriter,
+    WhiteoutMode,
+    apply_tar,
+    assemble,
+    assembled_size,
+)
 from lamina.digest import Hasher
 
 from .helpers import END, header, info, member, tarfile_bytes

@@ -15,7 +15,17 @@ from lamina import errdefs
 from lamina.archive import EntryType, TarEntry, TarReader, TarWriter
 from lamina.digest import Hasher
 
-from .helpers import END, fix_checksum, header, info, member, pad, read_all, set_field, tarfile_bytes
+from .helpers import (
+    END,
+    fix_checksum,
+    header,
+    info,
+    member,
+    pad,
+    read_all,
+    set_field,
+    tarfile_bytes,
+)
 
 
 def _make_source_tree(root: str, *, devices: bool) -> None:
