@@ -355,10 +355,8 @@ def _relative(path: str) -> str:
 
 def _strip_source(source: str) -> str:
     """Docker's source normalisation: one leading ``/`` and then one ``./`` are dropped."""
-    if source.startswith("/"):
-        source = source[1:]
-    if source.startswith("./"):
-        source = source[2:]
+    source = source.removeprefix("/")
+    source = source.removeprefix("./")
     return source
 
 
@@ -435,7 +433,7 @@ class BuildContext(SourceTree):
             self._temporary = False
             fsutil.remove_tree(self.root)
 
-    def __enter__(self) -> "BuildContext":
+    def __enter__(self) -> BuildContext:
         return self
 
     def __exit__(self, *_exc: object) -> None:

@@ -335,7 +335,7 @@ class DockerIgnore:
         self.has_exclusions = any(pattern.exclusion for pattern in compiled)
 
     @classmethod
-    def from_text(cls, text: str | bytes) -> "DockerIgnore":
+    def from_text(cls, text: str | bytes) -> DockerIgnore:
         return cls(read_patterns(text))
 
     @property
@@ -402,7 +402,7 @@ class DockerIgnore:
         path = go_clean(path)
         if path == "." or not self._patterns:
             return True
-        if path.startswith("../") or path == ".." or path.startswith("/"):
+        if path.startswith(("../", "/")) or path == "..":
             return False
         components = path.split("/")
         parent: tuple[bool, ...] | None = None

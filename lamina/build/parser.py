@@ -184,7 +184,7 @@ class Instruction:
     end_line: int
     flags: tuple[str, ...] = ()
 
-    def expand(self, substitution: Substitution) -> "Instruction":
+    def expand(self, substitution: Substitution) -> Instruction:
         """This instruction with Docker's variable substitution applied (identity by default:
         only the instructions of :data:`lamina.build.shell_words.EXPANDED_INSTRUCTIONS` change)."""
         return self
@@ -200,7 +200,7 @@ class FromInstruction(Instruction):
     stage_name: str = ""           # lower-cased, "" when there is no ``AS name``
     platform: str = ""
 
-    def expand(self, substitution: Substitution) -> "FromInstruction":
+    def expand(self, substitution: Substitution) -> FromInstruction:
         base_name = substitution.word(self.base_name)
         if base_name == "":
             raise errdefs.InvalidArgument(f"base name ({self.base_name}) should not be blank")
@@ -269,7 +269,7 @@ class EnvInstruction(Instruction):
     keyword: ClassVar[str] = "env"
     pairs: tuple[KeyValue, ...]
 
-    def expand(self, substitution: Substitution) -> "EnvInstruction":
+    def expand(self, substitution: Substitution) -> EnvInstruction:
         return replace(self, pairs=tuple(
             KeyValue(substitution.word(pair.key), substitution.word(pair.value), pair.legacy)
             for pair in self.pairs))
@@ -280,7 +280,7 @@ class LabelInstruction(Instruction):
     keyword: ClassVar[str] = "label"
     pairs: tuple[KeyValue, ...]
 
-    def expand(self, substitution: Substitution) -> "LabelInstruction":
+    def expand(self, substitution: Substitution) -> LabelInstruction:
         return replace(self, pairs=tuple(
             KeyValue(substitution.word(pair.key), substitution.word(pair.value), pair.legacy)
             for pair in self.pairs))
@@ -291,7 +291,7 @@ class ArgInstruction(Instruction):
     keyword: ClassVar[str] = "arg"
     args: tuple[ArgDefinition, ...]
 
-    def expand(self, substitution: Substitution) -> "ArgInstruction":
+    def expand(self, substitution: Substitution) -> ArgInstruction:
         return replace(self, args=tuple(
             ArgDefinition(substitution.word(arg.name),
                           None if arg.default is None else substitution.word(arg.default))
@@ -303,7 +303,7 @@ class ExposeInstruction(Instruction):
     keyword: ClassVar[str] = "expose"
     ports: tuple[str, ...]
 
-    def expand(self, substitution: Substitution) -> "ExposeInstruction":
+    def expand(self, substitution: Substitution) -> ExposeInstruction:
         ports: list[str] = []
         for port in self.ports:
             ports.extend(substitution.words(port))
@@ -315,7 +315,7 @@ class VolumeInstruction(Instruction):
     keyword: ClassVar[str] = "volume"
     volumes: tuple[str, ...]
 
-    def expand(self, substitution: Substitution) -> "VolumeInstruction":
+    def expand(self, substitution: Substitution) -> VolumeInstruction:
         volumes = tuple(substitution.word(volume) for volume in self.volumes)
         if any(volume == "" for volume in volumes):
             raise errdefs.InvalidArgument("VOLUME specified can not be an empty string")
@@ -327,7 +327,7 @@ class UserInstruction(Instruction):
     keyword: ClassVar[str] = "user"
     user: str
 
-    def expand(self, substitution: Substitution) -> "UserInstruction":
+    def expand(self, substitution: Substitution) -> UserInstruction:
         return replace(self, user=substitution.word(self.user))
 
 
@@ -336,7 +336,7 @@ class WorkdirInstruction(Instruction):
     keyword: ClassVar[str] = "workdir"
     path: str
 
-    def expand(self, substitution: Substitution) -> "WorkdirInstruction":
+    def expand(self, substitution: Substitution) -> WorkdirInstruction:
         return replace(self, path=substitution.word(self.path))
 
 
@@ -345,7 +345,7 @@ class StopSignalInstruction(Instruction):
     keyword: ClassVar[str] = "stopsignal"
     signal: str
 
-    def expand(self, substitution: Substitution) -> "StopSignalInstruction":
+    def expand(self, substitution: Substitution) -> StopSignalInstruction:
         return replace(self, signal=substitution.word(self.signal))
 
 
@@ -413,7 +413,7 @@ class CopyInstruction(_SourcesAndDestination):
     copy_from: str = ""
     parents: bool = False
 
-    def expand(self, substitution: Substitution) -> "CopyInstruction":
+    def expand(self, substitution: Substitution) -> CopyInstruction:
         return replace(self, **self._expand_common(substitution))  # type: ignore[arg-type]
 
 
@@ -424,7 +424,7 @@ class AddInstruction(_SourcesAndDestination):
     keep_git_dir: bool | None = None
     unpack: bool | None = None
 
-    def expand(self, substitution: Substitution) -> "AddInstruction":
+    def expand(self, substitution: Substitution) -> AddInstruction:
         values = self._expand_common(substitution)
         values["checksum"] = substitution.word(self.checksum)
         return replace(self, **values)  # type: ignore[arg-type]
@@ -501,7 +501,7 @@ class _Node:
     args: list[str]
     json_form: bool
     original: str
-    child: "_Node | None" = None
+    child: _Node | None = None
     heredocs: list[Heredoc] = field(default_factory=list)
     start_line: int = 0
     end_line: int = 0
@@ -767,9 +767,8 @@ def _node_from_line(line: str, escape: str) -> _Node:
         if separator:
             command_args, json_form = _parse_maybe_json(rest[following:])
             args = [rest[:separator], *command_args]
-    elif lowered == "onbuild":
-        if rest:
-            child = _node_from_line(rest, escape)
+    elif lowered == "onbuild" and rest:
+        child = _node_from_line(rest, escape)
     return _Node(command, flags, args, json_form, line, child)
 
 

@@ -102,7 +102,7 @@ class _LexError(Exception):
 class _Words:
     """Accumulates words while a string is built; unquoted spaces separate words."""
 
-    __slots__ = ("buffer", "words", "in_word")
+    __slots__ = ("buffer", "in_word", "words")
 
     def __init__(self) -> None:
         self.buffer = ""

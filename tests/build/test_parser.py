@@ -229,8 +229,8 @@ ERRORS = [
     ("ARG with a blank name", "FROM a\nARG =x\n", "Dockerfile:2: ARG names can not be blank"),
     ("ARG with nothing", "ARG\nFROM a\n", "Dockerfile:1: ARG requires at least one argument"),
     ("COPY with one argument", "FROM a\n\nCOPY x\n",
-     "Dockerfile:3: COPY requires at least two arguments, but only one was provided. "
-     "Destination could not be determined"),
+     ("Dockerfile:3: COPY requires at least two arguments, but only one was provided. "
+     "Destination could not be determined")),
     ("ADD with a heredoc destination", "FROM a\nADD x <<EOF\nEOF\n",
      "Dockerfile:2: ADD cannot accept a heredoc as a destination"),
     ("an unknown flag", "FROM a\nCOPY --user=me a b\n", "Dockerfile:2: unknown flag: --user"),
