@@ -2,22 +2,31 @@
 
 ``build_services(config)`` creates the data root, selects the graph driver (explicit >
 what the data root holds > priority, each probed), opens the image and layer stores under
-``<data-root>/image/<driver>/`` and sweeps what crashed operations left behind.
+``<data-root>/image/<driver>/``, the container store under ``<data-root>/containers/`` and
+the run-time state under the exec root, and sweeps what crashed operations left behind
+(interrupted layer registrations and removals, read-write layers whose creation or removal was
+interrupted, container removals).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 from dataclasses import dataclass
 
 from lamina import errdefs
 from lamina.config import EngineConfig
+from lamina.container.execstore import ExecStore
+from lamina.container.store import ContainerStore
 from lamina.graphdriver.registry import select
 from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
+from lamina.layer.mounts import MountStore
 from lamina.layer.store import LayerStore
+from lamina.services.containers import ContainerServiceImpl
+from lamina.services.execs import ExecServiceImpl
 from lamina.services.images import ImageServiceImpl
 from lamina.services.system import SystemServiceImpl
 from lamina.services.volumes import VolumeServiceImpl
@@ -32,6 +41,8 @@ log = logging.getLogger("lamina.services")
 class EngineServices:
     images: ImageServiceImpl
     system: SystemServiceImpl
+    containers: ContainerServiceImpl
+    execs: ExecServiceImpl
     volumes: VolumeServiceImpl
 
 
@@ -65,11 +76,41 @@ def build_services(config: EngineConfig) -> EngineServices:
     layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
     service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
                                spool_dir=os.path.join(config.data_root, "tmp"))
+    mounts = MountStore(layers)
+    service.mounts = mounts
     layers.sweep()
+    _sweep_mounts(layers, mounts)
     volumes = build_volumes(config)
+    store = ContainerStore(os.path.join(config.data_root, "containers"))
+    execs = ExecStore(config.exec_root)
+    containers = ContainerServiceImpl(config=config, images=service, mounts=mounts, store=store, execs=execs)
+    service.container_usage = containers.image_usage
+    containers.sweep()
     system = SystemServiceImpl(config=config, driver=driver, images=service,
                                skipped_drivers=list(selection.skipped), volumes=volumes)
-    return EngineServices(images=service, system=system, volumes=volumes)
+    return EngineServices(images=service, system=system, containers=containers,
+                          execs=ExecServiceImpl(containers=containers, execs=execs), volumes=volumes)
+
+
+def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
+    """Sweep interrupted read-write layer creations and removals, when nobody creates one now
+    (creations hold the layer store lock shared)."""
+    directory = os.path.join(layers.root, "mounts")
+    try:
+        if not any(name.startswith((".tmp-", ".removing-")) for name in os.listdir(directory)):
+            return
+    except FileNotFoundError:
+        return
+    fd = os.open(os.path.join(layers.root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        for message in mounts.sweep():
+            log.warning("%s", message)
+    finally:
+        os.close(fd)
 
 
 def build_volumes(config: EngineConfig) -> VolumeServiceImpl:

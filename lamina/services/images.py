@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs
 from lamina.digest import Digest, chain_ids
@@ -39,6 +39,9 @@ from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
 from lamina.services.api import Progress
 
+if TYPE_CHECKING:
+    from lamina.layer.mounts import MountStore
+
 __all__ = ["ImageServiceImpl"]
 
 
@@ -61,6 +64,10 @@ class ImageServiceImpl:
         self.driver = driver
         self.spool_dir = spool_dir
         self.freed_bytes = 0
+        # set by the composition: the read-write layers (their parents stay referenced) and
+        # which containers use an image ([(container id, running)]), for rmi's conflicts
+        self.mounts: "MountStore | None" = None
+        self.container_usage: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class ImageServiceImpl:
             except errdefs.LaminaError:
                 continue
             out.update(chain_ids(config.diff_ids))
+        if self.mounts is not None:
+            out.update(self.mounts.parents())
         return out
 
     def _image_size(self, config: ImageConfig) -> int:
@@ -430,6 +439,12 @@ class ImageServiceImpl:
                     named = candidate
         except errdefs.InvalidArgument:
             pass
+        using = self.container_usage(str(image_id))
+        if named is not None and not force and len(refs) == 1 and using:
+            # untagging would leave the image dangling under a container: Docker wants force
+            raise errdefs.Conflict(
+                f'conflict: unable to remove repository reference "{name}" (must force) - container '
+                f"{using[0][0][:12]} is using its referenced image {image_id.short()}")
         if named is not None:
             self.references.delete(named)
             report.append({"Untagged": named.familiar_string()})
@@ -447,6 +462,17 @@ class ImageServiceImpl:
                 return report
             raise errdefs.Conflict(
                 f"conflict: unable to delete {image_id.short()} (cannot be forced) - image has dependent child images")
+        running = [container_id for container_id, is_running in using if is_running]
+        if running or (using and not force):
+            if named is not None:
+                return report  # the untag was all that could be done
+            if running:
+                raise errdefs.Conflict(
+                    f"conflict: unable to delete {image_id.short()} (cannot be forced) - image is being used by "
+                    f"running container {running[0][:12]}")
+            raise errdefs.Conflict(
+                f"conflict: unable to delete {image_id.short()} (must be forced) - image is being used by "
+                f"stopped container {using[0][0][:12]}")
         for ref in self.references.references(image_id):
             self.references.delete(ref)
             report.append({"Untagged": ref.familiar_string()})
@@ -492,6 +518,8 @@ class ImageServiceImpl:
                     if dangling_only and refs:
                         continue
                     if self.images.children(image_id):
+                        continue
+                    if self.container_usage(str(image_id)):
                         continue
                     config = self.images.get_config(image_id)
                     labels = (config.config or {}).get("Labels") or {}

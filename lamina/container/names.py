@@ -1,0 +1,83 @@
+"""Container names: the validity rule and Docker-style random names ("adjective_surname").
+
+A name is stored with a leading slash (``/happy_hopper``), as Docker stores it; lookups accept
+it with or without.  Valid names match ``/?[a-zA-Z0-9][a-zA-Z0-9_.-]+``.  Random names pair an
+adjective with the surname of a notable scientist or engineer, as Docker's namesgenerator does,
+and never produce ``boring_wozniak`` (Steve Wozniak is not boring).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from lamina import errdefs
+
+__all__ = ["VALID_NAME", "validate_name", "random_name", "ADJECTIVES", "SURNAMES"]
+
+VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+ADJECTIVES = (
+    "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "beautiful",
+    "blissful", "bold", "boring", "brave", "busy", "charming", "clever", "compassionate", "competent",
+    "condescending", "confident", "cool", "cranky", "crazy", "dazzling", "determined", "distracted",
+    "dreamy", "eager", "ecstatic", "elastic", "elated", "elegant", "eloquent", "epic", "exciting",
+    "fervent", "festive", "flamboyant", "focused", "friendly", "frosty", "funny", "gallant", "gifted",
+    "goofy", "gracious", "great", "happy", "hardcore", "heuristic", "hopeful", "hungry", "infallible",
+    "inspiring", "intelligent", "interesting", "jolly", "jovial", "keen", "kind", "laughing", "loving",
+    "lucid", "magical", "modest", "musing", "mystifying", "naughty", "nervous", "nice", "nifty",
+    "nostalgic", "objective", "optimistic", "peaceful", "pedantic", "pensive", "practical", "priceless",
+    "quirky", "quizzical", "recursing", "relaxed", "reverent", "romantic", "sad", "serene", "sharp",
+    "silly", "sleepy", "stoic", "strange", "stupefied", "suspicious", "sweet", "tender", "thirsty",
+    "trusting", "unruffled", "upbeat", "vibrant", "vigilant", "vigorous", "wizardly", "wonderful",
+    "xenodochial", "youthful", "zealous", "zen",
+)
+
+SURNAMES = (
+    "agnesi", "albattani", "allen", "almeida", "antonelli", "archimedes", "ardinghelli", "aryabhata",
+    "austin", "babbage", "banach", "banzai", "bardeen", "bartik", "bassi", "beaver", "bell", "benz",
+    "bhabha", "bhaskara", "black", "blackburn", "blackwell", "bohr", "booth", "borg", "bose", "bouman",
+    "boyd", "brahmagupta", "brattain", "brown", "buck", "burnell", "cannon", "carson", "cartwright",
+    "carver", "cerf", "chandrasekhar", "chaplygin", "chatelet", "chatterjee", "chaum", "chebyshev",
+    "clarke", "cohen", "colden", "cori", "cray", "curie", "curran", "darwin", "davinci", "dewdney",
+    "dhawan", "diffie", "dijkstra", "dirac", "driscoll", "dubinsky", "easley", "edison", "einstein",
+    "elbakyan", "elgamal", "elion", "ellis", "engelbart", "euclid", "euler", "faraday", "feistel",
+    "fermat", "fermi", "feynman", "franklin", "gagarin", "galileo", "galois", "ganguly", "gates",
+    "gauss", "germain", "goldberg", "goldstine", "goldwasser", "golick", "goodall", "gould", "greider",
+    "grothendieck", "haibt", "hamilton", "haslett", "hawking", "heisenberg", "hellman", "hermann",
+    "herschel", "hertz", "heyrovsky", "hodgkin", "hofstadter", "hoover", "hopper", "hugle", "hypatia",
+    "ishizaka", "jackson", "jang", "jemison", "jennings", "jepsen", "johnson", "joliot", "jones",
+    "kalam", "kapitsa", "kare", "keldysh", "keller", "kepler", "khayyam", "khorana", "kilby", "kirch",
+    "knuth", "kowalevski", "lalande", "lamarr", "lamport", "leakey", "leavitt", "lederberg", "lehmann",
+    "lewin", "lichterman", "liskov", "lovelace", "lumiere", "mahavira", "margulis", "matsumoto",
+    "maxwell", "mayer", "mccarthy", "mcclintock", "mclaren", "mclean", "mcnulty", "meitner", "mendel",
+    "mendeleev", "meninsky", "merkle", "mestorf", "mirzakhani", "montalcini", "moore", "morse", "moser",
+    "murdock", "napier", "nash", "neumann", "newton", "nightingale", "nobel", "noether", "northcutt",
+    "noyce", "panini", "pare", "pascal", "pasteur", "payne", "perlman", "pike", "poincare", "poitras",
+    "proskuriakova", "ptolemy", "raman", "ramanujan", "rhodes", "ride", "ritchie", "robinson",
+    "roentgen", "rosalind", "rubin", "saha", "sammet", "sanderson", "satoshi", "shamir", "shannon",
+    "shaw", "shirley", "shockley", "shtern", "sinoussi", "snyder", "solomon", "spence", "stonebraker",
+    "sutherland", "swanson", "swartz", "swirles", "taussig", "tesla", "tharp", "thompson", "torvalds",
+    "tu", "turing", "varahamihira", "vaughan", "villani", "visvesvaraya", "volhard", "wescoff",
+    "wilbur", "wiles", "williams", "williamson", "wilson", "wing", "wozniak", "wright", "wu", "yalow",
+    "yonath", "zhukovsky",
+)
+
+
+def validate_name(name: str) -> str:
+    """``name`` in stored form ("/name"); InvalidArgument with Docker's message when invalid."""
+    if not VALID_NAME.match(name):
+        raise errdefs.InvalidArgument(
+            f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    return name if name.startswith("/") else "/" + name
+
+
+def random_name(retry: int = 0) -> str:
+    """``adjective_surname``; from the second retry on a digit is appended, like Docker."""
+    while True:
+        name = f"{secrets.choice(ADJECTIVES)}_{secrets.choice(SURNAMES)}"
+        if name != "boring_wozniak":
+            break
+    if retry > 0:
+        name += str(secrets.randbelow(10))
+    return name

@@ -1,0 +1,80 @@
+"""Removing a container's files: the record, its read-write layer, its run directory, its execs.
+
+:func:`destroy` is used by ``rm`` (after the container stopped), by the monitor for ``--rm``
+and by prune.  Its commit point is the rename of ``containers/<id>`` to ``<id>-removing``
+(done holding the record's lock, which moves with the directory, so that the start-up sweep
+can tell a removal in progress from an interrupted one); everything after it is idempotent and
+:func:`finish_removal` completes it after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lamina import errdefs, fsutil
+from lamina import mount as lmount
+from lamina.container.execstore import ExecStore
+from lamina.container.rundir import RunDirectory
+from lamina.container.store import ContainerStore
+from lamina.layer.mounts import MountStore
+
+__all__ = ["destroy", "finish_removal", "release_mount", "sweep"]
+
+log = logging.getLogger("lamina.container")
+
+
+def release_mount(mounts: MountStore, container_id: str) -> None:
+    """Make sure the container's root filesystem is not mounted (whoever mounted it)."""
+    try:
+        layer = mounts.get(container_id)
+    except errdefs.NotFound:
+        return
+    try:
+        merged = mounts.driver.metadata(layer.mount_id).get("MergedDir")
+    except errdefs.LaminaError:
+        merged = None
+    try:
+        mounts.unmount(container_id)
+    except errdefs.LaminaError:
+        pass  # not mounted by this process
+    if merged and lmount.is_mountpoint(merged):
+        lmount.unmount(merged, detach=True)
+
+
+def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, container_id: str, path: str) -> None:
+    """Everything after the commit point: layer, exec records, run directory, the directory."""
+    release_mount(mounts, container_id)
+    try:
+        mounts.remove(container_id)
+    except errdefs.NotFound:
+        pass
+    execs.remove_for_container(container_id)
+    RunDirectory(exec_root, container_id).remove()
+    fsutil.remove_tree(path)
+
+
+def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str,
+            container_id: str) -> None:
+    """Remove a stopped container for good; NotFound when it is gone already."""
+    lock = store.lock(container_id)
+    try:
+        record = store.get(container_id)
+        record.state["RemovalInProgress"] = True
+        store.save(record)
+        path = store.begin_removal(container_id)  # the commit point
+        # the lock moved with the directory: holding it tells the sweep we are still at work
+        finish_removal(mounts, execs, exec_root, container_id, path)
+    finally:
+        lock.release()
+
+
+def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str) -> list[str]:
+    """Finish removals that a crash interrupted; drop creations that never committed."""
+    done = store.sweep_temporary()
+    for container_id, path in store.removing():
+        if store.removal_in_progress(path):
+            continue
+        finish_removal(mounts, execs, exec_root, container_id, path)
+        log.warning("finished the interrupted removal of container %s", container_id)
+        done.append(f"finished removal of container {container_id}")
+    return done

@@ -1,0 +1,239 @@
+"""Run-time state of containers under the exec root (a tmpfs: none of it survives a reboot).
+
+Layout, under ``<exec-root>/containers/<id>/`` (mode 0700)::
+
+    monitor.lock   ``flock``\\ ed (exclusive) by the container's monitor for its whole life:
+                   a lock that can be taken means no monitor is alive
+    running.lock   ``flock``\\ ed (exclusive) by the monitor while the container runs (and while it
+                   waits to restart it); its content is the last :class:`ExitInfo`, JSON
+                   ``{"Sequence": n, "ExitCode": c, "Error": "...", "OOMKilled": b, "Removed": b}``,
+                   rewritten in place and never replaced, so that a waiter holding it open
+                   reads the exit of a container that ``--rm`` removed meanwhile
+    runtime.json   the :class:`~lamina.runtime.api.RuntimeState` of the current run
+    attach.sock    the monitor's attach socket; ctl.sock its control socket
+    monitor.log    the monitor's own log
+
+``<exec-root>/oci/`` holds the bundles of the OCI runtimes.
+
+Waiting for an exit: a waiter remembers the ``Sequence`` it saw, then takes ``running.lock``
+shared: that blocks while the container runs and returns when the monitor released it after
+recording the exit (the monitor bumps ``Sequence`` at every exit, failed start or abandoned
+restart).  Unix socket paths are limited to 108 bytes, so sockets are bound and connected
+through ``/proc/self/fd/<directory fd>/<name>``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from lamina import errdefs, fsutil
+from lamina.runtime.api import RuntimeState
+
+__all__ = ["RunDirectory", "RunLock", "ExitInfo", "bind_unix", "connect_unix"]
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """The last exit of a container, as ``running.lock`` holds it."""
+
+    sequence: int = 0
+    exit_code: int = 0
+    error: str = ""
+    oom_killed: bool = False
+    removed: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps({"Sequence": self.sequence, "ExitCode": self.exit_code, "Error": self.error,
+                           "OOMKilled": self.oom_killed, "Removed": self.removed}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "ExitInfo":
+        try:
+            value = json.loads(data) if data else {}
+        except ValueError:
+            value = {}
+        if not isinstance(value, dict):
+            return cls()
+        try:
+            return cls(sequence=int(value.get("Sequence") or 0), exit_code=int(value.get("ExitCode") or 0),
+                       error=str(value.get("Error") or ""), oom_killed=bool(value.get("OOMKilled")),
+                       removed=bool(value.get("Removed")))
+        except (TypeError, ValueError):
+            return cls()
+
+
+class RunLock:
+    """``running.lock``, opened (created when missing)."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise errdefs.NotFound(f"{path}: the container's run directory is gone") from exc
+
+    def read(self) -> ExitInfo:
+        size = os.fstat(self.fd).st_size
+        return ExitInfo.from_json(os.pread(self.fd, size, 0) if size else b"")
+
+    def write(self, info: ExitInfo) -> None:
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, info.to_json(), 0)
+
+    def try_lock(self, *, shared: bool) -> bool:
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def lock(self, *, shared: bool) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def wait_exit(self, after: int, *, timeout: float | None = None,
+                  give_up: Callable[[], bool] = lambda: False) -> ExitInfo | None:
+        """The first exit with a Sequence above ``after``; None when ``timeout`` passed or
+        ``give_up()`` said so (it is asked whenever no monitor holds the lock)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            if self.try_lock(shared=True):
+                try:
+                    info = self.read()
+                finally:
+                    self.unlock()
+                if info.sequence > after:
+                    return info
+                if give_up():
+                    return None
+                pause = delay
+                delay = min(delay * 1.5, 0.05)
+            elif deadline is None:
+                self.lock(shared=True)  # blocks while the container runs
+                self.unlock()
+                continue
+            else:
+                pause = 0.005
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                pause = min(pause, remaining)
+            time.sleep(pause)
+
+
+class RunDirectory:
+    def __init__(self, exec_root: str, container_id: str) -> None:
+        self.exec_root = exec_root
+        self.container_id = container_id
+        self.path = os.path.join(exec_root, "containers", container_id)
+        self.monitor_lock = os.path.join(self.path, "monitor.lock")
+        self.running_lock = os.path.join(self.path, "running.lock")
+        self.runtime_file = os.path.join(self.path, "runtime.json")
+        self.attach_socket = os.path.join(self.path, "attach.sock")
+        self.control_socket = os.path.join(self.path, "ctl.sock")
+        self.monitor_log = os.path.join(self.path, "monitor.log")
+
+    def create(self) -> None:
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def run_lock(self) -> RunLock:
+        self.create()
+        return RunLock(self.running_lock)
+
+    def monitor_alive(self) -> bool:
+        try:
+            fd = os.open(self.monitor_lock, os.O_RDWR | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def read_runtime_state(self) -> RuntimeState | None:
+        try:
+            value = fsutil.read_json(self.runtime_file)
+            return RuntimeState(id=str(value["id"]), pid=int(value["pid"]), runtime=str(value["runtime"]),
+                                cgroup=str(value.get("cgroup") or ""), bundle=str(value.get("bundle") or ""))
+        except (FileNotFoundError, NotADirectoryError, ValueError, KeyError, TypeError):
+            return None
+
+    def write_runtime_state(self, state: RuntimeState) -> None:
+        fsutil.atomic_write_json(self.runtime_file, asdict(state), mode=0o600)
+
+    def clear_runtime_state(self) -> None:
+        try:
+            os.unlink(self.runtime_file)
+        except FileNotFoundError:
+            pass
+
+    def remove(self) -> None:
+        fsutil.remove_tree(self.path)
+
+
+def _via_directory(path: str) -> tuple[int, str]:
+    directory, name = os.path.split(path)
+    fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return fd, f"/proc/self/fd/{fd}/{name}"
+
+
+def bind_unix(path: str, backlog: int = 16) -> socket.socket:
+    """A listening unix socket at ``path`` (any length); a stale socket file is replaced."""
+    fd, address = _via_directory(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock.bind(address)
+        os.chmod(path, 0o600)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.close(fd)
+    return sock
+
+
+def connect_unix(path: str, timeout: float | None = 10.0) -> socket.socket:
+    """A connection to the unix socket at ``path`` (any length)."""
+    try:
+        fd, address = _via_directory(path)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise errdefs.NotFound(f"{path} does not exist") from exc
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.settimeout(None)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise errdefs.Conflict(f"the container's monitor is not listening on {path}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.close(fd)
+    return sock

@@ -1,0 +1,800 @@
+"""From Docker's create request to the runtime's :class:`ContainerSpec`: pure functions.
+
+- :func:`split_create_body` separates ``POST /containers/create``'s body into the container
+  ``Config`` (top-level fields), ``HostConfig`` and ``NetworkingConfig``.
+- :func:`merge_image_config` fills the container config from the image's, exactly as Docker's
+  ``merge`` does at create: User, WorkingDir, StopSignal, Healthcheck when unset; Env as the
+  user's variables followed by the image's that the user did not set; Labels, ExposedPorts and
+  Volumes united; Cmd (and ArgsEscaped) from the image only when neither Entrypoint nor Cmd was
+  given, Entrypoint from the image only when the user did not give one at all.
+- :func:`normalize_host_config` validates the HostConfig with Docker's messages and fills the
+  defaults ``docker inspect`` shows (``MemorySwap`` twice ``Memory``, 64 MiB ``ShmSize``, ...).
+- :func:`container_spec` and :func:`exec_process` build what the runtime runs: the command is
+  Entrypoint + Cmd; the environment is ``PATH`` (default), ``HOSTNAME``, ``TERM=xterm`` with a
+  TTY, overlaid by the config's Env, plus ``HOME`` from the image's passwd.
+- :func:`resolv_conf` and :func:`hosts_file` write the container's DNS files the way Docker's
+  libnetwork does: the host's resolv.conf without loopback or IPv6 nameservers (Google's
+  public servers when none remain), a hosts file with the localhost entries and the hostname.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import signal as signals
+from collections.abc import Mapping
+from typing import Any
+
+from lamina import errdefs
+from lamina.container.logs import parse_log_options, parse_size
+from lamina.image.config import ContainerConfig
+from lamina.runtime.api import (
+    DEFAULT_CAPABILITIES,
+    DEFAULT_MASKED_PATHS,
+    DEFAULT_READONLY_PATHS,
+    ContainerSpec,
+    MountSpec,
+    ProcessSpec,
+    Resources,
+)
+from lamina.runtime.capabilities import CAPABILITIES
+from lamina.runtime.user import ExecUser
+
+__all__ = [
+    "DEFAULT_PATH", "DEFAULT_STOP_TIMEOUT", "DEFAULT_SHM_SIZE", "RESTART_POLICIES",
+    "split_create_body", "merge_image_config", "normalize_config", "normalize_host_config",
+    "normalize_update", "entrypoint_and_args", "parse_signal", "stop_signal", "stop_timeout",
+    "restart_policy", "resources", "network_mode", "container_env", "container_spec",
+    "exec_process", "resolv_conf", "hosts_file", "parse_cpuset", "log_options",
+]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_STOP_TIMEOUT = 10
+DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+MINIMUM_MEMORY = 6 * 1024 * 1024
+RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+_GOOGLE_DNS = ("8.8.8.8", "8.8.4.4")
+_LOOPBACK_NAMESERVER = re.compile(r"^\s*nameserver\s*((127\.\d{1,3}\.\d{1,3}\.\d{1,3})|(::1))\s*$")
+_IPV6_NAMESERVER = re.compile(r"^\s*nameserver\s*[0-9a-fA-F]*:[0-9a-fA-F:.%a-zA-Z]*\s*$")
+_HOSTS_HEADER = ("127.0.0.1\tlocalhost\n"
+                 "::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 "fe00::0\tip6-localnet\n"
+                 "ff00::0\tip6-mcastprefix\n"
+                 "ff02::1\tip6-allnodes\n"
+                 "ff02::2\tip6-allrouters\n")
+
+# HostConfig as Docker fills it for a plain `docker create` (the order of `docker inspect`)
+_HOST_CONFIG_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("Binds", None), ("ContainerIDFile", ""), ("LogConfig", {"Type": "json-file", "Config": {}}),
+    ("NetworkMode", "default"), ("PortBindings", {}), ("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0}),
+    ("AutoRemove", False), ("VolumeDriver", ""), ("VolumesFrom", None), ("ConsoleSize", [0, 0]),
+    ("CapAdd", None), ("CapDrop", None), ("CgroupnsMode", "private"), ("Dns", []), ("DnsOptions", []),
+    ("DnsSearch", []), ("ExtraHosts", None), ("GroupAdd", None), ("IpcMode", "private"), ("Cgroup", ""),
+    ("Links", None), ("OomScoreAdj", 0), ("PidMode", ""), ("Privileged", False), ("PublishAllPorts", False),
+    ("ReadonlyRootfs", False), ("SecurityOpt", None), ("UTSMode", ""), ("UsernsMode", ""),
+    ("ShmSize", DEFAULT_SHM_SIZE), ("Runtime", ""), ("Isolation", ""), ("CpuShares", 0), ("Memory", 0),
+    ("NanoCpus", 0), ("CgroupParent", ""), ("BlkioWeight", 0), ("BlkioWeightDevice", []),
+    ("BlkioDeviceReadBps", []), ("BlkioDeviceWriteBps", []), ("BlkioDeviceReadIOps", []),
+    ("BlkioDeviceWriteIOps", []), ("CpuPeriod", 0), ("CpuQuota", 0), ("CpuRealtimePeriod", 0),
+    ("CpuRealtimeRuntime", 0), ("CpusetCpus", ""), ("CpusetMems", ""), ("Devices", []),
+    ("DeviceCgroupRules", None), ("DeviceRequests", None), ("MemoryReservation", 0), ("MemorySwap", 0),
+    ("MemorySwappiness", None), ("OomKillDisable", False), ("PidsLimit", None), ("Ulimits", None),
+    ("CpuCount", 0), ("CpuPercent", 0), ("IOMaximumIOps", 0), ("IOMaximumBandwidth", 0),
+    ("Mounts", None), ("Init", None), ("Tmpfs", None), ("MaskedPaths", None), ("ReadonlyPaths", None),
+)
+_INTEGER_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
+                   "CpuQuota", "ShmSize", "BlkioWeight", "OomScoreAdj", "CpuCount", "CpuPercent",
+                   "CpuRealtimePeriod", "CpuRealtimeRuntime", "IOMaximumIOps", "IOMaximumBandwidth")
+_UPDATE_FIELDS = ("CpuShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight", "CpuPeriod", "CpuQuota",
+                  "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "MemoryReservation",
+                  "MemorySwap", "MemorySwappiness", "KernelMemory", "OomKillDisable", "PidsLimit",
+                  "RestartPolicy", "BlkioWeightDevice", "Devices", "Ulimits")
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "bool", int: "number", float: "number", str: "string", list: "array",
+            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _integer(host: Mapping[str, Any], key: str) -> int:
+    value = host.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                                          and not value.is_integer()):
+        raise errdefs.InvalidArgument(
+            f"json: cannot unmarshal {_type_name(value)} into Go struct field HostConfig.{key} of type int64")
+    return int(value)
+
+
+# --------------------------------------------------------------------------------------------
+# the create request
+
+
+def split_create_body(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(Config fields, HostConfig, NetworkingConfig) of a create request body."""
+    if not isinstance(body, Mapping):
+        raise errdefs.InvalidArgument("the container configuration must be a JSON object")
+    config = {key: value for key, value in body.items() if key not in ("HostConfig", "NetworkingConfig")}
+    host = body.get("HostConfig") or {}
+    networking = body.get("NetworkingConfig") or {}
+    if not isinstance(host, Mapping):
+        raise errdefs.InvalidArgument("HostConfig must be a JSON object")
+    if not isinstance(networking, Mapping):
+        raise errdefs.InvalidArgument("NetworkingConfig must be a JSON object")
+    return config, dict(host), dict(networking)
+
+
+def normalize_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as Docker serialises ``container.Config`` (types checked)."""
+    return ContainerConfig.from_dict(dict(config), "Config.").to_dict()
+
+
+def _env_key(item: str) -> str:
+    return item.split("=", 1)[0]
+
+
+def merge_image_config(user: dict[str, Any], image: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Docker's ``merge(userConf, imageConf)`` (see the module docstring)."""
+    merged = dict(user)
+    image = dict(image or {})
+    if not merged.get("User"):
+        merged["User"] = image.get("User") or ""
+    ports = dict(merged.get("ExposedPorts") or {})
+    for port in image.get("ExposedPorts") or {}:
+        ports.setdefault(port, {})
+    if ports:
+        merged["ExposedPorts"] = dict(sorted(ports.items()))
+    user_env = list(merged.get("Env") or [])
+    if not user_env:
+        merged["Env"] = list(image.get("Env") or []) or merged.get("Env")
+    else:
+        keys = {_env_key(item) for item in user_env}
+        merged["Env"] = user_env + [item for item in image.get("Env") or [] if _env_key(item) not in keys]
+    labels = dict(merged.get("Labels") or {})
+    for key, value in (image.get("Labels") or {}).items():
+        labels.setdefault(key, value)
+    merged["Labels"] = labels
+    if not merged.get("Entrypoint"):
+        if not merged.get("Cmd"):
+            merged["Cmd"] = image.get("Cmd")
+            if image.get("ArgsEscaped"):
+                merged["ArgsEscaped"] = True
+        if merged.get("Entrypoint") is None:
+            merged["Entrypoint"] = image.get("Entrypoint")
+    if image.get("Healthcheck"):
+        if not merged.get("Healthcheck"):
+            merged["Healthcheck"] = image["Healthcheck"]
+        else:
+            health = dict(merged["Healthcheck"])
+            for key, value in image["Healthcheck"].items():
+                if not health.get(key):
+                    health[key] = value
+            merged["Healthcheck"] = health
+    if not merged.get("WorkingDir"):
+        merged["WorkingDir"] = image.get("WorkingDir") or ""
+    volumes = dict(image.get("Volumes") or {})
+    volumes.update(merged.get("Volumes") or {})
+    merged["Volumes"] = dict(sorted(volumes.items())) if volumes else None
+    if not merged.get("StopSignal") and image.get("StopSignal"):
+        merged["StopSignal"] = image["StopSignal"]
+    if merged.get("Entrypoint") == [""]:
+        merged["Entrypoint"] = None  # `--entrypoint ""`: no entrypoint at all
+    return merged
+
+
+def entrypoint_and_args(config: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """Docker's ``getEntrypointAndArgs``: (Path, Args)."""
+    entrypoint = list(config.get("Entrypoint") or [])
+    command = list(config.get("Cmd") or [])
+    if entrypoint:
+        return entrypoint[0], entrypoint[1:] + command
+    if not command:
+        raise errdefs.InvalidArgument("No command specified")
+    return command[0], command[1:]
+
+
+def parse_signal(text: str | int) -> int:
+    """Docker's ``signal.ParseSignal``: ``9``, ``KILL``, ``SIGKILL``, ``SIGRTMIN+3``."""
+    raw = str(text).strip()
+    if raw.isdigit():
+        number = int(raw)
+        if 1 <= number <= signals.SIGRTMAX:
+            return number
+        raise errdefs.InvalidArgument(f"Invalid signal: {text}")
+    name = raw.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    match = re.fullmatch(r"SIGRT(MIN|MAX)([+-]\d+)?", name)
+    if match:
+        base = signals.SIGRTMIN if match.group(1) == "MIN" else signals.SIGRTMAX
+        number = base + int(match.group(2) or 0)
+        if signals.SIGRTMIN <= number <= signals.SIGRTMAX:
+            return number
+        raise errdefs.InvalidArgument(f"Invalid signal: {text}")
+    member = getattr(signals.Signals, name, None) if name in signals.Signals.__members__ else None
+    if member is None:
+        raise errdefs.InvalidArgument(f"Invalid signal: {text}")
+    return int(member)
+
+
+def stop_signal(config: Mapping[str, Any]) -> int:
+    value = config.get("StopSignal")
+    return parse_signal(value) if value else int(signals.SIGTERM)
+
+
+def stop_timeout(config: Mapping[str, Any]) -> int:
+    value = config.get("StopTimeout")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else DEFAULT_STOP_TIMEOUT
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Docker's create-time checks of the merged config."""
+    working_dir = config.get("WorkingDir") or ""
+    if working_dir:
+        if not working_dir.startswith("/"):
+            raise errdefs.InvalidArgument(
+                f"the working directory '{working_dir}' is invalid, it needs to be an absolute path")
+        config["WorkingDir"] = posixpath.normpath(working_dir).replace("//", "/")
+    entrypoint_and_args(config)
+    if config.get("StopSignal"):
+        parse_signal(config["StopSignal"])
+    for item in config.get("Env") or []:
+        if not item or item.startswith("="):
+            raise errdefs.InvalidArgument(f"invalid environment variable: {item}")
+
+
+# --------------------------------------------------------------------------------------------
+# HostConfig
+
+
+def parse_cpuset(text: str) -> set[int]:
+    """``0-2,4`` -> {0, 1, 2, 4}; InvalidArgument for anything else."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        low, separator, high = part.partition("-")
+        if not low.isdigit() or (separator and not high.isdigit()):
+            raise errdefs.InvalidArgument(f"Invalid value {text} for cpuset cpus")
+        first, last = int(low), int(high) if separator else int(low)
+        if last < first:
+            raise errdefs.InvalidArgument(f"Invalid value {text} for cpuset cpus")
+        cpus.update(range(first, last + 1))
+    return cpus
+
+
+def _format_cpuset(cpus: set[int]) -> str:
+    ranges: list[str] = []
+    for cpu in sorted(cpus):
+        if ranges and "-" in ranges[-1] and int(ranges[-1].split("-")[1]) == cpu - 1:
+            ranges[-1] = f"{ranges[-1].split('-')[0]}-{cpu}"
+        elif ranges and "-" not in ranges[-1] and int(ranges[-1]) == cpu - 1:
+            ranges[-1] = f"{ranges[-1]}-{cpu}"
+        else:
+            ranges.append(str(cpu))
+    return ",".join(ranges)
+
+
+def restart_policy(host: Mapping[str, Any]) -> tuple[str, int]:
+    policy = host.get("RestartPolicy") or {}
+    return str(policy.get("Name") or "no"), int(policy.get("MaximumRetryCount") or 0)
+
+
+def _validate_restart_policy(policy: Any) -> dict[str, Any]:
+    if policy is None:
+        return {"Name": "no", "MaximumRetryCount": 0}
+    if not isinstance(policy, Mapping):
+        raise errdefs.InvalidArgument("RestartPolicy must be a JSON object")
+    name = policy.get("Name") or ""
+    count = policy.get("MaximumRetryCount") or 0
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise errdefs.InvalidArgument("invalid restart policy: maximum retry count must be a number")
+    if name in ("always", "unless-stopped", "no"):
+        if count != 0:
+            message = "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+            if count < 0:
+                message += " and cannot be negative"
+            raise errdefs.InvalidArgument(message)
+    elif name == "on-failure":
+        if count < 0:
+            raise errdefs.InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+    elif name == "":
+        name = "no"  # before Docker 25 an unset policy was stored with an empty name
+    else:
+        raise errdefs.InvalidArgument(
+            f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', "
+            f"or 'unless-stopped'")
+    return {"Name": name, "MaximumRetryCount": count}
+
+
+def _validate_resources(host: dict[str, Any], *, update: bool, cpu_count: int, available: set[int]) -> list[str]:
+    warnings: list[str] = []
+    for key in _INTEGER_FIELDS:
+        if key in host:
+            host[key] = _integer(host, key)
+    memory = host.get("Memory") or 0
+    swap = host.get("MemorySwap") or 0
+    if memory < 0:
+        raise errdefs.InvalidArgument("invalid memory limit: must not be negative")
+    if memory and memory < MINIMUM_MEMORY:
+        raise errdefs.InvalidArgument("Minimum memory limit allowed is 6MB")
+    if memory > 0 and swap > 0 and swap < memory:
+        raise errdefs.InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if memory == 0 and swap > 0 and not update:
+        raise errdefs.InvalidArgument(
+            "You should always set the Memory limit when using Memoryswap limit, see usage")
+    reservation = host.get("MemoryReservation") or 0
+    if reservation and memory and memory < reservation:
+        raise errdefs.InvalidArgument(
+            "Minimum memory limit can not be less than memory reservation limit, see usage")
+    nano = host.get("NanoCpus") or 0
+    if nano and (host.get("CpuPeriod") or 0):
+        raise errdefs.InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if nano and (host.get("CpuQuota") or 0):
+        raise errdefs.InvalidArgument("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
+    if nano < 0 or nano > cpu_count * 1_000_000_000:
+        raise errdefs.InvalidArgument(
+            f"Range of CPUs is from 0.01 to {cpu_count}.00, as there are only {cpu_count} CPUs available")
+    if 0 < nano < 10_000_000:
+        raise errdefs.InvalidArgument(
+            f"Range of CPUs is from 0.01 to {cpu_count}.00, as there are only {cpu_count} CPUs available")
+    shares = host.get("CpuShares") or 0
+    if shares < 0:
+        raise errdefs.InvalidArgument(f"invalid CPU shares ({shares}): value must be a positive integer")
+    period = host.get("CpuPeriod") or 0
+    if period and not 1000 <= period <= 1_000_000:
+        raise errdefs.InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s "
+                                      "(i.e. 1000000)")
+    quota = host.get("CpuQuota") or 0
+    if quota and quota != -1 and quota < 1000:
+        raise errdefs.InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    cpuset = host.get("CpusetCpus") or ""
+    if cpuset:
+        if not isinstance(cpuset, str):
+            raise errdefs.InvalidArgument("CpusetCpus must be a string")
+        requested = parse_cpuset(cpuset)
+        if not requested <= available:
+            raise errdefs.InvalidArgument(
+                f"Requested CPUs are not available - requested {cpuset}, available: {_format_cpuset(available)}")
+    pids = host.get("PidsLimit")
+    if pids is not None:
+        if isinstance(pids, bool) or not isinstance(pids, int):
+            raise errdefs.InvalidArgument(
+                f"json: cannot unmarshal {_type_name(pids)} into Go struct field HostConfig.PidsLimit of type int64")
+        if pids <= 0:
+            host["PidsLimit"] = 0 if update else None  # unlimited
+    if memory > 0 and swap == 0 and not update:
+        host["MemorySwap"] = memory * 2
+    return warnings
+
+
+def _check_list(host: Mapping[str, Any], key: str) -> list[Any]:
+    value = host.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise errdefs.InvalidArgument(f"HostConfig.{key} must be an array")
+    return value
+
+
+def _canonical_capability(name: str) -> str:
+    upper = name.strip().upper()
+    if upper == "ALL":
+        return upper
+    canonical = upper if upper.startswith("CAP_") else "CAP_" + upper
+    if canonical not in CAPABILITIES:
+        raise errdefs.InvalidArgument(f"unknown capability: \"{name}\"")
+    return canonical
+
+
+def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "native",
+                          runtimes: tuple[str, ...] = ("native", "crun", "runc"),
+                          cpu_count: int | None = None,
+                          available_cpus: set[int] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Validate a HostConfig with Docker's messages; returns it with Docker's defaults filled
+    in, and the warnings Docker would give."""
+    given = dict(host)
+    out: dict[str, Any] = {}
+    for key, default in _HOST_CONFIG_DEFAULTS:
+        value = given.pop(key, None)
+        out[key] = default if value is None else value
+    out.update(given)  # fields lamina does not know: kept as given
+    cpu_count = cpu_count or os.cpu_count() or 1
+    available = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
+    warnings = _validate_resources(out, update=False, cpu_count=cpu_count, available=available)
+    out["RestartPolicy"] = _validate_restart_policy(host.get("RestartPolicy"))
+    if out.get("AutoRemove") and out["RestartPolicy"]["Name"] != "no":
+        raise errdefs.InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    mode = out.get("NetworkMode") or "default"
+    out["NetworkMode"] = mode
+    network_mode(out)
+    log_config = out.get("LogConfig") or {}
+    if not isinstance(log_config, Mapping):
+        raise errdefs.InvalidArgument("LogConfig must be a JSON object")
+    log_type = log_config.get("Type") or "json-file"
+    options = log_config.get("Config") or {}
+    if log_type not in ("json-file", "none"):
+        raise errdefs.InvalidArgument(
+            f"failed to create logging driver: logger: no log driver named '{log_type}' is registered")
+    if log_type == "json-file":
+        parse_log_options(options)
+    elif options:
+        raise errdefs.InvalidArgument("configuring options is not supported for the 'none' log driver")
+    out["LogConfig"] = {"Type": log_type, "Config": dict(options)}
+    runtime = out.get("Runtime") or default_runtime
+    if runtime not in runtimes:
+        raise errdefs.InvalidArgument(f"unknown or invalid runtime name: {runtime}")
+    out["Runtime"] = runtime
+    for key in ("CapAdd", "CapDrop"):
+        for name in _check_list(out, key):
+            if not isinstance(name, str):
+                raise errdefs.InvalidArgument(f"HostConfig.{key} must hold strings")
+            _canonical_capability(name)
+    for key in ("PidMode", "IpcMode", "UTSMode", "CgroupnsMode", "UsernsMode"):
+        value = out.get(key) or ""
+        allowed = {"PidMode": ("", "host"), "IpcMode": ("", "private", "shareable", "host", "none"),
+                   "UTSMode": ("", "host"), "CgroupnsMode": ("", "private", "host"), "UsernsMode": ("", "host")}[key]
+        if value not in allowed:
+            raise errdefs.NotImplemented(f"{key} {value!r} is not supported by lamina yet")
+    for entry in _check_list(out, "Binds"):
+        _parse_bind(entry)
+    for entry in _check_list(out, "Mounts"):
+        _parse_mount(entry)
+    tmpfs = out.get("Tmpfs") or {}
+    if not isinstance(tmpfs, Mapping):
+        raise errdefs.InvalidArgument("HostConfig.Tmpfs must be an object")
+    for destination in tmpfs:
+        if not destination.startswith("/"):
+            raise errdefs.InvalidArgument(f"invalid mount config for type \"tmpfs\": invalid mount path: '{destination}' "
+                                          "mount path must be absolute")
+    for item in _check_list(out, "Ulimits"):
+        _ulimit(item)
+    for item in _check_list(out, "ExtraHosts"):
+        if not isinstance(item, str) or ":" not in item:
+            raise errdefs.InvalidArgument(f"invalid extra host {item!r}: expected host:ip")
+    for item in _check_list(out, "GroupAdd"):
+        if not isinstance(item, str) or not item:
+            raise errdefs.InvalidArgument(f"invalid group {item!r}")
+    shm = out.get("ShmSize") or 0
+    if shm < 0:
+        raise errdefs.InvalidArgument("SHM size can not be less than 0")
+    if not shm:
+        out["ShmSize"] = DEFAULT_SHM_SIZE
+    if out.get("Privileged"):
+        out["MaskedPaths"] = None
+        out["ReadonlyPaths"] = None
+    else:
+        if out.get("MaskedPaths") is None:
+            out["MaskedPaths"] = list(DEFAULT_MASKED_PATHS)
+        if out.get("ReadonlyPaths") is None:
+            out["ReadonlyPaths"] = list(DEFAULT_READONLY_PATHS)
+    out["ConsoleSize"] = list(out.get("ConsoleSize") or [0, 0])
+    return out, warnings
+
+
+def normalize_update(host: dict[str, Any], update: Mapping[str, Any], *, cpu_count: int | None = None,
+                     available_cpus: set[int] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The HostConfig after ``docker update`` (Docker's UpdateConfig: resources and RestartPolicy)."""
+    if not isinstance(update, Mapping):
+        raise errdefs.InvalidArgument("the update must be a JSON object")
+    changed = dict(host)
+    for key, value in update.items():
+        if key not in _UPDATE_FIELDS:
+            raise errdefs.InvalidArgument(f"unknown update field {key!r}")
+        if key == "RestartPolicy":
+            changed[key] = _validate_restart_policy(value)
+        elif value is not None and value != 0 and value != "":
+            changed[key] = value
+        elif key == "PidsLimit" and value is not None:
+            changed[key] = value
+    cpu_count = cpu_count or os.cpu_count() or 1
+    available = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
+    warnings = _validate_resources(changed, update=True, cpu_count=cpu_count, available=available)
+    memory = changed.get("Memory") or 0
+    swap = changed.get("MemorySwap") or 0
+    if "Memory" in update and memory and "MemorySwap" not in update and 0 < swap < memory:
+        # Docker keeps the old swap limit; a limit below the new memory limit is refused
+        raise errdefs.InvalidArgument(
+            "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the "
+            "same time")
+    if changed.get("AutoRemove") and changed["RestartPolicy"]["Name"] != "no":
+        raise errdefs.InvalidArgument("Restart policy cannot be updated because AutoRemove is enabled for the "
+                                      "container")
+    return changed, warnings
+
+
+def network_mode(host: Mapping[str, Any]) -> str:
+    """The runtime's network for a NetworkMode: ``private`` (default/bridge), ``none``, ``host``."""
+    mode = host.get("NetworkMode") or "default"
+    if mode in ("default", "bridge"):
+        return "private"
+    if mode in ("none", "host"):
+        return mode
+    if mode.startswith("container:"):
+        raise errdefs.NotImplemented("joining another container's network is not supported yet")
+    raise errdefs.NotFound(f"network {mode} not found")
+
+
+def log_options(host: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    log_config = host.get("LogConfig") or {}
+    return str(log_config.get("Type") or "json-file"), dict(log_config.get("Config") or {})
+
+
+def resources(host: Mapping[str, Any]) -> Resources:
+    memory = host.get("Memory") or 0
+    swap = host.get("MemorySwap") or 0
+    nano = host.get("NanoCpus") or 0
+    period = host.get("CpuPeriod") or 0
+    quota = host.get("CpuQuota") or 0
+    if nano:
+        period = 100_000
+        quota = nano * period // 1_000_000_000
+    pids = host.get("PidsLimit")
+    return Resources(
+        memory=memory or None,
+        memory_swap=swap if swap else None,
+        cpu_quota=quota or None,
+        cpu_period=period or None,
+        cpu_shares=host.get("CpuShares") or None,
+        cpuset_cpus=host.get("CpusetCpus") or None,
+        pids_limit=pids if pids and pids > 0 else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# mounts
+
+
+def _parse_bind(entry: Any) -> MountSpec:
+    """``/host:/container[:ro|rw|z|Z|...]`` -> a bind MountSpec (named volumes: not yet)."""
+    if not isinstance(entry, str):
+        raise errdefs.InvalidArgument(f"invalid bind {entry!r}")
+    parts = entry.split(":")
+    if len(parts) < 2 or len(parts) > 3:
+        raise errdefs.InvalidArgument(f"invalid volume specification: '{entry}'")
+    source, destination = parts[0], parts[1]
+    options = parts[2].split(",") if len(parts) == 3 else []
+    if not source.startswith("/"):
+        raise errdefs.NotImplemented(f"named volumes are not supported yet: '{entry}'")
+    if not destination.startswith("/"):
+        raise errdefs.InvalidArgument(
+            f"invalid volume specification: '{entry}': invalid mount config for type \"bind\": invalid mount "
+            f"path: '{destination}' mount path must be absolute")
+    flags = ["rbind", "rprivate"]
+    for option in options:
+        if option in ("ro", "rw"):
+            flags.append(option)
+        elif option in ("z", "Z", "nocopy", "private", "rprivate", "shared", "rshared", "slave", "rslave"):
+            continue
+        else:
+            raise errdefs.InvalidArgument(f"invalid mode: {option}")
+    return MountSpec(posixpath.normpath(destination), "bind", posixpath.normpath(source), tuple(flags))
+
+
+def _parse_mount(entry: Any) -> MountSpec:
+    if not isinstance(entry, Mapping):
+        raise errdefs.InvalidArgument("HostConfig.Mounts entries must be objects")
+    kind = entry.get("Type") or ""
+    target = entry.get("Target") or ""
+    if not target.startswith("/"):
+        raise errdefs.InvalidArgument(f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' "
+                                      "mount path must be absolute")
+    if kind == "bind":
+        source = entry.get("Source") or ""
+        if not source.startswith("/"):
+            raise errdefs.InvalidArgument(f"invalid mount config for type \"bind\": invalid specification: "
+                                          f"source path must be absolute: '{source}'")
+        if not os.path.exists(source):
+            raise errdefs.InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not "
+                                          f"exist: {source}")
+        flags = ["rbind", "rprivate"] + (["ro"] if entry.get("ReadOnly") else [])
+        return MountSpec(posixpath.normpath(target), "bind", posixpath.normpath(source), tuple(flags))
+    if kind == "tmpfs":
+        options = ["nosuid", "nodev", "noexec"] + (["ro"] if entry.get("ReadOnly") else [])
+        tmpfs_options = entry.get("TmpfsOptions") or {}
+        if tmpfs_options.get("SizeBytes"):
+            options.append(f"size={int(tmpfs_options['SizeBytes'])}")
+        if tmpfs_options.get("Mode"):
+            options.append(f"mode={int(tmpfs_options['Mode']):o}")
+        return MountSpec(posixpath.normpath(target), "tmpfs", "tmpfs", tuple(options))
+    if kind == "volume":
+        raise errdefs.NotImplemented("volume mounts are not supported yet")
+    raise errdefs.InvalidArgument(f"mount type {kind!r} is not supported")
+
+
+def _tmpfs_mount(destination: str, text: str) -> MountSpec:
+    flags = {"nosuid": True, "nodev": True, "noexec": True}
+    data: list[str] = []
+    extra: list[str] = []
+    for option in [o for o in (text or "").split(",") if o]:
+        if option in ("exec", "suid", "dev"):
+            flags["no" + option] = False
+        elif option in ("noexec", "nosuid", "nodev"):
+            flags[option] = True
+        elif option in ("ro", "rw", "noatime", "relatime", "strictatime"):
+            extra.append(option)
+        elif option.startswith("size="):
+            value = option[5:]
+            data.append(f"size={parse_size(value, binary=True) if not value.endswith('%') else value}")
+        else:
+            data.append(option)
+    options = [name for name, on in flags.items() if on] + extra + data
+    return MountSpec(posixpath.normpath(destination), "tmpfs", "tmpfs", tuple(options))
+
+
+def _ulimit(item: Any) -> tuple[str, int, int]:
+    if not isinstance(item, Mapping) or not isinstance(item.get("Name"), str):
+        raise errdefs.InvalidArgument("Ulimits entries must be {Name, Soft, Hard} objects")
+    name = item["Name"]
+    known = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+             "rss", "rtprio", "rttime", "sigpending", "stack", "as")
+    if name not in known:
+        raise errdefs.InvalidArgument(f"invalid ulimit type: {name}")
+    soft, hard = int(item.get("Soft") or 0), int(item.get("Hard") or 0)
+    if soft > hard and hard >= 0:
+        raise errdefs.InvalidArgument(f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
+    return f"RLIMIT_{name.upper()}", soft, hard
+
+
+# --------------------------------------------------------------------------------------------
+# the runtime spec
+
+
+def container_env(config: Mapping[str, Any], *, tty: bool, hostname: str) -> list[str]:
+    """Docker's ``CreateDaemonEnvironment``: PATH, HOSTNAME, TERM, then the config's Env."""
+    base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
+    if tty:
+        base.append("TERM=xterm")
+    return _replace_or_append(base, list(config.get("Env") or []))
+
+
+def _replace_or_append(base: list[str], overrides: list[str]) -> list[str]:
+    result = list(base)
+    for item in overrides:
+        key = _env_key(item)
+        for index, existing in enumerate(result):
+            if _env_key(existing) == key:
+                result[index] = item
+                break
+        else:
+            result.append(item)
+    return result
+
+
+def _capabilities(host: Mapping[str, Any], privileged: bool) -> tuple[str, ...]:
+    if privileged:
+        return CAPABILITIES
+    caps = list(DEFAULT_CAPABILITIES)
+    add = [_canonical_capability(c) for c in host.get("CapAdd") or []]
+    drop = [_canonical_capability(c) for c in host.get("CapDrop") or []]
+    if "ALL" in drop:
+        caps = []
+    else:
+        caps = [c for c in caps if c not in drop]
+    if "ALL" in add:
+        caps = list(CAPABILITIES)
+    else:
+        caps.extend(c for c in add if c not in caps)
+    return tuple(caps)
+
+
+def _hostname(config: Mapping[str, Any], container_id: str) -> str:
+    return str(config.get("Hostname") or container_id[:12])
+
+
+def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mapping[str, Any], rootfs: str,
+                   user: ExecUser, files: Mapping[str, str], cgroup_parent: str = "lamina") -> ContainerSpec:
+    """The runtime spec of a container.  ``files`` maps /etc/hostname, /etc/hosts and
+    /etc/resolv.conf to the host files bind-mounted over them; ``user`` is the resolved -u."""
+    tty = bool(config.get("Tty"))
+    hostname = _hostname(config, container_id)
+    path, args = entrypoint_and_args(config)
+    env = container_env(config, tty=tty, hostname=hostname)
+    if not any(item.startswith("HOME=") for item in env):
+        env.append(f"HOME={user.home or '/'}")
+    privileged = bool(host.get("Privileged"))
+    security = [str(option) for option in host.get("SecurityOpt") or []]
+    no_new_privileges = not privileged
+    seccomp = not privileged
+    for option in security:
+        key, _, value = option.replace(":", "=", 1).partition("=")
+        if key == "no-new-privileges":
+            no_new_privileges = value in ("", "true")
+        elif key == "seccomp" and value == "unconfined":
+            seccomp = False
+    extra_gids = list(user.additional_gids)
+    for group in host.get("GroupAdd") or []:
+        if str(group).isdigit() and int(group) not in extra_gids:
+            extra_gids.append(int(group))
+    process = ProcessSpec(
+        args=(path, *args), env=tuple(env), cwd=config.get("WorkingDir") or "/", uid=user.uid, gid=user.gid,
+        additional_gids=tuple(extra_gids), terminal=tty, capabilities=_capabilities(host, privileged),
+        no_new_privileges=no_new_privileges,
+        rlimits=tuple(_ulimit(item) for item in host.get("Ulimits") or []))
+    readonly = bool(host.get("ReadonlyRootfs"))
+    mounts: list[MountSpec] = []
+    for destination, source in files.items():
+        mounts.append(MountSpec(destination, "bind", source, ("rbind", "rprivate") + (("ro",) if readonly else ())))
+    for destination, options in (host.get("Tmpfs") or {}).items():
+        mounts.append(_tmpfs_mount(destination, options))
+    for entry in host.get("Binds") or []:
+        mounts.append(_parse_bind(entry))
+    for entry in host.get("Mounts") or []:
+        mounts.append(_parse_mount(entry))
+    namespaces = {"pid", "mount", "uts", "ipc", "network", "cgroup"}
+    if host.get("PidMode") == "host":
+        namespaces.discard("pid")
+    if host.get("IpcMode") == "host":
+        namespaces.discard("ipc")
+    if host.get("UTSMode") == "host":
+        namespaces.discard("uts")
+    if host.get("CgroupnsMode") == "host":
+        namespaces.discard("cgroup")
+    return ContainerSpec(
+        id=container_id, rootfs=rootfs, process=process, hostname=hostname, readonly_rootfs=readonly,
+        mounts=tuple(mounts), network=network_mode(host), namespaces=frozenset(namespaces),
+        resources=resources(host),
+        masked_paths=() if privileged else tuple(host.get("MaskedPaths") or DEFAULT_MASKED_PATHS),
+        readonly_paths=() if privileged else tuple(host.get("ReadonlyPaths") or DEFAULT_READONLY_PATHS),
+        seccomp=seccomp, init=bool(host.get("Init")),
+        cgroup_parent=str(host.get("CgroupParent") or cgroup_parent))
+
+
+def exec_process(*, container_id: str, config: Mapping[str, Any], host: Mapping[str, Any],
+                 exec_config: Mapping[str, Any], user: ExecUser) -> ProcessSpec:
+    """The process of ``docker exec`` (Docker's ExecConfig) inside the container."""
+    command = list(exec_config.get("Cmd") or [])
+    if not command:
+        raise errdefs.InvalidArgument("No exec command specified")
+    tty = bool(exec_config.get("Tty"))
+    env = container_env(config, tty=tty, hostname=_hostname(config, container_id))
+    env = _replace_or_append(env, list(exec_config.get("Env") or []))
+    if not any(item.startswith("HOME=") for item in env):
+        env.append(f"HOME={user.home or '/'}")
+    privileged = bool(exec_config.get("Privileged")) or bool(host.get("Privileged"))
+    return ProcessSpec(
+        args=tuple(command), env=tuple(env),
+        cwd=exec_config.get("WorkingDir") or config.get("WorkingDir") or "/",
+        uid=user.uid, gid=user.gid, additional_gids=user.additional_gids, terminal=tty,
+        capabilities=_capabilities(host, privileged), no_new_privileges=not privileged,
+        rlimits=tuple(_ulimit(item) for item in host.get("Ulimits") or []))
+
+
+# --------------------------------------------------------------------------------------------
+# DNS files
+
+
+def resolv_conf(host_text: str, *, network: str, dns: list[str] | None = None,
+                search: list[str] | None = None, options: list[str] | None = None) -> str:
+    """The container's resolv.conf (see the module docstring)."""
+    lines = host_text.splitlines()
+    if network != "host":
+        lines = [line for line in lines
+                 if not _LOOPBACK_NAMESERVER.match(line) and not _IPV6_NAMESERVER.match(line)]
+    if dns:
+        lines = [line for line in lines if not line.strip().startswith("nameserver")]
+        lines += [f"nameserver {server}" for server in dns]
+    if search:
+        lines = [line for line in lines if not line.strip().startswith(("search", "domain"))]
+        lines.append("search " + " ".join(search))
+    if options:
+        lines = [line for line in lines if not line.strip().startswith("options")]
+        lines.append("options " + " ".join(options))
+    if network != "host" and not any(line.strip().startswith("nameserver") for line in lines):
+        lines += [f"nameserver {server}" for server in _GOOGLE_DNS]
+    return "\n".join(lines) + "\n"
+
+
+def hosts_file(*, hostname: str, domainname: str = "", network: str, extra_hosts: list[str] | None = None,
+               host_text: str = "") -> str:
+    """The container's /etc/hosts (the host's for ``network="host"``)."""
+    if network == "host":
+        text = host_text if host_text.endswith("\n") or not host_text else host_text + "\n"
+    else:
+        names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+        text = _HOSTS_HEADER + f"127.0.0.1\t{names}\n"
+    for entry in extra_hosts or []:
+        name, _, address = entry.partition(":")
+        text += f"{address}\t{name}\n"
+    return text

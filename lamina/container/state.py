@@ -1,0 +1,118 @@
+"""A container's ``State`` as Docker stores and reports it, and the texts derived from it.
+
+``State`` (a member of ``config.v2.json``, and of ``docker inspect``)::
+
+    {"Running": false, "Paused": false, "Restarting": false, "OOMKilled": false,
+     "RemovalInProgress": false, "Dead": false, "Pid": 0, "ExitCode": 0, "Error": "",
+     "StartedAt": "0001-01-01T00:00:00Z", "FinishedAt": "0001-01-01T00:00:00Z", "Health": null}
+
+Times are RFC 3339 with nanoseconds in UTC (Go's ``RFC3339Nano``); Go's zero time means
+"never".  While a restart policy waits to restart a container, ``Running`` and ``Restarting``
+are both true (as in Docker: every check that refuses to touch a running container applies).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lamina import errdefs
+from lamina.container.logs import format_time, parse_time
+
+__all__ = ["ZERO_TIME", "new_state", "status", "status_text", "human_duration", "now", "seconds_of",
+           "is_running"]
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def now() -> str:
+    return format_time(time.time_ns())
+
+
+def seconds_of(text: str | None) -> float:
+    """Seconds since the epoch of an RFC 3339 time; 0 for the zero time or garbage."""
+    if not text or text.startswith("0001-01-01"):
+        return 0.0
+    try:
+        return parse_time(text) / 1e9
+    except errdefs.InvalidArgument:
+        return 0.0  # a damaged time reads as "never"; inspect still shows the stored text
+
+
+def new_state() -> dict[str, Any]:
+    return {"Running": False, "Paused": False, "Restarting": False, "OOMKilled": False,
+            "RemovalInProgress": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
+            "StartedAt": ZERO_TIME, "FinishedAt": ZERO_TIME, "Health": None}
+
+
+def is_running(state: dict[str, Any]) -> bool:
+    return bool(state.get("Running"))
+
+
+def status(state: dict[str, Any]) -> str:
+    """Docker's ``State.Status``: created, running, paused, restarting, removing, exited, dead."""
+    if state.get("Running"):
+        if state.get("Paused"):
+            return "paused"
+        if state.get("Restarting"):
+            return "restarting"
+        return "running"
+    if state.get("RemovalInProgress"):
+        return "removing"
+    if state.get("Dead"):
+        return "dead"
+    if not seconds_of(state.get("StartedAt")):
+        return "created"
+    return "exited"
+
+
+def human_duration(seconds: float) -> str:
+    """Go's ``units.HumanDuration``."""
+    whole = int(seconds)
+    if whole < 1:
+        return "Less than a second"
+    if whole == 1:
+        return "1 second"
+    if whole < 60:
+        return f"{whole} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def status_text(state: dict[str, Any], at: float | None = None) -> str:
+    """The ``Status`` column of ``docker ps`` ("Up 3 seconds", "Exited (0) 2 seconds ago")."""
+    current = time.time() if at is None else at
+    if state.get("Running"):
+        if state.get("Paused"):
+            return f"Up {human_duration(current - seconds_of(state.get('StartedAt')))} (Paused)"
+        if state.get("Restarting"):
+            return (f"Restarting ({state.get('ExitCode', 0)}) "
+                    f"{human_duration(current - seconds_of(state.get('FinishedAt')))} ago")
+        health = (state.get("Health") or {}).get("Status")
+        suffix = f" ({health})" if health and health != "none" else ""
+        return f"Up {human_duration(current - seconds_of(state.get('StartedAt')))}{suffix}"
+    if state.get("RemovalInProgress"):
+        return "Removal In Progress"
+    if state.get("Dead"):
+        return "Dead"
+    if not seconds_of(state.get("StartedAt")):
+        return "Created"
+    if not seconds_of(state.get("FinishedAt")):
+        return ""
+    return (f"Exited ({state.get('ExitCode', 0)}) "
+            f"{human_duration(current - seconds_of(state.get('FinishedAt')))} ago")

@@ -1,0 +1,306 @@
+"""The container store: one directory per container, with Docker's files and field names.
+
+On-disk format, under ``<data-root>/containers/``::
+
+    <id>/config.v2.json     the container: ID, Created, Path, Args, Config, Image, State,
+                            NetworkSettings, LogPath, Name ("/name"), RestartCount, Driver,
+                            Platform, MountLabel, ProcessLabel, AppArmorProfile, ExecIDs,
+                            HostnamePath, HostsPath, ResolvConfPath, MountPoints,
+                            HasBeenStartedBefore, HasBeenManuallyStopped, ... (Docker's names)
+    <id>/hostconfig.json    the HostConfig (Docker's names)
+    <id>/hostname, hosts, resolv.conf   written by the monitor at each start, bind-mounted
+    <id>/<id>-json.log[.N]  the json-file log (see :mod:`lamina.container.logs`)
+    <id>/lock               per-container ``flock`` for read-modify-write of the record
+    <id>-removing/          a removal in progress (finished by :meth:`ContainerStore.sweep`)
+    .tmp-<random>/          a creation in progress (removed by the sweep)
+    .names.lock             serialises name reservation (create, rename) across processes
+
+Every file is written tmp -> fsync -> rename -> fsync(dir).  Commit points: a container exists
+from the rename of its fully written ``.tmp-<random>`` directory to ``<id>`` (done under
+``.names.lock`` after checking that its name is free); it stops existing at the rename of
+``<id>`` to ``<id>-removing``.  Readers never lock: every file is replaced whole.
+
+Ids are 64 random hex digits whose 12-digit short form is never all decimal digits (so a short
+id cannot be mistaken for a number).  Lookups accept the full id, the name (with or without the
+leading "/") and a unique id prefix, in that order, as Docker's ``GetContainer`` does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from lamina import errdefs, fsutil
+from lamina.container.names import validate_name
+
+__all__ = ["Container", "ContainerStore", "new_container_id", "CONFIG_FILE", "HOST_CONFIG_FILE"]
+
+log = logging.getLogger("lamina.container")
+
+CONFIG_FILE = "config.v2.json"
+HOST_CONFIG_FILE = "hostconfig.json"
+_LOCK_FILE = "lock"
+_REMOVING = "-removing"
+
+
+def new_container_id() -> str:
+    while True:
+        candidate = secrets.token_hex(32)
+        if not candidate[:12].isdigit():
+            return candidate
+
+
+def _is_id(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+@dataclass
+class Container:
+    """One container record: ``data`` is config.v2.json, ``host_config`` hostconfig.json."""
+
+    data: dict[str, Any]
+    host_config: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.data["ID"])
+
+    @property
+    def name(self) -> str:
+        return str(self.data.get("Name") or "")
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.data.setdefault("State", {})
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.data.setdefault("Config", {})
+
+
+class ContainerStore:
+    def __init__(self, root: str) -> None:
+        """``root`` is ``<data-root>/containers``."""
+        self.root = root
+        os.makedirs(root, mode=0o711, exist_ok=True)
+        self._names_lock = os.path.join(root, ".names.lock")
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    def directory(self, container_id: str) -> str:
+        if not _is_id(container_id):
+            raise errdefs.InvalidArgument(f"invalid container id {container_id!r}")
+        return os.path.join(self.root, container_id)
+
+    def log_path(self, container_id: str) -> str:
+        return os.path.join(self.directory(container_id), f"{container_id}-json.log")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [name for name in names if _is_id(name)]
+
+    def exists(self, container_id: str) -> bool:
+        return _is_id(container_id) and os.path.isfile(os.path.join(self.root, container_id, CONFIG_FILE))
+
+    def get(self, container_id: str) -> Container:
+        """The record of the container with this full id."""
+        directory = self.directory(container_id)
+        try:
+            data = fsutil.read_json(os.path.join(directory, CONFIG_FILE))
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise errdefs.NotFound(f"No such container: {container_id}") from exc
+        except ValueError as exc:
+            raise errdefs.DataLoss(f"container {container_id}: {CONFIG_FILE} is damaged: {exc}") from exc
+        try:
+            host_config = fsutil.read_json(os.path.join(directory, HOST_CONFIG_FILE))
+        except FileNotFoundError:
+            host_config = {}
+        except ValueError as exc:
+            raise errdefs.DataLoss(f"container {container_id}: {HOST_CONFIG_FILE} is damaged: {exc}") from exc
+        if not isinstance(data, dict) or data.get("ID") != container_id:
+            raise errdefs.DataLoss(f"container {container_id}: {CONFIG_FILE} does not describe it")
+        return Container(data, host_config if isinstance(host_config, dict) else {})
+
+    def list(self) -> list[Container]:
+        """Every readable container (damaged or vanishing records are skipped with a warning)."""
+        out = []
+        for container_id in self.ids():
+            try:
+                out.append(self.get(container_id))
+            except errdefs.NotFound:
+                continue  # removed meanwhile
+            except errdefs.DataLoss as exc:
+                log.warning("skipping container %s: %s", container_id, exc)
+        return out
+
+    def _names(self) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for container_id in self.ids():
+            try:
+                with open(os.path.join(self.root, container_id, CONFIG_FILE), "rb") as handle:
+                    name = json.load(handle).get("Name")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if name:
+                names[str(name)] = container_id
+        return names
+
+    def lookup(self, reference: str) -> Container:
+        """The container named by full id, name ("x" or "/x") or unique id prefix."""
+        if not reference:
+            raise errdefs.InvalidArgument("Prefix can't be empty")
+        if _is_id(reference):
+            try:
+                return self.get(reference)
+            except errdefs.NotFound:
+                pass
+        wanted = reference if reference.startswith("/") else "/" + reference
+        found = self._names().get(wanted)
+        if found is not None:
+            try:
+                return self.get(found)
+            except errdefs.NotFound:
+                pass
+        if all(c in "0123456789abcdef" for c in reference):
+            matches = [i for i in self.ids() if i.startswith(reference)]
+            if len(matches) > 1:
+                raise errdefs.InvalidArgument(f"Multiple IDs found with provided prefix: {reference}")
+            if matches:
+                return self.get(matches[0])
+        raise errdefs.NotFound(f"No such container: {reference}")
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _name_conflict(self, name: str, names: dict[str, str]) -> errdefs.Conflict:
+        owner = names[name]
+        return errdefs.Conflict(
+            f'Conflict. The container name "{name}" is already in use by container "{owner}". '
+            f"You have to remove (or rename) that container to be able to reuse that name.")
+
+    def create(self, container: Container) -> None:
+        """Publish a new record (its name must be free); the commit point is one rename."""
+        container_id = container.id
+        final = self.directory(container_id)
+        name = validate_name(container.name)
+        tmp = os.path.join(self.root, fsutil.temp_name())
+        os.mkdir(tmp, 0o700)
+        try:
+            fsutil.atomic_write_json(os.path.join(tmp, HOST_CONFIG_FILE), container.host_config, mode=0o600)
+            fsutil.atomic_write_json(os.path.join(tmp, CONFIG_FILE), container.data, mode=0o600)
+            with fsutil.file_lock(self._names_lock):
+                names = self._names()
+                if name in names:
+                    raise self._name_conflict(name, names)
+                fsutil.publish_dir(tmp, final)
+        except BaseException:
+            fsutil.remove_tree(tmp)
+            raise
+
+    def save(self, container: Container) -> None:
+        """Write both files of an existing record (the caller holds its lock)."""
+        directory = self.directory(container.id)
+        if not os.path.isdir(directory):
+            raise errdefs.NotFound(f"No such container: {container.id}")
+        fsutil.atomic_write_json(os.path.join(directory, HOST_CONFIG_FILE), container.host_config, mode=0o600)
+        fsutil.atomic_write_json(os.path.join(directory, CONFIG_FILE), container.data, mode=0o600)
+
+    def lock(self, container_id: str) -> fsutil.FileLock:
+        """The container's lock, acquired (exclusive); NotFound once the container is gone."""
+        lock = fsutil.FileLock(os.path.join(self.directory(container_id), _LOCK_FILE))
+        try:
+            lock.acquire()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise errdefs.NotFound(f"No such container: {container_id}") from exc
+        return lock
+
+    @contextmanager
+    def modify(self, container_id: str) -> Iterator[Container]:
+        """Read-modify-write under the container's lock; the record is saved when the block
+        ends without an exception."""
+        lock = self.lock(container_id)
+        try:
+            container = self.get(container_id)
+            yield container
+            self.save(container)
+        finally:
+            lock.release()
+
+    def rename(self, container_id: str, new_name: str) -> str:
+        """Give the container ``new_name``; returns the old name."""
+        name = validate_name(new_name)
+        with fsutil.file_lock(self._names_lock):
+            names = self._names()
+            if names.get(name) not in (None, container_id):
+                raise self._name_conflict(name, names)
+            with self.modify(container_id) as container:
+                old = container.name
+                if old == name:
+                    raise errdefs.InvalidArgument("Renaming a container with the same name as its current name")
+                container.data["Name"] = name
+        return old
+
+    # -- removing ------------------------------------------------------------------------------
+
+    def begin_removal(self, container_id: str) -> str:
+        """Rename the record to ``<id>-removing`` (the commit point); returns that path."""
+        directory = self.directory(container_id)
+        removing = directory + _REMOVING
+        try:
+            os.rename(directory, removing)
+        except FileNotFoundError as exc:
+            raise errdefs.NotFound(f"No such container: {container_id}") from exc
+        fsutil.fsync_dir(self.root)
+        return removing
+
+    def removing(self) -> list[tuple[str, str]]:
+        """(container id, path) of removals that did not finish."""
+        out = []
+        for name in os.listdir(self.root):
+            if name.endswith(_REMOVING) and _is_id(name[:-len(_REMOVING)]):
+                out.append((name[:-len(_REMOVING)], os.path.join(self.root, name)))
+        return out
+
+    def removal_in_progress(self, path: str) -> bool:
+        """Whether another process is still removing (it holds the record's lock)."""
+        try:
+            fd = os.open(os.path.join(path, _LOCK_FILE), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def sweep_temporary(self, min_age_seconds: float = 60.0) -> list[str]:
+        """Remove creations that never reached their commit point (old enough not to be
+        another process's creation in progress)."""
+        done = []
+        current = time.time()
+        for name in os.listdir(self.root):
+            if name.startswith(".tmp-"):
+                path = os.path.join(self.root, name)
+                try:
+                    if current - os.lstat(path).st_mtime < min_age_seconds:
+                        continue
+                except FileNotFoundError:
+                    continue
+                fsutil.remove_tree(path)
+                log.warning("removed interrupted container creation %s", name)
+                done.append(f"removed interrupted container creation {name}")
+        return done

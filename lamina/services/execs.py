@@ -1,0 +1,104 @@
+"""The exec service (``docker exec``): exec records in :class:`ExecStore`, processes started by
+the container's monitor (their parent, which records their exit codes).
+
+``start`` asks the monitor over its control socket (``{"exec": id, "start": {"detach": b}}``);
+unless detached, the same connection then carries the exec's stdio in Docker's attach wire
+format and is returned as the :class:`Duplex`.  An exec whose command cannot be run answers
+like Docker's API does after the hijack: the error text on the stream, the exit code (126 or
+127) in the exec record.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from lamina import errdefs
+from lamina.container.execstore import ExecStore, inspect_view
+from lamina.container.rundir import connect_unix
+from lamina.services.containers import ContainerServiceImpl, json_line, raise_error, read_answer
+
+__all__ = ["ExecServiceImpl"]
+
+_CONFIG_KEYS = ("User", "Privileged", "Tty", "ConsoleSize", "AttachStdin", "AttachStderr", "AttachStdout",
+                "Detach", "DetachKeys", "Env", "WorkingDir", "Cmd")
+
+
+class ExecServiceImpl:
+    def __init__(self, *, containers: ContainerServiceImpl, execs: ExecStore) -> None:
+        self.containers = containers
+        self.execs = execs
+
+    def _running(self, container_id: str) -> Any:
+        container = self.containers._get(container_id)
+        state = container.state
+        if state.get("Restarting"):
+            raise errdefs.Conflict(f"Container {container.id} is restarting, wait until the container is running")
+        if not state.get("Running"):
+            raise errdefs.Conflict(f"Container {container.id} is not running")
+        if state.get("Paused"):
+            raise errdefs.Conflict(f"Container {container.id} is paused, unpause the container before exec")
+        return container
+
+    def create(self, container: str, body: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise errdefs.InvalidArgument("the exec configuration must be a JSON object")
+        config = {key: body[key] for key in _CONFIG_KEYS if key in body}
+        command = config.get("Cmd")
+        if isinstance(command, str):
+            command = [command]
+        if not command or not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+            raise errdefs.InvalidArgument("No exec command specified")
+        config["Cmd"] = command
+        env = config.get("Env") or []
+        if not isinstance(env, list) or not all(isinstance(item, str) for item in env):
+            raise errdefs.InvalidArgument("Env must be an array of strings")
+        working_dir = config.get("WorkingDir") or ""
+        if working_dir and not str(working_dir).startswith("/"):
+            raise errdefs.InvalidArgument(
+                f"the working directory '{working_dir}' is invalid, it needs to be an absolute path")
+        record = self._running(container)
+        created = self.execs.new(record.id, config)
+        return {"Id": created["ID"]}
+
+    def start(self, exec_id: str, *, detach: bool = False, tty: bool = False) -> socket.socket | None:
+        record = self.execs.get(exec_id)
+        if record.get("Running"):
+            raise errdefs.Conflict(f"Error: Exec command {exec_id} is already running")
+        if record.get("ExitCode") is not None:
+            raise errdefs.Conflict(f"Error: Exec command {exec_id} has already run")
+        container = self._running(str(record["ContainerID"]))
+        sock = connect_unix(self.containers._run_dir(container.id).control_socket)
+        try:
+            sock.sendall(json_line({"exec": exec_id, "start": {"detach": bool(detach)}}))
+            answer = read_answer(sock)
+            if answer.get("error") and not detach:
+                # Docker has already hijacked the connection by now: the error is the output
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                message = str(answer["error"].get("message") or "exec failed")
+                theirs.sendall(f"OCI runtime exec failed: {message}: unknown\r\n".encode())
+                theirs.close()
+                sock.close()
+                return ours
+            raise_error(answer)
+        except BaseException:
+            sock.close()
+            raise
+        if detach:
+            sock.close()
+            return None
+        return sock
+
+    def inspect(self, exec_id: str) -> dict[str, Any]:
+        return inspect_view(self.execs.get(exec_id))
+
+    def resize(self, exec_id: str, *, height: int, width: int) -> None:
+        record = self.execs.get(exec_id)
+        container = self._running(str(record["ContainerID"]))
+        sock = connect_unix(self.containers._run_dir(container.id).control_socket)
+        try:
+            sock.sendall(json_line({"resize": [int(height), int(width)], "exec": exec_id}))
+            answer = read_answer(sock)
+        finally:
+            sock.close()
+        raise_error(answer)
