@@ -33,7 +33,6 @@ container Config; 201 ``{"Id"}``).
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import queue
@@ -363,6 +362,8 @@ def _archive_path(call: "Call") -> str:
 
 
 def _stat_header(stat: dict[str, Any]) -> str:
+    import base64
+
     document = json.dumps(stat, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(document).decode("ascii")
 

@@ -46,13 +46,14 @@ def _invalid(value: str, flag: str, reason: str) -> FlagError:
 
 # -- values ------------------------------------------------------------------------------------
 
-_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+# Patterns stay strings (re caches them when used): compiling at import costs the run path.
+_SIZE = r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$"
 _MULTIPLIERS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 def parse_size(text: str, flag: str = "-m, --memory") -> int:
     """go-units ``RAMInBytes``: ``512m`` -> 536870912 (binary multiples)."""
-    match = _SIZE.match(text.strip())
+    match = re.match(_SIZE, text.strip())
     if match is None:
         raise _invalid(text, flag, f"invalid size: '{text}'")
     try:
@@ -182,7 +183,7 @@ def parse_key_values(values: Iterable[str], flag: str) -> dict[str, str]:
     return result
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)"
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -198,7 +199,7 @@ def parse_duration(text: str) -> float | None:
     position = 0
     total = 0.0
     while position < len(body):
-        match = _DURATION_PART.match(body, position)
+        match = re.compile(_DURATION_PART).match(body, position)
         if match is None:
             return None
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]

@@ -12,18 +12,20 @@ from typing import Any
 from lamina.cli.container_flags import create_body
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.foreground import EngineError
-from lamina.cli.formatting import split_reference
 
 __all__ = ["create_container", "image_reference"]
 
 
 def image_reference(image: str) -> str:
     """``busybox`` -> ``busybox:latest`` (references with a tag or digest stay as they are)."""
+    from lamina.cli.formatting import split_reference  # datetime: only on this error path
+
     _, tag = split_reference(image)
     return image if tag else f"{image}:latest"
 
 
 def _pull(context: Context, image: str, command: str) -> None:
+    from lamina.cli.formatting import split_reference
     from lamina.cli.progress import render_stream
     from lamina.client.client import ClientError
 

@@ -20,7 +20,6 @@ and then uses ``min(daemon's API-Version, 1.45)`` as the path prefix.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -403,6 +402,8 @@ class APIClient:
 
     @staticmethod
     def _path_stat(response: Response) -> dict[str, Any]:
+        import base64
+
         header = response.headers.get("X-Docker-Container-Path-Stat", "")
         if not header:
             return {}

@@ -12,7 +12,6 @@ container's stdin and ``close_stdin()`` half-closes it (the container sees end o
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -121,6 +120,8 @@ class Attachment:
     def close_stdin(self) -> None:
         if not self._stdin_closed:
             self._stdin_closed = True
+            import socket
+
             try:
                 self.duplex.shutdown(socket.SHUT_WR)
             except OSError:
