@@ -68,6 +68,7 @@ from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, bind_unix
 from lamina.container.state import now
 from lamina.container.store import Container, ContainerStore
 from lamina.layer.mounts import MountStore
+from lamina.volume.mounts import load_mount_points, volume_names
 from lamina.layer.store import LayerStore
 from lamina.runtime.api import Runtime, RuntimeState, Stdio
 
@@ -120,6 +121,7 @@ class MonitorContext:
     execs: ExecStore
     exec_root: str
     runtime: Callable[[str], Runtime]   # a runtime by HostConfig.Runtime name
+    volumes: Any = None                 # the VolumeService: volume mounts per run, --rm's volumes
 
 
 @dataclass
@@ -710,6 +712,8 @@ class Monitor:
                                     "message": f"container {self.id} has another monitor that does not exit"}})
             return
         try:
+            with open(self.run_dir.monitor_pid_file, "w", encoding="ascii") as handle:
+                handle.write(f"{os.getpid()}\n")
             container = self.store.get(self.id)
             if container.state.get("Running"):
                 self._answer({"ok": True})  # started by another monitor meanwhile
@@ -762,7 +766,8 @@ class Monitor:
         removed = False
         if container is not None and container.host_config.get("AutoRemove"):
             try:
-                destroy(self.store, self.mounts, self.execs, self.context.exec_root, self.id)
+                destroy(self.store, self.mounts, self.execs, self.context.exec_root, self.id,
+                        volumes=self.context.volumes, remove_volumes=True)
                 removed = True
             except errdefs.NotFound:
                 removed = True
@@ -794,7 +799,8 @@ class Monitor:
         self._close_listeners()
         if container is not None and container.host_config.get("AutoRemove"):
             try:
-                destroy(self.store, self.mounts, self.execs, self.context.exec_root, self.id)
+                destroy(self.store, self.mounts, self.execs, self.context.exec_root, self.id,
+                        volumes=self.context.volumes, remove_volumes=True)
                 removed = True
             except errdefs.LaminaError as error:
                 log.error("cannot remove container %s (--rm): %s", self.id, error)
@@ -898,11 +904,10 @@ class Monitor:
             from lamina.runtime.user import resolve_user_in_root
 
             user = resolve_user_in_root(rootfs, str(config.get("User") or ""))
+            mount_points = container.data.get("MountPoints")
+            self._mount_volumes(mount_points)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
-                                        files=files)
-            for entry in host.get("Binds") or []:
-                source = str(entry).split(":", 1)[0]
-                os.makedirs(source, exist_ok=True)  # like `docker run -v`: a missing host path is created
+                                        files=files, mount_points=mount_points)
             stdio, child, master, sink, sources = self._stdio(config, host)
             try:
                 state = runtime.start(spec, stdio)
@@ -916,6 +921,7 @@ class Monitor:
             for fd in sources:
                 os.close(fd)
             release_mount(self.mounts, self.id)
+            self._unmount_volumes(container)
             raise
         run = _Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
                    master=master, sink=sink, sources=sources)
@@ -1007,6 +1013,7 @@ class Monitor:
             log.warning("cannot read the OOM state of %s: %s", self.id, exc)
         self._release_runtime(run)
         release_mount(self.mounts, self.id)
+        self._unmount_volumes(run.container)
         self.run_dir.clear_runtime_state()
         if run.master is not None:
             try:
@@ -1017,6 +1024,42 @@ class Monitor:
         self.run = None
         log.info("container %s exited with %d%s", self.id, exit_code, " (OOM killed)" if oom else "")
         return exit_code, oom, time.monotonic() - run.started
+
+    def _mount_volumes(self, mount_points: Any) -> None:
+        """Create missing ``-v`` host directories (as ``docker run -v`` does) and mount the
+        volumes that have a filesystem of their own (``-o type=... device=...``)."""
+        for point in load_mount_points(mount_points):
+            if point.type == "bind" and not point.skip_mountpoint_creation and not os.path.exists(point.source):
+                try:
+                    os.makedirs(point.source, 0o755, exist_ok=True)
+                except OSError as exc:
+                    raise errdefs.System(f"error while creating mount source path '{point.source}': "
+                                         f"{exc.strerror}") from exc
+        volumes = self.context.volumes
+        if volumes is None:
+            return
+        mounted: list[str] = []
+        try:
+            for name in volume_names(mount_points):
+                volumes.mount(name, self.id)
+                mounted.append(name)
+        except BaseException:
+            for name in mounted:
+                try:
+                    volumes.unmount(name, self.id)
+                except errdefs.LaminaError as exc:
+                    log.warning("unmounting volume %s of %s: %s", name, self.id, exc)
+            raise
+
+    def _unmount_volumes(self, container: Container | None) -> None:
+        volumes = self.context.volumes
+        if volumes is None or container is None:
+            return
+        for name in volume_names(container.data.get("MountPoints")):
+            try:
+                volumes.unmount(name, self.id)
+            except errdefs.LaminaError as exc:
+                log.warning("unmounting volume %s of %s: %s", name, self.id, exc)
 
     def _release_runtime(self, run: _Run) -> None:
         from lamina.runtime.cgroups import CgroupManager

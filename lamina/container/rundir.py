@@ -4,6 +4,7 @@ Layout, under ``<exec-root>/containers/<id>/`` (mode 0700)::
 
     monitor.lock   ``flock``\\ ed (exclusive) by the container's monitor for its whole life:
                    a lock that can be taken means no monitor is alive
+    monitor.pid    the monitor's pid (for people and tests; liveness is the lock)
     running.lock   ``flock``\\ ed (exclusive) by the monitor while the container runs (and while it
                    waits to restart it); its content is the last :class:`ExitInfo`, JSON
                    ``{"Sequence": n, "ExitCode": c, "Error": "...", "OOMKilled": b, "Removed": b}``,
@@ -146,6 +147,7 @@ class RunDirectory:
         self.attach_socket = os.path.join(self.path, "attach.sock")
         self.control_socket = os.path.join(self.path, "ctl.sock")
         self.monitor_log = os.path.join(self.path, "monitor.log")
+        self.monitor_pid_file = os.path.join(self.path, "monitor.pid")
 
     def create(self) -> None:
         os.makedirs(self.path, mode=0o700, exist_ok=True)
@@ -169,6 +171,16 @@ class RunDirectory:
             return True
         finally:
             os.close(fd)
+
+    def monitor_pid(self) -> int | None:
+        """The pid of the live monitor, if any."""
+        if not self.monitor_alive():
+            return None
+        try:
+            with open(self.monitor_pid_file, encoding="ascii") as handle:
+                return int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
 
     def read_runtime_state(self) -> RuntimeState | None:
         try:

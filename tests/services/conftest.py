@@ -1,0 +1,135 @@
+"""Fixtures for end-to-end service tests: an engine on its own data root and exec root with
+busybox loaded from Docker's archive, and a teardown that kills every monitor and container
+process the test started, removes their cgroups and unmounts everything under the test's
+directory, even when the test failed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from lamina import errdefs
+from lamina import mount as lmount
+from lamina.config import EngineConfig
+from lamina.container.rundir import RunDirectory
+from lamina.services.compose import EngineServices, build_services
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return True
+    return text[text.rfind(")") + 2:].split()[0] in ("Z", "X")
+
+
+@dataclass
+class Engine:
+    root: str
+    config: EngineConfig
+    services: EngineServices
+
+    @property
+    def containers(self) -> Any:
+        return self.services.containers
+
+    @property
+    def execs(self) -> Any:
+        return self.services.execs
+
+    def create(self, *command: str, name: str | None = None, **fields: Any) -> str:
+        host = fields.pop("HostConfig", {})
+        body = {"Image": fields.pop("Image", "busybox"), "Cmd": list(command) if command else None,
+                "HostConfig": host, **fields}
+        return str(self.containers.create(body, name=name)["Id"])
+
+    def run(self, *command: str, **fields: Any) -> str:
+        container_id = self.create(*command, **fields)
+        self.containers.start(container_id)
+        return container_id
+
+    def wait(self, container_id: str, condition: str = "not-running") -> int:
+        return int(self.containers.wait(container_id, condition=condition)["StatusCode"])
+
+    def output(self, container_id: str) -> str:
+        return b"".join(payload for _, payload in self.containers.logs(container_id)).decode()
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        return self.containers.inspect(container_id)["State"]
+
+    def run_dir(self, container_id: str) -> RunDirectory:
+        return RunDirectory(self.config.exec_root, container_id)
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0, message: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {message}")
+            time.sleep(0.02)
+
+    def container_ids(self) -> list[str]:
+        directory = os.path.join(self.config.data_root, "containers")
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        return [name.split("-")[0] for name in names if len(name.split("-")[0]) == 64]
+
+    def cleanup(self) -> None:
+        from lamina.runtime.cgroups import CgroupManager
+
+        ids = set(self.container_ids())
+        runs = os.path.join(self.config.exec_root, "containers")
+        if os.path.isdir(runs):
+            ids.update(os.listdir(runs))
+        monitors = []
+        for container_id in ids:
+            pid = self.run_dir(container_id).monitor_pid()
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    monitors.append(pid)
+                except ProcessLookupError:
+                    pass
+        for container_id in ids:
+            manager = CgroupManager(f"lamina/{container_id}")
+            if not manager.exists():
+                continue
+            try:
+                manager.thaw()
+            except errdefs.LaminaError:
+                pass
+            manager.kill_all(signal.SIGKILL)
+            try:
+                manager.remove(timeout=5)
+            except errdefs.LaminaError:
+                pass
+        deadline = time.monotonic() + 5
+        while monitors and time.monotonic() < deadline:
+            monitors = [pid for pid in monitors if not _process_gone(pid)]
+            time.sleep(0.01)
+        lmount.unmount_all_under(self.root)
+
+
+@pytest.fixture
+def engine(tmp_path: Any) -> Iterator[Engine]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mounts, namespaces, cgroups)")
+    config = EngineConfig(data_root=str(tmp_path / "data"), exec_root=str(tmp_path / "run"))
+    services = build_services(config)
+    instance = Engine(str(tmp_path), config, services)
+    try:
+        with open(FIXTURE, "rb") as handle:
+            services.images.load(handle, progress=lambda message: None)
+        yield instance
+    finally:
+        instance.cleanup()

@@ -1,0 +1,557 @@
+"""End-to-end tests of the container service: real overlay mounts, namespaces, cgroups and a
+monitor process per container, on the busybox image loaded from Docker's archive."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+from lamina import errdefs
+from lamina import mount as lmount
+from lamina.container.logs import demultiplex
+from lamina.container.monitor import StartError
+
+pytestmark = pytest.mark.privileged
+
+
+def read_until(sock: socket.socket, wanted: bytes, timeout: float = 10.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in data:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{wanted!r} not received; got {data!r}")
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+# -- exit codes, logs ---------------------------------------------------------------------------
+
+
+def test_exit_codes_of_commands(engine) -> None:
+    assert engine.wait(engine.run("true")) == 0
+    assert engine.wait(engine.run("sh", "-c", "exit 3")) == 3
+
+
+@pytest.mark.parametrize(("command", "code"), [(["nosuch-command"], 127), (["/etc/passwd"], 126)],
+                         ids=["a missing executable exits 127", "a file that is not executable exits 126"])
+def test_a_command_that_cannot_run_fails_start_with_docker_exit_code(engine, command, code) -> None:
+    container_id = engine.create(*command)
+    with pytest.raises(StartError) as raised:
+        engine.containers.start(container_id)
+    assert raised.value.exit_code == code
+    state = engine.state(container_id)
+    assert state["Status"] == "created"
+    assert state["ExitCode"] == code
+    assert state["Error"]
+    assert engine.wait(container_id) == code
+    # the failed start rolled back its mount and cgroup
+    assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/lamina/{container_id}")
+
+
+def test_output_lands_in_the_json_log_in_docker_format(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo out; echo err >&2; printf partial")
+    assert engine.wait(container_id) == 0
+    log_path = engine.containers.inspect(container_id)["LogPath"]
+    assert log_path.endswith(f"{container_id}-json.log")
+    with open(log_path, "rb") as handle:
+        lines = handle.read().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [list(entry) for entry in entries] == [["log", "stream", "time"]] * 3
+    assert {(e["stream"], e["log"]) for e in entries} == {("stdout", "out\n"), ("stderr", "err\n"),
+                                                         ("stdout", "partial")}
+    assert sorted(engine.containers.logs(container_id, stderr=False)) == [(1, b"out\n"), (1, b"partial")]
+
+
+def test_logs_tail_since_and_follow(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo one; echo two; sleep 1.2; echo three")
+    engine.wait_for(lambda: "two" in engine.output(container_id), message="first lines")
+    assert list(engine.containers.logs(container_id, tail="1")) == [(1, b"two\n")]
+    middle = time.time()
+    time.sleep(0.05)
+    followed = [payload for _, payload in engine.containers.logs(container_id, follow=True)]
+    assert followed == [b"one\n", b"two\n", b"three\n"]  # follow ends when the container stops
+    assert [p for _, p in engine.containers.logs(container_id, since=middle)] == [b"three\n"]
+    stamped = list(engine.containers.logs(container_id, timestamps=True, tail="1"))
+    assert stamped[0][1].endswith(b"Z three\n")
+
+
+def test_pid_1_is_the_command_and_host_processes_are_invisible(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo $$; ps -o pid,args | wc -l")
+    assert engine.wait(container_id) == 0
+    pid, count = engine.output(container_id).split()
+    assert pid == "1"
+    assert int(count) <= 4  # header, sh, ps, wc
+
+
+def test_hostname_and_dns_files(engine) -> None:
+    container_id = engine.run("sh", "-c", "hostname; cat /etc/hostname; cat /etc/hosts; cat /etc/resolv.conf",
+                              Hostname="box", HostConfig={"ExtraHosts": ["db:10.0.0.5"]})
+    assert engine.wait(container_id) == 0
+    output = engine.output(container_id)
+    assert output.startswith("box\nbox\n127.0.0.1\tlocalhost\n")
+    assert "127.0.0.1\tbox\n" in output
+    assert "10.0.0.5\tdb\n" in output
+    assert "nameserver 127." not in output
+    assert "nameserver" in output
+
+
+def test_writes_land_in_the_container_layer_only(engine) -> None:
+    first = engine.run("sh", "-c", "echo mine > /data; cat /data")
+    assert engine.wait(first) == 0
+    second = engine.run("cat", "/data")
+    assert engine.wait(second) == 1
+    assert engine.output(first) == "mine\n"
+
+
+# -- stop, kill, restart policies ---------------------------------------------------------------
+
+
+def test_stop_kills_a_pid_1_that_ignores_sigterm_after_the_timeout(engine) -> None:
+    container_id = engine.run("sleep", "30")
+    started = time.monotonic()
+    engine.containers.stop(container_id, timeout=1)
+    elapsed = time.monotonic() - started
+    state = engine.state(container_id)
+    assert state["ExitCode"] == 137
+    assert not state["Running"]
+    assert 1.0 <= elapsed < 6
+    engine.containers.stop(container_id)  # stopping a stopped container is fine
+
+
+def test_stop_with_init_exits_promptly_on_sigterm(engine) -> None:
+    container_id = engine.run("sleep", "30", HostConfig={"Init": True})
+    started = time.monotonic()
+    engine.containers.stop(container_id, timeout=10)
+    assert time.monotonic() - started < 3
+    assert engine.state(container_id)["ExitCode"] == 143
+
+
+def test_kill_sends_the_signal(engine) -> None:
+    container_id = engine.run("sh", "-c", "trap 'exit 7' USR1; while true; do sleep 0.05; done")
+    time.sleep(0.2)  # let the shell install its trap
+    engine.containers.kill(container_id, signal="SIGUSR1")
+    assert engine.wait(container_id) == 7
+    with pytest.raises(errdefs.Conflict, match="is not running"):
+        engine.containers.kill(container_id)
+
+
+def test_restart_policy_on_failure_restarts_twice_then_stops(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo run; exit 3",
+                              HostConfig={"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 2}})
+
+    def done() -> bool:
+        state = engine.state(container_id)
+        return not state["Running"] and not state["Restarting"] and \
+            engine.containers.inspect(container_id)["RestartCount"] == 2
+
+    engine.wait_for(done, timeout=15, message="the restarts to end")
+    assert engine.state(container_id)["ExitCode"] == 3
+    assert engine.output(container_id) == "run\n" * 3
+    engine.wait_for(lambda: engine.run_dir(container_id).monitor_pid() is None, message="the monitor to exit")
+
+
+def test_always_container_is_restarted_by_boot_after_its_monitor_died(engine) -> None:
+    container_id = engine.run("sleep", "30", HostConfig={"RestartPolicy": {"Name": "always"}})
+    old_pid = engine.state(container_id)["Pid"]
+    monitor = engine.run_dir(container_id).monitor_pid()
+    assert monitor
+    os.kill(monitor, signal.SIGKILL)
+    engine.wait_for(lambda: engine.run_dir(container_id).monitor_pid() is None, message="the monitor to die")
+    report = engine.containers.boot()
+    assert container_id in report["Exited"]
+    assert container_id in report["Restarted"]
+    state = engine.state(container_id)
+    assert state["Running"] and state["Pid"] != old_pid
+    engine.wait_for(lambda: not os.path.exists(f"/proc/{old_pid}/cmdline") or
+                    open(f"/proc/{old_pid}/cmdline", "rb").read() != b"sleep\x0030\x00",
+                    message="the old process to be gone")
+    engine.containers.stop(container_id, timeout=0)
+    assert not engine.state(container_id)["Running"]
+
+
+def test_a_crashed_monitor_is_recorded_as_exit_255(engine) -> None:
+    container_id = engine.run("sleep", "30")
+    os.kill(engine.run_dir(container_id).monitor_pid(), signal.SIGKILL)
+    engine.wait_for(lambda: engine.run_dir(container_id).monitor_pid() is None, message="the monitor to die")
+    state = engine.state(container_id)
+    assert (state["Running"], state["ExitCode"]) == (False, 255)
+    assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
+
+
+def test_auto_remove_removes_everything(engine) -> None:
+    container_id = engine.create("true", HostConfig={"AutoRemove": True})
+    layer_dir = os.path.join(engine.config.data_root, "image", "overlay2", "layerdb", "mounts", container_id)
+    assert os.path.isdir(layer_dir)
+    engine.containers.start(container_id)
+    assert engine.wait(container_id, "removed") == 0
+    with pytest.raises(errdefs.NotFound):
+        engine.containers.inspect(container_id)
+    assert not os.path.exists(layer_dir)
+    assert not os.path.exists(engine.run_dir(container_id).path)
+    assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
+
+
+def test_restart_and_start_of_a_running_container(engine) -> None:
+    container_id = engine.run("sleep", "30", HostConfig={"Init": True})
+    first_pid = engine.state(container_id)["Pid"]
+    engine.containers.start(container_id)  # a no-op
+    assert engine.state(container_id)["Pid"] == first_pid
+    engine.containers.restart(container_id, timeout=5)
+    state = engine.state(container_id)
+    assert state["Running"] and state["Pid"] != first_pid
+    engine.containers.stop(container_id)
+
+
+# -- remove, names, ps, inspect -----------------------------------------------------------------
+
+
+def test_removing_a_running_container_needs_force(engine) -> None:
+    container_id = engine.run("sleep", "30")
+    with pytest.raises(errdefs.Conflict) as raised:
+        engine.containers.remove(container_id)
+    assert str(raised.value) == (f"You cannot remove a running container {container_id}. Stop the container "
+                                 f"before attempting removal or force remove")
+    engine.containers.remove(container_id, force=True)
+    with pytest.raises(errdefs.NotFound, match="No such container"):
+        engine.containers.inspect(container_id)
+    assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/lamina/{container_id}")
+
+
+def test_names_are_unique_and_can_change(engine) -> None:
+    first = engine.create("true", name="web")
+    with pytest.raises(errdefs.Conflict) as raised:
+        engine.create("true", name="web")
+    assert str(raised.value) == (f'Conflict. The container name "/web" is already in use by container "{first}". '
+                                 f"You have to remove (or rename) that container to be able to reuse that name.")
+    assert engine.containers.inspect("web")["Id"] == first
+    assert engine.containers.inspect(first[:10])["Name"] == "/web"
+    engine.containers.rename("web", "api")
+    assert engine.containers.inspect("/api")["Id"] == first
+    second = engine.create("true", name="web")
+    assert second != first
+    with pytest.raises(errdefs.InvalidArgument, match="Invalid container name"):
+        engine.create("true", name="-bad")
+    generated = engine.containers.inspect(engine.create("true"))["Name"]
+    assert generated.startswith("/") and "_" in generated
+
+
+def test_ps_filters_and_status(engine) -> None:
+    running = engine.run("sleep", "30", name="running", Labels={"tier": "web"})
+    exited = engine.run("true", name="exited")
+    engine.wait(exited)
+    created = engine.create("true", name="created")
+
+    def names(**options) -> list[str]:
+        return [item["Names"][0] for item in engine.containers.list_containers(**options)]
+
+    assert names() == ["/running"]
+    assert names(all=True) == ["/created", "/exited", "/running"]
+    assert names(filters={"status": ["exited"]}) == ["/exited"]
+    assert names(filters={"status": ["created", "running"]}) == ["/created", "/running"]
+    assert names(all=True, filters={"name": ["^/ex"]}) == ["/exited"]
+    assert names(all=True, filters={"label": ["tier=web"]}) == ["/running"]
+    assert names(all=True, filters={"ancestor": ["busybox"]}) == ["/created", "/exited", "/running"]
+    assert names(all=True, filters={"id": [created[:8]]}) == ["/created"]
+    assert names(filters={"exited": ["0"]}) == ["/exited"]
+    assert names(limit=1) == ["/created"]
+    with pytest.raises(errdefs.InvalidArgument):
+        names(filters={"status": ["sleeping"]})
+    summaries = {item["Names"][0]: item for item in engine.containers.list_containers(all=True, size=True)}
+    assert summaries["/running"]["Status"].startswith("Up ")
+    assert summaries["/running"]["State"] == "running"
+    assert summaries["/exited"]["Status"].startswith("Exited (0) ")
+    assert summaries["/created"]["Status"] == "Created"
+    assert summaries["/running"]["Command"] == "sleep 30"
+    assert summaries["/running"]["Image"] == "busybox"
+    assert summaries["/running"]["ImageID"].startswith("sha256:")
+    assert summaries["/exited"]["SizeRootFs"] >= summaries["/exited"]["SizeRw"] >= 0
+    assert running in summaries["/running"]["Id"]
+
+
+def test_inspect_has_dockers_fields(engine) -> None:
+    container_id = engine.run("sleep", "30", name="probe", HostConfig={"Memory": 64 << 20})
+    info = engine.containers.inspect(container_id)
+    assert info["Id"] == container_id
+    assert info["Name"] == "/probe"
+    assert (info["Path"], info["Args"]) == ("sleep", ["30"])
+    assert info["Platform"] == "linux"
+    assert info["State"]["Status"] == "running" and info["State"]["Pid"] > 0
+    assert info["Config"]["Image"] == "busybox"
+    assert info["Config"]["Hostname"] == container_id[:12]
+    assert any(item.startswith("PATH=") for item in info["Config"]["Env"])
+    assert info["HostConfig"]["Memory"] == 64 << 20
+    assert info["HostConfig"]["MemorySwap"] == 128 << 20
+    assert info["HostConfig"]["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
+    assert info["HostConfig"]["LogConfig"]["Type"] == "json-file"
+    assert info["GraphDriver"]["Name"] == "overlay2"
+    merged = info["GraphDriver"]["Data"]["MergedDir"]
+    assert lmount.is_mountpoint(merged)
+    assert info["GraphDriver"]["Data"]["LowerDir"].count(":") >= 1  # init layer + image
+    assert info["LogPath"] and info["HostsPath"].endswith("/hosts")
+    assert info["RestartCount"] == 0
+    assert info["ExecIDs"] is None
+    with open(f"/sys/fs/cgroup/memory/lamina/{container_id}/memory.limit_in_bytes") as handle:
+        assert int(handle.read()) == 64 << 20
+
+
+# -- attach and terminals ------------------------------------------------------------------------
+
+
+def test_attach_before_start_echoes_stdin_back(engine) -> None:
+    container_id = engine.create("cat", OpenStdin=True, StdinOnce=True, AttachStdin=True, AttachStdout=True)
+    sock = engine.containers.attach(container_id, stdin=True, stdout=True, stderr=True)
+    try:
+        engine.containers.start(container_id)
+        sock.sendall(b"hello\n")
+        data = read_until(sock, b"hello\n")
+        sock.shutdown(socket.SHUT_WR)  # StdinOnce: ends the container's stdin
+        data += read_all(sock)
+    finally:
+        sock.close()
+    assert list(demultiplex(data)) == [(1, b"hello\n")]
+    assert engine.wait(container_id) == 0
+
+
+def test_attach_to_a_running_container_reads_its_output(engine) -> None:
+    container_id = engine.run("sh", "-c", "while true; do echo tick; sleep 0.05; done")
+    sock = engine.containers.attach(container_id, stdin=False, stdout=True, stderr=True)
+    try:
+        data = read_until(sock, b"tick\n")
+        assert data.startswith(bytes([1, 0, 0, 0]))
+    finally:
+        sock.close()
+    engine.containers.stop(container_id, timeout=0)
+
+
+def test_tty_container_gets_its_window_size(engine) -> None:
+    container_id = engine.create("sh", "-c", "read line; stty size", Tty=True, OpenStdin=True)
+    sock = engine.containers.attach(container_id, stdin=True, stdout=True, stderr=True)
+    try:
+        engine.containers.start(container_id)
+        engine.containers.resize(container_id, height=30, width=100)
+        sock.sendall(b"go\r")
+        data = read_until(sock, b"30 100")
+    finally:
+        sock.close()
+    assert b"\x01\x00\x00\x00" not in data  # raw, not multiplexed
+    assert engine.wait(container_id) == 0
+    assert "30 100\r\n" in engine.output(container_id)
+
+
+# -- filesystem: diff, commit, export, cp --------------------------------------------------------
+
+
+def tar_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def members_of(chunks) -> dict[str, tarfile.TarInfo]:
+    data = b"".join(chunks)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        return {member.name: member for member in archive.getmembers()}
+
+
+def test_diff_commit_and_export(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo new > /new; rm /etc/group; echo more >> /etc/passwd")
+    assert engine.wait(container_id) == 0
+    changes = {(item["Path"], item["Kind"]) for item in engine.containers.changes(container_id)}
+    assert changes == {("/new", 1), ("/etc", 0), ("/etc/group", 2), ("/etc/passwd", 0)}
+    members = members_of(engine.containers.export(container_id))
+    assert "new" in members and "bin/busybox" in members and "etc/group" not in members
+    answer = engine.containers.commit(container_id, repository="committed", tag="v1", comment="a test",
+                                      author="me", changes=['CMD ["cat", "/new"]'])
+    image = engine.services.images.inspect_image("committed:v1")
+    assert image["Id"] == answer["Id"]
+    assert image["Config"]["Cmd"] == ["cat", "/new"]
+    assert image["Author"] == "me"
+    assert len(image["RootFS"]["Layers"]) == 2
+    child = engine.run(Image="committed:v1")
+    assert engine.wait(child) == 0
+    assert engine.output(child) == "new\n"
+    hidden = engine.run("ls", "/etc/group", Image="committed:v1")
+    assert engine.wait(hidden) != 0  # the deleted file is a whiteout in the new layer
+
+
+def test_commit_pauses_a_running_container(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo x > /x; sleep 30", HostConfig={"Init": True})
+    engine.wait_for(lambda: any(c["Path"] == "/x" for c in engine.containers.changes(container_id)),
+                    message="the write")
+    image_id = engine.containers.commit(container_id)["Id"]
+    assert engine.state(container_id)["Running"] and not engine.state(container_id)["Paused"]
+    child = engine.run("cat", "/x", Image=image_id)
+    assert engine.wait(child) == 0 and engine.output(child) == "x\n"
+    engine.containers.stop(container_id)
+
+
+def file_in(engine, container_id: str, path: str) -> bytes:
+    stat, chunks = engine.containers.archive_get(container_id, path)
+    data = b"".join(chunks)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        return archive.extractfile(stat["name"]).read()
+
+
+def test_copy_into_and_out_of_a_container(engine) -> None:
+    container_id = engine.run("sh", "-c", "mkdir -p /work; ln -s /etc /work/link; ln -s ../../../../.. /work/up; "
+                                          "echo container-etc > /etc/marker")
+    assert engine.wait(container_id) == 0
+    engine.containers.archive_put(container_id, "/work", io.BytesIO(tar_of({"hello.txt": b"hi there\n"})))
+    stat, chunks = engine.containers.archive_get(container_id, "/work/hello.txt")
+    assert stat["name"] == "hello.txt" and stat["size"] == 9
+    members = members_of(chunks)
+    assert list(members) == ["hello.txt"]
+    # a symlink to /etc in the container is the container's /etc, never the host's
+    assert file_in(engine, container_id, "/work/link/marker") == b"container-etc\n"
+    link_stat = engine.containers.archive_stat(container_id, "/work/link")
+    assert link_stat["linkTarget"] == "/etc"
+    assert link_stat["mode"] & (1 << 27)  # Go's ModeSymlink
+    engine.containers.archive_put(container_id, "/work/link", io.BytesIO(tar_of({"lamina-cp-test": b"x"})))
+    assert not os.path.exists("/etc/lamina-cp-test")
+    assert file_in(engine, container_id, "/etc/lamina-cp-test") == b"x"
+    engine.containers.archive_put(container_id, "/work/up/tmp", io.BytesIO(tar_of({"lamina-cp-up": b"y"})))
+    assert not os.path.exists("/tmp/lamina-cp-up")
+    assert file_in(engine, container_id, "/tmp/lamina-cp-up") == b"y"
+    with pytest.raises(errdefs.NotFound, match="Could not find the file"):
+        engine.containers.archive_stat(container_id, "/nonexistent")
+    directory = members_of(engine.containers.archive_get(container_id, "/work")[1])
+    assert {"work", "work/hello.txt", "work/link", "work/up"} <= set(directory)
+    assert directory["work/link"].issym() and directory["work/link"].linkname == "/etc"
+    contents = members_of(engine.containers.archive_get(container_id, "/work/.")[1])
+    assert {".", "./hello.txt", "./link"} <= set(contents)
+    assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
+
+
+def test_copy_into_a_running_container(engine) -> None:
+    container_id = engine.run("sh", "-c", "while [ ! -f /tmp/go ]; do sleep 0.05; done; cat /tmp/go")
+    engine.containers.archive_put(container_id, "/tmp", io.BytesIO(tar_of({"go": b"copied\n"})))
+    assert engine.wait(container_id) == 0
+    assert engine.output(container_id) == "copied\n"
+
+
+# -- resources ----------------------------------------------------------------------------------
+
+
+def counter(engine, container_id: str) -> int:
+    _, chunks = engine.containers.archive_get(container_id, "/tmp/count")
+    data = b"".join(chunks)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        return int(archive.extractfile("count").read() or b"0")
+
+
+def test_pause_freezes_the_container(engine) -> None:
+    container_id = engine.run("sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done")
+    engine.wait_for(lambda: counter(engine, container_id) > 2, message="the counter")
+    engine.containers.pause(container_id)
+    assert engine.state(container_id)["Status"] == "paused"
+    assert engine.containers.list_containers()[0]["Status"].endswith("(Paused)")
+    frozen = counter(engine, container_id)
+    time.sleep(0.3)
+    assert counter(engine, container_id) == frozen
+    with pytest.raises(errdefs.Conflict):
+        engine.containers.pause(container_id)
+    engine.containers.unpause(container_id)
+    engine.wait_for(lambda: counter(engine, container_id) > frozen, message="the counter to move again")
+    engine.containers.stop(container_id, timeout=0)
+
+
+def test_stats_top_and_update(engine) -> None:
+    container_id = engine.run("sleep", "30", HostConfig={"Memory": 64 << 20})
+    stats = next(iter(engine.containers.stats(container_id, stream=False, one_shot=True)))
+    assert stats["memory_stats"]["usage"] > 0
+    assert stats["memory_stats"]["limit"] == 64 << 20
+    assert stats["pids_stats"]["current"] >= 1
+    assert stats["cpu_stats"]["cpu_usage"]["total_usage"] >= 0
+    assert stats["id"] == container_id and stats["name"].startswith("/")
+    top = engine.containers.top(container_id)
+    assert top["Titles"] == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    assert [row[-1] for row in top["Processes"]] == ["sleep 30"]
+    assert top["Processes"][0][1] == str(engine.state(container_id)["Pid"])
+    engine.containers.update(container_id, {"Memory": 32 << 20})
+    with open(f"/sys/fs/cgroup/memory/lamina/{container_id}/memory.limit_in_bytes") as handle:
+        assert int(handle.read()) == 32 << 20
+    assert engine.containers.inspect(container_id)["HostConfig"]["Memory"] == 32 << 20
+    engine.containers.stop(container_id, timeout=0)
+
+
+def test_out_of_memory_kill_is_reported(engine) -> None:
+    container_id = engine.run("sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done",
+                              HostConfig={"Memory": 16 << 20, "MemorySwap": 16 << 20})
+    assert engine.wait(container_id) == 137
+    state = engine.state(container_id)
+    assert state["OOMKilled"] is True
+
+
+def test_prune_removes_stopped_containers(engine) -> None:
+    running = engine.run("sleep", "30")
+    stopped = [engine.run("true"), engine.run("true")]
+    for container_id in stopped:
+        engine.wait(container_id)
+    report = engine.containers.prune()
+    assert sorted(report["ContainersDeleted"]) == sorted(stopped)
+    assert [c["Id"] for c in engine.containers.list_containers(all=True)] == [running]
+    engine.containers.stop(running, timeout=0)
+
+
+def test_rmi_of_an_image_in_use_is_a_conflict(engine) -> None:
+    container_id = engine.create("true")
+    image_id = engine.containers.inspect(container_id)["Image"]
+    with pytest.raises(errdefs.Conflict) as raised:
+        engine.services.images.remove_image("busybox")
+    assert str(raised.value) == (f'conflict: unable to remove repository reference "busybox" (must force) - '
+                                 f"container {container_id[:12]} is using its referenced image {image_id[7:19]}")
+    with pytest.raises(errdefs.Conflict, match="image is being used by stopped container"):
+        engine.services.images.remove_image(image_id)
+    engine.containers.remove(container_id)
+    engine.services.images.remove_image("busybox")
+
+
+def test_the_monitor_survives_the_process_that_started_it(engine) -> None:
+    script = (
+        "import sys\n"
+        "from lamina.config import EngineConfig\n"
+        "from lamina.services.compose import build_services\n"
+        "s = build_services(EngineConfig(data_root=sys.argv[1], exec_root=sys.argv[2]))\n"
+        "i = s.containers.create({'Image': 'busybox', 'Cmd': ['sh', '-c', 'while true; do echo alive; sleep 0.1; done']})['Id']\n"
+        "s.containers.start(i)\n"
+        "print(i)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script, engine.config.data_root, engine.config.exec_root],
+                               capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(
+                                   os.path.dirname(os.path.abspath(__file__)))))
+    assert completed.returncode == 0, completed.stderr
+    container_id = completed.stdout.strip()
+    time.sleep(0.3)
+    assert engine.state(container_id)["Running"]
+    engine.wait_for(lambda: engine.output(container_id).count("alive") >= 3, message="output after the CLI exited")
+    engine.containers.stop(container_id, timeout=0)
+    assert engine.state(container_id)["ExitCode"] == 137
