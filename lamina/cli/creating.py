@@ -1,5 +1,6 @@
 """Creating a container for ``create`` and ``run``: the request body from the flags, the
-create call, and docker's pull-on-missing-image behaviour (``Unable to find image 'x:latest'
+create call (with ``-t`` on a terminal, ``HostConfig.ConsoleSize`` is the terminal's size),
+and docker's pull-on-missing-image behaviour (``Unable to find image 'x:latest'
 locally``, then a pull, then the create again; ``--pull never`` skips the pull, ``--pull
 always`` pulls first).  Warnings from the engine print as ``WARNING: ...`` on stderr.
 Failures raise :class:`lamina.cli.foreground.EngineError` (exit code 125)."""
@@ -47,6 +48,14 @@ def create_container(context: Context, args: argparse.Namespace, *, detach: bool
 
     if body is None:
         body = create_body(args, detach=detach)
+    if body.get("Tty"):
+        # The pty gets the terminal's size from the start (a resize after the start would
+        # come too late for a process that asks at once), like docker's ConsoleSize.
+        from lamina.cli.stdio import terminal_size
+
+        size = terminal_size(context.out)
+        if size is not None:
+            body["HostConfig"]["ConsoleSize"] = list(size)
     client = context.client
     if getattr(args, "pull", "missing") == "always":
         _pull(context, args.image, command)

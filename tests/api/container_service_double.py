@@ -145,7 +145,7 @@ class DoubleContainers:
         self.tombstones: dict[str, int] = {}
         self.condition = threading.Condition()
         self.counter = 0
-        self.boot_result: dict[str, Any] = {"Restarted": []}
+        self.boot_result: dict[str, Any] = {"Exited": [], "Restarted": [], "Failed": []}
 
     # -- helpers ------------------------------------------------------------------------------
 

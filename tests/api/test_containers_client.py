@@ -164,7 +164,7 @@ def test_the_other_calls(client, services) -> None:
     client.restart("crate")
     client.remove_container("crate", force=True)
     assert client.prune_containers() == {"ContainersDeleted": None, "SpaceReclaimed": 0}
-    assert client.system_boot() == {"Restarted": []}
+    assert client.system_boot() == {"Exited": [], "Restarted": [], "Failed": []}
 
 
 def test_frame_decoder_handles_frames_split_anywhere() -> None:

@@ -371,8 +371,12 @@ def test_commit_export_prune_boot(lamina, services, tmp_path) -> None:
     result = lamina("container", "prune", "-f")
     assert result.out.startswith("Deleted Containers:\n" + container_id_line(result.out))
     assert result.out.endswith("Total reclaimed space: 1kB\n")
-    services.containers.boot_result = {"Restarted": ["abc"], "Failed": ["def: no image"]}
-    assert lamina("system", "boot").out == "abc\nfailed: def: no image\n"
+    services.containers.boot_result = {"Exited": ["abc", "def"], "Restarted": ["abc"],
+                                       "Failed": [{"Id": "def", "Error": "no such image"}]}
+    result = lamina("system", "boot")
+    assert (result.code, result.out, result.err) == (1, "abc\n", "Error: failed to restart def: no such image\n")
+    services.containers.boot_result = {"Exited": [], "Restarted": ["abc"], "Failed": []}
+    assert lamina("system", "boot", "-q").out == "" and lamina("system", "boot").code == 0
 
 
 def container_id_line(text: str) -> str:

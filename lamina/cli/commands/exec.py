@@ -58,11 +58,13 @@ def run(args: argparse.Namespace, context: Context) -> int:
         "DetachKeys": args.detach_keys or "", "Env": environment or None,
         "WorkingDir": args.workdir or "", "Cmd": list(args.command),
     }
+    size = terminal_size(context.out) if args.tty else None
+    if size is not None:
+        body["ConsoleSize"] = list(size)
     client = context.client
     try:
         try:
             exec_id = str(client.exec_create(args.container, body)["Id"])
-            size = terminal_size(context.out) if args.tty else None
             attachment = client.exec_start(exec_id, detach=args.detach, tty=args.tty, console_size=size)
         except ClientError as exc:
             raise EngineError(exc, "exec") from exc
