@@ -1,7 +1,9 @@
 """Removing a container's files: the record, its read-write layer, its run directory, its execs.
 
 :func:`destroy` is used by ``rm`` (after the container stopped), by the monitor for ``--rm``
-and by prune.  Its commit point is the rename of ``containers/<id>`` to ``<id>-removing``
+and by prune.  Given the volume service it then drops the container's references to its
+volumes and, with ``remove_volumes`` (``rm -v``, ``--rm``), removes its anonymous volumes
+that no other container uses.  Its commit point is the rename of ``containers/<id>`` to ``<id>-removing``
 (done holding the record's lock, which moves with the directory, so that the start-up sweep
 can tell a removal in progress from an interrupted one); everything after it is idempotent and
 :func:`finish_removal` completes it after a crash.
@@ -17,6 +19,8 @@ from lamina.container.execstore import ExecStore
 from lamina.container.rundir import RunDirectory
 from lamina.container.store import ContainerStore
 from lamina.layer.mounts import MountStore
+from lamina.volume.api import VolumeProvider
+from lamina.volume.mounts import release_mounts
 
 __all__ = ["destroy", "finish_removal", "release_mount", "sweep"]
 
@@ -54,11 +58,12 @@ def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, contain
 
 
 def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str,
-            container_id: str) -> None:
+            container_id: str, *, volumes: VolumeProvider | None = None, remove_volumes: bool = False) -> None:
     """Remove a stopped container for good; NotFound when it is gone already."""
     lock = store.lock(container_id)
     try:
         record = store.get(container_id)
+        mount_points = record.data.get("MountPoints")
         record.state["RemovalInProgress"] = True
         store.save(record)
         path = store.begin_removal(container_id)  # the commit point
@@ -66,6 +71,9 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
         finish_removal(mounts, execs, exec_root, container_id, path)
     finally:
         lock.release()
+    if volumes is not None:
+        for problem in release_mounts(mount_points, volumes, container_id, remove_anonymous=remove_volumes):
+            log.warning("removing container %s: %s", container_id, problem)
 
 
 def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str) -> list[str]:

@@ -58,6 +58,18 @@ def new_container_id() -> str:
             return candidate
 
 
+def _write_synced(path: str, value: Any) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        data = json.dumps(value, separators=(",", ":")).encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _is_id(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
@@ -198,8 +210,10 @@ class ContainerStore:
         tmp = os.path.join(self.root, fsutil.temp_name())
         os.mkdir(tmp, 0o700)
         try:
-            fsutil.atomic_write_json(os.path.join(tmp, HOST_CONFIG_FILE), container.host_config, mode=0o600)
-            fsutil.atomic_write_json(os.path.join(tmp, CONFIG_FILE), container.data, mode=0o600)
+            # a fresh directory published by one rename: each file needs its data synced, not
+            # a rename of its own
+            _write_synced(os.path.join(tmp, HOST_CONFIG_FILE), container.host_config)
+            _write_synced(os.path.join(tmp, CONFIG_FILE), container.data)
             with fsutil.file_lock(self._names_lock):
                 names = self._names()
                 if name in names:
@@ -209,12 +223,14 @@ class ContainerStore:
             fsutil.remove_tree(tmp)
             raise
 
-    def save(self, container: Container) -> None:
-        """Write both files of an existing record (the caller holds its lock)."""
+    def save(self, container: Container, *, host_config: bool = False) -> None:
+        """Write config.v2.json (and hostconfig.json when ``host_config``) of an existing
+        record; the caller holds its lock."""
         directory = self.directory(container.id)
         if not os.path.isdir(directory):
             raise errdefs.NotFound(f"No such container: {container.id}")
-        fsutil.atomic_write_json(os.path.join(directory, HOST_CONFIG_FILE), container.host_config, mode=0o600)
+        if host_config:
+            fsutil.atomic_write_json(os.path.join(directory, HOST_CONFIG_FILE), container.host_config, mode=0o600)
         fsutil.atomic_write_json(os.path.join(directory, CONFIG_FILE), container.data, mode=0o600)
 
     def lock(self, container_id: str) -> fsutil.FileLock:
@@ -227,14 +243,18 @@ class ContainerStore:
         return lock
 
     @contextmanager
-    def modify(self, container_id: str) -> Iterator[Container]:
-        """Read-modify-write under the container's lock; the record is saved when the block
-        ends without an exception."""
+    def modify(self, container_id: str, *, host_config: bool = False) -> Iterator[Container]:
+        """Read-modify-write under the container's lock; the record is saved (when it changed)
+        when the block ends without an exception."""
         lock = self.lock(container_id)
         try:
             container = self.get(container_id)
+            before = json.dumps(container.data, sort_keys=True)
+            before_host = json.dumps(container.host_config, sort_keys=True) if host_config else ""
             yield container
-            self.save(container)
+            host_changed = host_config and json.dumps(container.host_config, sort_keys=True) != before_host
+            if host_changed or json.dumps(container.data, sort_keys=True) != before:
+                self.save(container, host_config=host_changed)
         finally:
             lock.release()
 

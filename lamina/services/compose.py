@@ -83,7 +83,8 @@ def build_services(config: EngineConfig) -> EngineServices:
     volumes = build_volumes(config)
     store = ContainerStore(os.path.join(config.data_root, "containers"))
     execs = ExecStore(config.exec_root)
-    containers = ContainerServiceImpl(config=config, images=service, mounts=mounts, store=store, execs=execs)
+    containers = ContainerServiceImpl(config=config, images=service, mounts=mounts, store=store, execs=execs,
+                                      volumes=volumes)
     service.container_usage = containers.image_usage
     containers.sweep()
     system = SystemServiceImpl(config=config, driver=driver, images=service,

@@ -48,6 +48,14 @@ from lamina.image.reference import parse_normalized_named, with_default_tag
 from lamina.layer.mounts import INIT_PATHS, MountStore
 from lamina.runtime.api import Runtime, RuntimeState
 from lamina.services.images import ImageServiceImpl, all_labels_match
+from lamina.volume.mounts import (
+    inspect_mounts,
+    mount_points_json,
+    populate_volumes,
+    release_mounts,
+    resolve_mounts,
+    volume_names,
+)
 
 __all__ = ["ContainerServiceImpl", "BUILTIN_RUNTIME_NAMES"]
 
@@ -105,10 +113,12 @@ def _short(identifier: str) -> str:
 
 class ContainerServiceImpl:
     def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, mounts: MountStore,
-                 store: ContainerStore, execs: ExecStore, default_runtime: str = "native") -> None:
+                 store: ContainerStore, execs: ExecStore, default_runtime: str = "native",
+                 volumes: Any = None) -> None:
         self.config = config
         self.images = images
         self.mounts = mounts
+        self.volumes = volumes  # the VolumeService (None: containers get no volumes or binds)
         self.store = store
         self.execs = execs
         self.exec_root = config.exec_root
@@ -117,7 +127,7 @@ class ContainerServiceImpl:
         self._pending_lock = threading.Lock()
         self._runtimes: dict[str, Runtime] = {}
         self.context = MonitorContext(store=store, mounts=mounts, execs=execs, exec_root=self.exec_root,
-                                      runtime=self.runtime)
+                                      runtime=self.runtime, volumes=volumes)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -155,6 +165,7 @@ class ContainerServiceImpl:
             if state is not None:
                 error = self._release_dead_run(state)
             release_mount(self.mounts, container_id)
+            self._unmount_volumes(container)
             run_dir.clear_runtime_state()
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
                                    FinishedAt=now(), Error=error or "the container's monitor exited unexpectedly",
@@ -171,6 +182,41 @@ class ContainerServiceImpl:
         finally:
             run_lock.close()
         return container
+
+    def _unmount_volumes(self, container: Container) -> None:
+        """Drop the volume mounts a run held (volumes with driver options)."""
+        if self.volumes is None:
+            return
+        for name in volume_names(container.data.get("MountPoints")):
+            try:
+                self.volumes.unmount(name, container.id)
+            except errdefs.LaminaError as exc:
+                log.warning("unmounting volume %s of %s: %s", name, container.id, exc)
+
+    def _volumes_from(self, reference: str) -> dict[str, Any]:
+        """The MountPoints of the container named by ``--volumes-from``."""
+        return dict(self.store.lookup(reference).data.get("MountPoints") or {})
+
+    def _mount_volumes(self, container_id: str, merged: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
+        """Resolve the container's mounts (volumes created and referenced), copy the image's
+        files into empty volumes, and return the MountPoints for config.v2.json."""
+        if self.volumes is None:
+            if host.get("Binds") or host.get("Mounts") or host.get("VolumesFrom") or merged.get("Volumes"):
+                raise errdefs.NotImplemented("volumes and bind mounts need the volume service")
+            return {}
+        resolved = resolve_mounts(merged, host, None, self.volumes, container_id, volumes_from=self._volumes_from)
+        mount_points = mount_points_json(resolved)
+        try:
+            if any(item.copy_data for item in resolved):
+                rootfs = self.mounts.mount(container_id)
+                try:
+                    populate_volumes(resolved, rootfs, self.volumes, container_id)
+                finally:
+                    self.mounts.unmount(container_id)
+        except BaseException:
+            release_mounts(mount_points, self.volumes, container_id, remove_anonymous=True)
+            raise
+        return mount_points
 
     def _release_dead_run(self, state: RuntimeState) -> str:
         from lamina.runtime.cgroups import CgroupManager
@@ -288,6 +334,11 @@ class ContainerServiceImpl:
         try:
             self.mounts.create(container_id, str(top) if top else None)
             try:
+                data["MountPoints"] = self._mount_volumes(container_id, merged, host)
+            except BaseException:
+                self.mounts.remove(container_id)
+                raise
+            try:
                 for attempt in range(10):
                     data["Name"] = validate_name(name) if name else "/" + random_name(attempt)
                     try:
@@ -298,6 +349,8 @@ class ContainerServiceImpl:
                             raise
             except BaseException:
                 self.mounts.remove(container_id)
+                if self.volumes is not None:
+                    release_mounts(data["MountPoints"], self.volumes, container_id, remove_anonymous=True)
                 raise
         finally:
             lock.release()
@@ -433,7 +486,8 @@ class ContainerServiceImpl:
             for item in self._pending.pop(container.id, []):
                 item.sock.close()
         try:
-            destroy(self.store, self.mounts, self.execs, self.exec_root, container.id)
+            destroy(self.store, self.mounts, self.execs, self.exec_root, container.id, volumes=self.volumes,
+                    remove_volumes=volumes)
         except errdefs.NotFound:
             pass  # removed meanwhile (--rm)
 
@@ -553,20 +607,8 @@ class ContainerServiceImpl:
         return summary
 
     def _mounts_view(self, container: Container) -> list[dict[str, Any]]:
-        out = []
-        for entry in container.host_config.get("Binds") or []:
-            parts = str(entry).split(":")
-            mode = parts[2] if len(parts) > 2 else ""
-            out.append({"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": mode,
-                        "RW": "ro" not in mode.split(","), "Propagation": "rprivate"})
-        for entry in container.host_config.get("Mounts") or []:
-            out.append({"Type": entry.get("Type"), "Source": entry.get("Source", ""),
-                        "Destination": entry.get("Target"), "Mode": "", "RW": not entry.get("ReadOnly"),
-                        "Propagation": "rprivate" if entry.get("Type") == "bind" else ""})
-        for destination in container.host_config.get("Tmpfs") or {}:
-            out.append({"Type": "tmpfs", "Source": "", "Destination": destination, "Mode": "", "RW": True,
-                        "Propagation": ""})
-        return out
+        """Docker's ``Mounts``: one entry per mount point (``--tmpfs`` ones are not listed)."""
+        return inspect_mounts(container.data.get("MountPoints"))
 
     def _matches(self, container: Container, filters: dict[str, list[str]],
                  before: float | None, since: float | None, ancestors: set[str] | None) -> bool:
@@ -901,7 +943,7 @@ class ContainerServiceImpl:
                     self.runtime(state.runtime).update(state, specs.resources(host))
                 except errdefs.LaminaError as exc:
                     raise errdefs.System(f"Cannot update container {container.id}: {exc}") from exc
-        with self.store.modify(container.id) as record:
+        with self.store.modify(container.id, host_config=True) as record:
             record.host_config = host
         return {"Warnings": warnings}
 
@@ -939,7 +981,7 @@ class ContainerServiceImpl:
             except errdefs.LaminaError:
                 size = 0
             try:
-                destroy(self.store, self.mounts, self.execs, self.exec_root, container.id)
+                destroy(self.store, self.mounts, self.execs, self.exec_root, container.id, volumes=self.volumes)
             except errdefs.NotFound:
                 continue
             deleted.append(container.id)
