@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lamina import errdefs
-from lamina.container.logs import parse_log_options, parse_size
+from lamina.container.logs import parse_log_options
 from lamina.image.config import ContainerConfig
 from lamina.runtime.api import (
     DEFAULT_CAPABILITIES,
@@ -40,6 +40,13 @@ from lamina.runtime.api import (
 )
 from lamina.runtime.capabilities import CAPABILITIES
 from lamina.runtime.user import ExecUser
+from lamina.volume.mounts import (
+    mount_point_from_spec,
+    parse_volume_spec,
+    parse_volumes_from,
+    runtime_mounts,
+    validate_tmpfs,
+)
 
 __all__ = [
     "DEFAULT_PATH", "DEFAULT_STOP_TIMEOUT", "DEFAULT_SHM_SIZE", "RESTART_POLICIES",
@@ -437,17 +444,20 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
                    "UTSMode": ("", "host"), "CgroupnsMode": ("", "private", "host"), "UsernsMode": ("", "host")}[key]
         if value not in allowed:
             raise errdefs.NotImplemented(f"{key} {value!r} is not supported by lamina yet")
+    volume_driver = out.get("VolumeDriver") or ""
+    if not isinstance(volume_driver, str):
+        raise errdefs.InvalidArgument("HostConfig.VolumeDriver must be a string")
     for entry in _check_list(out, "Binds"):
-        _parse_bind(entry)
+        parse_volume_spec(entry, volume_driver)
     for entry in _check_list(out, "Mounts"):
-        _parse_mount(entry)
+        mount_point_from_spec(entry)
+    for entry in _check_list(out, "VolumesFrom"):
+        parse_volumes_from(entry)
     tmpfs = out.get("Tmpfs") or {}
     if not isinstance(tmpfs, Mapping):
         raise errdefs.InvalidArgument("HostConfig.Tmpfs must be an object")
-    for destination in tmpfs:
-        if not destination.startswith("/"):
-            raise errdefs.InvalidArgument(f"invalid mount config for type \"tmpfs\": invalid mount path: '{destination}' "
-                                          "mount path must be absolute")
+    for destination, options in tmpfs.items():
+        validate_tmpfs(destination, options)
     for item in _check_list(out, "Ulimits"):
         _ulimit(item)
     for item in _check_list(out, "ExtraHosts"):
@@ -543,84 +553,7 @@ def resources(host: Mapping[str, Any]) -> Resources:
 
 
 # --------------------------------------------------------------------------------------------
-# mounts
-
-
-def _parse_bind(entry: Any) -> MountSpec:
-    """``/host:/container[:ro|rw|z|Z|...]`` -> a bind MountSpec (named volumes: not yet)."""
-    if not isinstance(entry, str):
-        raise errdefs.InvalidArgument(f"invalid bind {entry!r}")
-    parts = entry.split(":")
-    if len(parts) < 2 or len(parts) > 3:
-        raise errdefs.InvalidArgument(f"invalid volume specification: '{entry}'")
-    source, destination = parts[0], parts[1]
-    options = parts[2].split(",") if len(parts) == 3 else []
-    if not source.startswith("/"):
-        raise errdefs.NotImplemented(f"named volumes are not supported yet: '{entry}'")
-    if not destination.startswith("/"):
-        raise errdefs.InvalidArgument(
-            f"invalid volume specification: '{entry}': invalid mount config for type \"bind\": invalid mount "
-            f"path: '{destination}' mount path must be absolute")
-    flags = ["rbind", "rprivate"]
-    for option in options:
-        if option in ("ro", "rw"):
-            flags.append(option)
-        elif option in ("z", "Z", "nocopy", "private", "rprivate", "shared", "rshared", "slave", "rslave"):
-            continue
-        else:
-            raise errdefs.InvalidArgument(f"invalid mode: {option}")
-    return MountSpec(posixpath.normpath(destination), "bind", posixpath.normpath(source), tuple(flags))
-
-
-def _parse_mount(entry: Any) -> MountSpec:
-    if not isinstance(entry, Mapping):
-        raise errdefs.InvalidArgument("HostConfig.Mounts entries must be objects")
-    kind = entry.get("Type") or ""
-    target = entry.get("Target") or ""
-    if not target.startswith("/"):
-        raise errdefs.InvalidArgument(f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' "
-                                      "mount path must be absolute")
-    if kind == "bind":
-        source = entry.get("Source") or ""
-        if not source.startswith("/"):
-            raise errdefs.InvalidArgument(f"invalid mount config for type \"bind\": invalid specification: "
-                                          f"source path must be absolute: '{source}'")
-        if not os.path.exists(source):
-            raise errdefs.InvalidArgument(f"invalid mount config for type \"bind\": bind source path does not "
-                                          f"exist: {source}")
-        flags = ["rbind", "rprivate"] + (["ro"] if entry.get("ReadOnly") else [])
-        return MountSpec(posixpath.normpath(target), "bind", posixpath.normpath(source), tuple(flags))
-    if kind == "tmpfs":
-        options = ["nosuid", "nodev", "noexec"] + (["ro"] if entry.get("ReadOnly") else [])
-        tmpfs_options = entry.get("TmpfsOptions") or {}
-        if tmpfs_options.get("SizeBytes"):
-            options.append(f"size={int(tmpfs_options['SizeBytes'])}")
-        if tmpfs_options.get("Mode"):
-            options.append(f"mode={int(tmpfs_options['Mode']):o}")
-        return MountSpec(posixpath.normpath(target), "tmpfs", "tmpfs", tuple(options))
-    if kind == "volume":
-        raise errdefs.NotImplemented("volume mounts are not supported yet")
-    raise errdefs.InvalidArgument(f"mount type {kind!r} is not supported")
-
-
-def _tmpfs_mount(destination: str, text: str) -> MountSpec:
-    flags = {"nosuid": True, "nodev": True, "noexec": True}
-    data: list[str] = []
-    extra: list[str] = []
-    for option in [o for o in (text or "").split(",") if o]:
-        if option in ("exec", "suid", "dev"):
-            flags["no" + option] = False
-        elif option in ("noexec", "nosuid", "nodev"):
-            flags[option] = True
-        elif option in ("ro", "rw", "noatime", "relatime", "strictatime"):
-            extra.append(option)
-        elif option.startswith("size="):
-            value = option[5:]
-            data.append(f"size={parse_size(value, binary=True) if not value.endswith('%') else value}")
-        else:
-            data.append(option)
-    options = [name for name, on in flags.items() if on] + extra + data
-    return MountSpec(posixpath.normpath(destination), "tmpfs", "tmpfs", tuple(options))
+# ulimits (mounts: lamina.volume.mounts)
 
 
 def _ulimit(item: Any) -> tuple[str, int, int]:
@@ -684,9 +617,13 @@ def _hostname(config: Mapping[str, Any], container_id: str) -> str:
 
 
 def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mapping[str, Any], rootfs: str,
-                   user: ExecUser, files: Mapping[str, str], cgroup_parent: str = "lamina") -> ContainerSpec:
+                   user: ExecUser, files: Mapping[str, str], cgroup_parent: str = "lamina",
+                   mount_points: Mapping[str, Any] | None = None) -> ContainerSpec:
     """The runtime spec of a container.  ``files`` maps /etc/hostname, /etc/hosts and
-    /etc/resolv.conf to the host files bind-mounted over them; ``user`` is the resolved -u."""
+    /etc/resolv.conf to the host files bind-mounted over them; ``user`` is the resolved -u;
+    ``mount_points`` are the container's stored MountPoints (volumes, binds, ``--mount``),
+    mounted with ``HostConfig.Tmpfs`` after them, parents before children (a user mount at
+    one of the ``files`` destinations replaces it, as in Docker)."""
     tty = bool(config.get("Tty"))
     hostname = _hostname(config, container_id)
     path, args = entrypoint_and_args(config)
@@ -713,15 +650,13 @@ def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mappin
         no_new_privileges=no_new_privileges,
         rlimits=tuple(_ulimit(item) for item in host.get("Ulimits") or []))
     readonly = bool(host.get("ReadonlyRootfs"))
-    mounts: list[MountSpec] = []
-    for destination, source in files.items():
-        mounts.append(MountSpec(destination, "bind", source, ("rbind", "rprivate") + (("ro",) if readonly else ())))
-    for destination, options in (host.get("Tmpfs") or {}).items():
-        mounts.append(_tmpfs_mount(destination, options))
-    for entry in host.get("Binds") or []:
-        mounts.append(_parse_bind(entry))
-    for entry in host.get("Mounts") or []:
-        mounts.append(_parse_mount(entry))
+    user_mounts = runtime_mounts(mount_points, host.get("Tmpfs"))
+    taken = {item.destination for item in user_mounts}
+    mounts: list[MountSpec] = [
+        MountSpec(destination, "bind", source, ("rbind", "rprivate") + (("ro",) if readonly else ()))
+        for destination, source in files.items() if posixpath.normpath(destination) not in taken]
+    mounts.extend(user_mounts)
+    mounts.sort(key=lambda item: posixpath.normpath(item.destination).count("/"))
     namespaces = {"pid", "mount", "uts", "ipc", "network", "cgroup"}
     if host.get("PidMode") == "host":
         namespaces.discard("pid")

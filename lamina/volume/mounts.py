@@ -45,7 +45,7 @@ from lamina.volume.local import go_quote, parse_ram_size, validate_name
 
 __all__ = [
     "MountPoint", "ResolvedMount", "VolumesFromLookup",
-    "parse_volume_spec", "parse_mount_spec", "parse_tmpfs_spec", "parse_volumes_from",
+    "parse_volume_spec", "parse_mount_spec", "parse_tmpfs_spec", "parse_volumes_from", "validate_tmpfs",
     "mount_point_from_spec", "split_volume_flags", "tmpfs_options",
     "resolve_mounts", "runtime_mounts", "mount_points_json", "load_mount_points", "inspect_mounts",
     "volume_names", "release_mounts", "populate_volumes",
@@ -559,11 +559,19 @@ def parse_tmpfs_spec(text: str) -> tuple[str, str]:
     if not isinstance(text, str):
         raise errdefs.InvalidArgument(f"invalid tmpfs specification {text!r}")
     destination, _, options = text.partition(":")
+    validate_tmpfs(destination, options)
+    return destination, options
+
+
+def validate_tmpfs(destination: str, options: str) -> None:
+    """Check one ``HostConfig.Tmpfs`` entry: an absolute destination other than ``/``, and
+    options lamina can mount (flags, ``size=``, ``mode=``, ``uid=``, ``gid=``, ...)."""
+    if not isinstance(destination, str) or not isinstance(options, str):
+        raise errdefs.InvalidArgument(f"invalid tmpfs mount {destination!r}: {options!r}")
     problem = _target_problem(destination)
     if problem:
         raise errdefs.InvalidArgument(problem)
     _check_tmpfs_data(destination, options)
-    return destination, options
 
 
 def parse_volumes_from(text: str) -> tuple[str, str]:
