@@ -34,12 +34,14 @@ from __future__ import annotations
 import http
 import io
 import logging
+import os
 import re
+import select
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import h11
 
@@ -129,8 +131,43 @@ class RequestBody(io.RawIOBase):
         return size
 
 
+class _HangupWatch:
+    """Watches a connection during a streamed answer and calls ``on_hangup`` once if the
+    client closes (or shuts down) its side: ``poll`` for POLLRDHUP, which reading never
+    consumes, so request bytes still in flight are left to the body reader."""
+
+    def __init__(self, sock: socket.socket, on_hangup: Callable[[], None]) -> None:
+        self._fd = sock.fileno()
+        self._on_hangup = on_hangup
+        self._wake_read, self._wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._thread = threading.Thread(target=self._watch, name="lamina-hangup-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLRDHUP)
+        poller.register(self._wake_read, select.POLLIN)
+        while True:
+            for fd, events in poller.poll():
+                if fd == self._wake_read:
+                    return
+                if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    self._on_hangup()
+                    return
+
+    def stop(self) -> None:
+        os.write(self._wake_write, b"x")
+        self._thread.join()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+
 class HTTPConnection:
-    """Serves one accepted socket until it closes; :meth:`serve` runs in its own thread."""
+    """Serves one accepted socket until it closes; :meth:`serve` runs in its own thread.
+
+    ``abandoned`` becomes true when the client hung up during a streamed answer whose
+    producer has not noticed yet (it is blocked waiting for data): the server's shutdown does
+    not wait for such a connection."""
 
     def __init__(self, sock: socket.socket, handler: Handler, *, linger: float = 5.0) -> None:
         self.sock = sock
@@ -146,6 +183,7 @@ class HTTPConnection:
         self._draining = False
         self._cut = False
         self._splice: Splice | None = None
+        self.abandoned = False
 
     # -- shutdown, called from the server's thread ---------------------------------------------
 
@@ -165,6 +203,20 @@ class HTTPConnection:
             splice = self._splice
         if splice is not None:
             splice.cancel()
+        self._shutdown_socket()
+
+    def _client_hung_up(self, response: Response) -> None:
+        """The client left during a stream (watcher thread): cancel the producer if it can be
+        cancelled (a thread-safe ``cancel()`` on the body), and shut the socket so that its
+        next chunk fails at once and closes it."""
+        with self._state_lock:
+            self.abandoned = True
+        cancel = getattr(response.body, "cancel", None)
+        if callable(cancel):
+            try:
+                cancel()
+            except Exception as exc:  # the stream's own bug; the connection ends anyway
+                logger.error("%s: cancelling an abandoned stream failed: %s", self.peer, exc, exc_info=exc)
         self._shutdown_socket()
 
     def _shutdown_socket(self) -> None:
@@ -351,6 +403,8 @@ class HTTPConnection:
         sent = 0
         outcome = ""
         keep = not close
+        body_sent = False
+        watch: _HangupWatch | None = None
         try:
             self._send(h11.Response(status_code=status, reason=_reason(status), headers=wire))
             if fixed is not None:
@@ -358,23 +412,32 @@ class HTTPConnection:
                     sent += len(fixed)
                     self._send(h11.Data(data=fixed))
             else:
+                watch = _HangupWatch(self.sock, lambda: self._client_hung_up(response))
                 chunks: Iterator[bytes] = iter(response.body)  # type: ignore[arg-type]
                 for chunk in chunks:
                     if chunk:
                         sent += len(chunk)
                         self._send(h11.Data(data=chunk))
+            body_sent = True
             self._send(h11.EndOfMessage())
         except StreamAborted as exc:
             outcome = f" (stream aborted: {exc.message})"
             keep = False
         except OSError as exc:
-            outcome = f" (client gone: {exc.strerror or type(exc).__name__})"
+            if body_sent:
+                outcome = " (the client left before the end of the chunked body)"
+            elif self.abandoned:
+                outcome = " (the client hung up)"
+            else:
+                outcome = f" (client gone: {exc.strerror or type(exc).__name__})"
             keep = False
         except Exception as exc:
             logger.error("%s %s: the response body failed: %s", method, target, exc, exc_info=exc)
             outcome = f" (response failed: {type(exc).__name__})"
             keep = False
         finally:
+            if watch is not None:
+                watch.stop()
             response.close()
         if keep:
             with self._h11_lock:

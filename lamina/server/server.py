@@ -103,6 +103,12 @@ class Server:
         with self._changed:
             return len(self._connections)
 
+    @property
+    def busy_count(self) -> int:
+        """Open connections, less those abandoned by their client mid-stream."""
+        with self._changed:
+            return len(self._busy_connections())
+
     def shutdown(self, reason: str = "shutdown requested") -> None:
         """Ask the server to stop (thread- and signal-safe); a second call cuts at once."""
         if self._stopping.is_set():
@@ -184,32 +190,39 @@ class Server:
     def _wait_connections(self, deadline: float) -> bool:
         """Wait until no connection is left, ``deadline`` passes or a cut is asked; True if none left."""
         with self._changed:
-            while self._connections and not self._cut_now.is_set():
+            while self._busy_connections() and not self._cut_now.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._changed.wait(min(left, 0.1))
-            return not self._connections
+            return not self._busy_connections()
+
+    def _busy_connections(self) -> list[HTTPConnection]:
+        """Connections still worth waiting for: not those whose client hung up while their
+        producer waits for data that may never come (their threads end with the process)."""
+        return [connection for connection in self._connections if not connection.abandoned]
 
     def _finish_connections(self) -> None:
         with self._changed:
             connections = list(self._connections)
         for connection in connections:
             connection.drain()
-        if connections:
-            logger.info("waiting up to %.0f s for %d connection(s) to finish",
-                        self.config.shutdown_timeout, len(connections))
-        if self._wait_connections(time.monotonic() + self.config.shutdown_timeout):
-            return
         with self._changed:
-            connections = list(self._connections)
-        logger.warning("cutting %d connection(s) still in progress", len(connections))
-        for connection in connections:
-            connection.cut()
-        if not self._wait_connections(time.monotonic() + 2.0):
-            # Threads stuck inside a handler (a stream waiting for data that never comes):
-            # they are daemon threads and end with the process.
-            logger.warning("%d connection thread(s) did not end", self.connection_count)
+            busy = len(self._busy_connections())
+        if busy:
+            logger.info("waiting up to %.0f s for %d connection(s) to finish", self.config.shutdown_timeout, busy)
+        if not self._wait_connections(time.monotonic() + self.config.shutdown_timeout):
+            with self._changed:
+                connections = self._busy_connections()
+            logger.warning("cutting %d connection(s) still in progress", len(connections))
+            for connection in connections:
+                connection.cut()
+            self._wait_connections(time.monotonic() + 2.0)
+        left = self.connection_count
+        if left:
+            # Producers blocked waiting for data that may never come (a wait on a container
+            # that keeps running, a quiet log): their daemon threads end with the process.
+            logger.info("leaving %d abandoned stream(s) to end with the process", left)
 
 
 def serve(engine_config: EngineConfig, config: ServerConfig, *,

@@ -8,6 +8,7 @@ teardown even when the test failed: SIGTERM, then SIGKILL after a few seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -159,14 +160,20 @@ class ServeProcess:
         self.socket_path = socket_path
         self.data_root = data_root
         self.host = f"unix://{socket_path}"
+        self.exec_root = os.path.join(os.path.dirname(socket_path), "exec")
         self.log_path = os.path.join(os.path.dirname(socket_path), "serve.log")
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed by the fixture after the process ends
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lamina.cli.main", "--data-root", data_root, "--log-level", "info",
              "serve", "-H", self.host, "--shutdown-timeout", "3", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=REPOSITORY,
-            env={key: value for key, value in os.environ.items()
-                 if key not in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_LOG_LEVEL")})
+            env=self.server_environment())
+
+    def server_environment(self) -> dict[str, str]:
+        environment = {key: value for key, value in os.environ.items()
+                       if key not in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_LOG_LEVEL")}
+        environment["LAMINA_EXEC_ROOT"] = self.exec_root
+        return environment
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -192,6 +199,24 @@ class ServeProcess:
 
     def connect(self, timeout: float = 10.0) -> RawConnection:
         return RawConnection.connect(self.socket_path, timeout)
+
+    def remove_containers(self) -> None:
+        """Force-remove every container through the API (teardown: no monitor, mount or
+        cgroup may outlive the test)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            connection = self.connect(timeout=30)
+            connection.request("GET", "/containers/json?all=1")
+            response = connection.read_response()
+            if response.status != 200:
+                return
+            for container in json.loads(response.body):
+                connection.request("DELETE", f"/containers/{container['Id']}?force=1&v=1")
+                connection.read_response()
+            connection.close()
+        except (OSError, AssertionError, ValueError):
+            pass
 
     def terminate(self, timeout: float = 10.0) -> int:
         if self.process.poll() is None:
@@ -236,6 +261,7 @@ def start_server(socket_dir, tmp_path) -> Iterator:
 
     yield start
     for server in started:
+        server.remove_containers()
         server.terminate()
         server.log.close()
 

@@ -468,3 +468,80 @@ def test_drain_lets_a_stream_in_progress_finish_then_closes(serve) -> None:
     response = served.client.read_response()
     assert (response.body, response.complete) == (b"onetwo", True)
     assert served.finished()
+
+
+# -- clients hanging up while a producer waits --------------------------------------------------
+
+
+class WaitingBody:
+    """A stream blocked until released (like a wait on a running container), optionally
+    cancellable the way the server expects: a thread-safe ``cancel()``."""
+
+    def __init__(self, cancellable: bool) -> None:
+        self.release = threading.Event()
+        self.cancelled = threading.Event()
+        self.closed = threading.Event()
+        self.started = threading.Event()
+        if cancellable:
+            self.cancel = self._cancel
+
+    def _cancel(self) -> None:
+        self.cancelled.set()
+        self.release.set()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        try:
+            self.started.set()
+            self.release.wait(30)
+            yield b'{"StatusCode":0}\n'
+        finally:
+            self.closed.set()
+
+
+def test_a_client_hanging_up_cancels_a_waiting_stream(serve) -> None:
+    body = WaitingBody(cancellable=True)
+    served = serve({"/wait": lambda request: Response(200, JSON, body)})
+    served.client.request("POST", "/wait")
+    assert served.client.read_head().status == 200   # headers go out before the answer exists
+    assert body.started.wait(5)
+    served.client.close()
+    assert body.cancelled.wait(5), "the server must cancel the producer when the client leaves"
+    assert served.finished()
+    assert body.closed.is_set()
+    assert served.connection.abandoned
+
+
+def test_a_client_hanging_up_abandons_an_uncancellable_stream_until_it_produces(serve) -> None:
+    body = WaitingBody(cancellable=False)
+    served = serve({"/wait": lambda request: Response(200, JSON, body)})
+    served.client.request("POST", "/wait")
+    assert served.client.read_head().status == 200
+    assert body.started.wait(5)
+    served.client.close()
+    deadline = time.monotonic() + 5
+    while not served.connection.abandoned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert served.connection.abandoned
+    assert not served.finished(0.2)          # the producer still waits ...
+    body.release.set()
+    assert served.finished()                 # ... its next chunk fails and closes it
+    assert body.closed.is_set()
+
+
+def test_a_stream_reading_its_request_body_is_not_taken_for_a_hangup(serve) -> None:
+    def echo_later(request: Request) -> Response:
+        def chunks() -> Iterator[bytes]:
+            yield b"started;"
+            yield request.body.read()
+
+        return Response(200, JSON, chunks())
+
+    served = serve({"/echo": echo_later, "/hello": hello})
+    served.client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+    time.sleep(0.2)   # the answer has started while the body is incomplete
+    served.client.send(b"def")
+    assert served.client.read_response().body == b"started;abcdef"
+    assert not served.connection.abandoned
