@@ -313,6 +313,11 @@ def configure_create(parser: argparse.ArgumentParser, *, run: bool = False) -> N
     parser.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:OPTIONS]", help="mount a tmpfs directory")
     parser.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:OPTIONS]",
                         help="bind mount a volume")
+    parser.add_argument("--mount", action="append", default=[], metavar="type=...,target=...",
+                        help="attach a filesystem mount to the container (volume, bind or tmpfs)")
+    parser.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]",
+                        help="mount volumes from the specified container(s)")
+    parser.add_argument("--volume-driver", metavar="DRIVER", help="optional volume driver for the container")
     parser.add_argument("-p", "--publish", action="append", default=[], metavar="PORTS",
                         help="publish a container's port(s) to the host")
     configure_resources(parser)
@@ -381,6 +386,39 @@ def _port_bindings(values: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any
     return exposed, bindings
 
 
+def _volume_flags(values: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``-v`` like the docker CLI: a bare destination is an anonymous volume of Config.Volumes,
+    anything else goes to HostConfig.Binds (which the daemon checks, with Docker's messages)."""
+    if not values:
+        return [], {}
+    from lamina import errdefs
+    from lamina.volume.mounts import parse_volume_spec
+
+    binds: list[str] = []
+    volumes: dict[str, Any] = {}
+    for value in values:
+        try:
+            point = parse_volume_spec(value)
+        except errdefs.InvalidArgument:
+            binds.append(value)
+            continue
+        if point.type == "volume" and not point.name and ":" not in value:
+            volumes[value] = {}
+        else:
+            binds.append(value)
+    return binds, volumes
+
+
+def _mount_flag(value: str) -> dict[str, Any]:
+    from lamina import errdefs
+    from lamina.volume.mounts import parse_mount_spec
+
+    try:
+        return parse_mount_spec(value)
+    except errdefs.InvalidArgument as exc:
+        raise _invalid(value, "--mount", str(exc)) from exc
+
+
 def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, Any]:
     """The ContainerCreateRequest the docker CLI would send for these flags."""
     attach = set(args.attach)
@@ -426,8 +464,13 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
     restart = resources.pop("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
     if args.rm and restart.get("Name") not in ("", "no"):
         raise FlagError("Conflicting options: cannot specify both --restart and --rm")
+    binds, anonymous = _volume_flags(args.volume)
+    config["Volumes"] = anonymous
     host: dict[str, Any] = {
-        "Binds": list(args.volume) or None,
+        "Binds": binds or None,
+        "Mounts": [_mount_flag(value) for value in args.mount] or None,
+        "VolumesFrom": list(args.volumes_from) or None,
+        "VolumeDriver": args.volume_driver or "",
         "LogConfig": {"Type": args.log_driver or "", "Config": parse_key_values(args.log_opt, "--log-opt")},
         "NetworkMode": args.network or "default",
         "RestartPolicy": restart,

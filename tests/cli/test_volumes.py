@@ -129,3 +129,109 @@ def test_volume_group_help(lamina) -> None:
     assert result.code == 0
     for word in ("create", "inspect", "ls", "prune", "rm"):
         assert f"  {word}" in result.out
+
+
+# -- run/create flags, end to end (a separate lamina process, real containers) -----------------
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
+
+
+class Program:
+    """``python -m lamina.cli.main`` on its own data root and (short, for sockets) exec root."""
+
+    def __init__(self, root: str) -> None:
+        import sys
+
+        self.root = root
+        self.command = [sys.executable, "-m", "lamina.cli.main"]
+        self.environment = dict(os.environ, LAMINA_DATA_ROOT=os.path.join(root, "data"),
+                                LAMINA_EXEC_ROOT=os.path.join(root, "run"),
+                                PYTHONPYCACHEPREFIX=os.path.join(root, "pycache"))
+        for name in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_STORAGE_DRIVER"):
+            self.environment.pop(name, None)
+
+    def __call__(self, *argv: str):
+        import subprocess
+
+        return subprocess.run([*self.command, *argv], capture_output=True, text=True, env=self.environment,
+                              timeout=60)
+
+    def ok(self, *argv: str) -> str:
+        result = self(*argv)
+        assert result.returncode == 0, f"lamina {' '.join(argv)}: {result.returncode}\n{result.stderr}"
+        return result.stdout
+
+
+@pytest.fixture(scope="module")
+def program():
+    import shutil
+    import signal
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mounts, namespaces, cgroups)")
+    root = tempfile.mkdtemp(prefix="lvol-", dir="/tmp")
+    runner = Program(root)
+    try:
+        runner.ok("load", "-i", FIXTURE)
+        yield runner
+    finally:
+        from lamina import errdefs
+        from lamina import mount as lmount
+        from lamina.runtime.cgroups import CgroupManager
+
+        ids = runner("ps", "-aq", "--no-trunc").stdout.split()
+        if ids:
+            runner("rm", "-f", "-v", *ids)
+        runs = os.path.join(root, "run", "containers")
+        for container_id in os.listdir(runs) if os.path.isdir(runs) else []:
+            manager = CgroupManager(f"lamina/{container_id}")
+            if manager.exists():
+                try:
+                    manager.kill_all(signal.SIGKILL)
+                    manager.remove(timeout=5)
+                except errdefs.LaminaError:
+                    pass
+        lmount.unmount_all_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.privileged
+def test_run_with_named_and_anonymous_volumes(program: Program) -> None:
+    program.ok("run", "--rm", "-v", "cli-data:/data", "-v", "/scratch", "busybox", "sh", "-c",
+               "echo hello > /data/greeting; echo temp > /scratch/t")
+    [volume] = json.loads(program.ok("volume", "inspect", "cli-data"))
+    with open(os.path.join(volume["Mountpoint"], "greeting")) as handle:
+        assert handle.read() == "hello\n"
+    anonymous = program.ok("volume", "ls", "-q", "--filter", "label=com.docker.volume.anonymous")
+    assert anonymous == "", "run --rm removed the anonymous volume"
+    assert program.ok("run", "--rm", "-v", "cli-data:/data:ro", "busybox", "cat", "/data/greeting") == "hello\n"
+
+
+@pytest.mark.privileged
+def test_run_with_mount_tmpfs_and_volumes_from(program: Program) -> None:
+    out = program.ok("run", "--rm", "--mount", "type=tmpfs,target=/t,tmpfs-size=1m", "--tmpfs", "/u:size=2m",
+                     "busybox", "sh", "-c", "df -k /t /u | tail -2")
+    assert [line.split()[1] for line in out.splitlines()] == ["1024", "2048"]
+    provider = program.ok("create", "--name", "cli-provider", "--mount", "source=cli-shared,target=/shared",
+                          "busybox", "true").strip()
+    refused = program("run", "--rm", "--volumes-from", "cli-provider:ro", "busybox", "touch", "/shared/x")
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr + refused.stdout
+    in_use = program("volume", "rm", "cli-shared")
+    assert in_use.returncode == 5
+    assert in_use.stderr == f"Error response from daemon: remove cli-shared: volume is in use - [{provider}]\n"
+    program.ok("rm", "-v", "cli-provider")
+    assert program.ok("volume", "rm", "cli-shared") == "cli-shared\n"
+
+
+@pytest.mark.privileged
+def test_bad_volume_flags(program: Program) -> None:
+    bad_mount = program("run", "--rm", "--mount", "target=/x,colour=red", "busybox", "true")
+    assert bad_mount.returncode == 125
+    assert "invalid argument \"target=/x,colour=red\" for \"--mount\" flag: unexpected key 'colour'" in bad_mount.stderr
+    relative = program("run", "--rm", "-v", "rel/path:/x", "busybox", "true")
+    assert relative.returncode != 0
+    assert "If you intended to pass a host directory, use absolute path" in relative.stderr
+    duplicate = program("create", "-v", "/tmp:/x", "-v", "other:/x", "busybox", "true")
+    assert duplicate.returncode != 0 and "Duplicate mount point: /x" in duplicate.stderr
+    assert program.ok("ps", "-aq") == ""
