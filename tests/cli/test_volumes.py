@@ -154,7 +154,7 @@ class Program:
         import subprocess
 
         return subprocess.run([*self.command, *argv], capture_output=True, text=True, env=self.environment,
-                              timeout=60)
+                              timeout=60, check=False)
 
     def ok(self, *argv: str) -> str:
         result = self(*argv)

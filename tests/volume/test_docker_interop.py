@@ -7,8 +7,14 @@ import json
 import os
 
 import pytest
-
-from server.conftest import BUSYBOX_ARCHIVE, DOCKER, docker, server, socket_dir, start_server  # noqa: F401
+from server.conftest import (  # noqa: F401 - fixtures
+    BUSYBOX_ARCHIVE,
+    DOCKER,
+    docker,
+    server,
+    socket_dir,
+    start_server,
+)
 
 pytestmark = [pytest.mark.privileged, pytest.mark.interop,
               pytest.mark.skipif(not os.access(DOCKER, os.X_OK), reason=f"{DOCKER} is not installed")]
@@ -18,7 +24,7 @@ def out(result) -> str:
     return result.stdout.decode()
 
 
-def test_docker_volume_commands(docker) -> None:
+def test_docker_volume_commands(docker) -> None:  # noqa: F811 - the fixture
     assert out(docker("volume", "create", "--label", "team=a", "-o", "type=tmpfs", "-o", "device=tmpfs",
                       "cache")) == "cache\n"
     assert out(docker("volume", "create", "plain")) == "plain\n"
@@ -38,7 +44,7 @@ def test_docker_volume_commands(docker) -> None:
     assert out(docker("volume", "ls", "-q")) == ""
 
 
-def test_docker_run_with_volumes_and_prune(docker) -> None:
+def test_docker_run_with_volumes_and_prune(docker) -> None:  # noqa: F811 - the fixture
     docker("load", "-i", BUSYBOX_ARCHIVE)
     docker("run", "--rm", "-v", "shared:/data", "busybox", "sh", "-c", "echo one > /data/f")
     assert out(docker("run", "--rm", "--mount", "source=shared,target=/data,readonly", "busybox",

@@ -8,9 +8,20 @@ import os
 import stat
 
 import pytest
+from fstest import (
+    apply,
+    assert_same_tree,
+    chown,
+    create_device,
+    create_dir,
+    create_fifo,
+    create_file,
+    hardlink,
+    set_xattr,
+    snapshot_tree,
+    symlink,
+)
 
-from fstest import (apply, assert_same_tree, chmod, chown, create_device, create_dir, create_fifo, create_file,
-                    hardlink, set_xattr, snapshot_tree, symlink)
 from lamina import errdefs
 from lamina.services.volumes import VolumeServiceImpl
 from lamina.volume.mounts import populate_volumes, resolve_mounts

@@ -53,7 +53,8 @@ def test_a_bind_volume_shows_its_device(volumes: VolumeServiceImpl, tmp_path) ->
     volume = volumes.create("bound", driver_opts={"type": "none", "device": str(host), "o": "bind"})
     data = volumes.mount("bound", "c1")
     assert data == volume["Mountpoint"]
-    assert open(os.path.join(data, "from-host")).read() == "hello"
+    with open(os.path.join(data, "from-host")) as handle:
+        assert handle.read() == "hello"
     (tmp_path / "host-dir" / "later").write_text("x")
     assert os.path.exists(os.path.join(data, "later"))
     # removing is refused while referenced, and unmounts when allowed

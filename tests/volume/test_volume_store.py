@@ -275,7 +275,7 @@ def _create_many(root: str, prefix: str, count: int, queue: multiprocessing.Queu
     store = VolumeStore(root)
     names = []
     for index in range(count):
-        volume, _ = store.create("shared")
+        store.create("shared")
         store.acquire("shared", f"{prefix}{index}")
         names.append(store.create(f"{prefix}-{index}")[0].name)
     queue.put(names)
