@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: the Docker Engine API through ``lamina serve`` against lamina in-process.
 
-Measured on a fresh data root holding busybox plus ``--images`` small imported images:
+Measured on a fresh data root (and exec root) holding busybox plus ``--images`` small
+imported images:
 
 * ``docker run --rm busybox true`` (docker CLI -> lamina serve) against
   ``lamina run --rm busybox true`` (in-process) — only when lamina can run containers through
@@ -9,7 +10,8 @@ Measured on a fresh data root holding busybox plus ``--images`` small imported i
 * ``docker images`` (docker CLI -> lamina serve), ``lamina -H unix://... images`` (lamina CLI ->
   lamina serve) and ``lamina images`` (in-process): whole-command wall time;
 * request throughput over one keep-alive connection: ``GET /_ping`` (the server's own
-  overhead), ``GET /images/json`` and, when containers exist, ``GET /containers/json``.
+  overhead), ``GET /images/json`` and, when containers can be created, ``GET /containers/json``
+  with ``--containers`` created containers.
 
 Every command runs ``--runs`` times (default 15) after one warm-up; the table shows the
 median, min and max.  The figures are also written to ``bench/results/serve.json``.  Run as
@@ -118,6 +120,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15, help="timed runs per command (default 15)")
     parser.add_argument("--images", type=int, default=100, help="small images to import (default 100)")
+    parser.add_argument("--containers", type=int, default=100,
+                        help="containers to create for the /containers/json row (default 100)")
     parser.add_argument("--requests", type=int, default=500, help="requests per throughput row (default 500)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data root")
     options = parser.parse_args()
@@ -132,6 +136,7 @@ def main() -> int:
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("DOCKER_HOST", "LAMINA_HOST", "LAMINA_LOG_LEVEL")}
     environment["LAMINA_DATA_ROOT"] = data_root
+    environment["LAMINA_EXEC_ROOT"] = os.path.join(work, "exec")
     environment["DOCKER_CONFIG"] = os.path.join(work, "docker-config")
     docker_environment = {**environment, "DOCKER_HOST": host}
     log = open(os.path.join(work, "serve.log"), "wb")  # noqa: SIM115 - the server writes it until the end
@@ -177,9 +182,15 @@ def main() -> int:
         rows.append((f"GET /images/json ({options.images + 1} images), keep-alive",
                      throughput(socket_path, "/v1.45/images/json", options.requests)))
         if containers:
-            rows.append(("GET /containers/json?all=1, keep-alive",
+            for _ in range(options.containers):
+                subprocess.run([DOCKER, "create", "busybox", "true"], env=docker_environment, check=True,
+                               capture_output=True)
+            rows.append((f"GET /containers/json?all=1 ({options.containers} containers), keep-alive",
                          throughput(socket_path, "/v1.45/containers/json?all=1", options.requests)))
     finally:
+        if server.poll() is None:
+            subprocess.run([DOCKER, "container", "prune", "-f"], env=docker_environment, capture_output=True,
+                           check=False)
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(20)
@@ -192,18 +203,18 @@ def main() -> int:
 
     print(f"lamina serve benchmark: {options.runs} runs per command (median, min, max), "
           f"{options.requests} requests per throughput row")
-    print(f"{'measurement':<48} {'median':>10} {'min':>10} {'max':>10}")
+    print(f"{'measurement':<62} {'median':>10} {'min':>10} {'max':>10}")
     results: dict[str, object] = {}
     for name, value in rows:
         if isinstance(value, str):
-            print(f"{name:<48} {value}")
+            print(f"{name:<62} {value}")
             results[name] = value
         elif isinstance(value, tuple):
             rate, latency = value
-            print(f"{name:<48} {rate:>8.0f}/s {latency:>8.2f}ms {'(median latency)':>10}")
+            print(f"{name:<62} {rate:>8.0f}/s {latency:>8.2f}ms {'(median latency)':>10}")
             results[name] = {"requests_per_second": round(rate, 1), "median_latency_ms": round(latency, 3)}
         else:
-            print(f"{name:<48} {statistics.median(value):>8.1f}ms {min(value):>8.1f}ms {max(value):>8.1f}ms")
+            print(f"{name:<62} {statistics.median(value):>8.1f}ms {min(value):>8.1f}ms {max(value):>8.1f}ms")
             results[name] = {"median_ms": round(statistics.median(value), 2), "min_ms": round(min(value), 2),
                              "max_ms": round(max(value), 2), "runs": len(value)}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
