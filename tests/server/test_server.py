@@ -5,6 +5,8 @@ after the timeout, and a second shutdown request that cuts at once."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import pytest
 from lamina import errdefs
 from lamina.api.http import Headers, Request, Response
 from lamina.server.server import Server, ServerConfig
-from server.conftest import RawConnection
+from server.conftest import REPOSITORY, RawConnection
 
 
 class Handler:
@@ -130,3 +132,12 @@ def test_the_same_socket_twice_is_refused(socket_dir) -> None:
     path = os.path.join(socket_dir, "x.sock")
     with pytest.raises(errdefs.InvalidArgument, match="twice"):
         Server(Handler(), ServerConfig(hosts=(f"unix://{path}", path)))
+
+
+def test_serve_refuses_what_it_cannot_listen_on(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-m", "lamina.cli.main", "--data-root", str(tmp_path / "data"),
+                             "serve", "-H", "tcp://0.0.0.0:2375"],
+                            capture_output=True, cwd=REPOSITORY, timeout=30, check=False)
+    assert result.returncode == 3   # InvalidArgument -> 400 -> 3
+    assert b"unix:// sockets only" in result.stderr
+    assert not (tmp_path / "data").exists()   # nothing was built for a server that cannot start
