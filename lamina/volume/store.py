@@ -258,9 +258,8 @@ class VolumeStore:
             for driver in self.drivers.values():
                 removed.extend(driver.sweep())
             references = self._read_references()
-            pruned = self._pruned(references)
-            known = {volume.name for volume in self.list()}
-            pruned = {name: users for name, users in pruned.items() if name in known}
+            pruned = {name: users for name, users in self._pruned(references).items()
+                      if self._find(name) is not None}
             if pruned != references:
                 self._write_references(pruned)
         return removed

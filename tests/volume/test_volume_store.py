@@ -317,3 +317,12 @@ def test_driver_get_refuses_names_that_are_not_volume_names(tmp_path) -> None:
         driver.get(".tmp-x")
     with pytest.raises(errdefs.NotFound):
         driver.get("../x")
+
+
+def test_sweep_drops_references_to_volumes_that_are_gone(store: VolumeStore) -> None:
+    store.create("kept", reference="c1")
+    store.create("lost", reference="c1")
+    fsutil.remove_tree(os.path.join(store.root, "lost"))   # removed behind the store's back
+    store.sweep()
+    assert fsutil.read_json(os.path.join(store.root, ".references.json")).keys() == {"kept"}
+    assert store.references("kept") == ["c1"]
