@@ -14,7 +14,13 @@ Per request, in the connection's thread:
    :class:`~lamina.api.http.StreamAborted` ends the connection without the final chunk so the
    client sees a truncated transfer.  A client that goes away mid-stream makes the next write
    fail: the body iterator is closed (its producer sees ``GeneratorExit`` and stops) and the
-   connection ends; other connections are unaffected.
+   connection ends; other connections are unaffected.  A producer blocked waiting for data
+   (a wait on a running container, a quiet ``logs -f``) would only notice at its next chunk,
+   so while a stream is sent a watcher thread polls the socket for the client's hang-up
+   (POLLRDHUP: close or ``shutdown(SHUT_WR)``, as Go's server treats a read EOF): it calls
+   the body's ``cancel()`` if the body has one (it must be thread-safe and make the producer
+   end soon), shuts the socket down so the next chunk fails at once, and marks the
+   connection ``abandoned`` so that a server shutdown does not wait for it.
 3. Keep-alive: the next request is read on the same connection unless the client or the
    response said ``Connection: close``, the request body was left unread (up to 256 KiB of it
    is discarded to keep the connection, like Go's server), or the server is shutting down.
