@@ -375,6 +375,9 @@ class ContainerServiceImpl:
         with self.store.modify(container.id) as record:
             record.data["HasBeenManuallyStopped"] = False
             record.data["RestartCount"] = 0
+        # loaded here, the runtime (its modules, cached profiles) is inherited by the monitor:
+        # a long-running server pays for it once
+        self.runtime(str(container.host_config.get("Runtime") or self.default_runtime))
         with self._pending_lock:
             pending = self._pending.pop(container.id, [])
         spawn(self.context, container.id, pending)
