@@ -624,6 +624,8 @@ class Monitor:
     # -- set-up --------------------------------------------------------------------------------
 
     def _acquire_monitor_lock(self) -> int | None:
+        """The monitor lock; None when another monitor runs the container (or does not let go
+        of it in time)."""
         fd = os.open(self.run_dir.monitor_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + _MONITOR_LOCK_WAIT
         while True:
@@ -631,10 +633,16 @@ class Monitor:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return fd
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    return None
-                time.sleep(0.005)
+                pass
+            # a previous monitor finishing its exit lets go soon; a live one runs the container
+            try:
+                running = bool(self.store.get(self.id).state.get("Running"))
+            except errdefs.LaminaError:
+                running = False
+            if running or time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.005)
 
     def _setup_logging(self) -> None:
         root = logging.getLogger("lamina")
@@ -708,8 +716,15 @@ class Monitor:
         self.run_dir.create()
         lock_fd = self._acquire_monitor_lock()
         if lock_fd is None:
-            self._answer({"error": {"kind": "conflict",
-                                    "message": f"container {self.id} has another monitor that does not exit"}})
+            try:
+                running = bool(self.store.get(self.id).state.get("Running"))
+            except errdefs.LaminaError:
+                running = False
+            if running:
+                self._answer({"ok": True})  # started by a concurrent start: nothing to do
+            else:
+                self._answer({"error": {"kind": "conflict",
+                                        "message": f"container {self.id} has another monitor that does not exit"}})
             return
         try:
             with open(self.run_dir.monitor_pid_file, "w", encoding="ascii") as handle:

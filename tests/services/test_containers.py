@@ -555,3 +555,27 @@ def test_the_monitor_survives_the_process_that_started_it(engine) -> None:
     engine.wait_for(lambda: engine.output(container_id).count("alive") >= 3, message="output after the CLI exited")
     engine.containers.stop(container_id, timeout=0)
     assert engine.state(container_id)["ExitCode"] == 137
+
+
+def test_concurrent_starts_start_the_container_once(engine) -> None:
+    import threading
+
+    container_id = engine.create("sleep", "30", HostConfig={"Init": True})
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            engine.containers.start(container_id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert engine.state(container_id)["Running"]
+    pids = engine.containers.top(container_id)["Processes"]
+    assert [row[-1] for row in pids].count("sleep 30") == 1
+    engine.containers.stop(container_id)
