@@ -13,7 +13,9 @@ import os
 import struct
 
 __all__ = [
-    "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2",
+    "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr",
+    "AT_EMPTY_PATH", "AT_RECURSIVE", "MOUNT_ATTR_RDONLY", "MOUNT_ATTR_NOSUID", "MOUNT_ATTR_NODEV",
+    "MOUNT_ATTR_NOEXEC",
     "MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_REMOUNT", "MS_BIND", "MS_MOVE",
     "MS_REC", "MS_PRIVATE", "MS_SLAVE", "MS_SHARED", "MS_STRICTATIME", "MS_RELATIME",
     "MNT_DETACH", "MNT_FORCE", "UMOUNT_NOFOLLOW",
@@ -64,6 +66,14 @@ import platform as _platform
 _SYS_pivot_root = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}.get(
     _platform.machine(), 155)
 _SYS_openat2 = 437
+_SYS_mount_setattr = 442
+
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x00000001
+MOUNT_ATTR_NOSUID = 0x00000002
+MOUNT_ATTR_NODEV = 0x00000004
+MOUNT_ATTR_NOEXEC = 0x00000008
 # getdents64 is not in the generic table on every architecture
 _SYS_getdents64 = {"x86_64": 217, "aarch64": 61, "riscv64": 61, "armv7l": 217, "i686": 220,
                    "ppc64le": 202, "s390x": 220}.get(os.uname().machine, 61)
@@ -123,6 +133,14 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def syncfs(fd: int) -> None:
     _check(_libc.syncfs(fd), "syncfs")
+
+
+def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
+    """mount_setattr(2) (Linux 5.12+); with AT_RECURSIVE it changes a whole mount tree at once."""
+    attr = ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, attr_clr, 0, 0), 32)
+    result = _libc.syscall(ctypes.c_long(_SYS_mount_setattr), ctypes.c_int(dir_fd), _b(path),
+                           ctypes.c_uint(flags), attr, ctypes.c_size_t(32))
+    _check(result, "mount_setattr", path or None)
 
 
 def openat2(dir_fd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:

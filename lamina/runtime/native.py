@@ -264,6 +264,8 @@ def _mount_in_root(root_fd: int, item: MountSpec) -> None:
                 target = open_in_root(root_fd, destination)
                 try:
                     mountlib.remount(_proc_fd(target), flags)
+                    if recursive and "ro" in flags:
+                        _read_only_below(target, destination)
                 finally:
                     os.close(target)
         else:
@@ -279,6 +281,21 @@ def _mount_in_root(root_fd: int, item: MountSpec) -> None:
                 mountlib.set_propagation(_proc_fd(target), value)
             finally:
                 os.close(target)
+
+
+def _read_only_below(target_fd: int, destination: str) -> None:
+    """Make every mount under a recursive bind read-only too (a ``:ro`` volume's submounts):
+    one mount_setattr(AT_RECURSIVE) call, or a remount of each submount on older kernels."""
+    try:
+        lsys.mount_setattr(target_fd, "", lsys.AT_EMPTY_PATH | lsys.AT_RECURSIVE, lsys.MOUNT_ATTR_RDONLY)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+            raise
+    top = os.readlink(_proc_fd(target_fd))
+    for point in mountlib.mounted_targets():
+        if point.startswith(top.rstrip("/") + "/"):
+            mountlib.remount(point, ("ro",))
 
 
 def _populate_dev(root_fd: int, terminal: bool) -> None:

@@ -141,9 +141,6 @@ def test_read_only_volumes_refuse_writes(engine: Engine) -> None:
     assert code == 0 and output == "ok\n"
 
 
-@pytest.mark.xfail(strict=True, reason="the native runtime remounts only the top mount of an rbind read-only: "
-                                       "submounts stay writable (needs a per-submount remount or mount_setattr "
-                                       "with AT_RECURSIVE in lamina/runtime/native.py)")
 def test_read_only_binds_are_read_only_in_submounts_too(engine: Engine, tmp_path) -> None:
     host = tmp_path / "tree"
     (host / "sub").mkdir(parents=True)
