@@ -538,15 +538,19 @@ class ContainerServiceImpl:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _image_name(self, container: Container) -> str:
-        """What ``ps`` shows in IMAGE: the name used at create while it still names the image."""
+    def _image_name(self, container: Container, resolved: dict[str, str] | None = None) -> str:
+        """What ``ps`` shows in IMAGE: the name used at create while it still names the image
+        (``resolved`` caches name lookups over one listing)."""
         name = str(container.config.get("Image") or "")
         image_id = str(container.data.get("Image") or "")
-        try:
-            if name and str(self.images.resolve(name)) == image_id:
-                return name
-        except errdefs.LaminaError:
-            pass
+        cache = resolved if resolved is not None else {}
+        if name and name not in cache:
+            try:
+                cache[name] = str(self.images.resolve(name))
+            except errdefs.LaminaError:
+                cache[name] = ""
+        if name and cache[name] == image_id:
+            return name
         return _short(image_id)
 
     def _command(self, container: Container) -> str:
@@ -588,12 +592,12 @@ class ContainerServiceImpl:
                 pass
         return size_rw, size_rw + image_size
 
-    def _summary(self, container: Container, *, size: bool) -> dict[str, Any]:
+    def _summary(self, container: Container, *, size: bool, resolved: dict[str, str] | None = None) -> dict[str, Any]:
         state = container.state
         summary: dict[str, Any] = {
             "Id": container.id,
             "Names": [container.name],
-            "Image": self._image_name(container),
+            "Image": self._image_name(container, resolved),
             "ImageID": container.data.get("Image") or "",
             "Command": self._command(container),
             "Created": int(seconds_of(container.data.get("Created"))),
@@ -702,7 +706,8 @@ class ContainerServiceImpl:
         containers.sort(key=lambda c: (c.data.get("Created") or "", c.id), reverse=True)
         if limit > 0:
             containers = containers[:limit]
-        return [self._summary(container, size=size) for container in containers]
+        resolved: dict[str, str] = {}
+        return [self._summary(container, size=size, resolved=resolved) for container in containers]
 
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]:  # noqa: A002
         container = self._get(id)
