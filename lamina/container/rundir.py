@@ -111,7 +111,12 @@ class RunLock:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
         while True:
-            if self.try_lock(shared=True):
+            acquired = self.try_lock(shared=True)
+            if not acquired and deadline is None:
+                self.lock(shared=True)  # blocks while the container runs
+                acquired = True
+            if acquired:
+                # read while holding it: a restarting monitor takes it back at once
                 try:
                     info = self.read()
                 finally:
@@ -122,10 +127,6 @@ class RunLock:
                     return None
                 pause = delay
                 delay = min(delay * 1.5, 0.05)
-            elif deadline is None:
-                self.lock(shared=True)  # blocks while the container runs
-                self.unlock()
-                continue
             else:
                 pause = 0.005
             if deadline is not None:

@@ -579,3 +579,16 @@ def test_concurrent_starts_start_the_container_once(engine) -> None:
     pids = engine.containers.top(container_id)["Processes"]
     assert [row[-1] for row in pids].count("sleep 30") == 1
     engine.containers.stop(container_id)
+
+
+def test_wait_returns_at_each_exit_of_a_restarting_container(engine) -> None:
+    container_id = engine.run("sh", "-c", "sleep 0.2; exit 2", HostConfig={"RestartPolicy": {"Name": "always"}})
+    assert engine.wait(container_id) == 2
+    engine.wait_for(lambda: engine.containers.inspect(container_id)["RestartCount"] >= 1, message="a restart")
+    assert engine.wait(container_id) == 2  # the next exit, while the policy keeps restarting it
+    engine.containers.stop(container_id, timeout=1)
+    state = engine.state(container_id)
+    assert not state["Running"] and not state["Restarting"]
+    restarts = engine.containers.inspect(container_id)["RestartCount"]
+    time.sleep(0.5)
+    assert engine.containers.inspect(container_id)["RestartCount"] == restarts  # a manual stop ends them
