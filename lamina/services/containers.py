@@ -1185,6 +1185,7 @@ class ContainerServiceImpl:
         the containers whose policy says so."""
         exited: list[str] = []
         restarted: list[str] = []
+        removed: list[str] = []
         failed: list[dict[str, str]] = []
         for container in self.store.list():
             was_running = bool(container.state.get("Running"))
@@ -1193,6 +1194,18 @@ class ContainerServiceImpl:
                     continue
                 container = self._reconcile(container.id)
                 exited.append(container.id)
+                if container.host_config.get("AutoRemove"):
+                    # its monitor would have removed it (a created one may be about to start:
+                    # another process's `run --rm`; it is left alone)
+                    try:
+                        destroy(self.store, self.mounts, self.execs, self.exec_root, container.id,
+                                volumes=self.volumes, remove_volumes=True)
+                        removed.append(container.id)
+                    except errdefs.NotFound:
+                        pass
+                    except errdefs.LaminaError as exc:
+                        failed.append({"Id": container.id, "Error": str(exc)})
+                    continue
             name, _maximum = specs.restart_policy(container.host_config)
             manual = bool(container.data.get("HasBeenManuallyStopped"))
             if name == "always" or (name == "unless-stopped" and not manual) or \
@@ -1204,7 +1217,7 @@ class ContainerServiceImpl:
                     restarted.append(container.id)
                 except errdefs.LaminaError as exc:
                     failed.append({"Id": container.id, "Error": str(exc)})
-        return {"Exited": exited, "Restarted": restarted, "Failed": failed}
+        return {"Exited": exited, "Restarted": restarted, "Removed": removed, "Failed": failed}
 
 
 # ------------------------------------------------------------------------------------------------

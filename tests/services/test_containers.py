@@ -200,6 +200,19 @@ def test_a_crashed_monitor_is_recorded_as_exit_255(engine) -> None:
     state = engine.state(container_id)
     assert (state["Running"], state["ExitCode"]) == (False, 255)
     assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/lamina/{container_id}")
+
+
+def test_boot_removes_auto_remove_containers_whose_monitor_died(engine) -> None:
+    running = engine.run("sleep", "30", HostConfig={"AutoRemove": True})
+    waiting = engine.create("true", HostConfig={"AutoRemove": True})
+    os.kill(engine.run_dir(running).monitor_pid(), signal.SIGKILL)
+    engine.wait_for(lambda: engine.run_dir(running).monitor_pid() is None, message="the monitor to die")
+    report = engine.containers.boot()
+    assert report["Removed"] == [running]
+    with pytest.raises(errdefs.NotFound):
+        engine.containers.inspect(running)
+    assert engine.state(waiting)["Status"] == "created"
 
 
 def test_auto_remove_removes_everything(engine) -> None:
