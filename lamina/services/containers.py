@@ -1007,8 +1007,10 @@ class ContainerServiceImpl:
             if change.path in _MOUNT_TARGETS:
                 continue
             if change.path in _INIT_DIRECTORIES and change.kind.value == "C":
+                # a parent changed only by the copy-up of a mount target is not a change either
                 prefix = change.path.rstrip("/") + "/"
-                if not any(p.startswith(prefix) and p not in _MOUNT_TARGETS for p in paths):
+                below = [p for p in paths if p.startswith(prefix)]
+                if below and all(p in _MOUNT_TARGETS for p in below):
                     continue
             result.append({"Path": change.path, "Kind": _CHANGE_KINDS[change.kind.value]})
         result.sort(key=lambda item: item["Path"])
