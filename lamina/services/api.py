@@ -13,10 +13,13 @@ Progress: long operations take ``progress``, a callable receiving Docker JSON-me
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from lamina.build.api import BuildOptions
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerService", "ExecService", "Duplex", "Services",
-           "VolumeService"]
+           "VolumeService", "BuildService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -213,9 +216,28 @@ class VolumeService(Protocol):
     def unmount(self, name: str, container_id: str) -> None: ...
 
 
+class BuildService(Protocol):
+    """``docker build`` with the classic builder, and its cache."""
+
+    def build(self, *, progress: Progress, stream: BinaryIO | None = None, directory: str | None = None,
+              dockerfile: str = "", tags: list[str] | tuple[str, ...] = (),
+              options: "BuildOptions | None" = None) -> str:
+        """Build from a context tar ``stream`` (or, in-process, a local ``directory``); the
+        output goes to ``progress`` as Docker's JSON messages (``{"stream": "Step 1/3 : ..."}``,
+        ``{"aux": {"ID": ...}}``); tags are applied once the build succeeded; returns the image id."""
+
+    def prune(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """``{"CachesDeleted": [...], "SpaceReclaimed": n}``; filter ``until``."""
+
+    def cache_usage(self) -> list[dict[str, Any]]:
+        """Docker's BuildCache items (ID, Parent, Type, Description, InUse, Shared, Size,
+        CreatedAt, LastUsedAt, UsageCount)."""
+
+
 class Services(Protocol):
     images: ImageService
     system: SystemService
     containers: ContainerService
     execs: ExecService
     volumes: VolumeService
+    builds: BuildService

@@ -25,6 +25,7 @@ from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
 from lamina.layer.mounts import MountStore
 from lamina.layer.store import LayerStore
+from lamina.services.builds import BuildServiceImpl
 from lamina.services.containers import ContainerServiceImpl
 from lamina.services.execs import ExecServiceImpl
 from lamina.services.images import ImageServiceImpl
@@ -44,6 +45,7 @@ class EngineServices:
     containers: ContainerServiceImpl
     execs: ExecServiceImpl
     volumes: VolumeServiceImpl
+    builds: BuildServiceImpl
 
 
 def _prepare_root(data_root: str) -> None:
@@ -89,8 +91,11 @@ def build_services(config: EngineConfig) -> EngineServices:
     containers.sweep()
     system = SystemServiceImpl(config=config, driver=driver, images=service,
                                skipped_drivers=list(selection.skipped), volumes=volumes)
+    builds = BuildServiceImpl(config=config, images=service, containers=containers, mounts=mounts)
+    system.builds = builds
     return EngineServices(images=service, system=system, containers=containers,
-                          execs=ExecServiceImpl(containers=containers, execs=execs), volumes=volumes)
+                          execs=ExecServiceImpl(containers=containers, execs=execs), volumes=volumes,
+                          builds=builds)
 
 
 def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:

@@ -61,6 +61,7 @@ class SystemServiceImpl:
         self.image_service = images
         self.skipped_drivers = skipped_drivers
         self.volumes = volumes  # the VolumeService, for system df (None: no volumes section)
+        self.builds: Any = None  # the BuildService, for system df's build cache (set by the composition)
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")
@@ -172,12 +173,13 @@ class SystemServiceImpl:
             summary = summaries.get(image_id, {})
             images.append({**summary, "Id": str(image_id), "Size": size, "SharedSize": shared,
                            "VirtualSize": size, "Containers": 0})
+        build_cache = self.builds.cache_usage() if self.builds is not None else []
         return {
             "LayersSize": sum(layer.size for layer in layers.values()),
             "Images": images,
             "Containers": [],
             "Volumes": self._volume_usage(),
-            "BuildCache": [],
+            "BuildCache": build_cache,
         }
 
     def _volume_usage(self) -> list[dict[str, Any]]:

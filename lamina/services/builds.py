@@ -1,0 +1,520 @@
+"""The build service: ``docker build`` (the classic builder), ``builder prune`` and the build
+cache's part of ``system df``.
+
+:class:`BuildServiceImpl` opens the build context (a tar stream as ``POST /build`` receives
+it, or -- lamina's in-process shortcut -- a local directory read in place), runs
+:class:`lamina.build.builder.Builder` with adapters of the image, layer and container stores
+(the protocols of :mod:`lamina.build.api`), and tags the result only once the whole build
+succeeded, so nothing half-built is ever tagged.
+
+Build cache: every image a build commits is marked ``builtLocally`` in the imagedb metadata
+and recorded in the cache index (:mod:`lamina.build.cache`,
+``<data-root>/image/<driver>/buildcache/``).  *Build cache items* are the images so marked
+that no tag names; an item is *shared* when a kept image (tagged, or not made by a build)
+descends from it, i.e. when its layers also serve that image.  ``prune`` removes the items
+that are not shared (``all``: every item; the kept images then lose their parent link, not
+their layers) and reports the space of the layers that went away.
+
+Read-write layers the builder makes for COPY/ADD/WORKDIR are layer records named
+``build-<build id>-<n>`` in ``layerdb/mounts``; the build holds ``<exec-root>/builds/<build
+id>.lock`` (``flock``) while it runs.  A build that dies leaves such records behind: the next
+build removes every ``build-*`` record whose lock is free or gone (the exec root is cleared
+at reboot), logged at WARNING.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import logging
+import os
+import secrets
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any, BinaryIO
+
+from lamina import __version__, errdefs, fsutil
+from lamina.build.api import BuildOptions, StepOutput
+from lamina.build.builder import Builder, short_id
+from lamina.build.cache import CacheIndex, cache_key
+from lamina.build.context import BuildContext, open_directory_context, open_tar_context
+from lamina.config import EngineConfig
+from lamina.digest import Digest, chain_ids
+from lamina.image.config import EMPTY_LAYER_DIFF_ID, ContainerConfig, ImageConfig, new_child_config, parse_time
+from lamina.image.reference import Reference, parse_normalized_named, with_default_tag
+from lamina.layer.mounts import MountStore
+from lamina.services.api import Progress
+from lamina.services.containers import ContainerServiceImpl
+from lamina.services.images import ImageServiceImpl
+
+__all__ = ["BuildServiceImpl"]
+
+log = logging.getLogger("lamina.services")
+
+_FRAME = struct.Struct(">BxxxL")
+_BUILD_LAYER_PREFIX = "build-"
+_PRUNE_FILTERS = frozenset({"until"})
+
+
+class _ChunkReader(io.RawIOBase):
+    """A binary stream over an iterator of byte chunks (a diff tar into ``register``)."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = bytes(next(self._chunks))
+            except StopIteration:
+                return 0
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+
+def tag_reference(text: str) -> Reference:
+    """A ``-t`` value as the reference to tag (``name`` gets ``:latest``; digests refused)."""
+    try:
+        reference = with_default_tag(parse_normalized_named(text))
+    except errdefs.InvalidArgument as exc:
+        raise errdefs.InvalidArgument(f"invalid reference format: {text!r}: {exc}") from exc
+    if reference.digest is not None:
+        raise errdefs.InvalidArgument(f"invalid reference format: {text!r}: a build cannot be tagged with a digest")
+    return reference
+
+
+# -- the protocols of lamina.build.api on the stores ----------------------------------------------
+
+
+class _Images:
+    """:class:`lamina.build.api.BuildImages` on the image service."""
+
+    def __init__(self, service: ImageServiceImpl, mounts: MountStore, index: CacheIndex) -> None:
+        self.service = service
+        self.store = service.images
+        self.layers = service.layers
+        self.mounts = mounts
+        self.index = index
+
+    def resolve(self, name: str) -> str:
+        return str(self.service.resolve(name))
+
+    def config(self, image_id: str) -> ImageConfig:
+        return self.store.get_config(image_id)
+
+    def probe_cache(self, parent: str, container_config: ContainerConfig) -> str | None:
+        key = cache_key(container_config)
+        if key is None:
+            return None
+        candidate = self.index.lookup(parent, key)
+        if candidate is None or not self.store.exists(candidate):
+            return None
+        try:
+            recorded = self.store.get_parent(candidate)
+            if (str(recorded) if recorded else "") != parent or not self.store.is_built_locally(candidate):
+                return None
+        except errdefs.NotFound:
+            return None  # removed meanwhile
+        return candidate
+
+    def _has_changes(self, layer: str) -> bool:
+        record = self.mounts.get(layer)
+        upper = self.mounts.driver.diff_path(record.mount_id)
+        try:
+            with os.scandir(upper) as entries:
+                return any(True for _ in entries)
+        except FileNotFoundError:
+            return True  # not a plain directory driver: let the diff tell
+
+    def commit(self, parent: str, *, layer: str | None, config: ContainerConfig,
+               container_config: ContainerConfig, author: str = "", container: str = "") -> str:
+        parent_config = self.store.get_config(parent) if parent else None
+        if layer is not None and not self._has_changes(layer):
+            layer = None
+        registered: list[Digest] = []
+        diff_id: str | None = None
+        try:
+            lock = self.layers.lock(shared=True)
+            try:
+                with self.layers.lease():
+                    if layer is not None:
+                        record = self.mounts.get(layer)
+                        stored, new = self.layers.register(_ChunkReader(self.mounts.diff(layer)),
+                                                           str(record.parent) if record.parent else None)
+                        if new:
+                            registered.append(stored.chain_id)
+                        diff_id = str(stored.diff_id)
+                    child = new_child_config(parent_config, diff_id=diff_id, config=config,
+                                             container_config=container_config, author=author,
+                                             container=container)
+                    image_id = self.store.put(replace(child, docker_version=__version__).to_json())
+                    if parent:
+                        self.store.set_parent(image_id, parent)
+                    self.store.set_built_locally(image_id)
+                    key = cache_key(container_config)
+                    if key is not None:
+                        self.index.record(parent, key, str(image_id))
+            finally:
+                lock.release()
+        except BaseException:
+            self.service._release_after_failure(registered)
+            raise
+        if diff_id is not None and Digest(diff_id) == EMPTY_LAYER_DIFF_ID and registered:
+            self.service._release_after_failure(registered)  # an empty diff adds no layer
+        return str(image_id)
+
+
+class _Layers:
+    """:class:`lamina.build.api.BuildLayers` on the read-write layer store."""
+
+    def __init__(self, images: ImageServiceImpl, mounts: MountStore, build_id: str) -> None:
+        self.images = images
+        self.mounts = mounts
+        self.build_id = build_id
+        self.count = 0
+        self.mounted: dict[str, int] = {}
+
+    def create(self, image_id: str) -> str:
+        top = self.images.images.get_config(image_id).chain_id() if image_id else None
+        self.count += 1
+        name = f"{_BUILD_LAYER_PREFIX}{self.build_id}-{self.count}"
+        lock = self.images.layers.lock(shared=True)
+        try:
+            self.mounts.create(name, str(top) if top else None)
+        finally:
+            lock.release()
+        return name
+
+    def mount(self, layer: str) -> str:
+        path = self.mounts.mount(layer)
+        self.mounted[layer] = self.mounted.get(layer, 0) + 1
+        return path
+
+    def unmount(self, layer: str) -> None:
+        self.mounts.unmount(layer)
+        count = self.mounted.get(layer, 0) - 1
+        if count > 0:
+            self.mounted[layer] = count
+        else:
+            self.mounted.pop(layer, None)
+
+    def remove(self, layer: str) -> None:
+        while self.mounted.get(layer):
+            self.unmount(layer)
+        self.mounts.remove(layer)
+
+
+class _Containers:
+    """:class:`lamina.build.api.BuildContainers` on the container service."""
+
+    def __init__(self, containers: ContainerServiceImpl) -> None:
+        self.containers = containers
+
+    def create(self, body: dict[str, Any]) -> str:
+        return str(self.containers.create(body)["Id"])
+
+    def run(self, container_id: str, output: StepOutput) -> int:
+        from lamina.container.monitor import StartError
+
+        sock = self.containers.attach(container_id, stdin=False, stdout=True, stderr=True, stream=True)
+        try:
+            try:
+                self.containers.start(container_id)
+            except StartError as exc:
+                output(2, f"{exc}\n".encode())
+                return exc.exit_code
+            _pump_frames(sock, output)
+        finally:
+            sock.close()
+        return int(self.containers.wait(container_id)["StatusCode"])
+
+    def remove(self, container_id: str) -> None:
+        self.containers.remove(container_id, force=True)
+
+
+def _pump_frames(sock: socket.socket, output: StepOutput) -> None:
+    """Copy a multiplexed attach stream to ``output`` until the container closes it."""
+    pending = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        pending += chunk
+        while len(pending) >= _FRAME.size:
+            stream, size = _FRAME.unpack_from(pending)
+            if len(pending) < _FRAME.size + size:
+                break
+            payload = pending[_FRAME.size:_FRAME.size + size]
+            pending = pending[_FRAME.size + size:]
+            output(stream if stream in (1, 2) else 2, payload)
+
+
+# -- the service ------------------------------------------------------------------------------------
+
+
+class BuildServiceImpl:
+    def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, containers: ContainerServiceImpl,
+                 mounts: MountStore) -> None:
+        self.config = config
+        self.images = images
+        self.containers = containers
+        self.mounts = mounts
+        self.index = CacheIndex(os.path.join(images.images.root, "buildcache"))
+        self.locks_dir = os.path.join(config.exec_root, "builds")
+
+    # -- building ---------------------------------------------------------------------------
+
+    def build(self, *, progress: Progress, stream: BinaryIO | None = None, directory: str | None = None,
+              dockerfile: str = "", tags: list[str] | tuple[str, ...] = (),
+              options: BuildOptions | None = None) -> str:
+        """Build; report through ``progress``; tag with ``tags`` once it succeeded; return the
+        image id.  The context is the tar ``stream``, or the local ``directory`` (then a
+        relative ``dockerfile`` is relative to that directory)."""
+        references = [tag_reference(tag) for tag in tags]
+        options = options or BuildOptions()
+        context = self._open_context(stream, directory, dockerfile)
+        try:
+            with self._session() as build_id:
+                builder = Builder(images=_Images(self.images, self.mounts, self.index),
+                                  layers=_Layers(self.images, self.mounts, build_id),
+                                  containers=_Containers(self.containers), context=context,
+                                  options=options, output=progress)
+                image_id = builder.build()
+        finally:
+            context.close()
+        progress({"stream": f"Successfully built {short_id(image_id)}\n"})
+        for reference in references:
+            self.images.references.add_tag(reference, Digest(image_id), force=True)
+            self.images.images.set_last_updated(image_id)
+            progress({"stream": f"Successfully tagged {reference.familiar_string()}\n"})
+        return image_id
+
+    def _open_context(self, stream: BinaryIO | None, directory: str | None, dockerfile: str) -> BuildContext:
+        if directory is not None:
+            if dockerfile and not os.path.isabs(dockerfile):
+                dockerfile = os.path.join(directory, dockerfile)
+            return open_directory_context(directory, dockerfile or None)
+        if stream is None:
+            raise errdefs.InvalidArgument("no build context: send the context as a tar archive in the body")
+        spool = self.images.spool_dir
+        os.makedirs(spool, mode=0o700, exist_ok=True)
+        return open_tar_context(stream, dockerfile or "Dockerfile", temp_root=spool)
+
+    def _session(self) -> "_Session":
+        return _Session(self)
+
+    def sweep(self) -> list[str]:
+        """Remove the read-write layers of builds that died (see the module docstring)."""
+        removed: list[str] = []
+        try:
+            names = [name for name in self.mounts.container_ids() if name.startswith(_BUILD_LAYER_PREFIX)]
+        except FileNotFoundError:
+            return removed
+        for name in names:
+            build_id = name[len(_BUILD_LAYER_PREFIX):].rsplit("-", 1)[0]
+            if not _lock_is_free(os.path.join(self.locks_dir, build_id + ".lock")):
+                continue
+            try:
+                self.mounts.remove(name)
+            except errdefs.NotFound:
+                continue
+            log.warning("removed read-write layer %s left by a build that did not finish", name)
+            removed.append(name)
+        return removed
+
+    # -- the cache --------------------------------------------------------------------------
+
+    def _cache_items(self) -> tuple[dict[str, ImageConfig], dict[str, str | None], set[str]]:
+        """(configs of build cache images, parent of every image, images kept outside the cache)."""
+        store = self.images.images
+        tagged = {str(image_id) for image_id in self.images.references.all().values()}
+        parents: dict[str, str | None] = {}
+        items: dict[str, ImageConfig] = {}
+        kept: set[str] = set()
+        for image_id in store.ids():
+            key = str(image_id)
+            try:
+                parent = store.get_parent(key)
+                parents[key] = str(parent) if parent else None
+                if key in tagged or not store.is_built_locally(key):
+                    kept.add(key)
+                else:
+                    items[key] = store.get_config(key)
+            except errdefs.LaminaError:
+                continue
+        return items, parents, kept
+
+    @staticmethod
+    def _ancestors(images: set[str], parents: dict[str, str | None]) -> set[str]:
+        out: set[str] = set()
+        for image_id in images:
+            current = parents.get(image_id)
+            while current is not None and current not in out:
+                out.add(current)
+                current = parents.get(current)
+        return out
+
+    def cache_usage(self) -> list[dict[str, Any]]:
+        """Docker's ``BuildCache`` items of ``system df`` (see the module docstring)."""
+        items, parents, kept = self._cache_items()
+        shared = self._ancestors(kept, parents)
+        layer_sizes = {str(layer.chain_id): layer.size for layer in self.images.layers.layers()}
+        usage = []
+        for image_id, config in sorted(items.items(), key=lambda item: item[1].created or ""):
+            last = config.history[-1] if config.history else None
+            size = 0
+            if last is not None and not last.empty_layer and config.diff_ids:
+                size = layer_sizes.get(str(chain_ids(config.diff_ids)[-1]), 0)
+            parent = parents.get(image_id)
+            usage.append({
+                "ID": Digest(image_id).hex,
+                "Parent": Digest(parent).hex if parent else "",
+                "Parents": [Digest(parent).hex] if parent else None,
+                "Type": "regular",
+                "Description": last.created_by if last is not None else "",
+                "InUse": bool(self.images.container_usage(image_id)),
+                "Shared": image_id in shared,
+                "Size": size,
+                "CreatedAt": config.created or "",
+                "LastUsedAt": None,
+                "UsageCount": 0,
+            })
+        return usage
+
+    def prune(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:  # noqa: A002
+        """Remove build cache items: the ones no kept image descends from (``all``: every one
+        not used by a container); ``{"CachesDeleted": [...], "SpaceReclaimed": n}``."""
+        filters = dict(filters or {})
+        for key in filters:
+            if key not in _PRUNE_FILTERS:
+                raise errdefs.InvalidArgument(f"invalid filter '{key}'")
+        until = _until(filters["until"][0]) if filters.get("until") else None
+        service = self.images
+        deleted: list[str] = []
+        freed_before = service.freed_bytes
+        lock = service.layers.lock(shared=False)
+        try:
+            with service.layers.lease():
+                items, parents, kept = self._cache_items()
+                shared = self._ancestors(kept, parents)
+                candidates = {image_id for image_id, config in items.items()
+                              if (all or image_id not in shared) and not service.container_usage(image_id)
+                              and (until is None or _created(config) < until)}
+                children: dict[str, int] = {}
+                for image_id, parent in parents.items():
+                    if parent is not None:
+                        children[parent] = children.get(parent, 0) + 1
+                # leaves first, so that a parent goes after its last child
+                pending = sorted(candidates)
+                while pending:
+                    progress_made = False
+                    for image_id in list(pending):
+                        if children.get(image_id, 0) and not all:
+                            continue
+                        pending.remove(image_id)
+                        progress_made = True
+                        if not service.images.exists(image_id):
+                            continue
+                        service._delete_image(Digest(image_id), prune=False)
+                        deleted.append(Digest(image_id).hex)
+                        parent = parents.get(image_id)
+                        if parent is not None and parent in children:
+                            children[parent] -= 1
+                    if not progress_made:
+                        break
+                self.index.sweep(service.images.exists)
+        finally:
+            lock.release()
+        return {"CachesDeleted": deleted or None, "SpaceReclaimed": service.freed_bytes - freed_before}
+
+
+class _Session:
+    """One build's identity and lock; sweeps what dead builds left when it starts."""
+
+    def __init__(self, service: BuildServiceImpl) -> None:
+        self.service = service
+        self.build_id = secrets.token_hex(8)
+        self.path = os.path.join(service.locks_dir, self.build_id + ".lock")
+        self.fd = -1
+
+    def __enter__(self) -> str:
+        # locked before it is visible: a sweeper never sees a live build's lock free
+        temporary = os.path.join(self.service.locks_dir, fsutil.temp_name())
+        try:
+            os.makedirs(self.service.locks_dir, mode=0o700, exist_ok=True)
+            self.fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            os.rename(temporary, self.path)
+        except OSError as exc:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+            raise fsutil.system_error("creating the build's lock", exc) from exc
+        try:
+            self.service.sweep()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.build_id
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _lock_is_free(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return True
+
+
+def _created(config: ImageConfig) -> float:
+    try:
+        return parse_time(config.created) / 1e9 if config.created else 0.0
+    except errdefs.InvalidArgument:
+        return 0.0
+
+
+def _until(value: str) -> float:
+    """``until``: a unix time, an RFC 3339 time or a Go duration before now (``24h``)."""
+    import re
+    import time
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", value.strip())
+    if match and any(match.groups()):
+        hours, minutes, seconds = (int(group or 0) for group in match.groups())
+        return time.time() - (hours * 3600 + minutes * 60 + seconds)
+    try:
+        return parse_time(value) / 1e9
+    except errdefs.InvalidArgument as exc:
+        raise errdefs.InvalidArgument(f"invalid filter 'until={value}': not a time or a duration") from exc
