@@ -26,11 +26,18 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from lamina import errdefs, fsutil
-from lamina.archive import EntryType, TarEntry, TarReader, WhiteoutMode, apply_tar, decompressed
+from lamina.archive import (
+    EntryType,
+    TarEntry,
+    TarReader,
+    WhiteoutMode,
+    apply_tar,
+    decompressed,
+)
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 from lamina.container.logs import format_time
 
-__all__ = ["path_stat", "archive_path", "extract_archive", "go_file_mode"]
+__all__ = ["archive_path", "extract_archive", "go_file_mode", "path_stat"]
 
 # Go's os.FileMode type bits
 _MODE_DIR = 1 << 31

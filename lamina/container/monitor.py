@@ -62,18 +62,31 @@ from typing import Any
 from lamina import errdefs
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
-from lamina.container.logs import STDERR, STDOUT, JsonFileWriter, frame, parse_log_options, read_logs
+from lamina.container.logs import (
+    STDERR,
+    STDOUT,
+    JsonFileWriter,
+    frame,
+    parse_log_options,
+    read_logs,
+)
 from lamina.container.removal import destroy, release_mount
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, bind_unix
 from lamina.container.state import now
 from lamina.container.store import Container, ContainerStore
 from lamina.layer.mounts import MountStore
-from lamina.volume.mounts import load_mount_points, volume_names
 from lamina.layer.store import LayerStore
 from lamina.runtime.api import Runtime, RuntimeState, Stdio
+from lamina.volume.mounts import load_mount_points, volume_names
 
-__all__ = ["MonitorContext", "PendingAttach", "StartError", "spawn", "exit_code_of_start_error",
-           "ERROR_KINDS"]
+__all__ = [
+    "ERROR_KINDS",
+    "MonitorContext",
+    "PendingAttach",
+    "StartError",
+    "exit_code_of_start_error",
+    "spawn",
+]
 
 log = logging.getLogger("lamina.monitor")
 
@@ -396,7 +409,7 @@ class _Sink:
 class _Stream:
     """A client connection carrying a hijacked stdio stream (attach, or an exec's)."""
 
-    def __init__(self, monitor: "Monitor", sock: socket.socket, *, stdout: bool, stderr: bool,
+    def __init__(self, monitor: Monitor, sock: socket.socket, *, stdout: bool, stderr: bool,
                  sink: _Sink | None, raw: bool, close_stdin_on_eof: bool) -> None:
         self.monitor = monitor
         self.sock = sock
@@ -479,7 +492,7 @@ class _Stream:
 class _Handshake:
     """A new connection on the attach or control socket, until its first JSON line."""
 
-    def __init__(self, monitor: "Monitor", sock: socket.socket, handler: Callable[[socket.socket, dict[str, Any], bytes], None]) -> None:
+    def __init__(self, monitor: Monitor, sock: socket.socket, handler: Callable[[socket.socket, dict[str, Any], bytes], None]) -> None:
         self.monitor = monitor
         self.sock = sock
         self.handler = handler
@@ -1110,9 +1123,7 @@ class Monitor:
         if duration >= 10:
             self.backoff = 0.0
         self.backoff = 0.1 if not self.backoff else min(self.backoff * 2, 60.0)
-        if name == "always":
-            restart = True
-        elif name == "unless-stopped":
+        if name == "always" or name == "unless-stopped":
             restart = True
         elif name == "on-failure":
             restart = exit_code != 0 and (maximum == 0 or self.restarts < maximum)

@@ -13,7 +13,7 @@ import secrets
 
 from lamina import errdefs
 
-__all__ = ["VALID_NAME", "validate_name", "random_name", "ADJECTIVES", "SURNAMES"]
+__all__ = ["ADJECTIVES", "SURNAMES", "VALID_NAME", "random_name", "validate_name"]
 
 VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 

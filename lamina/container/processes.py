@@ -16,7 +16,7 @@ from typing import Any
 
 from lamina import errdefs
 
-__all__ = ["list_processes", "TITLES"]
+__all__ = ["TITLES", "list_processes"]
 
 TITLES = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
 

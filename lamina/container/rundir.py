@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from lamina import errdefs, fsutil
 from lamina.runtime.api import RuntimeState
 
-__all__ = ["RunDirectory", "RunLock", "ExitInfo", "bind_unix", "connect_unix"]
+__all__ = ["ExitInfo", "RunDirectory", "RunLock", "bind_unix", "connect_unix"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class ExitInfo:
                            "OOMKilled": self.oom_killed, "Removed": self.removed}).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> "ExitInfo":
+    def from_json(cls, data: bytes) -> ExitInfo:
         try:
             value = json.loads(data) if data else {}
         except ValueError:

@@ -49,11 +49,29 @@ from lamina.volume.mounts import (
 )
 
 __all__ = [
-    "DEFAULT_PATH", "DEFAULT_STOP_TIMEOUT", "DEFAULT_SHM_SIZE", "RESTART_POLICIES",
-    "split_create_body", "merge_image_config", "normalize_config", "normalize_host_config",
-    "normalize_update", "entrypoint_and_args", "parse_signal", "stop_signal", "stop_timeout",
-    "restart_policy", "resources", "network_mode", "container_env", "container_spec",
-    "exec_process", "resolv_conf", "hosts_file", "parse_cpuset", "log_options",
+    "DEFAULT_PATH",
+    "DEFAULT_SHM_SIZE",
+    "DEFAULT_STOP_TIMEOUT",
+    "RESTART_POLICIES",
+    "container_env",
+    "container_spec",
+    "entrypoint_and_args",
+    "exec_process",
+    "hosts_file",
+    "log_options",
+    "merge_image_config",
+    "network_mode",
+    "normalize_config",
+    "normalize_host_config",
+    "normalize_update",
+    "parse_cpuset",
+    "parse_signal",
+    "resolv_conf",
+    "resources",
+    "restart_policy",
+    "split_create_body",
+    "stop_signal",
+    "stop_timeout",
 ]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -494,9 +512,7 @@ def normalize_update(host: dict[str, Any], update: Mapping[str, Any], *, cpu_cou
             raise errdefs.InvalidArgument(f"unknown update field {key!r}")
         if key == "RestartPolicy":
             changed[key] = _validate_restart_policy(value)
-        elif value is not None and value != 0 and value != "":
-            changed[key] = value
-        elif key == "PidsLimit" and value is not None:
+        elif value is not None and value != 0 and value != "" or key == "PidsLimit" and value is not None:
             changed[key] = value
     cpu_count = cpu_count or os.cpu_count() or 1
     available = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
@@ -565,7 +581,7 @@ def _ulimit(item: Any) -> tuple[str, int, int]:
     if name not in known:
         raise errdefs.InvalidArgument(f"invalid ulimit type: {name}")
     soft, hard = int(item.get("Soft") or 0), int(item.get("Hard") or 0)
-    if soft > hard and hard >= 0:
+    if soft > hard >= 0:
         raise errdefs.InvalidArgument(f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
     return f"RLIMIT_{name.upper()}", soft, hard
 

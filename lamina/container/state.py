@@ -19,8 +19,16 @@ from typing import Any
 from lamina import errdefs
 from lamina.container.logs import format_time, parse_time
 
-__all__ = ["ZERO_TIME", "new_state", "status", "status_text", "human_duration", "now", "seconds_of",
-           "is_running"]
+__all__ = [
+    "ZERO_TIME",
+    "human_duration",
+    "is_running",
+    "new_state",
+    "now",
+    "seconds_of",
+    "status",
+    "status_text",
+]
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 

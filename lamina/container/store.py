@@ -41,7 +41,7 @@ from typing import Any
 from lamina import errdefs, fsutil
 from lamina.container.names import validate_name
 
-__all__ = ["Container", "ContainerStore", "new_container_id", "CONFIG_FILE", "HOST_CONFIG_FILE"]
+__all__ = ["CONFIG_FILE", "HOST_CONFIG_FILE", "Container", "ContainerStore", "new_container_id"]
 
 log = logging.getLogger("lamina.container")
 

@@ -40,10 +40,23 @@ from lamina.container.monitor import MonitorContext, PendingAttach, spawn
 from lamina.container.names import random_name, validate_name
 from lamina.container.removal import destroy, release_mount, sweep
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, connect_unix
-from lamina.container.state import ZERO_TIME, new_state, now, seconds_of, status, status_text
+from lamina.container.state import (
+    ZERO_TIME,
+    new_state,
+    now,
+    seconds_of,
+    status,
+    status_text,
+)
 from lamina.container.store import Container, ContainerStore, new_container_id
 from lamina.digest import Digest
-from lamina.image.config import EMPTY_LAYER_DIFF_ID, ContainerConfig, HistoryEntry, ImageConfig, new_child_config
+from lamina.image.config import (
+    EMPTY_LAYER_DIFF_ID,
+    ContainerConfig,
+    HistoryEntry,
+    ImageConfig,
+    new_child_config,
+)
 from lamina.image.reference import parse_normalized_named, with_default_tag
 from lamina.layer.mounts import INIT_PATHS, MountStore
 from lamina.runtime.api import Runtime, RuntimeState
@@ -57,7 +70,7 @@ from lamina.volume.mounts import (
     volume_names,
 )
 
-__all__ = ["ContainerServiceImpl", "BUILTIN_RUNTIME_NAMES"]
+__all__ = ["BUILTIN_RUNTIME_NAMES", "ContainerServiceImpl"]
 
 log = logging.getLogger("lamina.services")
 
@@ -363,7 +376,7 @@ class ContainerServiceImpl:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self, id: str) -> None:  # noqa: A002 - the protocol's name
+    def start(self, id: str) -> None:
         container = self._get(id)
         state = container.state
         if state.get("Running"):
@@ -437,19 +450,19 @@ class ContainerServiceImpl:
         except errdefs.NotFound:
             return False
 
-    def stop(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None:  # noqa: A002
+    def stop(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None:
         container = self._get(id)
         if not container.state.get("Running"):
             return  # Docker answers 304: nothing to do
         self._stop(container, timeout=timeout, signal=signal)
 
-    def restart(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None:  # noqa: A002
+    def restart(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None:
         container = self._get(id)
         if container.state.get("Running"):
             self._stop(container, timeout=timeout, signal=signal)
         self.start(container.id)
 
-    def kill(self, id: str, *, signal: str = "SIGKILL") -> None:  # noqa: A002
+    def kill(self, id: str, *, signal: str = "SIGKILL") -> None:
         number = specs.parse_signal(signal or "SIGKILL")
         container = self._get(id)
         if not container.state.get("Running"):
@@ -470,7 +483,7 @@ class ContainerServiceImpl:
         finally:
             run_lock.close()
 
-    def remove(self, id: str, *, force: bool = False, volumes: bool = False) -> None:  # noqa: A002
+    def remove(self, id: str, *, force: bool = False, volumes: bool = False) -> None:
         container = self._get(id)
         state = container.state
         if state.get("RemovalInProgress"):
@@ -494,7 +507,7 @@ class ContainerServiceImpl:
         except errdefs.NotFound:
             pass  # removed meanwhile (--rm)
 
-    def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:  # noqa: A002
+    def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
         if condition not in ("not-running", "next-exit", "removed"):
             raise errdefs.InvalidArgument(f"invalid condition: {condition!r}")
         container = self._get(id)
@@ -673,7 +686,7 @@ class ContainerServiceImpl:
                 seen += 1
         return result
 
-    def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,  # noqa: A002
+    def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
                         filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         filters = {key: list(values) for key, values in (filters or {}).items()}
         for key in filters:
@@ -709,7 +722,7 @@ class ContainerServiceImpl:
         resolved: dict[str, str] = {}
         return [self._summary(container, size=size, resolved=resolved) for container in containers]
 
-    def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]:  # noqa: A002
+    def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]:
         container = self._get(id)
         data = container.data
         state = container.state
@@ -760,7 +773,7 @@ class ContainerServiceImpl:
         result["NetworkSettings"] = settings
         return result
 
-    def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,  # noqa: A002
+    def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
              since: float = 0, until: float = 0, timestamps: bool = False,
              tail: str = "all") -> Iterator[tuple[int, bytes]]:
         container = self._get(id)
@@ -794,7 +807,7 @@ class ContainerServiceImpl:
 
     # -- streams -------------------------------------------------------------------------------
 
-    def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,  # noqa: A002
+    def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
                logs: bool = False) -> socket.socket:
         container = self._get(id)
         options = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "logs": logs, "stream": stream}
@@ -848,13 +861,13 @@ class ContainerServiceImpl:
         raise_error(answer)
         return answer
 
-    def resize(self, id: str, *, height: int, width: int) -> None:  # noqa: A002
+    def resize(self, id: str, *, height: int, width: int) -> None:
         container = self._get(id)
         self._control(container, {"resize": [int(height), int(width)]})
 
     # -- processes and resources ---------------------------------------------------------------
 
-    def top(self, id: str, *, ps_args: str = "-ef") -> dict[str, Any]:  # noqa: A002
+    def top(self, id: str, *, ps_args: str = "-ef") -> dict[str, Any]:
         from lamina.container.processes import list_processes
         from lamina.runtime.cgroups import CgroupManager
 
@@ -893,7 +906,7 @@ class ContainerServiceImpl:
             document["networks"] = networks
         return document
 
-    def stats(self, id: str, *, stream: bool = True, one_shot: bool = False) -> Iterator[dict[str, Any]]:  # noqa: A002
+    def stats(self, id: str, *, stream: bool = True, one_shot: bool = False) -> Iterator[dict[str, Any]]:
         container = self._get(id)
         container_id = container.id
 
@@ -923,7 +936,7 @@ class ContainerServiceImpl:
 
         return generate()
 
-    def pause(self, id: str) -> None:  # noqa: A002
+    def pause(self, id: str) -> None:
         container = self._get(id)
         state = self._runtime_state(container)
         if container.state.get("Paused"):
@@ -932,7 +945,7 @@ class ContainerServiceImpl:
         with self.store.modify(container.id) as record:
             record.state["Paused"] = True
 
-    def unpause(self, id: str) -> None:  # noqa: A002
+    def unpause(self, id: str) -> None:
         container = self._get(id)
         state = self._runtime_state(container)
         if not container.state.get("Paused"):
@@ -941,7 +954,7 @@ class ContainerServiceImpl:
         with self.store.modify(container.id) as record:
             record.state["Paused"] = False
 
-    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
+    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]:
         container = self._get(id)
         host, warnings = specs.normalize_update(container.host_config, body)
         if container.state.get("Running") and not container.state.get("Restarting"):
@@ -955,7 +968,7 @@ class ContainerServiceImpl:
             record.host_config = host
         return {"Warnings": warnings}
 
-    def rename(self, id: str, new_name: str) -> None:  # noqa: A002
+    def rename(self, id: str, new_name: str) -> None:
         container = self._get(id)
         if not new_name:
             raise errdefs.InvalidArgument("Neither old nor new names may be empty")
@@ -998,7 +1011,7 @@ class ContainerServiceImpl:
 
     # -- filesystem ----------------------------------------------------------------------------
 
-    def changes(self, id: str) -> list[dict[str, Any]]:  # noqa: A002
+    def changes(self, id: str) -> list[dict[str, Any]]:
         container = self._get(id)
         changes = self.mounts.changes(container.id)
         paths = [change.path for change in changes]
@@ -1034,7 +1047,7 @@ class ContainerServiceImpl:
 
         return fd, release
 
-    def export(self, id: str) -> Iterator[bytes]:  # noqa: A002
+    def export(self, id: str) -> Iterator[bytes]:
         from lamina.archive import export_tree
 
         container = self._get(id)
@@ -1048,7 +1061,7 @@ class ContainerServiceImpl:
 
         return generate()
 
-    def archive_stat(self, id: str, path: str) -> dict[str, Any]:  # noqa: A002
+    def archive_stat(self, id: str, path: str) -> dict[str, Any]:
         from lamina.container.archive import path_stat
 
         container = self._get(id)
@@ -1058,7 +1071,7 @@ class ContainerServiceImpl:
         finally:
             release()
 
-    def archive_get(self, id: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:  # noqa: A002
+    def archive_get(self, id: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:
         from lamina.container.archive import archive_path
 
         container = self._get(id)
@@ -1078,7 +1091,7 @@ class ContainerServiceImpl:
 
         return stat_result, generate()
 
-    def archive_put(self, id: str, path: str, stream: BinaryIO, *, no_overwrite_dir_non_dir: bool = False,  # noqa: A002
+    def archive_put(self, id: str, path: str, stream: BinaryIO, *, no_overwrite_dir_non_dir: bool = False,
                     copy_uid_gid: bool = False) -> None:
         from lamina.container.archive import extract_archive
 
@@ -1094,7 +1107,7 @@ class ContainerServiceImpl:
 
     # -- commit --------------------------------------------------------------------------------
 
-    def commit(self, id: str, *, repository: str = "", tag: str = "", comment: str = "", author: str = "",  # noqa: A002
+    def commit(self, id: str, *, repository: str = "", tag: str = "", comment: str = "", author: str = "",
                pause: bool = True, changes: list[str] | None = None,
                config: dict[str, Any] | None = None) -> dict[str, Any]:
         container = self._get(id)

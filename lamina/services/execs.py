@@ -16,7 +16,12 @@ from typing import Any
 from lamina import errdefs
 from lamina.container.execstore import ExecStore, inspect_view
 from lamina.container.rundir import connect_unix
-from lamina.services.containers import ContainerServiceImpl, json_line, raise_error, read_answer
+from lamina.services.containers import (
+    ContainerServiceImpl,
+    json_line,
+    raise_error,
+    read_answer,
+)
 
 __all__ = ["ExecServiceImpl"]
 

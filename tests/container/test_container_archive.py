@@ -12,7 +12,12 @@ import threading
 import pytest
 
 from lamina import errdefs
-from lamina.container.archive import archive_path, extract_archive, go_file_mode, path_stat
+from lamina.container.archive import (
+    archive_path,
+    extract_archive,
+    go_file_mode,
+    path_stat,
+)
 
 
 @pytest.fixture

@@ -150,7 +150,7 @@ def test_container_spec_command_environment_and_files() -> None:
     assert "CAP_NET_RAW" not in process.capabilities and "CAP_SYS_ADMIN" in process.capabilities
     assert spec.network == "none" and spec.hostname == "box"
     assert spec.resources.memory == 64 << 20
-    hosts = [m for m in spec.mounts if m.destination == "/etc/hosts"][0]
+    hosts = next(m for m in spec.mounts if m.destination == "/etc/hosts")
     assert (hosts.type, hosts.source, "ro" in hosts.options) == ("bind", "/c/hosts", True)
     assert any(m.destination == "/run" and m.type == "tmpfs" for m in spec.mounts)
 

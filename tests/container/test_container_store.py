@@ -71,7 +71,7 @@ def test_names_are_unique_and_renames_keep_them_so(tmp_path) -> None:
         store.rename(other.id, "api2")
 
 
-def _create_named(root: str, name: str, queue: "multiprocessing.Queue[str]") -> None:
+def _create_named(root: str, name: str, queue: multiprocessing.Queue[str]) -> None:
     try:
         ContainerStore(root).create(record(name))
         queue.put("created")
@@ -104,10 +104,9 @@ def test_modify_writes_only_what_changed(tmp_path) -> None:
     with store.modify(container.id, host_config=True) as changing:
         changing.host_config["Memory"] = 1 << 30
     assert store.get(container.id).host_config["Memory"] == 1 << 30
-    with pytest.raises(RuntimeError):
-        with store.modify(container.id) as changing:
-            changing.state["Running"] = False
-            raise RuntimeError("abandoned")
+    with pytest.raises(RuntimeError), store.modify(container.id) as changing:
+        changing.state["Running"] = False
+        raise RuntimeError("abandoned")
     assert store.get(container.id).state["Running"] is True
 
 
