@@ -768,13 +768,17 @@ class Monitor:
             except errdefs.LaminaError as exc:
                 self._start_failed(exc, first)
                 return
+            except Exception as exc:  # noqa: BLE001 - a bug or an OS error: recorded like any failure
+                log.exception("starting container %s", self.id)
+                self._start_failed(errdefs.System(f"cannot start container {self.id}: {exc}"), first)
+                return
             if first:
                 for item in self.pending:
                     self._attach(item.sock, item.options, b"")
                 self.pending = []
                 self._answer({"ok": True})
                 first = False
-            status = self._serve()
+            status = self._serve_guarded()
             exit_code, oom, duration = self._end_run(status)
             restart, container = self._decide(exit_code, duration)
             self._record_exit(exit_code, oom, restarting=restart)
@@ -997,6 +1001,32 @@ class Monitor:
                 log.error("cannot write the log: %s", exc)
         for stream in list(self.attached):
             stream.deliver(stream_type, data)
+
+    def _serve_guarded(self) -> int:
+        """:meth:`_serve`; if the monitor itself fails, the container is killed (a container
+        nobody watches would leave its mounts and cgroups behind) and its end recorded."""
+        try:
+            return self._serve()
+        except Exception:  # noqa: BLE001 - logged; the run still ends cleanly
+            log.exception("monitor of %s failed while the container ran: killing it", self.id)
+            run = self.run
+            assert run is not None
+            try:
+                run.runtime.kill(run.state, signal.SIGKILL)
+            except errdefs.LaminaError:
+                pass
+            deadline = time.monotonic() + 10
+            while run.status is None and time.monotonic() < deadline:
+                self._reap()
+                time.sleep(0.01)
+            for fd in list(run.sources):
+                self.loop.forget(fd)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            run.sources.clear()
+            return run.status if run.status is not None else signal.SIGKILL
 
     def _serve(self) -> int:
         run = self.run
