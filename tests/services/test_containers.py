@@ -610,3 +610,21 @@ def test_wait_returns_at_each_exit_of_a_restarting_container(engine) -> None:
     restarts = engine.containers.inspect(container_id)["RestartCount"]
     time.sleep(0.5)
     assert engine.containers.inspect(container_id)["RestartCount"] == restarts  # a manual stop ends them
+
+
+def test_log_options_rotate_and_the_none_driver(engine) -> None:
+    rotating = engine.run("sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
+                          HostConfig={"LogConfig": {"Type": "json-file",
+                                                    "Config": {"max-size": "2k", "max-file": "3"}}})
+    assert engine.wait(rotating) == 0
+    log_path = engine.containers.inspect(rotating)["LogPath"]
+    assert os.path.exists(log_path + ".1") and os.path.exists(log_path + ".2")
+    assert not os.path.exists(log_path + ".3")
+    assert os.path.getsize(log_path) <= 2000 + 100
+    tail = [payload for _, payload in engine.containers.logs(rotating, tail="2")]
+    assert tail == [b"line-198\n", b"line-199\n"]
+    silent = engine.run("echo", "unlogged", HostConfig={"LogConfig": {"Type": "none"}})
+    assert engine.wait(silent) == 0
+    assert engine.containers.inspect(silent)["LogPath"] == ""
+    with pytest.raises(errdefs.InvalidArgument, match="does not support reading"):
+        list(engine.containers.logs(silent))
