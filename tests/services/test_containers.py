@@ -628,3 +628,23 @@ def test_log_options_rotate_and_the_none_driver(engine) -> None:
     assert engine.containers.inspect(silent)["LogPath"] == ""
     with pytest.raises(errdefs.InvalidArgument, match="does not support reading"):
         list(engine.containers.logs(silent))
+
+
+def test_attach_with_logs_replays_the_log(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo first; echo second >&2")
+    assert engine.wait(container_id) == 0
+    sock = engine.containers.attach(container_id, stdin=False, stdout=True, stderr=True, stream=False, logs=True)
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    assert sorted(demultiplex(data)) == [(1, b"first\n"), (2, b"second\n")]
+
+
+def test_read_only_root_with_a_tmpfs(engine) -> None:
+    container_id = engine.run("sh", "-c", "touch /x 2>/dev/null && echo wrote-root; echo ok > /run/y && cat /run/y",
+                              HostConfig={"ReadonlyRootfs": True, "Tmpfs": {"/run": "size=1m"}})
+    assert engine.wait(container_id) == 0
+    assert engine.output(container_id) == "ok\n"
+    assert engine.containers.changes(container_id) == []
