@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
-from lamina.api import containers, execs, images, system, volumes
+from lamina.api import build, containers, execs, images, system, volumes
 from lamina.api.errors import error_body, log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
@@ -126,6 +126,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/volumes/prune", volumes.prune_volumes),
     Route("GET", "/volumes/{name}", volumes.inspect_volume),
     Route("DELETE", "/volumes/{name}", volumes.remove_volume),
+    Route("POST", "/build", build.build_image),
+    Route("POST", "/build/prune", build.prune_build_cache),
 )
 
 _VERSIONED = re.compile(r"^/v([0-9][0-9.]*)(/.*)$")

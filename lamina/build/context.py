@@ -36,7 +36,9 @@ history (``COPY file:<hex> in /dest``): per file, sha256 over a tarsum-v1 style 
 mode, uid, gid, size, type, link target, device numbers, ``security.capability``; not the
 modification time) followed by the content; per directory, ``dir:`` + sha256 of the sorted
 hashes of everything in it; several sources, ``multi:`` + sha256 of their hashes joined by
-``,``.  Files are read only when a checksum needs them, each at most once (cached).
+``,``.  Files are read only when a checksum needs them, each at most once (cached).  A
+directory context hashes its files as owned by 0:0, as they arrive in the docker CLI's context
+tar, so that reading the directory in place and extracting its tar give the same cache keys.
 
 :func:`plan_copy` turns matched sources into copy steps with Docker's destination rules.
 """
@@ -115,10 +117,13 @@ class SourceTree:
     """
 
     def __init__(self, root: str | os.PathLike[str], ignore: DockerIgnore | None = None,
-                 hidden: frozenset[str] = frozenset()) -> None:
+                 hidden: frozenset[str] = frozenset(), owner: tuple[int, int] | None = None) -> None:
         self.root = os.path.abspath(os.fspath(root))
         self.ignore = ignore if ignore else None
         self.hidden = hidden
+        # (uid, gid) checksums use instead of the files' own: a directory read in place hashes
+        # as the docker CLI's context tar (owned by 0:0) would, so both ways share the cache
+        self.owner = owner
         self._hashes: dict[str, str] = {}
 
     # -- visibility and resolution ------------------------------------------------------------
@@ -264,7 +269,7 @@ class SourceTree:
         if info is None:
             return resolved  # a dangling link hashes as its path, as in Docker
         full = os.path.join(self.root, resolved)
-        hasher = hashlib.sha256(_header_bytes(full, resolved, info))
+        hasher = hashlib.sha256(_header_bytes(full, resolved, info, self.owner))
         if stat.S_ISREG(info.st_mode) and info.st_size > 0:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -310,8 +315,9 @@ def _hash_strings(prefix: str, values: list[str]) -> str:
     return prefix + ":" + hashlib.sha256(",".join(values).encode()).hexdigest()
 
 
-def _header_bytes(full: str, name: str, info: os.stat_result) -> bytes:
-    """The tarsum v1 header selection Docker hashes before a file's content."""
+def _header_bytes(full: str, name: str, info: os.stat_result, owner: tuple[int, int] | None = None) -> bytes:
+    """The tarsum v1 header selection Docker hashes before a file's content (``owner``
+    replaces the file's uid and gid)."""
     mode = info.st_mode
     permissions = stat.S_IMODE(mode)
     size = 0
@@ -331,8 +337,9 @@ def _header_bytes(full: str, name: str, info: os.stat_result) -> bytes:
         devmajor, devminor = os.major(info.st_rdev), os.minor(info.st_rdev)
     else:
         typeflag = "6"
-    fields = [("name", name), ("mode", str(permissions)), ("uid", str(info.st_uid)),
-              ("gid", str(info.st_gid)), ("size", str(size)), ("typeflag", typeflag),
+    uid, gid = owner if owner is not None else (info.st_uid, info.st_gid)
+    fields = [("name", name), ("mode", str(permissions)), ("uid", str(uid)),
+              ("gid", str(gid)), ("size", str(size)), ("typeflag", typeflag),
               ("linkname", linkname), ("uname", ""), ("gname", ""),
               ("devmajor", str(devmajor)), ("devminor", str(devminor))]
     out = bytearray()
@@ -422,8 +429,8 @@ class BuildContext(SourceTree):
 
     def __init__(self, root: str, dockerfile: bytes, dockerfile_name: str, *,
                  ignore: DockerIgnore | None = None, hidden: frozenset[str] = frozenset(),
-                 temporary: bool = False) -> None:
-        super().__init__(root, ignore, hidden)
+                 temporary: bool = False, owner: tuple[int, int] | None = None) -> None:
+        super().__init__(root, ignore, hidden, owner)
         self.dockerfile = dockerfile
         self.dockerfile_name = dockerfile_name
         self._temporary = temporary
@@ -488,7 +495,7 @@ def open_directory_context(directory: str | os.PathLike[str], dockerfile: str | 
     ignore = _read_ignore(root)
     if dockerfile_content is not None:
         return BuildContext(root, dockerfile_content, "-", ignore=ignore,
-                            hidden=_hidden_paths(ignore, None))
+                            hidden=_hidden_paths(ignore, None), owner=(0, 0))
     if dockerfile is None or dockerfile == "":
         path = os.path.join(root, DEFAULT_DOCKERFILE)
         if not os.path.lexists(path) and os.path.lexists(os.path.join(root, "dockerfile")):
@@ -502,7 +509,7 @@ def open_directory_context(directory: str | os.PathLike[str], dockerfile: str | 
     inside = relative != ".." and not relative.startswith("../")
     name = relative if inside else path
     return BuildContext(root, content, name, ignore=ignore,
-                        hidden=_hidden_paths(ignore, relative if inside else None))
+                        hidden=_hidden_paths(ignore, relative if inside else None), owner=(0, 0))
 
 
 def looks_like_archive(prefix: bytes) -> bool:

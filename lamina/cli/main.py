@@ -99,6 +99,8 @@ COMMANDS: tuple[Command, ...] = tuple(
     + _commands("volume_inspect", "Display detailed information on one or more volumes", "volume inspect")
     + _commands("volume_rm", "Remove one or more volumes", "volume rm", "volume remove")
     + _commands("volume_prune", "Remove unused local volumes", "volume prune")
+    + _commands("build", "Build an image from a Dockerfile", "build", "image build", "builder build")
+    + _commands("builder_prune", "Remove build cache", "builder prune")
 )
 
 GROUPS = {"container": "Manage containers", "image": "Manage images", "system": "Manage lamina",

@@ -493,3 +493,29 @@ class APIClient:
 
     def prune_volumes(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         return self._json("POST", "/volumes/prune", query={"filters": _encode_filters(filters)}) or {}
+
+    # -- builds -------------------------------------------------------------------------------
+
+    def build(self, context: BinaryIO | None, *, dockerfile: str = "", tags: Iterable[str] = (),
+              build_args: dict[str, str | None] | None = None, target: str = "",
+              labels: dict[str, str] | None = None, no_cache: bool = False, quiet: bool = False,
+              remove: bool = True, force_remove: bool = False, network_mode: str = "",
+              platform: str = "", context_directory: str = "") -> Iterator[dict[str, Any]]:
+        """``POST /build`` with the context tar ``context`` (or lamina's ``laminacontext``
+        directory, read in place by an in-process engine); the JSON messages as they arrive."""
+        query = {
+            "dockerfile": _text(dockerfile), "t": list(tags),
+            "buildargs": [json.dumps(build_args, separators=(",", ":"))] if build_args else [],
+            "target": _text(target),
+            "labels": [json.dumps(labels, separators=(",", ":"))] if labels else [],
+            "nocache": _flag(no_cache), "q": _flag(quiet), "rm": ["1" if remove else "0"],
+            "forcerm": _flag(force_remove), "networkmode": _text(network_mode), "platform": _text(platform),
+            "laminacontext": _text(context_directory),
+        }
+        headers = {"Content-Type": "application/x-tar"} if context is not None else None
+        return _json_messages(self._send("POST", "/build", query=query, body=context, headers=headers))
+
+    def prune_build_cache(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """``{"CachesDeleted": [...], "SpaceReclaimed": n}``."""
+        return self._json("POST", "/build/prune",
+                          query={"all": _flag(all), "filters": _encode_filters(filters)}) or {}

@@ -1,0 +1,137 @@
+"""Build endpoints: ``POST /build`` (the classic builder) and ``POST /build/prune``.
+
+``POST /build``: the body is the build context as a tar archive (plain, gzip, bzip2, xz or
+zstd).  Query parameters (Docker's): ``dockerfile`` (path inside the context, default
+``Dockerfile``), ``t`` (repeated: tags applied when the build succeeded), ``buildargs`` and
+``labels`` (JSON objects of strings; a build arg may be ``null``), ``target``, ``nocache``,
+``q``, ``rm`` (default true), ``forcerm``, ``networkmode`` (``default``, ``none``, ``host``),
+``platform``; ``remote`` (a git or HTTP context) answers 501, and ``version=2`` (BuildKit)
+answers 501 too.  Lamina's extension ``laminacontext=<directory>``: read the context in place
+from that directory of the engine's host instead of a tar body (the in-process CLI uses it to
+skip the tar round trip; like a bind mount, it only gives API clients what the API already
+gives them).
+
+The answer is Docker's JSON-message stream: ``{"stream": "Step 1/4 : FROM busybox\\n"}``
+lines, ``{"aux": {"ID": "sha256:..."}}`` at the end of each stage, and on failure
+``{"errorDetail": {"message": ...}, "error": ...}`` as the last line (with ``"code"``: the
+exit code of a RUN command that failed, as Docker sends it).  A failure before the first
+line (a Dockerfile syntax error, a bad tag) is an HTTP error instead.  With ``q`` the output is
+held back and the stream carries only ``{"stream": "sha256:...\\n"}``; on failure the held-back
+output comes first, then the error.
+
+``POST /build/prune``: ``all``, ``filters`` (``until``); answers
+``{"CachesDeleted": [...], "SpaceReclaimed": n}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from lamina import errdefs
+from lamina.api import params
+from lamina.api.errors import log_unexpected, message_for
+from lamina.api.http import Response
+from lamina.api.streams import json_response, progress_stream
+
+if TYPE_CHECKING:
+    from lamina.api.router import Call
+
+__all__ = ["CONTEXT_DIRECTORY_PARAMETER", "PRUNE_FILTERS", "build_image", "prune_build_cache"]
+
+CONTEXT_DIRECTORY_PARAMETER = "laminacontext"
+PRUNE_FILTERS = frozenset({"until"})
+
+
+def _json_map(call: Call, name: str, *, nullable: bool) -> dict[str, Any]:
+    raw = params.string(call.request, name).strip()
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except ValueError as exc:
+        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: not valid JSON: {exc}") from exc
+    if not isinstance(decoded, dict):
+        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: expected a JSON object of strings")
+    for key, value in decoded.items():
+        if not (isinstance(value, str) or (nullable and value is None)):
+            raise errdefs.InvalidArgument(f"invalid {name}: the value of {key!r} must be a string")
+    return decoded
+
+
+def _error_message(exc: BaseException) -> dict[str, Any]:
+    """Docker's in-band build error (``code`` only for a failed RUN: its exit code)."""
+    message = message_for(exc)
+    detail: dict[str, Any] = {"message": message}
+    code = getattr(exc, "exit_code", None)
+    if type(exc).__name__ == "RunFailed" and isinstance(code, int):
+        detail["code"] = code
+    return {"errorDetail": detail, "error": message}
+
+
+def build_image(call: Call) -> Response:
+    from lamina.build.api import BuildOptions
+
+    request = call.request
+    if params.string(request, "remote"):
+        raise errdefs.NotImplemented("remote build contexts (git, URL) are not supported: send the context as a tar")
+    if params.string(request, "version") == "2":
+        raise errdefs.NotImplemented("BuildKit is not supported by lamina: use the classic builder "
+                                     "(DOCKER_BUILDKIT=0)")
+    network = params.string(request, "networkmode") or "default"
+    if network not in ("default", "bridge", "none", "host"):
+        raise errdefs.InvalidArgument(f"network mode {network!r} is not supported for builds (default, none or host)")
+    options = BuildOptions(
+        build_args=_json_map(call, "buildargs", nullable=True),
+        target=params.string(request, "target"),
+        labels=_json_map(call, "labels", nullable=False),
+        no_cache=params.boolean(request, "nocache"),
+        remove=params.boolean(request, "rm", True),
+        force_remove=params.boolean(request, "forcerm"),
+        network_mode=network,
+        platform=params.string(request, "platform"),
+    )
+    quiet = params.boolean(request, "q")
+    directory = params.string(request, CONTEXT_DIRECTORY_PARAMETER) or None
+    dockerfile = params.string(request, "dockerfile")
+    tags = params.strings(request, "t")
+    body = request.body if directory is None else None
+    builds = call.services.builds
+
+    def run(progress: Any) -> str | None:
+        held: list[dict[str, Any]] = []
+        sent = [False]
+
+        def forward(message: dict[str, Any]) -> None:
+            if quiet:
+                held.append(message)
+                return
+            progress(message)
+            sent[0] = True
+
+        try:
+            return builds.build(progress=forward, stream=body, directory=directory, dockerfile=dockerfile,
+                                tags=tags, options=options)
+        except Exception as exc:
+            for message in held:
+                progress(message)
+                sent[0] = True
+            if not sent[0]:
+                raise  # nothing streamed yet: an HTTP error status
+            log_unexpected(exc, "build")
+            progress(_error_message(exc))
+            return None
+
+    def finish(image_id: str | None, sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if image_id is not None and quiet:
+            return [{"stream": image_id + "\n"}]
+        return []
+
+    return progress_stream(run, finish=finish, context="build")
+
+
+def prune_build_cache(call: Call) -> Response:
+    request = call.request
+    report = call.services.builds.prune(all=params.boolean(request, "all"),
+                                        filters=params.filters(request, PRUNE_FILTERS))
+    return json_response(report)
