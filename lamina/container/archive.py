@@ -146,11 +146,16 @@ def _link_target(root_fd: int, absolute: str) -> str:
     return posixpath.normpath(posixpath.join(directory, text))
 
 
-def _stat_of(target: _Target, root_fd: int) -> dict[str, Any]:
-    info = os.stat(target.base, dir_fd=target.parent_fd, follow_symlinks=False)
-    link = ""
-    if stat.S_ISLNK(info.st_mode):
-        link = _link_target(root_fd, target.absolute)
+def _stat_of(target: _Target, root_fd: int, path: str, container: str) -> dict[str, Any]:
+    try:
+        info = os.stat(target.base, dir_fd=target.parent_fd, follow_symlinks=False)
+        link = ""
+        if stat.S_ISLNK(info.st_mode):
+            link = _link_target(root_fd, target.absolute)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise _not_found(path, container) from exc  # removed since it was resolved
+    except OSError as exc:
+        raise fsutil.system_error(f"stat {path} in container {container}", exc) from exc
     name = target.name if target.name != "." else posixpath.basename(target.absolute) or "/"
     return {"name": name, "size": info.st_size, "mode": go_file_mode(info.st_mode),
             "mtime": format_time(info.st_mtime_ns), "linkTarget": link}
@@ -159,7 +164,7 @@ def _stat_of(target: _Target, root_fd: int) -> dict[str, Any]:
 def path_stat(root_fd: int, path: str, container: str) -> dict[str, Any]:
     target = _resolve(root_fd, path, container)
     try:
-        return _stat_of(target, root_fd)
+        return _stat_of(target, root_fd, path, container)
     finally:
         target.close()
 
@@ -218,7 +223,7 @@ def archive_path(root_fd: int, path: str, container: str) -> tuple[dict[str, Any
     stream owns a duplicate of ``root_fd``."""
     target = _resolve(root_fd, path, container)
     try:
-        stat_result = _stat_of(target, root_fd)
+        stat_result = _stat_of(target, root_fd, path, container)
     except BaseException:
         target.close()
         raise
