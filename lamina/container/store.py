@@ -11,6 +11,8 @@ On-disk format, under ``<data-root>/containers/``::
     <id>/hostname, hosts, resolv.conf   written by the monitor at each start, bind-mounted
     <id>/<id>-json.log[.N]  the json-file log (see :mod:`lamina.container.logs`)
     <id>/lock               per-container ``flock`` for read-modify-write of the record
+    <id>/sizes.json         cached SizeRw/SizeRootFs of a stopped container (``ps -s``),
+                            keyed by its StartedAt/FinishedAt
     <id>-removing/          a removal in progress (finished by :meth:`ContainerStore.sweep`)
     .tmp-<random>/          a creation in progress (removed by the sweep)
     .names.lock             serialises name reservation (create, rename) across processes
