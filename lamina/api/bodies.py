@@ -24,9 +24,16 @@ from typing import Any, BinaryIO
 from lamina import errdefs
 
 __all__ = [
-    "read_json", "check", "read_object",
-    "CONTAINER_CONFIG", "HOST_CONFIG", "RESOURCES", "CONTAINER_CREATE", "CONTAINER_UPDATE",
-    "EXEC_CONFIG", "EXEC_START",
+    "CONTAINER_CONFIG",
+    "CONTAINER_CREATE",
+    "CONTAINER_UPDATE",
+    "EXEC_CONFIG",
+    "EXEC_START",
+    "HOST_CONFIG",
+    "RESOURCES",
+    "check",
+    "read_json",
+    "read_object",
 ]
 
 # A body larger than this is not a container configuration.

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import queue
 import re
 import threading
@@ -42,9 +43,16 @@ from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.api import bodies, params
+from lamina.api.errors import log_unexpected, message_for
 from lamina.api.http import Headers, Response
 from lamina.api.streams import (
-    JSON, byte_stream, empty_response, hijacked_response, json_line, json_response, json_stream,
+    JSON,
+    byte_stream,
+    empty_response,
+    hijacked_response,
+    json_line,
+    json_response,
+    json_stream,
     stdio_stream,
 )
 
@@ -52,13 +60,38 @@ if TYPE_CHECKING:
     from lamina.api.router import Call
 
 __all__ = [
-    "create_container", "start_container", "stop_container", "restart_container", "kill_container",
-    "remove_container", "wait_container", "list_containers", "inspect_container", "container_logs",
-    "attach_container", "resize_container", "container_top", "container_stats", "container_changes",
-    "export_container", "archive_head", "archive_get", "archive_put", "commit_container",
-    "pause_container", "unpause_container", "rename_container", "update_container",
-    "prune_containers", "boot", "terminal_size", "LIST_FILTERS", "PRUNE_FILTERS", "WAIT_CONDITIONS", "PATH_STAT_HEADER",
+    "LIST_FILTERS",
+    "PATH_STAT_HEADER",
+    "PRUNE_FILTERS",
     "VALID_NAME",
+    "WAIT_CONDITIONS",
+    "archive_get",
+    "archive_head",
+    "archive_put",
+    "attach_container",
+    "boot",
+    "commit_container",
+    "container_changes",
+    "container_logs",
+    "container_stats",
+    "container_top",
+    "create_container",
+    "export_container",
+    "inspect_container",
+    "kill_container",
+    "list_containers",
+    "pause_container",
+    "prune_containers",
+    "remove_container",
+    "rename_container",
+    "resize_container",
+    "restart_container",
+    "start_container",
+    "stop_container",
+    "terminal_size",
+    "unpause_container",
+    "update_container",
+    "wait_container",
 ]
 
 LIST_FILTERS = frozenset({"ancestor", "before", "expose", "exited", "health", "id", "isolation",
@@ -70,7 +103,7 @@ PATH_STAT_HEADER = "X-Docker-Container-Path-Stat"
 VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
 
-def _integer(call: "Call", name: str, default: int | None = None) -> int | None:
+def _integer(call: Call, name: str, default: int | None = None) -> int | None:
     text = params.string(call.request, name).strip()
     if not text:
         return default
@@ -81,7 +114,7 @@ def _integer(call: "Call", name: str, default: int | None = None) -> int | None:
             f"invalid value {text!r} for query parameter {name!r}: expected an integer") from exc
 
 
-def _timestamp(call: "Call", name: str) -> float:
+def _timestamp(call: Call, name: str) -> float:
     """A unix time as docker sends it: ``1700000000``, ``1700000000.123456789`` (0: unset)."""
     text = params.string(call.request, name).strip()
     if not text:
@@ -91,24 +124,24 @@ def _timestamp(call: "Call", name: str) -> float:
     except ValueError as exc:
         raise errdefs.InvalidArgument(
             f"invalid value {text!r} for query parameter {name!r}: expected a unix timestamp") from exc
-    if value != value or value < 0:
+    if not math.isfinite(value) or value < 0:
         raise errdefs.InvalidArgument(f"invalid value {text!r} for query parameter {name!r}")
     return value
 
 
-def _tty(call: "Call", id: str) -> bool:
+def _tty(call: Call, id: str) -> bool:
     """Whether the container has a TTY (also: a 404 for a container that does not exist)."""
     config = call.services.containers.inspect(id).get("Config") or {}
     return bool(config.get("Tty"))
 
 
-def _state(call: "Call", id: str) -> dict[str, Any]:
+def _state(call: Call, id: str) -> dict[str, Any]:
     return call.services.containers.inspect(id).get("State") or {}
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
 
-def create_container(call: "Call") -> Response:
+def create_container(call: Call) -> Response:
     name = params.string(call.request, "name")
     if name and not VALID_NAME.match(name):
         raise errdefs.InvalidArgument(
@@ -122,7 +155,7 @@ def create_container(call: "Call") -> Response:
     return json_response(answer, 201)
 
 
-def start_container(call: "Call") -> Response:
+def start_container(call: Call) -> Response:
     id = call.params["id"]
     state = _state(call, id)
     if state.get("Running") and not state.get("Restarting"):
@@ -131,11 +164,11 @@ def start_container(call: "Call") -> Response:
     return empty_response(204)
 
 
-def _signal(call: "Call") -> str | None:
+def _signal(call: Call) -> str | None:
     return params.string(call.request, "signal").strip() or None
 
 
-def stop_container(call: "Call") -> Response:
+def stop_container(call: Call) -> Response:
     id = call.params["id"]
     timeout, signal = _integer(call, "t"), _signal(call)
     if not _state(call, id).get("Running"):
@@ -144,17 +177,17 @@ def stop_container(call: "Call") -> Response:
     return empty_response(204)
 
 
-def restart_container(call: "Call") -> Response:
+def restart_container(call: Call) -> Response:
     call.services.containers.restart(call.params["id"], timeout=_integer(call, "t"), signal=_signal(call))
     return empty_response(204)
 
 
-def kill_container(call: "Call") -> Response:
+def kill_container(call: Call) -> Response:
     call.services.containers.kill(call.params["id"], signal=_signal(call) or "SIGKILL")
     return empty_response(204)
 
 
-def remove_container(call: "Call") -> Response:
+def remove_container(call: Call) -> Response:
     request = call.request
     if params.boolean(request, "link"):
         raise errdefs.NotImplemented("links are not supported: there is no link to remove")
@@ -163,17 +196,17 @@ def remove_container(call: "Call") -> Response:
     return empty_response(204)
 
 
-def pause_container(call: "Call") -> Response:
+def pause_container(call: Call) -> Response:
     call.services.containers.pause(call.params["id"])
     return empty_response(204)
 
 
-def unpause_container(call: "Call") -> Response:
+def unpause_container(call: Call) -> Response:
     call.services.containers.unpause(call.params["id"])
     return empty_response(204)
 
 
-def rename_container(call: "Call") -> Response:
+def rename_container(call: Call) -> Response:
     name = params.string(call.request, "name").strip()
     if not name:
         raise errdefs.InvalidArgument("Neither old nor new names may be empty")
@@ -184,7 +217,7 @@ def rename_container(call: "Call") -> Response:
     return empty_response(204)
 
 
-def update_container(call: "Call") -> Response:
+def update_container(call: Call) -> Response:
     body = bodies.read_object(call.request.body, bodies.CONTAINER_UPDATE)
     answer = dict(call.services.containers.update(call.params["id"], body) or {})
     if answer.get("Warnings") is None:
@@ -192,13 +225,13 @@ def update_container(call: "Call") -> Response:
     return json_response(answer)
 
 
-def resize_container(call: "Call") -> Response:
+def resize_container(call: Call) -> Response:
     height, width = terminal_size(call)
     call.services.containers.resize(call.params["id"], height=height, width=width)
     return empty_response(200)
 
 
-def terminal_size(call: "Call") -> tuple[int, int]:
+def terminal_size(call: Call) -> tuple[int, int]:
     """The ``h`` and ``w`` parameters of a resize request."""
     height = _integer(call, "h")
     width = _integer(call, "w")
@@ -209,13 +242,13 @@ def terminal_size(call: "Call") -> tuple[int, int]:
     return height, width
 
 
-def prune_containers(call: "Call") -> Response:
+def prune_containers(call: Call) -> Response:
     report = dict(call.services.containers.prune(filters=params.filters(call.request, PRUNE_FILTERS)))
     report.setdefault("SpaceReclaimed", 0)
     return json_response(report)
 
 
-def boot(call: "Call") -> Response:
+def boot(call: Call) -> Response:
     containers = call.services.containers
     boot_method = getattr(containers, "boot", None)
     if boot_method is None:
@@ -225,7 +258,7 @@ def boot(call: "Call") -> Response:
 
 # -- waiting -----------------------------------------------------------------------------------
 
-def wait_container(call: "Call") -> Response:
+def wait_container(call: Call) -> Response:
     condition = params.string(call.request, "condition").strip() or "not-running"
     if condition not in WAIT_CONDITIONS:
         raise errdefs.InvalidArgument(
@@ -238,7 +271,7 @@ def wait_container(call: "Call") -> Response:
     def work() -> None:
         try:
             results.put((True, containers.wait(id, condition=condition)))
-        except BaseException as exc:  # reported in-band: the 200 is already sent
+        except BaseException as exc:  # noqa: BLE001 - reported in-band: the 200 is already sent
             results.put((False, exc))
 
     # A daemon thread: an interrupted CLI must be able to exit while it waits.
@@ -250,8 +283,6 @@ def wait_container(call: "Call") -> Response:
             answer = dict(value)
             answer.setdefault("Error", None)
         else:
-            from lamina.api.errors import log_unexpected, message_for
-
             log_unexpected(value, f"wait {id}")
             answer = {"StatusCode": -1, "Error": {"Message": message_for(value)}}
         yield json_line(answer)
@@ -261,7 +292,7 @@ def wait_container(call: "Call") -> Response:
 
 # -- reading -----------------------------------------------------------------------------------
 
-def list_containers(call: "Call") -> Response:
+def list_containers(call: Call) -> Response:
     request = call.request
     limit = _integer(call, "limit", -1)
     assert limit is not None
@@ -273,21 +304,21 @@ def list_containers(call: "Call") -> Response:
     return json_response(containers)
 
 
-def inspect_container(call: "Call") -> Response:
+def inspect_container(call: Call) -> Response:
     return json_response(call.services.containers.inspect(call.params["id"],
                                                           size=params.boolean(call.request, "size")))
 
 
-def container_top(call: "Call") -> Response:
+def container_top(call: Call) -> Response:
     ps_args = params.string(call.request, "ps_args") or "-ef"
     return json_response(call.services.containers.top(call.params["id"], ps_args=ps_args))
 
 
-def container_changes(call: "Call") -> Response:
+def container_changes(call: Call) -> Response:
     return json_response(call.services.containers.changes(call.params["id"]))
 
 
-def container_stats(call: "Call") -> Response:
+def container_stats(call: Call) -> Response:
     request = call.request
     stream = params.boolean(request, "stream", True)
     one_shot = params.boolean(request, "one-shot")
@@ -308,7 +339,7 @@ def container_stats(call: "Call") -> Response:
     return json_stream(documents, context="stats")
 
 
-def container_logs(call: "Call") -> Response:
+def container_logs(call: Call) -> Response:
     request = call.request
     id = call.params["id"]
     stdout = params.boolean(request, "stdout")
@@ -329,14 +360,14 @@ def container_logs(call: "Call") -> Response:
     return stdio_stream(items, tty=tty, context="logs", prefetch=not follow)
 
 
-def export_container(call: "Call") -> Response:
+def export_container(call: Call) -> Response:
     return byte_stream(call.services.containers.export(call.params["id"]), "application/x-tar",
                        context="export")
 
 
 # -- stdio -------------------------------------------------------------------------------------
 
-def attach_container(call: "Call") -> Response:
+def attach_container(call: Call) -> Response:
     request = call.request
     id = call.params["id"]
     stdin = params.boolean(request, "stdin")
@@ -354,7 +385,7 @@ def attach_container(call: "Call") -> Response:
 
 # -- files -------------------------------------------------------------------------------------
 
-def _archive_path(call: "Call") -> str:
+def _archive_path(call: Call) -> str:
     path = params.string(call.request, "path")
     if not path:
         raise errdefs.InvalidArgument("the path parameter is required")
@@ -368,19 +399,19 @@ def _stat_header(stat: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(document).decode("ascii")
 
 
-def archive_head(call: "Call") -> Response:
+def archive_head(call: Call) -> Response:
     stat = call.services.containers.archive_stat(call.params["id"], _archive_path(call))
     return Response(200, Headers({PATH_STAT_HEADER: _stat_header(stat), "Content-Type": "application/x-tar"}), b"")
 
 
-def archive_get(call: "Call") -> Response:
+def archive_get(call: Call) -> Response:
     stat, chunks = call.services.containers.archive_get(call.params["id"], _archive_path(call))
     response = byte_stream(chunks, "application/x-tar", context="archive")
     response.headers[PATH_STAT_HEADER] = _stat_header(stat)
     return response
 
 
-def archive_put(call: "Call") -> Response:
+def archive_put(call: Call) -> Response:
     request = call.request
     body = request.body if request.body is not None else io.BytesIO(b"")
     call.services.containers.archive_put(
@@ -390,7 +421,7 @@ def archive_put(call: "Call") -> Response:
     return empty_response(200)
 
 
-def commit_container(call: "Call") -> Response:
+def commit_container(call: Call) -> Response:
     request = call.request
     container = params.string(request, "container").strip()
     if not container:

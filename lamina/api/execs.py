@@ -20,10 +20,10 @@ from lamina.api.streams import empty_response, hijacked_response, json_response
 if TYPE_CHECKING:
     from lamina.api.router import Call
 
-__all__ = ["create_exec", "start_exec", "resize_exec", "inspect_exec"]
+__all__ = ["create_exec", "inspect_exec", "resize_exec", "start_exec"]
 
 
-def create_exec(call: "Call") -> Response:
+def create_exec(call: Call) -> Response:
     body = bodies.read_object(call.request.body, bodies.EXEC_CONFIG)
     if not body.get("Cmd"):
         raise errdefs.InvalidArgument("No exec command specified")
@@ -31,7 +31,7 @@ def create_exec(call: "Call") -> Response:
     return json_response(answer, 201)
 
 
-def start_exec(call: "Call") -> Response:
+def start_exec(call: Call) -> Response:
     body = bodies.read_object(call.request.body, bodies.EXEC_START, required=False)
     exec_id = call.params["id"]
     detach = bool(body.get("Detach"))
@@ -51,11 +51,11 @@ def start_exec(call: "Call") -> Response:
     return hijacked_response(call.request, duplex, tty=tty)
 
 
-def resize_exec(call: "Call") -> Response:
+def resize_exec(call: Call) -> Response:
     height, width = terminal_size(call)
     call.services.execs.resize(call.params["id"], height=height, width=width)
     return empty_response(200)
 
 
-def inspect_exec(call: "Call") -> Response:
+def inspect_exec(call: Call) -> Response:
     return json_response(call.services.execs.inspect(call.params["id"]))

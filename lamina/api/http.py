@@ -92,7 +92,7 @@ class Request:
 
     @classmethod
     def from_target(cls, method: str, target: str, headers: Headers | Mapping[str, str] | None = None,
-                    body: BinaryIO | None = None) -> "Request":
+                    body: BinaryIO | None = None) -> Request:
         """Build a request from an HTTP request-target such as ``/v1.45/images/json?all=1``."""
         parts = urlsplit(target)
         query: dict[str, list[str]] = {}
@@ -119,7 +119,7 @@ class Response:
     status: int
     headers: Headers = field(default_factory=Headers)
     body: bytes | Iterator[bytes] = b""
-    hijacked: "Duplex | None" = None
+    hijacked: Duplex | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, Headers):

@@ -14,6 +14,11 @@ Routes are data (:data:`ROUTES`): a method, a pattern where ``{name}`` matches g
 ``handler(call) -> Response``.  The first route whose method and pattern match wins; a path
 that matches only under another method gets 405, anything else 404 ``page not found``.
 
+Handlers live in one module per resource (:mod:`lamina.api.images`, :mod:`lamina.api.system`,
+:mod:`lamina.api.containers`, :mod:`lamina.api.execs`, ...).  Attach and exec start answer with
+a hijacked response (``Response.hijacked``, see :mod:`lamina.api.http`) that the transport or
+the server turns into a raw connection.
+
 Every response carries ``Api-Version``, ``Docker-Experimental``, ``OSType`` and ``Server``
 headers like dockerd's.
 """

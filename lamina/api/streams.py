@@ -46,9 +46,24 @@ if TYPE_CHECKING:
     from lamina.services.api import Duplex
 
 __all__ = [
-    "json_response", "text_response", "empty_response", "json_line", "error_message",
-    "progress_stream", "byte_stream", "json_stream", "stdio_stream", "hijacked_response", "frame",
-    "JSON", "RAW_STREAM", "MULTIPLEXED_STREAM", "STDIN", "STDOUT", "STDERR", "SYSTEM_ERROR",
+    "JSON",
+    "MULTIPLEXED_STREAM",
+    "RAW_STREAM",
+    "STDERR",
+    "STDIN",
+    "STDOUT",
+    "SYSTEM_ERROR",
+    "byte_stream",
+    "empty_response",
+    "error_message",
+    "frame",
+    "hijacked_response",
+    "json_line",
+    "json_response",
+    "json_stream",
+    "progress_stream",
+    "stdio_stream",
+    "text_response",
 ]
 
 JSON = "application/json"
@@ -226,7 +241,7 @@ def stdio_stream(items: Iterable[tuple[int, bytes]], *, tty: bool, context: str 
                        prefetch=False)
 
 
-def hijacked_response(request: Request, duplex: "Duplex", *, tty: bool) -> Response:
+def hijacked_response(request: Request, duplex: Duplex, *, tty: bool) -> Response:
     """Hand ``duplex`` to the client: 101 Switching Protocols when it asked for ``Upgrade:
     tcp``, else a 200 plain hijack; the content type says whether frames are multiplexed."""
     headers = Headers({"Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
@@ -251,7 +266,7 @@ class _Body:
         self._chunks = chunks
         self._release = release
 
-    def __iter__(self) -> "_Body":
+    def __iter__(self) -> _Body:
         return self
 
     def __next__(self) -> bytes:

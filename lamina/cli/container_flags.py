@@ -16,6 +16,7 @@ time, a date, or a unix timestamp).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -24,9 +25,22 @@ from typing import Any
 from lamina.cli.errors import CommandError, UsageError
 
 __all__ = [
-    "FlagError", "EXIT_ENGINE", "configure_create", "configure_resources", "create_body",
-    "resources_body", "parse_size", "parse_swap", "parse_cpus", "parse_restart", "parse_env",
-    "read_env_file", "parse_labels", "parse_key_values", "parse_time", "parse_duration",
+    "EXIT_ENGINE",
+    "FlagError",
+    "configure_create",
+    "configure_resources",
+    "create_body",
+    "parse_cpus",
+    "parse_duration",
+    "parse_env",
+    "parse_key_values",
+    "parse_labels",
+    "parse_restart",
+    "parse_size",
+    "parse_swap",
+    "parse_time",
+    "read_env_file",
+    "resources_body",
 ]
 
 # docker run/create: the engine (or the CLI's own checks) refused: 125.
@@ -77,7 +91,7 @@ def parse_cpus(text: str) -> int:
         value = float(text)
     except ValueError as exc:
         raise _invalid(text, "--cpus", f"failed to parse {text} as a rational number") from exc
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise _invalid(text, "--cpus", f"failed to parse {text} as a rational number")
     nano = round(value * 1e9)
     if nano < 0:

@@ -19,7 +19,9 @@ __all__ = ["create_container", "image_reference"]
 
 def image_reference(image: str) -> str:
     """``busybox`` -> ``busybox:latest`` (references with a tag or digest stay as they are)."""
-    from lamina.cli.formatting import split_reference  # datetime: only on this error path
+    from lamina.cli.formatting import (
+        split_reference,  # datetime: only on this error path
+    )
 
     _, tag = split_reference(image)
     return image if tag else f"{image}:latest"

@@ -20,14 +20,27 @@ from typing import TYPE_CHECKING
 
 from lamina.cli.context import Context
 from lamina.cli.errors import CommandError
-from lamina.cli.stdio import RawTerminal, ResizeForwarder, SignalProxy, stream_attachment
+from lamina.cli.stdio import (
+    RawTerminal,
+    ResizeForwarder,
+    SignalProxy,
+    stream_attachment,
+)
 
 if TYPE_CHECKING:
     from lamina.client.client import APIClient, ClientError
     from lamina.client.stdio import Attachment
 
-__all__ = ["EXIT_ENGINE", "EXIT_CANNOT_INVOKE", "EXIT_NOT_FOUND_COMMAND", "start_failure_code",
-           "EngineError", "report", "run_attached", "pump"]
+__all__ = [
+    "EXIT_CANNOT_INVOKE",
+    "EXIT_ENGINE",
+    "EXIT_NOT_FOUND_COMMAND",
+    "EngineError",
+    "pump",
+    "report",
+    "run_attached",
+    "start_failure_code",
+]
 
 EXIT_ENGINE = 125
 EXIT_CANNOT_INVOKE = 126
@@ -48,7 +61,7 @@ class EngineError(CommandError):
     """The engine refused: printed ``lamina: Error response from daemon: ...`` with ``See
     'lamina COMMAND --help'.``, exit code 125 (or 126/127 for a failed start)."""
 
-    def __init__(self, error: "ClientError", command: str, exit_code: int = EXIT_ENGINE) -> None:
+    def __init__(self, error: ClientError, command: str, exit_code: int = EXIT_ENGINE) -> None:
         super().__init__(f"Error response from daemon: {error.message}", exit_code)
         self.command = command
 
@@ -58,7 +71,7 @@ def report(context: Context, error: EngineError) -> int:
     return error.exit_code
 
 
-def pump(context: Context, client: "APIClient", attachment: "Attachment", *, tty: bool, stdin: bool,
+def pump(context: Context, client: APIClient, attachment: Attachment, *, tty: bool, stdin: bool,
          resize: Callable[[int, int], None] | None = None,
          kill: Callable[[str], None] | None = None) -> None:
     """Copy stdio between the local terminal and ``attachment`` until the output ends."""
@@ -72,7 +85,7 @@ def pump(context: Context, client: "APIClient", attachment: "Attachment", *, tty
         stream_attachment(attachment, context, stdin=stdin)
 
 
-def run_attached(context: Context, client: "APIClient", id: str, *, command: str, tty: bool,
+def run_attached(context: Context, client: APIClient, id: str, *, command: str, tty: bool,
                  stdin: bool, stdout: bool, stderr: bool, start: bool, wait_condition: str,
                  sig_proxy: bool = True, remove_on_failure: bool = False) -> int:
     """Attach, wait, start (if ``start``), copy stdio, and return the container's exit code."""

@@ -18,14 +18,14 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Self
 
 from lamina.cli.context import Context, is_terminal
 
 if TYPE_CHECKING:
     from lamina.client.stdio import Attachment
 
-__all__ = ["stream_attachment", "RawTerminal", "ResizeForwarder", "SignalProxy", "terminal_size", "binary"]
+__all__ = ["RawTerminal", "ResizeForwarder", "SignalProxy", "binary", "stream_attachment", "terminal_size"]
 
 _READ_SIZE = 32 * 1024
 
@@ -51,7 +51,7 @@ def _stdin_reader(stream: IO[str]) -> Callable[[], bytes]:
     return lambda: stream.read(_READ_SIZE).encode()
 
 
-def _copy_stdin(attachment: "Attachment", read: Callable[[], bytes]) -> None:
+def _copy_stdin(attachment: Attachment, read: Callable[[], bytes]) -> None:
     try:
         while True:
             data = read()
@@ -64,7 +64,7 @@ def _copy_stdin(attachment: "Attachment", read: Callable[[], bytes]) -> None:
         attachment.close_stdin()
 
 
-def stream_attachment(attachment: "Attachment", context: Context, *, stdin: bool) -> None:
+def stream_attachment(attachment: Attachment, context: Context, *, stdin: bool) -> None:
     """Copy output to the local stdout/stderr until it ends (and stdin to the container)."""
     if stdin:
         threading.Thread(target=_copy_stdin, args=(attachment, _stdin_reader(context.stdin)),
@@ -94,7 +94,7 @@ class RawTerminal:
         self.enabled = enabled and is_terminal(stream)
         self._saved: list[Any] | None = None
 
-    def __enter__(self) -> "RawTerminal":
+    def __enter__(self) -> Self:
         if self.enabled:
             import termios
             import tty
@@ -147,7 +147,7 @@ class ResizeForwarder:
         except ClientError:
             pass  # a resize racing with the exit is not worth failing the command
 
-    def __enter__(self) -> "ResizeForwarder":
+    def __enter__(self) -> Self:
         if terminal_size(self.stream) is None:
             return self
         self.send()
@@ -187,7 +187,7 @@ class SignalProxy:
 
         threading.Thread(target=run, name="lamina-sig-proxy", daemon=True).start()
 
-    def __enter__(self) -> "SignalProxy":
+    def __enter__(self) -> Self:
         if self.enabled:
             for name in self.SIGNALS:
                 number = getattr(signal, name)

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from lamina.services.api import Duplex
 
-__all__ = ["FrameDecoder", "Attachment", "STDIN", "STDOUT", "STDERR", "SYSTEM_ERROR",
-           "RAW_STREAM", "MULTIPLEXED_STREAM", "is_multiplexed", "decode_frames"]
+__all__ = [
+    "MULTIPLEXED_STREAM",
+    "RAW_STREAM",
+    "STDERR",
+    "STDIN",
+    "STDOUT",
+    "SYSTEM_ERROR",
+    "Attachment",
+    "FrameDecoder",
+    "decode_frames",
+    "is_multiplexed",
+]
 
 STDIN, STDOUT, STDERR, SYSTEM_ERROR = 0, 1, 2, 3
 RAW_STREAM = "application/vnd.docker.raw-stream"
@@ -86,7 +96,7 @@ def decode_frames(chunks: Iterable[bytes], *, multiplexed: bool) -> Iterator[tup
 class Attachment:
     """The hijacked stdio connection of a container or exec."""
 
-    def __init__(self, duplex: "Duplex", *, multiplexed: bool) -> None:
+    def __init__(self, duplex: Duplex, *, multiplexed: bool) -> None:
         self.duplex = duplex
         self.multiplexed = multiplexed
         self._stdin_closed = False
@@ -132,7 +142,7 @@ class Attachment:
             self._closed = True
             self.duplex.close()
 
-    def __enter__(self) -> "Attachment":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

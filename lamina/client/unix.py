@@ -22,7 +22,7 @@ from typing import BinaryIO
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.client.transport import USER_AGENT, TransportError
 
-__all__ = ["send", "hijack", "HijackedSocket"]
+__all__ = ["HijackedSocket", "hijack", "send"]
 
 _CHUNK = 64 * 1024
 

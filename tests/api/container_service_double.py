@@ -30,11 +30,18 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from lamina import errdefs
-from lamina.archive import EntryType, TarEntry, TarReader, TarWriter, WhiteoutMode, apply_tar
+from lamina.archive import (
+    EntryType,
+    TarEntry,
+    TarReader,
+    TarWriter,
+    WhiteoutMode,
+    apply_tar,
+)
 
 from .api_service_double import DoubleServices
 
-__all__ = ["DoubleContainers", "DoubleExecs", "ContainerDoubleServices", "frame", "STATS"]
+__all__ = ["STATS", "ContainerDoubleServices", "DoubleContainers", "DoubleExecs", "frame"]
 
 NOW = 1_700_000_000
 
@@ -453,7 +460,7 @@ class DoubleContainers:
                 yield stream, (_rfc3339(moment).encode() + b" " + data) if timestamps else data
             while follow:
                 with self.condition:
-                    self.condition.wait_for(lambda: len(container.output) > seen
+                    self.condition.wait_for(lambda seen=seen: len(container.output) > seen
                                             or container.status not in ("running", "paused"), timeout=5)
                 for stream, data, moment in selected(container.output[seen:]):
                     yield stream, data

@@ -15,7 +15,7 @@ import pytest
 from lamina.api.http import Request, Response
 from lamina.api.router import Router
 
-from .container_service_double import ContainerDoubleServices, STATS
+from .container_service_double import STATS, ContainerDoubleServices
 
 
 @pytest.fixture

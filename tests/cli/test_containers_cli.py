@@ -7,14 +7,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import re
 import time
 
 import pytest
+from api.container_service_double import STATS
 
 from lamina.archive import EntryType, TarEntry, TarReader, TarWriter
-
-from api.container_service_double import STATS
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -441,7 +441,7 @@ def test_cp_to_and_from_stdout_and_stdin(lamina, box, services) -> None:
     writer.add_file("from-stdin.txt", 4, io.BytesIO(b"tar\n"))
     writer.close()
     assert lamina("cp", "-", "box:/data", stdin=b"".join(parts)).code == 0
-    assert open(os.path.join(box, "data", "from-stdin.txt")).read() == "tar\n"
+    assert pathlib.Path(box, "data", "from-stdin.txt").read_text() == "tar\n"
     result = lamina("cp", "-", "box:/data/file.txt", stdin=b"".join(parts))
     assert result.code == 1 and "must be a directory" in result.err
 
@@ -454,11 +454,11 @@ def test_cp_into_the_container(lamina, box, services, tmp_path) -> None:
     os.link(source / "a.txt", source / "hard.txt")
     os.symlink("a.txt", source / "sym")
     assert lamina("cp", str(source / "a.txt"), "box:/data").code == 0
-    assert open(os.path.join(box, "data", "a.txt")).read() == "a\n"
+    assert pathlib.Path(box, "data", "a.txt").read_text() == "a\n"
     assert lamina("cp", str(source / "a.txt"), "box:/data/new-name.txt").code == 0
-    assert open(os.path.join(box, "data", "new-name.txt")).read() == "a\n"
+    assert pathlib.Path(box, "data", "new-name.txt").read_text() == "a\n"
     assert lamina("cp", str(source), "box:/data").code == 0
-    assert open(os.path.join(box, "data", "src", "inner", "b.txt")).read() == "b\n"
+    assert pathlib.Path(box, "data", "src", "inner", "b.txt").read_text() == "b\n"
     assert os.readlink(os.path.join(box, "data", "src", "sym")) == "a.txt"
     assert os.stat(os.path.join(box, "data", "src", "hard.txt")).st_ino == os.stat(
         os.path.join(box, "data", "src", "a.txt")).st_ino

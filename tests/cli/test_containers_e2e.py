@@ -11,7 +11,6 @@ import os
 import pty
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -46,7 +45,7 @@ class Lamina:
         self.environment["PYTHONPYCACHEPREFIX"] = os.path.join(root, "pycache")
 
     def __call__(self, *argv: str, stdin: bytes = b"", timeout: float = 60) -> Result:
-        process = subprocess.run([sys.executable, "-m", "lamina.cli.main", *argv], input=stdin,
+        process = subprocess.run([sys.executable, "-m", "lamina.cli.main", *argv], input=stdin, check=False,
                                  capture_output=True, env=self.environment, timeout=timeout)
         return Result(process.returncode, process.stdout.decode("utf-8", "replace"),
                       process.stderr.decode("utf-8", "replace"), process.stdout)
@@ -76,10 +75,10 @@ def lamina() -> Iterator[Lamina]:
 
 
 def _cleanup(root: str) -> None:
+    from services.conftest import Engine
+
     from lamina.config import EngineConfig
     from lamina.services.compose import build_services
-
-    from services.conftest import Engine
 
     config = EngineConfig(data_root=os.path.join(root, "data"), exec_root=os.path.join(root, "run"))
     try:
@@ -229,7 +228,8 @@ def test_files_diff_cp_commit_export(lamina, tmp_path) -> None:
     lamina.ok("cp", "files:/work", str(tmp_path / "copied"))
     assert (tmp_path / "copied" / "dir" / "inner.txt").read_text() == "inner\n"
     archive = lamina("cp", "files:/etc/added", "-").out_bytes
-    assert tarfile.open(fileobj=io.BytesIO(archive)).getnames() == ["added"]
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        assert tar.getnames() == ["added"]
 
     image_id = lamina.ok("commit", "-m", "snapshot", "-c", "ENV FROM_COMMIT=1", "files", "snap:e2e").strip()
     assert image_id.startswith("sha256:")
@@ -238,7 +238,8 @@ def test_files_diff_cp_commit_export(lamina, tmp_path) -> None:
     assert result.out == "data\nshadow-hidden\n1\n", result.err
 
     exported = lamina("export", "files").out_bytes
-    names = set(tarfile.open(fileobj=io.BytesIO(exported)).getnames())
+    with tarfile.open(fileobj=io.BytesIO(exported)) as tar:
+        names = set(tar.getnames())
     assert "etc/added" in names and "etc/shadow" not in names and "bin/sh" in names
     assert lamina("export", "-o", str(tmp_path / "fs.tar"), "files").code == 0
     assert (tmp_path / "fs.tar").stat().st_size == len(exported)

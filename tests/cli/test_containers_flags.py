@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from lamina.cli.container_flags import (
-    FlagError, parse_cpus, parse_duration, parse_env, parse_labels, parse_restart, parse_size, parse_swap,
+    FlagError,
+    parse_cpus,
+    parse_duration,
+    parse_env,
+    parse_labels,
+    parse_restart,
+    parse_size,
+    parse_swap,
     parse_time,
 )
 from lamina.cli.errors import UsageError

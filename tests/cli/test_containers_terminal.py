@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from lamina import errdefs
 from lamina.cli.main import main
 from lamina.cli.stdio import RawTerminal, ResizeForwarder, SignalProxy, terminal_size
 
@@ -52,9 +53,8 @@ def test_raw_terminal_switches_off_canonical_mode_and_restores_it(terminal) -> N
         during = termios.tcgetattr(stream.fileno())
         assert not during[3] & (termios.ICANON | termios.ECHO | termios.ISIG)
     assert termios.tcgetattr(stream.fileno()) == before
-    with pytest.raises(RuntimeError):
-        with RawTerminal(stream):
-            raise RuntimeError("the copy failed")
+    with pytest.raises(RuntimeError), RawTerminal(stream):
+        raise RuntimeError("the copy failed")
     assert termios.tcgetattr(stream.fileno()) == before
     with RawTerminal(io.StringIO()) as not_a_terminal:   # nothing to do, nothing to fail
         assert not not_a_terminal.enabled
@@ -100,7 +100,7 @@ def _run_on_terminal(monkeypatch, stream, *argv: str) -> int:
 
 
 def test_run_tty_on_a_terminal_is_raw_sized_and_restored(services, terminal, monkeypatch) -> None:
-    import lamina.cli.foreground as foreground
+    from lamina.cli import foreground
 
     master, stream = terminal
     before = termios.tcgetattr(stream.fileno())
@@ -123,7 +123,7 @@ def test_run_tty_on_a_terminal_is_raw_sized_and_restored(services, terminal, mon
 
 
 def test_run_tty_without_stdin_leaves_the_terminal_alone(services, terminal, monkeypatch) -> None:
-    import lamina.cli.foreground as foreground
+    from lamina.cli import foreground
 
     _, stream = terminal
     before = termios.tcgetattr(stream.fileno())
@@ -143,8 +143,8 @@ def test_ctrl_c_without_a_tty_is_forwarded_to_the_container(lamina, services) ->
             try:
                 if services.containers._find("sleeper").status == "running":
                     break
-            except Exception:
-                continue
+            except errdefs.NotFound:
+                continue  # not created yet
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_soon, daemon=True).start()

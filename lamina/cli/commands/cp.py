@@ -34,7 +34,7 @@ from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import EXIT_NOT_FOUND, CommandError, UsageError
 from lamina.cli.formatting import human_size
 
-__all__ = ["configure", "run", "split_argument", "GO_MODE_DIR", "GO_MODE_SYMLINK"]
+__all__ = ["GO_MODE_DIR", "GO_MODE_SYMLINK", "configure", "run", "split_argument"]
 
 # Go's os.FileMode type bits, as the engine reports them in PathStat.mode.
 GO_MODE_DIR = 1 << 31
@@ -52,7 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def split_argument(argument: str) -> tuple[str, str]:
     """``name:/path`` -> (``name``, ``/path``); a local path -> (``""``, path).  Absolute
     paths and paths starting with ``.`` are local even if they contain ``:``."""
-    if argument.startswith("/") or argument.startswith("."):
+    if argument.startswith(("/", ".")):
         return "", argument
     container, colon, path = argument.partition(":")
     if not colon:
@@ -75,7 +75,7 @@ def _copies_content(path: str) -> bool:
 
 
 def _asserts_directory(path: str) -> bool:
-    return path.endswith("/") or path.endswith("/.") or path == "."
+    return path.endswith(("/", "/.")) or path == "."
 
 
 # -- the archive stream -----------------------------------------------------------------------

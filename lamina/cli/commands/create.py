@@ -10,7 +10,7 @@ from lamina.cli.context import Context
 from lamina.cli.creating import create_container
 from lamina.cli.foreground import EngineError, report
 
-__all__ = ["configure", "run", "ADD_HELP", "OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE"]
+__all__ = ["ADD_HELP", "OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE", "configure", "run"]
 
 ADD_HELP = False                  # -h is --hostname, like docker's
 OPTIONS_END_AT_POSITIONAL = True  # flags after IMAGE belong to the command

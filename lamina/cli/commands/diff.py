@@ -7,7 +7,7 @@ import argparse
 
 from lamina.cli.context import Context
 
-__all__ = ["configure", "run", "KINDS"]
+__all__ = ["KINDS", "configure", "run"]
 
 KINDS = {0: "C", 1: "A", 2: "D"}
 

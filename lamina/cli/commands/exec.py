@@ -18,7 +18,7 @@ from lamina.cli.errors import UsageError
 from lamina.cli.foreground import EXIT_ENGINE, EngineError, pump, report
 from lamina.cli.stdio import terminal_size
 
-__all__ = ["configure", "run", "OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE"]
+__all__ = ["OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE", "configure", "run"]
 
 OPTIONS_END_AT_POSITIONAL = True
 USAGE_EXIT_CODE = 125

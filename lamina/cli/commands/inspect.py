@@ -18,7 +18,7 @@ from lamina.cli.errors import UsageError, exit_code_for_status
 from lamina.cli.templates import render_each
 from lamina.client.client import ClientError
 
-__all__ = ["configure", "run", "TYPES"]
+__all__ = ["TYPES", "configure", "run"]
 
 TYPES = ("container", "image")
 

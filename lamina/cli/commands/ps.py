@@ -18,12 +18,18 @@ from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.formatting import (
-    ellipsis, familiar_name, go_time, human_size, since, split_reference, truncate_id,
+    ellipsis,
+    familiar_name,
+    go_time,
+    human_size,
+    since,
+    split_reference,
+    truncate_id,
 )
 from lamina.cli.options import parse_filters
 from lamina.cli.templates import Record, format_rows
 
-__all__ = ["configure", "run", "container_rows", "HEADERS", "DEFAULT_TABLE", "SIZE_TABLE"]
+__all__ = ["DEFAULT_TABLE", "HEADERS", "SIZE_TABLE", "configure", "container_rows", "run"]
 
 HEADERS = {
     "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",

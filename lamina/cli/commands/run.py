@@ -19,7 +19,7 @@ from lamina.cli.context import Context
 from lamina.cli.creating import create_container
 from lamina.cli.foreground import EngineError, report, run_attached, start_failure_code
 
-__all__ = ["configure", "run", "ADD_HELP", "OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE"]
+__all__ = ["ADD_HELP", "OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE", "configure", "run"]
 
 ADD_HELP = False
 OPTIONS_END_AT_POSITIONAL = True

@@ -23,7 +23,7 @@ from lamina.cli.errors import exit_code_for_status
 from lamina.cli.formatting import bytes_size, human_size, truncate_id
 from lamina.cli.templates import Record, format_rows
 
-__all__ = ["configure", "run", "stats_row", "HEADERS", "DEFAULT_TABLE"]
+__all__ = ["DEFAULT_TABLE", "HEADERS", "configure", "run", "stats_row"]
 
 HEADERS = {
     "ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME", "CPUPerc": "CPU %",

@@ -8,7 +8,7 @@ import argparse
 from lamina.cli.context import Context
 from lamina.cli.formatting import tabulate
 
-__all__ = ["configure", "run", "OPTIONS_END_AT_POSITIONAL"]
+__all__ = ["OPTIONS_END_AT_POSITIONAL", "configure", "run"]
 
 OPTIONS_END_AT_POSITIONAL = True
 
