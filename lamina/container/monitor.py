@@ -1317,6 +1317,9 @@ class Monitor:
             if tty:
                 master, slave = os.openpty()
                 child.append(slave)
+                size = config.get("ConsoleSize") or [0, 0]
+                if isinstance(size, list) and len(size) == 2 and size[0] and size[1]:
+                    _set_window(master, int(size[0]), int(size[1]))
                 os.set_blocking(master, False)
                 stdio = Stdio(slave, slave, slave)
                 parent[master] = STDOUT  # read even when detached: a full pty would block the process

@@ -107,6 +107,12 @@ def test_exec_with_a_tty_can_be_resized(engine, sleeper) -> None:
     assert engine.execs.inspect(exec_id)["ProcessConfig"]["tty"] is True
 
 
+def test_exec_console_size_is_set_before_the_process_starts(engine, sleeper) -> None:
+    exec_id = engine.execs.create(sleeper, {"Cmd": ["stty", "size"], "Tty": True, "AttachStdout": True,
+                                            "ConsoleSize": [24, 91]})["Id"]
+    assert b"24 91\r\n" in collect(engine.execs.start(exec_id, tty=True))
+
+
 def test_exec_needs_a_running_container(engine) -> None:
     container_id = engine.create("true")
     with pytest.raises(errdefs.Conflict, match="is not running"):
