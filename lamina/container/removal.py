@@ -12,6 +12,8 @@ can tell a removal in progress from an interrupted one); everything after it is 
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 from lamina import errdefs, fsutil
 from lamina import mount as lmount
@@ -76,13 +78,33 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
             log.warning("removing container %s: %s", container_id, problem)
 
 
-def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str) -> list[str]:
-    """Finish removals that a crash interrupted; drop creations that never committed."""
-    done = store.sweep_temporary()
-    for container_id, path in store.removing():
+def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str,
+          min_age_seconds: float = 60.0) -> list[str]:
+    """Finish removals that a crash interrupted; drop creations that never committed: record
+    directories, and read-write layers (named by a container id) whose record never came."""
+    done = store.sweep_temporary(min_age_seconds)
+    removing = store.removing()
+    for container_id, path in removing:
         if store.removal_in_progress(path):
             continue
         finish_removal(mounts, execs, exec_root, container_id, path)
         log.warning("finished the interrupted removal of container %s", container_id)
         done.append(f"finished removal of container {container_id}")
+    known = set(store.ids()) | {container_id for container_id, _ in removing}
+    current = time.time()
+    for container_id in mounts.container_ids():
+        if container_id in known or len(container_id) != 64 or not all(c in "0123456789abcdef" for c in container_id):
+            continue  # a container's, or not a container's at all (build steps name theirs)
+        try:
+            age = current - os.lstat(os.path.join(mounts.layers.root, "mounts", container_id)).st_mtime
+        except FileNotFoundError:
+            continue
+        if age < min_age_seconds or store.exists(container_id):
+            continue  # a create in progress publishes its record right after the layer
+        try:
+            mounts.remove(container_id)
+        except errdefs.NotFound:
+            continue
+        log.warning("removed the read-write layer of container %s, whose creation was interrupted", container_id)
+        done.append(f"removed orphan read-write layer {container_id}")
     return done

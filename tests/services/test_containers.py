@@ -648,3 +648,23 @@ def test_read_only_root_with_a_tmpfs(engine) -> None:
     assert engine.wait(container_id) == 0
     assert engine.output(container_id) == "ok\n"
     assert engine.containers.changes(container_id) == []
+
+
+def test_sweep_finishes_interrupted_creations_and_removals(engine) -> None:
+    from lamina.container.removal import sweep
+
+    containers = engine.containers
+    removed = engine.create("true")
+    path = containers.store.begin_removal(removed)  # a removal that crashed after its commit point
+    orphan = "ab" * 32
+    containers.mounts.create(orphan, None)  # a create that crashed before its record
+    fresh = "cd" * 32
+    containers.mounts.create(fresh, None)   # ... or that is still running
+    mounts_dir = os.path.join(containers.mounts.layers.root, "mounts")
+    os.utime(os.path.join(mounts_dir, orphan), (1, 1))
+    done = sweep(containers.store, containers.mounts, containers.execs, engine.config.exec_root)
+    assert f"finished removal of container {removed}" in done
+    assert f"removed orphan read-write layer {orphan}" in done
+    assert not os.path.exists(path)
+    assert not os.path.exists(os.path.join(mounts_dir, removed))
+    assert sorted(containers.mounts.container_ids()) == [fresh]
