@@ -55,6 +55,7 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _TAR_BLOCK = 512
 _MAX_ACCOUNT_FILE = 16 << 20
+_MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -202,9 +203,11 @@ class RootWriter:
 
     # -- directories -----------------------------------------------------------------------
 
-    def make_directories(self, path: str, identity: Identity, mode: int = 0o755) -> int:
+    def make_directories(self, path: str, identity: Identity, mode: int = 0o755, *, _links: int = 0) -> int:
         """Open the directory ``path``, creating it and its missing parents (``mode``, owned by
-        ``identity``) like ``MkdirAllAndChownNew``; returns a directory descriptor."""
+        ``identity``) like ``MkdirAllAndChownNew``; a dangling symlink on the way gets its target
+        created, inside the tree (like Docker's scoped path resolution).  Returns a directory
+        descriptor."""
         relative = normalize(path)
         if relative == ".":
             return os.dup(self.root_fd)
@@ -225,7 +228,12 @@ class RootWriter:
                     try:
                         os.mkdir(part, mode, dir_fd=current)
                     except FileExistsError:
-                        pass  # a dangling symlink: resolving it again shows where it leads
+                        target = os.readlink(part, dir_fd=current)  # a dangling symlink
+                        if _links >= _MAX_LINKS:
+                            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path) from None
+                        if not target.startswith("/"):
+                            target = "/" + "/".join([*done[:-1], target])
+                        os.close(self.make_directories(target, identity, mode, _links=_links + 1))
                     else:
                         os.chown(part, identity.uid, identity.gid, dir_fd=current, follow_symlinks=False)
                         os.chmod(part, mode, dir_fd=current, follow_symlinks=True)

@@ -33,21 +33,28 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs, fsutil
 from lamina.build.api import BuildOptions, StepOutput
-from lamina.build.builder import Builder, short_id
 from lamina.build.cache import CacheIndex, cache_key
-from lamina.build.context import BuildContext, open_directory_context, open_tar_context
 from lamina.config import EngineConfig
 from lamina.digest import Digest, chain_ids
-from lamina.image.config import EMPTY_LAYER_DIFF_ID, ContainerConfig, ImageConfig, new_child_config, parse_time
+from lamina.image.config import (
+    EMPTY_LAYER_DIFF_ID,
+    ContainerConfig,
+    ImageConfig,
+    new_child_config,
+    parse_time,
+)
 from lamina.image.reference import Reference, parse_normalized_named, with_default_tag
 from lamina.layer.mounts import MountStore
 from lamina.services.api import Progress
-from lamina.services.containers import ContainerServiceImpl
 from lamina.services.images import ImageServiceImpl
+
+if TYPE_CHECKING:
+    from lamina.build.context import BuildContext
+    from lamina.services.containers import ContainerServiceImpl
 
 __all__ = ["BuildServiceImpl"]
 
@@ -278,6 +285,10 @@ class BuildServiceImpl:
         """Build; report through ``progress``; tag with ``tags`` once it succeeded; return the
         image id.  The context is the tar ``stream``, or the local ``directory`` (then a
         relative ``dockerfile`` is relative to that directory)."""
+        # the builder and the Dockerfile front end load only when a build runs: every other
+        # command builds these services too
+        from lamina.build.builder import Builder, short_id
+
         references = [tag_reference(tag) for tag in tags]
         options = options or BuildOptions()
         context = self._open_context(stream, directory, dockerfile)
@@ -298,6 +309,8 @@ class BuildServiceImpl:
         return image_id
 
     def _open_context(self, stream: BinaryIO | None, directory: str | None, dockerfile: str) -> BuildContext:
+        from lamina.build.context import open_directory_context, open_tar_context
+
         if directory is not None:
             if dockerfile and not os.path.isabs(dockerfile):
                 dockerfile = os.path.join(directory, dockerfile)
@@ -308,7 +321,7 @@ class BuildServiceImpl:
         os.makedirs(spool, mode=0o700, exist_ok=True)
         return open_tar_context(stream, dockerfile or "Dockerfile", temp_root=spool)
 
-    def _session(self) -> "_Session":
+    def _session(self) -> _Session:
         return _Session(self)
 
     def sweep(self) -> list[str]:
@@ -389,7 +402,7 @@ class BuildServiceImpl:
             })
         return usage
 
-    def prune(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:  # noqa: A002
+    def prune(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         """Remove build cache items: the ones no kept image descends from (``all``: every one
         not used by a container); ``{"CachesDeleted": [...], "SpaceReclaimed": n}``."""
         filters = dict(filters or {})
