@@ -217,8 +217,29 @@ def rename_container(call: Call) -> Response:
     return empty_response(204)
 
 
+# Fields of Docker's UpdateConfig that are pointers in Go: present (even 0 / false) means "set".
+_UPDATE_POINTER_FIELDS = frozenset({"PidsLimit", "MemorySwappiness", "OomKillDisable", "Init"})
+
+
+def _update_changes(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields an update really changes: the docker CLI sends every Resources field, and
+    for dockerd a zero value (0, false, "", [], null) of a non-pointer field means "leave it"."""
+    changes = {}
+    for key, value in body.items():
+        if value is None:
+            continue
+        if key in _UPDATE_POINTER_FIELDS:
+            changes[key] = value
+        elif key == "RestartPolicy":
+            if value.get("Name"):
+                changes[key] = value
+        elif value not in (0, "", [], {}):
+            changes[key] = value
+    return changes
+
+
 def update_container(call: Call) -> Response:
-    body = bodies.read_object(call.request.body, bodies.CONTAINER_UPDATE)
+    body = _update_changes(bodies.read_object(call.request.body, bodies.CONTAINER_UPDATE))
     answer = dict(call.services.containers.update(call.params["id"], body) or {})
     if answer.get("Warnings") is None:
         answer["Warnings"] = []

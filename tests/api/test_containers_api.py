@@ -169,6 +169,14 @@ def test_pause_unpause_rename_update_restart(router, services) -> None:
     response = send(router, "POST", "/containers/api/update", {"Memory": 128 << 20, "RestartPolicy": {"Name": "always"}})
     assert response.status == 200 and json_body(response) == {"Warnings": []}
     assert send(router, "POST", "/containers/api/update", {"CpuShares": "many"}).status == 400
+    # The docker CLI sends every Resources field; zero values of non-pointer fields mean "unchanged".
+    docker_cli_body = {"CpuShares": 0, "Memory": 0, "CgroupParent": "", "BlkioWeight": 0, "BlkioWeightDevice": None,
+                       "BlkioDeviceReadBps": None, "CpusetCpus": "", "Devices": None, "DeviceRequests": None,
+                       "MemorySwap": 256 << 20, "MemorySwappiness": None, "NanoCpus": 0, "OomKillDisable": None,
+                       "PidsLimit": 0, "Ulimits": None, "RestartPolicy": {"Name": "", "MaximumRetryCount": 0}}
+    assert send(router, "POST", "/containers/api/update", docker_cli_body).status == 200
+    assert [c for c in services.containers.calls if c[0] == "update"][-1][1]["body"] == {
+        "MemorySwap": 256 << 20, "PidsLimit": 0}
     assert json_body(send(router, "GET", "/containers/api/json"))["HostConfig"]["Memory"] == 128 << 20
     assert send(router, "POST", "/containers/api/restart?t=1").status == 204
 
