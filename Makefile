@@ -21,7 +21,10 @@ $(BIN)/lamina: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
+# bytecode compiled once: environments that set PYTHONDONTWRITEBYTECODE would otherwise
+# compile every module on every `lamina` invocation (~0.2 s)
 venv: $(BIN)/lamina
+	@$(BIN)/python -m compileall -q lamina >/dev/null
 
 demo: deps venv
 	./scripts/demo.sh $(DEMO_ROOT)
