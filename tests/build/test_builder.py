@@ -117,8 +117,8 @@ def test_every_instruction_gives_docker_config_history_and_files(engine) -> None
         ("/bin/sh -c #(nop)  VOLUME [/data]", True),
         ("/bin/sh -c #(nop)  USER nobody", True),
         ("/bin/sh -c #(nop)  STOPSIGNAL SIGTERM", True),
-        ('/bin/sh -c #(nop)  HEALTHCHECK &{["CMD-SHELL" "wget -q -O- http://localhost/ || exit 1"] "5m0s" '
-         "\"3s\" \"0s\" '\\x03'}", True),
+        (('/bin/sh -c #(nop)  HEALTHCHECK &{["CMD-SHELL" "wget -q -O- http://localhost/ || exit 1"] "5m0s" '
+          "\"3s\" \"0s\" '\\x03'}"), True),
         ("/bin/sh -ec #(nop)  SHELL [/bin/sh -ec]", True),  # the new shell already
         ("/bin/sh -ec #(nop)  ONBUILD RUN echo triggered > /triggered", True),
         ('/bin/sh -ec #(nop)  ENTRYPOINT ["/bin/sh"]', True),
@@ -280,7 +280,7 @@ RUN rm -rf /dir && mkdir /dir && echo new > /dir/new
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         names = archive.getnames()
     assert "dir/.wh..wh..opq" in names and "dir/new" in names
-    assert not any(name.startswith("dir/old") or name.startswith("dir/sub") for name in names)
+    assert not any(name.startswith(("dir/old", "dir/sub")) for name in names)
 
 
 def test_metadata_steps_add_no_layer_and_a_run_without_changes_adds_none(engine) -> None:
@@ -384,8 +384,8 @@ def test_a_failing_run_reports_its_exit_code_and_leaves_nothing_behind(engine) -
     ("FROM busybox\nFROBNICATE x\n", errdefs.InvalidArgument, "Dockerfile:2: unknown instruction: FROBNICATE"),
     ("FROM busybox\nCOPY --frob=1 a /\n", errdefs.InvalidArgument, "Dockerfile:2: unknown flag: --frob"),
     ("FROM busybox\nCOPY missing.txt /\n", errdefs.NotFound,
-     "Dockerfile:2: COPY failed: file not found in build context or excluded by .dockerignore: "
-     "stat missing.txt: file does not exist"),
+     ("Dockerfile:2: COPY failed: file not found in build context or excluded by .dockerignore: "
+      "stat missing.txt: file does not exist")),
     ("FROM busybox\nCOPY --from=nowhere /x /\n", errdefs.NotFound,
      "Dockerfile:2: invalid from flag value nowhere: no build stage named 'nowhere' and no such image"),
     ("FROM busybox\nCOPY ../outside /\n", errdefs.InvalidArgument,

@@ -4,7 +4,8 @@ The context goes to the engine as ``POST /build`` wants it: a tar of PATH (what
 ``.dockerignore`` excludes is left out, except the Dockerfile and ``.dockerignore``
 themselves; owners are sent as 0:0 like the docker CLI does), produced by a thread into a pipe
 so that the context is never held in memory.  A Dockerfile outside the context (``-f``) or on
-stdin (``-f -``) is added to the tar under a random name.  ``-`` as PATH reads the context
+stdin (``-f -``) is added to the tar under a random name that ``.dockerignore`` (in the tar)
+then names, as the docker CLI does, so that COPY and ADD do not see it.  ``-`` as PATH reads the context
 tar from stdin, or a bare Dockerfile (then the context is empty).
 
 With the in-process engine (no ``-H``) PATH is not tarred at all: the engine reads it in place
@@ -121,6 +122,22 @@ class _ContextWriter:
             writer.add(TarEntry(type=EntryType.FIFO, **common))
         # sockets and devices are not sent, as the docker CLI's walk leaves them out
 
+    def _add_ignore_file(self, writer: Any, info: os.stat_result | None) -> None:
+        """``.dockerignore`` with the added Dockerfile's name appended, as the docker CLI does,
+        so that the engine hides that file from COPY and ADD."""
+        from lamina.archive import EntryType, TarEntry
+
+        assert self.extra is not None
+        try:
+            with open(os.path.join(self.directory, ".dockerignore"), "rb") as handle:
+                content = handle.read()
+        except FileNotFoundError:
+            content = b""
+        content += b"\n" + self.extra[0].encode()
+        writer.add(TarEntry(name=".dockerignore", type=EntryType.REGULAR, size=len(content),
+                            mode=info.st_mode & 0o7777 if info is not None else 0o644,
+                            mtime_ns=info.st_mtime_ns if info is not None else 0), [content])
+
     def produce(self, write_fd: int, always: set[str]) -> None:
         from lamina.archive import TarWriter
 
@@ -128,7 +145,16 @@ class _ContextWriter:
             with open(write_fd, "wb", buffering=1 << 20) as out:
                 writer = TarWriter(out.write)
                 seen: set[str] = set()
+                if self.extra is not None:
+                    try:
+                        info: os.stat_result | None = os.lstat(os.path.join(self.directory, ".dockerignore"))
+                    except FileNotFoundError:
+                        info = None
+                    self._add_ignore_file(writer, info)
+                    seen.add(".dockerignore")
                 for relative, info in self.ignore.walk(self.directory):
+                    if relative in seen:
+                        continue
                     seen.add(relative)
                     self._add(writer, relative, info)
                 for name in sorted(always - seen):
