@@ -13,7 +13,9 @@ and recorded in the cache index (:mod:`lamina.build.cache`,
 that no tag names; an item is *shared* when a kept image (tagged, or not made by a build)
 descends from it, i.e. when its layers also serve that image.  ``prune`` removes the items
 that are not shared (``all``: every item; the kept images then lose their parent link, not
-their layers) and reports the space of the layers that went away.
+their layers) and reports the space of the layers that went away.  Images committed since the
+oldest build that is still running started are never pruned (they may be that build's parent
+images); ``system df`` shows them ``InUse``.
 
 Read-write layers the builder makes for COPY/ADD/WORKDIR are layer records named
 ``build-<build id>-<n>`` in ``layerdb/mounts``; the build holds ``<exec-root>/builds/<build
@@ -345,6 +347,26 @@ class BuildServiceImpl:
 
     # -- the cache --------------------------------------------------------------------------
 
+    def _oldest_running_build(self) -> float | None:
+        """When the oldest build still running started (its lock's time), or None: what it
+        committed since must not be pruned under it."""
+        try:
+            names = os.listdir(self.locks_dir)
+        except FileNotFoundError:
+            return None
+        oldest = None
+        for name in names:
+            if not name.endswith(".lock"):
+                continue
+            path = os.path.join(self.locks_dir, name)
+            try:
+                started = os.stat(path).st_mtime
+            except FileNotFoundError:
+                continue
+            if not _lock_is_free(path, remove=False):
+                oldest = started if oldest is None else min(oldest, started)
+        return oldest
+
     def _cache_items(self) -> tuple[dict[str, ImageConfig], dict[str, str | None], set[str]]:
         """(configs of build cache images, parent of every image, images kept outside the cache)."""
         store = self.images.images
@@ -376,9 +398,11 @@ class BuildServiceImpl:
         return out
 
     def cache_usage(self) -> list[dict[str, Any]]:
-        """Docker's ``BuildCache`` items of ``system df`` (see the module docstring)."""
+        """Docker's ``BuildCache`` items of ``system df`` (see the module docstring); ``InUse``:
+        a container uses the image, or a build still running may have made it."""
         items, parents, kept = self._cache_items()
         shared = self._ancestors(kept, parents)
+        running_since = self._oldest_running_build()
         layer_sizes = {str(layer.chain_id): layer.size for layer in self.images.layers.layers()}
         usage = []
         for image_id, config in sorted(items.items(), key=lambda item: item[1].created or ""):
@@ -393,7 +417,8 @@ class BuildServiceImpl:
                 "Parents": [Digest(parent).hex] if parent else None,
                 "Type": "regular",
                 "Description": last.created_by if last is not None else "",
-                "InUse": bool(self.images.container_usage(image_id)),
+                "InUse": bool(self.images.container_usage(image_id))
+                or (running_since is not None and _created(config) >= running_since - 1),
                 "Shared": image_id in shared,
                 "Size": size,
                 "CreatedAt": config.created or "",
@@ -418,6 +443,10 @@ class BuildServiceImpl:
             with service.layers.lease():
                 items, parents, kept = self._cache_items()
                 shared = self._ancestors(kept, parents)
+                running_since = self._oldest_running_build()
+                if running_since is not None:
+                    # a build still running: keep what it may have committed so far
+                    until = min(until, running_since - 1) if until is not None else running_since - 1
                 candidates = {image_id for image_id, config in items.items()
                               if (all or image_id not in shared) and not service.container_usage(image_id)
                               and (until is None or _created(config) < until)}
@@ -489,7 +518,8 @@ class _Session:
         self.fd = -1
 
 
-def _lock_is_free(path: str) -> bool:
+def _lock_is_free(path: str, *, remove: bool = True) -> bool:
+    """Whether no live build holds the lock at ``path`` (a dead build's lock is removed)."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -500,10 +530,11 @@ def _lock_is_free(path: str) -> bool:
         return False
     finally:
         os.close(fd)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    if remove:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     return True
 
 

@@ -206,3 +206,20 @@ def test_cli_build_from_stdin_and_builder_prune(engine, cli, monkeypatch) -> Non
     code, out, err = cli("builder", "prune", "-f")
     assert code == 0, err
     assert out.startswith("Deleted build cache objects:\n") and "Total reclaimed space: " in out
+
+
+def test_prune_spares_what_a_running_build_may_still_need(engine, router) -> None:
+    import fcntl
+
+    context = engine.context({"Dockerfile": "FROM busybox\nRUN echo x > /x\n"})
+    locks = engine.root / "run" / "builds"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / "0123456789abcdef.lock", "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # a build in another process, started now
+        dangling = engine.build(context)
+        usage = json.loads(router.handle(Request.from_target("GET", "/v1.45/system/df")).read_body())["BuildCache"]
+        assert [item["InUse"] for item in usage] == [True]
+        report = json.loads(router.handle(Request.from_target("POST", "/v1.45/build/prune?all=1")).read_body())
+        assert report["CachesDeleted"] is None
+    report = json.loads(router.handle(Request.from_target("POST", "/v1.45/build/prune")).read_body())
+    assert report["CachesDeleted"] == [dangling[7:]]
