@@ -249,15 +249,13 @@ class Builder:
     """One build of ``context`` with ``options``; :meth:`build` returns the final image id."""
 
     def __init__(self, *, images: BuildImages, layers: BuildLayers, containers: BuildContainers,
-                 context: BuildContext, options: BuildOptions, output: Output,
-                 cancelled: Callable[[], bool] | None = None) -> None:
+                 context: BuildContext, options: BuildOptions, output: Output) -> None:
         self.images = images
         self.layers = layers
         self.containers = containers
         self.context = context
         self.options = options
-        self.output = output
-        self.cancelled = cancelled or (lambda: False)
+        self.output = output  # raises errdefs.Cancelled once nobody reads: the build stops there
         self.dockerfile_name = os.path.basename(context.dockerfile_name) or "Dockerfile"
         self.escape = "\\"
         self.stage_images: dict[str, str] = {}     # stage name -> image id
@@ -272,6 +270,8 @@ class Builder:
     # -- the whole build ----------------------------------------------------------------------
 
     def build(self) -> str:
+        if self.options.platform:
+            _check_platform(self.options.platform)
         dockerfile = parse(self.context.dockerfile, self.dockerfile_name)
         self.escape = dockerfile.escape
         if not dockerfile.stages:
@@ -283,7 +283,7 @@ class Builder:
                 f"failed to reach build target {self.options.target} in Dockerfile") from exc
         labels = [self._label_option(key, value) for key, value in sorted(self.options.labels.items())]
         for warning in dockerfile.warnings:
-            self.say(warning.rstrip("\n") + "\n")
+            self.say("[WARNING]: " + warning.rstrip("\n") + "\n")
         total = len(dockerfile.meta_args) + len(stages) + sum(len(stage.instructions) for stage in stages) + len(labels)
         number = 0
         build_args = BuildArgs(self.options.build_args)
@@ -302,9 +302,6 @@ class Builder:
             if stage is stages[-1]:
                 instructions.extend(labels)
             for instruction in instructions:
-                if self.cancelled():
-                    self.say("Build cancelled\n")
-                    raise errdefs.Cancelled("Build cancelled")
                 number += 1
                 self.say(f"Step {number}/{total} : {instruction.original}\n")
                 self._dispatch(state, instruction, expand=not any(instruction is label for label in labels))

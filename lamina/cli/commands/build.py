@@ -265,6 +265,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
     else:
         directory = os.path.abspath(path)
         if not os.path.isdir(directory):
+            if os.path.exists(directory):
+                raise CommandError(f"unable to prepare context: context must be a directory: {path}")
             raise CommandError(f'unable to prepare context: path "{path}" not found', EXIT_NOT_FOUND)
         dockerfile_content: bytes | None = None
         if args.file == "-":
