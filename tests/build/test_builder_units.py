@@ -11,7 +11,14 @@ import pytest
 
 from lamina import errdefs
 from lamina.build.api import BuildOptions
-from lamina.build.builder import Builder, _healthcheck_text, _parse_port_spec, go_duration, go_quote, short_id
+from lamina.build.builder import (
+    Builder,
+    _healthcheck_text,
+    _parse_port_spec,
+    go_duration,
+    go_quote,
+    short_id,
+)
 from lamina.build.cache import CacheIndex, cache_key
 from lamina.build.context import open_directory_context
 from lamina.build.copy import parse_chmod
