@@ -394,7 +394,6 @@ class Builder:
     def _dispatch(self, state: _State, instruction: Instruction, *, expand: bool,
                   where: Instruction | None = None) -> None:
         self.step = _Step()
-        failed = True
         try:
             with self._at(where or instruction):
                 if expand:
@@ -407,23 +406,34 @@ class Builder:
                 if handler is None:
                     raise errdefs.InvalidArgument(f"unsupported instruction {instruction.keyword.upper()}")
                 handler(self, state, instruction)
-            failed = False
         finally:
-            self._release_step(failed)
+            self._release_step()
 
     def _substitution(self, state: _State) -> Substitution:
         return Substitution(state.args.environment(state.run_config.env or ()), self.escape)
 
-    def _release_step(self, failed: bool) -> None:
+    def _release_step(self) -> None:
+        """After a step, successful or not: remove its read-write layers, and its containers
+        unless ``--rm=false`` (Docker keeps a failed step's container unless ``--force-rm``;
+        lamina removes it with ``--rm`` too, so that a failed build leaves nothing behind).
+        A removal that fails is reported, not raised: it must not hide the step's own error."""
         step, self.step = self.step, _Step()
+        lines = []
         for layer in step.layers:
-            self.layers.remove(layer)
-        remove = self.options.force_remove or self.options.remove
-        for container_id in step.containers:
-            if not remove:
-                continue
-            self.containers.remove(container_id)
-            self.say(f"Removing intermediate container {short_id(container_id)}\n")
+            try:
+                self.layers.remove(layer)
+            except errdefs.LaminaError as exc:
+                lines.append(f"Error removing the read-write layer {layer}: {exc}\n")
+        if self.options.force_remove or self.options.remove:
+            for container_id in step.containers:
+                try:
+                    self.containers.remove(container_id)
+                except errdefs.LaminaError as exc:
+                    lines.append(f"Error removing intermediate container {short_id(container_id)}: {exc}\n")
+                    continue
+                lines.append(f"Removing intermediate container {short_id(container_id)}\n")
+        for line in lines:  # after every removal: a reader gone (Cancelled) must not stop them
+            self.say(line)
 
     # -- commits and the cache ----------------------------------------------------------------
 
@@ -451,6 +461,16 @@ class Builder:
         state.image_id = self.images.commit(state.image_id, layer=layer, config=state.run_config,
                                             container_config=container_config, author=state.maintainer,
                                             container=container)
+
+    @contextmanager
+    def _writer(self, layer: str) -> Iterator[RootWriter]:
+        """The read-write layer's tree mounted for writing; unmounted afterwards."""
+        root = self.layers.mount(layer)
+        try:
+            with RootWriter(root) as writer:
+                yield writer
+        finally:
+            self.layers.unmount(layer)
 
     def _new_layer(self, image_id: str) -> str:
         layer = self.layers.create(image_id)
@@ -571,14 +591,10 @@ class Builder:
         if self._probe(state, container_config):
             return
         layer = self._new_layer(state.image_id)
-        with RootWriter(self.layers.mount(layer)) as writer:
-            try:
-                created = not writer.is_directory(working_dir)
-                if created:
-                    os.close(writer.make_directories(working_dir, ROOT))
-            finally:
-                writer.close()
-                self.layers.unmount(layer)
+        with self._writer(layer) as writer:
+            created = not writer.is_directory(working_dir)
+            if created:
+                os.close(writer.make_directories(working_dir, ROOT))
         if created:
             self._commit_layer(state, layer, container_config)
         else:
@@ -630,12 +646,8 @@ class Builder:
         self._commit_layer(state, container_id, probe_config, container=container_id)
 
     def _write_script(self, container_id: str, path: str, data: str) -> None:
-        with RootWriter(self.layers.mount(container_id)) as writer:
-            try:
-                writer.write_file(path, data.encode(), ROOT, 0o755)
-            finally:
-                writer.close()
-                self.layers.unmount(container_id)
+        with self._writer(container_id) as writer:
+            writer.write_file(path, data.encode(), ROOT, 0o755)
 
     def _remove_script(self, container_id: str, path: str) -> None:
         root = self.layers.mount(container_id)
@@ -707,12 +719,8 @@ class Builder:
             if self._probe(state, container_config):
                 return
             layer = self._new_layer(state.image_id)
-            with RootWriter(self.layers.mount(layer)) as writer:
-                try:
-                    self._write_sources(writer, state, instruction, tree, matches, mode, bool(copy_from))
-                finally:
-                    writer.close()
-                    self.layers.unmount(layer)
+            with self._writer(layer) as writer:
+                self._write_sources(writer, state, instruction, tree, matches, mode, bool(copy_from))
             self._commit_layer(state, layer, container_config)
         finally:
             if copy_from:

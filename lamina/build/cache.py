@@ -19,8 +19,9 @@ where the *cache key* (:func:`cache_key`) is the sha256 of the compared fields i
 JSON form, so two configs have the same key exactly when Docker's comparison says they are
 equal.  ``<root>`` is ``<data-root>/image/<driver>/buildcache``.
 
-Commit point: an entry is written (:func:`lamina.fsutil.atomic_write`) after its image was
-stored, so it never names an image that was not committed.  Images go away without touching
+Commit point: an entry is written (a temporary file renamed over it; not synced: the index
+is a cache, a lost or empty entry is a miss) after its image was stored, so it never names an
+image that was not committed.  Images go away without touching
 the index (rmi, prune): an entry naming a missing image, or an image whose recorded parent is
 not the entry's parent, is a miss, and :meth:`CacheIndex.sweep` removes such entries.
 """
@@ -86,11 +87,25 @@ class CacheIndex:
         return text
 
     def record(self, parent: str, key: str, image_id: str) -> None:
-        """Remember that (parent, key) built ``image_id`` (the newest entry wins)."""
+        """Remember that (parent, key) built ``image_id`` (the newest entry wins).
+
+        Written to a temporary file and renamed, without fsync: an entry lost or emptied by a
+        crash is only a cache miss, and a probe needs no durability."""
+        path = os.path.join(self.root, self._name(parent, key))
+        temporary = os.path.join(self.root, fsutil.temp_name())
         try:
             fsutil.make_dirs(self.root, 0o700)
-            fsutil.atomic_write(os.path.join(self.root, self._name(parent, key)), image_id + "\n", mode=0o600)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, (image_id + "\n").encode("ascii"))
+            finally:
+                os.close(fd)
+            os.rename(temporary, path)
         except OSError as exc:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
             raise fsutil.system_error("writing the build cache index", exc) from exc
 
     def entries(self) -> Iterator[tuple[str, str]]:
