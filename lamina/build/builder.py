@@ -706,7 +706,8 @@ class Builder:
                 checksums = [tree.source_hash(match) for match in matches]
             except errdefs.LaminaError as exc:
                 raise type(exc)(f"{name} failed: {exc}") from exc
-            checksums.extend("file:" + hashlib.sha256(doc.data.encode()).hexdigest() for doc in instruction.heredocs)
+            checksums.extend("file:" + hashlib.sha256(f"{doc.path}\0{doc.data}".encode()).hexdigest()
+                             for doc in instruction.heredocs)
             source_hash = checksums[0] if len(checksums) == 1 else \
                 "multi:" + hashlib.sha256(",".join(checksums).encode()).hexdigest()
             comment = f"{name} "

@@ -304,10 +304,19 @@ class BuildServiceImpl:
         finally:
             context.close()
         progress({"stream": f"Successfully built {short_id(image_id)}\n"})
-        for reference in references:
-            self.images.references.add_tag(reference, Digest(image_id), force=True)
-            self.images.images.set_last_updated(image_id)
-            progress({"stream": f"Successfully tagged {reference.familiar_string()}\n"})
+        if references:
+            # under the store lock: a prune (exclusive) cannot take the untagged image meanwhile
+            lock = self.images.layers.lock(shared=True)
+            try:
+                if not self.images.images.exists(image_id):
+                    raise errdefs.NotFound(f"the built image {image_id} was removed before it could be tagged")
+                for reference in references:
+                    self.images.references.add_tag(reference, Digest(image_id), force=True)
+                self.images.images.set_last_updated(image_id)
+            finally:
+                lock.release()
+            for reference in references:
+                progress({"stream": f"Successfully tagged {reference.familiar_string()}\n"})
         return image_id
 
     def _open_context(self, stream: BinaryIO | None, directory: str | None, dockerfile: str) -> BuildContext:

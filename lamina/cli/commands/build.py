@@ -55,7 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     parser.add_argument("--iidfile", default="", metavar="FILE", help="write the image id to FILE")
     parser.add_argument("--rm", action="store_true", default=True,
-                        help="remove intermediate containers after a successful build (default true)")
+                        help="remove each intermediate container after its step, also when the step fails "
+                             "(default true; --rm=false keeps them)")
     parser.add_argument("--force-rm", action="store_true", help="always remove intermediate containers")
     parser.add_argument("--network", default="", metavar="MODE",
                         help="network of the RUN steps: default, none or host")
