@@ -436,3 +436,46 @@ def test_run_network_none_has_only_loopback(engine) -> None:
     image_id = engine.build(context)
     with engine.files(image_id) as root:
         assert (root / "ifaces").read_text().split() == ["lo"]
+
+
+def test_run_sees_user_env_args_and_workdir_and_add_unpacks_every_compression(engine) -> None:
+    import bz2
+    import lzma
+
+    import zstandard
+
+    plain = tar_gz({"payload.txt": b"payload\n"})
+    raw = gzip.decompress(plain)
+    context = engine.context({
+        "Dockerfile": """\
+FROM busybox
+ENV PORTS="8080 9090/udp" HOME_DIR=/tmp
+EXPOSE $PORTS
+ARG TOKEN=secret
+WORKDIR /tmp/work
+USER nobody
+RUN id -u > $HOME_DIR/uid && echo "$TOKEN" > ../token && pwd > ../where && ! touch here
+USER root
+ADD a.tar.bz2 /bz2/
+ADD a.tar.xz /xz/
+ADD a.tar.zst /zst/
+ADD a.tar /plain/
+ADD notatar.gz /gz/
+COPY --chown=10 a.tar /numeric
+""",
+        "a.tar.bz2": bz2.compress(raw), "a.tar.xz": lzma.compress(raw),
+        "a.tar.zst": zstandard.ZstdCompressor().compress(raw), "a.tar": raw,
+        "notatar.gz": gzip.compress(b"just text\n"),
+    })
+    image_id = engine.build(context)
+    config = engine.config_of(image_id)["config"]
+    assert config["ExposedPorts"] == {"8080/tcp": {}, "9090/udp": {}}
+    with engine.files(image_id) as root:
+        assert (root / "tmp/uid").read_text() == "65534\n"
+        assert (root / "tmp/token").read_text() == "secret\n"
+        assert (root / "tmp/where").read_text() == "/tmp/work\n"  # WORKDIR made it, owned by root
+        for directory in ("bz2", "xz", "zst", "plain"):
+            assert (root / directory / "payload.txt").read_text() == "payload\n"
+        assert gzip.decompress((root / "gz/notatar.gz").read_bytes()) == b"just text\n"
+        numeric = (root / "numeric").stat()
+        assert (numeric.st_uid, numeric.st_gid) == (10, 10)
