@@ -375,7 +375,11 @@ class Builder:
         return state
 
     def _base_image(self, name: str) -> tuple[str, ContainerConfig | None]:
+        """FROM's image: an earlier stage by name (or by index, as COPY --from takes it),
+        ``scratch``, or a local image."""
         stage_image = self.stage_images.get(name.lower())
+        if stage_image is None and name.isdigit() and int(name) < len(self.stage_list):
+            stage_image = self.stage_list[int(name)]
         if stage_image is not None:
             image_id = stage_image
         elif name == "scratch":

@@ -193,6 +193,8 @@ ENV STAGE=base
 FROM base
 COPY --from=busybox /bin/busybox /copied-busybox
 RUN test "$STAGE" = base
+FROM 1
+RUN test -f /copied-busybox
 """})
     image_id = engine.build(context)
     with engine.files(image_id) as root:
