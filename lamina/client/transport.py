@@ -44,10 +44,11 @@ class TransportError(Exception):
 
 
 def build_default_services(config: EngineConfig) -> "Services":
-    """The engine's services for ``config`` (imports the engine only when called)."""
+    """The engine's services for ``config`` (imports the engine only when called); each
+    service is built when a request first needs it, so a command pays only for its own."""
     from lamina.services.compose import build_services
 
-    return build_services(config)
+    return build_services(config, lazy=True)
 
 
 class InProcessTransport:

@@ -1,11 +1,22 @@
 """The one composition function: configuration in, wired services out.
 
-``build_services(config)`` creates the data root, selects the graph driver (explicit >
-what the data root holds > priority, each probed), opens the image and layer stores under
-``<data-root>/image/<driver>/``, the container store under ``<data-root>/containers/`` and
-the run-time state under the exec root, and sweeps what crashed operations left behind
-(interrupted layer registrations and removals, read-write layers whose creation or removal was
-interrupted, container removals).
+:class:`EngineServices` holds the engine's services for one :class:`EngineConfig`.  Each is
+built on first use (a command pays only for what its request touches: ``lamina images``
+never imports the container, volume or build code), under one re-entrant lock so concurrent
+requests of a server build each service once.  What building a piece does:
+
+* the image service: creates the data root, selects the graph driver (explicit > what the
+  data root holds > priority, each probed), opens the image and layer stores under
+  ``<data-root>/image/<driver>/``, and sweeps what crashed operations left behind
+  (interrupted layer registrations and removals, read-write layers whose creation or removal
+  was interrupted);
+* the volume service: opens ``<data-root>/volumes`` and sweeps it;
+* the container service: opens the container store under ``<data-root>/containers/`` and the
+  run-time state under the exec root, and finishes interrupted container removals.
+
+``build_services(config)`` builds every service at once (what a server wants at start-up, and
+what tests of the sweeps expect); ``build_services(config, lazy=True)`` builds none yet (the
+in-process CLI transport).
 """
 
 from __future__ import annotations
@@ -14,38 +25,163 @@ import errno
 import fcntl
 import logging
 import os
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from lamina import errdefs
 from lamina.config import EngineConfig
-from lamina.container.execstore import ExecStore
-from lamina.container.store import ContainerStore
-from lamina.graphdriver.registry import select
-from lamina.image.refstore import ReferenceStore
-from lamina.image.store import ImageStore
-from lamina.layer.mounts import MountStore
-from lamina.layer.store import LayerStore
-from lamina.services.builds import BuildServiceImpl
-from lamina.services.containers import ContainerServiceImpl
-from lamina.services.execs import ExecServiceImpl
-from lamina.services.images import ImageServiceImpl
-from lamina.services.system import SystemServiceImpl
-from lamina.services.volumes import VolumeServiceImpl
-from lamina.volume.store import VolumeStore
+
+if TYPE_CHECKING:
+    from lamina.container.execstore import ExecStore
+    from lamina.graphdriver.registry import Selection
+    from lamina.layer.mounts import MountStore
+    from lamina.layer.store import LayerStore
+    from lamina.services.builds import BuildServiceImpl
+    from lamina.services.containers import ContainerServiceImpl
+    from lamina.services.execs import ExecServiceImpl
+    from lamina.services.images import ImageServiceImpl
+    from lamina.services.system import SystemServiceImpl
+    from lamina.services.volumes import VolumeServiceImpl
 
 __all__ = ["EngineServices", "build_services", "build_volumes"]
 
 log = logging.getLogger("lamina.services")
 
+T = TypeVar("T")
 
-@dataclass(frozen=True)
+
+class _Built(Generic[T]):
+    """A piece of :class:`EngineServices` built by ``method`` on first access, under the
+    instance's lock, then stored in the instance's ``__dict__`` (later reads cost nothing)."""
+
+    def __init__(self, method: Callable[[Any], T]) -> None:
+        self.method = method
+        self.name = method.__name__
+        self.__doc__ = method.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> T:
+        if instance is None:
+            return self  # type: ignore[return-value]
+        with instance._lock:
+            values = instance.__dict__
+            if self.name not in values:
+                values[self.name] = self.method(instance)
+            return values[self.name]  # type: ignore[no-any-return]
+
+
 class EngineServices:
-    images: ImageServiceImpl
-    system: SystemServiceImpl
-    containers: ContainerServiceImpl
-    execs: ExecServiceImpl
-    volumes: VolumeServiceImpl
-    builds: BuildServiceImpl
+    """The services of one engine (``images``, ``system``, ``containers``, ``execs``,
+    ``volumes``, ``builds``), each built on first access."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._lock = threading.RLock()
+
+    def build_all(self) -> EngineServices:
+        """Build every service now (in dependency order); returns ``self``."""
+        for name in ("images", "volumes", "containers", "system", "builds", "execs"):
+            getattr(self, name)
+        return self
+
+    # -- storage ---------------------------------------------------------------------------------
+
+    @_Built
+    def selection(self) -> Selection:
+        """The graph driver and the drivers passed over."""
+        from lamina.graphdriver.registry import select
+
+        _prepare_root(self.config.data_root)
+        return select(self.config.data_root, self.config.storage_driver)
+
+    @_Built
+    def _image_parts(self) -> tuple[ImageServiceImpl, LayerStore, MountStore]:
+        from lamina.image.refstore import ReferenceStore
+        from lamina.image.store import ImageStore
+        from lamina.layer.mounts import MountStore
+        from lamina.layer.store import LayerStore
+        from lamina.services.images import ImageServiceImpl
+
+        driver = self.selection.driver
+        image_root = os.path.join(self.config.data_root, "image", driver.name)
+        os.makedirs(image_root, mode=0o700, exist_ok=True)
+        images = ImageStore(image_root)
+        references = ReferenceStore(os.path.join(image_root, "repositories.json"))
+        service: ImageServiceImpl | None = None
+
+        def referenced() -> set[str]:
+            assert service is not None
+            return service.referenced_layers()
+
+        layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
+        service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
+                                   spool_dir=os.path.join(self.config.data_root, "tmp"))
+        mounts = MountStore(layers)
+        service.mounts = mounts
+        # rmi's conflicts: which containers use an image (builds the container service then)
+        service.container_usage = lambda image_id: self.containers.image_usage(image_id)
+        layers.sweep()
+        _sweep_mounts(layers, mounts)
+        return service, layers, mounts
+
+    @property
+    def mounts(self) -> MountStore:
+        """The read-write layers (``layerdb/mounts``)."""
+        return self._image_parts[2]
+
+    @_Built
+    def _exec_store(self) -> ExecStore:
+        from lamina.container.execstore import ExecStore
+
+        return ExecStore(self.config.exec_root)
+
+    # -- the services ----------------------------------------------------------------------------
+
+    @_Built
+    def images(self) -> ImageServiceImpl:
+        return self._image_parts[0]
+
+    @_Built
+    def volumes(self) -> VolumeServiceImpl:
+        return build_volumes(self.config)
+
+    @_Built
+    def containers(self) -> ContainerServiceImpl:
+        from lamina.container.store import ContainerStore
+        from lamina.services.containers import ContainerServiceImpl
+
+        images, volumes, mounts = self.images, self.volumes, self.mounts
+        store = ContainerStore(os.path.join(self.config.data_root, "containers"))
+        containers = ContainerServiceImpl(config=self.config, images=images, mounts=mounts, store=store,
+                                          execs=self._exec_store, volumes=volumes)
+        containers.sweep()
+        return containers
+
+    @_Built
+    def execs(self) -> ExecServiceImpl:
+        from lamina.services.execs import ExecServiceImpl
+
+        return ExecServiceImpl(containers=self.containers, execs=self._exec_store)
+
+    @_Built
+    def system(self) -> SystemServiceImpl:
+        from lamina.services.system import SystemServiceImpl
+
+        selection = self.selection
+        system = SystemServiceImpl(config=self.config, driver=selection.driver, images=self.images,
+                                   skipped_drivers=list(selection.skipped), volumes=self.volumes)
+        system.builds = self.builds
+        return system
+
+    @_Built
+    def builds(self) -> BuildServiceImpl:
+        from lamina.services.builds import BuildServiceImpl
+
+        return BuildServiceImpl(config=self.config, images=self.images, containers=self.containers,
+                                mounts=self.mounts)
 
 
 def _prepare_root(data_root: str) -> None:
@@ -61,41 +197,10 @@ def _prepare_root(data_root: str) -> None:
         raise errdefs.System(f"cannot use data root {data_root}: {exc.strerror}") from exc
 
 
-def build_services(config: EngineConfig) -> EngineServices:
-    _prepare_root(config.data_root)
-    selection = select(config.data_root, config.storage_driver)
-    driver = selection.driver
-    image_root = os.path.join(config.data_root, "image", driver.name)
-    os.makedirs(image_root, mode=0o700, exist_ok=True)
-    images = ImageStore(image_root)
-    references = ReferenceStore(os.path.join(image_root, "repositories.json"))
-    service: ImageServiceImpl | None = None
-
-    def referenced() -> set[str]:
-        assert service is not None
-        return service.referenced_layers()
-
-    layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
-    service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
-                               spool_dir=os.path.join(config.data_root, "tmp"))
-    mounts = MountStore(layers)
-    service.mounts = mounts
-    layers.sweep()
-    _sweep_mounts(layers, mounts)
-    volumes = build_volumes(config)
-    store = ContainerStore(os.path.join(config.data_root, "containers"))
-    execs = ExecStore(config.exec_root)
-    containers = ContainerServiceImpl(config=config, images=service, mounts=mounts, store=store, execs=execs,
-                                      volumes=volumes)
-    service.container_usage = containers.image_usage
-    containers.sweep()
-    system = SystemServiceImpl(config=config, driver=driver, images=service,
-                               skipped_drivers=list(selection.skipped), volumes=volumes)
-    builds = BuildServiceImpl(config=config, images=service, containers=containers, mounts=mounts)
-    system.builds = builds
-    return EngineServices(images=service, system=system, containers=containers,
-                          execs=ExecServiceImpl(containers=containers, execs=execs), volumes=volumes,
-                          builds=builds)
+def build_services(config: EngineConfig, *, lazy: bool = False) -> EngineServices:
+    """The engine's services for ``config``: all built now, or (``lazy``) each on first use."""
+    services = EngineServices(config)
+    return services if lazy else services.build_all()
 
 
 def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
@@ -122,6 +227,9 @@ def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
 def build_volumes(config: EngineConfig) -> VolumeServiceImpl:
     """The volume service on ``<data-root>/volumes``; a reference held by a container whose
     directory is gone (``<data-root>/containers/<id>``) stops counting after a grace period."""
+    from lamina.services.volumes import VolumeServiceImpl
+    from lamina.volume.store import VolumeStore
+
     containers = os.path.join(config.data_root, "containers")
 
     def container_exists(container_id: str) -> bool:
