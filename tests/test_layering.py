@@ -14,7 +14,7 @@ LAYERS = {
     "archive": 2, "mount": 2,
     "content": 3, "graphdriver": 3, "runtime": 3,
     "layer": 4,
-    "image": 5, "container": 5, "volume": 5, "network": 5,
+    "image": 5, "container": 5, "volume": 5, "network": 5, "events": 5,
     "distribution": 6, "build": 6,
     "services": 7,
     "api": 8, "server": 8,
