@@ -39,6 +39,12 @@ Control socket (``ctl.sock``): one JSON line per connection, one JSON line answe
   :class:`ExecStore`) with ``runtime.exec``; the monitor is its parent and records its exit
   code; unless detached, after the answer the connection carries the exec's stdio in the
   attach wire format and is closed when the exec's output ended, after its record was written.
+
+Events (through ``MonitorContext.events``, see :mod:`lamina.events`): per run, the volume
+``mount`` events and the container's ``start``; at its end ``oom`` (when the cgroup saw an
+OOM kill), ``die`` (``exitCode``, ``execDuration`` in seconds) and the volume ``unmount``
+events, written before waiters of the exit are woken; ``destroy`` after a ``--rm`` removal;
+``exec_die`` (``execID``, ``exitCode``) when an exec ends.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ from lamina.container.removal import destroy, release_mount
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, bind_unix
 from lamina.container.state import now
 from lamina.container.store import Container, ContainerStore
+from lamina.events.api import CONTAINER, DISCARD, VOLUME, EventSink
+from lamina.events.message import container_attributes
 from lamina.layer.mounts import MountStore
 from lamina.layer.store import LayerStore
 from lamina.runtime.api import Runtime, RuntimeState, Stdio
@@ -135,6 +143,7 @@ class MonitorContext:
     exec_root: str
     runtime: Callable[[str], Runtime]   # a runtime by HostConfig.Runtime name
     volumes: Any = None                 # the VolumeService: volume mounts per run, --rm's volumes
+    events: EventSink = DISCARD         # where the monitor's events go
 
 
 @dataclass
@@ -621,6 +630,21 @@ class Monitor:
         self.listeners: list[socket.socket] = []
         self.restarts = 0
         self.backoff = 0.0
+        self.events = context.events
+
+    def _event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
+        self.events.emit(CONTAINER, action, self.id, container_attributes(container.config, container.name, extra))
+
+    def _volume_events(self, container: Container, action: str) -> None:
+        """``mount`` / ``unmount`` of each volume the run uses, with Docker's attributes."""
+        for point in load_mount_points(container.data.get("MountPoints")):
+            if point.type != "volume" or not point.name:
+                continue
+            attributes = {"driver": point.driver, "container": self.id}
+            if action == "mount":
+                attributes.update({"destination": point.destination, "read/write": "true" if point.rw else "false",
+                                   "propagation": point.propagation})
+            self.events.emit(VOLUME, action, point.name, attributes)
 
     # -- answering the starter -----------------------------------------------------------------
 
@@ -779,9 +803,11 @@ class Monitor:
                 self._answer({"ok": True})
                 first = False
             status = self._serve_guarded()
+            ran = self.run.container if self.run is not None else None
             exit_code, oom, duration = self._end_run(status)
             restart, container = self._decide(exit_code, duration)
             self._record_exit(exit_code, oom, restarting=restart)
+            self._exit_events(container if container is not None else ran, exit_code, oom, duration)
             self._close_clients()
             if not restart:
                 break
@@ -801,12 +827,21 @@ class Monitor:
                 destroy(self.store, self.mounts, self.execs, self.context.exec_root, self.id,
                         volumes=self.context.volumes, remove_volumes=True)
                 removed = True
+                self._event(container, "destroy")
             except errdefs.NotFound:
                 removed = True
             except errdefs.LaminaError as exc:
                 log.error("cannot remove container %s (--rm): %s", self.id, exc)
         self._next_exit(exit_code=exit_code, oom_killed=oom, removed=removed)
         self.run_lock.unlock()
+
+    def _exit_events(self, container: Container | None, exit_code: int, oom: bool, duration: float) -> None:
+        if container is None:
+            return
+        if oom:
+            self._event(container, "oom")
+        self._event(container, "die", {"exitCode": str(exit_code), "execDuration": str(int(duration))})
+        self._volume_events(container, "unmount")
 
     def _start_failed(self, exc: errdefs.LaminaError, first: bool) -> None:
         assert self.run_lock is not None
@@ -834,6 +869,7 @@ class Monitor:
                 destroy(self.store, self.mounts, self.execs, self.context.exec_root, self.id,
                         volumes=self.context.volumes, remove_volumes=True)
                 removed = True
+                self._event(container, "destroy")
             except errdefs.LaminaError as error:
                 log.error("cannot remove container %s (--rm): %s", self.id, error)
         self._next_exit(exit_code=code, error=message, removed=removed)
@@ -974,6 +1010,8 @@ class Monitor:
 
         self._update(change)
         log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
+        self._volume_events(container, "mount")
+        self._event(container, "start")
         return run
 
     def _output(self, run: _Run, fd: int, stream_type: int) -> None:
@@ -1433,6 +1471,8 @@ class Monitor:
                 self.execs.save(record)
             except errdefs.LaminaError:
                 pass
+            if self.run is not None:
+                self._event(self.run.container, "exec_die", {"execID": execution.exec_id, "exitCode": str(code)})
             if execution.stream is not None:
                 execution.stream.finish()
             del self.exec_runs[pid]

@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 if TYPE_CHECKING:
+    import threading
+
     from lamina.build.api import BuildOptions
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerService", "ExecService", "Duplex", "Services",
-           "VolumeService", "BuildService"]
+           "VolumeService", "BuildService", "EventService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -234,6 +236,19 @@ class BuildService(Protocol):
         CreatedAt, LastUsedAt, UsageCount)."""
 
 
+class EventService(Protocol):
+    """Docker's ``GET /events`` over the event log every lamina process appends to."""
+
+    def events(self, *, since_ns: int | None = None, until_ns: int | None = None,
+               filters: dict[str, list[str]] | None = None,
+               stop: threading.Event | None = None) -> Iterator[dict[str, Any]]:
+        """Event messages (Docker's ``events.Message``): the stored ones between ``since_ns``
+        and ``until_ns`` (nanoseconds, inclusive) when either is given, then new ones until
+        ``until_ns`` passes or ``stop`` is set; filters ``type``, ``event``, ``container``,
+        ``image``, ``volume``, ``network``, ``label``, ``scope`` ...  Arguments are checked
+        before the iterator is returned."""
+
+
 class Services(Protocol):
     images: ImageService
     system: SystemService
@@ -241,3 +256,4 @@ class Services(Protocol):
     execs: ExecService
     volumes: VolumeService
     builds: BuildService
+    events: EventService

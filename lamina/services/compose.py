@@ -34,11 +34,13 @@ from lamina.config import EngineConfig
 
 if TYPE_CHECKING:
     from lamina.container.execstore import ExecStore
+    from lamina.events.log import EventLog
     from lamina.graphdriver.registry import Selection
     from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
     from lamina.services.builds import BuildServiceImpl
     from lamina.services.containers import ContainerServiceImpl
+    from lamina.services.events import EventServiceImpl
     from lamina.services.execs import ExecServiceImpl
     from lamina.services.images import ImageServiceImpl
     from lamina.services.system import SystemServiceImpl
@@ -118,7 +120,7 @@ class EngineServices:
 
         layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
         service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
-                                   spool_dir=os.path.join(self.config.data_root, "tmp"))
+                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log)
         mounts = MountStore(layers)
         service.mounts = mounts
         # rmi's conflicts: which containers use an image (builds the container service then)
@@ -146,7 +148,7 @@ class EngineServices:
 
     @_Built
     def volumes(self) -> VolumeServiceImpl:
-        return build_volumes(self.config)
+        return build_volumes(self.config, events=self.event_log)
 
     @_Built
     def containers(self) -> ContainerServiceImpl:
@@ -156,7 +158,7 @@ class EngineServices:
         images, volumes, mounts = self.images, self.volumes, self.mounts
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
         containers = ContainerServiceImpl(config=self.config, images=images, mounts=mounts, store=store,
-                                          execs=self._exec_store, volumes=volumes)
+                                          execs=self._exec_store, volumes=volumes, events=self.event_log)
         containers.sweep()
         return containers
 
@@ -175,6 +177,19 @@ class EngineServices:
                                    skipped_drivers=list(selection.skipped), volumes=self.volumes)
         system.builds = self.builds
         return system
+
+    @_Built
+    def event_log(self) -> EventLog:
+        """``<data-root>/events``: every service and container monitor appends its events."""
+        from lamina.events.log import EventLog
+
+        return EventLog(os.path.join(self.config.data_root, "events"))
+
+    @_Built
+    def events(self) -> EventServiceImpl:
+        from lamina.services.events import EventServiceImpl
+
+        return EventServiceImpl(self.event_log)
 
     @_Built
     def builds(self) -> BuildServiceImpl:
@@ -224,7 +239,7 @@ def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
         os.close(fd)
 
 
-def build_volumes(config: EngineConfig) -> VolumeServiceImpl:
+def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> VolumeServiceImpl:
     """The volume service on ``<data-root>/volumes``; a reference held by a container whose
     directory is gone (``<data-root>/containers/<id>``) stops counting after a grace period."""
     from lamina.services.volumes import VolumeServiceImpl
@@ -237,4 +252,7 @@ def build_volumes(config: EngineConfig) -> VolumeServiceImpl:
 
     store = VolumeStore(os.path.join(config.data_root, "volumes"), container_exists=container_exists)
     store.sweep()
-    return VolumeServiceImpl(store)
+    service = VolumeServiceImpl(store)
+    if events is not None:
+        service.events = events
+    return service

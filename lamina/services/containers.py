@@ -15,6 +15,12 @@ left (processes in its cgroup, the rootfs mount, the cgroups) and records the co
 exited with code 255, as Docker does for containers it finds dead at start-up.  :meth:`boot`
 does this for every container and restarts those with the restart policy ``always`` (and
 ``unless-stopped`` when not stopped by hand).
+
+Events (Docker's, type ``container``, see :mod:`lamina.events.message` for the attributes):
+this service emits ``create``, ``attach``, ``kill`` (``signal``, for every signal sent),
+``stop``, ``restart``, ``pause``, ``unpause``, ``rename`` (``oldName``), ``resize``,
+``update``, ``commit``, ``destroy`` and ``prune``; the monitor emits ``start``, ``oom``,
+``die`` and the ``destroy`` of ``--rm``.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from lamina.container.state import (
 )
 from lamina.container.store import Container, ContainerStore, new_container_id
 from lamina.digest import Digest
+from lamina.events.api import CONTAINER, DISCARD, EventSink
+from lamina.events.message import container_attributes
 from lamina.image.config import (
     EMPTY_LAYER_DIFF_ID,
     ContainerConfig,
@@ -127,7 +135,7 @@ def _short(identifier: str) -> str:
 class ContainerServiceImpl:
     def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, mounts: MountStore,
                  store: ContainerStore, execs: ExecStore, default_runtime: str = "native",
-                 volumes: Any = None) -> None:
+                 volumes: Any = None, events: EventSink = DISCARD) -> None:
         self.config = config
         self.images = images
         self.mounts = mounts
@@ -136,11 +144,12 @@ class ContainerServiceImpl:
         self.execs = execs
         self.exec_root = config.exec_root
         self.default_runtime = default_runtime
+        self.events = events
         self._pending: dict[str, list[PendingAttach]] = {}
         self._pending_lock = threading.Lock()
         self._runtimes: dict[str, Runtime] = {}
         self.context = MonitorContext(store=store, mounts=mounts, execs=execs, exec_root=self.exec_root,
-                                      runtime=self.runtime, volumes=volumes)
+                                      runtime=self.runtime, volumes=volumes, events=events)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -156,6 +165,9 @@ class ContainerServiceImpl:
 
                 self._runtimes[name] = get_runtime(name)
         return self._runtimes[name]
+
+    def _event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
+        self.events.emit(CONTAINER, action, container.id, container_attributes(container.config, container.name, extra))
 
     def _run_dir(self, container_id: str) -> RunDirectory:
         return RunDirectory(self.exec_root, container_id)
@@ -367,6 +379,7 @@ class ContainerServiceImpl:
                 raise
         finally:
             lock.release()
+        self.events.emit(CONTAINER, "create", container_id, container_attributes(merged, data["Name"]))
         return {"Id": container_id, "Warnings": warnings}
 
     def _runtime_names(self) -> tuple[str, ...]:
@@ -400,9 +413,10 @@ class ContainerServiceImpl:
         try:
             self.runtime(state.runtime).kill(state, number)
         except errdefs.Conflict:
-            pass  # it exited meanwhile
+            return  # it exited meanwhile
         except errdefs.NotFound:
-            pass
+            return
+        self._event(container, "kill", {"signal": str(number)})
 
     def _set_manually_stopped(self, container_id: str) -> None:
         with self.store.modify(container_id) as record:
@@ -455,12 +469,15 @@ class ContainerServiceImpl:
         if not container.state.get("Running"):
             return  # Docker answers 304: nothing to do
         self._stop(container, timeout=timeout, signal=signal)
+        self._event(container, "stop")
 
     def restart(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None:
         container = self._get(id)
         if container.state.get("Running"):
             self._stop(container, timeout=timeout, signal=signal)
+            self._event(container, "stop")
         self.start(container.id)
+        self._event(container, "restart")
 
     def kill(self, id: str, *, signal: str = "SIGKILL") -> None:
         number = specs.parse_signal(signal or "SIGKILL")
@@ -505,7 +522,8 @@ class ContainerServiceImpl:
             destroy(self.store, self.mounts, self.execs, self.exec_root, container.id, volumes=self.volumes,
                     remove_volumes=volumes)
         except errdefs.NotFound:
-            pass  # removed meanwhile (--rm)
+            return  # removed meanwhile (--rm): its remover reported it
+        self._event(container, "destroy")
 
     def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
         if condition not in ("not-running", "next-exit", "removed"):
@@ -811,6 +829,7 @@ class ContainerServiceImpl:
                logs: bool = False) -> socket.socket:
         container = self._get(id)
         options = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "logs": logs, "stream": stream}
+        self._event(container, "attach")
         state = container.state
         if state.get("Running") and not state.get("Restarting"):
             try:
@@ -864,6 +883,7 @@ class ContainerServiceImpl:
     def resize(self, id: str, *, height: int, width: int) -> None:
         container = self._get(id)
         self._control(container, {"resize": [int(height), int(width)]})
+        self._event(container, "resize", {"height": str(int(height)), "width": str(int(width))})
 
     # -- processes and resources ---------------------------------------------------------------
 
@@ -944,6 +964,7 @@ class ContainerServiceImpl:
         self.runtime(state.runtime).pause(state)
         with self.store.modify(container.id) as record:
             record.state["Paused"] = True
+        self._event(container, "pause")
 
     def unpause(self, id: str) -> None:
         container = self._get(id)
@@ -953,6 +974,7 @@ class ContainerServiceImpl:
         self.runtime(state.runtime).resume(state)
         with self.store.modify(container.id) as record:
             record.state["Paused"] = False
+        self._event(container, "unpause")
 
     def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]:
         container = self._get(id)
@@ -966,6 +988,7 @@ class ContainerServiceImpl:
                     raise errdefs.System(f"Cannot update container {container.id}: {exc}") from exc
         with self.store.modify(container.id, host_config=True) as record:
             record.host_config = host
+        self._event(container, "update")
         return {"Warnings": warnings}
 
     def rename(self, id: str, new_name: str) -> None:
@@ -973,6 +996,8 @@ class ContainerServiceImpl:
         if not new_name:
             raise errdefs.InvalidArgument("Neither old nor new names may be empty")
         self.store.rename(container.id, new_name)
+        self.events.emit(CONTAINER, "rename", container.id, container_attributes(
+            container.config, new_name, {"oldName": container.name}))
 
     def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         filters = dict(filters or {})
@@ -1005,8 +1030,10 @@ class ContainerServiceImpl:
                 destroy(self.store, self.mounts, self.execs, self.exec_root, container.id, volumes=self.volumes)
             except errdefs.NotFound:
                 continue
+            self._event(container, "destroy")
             deleted.append(container.id)
             reclaimed += size
+        self.events.emit(CONTAINER, "prune", "", {"reclaimed": str(reclaimed)})
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     # -- filesystem ----------------------------------------------------------------------------
@@ -1168,6 +1195,8 @@ class ContainerServiceImpl:
                     log.error("container %s stays paused after commit: %s", container.id, exc)
         if layer.diff_id == EMPTY_LAYER_DIFF_ID and registered:
             self._release_layers(registered)  # an empty diff adds no layer to the image
+        self._event(container, "commit", {"comment": comment, "imageID": str(image_id),
+                                          "imageRef": reference.familiar_string() if reference is not None else ""})
         return {"Id": str(image_id)}
 
     def _release_layers(self, registered: list[Digest]) -> None:
@@ -1215,6 +1244,7 @@ class ContainerServiceImpl:
                     try:
                         destroy(self.store, self.mounts, self.execs, self.exec_root, container.id,
                                 volumes=self.volumes, remove_volumes=True)
+                        self._event(container, "destroy")
                         removed.append(container.id)
                     except errdefs.NotFound:
                         pass

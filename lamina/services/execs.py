@@ -6,6 +6,10 @@ unless detached, the same connection then carries the exec's stdio in Docker's a
 format and is returned as the :class:`Duplex`.  An exec whose command cannot be run answers
 like Docker's API does after the hijack: the error text on the stream, the exit code (126 or
 127) in the exec record.
+
+Events (type ``container``, attribute ``execID``): ``exec_create: <command>`` and
+``exec_start: <command>`` here, as Docker words them; ``exec_die`` (``exitCode``) is the
+monitor's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any
 from lamina import errdefs
 from lamina.container.execstore import ExecStore, inspect_view
 from lamina.container.rundir import connect_unix
+from lamina.events.api import CONTAINER
+from lamina.events.message import container_attributes
 from lamina.services.containers import (
     ContainerServiceImpl,
     json_line,
@@ -64,7 +70,13 @@ class ExecServiceImpl:
                 f"the working directory '{working_dir}' is invalid, it needs to be an absolute path")
         record = self._running(container)
         created = self.execs.new(record.id, config)
+        self._event(record, "exec_create", created)
         return {"Id": created["ID"]}
+
+    def _event(self, container: Any, action: str, record: dict[str, Any]) -> None:
+        command = " ".join(str(part) for part in (record.get("Config") or {}).get("Cmd") or [])
+        self.containers.events.emit(CONTAINER, f"{action}: {command}", container.id, container_attributes(
+            container.config, container.name, {"execID": str(record.get("ID") or "")}))
 
     def start(self, exec_id: str, *, detach: bool = False, tty: bool = False) -> socket.socket | None:
         record = self.execs.get(exec_id)
@@ -73,6 +85,7 @@ class ExecServiceImpl:
         if record.get("ExitCode") is not None:
             raise errdefs.Conflict(f"Error: Exec command {exec_id} has already run")
         container = self._running(str(record["ContainerID"]))
+        self._event(container, "exec_start", record)
         sock = connect_unix(self.containers._run_dir(container.id).control_socket)
         try:
             sock.sendall(json_line({"exec": exec_id, "start": {"detach": bool(detach)}}))

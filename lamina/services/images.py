@@ -5,6 +5,11 @@ lease for their whole run; operations that remove layers (rmi, prune, check --re
 *exclusive*, so a layer cannot vanish between a load finding it and the load's image
 committing.  If a load fails, the layers it registered and no image uses are released at
 once; if its process dies, its dead lease makes the next start-up collect them.
+
+Events (Docker's, type ``image``, actor the image id, attribute ``name`` and the image's
+labels): ``load``, ``import``, ``save`` (per image, once its archive is written), ``tag``
+(``name`` the new reference), ``untag`` and ``delete`` (``name`` the image id, as Docker),
+then ``prune`` (no actor, ``reclaimed``) after a prune.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from lamina.digest import Digest, chain_ids
 from lamina.distribution.archive_index import open_archive
 from lamina.distribution.load import load_images
 from lamina.distribution.save import SaveItem, pump, save_docker, save_oci
+from lamina.events.api import DISCARD, IMAGE, EventSink
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.config import (
     ContainerConfig,
@@ -57,8 +63,9 @@ def _seconds(value: str | None) -> float:
 
 class ImageServiceImpl:
     def __init__(self, *, layers: LayerStore, images: ImageStore, references: ReferenceStore,
-                 driver: GraphDriver, spool_dir: str) -> None:
+                 driver: GraphDriver, spool_dir: str, events: EventSink = DISCARD) -> None:
         self.layers = layers
+        self.events = events
         self.images = images
         self.references = references
         self.driver = driver
@@ -68,6 +75,18 @@ class ImageServiceImpl:
         # which containers use an image ([(container id, running)]), for rmi's conflicts
         self.mounts: "MountStore | None" = None
         self.container_usage: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []
+
+    def _event(self, action: str, image_id: Digest | str, name: str = "") -> None:
+        """An image event; the image's labels are attributes while it still exists."""
+        attributes: dict[str, str] = {}
+        if action != "delete":
+            try:
+                labels = (self.images.get_config(Digest(str(image_id))).config or {}).get("Labels") or {}
+                attributes.update((str(key), str(value)) for key, value in labels.items())
+            except errdefs.LaminaError:
+                pass
+        attributes["name"] = name or str(image_id)
+        self.events.emit(IMAGE, action, str(image_id), attributes)
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -159,6 +178,7 @@ class ImageServiceImpl:
                             names.extend(r.familiar_string() for r in loaded.references)
                             if not loaded.references:
                                 names.append(str(loaded.image_id))
+                            self._event("load", loaded.image_id)
                     finally:
                         archive.close()
             finally:
@@ -218,6 +238,8 @@ class ImageServiceImpl:
                 writer(items, self.layers, write)
             finally:
                 lock.release()
+            for item in items:
+                self._event("save", item.image_id)
 
         return pump(produce)
 
@@ -267,6 +289,7 @@ class ImageServiceImpl:
         except BaseException:
             self._release_after_failure(registered)
             raise
+        self._event("import", image_id)
         progress({"status": str(image_id)})
         return str(image_id)
 
@@ -415,6 +438,7 @@ class ImageServiceImpl:
             raise errdefs.InvalidArgument("refusing to create a tag with a digest reference")
         self.references.add_tag(ref, image_id, force=True)
         self.images.set_last_updated(image_id)
+        self._event("tag", image_id, ref.familiar_string())
 
     # -- removing --------------------------------------------------------------------------
 
@@ -448,6 +472,7 @@ class ImageServiceImpl:
         if named is not None:
             self.references.delete(named)
             report.append({"Untagged": named.familiar_string()})
+            self._event("untag", image_id)
             remaining = [r for r in refs if r != named]
             if remaining:
                 return report
@@ -476,6 +501,7 @@ class ImageServiceImpl:
         for ref in self.references.references(image_id):
             self.references.delete(ref)
             report.append({"Untagged": ref.familiar_string()})
+            self._event("untag", image_id)
         report.extend(self._delete_image(image_id, prune=prune))
         return report
 
@@ -486,6 +512,7 @@ class ImageServiceImpl:
         config = self.images.get_config(image_id)
         parent = self.images.get_parent(image_id)
         self.images.delete(image_id)
+        self._event("delete", image_id)
         report = [{"Deleted": str(image_id)}]
         chains = chain_ids(config.diff_ids)
         if chains:
@@ -532,10 +559,13 @@ class ImageServiceImpl:
                     for ref in refs:
                         self.references.delete(ref)
                         deleted.append({"Untagged": ref.familiar_string()})
+                        self._event("untag", image_id)
                     deleted.extend(self._delete_image(image_id, prune=True))
         finally:
             lock.release()
-        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": self.freed_bytes - freed_before}
+        reclaimed = self.freed_bytes - freed_before
+        self.events.emit(IMAGE, "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
 
 def _until(value: str) -> float:

@@ -11,6 +11,11 @@ Filters, as dockerd: list accepts ``dangling`` (true: no container references it
 ``key=value``); prune accepts ``label``, ``label!`` and ``all`` (without ``all=true`` only
 anonymous volumes are pruned, as since Docker 23), and never touches volumes with driver
 options (their data is not local: nothing to reclaim).
+
+Events (Docker's, type ``volume``, actor the volume name): ``create`` when a volume is made
+(not when an existing one is returned), ``destroy`` when one is removed (by ``remove``,
+``prune`` or a container's removal), then ``prune`` with ``reclaimed``; attribute ``driver``.
+``mount`` / ``unmount`` are the container monitor's (one per volume mount of a run).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import threading
 from typing import Any
 
 from lamina import errdefs
+from lamina.events.api import DISCARD, VOLUME, EventSink
 from lamina.volume.api import ANONYMOUS_LABEL, DEFAULT_DRIVER, Volume
 from lamina.volume.store import VolumeStore
 
@@ -85,8 +91,9 @@ def _string_map(value: Any, what: str) -> dict[str, str] | None:
 
 
 class VolumeServiceImpl:
-    def __init__(self, store: VolumeStore) -> None:
+    def __init__(self, store: VolumeStore, *, events: EventSink = DISCARD) -> None:
         self.store = store
+        self.events = events
         self._prune_running = threading.Lock()
 
     # -- Docker's /volumes -----------------------------------------------------------------
@@ -102,7 +109,10 @@ class VolumeServiceImpl:
         if not name:
             name = secrets.token_hex(32)
             labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
-        volume, _ = self.store.create(name, driver=driver, options=driver_opts, labels=labels, reference=reference)
+        volume, created = self.store.create(name, driver=driver, options=driver_opts, labels=labels,
+                                            reference=reference)
+        if created:
+            self.events.emit(VOLUME, "create", volume.name, {"driver": volume.driver})
         return volume.to_api()
 
     def list(self, *, filters: dict[str, list[str]] | None = None, usage: bool = False) -> dict[str, Any]:
@@ -137,7 +147,9 @@ class VolumeServiceImpl:
     def remove(self, name: str, *, force: bool = False) -> None:
         """Docker's ``DELETE /volumes/{name}``: ``force`` ignores a missing volume only; a
         volume in use is a Conflict either way."""
-        self.store.remove(name, force=force)
+        removed = self.store.remove(name, force=force)
+        if removed is not None:
+            self.events.emit(VOLUME, "destroy", removed.name, {"driver": removed.driver})
 
     def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         filters = _check_filters(filters, PRUNE_FILTERS)
@@ -157,6 +169,9 @@ class VolumeServiceImpl:
             removed = self.store.remove_unused(select)
         finally:
             self._prune_running.release()
+        for volume, _size in removed:
+            self.events.emit(VOLUME, "destroy", volume.name, {"driver": volume.driver})
+        self.events.emit(VOLUME, "prune", "", {"reclaimed": str(sum(size for _, size in removed))})
         return {"VolumesDeleted": [volume.name for volume, _ in removed],
                 "SpaceReclaimed": sum(size for _, size in removed)}
 
