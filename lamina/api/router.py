@@ -13,11 +13,13 @@ Routes are data (:data:`ROUTES`): a method, a pattern where ``{name}`` matches g
 ``localhost:5000/a/b:tag``: the endpoint suffix is always the last segment), and a handler
 ``handler(call) -> Response``.  The first route whose method and pattern match wins; a path
 that matches only under another method gets 405, anything else 404 ``page not found``.
+Patterns are compiled when a request first reaches them (a CLI command sends a few requests).
 
 Handlers live in one module per resource (:mod:`lamina.api.images`, :mod:`lamina.api.system`,
-:mod:`lamina.api.containers`, :mod:`lamina.api.execs`, ...).  Attach and exec start answer with
-a hijacked response (``Response.hijacked``, see :mod:`lamina.api.http`) that the transport or
-the server turns into a raw connection.
+:mod:`lamina.api.containers`, :mod:`lamina.api.execs`, ...); :mod:`lamina.api.unsupported`
+answers for the features lamina lacks (swarm, plugins, ...) the way Docker does without them.
+Attach and exec start answer with a hijacked response (``Response.hijacked``, see
+:mod:`lamina.api.http`) that the transport or the server turns into a raw connection.
 
 Every response carries ``Api-Version``, ``Docker-Experimental``, ``OSType`` and ``Server``
 headers like dockerd's.
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
-from lamina.api import build, containers, execs, images, system, volumes
+from lamina.api import build, containers, events, execs, images, networks, system, unsupported, volumes
 from lamina.api.errors import error_body, log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
@@ -85,6 +87,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/version", system.version),
     Route("GET", "/info", system.info),
     Route("GET", "/system/df", system.disk_usage),
+    Route("GET", "/events", events.get_events),
     Route("POST", "/lamina/system/check", system.check),
     Route("GET", "/images/json", images.list_images),
     Route("POST", "/images/create", images.create_image),
@@ -121,6 +124,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/containers/{id}/archive", containers.archive_get),
     Route("PUT", "/containers/{id}/archive", containers.archive_put),
     Route("POST", "/containers/{id}/exec", execs.create_exec),
+    *(Route(*entry) for entry in unsupported.CHECKPOINT_ROUTES),
     Route("DELETE", "/containers/{id}", containers.remove_container),
     Route("POST", "/commit", containers.commit_container),
     Route("POST", "/exec/{id}/start", execs.start_exec),
@@ -133,6 +137,14 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/volumes/{name}", volumes.remove_volume),
     Route("POST", "/build", build.build_image),
     Route("POST", "/build/prune", build.prune_build_cache),
+    Route("GET", "/networks", networks.list_networks),
+    Route("POST", "/networks/create", networks.create_network),
+    Route("POST", "/networks/prune", networks.prune_networks),
+    Route("POST", "/networks/{id}/connect", networks.connect_network),
+    Route("POST", "/networks/{id}/disconnect", networks.disconnect_network),
+    Route("GET", "/networks/{id}", networks.inspect_network),
+    Route("DELETE", "/networks/{id}", networks.remove_network),
+    *(Route(*entry) for entry in unsupported.ROUTES),
 )
 
 _VERSIONED = re.compile(r"^/v([0-9][0-9.]*)(/.*)$")
@@ -144,7 +156,9 @@ class Router:
         self._services_factory = services_factory
         self._services: "Services | None" = None
         self._lock = threading.Lock()
-        self._routes = [(route, compile_pattern(route.pattern)) for route in routes]
+        self._routes = routes
+        # compiled on first use: a command's requests reach only part of the table
+        self._patterns: list[re.Pattern[str] | None] = [None] * len(routes)
 
     def services(self) -> "Services":
         """The services, built once on first use."""
@@ -174,7 +188,10 @@ class Router:
     def _dispatch(self, request: Request) -> Response:
         path, api_version = _strip_version(request.path)
         method_mismatch = False
-        for route, regex in self._routes:
+        for index, route in enumerate(self._routes):
+            regex = self._patterns[index]
+            if regex is None:
+                regex = self._patterns[index] = compile_pattern(route.pattern)
             match = regex.match(path)
             if match is None:
                 continue

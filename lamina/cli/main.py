@@ -101,10 +101,13 @@ COMMANDS: tuple[Command, ...] = tuple(
     + _commands("volume_prune", "Remove unused local volumes", "volume prune")
     + _commands("build", "Build an image from a Dockerfile", "build", "image build", "builder build")
     + _commands("builder_prune", "Remove build cache", "builder prune")
+    + _commands("events", "Get real time events from the engine", "events", "system events")
+    + _commands("network_ls", "List networks", "network ls", "network list")
+    + _commands("network_inspect", "Display detailed information on one or more networks", "network inspect")
 )
 
 GROUPS = {"container": "Manage containers", "image": "Manage images", "system": "Manage lamina",
-          "volume": "Manage volumes"}
+          "volume": "Manage volumes", "network": "Manage networks"}
 
 _GLOBAL_VALUE_OPTIONS = frozenset({"--data-root", "--storage-driver", "--log-level", "-H", "--host"})
 

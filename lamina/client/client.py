@@ -494,6 +494,22 @@ class APIClient:
     def prune_volumes(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         return self._json("POST", "/volumes/prune", query={"filters": _encode_filters(filters)}) or {}
 
+    # -- events and networks ------------------------------------------------------------------
+
+    def events(self, *, since: str = "", until: str = "",
+               filters: dict[str, list[str]] | None = None) -> Iterator[dict[str, Any]]:
+        """``GET /events``: the event messages as they arrive (``since`` / ``until`` as the API
+        takes them: unix seconds such as ``1700000000.000000001``); ends at ``until``."""
+        response = self._send("GET", "/events", query={
+            "since": _text(since), "until": _text(until), "filters": _encode_filters(filters)})
+        return _json_messages(response)
+
+    def networks(self, *, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        return self._json("GET", "/networks", query={"filters": _encode_filters(filters)}) or []
+
+    def inspect_network(self, id: str) -> dict[str, Any]:
+        return self._json("GET", f"/networks/{id}")
+
     # -- builds -------------------------------------------------------------------------------
 
     def build(self, context: BinaryIO | None, *, dockerfile: str = "", tags: Iterable[str] = (),
