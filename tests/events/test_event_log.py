@@ -154,7 +154,7 @@ def test_following_sees_only_new_events_without_a_window(tmp_path) -> None:
         def read() -> None:
             started.set()
             for message in stream:
-                found.append(message)
+                found.append(message)  # noqa: PERF402 - read while the test looks
 
         thread = threading.Thread(target=read, daemon=True)
         thread.start()

@@ -7,8 +7,7 @@ import time
 from typing import Any
 
 import pytest
-
-from services.conftest import Engine, engine  # noqa: F401 - the fixture
+from services.conftest import Engine
 
 pytestmark = pytest.mark.privileged
 
