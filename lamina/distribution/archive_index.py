@@ -96,6 +96,8 @@ class TarArchive:
                 for info in archive:
                     self._members[_normalise(info.name)] = info
         except tarfile.ReadError as exc:
+            if "unexpected end" in str(exc):
+                raise errdefs.InvalidArgument("image archive is truncated (unexpected end of data)") from exc
             raise errdefs.InvalidArgument(f"not a valid image archive: {exc}") from exc
         except EOFError as exc:
             raise errdefs.InvalidArgument("image archive is truncated") from exc
