@@ -19,8 +19,8 @@ does this for every container and restarts those with the restart policy ``alway
 Events (Docker's, type ``container``, see :mod:`lamina.events.message` for the attributes):
 this service emits ``create``, ``attach``, ``kill`` (``signal``, for every signal sent),
 ``stop``, ``restart``, ``pause``, ``unpause``, ``rename`` (``oldName``), ``resize``,
-``update``, ``commit``, ``destroy`` and ``prune``; the monitor emits ``start``, ``oom``,
-``die`` and the ``destroy`` of ``--rm``.
+``update``, ``commit``, ``destroy``, ``prune``, and ``die`` (255) for a run whose monitor
+died; the monitor emits ``start``, ``oom``, ``die`` and the ``destroy`` of ``--rm``.
 """
 
 from __future__ import annotations
@@ -197,6 +197,7 @@ class ContainerServiceImpl:
                                    Dead=bool(error))
             self.execs.remove_for_container(container_id)
             log.warning("container %s: its monitor is gone; recorded it as exited (255)", container_id)
+        self._event(container, "die", {"exitCode": "255"})
         try:
             run_lock = run_dir.run_lock()
         except errdefs.LaminaError:
@@ -1088,13 +1089,46 @@ class ContainerServiceImpl:
 
         return generate()
 
+    def _archive_root(self, container: Any, path: str) -> tuple[int, str, Callable[[], None], bool]:
+        """Where ``docker cp`` reads or writes ``path``: inside the volume or bind mounted at the
+        longest matching destination (as Docker's cp sees mounts), else in the root filesystem.
+
+        Returns (an O_PATH descriptor of that root, the path inside it, release, writable)."""
+        import posixpath
+
+        from lamina.volume.mounts import load_mount_points
+
+        clean = posixpath.normpath("/" + path)
+        best = None
+        for point in load_mount_points(container.data.get("MountPoints")):
+            destination = posixpath.normpath("/" + point.destination)
+            if not point.source or point.type not in ("volume", "bind"):
+                continue
+            if clean == destination or clean.startswith(destination.rstrip("/") + "/"):
+                if best is None or len(destination) > len(best[0]):
+                    best = (destination, point)
+        if best is None:
+            fd, release = self._with_rootfs(container.id)
+            return fd, path, release, True
+        destination, point = best
+        try:
+            fd = os.open(point.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise fsutil.system_error(f"open the mount source of {destination}", exc) from exc
+        inner = "/" + clean[len(destination):].lstrip("/")
+        if path.endswith("/") and not inner.endswith("/"):
+            inner += "/"
+        return fd, inner, lambda: os.close(fd), point.rw
+
     def archive_stat(self, id: str, path: str) -> dict[str, Any]:
         from lamina.container.archive import path_stat
 
         container = self._get(id)
-        fd, release = self._with_rootfs(container.id)
+        fd, inner, release, _ = self._archive_root(container, path)
         try:
-            return path_stat(fd, path, container.id)
+            result = path_stat(fd, inner, container.id)
+            result["name"] = os.path.basename(path.rstrip("/")) or result.get("name", "/")
+            return result
         finally:
             release()
 
@@ -1102,9 +1136,9 @@ class ContainerServiceImpl:
         from lamina.container.archive import archive_path
 
         container = self._get(id)
-        fd, release = self._with_rootfs(container.id)
+        fd, inner, release, _ = self._archive_root(container, path)
         try:
-            stat_result, chunks = archive_path(fd, path, container.id)
+            stat_result, chunks = archive_path(fd, inner, container.id)
         except BaseException:
             release()
             raise
@@ -1123,11 +1157,13 @@ class ContainerServiceImpl:
         from lamina.container.archive import extract_archive
 
         container = self._get(id)
-        if container.host_config.get("ReadonlyRootfs"):
-            raise errdefs.Conflict("container rootfs is marked read-only")
-        fd, release = self._with_rootfs(container.id)
+        fd, inner, release, writable = self._archive_root(container, path)
         try:
-            extract_archive(fd, path, stream, container.id, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
+            if not writable:
+                raise errdefs.Conflict("mounted volume is marked read-only")
+            if fd is not None and inner == path and container.host_config.get("ReadonlyRootfs"):
+                raise errdefs.Conflict("container rootfs is marked read-only")
+            extract_archive(fd, inner, stream, container.id, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
                             copy_uid_gid=copy_uid_gid)
         finally:
             release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -130,3 +131,14 @@ def test_container_prune_reports_each_destroy_then_the_prune(engine) -> None:
     assert sorted(m["Actor"]["ID"] for m in pruned[:2]) == sorted([first, second])
     assert pruned[2]["Action"] == "prune" and "reclaimed" in pruned[2]["Actor"]["Attributes"]
     assert os.path.isfile(os.path.join(engine.config.data_root, "events", "events.log"))
+
+
+def test_a_run_whose_monitor_died_is_reported_as_a_die_with_255(engine) -> None:
+    container_id = engine.run("sleep", "100")
+    monitor = engine.run_dir(container_id).monitor_pid()
+    assert monitor
+    os.kill(monitor, signal.SIGKILL)
+    engine.wait_for(lambda: not engine.run_dir(container_id).monitor_alive(), message="the monitor's end")
+    assert engine.state(container_id)["ExitCode"] == 255
+    assert actions(engine, container_id) == ["create", "start", "die"]
+    assert attributes(engine, container_id, "die")["exitCode"] == "255"
