@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from lamina import errdefs
+from lamina import errdefs, fsutil
 from lamina.config import EngineConfig
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
@@ -1089,11 +1089,12 @@ class ContainerServiceImpl:
 
         return generate()
 
-    def _archive_root(self, container: Any, path: str) -> tuple[int, str, Callable[[], None], bool]:
+    def _archive_root(self, container: Any, path: str) -> tuple[int, str, Callable[[], None], bool | None]:
         """Where ``docker cp`` reads or writes ``path``: inside the volume or bind mounted at the
         longest matching destination (as Docker's cp sees mounts), else in the root filesystem.
 
-        Returns (an O_PATH descriptor of that root, the path inside it, release, writable)."""
+        Returns (an O_PATH descriptor of that root, the path inside it, release, writable), where
+        writable is None for the root filesystem itself."""
         import posixpath
 
         from lamina.volume.mounts import load_mount_points
@@ -1109,7 +1110,7 @@ class ContainerServiceImpl:
                     best = (destination, point)
         if best is None:
             fd, release = self._with_rootfs(container.id)
-            return fd, path, release, True
+            return fd, path, release, None
         destination, point = best
         try:
             fd = os.open(point.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -1159,9 +1160,9 @@ class ContainerServiceImpl:
         container = self._get(id)
         fd, inner, release, writable = self._archive_root(container, path)
         try:
-            if not writable:
+            if writable is False:
                 raise errdefs.Conflict("mounted volume is marked read-only")
-            if fd is not None and inner == path and container.host_config.get("ReadonlyRootfs"):
+            if writable is None and container.host_config.get("ReadonlyRootfs"):
                 raise errdefs.Conflict("container rootfs is marked read-only")
             extract_archive(fd, inner, stream, container.id, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
                             copy_uid_gid=copy_uid_gid)

@@ -276,3 +276,39 @@ def test_bad_mounts_fail_the_create_cleanly(engine: Engine) -> None:
     assert all(engine.volumes.users(name) == [] for name in _volume_names(engine) - before)
     left = set(os.listdir(os.path.join(engine.config.data_root, "containers"))) - set(engine.started)
     assert not {name for name in left if not name.startswith(".")}, "no container record was left behind"
+
+
+def test_cp_reads_and_writes_through_volumes_like_docker(engine: Engine, tmp_path) -> None:
+    """docker cp sees a container's volumes and binds, not the directory under them."""
+    import io
+    import tarfile
+
+    host = tmp_path / "bind"
+    host.mkdir()
+    (host / "from-host.txt").write_text("bound\n")
+    services = engine.services
+    container = services.containers.create(
+        {"Image": "busybox", "Cmd": ["sh", "-c", "echo inside > /data/made-inside.txt"],
+         "HostConfig": {"Binds": ["cpvol:/data", f"{host}:/bound:ro"]}})["Id"]
+    try:
+        services.containers.start(container)
+        assert services.containers.wait(container)["StatusCode"] == 0
+        _, chunks = services.containers.archive_get(container, "/data/made-inside.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+            assert archive.extractfile("made-inside.txt").read() == b"inside\n"
+        _, chunks = services.containers.archive_get(container, "/bound/from-host.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+            assert archive.extractfile("from-host.txt").read() == b"bound\n"
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            info = tarfile.TarInfo("copied-in.txt")
+            info.size = 3
+            archive.addfile(info, io.BytesIO(b"new"))
+        services.containers.archive_put(container, "/data", io.BytesIO(buffer.getvalue()))
+        mountpoint = services.volumes.inspect("cpvol")["Mountpoint"]
+        assert open(os.path.join(mountpoint, "copied-in.txt")).read() == "new"
+        with pytest.raises(errdefs.Conflict, match="read-only"):
+            services.containers.archive_put(container, "/bound", io.BytesIO(buffer.getvalue()))
+        assert not (host / "copied-in.txt").exists()
+    finally:
+        services.containers.remove(container, force=True, volumes=True)
