@@ -418,11 +418,22 @@ class ImageServiceImpl:
                 "Size": size,
                 "Tags": None,
             })
+        # Like Docker: the newest entry of each image in the parent chain (builds and commits
+        # record parents) carries that image's id and tags; older entries of pulled or loaded
+        # images have no image of their own: "<missing>"
+        current: str | None = str(image_id)
+        seen: set[str] = set()
+        while current and current not in seen and self.images.exists(current):
+            seen.add(current)
+            length = len(json.loads(self.images.get(current)).get("history") or []) or len(entries)
+            if 0 < length <= len(entries):
+                entry = entries[length - 1]
+                entry["Id"] = current
+                tags = [r.familiar_string() for r in self.references.references(Digest(current)) if r.tag]
+                entry["Tags"] = tags or None
+            parent = self.images.get_parent(current)
+            current = str(parent) if parent else None
         entries.reverse()
-        if entries:
-            entries[0]["Id"] = str(image_id)
-            tags = [r.familiar_string() for r in self.references.references(image_id) if r.tag]
-            entries[0]["Tags"] = tags or None
         return entries
 
     def tag_image(self, name: str, repository: str, tag: str) -> None:

@@ -310,3 +310,18 @@ def test_check_repair_removes_orphan_driver_directories(engine) -> None:
     assert report["Problems"] == []
     assert any("f" * 64 in line for line in report["Repaired"])
     assert engine.images.inspect_image("busybox")["Id"] == FIXTURE_IMAGE_ID
+
+
+def test_history_names_the_parent_images_a_build_or_commit_recorded(engine) -> None:
+    with open(FIXTURE, "rb") as handle:
+        engine.images.load(handle, progress=lambda m: None)
+    parent = json.loads(_fixture_member("657c25c9202d852638f95a0f738d8582b72f68be37cf845fec02f34fb0f8d6ed.json"))
+    child = dict(parent)
+    child["history"] = parent["history"] + [{"created": "2026-11-23T03:00:00Z", "created_by": "/bin/sh -c #(nop)  CMD [\"true\"]",
+                                             "empty_layer": True}]
+    child_id = engine.images.images.put(json.dumps(child).encode())
+    engine.images.images.set_parent(child_id, FIXTURE_IMAGE_ID)
+    engine.images.tag_image(child_id, "child", "1")
+    history = engine.images.image_history("child:1")
+    assert [entry["Id"] for entry in history] == [child_id, FIXTURE_IMAGE_ID]
+    assert history[0]["Tags"] == ["child:1"] and history[1]["Tags"] == ["busybox:latest"]
