@@ -55,7 +55,20 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from lamina import errdefs
-from lamina.build.shell_words import ShellWords, Substitution, is_go_space
+from lamina.build.shell_words import ShellWords, Substitution
+from lamina.image.dockerfile_words import (
+    WHITESPACE,
+    continuation_regex,
+    extract_flags,
+    go_trim_left,
+    go_trim_space,
+    is_comment,
+    is_go_space,
+    parse_words,
+    split_lines,
+    split_whitespace,
+    trim_continuation,
+)
 
 __all__ = [
     "parse", "parse_trigger", "Dockerfile", "Stage", "Instruction", "Heredoc", "HeredocSource",
@@ -75,7 +88,6 @@ _RUN_MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 _RUN_NETWORK_MODES = ("default", "none", "host")
 _RUN_SECURITY_MODES = ("sandbox", "insecure")
 
-_WHITESPACE = re.compile(r"[\t\v\f\r ]+")
 _HEREDOC = re.compile(r"^(\d*)<<(-?)[\t\n\f\r ]*([^<]*)\Z")
 _DIRECTIVE = re.compile(r"^([a-zA-Z][a-zA-Z0-9]*)[\t\n\f\r ]*=[\t\n\f\r ]*(.+?)[\t\n\f\r ]*\Z")
 _ONBUILD_PREFIX = re.compile(r"^[\t\n\f\r ]*ONBUILD[\t\n\f\r ]*", re.IGNORECASE)
@@ -83,22 +95,6 @@ _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*\Z")
 _VALID_DIRECTIVES = ("syntax", "escape", "check")
 _HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
-
-
-def _go_trim_space(text: str) -> str:
-    start, end = 0, len(text)
-    while start < end and is_go_space(text[start]):
-        start += 1
-    while end > start and is_go_space(text[end - 1]):
-        end -= 1
-    return text[start:end]
-
-
-def _go_trim_left(text: str) -> str:
-    start = 0
-    while start < len(text) and is_go_space(text[start]):
-        start += 1
-    return text[start:]
 
 
 def _go_quote(text: str) -> str:
@@ -544,7 +540,7 @@ def _valid_text(text: str) -> str:
 
 def _parse_json(rest: str) -> list[str] | None:
     """The exec form's array, or None when ``rest`` is not a (valid) JSON array."""
-    rest = _go_trim_left(rest)
+    rest = go_trim_left(rest)
     if not rest.startswith("["):
         return None
     try:
@@ -568,87 +564,19 @@ def _parse_maybe_json(rest: str) -> tuple[list[str], bool]:
     return [rest], False
 
 
-def _split_whitespace(rest: str) -> list[str]:
-    if rest == "":
-        return []
-    return _WHITESPACE.split(rest)
-
-
 def _parse_maybe_json_to_list(rest: str) -> tuple[list[str], bool]:
     array = _parse_json(rest)
     if array is not None:
         return array, True
-    return _split_whitespace(rest), False
-
-
-def _parse_words(rest: str, escape: str) -> list[str]:
-    """Words separated by whitespace; quotes group (and are kept), escapes are kept."""
-    words: list[str] = []
-    in_spaces, in_word, in_quote = 0, 1, 2
-    phase = in_spaces
-    quote = ""
-    blank_ok = False
-    buffer: list[str] = []
-    position = 0
-    length = len(rest)
-    while position <= length:
-        character = rest[position] if position < length else ""
-        if phase == in_spaces:
-            if position == length:
-                break
-            if is_go_space(character):
-                position += 1
-                continue
-            phase = in_word
-        if phase in (in_word, in_quote) and position == length:
-            if blank_ok or buffer:
-                words.append("".join(buffer))
-            break
-        if phase == in_word:
-            if is_go_space(character):
-                phase = in_spaces
-                if blank_ok or buffer:
-                    words.append("".join(buffer))
-                buffer = []
-                blank_ok = False
-                position += 1
-                continue
-            if character in ("'", '"'):
-                quote = character
-                blank_ok = True
-                phase = in_quote
-            if character == escape:
-                if position + 1 == length:
-                    position += 1
-                    continue
-                buffer.append(character)
-                position += 1
-                character = rest[position]
-            buffer.append(character)
-            position += 1
-            continue
-        # in_quote
-        if character == quote:
-            phase = in_word
-        if character == escape and quote != "'":
-            if position + 1 == length:
-                phase = in_word
-                position += 1
-                continue
-            position += 1
-            buffer.append(character)
-            character = rest[position]
-        buffer.append(character)
-        position += 1
-    return words
+    return split_whitespace(rest), False
 
 
 def _parse_name_value(rest: str, keyword: str, escape: str) -> list[KeyValue]:
-    words = _parse_words(rest, escape)
+    words = parse_words(rest, escape)
     if not words:
         return []
     if "=" not in words[0]:
-        parts = _WHITESPACE.split(rest, maxsplit=1)
+        parts = WHITESPACE.split(rest, maxsplit=1)
         if len(parts) < 2:
             raise _SyntaxError(f"{keyword} must have two arguments")
         return [KeyValue(parts[0], parts[1], legacy=True)]
@@ -662,83 +590,14 @@ def _parse_name_value(rest: str, keyword: str, escape: str) -> list[KeyValue]:
     return pairs
 
 
-def _extract_flags(line: str, escape: str) -> tuple[str, list[str]]:
-    """Leading ``--flag`` words of ``line`` and the rest (buildkit's extractBuilderFlags)."""
-    words: list[str] = []
-    in_spaces, in_word, in_quote = 0, 1, 2
-    phase = in_spaces
-    buffer: list[str] = []
-    quote = ""
-    blank_ok = False
-    position = 0
-    length = len(line)
-    while position <= length:
-        character = line[position] if position < length else ""
-        if phase == in_spaces:
-            if position == length:
-                break
-            if is_go_space(character):
-                position += 1
-                continue
-            if character != "-" or position + 1 == length or line[position + 1] != "-":
-                return line[position:], words
-            phase = in_word
-        if phase in (in_word, in_quote) and position == length:
-            word = "".join(buffer)
-            if word != "--" and (blank_ok or word):
-                words.append(word)
-            break
-        if phase == in_word:
-            if is_go_space(character):
-                word = "".join(buffer)
-                phase = in_spaces
-                if word == "--":
-                    return line[position:], words
-                if blank_ok or word:
-                    words.append(word)
-                buffer = []
-                blank_ok = False
-                position += 1
-                continue
-            if character in ("'", '"'):
-                quote = character
-                blank_ok = True
-                phase = in_quote
-                position += 1
-                continue
-            if character == escape:
-                if position + 1 == length:
-                    position += 1
-                    continue
-                position += 1
-                character = line[position]
-            buffer.append(character)
-            position += 1
-            continue
-        if character == quote:
-            phase = in_word
-            position += 1
-            continue
-        if character == escape:
-            if position + 1 == length:
-                phase = in_word
-                position += 1
-                continue
-            position += 1
-            character = line[position]
-        buffer.append(character)
-        position += 1
-    return "", words
-
-
 def _node_from_line(line: str, escape: str) -> _Node:
-    parts = _WHITESPACE.split(_go_trim_space(line), maxsplit=1)
+    parts = WHITESPACE.split(go_trim_space(line), maxsplit=1)
     command = parts[0]
     flags: list[str] = []
     rest = ""
     if len(parts) == 2:
-        rest, flags = _extract_flags(parts[1], escape)
-    rest = _go_trim_space(rest)
+        rest, flags = extract_flags(parts[1], escape)
+    rest = go_trim_space(rest)
     lowered = command.lower()
     args: list[str] = []
     json_form = False
@@ -752,9 +611,9 @@ def _node_from_line(line: str, escape: str) -> _Node:
         for pair in pairs:
             args.extend((pair.key, pair.value, "" if pair.legacy else "="))
     elif lowered == "arg":
-        args = _parse_words(rest, escape)
+        args = parse_words(rest, escape)
     elif lowered in ("from", "expose"):
-        args = _split_whitespace(rest)
+        args = split_whitespace(rest)
     elif lowered in ("maintainer", "stopsignal", "user", "workdir"):
         args = [rest] if rest else []
     elif lowered == "healthcheck":
@@ -824,7 +683,7 @@ class _Directives:
 
     def __init__(self) -> None:
         self.escape = DEFAULT_ESCAPE
-        self.continuation = _continuation_regex(DEFAULT_ESCAPE)
+        self.continuation = continuation_regex(DEFAULT_ESCAPE)
         self.seen: dict[str, str] = {}
         self.done = False
 
@@ -834,7 +693,7 @@ class _Directives:
         if not line.startswith("#"):
             self.done = True
             return False
-        match = _DIRECTIVE.match(_go_trim_left(line[1:]))
+        match = _DIRECTIVE.match(go_trim_left(line[1:]))
         if match is None:
             self.done = True
             return False
@@ -850,32 +709,8 @@ class _Directives:
             if value not in ("`", "\\"):
                 raise _SyntaxError(f"invalid escape token '{value}' does not match ` or \\")
             self.escape = value
-            self.continuation = _continuation_regex(value)
+            self.continuation = continuation_regex(value)
         return True
-
-
-def _continuation_regex(escape: str) -> re.Pattern[str]:
-    token = re.escape(escape)
-    return re.compile(rf"([^{token}]){token}[ \t]*\Z|^{token}[ \t]*\Z")
-
-
-def _is_comment(line: str) -> bool:
-    return _go_trim_left(line).startswith("#")
-
-
-def _split_lines(text: str) -> list[str]:
-    parts = text.split("\n")
-    lines = [part + "\n" for part in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
-
-
-def _trim_continuation(line: str, directives: _Directives) -> tuple[str, bool]:
-    match = directives.continuation.search(line)
-    if match is None:
-        return line, True
-    return line[:match.start()] + (match.group(1) or ""), False
 
 
 @dataclass
@@ -888,7 +723,7 @@ class _LineResult:
 
 def _parse_nodes(text: str, name: str) -> _LineResult:
     directives = _Directives()
-    lines = _split_lines(text)
+    lines = split_lines(text)
     nodes: list[_Node] = []
     warnings: list[str] = []
     index = 0
@@ -897,12 +732,12 @@ def _parse_nodes(text: str, name: str) -> _LineResult:
     def process(raw: str, strip_left: bool) -> str:
         token = raw.rstrip("\r\n")
         if strip_left:
-            token = _go_trim_left(token)
+            token = go_trim_left(token)
         try:
             directives.possible_directive(token)
         except _SyntaxError as exc:
             raise errdefs.InvalidArgument(f"{name}:{current_line + 1}: {exc}") from None
-        return "" if _is_comment(token) else token
+        return "" if is_comment(token) else token
 
     while index < len(lines):
         raw = lines[index]
@@ -912,7 +747,7 @@ def _parse_nodes(text: str, name: str) -> _LineResult:
         token = process(raw, True)
         current_line += 1
         start_line = current_line
-        token, end_of_line = _trim_continuation(token, directives)
+        token, end_of_line = trim_continuation(token, directives.continuation)
         if end_of_line and token == "":
             continue
         pieces = [token]
@@ -922,12 +757,12 @@ def _parse_nodes(text: str, name: str) -> _LineResult:
             index += 1
             token = process(raw, False)
             current_line += 1
-            if _is_comment(raw):
+            if is_comment(raw):
                 continue
-            if _go_trim_left(token) == "":
+            if go_trim_left(token) == "":
                 empty_continuation = True
                 continue
-            token, end_of_line = _trim_continuation(token, directives)
+            token, end_of_line = trim_continuation(token, directives.continuation)
             pieces.append(token)
         line = "".join(pieces)
         if empty_continuation:
@@ -1112,7 +947,7 @@ def _parse_run_mount(spec: str) -> str:
 
 
 def _base(node: _Node) -> dict[str, object]:
-    return {"original": _go_trim_space(node.original), "start_line": node.start_line,
+    return {"original": go_trim_space(node.original), "start_line": node.start_line,
             "end_line": node.end_line, "flags": tuple(node.flags)}
 
 
@@ -1253,7 +1088,7 @@ def _instruction(node: _Node) -> Instruction:
         flags.parse()
         volumes = []
         for volume in args:
-            volume = _go_trim_space(volume)
+            volume = go_trim_space(volume)
             if volume == "":
                 raise _SyntaxError("VOLUME specified can not be an empty string")
             volumes.append(volume)
@@ -1275,7 +1110,7 @@ def _instruction(node: _Node) -> Instruction:
         if not args:
             raise _SyntaxError("ONBUILD requires at least one argument")
         flags.parse()
-        trigger = _go_trim_space(args[0]).upper()
+        trigger = go_trim_space(args[0]).upper()
         if trigger == "ONBUILD":
             raise _SyntaxError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
         if trigger in ("MAINTAINER", "FROM"):

@@ -20,6 +20,8 @@ same rules as Docker's classic builder:
   ``--interval/--timeout/--start-period/--start-interval/--retries``.
 
 Not supported (Docker would accept them): the ``# escape=`` parser directive and heredocs.
+Lines, flags, words and ``$VAR`` expansion are read by :mod:`lamina.image.dockerfile_words`,
+the lexer the Dockerfile front end (:mod:`lamina.build.parser`) uses too.
 Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's messages.
 """
 
@@ -29,12 +31,24 @@ import copy
 import ipaddress
 import json
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lamina import errdefs
+from lamina.image.dockerfile_words import (
+    WHITESPACE,
+    ShellWords,
+    continuation_regex,
+    extract_flags,
+    go_trim_left,
+    go_trim_space,
+    is_comment,
+    parse_words,
+    split_lines,
+    split_whitespace,
+    trim_continuation,
+)
 
 __all__ = ["apply_changes", "VALID_CHANGE_COMMANDS", "ShellLex", "parse_duration"]
 
@@ -44,10 +58,8 @@ VALID_CHANGE_COMMANDS = frozenset({
 })
 
 _ESCAPE = "\\"
-_WHITESPACE_RE = re.compile(r"[\t\v\f\r ]+")
-_CONTINUATION_RE = re.compile(r"([^\\])\\[ \t]*$|^\\[ \t]*$")
+_CONTINUATION = continuation_regex(_ESCAPE)
 _ONBUILD_PREFIX_RE = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
-_EOF = ""
 
 _LINUX_SIGNALS = {
     "ABRT": 6, "ALRM": 14, "BUS": 7, "CHLD": 17, "CLD": 17, "CONT": 18, "FPE": 8, "HUP": 1,
@@ -64,335 +76,12 @@ class _ChangeError(Exception):
     """Internal: a Docker error message, turned into InvalidArgument at the boundary."""
 
 
-# --------------------------------------------------------------------------------------------
-# the word lexer (buildkit's shell.Lex: quotes, escapes, $VAR and ${VAR...} expansion)
-
-
-def _is_letter(char: str) -> bool:
-    return unicodedata.category(char).startswith("L")
-
-
-def _is_digit(char: str) -> bool:
-    return unicodedata.category(char) == "Nd"
+#: The name this module exported for its word lexer; it is the Dockerfile front end's one.
+ShellLex = ShellWords
 
 
 def _go_quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
-
-
-class _Words:
-    """Word splitting after expansion (ProcessWords)."""
-
-    def __init__(self) -> None:
-        self.buffer: list[str] = []
-        self.words: list[str] = []
-        self.in_word = False
-
-    def add_char(self, char: str) -> None:
-        if char.isspace() and self.in_word:
-            if self.buffer:
-                self.words.append("".join(self.buffer))
-                self.buffer = []
-                self.in_word = False
-        elif not char.isspace():
-            self.add_raw_char(char)
-
-    def add_raw_char(self, char: str) -> None:
-        self.buffer.append(char)
-        self.in_word = True
-
-    def add_string(self, text: str) -> None:
-        for char in text:
-            self.add_char(char)
-
-    def add_raw_string(self, text: str) -> None:
-        self.buffer.append(text)
-        self.in_word = True
-
-    def get_words(self) -> list[str]:
-        if self.buffer:
-            self.words.append("".join(self.buffer))
-            self.buffer = []
-            self.in_word = False
-        return self.words
-
-
-class ShellLex:
-    """Dockerfile word processing: quote removal, escapes and variable expansion.
-
-    ``process_word`` keeps whitespace (one word); ``process_words`` splits into words after
-    expansion.  Unset variables expand to the empty string.
-    """
-
-    def __init__(self, escape_token: str = _ESCAPE) -> None:
-        self.escape_token = escape_token
-
-    def process_word(self, word: str, env: Mapping[str, str]) -> str:
-        return self._process(word, env)[0]
-
-    def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
-        return self._process(word, env)[1]
-
-    def _process(self, word: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-        state = _LexState(word, env, self.escape_token)
-        try:
-            return state.process_stop_on(_EOF, raw_escapes=False)
-        except _ChangeError as exc:
-            raise _ChangeError(f"failed to process {_go_quote(word)}: {exc}") from None
-
-
-@dataclass
-class _LexState:
-    text: str
-    env: Mapping[str, str]
-    escape_token: str
-    position: int = 0
-    raw_escapes: bool = False
-
-    def peek(self) -> str:
-        return self.text[self.position] if self.position < len(self.text) else _EOF
-
-    def next(self) -> str:
-        if self.position >= len(self.text):
-            return _EOF
-        char = self.text[self.position]
-        self.position += 1
-        return char
-
-    def process_stop_on(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
-        result: list[str] = []
-        words = _Words()
-        saved = self.raw_escapes
-        self.raw_escapes = raw_escapes
-        try:
-            while self.peek() != _EOF:
-                char = self.peek()
-                if stop != _EOF and char == stop:
-                    self.next()
-                    return "".join(result), words.get_words()
-                if char == "$":
-                    value = self.process_dollar()
-                    result.append(value)
-                    words.add_string(value)
-                elif char == "'":
-                    value = self.process_single_quote()
-                    result.append(value)
-                    words.add_raw_string(value)
-                elif char == '"':
-                    value = self.process_double_quote()
-                    result.append(value)
-                    words.add_raw_string(value)
-                elif char == "<":
-                    value = self.process_possible_heredoc()
-                    result.append(value)
-                    words.add_raw_string(value)
-                else:
-                    char = self.next()
-                    if char == self.escape_token:
-                        if self.raw_escapes:
-                            words.add_raw_char(char)
-                            result.append(char)
-                        char = self.next()
-                        if char == _EOF:
-                            break
-                        words.add_raw_char(char)
-                    else:
-                        words.add_char(char)
-                    result.append(char)
-            if stop != _EOF:
-                raise _ChangeError(f"unexpected end of statement while looking for matching {stop}")
-            return "".join(result), words.get_words()
-        finally:
-            self.raw_escapes = saved
-
-    def process_single_quote(self) -> str:
-        self.next()
-        result: list[str] = []
-        while True:
-            char = self.next()
-            if char == _EOF:
-                raise _ChangeError("unexpected end of statement while looking for matching single-quote")
-            if char == "'":
-                return "".join(result)
-            result.append(char)
-
-    def process_double_quote(self) -> str:
-        self.next()
-        result: list[str] = []
-        while True:
-            char = self.peek()
-            if char == _EOF:
-                raise _ChangeError("unexpected end of statement while looking for matching double-quote")
-            if char == '"':
-                self.next()
-                return "".join(result)
-            if char == "$":
-                result.append(self.process_dollar())
-                continue
-            char = self.next()
-            if char == self.escape_token:
-                if self.raw_escapes:
-                    result.append(char)
-                following = self.peek()
-                if following == _EOF:
-                    continue
-                if following in ('"', "$", self.escape_token):
-                    char = self.next()
-            result.append(char)
-
-    def process_possible_heredoc(self) -> str:
-        self.next()
-        if self.peek() != "<":
-            return "<"
-        self.next()
-        spaces: list[str] = []
-        while self.peek() in ("\t", "\r", " ") and self.peek() != _EOF:
-            spaces.append(self.next())
-        return "<<" + "".join(spaces)
-
-    def process_name(self) -> str:
-        name: list[str] = []
-        while self.peek() != _EOF:
-            char = self.peek()
-            if not name and _is_digit(char):
-                while self.peek() != _EOF and _is_digit(self.peek()):
-                    name.append(self.next())
-                return "".join(name)
-            if not name and char in "@*#?-$!0":
-                return self.next()
-            if not (_is_letter(char) or _is_digit(char) or char == "_"):
-                break
-            name.append(self.next())
-        return "".join(name)
-
-    def get_env(self, name: str) -> tuple[str, bool]:
-        if name in self.env:
-            return self.env[name], True
-        return "", False
-
-    def process_dollar(self) -> str:
-        self.next()
-        if self.peek() != "{":
-            name = self.process_name()
-            if name == "":
-                return "$"
-            return self.get_env(name)[0]
-        self.next()
-        if self.peek() == _EOF:
-            raise _ChangeError("syntax error: missing '}'")
-        if self.peek() in ("{", "}", ":"):
-            raise _ChangeError("syntax error: bad substitution")
-        name = self.process_name()
-        char = self.next()
-        modifier = char if char != _EOF else "\ufffd"
-        null_is_unset = False
-        if char == "}":
-            return self.get_env(name)[0]
-        if char == ":":
-            null_is_unset = True
-            char = self.next()
-            modifier += char if char != _EOF else "\ufffd"
-        if char in ("+", "-", "?", "#", "%") and char != _EOF:
-            raw_escapes = char in ("#", "%")
-            if null_is_unset and raw_escapes:
-                raise _ChangeError(f"unsupported modifier ({modifier}) in substitution")
-            try:
-                word, _ = self.process_stop_on("}", raw_escapes)
-            except _ChangeError:
-                if self.peek() == _EOF:
-                    raise _ChangeError("syntax error: missing '}'") from None
-                raise
-            value, is_set = self.get_env(name)
-            if char == "-":
-                return word if (not is_set or (null_is_unset and value == "")) else value
-            if char == "+":
-                return "" if (not is_set or (null_is_unset and value == "")) else word
-            if char == "?":
-                if not is_set:
-                    raise _ChangeError(f"{name}: {word or 'is not allowed to be unset'}")
-                if null_is_unset and value == "":
-                    raise _ChangeError(f"{name}: {word or 'is not allowed to be empty'}")
-                return value
-            greedy = False
-            if word and word[0] == char:
-                greedy = True
-                word = word[1:]
-            if char == "%":
-                return _trim_suffix(word, value, greedy)
-            return _trim_prefix(word, value, greedy)
-        if char == "/" and not null_is_unset:
-            replace_all = self.peek() == "/"
-            if replace_all:
-                self.next()
-            try:
-                pattern, _ = self.process_stop_on("/", True)
-            except _ChangeError:
-                if self.peek() == _EOF:
-                    raise _ChangeError("syntax error: missing '/' in ${}") from None
-                raise
-            try:
-                replacement, _ = self.process_stop_on("}", True)
-            except _ChangeError:
-                if self.peek() == _EOF:
-                    raise _ChangeError("syntax error: missing '}'") from None
-                raise
-            value, _ = self.get_env(name)
-            regex = _shell_pattern_to_regex(pattern, greedy=True, anchored=False)
-            if replace_all:
-                return regex.sub(lambda _match: replacement, value)
-            match = regex.search(value)
-            if match is not None:
-                value = value[:match.start()] + replacement + value[match.end():]
-            return value
-        raise _ChangeError(f"unsupported modifier ({modifier}) in substitution")
-
-
-def _shell_pattern_to_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
-    out = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        index += 1
-        if char == "*":
-            out.append(star)
-            continue
-        if char == "?":
-            out.append(".")
-            continue
-        if char == "\\":
-            following = pattern[index] if index < len(pattern) else ""
-            if following in ("}", "/"):
-                continue
-            index += 1
-            if following not in ("*", "?", "\\"):
-                raise _ChangeError(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{following}'")
-            out.append(re.escape(following))
-            continue
-        out.append(re.escape(char))
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    match = _shell_pattern_to_regex(pattern, greedy=greedy, anchored=True).search(value)
-    return value[match.end():] if match is not None else value
-
-
-def _reverse_pattern(pattern: str) -> str:
-    out: list[str] = []
-    index = 0
-    while index < len(pattern):
-        if pattern[index] == "\\" and index != len(pattern) - 1:
-            out.append(pattern[index:index + 2])
-            index += 2
-        else:
-            out.append(pattern[index])
-            index += 1
-    return "".join(reversed(out))
-
-
-def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
-    return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,7 +101,7 @@ class _Instruction:
 
 def _logical_lines(text: str) -> list[str]:
     # Lines end at "\n" only (Go's scanner), not at the other characters str.splitlines knows.
-    lines = re.findall(r"[^\n]*\n|[^\n]+$", text)
+    lines = split_lines(text)
     if lines and lines[0].startswith("\ufeff"):
         lines[0] = lines[0][1:]
     result: list[str] = []
@@ -420,166 +109,24 @@ def _logical_lines(text: str) -> list[str]:
     while index < len(lines):
         raw = lines[index]
         index += 1
-        line = _strip_comment(raw.rstrip("\r\n").lstrip())
-        line, complete = _trim_continuation(line)
+        line = go_trim_left(raw.rstrip("\r\n"))
+        line = "" if is_comment(line) else line
+        line, complete = trim_continuation(line, _CONTINUATION)
         if complete and line == "":
             continue
         parts = [line]
         while not complete and index < len(lines):
             raw = lines[index]
             index += 1
-            if _is_comment(raw):
+            if is_comment(raw):
                 continue
             line = raw.rstrip("\r\n")
-            if line.lstrip() == "":
+            if go_trim_left(line) == "":
                 continue
-            line, complete = _trim_continuation(line)
+            line, complete = trim_continuation(line, _CONTINUATION)
             parts.append(line)
         result.append("".join(parts))
     return result
-
-
-def _is_comment(line: str) -> bool:
-    stripped = line.lstrip()
-    return stripped.startswith("#")
-
-
-def _strip_comment(line: str) -> str:
-    return "" if _is_comment(line) else line
-
-
-def _trim_continuation(line: str) -> tuple[str, bool]:
-    if _CONTINUATION_RE.search(line):
-        return _CONTINUATION_RE.sub(lambda match: match.group(1) or "", line, count=1), False
-    return line, True
-
-
-def _extract_flags(line: str) -> tuple[str, list[str]]:
-    """Leading ``--flag[=value]`` words of an instruction (quotes and escapes processed)."""
-    words: list[str] = []
-    buffer: list[str] = []
-    phase = "spaces"
-    quote = ""
-    blank_ok = False
-    position = 0
-    while position <= len(line):
-        char = line[position] if position < len(line) else ""
-        if phase == "spaces":
-            if position == len(line):
-                break
-            if char.isspace():
-                position += 1
-                continue
-            if char != "-" or position + 1 == len(line) or line[position + 1] != "-":
-                return line[position:], words
-            phase = "word"
-        if phase in ("word", "quote") and position == len(line):
-            word = "".join(buffer)
-            if word != "--" and (blank_ok or word):
-                words.append(word)
-            break
-        if phase == "word":
-            if char.isspace():
-                word = "".join(buffer)
-                phase = "spaces"
-                if word == "--":
-                    return line[position:], words
-                if blank_ok or word:
-                    words.append(word)
-                buffer = []
-                blank_ok = False
-                position += 1
-                continue
-            if char in ("'", '"'):
-                quote = char
-                blank_ok = True
-                phase = "quote"
-                position += 1
-                continue
-            if char == _ESCAPE:
-                if position + 1 == len(line):
-                    position += 1
-                    continue
-                position += 1
-                char = line[position]
-            buffer.append(char)
-            position += 1
-            continue
-        if phase == "quote":
-            if char == quote:
-                phase = "word"
-                position += 1
-                continue
-            if char == _ESCAPE:
-                if position + 1 == len(line):
-                    phase = "word"
-                    position += 1
-                    continue
-                position += 1
-                char = line[position]
-            buffer.append(char)
-            position += 1
-    return "", words
-
-
-def _parse_words(rest: str) -> list[str]:
-    """Split on whitespace keeping quotes and escapes in the words (buildkit's parseWords)."""
-    words: list[str] = []
-    buffer: list[str] = []
-    phase = "spaces"
-    quote = ""
-    blank_ok = False
-    position = 0
-    while position <= len(rest):
-        char = rest[position] if position < len(rest) else ""
-        if phase == "spaces":
-            if position == len(rest):
-                break
-            if char.isspace():
-                position += 1
-                continue
-            phase = "word"
-        if phase in ("word", "quote") and position == len(rest):
-            if blank_ok or buffer:
-                words.append("".join(buffer))
-            break
-        if phase == "word":
-            if char.isspace():
-                phase = "spaces"
-                if blank_ok or buffer:
-                    words.append("".join(buffer))
-                buffer = []
-                blank_ok = False
-                position += 1
-                continue
-            if char in ("'", '"'):
-                quote = char
-                blank_ok = True
-                phase = "quote"
-            if char == _ESCAPE:
-                if position + 1 == len(rest):
-                    position += 1
-                    continue
-                buffer.append(char)
-                position += 1
-                char = rest[position]
-            buffer.append(char)
-            position += 1
-            continue
-        if phase == "quote":
-            if char == quote:
-                phase = "word"
-            if char == _ESCAPE and quote != "'":
-                if position + 1 == len(rest):
-                    phase = "word"
-                    position += 1
-                    continue
-                position += 1
-                buffer.append(char)
-                char = rest[position]
-            buffer.append(char)
-            position += 1
-    return words
 
 
 def _parse_json_array(rest: str) -> list[str] | None:
@@ -602,20 +149,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
-def _split_whitespace(rest: str) -> list[str]:
-    if rest == "":
-        return []
-    return _WHITESPACE_RE.split(rest)
-
-
 def _parse_line(line: str) -> _Instruction:
-    parts = _WHITESPACE_RE.split(line.strip(), maxsplit=1)
+    parts = WHITESPACE.split(go_trim_space(line), maxsplit=1)
     command = parts[0]
     flags: list[str] = []
     rest = ""
     if len(parts) == 2:
-        rest, flags = _extract_flags(parts[1])
-    rest = rest.strip()
+        rest, flags = extract_flags(parts[1], _ESCAPE)
+    rest = go_trim_space(rest)
     lowered = command.lower()
     json_form = False
     args: list[str]
@@ -630,7 +171,7 @@ def _parse_line(line: str) -> _Instruction:
         if exec_form is not None:
             args, json_form = exec_form, True
         else:
-            args = _split_whitespace(rest)
+            args = split_whitespace(rest)
     elif lowered == "healthcheck":
         split = re.match(r"(\S*)\s*(.*)", rest, re.DOTALL)
         kind, remainder = (split.group(1), split.group(2)) if split else ("", "")
@@ -645,7 +186,7 @@ def _parse_line(line: str) -> _Instruction:
     elif lowered in ("env", "label"):
         args = _parse_name_value(rest, command.upper())
     elif lowered == "expose":
-        args = _split_whitespace(rest)
+        args = split_whitespace(rest)
     elif lowered in ("user", "workdir", "stopsignal"):
         args = [rest] if rest else []
     elif lowered == "onbuild":
@@ -661,11 +202,11 @@ def _parse_line(line: str) -> _Instruction:
 
 def _parse_name_value(rest: str, key: str) -> list[str]:
     """ENV/LABEL arguments as a flat ``[name, value, separator, ...]`` list."""
-    words = _parse_words(rest)
+    words = parse_words(rest, _ESCAPE)
     if not words:
         return []
     if "=" not in words[0]:
-        parts = _WHITESPACE_RE.split(rest, maxsplit=1)
+        parts = WHITESPACE.split(rest, maxsplit=1)
         if len(parts) < 2:
             raise _ChangeError(f"{key} must have two arguments")
         return [parts[0], parts[1], ""]

@@ -157,8 +157,15 @@ def test_matched_and_unmatched_names_are_reported() -> None:
 
 def test_error_message_quotes_the_word() -> None:
     with pytest.raises(errdefs.InvalidArgument) as info:
+        ShellWords().process_word("${A:", {})
+    assert str(info.value) == "failed to process \"${A:\": syntax error: missing '}'"
+
+
+def test_text_ending_after_the_name_is_an_unsupported_modifier_like_go() -> None:
+    # buildkit's processDollar reads scanner.EOF as the modifier and prints it as U+FFFD.
+    with pytest.raises(errdefs.InvalidArgument) as info:
         ShellWords().process_word("${A", {})
-    assert str(info.value) == "failed to process \"${A\": syntax error: missing '}'"
+    assert str(info.value) == "failed to process \"${A\": unsupported modifier (\ufffd) in substitution"
 
 
 def test_required_variable_message() -> None:

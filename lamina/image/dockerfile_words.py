@@ -1,0 +1,761 @@
+"""Dockerfile words: the line-level lexing and the variable substitution Docker applies.
+
+One module for both Dockerfile readers: the build front end (:mod:`lamina.build.parser`,
+which re-exports this through :mod:`lamina.build.shell_words`) and the ``--change`` engine of
+import/commit (:mod:`lamina.image.changes`).  It sits at the image layer so both may use it.
+
+**Line level** (buildkit's ``frontend/dockerfile/parser``): :func:`split_lines` (on ``\\n``
+only), :func:`is_comment`, :func:`continuation_regex` (a line ending in the escape character
+continues), :func:`extract_flags` (leading ``--flag[=value]`` words, quotes and escapes
+processed), :func:`parse_words` (whitespace-separated words that keep their quotes and
+escapes, as ENV/LABEL/ARG are split before expansion), :func:`split_whitespace`,
+:func:`go_trim_space` / :func:`go_trim_left` (whitespace as Go's ``unicode.IsSpace`` sees it).
+
+**Variable substitution and word splitting** for Dockerfile arguments:
+
+This is the small shell-like lexer the Dockerfile front end applies to the arguments of some
+instructions (buildkit's ``frontend/dockerfile/shell``).  It is *not* a shell: there is no
+command substitution, globbing or arithmetic.  The rules, in the order the lexer meets them:
+
+- ``$NAME`` and ``${NAME}``: the value of ``NAME`` (empty when unset).  A name is letters,
+  digits and ``_``; ``$`` followed by digits (``$1``, ``$001``) or by one special parameter
+  (``@ * # ? - $ ! 0``) names that parameter, which a Dockerfile never sets (so ``$$`` is
+  empty).  A ``$`` followed by anything else is literal (``$.`` stays ``$.``).
+- ``${NAME:-word}`` / ``${NAME-word}``: ``word`` when NAME is unset or empty / unset;
+  ``${NAME:+word}`` / ``${NAME+word}``: ``word`` when NAME is set and non-empty / set, else
+  empty; ``${NAME:?message}`` / ``${NAME?message}``: an error when unset or empty / unset.
+  ``word`` is itself expanded (nested ``${...}`` and quotes work).
+- ``${NAME#pattern}``, ``${NAME##pattern}``, ``${NAME%pattern}``, ``${NAME%%pattern}``: remove
+  the shortest/longest matching prefix/suffix; ``${NAME/pattern/replacement}`` and
+  ``${NAME//pattern/replacement}``: replace the first/every match.  Patterns know ``*`` and
+  ``?`` (no brackets); escapes in them are kept raw.
+- Anything else after the name (``${A:=b}``, ``${A b}``), ``${}``, ``${:}`` and an unterminated
+  ``${`` are errors.
+  Like Go, which prints its scanner's end of text as U+FFFD, ``${A`` (the text ends right
+  after the name) is ``unsupported modifier (\ufffd) in substitution``; ``${A:`` and ``${A:-x``
+  are ``syntax error: missing '}'``.
+- Single quotes keep everything literal up to the next single quote (no escape inside);
+  double quotes keep everything literal except ``$`` expansions and the escape character
+  before ``"``, ``$`` or itself (before any other character it stays).
+- Outside quotes the escape character (``\\`` or the ``# escape=`` directive's backtick)
+  makes the next character literal; a trailing escape character vanishes.
+
+:meth:`ShellWords.process_word` returns one string (spaces kept); :meth:`process_words` splits
+into words *after* expansion: unquoted whitespace, including whitespace coming from a
+variable's value, separates words, quoted text never does, and empty words are dropped.
+
+Which instructions are expanded (Docker's classic builder and buildkit agree):
+:data:`EXPANDED_INSTRUCTIONS`.  FROM is expanded with the global (before the first FROM)
+ARGs only; EXPOSE is the one instruction whose arguments are split into several words after
+expansion (:data:`WORD_SPLIT_INSTRUCTIONS`); RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK,
+MAINTAINER and ONBUILD are never expanded by the builder (a shell in the container expands
+RUN's shell form at run time); ``COPY --from`` is never expanded.
+
+Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's text, e.g.
+``failed to process "${A:": syntax error: missing '}'``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lamina import errdefs
+
+__all__ = [
+    "ShellWords", "WordResult", "Substitution", "EXPANDED_INSTRUCTIONS", "WORD_SPLIT_INSTRUCTIONS",
+    "is_go_space", "environment_from_list",
+    "WHITESPACE", "go_trim_space", "go_trim_left", "split_whitespace", "parse_words",
+    "extract_flags", "continuation_regex", "trim_continuation", "is_comment", "split_lines",
+]
+
+#: Instructions whose arguments the builder expands (lower-case names).  ``from`` uses only
+#: the global ARGs; ``expose`` additionally splits words.
+EXPANDED_INSTRUCTIONS = frozenset({
+    "add", "arg", "copy", "env", "expose", "from", "label", "stopsignal", "user", "volume",
+    "workdir",
+})
+#: Instructions whose arguments may expand into several words (``EXPOSE $PORTS``).
+WORD_SPLIT_INSTRUCTIONS = frozenset({"expose"})
+
+_SPECIAL_PARAMETERS = frozenset("@*#?-$!0")
+# Go's unicode.IsSpace: Python's str.isspace() also accepts the ASCII separators 0x1c-0x1f.
+_NOT_GO_SPACE = frozenset("\x1c\x1d\x1e\x1f")
+_EOF = ""
+_GO_EOF = "\ufffd"  # how Go formats text/scanner.EOF as a string
+
+
+def is_go_space(character: str) -> bool:
+    """Go's ``unicode.IsSpace`` for one character (the rule every Docker parser uses)."""
+    return character.isspace() and character not in _NOT_GO_SPACE
+
+
+def _is_name_character(character: str) -> bool:
+    return character.isalpha() or character.isdecimal() or character == "_"
+
+
+def environment_from_list(entries: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["K=V", ...]`` (an image config's Env) as a mapping; later entries win, like Docker."""
+    result: dict[str, str] = {}
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        result[key] = value
+    return result
+
+
+@dataclass
+class WordResult:
+    """What one expansion produced: the string, its words, and the names looked up."""
+
+    result: str
+    words: list[str]
+    matched: set[str] = field(default_factory=set)
+    unmatched: set[str] = field(default_factory=set)
+
+
+class _LexError(Exception):
+    """A syntax or substitution error; converted to InvalidArgument at the public boundary."""
+
+
+class _Words:
+    """Accumulates words while a string is built; unquoted spaces separate words."""
+
+    __slots__ = ("buffer", "in_word", "words")
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.words: list[str] = []
+        self.in_word = False
+
+    def add_character(self, character: str) -> None:
+        if is_go_space(character):
+            if self.in_word and self.buffer:
+                self.words.append(self.buffer)
+                self.buffer = ""
+                self.in_word = False
+        else:
+            self.add_raw_character(character)
+
+    def add_raw_character(self, character: str) -> None:
+        self.buffer += character
+        self.in_word = True
+
+    def add_string(self, text: str) -> None:
+        for character in text:
+            self.add_character(character)
+
+    def add_raw_string(self, text: str) -> None:
+        self.buffer += text
+        self.in_word = True
+
+    def finish(self) -> list[str]:
+        if self.buffer:
+            self.words.append(self.buffer)
+            self.buffer = ""
+            self.in_word = False
+        return self.words
+
+
+class ShellWords:
+    """Docker's word lexer for one escape character (``\\`` or a backtick).
+
+    Options (all off by default, as the builder uses it):
+
+    - ``raw_quotes``: keep the quote characters in the result.
+    - ``raw_escapes``: keep the escape characters in the result.
+    - ``skip_process_quotes``: quotes are ordinary characters (heredoc bodies).
+    - ``skip_unset_env``: leave references to unset variables as written.
+    """
+
+    def __init__(self, escape: str = "\\", *, raw_quotes: bool = False, raw_escapes: bool = False,
+                 skip_process_quotes: bool = False, skip_unset_env: bool = False) -> None:
+        if escape not in ("\\", "`"):
+            raise errdefs.InvalidArgument(f"invalid escape token '{escape}' does not match ` or \\")
+        self.escape = escape
+        self.raw_quotes = raw_quotes
+        self.raw_escapes = raw_escapes
+        self.skip_process_quotes = skip_process_quotes
+        self.skip_unset_env = skip_unset_env
+
+    # -- public API -------------------------------------------------------------------------
+
+    def process_word(self, word: str, env: Mapping[str, str]) -> str:
+        """``word`` with every substitution applied and quotes removed, as one string."""
+        return self.process(word, env).result
+
+    def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
+        """``word`` expanded, then split into words (quoted text never splits)."""
+        return self.process(word, env).words
+
+    def process(self, word: str, env: Mapping[str, str]) -> WordResult:
+        """Expand ``word``; the result also names the variables found and not found."""
+        lexer = _Lexer(self, word, env)
+        try:
+            result, words = lexer.process_until(_EOF, self.raw_escapes)
+        except _LexError as exc:
+            raise errdefs.InvalidArgument(f"failed to process {_go_quote(word)}: {exc}") from None
+        except RecursionError:
+            raise errdefs.InvalidArgument(
+                f"failed to process {_go_quote(word)}: substitutions nested too deeply") from None
+        return WordResult(result, words, lexer.matched, lexer.unmatched)
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``%q`` for the printable strings messages quote (escapes \\ and ")."""
+    out = ['"']
+    for character in text:
+        if character in '"\\':
+            out.append("\\" + character)
+        elif character == "\n":
+            out.append("\\n")
+        elif character == "\t":
+            out.append("\\t")
+        elif character == "\r":
+            out.append("\\r")
+        elif not character.isprintable():
+            code = ord(character)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(character)
+    out.append('"')
+    return "".join(out)
+
+
+class _Lexer:
+    """One expansion run over ``text`` (the scanner state of buildkit's shellWord)."""
+
+    def __init__(self, options: ShellWords, text: str, env: Mapping[str, str]) -> None:
+        self.options = options
+        self.text = text
+        self.position = 0
+        self.env = env
+        self.raw_escapes = options.raw_escapes
+        self.matched: set[str] = set()
+        self.unmatched: set[str] = set()
+
+    def peek(self) -> str:
+        return self.text[self.position] if self.position < len(self.text) else _EOF
+
+    def next(self) -> str:
+        if self.position >= len(self.text):
+            return _EOF
+        character = self.text[self.position]
+        self.position += 1
+        return character
+
+    def lookup(self, name: str) -> tuple[str, bool]:
+        value = self.env.get(name)
+        if value is None:
+            self.unmatched.add(name)
+            return "", False
+        self.matched.add(name)
+        return value, True
+
+    def process_until(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
+        saved = self.raw_escapes
+        self.raw_escapes = raw_escapes
+        try:
+            return self._process_until(stop)
+        finally:
+            self.raw_escapes = saved
+
+    def _process_until(self, stop: str) -> tuple[str, list[str]]:
+        result: list[str] = []
+        words = _Words()
+        escape = self.options.escape
+        handle_quotes = not self.options.skip_process_quotes
+        while self.peek() != _EOF:
+            character = self.peek()
+            if stop != _EOF and character == stop:
+                self.next()
+                return "".join(result), words.finish()
+            if character == "$":
+                value = self.process_dollar()
+                result.append(value)
+                words.add_string(value)
+            elif character == "<":
+                value = self.process_possible_heredoc()
+                result.append(value)
+                words.add_raw_string(value)
+            elif handle_quotes and character == "'":
+                value = self.process_single_quote()
+                result.append(value)
+                words.add_raw_string(value)
+            elif handle_quotes and character == '"':
+                value = self.process_double_quote()
+                result.append(value)
+                words.add_raw_string(value)
+            else:
+                character = self.next()
+                if character == escape:
+                    if self.raw_escapes:
+                        words.add_raw_character(character)
+                        result.append(character)
+                    character = self.next()
+                    if character == _EOF:
+                        break
+                    words.add_raw_character(character)
+                else:
+                    words.add_character(character)
+                result.append(character)
+        if stop != _EOF:
+            raise _LexError(f"unexpected end of statement while looking for matching {stop}")
+        return "".join(result), words.finish()
+
+    def process_single_quote(self) -> str:
+        out: list[str] = []
+        character = self.next()
+        if self.options.raw_quotes:
+            out.append(character)
+        while True:
+            character = self.next()
+            if character == _EOF:
+                raise _LexError("unexpected end of statement while looking for matching single-quote")
+            if character == "'":
+                if self.options.raw_quotes:
+                    out.append(character)
+                return "".join(out)
+            out.append(character)
+
+    def process_double_quote(self) -> str:
+        out: list[str] = []
+        escape = self.options.escape
+        character = self.next()
+        if self.options.raw_quotes:
+            out.append(character)
+        while True:
+            following = self.peek()
+            if following == _EOF:
+                raise _LexError("unexpected end of statement while looking for matching double-quote")
+            if following == '"':
+                character = self.next()
+                if self.options.raw_quotes:
+                    out.append(character)
+                return "".join(out)
+            if following == "$":
+                out.append(self.process_dollar())
+                continue
+            character = self.next()
+            if character == escape:
+                if self.raw_escapes:
+                    out.append(character)
+                after = self.peek()
+                if after == _EOF:
+                    continue
+                if after in ('"', "$", escape):
+                    character = self.next()
+            out.append(character)
+
+    def process_name(self) -> str:
+        name: list[str] = []
+        while self.peek() != _EOF:
+            character = self.peek()
+            if not name and character.isdecimal():
+                while self.peek() != _EOF and self.peek().isdecimal():
+                    name.append(self.next())
+                return "".join(name)
+            if not name and character in _SPECIAL_PARAMETERS:
+                return self.next()
+            if not _is_name_character(character):
+                break
+            name.append(self.next())
+        return "".join(name)
+
+    def process_dollar(self) -> str:
+        self.next()
+        if self.peek() != "{":
+            name = self.process_name()
+            if not name:
+                return "$"
+            value, found = self.lookup(name)
+            if not found and self.options.skip_unset_env:
+                return "$" + name
+            return value
+
+        self.next()
+        following = self.peek()
+        if following == _EOF:
+            raise _LexError("syntax error: missing '}'")
+        if following in ("{", "}", ":"):
+            raise _LexError("syntax error: bad substitution")
+        name = self.process_name()
+        character = self.next()
+        # Go prints the scanner's EOF as U+FFFD: "${A" is "unsupported modifier (\ufffd)".
+        modifier = character or _GO_EOF
+        null_is_unset = False
+
+        if character == "}":
+            value, found = self.lookup(name)
+            if not found and self.options.skip_unset_env:
+                return "${" + name + "}"
+            return value
+        if character == ":":
+            null_is_unset = True
+            character = self.next()
+            modifier += character or _GO_EOF
+        if null_is_unset or character in ("+", "-", "?", "#", "%"):
+            # Like Go's fallthrough: after ':' the word is read whatever the modifier is.
+            raw = character in ("#", "%")
+            if null_is_unset and raw:
+                raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+            try:
+                word, _ = self.process_until("}", raw)
+            except _LexError:
+                if self.peek() == _EOF:
+                    raise _LexError("syntax error: missing '}'") from None
+                raise
+            value, found = self.lookup(name)
+            if self.options.skip_unset_env and not found:
+                return "${" + name + modifier + word + "}"
+            if character == "-":
+                return word if not found or (null_is_unset and value == "") else value
+            if character == "+":
+                return "" if not found or (null_is_unset and value == "") else word
+            if character == "?":
+                if not found:
+                    raise _LexError(f"{name}: {word or 'is not allowed to be unset'}")
+                if null_is_unset and value == "":
+                    raise _LexError(f"{name}: {word or 'is not allowed to be empty'}")
+                return value
+            if character in ("#", "%"):
+                greedy = False
+                if word.startswith(character):
+                    greedy = True
+                    word = word[1:]
+                if character == "%":
+                    return _trim_suffix(word, value, greedy)
+                return _trim_prefix(word, value, greedy)
+            raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+        if character == "/":
+            replace_all = self.peek() == "/"
+            if replace_all:
+                self.next()
+            try:
+                pattern, _ = self.process_until("/", True)
+            except _LexError:
+                if self.peek() == _EOF:
+                    raise _LexError("syntax error: missing '/' in ${}") from None
+                raise
+            try:
+                replacement, _ = self.process_until("}", True)
+            except _LexError:
+                if self.peek() == _EOF:
+                    raise _LexError("syntax error: missing '}'") from None
+                raise
+            value, found = self.lookup(name)
+            if self.options.skip_unset_env and not found:
+                return "${" + name + "/" + pattern + "/" + replacement + "}"
+            expression = _pattern_regex(pattern, greedy=True, anchored=False)
+            if replace_all:
+                return expression.sub(lambda match: _go_expand(replacement, match), value)
+            return expression.sub(lambda _match: replacement, value, count=1)
+        raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+
+    def process_possible_heredoc(self) -> str:
+        self.next()
+        if self.peek() != "<":
+            return "<"
+        self.next()
+        spaces: list[str] = []
+        while self.peek() in ("\t", "\r", " ") and self.peek() != _EOF:
+            spaces.append(self.next())
+        return "<<" + "".join(spaces)
+
+
+_REGEX_SPECIAL = frozenset("[]{}.+()|^$")
+
+
+def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
+    """A ``${A#pattern}`` shell pattern (``*``, ``?``, ``\\`` escapes) as a regular expression."""
+    out = ["^"] if anchored else []
+    star = ".*" if greedy else ".*?"
+    index = 0
+    while index < len(pattern):
+        character = pattern[index]
+        index += 1
+        if character == "*":
+            out.append(star)
+        elif character == "?":
+            out.append(".")
+        elif character == "\\":
+            following = pattern[index] if index < len(pattern) else ""
+            if following in ("}", "/"):
+                continue
+            index += 1
+            if following not in ("*", "?", "\\"):
+                raise _LexError(f"invalid pattern ({pattern}) in substitution: invalid escape "
+                                f"'\\{following}'")
+            out.append("\\" + following)
+        elif character in _REGEX_SPECIAL:
+            out.append("\\" + character)
+        else:
+            out.append(re.escape(character))
+    try:
+        return re.compile("".join(out))
+    except re.error as exc:  # pragma: no cover - every character above is escaped
+        raise _LexError(f"invalid pattern ({pattern}) in substitution: {exc}") from exc
+
+
+def _go_expand(template: str, match: re.Match[str]) -> str:
+    """Go's ``Regexp.Expand`` of a replacement template (``$$``, ``$0``; other groups empty)."""
+    out: list[str] = []
+    index = 0
+    while index < len(template):
+        character = template[index]
+        if character != "$":
+            out.append(character)
+            index += 1
+            continue
+        if template[index + 1:index + 2] == "$":
+            out.append("$")
+            index += 2
+            continue
+        rest = template[index + 1:]
+        brace = rest.startswith("{")
+        if brace:
+            rest = rest[1:]
+        length = 0
+        while length < len(rest) and _is_name_character(rest[length]):
+            length += 1
+        if length == 0 or (brace and rest[length:length + 1] != "}"):
+            out.append("$")  # malformed: the dollar is plain text
+            index += 1
+            continue
+        name = rest[:length]
+        if name == "0":
+            out.append(match.group(0))
+        index += 1 + length + (2 if brace else 0)
+    return "".join(out)
+
+
+def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
+    match = _pattern_regex(pattern, greedy=greedy, anchored=True).search(value)
+    return value[match.end():] if match else value
+
+
+def _reverse_pattern(pattern: str) -> str:
+    """Reverse a pattern keeping each ``\\x`` escape pair in order (``a\\*c`` -> ``c\\*a``)."""
+    pieces: list[str] = []
+    index = 0
+    while index < len(pattern):
+        if pattern[index] == "\\" and index != len(pattern) - 1:
+            pieces.append(pattern[index:index + 2])
+            index += 2
+        else:
+            pieces.append(pattern[index])
+            index += 1
+    return "".join(reversed(pieces))
+
+
+def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
+    # A regular expression cannot find the shortest rightmost match: reverse both sides.
+    return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """The variables one instruction is expanded with, and the lexer of its Dockerfile.
+
+    ``word`` is the single-word expansion most instructions use, ``words`` the splitting one
+    (EXPOSE), ``heredoc`` the expansion of an unquoted heredoc body (quotes are ordinary
+    characters there and the escape character is always ``\\``, like buildkit).
+    """
+
+    env: Mapping[str, str]
+    escape: str = "\\"
+
+    def word(self, text: str) -> str:
+        return ShellWords(self.escape).process_word(text, self.env)
+
+    def words(self, text: str) -> list[str]:
+        return ShellWords(self.escape).process_words(text, self.env)
+
+    def heredoc(self, text: str) -> str:
+        return ShellWords("\\", skip_process_quotes=True).process_word(text, self.env)
+
+
+# --------------------------------------------------------------------------------------------
+# line level (buildkit's parser: lines, continuations, flags, words before expansion)
+
+#: Runs of the whitespace that separates an instruction's name and words.
+WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+
+
+def go_trim_space(text: str) -> str:
+    start, end = 0, len(text)
+    while start < end and is_go_space(text[start]):
+        start += 1
+    while end > start and is_go_space(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def go_trim_left(text: str) -> str:
+    start = 0
+    while start < len(text) and is_go_space(text[start]):
+        start += 1
+    return text[start:]
+
+
+def split_whitespace(rest: str) -> list[str]:
+    if rest == "":
+        return []
+    return WHITESPACE.split(rest)
+
+
+def parse_words(rest: str, escape: str) -> list[str]:
+    """Words separated by whitespace; quotes group (and are kept), escapes are kept."""
+    words: list[str] = []
+    in_spaces, in_word, in_quote = 0, 1, 2
+    phase = in_spaces
+    quote = ""
+    blank_ok = False
+    buffer: list[str] = []
+    position = 0
+    length = len(rest)
+    while position <= length:
+        character = rest[position] if position < length else ""
+        if phase == in_spaces:
+            if position == length:
+                break
+            if is_go_space(character):
+                position += 1
+                continue
+            phase = in_word
+        if phase in (in_word, in_quote) and position == length:
+            if blank_ok or buffer:
+                words.append("".join(buffer))
+            break
+        if phase == in_word:
+            if is_go_space(character):
+                phase = in_spaces
+                if blank_ok or buffer:
+                    words.append("".join(buffer))
+                buffer = []
+                blank_ok = False
+                position += 1
+                continue
+            if character in ("'", '"'):
+                quote = character
+                blank_ok = True
+                phase = in_quote
+            if character == escape:
+                if position + 1 == length:
+                    position += 1
+                    continue
+                buffer.append(character)
+                position += 1
+                character = rest[position]
+            buffer.append(character)
+            position += 1
+            continue
+        # in_quote
+        if character == quote:
+            phase = in_word
+        if character == escape and quote != "'":
+            if position + 1 == length:
+                phase = in_word
+                position += 1
+                continue
+            position += 1
+            buffer.append(character)
+            character = rest[position]
+        buffer.append(character)
+        position += 1
+    return words
+
+
+def extract_flags(line: str, escape: str) -> tuple[str, list[str]]:
+    """Leading ``--flag`` words of ``line`` and the rest (buildkit's extractBuilderFlags)."""
+    words: list[str] = []
+    in_spaces, in_word, in_quote = 0, 1, 2
+    phase = in_spaces
+    buffer: list[str] = []
+    quote = ""
+    blank_ok = False
+    position = 0
+    length = len(line)
+    while position <= length:
+        character = line[position] if position < length else ""
+        if phase == in_spaces:
+            if position == length:
+                break
+            if is_go_space(character):
+                position += 1
+                continue
+            if character != "-" or position + 1 == length or line[position + 1] != "-":
+                return line[position:], words
+            phase = in_word
+        if phase in (in_word, in_quote) and position == length:
+            word = "".join(buffer)
+            if word != "--" and (blank_ok or word):
+                words.append(word)
+            break
+        if phase == in_word:
+            if is_go_space(character):
+                word = "".join(buffer)
+                phase = in_spaces
+                if word == "--":
+                    return line[position:], words
+                if blank_ok or word:
+                    words.append(word)
+                buffer = []
+                blank_ok = False
+                position += 1
+                continue
+            if character in ("'", '"'):
+                quote = character
+                blank_ok = True
+                phase = in_quote
+                position += 1
+                continue
+            if character == escape:
+                if position + 1 == length:
+                    position += 1
+                    continue
+                position += 1
+                character = line[position]
+            buffer.append(character)
+            position += 1
+            continue
+        if character == quote:
+            phase = in_word
+            position += 1
+            continue
+        if character == escape:
+            if position + 1 == length:
+                phase = in_word
+                position += 1
+                continue
+            position += 1
+            character = line[position]
+        buffer.append(character)
+        position += 1
+    return "", words
+
+
+def continuation_regex(escape: str) -> re.Pattern[str]:
+    token = re.escape(escape)
+    return re.compile(rf"([^{token}]){token}[ \t]*\Z|^{token}[ \t]*\Z")
+
+
+def trim_continuation(line: str, continuation: re.Pattern[str]) -> tuple[str, bool]:
+    """``line`` without its continuation mark, and whether the logical line ends here."""
+    match = continuation.search(line)
+    if match is None:
+        return line, True
+    return line[:match.start()] + (match.group(1) or ""), False
+
+
+def is_comment(line: str) -> bool:
+    return go_trim_left(line).startswith("#")
+
+
+def split_lines(text: str) -> list[str]:
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
