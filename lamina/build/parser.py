@@ -58,12 +58,17 @@ from lamina import errdefs
 from lamina.build.shell_words import ShellWords, Substitution
 from lamina.image.dockerfile_words import (
     WHITESPACE,
+    DockerfileSyntaxError,
     continuation_regex,
     extract_flags,
     go_trim_left,
     go_trim_space,
     is_comment,
     is_go_space,
+    parse_go_int32,
+    parse_interval,
+    parse_json_array,
+    parse_name_value,
     parse_words,
     split_lines,
     split_whitespace,
@@ -101,8 +106,8 @@ def _go_quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-class _SyntaxError(Exception):
-    """A parse error without its location; :func:`parse` adds ``file:line``."""
+#: A parse error without its location; :func:`parse` adds ``file:line``.
+_SyntaxError = DockerfileSyntaxError
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,80 +519,20 @@ class _Node:
         return self.args
 
 
-class _NotStringArray(_SyntaxError):
-    pass
-
-
-def _reject_constant(text: str) -> object:
-    raise ValueError(f"invalid JSON constant {text}")
-
-
-def _finite_number(text: str) -> float:
-    number = float(text)
-    if number in (float("inf"), float("-inf")):
-        raise ValueError("number out of range")
-    return number
-
-
-def _valid_text(text: str) -> str:
-    """Lone surrogates from ``\\ud800`` escapes become U+FFFD, as Go's decoder does."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def _parse_json(rest: str) -> list[str] | None:
-    """The exec form's array, or None when ``rest`` is not a (valid) JSON array."""
-    rest = go_trim_left(rest)
-    if not rest.startswith("["):
-        return None
-    try:
-        value = json.loads(rest, parse_constant=_reject_constant, parse_float=_finite_number,
-                           parse_int=_finite_number)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(value, list):
-        return None
-    if not all(isinstance(item, str) for item in value):
-        raise _NotStringArray("when using JSON array syntax, arrays must be comprised of strings only")
-    return [_valid_text(item) for item in value]
-
-
 def _parse_maybe_json(rest: str) -> tuple[list[str], bool]:
     if rest == "":
         return [], False
-    array = _parse_json(rest)
+    array = parse_json_array(rest)
     if array is not None:
         return array, True
     return [rest], False
 
 
 def _parse_maybe_json_to_list(rest: str) -> tuple[list[str], bool]:
-    array = _parse_json(rest)
+    array = parse_json_array(rest)
     if array is not None:
         return array, True
     return split_whitespace(rest), False
-
-
-def _parse_name_value(rest: str, keyword: str, escape: str) -> list[KeyValue]:
-    words = parse_words(rest, escape)
-    if not words:
-        return []
-    if "=" not in words[0]:
-        parts = WHITESPACE.split(rest, maxsplit=1)
-        if len(parts) < 2:
-            raise _SyntaxError(f"{keyword} must have two arguments")
-        return [KeyValue(parts[0], parts[1], legacy=True)]
-    pairs = []
-    for word in words:
-        if "=" not in word:
-            raise _SyntaxError(f"Syntax error - can't find = in {_go_quote(word)}. "
-                               "Must be of the form: name=value")
-        key, _, value = word.partition("=")
-        pairs.append(KeyValue(key, value))
-    return pairs
 
 
 def _node_from_line(line: str, escape: str) -> _Node:
@@ -607,9 +552,7 @@ def _node_from_line(line: str, escape: str) -> _Node:
     elif lowered in ("add", "copy", "volume"):
         args, json_form = _parse_maybe_json_to_list(rest)
     elif lowered in ("env", "label"):
-        pairs = _parse_name_value(rest, "ENV" if lowered == "env" else "LABEL", escape)
-        for pair in pairs:
-            args.extend((pair.key, pair.value, "" if pair.legacy else "="))
+        args = parse_name_value(rest, "ENV" if lowered == "env" else "LABEL", escape)
     elif lowered == "arg":
         args = parse_words(rest, escape)
     elif lowered in ("from", "expose"):
@@ -872,68 +815,6 @@ class _Flags:
         return tuple(self.values[name])  # type: ignore[call-overload]
 
 
-_DURATION_UNITS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
-                   "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
-
-
-def _parse_go_duration(text: str) -> int:
-    """Go's ``time.ParseDuration`` in nanoseconds (``1m30s``, ``1.5h``, ``300ms``, ``-2s``)."""
-    original = text
-    invalid = _SyntaxError(f"time: invalid duration {_go_quote(original)}")
-    negative = False
-    if text[:1] in ("-", "+"):
-        negative = text[0] == "-"
-        text = text[1:]
-    if text == "0":
-        return 0
-    if text == "":
-        raise invalid
-    total = 0
-    while text:
-        match = _DURATION_PART.match(text)
-        assert match is not None
-        whole, fraction, unit = match.group(1), match.group(2), match.group(3)
-        if not whole and not fraction:
-            raise invalid
-        if not unit:
-            raise _SyntaxError(f"time: missing unit in duration {_go_quote(original)}")
-        if unit not in _DURATION_UNITS:
-            # The unit ends at the first digit or dot; Go names just the unit it did not know.
-            raise _SyntaxError(f"time: unknown unit {_go_quote(unit)} in duration {_go_quote(original)}")
-        scale = _DURATION_UNITS[unit]
-        value = int(whole or "0") * scale
-        if fraction:
-            value += int(fraction) * scale // 10 ** len(fraction)
-        total += value
-        if total > (1 << 63) - 1:
-            raise invalid
-        text = text[match.end():]
-    return -total if negative else total
-
-
-def _parse_interval(flags: _Flags, name: str) -> int:
-    text = flags.string(name)
-    if text == "":
-        return 0
-    value = _parse_go_duration(text)
-    if value == 0:
-        return 0
-    if value < 1_000_000:
-        raise _SyntaxError(f'Interval "{name}" cannot be less than 1ms')
-    return value
-
-
-def _parse_go_int32(text: str) -> int:
-    digits = text[1:] if text[:1] in ("+", "-") else text
-    if not digits or not all("0" <= character <= "9" for character in digits):
-        raise _SyntaxError(f"strconv.ParseInt: parsing {_go_quote(text)}: invalid syntax")
-    value = int(text)
-    if not -(1 << 31) <= value < (1 << 31):
-        raise _SyntaxError(f"strconv.ParseInt: parsing {_go_quote(text)}: value out of range")
-    return value
-
-
 def _parse_run_mount(spec: str) -> str:
     """The type of a ``--mount`` spec (``type=cache,target=/x``), validated like buildkit."""
     mount_type = "bind"
@@ -1170,14 +1051,14 @@ def _healthcheck(node: _Node, flags: _Flags, base: dict[str, object]) -> Healthc
     test = ("CMD" if node.json_form else "CMD-SHELL", *command)
     retries = 0
     if flags.string("retries"):
-        retries = _parse_go_int32(flags.string("retries"))
+        retries = parse_go_int32(flags.string("retries"))
         if retries < 0:
             raise _SyntaxError(f"--retries cannot be negative ({retries})")
     return HealthcheckInstruction(
-        test=test, interval=_parse_interval(flags, "interval"),
-        timeout=_parse_interval(flags, "timeout"),
-        start_period=_parse_interval(flags, "start-period"),
-        start_interval=_parse_interval(flags, "start-interval"), retries=retries,
+        test=test, interval=parse_interval("interval", flags.string("interval")),
+        timeout=parse_interval("timeout", flags.string("timeout")),
+        start_period=parse_interval("start-period", flags.string("start-period")),
+        start_interval=parse_interval("start-interval", flags.string("start-interval")), retries=retries,
         **base)  # type: ignore[arg-type]
 
 

@@ -38,13 +38,18 @@ from typing import Any
 from lamina import errdefs
 from lamina.image.dockerfile_words import (
     WHITESPACE,
+    DockerfileSyntaxError,
     ShellWords,
     continuation_regex,
     extract_flags,
     go_trim_left,
     go_trim_space,
     is_comment,
-    parse_words,
+    parse_go_duration,
+    parse_go_int32,
+    parse_interval,
+    parse_json_array,
+    parse_name_value,
     split_lines,
     split_whitespace,
     trim_continuation,
@@ -78,6 +83,8 @@ class _ChangeError(Exception):
 
 #: The name this module exported for its word lexer; it is the Dockerfile front end's one.
 ShellLex = ShellWords
+#: Go's ``time.ParseDuration`` in nanoseconds (ValueError with Go's message), as exported before.
+parse_duration = parse_go_duration
 
 
 def _go_quote(text: str) -> str:
@@ -129,26 +136,6 @@ def _logical_lines(text: str) -> list[str]:
     return result
 
 
-def _parse_json_array(rest: str) -> list[str] | None:
-    """The exec form: a JSON array of strings, or None when ``rest`` is not a JSON array."""
-    rest = rest.lstrip()
-    if not rest.startswith("["):
-        return None
-    try:
-        value = json.loads(rest, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(value, list):
-        return None
-    if not all(isinstance(item, str) for item in value):
-        raise _ChangeError("when using JSON array syntax, arrays must be comprised of strings only")
-    return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
 def _parse_line(line: str) -> _Instruction:
     parts = WHITESPACE.split(go_trim_space(line), maxsplit=1)
     command = parts[0]
@@ -161,13 +148,13 @@ def _parse_line(line: str) -> _Instruction:
     json_form = False
     args: list[str]
     if lowered in ("cmd", "entrypoint"):
-        exec_form = _parse_json_array(rest) if rest else None
+        exec_form = parse_json_array(rest) if rest else None
         if exec_form is not None:
             args, json_form = exec_form, True
         else:
             args = [rest] if rest else []
     elif lowered == "volume":
-        exec_form = _parse_json_array(rest)
+        exec_form = parse_json_array(rest)
         if exec_form is not None:
             args, json_form = exec_form, True
         else:
@@ -178,13 +165,13 @@ def _parse_line(line: str) -> _Instruction:
         if not kind:
             args = []
         else:
-            exec_form = _parse_json_array(remainder) if remainder else None
+            exec_form = parse_json_array(remainder) if remainder else None
             if exec_form is not None:
                 args, json_form = [kind, *exec_form], True
             else:
                 args = [kind, remainder] if remainder else [kind]
     elif lowered in ("env", "label"):
-        args = _parse_name_value(rest, command.upper())
+        args = parse_name_value(rest, command.upper(), _ESCAPE)
     elif lowered == "expose":
         args = split_whitespace(rest)
     elif lowered in ("user", "workdir", "stopsignal"):
@@ -198,25 +185,6 @@ def _parse_line(line: str) -> _Instruction:
     else:
         args = []
     return _Instruction(command=command, flags=flags, args=args, json_form=json_form, original=line)
-
-
-def _parse_name_value(rest: str, key: str) -> list[str]:
-    """ENV/LABEL arguments as a flat ``[name, value, separator, ...]`` list."""
-    words = parse_words(rest, _ESCAPE)
-    if not words:
-        return []
-    if "=" not in words[0]:
-        parts = WHITESPACE.split(rest, maxsplit=1)
-        if len(parts) < 2:
-            raise _ChangeError(f"{key} must have two arguments")
-        return [parts[0], parts[1], ""]
-    out: list[str] = []
-    for word in words:
-        if "=" not in word:
-            raise _ChangeError(f"Syntax error - can't find = in {_go_quote(word)}. Must be of the form: name=value")
-        name, value = word.split("=", 1)
-        out.extend([name, value, "="])
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,65 +209,6 @@ def _parse_flags(instruction: _Instruction, known: Sequence[str] = ()) -> dict[s
             raise _ChangeError(f"missing a value on flag: {flag_name}")
         values[name] = value
     return values
-
-
-_DURATION_UNITS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
-                   "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
-
-
-def parse_duration(text: str) -> int:
-    """Go's ``time.ParseDuration`` in nanoseconds (``1m30s``, ``1.5h``, ``100ms``, ``-2s``);
-    ValueError with Go's message otherwise."""
-    quoted = _go_quote(text)
-    rest = text
-    negative = False
-    if rest[:1] in ("-", "+"):
-        negative = rest[0] == "-"
-        rest = rest[1:]
-    if rest == "0":
-        return 0
-    if rest == "":
-        raise ValueError(f"time: invalid duration {quoted}")
-    total = 0
-    while rest:
-        if not (rest[0] == "." or "0" <= rest[0] <= "9"):
-            raise ValueError(f"time: invalid duration {quoted}")
-        match = re.match(r"([0-9]*)(?:\.([0-9]*))?", rest)
-        assert match is not None
-        whole, fraction = match.group(1), match.group(2)
-        if whole == "" and not fraction:
-            raise ValueError(f"time: invalid duration {quoted}")
-        rest = rest[match.end():]
-        unit_length = 0
-        while unit_length < len(rest) and rest[unit_length] != "." and not "0" <= rest[unit_length] <= "9":
-            unit_length += 1
-        if unit_length == 0:
-            raise ValueError(f"time: missing unit in duration {quoted}")
-        unit, rest = rest[:unit_length], rest[unit_length:]
-        if unit not in _DURATION_UNITS:
-            raise ValueError(f"time: unknown unit {_go_quote(unit)} in duration {quoted}")
-        scale = _DURATION_UNITS[unit]
-        value = int(whole or "0") * scale
-        if fraction:
-            value += int(fraction) * scale // (10 ** len(fraction))
-        total += value
-        if total > 2**63 - 1:
-            raise ValueError(f"time: invalid duration {quoted}")
-    return -total if negative else total
-
-
-def _parse_interval(name: str, value: str | None) -> int:
-    if not value:
-        return 0
-    try:
-        duration = parse_duration(value)
-    except ValueError as exc:
-        raise _ChangeError(str(exc)) from None
-    if duration == 0:
-        return 0
-    if duration < 1_000_000:
-        raise _ChangeError(f"Interval {_go_quote(name)} cannot be less than 1ms")
-    return duration
 
 
 def _check_signal(raw: str) -> None:
@@ -491,14 +400,12 @@ def _healthcheck(instruction: _Instruction) -> dict[str, Any]:
     health: dict[str, Any] = {"Test": ["CMD" if instruction.json_form else "CMD-SHELL", *command]}
     for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
                       ("start-interval", "StartInterval")):
-        value = _parse_interval(flag, flags.get(flag))
+        value = parse_interval(flag, flags.get(flag, ""))
         if value:
             health[key] = value
     retries_text = flags.get("retries", "")
     if retries_text:
-        if not re.fullmatch(r"[+-]?[0-9]+", retries_text) or not -2**31 <= int(retries_text) < 2**31:
-            raise _ChangeError(f"strconv.ParseInt: parsing {_go_quote(retries_text)}: invalid syntax")
-        retries = int(retries_text)
+        retries = parse_go_int32(retries_text)
         if retries < 0:
             raise _ChangeError(f"--retries cannot be negative ({retries})")
         if retries:
@@ -598,6 +505,6 @@ def apply_changes(config: Mapping[str, Any], changes: Sequence[str], *, os: str 
         state: dict[str, bool] = {}
         for instruction in instructions:
             _apply(instruction, result, state, os)
-    except _ChangeError as exc:
+    except (_ChangeError, DockerfileSyntaxError) as exc:
         raise errdefs.InvalidArgument(str(exc)) from None
     return result

@@ -57,6 +57,7 @@ Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's text, e.g.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ __all__ = [
     "is_go_space", "environment_from_list",
     "WHITESPACE", "go_trim_space", "go_trim_left", "split_whitespace", "parse_words",
     "extract_flags", "continuation_regex", "trim_continuation", "is_comment", "split_lines",
+    "DockerfileSyntaxError", "parse_json_array", "parse_name_value", "parse_go_duration",
+    "parse_interval", "parse_go_int32",
 ]
 
 #: Instructions whose arguments the builder expands (lower-case names).  ``from`` uses only
@@ -759,3 +762,138 @@ def split_lines(text: str) -> list[str]:
     if parts[-1]:
         lines.append(parts[-1])
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# instruction arguments (buildkit's parser and instructions packages)
+
+
+class DockerfileSyntaxError(ValueError):
+    """A Dockerfile syntax error in Docker's words, without its location (readers add it)."""
+
+
+def _json_quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _reject_constant(text: str) -> object:
+    raise ValueError(f"invalid JSON constant {text}")
+
+
+def _finite_number(text: str) -> float:
+    number = float(text)
+    if number in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return number
+
+
+def _valid_text(text: str) -> str:
+    """Lone surrogates from ``\\ud800`` escapes become U+FFFD, as Go's decoder does."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def parse_json_array(rest: str) -> list[str] | None:
+    """The exec form's array, or None when ``rest`` is not a (valid) JSON array."""
+    rest = go_trim_left(rest)
+    if not rest.startswith("["):
+        return None
+    try:
+        value = json.loads(rest, parse_constant=_reject_constant, parse_float=_finite_number,
+                           parse_int=_finite_number)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, list):
+        return None
+    if not all(isinstance(item, str) for item in value):
+        raise DockerfileSyntaxError("when using JSON array syntax, arrays must be comprised of strings only")
+    return [_valid_text(item) for item in value]
+
+
+def parse_name_value(rest: str, keyword: str, escape: str) -> list[str]:
+    """ENV/LABEL arguments as a flat ``[name, value, separator, ...]`` list (words keep quotes).
+
+    The separator is ``"="`` for ``k=v`` words and ``""`` for the legacy ``NAME value`` form.
+    """
+    words = parse_words(rest, escape)
+    if not words:
+        return []
+    if "=" not in words[0]:
+        parts = WHITESPACE.split(rest, maxsplit=1)
+        if len(parts) < 2:
+            raise DockerfileSyntaxError(f"{keyword} must have two arguments")
+        return [parts[0], parts[1], ""]
+    args: list[str] = []
+    for word in words:
+        if "=" not in word:
+            raise DockerfileSyntaxError(f"Syntax error - can't find = in {_json_quote(word)}. "
+                                        "Must be of the form: name=value")
+        key, _, value = word.partition("=")
+        args.extend((key, value, "="))
+    return args
+
+
+_DURATION_UNITS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
+                   "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
+
+
+def parse_go_duration(text: str) -> int:
+    """Go's ``time.ParseDuration`` in nanoseconds (``1m30s``, ``1.5h``, ``300ms``, ``-2s``)."""
+    original = text
+    invalid = DockerfileSyntaxError(f"time: invalid duration {_json_quote(original)}")
+    negative = False
+    if text[:1] in ("-", "+"):
+        negative = text[0] == "-"
+        text = text[1:]
+    if text == "0":
+        return 0
+    if text == "":
+        raise invalid
+    total = 0
+    while text:
+        match = _DURATION_PART.match(text)
+        assert match is not None
+        whole, fraction, unit = match.group(1), match.group(2), match.group(3)
+        if not whole and not fraction:
+            raise invalid
+        if not unit:
+            raise DockerfileSyntaxError(f"time: missing unit in duration {_json_quote(original)}")
+        if unit not in _DURATION_UNITS:
+            # The unit ends at the first digit or dot; Go names just the unit it did not know.
+            raise DockerfileSyntaxError(f"time: unknown unit {_json_quote(unit)} in duration {_json_quote(original)}")
+        scale = _DURATION_UNITS[unit]
+        value = int(whole or "0") * scale
+        if fraction:
+            value += int(fraction) * scale // 10 ** len(fraction)
+        total += value
+        if total > (1 << 63) - 1:
+            raise invalid
+        text = text[match.end():]
+    return -total if negative else total
+
+
+def parse_interval(name: str, text: str) -> int:
+    """A HEALTHCHECK ``--interval``-like flag in nanoseconds: 0 when empty, else at least 1ms."""
+    if text == "":
+        return 0
+    value = parse_go_duration(text)
+    if value == 0:
+        return 0
+    if value < 1_000_000:
+        raise DockerfileSyntaxError(f'Interval "{name}" cannot be less than 1ms')
+    return value
+
+
+def parse_go_int32(text: str) -> int:
+    """Go's ``strconv.ParseInt(text, 10, 32)`` with its error messages."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not digits or not all("0" <= character <= "9" for character in digits):
+        raise DockerfileSyntaxError(f"strconv.ParseInt: parsing {_json_quote(text)}: invalid syntax")
+    value = int(text)
+    if not -(1 << 31) <= value < (1 << 31):
+        raise DockerfileSyntaxError(f"strconv.ParseInt: parsing {_json_quote(text)}: value out of range")
+    return value
