@@ -4,7 +4,8 @@
   Go's ``%.<precision>g``); ``docker images`` uses 3 significant digits (``4.26MB``), most
   other places 4.  ``bytes_size`` is ``BytesSize`` (binary units, ``3.824GiB``).
 * Durations: ``human_duration`` is go-units' ``HumanDuration`` (``About a minute``,
-  ``2 weeks``); ``since`` appends `` ago``.
+  ``2 weeks``; one implementation, in :mod:`lamina.container.durations`); ``since`` appends
+  `` ago``.
 * Tables: ``tabulate`` is Go's ``text/tabwriter`` as the docker CLI configures it (minimum
   cell width 10, padding 3, spaces): every column but the last is padded to its widest cell.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+
+from lamina.container.durations import human_duration
 
 __all__ = [
     "human_size", "bytes_size", "human_duration", "since", "go_time", "rfc3339",
@@ -40,33 +43,6 @@ def human_size(size: float, precision: int = 4) -> str:
 def bytes_size(size: float) -> str:
     value, unit = _scaled(float(size), 1024.0, _BINARY)
     return f"{value:.4g}{unit}"
-
-
-def human_duration(seconds: float) -> str:
-    whole_seconds = int(seconds)
-    if whole_seconds < 1:
-        return "Less than a second"
-    if whole_seconds == 1:
-        return "1 second"
-    if whole_seconds < 60:
-        return f"{whole_seconds} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def since(timestamp: float, now: float | None = None) -> str:

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from lamina import errdefs
+from lamina.container.durations import human_duration
 from lamina.container.logs import format_time, parse_time
 
 __all__ = [
@@ -72,34 +73,6 @@ def status(state: dict[str, Any]) -> str:
     if not seconds_of(state.get("StartedAt")):
         return "created"
     return "exited"
-
-
-def human_duration(seconds: float) -> str:
-    """Go's ``units.HumanDuration``."""
-    whole = int(seconds)
-    if whole < 1:
-        return "Less than a second"
-    if whole == 1:
-        return "1 second"
-    if whole < 60:
-        return f"{whole} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def status_text(state: dict[str, Any], at: float | None = None) -> str:
