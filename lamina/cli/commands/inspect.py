@@ -10,12 +10,11 @@ are not found are reported after the others (``Error: No such object: x``, ``No 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from lamina.cli.context import Context
-from lamina.cli.errors import UsageError, exit_code_for_status
-from lamina.cli.templates import render_each
+from lamina.cli.errors import UsageError
+from lamina.cli.inspecting import write_inspected
 from lamina.client.client import ClientError
 
 __all__ = ["TYPES", "configure", "run"]
@@ -68,10 +67,4 @@ def run(args: argparse.Namespace, context: Context) -> int:
         elif last_error is not None:
             message = last_error.message if kind else f"No such object: {name}"
             failures.append(ClientError(last_error.status, message))
-    if args.format:
-        context.out.write(render_each(args.format, found))
-    else:
-        context.print(json.dumps(found, indent=4, ensure_ascii=False))
-    for failure in failures:
-        context.error(f"Error: {failure.message}")
-    return exit_code_for_status(failures[-1].status) if failures else 0
+    return write_inspected(context, args.format, found, failures)

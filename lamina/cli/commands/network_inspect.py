@@ -5,13 +5,9 @@ after the others (``Error: No such network: x``); the exit code is that of the l
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
 from lamina.cli.context import Context
-from lamina.cli.errors import exit_code_for_status
-from lamina.cli.templates import render_each
-from lamina.client.client import ClientError
+from lamina.cli.inspecting import inspect_each, write_inspected
 
 __all__ = ["configure", "run"]
 
@@ -23,19 +19,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
-    found: list[dict[str, Any]] = []
-    failures: list[ClientError] = []
-    for name in args.names:
-        try:
-            found.append(context.client.inspect_network(name))
-        except ClientError as exc:
-            if exc.status != 404:
-                raise
-            failures.append(ClientError(exc.status, f"No such network: {name}"))
-    if args.format:
-        context.out.write(render_each(args.format, found))
-    else:
-        context.print(json.dumps(found, indent=4, ensure_ascii=False))
-    for failure in failures:
-        context.error(f"Error: {failure.message}")
-    return exit_code_for_status(failures[-1].status) if failures else 0
+    found, failures = inspect_each(args.names, context.client.inspect_network, "network")
+    return write_inspected(context, args.format, found, failures)
