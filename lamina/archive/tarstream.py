@@ -31,11 +31,12 @@ like Go's ``archive/tar`` does; output is a pure function of the entries written
 from __future__ import annotations
 
 import base64
+import io
 import os
 import posixpath
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fastcrc
 
@@ -46,8 +47,8 @@ if TYPE_CHECKING:
     from lamina.archive.tarsplit import TarSplitWriter
     from lamina.digest import Hasher
 
-__all__ = ["TarReader", "TarWriter", "entry_chunks", "normalize_name", "END_OF_ARCHIVE",
-           "BLOCK_SIZE", "MAX_SPECIAL_SIZE"]
+__all__ = ["TarReader", "TarWriter", "ChunkReader", "entry_chunks", "normalize_name",
+           "END_OF_ARCHIVE", "BLOCK_SIZE", "MAX_SPECIAL_SIZE"]
 
 BLOCK_SIZE = 512
 END_OF_ARCHIVE = bytes(2 * BLOCK_SIZE)
@@ -69,6 +70,29 @@ _TYPE_FLAGS = {value: key for key, value in _TYPES.items() if key not in (b"\0",
 _STATE_ENTRIES = 0     # headers are still being read
 _STATE_ENDED = 1       # the end-of-archive marker (or a clean EOF) was read
 _STATE_FINISHED = 2    # trailing data consumed
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable binary stream over an iterator of byte chunks (a diff tar, a copied archive),
+    for :class:`TarReader` or a layer store's ``register``."""
+
+    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = bytes(next(self._chunks))
+            except StopIteration:
+                return 0
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
 
 
 def normalize_name(raw: str, what: str = "entry") -> str:

@@ -27,13 +27,11 @@ at reboot), logged at WARNING.
 from __future__ import annotations
 
 import fcntl
-import io
 import logging
 import os
 import secrets
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -65,28 +63,6 @@ log = logging.getLogger("lamina.services")
 _FRAME = struct.Struct(">BxxxL")
 _BUILD_LAYER_PREFIX = "build-"
 _PRUNE_FILTERS = frozenset({"until"})
-
-
-class _ChunkReader(io.RawIOBase):
-    """A binary stream over an iterator of byte chunks (a diff tar into ``register``)."""
-
-    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = bytes(next(self._chunks))
-            except StopIteration:
-                return 0
-        count = min(len(buffer), len(self._pending))
-        buffer[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
 
 
 def tag_reference(text: str) -> Reference:
@@ -148,6 +124,8 @@ class _Images:
         parent_config = self.store.get_config(parent) if parent else None
         if layer is not None and not self._has_changes(layer):
             layer = None
+        from lamina.archive.tarstream import ChunkReader
+
         registered: list[Digest] = []
         diff_id: str | None = None
         try:
@@ -156,7 +134,7 @@ class _Images:
                 with self.layers.lease():
                     if layer is not None:
                         record = self.mounts.get(layer)
-                        stored, new = self.layers.register(_ChunkReader(self.mounts.diff(layer)),
+                        stored, new = self.layers.register(ChunkReader(self.mounts.diff(layer)),
                                                            str(record.parent) if record.parent else None)
                         if new:
                             registered.append(stored.chain_id)

@@ -25,7 +25,6 @@ died; the monitor emits ``start``, ``oom``, ``die`` and the ``destroy`` of ``--r
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -92,28 +91,6 @@ _CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}
 # paths the runtime mounts over (their copy-ups are not the user's changes)
 _MOUNT_TARGETS = {"/" + path for path, kind, _ in INIT_PATHS if kind == "file"}
 _INIT_DIRECTORIES = {"/" + path for path, kind, _ in INIT_PATHS if kind == "dir"} | {"/"}
-
-
-class _IteratorReader(io.RawIOBase):
-    """A binary stream over an iterator of byte chunks (a diff tar into ``register``)."""
-
-    def __init__(self, chunks: Iterator[bytes | memoryview]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = bytes(next(self._chunks))
-            except StopIteration:
-                return 0
-        count = min(len(buffer), len(self._pending))
-        buffer[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
 
 
 def _network_settings(mode: str) -> dict[str, Any]:
@@ -1199,6 +1176,8 @@ class ContainerServiceImpl:
             state = self._runtime_state(container)
             self.runtime(state.runtime).pause(state)
             paused_here = True
+        from lamina.archive.tarstream import ChunkReader
+
         registered: list[Digest] = []
         layers = self.images.layers
         try:
@@ -1207,7 +1186,7 @@ class ContainerServiceImpl:
                 with layers.lease():
                     rw_layer = self.mounts.get(container.id)
                     parent_chain = str(rw_layer.parent) if rw_layer.parent else None
-                    layer, new = layers.register(_IteratorReader(self.mounts.diff(container.id)), parent_chain)
+                    layer, new = layers.register(ChunkReader(self.mounts.diff(container.id)), parent_chain)
                     if new:
                         registered.append(layer.chain_id)
                     child = new_child_config(parent_config, diff_id=str(layer.diff_id), config=image_config,

@@ -23,7 +23,6 @@ untar); ``-a`` asks the engine to keep the local uid/gid when copying into the c
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import stat
 import threading
@@ -80,28 +79,6 @@ def _asserts_directory(path: str) -> bool:
 
 # -- the archive stream -----------------------------------------------------------------------
 
-class _ChunkStream(io.RawIOBase):
-    """A readable stream over an iterator of byte chunks (what TarReader consumes)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        count = min(len(buffer), len(self._pending))
-        buffer[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
-
-
 class _Rebased:
     """A TarReader whose entries under ``old`` are renamed under ``new`` (other entries and
     whiteouts are dropped); everything else is the reader's."""
@@ -147,6 +124,7 @@ class _Rebased:
 
 def _extract(chunks: Iterator[bytes], directory: str, old: str, new: str, context: Context) -> None:
     from lamina.archive import TarReader, WhiteoutMode, apply_tar
+    from lamina.archive.tarstream import ChunkReader
 
     skipped: list[str] = []
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -156,7 +134,7 @@ def _extract(chunks: Iterator[bytes], directory: str, old: str, new: str, contex
         raise CommandError(f"cannot open the destination directory {directory}: {exc.strerror}",
                            EXIT_NOT_FOUND if exc.errno == 2 else 1) from exc
     try:
-        reader = _Rebased(TarReader(_ChunkStream(iter(chunks))), old, new, skipped)
+        reader = _Rebased(TarReader(ChunkReader(iter(chunks))), old, new, skipped)
         apply_tar(fd, reader, WhiteoutMode.APPLY, same_owner=os.geteuid() == 0)
     finally:
         os.close(fd)
