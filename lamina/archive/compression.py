@@ -27,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - isal is a declared dependency
     import gzip as _gzip  # type: ignore[no-redef]
 
-__all__ = ["detect", "decompressed", "MAGIC_LENGTH"]
+__all__ = ["detect", "decompressed", "PrefixedStream", "MAGIC_LENGTH"]
 
 MAGIC_LENGTH = 6
 _CHUNK = 1 << 20
@@ -47,8 +47,9 @@ def detect(prefix: bytes) -> str | None:
     return None
 
 
-class _PrefixedStream(io.RawIOBase):
-    """The bytes already peeked from ``source``, then the rest of ``source``."""
+class PrefixedStream(io.RawIOBase):
+    """The bytes already peeked from ``source``, then the rest of ``source`` (closing this
+    stream leaves ``source`` open)."""
 
     def __init__(self, prefix: bytes, source: BinaryIO) -> None:
         self._prefix = memoryview(prefix)
@@ -190,7 +191,7 @@ def decompressed(source: BinaryIO, *, threaded: bool = True) -> BinaryIO:
             break
         prefix += chunk
     kind = detect(prefix)
-    stream: BinaryIO = _PrefixedStream(prefix, source)  # type: ignore[assignment]
+    stream: BinaryIO = PrefixedStream(prefix, source)  # type: ignore[assignment]
     if kind is None:
         return stream
     if kind == "gzip":

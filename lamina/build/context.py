@@ -46,7 +46,6 @@ tar, so that reading the directory in place and extracting its tar give the same
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 import tempfile
@@ -57,7 +56,13 @@ from typing import BinaryIO
 
 from lamina import errdefs, fsutil
 from lamina.archive import TarReader, WhiteoutMode, apply_tar, decompressed, detect
-from lamina.build.dockerignore import DockerIgnore, contains_wildcards, go_clean, go_match
+from lamina.archive.compression import PrefixedStream
+from lamina.build.dockerignore import (
+    DockerIgnore,
+    contains_wildcards,
+    go_clean,
+    go_match,
+)
 
 __all__ = [
     "SourceTree", "BuildContext", "SourceMatch", "CopyStep",
@@ -585,25 +590,6 @@ def _context_from_extracted(root: str, dockerfile: str) -> BuildContext:
     return BuildContext(root, content, relative, temporary=True)
 
 
-class _Prefixed(io.RawIOBase):
-    def __init__(self, prefix: bytes, source: BinaryIO) -> None:
-        self._prefix = prefix
-        self._source = source
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._prefix:
-            count = min(len(buffer), len(self._prefix))
-            buffer[:count] = self._prefix[:count]
-            self._prefix = self._prefix[count:]
-            return count
-        data = self._source.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-
 def open_stdin_context(stream: BinaryIO, dockerfile: str | None = None, *,
                        temp_root: str | None = None) -> BuildContext:
     """``docker build -``: a context tar, or a bare Dockerfile (then the context holds only
@@ -615,7 +601,7 @@ def open_stdin_context(stream: BinaryIO, dockerfile: str | None = None, *,
             break
         prefix += chunk
     if looks_like_archive(prefix):
-        return open_tar_context(_Prefixed(prefix, stream), dockerfile or DEFAULT_DOCKERFILE,  # type: ignore[arg-type]
+        return open_tar_context(PrefixedStream(prefix, stream), dockerfile or DEFAULT_DOCKERFILE,  # type: ignore[arg-type]
                                 temp_root=temp_root)
     if dockerfile == "-":
         raise errdefs.InvalidArgument("build context is not an archive")
