@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from lamina.cli.commands.save import write_file
+from lamina.cli.commands.save import write_output
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import UsageError
 
@@ -22,12 +22,4 @@ def run(args: argparse.Namespace, context: Context) -> int:
     if not args.output and is_terminal(context.out):
         raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
     chunks = context.client.export(args.container)
-    if args.output:
-        write_file(args.output, chunks)
-        return 0
-    context.out.flush()
-    binary = context.out.buffer  # type: ignore[attr-defined]
-    for chunk in chunks:
-        binary.write(chunk)
-    binary.flush()
-    return 0
+    return write_output(context, args.output, chunks)

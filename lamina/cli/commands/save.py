@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import UsageError
 from lamina.fsutil import fsync_dir, temp_name
 
-__all__ = ["configure", "run", "write_file"]
+__all__ = ["configure", "run", "write_file", "write_output"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -50,12 +51,10 @@ def write_file(path: str, chunks: object) -> None:
     fsync_dir(directory)
 
 
-def run(args: argparse.Namespace, context: Context) -> int:
-    if not args.output and is_terminal(context.out):
-        raise UsageError("Cowardly refusing to save to a terminal. Use the -o flag or redirect")
-    chunks = context.client.save(args.images, format=args.format)
-    if args.output:
-        write_file(args.output, chunks)
+def write_output(context: Context, output: str | None, chunks: Iterable[bytes]) -> int:
+    """``chunks`` into ``output`` (:func:`write_file`) or, without one, to stdout; exit code 0."""
+    if output:
+        write_file(output, chunks)
         return 0
     context.out.flush()
     binary = context.out.buffer  # type: ignore[attr-defined]
@@ -63,3 +62,10 @@ def run(args: argparse.Namespace, context: Context) -> int:
         binary.write(chunk)
     binary.flush()
     return 0
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    if not args.output and is_terminal(context.out):
+        raise UsageError("Cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    chunks = context.client.save(args.images, format=args.format)
+    return write_output(context, args.output, chunks)
