@@ -68,6 +68,7 @@ __all__ = [
     "SourceTree", "BuildContext", "SourceMatch", "CopyStep",
     "open_directory_context", "open_tar_context", "open_stdin_context",
     "plan_copy", "normalize_destination", "normalize_workdir", "is_url", "looks_like_archive",
+    "read_head",
     "DEFAULT_DOCKERFILE",
 ]
 
@@ -517,6 +518,18 @@ def open_directory_context(directory: str | os.PathLike[str], dockerfile: str | 
                         hidden=_hidden_paths(ignore, relative if inside else None), owner=(0, 0))
 
 
+def read_head(stream: BinaryIO) -> bytes:
+    """The first bytes of ``stream`` that :func:`looks_like_archive` judges (two tar blocks;
+    fewer only when the stream ends before)."""
+    prefix = b""
+    while len(prefix) < 2 * _TAR_BLOCK:
+        chunk = stream.read(2 * _TAR_BLOCK - len(prefix))
+        if not chunk:
+            break
+        prefix += chunk
+    return prefix
+
+
 def looks_like_archive(prefix: bytes) -> bool:
     """The Docker CLI's test on the first bytes of stdin: compressed, or a valid tar header."""
     if detect(prefix) is not None:
@@ -594,12 +607,7 @@ def open_stdin_context(stream: BinaryIO, dockerfile: str | None = None, *,
                        temp_root: str | None = None) -> BuildContext:
     """``docker build -``: a context tar, or a bare Dockerfile (then the context holds only
     that Dockerfile)."""
-    prefix = b""
-    while len(prefix) < 2 * _TAR_BLOCK:
-        chunk = stream.read(2 * _TAR_BLOCK - len(prefix))
-        if not chunk:
-            break
-        prefix += chunk
+    prefix = read_head(stream)
     if looks_like_archive(prefix):
         return open_tar_context(PrefixedStream(prefix, stream), dockerfile or DEFAULT_DOCKERFILE,  # type: ignore[arg-type]
                                 temp_root=temp_root)

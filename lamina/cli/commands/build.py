@@ -38,7 +38,6 @@ from lamina.cli.errors import (
 __all__ = ["SEND_CONTEXT_ENVIRONMENT", "configure", "context_tar", "run"]
 
 SEND_CONTEXT_ENVIRONMENT = "LAMINA_BUILD_SEND_CONTEXT"
-_TAR_BLOCK = 512
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -194,14 +193,9 @@ def _stdin_context(stream: BinaryIO) -> BinaryIO:
     import io
 
     from lamina.archive import TarWriter
-    from lamina.build.context import looks_like_archive
+    from lamina.build.context import looks_like_archive, read_head
 
-    prefix = b""
-    while len(prefix) < 2 * _TAR_BLOCK:
-        chunk = stream.read(2 * _TAR_BLOCK - len(prefix))
-        if not chunk:
-            break
-        prefix += chunk
+    prefix = read_head(stream)
     if looks_like_archive(prefix):
         return _Prefixed(prefix, stream)  # type: ignore[return-value]
     content = prefix + stream.read()
