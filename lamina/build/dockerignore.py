@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from lamina import errdefs
+from lamina.image.dockerfile_words import go_clean
 
 __all__ = [
     "DockerIgnore", "read_patterns", "go_match", "go_clean", "contains_wildcards", "BadPattern",
@@ -39,28 +40,6 @@ __all__ = [
 
 class BadPattern(errdefs.InvalidArgument):
     """A pattern Go's ``filepath.Match`` rejects (``syntax error in pattern``)."""
-
-
-def go_clean(path: str) -> str:
-    """Go's ``path.Clean``: the shortest equivalent slash path (``""`` -> ``"."``)."""
-    if path == "":
-        return "."
-    rooted = path.startswith("/")
-    parts: list[str] = []
-    for component in path.split("/"):
-        if component in ("", "."):
-            continue
-        if component == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(component)
-    cleaned = "/".join(parts)
-    if rooted:
-        return "/" + cleaned
-    return cleaned or "."
 
 
 def contains_wildcards(name: str) -> bool:

@@ -42,6 +42,7 @@ from lamina.image.dockerfile_words import (
     ShellWords,
     continuation_regex,
     extract_flags,
+    go_clean,
     go_trim_left,
     go_trim_space,
     is_comment,
@@ -278,28 +279,6 @@ def _exposed_ports(spec: str) -> list[str]:
     return [f"{port}/{protocol}" for port in range(start, end + 1)]
 
 
-def _go_clean(path: str) -> str:
-    """Go's ``path.Clean`` (unlike posixpath.normpath, ``//a`` becomes ``/a``)."""
-    if path == "":
-        return "."
-    rooted = path.startswith("/")
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(part)
-    cleaned = "/".join(parts)
-    if rooted:
-        return "/" + cleaned
-    return cleaned or "."
-
-
 def _env_map(env: Sequence[str] | None) -> dict[str, str]:
     result: dict[str, str] = {}
     for entry in env or ():
@@ -463,9 +442,9 @@ def _apply(instruction: _Instruction, config: dict[str, Any], state: dict[str, b
         if requested == "":
             raise _ChangeError("cannot normalize nothing")
         if requested.startswith("/"):
-            config["WorkingDir"] = _go_clean(requested)
+            config["WorkingDir"] = go_clean(requested)
         else:
-            config["WorkingDir"] = _go_clean("/" + (config.get("WorkingDir") or "") + "/" + requested)
+            config["WorkingDir"] = go_clean("/" + (config.get("WorkingDir") or "") + "/" + requested)
     elif command == "volume":
         volumes = dict(config.get("Volumes") or {})
         for raw in instruction.args:

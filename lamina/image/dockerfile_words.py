@@ -9,7 +9,8 @@ only), :func:`is_comment`, :func:`continuation_regex` (a line ending in the esca
 continues), :func:`extract_flags` (leading ``--flag[=value]`` words, quotes and escapes
 processed), :func:`parse_words` (whitespace-separated words that keep their quotes and
 escapes, as ENV/LABEL/ARG are split before expansion), :func:`split_whitespace`,
-:func:`go_trim_space` / :func:`go_trim_left` (whitespace as Go's ``unicode.IsSpace`` sees it).
+:func:`go_trim_space` / :func:`go_trim_left` (whitespace as Go's ``unicode.IsSpace`` sees it),
+:func:`go_clean` (Go's ``path.Clean``, for WORKDIR and .dockerignore paths).
 
 **Variable substitution and word splitting** for Dockerfile arguments:
 
@@ -67,7 +68,7 @@ from lamina import errdefs
 __all__ = [
     "ShellWords", "WordResult", "Substitution", "EXPANDED_INSTRUCTIONS", "WORD_SPLIT_INSTRUCTIONS",
     "is_go_space", "environment_from_list",
-    "WHITESPACE", "go_trim_space", "go_trim_left", "split_whitespace", "parse_words",
+    "WHITESPACE", "go_clean", "go_trim_space", "go_trim_left", "split_whitespace", "parse_words",
     "extract_flags", "continuation_regex", "trim_continuation", "is_comment", "split_lines",
     "DockerfileSyntaxError", "parse_json_array", "parse_name_value", "parse_go_duration",
     "parse_interval", "parse_go_int32",
@@ -584,6 +585,28 @@ class Substitution:
 
 #: Runs of the whitespace that separates an instruction's name and words.
 WHITESPACE = re.compile(r"[\t\v\f\r ]+")
+
+
+def go_clean(path: str) -> str:
+    """Go's ``path.Clean``: the shortest equivalent slash path (``""`` -> ``"."``)."""
+    if path == "":
+        return "."
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for component in path.split("/"):
+        if component in ("", "."):
+            continue
+        if component == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append("..")
+            continue
+        parts.append(component)
+    cleaned = "/".join(parts)
+    if rooted:
+        return "/" + cleaned
+    return cleaned or "."
 
 
 def go_trim_space(text: str) -> str:
