@@ -51,27 +51,22 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from lamina import errdefs
 from lamina.build.shell_words import ShellWords, Substitution
 from lamina.image.dockerfile_words import (
-    WHITESPACE,
     DockerfileSyntaxError,
+    Node,
     continuation_regex,
-    extract_flags,
     go_trim_left,
     go_trim_space,
     is_comment,
-    is_go_space,
     parse_go_int32,
     parse_interval,
-    parse_json_array,
-    parse_name_value,
-    parse_words,
+    parse_node,
     split_lines,
-    split_whitespace,
     trim_continuation,
 )
 
@@ -99,7 +94,6 @@ _ONBUILD_PREFIX = re.compile(r"^[\t\n\f\r ]*ONBUILD[\t\n\f\r ]*", re.IGNORECASE)
 _LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*\Z")
 _VALID_DIRECTIVES = ("syntax", "escape", "check")
-_HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
 
 
 def _go_quote(text: str) -> str:
@@ -493,87 +487,6 @@ class Dockerfile:
 # Line level (buildkit's parser package)
 
 
-@dataclass
-class _Node:
-    """One instruction as the line parser sees it (buildkit's parser.Node)."""
-
-    command: str
-    flags: list[str]
-    args: list[str]
-    json_form: bool
-    original: str
-    child: _Node | None = None
-    heredocs: list[Heredoc] = field(default_factory=list)
-    start_line: int = 0
-    end_line: int = 0
-
-    def can_contain_heredoc(self) -> bool:
-        node = self
-        if node.command.lower() == "onbuild" and node.child is not None:
-            node = node.child
-        return node.command.lower() in _HEREDOC_INSTRUCTIONS and not node.json_form
-
-    def all_args(self) -> list[str]:
-        if self.child is not None:
-            return [self.child.command, *self.child.all_args()]
-        return self.args
-
-
-def _parse_maybe_json(rest: str) -> tuple[list[str], bool]:
-    if rest == "":
-        return [], False
-    array = parse_json_array(rest)
-    if array is not None:
-        return array, True
-    return [rest], False
-
-
-def _parse_maybe_json_to_list(rest: str) -> tuple[list[str], bool]:
-    array = parse_json_array(rest)
-    if array is not None:
-        return array, True
-    return split_whitespace(rest), False
-
-
-def _node_from_line(line: str, escape: str) -> _Node:
-    parts = WHITESPACE.split(go_trim_space(line), maxsplit=1)
-    command = parts[0]
-    flags: list[str] = []
-    rest = ""
-    if len(parts) == 2:
-        rest, flags = extract_flags(parts[1], escape)
-    rest = go_trim_space(rest)
-    lowered = command.lower()
-    args: list[str] = []
-    json_form = False
-    child = None
-    if lowered in ("run", "cmd", "entrypoint", "shell"):
-        args, json_form = _parse_maybe_json(rest)
-    elif lowered in ("add", "copy", "volume"):
-        args, json_form = _parse_maybe_json_to_list(rest)
-    elif lowered in ("env", "label"):
-        args = parse_name_value(rest, "ENV" if lowered == "env" else "LABEL", escape)
-    elif lowered == "arg":
-        args = parse_words(rest, escape)
-    elif lowered in ("from", "expose"):
-        args = split_whitespace(rest)
-    elif lowered in ("maintainer", "stopsignal", "user", "workdir"):
-        args = [rest] if rest else []
-    elif lowered == "healthcheck":
-        separator = 0
-        while separator < len(rest) and not is_go_space(rest[separator]):
-            separator += 1
-        following = separator
-        while following < len(rest) and is_go_space(rest[following]):
-            following += 1
-        if separator:
-            command_args, json_form = _parse_maybe_json(rest[following:])
-            args = [rest[:separator], *command_args]
-    elif lowered == "onbuild" and rest:
-        child = _node_from_line(rest, escape)
-    return _Node(command, flags, args, json_form, line, child)
-
-
 def _parse_heredoc_word(word: str) -> Heredoc | None:
     match = _HEREDOC.match(word)
     if match is None:
@@ -658,7 +571,7 @@ class _Directives:
 
 @dataclass
 class _LineResult:
-    nodes: list[_Node]
+    nodes: list[Node]
     escape: str
     syntax: str
     warnings: list[str]
@@ -667,7 +580,7 @@ class _LineResult:
 def _parse_nodes(text: str, name: str) -> _LineResult:
     directives = _Directives()
     lines = split_lines(text)
-    nodes: list[_Node] = []
+    nodes: list[Node] = []
     warnings: list[str] = []
     index = 0
     current_line = 0
@@ -711,7 +624,7 @@ def _parse_nodes(text: str, name: str) -> _LineResult:
         if empty_continuation:
             warnings.append(f"Empty continuation line found in: {line}")
         try:
-            node = _node_from_line(line, directives.escape)
+            node = parse_node(line, directives.escape)
             if node.can_contain_heredoc() and "<<" in line:
                 for heredoc in _heredocs_in_line(line):
                     body: list[str] = []
@@ -827,12 +740,12 @@ def _parse_run_mount(spec: str) -> str:
     return mount_type
 
 
-def _base(node: _Node) -> dict[str, object]:
+def _base(node: Node) -> dict[str, object]:
     return {"original": go_trim_space(node.original), "start_line": node.start_line,
             "end_line": node.end_line, "flags": tuple(node.flags)}
 
 
-def _command_line(node: _Node) -> tuple[str, ...]:
+def _command_line(node: Node) -> tuple[str, ...]:
     args = node.all_args()
     if not args:
         return ()
@@ -841,7 +754,7 @@ def _command_line(node: _Node) -> tuple[str, ...]:
     return (" ".join(args),)
 
 
-def _key_values(node: _Node, keyword: str) -> tuple[KeyValue, ...]:
+def _key_values(node: Node, keyword: str) -> tuple[KeyValue, ...]:
     args = node.args
     if not args:
         raise _SyntaxError(f"{keyword} requires at least one argument")
@@ -853,7 +766,7 @@ def _key_values(node: _Node, keyword: str) -> tuple[KeyValue, ...]:
     return tuple(pairs)
 
 
-def _sources_and_destination(node: _Node, keyword: str) -> dict[str, object]:
+def _sources_and_destination(node: Node, keyword: str) -> dict[str, object]:
     args = node.args
     destination = args[-1]
     if _maybe_heredoc_word(destination) is not None:
@@ -874,13 +787,13 @@ def _sources_and_destination(node: _Node, keyword: str) -> dict[str, object]:
     return {"sources": tuple(sources), "destination": destination, "heredocs": tuple(inline)}
 
 
-def _exactly_one(node: _Node, keyword: str) -> str:
+def _exactly_one(node: Node, keyword: str) -> str:
     if len(node.args) != 1:
         raise _SyntaxError(f"{keyword} requires exactly one argument")
     return node.args[0]
 
 
-def _instruction(node: _Node) -> Instruction:
+def _instruction(node: Node) -> Instruction:
     keyword = node.command.lower()
     flags = _Flags(node.flags)
     base = _base(node)
@@ -1030,7 +943,7 @@ def _instruction(node: _Node) -> Instruction:
     raise _SyntaxError(f"unknown instruction: {node.command.upper()}")
 
 
-def _healthcheck(node: _Node, flags: _Flags, base: dict[str, object]) -> HealthcheckInstruction:
+def _healthcheck(node: Node, flags: _Flags, base: dict[str, object]) -> HealthcheckInstruction:
     args = node.args
     if not args:
         raise _SyntaxError("HEALTHCHECK requires at least one argument")
@@ -1062,7 +975,7 @@ def _healthcheck(node: _Node, flags: _Flags, base: dict[str, object]) -> Healthc
         **base)  # type: ignore[arg-type]
 
 
-def _instructions(nodes: list[_Node], name: str) -> Iterator[Instruction]:
+def _instructions(nodes: list[Node], name: str) -> Iterator[Instruction]:
     for node in nodes:
         try:
             yield _instruction(node)

@@ -37,22 +37,17 @@ from typing import Any
 
 from lamina import errdefs
 from lamina.image.dockerfile_words import (
-    WHITESPACE,
     DockerfileSyntaxError,
     ShellWords,
     continuation_regex,
-    extract_flags,
     go_clean,
     go_trim_left,
-    go_trim_space,
     is_comment,
     parse_go_duration,
     parse_go_int32,
     parse_interval,
-    parse_json_array,
-    parse_name_value,
+    parse_node,
     split_lines,
-    split_whitespace,
     trim_continuation,
 )
 
@@ -138,54 +133,9 @@ def _logical_lines(text: str) -> list[str]:
 
 
 def _parse_line(line: str) -> _Instruction:
-    parts = WHITESPACE.split(go_trim_space(line), maxsplit=1)
-    command = parts[0]
-    flags: list[str] = []
-    rest = ""
-    if len(parts) == 2:
-        rest, flags = extract_flags(parts[1], _ESCAPE)
-    rest = go_trim_space(rest)
-    lowered = command.lower()
-    json_form = False
-    args: list[str]
-    if lowered in ("cmd", "entrypoint"):
-        exec_form = parse_json_array(rest) if rest else None
-        if exec_form is not None:
-            args, json_form = exec_form, True
-        else:
-            args = [rest] if rest else []
-    elif lowered == "volume":
-        exec_form = parse_json_array(rest)
-        if exec_form is not None:
-            args, json_form = exec_form, True
-        else:
-            args = split_whitespace(rest)
-    elif lowered == "healthcheck":
-        split = re.match(r"(\S*)\s*(.*)", rest, re.DOTALL)
-        kind, remainder = (split.group(1), split.group(2)) if split else ("", "")
-        if not kind:
-            args = []
-        else:
-            exec_form = parse_json_array(remainder) if remainder else None
-            if exec_form is not None:
-                args, json_form = [kind, *exec_form], True
-            else:
-                args = [kind, remainder] if remainder else [kind]
-    elif lowered in ("env", "label"):
-        args = parse_name_value(rest, command.upper(), _ESCAPE)
-    elif lowered == "expose":
-        args = split_whitespace(rest)
-    elif lowered in ("user", "workdir", "stopsignal"):
-        args = [rest] if rest else []
-    elif lowered == "onbuild":
-        if rest:
-            child = _parse_line(rest)
-            args = [child.command, *child.args]
-        else:
-            args = []
-    else:
-        args = []
-    return _Instruction(command=command, flags=flags, args=args, json_form=json_form, original=line)
+    node = parse_node(line, _ESCAPE)  # ONBUILD's args are its instruction's name and args
+    return _Instruction(command=node.command, flags=node.flags, args=node.all_args(),
+                        json_form=node.json_form, original=line)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,13 @@ escapes, as ENV/LABEL/ARG are split before expansion), :func:`split_whitespace`,
 :func:`go_trim_space` / :func:`go_trim_left` (whitespace as Go's ``unicode.IsSpace`` sees it),
 :func:`go_clean` (Go's ``path.Clean``, for WORKDIR and .dockerignore paths).
 
+**Instruction arguments** (buildkit's ``parser`` / ``instructions``): :func:`parse_node` reads
+one logical line into a :class:`Node` (name, ``--flags``, arguments in the instruction's form:
+exec/shell via :func:`parse_json_array`, list, :func:`parse_name_value`, words or one string);
+:func:`parse_go_duration`, :func:`parse_interval` and :func:`parse_go_int32` read HEALTHCHECK's
+flags.  Their errors are :class:`DockerfileSyntaxError` (a ValueError) in Docker's words,
+without a location: each reader adds its own (``Dockerfile:3: ...``) or none (``--change``).
+
 **Variable substitution and word splitting** for Dockerfile arguments:
 
 This is the small shell-like lexer the Dockerfile front end applies to the arguments of some
@@ -62,6 +69,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from lamina import errdefs
 
@@ -71,7 +79,7 @@ __all__ = [
     "WHITESPACE", "go_clean", "go_trim_space", "go_trim_left", "split_whitespace", "parse_words",
     "extract_flags", "continuation_regex", "trim_continuation", "is_comment", "split_lines",
     "DockerfileSyntaxError", "parse_json_array", "parse_name_value", "parse_go_duration",
-    "parse_interval", "parse_go_int32",
+    "parse_interval", "parse_go_int32", "Node", "parse_node",
 ]
 
 #: Instructions whose arguments the builder expands (lower-case names).  ``from`` uses only
@@ -920,3 +928,93 @@ def parse_go_int32(text: str) -> int:
     if not -(1 << 31) <= value < (1 << 31):
         raise DockerfileSyntaxError(f"strconv.ParseInt: parsing {_json_quote(text)}: value out of range")
     return value
+
+
+_HEREDOC_INSTRUCTIONS = frozenset({"add", "copy", "run"})
+
+
+@dataclass
+class Node:
+    """One instruction as the line parser sees it (buildkit's parser.Node).
+
+    ``heredocs``, ``start_line`` and ``end_line`` are filled in by the build parser
+    (:class:`lamina.build.parser.Heredoc` values); ``child`` is ONBUILD's instruction.
+    """
+
+    command: str
+    flags: list[str]
+    args: list[str]
+    json_form: bool
+    original: str
+    child: Node | None = None
+    heredocs: list[Any] = field(default_factory=list)
+    start_line: int = 0
+    end_line: int = 0
+
+    def can_contain_heredoc(self) -> bool:
+        node = self
+        if node.command.lower() == "onbuild" and node.child is not None:
+            node = node.child
+        return node.command.lower() in _HEREDOC_INSTRUCTIONS and not node.json_form
+
+    def all_args(self) -> list[str]:
+        if self.child is not None:
+            return [self.child.command, *self.child.all_args()]
+        return self.args
+
+
+def _parse_maybe_json(rest: str) -> tuple[list[str], bool]:
+    if rest == "":
+        return [], False
+    array = parse_json_array(rest)
+    if array is not None:
+        return array, True
+    return [rest], False
+
+
+def _parse_maybe_json_to_list(rest: str) -> tuple[list[str], bool]:
+    array = parse_json_array(rest)
+    if array is not None:
+        return array, True
+    return split_whitespace(rest), False
+
+
+def parse_node(line: str, escape: str) -> Node:
+    """One logical line (continuations joined) as a :class:`Node`: name, ``--flags`` and the
+    arguments in the form the instruction takes (exec/shell, list, name=value, words...)."""
+    parts = WHITESPACE.split(go_trim_space(line), maxsplit=1)
+    command = parts[0]
+    flags: list[str] = []
+    rest = ""
+    if len(parts) == 2:
+        rest, flags = extract_flags(parts[1], escape)
+    rest = go_trim_space(rest)
+    lowered = command.lower()
+    args: list[str] = []
+    json_form = False
+    child = None
+    if lowered in ("run", "cmd", "entrypoint", "shell"):
+        args, json_form = _parse_maybe_json(rest)
+    elif lowered in ("add", "copy", "volume"):
+        args, json_form = _parse_maybe_json_to_list(rest)
+    elif lowered in ("env", "label"):
+        args = parse_name_value(rest, "ENV" if lowered == "env" else "LABEL", escape)
+    elif lowered == "arg":
+        args = parse_words(rest, escape)
+    elif lowered in ("from", "expose"):
+        args = split_whitespace(rest)
+    elif lowered in ("maintainer", "stopsignal", "user", "workdir"):
+        args = [rest] if rest else []
+    elif lowered == "healthcheck":
+        separator = 0
+        while separator < len(rest) and not is_go_space(rest[separator]):
+            separator += 1
+        following = separator
+        while following < len(rest) and is_go_space(rest[following]):
+            following += 1
+        if separator:
+            command_args, json_form = _parse_maybe_json(rest[following:])
+            args = [rest[:separator], *command_args]
+    elif lowered == "onbuild" and rest:
+        child = parse_node(rest, escape)
+    return Node(command, flags, args, json_form, line, child)
