@@ -2,7 +2,8 @@
 
 Durability rule (STYLE.md habit 1): every state write goes tmp -> fsync(file) -> rename ->
 fsync(dir), through :func:`atomic_write`.  Multi-file records are built in a temporary directory
-and published with one :func:`publish_dir` rename.
+and published with one :func:`publish_dir` rename.  The one exception, :func:`atomic_replace`
+(atomic, not durable), is for run-time state that a reboot discards and for caches.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import stat
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +21,8 @@ from lamina import errdefs
 from lamina import sys as lsys
 
 __all__ = [
-    "atomic_write", "atomic_write_json", "read_json", "fsync_dir", "publish_dir", "FileLock",
+    "atomic_write", "atomic_write_json", "atomic_replace", "read_json", "fsync_dir", "publish_dir",
+    "FileLock",
     "file_lock", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "make_dirs",
     "temp_name", "system_error",
 ]
@@ -42,7 +42,7 @@ def system_error(what: str, exc: OSError) -> errdefs.LaminaError:
 
 
 def temp_name(prefix: str = ".tmp-") -> str:
-    return f"{prefix}{uuid.uuid4().hex}"
+    return f"{prefix}{os.urandom(16).hex()}"  # 32 random hex digits (the uuid module costs ~4 ms to import)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -55,6 +55,22 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
+    _replace(path, data, mode, durable=True)
+
+
+def atomic_write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o644) -> None:
+    atomic_write(path, json.dumps(value, separators=(",", ":")), mode)
+
+
+def atomic_replace(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o644) -> None:
+    """Like :func:`atomic_write` (readers and a crashed writer leave the old or the new
+    content, never a mix) but without the fsyncs, so not durable across a power loss: only for
+    what a reboot makes meaningless anyway (run-time state under the exec root) or what is
+    rebuilt when missing or damaged (caches)."""
+    _replace(path, data, mode, durable=False)
+
+
+def _replace(path: str | os.PathLike[str], data: bytes | str, mode: int, *, durable: bool) -> None:
     if isinstance(data, str):
         data = data.encode()
     path = os.fspath(path)
@@ -66,7 +82,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         _unlink_quiet(tmp)
@@ -77,11 +94,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o
     except BaseException:
         _unlink_quiet(tmp)
         raise
-    fsync_dir(directory)
-
-
-def atomic_write_json(path: str | os.PathLike[str], value: Any, mode: int = 0o644) -> None:
-    atomic_write(path, json.dumps(value, separators=(",", ":")), mode)
+    if durable:
+        fsync_dir(directory)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -8,7 +8,6 @@ meant to be called only from :mod:`lamina.mount`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 
@@ -60,11 +59,9 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 
-import platform as _platform
-
 # pivot_root has no libc wrapper; its number differs by architecture (openat2 is 437 everywhere)
 _SYS_pivot_root = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "riscv64": 41}.get(
-    _platform.machine(), 155)
+    os.uname().machine, 155)
 _SYS_openat2 = 437
 _SYS_mount_setattr = 442
 
@@ -88,7 +85,8 @@ DT_REG = 8
 DT_LNK = 10
 DT_SOCK = 12
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# the C library the interpreter already links (find_library would run ldconfig: ~10 ms)
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]

@@ -9,7 +9,6 @@ process the bounding set and a non-root process nothing (no file capabilities, n
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 from lamina import errdefs
@@ -48,7 +47,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter links
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 
