@@ -58,6 +58,7 @@ from lamina import errdefs
 from lamina.build.shell_words import ShellWords, Substitution
 from lamina.image.dockerfile_words import (
     DockerfileSyntaxError,
+    Flags,
     Node,
     continuation_regex,
     go_trim_left,
@@ -662,72 +663,6 @@ def _parse_nodes(text: str, name: str) -> _LineResult:
 # Instruction level (buildkit's instructions package)
 
 
-class _Flags:
-    """An instruction's ``--flags``: declared kinds, then :meth:`parse` (buildkit's BFlags)."""
-
-    def __init__(self, arguments: list[str]) -> None:
-        self.arguments = arguments
-        self.kinds: dict[str, str] = {}
-        self.values: dict[str, object] = {}
-        self.used: list[str] = []
-
-    def add_bool(self, name: str, default: bool = False) -> None:
-        self.kinds[name] = "bool"
-        self.values[name] = default
-
-    def add_string(self, name: str, default: str = "") -> None:
-        self.kinds[name] = "string"
-        self.values[name] = default
-
-    def add_strings(self, name: str) -> None:
-        self.kinds[name] = "strings"
-        self.values[name] = []
-
-    def parse(self) -> None:
-        for argument in self.arguments:
-            if argument == "--":
-                return
-            if not argument.startswith("--"):
-                raise _SyntaxError(f"arg should start with -- : {argument}")
-            flag_name, has_value, value = argument.partition("=")
-            name = flag_name[2:]
-            kind = self.kinds.get(name)
-            if kind is None:
-                raise _SyntaxError(f"unknown flag: {flag_name}")
-            if name in self.used and kind != "strings":
-                raise _SyntaxError(f"duplicate flag specified: {flag_name}")
-            if name not in self.used:
-                self.used.append(name)
-            if kind == "bool":
-                if has_value and value == "":
-                    raise _SyntaxError(f"missing a value on flag: {flag_name}")
-                lowered = value.lower()
-                if lowered in ("true", ""):
-                    self.values[name] = True
-                elif lowered == "false":
-                    self.values[name] = False
-                else:
-                    raise _SyntaxError(f"expecting boolean value for flag {flag_name}, not: {value}")
-            elif not has_value:
-                raise _SyntaxError(f"missing a value on flag: {flag_name}")
-            elif kind == "string":
-                self.values[name] = value
-            else:
-                self.values[name].append(value)  # type: ignore[attr-defined]
-
-    def string(self, name: str) -> str:
-        return str(self.values[name])
-
-    def boolean(self, name: str) -> bool:
-        return bool(self.values[name])
-
-    def optional_boolean(self, name: str) -> bool | None:
-        return bool(self.values[name]) if name in self.used else None
-
-    def strings(self, name: str) -> tuple[str, ...]:
-        return tuple(self.values[name])  # type: ignore[call-overload]
-
-
 def _parse_run_mount(spec: str) -> str:
     """The type of a ``--mount`` spec (``type=cache,target=/x``), validated like buildkit."""
     mount_type = "bind"
@@ -795,7 +730,7 @@ def _exactly_one(node: Node, keyword: str) -> str:
 
 def _instruction(node: Node) -> Instruction:
     keyword = node.command.lower()
-    flags = _Flags(node.flags)
+    flags = Flags(node.flags)
     base = _base(node)
     args = node.all_args()
     if keyword == "from":
@@ -943,7 +878,7 @@ def _instruction(node: Node) -> Instruction:
     raise _SyntaxError(f"unknown instruction: {node.command.upper()}")
 
 
-def _healthcheck(node: Node, flags: _Flags, base: dict[str, object]) -> HealthcheckInstruction:
+def _healthcheck(node: Node, flags: Flags, base: dict[str, object]) -> HealthcheckInstruction:
     args = node.args
     if not args:
         raise _SyntaxError("HEALTHCHECK requires at least one argument")

@@ -38,6 +38,7 @@ from typing import Any
 from lamina import errdefs
 from lamina.image.dockerfile_words import (
     DockerfileSyntaxError,
+    Flags,
     ShellWords,
     continuation_regex,
     go_clean,
@@ -144,22 +145,12 @@ def _parse_line(line: str) -> _Instruction:
 
 
 def _parse_flags(instruction: _Instruction, known: Sequence[str] = ()) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for argument in instruction.flags:
-        if argument == "--":
-            break
-        if not argument.startswith("--"):
-            raise _ChangeError(f"arg should start with -- : {argument}")
-        flag_name, has_value, value = argument.partition("=")
-        name = flag_name[2:]
-        if name not in known:
-            raise _ChangeError(f"unknown flag: {flag_name}")
-        if name in values:
-            raise _ChangeError(f"duplicate flag specified: {flag_name}")
-        if not has_value:
-            raise _ChangeError(f"missing a value on flag: {flag_name}")
-        values[name] = value
-    return values
+    """The instruction's ``--flags`` (all string-valued), by name; only those given."""
+    flags = Flags(instruction.flags)
+    for name in known:
+        flags.add_string(name)
+    flags.parse()
+    return {name: flags.string(name) for name in flags.used}
 
 
 def _check_signal(raw: str) -> None:

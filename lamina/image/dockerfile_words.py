@@ -78,7 +78,7 @@ __all__ = [
     "is_go_space", "environment_from_list",
     "WHITESPACE", "go_clean", "go_trim_space", "go_trim_left", "split_whitespace", "parse_words",
     "extract_flags", "continuation_regex", "trim_continuation", "is_comment", "split_lines",
-    "DockerfileSyntaxError", "parse_json_array", "parse_name_value", "parse_go_duration",
+    "DockerfileSyntaxError", "Flags", "parse_json_array", "parse_name_value", "parse_go_duration",
     "parse_interval", "parse_go_int32", "Node", "parse_node",
 ]
 
@@ -825,6 +825,73 @@ def _valid_text(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+class Flags:
+    """An instruction's ``--flags``: declare each (bool, string, repeatable strings), then
+    :meth:`parse` (buildkit's BFlags, with its messages: ``unknown flag: --x``...)."""
+
+    def __init__(self, arguments: list[str]) -> None:
+        self.arguments = arguments
+        self.kinds: dict[str, str] = {}
+        self.values: dict[str, object] = {}
+        self.used: list[str] = []
+
+    def add_bool(self, name: str, default: bool = False) -> None:
+        self.kinds[name] = "bool"
+        self.values[name] = default
+
+    def add_string(self, name: str, default: str = "") -> None:
+        self.kinds[name] = "string"
+        self.values[name] = default
+
+    def add_strings(self, name: str) -> None:
+        self.kinds[name] = "strings"
+        self.values[name] = []
+
+    def parse(self) -> None:
+        for argument in self.arguments:
+            if argument == "--":
+                return
+            if not argument.startswith("--"):
+                raise DockerfileSyntaxError(f"arg should start with -- : {argument}")
+            flag_name, has_value, value = argument.partition("=")
+            name = flag_name[2:]
+            kind = self.kinds.get(name)
+            if kind is None:
+                raise DockerfileSyntaxError(f"unknown flag: {flag_name}")
+            if name in self.used and kind != "strings":
+                raise DockerfileSyntaxError(f"duplicate flag specified: {flag_name}")
+            if name not in self.used:
+                self.used.append(name)
+            if kind == "bool":
+                if has_value and value == "":
+                    raise DockerfileSyntaxError(f"missing a value on flag: {flag_name}")
+                lowered = value.lower()
+                if lowered in ("true", ""):
+                    self.values[name] = True
+                elif lowered == "false":
+                    self.values[name] = False
+                else:
+                    raise DockerfileSyntaxError(f"expecting boolean value for flag {flag_name}, not: {value}")
+            elif not has_value:
+                raise DockerfileSyntaxError(f"missing a value on flag: {flag_name}")
+            elif kind == "string":
+                self.values[name] = value
+            else:
+                self.values[name].append(value)  # type: ignore[attr-defined]
+
+    def string(self, name: str) -> str:
+        return str(self.values[name])
+
+    def boolean(self, name: str) -> bool:
+        return bool(self.values[name])
+
+    def optional_boolean(self, name: str) -> bool | None:
+        return bool(self.values[name]) if name in self.used else None
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        return tuple(self.values[name])  # type: ignore[call-overload]
 
 
 def parse_json_array(rest: str) -> list[str] | None:
