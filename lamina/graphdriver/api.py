@@ -20,10 +20,12 @@ Work in progress: a layer directory is created under a temporary name
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from lamina.archive.api import Change
 from lamina.mount import Mount
+
+if TYPE_CHECKING:
+    from lamina.archive.api import Change
 
 __all__ = ["ProtoDriver", "DiffDriver", "Sweeper", "GraphDriver", "TarReaderLike"]
 
@@ -46,8 +48,13 @@ class ProtoDriver(Protocol):
     def mounts(self, id: str) -> list[Mount]:
         """The mounts that show the full tree of ``id`` (overlay: one overlay mount)."""
 
-    def get(self, id: str) -> str:
-        """Mount the layer's full tree (refcounted within this process) and return its path."""
+    def get(self, id: str, *, volatile: bool = False) -> str:
+        """Mount the layer's full tree (refcounted within this process) and return its path.
+
+        ``volatile``: what is written through this mount need not survive a crash of the host
+        (an init layer being set up, the root of a ``--rm`` container).  overlay2 then mounts
+        with overlayfs' ``volatile`` option: no fsync reaches the backing filesystem and the
+        unmount does not sync all of it (a ``syncfs`` of whatever anyone wrote, often 5-25 ms)."""
 
     def put(self, id: str) -> None:
         """Release a :meth:`get`; the last release unmounts."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import uuid
 from collections.abc import Callable
 
 from lamina import errdefs
@@ -87,7 +86,7 @@ def supports_d_type(directory: str) -> bool:
     overlayfs relies on d_type to find whiteouts, so a filesystem answering ``DT_UNKNOWN``
     (xfs made with ``ftype=0``) cannot back overlay2.
     """
-    scratch = os.path.join(directory, f"{PROBE_PREFIX}dtype-{uuid.uuid4().hex}")
+    scratch = os.path.join(directory, f"{PROBE_PREFIX}dtype-{os.urandom(16).hex()}")
     os.mkdir(scratch, 0o700)
     try:
         os.close(os.open(os.path.join(scratch, "file"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -114,7 +113,7 @@ def holds_entries(path: str, ignore: Callable[[str], bool] = lambda name: False)
 def probe_directory(home: str) -> str:
     """Create a fresh ``.probe-<random>`` directory under ``home`` (created if missing)."""
     fsutil.make_dirs(home, 0o710)
-    path = os.path.join(home, f"{PROBE_PREFIX}{uuid.uuid4().hex[:12]}")
+    path = os.path.join(home, f"{PROBE_PREFIX}{os.urandom(6).hex()}")
     os.mkdir(path, 0o700)
     return path
 

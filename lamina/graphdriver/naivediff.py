@@ -15,10 +15,13 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from lamina import fsutil
-from lamina.archive import Change, ChangeKind, WhiteoutMode, apply_tar, export_changes, tree_changes
 from lamina.graphdriver.api import ProtoDriver, TarReaderLike
+
+if TYPE_CHECKING:
+    from lamina.archive import Change
 
 __all__ = ["NaiveDiff", "changes_size"]
 
@@ -28,6 +31,8 @@ def changes_size(root: str, changes: list[Change]) -> int:
 
     Hardlinked files count once, like Docker's ``archive.ChangesSize``.
     """
+    from lamina.archive import ChangeKind
+
     seen: set[tuple[int, int]] = set()
     total = 0
     for change in changes:
@@ -103,6 +108,8 @@ class NaiveDiff:
             self.driver.put(id)
 
     def changes(self, id: str, parent: str | None) -> list[Change]:
+        from lamina.archive import tree_changes
+
         layer_root, parent_root, held = self._mount_pair(id, parent)
         try:
             return tree_changes(layer_root, parent_root)
@@ -112,6 +119,8 @@ class NaiveDiff:
     def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
         """The changes of ``id`` against ``parent`` as a tar; mounts are held until the stream
         is exhausted or closed."""
+        from lamina.archive import export_changes, tree_changes
+
         layer_root, parent_root, held = self._mount_pair(id, parent)
         try:
             changes = tree_changes(layer_root, parent_root)
@@ -122,6 +131,8 @@ class NaiveDiff:
         return _HeldStream(iter(chunks), held, self.driver)
 
     def diff_size(self, id: str, parent: str | None) -> int:
+        from lamina.archive import tree_changes
+
         layer_root, parent_root, held = self._mount_pair(id, parent)
         try:
             return changes_size(layer_root, tree_changes(layer_root, parent_root))
@@ -130,6 +141,8 @@ class NaiveDiff:
 
     def apply_diff(self, id: str, parent: str | None, entries: TarReaderLike) -> int:
         """Extract a layer tar into the mounted full tree of ``id``; returns the content size."""
+        from lamina.archive import WhiteoutMode, apply_tar
+
         root = self.driver.get(id)
         try:
             try:

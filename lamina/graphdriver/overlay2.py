@@ -9,6 +9,9 @@ On-disk format (``home`` is ``<data-root>/overlay2``), byte-compatible with Dock
                               first, no newline; absent for a base layer
     <home>/<id>/work          overlay work directory (mode 0700); absent for a base layer
     <home>/<id>/merged        mount point of the full tree, created by get() and removed by put()
+    <home>/<id>/work/work/incompat/volatile/   made by the kernel for a ``volatile`` mount; put()
+                              removes it after a clean unmount (else the kernel refuses the
+                              next mount)
     <home>/<id>/committed     empty; written into a layer when a child is created on it, from
                               then on get() mounts it read-only
     <home>/l/<short-id>       symlink ``../<id>/diff``
@@ -22,6 +25,13 @@ pointing at ``../<id>/diff``) and renames it to ``<id>``; :meth:`Overlay2Driver.
 both kinds of leftover and the short links they strand.
 
 Mount references are counted per process; the layer store serialises use across processes.
+
+Volatile mounts (``get(id, volatile=True)``, kernel 5.10 and later): overlayfs' ``volatile``
+option drops the syncs of the upper directory, including the ``syncfs`` of the whole backing
+filesystem that every unmount of an overlay otherwise does.  Only for what need not survive a
+host crash: an init layer while it is set up, the root of a ``--rm`` container.  A layer
+whose volatile mount was not cleanly unmounted (its process died) is mounted again after its
+marker is removed, with a warning: by then its contents are disposable.
 """
 
 from __future__ import annotations
@@ -32,15 +42,18 @@ import os
 import re
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina import fsutil
 from lamina import mount as lmount
-from lamina.archive import Change, WhiteoutMode, apply_tar, export_tree, overlay_changes
 from lamina.graphdriver import common
 from lamina.graphdriver.api import TarReaderLike
 from lamina.graphdriver.naivediff import NaiveDiff
 from lamina.mount import Mount
+
+if TYPE_CHECKING:
+    from lamina.archive import Change
 
 __all__ = ["Overlay2Driver", "probe", "native_diff_problem", "SHORT_ID_LENGTH", "MAX_DEPTH",
            "LINK_DIR"]
@@ -50,6 +63,7 @@ SHORT_ID_LENGTH = 26
 MAX_DEPTH = 128  # Docker's limit on the number of lower layers
 _SHORT_ID = re.compile(r"^[A-Z2-7]{26}$")
 _OVERLAY_PARAMETERS = "/sys/module/overlay/parameters"
+_VOLATILE_MARKER = ("work", "work", "incompat", "volatile")  # under a layer directory
 # filesystems that cannot hold an overlay upper directory
 _UNSUPPORTED_BACKING = ("overlayfs", "aufs", "ecryptfs")
 
@@ -213,6 +227,8 @@ class Overlay2Driver:
         self._lock = threading.RLock()
         self._references: dict[str, int] = {}
         self._adopted: set[str] = set()  # mounted before this process's first get()
+        self._volatile: set[str] = set()  # mounted here with the volatile option
+        self._volatile_refused = False    # a kernel before 5.10: volatile is an unknown option
         self._native_problem: list[str | None] = []  # cached native_diff_problem result
         self._naive = NaiveDiff(self)
 
@@ -332,7 +348,8 @@ class Overlay2Driver:
             if isinstance(exc, OSError):
                 raise fsutil.system_error(f"create overlay2 layer {id}", exc) from exc
             raise
-        if parent_dir is not None:
+        if parent_dir is not None and not os.path.exists(os.path.join(parent_dir, "committed")):
+            # written once, by the first child (an image's top layer gets one child per container)
             try:
                 fsutil.atomic_write(os.path.join(parent_dir, "committed"), b"", 0o600)
             except OSError as exc:
@@ -414,8 +431,9 @@ class Overlay2Driver:
                 f"cannot mount overlay2 layer {id}: mount options are {size} bytes, over a page")
         return [Mount(type="overlay", source="overlay", options=options, chdir=self.home)]
 
-    def get(self, id: str) -> str:
-        """Mount the full tree at ``<id>/merged`` (a base layer: its diff directory)."""
+    def get(self, id: str, *, volatile: bool = False) -> str:
+        """Mount the full tree at ``<id>/merged`` (a base layer: its diff directory); see the
+        module docstring for ``volatile``."""
         with self._lock:
             layer_dir = self._existing_dir(id)
             if not self._lowers(layer_dir):
@@ -433,9 +451,31 @@ class Overlay2Driver:
                 # mounted by an earlier or another process: use it, never unmount it here
                 self._adopted.add(id)
             else:
-                lmount.mount_all(self.mounts(id), merged)
+                self._mount(id, layer_dir, merged, volatile)
             self._references[id] = 1
             return merged
+
+    def _mount(self, id: str, layer_dir: str, merged: str, volatile: bool) -> None:
+        mounts = self.mounts(id)
+        writable = any(option.startswith("upperdir=") for option in mounts[0].options)
+        marker = os.path.join(layer_dir, *_VOLATILE_MARKER)
+        if writable and os.path.lexists(marker):
+            common.logger.warning("overlay2 layer %s: its last volatile mount was not unmounted cleanly; "
+                                  "mounting it again as it is", id)
+            fsutil.remove_tree(marker)
+        if volatile and writable and not self._volatile_refused:
+            overlay = mounts[0]
+            try:
+                lmount.mount_all([Mount(type=overlay.type, source=overlay.source,
+                                        options=overlay.options + ("volatile",), chdir=overlay.chdir)], merged)
+                self._volatile.add(id)
+                return
+            except errdefs.System as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, OSError) and cause.errno == errno.EINVAL):
+                    raise
+                self._volatile_refused = True  # before Linux 5.10: mount it the usual way
+        lmount.mount_all(mounts, merged)
 
     def put(self, id: str) -> None:
         with self._lock:
@@ -454,6 +494,9 @@ class Overlay2Driver:
                 return
             merged = os.path.join(layer_dir, "merged")
             lmount.unmount(merged, detach=True)
+            if id in self._volatile:
+                self._volatile.discard(id)
+                fsutil.remove_tree(os.path.join(layer_dir, *_VOLATILE_MARKER))  # unmounted cleanly
             try:
                 os.rmdir(merged)
             except OSError:
@@ -569,6 +612,8 @@ class Overlay2Driver:
     def apply_diff(self, id: str, parent: str | None, entries: TarReaderLike) -> int:
         if not self._native(id, parent):
             return self._naive.apply_diff(id, parent, entries)
+        from lamina.archive import WhiteoutMode, apply_tar  # the tar code: only when used
+
         diff_dir = os.path.join(self._existing_dir(id), "diff")
         try:
             fd = os.open(diff_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -582,11 +627,15 @@ class Overlay2Driver:
     def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
         if not self._native(id, parent):
             return self._naive.diff(id, parent)
+        from lamina.archive import export_tree
+
         return export_tree(os.path.join(self._existing_dir(id), "diff"))
 
     def changes(self, id: str, parent: str | None) -> list[Change]:
         if not self._native(id, parent):
             return self._naive.changes(id, parent)
+        from lamina.archive import overlay_changes
+
         layer_dir = self._existing_dir(id)
         return overlay_changes(os.path.join(layer_dir, "diff"), self._lower_diff_dirs(layer_dir))
 

@@ -17,10 +17,19 @@ Selection policy (:func:`select`), the first rule that applies wins:
 
 Every driver passed over is logged at INFO on the ``lamina.graphdriver`` logger and listed in
 :attr:`Selection.skipped` with the reason.
+
+Probe cache: a probe that passed is recorded in the driver's directory as ``.probed.json``
+(``{"Kernel": <uname release>, "Device": <st_dev>, "Inode": <st_ino>}`` of the driver
+directory), and :func:`select` trusts it instead of probing again (overlay2's probe makes a
+real test mount: ~10 ms on every command) while the kernel release and the directory (the
+filesystem it lives on) are the same.  Anything else (no record, a damaged one, another
+kernel, the directory on another filesystem or, when the inode number is not reused, made
+anew) probes again.  Failed probes are not recorded.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import types
 from collections.abc import Mapping
@@ -34,8 +43,8 @@ from lamina.graphdriver.api import GraphDriver
 from lamina.graphdriver.overlay2 import Overlay2Driver
 from lamina.graphdriver.vfs import VfsDriver
 
-__all__ = ["DRIVERS", "PRIORITY", "NOT_IMPLEMENTED", "Selection", "DriverClass", "select",
-           "driver_home", "drivers_holding_layers", "skip_reason"]
+__all__ = ["DRIVERS", "PRIORITY", "NOT_IMPLEMENTED", "PROBE_RECORD", "Selection", "DriverClass", "select",
+           "driver_home", "drivers_holding_layers", "skip_reason", "cached_skip_reason"]
 
 
 class DriverClass(Protocol):
@@ -62,6 +71,9 @@ NOT_IMPLEMENTED: tuple[str, ...] = ("fuse-overlayfs", "btrfs", "zfs", "aufs", "d
 
 # drivers that only work on their own filesystem
 _NATIVE_FILESYSTEM = {"btrfs": "btrfs", "zfs": "zfs"}
+
+# a passed probe, recorded in the driver's directory (see the module docstring)
+PROBE_RECORD = ".probed.json"
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,40 @@ def skip_reason(data_root: str, name: str) -> str | None:
     return "not implemented by lamina"
 
 
+def _probe_identity(home: str) -> dict[str, object] | None:
+    """What a recorded probe result is valid for: this kernel, this very directory."""
+    try:
+        status = os.stat(home)
+    except OSError:
+        return None
+    return {"Kernel": os.uname().release, "Device": status.st_dev, "Inode": status.st_ino}
+
+
+def cached_skip_reason(data_root: str, name: str) -> str | None:
+    """:func:`skip_reason`, trusting a passed probe recorded for this kernel and directory."""
+    if name not in DRIVERS:
+        return skip_reason(data_root, name)
+    home = driver_home(data_root, name)
+    record = os.path.join(home, PROBE_RECORD)
+    identity = _probe_identity(home)
+    if identity is not None:
+        try:
+            with open(record, "rb") as handle:
+                if json.load(handle) == identity:
+                    return None
+        except (OSError, ValueError):
+            pass  # no record, or a damaged one: probe again
+    reason = skip_reason(data_root, name)
+    if reason is None:
+        identity = _probe_identity(home)
+        if identity is not None:
+            try:
+                fsutil.atomic_replace(record, json.dumps(identity), 0o600)
+            except OSError as exc:
+                common.logger.info("cannot record the %s probe in %s: %s", name, record, exc.strerror)
+    return reason
+
+
 def drivers_holding_layers(data_root: str) -> list[str]:
     """Names of the drivers whose directory in ``data_root`` holds layers."""
     names = []
@@ -120,7 +166,7 @@ def select(data_root: str, explicit: str | None = None) -> Selection:
                 raise errdefs.NotImplemented(
                     f"storage driver '{explicit}' is not implemented by lamina (available: {_available()})")
             raise errdefs.InvalidArgument(f"unknown storage driver '{explicit}' (available: {_available()})")
-        reason = skip_reason(data_root, explicit)
+        reason = cached_skip_reason(data_root, explicit)
         if reason is not None:
             raise errdefs.FailedPrecondition(f"storage driver '{explicit}' cannot be used in {data_root}: {reason}")
         others = [name for name in holding if name != explicit]
@@ -139,7 +185,7 @@ def select(data_root: str, explicit: str | None = None) -> Selection:
             raise errdefs.FailedPrecondition(
                 f"data root {data_root} holds layers of storage driver '{name}', which is not implemented "
                 f"by lamina; pass --storage-driver to choose another ({_available()})")
-        reason = skip_reason(data_root, name)
+        reason = cached_skip_reason(data_root, name)
         if reason is not None:
             raise errdefs.FailedPrecondition(
                 f"data root {data_root} holds layers of storage driver '{name}', which cannot be used: "
@@ -149,7 +195,7 @@ def select(data_root: str, explicit: str | None = None) -> Selection:
 
     skipped: list[tuple[str, str]] = []
     for name in PRIORITY:
-        reason = skip_reason(data_root, name)
+        reason = cached_skip_reason(data_root, name)
         if reason is None:
             common.logger.info("using storage driver %s", name)
             return Selection(driver=DRIVERS[name](driver_home(data_root, name)), skipped=tuple(skipped))

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina import fsutil
 from lamina import mount as lmount
-from lamina.archive import Change, copy_tree
 from lamina.graphdriver import common
 from lamina.graphdriver.api import TarReaderLike
 from lamina.graphdriver.naivediff import NaiveDiff
 from lamina.mount import Mount
+
+if TYPE_CHECKING:
+    from lamina.archive import Change
 
 __all__ = ["VfsDriver", "probe"]
 
@@ -87,6 +90,8 @@ class VfsDriver:
             if parent_dir is None:
                 os.mkdir(work_in_progress, 0o755)
             else:
+                from lamina.archive import copy_tree  # the tar and copy code: only when used
+
                 copy_tree(parent_dir, work_in_progress)
             fsutil.publish_dir(work_in_progress, final)
         except BaseException as exc:
@@ -124,8 +129,8 @@ class VfsDriver:
     def mounts(self, id: str) -> list[Mount]:
         return [Mount(type="bind", source=self._existing_dir(id), options=("bind",))]
 
-    def get(self, id: str) -> str:
-        """The layer directory itself: vfs needs no mount."""
+    def get(self, id: str, *, volatile: bool = False) -> str:
+        """The layer directory itself: vfs needs no mount (so ``volatile`` changes nothing)."""
         return self._existing_dir(id)
 
     def put(self, id: str) -> None:

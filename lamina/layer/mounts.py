@@ -18,14 +18,16 @@ record and are reported and removed by ``system check --repair``.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
-from lamina.archive.api import Change
 from lamina.digest import Digest
 from lamina.layer.store import LayerStore
+
+if TYPE_CHECKING:
+    from lamina.archive.api import Change
 
 __all__ = ["RWLayer", "MountStore", "INIT_PATHS"]
 
@@ -65,7 +67,7 @@ class MountStore:
         if os.path.exists(final):
             raise errdefs.AlreadyExists(f"read-write layer for container {container_id} exists already")
         parent_layer = self.layers.get(parent) if parent else None
-        mount_id = uuid.uuid4().hex + uuid.uuid4().hex
+        mount_id = os.urandom(32).hex()
         init_id = mount_id + "-init"
         tmp = os.path.join(self._dir, fsutil.temp_name())
         os.mkdir(tmp, 0o700)
@@ -76,10 +78,12 @@ class MountStore:
             self._setup_init_layer(init_id)
             self.driver.create(mount_id, init_id, read_write=True)
             created.append(mount_id)
-            fsutil.atomic_write(os.path.join(tmp, "mount-id"), mount_id)
-            fsutil.atomic_write(os.path.join(tmp, "init-id"), init_id)
+            # files of a fresh directory published by one rename: each needs its data synced,
+            # not a rename (and a directory fsync) of its own
+            _write_synced(os.path.join(tmp, "mount-id"), mount_id)
+            _write_synced(os.path.join(tmp, "init-id"), init_id)
             if parent:
-                fsutil.atomic_write(os.path.join(tmp, "parent"), parent)
+                _write_synced(os.path.join(tmp, "parent"), parent)
             fsutil.publish_dir(tmp, final)
         except BaseException:
             for cache_id in reversed(created):
@@ -89,7 +93,9 @@ class MountStore:
         return RWLayer(container_id, mount_id, init_id, Digest(parent) if parent else None)
 
     def _setup_init_layer(self, init_id: str) -> None:
-        root = self.driver.get(init_id)
+        # volatile: the placeholders need no sync, and the unmount then does not sync the whole
+        # backing filesystem (the record published after them is synced all the same)
+        root = self.driver.get(init_id, volatile=True)
         try:
             root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -154,9 +160,10 @@ class MountStore:
                     break
         return out
 
-    def mount(self, container_id: str) -> str:
-        """Mount the container's full tree; returns its path (the overlay merged dir)."""
-        return self.driver.get(self.get(container_id).mount_id)
+    def mount(self, container_id: str, *, volatile: bool = False) -> str:
+        """Mount the container's full tree; returns its path (the overlay merged dir).
+        ``volatile``: its writes need not survive a host crash (see ``GraphDriver.get``)."""
+        return self.driver.get(self.get(container_id).mount_id, volatile=volatile)
 
     def unmount(self, container_id: str) -> None:
         self.driver.put(self.get(container_id).mount_id)
@@ -196,6 +203,17 @@ class MountStore:
     def size(self, container_id: str) -> int:
         layer = self.get(container_id)
         return self.driver.diff_size(layer.mount_id, layer.init_id)
+
+
+def _write_synced(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(text.encode())
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read(path: str) -> str:

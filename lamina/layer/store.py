@@ -29,20 +29,11 @@ import errno
 import fcntl
 import logging
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from lamina import errdefs, fsutil
-from lamina.archive import (
-    TarReader,
-    TarSplitWriter,
-    assemble,
-    assembled_size,
-    decompressed,
-)
-from lamina.archive.tarsplit import DirectoryFileGetter
 from lamina.digest import Digest, Hasher
 from lamina.digest import chain_id as compute_chain_id
 from lamina.graphdriver.api import GraphDriver
@@ -69,7 +60,7 @@ class Lease:
     """Marks an operation in progress; see the module docstring."""
 
     def __init__(self, directory: str) -> None:
-        self.path = os.path.join(directory, uuid.uuid4().hex)
+        self.path = os.path.join(directory, os.urandom(16).hex())
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         fsutil.fsync_dir(directory)
@@ -193,6 +184,8 @@ class LayerStore:
         return [self.get(c) for c in self.chain_ids()]
 
     def tar_size(self, chain_id: str) -> int:
+        from lamina.archive import assembled_size  # the archive code: only for layer contents
+
         with self._open_tar_split(chain_id) as handle:
             return assembled_size(handle)
 
@@ -209,6 +202,8 @@ class LayerStore:
         A mismatch raises :class:`errdefs.DataLoss` after the last byte (the stream is not
         buffered); callers writing archives must treat the output as invalid then.
         """
+        from lamina.archive import DirectoryFileGetter, assemble
+
         layer = self.get(chain_id)
         getter = DirectoryFileGetter(self.driver.diff_path(layer.cache_id))
         hasher = Hasher()
@@ -230,10 +225,12 @@ class LayerStore:
         Returns the layer and whether it was new (False: an identical layer existed already
         and the extracted copy was discarded).  Callers hold the store lock shared.
         """
+        from lamina.archive import TarReader, TarSplitWriter, decompressed
+
         parent_layer = self.get(parent) if parent else None
-        write_set = os.path.join(self._tmp_dir, "write-set-" + uuid.uuid4().hex)
+        write_set = os.path.join(self._tmp_dir, "write-set-" + os.urandom(16).hex())
         os.mkdir(write_set, 0o700)
-        cache_id = uuid.uuid4().hex + uuid.uuid4().hex
+        cache_id = os.urandom(32).hex()
         created = False
         try:
             fsutil.atomic_write(os.path.join(write_set, "cache-id"), cache_id)
@@ -297,7 +294,7 @@ class LayerStore:
         nothing references the layer (no image, container or child layer)."""
         layer = self.get(chain_id)
         directory = self._dir(chain_id)
-        removing = f"{directory}-{uuid.uuid4().hex[:12]}-removing"
+        removing = f"{directory}-{os.urandom(6).hex()}-removing"
         os.rename(directory, removing)  # the commit point
         fsutil.fsync_dir(self._layers_dir)
         self.driver.remove(layer.cache_id)
