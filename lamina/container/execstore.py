@@ -16,7 +16,6 @@ record at create; afterwards only the container's monitor writes it (start, exit
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Any
 
 from lamina import errdefs, fsutil
@@ -43,7 +42,7 @@ class ExecStore:
 
     def new(self, container_id: str, config: dict[str, Any]) -> dict[str, Any]:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        exec_id = secrets.token_hex(32)
+        exec_id = os.urandom(32).hex()  # secrets.token_hex(32), without importing secrets
         command = list(config.get("Cmd") or [])
         record = {
             "ID": exec_id,

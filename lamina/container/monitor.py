@@ -731,10 +731,10 @@ class Monitor:
         self.writer = JsonFileWriter(self.store.log_path(self.id), max_size=parsed.max_size,
                                      max_file=parsed.max_file)
 
-    def _update(self, change: Callable[[Container], None]) -> bool:
+    def _update(self, change: Callable[[Container], None], *, durable: bool = True) -> bool:
         """Read-modify-write the record; False when the container is gone."""
         try:
-            with self.store.modify(self.id) as container:
+            with self.store.modify(self.id, durable=durable) as container:
                 change(container)
             return True
         except errdefs.NotFound:
@@ -806,7 +806,10 @@ class Monitor:
             ran = self.run.container if self.run is not None else None
             exit_code, oom, duration = self._end_run(status)
             restart, container = self._decide(exit_code, duration)
-            self._record_exit(exit_code, oom, restarting=restart)
+            # the exit of a --rm container about to be removed needs no fsync: if a crash
+            # loses it, the start-up finds a dead run and removes the container all the same
+            removing = not restart and container is not None and bool(container.host_config.get("AutoRemove"))
+            self._record_exit(exit_code, oom, restarting=restart, durable=not removing)
             self._exit_events(container if container is not None else ran, exit_code, oom, duration)
             self._close_clients()
             if not restart:
@@ -962,7 +965,9 @@ class Monitor:
             raise errdefs.Conflict(f"container {self.id} is marked for removal and cannot be started")
         config, host = container.config, container.host_config
         runtime = self.context.runtime(str(host.get("Runtime") or "native"))
-        rootfs = self.mounts.mount(self.id)
+        # a --rm container's files go with it: no sync of them, nor of the backing filesystem
+        # when they are unmounted (if the host crashes, the start-up removes the container)
+        rootfs = self.mounts.mount(self.id, volatile=bool(host.get("AutoRemove")))
         child: list[int] = []
         master = None
         sink = None
@@ -1199,7 +1204,7 @@ class Monitor:
             restart = False
         return restart, container
 
-    def _record_exit(self, exit_code: int, oom: bool, *, restarting: bool) -> None:
+    def _record_exit(self, exit_code: int, oom: bool, *, restarting: bool, durable: bool = True) -> None:
         finished = now()
 
         def change(container: Container) -> None:
@@ -1208,7 +1213,7 @@ class Monitor:
             if restarting:
                 container.data["RestartCount"] = int(container.data.get("RestartCount") or 0) + 1
 
-        self._update(change)
+        self._update(change, durable=durable)
         if restarting:
             self.restarts += 1
 

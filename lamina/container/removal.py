@@ -67,7 +67,9 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
         record = store.get(container_id)
         mount_points = record.data.get("MountPoints")
         record.state["RemovalInProgress"] = True
-        store.save(record)
+        # for readers meanwhile; not synced: a crash before the commit point leaves the
+        # container as it was, which is right
+        store.save(record, durable=False)
         path = store.begin_removal(container_id)  # the commit point
         # the lock moved with the directory: holding it tells the sweep we are still at work
         finish_removal(mounts, execs, exec_root, container_id, path)

@@ -192,7 +192,8 @@ class RunDirectory:
             return None
 
     def write_runtime_state(self, state: RuntimeState) -> None:
-        fsutil.atomic_write_json(self.runtime_file, asdict(state), mode=0o600)
+        # atomic (readers see a whole file) but not synced: a reboot ends the run it describes
+        fsutil.atomic_replace(self.runtime_file, json.dumps(asdict(state), separators=(",", ":")), 0o600)
 
     def clear_runtime_state(self) -> None:
         try:

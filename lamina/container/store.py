@@ -17,10 +17,13 @@ On-disk format, under ``<data-root>/containers/``::
     .tmp-<random>/          a creation in progress (removed by the sweep)
     .names.lock             serialises name reservation (create, rename) across processes
 
-Every file is written tmp -> fsync -> rename -> fsync(dir).  Commit points: a container exists
-from the rename of its fully written ``.tmp-<random>`` directory to ``<id>`` (done under
-``.names.lock`` after checking that its name is free); it stops existing at the rename of
-``<id>`` to ``<id>-removing``.  Readers never lock: every file is replaced whole.
+Every file is written tmp -> fsync -> rename -> fsync(dir), but for two states a crash may
+lose without harm (written atomically, not synced): ``RemovalInProgress`` just before a
+removal's commit point, and the exit of a ``--rm`` container about to be removed.
+
+Commit points: a container exists from the rename of its fully written ``.tmp-<random>``
+directory to ``<id>`` (done under ``.names.lock`` after checking that its name is free); it
+stops existing at the rename of ``<id>`` to ``<id>-removing``.  Readers never lock: every file is replaced whole.
 
 Ids are 64 random hex digits whose 12-digit short form is never all decimal digits (so a short
 id cannot be mistaken for a number).  Lookups accept the full id, the name (with or without the
@@ -33,7 +36,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +57,7 @@ _REMOVING = "-removing"
 
 def new_container_id() -> str:
     while True:
-        candidate = secrets.token_hex(32)
+        candidate = os.urandom(32).hex()  # what secrets.token_hex(32) does, without its imports
         if not candidate[:12].isdigit():
             return candidate
 
@@ -70,6 +72,14 @@ def _write_synced(path: str, value: Any) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_json(path: str, value: Any) -> None:
+    fsutil.atomic_write_json(path, value, mode=0o600)
+
+
+def _replace_json(path: str, value: Any) -> None:
+    fsutil.atomic_replace(path, json.dumps(value, separators=(",", ":")), 0o600)
 
 
 def _is_id(name: str) -> bool:
@@ -225,15 +235,18 @@ class ContainerStore:
             fsutil.remove_tree(tmp)
             raise
 
-    def save(self, container: Container, *, host_config: bool = False) -> None:
+    def save(self, container: Container, *, host_config: bool = False, durable: bool = True) -> None:
         """Write config.v2.json (and hostconfig.json when ``host_config``) of an existing
-        record; the caller holds its lock."""
+        record; the caller holds its lock.  ``durable=False`` skips the fsyncs (the write is
+        still atomic): only for a state that a crash may lose because what follows makes it
+        moot (the exit of a ``--rm`` container, about to be removed)."""
         directory = self.directory(container.id)
         if not os.path.isdir(directory):
             raise errdefs.NotFound(f"No such container: {container.id}")
+        write = _write_json if durable else _replace_json
         if host_config:
-            fsutil.atomic_write_json(os.path.join(directory, HOST_CONFIG_FILE), container.host_config, mode=0o600)
-        fsutil.atomic_write_json(os.path.join(directory, CONFIG_FILE), container.data, mode=0o600)
+            write(os.path.join(directory, HOST_CONFIG_FILE), container.host_config)
+        write(os.path.join(directory, CONFIG_FILE), container.data)
 
     def lock(self, container_id: str) -> fsutil.FileLock:
         """The container's lock, acquired (exclusive); NotFound once the container is gone."""
@@ -245,9 +258,9 @@ class ContainerStore:
         return lock
 
     @contextmanager
-    def modify(self, container_id: str, *, host_config: bool = False) -> Iterator[Container]:
+    def modify(self, container_id: str, *, host_config: bool = False, durable: bool = True) -> Iterator[Container]:
         """Read-modify-write under the container's lock; the record is saved (when it changed)
-        when the block ends without an exception."""
+        when the block ends without an exception (see :meth:`save` for ``durable``)."""
         lock = self.lock(container_id)
         try:
             container = self.get(container_id)
@@ -256,7 +269,7 @@ class ContainerStore:
             yield container
             host_changed = host_config and json.dumps(container.host_config, sort_keys=True) != before_host
             if host_changed or json.dumps(container.data, sort_keys=True) != before:
-                self.save(container, host_config=host_changed)
+                self.save(container, host_config=host_changed, durable=durable)
         finally:
             lock.release()
 

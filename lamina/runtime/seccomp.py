@@ -26,13 +26,11 @@ the ready program with ``prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER)``, without l
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import hashlib
 import json
 import os
 from dataclasses import dataclass
-from importlib import resources as importlib_resources
 from typing import Any
 
 from lamina import errdefs
@@ -111,8 +109,9 @@ def _parse_kernel(text: str) -> tuple[int, int]:
 
 
 def default_profile_bytes() -> bytes:
-    """Docker's default profile as stored in the package data."""
-    return importlib_resources.files("lamina.runtime").joinpath("seccomp-default.json").read_bytes()
+    """Docker's default profile as stored in the package data (next to this module)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp-default.json"), "rb") as handle:
+        return handle.read()
 
 
 def default_profile() -> dict[str, Any]:
@@ -199,7 +198,9 @@ def _library() -> ctypes.CDLL:
         library = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     except OSError:
         # find_library runs ldconfig: only when the usual soname is not found
-        path = ctypes.util.find_library("seccomp")
+        from ctypes.util import find_library
+
+        path = find_library("seccomp")
         try:
             library = ctypes.CDLL(path or "libseccomp.so", use_errno=True)
         except OSError as exc:

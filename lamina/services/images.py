@@ -21,9 +21,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs
 from lamina.digest import Digest, chain_ids
-from lamina.distribution.archive_index import open_archive
-from lamina.distribution.load import load_images
-from lamina.distribution.save import SaveItem, pump, save_docker, save_oci
 from lamina.events.api import DISCARD, IMAGE, EventSink
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.config import (
@@ -46,6 +43,7 @@ from lamina.layer.store import LayerStore
 from lamina.services.api import Progress
 
 if TYPE_CHECKING:
+    from lamina.distribution.save import SaveItem
     from lamina.layer.mounts import MountStore
 
 __all__ = ["ImageServiceImpl"]
@@ -166,6 +164,10 @@ class ImageServiceImpl:
             elif not quiet:
                 progress(message)
 
+        # the archive readers: imported by the commands that move archives, not by every one
+        from lamina.distribution.archive_index import open_archive
+        from lamina.distribution.load import load_images
+
         try:
             lock = self.layers.lock(shared=True)
             try:
@@ -189,6 +191,8 @@ class ImageServiceImpl:
         return names
 
     def _save_items(self, names: list[str]) -> list[SaveItem]:
+        from lamina.distribution.save import SaveItem
+
         if not names:
             raise errdefs.InvalidArgument("no images to save")
         items: dict[str, SaveItem] = {}
@@ -229,6 +233,8 @@ class ImageServiceImpl:
     def save(self, names: list[str], *, format: str = "docker") -> Iterator[bytes]:
         if format not in ("docker", "oci"):
             raise errdefs.InvalidArgument(f"unknown archive format {format!r} (docker or oci)")
+        from lamina.distribution.save import pump, save_docker, save_oci
+
         items = self._save_items(names)
         writer = save_docker if format == "docker" else save_oci
 

@@ -20,8 +20,8 @@ Events (Docker's, type ``volume``, actor the volume name): ``create`` when a vol
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import threading
 from typing import Any
 
@@ -107,7 +107,7 @@ class VolumeServiceImpl:
         driver_opts = _string_map(driver_opts, "DriverOpts")
         labels = _string_map(labels, "Labels")
         if not name:
-            name = secrets.token_hex(32)
+            name = os.urandom(32).hex()  # secrets.token_hex(32), without importing secrets
             labels = {**(labels or {}), ANONYMOUS_LABEL: ""}
         volume, created = self.store.create(name, driver=driver, options=driver_opts, labels=labels,
                                             reference=reference)

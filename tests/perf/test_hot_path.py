@@ -1,0 +1,126 @@
+"""The start-up cost of the commands that must be quick (DESIGN.md §1): ``lamina images`` and
+``lamina run --rm IMAGE true`` in-process import only what they use, the storage driver probe
+is not repeated, the seccomp filter is compiled once, and ``lamina.archive`` loads its parts
+on first use.  Each command runs in a fresh interpreter, as a user's shell runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lamina.config import EngineConfig
+from lamina.graphdriver import registry
+from lamina.services.compose import build_services
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
+
+# modules that neither command needs (archives, registries, builds, the --change engine) or that
+# cost a lot for little (uuid and platform ~4 ms, secrets loads OpenSSL's HMAC, ctypes.util runs
+# ldconfig, importlib.resources)
+NEVER = ("lamina.archive.tarstream", "lamina.archive.extract", "lamina.archive.changes",
+         "lamina.archive.compression", "lamina.archive.tarsplit", "lamina.distribution", "lamina.build",
+         "lamina.image.changes", "lamina.server", "uuid", "platform", "secrets", "ctypes.util",
+         "importlib.resources", "tarfile", "rich", "http.client")
+
+
+def _command(data_root: str, exec_root: str, *arguments: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    code = ("import json, sys\nfrom lamina.cli.main import main\ncode = main(sys.argv[1:])\n"
+            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\nsys.exit(code)")
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_STORAGE_DRIVER")}
+    environment["LAMINA_EXEC_ROOT"] = exec_root
+    completed = subprocess.run([sys.executable, "-c", code, "--data-root", data_root, *arguments], cwd=ROOT,
+                               env=environment, capture_output=True, text=True, timeout=120, check=False)
+    modules = set(json.loads(completed.stderr.strip().splitlines()[-1]))
+    return completed, modules
+
+
+def _loaded(found: set[str], names: tuple[str, ...]) -> set[str]:
+    return {module for module in found if module.startswith(names) and
+            any(module == name or module.startswith(name + ".") for name in names)}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mounts, namespaces, cgroups)")
+    base = tmp_path_factory.mktemp("hot-path")
+    config = EngineConfig(data_root=str(base / "data"), exec_root=str(base / "run"))
+    services = build_services(config)
+    with open(FIXTURE, "rb") as handle:
+        services.images.load(handle, progress=lambda message: None)
+    yield config
+    from lamina import mount as lmount
+
+    lmount.unmount_all_under(str(base))
+
+
+@pytest.mark.privileged
+def test_images_imports_neither_the_container_engine_nor_archives(engine) -> None:
+    completed, modules = _command(engine.data_root, engine.exec_root, "images")
+    assert completed.returncode == 0, completed.stderr
+    assert "busybox" in completed.stdout
+    assert _loaded(modules, NEVER) == set()
+    assert _loaded(modules, ("lamina.services.containers", "lamina.container.store", "lamina.container.monitor",
+                             "lamina.container.spec", "lamina.runtime", "lamina.volume",
+                             "lamina.services.builds")) == set()
+
+
+@pytest.mark.privileged
+def test_run_rm_true_imports_only_what_running_needs(engine) -> None:
+    completed, modules = _command(engine.data_root, engine.exec_root, "run", "--rm", "busybox", "true")
+    assert completed.returncode == 0, completed.stderr
+    assert _loaded(modules, NEVER) == set()
+    assert "lamina.runtime.native" in modules
+    assert os.listdir(os.path.join(engine.data_root, "containers")) == [".names.lock"]
+
+
+@pytest.mark.privileged
+def test_the_driver_probe_and_the_seccomp_filter_are_kept_between_commands(engine, tmp_path) -> None:
+    record = os.path.join(engine.data_root, "overlay2", registry.PROBE_RECORD)
+    if not os.path.isdir(os.path.join(engine.data_root, "overlay2")):
+        pytest.skip("overlay2 is not the driver here")
+    assert os.path.exists(record)
+    before = os.stat(record)
+    completed, _ = _command(engine.data_root, engine.exec_root, "run", "--rm", "busybox", "true")
+    assert completed.returncode == 0, completed.stderr
+    cache = os.path.join(engine.exec_root, "seccomp")
+    filters = os.listdir(cache)
+    assert len(filters) == 1 and filters[0].endswith(".bpf")
+    compiled = os.stat(os.path.join(cache, filters[0]))
+    completed, _ = _command(engine.data_root, engine.exec_root, "run", "--rm", "busybox", "true")
+    assert completed.returncode == 0, completed.stderr
+    again = os.stat(os.path.join(cache, filters[0]))
+    assert (again.st_ino, again.st_mtime_ns) == (compiled.st_ino, compiled.st_mtime_ns)  # not compiled again
+    after = os.stat(record)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not probed again
+
+
+def test_the_archive_package_loads_its_parts_on_first_use() -> None:
+    code = ("import json, sys\nimport lamina.archive.api\nfrom lamina.graphdriver import overlay2\n"
+            "before = sorted(sys.modules)\nfrom lamina.archive import TarReader\n"
+            "import lamina.archive as archive\n"
+            "print(json.dumps([before, sorted(sys.modules), TarReader.__module__]))")
+    output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    before, after, home = json.loads(output)
+    assert not [m for m in before if m.startswith("lamina.archive.") and m != "lamina.archive.api"]
+    assert "lamina.archive.tarstream" in after and home == "lamina.archive.tarstream"
+
+
+def test_every_archive_export_resolves_to_its_module() -> None:
+    import importlib
+
+    import lamina.archive as archive
+
+    for name in archive.__all__:
+        value = getattr(archive, name)
+        home = importlib.import_module(f"lamina.archive.{archive._HOMES[name]}")
+        assert value is getattr(home, name), name
+    assert set(archive.__all__) <= set(dir(archive))
+    with pytest.raises(AttributeError):
+        archive.no_such_name  # noqa: B018
