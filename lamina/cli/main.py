@@ -11,6 +11,11 @@ command uses ``-h`` for something else, like ``run -h HOSTNAME``), ``OPTIONS_END
 
 Global options come before the command (``lamina --data-root /tmp/x images``).  Boolean flags
 also accept docker's ``--flag=false`` form.  Exit codes: :mod:`lamina.cli.errors`.
+
+The ``lamina`` program's entry point is :func:`run`: :func:`main`, then an exit that skips the
+interpreter's teardown (freeing every module and object costs 15-40 ms, a fifth of ``lamina run
+--rm IMAGE true``); it still joins threads, runs the ``atexit`` handlers and flushes stdio.
+:func:`main` returns the exit code instead, for callers in the same process (tests).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from lamina.cli.errors import (
     CommandError, UsageError, exit_code_for_status,
 )
 
-__all__ = ["main", "Command", "COMMANDS", "GROUPS", "build_command_parser", "find_command"]
+__all__ = ["main", "run", "Command", "COMMANDS", "GROUPS", "HelpFormatter", "build_command_parser", "find_command"]
 
 
 class Command(NamedTuple):
@@ -136,12 +141,38 @@ def _help_text() -> str:
     return "\n".join(lines)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter, as wide as the terminal the way ``shutil.get_terminal_size()``
+    finds it (``COLUMNS``, else the size of stdout's terminal, else 80), without importing
+    shutil (and bz2, lzma...): argparse makes a formatter for every ``add_argument`` (to check
+    its metavar), a hundred for ``run``."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 def _global_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lamina", usage="lamina [OPTIONS] COMMAND [ARGS...]",
         description="A Docker-compatible container engine. Every command is a Docker Engine API "
                     "request, served in-process (default) or by the daemon named with -H.",
-        epilog=_help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_help_text(), formatter_class=HelpFormatter)
     parser.add_argument("--data-root", metavar="DIR",
                         help="root of persisted state (env LAMINA_DATA_ROOT, default /var/lib/lamina)")
     parser.add_argument("--storage-driver", metavar="NAME",
@@ -177,7 +208,7 @@ def build_command_parser(command: Command) -> tuple[argparse.ArgumentParser, Any
     module = importlib.import_module(f"lamina.cli.commands.{command.module}")
     parser = argparse.ArgumentParser(prog="lamina " + " ".join(command.words),
                                      description=command.summary,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     formatter_class=HelpFormatter,
                                      add_help=getattr(module, "ADD_HELP", True))
     module.configure(parser)
     return parser, module
@@ -286,6 +317,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def run() -> None:
+    """The ``lamina`` program: :func:`main` with ``sys.argv``, then exit at once.
+
+    What the interpreter's own exit would do that matters is done here, in its order: wait for
+    the threads that are not daemons, run the ``atexit`` handlers (logging's flush, pending
+    ``weakref.finalize`` calls), flush stdout and stderr (exit code 120 when that fails, as
+    Python's).  Only the teardown of modules and objects is skipped."""
+    code = main()
+    threading = sys.modules.get("threading")  # no threads were started if it was never imported
+    if threading is not None:
+        current = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not current and not thread.daemon:
+                thread.join()
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            code = 120
+    os._exit(code)
+
+
 def _run(arguments: list[str], context: Context) -> int:
     global_arguments, words = _split_global(arguments)
     parser = _global_parser()
@@ -350,4 +407,4 @@ def _exit_status(exit: SystemExit) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
