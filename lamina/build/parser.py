@@ -64,8 +64,7 @@ from lamina.image.dockerfile_words import (
     go_trim_left,
     go_trim_space,
     is_comment,
-    parse_go_int32,
-    parse_interval,
+    parse_healthcheck,
     parse_node,
     split_lines,
     trim_continuation,
@@ -879,35 +878,11 @@ def _instruction(node: Node) -> Instruction:
 
 
 def _healthcheck(node: Node, flags: Flags, base: dict[str, object]) -> HealthcheckInstruction:
-    args = node.args
-    if not args:
-        raise _SyntaxError("HEALTHCHECK requires at least one argument")
-    kind = args[0].upper()
-    rest = args[1:]
-    if kind == "NONE":
-        if rest:
-            raise _SyntaxError("HEALTHCHECK NONE takes no arguments")
-        return HealthcheckInstruction(test=("NONE",), **base)  # type: ignore[arg-type]
-    for name in ("interval", "timeout", "start-period", "start-interval", "retries"):
-        flags.add_string(name)
-    flags.parse()
-    if kind != "CMD":
-        raise _SyntaxError(f"Unknown type {_go_quote(kind)} in HEALTHCHECK (try CMD)")
-    command = tuple(rest) if node.json_form else ((" ".join(rest),) if rest else ())
-    if not command:
-        raise _SyntaxError("Missing command after HEALTHCHECK CMD")
-    test = ("CMD" if node.json_form else "CMD-SHELL", *command)
-    retries = 0
-    if flags.string("retries"):
-        retries = parse_go_int32(flags.string("retries"))
-        if retries < 0:
-            raise _SyntaxError(f"--retries cannot be negative ({retries})")
+    health = parse_healthcheck(node.args, node.json_form, flags)
     return HealthcheckInstruction(
-        test=test, interval=parse_interval("interval", flags.string("interval")),
-        timeout=parse_interval("timeout", flags.string("timeout")),
-        start_period=parse_interval("start-period", flags.string("start-period")),
-        start_interval=parse_interval("start-interval", flags.string("start-interval")), retries=retries,
-        **base)  # type: ignore[arg-type]
+        test=health.test, interval=health.interval, timeout=health.timeout,
+        start_period=health.start_period, start_interval=health.start_interval,
+        retries=health.retries, **base)  # type: ignore[arg-type]
 
 
 def _instructions(nodes: list[Node], name: str) -> Iterator[Instruction]:

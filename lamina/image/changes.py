@@ -45,8 +45,7 @@ from lamina.image.dockerfile_words import (
     go_trim_left,
     is_comment,
     parse_go_duration,
-    parse_go_int32,
-    parse_interval,
+    parse_healthcheck,
     parse_node,
     split_lines,
     trim_continuation,
@@ -300,37 +299,15 @@ def _check(instruction: _Instruction) -> None:
 
 
 def _healthcheck(instruction: _Instruction) -> dict[str, Any]:
-    if not instruction.args:
-        raise _ChangeError("HEALTHCHECK requires at least one argument")
-    kind = instruction.args[0].upper()
-    rest = instruction.args[1:]
-    if kind == "NONE":
-        if rest:
-            raise _ChangeError("HEALTHCHECK NONE takes no arguments")
-        return {"Test": ["NONE"]}
-    flags = _parse_flags(instruction, ("interval", "timeout", "start-period", "start-interval", "retries"))
-    if kind != "CMD":
-        raise _ChangeError(f"Unknown type {_go_quote(kind)} in HEALTHCHECK (try CMD)")
-    if instruction.json_form:
-        command = list(rest)
-    else:
-        command = [" ".join(rest)] if rest else []
-    if not command:
-        raise _ChangeError("Missing command after HEALTHCHECK CMD")
-    health: dict[str, Any] = {"Test": ["CMD" if instruction.json_form else "CMD-SHELL", *command]}
-    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
-                      ("start-interval", "StartInterval")):
-        value = parse_interval(flag, flags.get(flag, ""))
+    """Docker's HealthConfig fields (zero values left out) of a HEALTHCHECK instruction."""
+    health = parse_healthcheck(instruction.args, instruction.json_form, Flags(instruction.flags))
+    config: dict[str, Any] = {"Test": list(health.test)}
+    for key, value in (("Interval", health.interval), ("Timeout", health.timeout),
+                       ("StartPeriod", health.start_period), ("StartInterval", health.start_interval),
+                       ("Retries", health.retries)):
         if value:
-            health[key] = value
-    retries_text = flags.get("retries", "")
-    if retries_text:
-        retries = parse_go_int32(retries_text)
-        if retries < 0:
-            raise _ChangeError(f"--retries cannot be negative ({retries})")
-        if retries:
-            health["Retries"] = retries
-    return health
+            config[key] = value
+    return config
 
 
 def _apply(instruction: _Instruction, config: dict[str, Any], state: dict[str, bool], os: str) -> None:

@@ -79,7 +79,8 @@ __all__ = [
     "WHITESPACE", "go_clean", "go_trim_space", "go_trim_left", "split_whitespace", "parse_words",
     "extract_flags", "continuation_regex", "trim_continuation", "is_comment", "split_lines",
     "DockerfileSyntaxError", "Flags", "parse_json_array", "parse_name_value", "parse_go_duration",
-    "parse_interval", "parse_go_int32", "Node", "parse_node",
+    "parse_interval", "parse_go_int32", "Node", "parse_node", "HealthcheckArguments",
+    "parse_healthcheck",
 ]
 
 #: Instructions whose arguments the builder expands (lower-case names).  ``from`` uses only
@@ -1085,3 +1086,45 @@ def parse_node(line: str, escape: str) -> Node:
     elif lowered == "onbuild" and rest:
         child = parse_node(rest, escape)
     return Node(command, flags, args, json_form, line, child)
+
+
+@dataclass(frozen=True)
+class HealthcheckArguments:
+    """HEALTHCHECK's arguments read: ``test`` (``("NONE",)``, ``("CMD", ...)`` or
+    ``("CMD-SHELL", line)``), the intervals in nanoseconds and the retries (0 when not given)."""
+
+    test: tuple[str, ...]
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    start_interval: int = 0
+    retries: int = 0
+
+
+def parse_healthcheck(args: list[str], json_form: bool, flags: Flags) -> HealthcheckArguments:
+    """HEALTHCHECK ``NONE`` or ``[--interval=... ...] CMD command`` (buildkit's parseHealthcheck:
+    its checks in its order, its messages)."""
+    if not args:
+        raise DockerfileSyntaxError("HEALTHCHECK requires at least one argument")
+    kind = args[0].upper()
+    rest = args[1:]
+    if kind == "NONE":
+        if rest:
+            raise DockerfileSyntaxError("HEALTHCHECK NONE takes no arguments")
+        return HealthcheckArguments(test=("NONE",))
+    for name in ("interval", "timeout", "start-period", "start-interval", "retries"):
+        flags.add_string(name)
+    flags.parse()
+    if kind != "CMD":
+        raise DockerfileSyntaxError(f"Unknown type {_json_quote(kind)} in HEALTHCHECK (try CMD)")
+    command = tuple(rest) if json_form else ((" ".join(rest),) if rest else ())
+    if not command:
+        raise DockerfileSyntaxError("Missing command after HEALTHCHECK CMD")
+    intervals = [parse_interval(name, flags.string(name))
+                 for name in ("interval", "timeout", "start-period", "start-interval")]
+    retries = 0
+    if flags.string("retries"):
+        retries = parse_go_int32(flags.string("retries"))
+        if retries < 0:
+            raise DockerfileSyntaxError(f"--retries cannot be negative ({retries})")
+    return HealthcheckArguments(("CMD" if json_form else "CMD-SHELL", *command), *intervals, retries)
