@@ -14,6 +14,8 @@ DEFAULT_HOST = "unix:///run/lamina.sock"
 
 @dataclass(frozen=True)
 class EngineConfig:
+    """Where the engine keeps its state and which storage driver it uses."""
+
     data_root: str = DEFAULT_DATA_ROOT
     storage_driver: str | None = None     # None: select (data root's driver, then priority)
     exec_root: str = DEFAULT_EXEC_ROOT

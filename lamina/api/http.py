@@ -79,6 +79,8 @@ _PATH_SAFE = "/:@!$&'()*+,;=~"
 
 @dataclass
 class Request:
+    """One API request as the router sees it (from the HTTP server or in-process)."""
+
     method: str
     path: str
     query: dict[str, list[str]] = field(default_factory=dict)
@@ -116,6 +118,8 @@ class Request:
 
 @dataclass
 class Response:
+    """One API response: status, headers and a body (bytes, a stream, or a hijacked connection)."""
+
     status: int
     headers: Headers = field(default_factory=Headers)
     body: bytes | Iterator[bytes] = b""

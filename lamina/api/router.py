@@ -76,6 +76,8 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class Route:
+    """A method, a path pattern (``{name}`` matches greedily) and its handler."""
+
     method: str
     pattern: str
     handler: Handler

@@ -342,6 +342,8 @@ class JsonFileWriter:
 
 @dataclass
 class _Entry:
+    """One decoded log line."""
+
     stream: str
     payload: bytes
     time_text: str

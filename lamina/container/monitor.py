@@ -23,6 +23,11 @@ dispositions).  The monitor then, for each run of the container:
    10 s; a manual stop or kill sets ``HasBeenManuallyStopped``, which stops every policy) and
    ``AutoRemove``.  A failed start rolls back the same way.
 
+The run of a ``--rm`` (``AutoRemove``) container is disposable: its root filesystem is mounted
+``volatile`` and its start and exit are recorded atomically but not synced (no fsync, no sync
+of the backing filesystem at the unmount).  After a host crash such a container is removed at
+start-up, or is still "created" if its start never reached the disk.
+
 Attach socket (``<exec-root>/containers/<id>/attach.sock``): a client connects and sends one
 JSON line ``{"stdin": true, "stdout": true, "stderr": true, "logs": false, "stream": true}``;
 from then on the connection carries Docker's hijacked-attach wire format: output as 8-byte
@@ -590,6 +595,8 @@ class _Run:
 
 @dataclass
 class _Exec:
+    """One exec the monitor started (its process, terminal, stdin and client stream)."""
+
     exec_id: str
     pid: int
     master: int | None
@@ -1013,7 +1020,9 @@ class Monitor:
             record.data["HostsPath"] = os.path.join(directory, "hosts")
             record.data["ResolvConfPath"] = os.path.join(directory, "resolv.conf")
 
-        self._update(change)
+        # a --rm container's run is not made durable (nor is its root filesystem): if the host
+        # crashes while it runs, the record may still say "created"
+        self._update(change, durable=not host.get("AutoRemove"))
         log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
         self._volume_events(container, "mount")
         self._event(container, "start")

@@ -17,9 +17,10 @@ On-disk format, under ``<data-root>/containers/``::
     .tmp-<random>/          a creation in progress (removed by the sweep)
     .names.lock             serialises name reservation (create, rename) across processes
 
-Every file is written tmp -> fsync -> rename -> fsync(dir), but for two states a crash may
-lose without harm (written atomically, not synced): ``RemovalInProgress`` just before a
-removal's commit point, and the exit of a ``--rm`` container about to be removed.
+Every file is written tmp -> fsync -> rename -> fsync(dir), but for states a crash may lose
+without harm (written atomically, not synced): ``RemovalInProgress`` just before a removal's
+commit point, and the start and the exit of a ``--rm`` container (its whole run is disposable:
+after a host crash it is either removed at start-up or still "created").
 
 Commit points: a container exists from the rename of its fully written ``.tmp-<random>``
 directory to ``<id>`` (done under ``.names.lock`` after checking that its name is free); it
@@ -238,8 +239,7 @@ class ContainerStore:
     def save(self, container: Container, *, host_config: bool = False, durable: bool = True) -> None:
         """Write config.v2.json (and hostconfig.json when ``host_config``) of an existing
         record; the caller holds its lock.  ``durable=False`` skips the fsyncs (the write is
-        still atomic): only for a state that a crash may lose because what follows makes it
-        moot (the exit of a ``--rm`` container, about to be removed)."""
+        still atomic): only for a state that a crash may lose (see the module docstring)."""
         directory = self.directory(container.id)
         if not os.path.isdir(directory):
             raise errdefs.NotFound(f"No such container: {container.id}")

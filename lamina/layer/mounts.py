@@ -43,6 +43,8 @@ INIT_PATHS: tuple[tuple[str, str, int], ...] = (
 
 @dataclass(frozen=True)
 class RWLayer:
+    """A container's read-write layer record (``layerdb/mounts/<container-id>``)."""
+
     container_id: str
     mount_id: str
     init_id: str

@@ -51,6 +51,8 @@ class MountSpec:
 
 @dataclass(frozen=True)
 class ProcessSpec:
+    """The container's process: command, environment, identity, capabilities, limits."""
+
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
     cwd: str = "/"
@@ -66,6 +68,8 @@ class ProcessSpec:
 
 @dataclass(frozen=True)
 class Resources:
+    """cgroup limits (``None``: unlimited, as Docker's zero values)."""
+
     memory: int | None = None          # bytes (--memory)
     memory_swap: int | None = None     # bytes, memory+swap (--memory-swap); -1 unlimited
     cpu_quota: int | None = None       # microseconds per period (--cpus * period)
@@ -77,6 +81,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class ContainerSpec:
+    """Everything a runtime needs to start a container."""
+
     id: str
     rootfs: str                                   # the mounted root filesystem (merged dir)
     process: ProcessSpec

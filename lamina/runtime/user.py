@@ -50,6 +50,8 @@ _MAX_FILE_SIZE = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class PasswdEntry:
+    """One line of the container's /etc/passwd."""
+
     name: str
     uid: int
     gid: int
@@ -58,6 +60,8 @@ class PasswdEntry:
 
 @dataclass(frozen=True)
 class GroupEntry:
+    """One line of the container's /etc/group."""
+
     name: str
     gid: int
     members: tuple[str, ...]

@@ -39,7 +39,6 @@ import os
 import re
 import stat
 import time
-from datetime import datetime
 from typing import Any
 
 from lamina import errdefs, fsutil
@@ -79,6 +78,8 @@ def go_quote(text: str) -> str:
 
 def rfc3339(timestamp: float) -> str:
     """Go's ``time.RFC3339`` in local time: ``2024-05-19T20:19:23Z`` or ``...+02:00``."""
+    from datetime import datetime  # ~1.5 ms: only when a volume's time is shown
+
     text = datetime.fromtimestamp(int(timestamp)).astimezone().isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
