@@ -7,9 +7,10 @@ meant to be called only from :mod:`lamina.mount`.
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
 import struct
+from typing import Any
 
 __all__ = [
     "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr",
@@ -85,19 +86,28 @@ DT_REG = 8
 DT_LNK = 10
 DT_SOCK = 12
 
-# the C library the interpreter already links (find_library would run ldconfig: ~10 ms)
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.syncfs.argtypes = [ctypes.c_int]
-_libc.syscall.restype = ctypes.c_long
-_libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+@functools.cache
+def _libc() -> Any:
+    """The C library the interpreter already links (``find_library`` would run ldconfig),
+    through ctypes, loaded on first use: importing ctypes costs ~3 ms, which commands that
+    mount nothing (``lamina images``) need not pay."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.syncfs.argtypes = [ctypes.c_int]
+    libc.syscall.restype = ctypes.c_long
+    libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    return libc
 
 
 def _check(result: int, what: str, path: str | None = None) -> int:
     if result < 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path)
     return result
@@ -110,33 +120,37 @@ def _b(value: str | bytes | None) -> bytes | None:
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+    _check(_libc().mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), "umount2", target)
+    _check(_libc().umount2(_b(target), flags), "umount2", target)
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    _check(_libc().unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(fd, nstype), "setns")
+    _check(_libc().setns(fd, nstype), "setns")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(ctypes.c_long(_SYS_pivot_root), _b(new_root), _b(put_old)), "pivot_root", new_root)
+    import ctypes
+
+    _check(_libc().syscall(ctypes.c_long(_SYS_pivot_root), _b(new_root), _b(put_old)), "pivot_root", new_root)
 
 
 def syncfs(fd: int) -> None:
-    _check(_libc.syncfs(fd), "syncfs")
+    _check(_libc().syncfs(fd), "syncfs")
 
 
 def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
     """mount_setattr(2) (Linux 5.12+); with AT_RECURSIVE it changes a whole mount tree at once."""
+    import ctypes
+
     attr = ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, attr_clr, 0, 0), 32)
-    result = _libc.syscall(ctypes.c_long(_SYS_mount_setattr), ctypes.c_int(dir_fd), _b(path),
+    result = _libc().syscall(ctypes.c_long(_SYS_mount_setattr), ctypes.c_int(dir_fd), _b(path),
                            ctypes.c_uint(flags), attr, ctypes.c_size_t(32))
     _check(result, "mount_setattr", path or None)
 
@@ -146,15 +160,19 @@ def openat2(dir_fd: int, path: str | bytes, flags: int, mode: int = 0, resolve: 
     tmpfile = getattr(os, "O_TMPFILE", 0)
     if not (flags & os.O_CREAT or (tmpfile and flags & tmpfile == tmpfile)):
         mode = 0  # the kernel rejects a mode without O_CREAT/O_TMPFILE (O_TMPFILE includes O_DIRECTORY)
+    import ctypes
+
     how = ctypes.create_string_buffer(struct.pack("=QQQ", flags, mode, resolve), 24)
-    fd = _libc.syscall(ctypes.c_long(_SYS_openat2), ctypes.c_int(dir_fd), _b(path), how, ctypes.c_size_t(24))
+    fd = _libc().syscall(ctypes.c_long(_SYS_openat2), ctypes.c_int(dir_fd), _b(path), how, ctypes.c_size_t(24))
     return _check(fd, "openat2", os.fsdecode(path))
 
 
 def statfs_type(path: str) -> int:
     """``f_type`` of statfs(2) for ``path``: the magic number of its filesystem."""
+    import ctypes
+
     buffer = ctypes.create_string_buffer(256)  # larger than struct statfs on every architecture
-    _check(_libc.statfs(_b(path), buffer), "statfs", path)
+    _check(_libc().statfs(_b(path), buffer), "statfs", path)
     # f_type is the first field, a C long (__fsword_t)
     return struct.unpack_from("@l", buffer, 0)[0] & 0xFFFFFFFF
 
@@ -165,10 +183,12 @@ def getdents64(fd: int, buffer_size: int = 32768) -> list[tuple[int, int, bytes]
     Python's ``os.scandir`` hides ``d_type``; this shows what the filesystem really reports
     (``DT_UNKNOWN`` on filesystems without d_type support).  Reads from the fd's current offset.
     """
+    import ctypes
+
     entries: list[tuple[int, int, bytes]] = []
     buffer = ctypes.create_string_buffer(buffer_size)
     while True:
-        count = _check(_libc.syscall(ctypes.c_long(_SYS_getdents64), ctypes.c_int(fd), buffer,
+        count = _check(_libc().syscall(ctypes.c_long(_SYS_getdents64), ctypes.c_int(fd), buffer,
                                      ctypes.c_size_t(buffer_size)), "getdents64")
         if count == 0:
             return entries

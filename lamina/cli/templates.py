@@ -23,7 +23,6 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from lamina.cli.errors import UsageError
@@ -52,6 +51,8 @@ _MISSING = object()
 def _go_float(value: float) -> str:
     if value != value or value in (float("inf"), float("-inf")):
         return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(value)]
+    from decimal import Decimal  # only for a float in a template's output
+
     sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
     text_digits = "".join(map(str, digits)).rstrip("0") or "0"
     point = len(digits) + int(exponent)  # digits before the decimal point

@@ -36,7 +36,6 @@ marker is removed, with a warning: by then its contents are disposable.
 
 from __future__ import annotations
 
-import base64
 import errno
 import os
 import re
@@ -199,6 +198,8 @@ def _xattr(path: str, name: str) -> bytes | None:
 
 def _new_short_id() -> str:
     # 17 random bytes give 136 bits; base32 of them truncated to 26 characters, like Docker
+    import base64  # only when a layer is made
+
     return base64.b32encode(os.urandom(17)).decode("ascii")[:SHORT_ID_LENGTH]
 
 
