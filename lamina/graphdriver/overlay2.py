@@ -613,7 +613,8 @@ class Overlay2Driver:
     def apply_diff(self, id: str, parent: str | None, entries: TarReaderLike) -> int:
         if not self._native(id, parent):
             return self._naive.apply_diff(id, parent, entries)
-        from lamina.archive import WhiteoutMode, apply_tar  # the tar code: only when used
+        # the tar code: only when used
+        from lamina.archive import WhiteoutMode, apply_tar
 
         diff_dir = os.path.join(self._existing_dir(id), "diff")
         try:

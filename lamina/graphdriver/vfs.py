@@ -90,7 +90,8 @@ class VfsDriver:
             if parent_dir is None:
                 os.mkdir(work_in_progress, 0o755)
             else:
-                from lamina.archive import copy_tree  # the tar and copy code: only when used
+                # the tar and copy code: only when used
+                from lamina.archive import copy_tree
 
                 copy_tree(parent_dir, work_in_progress)
             fsutil.publish_dir(work_in_progress, final)

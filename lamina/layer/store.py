@@ -184,7 +184,8 @@ class LayerStore:
         return [self.get(c) for c in self.chain_ids()]
 
     def tar_size(self, chain_id: str) -> int:
-        from lamina.archive import assembled_size  # the archive code: only for layer contents
+        # the archive code: only for layer contents
+        from lamina.archive import assembled_size
 
         with self._open_tar_split(chain_id) as handle:
             return assembled_size(handle)
