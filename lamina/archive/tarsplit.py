@@ -30,7 +30,7 @@ import json
 import os
 import posixpath
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 import fastcrc
@@ -160,10 +160,15 @@ def read_entries(tar_split: BinaryIO) -> Iterator[dict[str, object]]:
         raise errdefs.DataLoss(f"the tar-split record is damaged: {exc}") from exc
 
 
-def assembled_size(tar_split: BinaryIO) -> int:
+def _entries(tar_split: BinaryIO | Iterable[dict[str, object]]) -> Iterable[dict[str, object]]:
+    # a record file, or entries already read from one (so a caller parses a record once)
+    return read_entries(tar_split) if hasattr(tar_split, "read") else tar_split  # type: ignore[arg-type]
+
+
+def assembled_size(tar_split: BinaryIO | Iterable[dict[str, object]]) -> int:
     """Length in bytes of the tar that :func:`assemble` would produce."""
     total = 0
-    for entry in read_entries(tar_split):
+    for entry in _entries(tar_split):
         if entry["type"] == SEGMENT_TYPE:
             total += len(entry["payload"])  # type: ignore[arg-type]
         else:
@@ -171,13 +176,13 @@ def assembled_size(tar_split: BinaryIO) -> int:
     return total
 
 
-def assemble(tar_split: BinaryIO, getter: FileGetter, *, verify: bool = True
+def assemble(tar_split: BinaryIO | Iterable[dict[str, object]], getter: FileGetter, *, verify: bool = True
              ) -> Iterator[bytes | memoryview]:
     """Yield the exact bytes of the original tar: segments verbatim, file contents from
     ``getter``.  A missing or short file, or (with ``verify``) a CRC mismatch, raises
     :class:`errdefs.DataLoss` naming the file."""
     crc64 = fastcrc.crc64.go_iso
-    for entry in read_entries(tar_split):
+    for entry in _entries(tar_split):
         if entry["type"] == SEGMENT_TYPE:
             yield entry["payload"]  # type: ignore[misc]
             continue
@@ -217,18 +222,26 @@ class DirectoryFileGetter:
 
     def __init__(self, root: str) -> None:
         self.root = os.fspath(root)
+        self._root_fd: int | None = None
 
     def open(self, name: str) -> BinaryIO:
         parts = [part for part in name.split("/") if part not in ("", ".")]
         relative = posixpath.normpath("/" + "/".join(parts)).lstrip("/") if parts else "."
+        if self._root_fd is None:  # opened once for all the files of a layer
+            try:
+                self._root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise fsutil.system_error(f"opening {self.root}", exc) from exc
         try:
-            root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise fsutil.system_error(f"opening {self.root}", exc) from exc
-        try:
-            fd = fsutil.open_beneath(root_fd, relative, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = fsutil.open_beneath(self._root_fd, relative, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise fsutil.system_error(f"opening {name!r} in {self.root}", exc) from exc
-        finally:
-            os.close(root_fd)
         return os.fdopen(fd, "rb", buffering=0)
+
+    def close(self) -> None:
+        if self._root_fd is not None:
+            os.close(self._root_fd)
+            self._root_fd = None
+
+    def __del__(self) -> None:
+        self.close()

@@ -178,7 +178,8 @@ def save_docker(items: list[SaveItem], layers: LayerStore,
             writer.add_file(f"{v1_id}/VERSION", 3, [b"1.0"], mode=0o644, mtime=_EPOCH)
             body = _v1_json(config_json, v1_id, v1_ids[index - 1] if index else None, index == len(v1_ids) - 1)
             writer.add_file(f"{v1_id}/json", len(body), [body], mode=0o644, mtime=_EPOCH)
-            writer.add_file(path, layers.tar_size(chain), layers.tar_stream(chain), mode=0o644, mtime=_EPOCH)
+            size, stream = layers.tar(chain)
+            writer.add_file(path, size, stream, mode=0o644, mtime=_EPOCH)
         config_name = f"{item.image_id.hex}.json"
         if config_name not in directories:
             directories.add(config_name)
@@ -223,10 +224,10 @@ def save_oci(items: list[SaveItem], layers: LayerStore,
         config = ImageConfig.from_json(item.config_bytes)
         layer_descriptors = []
         for diff_id, chain in zip(config.diff_ids, chain_ids(config.diff_ids)):
-            size = layers.tar_size(chain)
+            size, stream = layers.tar(chain)
             if diff_id not in written:
                 written.add(diff_id)
-                writer.add_file(f"blobs/sha256/{diff_id.hex}", size, layers.tar_stream(chain), mode=0o644,
+                writer.add_file(f"blobs/sha256/{diff_id.hex}", size, stream, mode=0o644,
                                 mtime=_EPOCH)
             layer_descriptors.append({"mediaType": OCI_LAYER, "digest": str(diff_id), "size": size})
         config_descriptor = {"mediaType": OCI_CONFIG, **blob(item.config_bytes)}

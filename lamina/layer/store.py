@@ -197,21 +197,35 @@ class LayerStore:
         except FileNotFoundError as exc:
             raise errdefs.DataLoss(f"layer {chain_id} has no {_TAR_SPLIT}") from exc
 
-    def tar_stream(self, chain_id: str) -> Iterator[bytes | memoryview]:
-        """The layer's original tar, reassembled from tar-split and verified against diff_id.
+    def tar(self, chain_id: str) -> tuple[int, Iterator[bytes | memoryview]]:
+        """(size, stream) of the layer's original tar, reading its tar-split record once.
 
-        A mismatch raises :class:`errdefs.DataLoss` after the last byte (the stream is not
-        buffered); callers writing archives must treat the output as invalid then.
+        The stream is reassembled from tar-split and verified against diff_id: a mismatch
+        raises :class:`errdefs.DataLoss` after the last byte (the stream is not buffered);
+        callers writing archives must treat the output as invalid then.
         """
-        from lamina.archive import DirectoryFileGetter, assemble
+        from lamina.archive.tarsplit import DirectoryFileGetter, assembled_size, read_entries
 
         layer = self.get(chain_id)
-        getter = DirectoryFileGetter(self.driver.diff_path(layer.cache_id))
-        hasher = Hasher()
         with self._open_tar_split(chain_id) as handle:
-            for chunk in assemble(handle, getter, verify=False):
+            entries = list(read_entries(handle))
+        return assembled_size(entries), self._verified(layer, entries, DirectoryFileGetter(
+            self.driver.diff_path(layer.cache_id)))
+
+    def tar_stream(self, chain_id: str) -> Iterator[bytes | memoryview]:
+        return self.tar(chain_id)[1]
+
+    @staticmethod
+    def _verified(layer: Layer, entries: list, getter: object) -> Iterator[bytes | memoryview]:
+        from lamina.archive.tarsplit import assemble
+
+        hasher = Hasher()
+        try:
+            for chunk in assemble(entries, getter, verify=False):  # type: ignore[arg-type]
                 hasher.update(chunk)
                 yield chunk
+        finally:
+            getter.close()  # type: ignore[attr-defined]
         if hasher.digest() != layer.diff_id:
             raise errdefs.DataLoss(
                 f"layer {layer.diff_id} is damaged: its content now hashes to {hasher.digest()}")
