@@ -12,7 +12,8 @@ requests of a server build each service once.  What building a piece does:
   was interrupted);
 * the volume service: opens ``<data-root>/volumes`` and sweeps it;
 * the container service: opens the container store under ``<data-root>/containers/`` and the
-  run-time state under the exec root, and finishes interrupted container removals.
+  run-time state under the exec root, and finishes interrupted container removals; it holds
+  the volume service as a stand-in that builds it when a container's mounts first need it.
 
 ``build_services(config)`` builds every service at once (what a server wants at start-up, and
 what tests of the sweeps expect); ``build_services(config, lazy=True)`` builds none yet (the
@@ -155,8 +156,10 @@ class EngineServices:
         from lamina.container.store import ContainerStore
         from lamina.services.containers import ContainerServiceImpl
 
-        images, volumes, mounts = self.images, self.volumes, self.mounts
+        images, mounts = self.images, self.mounts
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
+        # a container without volumes never calls the volume service: built when first used
+        volumes = _OnFirstUse(lambda: self.volumes)
         containers = ContainerServiceImpl(config=self.config, images=images, mounts=mounts, store=store,
                                           execs=self._exec_store, volumes=volumes, events=self.event_log)
         containers.sweep()
@@ -197,6 +200,18 @@ class EngineServices:
 
         return BuildServiceImpl(config=self.config, images=self.images, containers=self.containers,
                                 mounts=self.mounts)
+
+
+class _OnFirstUse:
+    """Stands for the service ``build()`` returns, built when one of its attributes is first
+    read (``run`` of a container without volumes then never opens and sweeps the volume
+    store)."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._build(), name)
 
 
 def _prepare_root(data_root: str) -> None:

@@ -76,6 +76,7 @@ def test_run_rm_true_imports_only_what_running_needs(engine) -> None:
     completed, modules = _command(engine.data_root, engine.exec_root, "run", "--rm", "busybox", "true")
     assert completed.returncode == 0, completed.stderr
     assert _loaded(modules, NEVER) == set()
+    assert _loaded(modules, ("lamina.services.volumes", "lamina.volume.store")) == set()  # no volumes used
     assert "lamina.runtime.native" in modules
     assert os.listdir(os.path.join(engine.data_root, "containers")) == [".names.lock"]
 
