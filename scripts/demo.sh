@@ -32,6 +32,14 @@ $LAMINA save -o "$WORK/busybox.tar" busybox:latest
 if command -v skopeo >/dev/null 2>&1; then
     skopeo inspect --format 'skopeo sees {{.Digest}} with {{len .Layers}} layer(s)' "docker-archive:$WORK/busybox.tar"
 fi
+echo "== lamina run: a container from the busybox-static image"
+$LAMINA run --rm --name demo busybox sh -c 'echo "hello from $(hostname), pid $$, $(busybox | head -1)"'
+echo "== lamina build: a one-step Dockerfile on top of it"
+mkdir -p "$WORK/ctx"
+printf 'FROM busybox\nRUN echo built > /built.txt\nCMD ["cat", "/built.txt"]\n' > "$WORK/ctx/Dockerfile"
+$LAMINA build -t demo:built "$WORK/ctx"
+$LAMINA run --rm -v demo-data:/data demo:built
+$LAMINA volume rm demo-data >/dev/null
 echo "== lamina info"
 $LAMINA info
 echo "== lamina system df"
