@@ -1458,16 +1458,22 @@ class Monitor:
             if execution.sources and not force and time.monotonic() - execution.exited_at < _DRAIN_SECONDS:
                 continue
             for fd in list(execution.sources):
-                if force:
-                    try:  # what is still buffered in the pipe
-                        while True:
-                            data = os.read(fd, 65536)
-                            if not data:
-                                break
-                            if execution.stream is not None:
-                                execution.stream.deliver(execution.sources[fd], data)
-                    except OSError:
-                        pass
+                # what is still buffered in the pipe goes out before it is closed (when the
+                # drain time ran out under load, or when forced); never block on a pipe that
+                # a background process of the exec still holds open
+                try:
+                    os.set_blocking(fd, False)
+                except OSError:
+                    pass
+                try:
+                    while True:
+                        data = os.read(fd, 65536)
+                        if not data:
+                            break
+                        if execution.stream is not None:
+                            execution.stream.deliver(execution.sources[fd], data)
+                except OSError:
+                    pass
                 self.loop.forget(fd)
                 os.close(fd)
             execution.sources.clear()
