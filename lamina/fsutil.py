@@ -23,7 +23,7 @@ from lamina import sys as lsys
 __all__ = [
     "atomic_write", "atomic_write_json", "atomic_replace", "read_json", "fsync_dir", "publish_dir",
     "FileLock",
-    "file_lock", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "make_dirs",
+    "file_lock", "lock_is_held", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "make_dirs",
     "temp_name", "system_error",
 ]
 
@@ -145,6 +145,17 @@ class FileLock:
             raise
         self._fd = fd
 
+    def try_acquire(self, shared: bool = False) -> bool:
+        """Take the lock without waiting; False (and nothing held) when another holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -157,6 +168,24 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_is_held(path: str | os.PathLike[str]) -> bool:
+    """Whether a live process holds a ``flock`` on ``path`` (a missing file is not held).
+
+    The probe for "is the operation that owns this marker still running": a lease, a removal
+    in progress, a running build."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -51,3 +51,27 @@ def test_atomic_write_replaces_content_and_leaves_no_temporary_files(tmp_path) -
     fsutil.atomic_write_json(target, {"a": 2})
     assert fsutil.read_json(target) == {"a": 2}
     assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_lock_probes_see_a_lock_held_by_another_process(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "lease"
+    assert not fsutil.lock_is_held(path)  # missing
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(30)\n")],
+        stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        assert fsutil.lock_is_held(path)
+        assert not fsutil.FileLock(path).try_acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not fsutil.lock_is_held(path)
+    lock = fsutil.FileLock(path)
+    assert lock.try_acquire()
+    lock.release()

@@ -33,7 +33,6 @@ leading "/") and a unique id prefix, in that order, as Docker's ``GetContainer``
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -310,17 +309,7 @@ class ContainerStore:
 
     def removal_in_progress(self, path: str) -> bool:
         """Whether another process is still removing (it holds the record's lock)."""
-        try:
-            fd = os.open(os.path.join(path, _LOCK_FILE), os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return fsutil.lock_is_held(os.path.join(path, _LOCK_FILE))
 
     def sweep_temporary(self, min_age_seconds: float = 60.0) -> list[str]:
         """Remove creations that never reached their commit point (old enough not to be

@@ -135,6 +135,11 @@ class LayerStore:
         lock.acquire(shared=shared)
         return lock
 
+    def lock_nowait(self, shared: bool = False) -> fsutil.FileLock | None:
+        """The store lock if it can be had at once, else None (start-up sweeps use it)."""
+        lock = fsutil.FileLock(self._lock_path)
+        return lock if lock.try_acquire(shared=shared) else None
+
     def lease(self) -> Lease:
         return Lease(self._leases_dir)
 
@@ -182,13 +187,6 @@ class LayerStore:
 
     def layers(self) -> list[Layer]:
         return [self.get(c) for c in self.chain_ids()]
-
-    def tar_size(self, chain_id: str) -> int:
-        # the archive code: only for layer contents
-        from lamina.archive import assembled_size
-
-        with self._open_tar_split(chain_id) as handle:
-            return assembled_size(handle)
 
     def _open_tar_split(self, chain_id: str) -> BinaryIO:
         path = os.path.join(self._dir(chain_id), _TAR_SPLIT)
@@ -325,13 +323,13 @@ class LayerStore:
             current: str | None = top
             while current is not None and current not in referenced and self.exists(current):
                 parent = self.get(current).parent
-                if self._has_children(current, referenced):
+                if self._has_children(current):
                     break
                 removed.append(self.remove(current))
                 current = parent
         return removed
 
-    def _has_children(self, chain_id: str, referenced: set[str]) -> bool:
+    def _has_children(self, chain_id: str) -> bool:
         # a layer whose child is still referenced is itself referenced (prefix rule), so only
         # unreferenced children could remain: those are garbage collected by collect()
         for other in self.chain_ids():
@@ -373,14 +371,9 @@ class LayerStore:
         """
         if not self.needs_sweep():
             return []
-        lock = fsutil.FileLock(self._lock_path)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        lock = self.lock_nowait()
+        if lock is None:
             return []
-        lock._fd = fd
         done: list[str] = []
         try:
             done.extend(self.driver.sweep())
@@ -488,17 +481,8 @@ def _read_text(path: str) -> str:
 
 
 def _lock_is_free(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
+    """A lease file whose process is gone (it exists and nobody holds its lock)."""
+    return os.path.exists(path) and not fsutil.lock_is_held(path)
 
 
 def _syncfs(path: str) -> None:

@@ -507,16 +507,8 @@ class _Session:
 
 def _lock_is_free(path: str, *, remove: bool = True) -> bool:
     """Whether no live build holds the lock at ``path`` (a dead build's lock is removed)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if fsutil.lock_is_held(path):
         return False
-    finally:
-        os.close(fd)
     if remove:
         try:
             os.unlink(path)

@@ -23,7 +23,6 @@ in-process CLI transport).
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import threading
@@ -242,16 +241,14 @@ def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
             return
     except FileNotFoundError:
         return
-    fd = os.open(os.path.join(layers.root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = layers.lock_nowait()
+    if lock is None:
+        return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return
         for message in mounts.sweep():
             log.warning("%s", message)
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> VolumeServiceImpl:

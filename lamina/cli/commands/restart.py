@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from lamina.cli.commands.stop import configure  # the same flags as stop
 from lamina.cli.context import Context
 from lamina.cli.targets import for_each
 
 __all__ = ["configure", "run"]
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("containers", nargs="+", metavar="CONTAINER")
-    parser.add_argument("-t", "--time", "--timeout", dest="timeout", type=int, metavar="SECONDS",
-                        help="seconds to wait before killing the container")
-    parser.add_argument("-s", "--signal", metavar="SIGNAL", help="signal to send to the container")
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
