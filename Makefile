@@ -18,7 +18,7 @@ deps:
 $(BIN)/lamina: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@touch $@
 
 # bytecode compiled once: environments that set PYTHONDONTWRITEBYTECODE would otherwise

@@ -5,8 +5,9 @@ Floors (the same work done by standard tools):
   load  >= `tar -x` of the layer into an empty directory + `sha256sum` of the layer tar
   save  >= `tar -c` of the extracted tree to a file
 
-Each measurement runs --runs times (default 5) on a fresh data root with warm caches; the
-median and the ratio to the floor are printed, and the raw figures written to
+Each measurement runs --runs times (default 5) on a fresh data root with warm caches (save and
+`tar -c` alternate --save-repeats times per run, after the load); the median and the ratio to
+the floor are printed, and the raw figures written to
 bench/results/load_save.json.  Run as root: `make bench` or `.venv/bin/python bench/load_save.py`.
 """
 
@@ -89,6 +90,8 @@ def timed(command: list[str] | str, **kwargs: object) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--save-repeats", type=int, default=3,
+                        help="save and tar -c measurements per run (alternating)")
     parser.add_argument("--small-files", type=int, default=4000)
     parser.add_argument("--large-files", type=int, default=8)
     parser.add_argument("--large-size", type=int, default=16 << 20)
@@ -117,20 +120,23 @@ def main() -> int:
             os.makedirs(target)
             results["tar_x"].append(timed(["tar", "--numeric-owner", "-C", target, "-xf", layer_tar]))
             results["sha256"].append(timed(["sha256sum", layer_tar], stdout=subprocess.DEVNULL))
-            results["tar_c"].append(timed(["tar", "--numeric-owner", "-C", target, "-cf",
-                                           os.path.join(work, "c.tar"), "."]))
-            shutil.rmtree(target)
-            os.unlink(os.path.join(work, "c.tar"))
 
             data_root = os.path.join(work, f"root{run}")
             base = [LAMINA, "--data-root", data_root, "--storage-driver", args.storage_driver]
             results["lamina_load"].append(timed(base + ["load", "-q", "-i", archive], stdout=subprocess.DEVNULL))
-            out = os.path.join(work, "saved.tar")
-            results["lamina_save"].append(timed(base + ["save", "-o", out, "bench:latest"]))
-            os.unlink(out)
+            # save and its floor alternate, each writing a new file after a sync, so both see
+            # the same page cache and writeback state
+            for _ in range(args.save_repeats):
+                for key, command in (("tar_c", ["tar", "--numeric-owner", "-C", target, "-cf",
+                                                os.path.join(work, "c.tar"), "."]),
+                                     ("lamina_save", base + ["save", "-o", os.path.join(work, "saved.tar"),
+                                                             "bench:latest"])):
+                    results[key].append(timed(command))
+                    os.unlink(command[-2])  # the output file
             subprocess.run(base + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(["umount", "-R", data_root], stderr=subprocess.DEVNULL)
             shutil.rmtree(data_root)
+            shutil.rmtree(target)
 
         median = {k: statistics.median(v) for k, v in results.items()}
         load_floor = median["tar_x"] + median["sha256"]

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from lamina import errdefs
 
-__all__ = ["Digest", "parse", "from_bytes", "chain_id", "chain_ids", "is_hex_id", "Hasher"]
+__all__ = ["Digest", "parse", "from_bytes", "chain_id", "chain_ids", "is_hex_id", "Hasher", "BackgroundHasher"]
 
 _ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-fA-F0-9]{32,})$")
@@ -111,3 +111,45 @@ class Hasher:
 
     def digest(self) -> Digest:
         return Digest("sha256:" + self._hash.hexdigest())
+
+
+class BackgroundHasher:
+    """A :class:`Hasher` that hashes on a thread of its own, beside the caller's reads and
+    writes (hashlib releases the GIL on large buffers, so the two really run at once).
+
+    :meth:`update` hands the object over: it must be ``bytes`` (or not change afterwards).
+    At most ``depth`` chunks wait, so memory stays bounded.  :meth:`digest` waits for the
+    rest; :meth:`close` stops the thread early (a reader that gave up)."""
+
+    def __init__(self, depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self._hasher = Hasher()
+        self._chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._slots = threading.BoundedSemaphore(depth)
+        self._thread = threading.Thread(target=self._run, name="lamina-sha256", daemon=True)
+        self._thread.start()
+
+    @property
+    def size(self) -> int:
+        return self._hasher.size
+
+    def _run(self) -> None:
+        update = self._hasher.update
+        while (chunk := self._chunks.get()) is not None:
+            update(chunk)
+            self._slots.release()
+
+    def update(self, data: bytes) -> None:
+        self._slots.acquire()
+        self._chunks.put(data)
+
+    def digest(self) -> Digest:
+        self.close()
+        return self._hasher.digest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()

@@ -154,16 +154,17 @@ def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
     return Response(200, Headers({"Content-Type": JSON}), _Body(body(), reader_gone.set))
 
 
-def byte_stream(chunks: Iterable[bytes], content_type: str, *, context: str = "stream",
+def byte_stream(chunks: Iterable[bytes | memoryview], content_type: str, *, context: str = "stream",
                 prefetch: bool = True) -> Response:
     """Stream ``chunks``; with ``prefetch``, errors before the first non-empty chunk propagate
-    to the caller (without it the answer is immediate and every failure is a StreamAborted)."""
+    to the caller (without it the answer is immediate and every failure is a StreamAborted).
+    Chunks pass without a copy (a ``bytearray`` is copied: its producer may reuse it)."""
     iterator = iter(chunks)
     first = b""
     try:
         for chunk in (iterator if prefetch else ()):
             if chunk:
-                first = bytes(chunk)
+                first = bytes(chunk) if isinstance(chunk, bytearray) else chunk
                 break
     except BaseException:
         _close(iterator)
@@ -175,7 +176,7 @@ def byte_stream(chunks: Iterable[bytes], content_type: str, *, context: str = "s
                 yield first
             for chunk in iterator:
                 if chunk:
-                    yield bytes(chunk)
+                    yield bytes(chunk) if isinstance(chunk, bytearray) else chunk
         except StreamAborted:
             raise
         except Exception as exc:

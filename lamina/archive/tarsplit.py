@@ -24,11 +24,12 @@ back both contents.
 
 from __future__ import annotations
 
-import base64
 import binascii
+import errno
 import json
 import os
 import posixpath
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
@@ -49,6 +50,8 @@ __all__ = ["TarSplitWriter", "assemble", "assembled_size", "read_entries", "Dire
 FILE_TYPE = 1
 SEGMENT_TYPE = 2
 _CHUNK = 1 << 20
+ASSEMBLY_CHUNK = 1 << 20  # bytes per chunk of a reassembled layer
+_RECORD_BLOCK = 1 << 20  # decompressed bytes of a tar-split record decoded at a time
 
 _GO_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
                0x2028: "\\u2028", 0x2029: "\\u2029"}
@@ -129,35 +132,51 @@ class TarSplitWriter:
 
 
 def read_entries(tar_split: BinaryIO) -> Iterator[dict[str, object]]:
-    """The entries of a tar-split record, decoded (``payload`` as bytes, ``name`` as bytes)."""
+    """The entries of a tar-split record, decoded (``payload`` as bytes, ``name`` as bytes).
+
+    The record is decompressed in blocks and each block's lines are decoded by one
+    ``json.loads`` of a JSON array (a Python-level call per line costs more than the parse)."""
+    number = 0
     try:
         stream = _gzip.GzipFile(fileobj=tar_split, mode="rb")
-        for number, line in enumerate(stream):
-            if not line.strip():
-                continue
-            raw = json.loads(line)
-            entry_type = raw.get("type")
-            payload = raw.get("payload")
-            decoded: dict[str, object] = {"type": entry_type}
-            if entry_type == SEGMENT_TYPE:
-                decoded["payload"] = base64.b64decode(payload or "", validate=True)
-            elif entry_type == FILE_TYPE:
-                if raw.get("name_raw"):
-                    decoded["name"] = base64.b64decode(raw["name_raw"], validate=True)
-                else:
-                    decoded["name"] = str(raw.get("name", "")).encode("utf-8", "surrogateescape")
-                size = raw.get("size", 0) or 0
-                if not isinstance(size, int) or size < 0:
-                    raise ValueError(f"invalid size {size!r}")
-                decoded["size"] = size
-                decoded["payload"] = base64.b64decode(payload, validate=True) if payload else None
+        rest = b""
+        while True:
+            block = stream.read(_RECORD_BLOCK)
+            data = rest + block
+            if block:
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
             else:
-                raise ValueError(f"unknown entry type {entry_type!r} on line {number + 1}")
-            yield decoded
+                rest = b""
+            lines = [line for line in data.split(b"\n") if line.strip()]
+            if lines:
+                for raw in json.loads(b"[" + b",".join(lines) + b"]"):
+                    number += 1
+                    yield _decoded(raw, number)
+            if not block:
+                return
     except errdefs.LaminaError:
         raise
     except (OSError, EOFError, ValueError, zlib.error, binascii.Error, TypeError, AttributeError) as exc:
         raise errdefs.DataLoss(f"the tar-split record is damaged: {exc}") from exc
+
+
+def _decoded(raw: dict, number: int) -> dict[str, object]:
+    entry_type = raw.get("type")
+    payload = raw.get("payload")
+    if entry_type == SEGMENT_TYPE:
+        return {"type": entry_type, "payload": binascii.a2b_base64(payload or "", strict_mode=True)}
+    if entry_type == FILE_TYPE:
+        if raw.get("name_raw"):
+            name = binascii.a2b_base64(raw["name_raw"], strict_mode=True)
+        else:
+            name = str(raw.get("name", "")).encode("utf-8", "surrogateescape")
+        size = raw.get("size", 0) or 0
+        if size.__class__ is not int or size < 0:
+            raise ValueError(f"invalid size {size!r} on line {number}")
+        return {"type": entry_type, "name": name, "size": size,
+                "payload": binascii.a2b_base64(payload, strict_mode=True) if payload else None}
+    raise ValueError(f"unknown entry type {entry_type!r} on line {number}")
 
 
 def _entries(tar_split: BinaryIO | Iterable[dict[str, object]]) -> Iterable[dict[str, object]]:
@@ -177,14 +196,33 @@ def assembled_size(tar_split: BinaryIO | Iterable[dict[str, object]]) -> int:
 
 
 def assemble(tar_split: BinaryIO | Iterable[dict[str, object]], getter: FileGetter, *, verify: bool = True
-             ) -> Iterator[bytes | memoryview]:
+             ) -> Iterator[memoryview]:
     """Yield the exact bytes of the original tar: segments verbatim, file contents from
     ``getter``.  A missing or short file, or (with ``verify``) a CRC mismatch, raises
-    :class:`errdefs.DataLoss` naming the file."""
+    :class:`errdefs.DataLoss` naming the file.
+
+    The bytes come in chunks of :data:`ASSEMBLY_CHUNK` (the last one shorter): file contents
+    are read straight into a fresh buffer (``readinto``, no copy) and headers copied beside
+    them, so a layer of thousands of small files is a few dozen chunks.  A chunk is never
+    written to after it was yielded: a consumer may keep it (hand it to another thread)."""
     crc64 = fastcrc.crc64.go_iso
+    capacity = ASSEMBLY_CHUNK
+    buffers = _Buffers(capacity)
+    view = buffers.take()
+    used = 0
     for entry in _entries(tar_split):
         if entry["type"] == SEGMENT_TYPE:
-            yield entry["payload"]  # type: ignore[misc]
+            payload: bytes = entry["payload"]  # type: ignore[assignment]
+            length = len(payload)
+            if used + length > capacity:
+                if used:
+                    yield view[:used]
+                    view, used = buffers.take(), 0
+                if length > capacity:  # a segment larger than a chunk (long PAX records)
+                    yield memoryview(payload)
+                    continue
+            view[used:used + length] = payload
+            used += length
             continue
         size: int = entry["size"]  # type: ignore[assignment]
         if not size:
@@ -200,29 +238,66 @@ def assemble(tar_split: BinaryIO | Iterable[dict[str, object]], getter: FileGett
         remaining = size
         try:
             while remaining:
+                if used == capacity:
+                    yield view
+                    view, used = buffers.take(), 0
+                wanted = min(remaining, capacity - used)
                 try:
-                    chunk = handle.read(min(remaining, _CHUNK))
+                    got = handle.readinto(view[used:used + wanted])
                 except OSError as exc:
                     raise errdefs.DataLoss(f"cannot read {name!r}: {exc.strerror or exc}") from exc
-                if not chunk:
+                if not got:
                     raise errdefs.DataLoss(
                         f"file {name!r} is shorter than recorded ({size - remaining} of {size} bytes)")
-                remaining -= len(chunk)
                 if verify:
-                    crc = crc64(chunk, crc)
-                yield chunk
+                    crc = crc64(view[used:used + got], crc)
+                used += got
+                remaining -= got
         finally:
             handle.close()
         if verify and crc.to_bytes(8, "big") != entry["payload"]:
             raise errdefs.DataLoss(f"file integrity checksum failed for {name!r}")
+    if used:
+        yield view[:used]
+
+
+class _Buffers:
+    """The chunk buffers of one :func:`assemble`, reused once nobody holds them any more.
+
+    A buffer is free when its only references are this pool's (CPython reference counts: a
+    memoryview of it anywhere, e.g. in a hashing or writing thread's queue, holds one more).
+    Reusing the few buffers a pipeline keeps in flight spares the kernel from handing out
+    (and zeroing) fresh pages for every chunk."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._buffers: list[bytearray] = []
+
+    def take(self) -> memoryview:
+        for buffer in self._buffers:
+            # references: the list, the loop variable and getrefcount's argument
+            if sys.getrefcount(buffer) == 3:
+                return memoryview(buffer)
+        buffer = bytearray(self.capacity)
+        if len(self._buffers) < 32:
+            self._buffers.append(buffer)
+        return memoryview(buffer)
 
 
 class DirectoryFileGetter:
-    """Opens files of a tree by tar name, never leaving ``root`` (symlinks resolve inside it)."""
+    """Opens files of a tree by tar name, never leaving ``root`` (symlinks resolve inside it).
+
+    The directories on the way are opened one component at a time with ``O_NOFOLLOW`` and the
+    last few kept open (a layer's files come grouped by directory), so a file costs one
+    ``openat``; a path through a symlink (rare in a layer's file list) is resolved inside the
+    root by :func:`lamina.fsutil.open_beneath`."""
+
+    _KEEP = 64  # directory fds kept open
 
     def __init__(self, root: str) -> None:
         self.root = os.fspath(root)
         self._root_fd: int | None = None
+        self._directories: dict[str, int] = {}
 
     def open(self, name: str) -> BinaryIO:
         parts = [part for part in name.split("/") if part not in ("", ".")]
@@ -232,13 +307,38 @@ class DirectoryFileGetter:
                 self._root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError as exc:
                 raise fsutil.system_error(f"opening {self.root}", exc) from exc
+        directory, _, base = relative.rpartition("/")
         try:
-            fd = fsutil.open_beneath(self._root_fd, relative, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._directory(directory))
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                fd = fsutil.open_beneath(self._root_fd, relative, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise fsutil.system_error(f"opening {name!r} in {self.root}", exc) from exc
         return os.fdopen(fd, "rb", buffering=0)
 
+    def _directory(self, directory: str) -> int:
+        assert self._root_fd is not None
+        if not directory:
+            return self._root_fd
+        fd = self._directories.get(directory)
+        if fd is not None:
+            return fd
+        parent, _, base = directory.rpartition("/")
+        fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._directory(parent))
+        if len(self._directories) >= self._KEEP:
+            for kept in self._directories.values():
+                os.close(kept)
+            self._directories.clear()
+        self._directories[directory] = fd
+        return fd
+
     def close(self) -> None:
+        for fd in self._directories.values():
+            os.close(fd)
+        self._directories.clear()
         if self._root_fd is not None:
             os.close(self._root_fd)
             self._root_fd = None

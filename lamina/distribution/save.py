@@ -86,11 +86,12 @@ def _v1_json(config_json: dict, v1_id: str, parent: str | None, top: bool) -> by
 
 
 def pump(produce: Callable[[Callable[[bytes | memoryview], None]], None],
-         depth: int = 16) -> Iterator[bytes]:
+         depth: int = 4) -> Iterator[bytes]:
     """Turn a writer-style producer into an iterator of chunks.
 
     ``produce(write)`` runs in a thread; at most ``depth`` chunks wait in between, so memory
-    stays bounded and reassembly (reads, hashing) overlaps with the consumer's writes.  If the
+    stays bounded and reassembly (reads, hashing) overlaps with the consumer's writes.  What
+    ``write`` gets must not change afterwards (large chunks are passed on without a copy).  If the
     consumer stops early the producer is cancelled at its next write.
     """
     chunks: queue.Queue[object] = queue.Queue(maxsize=depth)
@@ -105,12 +106,13 @@ def pump(produce: Callable[[Callable[[bytes | memoryview], None]], None],
 
     def write(data: bytes | memoryview) -> None:
         # tar headers and small files arrive as many tiny writes: hand them over in
-        # batches, so the queue's locking costs per megabyte rather than per entry
+        # batches, so the queue's locking costs per megabyte rather than per entry; a large
+        # chunk is handed over as it is (the producer never changes a chunk it wrote)
         if cancelled.is_set():
             raise errdefs.Cancelled("the reader of the archive went away")
         if len(data) >= _BATCH:
             flush()
-            chunks.put(bytes(data))
+            chunks.put(bytes(data) if isinstance(data, bytearray) else data)
             return
         pending.extend(data)
         if len(pending) >= _BATCH:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from lamina import errdefs, fsutil
+from lamina import sys as lamina_sys
 from lamina.archive import TarReader, WhiteoutMode, apply_tar
 
 from .helpers import outside_snapshot
@@ -364,6 +365,7 @@ def apply_in_chroot(base: str, data: bytes, mode: WhiteoutMode) -> tuple[str, st
 
     Returns None on success, or (error kind, message) for a LaminaError.
     """
+    lamina_sys._libc()  # ctypes and libc are loaded on first use: load them before the chroot
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

@@ -6,6 +6,7 @@ real overlay mounts, real layer directories, Docker's formats.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -325,3 +326,56 @@ def test_history_names_the_parent_images_a_build_or_commit_recorded(engine) -> N
     history = engine.images.image_history("child:1")
     assert [entry["Id"] for entry in history] == [child_id, FIXTURE_IMAGE_ID]
     assert history[0]["Tags"] == ["child:1"] and history[1]["Tags"] == ["busybox:latest"]
+
+
+# -- a damaged layer never leaves as a valid archive ---------------------------------------------
+
+
+def _busybox_layer(engine):
+    with open(FIXTURE, "rb") as handle:
+        engine.images.load(handle, progress=lambda m: None)
+    layers = engine.images.layers
+    layer = layers.get(FIXTURE_DIFF_ID)  # a base layer's chainID is its diff_id
+    return layers, layer, layers.driver.diff_path(layer.cache_id)
+
+
+def test_a_changed_file_in_a_layer_fails_the_save_naming_the_file(engine) -> None:
+    layers, layer, diff = _busybox_layer(engine)
+    path = os.path.join(diff, "bin", "busybox")
+    with open(path, "r+b") as handle:  # same size, one byte different
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(errdefs.DataLoss, match="bin/busybox"):
+        save_bytes(engine, ["busybox"])
+    with pytest.raises(errdefs.DataLoss, match="bin/busybox"):
+        b"".join(layers.tar_stream(FIXTURE_DIFF_ID, verify_digest=True))
+
+
+def test_a_truncated_file_in_a_layer_fails_the_save(engine) -> None:
+    layers, layer, diff = _busybox_layer(engine)
+    os.truncate(os.path.join(diff, "bin", "busybox"), 100)
+    with pytest.raises(errdefs.DataLoss, match="shorter than recorded"):
+        save_bytes(engine, ["busybox"])
+
+
+def test_verify_digest_catches_a_rewritten_record_the_per_file_checks_cannot(engine) -> None:
+    # A tar-split record rewritten with a changed header (a valid gzip, so its CRC-32 passes;
+    # headers carry no CRC-64): only the digest of the whole stream tells.
+    layers, layer, diff = _busybox_layer(engine)
+    record = os.path.join(layers.root, "sha256", FIXTURE_DIFF_ID[7:], "tar-split.json.gz")
+    with gzip.open(record, "rb") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    first = json.loads(lines[0])
+    assert first["type"] == 2
+    header = bytearray(base64.b64decode(first["payload"]))
+    header[0:1] = b"X"  # the first entry's name now starts with X
+    first["payload"] = base64.b64encode(bytes(header)).decode()
+    lines[0] = json.dumps(first, separators=(",", ":")).encode() + b"\n"
+    with gzip.open(record, "wb") as handle:
+        handle.write(b"".join(lines))
+    plain = b"".join(layers.tar_stream(FIXTURE_DIFF_ID))
+    assert hashlib.sha256(plain).hexdigest() != FIXTURE_DIFF_ID[7:]
+    with pytest.raises(errdefs.DataLoss, match="hashes to"):
+        b"".join(layers.tar_stream(FIXTURE_DIFF_ID, verify_digest=True))

@@ -2,7 +2,8 @@
 image layout tar) to ``-o FILE`` or to stdout, never to a terminal.
 
 With ``-o`` the archive is written to a temporary file beside FILE and renamed over it once
-complete (after fsync), so FILE is never a partial archive."""
+complete, so FILE is never a partial archive.  Like ``docker save -o`` and ``tar -c``, the
+file is left to the kernel's writeback (no fsync): run ``sync`` when it must be on disk."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import UsageError
-from lamina.fsutil import fsync_dir, temp_name
+from lamina.fsutil import temp_name
 
 __all__ = ["configure", "run", "write_file", "write_output"]
 
@@ -25,8 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def write_file(path: str, chunks: object) -> None:
-    """Write ``chunks`` to ``path``: beside it then renamed over it (fsynced), or straight into
-    a device or pipe."""
+    """Write ``chunks`` to ``path``: beside it then renamed over it, or straight into a device
+    or pipe."""
     if os.path.exists(path) and not os.path.isfile(path):
         # A device or a pipe (-o /dev/stdout): write into it; never rename over it.
         with open(path, "wb") as file:
@@ -39,8 +40,6 @@ def write_file(path: str, chunks: object) -> None:
         with open(temporary, "xb") as file:
             for chunk in chunks:  # type: ignore[attr-defined]
                 file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -48,7 +47,6 @@ def write_file(path: str, chunks: object) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(directory)
 
 
 def write_output(context: Context, output: str | None, chunks: Iterable[bytes]) -> int:
