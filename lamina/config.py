@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from lamina.records import dataclass
 
 __all__ = ["EngineConfig", "DEFAULT_DATA_ROOT", "DEFAULT_EXEC_ROOT", "DEFAULT_HOST"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 
 from lamina import errdefs
 from lamina import sys as lsys

@@ -29,7 +29,7 @@ Whoever receives the Response owns the duplex and must close it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import BinaryIO, Protocol
 
 __all__ = ["TarEntry", "EntryType", "WhiteoutMode", "ChangeKind", "Change", "FileGetter",

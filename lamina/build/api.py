@@ -25,7 +25,7 @@ config -> same image).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import Any, Protocol
 
 from lamina import errdefs

@@ -46,7 +46,7 @@ import secrets
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from lamina.records import dataclass, field, replace
 from typing import Any, ClassVar
 
 from lamina import errdefs

@@ -51,7 +51,7 @@ import stat
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import BinaryIO
 
 from lamina import errdefs, fsutil

@@ -38,7 +38,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import BinaryIO, Self
 
 from lamina import errdefs, fsutil

@@ -28,7 +28,7 @@ import re
 import stat
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from lamina.records import dataclass
 
 from lamina import errdefs
 from lamina.image.dockerfile_words import go_clean

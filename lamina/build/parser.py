@@ -51,7 +51,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from lamina.records import dataclass, replace
 from typing import ClassVar
 
 from lamina import errdefs

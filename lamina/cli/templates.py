@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import Any
 
 from lamina.cli.errors import UsageError

@@ -22,7 +22,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import Any, BinaryIO
 
 from lamina import errdefs, fsutil

@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import Self
 
 from lamina import errdefs

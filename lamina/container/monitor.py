@@ -67,7 +67,7 @@ import struct
 import termios
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs

@@ -31,7 +31,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from lamina.records import asdict, dataclass
 
 from lamina import errdefs, fsutil
 from lamina.runtime.api import RuntimeState

@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import Any
 
 from lamina import errdefs, fsutil

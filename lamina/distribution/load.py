@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import Any
 
 from lamina import errdefs

@@ -25,7 +25,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 
 from lamina import errdefs
 from lamina.archive import TarWriter

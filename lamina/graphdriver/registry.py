@@ -33,7 +33,7 @@ import json
 import os
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import Protocol
 
 from lamina import errdefs

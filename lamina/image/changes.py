@@ -32,7 +32,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs

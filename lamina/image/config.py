@@ -42,7 +42,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs

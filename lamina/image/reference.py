@@ -37,7 +37,7 @@ Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's messages.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from lamina.records import dataclass
 
 from lamina import errdefs
 from lamina.digest import Digest

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil

@@ -30,7 +30,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import BinaryIO
 
 from lamina import errdefs, fsutil

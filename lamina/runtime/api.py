@@ -16,7 +16,7 @@ Vocabulary: **id** the container id (64 hex); **pid** the host pid of the contai
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import Protocol
 
 __all__ = ["MountSpec", "ProcessSpec", "Resources", "ContainerSpec", "Stdio", "Runtime", "RuntimeState",

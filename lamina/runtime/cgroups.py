@@ -39,7 +39,7 @@ import errno
 import os
 import signal as signal_module
 import time
-from dataclasses import dataclass
+from lamina.records import dataclass
 
 from lamina import errdefs
 from lamina.runtime.api import Resources

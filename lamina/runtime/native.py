@@ -63,7 +63,7 @@ import stat
 import struct
 import termios
 from collections.abc import Callable
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import Any
 
 from lamina import errdefs

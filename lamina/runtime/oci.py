@@ -62,7 +62,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs

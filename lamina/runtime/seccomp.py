@@ -30,7 +30,7 @@ import errno
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import Any
 
 from lamina import errdefs

@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from lamina.records import dataclass
 
 from lamina import errdefs
 from lamina.runtime.paths import open_in_root

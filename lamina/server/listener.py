@@ -24,7 +24,7 @@ import grp
 import os
 import socket
 import stat
-from dataclasses import dataclass
+from lamina.records import dataclass
 
 from lamina import errdefs
 

@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from lamina.records import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import errdefs

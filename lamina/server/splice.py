@@ -25,7 +25,7 @@ import os
 import select
 import socket
 import threading
-from dataclasses import dataclass
+from lamina.records import dataclass
 
 from lamina.services.api import Duplex
 

@@ -32,7 +32,7 @@ import os
 import secrets
 import socket
 import struct
-from dataclasses import replace
+from lamina.records import replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs, fsutil

@@ -197,7 +197,10 @@ class EngineServices:
     def builds(self) -> BuildServiceImpl:
         from lamina.services.builds import BuildServiceImpl
 
-        return BuildServiceImpl(config=self.config, images=self.images, containers=self.containers,
+        # the container service (runtime, volumes, monitor) only when a RUN step runs: a
+        # build answered from the cache never loads it
+        return BuildServiceImpl(config=self.config, images=self.images,
+                                containers=_OnFirstUse(lambda: self.containers),  # type: ignore[arg-type]
                                 mounts=self.mounts)
 
 

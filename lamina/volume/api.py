@@ -29,7 +29,7 @@ dicts), so the resolver does not depend on the services layer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [

@@ -35,7 +35,7 @@ import logging
 import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from lamina.records import dataclass, field, replace
 from typing import Any
 
 from lamina import errdefs

@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from lamina.records import dataclass, field
 
 from lamina import errdefs, fsutil
 

@@ -13,11 +13,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pytest
 
 from lamina import errdefs
+from lamina.records import fields as record_fields
+from lamina.records import replace
 from lamina import mount as lmount
 from lamina.runtime.api import (
     ContainerSpec,
@@ -78,7 +80,7 @@ class Harness:
     children: list[int] = field(default_factory=list)
 
     def spec(self, *args: str, env: tuple[str, ...] = (PATH_ENV,), cwd: str = "/", **fields: object) -> ContainerSpec:
-        process_fields = {key: fields.pop(key) for key in list(fields) if key in ProcessSpec.__dataclass_fields__}
+        process_fields = {key: fields.pop(key) for key in list(fields) if key in {item.name for item in record_fields(ProcessSpec)}}
         process = ProcessSpec(args=args, env=env, cwd=cwd, **process_fields)  # type: ignore[arg-type]
         return ContainerSpec(id=secrets.token_hex(32), rootfs=self.rootfs, process=process,
                              hostname=str(fields.pop("hostname", "box")), **fields)  # type: ignore[arg-type]

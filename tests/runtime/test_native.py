@@ -7,7 +7,7 @@ import os
 import re
 import signal
 import time
-from dataclasses import replace
+from lamina.records import replace
 
 import pytest
 

@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import replace
+from lamina.records import replace
 
 import pytest
 
