@@ -152,6 +152,36 @@ ROUTES: tuple[Route, ...] = (
 _VERSIONED = re.compile(r"^/v([0-9][0-9.]*)(/.*)$")
 
 
+class _Matcher:
+    """Matches a path against one route pattern as :func:`compile_pattern`'s regex would, by
+    comparing the literal parts when the pattern has at most one parameter (all but one of
+    the table's: compiling ~60 regexes cost a command ~5 ms)."""
+
+    __slots__ = ("pattern", "prefix", "suffix", "name", "_regex")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._regex: re.Pattern[str] | None = None
+        self.prefix, _, rest = pattern.partition("{")
+        self.name, _, self.suffix = rest.partition("}")
+        if "{" in self.suffix or (rest and not self.name.isidentifier()):
+            self.name = "*"  # two parameters: the regex
+
+    def match(self, path: str) -> dict[str, str] | None:
+        if not self.name:
+            return {} if path == self.pattern else None
+        if self.name != "*":
+            end = len(path) - len(self.suffix)
+            if end <= len(self.prefix) or not path.startswith(self.prefix) or not path.endswith(self.suffix):
+                return None
+            value = path[len(self.prefix):end]
+            return None if "\n" in value else {self.name: value}
+        if self._regex is None:
+            self._regex = compile_pattern(self.pattern)
+        found = self._regex.match(path)
+        return None if found is None else found.groupdict()
+
+
 class Router:
     def __init__(self, services_factory: Callable[[], "Services"],
                  routes: tuple[Route, ...] = ROUTES) -> None:
@@ -159,8 +189,7 @@ class Router:
         self._services: "Services | None" = None
         self._lock = threading.Lock()
         self._routes = routes
-        # compiled on first use: a command's requests reach only part of the table
-        self._patterns: list[re.Pattern[str] | None] = [None] * len(routes)
+        self._matchers = [_Matcher(route.pattern) for route in routes]
 
     def services(self) -> "Services":
         """The services, built once on first use."""
@@ -190,17 +219,14 @@ class Router:
     def _dispatch(self, request: Request) -> Response:
         path, api_version = _strip_version(request.path)
         method_mismatch = False
-        for index, route in enumerate(self._routes):
-            regex = self._patterns[index]
-            if regex is None:
-                regex = self._patterns[index] = compile_pattern(route.pattern)
-            match = regex.match(path)
-            if match is None:
+        for route, matcher in zip(self._routes, self._matchers):
+            params = matcher.match(path)
+            if params is None:
                 continue
             if route.method != request.method:
                 method_mismatch = True
                 continue
-            return route.handler(Call(request, match.groupdict(), api_version, self.services))
+            return route.handler(Call(request, params, api_version, self.services))
         if method_mismatch:
             return Response(405, Headers({"Content-Type": "application/json"}),
                             error_body(f"method {request.method} is not allowed on {path}"))

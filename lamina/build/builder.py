@@ -41,8 +41,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import os
-import platform as host_platform
-import secrets
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -615,7 +613,7 @@ class Builder:
         if script is not None:
             history = (*state.shell(), instruction.command[0] + "".join(
                 "\n" + doc.content + doc.name for doc in instruction.heredocs))
-            executed: tuple[str, ...] = (f"/.lamina-heredoc-{secrets.token_hex(8)}",)
+            executed: tuple[str, ...] = (f"/.lamina-heredoc-{os.urandom(8).hex()}",)
         else:
             history = self._command(state, command, instruction.prepend_shell) or ()
             executed = history
@@ -836,7 +834,7 @@ def _check_platform(text: str) -> None:
     if wanted_os != "linux" or arch != host_architecture() or len(parts) > 3:
         raise errdefs.NotImplemented(
             f"platform {text} is not supported: lamina builds for linux/{host_architecture()} "
-            f"({host_platform.machine()}) only")
+            f"({os.uname().machine}) only")
 
 
 def _parse_port_spec(spec: str) -> list[str]:

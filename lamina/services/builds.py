@@ -29,8 +29,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import secrets
-import socket
 import struct
 from lamina.records import replace
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -53,6 +51,8 @@ from lamina.services.api import Progress
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
+    import socket
+
     from lamina.build.context import BuildContext
     from lamina.services.containers import ContainerServiceImpl
 
@@ -470,7 +470,7 @@ class _Session:
 
     def __init__(self, service: BuildServiceImpl) -> None:
         self.service = service
-        self.build_id = secrets.token_hex(8)
+        self.build_id = os.urandom(8).hex()  # secrets.token_hex(8), without its imports
         self.path = os.path.join(service.locks_dir, self.build_id + ".lock")
         self.fd = -1
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import threading
 from typing import Any, BinaryIO
 
@@ -284,7 +283,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
                 if dockerfile_content is None:
                     with open(dockerfile_path, "rb") as handle:
                         dockerfile_content = handle.read()
-                name = f".dockerfile.{secrets.token_hex(10)}"
+                name = f".dockerfile.{os.urandom(10).hex()}"
                 body, errors = context_tar(directory, extra=(name, dockerfile_content))
                 common["dockerfile"] = name
     try:

@@ -1,0 +1,25 @@
+"""The router's literal matcher agrees with the route regexes (compile_pattern) on every path."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lamina.api.router import ROUTES, _Matcher, compile_pattern
+
+_PIECES = st.sampled_from(["/", "images", "containers", "json", "abc", "x/y", "{", "}", "\n", "", "get",
+                           "checkpoints", "/json", "exec", "start", "networks", "build", "prune"])
+
+
+@given(st.lists(_PIECES, max_size=8), st.sampled_from([route.pattern for route in ROUTES]))
+def test_literal_matching_equals_the_regex(pieces: list[str], pattern: str) -> None:
+    path = "".join(pieces)
+    found = compile_pattern(pattern).match(path)
+    assert _Matcher(pattern).match(path) == (None if found is None else found.groupdict())
+
+
+@given(st.sampled_from([route.pattern for route in ROUTES]), st.text(min_size=1, max_size=12))
+def test_every_pattern_matches_its_own_instances(pattern: str, value: str) -> None:
+    path = pattern.replace("{checkpoint}", value).replace("{id}", value).replace("{name}", value)
+    found = compile_pattern(pattern).match(path)
+    assert _Matcher(pattern).match(path) == (None if found is None else found.groupdict())
