@@ -44,7 +44,8 @@ try:
 except ImportError:  # pragma: no cover - isal is a declared dependency
     import gzip as _gzip  # type: ignore[no-redef]
 
-__all__ = ["TarSplitWriter", "assemble", "assembled_size", "read_entries", "DirectoryFileGetter",
+__all__ = ["TarSplitWriter", "assemble", "assembled_size", "read_entries", "compact_entries", "CompactEntry",
+           "DirectoryFileGetter",
            "FILE_TYPE", "SEGMENT_TYPE"]
 
 FILE_TYPE = 1
@@ -179,24 +180,35 @@ def _decoded(raw: dict, number: int) -> dict[str, object]:
     raise ValueError(f"unknown entry type {entry_type!r} on line {number}")
 
 
-def _entries(tar_split: BinaryIO | Iterable[dict[str, object]]) -> Iterable[dict[str, object]]:
-    # a record file, or entries already read from one (so a caller parses a record once)
-    return read_entries(tar_split) if hasattr(tar_split, "read") else tar_split  # type: ignore[arg-type]
+#: One entry of a record in the compact form :func:`assemble` works on: a segment's raw
+#: bytes, or a file entry's (name as bytes, size, CRC-64 bytes or None).
+CompactEntry = bytes | tuple[bytes, int, bytes | None]
 
 
-def assembled_size(tar_split: BinaryIO | Iterable[dict[str, object]]) -> int:
-    """Length in bytes of the tar that :func:`assemble` would produce."""
-    total = 0
-    for entry in _entries(tar_split):
-        if entry["type"] == SEGMENT_TYPE:
-            total += len(entry["payload"])  # type: ignore[arg-type]
+def compact_entries(tar_split: BinaryIO | Iterable[dict[str, object]] | Iterable[CompactEntry]
+                    ) -> list[CompactEntry]:
+    """The record (a file, decoded entries or compact ones) in the compact form."""
+    entries = read_entries(tar_split) if hasattr(tar_split, "read") else tar_split  # type: ignore[arg-type]
+    compact: list[CompactEntry] = []
+    append = compact.append
+    for entry in entries:  # type: ignore[union-attr]
+        if entry.__class__ is not dict:
+            append(entry)  # type: ignore[arg-type]
+        elif entry["type"] == SEGMENT_TYPE:
+            append(entry["payload"])  # type: ignore[arg-type]
         else:
-            total += entry["size"]  # type: ignore[operator]
-    return total
+            append((entry["name"], entry["size"], entry["payload"]))  # type: ignore[arg-type]
+    return compact
 
 
-def assemble(tar_split: BinaryIO | Iterable[dict[str, object]], getter: FileGetter, *, verify: bool = True
-             ) -> Iterator[memoryview]:
+def assembled_size(tar_split: BinaryIO | Iterable[dict[str, object]] | Iterable[CompactEntry]) -> int:
+    """Length in bytes of the tar that :func:`assemble` would produce."""
+    return sum(len(entry) if entry.__class__ is bytes else entry[1]  # type: ignore[misc]
+               for entry in compact_entries(tar_split))
+
+
+def assemble(tar_split: BinaryIO | Iterable[dict[str, object]] | Iterable[CompactEntry], getter: FileGetter, *,
+             verify: bool = True) -> Iterator[memoryview]:
     """Yield the exact bytes of the original tar: segments verbatim, file contents from
     ``getter``.  A missing or short file, or (with ``verify``) a CRC mismatch, raises
     :class:`errdefs.DataLoss` naming the file.
@@ -210,9 +222,9 @@ def assemble(tar_split: BinaryIO | Iterable[dict[str, object]], getter: FileGett
     buffers = _Buffers(capacity)
     view = buffers.take()
     used = 0
-    for entry in _entries(tar_split):
-        if entry["type"] == SEGMENT_TYPE:
-            payload: bytes = entry["payload"]  # type: ignore[assignment]
+    for entry in compact_entries(tar_split):
+        if entry.__class__ is bytes:
+            payload: bytes = entry  # type: ignore[assignment]
             length = len(payload)
             if used + length > capacity:
                 if used:
@@ -224,10 +236,10 @@ def assemble(tar_split: BinaryIO | Iterable[dict[str, object]], getter: FileGett
             view[used:used + length] = payload
             used += length
             continue
-        size: int = entry["size"]  # type: ignore[assignment]
+        raw_name, size, checksum = entry  # type: ignore[misc]
         if not size:
             continue
-        name = os.fsdecode(entry["name"])  # type: ignore[arg-type]
+        name = os.fsdecode(raw_name)
         try:
             handle = getter.open(name)
         except errdefs.LaminaError as exc:
@@ -255,7 +267,7 @@ def assemble(tar_split: BinaryIO | Iterable[dict[str, object]], getter: FileGett
                 remaining -= got
         finally:
             handle.close()
-        if verify and crc.to_bytes(8, "big") != entry["payload"]:
+        if verify and crc.to_bytes(8, "big") != checksum:
             raise errdefs.DataLoss(f"file integrity checksum failed for {name!r}")
     if used:
         yield view[:used]

@@ -7,6 +7,7 @@ On-disk format, under ``<data-root>/image/<driver>/layerdb/`` (byte-compatible w
     sha256/<chainID-hex>/size               decimal bytes of regular-file content in the layer
     sha256/<chainID-hex>/cache-id           the graph driver's directory id for this layer
     sha256/<chainID-hex>/tar-split.json.gz  what reassembles the layer tar byte for byte
+    sha256/<chainID-hex>/tar-split.index    lamina's cache of the decoded record (below)
     tmp/write-set-<random>/                 a registration in progress (holds cache-id early)
     sha256/<chainID-hex>-<random>-removing  a removal in progress
     leases/<random>                         an operation in progress (locked by its process)
@@ -15,6 +16,13 @@ Commit points: a layer exists from the moment its ``write-set`` directory is ren
 ``sha256/<chainID-hex>`` (one rename, after every file in it and the driver's data were
 synced); it stops existing at the rename to ``-removing``.  Anything left before those renames
 by a crash is swept at start-up (:meth:`LayerStore.sweep`), logged at WARNING.
+
+``tar-split.index`` spares each ``save`` the decoding of the record (~50 ms for a layer of
+5,000 files, a sixth of the whole save): written on the first reassembly without fsync, it is
+``LTSI1\n``, the CRC-32 of the rest (4 bytes, big-endian), then ``marshal`` data (format 4)
+of ``(tar size, [segment bytes | (name bytes, size, CRC-64 bytes | None), ...])``.  A missing,
+damaged or unreadable index is rebuilt from the record; Docker does not know the file and a
+layer's directory is removed whole, so it needs no bookkeeping of its own.
 
 Leases: every operation that registers or releases layers (load, import, rmi, prune) holds a
 lease, a file under ``leases/`` locked with ``flock`` for as long as the operation runs.  A
@@ -43,6 +51,8 @@ __all__ = ["Layer", "LayerStore", "Lease"]
 log = logging.getLogger("lamina.layer")
 
 _TAR_SPLIT = "tar-split.json.gz"
+_INDEX = "tar-split.index"
+_INDEX_MAGIC = b"LTSI1\n"
 
 
 @dataclass(frozen=True)
@@ -209,15 +219,42 @@ class LayerStore:
         in the reassembly itself).  Either failure comes after bytes were produced (the
         stream is not buffered): callers writing archives must treat the output as invalid.
         """
-        from lamina.archive.tarsplit import DirectoryFileGetter, assembled_size, read_entries
+        from lamina.archive.tarsplit import DirectoryFileGetter
 
         layer = self.get(chain_id)
-        with self._open_tar_split(chain_id) as handle:
-            entries = list(read_entries(handle))
+        size, entries = self._reassembly_index(chain_id)
         getter = DirectoryFileGetter(self.driver.diff_path(layer.cache_id))
         if verify_digest:
-            return assembled_size(entries), self._verified(layer, entries, getter)
-        return assembled_size(entries), self._checked(entries, getter)
+            return size, self._verified(layer, entries, getter)
+        return size, self._checked(entries, getter)
+
+    def _reassembly_index(self, chain_id: str) -> tuple[int, list]:
+        """(tar size, compact entries) of the layer's tar-split record, from the index cache
+        when it is there and intact, else decoded from the record (and the cache written)."""
+        import marshal
+        import zlib
+
+        from lamina.archive.tarsplit import assembled_size, compact_entries
+
+        path = os.path.join(self._dir(chain_id), _INDEX)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+            if data.startswith(_INDEX_MAGIC) and int.from_bytes(data[6:10], "big") == zlib.crc32(data[10:]):
+                size, entries = marshal.loads(data[10:])
+                if isinstance(size, int) and isinstance(entries, list):
+                    return size, entries
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+        with self._open_tar_split(chain_id) as handle:
+            entries = compact_entries(handle)
+        size = assembled_size(entries)
+        payload = marshal.dumps((size, entries), 4)
+        try:
+            fsutil.atomic_replace(path, _INDEX_MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload)
+        except OSError as exc:  # a read-only data root still saves
+            log.debug("cannot write %s: %s", path, exc)
+        return size, entries
 
     def tar_stream(self, chain_id: str, *, verify_digest: bool = False) -> Iterator[bytes | memoryview]:
         return self.tar(chain_id, verify_digest=verify_digest)[1]

@@ -379,3 +379,32 @@ def test_verify_digest_catches_a_rewritten_record_the_per_file_checks_cannot(eng
     assert hashlib.sha256(plain).hexdigest() != FIXTURE_DIFF_ID[7:]
     with pytest.raises(errdefs.DataLoss, match="hashes to"):
         b"".join(layers.tar_stream(FIXTURE_DIFF_ID, verify_digest=True))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty"])
+def test_the_reassembly_index_is_used_and_a_damaged_one_rebuilt(engine, damage) -> None:
+    layers, layer, diff = _busybox_layer(engine)
+    index = os.path.join(layers.root, "sha256", FIXTURE_DIFF_ID[7:], "tar-split.index")
+    assert not os.path.exists(index)
+    first = save_bytes(engine, ["busybox"])
+    assert os.path.getsize(index) > 0
+    assert save_bytes(engine, ["busybox"]) == first  # from the index
+    with open(index, "r+b") as handle:
+        data = bytearray(handle.read())
+        if damage == "flip":
+            data[len(data) // 2] ^= 0x01
+        elif damage == "truncate":
+            data = data[: len(data) // 3]
+        elif damage == "garbage":
+            data = bytearray(b"LTSI1\n" + b"\0" * 64)
+        else:
+            data = bytearray()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(data)
+    assert save_bytes(engine, ["busybox"]) == first
+    with open(index, "rb") as handle:
+        assert handle.read(6) == b"LTSI1\n"
+    assert "sha256:" + hashlib.sha256(
+        b"".join(layers.tar_stream(FIXTURE_DIFF_ID, verify_digest=True))).hexdigest() == FIXTURE_DIFF_ID
+    assert_clean(engine)
