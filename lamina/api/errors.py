@@ -24,13 +24,13 @@ traceback at ERROR level and answered with a one-line message.
 from __future__ import annotations
 
 import json
-import logging
 
+from lamina.log import get_logger
 from lamina import errdefs
 
 __all__ = ["STATUS_BY_KIND", "status_for", "message_for", "error_body", "log_unexpected"]
 
-logger = logging.getLogger("lamina.api")
+logger = get_logger("lamina.api")
 
 STATUS_BY_KIND: dict[type[errdefs.LaminaError], int] = {
     errdefs.InvalidArgument: 400,

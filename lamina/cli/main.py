@@ -247,8 +247,18 @@ def _boolean_overrides(parser: argparse.ArgumentParser, argv: list[str], *,
 
 
 def _configure_logging(level_name: str | None) -> None:
-    """Log to stderr; tracebacks only at debug level (users get the one-line message)."""
-    import logging  # not at module level: `lamina --help` should not pay for it
+    """Log to stderr; tracebacks only at debug level (users get the one-line message).
+
+    :mod:`logging` itself is loaded only when a record at this level is emitted
+    (:mod:`lamina.log`): most commands log nothing and need not pay for it."""
+    from lamina import log
+
+    name = (level_name or os.environ.get("LAMINA_LOG_LEVEL") or "warning").lower()
+    log.configure(log.LEVELS.get(name, log.LEVELS["warning"]), lambda: _install_log_handler(name))
+
+
+def _install_log_handler(name: str) -> None:
+    import logging
 
     class LogFormatter(logging.Formatter):
         def formatException(self, exc_info: Any) -> str:  # noqa: N802 - logging's name
@@ -256,7 +266,6 @@ def _configure_logging(level_name: str | None) -> None:
                 return super().formatException(exc_info)
             return "(run with --log-level debug for the traceback)"
 
-    name = (level_name or os.environ.get("LAMINA_LOG_LEVEL") or "warning").lower()
     level = getattr(logging, name.upper(), logging.WARNING)
     debug = level <= logging.DEBUG
     logger = logging.getLogger("lamina")
@@ -289,9 +298,9 @@ def _report(exc: BaseException, context: Context) -> int:
 
         context.error(f"Error: {exc}")
         return exit_code_for_status(status_for(exc))
-    import logging
+    from lamina.log import get_logger
 
-    logging.getLogger("lamina.cli").error("unexpected %s", type(exc).__name__, exc_info=exc)
+    get_logger("lamina.cli").error("unexpected %s", type(exc).__name__, exc_info=exc)
     context.error(f"Error: internal error: {type(exc).__name__}: {exc}")
     return EXIT_FAILURE
 

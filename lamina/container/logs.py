@@ -30,13 +30,13 @@ from __future__ import annotations
 import codecs
 import errno
 import json
-import logging
 import os
 import re
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from lamina.log import get_logger
 from lamina.records import dataclass
 from typing import Self
 
@@ -63,7 +63,7 @@ __all__ = [
     "read_logs",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 STDIN, STDOUT, STDERR, SYSTEM_ERROR = 0, 1, 2, 3
 PARTIAL_LINE_SIZE = 16 * 1024     # Docker's copier buffer: longer lines become partial entries

@@ -58,7 +58,6 @@ import errno
 import fcntl
 import gc
 import json
-import logging
 import os
 import selectors
 import signal
@@ -67,6 +66,7 @@ import struct
 import termios
 import time
 from collections.abc import Callable
+from lamina.log import get_logger
 from lamina.records import dataclass, field
 from typing import Any
 
@@ -101,7 +101,7 @@ __all__ = [
     "spawn",
 ]
 
-log = logging.getLogger("lamina.monitor")
+log = get_logger("lamina.monitor")
 
 ERROR_KINDS: dict[str, type[errdefs.LaminaError]] = {
     cls.kind: cls for cls in (errdefs.NotFound, errdefs.AlreadyExists, errdefs.InvalidArgument, errdefs.Conflict,
@@ -689,6 +689,8 @@ class Monitor:
             time.sleep(0.005)
 
     def _setup_logging(self) -> None:
+        import logging
+
         root = logging.getLogger("lamina")
         for handler in list(root.handlers):
             root.removeHandler(handler)

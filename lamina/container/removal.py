@@ -11,10 +11,10 @@ can tell a removal in progress from an interrupted one); everything after it is 
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
+from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina import mount as lmount
 from lamina.container.execstore import ExecStore
@@ -26,7 +26,7 @@ from lamina.volume.mounts import release_mounts
 
 __all__ = ["destroy", "finish_removal", "release_mount", "sweep"]
 
-log = logging.getLogger("lamina.container")
+log = get_logger("lamina.container")
 
 
 def release_mount(mounts: MountStore, container_id: str) -> None:

@@ -34,11 +34,11 @@ leading "/") and a unique id prefix, in that order, as Docker's ``GetContainer``
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from lamina.log import get_logger
 from lamina.records import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ from lamina.container.names import validate_name
 
 __all__ = ["CONFIG_FILE", "HOST_CONFIG_FILE", "Container", "ContainerStore", "new_container_id"]
 
-log = logging.getLogger("lamina.container")
+log = get_logger("lamina.container")
 
 CONFIG_FILE = "config.v2.json"
 HOST_CONFIG_FILE = "hostconfig.json"

@@ -12,11 +12,11 @@ Backing filesystem names are Docker's (``docker info`` "Backing Filesystem"), ke
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from collections.abc import Callable
 
+from lamina.log import get_logger
 from lamina import errdefs
 from lamina import fsutil
 from lamina import mount as lmount
@@ -28,7 +28,7 @@ __all__ = [
     "sweep_leftovers", "probe_directory", "holds_entries",
 ]
 
-logger = logging.getLogger("lamina.graphdriver")
+logger = get_logger("lamina.graphdriver")
 
 INCOMPLETE_SUFFIX = "-incomplete"
 REMOVING_SUFFIX = "-removing"

@@ -27,18 +27,18 @@ rename, so no lock is needed; lookups read the directory, nothing is cached.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import time
 
+from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
 from lamina.image.config import ImageConfig, format_time, parse_time
 
 __all__ = ["ImageStore"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _HEX_RE = re.compile(r"[a-f0-9]{64}")
 _SHORT_HEX_RE = re.compile(r"[a-f0-9]{1,64}")

@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
+from lamina.log import get_logger
 from lamina.records import dataclass
 from typing import BinaryIO
 
@@ -48,7 +48,7 @@ from lamina.graphdriver.api import GraphDriver
 
 __all__ = ["Layer", "LayerStore", "Lease"]
 
-log = logging.getLogger("lamina.layer")
+log = get_logger("lamina.layer")
 
 _TAR_SPLIT = "tar-split.json.gz"
 _INDEX = "tar-split.index"

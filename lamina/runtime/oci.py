@@ -51,7 +51,6 @@ import ctypes
 import ctypes.util
 import errno
 import json
-import logging
 import os
 import platform
 import re
@@ -62,6 +61,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from lamina.log import get_logger
 from lamina.records import dataclass, field
 from typing import Any
 
@@ -92,7 +92,7 @@ __all__ = [
     "seccomp_json",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 OCI_VERSION = "1.0.2"
 

@@ -21,13 +21,13 @@ own monitor process.
 
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import signal
 import threading
 import time
 from collections.abc import Callable
+from lamina.log import get_logger
 from lamina.records import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Server", "ServerConfig", "serve"]
 
-logger = logging.getLogger("lamina.server")
+logger = get_logger("lamina.server")
 
 
 @dataclass(frozen=True)

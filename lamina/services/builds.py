@@ -27,9 +27,9 @@ at reboot), logged at WARNING.
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import struct
+from lamina.log import get_logger
 from lamina.records import replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BuildServiceImpl"]
 
-log = logging.getLogger("lamina.services")
+log = get_logger("lamina.services")
 
 _FRAME = struct.Struct(">BxxxL")
 _BUILD_LAYER_PREFIX = "build-"

@@ -23,12 +23,12 @@ in-process CLI transport).
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from lamina.log import get_logger
 from lamina import errdefs
 from lamina.config import EngineConfig
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EngineServices", "build_services", "build_volumes"]
 
-log = logging.getLogger("lamina.services")
+log = get_logger("lamina.services")
 
 T = TypeVar("T")
 

@@ -26,7 +26,6 @@ died; the monitor emits ``start``, ``oom``, ``die`` and the ``destroy`` of ``--r
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import signal as signals
@@ -36,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
+from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina.config import EngineConfig
 from lamina.container import spec as specs
@@ -79,7 +79,7 @@ from lamina.volume.mounts import (
 
 __all__ = ["BUILTIN_RUNTIME_NAMES", "ContainerServiceImpl"]
 
-log = logging.getLogger("lamina.services")
+log = get_logger("lamina.services")
 
 BUILTIN_RUNTIME_NAMES = ("native", "crun", "runc")
 _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")

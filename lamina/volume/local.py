@@ -34,13 +34,13 @@ volume store holds its lock).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import stat
 import time
 from typing import Any
 
+from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina import mount as mountlib
 from lamina.volume.api import (
@@ -54,7 +54,7 @@ from lamina.volume.api import (
 __all__ = ["LocalDriver", "DATA_DIRECTORY", "VALID_OPTIONS", "validate_name", "parse_ram_size", "rfc3339",
            "go_quote"]
 
-log = logging.getLogger("lamina.volume")
+log = get_logger("lamina.volume")
 
 DATA_DIRECTORY = "_data"
 _METADATA = "metadata.json"

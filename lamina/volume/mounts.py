@@ -31,10 +31,10 @@ absolute container paths.
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
+from lamina.log import get_logger
 from lamina.records import dataclass, field, replace
 from typing import Any
 
@@ -52,7 +52,7 @@ __all__ = [
     "PROPAGATION_MODES", "DEFAULT_PROPAGATION",
 ]
 
-log = logging.getLogger("lamina.volume")
+log = get_logger("lamina.volume")
 
 PROPAGATION_MODES = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 DEFAULT_PROPAGATION = "rprivate"

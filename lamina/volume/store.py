@@ -25,19 +25,19 @@ at the next mutation.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
+from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina.volume.api import DEFAULT_DRIVER, Volume, VolumeDriver
 from lamina.volume.local import LocalDriver
 
 __all__ = ["VolumeStore", "DRIVERS", "REFERENCE_GRACE", "open_drivers"]
 
-log = logging.getLogger("lamina.volume")
+log = get_logger("lamina.volume")
 
 # Drivers by name: a factory taking the volumes directory.  Only "local" exists; plugins would
 # register here.

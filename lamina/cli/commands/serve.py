@@ -39,6 +39,9 @@ def run(args: argparse.Namespace, context: Context) -> int:
     if args.shutdown_timeout < 0:
         raise UsageError("--shutdown-timeout must not be negative")
     hosts = list(args.host) or ([context.options.host] if context.options.host else [DEFAULT_HOST])
+    from lamina.log import load
+
+    load()  # the command line's handler first: its level and format are adjusted below
     if context.options.log_level is None and not os.environ.get("LAMINA_LOG_LEVEL"):
         logging.getLogger("lamina").setLevel(logging.INFO)
     for handler in logging.getLogger("lamina").handlers:
