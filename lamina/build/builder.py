@@ -45,7 +45,7 @@ import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from lamina.records import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lamina import errdefs
 from lamina.build.api import (
@@ -66,7 +66,6 @@ from lamina.build.context import (
     normalize_workdir,
     plan_copy,
 )
-from lamina.build.copy import ROOT, RootWriter, is_archive, parse_chmod
 from lamina.build.dockerignore import go_clean
 from lamina.build.parser import (
     AddInstruction,
@@ -94,6 +93,9 @@ from lamina.build.parser import (
 )
 from lamina.build.shell_words import Substitution
 from lamina.image.config import ContainerConfig, HealthConfig, host_architecture
+
+if TYPE_CHECKING:
+    from lamina.build.copy import RootWriter
 
 __all__ = ["DEFAULT_PATH", "DEFAULT_SHELL", "Builder", "go_duration", "go_quote", "short_id"]
 
@@ -466,6 +468,10 @@ class Builder:
 
     @contextmanager
     def _writer(self, layer: str) -> Iterator[RootWriter]:
+        # the copy code (and the runtime's path and account helpers it uses) only for steps
+        # that write: a build answered from the cache never loads it
+        from lamina.build.copy import RootWriter
+
         """The read-write layer's tree mounted for writing; unmounted afterwards."""
         root = self.layers.mount(layer)
         try:
@@ -596,6 +602,8 @@ class Builder:
         with self._writer(layer) as writer:
             created = not writer.is_directory(working_dir)
             if created:
+                from lamina.build.copy import ROOT
+
                 os.close(writer.make_directories(working_dir, ROOT))
         if created:
             self._commit_layer(state, layer, container_config)
@@ -648,6 +656,8 @@ class Builder:
         self._commit_layer(state, container_id, probe_config, container=container_id)
 
     def _write_script(self, container_id: str, path: str, data: str) -> None:
+        from lamina.build.copy import ROOT
+
         with self._writer(container_id) as writer:
             writer.write_file(path, data.encode(), ROOT, 0o755)
 
@@ -693,7 +703,11 @@ class Builder:
             raise errdefs.NotImplemented(f"{name} --exclude is not supported by lamina's builder yet")
         if isinstance(instruction, CopyInstruction) and instruction.parents:
             raise errdefs.NotImplemented("COPY --parents is not supported by lamina's builder yet")
-        mode = parse_chmod(instruction.chmod)
+        mode = None
+        if instruction.chmod:
+            from lamina.build.copy import parse_chmod
+
+            mode = parse_chmod(instruction.chmod)
         copy_from = instruction.copy_from if isinstance(instruction, CopyInstruction) else ""
         tree: SourceTree = self.context
         if copy_from:
@@ -731,6 +745,8 @@ class Builder:
 
     def _write_sources(self, writer: RootWriter, state: _State, instruction: CopyInstruction | AddInstruction,
                        tree: SourceTree, matches: list[SourceMatch], mode: int | None, from_image: bool) -> None:
+        from lamina.build.copy import ROOT, is_archive
+
         name = instruction.keyword.upper()
         if instruction.chown:
             identity = writer.identity(instruction.chown)

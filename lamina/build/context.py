@@ -48,15 +48,12 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from lamina.records import dataclass
 from typing import BinaryIO
 
 from lamina import errdefs, fsutil
-from lamina.archive import TarReader, WhiteoutMode, apply_tar, decompressed, detect
-from lamina.archive.compression import PrefixedStream
 from lamina.build.dockerignore import (
     DockerIgnore,
     contains_wildcards,
@@ -532,6 +529,8 @@ def read_head(stream: BinaryIO) -> bytes:
 
 def looks_like_archive(prefix: bytes) -> bool:
     """The Docker CLI's test on the first bytes of stdin: compressed, or a valid tar header."""
+    from lamina.archive import detect
+
     if detect(prefix) is not None:
         return True
     if len(prefix) < _TAR_BLOCK:
@@ -546,6 +545,11 @@ def looks_like_archive(prefix: bytes) -> bool:
 
 
 def _extract(stream: BinaryIO, temp_root: str | None) -> str:
+    # the archive code only for contexts that come as a tar (a directory needs none of it)
+    import tempfile
+
+    from lamina.archive import TarReader, WhiteoutMode, apply_tar, decompressed
+
     root = tempfile.mkdtemp(prefix="lamina-build-context-", dir=temp_root)
     try:
         os.chmod(root, 0o700)
@@ -607,6 +611,10 @@ def open_stdin_context(stream: BinaryIO, dockerfile: str | None = None, *,
                        temp_root: str | None = None) -> BuildContext:
     """``docker build -``: a context tar, or a bare Dockerfile (then the context holds only
     that Dockerfile)."""
+    import tempfile
+
+    from lamina.archive.compression import PrefixedStream
+
     prefix = read_head(stream)
     if looks_like_archive(prefix):
         return open_tar_context(PrefixedStream(prefix, stream), dockerfile or DEFAULT_DOCKERFILE,  # type: ignore[arg-type]

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import threading
 import time
@@ -47,11 +46,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from lamina import errdefs
+from lamina.log import get_logger
 from lamina.events.message import build_message
 
 __all__ = ["FILE_NAME", "MAX_LINE", "POLL_INTERVAL", "ROTATE_BYTES", "EventLog", "encode_line"]
 
-log = logging.getLogger("lamina.events")
+log = get_logger("lamina.events")
 
 FILE_NAME = "events.log"
 MAX_LINE = 4096
