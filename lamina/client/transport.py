@@ -6,7 +6,7 @@
   then, so ``lamina --help`` never loads the engine).
 * :class:`UnixSocketTransport`: HTTP/1.1 over an AF_UNIX socket to ``lamina serve`` or any
   Docker-compatible daemon, streaming both ways (:mod:`lamina.client.unix`, imported on first
-  use so the in-process path never loads ``http.client``).
+  use so the in-process path never loads the socket code).
 
 :func:`select_transport` picks one: ``-H`` / ``LAMINA_HOST`` / ``DOCKER_HOST`` (``unix://``
 only), else in-process.  Connection failures raise :class:`TransportError`.
@@ -78,7 +78,7 @@ class UnixSocketTransport:
         return f"unix://{self.path}"
 
     def handle(self, request: Request) -> Response:
-        # http.client costs ~25 ms to import: only the socket transport pays for it.
+        # the socket code loads only when a request goes out on a socket
         if request.wants_upgrade():
             from lamina.client.unix import hijack
 
