@@ -34,7 +34,7 @@ from lamina.records import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
-from lamina.api import build, containers, events, execs, images, networks, system, unsupported, volumes
+from lamina.api import unsupported
 from lamina.api.errors import error_body, log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
@@ -76,76 +76,86 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class Route:
-    """A method, a path pattern (``{name}`` matches greedily) and its handler."""
+    """A method, a path pattern (``{name}`` matches greedily) and its handler: a function, or
+    ``"module.function"`` of a module of :mod:`lamina.api`, imported when a request first
+    reaches it (a command loads the handlers of its own requests only)."""
 
     method: str
     pattern: str
-    handler: Handler
+    handler: Handler | str
+
+    def resolve(self) -> Handler:
+        if not isinstance(self.handler, str):
+            return self.handler
+        import importlib
+
+        module, _, function = self.handler.rpartition(".")
+        return getattr(importlib.import_module("lamina.api." + module), function)  # type: ignore[no-any-return]
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/_ping", system.ping),
-    Route("HEAD", "/_ping", system.ping),
-    Route("GET", "/version", system.version),
-    Route("GET", "/info", system.info),
-    Route("GET", "/system/df", system.disk_usage),
-    Route("GET", "/events", events.get_events),
-    Route("POST", "/lamina/system/check", system.check),
-    Route("GET", "/images/json", images.list_images),
-    Route("POST", "/images/create", images.create_image),
-    Route("POST", "/images/load", images.load_images),
-    Route("GET", "/images/get", images.save_images),
-    Route("POST", "/images/prune", images.prune_images),
-    Route("GET", "/images/{name}/json", images.inspect_image),
-    Route("GET", "/images/{name}/history", images.image_history),
-    Route("GET", "/images/{name}/get", images.save_image),
-    Route("POST", "/images/{name}/tag", images.tag_image),
-    Route("DELETE", "/images/{name}", images.remove_image),
-    Route("POST", "/lamina/system/boot", containers.boot),
-    Route("POST", "/containers/create", containers.create_container),
-    Route("GET", "/containers/json", containers.list_containers),
-    Route("POST", "/containers/prune", containers.prune_containers),
-    Route("GET", "/containers/{id}/json", containers.inspect_container),
-    Route("GET", "/containers/{id}/top", containers.container_top),
-    Route("GET", "/containers/{id}/logs", containers.container_logs),
-    Route("GET", "/containers/{id}/changes", containers.container_changes),
-    Route("GET", "/containers/{id}/export", containers.export_container),
-    Route("GET", "/containers/{id}/stats", containers.container_stats),
-    Route("POST", "/containers/{id}/resize", containers.resize_container),
-    Route("POST", "/containers/{id}/start", containers.start_container),
-    Route("POST", "/containers/{id}/stop", containers.stop_container),
-    Route("POST", "/containers/{id}/restart", containers.restart_container),
-    Route("POST", "/containers/{id}/kill", containers.kill_container),
-    Route("POST", "/containers/{id}/update", containers.update_container),
-    Route("POST", "/containers/{id}/rename", containers.rename_container),
-    Route("POST", "/containers/{id}/pause", containers.pause_container),
-    Route("POST", "/containers/{id}/unpause", containers.unpause_container),
-    Route("POST", "/containers/{id}/attach", containers.attach_container),
-    Route("POST", "/containers/{id}/wait", containers.wait_container),
-    Route("HEAD", "/containers/{id}/archive", containers.archive_head),
-    Route("GET", "/containers/{id}/archive", containers.archive_get),
-    Route("PUT", "/containers/{id}/archive", containers.archive_put),
-    Route("POST", "/containers/{id}/exec", execs.create_exec),
+    Route("GET", "/_ping", "system.ping"),
+    Route("HEAD", "/_ping", "system.ping"),
+    Route("GET", "/version", "system.version"),
+    Route("GET", "/info", "system.info"),
+    Route("GET", "/system/df", "system.disk_usage"),
+    Route("GET", "/events", "events.get_events"),
+    Route("POST", "/lamina/system/check", "system.check"),
+    Route("GET", "/images/json", "images.list_images"),
+    Route("POST", "/images/create", "images.create_image"),
+    Route("POST", "/images/load", "images.load_images"),
+    Route("GET", "/images/get", "images.save_images"),
+    Route("POST", "/images/prune", "images.prune_images"),
+    Route("GET", "/images/{name}/json", "images.inspect_image"),
+    Route("GET", "/images/{name}/history", "images.image_history"),
+    Route("GET", "/images/{name}/get", "images.save_image"),
+    Route("POST", "/images/{name}/tag", "images.tag_image"),
+    Route("DELETE", "/images/{name}", "images.remove_image"),
+    Route("POST", "/lamina/system/boot", "containers.boot"),
+    Route("POST", "/containers/create", "containers.create_container"),
+    Route("GET", "/containers/json", "containers.list_containers"),
+    Route("POST", "/containers/prune", "containers.prune_containers"),
+    Route("GET", "/containers/{id}/json", "containers.inspect_container"),
+    Route("GET", "/containers/{id}/top", "containers.container_top"),
+    Route("GET", "/containers/{id}/logs", "containers.container_logs"),
+    Route("GET", "/containers/{id}/changes", "containers.container_changes"),
+    Route("GET", "/containers/{id}/export", "containers.export_container"),
+    Route("GET", "/containers/{id}/stats", "containers.container_stats"),
+    Route("POST", "/containers/{id}/resize", "containers.resize_container"),
+    Route("POST", "/containers/{id}/start", "containers.start_container"),
+    Route("POST", "/containers/{id}/stop", "containers.stop_container"),
+    Route("POST", "/containers/{id}/restart", "containers.restart_container"),
+    Route("POST", "/containers/{id}/kill", "containers.kill_container"),
+    Route("POST", "/containers/{id}/update", "containers.update_container"),
+    Route("POST", "/containers/{id}/rename", "containers.rename_container"),
+    Route("POST", "/containers/{id}/pause", "containers.pause_container"),
+    Route("POST", "/containers/{id}/unpause", "containers.unpause_container"),
+    Route("POST", "/containers/{id}/attach", "containers.attach_container"),
+    Route("POST", "/containers/{id}/wait", "containers.wait_container"),
+    Route("HEAD", "/containers/{id}/archive", "containers.archive_head"),
+    Route("GET", "/containers/{id}/archive", "containers.archive_get"),
+    Route("PUT", "/containers/{id}/archive", "containers.archive_put"),
+    Route("POST", "/containers/{id}/exec", "execs.create_exec"),
     *(Route(*entry) for entry in unsupported.CHECKPOINT_ROUTES),
-    Route("DELETE", "/containers/{id}", containers.remove_container),
-    Route("POST", "/commit", containers.commit_container),
-    Route("POST", "/exec/{id}/start", execs.start_exec),
-    Route("POST", "/exec/{id}/resize", execs.resize_exec),
-    Route("GET", "/exec/{id}/json", execs.inspect_exec),
-    Route("GET", "/volumes", volumes.list_volumes),
-    Route("POST", "/volumes/create", volumes.create_volume),
-    Route("POST", "/volumes/prune", volumes.prune_volumes),
-    Route("GET", "/volumes/{name}", volumes.inspect_volume),
-    Route("DELETE", "/volumes/{name}", volumes.remove_volume),
-    Route("POST", "/build", build.build_image),
-    Route("POST", "/build/prune", build.prune_build_cache),
-    Route("GET", "/networks", networks.list_networks),
-    Route("POST", "/networks/create", networks.create_network),
-    Route("POST", "/networks/prune", networks.prune_networks),
-    Route("POST", "/networks/{id}/connect", networks.connect_network),
-    Route("POST", "/networks/{id}/disconnect", networks.disconnect_network),
-    Route("GET", "/networks/{id}", networks.inspect_network),
-    Route("DELETE", "/networks/{id}", networks.remove_network),
+    Route("DELETE", "/containers/{id}", "containers.remove_container"),
+    Route("POST", "/commit", "containers.commit_container"),
+    Route("POST", "/exec/{id}/start", "execs.start_exec"),
+    Route("POST", "/exec/{id}/resize", "execs.resize_exec"),
+    Route("GET", "/exec/{id}/json", "execs.inspect_exec"),
+    Route("GET", "/volumes", "volumes.list_volumes"),
+    Route("POST", "/volumes/create", "volumes.create_volume"),
+    Route("POST", "/volumes/prune", "volumes.prune_volumes"),
+    Route("GET", "/volumes/{name}", "volumes.inspect_volume"),
+    Route("DELETE", "/volumes/{name}", "volumes.remove_volume"),
+    Route("POST", "/build", "build.build_image"),
+    Route("POST", "/build/prune", "build.prune_build_cache"),
+    Route("GET", "/networks", "networks.list_networks"),
+    Route("POST", "/networks/create", "networks.create_network"),
+    Route("POST", "/networks/prune", "networks.prune_networks"),
+    Route("POST", "/networks/{id}/connect", "networks.connect_network"),
+    Route("POST", "/networks/{id}/disconnect", "networks.disconnect_network"),
+    Route("GET", "/networks/{id}", "networks.inspect_network"),
+    Route("DELETE", "/networks/{id}", "networks.remove_network"),
     *(Route(*entry) for entry in unsupported.ROUTES),
 )
 
@@ -190,6 +200,7 @@ class Router:
         self._lock = threading.Lock()
         self._routes = routes
         self._matchers = [_Matcher(route.pattern) for route in routes]
+        self._handlers: dict[Route, Handler] = {}
 
     def services(self) -> "Services":
         """The services, built once on first use."""
@@ -226,7 +237,10 @@ class Router:
             if route.method != request.method:
                 method_mismatch = True
                 continue
-            return route.handler(Call(request, params, api_version, self.services))
+            handler = self._handlers.get(route)
+            if handler is None:
+                handler = self._handlers[route] = route.resolve()
+            return handler(Call(request, params, api_version, self.services))
         if method_mismatch:
             return Response(405, Headers({"Content-Type": "application/json"}),
                             error_body(f"method {request.method} is not allowed on {path}"))

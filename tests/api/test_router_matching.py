@@ -23,3 +23,8 @@ def test_every_pattern_matches_its_own_instances(pattern: str, value: str) -> No
     path = pattern.replace("{checkpoint}", value).replace("{id}", value).replace("{name}", value)
     found = compile_pattern(pattern).match(path)
     assert _Matcher(pattern).match(path) == (None if found is None else found.groupdict())
+
+
+def test_every_route_names_a_handler_that_exists() -> None:
+    for route in ROUTES:
+        assert callable(route.resolve()), route
