@@ -32,17 +32,22 @@ import posixpath
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import fastcrc
 
 from lamina import errdefs, fsutil
 from lamina.archive.api import FileGetter
 
-try:
-    from isal import igzip as _gzip
-except ImportError:  # pragma: no cover - isal is a declared dependency
-    import gzip as _gzip  # type: ignore[no-redef]
+def _gzip() -> Any:
+    """isal's gzip (several times faster than zlib's), imported when a record is read or
+    written: reassembly from a layer store's index needs neither."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a declared dependency
+        import gzip as igzip  # type: ignore[no-redef]
+    return igzip
+
 
 __all__ = ["TarSplitWriter", "assemble", "assembled_size", "read_entries", "compact_entries", "CompactEntry",
            "DirectoryFileGetter",
@@ -81,7 +86,7 @@ class TarSplitWriter:
     """
 
     def __init__(self, fileobj: BinaryIO) -> None:
-        self._gzip = _gzip.GzipFile(fileobj=fileobj, mode="wb", mtime=0)
+        self._gzip = _gzip().GzipFile(fileobj=fileobj, mode="wb", mtime=0)
         self._position = 0
         self._seen: set[str] = set()
         self._pending: list[bytes] = []
@@ -139,7 +144,7 @@ def read_entries(tar_split: BinaryIO) -> Iterator[dict[str, object]]:
     ``json.loads`` of a JSON array (a Python-level call per line costs more than the parse)."""
     number = 0
     try:
-        stream = _gzip.GzipFile(fileobj=tar_split, mode="rb")
+        stream = _gzip().GzipFile(fileobj=tar_split, mode="rb")
         rest = b""
         while True:
             block = stream.read(_RECORD_BLOCK)
