@@ -22,9 +22,32 @@ Per request, in the connection's thread:
    end soon), shuts the socket down so the next chunk fails at once, and marks the
    connection ``abandoned`` so that a server shutdown does not wait for it.
 3. Keep-alive: the next request is read on the same connection unless the client or the
-   response said ``Connection: close``, the request body was left unread (up to 256 KiB of it
-   is discarded to keep the connection, like Go's server), or the server is shutting down.
-4. Hijacking: a response whose ``hijacked`` holds a duplex is answered with
+   response said ``Connection: close``, the request body was left unread, or the server is
+   shutting down.  A body the handler left unread is discarded, up to :data:`DRAIN_LIMIT`
+   (256 KiB, like Go's server) within :data:`DRAIN_TIMEOUT` seconds, to keep the connection:
+   for an answer with a fixed body this happens *before* the answer is sent (a body whose
+   ``Content-Length`` says that more than that remains is not waited for), so a client that
+   writes the head and the body of a small request separately (the docker CLI does) is never
+   answered and closed between the two writes, which would make its second write fail with
+   ``EPIPE``; for a stream it happens after the stream ended, since its producer may read the
+   body (``docker load``).  A client announcing ``Expect: 100-continue`` is not asked for a
+   body the handler did not read: it gets the answer and ``Connection: close``.
+4. Lingering close: when the connection closes after an answer while the request is not
+   finished (its body left unread, or malformed input), the client may still be writing.
+   Closing at once would make its next write fail with ``EPIPE`` (a Unix socket) or be
+   answered with a reset that can destroy the answer it has not read yet (TCP), so the
+   client reports "broken pipe" instead of the server's message.  So the server shuts down
+   its sending side (the client reads the answer to its end), then reads and drops whatever
+   the client still sends until the client closes, for at most :data:`LINGERING_TIME`
+   (2 s) and :data:`LINGERING_LIMIT` (64 MiB) bytes, and only then closes (Apache's
+   lingering close, RFC 9112 §9.6; Go's server only waits 500 ms without reading, which
+   leaves a client writing more than a socket buffer blocked and then reset).  The bounds
+   keep a client that never stops from holding the connection's thread: 2 s is ample for a
+   client to read an answer already sent and close, and 64 MiB read from a local socket costs
+   tens of milliseconds, yet lets a client that sends its whole (moderate) upload before
+   reading, as simple clients do, see the answer.  :meth:`HTTPConnection.cut` ends a
+   lingering close at once.
+5. Hijacking: a response whose ``hijacked`` holds a duplex is answered with
    ``101 UPGRADED`` (``Connection: Upgrade``, ``Upgrade: tcp``) when the request asked for an
    upgrade, else ``200 OK`` (the plain hijack of older clients), with
    ``Content-Type: application/vnd.docker.raw-stream`` unless the handler set another, no
@@ -57,13 +80,16 @@ from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.server.api import Handler
 from lamina.server.splice import Splice
 
-__all__ = ["DRAIN_LIMIT", "MAX_HEADER_BYTES", "RAW_STREAM", "HTTPConnection", "RequestBody"]
+__all__ = ["DRAIN_LIMIT", "DRAIN_TIMEOUT", "LINGERING_LIMIT", "LINGERING_TIME", "MAX_HEADER_BYTES", "RAW_STREAM",
+           "HTTPConnection", "RequestBody"]
 
 logger = logging.getLogger("lamina.server")
 
 MAX_HEADER_BYTES = 1 << 20          # Go's http.DefaultMaxHeaderBytes
 DRAIN_LIMIT = 256 * 1024            # unread request body discarded to keep a connection alive
-DRAIN_TIMEOUT = 2.0
+DRAIN_TIMEOUT = 2.0                 # seconds the discarding may take in all
+LINGERING_TIME = 2.0                # seconds a closing connection reads what the client still sends
+LINGERING_LIMIT = 64 * 1024 * 1024  # bytes it reads at most meanwhile
 RAW_STREAM = "application/vnd.docker.raw-stream"
 _RECEIVE_SIZE = 64 * 1024
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
@@ -105,13 +131,17 @@ def _wire_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
 
 
 class RequestBody(io.RawIOBase):
-    """A request body read from the connection on demand (wrap it in a BufferedReader)."""
+    """A request body read from the connection on demand (wrap it in a BufferedReader).
 
-    def __init__(self, connection: HTTPConnection) -> None:
+    ``length`` is its ``Content-Length``, None when it is chunked; ``received`` counts the
+    bytes taken from the connection so far."""
+
+    def __init__(self, connection: HTTPConnection, length: int | None = None) -> None:
         super().__init__()
         self._connection = connection
         self._pending = memoryview(b"")
         self._done = False
+        self.length = length
         self.received = 0
 
     def readable(self) -> bool:
@@ -120,6 +150,11 @@ class RequestBody(io.RawIOBase):
     @property
     def complete(self) -> bool:
         return self._done
+
+    @property
+    def unreceived(self) -> int | None:
+        """Bytes of the body still to come from the client; None when unknown (chunked)."""
+        return None if self.length is None else self.length - self.received
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if not self._pending:
@@ -173,12 +208,19 @@ class HTTPConnection:
 
     ``abandoned`` becomes true when the client hung up during a streamed answer whose
     producer has not noticed yet (it is blocked waiting for data): the server's shutdown does
-    not wait for such a connection."""
+    not wait for such a connection.
 
-    def __init__(self, sock: socket.socket, handler: Handler, *, linger: float = 5.0) -> None:
+    ``linger`` bounds the wait for the client's half-close after a hijacked stream ended
+    (see :mod:`lamina.server.splice`); ``lingering_time`` and ``lingering_limit`` bound the
+    lingering close after an answer to an unfinished request (see the module docstring)."""
+
+    def __init__(self, sock: socket.socket, handler: Handler, *, linger: float = 5.0,
+                 lingering_time: float = LINGERING_TIME, lingering_limit: int = LINGERING_LIMIT) -> None:
         self.sock = sock
         self.handler = handler
         self.linger = linger
+        self.lingering_time = lingering_time
+        self.lingering_limit = lingering_limit
         self.peer = _peer(sock)
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._h11_lock = threading.Lock()
@@ -276,18 +318,24 @@ class HTTPConnection:
 
     def _discard_body(self, body: io.BufferedReader | None, limit: int) -> bool:
         """Read and drop what is left of the request body, up to ``limit`` bytes and
-        :data:`DRAIN_TIMEOUT` seconds; True when the body ended."""
+        :data:`DRAIN_TIMEOUT` seconds in all; True when the body ended."""
         if body is None or self._request_complete():
             return True
-        self.sock.settimeout(DRAIN_TIMEOUT)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
         try:
             left = limit
-            while left > 0:
-                data = body.read(min(left, _RECEIVE_SIZE))
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.sock.settimeout(remaining)
+                # one byte more than the limit allows tells a body that ends there from a longer one
+                data = body.read1(min(left + 1, _RECEIVE_SIZE))
                 if not data:
                     return True
                 left -= len(data)
-            return self._request_complete()
+                if left < 0:
+                    return False
         except (errdefs.LaminaError, OSError, ValueError):
             return False
         finally:
@@ -328,7 +376,49 @@ class HTTPConnection:
             self._send(h11.Data(data=body))
             self._send(h11.EndOfMessage())
         except (h11.LocalProtocolError, OSError):
-            pass  # nothing sensible can be sent any more
+            return  # nothing sensible can be sent any more
+        self._linger()  # the client may still be sending the rest of what it meant as a request
+
+    def _linger(self) -> None:
+        """The lingering close (see the module docstring): end our side, then drop what the
+        client still sends until it closes, :attr:`lingering_time` seconds pass or
+        :attr:`lingering_limit` bytes came.  The caller closes the socket afterwards."""
+        with self._state_lock:
+            if self._cut:
+                return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return  # the client is gone already
+        started = time.monotonic()
+        deadline = started + self.lingering_time
+        left = self.lingering_limit
+        discarded = 0
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN | select.POLLRDHUP)
+        ended = "the time limit passed"
+        while True:
+            if left <= 0:
+                ended = "the byte limit was reached"
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                break
+            try:
+                # no socket timeout is changed: a handler's worker may still read the socket
+                data = self.sock.recv(min(left, _RECEIVE_SIZE), socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                ended = "the client is gone"
+                break
+            if not data:
+                ended = "the client closed"
+                break
+            discarded += len(data)
+            left -= len(data)
+        logger.debug("%s: lingering close: %d bytes discarded in %.1f ms, then %s", self.peer, discarded,
+                     (time.monotonic() - started) * 1000, ended)
 
     # -- the request loop ----------------------------------------------------------------------
 
@@ -370,8 +460,10 @@ class HTTPConnection:
         target = event.target.decode("latin-1")
         headers = Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
         body: io.BufferedReader | None = None
-        if "transfer-encoding" in headers or int(headers.get("content-length", "0") or 0) > 0:
+        if "transfer-encoding" in headers:
             body = io.BufferedReader(RequestBody(self), buffer_size=_RECEIVE_SIZE)
+        elif (length := int(headers.get("content-length", "0") or 0)) > 0:
+            body = io.BufferedReader(RequestBody(self, length), buffer_size=_RECEIVE_SIZE)
         else:
             self._next_event()  # the EndOfMessage of a body-less request (h11 has it already)
         try:
@@ -398,6 +490,12 @@ class HTTPConnection:
         with self._h11_lock:
             waited_for_continue = self._h11.they_are_waiting_for_100_continue
             complete = self._h11.their_state in (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)
+        if not complete and not waited_for_continue and not response.is_stream and body is not None:
+            # Read a small unread body before answering: answering (and closing) first makes
+            # the client's write of the rest fail, and the client reports that, not our answer.
+            unreceived = body.raw.unreceived if isinstance(body.raw, RequestBody) else None
+            if unreceived is None or unreceived <= DRAIN_LIMIT:
+                complete = self._discard_body(body, DRAIN_LIMIT)
         with self._state_lock:
             draining = self._draining
         close = draining or (not complete and (waited_for_continue or not response.is_stream))
@@ -410,6 +508,7 @@ class HTTPConnection:
         outcome = ""
         keep = not close
         body_sent = False
+        delivered = False
         watch: _HangupWatch | None = None
         try:
             self._send(h11.Response(status_code=status, reason=_reason(status), headers=wire))
@@ -426,9 +525,11 @@ class HTTPConnection:
                         self._send(h11.Data(data=chunk))
             body_sent = True
             self._send(h11.EndOfMessage())
+            delivered = True
         except StreamAborted as exc:
             outcome = f" (stream aborted: {exc.message})"
             keep = False
+            delivered = True  # truncated on purpose: the client should see that, not a broken pipe
         except OSError as exc:
             if body_sent:
                 outcome = " (the client left before the end of the chunked body)"
@@ -453,6 +554,8 @@ class HTTPConnection:
                 keep = keep and self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
         logger.info('%s "%s %s HTTP/%s" %d %d bytes %.1f ms%s', self.peer, method, target,
                     version.decode("ascii", "replace"), status, sent, (time.monotonic() - started) * 1000, outcome)
+        if not keep and delivered and not self._request_complete():
+            self._linger()
         return keep
 
     def _hijack(self, request: Request, response: Response, body: io.BufferedReader | None,

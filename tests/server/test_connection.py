@@ -1,5 +1,6 @@
 """HTTPConnection on one end of a socketpair, a raw HTTP client on the other: keep-alive,
-pipelining, request bodies (Content-Length, chunked, 100-continue, unread), streaming
+pipelining, request bodies (Content-Length, chunked, 100-continue, unread, read before a
+refusal, lingering close while the client still sends), streaming
 responses flushed per chunk, aborted streams, clients leaving mid-stream, malformed input,
 handler failures, HEAD, hijacking with and without Upgrade, half-close both ways,
 shutdown (drain, cut)."""
@@ -17,7 +18,7 @@ import pytest
 
 from lamina import errdefs
 from lamina.api.http import Headers, Request, Response, StreamAborted
-from lamina.server.connection import HTTPConnection
+from lamina.server.connection import DRAIN_LIMIT, DRAIN_TIMEOUT, HTTPConnection
 from server.conftest import RawConnection
 
 JSON = Headers({"Content-Type": "application/json"})
@@ -61,9 +62,9 @@ def refuse(request: Request) -> Response:
 class Served:
     """A connection served in a thread, and the client end."""
 
-    def __init__(self, handler: Handler, *, linger: float = 5.0) -> None:
+    def __init__(self, handler: Handler, **options: float) -> None:
         server_end, client_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.connection = HTTPConnection(server_end, handler, linger=linger)
+        self.connection = HTTPConnection(server_end, handler, **options)  # type: ignore[arg-type]
         self.thread = threading.Thread(target=self.connection.serve, daemon=True)
         self.thread.start()
         self.client = RawConnection(client_end, timeout=10)
@@ -157,6 +158,122 @@ def test_an_unread_body_ends_the_connection_after_the_answer(serve) -> None:
     served.client.send(b"x" * 65536)
     response = served.client.read_response()
     assert (response.status, response.header("connection")) == (400, "close")
+    assert served.finished()
+
+
+class BodyWriter:
+    """Writes ``size`` bytes of request body (or, with ``size`` None, writes until the
+    connection fails) from a thread, as a client still uploading while the answer comes."""
+
+    def __init__(self, sock: socket.socket, size: int | None) -> None:
+        self.sock = sock
+        self.size = size
+        self.written = 0
+        self.error: OSError | None = None
+        self.thread = threading.Thread(target=self._write, daemon=True)
+        self.thread.start()
+
+    def _write(self) -> None:
+        piece = memoryview(b"x" * 65536)
+        try:
+            while self.size is None or self.written < self.size:
+                left = len(piece) if self.size is None else min(len(piece), self.size - self.written)
+                self.written += self.sock.send(piece[:left])
+        except OSError as exc:
+            self.error = exc
+
+    def finished(self, timeout: float = 10.0) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+def test_a_client_still_sending_a_refused_body_reads_the_whole_answer_without_a_broken_pipe(serve) -> None:
+    # The body is far larger than the socket buffers and the handler never reads it: the
+    # client's writes only succeed if the server keeps reading after its answer.
+    served = serve({"/upload": refuse}, lingering_time=30.0)
+    size = 8 << 20
+    served.client.request("POST", "/upload", headers={"Content-Length": str(size)})
+    served.client.send(b"x" * 65536)
+    writer = BodyWriter(served.client.sock, size - 65536)
+    response = served.client.read_response()
+    assert (response.status, response.body) == (400, b'{"message":"no"}\n')
+    assert response.header("connection") == "close"
+    assert writer.finished(), "the client could not finish writing its body"
+    assert writer.error is None, f"the client's write failed: {writer.error!r}"
+    assert writer.written == size - 65536
+    assert served.client.sock.recv(1) == b"", "the server must end its side after the answer"
+    assert not served.finished(0.2), "the server must wait for the client to close"
+    started = time.monotonic()
+    served.client.sock.shutdown(socket.SHUT_WR)
+    assert served.finished()
+    assert time.monotonic() - started < 3, "the client's close must end the lingering close"
+
+
+def test_a_client_that_never_stops_sending_is_cut_off_after_the_lingering_time(serve) -> None:
+    served = serve({"/upload": refuse}, lingering_time=0.5, lingering_limit=1 << 50)
+    served.client.request("POST", "/upload", headers={"Content-Length": str(1 << 50)})
+    writer = BodyWriter(served.client.sock, None)
+    response = served.client.read_response()
+    answered = time.monotonic()
+    assert response.status == 400
+    assert served.finished()
+    assert 0.4 < time.monotonic() - answered < 3
+    assert writer.finished()
+    assert isinstance(writer.error, (BrokenPipeError, ConnectionResetError))
+
+
+def test_a_client_that_never_stops_sending_is_cut_off_after_the_lingering_limit(serve) -> None:
+    served = serve({"/upload": refuse}, lingering_time=60.0, lingering_limit=1 << 20)
+    served.client.request("POST", "/upload", headers={"Content-Length": str(1 << 50)})
+    writer = BodyWriter(served.client.sock, None)
+    assert served.client.read_response().status == 400
+    assert served.finished(10), "1 MiB read must end the lingering close long before its time limit"
+    assert writer.finished()
+    assert isinstance(writer.error, (BrokenPipeError, ConnectionResetError))
+    assert writer.written >= 1 << 20
+
+
+def test_a_small_body_sent_after_the_head_is_read_before_the_answer_and_the_connection_kept(serve) -> None:
+    # The docker CLI writes the head and the body of `docker network create` separately: a
+    # route refusing without reading must not answer and close between the two writes.
+    handled = threading.Event()
+
+    def refuse_at_once(request: Request) -> Response:
+        handled.set()
+        return Response(501, JSON, b'{"message":"lamina does not support user-defined networks"}\n')
+
+    served = serve({"/networks/create": refuse_at_once, "/hello": hello})
+    body = b'{"Name":"backend","Driver":"bridge"}'
+    served.client.send(b"POST /networks/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % len(body))
+    assert handled.wait(5)
+    time.sleep(0.1)   # the answer would be out by now if the server did not wait for the body
+    served.client.send(body)
+    response = served.client.read_response()
+    assert response.status == 501 and b"user-defined networks" in response.body
+    assert response.header("connection") is None
+    served.client.request("GET", "/hello?n=next")
+    assert served.client.read_response().body == b"hello next"
+
+
+def test_a_small_body_that_never_comes_delays_the_answer_only_by_the_drain_timeout(serve, monkeypatch) -> None:
+    monkeypatch.setattr("lamina.server.connection.DRAIN_TIMEOUT", 0.3)
+    served = serve({"/upload": refuse}, lingering_time=0.3)
+    started = time.monotonic()
+    served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    response = served.client.read_response()
+    assert (response.status, response.header("connection")) == (400, "close")
+    assert 0.25 < time.monotonic() - started < 3
+    assert served.finished()
+
+
+def test_a_refused_body_larger_than_the_drain_limit_is_not_waited_for(serve) -> None:
+    served = serve({"/upload": refuse}, lingering_time=0.5)
+    started = time.monotonic()
+    served.client.request("POST", "/upload", headers={"Content-Length": str(DRAIN_LIMIT + 1)})
+    response = served.client.read_response()
+    assert (response.status, response.header("connection")) == (400, "close")
+    assert time.monotonic() - started < DRAIN_TIMEOUT / 2
     assert served.finished()
 
 
