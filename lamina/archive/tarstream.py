@@ -38,7 +38,6 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import fastcrc
 
 from lamina import errdefs, fsutil
 from lamina.archive.api import EntryType, TarEntry
@@ -58,7 +57,6 @@ _MAX_INT64 = (1 << 63) - 1
 _ZERO_BLOCK = bytes(BLOCK_SIZE)
 _CHECKSUM_SPACES = sum(b" " * 8)
 
-_crc64 = fastcrc.crc64.go_iso
 
 _TYPES = {
     b"0": EntryType.REGULAR, b"\0": EntryType.REGULAR, b"7": EntryType.REGULAR,
@@ -310,6 +308,11 @@ class TarReader:
         self._pending_file: bytes | None = None   # raw name of the entry whose record waits for its CRC
         self._pending_size = 0
         self._crc = 0
+        self._crc64: Any = None
+        if recorder is not None:  # CRC-64s only for a tar-split record (fastcrc loads then)
+            import fastcrc
+
+            self._crc64 = fastcrc.crc64.go_iso
         self._global_records: dict[str, bytes] = {}
         self.current_raw_name = ""
 
@@ -394,7 +397,7 @@ class TarReader:
         self._offset += count
         self._content_remaining -= count
         if self._pending_file is not None:
-            self._crc = _crc64(chunk, self._crc)
+            self._crc = self._crc64(chunk, self._crc)
         return chunk
 
     def _content_done(self) -> None:

@@ -48,7 +48,7 @@ content codings (a compressed body is handed out as received), sending ``Expect:
 
 from __future__ import annotations
 
-import socket
+import _socket  # the C socket type: socket.py's enum conversions cost ~3 ms at start-up
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
@@ -70,7 +70,7 @@ _Field = tuple[str, str]
 class _Wire:
     """The connected socket and the bytes received from it that were not consumed yet."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
         self.position = 0
@@ -212,7 +212,7 @@ class HijackedSocket:
     """A connected socket after an upgrade, with the bytes read past the answer's head
     (a :class:`lamina.services.api.Duplex`)."""
 
-    def __init__(self, sock: socket.socket, buffered: bytes) -> None:
+    def __init__(self, sock: _socket.socket, buffered: bytes) -> None:
         self.sock = sock
         self._buffered = buffered
 
@@ -267,7 +267,7 @@ def _pieces(body: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
         yield data.encode("iso-8859-1") if isinstance(data, str) else data
 
 
-def _send_stream(sock: socket.socket, head: bytes, pieces: Iterator[bytes], chunked: bool) -> None:
+def _send_stream(sock: _socket.socket, head: bytes, pieces: Iterator[bytes], chunked: bool) -> None:
     pending = head  # the head goes out with the first piece
     for piece in pieces:
         if piece:
@@ -277,8 +277,8 @@ def _send_stream(sock: socket.socket, head: bytes, pieces: Iterator[bytes], chun
     sock.sendall(pending + b"0\r\n\r\n" if chunked else pending)
 
 
-def _connect(path: str, timeout: float | None) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(path: str, timeout: float | None) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(path)
