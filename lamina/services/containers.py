@@ -87,6 +87,8 @@ _LIST_FILTERS = ("id", "name", "label", "status", "ancestor", "exited", "before"
                  "network", "volume", "publish", "expose", "isolation", "is-task")
 _KILL_WAIT = 10.0
 _AFTER_SIGKILL_WAIT = 30.0
+# how often a wait for a container to stop looks for a restart that raced with the stop
+_RECHECK_SECONDS = 0.5
 _CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}
 # paths the runtime mounts over (their copy-ups are not the user's changes)
 _MOUNT_TARGETS = {"/" + path for path, kind, _ in INIT_PATHS if kind == "file"}
@@ -392,7 +394,18 @@ class ContainerServiceImpl:
         spawn(self.context, container.id, pending)
 
     def _signal(self, container: Container, number: int) -> None:
-        state = self._runtime_state(container)
+        """Send ``number`` to the container's process, if it still has one.
+
+        ``container`` was read as running a moment ago.  Its process may have exited since:
+        the monitor clears ``runtime.json`` before it records the exit, so a missing runtime
+        state, like a runtime that no longer knows the process, means the run is ending and
+        there is nothing to signal (as Docker, which ignores "no such process" here)."""
+        try:
+            state = self._runtime_state(container)
+        except errdefs.Conflict:
+            if not container.state.get("Running") or container.state.get("Restarting"):
+                raise
+            return  # it exited meanwhile
         try:
             self.runtime(state.runtime).kill(state, number)
         except errdefs.Conflict:
@@ -421,10 +434,10 @@ class ContainerServiceImpl:
         try:
             self._set_manually_stopped(container.id)
             if container.state.get("Restarting"):
-                # no process: the monitor gives up restarting when it sees the manual stop
-                if self._wait_exit(container.id, run_lock, after, timeout=_AFTER_SIGKILL_WAIT) is None:
-                    raise errdefs.System(f"container {container.id} did not stop restarting")
-                return
+                restarted, after = self._wait_restart_abandoned(container.id, run_lock, after)
+                if restarted is None:
+                    return
+                container = restarted
             number = specs.parse_signal(signal) if signal else specs.stop_signal(container.config)
             wait = timeout if timeout is not None else specs.stop_timeout(container.config)
             self._signal(container, number)
@@ -433,13 +446,63 @@ class ContainerServiceImpl:
                 if self._wait_exit(container.id, run_lock, after, timeout=None if wait < 0 else wait) is not None:
                     return
                 log.info("container %s did not stop within %d s: killing it", container.id, wait)
-            if self._still_running(container.id):
-                self._signal(self.store.get(container.id), signals.SIGKILL)
-            if self._wait_exit(container.id, run_lock, after, timeout=_AFTER_SIGKILL_WAIT) is None \
-                    and self._still_running(container.id):
-                raise errdefs.System(f"container {container.id} did not exit after SIGKILL")
+            self._kill_until_exited(container.id, run_lock, after)
         finally:
             run_lock.close()
+
+    def _wait_restart_abandoned(self, container_id: str, run_lock: RunLock,
+                                after: int) -> tuple[Container | None, int]:
+        """Wait until the monitor of a restarting container, now marked as manually stopped,
+        gives up restarting it: (None, ...) once the end of the run is published; (the
+        container's record, the Sequence of the last exit) if the monitor restarted it all
+        the same (it was starting the next run when the mark came)."""
+        deadline = time.monotonic() + _AFTER_SIGKILL_WAIT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errdefs.System(f"container {container_id} did not stop restarting")
+            info = self._wait_exit(container_id, run_lock, after, timeout=min(remaining, _RECHECK_SECONDS))
+            if info is not None:
+                after = info.sequence
+            try:
+                container = self.store.get(container_id)
+            except errdefs.NotFound:
+                return None, after
+            if not container.state.get("Running"):
+                # recorded; wait for the monitor to publish it (at once if it did)
+                self._wait_exit(container_id, run_lock, after, timeout=max(0.0, deadline - time.monotonic()))
+                return None, after
+            if not container.state.get("Restarting"):
+                return container, after
+
+    def _kill_until_exited(self, container_id: str, run_lock: RunLock, after: int) -> None:
+        """SIGKILL the container's process if it still runs and wait for the monitor to
+        record the end of the run.
+
+        The container is marked as manually stopped, so its monitor restarts it no more;
+        but a run that ended just before the mark may be being restarted: while it waits,
+        this kills each new run it sees and waits for the monitor to give up restarting."""
+        killed_run: Any = None  # the StartedAt of the run this signalled
+        deadline = time.monotonic() + _AFTER_SIGKILL_WAIT
+        while True:
+            try:
+                container = self.store.get(container_id)
+            except errdefs.NotFound:
+                return  # removed meanwhile (--rm)
+            state = container.state
+            if not state.get("Running"):
+                # recorded; wait for the monitor to publish it (at once if it did)
+                self._wait_exit(container_id, run_lock, after, timeout=max(0.0, deadline - time.monotonic()))
+                return
+            if not state.get("Restarting") and state.get("StartedAt") != killed_run:
+                self._signal(container, signals.SIGKILL)
+                killed_run = state.get("StartedAt")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errdefs.System(f"container {container_id} did not exit after SIGKILL")
+            info = self._wait_exit(container_id, run_lock, after, timeout=min(remaining, _RECHECK_SECONDS))
+            if info is not None:
+                after = info.sequence
 
     def _still_running(self, container_id: str) -> bool:
         try:
@@ -497,7 +560,11 @@ class ContainerServiceImpl:
                 raise errdefs.Conflict(
                     f"You cannot remove a running container {container.id}. Stop the container before attempting "
                     f"removal or force remove")
-            self._stop(container, timeout=0, signal="SIGKILL")
+            try:
+                # a process that exits meanwhile is not an error: the container is removed
+                self._stop(container, timeout=0, signal="SIGKILL")
+            except errdefs.NotFound:
+                return  # removed meanwhile (--rm): its remover reported it
         with self._pending_lock:
             for item in self._pending.pop(container.id, []):
                 item.sock.close()
