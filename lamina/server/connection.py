@@ -52,6 +52,9 @@ Per request, in the connection's thread:
    upgrade, else ``200 OK`` (the plain hijack of older clients), with
    ``Content-Type: application/vnd.docker.raw-stream`` unless the handler set another, no
    body framing; then :mod:`lamina.server.splice` pumps bytes both ways until both sides end.
+   The output waits until the client has read that answer (for at most :data:`HIJACK_HOLD_TIME`,
+   5 s): docker-py loses output that arrives in the same read as the answer's head (the
+   splice module says why).
 
 Malformed HTTP gets ``400`` (h11's status hint) with Docker's ``{"message": ...}`` and the
 connection is closed.  Every request is logged at INFO on ``lamina.server`` with the peer's
@@ -80,8 +83,8 @@ from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.server.api import Handler
 from lamina.server.splice import Splice
 
-__all__ = ["DRAIN_LIMIT", "DRAIN_TIMEOUT", "LINGERING_LIMIT", "LINGERING_TIME", "MAX_HEADER_BYTES", "RAW_STREAM",
-           "HTTPConnection", "RequestBody"]
+__all__ = ["DRAIN_LIMIT", "DRAIN_TIMEOUT", "HIJACK_HOLD_TIME", "LINGERING_LIMIT", "LINGERING_TIME",
+           "MAX_HEADER_BYTES", "RAW_STREAM", "HTTPConnection", "RequestBody"]
 
 logger = logging.getLogger("lamina.server")
 
@@ -90,6 +93,7 @@ DRAIN_LIMIT = 256 * 1024            # unread request body discarded to keep a co
 DRAIN_TIMEOUT = 2.0                 # seconds the discarding may take in all
 LINGERING_TIME = 2.0                # seconds a closing connection reads what the client still sends
 LINGERING_LIMIT = 64 * 1024 * 1024  # bytes it reads at most meanwhile
+HIJACK_HOLD_TIME = 5.0              # seconds a hijacked stream's output waits for the client to read the answer
 RAW_STREAM = "application/vnd.docker.raw-stream"
 _RECEIVE_SIZE = 64 * 1024
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
@@ -210,15 +214,18 @@ class HTTPConnection:
     producer has not noticed yet (it is blocked waiting for data): the server's shutdown does
     not wait for such a connection.
 
-    ``linger`` bounds the wait for the client's half-close after a hijacked stream ended
-    (see :mod:`lamina.server.splice`); ``lingering_time`` and ``lingering_limit`` bound the
-    lingering close after an answer to an unfinished request (see the module docstring)."""
+    ``linger`` bounds the wait for the client's half-close after a hijacked stream ended and
+    ``hold`` the wait for the client to read the hijack answer before the stream's output is
+    sent (see :mod:`lamina.server.splice`); ``lingering_time`` and ``lingering_limit`` bound
+    the lingering close after an answer to an unfinished request (see the module docstring)."""
 
     def __init__(self, sock: socket.socket, handler: Handler, *, linger: float = 5.0,
-                 lingering_time: float = LINGERING_TIME, lingering_limit: int = LINGERING_LIMIT) -> None:
+                 hold: float = HIJACK_HOLD_TIME, lingering_time: float = LINGERING_TIME,
+                 lingering_limit: int = LINGERING_LIMIT) -> None:
         self.sock = sock
         self.handler = handler
         self.linger = linger
+        self.hold = hold
         self.lingering_time = lingering_time
         self.lingering_limit = lingering_limit
         self.peer = _peer(sock)
@@ -582,7 +589,7 @@ class HTTPConnection:
                 self.sock.sendall(b"".join(lines))
             with self._h11_lock:
                 initial, _closed = self._h11.trailing_data
-            splice = Splice(self.sock, duplex, initial=bytes(initial), linger=self.linger)
+            splice = Splice(self.sock, duplex, initial=bytes(initial), linger=self.linger, hold=self.hold)
             with self._state_lock:
                 self._splice = splice
                 if self._cut:

@@ -2,12 +2,13 @@
 pipelining, request bodies (Content-Length, chunked, 100-continue, unread, read before a
 refusal, lingering close while the client still sends), streaming
 responses flushed per chunk, aborted streams, clients leaving mid-stream, malformed input,
-handler failures, HEAD, hijacking with and without Upgrade, half-close both ways,
-shutdown (drain, cut)."""
+handler failures, HEAD, hijacking with and without Upgrade, half-close both ways, output
+held until the client read the hijack answer, shutdown (drain, cut)."""
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import socket
 import threading
@@ -542,6 +543,72 @@ def test_cutting_a_splice_forwards_no_half_close_to_the_container(serve, contain
     assert duplex.shutdowns == []        # stdin was not closed on the container's behalf
     assert duplex.closed.is_set()        # the attach session itself is over
     assert served.client.at_eof()
+
+
+def peek(sock: socket.socket) -> bytes:
+    """What the client could read now, left in the socket (so the server still sees it unread)."""
+    sock.settimeout(0)
+    try:
+        return sock.recv(65536, socket.MSG_PEEK)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.settimeout(10)
+
+
+def test_output_waiting_before_the_client_read_the_answer_is_not_read_with_its_head(serve, container_side) -> None:
+    """Like docker-py: the head read by http.client's buffered reader, the stream then read
+    from the socket underneath, so a byte that came in the same read as the head would be lost."""
+    duplex, container = container_side
+    served = serve({"/exec/e/start": attach_route(duplex, "application/vnd.docker.multiplexed-stream")})
+    frame = b"\x01\x00\x00\x00\x00\x00\x00\x09exec-out\n"
+    container.sendall(frame)   # the exec's output is ready before the answer went out
+    served.client.request("POST", "/exec/e/start", headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+    time.sleep(0.3)            # a client slow to read the answer (a loaded machine)
+    answer = http.client.HTTPResponse(served.client.sock, method="POST")
+    answer.begin()
+    assert answer.status == 101
+    served.client.sock.settimeout(2)    # a frame swallowed by the buffered reader never comes
+    assert served.client.sock.recv(65536) == frame
+    container.close()
+    assert served.client.sock.recv(65536) == b""
+    served.client.sock.shutdown(socket.SHUT_WR)
+    assert served.finished()
+
+
+def test_a_client_that_does_not_read_the_answer_gets_the_output_after_the_hold_time(serve, container_side) -> None:
+    duplex, container = container_side
+    served = serve({"/a": attach_route(duplex)}, hold=0.6)
+    container.sendall(b"output")
+    started = time.monotonic()
+    served.client.request("POST", "/a", headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+    time.sleep(0.2)
+    assert peek(served.client.sock).endswith(b"\r\n\r\n")   # the answer only: the output is held
+    while not peek(served.client.sock).endswith(b"output") and time.monotonic() - started < 5:
+        time.sleep(0.01)
+    assert peek(served.client.sock).endswith(b"\r\n\r\noutput")
+    assert 0.6 <= time.monotonic() - started < 3
+    assert served.client.read_head().status == 101
+    assert served.client.buffer == b"output"
+    container.close()
+    served.client.sock.shutdown(socket.SHUT_WR)
+    assert served.finished()
+
+
+def test_cutting_a_splice_that_holds_its_output_ends_it_at_once(serve, container_side) -> None:
+    duplex, container = container_side
+    served = serve({"/a": attach_route(duplex)})   # the default hold: 5 s
+    container.sendall(b"output")
+    served.client.request("POST", "/a", headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+    deadline = time.monotonic() + 5
+    while served.connection._splice is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    served.connection.cut()
+    assert served.finished(2)
+    assert time.monotonic() - started < 1
+    assert duplex.shutdowns == []
+    assert duplex.closed.is_set()
 
 
 def test_a_refused_upgrade_is_an_ordinary_answer(serve) -> None:
