@@ -197,6 +197,17 @@ class ServeProcess:
         with open(self.log_path, "rb") as log:
             return log.read().decode("utf-8", "replace")
 
+    def wait_logged(self, text: str, timeout: float = 10.0) -> str:
+        """The server's log once it contains ``text``; it fails after ``timeout`` seconds.  A
+        request's line is written after its answer was sent (it reports the bytes sent, the
+        time taken and how the answer ended), so a client can see the answer before the line."""
+        deadline = time.monotonic() + timeout
+        while text not in (output := self.output()):
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{text!r} was not logged within {timeout} s:\n{output[-4000:]}")
+            time.sleep(0.02)
+        return output
+
     def connect(self, timeout: float = 10.0) -> RawConnection:
         return RawConnection.connect(self.socket_path, timeout)
 

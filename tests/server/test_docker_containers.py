@@ -106,7 +106,7 @@ def test_attach_streams_output_and_leaving_keeps_the_container_running(docker, b
         attached.wait()
     time.sleep(0.3)
     assert output(docker("inspect", "--format", "{{.State.Running}}", "talker")).strip() == "true"
-    assert "hijacked" in server.output()
+    server.wait_logged("hijacked")
 
 
 def test_sigterm_leaves_running_containers_running_for_the_next_server(start_server, busybox, docker, server) -> None:

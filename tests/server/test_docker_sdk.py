@@ -99,7 +99,7 @@ def test_a_pinned_api_version_is_used_in_paths(server) -> None:
         assert client.images() == []
     finally:
         client.close()
-    assert '"GET /v1.41/images/json' in server.output()
+    server.wait_logged('"GET /v1.41/images/json')
 
 
 def test_docker_client_high_level_images(client, server) -> None:

@@ -223,7 +223,7 @@ def test_the_lamina_cli_talks_to_the_server(server) -> None:
     assert images.stdout.decode().split() == ["busybox:latest"]
     missing = lamina("rmi", "no-such-image")
     assert missing.returncode == 4 and b"No such image" in missing.stderr
-    assert "pid " in server.output() and "/images/load" in server.output()
+    assert "pid " in server.wait_logged("/images/load")
 
 
 def test_several_sockets_are_served_and_sigint_removes_them_all(start_server, socket_dir) -> None:
