@@ -85,6 +85,10 @@ class TarSplitWriter:
     :meth:`close`.
     """
 
+    #: the most header bytes :attr:`compact` keeps (a layer of a million tiny files would
+    #: need a gigabyte): past it, ``compact`` becomes None
+    COMPACT_LIMIT = 64 << 20
+
     def __init__(self, fileobj: BinaryIO) -> None:
         self._gzip = _gzip().GzipFile(fileobj=fileobj, mode="wb", mtime=0)
         self._position = 0
@@ -92,6 +96,9 @@ class TarSplitWriter:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._closed = False
+        #: the record in :func:`compact_entries` form, as written (for a reassembly index)
+        self.compact: list[CompactEntry] | None = []
+        self._compact_size = 0
 
     def _add(self, line: bytes) -> None:
         self._pending.append(line)
@@ -108,6 +115,11 @@ class TarSplitWriter:
 
     def segment(self, data: bytes | bytearray | memoryview) -> None:
         if data:
+            if self.compact is not None:
+                self.compact.append(bytes(data))
+                self._compact_size += len(data)
+                if self._compact_size > self.COMPACT_LIMIT:
+                    self.compact = None
             payload = binascii.b2a_base64(data, newline=False)
             self._add(b'{"type":2,"payload":"%s","position":%d}\n' % (payload, self._position))
 
@@ -125,6 +137,8 @@ class TarSplitWriter:
             name_field = b',"name_raw":"%s"' % binascii.b2a_base64(name_bytes, newline=False)
         else:
             name_field = b',"name":%s' % _go_string(text) if text else b""
+        if self.compact is not None:
+            self.compact.append((name_bytes, size, bytes(crc64) if crc64 else None))
         size_field = b',"size":%d' % size if size else b""
         payload = b'"%s"' % binascii.b2a_base64(crc64, newline=False) if crc64 else b"null"
         self._add(b'{"type":1%s%s,"payload":%s,"position":%d}\n'

@@ -18,7 +18,9 @@ synced); it stops existing at the rename to ``-removing``.  Anything left before
 by a crash is swept at start-up (:meth:`LayerStore.sweep`), logged at WARNING.
 
 ``tar-split.index`` spares each ``save`` the decoding of the record (~50 ms for a layer of
-5,000 files, a sixth of the whole save): written on the first reassembly without fsync, it is
+5,000 files, a sixth of the whole save): written when the layer is registered (from what the
+tar-split writer recorded, unless the headers pass 64 MiB) or else on the first reassembly,
+without fsync, it is
 ``LTSI1\n``, the CRC-32 of the rest (4 bytes, big-endian), then ``marshal`` data (format 4)
 of ``(tar size, [segment bytes | (name bytes, size, CRC-64 bytes | None), ...])``.  A missing,
 damaged or unreadable index is rebuilt from the record; Docker does not know the file and a
@@ -248,13 +250,25 @@ class LayerStore:
             pass
         with self._open_tar_split(chain_id) as handle:
             entries = compact_entries(handle)
-        size = assembled_size(entries)
-        payload = marshal.dumps((size, entries), 4)
         try:
-            fsutil.atomic_replace(path, _INDEX_MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload)
+            return self._write_index(path, entries), entries
         except OSError as exc:  # a read-only data root still saves
             log.debug("cannot write %s: %s", path, exc)
-        return size, entries
+            return assembled_size(entries), entries
+
+    @staticmethod
+    def _write_index(path: str, entries: list) -> int:
+        """Write the reassembly index of ``entries`` (no fsync: a damaged one is rebuilt);
+        returns the tar's size."""
+        import marshal
+        import zlib
+
+        from lamina.archive.tarsplit import assembled_size
+
+        size = assembled_size(entries)
+        payload = marshal.dumps((size, entries), 4)
+        fsutil.atomic_replace(path, _INDEX_MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload)
+        return size
 
     def tar_stream(self, chain_id: str, *, verify_digest: bool = False) -> Iterator[bytes | memoryview]:
         return self.tar(chain_id, verify_digest=verify_digest)[1]
@@ -333,6 +347,8 @@ class LayerStore:
             if self.exists(chain):
                 self._discard(write_set, cache_id)
                 return self.get(chain), False
+            if recorder.compact is not None:  # so that even the first save need not decode
+                self._write_index(os.path.join(write_set, _INDEX), recorder.compact)
             fsutil.atomic_write(os.path.join(write_set, "diff"), diff_id)
             fsutil.atomic_write(os.path.join(write_set, "size"), str(size))
             if parent:

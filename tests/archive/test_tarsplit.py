@@ -23,6 +23,7 @@ from lamina.archive import (
     assemble,
     assembled_size,
 )
+from lamina.archive.tarsplit import compact_entries
 from lamina.digest import Hasher
 
 from .helpers import END, header, info, member, tarfile_bytes
@@ -51,6 +52,8 @@ def extract_recording(data: bytes, target: str, mode: WhiteoutMode = WhiteoutMod
         os.close(fd)
     reader.finish()
     recorder.close()
+    # what the writer kept for a reassembly index is the record itself, decoded
+    assert recorder.compact == compact_entries(io.BytesIO(record.getvalue()))
     return record.getvalue(), hasher
 
 
@@ -257,3 +260,17 @@ def test_getter_never_leaves_its_directory(tmp_path):
     for name in ("../secret", "up/" + str(tmp_path / "secret").lstrip("/"), "rel"):
         with pytest.raises(errdefs.LaminaError):
             getter.open(name).read()
+
+
+def test_the_writer_stops_keeping_headers_past_its_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(TarSplitWriter, "COMPACT_LIMIT", 1000)
+    data = member("a", b"1") + member("b", b"2") + member("c", b"3") + END
+    record = io.BytesIO()
+    recorder = TarSplitWriter(record)
+    reader = TarReader(io.BytesIO(data), recorder=recorder)
+    for _ in reader:
+        pass
+    reader.finish()
+    recorder.close()
+    assert recorder.compact is None
+    assert assembled_size(io.BytesIO(record.getvalue())) == len(data)
