@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
-from lamina.records import dataclass, field
 
 from lamina import errdefs
 from lamina import sys as lsys
+from lamina.records import dataclass, field
 
 __all__ = ["Mount", "mount_all", "unmount", "unmount_all_under", "is_mountpoint", "mounted_targets",
            "set_propagation", "remount", "PAGE_SIZE"]

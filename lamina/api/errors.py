@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import json
 
-from lamina.log import get_logger
 from lamina import errdefs
+from lamina.log import get_logger
 
 __all__ = ["STATUS_BY_KIND", "status_for", "message_for", "error_body", "log_unexpected"]
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from lamina.records import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
@@ -38,6 +37,7 @@ from lamina.api import unsupported
 from lamina.api.errors import error_body, log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
+from lamina.records import dataclass
 
 if TYPE_CHECKING:
     from lamina.services.api import Services

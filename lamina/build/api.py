@@ -25,11 +25,11 @@ config -> same image).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from lamina.records import dataclass, field
 from typing import Any, Protocol
 
 from lamina import errdefs
 from lamina.image.config import ContainerConfig, ImageConfig
+from lamina.records import dataclass, field
 
 __all__ = [
     "BuildContainers",

@@ -44,7 +44,6 @@ import os
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from lamina.records import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lamina import errdefs
@@ -93,6 +92,7 @@ from lamina.build.parser import (
 )
 from lamina.build.shell_words import Substitution
 from lamina.image.config import ContainerConfig, HealthConfig, host_architecture
+from lamina.records import dataclass, field, replace
 
 if TYPE_CHECKING:
     from lamina.build.copy import RootWriter

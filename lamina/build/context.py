@@ -50,7 +50,6 @@ import os
 import stat
 from collections import deque
 from collections.abc import Callable, Iterator
-from lamina.records import dataclass
 from typing import BinaryIO
 
 from lamina import errdefs, fsutil
@@ -60,6 +59,7 @@ from lamina.build.dockerignore import (
     go_clean,
     go_match,
 )
+from lamina.records import dataclass
 
 __all__ = [
     "SourceTree", "BuildContext", "SourceMatch", "CopyStep",

@@ -38,12 +38,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from lamina.records import dataclass
 from typing import BinaryIO, Self
 
 from lamina import errdefs, fsutil
 from lamina.archive import TarReader, WhiteoutMode, apply_tar, decompressed, detect
 from lamina.build.context import SourceMatch, SourceTree
+from lamina.records import dataclass
 from lamina.runtime.paths import normalize, open_in_root
 from lamina.runtime.user import parse_group, parse_passwd
 

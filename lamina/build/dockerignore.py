@@ -28,10 +28,10 @@ import re
 import stat
 import warnings
 from collections.abc import Iterable, Iterator
-from lamina.records import dataclass
 
 from lamina import errdefs
 from lamina.image.dockerfile_words import go_clean
+from lamina.records import dataclass
 
 __all__ = [
     "DockerIgnore", "read_patterns", "go_match", "go_clean", "contains_wildcards", "BadPattern",

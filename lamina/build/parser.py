@@ -51,7 +51,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from lamina.records import dataclass, replace
 from typing import ClassVar
 
 from lamina import errdefs
@@ -69,6 +68,7 @@ from lamina.image.dockerfile_words import (
     split_lines,
     trim_continuation,
 )
+from lamina.records import dataclass, replace
 
 __all__ = [
     "parse", "parse_trigger", "Dockerfile", "Stage", "Instruction", "Heredoc", "HeredocSource",

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from lamina.records import dataclass, field
 from typing import Any
 
 from lamina.cli.errors import UsageError
 from lamina.cli.formatting import tabulate
+from lamina.records import dataclass, field
 
 __all__ = ["TemplateError", "Template", "Record", "go_value", "format_rows", "render_each"]
 

@@ -22,7 +22,6 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator
-from lamina.records import dataclass
 from typing import Any, BinaryIO
 
 from lamina import errdefs, fsutil
@@ -36,6 +35,7 @@ from lamina.archive import (
 )
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 from lamina.container.logs import format_time
+from lamina.records import dataclass
 
 __all__ = ["archive_path", "extract_archive", "go_file_mode", "path_stat"]
 

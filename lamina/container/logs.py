@@ -36,12 +36,12 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from lamina.log import get_logger
-from lamina.records import dataclass
 from typing import Self
 
 from lamina import errdefs
 from lamina.fsutil import system_error
+from lamina.log import get_logger
+from lamina.records import dataclass
 
 __all__ = [
     "PARTIAL_LINE_SIZE",

@@ -66,8 +66,6 @@ import struct
 import termios
 import time
 from collections.abc import Callable
-from lamina.log import get_logger
-from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs
@@ -89,6 +87,8 @@ from lamina.events.api import CONTAINER, DISCARD, VOLUME, EventSink
 from lamina.events.message import container_attributes
 from lamina.layer.mounts import MountStore
 from lamina.layer.store import LayerStore
+from lamina.log import get_logger
+from lamina.records import dataclass, field
 from lamina.runtime.api import Runtime, RuntimeState, Stdio
 from lamina.volume.mounts import load_mount_points, volume_names
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 import time
 
-from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina import mount as lmount
 from lamina.container.execstore import ExecStore
 from lamina.container.rundir import RunDirectory
 from lamina.container.store import ContainerStore
 from lamina.layer.mounts import MountStore
+from lamina.log import get_logger
 from lamina.volume.api import VolumeProvider
 from lamina.volume.mounts import release_mounts
 

@@ -31,9 +31,9 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from lamina.records import asdict, dataclass
 
 from lamina import errdefs, fsutil
+from lamina.records import asdict, dataclass
 from lamina.runtime.api import RuntimeState
 
 __all__ = ["ExitInfo", "RunDirectory", "RunLock", "bind_unix", "connect_unix"]

@@ -38,12 +38,12 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from lamina.log import get_logger
-from lamina.records import dataclass
 from typing import Any
 
 from lamina import errdefs, fsutil
 from lamina.container.names import validate_name
+from lamina.log import get_logger
+from lamina.records import dataclass
 
 __all__ = ["CONFIG_FILE", "HOST_CONFIG_FILE", "Container", "ContainerStore", "new_container_id"]
 

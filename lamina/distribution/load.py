@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from lamina.records import dataclass
 from typing import Any
 
 from lamina import errdefs
@@ -30,6 +29,7 @@ from lamina.image.reference import Reference, parse_normalized_named, with_defau
 from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
+from lamina.records import dataclass
 
 __all__ = ["load_images", "LoadedImage", "LAYER_MEDIA_TYPES"]
 

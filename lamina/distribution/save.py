@@ -25,7 +25,6 @@ import json
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from lamina.records import dataclass, field
 
 from lamina import errdefs
 from lamina.archive import TarWriter
@@ -33,6 +32,7 @@ from lamina.digest import Digest, chain_ids, from_bytes
 from lamina.image.config import ImageConfig
 from lamina.image.reference import Reference
 from lamina.layer.store import LayerStore
+from lamina.records import dataclass, field
 
 __all__ = ["SaveItem", "save_docker", "save_oci", "pump"]
 

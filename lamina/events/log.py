@@ -46,8 +46,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from lamina import errdefs
-from lamina.log import get_logger
 from lamina.events.message import build_message
+from lamina.log import get_logger
 
 __all__ = ["FILE_NAME", "MAX_LINE", "POLL_INTERVAL", "ROTATE_BYTES", "EventLog", "encode_line"]
 

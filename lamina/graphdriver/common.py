@@ -16,11 +16,11 @@ import os
 import stat
 from collections.abc import Callable
 
-from lamina.log import get_logger
 from lamina import errdefs
 from lamina import fsutil
 from lamina import mount as lmount
 from lamina import sys as lsys
+from lamina.log import get_logger
 
 __all__ = [
     "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",

@@ -33,7 +33,6 @@ import json
 import os
 import types
 from collections.abc import Mapping
-from lamina.records import dataclass
 from typing import Protocol
 
 from lamina import errdefs
@@ -42,6 +41,7 @@ from lamina.graphdriver import common
 from lamina.graphdriver.api import GraphDriver
 from lamina.graphdriver.overlay2 import Overlay2Driver
 from lamina.graphdriver.vfs import VfsDriver
+from lamina.records import dataclass
 
 __all__ = ["DRIVERS", "PRIORITY", "NOT_IMPLEMENTED", "PROBE_RECORD", "Selection", "DriverClass", "select",
            "driver_home", "drivers_holding_layers", "skip_reason", "cached_skip_reason"]

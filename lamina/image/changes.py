@@ -32,7 +32,6 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs
@@ -50,6 +49,7 @@ from lamina.image.dockerfile_words import (
     split_lines,
     trim_continuation,
 )
+from lamina.records import dataclass, field
 
 __all__ = ["apply_changes", "VALID_CHANGE_COMMANDS", "ShellLex", "parse_duration"]
 

@@ -42,12 +42,12 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs
 from lamina.digest import Digest, chain_id
 from lamina.image import gojson
+from lamina.records import dataclass, field
 
 __all__ = [
     "HealthConfig",

@@ -68,10 +68,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs
+from lamina.records import dataclass, field
 
 __all__ = [
     "ShellWords", "WordResult", "Substitution", "EXPANDED_INSTRUCTIONS", "WORD_SPLIT_INSTRUCTIONS",

@@ -37,10 +37,10 @@ Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's messages.
 from __future__ import annotations
 
 import re
-from lamina.records import dataclass
 
 from lamina import errdefs
 from lamina.digest import Digest
+from lamina.records import dataclass
 
 __all__ = [
     "Reference",

@@ -31,10 +31,10 @@ import os
 import re
 import time
 
-from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
 from lamina.image.config import ImageConfig, format_time, parse_time
+from lamina.log import get_logger
 
 __all__ = ["ImageStore"]
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from lamina.records import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
 from lamina.layer.store import LayerStore
+from lamina.records import dataclass
 
 if TYPE_CHECKING:
     from lamina.archive.api import Change

@@ -39,14 +39,14 @@ import errno
 import fcntl
 import os
 from collections.abc import Callable, Iterable, Iterator
-from lamina.log import get_logger
-from lamina.records import dataclass
 from typing import BinaryIO
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest, Hasher
 from lamina.digest import chain_id as compute_chain_id
 from lamina.graphdriver.api import GraphDriver
+from lamina.log import get_logger
+from lamina.records import dataclass
 
 __all__ = ["Layer", "LayerStore", "Lease"]
 

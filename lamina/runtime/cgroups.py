@@ -39,9 +39,9 @@ import errno
 import os
 import signal as signal_module
 import time
-from lamina.records import dataclass
 
 from lamina import errdefs
+from lamina.records import dataclass
 from lamina.runtime.api import Resources
 
 __all__ = [

@@ -63,12 +63,12 @@ import stat
 import struct
 import termios
 from collections.abc import Callable
-from lamina.records import dataclass
 from typing import Any
 
 from lamina import errdefs
 from lamina import mount as mountlib
 from lamina import sys as lsys
+from lamina.records import dataclass
 from lamina.runtime import capabilities as caps
 from lamina.runtime.api import (
     ContainerSpec,

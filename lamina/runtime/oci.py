@@ -61,13 +61,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from lamina.log import get_logger
-from lamina.records import dataclass, field
 from typing import Any
 
 from lamina import errdefs
 from lamina.fsutil import atomic_write_json, remove_tree
+from lamina.log import get_logger
 from lamina.mount import Mount
+from lamina.records import dataclass, field
 from lamina.runtime.api import (
     ContainerSpec,
     ProcessSpec,

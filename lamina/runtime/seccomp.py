@@ -30,11 +30,11 @@ import errno
 import hashlib
 import json
 import os
-from lamina.records import dataclass
 from typing import Any
 
 from lamina import errdefs
 from lamina.fsutil import atomic_write
+from lamina.records import dataclass
 
 __all__ = [
     "Rule",

@@ -26,9 +26,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from lamina.records import dataclass
 
 from lamina import errdefs
+from lamina.records import dataclass
 from lamina.runtime.paths import open_in_root
 
 __all__ = [

@@ -24,9 +24,9 @@ import grp
 import os
 import socket
 import stat
-from lamina.records import dataclass
 
 from lamina import errdefs
+from lamina.records import dataclass
 
 __all__ = ["DEFAULT_GROUP", "UnixListener", "group_id", "open_unix_listener", "socket_path_from_host"]
 

@@ -27,12 +27,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from lamina.log import get_logger
-from lamina.records import dataclass
 from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina.config import DEFAULT_HOST, EngineConfig
+from lamina.log import get_logger
+from lamina.records import dataclass
 from lamina.server.api import Handler
 from lamina.server.connection import HTTPConnection
 from lamina.server.listener import (

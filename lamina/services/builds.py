@@ -29,8 +29,6 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from lamina.log import get_logger
-from lamina.records import replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs, fsutil
@@ -47,6 +45,8 @@ from lamina.image.config import (
 )
 from lamina.image.reference import Reference, parse_normalized_named, with_default_tag
 from lamina.layer.mounts import MountStore
+from lamina.log import get_logger
+from lamina.records import replace
 from lamina.services.api import Progress
 from lamina.services.images import ImageServiceImpl
 

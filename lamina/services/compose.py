@@ -28,9 +28,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from lamina.log import get_logger
 from lamina import errdefs
 from lamina.config import EngineConfig
+from lamina.log import get_logger
 
 if TYPE_CHECKING:
     from lamina.container.execstore import ExecStore

@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
-from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina.config import EngineConfig
 from lamina.container import spec as specs
@@ -66,6 +65,7 @@ from lamina.image.config import (
 )
 from lamina.image.reference import parse_normalized_named, with_default_tag
 from lamina.layer.mounts import INIT_PATHS, MountStore
+from lamina.log import get_logger
 from lamina.runtime.api import Runtime, RuntimeState
 from lamina.services.images import ImageServiceImpl, all_labels_match
 from lamina.volume.mounts import (

@@ -40,9 +40,9 @@ import stat
 import time
 from typing import Any
 
-from lamina.log import get_logger
 from lamina import errdefs, fsutil
 from lamina import mount as mountlib
+from lamina.log import get_logger
 from lamina.volume.api import (
     DEFAULT_DRIVER,
     LOCAL_SCOPE,

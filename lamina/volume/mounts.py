@@ -34,11 +34,11 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
-from lamina.log import get_logger
-from lamina.records import dataclass, field, replace
 from typing import Any
 
 from lamina import errdefs
+from lamina.log import get_logger
+from lamina.records import dataclass, field, replace
 from lamina.runtime.api import MountSpec
 from lamina.volume.api import DEFAULT_DRIVER, VolumeProvider
 from lamina.volume.local import go_quote, parse_ram_size, validate_name

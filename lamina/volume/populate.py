@@ -24,9 +24,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from lamina.records import dataclass, field
 
 from lamina import errdefs, fsutil
+from lamina.records import dataclass, field
 
 __all__ = ["populate_from_image", "copy_tree_at", "MAX_LINK_SOURCES"]
 

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from lamina.log import get_logger
 from lamina import errdefs, fsutil
+from lamina.log import get_logger
 from lamina.volume.api import DEFAULT_DRIVER, Volume, VolumeDriver
 from lamina.volume.local import LocalDriver
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from lamina import errdefs
-from lamina.records import fields as record_fields
 from lamina.records import replace
 from lamina import mount as lmount
+from lamina.records import fields as record_fields
 from lamina.runtime.api import (
     ContainerSpec,
     ProcessSpec,

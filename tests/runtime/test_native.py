@@ -7,11 +7,11 @@ import os
 import re
 import signal
 import time
-from lamina.records import replace
 
 import pytest
 
 from lamina import errdefs
+from lamina.records import replace
 from lamina.runtime.api import (
     DEFAULT_CAPABILITIES,
     ContainerSpec,

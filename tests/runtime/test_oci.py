@@ -14,11 +14,11 @@ import shutil
 import signal
 import subprocess
 import time
-from lamina.records import replace
 
 import pytest
 
 from lamina import errdefs
+from lamina.records import replace
 from lamina.runtime.api import (
     DEFAULT_CAPABILITIES,
     ContainerSpec,
