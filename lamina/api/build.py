@@ -25,7 +25,6 @@ output comes first, then the error.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
@@ -44,15 +43,7 @@ PRUNE_FILTERS = frozenset({"until"})
 
 
 def _json_map(call: Call, name: str, *, nullable: bool) -> dict[str, Any]:
-    raw = params.string(call.request, name).strip()
-    if not raw:
-        return {}
-    try:
-        decoded = json.loads(raw)
-    except ValueError as exc:
-        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: not valid JSON: {exc}") from exc
-    if not isinstance(decoded, dict):
-        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: expected a JSON object of strings")
+    _, decoded = params.json_object(call.request, name, "a JSON object of strings")
     for key, value in decoded.items():
         if not (isinstance(value, str) or (nullable and value is None)):
             raise errdefs.InvalidArgument(f"invalid {name}: the value of {key!r} must be a string")

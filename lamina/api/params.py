@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from typing import Any
 
 from lamina import errdefs
 from lamina.api.http import Request
@@ -48,17 +49,24 @@ def boolean(request: Request, name: str, default: bool = False) -> bool:
         f"invalid value {values[0]!r} for query parameter {name!r}: expected a boolean (1/0, true/false)")
 
 
-def filters(request: Request, accepted: Collection[str], name: str = "filters") -> dict[str, list[str]]:
-    """The decoded ``filters`` parameter; empty when absent."""
+def json_object(request: Request, name: str, expected: str) -> tuple[str, dict[str, Any]]:
+    """(the raw text, the decoded JSON object) of parameter ``name``: ("", {}) when absent or
+    blank; anything but a JSON object is refused, saying ``expected``."""
     raw = string(request, name).strip()
     if not raw:
-        return {}
+        return raw, {}
     try:
         decoded = json.loads(raw)
     except ValueError as exc:
-        raise errdefs.InvalidArgument(f"invalid filters {raw!r}: not valid JSON: {exc}") from exc
+        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: not valid JSON: {exc}") from exc
     if not isinstance(decoded, dict):
-        raise errdefs.InvalidArgument(f"invalid filters {raw!r}: expected a JSON object of name -> [values]")
+        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: expected {expected}")
+    return raw, decoded
+
+
+def filters(request: Request, accepted: Collection[str], name: str = "filters") -> dict[str, list[str]]:
+    """The decoded ``filters`` parameter; empty when absent."""
+    raw, decoded = json_object(request, name, "a JSON object of name -> [values]")
     result: dict[str, list[str]] = {}
     for key, values in decoded.items():
         if isinstance(values, list) and all(isinstance(value, str) for value in values):
