@@ -55,7 +55,7 @@ def _run_setup() -> None:
 
 
 class Logger:
-    """The part of :class:`logging.Logger` lamina uses, forwarded when needed."""
+    """The part of :class:`logging.Logger` lamina uses (debug to exception), forwarded when needed."""
 
     __slots__ = ("name", "_logger")
 
@@ -75,16 +75,6 @@ class Logger:
             _run_setup()
         return self._logger
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
-        logger = self._real(level)
-        return logger is not None and bool(logger.isEnabledFor(level))
-
-    def log(self, level: int, message: object, *args: object, **kwargs: Any) -> None:
-        logger = self._real(level)
-        if logger is not None:
-            kwargs.setdefault("stacklevel", 2)
-            logger.log(level, message, *args, **kwargs)
-
     def debug(self, message: object, *args: object, **kwargs: Any) -> None:
         self._forward(10, message, args, kwargs)
 
@@ -99,9 +89,6 @@ class Logger:
 
     def exception(self, message: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         self._forward(40, message, args, {**kwargs, "exc_info": exc_info})
-
-    def critical(self, message: object, *args: object, **kwargs: Any) -> None:
-        self._forward(50, message, args, kwargs)
 
     def _forward(self, level: int, message: object, args: tuple[object, ...], kwargs: dict[str, Any]) -> None:
         logger = self._real(level)

@@ -277,18 +277,35 @@ def _send_stream(sock: _socket.socket, head: bytes, pieces: Iterator[bytes], chu
     sock.sendall(pending + b"0\r\n\r\n" if chunked else pending)
 
 
+class _ClosedOnFailure:
+    """``with``: closes ``sock`` if the block fails, and turns an OSError into a
+    :class:`TransportError` whose message ``describe`` makes."""
+
+    def __init__(self, sock: _socket.socket, describe: Callable[[OSError], str]) -> None:
+        self.sock = sock
+        self.describe = describe
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> None:
+        if error is None:
+            return
+        self.sock.close()
+        if isinstance(error, OSError):
+            raise TransportError(self.describe(error)) from error
+
+
+def _talking(sock: _socket.socket, path: str) -> _ClosedOnFailure:
+    return _ClosedOnFailure(sock, lambda error: f"error talking to unix://{path}: {error}")
+
+
 def _connect(path: str, timeout: float | None) -> _socket.socket:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
+    with _ClosedOnFailure(sock, lambda error: f"Cannot connect to the daemon at unix://{path}: "
+                                              f"{error.strerror or error}. Is the daemon running?"):
         sock.settimeout(timeout)
         sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise TransportError(f"Cannot connect to the daemon at unix://{path}: {exc.strerror or exc}. "
-                             "Is the daemon running?") from exc
-    except BaseException:
-        sock.close()
-        raise
     return sock
 
 
@@ -406,15 +423,9 @@ def send(path: str, request: Request, *, timeout: float | None = None) -> Respon
         else:
             _send_stream(sock, head, pieces, chunked=not framed)
 
-    try:
+    with _talking(sock, path):
         status, fields = _exchange(wire, path, write)
         chunked, length = _framing(request.method, status, fields, path)
-    except OSError as exc:
-        sock.close()
-        raise TransportError(f"error talking to unix://{path}: {exc}") from exc
-    except BaseException:
-        sock.close()
-        raise
     return Response(status, Headers(fields), _SocketBody(path, wire, chunked=chunked, length=length))
 
 
@@ -433,7 +444,7 @@ def hijack(path: str, request: Request, *, timeout: float | None = None) -> Resp
     data = _head(request, headers, []) + body
     sock = _connect(path, timeout)
     wire = _Wire(sock)
-    try:
+    with _talking(sock, path):
         status, fields = _exchange(wire, path, lambda: sock.sendall(data))
         answer_headers = Headers(fields)
         upgraded = status == 101 or (status == 200 and "vnd.docker" in answer_headers.get("Content-Type", ""))
@@ -442,9 +453,3 @@ def hijack(path: str, request: Request, *, timeout: float | None = None) -> Resp
             return Response(status, answer_headers, b"", hijacked=HijackedSocket(sock, wire.take_buffered()))
         chunked, length = _framing(request.method, status, fields, path)
         return Response(status, answer_headers, _SocketBody(path, wire, chunked=chunked, length=length))
-    except OSError as exc:
-        sock.close()
-        raise TransportError(f"error talking to unix://{path}: {exc}") from exc
-    except BaseException:
-        sock.close()
-        raise
