@@ -206,7 +206,10 @@ CompactEntry = bytes | tuple[bytes, int, bytes | None]
 
 def compact_entries(tar_split: BinaryIO | Iterable[dict[str, object]] | Iterable[CompactEntry]
                     ) -> list[CompactEntry]:
-    """The record (a file, decoded entries or compact ones) in the compact form."""
+    """The record (a file, decoded entries or compact ones) in the compact form (a list
+    already in that form is returned as it is)."""
+    if isinstance(tar_split, list) and (not tar_split or tar_split[0].__class__ is not dict):
+        return tar_split
     entries = read_entries(tar_split) if hasattr(tar_split, "read") else tar_split  # type: ignore[arg-type]
     compact: list[CompactEntry] = []
     append = compact.append
