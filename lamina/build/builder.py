@@ -66,7 +66,7 @@ from lamina.build.context import (
     plan_copy,
 )
 from lamina.build.dockerignore import go_clean
-from lamina.build.parser import (
+from lamina.dockerfile.instructions import (
     AddInstruction,
     ArgInstruction,
     CmdInstruction,
@@ -87,10 +87,9 @@ from lamina.build.parser import (
     UserInstruction,
     VolumeInstruction,
     WorkdirInstruction,
-    parse,
-    parse_trigger,
 )
-from lamina.build.shell_words import Substitution
+from lamina.dockerfile.parser import parse, parse_trigger
+from lamina.dockerfile.substitution import Substitution
 from lamina.image.config import ContainerConfig, HealthConfig, host_architecture
 from lamina.records import dataclass, field, replace
 
