@@ -11,17 +11,12 @@ import pytest
 
 from lamina import errdefs
 from lamina.build.api import BuildOptions
-from lamina.build.builder import (
-    Builder,
-    _healthcheck_text,
-    _parse_port_spec,
-    go_duration,
-    go_quote,
-    short_id,
-)
+from lamina.build.builder import Builder
 from lamina.build.cache import CacheIndex, cache_key
 from lamina.build.context import open_directory_context
 from lamina.build.copy import parse_chmod
+from lamina.build.history import go_duration, go_quote, healthcheck_text, short_id
+from lamina.build.metadata import parse_port_spec
 from lamina.image.config import ContainerConfig, HealthConfig, ImageConfig
 
 # -- Go's formatting ------------------------------------------------------------------------------
@@ -49,19 +44,19 @@ def test_go_duration_matches_time_duration_string(nanoseconds: int, text: str) -
 def test_healthcheck_history_text_is_docker_2010s() -> None:
     health = HealthConfig(test=("CMD-SHELL", "curl -f http://localhost/ || exit 1"), interval=300_000_000_000,
                           timeout=3_000_000_000, retries=3)
-    assert _healthcheck_text(health) == ('&{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" '
+    assert healthcheck_text(health) == ('&{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" '
                                          "'\\x03'}")
-    assert _healthcheck_text(HealthConfig(test=("NONE",))) == "&{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}"
+    assert healthcheck_text(HealthConfig(test=("NONE",))) == "&{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}"
 
 
 def test_port_specs_and_chmod_values() -> None:
-    assert _parse_port_spec("80") == ["80/tcp"]
-    assert _parse_port_spec("53/UDP") == ["53/udp"]
-    assert _parse_port_spec("8000-8002/tcp") == ["8000/tcp", "8001/tcp", "8002/tcp"]
-    assert _parse_port_spec("127.0.0.1:8080:80") == ["80/tcp"]
+    assert parse_port_spec("80") == ["80/tcp"]
+    assert parse_port_spec("53/UDP") == ["53/udp"]
+    assert parse_port_spec("8000-8002/tcp") == ["8000/tcp", "8001/tcp", "8002/tcp"]
+    assert parse_port_spec("127.0.0.1:8080:80") == ["80/tcp"]
     for bad in ("80/icmp", "eighty", "9-3", "70000"):
         with pytest.raises(errdefs.InvalidArgument):
-            _parse_port_spec(bad)
+            parse_port_spec(bad)
     assert parse_chmod("") is None and parse_chmod("755") == 0o755 and parse_chmod("04755") == 0o4755
     for bad in ("u+x", "8", "17777"):
         with pytest.raises(errdefs.InvalidArgument, match="it should be octal string and between 0 and 07777"):
