@@ -45,7 +45,7 @@ Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's text, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from lamina import errdefs
 from lamina.dockerfile.lexer import is_go_space
@@ -284,48 +284,47 @@ class _Lexer:
         return "".join(result), words.finish()
 
     def process_single_quote(self) -> str:
-        out: list[str] = []
-        character = self.next()
-        if self.options.raw_quotes:
-            out.append(character)
-        while True:
-            character = self.next()
-            if character == _EOF:
-                raise _LexError("unexpected end of statement while looking for matching single-quote")
-            if character == "'":
-                if self.options.raw_quotes:
-                    out.append(character)
-                return "".join(out)
-            out.append(character)
+        return self._process_quoted("'", "single-quote", self._literal_character)
 
     def process_double_quote(self) -> str:
+        return self._process_quoted('"', "double-quote", self._double_quoted_character)
+
+    def _process_quoted(self, quote: str, name: str, inner: Callable[[list[str]], None]) -> str:
+        """From an opening ``quote`` to its closing one; ``inner`` reads what lies between,
+        one character (or one ``$`` expansion) at a time."""
         out: list[str] = []
-        escape = self.options.escape
         character = self.next()
         if self.options.raw_quotes:
             out.append(character)
         while True:
             following = self.peek()
             if following == _EOF:
-                raise _LexError("unexpected end of statement while looking for matching double-quote")
-            if following == '"':
+                raise _LexError(f"unexpected end of statement while looking for matching {name}")
+            if following == quote:
                 character = self.next()
                 if self.options.raw_quotes:
                     out.append(character)
                 return "".join(out)
-            if following == "$":
-                out.append(self.process_dollar())
-                continue
-            character = self.next()
-            if character == escape:
-                if self.raw_escapes:
-                    out.append(character)
-                after = self.peek()
-                if after == _EOF:
-                    continue
-                if after in ('"', "$", escape):
-                    character = self.next()
-            out.append(character)
+            inner(out)
+
+    def _literal_character(self, out: list[str]) -> None:
+        out.append(self.next())
+
+    def _double_quoted_character(self, out: list[str]) -> None:
+        if self.peek() == "$":
+            out.append(self.process_dollar())
+            return
+        escape = self.options.escape
+        character = self.next()
+        if character == escape:
+            if self.raw_escapes:
+                out.append(character)
+            after = self.peek()
+            if after == _EOF:
+                return
+            if after in ('"', "$", escape):
+                character = self.next()
+        out.append(character)
 
     def process_name(self) -> str:
         name: list[str] = []
@@ -379,12 +378,7 @@ class _Lexer:
             raw = character in ("#", "%")
             if null_is_unset and raw:
                 raise _LexError(f"unsupported modifier ({modifier}) in substitution")
-            try:
-                word, _ = self.process_until("}", raw)
-            except _LexError:
-                if self.peek() == _EOF:
-                    raise _LexError("syntax error: missing '}'") from None
-                raise
+            word = self._process_until_or_missing("}", raw, "syntax error: missing '}'")
             value, found = self.lookup(name)
             if self.options.skip_unset_env and not found:
                 return "${" + name + modifier + word + "}"
@@ -411,18 +405,8 @@ class _Lexer:
             replace_all = self.peek() == "/"
             if replace_all:
                 self.next()
-            try:
-                pattern, _ = self.process_until("/", True)
-            except _LexError:
-                if self.peek() == _EOF:
-                    raise _LexError("syntax error: missing '/' in ${}") from None
-                raise
-            try:
-                replacement, _ = self.process_until("}", True)
-            except _LexError:
-                if self.peek() == _EOF:
-                    raise _LexError("syntax error: missing '}'") from None
-                raise
+            pattern = self._process_until_or_missing("/", True, "syntax error: missing '/' in ${}")
+            replacement = self._process_until_or_missing("}", True, "syntax error: missing '}'")
             value, found = self.lookup(name)
             if self.options.skip_unset_env and not found:
                 return "${" + name + "/" + pattern + "/" + replacement + "}"
@@ -431,6 +415,17 @@ class _Lexer:
                 return expression.sub(lambda match: _go_expand(replacement, match), value)
             return expression.sub(lambda _match: replacement, value, count=1)
         raise _LexError(f"unsupported modifier ({modifier}) in substitution")
+
+    def _process_until_or_missing(self, stop: str, raw_escapes: bool, missing: str) -> str:
+        """:meth:`process_until` inside ``${...}``: the text ending before ``stop`` is the
+        ``missing`` error (Docker's wording for each part of a substitution)."""
+        try:
+            text, _ = self.process_until(stop, raw_escapes)
+        except _LexError:
+            if self.peek() == _EOF:
+                raise _LexError(missing) from None
+            raise
+        return text
 
     def process_possible_heredoc(self) -> str:
         self.next()
