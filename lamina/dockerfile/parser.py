@@ -10,7 +10,8 @@ logical line is dropped; a line whose first non-blank character is ``#`` is a co
 **Parser directives** are comments of the form ``# name=value`` at the very top (before any
 instruction, comment or blank line; each at most once).  ``escape`` sets the escape character
 (``\\`` by default, or a backtick), ``syntax`` is accepted and reported in
-:attr:`Dockerfile.warnings` as ignored (lamina has one front end), ``check`` is ignored.
+:attr:`~lamina.dockerfile.instructions.Dockerfile.warnings` as ignored (lamina has one front
+end), ``check`` is ignored.
 
 **Continuations.**  A line whose last non-blank character is the escape character (not itself
 escaped) continues on the next line; the escape character and what follows it are removed
@@ -27,7 +28,8 @@ Arguments take one of these forms, depending on the instruction:
 - *list form* (ADD, COPY, VOLUME): a JSON array or whitespace-separated words.
 - *key=value* (ENV, LABEL): quoted words ``k=v k2="v 2"``; ENV and LABEL also accept the
   legacy ``NAME value with spaces``.  Values keep their quotes here: they go away when the
-  builder expands the instruction (:meth:`Instruction.expand`).
+  builder expands the instruction
+  (:meth:`~lamina.dockerfile.instructions.Instruction.expand`).
 - *words* (ARG ``name[=default] ...``), *whitespace-separated* (FROM, EXPOSE) or *one string*
   (USER, WORKDIR, STOPSIGNAL, MAINTAINER).
 
