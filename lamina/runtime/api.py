@@ -11,7 +11,8 @@ double-fork, the child subreaper) of the container's PID 1 and reaps it with ``w
 namespaces and cgroup, then fork) whose parent is the caller.
 
 Vocabulary: **id** the container id (64 hex); **pid** the host pid of the container's PID 1;
-**cgroup path** ``lamina/<id>`` under each hierarchy (v1) or the unified tree (v2).
+**cgroup path** ``<cgroup_parent>/<id>`` (``lamina/<id>``) under each hierarchy (v1) or the
+unified tree (v2), the same for every runtime; :func:`cgroup_path` gives it for a state.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from lamina.records import dataclass, field
 from typing import Protocol
 
-__all__ = ["MountSpec", "ProcessSpec", "Resources", "ContainerSpec", "Stdio", "Runtime", "RuntimeState",
+__all__ = ["MountSpec", "ProcessSpec", "Resources", "ContainerSpec", "Stdio", "Runtime", "RuntimeState", "cgroup_path",
            "DEFAULT_CAPABILITIES", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS"]
 
 # Docker's default capability set (moby oci/caps/defaults.go)
@@ -120,7 +121,21 @@ class RuntimeState:
     bundle: str = ""          # OCI runtimes: the bundle directory
 
 
+def cgroup_path(state: RuntimeState) -> str:
+    """The cgroup path of a started container: the one recorded, ``lamina/<id>`` for states
+    written before the path was."""
+    return state.cgroup or f"lamina/{state.id}"
+
+
 class Runtime(Protocol):
+    """One container runtime (see :mod:`lamina.runtime.registry` for the names).
+
+    Every method but :meth:`start` takes the :class:`RuntimeState` that :meth:`start` returned
+    (persisted by the caller).  A container whose processes are gone answers Conflict ("is not
+    running") to :meth:`exec` and :meth:`kill`; :meth:`cgroup_path`, :meth:`oom_killed` and
+    :meth:`processes` read the cgroup whether or not the container still runs.
+    """
+
     name: str
 
     def start(self, spec: ContainerSpec, stdio: Stdio) -> RuntimeState:
@@ -140,5 +155,21 @@ class Runtime(Protocol):
     def stats(self, state: RuntimeState) -> dict[str, object]:
         """Docker-shaped stats: cpu_stats, memory_stats, pids_stats, blkio_stats."""
 
-    def delete(self, state: RuntimeState) -> None:
-        """Release what the runtime holds for a stopped container (cgroups, bundle)."""
+    def cgroup_path(self, state: RuntimeState) -> str:
+        """The container's cgroup path, relative to the hierarchy roots (``lamina/<id>``)."""
+
+    def oom_killed(self, state: RuntimeState) -> bool:
+        """Whether the kernel's OOM killer killed a process of the container (False when the
+        cgroup is gone)."""
+
+    def processes(self, state: RuntimeState) -> list[int]:
+        """Host pids of the processes in the container's cgroup (what ``top`` lists); empty
+        when the cgroup is gone."""
+
+    def delete(self, state: RuntimeState, *, force: bool = False) -> None:
+        """Release what the runtime holds for a stopped container (cgroups, bundle).
+
+        Without ``force`` a container that still has processes is a Conflict.  With ``force``
+        every process left in the cgroup is killed first (a paused container is thawed so the
+        kill is delivered); Conflict still when processes remain after that, e.g. exited
+        children of the caller that it has not reaped yet: reap and call again."""

@@ -439,3 +439,23 @@ class CgroupManager:
         finally:
             if frozen:
                 self.thaw()
+
+    def kill_remaining(self, timeout: float = 0.5) -> list[int]:
+        """Thaw the cgroup, SIGKILL every process in it and wait up to ``timeout`` seconds for
+        them to leave; the pids still there (e.g. children of the caller it has not reaped)."""
+        remaining = self.pids() if self.exists() else []
+        if not remaining:
+            return []
+        try:
+            self.thaw()
+        except errdefs.LaminaError:
+            pass  # no freezer: nothing was frozen
+        self.kill_all(signal_module.SIGKILL)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            remaining = self.pids()
+            if not remaining or time.monotonic() >= deadline:
+                return remaining
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)

@@ -61,7 +61,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.fsutil import atomic_write_json, remove_tree
@@ -74,6 +74,7 @@ from lamina.runtime.api import (
     Resources,
     RuntimeState,
     Stdio,
+    cgroup_path,
 )
 
 __all__ = [
@@ -87,10 +88,14 @@ __all__ = [
     "controllers_on_cgroup2",
     "ensure_v1_hierarchies",
     "load_default_seccomp_profile",
+    "open_runtime",
     "process_json",
     "resources_json",
     "seccomp_json",
 ]
+
+if TYPE_CHECKING:
+    from lamina.runtime.cgroups import CgroupManager
 
 log = get_logger(__name__)
 
@@ -950,7 +955,7 @@ class OCIRuntime:
                 pass
 
     def stats(self, state: RuntimeState) -> dict[str, object]:
-        return cgroup_stats(CgroupHierarchies.detect(), state.cgroup or f"lamina/{state.id}")
+        return cgroup_stats(CgroupHierarchies.detect(), cgroup_path(state))
 
     def status(self, state: RuntimeState) -> str:
         """The binary's view of the container: ``created``, ``running``, ``paused`` or ``stopped``."""
@@ -960,8 +965,30 @@ class OCIRuntime:
         except (ValueError, KeyError, TypeError) as exc:
             raise errdefs.System(f"{self.name} state {state.id}: unexpected output") from exc
 
-    def delete(self, state: RuntimeState) -> None:
+    def cgroup_path(self, state: RuntimeState) -> str:
+        return cgroup_path(state)
+
+    def _cgroup(self, state: RuntimeState) -> CgroupManager:
+        from lamina.runtime.cgroups import CgroupManager
+
+        return CgroupManager(cgroup_path(state))
+
+    def oom_killed(self, state: RuntimeState) -> bool:
+        return self._cgroup(state).oom_killed()
+
+    def processes(self, state: RuntimeState) -> list[int]:
+        return self._cgroup(state).pids()
+
+    def delete(self, state: RuntimeState, *, force: bool = False) -> None:
+        """``<binary> delete --force`` (it removes a stopped container's state and cgroups),
+        then leftover empty cgroup directories and the bundle."""
         bundle = state.bundle or self._bundle(state.id)
+        manager = self._cgroup(state)
+        # runc and crun deliver the kill of --force only to what they still know of; a
+        # forced delete empties the cgroup itself first
+        remaining = manager.kill_remaining() if force else manager.pids() if manager.exists() else []
+        if remaining:
+            raise errdefs.Conflict(f"container {state.id} still has processes {remaining}; kill them first")
         try:
             self._invoke("delete", ["--force", state.id], container_id=state.id)
         except errdefs.NotFound:
@@ -977,3 +1004,9 @@ class OCIRuntime:
                         raise errdefs.Conflict(f"cgroup {directory} still has processes") from exc
                     raise errdefs.System(f"cannot remove the cgroup {directory}: {exc.strerror}") from exc
         remove_tree(bundle)
+
+
+def open_runtime(name: str, exec_root: str) -> OCIRuntime:
+    """The registry's factory (:mod:`lamina.runtime.registry`): the binary called ``name``,
+    bundles under ``<exec_root>/oci``."""
+    return OCIRuntime(name, state_root=os.path.join(exec_root, "oci"))

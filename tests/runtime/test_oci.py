@@ -330,7 +330,7 @@ class Containers:
                      for cid in self.ids if cid not in known]
         for state in self.states + leftovers:
             try:
-                self.runtime.delete(state)
+                self.runtime.delete(state, force=True)
             except errdefs.LaminaError as exc:   # keep going: every container must go
                 print(f"cleanup of {state.id}: {exc}")
         for pid in self.pids:
@@ -560,7 +560,12 @@ def test_delete_removes_the_cgroups_and_the_bundle(containers, rootfs):
     state = containers.start(make_spec(rootfs, "sleep", "30", resources=Resources(memory=32 * MiB)))
     directories = CgroupHierarchies.detect().directories(state.cgroup)
     assert any(os.path.isdir(directory) for directory in directories)
-    containers.runtime.delete(state)        # a running container: delete --force kills it
+    assert containers.runtime.cgroup_path(state) == f"lamina/{state.id}"
+    assert containers.runtime.processes(state) == [state.pid]
+    with pytest.raises(errdefs.Conflict, match="still has processes"):
+        containers.runtime.delete(state)    # not forced: a running container stays
+    assert containers.runtime.status(state) == "running"
+    containers.runtime.delete(state, force=True)    # forced: what is left in the cgroup is killed
     status = wait_exit(state.pid)
     assert os.WIFSIGNALED(status)
     assert [directory for directory in directories if os.path.exists(directory)] == []
@@ -569,6 +574,8 @@ def test_delete_removes_the_cgroups_and_the_bundle(containers, rootfs):
         containers.runtime.status(state)
     with pytest.raises(errdefs.NotFound):
         containers.runtime.stats(state)
+    assert containers.runtime.processes(state) == []
+    assert not containers.runtime.oom_killed(state)
     containers.runtime.delete(state)        # deleting again is fine
 
 
