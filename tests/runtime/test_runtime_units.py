@@ -13,12 +13,9 @@ from lamina import errdefs
 from lamina.runtime.api import DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, Stdio
 from lamina.runtime.capabilities import capability_mask, capability_number
 from lamina.runtime.init import FORWARDED_SIGNALS, exit_code_of
-from lamina.runtime.native import (
-    ExecError,
-    NativeRuntime,
-    default_mounts,
-    find_executable,
-)
+from lamina.runtime.child import ExecError, find_executable
+from lamina.runtime.native import NativeRuntime
+from lamina.runtime.rootfs import default_mounts
 from lamina.runtime.registry import RUNTIMES, Runtimes, open_runtime
 from lamina.runtime.seccomp import (
     ProgramCache,
