@@ -28,14 +28,9 @@ from lamina.runtime.api import (
     RuntimeState,
     Stdio,
 )
-from lamina.runtime.oci import (
-    CgroupHierarchies,
-    OCIRuntime,
-    config_json,
-    controllers_on_cgroup2,
-    load_default_seccomp_profile,
-    seccomp_json,
-)
+from lamina.runtime.oci import OCIRuntime
+from lamina.runtime.oci_cgroups import CgroupHierarchies, controllers_on_cgroup2
+from lamina.runtime.oci_config import config_json, load_default_seccomp_profile, seccomp_json
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
 LAYER = "77ef5fe66347c286b797d89189a7af81f3880e0f523dd1394b60324536f9ebbe/layer.tar"
@@ -616,7 +611,7 @@ def test_crun_runs_on_this_hosts_cgroup_layout(containers, rootfs):
 @pytest.mark.privileged
 def test_a_controller_left_on_cgroup2_gets_its_own_v1_hierarchy(tmp_path):
     from lamina import mount as lmount
-    from lamina.runtime.oci import ensure_v1_hierarchies
+    from lamina.runtime.oci_cgroups import ensure_v1_hierarchies
     with open("/proc/cgroups") as handle:
         controllers = handle.read()
     if "hugetlb" not in controllers:
