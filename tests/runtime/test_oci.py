@@ -551,6 +551,18 @@ def test_pause_and_resume_use_the_freezer(containers, rootfs):
 
 
 @pytest.mark.privileged
+def test_the_oom_state_comes_from_the_containers_cgroup(containers, rootfs):
+    limited = make_spec(rootfs, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1",
+                        resources=Resources(memory=16 * MiB, memory_swap=16 * MiB))
+    state, _output, status = run_captured(containers, limited)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert containers.runtime.oom_killed(state)
+    state, _output, status = run_captured(containers, make_spec(rootfs, "true", resources=Resources(memory=64 * MiB)))
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not containers.runtime.oom_killed(state)
+
+
+@pytest.mark.privileged
 def test_delete_removes_the_cgroups_and_the_bundle(containers, rootfs):
     state = containers.start(make_spec(rootfs, "sleep", "30", resources=Resources(memory=32 * MiB)))
     directories = CgroupHierarchies.detect().directories(state.cgroup)

@@ -4,17 +4,19 @@ the default mounts, the runtime registry and the init's signal list."""
 from __future__ import annotations
 
 import errno
+import inspect
 import shutil
 import signal
 
 import pytest
 
 from lamina import errdefs
-from lamina.runtime.api import DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, Stdio
+from lamina.runtime.api import DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, Runtime, Stdio
 from lamina.runtime.capabilities import capability_mask, capability_number
 from lamina.runtime.init import FORWARDED_SIGNALS, exit_code_of
 from lamina.runtime.child import ExecError, find_executable
 from lamina.runtime.native import NativeRuntime
+from lamina.runtime.oci import OCIRuntime
 from lamina.runtime.rootfs import default_mounts
 from lamina.runtime.registry import RUNTIMES, Runtimes, open_runtime
 from lamina.runtime.seccomp import (
@@ -183,6 +185,18 @@ def test_bad_specs_are_refused_before_anything_runs(tmp_path) -> None:
     for spec, message in cases:
         with pytest.raises(errdefs.InvalidArgument, match=message):
             runtime.start(spec, stdio)
+
+
+@pytest.mark.parametrize("implementation", [NativeRuntime, OCIRuntime], ids=["the native runtime", "the OCI runtime"])
+def test_a_built_in_runtime_implements_the_whole_contract_with_its_signatures(implementation) -> None:
+    contract = [name for name in dir(Runtime) if not name.startswith("_") and callable(getattr(Runtime, name))]
+    assert {"cgroup_path", "oom_killed", "processes", "delete"} <= set(contract)
+    for name in contract:
+        assert hasattr(implementation, name), f"{implementation.__name__} has no {name}"
+        expected = inspect.signature(getattr(Runtime, name))
+        actual = inspect.signature(getattr(implementation, name))
+        assert [(p.name, p.kind, p.default) for p in actual.parameters.values()] == \
+            [(p.name, p.kind, p.default) for p in expected.parameters.values()], name
 
 
 def test_the_registry_opens_each_runtime_once_and_names_the_known_ones(tmp_path) -> None:
