@@ -62,14 +62,7 @@ from typing import TYPE_CHECKING, Any
 from lamina import errdefs
 from lamina.fsutil import atomic_write_json, remove_tree
 from lamina.log import get_logger
-from lamina.runtime.api import (
-    ContainerSpec,
-    ProcessSpec,
-    Resources,
-    RuntimeState,
-    Stdio,
-    cgroup_path,
-)
+from lamina.runtime.api import ContainerSpec, ProcessSpec, Resources, RuntimeState, Stdio, cgroup_path
 from lamina.runtime.oci_cgroups import CgroupHierarchies, cgroup_stats, ensure_v1_hierarchies, swap_limit_supported
 from lamina.runtime.oci_config import ID_PATTERN, config_json, process_json, resources_json
 
