@@ -440,9 +440,10 @@ class CgroupManager:
             if frozen:
                 self.thaw()
 
-    def kill_remaining(self, timeout: float = 0.5) -> list[int]:
+    def kill_remaining(self, timeout: float = 0.1) -> list[int]:
         """Thaw the cgroup, SIGKILL every process in it and wait up to ``timeout`` seconds for
-        them to leave; the pids still there (e.g. children of the caller it has not reaped)."""
+        them to leave; the pids still there.  The wait is short: callers retry (a process
+        in uninterruptible sleep leaves when its I/O ends)."""
         remaining = self.pids() if self.exists() else []
         if not remaining:
             return []
