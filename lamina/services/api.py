@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     from lamina.build.api import BuildOptions
 
-__all__ = ["Progress", "ImageService", "SystemService", "ContainerService", "ExecService", "Duplex", "Services",
-           "VolumeService", "BuildService", "EventService"]
+__all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
+           "ContainerStreams", "ExecService", "Duplex", "Services", "VolumeService", "BuildService", "EventService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -96,8 +96,9 @@ class Duplex(Protocol):
     def close(self) -> None: ...
 
 
-class ContainerService(Protocol):
-    """Containers, with the Docker Engine API's request and response shapes.
+class ContainerLifecycle(Protocol):
+    """Containers' lifecycle (moby's ``stateBackend`` and the container prune of its
+    ``systemBackend``), with the Docker Engine API's request and response shapes.
 
     ``create`` takes the body of ``POST /containers/create`` (Config fields at the top level,
     ``HostConfig``, ``NetworkingConfig``).  Ids may be given as full id, unique id prefix or
@@ -120,25 +121,34 @@ class ContainerService(Protocol):
     def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
         """``{"StatusCode": n, "Error": null}``; conditions not-running, next-exit, removed."""
 
+    def pause(self, id: str) -> None: ...
+
+    def unpause(self, id: str) -> None: ...
+
+    def rename(self, id: str, new_name: str) -> None: ...
+
+    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...
+
+
+class ContainerViews(Protocol):
+    """Reading containers (moby's ``monitorBackend``); ids may be given as full id, unique id
+    prefix or name (with or without the leading "/")."""
+
     def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
                         filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
 
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]: ...
 
-    def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
-             since: float = 0, until: float = 0, timestamps: bool = False,
-             tail: str = "all") -> Iterator[tuple[int, bytes]]:
-        """(stream, payload) pairs: stream 1 stdout, 2 stderr; with ``timestamps`` each
-        payload starts with the RFC 3339 time and a space, as Docker sends it."""
-
-    def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
-               logs: bool = False) -> Duplex: ...
-
-    def resize(self, id: str, *, height: int, width: int) -> None: ...
-
     def top(self, id: str, *, ps_args: str = "-ef") -> dict[str, Any]: ...
 
     def stats(self, id: str, *, stream: bool = True, one_shot: bool = False) -> Iterator[dict[str, Any]]: ...
+
+
+class ContainerFiles(Protocol):
+    """A container's files (moby's ``copyBackend``, ``commitBackend`` and changes); ids
+    may be given as full id, unique id prefix or name (with or without the leading "/")."""
 
     def changes(self, id: str) -> list[dict[str, Any]]:
         """``[{"Path": "/etc/x", "Kind": 0|1|2}]`` (0 modified, 1 added, 2 deleted)."""
@@ -158,15 +168,21 @@ class ContainerService(Protocol):
                config: dict[str, Any] | None = None) -> dict[str, Any]:
         """``{"Id": "sha256:..."}``."""
 
-    def pause(self, id: str) -> None: ...
 
-    def unpause(self, id: str) -> None: ...
+class ContainerStreams(Protocol):
+    """A container's stdio (moby's ``attachBackend``, logs and resize); ids may be given as
+    full id, unique id prefix or name (with or without the leading "/")."""
 
-    def rename(self, id: str, new_name: str) -> None: ...
+    def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
+               logs: bool = False) -> Duplex: ...
 
-    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
+             since: float = 0, until: float = 0, timestamps: bool = False,
+             tail: str = "all") -> Iterator[tuple[int, bytes]]:
+        """(stream, payload) pairs: stream 1 stdout, 2 stderr; with ``timestamps`` each
+        payload starts with the RFC 3339 time and a space, as Docker sends it."""
 
-    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...
+    def resize(self, id: str, *, height: int, width: int) -> None: ...
 
 
 class ExecService(Protocol):
@@ -252,7 +268,10 @@ class EventService(Protocol):
 class Services(Protocol):
     images: ImageService
     system: SystemService
-    containers: ContainerService
+    containers: ContainerLifecycle
+    container_views: ContainerViews
+    container_files: ContainerFiles
+    container_streams: ContainerStreams
     execs: ExecService
     volumes: VolumeService
     builds: BuildService

@@ -47,14 +47,13 @@ from lamina.image.reference import Reference, parse_normalized_named, with_defau
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.records import replace
-from lamina.services.api import Progress
+from lamina.services.api import ContainerLifecycle, ContainerStreams, Progress
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
     import socket
 
     from lamina.build.context import BuildContext
-    from lamina.services.containers import ContainerServiceImpl
 
 __all__ = ["BuildServiceImpl"]
 
@@ -202,8 +201,9 @@ class _Layers:
 class _Containers:
     """:class:`lamina.build.api.BuildContainers` on the container service."""
 
-    def __init__(self, containers: ContainerServiceImpl) -> None:
+    def __init__(self, containers: ContainerLifecycle, container_streams: ContainerStreams) -> None:
         self.containers = containers
+        self.container_streams = container_streams
 
     def create(self, body: dict[str, Any]) -> str:
         return str(self.containers.create(body)["Id"])
@@ -211,7 +211,7 @@ class _Containers:
     def run(self, container_id: str, output: StepOutput) -> int:
         from lamina.container.monitor import StartError
 
-        sock = self.containers.attach(container_id, stdin=False, stdout=True, stderr=True, stream=True)
+        sock = self.container_streams.attach(container_id, stdin=False, stdout=True, stderr=True, stream=True)
         try:
             try:
                 self.containers.start(container_id)
@@ -248,11 +248,12 @@ def _pump_frames(sock: socket.socket, output: StepOutput) -> None:
 
 
 class BuildServiceImpl:
-    def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, containers: ContainerServiceImpl,
-                 mounts: MountStore) -> None:
+    def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, containers: ContainerLifecycle,
+                 container_streams: ContainerStreams, mounts: MountStore) -> None:
         self.config = config
         self.images = images
         self.containers = containers
+        self.container_streams = container_streams
         self.mounts = mounts
         self.index = CacheIndex(os.path.join(images.images.root, "buildcache"))
         self.locks_dir = os.path.join(config.exec_root, "builds")
@@ -276,7 +277,7 @@ class BuildServiceImpl:
             with self._session() as build_id:
                 builder = Builder(images=_Images(self.images, self.mounts, self.index),
                                   layers=_Layers(self.images, self.mounts, build_id),
-                                  containers=_Containers(self.containers), context=context,
+                                  containers=_Containers(self.containers, self.container_streams), context=context,
                                   options=options, output=progress)
                 image_id = builder.build()
         finally:

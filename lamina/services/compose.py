@@ -39,7 +39,11 @@ if TYPE_CHECKING:
     from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
     from lamina.services.builds import BuildServiceImpl
-    from lamina.services.containers import ContainerServiceImpl
+    from lamina.services.containers.common import ContainerShared
+    from lamina.services.containers.files import ContainerFilesImpl
+    from lamina.services.containers.lifecycle import ContainerLifecycleImpl
+    from lamina.services.containers.streams import ContainerStreamsImpl
+    from lamina.services.containers.views import ContainerViewsImpl
     from lamina.services.events import EventServiceImpl
     from lamina.services.execs import ExecServiceImpl
     from lamina.services.images import ImageServiceImpl
@@ -76,8 +80,10 @@ class _Built(Generic[T]):
 
 
 class EngineServices:
-    """The services of one engine (``images``, ``system``, ``containers``, ``execs``,
-    ``volumes``, ``builds``), each built on first access."""
+    """The services of one engine (``images``, ``system``, the container groups
+    ``containers`` (lifecycle), ``container_views``, ``container_files`` and
+    ``container_streams``, ``execs``, ``volumes``, ``builds``, ``events``), each built on first
+    access."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -85,7 +91,8 @@ class EngineServices:
 
     def build_all(self) -> EngineServices:
         """Build every service now (in dependency order); returns ``self``."""
-        for name in ("images", "volumes", "containers", "system", "builds", "execs"):
+        for name in ("images", "volumes", "containers", "container_views", "container_files", "container_streams",
+                     "system", "builds", "execs"):
             getattr(self, name)
         return self
 
@@ -124,7 +131,7 @@ class EngineServices:
         mounts = MountStore(layers)
         service.mounts = mounts
         # rmi's conflicts: which containers use an image (builds the container service then)
-        service.container_usage = lambda image_id: self.containers.image_usage(image_id)
+        service.container_usage = lambda image_id: self.container_views.image_usage(image_id)
         layers.sweep()
         _sweep_mounts(layers, mounts)
         return service, layers, mounts
@@ -151,24 +158,49 @@ class EngineServices:
         return build_volumes(self.config, events=self.event_log)
 
     @_Built
-    def containers(self) -> ContainerServiceImpl:
+    def _container_shared(self) -> ContainerShared:
+        """What the container service's groups share (the container store, the runtimes)."""
         from lamina.container.store import ContainerStore
-        from lamina.services.containers import ContainerServiceImpl
+        from lamina.services.containers.common import ContainerShared
 
         images, mounts = self.images, self.mounts
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
         # a container without volumes never calls the volume service: built when first used
         volumes = _OnFirstUse(lambda: self.volumes)
-        containers = ContainerServiceImpl(config=self.config, images=images, mounts=mounts, store=store,
-                                          execs=self._exec_store, volumes=volumes, events=self.event_log)
-        containers.sweep()
-        return containers
+        shared = ContainerShared(config=self.config, images=images, mounts=mounts, store=store,
+                                 execs=self._exec_store, volumes=volumes, events=self.event_log)
+        shared.sweep()
+        return shared
+
+    @_Built
+    def containers(self) -> ContainerLifecycleImpl:
+        from lamina.services.containers.lifecycle import ContainerLifecycleImpl
+
+        return ContainerLifecycleImpl(self._container_shared)
+
+    @_Built
+    def container_views(self) -> ContainerViewsImpl:
+        from lamina.services.containers.views import ContainerViewsImpl
+
+        return ContainerViewsImpl(self._container_shared)
+
+    @_Built
+    def container_files(self) -> ContainerFilesImpl:
+        from lamina.services.containers.files import ContainerFilesImpl
+
+        return ContainerFilesImpl(self._container_shared)
+
+    @_Built
+    def container_streams(self) -> ContainerStreamsImpl:
+        from lamina.services.containers.streams import ContainerStreamsImpl
+
+        return ContainerStreamsImpl(self._container_shared)
 
     @_Built
     def execs(self) -> ExecServiceImpl:
         from lamina.services.execs import ExecServiceImpl
 
-        return ExecServiceImpl(containers=self.containers, execs=self._exec_store)
+        return ExecServiceImpl(containers=self.container_streams, execs=self._exec_store)
 
     @_Built
     def system(self) -> SystemServiceImpl:
@@ -201,6 +233,7 @@ class EngineServices:
         # build answered from the cache never loads it
         return BuildServiceImpl(config=self.config, images=self.images,
                                 containers=_OnFirstUse(lambda: self.containers),  # type: ignore[arg-type]
+                                container_streams=_OnFirstUse(lambda: self.container_streams),  # type: ignore[arg-type]
                                 mounts=self.mounts)
 
 
