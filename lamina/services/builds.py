@@ -36,17 +36,10 @@ from lamina.build.api import BuildOptions, StepOutput
 from lamina.build.cache import CacheIndex, cache_key
 from lamina.config import EngineConfig
 from lamina.digest import Digest, chain_ids
-from lamina.image.config import (
-    EMPTY_LAYER_DIFF_ID,
-    ContainerConfig,
-    ImageConfig,
-    new_child_config,
-    parse_time,
-)
+from lamina.image.config import ContainerConfig, ImageConfig, parse_time
 from lamina.image.reference import Reference, parse_normalized_named, with_default_tag
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
-from lamina.records import replace
 from lamina.services.api import ContainerLifecycle, ContainerStreams, Progress
 from lamina.services.images import ImageServiceImpl
 
@@ -120,42 +113,17 @@ class _Images:
 
     def commit(self, parent: str, *, layer: str | None, config: ContainerConfig,
                container_config: ContainerConfig, author: str = "", container: str = "") -> str:
-        parent_config = self.store.get_config(parent) if parent else None
         if layer is not None and not self._has_changes(layer):
             layer = None
-        from lamina.archive.tarstream import ChunkReader
+        key = cache_key(container_config)
 
-        registered: list[Digest] = []
-        diff_id: str | None = None
-        try:
-            lock = self.layers.lock(shared=True)
-            try:
-                with self.layers.lease():
-                    if layer is not None:
-                        record = self.mounts.get(layer)
-                        stored, new = self.layers.register(ChunkReader(self.mounts.diff(layer)),
-                                                           str(record.parent) if record.parent else None)
-                        if new:
-                            registered.append(stored.chain_id)
-                        diff_id = str(stored.diff_id)
-                    child = new_child_config(parent_config, diff_id=diff_id, config=config,
-                                             container_config=container_config, author=author,
-                                             container=container)
-                    image_id = self.store.put(replace(child, docker_version=__version__).to_json())
-                    if parent:
-                        self.store.set_parent(image_id, parent)
-                    self.store.set_built_locally(image_id)
-                    key = cache_key(container_config)
-                    if key is not None:
-                        self.index.record(parent, key, str(image_id))
-            finally:
-                lock.release()
-        except BaseException:
-            self.service._release_after_failure(registered)
-            raise
-        if diff_id is not None and Digest(diff_id) == EMPTY_LAYER_DIFF_ID and registered:
-            self.service._release_after_failure(registered)  # an empty diff adds no layer
-        return str(image_id)
+        def record(image_id: Digest) -> None:
+            if key is not None:
+                self.index.record(parent, key, str(image_id))
+
+        return str(self.service.commit(layer, parent=parent, config=config, container_config=container_config,
+                                       author=author, container=container, docker_version=__version__,
+                                       built_locally=True, stored=record))
 
 
 class _Layers:

@@ -8,16 +8,7 @@ from typing import Any, BinaryIO
 
 from lamina import errdefs, fsutil
 from lamina.container import spec as specs
-from lamina.container.state import ZERO_TIME
-from lamina.container.store import Container
-from lamina.digest import Digest
-from lamina.image.config import (
-    EMPTY_LAYER_DIFF_ID,
-    ContainerConfig,
-    HistoryEntry,
-    ImageConfig,
-    new_child_config,
-)
+from lamina.image.config import ContainerConfig
 from lamina.image.reference import parse_normalized_named, with_default_tag
 from lamina.layer.mounts import INIT_PATHS
 from lamina.log import get_logger
@@ -184,7 +175,6 @@ class ContainerFilesImpl(ContainerGroup):
         image_config = ContainerConfig.from_dict(merged, "config.")
         container_config = ContainerConfig.from_dict(container.config, "Config.")
         parent_id = str(container.data.get("Image") or "")
-        parent_config = self._parent_image_config(container, parent_id)
         paused_here = False
         state = None
         if pause and container.state.get("Running") and not container.state.get("Paused") \
@@ -192,60 +182,16 @@ class ContainerFilesImpl(ContainerGroup):
             state = self._runtime_state(container)
             self.runtime(state.runtime).pause(state)
             paused_here = True
-        from lamina.archive.tarstream import ChunkReader
-
-        registered: list[Digest] = []
-        layers = self.images.layers
         try:
-            lock = layers.lock(shared=True)
-            try:
-                with layers.lease():
-                    rw_layer = self.mounts.get(container.id)
-                    parent_chain = str(rw_layer.parent) if rw_layer.parent else None
-                    layer, new = layers.register(ChunkReader(self.mounts.diff(container.id)), parent_chain)
-                    if new:
-                        registered.append(layer.chain_id)
-                    child = new_child_config(parent_config, diff_id=str(layer.diff_id), config=image_config,
-                                             container_config=container_config, author=author, comment=comment,
-                                             container=container.id)
-                    image_id = self.images.images.put(child.to_json())
-                    if parent_id and self.images.images.exists(parent_id):
-                        self.images.images.set_parent(image_id, parent_id)
-                    if reference is not None:
-                        self.images.references.add_tag(reference, image_id, force=True)
-                        self.images.images.set_last_updated(image_id)
-            finally:
-                lock.release()
-        except BaseException:
-            self._release_layers(registered)
-            raise
+            image_id = self.images.commit(container.id, parent=parent_id, config=image_config,
+                                          container_config=container_config, author=author, comment=comment,
+                                          container=container.id, reference=reference)
         finally:
             if paused_here and state is not None:
                 try:
                     self.runtime(state.runtime).resume(state)
                 except errdefs.LaminaError as exc:
                     log.error("container %s stays paused after commit: %s", container.id, exc)
-        if layer.diff_id == EMPTY_LAYER_DIFF_ID and registered:
-            self._release_layers(registered)  # an empty diff adds no layer to the image
         self._event(container, "commit", {"comment": comment, "imageID": str(image_id),
                                           "imageRef": reference.familiar_string() if reference is not None else ""})
         return {"Id": str(image_id)}
-
-    def _release_layers(self, registered: list[Digest]) -> None:
-        if not registered:
-            return
-        lock = self.images.layers.lock(shared=False)
-        try:
-            self.images.layers.release_unreferenced(list(reversed(registered)), self.images.referenced_layers())
-        finally:
-            lock.release()
-
-    def _parent_image_config(self, container: Container, parent_id: str) -> ImageConfig:
-        """The image the container was created from; when it was removed meanwhile, a config
-        holding the diff_ids of the layers the container still stands on."""
-        if parent_id and self.images.images.exists(parent_id):
-            return self.images.images.get_config(parent_id)
-        layer = self.mounts.get(container.id)
-        diff_ids = [item.diff_id for item in self.images.layers.chain(layer.parent)] if layer.parent else []
-        return ImageConfig(os="linux", rootfs_diff_ids=tuple(diff_ids),
-                           history=tuple(HistoryEntry(created=ZERO_TIME) for _ in diff_ids))
