@@ -11,9 +11,16 @@ requests of a server build each service once.  What building a piece does:
   (interrupted layer registrations and removals, read-write layers whose creation or removal
   was interrupted);
 * the volume service: opens ``<data-root>/volumes`` and sweeps it;
-* the container service: opens the container store under ``<data-root>/containers/`` and the
-  run-time state under the exec root, and finishes interrupted container removals; it holds
-  the volume service as a stand-in that builds it when a container's mounts first need it.
+* the container service (its groups ``containers``, ``container_views``, ``container_files``,
+  ``container_streams`` share one :class:`~lamina.services.containers.common.ContainerShared`):
+  opens the container store under ``<data-root>/containers/`` and the run-time state under the
+  exec root, and finishes interrupted container removals; it holds the volume service as a
+  stand-in that builds it when a container's mounts first need it.
+
+Every service receives its collaborators as constructor arguments, typed by what it uses; a
+collaborator that is costly and often not needed is handed over as a stand-in that builds it
+on first use (:func:`_on_first_use`: the build service's container groups, the container
+service's volumes).  Nothing is assigned onto a service after it was built.
 
 ``build_services(config)`` builds every service at once (what a server wants at start-up, and
 what tests of the sweeps expect); ``build_services(config, lazy=True)`` builds none yet (the
@@ -26,7 +33,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from lamina import errdefs
 from lamina.config import EngineConfig
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
     from lamina.graphdriver.registry import Selection
     from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
+    from lamina.services.api import ContainerLifecycle, ContainerStreams, VolumeService
     from lamina.services.builds import BuildServiceImpl
     from lamina.services.containers.common import ContainerShared
     from lamina.services.containers.files import ContainerFilesImpl
@@ -126,12 +134,12 @@ class EngineServices:
             return service.referenced_layers()
 
         layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
-        service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
-                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log)
         mounts = MountStore(layers)
-        service.mounts = mounts
         # rmi's conflicts: which containers use an image (builds the container service then)
-        service.container_usage = lambda image_id: self.container_views.image_usage(image_id)
+        service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
+                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log,
+                                   mounts=mounts,
+                                   container_usage=lambda image_id: self.container_views.image_usage(image_id))
         layers.sweep()
         _sweep_mounts(layers, mounts)
         return service, layers, mounts
@@ -166,7 +174,7 @@ class EngineServices:
         images, mounts = self.images, self.mounts
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
         # a container without volumes never calls the volume service: built when first used
-        volumes = _OnFirstUse(lambda: self.volumes)
+        volumes: VolumeService = _on_first_use(lambda: self.volumes)
         shared = ContainerShared(config=self.config, images=images, mounts=mounts, store=store,
                                  execs=self._exec_store, volumes=volumes, events=self.event_log)
         shared.sweep()
@@ -207,10 +215,8 @@ class EngineServices:
         from lamina.services.system import SystemServiceImpl
 
         selection = self.selection
-        system = SystemServiceImpl(config=self.config, driver=selection.driver, images=self.images,
-                                   skipped_drivers=list(selection.skipped), volumes=self.volumes)
-        system.builds = self.builds
-        return system
+        return SystemServiceImpl(config=self.config, driver=selection.driver, images=self.images,
+                                 skipped_drivers=list(selection.skipped), volumes=self.volumes, builds=self.builds)
 
     @_Built
     def event_log(self) -> EventLog:
@@ -231,10 +237,10 @@ class EngineServices:
 
         # the container service (runtime, volumes, monitor) only when a RUN step runs: a
         # build answered from the cache never loads it
-        return BuildServiceImpl(config=self.config, images=self.images,
-                                containers=_OnFirstUse(lambda: self.containers),  # type: ignore[arg-type]
-                                container_streams=_OnFirstUse(lambda: self.container_streams),  # type: ignore[arg-type]
-                                mounts=self.mounts)
+        containers: ContainerLifecycle = _on_first_use(lambda: self.containers)
+        container_streams: ContainerStreams = _on_first_use(lambda: self.container_streams)
+        return BuildServiceImpl(config=self.config, images=self.images, containers=containers,
+                                container_streams=container_streams, mounts=self.mounts)
 
 
 class _OnFirstUse:
@@ -247,6 +253,11 @@ class _OnFirstUse:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._build(), name)
+
+
+def _on_first_use(build: Callable[[], T]) -> T:
+    """What ``build()`` returns, built when first used (see :class:`_OnFirstUse`)."""
+    return cast(T, _OnFirstUse(build))
 
 
 def _prepare_root(data_root: str) -> None:
@@ -290,6 +301,7 @@ def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
 def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> VolumeServiceImpl:
     """The volume service on ``<data-root>/volumes``; a reference held by a container whose
     directory is gone (``<data-root>/containers/<id>``) stops counting after a grace period."""
+    from lamina.events.api import DISCARD
     from lamina.services.volumes import VolumeServiceImpl
     from lamina.volume.store import VolumeStore
 
@@ -300,7 +312,4 @@ def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> Vo
 
     store = VolumeStore(os.path.join(config.data_root, "volumes"), container_exists=container_exists)
     store.sweep()
-    service = VolumeServiceImpl(store)
-    if events is not None:
-        service.events = events
-    return service
+    return VolumeServiceImpl(store, events=events if events is not None else DISCARD)

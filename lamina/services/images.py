@@ -54,7 +54,10 @@ if TYPE_CHECKING:
     from lamina.distribution.save import SaveItem
     from lamina.layer.mounts import MountStore
 
-__all__ = ["ImageServiceImpl"]
+__all__ = ["ContainerUsage", "ImageServiceImpl"]
+
+# (container id, running) of every container created from an image id
+ContainerUsage = Callable[[str], list[tuple[str, bool]]]
 
 
 def _seconds(value: str | None) -> float:
@@ -69,7 +72,10 @@ def _seconds(value: str | None) -> float:
 
 class ImageServiceImpl:
     def __init__(self, *, layers: LayerStore, images: ImageStore, references: ReferenceStore,
-                 driver: GraphDriver, spool_dir: str, events: EventSink = DISCARD) -> None:
+                 driver: GraphDriver, spool_dir: str, events: EventSink = DISCARD,
+                 mounts: MountStore | None = None, container_usage: ContainerUsage | None = None) -> None:
+        """``mounts``: the read-write layers (their parents stay referenced; commit diffs
+        them); ``container_usage``: which containers use an image, for rmi's conflicts."""
         self.layers = layers
         self.events = events
         self.images = images
@@ -77,10 +83,8 @@ class ImageServiceImpl:
         self.driver = driver
         self.spool_dir = spool_dir
         self.freed_bytes = 0
-        # set by the composition: the read-write layers (their parents stay referenced) and
-        # which containers use an image ([(container id, running)]), for rmi's conflicts
-        self.mounts: "MountStore | None" = None
-        self.container_usage: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []
+        self.mounts = mounts
+        self.container_usage: ContainerUsage = container_usage or (lambda image_id: [])
 
     def _event(self, action: str, image_id: Digest | str, name: str = "") -> None:
         """An image event; the image's labels are attributes while it still exists."""

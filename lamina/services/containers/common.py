@@ -24,6 +24,7 @@ from lamina.events.message import container_attributes
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.runtime.api import Runtime, RuntimeState
+from lamina.services.api import VolumeService
 from lamina.services.images import ImageServiceImpl
 from lamina.volume.mounts import volume_names
 
@@ -51,7 +52,7 @@ class ContainerShared:
 
     def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, mounts: MountStore,
                  store: ContainerStore, execs: ExecStore, default_runtime: str = "native",
-                 volumes: Any = None, events: EventSink = DISCARD) -> None:
+                 volumes: VolumeService | None = None, events: EventSink = DISCARD) -> None:
         self.config = config
         self.images = images
         self.mounts = mounts
