@@ -327,7 +327,7 @@ def list_containers(call: Call) -> Response:
 
 def inspect_container(call: Call) -> Response:
     return json_response(call.services.container_views.inspect(call.params["id"],
-                                                          size=params.boolean(call.request, "size")))
+                                                               size=params.boolean(call.request, "size")))
 
 
 def container_top(call: Call) -> Response:
@@ -400,7 +400,7 @@ def attach_container(call: Call) -> Response:
         raise errdefs.InvalidArgument("Bad parameters: you must choose at least one of stream or logs")
     tty = _tty(call, id)
     duplex = call.services.container_streams.attach(id, stdin=stdin, stdout=stdout, stderr=stderr,
-                                             stream=stream, logs=logs)
+                                                    stream=stream, logs=logs)
     return hijacked_response(request, duplex, tty=tty)
 
 

@@ -408,7 +408,7 @@ def test_diff_commit_and_export(engine) -> None:
     members = members_of(engine.container_files.export(container_id))
     assert "new" in members and "bin/busybox" in members and "etc/group" not in members
     answer = engine.container_files.commit(container_id, repository="committed", tag="v1", comment="a test",
-                                      author="me", changes=['CMD ["cat", "/new"]'])
+                                           author="me", changes=['CMD ["cat", "/new"]'])
     image = engine.services.images.inspect_image("committed:v1")
     assert image["Id"] == answer["Id"]
     assert image["Config"]["Cmd"] == ["cat", "/new"]
