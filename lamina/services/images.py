@@ -48,11 +48,11 @@ from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
 from lamina.records import replace
-from lamina.services.api import Progress
 
 if TYPE_CHECKING:
     from lamina.distribution.save import SaveItem
     from lamina.layer.mounts import MountStore
+    from lamina.services.api import Progress
 
 __all__ = ["ContainerUsage", "ImageServiceImpl"]
 

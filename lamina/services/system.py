@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import __version__, errdefs
 from lamina.config import EngineConfig
 from lamina.digest import chain_ids
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.reference import parse_normalized_named
-from lamina.services.api import BuildService, VolumeService
 from lamina.services.images import ImageServiceImpl
+
+if TYPE_CHECKING:
+    from lamina.services.api import BuildService, VolumeService
 
 __all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
 

@@ -9,7 +9,7 @@ import os
 import signal as signals
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
@@ -24,9 +24,11 @@ from lamina.events.message import container_attributes
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.runtime.api import Runtime, RuntimeState
-from lamina.services.api import VolumeService
 from lamina.services.images import ImageServiceImpl
 from lamina.volume.mounts import volume_names
+
+if TYPE_CHECKING:
+    from lamina.services.api import VolumeService
 
 __all__ = ["BUILTIN_RUNTIME_NAMES", "ContainerGroup", "ContainerShared", "network_settings"]
 
