@@ -77,7 +77,6 @@ class _Images:
     def __init__(self, service: ImageServiceImpl, mounts: MountStore, index: CacheIndex) -> None:
         self.service = service
         self.store = service.images
-        self.layers = service.layers
         self.mounts = mounts
         self.index = index
 

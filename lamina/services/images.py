@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from lamina.layer.mounts import MountStore
     from lamina.services.api import Progress
 
-__all__ = ["ContainerUsage", "ImageServiceImpl"]
+__all__ = ["ContainerUsage", "ImageServiceImpl", "all_labels_match", "new_tag"]
 
 # (container id, running) of every container created from an image id
 ContainerUsage = Callable[[str], list[tuple[str, bool]]]
@@ -272,14 +272,7 @@ class ImageServiceImpl:
     def import_image(self, stream: BinaryIO, *, repository: str = "", tag: str = "",
                      changes: list[str] | None = None, message: str = "", progress: Progress,
                      source: str = "-") -> str:
-        ref: Reference | None = None
-        if repository:
-            ref = parse_normalized_named(repository)
-            if tag:
-                ref = parse_normalized_named(f"{ref.name}:{tag}")
-            ref = with_default_tag(ref)
-            if ref.digest is not None:
-                raise errdefs.InvalidArgument("cannot import to a digest reference")
+        ref = new_tag(repository, tag, digest_error="cannot import to a digest reference")
         ContainerConfig().apply_changes(changes or [])  # validate before reading the stream
         with self._adding_layers() as registered:
             state = {"last": 0}
@@ -668,6 +661,21 @@ def _reference_matches(pattern: str, ref: Reference) -> bool:
     if fnmatch.fnmatchcase(ref.familiar_name, pattern):
         return True
     return fnmatch.fnmatchcase(familiar, pattern)
+
+
+def new_tag(repository: str, tag: str, *, digest_error: str) -> Reference | None:
+    """The reference ``repository[:tag]`` (``:latest`` by default) a new image is tagged with, as
+    ``docker import`` and ``docker commit`` take it; None without a repository.  A digest
+    reference is refused with ``digest_error``."""
+    if not repository:
+        return None
+    reference = parse_normalized_named(repository)
+    if tag:
+        reference = parse_normalized_named(f"{reference.name}:{tag}")
+    reference = with_default_tag(reference)
+    if reference.digest is not None:
+        raise errdefs.InvalidArgument(digest_error)
+    return reference
 
 
 def all_labels_match(labels: dict[str, str], wanted: list[str]) -> bool:

@@ -9,10 +9,10 @@ from typing import Any, BinaryIO
 from lamina import errdefs, fsutil
 from lamina.container import spec as specs
 from lamina.image.config import ContainerConfig
-from lamina.image.reference import parse_normalized_named, with_default_tag
 from lamina.layer.mounts import INIT_PATHS
 from lamina.log import get_logger
 from lamina.services.containers.common import ContainerGroup
+from lamina.services.images import new_tag
 
 __all__ = ["ContainerFilesImpl"]
 
@@ -159,16 +159,9 @@ class ContainerFilesImpl(ContainerGroup):
                pause: bool = True, changes: list[str] | None = None,
                config: dict[str, Any] | None = None) -> dict[str, Any]:
         container = self._get(id)
-        reference = None
-        if repository:
-            reference = parse_normalized_named(repository)
-            if tag:
-                reference = parse_normalized_named(f"{reference.name}:{tag}")
-            reference = with_default_tag(reference)
-            if reference.digest is not None:
-                raise errdefs.InvalidArgument("refusing to create a tag with a digest reference")
-        elif tag:
+        if tag and not repository:
             raise errdefs.InvalidArgument("tag is not allowed without a repository")
+        reference = new_tag(repository, tag, digest_error="refusing to create a tag with a digest reference")
         base = ContainerConfig.from_dict(config if config else container.config, "config.")
         new_config = base.apply_changes(changes or [])
         merged = specs.merge_image_config(new_config.to_dict(), container.config)
