@@ -8,6 +8,9 @@ Progress: long operations take ``progress``, a callable receiving Docker JSON-me
 (``{"status": ..., "id": ..., "progressDetail": {"current": n, "total": m}}`` or
 ``{"stream": "Loaded image: busybox:latest\\n"}``); the router streams them to the client as
 ``application/json`` lines, which the CLI renders as progress bars (rich) or plain text.
+
+The last section holds what services need from one another, each protocol as narrow as its
+one consumer uses it (:mod:`lamina.services.compose` hands the services over).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ if TYPE_CHECKING:
     from lamina.build.api import BuildOptions
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
-           "ContainerStreams", "ExecService", "Duplex", "Services", "VolumeService", "BuildService", "EventService"]
+           "ContainerStreams", "ExecService", "Duplex", "Services", "VolumeService", "BuildService", "EventService",
+           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -276,3 +280,37 @@ class Services(Protocol):
     volumes: VolumeService
     builds: BuildService
     events: EventService
+
+
+# -- what services need from one another --------------------------------------------------------
+
+
+class ContainerVolumes(Protocol):
+    """What the container service needs from the volume service: the volumes a container's
+    mounts create and reference (:class:`lamina.volume.api.VolumeProvider`), and their
+    filesystems mounted while a run or a copy into them needs them."""
+
+    def create(self, name: str = "", *, driver: str = "", driver_opts: dict[str, str] | None = None,
+               labels: dict[str, str] | None = None, reference: str = "") -> dict[str, Any]: ...
+
+    def acquire(self, name: str, container_id: str) -> dict[str, Any]: ...
+
+    def release(self, name: str, container_id: str) -> None: ...
+
+    def remove(self, name: str, *, force: bool = False) -> None: ...
+
+    def mount(self, name: str, container_id: str) -> str: ...
+
+    def unmount(self, name: str, container_id: str) -> None: ...
+
+
+class VolumeUsage(Protocol):
+    """What ``system df`` needs from the volume service."""
+
+    def list(self, *, filters: dict[str, list[str]] | None = None, usage: bool = False) -> dict[str, Any]: ...
+
+
+class BuildCacheUsage(Protocol):
+    """What ``system df`` needs from the build service."""
+
+    def cache_usage(self) -> list[dict[str, Any]]: ...

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from lamina.graphdriver.registry import Selection
     from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
-    from lamina.services.api import ContainerLifecycle, ContainerStreams, VolumeService
+    from lamina.services.api import ContainerLifecycle, ContainerStreams, ContainerVolumes
     from lamina.services.builds import BuildServiceImpl
     from lamina.services.containers.common import ContainerShared
     from lamina.services.containers.files import ContainerFilesImpl
@@ -174,7 +174,7 @@ class EngineServices:
         images, mounts = self.images, self.mounts
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
         # a container without volumes never calls the volume service: built when first used
-        volumes: VolumeService = _on_first_use(lambda: self.volumes)
+        volumes: ContainerVolumes = _on_first_use(lambda: self.volumes)
         shared = ContainerShared(config=self.config, images=images, mounts=mounts, store=store,
                                  execs=self._exec_store, volumes=volumes, events=self.event_log)
         shared.sweep()

@@ -22,7 +22,7 @@ from lamina.image.reference import parse_normalized_named
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
-    from lamina.services.api import BuildService, VolumeService
+    from lamina.services.api import BuildCacheUsage, VolumeUsage
 
 __all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
 
@@ -58,8 +58,8 @@ def _cgroup_version() -> str:
 
 class SystemServiceImpl:
     def __init__(self, *, config: EngineConfig, driver: GraphDriver, images: ImageServiceImpl,
-                 skipped_drivers: list[tuple[str, str]], volumes: VolumeService | None = None,
-                 builds: BuildService | None = None) -> None:
+                 skipped_drivers: list[tuple[str, str]], volumes: VolumeUsage | None = None,
+                 builds: BuildCacheUsage | None = None) -> None:
         self.config = config
         self.driver = driver
         self.image_service = images

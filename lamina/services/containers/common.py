@@ -28,7 +28,7 @@ from lamina.services.images import ImageServiceImpl
 from lamina.volume.mounts import volume_names
 
 if TYPE_CHECKING:
-    from lamina.services.api import VolumeService
+    from lamina.services.api import ContainerVolumes
 
 __all__ = ["BUILTIN_RUNTIME_NAMES", "ContainerGroup", "ContainerShared", "network_settings"]
 
@@ -54,11 +54,11 @@ class ContainerShared:
 
     def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, mounts: MountStore,
                  store: ContainerStore, execs: ExecStore, default_runtime: str = "native",
-                 volumes: VolumeService | None = None, events: EventSink = DISCARD) -> None:
+                 volumes: ContainerVolumes | None = None, events: EventSink = DISCARD) -> None:
         self.config = config
         self.images = images
         self.mounts = mounts
-        self.volumes = volumes  # the VolumeService (None: containers get no volumes or binds)
+        self.volumes = volumes  # None: containers get no volumes or binds
         self.store = store
         self.execs = execs
         self.exec_root = config.exec_root
