@@ -1,4 +1,6 @@
-"""A container's files: changes, export, ``docker cp``'s archive endpoints, commit."""
+"""A container's files: changes, export, ``docker cp``'s archive endpoints, and commit's
+container half (the config with the user's changes, pausing the container, the event); the
+image is stored by :meth:`lamina.services.images.ImageServiceImpl.commit`."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any, BinaryIO
 
 from lamina import errdefs, fsutil
 from lamina.container import spec as specs
+from lamina.container.store import Container
 from lamina.image.config import ContainerConfig
 from lamina.layer.mounts import INIT_PATHS
 from lamina.log import get_logger
@@ -75,7 +78,7 @@ class ContainerFilesImpl(ContainerGroup):
 
         return generate()
 
-    def _archive_root(self, container: Any, path: str) -> tuple[int, str, Callable[[], None], bool | None]:
+    def _archive_root(self, container: Container, path: str) -> tuple[int, str, Callable[[], None], bool | None]:
         """Where ``docker cp`` reads or writes ``path``: inside the volume or bind mounted at the
         longest matching destination (as Docker's cp sees mounts), else in the root filesystem.
 
