@@ -5,10 +5,10 @@ suite, so this is what keeps a protocol and its implementation from drifting apa
 
 from __future__ import annotations
 
-import inspect
 import typing
 
 import pytest
+from protocolcheck import methods, mismatches
 
 from lamina.services import api
 from lamina.services.builds import BuildServiceImpl
@@ -40,41 +40,11 @@ PAIRS = [
 ]
 
 
-def _methods(protocol: type) -> list[str]:
-    return [name for name, value in vars(protocol).items() if inspect.isfunction(value) and not name.startswith("_")]
-
-
-def _mismatches(protocol: type, implementation: type) -> list[str]:
-    problems = []
-    for name in _methods(protocol):
-        method = getattr(implementation, name, None)
-        if method is None:
-            problems.append(f"{name}: missing")
-            continue
-        wanted = inspect.signature(getattr(protocol, name)).parameters
-        given = inspect.signature(method).parameters
-        for parameter in wanted.values():
-            other = given.get(parameter.name)
-            if other is None:
-                problems.append(f"{name}: no parameter {parameter.name!r}")
-            elif other.kind != parameter.kind:
-                problems.append(f"{name}: {parameter.name!r} is {other.kind.description}, "
-                                f"the protocol says {parameter.kind.description}")
-            elif other.default != parameter.default:
-                problems.append(f"{name}: {parameter.name!r} defaults to {other.default!r}, "
-                                f"the protocol says {parameter.default!r}")
-        for parameter in given.values():
-            if parameter.name not in wanted and parameter.default is inspect.Parameter.empty \
-                    and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-                problems.append(f"{name}: the required parameter {parameter.name!r} is not in the protocol")
-    return problems
-
-
 @pytest.mark.parametrize("protocol, implementation", PAIRS,
                          ids=[f"{impl.__name__} implements {protocol.__name__}" for protocol, impl in PAIRS])
 def test_the_implementation_has_every_method_of_the_protocol(protocol: type, implementation: type) -> None:
-    assert _methods(protocol), "a protocol without methods checks nothing"
-    assert _mismatches(protocol, implementation) == []
+    assert methods(protocol), "a protocol without methods checks nothing"
+    assert mismatches(protocol, implementation) == []
 
 
 def test_the_check_sees_a_missing_method_a_renamed_parameter_and_a_changed_default() -> None:
@@ -86,7 +56,7 @@ def test_the_check_sees_a_missing_method_a_renamed_parameter_and_a_changed_defau
     class Drifted:
         def start(self, identifier: str, *, force: bool = True) -> None: ...
 
-    assert _mismatches(Wanted, Drifted) == ["start: no parameter 'id'", "start: 'force' defaults to True, "
+    assert mismatches(Wanted, Drifted) == ["start: no parameter 'id'", "start: 'force' defaults to True, "
                                             "the protocol says False", "start: the required parameter "
                                             "'identifier' is not in the protocol", "stop: missing"]
 
