@@ -158,7 +158,7 @@ def inspect_network(call: Call) -> Response:
     name = find_network(call.params["id"])
     resource = _resource(name)
     containers: dict[str, Any] = {}
-    for summary in call.services.containers.list_containers():
+    for summary in call.services.container_views.list_containers():
         mode = str((summary.get("HostConfig") or {}).get("NetworkMode") or "default")
         if _network_of_mode(mode) != name:
             continue

@@ -22,12 +22,8 @@ from lamina.container.execstore import ExecStore, inspect_view
 from lamina.container.rundir import connect_unix
 from lamina.events.api import CONTAINER
 from lamina.events.message import container_attributes
-from lamina.services.containers import (
-    ContainerServiceImpl,
-    json_line,
-    raise_error,
-    read_answer,
-)
+from lamina.services.containers.common import ContainerGroup
+from lamina.services.containers.wire import json_line, raise_error, read_answer
 
 __all__ = ["ExecServiceImpl"]
 
@@ -36,7 +32,7 @@ _CONFIG_KEYS = ("User", "Privileged", "Tty", "ConsoleSize", "AttachStdin", "Atta
 
 
 class ExecServiceImpl:
-    def __init__(self, *, containers: ContainerServiceImpl, execs: ExecStore) -> None:
+    def __init__(self, *, containers: ContainerGroup, execs: ExecStore) -> None:
         self.containers = containers
         self.execs = execs
 

@@ -36,7 +36,7 @@ class Containers:
 class Services:
     def __init__(self, log: EventLog) -> None:
         self.events = EventServiceImpl(log)
-        self.containers = Containers()
+        self.container_views = Containers()
 
 
 @pytest.fixture
@@ -172,7 +172,7 @@ def test_network_filters(router, filters, expected) -> None:
 
 
 def test_network_inspect_by_name_id_or_prefix_lists_running_containers(router, services) -> None:
-    services.containers.running = [
+    services.container_views.running = [
         {"Id": "a" * 64, "Names": ["/web"], "HostConfig": {"NetworkMode": "default"}},
         {"Id": "b" * 64, "Names": ["/db"], "HostConfig": {"NetworkMode": "host"}},
         {"Id": "c" * 64, "Names": ["/side"], "HostConfig": {"NetworkMode": "container:web"}},
