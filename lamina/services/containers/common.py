@@ -9,12 +9,13 @@ import os
 import signal as signals
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
 from lamina.container.execstore import ExecStore
-from lamina.container.monitor import MonitorContext, PendingAttach
+from lamina.container.monitor import MonitorContext, MonitorStores, PendingAttach
 from lamina.container.removal import release_mount, sweep
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock
 from lamina.container.state import now
@@ -46,6 +47,23 @@ def network_settings(mode: str) -> dict[str, Any]:
             "Networks": {network: endpoint}}
 
 
+def _store_opener(store: ContainerStore, mounts: MountStore, exec_root: str) -> Callable[[], MonitorStores]:
+    """Fresh stores on the same roots, for a monitor after fork (the inherited ones may hold
+    locks taken by other threads of this process at the moment of the fork)."""
+    container_root, layer_root = store.root, mounts.layers.root
+    driver_name, driver_home = mounts.driver.name, mounts.driver.home
+
+    def reopen() -> MonitorStores:
+        from lamina.graphdriver.registry import DRIVERS
+        from lamina.layer.store import LayerStore
+
+        driver = DRIVERS[driver_name](driver_home)
+        return MonitorStores(store=ContainerStore(container_root), mounts=MountStore(LayerStore(layer_root, driver)),
+                             execs=ExecStore(exec_root))
+
+    return reopen
+
+
 class ContainerShared:
     """The state the groups of one engine share."""
 
@@ -64,7 +82,7 @@ class ContainerShared:
         self._pending: dict[str, list[PendingAttach]] = {}
         self._pending_lock = threading.Lock()
         self._runtimes: dict[str, Runtime] = {}
-        self.context = MonitorContext(store=store, mounts=mounts, execs=execs, exec_root=self.exec_root,
+        self.context = MonitorContext(exec_root=self.exec_root, stores=_store_opener(store, mounts, self.exec_root),
                                       runtime=self.runtime, volumes=volumes, events=events)
 
     def runtime(self, name: str) -> Runtime:
