@@ -9,7 +9,8 @@ Modules (one contract, one client, the server split by concern, as containerd's 
 - :mod:`~lamina.container.monitor.protocol`: the wire format, both ends (its docstring is the
   contract: the answer pipe, the attach and control sockets, errors <-> :mod:`lamina.errdefs`);
 - :mod:`~lamina.container.monitor.client`: :func:`spawn` and :class:`MonitorClient`, the only
-  code above the monitor that opens its sockets or reads its run directory;
+  code above the monitor that opens its sockets or reads its run directory (it hands out the
+  exit record, :class:`~lamina.container.rundir.RunLock`, to wait on);
 - :mod:`~lamina.container.monitor.api`: :class:`MonitorContext`, what the starter hands over;
 - :mod:`~lamina.container.monitor.bootstrap`: the double fork and the monitor's clean slate;
 - :mod:`~lamina.container.monitor.server`: the monitor process (locks, signals, sockets,
@@ -55,14 +56,17 @@ from __future__ import annotations
 from lamina.container.monitor.api import MonitorContext, MonitorStores, MonitorVolumes, PendingAttach
 from lamina.container.monitor.client import MonitorClient, spawn
 from lamina.container.monitor.protocol import ERROR_KINDS, StartError, exit_code_of_start_error
+from lamina.container.rundir import ExitInfo, RunLock
 
 __all__ = [
     "ERROR_KINDS",
+    "ExitInfo",
     "MonitorClient",
     "MonitorContext",
     "MonitorStores",
     "MonitorVolumes",
     "PendingAttach",
+    "RunLock",
     "StartError",
     "exit_code_of_start_error",
     "spawn",

@@ -6,18 +6,15 @@ container up, recording the run of a dead monitor, the run-time state, waiting f
 from __future__ import annotations
 
 import os
-import signal as signals
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
 from lamina.container.execstore import ExecStore
-from lamina.container.monitor import MonitorContext, MonitorStores, PendingAttach
+from lamina.container.monitor import ExitInfo, MonitorClient, MonitorContext, MonitorStores, PendingAttach, RunLock
 from lamina.container.removal import release_mount, sweep
-from lamina.container.rundir import ExitInfo, RunDirectory, RunLock
 from lamina.container.state import now
 from lamina.container.store import Container, ContainerStore
 from lamina.events.api import CONTAINER, DISCARD, EventSink
@@ -82,6 +79,7 @@ class ContainerShared:
         self._pending: dict[str, list[PendingAttach]] = {}
         self._pending_lock = threading.Lock()
         self._runtimes: dict[str, Runtime] = {}
+        self.monitors = MonitorClient(self.exec_root)
         self.context = MonitorContext(exec_root=self.exec_root, stores=_store_opener(store, mounts, self.exec_root),
                                       runtime=self.runtime, volumes=volumes, events=events)
 
@@ -123,6 +121,7 @@ class ContainerGroup:
         self.default_runtime = shared.default_runtime
         self.events = shared.events
         self.context = shared.context
+        self.monitors = shared.monitors
         self._pending = shared._pending
         self._pending_lock = shared._pending_lock
 
@@ -132,44 +131,28 @@ class ContainerGroup:
     def _event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
         self.events.emit(CONTAINER, action, container.id, container_attributes(container.config, container.name, extra))
 
-    def _run_dir(self, container_id: str) -> RunDirectory:
-        return RunDirectory(self.exec_root, container_id)
-
     def _get(self, reference: str) -> Container:
         """The container, with a dead monitor's run recorded as ended."""
         container = self.store.lookup(reference)
-        if container.state.get("Running") and not self._run_dir(container.id).monitor_alive():
+        if container.state.get("Running") and not self.monitors.alive(container.id):
             container = self._reconcile(container.id)
         return container
 
     def _reconcile(self, container_id: str) -> Container:
         """Record the end of a run whose monitor died, releasing what it left."""
-        run_dir = self._run_dir(container_id)
         with self.store.modify(container_id) as container:
-            if not container.state.get("Running") or run_dir.monitor_alive():
+            if not container.state.get("Running") or self.monitors.alive(container_id):
                 return container
-            state = run_dir.read_runtime_state()
-            error = ""
-            if state is not None:
-                error = self._release_dead_run(state)
+            error = self.monitors.release_dead_run(container_id, self.runtime)
             release_mount(self.mounts, container_id)
             self._unmount_volumes(container)
-            run_dir.clear_runtime_state()
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
                                    FinishedAt=now(), Error=error or "the container's monitor exited unexpectedly",
                                    Dead=bool(error))
             self.execs.remove_for_container(container_id)
             log.warning("container %s: its monitor is gone; recorded it as exited (255)", container_id)
         self._event(container, "die", {"exitCode": "255"})
-        try:
-            run_lock = run_dir.run_lock()
-        except errdefs.LaminaError:
-            return container
-        try:
-            previous = run_lock.read()
-            run_lock.write(ExitInfo(sequence=previous.sequence + 1, exit_code=255, error=container.state["Error"]))
-        finally:
-            run_lock.close()
+        self.monitors.publish_exit(container_id, exit_code=255, error=container.state["Error"])
         return container
 
     def _unmount_volumes(self, container: Container) -> None:
@@ -182,42 +165,18 @@ class ContainerGroup:
             except errdefs.LaminaError as exc:
                 log.warning("unmounting volume %s of %s: %s", name, container.id, exc)
 
-    def _release_dead_run(self, state: RuntimeState) -> str:
-        from lamina.runtime.cgroups import CgroupManager
-
-        try:
-            manager = CgroupManager(state.cgroup or f"lamina/{state.id}")
-            if manager.exists():
-                try:
-                    manager.thaw()
-                except errdefs.LaminaError:
-                    pass
-                manager.kill_all(signals.SIGKILL)
-            for _attempt in range(100):
-                try:
-                    self.runtime(state.runtime).delete(state)
-                    return ""
-                except errdefs.Conflict:
-                    time.sleep(0.02)
-            return "processes of the container remain in its cgroup"
-        except errdefs.LaminaError as exc:
-            return f"cannot release the container's runtime state: {exc}"
-
     def _runtime_state(self, container: Container) -> RuntimeState:
         if not container.state.get("Running") or container.state.get("Restarting"):
             raise errdefs.Conflict(f"Container {container.id} is not running")
-        state = self._run_dir(container.id).read_runtime_state()
+        state = self.monitors.runtime_state(container.id)
         if state is None:
             raise errdefs.Conflict(f"Container {container.id} is not running")
         return state
 
     def _last_sequence(self, container_id: str) -> tuple[RunLock, int]:
-        run_lock = self._run_dir(container_id).run_lock()
-        return run_lock, run_lock.read().sequence
+        return self.monitors.exits(container_id)
 
     def _wait_exit(self, container_id: str, run_lock: RunLock, after: int, timeout: float | None) -> ExitInfo | None:
-        run_dir = self._run_dir(container_id)
-
         def give_up() -> bool:
             try:
                 container = self.store.get(container_id)
@@ -225,7 +184,7 @@ class ContainerGroup:
                 return True
             if not container.state.get("Running"):
                 return True
-            if not run_dir.monitor_alive():
+            if not self.monitors.alive(container_id):
                 self._reconcile(container_id)
                 return True
             return False
