@@ -19,7 +19,6 @@ from typing import Any
 from lamina import errdefs
 import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.api import MonitorContext, PendingAttach
-from lamina.container.monitor.bootstrap import fork_monitor
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, connect_unix
 from lamina.runtime.api import Runtime, RuntimeState
 
@@ -31,6 +30,10 @@ _ANSWER_TIMEOUT = 120.0
 def spawn(context: MonitorContext, container_id: str, pending: list[PendingAttach] | None = None) -> None:
     """Start the monitor of ``container_id`` and wait until it started the container (or
     failed to: its error is raised here).  ``pending`` attaches are handed to it."""
+    # the monitor's own modules (server, runs, execs, io) load here, not with the client:
+    # commands that only talk to running monitors never need them
+    from lamina.container.monitor.bootstrap import fork_monitor
+
     pending = list(pending or [])
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
