@@ -23,26 +23,27 @@ import errno
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from lamina import errdefs
 from lamina.container import spec as specs
-from lamina.container.logs import STDERR, STDOUT
-from lamina.container.monitor.io import Sink, set_window
+from lamina.container.execstore import ExecStore
+from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
+from lamina.container.monitor.api import MonitorContext
+from lamina.container.monitor.io import Loop, Sink, set_window
 from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
 from lamina.container.removal import destroy, release_mount
+from lamina.container.rundir import RunDirectory, RunLock
 from lamina.container.state import now
-from lamina.container.store import Container
-from lamina.events.api import VOLUME
+from lamina.container.store import Container, ContainerStore
+from lamina.events.api import VOLUME, EventSink
+from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.records import dataclass, field
 from lamina.runtime.api import Runtime, RuntimeState, Stdio
 from lamina.volume.mounts import load_mount_points, volume_names
 
-if TYPE_CHECKING:
-    from lamina.container.monitor.server import Monitor
-
-__all__ = ["RestartDecision", "Run", "Runner", "exit_code", "restart_decision", "write_files"]
+__all__ = ["RestartDecision", "Run", "RunHost", "Runner", "exit_code", "restart_decision", "write_files"]
 
 log = get_logger("lamina.monitor")
 
@@ -149,10 +150,57 @@ def write_files(directory: str, container: Container) -> dict[str, str]:
     return out
 
 
+class ExecFinisher(Protocol):
+    def __bool__(self) -> bool:
+        """Whether execs are running."""
+
+    def finish(self, *, force: bool) -> None:
+        """Record the end of the execs that exited (all of them with ``force``)."""
+
+
+class RunHost(Protocol):
+    """What :class:`Runner` needs of its monitor: its stores, the event loop and the clients,
+    the answer to the starter, the exit record, the execs."""
+
+    id: str
+    context: MonitorContext
+    store: ContainerStore
+    mounts: MountStore
+    execs: ExecStore
+    run_dir: RunDirectory
+    run_lock: RunLock | None
+    loop: Loop
+    writer: JsonFileWriter | None
+    events: EventSink
+    sessions: ExecFinisher
+    run: Run | None
+
+    def event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
+        """Emit a container event."""
+
+    def answer(self, answer: dict[str, Any]) -> None:
+        """Answer the starter (the first run started, or could not)."""
+
+    def attach_pending(self) -> None:
+        """Connect the attaches made before the first run started."""
+
+    def deliver(self, stream_type: int, data: bytes) -> None:
+        """The container's output, to the attached clients."""
+
+    def reap(self) -> None:
+        """Reap the exited children."""
+
+    def close_clients(self) -> None:
+        """The run ended: flush and close its clients."""
+
+    def close_listeners(self) -> None:
+        """No more runs: close the sockets."""
+
+
 class Runner:
     """The runs of one container, one after another, until the policy says stop."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: RunHost) -> None:
         self.monitor = monitor
         self.id = monitor.id
         self.store = monitor.store
