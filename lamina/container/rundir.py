@@ -99,12 +99,12 @@ class RunLock:
             raise errdefs.NotFound(f"{path}: the container's run directory is gone") from exc
 
     def read(self) -> ExitInfo:
-        for _attempt in range(3):
+        for _attempt in range(20):
             size = os.fstat(self.fd).st_size
             data = os.pread(self.fd, size, 0) if size else b""
             if not data.strip() or _complete(data):
                 break
-            time.sleep(0.001)  # a write in progress
+            time.sleep(0.0005)  # a write in progress
         return ExitInfo.from_json(data)
 
     def write(self, info: ExitInfo) -> None:

@@ -168,6 +168,7 @@ def test_the_exit_record_is_never_seen_empty_while_rewritten(tmp_path) -> None:
         while not stop.is_set():
             sequence += 1
             writer.write(ExitInfo(sequence=sequence, error="x" * (sequence % 7)))
+            time.sleep(0.0002)  # exits come one at a time, not in a busy loop
 
     thread = threading.Thread(target=rewrite)
     thread.start()
