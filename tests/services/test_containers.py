@@ -612,6 +612,38 @@ def test_wait_returns_at_each_exit_of_a_restarting_container(engine) -> None:
     assert engine.container_views.inspect(container_id)["RestartCount"] == restarts  # a manual stop ends them
 
 
+def test_waits_on_a_container_restarting_at_once_are_not_starved(engine) -> None:
+    """Several waiters, each waiting for several exits of a container whose command exits at
+    once under ``--restart always``: each wait returns (the monitor starts the next run right
+    after publishing an exit; waiters used to block on a lock it took back at once)."""
+    import threading
+
+    container_id = engine.run("true", HostConfig={"RestartPolicy": {"Name": "always"}})
+    results: list[int] = []
+    failures: list[BaseException] = []
+
+    def wait_three_times() -> None:
+        try:
+            for _ in range(3):
+                results.append(engine.wait(container_id))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+
+    waiters = [threading.Thread(target=wait_three_times, daemon=True) for _ in range(4)]
+    try:
+        for thread in waiters:
+            thread.start()
+        for thread in waiters:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in waiters), "a wait is starved"
+        assert failures == [] and results == [0] * 12
+    finally:
+        engine.containers.stop(container_id, timeout=1)
+        for thread in waiters:
+            thread.join(30)
+    assert not engine.state(container_id)["Running"]
+
+
 def test_log_options_rotate_and_the_none_driver(engine) -> None:
     rotating = engine.run("sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); done",
                           HostConfig={"LogConfig": {"Type": "json-file",

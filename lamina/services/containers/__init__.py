@@ -11,14 +11,15 @@ router sees its backends (``services/api.py``):
 What they share lives in :mod:`.common`: one :class:`~.common.ContainerShared` per engine (the
 stores, the runtimes, attaches waiting for a start) and the plumbing every group uses
 (:class:`~.common.ContainerGroup`: looking a container up, recording a dead monitor's run,
-reading the run-time state); :mod:`.wire` holds this side of the monitor's control protocol.
+reading the run-time state); every group reaches the monitors through one
+:class:`~lamina.container.monitor.client.MonitorClient`.
 
 State lives in three places (see each module's docstring): the record in
 ``<data-root>/containers/<id>/`` (:mod:`lamina.container.store`), the read-write layer in
 ``layerdb/mounts/<id>`` (:mod:`lamina.layer.mounts`), and the run-time state under
 ``<exec-root>/containers/<id>/`` (:mod:`lamina.container.rundir`), which the container's monitor
 (:mod:`lamina.container.monitor`) owns while it lives.  This service never waits for a
-container by polling its record: it takes the monitor's ``running.lock`` (see
+container by polling its record: it waits on the exit record the monitor publishes (see
 :class:`~lamina.container.rundir.RunLock`).
 
 A record that says Running while no monitor holds ``monitor.lock`` belongs to a monitor that

@@ -6,15 +6,14 @@ container up, recording the run of a dead monitor, the run-time state, waiting f
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
 from lamina.container.execstore import ExecStore
-from lamina.container.monitor import MonitorContext, PendingAttach
+from lamina.container.monitor import ExitInfo, MonitorClient, MonitorContext, MonitorStores, PendingAttach, RunLock
 from lamina.container.removal import release_mount, sweep
-from lamina.container.rundir import ExitInfo, RunDirectory, RunLock
 from lamina.container.state import now
 from lamina.container.store import Container, ContainerStore
 from lamina.events.api import CONTAINER, DISCARD, EventSink
@@ -46,6 +45,23 @@ def network_settings(mode: str) -> dict[str, Any]:
             "Networks": {network: endpoint}}
 
 
+def _store_opener(store: ContainerStore, mounts: MountStore, exec_root: str) -> Callable[[], MonitorStores]:
+    """Fresh stores on the same roots, for a monitor after fork (the inherited ones may hold
+    locks taken by other threads of this process at the moment of the fork)."""
+    container_root, layer_root = store.root, mounts.layers.root
+    driver_name, driver_home = mounts.driver.name, mounts.driver.home
+
+    def reopen() -> MonitorStores:
+        from lamina.graphdriver.registry import DRIVERS
+        from lamina.layer.store import LayerStore
+
+        driver = DRIVERS[driver_name](driver_home)
+        return MonitorStores(store=ContainerStore(container_root), mounts=MountStore(LayerStore(layer_root, driver)),
+                             execs=ExecStore(exec_root))
+
+    return reopen
+
+
 class ContainerShared:
     """The state the groups of one engine share."""
 
@@ -64,7 +80,8 @@ class ContainerShared:
         self._pending: dict[str, list[PendingAttach]] = {}
         self._pending_lock = threading.Lock()
         self._runtimes = Runtimes(self.exec_root)
-        self.context = MonitorContext(store=store, mounts=mounts, execs=execs, exec_root=self.exec_root,
+        self.monitors = MonitorClient(self.exec_root)
+        self.context = MonitorContext(exec_root=self.exec_root, stores=_store_opener(store, mounts, self.exec_root),
                                       runtime=self.runtime, volumes=volumes, events=events)
 
     def runtime(self, name: str) -> Runtime:
@@ -94,6 +111,7 @@ class ContainerGroup:
         self.default_runtime = shared.default_runtime
         self.events = shared.events
         self.context = shared.context
+        self.monitors = shared.monitors
         self._pending = shared._pending
         self._pending_lock = shared._pending_lock
 
@@ -103,44 +121,28 @@ class ContainerGroup:
     def _event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
         self.events.emit(CONTAINER, action, container.id, container_attributes(container.config, container.name, extra))
 
-    def _run_dir(self, container_id: str) -> RunDirectory:
-        return RunDirectory(self.exec_root, container_id)
-
     def _get(self, reference: str) -> Container:
         """The container, with a dead monitor's run recorded as ended."""
         container = self.store.lookup(reference)
-        if container.state.get("Running") and not self._run_dir(container.id).monitor_alive():
+        if container.state.get("Running") and not self.monitors.alive(container.id):
             container = self._reconcile(container.id)
         return container
 
     def _reconcile(self, container_id: str) -> Container:
         """Record the end of a run whose monitor died, releasing what it left."""
-        run_dir = self._run_dir(container_id)
         with self.store.modify(container_id) as container:
-            if not container.state.get("Running") or run_dir.monitor_alive():
+            if not container.state.get("Running") or self.monitors.alive(container_id):
                 return container
-            state = run_dir.read_runtime_state()
-            error = ""
-            if state is not None:
-                error = self._release_dead_run(state)
+            error = self.monitors.release_dead_run(container_id, self.runtime)
             release_mount(self.mounts, container_id)
             self._unmount_volumes(container)
-            run_dir.clear_runtime_state()
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
                                    FinishedAt=now(), Error=error or "the container's monitor exited unexpectedly",
                                    Dead=bool(error))
             self.execs.remove_for_container(container_id)
             log.warning("container %s: its monitor is gone; recorded it as exited (255)", container_id)
         self._event(container, "die", {"exitCode": "255"})
-        try:
-            run_lock = run_dir.run_lock()
-        except errdefs.LaminaError:
-            return container
-        try:
-            previous = run_lock.read()
-            run_lock.write(ExitInfo(sequence=previous.sequence + 1, exit_code=255, error=container.state["Error"]))
-        finally:
-            run_lock.close()
+        self.monitors.publish_exit(container_id, exit_code=255, error=container.state["Error"])
         return container
 
     def _unmount_volumes(self, container: Container) -> None:
@@ -153,33 +155,18 @@ class ContainerGroup:
             except errdefs.LaminaError as exc:
                 log.warning("unmounting volume %s of %s: %s", name, container.id, exc)
 
-    def _release_dead_run(self, state: RuntimeState) -> str:
-        try:
-            for _attempt in range(100):
-                try:
-                    self.runtime(state.runtime).delete(state, force=True)
-                    return ""
-                except errdefs.Conflict:
-                    time.sleep(0.02)
-            return "processes of the container remain in its cgroup"
-        except errdefs.LaminaError as exc:
-            return f"cannot release the container's runtime state: {exc}"
-
     def _runtime_state(self, container: Container) -> RuntimeState:
         if not container.state.get("Running") or container.state.get("Restarting"):
             raise errdefs.Conflict(f"Container {container.id} is not running")
-        state = self._run_dir(container.id).read_runtime_state()
+        state = self.monitors.runtime_state(container.id)
         if state is None:
             raise errdefs.Conflict(f"Container {container.id} is not running")
         return state
 
     def _last_sequence(self, container_id: str) -> tuple[RunLock, int]:
-        run_lock = self._run_dir(container_id).run_lock()
-        return run_lock, run_lock.read().sequence
+        return self.monitors.exits(container_id)
 
     def _wait_exit(self, container_id: str, run_lock: RunLock, after: int, timeout: float | None) -> ExitInfo | None:
-        run_dir = self._run_dir(container_id)
-
         def give_up() -> bool:
             try:
                 container = self.store.get(container_id)
@@ -187,7 +174,7 @@ class ContainerGroup:
                 return True
             if not container.state.get("Running"):
                 return True
-            if not run_dir.monitor_alive():
+            if not self.monitors.alive(container_id):
                 self._reconcile(container_id)
                 return True
             return False

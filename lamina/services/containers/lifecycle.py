@@ -11,10 +11,9 @@ from typing import Any
 
 from lamina import errdefs
 from lamina.container import spec as specs
-from lamina.container.monitor import spawn
+from lamina.container.monitor import RunLock, spawn
 from lamina.container.names import random_name, validate_name
 from lamina.container.removal import destroy
-from lamina.container.rundir import RunLock
 from lamina.container.state import new_state, now, seconds_of
 from lamina.container.store import Container, new_container_id
 from lamina.events.api import CONTAINER
@@ -197,7 +196,7 @@ class ContainerLifecycleImpl(ContainerGroup):
 
     def _resume_if_paused(self, container: Container) -> None:
         if container.state.get("Paused"):
-            state = self._run_dir(container.id).read_runtime_state()
+            state = self.monitors.runtime_state(container.id)
             if state is not None:
                 try:
                     self.runtime(state.runtime).resume(state)
@@ -379,7 +378,7 @@ class ContainerLifecycleImpl(ContainerGroup):
             container = self.store.get(container_id)
         except errdefs.NotFound:
             return True
-        if container.state.get("Running") and not self._run_dir(container_id).monitor_alive():
+        if container.state.get("Running") and not self.monitors.alive(container_id):
             self._reconcile(container_id)
             return True
         return False
@@ -412,7 +411,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         container = self._get(id)
         host, warnings = specs.normalize_update(container.host_config, body)
         if container.state.get("Running") and not container.state.get("Restarting"):
-            state = self._run_dir(container.id).read_runtime_state()
+            state = self.monitors.runtime_state(container.id)
             if state is not None:
                 try:
                     self.runtime(state.runtime).update(state, specs.resources(host))
@@ -443,7 +442,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         deleted: list[str] = []
         reclaimed = 0
         for container in self.store.list():
-            if container.state.get("Running") and self._run_dir(container.id).monitor_alive():
+            if container.state.get("Running") and self.monitors.alive(container.id):
                 continue
             if container.state.get("Running"):
                 container = self._reconcile(container.id)
@@ -478,7 +477,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         for container in self.store.list():
             was_running = bool(container.state.get("Running"))
             if was_running:
-                if self._run_dir(container.id).monitor_alive():
+                if self.monitors.alive(container.id):
                     continue
                 container = self._reconcile(container.id)
                 exited.append(container.id)

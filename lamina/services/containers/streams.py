@@ -6,16 +6,13 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 from lamina import errdefs
 from lamina.container import spec as specs
 from lamina.container.logs import read_logs
-from lamina.container.monitor import PendingAttach
-from lamina.container.rundir import connect_unix
+from lamina.container.monitor import protocol
 from lamina.container.store import Container
 from lamina.services.containers.common import ContainerGroup
-from lamina.services.containers.wire import json_line, raise_error, read_answer
 
 __all__ = ["ContainerStreamsImpl"]
 
@@ -43,7 +40,7 @@ class ContainerStreamsImpl(ContainerGroup):
         container_id = container.id
 
         def stopped() -> bool:
-            return not self._still_running(container_id) or not self._run_dir(container_id).monitor_alive()
+            return not self._still_running(container_id) or not self.monitors.alive(container_id)
 
         def generate() -> Iterator[tuple[int, bytes]]:
             for stream, payload, _time in read_logs(path, stdout=stdout, stderr=stderr, tail=tail_count,
@@ -62,23 +59,19 @@ class ContainerStreamsImpl(ContainerGroup):
     def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
                logs: bool = False) -> socket.socket:
         container = self._get(id)
-        options = {"stdin": stdin, "stdout": stdout, "stderr": stderr, "logs": logs, "stream": stream}
+        options = protocol.attach_hello(stdin=stdin, stdout=stdout, stderr=stderr, logs=logs, stream=stream)
         self._event(container, "attach")
         state = container.state
         if state.get("Running") and not state.get("Restarting"):
-            try:
-                sock = connect_unix(self._run_dir(container.id).attach_socket)
-            except errdefs.Conflict:
-                sock = None
+            sock = self.monitors.attach(container.id, options)
             if sock is not None:
-                sock.sendall(json_line(options))
                 return sock
         if not stream:
             return self._logs_only(container, options)
         # not running yet: the next start from this process hands the other end to the monitor
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, pending = self.monitors.pending_attach(options)
         with self._pending_lock:
-            self._pending.setdefault(container.id, []).append(PendingAttach(theirs, options))
+            self._pending.setdefault(container.id, []).append(pending)
         return ours
 
     def _logs_only(self, container: Container, options: dict[str, bool]) -> socket.socket:
@@ -102,19 +95,9 @@ class ContainerStreamsImpl(ContainerGroup):
         threading.Thread(target=feed, name=f"lamina-attach-logs-{container.id[:12]}", daemon=True).start()
         return ours
 
-    def _control(self, container: Container, request: dict[str, Any]) -> dict[str, Any]:
-        if not container.state.get("Running") or container.state.get("Restarting"):
-            raise errdefs.Conflict(f"Container {container.id} is not running")
-        sock = connect_unix(self._run_dir(container.id).control_socket)
-        try:
-            sock.sendall(json_line(request))
-            answer = read_answer(sock)
-        finally:
-            sock.close()
-        raise_error(answer)
-        return answer
-
     def resize(self, id: str, *, height: int, width: int) -> None:
         container = self._get(id)
-        self._control(container, {"resize": [int(height), int(width)]})
+        if not container.state.get("Running") or container.state.get("Restarting"):
+            raise errdefs.Conflict(f"Container {container.id} is not running")
+        self.monitors.resize(container.id, int(height), int(width))
         self._event(container, "resize", {"height": str(int(height)), "width": str(int(width))})

@@ -191,7 +191,7 @@ class ContainerViewsImpl(ContainerGroup):
         ancestors = self._ancestors(filters["ancestor"]) if filters.get("ancestor") else None
         containers = []
         for container in self.store.list():
-            if container.state.get("Running") and not self._run_dir(container.id).monitor_alive():
+            if container.state.get("Running") and not self.monitors.alive(container.id):
                 try:
                     container = self._reconcile(container.id)
                 except errdefs.NotFound:
@@ -308,7 +308,7 @@ class ContainerViewsImpl(ContainerGroup):
                     return
                 state = None
                 if current.state.get("Running") and not current.state.get("Restarting"):
-                    state = self._run_dir(container_id).read_runtime_state()
+                    state = self.monitors.runtime_state(container_id)
                 document = self._stats_document(current, state, previous)
                 if state is None:
                     yield document
