@@ -1,0 +1,148 @@
+"""Typed reads of an image config's JSON fields, and Go's ``omitempty`` for writing them.
+
+Each ``read_*`` takes the object, the key and ``where`` (the path of the object, ending in a
+dot: ``config.``, ``history[2].``) and returns the value, or the Go zero value when the key is
+absent or null; a value of the wrong type raises :class:`lamina.errdefs.InvalidArgument`
+naming the field (``invalid image config: config.Env[1]: expected a string, got number``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from lamina import errdefs
+from lamina.image import gojson
+from lamina.image.rfc3339 import parse_time
+
+__all__ = [
+    "invalid", "type_name", "read_string", "read_bool", "read_integer", "read_string_list",
+    "read_string_set", "read_string_map", "read_object", "read_array", "read_time", "go_set", "omit_empty",
+]
+
+_JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number",
+                    float: "number", type(None): "null"}
+
+
+def invalid(where: str, message: str) -> errdefs.InvalidArgument:
+    return errdefs.InvalidArgument(f"invalid image config: {where}: {message}")
+
+
+def type_name(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def read_string(data: Mapping[str, Any], key: str, where: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise invalid(f"{where}{key}", f"expected a string, got {type_name(value)}")
+    return value
+
+
+def read_bool(data: Mapping[str, Any], key: str, where: str) -> bool:
+    value = data.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise invalid(f"{where}{key}", f"expected a bool, got {type_name(value)}")
+    return value
+
+
+def read_integer(data: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise invalid(f"{where}{key}", f"expected an integer, got {type_name(value)}")
+    return value
+
+
+def read_string_list(data: Mapping[str, Any], key: str, where: str, *, allow_string: bool = False) -> tuple[str, ...] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if allow_string and isinstance(value, str):
+        # Docker's old strslice.StrSlice accepted a plain string for Cmd/Entrypoint.
+        return (value,)
+    if not isinstance(value, list):
+        raise invalid(f"{where}{key}", f"expected an array of strings, got {type_name(value)}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise invalid(f"{where}{key}[{index}]", f"expected a string, got {type_name(item)}")
+    return tuple(value)
+
+
+def read_string_set(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    """A Go ``map[string]struct{}`` (ExposedPorts, Volumes): the keys, sorted."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid(f"{where}{key}", f"expected an object, got {type_name(value)}")
+    for name, item in value.items():
+        if item is not None and not isinstance(item, dict):
+            raise invalid(f"{where}{key}[{name!r}]", f"expected an object, got {type_name(item)}")
+    return tuple(gojson.sorted_map(value))
+
+
+def read_string_map(data: Mapping[str, Any], key: str, where: str) -> dict[str, str] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid(f"{where}{key}", f"expected an object, got {type_name(value)}")
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise invalid(f"{where}{key}[{name!r}]", f"expected a string, got {type_name(item)}")
+    return dict(value)
+
+
+def read_object(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid(f"{where}{key}", f"expected an object, got {type_name(value)}")
+    return value
+
+
+def go_set(names: tuple[str, ...] | None) -> dict[str, Any] | None:
+    if names is None:
+        return None
+    return gojson.sorted_map({name: {} for name in names})
+
+
+def read_array(data: Mapping[str, Any], key: str, where: str, what: str = "an array") -> list[Any]:
+    """A JSON array (``[]`` when absent or null); ``what`` names the expected items in the error."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid(f"{where}{key}", f"expected {what}, got {type_name(value)}")
+    return value
+
+
+def read_time(data: Mapping[str, Any], key: str, where: str) -> str | None:
+    """An RFC 3339 time kept as its text (``None`` when absent or null)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(f"{where}{key}", f"expected a string, got {type_name(value)}")
+    try:
+        parse_time(value)
+    except errdefs.InvalidArgument as exc:
+        raise invalid(f"{where}{key}", f"not an RFC 3339 time: {value!r}") from exc
+    return value
+
+
+def omit_empty(out: dict[str, Any], fields: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """Go's ``omitempty``: add each ``(key, value)`` whose value is not a zero value, in order."""
+    for key, value in fields:
+        if value:
+            out[key] = value
+    return out
