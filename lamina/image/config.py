@@ -24,7 +24,8 @@ Vocabulary:
   (ENV, CMD, ...).  Every other entry consumes the next diff_id, in order; that is how
   ``docker history`` pairs entries with layers (:meth:`ImageConfig.non_empty_history`).
 
-Parsing (:meth:`ImageConfig.from_json`) validates types field by field and keeps unknown keys
+Parsing (:meth:`ImageConfig.from_json`) validates types field by field (each record's fields
+are a table of typed readers from :mod:`lamina.image.config_fields`) and keeps unknown keys
 (top level and inside the container config) so nothing is lost; errors are
 :class:`lamina.errdefs.InvalidArgument` naming the field.  An existing image is always stored
 and exported with its original bytes; :meth:`ImageConfig.to_json` is for *new* images and
@@ -46,11 +47,15 @@ from lamina import errdefs
 from lamina.digest import Digest, chain_id
 from lamina.image import gojson
 from lamina.image.config_fields import (
+    Field,
     go_set,
     invalid,
     omit_empty,
     read_array,
     read_bool,
+    read_command,
+    read_count,
+    read_fields,
     read_integer,
     read_object,
     read_string,
@@ -59,8 +64,9 @@ from lamina.image.config_fields import (
     read_string_set,
     read_time,
     type_name,
+    unknown_keys,
 )
-from lamina.image.rfc3339 import format_time, parse_time
+from lamina.image.rfc3339 import format_time, parse_time  # parse_time: the services import it from here
 from lamina.records import dataclass, field
 
 __all__ = [
@@ -116,14 +122,7 @@ class HealthConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "Healthcheck.") -> "HealthConfig":
-        return cls(
-            test=read_string_list(data, "Test", where),
-            interval=read_integer(data, "Interval", where) or 0,
-            timeout=read_integer(data, "Timeout", where) or 0,
-            start_period=read_integer(data, "StartPeriod", where) or 0,
-            start_interval=read_integer(data, "StartInterval", where) or 0,
-            retries=read_integer(data, "Retries", where) or 0,
-        )
+        return cls(**read_fields(data, _HEALTH_FIELDS, where))
 
     def to_dict(self) -> dict[str, Any]:
         """Go field order, every field ``omitempty``."""
@@ -132,12 +131,33 @@ class HealthConfig:
                                ("StartInterval", self.start_interval), ("Retries", self.retries)))
 
 
-_CONTAINER_CONFIG_KEYS = (
-    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
-    "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped",
-    "Image", "Volumes", "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild",
-    "Labels", "StopSignal", "StopTimeout", "Shell",
+_HEALTH_FIELDS: tuple[Field, ...] = (
+    ("test", "Test", read_string_list), ("interval", "Interval", read_count), ("timeout", "Timeout", read_count),
+    ("start_period", "StartPeriod", read_count), ("start_interval", "StartInterval", read_count),
+    ("retries", "Retries", read_count),
 )
+
+
+def _read_healthcheck(data: Mapping[str, Any], key: str, where: str) -> HealthConfig | None:
+    health = read_object(data, key, where)
+    return HealthConfig.from_dict(health, f"{where}{key}.") if health is not None else None
+
+
+# container.Config's fields in Go's order
+_CONTAINER_FIELDS: tuple[Field, ...] = (
+    ("hostname", "Hostname", read_string), ("domainname", "Domainname", read_string), ("user", "User", read_string),
+    ("attach_stdin", "AttachStdin", read_bool), ("attach_stdout", "AttachStdout", read_bool),
+    ("attach_stderr", "AttachStderr", read_bool), ("exposed_ports", "ExposedPorts", read_string_set),
+    ("tty", "Tty", read_bool), ("open_stdin", "OpenStdin", read_bool), ("stdin_once", "StdinOnce", read_bool),
+    ("env", "Env", read_string_list), ("cmd", "Cmd", read_command), ("healthcheck", "Healthcheck", _read_healthcheck),
+    ("args_escaped", "ArgsEscaped", read_bool), ("image", "Image", read_string),
+    ("volumes", "Volumes", read_string_set), ("working_dir", "WorkingDir", read_string),
+    ("entrypoint", "Entrypoint", read_command), ("network_disabled", "NetworkDisabled", read_bool),
+    ("mac_address", "MacAddress", read_string), ("on_build", "OnBuild", read_string_list),
+    ("labels", "Labels", read_string_map), ("stop_signal", "StopSignal", read_string),
+    ("stop_timeout", "StopTimeout", read_integer), ("shell", "Shell", read_string_list),
+)
+_CONTAINER_CONFIG_KEYS = frozenset(key for _, key, _ in _CONTAINER_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -191,35 +211,7 @@ class ContainerConfig:
     def from_dict(cls, data: Mapping[str, Any], where: str = "config.") -> "ContainerConfig":
         if not isinstance(data, Mapping):
             raise invalid(where.rstrip("."), f"expected an object, got {type_name(data)}")
-        health = read_object(data, "Healthcheck", where)
-        return cls(
-            hostname=read_string(data, "Hostname", where),
-            domainname=read_string(data, "Domainname", where),
-            user=read_string(data, "User", where),
-            attach_stdin=read_bool(data, "AttachStdin", where),
-            attach_stdout=read_bool(data, "AttachStdout", where),
-            attach_stderr=read_bool(data, "AttachStderr", where),
-            exposed_ports=read_string_set(data, "ExposedPorts", where),
-            tty=read_bool(data, "Tty", where),
-            open_stdin=read_bool(data, "OpenStdin", where),
-            stdin_once=read_bool(data, "StdinOnce", where),
-            env=read_string_list(data, "Env", where),
-            cmd=read_string_list(data, "Cmd", where, allow_string=True),
-            healthcheck=HealthConfig.from_dict(health, where + "Healthcheck.") if health is not None else None,
-            args_escaped=read_bool(data, "ArgsEscaped", where),
-            image=read_string(data, "Image", where),
-            volumes=read_string_set(data, "Volumes", where),
-            working_dir=read_string(data, "WorkingDir", where),
-            entrypoint=read_string_list(data, "Entrypoint", where, allow_string=True),
-            network_disabled=read_bool(data, "NetworkDisabled", where),
-            mac_address=read_string(data, "MacAddress", where),
-            on_build=read_string_list(data, "OnBuild", where),
-            labels=read_string_map(data, "Labels", where),
-            stop_signal=read_string(data, "StopSignal", where),
-            stop_timeout=read_integer(data, "StopTimeout", where),
-            shell=read_string_list(data, "Shell", where),
-            extra={key: value for key, value in data.items() if key not in _CONTAINER_CONFIG_KEYS},
-        )
+        return cls(**read_fields(data, _CONTAINER_FIELDS, where), extra=unknown_keys(data, _CONTAINER_CONFIG_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         """Go's encoding of ``container.Config``: field order and ``omitempty`` rules kept;
@@ -290,7 +282,11 @@ class ContainerConfig:
 # image config
 
 
-_HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
+_HISTORY_FIELDS: tuple[Field, ...] = (
+    ("created", "created", read_time), ("created_by", "created_by", read_string), ("author", "author", read_string),
+    ("comment", "comment", read_string), ("empty_layer", "empty_layer", read_bool),
+)
+_HISTORY_KEYS = frozenset(key for _, key, _ in _HISTORY_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -308,14 +304,8 @@ class HistoryEntry:
     def from_dict(cls, data: Any, where: str) -> "HistoryEntry":
         if not isinstance(data, dict):
             raise invalid(where.rstrip("."), f"expected an object, got {type_name(data)}")
-        return cls(
-            created=read_time(data, "created", where),
-            created_by=read_string(data, "created_by", where),
-            author=read_string(data, "author", where),
-            comment=read_string(data, "comment", where),
-            empty_layer=read_bool(data, "empty_layer", where),
-            extra={key: value for key, value in data.items() if key not in _HISTORY_KEYS},
-        )
+        return cls(**read_fields(data, _HISTORY_FIELDS, where),
+                   extra=unknown_keys(data, _HISTORY_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         """The OCI ``History`` struct: field order kept, every field ``omitempty``."""
@@ -327,9 +317,15 @@ class HistoryEntry:
         return out
 
 
-_IMAGE_KEYS = ("architecture", "os", "variant", "os.version", "os.features", "created", "author",
-               "comment", "container", "docker_version", "parent", "config", "container_config",
-               "rootfs", "history")
+# the plain fields of an image config; created, config, container_config, rootfs and history are read apart
+_IMAGE_FIELDS: tuple[Field, ...] = (
+    ("architecture", "architecture", read_string), ("os", "os", read_string), ("variant", "variant", read_string),
+    ("os_version", "os.version", read_string), ("os_features", "os.features", read_string_list),
+    ("author", "author", read_string), ("comment", "comment", read_string), ("container", "container", read_string),
+    ("docker_version", "docker_version", read_string), ("parent", "parent", read_string),
+)
+_IMAGE_KEYS = frozenset((*(key for _, key, _ in _IMAGE_FIELDS), "created", "config", "container_config", "rootfs",
+                         "history"))
 
 
 @dataclass(frozen=True)
@@ -392,24 +388,15 @@ class ImageConfig:
         config = read_object(data, "config", "")
         container_config = read_object(data, "container_config", "")
         return cls(
-            architecture=read_string(data, "architecture", ""),
-            os=read_string(data, "os", ""),
-            variant=read_string(data, "variant", ""),
-            os_version=read_string(data, "os.version", ""),
-            os_features=read_string_list(data, "os.features", ""),
+            **read_fields(data, _IMAGE_FIELDS, ""),
             created=created,
-            author=read_string(data, "author", ""),
-            comment=read_string(data, "comment", ""),
-            container=read_string(data, "container", ""),
-            docker_version=read_string(data, "docker_version", ""),
-            parent=read_string(data, "parent", ""),
             config=ContainerConfig.from_dict(config, "config.") if config is not None else None,
             container_config=(ContainerConfig.from_dict(container_config, "container_config.")
                               if container_config is not None else None),
             rootfs_type=rootfs_type,
             rootfs_diff_ids=tuple(diff_ids),
             history=history,
-            extra={key: value for key, value in data.items() if key not in _IMAGE_KEYS},
+            extra=unknown_keys(data, _IMAGE_KEYS),
         )
 
     # ---- derived values

@@ -4,11 +4,14 @@ Each ``read_*`` takes the object, the key and ``where`` (the path of the object,
 dot: ``config.``, ``history[2].``) and returns the value, or the Go zero value when the key is
 absent or null; a value of the wrong type raises :class:`lamina.errdefs.InvalidArgument`
 naming the field (``invalid image config: config.Env[1]: expected a string, got number``).
+A record's fields are a table of :data:`Field` rows, ``(attribute, JSON key, reader)`` in
+Go's field order, read by :func:`read_fields`; keys outside the table are kept as they are
+(:func:`unknown_keys`) so that nothing read from an existing config is lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lamina import errdefs
@@ -17,7 +20,8 @@ from lamina.image.rfc3339 import parse_time
 
 __all__ = [
     "invalid", "type_name", "read_string", "read_bool", "read_integer", "read_string_list",
-    "read_string_set", "read_string_map", "read_object", "read_array", "read_time", "go_set", "omit_empty",
+    "read_string_set", "read_string_map", "read_object", "read_array", "read_time", "read_command", "read_count",
+    "read_fields", "unknown_keys", "go_set", "omit_empty", "Field",
 ]
 
 _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number",
@@ -146,3 +150,26 @@ def omit_empty(out: dict[str, Any], fields: Iterable[tuple[str, Any]]) -> dict[s
         if value:
             out[key] = value
     return out
+
+
+def read_command(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    """``Cmd`` / ``Entrypoint``: an array of strings, or one string as Docker's old ``strslice`` allowed."""
+    return read_string_list(data, key, where, allow_string=True)
+
+
+def read_count(data: Mapping[str, Any], key: str, where: str) -> int:
+    """An integer whose absence means 0 (durations, retries)."""
+    return read_integer(data, key, where) or 0
+
+
+Field = tuple[str, str, Callable[[Mapping[str, Any], str, str], Any]]
+
+
+def read_fields(data: Mapping[str, Any], fields: Sequence[Field], where: str) -> dict[str, Any]:
+    """A record's keyword arguments from its JSON object, each field read by its reader in table order."""
+    return {attribute: reader(data, key, where) for attribute, key, reader in fields}
+
+
+def unknown_keys(data: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    """The keys of ``data`` outside ``known``, with their values as read."""
+    return {key: value for key, value in data.items() if key not in known}
