@@ -36,22 +36,28 @@ def type_name(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
 
-def read_string(data: Mapping[str, Any], key: str, where: str) -> str:
+def _value(data: Mapping[str, Any], key: str, where: str, kind: type, what: str) -> Any:
+    """``data[key]`` checked to be a ``kind`` (``None`` when absent or null)."""
     value = data.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise invalid(f"{where}{key}", f"expected a string, got {type_name(value)}")
+    if value is not None and not isinstance(value, kind):
+        raise invalid(f"{where}{key}", f"expected {what}, got {type_name(value)}")
     return value
+
+
+def _check_items(items: Iterable[tuple[Any, Any]], where: str, kind: type, what: str, *,
+                 null: bool = False) -> None:
+    """Each ``(label, item)`` of a container is a ``kind`` (or null, with ``null``); ``where`` names the container."""
+    for label, item in items:
+        if not isinstance(item, kind) and not (null and item is None):
+            raise invalid(f"{where}[{label!r}]", f"expected {what}, got {type_name(item)}")
+
+
+def read_string(data: Mapping[str, Any], key: str, where: str) -> str:
+    return _value(data, key, where, str, "a string") or ""
 
 
 def read_bool(data: Mapping[str, Any], key: str, where: str) -> bool:
-    value = data.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise invalid(f"{where}{key}", f"expected a bool, got {type_name(value)}")
-    return value
+    return _value(data, key, where, bool, "a bool") or False
 
 
 def read_integer(data: Mapping[str, Any], key: str, where: str) -> int | None:
@@ -67,51 +73,35 @@ def read_integer(data: Mapping[str, Any], key: str, where: str) -> int | None:
 
 def read_string_list(data: Mapping[str, Any], key: str, where: str, *, allow_string: bool = False) -> tuple[str, ...] | None:
     value = data.get(key)
-    if value is None:
-        return None
     if allow_string and isinstance(value, str):
         # Docker's old strslice.StrSlice accepted a plain string for Cmd/Entrypoint.
         return (value,)
-    if not isinstance(value, list):
-        raise invalid(f"{where}{key}", f"expected an array of strings, got {type_name(value)}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise invalid(f"{where}{key}[{index}]", f"expected a string, got {type_name(item)}")
+    value = _value(data, key, where, list, "an array of strings")
+    if value is None:
+        return None
+    _check_items(enumerate(value), f"{where}{key}", str, "a string")
     return tuple(value)
 
 
 def read_string_set(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
     """A Go ``map[string]struct{}`` (ExposedPorts, Volumes): the keys, sorted."""
-    value = data.get(key)
+    value = _value(data, key, where, dict, "an object")
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise invalid(f"{where}{key}", f"expected an object, got {type_name(value)}")
-    for name, item in value.items():
-        if item is not None and not isinstance(item, dict):
-            raise invalid(f"{where}{key}[{name!r}]", f"expected an object, got {type_name(item)}")
+    _check_items(value.items(), f"{where}{key}", dict, "an object", null=True)
     return tuple(gojson.sorted_map(value))
 
 
 def read_string_map(data: Mapping[str, Any], key: str, where: str) -> dict[str, str] | None:
-    value = data.get(key)
+    value = _value(data, key, where, dict, "an object")
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise invalid(f"{where}{key}", f"expected an object, got {type_name(value)}")
-    for name, item in value.items():
-        if not isinstance(item, str):
-            raise invalid(f"{where}{key}[{name!r}]", f"expected a string, got {type_name(item)}")
+    _check_items(value.items(), f"{where}{key}", str, "a string")
     return dict(value)
 
 
 def read_object(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise invalid(f"{where}{key}", f"expected an object, got {type_name(value)}")
-    return value
+    return _value(data, key, where, dict, "an object")
 
 
 def go_set(names: tuple[str, ...] | None) -> dict[str, Any] | None:
@@ -122,21 +112,15 @@ def go_set(names: tuple[str, ...] | None) -> dict[str, Any] | None:
 
 def read_array(data: Mapping[str, Any], key: str, where: str, what: str = "an array") -> list[Any]:
     """A JSON array (``[]`` when absent or null); ``what`` names the expected items in the error."""
-    value = data.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise invalid(f"{where}{key}", f"expected {what}, got {type_name(value)}")
-    return value
+    value = _value(data, key, where, list, what)
+    return [] if value is None else value
 
 
 def read_time(data: Mapping[str, Any], key: str, where: str) -> str | None:
     """An RFC 3339 time kept as its text (``None`` when absent or null)."""
-    value = data.get(key)
+    value = _value(data, key, where, str, "a string")
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise invalid(f"{where}{key}", f"expected a string, got {type_name(value)}")
     try:
         parse_time(value)
     except errdefs.InvalidArgument as exc:
