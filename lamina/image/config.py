@@ -519,18 +519,7 @@ def new_child_config(
     if not is_empty:
         diff_ids.append(Digest(diff_id))  # type: ignore[arg-type]
     base = parent if parent is not None else ImageConfig()
-    return ImageConfig(
-        architecture=base.architecture or host_architecture(),
-        os=os if os is not None else (base.os or "linux"),
-        variant=base.variant,
-        os_version=base.os_version,
-        os_features=base.os_features,
-        created=created,
-        author=author,
-        container=container,
-        config=config,
-        container_config=container_config,
-        rootfs_type="layers",
-        rootfs_diff_ids=tuple(diff_ids),
-        history=(*base.history, entry),
-    )
+    return new_config(diff_ids=diff_ids, history=(*base.history, entry), config=config,
+                      architecture=base.architecture or None, os=os if os is not None else (base.os or "linux"),
+                      variant=base.variant, created=created, author=author, container=container,
+                      container_config=container_config, os_version=base.os_version, os_features=base.os_features)
