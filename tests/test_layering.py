@@ -10,7 +10,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lamina"
 
 LAYERS = {
-    "errdefs": 1, "digest": 1, "fsutil": 1, "sys": 1, "config": 1, "records": 1, "log": 1,
+    "errdefs": 1, "digest": 1, "fsutil": 1, "sys": 1, "config": 1, "records": 1, "log": 1, "stdcopy": 1,
     "archive": 2, "mount": 2,
     "content": 3, "graphdriver": 3, "runtime": 3,
     "layer": 4,

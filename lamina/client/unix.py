@@ -210,7 +210,7 @@ class _SocketBody:
 
 class HijackedSocket:
     """A connected socket after an upgrade, with the bytes read past the answer's head
-    (a :class:`lamina.services.api.Duplex`)."""
+    (a :class:`lamina.stdcopy.Duplex`)."""
 
     def __init__(self, sock: _socket.socket, buffered: bytes) -> None:
         self.sock = sock
