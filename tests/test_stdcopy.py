@@ -46,6 +46,18 @@ def test_a_frame_has_dockers_8_byte_header() -> None:
     assert frame(3, b"") == b"\x03" + b"\x00" * 7
 
 
+def test_an_empty_frame_decodes_to_an_empty_payload() -> None:
+    data = frame(1, b"out\n") + frame(2, b"err\n") + frame(1, b"")
+    assert list(demultiplex(data)) == [(1, b"out\n"), (2, b"err\n"), (1, b"")]
+
+
+@pytest.mark.parametrize("data", [frame(1, b"abc")[:-1], frame(1, b"abc")[:5], b"\x07" + b"\x00" * 7],
+                         ids=["a truncated payload", "a truncated header", "an unknown stream type"])
+def test_demultiplex_refuses_a_broken_stream(data: bytes) -> None:
+    with pytest.raises(errdefs.InvalidArgument):
+        list(demultiplex(data))
+
+
 @pytest.mark.parametrize("stream", [-1, 4, 255, 256])
 def test_frame_refuses_an_unknown_stream_type(stream: int) -> None:
     with pytest.raises(errdefs.InvalidArgument, match="stream type"):

@@ -38,23 +38,16 @@ from typing import TYPE_CHECKING, Any
 from lamina import errdefs
 from lamina.api.errors import log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
-from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM, STDERR, STDIN, STDOUT, SYSTEM_ERROR, frame
+from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM, SYSTEM_ERROR, frame
 
 if TYPE_CHECKING:
     from lamina.stdcopy import Duplex
 
 __all__ = [
     "JSON",
-    "MULTIPLEXED_STREAM",
-    "RAW_STREAM",
-    "STDERR",
-    "STDIN",
-    "STDOUT",
-    "SYSTEM_ERROR",
     "byte_stream",
     "empty_response",
     "error_message",
-    "frame",
     "hijacked_response",
     "json_line",
     "json_response",

@@ -15,23 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Self
 
-from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM, STDERR, STDIN, STDOUT, SYSTEM_ERROR, FrameDecoder
+from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM, STDOUT, FrameDecoder
 
 if TYPE_CHECKING:
     from lamina.stdcopy import Duplex
 
-__all__ = [
-    "MULTIPLEXED_STREAM",
-    "RAW_STREAM",
-    "STDERR",
-    "STDIN",
-    "STDOUT",
-    "SYSTEM_ERROR",
-    "Attachment",
-    "FrameDecoder",
-    "decode_frames",
-    "is_multiplexed",
-]
+__all__ = ["Attachment", "decode_frames", "is_multiplexed"]
 
 _READ_SIZE = 64 * 1024
 

@@ -16,9 +16,10 @@ import pytest
 from lamina import errdefs
 from lamina.api.router import Router
 from lamina.client.client import APIClient, ClientError
-from lamina.client.stdio import FrameDecoder, decode_frames
+from lamina.client.stdio import decode_frames
 from lamina.client.transport import InProcessTransport, UnixSocketTransport
 from lamina.config import EngineConfig
+from lamina.stdcopy import FrameDecoder
 
 from .container_service_double import ContainerDoubleServices
 
