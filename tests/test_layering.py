@@ -56,6 +56,8 @@ PEERS: dict[str, frozenset[str]] = {
     "fsutil": frozenset({"errdefs", "sys"}),
     "config": frozenset({"records"}),
     "stdcopy": frozenset({"errdefs"}),
+    # layers 2 (archive, mount), 3 (content, graphdriver, runtime) and 6 (distribution, build):
+    # no peer imports another today
     # layer 5: events name images; a container uses images, volumes and the event log
     "events": frozenset({"image"}),
     "container": frozenset({"image", "volume", "events"}),
