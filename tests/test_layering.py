@@ -38,7 +38,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lamina"
 LAYERS: dict[str, int] = {
     "errdefs": 1, "digest": 1, "fsutil": 1, "sys": 1, "config": 1, "records": 1, "log": 1,
     "stdcopy": 1,
-    "archive": 2, "mount": 2,
+    "archive": 2, "mount": 2, "dockerfile": 2,
     "content": 3, "graphdriver": 3, "runtime": 3,
     "layer": 4,
     "image": 5, "container": 5, "volume": 5, "network": 5, "events": 5,
@@ -56,7 +56,7 @@ PEERS: dict[str, frozenset[str]] = {
     "fsutil": frozenset({"errdefs", "sys"}),
     "config": frozenset({"records"}),
     "stdcopy": frozenset({"errdefs"}),
-    # layers 2 (archive, mount), 3 (content, graphdriver, runtime) and 6 (distribution, build):
+    # layers 2 (archive, mount, dockerfile), 3 (content, graphdriver, runtime) and 6 (distribution, build):
     # no peer imports another today
     # layer 5: events name images; a container uses images, volumes and the event log
     "events": frozenset({"image"}),

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from lamina.build.parser import ArgInstruction, FromInstruction
-from lamina.build.shell_words import Substitution, environment_from_list
+from lamina.dockerfile.instructions import ArgInstruction, FromInstruction
+from lamina.dockerfile.substitution import Substitution, environment_from_list
 
 __all__ = ["BuildArgs", "StageArgs", "PROXY_ARGS"]
 

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 
 from lamina import errdefs
-from lamina.image.dockerfile_words import go_clean
+from lamina.dockerfile.lexer import go_clean
 from lamina.records import dataclass
 
 __all__ = [

@@ -1116,11 +1116,7 @@ class Monitor:
         exit_code = _exit_code(status)
         oom = False
         try:
-            from lamina.runtime.cgroups import CgroupManager
-
-            manager = CgroupManager(run.state.cgroup or f"lamina/{self.id}")
-            if manager.exists():
-                oom = manager.oom_killed()
+            oom = run.runtime.oom_killed(run.state)
         except errdefs.LaminaError as exc:
             log.warning("cannot read the OOM state of %s: %s", self.id, exc)
         self._release_runtime(run)
@@ -1174,19 +1170,13 @@ class Monitor:
                 log.warning("unmounting volume %s of %s: %s", name, self.id, exc)
 
     def _release_runtime(self, run: _Run) -> None:
-        from lamina.runtime.cgroups import CgroupManager
-
         for _attempt in range(200):
             try:
-                run.runtime.delete(run.state)
+                # forced: what the container left in its cgroup is killed; Conflict while
+                # exited children of ours wait to be reaped
+                run.runtime.delete(run.state, force=True)
                 return
             except errdefs.Conflict:
-                try:
-                    manager = CgroupManager(run.state.cgroup or f"lamina/{self.id}")
-                    manager.thaw()
-                    manager.kill_all(signal.SIGKILL)
-                except errdefs.LaminaError:
-                    pass
                 self._reap()
                 time.sleep(0.01)
             except errdefs.LaminaError as exc:

@@ -8,7 +8,8 @@
   Volumes united; Cmd (and ArgsEscaped) from the image only when neither Entrypoint nor Cmd was
   given, Entrypoint from the image only when the user did not give one at all.
 - :func:`normalize_host_config` validates the HostConfig with Docker's messages and fills the
-  defaults ``docker inspect`` shows (``MemorySwap`` twice ``Memory``, 64 MiB ``ShmSize``, ...).
+  defaults ``docker inspect`` shows (``MemorySwap`` twice ``Memory``, 64 MiB ``ShmSize``, ...);
+  the resource limits are checked by :mod:`lamina.container.limits`.
 - :func:`container_spec` and :func:`exec_process` build what the runtime runs: the command is
   Entrypoint + Cmd; the environment is ``PATH`` (default), ``HOSTNAME``, ``TERM=xterm`` with a
   TTY, overlaid by the config's Env, plus ``HOME`` from the image's passwd.
@@ -27,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lamina import errdefs
+from lamina.container.limits import validate_resources
 from lamina.container.logs import parse_log_options
 from lamina.image.config import ContainerConfig
 from lamina.runtime.api import (
@@ -64,7 +66,6 @@ __all__ = [
     "normalize_config",
     "normalize_host_config",
     "normalize_update",
-    "parse_cpuset",
     "parse_signal",
     "resolv_conf",
     "resources",
@@ -77,7 +78,6 @@ __all__ = [
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_STOP_TIMEOUT = 10
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
-MINIMUM_MEMORY = 6 * 1024 * 1024
 RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
 _GOOGLE_DNS = ("8.8.8.8", "8.8.4.4")
 _LOOPBACK_NAMESERVER = re.compile(r"^\s*nameserver\s*((127\.\d{1,3}\.\d{1,3}\.\d{1,3})|(::1))\s*$")
@@ -108,29 +108,10 @@ _HOST_CONFIG_DEFAULTS: tuple[tuple[str, Any], ...] = (
     ("CpuCount", 0), ("CpuPercent", 0), ("IOMaximumIOps", 0), ("IOMaximumBandwidth", 0),
     ("Mounts", None), ("Init", None), ("Tmpfs", None), ("MaskedPaths", None), ("ReadonlyPaths", None),
 )
-_INTEGER_FIELDS = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
-                   "CpuQuota", "ShmSize", "BlkioWeight", "OomScoreAdj", "CpuCount", "CpuPercent",
-                   "CpuRealtimePeriod", "CpuRealtimeRuntime", "IOMaximumIOps", "IOMaximumBandwidth")
 _UPDATE_FIELDS = ("CpuShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight", "CpuPeriod", "CpuQuota",
                   "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems", "MemoryReservation",
                   "MemorySwap", "MemorySwappiness", "KernelMemory", "OomKillDisable", "PidsLimit",
                   "RestartPolicy", "BlkioWeightDevice", "Devices", "Ulimits")
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "bool", int: "number", float: "number", str: "string", list: "array",
-            dict: "object", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _integer(host: Mapping[str, Any], key: str) -> int:
-    value = host.get(key)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
-                                                                          and not value.is_integer()):
-        raise errdefs.InvalidArgument(
-            f"json: cannot unmarshal {_type_name(value)} into Go struct field HostConfig.{key} of type int64")
-    return int(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,33 +255,6 @@ def validate_config(config: dict[str, Any]) -> None:
 # HostConfig
 
 
-def parse_cpuset(text: str) -> set[int]:
-    """``0-2,4`` -> {0, 1, 2, 4}; InvalidArgument for anything else."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        low, separator, high = part.partition("-")
-        if not low.isdigit() or (separator and not high.isdigit()):
-            raise errdefs.InvalidArgument(f"Invalid value {text} for cpuset cpus")
-        first, last = int(low), int(high) if separator else int(low)
-        if last < first:
-            raise errdefs.InvalidArgument(f"Invalid value {text} for cpuset cpus")
-        cpus.update(range(first, last + 1))
-    return cpus
-
-
-def _format_cpuset(cpus: set[int]) -> str:
-    ranges: list[str] = []
-    for cpu in sorted(cpus):
-        if ranges and "-" in ranges[-1] and int(ranges[-1].split("-")[1]) == cpu - 1:
-            ranges[-1] = f"{ranges[-1].split('-')[0]}-{cpu}"
-        elif ranges and "-" not in ranges[-1] and int(ranges[-1]) == cpu - 1:
-            ranges[-1] = f"{ranges[-1]}-{cpu}"
-        else:
-            ranges.append(str(cpu))
-    return ",".join(ranges)
-
-
 def restart_policy(host: Mapping[str, Any]) -> tuple[str, int]:
     policy = host.get("RestartPolicy") or {}
     return str(policy.get("Name") or "no"), int(policy.get("MaximumRetryCount") or 0)
@@ -331,67 +285,6 @@ def _validate_restart_policy(policy: Any) -> dict[str, Any]:
             f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', 'on-failure', "
             f"or 'unless-stopped'")
     return {"Name": name, "MaximumRetryCount": count}
-
-
-def _validate_resources(host: dict[str, Any], *, update: bool, cpu_count: int, available: set[int]) -> list[str]:
-    warnings: list[str] = []
-    for key in _INTEGER_FIELDS:
-        if key in host:
-            host[key] = _integer(host, key)
-    memory = host.get("Memory") or 0
-    swap = host.get("MemorySwap") or 0
-    if memory < 0:
-        raise errdefs.InvalidArgument("invalid memory limit: must not be negative")
-    if memory and memory < MINIMUM_MEMORY:
-        raise errdefs.InvalidArgument("Minimum memory limit allowed is 6MB")
-    if memory > 0 and swap > 0 and swap < memory:
-        raise errdefs.InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
-    if memory == 0 and swap > 0 and not update:
-        raise errdefs.InvalidArgument(
-            "You should always set the Memory limit when using Memoryswap limit, see usage")
-    reservation = host.get("MemoryReservation") or 0
-    if reservation and memory and memory < reservation:
-        raise errdefs.InvalidArgument(
-            "Minimum memory limit can not be less than memory reservation limit, see usage")
-    nano = host.get("NanoCpus") or 0
-    if nano and (host.get("CpuPeriod") or 0):
-        raise errdefs.InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set")
-    if nano and (host.get("CpuQuota") or 0):
-        raise errdefs.InvalidArgument("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
-    if nano < 0 or nano > cpu_count * 1_000_000_000:
-        raise errdefs.InvalidArgument(
-            f"Range of CPUs is from 0.01 to {cpu_count}.00, as there are only {cpu_count} CPUs available")
-    if 0 < nano < 10_000_000:
-        raise errdefs.InvalidArgument(
-            f"Range of CPUs is from 0.01 to {cpu_count}.00, as there are only {cpu_count} CPUs available")
-    shares = host.get("CpuShares") or 0
-    if shares < 0:
-        raise errdefs.InvalidArgument(f"invalid CPU shares ({shares}): value must be a positive integer")
-    period = host.get("CpuPeriod") or 0
-    if period and not 1000 <= period <= 1_000_000:
-        raise errdefs.InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s "
-                                      "(i.e. 1000000)")
-    quota = host.get("CpuQuota") or 0
-    if quota and quota != -1 and quota < 1000:
-        raise errdefs.InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
-    cpuset = host.get("CpusetCpus") or ""
-    if cpuset:
-        if not isinstance(cpuset, str):
-            raise errdefs.InvalidArgument("CpusetCpus must be a string")
-        requested = parse_cpuset(cpuset)
-        if not requested <= available:
-            raise errdefs.InvalidArgument(
-                f"Requested CPUs are not available - requested {cpuset}, available: {_format_cpuset(available)}")
-    pids = host.get("PidsLimit")
-    if pids is not None:
-        if isinstance(pids, bool) or not isinstance(pids, int):
-            raise errdefs.InvalidArgument(
-                f"json: cannot unmarshal {_type_name(pids)} into Go struct field HostConfig.PidsLimit of type int64")
-        if pids <= 0:
-            host["PidsLimit"] = 0 if update else None  # unlimited
-    if memory > 0 and swap == 0 and not update:
-        host["MemorySwap"] = memory * 2
-    return warnings
 
 
 def _check_list(host: Mapping[str, Any], key: str) -> list[Any]:
@@ -427,7 +320,7 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
     out.update(given)  # fields lamina does not know: kept as given
     cpu_count = cpu_count or os.cpu_count() or 1
     available = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
-    warnings = _validate_resources(out, update=False, cpu_count=cpu_count, available=available)
+    warnings = validate_resources(out, update=False, cpu_count=cpu_count, available=available)
     out["RestartPolicy"] = _validate_restart_policy(host.get("RestartPolicy"))
     if out.get("AutoRemove") and out["RestartPolicy"]["Name"] != "no":
         raise errdefs.InvalidArgument("can't create 'AutoRemove' container with restart policy")
@@ -516,7 +409,7 @@ def normalize_update(host: dict[str, Any], update: Mapping[str, Any], *, cpu_cou
             changed[key] = value
     cpu_count = cpu_count or os.cpu_count() or 1
     available = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
-    warnings = _validate_resources(changed, update=True, cpu_count=cpu_count, available=available)
+    warnings = validate_resources(changed, update=True, cpu_count=cpu_count, available=available)
     memory = changed.get("Memory") or 0
     swap = changed.get("MemorySwap") or 0
     if "Memory" in update and memory and "MemorySwap" not in update and 0 < swap < memory:

@@ -20,8 +20,8 @@ same rules as Docker's classic builder:
   ``--interval/--timeout/--start-period/--start-interval/--retries``.
 
 Not supported (Docker would accept them): the ``# escape=`` parser directive and heredocs.
-Lines, flags, words and ``$VAR`` expansion are read by :mod:`lamina.image.dockerfile_words`,
-the lexer the Dockerfile front end (:mod:`lamina.build.parser`) uses too.
+Lines, flags, words and ``$VAR`` expansion are read by the :mod:`lamina.dockerfile` package,
+whose parser (:mod:`lamina.dockerfile.parser`) is the build's front end.
 Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's messages.
 """
 
@@ -35,10 +35,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lamina import errdefs
-from lamina.image.dockerfile_words import (
+from lamina.dockerfile.lexer import (
     DockerfileSyntaxError,
     Flags,
-    ShellWords,
     continuation_regex,
     go_clean,
     go_trim_left,
@@ -49,6 +48,7 @@ from lamina.image.dockerfile_words import (
     split_lines,
     trim_continuation,
 )
+from lamina.dockerfile.substitution import ShellWords
 from lamina.records import dataclass, field
 
 __all__ = ["apply_changes", "VALID_CHANGE_COMMANDS", "ShellLex", "parse_duration"]

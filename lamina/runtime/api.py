@@ -11,7 +11,8 @@ double-fork, the child subreaper) of the container's PID 1 and reaps it with ``w
 namespaces and cgroup, then fork) whose parent is the caller.
 
 Vocabulary: **id** the container id (64 hex); **pid** the host pid of the container's PID 1;
-**cgroup path** ``lamina/<id>`` under each hierarchy (v1) or the unified tree (v2).
+**cgroup path** ``<cgroup_parent>/<id>`` (``lamina/<id>``) under each hierarchy (v1) or the
+unified tree (v2), the same for every runtime; :func:`cgroup_path` gives it for a state.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from __future__ import annotations
 from lamina.records import dataclass, field
 from typing import Protocol
 
-__all__ = ["MountSpec", "ProcessSpec", "Resources", "ContainerSpec", "Stdio", "Runtime", "RuntimeState",
-           "DEFAULT_CAPABILITIES", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS"]
+__all__ = ["MountSpec", "ProcessSpec", "Resources", "ContainerSpec", "Stdio", "Runtime", "RuntimeCgroup",
+           "RuntimeLifecycle", "RuntimeState", "cgroup_path", "DEFAULT_CAPABILITIES", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS"]
 
 # Docker's default capability set (moby oci/caps/defaults.go)
 DEFAULT_CAPABILITIES = (
@@ -120,8 +121,14 @@ class RuntimeState:
     bundle: str = ""          # OCI runtimes: the bundle directory
 
 
-class Runtime(Protocol):
-    name: str
+def cgroup_path(state: RuntimeState) -> str:
+    """The cgroup path of a started container: the one recorded, ``lamina/<id>`` for states
+    written before the path was."""
+    return state.cgroup or f"lamina/{state.id}"
+
+
+class RuntimeLifecycle(Protocol):
+    """A container's processes: start, enter, signal, freeze, and release."""
 
     def start(self, spec: ContainerSpec, stdio: Stdio) -> RuntimeState:
         """Create and start the container; the caller reaps the returned pid."""
@@ -135,10 +142,43 @@ class Runtime(Protocol):
 
     def resume(self, state: RuntimeState) -> None: ...
 
-    def update(self, state: RuntimeState, resources: Resources) -> None: ...
+    def delete(self, state: RuntimeState, *, force: bool = False) -> None:
+        """Release what the runtime holds for a stopped container (cgroups, bundle).
+
+        Without ``force`` a container that still has processes is a Conflict.  With ``force``
+        every process left in the cgroup is killed first (a paused container is thawed so the
+        kill is delivered); Conflict still when processes remain after that, e.g. exited
+        children of the caller that it has not reaped yet: reap and call again."""
+
+
+class RuntimeCgroup(Protocol):
+    """A container's cgroup: where it is, what is in it, what it used, its limits.  These read
+    the cgroup whether or not the container still runs."""
+
+    def cgroup_path(self, state: RuntimeState) -> str:
+        """The container's cgroup path, relative to the hierarchy roots (``lamina/<id>``)."""
+
+    def processes(self, state: RuntimeState) -> list[int]:
+        """Host pids of the processes in the container's cgroup (what ``top`` lists); empty
+        when the cgroup is gone."""
+
+    def oom_killed(self, state: RuntimeState) -> bool:
+        """Whether the kernel's OOM killer killed a process of the container (False when the
+        cgroup is gone)."""
 
     def stats(self, state: RuntimeState) -> dict[str, object]:
         """Docker-shaped stats: cpu_stats, memory_stats, pids_stats, blkio_stats."""
 
-    def delete(self, state: RuntimeState) -> None:
-        """Release what the runtime holds for a stopped container (cgroups, bundle)."""
+    def update(self, state: RuntimeState, resources: Resources) -> None:
+        """Change the limits of a running container (``None`` fields stay as they are)."""
+
+
+class Runtime(RuntimeLifecycle, RuntimeCgroup, Protocol):
+    """One container runtime, by its ``name`` (see :mod:`lamina.runtime.registry`).
+
+    Every method but :meth:`start` takes the :class:`RuntimeState` that :meth:`start` returned
+    (persisted by the caller).  A container whose processes are gone answers Conflict ("is not
+    running") to :meth:`exec` and :meth:`kill`.
+    """
+
+    name: str

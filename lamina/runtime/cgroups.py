@@ -1,4 +1,7 @@
-"""cgroup v1 and v2 management for one container: limits, membership, freezer, stats, OOM.
+"""cgroup v1 and v2 management for one container: layout, lifecycle, membership, freezer, kill.
+
+The limits are written by :mod:`lamina.runtime.cgroup_limits` and the accounting (stats, OOM
+kills) read by :mod:`lamina.runtime.cgroup_stats`, both through :class:`CgroupManager`'s files.
 
 Layout detection (:func:`detect_layout`) reads ``/proc/self/mountinfo``:
 
@@ -42,7 +45,9 @@ import time
 
 from lamina import errdefs
 from lamina.records import dataclass
+from lamina.runtime import cgroup_stats
 from lamina.runtime.api import Resources
+from lamina.runtime.cgroup_limits import apply_resources
 
 __all__ = [
     "DEFAULT_DEVICE_RULES",
@@ -52,9 +57,6 @@ __all__ = [
     "CgroupManager",
     "detect_layout",
     "enter_cgroups",
-    "host_memory_total",
-    "shares_to_weight",
-    "system_cpu_usage",
 ]
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices")
@@ -67,7 +69,6 @@ DEFAULT_DEVICE_RULES = (
     "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
 )
 
-_UNLIMITED_V1 = 9223372036854771712  # PAGE_COUNTER_MAX * page size: v1's "no limit"
 _FREEZE_TIMEOUT = 5.0
 
 
@@ -137,32 +138,6 @@ def detect_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
                                      f"{mountinfo})")
 
 
-def shares_to_weight(shares: int) -> int:
-    """Docker/runc's --cpu-shares to cgroup v2 cpu.weight conversion ([2, 262144] -> [1, 10000])."""
-    if shares <= 0:
-        return 0
-    shares = min(max(shares, 2), 262144)
-    return 1 + ((shares - 2) * 9999) // 262142
-
-
-def system_cpu_usage() -> int:
-    """Host CPU time in nanoseconds from ``/proc/stat`` (Docker's ``system_cpu_usage``)."""
-    with open("/proc/stat", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("cpu "):
-                ticks = sum(int(value) for value in line.split()[1:8])  # user..softirq, steal
-                return ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-    return 0
-
-
-def host_memory_total() -> int:
-    with open("/proc/meminfo", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def enter_cgroups(procs_fds: list[int]) -> None:
     """Move the calling (single-threaded) process into the cgroups whose membership files
     are open as ``procs_fds`` (from :meth:`CgroupManager.open_procs_files`) and close them.
@@ -196,6 +171,11 @@ class CgroupManager:
         self.path = path
         self.layout = layout if layout is not None else detect_layout()
 
+    @property
+    def version(self) -> int:
+        """1 or 2: the cgroup version of the layout."""
+        return self.layout.version
+
     # -- locations -------------------------------------------------------------------------
 
     def directory(self, controller: str) -> str | None:
@@ -216,7 +196,7 @@ class CgroupManager:
         directory = self.directory(controller)
         return None if directory is None else os.path.join(directory, name)
 
-    def _require(self, controller: str, name: str) -> str:
+    def require(self, controller: str, name: str) -> str:
         path = self._file(controller, name)
         if path is None:
             raise errdefs.FailedPrecondition(
@@ -248,7 +228,7 @@ class CgroupManager:
         except OSError as exc:
             raise _error(path, None, exc) from exc
 
-    def _read_optional(self, controller: str, name: str) -> str | None:
+    def read_optional(self, controller: str, name: str) -> str | None:
         path = self._file(controller, name)
         if path is None:
             return None
@@ -361,94 +341,23 @@ class CgroupManager:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.1)
 
-    # -- limits ---------------------------------------------------------------------------
+    # -- limits and accounting (lamina.runtime.cgroup_limits, lamina.runtime.cgroup_stats) ----
 
     def apply(self, resources: Resources) -> None:
         """Write the limits of ``resources`` that are set (``None`` leaves a limit as it is)."""
-        memory, swap = resources.memory, resources.memory_swap
-        if memory is not None and memory > 0 and swap is not None and swap > 0 and swap < memory:
-            raise errdefs.InvalidArgument("Minimum memoryswap limit should be larger than memory limit, "
-                                          "see usage")
-        if resources.cpu_quota is not None and 0 < resources.cpu_quota < 1000:
-            raise errdefs.InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
-        if resources.cpu_period is not None and resources.cpu_period != 0 and not (
-                1000 <= resources.cpu_period <= 1000000):
-            raise errdefs.InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) "
-                                          "or larger than 1s (i.e. 1000000)")
-        if self.layout.version == 2:
-            self._apply_v2(resources)
-        else:
-            self._apply_v1(resources)
+        apply_resources(self, resources)
 
-    def _apply_v1(self, resources: Resources) -> None:
-        memory, swap = resources.memory, resources.memory_swap
-        if memory is not None or swap is not None:
-            limit_file = self._require("memory", "memory.limit_in_bytes")
-            swap_file = self._require("memory", "memory.memsw.limit_in_bytes") if swap is not None else None
-            if swap_file is not None and not os.path.exists(swap_file):
-                raise errdefs.FailedPrecondition(
-                    f"{swap_file} does not exist: this kernel does not account swap (boot with "
-                    "swapaccount=1), so --memory-swap cannot be applied")
-            memory_value = None if memory is None else str(memory if memory > 0 else -1)
-            swap_value = None if swap is None else str(swap if swap > 0 else -1)
-            if memory_value is not None and swap_value is not None:
-                # memsw must stay >= memory: raise memsw first when growing, memory first otherwise
-                current_swap = int(self.read(swap_file).strip() or 0)  # type: ignore[arg-type]
-                new_memory = memory if memory and memory > 0 else _UNLIMITED_V1
-                if new_memory > current_swap:
-                    self.write(swap_file, swap_value)  # type: ignore[arg-type]
-                    self.write(limit_file, memory_value)
-                else:
-                    self.write(limit_file, memory_value)
-                    self.write(swap_file, swap_value)  # type: ignore[arg-type]
-            elif memory_value is not None:
-                self.write(limit_file, memory_value)
-            elif swap_value is not None:
-                self.write(swap_file, swap_value)  # type: ignore[arg-type]
-        if resources.cpu_period or resources.cpu_quota:
-            if resources.cpu_period:
-                self.write(self._require("cpu", "cpu.cfs_period_us"), str(resources.cpu_period))
-            if resources.cpu_quota:
-                quota = resources.cpu_quota if resources.cpu_quota > 0 else -1
-                self.write(self._require("cpu", "cpu.cfs_quota_us"), str(quota))
-        if resources.cpu_shares:
-            self.write(self._require("cpu", "cpu.shares"), str(resources.cpu_shares))
-        if resources.cpuset_cpus is not None and resources.cpuset_cpus != "":
-            self.write(self._require("cpuset", "cpuset.cpus"), resources.cpuset_cpus)
-        if resources.pids_limit is not None:
-            value = str(resources.pids_limit) if resources.pids_limit > 0 else "max"
-            self.write(self._require("pids", "pids.max"), value)
+    def stats(self) -> dict[str, object]:
+        """Docker-shaped statistics: ``cpu_stats``, ``memory_stats``, ``pids_stats``,
+        ``blkio_stats`` (the fields of ``GET /containers/{id}/stats``)."""
+        return cgroup_stats.stats(self)
 
-    def _apply_v2(self, resources: Resources) -> None:
-        memory, swap = resources.memory, resources.memory_swap
-        if memory is not None:
-            self.write(self._require("memory", "memory.max"), str(memory) if memory > 0 else "max")
-        if swap is not None:
-            swap_file = self._require("memory", "memory.swap.max")
-            if swap < 0 or swap == 0:
-                swap_value = "max"
-            elif memory is None or memory <= 0:
-                raise errdefs.InvalidArgument("You should always set the Memory limit when using Memoryswap limit")
-            else:
-                swap_value = str(swap - memory)
-            self.write(swap_file, swap_value)
-        if resources.cpu_period or resources.cpu_quota:
-            cpu_max = self._require("cpu", "cpu.max")
-            current = self.read(cpu_max).split() if os.path.exists(cpu_max) else ["max", "100000"]
-            quota = current[0]
-            period = current[1] if len(current) > 1 else "100000"
-            if resources.cpu_quota:
-                quota = str(resources.cpu_quota) if resources.cpu_quota > 0 else "max"
-            if resources.cpu_period:
-                period = str(resources.cpu_period)
-            self.write(cpu_max, f"{quota} {period}")
-        if resources.cpu_shares:
-            self.write(self._require("cpu", "cpu.weight"), str(shares_to_weight(resources.cpu_shares)))
-        if resources.cpuset_cpus is not None and resources.cpuset_cpus != "":
-            self.write(self._require("cpuset", "cpuset.cpus"), resources.cpuset_cpus)
-        if resources.pids_limit is not None:
-            value = str(resources.pids_limit) if resources.pids_limit > 0 else "max"
-            self.write(self._require("pids", "pids.max"), value)
+    def oom_kill_count(self) -> int:
+        """How many processes of the container the kernel's OOM killer has killed."""
+        return cgroup_stats.oom_kill_count(self)
+
+    def oom_killed(self) -> bool:
+        return self.oom_kill_count() > 0
 
     # -- freezer --------------------------------------------------------------------------
 
@@ -461,16 +370,16 @@ class CgroupManager:
 
     def frozen(self) -> bool:
         if self.layout.version == 2:
-            events = self._read_optional("", "cgroup.events") or ""
+            events = self.read_optional("", "cgroup.events") or ""
             return "frozen 1" in events.splitlines()
-        return (self._read_optional("freezer", "freezer.state") or "").strip() == "FROZEN"
+        return (self.read_optional("freezer", "freezer.state") or "").strip() == "FROZEN"
 
     def _set_frozen(self, frozen: bool) -> None:
         if self.layout.version == 2:
-            path = self._require("", "cgroup.freeze")
+            path = self.require("", "cgroup.freeze")
             value = "1" if frozen else "0"
         else:
-            path = self._require("freezer", "freezer.state")
+            path = self.require("freezer", "freezer.state")
             value = "FROZEN" if frozen else "THAWED"
         deadline = time.monotonic() + _FREEZE_TIMEOUT
         delay = 0.001
@@ -531,147 +440,23 @@ class CgroupManager:
             if frozen:
                 self.thaw()
 
-    # -- accounting -----------------------------------------------------------------------
-
-    def oom_kill_count(self) -> int:
-        """How many processes of the container the kernel's OOM killer has killed."""
-        if self.layout.version == 2:
-            text = self._read_optional("memory", "memory.events") or ""
-        else:
-            text = self._read_optional("memory", "memory.oom_control") or ""
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name == "oom_kill":
-                return int(value)
-        return 0
-
-    def oom_killed(self) -> bool:
-        return self.oom_kill_count() > 0
-
-    def stats(self) -> dict[str, object]:
-        """Docker-shaped statistics: ``cpu_stats``, ``memory_stats``, ``pids_stats``,
-        ``blkio_stats`` (the fields of ``GET /containers/{id}/stats``)."""
-        if self.layout.version == 2:
-            return self._stats_v2()
-        return self._stats_v1()
-
-    @staticmethod
-    def _key_values(text: str | None) -> dict[str, int]:
-        values: dict[str, int] = {}
-        for line in (text or "").splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-                values[parts[0]] = int(parts[1])
-        return values
-
-    def _pids_stats(self) -> dict[str, int]:
-        result: dict[str, int] = {}
-        current = self._read_optional("pids", "pids.current")
-        if current is not None and current.strip().isdigit():
-            result["current"] = int(current)
-        limit = self._read_optional("pids", "pids.max")
-        if limit is not None and limit.strip().isdigit():
-            result["limit"] = int(limit)
-        return result
-
-    def _stats_v1(self) -> dict[str, object]:
-        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-        usage = self._read_optional("cpuacct", "cpuacct.usage")
-        percpu = (self._read_optional("cpuacct", "cpuacct.usage_percpu") or "").split()
-        acct = self._key_values(self._read_optional("cpuacct", "cpuacct.stat"))
-        throttle = self._key_values(self._read_optional("cpu", "cpu.stat"))
-        cpu_usage: dict[str, object] = {
-            "total_usage": int(usage) if usage and usage.strip().isdigit() else 0,
-            "usage_in_kernelmode": acct.get("system", 0) * tick_ns,
-            "usage_in_usermode": acct.get("user", 0) * tick_ns,
-        }
-        if percpu:
-            cpu_usage["percpu_usage"] = [int(value) for value in percpu]
-        cpu_stats = {
-            "cpu_usage": cpu_usage,
-            "system_cpu_usage": system_cpu_usage(),
-            "online_cpus": len(percpu) or os.cpu_count() or 1,
-            "throttling_data": {
-                "periods": throttle.get("nr_periods", 0),
-                "throttled_periods": throttle.get("nr_throttled", 0),
-                "throttled_time": throttle.get("throttled_time", 0),
-            },
-        }
-        memory_stats: dict[str, object] = {}
-        usage_text = self._read_optional("memory", "memory.usage_in_bytes")
-        if usage_text is not None:
-            stat = self._key_values(self._read_optional("memory", "memory.stat"))
-            limit = stat.get("hierarchical_memory_limit") or int(
-                (self._read_optional("memory", "memory.limit_in_bytes") or "0").strip() or 0)
-            total = host_memory_total()
-            if total and (not limit or limit > total):
-                limit = total  # no limit: Docker reports the host's memory
-            memory_stats = {
-                "usage": int(usage_text),
-                "max_usage": int((self._read_optional("memory", "memory.max_usage_in_bytes") or "0").strip() or 0),
-                "failcnt": int((self._read_optional("memory", "memory.failcnt") or "0").strip() or 0),
-                "limit": limit,
-                "stats": stat,
-            }
-        blkio: dict[str, list[dict[str, object]]] = {}
-        for key, names in (("io_service_bytes_recursive", ("blkio.throttle.io_service_bytes_recursive",
-                                                           "blkio.io_service_bytes_recursive")),
-                           ("io_serviced_recursive", ("blkio.throttle.io_serviced_recursive",
-                                                      "blkio.io_serviced_recursive"))):
-            entries: list[dict[str, object]] = []
-            for name in names:
-                text = self._read_optional("blkio", name)
-                if text is None:
-                    continue
-                for line in text.splitlines():
-                    parts = line.split()
-                    if len(parts) == 3 and ":" in parts[0] and parts[2].isdigit():
-                        major, _, minor = parts[0].partition(":")
-                        entries.append({"major": int(major), "minor": int(minor), "op": parts[1],
-                                        "value": int(parts[2])})
-                break
-            blkio[key] = entries
-        return {"cpu_stats": cpu_stats, "memory_stats": memory_stats, "pids_stats": self._pids_stats(),
-                "blkio_stats": blkio}
-
-    def _stats_v2(self) -> dict[str, object]:
-        cpu = self._key_values(self._read_optional("", "cpu.stat"))
-        cpu_stats = {
-            "cpu_usage": {
-                "total_usage": cpu.get("usage_usec", 0) * 1000,
-                "usage_in_kernelmode": cpu.get("system_usec", 0) * 1000,
-                "usage_in_usermode": cpu.get("user_usec", 0) * 1000,
-            },
-            "system_cpu_usage": system_cpu_usage(),
-            "online_cpus": os.cpu_count() or 1,
-            "throttling_data": {
-                "periods": cpu.get("nr_periods", 0),
-                "throttled_periods": cpu.get("nr_throttled", 0),
-                "throttled_time": cpu.get("throttled_usec", 0) * 1000,
-            },
-        }
-        memory_stats: dict[str, object] = {}
-        current = self._read_optional("memory", "memory.current")
-        if current is not None:
-            limit_text = (self._read_optional("memory", "memory.max") or "max").strip()
-            total = host_memory_total()
-            limit = int(limit_text) if limit_text.isdigit() else total
-            if total and limit > total:
-                limit = total
-            memory_stats = {"usage": int(current), "limit": limit,
-                            "stats": self._key_values(self._read_optional("memory", "memory.stat"))}
-        entries_bytes: list[dict[str, object]] = []
-        entries_ios: list[dict[str, object]] = []
-        for line in (self._read_optional("io", "io.stat") or "").splitlines():
-            parts = line.split()
-            if not parts or ":" not in parts[0]:
-                continue
-            major, _, minor = parts[0].partition(":")
-            values = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
-            for op, key, target in (("read", "rbytes", entries_bytes), ("write", "wbytes", entries_bytes),
-                                    ("read", "rios", entries_ios), ("write", "wios", entries_ios)):
-                if key in values and values[key].isdigit():
-                    target.append({"major": int(major), "minor": int(minor), "op": op, "value": int(values[key])})
-        return {"cpu_stats": cpu_stats, "memory_stats": memory_stats, "pids_stats": self._pids_stats(),
-                "blkio_stats": {"io_service_bytes_recursive": entries_bytes,
-                                "io_serviced_recursive": entries_ios}}
+    def kill_remaining(self, timeout: float = 0.1) -> list[int]:
+        """Thaw the cgroup, SIGKILL every process in it and wait up to ``timeout`` seconds for
+        them to leave; the pids still there.  The wait is short: callers retry (a process
+        in uninterruptible sleep leaves when its I/O ends)."""
+        remaining = self.pids() if self.exists() else []
+        if not remaining:
+            return []
+        try:
+            self.thaw()
+        except errdefs.LaminaError:
+            pass  # no freezer: nothing was frozen
+        self.kill_all(signal_module.SIGKILL)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            remaining = self.pids()
+            if not remaining or time.monotonic() >= deadline:
+                return remaining
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)

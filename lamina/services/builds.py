@@ -261,7 +261,8 @@ class BuildServiceImpl:
         relative ``dockerfile`` is relative to that directory)."""
         # the builder and the Dockerfile front end load only when a build runs: every other
         # command builds these services too
-        from lamina.build.builder import Builder, short_id
+        from lamina.build.builder import Builder
+        from lamina.build.history import short_id
 
         references = [tag_reference(tag) for tag in tags]
         options = options or BuildOptions()

@@ -67,6 +67,7 @@ from lamina.image.reference import parse_normalized_named, with_default_tag
 from lamina.layer.mounts import INIT_PATHS, MountStore
 from lamina.log import get_logger
 from lamina.runtime.api import Runtime, RuntimeState
+from lamina.runtime.registry import Runtimes
 from lamina.services.images import ImageServiceImpl, all_labels_match
 from lamina.volume.mounts import (
     inspect_mounts,
@@ -77,11 +78,10 @@ from lamina.volume.mounts import (
     volume_names,
 )
 
-__all__ = ["BUILTIN_RUNTIME_NAMES", "ContainerServiceImpl"]
+__all__ = ["ContainerServiceImpl"]
 
 log = get_logger("lamina.services")
 
-BUILTIN_RUNTIME_NAMES = ("native", "crun", "runc")
 _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 _LIST_FILTERS = ("id", "name", "label", "status", "ancestor", "exited", "before", "since", "health",
                  "network", "volume", "publish", "expose", "isolation", "is-task")
@@ -126,29 +126,15 @@ class ContainerServiceImpl:
         self.events = events
         self._pending: dict[str, list[PendingAttach]] = {}
         self._pending_lock = threading.Lock()
-        self._runtimes: dict[str, Runtime] = {}
+        self._runtimes = Runtimes(self.exec_root)
         self.context = MonitorContext(store=store, mounts=mounts, execs=execs, exec_root=self.exec_root,
                                       runtime=self.runtime, volumes=volumes, events=events)
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def runtime(self, name: str) -> Runtime:
-        """The runtime called ``name`` (OCI runtimes keep their bundles under the exec root, the
-        native one its compiled seccomp filters: compiling Docker's profile costs ~20 ms)."""
-        if name not in self._runtimes:
-            if name in ("crun", "runc"):
-                from lamina.runtime.oci import OCIRuntime
-
-                self._runtimes[name] = OCIRuntime(name, state_root=os.path.join(self.exec_root, "oci"))
-            elif name == "native":
-                from lamina.runtime.native import NativeRuntime
-
-                self._runtimes[name] = NativeRuntime(seccomp_cache=os.path.join(self.exec_root, "seccomp"))
-            else:
-                from lamina.runtime import get_runtime
-
-                self._runtimes[name] = get_runtime(name)
-        return self._runtimes[name]
+        """The runtime called ``name`` (:mod:`lamina.runtime.registry`), opened once."""
+        return self._runtimes.get(name)
 
     def _event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
         self.events.emit(CONTAINER, action, container.id, container_attributes(container.config, container.name, extra))
@@ -229,19 +215,10 @@ class ContainerServiceImpl:
         return mount_points
 
     def _release_dead_run(self, state: RuntimeState) -> str:
-        from lamina.runtime.cgroups import CgroupManager
-
         try:
-            manager = CgroupManager(state.cgroup or f"lamina/{state.id}")
-            if manager.exists():
-                try:
-                    manager.thaw()
-                except errdefs.LaminaError:
-                    pass
-                manager.kill_all(signals.SIGKILL)
             for _attempt in range(100):
                 try:
-                    self.runtime(state.runtime).delete(state)
+                    self.runtime(state.runtime).delete(state, force=True)
                     return ""
                 except errdefs.Conflict:
                     time.sleep(0.02)
@@ -368,9 +345,7 @@ class ContainerServiceImpl:
         return {"Id": container_id, "Warnings": warnings}
 
     def _runtime_names(self) -> tuple[str, ...]:
-        from lamina.runtime import runtime_names
-
-        return tuple(dict.fromkeys((*BUILTIN_RUNTIME_NAMES, *runtime_names())))
+        return self._runtimes.names()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -939,11 +914,10 @@ class ContainerServiceImpl:
 
     def top(self, id: str, *, ps_args: str = "-ef") -> dict[str, Any]:
         from lamina.container.processes import list_processes
-        from lamina.runtime.cgroups import CgroupManager
 
         container = self._get(id)
         state = self._runtime_state(container)
-        pids = CgroupManager(state.cgroup or f"lamina/{container.id}").pids()
+        pids = self.runtime(state.runtime).processes(state)
         return list_processes(pids, ps_args or "-ef")
 
     def _stats_document(self, container: Container, state: RuntimeState | None,

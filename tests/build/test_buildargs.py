@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from lamina.build.buildargs import PROXY_ARGS, BuildArgs
-from lamina.build.parser import ArgInstruction, EnvInstruction, FromInstruction, parse
-from lamina.build.shell_words import Substitution
+from lamina.dockerfile.instructions import ArgInstruction, EnvInstruction, FromInstruction
+from lamina.dockerfile.parser import parse
+from lamina.dockerfile.substitution import Substitution
 
 
 def run_stage(text: str, options: dict[str, str | None] | None = None) -> tuple[BuildArgs, list[dict[str, str]]]:

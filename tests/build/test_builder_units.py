@@ -10,18 +10,17 @@ import time
 import pytest
 
 from lamina import errdefs
+from lamina.build import metadata
 from lamina.build.api import BuildOptions
-from lamina.build.builder import (
-    Builder,
-    _healthcheck_text,
-    _parse_port_spec,
-    go_duration,
-    go_quote,
-    short_id,
-)
+from lamina.build.builder import Builder
+from lamina.build.buildargs import BuildArgs
 from lamina.build.cache import CacheIndex, cache_key
 from lamina.build.context import open_directory_context
 from lamina.build.copy import parse_chmod
+from lamina.build.history import go_duration, go_quote, healthcheck_text, short_id
+from lamina.build.metadata import parse_port_spec
+from lamina.build.state import BuiltStages, StageState
+from lamina.dockerfile.parser import parse
 from lamina.image.config import ContainerConfig, HealthConfig, ImageConfig
 
 # -- Go's formatting ------------------------------------------------------------------------------
@@ -49,24 +48,65 @@ def test_go_duration_matches_time_duration_string(nanoseconds: int, text: str) -
 def test_healthcheck_history_text_is_docker_2010s() -> None:
     health = HealthConfig(test=("CMD-SHELL", "curl -f http://localhost/ || exit 1"), interval=300_000_000_000,
                           timeout=3_000_000_000, retries=3)
-    assert _healthcheck_text(health) == ('&{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" '
+    assert healthcheck_text(health) == ('&{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" '
                                          "'\\x03'}")
-    assert _healthcheck_text(HealthConfig(test=("NONE",))) == "&{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}"
+    assert healthcheck_text(HealthConfig(test=("NONE",))) == "&{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}"
 
 
 def test_port_specs_and_chmod_values() -> None:
-    assert _parse_port_spec("80") == ["80/tcp"]
-    assert _parse_port_spec("53/UDP") == ["53/udp"]
-    assert _parse_port_spec("8000-8002/tcp") == ["8000/tcp", "8001/tcp", "8002/tcp"]
-    assert _parse_port_spec("127.0.0.1:8080:80") == ["80/tcp"]
+    assert parse_port_spec("80") == ["80/tcp"]
+    assert parse_port_spec("53/UDP") == ["53/udp"]
+    assert parse_port_spec("8000-8002/tcp") == ["8000/tcp", "8001/tcp", "8002/tcp"]
+    assert parse_port_spec("127.0.0.1:8080:80") == ["80/tcp"]
     for bad in ("80/icmp", "eighty", "9-3", "70000"):
         with pytest.raises(errdefs.InvalidArgument):
-            _parse_port_spec(bad)
+            parse_port_spec(bad)
     assert parse_chmod("") is None and parse_chmod("755") == 0o755 and parse_chmod("04755") == 0o4755
     for bad in ("u+x", "8", "17777"):
         with pytest.raises(errdefs.InvalidArgument, match="it should be octal string and between 0 and 07777"):
             parse_chmod(bad)
     assert short_id("sha256:0123456789abcdef") == "0123456789ab"
+
+
+# -- stage state and configuration-only steps ------------------------------------------------------
+
+
+def test_finished_stages_are_found_by_name_or_index() -> None:
+    stages = BuiltStages()
+    stages.add("builder", "sha256:a")
+    stages.add("", "sha256:b")
+    assert stages.base("Builder") == "sha256:a" and stages.base("1") == "sha256:b"
+    assert stages.base("2") is None and stages.base("busybox") is None  # FROM then looks for an image
+    assert stages.copy_source("0") == "sha256:a" and stages.copy_source("busybox") is None
+    with pytest.raises(errdefs.InvalidArgument, match="^refers to current build stage$"):
+        stages.copy_source("2")
+    with pytest.raises(errdefs.InvalidArgument, match="^index out of bounds$"):
+        stages.copy_source("3")
+
+
+def test_configuration_steps_change_the_run_config_and_return_dockers_comment() -> None:
+    dockerfile = parse('FROM scratch\nCMD ["a"]\nENTRYPOINT ["e"]\nHEALTHCHECK CMD true\nHEALTHCHECK NONE\n'
+                       'EXPOSE 80 53/udp\nVOLUME /v\nSHELL ["/bin/bash", "-c"]\nCMD b\nENTRYPOINT e\n')
+    state = StageState(run_config=ContainerConfig(cmd=("sh",)), image_id="", args=BuildArgs().stage())
+    notes: list[str] = []
+    comments = [metadata.STEPS[type(instruction)](state, instruction, notes.append)
+                for instruction in dockerfile.stages[0].instructions]
+    assert comments == [
+        'CMD ["a"]', 'ENTRYPOINT ["e"]',
+        'HEALTHCHECK &{["CMD-SHELL" "true"] "0s" "0s" "0s" \'\\x00\'}',
+        'HEALTHCHECK &{["NONE"] "0s" "0s" "0s" \'\\x00\'}',
+        "EXPOSE 53/udp 80", "VOLUME [/v]", "SHELL [/bin/bash -c]", 'CMD ["/bin/bash" "-c" "b"]',
+        'ENTRYPOINT ["/bin/bash" "-c" "e"]',
+    ]
+    assert notes == ["Note: overriding previous HEALTHCHECK: [CMD-SHELL true]\n"]
+    config = state.run_config
+    assert config.cmd == ("/bin/bash", "-c", "b")  # a CMD of this stage survives its ENTRYPOINT
+    assert config.entrypoint == ("/bin/bash", "-c", "e") and config.healthcheck.test == ("NONE",)
+    assert config.exposed_ports == ("53/udp", "80/tcp") and config.volumes == ("/v",)
+    fresh = StageState(run_config=ContainerConfig(cmd=("sh",)), image_id="", args=BuildArgs().stage())
+    entrypoint = dockerfile.stages[0].instructions[1]
+    metadata.STEPS[type(entrypoint)](fresh, entrypoint, notes.append)
+    assert fresh.run_config.cmd is None  # ENTRYPOINT clears an inherited CMD
 
 
 # -- the cache key and index ----------------------------------------------------------------------

@@ -14,8 +14,8 @@ from lamina.runtime.cgroups import (
     CgroupLayout,
     CgroupManager,
     detect_layout,
-    shares_to_weight,
 )
+from lamina.runtime.cgroup_limits import shares_to_weight
 
 HYBRID_MOUNTINFO = """\
 25 19 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755

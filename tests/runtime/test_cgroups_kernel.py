@@ -135,6 +135,24 @@ def test_stats_are_docker_shaped(harness: Harness) -> None:
     harness.collect(out_read, err_read)
 
 
+def test_the_runtime_lists_the_processes_of_its_cgroup_and_a_forced_delete_kills_them(harness: Harness) -> None:
+    state, out_read, err_read = harness.start(harness.spec("sh", "-c", "sleep 30 & sleep 30 & wait", init=True))
+    manager = harness.cgroup(state)
+    assert harness.runtime.cgroup_path(state) == f"lamina/{state.id}" == manager.path
+    deadline = time.monotonic() + 5
+    while len(harness.runtime.processes(state)) < 4 and time.monotonic() < deadline:  # init, sh, two sleeps
+        time.sleep(0.01)
+    assert sorted(harness.runtime.processes(state)) == sorted(manager.pids())
+    assert state.pid in harness.runtime.processes(state) and len(manager.pids()) == 4
+    harness.runtime.pause(state)  # frozen processes too: the forced delete thaws them to kill them
+    harness.runtime.delete(state, force=True)
+    assert not manager.exists()
+    assert harness.runtime.processes(state) == []
+    assert not harness.runtime.oom_killed(state)  # the cgroup is gone
+    assert harness.wait(state.pid) == 137
+    harness.collect(out_read, err_read)
+
+
 def test_kill_all_and_delete(harness: Harness) -> None:
     state, out_read, err_read = harness.start(harness.spec("sh", "-c", "sleep 30 & sleep 30 & wait", init=True))
     manager = harness.cgroup(state)

@@ -28,14 +28,9 @@ from lamina.runtime.api import (
     RuntimeState,
     Stdio,
 )
-from lamina.runtime.oci import (
-    CgroupHierarchies,
-    OCIRuntime,
-    config_json,
-    controllers_on_cgroup2,
-    load_default_seccomp_profile,
-    seccomp_json,
-)
+from lamina.runtime.oci import OCIRuntime
+from lamina.runtime.oci_cgroups import CgroupHierarchies, controllers_on_cgroup2
+from lamina.runtime.oci_config import config_json, load_default_seccomp_profile, seccomp_json
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
 LAYER = "77ef5fe66347c286b797d89189a7af81f3880e0f523dd1394b60324536f9ebbe/layer.tar"
@@ -330,7 +325,7 @@ class Containers:
                      for cid in self.ids if cid not in known]
         for state in self.states + leftovers:
             try:
-                self.runtime.delete(state)
+                self.runtime.delete(state, force=True)
             except errdefs.LaminaError as exc:   # keep going: every container must go
                 print(f"cleanup of {state.id}: {exc}")
         for pid in self.pids:
@@ -556,11 +551,28 @@ def test_pause_and_resume_use_the_freezer(containers, rootfs):
 
 
 @pytest.mark.privileged
+def test_the_oom_state_comes_from_the_containers_cgroup(containers, rootfs):
+    limited = make_spec(rootfs, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1",
+                        resources=Resources(memory=16 * MiB, memory_swap=16 * MiB))
+    state, _output, status = run_captured(containers, limited)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert containers.runtime.oom_killed(state)
+    state, _output, status = run_captured(containers, make_spec(rootfs, "true", resources=Resources(memory=64 * MiB)))
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not containers.runtime.oom_killed(state)
+
+
+@pytest.mark.privileged
 def test_delete_removes_the_cgroups_and_the_bundle(containers, rootfs):
     state = containers.start(make_spec(rootfs, "sleep", "30", resources=Resources(memory=32 * MiB)))
     directories = CgroupHierarchies.detect().directories(state.cgroup)
     assert any(os.path.isdir(directory) for directory in directories)
-    containers.runtime.delete(state)        # a running container: delete --force kills it
+    assert containers.runtime.cgroup_path(state) == f"lamina/{state.id}"
+    assert containers.runtime.processes(state) == [state.pid]
+    with pytest.raises(errdefs.Conflict, match="still has processes"):
+        containers.runtime.delete(state)    # not forced: a running container stays
+    assert containers.runtime.status(state) == "running"
+    containers.runtime.delete(state, force=True)    # forced: what is left in the cgroup is killed
     status = wait_exit(state.pid)
     assert os.WIFSIGNALED(status)
     assert [directory for directory in directories if os.path.exists(directory)] == []
@@ -569,6 +581,8 @@ def test_delete_removes_the_cgroups_and_the_bundle(containers, rootfs):
         containers.runtime.status(state)
     with pytest.raises(errdefs.NotFound):
         containers.runtime.stats(state)
+    assert containers.runtime.processes(state) == []
+    assert not containers.runtime.oom_killed(state)
     containers.runtime.delete(state)        # deleting again is fine
 
 
@@ -609,7 +623,7 @@ def test_crun_runs_on_this_hosts_cgroup_layout(containers, rootfs):
 @pytest.mark.privileged
 def test_a_controller_left_on_cgroup2_gets_its_own_v1_hierarchy(tmp_path):
     from lamina import mount as lmount
-    from lamina.runtime.oci import ensure_v1_hierarchies
+    from lamina.runtime.oci_cgroups import ensure_v1_hierarchies
     with open("/proc/cgroups") as handle:
         controllers = handle.read()
     if "hugetlb" not in controllers:

@@ -4,27 +4,21 @@ the default mounts, the runtime registry and the init's signal list."""
 from __future__ import annotations
 
 import errno
+import inspect
 import shutil
 import signal
 
 import pytest
 
 from lamina import errdefs
-from lamina.runtime import (
-    BUILTIN_RUNTIMES,
-    get_runtime,
-    register_runtime,
-    runtime_names,
-)
-from lamina.runtime.api import DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, Stdio
+from lamina.runtime.api import DEFAULT_CAPABILITIES, ContainerSpec, ProcessSpec, Runtime, Stdio
 from lamina.runtime.capabilities import capability_mask, capability_number
 from lamina.runtime.init import FORWARDED_SIGNALS, exit_code_of
-from lamina.runtime.native import (
-    ExecError,
-    NativeRuntime,
-    default_mounts,
-    find_executable,
-)
+from lamina.runtime.child import ExecError, find_executable
+from lamina.runtime.native import NativeRuntime
+from lamina.runtime.oci import OCIRuntime
+from lamina.runtime.rootfs import default_mounts
+from lamina.runtime.registry import RUNTIMES, Runtimes, open_runtime
 from lamina.runtime.seccomp import (
     ProgramCache,
     SeccompFilter,
@@ -193,26 +187,54 @@ def test_bad_specs_are_refused_before_anything_runs(tmp_path) -> None:
             runtime.start(spec, stdio)
 
 
-def test_the_registry() -> None:
-    assert isinstance(get_runtime("native"), NativeRuntime)
-    assert {"native", "crun", "runc"} <= set(runtime_names())
-    with pytest.raises(errdefs.InvalidArgument, match="unknown runtime 'kata'"):
-        get_runtime("kata")
-    with pytest.raises(errdefs.AlreadyExists):
-        register_runtime("native", NativeRuntime)
-    assert set(BUILTIN_RUNTIMES) == {"native", "crun", "runc"}
+@pytest.mark.parametrize("implementation", [NativeRuntime, OCIRuntime], ids=["the native runtime", "the OCI runtime"])
+def test_a_built_in_runtime_implements_the_whole_contract_with_its_signatures(implementation) -> None:
+    contract = [name for name in dir(Runtime) if not name.startswith("_") and callable(getattr(Runtime, name))]
+    assert {"cgroup_path", "oom_killed", "processes", "delete"} <= set(contract)
+    for name in contract:
+        assert hasattr(implementation, name), f"{implementation.__name__} has no {name}"
+        expected = inspect.signature(getattr(Runtime, name))
+        actual = inspect.signature(getattr(implementation, name))
+        assert [(p.name, p.kind, p.default) for p in actual.parameters.values()] == \
+            [(p.name, p.kind, p.default) for p in expected.parameters.values()], name
 
 
-def test_oci_runtimes_come_from_the_oci_module_when_it_is_there() -> None:
-    try:
-        import lamina.runtime.oci  # noqa: F401
-    except ImportError:
-        with pytest.raises(errdefs.FailedPrecondition):
-            get_runtime("crun")
-        return
-    if shutil.which("crun") is None:
-        pytest.skip("crun is not installed")
-    assert get_runtime("crun").name == "crun"
+def test_the_registry_opens_each_runtime_once_and_names_the_known_ones(tmp_path) -> None:
+    runtimes = Runtimes(str(tmp_path))
+    native = runtimes.get("native")
+    assert isinstance(native, NativeRuntime) and native.name == "native"
+    assert runtimes.get("native") is native
+    assert set(RUNTIMES) == {"native", "crun", "runc"}
+    assert runtimes.names() == ("native", "crun", "runc")
+    with pytest.raises(errdefs.InvalidArgument, match="unknown runtime 'kata' .known: native, crun, runc"):
+        runtimes.get("kata")
+
+
+def test_a_runtime_beyond_the_built_in_ones_is_given_to_the_registry(tmp_path) -> None:
+    opened: list[tuple[str, str]] = []
+
+    def factory(name: str, exec_root: str) -> NativeRuntime:
+        opened.append((name, exec_root))
+        return NativeRuntime()
+
+    runtimes = Runtimes(str(tmp_path), extra={"kata": factory})
+    assert runtimes.names() == ("native", "crun", "runc", "kata")
+    assert isinstance(runtimes.get("kata"), NativeRuntime)
+    runtimes.get("kata")
+    assert opened == [("kata", str(tmp_path))]
+    with pytest.raises(errdefs.AlreadyExists, match="built in"):
+        Runtimes(str(tmp_path), extra={"native": factory})
+
+
+def test_oci_runtimes_keep_their_bundles_under_the_exec_root(tmp_path) -> None:
+    for name in ("crun", "runc"):
+        if shutil.which(name) is None:
+            with pytest.raises(errdefs.FailedPrecondition, match="not found"):
+                open_runtime(name, str(tmp_path))
+            continue
+        runtime = open_runtime(name, str(tmp_path))
+        assert runtime.name == name
+        assert runtime.state_root == str(tmp_path / "oci")  # type: ignore[attr-defined]
 
 
 def test_the_init_forwards_the_asynchronous_signals_only() -> None:

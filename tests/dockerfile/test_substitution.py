@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lamina import errdefs
-from lamina.build.shell_words import (EXPANDED_INSTRUCTIONS, WORD_SPLIT_INSTRUCTIONS, ShellWords,
-                                      Substitution, environment_from_list, is_go_space)
+from lamina.dockerfile.lexer import is_go_space
+from lamina.dockerfile.substitution import (EXPANDED_INSTRUCTIONS, WORD_SPLIT_INSTRUCTIONS, ShellWords,
+                                           Substitution, environment_from_list)
 
 ENV = {"PWD": "/home", "SHELL": "bash", "KOREAN": "한국어", "NULL": ""}
 ERROR = object()

@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lamina import errdefs
-from lamina.build import parser as P
-from lamina.build.parser import parse, parse_trigger
-from lamina.build.shell_words import EXPANDED_INSTRUCTIONS, Substitution
+from lamina.dockerfile import instructions as P
+from lamina.dockerfile.lexer import Heredoc
+from lamina.dockerfile.parser import parse, parse_trigger
+from lamina.dockerfile.substitution import EXPANDED_INSTRUCTIONS, Substitution
 
 
 def only(text: str) -> P.Instruction:
@@ -405,7 +406,7 @@ def test_copy_heredoc_sources_are_inline_files() -> None:
 
 
 def test_heredoc_chomp_strips_leading_tabs() -> None:
-    assert P.Heredoc(name="X", content="\thello\n\t\tworld\n", chomp=True).data == "hello\nworld\n"
+    assert Heredoc(name="X", content="\thello\n\t\tworld\n", chomp=True).data == "hello\nworld\n"
 
 
 def test_run_heredoc_command_forms() -> None:
@@ -509,6 +510,19 @@ def test_expanded_instruction_classes_match_the_documented_set() -> None:
     assert overriding == EXPANDED_INSTRUCTIONS
     assert {cls.keyword for cls in P.Instruction.__subclasses__() if cls.keyword} | {
         "run", "cmd", "copy", "add"} == P.INSTRUCTION_NAMES
+
+
+MINIMAL = {"add": "a b", "arg": "A", "cmd": "x", "copy": "a b", "entrypoint": "x", "env": "A=1",
+           "expose": "80", "from": "scratch", "healthcheck": "NONE", "label": "a=b", "maintainer": "me",
+           "onbuild": "RUN x", "run": "x", "shell": '["sh"]', "stopsignal": "TERM", "user": "u",
+           "volume": "/v", "workdir": "/w"}
+
+
+@pytest.mark.parametrize("keyword", sorted(P.INSTRUCTION_NAMES))
+def test_every_keyword_reaches_its_own_parse_function_in_any_case(keyword: str) -> None:
+    for written in (keyword, keyword.upper(), keyword.capitalize()):
+        dockerfile = parse(f"FROM scratch\n{written} {MINIMAL[keyword]}\n")
+        assert dockerfile.instructions[-1].keyword == keyword
 
 
 def test_instructions_are_frozen() -> None:

@@ -1,0 +1,451 @@
+"""The native runtime's forked child, from ``fork`` to ``execve``, and the status pipe
+between it and the parent (:mod:`lamina.runtime.native` forks it).
+
+A :class:`Plan` is computed in the parent before fork (no parsing or I/O in the child that
+could be done earlier).  :func:`container_child` becomes PID 1 of a new container: it
+unshares the namespaces, builds the root filesystem (:mod:`lamina.runtime.rootfs`), sets the
+hostname, brings ``lo`` up, pivots, joins the cgroups late (so the copy-on-write faults of the
+forked Python image are not charged to a small memory limit) and unshares the cgroup
+namespace.  :func:`exec_child` joins a running container's namespaces and cgroups instead.
+Both end in the same steps: rlimits, every inherited descriptor closed but 0-2 and the status
+pipe, the capability bounding set dropped, groups/gid/uid switched, the working directory
+checked to be inside the container (the runc CVE-2024-21626 class), capabilities,
+no_new_privs, the seccomp program, and ``execve`` (a bare command name is searched in
+``PATH`` of the process environment, :func:`find_executable`).
+
+Status pipe protocol (child -> parent, close-on-exec): ``R\\n`` when the child is about to
+exec; ``E<json>\\n`` with ``{"kind", "message", "exit_code"}`` when a step failed.  EOF after
+``R`` and no error means the exec happened; EOF without ``R`` means the child died during
+setup (:func:`read_status`, :func:`raise_child_error`).  A command that cannot be run is an
+:class:`ExecError` with Docker's message and exit code (127 not found, 126 not executable).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import resource
+import signal
+import socket
+import stat
+import struct
+import termios
+from typing import Any
+
+from lamina import errdefs
+from lamina import mount as mountlib
+from lamina import sys as lsys
+from lamina.records import dataclass
+from lamina.runtime import capabilities as caps
+from lamina.runtime.api import ContainerSpec, ProcessSpec, Stdio
+from lamina.runtime.cgroups import enter_cgroups
+from lamina.runtime.init import run_init
+from lamina.runtime.paths import make_dirs_in_root
+from lamina.runtime.rootfs import Step, default_mounts, mask_paths, mount_in_root, mount_sysfs, pivot_root, populate_dev
+from lamina.runtime.seccomp import SeccompProgram
+from lamina.runtime.user import home_for_uid
+
+__all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable",
+           "raise_child_error", "reap", "read_status"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_SYS_close_range = 436
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class ExecError(errdefs.InvalidArgument):
+    """The container's command cannot be run: ``exit_code`` 127 (not found) or 126 (found
+    but not executable), with Docker's message, e.g.
+    ``exec: "nosuch": executable file not found in $PATH``."""
+
+    kind = "invalid_argument"
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+_ERROR_KINDS: dict[str, type[errdefs.LaminaError]] = {
+    cls.kind: cls for cls in (errdefs.NotFound, errdefs.AlreadyExists, errdefs.InvalidArgument, errdefs.Conflict,
+                              errdefs.FailedPrecondition, errdefs.Unavailable, errdefs.DataLoss,
+                              errdefs.NotImplemented, errdefs.System, errdefs.Cancelled)
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the child needs, computed before fork (no parsing or I/O in the child
+    that could be done earlier)."""
+
+    spec: ContainerSpec
+    process: ProcessSpec
+    unshare_flags: int
+    private_network: bool
+    capability_mask: int
+    last_capability: int
+    rlimits: tuple[tuple[int, int, int], ...]
+
+
+def _high_fd(fd: int) -> int:
+    """``fd`` moved to a number >= 3 (so that setting up 0-2 cannot clobber it)."""
+    if fd >= 3:
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return new
+
+
+def _setup_stdio(stdio: Stdio) -> None:
+    # dup every source above 2 first: a source may itself be 0, 1 or 2, in any order
+    temporary = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in (stdio.stdin, stdio.stdout, stdio.stderr)]
+    for target, source in enumerate(temporary):
+        os.dup2(source, target, inheritable=True)
+    for source in temporary:
+        os.close(source)
+
+
+def _close_range(first: int, last: int) -> None:
+    """Close descriptors ``first`` to ``last`` inclusive."""
+    if first > last:
+        return
+    if _libc.syscall(ctypes.c_long(_SYS_close_range), ctypes.c_uint(first), ctypes.c_uint(last),
+                     ctypes.c_uint(0)) == 0:
+        return
+    for name in os.listdir("/proc/self/fd"):  # kernels before 5.9
+        fd = int(name)
+        if first <= fd <= last:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _close_fds_except(keep: int | None) -> None:
+    """Close every descriptor but 0-2 and ``keep``."""
+    if keep is None or keep < 3:
+        _close_range(3, 0xFFFFFFFF)
+        return
+    _close_range(3, keep - 1)
+    _close_range(keep + 1, 0xFFFFFFFF)
+
+
+def _loopback_up() -> None:
+    with Step("bring up the loopback interface"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def _apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
+    for number, soft, hard in rlimits:
+        with Step(f"set rlimit {number}"):
+            _current_soft, current_hard = resource.getrlimit(number)
+            # raising a hard limit needs CAP_SYS_RESOURCE, which the runtime may not have
+            if current_hard != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > current_hard):
+                hard = current_hard
+            if hard != resource.RLIM_INFINITY and (soft == resource.RLIM_INFINITY or soft > hard):
+                soft = hard
+            resource.setrlimit(number, (soft, hard))
+
+
+def _is_executable(path: str) -> tuple[bool, int]:
+    """(is a non-directory with an execute bit, errno of the stat or 0) — Go's LookPath test."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return False, exc.errno or errno.ENOENT
+    if stat.S_ISDIR(info.st_mode) or not info.st_mode & 0o111:
+        return False, errno.EACCES
+    return True, 0
+
+
+def find_executable(name: str, env: tuple[str, ...] | list[str]) -> str:
+    """Resolve the command ``name`` the way Docker (Go's exec.LookPath in runc) does: a name
+    with a slash is used as it is, a bare name is searched in ``PATH`` of ``env``."""
+    if "/" in name:
+        ok, error = _is_executable(name)
+        if ok:
+            return name
+        if error == errno.ENOENT:
+            raise ExecError(f'exec: "{name}": stat {name}: no such file or directory', 127)
+        if error == errno.ENOTDIR:
+            raise ExecError(f'exec: "{name}": stat {name}: not a directory', 127)
+        raise ExecError(f'exec: "{name}": permission denied', 126)
+    path = DEFAULT_PATH
+    for item in env:
+        if item.startswith("PATH="):
+            path = item[5:]
+    if name:
+        for directory in path.split(":"):
+            candidate = os.path.join(directory or ".", name)
+            if _is_executable(candidate)[0]:
+                return candidate
+    raise ExecError(f'exec: "{name}": executable file not found in $PATH', 127)
+
+
+def _verify_cwd(cwd: str) -> None:
+    """Change to ``cwd`` and make sure it is inside the container: a working directory
+    reached through a leaked host descriptor (``/proc/self/fd/N``) would not be."""
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise errdefs.System(f'chdir to cwd ("{cwd}") set in config.json failed: {exc.strerror}') from exc
+    try:
+        here = os.stat(".")
+        path = os.getcwd()  # ENOENT when the directory is unreachable from our root
+        there = os.stat(path)
+    except OSError as exc:
+        raise errdefs.System(f"current working directory {cwd} is outside of the container's root "
+                             f"({exc.strerror})") from exc
+    if not path.startswith("/") or (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
+        raise errdefs.System(f"current working directory {cwd} is outside of the container's root")
+
+
+def _reset_signals() -> None:
+    for number in signal.valid_signals():
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _write_status(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _report(fd: int, exc: BaseException) -> int:
+    """Send ``exc`` to the parent; returns the exit code the child should end with."""
+    if isinstance(exc, ExecError):
+        kind, code = "exec", exc.exit_code
+    elif isinstance(exc, errdefs.LaminaError):
+        kind, code = exc.kind, 125
+    elif isinstance(exc, OSError):
+        kind, code = "system", 125
+    else:
+        kind, code = "system", 125
+    message = str(exc) if isinstance(exc, errdefs.LaminaError) else f"{type(exc).__name__}: {exc}"
+    try:
+        _write_status(fd, b"E" + json.dumps({"kind": kind, "message": message, "exit_code": code}).encode() + b"\n")
+    except OSError:
+        pass
+    return code
+
+
+def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: SeccompProgram | None,
+                     in_init_worker: bool = False) -> None:
+    """The last steps, common to a container's first process and to exec: rlimits, fds,
+    user, cwd, capabilities, no_new_privs, seccomp, execve.  Never returns."""
+    _apply_rlimits(plan.rlimits)
+    env = list(process.env)
+    if not any(item.startswith("HOME=") for item in env):
+        env.append(f"HOME={home_for_uid('/', process.uid)}")
+    _close_fds_except(status_fd)
+    if seccomp is not None and not process.no_new_privileges:
+        # without no_new_privs only a CAP_SYS_ADMIN process may load a filter: load it now
+        with Step("load the seccomp filter"):
+            seccomp.load(no_new_privileges=False)
+    with Step("drop the capability bounding set"):
+        caps.drop_bounding_set(plan.capability_mask, plan.last_capability)
+    with Step("switch user"):
+        caps.set_keep_capabilities(True)
+        os.setgroups(list(process.additional_gids))
+        os.setresgid(process.gid, process.gid, process.gid)
+        os.setresuid(process.uid, process.uid, process.uid)
+        caps.set_keep_capabilities(False)
+    _verify_cwd(process.cwd)
+    caps.set_capabilities(plan.capability_mask, plan.capability_mask, 0)
+    if process.no_new_privileges:
+        with Step("set no_new_privs"):
+            caps.set_no_new_privileges()
+    if in_init_worker and process.terminal:
+        # the init holds the session; the command becomes the terminal's foreground group
+        with Step("take the terminal's foreground"):
+            os.setpgid(0, 0)
+            previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            os.tcsetpgrp(0, os.getpgrp())
+            signal.signal(signal.SIGTTOU, previous)
+    executable = find_executable(process.args[0], env)
+    _reset_signals()
+    os.umask(0o022)
+    _write_status(status_fd, b"R\n")
+    if seccomp is not None and process.no_new_privileges:
+        with Step("load the seccomp filter"):
+            seccomp.load(no_new_privileges=True)
+    environment: dict[str, str] = {}
+    for item in env:
+        key, separator, value = item.partition("=")
+        if separator and key:
+            environment[key] = value
+    try:
+        os.execve(executable, list(process.args), environment)
+    except OSError as exc:
+        code = 127 if exc.errno == errno.ENOENT else 126
+        raise ExecError(f"exec {executable}: {exc.strerror}", code) from exc
+
+
+def _drop_init_privileges(plan: Plan, seccomp: SeccompProgram | None) -> None:
+    """The init keeps only the container's capabilities, gets no_new_privs and the seccomp
+    filter (an exec into the container checks PID 1 to know whether to use one)."""
+    caps.drop_bounding_set(plan.capability_mask, plan.last_capability)
+    caps.set_capabilities(plan.capability_mask, plan.capability_mask, 0)
+    caps.set_no_new_privileges()
+    if seccomp is not None:
+        seccomp.load(no_new_privileges=True)
+
+
+def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int],
+                     seccomp: SeccompProgram | None) -> None:
+    """PID 1 of a new container; never returns."""
+    code = 125
+    try:
+        status_fd = _high_fd(status_fd)
+        procs_fds = [_high_fd(fd) for fd in procs_fds]
+        spec = plan.spec
+        process = plan.process
+        os.setsid()
+        _setup_stdio(stdio)
+        if process.terminal:
+            with Step("set the controlling terminal"):
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        os.umask(0)
+        with Step("create namespaces"):
+            lsys.unshare(plan.unshare_flags)
+        mountlib.set_propagation("/", "rprivate")
+        mountlib.Mount("bind", spec.rootfs, ("rbind",)).mount(spec.rootfs)
+        with Step(f"open the root filesystem {spec.rootfs}"):
+            root_fd = os.open(spec.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        for item in default_mounts(spec):
+            if item.type == "sysfs":
+                mount_sysfs(root_fd, item)
+            else:
+                mount_in_root(root_fd, item)
+            if item.destination == "/dev":
+                populate_dev(root_fd, process.terminal)
+        for item in spec.mounts:
+            mount_in_root(root_fd, item)
+        with Step(f"create the working directory {process.cwd}"):
+            os.close(make_dirs_in_root(root_fd, process.cwd))
+        if plan.unshare_flags & lsys.CLONE_NEWUTS:
+            with Step("set the hostname"):
+                socket.sethostname(spec.hostname or spec.id[:12])
+        if plan.private_network:
+            _loopback_up()
+        pivot_root(root_fd)
+        os.close(root_fd)
+        mask_paths(spec.masked_paths, spec.readonly_paths)
+        if spec.readonly_rootfs:
+            mountlib.remount("/", ("ro",))
+        with Step("join the container's cgroups"):
+            enter_cgroups(procs_fds)
+            if os.path.exists("/proc/self/ns/cgroup") and "cgroup" in spec.namespaces:
+                lsys.unshare(lsys.CLONE_NEWCGROUP)
+        if spec.init:
+            def worker() -> None:
+                worker_code = 125
+                try:
+                    _finish_and_exec(plan, process, status_fd, seccomp, in_init_worker=True)
+                except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
+                    worker_code = _report(status_fd, exc)
+                finally:
+                    os._exit(worker_code)
+
+            def after_fork() -> None:
+                _close_fds_except(None)
+                _drop_init_privileges(plan, seccomp)
+
+            code = run_init(worker, after_fork)
+        else:
+            _finish_and_exec(plan, process, status_fd, seccomp)
+    except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
+        code = _report(status_fd, exc)
+    finally:
+        os._exit(code)
+
+
+def exec_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int], namespace_fds: list[tuple[int, int]],
+                seccomp: SeccompProgram | None) -> None:
+    """A process joining a running container; never returns."""
+    code = 125
+    try:
+        status_fd = _high_fd(status_fd)
+        procs_fds = [_high_fd(fd) for fd in procs_fds]
+        namespace_fds = [(_high_fd(fd), kind) for fd, kind in namespace_fds]
+        process = plan.process
+        if process.terminal:
+            os.setsid()
+        _setup_stdio(stdio)
+        if process.terminal:
+            with Step("set the controlling terminal"):
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        os.umask(0o022)
+        with Step("join the container's namespaces"):
+            for fd, kind in namespace_fds:
+                lsys.setns(fd, kind)
+                os.close(fd)
+        with Step("join the container's cgroups"):
+            enter_cgroups(procs_fds)
+        _finish_and_exec(plan, process, status_fd, seccomp)
+    except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
+        code = _report(status_fd, exc)
+    finally:
+        os._exit(code)
+
+
+def read_status(fd: int) -> tuple[bool, dict[str, Any] | None]:
+    """(the child reached exec, its error) from the status pipe, read to EOF."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+    ready = False
+    error = None
+    for line in b"".join(chunks).splitlines():
+        if line == b"R":
+            ready = True
+        elif line.startswith(b"E") and error is None:
+            try:
+                error = json.loads(line[1:])
+            except ValueError:
+                error = {"kind": "system", "message": line[1:].decode(errors="replace"), "exit_code": 125}
+    return ready, error
+
+
+def raise_child_error(error: dict[str, Any]) -> None:
+    message = str(error.get("message", "container process failed"))
+    if error.get("kind") == "exec":
+        raise ExecError(message, int(error.get("exit_code", 127)))
+    raise _ERROR_KINDS.get(str(error.get("kind")), errdefs.System)(message)
+
+
+def reap(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return status
+        except ChildProcessError:
+            return 0
+        except InterruptedError:  # pragma: no cover
+            continue
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
