@@ -155,8 +155,8 @@ def direction_problems(module: str, imports: list[Import], where: str) -> list[s
         elif LAYERS[target] == LAYERS[own] and target not in PEERS.get(own, frozenset()):
             if own in PEERS.get(target, frozenset()):
                 problems.append(f"{at}, a peer on layer {LAYERS[own]} that imports {own}: peers import in "
-                                f"one direction only (PEERS has {target} -> {own}); move what both need "
-                                "into the lower one")
+                                f"one direction only (PEERS has {target} -> {own}); move what {own} needs "
+                                f"from {target} into {own} or below it")
             else:
                 problems.append(f"{at}, a peer on layer {LAYERS[own]}: if {own} -> {target} is the direction "
                                 "you mean, add it to PEERS in tests/test_layering.py")
