@@ -22,7 +22,7 @@ from lamina.api.http import Response
 from lamina.api.streams import byte_stream, empty_response, json_response, progress_stream
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "list_images", "inspect_image", "image_history", "tag_image", "remove_image", "prune_images",

@@ -36,7 +36,7 @@ from lamina.api.http import Response
 from lamina.api.streams import json_response
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "CHECKPOINT_ROUTES", "NOT_A_SWARM_MANAGER", "NOT_PART_OF_A_SWARM", "ROUTES", "SWARM_UNSUPPORTED",

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     import threading
 
     from lamina.build.api import BuildOptions
+    from lamina.stdcopy import Duplex
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
-           "ContainerStreams", "ExecService", "Duplex", "Services", "VolumeService", "BuildService", "EventService",
+           "ContainerStreams", "ExecService", "Services", "VolumeService", "BuildService", "EventService",
            "ContainerVolumes", "VolumeUsage", "BuildCacheUsage"]
 
 Progress = Callable[[dict[str, Any]], None]
@@ -81,23 +82,6 @@ class SystemService(Protocol):
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         """``{"Problems": [{"Kind": ..., "Object": ..., "Message": ...}], "Repaired": [...]}``."""
-
-
-class Duplex(Protocol):
-    """A hijacked connection to a container's (or exec's) stdio, as Docker's attach gives it:
-    after the upgrade the server sends stdout/stderr (multiplexed 8-byte-header frames when the
-    container has no TTY, raw bytes with a TTY) and reads raw stdin; the client's half-close
-    (``shutdown(SHUT_WR)``) ends stdin.  A connected ``socket.socket`` satisfies it."""
-
-    def fileno(self) -> int: ...
-
-    def recv(self, size: int) -> bytes: ...
-
-    def sendall(self, data: bytes) -> None: ...
-
-    def shutdown(self, how: int) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class ContainerLifecycle(Protocol):
