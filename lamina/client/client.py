@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, parse_version
+from lamina.client.distribution import DistributionMixin
 from lamina.client.stdio import Attachment, decode_frames, is_multiplexed
 from lamina.client.transport import Transport
 
@@ -177,7 +178,7 @@ class PendingWait:
 
 
 
-class APIClient:
+class APIClient(DistributionMixin):
     def __init__(self, transport: Transport, *, api_version: str | None = None) -> None:
         self.transport = transport
         self._api_version = api_version

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from lamina.layer.store import LayerStore
     from lamina.services.builds import BuildServiceImpl
     from lamina.services.containers import ContainerServiceImpl
+    from lamina.services.distribution import DistributionServiceImpl
     from lamina.services.events import EventServiceImpl
     from lamina.services.execs import ExecServiceImpl
     from lamina.services.images import ImageServiceImpl
@@ -192,6 +193,12 @@ class EngineServices:
         from lamina.services.events import EventServiceImpl
 
         return EventServiceImpl(self.event_log)
+
+    @_Built
+    def distribution(self) -> DistributionServiceImpl:
+        from lamina.services.distribution import build_distribution
+
+        return build_distribution(self.config, self.images, self.event_log)
 
     @_Built
     def builds(self) -> BuildServiceImpl:
