@@ -349,8 +349,13 @@ def pull_image(registry: Registry, reference: Reference, *, platform: Platform |
         new = old != image_id or not had_image
     else:
         new = not had_image
-    references.add_digest(Reference(domain=reference.domain, path=reference.path, digest=manifest_digest),
-                          image_id, force=True)
+    digest_reference = Reference(domain=reference.domain, path=reference.path, digest=manifest_digest)
+    try:
+        references.add_digest(digest_reference, image_id, force=True)
+    except errdefs.Conflict:
+        # an index's digest names one image per platform: it follows the platform pulled last
+        references.delete(digest_reference)
+        references.add_digest(digest_reference, image_id, force=True)
     progress({"status": f"Digest: {manifest_digest}"})
     shown = reference.familiar_string()
     if new:
@@ -397,8 +402,13 @@ def _fetch_layers(registry: Registry, repository: str, descriptors: list[dict[st
                 stream.verify()
                 progress({"status": "Download complete", "progressDetail": {}, "id": short})
 
-            layer, new = layers.register(stream, parent, expected_diff_id=diff_id,  # type: ignore[arg-type]
-                                         before_commit=verify)
+            try:
+                layer, new = layers.register(stream, parent, expected_diff_id=diff_id,  # type: ignore[arg-type]
+                                             before_commit=verify)
+            except errdefs.LaminaError as exc:
+                if str(exc).startswith(f"registry {registry.domain}"):
+                    raise
+                raise type(exc)(f"{what}: {exc}") from exc
             if new:
                 registered.append(layer.chain_id)
             progress({"status": "Pull complete", "progressDetail": {}, "id": short})

@@ -93,6 +93,16 @@ class DistributionServiceImpl:
 
         reference = resolve_pull_reference(from_image, tag)
         wanted = parse_platform(platform) if platform else None
+        try:
+            return self._pull(reference, wanted, credentials, progress)
+        except (errdefs.Unavailable, errdefs.Unauthorized, errdefs.Forbidden) as exc:
+            # name what was pulled: a ping's failure knows only the registry
+            if reference.path in str(exc):
+                raise
+            raise type(exc)(f"pulling {reference.familiar_string()}: {exc}") from exc
+
+    def _pull(self, reference: Reference, wanted: Any, credentials: Credentials | None,
+              progress: Progress) -> list[str]:
         with self._registry(reference.domain, credentials) as registry:
             if reference.tag is None and reference.digest is None:
                 tags = self._tags(registry, reference)
@@ -142,8 +152,6 @@ class DistributionServiceImpl:
     def push(self, name: str, *, tag: str = "", credentials: Credentials | None = None,
              progress: Progress) -> list[str]:
         """Push ``name`` (+ ``tag``; none: every tag of the repository); the pushed references."""
-        from lamina.distribution.push import push_image
-
         reference = parse_normalized_named(name)
         if reference.digest is not None:
             raise errdefs.InvalidArgument(f"cannot push a digest reference ({name}): push a tag")
@@ -156,15 +164,29 @@ class DistributionServiceImpl:
                 raise errdefs.NotFound(f"An image does not exist locally with the tag: {reference.familiar_name}")
         else:
             targets = [reference]
-        pushed = []
+        for target in targets:  # refused before anything is sent
+            try:
+                stores.references.get(target)
+            except errdefs.NotFound:
+                raise errdefs.NotFound(
+                    f"An image does not exist locally with the tag: {target.familiar_string()}") from None
         progress({"status": f"The push refers to repository [{trim_name(reference).string()}]"})
+        try:
+            return self._push(reference, targets, credentials, progress)
+        except (errdefs.Unavailable, errdefs.Unauthorized, errdefs.Forbidden) as exc:
+            if reference.path in str(exc):
+                raise
+            raise type(exc)(f"pushing {reference.familiar_string()}: {exc}") from exc
+
+    def _push(self, reference: Reference, targets: list[Reference], credentials: Credentials | None,
+              progress: Progress) -> list[str]:
+        from lamina.distribution.push import push_image
+
+        stores = self.images
+        pushed = []
         with self._registry(reference.domain, credentials) as registry:
             for target in targets:
-                try:
-                    image_id = stores.references.get(target)
-                except errdefs.NotFound:
-                    raise errdefs.NotFound(
-                        f"An image does not exist locally with the tag: {target.familiar_string()}") from None
+                image_id = stores.references.get(target)
                 lock = stores.layers.lock(shared=True)
                 try:
                     push_image(registry, target, image_id, layers=stores.layers, images=stores.images,

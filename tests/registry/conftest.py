@@ -19,8 +19,8 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 import ssl
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -194,6 +194,9 @@ class Lamina:
                     if key not in ("DOCKER_HOST", "LAMINA_HOST", "DOCKER_CONFIG", "LAMINA_DATA_ROOT")}
         self.env["HOME"] = home
         self.env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
+
+    def command(self) -> list[str]:
+        return [LAMINA, "--data-root", self.root]
 
     def __call__(self, *args: str, input: bytes | None = None, check: bool = True,
                  env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

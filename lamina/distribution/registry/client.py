@@ -255,6 +255,8 @@ class Registry:
             return
         response = self.request("GET", "/v2/", scope="", what="logging in")
         response.close()
+        if response.status_code != 200:
+            raise self.fail(response, "logging in")
 
     def _authorization(self, scope: str) -> str | None:
         challenge = self._challenge
