@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lamina.api.router import Call
     from lamina.distribution.registry.auth import Credentials
 
-__all__ = ["pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth"]
+__all__ = ["pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth", "manifest"]
 
 
 def _credentials(document: Any) -> Credentials:
@@ -106,3 +106,10 @@ def search_images(call: Call) -> Response:
         raise errdefs.InvalidArgument(f"invalid limit {limit_text!r}") from None
     return json_response(call.services.distribution.search(term, limit=limit,
                                                           credentials=_header_credentials(call)))
+
+
+def manifest(call: Call) -> Response:
+    """``GET /lamina/distribution/{name}/manifest``: the manifest or index as the registry
+    serves it (lamina's own endpoint, for ``lamina manifest inspect``)."""
+    return json_response(call.services.distribution.manifest(call.params["name"],
+                                                             credentials=_header_credentials(call)))

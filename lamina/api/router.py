@@ -114,6 +114,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/images/search", "distribution.search_images"),
     Route("POST", "/auth", "distribution.auth"),
     Route("GET", "/distribution/{name}/json", "distribution.inspect_distribution"),
+    Route("GET", "/lamina/distribution/{name}/manifest", "distribution.manifest"),
     Route("DELETE", "/images/{name}", "images.remove_image"),
     Route("POST", "/lamina/system/boot", "containers.boot"),
     Route("POST", "/containers/create", "containers.create_container"),

@@ -10,18 +10,19 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the protocol costs import time the CLI's start-up does not pay
+    from typing import Protocol
+
     from lamina.api.http import Response
 
+    class _Sender(Protocol):
+        def _send(self, method: str, path: str, **kwargs: Any) -> Response: ...
+
+        def _json(self, method: str, path: str, **kwargs: Any) -> Any: ...
+
 __all__ = ["DistributionMixin"]
-
-
-class _Sender(Protocol):
-    def _send(self, method: str, path: str, **kwargs: Any) -> Response: ...
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any: ...
 
 
 def _auth_headers(auth: str | None) -> dict[str, str]:
@@ -60,3 +61,8 @@ class DistributionMixin:
         answer = self._json("GET", "/images/search", query={"term": [term], "limit": [str(limit)]},
                             headers=_auth_headers(auth))
         return answer if isinstance(answer, list) else []
+
+    def manifest(self: _Sender, name: str, *, auth: str | None = None) -> dict[str, Any]:
+        """The manifest or index of ``name`` as its registry serves it (lamina's endpoint)."""
+        answer = self._json("GET", f"/lamina/distribution/{name}/manifest", headers=_auth_headers(auth))
+        return answer if isinstance(answer, dict) else {}

@@ -145,3 +145,17 @@ def test_zstd_layers_pushed_by_skopeo_pull_with_the_same_image_id(registry, lami
     image = lamina.inspect(f"{registry.host}/zstd:1")
     assert image["Id"] == raw["config"]["digest"]  # skopeo converted the config to OCI's
     assert image["RootFS"]["Layers"] == [FIXTURE_DIFF_ID]
+
+
+def test_manifest_inspect_and_search_read_the_registry(registry, lamina) -> None:
+    skopeo_push_fixture(registry)
+    skopeo_push_fixture(registry, "tools/busybox-copy:1")
+    manifest = json.loads(lamina("manifest", "inspect", f"{registry.host}/busybox").stdout)
+    raw = json.loads(subprocess.run([need("skopeo"), "inspect", "--raw", "--tls-verify=false",
+                                     f"docker://{registry.host}/busybox"], check=True, capture_output=True).stdout)
+    assert manifest == raw
+    found = lamina("search", "--format", "{{.Name}}", f"{registry.host}/busy").stdout.decode().split()
+    assert found == [f"{registry.host}/busybox", f"{registry.host}/tools/busybox-copy"]
+    hub = lamina("search", "busybox", check=False)
+    assert hub.returncode == 7 and b"/v2/_catalog" in hub.stderr
+    assert lamina("manifest", "inspect", f"{registry.host}/nope", check=False).returncode == 4
