@@ -50,8 +50,9 @@ def _free_port() -> int:
 class RegistryProcess:
     """One ``docker-registry`` process; ``host`` is ``127.0.0.1:<port>``."""
 
-    def __init__(self, directory: str, *, tls: bool = False) -> None:
+    def __init__(self, directory: str, *, tls: bool = False, auth: list[str] | None = None) -> None:
         self.directory = directory
+        self.auth = auth or []
         self.storage = os.path.join(directory, "storage")
         self.tls = tls
         self.port = 0
@@ -105,6 +106,7 @@ class RegistryProcess:
         if self.tls:
             lines += ["  tls:", f"    certificate: {self.directory}/server.crt", f"    key: {self.directory}/server.key",
                       "auth:", "  htpasswd:", "    realm: lamina-test", f"    path: {self.directory}/htpasswd"]
+        lines += self.auth
         return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 20.0) -> None:
@@ -236,3 +238,100 @@ def skopeo_push_fixture(registry: RegistryProcess, repository: str = "busybox:la
     skopeo = need("skopeo")
     subprocess.run([skopeo, "copy", "--dest-tls-verify=false", *extra, f"docker-archive:{FIXTURE}",
                     f"docker://{registry.host}/{repository}"], check=True, capture_output=True, timeout=120)
+
+
+class TokenServer:
+    """A small bearer-token endpoint for ``docker-registry``'s ``auth: token`` (RS256 JWTs with
+    an ``x5c`` certificate the registry trusts; signed with ``openssl dgst``).  Anonymous
+    requests get ``pull`` only; Basic ``lamina``/:data:`PASSWORD` gets what it asks for; a
+    wrong password gets 401.  ``requests`` counts the tokens handed out."""
+
+    ISSUER = "lamina-test-issuer"
+    SERVICE = "lamina-test-registry"
+
+    def __init__(self, directory: str) -> None:
+        import base64
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        openssl = need("openssl")
+        self.key = os.path.join(directory, "token.key")
+        self.certificate = os.path.join(directory, "token.crt")
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                        "/CN=lamina token signer", "-keyout", self.key, "-out", self.certificate],
+                       check=True, capture_output=True)
+        der = subprocess.run([openssl, "x509", "-in", self.certificate, "-outform", "DER"], check=True,
+                             capture_output=True).stdout
+        self.requests: list[dict] = []
+        server_self = self
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        def sign(claims: dict) -> str:
+            header = {"alg": "RS256", "typ": "JWT", "x5c": [base64.b64encode(der).decode()]}
+            signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+            signature = subprocess.run([openssl, "dgst", "-sha256", "-sign", self.key], input=signing_input.encode(),
+                                       check=True, capture_output=True).stdout
+            return f"{signing_input}.{b64(signature)}"
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                query = parse_qs(urlsplit(self.path).query)
+                header = self.headers.get("Authorization") or ""
+                user = None
+                if header.startswith("Basic "):
+                    name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    if (name, password) != (USER, PASSWORD):
+                        self.send_response(401)
+                        self.end_headers()
+                        return
+                    user = name
+                access = []
+                for scope in query.get("scope", []):
+                    kind, name, actions = scope.split(":")
+                    granted = actions.split(",") if user else [a for a in actions.split(",") if a == "pull"]
+                    access.append({"type": kind, "name": name, "actions": granted})
+                server_self.requests.append({"user": user, "scopes": query.get("scope", [])})
+                now = int(time.time())
+                token = sign({"iss": TokenServer.ISSUER, "sub": user or "", "aud": query.get("service", [""])[0],
+                              "exp": now + 600, "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(),
+                              "access": access})
+                body = json.dumps({"token": token, "expires_in": 600}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def registry_config(self) -> list[str]:
+        return ["auth:", "  token:", f"    realm: {self.realm}", f"    service: {self.SERVICE}",
+                f"    issuer: {self.ISSUER}", f"    rootcertbundle: {self.certificate}"]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def token_registry(tmp_path_factory) -> Iterator[tuple[RegistryProcess, TokenServer]]:
+    """A plain-HTTP registry that asks for bearer tokens from a :class:`TokenServer`."""
+    directory = str(tmp_path_factory.mktemp("registry-token"))
+    tokens = TokenServer(directory)
+    registry = RegistryProcess(os.path.join(directory, "registry"), auth=tokens.registry_config())
+    try:
+        registry.start()
+        yield registry, tokens
+    finally:
+        registry.stop()
+        tokens.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -226,3 +226,24 @@ def test_tls_with_basic_auth_login_push_and_pull(tls_registry, lamina, other_lam
     # the events name the references, never a secret
     events = lamina("events", "--since", "0", "--until", str(int(time.time()) + 1), "--format", "{{json .}}")
     assert b"push" in events.stdout and PASSWORD.encode() not in events.stdout
+
+
+def test_bearer_tokens_anonymous_pull_and_authenticated_push(token_registry, lamina, other_lamina) -> None:
+    registry, tokens = token_registry
+    lamina("load", "-i", FIXTURE)
+    lamina("tag", "busybox", f"{registry.host}/tokens:1")
+    anonymous = lamina("push", f"{registry.host}/tokens:1", check=False)
+    assert anonymous.returncode == EXIT_REJECTED, anonymous.stderr
+    assert registry.host in anonymous.stderr.decode() and "tokens" in anonymous.stderr.decode()
+    wrong = lamina("login", "-u", USER, "--password-stdin", registry.host, input=b"bad", check=False)
+    assert wrong.returncode == EXIT_REJECTED and b"bad" not in wrong.stderr
+    lamina("login", "-u", USER, "--password-stdin", registry.host, input=PASSWORD.encode())
+    tokens.requests.clear()
+    lamina("push", f"{registry.host}/tokens:1")
+    # one token for the push scope, reused for every request of the push
+    assert [r for r in tokens.requests if r["user"] == USER] and len(tokens.requests) <= 2, tokens.requests
+    assert all(r["user"] == USER for r in tokens.requests)
+    # anonymous pull: the token service grants pull to anyone
+    other_lamina("pull", f"{registry.host}/tokens:1")
+    assert other_lamina.inspect(f"{registry.host}/tokens:1")["Id"] == FIXTURE_IMAGE_ID
+    assert any(r["user"] is None and r["scopes"] == ["repository:tokens:pull"] for r in tokens.requests)

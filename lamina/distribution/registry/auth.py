@@ -113,10 +113,11 @@ def fetch_token(client: "httpx.Client", challenge: Challenge, scope: str, creden
     try:
         if credentials.identity_token:
             form = {"grant_type": "refresh_token", "refresh_token": credentials.identity_token,
-                    "service": service, "scope": scope, "client_id": "lamina"}
+                    "service": service, "scope": " ".join(scope.split()), "client_id": "lamina"}
             response = client.post(realm, data=form)
         else:
-            query = {"service": service, "scope": scope} if scope else {"service": service}
+            # several scopes (a mount reads one repository and writes another): one parameter each
+            query = [("service", service)] + [("scope", part) for part in scope.split()]
             headers = {}
             if credentials.username or credentials.password:
                 headers["Authorization"] = credentials.basic()
