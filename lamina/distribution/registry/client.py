@@ -233,8 +233,9 @@ class Registry:
         for scheme, client in schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
+                # an insecure registry's HTTPS probe is tried once: HTTP comes next
                 response = self._with_retries(lambda: client.get(url), f"GET {url}",
-                                              retry_connect=scheme == schemes[-1][0])
+                                              repeatable=scheme == schemes[-1][0])
             except errdefs.Unavailable as exc:
                 failure = str(exc)
                 continue
@@ -278,15 +279,15 @@ class Registry:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _with_retries(self, send: Callable[[], httpx.Response], what: str, *, repeatable: bool = True,
-                      retry_connect: bool = True) -> httpx.Response:
+    def _with_retries(self, send: Callable[[], httpx.Response], what: str, *,
+                      repeatable: bool = True) -> httpx.Response:
         attempts = self.options.attempts if repeatable else 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
                 response = send()
             except httpx.ConnectError as exc:
-                if last or not retry_connect:
+                if last:
                     raise errdefs.Unavailable(f"registry {self.domain}: cannot connect ({what}): {_cause(exc)}") \
                         from None
             except httpx.TimeoutException as exc:
