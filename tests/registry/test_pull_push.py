@@ -159,3 +159,15 @@ def test_manifest_inspect_and_search_read_the_registry(registry, lamina) -> None
     hub = lamina("search", "busybox", check=False)
     assert hub.returncode == 7 and b"/v2/_catalog" in hub.stderr
     assert lamina("manifest", "inspect", f"{registry.host}/nope", check=False).returncode == 4
+
+
+def test_removing_the_last_tag_of_a_pulled_image_removes_its_digest_reference_too(registry, lamina) -> None:
+    skopeo_push_fixture(registry)
+    lamina("pull", f"{registry.host}/busybox")
+    lamina("tag", f"{registry.host}/busybox", "kept:1")
+    removed = lamina("rmi", f"{registry.host}/busybox").stdout.decode().splitlines()
+    assert removed[0] == f"Untagged: {registry.host}/busybox:latest"
+    assert removed[1].startswith(f"Untagged: {registry.host}/busybox@sha256:")
+    assert lamina.inspect("kept:1")["RepoDigests"] == []
+    gone = lamina("rmi", "kept:1").stdout.decode()
+    assert f"Deleted: {FIXTURE_IMAGE_ID}" in gone
