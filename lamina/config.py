@@ -36,6 +36,9 @@ class EngineConfig:
     insecure_registries: tuple[str, ...] = DEFAULT_INSECURE_REGISTRIES
     # where <host:port>/{ca.crt,*.cert,*.key} are looked up (LAMINA_CERTS_D, colon-separated)
     certs_directories: tuple[str, ...] = DEFAULT_CERTS_DIRECTORIES
+    # pull-through mirrors of docker.io, tried in order before it (LAMINA_REGISTRY_MIRRORS,
+    # comma-separated URLs such as https://mirror.example or http://127.0.0.1:5000)
+    registry_mirrors: tuple[str, ...] = ()
 
     @classmethod
     def from_environment(cls, data_root: str | None = None, storage_driver: str | None = None,
@@ -48,4 +51,5 @@ class EngineConfig:
             log_level=(log_level or os.environ.get("LAMINA_LOG_LEVEL") or "warning").lower(),
             insecure_registries=_list_from_environment("LAMINA_INSECURE_REGISTRIES", DEFAULT_INSECURE_REGISTRIES, ","),
             certs_directories=_list_from_environment("LAMINA_CERTS_D", DEFAULT_CERTS_DIRECTORIES, ":"),
+            registry_mirrors=_list_from_environment("LAMINA_REGISTRY_MIRRORS", (), ","),
         )

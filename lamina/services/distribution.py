@@ -1,7 +1,9 @@
 """The distribution service: pull, push, login, distribution inspect and search (registries).
 
-The registry client (httpx) is imported by these methods only: ``lamina run`` of a local image
-never loads it.  Locking follows the image service: a pull holds the layer store lock shared
+``docker.io`` pulls try the configured mirrors first (``registry-mirrors``, in order,
+anonymously); a mirror that fails or lacks the image is logged at WARNING and the next source
+is tried, docker.io last.  The registry client (httpx) is imported by these methods only:
+``lamina run`` of a local image never loads it.  Locking follows the image service: a pull holds the layer store lock shared
 and a lease for its whole run; if it fails, the layers it registered and no image uses are
 released at once (nothing half pulled stays: a layer commits only after its blob verified, the
 image only after every layer).  Credentials arrive per request (``X-Registry-Auth``) and are
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lamina import errdefs
 from lamina.digest import Digest
 from lamina.events.api import DISCARD, IMAGE, EventSink
+from lamina.log import get_logger
 from lamina.image.reference import Reference, parse_normalized_named, trim_name, with_default_tag, with_tag
 from lamina.services.api import Progress
 
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from lamina.image.refstore import ReferenceStore
     from lamina.image.store import ImageStore
     from lamina.layer.store import LayerStore
+
+log = get_logger("lamina.distribution")
 
 __all__ = ["DistributionServiceImpl", "ImageStores", "resolve_pull_reference", "build_distribution",
            "registry_domain"]
@@ -62,17 +67,18 @@ def resolve_pull_reference(from_image: str, tag: str) -> Reference:
 
 class DistributionServiceImpl:
     def __init__(self, *, images: ImageStores, metadata: MetadataStore, options: RegistryOptions,
-                 events: EventSink = DISCARD) -> None:
+                 events: EventSink = DISCARD, mirrors: tuple[str, ...] = ()) -> None:
         self.images = images
+        self.mirrors = mirrors
         self.metadata = metadata
         self.options = options
         self.events = events
 
-    def _registry(self, domain: str, credentials: Credentials | None) -> Registry:
+    def _registry(self, domain: str, credentials: Credentials | None, endpoint: str | None = None) -> Registry:
         from lamina.distribution.registry.auth import ANONYMOUS
         from lamina.distribution.registry.client import Registry
 
-        return Registry(domain, credentials=credentials or ANONYMOUS, options=self.options)
+        return Registry(domain, credentials=credentials or ANONYMOUS, options=self.options, endpoint=endpoint)
 
     def _release_after_failure(self, registered: list[Digest]) -> None:
         if not registered:
@@ -103,14 +109,22 @@ class DistributionServiceImpl:
 
     def _pull(self, reference: Reference, wanted: Any, credentials: Credentials | None,
               progress: Progress) -> list[str]:
+        if reference.domain == "docker.io":
+            for mirror in self.mirrors:  # in order; any failure falls through to the next, then docker.io
+                try:
+                    with self._registry(reference.domain, None, endpoint=mirror) as registry:
+                        return self._pull_from(registry, reference, wanted, progress)
+                except (errdefs.Unavailable, errdefs.NotFound, errdefs.Unauthorized, errdefs.Forbidden,
+                        errdefs.DataLoss) as exc:
+                    log.warning("registry mirror %s: %s; trying the next source", mirror, exc)
         with self._registry(reference.domain, credentials) as registry:
-            if reference.tag is None and reference.digest is None:
-                tags = self._tags(registry, reference)
-                pulled = []
-                for name in tags:
-                    pulled.append(self._pull_one(registry, with_tag(reference, name), wanted, progress))
-                return pulled
-            return [self._pull_one(registry, reference, wanted, progress)]
+            return self._pull_from(registry, reference, wanted, progress)
+
+    def _pull_from(self, registry: Registry, reference: Reference, wanted: Any, progress: Progress) -> list[str]:
+        if reference.tag is None and reference.digest is None:
+            return [self._pull_one(registry, with_tag(reference, name), wanted, progress)
+                    for name in self._tags(registry, reference)]
+        return [self._pull_one(registry, reference, wanted, progress)]
 
     def _tags(self, registry: Registry, reference: Reference) -> list[str]:
         what = f"listing the tags of {reference.name}"
@@ -285,4 +299,4 @@ def build_distribution(config: EngineConfig, images: ImageStores, events: EventS
     options = RegistryOptions(insecure_registries=tuple(config.insecure_registries),
                               certs_directories=tuple(config.certs_directories))
     return DistributionServiceImpl(images=images, metadata=MetadataStore(os.path.join(image_root, "distribution")),
-                                   options=options, events=events)
+                                   options=options, events=events, mirrors=tuple(config.registry_mirrors))

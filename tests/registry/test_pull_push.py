@@ -171,3 +171,16 @@ def test_removing_the_last_tag_of_a_pulled_image_removes_its_digest_reference_to
     assert lamina.inspect("kept:1")["RepoDigests"] == []
     gone = lamina("rmi", "kept:1").stdout.decode()
     assert f"Deleted: {FIXTURE_IMAGE_ID}" in gone
+
+
+def test_docker_hub_images_come_from_the_configured_mirrors_in_order(registry, lamina) -> None:
+    skopeo_push_fixture(registry, "library/busybox:latest")
+    mirrors = {"LAMINA_REGISTRY_MIRRORS": f"http://127.0.0.1:9,http://{registry.host}"}
+    result = lamina("pull", "busybox", env=mirrors)
+    assert "Status: Downloaded newer image for busybox:latest" in result.stdout.decode()
+    assert "registry mirror http://127.0.0.1:9" in result.stderr.decode()  # the first one is down
+    image = lamina.inspect("busybox")
+    assert image["Id"] == FIXTURE_IMAGE_ID
+    assert image["RepoDigests"][0].startswith("busybox@sha256:")
+    bad = lamina("pull", "busybox", env={"LAMINA_REGISTRY_MIRRORS": "ftp://mirror"}, check=False)
+    assert bad.returncode == 3 and b"invalid registry mirror" in bad.stderr

@@ -14,6 +14,8 @@ One :class:`Registry` talks to one registry host (``docker.io`` is reached at
   a bearer token for the request's scope (``repository:<path>:pull[,push]``).
 * **retries**: connection failures, timeouts and 5xx answers are retried (4 attempts, back-off
   0.25 s, 0.5 s, 1 s) when the request can be repeated (no streamed body).
+* **mirrors**: a :class:`Registry` built with an ``endpoint`` talks to that URL (a pull-through
+  mirror of ``docker.io``) under the registry's name (``domain`` stays ``docker.io``).
 * **redirects** (to blob storage) are followed; httpx drops ``Authorization`` when a redirect
   leaves the registry's origin.
 
@@ -190,15 +192,25 @@ class Registry:
     """One registry host, one set of credentials; see the module docstring."""
 
     def __init__(self, domain: str, *, credentials: Credentials = ANONYMOUS,
-                 options: RegistryOptions = RegistryOptions()) -> None:
+                 options: RegistryOptions = RegistryOptions(), endpoint: str | None = None) -> None:
+        """``endpoint``: where to reach ``domain`` instead of its own host (a mirror's URL;
+        with a scheme, that scheme is used without probing)."""
+        from urllib.parse import urlsplit
+
         self.domain = domain
         self.host = api_host(domain)
         self.credentials = credentials
         self.options = options
-        self.insecure = is_insecure(self.host, options.insecure_registries)
-        self._tokens = TokenCache()
+        scheme = ""
+        if endpoint:
+            parts = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
+            if not parts.netloc or parts.scheme not in ("", "http", "https"):
+                raise errdefs.InvalidArgument(f"invalid registry mirror {endpoint!r}: use https://host[:port]")
+            self.host, scheme = parts.netloc, parts.scheme
+        self.insecure = is_insecure(self.host, options.insecure_registries) or scheme == "http"
         self._challenge: Challenge | None = None
         self._base: str | None = None
+        self._tokens = TokenCache()
         timeout = httpx.Timeout(options.timeout, connect=min(options.timeout, 15.0))
         limits = httpx.Limits(max_connections=16, max_keepalive_connections=8)
         self._https = httpx.Client(verify=_ssl_context(self.host, options.certs_directories, not self.insecure),
@@ -207,6 +219,9 @@ class Registry:
         self._http = httpx.Client(timeout=timeout, limits=limits, follow_redirects=True,
                                   headers={"User-Agent": "lamina"}) if self.insecure else None
         self._client = self._https
+        if scheme:
+            self._base = f"{scheme}://{self.host}"
+            self._client = self._https if scheme == "https" else self._http  # type: ignore[assignment]
 
     def close(self) -> None:
         self._https.close()
