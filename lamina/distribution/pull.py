@@ -16,8 +16,8 @@ Steps, each verified before anything depends on it:
    blobs are fetched at once, each ahead of its registration by at most
    :data:`READ_AHEAD` bytes (layers are registered in order: a layer needs its parent);
 4. the config is stored (the image's commit point), then ``name:tag`` and ``name@<manifest
-   digest>`` (the ``RepoDigests``) in repositories.json, and every layer's blob is recorded in
-   the distribution metadata.
+   digest>`` (the ``RepoDigests``) in repositories.json, and every layer's blob (but zstd ones,
+   which a push would mislabel) is recorded in the distribution metadata.
 
 Progress messages are Docker's: ``Pulling from <path>`` (id the tag), per layer (id the blob's
 short digest) ``Already exists`` or ``Pulling fs layer`` / ``Downloading`` (with
@@ -341,7 +341,10 @@ def pull_image(registry: Registry, reference: Reference, *, platform: Platform |
         _fetch_layers(registry, repository, layer_descriptors, diff_ids, chains, missing, layers=layers,
                       progress=progress, registered=registered)
     for descriptor, diff_id in zip(layer_descriptors, diff_ids):
-        metadata.add(diff_id, str(descriptor["digest"]), name)
+        # the metadata has no media type and a push describes a known blob as gzip (or as a
+        # plain tar when its digest is the diff_id): a zstd blob is not offered for reuse
+        if not str(descriptor.get("mediaType", "")).endswith("zstd"):
+            metadata.add(diff_id, str(descriptor["digest"]), name)
     images.put(config_bytes)
     if reference.tag is not None and reference.digest is None:
         old = _current(references, reference)

@@ -145,6 +145,9 @@ def test_zstd_layers_pushed_by_skopeo_pull_with_the_same_image_id(registry, lami
     image = lamina.inspect(f"{registry.host}/zstd:1")
     assert image["Id"] == raw["config"]["digest"]  # skopeo converted the config to OCI's
     assert image["RootFS"]["Layers"] == [FIXTURE_DIFF_ID]
+    # a push to the same repository does not describe the zstd blob as gzip: it sends its own
+    lamina("tag", f"{registry.host}/zstd:1", f"{registry.host}/zstd:again")
+    assert "a8cc10596804: Pushed" in lamina("push", f"{registry.host}/zstd:again").stdout.decode()
 
 
 def test_manifest_inspect_and_search_read_the_registry(registry, lamina) -> None:
