@@ -252,10 +252,7 @@ class _Downloads:
         reader: BlobReader | None = None
         try:
             reader = self._registry.open_blob(self._repository, digest)
-            while True:
-                data = reader.read(_CHUNK)
-                if not data:
-                    break
+            for data in reader.batches(_CHUNK):
                 if not self._put(chunks, data):
                     return
             self._put(chunks, None)

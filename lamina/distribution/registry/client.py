@@ -133,7 +133,9 @@ class BlobReader:
 
     def __init__(self, response: httpx.Response, describe: str) -> None:
         self._response = response
-        self._chunks: Iterator[bytes] = response.iter_raw(_CHUNK)
+        # chunks as the connection delivers them: httpx's re-chunking to a fixed size costs
+        # more than the transfer over a local connection
+        self._chunks: Iterator[bytes] = response.iter_raw()
         self._buffer = memoryview(b"")
         self._describe = describe
         self.size = int(response.headers.get("content-length") or 0) or None
@@ -156,6 +158,21 @@ class BlobReader:
         memoryview(buffer)[:count] = self._buffer[:count]
         self._buffer = self._buffer[count:]
         return count
+
+    def batches(self, size: int = _CHUNK) -> Iterator[bytes]:
+        """The rest of the body in pieces of about ``size`` bytes (joined, not split)."""
+        pending: list[bytes] = [bytes(self._buffer)] if self._buffer else []
+        self._buffer = memoryview(b"")
+        length = sum(len(part) for part in pending)
+        while self._fill():
+            pending.append(self._buffer.obj)  # type: ignore[arg-type]
+            length += len(self._buffer)
+            self._buffer = memoryview(b"")
+            if length >= size:
+                yield b"".join(pending)
+                pending, length = [], 0
+        if pending:
+            yield b"".join(pending)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
