@@ -247,3 +247,26 @@ def test_bearer_tokens_anonymous_pull_and_authenticated_push(token_registry, lam
     other_lamina("pull", f"{registry.host}/tokens:1")
     assert other_lamina.inspect(f"{registry.host}/tokens:1")["Id"] == FIXTURE_IMAGE_ID
     assert any(r["user"] is None and r["scopes"] == ["repository:tokens:pull"] for r in tokens.requests)
+
+
+def test_a_pull_killed_mid_blob_is_swept_by_the_next_command(registry, lamina, tmp_path) -> None:
+    archive = str(tmp_path / "big.tar")
+    _big_archive(archive, 64 << 20)
+    subprocess.run([need("skopeo"), "copy", "--dest-tls-verify=false", f"docker-archive:{archive}",
+                    f"docker://{registry.host}/big:latest"], check=True, capture_output=True, timeout=300)
+    os.unlink(archive)
+    process = subprocess.Popen([*lamina.command(), "pull", f"{registry.host}/big"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=lamina.env)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if b"Downloading" in line:
+                break
+        process.kill()
+    finally:
+        process.wait()
+    assert leftovers(lamina)["layerdb/tmp"], "the pull was killed before it registered anything"
+    lamina("images")  # opening the stores sweeps what the dead pull left (its lease is free)
+    nothing_pulled(lamina)
+    assert lamina("system", "check").returncode == 0
+    lamina("pull", f"{registry.host}/big")
