@@ -185,11 +185,16 @@ class _VerifiedBlob:
         return count
 
     def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [bytes(self._buffer)]
+            self._buffer = memoryview(b"")
+            while self._fill():
+                parts.append(bytes(self._buffer))
+            self._buffer = memoryview(b"")
+            return b"".join(parts)
         while not self._buffer:
             if not self._fill():
                 return b""
-        if size is None or size < 0:
-            size = len(self._buffer)
         data = bytes(self._buffer[:size])
         self._buffer = self._buffer[size:]
         return data
@@ -284,8 +289,9 @@ def pull_image(registry: Registry, reference: Reference, *, platform: Platform |
     repository = reference.path
     name = f"{registry.domain}/{repository}"
     target = str(reference.digest) if reference.digest else (reference.tag or "latest")
-    progress({"status": f"Pulling from {repository}", "id": target})
+    # the manifest first, as Docker: a missing image fails before any output (an HTTP 404)
     body, media_type = registry.get_manifest(repository, target, MANIFEST_ACCEPT)
+    progress({"status": f"Pulling from {repository}", "id": target})
     manifest_digest = _verify_manifest(body, reference.digest, f"registry {registry.domain}: {name}@{target}")
     document = _load_json(body, f"the manifest of {name}:{target}")
     media_type = document.get("mediaType") or media_type

@@ -84,3 +84,16 @@ def test_docker_login_through_lamina_then_push(tls_registry, secure_server, tmp_
     pushed = docker("push", f"{tls_registry.host}/private:1")
     assert pushed.returncode == 0, pushed.stderr
     assert PASSWORD.encode() not in secure_server.output().encode()
+
+
+def test_docker_py_gets_404_for_a_missing_tag_and_503_for_an_unreachable_registry(registry, server) -> None:  # noqa: F811
+    docker_sdk = pytest.importorskip("docker")
+    client = docker_sdk.APIClient(base_url=server.host, version="1.45")
+    try:
+        with pytest.raises(docker_sdk.errors.NotFound, match="not found"):
+            client.pull(f"{registry.host}/nothing", tag="1")
+        with pytest.raises(docker_sdk.errors.APIError) as failure:
+            client.pull("127.0.0.1:9/nothing", tag="1")
+        assert failure.value.status_code == 503
+    finally:
+        client.close()
