@@ -270,3 +270,22 @@ def test_a_pull_killed_mid_blob_is_swept_by_the_next_command(registry, lamina, t
     nothing_pulled(lamina)
     assert lamina("system", "check").returncode == 0
     lamina("pull", f"{registry.host}/big")
+
+
+def test_a_manifest_altered_in_the_registry_fails_verification(registry, lamina) -> None:
+    skopeo_push_fixture(registry)
+    digest = json.loads(subprocess.run([need("skopeo"), "inspect", "--tls-verify=false",
+                                        f"docker://{registry.host}/busybox"], check=True,
+                                       capture_output=True).stdout)["Digest"]
+    path = registry.blob_path(digest)
+    with open(path, "rb") as handle:
+        manifest = json.load(handle)
+    manifest["annotations"] = {"altered": "yes"}
+    with open(path, "w") as handle:
+        json.dump(manifest, handle)
+    for name in (f"{registry.host}/busybox", f"{registry.host}/busybox@{digest}"):
+        result = lamina("pull", name, check=False)
+        assert result.returncode == 1, result.stderr
+        message = result.stderr.decode()
+        assert "manifest verification failed" in message and registry.host in message and "busybox" in message
+    nothing_pulled(lamina)

@@ -389,7 +389,9 @@ class Registry:
     # -- the API --------------------------------------------------------------------------------
 
     def get_manifest(self, repository: str, reference: str, accept: Iterable[str]) -> tuple[bytes, str]:
-        """(body, media type) of a manifest by tag or digest."""
+        """(body, media type) of a manifest by tag or digest, checked against the
+        ``Docker-Content-Digest`` the registry announces (a digest reference is checked by
+        the caller too)."""
         what = f"fetching manifest {repository}:{reference}" if ":" not in reference \
             else f"fetching manifest {repository}@{reference}"
         response = self.request("GET", f"/v2/{repository}/manifests/{reference}", scope=_scope(repository),
@@ -401,6 +403,14 @@ class Registry:
         if len(response.content) > 4 << 20:
             raise errdefs.InvalidArgument(f"registry {self.domain}: manifest {repository}:{reference} is over 4 MiB")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        announced = response.headers.get("docker-content-digest", "")
+        if announced.startswith("sha256:"):
+            import hashlib
+
+            actual = "sha256:" + hashlib.sha256(response.content).hexdigest()
+            if actual != announced:
+                raise errdefs.DataLoss(f"registry {self.domain}: {what}: manifest verification failed: the "
+                                       f"registry announced {announced}, the content hashes to {actual}")
         return response.content, media_type
 
     def open_blob(self, repository: str, digest: str) -> BlobReader:
