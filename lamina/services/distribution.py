@@ -9,7 +9,8 @@ released at once (nothing half pulled stays: a layer commits only after its blob
 image only after every layer).  Credentials arrive per request (``X-Registry-Auth``) and are
 never logged, put in events or in error messages.
 
-Events (Docker's, type ``image``): ``pull`` and ``push``, actor and ``name`` the reference.
+Events (Docker's, type ``image``): ``pull`` and ``push``, actor the reference
+(``busybox:latest``), attribute ``name`` the repository (``busybox``).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ class DistributionServiceImpl:
             self._release_after_failure(registered)
             raise
         shown = reference.familiar_string()
-        self.events.emit(IMAGE, "pull", shown, {"name": shown})
+        self.events.emit(IMAGE, "pull", shown, {"name": reference.familiar_name})
         return shown
 
     # -- push ------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ class DistributionServiceImpl:
                 finally:
                     lock.release()
                 shown = target.familiar_string()
-                self.events.emit(IMAGE, "push", shown, {"name": shown})
+                self.events.emit(IMAGE, "push", shown, {"name": target.familiar_name})
                 pushed.append(shown)
         return pushed
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -61,6 +62,10 @@ def test_pull_of_an_image_skopeo_pushed_has_skopeos_ids_and_records_docker_metad
     assert f"Status: Image is up to date for {registry.host}/busybox:latest" in again
     by_digest = lamina("pull", f"{registry.host}/busybox@{pushed['Digest']}").stdout.decode()
     assert f"Digest: {pushed['Digest']}" in by_digest
+    events = [json.loads(line) for line in lamina("events", "--since", "0", "--until", str(int(time.time()) + 1),
+                                                   "--format", "{{json .}}").stdout.splitlines()]
+    pulls = [(e["Actor"]["ID"], e["Actor"]["Attributes"]["name"]) for e in events if e["Action"] == "pull"]
+    assert pulls[0] == (f"{registry.host}/busybox:latest", f"{registry.host}/busybox")
 
 
 def test_save_after_pull_reproduces_the_registrys_diff_ids(registry, lamina, tmp_path) -> None:
