@@ -1,6 +1,6 @@
 """Pushing an image to a registry: layer blobs, the config blob, a Docker schema 2 manifest.
 
-For each layer (bottom to top), the first that applies:
+For each layer (up to :data:`CONCURRENT_UPLOADS` at once), the first that applies:
 
 1. the distribution metadata knows a blob of this diff_id in the *target* repository and the
    registry still has it (``HEAD``): ``Layer already exists``;
@@ -38,7 +38,7 @@ from lamina.layer.store import LayerStore
 from lamina.records import dataclass
 
 __all__ = ["push_image", "PushedImage", "MANIFEST_MEDIA_TYPE", "LAYER_MEDIA_TYPE", "CONFIG_MEDIA_TYPE",
-           "GZIP_LEVEL"]
+           "GZIP_LEVEL", "CONCURRENT_UPLOADS"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -47,6 +47,7 @@ LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 UNCOMPRESSED_LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
 GZIP_LEVEL = 1
+CONCURRENT_UPLOADS = 3    # layers pushed at once (Docker's max-concurrent-uploads is 5)
 
 
 @dataclass(frozen=True)
@@ -168,10 +169,19 @@ def push_image(registry: Registry, reference: Reference, image_id: Digest, *, la
     chains = chain_ids(diff_ids)
     for diff_id in diff_ids:
         progress({"status": "Preparing", "progressDetail": {}, "id": diff_id.short()})
-    descriptors = []
-    for diff_id, chain in zip(diff_ids, chains):
-        descriptors.append(_push_layer(registry, repository, name, diff_id, chain, layers=layers,
-                                       metadata=metadata, progress=progress))
+    from concurrent.futures import ThreadPoolExecutor
+
+    # layers go up side by side (isal compresses without the GIL), the manifest lists them in order
+    with ThreadPoolExecutor(max_workers=CONCURRENT_UPLOADS, thread_name_prefix="lamina-push") as pool:
+        futures = [pool.submit(_push_layer, registry, repository, name, diff_id, chain, layers=layers,
+                               metadata=metadata, progress=progress)
+                   for diff_id, chain in zip(diff_ids, chains)]
+        try:
+            descriptors = [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     config_digest = from_bytes(config_bytes)
     if registry.blob_size(repository, config_digest, push=True) is None:
         registry.upload_bytes(repository, config_bytes, config_digest)
