@@ -19,6 +19,7 @@ from __future__ import annotations
 from lamina.client.build import BuildMixin
 from lamina.client.calls import ClientError
 from lamina.client.containers import ContainerFilesMixin, ContainerMixin, PendingWait
+from lamina.client.distribution import DistributionMixin
 from lamina.client.execs import ExecMixin
 from lamina.client.images import ImageMixin
 from lamina.client.networks import NetworkMixin
@@ -29,5 +30,5 @@ __all__ = ["APIClient", "ClientError", "PendingWait"]
 
 
 class APIClient(SystemMixin, ImageMixin, ContainerMixin, ContainerFilesMixin, ExecMixin, VolumeMixin,
-                NetworkMixin, BuildMixin):
+                NetworkMixin, BuildMixin, DistributionMixin):
     """The Docker Engine API, one method per call: ``APIClient(transport)``."""

@@ -22,11 +22,12 @@ if TYPE_CHECKING:
     import threading
 
     from lamina.build.api import BuildOptions
+    from lamina.distribution.registry.auth import Credentials
     from lamina.stdcopy import Duplex
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
            "ContainerStreams", "ExecService", "Services", "VolumeService", "BuildService", "EventService",
-           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage"]
+           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -253,6 +254,25 @@ class EventService(Protocol):
         before the iterator is returned."""
 
 
+class DistributionService(Protocol):
+    """Registries: pull, push, login (``/auth``), distribution inspect, catalog search."""
+
+    def pull(self, from_image: str, *, tag: str = "", platform: str = "", credentials: Credentials | None = None,
+             progress: Progress) -> list[str]: ...
+
+    def push(self, name: str, *, tag: str = "", credentials: Credentials | None = None,
+             progress: Progress) -> list[str]: ...
+
+    def login(self, server: str, credentials: Credentials) -> dict[str, str]: ...
+
+    def inspect_distribution(self, name: str, *, credentials: Credentials | None = None) -> dict[str, Any]: ...
+
+    def manifest(self, name: str, *, credentials: Credentials | None = None) -> dict[str, Any]: ...
+
+    def search(self, term: str, *, limit: int = 25, credentials: Credentials | None = None) -> list[dict[str, Any]]:
+        ...
+
+
 class Services(Protocol):
     images: ImageService
     system: SystemService
@@ -264,6 +284,7 @@ class Services(Protocol):
     volumes: VolumeService
     builds: BuildService
     events: EventService
+    distribution: DistributionService
 
 
 # -- what services need from one another --------------------------------------------------------
