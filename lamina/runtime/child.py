@@ -44,7 +44,16 @@ from lamina.runtime.api import ContainerSpec, ProcessSpec, Stdio
 from lamina.runtime.cgroups import enter_cgroups
 from lamina.runtime.init import run_init
 from lamina.runtime.paths import make_dirs_in_root
-from lamina.runtime.rootfs import Step, default_mounts, mask_paths, mount_in_root, mount_sysfs, pivot_root, populate_dev
+from lamina.runtime.rootfs import (
+    Step,
+    default_mounts,
+    make_devices,
+    mask_paths,
+    mount_in_root,
+    mount_sysfs,
+    pivot_root,
+    populate_dev,
+)
 from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.user import home_for_uid
 
@@ -140,6 +149,18 @@ def _loopback_up() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def _write_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
+    """After pivot_root, before /proc/sys is made read-only: the fresh /proc shows the
+    container's own namespaces."""
+    for key, value in sysctls:
+        with Step(f"write sysctl {key}={value}"):
+            fd = os.open("/proc/sys/" + key.replace(".", "/"), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
 
 
 def _apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
@@ -333,6 +354,7 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
                 mount_in_root(root_fd, item)
             if item.destination == "/dev":
                 populate_dev(root_fd, process.terminal)
+                make_devices(root_fd, spec.devices)
         for item in spec.mounts:
             mount_in_root(root_fd, item)
         with Step(f"create the working directory {process.cwd}"):
@@ -344,6 +366,10 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
             _loopback_up()
         pivot_root(root_fd)
         os.close(root_fd)
+        _write_sysctls(spec.sysctls)
+        if spec.oom_score_adj is not None:
+            with Step(f"set oom_score_adj to {spec.oom_score_adj}"), open("/proc/self/oom_score_adj", "w") as handle:
+                handle.write(str(spec.oom_score_adj))
         mask_paths(spec.masked_paths, spec.readonly_paths)
         if spec.readonly_rootfs:
             mountlib.remount("/", ("ro",))

@@ -32,6 +32,7 @@ absolute container paths.
 from __future__ import annotations
 
 import os
+import re
 import posixpath
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -65,6 +66,11 @@ _MOUNT_TYPES = ("bind", "volume", "tmpfs")
 _TMPFS_FLAGS = frozenset({"ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime",
                           "relatime", "strictatime", *PROPAGATION_MODES})
 _TMPFS_KEYS = frozenset({"size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol", "huge"})
+# what the kernel's tmpfs accepts for each value (a size with a k/m/g suffix or a percentage)
+_ANY = re.compile(r".+")
+_TMPFS_VALUES = {"size": re.compile(r"[0-9]+[kKmMgGtTpPeE%]?"), "nr_blocks": re.compile(r"[0-9]+[kKmMgG]?"),
+                 "nr_inodes": re.compile(r"[0-9]+[kKmMgG]?"), "mode": re.compile(r"[0-7]{1,4}"),
+                 "uid": re.compile(r"[0-9]+"), "gid": re.compile(r"[0-9]+")}
 _TMPFS_DEFAULTS = ("noexec", "nosuid", "nodev", DEFAULT_PROPAGATION)
 
 # name or id -> the other container's MountPoints (config.v2.json shape, keyed by destination)
@@ -547,7 +553,8 @@ def _check_tmpfs_data(destination: str, data: str) -> tuple[str, ...]:
         if word == "defaults":
             continue
         key, equals, value = word.partition("=")
-        if (equals and key in _TMPFS_KEYS and value) or (not equals and word in _TMPFS_FLAGS):
+        if (equals and key in _TMPFS_KEYS and value and _TMPFS_VALUES.get(key, _ANY).fullmatch(value)) or (
+                not equals and word in _TMPFS_FLAGS):
             words.append(word)
             continue
         raise errdefs.InvalidArgument(f"invalid tmpfs option {go_quote(word)} for {destination}")
