@@ -197,8 +197,8 @@ def check_config_values(config: Mapping[str, Any]) -> None:
         value = config.get(name) or ""
         if len(value) > 64:
             raise errdefs.InvalidArgument(f"Config.{name} is {len(value)} characters long: the kernel allows 64")
-        if value and not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.\-_]*[A-Za-z0-9])?", value):
-            raise errdefs.InvalidArgument(f"invalid {name} {value!r}: letters, digits, '.', '-' and '_' only")
+        if any(char.isspace() or not char.isprintable() or char == "/" for char in value):
+            raise errdefs.InvalidArgument(f"invalid {name} {value!r}: no spaces, control characters or '/'")
     _check_ports(config.get("ExposedPorts"), "Config.ExposedPorts")
 
 

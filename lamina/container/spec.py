@@ -346,6 +346,9 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
     if log_type not in ("json-file", "local", "none"):
         raise errdefs.InvalidArgument(
             f"failed to create logging driver: logger: no log driver named '{log_type}' is registered")
+    if log_type == "local" and set(options) - {"max-size", "max-file", "compress"}:
+        unknown = sorted(set(options) - {"max-size", "max-file", "compress"})[0]
+        raise errdefs.InvalidArgument(f"unknown log opt '{unknown}' for local log driver")
     if log_type in ("json-file", "local"):
         parse_log_options(options)
     elif options:
@@ -602,6 +605,7 @@ def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mappin
         namespaces.discard("cgroup")
     return ContainerSpec(
         id=container_id, rootfs=rootfs, process=process, hostname=hostname, readonly_rootfs=readonly,
+        domainname=str(config.get("Domainname") or ""),
         mounts=tuple(mounts), network=network_mode(host), namespaces=frozenset(namespaces),
         resources=resources(host),
         masked_paths=() if privileged else tuple(host.get("MaskedPaths") or DEFAULT_MASKED_PATHS),

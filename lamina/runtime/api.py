@@ -103,6 +103,7 @@ class ContainerSpec:
     rootfs: str                                   # the mounted root filesystem (merged dir)
     process: ProcessSpec
     hostname: str = ""
+    domainname: str = ""                          # the UTS domain name (Config.Domainname)
     readonly_rootfs: bool = False
     mounts: tuple[MountSpec, ...] = ()            # beyond the defaults (/proc, /dev, /sys...)
     network: str = "private"                     # "private" (new netns, lo up), "none" (same), "host"

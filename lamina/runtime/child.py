@@ -362,6 +362,10 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
         if plan.unshare_flags & lsys.CLONE_NEWUTS:
             with Step("set the hostname"):
                 socket.sethostname(spec.hostname or spec.id[:12])
+                if spec.domainname:
+                    name = spec.domainname.encode()
+                    if _libc.setdomainname(name, len(name)) != 0:
+                        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         if plan.private_network:
             _loopback_up()
         pivot_root(root_fd)

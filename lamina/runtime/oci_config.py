@@ -341,4 +341,6 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
     }
     if spec.hostname:
         config["hostname"] = spec.hostname
+    if spec.domainname:
+        config["domainname"] = spec.domainname
     return config

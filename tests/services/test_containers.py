@@ -674,6 +674,22 @@ def test_attach_with_logs_replays_the_log(engine) -> None:
     assert sorted(demultiplex(data)) == [(1, b"first\n"), (2, b"second\n")]
 
 
+def test_attach_with_logs_and_no_stream_to_a_running_container_returns_and_closes(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo ready; sleep 60")
+    try:
+        engine.wait_for(lambda: engine.output(container_id) == "ready\n", message="the first line in the log")
+        sock = engine.container_streams.attach(container_id, stdin=False, stdout=True, stderr=True, stream=False,
+                                               logs=True)
+        sock.settimeout(10)  # a hang fails here with a timeout
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        assert list(demultiplex(data)) == [(1, b"ready\n")]
+    finally:
+        engine.containers.stop(container_id, timeout=0)
+
+
 def test_read_only_root_with_a_tmpfs(engine) -> None:
     container_id = engine.run("sh", "-c", "touch /x 2>/dev/null && echo wrote-root; echo ok > /run/y && cat /run/y",
                               HostConfig={"ReadonlyRootfs": True, "Tmpfs": {"/run": "size=1m"}})

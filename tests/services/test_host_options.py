@@ -94,6 +94,20 @@ def test_sysctls_outside_the_container_s_namespaces_are_refused(engine, sysctls,
         engine.create("true", HostConfig={"Sysctls": sysctls, **host})
 
 
+def test_domainname_is_the_uts_domain_name(engine) -> None:
+    container_id = engine.run("cat", "/proc/sys/kernel/domainname", Domainname="example.org")
+    assert engine.wait(container_id) == 0 and engine.output(container_id) == "example.org\n"
+
+
+def test_the_local_log_driver_keeps_logs_that_logs_reads(engine) -> None:
+    container_id = engine.run("echo", "kept", HostConfig={"LogConfig": {"Type": "local", "Config": {}}})
+    assert engine.wait(container_id) == 0 and engine.output(container_id) == "kept\n"
+    container_id = engine.run("echo", "dropped", HostConfig={"LogConfig": {"Type": "none", "Config": {}}})
+    assert engine.wait(container_id) == 0
+    with pytest.raises(errdefs.LaminaError):
+        engine.output(container_id)
+
+
 def test_shm_size_sizes_dev_shm(engine) -> None:
     code, out = run_output(engine, "df -k /dev/shm | tail -1", ShmSize=16 << 20)
     assert code == 0 and out.split()[1] == str(16 << 10)
