@@ -78,6 +78,19 @@ def test_exec_of_a_missing_command_reports_127(engine, sleeper) -> None:
     assert engine.execs.inspect(exec_id)["ExitCode"] == 127
 
 
+@pytest.mark.parametrize("config, message, code", [
+    ({"User": "nosuchuser"}, b"unable to find user nosuchuser", 126),
+    # Docker's translateContainerdStartErr: "no such file or directory" is 127
+    ({"WorkingDir": "/no/such/dir"}, b"/no/such/dir", 127),
+], ids=["an unknown user", "a missing working directory"])
+def test_an_exec_that_cannot_start_reports_in_a_frame_with_docker_s_code(engine, sleeper, config, message,
+                                                                         code) -> None:
+    exec_id = engine.execs.create(sleeper, {"Cmd": ["true"], "AttachStdout": True, **config})["Id"]
+    frames = list(demultiplex(collect(engine.execs.start(exec_id))))
+    assert len(frames) == 1 and frames[0][0] == 1 and message in frames[0][1], frames
+    assert engine.execs.inspect(exec_id)["ExitCode"] == code
+
+
 def test_exec_output_is_framed_by_the_tty_of_the_start_request(engine, sleeper) -> None:
     # no pty, a raw start: stdout and stderr unframed
     exec_id = engine.execs.create(sleeper, {"Cmd": ["sh", "-c", "echo out; echo err >&2"], "AttachStdout": True,
