@@ -9,7 +9,8 @@
   given, Entrypoint from the image only when the user did not give one at all.
 - :func:`normalize_host_config` validates the HostConfig with Docker's messages and fills the
   defaults ``docker inspect`` shows (``MemorySwap`` twice ``Memory``, 64 MiB ``ShmSize``, ...);
-  the resource limits are checked by :mod:`lamina.container.limits`.
+  the resource limits are checked by :mod:`lamina.container.limits`, every other field by the
+  table and value rules of :mod:`lamina.container.options` (applied, or refused with a 400).
 - :func:`container_spec` and :func:`exec_process` build what the runtime runs: the command is
   Entrypoint + Cmd; the environment is ``PATH`` (default), ``HOSTNAME``, ``TERM=xterm`` with a
   TTY, overlaid by the config's Env, plus ``HOME`` from the image's passwd.
@@ -421,9 +422,14 @@ def normalize_update(host: dict[str, Any], update: Mapping[str, Any], *, cpu_cou
             changed[key] = _validate_restart_policy(value)
         elif value is not None and value != 0 and value != "" or key == "PidsLimit" and value is not None:
             changed[key] = value
+    host_options.refuse_unsupported({key: value for key, value in update.items() if key != "RestartPolicy"}, {})
+    for key in ("Devices", "Ulimits"):
+        if update.get(key):
+            raise errdefs.InvalidArgument(f"HostConfig.{key} cannot be changed by an update")
     cpu_count = cpu_count or os.cpu_count() or 1
     available = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
     warnings = validate_resources(changed, update=True, cpu_count=cpu_count, available=available)
+    host_options.check_host_values({key: changed.get(key) for key in ("CpusetMems", "BlkioWeight")})
     memory = changed.get("Memory") or 0
     swap = changed.get("MemorySwap") or 0
     if "Memory" in update and memory and "MemorySwap" not in update and 0 < swap < memory:

@@ -4,7 +4,8 @@ between it and the parent (:mod:`lamina.runtime.native` forks it).
 A :class:`Plan` is computed in the parent before fork (no parsing or I/O in the child that
 could be done earlier).  :func:`container_child` becomes PID 1 of a new container: it
 unshares the namespaces, builds the root filesystem (:mod:`lamina.runtime.rootfs`), sets the
-hostname, brings ``lo`` up, pivots, joins the cgroups late (so the copy-on-write faults of the
+hostname (and domain name), brings ``lo`` up, pivots, writes the spec's sysctls and
+``oom_score_adj`` (before ``/proc/sys`` becomes read-only), joins the cgroups late (so the copy-on-write faults of the
 forked Python image are not charged to a small memory limit) and unshares the cgroup
 namespace.  :func:`exec_child` joins a running container's namespaces and cgroups instead.
 Both end in the same steps: rlimits, every inherited descriptor closed but 0-2 and the status
@@ -149,6 +150,25 @@ def _loopback_up() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def _reopen_terminal_inside() -> None:
+    """When the terminal is a pty of the container's own /dev/pts (the monitor mounts its
+    instance there), make 0-2 the same terminal opened by its path inside the container, so
+    that ``/proc/1/fd/0`` reads ``/dev/pts/0`` as in Docker; any other terminal stays."""
+    try:
+        name = os.path.basename(os.readlink("/proc/self/fd/0"))
+        if not name.isdigit():
+            return
+        fd = os.open(f"/dev/pts/{name}", os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_rdev == os.fstat(0).st_rdev:
+            for target in (0, 1, 2):
+                os.dup2(fd, target, inheritable=True)
+    finally:
+        os.close(fd)
 
 
 def _write_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
@@ -370,6 +390,8 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
             _loopback_up()
         pivot_root(root_fd)
         os.close(root_fd)
+        if process.terminal:
+            _reopen_terminal_inside()
         _write_sysctls(spec.sysctls)
         if spec.oom_score_adj is not None:
             with Step(f"set oom_score_adj to {spec.oom_score_adj}"), open("/proc/self/oom_score_adj", "w") as handle:

@@ -19,7 +19,8 @@ import stat
 
 from lamina import sys as lsys
 
-__all__ = ["MAX_SYMLINKS", "make_dirs_in_root", "make_file_in_root", "normalize", "open_in_root", "open_pty_in_root"]
+__all__ = ["MAX_SYMLINKS", "make_dirs_in_root", "make_file_in_root", "normalize", "open_in_root", "open_pty",
+           "open_pty_in_root"]
 
 MAX_SYMLINKS = 40  # the kernel's limit (ELOOP past it)
 _TIOCSPTLCK = 0x40045431
@@ -162,7 +163,12 @@ def open_pty_in_root(root_fd: int) -> tuple[int, int]:
     ``/dev/pts/N`` of its own ``/dev/pts``.  The master is ``/dev/pts/ptmx`` resolved inside
     the root and checked to be the ptmx device; the slave comes from ``TIOCGPTPEER``, never
     from a path the container could swap."""
-    master = open_in_root(root_fd, "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW)
+    return open_pty(open_in_root(root_fd, "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW))
+
+
+def open_pty(master: int) -> tuple[int, int]:
+    """(master, slave) from an open ``ptmx`` (closed on failure), checked to be the ptmx
+    device; the slave from ``TIOCGPTPEER``."""
     try:
         info = os.fstat(master)
         if not stat.S_ISCHR(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != _PTMX:

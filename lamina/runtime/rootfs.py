@@ -6,8 +6,9 @@ Every mount target is resolved inside the rootfs by file descriptor
 cannot send a mount to the host.  The default mounts (:func:`default_mounts`, runc's default
 spec) come first: ``/proc``, ``/dev`` (a tmpfs with the nodes of :data:`DEFAULT_DEVICES`, the
 ``fd``/``stdin``/``stdout``/``stderr``/``ptmx`` symlinks and, with a terminal,
-``/dev/console``), ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue`` and ``/sys`` read-only (a
-recursive read-only bind of the host's when sysfs is refused); then the spec's own mounts,
+``/dev/console``) and the spec's device nodes (:func:`make_devices`), ``/dev/pts``,
+``/dev/shm`` (``spec.shm_size``), ``/dev/mqueue`` and ``/sys`` read-only unless privileged (a
+recursive bind of the host's when sysfs is refused); then the spec's own mounts,
 with their propagation.  After :func:`pivot_root` (``pivot_root(".", ".")`` then a lazy
 unmount of the old root), :func:`mask_paths` hides Docker's masked paths and write-protects
 the read-only ones.
@@ -203,7 +204,9 @@ def populate_dev(root_fd: int, terminal: bool) -> None:
         if terminal:
             console = make_file_in_root(root_fd, "/dev/console", 0o620)
             try:
-                mountlib.Mount("bind", os.ttyname(0), ("bind",)).mount(proc_fd(console))
+                # the terminal's path in this mount namespace: glibc's ttyname() refuses (ENODEV)
+                # a pty of a devpts instance that is not mounted at /dev/pts
+                mountlib.Mount("bind", os.readlink(proc_fd(0)), ("bind",)).mount(proc_fd(console))
             finally:
                 os.close(console)
 

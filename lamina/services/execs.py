@@ -3,9 +3,10 @@ the container's monitor (their parent, which records their exit codes).
 
 ``start`` asks the monitor over its control socket
 (:meth:`~lamina.container.monitor.client.MonitorClient.start_exec`); unless detached, the same connection then carries the exec's stdio in Docker's attach wire
-format and is returned as the :class:`Duplex`.  An exec whose command cannot be run answers
-like Docker's API does after the hijack: the error text on the stream, the exit code (126 or
-127) in the exec record.
+format, framed by the ``Tty`` of the start request (Docker's rule), and is returned as the
+:class:`Duplex`.  An exec whose command cannot be run answers like Docker's API does after the
+hijack: the error text on the stream (in a stdout frame unless the start asked for a raw
+stream), the exit code (126 or 127) in the exec record.
 
 Events (type ``container``, attribute ``execID``): ``exec_create: <command>`` and
 ``exec_start: <command>`` here, as Docker words them; ``exec_die`` (``exitCode``) is the

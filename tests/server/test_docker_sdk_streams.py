@@ -49,3 +49,13 @@ def test_exec_with_a_tty_reports_its_pty_and_a_demuxed_one_splits_streams(api, s
     assert api.exec_start(exec_id, tty=True).startswith(b"/dev/pts/")
     exec_id = api.exec_create(sleeper, ["sh", "-c", "echo out; echo err >&2"])["Id"]
     assert api.exec_start(exec_id, demux=True) == (b"out\n", b"err\n")
+
+
+def test_a_tty_container_s_terminal_is_dev_pts_0(api) -> None:
+    container = api.create_container("busybox", ["tty"], tty=True)
+    try:
+        api.start(container)
+        assert api.wait(container, timeout=30)["StatusCode"] == 0
+        assert api.logs(container).strip() == b"/dev/pts/0"
+    finally:
+        api.remove_container(container, force=True)

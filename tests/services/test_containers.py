@@ -381,6 +381,20 @@ def test_tty_container_gets_its_window_size(engine) -> None:
     assert "30 100\r\n" in engine.output(container_id)
 
 
+def test_tty_container_s_pid_1_sees_dev_pts_0_of_its_own_devpts(engine) -> None:
+    container_id = engine.run("sh", "-c", "tty; ls /dev/pts; readlink /proc/1/fd/0", Tty=True)
+    assert engine.wait(container_id) == 0
+    lines = engine.output(container_id).replace("\r", "").split()
+    assert lines[0] == "/dev/pts/0" and lines[-1] == "/dev/pts/0"
+    assert "ptmx" in lines and "1" not in lines  # a devpts of its own, with no other terminal
+    # nothing is left mounted in the run directory once the container started
+    from lamina.container.rundir import RunDirectory
+
+    run_path = RunDirectory(engine.config.exec_root, container_id).path
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        assert run_path not in handle.read()
+
+
 # -- filesystem: diff, commit, export, cp --------------------------------------------------------
 
 

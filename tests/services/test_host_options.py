@@ -288,3 +288,12 @@ def test_eight_thousand_variables_merge_in_linear_time(engine) -> None:
     started = time.monotonic()
     merged = specs.container_env({"Env": env}, tty=False, hostname="h")
     assert len(merged) == 8002 and time.monotonic() - started < 0.5
+
+
+def test_an_update_refuses_what_it_cannot_apply(engine) -> None:
+    container_id = engine.create("true")
+    for update, field in (({"KernelMemory": 64 << 20}, "KernelMemory"), ({"BlkioWeight": 300}, "BlkioWeight"),
+                          ({"Ulimits": [{"Name": "nofile", "Soft": 10, "Hard": 10}]}, "Ulimits"),
+                          ({"CpusetMems": "5"}, "memory nodes")):
+        with pytest.raises(errdefs.InvalidArgument, match=field):
+            engine.containers.update(container_id, update)
