@@ -636,12 +636,14 @@ def exec_process(*, container_id: str, config: Mapping[str, Any], host: Mapping[
     if not any(item.startswith("HOME=") for item in env):
         env.append(f"HOME={user.home or '/'}")
     privileged = bool(exec_config.get("Privileged")) or bool(host.get("Privileged"))
+    security = host_options.security_options([str(option) for option in host.get("SecurityOpt") or []])
     return ProcessSpec(
         args=tuple(command), env=tuple(env),
         cwd=exec_config.get("WorkingDir") or config.get("WorkingDir") or "/",
         uid=user.uid, gid=user.gid, additional_gids=user.additional_gids, terminal=tty,
-        capabilities=_capabilities(host, privileged), no_new_privileges=not privileged,
-        rlimits=tuple(_ulimit(item) for item in host.get("Ulimits") or []))
+        capabilities=_capabilities(host, privileged),
+        no_new_privileges=security.no_new_privileges and not privileged,
+        rlimits=tuple(_ulimit(item) for item in host.get("Ulimits") or []), seccomp_profile=security.seccomp_profile)
 
 
 # --------------------------------------------------------------------------------------------

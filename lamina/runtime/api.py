@@ -65,6 +65,8 @@ class ProcessSpec:
     no_new_privileges: bool = True
     # (name, soft, hard) e.g. ("RLIMIT_NOFILE", 1024, 1024); never above the caller's hard limit
     rlimits: tuple[tuple[str, int, int], ...] = ()
+    # an exec's seccomp profile JSON when the container has one of its own (None: the default)
+    seccomp_profile: bytes | None = None
 
 
 @dataclass(frozen=True)

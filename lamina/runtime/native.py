@@ -214,7 +214,7 @@ class NativeRuntime:
             # checked after opening: the descriptors name the container's namespaces, not
             # those of a process that reused the pid
             self._check_running(state, manager)
-            seccomp = self._seccomp(capability_names) if self._exec_seccomp(state) else None
+            seccomp = self._seccomp(capability_names, process.seccomp_profile) if self._exec_seccomp(state) else None
             procs_fds = manager.open_procs_files() if manager.exists() else []
             fds = list(namespace_fds)
             return self._fork(

@@ -170,6 +170,27 @@ def test_a_seccomp_profile_is_loaded_and_unconfined_has_none(engine) -> None:
     assert out.split() == ["Seccomp:", "0"]
 
 
+def test_an_exec_gets_the_container_s_seccomp_profile(engine) -> None:
+    from lamina.container.logs import demultiplex
+
+    profile = json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                          "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]})
+    container_id = engine.run("sleep", "60", HostConfig={"SecurityOpt": [f"seccomp={profile}"]})
+    try:
+        exec_id = engine.execs.create(container_id, {"Cmd": ["sh", "-c", "mkdir /made 2>/dev/null; echo $?"],
+                                                     "AttachStdout": True})["Id"]
+        sock = engine.execs.start(exec_id)
+        sock.settimeout(10)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        assert b"".join(payload for _, payload in demultiplex(data)) == b"1\n"
+    finally:
+        engine.containers.kill(container_id, signal="KILL")
+        engine.wait(container_id)
+
+
 @pytest.mark.parametrize("option, message", [
     ("seccomp={not json", "Decoding seccomp profile failed"),
     ('seccomp={"defaultAction": "SCMP_ACT_NOPE"}', "unknown defaultAction"),
