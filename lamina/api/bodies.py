@@ -36,6 +36,7 @@ __all__ = [
     "read_object",
 ]
 
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # A body larger than this is not a container configuration.
 MAX_BODY = 16 << 20
 
@@ -162,6 +163,14 @@ def _check_value(value: Any, kind: Any, path: str) -> None:
     }[kind]()
     if not ok:
         raise _fail(path, _EXPECTED[kind], value)
+    if kind == "integer" and not _INT64_MIN <= value <= _INT64_MAX:
+        raise errdefs.InvalidArgument(
+            f"invalid JSON body: {path} must be a 64-bit integer, not {value}")
+    if kind in ("string", "strings", "string-map", "strslice"):
+        texts = [value] if isinstance(value, str) else list(value.items()) if isinstance(value, dict) else value
+        for text in texts:
+            if "\x00" in (text if isinstance(text, str) else "".join(text)):
+                raise errdefs.InvalidArgument(f"invalid JSON body: {path} contains a NUL byte")
 
 
 def check(document: Mapping[str, Any], schema: Schema, *, prefix: str = "") -> None:
@@ -184,6 +193,8 @@ def read_json(body: BinaryIO | None, *, required: bool = True) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errdefs.InvalidArgument(f"invalid JSON body: {exc}") from exc
+    except RecursionError as exc:
+        raise errdefs.InvalidArgument("invalid JSON body: nested too deeply") from exc
 
 
 def read_object(body: BinaryIO | None, schema: Schema, *, required: bool = True) -> dict[str, Any]:

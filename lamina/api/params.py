@@ -57,7 +57,7 @@ def json_object(request: Request, name: str, expected: str) -> tuple[str, dict[s
         return raw, {}
     try:
         decoded = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: not valid JSON: {exc}") from exc
     if not isinstance(decoded, dict):
         raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: expected {expected}")

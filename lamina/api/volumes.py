@@ -46,7 +46,7 @@ def _create_body(call: "Call") -> dict[str, Any]:
         return {}  # dockerd: an empty body is not invalid
     try:
         document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise errdefs.InvalidArgument(f"invalid JSON body: {exc}") from exc
     if not isinstance(document, dict):
         raise errdefs.InvalidArgument("invalid JSON body: expected an object")

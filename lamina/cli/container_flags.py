@@ -16,6 +16,7 @@ time, a date, or a unix timestamp).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -356,12 +357,93 @@ def configure_create(parser: argparse.ArgumentParser, *, run: bool = False) -> N
     parser.add_argument("--security-opt", action="append", default=[], metavar="OPTION", help="security options")
     parser.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE", help="sysctl options")
     parser.add_argument("--group-add", action="append", default=[], metavar="GROUP", help="add additional groups to join")
+    _configure_host_options(parser)
     parser.add_argument("--platform", metavar="PLATFORM", help="set platform if server is multi-platform capable")
     parser.add_argument("--pull", choices=("missing", "never", "always"), default="missing",
                         help="pull image before running (default missing)")
     parser.add_argument("--detach-keys", metavar="KEYS", help="override the key sequence for detaching a container")
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+def _configure_host_options(parser: argparse.ArgumentParser) -> None:
+    """The namespace, device and process options of ``docker run``."""
+    parser.add_argument("--oom-score-adj", metavar="INT", help="tune host's OOM preferences (-1000 to 1000)")
+    parser.add_argument("--device", action="append", default=[], metavar="HOST[:CONTAINER[:PERMISSIONS]]",
+                        help="add a host device to the container")
+    parser.add_argument("--device-cgroup-rule", action="append", default=[], metavar="RULE",
+                        help="add a rule to the cgroup allowed devices list")
+    parser.add_argument("--ipc", metavar="MODE", help="IPC mode to use (private, shareable, none, host)")
+    parser.add_argument("--pid", metavar="MODE", help="PID namespace to use (host)")
+    parser.add_argument("--uts", metavar="MODE", help="UTS namespace to use (host)")
+    parser.add_argument("--cgroupns", metavar="MODE", help="cgroup namespace to use (host, private)")
+    parser.add_argument("--cgroup-parent", metavar="PATH", help="optional parent cgroup for the container")
+    parser.add_argument("--cidfile", metavar="FILE", help="write the container ID to the file")
+    parser.add_argument("--label-file", action="append", default=[], metavar="FILE",
+                        help="read in a line delimited file of labels")
+
+
+def _device(value: str) -> dict[str, str]:
+    """docker's ``--device``: ``/dev/x``, ``/dev/x:/dev/y``, ``/dev/x:rw``, ``/dev/x:/dev/y:rwm``."""
+    parts = value.split(":")
+    permissions = "rwm"
+    if len(parts) > 1 and parts[-1] and set(parts[-1]) <= set("rwm") and not parts[-1].startswith("/"):
+        permissions = parts.pop()
+    if not 1 <= len(parts) <= 2 or not parts[0]:
+        raise _invalid(value, "--device", f"invalid device specification: {value}")
+    source = parts[0]
+    return {"PathOnHost": source, "PathInContainer": parts[1] if len(parts) == 2 else source,
+            "CgroupPermissions": permissions}
+
+
+def _security_options(values: Iterable[str]) -> list[str]:
+    """docker's ``--security-opt``: a ``seccomp=FILE`` sends the file's content."""
+    result = []
+    for value in values:
+        key, equals, profile = value.partition("=")
+        if key == "seccomp" and equals and profile not in ("unconfined", "builtin"):
+            try:
+                with open(profile, encoding="utf-8") as handle:
+                    content = handle.read()
+            except OSError as exc:
+                raise _invalid(value, "--security-opt", f"opening seccomp profile ({profile}) failed: "
+                               f"{(exc.strerror or str(exc)).lower()}") from exc
+            try:
+                compact = json.dumps(json.loads(content), separators=(",", ":"))
+            except ValueError as exc:
+                raise _invalid(value, "--security-opt", f"compacting json for seccomp profile ({profile}) "
+                               f"failed: {exc}") from exc
+            value = f"seccomp={compact}"
+        result.append(value)
+    return result
+
+
+def _label_files(paths: Iterable[str]) -> list[str]:
+    labels = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except OSError as exc:
+            raise FlagError(f"open {path}: {(exc.strerror or str(exc)).lower()}") from exc
+        labels.extend(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    return labels
+
+
+def _host_options(args: argparse.Namespace, host: dict[str, Any]) -> None:
+    if args.oom_score_adj is not None:
+        host["OomScoreAdj"] = _integer(args.oom_score_adj, "--oom-score-adj")
+    if args.device:
+        host["Devices"] = [_device(value) for value in args.device]
+    if args.device_cgroup_rule:
+        host["DeviceCgroupRules"] = list(args.device_cgroup_rule)
+    for flag, key in (("ipc", "IpcMode"), ("pid", "PidMode"), ("uts", "UTSMode"), ("cgroupns", "CgroupnsMode"),
+                      ("cgroup_parent", "CgroupParent")):
+        if getattr(args, flag) is not None:
+            host[key] = getattr(args, flag)
+    if args.cidfile:
+        host["ContainerIDFile"] = args.cidfile
+    host["SecurityOpt"] = _security_options(args.security_opt) or None
 
 
 def _ulimits(values: Iterable[str]) -> list[dict[str, Any]]:
@@ -465,7 +547,7 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
         "Volumes": {},
         "WorkingDir": args.workdir or "",
         "Entrypoint": None,
-        "Labels": parse_labels(args.label),
+        "Labels": parse_labels([*_label_files(args.label_file), *args.label]),
     }
     if args.entrypoint is not None:
         config["Entrypoint"] = [args.entrypoint]
@@ -513,6 +595,7 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
         host["Init"] = True
     if args.runtime:
         host["Runtime"] = args.runtime
+    _host_options(args, host)
     config["HostConfig"] = host
     config["NetworkingConfig"] = {"EndpointsConfig": {}}
     return config

@@ -8,6 +8,7 @@ Failures raise :class:`lamina.cli.foreground.EngineError` (exit code 125)."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from lamina.cli.container_flags import create_body
@@ -62,6 +63,11 @@ def create_container(context: Context, args: argparse.Namespace, *, detach: bool
         if size is not None:
             body["HostConfig"]["ConsoleSize"] = list(size)
     client = context.client
+    cidfile = body["HostConfig"].get("ContainerIDFile") or ""
+    if cidfile and os.path.exists(cidfile):
+        # docker refuses before it creates anything
+        raise EngineError(ClientError(400, f"container ID file found, make sure the other container isn't "
+                                           f"running or delete {cidfile}"), command)
     if getattr(args, "pull", "missing") == "always":
         _pull(context, args.image, command)
     try:
@@ -77,4 +83,11 @@ def create_container(context: Context, args: argparse.Namespace, *, detach: bool
             raise EngineError(retry_exc, command) from retry_exc
     for warning in answer.get("Warnings") or []:
         context.error(f"WARNING: {warning}")
+    if cidfile:
+        try:
+            with open(cidfile, "x", encoding="ascii") as handle:
+                handle.write(str(answer["Id"]))
+        except OSError as exc:
+            raise EngineError(ClientError(400, f"failed to write the container ID to the file: "
+                                               f"{(exc.strerror or str(exc)).lower()}"), command) from exc
     return str(answer["Id"])

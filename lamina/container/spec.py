@@ -9,7 +9,8 @@
   given, Entrypoint from the image only when the user did not give one at all.
 - :func:`normalize_host_config` validates the HostConfig with Docker's messages and fills the
   defaults ``docker inspect`` shows (``MemorySwap`` twice ``Memory``, 64 MiB ``ShmSize``, ...);
-  the resource limits are checked by :mod:`lamina.container.limits`.
+  the resource limits are checked by :mod:`lamina.container.limits`, every other field by the
+  table and value rules of :mod:`lamina.container.options` (applied, or refused with a 400).
 - :func:`container_spec` and :func:`exec_process` build what the runtime runs: the command is
   Entrypoint + Cmd; the environment is ``PATH`` (default), ``HOSTNAME``, ``TERM=xterm`` with a
   TTY, overlaid by the config's Env, plus ``HOME`` from the image's passwd.
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lamina import errdefs
+from lamina.container import options as host_options
 from lamina.container.limits import validate_resources
 from lamina.container.logs import parse_log_options
 from lamina.image.config import ContainerConfig
@@ -41,7 +43,7 @@ from lamina.runtime.api import (
     Resources,
 )
 from lamina.runtime.capabilities import CAPABILITIES
-from lamina.runtime.user import ExecUser
+from lamina.runtime.user import ExecUser, group_ids_in_root
 from lamina.volume.mounts import (
     mount_point_from_spec,
     parse_volume_spec,
@@ -249,6 +251,8 @@ def validate_config(config: dict[str, Any]) -> None:
     for item in config.get("Env") or []:
         if not item or item.startswith("="):
             raise errdefs.InvalidArgument(f"invalid environment variable: {item}")
+    host_options.check_config_values(config)
+    host_options.refuse_unsupported({}, config)
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,6 +325,14 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
     cpu_count = cpu_count or os.cpu_count() or 1
     available = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
     warnings = validate_resources(out, update=False, cpu_count=cpu_count, available=available)
+    host_options.check_host_values(out)
+    warnings += host_options.refuse_unsupported(out, {})
+    for key, (status, _how) in host_options.HOST_CONFIG_FIELDS.items():
+        if status == "ignored" and out.get(key):
+            out[key] = 0
+    isolation = out.get("Isolation") or ""
+    if isolation not in ("", "default"):
+        raise errdefs.InvalidArgument(f"Invalid isolation: {isolation!r} - linux only supports 'default'")
     out["RestartPolicy"] = _validate_restart_policy(host.get("RestartPolicy"))
     if out.get("AutoRemove") and out["RestartPolicy"]["Name"] != "no":
         raise errdefs.InvalidArgument("can't create 'AutoRemove' container with restart policy")
@@ -332,10 +344,13 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
         raise errdefs.InvalidArgument("LogConfig must be a JSON object")
     log_type = log_config.get("Type") or "json-file"
     options = log_config.get("Config") or {}
-    if log_type not in ("json-file", "none"):
+    if log_type not in ("json-file", "local", "none"):
         raise errdefs.InvalidArgument(
             f"failed to create logging driver: logger: no log driver named '{log_type}' is registered")
-    if log_type == "json-file":
+    if log_type == "local" and set(options) - {"max-size", "max-file", "compress"}:
+        unknown = sorted(set(options) - {"max-size", "max-file", "compress"})[0]
+        raise errdefs.InvalidArgument(f"unknown log opt '{unknown}' for local log driver")
+    if log_type in ("json-file", "local"):
         parse_log_options(options)
     elif options:
         raise errdefs.InvalidArgument("configuring options is not supported for the 'none' log driver")
@@ -354,7 +369,7 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
         allowed = {"PidMode": ("", "host"), "IpcMode": ("", "private", "shareable", "host", "none"),
                    "UTSMode": ("", "host"), "CgroupnsMode": ("", "private", "host"), "UsernsMode": ("", "host")}[key]
         if value not in allowed:
-            raise errdefs.NotImplemented(f"{key} {value!r} is not supported by lamina yet")
+            raise errdefs.InvalidArgument(f"HostConfig.{key} {value!r} is not supported by lamina")
     volume_driver = out.get("VolumeDriver") or ""
     if not isinstance(volume_driver, str):
         raise errdefs.InvalidArgument("HostConfig.VolumeDriver must be a string")
@@ -407,9 +422,14 @@ def normalize_update(host: dict[str, Any], update: Mapping[str, Any], *, cpu_cou
             changed[key] = _validate_restart_policy(value)
         elif value is not None and value != 0 and value != "" or key == "PidsLimit" and value is not None:
             changed[key] = value
+    host_options.refuse_unsupported({key: value for key, value in update.items() if key != "RestartPolicy"}, {})
+    for key in ("Devices", "Ulimits"):
+        if update.get(key):
+            raise errdefs.InvalidArgument(f"HostConfig.{key} cannot be changed by an update")
     cpu_count = cpu_count or os.cpu_count() or 1
     available = available_cpus if available_cpus is not None else set(os.sched_getaffinity(0))
     warnings = validate_resources(changed, update=True, cpu_count=cpu_count, available=available)
+    host_options.check_host_values({key: changed.get(key) for key in ("CpusetMems", "BlkioWeight")})
     memory = changed.get("Memory") or 0
     swap = changed.get("MemorySwap") or 0
     if "Memory" in update and memory and "MemorySwap" not in update and 0 < swap < memory:
@@ -457,6 +477,8 @@ def resources(host: Mapping[str, Any]) -> Resources:
         cpu_period=period or None,
         cpu_shares=host.get("CpuShares") or None,
         cpuset_cpus=host.get("CpusetCpus") or None,
+        cpuset_mems=host.get("CpusetMems") or None,
+        memory_reservation=host.get("MemoryReservation") or None,
         pids_limit=pids if pids and pids > 0 else None,
     )
 
@@ -493,14 +515,17 @@ def container_env(config: Mapping[str, Any], *, tty: bool, hostname: str) -> lis
 
 def _replace_or_append(base: list[str], overrides: list[str]) -> list[str]:
     result = list(base)
+    index_of = {}
+    for index, existing in enumerate(result):
+        index_of.setdefault(_env_key(existing), index)
     for item in overrides:
         key = _env_key(item)
-        for index, existing in enumerate(result):
-            if _env_key(existing) == key:
-                result[index] = item
-                break
-        else:
+        index = index_of.get(key)
+        if index is None:
+            index_of[key] = len(result)
             result.append(item)
+        else:
+            result[index] = item
     return result
 
 
@@ -540,19 +565,27 @@ def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mappin
     if not any(item.startswith("HOME=") for item in env):
         env.append(f"HOME={user.home or '/'}")
     privileged = bool(host.get("Privileged"))
-    security = [str(option) for option in host.get("SecurityOpt") or []]
-    no_new_privileges = not privileged
-    seccomp = not privileged
-    for option in security:
-        key, _, value = option.replace(":", "=", 1).partition("=")
-        if key == "no-new-privileges":
-            no_new_privileges = value in ("", "true")
-        elif key == "seccomp" and value == "unconfined":
-            seccomp = False
+    security = host_options.security_options([str(option) for option in host.get("SecurityOpt") or []])
+    no_new_privileges = security.no_new_privileges and not privileged
+    seccomp = security.seccomp and not privileged
     extra_gids = list(user.additional_gids)
-    for group in host.get("GroupAdd") or []:
-        if str(group).isdigit() and int(group) not in extra_gids:
-            extra_gids.append(int(group))
+    for gid in group_ids_in_root(rootfs, [str(group) for group in host.get("GroupAdd") or []]):
+        if gid not in extra_gids:
+            extra_gids.append(gid)
+    init_mounts: list[MountSpec] = []
+    if host.get("Init"):
+        if not os.path.exists(host_options.INIT_BINARY):
+            raise errdefs.FailedPrecondition(
+                f"--init needs {host_options.INIT_BINARY} (Debian's tini package), which this host lacks")
+        init_mounts.append(MountSpec(host_options.INIT_PATH, "bind", host_options.INIT_BINARY,
+                                     ("bind", "ro", "nosuid", "nodev")))
+        path, args = host_options.INIT_PATH, ["--", path, *args]
+    device_nodes = list(host_options.host_devices()) if privileged else []
+    device_rules = ["a *:* rwm"] if privileged else []
+    for node, permissions in host_options.devices(host):
+        device_nodes.append(node)
+        device_rules.append(f"{node.kind} {node.major}:{node.minor} {permissions}")
+    device_rules.extend(str(rule) for rule in host.get("DeviceCgroupRules") or [])
     process = ProcessSpec(
         args=(path, *args), env=tuple(env), cwd=config.get("WorkingDir") or "/", uid=user.uid, gid=user.gid,
         additional_gids=tuple(extra_gids), terminal=tty, capabilities=_capabilities(host, privileged),
@@ -565,6 +598,7 @@ def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mappin
         MountSpec(destination, "bind", source, ("rbind", "rprivate") + (("ro",) if readonly else ()))
         for destination, source in files.items() if posixpath.normpath(destination) not in taken]
     mounts.extend(user_mounts)
+    mounts.extend(init_mounts)
     mounts.sort(key=lambda item: posixpath.normpath(item.destination).count("/"))
     namespaces = {"pid", "mount", "uts", "ipc", "network", "cgroup"}
     if host.get("PidMode") == "host":
@@ -577,12 +611,17 @@ def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mappin
         namespaces.discard("cgroup")
     return ContainerSpec(
         id=container_id, rootfs=rootfs, process=process, hostname=hostname, readonly_rootfs=readonly,
+        domainname=str(config.get("Domainname") or ""),
         mounts=tuple(mounts), network=network_mode(host), namespaces=frozenset(namespaces),
         resources=resources(host),
         masked_paths=() if privileged else tuple(host.get("MaskedPaths") or DEFAULT_MASKED_PATHS),
         readonly_paths=() if privileged else tuple(host.get("ReadonlyPaths") or DEFAULT_READONLY_PATHS),
-        seccomp=seccomp, init=bool(host.get("Init")),
-        cgroup_parent=str(host.get("CgroupParent") or cgroup_parent))
+        seccomp=seccomp, init=False,
+        cgroup_parent=str(host.get("CgroupParent") or cgroup_parent),
+        sysctls=host_options.sysctls(host), shm_size=int(host.get("ShmSize") or DEFAULT_SHM_SIZE),
+        oom_score_adj=int(host["OomScoreAdj"]) if host.get("OomScoreAdj") else None,
+        devices=tuple(device_nodes), device_rules=tuple(device_rules), privileged=privileged,
+        seccomp_profile=security.seccomp_profile)
 
 
 def exec_process(*, container_id: str, config: Mapping[str, Any], host: Mapping[str, Any],
@@ -597,12 +636,14 @@ def exec_process(*, container_id: str, config: Mapping[str, Any], host: Mapping[
     if not any(item.startswith("HOME=") for item in env):
         env.append(f"HOME={user.home or '/'}")
     privileged = bool(exec_config.get("Privileged")) or bool(host.get("Privileged"))
+    security = host_options.security_options([str(option) for option in host.get("SecurityOpt") or []])
     return ProcessSpec(
         args=tuple(command), env=tuple(env),
         cwd=exec_config.get("WorkingDir") or config.get("WorkingDir") or "/",
         uid=user.uid, gid=user.gid, additional_gids=user.additional_gids, terminal=tty,
-        capabilities=_capabilities(host, privileged), no_new_privileges=not privileged,
-        rlimits=tuple(_ulimit(item) for item in host.get("Ulimits") or []))
+        capabilities=_capabilities(host, privileged),
+        no_new_privileges=security.no_new_privileges and not privileged,
+        rlimits=tuple(_ulimit(item) for item in host.get("Ulimits") or []), seccomp_profile=security.seccomp_profile)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 from lamina.records import dataclass, field
 from typing import Protocol
 
-__all__ = ["MountSpec", "ProcessSpec", "Resources", "ContainerSpec", "Stdio", "Runtime", "RuntimeCgroup",
+__all__ = ["DeviceSpec", "MountSpec", "ProcessSpec", "Resources", "ContainerSpec", "Stdio", "Runtime", "RuntimeCgroup",
            "RuntimeLifecycle", "RuntimeState", "cgroup_path", "DEFAULT_CAPABILITIES", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS"]
 
 # Docker's default capability set (moby oci/caps/defaults.go)
@@ -65,6 +65,8 @@ class ProcessSpec:
     no_new_privileges: bool = True
     # (name, soft, hard) e.g. ("RLIMIT_NOFILE", 1024, 1024); never above the caller's hard limit
     rlimits: tuple[tuple[str, int, int], ...] = ()
+    # an exec's seccomp profile JSON when the container has one of its own (None: the default)
+    seccomp_profile: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,21 @@ class Resources:
     cpu_shares: int | None = None      # --cpu-shares (v2: converted to cpu.weight)
     cpuset_cpus: str | None = None     # --cpuset-cpus "0-1"
     pids_limit: int | None = None      # --pids-limit
+    memory_reservation: int | None = None  # bytes, a soft limit (--memory-reservation)
+    cpuset_mems: str | None = None     # --cpuset-mems "0"
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A host device node made inside the container (``--device``, ``--privileged``)."""
+
+    path: str                      # the node's path in the container
+    kind: str                      # "c" or "b"
+    major: int
+    minor: int
+    mode: int = 0o666              # the permission bits of the node
+    uid: int = 0
+    gid: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +105,7 @@ class ContainerSpec:
     rootfs: str                                   # the mounted root filesystem (merged dir)
     process: ProcessSpec
     hostname: str = ""
+    domainname: str = ""                          # the UTS domain name (Config.Domainname)
     readonly_rootfs: bool = False
     mounts: tuple[MountSpec, ...] = ()            # beyond the defaults (/proc, /dev, /sys...)
     network: str = "private"                     # "private" (new netns, lo up), "none" (same), "host"
@@ -98,6 +116,13 @@ class ContainerSpec:
     seccomp: bool = True                          # Docker's default profile
     init: bool = False                            # run a small init as PID 1 (--init)
     cgroup_parent: str = "lamina"
+    sysctls: tuple[tuple[str, str], ...] = ()     # ("net.ipv4.ip_forward", "1"), written after pivot_root
+    shm_size: int = 64 * 1024 * 1024              # bytes of the /dev/shm tmpfs
+    oom_score_adj: int | None = None              # /proc/<pid>/oom_score_adj of the container's process
+    devices: tuple[DeviceSpec, ...] = ()          # beyond the default nodes
+    device_rules: tuple[str, ...] = ()            # devices cgroup (v1) rules allowed beyond the defaults
+    privileged: bool = False                      # /sys read-write (capabilities, paths: the fields above)
+    seccomp_profile: bytes | None = None          # a profile's JSON instead of the runtime's default
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,15 @@ def apply_resources(cgroup: CgroupFiles, resources: Resources) -> None:
         _apply_v1(cgroup, resources)
     if resources.cpuset_cpus is not None and resources.cpuset_cpus != "":
         cgroup.write(cgroup.require("cpuset", "cpuset.cpus"), resources.cpuset_cpus)
+    if resources.cpuset_mems is not None and resources.cpuset_mems != "":
+        cgroup.write(cgroup.require("cpuset", "cpuset.mems"), resources.cpuset_mems)
+    if resources.memory_reservation is not None:
+        reservation = resources.memory_reservation
+        if cgroup.version == 2:
+            cgroup.write(cgroup.require("memory", "memory.low"), str(reservation) if reservation > 0 else "0")
+        else:
+            cgroup.write(cgroup.require("memory", "memory.soft_limit_in_bytes"),
+                         str(reservation) if reservation > 0 else "-1")
     if resources.pids_limit is not None:
         value = str(resources.pids_limit) if resources.pids_limit > 0 else "max"
         cgroup.write(cgroup.require("pids", "pids.max"), value)

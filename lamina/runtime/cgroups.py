@@ -268,6 +268,15 @@ class CgroupManager:
             for rule in DEFAULT_DEVICE_RULES:
                 self.write(os.path.join(devices, "devices.allow"), rule)
 
+    def allow_devices(self, rules: tuple[str, ...]) -> None:
+        """Allow device rules (``c 10:229 rwm``, ``a *:* rwm``) beyond the defaults (v1; v2
+        device control needs an eBPF program, not done here)."""
+        devices = self.directory("devices") if self.layout.version == 1 else None
+        if devices is None:
+            return
+        for rule in rules:
+            self.write(os.path.join(devices, "devices.allow"), "a" if rule.startswith("a ") else rule)
+
     def _inherit_cpuset(self, parent: str, child: str) -> None:
         # a v1 cpuset cgroup starts with no cpus and no memory nodes: no task could join it
         for name in ("cpuset.cpus", "cpuset.mems"):

@@ -4,7 +4,8 @@ between it and the parent (:mod:`lamina.runtime.native` forks it).
 A :class:`Plan` is computed in the parent before fork (no parsing or I/O in the child that
 could be done earlier).  :func:`container_child` becomes PID 1 of a new container: it
 unshares the namespaces, builds the root filesystem (:mod:`lamina.runtime.rootfs`), sets the
-hostname, brings ``lo`` up, pivots, joins the cgroups late (so the copy-on-write faults of the
+hostname (and domain name), brings ``lo`` up, pivots, writes the spec's sysctls and
+``oom_score_adj`` (before ``/proc/sys`` becomes read-only), joins the cgroups late (so the copy-on-write faults of the
 forked Python image are not charged to a small memory limit) and unshares the cgroup
 namespace.  :func:`exec_child` joins a running container's namespaces and cgroups instead.
 Both end in the same steps: rlimits, every inherited descriptor closed but 0-2 and the status
@@ -44,7 +45,16 @@ from lamina.runtime.api import ContainerSpec, ProcessSpec, Stdio
 from lamina.runtime.cgroups import enter_cgroups
 from lamina.runtime.init import run_init
 from lamina.runtime.paths import make_dirs_in_root
-from lamina.runtime.rootfs import Step, default_mounts, mask_paths, mount_in_root, mount_sysfs, pivot_root, populate_dev
+from lamina.runtime.rootfs import (
+    Step,
+    default_mounts,
+    make_devices,
+    mask_paths,
+    mount_in_root,
+    mount_sysfs,
+    pivot_root,
+    populate_dev,
+)
 from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.user import home_for_uid
 
@@ -140,6 +150,37 @@ def _loopback_up() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, _SIOCGIFFLAGS, request)[:18])[1]
         fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+
+
+def _reopen_terminal_inside() -> None:
+    """When the terminal is a pty of the container's own /dev/pts (the monitor mounts its
+    instance there), make 0-2 the same terminal opened by its path inside the container, so
+    that ``/proc/1/fd/0`` reads ``/dev/pts/0`` as in Docker; any other terminal stays."""
+    try:
+        name = os.path.basename(os.readlink("/proc/self/fd/0"))
+        if not name.isdigit():
+            return
+        fd = os.open(f"/dev/pts/{name}", os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if os.fstat(fd).st_rdev == os.fstat(0).st_rdev:
+            for target in (0, 1, 2):
+                os.dup2(fd, target, inheritable=True)
+    finally:
+        os.close(fd)
+
+
+def _write_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
+    """After pivot_root, before /proc/sys is made read-only: the fresh /proc shows the
+    container's own namespaces."""
+    for key, value in sysctls:
+        with Step(f"write sysctl {key}={value}"):
+            fd = os.open("/proc/sys/" + key.replace(".", "/"), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
 
 
 def _apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
@@ -333,6 +374,7 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
                 mount_in_root(root_fd, item)
             if item.destination == "/dev":
                 populate_dev(root_fd, process.terminal)
+                make_devices(root_fd, spec.devices)
         for item in spec.mounts:
             mount_in_root(root_fd, item)
         with Step(f"create the working directory {process.cwd}"):
@@ -340,10 +382,20 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
         if plan.unshare_flags & lsys.CLONE_NEWUTS:
             with Step("set the hostname"):
                 socket.sethostname(spec.hostname or spec.id[:12])
+                if spec.domainname:
+                    name = spec.domainname.encode()
+                    if _libc.setdomainname(name, len(name)) != 0:
+                        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         if plan.private_network:
             _loopback_up()
         pivot_root(root_fd)
         os.close(root_fd)
+        if process.terminal:
+            _reopen_terminal_inside()
+        _write_sysctls(spec.sysctls)
+        if spec.oom_score_adj is not None:
+            with Step(f"set oom_score_adj to {spec.oom_score_adj}"), open("/proc/self/oom_score_adj", "w") as handle:
+                handle.write(str(spec.oom_score_adj))
         mask_paths(spec.masked_paths, spec.readonly_paths)
         if spec.readonly_rootfs:
             mountlib.remount("/", ("ro",))

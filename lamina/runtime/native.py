@@ -98,7 +98,9 @@ class NativeRuntime:
             self._layout = detect_layout()
         return CgroupManager(path, self._layout)
 
-    def _seccomp(self, capability_names: tuple[str, ...]) -> SeccompProgram:
+    def _seccomp(self, capability_names: tuple[str, ...], profile: bytes | None = None) -> SeccompProgram:
+        if profile is not None:
+            return self._programs.get(profile, capability_names)
         if self._profile is None:
             self._profile = default_profile_bytes()
         return self._programs.get(self._profile, capability_names)
@@ -176,7 +178,8 @@ class NativeRuntime:
         started = False
         try:
             manager.apply(spec.resources)
-            seccomp = self._seccomp(capability_names) if spec.seccomp else None
+            manager.allow_devices(spec.device_rules)
+            seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
             procs_fds = manager.open_procs_files()
             pid = self._fork(
                 new_pid_namespace="pid" in spec.namespaces, seccomp=seccomp, procs_fds=procs_fds,
@@ -211,7 +214,7 @@ class NativeRuntime:
             # checked after opening: the descriptors name the container's namespaces, not
             # those of a process that reused the pid
             self._check_running(state, manager)
-            seccomp = self._seccomp(capability_names) if self._exec_seccomp(state) else None
+            seccomp = self._seccomp(capability_names, process.seccomp_profile) if self._exec_seccomp(state) else None
             procs_fds = manager.open_procs_files() if manager.exists() else []
             fds = list(namespace_fds)
             return self._fork(

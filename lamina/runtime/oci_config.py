@@ -149,6 +149,8 @@ def resources_json(resources: Resources) -> dict[str, Any]:
         memory["limit"] = resources.memory
     if resources.memory_swap is not None:
         memory["swap"] = resources.memory_swap
+    if resources.memory_reservation is not None:
+        memory["reservation"] = resources.memory_reservation
     if memory:
         out["memory"] = memory
     cpu: dict[str, Any] = {}
@@ -160,6 +162,8 @@ def resources_json(resources: Resources) -> dict[str, Any]:
         cpu["period"] = resources.cpu_period
     if resources.cpuset_cpus is not None:
         cpu["cpus"] = resources.cpuset_cpus
+    if resources.cpuset_mems is not None:
+        cpu["mems"] = resources.cpuset_mems
     if cpu:
         out["cpu"] = cpu
     if resources.pids_limit is not None:
@@ -257,7 +261,25 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     overridden = {item["destination"] for item in user_mounts}
     # a user mount on a default destination replaces it (e.g. --tmpfs /dev/shm), as in Docker
     defaults = [json.loads(json.dumps(item)) for item in DEFAULT_MOUNTS if item["destination"] not in overridden]
+    for item in defaults:
+        if item["destination"] == "/dev/shm":
+            item["options"] = [f"size={spec.shm_size}" if option.startswith("size=") else option
+                               for option in item["options"]]
+        if item["destination"] == "/sys" and spec.privileged:
+            item["options"] = [option for option in item["options"] if option != "ro"]
     return defaults + user_mounts
+
+
+def _device_rule(rule: str) -> dict[str, Any]:
+    """``c 10:229 rwm`` (devices.allow syntax) as an OCI device cgroup rule."""
+    kind, numbers, access = rule.split(" ")
+    major, _, minor = numbers.partition(":")
+    value: dict[str, Any] = {"allow": True, "type": kind, "access": access}
+    if major != "*":
+        value["major"] = int(major)
+    if minor != "*":
+        value["minor"] = int(minor)
+    return value
 
 
 def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -284,6 +306,7 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
         namespaces.append({"type": name})
 
     resources: dict[str, Any] = {"devices": [dict(rule) for rule in DEFAULT_DEVICE_RULES]}
+    resources["devices"].extend(_device_rule(rule) for rule in spec.device_rules)
     resources.update(resources_json(spec.resources))
 
     linux: dict[str, Any] = {
@@ -295,7 +318,17 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
     }
     if any(item["type"] == "network" for item in namespaces):
         linux["sysctl"] = dict(_PRIVATE_NETWORK_SYSCTLS)
+    if spec.sysctls:
+        linux.setdefault("sysctl", {}).update(dict(spec.sysctls))
+    if spec.devices:
+        linux["devices"] = [{"path": device.path, "type": device.kind, "major": device.major, "minor": device.minor,
+                             "fileMode": device.mode, "uid": device.uid, "gid": device.gid}
+                            for device in spec.devices]
+    if spec.oom_score_adj is not None:
+        process["oomScoreAdj"] = spec.oom_score_adj
     if spec.seccomp:
+        if seccomp_profile is None and spec.seccomp_profile is not None:
+            seccomp_profile = json.loads(spec.seccomp_profile)
         profile = seccomp_profile if seccomp_profile is not None else load_default_seccomp_profile()
         linux["seccomp"] = seccomp_json(profile, spec.process.capabilities)
 
@@ -308,4 +341,6 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
     }
     if spec.hostname:
         config["hostname"] = spec.hostname
+    if spec.domainname:
+        config["domainname"] = spec.domainname
     return config

@@ -19,9 +19,13 @@ import stat
 
 from lamina import sys as lsys
 
-__all__ = ["MAX_SYMLINKS", "make_dirs_in_root", "make_file_in_root", "normalize", "open_in_root"]
+__all__ = ["MAX_SYMLINKS", "make_dirs_in_root", "make_file_in_root", "normalize", "open_in_root", "open_pty",
+           "open_pty_in_root"]
 
 MAX_SYMLINKS = 40  # the kernel's limit (ELOOP past it)
+_TIOCSPTLCK = 0x40045431
+_TIOCGPTPEER = 0x5441
+_PTMX = (5, 2)
 
 
 def normalize(path: str) -> str:
@@ -151,3 +155,29 @@ def make_file_in_root(root_fd: int, path: str, mode: int = 0o644) -> int:
     fd = open_in_root(root_fd, relative, os.O_WRONLY | os.O_CREAT, mode)
     os.close(fd)
     return open_in_root(root_fd, relative, os.O_PATH)
+
+
+def open_pty_in_root(root_fd: int) -> tuple[int, int]:
+    """(master, slave) of a new pty of the devpts instance mounted at ``/dev/pts`` under
+    ``root_fd`` (a container's root), so that the process sees its terminal as
+    ``/dev/pts/N`` of its own ``/dev/pts``.  The master is ``/dev/pts/ptmx`` resolved inside
+    the root and checked to be the ptmx device; the slave comes from ``TIOCGPTPEER``, never
+    from a path the container could swap."""
+    return open_pty(open_in_root(root_fd, "/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW))
+
+
+def open_pty(master: int) -> tuple[int, int]:
+    """(master, slave) from an open ``ptmx`` (closed on failure), checked to be the ptmx
+    device; the slave from ``TIOCGPTPEER``."""
+    try:
+        info = os.fstat(master)
+        if not stat.S_ISCHR(info.st_mode) or (os.major(info.st_rdev), os.minor(info.st_rdev)) != _PTMX:
+            raise OSError(errno.ENOTTY, "/dev/pts/ptmx of the container is not the ptmx device")
+        import fcntl
+
+        fcntl.ioctl(master, _TIOCSPTLCK, b"\0\0\0\0")
+        slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        return master, slave
+    except BaseException:
+        os.close(master)
+        raise

@@ -6,8 +6,9 @@ Every mount target is resolved inside the rootfs by file descriptor
 cannot send a mount to the host.  The default mounts (:func:`default_mounts`, runc's default
 spec) come first: ``/proc``, ``/dev`` (a tmpfs with the nodes of :data:`DEFAULT_DEVICES`, the
 ``fd``/``stdin``/``stdout``/``stderr``/``ptmx`` symlinks and, with a terminal,
-``/dev/console``), ``/dev/pts``, ``/dev/shm``, ``/dev/mqueue`` and ``/sys`` read-only (a
-recursive read-only bind of the host's when sysfs is refused); then the spec's own mounts,
+``/dev/console``) and the spec's device nodes (:func:`make_devices`), ``/dev/pts``,
+``/dev/shm`` (``spec.shm_size``), ``/dev/mqueue`` and ``/sys`` read-only unless privileged (a
+recursive bind of the host's when sysfs is refused); then the spec's own mounts,
 with their propagation.  After :func:`pivot_root` (``pivot_root(".", ".")`` then a lazy
 unmount of the old root), :func:`mask_paths` hides Docker's masked paths and write-protects
 the read-only ones.
@@ -19,15 +20,16 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import stat
 
 from lamina import errdefs
 from lamina import mount as mountlib
 from lamina import sys as lsys
-from lamina.runtime.api import ContainerSpec, MountSpec
+from lamina.runtime.api import ContainerSpec, DeviceSpec, MountSpec
 from lamina.runtime.paths import make_dirs_in_root, make_file_in_root, open_in_root
 
-__all__ = ["DEFAULT_DEVICES", "Step", "default_mounts", "mask_paths", "mount_in_root", "mount_sysfs",
+__all__ = ["DEFAULT_DEVICES", "Step", "default_mounts", "make_devices", "mask_paths", "mount_in_root", "mount_sysfs",
            "pivot_root", "populate_dev", "proc_fd"]
 
 # (name, major, minor): the device nodes of a container's /dev, all char devices, mode 0666
@@ -47,9 +49,10 @@ def default_mounts(spec: ContainerSpec) -> tuple[MountSpec, ...]:
         MountSpec("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
         MountSpec("/dev/pts", "devpts", "devpts",
                   ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-        MountSpec("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
+        MountSpec("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", f"size={spec.shm_size}")),
         MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-        MountSpec("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev", "ro")),
+        # --privileged: /sys read-write, as Docker
+        MountSpec("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev") + (() if spec.privileged else ("ro",))),
     ]
     return tuple(mounts)
 
@@ -136,6 +139,47 @@ def _read_only_below(target_fd: int, destination: str) -> None:
             mountlib.remount(point, ("ro",))
 
 
+def make_devices(root_fd: int, devices: tuple[DeviceSpec, ...]) -> None:
+    """The nodes of ``--device`` and ``--privileged`` (a bind of the host's node where mknod is
+    refused); a node the defaults already made is replaced."""
+    for device in devices:
+        with Step(f"create the device {device.path}"):
+            parent, name = posixpath.split(posixpath.normpath(device.path))
+            directory = make_dirs_in_root(root_fd, parent)
+            try:
+                try:
+                    os.unlink(name, dir_fd=directory)
+                except FileNotFoundError:
+                    pass
+                kind = stat.S_IFCHR if device.kind == "c" else stat.S_IFBLK
+                try:
+                    os.mknod(name, kind | device.mode, os.makedev(device.major, device.minor), dir_fd=directory)
+                except PermissionError:
+                    target = make_file_in_root(root_fd, device.path, device.mode)
+                    try:
+                        mountlib.Mount("bind", _host_node(device), ("bind",)).mount(proc_fd(target))
+                    finally:
+                        os.close(target)
+                    continue
+                os.chmod(name, device.mode, dir_fd=directory)
+                os.chown(name, device.uid, device.gid, dir_fd=directory)
+            finally:
+                os.close(directory)
+
+
+def _host_node(device: DeviceSpec) -> str:
+    """The host's path of a device node (sysfs names char and block devices by number)."""
+    kind = "char" if device.kind == "c" else "block"
+    try:
+        with open(f"/sys/dev/{kind}/{device.major}:{device.minor}/uevent", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("DEVNAME="):
+                    return "/dev/" + line.strip().split("=", 1)[1]
+    except OSError:
+        pass
+    return device.path
+
+
 def populate_dev(root_fd: int, terminal: bool) -> None:
     with Step("populate /dev"):
         dev = open_in_root(root_fd, "/dev", os.O_RDONLY | os.O_DIRECTORY)
@@ -160,12 +204,15 @@ def populate_dev(root_fd: int, terminal: bool) -> None:
         if terminal:
             console = make_file_in_root(root_fd, "/dev/console", 0o620)
             try:
-                mountlib.Mount("bind", os.ttyname(0), ("bind",)).mount(proc_fd(console))
+                # the terminal's path in this mount namespace: glibc's ttyname() refuses (ENODEV)
+                # a pty of a devpts instance that is not mounted at /dev/pts
+                mountlib.Mount("bind", os.readlink(proc_fd(0)), ("bind",)).mount(proc_fd(console))
             finally:
                 os.close(console)
 
 
 def mount_sysfs(root_fd: int, item: MountSpec) -> None:
+    read_only = "ro" in item.options
     try:
         mount_in_root(root_fd, item)
         return
@@ -178,7 +225,7 @@ def mount_sysfs(root_fd: int, item: MountSpec) -> None:
         top = os.readlink(proc_fd(target))
     finally:
         os.close(target)
-    for point in mountlib.mounted_targets():
+    for point in mountlib.mounted_targets() if read_only else ():
         if point == top or point.startswith(top.rstrip("/") + "/"):
             with Step(f"remount {point} read-only"):
                 mountlib.remount(point, ("ro",))

@@ -36,6 +36,7 @@ __all__ = [
     "ExecUser",
     "GroupEntry",
     "PasswdEntry",
+    "group_ids_in_root",
     "home_for_uid",
     "parse_group",
     "parse_passwd",
@@ -213,6 +214,28 @@ def resolve_user_in_root(root: str | int, spec: str) -> ExecUser:
     return resolve_user(spec,
                         parse_passwd(passwd_text) if passwd_text is not None else None,
                         parse_group(group_text) if group_text is not None else None)
+
+
+def group_ids_in_root(root: str, groups: list[str]) -> tuple[int, ...]:
+    """The gids of ``--group-add`` values: numbers as they are, names from the root
+    filesystem's ``/etc/group`` (Docker: ``Unable to find group NAME``)."""
+    if all(group.isdigit() for group in groups):
+        return tuple(_check_range(int(group)) for group in groups)
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        entries = parse_group(_read_in_root(root_fd, "/etc/group") or "")
+    finally:
+        os.close(root_fd)
+    result = []
+    for group in groups:
+        if group.isdigit():
+            result.append(_check_range(int(group)))
+            continue
+        match = next((entry.gid for entry in entries if entry.name == group), None)
+        if match is None:
+            raise errdefs.NotFound(f"Unable to find group {group}: no matching entries in group file")
+        result.append(match)
+    return tuple(result)
 
 
 def with_home(env: tuple[str, ...] | list[str], home: str) -> tuple[str, ...]:

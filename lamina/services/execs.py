@@ -3,9 +3,10 @@ the container's monitor (their parent, which records their exit codes).
 
 ``start`` asks the monitor over its control socket
 (:meth:`~lamina.container.monitor.client.MonitorClient.start_exec`); unless detached, the same connection then carries the exec's stdio in Docker's attach wire
-format and is returned as the :class:`Duplex`.  An exec whose command cannot be run answers
-like Docker's API does after the hijack: the error text on the stream, the exit code (126 or
-127) in the exec record.
+format, framed by the ``Tty`` of the start request (Docker's rule), and is returned as the
+:class:`Duplex`.  An exec whose command cannot be run answers like Docker's API does after the
+hijack: the error text on the stream (in a stdout frame unless the start asked for a raw
+stream), the exit code (126 or 127) in the exec record.
 
 Events (type ``container``, attribute ``execID``): ``exec_create: <command>`` and
 ``exec_start: <command>`` here, as Docker words them; ``exec_die`` (``exitCode``) is the
@@ -19,6 +20,7 @@ from typing import Any
 
 from lamina import errdefs
 from lamina.container.execstore import ExecStore, inspect_view
+from lamina.container.logs import frame
 from lamina.events.api import CONTAINER
 from lamina.events.message import container_attributes
 from lamina.services.containers.common import ContainerGroup
@@ -80,13 +82,15 @@ class ExecServiceImpl:
             raise errdefs.Conflict(f"Error: Exec command {exec_id} has already run")
         container = self._running(str(record["ContainerID"]))
         self._event(container, "exec_start", record)
-        sock, refused = self.containers.monitors.start_exec(container.id, exec_id, detach=bool(detach))
+        sock, refused = self.containers.monitors.start_exec(container.id, exec_id, detach=bool(detach), tty=bool(tty))
         if refused is not None:
             if detach:
                 raise refused
-            # Docker has already hijacked the connection by now: the error is the output
+            # Docker has already hijacked the connection by now: the error is the output, in a
+            # stdout frame unless the start asked for a raw stream
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            theirs.sendall(f"OCI runtime exec failed: {refused}: unknown\r\n".encode())
+            message = f"OCI runtime exec failed: {refused}: unknown\r\n".encode()
+            theirs.sendall(message if tty else frame(1, message))
             theirs.close()
             return ours
         return sock

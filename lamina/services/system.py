@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lamina import __version__, errdefs
 from lamina.config import EngineConfig
+from lamina.container.options import INIT_BINARY
 from lamina.digest import chain_ids
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.reference import parse_normalized_named
@@ -131,7 +132,7 @@ class SystemServiceImpl:
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True,
             "Isolation": "",
-            "InitBinary": "",
+            "InitBinary": INIT_BINARY if os.path.exists(INIT_BINARY) else "",
             "SecurityOptions": ["name=seccomp,profile=builtin"],
             "Warnings": None,
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -52,6 +53,11 @@ _CONSISTENCY_MODES = ("consistent", "cached", "delegated")
 _TMPFS_FLAGS = frozenset({"ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime",
                           "relatime", "strictatime", *PROPAGATION_MODES})
 _TMPFS_KEYS = frozenset({"size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol", "huge"})
+# what the kernel's tmpfs accepts for each value (a size with a k/m/g suffix or a percentage)
+_ANY = re.compile(r".+")
+_TMPFS_VALUES = {"size": re.compile(r"[0-9]+[kKmMgGtTpPeE%]?"), "nr_blocks": re.compile(r"[0-9]+[kKmMgG]?"),
+                 "nr_inodes": re.compile(r"[0-9]+[kKmMgG]?"), "mode": re.compile(r"[0-7]{1,4}"),
+                 "uid": re.compile(r"[0-9]+"), "gid": re.compile(r"[0-9]+")}
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -522,7 +528,8 @@ def tmpfs_words(destination: str, data: str) -> tuple[str, ...]:
         if word == "defaults":
             continue
         key, equals, value = word.partition("=")
-        if (equals and key in _TMPFS_KEYS and value) or (not equals and word in _TMPFS_FLAGS):
+        if (equals and key in _TMPFS_KEYS and value and _TMPFS_VALUES.get(key, _ANY).fullmatch(value)) or (
+                not equals and word in _TMPFS_FLAGS):
             words.append(word)
             continue
         raise errdefs.InvalidArgument(f"invalid tmpfs option {go_quote(word)} for {destination}")

@@ -143,10 +143,13 @@ def test_container_spec_command_environment_and_files() -> None:
                                 user=ExecUser(uid=5, gid=6, additional_gids=(6, 7), home="/home/app"),
                                 files={"/etc/hosts": "/c/hosts"})
     process = spec.process
-    assert process.args == ("sh", "-c", "x")
+    # --init: Debian's static tini, mounted read-only, runs the command as its child
+    assert process.args == ("/sbin/docker-init", "--", "sh", "-c", "x")
+    init = next(m for m in spec.mounts if m.destination == "/sbin/docker-init")
+    assert (init.source, "ro" in init.options) == ("/usr/bin/tini-static", True)
     assert process.env == ("PATH=/bin", "HOSTNAME=box", "TERM=xterm", "A=1", "HOME=/home/app")
     assert (process.cwd, process.uid, process.gid, process.additional_gids) == ("/w", 5, 6, (6, 7))
-    assert process.terminal and spec.init and spec.readonly_rootfs
+    assert process.terminal and not spec.init and spec.readonly_rootfs
     assert "CAP_NET_RAW" not in process.capabilities and "CAP_SYS_ADMIN" in process.capabilities
     assert spec.network == "none" and spec.hostname == "box"
     assert spec.resources.memory == 64 << 20

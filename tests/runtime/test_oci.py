@@ -22,6 +22,7 @@ from lamina.records import replace
 from lamina.runtime.api import (
     DEFAULT_CAPABILITIES,
     ContainerSpec,
+    DeviceSpec,
     MountSpec,
     ProcessSpec,
     Resources,
@@ -178,6 +179,23 @@ def test_resources_and_user_mounts():
     assert resources["memory"] == {"limit": 64 * MiB, "swap": -1}
     assert resources["cpu"] == {"shares": 256, "quota": 150000, "period": 100000, "cpus": "0-1"}
     assert resources["pids"] == {"limit": 10}
+
+
+def test_host_options_reach_the_oci_config():
+    spec = replace(make_spec("/rootfs", "true"), sysctls=(("net.ipv4.ip_forward", "1"),), shm_size=16 * MiB,
+                   oom_score_adj=300, privileged=True, device_rules=("c 10:229 r",),
+                   devices=(DeviceSpec("/dev/fuse", "c", 10, 229, 0o444),),
+                   resources=Resources(memory_reservation=8 * MiB, cpuset_mems="0"))
+    config = config_json(spec)
+    linux = config["linux"]
+    assert linux["sysctl"]["net.ipv4.ip_forward"] == "1"
+    assert config["process"]["oomScoreAdj"] == 300
+    assert linux["devices"] == [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o444,
+                                 "uid": 0, "gid": 0}]
+    assert {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "r"} in linux["resources"]["devices"]
+    assert linux["resources"]["memory"]["reservation"] == 8 * MiB and linux["resources"]["cpu"]["mems"] == "0"
+    mounts = {mount["destination"]: mount["options"] for mount in config["mounts"]}
+    assert f"size={16 * MiB}" in mounts["/dev/shm"] and "ro" not in mounts["/sys"]
 
 
 def test_rlimits_never_exceed_the_current_hard_limit():

@@ -381,6 +381,20 @@ def test_tty_container_gets_its_window_size(engine) -> None:
     assert "30 100\r\n" in engine.output(container_id)
 
 
+def test_tty_container_s_pid_1_sees_dev_pts_0_of_its_own_devpts(engine) -> None:
+    container_id = engine.run("sh", "-c", "tty; ls /dev/pts; readlink /proc/1/fd/0", Tty=True)
+    assert engine.wait(container_id) == 0
+    lines = engine.output(container_id).replace("\r", "").split()
+    assert lines[0] == "/dev/pts/0" and lines[-1] == "/dev/pts/0"
+    assert "ptmx" in lines and "1" not in lines  # a devpts of its own, with no other terminal
+    # nothing is left mounted in the run directory once the container started
+    from lamina.container.rundir import RunDirectory
+
+    run_path = RunDirectory(engine.config.exec_root, container_id).path
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        assert run_path not in handle.read()
+
+
 # -- filesystem: diff, commit, export, cp --------------------------------------------------------
 
 
@@ -672,6 +686,22 @@ def test_attach_with_logs_replays_the_log(engine) -> None:
         data += chunk
     sock.close()
     assert sorted(demultiplex(data)) == [(1, b"first\n"), (2, b"second\n")]
+
+
+def test_attach_with_logs_and_no_stream_to_a_running_container_returns_and_closes(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo ready; sleep 60")
+    try:
+        engine.wait_for(lambda: engine.output(container_id) == "ready\n", message="the first line in the log")
+        sock = engine.container_streams.attach(container_id, stdin=False, stdout=True, stderr=True, stream=False,
+                                               logs=True)
+        sock.settimeout(10)  # a hang fails here with a timeout
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        sock.close()
+        assert list(demultiplex(data)) == [(1, b"ready\n")]
+    finally:
+        engine.containers.stop(container_id, timeout=0)
 
 
 def test_read_only_root_with_a_tmpfs(engine) -> None:

@@ -72,9 +72,36 @@ def test_exec_joins_the_container_namespaces(engine, sleeper) -> None:
 def test_exec_of_a_missing_command_reports_127(engine, sleeper) -> None:
     exec_id = engine.execs.create(sleeper, {"Cmd": ["nosuch"], "AttachStdout": True})["Id"]
     sock = engine.execs.start(exec_id)
-    text = collect(sock)
-    assert b"executable file not found" in text
+    frames = list(demultiplex(collect(sock)))  # a framed stream, never raw text ("invalid stream type 79")
+    assert len(frames) == 1 and frames[0][0] == 1
+    assert frames[0][1].startswith(b"OCI runtime exec failed:") and b"executable file not found" in frames[0][1]
     assert engine.execs.inspect(exec_id)["ExitCode"] == 127
+
+
+@pytest.mark.parametrize("config, message, code", [
+    ({"User": "nosuchuser"}, b"unable to find user nosuchuser", 126),
+    # Docker's translateContainerdStartErr: "no such file or directory" is 127
+    ({"WorkingDir": "/no/such/dir"}, b"/no/such/dir", 127),
+], ids=["an unknown user", "a missing working directory"])
+def test_an_exec_that_cannot_start_reports_in_a_frame_with_docker_s_code(engine, sleeper, config, message,
+                                                                         code) -> None:
+    exec_id = engine.execs.create(sleeper, {"Cmd": ["true"], "AttachStdout": True, **config})["Id"]
+    frames = list(demultiplex(collect(engine.execs.start(exec_id))))
+    assert len(frames) == 1 and frames[0][0] == 1 and message in frames[0][1], frames
+    assert engine.execs.inspect(exec_id)["ExitCode"] == code
+
+
+def test_exec_output_is_framed_by_the_tty_of_the_start_request(engine, sleeper) -> None:
+    # no pty, a raw start: stdout and stderr unframed
+    exec_id = engine.execs.create(sleeper, {"Cmd": ["sh", "-c", "echo out; echo err >&2"], "AttachStdout": True,
+                                            "AttachStderr": True})["Id"]
+    raw = collect(engine.execs.start(exec_id, tty=True))
+    assert sorted(raw.splitlines()) == [b"err", b"out"]
+    # a pty, a multiplexed start: the terminal's output in stdout frames
+    exec_id = engine.execs.create(sleeper, {"Cmd": ["tty"], "Tty": True, "AttachStdout": True})["Id"]
+    frames = list(demultiplex(collect(engine.execs.start(exec_id, tty=False))))
+    assert [stream for stream, _ in frames] == [1] * len(frames)
+    assert b"".join(payload for _, payload in frames).startswith(b"/dev/pts/")
 
 
 def test_detached_exec_runs_in_the_background(engine, sleeper) -> None:

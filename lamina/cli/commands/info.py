@@ -55,6 +55,7 @@ def render_info(info: dict[str, Any], client: dict[str, Any]) -> tuple[str, list
     line("Cgroup Driver", "CgroupDriver")
     line("Cgroup Version", "CgroupVersion")
     line("Default Runtime", "DefaultRuntime")
+    line("Init Binary", "InitBinary")
     security = info.get("SecurityOptions") or []
     if security:
         lines.append(" Security Options:")

@@ -120,11 +120,11 @@ class MonitorClient:
     def resize(self, container_id: str, height: int, width: int, exec_id: str | None = None) -> None:
         self.control(container_id, protocol.resize_request(height, width, exec_id))
 
-    def start_exec(self, container_id: str, exec_id: str, *,
-                   detach: bool) -> tuple[socket.socket | None, errdefs.LaminaError | None]:
+    def start_exec(self, container_id: str, exec_id: str, *, detach: bool,
+                   tty: bool | None = None) -> tuple[socket.socket | None, errdefs.LaminaError | None]:
         """Start an exec: (its stdio connection, None when detached; the monitor's refusal,
         not raised: Docker reports it on the hijacked stream)."""
-        sock, answer = self._request(container_id, protocol.exec_start_request(exec_id, detach=detach))
+        sock, answer = self._request(container_id, protocol.exec_start_request(exec_id, detach=detach, tty=tty))
         try:
             protocol.raise_error(answer)
         except errdefs.LaminaError as exc:

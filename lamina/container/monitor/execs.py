@@ -25,6 +25,7 @@ from lamina.container.monitor.run import DRAIN_SECONDS, Run, exit_code
 from lamina.container.store import Container
 from lamina.records import dataclass, field
 from lamina.runtime.api import Stdio
+from lamina.runtime.paths import open_pty_in_root
 
 __all__ = ["ExecSession", "ExecSessions"]
 
@@ -109,7 +110,7 @@ class ExecSessions:
         sink = None
         try:
             if tty:
-                master, slave = os.openpty()
+                master, slave = _open_pty(run.state.pid)
                 child.append(slave)
                 size = config.get("ConsoleSize") or [0, 0]
                 if isinstance(size, list) and len(size) == 2 and size[0] and size[1]:
@@ -159,8 +160,10 @@ class ExecSessions:
         if detach:
             sock.close()
         else:
+            # framed by the Tty of the start request (Docker's rule), the exec's own by default
+            raw = bool(options["tty"]) if isinstance(options.get("tty"), bool) else tty
             stream = Stream(self.loop, sock, stdout=bool(config.get("AttachStdout")) or tty,
-                            stderr=bool(config.get("AttachStderr")), sink=sink, raw=tty, close_stdin_on_eof=True,
+                            stderr=bool(config.get("AttachStderr")), sink=sink, raw=raw, close_stdin_on_eof=True,
                             on_close=self.streams.discard)
             self.streams.add(stream)
         session = ExecSession(exec_id=exec_id, pid=pid, master=master, sink=sink, stream=stream, sources=parent)
@@ -242,3 +245,20 @@ class ExecSessions:
             self.loop.forget(fd)
             os.close(fd)
         session.sources.clear()
+
+
+def _open_pty(container_pid: int) -> tuple[int, int]:
+    """A pty of the container's own devpts (``tty`` in the exec answers ``/dev/pts/N``, as in
+    Docker); a host pty when the container's cannot be opened (its /dev/pts unmounted)."""
+    try:
+        root = os.open(f"/proc/{container_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return os.openpty()
+    try:
+        master, slave = open_pty_in_root(root)
+    except OSError:
+        return os.openpty()
+    finally:
+        os.close(root)
+    os.set_inheritable(master, False)
+    return master, slave

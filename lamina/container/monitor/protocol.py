@@ -120,8 +120,13 @@ def resize_request(height: int, width: int, exec_id: str | None = None) -> dict[
     return request
 
 
-def exec_start_request(exec_id: str, *, detach: bool) -> dict[str, Any]:
-    return {"exec": exec_id, "start": {"detach": bool(detach)}}
+def exec_start_request(exec_id: str, *, detach: bool, tty: bool | None = None) -> dict[str, Any]:
+    """``tty``: the start request's Tty, which decides the framing of the stream (Docker's
+    rule); ``None``: the exec's own."""
+    options: dict[str, Any] = {"detach": bool(detach)}
+    if tty is not None:
+        options["tty"] = bool(tty)
+    return {"exec": exec_id, "start": options}
 
 
 def error_answer(exc: BaseException) -> dict[str, Any]:

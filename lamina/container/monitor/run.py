@@ -3,7 +3,10 @@
 :class:`Runner` drives the runs of one monitor (:class:`~lamina.container.monitor.server.Monitor`
 owns the event loop, the sockets and the clients).  For each run it mounts the root
 filesystem, writes ``containers/<id>/{hostname,hosts,resolv.conf}``, builds the spec, prepares
-stdio (pipes, or one pty with ``Tty``), calls ``runtime.start`` and records ``State``
+stdio (pipes, or with ``Tty`` one pty of a devpts instance mounted at ``<run dir>/pts`` and
+bound onto the container's ``/dev/pts`` by the start, so PID 1's terminal is ``/dev/pts/0``
+as in Docker; the run directory's mount is detached once ``runtime.start`` has returned),
+calls ``runtime.start`` and records ``State``
 (Running, Pid, StartedAt) and ``runtime.json``; at the exit it drains the output, records
 ExitCode (128 + n for signal n), FinishedAt and OOMKilled, kills what is left in the cgroup,
 ``runtime.delete``, unmounts, then asks :func:`restart_decision` and removes an ``AutoRemove``
@@ -39,8 +42,8 @@ from lamina.container.store import Container, ContainerStore
 from lamina.events.api import VOLUME, EventSink
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
-from lamina.records import dataclass, field
-from lamina.runtime.api import Runtime, RuntimeState, Stdio
+from lamina.records import dataclass, field, replace
+from lamina.runtime.api import MountSpec, Runtime, RuntimeState, Stdio
 from lamina.volume.mounts import load_mount_points, volume_names
 
 __all__ = ["RestartDecision", "Run", "RunHost", "Runner", "exit_code", "restart_decision", "write_files"]
@@ -329,6 +332,9 @@ class Runner:
 
     # -- starting a run --------------------------------------------------------------------------
 
+    def _pts_path(self) -> str:
+        return os.path.join(self.monitor.run_dir.path, "pts")
+
     def _stdio(self, config: dict[str, Any], host: dict[str, Any]) -> tuple[Stdio, list[int], int | None, Sink | None, dict[int, int]]:
         """(stdio for the runtime, child-side fds to close after start, pty master, stdin
         sink, output sources)."""
@@ -337,7 +343,7 @@ class Runner:
         parent: list[int] = []
         try:
             if config.get("Tty"):
-                master, slave = os.openpty()
+                master, slave = _devpts_instance(self._pts_path())
                 parent.append(master)
                 child.append(slave)
                 size = host.get("ConsoleSize") or [0, 0]
@@ -393,12 +399,19 @@ class Runner:
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
                                         files=files, mount_points=mount_points)
             stdio, child, master, sink, sources = self._stdio(config, host)
+            if master is not None:
+                # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
+                # is /dev/pts/0 there, as in Docker
+                spec = replace(spec, mounts=(*spec.mounts, MountSpec("/dev/pts", "bind", self._pts_path(),
+                                                                      ("bind", "nosuid", "noexec"))))
             try:
                 state = runtime.start(spec, stdio)
             finally:
                 for fd in child:
                     os.close(fd)
                 child = []
+                if master is not None:
+                    _release_devpts(self._pts_path())
         except BaseException:
             if sink is not None:
                 sink.release()  # a pipe's write end; a pty master is among the sources
@@ -632,3 +645,35 @@ class Runner:
             if remaining <= 0:
                 return True
             time.sleep(min(remaining, 0.05))
+
+
+_DEVPTS_OPTIONS = ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")
+
+
+def _devpts_instance(path: str) -> tuple[int, int]:
+    """A pty of a new devpts instance mounted at ``path`` (in the run directory, until the
+    container's start has bound it onto its /dev/pts: :func:`_release_devpts`)."""
+    from lamina import mount as mountlib
+    from lamina.runtime.paths import open_pty
+
+    _release_devpts(path)  # a crashed start's
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    mountlib.Mount("devpts", "devpts", _DEVPTS_OPTIONS).mount(path)
+    try:
+        return open_pty(os.open(os.path.join(path, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC))
+    except BaseException:
+        _release_devpts(path)
+        raise
+
+
+def _release_devpts(path: str) -> None:
+    from lamina import mount as mountlib
+
+    try:
+        mountlib.unmount(path, detach=True)
+    except (OSError, errdefs.LaminaError):
+        pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

@@ -154,8 +154,11 @@ class Monitor:
 
     def _open_log(self, container: Container) -> None:
         log_type, options = specs.log_options(container.host_config)
-        if log_type != "json-file":
+        if log_type not in ("json-file", "local"):
             return
+        if log_type == "local":
+            # Docker's local driver keeps 5 files of 20 MB by default; lamina writes them as json-file
+            options = {"max-size": "20m", "max-file": "5", **options}
         parsed = parse_log_options(options)
         self.writer = JsonFileWriter(self.store.log_path(self.id), max_size=parsed.max_size,
                                      max_file=parsed.max_file)

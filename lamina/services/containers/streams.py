@@ -23,7 +23,7 @@ class ContainerStreamsImpl(ContainerGroup):
              tail: str = "all") -> Iterator[tuple[int, bytes]]:
         container = self._get(id)
         log_type, _options = specs.log_options(container.host_config)
-        if log_type != "json-file":
+        if log_type not in ("json-file", "local"):
             raise errdefs.InvalidArgument(
                 f'configured logging driver does not support reading: "{log_type}" logging driver')
         if not (stdout or stderr):
