@@ -38,7 +38,7 @@ from lamina import errdefs
 from lamina.digest import Digest, Hasher, chain_ids, from_bytes
 from lamina.distribution.load import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, LAYER_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 from lamina.distribution.metadata import MetadataStore
-from lamina.distribution.registry.client import BlobReader, Registry
+from lamina.distribution.registry.client import BlobReader, ChunkReader, Registry
 from lamina.image.config import ImageConfig, host_architecture
 from lamina.image.reference import Reference
 from lamina.image.refstore import ReferenceStore
@@ -141,7 +141,7 @@ def _verify_manifest(body: bytes, expected: str | None, what: str) -> Digest:
     return actual
 
 
-class _VerifiedBlob:
+class _VerifiedBlob(ChunkReader):
     """Reads a layer blob (from a read-ahead queue), hashing it and reporting progress; ``verify``
     drains what the tar reader left and checks digest and size."""
 
@@ -173,33 +173,6 @@ class _VerifiedBlob:
                                    "the manifest declares")
         self._report(self.count)
         self._buffer = memoryview(item)
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        while not self._buffer:
-            if not self._fill():
-                return 0
-        count = min(len(buffer), len(self._buffer))
-        memoryview(buffer)[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
-        return count
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            parts = [bytes(self._buffer)]
-            self._buffer = memoryview(b"")
-            while self._fill():
-                parts.append(bytes(self._buffer))
-            self._buffer = memoryview(b"")
-            return b"".join(parts)
-        while not self._buffer:
-            if not self._fill():
-                return b""
-        data = bytes(self._buffer[:size])
-        self._buffer = self._buffer[size:]
-        return data
-
-    def readable(self) -> bool:
         return True
 
     def verify(self) -> None:

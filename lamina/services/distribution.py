@@ -22,7 +22,8 @@ from lamina import errdefs
 from lamina.digest import Digest
 from lamina.events.api import DISCARD, IMAGE, EventSink
 from lamina.log import get_logger
-from lamina.image.reference import Reference, parse_normalized_named, trim_name, with_default_tag, with_tag
+from lamina.image.reference import (Reference, parse_normalized_named, registry_domain, trim_name, with_default_tag,
+                                    with_tag)
 from lamina.services.api import Progress
 
 if TYPE_CHECKING:
@@ -36,8 +37,7 @@ if TYPE_CHECKING:
 
 log = get_logger("lamina.distribution")
 
-__all__ = ["DistributionServiceImpl", "ImageStores", "resolve_pull_reference", "build_distribution",
-           "registry_domain"]
+__all__ = ["DistributionServiceImpl", "ImageStores", "resolve_pull_reference", "build_distribution"]
 
 
 class ImageStores(Protocol):
@@ -80,6 +80,13 @@ class DistributionServiceImpl:
         from lamina.distribution.registry.client import Registry
 
         return Registry(domain, credentials=credentials or ANONYMOUS, options=self.options, endpoint=endpoint)
+
+    @staticmethod
+    def _get_manifest(registry: Registry, reference: Reference) -> tuple[bytes, str]:
+        """(body, media type) of the manifest or index ``reference`` names, by digest or tag."""
+        from lamina.distribution.pull import MANIFEST_ACCEPT
+
+        return registry.get_manifest(reference.path, str(reference.digest or reference.tag), MANIFEST_ACCEPT)
 
     def _release_after_failure(self, registered: list[Digest]) -> None:
         if not registered:
@@ -226,12 +233,10 @@ class DistributionServiceImpl:
         """``GET /distribution/{name}/json``: the manifest's descriptor and its platforms."""
         from lamina.digest import from_bytes
         from lamina.distribution.load import INDEX_MEDIA_TYPES
-        from lamina.distribution.pull import MANIFEST_ACCEPT
 
         reference = with_default_tag(parse_normalized_named(name))
-        target = str(reference.digest or reference.tag)
         with self._registry(reference.domain, credentials) as registry:
-            body, media_type = registry.get_manifest(reference.path, target, MANIFEST_ACCEPT)
+            body, media_type = self._get_manifest(registry, reference)
             document = json.loads(body)
             media_type = document.get("mediaType") or media_type
             platforms = []
@@ -251,12 +256,9 @@ class DistributionServiceImpl:
 
     def manifest(self, name: str, *, credentials: Credentials | None = None) -> dict[str, Any]:
         """The manifest or index of ``name`` as the registry serves it (``manifest inspect``)."""
-        from lamina.distribution.pull import MANIFEST_ACCEPT
-
         reference = with_default_tag(parse_normalized_named(name))
-        target = str(reference.digest or reference.tag)
         with self._registry(reference.domain, credentials) as registry:
-            body, _ = registry.get_manifest(reference.path, target, MANIFEST_ACCEPT)
+            body, _ = self._get_manifest(registry, reference)
         document = json.loads(body)
         if not isinstance(document, dict):
             raise errdefs.InvalidArgument(f"the manifest of {name} is not a JSON object")
@@ -275,18 +277,6 @@ class DistributionServiceImpl:
         found = [name for name in names if text in name][: max(limit, 1)]
         return [{"name": f"{domain}/{name}", "description": "", "star_count": 0, "is_official": False,
                  "is_automated": False} for name in found]
-
-
-def registry_domain(server: str) -> str:
-    """``https://index.docker.io/v1/`` -> ``docker.io``; ``http://localhost:5000`` -> ``localhost:5000``."""
-    text = server.strip()
-    for prefix in ("https://", "http://"):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    text = text.split("/", 1)[0]
-    if text in ("", "index.docker.io", "registry-1.docker.io", "docker.io"):
-        return "docker.io"
-    return text
 
 
 def build_distribution(config: EngineConfig, images: ImageStores, events: EventSink = DISCARD) -> DistributionServiceImpl:
