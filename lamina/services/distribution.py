@@ -15,7 +15,9 @@ Events (Docker's, type ``image``): ``pull`` and ``push``, actor the reference
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lamina import errdefs
@@ -107,13 +109,8 @@ class DistributionServiceImpl:
 
         reference = resolve_pull_reference(from_image, tag)
         wanted = parse_platform(platform) if platform else None
-        try:
+        with _naming_failures("pulling", reference):
             return self._pull(reference, wanted, credentials, progress)
-        except (errdefs.Unavailable, errdefs.Unauthorized, errdefs.Forbidden) as exc:
-            # name what was pulled: a ping's failure knows only the registry
-            if reference.path in str(exc):
-                raise
-            raise type(exc)(f"pulling {reference.familiar_string()}: {exc}") from exc
 
     def _pull(self, reference: Reference, wanted: Any, credentials: Credentials | None,
               progress: Progress) -> list[str]:
@@ -193,12 +190,8 @@ class DistributionServiceImpl:
                 raise errdefs.NotFound(
                     f"An image does not exist locally with the tag: {target.familiar_string()}") from None
         progress({"status": f"The push refers to repository [{trim_name(reference).string()}]"})
-        try:
+        with _naming_failures("pushing", reference):
             return self._push(reference, targets, credentials, progress)
-        except (errdefs.Unavailable, errdefs.Unauthorized, errdefs.Forbidden) as exc:
-            if reference.path in str(exc):
-                raise
-            raise type(exc)(f"pushing {reference.familiar_string()}: {exc}") from exc
 
     def _push(self, reference: Reference, targets: list[Reference], credentials: Credentials | None,
               progress: Progress) -> list[str]:
@@ -277,6 +270,18 @@ class DistributionServiceImpl:
         found = [name for name in names if text in name][: max(limit, 1)]
         return [{"name": f"{domain}/{name}", "description": "", "star_count": 0, "is_official": False,
                  "is_automated": False} for name in found]
+
+
+@contextlib.contextmanager
+def _naming_failures(doing: str, reference: Reference) -> Iterator[None]:
+    """A registry's failure (unreachable, credentials refused) that does not name the
+    repository gets ``"<doing> <reference>: "`` in front: a ping's failure knows only the registry."""
+    try:
+        yield
+    except (errdefs.Unavailable, errdefs.Unauthorized, errdefs.Forbidden) as exc:
+        if reference.path in str(exc):
+            raise
+        raise type(exc)(f"{doing} {reference.familiar_string()}: {exc}") from exc
 
 
 def build_distribution(config: EngineConfig, images: ImageStores, events: EventSink = DISCARD) -> DistributionServiceImpl:
