@@ -43,6 +43,7 @@ from typing import Any, BinaryIO, Self
 
 from lamina import errdefs, fsutil
 from lamina.archive import TarReader, WhiteoutMode, apply_tar, decompressed, detect
+from lamina.archive.compression import read_up_to
 from lamina.build.context import SourceMatch, SourceTree
 from lamina.records import dataclass
 from lamina.runtime.paths import normalize, open_in_root
@@ -109,13 +110,7 @@ def is_archive(file: BinaryIO) -> bool:
             return _tar_header_valid(file.read(_TAR_BLOCK))
         stream = decompressed(file, threaded=False)
         try:
-            block = b""
-            while len(block) < _TAR_BLOCK:
-                chunk = stream.read(_TAR_BLOCK - len(block))
-                if not chunk:
-                    break
-                block += chunk
-            return _tar_header_valid(block)
+            return _tar_header_valid(read_up_to(stream, _TAR_BLOCK))
         finally:
             stream.close()
     except (errdefs.LaminaError, OSError, EOFError, ValueError):

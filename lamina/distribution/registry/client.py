@@ -466,16 +466,20 @@ class Registry:
             return False
         raise self.fail(response, what)
 
+    def _open_upload(self, repository: str, what: str) -> str:
+        """POST an upload session for ``repository``; its location."""
+        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=_scope(repository, True), what=what)
+        response.close()
+        if response.status_code != 202:
+            raise self.fail(response, what)
+        return response.headers.get("location") or ""
+
     def upload_blob(self, repository: str, body: Callable[[], Iterable[bytes]], digest: Callable[[], str]) -> str:
         """Upload a blob: POST a session, PATCH the streamed content (hashed by the caller while
         it streams), then PUT ``?digest=`` with what ``digest()`` says once the stream ended."""
         what = f"uploading a blob to {repository}"
         scope = _scope(repository, True)
-        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, what=what)
-        response.close()
-        if response.status_code != 202:
-            raise self.fail(response, what)
-        location = response.headers.get("location") or ""
+        location = self._open_upload(repository, what)
         response = self.request("PATCH", location, scope=scope, what=what, body=body,
                                 headers={"Content-Type": "application/octet-stream"})
         response.close()
@@ -494,11 +498,7 @@ class Registry:
         """A monolithic upload (POST, then PUT with the content and ``?digest=``)."""
         what = f"uploading blob {digest} to {repository}"
         scope = _scope(repository, True)
-        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, what=what)
-        response.close()
-        if response.status_code != 202:
-            raise self.fail(response, what)
-        response = self.request("PUT", response.headers.get("location") or "", scope=scope, what=what,
+        response = self.request("PUT", self._open_upload(repository, what), scope=scope, what=what,
                                 params={"digest": digest}, body=data,
                                 headers={"Content-Type": "application/octet-stream"})
         response.close()
