@@ -27,7 +27,7 @@ import re
 from typing import ClassVar
 
 from lamina import errdefs
-from lamina.dockerfile.lexer import DockerfileSyntaxError, Heredoc
+from lamina.dockerfile.lexer import DockerfileSyntaxError, HealthcheckArguments, Heredoc
 from lamina.dockerfile.substitution import ShellWords, Substitution
 from lamina.records import dataclass, replace
 
@@ -346,17 +346,12 @@ class StopSignalInstruction(Instruction):
 
 
 @dataclass(frozen=True, kw_only=True)
-class HealthcheckInstruction(Instruction):
-    """``test`` is Docker's Healthcheck.Test: ``("NONE",)``, ``("CMD", argv...)`` or
-    ``("CMD-SHELL", "command")``; durations are nanoseconds (0: the default)."""
+class HealthcheckInstruction(Instruction, HealthcheckArguments):
+    """The fields of :class:`~lamina.dockerfile.lexer.HealthcheckArguments`: ``test`` is
+    Docker's Healthcheck.Test: ``("NONE",)``, ``("CMD", argv...)`` or ``("CMD-SHELL", "command")``;
+    durations are nanoseconds (0: the default)."""
 
     keyword: ClassVar[str] = "healthcheck"
-    test: tuple[str, ...]
-    interval: int = 0
-    timeout: int = 0
-    start_period: int = 0
-    start_interval: int = 0
-    retries: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
