@@ -28,7 +28,6 @@ up to date for <ref>``).
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from lamina.image.config import ImageConfig, host_architecture
 from lamina.image.reference import Reference
 from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
+from lamina.jsonobject import load_object
 from lamina.layer.store import LayerStore
 from lamina.records import dataclass
 
@@ -121,16 +121,6 @@ class PulledImage:
     image_id: Digest
     manifest_digest: Digest
     new: bool
-
-
-def _load_json(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError as exc:
-        raise errdefs.InvalidArgument(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise errdefs.InvalidArgument(f"{what} is not a JSON object")
-    return document
 
 
 def _verify_manifest(body: bytes, expected: str | None, what: str) -> Digest:
@@ -266,14 +256,14 @@ def pull_image(registry: Registry, reference: Reference, *, platform: Platform |
     body, media_type = registry.get_manifest(repository, target, MANIFEST_ACCEPT)
     progress({"status": f"Pulling from {repository}", "id": target})
     manifest_digest = _verify_manifest(body, reference.digest, f"registry {registry.domain}: {name}@{target}")
-    document = _load_json(body, f"the manifest of {name}:{target}")
+    document = load_object(body, f"the manifest of {name}:{target}")
     media_type = document.get("mediaType") or media_type
     if media_type in INDEX_MEDIA_TYPES or (not document.get("layers") and "manifests" in document):
         chosen = _select(document, platform or host_platform(), reference.familiar_string())
         child = str(chosen.get("digest") or "")
         body, media_type = registry.get_manifest(repository, child, MANIFEST_ACCEPT)
         _verify_manifest(body, child, f"registry {registry.domain}: {name}@{child}")
-        document = _load_json(body, f"the manifest {name}@{child}")
+        document = load_object(body, f"the manifest {name}@{child}")
         media_type = document.get("mediaType") or chosen.get("mediaType") or media_type
     if media_type in _SCHEMA1 or document.get("schemaVersion") == 1:
         raise errdefs.NotImplemented(f"{name}:{target} has a Docker schema 1 manifest, which lamina does not pull "
