@@ -27,78 +27,64 @@ __all__ = [
 
 
 class LaminaError(Exception):
-    """Base of every lamina error; the message is meant for the user."""
+    """Base of every lamina error; the message is meant for the user.
+
+    ``kind`` names the kind in the monitor's and the init's error answers: the kind's class
+    name in snake case (``NotFound`` -> ``not_found``), set for the kinds defined here; a
+    subclass defined elsewhere is of its base's kind."""
 
     kind = "unknown"
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:
+            cls.kind = "".join(f"_{letter}" if letter.isupper() and index else letter
+                               for index, letter in enumerate(cls.__name__)).lower()
 
 
 class NotFound(LaminaError):
     """The named object (image, layer, container, ...) does not exist."""
 
-    kind = "not_found"
-
 
 class AlreadyExists(LaminaError):
     """An object with that name or identity exists already."""
-
-    kind = "already_exists"
 
 
 class InvalidArgument(LaminaError):
     """The request or its input (a reference, an archive, JSON) is malformed."""
 
-    kind = "invalid_argument"
-
 
 class Conflict(LaminaError):
     """The request conflicts with the current state (e.g. an image in use)."""
-
-    kind = "conflict"
 
 
 class FailedPrecondition(LaminaError):
     """The system is not in a state where the operation can run (e.g. no usable driver)."""
 
-    kind = "failed_precondition"
-
 
 class Unavailable(LaminaError):
     """A service the operation needs is not available (e.g. not a swarm manager)."""
-
-    kind = "unavailable"
 
 
 class DataLoss(LaminaError):
     """Stored data is damaged: a digest does not verify, a record is incomplete."""
 
-    kind = "data_loss"
-
 
 class NotImplemented(LaminaError):  # noqa: A001 - the kind's name, used as errdefs.NotImplemented
     """lamina does not implement the requested feature."""
-
-    kind = "not_implemented"
 
 
 class System(LaminaError):
     """The host refused an operation (permissions, disk full, a failed syscall)."""
 
-    kind = "system"
-
 
 class Cancelled(LaminaError):
     """The operation was interrupted (a client went away, a signal)."""
-
-    kind = "cancelled"
 
 
 class Unauthorized(LaminaError):
     """A peer (a registry) wants credentials, or refused the ones given."""
 
-    kind = "unauthorized"
-
 
 class Forbidden(LaminaError):
     """A peer (a registry) refuses the operation to these credentials."""
-
-    kind = "forbidden"

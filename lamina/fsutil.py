@@ -23,7 +23,7 @@ from lamina import sys as lsys
 __all__ = [
     "atomic_write", "atomic_write_json", "atomic_replace", "read_json", "fsync_dir", "publish_dir",
     "FileLock",
-    "file_lock", "lock_is_held", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "first_link",
+    "file_lock", "lock_is_held", "modified_before", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "first_link",
     "make_dirs",
     "temp_name", "system_error",
 ]
@@ -169,6 +169,15 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def modified_before(path: str | os.PathLike[str], moment: float) -> bool:
+    """Whether ``path`` (a link itself, not followed) was last modified at or before ``moment``
+    (seconds since the epoch); a missing path is not.  The age test of a leftover sweep."""
+    try:
+        return os.lstat(path).st_mtime <= moment
+    except FileNotFoundError:
+        return False
 
 
 def lock_is_held(path: str | os.PathLike[str]) -> bool:

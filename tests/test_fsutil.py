@@ -75,3 +75,15 @@ def test_lock_probes_see_a_lock_held_by_another_process(tmp_path) -> None:
     lock = fsutil.FileLock(path)
     assert lock.try_acquire()
     lock.release()
+
+
+def test_modified_before_reads_the_link_itself_and_a_missing_path_is_not(tmp_path) -> None:
+    old = tmp_path / "old"
+    old.write_bytes(b"")
+    os.utime(old, (1_000_000, 1_000_000))
+    link = tmp_path / "link"
+    os.symlink(old, link)  # the link is new, its target old
+    assert fsutil.modified_before(old, 1_000_000)
+    assert not fsutil.modified_before(old, 999_999)
+    assert not fsutil.modified_before(link, 1_000_000)
+    assert not fsutil.modified_before(tmp_path / "missing", 2_000_000_000)

@@ -25,7 +25,7 @@ from lamina import errdefs
 from lamina.api import params
 from lamina.api.errors import log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
-from lamina.api.streams import JSON, json_line
+from lamina.api.streams import JSON, StreamBody, json_line
 
 if TYPE_CHECKING:
     from lamina.api.call import Call
@@ -62,25 +62,11 @@ def parse_event_time(text: str, name: str = "since") -> int | None:
         f"invalid value for {name}: {text!r}: expected unix seconds (1700000000.5) or an RFC 3339 time")
 
 
-class _EventBody:
+class _EventBody(StreamBody):
     """The streamed messages; ``cancel()`` (thread-safe) ends a producer waiting for events."""
 
-    def __init__(self, chunks: Iterator[bytes], stop: threading.Event) -> None:
-        self._chunks = chunks
-        self._stop = stop
-
-    def __iter__(self) -> _EventBody:
-        return self
-
-    def __next__(self) -> bytes:
-        return next(self._chunks)
-
     def cancel(self) -> None:
-        self._stop.set()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._chunks.close()  # type: ignore[attr-defined]
+        self._release()
 
 
 def _request_times(request: Request) -> tuple[int | None, int | None]:
@@ -108,4 +94,4 @@ def get_events(call: Call) -> Response:
         finally:
             messages.close()  # type: ignore[attr-defined]
 
-    return Response(200, Headers({"Content-Type": JSON}), _EventBody(chunks(), stop))
+    return Response(200, Headers({"Content-Type": JSON}), _EventBody(chunks(), stop.set))

@@ -10,12 +10,12 @@ legacy ``{"dangling": {"true": true}}`` shape old clients send; both become
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from typing import Any
 
 from lamina import errdefs
 from lamina.api.http import Request
+from lamina.jsonobject import load_object
 
 __all__ = ["boolean", "string", "strings", "filters", "TRUE_VALUES", "FALSE_VALUES"]
 
@@ -55,13 +55,7 @@ def json_object(request: Request, name: str, expected: str) -> tuple[str, dict[s
     raw = string(request, name).strip()
     if not raw:
         return raw, {}
-    try:
-        decoded = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: not valid JSON: {exc}") from exc
-    if not isinstance(decoded, dict):
-        raise errdefs.InvalidArgument(f"invalid {name} {raw!r}: expected {expected}")
-    return raw, decoded
+    return raw, load_object(raw, f"invalid {name} {raw!r}", expected)
 
 
 def filters(request: Request, accepted: Collection[str], name: str = "filters") -> dict[str, list[str]]:

@@ -54,6 +54,7 @@ __all__ = [
     "json_stream",
     "progress_stream",
     "stdio_stream",
+    "StreamBody",
     "text_response",
 ]
 
@@ -138,7 +139,7 @@ def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
         finally:
             reader_gone.set()
 
-    return Response(200, Headers({"Content-Type": JSON}), _Body(body(), reader_gone.set))
+    return Response(200, Headers({"Content-Type": JSON}), StreamBody(body(), reader_gone.set))
 
 
 def byte_stream(chunks: Iterable[bytes | memoryview], content_type: str, *, context: str = "stream",
@@ -172,7 +173,7 @@ def byte_stream(chunks: Iterable[bytes | memoryview], content_type: str, *, cont
         finally:
             _close(iterator)
 
-    return Response(200, Headers({"Content-Type": content_type}), _Body(body(), lambda: _close(iterator)))
+    return Response(200, Headers({"Content-Type": content_type}), StreamBody(body(), lambda: _close(iterator)))
 
 
 def json_stream(documents: Iterable[dict[str, Any]], *, context: str = "stream") -> Response:
@@ -241,7 +242,7 @@ def _close(iterator: Iterator[bytes]) -> None:
         close()
 
 
-class _Body:
+class StreamBody:
     """A streaming body whose ``close()`` releases its producer even if it was never read
     (closing a generator that never started skips its ``finally``)."""
 
@@ -249,7 +250,7 @@ class _Body:
         self._chunks = chunks
         self._release = release
 
-    def __iter__(self) -> _Body:
+    def __iter__(self) -> StreamBody:
         return self
 
     def __next__(self) -> bytes:

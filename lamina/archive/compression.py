@@ -27,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - isal is a declared dependency
     import gzip as _gzip  # type: ignore[no-redef]
 
-__all__ = ["detect", "decompressed", "PrefixedStream", "MAGIC_LENGTH"]
+__all__ = ["detect", "decompressed", "read_up_to", "PrefixedStream", "MAGIC_LENGTH"]
 
 MAGIC_LENGTH = 6
 _CHUNK = 1 << 20
@@ -179,17 +179,23 @@ class _ThreadedStream(io.RawIOBase):
             super().close()
 
 
+def read_up_to(source: BinaryIO, size: int) -> bytes:
+    """``size`` bytes of ``source``, fewer only at its end (a read may return less than asked)."""
+    data = b""
+    while len(data) < size:
+        chunk = source.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def decompressed(source: BinaryIO, *, threaded: bool = True) -> BinaryIO:
     """A readable stream of the uncompressed content of ``source`` (plain input passes through).
 
     Closing the returned stream stops the background thread; it does not close ``source``.
     """
-    prefix = b""
-    while len(prefix) < MAGIC_LENGTH:
-        chunk = source.read(MAGIC_LENGTH - len(prefix))
-        if not chunk:
-            break
-        prefix += chunk
+    prefix = read_up_to(source, MAGIC_LENGTH)
     kind = detect(prefix)
     stream: BinaryIO = PrefixedStream(prefix, source)  # type: ignore[assignment]
     if kind is None:

@@ -251,11 +251,16 @@ class SourceTree:
         info = self._lstat(resolved)
         if info is None or not self.visible(_strip_source(path) or "."):
             raise _not_found(path)
+        return self._open_resolved(resolved, f"opening {path!r} in the build context")
+
+    def _open_resolved(self, resolved: str, doing: str) -> BinaryIO:
+        """Open the resolved path ``resolved`` beneath the root for reading; a failure is a
+        :class:`~lamina.errdefs.System` error saying ``doing``."""
         root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fd = fsutil.open_beneath(root_fd, resolved)
         except OSError as exc:
-            raise fsutil.system_error(f"opening {path!r} in the build context", exc) from exc
+            raise fsutil.system_error(doing, exc) from exc
         finally:
             os.close(root_fd)
         return os.fdopen(fd, "rb")
@@ -274,14 +279,7 @@ class SourceTree:
         full = os.path.join(self.root, resolved)
         hasher = hashlib.sha256(_header_bytes(full, resolved, info, self.owner))
         if stat.S_ISREG(info.st_mode) and info.st_size > 0:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                fd = fsutil.open_beneath(root_fd, resolved)
-            except OSError as exc:
-                raise fsutil.system_error(f"reading {resolved!r} for its checksum", exc) from exc
-            finally:
-                os.close(root_fd)
-            with os.fdopen(fd, "rb") as file:
+            with self._open_resolved(resolved, f"reading {resolved!r} for its checksum") as file:
                 while chunk := file.read(_CHUNK):
                     hasher.update(chunk)
         digest = hasher.hexdigest()

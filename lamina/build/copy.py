@@ -38,10 +38,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import BinaryIO, Self
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO, Self
 
 from lamina import errdefs, fsutil
 from lamina.archive import TarReader, WhiteoutMode, apply_tar, decompressed, detect
+from lamina.archive.compression import read_up_to
 from lamina.build.context import SourceMatch, SourceTree
 from lamina.records import dataclass
 from lamina.runtime.paths import normalize, open_in_root
@@ -56,6 +58,11 @@ _CHUNK = 1 << 20
 _TAR_BLOCK = 512
 _MAX_ACCOUNT_FILE = 16 << 20
 _MAX_LINKS = 40
+#: per kind of account: its file, the parser of that file, the id attribute of an entry
+_ACCOUNT_FILES: dict[str, tuple[str, Callable[[str], Sequence[Any]], str]] = {
+    "user": ("/etc/passwd", parse_passwd, "uid"),
+    "group": ("/etc/group", parse_group, "gid"),
+}
 
 
 @dataclass(frozen=True)
@@ -103,13 +110,7 @@ def is_archive(file: BinaryIO) -> bool:
             return _tar_header_valid(file.read(_TAR_BLOCK))
         stream = decompressed(file, threaded=False)
         try:
-            block = b""
-            while len(block) < _TAR_BLOCK:
-                chunk = stream.read(_TAR_BLOCK - len(block))
-                if not chunk:
-                    break
-                block += chunk
-            return _tar_header_valid(block)
+            return _tar_header_valid(read_up_to(stream, _TAR_BLOCK))
         finally:
             stream.close()
     except (errdefs.LaminaError, OSError, EOFError, ValueError):
@@ -175,31 +176,25 @@ class RootWriter:
         if len(parts) > 2:
             raise errdefs.InvalidArgument(f"invalid chown string format: {chown}")
         user, group = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
-        uid = _number(user)
-        if uid is None:
-            try:
-                entries = parse_passwd(self._read_account_file("/etc/passwd"))
-            except errdefs.LaminaError as exc:
-                raise errdefs.InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
-                                              f"can't find uid for user {user}: {exc}") from exc
-            found = [entry.uid for entry in entries if entry.name == user]
-            if not found:
-                raise errdefs.InvalidArgument("unable to convert uid/gid chown string to host mapping: "
-                                              f"can't find uid for user {user}: no such user: {user}")
-            uid = found[0]
-        gid = _number(group)
-        if gid is None:
-            try:
-                groups = parse_group(self._read_account_file("/etc/group"))
-            except errdefs.LaminaError as exc:
-                raise errdefs.InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
-                                              f"can't find gid for group {group}: {exc}") from exc
-            found = [entry.gid for entry in groups if entry.name == group]
-            if not found:
-                raise errdefs.InvalidArgument("unable to convert uid/gid chown string to host mapping: "
-                                              f"can't find gid for group {group}: no such group: {group}")
-            gid = found[0]
-        return Identity(uid, gid)
+        return Identity(self._account_id(user, "user"), self._account_id(group, "group"))
+
+    def _account_id(self, name: str, kind: str) -> int:
+        """The uid of a user or the gid of a group (``kind``), a number or a name looked up in
+        this tree's account file."""
+        number = _number(name)
+        if number is not None:
+            return number
+        path, parse, id_name = _ACCOUNT_FILES[kind]
+        try:
+            entries = parse(self._read_account_file(path))
+        except errdefs.LaminaError as exc:
+            raise errdefs.InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
+                                          f"can't find {id_name} for {kind} {name}: {exc}") from exc
+        found = [getattr(entry, id_name) for entry in entries if entry.name == name]
+        if not found:
+            raise errdefs.InvalidArgument("unable to convert uid/gid chown string to host mapping: "
+                                          f"can't find {id_name} for {kind} {name}: no such {kind}: {name}")
+        return int(found[0])
 
     # -- directories -----------------------------------------------------------------------
 

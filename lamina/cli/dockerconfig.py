@@ -30,14 +30,10 @@ DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 
 def registry_key(domain: str) -> str:
     """The ``auths`` key of a registry: Docker Hub's historical URL, else ``host[:port]``."""
-    text = domain.strip()
-    for prefix in ("https://", "http://"):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    text = text.split("/", 1)[0]
-    if text in ("", "docker.io", "index.docker.io", "registry-1.docker.io"):
-        return DOCKER_HUB_KEY
-    return text
+    from lamina.image.reference import DEFAULT_DOMAIN, registry_domain
+
+    host = registry_domain(domain)
+    return DOCKER_HUB_KEY if host == DEFAULT_DOMAIN else host
 
 
 def encode_auth(username: str = "", password: str = "", server: str = "", identity_token: str = "") -> str:

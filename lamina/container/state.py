@@ -75,24 +75,25 @@ def status(state: dict[str, Any]) -> str:
     return "exited"
 
 
+#: the ``Status`` column of a container that is not running and has no exit to show
+_STILL_TEXT = {"removing": "Removal In Progress", "dead": "Dead", "created": "Created"}
+
+
 def status_text(state: dict[str, Any], at: float | None = None) -> str:
     """The ``Status`` column of ``docker ps`` ("Up 3 seconds", "Exited (0) 2 seconds ago")."""
     current = time.time() if at is None else at
-    if state.get("Running"):
-        if state.get("Paused"):
-            return f"Up {human_duration(current - seconds_of(state.get('StartedAt')))} (Paused)"
-        if state.get("Restarting"):
-            return (f"Restarting ({state.get('ExitCode', 0)}) "
-                    f"{human_duration(current - seconds_of(state.get('FinishedAt')))} ago")
+    kind = status(state)
+    if kind == "paused":
+        return f"Up {human_duration(current - seconds_of(state.get('StartedAt')))} (Paused)"
+    if kind == "restarting":
+        return (f"Restarting ({state.get('ExitCode', 0)}) "
+                f"{human_duration(current - seconds_of(state.get('FinishedAt')))} ago")
+    if kind == "running":
         health = (state.get("Health") or {}).get("Status")
         suffix = f" ({health})" if health and health != "none" else ""
         return f"Up {human_duration(current - seconds_of(state.get('StartedAt')))}{suffix}"
-    if state.get("RemovalInProgress"):
-        return "Removal In Progress"
-    if state.get("Dead"):
-        return "Dead"
-    if not seconds_of(state.get("StartedAt")):
-        return "Created"
+    if kind in _STILL_TEXT:
+        return _STILL_TEXT[kind]
     if not seconds_of(state.get("FinishedAt")):
         return ""
     return (f"Exited ({state.get('ExitCode', 0)}) "

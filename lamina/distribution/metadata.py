@@ -92,12 +92,15 @@ class MetadataStore:
             # newest last, one entry per (digest, repository), like moby's Add
             entries = [e for e in entries if (e.digest, e.source_repository) != (blob_digest, source_repository)]
             entries.append(entry)
-            document = [{"Digest": e.digest, "SourceRepository": e.source_repository, "HMAC": e.hmac}
-                        for e in entries]
-            fsutil.atomic_write(os.path.join(self._by_diff_id, diff_id.hex),
-                                json.dumps(document, separators=(",", ":")))
+            self._write_entries(diff_id, entries)
         finally:
             lock.release()
+
+    def _write_entries(self, diff_id: Digest, entries: list[V2Metadata]) -> None:
+        """Replace the record of ``diff_id`` (under the lock)."""
+        document = [{"Digest": e.digest, "SourceRepository": e.source_repository, "HMAC": e.hmac}
+                    for e in entries]
+        fsutil.atomic_write(os.path.join(self._by_diff_id, diff_id.hex), json.dumps(document, separators=(",", ":")))
 
     def remove(self, diff_id: str, blob_digest: str, source_repository: str) -> None:
         """Forget one entry (a registry said it lacks the blob after all)."""
@@ -106,9 +109,6 @@ class MetadataStore:
         try:
             entries = [e for e in self.v2_metadata(diff_id)
                        if (e.digest, e.source_repository) != (blob_digest, source_repository)]
-            document = [{"Digest": e.digest, "SourceRepository": e.source_repository, "HMAC": e.hmac}
-                        for e in entries]
-            fsutil.atomic_write(os.path.join(self._by_diff_id, diff_id.hex),
-                                json.dumps(document, separators=(",", ":")))
+            self._write_entries(diff_id, entries)
         finally:
             lock.release()

@@ -28,7 +28,6 @@ up to date for <ref>``).
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Callable
@@ -38,11 +37,12 @@ from lamina import errdefs
 from lamina.digest import Digest, Hasher, chain_ids, from_bytes
 from lamina.distribution.load import CONFIG_MEDIA_TYPES, INDEX_MEDIA_TYPES, LAYER_MEDIA_TYPES, MANIFEST_MEDIA_TYPES
 from lamina.distribution.metadata import MetadataStore
-from lamina.distribution.registry.client import BlobReader, Registry
+from lamina.distribution.registry.client import BlobReader, ChunkReader, Registry
 from lamina.image.config import ImageConfig, host_architecture
 from lamina.image.reference import Reference
 from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
+from lamina.jsonobject import load_object
 from lamina.layer.store import LayerStore
 from lamina.records import dataclass
 
@@ -123,16 +123,6 @@ class PulledImage:
     new: bool
 
 
-def _load_json(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(body)
-    except ValueError as exc:
-        raise errdefs.InvalidArgument(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise errdefs.InvalidArgument(f"{what} is not a JSON object")
-    return document
-
-
 def _verify_manifest(body: bytes, expected: str | None, what: str) -> Digest:
     actual = from_bytes(body)
     if expected is not None and actual != expected:
@@ -141,7 +131,7 @@ def _verify_manifest(body: bytes, expected: str | None, what: str) -> Digest:
     return actual
 
 
-class _VerifiedBlob:
+class _VerifiedBlob(ChunkReader):
     """Reads a layer blob (from a read-ahead queue), hashing it and reporting progress; ``verify``
     drains what the tar reader left and checks digest and size."""
 
@@ -173,33 +163,6 @@ class _VerifiedBlob:
                                    "the manifest declares")
         self._report(self.count)
         self._buffer = memoryview(item)
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        while not self._buffer:
-            if not self._fill():
-                return 0
-        count = min(len(buffer), len(self._buffer))
-        memoryview(buffer)[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
-        return count
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            parts = [bytes(self._buffer)]
-            self._buffer = memoryview(b"")
-            while self._fill():
-                parts.append(bytes(self._buffer))
-            self._buffer = memoryview(b"")
-            return b"".join(parts)
-        while not self._buffer:
-            if not self._fill():
-                return b""
-        data = bytes(self._buffer[:size])
-        self._buffer = self._buffer[size:]
-        return data
-
-    def readable(self) -> bool:
         return True
 
     def verify(self) -> None:
@@ -293,14 +256,14 @@ def pull_image(registry: Registry, reference: Reference, *, platform: Platform |
     body, media_type = registry.get_manifest(repository, target, MANIFEST_ACCEPT)
     progress({"status": f"Pulling from {repository}", "id": target})
     manifest_digest = _verify_manifest(body, reference.digest, f"registry {registry.domain}: {name}@{target}")
-    document = _load_json(body, f"the manifest of {name}:{target}")
+    document = load_object(body, f"the manifest of {name}:{target}")
     media_type = document.get("mediaType") or media_type
     if media_type in INDEX_MEDIA_TYPES or (not document.get("layers") and "manifests" in document):
         chosen = _select(document, platform or host_platform(), reference.familiar_string())
         child = str(chosen.get("digest") or "")
         body, media_type = registry.get_manifest(repository, child, MANIFEST_ACCEPT)
         _verify_manifest(body, child, f"registry {registry.domain}: {name}@{child}")
-        document = _load_json(body, f"the manifest {name}@{child}")
+        document = load_object(body, f"the manifest {name}@{child}")
         media_type = document.get("mediaType") or chosen.get("mediaType") or media_type
     if media_type in _SCHEMA1 or document.get("schemaVersion") == 1:
         raise errdefs.NotImplemented(f"{name}:{target} has a Docker schema 1 manifest, which lamina does not pull "

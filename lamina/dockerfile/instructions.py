@@ -27,7 +27,7 @@ import re
 from typing import ClassVar
 
 from lamina import errdefs
-from lamina.dockerfile.lexer import DockerfileSyntaxError, Heredoc
+from lamina.dockerfile.lexer import DockerfileSyntaxError, HealthcheckArguments, Heredoc
 from lamina.dockerfile.substitution import ShellWords, Substitution
 from lamina.records import dataclass, replace
 
@@ -261,25 +261,25 @@ class ShellInstruction(Instruction):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EnvInstruction(Instruction):
-    keyword: ClassVar[str] = "env"
+class _KeyValueInstruction(Instruction):
+    """ENV and LABEL: ``key=value`` pairs, both sides expanded."""
+
     pairs: tuple[KeyValue, ...]
 
-    def expand(self, substitution: Substitution) -> EnvInstruction:
+    def expand(self, substitution: Substitution) -> _KeyValueInstruction:
         return replace(self, pairs=tuple(
             KeyValue(substitution.word(pair.key), substitution.word(pair.value), pair.legacy)
             for pair in self.pairs))
 
 
 @dataclass(frozen=True, kw_only=True)
-class LabelInstruction(Instruction):
-    keyword: ClassVar[str] = "label"
-    pairs: tuple[KeyValue, ...]
+class EnvInstruction(_KeyValueInstruction):
+    keyword: ClassVar[str] = "env"
 
-    def expand(self, substitution: Substitution) -> LabelInstruction:
-        return replace(self, pairs=tuple(
-            KeyValue(substitution.word(pair.key), substitution.word(pair.value), pair.legacy)
-            for pair in self.pairs))
+
+@dataclass(frozen=True, kw_only=True)
+class LabelInstruction(_KeyValueInstruction):
+    keyword: ClassVar[str] = "label"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,44 +319,43 @@ class VolumeInstruction(Instruction):
 
 
 @dataclass(frozen=True, kw_only=True)
-class UserInstruction(Instruction):
+class _WordInstruction(Instruction):
+    """USER, WORKDIR and STOPSIGNAL: one word, expanded; ``expanded`` names its field."""
+
+    expanded: ClassVar[str] = ""
+
+    def expand(self, substitution: Substitution) -> _WordInstruction:
+        return replace(self, **{self.expanded: substitution.word(getattr(self, self.expanded))})
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserInstruction(_WordInstruction):
     keyword: ClassVar[str] = "user"
+    expanded: ClassVar[str] = "user"
     user: str
 
-    def expand(self, substitution: Substitution) -> UserInstruction:
-        return replace(self, user=substitution.word(self.user))
-
 
 @dataclass(frozen=True, kw_only=True)
-class WorkdirInstruction(Instruction):
+class WorkdirInstruction(_WordInstruction):
     keyword: ClassVar[str] = "workdir"
+    expanded: ClassVar[str] = "path"
     path: str
 
-    def expand(self, substitution: Substitution) -> WorkdirInstruction:
-        return replace(self, path=substitution.word(self.path))
-
 
 @dataclass(frozen=True, kw_only=True)
-class StopSignalInstruction(Instruction):
+class StopSignalInstruction(_WordInstruction):
     keyword: ClassVar[str] = "stopsignal"
+    expanded: ClassVar[str] = "signal"
     signal: str
 
-    def expand(self, substitution: Substitution) -> StopSignalInstruction:
-        return replace(self, signal=substitution.word(self.signal))
-
 
 @dataclass(frozen=True, kw_only=True)
-class HealthcheckInstruction(Instruction):
-    """``test`` is Docker's Healthcheck.Test: ``("NONE",)``, ``("CMD", argv...)`` or
-    ``("CMD-SHELL", "command")``; durations are nanoseconds (0: the default)."""
+class HealthcheckInstruction(Instruction, HealthcheckArguments):
+    """The fields of :class:`~lamina.dockerfile.lexer.HealthcheckArguments`: ``test`` is
+    Docker's Healthcheck.Test: ``("NONE",)``, ``("CMD", argv...)`` or ``("CMD-SHELL", "command")``;
+    durations are nanoseconds (0: the default)."""
 
     keyword: ClassVar[str] = "healthcheck"
-    test: tuple[str, ...]
-    interval: int = 0
-    timeout: int = 0
-    start_period: int = 0
-    start_interval: int = 0
-    retries: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

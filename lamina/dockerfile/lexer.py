@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 
 from lamina.records import dataclass, field
 
@@ -105,134 +106,70 @@ def split_whitespace(rest: str) -> list[str]:
     return WHITESPACE.split(rest)
 
 
-def parse_words(rest: str, escape: str) -> list[str]:
-    """Words separated by whitespace; quotes group (and are kept), escapes are kept."""
-    words: list[str] = []
-    in_spaces, in_word, in_quote = 0, 1, 2
-    phase = in_spaces
-    quote = ""
-    blank_ok = False
-    buffer: list[str] = []
+def _scan_words(text: str, escape: str, literal: bool) -> Iterator[tuple[int, str, int, bool]]:
+    """(start, word, end, quoted) of each word of ``text``: words are separated by whitespace,
+    quotes group.  ``literal`` (Docker's ``parseWords``): quotes and escape characters stay in
+    the word, and an escape inside single quotes is an ordinary character; otherwise (buildkit's
+    flag parser) quotes and escapes are removed, in either kind of quote."""
+    length = len(text)
     position = 0
-    length = len(rest)
-    while position <= length:
-        character = rest[position] if position < length else ""
-        if phase == in_spaces:
-            if position == length:
-                break
-            if is_go_space(character):
-                position += 1
-                continue
-            phase = in_word
-        if phase in (in_word, in_quote) and position == length:
-            if blank_ok or buffer:
-                words.append("".join(buffer))
-            break
-        if phase == in_word:
-            if is_go_space(character):
-                phase = in_spaces
-                if blank_ok or buffer:
-                    words.append("".join(buffer))
-                buffer = []
-                blank_ok = False
-                position += 1
-                continue
-            if character in ("'", '"'):
-                quote = character
-                blank_ok = True
-                phase = in_quote
-            if character == escape:
-                if position + 1 == length:
+    while True:
+        while position < length and is_go_space(text[position]):
+            position += 1
+        if position == length:
+            return
+        start = position
+        buffer: list[str] = []
+        quote = ""
+        quoted = False
+        while position < length:
+            character = text[position]
+            if quote:
+                if character == quote:
+                    quote = ""
+                    if literal:
+                        buffer.append(character)
                     position += 1
                     continue
-                buffer.append(character)
+                escapes = character == escape and (not literal or quote != "'")
+            else:
+                if is_go_space(character):
+                    break
+                if character in ("'", '"'):
+                    quote = character
+                    quoted = True
+                    if literal:
+                        buffer.append(character)
+                    position += 1
+                    continue
+                escapes = character == escape
+            if escapes:
                 position += 1
-                character = rest[position]
+                if position == length:
+                    break
+                if literal:
+                    buffer.append(character)
+                character = text[position]
             buffer.append(character)
             position += 1
-            continue
-        # in_quote
-        if character == quote:
-            phase = in_word
-        if character == escape and quote != "'":
-            if position + 1 == length:
-                phase = in_word
-                position += 1
-                continue
-            position += 1
-            buffer.append(character)
-            character = rest[position]
-        buffer.append(character)
-        position += 1
-    return words
+        yield start, "".join(buffer), position, quoted
+
+
+def parse_words(rest: str, escape: str) -> list[str]:
+    """Words separated by whitespace; quotes group (and are kept), escapes are kept."""
+    return [word for _, word, _, quoted in _scan_words(rest, escape, literal=True) if quoted or word]
 
 
 def extract_flags(line: str, escape: str) -> tuple[str, list[str]]:
     """Leading ``--flag`` words of ``line`` and the rest (buildkit's extractBuilderFlags)."""
     words: list[str] = []
-    in_spaces, in_word, in_quote = 0, 1, 2
-    phase = in_spaces
-    buffer: list[str] = []
-    quote = ""
-    blank_ok = False
-    position = 0
-    length = len(line)
-    while position <= length:
-        character = line[position] if position < length else ""
-        if phase == in_spaces:
-            if position == length:
-                break
-            if is_go_space(character):
-                position += 1
-                continue
-            if character != "-" or position + 1 == length or line[position + 1] != "-":
-                return line[position:], words
-            phase = in_word
-        if phase in (in_word, in_quote) and position == length:
-            word = "".join(buffer)
-            if word != "--" and (blank_ok or word):
-                words.append(word)
-            break
-        if phase == in_word:
-            if is_go_space(character):
-                word = "".join(buffer)
-                phase = in_spaces
-                if word == "--":
-                    return line[position:], words
-                if blank_ok or word:
-                    words.append(word)
-                buffer = []
-                blank_ok = False
-                position += 1
-                continue
-            if character in ("'", '"'):
-                quote = character
-                blank_ok = True
-                phase = in_quote
-                position += 1
-                continue
-            if character == escape:
-                if position + 1 == length:
-                    position += 1
-                    continue
-                position += 1
-                character = line[position]
-            buffer.append(character)
-            position += 1
-            continue
-        if character == quote:
-            phase = in_word
-            position += 1
-            continue
-        if character == escape:
-            if position + 1 == length:
-                phase = in_word
-                position += 1
-                continue
-            position += 1
-            character = line[position]
-        buffer.append(character)
-        position += 1
+    for start, word, end, quoted in _scan_words(line, escape, literal=False):
+        if not line.startswith("--", start):
+            return line[start:], words
+        if word == "--":
+            return line[end:], words
+        if quoted or word:
+            words.append(word)
     return "", words
 
 

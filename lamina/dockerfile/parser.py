@@ -104,7 +104,7 @@ from lamina.dockerfile.lexer import (
     strip_leading_tabs,
     trim_continuation,
 )
-from lamina.records import dataclass
+from lamina.records import dataclass, fields
 
 __all__ = ["parse", "parse_trigger", "SUPPORTED_RUN_MOUNT_TYPES"]
 
@@ -420,10 +420,8 @@ def _parse_stopsignal(node: Node, flags: Flags) -> Instruction:
 
 def _parse_healthcheck(node: Node, flags: Flags) -> Instruction:
     health = parse_healthcheck(node.args, node.json_form, flags)
-    return HealthcheckInstruction(
-        test=health.test, interval=health.interval, timeout=health.timeout,
-        start_period=health.start_period, start_interval=health.start_interval,
-        retries=health.retries, **_base(node))  # type: ignore[arg-type]
+    arguments = {item.name: getattr(health, item.name) for item in fields(health)}
+    return HealthcheckInstruction(**arguments, **_base(node))  # type: ignore[arg-type]
 
 
 def _parse_onbuild(node: Node, flags: Flags) -> Instruction:

@@ -24,7 +24,7 @@ from lamina.log import get_logger
 
 __all__ = [
     "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
-    "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
+    "LayerDirectories", "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
     "sweep_leftovers", "probe_directory", "holds_entries", "is_layer_name", "layer_ids", "holds_layers",
 ]
 
@@ -56,6 +56,20 @@ FILESYSTEM_NAMES: dict[int, str] = {
     0x58465342: "xfs",
     0x2FC12FC1: "zfs",
 }
+
+
+class LayerDirectories:
+    """What the drivers that keep each layer in a directory named by its id share; a driver
+    says where that directory is (``_dir``, which refuses an id that is not a layer name)."""
+
+    def _dir(self, id: str) -> str:
+        raise NotImplementedError
+
+    def exists(self, id: str) -> bool:
+        try:
+            return os.path.isdir(self._dir(id))
+        except errdefs.InvalidArgument:
+            return False
 
 
 def validate_id(id: str) -> str:

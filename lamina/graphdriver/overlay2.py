@@ -40,8 +40,8 @@ import errno
 import os
 import re
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from lamina import errdefs
 from lamina import fsutil
@@ -61,6 +61,7 @@ LINK_DIR = "l"
 SHORT_ID_LENGTH = 26
 MAX_DEPTH = 128  # Docker's limit on the number of lower layers
 _SHORT_ID = re.compile(r"^[A-Z2-7]{26}$")
+_Read = TypeVar("_Read")
 _OVERLAY_PARAMETERS = "/sys/module/overlay/parameters"
 _VOLATILE_MARKER = ("work", "work", "incompat", "volatile")  # under a layer directory
 # filesystems that cannot hold an overlay upper directory
@@ -213,7 +214,7 @@ def _write_file(path: str, data: bytes, mode: int = 0o644) -> None:
         os.close(fd)
 
 
-class Overlay2Driver:
+class Overlay2Driver(common.LayerDirectories):
     """overlay2 on ``home``; see the module docstring for the layout."""
 
     name = "overlay2"
@@ -235,9 +236,7 @@ class Overlay2Driver:
 
     # -- probing and selection ------------------------------------------------------------
 
-    @classmethod
-    def probe(cls, home: str) -> str | None:
-        return probe(home)
+    probe = staticmethod(probe)  # the registry asks the class
 
     @classmethod
     def holds_layers(cls, home: str) -> bool:
@@ -389,12 +388,6 @@ class Overlay2Driver:
         except (FileNotFoundError, OSError):
             pass
 
-    def exists(self, id: str) -> bool:
-        try:
-            return os.path.isdir(self._dir(id))
-        except errdefs.InvalidArgument:
-            return False
-
     def list_ids(self) -> list[str]:
         return common.layer_ids(self.home, (LINK_DIR,))
 
@@ -524,10 +517,8 @@ class Overlay2Driver:
             layer_dir = os.path.join(self.home, id)
             if not os.path.isdir(os.path.join(layer_dir, "diff")):
                 problems.append(f"overlay2 layer {id}: diff directory is missing")
-            try:
-                short_id = self._short_id(layer_dir)
-            except errdefs.DataLoss as exc:
-                problems.append(str(exc))
+            short_id = _read_noting(problems, self._short_id, layer_dir)
+            if short_id is None:
                 continue
             owners[short_id] = id
             link_path = os.path.join(link_dir, short_id)
@@ -538,10 +529,8 @@ class Overlay2Driver:
             else:
                 if target != f"../{id}/diff":
                     problems.append(f"overlay2 layer {id}: short link l/{short_id} points to {target!r}")
-            try:
-                lowers = self._lowers(layer_dir)
-            except errdefs.DataLoss as exc:
-                problems.append(str(exc))
+            lowers = _read_noting(problems, self._lowers, layer_dir)
+            if lowers is None:
                 continue
             if lowers and not os.path.isdir(os.path.join(layer_dir, "work")):
                 problems.append(f"overlay2 layer {id}: work directory is missing")
@@ -639,6 +628,15 @@ class Overlay2Driver:
 
     def diff_path(self, id: str) -> str:
         return os.path.join(self._existing_dir(id), "diff")
+
+
+def _read_noting(problems: list[str], read: Callable[[str], _Read], layer_dir: str) -> _Read | None:
+    """``read(layer_dir)``, or None with the damage it found noted in ``problems``."""
+    try:
+        return read(layer_dir)
+    except errdefs.DataLoss as exc:
+        problems.append(str(exc))
+        return None
 
 
 def _bool(value: bool) -> str:

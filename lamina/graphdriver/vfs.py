@@ -43,7 +43,7 @@ def probe(home: str) -> str | None:
     return None
 
 
-class VfsDriver:
+class VfsDriver(common.LayerDirectories):
     """vfs on ``home``; see the module docstring for the layout."""
 
     name = "vfs"
@@ -58,9 +58,7 @@ class VfsDriver:
             raise fsutil.system_error(f"create vfs directory {self.home}", exc) from exc
         self._naive = NaiveDiff(self)
 
-    @classmethod
-    def probe(cls, home: str) -> str | None:
-        return probe(home)
+    probe = staticmethod(probe)  # the registry asks the class
 
     @classmethod
     def holds_layers(cls, home: str) -> bool:
@@ -113,12 +111,6 @@ class VfsDriver:
             fsutil.remove_tree(removing)
         except OSError as exc:
             raise fsutil.system_error(f"remove vfs layer {id}", exc) from exc
-
-    def exists(self, id: str) -> bool:
-        try:
-            return os.path.isdir(self._dir(id))
-        except errdefs.InvalidArgument:
-            return False
 
     def list_ids(self) -> list[str]:
         return common.layer_ids(self._layers)

@@ -46,6 +46,7 @@ __all__ = [
     "Reference",
     "DEFAULT_DOMAIN",
     "LEGACY_DEFAULT_DOMAIN",
+    "registry_domain",
     "OFFICIAL_REPOSITORY_PREFIX",
     "DEFAULT_TAG",
     "REPOSITORY_NAME_MAX_LENGTH",
@@ -264,6 +265,19 @@ def with_digest(reference: Reference, digest: str) -> Reference:
     """The same repository (and tag, if any) with ``digest``."""
     return Reference(domain=reference.domain, path=reference.path, tag=reference.tag,
                      digest=_parse_digest(digest))
+
+
+def registry_domain(server: str) -> str:
+    """The registry host of a server address as a user or a credentials file writes it:
+    ``https://index.docker.io/v1/`` -> ``docker.io``; ``http://localhost:5000`` -> ``localhost:5000``."""
+    text = server.strip()
+    for prefix in ("https://", "http://"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    text = text.split("/", 1)[0]
+    if text in ("", LEGACY_DEFAULT_DOMAIN, "registry-1.docker.io", DEFAULT_DOMAIN):
+        return DEFAULT_DOMAIN
+    return text
 
 
 def trim_name(reference: Reference) -> Reference:

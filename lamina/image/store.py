@@ -332,9 +332,9 @@ class ImageStore:
                 if not name.startswith(".tmp-"):
                     continue
                 path = os.path.join(directory, name)
+                if not fsutil.modified_before(path, now - min_age_seconds):
+                    continue
                 try:
-                    if now - os.lstat(path).st_mtime < min_age_seconds:
-                        continue
                     os.unlink(path)
                 except FileNotFoundError:
                     continue
@@ -347,12 +347,7 @@ class ImageStore:
             metadata_names = []
         for name in metadata_names:
             path = os.path.join(self.metadata_dir, name)
-            if name in present:
-                continue
-            try:
-                if now - os.lstat(path).st_mtime < min_age_seconds:
-                    continue
-            except FileNotFoundError:
+            if name in present or not fsutil.modified_before(path, now - min_age_seconds):
                 continue
             fsutil.remove_tree(path)
             log.warning("removed %s, metadata of a deleted image", path)

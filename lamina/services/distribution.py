@@ -15,14 +15,17 @@ Events (Docker's, type ``image``): ``pull`` and ``push``, actor the reference
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lamina import errdefs
 from lamina.digest import Digest
 from lamina.events.api import DISCARD, IMAGE, EventSink
 from lamina.log import get_logger
-from lamina.image.reference import Reference, parse_normalized_named, trim_name, with_default_tag, with_tag
+from lamina.image.reference import (Reference, parse_normalized_named, registry_domain, trim_name, with_default_tag,
+                                    with_tag)
 from lamina.services.api import Progress
 
 if TYPE_CHECKING:
@@ -36,8 +39,7 @@ if TYPE_CHECKING:
 
 log = get_logger("lamina.distribution")
 
-__all__ = ["DistributionServiceImpl", "ImageStores", "resolve_pull_reference", "build_distribution",
-           "registry_domain"]
+__all__ = ["DistributionServiceImpl", "ImageStores", "resolve_pull_reference", "build_distribution"]
 
 
 class ImageStores(Protocol):
@@ -81,6 +83,13 @@ class DistributionServiceImpl:
 
         return Registry(domain, credentials=credentials or ANONYMOUS, options=self.options, endpoint=endpoint)
 
+    @staticmethod
+    def _get_manifest(registry: Registry, reference: Reference) -> tuple[bytes, str]:
+        """(body, media type) of the manifest or index ``reference`` names, by digest or tag."""
+        from lamina.distribution.pull import MANIFEST_ACCEPT
+
+        return registry.get_manifest(reference.path, str(reference.digest or reference.tag), MANIFEST_ACCEPT)
+
     def _release_after_failure(self, registered: list[Digest]) -> None:
         if not registered:
             return
@@ -100,13 +109,8 @@ class DistributionServiceImpl:
 
         reference = resolve_pull_reference(from_image, tag)
         wanted = parse_platform(platform) if platform else None
-        try:
+        with _naming_failures("pulling", reference):
             return self._pull(reference, wanted, credentials, progress)
-        except (errdefs.Unavailable, errdefs.Unauthorized, errdefs.Forbidden) as exc:
-            # name what was pulled: a ping's failure knows only the registry
-            if reference.path in str(exc):
-                raise
-            raise type(exc)(f"pulling {reference.familiar_string()}: {exc}") from exc
 
     def _pull(self, reference: Reference, wanted: Any, credentials: Credentials | None,
               progress: Progress) -> list[str]:
@@ -186,12 +190,8 @@ class DistributionServiceImpl:
                 raise errdefs.NotFound(
                     f"An image does not exist locally with the tag: {target.familiar_string()}") from None
         progress({"status": f"The push refers to repository [{trim_name(reference).string()}]"})
-        try:
+        with _naming_failures("pushing", reference):
             return self._push(reference, targets, credentials, progress)
-        except (errdefs.Unavailable, errdefs.Unauthorized, errdefs.Forbidden) as exc:
-            if reference.path in str(exc):
-                raise
-            raise type(exc)(f"pushing {reference.familiar_string()}: {exc}") from exc
 
     def _push(self, reference: Reference, targets: list[Reference], credentials: Credentials | None,
               progress: Progress) -> list[str]:
@@ -226,12 +226,10 @@ class DistributionServiceImpl:
         """``GET /distribution/{name}/json``: the manifest's descriptor and its platforms."""
         from lamina.digest import from_bytes
         from lamina.distribution.load import INDEX_MEDIA_TYPES
-        from lamina.distribution.pull import MANIFEST_ACCEPT
 
         reference = with_default_tag(parse_normalized_named(name))
-        target = str(reference.digest or reference.tag)
         with self._registry(reference.domain, credentials) as registry:
-            body, media_type = registry.get_manifest(reference.path, target, MANIFEST_ACCEPT)
+            body, media_type = self._get_manifest(registry, reference)
             document = json.loads(body)
             media_type = document.get("mediaType") or media_type
             platforms = []
@@ -251,12 +249,9 @@ class DistributionServiceImpl:
 
     def manifest(self, name: str, *, credentials: Credentials | None = None) -> dict[str, Any]:
         """The manifest or index of ``name`` as the registry serves it (``manifest inspect``)."""
-        from lamina.distribution.pull import MANIFEST_ACCEPT
-
         reference = with_default_tag(parse_normalized_named(name))
-        target = str(reference.digest or reference.tag)
         with self._registry(reference.domain, credentials) as registry:
-            body, _ = registry.get_manifest(reference.path, target, MANIFEST_ACCEPT)
+            body, _ = self._get_manifest(registry, reference)
         document = json.loads(body)
         if not isinstance(document, dict):
             raise errdefs.InvalidArgument(f"the manifest of {name} is not a JSON object")
@@ -277,16 +272,16 @@ class DistributionServiceImpl:
                  "is_automated": False} for name in found]
 
 
-def registry_domain(server: str) -> str:
-    """``https://index.docker.io/v1/`` -> ``docker.io``; ``http://localhost:5000`` -> ``localhost:5000``."""
-    text = server.strip()
-    for prefix in ("https://", "http://"):
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    text = text.split("/", 1)[0]
-    if text in ("", "index.docker.io", "registry-1.docker.io", "docker.io"):
-        return "docker.io"
-    return text
+@contextlib.contextmanager
+def _naming_failures(doing: str, reference: Reference) -> Iterator[None]:
+    """A registry's failure (unreachable, credentials refused) that does not name the
+    repository gets ``"<doing> <reference>: "`` in front: a ping's failure knows only the registry."""
+    try:
+        yield
+    except (errdefs.Unavailable, errdefs.Unauthorized, errdefs.Forbidden) as exc:
+        if reference.path in str(exc):
+            raise
+        raise type(exc)(f"{doing} {reference.familiar_string()}: {exc}") from exc
 
 
 def build_distribution(config: EngineConfig, images: ImageStores, events: EventSink = DISCARD) -> DistributionServiceImpl:

@@ -17,7 +17,8 @@ from lamina.distribution.metadata import MetadataStore
 from lamina.distribution.pull import Platform, _select, parse_platform
 from lamina.distribution.registry.auth import Credentials, parse_challenge
 from lamina.distribution.registry.client import api_host, is_insecure
-from lamina.services.distribution import registry_domain, resolve_pull_reference
+from lamina.image.reference import registry_domain
+from lamina.services.distribution import resolve_pull_reference
 
 DIGEST = "sha256:" + "ab" * 32
 DIFF_ID = "sha256:" + "cd" * 32

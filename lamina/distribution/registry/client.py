@@ -127,7 +127,44 @@ def _registry_errors(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}".strip()
 
 
-class BlobReader:
+class ChunkReader:
+    """A file-like reader (``read``/``readinto``) over a sequence of chunks: ``_fill`` puts the
+    next chunk in ``_buffer`` and says whether there was one."""
+
+    _buffer: memoryview
+
+    def _fill(self) -> bool:
+        raise NotImplementedError
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        while not self._buffer:
+            if not self._fill():
+                return 0
+        count = min(len(buffer), len(self._buffer))
+        memoryview(buffer)[:count] = self._buffer[:count]
+        self._buffer = self._buffer[count:]
+        return count
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [bytes(self._buffer)]
+            self._buffer = memoryview(b"")
+            while self._fill():
+                parts.append(bytes(self._buffer))
+            self._buffer = memoryview(b"")
+            return b"".join(parts)
+        while not self._buffer:
+            if not self._fill():
+                return b""
+        data = bytes(self._buffer[:size])
+        self._buffer = self._buffer[size:]
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+class BlobReader(ChunkReader):
     """A file-like view (``read``/``readinto``) of a streamed response body; transfer failures
     become :class:`~lamina.errdefs.Unavailable` naming the blob."""
 
@@ -150,15 +187,6 @@ class BlobReader:
             raise errdefs.Unavailable(f"{self._describe}: the transfer broke off: {type(exc).__name__}: {exc}") \
                 from None
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        while not self._buffer:
-            if not self._fill():
-                return 0
-        count = min(len(buffer), len(self._buffer))
-        memoryview(buffer)[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
-        return count
-
     def batches(self, size: int = _CHUNK) -> Iterator[bytes]:
         """The rest of the body in pieces of about ``size`` bytes (joined, not split)."""
         pending: list[bytes] = [bytes(self._buffer)] if self._buffer else []
@@ -173,24 +201,6 @@ class BlobReader:
                 pending, length = [], 0
         if pending:
             yield b"".join(pending)
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            parts = [bytes(self._buffer)]
-            self._buffer = memoryview(b"")
-            while self._fill():
-                parts.append(bytes(self._buffer))
-            self._buffer = memoryview(b"")
-            return b"".join(parts)
-        while not self._buffer:
-            if not self._fill():
-                return b""
-        data = bytes(self._buffer[:size])
-        self._buffer = self._buffer[size:]
-        return data
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         self._response.close()
@@ -456,16 +466,20 @@ class Registry:
             return False
         raise self.fail(response, what)
 
+    def _open_upload(self, repository: str, what: str) -> str:
+        """POST an upload session for ``repository``; its location."""
+        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=_scope(repository, True), what=what)
+        response.close()
+        if response.status_code != 202:
+            raise self.fail(response, what)
+        return response.headers.get("location") or ""
+
     def upload_blob(self, repository: str, body: Callable[[], Iterable[bytes]], digest: Callable[[], str]) -> str:
         """Upload a blob: POST a session, PATCH the streamed content (hashed by the caller while
         it streams), then PUT ``?digest=`` with what ``digest()`` says once the stream ended."""
         what = f"uploading a blob to {repository}"
         scope = _scope(repository, True)
-        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, what=what)
-        response.close()
-        if response.status_code != 202:
-            raise self.fail(response, what)
-        location = response.headers.get("location") or ""
+        location = self._open_upload(repository, what)
         response = self.request("PATCH", location, scope=scope, what=what, body=body,
                                 headers={"Content-Type": "application/octet-stream"})
         response.close()
@@ -484,11 +498,7 @@ class Registry:
         """A monolithic upload (POST, then PUT with the content and ``?digest=``)."""
         what = f"uploading blob {digest} to {repository}"
         scope = _scope(repository, True)
-        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope, what=what)
-        response.close()
-        if response.status_code != 202:
-            raise self.fail(response, what)
-        response = self.request("PUT", response.headers.get("location") or "", scope=scope, what=what,
+        response = self.request("PUT", self._open_upload(repository, what), scope=scope, what=what,
                                 params={"digest": digest}, body=data,
                                 headers={"Content-Type": "application/octet-stream"})
         response.close()
