@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
            "ContainerStreams", "ExecService", "Duplex", "Services", "VolumeService", "BuildService", "EventService",
-           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage"]
+           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "ContainerUsage"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -308,6 +308,14 @@ class VolumeUsage(Protocol):
     """What ``system df`` needs from the volume service."""
 
     def list(self, *, filters: dict[str, list[str]] | None = None, usage: bool = False) -> dict[str, Any]: ...
+
+
+class ContainerUsage(Protocol):
+    """What ``info`` and ``system df`` need from the container views: the summaries of every
+    container (``size``: with SizeRw and SizeRootFs)."""
+
+    def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
+                        filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
 
 
 class BuildCacheUsage(Protocol):
