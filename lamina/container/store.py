@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,8 +109,11 @@ def _replace_json(path: str, value: Any) -> None:
     fsutil.atomic_replace(path, json.dumps(value, separators=(",", ":")), 0o600)
 
 
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_id(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+    return _ID.fullmatch(name) is not None
 
 
 @dataclass
@@ -198,7 +202,7 @@ class ContainerStore:
             host_key = (host.st_ino, host.st_size, host.st_mtime_ns, host.st_ctime_ns)
         except FileNotFoundError:
             host_key = (0, 0, 0, 0)
-        newest = max(config.st_mtime_ns, config.st_ctime_ns, host_key[2], host_key[3])
+        newest = max(config.st_mtime_ns, host_key[2])  # when their content was written
         settled = time.time_ns() - newest > _SETTLED_SECONDS * 1e9
         return (config.st_ino, config.st_size, config.st_mtime_ns, config.st_ctime_ns, *host_key), settled
 
@@ -247,19 +251,27 @@ class ContainerStore:
 
     def _read_index(self) -> dict[str, str]:
         """The index as written (id -> name); empty when missing or damaged."""
+        entries, damage = self._load_index()
+        if damage:
+            log.warning("the container name index %s %s; rebuilding it", self._names_index, damage)
+        return entries
+
+    def _load_index(self) -> tuple[dict[str, str], str]:
+        """(id -> name, what is wrong with the file: "" when it is sound or missing)."""
         try:
             with open(self._names_index, "rb") as handle:
                 data = json.load(handle)
         except FileNotFoundError:
-            return {}
+            return {}, ""
         except (OSError, ValueError) as exc:
-            log.warning("the container name index %s is damaged (%s); rebuilding it", self._names_index, exc)
-            return {}
+            return {}, f"is damaged ({exc})"
         containers = data.get("Containers") if isinstance(data, dict) else None
         if not isinstance(containers, dict) or data.get("Version") != _INDEX_VERSION:
-            log.warning("the container name index %s is not in a known format; rebuilding it", self._names_index)
-            return {}
-        return {key: value for key, value in containers.items() if _is_id(key) and isinstance(value, str)}
+            return {}, "is not in a known format"
+        entries = {key: value for key, value in containers.items() if _is_id(key) and isinstance(value, str)}
+        if len(entries) != len(containers):
+            return entries, "holds entries that are not container ids and names"
+        return entries, ""
 
     def _name_table(self) -> tuple[dict[str, str], int]:
         """(id -> name of every present container, how many entries the index lacked or had
@@ -306,28 +318,26 @@ class ContainerStore:
         return names
 
     def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
-        """(problems, repairs): the name index against the records; ``repair`` rewrites it."""
+        """(problems, repairs): the name index against the records; ``repair`` rewrites it.
+
+        A damaged file or an entry that names a container otherwise than its record are
+        problems; ids the index does not cover yet and entries of removed containers are not
+        (lookups read past them, the next create or rename drops them), but ``repair`` brings
+        the index up to date all the same."""
         with fsutil.file_lock(self._names_lock):
-            exists = os.path.exists(self._names_index)
-            indexed = self._read_index()
+            indexed, damage = self._load_index()
             actual = {}
             for container_id in self.ids():
                 name = self._read_name(container_id)
                 if name is not None:
                     actual[container_id] = name
-            problems = []
-            if not exists:
-                problems.append("the container name index is missing")
+            problems = [f"the container name index {damage}"] if damage else []
             for container_id, name in sorted(actual.items()):
                 if container_id in indexed and indexed[container_id] != name:
                     problems.append(f"the container name index names {container_id} {indexed[container_id]!r}, "
                                     f"its record {name!r}")
-                elif container_id not in indexed and exists:
-                    problems.append(f"the container name index does not cover {container_id}")
-            for container_id in sorted(set(indexed) - set(actual)):
-                problems.append(f"the container name index lists {container_id}, which does not exist")
             repairs = []
-            if repair and problems:
+            if repair and (problems or indexed != actual):
                 self._write_index(actual, durable=True)
                 repairs.append(f"rebuilt the container name index ({len(actual)} containers)")
             return problems, repairs

@@ -311,11 +311,15 @@ class VolumeUsage(Protocol):
 
 
 class ContainerUsage(Protocol):
-    """What ``info`` and ``system df`` need from the container views: the summaries of every
-    container (``size``: with SizeRw and SizeRootFs)."""
+    """What ``info``, ``system df`` and ``system check`` need from the container views: the
+    summaries of every container (``size``: with SizeRw and SizeRootFs), the index check."""
 
     def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
                         filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
+
+    def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
+        """(problems, repairs) of the container store's name index against its records
+        (``repair``: rebuild it); for ``system check``."""
 
 
 class BuildCacheUsage(Protocol):

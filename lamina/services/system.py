@@ -2,9 +2,10 @@
 
 ``check`` verifies, under the store's exclusive lock: every image config against its digest,
 every image's layer chain, every layer record (chainID, parent, driver directory,
-tar-split), every reference, and the driver's own directories; it reports orphans and
-damage and, with ``repair``, removes what is safe to remove (references to missing images,
-unreferenced layers, driver directories no layer owns).  It never removes an image.
+tar-split), every reference, the driver's own directories and the container name index
+against the container records; it reports orphans and damage and, with ``repair``, removes
+what is safe to remove (references to missing images, unreferenced layers, driver directories
+no layer owns) and rebuilds the name index.  It never removes an image.
 """
 
 from __future__ import annotations
@@ -167,7 +168,7 @@ class SystemServiceImpl:
         image_chains: dict[str, list[str]] = {}
         for image_id in service.images.ids():
             try:
-                config = service.images.get_config(image_id)
+                config = service.images.get_config(image_id, cached=True)
             except errdefs.LaminaError:
                 continue
             chains = [str(c) for c in chain_ids(config.diff_ids)]
@@ -181,9 +182,10 @@ class SystemServiceImpl:
             image_id = str(container.get("ImageID") or "")
             users_of_image[image_id] = users_of_image.get(image_id, 0) + 1
         images = []
+        layer_sizes = {str(chain): layer.size for chain, layer in layers.items()}
         for image_id, chains in image_chains.items():
-            size = sum(layers[c].size for c in chains if c in layers)
-            shared = sum(layers[c].size for c in chains if c in layers and users.get(c, 0) > 1)
+            size = sum(layer_sizes.get(c, 0) for c in chains)
+            shared = sum(layer_sizes.get(c, 0) for c in chains if users.get(c, 0) > 1)
             summary = summaries.get(image_id, {})
             images.append({**summary, "Id": str(image_id), "Size": size, "SharedSize": shared,
                            "VirtualSize": size, "Containers": users_of_image.get(str(image_id), 0)})
@@ -237,6 +239,11 @@ class SystemServiceImpl:
             repaired.extend(layer_repairs)
         finally:
             lock.release()
+        if self.containers is not None:
+            index_problems, index_repairs = self.containers.check_index(repair=repair)
+            problems.extend({"Kind": "container", "Object": "containers/.names.json", "Message": message}
+                            for message in index_problems)
+            repaired.extend(index_repairs)
         if repair:
             remaining = self.check(repair=False)["Problems"]
             return {"Problems": remaining, "Repaired": repaired}

@@ -206,6 +206,9 @@ class ContainerViewsImpl(ContainerGroup):
         resolved: dict[str, str] = {}
         return [self._summary(container, size=size, resolved=resolved) for container in containers]
 
+    def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
+        return self.store.check_index(repair=repair)
+
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]:
         container = self._get(id)
         data = container.data
