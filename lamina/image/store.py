@@ -306,7 +306,10 @@ class ImageStore:
         self._set_metadata(self._id(image_id), "builtLocally", b"\x01")
 
     def is_built_locally(self, image_id: str) -> bool:
-        data = self._get_metadata(self._id(image_id), "builtLocally")
+        digest = self._id(image_id)
+        if not os.path.exists(self._metadata_path(digest, "builtLocally")) and self.exists(digest):
+            return False  # one stat for the images that were not built here (most of them)
+        data = self._get_metadata(digest, "builtLocally")
         return bool(data) and data[:1] == b"\x01"
 
     def children(self, image_id: str) -> list[Digest]:
