@@ -16,6 +16,7 @@ On-disk format, under ``<data-root>/containers/``::
     <id>-removing/          a removal in progress (finished by :meth:`ContainerStore.sweep`)
     .tmp-<random>/          a creation in progress (removed by the sweep)
     .names.lock             serialises name reservation (create, rename) across processes
+    .names.json             the name index: {"Version": 1, "Containers": {"<id>": "/name"}}
 
 Every file is written tmp -> fsync -> rename -> fsync(dir), but for states a crash may lose
 without harm (written atomically, not synced): ``RemovalInProgress`` just before a removal's
@@ -26,6 +27,23 @@ Commit points: a container exists from the rename of its fully written ``.tmp-<r
 directory to ``<id>`` (done under ``.names.lock`` after checking that its name is free); it
 stops existing at the rename of ``<id>`` to ``<id>-removing``.  Readers never lock: every file is replaced whole.
 
+The name index (``.names.json``) lets a name lookup or a create's conflict check read one file
+instead of every record.  The records stay the source of truth: the index covers the ids it
+lists, an id present on disk but not listed (created by a process that crashed before
+indexing it, or by an older lamina) has its name read from its record, a listed id that is
+gone is dropped, and a hit is checked against the record it names.  It is written only under
+``.names.lock``: by create after its commit point (not synced: a lost write leaves the new id
+uncovered, which is safe), and by rename in two steps around the record's change, the first
+(dropping the id) synced before the record changes, so that no crash can leave the index
+naming a container by a name its record no longer has.  Missing or damaged, it is rebuilt from
+the records by the next writer; ``system check`` compares it with the records and ``--repair``
+rewrites it.
+
+:meth:`ContainerStore.list` keeps the records it parsed in memory (a long-lived ``lamina
+serve`` lists without re-reading them), keyed by the inode, size and times of both files; a
+record whose files changed within the last second is re-read every time (a rewrite within one
+timestamp tick would keep the key), as git treats a "racily clean" index entry.
+
 Ids are 64 random hex digits whose 12-digit short form is never all decimal digits (so a short
 id cannot be mistaken for a number).  Lookups accept the full id, the name (with or without the
 leading "/") and a unique id prefix, in that order, as Docker's ``GetContainer`` does.
@@ -35,6 +53,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +72,14 @@ CONFIG_FILE = "config.v2.json"
 HOST_CONFIG_FILE = "hostconfig.json"
 _LOCK_FILE = "lock"
 _REMOVING = "-removing"
+_NAMES_INDEX = ".names.json"
+_INDEX_VERSION = 1
+# a record whose files changed more recently than this is not cached (see the module docstring)
+_SETTLED_SECONDS = 1.0
+# a lookup that found the index this far out of date writes it back when the lock is free
+_UNCOVERED_WORTH_WRITING = 16
+
+_StatKey = tuple[int, int, int, int, int, int, int, int]
 
 
 def new_container_id() -> str:
@@ -82,8 +109,11 @@ def _replace_json(path: str, value: Any) -> None:
     fsutil.atomic_replace(path, json.dumps(value, separators=(",", ":")), 0o600)
 
 
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_id(name: str) -> bool:
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+    return _ID.fullmatch(name) is not None
 
 
 @dataclass
@@ -116,6 +146,8 @@ class ContainerStore:
         self.root = root
         os.makedirs(root, mode=0o711, exist_ok=True)
         self._names_lock = os.path.join(root, ".names.lock")
+        self._names_index = os.path.join(root, _NAMES_INDEX)
+        self._records: dict[str, tuple[_StatKey, Container]] = {}
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -158,29 +190,157 @@ class ContainerStore:
             raise errdefs.DataLoss(f"container {container_id}: {CONFIG_FILE} does not describe it")
         return Container(data, host_config if isinstance(host_config, dict) else {})
 
+    def _stat_key(self, container_id: str) -> tuple[_StatKey, bool] | None:
+        """The key of the record's two files and whether it is settled (None: gone)."""
+        directory = os.path.join(self.root, container_id)
+        try:
+            config = os.stat(os.path.join(directory, CONFIG_FILE))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            host = os.stat(os.path.join(directory, HOST_CONFIG_FILE))
+            host_key = (host.st_ino, host.st_size, host.st_mtime_ns, host.st_ctime_ns)
+        except FileNotFoundError:
+            host_key = (0, 0, 0, 0)
+        newest = max(config.st_mtime_ns, host_key[2])  # when their content was written
+        settled = time.time_ns() - newest > _SETTLED_SECONDS * 1e9
+        return (config.st_ino, config.st_size, config.st_mtime_ns, config.st_ctime_ns, *host_key), settled
+
     def list(self) -> list[Container]:
-        """Every readable container (damaged or vanishing records are skipped with a warning)."""
+        """Every readable container (damaged or vanishing records are skipped with a warning).
+
+        The records may be shared with other callers of ``list`` (see the module docstring):
+        read them, and change a container through :meth:`modify` only."""
         out = []
-        for container_id in self.ids():
+        present = self.ids()
+        for container_id in present:
+            key = self._stat_key(container_id)
+            if key is None:
+                continue  # removed meanwhile
+            cached = self._records.get(container_id)
+            if cached is not None and cached[0] == key[0]:
+                out.append(cached[1])
+                continue
             try:
-                out.append(self.get(container_id))
+                container = self.get(container_id)
             except errdefs.NotFound:
                 continue  # removed meanwhile
             except errdefs.DataLoss as exc:
                 log.warning("skipping container %s: %s", container_id, exc)
+                continue
+            if key[1]:
+                self._records[container_id] = (key[0], container)
+            else:
+                self._records.pop(container_id, None)
+            out.append(container)
+        if len(self._records) > len(present):
+            for gone in set(self._records) - set(present):
+                self._records.pop(gone, None)
         return out
 
+    # -- the name index --------------------------------------------------------------------------
+
+    def _read_name(self, container_id: str) -> str | None:
+        """The Name in the record (None: gone or unreadable)."""
+        try:
+            with open(os.path.join(self.root, container_id, CONFIG_FILE), "rb") as handle:
+                name = json.load(handle).get("Name")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(name or "")
+
+    def _read_index(self) -> dict[str, str]:
+        """The index as written (id -> name); empty when missing or damaged."""
+        entries, damage = self._load_index()
+        if damage:
+            log.warning("the container name index %s %s; rebuilding it", self._names_index, damage)
+        return entries
+
+    def _load_index(self) -> tuple[dict[str, str], str]:
+        """(id -> name, what is wrong with the file: "" when it is sound or missing)."""
+        try:
+            with open(self._names_index, "rb") as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            return {}, ""
+        except (OSError, ValueError) as exc:
+            return {}, f"is damaged ({exc})"
+        containers = data.get("Containers") if isinstance(data, dict) else None
+        if not isinstance(containers, dict) or data.get("Version") != _INDEX_VERSION:
+            return {}, "is not in a known format"
+        entries = {key: value for key, value in containers.items() if _is_id(key) and isinstance(value, str)}
+        if len(entries) != len(containers):
+            return entries, "holds entries that are not container ids and names"
+        return entries, ""
+
+    def _name_table(self) -> tuple[dict[str, str], int]:
+        """(id -> name of every present container, how many entries the index lacked or had
+        too many: records read because it did not cover them, and ids it lists that are gone)."""
+        indexed = self._read_index()
+        table: dict[str, str] = {}
+        stale = 0
+        for container_id in self.ids():
+            name = indexed.pop(container_id, None)
+            if name is None:
+                stale += 1
+                name = self._read_name(container_id)
+                if name is None:
+                    continue
+            table[container_id] = name
+        return table, stale + len(indexed)
+
+    def _write_index(self, table: dict[str, str], *, durable: bool = False) -> None:
+        """Write the index (the caller holds ``.names.lock``)."""
+        document = json.dumps({"Version": _INDEX_VERSION, "Containers": table}, separators=(",", ":"))
+        try:
+            if durable:
+                fsutil.atomic_write(self._names_index, document, 0o600)
+            else:
+                fsutil.atomic_replace(self._names_index, document, 0o600)
+        except OSError as exc:
+            if durable:
+                raise fsutil.system_error("writing the container name index", exc) from exc
+            log.warning("could not write the container name index: %s", exc)
+
+    def _indexed_names(self) -> None:
+        """Write the index back when it was not up to date (the caller holds ``.names.lock``)."""
+        table, stale = self._name_table()
+        if stale:
+            self._write_index(table)
+
     def _names(self) -> dict[str, str]:
+        """name -> id read from every record (what the index stands for)."""
         names: dict[str, str] = {}
         for container_id in self.ids():
-            try:
-                with open(os.path.join(self.root, container_id, CONFIG_FILE), "rb") as handle:
-                    name = json.load(handle).get("Name")
-            except (OSError, ValueError, AttributeError):
-                continue
+            name = self._read_name(container_id)
             if name:
-                names[str(name)] = container_id
+                names[name] = container_id
         return names
+
+    def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
+        """(problems, repairs): the name index against the records; ``repair`` rewrites it.
+
+        A damaged file or an entry that names a container otherwise than its record are
+        problems; ids the index does not cover yet and entries of removed containers are not
+        (lookups read past them, the next create or rename drops them), but ``repair`` brings
+        the index up to date all the same."""
+        with fsutil.file_lock(self._names_lock):
+            indexed, damage = self._load_index()
+            actual = {}
+            for container_id in self.ids():
+                name = self._read_name(container_id)
+                if name is not None:
+                    actual[container_id] = name
+            problems = [f"the container name index {damage}"] if damage else []
+            for container_id, name in sorted(actual.items()):
+                if container_id in indexed and indexed[container_id] != name:
+                    problems.append(f"the container name index names {container_id} {indexed[container_id]!r}, "
+                                    f"its record {name!r}")
+            repairs = []
+            if repair and (problems or indexed != actual):
+                self._write_index(actual, durable=True)
+                repairs.append(f"rebuilt the container name index ({len(actual)} containers)")
+            return problems, repairs
 
     def lookup(self, reference: str) -> Container:
         """The container named by full id, name ("x" or "/x") or unique id prefix."""
@@ -192,12 +352,23 @@ class ContainerStore:
             except errdefs.NotFound:
                 pass
         wanted = reference if reference.startswith("/") else "/" + reference
-        found = self._names().get(wanted)
+        table, stale = self._name_table()
+        found = next((container_id for container_id, name in table.items() if name == wanted), None)
+        if stale > _UNCOVERED_WORTH_WRITING:
+            self._refresh_index()
         if found is not None:
             try:
-                return self.get(found)
+                container = self.get(found)
+                if container.name == wanted:
+                    return container
             except errdefs.NotFound:
                 pass
+            found = self._names().get(wanted)  # the index was wrong: ask every record
+            if found is not None:
+                try:
+                    return self.get(found)
+                except errdefs.NotFound:
+                    pass
         if all(c in "0123456789abcdef" for c in reference):
             matches = [i for i in self.ids() if i.startswith(reference)]
             if len(matches) > 1:
@@ -205,6 +376,15 @@ class ContainerStore:
             if matches:
                 return self.get(matches[0])
         raise errdefs.NotFound(f"No such container: {reference}")
+
+    def _refresh_index(self) -> None:
+        """Bring the index up to date when ``.names.lock`` is free (a reader never waits)."""
+        lock = fsutil.FileLock(self._names_lock)
+        if lock.try_acquire():
+            try:
+                self._indexed_names()
+            finally:
+                lock.release()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -227,10 +407,13 @@ class ContainerStore:
             _write_synced(os.path.join(tmp, HOST_CONFIG_FILE), container.host_config)
             _write_synced(os.path.join(tmp, CONFIG_FILE), container.data)
             with fsutil.file_lock(self._names_lock):
-                names = self._names()
+                table, _ = self._name_table()
+                names = {value: key for key, value in table.items() if value}
                 if name in names:
                     raise self._name_conflict(name, names)
                 fsutil.publish_dir(tmp, final)
+                table[container_id] = name
+                self._write_index(table)
         except BaseException:
             fsutil.remove_tree(tmp)
             raise
@@ -276,14 +459,22 @@ class ContainerStore:
         """Give the container ``new_name``; returns the old name."""
         name = validate_name(new_name)
         with fsutil.file_lock(self._names_lock):
-            names = self._names()
+            table, _ = self._name_table()
+            names = {value: key for key, value in table.items() if value}
             if names.get(name) not in (None, container_id):
                 raise self._name_conflict(name, names)
+            if table.get(container_id) == name:
+                raise errdefs.InvalidArgument("Renaming a container with the same name as its current name")
+            # uncover the id (synced) before its record changes: no crash leaves the old name indexed
+            table.pop(container_id, None)
+            self._write_index(table, durable=True)
             with self.modify(container_id) as container:
                 old = container.name
                 if old == name:
                     raise errdefs.InvalidArgument("Renaming a container with the same name as its current name")
                 container.data["Name"] = name
+            table[container_id] = name
+            self._write_index(table)
         return old
 
     # -- removing ------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ class ImageConfigs(Protocol):
 
     def get(self, image_id: str) -> bytes: ...
 
-    def get_config(self, image_id: str) -> ImageConfig: ...
+    def get_config(self, image_id: str, *, cached: bool = False) -> ImageConfig:
+        """The parsed config; ``cached``: from memory while its file is unchanged (listings)."""
 
     def exists(self, image_id: str) -> bool: ...
 

@@ -21,7 +21,13 @@ Commit points:
 
 Every read of a config re-hashes it: a mismatch is :class:`lamina.errdefs.DataLoss`.  Several
 processes may use one store at once: content is immutable and every write is an atomic
-rename, so no lock is needed; lookups read the directory, nothing is cached.
+rename, so no lock is needed; lookups read the directory.
+
+Listing (``get_config(..., cached=True)``, ``get_parent``) is served from memory for what has
+not changed since it was read and hashed: a config or parent record is kept with the key of its
+file (inode, size, times), and used again only while a ``stat`` gives the same key and the file
+was already a second old when it was read (a rewrite within one timestamp tick would keep the
+key: the "racily clean" case of git's index).  Inspect, save and check read and re-hash.
 """
 
 from __future__ import annotations
@@ -44,6 +50,20 @@ log = get_logger(__name__)
 _HEX_RE = re.compile(r"[a-f0-9]{64}")
 _SHORT_HEX_RE = re.compile(r"[a-f0-9]{1,64}")
 _METADATA_KEYS = ("parent", "lastUpdated", "builtLocally")
+# a file changed more recently than this is not cached (see the module docstring)
+_SETTLED_NANOSECONDS = 1_000_000_000
+
+_FileKey = tuple[int, int, int, int]
+
+
+def _file_key(path: str) -> tuple[_FileKey, bool] | None:
+    """(inode, size, mtime, ctime) of ``path`` and whether it is settled; None when missing."""
+    try:
+        stat = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    settled = time.time_ns() - stat.st_mtime_ns > _SETTLED_NANOSECONDS  # content written that long ago
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns), settled
 
 
 class ImageStore:
@@ -58,6 +78,8 @@ class ImageStore:
             fsutil.make_dirs(self.metadata_dir, 0o700)
         except OSError as exc:
             raise fsutil.system_error(f"creating image store in {self.root}", exc) from exc
+        self._configs: dict[str, tuple[_FileKey, ImageConfig]] = {}
+        self._parents: dict[str, tuple[_FileKey, Digest | None]] = {}
 
     # ---- ids
 
@@ -122,8 +144,24 @@ class ImageStore:
             raise errdefs.DataLoss(f"image {digest} is damaged: its config hashes to {actual}")
         return data
 
-    def get_config(self, image_id: str) -> ImageConfig:
-        data = self.get(image_id)
+    def get_config(self, image_id: str, *, cached: bool = False) -> ImageConfig:
+        """The parsed config; ``cached``: from memory when its file did not change since it
+        was read and hashed (for listings, see the module docstring)."""
+        if not cached:
+            return self._parse_config(image_id, self.get(image_id))
+        digest = self._id(image_id)
+        key = _file_key(self._content_path(digest))
+        if key is None:
+            raise errdefs.NotFound(f"No such image: {digest}")
+        known = self._configs.get(digest)
+        if known is not None and known[0] == key[0]:
+            return known[1]
+        config = self._parse_config(digest, self.get(digest))
+        if key[1]:
+            self._configs[digest] = (key[0], config)
+        return config
+
+    def _parse_config(self, image_id: str, data: bytes) -> ImageConfig:
         try:
             return ImageConfig.from_json(data)
         except errdefs.InvalidArgument as exc:
@@ -143,6 +181,8 @@ class ImageStore:
         if not os.path.isfile(path):
             raise errdefs.NotFound(f"No such image: {digest}")
         children = self.children(digest)
+        self._configs.pop(digest, None)
+        self._parents.pop(digest, None)
         try:
             os.unlink(path)  # the commit point
             fsutil.fsync_dir(self.content_dir)
@@ -221,8 +261,23 @@ class ImageStore:
         self._set_metadata(digest, "parent", str(parent).encode())
 
     def get_parent(self, image_id: str) -> Digest | None:
-        """The parent recorded by commit/build, or None."""
+        """The parent recorded by commit/build, or None (from memory while its record did not
+        change, see the module docstring)."""
         digest = self._id(image_id)
+        if not self.exists(digest):
+            raise errdefs.NotFound(f"No such image: {digest}")
+        key = _file_key(self._metadata_path(digest, "parent"))
+        if key is None:
+            return None
+        known = self._parents.get(digest)
+        if known is not None and known[0] == key[0]:
+            return known[1]
+        parent = self._read_parent(digest)
+        if key[1]:
+            self._parents[digest] = (key[0], parent)
+        return parent
+
+    def _read_parent(self, digest: Digest) -> Digest | None:
         data = self._get_metadata(digest, "parent")
         if not data:
             return None
@@ -252,7 +307,10 @@ class ImageStore:
         self._set_metadata(self._id(image_id), "builtLocally", b"\x01")
 
     def is_built_locally(self, image_id: str) -> bool:
-        data = self._get_metadata(self._id(image_id), "builtLocally")
+        digest = self._id(image_id)
+        if not os.path.exists(self._metadata_path(digest, "builtLocally")) and self.exists(digest):
+            return False  # one stat for the images that were not built here (most of them)
+        data = self._get_metadata(digest, "builtLocally")
         return bool(data) and data[:1] == b"\x01"
 
     def children(self, image_id: str) -> list[Digest]:

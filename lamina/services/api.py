@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
            "ContainerStreams", "ExecService", "Services", "VolumeService", "BuildService", "EventService",
-           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService"]
+           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService", "ContainerUsage"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -313,6 +313,18 @@ class VolumeUsage(Protocol):
     """What ``system df`` needs from the volume service."""
 
     def list(self, *, filters: dict[str, list[str]] | None = None, usage: bool = False) -> dict[str, Any]: ...
+
+
+class ContainerUsage(Protocol):
+    """What ``info``, ``system df`` and ``system check`` need from the container views: the
+    summaries of every container (``size``: with SizeRw and SizeRootFs), the index check."""
+
+    def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
+                        filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
+
+    def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
+        """(problems, repairs) of the container store's name index against its records
+        (``repair``: rebuild it); for ``system check``."""
 
 
 class BuildCacheUsage(Protocol):

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from lamina.graphdriver.registry import Selection
     from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
-    from lamina.services.api import ContainerLifecycle, ContainerStreams, ContainerVolumes
+    from lamina.services.api import ContainerLifecycle, ContainerStreams, ContainerUsage, ContainerVolumes
     from lamina.services.builds import BuildServiceImpl
     from lamina.services.containers.common import ContainerShared
     from lamina.services.containers.files import ContainerFilesImpl
@@ -216,8 +216,11 @@ class EngineServices:
         from lamina.services.system import SystemServiceImpl
 
         selection = self.selection
+        # the container views (their store, the monitor client) only when info or df asks
+        containers: ContainerUsage = _on_first_use(lambda: self.container_views)
         return SystemServiceImpl(config=self.config, driver=selection.driver, images=self.images,
-                                 skipped_drivers=list(selection.skipped), volumes=self.volumes, builds=self.builds)
+                                 skipped_drivers=list(selection.skipped), volumes=self.volumes, builds=self.builds,
+                                 containers=containers)
 
     @_Built
     def event_log(self) -> EventLog:

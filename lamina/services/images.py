@@ -85,6 +85,7 @@ class ImageServiceImpl:
         self.freed_bytes = 0
         self.mounts = mounts
         self.container_usage: ContainerUsage = container_usage or (lambda image_id: [])
+        self._parsed_references: dict[str, Reference] = {}  # repositories.json keys, parsed once
 
     def _event(self, action: str, image_id: Digest | str, name: str = "") -> None:
         """An image event; the image's labels are attributes while it still exists."""
@@ -144,13 +145,20 @@ class ImageServiceImpl:
             out.update(self.mounts.parents())
         return out
 
-    def _image_size(self, config: ImageConfig) -> int:
+    def _image_size(self, config: ImageConfig, sizes: dict[str, int] | None = None) -> int:
+        """The sum of the image's layer sizes (a missing layer counts 0); ``sizes`` remembers
+        layers' sizes over one listing (images share their base layers)."""
+        known = sizes if sizes is not None else {}
         total = 0
         for chain in chain_ids(config.diff_ids):
-            try:
-                total += self.layers.get(chain).size
-            except errdefs.NotFound:
-                pass
+            size = known.get(chain)
+            if size is None:
+                try:
+                    size = self.layers.get(chain).size
+                except errdefs.NotFound:
+                    size = 0
+                known[chain] = size
+            total += size
         return total
 
     # -- load / save / import ---------------------------------------------------------------
@@ -366,11 +374,15 @@ class ImageServiceImpl:
 
     def _references_by_image(self) -> dict[str, list[Reference]]:
         out: dict[str, list[Reference]] = {}
+        parsed = self._parsed_references
         for text, image_id in self.references.all().items():
-            try:
-                out.setdefault(image_id, []).append(parse_normalized_named(text))
-            except errdefs.InvalidArgument:
-                continue
+            reference = parsed.get(text)
+            if reference is None:
+                try:
+                    reference = parsed[text] = parse_normalized_named(text)
+                except errdefs.InvalidArgument:
+                    continue
+            out.setdefault(image_id, []).append(reference)
         return out
 
     def list_images(self, *, all: bool = False, filters: dict[str, list[str]] | None = None,
@@ -381,12 +393,24 @@ class ImageServiceImpl:
                 raise errdefs.InvalidArgument(f"invalid filter '{key}'")
         refs_by_image = self._references_by_image()
         ids = self.images.ids()
-        parents = {self.images.get_parent(i) for i in ids} - {None}
+        parent_of = {}
+        for image_id in ids:
+            try:
+                parent_of[image_id] = self.images.get_parent(image_id)
+            except errdefs.NotFound:
+                continue  # removed meanwhile
+        parents = set(parent_of.values()) - {None}
         before = self.resolve(filters["before"][0]) if filters.get("before") else None
         since = self.resolve(filters["since"][0]) if filters.get("since") else None
+        sizes: dict[str, int] = {}
         summaries = []
         for image_id in ids:
-            config = self.images.get_config(image_id)
+            if image_id not in parent_of:
+                continue
+            try:
+                config = self.images.get_config(image_id, cached=True)
+            except errdefs.NotFound:
+                continue  # removed meanwhile
             refs = refs_by_image.get(image_id, [])
             tags = sorted(r.familiar_string() for r in refs if r.tag)
             repo_digests = sorted(r.familiar_string() for r in refs if r.digest)
@@ -408,13 +432,13 @@ class ImageServiceImpl:
                 continue
             if since is not None and created <= _seconds(self.images.get_config(since).created):
                 continue
-            size = self._image_size(config)
+            size = self._image_size(config, sizes)
             summaries.append({
                 "Containers": -1,
                 "Created": int(created),
                 "Id": str(image_id),
                 "Labels": labels or None,
-                "ParentId": self.images.get_parent(image_id) or "",
+                "ParentId": parent_of[image_id] or "",
                 "RepoDigests": repo_digests if not dangling else ([] if tags else ["<none>@<none>"] if digests else []),
                 "RepoTags": tags,
                 "SharedSize": -1,

@@ -2,9 +2,10 @@
 
 ``check`` verifies, under the store's exclusive lock: every image config against its digest,
 every image's layer chain, every layer record (chainID, parent, driver directory,
-tar-split), every reference, and the driver's own directories; it reports orphans and
-damage and, with ``repair``, removes what is safe to remove (references to missing images,
-unreferenced layers, driver directories no layer owns).  It never removes an image.
+tar-split), every reference, the driver's own directories and the container name index
+against the container records; it reports orphans and damage and, with ``repair``, removes
+what is safe to remove (references to missing images, unreferenced layers, driver directories
+no layer owns) and rebuilds the name index.  It never removes an image.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lamina.image.reference import parse_normalized_named
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
-    from lamina.services.api import BuildCacheUsage, VolumeUsage
+    from lamina.services.api import BuildCacheUsage, ContainerUsage, VolumeUsage
 
 __all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
 
@@ -60,13 +61,14 @@ def _cgroup_version() -> str:
 class SystemServiceImpl:
     def __init__(self, *, config: EngineConfig, driver: GraphDriver, images: ImageServiceImpl,
                  skipped_drivers: list[tuple[str, str]], volumes: VolumeUsage | None = None,
-                 builds: BuildCacheUsage | None = None) -> None:
+                 builds: BuildCacheUsage | None = None, containers: ContainerUsage | None = None) -> None:
         self.config = config
         self.driver = driver
         self.image_service = images
         self.skipped_drivers = skipped_drivers
         self.volumes = volumes  # for system df (None: no volumes section)
         self.builds = builds  # for system df's build cache (None: none)
+        self.containers = containers  # for info's counts and system df (None: no containers)
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")
@@ -82,15 +84,19 @@ class SystemServiceImpl:
             fsutil.atomic_write(path, value)
             return value
 
+    def _containers(self, *, size: bool) -> list[dict[str, Any]]:
+        return self.containers.list_containers(all=True, size=size) if self.containers is not None else []
+
     def info(self) -> dict[str, Any]:
         images = self.image_service.images.ids()
+        states = [summary.get("State") for summary in self._containers(size=False)]
         uname = os.uname()
         return {
             "ID": self._engine_id(),
-            "Containers": 0,
-            "ContainersRunning": 0,
-            "ContainersPaused": 0,
-            "ContainersStopped": 0,
+            "Containers": len(states),
+            "ContainersRunning": sum(1 for state in states if state in ("running", "restarting")),
+            "ContainersPaused": states.count("paused"),
+            "ContainersStopped": sum(1 for state in states if state not in ("running", "restarting", "paused")),
             "Images": len(images),
             "Driver": self.driver.name,
             "DriverStatus": [list(item) for item in self.driver.status()],
@@ -163,7 +169,7 @@ class SystemServiceImpl:
         image_chains: dict[str, list[str]] = {}
         for image_id in service.images.ids():
             try:
-                config = service.images.get_config(image_id)
+                config = service.images.get_config(image_id, cached=True)
             except errdefs.LaminaError:
                 continue
             chains = [str(c) for c in chain_ids(config.diff_ids)]
@@ -171,18 +177,24 @@ class SystemServiceImpl:
             for chain in chains:
                 users[chain] = users.get(chain, 0) + 1
         summaries = {s["Id"]: s for s in service.list_images(all=True)}
+        containers = self._containers(size=True)
+        users_of_image: dict[str, int] = {}
+        for container in containers:
+            image_id = str(container.get("ImageID") or "")
+            users_of_image[image_id] = users_of_image.get(image_id, 0) + 1
         images = []
+        layer_sizes = {str(chain): layer.size for chain, layer in layers.items()}
         for image_id, chains in image_chains.items():
-            size = sum(layers[c].size for c in chains if c in layers)
-            shared = sum(layers[c].size for c in chains if c in layers and users.get(c, 0) > 1)
+            size = sum(layer_sizes.get(c, 0) for c in chains)
+            shared = sum(layer_sizes.get(c, 0) for c in chains if users.get(c, 0) > 1)
             summary = summaries.get(image_id, {})
             images.append({**summary, "Id": str(image_id), "Size": size, "SharedSize": shared,
-                           "VirtualSize": size, "Containers": 0})
+                           "VirtualSize": size, "Containers": users_of_image.get(str(image_id), 0)})
         build_cache = self.builds.cache_usage() if self.builds is not None else []
         return {
             "LayersSize": sum(layer.size for layer in layers.values()),
             "Images": images,
-            "Containers": [],
+            "Containers": containers,
             "Volumes": self._volume_usage(),
             "BuildCache": build_cache,
         }
@@ -228,6 +240,11 @@ class SystemServiceImpl:
             repaired.extend(layer_repairs)
         finally:
             lock.release()
+        if self.containers is not None:
+            index_problems, index_repairs = self.containers.check_index(repair=repair)
+            problems.extend({"Kind": "container", "Object": "containers/.names.json", "Message": message}
+                            for message in index_problems)
+            repaired.extend(index_repairs)
         if repair:
             remaining = self.check(repair=False)["Problems"]
             return {"Problems": remaining, "Repaired": repaired}

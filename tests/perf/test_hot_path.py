@@ -72,13 +72,31 @@ def test_images_imports_neither_the_container_engine_nor_archives(engine) -> Non
 
 
 @pytest.mark.privileged
+def test_ps_and_inspect_import_neither_archives_nor_the_run_machinery(engine) -> None:
+    completed, _ = _command(engine.data_root, engine.exec_root, "create", "--name", "hot-path", "busybox", "true")
+    assert completed.returncode == 0, completed.stderr
+    for arguments, shown in ((("ps", "-a"), "hot-path"), (("inspect", "hot-path"), '"Name": "/hot-path"')):
+        completed, modules = _command(engine.data_root, engine.exec_root, *arguments)
+        assert completed.returncode == 0, completed.stderr
+        assert shown in completed.stdout
+        assert _loaded(modules, NEVER) == set(), arguments
+        # listing and inspecting run nothing: no runtime, no container spec, no build or volume service
+        assert _loaded(modules, ("lamina.runtime.native", "lamina.runtime.oci", "lamina.container.spec",
+                                 "lamina.services.builds", "lamina.services.volumes", "lamina.volume.store",
+                                 "lamina.container.monitor.server")) == set(), arguments
+    completed, _ = _command(engine.data_root, engine.exec_root, "rm", "hot-path")
+    assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.privileged
 def test_run_rm_true_imports_only_what_running_needs(engine) -> None:
     completed, modules = _command(engine.data_root, engine.exec_root, "run", "--rm", "busybox", "true")
     assert completed.returncode == 0, completed.stderr
     assert _loaded(modules, NEVER) == set()
     assert _loaded(modules, ("lamina.services.volumes", "lamina.volume.store")) == set()  # no volumes used
     assert "lamina.runtime.native" in modules
-    assert os.listdir(os.path.join(engine.data_root, "containers")) == [".names.lock"]
+    # the container is gone; what stays is the name lock and the name index
+    assert set(os.listdir(os.path.join(engine.data_root, "containers"))) <= {".names.lock", ".names.json"}
 
 
 @pytest.mark.privileged

@@ -37,6 +37,7 @@ PAIRS = [
     (api.ContainerVolumes, VolumeServiceImpl),
     (api.VolumeUsage, VolumeServiceImpl),
     (api.BuildCacheUsage, BuildServiceImpl),
+    (api.ContainerUsage, ContainerViewsImpl),
 ]
 
 

@@ -13,7 +13,7 @@ from lamina.container.state import ZERO_TIME, now, seconds_of, status, status_te
 from lamina.container.store import Container
 from lamina.log import get_logger
 from lamina.runtime.api import RuntimeState
-from lamina.services.containers.common import ContainerGroup, network_settings
+from lamina.services.containers.common import ContainerGroup, ContainerShared, network_settings
 from lamina.services.images import all_labels_match
 from lamina.volume.mounts import inspect_mounts
 
@@ -30,16 +30,52 @@ def _short(identifier: str) -> str:
     return identifier.split(":", 1)[-1][:12]
 
 
+def _reference_key(name: str) -> str:
+    """The repositories.json key (full reference string) ``name`` looks up; "" when ``name`` is
+    not a plain tag reference (an id, a digest: :meth:`resolve` answers those)."""
+    from lamina.image.reference import parse_normalized_named, with_default_tag
+
+    try:
+        reference = parse_normalized_named(name)
+    except errdefs.InvalidArgument:
+        return ""
+    if reference.digest:
+        return ""
+    return (reference if reference.tag else with_default_tag(reference)).string()
+
+
 class ContainerViewsImpl(ContainerGroup):
+    def __init__(self, shared: ContainerShared) -> None:
+        super().__init__(shared)
+        # what listing derives from immutable text, kept across listings (a long-lived server)
+        self._reference_keys: dict[str, str] = {}
+        self._created_seconds: dict[str, float] = {}
+        self._known_sizes: dict[str, tuple[str, int, int]] = {}  # id -> (run key, SizeRw, SizeRootFs)
+
+    def _created(self, container: Container) -> float:
+        text = str(container.data.get("Created") or "")
+        seconds = self._created_seconds.get(text)
+        if seconds is None:
+            seconds = self._created_seconds[text] = seconds_of(text)
+        return seconds
+
     def image_usage(self, image_id: str) -> list[tuple[str, bool]]:
         """(container id, running) of every container created from ``image_id``."""
         return [(c.id, bool(c.state.get("Running"))) for c in self.store.list() if c.data.get("Image") == image_id]
 
-    def _image_name(self, container: Container, resolved: dict[str, str] | None = None) -> str:
+    def _image_name(self, container: Container, resolved: dict[str, str] | None = None,
+                    references: dict[str, str] | None = None) -> str:
         """What ``ps`` shows in IMAGE: the name used at create while it still names the image
-        (``resolved`` caches name lookups over one listing)."""
+        (``resolved`` caches name lookups over one listing; ``references``: every tag
+        reference's image id, read once for the listing)."""
         name = str(container.config.get("Image") or "")
         image_id = str(container.data.get("Image") or "")
+        if name and references is not None:
+            key = self._reference_keys.get(name)
+            if key is None:
+                key = self._reference_keys[name] = _reference_key(name)
+            if key in references:
+                return name if references[key] == image_id else _short(image_id)
         cache = resolved if resolved is not None else {}
         if name and name not in cache:
             try:
@@ -59,12 +95,16 @@ class ContainerViewsImpl(ContainerGroup):
         cache_path = os.path.join(self.store.directory(container.id), "sizes.json")
         key = f"{container.state.get('FinishedAt')}|{container.state.get('StartedAt')}"
         running = bool(container.state.get("Running"))
+        known = self._known_sizes.get(container.id)
+        if not running and known is not None and known[0] == key:
+            return known[1], known[2]
         if not running:
             try:
                 from lamina.fsutil import read_json
 
                 cached = read_json(cache_path)
                 if cached.get("Key") == key:
+                    self._known_sizes[container.id] = (key, int(cached["SizeRw"]), int(cached["SizeRootFs"]))
                     return int(cached["SizeRw"]), int(cached["SizeRootFs"])
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass
@@ -85,19 +125,21 @@ class ContainerViewsImpl(ContainerGroup):
 
                 atomic_write_json(cache_path, {"Key": key, "SizeRw": size_rw, "SizeRootFs": size_rw + image_size},
                                   mode=0o600)
+                self._known_sizes[container.id] = (key, size_rw, size_rw + image_size)
             except OSError:
                 pass
         return size_rw, size_rw + image_size
 
-    def _summary(self, container: Container, *, size: bool, resolved: dict[str, str] | None = None) -> dict[str, Any]:
+    def _summary(self, container: Container, *, size: bool, resolved: dict[str, str] | None = None,
+                 references: dict[str, str] | None = None) -> dict[str, Any]:
         state = container.state
         summary: dict[str, Any] = {
             "Id": container.id,
             "Names": [container.name],
-            "Image": self._image_name(container, resolved),
+            "Image": self._image_name(container, resolved, references),
             "ImageID": container.data.get("Image") or "",
             "Command": self._command(container),
-            "Created": int(seconds_of(container.data.get("Created"))),
+            "Created": int(self._created(container)),
             "Ports": [],
             "Labels": container.config.get("Labels") or {},
             "State": status(state),
@@ -132,11 +174,12 @@ class ContainerViewsImpl(ContainerGroup):
                 return False
         if ancestors is not None and container.data.get("Image") not in ancestors:
             return False
-        created = seconds_of(container.data.get("Created"))
-        if before is not None and created >= before:
-            return False
-        if since is not None and created <= since:
-            return False
+        if before is not None or since is not None:
+            created = self._created(container)
+            if before is not None and created >= before:
+                return False
+            if since is not None and created <= since:
+                return False
         if filters.get("health"):
             health = (state.get("Health") or {}).get("Status") or "none"
             if health not in filters["health"]:
@@ -204,7 +247,12 @@ class ContainerViewsImpl(ContainerGroup):
         if limit > 0:
             containers = containers[:limit]
         resolved: dict[str, str] = {}
-        return [self._summary(container, size=size, resolved=resolved) for container in containers]
+        references = {text: str(image_id) for text, image_id in self.images.references.all().items()}
+        return [self._summary(container, size=size, resolved=resolved, references=references)
+                for container in containers]
+
+    def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
+        return self.store.check_index(repair=repair)
 
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]:
         container = self._get(id)
