@@ -85,7 +85,9 @@ def status_text(state: dict[str, Any], at: float | None = None) -> str:
             return (f"Restarting ({state.get('ExitCode', 0)}) "
                     f"{human_duration(current - seconds_of(state.get('FinishedAt')))} ago")
         health = (state.get("Health") or {}).get("Status")
-        suffix = f" ({health})" if health and health != "none" else ""
+        # Docker's Health.String(): "health: starting", else the status itself
+        label = "health: starting" if health == "starting" else health
+        suffix = f" ({label})" if health and health != "none" else ""
         return f"Up {human_duration(current - seconds_of(state.get('StartedAt')))}{suffix}"
     if state.get("RemovalInProgress"):
         return "Removal In Progress"

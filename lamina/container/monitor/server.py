@@ -24,6 +24,7 @@ from lamina.container.logs import STDERR, STDOUT, JsonFileWriter, parse_log_opti
 import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.api import MonitorContext, PendingAttach
 from lamina.container.monitor.execs import ExecSessions
+from lamina.container.monitor.health import HealthProbes
 from lamina.container.monitor.io import Handshake, Loop, Stream, reply, set_window
 from lamina.container.monitor.run import Run, Runner
 from lamina.container.rundir import RunDirectory, RunLock, bind_unix
@@ -65,6 +66,7 @@ class Monitor:
         self.listeners: list[socket.socket] = []
         self.sessions = ExecSessions(self.loop, self.execs, container_id, streams=self.streams,
                                      on_exit=self._exec_died)
+        self.health = HealthProbes(self.loop, self.store, container_id, self.event)
         self.runner = Runner(self)
 
     def event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
@@ -145,7 +147,7 @@ class Monitor:
                 return
             if pid == 0:
                 return
-            if self.sessions.reaped(pid, status):
+            if self.sessions.reaped(pid, status) or self.health.reaped(pid, status):
                 continue
             if self.run is not None and pid == self.run.state.pid:
                 self.run.status = status
