@@ -443,10 +443,12 @@ class APIClient:
     # -- stdio --------------------------------------------------------------------------------
 
     def attach(self, id: str, *, stdin: bool = False, stdout: bool = True, stderr: bool = True,
-               stream: bool = True, logs: bool = False, tty: bool = False) -> Attachment:
-        response = self._send("POST", f"/containers/{id}/attach", headers=dict(_UPGRADE), query={
-            "stdin": _flag(stdin), "stdout": _flag(stdout), "stderr": _flag(stderr),
-            "stream": _flag(stream), "logs": _flag(logs)})
+               stream: bool = True, logs: bool = False, tty: bool = False, detach_keys: str = "") -> Attachment:
+        query = {"stdin": _flag(stdin), "stdout": _flag(stdout), "stderr": _flag(stderr),
+                 "stream": _flag(stream), "logs": _flag(logs)}
+        if detach_keys:
+            query["detachKeys"] = [detach_keys]
+        response = self._send("POST", f"/containers/{id}/attach", headers=dict(_UPGRADE), query=query)
         return _attachment(response, self.api_version, tty=tty)
 
     # -- exec ---------------------------------------------------------------------------------

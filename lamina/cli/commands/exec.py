@@ -51,11 +51,19 @@ def run(args: argparse.Namespace, context: Context) -> int:
     except FlagError as exc:
         context.error(f"lamina: {exc.message}\nSee 'lamina exec --help'.")
         return exc.exit_code
+    from lamina import errdefs
+    from lamina.cli.detach import resolve_detach_keys
+
+    try:
+        detach_keys = resolve_detach_keys(args.detach_keys)
+    except errdefs.InvalidArgument as exc:
+        context.error(f"lamina: {exc}\nSee 'lamina exec --help'.")
+        return EXIT_ENGINE
     attach = not args.detach
     body = {
         "User": args.user or "", "Privileged": args.privileged, "Tty": args.tty,
         "AttachStdin": attach and args.interactive, "AttachStdout": attach, "AttachStderr": attach,
-        "DetachKeys": args.detach_keys or "", "Env": environment or None,
+        "DetachKeys": detach_keys.specification, "Env": environment or None,
         "WorkingDir": args.workdir or "", "Cmd": list(args.command),
     }
     size = terminal_size(context.out) if args.tty else None
@@ -73,8 +81,11 @@ def run(args: argparse.Namespace, context: Context) -> int:
     if attachment is None:
         return 0
     with attachment:
-        pump(context, client, attachment, tty=args.tty, stdin=bool(body["AttachStdin"]),
-             resize=lambda height, width: client.exec_resize(exec_id, height=height, width=width))
+        detached = pump(context, client, attachment, tty=args.tty, stdin=bool(body["AttachStdin"]),
+                        resize=lambda height, width: client.exec_resize(exec_id, height=height, width=width),
+                        detach_keys=detach_keys.keys)
+    if detached:
+        return 0
     try:
         exit_code = client.exec_inspect(exec_id).get("ExitCode")
     except ClientError as exc:

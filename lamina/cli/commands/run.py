@@ -33,8 +33,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, context: Context) -> int:
     from lamina.client.client import ClientError
 
+    from lamina import errdefs
+    from lamina.cli.detach import resolve_detach_keys
+
     try:
         body = create_body(args, detach=args.detach)
+        try:
+            detach_keys = resolve_detach_keys(args.detach_keys)
+        except errdefs.InvalidArgument as exc:
+            raise FlagError(str(exc)) from exc
     except FlagError as exc:
         context.error(f"lamina: {exc.message}\nSee 'lamina run --help'.")
         return exc.exit_code
@@ -56,6 +63,6 @@ def run(args: argparse.Namespace, context: Context) -> int:
             context, context.client, id, command="run", tty=body["Tty"], stdin=body["AttachStdin"],
             stdout=body["AttachStdout"], stderr=body["AttachStderr"], start=True,
             wait_condition="removed" if args.rm else "next-exit", sig_proxy=args.sig_proxy,
-            remove_on_failure=args.rm)
+            remove_on_failure=args.rm, detach_keys=detach_keys)
     except EngineError as exc:
         return report(context, exc)

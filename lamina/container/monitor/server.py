@@ -221,9 +221,17 @@ class Monitor:
             return
         config = run.container.config
         sink = run.sink if options.get("stdin") and config.get("OpenStdin") else None
+        try:
+            keys = protocol.detach_keys_of(options) if run.tty else None
+        except errdefs.InvalidArgument:
+            sock.close()
+            return
+        container = run.container
+        # Docker's rule: a client's end of input closes the container's stdin only without a TTY
         stream = Stream(self.loop, sock, stdout=bool(options.get("stdout")), stderr=bool(options.get("stderr")),
-                        sink=sink, raw=run.tty, close_stdin_on_eof=bool(config.get("StdinOnce")),
-                        on_close=self.streams.discard)
+                        sink=sink, raw=run.tty, close_stdin_on_eof=bool(config.get("StdinOnce")) and not run.tty,
+                        on_close=self._stream_closed, detach_keys=keys,
+                        on_detach=lambda stream: self.event(container, "detach"))
         self.streams.add(stream)
         if options.get("logs") and self.writer is not None:
             self.writer.flush()
@@ -234,6 +242,11 @@ class Monitor:
             return
         self.attached.append(stream)
         stream.input(rest)
+
+    def _stream_closed(self, stream: Stream) -> None:
+        self.streams.discard(stream)
+        if stream in self.attached:
+            self.attached.remove(stream)
 
     def _control(self, sock: socket.socket, request: dict[str, Any], rest: bytes) -> None:
         try:
