@@ -48,7 +48,9 @@ class ExecServiceImpl:
     def create(self, container: str, body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise errdefs.InvalidArgument("the exec configuration must be a JSON object")
-        config = {key: body[key] for key in _CONFIG_KEYS if key in body}
+        # Go's JSON decoding matches field names case-insensitively (docker-py sends "detachKeys")
+        names = {key.lower(): key for key in body}
+        config = {key: body[names[key.lower()]] for key in _CONFIG_KEYS if key.lower() in names}
         command = config.get("Cmd")
         if isinstance(command, str):
             command = [command]
