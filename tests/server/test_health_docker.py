@@ -140,3 +140,32 @@ def test_docker_py_healthcheck(server, busybox) -> None:
             client.containers.create("busybox", ["true"], healthcheck={"test": ["CMD", "true"], "interval": 5})
     finally:
         client.close()
+
+
+SECOND = 1_000_000_000
+
+
+@pytest.mark.parametrize("healthcheck, status", [
+    ({"test": "true", "interval": SECOND, "timeout": SECOND, "retries": 1}, "healthy"),
+    ({"test": "false", "interval": SECOND, "timeout": SECOND, "retries": 1}, "unhealthy"),
+    ({"test": "echo 'x' >> /counter.txt && test `cat /counter.txt | wc -l` -ge 3", "interval": SECOND,
+      "timeout": SECOND, "retries": 1, "start_period": 3 * SECOND}, "healthy"),
+], ids=["passes", "fails", "start period"])
+def test_docker_py_healthcheck_suite_cases(server, busybox, healthcheck, status) -> None:
+    """docker-py's own integration cases (tests/integration/api_healthcheck_test.py), on busybox."""
+    docker_sdk = pytest.importorskip("docker")
+    api = docker_sdk.APIClient(base_url=server.host, version="auto", timeout=60)
+    container = api.create_container("busybox", "top", healthcheck=healthcheck)
+    try:
+        assert api.inspect_container(container)["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", healthcheck["test"]]
+        api.start(container)
+        deadline = time.monotonic() + 40
+        while api.inspect_container(container)["State"]["Health"]["Status"] != status:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        if healthcheck.get("start_period"):
+            log = api.inspect_container(container)["State"]["Health"]["Log"]
+            assert [entry["ExitCode"] for entry in log] == [1, 1, 0]   # failures in the start period did not count
+    finally:
+        api.remove_container(container, force=True)
+        api.close()
