@@ -61,3 +61,19 @@ def test_a_starting_container_shows_health_starting(lamina) -> None:
     assert lamina.ok("ps", "--format", "{{.Status}}").strip().endswith("(health: starting)")
     assert lamina.ok("ps", "--filter", "health=starting", "--format", "{{.Names}}") == "slowstart\n"
     lamina.ok("rm", "-f", "slowstart")
+
+
+def test_probes_of_a_paused_container_fail_without_running(lamina) -> None:
+    lamina.ok("run", "-d", "--name", "frozen", "--health-cmd", "true", "--health-interval", "100ms",
+              "--health-retries", "1", "busybox", "sleep", "300")
+
+    def health() -> dict:
+        return json.loads(lamina.ok("inspect", "--format", "{{json .State.Health}}", "frozen"))
+
+    lamina.wait_for(lambda: health()["Status"] == "healthy", timeout=15)
+    lamina.ok("pause", "frozen")
+    lamina.wait_for(lambda: health()["Status"] == "unhealthy", timeout=15)
+    assert "is paused" in health()["Log"][-1]["Output"]
+    lamina.ok("unpause", "frozen")
+    lamina.wait_for(lambda: health()["Status"] == "healthy", timeout=15)
+    lamina.ok("rm", "-f", "frozen")

@@ -127,6 +127,17 @@ class HealthProbes:
         from lamina.runtime.user import resolve_user_in_root
 
         container = run.container
+        try:
+            paused = bool(self.store.get(self.id).state.get("Paused"))
+        except errdefs.LaminaError:
+            paused = False
+        if paused:
+            # as Docker's probe exec is refused: a frozen cgroup would hold the probe (and the
+            # monitor's loop while it starts)
+            self._record(healthcheck.ProbeResult(
+                start=start, end=time.time_ns(), exit_code=-1,
+                output=f"Container {self.id} is paused, unpause the container before exec"))
+            return
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
         try:
