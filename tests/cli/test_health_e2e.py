@@ -64,8 +64,9 @@ def test_a_starting_container_shows_health_starting(lamina) -> None:
 
 
 def test_probes_of_a_paused_container_fail_without_running(lamina) -> None:
+    # a probe caught running by the pause is frozen with it until its timeout
     lamina.ok("run", "-d", "--name", "frozen", "--health-cmd", "true", "--health-interval", "100ms",
-              "--health-retries", "1", "busybox", "sleep", "300")
+              "--health-timeout", "500ms", "--health-retries", "1", "busybox", "sleep", "300")
 
     def health() -> dict:
         return json.loads(lamina.ok("inspect", "--format", "{{json .State.Health}}", "frozen"))
