@@ -37,6 +37,8 @@ __all__ = [
     "EXIT_ENGINE",
     "EXIT_NOT_FOUND_COMMAND",
     "EngineError",
+    "NOT_A_TTY",
+    "input_is_not_a_terminal",
     "pump",
     "report",
     "run_attached",
@@ -65,6 +67,21 @@ class EngineError(CommandError):
     def __init__(self, error: ClientError, command: str, exit_code: int = EXIT_ENGINE) -> None:
         super().__init__(f"Error response from daemon: {error.message}", exit_code)
         self.command = command
+
+
+NOT_A_TTY = "the input device is not a TTY"
+
+
+def input_is_not_a_terminal(context: Context, *, tty: bool, stdin: bool) -> bool:
+    """docker's CheckTty: ``-t`` with stdin attached needs a terminal as stdin (a TTY's input
+    is never closed by the client's end of input, so piped input would never end); the
+    message is printed here (exit code 1)."""
+    from lamina.cli.context import is_terminal
+
+    if tty and stdin and not is_terminal(context.stdin):
+        context.error(NOT_A_TTY)
+        return True
+    return False
 
 
 def report(context: Context, error: EngineError) -> int:

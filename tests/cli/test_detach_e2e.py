@@ -101,3 +101,16 @@ def test_unknown_keys_are_refused_before_a_container_is_created(lamina, argv) ->
     result = lamina(*argv)
     assert result.code == 125 and "Invalid detach keys" in result.err
     assert lamina.ok("ps", "-aq") == ""
+
+
+def test_a_tty_with_stdin_needs_a_terminal(lamina) -> None:
+    """A TTY's input is not closed by the client's end of input (Docker's rule), so, as the
+    docker CLI does, ``-it`` on piped input is refused before anything is created."""
+    result = lamina("run", "--rm", "-it", "busybox", "cat", stdin=b"piped\n")
+    assert (result.code, result.err.strip()) == (1, "the input device is not a TTY")
+    assert lamina.ok("ps", "-aq") == ""
+    lamina.ok("run", "-d", "--name", "target", "busybox", "sleep", "300")
+    result = lamina("exec", "-it", "target", "cat", stdin=b"piped\n")
+    assert (result.code, result.err.strip()) == (1, "the input device is not a TTY")
+    assert lamina.ok("exec", "-i", "target", "cat", stdin=b"piped\n") == "piped\n"
+    lamina.ok("rm", "-f", "target")

@@ -7,7 +7,7 @@ import argparse
 
 from lamina.cli.context import Context
 from lamina.cli.detach import DetachKeys, resolve_detach_keys
-from lamina.cli.foreground import EngineError, report, run_attached
+from lamina.cli.foreground import EngineError, input_is_not_a_terminal, report, run_attached
 
 __all__ = ["configure", "run"]
 
@@ -46,6 +46,9 @@ def run(args: argparse.Namespace, context: Context) -> int:
             return 1
         if state.get("Paused"):
             context.error("You cannot attach to a paused container, unpause it first")
+            return 1
+        if input_is_not_a_terminal(context, tty=bool(config.get("Tty")),
+                                   stdin=bool(config.get("OpenStdin")) and not args.no_stdin):
             return 1
         return run_attached(context, client, str(info.get("Id") or args.container), command="attach",
                             tty=bool(config.get("Tty")),

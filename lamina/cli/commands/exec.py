@@ -15,7 +15,7 @@ import argparse
 from lamina.cli.container_flags import FlagError, parse_env, read_env_file
 from lamina.cli.context import Context
 from lamina.cli.errors import UsageError
-from lamina.cli.foreground import EXIT_ENGINE, EngineError, pump, report
+from lamina.cli.foreground import EXIT_ENGINE, EngineError, input_is_not_a_terminal, pump, report
 from lamina.cli.stdio import terminal_size
 
 __all__ = ["OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE", "configure", "run"]
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
         context.error(f"lamina: {exc}\nSee 'lamina exec --help'.")
         return EXIT_ENGINE
     attach = not args.detach
+    if attach and input_is_not_a_terminal(context, tty=args.tty, stdin=args.interactive):
+        return 1
     body = {
         "User": args.user or "", "Privileged": args.privileged, "Tty": args.tty,
         "AttachStdin": attach and args.interactive, "AttachStdout": attach, "AttachStderr": attach,

@@ -17,7 +17,7 @@ import argparse
 from lamina.cli.container_flags import FlagError, configure_create, create_body
 from lamina.cli.context import Context
 from lamina.cli.creating import create_container
-from lamina.cli.foreground import EngineError, report, run_attached, start_failure_code
+from lamina.cli.foreground import EngineError, input_is_not_a_terminal, report, run_attached, start_failure_code
 
 __all__ = ["ADD_HELP", "OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE", "configure", "run"]
 
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
     except FlagError as exc:
         context.error(f"lamina: {exc.message}\nSee 'lamina run --help'.")
         return exc.exit_code
+    if not args.detach and input_is_not_a_terminal(context, tty=body["Tty"], stdin=body["AttachStdin"]):
+        return 1
     try:
         id = create_container(context, args, detach=args.detach, command="run", body=body)
         if args.detach:

@@ -94,7 +94,11 @@ class HealthProbes:
             self._timed_out(self.running)
         if self.running is None and self.due is not None and current >= self.due:
             self.due = None
-            self._start(run, self.probe)
+            try:
+                self._start(run, self.probe)
+            except Exception:  # noqa: BLE001 - a probe's failure must never end the container's run
+                log.exception("health check of %s failed", self.id)
+                self.due = time.monotonic() + self.probe.interval / 1e9
 
     def reaped(self, pid: int, status: int) -> bool:
         """Record the wait status of ``pid``; False when it is no probe of ours."""
@@ -145,7 +149,7 @@ class HealthProbes:
             process = specs.exec_process(container_id=self.id, config=container.config, host=container.host_config,
                                          exec_config={"Cmd": list(probe.command)}, user=user)
             pid = run.runtime.exec(run.state, process, Stdio(null, write_end, write_end))
-        except errdefs.LaminaError as exc:
+        except (errdefs.LaminaError, OSError) as exc:
             os.close(read_end)
             log.warning("health check of %s could not start: %s", self.id, exc)
             self._record(healthcheck.ProbeResult(start=start, end=time.time_ns(), exit_code=-1, output=str(exc)))
