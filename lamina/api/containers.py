@@ -57,7 +57,7 @@ from lamina.api.streams import (
 )
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "LIST_FILTERS",

@@ -34,7 +34,7 @@ from lamina.api.http import Response
 from lamina.api.streams import json_response
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "LIST_FILTERS", "NETWORKS", "UNSUPPORTED_MESSAGE", "connect_network", "create_network",

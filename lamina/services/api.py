@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     import threading
 
     from lamina.build.api import BuildOptions
+    from lamina.distribution.registry.auth import Credentials
+    from lamina.stdcopy import Duplex
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
-           "ContainerStreams", "ExecService", "Duplex", "Services", "VolumeService", "BuildService", "EventService",
-           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage"]
+           "ContainerStreams", "ExecService", "Services", "VolumeService", "BuildService", "EventService",
+           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -81,23 +83,6 @@ class SystemService(Protocol):
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         """``{"Problems": [{"Kind": ..., "Object": ..., "Message": ...}], "Repaired": [...]}``."""
-
-
-class Duplex(Protocol):
-    """A hijacked connection to a container's (or exec's) stdio, as Docker's attach gives it:
-    after the upgrade the server sends stdout/stderr (multiplexed 8-byte-header frames when the
-    container has no TTY, raw bytes with a TTY) and reads raw stdin; the client's half-close
-    (``shutdown(SHUT_WR)``) ends stdin.  A connected ``socket.socket`` satisfies it."""
-
-    def fileno(self) -> int: ...
-
-    def recv(self, size: int) -> bytes: ...
-
-    def sendall(self, data: bytes) -> None: ...
-
-    def shutdown(self, how: int) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class ContainerLifecycle(Protocol):
@@ -273,6 +258,25 @@ class EventService(Protocol):
         before the iterator is returned."""
 
 
+class DistributionService(Protocol):
+    """Registries: pull, push, login (``/auth``), distribution inspect, catalog search."""
+
+    def pull(self, from_image: str, *, tag: str = "", platform: str = "", credentials: Credentials | None = None,
+             progress: Progress) -> list[str]: ...
+
+    def push(self, name: str, *, tag: str = "", credentials: Credentials | None = None,
+             progress: Progress) -> list[str]: ...
+
+    def login(self, server: str, credentials: Credentials) -> dict[str, str]: ...
+
+    def inspect_distribution(self, name: str, *, credentials: Credentials | None = None) -> dict[str, Any]: ...
+
+    def manifest(self, name: str, *, credentials: Credentials | None = None) -> dict[str, Any]: ...
+
+    def search(self, term: str, *, limit: int = 25, credentials: Credentials | None = None) -> list[dict[str, Any]]:
+        ...
+
+
 class Services(Protocol):
     images: ImageService
     system: SystemService
@@ -284,6 +288,7 @@ class Services(Protocol):
     volumes: VolumeService
     builds: BuildService
     events: EventService
+    distribution: DistributionService
 
 
 # -- what services need from one another --------------------------------------------------------

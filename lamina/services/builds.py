@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import struct
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs, fsutil
@@ -42,6 +41,7 @@ from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.services.api import ContainerLifecycle, ContainerStreams, Progress
 from lamina.services.images import ImageServiceImpl
+from lamina.stdcopy import STDERR, STDOUT, FrameDecoder
 
 if TYPE_CHECKING:
     import socket
@@ -52,7 +52,6 @@ __all__ = ["BuildServiceImpl"]
 
 log = get_logger("lamina.services")
 
-_FRAME = struct.Struct(">BxxxL")
 _BUILD_LAYER_PREFIX = "build-"
 _PRUNE_FILTERS = frozenset({"until"})
 
@@ -196,19 +195,14 @@ class _Containers:
 
 def _pump_frames(sock: socket.socket, output: StepOutput) -> None:
     """Copy a multiplexed attach stream to ``output`` until the container closes it."""
-    pending = b""
+    decoder = FrameDecoder()
     while True:
         chunk = sock.recv(65536)
         if not chunk:
             return
-        pending += chunk
-        while len(pending) >= _FRAME.size:
-            stream, size = _FRAME.unpack_from(pending)
-            if len(pending) < _FRAME.size + size:
-                break
-            payload = pending[_FRAME.size:_FRAME.size + size]
-            pending = pending[_FRAME.size + size:]
-            output(stream if stream in (1, 2) else 2, payload)
+        for stream, payload in decoder.feed(chunk):
+            if payload:
+                output(stream if stream in (STDOUT, STDERR) else STDERR, payload)
 
 
 # -- the service ------------------------------------------------------------------------------------

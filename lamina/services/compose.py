@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from lamina.services.containers.lifecycle import ContainerLifecycleImpl
     from lamina.services.containers.streams import ContainerStreamsImpl
     from lamina.services.containers.views import ContainerViewsImpl
+    from lamina.services.distribution import DistributionServiceImpl
     from lamina.services.events import EventServiceImpl
     from lamina.services.execs import ExecServiceImpl
     from lamina.services.images import ImageServiceImpl
@@ -230,6 +231,12 @@ class EngineServices:
         from lamina.services.events import EventServiceImpl
 
         return EventServiceImpl(self.event_log)
+
+    @_Built
+    def distribution(self) -> DistributionServiceImpl:
+        from lamina.services.distribution import build_distribution
+
+        return build_distribution(self.config, self.images, self.event_log)
 
     @_Built
     def builds(self) -> BuildServiceImpl:

@@ -554,6 +554,12 @@ class ImageServiceImpl:
             report.append({"Untagged": named.familiar_string()})
             self._event("untag", image_id)
             remaining = [r for r in refs if r != named]
+            if named.digest is None and not any(r.digest is None and r.name == named.name for r in remaining):
+                # the repository's last tag: its digest references (from a pull) go with it, as in Docker
+                for ref in [r for r in remaining if r.digest is not None and r.name == named.name]:
+                    self.references.delete(ref)
+                    report.append({"Untagged": ref.familiar_string()})
+                    remaining.remove(ref)
             if remaining:
                 return report
         else:

@@ -8,6 +8,10 @@ exceeded timeout" text).  Each result is written into ``State.Health`` of the co
 record (read-modify-write under the store's lock), and a change of status emits
 ``health_status: <status>``.  The monitor owns all of this: it goes on while ``lamina serve``
 or the CLI that started the container restart.
+
+A paused container's probe fails at once (``-1``, Docker's refusal of an exec), as its record
+says ``Paused``.  Known gap: a probe whose start races with the freeze (between that check and
+the exec joining the cgroup, a few ms) waits, with the monitor's loop, until the unpause.
 """
 
 from __future__ import annotations
