@@ -55,6 +55,20 @@ def test_docker_run_it_and_attach_detach_and_the_container_keeps_running(docker,
     docker("rm", "-f", "stays")
 
 
+def test_docker_exec_it_detaches_and_the_exec_runs_on(docker, busybox, server) -> None:
+    docker("run", "-d", "--name", "host", "busybox", "sleep", "300")
+    with Terminal([DOCKER, "exec", "-it", "host", "sh", "-c", "echo ready; exec cat"],
+                  server.environment()) as terminal:
+        terminal.read_until(b"ready")
+        terminal.send(b"\x10")
+        time.sleep(0.2)
+        terminal.send(b"\x11")
+        terminal.wait()   # the docker CLI's own exit: it says "read escape sequence" after an exec
+        assert b"^P" not in terminal.output          # the keys did not reach the exec's tty
+    assert "cat" in docker("top", "host").stdout.decode()
+    docker("rm", "-f", "host")
+
+
 def test_the_engine_watches_a_tty_attach_for_the_detach_keys(server, busybox) -> None:
     docker_sdk = pytest.importorskip("docker")
     api = docker_sdk.APIClient(base_url=server.host, version="auto", timeout=30)
