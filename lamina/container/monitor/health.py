@@ -29,6 +29,7 @@ from lamina.container.monitor.io import Loop
 from lamina.container.monitor.run import Run, exit_code
 from lamina.container.store import Container, ContainerStore
 from lamina.log import get_logger
+from lamina.records import dataclass, field
 from lamina.runtime.api import Stdio
 
 __all__ = ["HealthProbes"]
@@ -36,16 +37,17 @@ __all__ = ["HealthProbes"]
 log = get_logger("lamina.monitor")
 
 
+@dataclass
 class _Running:
-    """One probe process: its pid, output pipe, start time and deadline."""
+    """One probe process: its pid, output pipe, start (ns since the epoch) and deadline
+    (monotonic)."""
 
-    def __init__(self, pid: int, output_fd: int, start: int, deadline: float) -> None:
-        self.pid = pid
-        self.output_fd: int | None = output_fd
-        self.output = healthcheck.OutputBuffer()
-        self.start = start
-        self.deadline = deadline
-        self.status: int | None = None
+    pid: int
+    output_fd: int | None
+    start: int
+    deadline: float
+    output: healthcheck.OutputBuffer = field(default_factory=healthcheck.OutputBuffer)
+    status: int | None = None
 
 
 class HealthProbes:
