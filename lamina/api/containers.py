@@ -400,7 +400,8 @@ def attach_container(call: Call) -> Response:
         raise errdefs.InvalidArgument("Bad parameters: you must choose at least one of stream or logs")
     tty = _tty(call, id)
     duplex = call.services.container_streams.attach(id, stdin=stdin, stdout=stdout, stderr=stderr,
-                                                    stream=stream, logs=logs)
+                                                    stream=stream, logs=logs,
+                                                    detach_keys=params.string(request, "detachKeys") or None)
     return hijacked_response(request, duplex, tty=tty)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lamina import errdefs
-from lamina.api import bodies
+from lamina.api import bodies, params
 from lamina.api.containers import terminal_size
 from lamina.api.http import Response
 from lamina.api.streams import empty_response, hijacked_response, json_response
@@ -40,7 +40,8 @@ def start_exec(call: Call) -> Response:
     if console is not None and len(console) != 2:
         raise errdefs.InvalidArgument("invalid JSON body: ConsoleSize must be [height, width]")
     execs = call.services.execs
-    duplex = execs.start(exec_id, detach=detach, tty=tty)
+    duplex = execs.start(exec_id, detach=detach, tty=tty,
+                         detach_keys=params.string(call.request, "detachKeys") or None)
     if console and tty:
         try:
             execs.resize(exec_id, height=console[0], width=console[1])

@@ -362,6 +362,7 @@ def configure_create(parser: argparse.ArgumentParser, *, run: bool = False) -> N
     parser.add_argument("--pull", choices=("missing", "never", "always"), default="missing",
                         help="pull image before running (default missing)")
     parser.add_argument("--detach-keys", metavar="KEYS", help="override the key sequence for detaching a container")
+    configure_healthcheck(parser)
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -515,6 +516,50 @@ def _mount_flag(value: str) -> dict[str, Any]:
         raise _invalid(value, "--mount", str(exc)) from exc
 
 
+def configure_healthcheck(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--health-cmd", metavar="COMMAND", help="command to run to check health")
+    for name, what in (("interval", "time between running the check"),
+                       ("timeout", "maximum time to allow one check to run"),
+                       ("start-period", "start period for the container to initialize before counting retries"),
+                       ("start-interval", "time between running the check during the start period")):
+        parser.add_argument(f"--health-{name}", metavar="DURATION", help=f"{what} (ms|s|m|h) (default 0s)")
+    parser.add_argument("--health-retries", metavar="N", help="consecutive failures needed to report unhealthy")
+    parser.add_argument("--no-healthcheck", action="store_true", help="disable any container-specified HEALTHCHECK")
+
+
+def _health_duration(text: str | None, flag: str) -> int:
+    """A ``--health-*`` Go duration in nanoseconds (0 when not given)."""
+    if text is None:
+        return 0
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise _invalid(text, flag, f'time: invalid duration "{text}"')
+    if seconds < 0:
+        raise FlagError(f"{flag} cannot be negative")
+    return round(seconds * 1e9)
+
+
+def healthcheck_body(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Config.Healthcheck as the docker CLI builds it from the ``--health-*`` flags."""
+    durations = {key: _health_duration(getattr(args, attribute), flag) for key, attribute, flag in (
+        ("Interval", "health_interval", "--health-interval"), ("Timeout", "health_timeout", "--health-timeout"),
+        ("StartPeriod", "health_start_period", "--health-start-period"),
+        ("StartInterval", "health_start_interval", "--health-start-interval"))}
+    retries = _integer(args.health_retries, "--health-retries") if args.health_retries is not None else 0
+    if retries < 0:
+        raise FlagError("--health-retries cannot be negative")
+    configured = bool(args.health_cmd) or retries != 0 or any(durations.values())
+    if args.no_healthcheck:
+        if configured:
+            raise FlagError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not configured:
+        return None
+    health: dict[str, Any] = {"Test": ["CMD-SHELL", args.health_cmd] if args.health_cmd else None, **durations,
+                              "Retries": retries}
+    return health
+
+
 def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, Any]:
     """The ContainerCreateRequest the docker CLI would send for these flags."""
     attach = set(args.attach)
@@ -555,6 +600,9 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
         config["StopSignal"] = args.stop_signal
     if args.stop_timeout is not None:
         config["StopTimeout"] = _integer(args.stop_timeout, "--stop-timeout")
+    healthcheck = healthcheck_body(args)
+    if healthcheck is not None:
+        config["Healthcheck"] = healthcheck
 
     resources = resources_body(args)
     restart = resources.pop("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})

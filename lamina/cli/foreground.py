@@ -28,6 +28,7 @@ from lamina.cli.stdio import (
 )
 
 if TYPE_CHECKING:
+    from lamina.cli.detach import DetachKeys
     from lamina.client.client import APIClient, ClientError
     from lamina.client.stdio import Attachment
 
@@ -36,6 +37,8 @@ __all__ = [
     "EXIT_ENGINE",
     "EXIT_NOT_FOUND_COMMAND",
     "EngineError",
+    "NOT_A_TTY",
+    "input_is_not_a_terminal",
     "pump",
     "report",
     "run_attached",
@@ -66,6 +69,21 @@ class EngineError(CommandError):
         self.command = command
 
 
+NOT_A_TTY = "the input device is not a TTY"
+
+
+def input_is_not_a_terminal(context: Context, *, tty: bool, stdin: bool) -> bool:
+    """docker's CheckTty: ``-t`` with stdin attached needs a terminal as stdin (a TTY's input
+    is never closed by the client's end of input, so piped input would never end); the
+    message is printed here (exit code 1)."""
+    from lamina.cli.context import is_terminal
+
+    if tty and stdin and not is_terminal(context.stdin):
+        context.error(NOT_A_TTY)
+        return True
+    return False
+
+
 def report(context: Context, error: EngineError) -> int:
     context.error(f"lamina: {error.message}\nSee 'lamina {error.command} --help'.")
     return error.exit_code
@@ -73,8 +91,9 @@ def report(context: Context, error: EngineError) -> int:
 
 def pump(context: Context, client: APIClient, attachment: Attachment, *, tty: bool, stdin: bool,
          resize: Callable[[int, int], None] | None = None,
-         kill: Callable[[str], None] | None = None) -> None:
-    """Copy stdio between the local terminal and ``attachment`` until the output ends."""
+         kill: Callable[[str], None] | None = None, detach_keys: bytes | None = None) -> bool:
+    """Copy stdio between the local terminal and ``attachment`` until the output ends; True
+    when the user detached (with a TTY, ``detach_keys`` typed: the engine ended the stream)."""
     with ExitStack() as stack:
         if tty:
             stack.enter_context(RawTerminal(context.stdin, enabled=stdin))
@@ -82,13 +101,14 @@ def pump(context: Context, client: APIClient, attachment: Attachment, *, tty: bo
                 stack.enter_context(ResizeForwarder(context.out, resize))
         elif kill is not None:
             stack.enter_context(SignalProxy(kill))
-        stream_attachment(attachment, context, stdin=stdin)
+        return stream_attachment(attachment, context, stdin=stdin, detach_keys=detach_keys if tty else None)
 
 
 def run_attached(context: Context, client: APIClient, id: str, *, command: str, tty: bool,
                  stdin: bool, stdout: bool, stderr: bool, start: bool, wait_condition: str,
-                 sig_proxy: bool = True, remove_on_failure: bool = False) -> int:
-    """Attach, wait, start (if ``start``), copy stdio, and return the container's exit code."""
+                 sig_proxy: bool = True, remove_on_failure: bool = False, detach_keys: DetachKeys | None = None) -> int:
+    """Attach, wait, start (if ``start``), copy stdio, and return the container's exit code
+    (0 without waiting when the user detached: the container runs on)."""
     from lamina.client.client import ClientError
 
     attachment = None
@@ -96,7 +116,8 @@ def run_attached(context: Context, client: APIClient, id: str, *, command: str, 
     try:
         try:
             if stdin or stdout or stderr:
-                attachment = client.attach(id, stdin=stdin, stdout=stdout, stderr=stderr, stream=True, tty=tty)
+                attachment = client.attach(id, stdin=stdin, stdout=stdout, stderr=stderr, stream=True, tty=tty,
+                                           detach_keys=detach_keys.specification if detach_keys else "")
             pending = client.wait_later(id, condition=wait_condition)
             if start:
                 client.start(id)
@@ -108,9 +129,12 @@ def run_attached(context: Context, client: APIClient, id: str, *, command: str, 
                     pass  # already removed by the engine
             raise EngineError(exc, command, start_failure_code(exc.message) if start else EXIT_ENGINE) from exc
         if attachment is not None:
-            pump(context, client, attachment, tty=tty, stdin=stdin,
-                 resize=lambda height, width: client.resize(id, height=height, width=width),
-                 kill=(lambda name: client.kill(id, signal=name)) if sig_proxy else None)
+            detached = pump(context, client, attachment, tty=tty, stdin=stdin,
+                            resize=lambda height, width: client.resize(id, height=height, width=width),
+                            kill=(lambda name: client.kill(id, signal=name)) if sig_proxy else None,
+                            detach_keys=detach_keys.keys if detach_keys else None)
+            if detached:
+                return 0
         try:
             result = pending.result()
         except ClientError as exc:

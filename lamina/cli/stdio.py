@@ -24,6 +24,7 @@ from lamina.cli.context import Context, is_terminal
 
 if TYPE_CHECKING:
     from lamina.client.stdio import Attachment
+    from lamina.container.detachkeys import DetachMatcher
 
 __all__ = ["RawTerminal", "ResizeForwarder", "SignalProxy", "binary", "stream_attachment", "terminal_size"]
 
@@ -51,23 +52,36 @@ def _stdin_reader(stream: IO[str]) -> Callable[[], bytes]:
     return lambda: stream.read(_READ_SIZE).encode()
 
 
-def _copy_stdin(attachment: Attachment, read: Callable[[], bytes]) -> None:
+def _copy_stdin(attachment: Attachment, read: Callable[[], bytes], matcher: DetachMatcher | None,
+                detached: threading.Event) -> None:
     try:
         while True:
             data = read()
             if not data:
                 break
+            if matcher is not None:
+                matcher.feed(data)   # watched, not filtered: the engine drops the keys
+                if matcher.detached:
+                    detached.set()
             attachment.send(data)
+            if detached.is_set():
+                return    # the engine closes the stream; the connection is not half-closed
     except (OSError, ValueError):
         pass  # the container's side went away, or our stdin was closed: nothing left to copy
-    finally:
+    if not detached.is_set():
         attachment.close_stdin()
 
 
-def stream_attachment(attachment: Attachment, context: Context, *, stdin: bool) -> None:
-    """Copy output to the local stdout/stderr until it ends (and stdin to the container)."""
+def stream_attachment(attachment: Attachment, context: Context, *, stdin: bool,
+                      detach_keys: bytes | None = None) -> bool:
+    """Copy output to the local stdout/stderr until it ends (and stdin to the container);
+    True when it ended because ``detach_keys`` were typed (watched only when given)."""
+    detached = threading.Event()
     if stdin:
-        threading.Thread(target=_copy_stdin, args=(attachment, _stdin_reader(context.stdin)),
+        from lamina.container.detachkeys import DetachMatcher
+
+        matcher = DetachMatcher(detach_keys) if detach_keys else None
+        threading.Thread(target=_copy_stdin, args=(attachment, _stdin_reader(context.stdin), matcher, detached),
                          name="lamina-stdin", daemon=True).start()
     out = binary(context.out)
     err = binary(context.err)
@@ -84,6 +98,7 @@ def stream_attachment(attachment: Attachment, context: Context, *, stdin: bool) 
             continue
         target.write(payload)
         target.flush()
+    return detached.is_set()
 
 
 class RawTerminal:

@@ -143,10 +143,12 @@ class ContainerMixin(BaseClient):
         return decode_frames(chunks(response), multiplexed=multiplexed(response, self.api_version, tty))
 
     def attach(self, id: str, *, stdin: bool = False, stdout: bool = True, stderr: bool = True,
-               stream: bool = True, logs: bool = False, tty: bool = False) -> Attachment:
-        response = self._send("POST", f"/containers/{id}/attach", headers=dict(UPGRADE), query={
-            "stdin": flag(stdin), "stdout": flag(stdout), "stderr": flag(stderr),
-            "stream": flag(stream), "logs": flag(logs)})
+               stream: bool = True, logs: bool = False, tty: bool = False, detach_keys: str = "") -> Attachment:
+        query = {"stdin": flag(stdin), "stdout": flag(stdout), "stderr": flag(stderr),
+                 "stream": flag(stream), "logs": flag(logs)}
+        if detach_keys:
+            query["detachKeys"] = [detach_keys]
+        response = self._send("POST", f"/containers/{id}/attach", headers=dict(UPGRADE), query=query)
         return attachment(response, self.api_version, tty=tty)
 
     def resize(self, id: str, *, height: int, width: int) -> None:

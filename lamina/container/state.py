@@ -90,7 +90,9 @@ def status_text(state: dict[str, Any], at: float | None = None) -> str:
                 f"{human_duration(current - seconds_of(state.get('FinishedAt')))} ago")
     if kind == "running":
         health = (state.get("Health") or {}).get("Status")
-        suffix = f" ({health})" if health and health != "none" else ""
+        # Docker's Health.String(): "health: starting", else the status itself
+        label = "health: starting" if health == "starting" else health
+        suffix = f" ({label})" if health and health != "none" else ""
         return f"Up {human_duration(current - seconds_of(state.get('StartedAt')))}{suffix}"
     if kind in _STILL_TEXT:
         return _STILL_TEXT[kind]

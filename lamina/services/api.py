@@ -163,7 +163,9 @@ class ContainerStreams(Protocol):
     full id, unique id prefix or name (with or without the leading "/")."""
 
     def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
-               logs: bool = False) -> Duplex: ...
+               logs: bool = False, detach_keys: str | None = None) -> Duplex:
+        """The container's stdio; with a TTY, ``detach_keys`` (Docker's grammar, default
+        Ctrl-P Ctrl-Q) typed on stdin end the attach and leave the container running."""
 
     def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
              since: float = 0, until: float = 0, timestamps: bool = False,
@@ -179,7 +181,9 @@ class ExecService(Protocol):
         """``{"Id": exec_id}`` from Docker's ExecConfig (AttachStdin/Stdout/Stderr, Tty, Env,
         Cmd, WorkingDir, User, Privileged, DetachKeys)."""
 
-    def start(self, exec_id: str, *, detach: bool = False, tty: bool = False) -> Duplex | None: ...
+    def start(self, exec_id: str, *, detach: bool = False, tty: bool = False,
+              detach_keys: str | None = None) -> Duplex | None:
+        """Start the exec; ``detach_keys`` override the exec's ``DetachKeys``."""
 
     def inspect(self, exec_id: str) -> dict[str, Any]: ...
 

@@ -50,13 +50,19 @@ class ExecServiceImpl:
     def create(self, container: str, body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise errdefs.InvalidArgument("the exec configuration must be a JSON object")
-        config = {key: body[key] for key in _CONFIG_KEYS if key in body}
+        # Go's JSON decoding matches field names case-insensitively (docker-py sends "detachKeys")
+        names = {key.lower(): key for key in body}
+        config = {key: body[names[key.lower()]] for key in _CONFIG_KEYS if key.lower() in names}
         command = config.get("Cmd")
         if isinstance(command, str):
             command = [command]
         if not command or not isinstance(command, list) or not all(isinstance(c, str) for c in command):
             raise errdefs.InvalidArgument("No exec command specified")
         config["Cmd"] = command
+        if config.get("DetachKeys"):
+            from lamina.container.detachkeys import parse_detach_keys
+
+            parse_detach_keys(str(config["DetachKeys"]))
         env = config.get("Env") or []
         if not isinstance(env, list) or not all(isinstance(item, str) for item in env):
             raise errdefs.InvalidArgument("Env must be an array of strings")
@@ -74,15 +80,20 @@ class ExecServiceImpl:
         self.containers.events.emit(CONTAINER, f"{action}: {command}", container.id, container_attributes(
             container.config, container.name, {"execID": str(record.get("ID") or "")}))
 
-    def start(self, exec_id: str, *, detach: bool = False, tty: bool = False) -> socket.socket | None:
+    def start(self, exec_id: str, *, detach: bool = False, tty: bool = False,
+              detach_keys: str | None = None) -> socket.socket | None:
+        from lamina.container.detachkeys import parse_detach_keys
+
         record = self.execs.get(exec_id)
+        keys = parse_detach_keys(detach_keys or str(record.get("DetachKeys") or ""))
         if record.get("Running"):
             raise errdefs.Conflict(f"Error: Exec command {exec_id} is already running")
         if record.get("ExitCode") is not None:
             raise errdefs.Conflict(f"Error: Exec command {exec_id} has already run")
         container = self._running(str(record["ContainerID"]))
         self._event(container, "exec_start", record)
-        sock, refused = self.containers.monitors.start_exec(container.id, exec_id, detach=bool(detach), tty=bool(tty))
+        sock, refused = self.containers.monitors.start_exec(container.id, exec_id, detach=bool(detach),
+                                                            tty=bool(tty), detach_keys=keys)
         if refused is not None:
             if detach:
                 raise refused

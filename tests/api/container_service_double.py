@@ -472,7 +472,7 @@ class DoubleContainers:
         return items()
 
     def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
-               logs: bool = False) -> socket.socket:
+               logs: bool = False, detach_keys: str | None = None) -> socket.socket:
         container = self._find(id)
         self.calls.append(("attach", {"id": container.id, "stdin": stdin, "stdout": stdout,
                                       "stderr": stderr, "stream": stream, "logs": logs}))
@@ -640,7 +640,8 @@ class DoubleExecs:
             raise errdefs.NotFound(f"No such exec instance: {exec_id}")
         return self.execs[exec_id]
 
-    def start(self, exec_id: str, *, detach: bool = False, tty: bool = False) -> socket.socket | None:
+    def start(self, exec_id: str, *, detach: bool = False, tty: bool = False,
+              detach_keys: str | None = None) -> socket.socket | None:
         record = self._find(exec_id)
         self.calls.append(("start", {"id": exec_id, "detach": detach, "tty": tty}))
         if record.running or record.exit_code is not None:

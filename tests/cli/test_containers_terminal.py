@@ -107,9 +107,9 @@ def test_run_tty_on_a_terminal_is_raw_sized_and_restored(services, terminal, mon
     seen_while_copying: list[list] = []
     copy = foreground.stream_attachment
 
-    def spy(attachment, context, *, stdin):
+    def spy(attachment, context, *, stdin, **options):
         seen_while_copying.append(termios.tcgetattr(stream.fileno()))
-        return copy(attachment, context, stdin=stdin)
+        return copy(attachment, context, stdin=stdin, **options)
 
     monkeypatch.setattr(foreground, "stream_attachment", spy)
     code = _run_on_terminal(monkeypatch, stream, "run", "-it", "--name", "tty", "busybox", "sh", "-c", "echo x; exit 2")
@@ -130,8 +130,9 @@ def test_run_tty_without_stdin_leaves_the_terminal_alone(services, terminal, mon
     seen: list[list] = []
     copy = foreground.stream_attachment
     monkeypatch.setattr(foreground, "stream_attachment",
-                        lambda attachment, context, *, stdin: (seen.append(termios.tcgetattr(stream.fileno())),
-                                                               copy(attachment, context, stdin=stdin))[1])
+                        lambda attachment, context, *, stdin, **options: (
+                            seen.append(termios.tcgetattr(stream.fileno())),
+                            copy(attachment, context, stdin=stdin, **options))[1])
     assert _run_on_terminal(monkeypatch, stream, "run", "-t", "busybox", "echo", "hi") == 0
     assert seen == [before]
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from lamina.cli.context import Context
-from lamina.cli.foreground import EngineError, report, run_attached
+from lamina.cli.detach import DetachKeys, resolve_detach_keys
+from lamina.cli.foreground import EngineError, input_is_not_a_terminal, report, run_attached
 
 __all__ = ["configure", "run"]
 
@@ -17,6 +18,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sig-proxy", action="store_true", default=True,
                         help="proxy all received signals to the process (default true)")
     parser.add_argument("--detach-keys", metavar="KEYS", help="override the key sequence for detaching a container")
+
+
+def _detach_keys(flag: str | None) -> DetachKeys:
+    from lamina import errdefs
+    from lamina.client.client import ClientError
+
+    try:
+        return resolve_detach_keys(flag)
+    except errdefs.InvalidArgument as exc:
+        raise EngineError(ClientError(400, str(exc)), "attach") from exc
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
@@ -36,10 +47,13 @@ def run(args: argparse.Namespace, context: Context) -> int:
         if state.get("Paused"):
             context.error("You cannot attach to a paused container, unpause it first")
             return 1
+        if input_is_not_a_terminal(context, tty=bool(config.get("Tty")),
+                                   stdin=bool(config.get("OpenStdin")) and not args.no_stdin):
+            return 1
         return run_attached(context, client, str(info.get("Id") or args.container), command="attach",
                             tty=bool(config.get("Tty")),
                             stdin=bool(config.get("OpenStdin")) and not args.no_stdin,
                             stdout=True, stderr=True, start=False, wait_condition="not-running",
-                            sig_proxy=args.sig_proxy)
+                            sig_proxy=args.sig_proxy, detach_keys=_detach_keys(args.detach_keys))
     except EngineError as exc:
         return report(context, exc)

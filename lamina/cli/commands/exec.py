@@ -15,7 +15,7 @@ import argparse
 from lamina.cli.container_flags import FlagError, parse_env, read_env_file
 from lamina.cli.context import Context
 from lamina.cli.errors import UsageError
-from lamina.cli.foreground import EXIT_ENGINE, EngineError, pump, report
+from lamina.cli.foreground import EXIT_ENGINE, EngineError, input_is_not_a_terminal, pump, report
 from lamina.cli.stdio import terminal_size
 
 __all__ = ["OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE", "configure", "run"]
@@ -51,11 +51,21 @@ def run(args: argparse.Namespace, context: Context) -> int:
     except FlagError as exc:
         context.error(f"lamina: {exc.message}\nSee 'lamina exec --help'.")
         return exc.exit_code
+    from lamina import errdefs
+    from lamina.cli.detach import resolve_detach_keys
+
+    try:
+        detach_keys = resolve_detach_keys(args.detach_keys)
+    except errdefs.InvalidArgument as exc:
+        context.error(f"lamina: {exc}\nSee 'lamina exec --help'.")
+        return EXIT_ENGINE
     attach = not args.detach
+    if attach and input_is_not_a_terminal(context, tty=args.tty, stdin=args.interactive):
+        return 1
     body = {
         "User": args.user or "", "Privileged": args.privileged, "Tty": args.tty,
         "AttachStdin": attach and args.interactive, "AttachStdout": attach, "AttachStderr": attach,
-        "DetachKeys": args.detach_keys or "", "Env": environment or None,
+        "DetachKeys": detach_keys.specification, "Env": environment or None,
         "WorkingDir": args.workdir or "", "Cmd": list(args.command),
     }
     size = terminal_size(context.out) if args.tty else None
@@ -73,8 +83,11 @@ def run(args: argparse.Namespace, context: Context) -> int:
     if attachment is None:
         return 0
     with attachment:
-        pump(context, client, attachment, tty=args.tty, stdin=bool(body["AttachStdin"]),
-             resize=lambda height, width: client.exec_resize(exec_id, height=height, width=width))
+        detached = pump(context, client, attachment, tty=args.tty, stdin=bool(body["AttachStdin"]),
+                        resize=lambda height, width: client.exec_resize(exec_id, height=height, width=width),
+                        detach_keys=detach_keys.keys)
+    if detached:
+        return 0
     try:
         exit_code = client.exec_inspect(exec_id).get("ExitCode")
     except ClientError as exc:

@@ -17,7 +17,7 @@ import argparse
 from lamina.cli.container_flags import FlagError, configure_create, create_body
 from lamina.cli.context import Context
 from lamina.cli.creating import create_container
-from lamina.cli.foreground import EngineError, report, run_attached, start_failure_code
+from lamina.cli.foreground import EngineError, input_is_not_a_terminal, report, run_attached, start_failure_code
 
 __all__ = ["ADD_HELP", "OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE", "configure", "run"]
 
@@ -33,11 +33,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, context: Context) -> int:
     from lamina.client.client import ClientError
 
+    from lamina import errdefs
+    from lamina.cli.detach import resolve_detach_keys
+
     try:
         body = create_body(args, detach=args.detach)
+        try:
+            detach_keys = resolve_detach_keys(args.detach_keys)
+        except errdefs.InvalidArgument as exc:
+            raise FlagError(str(exc)) from exc
     except FlagError as exc:
         context.error(f"lamina: {exc.message}\nSee 'lamina run --help'.")
         return exc.exit_code
+    if not args.detach and input_is_not_a_terminal(context, tty=body["Tty"], stdin=body["AttachStdin"]):
+        return 1
     try:
         id = create_container(context, args, detach=args.detach, command="run", body=body)
         if args.detach:
@@ -56,6 +65,6 @@ def run(args: argparse.Namespace, context: Context) -> int:
             context, context.client, id, command="run", tty=body["Tty"], stdin=body["AttachStdin"],
             stdout=body["AttachStdout"], stderr=body["AttachStderr"], start=True,
             wait_condition="removed" if args.rm else "next-exit", sig_proxy=args.sig_proxy,
-            remove_on_failure=args.rm)
+            remove_on_failure=args.rm, detach_keys=detach_keys)
     except EngineError as exc:
         return report(context, exc)

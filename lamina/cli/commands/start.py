@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from lamina.cli.context import Context
+from lamina.cli.detach import DetachKeys, resolve_detach_keys
 from lamina.cli.errors import UsageError
 from lamina.cli.foreground import EngineError, report, run_attached
 from lamina.cli.targets import for_each
@@ -22,6 +23,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR and forward signals")
     parser.add_argument("-i", "--interactive", action="store_true", help="attach container's STDIN")
     parser.add_argument("--detach-keys", metavar="KEYS", help="override the key sequence for detaching a container")
+
+
+def _detach_keys(flag: str | None) -> DetachKeys:
+    from lamina import errdefs
+    from lamina.client.client import ClientError
+
+    try:
+        return resolve_detach_keys(flag)
+    except errdefs.InvalidArgument as exc:
+        raise EngineError(ClientError(400, str(exc)), "start") from exc
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
@@ -44,6 +55,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
         stdin = bool(args.interactive and config.get("OpenStdin"))
         return run_attached(context, client, str(info.get("Id") or name), command="start", tty=tty,
                             stdin=stdin, stdout=True, stderr=True,
-                            start=not state.get("Running"), wait_condition="next-exit")
+                            start=not state.get("Running"), wait_condition="next-exit",
+                            detach_keys=_detach_keys(args.detach_keys))
     except EngineError as exc:
         return report(context, exc)

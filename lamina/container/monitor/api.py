@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from lamina.container.execstore import ExecStore
 from lamina.container.store import ContainerStore
@@ -60,4 +60,4 @@ class PendingAttach:
     the attach hello (:func:`~lamina.container.monitor.protocol.attach_hello`)."""
 
     sock: socket.socket
-    options: dict[str, bool]
+    options: dict[str, Any]

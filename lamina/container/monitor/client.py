@@ -81,7 +81,7 @@ class MonitorClient:
 
     # -- streams and requests --------------------------------------------------------------------
 
-    def attach(self, container_id: str, hello: dict[str, bool]) -> socket.socket | None:
+    def attach(self, container_id: str, hello: dict[str, Any]) -> socket.socket | None:
         """A connection to the running container's stdio; None when its monitor does not listen."""
         try:
             sock = connect_unix(self.run_directory(container_id).attach_socket)
@@ -95,7 +95,7 @@ class MonitorClient:
         return sock
 
     @staticmethod
-    def pending_attach(hello: dict[str, bool]) -> tuple[socket.socket, PendingAttach]:
+    def pending_attach(hello: dict[str, Any]) -> tuple[socket.socket, PendingAttach]:
         """An attach to a container not started yet: the client's end, and what the next
         :func:`spawn` hands to the monitor."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -121,10 +121,12 @@ class MonitorClient:
         self.control(container_id, protocol.resize_request(height, width, exec_id))
 
     def start_exec(self, container_id: str, exec_id: str, *, detach: bool,
-                   tty: bool | None = None) -> tuple[socket.socket | None, errdefs.LaminaError | None]:
+                   tty: bool | None = None, detach_keys: bytes | None = None
+                   ) -> tuple[socket.socket | None, errdefs.LaminaError | None]:
         """Start an exec: (its stdio connection, None when detached; the monitor's refusal,
         not raised: Docker reports it on the hijacked stream)."""
-        sock, answer = self._request(container_id, protocol.exec_start_request(exec_id, detach=detach, tty=tty))
+        request = protocol.exec_start_request(exec_id, detach=detach, tty=tty, detach_keys=detach_keys)
+        sock, answer = self._request(container_id, request)
         try:
             protocol.raise_error(answer)
         except errdefs.LaminaError as exc:

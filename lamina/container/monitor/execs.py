@@ -20,6 +20,7 @@ from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT
 from lamina.container.monitor.io import Loop, Sink, Stream, reply, set_window
+import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.protocol import exit_code_of_start_error
 from lamina.container.monitor.run import DRAIN_SECONDS, Run, exit_code
 from lamina.container.store import Container
@@ -91,6 +92,7 @@ class ExecSessions:
         if record.get("Running") or record.get("Pid") or record.get("ExitCode") is not None:
             raise errdefs.Conflict(f"Error: Exec command {exec_id} is already running")
         detach = bool(options.get("detach"))
+        keys = protocol.detach_keys_of(options)
         config = dict(record.get("Config") or {})
         container = load_container()
         from lamina.runtime.user import resolve_user_in_root
@@ -160,11 +162,14 @@ class ExecSessions:
         if detach:
             sock.close()
         else:
-            # framed by the Tty of the start request (Docker's rule), the exec's own by default
+            # framed by the Tty of the start request (Docker's rule), the exec's own by default;
+            # with a TTY the detach keys are watched and the client's end of input does not end
+            # the exec's (Docker's rule)
             raw = bool(options["tty"]) if isinstance(options.get("tty"), bool) else tty
             stream = Stream(self.loop, sock, stdout=bool(config.get("AttachStdout")) or tty,
-                            stderr=bool(config.get("AttachStderr")), sink=sink, raw=raw, close_stdin_on_eof=True,
-                            on_close=self.streams.discard)
+                            stderr=bool(config.get("AttachStderr")), sink=sink, raw=raw,
+                            close_stdin_on_eof=not tty, on_close=self.streams.discard,
+                            detach_keys=keys if tty else None)
             self.streams.add(stream)
         session = ExecSession(exec_id=exec_id, pid=pid, master=master, sink=sink, stream=stream, sources=parent)
         self.sessions[pid] = session

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lamina import errdefs
+from lamina.container.detachkeys import DetachMatcher
 from lamina.container.logs import STDERR, STDOUT, frame
 import lamina.container.monitor.protocol as protocol
 from lamina.log import get_logger
@@ -158,11 +159,15 @@ class Sink:
 class Stream:
     """A client connection carrying a hijacked stdio stream (attach, or an exec's).
 
-    ``on_close`` is called once, when the connection is closed."""
+    ``on_close`` is called once, when the connection is closed.  With ``detach_keys`` the
+    input is watched for them (:class:`~lamina.container.detachkeys.DetachMatcher`): the
+    whole sequence closes the connection, ``on_detach`` first, and never reaches the sink."""
 
     def __init__(self, loop: Loop, sock: socket.socket, *, stdout: bool, stderr: bool, sink: Sink | None,
                  raw: bool, close_stdin_on_eof: bool,
-                 on_close: Callable[[Stream], None] = lambda stream: None) -> None:
+                 on_close: Callable[[Stream], None] = lambda stream: None,
+                 detach_keys: bytes | None = None,
+                 on_detach: Callable[[Stream], None] = lambda stream: None) -> None:
         self.loop = loop
         self.sock = sock
         self.fd = sock.fileno()
@@ -172,6 +177,8 @@ class Stream:
         self.raw = raw
         self.close_stdin_on_eof = close_stdin_on_eof
         self.on_close = on_close
+        self.matcher = DetachMatcher(detach_keys) if detach_keys and sink is not None else None
+        self.on_detach = on_detach
         self.out = bytearray()
         self.closing = False
         self.closed = False
@@ -191,8 +198,16 @@ class Stream:
         self.loop.on_write(self.fd, self._writable)
 
     def input(self, data: bytes) -> None:
+        matcher = self.matcher
+        if matcher is not None:
+            data = matcher.feed(data)
         if data and self.sink is not None:
             self.sink.write(data)
+        if matcher is not None and matcher.detached:
+            self.matcher = None
+            self.sink = None
+            self.on_detach(self)
+            self.close()
 
     def _readable(self) -> None:
         try:
@@ -206,6 +221,10 @@ class Stream:
             self.input(data)
             return
         self.loop.on_read(self.fd, None)  # half-closed: output may still be wanted
+        if self.matcher is not None and self.sink is not None:
+            held = self.matcher.flush()  # the start of a sequence that never ended
+            if held:
+                self.sink.write(held)
         if self.close_stdin_on_eof and self.sink is not None:
             self.sink.close_when_drained()
             self.sink = None

@@ -11,23 +11,26 @@ started (``{"ok": true}``) or could not start (``{"error": ERROR}``), then close
 closed without a line means the monitor died (its own log, ``monitor.log``, says why).
 
 **The attach socket** (``attach.sock``): the client connects and sends one hello line
-``{"stdin": b, "stdout": b, "stderr": b, "logs": b, "stream": b}`` (:func:`attach_hello`);
-no answer line follows.  From then on the connection carries Docker's hijacked-attach wire
+``{"stdin": b, "stdout": b, "stderr": b, "logs": b, "stream": b, "detach_keys": [n, ...]}``
+(:func:`attach_hello`; ``detach_keys`` optional, default Ctrl-P Ctrl-Q); no answer line follows.  From then on the connection carries Docker's hijacked-attach wire
 format: output as 8-byte header frames (:func:`lamina.container.logs.frame`) without a TTY,
 raw bytes with one; with ``logs`` the json-file log is replayed first; without ``stream`` the
 connection is closed after that.  Bytes the client sends go to the container's stdin (with
 ``OpenStdin``); the client's half-close closes that stdin when the container has
-``StdinOnce``.  Clients are closed when the run ends.
+``StdinOnce`` and no TTY (Docker's rule: a TTY's input is never closed by a client).  With a
+TTY, the client's input is watched for the detach keys (:mod:`lamina.container.detachkeys`):
+they are not passed on, and the whole sequence closes the connection (the container runs on;
+a ``detach`` event).  Clients are closed when the run ends.
 
 **The control socket** (``ctl.sock``): one request line per connection, one answer line:
 
 - ``{"resize": [height, width]}`` / ``{"resize": [h, w], "exec": id}``: TIOCSWINSZ on the
   run's or the exec's pty; answer ``{"ok": true}``;
-- ``{"exec": id, "start": {"detach": b}}``: start the exec ``id`` (its record in
+- ``{"exec": id, "start": {"detach": b, "detach_keys": [n, ...]}}``: start the exec ``id`` (its record in
   :class:`~lamina.container.execstore.ExecStore`); the monitor is its parent and records its
   exit code.  Answer ``{"ok": true, "pid": n}``; unless detached, after the answer the
   connection carries the exec's stdio in the attach wire format and is closed when the exec's
-  output ended, after its record was written.
+  output ended, after its record was written (or at the detach keys, with a TTY).
 
 ``ERROR`` is ``{"kind": k, "message": text}`` plus ``"exit_code": n`` for a command that cannot
 be run (127 not found, 126 not executable).  ``kind`` is an :mod:`lamina.errdefs` kind
@@ -57,6 +60,7 @@ __all__ = [
     "StartError",
     "attach_hello",
     "decode_request",
+    "detach_keys_of",
     "encode",
     "error_answer",
     "exec_start_request",
@@ -108,9 +112,13 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
-def attach_hello(*, stdin: bool, stdout: bool, stderr: bool, logs: bool = False, stream: bool = True) -> dict[str, bool]:
-    return {"stdin": bool(stdin), "stdout": bool(stdout), "stderr": bool(stderr), "logs": bool(logs),
-            "stream": bool(stream)}
+def attach_hello(*, stdin: bool, stdout: bool, stderr: bool, logs: bool = False, stream: bool = True,
+                 detach_keys: bytes | None = None) -> dict[str, Any]:
+    hello: dict[str, Any] = {"stdin": bool(stdin), "stdout": bool(stdout), "stderr": bool(stderr),
+                             "logs": bool(logs), "stream": bool(stream)}
+    if detach_keys:
+        hello["detach_keys"] = list(detach_keys)
+    return hello
 
 
 def resize_request(height: int, width: int, exec_id: str | None = None) -> dict[str, Any]:
@@ -120,13 +128,16 @@ def resize_request(height: int, width: int, exec_id: str | None = None) -> dict[
     return request
 
 
-def exec_start_request(exec_id: str, *, detach: bool, tty: bool | None = None) -> dict[str, Any]:
+def exec_start_request(exec_id: str, *, detach: bool, tty: bool | None = None,
+                       detach_keys: bytes | None = None) -> dict[str, Any]:
     """``tty``: the start request's Tty, which decides the framing of the stream (Docker's
-    rule); ``None``: the exec's own."""
-    options: dict[str, Any] = {"detach": bool(detach)}
+    rule); ``None``: the exec's own.  ``detach_keys``: the sequence that detaches the client."""
+    start: dict[str, Any] = {"detach": bool(detach)}
     if tty is not None:
-        options["tty"] = bool(tty)
-    return {"exec": exec_id, "start": options}
+        start["tty"] = bool(tty)
+    if detach_keys:
+        start["detach_keys"] = list(detach_keys)
+    return {"exec": exec_id, "start": start}
 
 
 def error_answer(exc: BaseException) -> dict[str, Any]:
@@ -151,6 +162,18 @@ def decode_request(line: bytes) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise errdefs.InvalidArgument("malformed request")
     return request
+
+
+def detach_keys_of(options: dict[str, Any]) -> bytes:
+    """The detach keys of an attach hello or exec start (Ctrl-P Ctrl-Q when not given)."""
+    from lamina.container.detachkeys import DEFAULT_DETACH_KEYS
+
+    keys = options.get("detach_keys")
+    if not keys:
+        return DEFAULT_DETACH_KEYS
+    if not isinstance(keys, list) or not all(isinstance(key, int) and 0 <= key < 128 for key in keys):
+        raise errdefs.InvalidArgument("detach_keys must be a list of ASCII codes")
+    return bytes(keys)
 
 
 def resize_size(request: dict[str, Any]) -> tuple[int, int]:

@@ -29,6 +29,7 @@ import time
 from typing import Any, Protocol
 
 from lamina import errdefs
+from lamina.container import health
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
@@ -161,9 +162,23 @@ class ExecFinisher(Protocol):
         """Record the end of the execs that exited (all of them with ``force``)."""
 
 
+class HealthChecker(Protocol):
+    def begin(self, run: Run) -> None:
+        """A run started: its healthcheck begins."""
+
+    def timeout(self) -> float | None:
+        """Seconds until a probe is due (None: none is)."""
+
+    def tick(self) -> None:
+        """Start or time out the probes that are due."""
+
+    def end(self) -> None:
+        """The run ended: no more probes."""
+
+
 class RunHost(Protocol):
     """What :class:`Runner` needs of its monitor: its stores, the event loop and the clients,
-    the answer to the starter, the exit record, the execs."""
+    the answer to the starter, the exit record, the execs, the healthcheck."""
 
     id: str
     context: MonitorContext
@@ -176,6 +191,7 @@ class RunHost(Protocol):
     writer: JsonFileWriter | None
     events: EventSink
     sessions: ExecFinisher
+    health: HealthChecker
     run: Run | None
 
     def event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
@@ -422,6 +438,7 @@ class Runner:
             raise
         run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
                   master=master, sink=sink, sources=sources)
+        probed = health.probe_of(config) is not None
         for fd, stream_type in sources.items():
             monitor.loop.on_read(fd, lambda fd=fd, stream_type=stream_type: self._output(run, fd, stream_type))
         monitor.run_dir.write_runtime_state(state)
@@ -432,6 +449,8 @@ class Runner:
             record.state.update(Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
                                 Pid=state.pid, ExitCode=0, Error="", StartedAt=started_at)
             record.data["HasBeenStartedBefore"] = True
+            if probed:
+                record.state["Health"] = health.start_of_run(record.state.get("Health"))
             directory = self.store.directory(self.id)
             record.data["LogPath"] = self.store.log_path(self.id) if logged else ""
             record.data["HostnamePath"] = os.path.join(directory, "hostname")
@@ -444,6 +463,7 @@ class Runner:
         log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
         self._volume_events(container, "mount")
         monitor.event(container, "start")
+        monitor.health.begin(run)
         return run
 
     def _mount_volumes(self, mount_points: Any) -> None:
@@ -517,6 +537,7 @@ class Runner:
             return self._serve()
         except Exception:  # noqa: BLE001 - logged; the run still ends cleanly
             log.exception("monitor of %s failed while the container ran: killing it", self.id)
+            self.monitor.health.end()
             run = self.monitor.run
             assert run is not None
             try:
@@ -550,8 +571,13 @@ class Runner:
                 timeout = None
             if monitor.sessions:
                 timeout = 0.1 if timeout is None else min(timeout, 0.1)
+            probe_due = monitor.health.timeout()
+            if probe_due is not None:
+                timeout = probe_due if timeout is None else min(timeout, probe_due)
             monitor.loop.poll(timeout)
             monitor.sessions.finish(force=False)
+            monitor.health.tick()
+        monitor.health.end()
         for fd in list(run.sources):
             monitor.loop.forget(fd)
             os.close(fd)
@@ -625,6 +651,8 @@ class Runner:
         def change(container: Container) -> None:
             container.state.update(Running=restarting, Restarting=restarting, Paused=False, Pid=0,
                                    ExitCode=code, OOMKilled=oom, FinishedAt=finished, Error="")
+            if container.state.get("Health") is not None:
+                container.state["Health"] = health.end_of_run(container.state["Health"])
             if restarting:
                 container.data["RestartCount"] = int(container.data.get("RestartCount") or 0) + 1
 

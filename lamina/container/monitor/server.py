@@ -24,6 +24,7 @@ from lamina.container.logs import STDERR, STDOUT, JsonFileWriter, parse_log_opti
 import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.api import MonitorContext, PendingAttach
 from lamina.container.monitor.execs import ExecSessions
+from lamina.container.monitor.health import HealthProbes
 from lamina.container.monitor.io import Handshake, Loop, Stream, reply, set_window
 from lamina.container.monitor.run import Run, Runner
 from lamina.container.rundir import RunDirectory, RunLock, bind_unix
@@ -65,6 +66,7 @@ class Monitor:
         self.listeners: list[socket.socket] = []
         self.sessions = ExecSessions(self.loop, self.execs, container_id, streams=self.streams,
                                      on_exit=self._exec_died)
+        self.health = HealthProbes(self.loop, self.store, container_id, self.event)
         self.runner = Runner(self)
 
     def event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
@@ -145,7 +147,7 @@ class Monitor:
                 return
             if pid == 0:
                 return
-            if self.sessions.reaped(pid, status):
+            if self.sessions.reaped(pid, status) or self.health.reaped(pid, status):
                 continue
             if self.run is not None and pid == self.run.state.pid:
                 self.run.status = status
@@ -222,9 +224,17 @@ class Monitor:
             return
         config = run.container.config
         sink = run.sink if options.get("stdin") and config.get("OpenStdin") else None
+        try:
+            keys = protocol.detach_keys_of(options) if run.tty else None
+        except errdefs.InvalidArgument:
+            sock.close()
+            return
+        container = run.container
+        # Docker's rule: a client's end of input closes the container's stdin only without a TTY
         stream = Stream(self.loop, sock, stdout=bool(options.get("stdout")), stderr=bool(options.get("stderr")),
-                        sink=sink, raw=run.tty, close_stdin_on_eof=bool(config.get("StdinOnce")),
-                        on_close=self.streams.discard)
+                        sink=sink, raw=run.tty, close_stdin_on_eof=bool(config.get("StdinOnce")) and not run.tty,
+                        on_close=self._stream_closed, detach_keys=keys,
+                        on_detach=lambda stream: self.event(container, "detach"))
         self.streams.add(stream)
         if options.get("logs") and self.writer is not None:
             self.writer.flush()
@@ -235,6 +245,11 @@ class Monitor:
             return
         self.attached.append(stream)
         stream.input(rest)
+
+    def _stream_closed(self, stream: Stream) -> None:
+        self.streams.discard(stream)
+        if stream in self.attached:
+            self.attached.remove(stream)
 
     def _control(self, sock: socket.socket, request: dict[str, Any], rest: bytes) -> None:
         try:

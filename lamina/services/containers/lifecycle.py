@@ -12,6 +12,7 @@ from typing import Any
 from lamina import errdefs
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
+from lamina.container.health import validate_healthcheck
 from lamina.container.names import random_name, validate_name
 from lamina.container.removal import destroy
 from lamina.container.state import new_state, now, seconds_of
@@ -45,6 +46,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         if not image_name:
             raise errdefs.InvalidArgument("No image specified: Config.Image is empty")
         config = specs.normalize_config(config_in)
+        validate_healthcheck(config.get("Healthcheck"))
         if name:
             validate_name(name)
         image_id = self.images.resolve(image_name)

@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from lamina import errdefs
 from lamina.container import spec as specs
@@ -57,9 +58,13 @@ class ContainerStreamsImpl(ContainerGroup):
             return False
 
     def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
-               logs: bool = False) -> socket.socket:
+               logs: bool = False, detach_keys: str | None = None) -> socket.socket:
+        from lamina.container.detachkeys import parse_detach_keys
+
+        keys = parse_detach_keys(detach_keys)   # refused before anything is attached
         container = self._get(id)
-        options = protocol.attach_hello(stdin=stdin, stdout=stdout, stderr=stderr, logs=logs, stream=stream)
+        options = protocol.attach_hello(stdin=stdin, stdout=stdout, stderr=stderr, logs=logs, stream=stream,
+                                        detach_keys=keys)
         self._event(container, "attach")
         state = container.state
         if state.get("Running") and not state.get("Restarting"):
@@ -74,7 +79,7 @@ class ContainerStreamsImpl(ContainerGroup):
             self._pending.setdefault(container.id, []).append(pending)
         return ours
 
-    def _logs_only(self, container: Container, options: dict[str, bool]) -> socket.socket:
+    def _logs_only(self, container: Container, options: dict[str, Any]) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         raw = bool(container.config.get("Tty"))
         path = self.store.log_path(container.id)

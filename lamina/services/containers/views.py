@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from lamina import errdefs
+from lamina.container.health import HEALTH_STATUSES
 from lamina.container.state import ZERO_TIME, now, seconds_of, status, status_text
 from lamina.container.store import Container
 from lamina.log import get_logger
@@ -222,6 +223,9 @@ class ContainerViewsImpl(ContainerGroup):
         for value in filters.get("status", []):
             if value not in _STATUSES:
                 raise errdefs.InvalidArgument(f"invalid filter 'status={value}'")
+        for value in filters.get("health", []):
+            if value not in HEALTH_STATUSES:
+                raise errdefs.InvalidArgument(f"Unrecognised filter value for health: {value}")
         for value in filters.get("exited", []):
             if not value.lstrip("-").isdigit():
                 raise errdefs.InvalidArgument(f"invalid filter 'exited={value}'")

@@ -172,3 +172,59 @@ def test_a_sink_buffers_what_the_pipe_cannot_take_yet() -> None:
     finally:
         os.close(read_end)
         loop.close()
+
+
+def test_the_detach_keys_close_the_client_and_never_reach_the_sink() -> None:
+    loop = Loop()
+    ours, theirs = socket.socketpair()
+    read_end, write_end = os.pipe()
+    detached: list[Stream] = []
+    closed: list[Stream] = []
+    try:
+        sink = Sink(loop, write_end, pty=False)
+        Stream(loop, ours, stdout=True, stderr=False, sink=sink, raw=True, close_stdin_on_eof=False,
+               on_close=closed.append, detach_keys=b"\x10\x11", on_detach=detached.append)
+        theirs.sendall(b"typed \x10")
+        theirs.sendall(b"x \x10")
+        theirs.sendall(b"\x11 after")
+        run_until(loop, lambda: bool(closed))
+        assert len(detached) == 1
+        assert read_all(theirs) == b""            # closed by the monitor
+        run_until(loop, lambda: not sink.buffer)
+        os.set_blocking(read_end, False)
+        assert os.read(read_end, 65536) == b"typed \x10x "   # a broken sequence passed, the keys not
+        assert not sink.closed                    # the process's stdin stays open
+    finally:
+        theirs.close()
+        sink.release()
+        os.close(read_end)
+        loop.close()
+
+
+def test_without_the_whole_sequence_held_keys_are_passed_at_the_end_of_input() -> None:
+    loop = Loop()
+    ours, theirs = socket.socketpair()
+    read_end, write_end = os.pipe()
+    closed: list[Stream] = []
+    try:
+        sink = Sink(loop, write_end, pty=False)
+        Stream(loop, ours, stdout=True, stderr=False, sink=sink, raw=True, close_stdin_on_eof=False,
+               on_close=closed.append, detach_keys=b"\x10\x11")
+        theirs.sendall(b"end \x10")
+        theirs.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 5
+        received = b""
+        os.set_blocking(read_end, False)
+        while received != b"end \x10":
+            assert time.monotonic() < deadline, received
+            loop.poll(0.05)
+            try:
+                received += os.read(read_end, 65536)
+            except BlockingIOError:
+                pass
+        assert not closed and not sink.closed     # a TTY's input is not closed by the client's end
+    finally:
+        theirs.close()
+        sink.release()
+        os.close(read_end)
+        loop.close()

@@ -124,3 +124,16 @@ def test_a_silent_monitor_times_out() -> None:
 def test_exit_codes_of_start_errors(message: str, expected: int) -> None:
     assert protocol.exit_code_of_start_error(errdefs.System(message)) == expected
     assert protocol.exit_code_of_start_error(protocol.StartError(message, 3)) == 3
+
+
+def test_detach_keys_cross_the_wire_with_ctrl_p_ctrl_q_by_default() -> None:
+    hello = protocol.decode_request(protocol.encode(protocol.attach_hello(
+        stdin=True, stdout=True, stderr=False, detach_keys=b"\x01x")))
+    assert protocol.detach_keys_of(hello) == b"\x01x"
+    assert protocol.detach_keys_of(protocol.attach_hello(stdin=True, stdout=True, stderr=True)) == b"\x10\x11"
+    start = protocol.decode_request(protocol.encode(protocol.exec_start_request("e", detach=False,
+                                                                                detach_keys=b"\x05")))
+    assert protocol.detach_keys_of(start["start"]) == b"\x05"
+    for bad in ("ctrl-p", [300], [True, "x"]):
+        with pytest.raises(errdefs.InvalidArgument):
+            protocol.detach_keys_of({"detach_keys": bad})
