@@ -39,3 +39,16 @@ def resolve_detach_keys(flag: str | None, environment: Mapping[str, str] | None 
     """The keys of ``--detach-keys`` or of the config file; InvalidArgument for unknown keys."""
     specification = flag if flag else configured_detach_keys(os.environ if environment is None else environment)
     return DetachKeys(specification)
+
+
+def detach_keys_for(flag: str | None, action: str) -> DetachKeys:
+    """:func:`resolve_detach_keys` for a command that attaches: unknown keys are reported as
+    the engine reports them (a 400 error of ``action``)."""
+    from lamina import errdefs
+    from lamina.cli.foreground import EngineError
+    from lamina.client.client import ClientError
+
+    try:
+        return resolve_detach_keys(flag)
+    except errdefs.InvalidArgument as exc:
+        raise EngineError(ClientError(400, str(exc)), action) from exc

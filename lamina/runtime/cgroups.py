@@ -254,12 +254,7 @@ class CgroupManager:
             current = point
             for part in self.path.split("/"):
                 parent, current = current, os.path.join(current, part)
-                try:
-                    os.mkdir(current, 0o755)
-                except FileExistsError:
-                    pass
-                except OSError as exc:
-                    raise errdefs.System(f"cannot create cgroup {current}: {exc.strerror}") from exc
+                _make_cgroup(current)
                 if is_cpuset:
                     self._inherit_cpuset(parent, current)
         devices = self.directory("devices")
@@ -296,12 +291,7 @@ class CgroupManager:
             if enable:
                 self.write(os.path.join(current, "cgroup.subtree_control"), enable)
             current = os.path.join(current, part)
-            try:
-                os.mkdir(current, 0o755)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise errdefs.System(f"cannot create cgroup {current}: {exc.strerror}") from exc
+            _make_cgroup(current)
 
     def open_procs_files(self) -> list[int]:
         """Open, for writing, the file through which a process joins each hierarchy, to join
@@ -469,3 +459,12 @@ class CgroupManager:
                 return remaining
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+def _make_cgroup(path: str) -> None:
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise errdefs.System(f"cannot create cgroup {path}: {exc.strerror}") from exc

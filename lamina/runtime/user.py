@@ -84,38 +84,37 @@ def _int_or_none(text: str) -> int | None:
     return int(text)
 
 
+def _records(text: str, minimum_fields: int) -> list[list[str]]:
+    """The ``:``-separated fields of each line of a passwd or group file with at least
+    ``minimum_fields`` fields; blank lines and comments are skipped."""
+    records = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            fields = line.split(":")
+            if len(fields) >= minimum_fields:
+                records.append(fields)
+    return records
+
+
 def parse_passwd(text: str) -> list[PasswdEntry]:
     """Entries of a passwd file; malformed lines (too few fields, non-numeric ids) are skipped
     as libc does."""
     entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        if len(fields) < 4:
-            continue
+    for fields in _records(text, 4):
         uid, gid = _int_or_none(fields[2]), _int_or_none(fields[3])
-        if uid is None or gid is None:
-            continue
-        entries.append(PasswdEntry(fields[0], uid, gid, fields[5] if len(fields) > 5 else ""))
+        if uid is not None and gid is not None:
+            entries.append(PasswdEntry(fields[0], uid, gid, fields[5] if len(fields) > 5 else ""))
     return entries
 
 
 def parse_group(text: str) -> list[GroupEntry]:
     entries = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        fields = line.split(":")
-        if len(fields) < 3:
-            continue
+    for fields in _records(text, 3):
         gid = _int_or_none(fields[2])
-        if gid is None:
-            continue
-        members = tuple(m for m in fields[3].split(",") if m) if len(fields) > 3 else ()
-        entries.append(GroupEntry(fields[0], gid, members))
+        if gid is not None:
+            members = tuple(m for m in fields[3].split(",") if m) if len(fields) > 3 else ()
+            entries.append(GroupEntry(fields[0], gid, members))
     return entries
 
 

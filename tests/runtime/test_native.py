@@ -279,10 +279,15 @@ def test_exec_joins_the_namespaces_and_the_cgroup(harness: Harness) -> None:
     state, out_read, err_read = harness.start(harness.spec("sh", "-c", "echo inside > /tmp/file; exec sleep 30",
                                                            hostname="joined"))
     time.sleep(0.1)
-    process = ProcessSpec(args=("sh", "-c", "hostname; cat /tmp/file; ps -o pid,comm; echo $$"), env=(PATH_ENV,),
-                          cwd="/tmp")
+    # the exec waits for /tmp/go so that it is still there (an exited task leaves its cgroup)
+    # when the test looks for it in the cgroup
+    process = ProcessSpec(args=("sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.01; done; "
+                                            "hostname; cat /tmp/file; ps -o pid,comm; echo $$"),
+                          env=(PATH_ENV,), cwd="/tmp")
     pid, exec_out, exec_err = harness.exec(state, process)
     assert pid in harness.cgroup(state).pids()
+    with open(os.path.join(harness.rootfs, "tmp", "go"), "w"):
+        pass
     stdout, stderr = harness.collect(exec_out, exec_err)
     assert harness.wait(pid) == 0, stderr
     lines = stdout.splitlines()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from lamina.cli.context import Context
-from lamina.cli.detach import DetachKeys, resolve_detach_keys
+from lamina.cli.detach import detach_keys_for
 from lamina.cli.foreground import EngineError, input_is_not_a_terminal, report, run_attached
 
 __all__ = ["configure", "run"]
@@ -18,16 +18,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sig-proxy", action="store_true", default=True,
                         help="proxy all received signals to the process (default true)")
     parser.add_argument("--detach-keys", metavar="KEYS", help="override the key sequence for detaching a container")
-
-
-def _detach_keys(flag: str | None) -> DetachKeys:
-    from lamina import errdefs
-    from lamina.client.client import ClientError
-
-    try:
-        return resolve_detach_keys(flag)
-    except errdefs.InvalidArgument as exc:
-        raise EngineError(ClientError(400, str(exc)), "attach") from exc
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
@@ -54,6 +44,6 @@ def run(args: argparse.Namespace, context: Context) -> int:
                             tty=bool(config.get("Tty")),
                             stdin=bool(config.get("OpenStdin")) and not args.no_stdin,
                             stdout=True, stderr=True, start=False, wait_condition="not-running",
-                            sig_proxy=args.sig_proxy, detach_keys=_detach_keys(args.detach_keys))
+                            sig_proxy=args.sig_proxy, detach_keys=detach_keys_for(args.detach_keys, "attach"))
     except EngineError as exc:
         return report(context, exc)

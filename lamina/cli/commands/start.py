@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from lamina.cli.context import Context
-from lamina.cli.detach import DetachKeys, resolve_detach_keys
+from lamina.cli.detach import detach_keys_for
 from lamina.cli.errors import UsageError
 from lamina.cli.foreground import EngineError, report, run_attached
 from lamina.cli.targets import for_each
@@ -23,16 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-a", "--attach", action="store_true", help="attach STDOUT/STDERR and forward signals")
     parser.add_argument("-i", "--interactive", action="store_true", help="attach container's STDIN")
     parser.add_argument("--detach-keys", metavar="KEYS", help="override the key sequence for detaching a container")
-
-
-def _detach_keys(flag: str | None) -> DetachKeys:
-    from lamina import errdefs
-    from lamina.client.client import ClientError
-
-    try:
-        return resolve_detach_keys(flag)
-    except errdefs.InvalidArgument as exc:
-        raise EngineError(ClientError(400, str(exc)), "start") from exc
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
@@ -56,6 +46,6 @@ def run(args: argparse.Namespace, context: Context) -> int:
         return run_attached(context, client, str(info.get("Id") or name), command="start", tty=tty,
                             stdin=stdin, stdout=True, stderr=True,
                             start=not state.get("Running"), wait_condition="next-exit",
-                            detach_keys=_detach_keys(args.detach_keys))
+                            detach_keys=detach_keys_for(args.detach_keys, "start"))
     except EngineError as exc:
         return report(context, exc)
