@@ -109,6 +109,11 @@ COMMANDS: tuple[Command, ...] = tuple(
     + _commands("events", "Get real time events from the engine", "events", "system events")
     + _commands("network_ls", "List networks", "network ls", "network list")
     + _commands("network_inspect", "Display detailed information on one or more networks", "network inspect")
+    + _commands("network_create", "Create a network", "network create")
+    + _commands("network_rm", "Remove one or more networks", "network rm", "network remove")
+    + _commands("network_prune", "Remove all unused networks", "network prune")
+    + _commands("network_connect", "Connect a container to a network", "network connect")
+    + _commands("network_disconnect", "Disconnect a container from a network", "network disconnect")
 )
 
 GROUPS = {"container": "Manage containers", "image": "Manage images", "system": "Manage lamina",

@@ -510,6 +510,23 @@ class APIClient:
     def inspect_network(self, id: str) -> dict[str, Any]:
         return self._json("GET", f"/networks/{id}")
 
+    def create_network(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /networks/create`` with Docker's NetworkCreateRequest."""
+        return self._json("POST", "/networks/create", **_json_body(body))
+
+    def remove_network(self, id: str) -> None:
+        self._empty("DELETE", f"/networks/{id}")
+
+    def prune_networks(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        return self._json("POST", "/networks/prune", query={"filters": _encode_filters(filters)}) or {}
+
+    def connect_network(self, id: str, container: str, endpoint_config: dict[str, Any] | None = None) -> None:
+        body: dict[str, Any] = {"Container": container, "EndpointConfig": endpoint_config or {}}
+        self._empty("POST", f"/networks/{id}/connect", **_json_body(body))
+
+    def disconnect_network(self, id: str, container: str, *, force: bool = False) -> None:
+        self._empty("POST", f"/networks/{id}/disconnect", **_json_body({"Container": container, "Force": force}))
+
     # -- builds -------------------------------------------------------------------------------
 
     def build(self, context: BinaryIO | None, *, dockerfile: str = "", tags: Iterable[str] = (),

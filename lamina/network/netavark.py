@@ -50,12 +50,14 @@ class Netavark:
                  aardvark: str | None = None) -> None:
         self.config_dir = config_dir
         self.lock_path = lock_path
-        self.binary = binary or find_binary("netavark")
-        self.aardvark = aardvark or find_binary("aardvark-dns")
+        self.binary = binary      # None: found at the first call (listing networks needs no netavark)
+        self.aardvark = aardvark
 
     def _run(self, command: str, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
         os.makedirs(self.config_dir, mode=0o700, exist_ok=True)
-        argv = [self.binary, "--config", self.config_dir, "--aardvark-binary", self.aardvark, command, netns_path]
+        binary = self.binary or find_binary("netavark")
+        aardvark = self.aardvark or find_binary("aardvark-dns")
+        argv = [binary, "--config", self.config_dir, "--aardvark-binary", aardvark, command, netns_path]
         with fsutil.file_lock(self.lock_path):
             result = subprocess.run(argv, input=json.dumps(request).encode(), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, check=False, close_fds=True,

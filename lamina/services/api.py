@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from lamina.build.api import BuildOptions
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerService", "ExecService", "Duplex", "Services",
-           "VolumeService", "BuildService", "EventService"]
+           "VolumeService", "BuildService", "EventService", "NetworkService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -218,6 +218,29 @@ class VolumeService(Protocol):
     def unmount(self, name: str, container_id: str) -> None: ...
 
 
+class NetworkService(Protocol):
+    """Networks, with the Docker Engine API's shapes (NetworkResource: Name, Id, Created, Scope,
+    Driver, EnableIPv6, IPAM, Internal, Attachable, Ingress, ConfigFrom, ConfigOnly, Containers,
+    Options, Labels).  Networks are named by id, name or unique id prefix."""
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Docker's NetworkCreateRequest in, ``{"Id": ..., "Warning": ""}`` out."""
+
+    def list(self, *, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
+
+    def inspect(self, term: str, *, verbose: bool = False, scope: str = "") -> dict[str, Any]: ...
+
+    def remove(self, term: str) -> None:
+        """``Conflict`` while endpoints exist, ``Forbidden`` for the predefined networks."""
+
+    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """``{"NetworksDeleted": [...]}``; filters until, label, label!."""
+
+    def connect(self, term: str, container: str, endpoint_config: dict[str, Any] | None = None) -> None: ...
+
+    def disconnect(self, term: str, container: str, *, force: bool = False) -> None: ...
+
+
 class BuildService(Protocol):
     """``docker build`` with the classic builder, and its cache."""
 
@@ -255,5 +278,6 @@ class Services(Protocol):
     containers: ContainerService
     execs: ExecService
     volumes: VolumeService
+    networks: NetworkService
     builds: BuildService
     events: EventService

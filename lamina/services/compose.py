@@ -11,6 +11,9 @@ requests of a server build each service once.  What building a piece does:
   (interrupted layer registrations and removals, read-write layers whose creation or removal
   was interrupted);
 * the volume service: opens ``<data-root>/volumes`` and sweeps it;
+* the network service: opens ``<data-root>/network`` (networks, sandbox records) with netavark
+  as the data plane (its run-time state under ``<exec-root>/network``, sandboxes under
+  ``<exec-root>/netns``);
 * the container service: opens the container store under ``<data-root>/containers/`` and the
   run-time state under the exec root, and finishes interrupted container removals; it holds
   the volume service as a stand-in that builds it when a container's mounts first need it.
@@ -43,10 +46,11 @@ if TYPE_CHECKING:
     from lamina.services.events import EventServiceImpl
     from lamina.services.execs import ExecServiceImpl
     from lamina.services.images import ImageServiceImpl
+    from lamina.services.networks import NetworkServiceImpl
     from lamina.services.system import SystemServiceImpl
     from lamina.services.volumes import VolumeServiceImpl
 
-__all__ = ["EngineServices", "build_services", "build_volumes"]
+__all__ = ["EngineServices", "build_services", "build_volumes", "build_networks"]
 
 log = get_logger("lamina.services")
 
@@ -149,6 +153,14 @@ class EngineServices:
     @_Built
     def volumes(self) -> VolumeServiceImpl:
         return build_volumes(self.config, events=self.event_log)
+
+    @_Built
+    def networks(self) -> NetworkServiceImpl:
+        def container_name(term: str) -> tuple[str, str]:
+            found = self.containers.inspect(term)
+            return str(found["Id"]), str(found["Name"]).lstrip("/")
+
+        return build_networks(self.config, events=self.event_log, container_name=container_name)
 
     @_Built
     def containers(self) -> ContainerServiceImpl:
@@ -271,3 +283,20 @@ def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> Vo
     if events is not None:
         service.events = events
     return service
+
+
+def build_networks(config: EngineConfig, *, events: EventLog | None = None,
+                   container_name: Callable[[str], tuple[str, str]] | None = None) -> NetworkServiceImpl:
+    """The network service on ``<data-root>/network``, netavark as its data plane."""
+    from lamina.network.netavark import Netavark
+    from lamina.network.sandbox import Sandboxes
+    from lamina.network.store import NetworkStore
+    from lamina.services.networks import NetworkServiceImpl
+
+    store = NetworkStore(os.path.join(config.data_root, "network"))
+    dataplane = Netavark(config_dir=os.path.join(config.exec_root, "network"),
+                         lock_path=os.path.join(config.data_root, "network", "dataplane.lock"))
+    sandboxes = Sandboxes(store, dataplane, netns_dir=os.path.join(config.exec_root, "netns"))
+    if events is None:
+        return NetworkServiceImpl(sandboxes, container_name=container_name)
+    return NetworkServiceImpl(sandboxes, events=events, container_name=container_name)
