@@ -66,7 +66,7 @@ import struct
 import termios
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.container import spec as specs
@@ -88,9 +88,12 @@ from lamina.events.message import container_attributes
 from lamina.layer.mounts import MountStore
 from lamina.layer.store import LayerStore
 from lamina.log import get_logger
-from lamina.records import dataclass, field
+from lamina.records import dataclass, field, replace
 from lamina.runtime.api import Runtime, RuntimeState, Stdio
 from lamina.volume.mounts import load_mount_points, volume_names
+
+if TYPE_CHECKING:
+    from lamina.network.run import RunNetwork
 
 __all__ = [
     "ERROR_KINDS",
@@ -149,6 +152,7 @@ class MonitorContext:
     runtime: Callable[[str], Runtime]   # a runtime by HostConfig.Runtime name
     volumes: Any = None                 # the VolumeService: volume mounts per run, --rm's volumes
     events: EventSink = DISCARD         # where the monitor's events go
+    network: RunNetwork | None = None   # sandboxes set up and torn down with each run
 
 
 @dataclass
@@ -894,7 +898,7 @@ class Monitor:
 
     # -- one run -------------------------------------------------------------------------------
 
-    def _write_files(self, container: Container) -> dict[str, str]:
+    def _write_files(self, container: Container, sandbox: dict[str, Any] | None = None) -> dict[str, str]:
         config, host = container.config, container.host_config
         directory = self.store.directory(self.id)
         network = specs.network_mode(host)
@@ -911,14 +915,20 @@ class Monitor:
                     host_hosts = handle.read()
             except OSError:
                 host_hosts = ""
+        own_addresses, extra_hosts, servers = "", host.get("ExtraHosts") or None, None
+        if sandbox is not None:
+            from lamina.network.run import host_entries, name_servers
+
+            own_addresses, extra_hosts = host_entries(sandbox, hostname, extra_hosts)
+            servers = name_servers(sandbox) or None
         files = {
             "/etc/resolv.conf": ("resolv.conf", specs.resolv_conf(
-                host_resolv, network=network, dns=host.get("Dns") or None, search=host.get("DnsSearch") or None,
-                options=host.get("DnsOptions") or None)),
+                host_resolv, network=network, dns=host.get("Dns") or servers,
+                search=host.get("DnsSearch") or None, options=host.get("DnsOptions") or None)),
             "/etc/hostname": ("hostname", hostname + "\n"),
             "/etc/hosts": ("hosts", specs.hosts_file(
                 hostname=hostname, domainname=str(config.get("Domainname") or ""), network=network,
-                extra_hosts=host.get("ExtraHosts") or None, host_text=host_hosts)),
+                extra_hosts=extra_hosts or None, host_text=host_hosts) + own_addresses),
         }
         out = {}
         for destination, (name, text) in files.items():
@@ -981,8 +991,13 @@ class Monitor:
         master = None
         sink = None
         sources: dict[int, int] = {}
+        sandbox = None
         try:
-            files = self._write_files(container)
+            if self.context.network is not None:
+                endpoints = (container.data.get("NetworkSettings") or {}).get("Networks") or {}
+                sandbox = self.context.network.attach(self.id, container.name.lstrip("/"), config, host,
+                                                      {"EndpointsConfig": endpoints})
+            files = self._write_files(container, sandbox)
             from lamina.runtime.user import resolve_user_in_root
 
             user = resolve_user_in_root(rootfs, str(config.get("User") or ""))
@@ -990,6 +1005,8 @@ class Monitor:
             self._mount_volumes(mount_points)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
                                         files=files, mount_points=mount_points)
+            if sandbox is not None:
+                spec = replace(spec, network_namespace=sandbox["SandboxKey"])
             stdio, child, master, sink, sources = self._stdio(config, host)
             try:
                 state = runtime.start(spec, stdio)
@@ -1004,6 +1021,8 @@ class Monitor:
                 os.close(fd)
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
+            if sandbox is not None and self.context.network is not None:
+                self.context.network.detach(self.id)
             raise
         run = _Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
                    master=master, sink=sink, sources=sources)
@@ -1120,6 +1139,8 @@ class Monitor:
         except errdefs.LaminaError as exc:
             log.warning("cannot read the OOM state of %s: %s", self.id, exc)
         self._release_runtime(run)
+        if self.context.network is not None:
+            self.context.network.detach(self.id)
         release_mount(self.mounts, self.id)
         self._unmount_volumes(run.container)
         self.run_dir.clear_runtime_state()

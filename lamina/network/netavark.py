@@ -11,8 +11,8 @@ CNI plugins would need four plugins chained and a separate DNS server; ``pyroute
 nftables by hand would be lamina's own firewall strings, which DESIGN.md §6 rules out.  The
 bridge is removed by the teardown of its last endpoint.
 
-netavark's lock is not used across its invocations for iptables, so lamina serialises its
-calls with ``<data-root>/network/dataplane.lock`` (a call takes tens of milliseconds).
+The caller serialises the calls (:mod:`lamina.network.sandbox` holds a host-wide lock around
+them: bridges, routes and firewall rules belong to the host, whatever the data root).
 ``aardvark-dns``'s configuration lives under ``<exec-root>/network/aardvark-dns/`` (run-time
 state: after a reboot nothing is left to sweep).
 """
@@ -25,7 +25,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from lamina import errdefs, fsutil
+from lamina import errdefs
 
 __all__ = ["Netavark", "find_binary"]
 
@@ -46,10 +46,8 @@ def find_binary(name: str) -> str:
 class Netavark:
     """:class:`lamina.network.api.DataPlane` on the ``netavark`` binary."""
 
-    def __init__(self, *, config_dir: str, lock_path: str, binary: str | None = None,
-                 aardvark: str | None = None) -> None:
+    def __init__(self, *, config_dir: str, binary: str | None = None, aardvark: str | None = None) -> None:
         self.config_dir = config_dir
-        self.lock_path = lock_path
         self.binary = binary      # None: found at the first call (listing networks needs no netavark)
         self.aardvark = aardvark
 
@@ -58,10 +56,9 @@ class Netavark:
         binary = self.binary or find_binary("netavark")
         aardvark = self.aardvark or find_binary("aardvark-dns")
         argv = [binary, "--config", self.config_dir, "--aardvark-binary", aardvark, command, netns_path]
-        with fsutil.file_lock(self.lock_path):
-            result = subprocess.run(argv, input=json.dumps(request).encode(), stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, check=False, close_fds=True,
-                                    env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
+        result = subprocess.run(argv, input=json.dumps(request).encode(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, check=False, close_fds=True,
+                                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
         if result.returncode != 0:
             message = result.stderr.decode(errors="replace").strip()
             try:

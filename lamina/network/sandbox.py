@@ -32,14 +32,18 @@ import subprocess
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from lamina import errdefs
+from lamina import errdefs, fsutil
 from lamina.log import get_logger
 from lamina.network import ipam, namespace
 from lamina.network.api import DataPlane, Network, PortMapping
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
 
-__all__ = ["EndpointRequest", "Sandboxes", "network_settings"]
+__all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
+
+# Bridges, routes and firewall rules belong to the host, whatever the data root: every data
+# plane call, and the choice of the default bridge's subnet, hold this lock.
+HOST_LOCK = "/run/lamina-network.lock"
 
 log = get_logger("lamina.network")
 
@@ -96,10 +100,20 @@ def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class Sandboxes:
-    def __init__(self, store: NetworkStore, dataplane: DataPlane, *, netns_dir: str) -> None:
+    def __init__(self, store: NetworkStore, dataplane: DataPlane, *, netns_dir: str,
+                 host_lock: str = HOST_LOCK) -> None:
         self.store = store
         self.dataplane = dataplane
         self.netns_dir = netns_dir
+        self.host_lock = host_lock
+
+    def _setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
+        with fsutil.file_lock(self.host_lock):
+            return self.dataplane.setup(netns_path, request)
+
+    def _dataplane_teardown(self, netns_path: str, request: dict[str, Any]) -> None:
+        with fsutil.file_lock(self.host_lock):
+            self.dataplane.teardown(netns_path, request)
 
     def sandbox_key(self, container_id: str) -> str:
         return os.path.join(self.netns_dir, container_id)
@@ -209,10 +223,14 @@ class Sandboxes:
                ports: Iterable[PortMapping] = (), exposed: Iterable[str] = ()) -> dict[str, Any]:
         """Lease, record, then create the sandbox; the sandbox record.  Nothing is left when
         it raises."""
-        with self.store.locked():
+        with fsutil.file_lock(self.host_lock), self.store.locked():
             records = self.store.sandboxes()
             if container_id in records:
                 raise errdefs.Conflict(f"container {container_id} already has a network sandbox")
+            default_id = self.store.get("bridge", locked=True).Id
+            if not any(endpoint["NetworkID"] == default_id for record in records.values()
+                       for endpoint in record.get("Endpoints", {}).values()):
+                self.store.refresh_default_bridge()
             record: dict[str, Any] = {"ContainerID": container_id, "Name": name, "SandboxID": os.urandom(32).hex(),
                                       "SandboxKey": self.sandbox_key(container_id), "Endpoints": {},
                                       "Primary": "", "Ports": [], "Exposed": sorted(set(exposed))}
@@ -228,8 +246,8 @@ class Sandboxes:
         try:
             namespace.create(record["SandboxKey"])
             if record["Endpoints"]:
-                answer = self.dataplane.setup(record["SandboxKey"], self._request(container_id, record,
-                                                                                  record["Endpoints"]))
+                answer = self._setup(record["SandboxKey"], self._request(container_id, record,
+                                                                         record["Endpoints"]))
                 record = self._set_up(container_id, answer)
         except BaseException:
             self._undo(container_id, record)
@@ -264,7 +282,7 @@ class Sandboxes:
         path = record["SandboxKey"]
         if namespace.exists(path):
             try:
-                self.dataplane.teardown(path, request)
+                self._dataplane_teardown(path, request)
             except errdefs.System as exc:
                 log.warning("network teardown of %s: %s", container_id[:12], exc)
             return
@@ -279,7 +297,7 @@ class Sandboxes:
                                 "type", "veth", "peer", "name", f"p{endpoint['InterfaceName']}"],
                                check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                self.dataplane.teardown(scratch, request)
+                self._dataplane_teardown(scratch, request)
             except errdefs.System as exc:
                 log.warning("network teardown of %s: %s", container_id[:12], exc)
         finally:
@@ -302,7 +320,7 @@ class Sandboxes:
                                                                interface, records)
             self.store.write_sandbox(container_id, record)
         try:
-            answer = self.dataplane.setup(record["SandboxKey"], self._request(container_id, record, [network.Name]))
+            answer = self._setup(record["SandboxKey"], self._request(container_id, record, [network.Name]))
         except BaseException:
             with self.store.locked():
                 current = self.store.sandbox(container_id)

@@ -34,7 +34,7 @@ from lamina import errdefs, fsutil
 from lamina.network import ipam
 from lamina.network.api import DEFAULT_BRIDGE, DEFAULT_BRIDGE_DEVICE, PREDEFINED, Network
 
-__all__ = ["NetworkStore", "predefined_id", "now_rfc3339"]
+__all__ = ["NetworkStore", "predefined_id", "now_rfc3339", "default_bridge_device"]
 
 _PREDEFINED_CREATED = "0001-01-01T00:00:00Z"
 
@@ -50,14 +50,25 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
 
 
+def default_bridge_device(data_root: str, default_data_root: str = "/var/lib/lamina") -> str:
+    """``lamina0`` for the default data root; ``lamina<8 hex of the root's sha256>`` for any other,
+    so that two engines on one host (tests, a second daemon) never share a bridge device."""
+    if os.path.abspath(data_root) == default_data_root:
+        return DEFAULT_BRIDGE_DEVICE
+    import hashlib
+
+    return "lamina" + hashlib.sha256(os.path.abspath(data_root).encode()).hexdigest()[:8]
+
+
 def _host_network(name: str) -> Network:
     return Network(Id=predefined_id(name), Name=name, Created=_PREDEFINED_CREATED,
                    Driver="host" if name == "host" else "null")
 
 
 class NetworkStore:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, default_bridge_device: str = DEFAULT_BRIDGE_DEVICE) -> None:
         self.root = root
+        self.default_bridge_device = default_bridge_device
         self._networks = os.path.join(root, "networks")
         self._sandboxes = os.path.join(root, "sandboxes")
         for directory in (root, self._networks, self._sandboxes):
@@ -97,18 +108,32 @@ class NetworkStore:
                         stored.append(self._create_default_bridge(stored))
         return [_host_network("host"), _host_network("none"), *stored]
 
-    def _create_default_bridge(self, stored: list[Network]) -> Network:
-        subnet = ipam.pick_subnet([*ipam.host_routes(), *(ipam.parse_subnet(n.Subnet) for n in stored if n.Subnet)])
+    def _create_default_bridge(self, stored: list[Network], created: str = "") -> Network:
+        others = [ipam.parse_subnet(n.Subnet) for n in stored if n.Subnet and n.Name != DEFAULT_BRIDGE]
+        subnet = ipam.pick_subnet([*ipam.host_routes(), *others])
+        device = self.default_bridge_device
         network = Network(
-            Id=predefined_id(DEFAULT_BRIDGE), Name=DEFAULT_BRIDGE, Created=now_rfc3339(), Driver="bridge",
-            Subnet=str(subnet), Gateway=str(next(subnet.hosts())), BridgeName=DEFAULT_BRIDGE_DEVICE,
+            Id=predefined_id(DEFAULT_BRIDGE), Name=DEFAULT_BRIDGE, Created=created or now_rfc3339(), Driver="bridge",
+            Subnet=str(subnet), Gateway=str(next(subnet.hosts())), BridgeName=device,
             Options={"com.docker.network.bridge.default_bridge": "true",
                      "com.docker.network.bridge.enable_icc": "true",
                      "com.docker.network.bridge.enable_ip_masquerade": "true",
-                     "com.docker.network.bridge.name": DEFAULT_BRIDGE_DEVICE,
+                     "com.docker.network.bridge.name": device,
                      "com.docker.network.driver.mtu": "1500"})
         self._write(network)
         return network
+
+    def refresh_default_bridge(self) -> None:
+        """Pick the default bridge's subnet again when its device is down and a host route now
+        overlaps it (another engine or program took it).  The caller holds the store's lock and
+        the host-wide data plane lock, and no endpoint is on the default bridge."""
+        stored = self._stored()
+        bridge = next((network for network in stored if network.Name == DEFAULT_BRIDGE), None)
+        if bridge is None or os.path.exists(f"/sys/class/net/{bridge.BridgeName}"):
+            return
+        subnet = ipam.parse_subnet(bridge.Subnet)
+        if any(subnet.overlaps(route) for route in ipam.host_routes()):
+            self._create_default_bridge(stored, bridge.Created)
 
     def get(self, term: str, *, locked: bool = False) -> Network:
         """The network ``term`` names: an exact id, an exact name, or a unique id prefix."""

@@ -288,15 +288,10 @@ def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> Vo
 def build_networks(config: EngineConfig, *, events: EventLog | None = None,
                    container_name: Callable[[str], tuple[str, str]] | None = None) -> NetworkServiceImpl:
     """The network service on ``<data-root>/network``, netavark as its data plane."""
-    from lamina.network.netavark import Netavark
-    from lamina.network.sandbox import Sandboxes
-    from lamina.network.store import NetworkStore
+    from lamina.network.run import open_sandboxes
     from lamina.services.networks import NetworkServiceImpl
 
-    store = NetworkStore(os.path.join(config.data_root, "network"))
-    dataplane = Netavark(config_dir=os.path.join(config.exec_root, "network"),
-                         lock_path=os.path.join(config.data_root, "network", "dataplane.lock"))
-    sandboxes = Sandboxes(store, dataplane, netns_dir=os.path.join(config.exec_root, "netns"))
+    sandboxes = open_sandboxes(config.data_root, config.exec_root)
     if events is None:
         return NetworkServiceImpl(sandboxes, container_name=container_name)
     return NetworkServiceImpl(sandboxes, events=events, container_name=container_name)

@@ -66,6 +66,7 @@ from lamina.image.config import (
 from lamina.image.reference import parse_normalized_named, with_default_tag
 from lamina.layer.mounts import INIT_PATHS, MountStore
 from lamina.log import get_logger
+from lamina.network.run import RunNetwork
 from lamina.runtime.api import Runtime, RuntimeState
 from lamina.runtime.registry import Runtimes
 from lamina.services.images import ImageServiceImpl, all_labels_match
@@ -95,16 +96,23 @@ _MOUNT_TARGETS = {"/" + path for path, kind, _ in INIT_PATHS if kind == "file"}
 _INIT_DIRECTORIES = {"/" + path for path, kind, _ in INIT_PATHS if kind == "dir"} | {"/"}
 
 
-def _network_settings(mode: str) -> dict[str, Any]:
+def _network_settings(mode: str, requested: dict[str, Any] | None = None) -> dict[str, Any]:
+    """NetworkSettings of a created container: per network, what create was given (Aliases,
+    IPAMConfig, MacAddress), as Docker keeps it; the monitor's run reads it back."""
     network = "bridge" if mode in ("default", "bridge") else mode
-    endpoint = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": "",
-                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
+    networks = {}
+    for name in [network, *(name for name in (requested or {}) if name not in (network, "default"))]:
+        given = (requested or {}).get(name) or {}
+        networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": None,
+                          "Aliases": given.get("Aliases") or None, "MacAddress": given.get("MacAddress") or "",
+                          "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                          "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
+                          "DNSNames": None}
     return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": False,
             "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
             "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
             "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": {network: endpoint}}
+            "Networks": networks}
 
 
 def _short(identifier: str) -> str:
@@ -127,10 +135,27 @@ class ContainerServiceImpl:
         self._pending: dict[str, list[PendingAttach]] = {}
         self._pending_lock = threading.Lock()
         self._runtimes = Runtimes(self.exec_root)
+        self.network = RunNetwork(config.data_root, self.exec_root)
         self.context = MonitorContext(store=store, mounts=mounts, execs=execs, exec_root=self.exec_root,
-                                      runtime=self.runtime, volumes=volumes, events=events)
+                                      runtime=self.runtime, volumes=volumes, events=events, network=self.network)
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    def _check_networks(self, config: dict[str, Any], host: dict[str, Any],
+                        networking: dict[str, Any]) -> dict[str, Any]:
+        """The requested endpoints by network name, checked (unknown networks, bad ports,
+        aliases or addresses are refused before anything is created)."""
+        from lamina.network.run import check
+
+        endpoints = networking.get("EndpointsConfig") or {}
+        if not isinstance(endpoints, dict):
+            raise errdefs.InvalidArgument("NetworkingConfig.EndpointsConfig must be an object")
+        mode = str(host.get("NetworkMode") or "default")
+        needs_store = mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:")
+        needs_store = needs_store or any(name not in ("default", "bridge", mode) for name in endpoints)
+        check(config, host, networking,
+              find_network=self.network.sandboxes.store.get if needs_store or endpoints else None)
+        return dict(endpoints)
 
     def runtime(self, name: str) -> Runtime:
         """The runtime called ``name`` (:mod:`lamina.runtime.registry`), opened once."""
@@ -161,6 +186,7 @@ class ContainerServiceImpl:
                 error = self._release_dead_run(state)
             release_mount(self.mounts, container_id)
             self._unmount_volumes(container)
+            self.network.detach(container_id)
             run_dir.clear_runtime_state()
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
                                    FinishedAt=now(), Error=error or "the container's monitor exited unexpectedly",
@@ -276,9 +302,7 @@ class ContainerServiceImpl:
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
         mode = host.get("NetworkMode") or "default"
-        for network in (networking.get("EndpointsConfig") or {}):
-            if network not in (mode, "bridge", "host", "none", "default"):
-                raise errdefs.NotFound(f"network {network} not found")
+        endpoints = self._check_networks(merged, host, networking)
         container_id = new_container_id()
         if not merged.get("Hostname"):
             merged["Hostname"] = socket.gethostname() if specs.network_mode(host) == "host" else container_id[:12]
@@ -294,7 +318,7 @@ class ContainerServiceImpl:
             "Config": merged,
             "Image": str(image_id),
             "ImageManifest": None,
-            "NetworkSettings": _network_settings(mode),
+            "NetworkSettings": _network_settings(mode, endpoints),
             "LogPath": "",
             "Name": "",
             "Driver": self.mounts.driver.name,
@@ -813,6 +837,11 @@ class ContainerServiceImpl:
         settings = dict(data.get("NetworkSettings") or _network_settings("default"))
         if state.get("Running") and state.get("Pid"):
             settings["SandboxKey"] = f"/proc/{state['Pid']}/ns/net"
+            record = self.network.sandboxes.store.sandbox(container.id) if self.network.has_sandboxes() else None
+            if record is not None:
+                from lamina.network.sandbox import network_settings
+
+                settings.update(network_settings(record))
         result["NetworkSettings"] = settings
         return result
 
@@ -1284,7 +1313,7 @@ class ContainerServiceImpl:
 
     def sweep(self) -> list[str]:
         """Finish interrupted removals (called by :func:`build_services`)."""
-        return sweep(self.store, self.mounts, self.execs, self.exec_root)
+        return sweep(self.store, self.mounts, self.execs, self.exec_root) + self.network.sweep()
 
     def boot(self) -> dict[str, Any]:
         """After an engine (or host) restart: record the runs whose monitor died and restart

@@ -62,7 +62,7 @@ def names() -> Iterator[Names]:
 @pytest.fixture
 def sandboxes(tmp_path, names) -> Iterator[Sandboxes]:
     store = NetworkStore(str(tmp_path / "network"))
-    dataplane = Netavark(config_dir=str(tmp_path / "run" / "network"), lock_path=str(tmp_path / "dataplane.lock"))
+    dataplane = Netavark(config_dir=str(tmp_path / "run" / "network"))
     manager = Sandboxes(store, dataplane, netns_dir=str(tmp_path / "run" / "netns"))
     yield manager
     for container_id in list(store.sandboxes()):

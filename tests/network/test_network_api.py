@@ -49,13 +49,15 @@ def create(router: Router, name: str, **fields: Any) -> Response:
     return send(router, "POST", "/v1.45/networks/create", {"Name": name, **fields})
 
 
-def test_the_predefined_networks_are_listed_with_the_default_bridge_on_lamina0(router) -> None:
+def test_the_predefined_networks_are_listed_with_the_default_bridge_on_its_own_device(router, services) -> None:
     networks = answer(send(router, "GET", "/v1.45/networks"))
     assert [(n["Name"], n["Driver"], n["Scope"]) for n in networks] == [
         ("bridge", "bridge", "local"), ("host", "host", "local"), ("none", "null", "local")]
     bridge = networks[0]
     assert bridge["Id"] == predefined_id("bridge")
-    assert bridge["Options"]["com.docker.network.bridge.name"] == "lamina0"
+    # lamina0 for /var/lib/lamina; a device of its own for any other data root
+    device = bridge["Options"]["com.docker.network.bridge.name"]
+    assert device.startswith("lamina") and len(device) == 14
     assert len(bridge["IPAM"]["Config"]) == 1 and bridge["IPAM"]["Config"][0]["Subnet"].endswith(".0/16")
 
 

@@ -170,3 +170,34 @@ def test_eight_concurrent_attaches_never_share_an_address(sandboxes, names) -> N
     assert not errors
     addresses = [record["Endpoints"]["many"]["IPAddress"] for record in records]
     assert len(set(addresses)) == 8
+
+
+_UDP_ECHO = """
+import socket
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("0.0.0.0", 5353))
+print("ready", flush=True)
+data, peer = sock.recvfrom(100)
+sock.sendto(b"echo " + data, peer)
+"""
+
+
+def test_udp_through_a_random_host_port(sandboxes, names) -> None:
+    import sys
+
+    create_network(sandboxes.store, "udp", subnet=names.subnet(), options={"com.docker.network.bridge.name": names.bridge()})
+    container = _container_id(30)
+    record = sandboxes.attach(container, name="udp", endpoints=[EndpointRequest("udp")],
+                              ports=[PortMapping(ContainerPort=5353, Protocol="udp", HostIp="127.0.0.1")])
+    port = record["Ports"][0]["HostPort"]
+    server = subprocess.Popen(["nsenter", f"--net={sandboxes.sandbox_key(container)}", sys.executable, "-c", _UDP_ECHO],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"ping", ("127.0.0.1", port))
+            assert sock.recvfrom(100)[0] == b"echo ping"
+    finally:
+        server.kill()
+        server.wait()
