@@ -80,6 +80,7 @@ COMMANDS: tuple[Command, ...] = tuple(
                 "wait", "container wait")
     + _commands("inspect", "Display detailed information on one or more containers", "container inspect")
     + _commands("top", "Display the running processes of a container", "top", "container top")
+    + _commands("port", "List port mappings or a specific mapping for the container", "port", "container port")
     + _commands("stats", "Display a live stream of container(s) resource usage statistics",
                 "stats", "container stats")
     + _commands("rename", "Rename a container", "rename", "container rename")
