@@ -2,7 +2,7 @@
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := python3-venv python3-dev busybox-static skopeo umoci runc crun docker-registry tar zstd tar-split
+APT_PACKAGES := python3-venv python3-dev busybox-static skopeo umoci runc crun docker-registry tar zstd tar-split netavark aardvark-dns iptables curl
 DEMO_ROOT ?= /var/lib/lamina
 
 .PHONY: deps venv demo test bench clean
