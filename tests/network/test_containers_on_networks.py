@@ -124,8 +124,12 @@ def test_a_killed_monitor_leaves_nothing_the_sweep_cannot_remove(net) -> None:
     os.kill(engine.run_dir(container).monitor_pid(), signal.SIGKILL)
     engine.wait_for(lambda: engine.run_dir(container).monitor_pid() is None, message="the monitor to die")
     engine.wait_for(lambda: not engine.services.containers.network.is_live(container), message="its lock")
-    assert engine.services.containers.network.sweep() == [
-        f"removed leaked network sandbox of container {container}"]
+    problems = engine.services.system.check()["Problems"]
+    assert {"Kind": "network", "Object": container,
+            "Message": "network sandbox (interfaces, rules, leases) of a container that is not running"} in problems
+    report = engine.services.system.check(repair=True)
+    assert f"removed leaked network sandbox of container {container}" in report["Repaired"]
+    assert not [problem for problem in report["Problems"] if problem["Kind"] == "network"]
     assert engine.services.containers.network.sandboxes.store.sandbox(container) is None
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert f"--dport {port} " not in rules
