@@ -139,6 +139,9 @@ def port_mappings(config: Mapping[str, Any], host: Mapping[str, Any]) -> tuple[l
 def check(config: Mapping[str, Any], host: Mapping[str, Any], networking: Mapping[str, Any],
           find_network: Any = None) -> None:
     """Refuse at create what the run would refuse: bad endpoints, ports, unknown networks."""
+    if host.get("Links"):
+        raise errdefs.InvalidArgument("lamina does not support legacy container links (--link) yet: put the "
+                                      "containers on a user-defined network, where they resolve each other by name")
     requests = endpoint_requests(config, host, networking)
     ports, _ = port_mappings(config, host)
     if requests is None:

@@ -160,7 +160,15 @@ class EngineServices:
             found = self.containers.inspect(term)
             return str(found["Id"]), str(found["Name"]).lstrip("/")
 
-        return build_networks(self.config, events=self.event_log, container_name=container_name)
+        def container_endpoints(container_id: str, change: Callable[[str, dict[str, Any]], None]) -> None:
+            with self.containers.store.modify(container_id) as container:
+                settings = container.data.setdefault("NetworkSettings", {})
+                networks = settings.get("Networks") or {}
+                change(str(container.host_config.get("NetworkMode") or "default"), networks)
+                settings["Networks"] = networks
+
+        return build_networks(self.config, events=self.event_log, container_name=container_name,
+                              container_endpoints=container_endpoints)
 
     @_Built
     def containers(self) -> ContainerServiceImpl:
@@ -286,12 +294,15 @@ def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> Vo
 
 
 def build_networks(config: EngineConfig, *, events: EventLog | None = None,
-                   container_name: Callable[[str], tuple[str, str]] | None = None) -> NetworkServiceImpl:
+                   container_name: Callable[[str], tuple[str, str]] | None = None,
+                   container_endpoints: Callable[[str, Callable[[str, dict[str, Any]], None]], None] | None = None
+                   ) -> NetworkServiceImpl:
     """The network service on ``<data-root>/network``, netavark as its data plane."""
     from lamina.network.run import open_sandboxes
     from lamina.services.networks import NetworkServiceImpl
 
     sandboxes = open_sandboxes(config.data_root, config.exec_root)
     if events is None:
-        return NetworkServiceImpl(sandboxes, container_name=container_name)
-    return NetworkServiceImpl(sandboxes, events=events, container_name=container_name)
+        return NetworkServiceImpl(sandboxes, container_name=container_name, container_endpoints=container_endpoints)
+    return NetworkServiceImpl(sandboxes, events=events, container_name=container_name,
+                              container_endpoints=container_endpoints)

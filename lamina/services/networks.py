@@ -83,12 +83,17 @@ def _until(value: str) -> float:
 
 class NetworkServiceImpl:
     def __init__(self, sandboxes: Sandboxes, *, events: EventSink = DISCARD,
-                 container_name: Callable[[str], tuple[str, str]] | None = None) -> None:
+                 container_name: Callable[[str], tuple[str, str]] | None = None,
+                 container_endpoints: Callable[[str, Callable[[str, dict[str, Any]], None]], None] | None = None
+                 ) -> None:
         self.sandboxes = sandboxes
         self.store = sandboxes.store
         self.events = events
         # container name or id -> (id, name); connect/disconnect need it
         self._container_name = container_name
+        # (container id, change(NetworkMode, NetworkSettings.Networks)): edits the endpoints a
+        # container's next run gets, under the container's lock
+        self._container_endpoints = container_endpoints
         self._prune_running = threading.Lock()
 
     # -- Docker's /networks ----------------------------------------------------------------------
@@ -209,30 +214,69 @@ class NetworkServiceImpl:
     # -- endpoints of running containers ----------------------------------------------------------
 
     def connect(self, term: str, container: str, endpoint_config: dict[str, Any] | None = None) -> None:
+        """Docker's connect: the endpoint is recorded in the container (its next runs get it)
+        and, when it runs, set up in its sandbox now."""
         container_id, _ = self._resolve(container)
         network = self.store.get(term)
-        config = endpoint_config or {}
+        config = dict(endpoint_config or {})
         ipam = config.get("IPAMConfig") or {}
         for unsupported in ("Links", "DriverOpts"):
             if config.get(unsupported):
                 raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in network connect")
         if ipam.get("IPv6Address"):
             raise errdefs.InvalidArgument("lamina does not support IPv6 addresses yet")
-        if self.store.sandbox(container_id) is None:
-            raise errdefs.FailedPrecondition(f"container {container} is not running: lamina connects running "
-                                             "containers only (give --network to create/run)")
-        self.sandboxes.connect(container_id, EndpointRequest(
-            network.Name, aliases=tuple(config.get("Aliases") or ()), ipv4_address=str(ipam.get("IPv4Address") or ""),
-            mac_address=str(config.get("MacAddress") or "")))
+        if network.Driver != "bridge":
+            raise errdefs.Forbidden(f"container cannot be disconnected from host network or connected to "
+                                    f"{network.Name} network")
+        if network.Name == "bridge" and (config.get("Aliases") or ipam.get("IPv4Address")):
+            raise errdefs.InvalidArgument("network-scoped aliases and addresses are supported only for "
+                                          "containers in user defined networks")
+        endpoint = {"IPAMConfig": ipam or None, "Links": None, "Aliases": config.get("Aliases") or None,
+                    "MacAddress": str(config.get("MacAddress") or ""), "NetworkID": network.Id}
+
+        def add(mode: str, networks: dict[str, Any]) -> None:
+            if mode in ("host", "none") or mode.startswith("container:"):
+                raise errdefs.Forbidden(f"container sharing network namespace with another container or host "
+                                        f"cannot be connected to any other network (network mode {mode})")
+            if network.Name in networks:
+                raise errdefs.Forbidden(f"endpoint with name {container.lstrip('/')} already exists in network "
+                                        f"{network.Name}")
+            networks[network.Name] = {**(networks.get(network.Name) or {}), **endpoint}
+
+        self._endpoints(container_id, add)
+        if self.store.sandbox(container_id) is not None:
+            try:
+                self.sandboxes.connect(container_id, EndpointRequest(
+                    network.Name, aliases=tuple(config.get("Aliases") or ()),
+                    ipv4_address=str(ipam.get("IPv4Address") or ""), mac_address=str(config.get("MacAddress") or "")))
+            except BaseException:
+                self._endpoints(container_id, lambda mode, networks: networks.pop(network.Name, None))
+                raise
         self.events.emit(NETWORK, "connect", network.Id,
                          {"name": network.Name, "type": network.Driver, "container": container_id})
 
     def disconnect(self, term: str, container: str, *, force: bool = False) -> None:
         container_id, _ = self._resolve(container)
         network = self.store.get(term)
-        self.sandboxes.disconnect(container_id, network.Id)
+        record = self.store.sandbox(container_id)
+        running = record is not None and network.Name in record.get("Endpoints", {})
+        found: list[bool] = []
+
+        def remove(mode: str, networks: dict[str, Any]) -> None:
+            found.append(networks.pop(network.Name, None) is not None)
+
+        self._endpoints(container_id, remove)
+        if not found[0] and not running:
+            raise errdefs.NotFound(f"container {container_id[:12]} is not connected to network {network.Name}")
+        if running:
+            self.sandboxes.disconnect(container_id, network.Id)
         self.events.emit(NETWORK, "disconnect", network.Id,
                          {"name": network.Name, "type": network.Driver, "container": container_id})
+
+    def _endpoints(self, container_id: str, change: Callable[[str, dict[str, Any]], None]) -> None:
+        if self._container_endpoints is None:
+            raise errdefs.NotImplemented("this engine cannot change the networks of containers")
+        self._container_endpoints(container_id, change)
 
     def _resolve(self, container: str) -> tuple[str, str]:
         if self._container_name is None:
