@@ -36,6 +36,8 @@ def _bring_loopback_up() -> None:
 
 def create(path: str) -> None:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if os.path.lexists(path):
+        remove(path)  # a namespace file left by a run that ended without its clean-up
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     os.close(fd)
     failure: list[BaseException] = []

@@ -92,10 +92,10 @@ def test_docker_network_ls_and_inspect(docker, busybox) -> None:
     inspected = json.loads(docker("network", "inspect", "bridge").stdout)
     assert inspected[0]["Name"] == "bridge" and inspected[0]["Driver"] == "bridge"
     assert inspected[0]["Containers"][container]["Name"] == "netted"
+    assert inspected[0]["Containers"][container]["IPv4Address"]
     assert json.loads(docker("network", "inspect", "host").stdout)[0]["Containers"] == {}
-    created = docker("network", "create", "backend", check=False)
-    assert created.returncode != 0 and b"does not support user-defined networks" in created.stderr
     docker("rm", "-f", "netted")
+    assert json.loads(docker("network", "inspect", "bridge").stdout)[0]["Containers"] == {}
 
 
 @pytest.mark.parametrize(("argv", "message"), [
