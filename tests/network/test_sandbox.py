@@ -201,3 +201,33 @@ def test_udp_through_a_random_host_port(sandboxes, names) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+_ATTACH = """
+import sys
+from lamina.network.netavark import Netavark
+from lamina.network.sandbox import EndpointRequest, Sandboxes
+from lamina.network.store import NetworkStore
+
+root, run, container_id = sys.argv[1:4]
+sandboxes = Sandboxes(NetworkStore(root), Netavark(config_dir=run + "/network"), netns_dir=run + "/netns")
+record = sandboxes.attach(container_id, name=container_id[-4:], endpoints=[EndpointRequest("procs")])
+print(record["Endpoints"]["procs"]["IPAddress"])
+"""
+
+
+def test_eight_processes_attaching_at_once_never_share_an_address(sandboxes, names) -> None:
+    import sys
+
+    create_network(sandboxes.store, "procs", subnet=names.subnet(),
+                   options={"com.docker.network.bridge.name": names.bridge()})
+    run = os.path.dirname(sandboxes.netns_dir)
+    environment = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    processes = [subprocess.Popen([sys.executable, "-c", _ATTACH, sandboxes.store.root, run, _container_id(40 + n)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+                 for n in range(8)]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    addresses = [out.strip() for out, _ in outputs]
+    assert len(set(addresses)) == 8, addresses
+    assert set(sandboxes.store.sandboxes()) == {_container_id(40 + n) for n in range(8)}
