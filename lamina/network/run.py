@@ -44,11 +44,11 @@ def _mode(host: Mapping[str, Any]) -> str:
 def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
                       networking: Mapping[str, Any]) -> list[EndpointRequest] | None:
     """The endpoints a run needs; None: no sandbox (host, none, container:<id>)."""
-    from lamina.network.sandbox import EndpointRequest  # not at import: a run on none/host needs none
-
     mode = _mode(host)
     if mode in ("host", "none") or mode.startswith("container:"):
         return None
+    from lamina.network.sandbox import EndpointRequest  # not at import: a run on none/host needs none
+
     primary = DEFAULT_BRIDGE if mode in ("default", "bridge") else mode
     endpoints = dict(networking.get("EndpointsConfig") or {})
     names = [primary] + [name for name in endpoints if name != primary
