@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
+from lamina.events.api import DISCARD, NETWORK, EventSink
 from lamina.network.api import DEFAULT_BRIDGE, PortMapping
 
 if TYPE_CHECKING:
@@ -201,10 +202,17 @@ def open_sandboxes(data_root: str, exec_root: str) -> Sandboxes:
 class RunNetwork:
     """Sets up and tears down the sandboxes of runs, on ``<data-root>/network``."""
 
-    def __init__(self, data_root: str, exec_root: str) -> None:
+    def __init__(self, data_root: str, exec_root: str, *, events: EventSink = DISCARD) -> None:
         self.data_root = data_root
         self.exec_root = exec_root
+        # Docker's network events of a run: connect per endpoint at its start, disconnect at its end
+        self.events = events
         self._sandboxes: Sandboxes | None = None
+
+    def _emit(self, action: str, container_id: str, record: Mapping[str, Any] | None) -> None:
+        for name, endpoint in ((record or {}).get("Endpoints") or {}).items():
+            self.events.emit(NETWORK, action, endpoint["NetworkID"],
+                             {"name": name, "type": "bridge", "container": container_id})
 
     @property
     def sandboxes(self) -> Sandboxes:
@@ -221,12 +229,16 @@ class RunNetwork:
         ports, exposed = port_mappings(config, host)
         sandboxes = self.sandboxes
         # a record left by a run that died without its monitor's clean-up: gone before anew
-        sandboxes.detach(container_id)
-        return sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed)
+        self.detach(container_id)
+        record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed)
+        self._emit("connect", container_id, record)
+        return record
 
     def detach(self, container_id: str) -> None:
         if self.has_sandboxes():
+            record = self.sandboxes.store.sandbox(container_id)
             self.sandboxes.detach(container_id)
+            self._emit("disconnect", container_id, record)
 
     def has_sandboxes(self) -> bool:
         """Any sandbox record exists (a cheap look before the store is opened)."""
@@ -240,7 +252,12 @@ class RunNetwork:
         """Tear down the sandboxes of containers whose monitor is gone (a crash, a kill -9)."""
         if not self.has_sandboxes():
             return []
-        return self.sandboxes.sweep(self.is_live)
+        removed = []
+        for container_id in list(self.sandboxes.store.sandboxes()):
+            if not self.is_live(container_id):
+                self.detach(container_id)
+                removed.append(f"removed leaked network sandbox of container {container_id}")
+        return removed
 
     def is_live(self, container_id: str) -> bool:
         """The container's monitor runs (it holds ``monitor.lock`` for its whole life)."""

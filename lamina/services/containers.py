@@ -135,7 +135,7 @@ class ContainerServiceImpl:
         self._pending: dict[str, list[PendingAttach]] = {}
         self._pending_lock = threading.Lock()
         self._runtimes = Runtimes(self.exec_root)
-        self.network = RunNetwork(config.data_root, self.exec_root)
+        self.network = RunNetwork(config.data_root, self.exec_root, events=events)
         self.context = MonitorContext(store=store, mounts=mounts, execs=execs, exec_root=self.exec_root,
                                       runtime=self.runtime, volumes=volumes, events=events, network=self.network)
 

@@ -53,6 +53,11 @@ def test_containers_reach_each_other_by_name_and_alias_and_another_network_is_is
         engine.services.networks.remove("front")
     engine.containers.remove(web, force=True)
     engine.services.networks.remove("front")
+    actions = [(message["Action"], message["Actor"]["Attributes"].get("container"))
+               for message in engine.services.events.events(since_ns=0, until_ns=time.time_ns(),
+                                                            filters={"type": ["network"], "network": ["front"]})]
+    assert ("connect", web) in actions and ("disconnect", web) in actions
+    assert actions[0][0] == "create" and actions[-1][0] == "destroy"
 
 
 def test_a_published_port_answers_from_the_host_and_a_taken_port_is_refused(net) -> None:
