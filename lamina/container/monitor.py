@@ -824,6 +824,8 @@ class Monitor:
             removing = not restart and container is not None and bool(container.host_config.get("AutoRemove"))
             self._record_exit(exit_code, oom, restarting=restart, durable=not removing)
             self._exit_events(container if container is not None else ran, exit_code, oom, duration)
+            if self.context.network is not None:
+                self.context.network.detach(self.id)  # after "die", as dockerd releases the network
             self._close_clients()
             if not restart:
                 break
@@ -1139,8 +1141,6 @@ class Monitor:
         except errdefs.LaminaError as exc:
             log.warning("cannot read the OOM state of %s: %s", self.id, exc)
         self._release_runtime(run)
-        if self.context.network is not None:
-            self.context.network.detach(self.id)
         release_mount(self.mounts, self.id)
         self._unmount_volumes(run.container)
         self.run_dir.clear_runtime_state()
