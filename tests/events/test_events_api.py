@@ -1,4 +1,5 @@
-"""The router's ``/events`` and unsupported endpoints, on a real event log."""
+"""The router's ``/events`` and unsupported endpoints, on a real event log and a double of the
+container views."""
 
 from __future__ import annotations
 
@@ -21,9 +22,20 @@ from lamina.services.events import EventServiceImpl
 SECOND = 1_000_000_000
 
 
+class Containers:
+    """What the events endpoints read of containers: their summaries (none run here)."""
+
+    def __init__(self) -> None:
+        self.running: list[dict[str, Any]] = []
+
+    def list_containers(self, **_: Any) -> list[dict[str, Any]]:
+        return list(self.running)
+
+
 class Services:
     def __init__(self, log: EventLog) -> None:
         self.events = EventServiceImpl(log)
+        self.container_views = Containers()
 
 
 @pytest.fixture
