@@ -22,6 +22,8 @@ __all__ = [
     "NotImplemented",
     "System",
     "Cancelled",
+    "Unauthorized",
+    "Forbidden",
 ]
 
 
@@ -95,3 +97,15 @@ class Cancelled(LaminaError):
     """The operation was interrupted (a client went away, a signal)."""
 
     kind = "cancelled"
+
+
+class Unauthorized(LaminaError):
+    """A peer (a registry) wants credentials, or refused the ones given."""
+
+    kind = "unauthorized"
+
+
+class Forbidden(LaminaError):
+    """A peer (a registry) refuses the operation to these credentials."""
+
+    kind = "forbidden"

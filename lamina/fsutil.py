@@ -23,7 +23,8 @@ from lamina import sys as lsys
 __all__ = [
     "atomic_write", "atomic_write_json", "atomic_replace", "read_json", "fsync_dir", "publish_dir",
     "FileLock",
-    "file_lock", "lock_is_held", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "make_dirs",
+    "file_lock", "lock_is_held", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "first_link",
+    "make_dirs",
     "temp_name", "system_error",
 ]
 
@@ -291,6 +292,17 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
     os.rmdir(path)
 
 
+def first_link(info: os.stat_result, seen: set[tuple[int, int]]) -> bool:
+    """Whether ``info`` is the first of its inode's hard links met (recorded in ``seen``):
+    sizes summed over a tree count a hard-linked file once."""
+    if info.st_nlink > 1:
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            return False
+        seen.add(key)
+    return True
+
+
 def disk_usage(path: str | os.PathLike[str]) -> int:
     """Bytes used by a tree (apparent size of regular files and symlinks, hardlinks once)."""
     seen: set[tuple[int, int]] = set()
@@ -308,11 +320,8 @@ def disk_usage(path: str | os.PathLike[str]) -> int:
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(entry.path)
                     continue
-                if st.st_nlink > 1:
-                    key = (st.st_dev, st.st_ino)
-                    if key in seen:
-                        continue
-                    seen.add(key)
+                if not first_link(st, seen):
+                    continue
                 if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                     total += st.st_size
     return total

@@ -40,6 +40,26 @@ printf 'FROM busybox\nRUN echo built > /built.txt\nCMD ["cat", "/built.txt"]\n' 
 $LAMINA build -t demo:built "$WORK/ctx"
 $LAMINA run --rm -v demo-data:/data demo:built
 $LAMINA volume rm demo-data >/dev/null
+if command -v docker-registry >/dev/null 2>&1; then
+    echo "== lamina push / pull through a local registry (Debian's docker-registry on 127.0.0.1)"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+        "$WORK/registry" "$port" > "$WORK/registry.yml"
+    docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+    registry_pid=$!
+    trap 'kill $registry_pid 2>/dev/null || true; rm -rf "$WORK"' EXIT INT TERM
+    for _ in $(seq 50); do
+        python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v2/')" 2>/dev/null && break
+        sleep 0.1
+    done
+    $LAMINA tag demo:built "127.0.0.1:$port/demo:built"
+    $LAMINA push "127.0.0.1:$port/demo:built"
+    $LAMINA rmi "127.0.0.1:$port/demo:built" demo:built >/dev/null
+    $LAMINA pull "127.0.0.1:$port/demo:built"
+    $LAMINA run --rm "127.0.0.1:$port/demo:built"
+    $LAMINA rmi "127.0.0.1:$port/demo:built" >/dev/null
+    kill $registry_pid 2>/dev/null || true
+fi
 echo "== lamina info"
 $LAMINA info
 echo "== lamina system df"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -14,3 +15,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "privileged" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def restore_lamina_logger():
+    """main() configures the "lamina" logger like a CLI process would (a handler on stderr);
+    undo it per test, in every package, so a test that runs the CLI in-process cannot leave a
+    handler behind for the tests after it."""
+    logger = logging.getLogger("lamina")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]

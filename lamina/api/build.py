@@ -34,7 +34,7 @@ from lamina.api.http import Response
 from lamina.api.streams import json_response, progress_stream
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = ["CONTEXT_DIRECTORY_PARAMETER", "PRUNE_FILTERS", "build_image", "prune_build_cache"]
 

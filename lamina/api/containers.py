@@ -57,7 +57,7 @@ from lamina.api.streams import (
 )
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "LIST_FILTERS",
@@ -131,12 +131,12 @@ def _timestamp(call: Call, name: str) -> float:
 
 def _tty(call: Call, id: str) -> bool:
     """Whether the container has a TTY (also: a 404 for a container that does not exist)."""
-    config = call.services.containers.inspect(id).get("Config") or {}
+    config = call.services.container_views.inspect(id).get("Config") or {}
     return bool(config.get("Tty"))
 
 
 def _state(call: Call, id: str) -> dict[str, Any]:
-    return call.services.containers.inspect(id).get("State") or {}
+    return call.services.container_views.inspect(id).get("State") or {}
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def update_container(call: Call) -> Response:
 
 def resize_container(call: Call) -> Response:
     height, width = terminal_size(call)
-    call.services.containers.resize(call.params["id"], height=height, width=width)
+    call.services.container_streams.resize(call.params["id"], height=height, width=width)
     return empty_response(200)
 
 
@@ -286,7 +286,7 @@ def wait_container(call: Call) -> Response:
             f"invalid condition: {condition!r}: use one of {', '.join(WAIT_CONDITIONS)}")
     containers = call.services.containers
     # The full id: the name may change (or be reused) while we wait.
-    id = str(containers.inspect(call.params["id"]).get("Id") or call.params["id"])
+    id = str(call.services.container_views.inspect(call.params["id"]).get("Id") or call.params["id"])
     results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
 
     def work() -> None:
@@ -317,7 +317,7 @@ def list_containers(call: Call) -> Response:
     request = call.request
     limit = _integer(call, "limit", -1)
     assert limit is not None
-    containers = call.services.containers.list_containers(
+    containers = call.services.container_views.list_containers(
         all=params.boolean(request, "all"), limit=limit if limit > 0 else -1,
         size=params.boolean(request, "size"), filters=params.filters(request, LIST_FILTERS))
     # dockerd answers newest first.
@@ -326,17 +326,17 @@ def list_containers(call: Call) -> Response:
 
 
 def inspect_container(call: Call) -> Response:
-    return json_response(call.services.containers.inspect(call.params["id"],
-                                                          size=params.boolean(call.request, "size")))
+    return json_response(call.services.container_views.inspect(call.params["id"],
+                                                               size=params.boolean(call.request, "size")))
 
 
 def container_top(call: Call) -> Response:
     ps_args = params.string(call.request, "ps_args") or "-ef"
-    return json_response(call.services.containers.top(call.params["id"], ps_args=ps_args))
+    return json_response(call.services.container_views.top(call.params["id"], ps_args=ps_args))
 
 
 def container_changes(call: Call) -> Response:
-    return json_response(call.services.containers.changes(call.params["id"]))
+    return json_response(call.services.container_files.changes(call.params["id"]))
 
 
 def container_stats(call: Call) -> Response:
@@ -345,7 +345,7 @@ def container_stats(call: Call) -> Response:
     one_shot = params.boolean(request, "one-shot")
     if one_shot and stream:
         raise errdefs.InvalidArgument("cannot have stream=true and one-shot=true")
-    documents = call.services.containers.stats(call.params["id"], stream=stream, one_shot=one_shot)
+    documents = call.services.container_views.stats(call.params["id"], stream=stream, one_shot=one_shot)
     if not stream:
         iterator = iter(documents)
         try:
@@ -375,14 +375,14 @@ def container_logs(call: Call) -> Response:
         except ValueError as exc:
             raise errdefs.InvalidArgument(f"invalid value {tail!r} for tail: expected a number or 'all'") from exc
     tty = _tty(call, id)
-    items = call.services.containers.logs(
+    items = call.services.container_streams.logs(
         id, stdout=stdout, stderr=stderr, follow=follow, since=_timestamp(call, "since"),
         until=_timestamp(call, "until"), timestamps=params.boolean(request, "timestamps"), tail=tail)
     return stdio_stream(items, tty=tty, context="logs", prefetch=not follow)
 
 
 def export_container(call: Call) -> Response:
-    return byte_stream(call.services.containers.export(call.params["id"]), "application/x-tar",
+    return byte_stream(call.services.container_files.export(call.params["id"]), "application/x-tar",
                        context="export")
 
 
@@ -399,8 +399,8 @@ def attach_container(call: Call) -> Response:
     if not (stream or logs):
         raise errdefs.InvalidArgument("Bad parameters: you must choose at least one of stream or logs")
     tty = _tty(call, id)
-    duplex = call.services.containers.attach(id, stdin=stdin, stdout=stdout, stderr=stderr,
-                                             stream=stream, logs=logs)
+    duplex = call.services.container_streams.attach(id, stdin=stdin, stdout=stdout, stderr=stderr,
+                                                    stream=stream, logs=logs)
     return hijacked_response(request, duplex, tty=tty)
 
 
@@ -421,12 +421,12 @@ def _stat_header(stat: dict[str, Any]) -> str:
 
 
 def archive_head(call: Call) -> Response:
-    stat = call.services.containers.archive_stat(call.params["id"], _archive_path(call))
+    stat = call.services.container_files.archive_stat(call.params["id"], _archive_path(call))
     return Response(200, Headers({PATH_STAT_HEADER: _stat_header(stat), "Content-Type": "application/x-tar"}), b"")
 
 
 def archive_get(call: Call) -> Response:
-    stat, chunks = call.services.containers.archive_get(call.params["id"], _archive_path(call))
+    stat, chunks = call.services.container_files.archive_get(call.params["id"], _archive_path(call))
     response = byte_stream(chunks, "application/x-tar", context="archive")
     response.headers[PATH_STAT_HEADER] = _stat_header(stat)
     return response
@@ -435,7 +435,7 @@ def archive_get(call: Call) -> Response:
 def archive_put(call: Call) -> Response:
     request = call.request
     body = request.body if request.body is not None else io.BytesIO(b"")
-    call.services.containers.archive_put(
+    call.services.container_files.archive_put(
         call.params["id"], _archive_path(call), body,
         no_overwrite_dir_non_dir=params.boolean(request, "noOverwriteDirNonDir"),
         copy_uid_gid=params.boolean(request, "copyUIDGID"))
@@ -452,7 +452,7 @@ def commit_container(call: Call) -> Response:
         if not isinstance(config, dict):
             raise errdefs.InvalidArgument("invalid JSON body: expected a container Config object")
         bodies.check(config, bodies.CONTAINER_CONFIG)
-    answer = call.services.containers.commit(
+    answer = call.services.container_files.commit(
         container, repository=params.string(request, "repo"), tag=params.string(request, "tag"),
         comment=params.string(request, "comment"), author=params.string(request, "author"),
         pause=params.boolean(request, "pause", True), changes=params.strings(request, "changes"),

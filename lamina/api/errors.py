@@ -13,6 +13,8 @@ Unavailable            503     Docker: ``errdefs.IsUnavailable`` -> 503
 DataLoss               500     Docker: DataLoss, System, Unknown, Cancelled -> 500
 System                 500
 Cancelled              500     (nginx's 499 is not a standard status; Docker sends 500)
+Unauthorized           401     Docker: ``errdefs.IsUnauthorized`` -> 401 (a registry's 401)
+Forbidden              403     Docker: ``errdefs.IsForbidden`` -> 403 (a registry's 403)
 anything else          500     message ``internal error: <type>: <text>``, traceback logged
 =====================  ======  ==============================================================
 
@@ -44,6 +46,8 @@ STATUS_BY_KIND: dict[type[errdefs.LaminaError], int] = {
     errdefs.DataLoss: 500,
     errdefs.System: 500,
     errdefs.Cancelled: 500,
+    errdefs.Unauthorized: 401,
+    errdefs.Forbidden: 403,
 }
 
 

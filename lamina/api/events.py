@@ -28,7 +28,7 @@ from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.streams import JSON, json_line
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = ["get_events", "parse_event_time"]
 

@@ -18,7 +18,7 @@ from lamina.api.http import Response
 from lamina.api.streams import empty_response, hijacked_response, json_response
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = ["create_exec", "inspect_exec", "resize_exec", "start_exec"]
 

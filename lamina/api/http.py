@@ -14,29 +14,29 @@ the final chunk so the peer sees a truncated transfer, and the in-process client
 into an error.  JSON-message streams report such failures in-band instead
 (``{"errorDetail": ...}`` as the last line, see :mod:`lamina.api.streams`).
 
-Hijacking (attach, exec start): a Response whose ``hijacked`` is set carries a
-:class:`lamina.services.api.Duplex`, a bidirectional byte channel to the container's stdio,
-instead of a body.  Its status is 101 when the request asked for ``Upgrade: tcp``
-(:meth:`Request.wants_upgrade`; headers ``Connection: Upgrade``, ``Upgrade: tcp``) and 200 for
-older clients that expect a plain hijack.  A server writes the status line and headers (no
-``Content-Length``, no chunked encoding), then splices the client's connection and the duplex
-both ways: bytes from the duplex to the client, bytes from the client to the duplex, the
-client's half-close forwarded as ``duplex.shutdown(SHUT_WR)``; it closes both when the duplex
-reaches end of stream.  The in-process transport hands the duplex straight to the client.
-Whoever receives the Response owns the duplex and must close it.
+Hijacking (attach, exec start): a Response whose ``hijacked`` is set carries a :class:`Duplex`
+(defined in :mod:`lamina.stdcopy` so that the engine below may produce one, re-exported here), a
+bidirectional byte channel to the container's stdio, instead of a body.  Its status is 101 when
+the request asked for ``Upgrade: tcp`` (:meth:`Request.wants_upgrade`; headers ``Connection:
+Upgrade``, ``Upgrade: tcp``) and 200 for older clients that expect a plain hijack.  A server
+writes the status line and headers (no ``Content-Length``, no chunked encoding), then splices
+the client's connection and the duplex both ways: bytes from the duplex to the client, bytes
+from the client to the duplex, the client's half-close forwarded as
+``duplex.shutdown(SHUT_WR)``; it closes both when the duplex reaches end of stream.  The
+in-process transport hands the duplex straight to the client.  Whoever receives the Response owns
+the duplex and must close it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from lamina.records import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-if TYPE_CHECKING:
-    from lamina.services.api import Duplex
+from lamina.records import dataclass, field
+from lamina.stdcopy import Duplex
 
-__all__ = ["Headers", "Request", "Response", "StreamAborted"]
+__all__ = ["Duplex", "Headers", "Request", "Response", "StreamAborted"]
 
 
 class Headers(MutableMapping[str, str]):

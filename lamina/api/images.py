@@ -22,7 +22,7 @@ from lamina.api.http import Response
 from lamina.api.streams import byte_stream, empty_response, json_response, progress_stream
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "list_images", "inspect_image", "image_history", "tag_image", "remove_image", "prune_images",
@@ -110,9 +110,9 @@ def create_image(call: "Call") -> Response:
     from_image = params.string(request, "fromImage")
     from_source = params.string(request, "fromSrc")
     if from_image:
-        raise errdefs.NotImplemented(
-            f"cannot pull {from_image}: pulling from a registry is not implemented yet; "
-            "use 'lamina load' with an archive made by 'docker save'")
+        from lamina.api.distribution import pull_image
+
+        return pull_image(call)
     if not from_source:
         raise errdefs.InvalidArgument("either fromImage (pull) or fromSrc (import) is required")
     if from_source != "-":

@@ -21,7 +21,7 @@ from lamina.api.http import Response
 from lamina.api.streams import empty_response, json_response
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "LIST_FILTERS", "PRUNE_FILTERS", "connect_network", "create_network", "disconnect_network", "inspect_network",

@@ -29,41 +29,24 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
 from lamina.api import unsupported
+from lamina.api.call import Call, Handler, ServicesFactory
 from lamina.api.errors import error_body, log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
 from lamina.records import dataclass
 
 if TYPE_CHECKING:
+    from lamina.config import EngineConfig
     from lamina.services.api import Services
 
 __all__ = [
-    "API_VERSION", "MIN_API_VERSION", "Call", "Route", "ROUTES", "Router",
+    "API_VERSION", "MIN_API_VERSION", "Call", "Route", "ROUTES", "Router", "engine_services",
     "Request", "Response", "Headers", "StreamAborted", "compile_pattern",
 ]
-
-
-class Call:
-    """One request as a handler sees it: the request, the path parameters, the services."""
-
-    def __init__(self, request: Request, params: dict[str, str], api_version: str,
-                 services: Callable[[], "Services"]) -> None:
-        self.request = request
-        self.params = params
-        self.api_version = api_version
-        self._services = services
-
-    @property
-    def services(self) -> "Services":
-        return self._services()
-
-
-Handler = Callable[[Call], Response]
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
@@ -110,6 +93,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/images/{name}/history", "images.image_history"),
     Route("GET", "/images/{name}/get", "images.save_image"),
     Route("POST", "/images/{name}/tag", "images.tag_image"),
+    Route("POST", "/images/{name}/push", "distribution.push_image"),
+    Route("GET", "/images/search", "distribution.search_images"),
+    Route("POST", "/auth", "distribution.auth"),
+    Route("GET", "/distribution/{name}/json", "distribution.inspect_distribution"),
+    Route("GET", "/lamina/distribution/{name}/manifest", "distribution.manifest"),
     Route("DELETE", "/images/{name}", "images.remove_image"),
     Route("POST", "/lamina/system/boot", "containers.boot"),
     Route("POST", "/containers/create", "containers.create_container"),
@@ -193,7 +181,7 @@ class _Matcher:
 
 
 class Router:
-    def __init__(self, services_factory: Callable[[], "Services"],
+    def __init__(self, services_factory: ServicesFactory,
                  routes: tuple[Route, ...] = ROUTES) -> None:
         self._services_factory = services_factory
         self._services: "Services | None" = None
@@ -245,6 +233,15 @@ class Router:
             return Response(405, Headers({"Content-Type": "application/json"}),
                             error_body(f"method {request.method} is not allowed on {path}"))
         return Response(404, Headers({"Content-Type": "application/json"}), error_body("page not found"))
+
+
+def engine_services(config: EngineConfig) -> Services:
+    """The engine's services for ``config``, for a router in this process (the CLI's in-process
+    transport): each service is built when a request first needs it, so a command pays only
+    for its own, and the engine is imported only when this is called."""
+    from lamina.services.compose import build_services
+
+    return build_services(config, lazy=True)
 
 
 def _strip_version(path: str) -> tuple[str, str]:

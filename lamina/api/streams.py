@@ -17,11 +17,9 @@ Byte stream (``application/x-tar``): the first non-empty chunk is produced befor
 may stay silent for a long time (``logs --follow``, ``wait``, ``stats``) are answered at once
 instead (``prefetch=False``): their failures before the first byte are the caller's to check.
 
-Container stdio streams: Docker's *multiplexed* format (``application/vnd.docker.multiplexed-stream``)
-is a sequence of frames ``[stream, 0, 0, 0, size (uint32 big endian)] + payload`` with stream 0
-stdin, 1 stdout, 2 stderr, 3 system error (a failure after the stream started: its message is
-the frame's payload); a container with a TTY sends *raw* bytes instead
-(``application/vnd.docker.raw-stream``), stdout and stderr merged.
+Container stdio streams: Docker's *multiplexed* format (frames, :mod:`lamina.stdcopy`); a
+failure after the stream started ends it with a system-error frame whose payload is the
+message.  A container with a TTY sends *raw* bytes instead, stdout and stderr merged.
 
 JSON stream (``stats``): one JSON document per line, flushed as each is produced.
 
@@ -33,7 +31,6 @@ from __future__ import annotations
 import itertools
 import json
 import queue
-import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -41,22 +38,16 @@ from typing import TYPE_CHECKING, Any
 from lamina import errdefs
 from lamina.api.errors import log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
+from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM, SYSTEM_ERROR, frame
 
 if TYPE_CHECKING:
-    from lamina.services.api import Duplex
+    from lamina.stdcopy import Duplex
 
 __all__ = [
     "JSON",
-    "MULTIPLEXED_STREAM",
-    "RAW_STREAM",
-    "STDERR",
-    "STDIN",
-    "STDOUT",
-    "SYSTEM_ERROR",
     "byte_stream",
     "empty_response",
     "error_message",
-    "frame",
     "hijacked_response",
     "json_line",
     "json_response",
@@ -67,10 +58,6 @@ __all__ = [
 ]
 
 JSON = "application/json"
-RAW_STREAM = "application/vnd.docker.raw-stream"
-MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
-STDIN, STDOUT, STDERR, SYSTEM_ERROR = 0, 1, 2, 3
-_FRAME_HEADER = struct.Struct(">BxxxL")
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -186,11 +173,6 @@ def byte_stream(chunks: Iterable[bytes | memoryview], content_type: str, *, cont
             _close(iterator)
 
     return Response(200, Headers({"Content-Type": content_type}), _Body(body(), lambda: _close(iterator)))
-
-
-def frame(stream: int, payload: bytes) -> bytes:
-    """One frame of the multiplexed stream format."""
-    return _FRAME_HEADER.pack(stream, len(payload)) + payload
 
 
 def json_stream(documents: Iterable[dict[str, Any]], *, context: str = "stream") -> Response:

@@ -14,7 +14,7 @@ from lamina.api.streams import json_response
 from lamina.api.versions import API_VERSION, MIN_API_VERSION
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = ["ping", "version", "info", "disk_usage", "check", "PING_HEADERS"]
 

@@ -15,9 +15,6 @@ endpoints                                         status  answer
 ``/plugins/*``                                    501     no plugin support
 ``POST /session``                                 501     no BuildKit: the docker CLI uses the
                                                           classic builder (``Builder-Version: 1``)
-``GET /distribution/{name}/json``                 501     no registry client yet
-``GET /images/search``                            501     no registry client yet
-``POST /auth``                                    501     no registry client yet
 ``/containers/{id}/checkpoints*``                 501     no checkpoint/restore
 ================================================  ======  ======================================
 
@@ -36,7 +33,7 @@ from lamina.api.http import Response
 from lamina.api.streams import json_response
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "CHECKPOINT_ROUTES", "NOT_A_SWARM_MANAGER", "NOT_PART_OF_A_SWARM", "ROUTES", "SWARM_UNSUPPORTED",
@@ -50,9 +47,6 @@ SWARM_UNSUPPORTED = "lamina does not support swarm mode: this node cannot initia
 _PLUGINS = "lamina does not support plugins"
 _SESSION = ("lamina does not support BuildKit sessions (/session): use the classic builder "
             "(DOCKER_BUILDKIT=0 docker build)")
-_DISTRIBUTION = "lamina cannot query a registry for distribution information yet"
-_SEARCH = "lamina cannot search registries yet"
-_AUTH = "lamina does not log in to registries yet (no registry client)"
 _CHECKPOINTS = "lamina does not support checkpoint and restore of containers"
 Entry = tuple[str, str, Callable[["Call"], Response]]
 _METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -89,9 +83,6 @@ def _entries() -> tuple[tuple[Entry, ...], tuple[Entry, ...]]:
     plugins = _raising(errdefs.NotImplemented, _PLUGINS)
     entries.extend((method, "/plugins/{path}", plugins) for method in _METHODS)
     entries.append(("POST", "/session", _raising(errdefs.NotImplemented, _SESSION)))
-    entries.append(("GET", "/distribution/{name}/json", _raising(errdefs.NotImplemented, _DISTRIBUTION)))
-    entries.append(("GET", "/images/search", _raising(errdefs.NotImplemented, _SEARCH)))
-    entries.append(("POST", "/auth", _raising(errdefs.NotImplemented, _AUTH)))
     checkpoints = _raising(errdefs.NotImplemented, _CHECKPOINTS)
     checkpoint_entries: tuple[Entry, ...] = (
         ("GET", "/containers/{id}/checkpoints", checkpoints),

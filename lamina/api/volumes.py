@@ -21,7 +21,7 @@ from lamina.api.http import Response
 from lamina.api.streams import empty_response, json_response
 
 if TYPE_CHECKING:
-    from lamina.api.router import Call
+    from lamina.api.call import Call
 
 __all__ = [
     "list_volumes", "create_volume", "inspect_volume", "remove_volume", "prune_volumes",

@@ -32,7 +32,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from lamina import errdefs, fsutil
 from lamina.archive.api import (
@@ -47,7 +47,7 @@ from lamina.archive.api import (
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 
 __all__ = ["overlay_changes", "tree_changes", "export_tree", "export_changes", "copy_tree",
-           "is_whiteout_device", "read_xattrs"]
+           "copy_file_at", "copy_content", "is_whiteout_device", "read_xattrs"]
 
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
@@ -430,7 +430,9 @@ def _relative_path(path: str) -> str:
 # -- copy -------------------------------------------------------------------------------------
 
 
-def _copy_content(source_fd: int, destination_fd: int, size: int) -> None:
+def copy_content(source_fd: int, destination_fd: int, size: int) -> None:
+    """``size`` bytes from ``source_fd`` to ``destination_fd`` (copy_file_range, or read and
+    write where the filesystems refuse it); a source that shrank meanwhile gives what it has."""
     remaining = size
     use_range = True
     while remaining > 0:
@@ -451,6 +453,29 @@ def _copy_content(source_fd: int, destination_fd: int, size: int) -> None:
         if not copied:
             break           # the source shrank while being copied: keep what there is
         remaining -= copied
+
+
+def copy_file_at(source_dir: int, target_dir: int, name: str, info: os.stat_result,
+                 set_metadata: Callable[[int, int, os.stat_result], None]) -> None:
+    """Copy the regular file ``name`` of ``source_dir`` (``info`` its lstat) to a new file
+    ``name`` in ``target_dir``, neither followed if a symlink, then ``set_metadata(source fd,
+    target fd, info)`` while both are open."""
+    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_dir)
+    try:
+        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                         dir_fd=target_dir)
+        try:
+            copy_content(source, target, info.st_size)
+            set_metadata(source, target, info)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def _copy_metadata(source: int, target: int, info: os.stat_result) -> None:
+    _apply_metadata_fd(target, info, read_xattrs(source))
+    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
 def _apply_metadata_fd(fd: int, info: os.stat_result, xattrs: dict[str, bytes]) -> None:
@@ -544,18 +569,7 @@ def _copy_entry(src_dir: int, dst_dir: int, name: str, child: str, destination_f
             return
         hardlinks[key] = child
     if stat.S_ISREG(mode):
-        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
-        try:
-            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                          dir_fd=dst_dir)
-            try:
-                _copy_content(src, dst, info.st_size)
-                _apply_metadata_fd(dst, info, read_xattrs(src))
-                os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns))
-            finally:
-                os.close(dst)
-        finally:
-            os.close(src)
+        copy_file_at(src_dir, dst_dir, name, info, _copy_metadata)
         return
     if stat.S_ISLNK(mode):
         os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)

@@ -147,27 +147,27 @@ class _Extractor:
             found = self.identities[path] = (info.st_dev, info.st_ino)
         return found
 
-    def parent(self, path: str, name: str) -> int:
-        """The fd of directory ``path`` (normalised, "" for the root), created if missing."""
+    def _open_parent(self, path: str) -> int:
+        """The fd of directory ``path`` (normalised, "" for the root), opened beneath the root
+        once and cached; ``OSError`` when it does not resolve to a directory inside the root."""
         if not path:
             return self.root_fd
         fd = self.parents.get(path)
         if fd is not None:
             return fd
+        return self._cache(path, fsutil.open_beneath(self.root_fd, path, _DIRECTORY_FLAGS))
+
+    def parent(self, path: str, name: str) -> int:
+        """The fd of directory ``path`` (normalised, "" for the root), created if missing."""
         try:
-            return self._cache(path, fsutil.open_beneath(self.root_fd, path, _DIRECTORY_FLAGS))
+            return self._open_parent(path)
         except FileNotFoundError:
             return self._make_parents(path, name)
 
     def existing_parent(self, path: str) -> int | None:
         """The fd of directory ``path`` if it resolves to a directory inside the root."""
-        if not path:
-            return self.root_fd
-        fd = self.parents.get(path)
-        if fd is not None:
-            return fd
         try:
-            return self._cache(path, fsutil.open_beneath(self.root_fd, path, _DIRECTORY_FLAGS))
+            return self._open_parent(path)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EXDEV):
                 return None

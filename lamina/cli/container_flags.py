@@ -418,7 +418,7 @@ def _volume_flags(values: list[str]) -> tuple[list[str], dict[str, Any]]:
     if not values:
         return [], {}
     from lamina import errdefs
-    from lamina.volume.mounts import parse_volume_spec
+    from lamina.volume.parse import parse_volume_spec
 
     binds: list[str] = []
     volumes: dict[str, Any] = {}
@@ -437,7 +437,7 @@ def _volume_flags(values: list[str]) -> tuple[list[str], dict[str, Any]]:
 
 def _mount_flag(value: str) -> dict[str, Any]:
     from lamina import errdefs
-    from lamina.volume.mounts import parse_mount_spec
+    from lamina.volume.parse import parse_mount_spec
 
     try:
         return parse_mount_spec(value)

@@ -34,8 +34,11 @@ def _pull(context: Context, image: str, command: str) -> None:
 
     name, tag = split_reference(image)
     try:
-        messages = context.client.pull(name if not tag.startswith("@") else image,
-                                       tag="" if tag.startswith("@") else tag or "latest")
+        from lamina.cli.commands.pull import auth_for
+
+        _, auth = auth_for(image)  # credentials from ~/.docker/config.json
+        messages = context.client.pull_image(name if not tag.startswith("@") else image,
+                                             tag="" if tag.startswith("@") else tag or "latest", auth=auth)
         code = render_stream(messages, context.err, context.err, terminal=is_terminal(context.err))
     except ClientError as exc:
         raise EngineError(exc, command) from exc

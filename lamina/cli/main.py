@@ -108,6 +108,13 @@ COMMANDS: tuple[Command, ...] = tuple(
     + _commands("build", "Build an image from a Dockerfile", "build", "image build", "builder build")
     + _commands("builder_prune", "Remove build cache", "builder prune")
     + _commands("events", "Get real time events from the engine", "events", "system events")
+    + _commands("pull", "Download an image from a registry", "pull", "image pull")
+    + _commands("push", "Upload an image to a registry", "push", "image push")
+    + _commands("login", "Log in to a registry", "login")
+    + _commands("logout", "Log out from a registry", "logout")
+    + _commands("search", "Search a registry's catalog (/v2/_catalog) for repositories", "search")
+    + _commands("manifest_inspect", "Display an image's manifest or manifest list from its registry",
+                "manifest inspect")
     + _commands("network_ls", "List networks", "network ls", "network list")
     + _commands("network_inspect", "Display detailed information on one or more networks", "network inspect")
     + _commands("network_create", "Create a network", "network create")
@@ -118,6 +125,7 @@ COMMANDS: tuple[Command, ...] = tuple(
 )
 
 GROUPS = {"container": "Manage containers", "image": "Manage images", "system": "Manage lamina",
+          "manifest": "Inspect manifests in registries",
           "volume": "Manage volumes", "network": "Manage networks"}
 
 _GLOBAL_VALUE_OPTIONS = frozenset({"--data-root", "--storage-driver", "--log-level", "-H", "--host"})

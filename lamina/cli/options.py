@@ -1,13 +1,20 @@
-"""Helpers shared by commands: ``--filter`` parsing and the yes/no confirmation prompt."""
+"""Helpers shared by commands: ``--filter`` parsing, the yes/no confirmation prompt, what
+every ``prune`` command does around its request, and the output of a listing (``-q`` or
+``--format``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import argparse
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lamina.cli.context import Context
-from lamina.cli.errors import UsageError
+from lamina.cli.errors import CommandError, UsageError
 
-__all__ = ["parse_filters", "confirm"]
+if TYPE_CHECKING:
+    from lamina.cli.templates import Record
+
+__all__ = ["parse_filters", "confirm", "add_prune_options", "confirm_prune", "print_prune_report", "print_rows"]
 
 
 def parse_filters(values: Iterable[str]) -> dict[str, list[str]]:
@@ -27,3 +34,37 @@ def confirm(context: Context, message: str) -> bool:
     context.out.flush()
     line = context.stdin.readline() if context.stdin is not None else ""
     return line.strip().lower() in ("y", "yes")
+
+
+def add_prune_options(parser: argparse.ArgumentParser, filter_example: str) -> None:
+    """``-f/--force`` and ``--filter`` of a ``prune`` command."""
+    parser.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    parser.add_argument("--filter", action="append", default=[], metavar="FILTER",
+                        help=f"provide filter values (e.g. {filter_example})")
+
+
+def confirm_prune(args: argparse.Namespace, context: Context, warning: str, command: str) -> None:
+    """Without ``--force``, ask ``warning``; a no cancels ``command`` (``volume prune``, ...)."""
+    if not args.force and not confirm(context, warning):
+        raise CommandError(f"{command} has been cancelled")
+
+
+def print_prune_report(context: Context, title: str, deleted: Sequence[str], space: Any) -> None:
+    """Docker's prune output: ``title`` and one deleted item a line, then the space reclaimed."""
+    from lamina.cli.formatting import human_size
+
+    if deleted:
+        context.print(f"{title}:\n" + "\n".join(deleted) + "\n")
+    context.print(f"Total reclaimed space: {human_size(space or 0)}")
+
+
+def print_rows(context: Context, args: argparse.Namespace, rows: Sequence[Record], *, key: str,
+               headers: dict[str, str], default_table: str) -> None:
+    """A listing's rows: with ``-q`` the ``key`` column only, else under ``--format``."""
+    from lamina.cli.templates import format_rows
+
+    if args.quiet:
+        for row in rows:
+            context.print(row[key])
+        return
+    context.out.write(format_rows(args.format, rows, headers=headers, default_table=default_table))

@@ -2,58 +2,50 @@
 
 * :class:`InProcessTransport` (the default, daemonless): hands the request to a
   :class:`lamina.api.router.Router` in this process, whose services are built from the
-  :class:`~lamina.config.EngineConfig` on first use (``lamina.services.compose``, imported only
-  then, so ``lamina --help`` never loads the engine).
+  :class:`~lamina.config.EngineConfig` on first use (:func:`lamina.api.router.engine_services`,
+  imported only then, so ``lamina --help`` never loads the engine).
 * :class:`UnixSocketTransport`: HTTP/1.1 over an AF_UNIX socket to ``lamina serve`` or any
   Docker-compatible daemon, streaming both ways (:mod:`lamina.client.unix`, imported on first
   use so the in-process path never loads the socket code).
 
 :func:`select_transport` picks one: ``-H`` / ``LAMINA_HOST`` / ``DOCKER_HOST`` (``unix://``
-only), else in-process.  Connection failures raise :class:`TransportError`.
+only), else in-process.  Connection failures raise :class:`TransportError`.  The protocol and
+the error live in :mod:`lamina.client.base` (re-exported here), which imports no transport.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from lamina import __version__, errdefs
+from lamina import errdefs
 from lamina.api.http import Request, Response
+from lamina.client.base import USER_AGENT, Transport, TransportError
 from lamina.config import EngineConfig
 
 if TYPE_CHECKING:
+    from lamina.api.call import Services, ServicesFactory
     from lamina.api.router import Router
-    from lamina.services.api import Services
 
 __all__ = [
     "Transport", "TransportError", "InProcessTransport", "UnixSocketTransport",
     "select_transport", "build_default_services", "USER_AGENT", "HOST_ENVIRONMENT",
 ]
 
-USER_AGENT = f"lamina-cli/{__version__}"
 HOST_ENVIRONMENT = ("LAMINA_HOST", "DOCKER_HOST")
-
-
-class Transport(Protocol):
-    def handle(self, request: Request) -> Response: ...
-
-
-class TransportError(Exception):
-    """The daemon could not be reached (no socket, refused, broken protocol)."""
 
 
 def build_default_services(config: EngineConfig) -> "Services":
     """The engine's services for ``config`` (imports the engine only when called); each
     service is built when a request first needs it, so a command pays only for its own."""
-    from lamina.services.compose import build_services
+    from lamina.api.router import engine_services
 
-    return build_services(config, lazy=True)
+    return engine_services(config)
 
 
 class InProcessTransport:
     def __init__(self, config: EngineConfig,
-                 services_factory: Callable[[], "Services"] | None = None) -> None:
+                 services_factory: ServicesFactory | None = None) -> None:
         from lamina.api.router import Router
 
         self.config = config

@@ -20,7 +20,7 @@ The wire format handled (RFC 9112):
   (a bare LF is accepted; an obsolete folded line is joined to the previous value with a
   space).  ``Response.headers`` keeps the last of repeated names.  All heads of one answer
   together may take 64 KiB; a longer, malformed or missing head raises
-  :class:`lamina.client.transport.TransportError`, as does a failed connect ("Cannot connect to
+  :class:`lamina.client.base.TransportError`, as does a failed connect ("Cannot connect to
   the daemon at unix://PATH: REASON. Is the daemon running?").
 * Answer body: none for HEAD, 1xx, 204 and 304; else chunked when the last transfer coding is
   ``chunked`` (chunk extensions ignored, trailers read and dropped); else read until the daemon
@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from lamina.api.http import Headers, Request, Response, StreamAborted
-from lamina.client.transport import USER_AGENT, TransportError
+from lamina.client.base import USER_AGENT, TransportError
 
 __all__ = ["HijackedSocket", "hijack", "send"]
 
@@ -210,7 +210,7 @@ class _SocketBody:
 
 class HijackedSocket:
     """A connected socket after an upgrade, with the bytes read past the answer's head
-    (a :class:`lamina.services.api.Duplex`)."""
+    (a :class:`lamina.stdcopy.Duplex`)."""
 
     def __init__(self, sock: _socket.socket, buffered: bytes) -> None:
         self.sock = sock

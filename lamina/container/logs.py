@@ -1,6 +1,6 @@
 """Docker's ``json-file`` log driver: the writer a container's monitor uses, and the reader behind
-``logs`` (``--tail``, ``--since``, ``--until``, ``-t``, ``-f``), plus the multiplexed stream frames
-of the attach/logs endpoints.
+``logs`` (``--tail``, ``--since``, ``--until``, ``-t``, ``-f``), and (re-exported from
+:mod:`lamina.stdcopy`) the multiplexed stream frames of the attach/logs endpoints.
 
 File format (``<root>/containers/<id>/<id>-json.log``, mode 0640), byte-compatible with Docker:
 one JSON object per line, fields in this order::
@@ -32,7 +32,6 @@ import errno
 import json
 import os
 import re
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -42,6 +41,7 @@ from lamina import errdefs
 from lamina.fsutil import system_error
 from lamina.log import get_logger
 from lamina.records import dataclass
+from lamina.stdcopy import STDERR, STDIN, STDOUT, SYSTEM_ERROR, demultiplex, frame
 
 __all__ = [
     "PARTIAL_LINE_SIZE",
@@ -65,7 +65,6 @@ __all__ = [
 
 log = get_logger(__name__)
 
-STDIN, STDOUT, STDERR, SYSTEM_ERROR = 0, 1, 2, 3
 PARTIAL_LINE_SIZE = 16 * 1024     # Docker's copier buffer: longer lines become partial entries
 _STREAMS = ("stdout", "stderr")
 _TAIL_BLOCK = 64 * 1024
@@ -651,36 +650,3 @@ def _follow(path: str, cursor: _FileCursor | None, stop: Callable[[], bool],
             except OSError as exc:
                 if exc.errno != errno.EBADF:
                     raise
-
-
-# ---------------------------------------------------------------------------------------------
-# multiplexed stream frames
-
-
-_HEADER = struct.Struct(">BxxxL")
-
-
-def frame(stream_type: int, payload: bytes) -> bytes:
-    """One frame of Docker's multiplexed attach/logs stream: ``[type,0,0,0,len32be] + payload``
-    (type 0 stdin, 1 stdout, 2 stderr, 3 system error)."""
-    if stream_type not in (STDIN, STDOUT, STDERR, SYSTEM_ERROR):
-        raise errdefs.InvalidArgument(f"invalid stream type {stream_type}")
-    if len(payload) > 0xFFFFFFFF:
-        raise errdefs.InvalidArgument("a frame payload must be under 4 GiB")
-    return _HEADER.pack(stream_type, len(payload)) + payload
-
-
-def demultiplex(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """Split a complete multiplexed stream into (stream type, payload) frames."""
-    offset = 0
-    while offset < len(data):
-        if len(data) - offset < _HEADER.size:
-            raise errdefs.InvalidArgument("truncated frame header in a multiplexed stream")
-        stream_type, length = _HEADER.unpack_from(data, offset)
-        offset += _HEADER.size
-        if stream_type not in (STDIN, STDOUT, STDERR, SYSTEM_ERROR):
-            raise errdefs.InvalidArgument(f"invalid stream type {stream_type} in a multiplexed stream")
-        if len(data) - offset < length:
-            raise errdefs.InvalidArgument("truncated frame payload in a multiplexed stream")
-        yield stream_type, data[offset:offset + length]
-        offset += length

@@ -22,7 +22,7 @@ from lamina.container.store import ContainerStore
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.volume.api import VolumeProvider
-from lamina.volume.mounts import release_mounts
+from lamina.volume.resolve import release_mounts
 
 __all__ = ["destroy", "finish_removal", "release_mount", "sweep"]
 

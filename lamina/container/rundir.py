@@ -5,21 +5,32 @@ Layout, under ``<exec-root>/containers/<id>/`` (mode 0700)::
     monitor.lock   ``flock``\\ ed (exclusive) by the container's monitor for its whole life:
                    a lock that can be taken means no monitor is alive
     monitor.pid    the monitor's pid (for people and tests; liveness is the lock)
-    running.lock   ``flock``\\ ed (exclusive) by the monitor while the container runs (and while it
-                   waits to restart it); its content is the last :class:`ExitInfo`, JSON
-                   ``{"Sequence": n, "ExitCode": c, "Error": "...", "OOMKilled": b, "Removed": b}``,
-                   rewritten in place and never replaced, so that a waiter holding it open
-                   reads the exit of a container that ``--rm`` removed meanwhile
+    running.lock   the last exit, :class:`ExitInfo` as JSON ``{"Sequence": n, "ExitCode": c,
+                   "Error": "...", "OOMKilled": b, "Removed": b}``, rewritten in place by the
+                   monitor at every exit (failed start, abandoned restart) with ``Sequence``
+                   bumped, and never replaced, so that a waiter holding it open reads the exit
+                   of a container that ``--rm`` removed meanwhile
+    exit-even.lock, exit-odd.lock
+                   the turn locks: ``flock``\\ ed (exclusive) by the monitor from the moment it
+                   starts working towards the exit with the next ``Sequence`` (a run, a
+                   restart's back-off) until it has published that exit; even and odd
+                   sequences alternate between the two files
     runtime.json   the :class:`~lamina.runtime.api.RuntimeState` of the current run
     attach.sock    the monitor's attach socket; ctl.sock its control socket
     monitor.log    the monitor's own log
 
 ``<exec-root>/oci/`` holds the bundles of the OCI runtimes.
 
-Waiting for an exit: a waiter remembers the ``Sequence`` it saw, then takes ``running.lock``
-shared: that blocks while the container runs and returns when the monitor released it after
-recording the exit (the monitor bumps ``Sequence`` at every exit, failed start or abandoned
-restart).  Unix socket paths are limited to 108 bytes, so sockets are bound and connected
+Waiting for an exit: a waiter remembers the ``Sequence`` n it saw, then reads ``running.lock``
+without any lock; while its Sequence is still n it takes the turn lock of exit n + 1 shared,
+which blocks until the monitor published that exit.  The monitor takes the turn lock of exit
+n + 2 (the other file) for the next run, so a waiter woken by the release of n + 1 has a whole
+run and back-off to take its lock: a restart loop cannot starve it (with a single lock taken
+back between runs, it could wait forever).  The record is rewritten with one ``pwrite``,
+padded with blanks to its previous length (never truncated first: a reader never sees it
+empty); a reader that still catches a torn write reads again.
+
+Unix socket paths are limited to 108 bytes, so sockets are bound and connected
 through ``/proc/self/fd/<directory fd>/<name>``.
 """
 
@@ -37,6 +48,8 @@ from lamina.records import asdict, dataclass
 from lamina.runtime.api import RuntimeState
 
 __all__ = ["ExitInfo", "RunDirectory", "RunLock", "bind_unix", "connect_unix"]
+
+_TURN_LOCKS = ("exit-even.lock", "exit-odd.lock")
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,7 @@ class ExitInfo:
     @classmethod
     def from_json(cls, data: bytes) -> ExitInfo:
         try:
-            value = json.loads(data) if data else {}
+            value = json.loads(data) if data.strip() else {}
         except ValueError:
             value = {}
         if not isinstance(value, dict):
@@ -70,57 +83,94 @@ class ExitInfo:
 
 
 class RunLock:
-    """``running.lock``, opened (created when missing)."""
+    """``running.lock`` and the turn locks next to it, opened (created when missing)."""
 
     def __init__(self, path: str) -> None:
+        directory = os.path.dirname(path)
+        self.fd = -1
+        self.turns: tuple[int, ...] = ()
+        self.held: int | None = None
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.turns = tuple(os.open(os.path.join(directory, name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                               for name in _TURN_LOCKS)
         except (FileNotFoundError, NotADirectoryError) as exc:
+            self.close()
             raise errdefs.NotFound(f"{path}: the container's run directory is gone") from exc
 
     def read(self) -> ExitInfo:
-        size = os.fstat(self.fd).st_size
-        return ExitInfo.from_json(os.pread(self.fd, size, 0) if size else b"")
+        for _attempt in range(20):
+            size = os.fstat(self.fd).st_size
+            data = os.pread(self.fd, size, 0) if size else b""
+            if not data.strip() or _complete(data):
+                break
+            time.sleep(0.0005)  # a write in progress
+        return ExitInfo.from_json(data)
 
     def write(self, info: ExitInfo) -> None:
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, info.to_json(), 0)
+        data = info.to_json()
+        os.pwrite(self.fd, data.ljust(os.fstat(self.fd).st_size), 0)
 
-    def try_lock(self, *, shared: bool) -> bool:
-        try:
-            fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
+    def _turn(self, sequence: int) -> int:
+        return self.turns[sequence % 2]
 
-    def lock(self, *, shared: bool) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+    # -- the monitor's side ----------------------------------------------------------------------
 
-    def unlock(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+    def hold_next(self) -> None:
+        """Take the turn lock of the next exit (blocks while waiters read the previous one)."""
+        assert self.held is None, "the turn lock of an unpublished exit is held already"
+        fd = self._turn(self.read().sequence + 1)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.held = fd
+
+    def publish(self, *, exit_code: int, error: str = "", oom_killed: bool = False,
+                removed: bool = False) -> ExitInfo:
+        """Record the next exit (the caller holds its turn lock); waiters wake at :meth:`release`."""
+        info = ExitInfo(sequence=self.read().sequence + 1, exit_code=exit_code, error=error,
+                        oom_killed=oom_killed, removed=removed)
+        self.write(info)
+        return info
+
+    def release(self) -> None:
+        if self.held is not None:
+            fcntl.flock(self.held, fcntl.LOCK_UN)
+            self.held = None
+
+    # -- the waiters' side -----------------------------------------------------------------------
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in (self.fd, *self.turns):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = -1
+        self.turns = ()
+        self.held = None
 
     def wait_exit(self, after: int, *, timeout: float | None = None,
                   give_up: Callable[[], bool] = lambda: False) -> ExitInfo | None:
-        """The first exit with a Sequence above ``after``; None when ``timeout`` passed or
-        ``give_up()`` said so (it is asked whenever no monitor holds the lock)."""
+        """The first exit with a Sequence above ``after`` (the latest one when several
+        happened meanwhile); None when ``timeout`` passed or ``give_up()`` said so (it is
+        asked whenever no monitor is working towards the next exit)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.002
         while True:
-            acquired = self.try_lock(shared=True)
+            info = self.read()
+            if info.sequence > after:
+                return info
+            turn = self._turn(after + 1)
+            try:
+                fcntl.flock(turn, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                acquired = True
+            except BlockingIOError:
+                acquired = False
             if not acquired and deadline is None:
-                self.lock(shared=True)  # blocks while the container runs
+                fcntl.flock(turn, fcntl.LOCK_SH)  # blocks until the monitor published exit after + 1
                 acquired = True
             if acquired:
-                # read while holding it: a restarting monitor takes it back at once
                 try:
                     info = self.read()
                 finally:
-                    self.unlock()
+                    fcntl.flock(turn, fcntl.LOCK_UN)
                 if info.sequence > after:
                     return info
                 if give_up():
@@ -135,6 +185,14 @@ class RunLock:
                     return None
                 pause = min(pause, remaining)
             time.sleep(pause)
+
+
+def _complete(data: bytes) -> bool:
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        return False
 
 
 class RunDirectory:

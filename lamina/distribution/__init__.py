@@ -1,3 +1,5 @@
-"""Moving images in and out: ``docker save`` archives and OCI layouts (registry client later)."""
+"""Moving images in and out: ``docker save`` archives and OCI layouts (:mod:`.load`,
+:mod:`.save`), registries (:mod:`.pull`, :mod:`.push`, :mod:`.registry`) and Docker's
+distribution metadata (:mod:`.metadata`)."""
 
 __all__: list[str] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from lamina import errdefs
 from lamina import fsutil
@@ -25,7 +25,7 @@ from lamina.log import get_logger
 __all__ = [
     "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
     "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
-    "sweep_leftovers", "probe_directory", "holds_entries",
+    "sweep_leftovers", "probe_directory", "holds_entries", "is_layer_name", "layer_ids", "holds_layers",
 ]
 
 logger = get_logger("lamina.graphdriver")
@@ -68,6 +68,24 @@ def validate_id(id: str) -> str:
 
 def is_work_in_progress(name: str) -> bool:
     return name.endswith((INCOMPLETE_SUFFIX, REMOVING_SUFFIX)) or name.startswith(PROBE_PREFIX)
+
+
+def is_layer_name(name: str, reserved: Collection[str] = ()) -> bool:
+    """Whether an entry of a driver's layer directory names a layer: not hidden (probes,
+    locks), not work in progress, not one of the driver's own entries (``reserved``)."""
+    return not (name in reserved or name.startswith(".") or is_work_in_progress(name))
+
+
+def layer_ids(directory: str, reserved: Collection[str] = ()) -> list[str]:
+    """The ids of the layers in ``directory`` (subdirectories with layer names), sorted."""
+    with os.scandir(directory) as entries:
+        return sorted(entry.name for entry in entries
+                      if is_layer_name(entry.name, reserved) and entry.is_dir(follow_symlinks=False))
+
+
+def holds_layers(directory: str, reserved: Collection[str] = ()) -> bool:
+    """Whether ``directory`` exists and has an entry with a layer name (a driver's data is there)."""
+    return holds_entries(directory, lambda name: not is_layer_name(name, reserved))
 
 
 def backing_filesystem(path: str) -> str:

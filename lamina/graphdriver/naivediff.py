@@ -42,14 +42,8 @@ def changes_size(root: str, changes: list[Change]) -> int:
             st = os.lstat(os.path.join(root, change.path.lstrip("/")))
         except FileNotFoundError:
             continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-        total += st.st_size
+        if stat.S_ISREG(st.st_mode) and fsutil.first_link(st, seen):
+            total += st.st_size
     return total
 
 

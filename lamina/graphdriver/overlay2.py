@@ -241,8 +241,7 @@ class Overlay2Driver:
 
     @classmethod
     def holds_layers(cls, home: str) -> bool:
-        return common.holds_entries(home, lambda name: name == LINK_DIR or name.startswith(".")
-                                    or common.is_work_in_progress(name))
+        return common.holds_layers(home, (LINK_DIR,))
 
     # -- paths and records ----------------------------------------------------------------
 
@@ -397,15 +396,7 @@ class Overlay2Driver:
             return False
 
     def list_ids(self) -> list[str]:
-        ids = []
-        with os.scandir(self.home) as entries:
-            for entry in entries:
-                if (entry.name == LINK_DIR or entry.name.startswith(".")
-                        or common.is_work_in_progress(entry.name)):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    ids.append(entry.name)
-        return sorted(ids)
+        return common.layer_ids(self.home, (LINK_DIR,))
 
     def mounts(self, id: str) -> list[Mount]:
         """One overlay mount (lowerdir from short links, relative to ``home``), or a bind of the

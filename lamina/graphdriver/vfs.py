@@ -64,8 +64,7 @@ class VfsDriver:
 
     @classmethod
     def holds_layers(cls, home: str) -> bool:
-        return common.holds_entries(os.path.join(home, "dir"),
-                                    lambda name: name.startswith(".") or common.is_work_in_progress(name))
+        return common.holds_layers(os.path.join(home, "dir"))
 
     def _dir(self, id: str) -> str:
         return os.path.join(self._layers, common.validate_id(id))
@@ -122,10 +121,7 @@ class VfsDriver:
             return False
 
     def list_ids(self) -> list[str]:
-        with os.scandir(self._layers) as entries:
-            return sorted(entry.name for entry in entries
-                          if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
-                          and not common.is_work_in_progress(entry.name))
+        return common.layer_ids(self._layers)
 
     def mounts(self, id: str) -> list[Mount]:
         return [Mount(type="bind", source=self._existing_dir(id), options=("bind",))]

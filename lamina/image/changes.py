@@ -49,6 +49,7 @@ from lamina.dockerfile.lexer import (
     trim_continuation,
 )
 from lamina.dockerfile.substitution import ShellWords
+from lamina.image.config import HealthConfig
 from lamina.records import dataclass, field
 
 __all__ = ["apply_changes", "VALID_CHANGE_COMMANDS", "ShellLex", "parse_duration"]
@@ -301,13 +302,9 @@ def _check(instruction: _Instruction) -> None:
 def _healthcheck(instruction: _Instruction) -> dict[str, Any]:
     """Docker's HealthConfig fields (zero values left out) of a HEALTHCHECK instruction."""
     health = parse_healthcheck(instruction.args, instruction.json_form, Flags(instruction.flags))
-    config: dict[str, Any] = {"Test": list(health.test)}
-    for key, value in (("Interval", health.interval), ("Timeout", health.timeout),
-                       ("StartPeriod", health.start_period), ("StartInterval", health.start_interval),
-                       ("Retries", health.retries)):
-        if value:
-            config[key] = value
-    return config
+    return HealthConfig(test=health.test, interval=health.interval, timeout=health.timeout,
+                        start_period=health.start_period, start_interval=health.start_interval,
+                        retries=health.retries).to_dict()
 
 
 def _apply(instruction: _Instruction, config: dict[str, Any], state: dict[str, bool], os: str) -> None:

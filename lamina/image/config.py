@@ -24,7 +24,8 @@ Vocabulary:
   (ENV, CMD, ...).  Every other entry consumes the next diff_id, in order; that is how
   ``docker history`` pairs entries with layers (:meth:`ImageConfig.non_empty_history`).
 
-Parsing (:meth:`ImageConfig.from_json`) validates types field by field and keeps unknown keys
+Parsing (:meth:`ImageConfig.from_json`) validates types field by field (each record's fields
+are a table of typed readers from :mod:`lamina.image.config_fields`) and keeps unknown keys
 (top level and inside the container config) so nothing is lost; errors are
 :class:`lamina.errdefs.InvalidArgument` naming the field.  An existing image is always stored
 and exported with its original bytes; :meth:`ImageConfig.to_json` is for *new* images and
@@ -39,14 +40,33 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lamina import errdefs
 from lamina.digest import Digest, chain_id
 from lamina.image import gojson
+from lamina.image.config_fields import (
+    Field,
+    go_set,
+    invalid,
+    omit_empty,
+    read_array,
+    read_bool,
+    read_command,
+    read_count,
+    read_fields,
+    read_integer,
+    read_object,
+    read_string,
+    read_string_list,
+    read_string_map,
+    read_string_set,
+    read_time,
+    type_name,
+    unknown_keys,
+)
+from lamina.image.rfc3339 import format_time, parse_time  # parse_time: the services import it from here
 from lamina.records import dataclass, field
 
 __all__ = [
@@ -65,158 +85,6 @@ __all__ = [
 
 # diff_id of a tar with no entries (1024 zero bytes): Docker treats such a layer as empty.
 EMPTY_LAYER_DIFF_ID = Digest("sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef")
-
-_JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number",
-                    float: "number", type(None): "null"}
-
-
-def _invalid(where: str, message: str) -> errdefs.InvalidArgument:
-    return errdefs.InvalidArgument(f"invalid image config: {where}: {message}")
-
-
-def _type_name(value: Any) -> str:
-    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _string(data: Mapping[str, Any], key: str, where: str) -> str:
-    value = data.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _invalid(f"{where}{key}", f"expected a string, got {_type_name(value)}")
-    return value
-
-
-def _bool(data: Mapping[str, Any], key: str, where: str) -> bool:
-    value = data.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise _invalid(f"{where}{key}", f"expected a bool, got {_type_name(value)}")
-    return value
-
-
-def _integer(data: Mapping[str, Any], key: str, where: str) -> int | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise _invalid(f"{where}{key}", f"expected an integer, got {_type_name(value)}")
-    return value
-
-
-def _string_list(data: Mapping[str, Any], key: str, where: str, *, allow_string: bool = False) -> tuple[str, ...] | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if allow_string and isinstance(value, str):
-        # Docker's old strslice.StrSlice accepted a plain string for Cmd/Entrypoint.
-        return (value,)
-    if not isinstance(value, list):
-        raise _invalid(f"{where}{key}", f"expected an array of strings, got {_type_name(value)}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise _invalid(f"{where}{key}[{index}]", f"expected a string, got {_type_name(item)}")
-    return tuple(value)
-
-
-def _string_set(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
-    """A Go ``map[string]struct{}`` (ExposedPorts, Volumes): the keys, sorted."""
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _invalid(f"{where}{key}", f"expected an object, got {_type_name(value)}")
-    for name, item in value.items():
-        if item is not None and not isinstance(item, dict):
-            raise _invalid(f"{where}{key}[{name!r}]", f"expected an object, got {_type_name(item)}")
-    return tuple(gojson.sorted_map(value))
-
-
-def _string_map(data: Mapping[str, Any], key: str, where: str) -> dict[str, str] | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _invalid(f"{where}{key}", f"expected an object, got {_type_name(value)}")
-    for name, item in value.items():
-        if not isinstance(item, str):
-            raise _invalid(f"{where}{key}[{name!r}]", f"expected a string, got {_type_name(item)}")
-    return dict(value)
-
-
-def _object(data: Mapping[str, Any], key: str, where: str) -> dict[str, Any] | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _invalid(f"{where}{key}", f"expected an object, got {_type_name(value)}")
-    return value
-
-
-def _go_set(names: tuple[str, ...] | None) -> dict[str, Any] | None:
-    if names is None:
-        return None
-    return gojson.sorted_map({name: {} for name in names})
-
-
-# --------------------------------------------------------------------------------------------
-# time
-
-
-_TIME_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
-
-
-def format_time(nanoseconds: int | None = None) -> str:
-    """Go's ``time.RFC3339Nano`` for a UTC instant (``2024-05-01T12:00:00.123456789Z``,
-    trailing zeros of the fraction dropped).  Default: now."""
-    if nanoseconds is None:
-        nanoseconds = time.time_ns()
-    seconds, fraction = divmod(nanoseconds, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    if fraction:
-        text += "." + f"{fraction:09d}".rstrip("0")
-    return text + "Z"
-
-
-def _timegm(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
-    """``calendar.timegm`` (same results and errors) without importing calendar and datetime
-    (~2 ms): every image config read validates its times.  Days from the civil date by
-    H. Hinnant's algorithm (proleptic Gregorian calendar, March-based years)."""
-    if not 1 <= month <= 12:
-        raise ValueError("month must be in 1..12")
-    if not 1 <= year <= 9999:
-        raise ValueError(f"year {year} is out of range")
-    shifted = year - (month <= 2)
-    era = shifted // 400
-    year_of_era = shifted - era * 400
-    day_of_year = (153 * ((month + 9) % 12) + 2) // 5
-    days = era * 146097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719468
-    return ((days + day - 1) * 24 + hour) * 3600 + minute * 60 + second
-
-
-def parse_time(text: str) -> int:
-    """Nanoseconds since the epoch of an RFC 3339 timestamp (any offset, up to 9 fraction digits)."""
-    match = _TIME_RE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise errdefs.InvalidArgument(f"invalid RFC 3339 time {text!r}")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    try:
-        seconds = _timegm(int(year), int(month), int(day), int(hour), int(minute), int(second))
-        if not (1 <= int(month) <= 12 and 1 <= int(day) <= 31 and int(hour) < 24 and int(minute) < 60
-                and int(second) < 61):
-            raise ValueError("field out of range")
-    except (ValueError, OverflowError) as exc:
-        raise errdefs.InvalidArgument(f"invalid RFC 3339 time {text!r}: {exc}") from exc
-    if zone not in ("Z", "z"):
-        sign = 1 if zone[0] == "+" else -1
-        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
-        seconds -= sign * offset
-    nanos = int((fraction or "").ljust(9, "0")) if fraction else 0
-    return seconds * 1_000_000_000 + nanos
 
 
 def host_architecture() -> str:
@@ -254,34 +122,42 @@ class HealthConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "Healthcheck.") -> "HealthConfig":
-        return cls(
-            test=_string_list(data, "Test", where),
-            interval=_integer(data, "Interval", where) or 0,
-            timeout=_integer(data, "Timeout", where) or 0,
-            start_period=_integer(data, "StartPeriod", where) or 0,
-            start_interval=_integer(data, "StartInterval", where) or 0,
-            retries=_integer(data, "Retries", where) or 0,
-        )
+        return cls(**read_fields(data, _HEALTH_FIELDS, where))
 
     def to_dict(self) -> dict[str, Any]:
         """Go field order, every field ``omitempty``."""
-        out: dict[str, Any] = {}
-        if self.test:
-            out["Test"] = list(self.test)
-        for key, value in (("Interval", self.interval), ("Timeout", self.timeout),
-                           ("StartPeriod", self.start_period), ("StartInterval", self.start_interval),
-                           ("Retries", self.retries)):
-            if value:
-                out[key] = value
-        return out
+        return omit_empty({}, (("Test", list(self.test or ())), ("Interval", self.interval),
+                               ("Timeout", self.timeout), ("StartPeriod", self.start_period),
+                               ("StartInterval", self.start_interval), ("Retries", self.retries)))
 
 
-_CONTAINER_CONFIG_KEYS = (
-    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr",
-    "ExposedPorts", "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped",
-    "Image", "Volumes", "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild",
-    "Labels", "StopSignal", "StopTimeout", "Shell",
+_HEALTH_FIELDS: tuple[Field, ...] = (
+    ("test", "Test", read_string_list), ("interval", "Interval", read_count), ("timeout", "Timeout", read_count),
+    ("start_period", "StartPeriod", read_count), ("start_interval", "StartInterval", read_count),
+    ("retries", "Retries", read_count),
 )
+
+
+def _read_healthcheck(data: Mapping[str, Any], key: str, where: str) -> HealthConfig | None:
+    health = read_object(data, key, where)
+    return HealthConfig.from_dict(health, f"{where}{key}.") if health is not None else None
+
+
+# container.Config's fields in Go's order
+_CONTAINER_FIELDS: tuple[Field, ...] = (
+    ("hostname", "Hostname", read_string), ("domainname", "Domainname", read_string), ("user", "User", read_string),
+    ("attach_stdin", "AttachStdin", read_bool), ("attach_stdout", "AttachStdout", read_bool),
+    ("attach_stderr", "AttachStderr", read_bool), ("exposed_ports", "ExposedPorts", read_string_set),
+    ("tty", "Tty", read_bool), ("open_stdin", "OpenStdin", read_bool), ("stdin_once", "StdinOnce", read_bool),
+    ("env", "Env", read_string_list), ("cmd", "Cmd", read_command), ("healthcheck", "Healthcheck", _read_healthcheck),
+    ("args_escaped", "ArgsEscaped", read_bool), ("image", "Image", read_string),
+    ("volumes", "Volumes", read_string_set), ("working_dir", "WorkingDir", read_string),
+    ("entrypoint", "Entrypoint", read_command), ("network_disabled", "NetworkDisabled", read_bool),
+    ("mac_address", "MacAddress", read_string), ("on_build", "OnBuild", read_string_list),
+    ("labels", "Labels", read_string_map), ("stop_signal", "StopSignal", read_string),
+    ("stop_timeout", "StopTimeout", read_integer), ("shell", "Shell", read_string_list),
+)
+_CONTAINER_CONFIG_KEYS = frozenset(key for _, key, _ in _CONTAINER_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -334,36 +210,8 @@ class ContainerConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "config.") -> "ContainerConfig":
         if not isinstance(data, Mapping):
-            raise _invalid(where.rstrip("."), f"expected an object, got {_type_name(data)}")
-        health = _object(data, "Healthcheck", where)
-        return cls(
-            hostname=_string(data, "Hostname", where),
-            domainname=_string(data, "Domainname", where),
-            user=_string(data, "User", where),
-            attach_stdin=_bool(data, "AttachStdin", where),
-            attach_stdout=_bool(data, "AttachStdout", where),
-            attach_stderr=_bool(data, "AttachStderr", where),
-            exposed_ports=_string_set(data, "ExposedPorts", where),
-            tty=_bool(data, "Tty", where),
-            open_stdin=_bool(data, "OpenStdin", where),
-            stdin_once=_bool(data, "StdinOnce", where),
-            env=_string_list(data, "Env", where),
-            cmd=_string_list(data, "Cmd", where, allow_string=True),
-            healthcheck=HealthConfig.from_dict(health, where + "Healthcheck.") if health is not None else None,
-            args_escaped=_bool(data, "ArgsEscaped", where),
-            image=_string(data, "Image", where),
-            volumes=_string_set(data, "Volumes", where),
-            working_dir=_string(data, "WorkingDir", where),
-            entrypoint=_string_list(data, "Entrypoint", where, allow_string=True),
-            network_disabled=_bool(data, "NetworkDisabled", where),
-            mac_address=_string(data, "MacAddress", where),
-            on_build=_string_list(data, "OnBuild", where),
-            labels=_string_map(data, "Labels", where),
-            stop_signal=_string(data, "StopSignal", where),
-            stop_timeout=_integer(data, "StopTimeout", where),
-            shell=_string_list(data, "Shell", where),
-            extra={key: value for key, value in data.items() if key not in _CONTAINER_CONFIG_KEYS},
-        )
+            raise invalid(where.rstrip("."), f"expected an object, got {type_name(data)}")
+        return cls(**read_fields(data, _CONTAINER_FIELDS, where), extra=unknown_keys(data, _CONTAINER_CONFIG_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         """Go's encoding of ``container.Config``: field order and ``omitempty`` rules kept;
@@ -377,7 +225,7 @@ class ContainerConfig:
             "AttachStderr": self.attach_stderr,
         }
         if self.exposed_ports:
-            out["ExposedPorts"] = _go_set(self.exposed_ports)
+            out["ExposedPorts"] = go_set(self.exposed_ports)
         out["Tty"] = self.tty
         out["OpenStdin"] = self.open_stdin
         out["StdinOnce"] = self.stdin_once
@@ -388,7 +236,7 @@ class ContainerConfig:
         if self.args_escaped:
             out["ArgsEscaped"] = True
         out["Image"] = self.image
-        out["Volumes"] = _go_set(self.volumes)
+        out["Volumes"] = go_set(self.volumes)
         out["WorkingDir"] = self.working_dir
         out["Entrypoint"] = list(self.entrypoint) if self.entrypoint is not None else None
         if self.network_disabled:
@@ -434,7 +282,11 @@ class ContainerConfig:
 # image config
 
 
-_HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
+_HISTORY_FIELDS: tuple[Field, ...] = (
+    ("created", "created", read_time), ("created_by", "created_by", read_string), ("author", "author", read_string),
+    ("comment", "comment", read_string), ("empty_layer", "empty_layer", read_bool),
+)
+_HISTORY_KEYS = frozenset(key for _, key, _ in _HISTORY_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -451,49 +303,29 @@ class HistoryEntry:
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "HistoryEntry":
         if not isinstance(data, dict):
-            raise _invalid(where.rstrip("."), f"expected an object, got {_type_name(data)}")
-        created = data.get("created")
-        if created is not None:
-            if not isinstance(created, str):
-                raise _invalid(where + "created", f"expected a string, got {_type_name(created)}")
-            _check_time(created, where + "created")
-        return cls(
-            created=created,
-            created_by=_string(data, "created_by", where),
-            author=_string(data, "author", where),
-            comment=_string(data, "comment", where),
-            empty_layer=_bool(data, "empty_layer", where),
-            extra={key: value for key, value in data.items() if key not in _HISTORY_KEYS},
-        )
+            raise invalid(where.rstrip("."), f"expected an object, got {type_name(data)}")
+        return cls(**read_fields(data, _HISTORY_FIELDS, where),
+                   extra=unknown_keys(data, _HISTORY_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
         """The OCI ``History`` struct: field order kept, every field ``omitempty``."""
-        out: dict[str, Any] = {}
-        if self.created is not None:
-            out["created"] = self.created
-        if self.created_by:
-            out["created_by"] = self.created_by
-        if self.author:
-            out["author"] = self.author
-        if self.comment:
-            out["comment"] = self.comment
-        if self.empty_layer:
-            out["empty_layer"] = True
+        out: dict[str, Any] = {} if self.created is None else {"created": self.created}
+        omit_empty(out, (("created_by", self.created_by), ("author", self.author), ("comment", self.comment),
+                         ("empty_layer", self.empty_layer)))
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out
 
 
-def _check_time(text: str, where: str) -> None:
-    try:
-        parse_time(text)
-    except errdefs.InvalidArgument as exc:
-        raise _invalid(where, f"not an RFC 3339 time: {text!r}") from exc
-
-
-_IMAGE_KEYS = ("architecture", "os", "variant", "os.version", "os.features", "created", "author",
-               "comment", "container", "docker_version", "parent", "config", "container_config",
-               "rootfs", "history")
+# the plain fields of an image config; created, config, container_config, rootfs and history are read apart
+_IMAGE_FIELDS: tuple[Field, ...] = (
+    ("architecture", "architecture", read_string), ("os", "os", read_string), ("variant", "variant", read_string),
+    ("os_version", "os.version", read_string), ("os_features", "os.features", read_string_list),
+    ("author", "author", read_string), ("comment", "comment", read_string), ("container", "container", read_string),
+    ("docker_version", "docker_version", read_string), ("parent", "parent", read_string),
+)
+_IMAGE_KEYS = frozenset((*(key for _, key, _ in _IMAGE_FIELDS), "created", "config", "container_config", "rootfs",
+                         "history"))
 
 
 @dataclass(frozen=True)
@@ -532,63 +364,39 @@ class ImageConfig:
     @classmethod
     def from_dict(cls, data: Any) -> "ImageConfig":
         if not isinstance(data, dict):
-            raise errdefs.InvalidArgument(f"invalid image config: expected a JSON object, got {_type_name(data)}")
+            raise errdefs.InvalidArgument(f"invalid image config: expected a JSON object, got {type_name(data)}")
         rootfs = data.get("rootfs")
         if rootfs is None:
             raise errdefs.InvalidArgument("invalid image config: no rootfs")
         if not isinstance(rootfs, dict):
-            raise _invalid("rootfs", f"expected an object, got {_type_name(rootfs)}")
-        rootfs_type = _string(rootfs, "type", "rootfs.")
+            raise invalid("rootfs", f"expected an object, got {type_name(rootfs)}")
+        rootfs_type = read_string(rootfs, "type", "rootfs.")
         if rootfs_type != "layers":
-            raise _invalid("rootfs.type", f"expected \"layers\", got {rootfs_type!r}")
-        raw_diff_ids = rootfs.get("diff_ids")
-        if raw_diff_ids is None:
-            raw_diff_ids = []
-        if not isinstance(raw_diff_ids, list):
-            raise _invalid("rootfs.diff_ids", f"expected an array of digests, got {_type_name(raw_diff_ids)}")
+            raise invalid("rootfs.type", f"expected \"layers\", got {rootfs_type!r}")
         diff_ids: list[Digest] = []
-        for index, item in enumerate(raw_diff_ids):
+        for index, item in enumerate(read_array(rootfs, "diff_ids", "rootfs.", "an array of digests")):
             if not isinstance(item, str):
-                raise _invalid(f"rootfs.diff_ids[{index}]", f"expected a digest string, got {_type_name(item)}")
+                raise invalid(f"rootfs.diff_ids[{index}]", f"expected a digest string, got {type_name(item)}")
             try:
                 diff_ids.append(Digest(item))
             except errdefs.InvalidArgument as exc:
-                raise _invalid(f"rootfs.diff_ids[{index}]", str(exc)) from exc
+                raise invalid(f"rootfs.diff_ids[{index}]", str(exc)) from exc
 
-        raw_history = data.get("history")
-        if raw_history is None:
-            raw_history = []
-        if not isinstance(raw_history, list):
-            raise _invalid("history", f"expected an array, got {_type_name(raw_history)}")
-        history = tuple(HistoryEntry.from_dict(item, f"history[{index}].") for index, item in enumerate(raw_history))
-
-        created = data.get("created")
-        if created is not None:
-            if not isinstance(created, str):
-                raise _invalid("created", f"expected a string, got {_type_name(created)}")
-            _check_time(created, "created")
-
-        config = _object(data, "config", "")
-        container_config = _object(data, "container_config", "")
+        history = tuple(HistoryEntry.from_dict(item, f"history[{index}].")
+                        for index, item in enumerate(read_array(data, "history", "")))
+        created = read_time(data, "created", "")
+        config = read_object(data, "config", "")
+        container_config = read_object(data, "container_config", "")
         return cls(
-            architecture=_string(data, "architecture", ""),
-            os=_string(data, "os", ""),
-            variant=_string(data, "variant", ""),
-            os_version=_string(data, "os.version", ""),
-            os_features=_string_list(data, "os.features", ""),
+            **read_fields(data, _IMAGE_FIELDS, ""),
             created=created,
-            author=_string(data, "author", ""),
-            comment=_string(data, "comment", ""),
-            container=_string(data, "container", ""),
-            docker_version=_string(data, "docker_version", ""),
-            parent=_string(data, "parent", ""),
             config=ContainerConfig.from_dict(config, "config.") if config is not None else None,
             container_config=(ContainerConfig.from_dict(container_config, "container_config.")
                               if container_config is not None else None),
             rootfs_type=rootfs_type,
             rootfs_diff_ids=tuple(diff_ids),
             history=history,
-            extra={key: value for key, value in data.items() if key not in _IMAGE_KEYS},
+            extra=unknown_keys(data, _IMAGE_KEYS),
         )
 
     # ---- derived values
@@ -618,37 +426,17 @@ class ImageConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The config as Docker serialises a new image (top-level keys sorted)."""
-        out: dict[str, Any] = {}
-        if self.parent:
-            out["parent"] = self.parent
-        if self.comment:
-            out["comment"] = self.comment
-        out["created"] = self.created
-        if self.container:
-            out["container"] = self.container
-        out["container_config"] = (self.container_config or ContainerConfig()).to_dict()
-        if self.docker_version:
-            out["docker_version"] = self.docker_version
-        if self.author:
-            out["author"] = self.author
+        out: dict[str, Any] = {"created": self.created,
+                               "container_config": (self.container_config or ContainerConfig()).to_dict()}
         if self.config is not None:
             out["config"] = self.config.to_dict()
-        if self.architecture:
-            out["architecture"] = self.architecture
-        if self.variant:
-            out["variant"] = self.variant
-        if self.os:
-            out["os"] = self.os
-        rootfs: dict[str, Any] = {"type": self.rootfs_type}
-        if self.rootfs_diff_ids:
-            rootfs["diff_ids"] = [str(diff_id) for diff_id in self.rootfs_diff_ids]
-        out["rootfs"] = rootfs
-        if self.history:
-            out["history"] = [entry.to_dict() for entry in self.history]
-        if self.os_version:
-            out["os.version"] = self.os_version
-        if self.os_features:
-            out["os.features"] = list(self.os_features)
+        out["rootfs"] = omit_empty({"type": self.rootfs_type},
+                                   (("diff_ids", [str(diff_id) for diff_id in self.rootfs_diff_ids]),))
+        omit_empty(out, (("parent", self.parent), ("comment", self.comment), ("container", self.container),
+                         ("docker_version", self.docker_version), ("author", self.author),
+                         ("architecture", self.architecture), ("variant", self.variant), ("os", self.os),
+                         ("history", [entry.to_dict() for entry in self.history]),
+                         ("os.version", self.os_version), ("os.features", list(self.os_features or ()))))
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return gojson.sorted_map(out)
@@ -731,18 +519,7 @@ def new_child_config(
     if not is_empty:
         diff_ids.append(Digest(diff_id))  # type: ignore[arg-type]
     base = parent if parent is not None else ImageConfig()
-    return ImageConfig(
-        architecture=base.architecture or host_architecture(),
-        os=os if os is not None else (base.os or "linux"),
-        variant=base.variant,
-        os_version=base.os_version,
-        os_features=base.os_features,
-        created=created,
-        author=author,
-        container=container,
-        config=config,
-        container_config=container_config,
-        rootfs_type="layers",
-        rootfs_diff_ids=tuple(diff_ids),
-        history=(*base.history, entry),
-    )
+    return new_config(diff_ids=diff_ids, history=(*base.history, entry), config=config,
+                      architecture=base.architecture or None, os=os if os is not None else (base.os or "linux"),
+                      variant=base.variant, created=created, author=author, container=container,
+                      container_config=container_config, os_version=base.os_version, os_features=base.os_features)

@@ -33,7 +33,8 @@ import time
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
-from lamina.image.config import ImageConfig, format_time, parse_time
+from lamina.image.config import ImageConfig
+from lamina.image.rfc3339 import format_time, parse_time
 from lamina.log import get_logger
 
 __all__ = ["ImageStore"]

@@ -303,12 +303,15 @@ class LayerStore:
     # -- registering ---------------------------------------------------------------------
 
     def register(self, stream: BinaryIO, parent: str | None, *, expected_diff_id: str | None = None,
-                 progress: Callable[[int], None] | None = None) -> tuple[Layer, bool]:
+                 progress: Callable[[int], None] | None = None,
+                 before_commit: Callable[[], None] | None = None) -> tuple[Layer, bool]:
         """Register a layer from a (possibly compressed) tar stream on top of ``parent``.
 
         One pass: decompress, hash (diff_id), record tar-split and extract through the driver.
         Returns the layer and whether it was new (False: an identical layer existed already
         and the extracted copy was discarded).  Callers hold the store lock shared.
+        ``before_commit`` runs once the tar was read, before anything is published: a pull
+        verifies the blob's digest there (raising discards the layer).
         """
         from lamina.archive import TarReader, TarSplitWriter, decompressed
 
@@ -343,6 +346,8 @@ class LayerStore:
                 raise errdefs.InvalidArgument(
                     f"layer digest mismatch: the archive declares {expected_diff_id} but its content "
                     f"hashes to {diff_id}")
+            if before_commit is not None:
+                before_commit()
             chain = compute_chain_id([parent, diff_id]) if parent else diff_id
             if self.exists(chain):
                 self._discard(write_set, cache_id)

@@ -45,8 +45,8 @@ import termios
 import threading
 import time
 
+from lamina.api.http import Duplex
 from lamina.records import dataclass
-from lamina.services.api import Duplex
 
 __all__ = ["Splice", "SpliceResult", "splice", "unread"]
 

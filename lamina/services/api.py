@@ -8,6 +8,9 @@ Progress: long operations take ``progress``, a callable receiving Docker JSON-me
 (``{"status": ..., "id": ..., "progressDetail": {"current": n, "total": m}}`` or
 ``{"stream": "Loaded image: busybox:latest\\n"}``); the router streams them to the client as
 ``application/json`` lines, which the CLI renders as progress bars (rich) or plain text.
+
+The last section holds what services need from one another, each protocol as narrow as its
+one consumer uses it (:mod:`lamina.services.compose` hands the services over).
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ if TYPE_CHECKING:
     import threading
 
     from lamina.build.api import BuildOptions
+    from lamina.distribution.registry.auth import Credentials
+    from lamina.stdcopy import Duplex
 
-__all__ = ["Progress", "ImageService", "SystemService", "ContainerService", "ExecService", "Duplex", "Services",
-           "VolumeService", "BuildService", "EventService", "NetworkService"]
+__all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
+           "ContainerStreams", "ExecService", "Services", "VolumeService", "BuildService", "EventService",
+           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService", "NetworkService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -79,25 +85,9 @@ class SystemService(Protocol):
         """``{"Problems": [{"Kind": ..., "Object": ..., "Message": ...}], "Repaired": [...]}``."""
 
 
-class Duplex(Protocol):
-    """A hijacked connection to a container's (or exec's) stdio, as Docker's attach gives it:
-    after the upgrade the server sends stdout/stderr (multiplexed 8-byte-header frames when the
-    container has no TTY, raw bytes with a TTY) and reads raw stdin; the client's half-close
-    (``shutdown(SHUT_WR)``) ends stdin.  A connected ``socket.socket`` satisfies it."""
-
-    def fileno(self) -> int: ...
-
-    def recv(self, size: int) -> bytes: ...
-
-    def sendall(self, data: bytes) -> None: ...
-
-    def shutdown(self, how: int) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class ContainerService(Protocol):
-    """Containers, with the Docker Engine API's request and response shapes.
+class ContainerLifecycle(Protocol):
+    """Containers' lifecycle (moby's ``stateBackend`` and the container prune of its
+    ``systemBackend``), with the Docker Engine API's request and response shapes.
 
     ``create`` takes the body of ``POST /containers/create`` (Config fields at the top level,
     ``HostConfig``, ``NetworkingConfig``).  Ids may be given as full id, unique id prefix or
@@ -120,25 +110,34 @@ class ContainerService(Protocol):
     def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
         """``{"StatusCode": n, "Error": null}``; conditions not-running, next-exit, removed."""
 
+    def pause(self, id: str) -> None: ...
+
+    def unpause(self, id: str) -> None: ...
+
+    def rename(self, id: str, new_name: str) -> None: ...
+
+    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...
+
+
+class ContainerViews(Protocol):
+    """Reading containers (moby's ``monitorBackend``); ids may be given as full id, unique id
+    prefix or name (with or without the leading "/")."""
+
     def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
                         filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
 
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]: ...
 
-    def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
-             since: float = 0, until: float = 0, timestamps: bool = False,
-             tail: str = "all") -> Iterator[tuple[int, bytes]]:
-        """(stream, payload) pairs: stream 1 stdout, 2 stderr; with ``timestamps`` each
-        payload starts with the RFC 3339 time and a space, as Docker sends it."""
-
-    def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
-               logs: bool = False) -> Duplex: ...
-
-    def resize(self, id: str, *, height: int, width: int) -> None: ...
-
     def top(self, id: str, *, ps_args: str = "-ef") -> dict[str, Any]: ...
 
     def stats(self, id: str, *, stream: bool = True, one_shot: bool = False) -> Iterator[dict[str, Any]]: ...
+
+
+class ContainerFiles(Protocol):
+    """A container's files (moby's ``copyBackend``, ``commitBackend`` and changes); ids
+    may be given as full id, unique id prefix or name (with or without the leading "/")."""
 
     def changes(self, id: str) -> list[dict[str, Any]]:
         """``[{"Path": "/etc/x", "Kind": 0|1|2}]`` (0 modified, 1 added, 2 deleted)."""
@@ -158,15 +157,21 @@ class ContainerService(Protocol):
                config: dict[str, Any] | None = None) -> dict[str, Any]:
         """``{"Id": "sha256:..."}``."""
 
-    def pause(self, id: str) -> None: ...
 
-    def unpause(self, id: str) -> None: ...
+class ContainerStreams(Protocol):
+    """A container's stdio (moby's ``attachBackend``, logs and resize); ids may be given as
+    full id, unique id prefix or name (with or without the leading "/")."""
 
-    def rename(self, id: str, new_name: str) -> None: ...
+    def attach(self, id: str, *, stdin: bool, stdout: bool, stderr: bool, stream: bool = True,
+               logs: bool = False) -> Duplex: ...
 
-    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    def logs(self, id: str, *, stdout: bool = True, stderr: bool = True, follow: bool = False,
+             since: float = 0, until: float = 0, timestamps: bool = False,
+             tail: str = "all") -> Iterator[tuple[int, bytes]]:
+        """(stream, payload) pairs: stream 1 stdout, 2 stderr; with ``timestamps`` each
+        payload starts with the RFC 3339 time and a space, as Docker sends it."""
 
-    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...
+    def resize(self, id: str, *, height: int, width: int) -> None: ...
 
 
 class ExecService(Protocol):
@@ -272,12 +277,69 @@ class EventService(Protocol):
         before the iterator is returned."""
 
 
+class DistributionService(Protocol):
+    """Registries: pull, push, login (``/auth``), distribution inspect, catalog search."""
+
+    def pull(self, from_image: str, *, tag: str = "", platform: str = "", credentials: Credentials | None = None,
+             progress: Progress) -> list[str]: ...
+
+    def push(self, name: str, *, tag: str = "", credentials: Credentials | None = None,
+             progress: Progress) -> list[str]: ...
+
+    def login(self, server: str, credentials: Credentials) -> dict[str, str]: ...
+
+    def inspect_distribution(self, name: str, *, credentials: Credentials | None = None) -> dict[str, Any]: ...
+
+    def manifest(self, name: str, *, credentials: Credentials | None = None) -> dict[str, Any]: ...
+
+    def search(self, term: str, *, limit: int = 25, credentials: Credentials | None = None) -> list[dict[str, Any]]:
+        ...
+
+
 class Services(Protocol):
     images: ImageService
     system: SystemService
-    containers: ContainerService
+    containers: ContainerLifecycle
+    container_views: ContainerViews
+    container_files: ContainerFiles
+    container_streams: ContainerStreams
     execs: ExecService
     volumes: VolumeService
     networks: NetworkService
     builds: BuildService
     events: EventService
+    distribution: DistributionService
+
+
+# -- what services need from one another --------------------------------------------------------
+
+
+class ContainerVolumes(Protocol):
+    """What the container service needs from the volume service: the volumes a container's
+    mounts create and reference (:class:`lamina.volume.api.VolumeProvider`), and their
+    filesystems mounted while a run or a copy into them needs them."""
+
+    def create(self, name: str = "", *, driver: str = "", driver_opts: dict[str, str] | None = None,
+               labels: dict[str, str] | None = None, reference: str = "") -> dict[str, Any]: ...
+
+    def acquire(self, name: str, container_id: str) -> dict[str, Any]: ...
+
+    def release(self, name: str, container_id: str) -> None: ...
+
+    def remove(self, name: str, *, force: bool = False) -> None: ...
+
+    def mount(self, name: str, container_id: str) -> str: ...
+
+    def unmount(self, name: str, container_id: str) -> None: ...
+
+
+class VolumeUsage(Protocol):
+    """What ``system df`` needs from the volume service."""
+
+    def list(self, *, filters: dict[str, list[str]] | None = None, usage: bool = False) -> dict[str, Any]: ...
+
+
+class BuildCacheUsage(Protocol):
+    """What ``system df`` needs from the build service."""
+
+    def cache_usage(self) -> list[dict[str, Any]]: ...

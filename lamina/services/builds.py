@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import struct
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs, fsutil
@@ -36,31 +35,23 @@ from lamina.build.api import BuildOptions, StepOutput
 from lamina.build.cache import CacheIndex, cache_key
 from lamina.config import EngineConfig
 from lamina.digest import Digest, chain_ids
-from lamina.image.config import (
-    EMPTY_LAYER_DIFF_ID,
-    ContainerConfig,
-    ImageConfig,
-    new_child_config,
-    parse_time,
-)
+from lamina.image.config import ContainerConfig, ImageConfig, parse_time
 from lamina.image.reference import Reference, parse_normalized_named, with_default_tag
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
-from lamina.records import replace
-from lamina.services.api import Progress
+from lamina.services.api import ContainerLifecycle, ContainerStreams, Progress
 from lamina.services.images import ImageServiceImpl
+from lamina.stdcopy import STDERR, STDOUT, FrameDecoder
 
 if TYPE_CHECKING:
     import socket
 
     from lamina.build.context import BuildContext
-    from lamina.services.containers import ContainerServiceImpl
 
 __all__ = ["BuildServiceImpl"]
 
 log = get_logger("lamina.services")
 
-_FRAME = struct.Struct(">BxxxL")
 _BUILD_LAYER_PREFIX = "build-"
 _PRUNE_FILTERS = frozenset({"until"})
 
@@ -85,7 +76,6 @@ class _Images:
     def __init__(self, service: ImageServiceImpl, mounts: MountStore, index: CacheIndex) -> None:
         self.service = service
         self.store = service.images
-        self.layers = service.layers
         self.mounts = mounts
         self.index = index
 
@@ -121,42 +111,17 @@ class _Images:
 
     def commit(self, parent: str, *, layer: str | None, config: ContainerConfig,
                container_config: ContainerConfig, author: str = "", container: str = "") -> str:
-        parent_config = self.store.get_config(parent) if parent else None
         if layer is not None and not self._has_changes(layer):
             layer = None
-        from lamina.archive.tarstream import ChunkReader
+        key = cache_key(container_config)
 
-        registered: list[Digest] = []
-        diff_id: str | None = None
-        try:
-            lock = self.layers.lock(shared=True)
-            try:
-                with self.layers.lease():
-                    if layer is not None:
-                        record = self.mounts.get(layer)
-                        stored, new = self.layers.register(ChunkReader(self.mounts.diff(layer)),
-                                                           str(record.parent) if record.parent else None)
-                        if new:
-                            registered.append(stored.chain_id)
-                        diff_id = str(stored.diff_id)
-                    child = new_child_config(parent_config, diff_id=diff_id, config=config,
-                                             container_config=container_config, author=author,
-                                             container=container)
-                    image_id = self.store.put(replace(child, docker_version=__version__).to_json())
-                    if parent:
-                        self.store.set_parent(image_id, parent)
-                    self.store.set_built_locally(image_id)
-                    key = cache_key(container_config)
-                    if key is not None:
-                        self.index.record(parent, key, str(image_id))
-            finally:
-                lock.release()
-        except BaseException:
-            self.service._release_after_failure(registered)
-            raise
-        if diff_id is not None and Digest(diff_id) == EMPTY_LAYER_DIFF_ID and registered:
-            self.service._release_after_failure(registered)  # an empty diff adds no layer
-        return str(image_id)
+        def record(image_id: Digest) -> None:
+            if key is not None:
+                self.index.record(parent, key, str(image_id))
+
+        return str(self.service.commit(layer, parent=parent, config=config, container_config=container_config,
+                                       author=author, container=container, docker_version=__version__,
+                                       built_locally=True, stored=record))
 
 
 class _Layers:
@@ -202,8 +167,9 @@ class _Layers:
 class _Containers:
     """:class:`lamina.build.api.BuildContainers` on the container service."""
 
-    def __init__(self, containers: ContainerServiceImpl) -> None:
+    def __init__(self, containers: ContainerLifecycle, container_streams: ContainerStreams) -> None:
         self.containers = containers
+        self.container_streams = container_streams
 
     def create(self, body: dict[str, Any]) -> str:
         return str(self.containers.create(body)["Id"])
@@ -211,7 +177,7 @@ class _Containers:
     def run(self, container_id: str, output: StepOutput) -> int:
         from lamina.container.monitor import StartError
 
-        sock = self.containers.attach(container_id, stdin=False, stdout=True, stderr=True, stream=True)
+        sock = self.container_streams.attach(container_id, stdin=False, stdout=True, stderr=True, stream=True)
         try:
             try:
                 self.containers.start(container_id)
@@ -229,30 +195,26 @@ class _Containers:
 
 def _pump_frames(sock: socket.socket, output: StepOutput) -> None:
     """Copy a multiplexed attach stream to ``output`` until the container closes it."""
-    pending = b""
+    decoder = FrameDecoder()
     while True:
         chunk = sock.recv(65536)
         if not chunk:
             return
-        pending += chunk
-        while len(pending) >= _FRAME.size:
-            stream, size = _FRAME.unpack_from(pending)
-            if len(pending) < _FRAME.size + size:
-                break
-            payload = pending[_FRAME.size:_FRAME.size + size]
-            pending = pending[_FRAME.size + size:]
-            output(stream if stream in (1, 2) else 2, payload)
+        for stream, payload in decoder.feed(chunk):
+            if payload:
+                output(stream if stream in (STDOUT, STDERR) else STDERR, payload)
 
 
 # -- the service ------------------------------------------------------------------------------------
 
 
 class BuildServiceImpl:
-    def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, containers: ContainerServiceImpl,
-                 mounts: MountStore) -> None:
+    def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, containers: ContainerLifecycle,
+                 container_streams: ContainerStreams, mounts: MountStore) -> None:
         self.config = config
         self.images = images
         self.containers = containers
+        self.container_streams = container_streams
         self.mounts = mounts
         self.index = CacheIndex(os.path.join(images.images.root, "buildcache"))
         self.locks_dir = os.path.join(config.exec_root, "builds")
@@ -277,7 +239,7 @@ class BuildServiceImpl:
             with self._session() as build_id:
                 builder = Builder(images=_Images(self.images, self.mounts, self.index),
                                   layers=_Layers(self.images, self.mounts, build_id),
-                                  containers=_Containers(self.containers), context=context,
+                                  containers=_Containers(self.containers, self.container_streams), context=context,
                                   options=options, output=progress)
                 image_id = builder.build()
         finally:

@@ -14,9 +14,16 @@ requests of a server build each service once.  What building a piece does:
 * the network service: opens ``<data-root>/network`` (networks, sandbox records) with netavark
   as the data plane (its run-time state under ``<exec-root>/network``, sandboxes under
   ``<exec-root>/netns``);
-* the container service: opens the container store under ``<data-root>/containers/`` and the
-  run-time state under the exec root, and finishes interrupted container removals; it holds
-  the volume service as a stand-in that builds it when a container's mounts first need it.
+* the container service (its groups ``containers``, ``container_views``, ``container_files``,
+  ``container_streams`` share one :class:`~lamina.services.containers.common.ContainerShared`):
+  opens the container store under ``<data-root>/containers/`` and the run-time state under the
+  exec root, and finishes interrupted container removals; it holds the volume service as a
+  stand-in that builds it when a container's mounts first need it.
+
+Every service receives its collaborators as constructor arguments, typed by what it uses; a
+collaborator that is costly and often not needed is handed over as a stand-in that builds it
+on first use (:func:`_on_first_use`: the build service's container groups, the container
+service's volumes).  Nothing is assigned onto a service after it was built.
 
 ``build_services(config)`` builds every service at once (what a server wants at start-up, and
 what tests of the sweeps expect); ``build_services(config, lazy=True)`` builds none yet (the
@@ -29,7 +36,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from lamina import errdefs
 from lamina.config import EngineConfig
@@ -41,8 +48,14 @@ if TYPE_CHECKING:
     from lamina.graphdriver.registry import Selection
     from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
+    from lamina.services.api import ContainerLifecycle, ContainerStreams, ContainerVolumes
     from lamina.services.builds import BuildServiceImpl
-    from lamina.services.containers import ContainerServiceImpl
+    from lamina.services.containers.common import ContainerShared
+    from lamina.services.containers.files import ContainerFilesImpl
+    from lamina.services.containers.lifecycle import ContainerLifecycleImpl
+    from lamina.services.containers.streams import ContainerStreamsImpl
+    from lamina.services.containers.views import ContainerViewsImpl
+    from lamina.services.distribution import DistributionServiceImpl
     from lamina.services.events import EventServiceImpl
     from lamina.services.execs import ExecServiceImpl
     from lamina.services.images import ImageServiceImpl
@@ -80,8 +93,10 @@ class _Built(Generic[T]):
 
 
 class EngineServices:
-    """The services of one engine (``images``, ``system``, ``containers``, ``execs``,
-    ``volumes``, ``builds``), each built on first access."""
+    """The services of one engine (``images``, ``system``, the container groups
+    ``containers`` (lifecycle), ``container_views``, ``container_files`` and
+    ``container_streams``, ``execs``, ``volumes``, ``builds``, ``events``), each built on first
+    access."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -89,7 +104,8 @@ class EngineServices:
 
     def build_all(self) -> EngineServices:
         """Build every service now (in dependency order); returns ``self``."""
-        for name in ("images", "volumes", "containers", "system", "builds", "execs"):
+        for name in ("images", "volumes", "containers", "container_views", "container_files", "container_streams",
+                     "system", "builds", "execs"):
             getattr(self, name)
         return self
 
@@ -123,12 +139,12 @@ class EngineServices:
             return service.referenced_layers()
 
         layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
-        service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
-                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log)
         mounts = MountStore(layers)
-        service.mounts = mounts
         # rmi's conflicts: which containers use an image (builds the container service then)
-        service.container_usage = lambda image_id: self.containers.image_usage(image_id)
+        service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
+                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log,
+                                   mounts=mounts,
+                                   container_usage=lambda image_id: self.container_views.image_usage(image_id))
         layers.sweep()
         _sweep_mounts(layers, mounts)
         return service, layers, mounts
@@ -157,11 +173,11 @@ class EngineServices:
     @_Built
     def networks(self) -> NetworkServiceImpl:
         def container_name(term: str) -> tuple[str, str]:
-            found = self.containers.inspect(term)
+            found = self.container_views.inspect(term)
             return str(found["Id"]), str(found["Name"]).lstrip("/")
 
         def container_endpoints(container_id: str, change: Callable[[str, dict[str, Any]], None]) -> None:
-            with self.containers.store.modify(container_id) as container:
+            with self._container_shared.store.modify(container_id) as container:
                 settings = container.data.setdefault("NetworkSettings", {})
                 networks = settings.get("Networks") or {}
                 change(str(container.host_config.get("NetworkMode") or "default"), networks)
@@ -171,34 +187,57 @@ class EngineServices:
                               container_endpoints=container_endpoints)
 
     @_Built
-    def containers(self) -> ContainerServiceImpl:
+    def _container_shared(self) -> ContainerShared:
+        """What the container service's groups share (the container store, the runtimes)."""
         from lamina.container.store import ContainerStore
-        from lamina.services.containers import ContainerServiceImpl
+        from lamina.services.containers.common import ContainerShared
 
         images, mounts = self.images, self.mounts
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
         # a container without volumes never calls the volume service: built when first used
-        volumes = _OnFirstUse(lambda: self.volumes)
-        containers = ContainerServiceImpl(config=self.config, images=images, mounts=mounts, store=store,
-                                          execs=self._exec_store, volumes=volumes, events=self.event_log)
-        containers.sweep()
-        return containers
+        volumes: ContainerVolumes = _on_first_use(lambda: self.volumes)
+        shared = ContainerShared(config=self.config, images=images, mounts=mounts, store=store,
+                                 execs=self._exec_store, volumes=volumes, events=self.event_log)
+        shared.sweep()
+        return shared
+
+    @_Built
+    def containers(self) -> ContainerLifecycleImpl:
+        from lamina.services.containers.lifecycle import ContainerLifecycleImpl
+
+        return ContainerLifecycleImpl(self._container_shared)
+
+    @_Built
+    def container_views(self) -> ContainerViewsImpl:
+        from lamina.services.containers.views import ContainerViewsImpl
+
+        return ContainerViewsImpl(self._container_shared)
+
+    @_Built
+    def container_files(self) -> ContainerFilesImpl:
+        from lamina.services.containers.files import ContainerFilesImpl
+
+        return ContainerFilesImpl(self._container_shared)
+
+    @_Built
+    def container_streams(self) -> ContainerStreamsImpl:
+        from lamina.services.containers.streams import ContainerStreamsImpl
+
+        return ContainerStreamsImpl(self._container_shared)
 
     @_Built
     def execs(self) -> ExecServiceImpl:
         from lamina.services.execs import ExecServiceImpl
 
-        return ExecServiceImpl(containers=self.containers, execs=self._exec_store)
+        return ExecServiceImpl(containers=self.container_streams, execs=self._exec_store)
 
     @_Built
     def system(self) -> SystemServiceImpl:
         from lamina.services.system import SystemServiceImpl
 
         selection = self.selection
-        system = SystemServiceImpl(config=self.config, driver=selection.driver, images=self.images,
-                                   skipped_drivers=list(selection.skipped), volumes=self.volumes)
-        system.builds = self.builds
-        return system
+        return SystemServiceImpl(config=self.config, driver=selection.driver, images=self.images,
+                                 skipped_drivers=list(selection.skipped), volumes=self.volumes, builds=self.builds)
 
     @_Built
     def event_log(self) -> EventLog:
@@ -214,14 +253,21 @@ class EngineServices:
         return EventServiceImpl(self.event_log)
 
     @_Built
+    def distribution(self) -> DistributionServiceImpl:
+        from lamina.services.distribution import build_distribution
+
+        return build_distribution(self.config, self.images, self.event_log)
+
+    @_Built
     def builds(self) -> BuildServiceImpl:
         from lamina.services.builds import BuildServiceImpl
 
         # the container service (runtime, volumes, monitor) only when a RUN step runs: a
         # build answered from the cache never loads it
-        return BuildServiceImpl(config=self.config, images=self.images,
-                                containers=_OnFirstUse(lambda: self.containers),  # type: ignore[arg-type]
-                                mounts=self.mounts)
+        containers: ContainerLifecycle = _on_first_use(lambda: self.containers)
+        container_streams: ContainerStreams = _on_first_use(lambda: self.container_streams)
+        return BuildServiceImpl(config=self.config, images=self.images, containers=containers,
+                                container_streams=container_streams, mounts=self.mounts)
 
 
 class _OnFirstUse:
@@ -234,6 +280,11 @@ class _OnFirstUse:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._build(), name)
+
+
+def _on_first_use(build: Callable[[], T]) -> T:
+    """What ``build()`` returns, built when first used (see :class:`_OnFirstUse`)."""
+    return cast(T, _OnFirstUse(build))
 
 
 def _prepare_root(data_root: str) -> None:
@@ -277,6 +328,7 @@ def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
 def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> VolumeServiceImpl:
     """The volume service on ``<data-root>/volumes``; a reference held by a container whose
     directory is gone (``<data-root>/containers/<id>``) stops counting after a grace period."""
+    from lamina.events.api import DISCARD
     from lamina.services.volumes import VolumeServiceImpl
     from lamina.volume.store import VolumeStore
 
@@ -287,10 +339,7 @@ def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> Vo
 
     store = VolumeStore(os.path.join(config.data_root, "volumes"), container_exists=container_exists)
     store.sweep()
-    service = VolumeServiceImpl(store)
-    if events is not None:
-        service.events = events
-    return service
+    return VolumeServiceImpl(store, events=events if events is not None else DISCARD)
 
 
 def build_networks(config: EngineConfig, *, events: EventLog | None = None,
@@ -298,11 +347,10 @@ def build_networks(config: EngineConfig, *, events: EventLog | None = None,
                    container_endpoints: Callable[[str, Callable[[str, dict[str, Any]], None]], None] | None = None
                    ) -> NetworkServiceImpl:
     """The network service on ``<data-root>/network``, netavark as its data plane."""
+    from lamina.events.api import DISCARD
     from lamina.network.run import open_sandboxes
     from lamina.services.networks import NetworkServiceImpl
 
     sandboxes = open_sandboxes(config.data_root, config.exec_root)
-    if events is None:
-        return NetworkServiceImpl(sandboxes, container_name=container_name, container_endpoints=container_endpoints)
-    return NetworkServiceImpl(sandboxes, events=events, container_name=container_name,
-                              container_endpoints=container_endpoints)
+    return NetworkServiceImpl(sandboxes, events=events if events is not None else DISCARD,
+                              container_name=container_name, container_endpoints=container_endpoints)

@@ -1,8 +1,8 @@
 """The exec service (``docker exec``): exec records in :class:`ExecStore`, processes started by
 the container's monitor (their parent, which records their exit codes).
 
-``start`` asks the monitor over its control socket (``{"exec": id, "start": {"detach": b}}``);
-unless detached, the same connection then carries the exec's stdio in Docker's attach wire
+``start`` asks the monitor over its control socket
+(:meth:`~lamina.container.monitor.client.MonitorClient.start_exec`); unless detached, the same connection then carries the exec's stdio in Docker's attach wire
 format and is returned as the :class:`Duplex`.  An exec whose command cannot be run answers
 like Docker's API does after the hijack: the error text on the stream, the exit code (126 or
 127) in the exec record.
@@ -19,15 +19,9 @@ from typing import Any
 
 from lamina import errdefs
 from lamina.container.execstore import ExecStore, inspect_view
-from lamina.container.rundir import connect_unix
 from lamina.events.api import CONTAINER
 from lamina.events.message import container_attributes
-from lamina.services.containers import (
-    ContainerServiceImpl,
-    json_line,
-    raise_error,
-    read_answer,
-)
+from lamina.services.containers.common import ContainerGroup
 
 __all__ = ["ExecServiceImpl"]
 
@@ -36,7 +30,7 @@ _CONFIG_KEYS = ("User", "Privileged", "Tty", "ConsoleSize", "AttachStdin", "Atta
 
 
 class ExecServiceImpl:
-    def __init__(self, *, containers: ContainerServiceImpl, execs: ExecStore) -> None:
+    def __init__(self, *, containers: ContainerGroup, execs: ExecStore) -> None:
         self.containers = containers
         self.execs = execs
 
@@ -86,25 +80,15 @@ class ExecServiceImpl:
             raise errdefs.Conflict(f"Error: Exec command {exec_id} has already run")
         container = self._running(str(record["ContainerID"]))
         self._event(container, "exec_start", record)
-        sock = connect_unix(self.containers._run_dir(container.id).control_socket)
-        try:
-            sock.sendall(json_line({"exec": exec_id, "start": {"detach": bool(detach)}}))
-            answer = read_answer(sock)
-            if answer.get("error") and not detach:
-                # Docker has already hijacked the connection by now: the error is the output
-                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-                message = str(answer["error"].get("message") or "exec failed")
-                theirs.sendall(f"OCI runtime exec failed: {message}: unknown\r\n".encode())
-                theirs.close()
-                sock.close()
-                return ours
-            raise_error(answer)
-        except BaseException:
-            sock.close()
-            raise
-        if detach:
-            sock.close()
-            return None
+        sock, refused = self.containers.monitors.start_exec(container.id, exec_id, detach=bool(detach))
+        if refused is not None:
+            if detach:
+                raise refused
+            # Docker has already hijacked the connection by now: the error is the output
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            theirs.sendall(f"OCI runtime exec failed: {refused}: unknown\r\n".encode())
+            theirs.close()
+            return ours
         return sock
 
     def inspect(self, exec_id: str) -> dict[str, Any]:
@@ -113,10 +97,4 @@ class ExecServiceImpl:
     def resize(self, exec_id: str, *, height: int, width: int) -> None:
         record = self.execs.get(exec_id)
         container = self._running(str(record["ContainerID"]))
-        sock = connect_unix(self.containers._run_dir(container.id).control_socket)
-        try:
-            sock.sendall(json_line({"resize": [int(height), int(width)], "exec": exec_id}))
-            answer = read_answer(sock)
-        finally:
-            sock.close()
-        raise_error(answer)
+        self.containers.monitors.resize(container.id, int(height), int(width), exec_id)

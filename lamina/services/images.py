@@ -1,10 +1,14 @@
-"""The image service: load, save, import, list, inspect, history, tag, remove, prune.
+"""The image service: load, save, import, commit, list, inspect, history, tag, remove, prune.
 
-Locking: operations that add layers (load, import) hold the layer store lock *shared* and a
-lease for their whole run; operations that remove layers (rmi, prune, check --repair) hold it
-*exclusive*, so a layer cannot vanish between a load finding it and the load's image
-committing.  If a load fails, the layers it registered and no image uses are released at
-once; if its process dies, its dead lease makes the next start-up collect them.
+Locking: operations that add layers (load, import, commit) hold the layer store lock *shared*
+and a lease for their whole run (:meth:`ImageServiceImpl._adding_layers`); operations that
+remove layers (rmi, prune, check --repair) hold it *exclusive*, so a layer cannot vanish
+between a load finding it and the load's image committing.  If a load fails, the layers it
+registered and no image uses are released at once; if its process dies, its dead lease makes
+the next start-up collect them.
+
+:meth:`ImageServiceImpl.commit` stores the image of a read-write layer's changes (Docker's
+``CommitImage``): ``docker commit`` and every step of the classic builder go through it.
 
 Events (Docker's, type ``image``, actor the image id, attribute ``name`` and the image's
 labels): ``load``, ``import``, ``save`` (per image, once its archive is written), ``tag``
@@ -14,6 +18,7 @@ then ``prune`` (no actor, ``reclaimed``) after a prune.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 from collections.abc import Callable, Iterator
@@ -24,10 +29,12 @@ from lamina.digest import Digest, chain_ids
 from lamina.events.api import DISCARD, IMAGE, EventSink
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.config import (
+    EMPTY_LAYER_DIFF_ID,
     ContainerConfig,
     HistoryEntry,
     ImageConfig,
     format_time,
+    new_child_config,
     new_config,
     parse_time,
 )
@@ -40,13 +47,17 @@ from lamina.image.reference import (
 from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
-from lamina.services.api import Progress
+from lamina.records import replace
 
 if TYPE_CHECKING:
     from lamina.distribution.save import SaveItem
     from lamina.layer.mounts import MountStore
+    from lamina.services.api import Progress
 
-__all__ = ["ImageServiceImpl"]
+__all__ = ["ContainerUsage", "ImageServiceImpl", "all_labels_match", "new_tag"]
+
+# (container id, running) of every container created from an image id
+ContainerUsage = Callable[[str], list[tuple[str, bool]]]
 
 
 def _seconds(value: str | None) -> float:
@@ -61,7 +72,10 @@ def _seconds(value: str | None) -> float:
 
 class ImageServiceImpl:
     def __init__(self, *, layers: LayerStore, images: ImageStore, references: ReferenceStore,
-                 driver: GraphDriver, spool_dir: str, events: EventSink = DISCARD) -> None:
+                 driver: GraphDriver, spool_dir: str, events: EventSink = DISCARD,
+                 mounts: MountStore | None = None, container_usage: ContainerUsage | None = None) -> None:
+        """``mounts``: the read-write layers (their parents stay referenced; commit diffs
+        them); ``container_usage``: which containers use an image, for rmi's conflicts."""
         self.layers = layers
         self.events = events
         self.images = images
@@ -69,10 +83,8 @@ class ImageServiceImpl:
         self.driver = driver
         self.spool_dir = spool_dir
         self.freed_bytes = 0
-        # set by the composition: the read-write layers (their parents stay referenced) and
-        # which containers use an image ([(container id, running)]), for rmi's conflicts
-        self.mounts: "MountStore | None" = None
-        self.container_usage: Callable[[str], list[tuple[str, bool]]] = lambda image_id: []
+        self.mounts = mounts
+        self.container_usage: ContainerUsage = container_usage or (lambda image_id: [])
 
     def _event(self, action: str, image_id: Digest | str, name: str = "") -> None:
         """An image event; the image's labels are attributes while it still exists."""
@@ -143,7 +155,8 @@ class ImageServiceImpl:
 
     # -- load / save / import ---------------------------------------------------------------
 
-    def _release_after_failure(self, registered: list[Digest]) -> None:
+    def _release_layers(self, registered: list[Digest]) -> None:
+        """Release the layers an operation registered that no image uses (after it failed)."""
         if not registered:
             return
         lock = self.layers.lock(shared=False)
@@ -152,8 +165,24 @@ class ImageServiceImpl:
         finally:
             lock.release()
 
-    def load(self, stream: BinaryIO, *, progress: Progress, quiet: bool = False) -> list[str]:
+    @contextlib.contextmanager
+    def _adding_layers(self) -> Iterator[list[Digest]]:
+        """Hold the layer store lock (shared) and a lease while the block registers layers and
+        stores images; the chainIDs of the layers it registered go into the list it is given,
+        and are released if the block fails."""
         registered: list[Digest] = []
+        try:
+            lock = self.layers.lock(shared=True)
+            try:
+                with self.layers.lease():
+                    yield registered
+            finally:
+                lock.release()
+        except BaseException:
+            self._release_layers(registered)
+            raise
+
+    def load(self, stream: BinaryIO, *, progress: Progress, quiet: bool = False) -> list[str]:
         names: list[str] = []
         messages: list[str] = []
 
@@ -168,26 +197,17 @@ class ImageServiceImpl:
         from lamina.distribution.archive_index import open_archive
         from lamina.distribution.load import load_images
 
-        try:
-            lock = self.layers.lock(shared=True)
+        with self._adding_layers() as registered:
+            archive = open_archive(stream, self.spool_dir)
             try:
-                with self.layers.lease():
-                    archive = open_archive(stream, self.spool_dir)
-                    try:
-                        for loaded in load_images(archive, layers=self.layers, images=self.images,
-                                                  references=self.references, progress=forward,
-                                                  registered=registered):
-                            names.extend(r.familiar_string() for r in loaded.references)
-                            if not loaded.references:
-                                names.append(str(loaded.image_id))
-                            self._event("load", loaded.image_id)
-                    finally:
-                        archive.close()
+                for loaded in load_images(archive, layers=self.layers, images=self.images,
+                                          references=self.references, progress=forward, registered=registered):
+                    names.extend(r.familiar_string() for r in loaded.references)
+                    if not loaded.references:
+                        names.append(str(loaded.image_id))
+                    self._event("load", loaded.image_id)
             finally:
-                lock.release()
-        except BaseException:
-            self._release_after_failure(registered)
-            raise
+                archive.close()
         return names
 
     def _save_items(self, names: list[str]) -> list[SaveItem]:
@@ -252,52 +272,95 @@ class ImageServiceImpl:
     def import_image(self, stream: BinaryIO, *, repository: str = "", tag: str = "",
                      changes: list[str] | None = None, message: str = "", progress: Progress,
                      source: str = "-") -> str:
-        ref: Reference | None = None
-        if repository:
-            ref = parse_normalized_named(repository)
-            if tag:
-                ref = parse_normalized_named(f"{ref.name}:{tag}")
-            ref = with_default_tag(ref)
-            if ref.digest is not None:
-                raise errdefs.InvalidArgument("cannot import to a digest reference")
+        ref = new_tag(repository, tag, digest_error="cannot import to a digest reference")
         ContainerConfig().apply_changes(changes or [])  # validate before reading the stream
-        registered: list[Digest] = []
-        try:
-            lock = self.layers.lock(shared=True)
-            try:
-                with self.layers.lease():
-                    state = {"last": 0}
+        with self._adding_layers() as registered:
+            state = {"last": 0}
 
-                    def report(current: int) -> None:
-                        if current - state["last"] >= (1 << 20):
-                            state["last"] = current
-                            progress({"status": "Importing", "progressDetail": {"current": current}})
+            def report(current: int) -> None:
+                if current - state["last"] >= (1 << 20):
+                    state["last"] = current
+                    progress({"status": "Importing", "progressDetail": {"current": current}})
 
-                    layer, new = self.layers.register(stream, None, progress=report)
-                    if new:
-                        registered.append(layer.chain_id)
-                    comment = message or f"Imported from {source}"
-                    created = format_time()
-                    config_bytes = new_config(
-                        diff_ids=[layer.diff_id],
-                        history=[HistoryEntry(created=created, comment=comment)],
-                        config=ContainerConfig().apply_changes(changes or []),
-                        created=created,
-                        comment=comment,
-                        docker_version=__version__,
-                    ).to_json()
-                    image_id = self.images.put(config_bytes)
-                    if ref is not None:
-                        self.references.add_tag(ref, image_id, force=True)
-                        self.images.set_last_updated(image_id)
-            finally:
-                lock.release()
-        except BaseException:
-            self._release_after_failure(registered)
-            raise
+            layer, new = self.layers.register(stream, None, progress=report)
+            if new:
+                registered.append(layer.chain_id)
+            comment = message or f"Imported from {source}"
+            created = format_time()
+            config_bytes = new_config(
+                diff_ids=[layer.diff_id],
+                history=[HistoryEntry(created=created, comment=comment)],
+                config=ContainerConfig().apply_changes(changes or []),
+                created=created,
+                comment=comment,
+                docker_version=__version__,
+            ).to_json()
+            image_id = self.images.put(config_bytes)
+            if ref is not None:
+                self._tag_new(ref, image_id)
         self._event("import", image_id)
         progress({"status": str(image_id)})
         return str(image_id)
+
+    def _tag_new(self, reference: Reference, image_id: Digest) -> None:
+        self.references.add_tag(reference, image_id, force=True)
+        self.images.set_last_updated(image_id)
+
+    def commit(self, layer: str | None, *, parent: str, config: ContainerConfig, container_config: ContainerConfig,
+               author: str = "", comment: str = "", container: str = "", docker_version: str = "",
+               reference: Reference | None = None, built_locally: bool = False,
+               stored: Callable[[Digest], None] | None = None) -> Digest:
+        """Store the image of the changes in the read-write ``layer`` (None: no layer, an empty
+        history entry) on top of the image ``parent`` (``""``: none), as Docker's
+        ``NewChildImage``; returns its id.
+
+        A ``parent`` removed meanwhile is stood for by the layers ``layer`` stands on.
+        ``reference`` is tagged, ``built_locally`` marked, and ``stored`` called with the id,
+        all before the layer store lock is released; an empty diff adds no layer."""
+        from lamina.archive.tarstream import ChunkReader
+
+        diff_id: Digest | None = None
+        with self._adding_layers() as registered:
+            parent_config = self._parent_config(parent, layer)
+            if layer is not None:
+                assert self.mounts is not None, "commit needs the read-write layers"
+                record = self.mounts.get(layer)
+                stored_layer, new = self.layers.register(ChunkReader(self.mounts.diff(layer)),
+                                                         str(record.parent) if record.parent else None)
+                if new:
+                    registered.append(stored_layer.chain_id)
+                diff_id = stored_layer.diff_id
+            child = new_child_config(parent_config, diff_id=str(diff_id) if diff_id is not None else None,
+                                     config=config, container_config=container_config, author=author,
+                                     comment=comment, container=container)
+            if docker_version:
+                child = replace(child, docker_version=docker_version)
+            image_id = self.images.put(child.to_json())
+            if parent and self.images.exists(parent):
+                self.images.set_parent(image_id, parent)
+            if built_locally:
+                self.images.set_built_locally(image_id)
+            if reference is not None:
+                self._tag_new(reference, image_id)
+            if stored is not None:
+                stored(image_id)
+        if diff_id == EMPTY_LAYER_DIFF_ID:
+            self._release_layers(registered)  # an empty diff adds no layer to the image
+        return image_id
+
+    def _parent_config(self, parent: str, layer: str | None) -> ImageConfig | None:
+        """The config of the image ``parent``; when it was removed meanwhile, a config holding
+        the diff_ids of the layers the read-write ``layer`` stands on."""
+        if parent and self.images.exists(parent):
+            return self.images.get_config(parent)
+        if not parent or layer is None or self.mounts is None:
+            return None
+        from lamina.container.state import ZERO_TIME
+
+        record = self.mounts.get(layer)
+        diff_ids = [item.diff_id for item in self.layers.chain(record.parent)] if record.parent else []
+        return ImageConfig(os="linux", rootfs_diff_ids=tuple(diff_ids),
+                           history=tuple(HistoryEntry(created=ZERO_TIME) for _ in diff_ids))
 
     # -- listing and inspecting ------------------------------------------------------------
 
@@ -491,6 +554,12 @@ class ImageServiceImpl:
             report.append({"Untagged": named.familiar_string()})
             self._event("untag", image_id)
             remaining = [r for r in refs if r != named]
+            if named.digest is None and not any(r.digest is None and r.name == named.name for r in remaining):
+                # the repository's last tag: its digest references (from a pull) go with it, as in Docker
+                for ref in [r for r in remaining if r.digest is not None and r.name == named.name]:
+                    self.references.delete(ref)
+                    report.append({"Untagged": ref.familiar_string()})
+                    remaining.remove(ref)
             if remaining:
                 return report
         else:
@@ -598,6 +667,21 @@ def _reference_matches(pattern: str, ref: Reference) -> bool:
     if fnmatch.fnmatchcase(ref.familiar_name, pattern):
         return True
     return fnmatch.fnmatchcase(familiar, pattern)
+
+
+def new_tag(repository: str, tag: str, *, digest_error: str) -> Reference | None:
+    """The reference ``repository[:tag]`` (``:latest`` by default) a new image is tagged with, as
+    ``docker import`` and ``docker commit`` take it; None without a repository.  A digest
+    reference is refused with ``digest_error``."""
+    if not repository:
+        return None
+    reference = parse_normalized_named(repository)
+    if tag:
+        reference = parse_normalized_named(f"{reference.name}:{tag}")
+    reference = with_default_tag(reference)
+    if reference.digest is not None:
+        raise errdefs.InvalidArgument(digest_error)
+    return reference
 
 
 def all_labels_match(labels: dict[str, str], wanted: list[str]) -> bool:

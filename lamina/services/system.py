@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import __version__, errdefs
 from lamina.config import EngineConfig
@@ -20,6 +20,9 @@ from lamina.digest import chain_ids
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.reference import parse_normalized_named
 from lamina.services.images import ImageServiceImpl
+
+if TYPE_CHECKING:
+    from lamina.services.api import BuildCacheUsage, VolumeUsage
 
 __all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
 
@@ -55,13 +58,14 @@ def _cgroup_version() -> str:
 
 class SystemServiceImpl:
     def __init__(self, *, config: EngineConfig, driver: GraphDriver, images: ImageServiceImpl,
-                 skipped_drivers: list[tuple[str, str]], volumes: Any = None) -> None:
+                 skipped_drivers: list[tuple[str, str]], volumes: VolumeUsage | None = None,
+                 builds: BuildCacheUsage | None = None) -> None:
         self.config = config
         self.driver = driver
         self.image_service = images
         self.skipped_drivers = skipped_drivers
-        self.volumes = volumes  # the VolumeService, for system df (None: no volumes section)
-        self.builds: Any = None  # the BuildService, for system df's build cache (set by the composition)
+        self.volumes = volumes  # for system df (None: no volumes section)
+        self.builds = builds  # for system df's build cache (None: none)
 
     def _engine_id(self) -> str:
         path = os.path.join(self.config.data_root, "engine-id")

@@ -22,7 +22,7 @@ Vocabulary (used the same way in code, logs, JSON and tests):
   still references its volumes.
 
 :class:`VolumeDriver` is what a driver implements; :class:`VolumeProvider` is what
-:func:`lamina.volume.mounts.resolve_mounts` needs from the volume service (its Docker-shaped
+:func:`lamina.volume.resolve.resolve_mounts` needs from the volume service (its Docker-shaped
 dicts), so the resolver does not depend on the services layer.
 """
 

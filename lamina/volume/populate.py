@@ -26,6 +26,7 @@ import os
 import stat
 
 from lamina import errdefs, fsutil
+from lamina.archive.changes import copy_file_at
 from lamina.records import dataclass, field
 
 __all__ = ["populate_from_image", "copy_tree_at", "MAX_LINK_SOURCES"]
@@ -166,40 +167,9 @@ def _copy_file(state: _Copy, source_dir: int, target_dir: int, name: str, info: 
     if info.st_nlink > 1 and key in state.links:
         os.link(f"/proc/self/fd/{state.links[key]}", name, dst_dir_fd=target_dir, follow_symlinks=True)
         return
-    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_dir)
-    try:
-        target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=target_dir)
-        try:
-            _copy_bytes(source, target, info.st_size)
-            _set_metadata(source, target, info)
-            if info.st_nlink > 1 and len(state.links) < MAX_LINK_SOURCES:
-                state.links[key] = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=target_dir)
-        finally:
-            os.close(target)
-    finally:
-        os.close(source)
-
-
-def _copy_bytes(source: int, target: int, size: int) -> None:
-    copied = 0
-    try:
-        while True:
-            count = os.copy_file_range(source, target, 1 << 30)
-            if count == 0:
-                break
-            copied += count
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP) or copied:
-            raise
-    while True:
-        chunk = os.read(source, 1 << 20)
-        if not chunk:
-            return
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(target, view):]
+    copy_file_at(source_dir, target_dir, name, info, _set_metadata)
+    if info.st_nlink > 1 and len(state.links) < MAX_LINK_SOURCES:
+        state.links[key] = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=target_dir)
 
 
 def _set_metadata(source: int, target: int, info: os.stat_result) -> None:

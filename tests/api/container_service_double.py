@@ -1,5 +1,6 @@
-"""A test double of the container and exec services (lamina.services.api ContainerService,
-ExecService) for the API, client and CLI tests.
+"""A test double of the container and exec services (lamina.services.api ContainerLifecycle,
+ContainerViews, ContainerFiles, ContainerStreams, ExecService) for the API, client and CLI
+tests: one in-memory engine, :class:`DoubleContainers`, stands for the four container groups.
 
 In-memory and deterministic; it makes no claim about the real engine beyond the Protocol and
 the Docker JSON shapes.  Commands are simulated, not run:
@@ -713,5 +714,6 @@ class ContainerDoubleServices(DoubleServices):
     def __init__(self, root: str) -> None:
         super().__init__()
         self.containers = DoubleContainers(self.images, root)
+        self.container_views = self.container_files = self.container_streams = self.containers
         self.execs = DoubleExecs(self.containers)
 

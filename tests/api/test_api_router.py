@@ -430,7 +430,6 @@ def test_import_of_an_empty_body_is_a_bad_request(router: Router) -> None:
 
 
 @pytest.mark.parametrize("query, status, fragment", [
-    ("fromImage=busybox&tag=latest", 501, "pulling from a registry is not implemented"),
     ("fromSrc=http://example.com/rootfs.tar", 501, "importing from a URL is not supported"),
     ("", 400, "either fromImage"),
 ])

@@ -7,13 +7,13 @@ import base64
 import io
 import json
 import socket
-import struct
 import threading
 
 import pytest
 
 from lamina.api.http import Request, Response
 from lamina.api.router import Router
+from lamina.stdcopy import demultiplex
 
 from .container_service_double import STATS, ContainerDoubleServices
 
@@ -48,12 +48,7 @@ def create(router: Router, name: str = "", **config) -> str:
 
 
 def frames(data: bytes) -> list[tuple[int, bytes]]:
-    result = []
-    while data:
-        stream, size = struct.unpack(">BxxxL", data[:8])
-        result.append((stream, data[8:8 + size]))
-        data = data[8 + size:]
-    return result
+    return list(demultiplex(data))
 
 
 def read_all(sock) -> bytes:

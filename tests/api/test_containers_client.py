@@ -13,11 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from lamina import errdefs
 from lamina.api.router import Router
 from lamina.client.client import APIClient, ClientError
-from lamina.client.stdio import FrameDecoder, decode_frames
+from lamina.client.stdio import decode_frames
 from lamina.client.transport import InProcessTransport, UnixSocketTransport
 from lamina.config import EngineConfig
+from lamina.stdcopy import FrameDecoder
 
 from .container_service_double import ContainerDoubleServices
 
@@ -180,6 +182,6 @@ def test_frame_decoder_handles_frames_split_anywhere() -> None:
             merged[kind] = merged.get(kind, b"") + data
         assert merged == {1: b"hello", 2: b"world!", 3: b"boom"}, size
         assert not decoder.incomplete
-    with pytest.raises(ValueError):
+    with pytest.raises(errdefs.InvalidArgument):
         list(FrameDecoder().feed(b"\x07\x00\x00\x00\x00\x00\x00\x01x"))
     assert list(decode_frames([b"a", b"b"], multiplexed=False)) == [(1, b"a"), (1, b"b")]

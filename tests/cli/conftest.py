@@ -4,7 +4,6 @@ in-process transport's service factory is replaced), with captured binary-capabl
 from __future__ import annotations
 
 import io
-import logging
 from dataclasses import dataclass
 
 import pytest
@@ -46,17 +45,6 @@ def services(monkeypatch, tmp_path) -> ContainerDoubleServices:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LAMINA_DATA_ROOT", str(tmp_path / "data"))
     return double
-
-
-@pytest.fixture(autouse=True)
-def restore_lamina_logger():
-    """main() configures the "lamina" logger like a CLI process would; undo it per test."""
-    logger = logging.getLogger("lamina")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:] = saved[0]
-    logger.setLevel(saved[1])
-    logger.propagate = saved[2]
 
 
 @pytest.fixture

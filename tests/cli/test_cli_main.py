@@ -32,7 +32,9 @@ def test_aliases_resolve_to_the_same_module() -> None:
     assert find_command(["rmi", "x"]).module == find_command(["image", "rm", "x"]).module == "rmi"
     assert find_command(["system", "df"]).module == "system_df"
     assert find_command(["image"]) is None
-    assert set(GROUPS) == {"container", "image", "system", "volume", "network"}
+    assert set(GROUPS) == {"container", "image", "system", "volume", "network", "manifest"}
+    assert find_command(["pull", "x"]).module == find_command(["image", "pull", "x"]).module == "pull"
+    assert find_command(["manifest", "inspect", "x"]).module == "manifest_inspect"
 
 
 def test_boolean_flags_accept_equals_values() -> None:

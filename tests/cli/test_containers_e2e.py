@@ -99,7 +99,8 @@ def test_run_rm_output_exit_code_and_removal(lamina) -> None:
 @pytest.mark.parametrize("argv, code, message", [
     (["busybox", "nosuchcommand"], 127, "executable file not found"),
     (["busybox", "/etc"], 126, "permission denied"),
-    (["nosuchimage"], 125, "Unable to find image 'nosuchimage:latest' locally"),
+    # a registry on a closed local port: the implicit pull fails without leaving the machine
+    (["127.0.0.1:9/nosuchimage"], 125, "Unable to find image '127.0.0.1:9/nosuchimage:latest' locally"),
     (["-m", "12zz", "busybox", "true"], 125, "invalid size: '12zz'"),
     (["--cpus", "-1", "busybox", "true"], 125, "--cpus"),
     (["-u", "nobody-here", "busybox", "true"], 125, "nobody-here"),

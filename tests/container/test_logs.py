@@ -1,5 +1,5 @@
 """json-file log driver: Docker's bytes, line cutting, rotation, tail/since/until/timestamps,
-follow across rotations, and the multiplexed stream frames."""
+follow across rotations, and the re-exported stream frames."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lamina import errdefs
+from lamina import errdefs, stdcopy
 from lamina.container import logs
 from lamina.container.logs import (
     JsonFileWriter,
@@ -408,24 +408,8 @@ def test_follow_stops_after_until(tmp_path):
 # -- frames ----------------------------------------------------------------------------------
 
 
-def test_frames_have_dockers_8_byte_header():
-    assert frame(logs.STDOUT, b"hi") == b"\x01\x00\x00\x00\x00\x00\x00\x02hi"
-    assert frame(logs.STDERR, b"x" * 300)[:8] == b"\x02\x00\x00\x00\x00\x00\x01\x2c"
-    assert frame(logs.STDOUT, b"") == b"\x01" + b"\x00" * 7
-
-
-def test_demultiplex_round_trip():
-    stream = frame(1, b"out\n") + frame(2, b"err\n") + frame(1, b"")
-    assert list(demultiplex(stream)) == [(1, b"out\n"), (2, b"err\n"), (1, b"")]
-
-
-@pytest.mark.parametrize("data", [frame(1, b"abc")[:-1], frame(1, b"abc")[:5], b"\x07" + b"\x00" * 7],
-                         ids=["truncated payload", "truncated header", "unknown stream type"])
-def test_demultiplex_refuses_broken_streams(data):
-    with pytest.raises(errdefs.InvalidArgument):
-        list(demultiplex(data))
-
-
-def test_frame_refuses_unknown_stream_types():
-    with pytest.raises(errdefs.InvalidArgument):
-        frame(9, b"x")
+def test_the_frames_of_the_logs_endpoint_are_docker_stdcopy():
+    """The monitor writes logs frames with :func:`lamina.container.logs.frame`: the one encoder
+    of :mod:`lamina.stdcopy` (tested there), re-exported."""
+    assert frame is stdcopy.frame and demultiplex is stdcopy.demultiplex
+    assert frame(logs.STDERR, b"x") == b"\x02\x00\x00\x00\x00\x00\x00\x01x"

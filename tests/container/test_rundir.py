@@ -20,7 +20,7 @@ def test_exit_info_round_trip_and_garbage(tmp_path) -> None:
     run_lock.write(info)
     assert run_lock.read() == info
     run_lock.write(ExitInfo(sequence=1))
-    assert run_lock.read() == ExitInfo(sequence=1)  # rewritten in place, no trailing bytes
+    assert run_lock.read() == ExitInfo(sequence=1)  # rewritten in place over a longer record
     os.pwrite(run_lock.fd, b"garbage", 0)
     assert run_lock.read() == ExitInfo()
     run_lock.close()
@@ -29,23 +29,23 @@ def test_exit_info_round_trip_and_garbage(tmp_path) -> None:
 def test_wait_exit_blocks_while_the_run_lock_is_held(tmp_path) -> None:
     run_dir = RunDirectory(str(tmp_path), "d" * 64)
     monitor_side = run_dir.run_lock()
-    monitor_side.lock(shared=False)
+    monitor_side.hold_next()
     waiter = run_dir.run_lock()
     results: list[ExitInfo | None] = []
     thread = threading.Thread(target=lambda: results.append(waiter.wait_exit(0)))
     thread.start()
     time.sleep(0.1)
     assert results == []
-    monitor_side.write(ExitInfo(sequence=1, exit_code=3))
-    monitor_side.unlock()
+    assert monitor_side.publish(exit_code=3) == ExitInfo(sequence=1, exit_code=3)
+    monitor_side.release()
     thread.join(5)
     assert results == [ExitInfo(sequence=1, exit_code=3)]
     # a timeout, and giving up when nothing holds the lock
-    monitor_side.lock(shared=False)
+    monitor_side.hold_next()
     started = time.monotonic()
     assert waiter.wait_exit(1, timeout=0.2) is None
     assert 0.15 < time.monotonic() - started < 2
-    monitor_side.unlock()
+    monitor_side.release()
     assert waiter.wait_exit(1, give_up=lambda: True) is None
     waiter.close()
     monitor_side.close()
@@ -104,3 +104,110 @@ def test_exec_records(tmp_path) -> None:
     assert [r["ID"] for r in store.for_container("a" * 64)] == [record["ID"]]
     store.remove_for_container("a" * 64)
     assert store.for_container("a" * 64) == []
+
+
+def test_a_restart_loop_does_not_starve_its_waiters(tmp_path) -> None:
+    """A monitor restarting a container that exits at once publishes an exit, releases the
+    lock and starts the next run at once: each waiter still sees each exit it waits for
+    (with one lock taken back between runs, waiters blocked on it for ever)."""
+    run_dir = RunDirectory(str(tmp_path), "a" * 64)
+    monitor_side = run_dir.run_lock()
+    stop = threading.Event()
+
+    def restart_loop() -> None:
+        monitor_side.hold_next()
+        while not stop.is_set():
+            time.sleep(0.0005)  # the run, and no back-off
+            monitor_side.publish(exit_code=2)
+            monitor_side.release()
+            monitor_side.hold_next()
+        monitor_side.publish(exit_code=0)
+        monitor_side.release()
+
+    seen: dict[int, list[int]] = {}
+
+    def waiter(number: int) -> None:
+        run_lock = run_dir.run_lock()
+        try:
+            for _ in range(100):
+                after = run_lock.read().sequence
+                info = run_lock.wait_exit(after)
+                assert info is not None and info.sequence > after
+                seen.setdefault(number, []).append(info.sequence)
+        finally:
+            run_lock.close()
+
+    monitor = threading.Thread(target=restart_loop)
+    monitor.start()
+    waiters = [threading.Thread(target=waiter, args=(number,)) for number in range(4)]
+    try:
+        for thread in waiters:
+            thread.start()
+        for thread in waiters:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in waiters), "a waiter is starved"
+    finally:
+        stop.set()
+        monitor.join(10)
+        for thread in waiters:
+            thread.join(10)
+        monitor_side.close()
+    assert sorted(seen) == [0, 1, 2, 3] and all(len(sequences) == 100 for sequences in seen.values())
+    assert all(sequences == sorted(set(sequences)) for sequences in seen.values())
+
+
+def test_the_exit_record_is_never_seen_empty_while_rewritten(tmp_path) -> None:
+    run_dir = RunDirectory(str(tmp_path), "b" * 64)
+    writer = run_dir.run_lock()
+    reader = run_dir.run_lock()
+    writer.write(ExitInfo(sequence=1, exit_code=1, error="a longer error message than the next ones"))
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        sequence = 1
+        while not stop.is_set():
+            sequence += 1
+            writer.write(ExitInfo(sequence=sequence, error="x" * (sequence % 7)))
+            time.sleep(0.0002)  # exits come one at a time, not in a busy loop
+
+    thread = threading.Thread(target=rewrite)
+    thread.start()
+    try:
+        previous = 1
+        for _ in range(2000):
+            sequence = reader.read().sequence
+            assert sequence >= previous
+            previous = sequence
+    finally:
+        stop.set()
+        thread.join(10)
+        writer.close()
+        reader.close()
+
+
+def test_a_waiter_blocked_on_an_exit_gets_it_while_the_next_run_holds_on(tmp_path) -> None:
+    """The monitor publishes exit 2 and at once starts the next run (holding on): the waiter
+    blocked for exit 2 returns all the same."""
+    run_dir = RunDirectory(str(tmp_path), "9" * 64)
+    monitor_side = run_dir.run_lock()
+    monitor_side.hold_next()
+    monitor_side.publish(exit_code=1)
+    monitor_side.release()
+    monitor_side.hold_next()
+    waiter = run_dir.run_lock()
+    results: list[ExitInfo | None] = []
+    thread = threading.Thread(target=lambda: results.append(waiter.wait_exit(1)))
+    thread.start()
+    try:
+        time.sleep(0.1)
+        assert results == []  # blocked: exit 2 is not published yet
+        monitor_side.publish(exit_code=7)
+        monitor_side.release()
+        monitor_side.hold_next()  # the next run starts at once and holds on
+        thread.join(10)
+        assert results == [ExitInfo(sequence=2, exit_code=7)]
+    finally:
+        monitor_side.release()
+        thread.join(10)
+        monitor_side.close()
+        waiter.close()

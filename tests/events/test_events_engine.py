@@ -30,7 +30,7 @@ def attributes(engine: Engine, actor: str, action: str) -> dict[str, str]:
 
 def test_a_run_emits_create_attach_start_die_destroy_in_order(engine) -> None:
     container_id = engine.create("sh", "-c", "exit 3", name="job", Labels={"team": "a"})
-    sock = engine.containers.attach(container_id, stdin=False, stdout=True, stderr=True)
+    sock = engine.container_streams.attach(container_id, stdin=False, stdout=True, stderr=True)
     engine.containers.start(container_id)
     assert engine.wait(container_id) == 3
     sock.close()
@@ -92,7 +92,7 @@ def test_image_load_tag_untag_commit_delete(engine) -> None:
     engine.services.images.remove_image("example.org/box:1.0")
     container_id = engine.run("sh", "-c", "echo hi > /file")
     engine.wait(container_id)
-    committed = engine.containers.commit(container_id, repository="snapshot", comment="take one")["Id"]
+    committed = engine.container_files.commit(container_id, repository="snapshot", comment="take one")["Id"]
     engine.containers.remove(container_id)
     engine.services.images.remove_image("snapshot")
     assert actions(engine, busybox, "image") == ["load", "tag", "untag"]

@@ -21,11 +21,10 @@ from lamina.image.config import (
     HistoryEntry,
     ImageConfig,
     apply_changes,
-    format_time,
     new_child_config,
     new_config,
-    parse_time,
 )
+from lamina.image.rfc3339 import format_time, parse_time
 
 FIXTURE = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "busybox-docker-archive.tar"
 FIXTURE_IMAGE_ID = "sha256:657c25c9202d852638f95a0f738d8582b72f68be37cf845fec02f34fb0f8d6ed"

@@ -12,7 +12,7 @@ import pytest
 
 from lamina import errdefs
 from lamina.digest import Digest
-from lamina.image.config import parse_time
+from lamina.image.rfc3339 import parse_time
 from lamina.image.store import ImageStore
 
 from .test_config import FIXTURE_IMAGE_ID, fixture_config_bytes

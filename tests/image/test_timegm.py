@@ -1,4 +1,4 @@
-"""image.config's own timegm (parse_time without importing calendar) agrees with calendar.timegm."""
+"""image.rfc3339's own timegm (parse_time without importing calendar) agrees with calendar.timegm."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lamina import errdefs
-from lamina.image.config import _timegm, parse_time
+from lamina.image.rfc3339 import _timegm, parse_time
 
 
 @given(st.integers(1, 9999), st.integers(1, 12), st.integers(1, 31), st.integers(0, 23), st.integers(0, 59),

@@ -35,7 +35,7 @@ def test_containers_reach_each_other_by_name_and_alias_and_another_network_is_is
     _network(engine, names, "back")
     web = engine.run("httpd", "-f", "-p", "80", "-h", "/etc", name="web", HostConfig={"NetworkMode": "front"},
                      NetworkingConfig={"EndpointsConfig": {"front": {"Aliases": ["www"]}}})
-    settings = engine.containers.inspect(web)["NetworkSettings"]
+    settings = engine.container_views.inspect(web)["NetworkSettings"]
     address = settings["Networks"]["front"]["IPAddress"]
     assert settings["Networks"]["front"]["Aliases"] == ["www"]
     assert settings["SandboxKey"]
@@ -68,7 +68,7 @@ def test_a_published_port_answers_from_the_host_and_a_taken_port_is_refused(net)
         port = probe.getsockname()[1]
     web = engine.run("httpd", "-f", "-p", "80", "-h", "/etc", HostConfig={
         "NetworkMode": "ports", "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}})
-    ports = engine.containers.inspect(web)["NetworkSettings"]["Ports"]
+    ports = engine.container_views.inspect(web)["NetworkSettings"]["Ports"]
     assert ports == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
     deadline = time.monotonic() + 10
     answer = ""
@@ -80,7 +80,7 @@ def test_a_published_port_answers_from_the_host_and_a_taken_port_is_refused(net)
         "NetworkMode": "ports", "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}})
     with pytest.raises(errdefs.Conflict, match="port is already allocated"):
         engine.containers.start(second)
-    assert engine.services.containers.network.sandboxes.store.sandbox(second) is None
+    assert engine.containers.network.sandboxes.store.sandbox(second) is None
     engine.containers.remove(web, force=True)
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert f"--dport {port} " not in rules
@@ -125,16 +125,16 @@ def test_a_killed_monitor_leaves_nothing_the_sweep_cannot_remove(net) -> None:
 
     _network(engine, names, "crash")
     container = engine.run("sleep", "30", HostConfig={"NetworkMode": "crash", "PortBindings": {"80/tcp": [{}]}})
-    port = engine.containers.inspect(container)["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+    port = engine.container_views.inspect(container)["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
     os.kill(engine.run_dir(container).monitor_pid(), signal.SIGKILL)
     engine.wait_for(lambda: engine.run_dir(container).monitor_pid() is None, message="the monitor to die")
-    engine.wait_for(lambda: not engine.services.containers.network.is_live(container), message="its lock")
+    engine.wait_for(lambda: not engine.containers.network.is_live(container), message="its lock")
     problems = engine.services.system.check()["Problems"]
     assert {"Kind": "network", "Object": container,
             "Message": "network sandbox (interfaces, rules, leases) of a container that is not running"} in problems
     report = engine.services.system.check(repair=True)
     assert f"removed leaked network sandbox of container {container}" in report["Repaired"]
     assert not [problem for problem in report["Problems"] if problem["Kind"] == "network"]
-    assert engine.services.containers.network.sandboxes.store.sandbox(container) is None
+    assert engine.containers.network.sandboxes.store.sandbox(container) is None
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert f"--dport {port} " not in rules

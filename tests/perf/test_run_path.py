@@ -63,7 +63,7 @@ def _wait_for(predicate, timeout: float = 10.0) -> None:
 
 
 def _rootfs(services, container_id: str) -> str:
-    return services.containers.inspect(container_id)["GraphDriver"]["Data"]["MergedDir"]
+    return services.container_views.inspect(container_id)["GraphDriver"]["Data"]["MergedDir"]
 
 
 def test_the_root_of_an_rm_container_is_volatile_and_others_are_not(engine) -> None:
@@ -88,7 +88,7 @@ def test_the_root_of_an_rm_container_is_volatile_and_others_are_not(engine) -> N
     assert not [name for name in os.listdir(home) if name.startswith(removed_layer)]
     # the kept container starts again on the same read-write layer
     services.containers.start(kept)
-    assert services.containers.inspect(kept)["State"]["Running"]
+    assert services.container_views.inspect(kept)["State"]["Running"]
     services.containers.stop(kept, timeout=0)
 
 

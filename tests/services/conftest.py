@@ -44,6 +44,18 @@ class Engine:
         return self.services.containers
 
     @property
+    def container_views(self) -> Any:
+        return self.services.container_views
+
+    @property
+    def container_files(self) -> Any:
+        return self.services.container_files
+
+    @property
+    def container_streams(self) -> Any:
+        return self.services.container_streams
+
+    @property
     def execs(self) -> Any:
         return self.services.execs
 
@@ -62,10 +74,10 @@ class Engine:
         return int(self.containers.wait(container_id, condition=condition)["StatusCode"])
 
     def output(self, container_id: str) -> str:
-        return b"".join(payload for _, payload in self.containers.logs(container_id)).decode()
+        return b"".join(payload for _, payload in self.container_streams.logs(container_id)).decode()
 
     def state(self, container_id: str) -> dict[str, Any]:
-        return self.containers.inspect(container_id)["State"]
+        return self.container_views.inspect(container_id)["State"]
 
     def run_dir(self, container_id: str) -> RunDirectory:
         return RunDirectory(self.config.exec_root, container_id)

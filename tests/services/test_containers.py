@@ -75,7 +75,7 @@ def test_a_command_that_cannot_run_fails_start_with_docker_exit_code(engine, com
 def test_output_lands_in_the_json_log_in_docker_format(engine) -> None:
     container_id = engine.run("sh", "-c", "echo out; echo err >&2; printf partial")
     assert engine.wait(container_id) == 0
-    log_path = engine.containers.inspect(container_id)["LogPath"]
+    log_path = engine.container_views.inspect(container_id)["LogPath"]
     assert log_path.endswith(f"{container_id}-json.log")
     with open(log_path, "rb") as handle:
         lines = handle.read().splitlines()
@@ -83,19 +83,19 @@ def test_output_lands_in_the_json_log_in_docker_format(engine) -> None:
     assert [list(entry) for entry in entries] == [["log", "stream", "time"]] * 3
     assert {(e["stream"], e["log"]) for e in entries} == {("stdout", "out\n"), ("stderr", "err\n"),
                                                          ("stdout", "partial")}
-    assert sorted(engine.containers.logs(container_id, stderr=False)) == [(1, b"out\n"), (1, b"partial")]
+    assert sorted(engine.container_streams.logs(container_id, stderr=False)) == [(1, b"out\n"), (1, b"partial")]
 
 
 def test_logs_tail_since_and_follow(engine) -> None:
     container_id = engine.run("sh", "-c", "echo one; echo two; sleep 1.2; echo three")
     engine.wait_for(lambda: "two" in engine.output(container_id), message="first lines")
-    assert list(engine.containers.logs(container_id, tail="1")) == [(1, b"two\n")]
+    assert list(engine.container_streams.logs(container_id, tail="1")) == [(1, b"two\n")]
     middle = time.time()
     time.sleep(0.05)
-    followed = [payload for _, payload in engine.containers.logs(container_id, follow=True)]
+    followed = [payload for _, payload in engine.container_streams.logs(container_id, follow=True)]
     assert followed == [b"one\n", b"two\n", b"three\n"]  # follow ends when the container stops
-    assert [p for _, p in engine.containers.logs(container_id, since=middle)] == [b"three\n"]
-    stamped = list(engine.containers.logs(container_id, timestamps=True, tail="1"))
+    assert [p for _, p in engine.container_streams.logs(container_id, since=middle)] == [b"three\n"]
+    stamped = list(engine.container_streams.logs(container_id, timestamps=True, tail="1"))
     assert stamped[0][1].endswith(b"Z three\n")
 
 
@@ -166,7 +166,7 @@ def test_restart_policy_on_failure_restarts_twice_then_stops(engine) -> None:
     def done() -> bool:
         state = engine.state(container_id)
         return not state["Running"] and not state["Restarting"] and \
-            engine.containers.inspect(container_id)["RestartCount"] == 2
+            engine.container_views.inspect(container_id)["RestartCount"] == 2
 
     engine.wait_for(done, timeout=15, message="the restarts to end")
     assert engine.state(container_id)["ExitCode"] == 3
@@ -216,7 +216,7 @@ def test_boot_removes_auto_remove_containers_whose_monitor_died(engine) -> None:
     report = engine.containers.boot()
     assert report["Removed"] == [running]
     with pytest.raises(errdefs.NotFound):
-        engine.containers.inspect(running)
+        engine.container_views.inspect(running)
     assert engine.state(waiting)["Status"] == "created"
 
 
@@ -227,7 +227,7 @@ def test_auto_remove_removes_everything(engine) -> None:
     engine.containers.start(container_id)
     assert engine.wait(container_id, "removed") == 0
     with pytest.raises(errdefs.NotFound):
-        engine.containers.inspect(container_id)
+        engine.container_views.inspect(container_id)
     assert not os.path.exists(layer_dir)
     assert not os.path.exists(engine.run_dir(container_id).path)
     assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
@@ -255,7 +255,7 @@ def test_removing_a_running_container_needs_force(engine) -> None:
                                  f"before attempting removal or force remove")
     engine.containers.remove(container_id, force=True)
     with pytest.raises(errdefs.NotFound, match="No such container"):
-        engine.containers.inspect(container_id)
+        engine.container_views.inspect(container_id)
     assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
     assert not os.path.exists(f"/sys/fs/cgroup/memory/lamina/{container_id}")
 
@@ -266,15 +266,15 @@ def test_names_are_unique_and_can_change(engine) -> None:
         engine.create("true", name="web")
     assert str(raised.value) == (f'Conflict. The container name "/web" is already in use by container "{first}". '
                                  f"You have to remove (or rename) that container to be able to reuse that name.")
-    assert engine.containers.inspect("web")["Id"] == first
-    assert engine.containers.inspect(first[:10])["Name"] == "/web"
+    assert engine.container_views.inspect("web")["Id"] == first
+    assert engine.container_views.inspect(first[:10])["Name"] == "/web"
     engine.containers.rename("web", "api")
-    assert engine.containers.inspect("/api")["Id"] == first
+    assert engine.container_views.inspect("/api")["Id"] == first
     second = engine.create("true", name="web")
     assert second != first
     with pytest.raises(errdefs.InvalidArgument, match="Invalid container name"):
         engine.create("true", name="-bad")
-    generated = engine.containers.inspect(engine.create("true"))["Name"]
+    generated = engine.container_views.inspect(engine.create("true"))["Name"]
     assert generated.startswith("/") and "_" in generated
 
 
@@ -285,7 +285,7 @@ def test_ps_filters_and_status(engine) -> None:
     created = engine.create("true", name="created")
 
     def names(**options) -> list[str]:
-        return [item["Names"][0] for item in engine.containers.list_containers(**options)]
+        return [item["Names"][0] for item in engine.container_views.list_containers(**options)]
 
     assert names() == ["/running"]
     assert names(all=True) == ["/created", "/exited", "/running"]
@@ -299,7 +299,7 @@ def test_ps_filters_and_status(engine) -> None:
     assert names(limit=1) == ["/created"]
     with pytest.raises(errdefs.InvalidArgument):
         names(filters={"status": ["sleeping"]})
-    summaries = {item["Names"][0]: item for item in engine.containers.list_containers(all=True, size=True)}
+    summaries = {item["Names"][0]: item for item in engine.container_views.list_containers(all=True, size=True)}
     assert summaries["/running"]["Status"].startswith("Up ")
     assert summaries["/running"]["State"] == "running"
     assert summaries["/exited"]["Status"].startswith("Exited (0) ")
@@ -313,7 +313,7 @@ def test_ps_filters_and_status(engine) -> None:
 
 def test_inspect_has_dockers_fields(engine) -> None:
     container_id = engine.run("sleep", "30", name="probe", HostConfig={"Memory": 64 << 20})
-    info = engine.containers.inspect(container_id)
+    info = engine.container_views.inspect(container_id)
     assert info["Id"] == container_id
     assert info["Name"] == "/probe"
     assert (info["Path"], info["Args"]) == ("sleep", ["30"])
@@ -342,7 +342,7 @@ def test_inspect_has_dockers_fields(engine) -> None:
 
 def test_attach_before_start_echoes_stdin_back(engine) -> None:
     container_id = engine.create("cat", OpenStdin=True, StdinOnce=True, AttachStdin=True, AttachStdout=True)
-    sock = engine.containers.attach(container_id, stdin=True, stdout=True, stderr=True)
+    sock = engine.container_streams.attach(container_id, stdin=True, stdout=True, stderr=True)
     try:
         engine.containers.start(container_id)
         sock.sendall(b"hello\n")
@@ -357,7 +357,7 @@ def test_attach_before_start_echoes_stdin_back(engine) -> None:
 
 def test_attach_to_a_running_container_reads_its_output(engine) -> None:
     container_id = engine.run("sh", "-c", "while true; do echo tick; sleep 0.05; done")
-    sock = engine.containers.attach(container_id, stdin=False, stdout=True, stderr=True)
+    sock = engine.container_streams.attach(container_id, stdin=False, stdout=True, stderr=True)
     try:
         data = read_until(sock, b"tick\n")
         assert data.startswith(bytes([1, 0, 0, 0]))
@@ -368,10 +368,10 @@ def test_attach_to_a_running_container_reads_its_output(engine) -> None:
 
 def test_tty_container_gets_its_window_size(engine) -> None:
     container_id = engine.create("sh", "-c", "read line; stty size", Tty=True, OpenStdin=True)
-    sock = engine.containers.attach(container_id, stdin=True, stdout=True, stderr=True)
+    sock = engine.container_streams.attach(container_id, stdin=True, stdout=True, stderr=True)
     try:
         engine.containers.start(container_id)
-        engine.containers.resize(container_id, height=30, width=100)
+        engine.container_streams.resize(container_id, height=30, width=100)
         sock.sendall(b"go\r")
         data = read_until(sock, b"30 100")
     finally:
@@ -403,12 +403,12 @@ def members_of(chunks) -> dict[str, tarfile.TarInfo]:
 def test_diff_commit_and_export(engine) -> None:
     container_id = engine.run("sh", "-c", "echo new > /new; rm /etc/group; echo more >> /etc/passwd")
     assert engine.wait(container_id) == 0
-    changes = {(item["Path"], item["Kind"]) for item in engine.containers.changes(container_id)}
+    changes = {(item["Path"], item["Kind"]) for item in engine.container_files.changes(container_id)}
     assert changes == {("/new", 1), ("/etc", 0), ("/etc/group", 2), ("/etc/passwd", 0)}
-    members = members_of(engine.containers.export(container_id))
+    members = members_of(engine.container_files.export(container_id))
     assert "new" in members and "bin/busybox" in members and "etc/group" not in members
-    answer = engine.containers.commit(container_id, repository="committed", tag="v1", comment="a test",
-                                      author="me", changes=['CMD ["cat", "/new"]'])
+    answer = engine.container_files.commit(container_id, repository="committed", tag="v1", comment="a test",
+                                           author="me", changes=['CMD ["cat", "/new"]'])
     image = engine.services.images.inspect_image("committed:v1")
     assert image["Id"] == answer["Id"]
     assert image["Config"]["Cmd"] == ["cat", "/new"]
@@ -423,9 +423,9 @@ def test_diff_commit_and_export(engine) -> None:
 
 def test_commit_pauses_a_running_container(engine) -> None:
     container_id = engine.run("sh", "-c", "echo x > /x; sleep 30", HostConfig={"Init": True})
-    engine.wait_for(lambda: any(c["Path"] == "/x" for c in engine.containers.changes(container_id)),
+    engine.wait_for(lambda: any(c["Path"] == "/x" for c in engine.container_files.changes(container_id)),
                     message="the write")
-    image_id = engine.containers.commit(container_id)["Id"]
+    image_id = engine.container_files.commit(container_id)["Id"]
     assert engine.state(container_id)["Running"] and not engine.state(container_id)["Paused"]
     child = engine.run("cat", "/x", Image=image_id)
     assert engine.wait(child) == 0 and engine.output(child) == "x\n"
@@ -433,7 +433,7 @@ def test_commit_pauses_a_running_container(engine) -> None:
 
 
 def file_in(engine, container_id: str, path: str) -> bytes:
-    stat, chunks = engine.containers.archive_get(container_id, path)
+    stat, chunks = engine.container_files.archive_get(container_id, path)
     data = b"".join(chunks)
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         return archive.extractfile(stat["name"]).read()
@@ -443,35 +443,35 @@ def test_copy_into_and_out_of_a_container(engine) -> None:
     container_id = engine.run("sh", "-c", "mkdir -p /work; ln -s /etc /work/link; ln -s ../../../../.. /work/up; "
                                           "echo container-etc > /etc/marker")
     assert engine.wait(container_id) == 0
-    engine.containers.archive_put(container_id, "/work", io.BytesIO(tar_of({"hello.txt": b"hi there\n"})))
-    stat, chunks = engine.containers.archive_get(container_id, "/work/hello.txt")
+    engine.container_files.archive_put(container_id, "/work", io.BytesIO(tar_of({"hello.txt": b"hi there\n"})))
+    stat, chunks = engine.container_files.archive_get(container_id, "/work/hello.txt")
     assert stat["name"] == "hello.txt" and stat["size"] == 9
     members = members_of(chunks)
     assert list(members) == ["hello.txt"]
     # a symlink to /etc in the container is the container's /etc, never the host's
     assert file_in(engine, container_id, "/work/link/marker") == b"container-etc\n"
-    link_stat = engine.containers.archive_stat(container_id, "/work/link")
+    link_stat = engine.container_files.archive_stat(container_id, "/work/link")
     assert link_stat["linkTarget"] == "/etc"
     assert link_stat["mode"] & (1 << 27)  # Go's ModeSymlink
-    engine.containers.archive_put(container_id, "/work/link", io.BytesIO(tar_of({"lamina-cp-test": b"x"})))
+    engine.container_files.archive_put(container_id, "/work/link", io.BytesIO(tar_of({"lamina-cp-test": b"x"})))
     assert not os.path.exists("/etc/lamina-cp-test")
     assert file_in(engine, container_id, "/etc/lamina-cp-test") == b"x"
-    engine.containers.archive_put(container_id, "/work/up/tmp", io.BytesIO(tar_of({"lamina-cp-up": b"y"})))
+    engine.container_files.archive_put(container_id, "/work/up/tmp", io.BytesIO(tar_of({"lamina-cp-up": b"y"})))
     assert not os.path.exists("/tmp/lamina-cp-up")
     assert file_in(engine, container_id, "/tmp/lamina-cp-up") == b"y"
     with pytest.raises(errdefs.NotFound, match="Could not find the file"):
-        engine.containers.archive_stat(container_id, "/nonexistent")
-    directory = members_of(engine.containers.archive_get(container_id, "/work")[1])
+        engine.container_files.archive_stat(container_id, "/nonexistent")
+    directory = members_of(engine.container_files.archive_get(container_id, "/work")[1])
     assert {"work", "work/hello.txt", "work/link", "work/up"} <= set(directory)
     assert directory["work/link"].issym() and directory["work/link"].linkname == "/etc"
-    contents = members_of(engine.containers.archive_get(container_id, "/work/.")[1])
+    contents = members_of(engine.container_files.archive_get(container_id, "/work/.")[1])
     assert {".", "./hello.txt", "./link"} <= set(contents)
     assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
 
 
 def test_copy_into_a_running_container(engine) -> None:
     container_id = engine.run("sh", "-c", "while [ ! -f /tmp/go ]; do sleep 0.05; done; cat /tmp/go")
-    engine.containers.archive_put(container_id, "/tmp", io.BytesIO(tar_of({"go": b"copied\n"})))
+    engine.container_files.archive_put(container_id, "/tmp", io.BytesIO(tar_of({"go": b"copied\n"})))
     assert engine.wait(container_id) == 0
     assert engine.output(container_id) == "copied\n"
 
@@ -480,7 +480,7 @@ def test_copy_into_a_running_container(engine) -> None:
 
 
 def counter(engine, container_id: str) -> int:
-    _, chunks = engine.containers.archive_get(container_id, "/tmp/count")
+    _, chunks = engine.container_files.archive_get(container_id, "/tmp/count")
     data = b"".join(chunks)
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         return int(archive.extractfile("count").read() or b"0")
@@ -491,7 +491,7 @@ def test_pause_freezes_the_container(engine) -> None:
     engine.wait_for(lambda: counter(engine, container_id) > 2, message="the counter")
     engine.containers.pause(container_id)
     assert engine.state(container_id)["Status"] == "paused"
-    assert engine.containers.list_containers()[0]["Status"].endswith("(Paused)")
+    assert engine.container_views.list_containers()[0]["Status"].endswith("(Paused)")
     frozen = counter(engine, container_id)
     time.sleep(0.3)
     assert counter(engine, container_id) == frozen
@@ -504,20 +504,20 @@ def test_pause_freezes_the_container(engine) -> None:
 
 def test_stats_top_and_update(engine) -> None:
     container_id = engine.run("sleep", "30", HostConfig={"Memory": 64 << 20})
-    stats = next(iter(engine.containers.stats(container_id, stream=False, one_shot=True)))
+    stats = next(iter(engine.container_views.stats(container_id, stream=False, one_shot=True)))
     assert stats["memory_stats"]["usage"] > 0
     assert stats["memory_stats"]["limit"] == 64 << 20
     assert stats["pids_stats"]["current"] >= 1
     assert stats["cpu_stats"]["cpu_usage"]["total_usage"] >= 0
     assert stats["id"] == container_id and stats["name"].startswith("/")
-    top = engine.containers.top(container_id)
+    top = engine.container_views.top(container_id)
     assert top["Titles"] == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
     assert [row[-1] for row in top["Processes"]] == ["sleep 30"]
     assert top["Processes"][0][1] == str(engine.state(container_id)["Pid"])
     engine.containers.update(container_id, {"Memory": 32 << 20})
     with open(f"/sys/fs/cgroup/memory/lamina/{container_id}/memory.limit_in_bytes") as handle:
         assert int(handle.read()) == 32 << 20
-    assert engine.containers.inspect(container_id)["HostConfig"]["Memory"] == 32 << 20
+    assert engine.container_views.inspect(container_id)["HostConfig"]["Memory"] == 32 << 20
     engine.containers.stop(container_id, timeout=0)
 
 
@@ -536,13 +536,13 @@ def test_prune_removes_stopped_containers(engine) -> None:
         engine.wait(container_id)
     report = engine.containers.prune()
     assert sorted(report["ContainersDeleted"]) == sorted(stopped)
-    assert [c["Id"] for c in engine.containers.list_containers(all=True)] == [running]
+    assert [c["Id"] for c in engine.container_views.list_containers(all=True)] == [running]
     engine.containers.stop(running, timeout=0)
 
 
 def test_rmi_of_an_image_in_use_is_a_conflict(engine) -> None:
     container_id = engine.create("true")
-    image_id = engine.containers.inspect(container_id)["Image"]
+    image_id = engine.container_views.inspect(container_id)["Image"]
     with pytest.raises(errdefs.Conflict) as raised:
         engine.services.images.remove_image("busybox")
     assert str(raised.value) == (f'conflict: unable to remove repository reference "busybox" (must force) - '
@@ -594,7 +594,7 @@ def test_concurrent_starts_start_the_container_once(engine) -> None:
         thread.join(30)
     assert errors == []
     assert engine.state(container_id)["Running"]
-    pids = engine.containers.top(container_id)["Processes"]
+    pids = engine.container_views.top(container_id)["Processes"]
     assert [row[-1] for row in pids].count("sleep 30") == 1
     engine.containers.stop(container_id)
 
@@ -602,14 +602,46 @@ def test_concurrent_starts_start_the_container_once(engine) -> None:
 def test_wait_returns_at_each_exit_of_a_restarting_container(engine) -> None:
     container_id = engine.run("sh", "-c", "sleep 0.2; exit 2", HostConfig={"RestartPolicy": {"Name": "always"}})
     assert engine.wait(container_id) == 2
-    engine.wait_for(lambda: engine.containers.inspect(container_id)["RestartCount"] >= 1, message="a restart")
+    engine.wait_for(lambda: engine.container_views.inspect(container_id)["RestartCount"] >= 1, message="a restart")
     assert engine.wait(container_id) == 2  # the next exit, while the policy keeps restarting it
     engine.containers.stop(container_id, timeout=1)
     state = engine.state(container_id)
     assert not state["Running"] and not state["Restarting"]
-    restarts = engine.containers.inspect(container_id)["RestartCount"]
+    restarts = engine.container_views.inspect(container_id)["RestartCount"]
     time.sleep(0.5)
-    assert engine.containers.inspect(container_id)["RestartCount"] == restarts  # a manual stop ends them
+    assert engine.container_views.inspect(container_id)["RestartCount"] == restarts  # a manual stop ends them
+
+
+def test_waits_on_a_container_restarting_at_once_are_not_starved(engine) -> None:
+    """Several waiters, each waiting for several exits of a container whose command exits at
+    once under ``--restart always``: each wait returns (the monitor starts the next run right
+    after publishing an exit; waiters used to block on a lock it took back at once)."""
+    import threading
+
+    container_id = engine.run("true", HostConfig={"RestartPolicy": {"Name": "always"}})
+    results: list[int] = []
+    failures: list[BaseException] = []
+
+    def wait_three_times() -> None:
+        try:
+            for _ in range(3):
+                results.append(engine.wait(container_id))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+
+    waiters = [threading.Thread(target=wait_three_times, daemon=True) for _ in range(4)]
+    try:
+        for thread in waiters:
+            thread.start()
+        for thread in waiters:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in waiters), "a wait is starved"
+        assert failures == [] and results == [0] * 12
+    finally:
+        engine.containers.stop(container_id, timeout=1)
+        for thread in waiters:
+            thread.join(30)
+    assert not engine.state(container_id)["Running"]
 
 
 def test_log_options_rotate_and_the_none_driver(engine) -> None:
@@ -617,23 +649,23 @@ def test_log_options_rotate_and_the_none_driver(engine) -> None:
                           HostConfig={"LogConfig": {"Type": "json-file",
                                                     "Config": {"max-size": "2k", "max-file": "3"}}})
     assert engine.wait(rotating) == 0
-    log_path = engine.containers.inspect(rotating)["LogPath"]
+    log_path = engine.container_views.inspect(rotating)["LogPath"]
     assert os.path.exists(log_path + ".1") and os.path.exists(log_path + ".2")
     assert not os.path.exists(log_path + ".3")
     assert os.path.getsize(log_path) <= 2000 + 100
-    tail = [payload for _, payload in engine.containers.logs(rotating, tail="2")]
+    tail = [payload for _, payload in engine.container_streams.logs(rotating, tail="2")]
     assert tail == [b"line-198\n", b"line-199\n"]
     silent = engine.run("echo", "unlogged", HostConfig={"LogConfig": {"Type": "none"}})
     assert engine.wait(silent) == 0
-    assert engine.containers.inspect(silent)["LogPath"] == ""
+    assert engine.container_views.inspect(silent)["LogPath"] == ""
     with pytest.raises(errdefs.InvalidArgument, match="does not support reading"):
-        list(engine.containers.logs(silent))
+        list(engine.container_streams.logs(silent))
 
 
 def test_attach_with_logs_replays_the_log(engine) -> None:
     container_id = engine.run("sh", "-c", "echo first; echo second >&2")
     assert engine.wait(container_id) == 0
-    sock = engine.containers.attach(container_id, stdin=False, stdout=True, stderr=True, stream=False, logs=True)
+    sock = engine.container_streams.attach(container_id, stdin=False, stdout=True, stderr=True, stream=False, logs=True)
     sock.settimeout(10)
     data = b""
     while chunk := sock.recv(65536):
@@ -647,7 +679,7 @@ def test_read_only_root_with_a_tmpfs(engine) -> None:
                               HostConfig={"ReadonlyRootfs": True, "Tmpfs": {"/run": "size=1m"}})
     assert engine.wait(container_id) == 0
     assert engine.output(container_id) == "ok\n"
-    assert engine.containers.changes(container_id) == []
+    assert engine.container_files.changes(container_id) == []
 
 
 def test_sweep_finishes_interrupted_creations_and_removals(engine) -> None:

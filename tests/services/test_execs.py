@@ -66,7 +66,7 @@ def test_exec_joins_the_container_namespaces(engine, sleeper) -> None:
     streams, _ = run_exec(engine, sleeper, "ps", "-o", "pid,args")
     lines = streams[1].decode().splitlines()
     assert lines[1].split(None, 1) == ["1", "sleep 60"]
-    assert len(engine.containers.inspect(sleeper)["ExecIDs"]) == 2  # finished execs stay until it stops
+    assert len(engine.container_views.inspect(sleeper)["ExecIDs"]) == 2  # finished execs stay until it stops
 
 
 def test_exec_of_a_missing_command_reports_127(engine, sleeper) -> None:
@@ -126,7 +126,7 @@ def test_exec_needs_a_running_container(engine) -> None:
 def test_exec_records_go_when_the_container_stops(engine) -> None:
     container_id = engine.run("sleep", "60")
     exec_id = engine.execs.create(container_id, {"Cmd": ["true"]})["Id"]
-    assert engine.containers.inspect(container_id)["ExecIDs"] == [exec_id]
+    assert engine.container_views.inspect(container_id)["ExecIDs"] == [exec_id]
     engine.containers.stop(container_id, timeout=0)
     with pytest.raises(errdefs.NotFound):
         engine.execs.inspect(exec_id)

@@ -35,7 +35,7 @@ def _force_remove_around_exits(engine: Any, seed: int, host_config: dict[str, An
         except errdefs.Conflict as exc:
             raise AssertionError(f"iteration {iteration} (exit after {milliseconds} ms): {exc}") from exc
         with pytest.raises(errdefs.NotFound):
-            engine.containers.inspect(container_id)
+            engine.container_views.inspect(container_id)
     assert engine.container_ids() == []
 
 
@@ -55,4 +55,4 @@ def test_remove_without_force_of_a_running_container_is_still_a_conflict(engine)
     assert engine.state(container_id)["Running"] is True
     engine.containers.remove(container_id, force=True)
     with pytest.raises(errdefs.NotFound):
-        engine.containers.inspect(container_id)
+        engine.container_views.inspect(container_id)

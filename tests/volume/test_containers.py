@@ -39,6 +39,18 @@ class Engine:
         return self.services.containers
 
     @property
+    def container_views(self) -> Any:
+        return self.services.container_views
+
+    @property
+    def container_files(self) -> Any:
+        return self.services.container_files
+
+    @property
+    def container_streams(self) -> Any:
+        return self.services.container_streams
+
+    @property
     def volumes(self) -> Any:
         return self.services.volumes
 
@@ -56,7 +68,7 @@ class Engine:
         return code, self.output(container_id), container_id
 
     def output(self, container_id: str) -> str:
-        return b"".join(payload for _, payload in self.containers.logs(container_id)).decode()
+        return b"".join(payload for _, payload in self.container_streams.logs(container_id)).decode()
 
     def remove_all(self) -> None:
         for container_id in self.started:
@@ -122,7 +134,7 @@ def test_two_containers_see_each_others_writes_at_once(engine: Engine) -> None:
 def test_inspect_lists_docker_shaped_mounts(engine: Engine, tmp_path) -> None:
     container_id = engine.create("true", Binds=["named:/named:ro", f"{tmp_path}:/host", "/anonymous"],
                                  Mounts=[{"Type": "tmpfs", "Target": "/scratch"}], Tmpfs={"/run": "size=1m"})
-    mounts = {item["Destination"]: item for item in engine.containers.inspect(container_id)["Mounts"]}
+    mounts = {item["Destination"]: item for item in engine.container_views.inspect(container_id)["Mounts"]}
     assert set(mounts) == {"/named", "/host", "/anonymous", "/scratch"}
     assert mounts["/named"] == {"Type": "volume", "Name": "named",
                                 "Source": engine.volumes.inspect("named")["Mountpoint"], "Destination": "/named",
@@ -156,10 +168,10 @@ def test_volume_writes_bypass_the_container_layer(engine: Engine) -> None:
     code, _, container_id = engine.run("sh", "-c", "echo data > /data/in-volume; echo layer > /in-layer",
                                        Binds=["bypass:/data"])
     assert code == 0
-    changed = {item["Path"] for item in engine.containers.changes(container_id)}
+    changed = {item["Path"] for item in engine.container_files.changes(container_id)}
     assert "/in-layer" in changed
     assert not any(path.startswith("/data/") for path in changed)
-    image = engine.containers.commit(container_id, repository="committed", tag="volumes")["Id"]
+    image = engine.container_files.commit(container_id, repository="committed", tag="volumes")["Id"]
     code, output, _ = engine.run("sh", "-c", "cat /in-layer; ls -A /data 2>&1; echo end", image="committed:volumes")
     assert output == "layer\nend\n"
     with open(os.path.join(engine.volumes.inspect("bypass")["Mountpoint"], "in-volume")) as handle:
@@ -188,7 +200,7 @@ def test_an_empty_volume_gets_the_images_files_and_keeps_its_own(engine: Engine)
 
 def test_named_volumes_survive_rm_and_anonymous_ones_go_with_rm_v(engine: Engine) -> None:
     container_id = engine.create("true", Binds=["survivor:/named", "/anonymous"])
-    anonymous = next(m["Name"] for m in engine.containers.inspect(container_id)["Mounts"]
+    anonymous = next(m["Name"] for m in engine.container_views.inspect(container_id)["Mounts"]
                      if m["Destination"] == "/anonymous")
     with pytest.raises(errdefs.Conflict, match=f"remove survivor: volume is in use - \\[{container_id}\\]"):
         engine.volumes.remove("survivor")
@@ -201,7 +213,7 @@ def test_named_volumes_survive_rm_and_anonymous_ones_go_with_rm_v(engine: Engine
     assert engine.volumes.users("survivor") == []
     # plain rm keeps anonymous volumes too
     container_id = engine.create("true", Binds=["/kept-anonymous"])
-    kept = engine.containers.inspect(container_id)["Mounts"][0]["Name"]
+    kept = engine.container_views.inspect(container_id)["Mounts"][0]["Name"]
     engine.containers.remove(container_id)
     assert kept in _volume_names(engine) and engine.volumes.users(kept) == []
     engine.volumes.remove(kept)
@@ -209,7 +221,7 @@ def test_named_volumes_survive_rm_and_anonymous_ones_go_with_rm_v(engine: Engine
 
 def test_run_rm_removes_anonymous_volumes(engine: Engine) -> None:
     container_id = engine.create("true", Binds=["/auto-anonymous", "auto-named:/named"], AutoRemove=True)
-    anonymous = next(m["Name"] for m in engine.containers.inspect(container_id)["Mounts"]
+    anonymous = next(m["Name"] for m in engine.container_views.inspect(container_id)["Mounts"]
                      if m["Destination"] == "/auto-anonymous")
     engine.containers.start(container_id)
     engine.containers.wait(container_id, condition="removed")
@@ -249,7 +261,7 @@ def test_a_symlink_in_the_image_cannot_send_a_mount_to_the_host(engine: Engine, 
     (victim / "host-file").write_text("host")
     code, _, builder = engine.run("ln", "-s", str(victim), "/link")
     assert code == 0
-    engine.containers.commit(builder, repository="linked", tag="latest")
+    engine.container_files.commit(builder, repository="linked", tag="latest")
     code, output, _ = engine.run("sh", "-c", "echo inside > /link/written; ls /link", image="linked", Binds=["linked:/link"])
     assert code == 0 and output == "written\n"
     assert sorted(os.listdir(victim)) == ["host-file"], "the host directory was not touched"
@@ -293,10 +305,10 @@ def test_cp_reads_and_writes_through_volumes_like_docker(engine: Engine, tmp_pat
     try:
         services.containers.start(container)
         assert services.containers.wait(container)["StatusCode"] == 0
-        _, chunks = services.containers.archive_get(container, "/data/made-inside.txt")
+        _, chunks = services.container_files.archive_get(container, "/data/made-inside.txt")
         with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
             assert archive.extractfile("made-inside.txt").read() == b"inside\n"
-        _, chunks = services.containers.archive_get(container, "/bound/from-host.txt")
+        _, chunks = services.container_files.archive_get(container, "/bound/from-host.txt")
         with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
             assert archive.extractfile("from-host.txt").read() == b"bound\n"
         buffer = io.BytesIO()
@@ -304,11 +316,11 @@ def test_cp_reads_and_writes_through_volumes_like_docker(engine: Engine, tmp_pat
             info = tarfile.TarInfo("copied-in.txt")
             info.size = 3
             archive.addfile(info, io.BytesIO(b"new"))
-        services.containers.archive_put(container, "/data", io.BytesIO(buffer.getvalue()))
+        services.container_files.archive_put(container, "/data", io.BytesIO(buffer.getvalue()))
         mountpoint = services.volumes.inspect("cpvol")["Mountpoint"]
         assert open(os.path.join(mountpoint, "copied-in.txt")).read() == "new"
         with pytest.raises(errdefs.Conflict, match="read-only"):
-            services.containers.archive_put(container, "/bound", io.BytesIO(buffer.getvalue()))
+            services.container_files.archive_put(container, "/bound", io.BytesIO(buffer.getvalue()))
         assert not (host / "copied-in.txt").exists()
     finally:
         services.containers.remove(container, force=True, volumes=True)

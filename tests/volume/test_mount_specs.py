@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lamina import errdefs
-from lamina.volume.mounts import (
+from lamina.volume.parse import (
     MountPoint,
     mount_point_from_spec,
     parse_mount_spec,

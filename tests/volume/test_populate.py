@@ -24,7 +24,7 @@ from fstest import (
 
 from lamina import errdefs
 from lamina.services.volumes import VolumeServiceImpl
-from lamina.volume.mounts import populate_volumes, resolve_mounts
+from lamina.volume.resolve import populate_volumes, resolve_mounts
 from lamina.volume.populate import populate_from_image
 
 pytestmark = pytest.mark.privileged

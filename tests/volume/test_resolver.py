@@ -12,7 +12,7 @@ from lamina import errdefs
 from lamina.runtime.api import MountSpec
 from lamina.services.volumes import VolumeServiceImpl
 from lamina.volume.api import ANONYMOUS_LABEL
-from lamina.volume.mounts import (
+from lamina.volume.resolve import (
     inspect_mounts,
     load_mount_points,
     mount_points_json,

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from lamina.cli.commands.save import write_output
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import EXIT_NOT_FOUND, CommandError, UsageError
 from lamina.cli.formatting import human_size
@@ -157,12 +158,7 @@ def _copy_from_container(context: Context, args: argparse.Namespace, container: 
     if destination == "-":
         if is_terminal(context.out):
             raise UsageError("cowardly refusing to write a tar archive to a terminal. Redirect the output")
-        context.out.flush()
-        out = context.out.buffer  # type: ignore[attr-defined]
-        for chunk in chunks:
-            out.write(chunk)
-        out.flush()
-        return 0
+        return write_output(context, None, chunks)
 
     source_is_dir = bool(int(info.get("mode") or 0) & GO_MODE_DIR)
     source_base = _base(source)

@@ -10,7 +10,8 @@ from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.formatting import ellipsis, human_size, rfc3339, since, truncate_id
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.options import print_rows
+from lamina.cli.templates import Record
 
 __all__ = ["configure", "run", "history_rows", "HEADERS", "DEFAULT_TABLE"]
 
@@ -50,9 +51,5 @@ def history_rows(entries: list[dict[str, Any]], *, human: bool = True, no_trunc:
 
 def run(args: argparse.Namespace, context: Context) -> int:
     rows = history_rows(context.client.history(args.image), human=args.human, no_trunc=args.no_trunc)
-    if args.quiet:
-        for row in rows:
-            context.print(row["ID"])
-        return 0
-    context.out.write(format_rows(args.format, rows, default_table=DEFAULT_TABLE, headers=HEADERS))
+    print_rows(context, args, rows, key="ID", headers=HEADERS, default_table=DEFAULT_TABLE)
     return 0

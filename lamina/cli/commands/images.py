@@ -13,8 +13,8 @@ from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.formatting import familiar_name, go_time, human_size, since, split_reference, truncate_id
-from lamina.cli.options import parse_filters
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.options import parse_filters, print_rows
+from lamina.cli.templates import Record
 
 __all__ = ["configure", "run", "image_rows", "HEADERS", "DEFAULT_TABLE", "DIGESTS_TABLE"]
 
@@ -106,10 +106,6 @@ def run(args: argparse.Namespace, context: Context) -> int:
         filters.setdefault("reference", []).append(args.repository)
     images = context.client.images(all=args.all, filters=filters or None, digests=args.digests)
     rows = image_rows(images, digests=args.digests, no_trunc=args.no_trunc)
-    if args.quiet:
-        for row in rows:
-            context.print(row["ID"])
-        return 0
-    context.out.write(format_rows(args.format, rows, headers=HEADERS,
-                                  default_table=DIGESTS_TABLE if args.digests else DEFAULT_TABLE))
+    print_rows(context, args, rows, key="ID", headers=HEADERS,
+               default_table=DIGESTS_TABLE if args.digests else DEFAULT_TABLE)
     return 0

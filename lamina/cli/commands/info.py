@@ -38,6 +38,11 @@ def render_info(info: dict[str, Any], client: dict[str, Any]) -> tuple[str, list
         if key in info and info[key] not in (None, ""):
             lines.append(" " * indent + f"{label}: {_text(info[key])}")
 
+    def pairs(key: str) -> None:
+        for pair in info.get(key) or []:
+            if isinstance(pair, (list, tuple)) and len(pair) == 2:
+                lines.append(f"  {pair[0]}: {pair[1]}")
+
     line("Containers", "Containers")
     line("Running", "ContainersRunning", 2)
     line("Paused", "ContainersPaused", 2)
@@ -45,9 +50,7 @@ def render_info(info: dict[str, Any], client: dict[str, Any]) -> tuple[str, list
     line("Images", "Images")
     line("Server Version", "ServerVersion")
     line("Storage Driver", "Driver")
-    for pair in info.get("DriverStatus") or []:
-        if isinstance(pair, (list, tuple)) and len(pair) == 2:
-            lines.append(f"  {pair[0]}: {pair[1]}")
+    pairs("DriverStatus")
     line("Logging Driver", "LoggingDriver")
     line("Cgroup Driver", "CgroupDriver")
     line("Cgroup Version", "CgroupVersion")
@@ -73,12 +76,9 @@ def render_info(info: dict[str, Any], client: dict[str, Any]) -> tuple[str, list
     line("Debug Mode", "Debug")
     line("Experimental", "ExperimentalBuild")
     line("Live Restore Enabled", "LiveRestoreEnabled")
-    skipped = info.get("LaminaSkippedDrivers") or []
-    if skipped:
+    if info.get("LaminaSkippedDrivers"):
         lines.append(" Skipped Storage Drivers:")
-        for pair in skipped:
-            if isinstance(pair, (list, tuple)) and len(pair) == 2:
-                lines.append(f"  {pair[0]}: {pair[1]}")
+        pairs("LaminaSkippedDrivers")
     lines.append("")
     warnings = [str(warning) for warning in info.get("Warnings") or []]
     return "\n".join(lines), warnings

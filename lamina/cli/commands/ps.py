@@ -26,8 +26,8 @@ from lamina.cli.formatting import (
     split_reference,
     truncate_id,
 )
-from lamina.cli.options import parse_filters
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.options import parse_filters, print_rows
+from lamina.cli.templates import Record
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "SIZE_TABLE", "configure", "container_rows", "run"]
 
@@ -133,10 +133,5 @@ def run(args: argparse.Namespace, context: Context) -> int:
     containers = context.client.containers(all=args.all, limit=limit, size=args.size,
                                            filters=parse_filters(args.filter) or None)
     rows = container_rows(containers, no_trunc=args.no_trunc)
-    if args.quiet:
-        for row in rows:
-            context.print(row["ID"])
-        return 0
-    context.out.write(format_rows(args.format, rows, headers=HEADERS,
-                                  default_table=SIZE_TABLE if args.size else DEFAULT_TABLE))
+    print_rows(context, args, rows, key="ID", headers=HEADERS, default_table=SIZE_TABLE if args.size else DEFAULT_TABLE)
     return 0

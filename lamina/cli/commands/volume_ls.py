@@ -12,8 +12,8 @@ import argparse
 from typing import Any
 
 from lamina.cli.context import Context
-from lamina.cli.options import parse_filters
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.options import parse_filters, print_rows
+from lamina.cli.templates import Record
 
 __all__ = ["configure", "run", "volume_rows", "HEADERS", "DEFAULT_TABLE"]
 
@@ -50,9 +50,5 @@ def run(args: argparse.Namespace, context: Context) -> int:
     rows = volume_rows(answer.get("Volumes") or [])
     for warning in answer.get("Warnings") or []:
         context.error(warning)
-    if args.quiet:
-        for row in rows:
-            context.print(row["Name"])
-        return 0
-    context.out.write(format_rows(args.format, rows, headers=HEADERS, default_table=DEFAULT_TABLE))
+    print_rows(context, args, rows, key="Name", headers=HEADERS, default_table=DEFAULT_TABLE)
     return 0

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 
 from lamina.cli.context import Context
-from lamina.cli.errors import CommandError, UsageError
-from lamina.cli.formatting import human_size
-from lamina.cli.options import confirm, parse_filters
+from lamina.cli.errors import UsageError
+from lamina.cli.options import add_prune_options, confirm_prune, parse_filters, print_prune_report
 
 __all__ = ["configure", "run"]
 
@@ -23,9 +22,7 @@ _WARNING_ALL = "WARNING! This will remove all local volumes not used by at least
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-a", "--all", action="store_true",
                         help="remove all unused volumes, not just anonymous ones")
-    parser.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
-    parser.add_argument("--filter", action="append", default=[], metavar="FILTER",
-                        help="provide filter values (e.g. 'label=<key>=<value>')")
+    add_prune_options(parser, "'label=<key>=<value>'")
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
@@ -35,11 +32,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
             raise UsageError("conflicting options: cannot specify both --all and --filter all=1")
         filters["all"] = ["true"]
     everything = [value.lower() for value in filters.get("all", [])] in (["true"], ["1"])
-    if not args.force and not confirm(context, _WARNING_ALL if everything else _WARNING):
-        raise CommandError("volume prune has been cancelled")
+    confirm_prune(args, context, _WARNING_ALL if everything else _WARNING, "volume prune")
     report = context.client.prune_volumes(filters=filters or None)
-    deleted = report.get("VolumesDeleted") or []
-    if deleted:
-        context.print("Deleted Volumes:\n" + "\n".join(deleted) + "\n")
-    context.print(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed') or 0)}")
+    print_prune_report(context, "Deleted Volumes", report.get("VolumesDeleted") or [], report.get("SpaceReclaimed"))
     return 0

@@ -1,0 +1,115 @@
+"""Registry endpoints: pull (``POST /images/create?fromImage=``), push, ``/auth``,
+``/distribution/{name}/json`` and ``/images/search``.
+
+Credentials come as Docker's ``X-Registry-Auth`` header: base64url (padding optional) of a
+JSON object ``{"username", "password", "serveraddress", "identitytoken", "registrytoken"}``
+(``POST /auth`` takes the same object as its body).  A header that does not decode is refused
+(400) without echoing it: secrets never reach an error message or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import TYPE_CHECKING, Any
+
+from lamina import errdefs
+from lamina.api import params
+from lamina.api.bodies import read_json
+from lamina.api.http import Response
+from lamina.api.streams import json_response, progress_stream
+
+if TYPE_CHECKING:
+    from lamina.api.router import Call
+    from lamina.distribution.registry.auth import Credentials
+
+__all__ = ["pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth", "manifest"]
+
+
+def _credentials(document: Any) -> Credentials:
+    from lamina.distribution.registry.auth import Credentials
+
+    if not isinstance(document, dict):
+        raise errdefs.InvalidArgument("the registry auth configuration must be a JSON object")
+
+    def text(*names: str) -> str:
+        for name in names:
+            value = document.get(name)
+            if isinstance(value, str) and value:
+                return value
+        return ""
+
+    return Credentials(username=text("username", "Username"), password=text("password", "Password"),
+                       identity_token=text("identitytoken", "IdentityToken"),
+                       registry_token=text("registrytoken", "RegistryToken"))
+
+
+def decode_auth(header: str | None) -> Credentials | None:
+    """The credentials of an ``X-Registry-Auth`` header (None when absent or empty)."""
+    if not header or not header.strip():
+        return None
+    text = header.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        document = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise errdefs.InvalidArgument("X-Registry-Auth is not base64url-encoded JSON") from None
+    credentials = _credentials(document)
+    return None if credentials.empty else credentials
+
+
+def _header_credentials(call: Call) -> Credentials | None:
+    return decode_auth(call.request.headers.get("X-Registry-Auth"))
+
+
+def pull_image(call: Call) -> Response:
+    request = call.request
+    from_image = params.string(request, "fromImage")
+    tag = params.string(request, "tag")
+    platform = params.string(request, "platform")
+    credentials = _header_credentials(call)
+    service = call.services.distribution
+    return progress_stream(lambda progress: service.pull(from_image, tag=tag, platform=platform,
+                                                         credentials=credentials, progress=progress),
+                           context="pull")
+
+
+def push_image(call: Call) -> Response:
+    tag = params.string(call.request, "tag")
+    credentials = _header_credentials(call)
+    service = call.services.distribution
+    name = call.params["name"]
+    return progress_stream(lambda progress: service.push(name, tag=tag, credentials=credentials,
+                                                         progress=progress), context="push")
+
+
+def auth(call: Call) -> Response:
+    document = read_json(call.request.body)
+    credentials = _credentials(document)
+    server = str(document.get("serveraddress") or "") if isinstance(document, dict) else ""
+    return json_response(call.services.distribution.login(server, credentials))
+
+
+def inspect_distribution(call: Call) -> Response:
+    return json_response(call.services.distribution.inspect_distribution(
+        call.params["name"], credentials=_header_credentials(call)))
+
+
+def search_images(call: Call) -> Response:
+    term = params.string(call.request, "term")
+    if not term:
+        raise errdefs.InvalidArgument("the term parameter is required to search")
+    limit_text = params.string(call.request, "limit", "25") or "25"
+    try:
+        limit = int(limit_text)
+    except ValueError:
+        raise errdefs.InvalidArgument(f"invalid limit {limit_text!r}") from None
+    return json_response(call.services.distribution.search(term, limit=limit,
+                                                          credentials=_header_credentials(call)))
+
+
+def manifest(call: Call) -> Response:
+    """``GET /lamina/distribution/{name}/manifest``: the manifest or index as the registry
+    serves it (lamina's own endpoint, for ``lamina manifest inspect``)."""
+    return json_response(call.services.distribution.manifest(call.params["name"],
+                                                             credentials=_header_credentials(call)))

@@ -1,0 +1,75 @@
+"""What a monitor is handed by the code that starts it, and what it needs of its collaborators.
+
+A monitor is forked (no new interpreter): :class:`MonitorContext` crosses the fork as plain
+objects.  The stores it carries may hold locks taken by other threads of the starter at the
+moment of the fork, so the monitor never uses them: it calls ``context.stores()`` once, after
+the fork, for fresh ones (:class:`MonitorStores`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from lamina.container.execstore import ExecStore
+from lamina.container.store import ContainerStore
+from lamina.events.api import DISCARD, EventSink
+from lamina.layer.mounts import MountStore
+from lamina.records import dataclass
+from lamina.runtime.api import Runtime
+from lamina.volume.api import VolumeProvider
+
+__all__ = ["MonitorContext", "MonitorNetwork", "MonitorStores", "MonitorVolumes", "PendingAttach"]
+
+
+class MonitorVolumes(VolumeProvider, Protocol):
+    """What a monitor calls on the volume service: the mounts of the volumes that have a
+    filesystem of their own, around each run, and what removing a ``--rm`` container needs."""
+
+    def mount(self, name: str, container_id: str) -> str:
+        """Mount the volume for one more run of ``container_id``; its mountpoint."""
+
+    def unmount(self, name: str, container_id: str) -> None:
+        """The end of that run."""
+
+
+@dataclass(frozen=True)
+class MonitorStores:
+    """The stores a monitor works with, opened in the monitor process."""
+
+    store: ContainerStore
+    mounts: MountStore
+    execs: ExecStore
+
+
+class MonitorNetwork(Protocol):
+    """A run's network sandbox (:class:`lamina.network.run.RunNetwork`): set up before the
+    runtime starts the container, torn down when the run ended."""
+
+    def attach(self, container_id: str, name: str, config: dict[str, Any], host: dict[str, Any],
+               networking: dict[str, Any]) -> dict[str, Any] | None:
+        """The sandbox record (``SandboxKey``, ``Endpoints``...); None: no sandbox (host, none)."""
+
+    def detach(self, container_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class MonitorContext:
+    """What a monitor needs, handed over by fork (paths and factories, no open descriptors)."""
+
+    exec_root: str
+    stores: Callable[[], MonitorStores]   # opens fresh stores (called in the monitor, after fork)
+    runtime: Callable[[str], Runtime]     # a runtime by HostConfig.Runtime name
+    volumes: MonitorVolumes | None = None  # None: containers get no volume mounts
+    events: EventSink = DISCARD            # where the monitor's events go
+    network: MonitorNetwork | None = None  # None: containers get no network sandbox
+
+
+@dataclass
+class PendingAttach:
+    """An attach made before the container started: the monitor's end of a socket pair and
+    the attach hello (:func:`~lamina.container.monitor.protocol.attach_hello`)."""
+
+    sock: socket.socket
+    options: dict[str, bool]

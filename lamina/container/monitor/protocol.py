@@ -1,0 +1,222 @@
+"""The contract between a container's monitor and its clients: both ends of every message.
+
+A monitor (see :mod:`lamina.container.monitor`) is reached in three ways, all under its run
+directory ``<exec-root>/containers/<id>/`` (:mod:`lamina.container.rundir`).  Every message is
+one JSON object on one line (UTF-8, ``\\n``-terminated); what follows the line on the same
+connection is a stream.
+
+**The answer pipe** (starter <- monitor, once): :func:`~lamina.container.monitor.client.spawn`
+forks the monitor with the write end of a pipe; the monitor answers one line when the first run
+started (``{"ok": true}``) or could not start (``{"error": ERROR}``), then closes it.  A pipe
+closed without a line means the monitor died (its own log, ``monitor.log``, says why).
+
+**The attach socket** (``attach.sock``): the client connects and sends one hello line
+``{"stdin": b, "stdout": b, "stderr": b, "logs": b, "stream": b}`` (:func:`attach_hello`);
+no answer line follows.  From then on the connection carries Docker's hijacked-attach wire
+format: output as 8-byte header frames (:func:`lamina.container.logs.frame`) without a TTY,
+raw bytes with one; with ``logs`` the json-file log is replayed first; without ``stream`` the
+connection is closed after that.  Bytes the client sends go to the container's stdin (with
+``OpenStdin``); the client's half-close closes that stdin when the container has
+``StdinOnce``.  Clients are closed when the run ends.
+
+**The control socket** (``ctl.sock``): one request line per connection, one answer line:
+
+- ``{"resize": [height, width]}`` / ``{"resize": [h, w], "exec": id}``: TIOCSWINSZ on the
+  run's or the exec's pty; answer ``{"ok": true}``;
+- ``{"exec": id, "start": {"detach": b}}``: start the exec ``id`` (its record in
+  :class:`~lamina.container.execstore.ExecStore`); the monitor is its parent and records its
+  exit code.  Answer ``{"ok": true, "pid": n}``; unless detached, after the answer the
+  connection carries the exec's stdio in the attach wire format and is closed when the exec's
+  output ended, after its record was written.
+
+``ERROR`` is ``{"kind": k, "message": text}`` plus ``"exit_code": n`` for a command that cannot
+be run (127 not found, 126 not executable).  ``kind`` is an :mod:`lamina.errdefs` kind
+(:data:`ERROR_KINDS`): the client raises the same class the monitor raised, and
+:class:`StartError` (an ``invalid_argument`` with an exit code) for a command that cannot be
+run.  A request that is not a JSON object is answered ``invalid_argument`` and closed.
+
+**Exits** are not a message: the monitor publishes each in ``running.lock``
+(:class:`~lamina.container.rundir.ExitInfo`, with a ``Sequence`` bumped at every exit), which
+waiters read without taking any lock (see :mod:`lamina.container.rundir`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import socket
+import time
+from typing import Any
+
+from lamina import errdefs
+
+__all__ = [
+    "ERROR_KINDS",
+    "OK",
+    "StartError",
+    "attach_hello",
+    "decode_request",
+    "encode",
+    "error_answer",
+    "exec_start_request",
+    "exit_code_of_start_error",
+    "raise_error",
+    "read_answer",
+    "read_pipe_answer",
+    "resize_request",
+    "resize_size",
+]
+
+ERROR_KINDS: dict[str, type[errdefs.LaminaError]] = {
+    cls.kind: cls for cls in (errdefs.NotFound, errdefs.AlreadyExists, errdefs.InvalidArgument, errdefs.Conflict,
+                              errdefs.FailedPrecondition, errdefs.Unavailable, errdefs.DataLoss,
+                              errdefs.NotImplemented, errdefs.System, errdefs.Cancelled)
+}
+OK: dict[str, Any] = {"ok": True}
+_LINE_LIMIT = 1 << 16
+
+
+class StartError(errdefs.InvalidArgument):
+    """The container's command cannot be run; ``exit_code`` is Docker's: 127 (not found),
+    126 (not executable)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def exit_code_of_start_error(exc: BaseException, default: int = 128) -> int:
+    """Docker's exit code for a failed start or exec: 127 command not found, 126 cannot be
+    invoked (from the runtime's error), ``default`` otherwise."""
+    code = getattr(exc, "exit_code", None)
+    if isinstance(code, int) and code:
+        return code
+    text = str(exc).lower()
+    if "executable file not found" in text or "no such file or directory" in text:
+        return 127
+    if "permission denied" in text or "is a directory" in text:
+        return 126
+    return default
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as its line."""
+    return json.dumps(message).encode() + b"\n"
+
+
+def attach_hello(*, stdin: bool, stdout: bool, stderr: bool, logs: bool = False, stream: bool = True) -> dict[str, bool]:
+    return {"stdin": bool(stdin), "stdout": bool(stdout), "stderr": bool(stderr), "logs": bool(logs),
+            "stream": bool(stream)}
+
+
+def resize_request(height: int, width: int, exec_id: str | None = None) -> dict[str, Any]:
+    request: dict[str, Any] = {"resize": [int(height), int(width)]}
+    if exec_id is not None:
+        request["exec"] = exec_id
+    return request
+
+
+def exec_start_request(exec_id: str, *, detach: bool) -> dict[str, Any]:
+    return {"exec": exec_id, "start": {"detach": bool(detach)}}
+
+
+def error_answer(exc: BaseException) -> dict[str, Any]:
+    """``{"error": ERROR}`` for an exception (a kind of :mod:`lamina.errdefs`, else ``system``)."""
+    kind = exc.kind if isinstance(exc, errdefs.LaminaError) else "system"
+    payload: dict[str, Any] = {"kind": kind, "message": str(exc) or type(exc).__name__}
+    code = getattr(exc, "exit_code", None)
+    if isinstance(code, int):
+        payload["exit_code"] = code
+    return {"error": payload}
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def decode_request(line: bytes) -> dict[str, Any]:
+    """A request or hello line; InvalidArgument when it is not a JSON object."""
+    try:
+        request = json.loads(line)
+    except ValueError as exc:
+        raise errdefs.InvalidArgument("malformed request") from exc
+    if not isinstance(request, dict):
+        raise errdefs.InvalidArgument("malformed request")
+    return request
+
+
+def resize_size(request: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of a resize request."""
+    size = request.get("resize")
+    if not isinstance(size, list) or len(size) != 2 or not all(isinstance(v, int) for v in size):
+        raise errdefs.InvalidArgument("resize needs [height, width]")
+    return size[0], size[1]
+
+
+def raise_error(answer: dict[str, Any], default_message: str = "the monitor refused the request") -> None:
+    """Raise the error an answer carries (nothing for ``{"ok": true}``)."""
+    error = answer.get("error")
+    if not error:
+        return
+    if not isinstance(error, dict):
+        raise errdefs.System(f"the container's monitor answered {answer!r}")
+    message = str(error.get("message") or default_message)
+    if "exit_code" in error and error.get("kind") == "invalid_argument":
+        raise StartError(message, int(error["exit_code"]))
+    raise ERROR_KINDS.get(str(error.get("kind")), errdefs.System)(message)
+
+
+def _answer_of(data: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(data)
+    except ValueError as exc:
+        raise errdefs.System(f"the container's monitor answered {data!r}") from exc
+    if not isinstance(answer, dict):
+        raise errdefs.System(f"the container's monitor answered {answer!r}")
+    return answer
+
+
+def read_answer(sock: socket.socket, timeout: float = 120.0) -> dict[str, Any]:
+    """The answer line on a control connection, read byte by byte: what follows it (an exec's
+    stdio) stays in the socket."""
+    sock.settimeout(timeout)
+    data = bytearray()
+    try:
+        while not data.endswith(b"\n") and len(data) < _LINE_LIMIT:
+            chunk = sock.recv(1)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise errdefs.Unavailable(f"the container's monitor did not answer: {exc}") from exc
+    finally:
+        sock.settimeout(None)
+    if not data:
+        raise errdefs.Unavailable("the container's monitor closed the connection without answering")
+    return _answer_of(bytes(data))
+
+
+def read_pipe_answer(fd: int, timeout: float) -> dict[str, Any] | None:
+    """The answer line on the answer pipe; None when the monitor closed it without one."""
+    selector = selectors.DefaultSelector()
+    selector.register(fd, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    data = bytearray()
+    try:
+        while b"\n" not in data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errdefs.Unavailable("the container's monitor did not answer in time")
+            if not selector.select(remaining):
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        selector.close()
+    line = bytes(data.split(b"\n", 1)[0])
+    return _answer_of(line) if line else None

@@ -1,0 +1,652 @@
+"""One run of the container after another: start, serve, exit record, restart policy.
+
+:class:`Runner` drives the runs of one monitor (:class:`~lamina.container.monitor.server.Monitor`
+owns the event loop, the sockets and the clients).  For each run it mounts the root
+filesystem, writes ``containers/<id>/{hostname,hosts,resolv.conf}``, builds the spec, prepares
+stdio (pipes, or one pty with ``Tty``), calls ``runtime.start`` and records ``State``
+(Running, Pid, StartedAt) and ``runtime.json``; at the exit it drains the output, records
+ExitCode (128 + n for signal n), FinishedAt and OOMKilled, kills what is left in the cgroup,
+``runtime.delete``, unmounts, then asks :func:`restart_decision` and removes an ``AutoRemove``
+container.
+
+The exit record (``running.lock``, :class:`~lamina.container.rundir.ExitInfo`) is bumped at
+every exit, failed start or abandoned restart, each time under the turn lock of that exit,
+which the monitor takes before it starts working towards it (see
+:mod:`lamina.container.rundir`: waiters read the record without any lock).  The exit of a
+``--rm`` container about to be removed is not synced: if a crash loses it, the start-up finds
+a dead run and removes the container all the same.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from typing import Any, Protocol
+
+from lamina import errdefs
+from lamina.container import spec as specs
+from lamina.container.execstore import ExecStore
+from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
+from lamina.container.monitor.api import MonitorContext
+from lamina.container.monitor.io import Loop, Sink, set_window
+from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
+from lamina.container.removal import destroy, release_mount
+from lamina.container.rundir import RunDirectory, RunLock
+from lamina.container.state import now
+from lamina.container.store import Container, ContainerStore
+from lamina.events.api import VOLUME, EventSink
+from lamina.layer.mounts import MountStore
+from lamina.log import get_logger
+from lamina.records import dataclass, field, replace
+from lamina.runtime.api import Runtime, RuntimeState, Stdio
+from lamina.volume.mounts import load_mount_points, volume_names
+
+__all__ = ["RestartDecision", "Run", "RunHost", "Runner", "exit_code", "restart_decision", "write_files"]
+
+log = get_logger("lamina.monitor")
+
+DRAIN_SECONDS = 2.0          # output still arriving after a process exited
+_FIRST_DELAY = 0.1           # Docker's back-off: 100 ms doubling up to 1 min,
+_MAXIMUM_DELAY = 60.0
+_RESET_AFTER = 10.0          # reset after a run of 10 s
+
+
+# -- the restart policy -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestartDecision:
+    restart: bool
+    delay: float = 0.0      # seconds to wait before the next run (the back-off)
+
+
+def restart_decision(policy: str, maximum: int, *, exit_code: int, duration: float, manually_stopped: bool,
+                     restart_count: int, previous_delay: float) -> RestartDecision:
+    """Docker's restart policies (``no``, ``on-failure[:maximum]``, ``always``,
+    ``unless-stopped``) after a run that lasted ``duration`` seconds and exited with
+    ``exit_code``: a manual stop or kill stops every policy; ``on-failure`` restarts a non-zero
+    exit up to ``maximum`` times (0: no limit).  The delay is Docker's back-off: 100 ms,
+    doubled after each restart up to 1 min, back to 100 ms after a run of 10 s or more."""
+    if manually_stopped or policy == "no":
+        return RestartDecision(False)
+    if policy in ("always", "unless-stopped"):
+        restart = True
+    elif policy == "on-failure":
+        restart = exit_code != 0 and (maximum == 0 or restart_count < maximum)
+    else:
+        restart = False
+    if not restart:
+        return RestartDecision(False)
+    previous = 0.0 if duration >= _RESET_AFTER else previous_delay
+    delay = _FIRST_DELAY if not previous else min(previous * 2, _MAXIMUM_DELAY)
+    return RestartDecision(True, delay)
+
+
+def exit_code(status: int) -> int:
+    """Docker's exit code of a wait status: 128 + n for signal n."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return 255
+
+
+# -- one run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One run of the container (between a start and its exit)."""
+
+    container: Container
+    runtime: Runtime
+    state: RuntimeState
+    rootfs: str
+    tty: bool
+    master: int | None
+    sink: Sink | None
+    sources: dict[int, int] = field(default_factory=dict)   # fd -> STDOUT / STDERR
+    started: float = field(default_factory=time.monotonic)
+    status: int | None = None
+    exited_at: float = 0.0
+
+
+def write_files(directory: str, container: Container, sandbox: dict[str, Any] | None = None) -> dict[str, str]:
+    """``hostname``, ``hosts`` and ``resolv.conf`` in the container's directory; the
+    container path each is bind-mounted on -> its host path.  With a network ``sandbox``: its
+    name servers in ``resolv.conf``, its addresses in ``hosts``, ``host-gateway`` resolved."""
+    config, host = container.config, container.host_config
+    network = specs.network_mode(host)
+    hostname = str(config.get("Hostname") or container.id[:12])
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as handle:
+            host_resolv = handle.read()
+    except OSError:
+        host_resolv = ""
+    host_hosts = ""
+    if network == "host":
+        try:
+            with open("/etc/hosts", encoding="utf-8", errors="replace") as handle:
+                host_hosts = handle.read()
+        except OSError:
+            host_hosts = ""
+    own_addresses, extra_hosts, servers = "", host.get("ExtraHosts") or None, None
+    if sandbox is not None:
+        from lamina.network.run import host_entries, name_servers
+
+        own_addresses, extra_hosts = host_entries(sandbox, hostname, extra_hosts)
+        servers = name_servers(sandbox) or None
+    files = {
+        "/etc/resolv.conf": ("resolv.conf", specs.resolv_conf(
+            host_resolv, network=network, dns=host.get("Dns") or servers, search=host.get("DnsSearch") or None,
+            options=host.get("DnsOptions") or None)),
+        "/etc/hostname": ("hostname", hostname + "\n"),
+        "/etc/hosts": ("hosts", specs.hosts_file(
+            hostname=hostname, domainname=str(config.get("Domainname") or ""), network=network,
+            extra_hosts=extra_hosts or None, host_text=host_hosts) + own_addresses),
+    }
+    out = {}
+    for destination, (name, text) in files.items():
+        path = os.path.join(directory, name)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(path, 0o644)
+        out[destination] = path
+    return out
+
+
+class ExecFinisher(Protocol):
+    def __bool__(self) -> bool:
+        """Whether execs are running."""
+
+    def finish(self, *, force: bool) -> None:
+        """Record the end of the execs that exited (all of them with ``force``)."""
+
+
+class RunHost(Protocol):
+    """What :class:`Runner` needs of its monitor: its stores, the event loop and the clients,
+    the answer to the starter, the exit record, the execs."""
+
+    id: str
+    context: MonitorContext
+    store: ContainerStore
+    mounts: MountStore
+    execs: ExecStore
+    run_dir: RunDirectory
+    run_lock: RunLock | None
+    loop: Loop
+    writer: JsonFileWriter | None
+    events: EventSink
+    sessions: ExecFinisher
+    run: Run | None
+
+    def event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
+        """Emit a container event."""
+
+    def answer(self, answer: dict[str, Any]) -> None:
+        """Answer the starter (the first run started, or could not)."""
+
+    def attach_pending(self) -> None:
+        """Connect the attaches made before the first run started."""
+
+    def deliver(self, stream_type: int, data: bytes) -> None:
+        """The container's output, to the attached clients."""
+
+    def reap(self) -> None:
+        """Reap the exited children."""
+
+    def close_clients(self) -> None:
+        """The run ended: flush and close its clients."""
+
+    def close_listeners(self) -> None:
+        """No more runs: close the sockets."""
+
+
+class Runner:
+    """The runs of one container, one after another, until the policy says stop."""
+
+    def __init__(self, monitor: RunHost) -> None:
+        self.monitor = monitor
+        self.id = monitor.id
+        self.store = monitor.store
+        self.mounts = monitor.mounts
+        self.volumes = monitor.context.volumes
+        self.restarts = 0
+        self.backoff = 0.0
+
+    # -- the sequence of runs --------------------------------------------------------------------
+
+    def run_all(self) -> None:
+        monitor = self.monitor
+        run_lock = monitor.run_lock
+        assert run_lock is not None
+        first = True
+        run_lock.hold_next()
+        while True:
+            try:
+                monitor.run = self._start()
+            except errdefs.LaminaError as exc:
+                self._start_failed(exc, first)
+                return
+            except Exception as exc:  # noqa: BLE001 - a bug or an OS error: recorded like any failure
+                log.exception("starting container %s", self.id)
+                self._start_failed(errdefs.System(f"cannot start container {self.id}: {exc}"), first)
+                return
+            if first:
+                monitor.attach_pending()
+                monitor.answer({"ok": True})
+                first = False
+            status = self._serve_guarded()
+            ran = monitor.run.container if monitor.run is not None else None
+            code, oom, duration = self._end_run(status)
+            restart, container = self._decide(code, duration)
+            removing = not restart and container is not None and bool(container.host_config.get("AutoRemove"))
+            self._record_exit(code, oom, restarting=restart, durable=not removing)
+            self._exit_events(container if container is not None else ran, code, oom, duration)
+            if monitor.context.network is not None:
+                monitor.context.network.detach(self.id)  # after "die", as dockerd releases the network
+            monitor.close_clients()
+            if not restart:
+                break
+            run_lock.publish(exit_code=code, oom_killed=oom)
+            run_lock.release()       # waiters for this exit wake up
+            run_lock.hold_next()     # the other turn lock: the back-off and the next run
+            if not self._wait_to_restart():
+                self._update(lambda c: c.state.update(Running=False, Restarting=False))
+                run_lock.publish(exit_code=code, oom_killed=oom)
+                run_lock.release()
+                return
+        monitor.close_listeners()
+        removed = self._auto_remove(container)
+        run_lock.publish(exit_code=code, oom_killed=oom, removed=removed)
+        run_lock.release()
+
+    def _auto_remove(self, container: Container | None) -> bool:
+        """Remove an ``AutoRemove`` container; True when it is gone."""
+        if container is None or not container.host_config.get("AutoRemove"):
+            return False
+        try:
+            destroy(self.store, self.mounts, self.monitor.execs, self.monitor.context.exec_root, self.id,
+                    volumes=self.volumes, remove_volumes=True)
+        except errdefs.NotFound:
+            return True
+        except errdefs.LaminaError as exc:
+            log.error("cannot remove container %s (--rm): %s", self.id, exc)
+            return False
+        self.monitor.event(container, "destroy")
+        return True
+
+    def _update(self, change: Any, *, durable: bool = True) -> bool:
+        """Read-modify-write the record; False when the container is gone."""
+        try:
+            with self.store.modify(self.id, durable=durable) as container:
+                change(container)
+            return True
+        except errdefs.NotFound:
+            return False
+
+    def _exit_events(self, container: Container | None, code: int, oom: bool, duration: float) -> None:
+        if container is None:
+            return
+        if oom:
+            self.monitor.event(container, "oom")
+        self.monitor.event(container, "die", {"exitCode": str(code), "execDuration": str(int(duration))})
+        self._volume_events(container, "unmount")
+
+    def _volume_events(self, container: Container, action: str) -> None:
+        """``mount`` / ``unmount`` of each volume the run uses, with Docker's attributes."""
+        for point in load_mount_points(container.data.get("MountPoints")):
+            if point.type != "volume" or not point.name:
+                continue
+            attributes = {"driver": point.driver, "container": self.id}
+            if action == "mount":
+                attributes.update({"destination": point.destination, "read/write": "true" if point.rw else "false",
+                                   "propagation": point.propagation})
+            self.monitor.events.emit(VOLUME, action, point.name, attributes)
+
+    def _start_failed(self, exc: errdefs.LaminaError, first: bool) -> None:
+        run_lock = self.monitor.run_lock
+        assert run_lock is not None
+        code = exit_code_of_start_error(exc)
+        message = str(exc)
+        log.error("container %s failed to start: %s", self.id, message)
+
+        def change(container: Container) -> None:
+            state = container.state
+            state.update(Running=False, Restarting=False, Paused=False, Pid=0, ExitCode=code, Error=message)
+            if not first:
+                state["FinishedAt"] = now()
+
+        recorded = self._update(change)
+        container = None
+        if recorded and first:
+            try:
+                container = self.store.get(self.id)
+            except errdefs.LaminaError:
+                container = None
+        self.monitor.close_listeners()
+        removed = self._auto_remove(container)
+        run_lock.publish(exit_code=code, error=message, removed=removed)
+        run_lock.release()
+        if first:
+            answer = error_answer(exc)
+            if code in (126, 127):
+                answer["error"]["exit_code"] = code
+            self.monitor.answer(answer)
+
+    # -- starting a run --------------------------------------------------------------------------
+
+    def _stdio(self, config: dict[str, Any], host: dict[str, Any]) -> tuple[Stdio, list[int], int | None, Sink | None, dict[int, int]]:
+        """(stdio for the runtime, child-side fds to close after start, pty master, stdin
+        sink, output sources)."""
+        loop = self.monitor.loop
+        child: list[int] = []
+        parent: list[int] = []
+        try:
+            if config.get("Tty"):
+                master, slave = os.openpty()
+                parent.append(master)
+                child.append(slave)
+                size = host.get("ConsoleSize") or [0, 0]
+                if len(size) == 2 and size[0] and size[1]:
+                    set_window(master, int(size[0]), int(size[1]))
+                os.set_blocking(master, False)
+                sink = Sink(loop, master, pty=True) if config.get("OpenStdin") else None
+                return Stdio(slave, slave, slave), child, master, sink, {master: STDOUT}
+            if config.get("OpenStdin"):
+                stdin_read, stdin_write = os.pipe2(os.O_CLOEXEC)
+                child.append(stdin_read)
+                parent.append(stdin_write)
+                sink: Sink | None = Sink(loop, stdin_write, pty=False)
+            else:
+                stdin_read = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                child.append(stdin_read)
+                sink = None
+            out_read, out_write = os.pipe2(os.O_CLOEXEC)
+            parent.append(out_read)
+            child.append(out_write)
+            err_read, err_write = os.pipe2(os.O_CLOEXEC)
+            parent.append(err_read)
+            child.append(err_write)
+            for fd in (out_read, err_read):
+                os.set_blocking(fd, False)
+            return Stdio(stdin_read, out_write, err_write), child, None, sink, {out_read: STDOUT, err_read: STDERR}
+        except BaseException:
+            for fd in child + parent:
+                os.close(fd)
+            raise
+
+    def _start(self) -> Run:
+        monitor = self.monitor
+        container = self.store.get(self.id)
+        if container.state.get("RemovalInProgress"):
+            raise errdefs.Conflict(f"container {self.id} is marked for removal and cannot be started")
+        config, host = container.config, container.host_config
+        runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
+        # a --rm container's files go with it: no sync of them, nor of the backing filesystem
+        # when they are unmounted (if the host crashes, the start-up removes the container)
+        rootfs = self.mounts.mount(self.id, volatile=bool(host.get("AutoRemove")))
+        child: list[int] = []
+        master = None
+        sink = None
+        sources: dict[int, int] = {}
+        sandbox = None
+        try:
+            if monitor.context.network is not None:
+                endpoints = (container.data.get("NetworkSettings") or {}).get("Networks") or {}
+                sandbox = monitor.context.network.attach(self.id, container.name.lstrip("/"), config, host,
+                                                         {"EndpointsConfig": endpoints})
+            files = write_files(self.store.directory(self.id), container, sandbox)
+            from lamina.runtime.user import resolve_user_in_root
+
+            user = resolve_user_in_root(rootfs, str(config.get("User") or ""))
+            mount_points = container.data.get("MountPoints")
+            self._mount_volumes(mount_points)
+            spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
+                                        files=files, mount_points=mount_points)
+            if sandbox is not None:
+                spec = replace(spec, network_namespace=sandbox["SandboxKey"])
+            stdio, child, master, sink, sources = self._stdio(config, host)
+            try:
+                state = runtime.start(spec, stdio)
+            finally:
+                for fd in child:
+                    os.close(fd)
+                child = []
+        except BaseException:
+            if sink is not None:
+                sink.release()  # a pipe's write end; a pty master is among the sources
+            for fd in sources:
+                os.close(fd)
+            release_mount(self.mounts, self.id)
+            self._unmount_volumes(container)
+            if sandbox is not None and monitor.context.network is not None:
+                monitor.context.network.detach(self.id)
+            raise
+        run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
+                  master=master, sink=sink, sources=sources)
+        for fd, stream_type in sources.items():
+            monitor.loop.on_read(fd, lambda fd=fd, stream_type=stream_type: self._output(run, fd, stream_type))
+        monitor.run_dir.write_runtime_state(state)
+        started_at = now()
+        logged = monitor.writer is not None
+
+        def change(record: Container) -> None:
+            record.state.update(Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
+                                Pid=state.pid, ExitCode=0, Error="", StartedAt=started_at)
+            record.data["HasBeenStartedBefore"] = True
+            directory = self.store.directory(self.id)
+            record.data["LogPath"] = self.store.log_path(self.id) if logged else ""
+            record.data["HostnamePath"] = os.path.join(directory, "hostname")
+            record.data["HostsPath"] = os.path.join(directory, "hosts")
+            record.data["ResolvConfPath"] = os.path.join(directory, "resolv.conf")
+
+        # a --rm container's run is not made durable (nor is its root filesystem): if the host
+        # crashes while it runs, the record may still say "created"
+        self._update(change, durable=not host.get("AutoRemove"))
+        log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
+        self._volume_events(container, "mount")
+        monitor.event(container, "start")
+        return run
+
+    def _mount_volumes(self, mount_points: Any) -> None:
+        """Create missing ``-v`` host directories (as ``docker run -v`` does) and mount the
+        volumes that have a filesystem of their own (``-o type=... device=...``)."""
+        for point in load_mount_points(mount_points):
+            if point.type == "bind" and not point.skip_mountpoint_creation and not os.path.exists(point.source):
+                try:
+                    os.makedirs(point.source, 0o755, exist_ok=True)
+                except OSError as exc:
+                    raise errdefs.System(f"error while creating mount source path '{point.source}': "
+                                         f"{exc.strerror}") from exc
+        volumes = self.volumes
+        if volumes is None:
+            return
+        mounted: list[str] = []
+        try:
+            for name in volume_names(mount_points):
+                volumes.mount(name, self.id)
+                mounted.append(name)
+        except BaseException:
+            for name in mounted:
+                try:
+                    volumes.unmount(name, self.id)
+                except errdefs.LaminaError as exc:
+                    log.warning("unmounting volume %s of %s: %s", name, self.id, exc)
+            raise
+
+    def _unmount_volumes(self, container: Container | None) -> None:
+        volumes = self.volumes
+        if volumes is None or container is None:
+            return
+        for name in volume_names(container.data.get("MountPoints")):
+            try:
+                volumes.unmount(name, self.id)
+            except errdefs.LaminaError as exc:
+                log.warning("unmounting volume %s of %s: %s", name, self.id, exc)
+
+    # -- while it runs ---------------------------------------------------------------------------
+
+    def _output(self, run: Run, fd: int, stream_type: int) -> None:
+        writer = self.monitor.writer
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EIO:  # EIO: a pty whose slave side is closed everywhere
+                log.warning("reading the container's output: %s", exc)
+            data = b""
+        if not data:
+            self.monitor.loop.forget(fd)
+            run.sources.pop(fd, None)
+            if run.sink is not None and run.sink.pty and run.sink.fd == fd:
+                run.sink.release()
+            os.close(fd)
+            if writer is not None:
+                writer.flush("stdout" if stream_type == STDOUT else "stderr")
+            return
+        if writer is not None:
+            try:
+                writer.write("stdout" if stream_type == STDOUT else "stderr", data)
+            except errdefs.LaminaError as exc:
+                log.error("cannot write the log: %s", exc)
+        self.monitor.deliver(stream_type, data)
+
+    def _serve_guarded(self) -> int:
+        """:meth:`_serve`; if the monitor itself fails, the container is killed (a container
+        nobody watches would leave its mounts and cgroups behind) and its end recorded."""
+        try:
+            return self._serve()
+        except Exception:  # noqa: BLE001 - logged; the run still ends cleanly
+            log.exception("monitor of %s failed while the container ran: killing it", self.id)
+            run = self.monitor.run
+            assert run is not None
+            try:
+                run.runtime.kill(run.state, signal.SIGKILL)
+            except errdefs.LaminaError:
+                pass
+            deadline = time.monotonic() + 10
+            while run.status is None and time.monotonic() < deadline:
+                self.monitor.reap()
+                time.sleep(0.01)
+            for fd in list(run.sources):
+                self.monitor.loop.forget(fd)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            run.sources.clear()
+            return run.status if run.status is not None else signal.SIGKILL
+
+    def _serve(self) -> int:
+        monitor = self.monitor
+        run = monitor.run
+        assert run is not None
+        monitor.reap()
+        while True:
+            if run.status is not None:
+                if not run.sources or time.monotonic() - run.exited_at > DRAIN_SECONDS:
+                    break
+                timeout: float | None = max(0.0, DRAIN_SECONDS - (time.monotonic() - run.exited_at))
+            else:
+                timeout = None
+            if monitor.sessions:
+                timeout = 0.1 if timeout is None else min(timeout, 0.1)
+            monitor.loop.poll(timeout)
+            monitor.sessions.finish(force=False)
+        for fd in list(run.sources):
+            monitor.loop.forget(fd)
+            os.close(fd)
+        run.sources.clear()
+        if run.sink is not None:
+            run.sink.release()
+        if monitor.writer is not None:
+            monitor.writer.flush()
+        monitor.sessions.finish(force=True)
+        assert run.status is not None
+        return run.status
+
+    # -- its end ---------------------------------------------------------------------------------
+
+    def _end_run(self, status: int) -> tuple[int, bool, float]:
+        """Release what the run holds; (exit code, OOM killed, seconds it ran)."""
+        monitor = self.monitor
+        run = monitor.run
+        assert run is not None
+        code = exit_code(status)
+        oom = False
+        try:
+            oom = run.runtime.oom_killed(run.state)
+        except errdefs.LaminaError as exc:
+            log.warning("cannot read the OOM state of %s: %s", self.id, exc)
+        self._release_runtime(run)
+        release_mount(self.mounts, self.id)
+        self._unmount_volumes(run.container)
+        monitor.run_dir.clear_runtime_state()
+        if run.master is not None:
+            try:
+                os.close(run.master)
+            except OSError:
+                pass
+        monitor.execs.remove_for_container(self.id)
+        monitor.run = None
+        log.info("container %s exited with %d%s", self.id, code, " (OOM killed)" if oom else "")
+        return code, oom, time.monotonic() - run.started
+
+    def _release_runtime(self, run: Run) -> None:
+        for _attempt in range(200):
+            try:
+                # forced: what the container left in its cgroup is killed; Conflict while
+                # exited children of ours wait to be reaped
+                run.runtime.delete(run.state, force=True)
+                return
+            except errdefs.Conflict:
+                self.monitor.reap()
+                time.sleep(0.01)
+            except errdefs.LaminaError as exc:
+                log.error("cannot release the runtime state of %s: %s", self.id, exc)
+                return
+        log.error("container %s: processes remain in its cgroup; giving up", self.id)
+
+    def _decide(self, code: int, duration: float) -> tuple[bool, Container | None]:
+        try:
+            container = self.store.get(self.id)
+        except errdefs.LaminaError:
+            return False, None
+        policy, maximum = specs.restart_policy(container.host_config)
+        stopped = bool(container.data.get("HasBeenManuallyStopped") or container.state.get("RemovalInProgress"))
+        decision = restart_decision(policy, maximum, exit_code=code, duration=duration, manually_stopped=stopped,
+                                    restart_count=self.restarts, previous_delay=self.backoff)
+        if decision.restart:
+            self.backoff = decision.delay
+        return decision.restart, container
+
+    def _record_exit(self, code: int, oom: bool, *, restarting: bool, durable: bool = True) -> None:
+        finished = now()
+
+        def change(container: Container) -> None:
+            container.state.update(Running=restarting, Restarting=restarting, Paused=False, Pid=0,
+                                   ExitCode=code, OOMKilled=oom, FinishedAt=finished, Error="")
+            if restarting:
+                container.data["RestartCount"] = int(container.data.get("RestartCount") or 0) + 1
+
+        self._update(change, durable=durable)
+        if restarting:
+            self.restarts += 1
+
+    def _wait_to_restart(self) -> bool:
+        deadline = time.monotonic() + self.backoff
+        while True:
+            try:
+                container = self.store.get(self.id)
+            except errdefs.LaminaError:
+                return False
+            if container.data.get("HasBeenManuallyStopped") or container.state.get("RemovalInProgress"):
+                return False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            time.sleep(min(remaining, 0.05))

@@ -1,0 +1,522 @@
+"""Containers' lifecycle: create, start, stop, kill, restart, remove, wait, pause, unpause,
+update, rename, prune, and ``boot`` (after an engine or host restart)."""
+
+from __future__ import annotations
+
+import re
+import signal as signals
+import socket
+import time
+from typing import Any
+
+from lamina import errdefs
+from lamina.container import spec as specs
+from lamina.container.monitor import RunLock, spawn
+from lamina.container.names import random_name, validate_name
+from lamina.container.removal import destroy
+from lamina.container.state import new_state, now, seconds_of
+from lamina.container.store import Container, new_container_id
+from lamina.events.api import CONTAINER
+from lamina.events.message import container_attributes
+from lamina.log import get_logger
+from lamina.services.containers.common import ContainerGroup, network_settings
+from lamina.services.images import all_labels_match
+from lamina.volume.mounts import (
+    mount_points_json,
+    populate_volumes,
+    release_mounts,
+    resolve_mounts,
+)
+
+__all__ = ["ContainerLifecycleImpl"]
+
+log = get_logger("lamina.services")
+
+_KILL_WAIT = 10.0
+_AFTER_SIGKILL_WAIT = 30.0
+# how often a wait for a container to stop looks for a restart that raced with the stop
+_RECHECK_SECONDS = 0.5
+
+
+class ContainerLifecycleImpl(ContainerGroup):
+    def _check_networks(self, config: dict[str, Any], host: dict[str, Any],
+                        networking: dict[str, Any]) -> dict[str, Any]:
+        """The requested endpoints by network name, checked (unknown networks, bad ports,
+        aliases or addresses are refused before anything is created)."""
+        from lamina.network.run import check
+
+        endpoints = networking.get("EndpointsConfig") or {}
+        if not isinstance(endpoints, dict):
+            raise errdefs.InvalidArgument("NetworkingConfig.EndpointsConfig must be an object")
+        mode = str(host.get("NetworkMode") or "default")
+        needs_store = mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:")
+        needs_store = needs_store or any(name not in ("default", "bridge", mode) for name in endpoints)
+        check(config, host, networking,
+              find_network=self.network.sandboxes.store.get if needs_store or endpoints else None)
+        return dict(endpoints)
+
+    def create(self, body: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
+        config_in, host_in, networking = specs.split_create_body(body)
+        image_name = str(config_in.get("Image") or "")
+        if not image_name:
+            raise errdefs.InvalidArgument("No image specified: Config.Image is empty")
+        config = specs.normalize_config(config_in)
+        if name:
+            validate_name(name)
+        image_id = self.images.resolve(image_name)
+        image_config = self.images.images.get_config(image_id)
+        merged = specs.merge_image_config(config, image_config.config.to_dict() if image_config.config else None)
+        specs.validate_config(merged)
+        host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
+                                                     runtimes=self._runtime_names())
+        mode = host.get("NetworkMode") or "default"
+        endpoints = self._check_networks(merged, host, networking)
+        container_id = new_container_id()
+        if not merged.get("Hostname"):
+            merged["Hostname"] = socket.gethostname() if specs.network_mode(host) == "host" else container_id[:12]
+        path, args = specs.entrypoint_and_args(merged)
+        data: dict[str, Any] = {
+            "StreamConfig": {},
+            "State": new_state(),
+            "ID": container_id,
+            "Created": now(),
+            "Managed": False,
+            "Path": path,
+            "Args": args,
+            "Config": merged,
+            "Image": str(image_id),
+            "ImageManifest": None,
+            "NetworkSettings": network_settings(mode, endpoints),
+            "LogPath": "",
+            "Name": "",
+            "Driver": self.mounts.driver.name,
+            "OS": "linux",
+            "RestartCount": 0,
+            "HasBeenStartedBefore": False,
+            "HasBeenManuallyStopped": False,
+            "MountPoints": {},
+            "SecretReferences": None,
+            "ConfigReferences": None,
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "SeccompProfile": "",
+            "NoNewPrivileges": False,
+            "HostnamePath": "",
+            "HostsPath": "",
+            "ShmPath": "",
+            "ResolvConfPath": "",
+            "LocalLogCacheMeta": {"HaveNotifyEnabled": False},
+        }
+        top = image_config.chain_id()
+        lock = self.images.layers.lock(shared=True)
+        try:
+            self.mounts.create(container_id, str(top) if top else None)
+            try:
+                data["MountPoints"] = self._mount_volumes(container_id, merged, host)
+            except BaseException:
+                self.mounts.remove(container_id)
+                raise
+            try:
+                for attempt in range(10):
+                    data["Name"] = validate_name(name) if name else "/" + random_name(attempt)
+                    try:
+                        self.store.create(Container(data, host))
+                        break
+                    except errdefs.Conflict:
+                        if name or attempt == 9:
+                            raise
+            except BaseException:
+                self.mounts.remove(container_id)
+                if self.volumes is not None:
+                    release_mounts(data["MountPoints"], self.volumes, container_id, remove_anonymous=True)
+                raise
+        finally:
+            lock.release()
+        self.events.emit(CONTAINER, "create", container_id, container_attributes(merged, data["Name"]))
+        return {"Id": container_id, "Warnings": warnings}
+
+    def _runtime_names(self) -> tuple[str, ...]:
+        return self.shared.runtime_names()
+
+    def _volumes_from(self, reference: str) -> dict[str, Any]:
+        """The MountPoints of the container named by ``--volumes-from``."""
+        return dict(self.store.lookup(reference).data.get("MountPoints") or {})
+
+    def _mount_volumes(self, container_id: str, merged: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
+        """Resolve the container's mounts (volumes created and referenced), copy the image's
+        files into empty volumes, and return the MountPoints for config.v2.json."""
+        if self.volumes is None:
+            if host.get("Binds") or host.get("Mounts") or host.get("VolumesFrom") or merged.get("Volumes"):
+                raise errdefs.NotImplemented("volumes and bind mounts need the volume service")
+            return {}
+        resolved = resolve_mounts(merged, host, None, self.volumes, container_id, volumes_from=self._volumes_from)
+        mount_points = mount_points_json(resolved)
+        try:
+            if any(item.copy_data for item in resolved):
+                rootfs = self.mounts.mount(container_id)
+                try:
+                    populate_volumes(resolved, rootfs, self.volumes, container_id)
+                finally:
+                    self.mounts.unmount(container_id)
+        except BaseException:
+            release_mounts(mount_points, self.volumes, container_id, remove_anonymous=True)
+            raise
+        return mount_points
+
+    def start(self, id: str) -> None:
+        container = self._get(id)
+        state = container.state
+        if state.get("Running"):
+            if state.get("Paused"):
+                raise errdefs.Conflict("cannot start a paused container, try unpause instead")
+            return
+        if state.get("RemovalInProgress"):
+            raise errdefs.Conflict("container is marked for removal and cannot be started")
+        with self.store.modify(container.id) as record:
+            record.data["HasBeenManuallyStopped"] = False
+            record.data["RestartCount"] = 0
+        # loaded here, the runtime (its modules, cached profiles) is inherited by the monitor:
+        # a long-running server pays for it once
+        self.runtime(str(container.host_config.get("Runtime") or self.default_runtime))
+        with self._pending_lock:
+            pending = self._pending.pop(container.id, [])
+        spawn(self.context, container.id, pending)
+
+    def _signal(self, container: Container, number: int) -> None:
+        """Send ``number`` to the container's process, if it still has one.
+
+        ``container`` was read as running a moment ago.  Its process may have exited since:
+        the monitor clears ``runtime.json`` before it records the exit, so a missing runtime
+        state, like a runtime that no longer knows the process, means the run is ending and
+        there is nothing to signal (as Docker, which ignores "no such process" here)."""
+        try:
+            state = self._runtime_state(container)
+        except errdefs.Conflict:
+            if not container.state.get("Running") or container.state.get("Restarting"):
+                raise
+            return  # it exited meanwhile
+        try:
+            self.runtime(state.runtime).kill(state, number)
+        except errdefs.Conflict:
+            return  # it exited meanwhile
+        except errdefs.NotFound:
+            return
+        self._event(container, "kill", {"signal": str(number)})
+
+    def _set_manually_stopped(self, container_id: str) -> None:
+        with self.store.modify(container_id) as record:
+            record.data["HasBeenManuallyStopped"] = True
+
+    def _resume_if_paused(self, container: Container) -> None:
+        if container.state.get("Paused"):
+            state = self.monitors.runtime_state(container.id)
+            if state is not None:
+                try:
+                    self.runtime(state.runtime).resume(state)
+                except errdefs.LaminaError as exc:
+                    log.warning("container %s: cannot resume: %s", container.id, exc)
+            with self.store.modify(container.id) as record:
+                record.state["Paused"] = False
+
+    def _stop(self, container: Container, *, timeout: int | None, signal: str | None) -> None:
+        run_lock, after = self._last_sequence(container.id)
+        try:
+            self._set_manually_stopped(container.id)
+            if container.state.get("Restarting"):
+                restarted, after = self._wait_restart_abandoned(container.id, run_lock, after)
+                if restarted is None:
+                    return
+                container = restarted
+            number = specs.parse_signal(signal) if signal else specs.stop_signal(container.config)
+            wait = timeout if timeout is not None else specs.stop_timeout(container.config)
+            self._signal(container, number)
+            self._resume_if_paused(container)
+            if number != signals.SIGKILL and wait != 0:
+                if self._wait_exit(container.id, run_lock, after, timeout=None if wait < 0 else wait) is not None:
+                    return
+                log.info("container %s did not stop within %d s: killing it", container.id, wait)
+            self._kill_until_exited(container.id, run_lock, after)
+        finally:
+            run_lock.close()
+
+    def _wait_restart_abandoned(self, container_id: str, run_lock: RunLock,
+                                after: int) -> tuple[Container | None, int]:
+        """Wait until the monitor of a restarting container, now marked as manually stopped,
+        gives up restarting it: (None, ...) once the end of the run is published; (the
+        container's record, the Sequence of the last exit) if the monitor restarted it all
+        the same (it was starting the next run when the mark came)."""
+        deadline = time.monotonic() + _AFTER_SIGKILL_WAIT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errdefs.System(f"container {container_id} did not stop restarting")
+            info = self._wait_exit(container_id, run_lock, after, timeout=min(remaining, _RECHECK_SECONDS))
+            if info is not None:
+                after = info.sequence
+            try:
+                container = self.store.get(container_id)
+            except errdefs.NotFound:
+                return None, after
+            if not container.state.get("Running"):
+                # recorded; wait for the monitor to publish it (at once if it did)
+                self._wait_exit(container_id, run_lock, after, timeout=max(0.0, deadline - time.monotonic()))
+                return None, after
+            if not container.state.get("Restarting"):
+                return container, after
+
+    def _kill_until_exited(self, container_id: str, run_lock: RunLock, after: int) -> None:
+        """SIGKILL the container's process if it still runs and wait for the monitor to
+        record the end of the run.
+
+        The container is marked as manually stopped, so its monitor restarts it no more;
+        but a run that ended just before the mark may be being restarted: while it waits,
+        this kills each new run it sees and waits for the monitor to give up restarting."""
+        killed_run: Any = None  # the StartedAt of the run this signalled
+        deadline = time.monotonic() + _AFTER_SIGKILL_WAIT
+        while True:
+            try:
+                container = self.store.get(container_id)
+            except errdefs.NotFound:
+                return  # removed meanwhile (--rm)
+            state = container.state
+            if not state.get("Running"):
+                # recorded; wait for the monitor to publish it (at once if it did)
+                self._wait_exit(container_id, run_lock, after, timeout=max(0.0, deadline - time.monotonic()))
+                return
+            if not state.get("Restarting") and state.get("StartedAt") != killed_run:
+                self._signal(container, signals.SIGKILL)
+                killed_run = state.get("StartedAt")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errdefs.System(f"container {container_id} did not exit after SIGKILL")
+            info = self._wait_exit(container_id, run_lock, after, timeout=min(remaining, _RECHECK_SECONDS))
+            if info is not None:
+                after = info.sequence
+
+    def stop(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None:
+        container = self._get(id)
+        if not container.state.get("Running"):
+            return  # Docker answers 304: nothing to do
+        self._stop(container, timeout=timeout, signal=signal)
+        self._event(container, "stop")
+
+    def restart(self, id: str, *, timeout: int | None = None, signal: str | None = None) -> None:
+        container = self._get(id)
+        if container.state.get("Running"):
+            self._stop(container, timeout=timeout, signal=signal)
+            self._event(container, "stop")
+        self.start(container.id)
+        self._event(container, "restart")
+
+    def kill(self, id: str, *, signal: str = "SIGKILL") -> None:
+        number = specs.parse_signal(signal or "SIGKILL")
+        container = self._get(id)
+        if not container.state.get("Running"):
+            raise errdefs.Conflict(f"Cannot kill container: {id}: Container {container.id} is not running")
+        stop_number = specs.stop_signal(container.config)
+        if number in (signals.SIGKILL, stop_number):
+            self._set_manually_stopped(container.id)
+        if container.state.get("Restarting"):
+            return  # no process: the manual stop ends the restarts
+        if number != signals.SIGKILL:
+            self._signal(container, number)
+            return
+        run_lock, after = self._last_sequence(container.id)
+        try:
+            self._signal(container, number)
+            self._resume_if_paused(container)
+            self._wait_exit(container.id, run_lock, after, timeout=_KILL_WAIT)
+        finally:
+            run_lock.close()
+
+    def remove(self, id: str, *, force: bool = False, volumes: bool = False) -> None:
+        container = self._get(id)
+        state = container.state
+        if state.get("RemovalInProgress"):
+            raise errdefs.Conflict(f"removal of container {container.id} is already in progress")
+        if state.get("Running"):
+            if not force:
+                if state.get("Paused"):
+                    raise errdefs.Conflict(
+                        f"You cannot remove a paused container {container.id}. Unpause and then stop the container "
+                        f"before attempting removal or force remove")
+                raise errdefs.Conflict(
+                    f"You cannot remove a running container {container.id}. Stop the container before attempting "
+                    f"removal or force remove")
+            try:
+                # a process that exits meanwhile is not an error: the container is removed
+                self._stop(container, timeout=0, signal="SIGKILL")
+            except errdefs.NotFound:
+                return  # removed meanwhile (--rm): its remover reported it
+        with self._pending_lock:
+            for item in self._pending.pop(container.id, []):
+                item.sock.close()
+        try:
+            destroy(self.store, self.mounts, self.execs, self.exec_root, container.id, volumes=self.volumes,
+                    remove_volumes=volumes)
+        except errdefs.NotFound:
+            return  # removed meanwhile (--rm): its remover reported it
+        self._event(container, "destroy")
+
+    def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise errdefs.InvalidArgument(f"invalid condition: {condition!r}")
+        container = self._get(id)
+        container_id = container.id
+        if condition == "not-running" and not container.state.get("Running"):
+            return self._wait_answer(container.state.get("ExitCode", 0), container.state.get("Error"))
+        run_lock, after = self._last_sequence(container_id)
+        try:
+            if condition == "not-running":
+                info = self._wait_exit(container_id, run_lock, after, timeout=None)
+            else:
+                info = run_lock.wait_exit(after, give_up=lambda: self._gone_or_dead(container_id))
+        finally:
+            run_lock.close()
+        exit_code = info.exit_code if info is not None else None
+        error = info.error if info is not None else ""
+        if condition == "removed" and not (info is not None and info.removed):
+            while self.store.exists(container_id):
+                time.sleep(0.05)
+        if exit_code is None:
+            try:
+                record = self.store.get(container_id)
+                exit_code, error = record.state.get("ExitCode", 0), record.state.get("Error")
+            except errdefs.NotFound:
+                exit_code = container.state.get("ExitCode", 0)
+        return self._wait_answer(exit_code, error)
+
+    def _gone_or_dead(self, container_id: str) -> bool:
+        try:
+            container = self.store.get(container_id)
+        except errdefs.NotFound:
+            return True
+        if container.state.get("Running") and not self.monitors.alive(container_id):
+            self._reconcile(container_id)
+            return True
+        return False
+
+    @staticmethod
+    def _wait_answer(exit_code: Any, error: Any) -> dict[str, Any]:
+        return {"StatusCode": int(exit_code or 0), "Error": {"Message": str(error)} if error else None}
+
+    def pause(self, id: str) -> None:
+        container = self._get(id)
+        state = self._runtime_state(container)
+        if container.state.get("Paused"):
+            raise errdefs.Conflict(f"Container {container.id} is already paused")
+        self.runtime(state.runtime).pause(state)
+        with self.store.modify(container.id) as record:
+            record.state["Paused"] = True
+        self._event(container, "pause")
+
+    def unpause(self, id: str) -> None:
+        container = self._get(id)
+        state = self._runtime_state(container)
+        if not container.state.get("Paused"):
+            raise errdefs.Conflict(f"Container {container.id} is not paused")
+        self.runtime(state.runtime).resume(state)
+        with self.store.modify(container.id) as record:
+            record.state["Paused"] = False
+        self._event(container, "unpause")
+
+    def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]:
+        container = self._get(id)
+        host, warnings = specs.normalize_update(container.host_config, body)
+        if container.state.get("Running") and not container.state.get("Restarting"):
+            state = self.monitors.runtime_state(container.id)
+            if state is not None:
+                try:
+                    self.runtime(state.runtime).update(state, specs.resources(host))
+                except errdefs.LaminaError as exc:
+                    raise errdefs.System(f"Cannot update container {container.id}: {exc}") from exc
+        with self.store.modify(container.id, host_config=True) as record:
+            record.host_config = host
+        self._event(container, "update")
+        return {"Warnings": warnings}
+
+    def rename(self, id: str, new_name: str) -> None:
+        container = self._get(id)
+        if not new_name:
+            raise errdefs.InvalidArgument("Neither old nor new names may be empty")
+        self.store.rename(container.id, new_name)
+        self.events.emit(CONTAINER, "rename", container.id, container_attributes(
+            container.config, new_name, {"oldName": container.name}))
+
+    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        filters = dict(filters or {})
+        for key in filters:
+            if key not in ("until", "label", "label!"):
+                raise errdefs.InvalidArgument(f"invalid filter '{key}'")
+        until = None
+        if filters.get("until"):
+            text = filters["until"][0]
+            until = float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else seconds_of(text)
+        deleted: list[str] = []
+        reclaimed = 0
+        for container in self.store.list():
+            if container.state.get("Running") and self.monitors.alive(container.id):
+                continue
+            if container.state.get("Running"):
+                container = self._reconcile(container.id)
+            labels = container.config.get("Labels") or {}
+            if filters.get("label") and not all_labels_match(labels, filters["label"]):
+                continue
+            if filters.get("label!") and all_labels_match(labels, filters["label!"]):
+                continue
+            if until is not None and seconds_of(container.data.get("Created")) >= until:
+                continue
+            try:
+                size = self.mounts.size(container.id)
+            except errdefs.LaminaError:
+                size = 0
+            try:
+                destroy(self.store, self.mounts, self.execs, self.exec_root, container.id, volumes=self.volumes)
+            except errdefs.NotFound:
+                continue
+            self._event(container, "destroy")
+            deleted.append(container.id)
+            reclaimed += size
+        self.events.emit(CONTAINER, "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def boot(self) -> dict[str, Any]:
+        """After an engine (or host) restart: record the runs whose monitor died and restart
+        the containers whose policy says so."""
+        exited: list[str] = []
+        restarted: list[str] = []
+        removed: list[str] = []
+        failed: list[dict[str, str]] = []
+        for container in self.store.list():
+            was_running = bool(container.state.get("Running"))
+            if was_running:
+                if self.monitors.alive(container.id):
+                    continue
+                container = self._reconcile(container.id)
+                exited.append(container.id)
+                if container.host_config.get("AutoRemove"):
+                    # its monitor would have removed it (a created one may be about to start:
+                    # another process's `run --rm`; it is left alone)
+                    try:
+                        destroy(self.store, self.mounts, self.execs, self.exec_root, container.id,
+                                volumes=self.volumes, remove_volumes=True)
+                        self._event(container, "destroy")
+                        removed.append(container.id)
+                    except errdefs.NotFound:
+                        pass
+                    except errdefs.LaminaError as exc:
+                        failed.append({"Id": container.id, "Error": str(exc)})
+                    continue
+            name, _maximum = specs.restart_policy(container.host_config)
+            manual = bool(container.data.get("HasBeenManuallyStopped"))
+            if name == "always" or (name == "unless-stopped" and not manual) or \
+                    (name == "on-failure" and was_running and not manual):
+                if container.state.get("Running") or not container.data.get("HasBeenStartedBefore"):
+                    continue
+                try:
+                    spawn(self.context, container.id, [])
+                    restarted.append(container.id)
+                except errdefs.LaminaError as exc:
+                    failed.append({"Id": container.id, "Error": str(exc)})
+        return {"Exited": exited, "Restarted": restarted, "Removed": removed, "Failed": failed}
