@@ -14,6 +14,7 @@ __all__ = [
     "NotFound",
     "AlreadyExists",
     "InvalidArgument",
+    "Forbidden",
     "Conflict",
     "FailedPrecondition",
     "Unavailable",
@@ -56,6 +57,12 @@ class InvalidArgument(LaminaError):
 
 class Conflict(LaminaError):
     """The request conflicts with the current state (e.g. an image in use)."""
+
+
+class Forbidden(LaminaError):
+    """The operation is never allowed on this object (e.g. removing a pre-defined network)."""
+
+    kind = "forbidden"
 
 
 class FailedPrecondition(LaminaError):

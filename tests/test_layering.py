@@ -59,9 +59,11 @@ PEERS: dict[str, frozenset[str]] = {
     "jsonobject": frozenset({"errdefs"}),
     # layers 2 (archive, mount, dockerfile), 3 (content, graphdriver, runtime) and 6 (distribution, build):
     # no peer imports another today
-    # layer 5: events name images; a container uses images, volumes and the event log
+    # layer 5: events name images; a container uses images, volumes, the event log and its
+    # network sandbox; networks emit events
     "events": frozenset({"image"}),
-    "container": frozenset({"image", "volume", "events"}),
+    "container": frozenset({"image", "volume", "events", "network"}),
+    "network": frozenset({"events"}),
     # layer 8: the server serves the API's router
     "server": frozenset({"api"}),
     # layer 9: the CLI is a client of the Engine API

@@ -36,6 +36,7 @@ logger = get_logger("lamina.api")
 
 STATUS_BY_KIND: dict[type[errdefs.LaminaError], int] = {
     errdefs.InvalidArgument: 400,
+    errdefs.Forbidden: 403,
     errdefs.NotFound: 404,
     errdefs.AlreadyExists: 409,
     errdefs.Conflict: 409,

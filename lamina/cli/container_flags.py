@@ -344,8 +344,20 @@ def configure_create(parser: argparse.ArgumentParser, *, run: bool = False) -> N
     parser.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
                         help="set meta data on a container")
     parser.add_argument("--network", "--net", metavar="NETWORK",
-                        help="connect a container to a network: none, host, bridge (default)")
+                        help="connect a container to a network: bridge (default), host, none or a network's name")
+    parser.add_argument("--network-alias", "--net-alias", action="append", default=[], metavar="ALIAS",
+                        help="add a network-scoped alias for the container")
+    parser.add_argument("--ip", default="", metavar="IPV4", help="IPv4 address (e.g. 172.30.100.104)")
+    parser.add_argument("--mac-address", default="", metavar="MAC", help="container MAC address")
+    parser.add_argument("-P", "--publish-all", action="store_true",
+                        help="publish all exposed ports to random ports")
+    parser.add_argument("--expose", action="append", default=[], metavar="PORT",
+                        help="expose a port or a range of ports")
     parser.add_argument("--dns", action="append", default=[], metavar="IP", help="set custom DNS servers")
+    parser.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN",
+                        help="set custom DNS search domains")
+    parser.add_argument("--dns-option", "--dns-opt", action="append", default=[], metavar="OPTION",
+                        help="set DNS options")
     parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                         help="add a custom host-to-IP mapping (host:ip)")
     parser.add_argument("--log-driver", metavar="DRIVER", help="logging driver for the container")
@@ -622,6 +634,9 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
         "CapAdd": list(args.cap_add) or None,
         "CapDrop": list(args.cap_drop) or None,
         "Dns": list(args.dns),
+        "DnsSearch": list(args.dns_search),
+        "DnsOptions": list(args.dns_option),
+        "PublishAllPorts": bool(args.publish_all),
         "ExtraHosts": list(args.add_host) or None,
         "GroupAdd": list(args.group_add) or None,
         "Privileged": args.privileged,
@@ -633,10 +648,22 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
         "OomKillDisable": bool(args.oom_kill_disable),
         **resources,
     }
+    exposed_ports: dict[str, Any] = {}
+    for value in args.expose:
+        port_text, _, protocol = value.partition("/")
+        if not re.fullmatch(r"\d+(-\d+)?", port_text):
+            raise _invalid(value, "--expose", f"invalid range format for --expose: {value}")
+        first, _, last = port_text.partition("-")
+        for port in range(int(first), int(last or first) + 1):
+            exposed_ports[f"{port}/{protocol or 'tcp'}"] = {}
     if args.publish:
         exposed, bindings = _port_bindings(args.publish)
-        config["ExposedPorts"] = exposed
+        exposed_ports.update(exposed)
         host["PortBindings"] = bindings
+    if exposed_ports:
+        config["ExposedPorts"] = exposed_ports
+    if args.mac_address:
+        config["MacAddress"] = args.mac_address
     if args.shm_size is not None:
         host["ShmSize"] = parse_size(args.shm_size, "--shm-size")
     if args.init:
@@ -645,5 +672,13 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
         host["Runtime"] = args.runtime
     _host_options(args, host)
     config["HostConfig"] = host
-    config["NetworkingConfig"] = {"EndpointsConfig": {}}
+    endpoint: dict[str, Any] = {}
+    if args.network_alias:
+        endpoint["Aliases"] = list(args.network_alias)
+    if args.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+    if args.mac_address:
+        endpoint["MacAddress"] = args.mac_address
+    network = args.network or "default"
+    config["NetworkingConfig"] = {"EndpointsConfig": {network: endpoint} if endpoint else {}}
     return config

@@ -73,7 +73,8 @@ def create_container(context: Context, args: argparse.Namespace, *, detach: bool
     try:
         answer = client.create_container(body, name=args.name)
     except ClientError as exc:
-        if exc.status != 404 or getattr(args, "pull", "missing") == "never":
+        # only a missing image is pulled (a 404 also says: unknown network, volume driver...)
+        if exc.status != 404 or "No such image" not in exc.message or getattr(args, "pull", "missing") == "never":
             raise EngineError(exc, command) from exc
         context.error(f"Unable to find image '{image_reference(args.image)}' locally")
         _pull(context, image_reference(args.image), command)

@@ -80,6 +80,7 @@ COMMANDS: tuple[Command, ...] = tuple(
                 "wait", "container wait")
     + _commands("inspect", "Display detailed information on one or more containers", "container inspect")
     + _commands("top", "Display the running processes of a container", "top", "container top")
+    + _commands("port", "List port mappings or a specific mapping for the container", "port", "container port")
     + _commands("stats", "Display a live stream of container(s) resource usage statistics",
                 "stats", "container stats")
     + _commands("rename", "Rename a container", "rename", "container rename")
@@ -116,6 +117,11 @@ COMMANDS: tuple[Command, ...] = tuple(
                 "manifest inspect")
     + _commands("network_ls", "List networks", "network ls", "network list")
     + _commands("network_inspect", "Display detailed information on one or more networks", "network inspect")
+    + _commands("network_create", "Create a network", "network create")
+    + _commands("network_rm", "Remove one or more networks", "network rm", "network remove")
+    + _commands("network_prune", "Remove all unused networks", "network prune")
+    + _commands("network_connect", "Connect a container to a network", "network connect")
+    + _commands("network_disconnect", "Disconnect a container from a network", "network disconnect")
 )
 
 GROUPS = {"container": "Manage containers", "image": "Manage images", "system": "Manage lamina",

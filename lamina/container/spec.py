@@ -444,7 +444,8 @@ def normalize_update(host: dict[str, Any], update: Mapping[str, Any], *, cpu_cou
 
 
 def network_mode(host: Mapping[str, Any]) -> str:
-    """The runtime's network for a NetworkMode: ``private`` (default/bridge), ``none``, ``host``."""
+    """The runtime's network for a NetworkMode: ``private`` (default/bridge or a user-defined
+    network, checked by the container service), ``none``, ``host``."""
     mode = host.get("NetworkMode") or "default"
     if mode in ("default", "bridge"):
         return "private"
@@ -452,7 +453,7 @@ def network_mode(host: Mapping[str, Any]) -> str:
         return mode
     if mode.startswith("container:"):
         raise errdefs.NotImplemented("joining another container's network is not supported yet")
-    raise errdefs.NotFound(f"network {mode} not found")
+    return "private"  # a user-defined network: lamina.network sets the namespace up
 
 
 def log_options(host: Mapping[str, Any]) -> tuple[str, dict[str, str]]:

@@ -109,6 +109,9 @@ class ContainerSpec:
     readonly_rootfs: bool = False
     mounts: tuple[MountSpec, ...] = ()            # beyond the defaults (/proc, /dev, /sys...)
     network: str = "private"                     # "private" (new netns, lo up), "none" (same), "host"
+    # "private" only: join this network namespace (a bind-mounted nsfs file, the sandbox that
+    # lamina.network set up) instead of creating one
+    network_namespace: str = ""
     namespaces: frozenset[str] = frozenset({"pid", "mount", "uts", "ipc", "network", "cgroup"})
     resources: Resources = field(default_factory=Resources)
     masked_paths: tuple[str, ...] = DEFAULT_MASKED_PATHS

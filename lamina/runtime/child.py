@@ -361,6 +361,11 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
             with Step("set the controlling terminal"):
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         os.umask(0)
+        if spec.network_namespace:
+            with Step(f"join the network namespace {spec.network_namespace}"):
+                network_fd = os.open(spec.network_namespace, os.O_RDONLY | os.O_CLOEXEC)
+                lsys.setns(network_fd, lsys.CLONE_NEWNET)
+                os.close(network_fd)
         with Step("create namespaces"):
             lsys.unshare(plan.unshare_flags)
         mountlib.set_propagation("/", "rprivate")

@@ -159,7 +159,9 @@ class NativeRuntime:
             flags |= lsys.CLONE_NEWIPC
         if spec.network not in ("private", "none", "host"):
             raise errdefs.InvalidArgument(f"unknown network mode {spec.network!r} for the native runtime")
-        private_network = spec.network != "host" and "network" in namespaces
+        if spec.network_namespace and (spec.network != "private" or "network" not in namespaces):
+            raise errdefs.InvalidArgument("a network namespace to join needs the private network mode")
+        private_network = spec.network != "host" and "network" in namespaces and not spec.network_namespace
         if private_network:
             flags |= lsys.CLONE_NEWNET
         return Plan(spec=spec, process=process, unshare_flags=flags, private_network=private_network,

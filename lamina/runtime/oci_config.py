@@ -303,6 +303,9 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
             continue
         if name == "network" and spec.network == "host":
             continue
+        if name == "network" and spec.network_namespace:
+            namespaces.append({"type": name, "path": spec.network_namespace})
+            continue
         namespaces.append({"type": name})
 
     resources: dict[str, Any] = {"devices": [dict(rule) for rule in DEFAULT_DEVICE_RULES]}

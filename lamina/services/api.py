@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
            "ContainerStreams", "ExecService", "Services", "VolumeService", "BuildService", "EventService",
-           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService", "ContainerUsage"]
+           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService", "ContainerUsage", "NetworkService"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -227,6 +227,29 @@ class VolumeService(Protocol):
     def unmount(self, name: str, container_id: str) -> None: ...
 
 
+class NetworkService(Protocol):
+    """Networks, with the Docker Engine API's shapes (NetworkResource: Name, Id, Created, Scope,
+    Driver, EnableIPv6, IPAM, Internal, Attachable, Ingress, ConfigFrom, ConfigOnly, Containers,
+    Options, Labels).  Networks are named by id, name or unique id prefix."""
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Docker's NetworkCreateRequest in, ``{"Id": ..., "Warning": ""}`` out."""
+
+    def list(self, *, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
+
+    def inspect(self, term: str, *, verbose: bool = False, scope: str = "") -> dict[str, Any]: ...
+
+    def remove(self, term: str) -> None:
+        """``Conflict`` while endpoints exist, ``Forbidden`` for the predefined networks."""
+
+    def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """``{"NetworksDeleted": [...]}``; filters until, label, label!."""
+
+    def connect(self, term: str, container: str, endpoint_config: dict[str, Any] | None = None) -> None: ...
+
+    def disconnect(self, term: str, container: str, *, force: bool = False) -> None: ...
+
+
 class BuildService(Protocol):
     """``docker build`` with the classic builder, and its cache."""
 
@@ -286,6 +309,7 @@ class Services(Protocol):
     container_streams: ContainerStreams
     execs: ExecService
     volumes: VolumeService
+    networks: NetworkService
     builds: BuildService
     events: EventService
     distribution: DistributionService

@@ -11,6 +11,9 @@ requests of a server build each service once.  What building a piece does:
   (interrupted layer registrations and removals, read-write layers whose creation or removal
   was interrupted);
 * the volume service: opens ``<data-root>/volumes`` and sweeps it;
+* the network service: opens ``<data-root>/network`` (networks, sandbox records) with netavark
+  as the data plane (its run-time state under ``<exec-root>/network``, sandboxes under
+  ``<exec-root>/netns``);
 * the container service (its groups ``containers``, ``container_views``, ``container_files``,
   ``container_streams`` share one :class:`~lamina.services.containers.common.ContainerShared`):
   opens the container store under ``<data-root>/containers/`` and the run-time state under the
@@ -56,10 +59,11 @@ if TYPE_CHECKING:
     from lamina.services.events import EventServiceImpl
     from lamina.services.execs import ExecServiceImpl
     from lamina.services.images import ImageServiceImpl
+    from lamina.services.networks import NetworkServiceImpl
     from lamina.services.system import SystemServiceImpl
     from lamina.services.volumes import VolumeServiceImpl
 
-__all__ = ["EngineServices", "build_services", "build_volumes"]
+__all__ = ["EngineServices", "build_services", "build_volumes", "build_networks"]
 
 log = get_logger("lamina.services")
 
@@ -165,6 +169,22 @@ class EngineServices:
     @_Built
     def volumes(self) -> VolumeServiceImpl:
         return build_volumes(self.config, events=self.event_log)
+
+    @_Built
+    def networks(self) -> NetworkServiceImpl:
+        def container_name(term: str) -> tuple[str, str]:
+            found = self.container_views.inspect(term)
+            return str(found["Id"]), str(found["Name"]).lstrip("/")
+
+        def container_endpoints(container_id: str, change: Callable[[str, dict[str, Any]], None]) -> None:
+            with self._container_shared.store.modify(container_id) as container:
+                settings = container.data.setdefault("NetworkSettings", {})
+                networks = settings.get("Networks") or {}
+                change(str(container.host_config.get("NetworkMode") or "default"), networks)
+                settings["Networks"] = networks
+
+        return build_networks(self.config, events=self.event_log, container_name=container_name,
+                              container_endpoints=container_endpoints)
 
     @_Built
     def _container_shared(self) -> ContainerShared:
@@ -323,3 +343,17 @@ def build_volumes(config: EngineConfig, *, events: EventLog | None = None) -> Vo
     store = VolumeStore(os.path.join(config.data_root, "volumes"), container_exists=container_exists)
     store.sweep()
     return VolumeServiceImpl(store, events=events if events is not None else DISCARD)
+
+
+def build_networks(config: EngineConfig, *, events: EventLog | None = None,
+                   container_name: Callable[[str], tuple[str, str]] | None = None,
+                   container_endpoints: Callable[[str, Callable[[str, dict[str, Any]], None]], None] | None = None
+                   ) -> NetworkServiceImpl:
+    """The network service on ``<data-root>/network``, netavark as its data plane."""
+    from lamina.events.api import DISCARD
+    from lamina.network.run import open_sandboxes
+    from lamina.services.networks import NetworkServiceImpl
+
+    sandboxes = open_sandboxes(config.data_root, config.exec_root)
+    return NetworkServiceImpl(sandboxes, events=events if events is not None else DISCARD,
+                              container_name=container_name, container_endpoints=container_endpoints)

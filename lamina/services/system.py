@@ -207,6 +207,20 @@ class SystemServiceImpl:
         return [volume for volume in self.volumes.list(usage=True)["Volumes"]
                 if volume.get("Driver") == "local" and not volume.get("Options")]
 
+    def _check_networks(self, repair: bool) -> tuple[list[dict[str, str]], list[str]]:
+        """Network sandboxes whose container's monitor is gone: their veths, firewall rules,
+        name server entries and leases are leaked; ``repair`` tears them down."""
+        from lamina.network.run import RunNetwork
+
+        run_network = RunNetwork(self.config.data_root, self.config.exec_root)
+        if not run_network.has_sandboxes():
+            return [], []
+        problems = [{"Kind": "network", "Object": container_id,
+                     "Message": "network sandbox (interfaces, rules, leases) of a container that is not running"}
+                    for container_id in _leaked_sandboxes(run_network)]
+        repaired = run_network.sweep() if repair and problems else []
+        return problems, repaired
+
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         service = self.image_service
         problems: list[dict[str, str]] = []
@@ -245,10 +259,18 @@ class SystemServiceImpl:
             problems.extend({"Kind": "container", "Object": "containers/.names.json", "Message": message}
                             for message in index_problems)
             repaired.extend(index_repairs)
+        network_problems, network_repairs = self._check_networks(repair)
+        problems.extend(network_problems)
+        repaired.extend(network_repairs)
         if repair:
             remaining = self.check(repair=False)["Problems"]
             return {"Problems": remaining, "Repaired": repaired}
         return {"Problems": problems, "Repaired": repaired}
+
+
+def _leaked_sandboxes(run_network: Any) -> list[str]:
+    return [container_id for container_id in run_network.sandboxes.store.sandboxes()
+            if not run_network.is_live(container_id)]
 
 
 def _arch() -> str:

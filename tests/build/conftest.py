@@ -21,6 +21,7 @@ from lamina import mount as lmount
 from lamina.build.api import BuildOptions
 from lamina.config import EngineConfig
 from lamina.container.rundir import RunDirectory
+from lamina.network.run import RunNetwork
 from lamina.services.compose import EngineServices, build_services
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
@@ -110,6 +111,11 @@ class BuildEngine:
                 with contextlib.suppress(errdefs.LaminaError):
                     manager.remove(timeout=5)
         time.sleep(0.05 if ids else 0)
+        network = RunNetwork(str(self.root / "data"), str(self.root / "run"))
+        deadline = time.monotonic() + 5
+        while any(network.is_live(container_id) for container_id in ids) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        network.sweep()  # the network sandboxes of the killed runs
         lmount.unmount_all_under(str(self.root))
 
 

@@ -110,9 +110,10 @@ def test_host_config_errors_use_dockers_messages(host, message) -> None:
     assert message in str(raised.value)
 
 
-def test_unknown_network_is_not_found() -> None:
-    with pytest.raises(errdefs.NotFound, match="network mynet not found"):
-        normalize(NetworkMode="mynet")
+def test_a_user_defined_network_runs_in_a_private_namespace() -> None:
+    # whether the network exists is the container service's check (lamina.network.run.check)
+    host, _ = normalize(NetworkMode="mynet")
+    assert specs.network_mode(host) == "private"
 
 
 def test_update_changes_only_resources_and_policy() -> None:

@@ -1,4 +1,4 @@
-"""The router's ``/events``, ``/networks`` and unsupported endpoints, on a real event log and a
+"""The router's ``/events`` and unsupported endpoints, on a real event log and a
 double of the container service."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import pytest
 
 from lamina.api.events import parse_event_time
 from lamina.api.http import Request, Response
-from lamina.api.networks import network_id
 from lamina.api.router import Router
 from lamina.api.unsupported import NOT_A_SWARM_MANAGER
 from lamina.events.log import EventLog
@@ -24,7 +23,7 @@ SECOND = 1_000_000_000
 
 
 class Containers:
-    """What the network endpoints read: the running containers' summaries."""
+    """What the events endpoints read of containers: their summaries (none run here)."""
 
     def __init__(self) -> None:
         self.running: list[dict[str, Any]] = []
@@ -141,66 +140,6 @@ def test_an_until_in_the_future_ends_the_stream_by_itself(router, log) -> None:
     threading.Timer(0.1, lambda: log.emit("image", "tag", "sha256:1", {"name": "a:b"})).start()
     assert [message["Action"] for message in lines(response)] == ["tag"]
     assert time.monotonic() - started < 2
-
-
-# -- /networks -------------------------------------------------------------------------------
-
-def test_networks_lists_the_three_predefined_networks(router) -> None:
-    response = send(router, "GET", "/v1.45/networks")
-    networks = json.loads(response.read_body())
-    assert [(n["Name"], n["Driver"], n["Scope"]) for n in networks] == [
-        ("bridge", "bridge", "local"), ("host", "host", "local"), ("none", "null", "local")]
-    bridge = networks[0]
-    assert bridge["Id"] == network_id("bridge") and len(bridge["Id"]) == 64
-    assert "loopback" in bridge["Options"]["lamina.network.note"]
-    assert bridge["Containers"] == {} and bridge["IPAM"]["Config"] == []
-
-
-@pytest.mark.parametrize(("filters", "expected"), [
-    ({"name": ["bri"]}, ["bridge"]),
-    ({"driver": ["null"]}, ["none"]),
-    ({"id": [network_id("host")[:10]]}, ["host"]),
-    ({"type": ["custom"]}, []),
-    ({"type": ["builtin"]}, ["bridge", "host", "none"]),
-    ({"dangling": ["true"]}, []),
-    ({"label": ["org.lamina.network.connectivity=loopback-only"]}, ["bridge", "none"]),
-], ids=["name is searched", "driver is exact", "id prefix", "no custom networks", "all are builtin",
-        "none dangling", "label"])
-def test_network_filters(router, filters, expected) -> None:
-    response = send(router, "GET", f"/networks?filters={json.dumps(filters)}")
-    assert [network["Name"] for network in json.loads(response.read_body())] == expected
-
-
-def test_network_inspect_by_name_id_or_prefix_lists_running_containers(router, services) -> None:
-    services.container_views.running = [
-        {"Id": "a" * 64, "Names": ["/web"], "HostConfig": {"NetworkMode": "default"}},
-        {"Id": "b" * 64, "Names": ["/db"], "HostConfig": {"NetworkMode": "host"}},
-        {"Id": "c" * 64, "Names": ["/side"], "HostConfig": {"NetworkMode": "container:web"}},
-    ]
-    for term in ("bridge", network_id("bridge"), network_id("bridge")[:5]):
-        resource = json.loads(send(router, "GET", f"/networks/{term}").read_body())
-        assert resource["Name"] == "bridge"
-        assert list(resource["Containers"]) == ["a" * 64]
-        assert resource["Containers"]["a" * 64]["Name"] == "web"
-    host = json.loads(send(router, "GET", "/networks/host").read_body())
-    assert list(host["Containers"]) == ["b" * 64]
-    missing = send(router, "GET", "/networks/backend")
-    assert missing.status == 404 and error(missing) == "network backend not found"
-
-
-@pytest.mark.parametrize(("method", "target"), [
-    ("POST", "/networks/create"), ("POST", "/networks/bridge/connect"), ("POST", "/networks/bridge/disconnect"),
-    ("DELETE", "/networks/bridge"),
-], ids=["create", "connect", "disconnect", "remove"])
-def test_user_defined_network_operations_are_501(router, method, target) -> None:
-    response = send(router, method, target, b'{"Name": "backend"}')
-    assert response.status == 501
-    assert "does not support user-defined networks" in error(response)
-
-
-def test_network_prune_has_nothing_to_prune(router) -> None:
-    response = send(router, "POST", "/networks/prune")
-    assert response.status == 200 and json.loads(response.read_body()) == {"NetworksDeleted": None}
 
 
 # -- unsupported features --------------------------------------------------------------------

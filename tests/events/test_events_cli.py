@@ -1,10 +1,9 @@
-"""``lamina events`` and ``lamina network ls|inspect`` in-process, on a real event log (the
+"""``lamina events`` in-process, on a real event log (the
 engine's other services are not needed and not built)."""
 
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -94,19 +93,3 @@ def test_events_format_and_filters(log, capsys) -> None:
 def test_events_bad_filter_is_reported(log, capsys) -> None:
     code, _, err = lamina(capsys, "events", "--filter", "colour=red", "--until", "0s")
     assert code != 0 and "invalid filter 'colour'" in err
-
-
-def test_network_ls_and_inspect(log, capsys) -> None:
-    code, out, _ = lamina(capsys, "network", "ls")
-    rows = [line.split() for line in out.splitlines()]
-    assert code == 0 and rows[0] == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
-    assert [row[1:] for row in rows[1:]] == [["bridge", "bridge", "local"], ["host", "host", "local"],
-                                              ["none", "null", "local"]]
-    assert all(len(row[0]) == 12 for row in rows[1:])
-    code, out, _ = lamina(capsys, "network", "ls", "-q", "--no-trunc", "--filter", "driver=host")
-    assert code == 0 and len(out.strip()) == 64
-    code, out, _ = lamina(capsys, "network", "inspect", "bridge", "none")
-    assert code == 0 and [item["Driver"] for item in json.loads(out)] == ["bridge", "null"]
-    code, out, err = lamina(capsys, "network", "inspect", "-f", "{{.Name}}", "host", "nope")
-    assert out == "host\n" and "No such network: nope" in err and code != 0
-    assert not os.path.exists(log.path)  # reading networks records nothing

@@ -18,6 +18,7 @@ from lamina import errdefs
 from lamina import mount as lmount
 from lamina.config import EngineConfig
 from lamina.container.rundir import RunDirectory
+from lamina.network.run import RunNetwork
 from lamina.services.compose import EngineServices, build_services
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
@@ -129,6 +130,8 @@ class Engine:
         while monitors and time.monotonic() < deadline:
             monitors = [pid for pid in monitors if not _process_gone(pid)]
             time.sleep(0.01)
+        # the network sandboxes of the killed runs: veths, rules, the bridge, netns mounts
+        RunNetwork(self.config.data_root, self.config.exec_root).sweep()
         lmount.unmount_all_under(self.root)
 
 

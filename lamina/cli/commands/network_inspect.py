@@ -15,7 +15,7 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", metavar="NETWORK")
     parser.add_argument("-f", "--format", metavar="FORMAT", help="'json' or a Go template such as '{{.Driver}}'")
-    parser.add_argument("-v", "--verbose", action="store_true", help="verbose output for diagnostics (no effect)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="verbose output for diagnostics (no effect: lamina has no swarm services)")
 
 
 def run(args: argparse.Namespace, context: Context) -> int:

@@ -20,7 +20,7 @@ from lamina.records import dataclass
 from lamina.runtime.api import Runtime
 from lamina.volume.api import VolumeProvider
 
-__all__ = ["MonitorContext", "MonitorStores", "MonitorVolumes", "PendingAttach"]
+__all__ = ["MonitorContext", "MonitorNetwork", "MonitorStores", "MonitorVolumes", "PendingAttach"]
 
 
 class MonitorVolumes(VolumeProvider, Protocol):
@@ -43,6 +43,17 @@ class MonitorStores:
     execs: ExecStore
 
 
+class MonitorNetwork(Protocol):
+    """A run's network sandbox (:class:`lamina.network.run.RunNetwork`): set up before the
+    runtime starts the container, torn down when the run ended."""
+
+    def attach(self, container_id: str, name: str, config: dict[str, Any], host: dict[str, Any],
+               networking: dict[str, Any]) -> dict[str, Any] | None:
+        """The sandbox record (``SandboxKey``, ``Endpoints``...); None: no sandbox (host, none)."""
+
+    def detach(self, container_id: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class MonitorContext:
     """What a monitor needs, handed over by fork (paths and factories, no open descriptors)."""
@@ -52,6 +63,7 @@ class MonitorContext:
     runtime: Callable[[str], Runtime]     # a runtime by HostConfig.Runtime name
     volumes: MonitorVolumes | None = None  # None: containers get no volume mounts
     events: EventSink = DISCARD            # where the monitor's events go
+    network: MonitorNetwork | None = None  # None: containers get no network sandbox
 
 
 @dataclass

@@ -117,9 +117,10 @@ class Run:
     exited_at: float = 0.0
 
 
-def write_files(directory: str, container: Container) -> dict[str, str]:
+def write_files(directory: str, container: Container, sandbox: dict[str, Any] | None = None) -> dict[str, str]:
     """``hostname``, ``hosts`` and ``resolv.conf`` in the container's directory; the
-    container path each is bind-mounted on -> its host path."""
+    container path each is bind-mounted on -> its host path.  With a network ``sandbox``: its
+    name servers in ``resolv.conf``, its addresses in ``hosts``, ``host-gateway`` resolved."""
     config, host = container.config, container.host_config
     network = specs.network_mode(host)
     hostname = str(config.get("Hostname") or container.id[:12])
@@ -135,14 +136,20 @@ def write_files(directory: str, container: Container) -> dict[str, str]:
                 host_hosts = handle.read()
         except OSError:
             host_hosts = ""
+    own_addresses, extra_hosts, servers = "", host.get("ExtraHosts") or None, None
+    if sandbox is not None:
+        from lamina.network.run import host_entries, name_servers
+
+        own_addresses, extra_hosts = host_entries(sandbox, hostname, extra_hosts)
+        servers = name_servers(sandbox) or None
     files = {
         "/etc/resolv.conf": ("resolv.conf", specs.resolv_conf(
-            host_resolv, network=network, dns=host.get("Dns") or None, search=host.get("DnsSearch") or None,
+            host_resolv, network=network, dns=host.get("Dns") or servers, search=host.get("DnsSearch") or None,
             options=host.get("DnsOptions") or None)),
         "/etc/hostname": ("hostname", hostname + "\n"),
         "/etc/hosts": ("hosts", specs.hosts_file(
             hostname=hostname, domainname=str(config.get("Domainname") or ""), network=network,
-            extra_hosts=host.get("ExtraHosts") or None, host_text=host_hosts)),
+            extra_hosts=extra_hosts or None, host_text=host_hosts) + own_addresses),
     }
     out = {}
     for destination, (name, text) in files.items():
@@ -257,6 +264,8 @@ class Runner:
             removing = not restart and container is not None and bool(container.host_config.get("AutoRemove"))
             self._record_exit(code, oom, restarting=restart, durable=not removing)
             self._exit_events(container if container is not None else ran, code, oom, duration)
+            if monitor.context.network is not None:
+                monitor.context.network.detach(self.id)  # after "die", as dockerd releases the network
             monitor.close_clients()
             if not restart:
                 break
@@ -405,8 +414,13 @@ class Runner:
         master = None
         sink = None
         sources: dict[int, int] = {}
+        sandbox = None
         try:
-            files = write_files(self.store.directory(self.id), container)
+            if monitor.context.network is not None:
+                endpoints = (container.data.get("NetworkSettings") or {}).get("Networks") or {}
+                sandbox = monitor.context.network.attach(self.id, container.name.lstrip("/"), config, host,
+                                                         {"EndpointsConfig": endpoints})
+            files = write_files(self.store.directory(self.id), container, sandbox)
             from lamina.runtime.user import resolve_user_in_root
 
             user = resolve_user_in_root(rootfs, str(config.get("User") or ""))
@@ -414,6 +428,8 @@ class Runner:
             self._mount_volumes(mount_points)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
                                         files=files, mount_points=mount_points)
+            if sandbox is not None:
+                spec = replace(spec, network_namespace=sandbox["SandboxKey"])
             stdio, child, master, sink, sources = self._stdio(config, host)
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
@@ -435,6 +451,8 @@ class Runner:
                 os.close(fd)
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
+            if sandbox is not None and monitor.context.network is not None:
+                monitor.context.network.detach(self.id)
             raise
         run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
                   master=master, sink=sink, sources=sources)

@@ -20,6 +20,7 @@ from lamina.events.api import CONTAINER, DISCARD, EventSink
 from lamina.events.message import container_attributes
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
+from lamina.network.run import RunNetwork
 from lamina.runtime.api import Runtime, RuntimeState
 from lamina.runtime.registry import Runtimes
 from lamina.services.images import ImageServiceImpl
@@ -33,16 +34,23 @@ __all__ = ["ContainerGroup", "ContainerShared", "network_settings"]
 log = get_logger("lamina.services")
 
 
-def network_settings(mode: str) -> dict[str, Any]:
+def network_settings(mode: str, requested: dict[str, Any] | None = None) -> dict[str, Any]:
+    """NetworkSettings of a created container: per network, what create was given (Aliases,
+    IPAMConfig, MacAddress), as Docker keeps it; the monitor's run reads it back."""
     network = "bridge" if mode in ("default", "bridge") else mode
-    endpoint = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "NetworkID": "",
-                "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
+    networks = {}
+    for name in [network, *(name for name in (requested or {}) if name not in (network, "default"))]:
+        given = (requested or {}).get(name) or {}
+        networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": None,
+                          "Aliases": given.get("Aliases") or None, "MacAddress": given.get("MacAddress") or "",
+                          "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                          "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
+                          "DNSNames": None}
     return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": False,
             "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "SecondaryIPAddresses": None,
             "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "",
             "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": {network: endpoint}}
+            "Networks": networks}
 
 
 def _store_opener(store: ContainerStore, mounts: MountStore, exec_root: str) -> Callable[[], MonitorStores]:
@@ -81,8 +89,9 @@ class ContainerShared:
         self._pending_lock = threading.Lock()
         self._runtimes = Runtimes(self.exec_root)
         self.monitors = MonitorClient(self.exec_root)
+        self.network = RunNetwork(config.data_root, self.exec_root, events=events)
         self.context = MonitorContext(exec_root=self.exec_root, stores=_store_opener(store, mounts, self.exec_root),
-                                      runtime=self.runtime, volumes=volumes, events=events)
+                                      runtime=self.runtime, volumes=volumes, events=events, network=self.network)
 
     def runtime(self, name: str) -> Runtime:
         """The runtime called ``name`` (:mod:`lamina.runtime.registry`), opened once."""
@@ -93,7 +102,7 @@ class ContainerShared:
 
     def sweep(self) -> list[str]:
         """Finish interrupted removals (called by :func:`build_services`)."""
-        return sweep(self.store, self.mounts, self.execs, self.exec_root)
+        return sweep(self.store, self.mounts, self.execs, self.exec_root) + self.network.sweep()
 
 
 class ContainerGroup:
@@ -110,6 +119,7 @@ class ContainerGroup:
         self.exec_root = shared.exec_root
         self.default_runtime = shared.default_runtime
         self.events = shared.events
+        self.network = shared.network
         self.context = shared.context
         self.monitors = shared.monitors
         self._pending = shared._pending
@@ -136,6 +146,7 @@ class ContainerGroup:
             error = self.monitors.release_dead_run(container_id, self.runtime)
             release_mount(self.mounts, container_id)
             self._unmount_volumes(container)
+            self.network.detach(container_id)
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
                                    FinishedAt=now(), Error=error or "the container's monitor exited unexpectedly",
                                    Dead=bool(error))

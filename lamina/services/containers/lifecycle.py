@@ -40,6 +40,22 @@ _RECHECK_SECONDS = 0.5
 
 
 class ContainerLifecycleImpl(ContainerGroup):
+    def _check_networks(self, config: dict[str, Any], host: dict[str, Any],
+                        networking: dict[str, Any]) -> dict[str, Any]:
+        """The requested endpoints by network name, checked (unknown networks, bad ports,
+        aliases or addresses are refused before anything is created)."""
+        from lamina.network.run import check
+
+        endpoints = networking.get("EndpointsConfig") or {}
+        if not isinstance(endpoints, dict):
+            raise errdefs.InvalidArgument("NetworkingConfig.EndpointsConfig must be an object")
+        mode = str(host.get("NetworkMode") or "default")
+        needs_store = mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:")
+        needs_store = needs_store or any(name not in ("default", "bridge", mode) for name in endpoints)
+        check(config, host, networking,
+              find_network=self.network.sandboxes.store.get if needs_store or endpoints else None)
+        return dict(endpoints)
+
     def create(self, body: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
         config_in, host_in, networking = specs.split_create_body(body)
         image_name = str(config_in.get("Image") or "")
@@ -56,9 +72,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
         mode = host.get("NetworkMode") or "default"
-        for network in (networking.get("EndpointsConfig") or {}):
-            if network not in (mode, "bridge", "host", "none", "default"):
-                raise errdefs.NotFound(f"network {network} not found")
+        endpoints = self._check_networks(merged, host, networking)
         container_id = new_container_id()
         if not merged.get("Hostname"):
             merged["Hostname"] = socket.gethostname() if specs.network_mode(host) == "host" else container_id[:12]
@@ -74,7 +88,7 @@ class ContainerLifecycleImpl(ContainerGroup):
             "Config": merged,
             "Image": str(image_id),
             "ImageManifest": None,
-            "NetworkSettings": network_settings(mode),
+            "NetworkSettings": network_settings(mode, endpoints),
             "LogPath": "",
             "Name": "",
             "Driver": self.mounts.driver.name,

@@ -306,6 +306,11 @@ class ContainerViewsImpl(ContainerGroup):
         settings = dict(data.get("NetworkSettings") or network_settings("default"))
         if state.get("Running") and state.get("Pid"):
             settings["SandboxKey"] = f"/proc/{state['Pid']}/ns/net"
+            record = self.network.sandboxes.store.sandbox(container.id) if self.network.has_sandboxes() else None
+            if record is not None:
+                from lamina.network.sandbox import network_settings as sandbox_settings
+
+                settings.update(sandbox_settings(record))
         result["NetworkSettings"] = settings
         return result
 

@@ -1,0 +1,66 @@
+"""``lamina network create [OPTIONS] NETWORK``: create a network and print its id, like
+``docker network create``.
+
+``-d/--driver`` (``bridge``), ``--subnet``, ``--gateway``, ``--ip-range``, ``--aux-address
+NAME=IP``, ``--internal``, ``--attachable``, ``-o/--opt KEY=VALUE`` (driver options),
+``--ipam-driver`` (``default``), ``--ipam-opt``, ``--label``, ``--ipv6`` (refused by the engine:
+no IPv6 yet).  One ``--subnet`` at most (lamina's networks have one IPv4 subnet).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lamina.cli.commands.volume_create import parse_pairs
+from lamina.cli.context import Context
+from lamina.cli.errors import UsageError
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("network_name", metavar="NETWORK")
+    parser.add_argument("-d", "--driver", default="bridge", help="driver to manage the network (default bridge)")
+    parser.add_argument("--subnet", action="append", default=[], help="subnet in CIDR format")
+    parser.add_argument("--gateway", action="append", default=[], help="IPv4 gateway for the subnet")
+    parser.add_argument("--ip-range", action="append", default=[], help="allocate container IPs from a sub-range")
+    parser.add_argument("--aux-address", action="append", default=[], metavar="NAME=IP",
+                        help="auxiliary IPv4 addresses used by the network driver")
+    parser.add_argument("--internal", action="store_true", help="restrict external access to the network")
+    parser.add_argument("--attachable", action="store_true", help="enable manual container attachment")
+    parser.add_argument("--ipv6", action="store_true", help="enable IPv6 networking")
+    parser.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE", help="driver options")
+    parser.add_argument("--ipam-driver", default="default", help="IP address management driver")
+    parser.add_argument("--ipam-opt", action="append", default=[], metavar="KEY=VALUE", help="IPAM driver options")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="network metadata")
+    parser.add_argument("--scope", default="", help="network scope (local)")
+
+
+def run(args: argparse.Namespace, context: Context) -> int:
+    if len(args.subnet) > 1:
+        raise UsageError("lamina supports one --subnet per network")
+    if (args.gateway or args.ip_range or args.aux_address) and not args.subnet:
+        raise UsageError("--gateway, --ip-range and --aux-address need a --subnet")
+    if len(args.gateway) > 1 or len(args.ip_range) > 1:
+        raise UsageError("one --gateway and one --ip-range per --subnet")
+    config: dict[str, Any] = {}
+    if args.subnet:
+        config["Subnet"] = args.subnet[0]
+        if args.gateway:
+            config["Gateway"] = args.gateway[0]
+        if args.ip_range:
+            config["IPRange"] = args.ip_range[0]
+        if args.aux_address:
+            config["AuxiliaryAddresses"] = parse_pairs(args.aux_address, "--aux-address", require_equals=True)
+    body = {
+        "Name": args.network_name, "CheckDuplicate": True, "Driver": args.driver, "Internal": args.internal,
+        "Attachable": args.attachable, "EnableIPv6": args.ipv6, "Scope": args.scope,
+        "IPAM": {"Driver": args.ipam_driver, "Config": [config] if config else [],
+                 "Options": parse_pairs(args.ipam_opt, "--ipam-opt", require_equals=True)},
+        "Options": parse_pairs(args.opt, "-o, --opt", require_equals=True),
+        "Labels": parse_pairs(args.label, "--label", require_equals=False),
+    }
+    answer = context.client.create_network(body)
+    context.print(str(answer.get("Id", "")))
+    return 0

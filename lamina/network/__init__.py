@@ -1,0 +1,1 @@
+"""Container networks (Docker's CNM): network records and IPAM, endpoints, sandboxes."""

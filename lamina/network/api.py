@@ -1,0 +1,104 @@
+"""The network vocabulary (Docker's CNM, seed 002) and the data plane contract.
+
+* **network**: a named, addressed L2 domain (driver ``bridge``: a Linux bridge device; its
+  IPAM config is one IPv4 subnet with a gateway).  Its record lives independently of
+  containers (:mod:`lamina.network.store`).
+* **endpoint**: one container joined to one network: an interface (``eth0``, ``eth1``...)
+  inside the container's network namespace, an address leased from the network's subnet, a
+  MAC address (Docker's ``02:42`` + the IPv4 address), aliases.
+* **sandbox**: a container's network namespace, kept as a bind mount (the ``SandboxKey``) so
+  it can be set up before the container's PID 1 runs and torn down after it died.
+* **data plane**: what creates bridges, veth pairs, addresses, routes, firewall rules and the
+  name server for a sandbox's endpoints (:class:`DataPlane`; the implementation is
+  :mod:`lamina.network.netavark`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from lamina.records import asdict, dataclass, field, fields
+
+__all__ = ["DataPlane", "Network", "PortMapping", "PREDEFINED", "DEFAULT_BRIDGE", "DEFAULT_BRIDGE_DEVICE"]
+
+DEFAULT_BRIDGE = "bridge"
+DEFAULT_BRIDGE_DEVICE = "lamina0"      # not docker0: lamina and Docker on one host do not fight
+PREDEFINED = ("bridge", "host", "none")
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network record, with Docker's NetworkResource field names where it persists."""
+
+    Id: str
+    Name: str
+    Created: str
+    Driver: str = "bridge"
+    Subnet: str = ""                    # "10.231.0.0/24" (bridge networks)
+    Gateway: str = ""
+    IPRange: str = ""
+    AuxiliaryAddresses: dict[str, str] = field(default_factory=dict)
+    BridgeName: str = ""                # the bridge device
+    Internal: bool = False
+    Attachable: bool = False
+    EnableIPv6: bool = False
+    Options: dict[str, str] = field(default_factory=dict)
+    Labels: dict[str, str] = field(default_factory=dict)
+    IPAMOptions: dict[str, str] = field(default_factory=dict)
+    IPAMConfigured: bool = False        # the IPAM config was given by the creator (Docker shows it then)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Network:
+        known = {item.name for item in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    @property
+    def dns_enabled(self) -> bool:
+        """User-defined bridge networks resolve container names; the default bridge does not
+        (as in Docker)."""
+        return self.Driver == "bridge" and self.Name != DEFAULT_BRIDGE
+
+    def resource(self, containers: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Docker's NetworkResource."""
+        config: list[dict[str, Any]] = []
+        if self.Subnet:
+            entry: dict[str, Any] = {"Subnet": self.Subnet, "Gateway": self.Gateway}
+            if self.IPRange:
+                entry["IPRange"] = self.IPRange
+            if self.AuxiliaryAddresses:
+                entry["AuxiliaryAddresses"] = dict(self.AuxiliaryAddresses)
+            config.append(entry)
+        return {
+            "Name": self.Name, "Id": self.Id, "Created": self.Created, "Scope": "local",
+            "Driver": self.Driver, "EnableIPv6": self.EnableIPv6,
+            "IPAM": {"Driver": "default", "Options": dict(self.IPAMOptions) or None, "Config": config},
+            "Internal": self.Internal, "Attachable": self.Attachable, "Ingress": False,
+            "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+            "Containers": dict(containers or {}), "Options": dict(self.Options), "Labels": dict(self.Labels),
+        }
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One published port range: ``HostPort``..+``Range`` on ``HostIp`` to ``ContainerPort``."""
+
+    ContainerPort: int
+    Protocol: str = "tcp"
+    HostIp: str = ""
+    HostPort: int = 0                   # 0: a random free port is chosen at set-up
+    Range: int = 1
+
+
+class DataPlane(Protocol):
+    """Creates and removes what a sandbox's endpoints need on the host and in the namespace.
+
+    ``request`` is the sandbox's full description (networks, addresses, ports); the same
+    request given to ``setup`` is given to ``teardown``."""
+
+    def setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Per network name: the interfaces made (``mac_address``, addresses), the name servers."""
+
+    def teardown(self, netns_path: str, request: dict[str, Any]) -> None: ...

@@ -1,0 +1,101 @@
+"""Creating a network: Docker's ``POST /networks/create`` checks, then one store record.
+
+Checked, each with Docker's message and kind: the name (``[a-zA-Z0-9][a-zA-Z0-9_.-]*``, not a
+predefined one, unique: lamina always refuses a duplicate name, as Docker ≥ 25 does whatever
+``CheckDuplicate`` says), the driver (``bridge``; ``host``/``null`` are predefined only),
+the IPAM config (one IPv4 subnet, no host bits, overlapping no network and no host route when
+picked; gateway, ``IPRange`` and auxiliary addresses inside it), the driver options lamina
+honours (:data:`BRIDGE_OPTIONS`; any other is refused), ``EnableIPv6`` (refused: no IPv6 yet).
+The subnet is chosen and the record written under the store's lock, so two concurrent
+creations never get one subnet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from lamina import errdefs
+from lamina.network import ipam
+from lamina.network.api import PREDEFINED, Network
+from lamina.network.store import NetworkStore, now_rfc3339
+
+__all__ = ["BRIDGE_OPTIONS", "create_network", "NAME_PATTERN"]
+
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+BRIDGE_NAME = "com.docker.network.bridge.name"
+MTU = "com.docker.network.driver.mtu"
+# option -> accepted values (None: any value the check below accepts)
+BRIDGE_OPTIONS: Mapping[str, frozenset[str] | None] = {
+    BRIDGE_NAME: None, MTU: None,
+    "com.docker.network.bridge.enable_icc": frozenset({"true"}),
+    "com.docker.network.bridge.enable_ip_masquerade": frozenset({"true"}),
+}
+_DEVICE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
+
+
+def _check_options(options: Mapping[str, str]) -> None:
+    for key, value in options.items():
+        if key not in BRIDGE_OPTIONS:
+            raise errdefs.InvalidArgument(f"lamina does not support the bridge network option {key}")
+        accepted = BRIDGE_OPTIONS[key]
+        if accepted is not None and value.lower() not in accepted:
+            raise errdefs.InvalidArgument(f"lamina does not support {key}={value} (only "
+                                          f"{', '.join(sorted(accepted))})")
+    if BRIDGE_NAME in options and not _DEVICE.match(options[BRIDGE_NAME]):
+        raise errdefs.InvalidArgument(f"invalid bridge name {options[BRIDGE_NAME]!r}")
+    if MTU in options and not (options[MTU].isdigit() and 68 <= int(options[MTU]) <= 65535):
+        raise errdefs.InvalidArgument(f"invalid MTU {options[MTU]!r}: expected a number from 68 to 65535")
+
+
+def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", subnet: str = "", gateway: str = "",
+                   ip_range: str = "", auxiliary_addresses: Mapping[str, str] | None = None, internal: bool = False,
+                   attachable: bool = False, enable_ipv6: bool = False, options: Mapping[str, str] | None = None,
+                   labels: Mapping[str, str] | None = None, ipam_options: Mapping[str, str] | None = None) -> Network:
+    if not name or not NAME_PATTERN.match(name):
+        raise errdefs.InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    if name in PREDEFINED:
+        raise errdefs.Forbidden(f"{name} is a pre-defined network and cannot be created")
+    driver = driver or "bridge"
+    if driver in ("host", "null"):
+        raise errdefs.FailedPrecondition(f"only one instance of \"{driver}\" network is allowed")
+    if driver != "bridge":
+        raise errdefs.NotFound(f"plugin \"{driver}\" not found: lamina's network drivers are bridge, host, null")
+    if enable_ipv6:
+        raise errdefs.InvalidArgument("lamina does not support IPv6 networks yet (EnableIPv6)")
+    options = dict(options or {})
+    _check_options(options)
+    if (gateway or ip_range or auxiliary_addresses) and not subnet:
+        raise errdefs.InvalidArgument("a gateway, IP range or auxiliary address needs a subnet")
+    with store.locked():
+        existing = store.networks(locked=True)
+        if any(network.Name == name for network in existing):
+            raise errdefs.Conflict(f"network with name {name} already exists")
+        taken = [ipam.parse_subnet(network.Subnet) for network in existing if network.Subnet]
+        if subnet:
+            chosen = ipam.parse_subnet(subnet)
+            for other in existing:
+                if other.Subnet and chosen.overlaps(ipam.parse_subnet(other.Subnet)):
+                    raise errdefs.Conflict(f"invalid pool request: Pool overlaps with other one on this address "
+                                           f"space ({other.Subnet} of network {other.Name})")
+        else:
+            chosen = ipam.pick_subnet([*taken, *ipam.host_routes()])
+        gateway_address = str(ipam.check_address(chosen, gateway, "gateway")) if gateway else str(next(chosen.hosts()))
+        if ip_range:
+            pool = ipam.parse_subnet(ip_range)
+            if not pool.subnet_of(chosen):  # type: ignore[arg-type]
+                raise errdefs.InvalidArgument(f"IP range {ip_range} is not in subnet {chosen}")
+        auxiliary = {key: str(ipam.check_address(chosen, value, f"auxiliary address {key}"))
+                     for key, value in (auxiliary_addresses or {}).items()}
+        network_id = os.urandom(32).hex()
+        bridge = options.get(BRIDGE_NAME) or f"br-{network_id[:12]}"
+        if any(other.BridgeName == bridge for other in existing):
+            raise errdefs.Conflict(f"bridge {bridge} is already used by another network")
+        network = Network(Id=network_id, Name=name, Created=now_rfc3339(), Driver="bridge", Subnet=str(chosen),
+                          Gateway=gateway_address, IPRange=ip_range, AuxiliaryAddresses=auxiliary, BridgeName=bridge,
+                          Internal=bool(internal), Attachable=bool(attachable), Options=options,
+                          Labels=dict(labels or {}), IPAMOptions=dict(ipam_options or {}),
+                          IPAMConfigured=bool(subnet))
+        store.add(network)
+        return network

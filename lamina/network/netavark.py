@@ -1,0 +1,81 @@
+"""The data plane: Podman's network stack, ``netavark`` and ``aardvark-dns`` (Debian packages).
+
+Why netavark: it is a maintained network stack made for containers, driven by one JSON
+document on stdin (``netavark setup|teardown <netns-path>``), and it does everything a bridge
+endpoint needs in one ~50-80 ms call: the bridge device, the veth pair moved into the
+namespace and renamed, addresses, routes, ``ip_forward``, masquerading, Docker-like isolation
+between bridges (its ``isolate`` option), ``Internal`` networks (no route out), published ports
+(DNAT, also for ``127.0.0.1`` through ``route_localnet``), and it starts ``aardvark-dns`` on
+the gateway address of networks with DNS, as Docker's embedded 127.0.0.11 resolver does.  The
+CNI plugins would need four plugins chained and a separate DNS server; ``pyroute2`` plus
+nftables by hand would be lamina's own firewall strings, which DESIGN.md §6 rules out.  The
+bridge is removed by the teardown of its last endpoint.
+
+The caller serialises the calls (:mod:`lamina.network.sandbox` holds a host-wide lock around
+them: bridges, routes and firewall rules belong to the host, whatever the data root).
+``aardvark-dns``'s configuration lives under ``<exec-root>/network/aardvark-dns/`` (run-time
+state: after a reboot nothing is left to sweep).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Any
+
+from lamina import errdefs
+
+__all__ = ["Netavark", "find_binary"]
+
+_SEARCH = ("/usr/libexec/podman", "/usr/lib/podman", "/usr/local/libexec/podman", "/usr/local/lib/podman")
+
+
+def find_binary(name: str) -> str:
+    for directory in _SEARCH:
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    found = shutil.which(name)
+    if found:
+        return found
+    raise errdefs.Unavailable(f"{name} is not installed (Debian package {name}): lamina needs it for bridge networks")
+
+
+class Netavark:
+    """:class:`lamina.network.api.DataPlane` on the ``netavark`` binary."""
+
+    def __init__(self, *, config_dir: str, binary: str | None = None, aardvark: str | None = None) -> None:
+        self.config_dir = config_dir
+        self.binary = binary      # None: found at the first call (listing networks needs no netavark)
+        self.aardvark = aardvark
+
+    def _run(self, command: str, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
+        os.makedirs(self.config_dir, mode=0o700, exist_ok=True)
+        binary = self.binary or find_binary("netavark")
+        aardvark = self.aardvark or find_binary("aardvark-dns")
+        argv = [binary, "--config", self.config_dir, "--aardvark-binary", aardvark, command, netns_path]
+        result = subprocess.run(argv, input=json.dumps(request).encode(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, check=False, close_fds=True,
+                                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
+        if result.returncode != 0:
+            message = result.stderr.decode(errors="replace").strip()
+            try:
+                message = str(json.loads(result.stdout)["error"])
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise errdefs.System(f"netavark {command} failed: {message or f'exit status {result.returncode}'}")
+        if command != "setup":
+            return {}
+        try:
+            answer = json.loads(result.stdout)
+        except ValueError as exc:
+            raise errdefs.System(f"netavark setup answered no JSON: {result.stdout[:200]!r}") from exc
+        return answer if isinstance(answer, dict) else {}
+
+    def setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
+        return self._run("setup", netns_path, request)
+
+    def teardown(self, netns_path: str, request: dict[str, Any]) -> None:
+        self._run("teardown", netns_path, request)

@@ -1,0 +1,264 @@
+"""A container's network for one run: from its HostConfig and NetworkingConfig to a sandbox.
+
+``NetworkMode`` ``default``/``bridge`` or a network name (id, unique prefix) puts the container on
+that network, plus every other network of ``NetworkingConfig.EndpointsConfig``; ``host``,
+``none`` and ``container:<id>`` get no sandbox (the runtime shares or creates the namespace).
+Per endpoint: ``Aliases`` (``--network-alias``), ``IPAMConfig.IPv4Address`` (``--ip``),
+``MacAddress`` (``--mac-address``); aliases and a static address need a user-defined network,
+as in Docker.  Ports: ``HostConfig.PortBindings`` (``{"80/tcp": [{"HostIp", "HostPort"}]}``,
+container and host ranges ``8000-8001``, an empty host port for a random one) and
+``PublishAllPorts`` (every ``ExposedPorts`` entry without a binding gets a random host port).
+:func:`check` validates all of it when a container is created, so a bad request creates
+nothing; :class:`RunNetwork` attaches and detaches when the run starts and ends.
+
+The container's files: ``/etc/resolv.conf`` names the network's resolver (aardvark-dns on the
+gateway) on user-defined networks, unless ``--dns`` was given; ``/etc/hosts`` gets the
+container's own addresses; ``--add-host NAME:host-gateway`` resolves to the gateway of the
+container's first network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from lamina import errdefs, fsutil
+from lamina.events.api import DISCARD, NETWORK, EventSink
+from lamina.network.api import DEFAULT_BRIDGE, PortMapping
+
+if TYPE_CHECKING:
+    from lamina.network.sandbox import EndpointRequest, Sandboxes
+
+__all__ = ["RunNetwork", "open_sandboxes", "check", "endpoint_requests", "port_mappings", "host_entries", "name_servers",
+           "HOST_GATEWAY"]
+
+HOST_GATEWAY = "host-gateway"
+_PORT = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def _mode(host: Mapping[str, Any]) -> str:
+    return str(host.get("NetworkMode") or "default")
+
+
+def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
+                      networking: Mapping[str, Any]) -> list[EndpointRequest] | None:
+    """The endpoints a run needs; None: no sandbox (host, none, container:<id>)."""
+    mode = _mode(host)
+    if mode in ("host", "none") or mode.startswith("container:"):
+        return None
+    from lamina.network.sandbox import EndpointRequest  # not at import: a run on none/host needs none
+
+    primary = DEFAULT_BRIDGE if mode in ("default", "bridge") else mode
+    endpoints = dict(networking.get("EndpointsConfig") or {})
+    names = [primary] + [name for name in endpoints if name != primary
+                         and not (primary == DEFAULT_BRIDGE and name in ("default", "bridge"))]
+    requests = []
+    for index, name in enumerate(names):
+        endpoint = endpoints.get(name) or (endpoints.get("default") if name == DEFAULT_BRIDGE else None) or {}
+        if not isinstance(endpoint, Mapping):
+            raise errdefs.InvalidArgument(f"invalid EndpointsConfig for network {name}: expected an object")
+        ipam = endpoint.get("IPAMConfig") or {}
+        if ipam.get("IPv6Address"):
+            raise errdefs.InvalidArgument("lamina does not support IPv6 addresses yet")
+        for unsupported in ("Links", "DriverOpts"):
+            if endpoint.get(unsupported):
+                raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in EndpointsConfig")
+        aliases = tuple(str(alias) for alias in endpoint.get("Aliases") or ())
+        mac = str(endpoint.get("MacAddress") or (config.get("MacAddress") if index == 0 else "") or "")
+        if name == DEFAULT_BRIDGE and aliases:
+            raise errdefs.InvalidArgument("network-scoped alias is supported only for containers in user "
+                                          "defined networks")
+        if name == DEFAULT_BRIDGE and ipam.get("IPv4Address"):
+            raise errdefs.InvalidArgument("user specified IP address is supported on user defined networks only")
+        requests.append(EndpointRequest(name, aliases=aliases, ipv4_address=str(ipam.get("IPv4Address") or ""),
+                                        mac_address=mac))
+    return requests
+
+
+def _port_range(text: str, what: str) -> tuple[int, int]:
+    match = _PORT.match(text)
+    if not match:
+        raise errdefs.InvalidArgument(f"invalid {what}: {text!r}")
+    first = int(match.group(1))
+    last = int(match.group(2) or first)
+    if not 1 <= first <= last <= 65535:
+        raise errdefs.InvalidArgument(f"invalid {what}: {text!r} (ports are 1-65535, ranges low-high)")
+    return first, last
+
+
+def port_mappings(config: Mapping[str, Any], host: Mapping[str, Any]) -> tuple[list[PortMapping], list[str]]:
+    """(the published ports, every exposed ``port/proto``)."""
+    bindings = host.get("PortBindings") or {}
+    if not isinstance(bindings, Mapping):
+        raise errdefs.InvalidArgument("PortBindings must be an object")
+    exposed = set(config.get("ExposedPorts") or {})
+    mappings = []
+    for key, entries in bindings.items():
+        port_text, _, protocol = str(key).partition("/")
+        protocol = protocol or "tcp"
+        if protocol not in ("tcp", "udp"):
+            raise errdefs.InvalidArgument(f"lamina does not support the {protocol} protocol for published ports")
+        first, last = _port_range(port_text, "container port")
+        exposed.update(f"{port}/{protocol}" for port in range(first, last + 1))
+        for entry in entries or [{}]:
+            host_ip = str((entry or {}).get("HostIp") or "")
+            host_port = str((entry or {}).get("HostPort") or "")
+            if host_ip and host_ip not in ("0.0.0.0", "::"):
+                import ipaddress
+
+                try:
+                    ipaddress.IPv4Address(host_ip)
+                except ValueError as exc:
+                    raise errdefs.InvalidArgument(f"invalid host IP for a published port: {host_ip!r}") from exc
+            if host_ip in ("0.0.0.0", "::"):
+                host_ip = ""
+            if not host_port:
+                for port in range(first, last + 1):
+                    mappings.append(PortMapping(ContainerPort=port, Protocol=protocol, HostIp=host_ip))
+                continue
+            host_first, host_last = _port_range(host_port, "host port")
+            if host_last - host_first != last - first:
+                if first == last:  # a host range for one port: Docker takes the first free one
+                    host_last = host_first
+                else:
+                    raise errdefs.InvalidArgument(f"invalid ranges specified for container and host ports: "
+                                                  f"{port_text} and {host_port}")
+            mappings.append(PortMapping(ContainerPort=first, Protocol=protocol, HostIp=host_ip,
+                                        HostPort=host_first, Range=last - first + 1))
+    if host.get("PublishAllPorts"):
+        published = {f"{m.ContainerPort + offset}/{m.Protocol}" for m in mappings for offset in range(m.Range)}
+        for key in sorted(exposed - published):
+            port_text, _, protocol = key.partition("/")
+            first, last = _port_range(port_text, "exposed port")
+            for port in range(first, last + 1):
+                mappings.append(PortMapping(ContainerPort=port, Protocol=protocol or "tcp"))
+    return mappings, sorted(exposed)
+
+
+def check(config: Mapping[str, Any], host: Mapping[str, Any], networking: Mapping[str, Any],
+          find_network: Any = None) -> None:
+    """Refuse at create what the run would refuse: bad endpoints, ports, unknown networks."""
+    if host.get("Links"):
+        raise errdefs.InvalidArgument("lamina does not support legacy container links (--link) yet: put the "
+                                      "containers on a user-defined network, where they resolve each other by name")
+    requests = endpoint_requests(config, host, networking)
+    ports, _ = port_mappings(config, host)
+    if requests is None:
+        if ports:
+            raise errdefs.InvalidArgument(f"published ports need a network namespace of the container's own: "
+                                          f"lamina does not publish ports with network mode {_mode(host)}")
+        return
+    if find_network is not None:
+        for request in requests:
+            network = find_network(request.network)
+            if network.Driver != "bridge":
+                raise errdefs.InvalidArgument(f"container cannot be connected to {network.Name} with other networks")
+            if request.ipv4_address and not network.IPAMConfigured:
+                raise errdefs.InvalidArgument("user specified IP address is supported only when connecting to "
+                                              "networks with user configured subnets")
+
+
+def name_servers(record: Mapping[str, Any] | None) -> list[str]:
+    """The resolver of the container's networks with DNS (aardvark-dns), first network first."""
+    servers: list[str] = []
+    for endpoint in (record or {}).get("Endpoints", {}).values():
+        for server in endpoint.get("DNSServers") or []:
+            if server not in servers:
+                servers.append(server)
+    return servers
+
+
+def host_entries(record: Mapping[str, Any] | None, hostname: str, extra_hosts: list[str] | None) -> tuple[str, list[str]]:
+    """(``/etc/hosts`` lines of the container's own addresses, ``--add-host`` entries with
+    ``host-gateway`` replaced by the first network's gateway)."""
+    endpoints = list((record or {}).get("Endpoints", {}).values())
+    lines = "".join(f"{endpoint['IPAddress']}\t{hostname}\n" for endpoint in endpoints)
+    gateway = endpoints[0]["Gateway"] if endpoints else ""
+    resolved = []
+    for entry in extra_hosts or []:
+        name, _, address = entry.partition(":")
+        if address == HOST_GATEWAY:
+            if not gateway:
+                raise errdefs.InvalidArgument(f"--add-host {entry}: the container has no network gateway")
+            address = gateway
+        resolved.append(f"{name}:{address}")
+    return lines, resolved
+
+
+def open_sandboxes(data_root: str, exec_root: str) -> Sandboxes:
+    """The sandboxes of one engine: the store under ``<data-root>/network``, netavark's state
+    under ``<exec-root>/network``, the namespaces under ``<exec-root>/netns``."""
+    from lamina.network.netavark import Netavark
+    from lamina.network.sandbox import Sandboxes
+    from lamina.network.store import NetworkStore, default_bridge_device
+
+    store = NetworkStore(os.path.join(data_root, "network"), default_bridge_device=default_bridge_device(data_root))
+    dataplane = Netavark(config_dir=os.path.join(exec_root, "network"))
+    return Sandboxes(store, dataplane, netns_dir=os.path.join(exec_root, "netns"))
+
+
+class RunNetwork:
+    """Sets up and tears down the sandboxes of runs, on ``<data-root>/network``."""
+
+    def __init__(self, data_root: str, exec_root: str, *, events: EventSink = DISCARD) -> None:
+        self.data_root = data_root
+        self.exec_root = exec_root
+        # Docker's network events of a run: connect per endpoint at its start, disconnect at its end
+        self.events = events
+        self._sandboxes: Sandboxes | None = None
+
+    def _emit(self, action: str, container_id: str, record: Mapping[str, Any] | None) -> None:
+        for name, endpoint in ((record or {}).get("Endpoints") or {}).items():
+            self.events.emit(NETWORK, action, endpoint["NetworkID"],
+                             {"name": name, "type": "bridge", "container": container_id})
+
+    @property
+    def sandboxes(self) -> Sandboxes:
+        if self._sandboxes is None:
+            self._sandboxes = open_sandboxes(self.data_root, self.exec_root)
+        return self._sandboxes
+
+    def attach(self, container_id: str, name: str, config: Mapping[str, Any], host: Mapping[str, Any],
+               networking: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The sandbox record of the run (None: host, none, container:<id>)."""
+        requests = endpoint_requests(config, host, networking)
+        if requests is None:
+            return None
+        ports, exposed = port_mappings(config, host)
+        sandboxes = self.sandboxes
+        # a record left by a run that died without its monitor's clean-up: gone before anew
+        self.detach(container_id)
+        record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed)
+        self._emit("connect", container_id, record)
+        return record
+
+    def detach(self, container_id: str) -> None:
+        if self.has_sandboxes():
+            record = self.sandboxes.store.sandbox(container_id)
+            self.sandboxes.detach(container_id)
+            self._emit("disconnect", container_id, record)
+
+    def has_sandboxes(self) -> bool:
+        """Any sandbox record exists (a cheap look before the store is opened)."""
+        try:
+            return any(name.endswith(".json") for name in os.listdir(os.path.join(self.data_root, "network",
+                                                                                  "sandboxes")))
+        except FileNotFoundError:
+            return False
+
+    def sweep(self) -> list[str]:
+        """Tear down the sandboxes of containers whose monitor is gone (a crash, a kill -9)."""
+        if not self.has_sandboxes():
+            return []
+        removed = []
+        for container_id in list(self.sandboxes.store.sandboxes()):
+            if not self.is_live(container_id):
+                self.detach(container_id)
+                removed.append(f"removed leaked network sandbox of container {container_id}")
+        return removed
+
+    def is_live(self, container_id: str) -> bool:
+        """The container's monitor runs (it holds ``monitor.lock`` for its whole life)."""
+        return fsutil.lock_is_held(os.path.join(self.exec_root, "containers", container_id, "monitor.lock"))

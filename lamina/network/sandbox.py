@@ -1,0 +1,377 @@
+"""Sandboxes: a container's network namespace and its endpoints, set up and torn down.
+
+Life of a sandbox (one container)::
+
+    attach(container, endpoints, ports)   lock: resolve networks, lease addresses and host
+                                          ports, write the sandbox record (commit point);
+                                          unlock; create <exec-root>/netns/<id>; data plane
+                                          setup; record "SetUp"
+    connect / disconnect                  one more / one less endpoint of a sandbox
+    detach(container)                     data plane teardown; remove the namespace; remove
+                                          the record (the leases are free again)
+    sweep(is_live)                        detach every sandbox whose container is not live
+
+Everything is recorded before it is created, so a crash at any step (kill -9 of the process
+that attached) leaves a record that ``sweep`` tears down: the namespace still exists (a
+bind mount outlives its creator) and netavark's teardown removes the veth, the rules and the
+name server entries; when the namespace is gone too (someone unmounted it), a scratch
+namespace with veth interfaces of the recorded names lets the teardown remove the rules.
+
+Ports: a host port is taken when a sandbox record holds it (same protocol, overlapping host
+address) or when a socket cannot be bound to it on the host (another program listens);
+``HostPort`` 0 takes a free port the kernel picks.  A refused port or address raises before
+anything is created (``Conflict``: Docker's ``Bind for 0.0.0.0:8080 failed: port is already
+allocated``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from lamina import errdefs, fsutil
+from lamina.log import get_logger
+from lamina.network import ipam, namespace
+from lamina.network.api import DataPlane, Network, PortMapping
+from lamina.network.store import NetworkStore
+from lamina.records import dataclass
+
+__all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
+
+# Bridges, routes and firewall rules belong to the host, whatever the data root: every data
+# plane call, and the choice of the default bridge's subnet, hold this lock.
+HOST_LOCK = "/run/lamina-network.lock"
+
+log = get_logger("lamina.network")
+
+
+@dataclass(frozen=True)
+class EndpointRequest:
+    """What a container asks of one network (Docker's EndpointConfig)."""
+
+    network: str                        # name, id or unique id prefix
+    aliases: tuple[str, ...] = ()
+    ipv4_address: str = ""
+    mac_address: str = ""
+
+
+def _port_key(port: dict[str, Any]) -> str:
+    return f"{port['ContainerPort']}/{port['Protocol']}"
+
+
+def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
+    """Docker's ``NetworkSettings`` for a sandbox record (empty values without one)."""
+    settings: dict[str, Any] = {
+        "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False,
+        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
+        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "",
+        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0,
+        "IPv6Gateway": "", "MacAddress": "", "Networks": {},
+    }
+    if not record:
+        return settings
+    settings["SandboxID"] = record.get("SandboxID", "")
+    settings["SandboxKey"] = record.get("SandboxKey", "")
+    ports: dict[str, Any] = {}
+    for port in record.get("Ports", []):
+        ports.setdefault(_port_key(port), []).append(
+            {"HostIp": port["HostIp"] or "0.0.0.0", "HostPort": str(port["HostPort"])})
+    for exposed in record.get("Exposed", []):
+        ports.setdefault(exposed, None)
+    settings["Ports"] = ports
+    for name, endpoint in record.get("Endpoints", {}).items():
+        settings["Networks"][name] = {
+            "IPAMConfig": ({"IPv4Address": endpoint["IPAddress"]} if endpoint.get("StaticAddress") else None),
+            "Links": None, "Aliases": list(endpoint.get("Aliases", [])), "MacAddress": endpoint["MacAddress"],
+            "DriverOpts": None, "NetworkID": endpoint["NetworkID"], "EndpointID": endpoint["EndpointID"],
+            "Gateway": endpoint["Gateway"], "IPAddress": endpoint["IPAddress"],
+            "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "DNSNames": list(endpoint.get("DNSNames", [])) or None,
+        }
+    default = record.get("Endpoints", {}).get("bridge")
+    if default:
+        settings.update(EndpointID=default["EndpointID"], Gateway=default["Gateway"],
+                        IPAddress=default["IPAddress"], IPPrefixLen=default["IPPrefixLen"],
+                        MacAddress=default["MacAddress"])
+    return settings
+
+
+class Sandboxes:
+    def __init__(self, store: NetworkStore, dataplane: DataPlane, *, netns_dir: str,
+                 host_lock: str = HOST_LOCK) -> None:
+        self.store = store
+        self.dataplane = dataplane
+        self.netns_dir = netns_dir
+        self.host_lock = host_lock
+
+    def _setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
+        with fsutil.file_lock(self.host_lock):
+            return self.dataplane.setup(netns_path, request)
+
+    def _dataplane_teardown(self, netns_path: str, request: dict[str, Any]) -> None:
+        with fsutil.file_lock(self.host_lock):
+            self.dataplane.teardown(netns_path, request)
+
+    def sandbox_key(self, container_id: str) -> str:
+        return os.path.join(self.netns_dir, container_id)
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def _endpoint(self, container_id: str, name: str, network: Network, request: EndpointRequest,
+                  interface: str, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        if network.Driver != "bridge":
+            raise errdefs.InvalidArgument(f"container cannot be connected to network {network.Name} "
+                                          f"(driver {network.Driver}) together with others")
+        subnet = ipam.parse_subnet(network.Subnet)
+        used = {network.Gateway, *network.AuxiliaryAddresses.values()}
+        for other_id, record in records.items():
+            for endpoint in record.get("Endpoints", {}).values():
+                if endpoint["NetworkID"] == network.Id:
+                    used.add(endpoint["IPAddress"])
+        if request.ipv4_address:
+            if not network.IPAMConfigured:
+                raise errdefs.InvalidArgument("user specified IP address is supported only when connecting to "
+                                              "networks with user configured subnets")
+            address = str(ipam.check_address(subnet, request.ipv4_address, "IP address"))
+            if address in used:
+                raise errdefs.Conflict(f"Address already in use: {address} on network {network.Name}")
+        else:
+            pool = ipam.parse_subnet(network.IPRange) if network.IPRange else subnet
+            address = ipam.first_free_address(pool, subnet, used)
+        short_id = container_id[:12]
+        dns_names = [name, *request.aliases, short_id] if network.dns_enabled else []
+        return {"NetworkID": network.Id, "EndpointID": os.urandom(32).hex(), "IPAddress": address,
+                "IPPrefixLen": subnet.prefixlen, "Gateway": network.Gateway,
+                "MacAddress": request.mac_address or ipam.mac_address(address),
+                "Aliases": list(request.aliases), "DNSNames": [n for n in dns_names if n],
+                "InterfaceName": interface, "StaticAddress": bool(request.ipv4_address), "SetUp": False}
+
+    @staticmethod
+    def _overlaps(first: str, second: str) -> bool:
+        return first in ("", "0.0.0.0") or second in ("", "0.0.0.0") or first == second
+
+    def _ports(self, ports: Iterable[PortMapping], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        taken = [port for record in records.values() for port in record.get("Ports", [])]
+        chosen: list[dict[str, Any]] = []
+        for mapping in ports:
+            for offset in range(mapping.Range):
+                wanted = mapping.HostPort + offset if mapping.HostPort else 0
+                port = {"ContainerPort": mapping.ContainerPort + offset, "Protocol": mapping.Protocol,
+                        "HostIp": mapping.HostIp, "HostPort": wanted}
+                for _ in range(64):
+                    host_port = self._probe(mapping.HostIp, wanted, mapping.Protocol)
+                    clash = any(other["HostPort"] == host_port and other["Protocol"] == mapping.Protocol
+                                and self._overlaps(other["HostIp"], mapping.HostIp) for other in taken + chosen)
+                    if not clash:
+                        break
+                    if wanted:
+                        raise errdefs.Conflict(f"Bind for {mapping.HostIp or '0.0.0.0'}:{wanted} failed: "
+                                               "port is already allocated")
+                else:
+                    raise errdefs.Unavailable("no free host port found")
+                port["HostPort"] = host_port
+                chosen.append(port)
+        return chosen
+
+    @staticmethod
+    def _probe(host_ip: str, port: int, protocol: str) -> int:
+        """Bind ``port`` (0: any) on the host to see that no program holds it; the port bound."""
+        family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+        kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host_ip or "0.0.0.0", port))
+            except OSError as exc:
+                raise errdefs.Conflict(f"Bind for {host_ip or '0.0.0.0'}:{port} failed: {exc.strerror}") from exc
+            return int(probe.getsockname()[1])
+
+    # -- the data plane's request ----------------------------------------------------------------
+
+    def _request(self, container_id: str, record: dict[str, Any], names: Iterable[str], *,
+                 locked: bool = False) -> dict[str, Any]:
+        networks: dict[str, Any] = {}
+        info: dict[str, Any] = {}
+        by_id = {network.Id: network for network in self.store.networks(locked=locked)}
+        for name in names:
+            endpoint = record["Endpoints"][name]
+            network = by_id.get(endpoint["NetworkID"])
+            if network is None:
+                raise errdefs.NotFound(f"network {name} not found")
+            networks[name] = {"static_ips": [endpoint["IPAddress"]], "static_mac": endpoint["MacAddress"],
+                              "aliases": endpoint.get("DNSNames", []), "interface_name": endpoint["InterfaceName"]}
+            options = {"isolate": "true"}
+            if network.Options.get("com.docker.network.driver.mtu"):
+                options["mtu"] = network.Options["com.docker.network.driver.mtu"]
+            info[name] = {"name": name, "id": network.Id, "driver": "bridge", "network_interface": network.BridgeName,
+                          "subnets": [{"subnet": network.Subnet, "gateway": network.Gateway}],
+                          "ipv6_enabled": False, "internal": network.Internal, "dns_enabled": network.dns_enabled,
+                          "ipam_options": {"driver": "host-local"}, "options": options}
+        primary = record.get("Primary")
+        ports = [{"host_ip": port["HostIp"], "container_port": port["ContainerPort"], "host_port": port["HostPort"],
+                  "range": 1, "protocol": port["Protocol"]}
+                 for port in record.get("Ports", [])] if primary in networks else []
+        return {"container_id": container_id, "container_name": record.get("Name", ""), "port_mappings": ports,
+                "networks": networks, "network_info": info}
+
+    # -- attach / connect / disconnect / detach ----------------------------------------------------
+
+    def attach(self, container_id: str, *, name: str, endpoints: list[EndpointRequest],
+               ports: Iterable[PortMapping] = (), exposed: Iterable[str] = ()) -> dict[str, Any]:
+        """Lease, record, then create the sandbox; the sandbox record.  Nothing is left when
+        it raises."""
+        with fsutil.file_lock(self.host_lock), self.store.locked():
+            records = self.store.sandboxes()
+            if container_id in records:
+                raise errdefs.Conflict(f"container {container_id} already has a network sandbox")
+            default_id = self.store.get("bridge", locked=True).Id
+            if not any(endpoint["NetworkID"] == default_id for record in records.values()
+                       for endpoint in record.get("Endpoints", {}).values()):
+                self.store.refresh_default_bridge()
+            record: dict[str, Any] = {"ContainerID": container_id, "Name": name, "SandboxID": os.urandom(32).hex(),
+                                      "SandboxKey": self.sandbox_key(container_id), "Endpoints": {},
+                                      "Primary": "", "Ports": [], "Exposed": sorted(set(exposed))}
+            for index, request in enumerate(endpoints):
+                network = self.store.get(request.network, locked=True)
+                if network.Name in record["Endpoints"]:
+                    raise errdefs.Conflict(f"container is already connected to network {network.Name}")
+                record["Endpoints"][network.Name] = self._endpoint(container_id, name, network, request,
+                                                                   f"eth{index}", {**records, container_id: record})
+                record["Primary"] = record["Primary"] or network.Name
+            record["Ports"] = self._ports(ports, records) if record["Primary"] else []
+            self.store.write_sandbox(container_id, record)
+        try:
+            namespace.create(record["SandboxKey"])
+            if record["Endpoints"]:
+                answer = self._setup(record["SandboxKey"], self._request(container_id, record,
+                                                                         record["Endpoints"]))
+                record = self._set_up(container_id, answer)
+        except BaseException:
+            self._undo(container_id, record)
+            raise
+        return record
+
+    def _set_up(self, container_id: str, answer: dict[str, Any]) -> dict[str, Any]:
+        with self.store.locked():
+            record = self.store.sandbox(container_id)
+            if record is None:
+                raise errdefs.NotFound(f"network sandbox of {container_id} was removed meanwhile")
+            for name, result in answer.items():
+                if name in record["Endpoints"]:
+                    record["Endpoints"][name]["SetUp"] = True
+                    servers = result.get("dns_server_ips") or []
+                    record["Endpoints"][name]["DNSServers"] = [str(server) for server in servers]
+            self.store.write_sandbox(container_id, record)
+            return record
+
+    def _undo(self, container_id: str, record: dict[str, Any]) -> None:
+        try:
+            self._teardown(container_id, record, list(record["Endpoints"]))
+        finally:
+            namespace.remove(record["SandboxKey"])
+            with self.store.locked():
+                self.store.remove_sandbox(container_id)
+
+    def _teardown(self, container_id: str, record: dict[str, Any], names: list[str]) -> None:
+        if not names:
+            return
+        request = self._request(container_id, record, names)
+        path = record["SandboxKey"]
+        if namespace.exists(path):
+            try:
+                self._dataplane_teardown(path, request)
+            except errdefs.System as exc:
+                log.warning("network teardown of %s: %s", container_id[:12], exc)
+            return
+        # the namespace is gone (its interfaces with it): a scratch one with interfaces of the
+        # recorded names lets the teardown remove the rules and the name server entries
+        scratch = f"{path}.teardown"
+        namespace.remove(scratch)
+        namespace.create(scratch)
+        try:
+            for endpoint in (record["Endpoints"][name] for name in names):
+                subprocess.run(["nsenter", f"--net={scratch}", "ip", "link", "add", endpoint["InterfaceName"],
+                                "type", "veth", "peer", "name", f"p{endpoint['InterfaceName']}"],
+                               check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                self._dataplane_teardown(scratch, request)
+            except errdefs.System as exc:
+                log.warning("network teardown of %s: %s", container_id[:12], exc)
+        finally:
+            namespace.remove(scratch)
+
+    def connect(self, container_id: str, request: EndpointRequest) -> dict[str, Any]:
+        """One more endpoint for an existing sandbox (a running container)."""
+        with self.store.locked():
+            records = self.store.sandboxes()
+            record = records.get(container_id)
+            if record is None:
+                raise errdefs.NotFound(f"container {container_id} has no network sandbox")
+            network = self.store.get(request.network, locked=True)
+            if network.Name in record["Endpoints"]:
+                raise errdefs.Conflict(f"endpoint with name {record['Name']} already exists in network "
+                                       f"{network.Name}")
+            used = {endpoint["InterfaceName"] for endpoint in record["Endpoints"].values()}
+            interface = next(f"eth{index}" for index in range(len(used) + 1) if f"eth{index}" not in used)
+            record["Endpoints"][network.Name] = self._endpoint(container_id, record["Name"], network, request,
+                                                               interface, records)
+            self.store.write_sandbox(container_id, record)
+        try:
+            answer = self._setup(record["SandboxKey"], self._request(container_id, record, [network.Name]))
+        except BaseException:
+            with self.store.locked():
+                current = self.store.sandbox(container_id)
+                if current is not None:
+                    current["Endpoints"].pop(network.Name, None)
+                    self.store.write_sandbox(container_id, current)
+            raise
+        return self._set_up(container_id, answer)
+
+    def disconnect(self, container_id: str, network_term: str) -> dict[str, Any]:
+        record = self.store.sandbox(container_id)
+        network = self.store.get(network_term)
+        if record is None or network.Name not in record["Endpoints"]:
+            raise errdefs.NotFound(f"container {container_id[:12]} is not connected to network {network.Name}")
+        self._teardown(container_id, record, [network.Name])
+        with self.store.locked():
+            current = self.store.sandbox(container_id) or record
+            current["Endpoints"].pop(network.Name, None)
+            if current.get("Primary") == network.Name:
+                current["Ports"] = []
+            self.store.write_sandbox(container_id, current)
+            return current
+
+    def detach(self, container_id: str) -> None:
+        """Tear the sandbox down and release its leases; no sandbox is fine."""
+        record = self.store.sandbox(container_id)
+        if record is None:
+            return
+        self._undo(container_id, record)
+
+    def sweep(self, is_live: Callable[[str], bool]) -> list[str]:
+        """Detach the sandboxes of containers that are not live; what was removed."""
+        removed = []
+        for container_id in self.store.sandboxes():
+            if is_live(container_id):
+                continue
+            self.detach(container_id)
+            removed.append(f"removed leaked network sandbox of container {container_id}")
+        return removed
+
+    def endpoints(self, network_id: str) -> dict[str, dict[str, Any]]:
+        """Docker's ``Containers`` of a network: container id -> Name, EndpointID, MacAddress,
+        IPv4Address, IPv6Address."""
+        found = {}
+        for container_id, record in self.store.sandboxes().items():
+            for endpoint in record.get("Endpoints", {}).values():
+                if endpoint["NetworkID"] == network_id:
+                    found[container_id] = {
+                        "Name": record.get("Name", ""), "EndpointID": endpoint["EndpointID"],
+                        "MacAddress": endpoint["MacAddress"],
+                        "IPv4Address": f"{endpoint['IPAddress']}/{endpoint['IPPrefixLen']}", "IPv6Address": ""}
+        return found
+
+

@@ -1,0 +1,69 @@
+"""Network fixtures: a store in a temp directory, netavark, unique bridge names and subnets.
+
+Every test gets bridge devices and subnets nobody else uses (``lt<pid><n>``, ``10.<a>.<b>.0/24``
+from the pid), and whatever it leaves is torn down: its sandboxes are detached, its bridges
+deleted, its netavark rules removed by the teardown of their last endpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from lamina.network.netavark import Netavark
+from lamina.network.sandbox import Sandboxes
+from lamina.network.store import NetworkStore
+
+_COUNTER = itertools.count()
+
+
+class Names:
+    """Unique bridge names and subnets for one test."""
+
+    def __init__(self) -> None:
+        self.bridges: list[str] = []
+        self.subnets: list[str] = []
+
+    def bridge(self) -> str:
+        name = f"lt{os.getpid() % 100000}x{next(_COUNTER)}"
+        self.bridges.append(name)
+        return name
+
+    def subnet(self) -> str:
+        number = (os.getpid() * 8 + next(_COUNTER)) % (50 * 256)
+        subnet = f"10.{200 + number // 256}.{number % 256}.0/24"
+        self.subnets.append(subnet)
+        return subnet
+
+
+def _leftover_rules(names: Names) -> list[str]:
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return [rule for rule in rules
+            if any(bridge in rule.split() for bridge in names.bridges) or any(net in rule for net in names.subnets)]
+
+
+@pytest.fixture
+def names() -> Iterator[Names]:
+    """Torn down after :func:`sandboxes` (which depends on it): its sandboxes' teardowns must
+    leave no rule naming the test's bridges or subnets; then the bridges are deleted."""
+    found = Names()
+    yield found
+    leftover = _leftover_rules(found)
+    for bridge in found.bridges:
+        subprocess.run(["ip", "link", "del", bridge], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+    assert not leftover, leftover
+
+
+@pytest.fixture
+def sandboxes(tmp_path, names) -> Iterator[Sandboxes]:
+    store = NetworkStore(str(tmp_path / "network"))
+    dataplane = Netavark(config_dir=str(tmp_path / "run" / "network"))
+    manager = Sandboxes(store, dataplane, netns_dir=str(tmp_path / "run" / "netns"))
+    yield manager
+    for container_id in list(store.sandboxes()):
+        manager.detach(container_id)

@@ -1,0 +1,140 @@
+"""Containers on networks, end to end through the container service: real runs, namespaces,
+bridges and packets (busybox ``ping``, ``wget``, ``httpd``, ``nc``), traffic only to 127.0.0.1
+and inside the test's namespaces."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+
+from lamina import errdefs
+from services.conftest import engine  # noqa: F401 - re-exported fixture
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def net(names, engine):  # noqa: F811
+    """(engine, names), names set up first: its check for leftover rules runs after the
+    engine's teardown (which kills the runs and sweeps their sandboxes)."""
+    return engine, names
+
+
+def _network(engine, names, name: str, **fields) -> str:  # noqa: F811
+    body = {"Name": name, "IPAM": {"Config": [{"Subnet": names.subnet()}]},
+            "Options": {"com.docker.network.bridge.name": names.bridge()}, **fields}
+    return str(engine.services.networks.create(body)["Id"])
+
+
+def test_containers_reach_each_other_by_name_and_alias_and_another_network_is_isolated(net) -> None:
+    engine, names = net
+    _network(engine, names, "front")
+    _network(engine, names, "back")
+    web = engine.run("httpd", "-f", "-p", "80", "-h", "/etc", name="web", HostConfig={"NetworkMode": "front"},
+                     NetworkingConfig={"EndpointsConfig": {"front": {"Aliases": ["www"]}}})
+    settings = engine.container_views.inspect(web)["NetworkSettings"]
+    address = settings["Networks"]["front"]["IPAddress"]
+    assert settings["Networks"]["front"]["Aliases"] == ["www"]
+    assert settings["SandboxKey"]
+    client = engine.run("sh", "-c", "ping -c1 -W3 web >/dev/null && wget -qO- http://www/hostname && "
+                        "grep nameserver /etc/resolv.conf", HostConfig={"NetworkMode": "front"})
+    assert engine.wait(client) == 0, engine.output(client)
+    output = engine.output(client)
+    assert web[:12] in output
+    assert f"nameserver {settings['Networks']['front']['Gateway']}" in output
+    outsider = engine.run("sh", "-c", f"ping -c1 -W1 {address} || echo unreachable; nslookup web 2>&1 | tail -1",
+                          HostConfig={"NetworkMode": "back"})
+    engine.wait(outsider)
+    assert "unreachable" in engine.output(outsider)
+    with pytest.raises(errdefs.Conflict, match="active endpoints"):
+        engine.services.networks.remove("front")
+    engine.containers.remove(web, force=True)
+    engine.services.networks.remove("front")
+    actions = [(message["Action"], message["Actor"]["Attributes"].get("container"))
+               for message in engine.services.events.events(since_ns=0, until_ns=time.time_ns(),
+                                                            filters={"type": ["network"], "network": ["front"]})]
+    assert ("connect", web) in actions and ("disconnect", web) in actions
+    assert actions[0][0] == "create" and actions[-1][0] == "destroy"
+
+
+def test_a_published_port_answers_from_the_host_and_a_taken_port_is_refused(net) -> None:
+    engine, names = net
+    _network(engine, names, "ports")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    web = engine.run("httpd", "-f", "-p", "80", "-h", "/etc", HostConfig={
+        "NetworkMode": "ports", "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}})
+    ports = engine.container_views.inspect(web)["NetworkSettings"]["Ports"]
+    assert ports == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    deadline = time.monotonic() + 10
+    answer = ""
+    while time.monotonic() < deadline and web[:12] not in answer:
+        answer = subprocess.run(["curl", "-s", "--max-time", "2", f"http://127.0.0.1:{port}/hostname"],
+                                capture_output=True, text=True, check=False).stdout
+    assert web[:12] in answer
+    second = engine.create("true", HostConfig={
+        "NetworkMode": "ports", "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}})
+    with pytest.raises(errdefs.Conflict, match="port is already allocated"):
+        engine.containers.start(second)
+    assert engine.containers.network.sandboxes.store.sandbox(second) is None
+    engine.containers.remove(web, force=True)
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert f"--dport {port} " not in rules
+
+
+def test_internal_network_has_no_default_route_and_bad_requests_create_nothing(net) -> None:
+    engine, names = net
+    _network(engine, names, "inside", Internal=True)
+    inner = engine.run("ip", "route", HostConfig={"NetworkMode": "inside"})
+    assert engine.wait(inner) == 0
+    assert "default" not in engine.output(inner)
+    before = set(engine.container_ids())
+    bad = [
+        ({"NetworkMode": "nope"}, {}, errdefs.NotFound, "network nope not found"),
+        ({"PortBindings": {"80/tcp": [{"HostPort": "99999"}]}}, {}, errdefs.InvalidArgument, "invalid (host port|port specification)"),
+        ({"PortBindings": {"1-3/tcp": [{"HostPort": "1-5"}]}}, {}, errdefs.InvalidArgument, "invalid ranges"),
+        ({}, {"EndpointsConfig": {"bridge": {"Aliases": ["x"]}}}, errdefs.InvalidArgument, "network-scoped alias"),
+        ({"NetworkMode": "none", "PortBindings": {"80/tcp": [{}]}}, {}, errdefs.InvalidArgument, "published ports"),
+    ]
+    for host, networking, kind, message in bad:
+        with pytest.raises(kind, match=message):
+            engine.create("true", HostConfig=host, NetworkingConfig=networking)
+    assert set(engine.container_ids()) == before
+
+
+def test_the_default_bridge_gives_an_address_and_a_gateway_for_host_gateway(net) -> None:
+    engine, _ = net
+    container = engine.run("sh", "-c", "ip -4 addr show eth0; cat /etc/hosts",
+                           HostConfig={"ExtraHosts": ["outside:host-gateway"]})
+    assert engine.wait(container) == 0
+    output = engine.output(container)
+    gateway = engine.services.networks.inspect("bridge")["IPAM"]["Config"][0]["Gateway"]
+    assert f"{gateway}\toutside" in output
+    prefix = gateway.rsplit(".", 2)[0]
+    assert f"inet {prefix}." in output
+
+
+def test_a_killed_monitor_leaves_nothing_the_sweep_cannot_remove(net) -> None:
+    engine, names = net
+    import os
+    import signal
+
+    _network(engine, names, "crash")
+    container = engine.run("sleep", "30", HostConfig={"NetworkMode": "crash", "PortBindings": {"80/tcp": [{}]}})
+    port = engine.container_views.inspect(container)["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+    os.kill(engine.run_dir(container).monitor_pid(), signal.SIGKILL)
+    engine.wait_for(lambda: engine.run_dir(container).monitor_pid() is None, message="the monitor to die")
+    engine.wait_for(lambda: not engine.containers.network.is_live(container), message="its lock")
+    problems = engine.services.system.check()["Problems"]
+    assert {"Kind": "network", "Object": container,
+            "Message": "network sandbox (interfaces, rules, leases) of a container that is not running"} in problems
+    report = engine.services.system.check(repair=True)
+    assert f"removed leaked network sandbox of container {container}" in report["Repaired"]
+    assert not [problem for problem in report["Problems"] if problem["Kind"] == "network"]
+    assert engine.containers.network.sandboxes.store.sandbox(container) is None
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert f"--dport {port} " not in rules

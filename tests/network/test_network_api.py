@@ -1,0 +1,139 @@
+"""``/networks`` through the router on a real network service (no container: records only,
+nothing reaches netavark), and the network events."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import pytest
+
+from lamina.api.http import Request, Response
+from lamina.api.router import Router
+from lamina.config import EngineConfig
+from lamina.events.log import EventLog
+from lamina.network.store import predefined_id
+from lamina.services.compose import build_networks
+from lamina.services.events import EventServiceImpl
+
+
+class Services:
+    def __init__(self, config: EngineConfig, log: EventLog) -> None:
+        self.events = EventServiceImpl(log)
+        self.networks = build_networks(config, events=log)
+
+
+@pytest.fixture
+def services(tmp_path) -> Services:
+    config = EngineConfig(data_root=str(tmp_path / "root"), exec_root=str(tmp_path / "run"))
+    return Services(config, EventLog(str(tmp_path / "root" / "events")))
+
+
+@pytest.fixture
+def router(services) -> Router:
+    return Router(lambda: services)
+
+
+def send(router: Router, method: str, target: str, body: Any = None) -> Response:
+    data = None if body is None else io.BytesIO(json.dumps(body).encode())
+    return router.handle(Request.from_target(method, target, body=data))
+
+
+def answer(response: Response) -> Any:
+    return json.loads(response.read_body() or b"null")
+
+
+def create(router: Router, name: str, **fields: Any) -> Response:
+    return send(router, "POST", "/v1.45/networks/create", {"Name": name, **fields})
+
+
+def test_the_predefined_networks_are_listed_with_the_default_bridge_on_its_own_device(router, services) -> None:
+    networks = answer(send(router, "GET", "/v1.45/networks"))
+    assert [(n["Name"], n["Driver"], n["Scope"]) for n in networks] == [
+        ("bridge", "bridge", "local"), ("host", "host", "local"), ("none", "null", "local")]
+    bridge = networks[0]
+    assert bridge["Id"] == predefined_id("bridge")
+    # lamina0 for /var/lib/lamina; a device of its own for any other data root
+    device = bridge["Options"]["com.docker.network.bridge.name"]
+    assert device.startswith("lamina") and len(device) == 14
+    assert len(bridge["IPAM"]["Config"]) == 1 and bridge["IPAM"]["Config"][0]["Subnet"].endswith(".0/16")
+
+
+def test_create_inspect_list_remove(router, services) -> None:
+    response = create(router, "backend", Labels={"tier": "db"}, Internal=True,
+                      IPAM={"Config": [{"Subnet": "10.251.3.0/24", "IPRange": "10.251.3.128/25",
+                                        "AuxiliaryAddresses": {"router": "10.251.3.5"}}]},
+                      Options={"com.docker.network.driver.mtu": "1400"})
+    assert response.status == 201
+    network_id = answer(response)["Id"]
+    assert len(network_id) == 64
+    resource = answer(send(router, "GET", f"/networks/{network_id[:10]}"))
+    assert resource["Name"] == "backend" and resource["Internal"] is True and resource["Labels"] == {"tier": "db"}
+    assert resource["IPAM"]["Config"] == [{"Subnet": "10.251.3.0/24", "Gateway": "10.251.3.1",
+                                           "IPRange": "10.251.3.128/25",
+                                           "AuxiliaryAddresses": {"router": "10.251.3.5"}}]
+    assert resource["Containers"] == {} and resource["Scope"] == "local"
+    assert resource["Options"] == {"com.docker.network.driver.mtu": "1400"}
+    picked = answer(send(router, "GET", f"/networks/{answer(create(router, 'front'))['Id']}"))
+    assert picked["IPAM"]["Config"][0]["Subnet"] != resource["IPAM"]["Config"][0]["Subnet"]
+    names = [n["Name"] for n in answer(send(router, "GET", '/networks?filters={"type":["custom"]}'))]
+    assert names == ["backend", "front"]
+    assert [n["Name"] for n in answer(send(router, "GET", '/networks?filters={"label":["tier=db"]}'))] == ["backend"]
+    assert [n["Name"] for n in answer(send(router, "GET", '/networks?filters={"dangling":["true"]}'))] == [
+        "backend", "front"]
+    assert send(router, "DELETE", "/networks/backend").status == 204
+    assert send(router, "GET", f"/networks/{network_id}").status == 404
+    actions = [(m["Type"], m["Action"], m["Actor"]["Attributes"]["name"])
+               for m in services.events.events(since_ns=0, until_ns=time.time_ns())]
+    assert actions == [("network", "create", "backend"), ("network", "create", "front"),
+                       ("network", "destroy", "backend")]
+
+
+BAD = [
+    ({"Name": "bad name"}, 400, "invalid network name"),
+    ({"Name": "bridge"}, 403, "pre-defined network"),
+    ({"Name": "x", "Driver": "overlay"}, 404, 'plugin "overlay" not found'),
+    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.0.0.1/24"}]}}, 400, "invalid subnet"),
+    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.252.0.0/24", "Gateway": "10.9.9.1"}]}}, 400,
+     "not in subnet"),
+    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "bogus"}]}}, 400, "invalid subnet"),
+    ({"Name": "x", "EnableIPv6": True}, 400, "IPv6"),
+    ({"Name": "x", "Options": {"com.docker.network.bridge.enable_icc": "false"}}, 400, "enable_icc=false"),
+    ({"Name": "x", "Options": {"com.docker.network.bridge.host_binding_ipv4": "1.2.3.4"}}, 400,
+     "does not support the bridge network option"),
+    ({"Name": "x", "Ingress": True}, 400, "Ingress"),
+    ({"Name": "x", "IPAM": {"Driver": "dhcp"}}, 404, "IPAM driver"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD, ids=[
+    "a space in the name", "a predefined name", "an unknown driver", "host bits in the subnet",
+    "a gateway outside the subnet", "a malformed subnet", "IPv6", "enable_icc false", "an unknown option",
+    "ingress", "an unknown IPAM driver"])
+def test_bad_create_requests_are_refused_and_create_nothing(router, body, status, message) -> None:
+    response = send(router, "POST", "/networks/create", body)
+    assert response.status == status, answer(response)
+    assert message in answer(response)["message"]
+    assert [n["Name"] for n in answer(send(router, "GET", "/networks"))] == ["bridge", "host", "none"]
+
+
+def test_duplicate_and_overlapping_networks_are_409(router) -> None:
+    assert create(router, "one", IPAM={"Config": [{"Subnet": "10.253.0.0/16"}]}).status == 201
+    duplicate = create(router, "one")
+    assert duplicate.status == 409 and "already exists" in answer(duplicate)["message"]
+    overlap = create(router, "two", IPAM={"Config": [{"Subnet": "10.253.7.0/24"}]})
+    assert overlap.status == 409 and "overlaps" in answer(overlap)["message"]
+
+
+def test_predefined_networks_cannot_be_removed_and_prune_keeps_them(router) -> None:
+    response = send(router, "DELETE", "/networks/bridge")
+    assert response.status == 403
+    create(router, "old", Labels={"keep": "no"})
+    create(router, "kept", Labels={"keep": "yes"})
+    pruned = answer(send(router, "POST", '/networks/prune?filters={"label":["keep=no"]}'))
+    assert pruned == {"NetworksDeleted": ["old"]}
+    assert answer(send(router, "POST", '/networks/prune?filters={"until":["1h"]}')) == {"NetworksDeleted": None}
+    assert answer(send(router, "POST", "/networks/prune")) == {"NetworksDeleted": ["kept"]}
+    assert send(router, "GET", "/networks/missing").status == 404
