@@ -370,7 +370,10 @@ class Overlay2Driver:
                 if os.path.lexists(removing):
                     lmount.unmount_all_under(removing)
                     fsutil.remove_tree(removing)
-                os.rename(layer_dir, removing)
+                try:
+                    os.rename(layer_dir, removing)
+                except FileNotFoundError:
+                    return  # another process removes it
                 fsutil.fsync_dir(self.home)
                 self._remove_link_of(removing, id)
                 fsutil.remove_tree(removing)

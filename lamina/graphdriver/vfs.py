@@ -109,7 +109,10 @@ class VfsDriver:
         removing = layer_dir + common.REMOVING_SUFFIX
         try:
             fsutil.remove_tree(removing)
-            os.rename(layer_dir, removing)
+            try:
+                os.rename(layer_dir, removing)
+            except FileNotFoundError:
+                return  # another process removes it
             fsutil.fsync_dir(self._layers)
             fsutil.remove_tree(removing)
         except OSError as exc:

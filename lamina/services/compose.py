@@ -280,13 +280,9 @@ def build_services(config: EngineConfig, *, lazy: bool = False) -> EngineService
 
 
 def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
-    """Sweep interrupted read-write layer creations and removals, when nobody creates one now
-    (creations hold the layer store lock shared)."""
-    directory = os.path.join(layers.root, "mounts")
-    try:
-        if not any(name.startswith((".tmp-", ".removing-")) for name in os.listdir(directory)):
-            return
-    except FileNotFoundError:
+    """Sweep interrupted read-write layer creations and removals, when nobody creates or
+    removes one now (both hold the layer store lock shared)."""
+    if not mounts.interrupted():
         return
     lock = layers.lock_nowait()
     if lock is None:
