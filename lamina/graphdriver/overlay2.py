@@ -581,6 +581,9 @@ class Overlay2Driver:
                 problems.append(f"overlay2 leftover work in progress {name} (removed at start-up)")
         return problems
 
+    def leftovers(self) -> list[str]:
+        return common.list_leftovers(self.home)
+
     def sweep(self) -> list[str]:
         """Remove ``-incomplete``/``-removing``/probe leftovers and the short links they strand."""
         removed = common.sweep_leftovers(self.home)

@@ -161,6 +161,9 @@ class VfsDriver:
         """Remove ``-incomplete``/``-removing`` leftovers under ``dir/`` and probe leftovers."""
         return common.sweep_leftovers(self.home) + common.sweep_leftovers(self._layers)
 
+    def leftovers(self) -> list[str]:
+        return common.list_leftovers(self.home) + common.list_leftovers(self._layers)
+
     # -- DiffDriver: always naive ---------------------------------------------------------
 
     def apply_diff(self, id: str, parent: str | None, entries: TarReaderLike) -> int:

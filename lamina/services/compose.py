@@ -140,7 +140,9 @@ class EngineServices:
                                    spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log,
                                    mounts=mounts,
                                    container_usage=lambda image_id: self.container_views.image_usage(image_id))
-        layers.sweep()
+        # image writes run under the layer store lock and a lease: the image store's leftovers
+        # (temporary files of a killed load, commit or build) are swept with a dead lease's
+        layers.sweep(also=(lambda: images.sweep(min_age_seconds=0),))
         _sweep_mounts(layers, mounts)
         return service, layers, mounts
 
