@@ -17,6 +17,11 @@ Shutdown (:meth:`Server.shutdown`, called by SIGTERM/SIGINT through :func:`serve
 
 A second signal during step 2 cuts at once.  Running containers are not touched: each has its
 own monitor process.
+
+While it serves, a supervisor thread does what dockerd does when a container's shim dies:
+every ``restart_interval`` seconds it records the runs whose monitor died and restarts the
+containers whose restart policy (``always``, ``unless-stopped``, ``on-failure``) says so
+(:meth:`ContainerLifecycle.boot`, the same step as ``lamina system boot``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from lamina.server.listener import (
 )
 
 if TYPE_CHECKING:
+    from lamina.api.router import Router
     from lamina.services.api import Services
 
 __all__ = ["Server", "ServerConfig", "serve"]
@@ -57,6 +63,7 @@ class ServerConfig:
     socket_group: str | None = DEFAULT_GROUP    # used when the group exists, else root's group
     shutdown_timeout: float = 10.0              # for requests in progress at shutdown
     hijack_linger: float = 5.0                  # after a duplex ended, for the client to end too
+    restart_interval: float = 1.0               # between looks for restartable containers whose monitor died
 
 
 class Server:
@@ -259,9 +266,34 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
             raise
         logger.info("serving the Docker Engine API on %s (data root %s)",
                     ", ".join(f"unix://{path}" for path in server.paths), engine_config.data_root)
-        server.serve_forever()
+        stop = threading.Event()
+        supervisor = threading.Thread(target=_supervise, args=(router, config.restart_interval, stop),
+                                      name="lamina-restart-supervisor", daemon=True)
+        supervisor.start()
+        try:
+            server.serve_forever()
+        finally:
+            stop.set()
+            supervisor.join(config.shutdown_timeout)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)  # type: ignore[arg-type]
     logger.info("stopped")
     return 0
+
+
+def _supervise(router: Router, interval: float, stop: threading.Event) -> None:
+    """Restart containers whose monitor died, as their restart policy says, until ``stop``."""
+    boot = getattr(router.services().containers, "boot", None)
+    if boot is None:
+        return  # an engine that cannot restart containers (a test double)
+    while not stop.wait(interval):
+        try:
+            report = boot(dead_monitors_only=True)
+        except errdefs.LaminaError as exc:
+            logger.warning("restarting containers whose monitor died: %s", exc)
+            continue
+        for container_id in report.get("Restarted", ()):
+            logger.info("restarted container %s after its monitor died", container_id)
+        for failure in report.get("Failed", ()):
+            logger.warning("cannot restart container %s: %s", failure.get("Id"), failure.get("Error"))
