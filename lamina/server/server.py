@@ -15,6 +15,11 @@ Shutdown (:meth:`Server.shutdown`, called by SIGTERM/SIGINT through :func:`serve
    a half-close (a running container's stdin stays open);
 4. return; :func:`serve` returns 0.
 
+Abuse: at most ``max_connections`` connections are open at once (more are answered ``503``
+and closed at once, without a thread); a connection waiting longer than ``idle_timeout`` for
+its next request, or longer than ``header_timeout`` for the rest of a request head it began,
+is closed, so slow or half-open clients cannot hold threads for ever.
+
 A second signal during step 2 cuts at once.  Running containers are not touched: each has its
 own monitor process.
 
@@ -26,9 +31,11 @@ containers whose restart policy (``always``, ``unless-stopped``, ``on-failure``)
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +71,9 @@ class ServerConfig:
     shutdown_timeout: float = 10.0              # for requests in progress at shutdown
     hijack_linger: float = 5.0                  # after a duplex ended, for the client to end too
     restart_interval: float = 1.0               # between looks for restartable containers whose monitor died
+    max_connections: int = 512                  # open connections; more are answered 503 and closed
+    header_timeout: float | None = 60.0         # from a request's first byte to the end of its head
+    idle_timeout: float | None = 300.0          # a keep-alive connection waiting for its next request
 
 
 class Server:
@@ -168,8 +178,14 @@ class Server:
             logger.error("accept on %s failed: %s", listener.path, exc.strerror or exc)
             time.sleep(0.1)
             return
+        with self._changed:
+            full = len(self._connections) >= self.config.max_connections
+        if full:
+            _refuse(sock, f"the server has {self.config.max_connections} connections open; try again later")
+            return
         sock.setblocking(True)
-        connection = HTTPConnection(sock, self.handler, linger=self.config.hijack_linger)
+        connection = HTTPConnection(sock, self.handler, linger=self.config.hijack_linger,
+                                    header_timeout=self.config.header_timeout, idle_timeout=self.config.idle_timeout)
         with self._changed:
             self._connections.add(connection)
             self._counter += 1
@@ -280,6 +296,22 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
             signal.signal(number, handler)  # type: ignore[arg-type]
     logger.info("stopped")
     return 0
+
+
+def _refuse(sock: socket.socket, message: str) -> None:
+    """Answer 503 without reading the request (never blocking the accept loop), then close."""
+    body = json.dumps({"message": message}).encode()
+    head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    try:
+        sock.setblocking(False)
+        sock.send(head + body)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    logger.warning("refused a connection: %s", message)
 
 
 def _supervise(router: Router, interval: float, stop: threading.Event) -> None:
