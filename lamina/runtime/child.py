@@ -52,7 +52,16 @@ from lamina.runtime.api import ContainerSpec, ProcessSpec, Stdio
 from lamina.runtime.cgroups import enter_cgroups
 from lamina.runtime.init import run_init
 from lamina.runtime.paths import make_dirs_in_root
-from lamina.runtime.rootfs import Step, default_mounts, mask_paths, mount_in_root, mount_sysfs, pivot_root, populate_dev
+from lamina.runtime.rootfs import (
+    Step,
+    default_mounts,
+    mask_paths,
+    mount_cgroups,
+    mount_in_root,
+    mount_sysfs,
+    pivot_root,
+    populate_dev,
+)
 from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.trampoline import STATUS_FD, decode_failure
 from lamina.runtime.user import home_for_uid
@@ -99,6 +108,8 @@ class Plan:
     capability_mask: int
     last_capability: int
     rlimits: tuple[tuple[int, int, int], ...]
+    # (name under /sys/fs/cgroup, "" for the whole of it; the container's cgroup on the host)
+    cgroup_mounts: tuple[tuple[str, str], ...] = ()
 
 
 def _high_fd(fd: int) -> int:
@@ -365,6 +376,7 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
                 mount_in_root(root_fd, item)
             if item.destination == "/dev":
                 populate_dev(root_fd, process.terminal)
+        mount_cgroups(root_fd, plan.cgroup_mounts)
         for item in spec.mounts:
             mount_in_root(root_fd, item)
         with Step(f"create the working directory {process.cwd}"):

@@ -45,6 +45,7 @@ from collections.abc import Callable
 
 from lamina import errdefs
 from lamina import sys as lsys
+from lamina.records import replace
 from lamina.runtime import capabilities as caps
 from lamina.runtime.api import (
     ContainerSpec,
@@ -77,6 +78,19 @@ __all__ = ["ExecError", "NativeRuntime", "open_runtime"]
 
 _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("net", lsys.CLONE_NEWNET),
                     ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS))
+
+
+def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
+    """(name under the container's /sys/fs/cgroup, the container's cgroup directory) per
+    hierarchy: the basename of its mount point (``cpu``, ``hugetlb``, ``unified``...), or ``""``
+    for a v2 tree mounted at /sys/fs/cgroup itself."""
+    out: list[tuple[str, str]] = []
+    for _, point in manager.layout.mounts:
+        name = "" if os.path.normpath(point) == "/sys/fs/cgroup" else os.path.basename(os.path.normpath(point))
+        directory = os.path.join(point, manager.path)
+        if (name, directory) not in out and os.path.isdir(directory):
+            out.append((name, directory))
+    return tuple(out)
 
 
 class NativeRuntime:
@@ -174,6 +188,7 @@ class NativeRuntime:
         if manager.exists() and manager.pids():
             raise errdefs.Conflict(f"container {spec.id} is already running (its cgroup has processes)")
         manager.create()
+        plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
         started = False
         try:
             manager.apply(spec.resources)

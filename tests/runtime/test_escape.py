@@ -142,3 +142,27 @@ def test_container_root_cannot_read_the_environment_memory_or_binary_of_a_lamina
     else:
         # PID 1 is the container's own shell: its files are open to container root, as in Docker
         assert result.stdout.split() == ["environ=open", "maps=open", "exe=open"]
+
+
+def test_the_container_sees_its_own_cgroups_read_only_in_every_hierarchy(harness: Harness) -> None:
+    from lamina.runtime.cgroups import detect_layout
+
+    script = ("ls /sys/fs/cgroup; echo ---; "
+              "for d in /sys/fs/cgroup/*; do [ -e $d/release_agent ] && echo release_agent in $d; "
+              "grep -qx 1 $d/cgroup.procs || echo 1 missing from $d; "
+              "mkdir $d/escape 2>/dev/null && echo writable $d; done; "
+              "touch /sys/fs/cgroup/x 2>/dev/null && echo writable tmpfs; cat /proc/self/cgroup")
+    result = harness.run("sh", "-c", script)
+    assert result.exit_code == 0, result.stderr
+    listing, _, rest = result.stdout.partition("---\n")
+    layout = detect_layout()
+    points = {point for _, point in layout.mounts}
+    expected = {"" if os.path.normpath(point) == "/sys/fs/cgroup" else os.path.basename(point) for point in points}
+    if "" not in expected:
+        assert set(listing.split()) == expected, (listing, expected)  # hugetlb and systemd too
+    problems = [line for line in rest.splitlines() if line.startswith(("release_agent", "1 missing", "writable"))]
+    assert problems == [], rest
+    # a cgroup namespace: the container's own cgroups are its root
+    assert all(line.endswith(":/") for line in rest.splitlines() if line.count(":") >= 2 and line[0].isdigit()), rest
+    for point in points:  # created in every hierarchy on the host
+        assert os.path.isdir(os.path.join(point, result.state.cgroup)), point
