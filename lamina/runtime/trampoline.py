@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import platform
 import struct
 
 __all__ = ["STATUS_FD", "decode_failure", "open_trampoline"]
@@ -74,7 +73,7 @@ def _elf(code: bytes, machine: int) -> bytes:
 
 
 def _program() -> bytes | None:
-    if platform.machine() in ("x86_64", "AMD64"):
+    if os.uname().machine == "x86_64":
         return _elf(_X86_64_CODE, 62)
     return None
 
