@@ -157,6 +157,12 @@ class FileLock:
         self._fd = fd
         return True
 
+    def stat(self) -> os.stat_result:
+        """The held lock file's status (FileNotFoundError when nothing is held)."""
+        if self._fd is None:
+            raise FileNotFoundError(self.path)
+        return os.fstat(self._fd)
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -255,18 +261,19 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
 
     Iterative and fd-relative with O(1) open descriptors, so a hostile layer nested deeper than
     PATH_MAX or Python's recursion limit is removed like any other.  Mounts below ``path``
-    must be unmounted first (rmdir of a mount point fails with EBUSY).
+    must be unmounted first (rmdir of a mount point fails with EBUSY).  An entry that vanishes
+    meanwhile (another process removing the same tree) is removed already, not an error.
     """
     path = os.fspath(path)
     try:
         st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)
+            return
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return
-    if not stat.S_ISDIR(st.st_mode):
-        os.unlink(path)
-        return
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags)
     names: list[str] = []
     try:
         while True:
@@ -282,10 +289,13 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
                         pass
             if subdirectory is not None:
                 try:
-                    child = os.open(subdirectory, flags, dir_fd=fd)
-                except PermissionError:
-                    os.chmod(subdirectory, 0o700, dir_fd=fd, follow_symlinks=False)
-                    child = os.open(subdirectory, flags, dir_fd=fd)
+                    try:
+                        child = os.open(subdirectory, flags, dir_fd=fd)
+                    except PermissionError:
+                        os.chmod(subdirectory, 0o700, dir_fd=fd, follow_symlinks=False)
+                        child = os.open(subdirectory, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
                 os.close(fd)
                 fd = child
                 names.append(subdirectory)
@@ -295,10 +305,16 @@ def remove_tree(path: str | os.PathLike[str]) -> None:
             parent = os.open("..", flags, dir_fd=fd)
             os.close(fd)
             fd = parent
-            os.rmdir(names.pop(), dir_fd=fd)
+            try:
+                os.rmdir(names.pop(), dir_fd=fd)
+            except FileNotFoundError:
+                pass
     finally:
         os.close(fd)
-    os.rmdir(path)
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
 
 def first_link(info: os.stat_result, seen: set[tuple[int, int]]) -> bool:

@@ -3,10 +3,14 @@
 :func:`destroy` is used by ``rm`` (after the container stopped), by the monitor for ``--rm``
 and by prune.  Given the volume service it then drops the container's references to its
 volumes and, with ``remove_volumes`` (``rm -v``, ``--rm``), removes its anonymous volumes
-that no other container uses.  Its commit point is the rename of ``containers/<id>`` to ``<id>-removing``
-(done holding the record's lock, which moves with the directory, so that the start-up sweep
-can tell a removal in progress from an interrupted one); everything after it is idempotent and
-:func:`finish_removal` completes it after a crash.
+that no other container uses.  Its commit point is the rename of ``containers/<id>`` to ``<id>-removing``;
+everything after it is idempotent and :func:`finish_removal` completes it after a crash.
+
+A removal holds ``containers/.removal-<id>.lock`` (outside the tree it deletes) from before its
+commit point to its end, then unlinks it.  The start-up sweep finishes an ``<id>-removing``
+only when it can take that lock itself and the directory still exists: a removal in progress
+in another process is never mistaken for an interrupted one (a lock file inside the tree would
+be unlinked by the removal itself, and then look free).
 """
 
 from __future__ import annotations
@@ -59,10 +63,28 @@ def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, contain
     fsutil.remove_tree(path)
 
 
+def _removal_lock(store: ContainerStore, container_id: str) -> fsutil.FileLock:
+    return fsutil.FileLock(os.path.join(store.root, f".removal-{container_id}.lock"))
+
+
+def _drop_removal_lock(lock: fsutil.FileLock) -> None:
+    """Unlink the held lock file (when the name still is the file we hold), then release it."""
+    try:
+        held = lock.stat()
+        named = os.stat(lock.path)
+        if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+            os.unlink(lock.path)
+    except FileNotFoundError:
+        pass
+    finally:
+        lock.release()
+
+
 def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str,
             container_id: str, *, volumes: VolumeProvider | None = None, remove_volumes: bool = False) -> None:
     """Remove a stopped container for good; NotFound when it is gone already."""
     lock = store.lock(container_id)
+    removal = _removal_lock(store, container_id)
     try:
         record = store.get(container_id)
         mount_points = record.data.get("MountPoints")
@@ -70,10 +92,11 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
         # for readers meanwhile; not synced: a crash before the commit point leaves the
         # container as it was, which is right
         store.save(record, durable=False)
+        removal.acquire()  # held from before the commit point to the end: the sweep tests it
         path = store.begin_removal(container_id)  # the commit point
-        # the lock moved with the directory: holding it tells the sweep we are still at work
         finish_removal(mounts, execs, exec_root, container_id, path)
     finally:
+        _drop_removal_lock(removal)
         lock.release()
     if volumes is not None:
         for problem in release_mounts(mount_points, volumes, container_id, remove_anonymous=remove_volumes):
@@ -87,11 +110,27 @@ def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root
     done = store.sweep_temporary(min_age_seconds)
     removing = store.removing()
     for container_id, path in removing:
-        if store.removal_in_progress(path):
-            continue
-        finish_removal(mounts, execs, exec_root, container_id, path)
+        removal = _removal_lock(store, container_id)
+        if not removal.try_acquire():
+            continue  # another process is removing it
+        try:
+            if not os.path.isdir(path):
+                continue  # finished meanwhile
+            finish_removal(mounts, execs, exec_root, container_id, path)
+        finally:
+            _drop_removal_lock(removal)
         log.warning("finished the interrupted removal of container %s", container_id)
         done.append(f"finished removal of container {container_id}")
+    for name in os.listdir(store.root):
+        # a removal killed before its commit point or after its last step left its lock file
+        if name.startswith(".removal-") and name.endswith(".lock"):
+            container_id = name[len(".removal-"):-len(".lock")]
+            removal = _removal_lock(store, container_id)
+            if removal.try_acquire():
+                if os.path.isdir(os.path.join(store.root, container_id + "-removing")):
+                    removal.release()  # the loop above found it held: a removal runs
+                else:
+                    _drop_removal_lock(removal)
     known = set(store.ids()) | {container_id for container_id, _ in removing}
     current = time.time()
     for container_id in mounts.container_ids():

@@ -88,6 +88,10 @@ class DiffDriver(Protocol):
 
 
 class Sweeper(Protocol):
+    def leftovers(self) -> list[str]:
+        """Names of work-in-progress entries (``<id>-incomplete``, ``<id>-removing``, probes):
+        a crash's leftovers when no operation runs (cheap: one directory listing each)."""
+
     def sweep(self) -> list[str]:
         """Remove work-in-progress leftovers (``<id>-incomplete``, ``<id>-removing``) of a crash.
 

@@ -25,7 +25,8 @@ from lamina.log import get_logger
 __all__ = [
     "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
     "LayerDirectories", "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
-    "sweep_leftovers", "probe_directory", "holds_entries", "is_layer_name", "layer_ids", "holds_layers",
+    "sweep_leftovers", "list_leftovers", "probe_directory", "holds_entries", "is_layer_name", "layer_ids",
+    "holds_layers",
 ]
 
 logger = get_logger("lamina.graphdriver")
@@ -148,6 +149,14 @@ def probe_directory(home: str) -> str:
     path = os.path.join(home, f"{PROBE_PREFIX}{os.urandom(6).hex()}")
     os.mkdir(path, 0o700)
     return path
+
+
+def list_leftovers(directory: str) -> list[str]:
+    """Names of the work-in-progress entries directly under ``directory``."""
+    try:
+        return sorted(name for name in os.listdir(directory) if is_work_in_progress(name))
+    except FileNotFoundError:
+        return []
 
 
 def sweep_leftovers(directory: str, on_remove: Callable[[str], None] | None = None) -> list[str]:

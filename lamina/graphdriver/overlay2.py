@@ -368,7 +368,10 @@ class Overlay2Driver(common.LayerDirectories):
                 if os.path.lexists(removing):
                     lmount.unmount_all_under(removing)
                     fsutil.remove_tree(removing)
-                os.rename(layer_dir, removing)
+                try:
+                    os.rename(layer_dir, removing)
+                except FileNotFoundError:
+                    return  # another process removes it
                 fsutil.fsync_dir(self.home)
                 self._remove_link_of(removing, id)
                 fsutil.remove_tree(removing)
@@ -557,6 +560,9 @@ class Overlay2Driver(common.LayerDirectories):
             if common.is_work_in_progress(name):
                 problems.append(f"overlay2 leftover work in progress {name} (removed at start-up)")
         return problems
+
+    def leftovers(self) -> list[str]:
+        return common.list_leftovers(self.home)
 
     def sweep(self) -> list[str]:
         """Remove ``-incomplete``/``-removing``/probe leftovers and the short links they strand."""

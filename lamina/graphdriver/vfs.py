@@ -106,7 +106,10 @@ class VfsDriver(common.LayerDirectories):
         removing = layer_dir + common.REMOVING_SUFFIX
         try:
             fsutil.remove_tree(removing)
-            os.rename(layer_dir, removing)
+            try:
+                os.rename(layer_dir, removing)
+            except FileNotFoundError:
+                return  # another process removes it
             fsutil.fsync_dir(self._layers)
             fsutil.remove_tree(removing)
         except OSError as exc:
@@ -145,6 +148,9 @@ class VfsDriver(common.LayerDirectories):
     def sweep(self) -> list[str]:
         """Remove ``-incomplete``/``-removing`` leftovers under ``dir/`` and probe leftovers."""
         return common.sweep_leftovers(self.home) + common.sweep_leftovers(self._layers)
+
+    def leftovers(self) -> list[str]:
+        return common.list_leftovers(self.home) + common.list_leftovers(self._layers)
 
     # -- DiffDriver: always naive ---------------------------------------------------------
 

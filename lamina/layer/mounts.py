@@ -11,8 +11,14 @@ the runtime mounts over (``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``
 ``/dev/console``, ...) so that they never show up in ``diff`` or ``commit``.
 
 Commit point: the record directory is built under ``mounts/.tmp-<random>`` and renamed to
-``mounts/<container-id>``; driver directories created before the rename are owned by no
-record and are reported and removed by ``system check --repair``.
+``mounts/<container-id>``.  The ids are written into the temporary directory *before* the
+driver directories are created, so a crash at any point leaves either nothing or a
+``.tmp-<random>`` naming every driver directory it may have made.  A removal renames the
+record to ``mounts/.removing-<container-id>`` (its commit point), removes the driver
+directories, then the record.  Creations and removals hold the layer store's lock shared for
+their whole run; :meth:`MountStore.sweep` runs under it exclusive, so every ``.tmp-`` or
+``.removing-`` entry it sees belongs to a process that died.  Removing what is gone already
+is not an error (NotFound from :meth:`MountStore.remove` only when no record exists).
 """
 
 from __future__ import annotations
@@ -71,27 +77,29 @@ class MountStore:
         parent_layer = self.layers.get(parent) if parent else None
         mount_id = os.urandom(32).hex()
         init_id = mount_id + "-init"
-        tmp = os.path.join(self._dir, fsutil.temp_name())
-        os.mkdir(tmp, 0o700)
-        created: list[str] = []
+        lock = self.layers.lock(shared=True)
         try:
-            self.driver.create(init_id, parent_layer.cache_id if parent_layer else None)
-            created.append(init_id)
-            self._setup_init_layer(init_id)
-            self.driver.create(mount_id, init_id, read_write=True)
-            created.append(mount_id)
-            # files of a fresh directory published by one rename: each needs its data synced,
-            # not a rename (and a directory fsync) of its own
-            _write_synced(os.path.join(tmp, "mount-id"), mount_id)
-            _write_synced(os.path.join(tmp, "init-id"), init_id)
-            if parent:
-                _write_synced(os.path.join(tmp, "parent"), parent)
-            fsutil.publish_dir(tmp, final)
-        except BaseException:
-            for cache_id in reversed(created):
-                self.driver.remove(cache_id)
-            fsutil.remove_tree(tmp)
-            raise
+            tmp = os.path.join(self._dir, fsutil.temp_name())
+            os.mkdir(tmp, 0o700)
+            try:
+                # recorded before created: a sweep after a crash finds every directory by name.
+                # Files of a fresh directory published by one rename: each needs its data
+                # synced, not a rename (and a directory fsync) of its own
+                _write_synced(os.path.join(tmp, "mount-id"), mount_id)
+                _write_synced(os.path.join(tmp, "init-id"), init_id)
+                if parent:
+                    _write_synced(os.path.join(tmp, "parent"), parent)
+                self.driver.create(init_id, parent_layer.cache_id if parent_layer else None)
+                self._setup_init_layer(init_id)
+                self.driver.create(mount_id, init_id, read_write=True)
+                fsutil.publish_dir(tmp, final)
+            except BaseException:
+                self.driver.remove(mount_id)
+                self.driver.remove(init_id)
+                fsutil.remove_tree(tmp)
+                raise
+        finally:
+            lock.release()
         return RWLayer(container_id, mount_id, init_id, Digest(parent) if parent else None)
 
     def _setup_init_layer(self, init_id: str) -> None:
@@ -171,27 +179,43 @@ class MountStore:
         self.driver.put(self.get(container_id).mount_id)
 
     def remove(self, container_id: str) -> None:
-        layer = self.get(container_id)
-        path = self._path(container_id)
-        removing = os.path.join(self._dir, f".removing-{container_id}")
-        os.rename(path, removing)  # the commit point
-        fsutil.fsync_dir(self._dir)
-        self.driver.remove(layer.mount_id)
-        self.driver.remove(layer.init_id)
-        fsutil.remove_tree(removing)
+        """Remove the container's read-write layer; NotFound when it has none (any more)."""
+        lock = self.layers.lock(shared=True)
+        try:
+            layer = self.get(container_id)
+            path = self._path(container_id)
+            removing = os.path.join(self._dir, f".removing-{container_id}")
+            try:
+                os.rename(path, removing)  # the commit point
+            except FileNotFoundError as exc:  # another process removed it meanwhile
+                raise errdefs.NotFound(f"no read-write layer for container {container_id}") from exc
+            fsutil.fsync_dir(self._dir)
+            self.driver.remove(layer.mount_id)
+            self.driver.remove(layer.init_id)
+            fsutil.remove_tree(removing)
+        finally:
+            lock.release()
+
+    def interrupted(self) -> list[str]:
+        """Names of ``.tmp-`` and ``.removing-`` entries (work in progress or crash leftovers)."""
+        try:
+            return [name for name in os.listdir(self._dir) if name.startswith((".removing-", ".tmp-"))]
+        except FileNotFoundError:
+            return []
 
     def sweep(self) -> list[str]:
+        """Remove what interrupted creations and removals left.  The caller holds the layer
+        store lock exclusively (no creation or removal runs)."""
         done = []
-        for name in os.listdir(self._dir):
-            if name.startswith(".removing-") or name.startswith(".tmp-"):
-                path = os.path.join(self._dir, name)
-                for key in ("mount-id", "init-id"):
-                    try:
-                        self.driver.remove(_read(os.path.join(path, key)))
-                    except FileNotFoundError:
-                        pass
-                fsutil.remove_tree(path)
-                done.append(f"removed interrupted read-write layer record {name}")
+        for name in self.interrupted():
+            path = os.path.join(self._dir, name)
+            for key in ("mount-id", "init-id"):
+                try:
+                    self.driver.remove(_read(os.path.join(path, key)))
+                except FileNotFoundError:
+                    pass
+            fsutil.remove_tree(path)
+            done.append(f"removed interrupted read-write layer record {name}")
         return done
 
     def changes(self, container_id: str) -> list[Change]:

@@ -440,54 +440,66 @@ class LayerStore:
             return True
         if any(name.endswith("-removing") for name in os.listdir(self._layers_dir)):
             return True
+        if self.driver.leftovers():
+            return True
         return any(_lock_is_free(os.path.join(self._leases_dir, n)) for n in os.listdir(self._leases_dir))
 
-    def sweep(self, referenced: Callable[[], set[str]] | None = None) -> list[str]:
+    def sweep(self, referenced: Callable[[], set[str]] | None = None, *,
+              also: tuple[Callable[[], list[str]], ...] = ()) -> list[str]:
         """Undo what crashed operations left (see the module docstring); returns what it did.
 
         Takes the store lock exclusively without waiting: when another process holds it, the
-        sweep is left for later.
+        sweep is left for later.  ``also``: the sweeps of stores written under this lock and a
+        lease (the image store), run under the same exclusive lock when there is anything to
+        sweep (a dead lease is an operation that died).
         """
         if not self.needs_sweep():
             return []
         lock = self.lock_nowait()
         if lock is None:
             return []
-        done: list[str] = []
         try:
-            done.extend(self.driver.sweep())
-            dead_leases = [os.path.join(self._leases_dir, n) for n in os.listdir(self._leases_dir)
-                           if _lock_is_free(os.path.join(self._leases_dir, n))]
-            for name in os.listdir(self._tmp_dir):
-                path = os.path.join(self._tmp_dir, name)
-                try:
-                    cache_id = _read_text(os.path.join(path, "cache-id"))
-                except (FileNotFoundError, NotADirectoryError):
-                    cache_id = ""
-                if cache_id:
-                    self.driver.remove(cache_id)
-                fsutil.remove_tree(path)
-                log.warning("swept interrupted layer registration %s (cache-id %s)", name, cache_id or "-")
-                done.append(f"removed interrupted registration {name}")
-            for name in os.listdir(self._layers_dir):
-                if name.endswith("-removing"):
-                    path = os.path.join(self._layers_dir, name)
-                    try:
-                        self.driver.remove(_read_text(os.path.join(path, "cache-id")))
-                    except FileNotFoundError:
-                        pass
-                    fsutil.remove_tree(path)
-                    log.warning("finished interrupted removal of layer %s", name.split("-")[0])
-                    done.append(f"finished removal {name}")
-            if dead_leases:
-                referenced_now = (referenced or self._referenced)()
-                for layer in self.collect(referenced_now):
-                    log.warning("removed layer %s left unreferenced by an interrupted operation", layer.chain_id)
-                    done.append(f"removed unreferenced layer {layer.chain_id}")
-                for path in dead_leases:
-                    os.unlink(path)
+            done = self.sweep_locked(referenced)
+            for sweep in also:
+                done.extend(sweep())
         finally:
             lock.release()
+        return done
+
+    def sweep_locked(self, referenced: Callable[[], set[str]] | None = None) -> list[str]:
+        """:meth:`sweep` for a caller that holds the store lock exclusively."""
+        done: list[str] = []
+        done.extend(self.driver.sweep())
+        dead_leases = [os.path.join(self._leases_dir, n) for n in os.listdir(self._leases_dir)
+                       if _lock_is_free(os.path.join(self._leases_dir, n))]
+        for name in os.listdir(self._tmp_dir):
+            path = os.path.join(self._tmp_dir, name)
+            try:
+                cache_id = _read_text(os.path.join(path, "cache-id"))
+            except (FileNotFoundError, NotADirectoryError):
+                cache_id = ""
+            if cache_id:
+                self.driver.remove(cache_id)
+            fsutil.remove_tree(path)
+            log.warning("swept interrupted layer registration %s (cache-id %s)", name, cache_id or "-")
+            done.append(f"removed interrupted registration {name}")
+        for name in os.listdir(self._layers_dir):
+            if name.endswith("-removing"):
+                path = os.path.join(self._layers_dir, name)
+                try:
+                    self.driver.remove(_read_text(os.path.join(path, "cache-id")))
+                except FileNotFoundError:
+                    pass
+                fsutil.remove_tree(path)
+                log.warning("finished interrupted removal of layer %s", name.split("-")[0])
+                done.append(f"finished removal {name}")
+        if dead_leases:
+            referenced_now = (referenced or self._referenced)()
+            for layer in self.collect(referenced_now):
+                log.warning("removed layer %s left unreferenced by an interrupted operation", layer.chain_id)
+                done.append(f"removed unreferenced layer {layer.chain_id}")
+            for path in dead_leases:
+                os.unlink(path)
         return done
 
     # -- checking ------------------------------------------------------------------------
@@ -536,6 +548,7 @@ class LayerStore:
         for message in self.driver.check():
             problems.append(_problem("driver", self.driver.name, message))
         if repair:
+            repaired.extend(self.sweep_locked(lambda: set(referenced)))
             for chain in [c for c in (chain_set & set(referenced)) if not self.driver.exists(self.get(c).cache_id)]:
                 repaired.append(f"cannot repair layer {chain}: its data is gone; remove the images using it")
             for layer in self.collect(set(referenced)):

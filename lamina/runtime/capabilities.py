@@ -15,7 +15,9 @@ from lamina import errdefs
 
 __all__ = [
     "CAPABILITIES",
+    "PR_GET_DUMPABLE",
     "PR_SET_CHILD_SUBREAPER",
+    "PR_SET_DUMPABLE",
     "PR_SET_PDEATHSIG",
     "capability_mask",
     "capability_number",
@@ -38,6 +40,8 @@ CAPABILITIES = (
 )
 
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36

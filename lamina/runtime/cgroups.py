@@ -59,7 +59,10 @@ __all__ = [
     "enter_cgroups",
 ]
 
-V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices")
+# every v1 hierarchy gets the container's cgroup (hugetlb too: a container left at the root of
+# a hierarchy could reach its release_agent), as runc does
+V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "hugetlb",
+                  "net_cls", "net_prio", "perf_event", "rdma", "misc", "name=systemd")
 V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "io")
 
 # Docker's default device cgroup rules (v1 devices.allow syntax), after "a" is denied

@@ -14,10 +14,18 @@ checked to be inside the container (the runc CVE-2024-21626 class), capabilities
 no_new_privs, the seccomp program, and ``execve`` (a bare command name is searched in
 ``PATH`` of the process environment, :func:`find_executable`).
 
-Status pipe protocol (child -> parent, close-on-exec): ``R\\n`` when the child is about to
-exec; ``E<json>\\n`` with ``{"kind", "message", "exit_code"}`` when a step failed.  EOF after
-``R`` and no error means the exec happened; EOF without ``R`` means the child died during
-setup (:func:`read_status`, :func:`raise_child_error`).  A command that cannot be run is an
+The child is non-dumpable from before it joins the container (set by the parent around
+``fork``, see :mod:`lamina.runtime.native`) until its last ``execve``, which goes through the
+sealed memfd trampoline of :mod:`lamina.runtime.trampoline`: no ``/proc/<pid>/exe``, ``fd``,
+``map_files``, ``mem`` or ``environ`` of a lamina process is open to the container's
+processes, and the container's command never runs with the host interpreter as
+``/proc/self/exe``.
+
+Status pipe protocol (child -> parent, close-on-exec): ``R<json path>\\n`` when the child is
+about to exec the command at that path; ``E<json>\\n`` with ``{"kind", "message",
+"exit_code"}`` when a step failed; ``e<errno + 0x30>\\n`` from the trampoline when its
+``execve`` failed.  EOF after ``R`` and no error means the exec happened; EOF without ``R``
+means the child died during setup (:func:`read_status`, :func:`raise_child_error`).  A command that cannot be run is an
 :class:`ExecError` with Docker's message and exit code (127 not found, 126 not executable).
 """
 
@@ -50,12 +58,14 @@ from lamina.runtime.rootfs import (
     default_mounts,
     make_devices,
     mask_paths,
+    mount_cgroups,
     mount_in_root,
     mount_sysfs,
     pivot_root,
     populate_dev,
 )
 from lamina.runtime.seccomp import SeccompProgram
+from lamina.runtime.trampoline import STATUS_FD, decode_failure
 from lamina.runtime.user import home_for_uid
 
 __all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable",
@@ -100,15 +110,15 @@ class Plan:
     capability_mask: int
     last_capability: int
     rlimits: tuple[tuple[int, int, int], ...]
+    # (name under /sys/fs/cgroup, "" for the whole of it; the container's cgroup on the host)
+    cgroup_mounts: tuple[tuple[str, str], ...] = ()
 
 
 def _high_fd(fd: int) -> int:
     """``fd`` moved to a number >= 3 (so that setting up 0-2 cannot clobber it)."""
     if fd >= 3:
         return fd
-    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-    os.close(fd)
-    return new
+    return _moved_above(fd, 3)
 
 
 def _setup_stdio(stdio: Stdio) -> None:
@@ -136,13 +146,32 @@ def _close_range(first: int, last: int) -> None:
                 pass
 
 
-def _close_fds_except(keep: int | None) -> None:
-    """Close every descriptor but 0-2 and ``keep``."""
-    if keep is None or keep < 3:
-        _close_range(3, 0xFFFFFFFF)
-        return
-    _close_range(3, keep - 1)
-    _close_range(keep + 1, 0xFFFFFFFF)
+def _close_fds_except(*keep: int | None) -> None:
+    """Close every descriptor but 0-2 and those in ``keep``."""
+    first = 3
+    for fd in sorted(fd for fd in keep if fd is not None and fd >= 3):
+        _close_range(first, fd - 1)
+        first = fd + 1
+    _close_range(first, 0xFFFFFFFF)
+
+
+def _pin_status_fd(status_fd: int, trampoline_fd: int) -> int:
+    """The status pipe also at :data:`STATUS_FD`, inheritable (the trampoline marks it
+    close-on-exec itself; ``status_fd`` stays open, close-on-exec, for errors before the exec);
+    returns where the trampoline's descriptor now is."""
+    if trampoline_fd == STATUS_FD:
+        trampoline_fd = _moved_above(trampoline_fd, STATUS_FD + 1)
+    if status_fd != STATUS_FD:
+        os.dup2(status_fd, STATUS_FD, inheritable=True)
+    else:
+        os.set_inheritable(STATUS_FD, True)
+    return trampoline_fd
+
+
+def _moved_above(fd: int, lowest: int) -> int:
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
+    os.close(fd)
+    return new
 
 
 def _loopback_up() -> None:
@@ -285,14 +314,17 @@ def _report(fd: int, exc: BaseException) -> int:
 
 
 def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: SeccompProgram | None,
-                     in_init_worker: bool = False) -> None:
+                     trampoline_fd: int | None, in_init_worker: bool = False) -> None:
     """The last steps, common to a container's first process and to exec: rlimits, fds,
-    user, cwd, capabilities, no_new_privs, seccomp, execve.  Never returns."""
+    user, cwd, capabilities, no_new_privs, seccomp, execve (through the trampoline when
+    there is one).  Never returns."""
     _apply_rlimits(plan.rlimits)
     env = list(process.env)
     if not any(item.startswith("HOME=") for item in env):
         env.append(f"HOME={home_for_uid('/', process.uid)}")
-    _close_fds_except(status_fd)
+    _close_fds_except(status_fd, trampoline_fd)
+    if trampoline_fd is not None:
+        trampoline_fd = _pin_status_fd(status_fd, trampoline_fd)
     if seccomp is not None and not process.no_new_privileges:
         # without no_new_privs only a CAP_SYS_ADMIN process may load a filter: load it now
         with Step("load the seccomp filter"):
@@ -320,7 +352,7 @@ def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: 
     executable = find_executable(process.args[0], env)
     _reset_signals()
     os.umask(0o022)
-    _write_status(status_fd, b"R\n")
+    _write_status(status_fd, b"R" + json.dumps(executable).encode() + b"\n")
     if seccomp is not None and process.no_new_privileges:
         with Step("load the seccomp filter"):
             seccomp.load(no_new_privileges=True)
@@ -330,6 +362,8 @@ def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: 
         if separator and key:
             environment[key] = value
     try:
+        if trampoline_fd is not None:
+            os.execve(trampoline_fd, ["lamina-exec", executable, *process.args], environment)
         os.execve(executable, list(process.args), environment)
     except OSError as exc:
         code = 127 if exc.errno == errno.ENOENT else 126
@@ -347,12 +381,13 @@ def _drop_init_privileges(plan: Plan, seccomp: SeccompProgram | None) -> None:
 
 
 def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int],
-                     seccomp: SeccompProgram | None) -> None:
+                     seccomp: SeccompProgram | None, trampoline_fd: int | None) -> None:
     """PID 1 of a new container; never returns."""
     code = 125
     try:
         status_fd = _high_fd(status_fd)
         procs_fds = [_high_fd(fd) for fd in procs_fds]
+        trampoline_fd = None if trampoline_fd is None else _high_fd(trampoline_fd)
         spec = plan.spec
         process = plan.process
         os.setsid()
@@ -380,6 +415,7 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
             if item.destination == "/dev":
                 populate_dev(root_fd, process.terminal)
                 make_devices(root_fd, spec.devices)
+        mount_cgroups(root_fd, plan.cgroup_mounts)
         for item in spec.mounts:
             mount_in_root(root_fd, item)
         with Step(f"create the working directory {process.cwd}"):
@@ -412,7 +448,7 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
             def worker() -> None:
                 worker_code = 125
                 try:
-                    _finish_and_exec(plan, process, status_fd, seccomp, in_init_worker=True)
+                    _finish_and_exec(plan, process, status_fd, seccomp, trampoline_fd, in_init_worker=True)
                 except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
                     worker_code = _report(status_fd, exc)
                 finally:
@@ -424,7 +460,7 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
 
             code = run_init(worker, after_fork)
         else:
-            _finish_and_exec(plan, process, status_fd, seccomp)
+            _finish_and_exec(plan, process, status_fd, seccomp, trampoline_fd)
     except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
         code = _report(status_fd, exc)
     finally:
@@ -432,12 +468,13 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
 
 
 def exec_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int], namespace_fds: list[tuple[int, int]],
-                seccomp: SeccompProgram | None) -> None:
+                seccomp: SeccompProgram | None, trampoline_fd: int | None) -> None:
     """A process joining a running container; never returns."""
     code = 125
     try:
         status_fd = _high_fd(status_fd)
         procs_fds = [_high_fd(fd) for fd in procs_fds]
+        trampoline_fd = None if trampoline_fd is None else _high_fd(trampoline_fd)
         namespace_fds = [(_high_fd(fd), kind) for fd, kind in namespace_fds]
         process = plan.process
         if process.terminal:
@@ -453,7 +490,7 @@ def exec_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int], n
                 os.close(fd)
         with Step("join the container's cgroups"):
             enter_cgroups(procs_fds)
-        _finish_and_exec(plan, process, status_fd, seccomp)
+        _finish_and_exec(plan, process, status_fd, seccomp, trampoline_fd)
     except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
         code = _report(status_fd, exc)
     finally:
@@ -473,9 +510,19 @@ def read_status(fd: int) -> tuple[bool, dict[str, Any] | None]:
         chunks.append(chunk)
     ready = False
     error = None
+    executable = ""
     for line in b"".join(chunks).splitlines():
-        if line == b"R":
+        failure = decode_failure(line)
+        if line.startswith(b"R"):
             ready = True
+            try:
+                executable = str(json.loads(line[1:]))
+            except ValueError:
+                pass
+        elif failure is not None and error is None:
+            # the trampoline's execve of the command failed
+            error = {"kind": "exec", "message": f"exec {executable}: {os.strerror(failure)}",
+                     "exit_code": 127 if failure == errno.ENOENT else 126}
         elif line.startswith(b"E") and error is None:
             try:
                 error = json.loads(line[1:])

@@ -45,6 +45,7 @@ from collections.abc import Callable
 
 from lamina import errdefs
 from lamina import sys as lsys
+from lamina.records import replace
 from lamina.runtime import capabilities as caps
 from lamina.runtime.api import (
     ContainerSpec,
@@ -70,12 +71,26 @@ from lamina.runtime.child import (
     reap,
 )
 from lamina.runtime.seccomp import ProgramCache, SeccompProgram, default_profile_bytes
+from lamina.runtime.trampoline import open_trampoline
 
 # ExecError is what start and exec raise for a command that cannot be run
 __all__ = ["ExecError", "NativeRuntime", "open_runtime"]
 
 _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("net", lsys.CLONE_NEWNET),
                     ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS))
+
+
+def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
+    """(name under the container's /sys/fs/cgroup, the container's cgroup directory) per
+    hierarchy: the basename of its mount point (``cpu``, ``hugetlb``, ``unified``...), or ``""``
+    for a v2 tree mounted at /sys/fs/cgroup itself."""
+    out: list[tuple[str, str]] = []
+    for _, point in manager.layout.mounts:
+        name = "" if os.path.normpath(point) == "/sys/fs/cgroup" else os.path.basename(os.path.normpath(point))
+        directory = os.path.join(point, manager.path)
+        if (name, directory) not in out and os.path.isdir(directory):
+            out.append((name, directory))
+    return tuple(out)
 
 
 class NativeRuntime:
@@ -177,6 +192,7 @@ class NativeRuntime:
         if manager.exists() and manager.pids():
             raise errdefs.Conflict(f"container {spec.id} is already running (its cgroup has processes)")
         manager.create()
+        plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
         started = False
         try:
             manager.apply(spec.resources)
@@ -185,7 +201,8 @@ class NativeRuntime:
             procs_fds = manager.open_procs_files()
             pid = self._fork(
                 new_pid_namespace="pid" in spec.namespaces, seccomp=seccomp, procs_fds=procs_fds,
-                child=lambda status_fd, procs, filter_: container_child(plan, stdio, status_fd, procs, filter_))
+                child=lambda status_fd, procs, filter_, trampoline: container_child(
+                    plan, stdio, status_fd, procs, filter_, trampoline))
             started = True
         finally:
             if not started:
@@ -221,7 +238,8 @@ class NativeRuntime:
             fds = list(namespace_fds)
             return self._fork(
                 new_pid_namespace=False, join_pid_namespace=pid_namespace, seccomp=seccomp, procs_fds=procs_fds,
-                child=lambda status_fd, procs, filter_: exec_child(plan, stdio, status_fd, procs, fds, filter_))
+                child=lambda status_fd, procs, filter_, trampoline: exec_child(
+                    plan, stdio, status_fd, procs, fds, filter_, trampoline))
         finally:
             for fd, _ in namespace_fds:
                 os.close(fd)
@@ -241,17 +259,27 @@ class NativeRuntime:
         return True
 
     def _fork(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None, procs_fds: list[int],
-              child: Callable[[int, list[int], SeccompProgram | None], None],
+              child: Callable[[int, list[int], SeccompProgram | None, int | None], None],
               join_pid_namespace: int | None = None) -> int:
         """Fork ``child`` as PID 1 of a new pid namespace, or into ``join_pid_namespace``,
         keeping the caller's own pid namespace for its later children; wait for the child to
-        exec.  Returns the child's host pid."""
+        exec.  Returns the child's host pid.
+
+        The child is forked non-dumpable (the flag belongs to the memory image and is copied
+        by fork; the caller gets its own value back at once): from its first instant in the
+        container's pid namespace until its ``execve``, a process inside the container that
+        lacks CAP_SYS_PTRACE cannot open its ``/proc/<pid>/exe``, ``fd``, ``map_files``,
+        ``mem`` or ``environ``; its ``execve`` goes through the sealed trampoline
+        (:mod:`lamina.runtime.trampoline`)."""
+        trampoline_fd = open_trampoline()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         pid = -1
+        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
         try:
             switched = False
             try:
+                caps.prctl(caps.PR_SET_DUMPABLE, 0)
                 if new_pid_namespace:
                     lsys.unshare(lsys.CLONE_NEWPID)
                     switched = True
@@ -265,16 +293,20 @@ class NativeRuntime:
                 raise errdefs.System(f"cannot start the container process: {exc.strerror}") from exc
             finally:
                 # only in the parent (pid > 0, or -1 when fork failed): the child keeps the
-                # namespace for its own children
-                if switched and pid != 0:
-                    lsys.setns(own_namespace, lsys.CLONE_NEWPID)
+                # namespace for its own children and stays non-dumpable
+                if pid != 0:
+                    if switched:
+                        lsys.setns(own_namespace, lsys.CLONE_NEWPID)
+                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
             if pid == 0:
                 os.close(read_fd)
-                child(write_fd, procs_fds, seccomp)
+                child(write_fd, procs_fds, seccomp, trampoline_fd)
                 os._exit(125)  # pragma: no cover - child() never returns
         finally:
             os.close(own_namespace)
             os.close(write_fd)
+            if trampoline_fd is not None:
+                os.close(trampoline_fd)
             for fd in procs_fds:
                 os.close(fd)
         try:

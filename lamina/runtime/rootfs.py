@@ -29,7 +29,7 @@ from lamina import sys as lsys
 from lamina.runtime.api import ContainerSpec, DeviceSpec, MountSpec
 from lamina.runtime.paths import make_dirs_in_root, make_file_in_root, open_in_root
 
-__all__ = ["DEFAULT_DEVICES", "Step", "default_mounts", "make_devices", "mask_paths", "mount_in_root", "mount_sysfs",
+__all__ = ["DEFAULT_DEVICES", "Step", "default_mounts", "make_devices", "mask_paths", "mount_cgroups", "mount_in_root", "mount_sysfs",
            "pivot_root", "populate_dev", "proc_fd"]
 
 # (name, major, minor): the device nodes of a container's /dev, all char devices, mode 0666
@@ -229,6 +229,29 @@ def mount_sysfs(root_fd: int, item: MountSpec) -> None:
         if point == top or point.startswith(top.rstrip("/") + "/"):
             with Step(f"remount {point} read-only"):
                 mountlib.remount(point, ("ro",))
+
+
+def mount_cgroups(root_fd: int, hierarchies: tuple[tuple[str, str], ...]) -> None:
+    """The container's own cgroups, read-only, at ``/sys/fs/cgroup`` (Docker's view): a
+    tmpfs holding one read-only bind of the container's cgroup directory per hierarchy
+    (``name`` ``""``: a cgroup v2 host, the directory is bound at ``/sys/fs/cgroup`` itself).
+    Hierarchy roots, and their ``release_agent``, stay out of reach."""
+    if not hierarchies:
+        return
+    flags = ("nosuid", "noexec", "nodev")
+    if any(name == "" for name, _ in hierarchies):
+        source = next(directory for name, directory in hierarchies if name == "")
+        mount_in_root(root_fd, MountSpec("/sys/fs/cgroup", "bind", source, ("bind", "ro", *flags)))
+        return
+    mount_in_root(root_fd, MountSpec("/sys/fs/cgroup", "tmpfs", "tmpfs", (*flags, "mode=755")))
+    for name, directory in hierarchies:
+        mount_in_root(root_fd, MountSpec(f"/sys/fs/cgroup/{name}", "bind", directory, ("bind", "ro", *flags)))
+    target = open_in_root(root_fd, "/sys/fs/cgroup")
+    try:
+        with Step("remount /sys/fs/cgroup read-only"):
+            mountlib.remount(os.readlink(proc_fd(target)), ("ro", *flags))
+    finally:
+        os.close(target)
 
 
 def pivot_root(root_fd: int) -> None:

@@ -221,8 +221,14 @@ class HTTPConnection:
 
     def __init__(self, sock: socket.socket, handler: Handler, *, linger: float = 5.0,
                  hold: float = HIJACK_HOLD_TIME, lingering_time: float = LINGERING_TIME,
-                 lingering_limit: int = LINGERING_LIMIT) -> None:
+                 lingering_limit: int = LINGERING_LIMIT, header_timeout: float | None = None,
+                 idle_timeout: float | None = None) -> None:
+        """``idle_timeout``: seconds a connection may wait for the first byte of its next
+        request; ``header_timeout``: seconds from that byte to the end of the request's head.
+        A connection past either is closed (a slow or half-open client holds no thread)."""
         self.sock = sock
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
         self.handler = handler
         self.linger = linger
         self.hold = hold
@@ -455,11 +461,47 @@ class HTTPConnection:
                 return None
             self._busy = False
         try:
-            event = self._next_event()
+            event = self._next_head()
         except h11.RemoteProtocolError as exc:
             self._send_protocol_error(exc)
             return None
         return event if isinstance(event, h11.Request) else None
+
+    def _next_head(self) -> object:
+        """The next request's head, read within the idle and header timeouts (None when the
+        connection ended or a timeout passed)."""
+        if self.idle_timeout is None and self.header_timeout is None:
+            return self._next_event()
+        deadline = None if self.idle_timeout is None else time.monotonic() + self.idle_timeout
+        started = False
+        with self._read_lock:
+            while True:
+                with self._h11_lock:
+                    event = self._h11.next_event()
+                if event is not h11.NEED_DATA:
+                    return event
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    logger.info("%s: closing the connection: no complete request head within %.0f s",
+                                self.peer, self.header_timeout if started else self.idle_timeout)
+                    return None
+                try:
+                    self.sock.settimeout(remaining)
+                    data = self.sock.recv(_RECEIVE_SIZE)
+                except TimeoutError:
+                    continue  # the deadline check above ends it
+                except OSError:
+                    data = b""
+                finally:
+                    self.sock.settimeout(None)
+                if data:
+                    with self._state_lock:
+                        self._busy = True
+                    if not started:
+                        started = True
+                        deadline = None if self.header_timeout is None else time.monotonic() + self.header_timeout
+                with self._h11_lock:
+                    self._h11.receive_data(data)
 
     def _respond(self, event: h11.Request) -> bool:
         started = time.monotonic()

@@ -15,15 +15,27 @@ Shutdown (:meth:`Server.shutdown`, called by SIGTERM/SIGINT through :func:`serve
    a half-close (a running container's stdin stays open);
 4. return; :func:`serve` returns 0.
 
+Abuse: at most ``max_connections`` connections are open at once (more are answered ``503``
+and closed at once, without a thread); a connection waiting longer than ``idle_timeout`` for
+its next request, or longer than ``header_timeout`` for the rest of a request head it began,
+is closed, so slow or half-open clients cannot hold threads for ever.
+
 A second signal during step 2 cuts at once.  Running containers are not touched: each has its
 own monitor process.
+
+While it serves, a supervisor thread does what dockerd does when a container's shim dies:
+every ``restart_interval`` seconds it records the runs whose monitor died and restarts the
+containers whose restart policy (``always``, ``unless-stopped``, ``on-failure``) says so
+(:meth:`ContainerLifecycle.boot`, the same step as ``lamina system boot``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +55,7 @@ from lamina.server.listener import (
 )
 
 if TYPE_CHECKING:
+    from lamina.api.router import Router
     from lamina.services.api import Services
 
 __all__ = ["Server", "ServerConfig", "serve"]
@@ -57,6 +70,10 @@ class ServerConfig:
     socket_group: str | None = DEFAULT_GROUP    # used when the group exists, else root's group
     shutdown_timeout: float = 10.0              # for requests in progress at shutdown
     hijack_linger: float = 5.0                  # after a duplex ended, for the client to end too
+    restart_interval: float = 1.0               # between looks for restartable containers whose monitor died
+    max_connections: int = 512                  # open connections; more are answered 503 and closed
+    header_timeout: float | None = 60.0         # from a request's first byte to the end of its head
+    idle_timeout: float | None = 300.0          # a keep-alive connection waiting for its next request
 
 
 class Server:
@@ -161,8 +178,14 @@ class Server:
             logger.error("accept on %s failed: %s", listener.path, exc.strerror or exc)
             time.sleep(0.1)
             return
+        with self._changed:
+            full = len(self._connections) >= self.config.max_connections
+        if full:
+            _refuse(sock, f"the server has {self.config.max_connections} connections open; try again later")
+            return
         sock.setblocking(True)
-        connection = HTTPConnection(sock, self.handler, linger=self.config.hijack_linger)
+        connection = HTTPConnection(sock, self.handler, linger=self.config.hijack_linger,
+                                    header_timeout=self.config.header_timeout, idle_timeout=self.config.idle_timeout)
         with self._changed:
             self._connections.add(connection)
             self._counter += 1
@@ -259,9 +282,50 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
             raise
         logger.info("serving the Docker Engine API on %s (data root %s)",
                     ", ".join(f"unix://{path}" for path in server.paths), engine_config.data_root)
-        server.serve_forever()
+        stop = threading.Event()
+        supervisor = threading.Thread(target=_supervise, args=(router, config.restart_interval, stop),
+                                      name="lamina-restart-supervisor", daemon=True)
+        supervisor.start()
+        try:
+            server.serve_forever()
+        finally:
+            stop.set()
+            supervisor.join(config.shutdown_timeout)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)  # type: ignore[arg-type]
     logger.info("stopped")
     return 0
+
+
+def _refuse(sock: socket.socket, message: str) -> None:
+    """Answer 503 without reading the request (never blocking the accept loop), then close."""
+    body = json.dumps({"message": message}).encode()
+    head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    try:
+        sock.setblocking(False)
+        sock.send(head + body)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    logger.warning("refused a connection: %s", message)
+
+
+def _supervise(router: Router, interval: float, stop: threading.Event) -> None:
+    """Restart containers whose monitor died, as their restart policy says, until ``stop``."""
+    boot = getattr(router.services().containers, "boot", None)
+    if boot is None:
+        return  # an engine that cannot restart containers (a test double)
+    while not stop.wait(interval):
+        try:
+            report = boot(dead_monitors_only=True)
+        except errdefs.LaminaError as exc:
+            logger.warning("restarting containers whose monitor died: %s", exc)
+            continue
+        for container_id in report.get("Restarted", ()):
+            logger.info("restarted container %s after its monitor died", container_id)
+        for failure in report.get("Failed", ()):
+            logger.warning("cannot restart container %s: %s", failure.get("Id"), failure.get("Error"))

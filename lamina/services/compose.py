@@ -145,7 +145,9 @@ class EngineServices:
                                    spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log,
                                    mounts=mounts,
                                    container_usage=lambda image_id: self.container_views.image_usage(image_id))
-        layers.sweep()
+        # image writes run under the layer store lock and a lease: the image store's leftovers
+        # (temporary files of a killed load, commit or build) are swept with a dead lease's
+        layers.sweep(also=(lambda: images.sweep(min_age_seconds=0),))
         _sweep_mounts(layers, mounts)
         return service, layers, mounts
 
@@ -310,13 +312,9 @@ def build_services(config: EngineConfig, *, lazy: bool = False) -> EngineService
 
 
 def _sweep_mounts(layers: LayerStore, mounts: MountStore) -> None:
-    """Sweep interrupted read-write layer creations and removals, when nobody creates one now
-    (creations hold the layer store lock shared)."""
-    directory = os.path.join(layers.root, "mounts")
-    try:
-        if not any(name.startswith((".tmp-", ".removing-")) for name in os.listdir(directory)):
-            return
-    except FileNotFoundError:
+    """Sweep interrupted read-write layer creations and removals, when nobody creates or
+    removes one now (both hold the layer store lock shared)."""
+    if not mounts.interrupted():
         return
     lock = layers.lock_nowait()
     if lock is None:

@@ -249,6 +249,15 @@ class SystemServiceImpl:
                     if repair:
                         service.references.delete(parse_normalized_named(text))
                         repaired.append(f"removed reference {text} to missing image {image_id}")
+            for name in service.mounts.interrupted() if service.mounts is not None else ():
+                problems.append({"Kind": "layer", "Object": name,
+                                 "Message": "read-write layer record of an interrupted creation or removal"})
+            if repair:
+                # under the exclusive lock no image write nor read-write layer operation runs:
+                # every work-in-progress entry is a crash's
+                repaired.extend(f"removed {path}" for path in service.images.sweep(min_age_seconds=0))
+                if service.mounts is not None:
+                    repaired.extend(service.mounts.sweep())
             layer_problems, layer_repairs = service.layers.check(service.referenced_layers(), repair=repair)
             problems.extend(layer_problems)
             repaired.extend(layer_repairs)

@@ -11,6 +11,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -273,3 +274,29 @@ def test_prune_and_boot(lamina) -> None:
     assert "stale" not in lamina.ok("ps", "-a", "--format", "{{.Names}}")
     result = lamina("system", "boot")
     assert result.code == 0, result.err
+
+
+def test_an_exec_attached_when_the_monitor_dies_fails(lamina) -> None:
+    from lamina.container.rundir import RunDirectory
+
+    id = lamina.ok("run", "-d", "--name", "orphaned", "busybox", "sleep", "60").strip()
+    exec_process = subprocess.Popen([sys.executable, "-m", "lamina.cli.main", "exec", "orphaned", "sh", "-c",
+                                     "echo attached; exec sleep 60"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=lamina.environment)
+    try:
+        assert exec_process.stdout is not None
+        ready, _, _ = select.select([exec_process.stdout], [], [], 20)
+        assert ready and exec_process.stdout.readline() == b"attached\n", "the exec did not attach within 20 s"
+        monitor = RunDirectory(os.path.join(lamina.root, "run"), id).monitor_pid()
+        assert monitor is not None
+        os.kill(monitor, signal.SIGKILL)
+        try:
+            code = exec_process.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the exec did not end within 30 s of its monitor's death") from None
+        assert code != 0, exec_process.stderr.read().decode() if exec_process.stderr else ""
+    finally:
+        if exec_process.poll() is None:
+            exec_process.kill()
+            exec_process.wait()
+        lamina("rm", "-f", "orphaned")

@@ -346,12 +346,13 @@ def test_crash_during_create_and_remove_is_swept(driver):
     assert os.path.isdir(os.path.join(layers_dir, f"{base}-removing"))
     assert not driver.exists(lost) and not driver.exists(base)
     assert driver.list_ids() == []
+    assert sorted(driver.leftovers()) == sorted([f"{lost}-incomplete", f"{base}-removing"])
     problems = driver.check()
     assert any(f"{lost}-incomplete" in problem for problem in problems)
     assert any(f"{base}-removing" in problem for problem in problems)
     removed = driver.sweep()
     assert f"{lost}-incomplete" in removed and f"{base}-removing" in removed
-    assert driver.check() == []
+    assert driver.check() == [] and driver.leftovers() == []
     assert not os.path.exists(os.path.join(layers_dir, f"{lost}-incomplete"))
     # the store works on after the sweep, with the same ids
     driver.create(lost, None)

@@ -36,9 +36,9 @@ def test_a_hybrid_layout_uses_the_v1_hierarchies(tmp_path) -> None:
     assert layout.mount_point("memory") == "/sys/fs/cgroup/memory"
     assert layout.mount_point("freezer") is None
     manager = CgroupManager("lamina/abc", layout)
-    # co-mounted controllers share one directory
+    # co-mounted controllers share one directory; the named systemd hierarchy gets one too
     assert manager.directories() == ["/sys/fs/cgroup/cpu,cpuacct/lamina/abc", "/sys/fs/cgroup/memory/lamina/abc",
-                                     "/sys/fs/cgroup/pids/lamina/abc"]
+                                     "/sys/fs/cgroup/systemd/lamina/abc", "/sys/fs/cgroup/pids/lamina/abc"]
 
 
 def test_a_unified_layout_reads_the_available_controllers(tmp_path) -> None:

@@ -3,6 +3,7 @@ signals, capabilities, seccomp.  Every test starts real busybox containers."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -275,19 +276,30 @@ def test_with_init_sigterm_reaches_the_command_and_zombies_are_reaped(harness: H
     harness.collect(out_read, err_read)
 
 
+def _release_fifo(path: str, timeout: float = 10.0) -> None:
+    """Open ``path`` for writing once its reader is there (within ``timeout``), and close it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                raise AssertionError(f"nobody opened the fifo {path} for reading within {timeout} s") from exc
+            time.sleep(0.01)
+
+
 def test_exec_joins_the_namespaces_and_the_cgroup(harness: Harness) -> None:
     state, out_read, err_read = harness.start(harness.spec("sh", "-c", "echo inside > /tmp/file; exec sleep 30",
                                                            hostname="joined"))
     time.sleep(0.1)
-    # the exec waits for /tmp/go so that it is still there (an exited task leaves its cgroup)
-    # when the test looks for it in the cgroup
-    process = ProcessSpec(args=("sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.01; done; "
-                                            "hostname; cat /tmp/file; ps -o pid,comm; echo $$"),
+    # the exec waits on a fifo until the test saw it in the cgroup (an exited process leaves it)
+    os.mkfifo(os.path.join(harness.rootfs, "go"))
+    process = ProcessSpec(args=("sh", "-c", "cat /go; hostname; cat /tmp/file; ps -o pid,comm; echo $$"),
                           env=(PATH_ENV,), cwd="/tmp")
     pid, exec_out, exec_err = harness.exec(state, process)
     assert pid in harness.cgroup(state).pids()
-    with open(os.path.join(harness.rootfs, "tmp", "go"), "w"):
-        pass
+    _release_fifo(os.path.join(harness.rootfs, "go"))
     stdout, stderr = harness.collect(exec_out, exec_err)
     assert harness.wait(pid) == 0, stderr
     lines = stdout.splitlines()

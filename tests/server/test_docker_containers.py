@@ -191,3 +191,30 @@ def test_docker_py_low_level_attach_socket(client) -> None:
         assert api.wait(created["Id"], timeout=20)["StatusCode"] == 0
     finally:
         api.remove_container(created["Id"], force=True)
+
+
+def test_the_server_restarts_a_restart_always_container_whose_monitor_died(docker, busybox, server) -> None:
+    from lamina.container.rundir import RunDirectory
+
+    container_id = output(docker("run", "-d", "--restart", "always", "--name", "phoenix", "busybox",
+                                 "sleep", "60")).strip()
+    docker("run", "-d", "--restart", "always", "--name", "stopped-by-hand", "busybox", "sleep", "60")
+    docker("stop", "-t", "0", "stopped-by-hand")
+    first_pid = output(docker("inspect", "--format", "{{.State.Pid}}", "phoenix")).strip()
+    monitor = RunDirectory(server.exec_root, container_id).monitor_pid()
+    assert monitor is not None
+    os.kill(monitor, 9)
+    deadline = time.monotonic() + 20
+    state = ""
+    while time.monotonic() < deadline:
+        state = output(docker("inspect", "--format", "{{.State.Running}} {{.State.Pid}} {{.RestartCount}}",
+                              "phoenix")).strip()
+        running, pid, _ = state.split()
+        if running == "true" and pid not in (first_pid, "0"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"phoenix was not restarted within 20 s of its monitor's death: {state}\n"
+                             f"{server.output()[-3000:]}")
+    assert output(docker("inspect", "--format", "{{.State.Running}}", "stopped-by-hand")).strip() == "false"
+    docker("rm", "-f", "phoenix", "stopped-by-hand")

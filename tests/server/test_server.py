@@ -141,3 +141,70 @@ def test_serve_refuses_what_it_cannot_listen_on(tmp_path) -> None:
     assert result.returncode == 3   # InvalidArgument -> 400 -> 3
     assert b"unix:// sockets only" in result.stderr
     assert not (tmp_path / "data").exists()   # nothing was built for a server that cannot start
+
+
+def _read_to_eof(connection: RawConnection, timeout: float) -> bytes | None:
+    """What arrives until the server closes the connection; None if it is still open after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    data = connection.buffer
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        connection.sock.settimeout(remaining)
+        try:
+            chunk = connection.sock.recv(65536)
+        except TimeoutError:
+            return None
+        except (ConnectionResetError, BrokenPipeError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_slow_and_half_open_clients_neither_starve_a_normal_one_nor_hold_connections_for_ever(start_server) -> None:
+    server = start_server("--max-connections", "24", "--header-timeout", "1", "--idle-timeout", "2")
+    slow: list[RawConnection] = []
+    try:
+        for number in range(20):
+            connection = server.connect()
+            if number % 2:
+                connection.send(b"GET /_ping HTTP/1.1\r\nHost: slow\r\n")  # a head that never ends
+            slow.append(connection)  # the others say nothing at all
+        started = time.monotonic()
+        normal = server.connect()
+        normal.request("GET", "/_ping")
+        assert normal.read_response().status == 200
+        assert time.monotonic() - started < 2, "a normal client waited behind slow ones"
+        normal.close()
+        extra = [server.connect() for _ in range(4)]
+        slow.extend(extra)  # 24 open: the bound
+        deadline = time.monotonic() + 5
+        refused = None
+        while time.monotonic() < deadline:  # the server may not have accepted the last ones yet
+            probe = server.connect()
+            try:
+                probe.request("GET", "/_ping")
+                response = probe.read_response()
+            except OSError:
+                response = None
+            finally:
+                probe.close()
+            if response is not None and response.status == 503:
+                refused = response
+                break
+            time.sleep(0.05)
+        assert refused is not None and b"connections open" in refused.body, "no 503 past --max-connections"
+        for connection in slow:  # header timeout (1 s) and idle timeout (2 s) close them
+            left = _read_to_eof(connection, timeout=6)
+            assert left is not None, "a slow client's connection was not closed by the timeouts"
+            assert left == b"" or left.startswith(b"HTTP/1.1 503 "), left  # closed silently, or refused
+        normal = server.connect()
+        normal.request("GET", "/_ping")
+        assert normal.read_response().status == 200
+        normal.close()
+    finally:
+        for connection in slow:
+            connection.close()

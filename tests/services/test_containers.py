@@ -13,6 +13,8 @@ import sys
 import tarfile
 import time
 
+from typing import Any
+
 import pytest
 
 from lamina import errdefs
@@ -730,3 +732,100 @@ def test_sweep_finishes_interrupted_creations_and_removals(engine) -> None:
     assert not os.path.exists(path)
     assert not os.path.exists(os.path.join(mounts_dir, removed))
     assert sorted(containers.mounts.container_ids()) == [fresh]
+
+
+def _pause_in_thread(monkeypatch, function_owner, name: str, when) -> tuple[Any, Any, set[int]]:
+    """Make ``function_owner.name`` pause (in the calling thread only) when ``when(*args)``:
+    returns (paused, resume) events.  The pause has a 10 s deadline."""
+    import threading
+
+    paused, resume = threading.Event(), threading.Event()
+    real = getattr(function_owner, name)
+    thread_ids: set[int] = set()
+
+    def pausing(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() in thread_ids and when(*args):
+            paused.set()
+            assert resume.wait(10), f"{name} was not resumed within 10 s"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(function_owner, name, pausing)
+    return paused, resume, thread_ids
+
+
+def _in_thread(target, thread_ids: set[int]) -> tuple[Any, list[BaseException]]:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        thread_ids.add(threading.get_ident())
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def test_a_sweep_leaves_a_container_removal_in_progress_alone_even_with_its_tree_half_deleted(
+        engine, monkeypatch) -> None:
+    from lamina import fsutil
+    from lamina.container import removal
+
+    containers = engine.containers
+    container_id = engine.create("true")
+
+    def files_first(path: Any) -> bool:
+        # what remove_tree does first: unlink the files of the top directory (a lock inside
+        # the tree goes with them), then pause before the rest
+        if str(path) != os.path.join(containers.store.root, container_id + "-removing"):
+            return False
+        for entry in os.scandir(path):
+            if not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.path)
+        return True
+
+    paused, resume, thread_ids = _pause_in_thread(monkeypatch, fsutil, "remove_tree", files_first)
+    thread, errors = _in_thread(lambda: removal.destroy(containers.store, containers.mounts, containers.execs,
+                                                        engine.config.exec_root, container_id), thread_ids)
+    try:
+        assert paused.wait(10), "the removal did not reach its tree deletion within 10 s"
+        done = removal.sweep(containers.store, containers.mounts, containers.execs, engine.config.exec_root)
+        assert not any(container_id in message for message in done), done
+    finally:
+        resume.set()
+        thread.join(20)
+    assert not thread.is_alive(), "the removal did not end within 20 s"
+    assert errors == []
+    assert not containers.store.exists(container_id)
+    assert [name for name in os.listdir(containers.store.root) if container_id in name] == []
+    assert container_id not in containers.mounts.container_ids()
+
+
+def test_a_start_up_sweep_leaves_a_read_write_layer_removal_in_progress_alone(engine, monkeypatch) -> None:
+    from lamina.services.compose import _sweep_mounts
+
+    mounts = engine.containers.mounts
+    container_id = "ef" * 32
+    mounts.create(container_id, None)
+    layer = mounts.get(container_id)
+    paused, resume, thread_ids = _pause_in_thread(monkeypatch, mounts.driver, "remove",
+                                                  lambda cache_id: cache_id == layer.init_id)
+    thread, errors = _in_thread(lambda: mounts.remove(container_id), thread_ids)
+    try:
+        assert paused.wait(10), "the removal did not reach its init layer within 10 s"
+        assert mounts.interrupted() == [f".removing-{container_id}"]
+        _sweep_mounts(mounts.layers, mounts)  # what every other CLI process does at start-up
+        assert mounts.interrupted() == [f".removing-{container_id}"]  # not taken for a leftover
+    finally:
+        resume.set()
+        thread.join(20)
+    assert not thread.is_alive(), "the removal did not end within 20 s"
+    assert errors == []
+    assert mounts.interrupted() == [] and container_id not in mounts.container_ids()
+    assert not mounts.driver.exists(layer.mount_id) and not mounts.driver.exists(layer.init_id)
+    with pytest.raises(errdefs.NotFound):
+        mounts.remove(container_id)  # removing what is gone: NotFound, nothing else

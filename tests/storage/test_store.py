@@ -411,3 +411,82 @@ def test_the_reassembly_index_is_used_and_a_damaged_one_rebuilt(engine, damage) 
     assert "sha256:" + hashlib.sha256(
         b"".join(layers.tar_stream(FIXTURE_DIFF_ID, verify_digest=True))).hexdigest() == FIXTURE_DIFF_ID
     assert_clean(engine)
+
+
+def _load_fixture(services) -> None:
+    with open(FIXTURE, "rb") as handle:
+        services.images.load(handle, progress=lambda m: None)
+
+
+def _dead_lease(services) -> None:
+    """What a process killed inside an image write leaves: a lease file nobody holds."""
+    leases = os.path.join(services.images.layers.root, "leases")
+    with open(os.path.join(leases, "killed"), "w", encoding="ascii"):
+        pass
+
+
+def test_driver_leftovers_alone_are_swept_at_start_up_and_by_repair(engine) -> None:
+    _load_fixture(engine)
+    driver = engine.system.driver
+    driver.create("e" * 64, None)
+    home = os.path.dirname(os.path.normpath(driver.diff_path("e" * 64)))
+    if driver.name == "overlay2":
+        home = os.path.dirname(home)
+    os.rename(os.path.join(home, "e" * 64), os.path.join(home, "e" * 64 + "-removing"))  # a killed removal
+    assert driver.leftovers() == ["e" * 64 + "-removing"]
+    assert engine.images.layers.needs_sweep()
+    reopened = reopen(engine)  # the next command
+    assert reopened.system.driver.leftovers() == []
+    assert reopened.system.check()["Problems"] == []
+    driver.create("d" * 64, None)
+    os.rename(os.path.join(home, "d" * 64), os.path.join(home, "d" * 64 + "-incomplete"))
+    report = engine.system.check(repair=True)
+    assert report["Problems"] == [] and driver.leftovers() == []
+    assert engine.images.inspect_image("busybox")["Id"] == FIXTURE_IMAGE_ID
+
+
+def test_an_image_write_killed_midway_is_swept_by_the_next_command_and_by_repair(engine) -> None:
+    _load_fixture(engine)
+    metadata = os.path.join(engine.system.config.data_root, "image", engine.system.driver.name,
+                            "imagedb", "metadata", "sha256", FIXTURE_IMAGE_ID[7:])
+    os.makedirs(metadata, exist_ok=True)
+    leftover = os.path.join(metadata, ".tmp-parent-killed")
+    with open(leftover, "w", encoding="ascii") as handle:
+        handle.write("sha256:")
+    assert engine.system.check()["Problems"] != []
+    _dead_lease(engine)
+    reopened = reopen(engine)  # the next command sweeps what the killed write left
+    assert not os.path.exists(leftover)
+    assert reopened.system.check()["Problems"] == []
+    with open(leftover, "w", encoding="ascii") as handle:
+        handle.write("sha256:")
+    report = engine.system.check(repair=True)  # no dead lease: repair finds it all the same
+    assert report["Problems"] == [] and not os.path.exists(leftover)
+
+
+def test_a_read_write_layer_creation_killed_midway_leaves_only_what_its_record_names(engine) -> None:
+    _load_fixture(engine)
+    top = engine.images.images.get_config(FIXTURE_IMAGE_ID).chain_id()
+    mounts = engine.mounts
+    pid = os.fork()
+    if pid == 0:  # killed once its init layer exists, before its read-write layer does
+        try:
+            real = mounts.driver.create
+
+            def create(cache_id, parent, **options):
+                if options.get("read_write"):
+                    os._exit(9)
+                return real(cache_id, parent, **options)
+
+            mounts.driver.create = create  # type: ignore[method-assign]
+            mounts.create("c" * 64, str(top))
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9
+    leftovers = mounts.interrupted()
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-")
+    assert engine.system.check()["Problems"] != []  # the init layer's directory
+    reopened = reopen(engine)
+    assert reopened.mounts.interrupted() == []
+    assert reopened.system.check()["Problems"] == []

@@ -11,12 +11,15 @@ running, no such container), 126 / 127 when the command cannot be invoked / is n
 from __future__ import annotations
 
 import argparse
+import time
 
 from lamina.cli.container_flags import FlagError, parse_env, read_env_file
 from lamina.cli.context import Context
 from lamina.cli.errors import UsageError
 from lamina.cli.foreground import EXIT_ENGINE, EngineError, input_is_not_a_terminal, pump, report
 from lamina.cli.stdio import terminal_size
+
+_EXIT_RECORD_SECONDS = 3.0
 
 __all__ = ["OPTIONS_END_AT_POSITIONAL", "USAGE_EXIT_CODE", "configure", "run"]
 
@@ -88,9 +91,20 @@ def run(args: argparse.Namespace, context: Context) -> int:
                         detach_keys=detach_keys.keys)
     if detached:
         return 0
-    try:
-        exit_code = client.exec_inspect(exec_id).get("ExitCode")
-    except ClientError as exc:
-        context.error(f"Error response from daemon: {exc.message}")
-        return EXIT_ENGINE
-    return int(exit_code) if isinstance(exit_code, int) and exit_code >= 0 else 0
+    # the monitor records the exit as the stream ends: give it a moment, never take a missing
+    # exit code (the container's monitor died with the exec attached) for success
+    deadline = time.monotonic() + _EXIT_RECORD_SECONDS
+    while True:
+        try:
+            record = client.exec_inspect(exec_id)
+        except ClientError as exc:
+            context.error(f"Error response from daemon: {exc.message}")
+            return EXIT_ENGINE
+        exit_code = record.get("ExitCode")
+        if isinstance(exit_code, int) and not isinstance(exit_code, bool) and exit_code >= 0:
+            return exit_code
+        if time.monotonic() >= deadline:
+            context.error(f"Error: exec {exec_id[:12]} ended without an exit code "
+                          "(the container's monitor is gone)")
+            return EXIT_ENGINE
+        time.sleep(0.02)

@@ -27,6 +27,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="socket to listen on, unix:///path (repeatable; default unix:///run/lamina.sock)")
     parser.add_argument("-G", "--group", default="docker", metavar="GROUP",
                         help="group owning the sockets when it exists, else root's (default docker)")
+    parser.add_argument("--max-connections", type=int, default=512, metavar="N",
+                        help="connections open at once; more are answered 503 (default 512)")
+    parser.add_argument("--header-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="time a client may take to send a request's head once begun; 0: no limit (default 60)")
+    parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="time an open connection may wait for its next request; 0: no limit (default 300)")
     parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="on SIGTERM, how long requests in progress may take to finish before "
                              "they are cut (default 10)")
@@ -47,5 +53,9 @@ def run(args: argparse.Namespace, context: Context) -> int:
     for handler in logging.getLogger("lamina").handlers:
         if getattr(handler, "_lamina_cli", False):
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    config = ServerConfig(hosts=tuple(hosts), socket_group=args.group, shutdown_timeout=args.shutdown_timeout)
+    if args.max_connections < 1:
+        raise UsageError("--max-connections must be at least 1")
+    config = ServerConfig(hosts=tuple(hosts), socket_group=args.group, shutdown_timeout=args.shutdown_timeout,
+                          max_connections=args.max_connections, header_timeout=args.header_timeout or None,
+                          idle_timeout=args.idle_timeout or None)
     return serve(context.config(), config)

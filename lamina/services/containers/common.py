@@ -29,7 +29,10 @@ from lamina.volume.mounts import volume_names
 if TYPE_CHECKING:
     from lamina.services.api import ContainerVolumes
 
-__all__ = ["ContainerGroup", "ContainerShared", "network_settings"]
+__all__ = ["MONITOR_GONE", "ContainerGroup", "ContainerShared", "network_settings"]
+
+# State.Error of a run whose monitor died (whoever noticed first recorded it)
+MONITOR_GONE = "the container's monitor exited unexpectedly"
 
 log = get_logger("lamina.services")
 
@@ -148,7 +151,7 @@ class ContainerGroup:
             self._unmount_volumes(container)
             self.network.detach(container_id)
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
-                                   FinishedAt=now(), Error=error or "the container's monitor exited unexpectedly",
+                                   FinishedAt=now(), Error=error or MONITOR_GONE,
                                    Dead=bool(error))
             self.execs.remove_for_container(container_id)
             log.warning("container %s: its monitor is gone; recorded it as exited (255)", container_id)

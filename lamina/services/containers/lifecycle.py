@@ -20,7 +20,7 @@ from lamina.container.store import Container, new_container_id
 from lamina.events.api import CONTAINER
 from lamina.events.message import container_attributes
 from lamina.log import get_logger
-from lamina.services.containers.common import ContainerGroup, network_settings
+from lamina.services.containers.common import MONITOR_GONE, ContainerGroup, network_settings
 from lamina.services.images import all_labels_match
 from lamina.volume.mounts import (
     mount_points_json,
@@ -483,15 +483,21 @@ class ContainerLifecycleImpl(ContainerGroup):
         self.events.emit(CONTAINER, "prune", "", {"reclaimed": str(reclaimed)})
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
-    def boot(self) -> dict[str, Any]:
+    def boot(self, *, dead_monitors_only: bool = False) -> dict[str, Any]:
         """After an engine (or host) restart: record the runs whose monitor died and restart
-        the containers whose policy says so."""
+        the containers whose policy says so.  ``dead_monitors_only`` (the server's supervisor,
+        while it runs): consider only containers recorded running whose monitor died, so that
+        an ``always`` container stopped by hand stays stopped."""
         exited: list[str] = []
         restarted: list[str] = []
         removed: list[str] = []
         failed: list[dict[str, str]] = []
         for container in self.store.list():
             was_running = bool(container.state.get("Running"))
+            # a run whose monitor died, recorded by whichever command noticed first
+            monitor_died = container.state.get("ExitCode") == 255 and container.state.get("Error") == MONITOR_GONE
+            if dead_monitors_only and not (was_running or monitor_died):
+                continue
             if was_running:
                 if self.monitors.alive(container.id):
                     continue
@@ -513,7 +519,7 @@ class ContainerLifecycleImpl(ContainerGroup):
             name, _maximum = specs.restart_policy(container.host_config)
             manual = bool(container.data.get("HasBeenManuallyStopped"))
             if name == "always" or (name == "unless-stopped" and not manual) or \
-                    (name == "on-failure" and was_running and not manual):
+                    (name == "on-failure" and (was_running or monitor_died) and not manual):
                 if container.state.get("Running") or not container.data.get("HasBeenStartedBefore"):
                     continue
                 try:
