@@ -40,6 +40,7 @@ from lamina.image.reference import Reference, parse_normalized_named, with_defau
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.services.api import ContainerLifecycle, ContainerStreams, Progress
+from lamina.services.filters import until_seconds
 from lamina.services.images import ImageServiceImpl
 from lamina.stdcopy import STDERR, STDOUT, FrameDecoder
 
@@ -384,7 +385,7 @@ class BuildServiceImpl:
         for key in filters:
             if key not in _PRUNE_FILTERS:
                 raise errdefs.InvalidArgument(f"invalid filter '{key}'")
-        until = _until(filters["until"][0]) if filters.get("until") else None
+        until = until_seconds(filters["until"][0]) if filters.get("until") else None
         service = self.images
         deleted: list[str] = []
         freed_before = service.freed_bytes
@@ -485,22 +486,3 @@ def _created(config: ImageConfig) -> float:
         return parse_time(config.created) / 1e9 if config.created else 0.0
     except errdefs.InvalidArgument:
         return 0.0
-
-
-def _until(value: str) -> float:
-    """``until``: a unix time, an RFC 3339 time or a Go duration before now (``24h``)."""
-    import re
-    import time
-
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", value.strip())
-    if match and any(match.groups()):
-        hours, minutes, seconds = (int(group or 0) for group in match.groups())
-        return time.time() - (hours * 3600 + minutes * 60 + seconds)
-    try:
-        return parse_time(value) / 1e9
-    except errdefs.InvalidArgument as exc:
-        raise errdefs.InvalidArgument(f"invalid filter 'until={value}': not a time or a duration") from exc

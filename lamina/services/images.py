@@ -36,7 +36,6 @@ from lamina.image.config import (
     format_time,
     new_child_config,
     new_config,
-    parse_time,
 )
 from lamina.image.reference import (
     Reference,
@@ -48,26 +47,18 @@ from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
 from lamina.records import replace
+from lamina.container.state import seconds_of
+from lamina.services.filters import all_labels_match, until_seconds
 
 if TYPE_CHECKING:
     from lamina.distribution.save import SaveItem
     from lamina.layer.mounts import MountStore
     from lamina.services.api import Progress
 
-__all__ = ["ContainerUsage", "ImageServiceImpl", "all_labels_match", "new_tag"]
+__all__ = ["ContainerUsage", "ImageServiceImpl", "new_tag"]
 
 # (container id, running) of every container created from an image id
 ContainerUsage = Callable[[str], list[tuple[str, bool]]]
-
-
-def _seconds(value: str | None) -> float:
-    """Seconds since the epoch of an RFC 3339 time; 0 for a missing or malformed one."""
-    if not value:
-        return 0.0
-    try:
-        return parse_time(value) / 1e9
-    except errdefs.InvalidArgument:
-        return 0.0
 
 
 class ImageServiceImpl:
@@ -427,10 +418,10 @@ class ImageServiceImpl:
             labels = (config.config or {}).get("Labels") or {}
             if filters.get("label") and not all_labels_match(labels, filters["label"]):
                 continue
-            created = _seconds(config.created)
-            if before is not None and created >= _seconds(self.images.get_config(before).created):
+            created = seconds_of(config.created)
+            if before is not None and created >= seconds_of(self.images.get_config(before).created):
                 continue
-            if since is not None and created <= _seconds(self.images.get_config(since).created):
+            if since is not None and created <= seconds_of(self.images.get_config(since).created):
                 continue
             size = self._image_size(config, sizes)
             summaries.append({
@@ -505,7 +496,7 @@ class ImageServiceImpl:
                 layer_index += 1
             entries.append({
                 "Comment": item.get("comment", ""),
-                "Created": int(_seconds(item.get("created"))),
+                "Created": int(seconds_of(item.get("created"))),
                 "CreatedBy": item.get("created_by", ""),
                 "Id": "<missing>",
                 "Size": size,
@@ -664,7 +655,7 @@ class ImageServiceImpl:
                         continue
                     if filters.get("label!") and all_labels_match(labels, filters["label!"]):
                         continue
-                    if filters.get("until") and _seconds(config.created) >= _until(filters["until"][0]):
+                    if filters.get("until") and seconds_of(config.created) >= until_seconds(filters["until"][0]):
                         continue
                     for ref in refs:
                         self.references.delete(ref)
@@ -676,13 +667,6 @@ class ImageServiceImpl:
         reclaimed = self.freed_bytes - freed_before
         self.events.emit(IMAGE, "prune", "", {"reclaimed": str(reclaimed)})
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
-
-
-def _until(value: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        return _seconds(value)
 
 
 def _reference_matches(pattern: str, ref: Reference) -> bool:
@@ -706,13 +690,3 @@ def new_tag(repository: str, tag: str, *, digest_error: str) -> Reference | None
     if reference.digest is not None:
         raise errdefs.InvalidArgument(digest_error)
     return reference
-
-
-def all_labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
-    for item in wanted:
-        key, _, value = item.partition("=")
-        if key not in labels:
-            return False
-        if "=" in item and labels[key] != value:
-            return False
-    return True

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from lamina.events.api import DISCARD, NETWORK, EventSink
 from lamina.network.api import PREDEFINED, Network
 from lamina.network.create import create_network
 from lamina.network.sandbox import EndpointRequest, Sandboxes
+from lamina.services.filters import all_labels_match, until_seconds
 
 __all__ = ["NetworkServiceImpl", "LIST_FILTERS", "PRUNE_FILTERS"]
 
@@ -52,33 +52,6 @@ def _search(patterns: list[str], text: str) -> bool:
             if pattern in text:
                 return True
     return False
-
-
-def _labels_match(labels: dict[str, str], wanted: list[str]) -> bool:
-    for item in wanted:
-        key, equals, value = item.partition("=")
-        if key not in labels or (equals and labels[key] != value):
-            return False
-    return True
-
-
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def _until(value: str) -> float:
-    """Docker's ``until``: a unix timestamp, an RFC 3339 time, or a duration before now (``24h``)."""
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    match = _DURATION.match(value)
-    if value and match:
-        hours, minutes, seconds = (int(group or 0) for group in match.groups())
-        return time.time() - (hours * 3600 + minutes * 60 + seconds)
-    created = seconds_of(value)
-    if not created:
-        raise errdefs.InvalidArgument(f"invalid filter 'until={value}'")
-    return created
 
 
 class NetworkServiceImpl:
@@ -148,7 +121,7 @@ class NetworkServiceImpl:
             kind = "builtin" if network.Name in PREDEFINED else "custom"
             if kind not in filters["type"]:
                 return False
-        if filters.get("label") and not _labels_match(network.Labels, filters["label"]):
+        if filters.get("label") and not all_labels_match(network.Labels, filters["label"]):
             return False
         if filters.get("dangling"):
             dangling = network.Name not in PREDEFINED and network.Id not in used
@@ -191,7 +164,7 @@ class NetworkServiceImpl:
 
     def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         filters = _check_filters(filters, PRUNE_FILTERS)
-        until = _until(filters["until"][0]) if filters.get("until") else None
+        until = until_seconds(filters["until"][0]) if filters.get("until") else None
         deleted: list[str] = []
         with self._prune_running:
             used = self._used()
@@ -200,9 +173,9 @@ class NetworkServiceImpl:
                     continue
                 if until is not None and seconds_of(network.Created) >= until:
                     continue
-                if filters.get("label") and not _labels_match(network.Labels, filters["label"]):
+                if filters.get("label") and not all_labels_match(network.Labels, filters["label"]):
                     continue
-                if filters.get("label!") and any(_labels_match(network.Labels, [item]) for item in filters["label!"]):
+                if filters.get("label!") and any(all_labels_match(network.Labels, [item]) for item in filters["label!"]):
                     continue
                 try:
                     self.remove(network.Id)

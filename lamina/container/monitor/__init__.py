@@ -16,7 +16,7 @@ Modules (one contract, one client, the server split by concern, as containerd's 
 - :mod:`~lamina.container.monitor.server`: the monitor process (locks, signals, sockets,
   clients);
 - :mod:`~lamina.container.monitor.run`: one run after another, the exit record, the restart
-  policy (:func:`~lamina.container.monitor.run.restart_decision`);
+  policy (:func:`~lamina.container.monitor.policy.restart_decision`);
 - :mod:`~lamina.container.monitor.execs`: exec sessions;
 - :mod:`~lamina.container.monitor.io`: the event loop and stdio copying.
 

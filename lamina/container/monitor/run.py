@@ -9,7 +9,7 @@ as in Docker; the run directory's mount is detached once ``runtime.start`` has r
 calls ``runtime.start`` and records ``State``
 (Running, Pid, StartedAt) and ``runtime.json``; at the exit it drains the output, records
 ExitCode (128 + n for signal n), FinishedAt and OOMKilled, kills what is left in the cgroup,
-``runtime.delete``, unmounts, then asks :func:`restart_decision` and removes an ``AutoRemove``
+``runtime.delete``, unmounts, then asks :func:`~lamina.container.monitor.policy.restart_decision` and removes an ``AutoRemove``
 container.
 
 The exit record (``running.lock``, :class:`~lamina.container.rundir.ExitInfo`) is bumped at
@@ -35,6 +35,7 @@ from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
 from lamina.container.monitor.api import MonitorContext
 from lamina.container.monitor.io import Loop, Sink, set_window
+from lamina.container.monitor.policy import restart_decision
 from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
 from lamina.container.removal import destroy, release_mount
 from lamina.container.rundir import RunDirectory, RunLock
@@ -47,45 +48,11 @@ from lamina.records import dataclass, field, replace
 from lamina.runtime.api import MountSpec, Runtime, RuntimeState, Stdio
 from lamina.volume.mounts import load_mount_points, volume_names
 
-__all__ = ["RestartDecision", "Run", "RunHost", "Runner", "exit_code", "restart_decision", "write_files"]
+__all__ = ["Run", "RunHost", "Runner", "exit_code", "write_files"]
 
 log = get_logger("lamina.monitor")
 
 DRAIN_SECONDS = 2.0          # output still arriving after a process exited
-_FIRST_DELAY = 0.1           # Docker's back-off: 100 ms doubling up to 1 min,
-_MAXIMUM_DELAY = 60.0
-_RESET_AFTER = 10.0          # reset after a run of 10 s
-
-
-# -- the restart policy -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RestartDecision:
-    restart: bool
-    delay: float = 0.0      # seconds to wait before the next run (the back-off)
-
-
-def restart_decision(policy: str, maximum: int, *, exit_code: int, duration: float, manually_stopped: bool,
-                     restart_count: int, previous_delay: float) -> RestartDecision:
-    """Docker's restart policies (``no``, ``on-failure[:maximum]``, ``always``,
-    ``unless-stopped``) after a run that lasted ``duration`` seconds and exited with
-    ``exit_code``: a manual stop or kill stops every policy; ``on-failure`` restarts a non-zero
-    exit up to ``maximum`` times (0: no limit).  The delay is Docker's back-off: 100 ms,
-    doubled after each restart up to 1 min, back to 100 ms after a run of 10 s or more."""
-    if manually_stopped or policy == "no":
-        return RestartDecision(False)
-    if policy in ("always", "unless-stopped"):
-        restart = True
-    elif policy == "on-failure":
-        restart = exit_code != 0 and (maximum == 0 or restart_count < maximum)
-    else:
-        restart = False
-    if not restart:
-        return RestartDecision(False)
-    previous = 0.0 if duration >= _RESET_AFTER else previous_delay
-    delay = _FIRST_DELAY if not previous else min(previous * 2, _MAXIMUM_DELAY)
-    return RestartDecision(True, delay)
 
 
 def exit_code(status: int) -> int:

@@ -3,7 +3,6 @@ update, rename, prune, and ``boot`` (after an engine or host restart)."""
 
 from __future__ import annotations
 
-import re
 import signal as signals
 import socket
 import time
@@ -21,7 +20,7 @@ from lamina.events.api import CONTAINER
 from lamina.events.message import container_attributes
 from lamina.log import get_logger
 from lamina.services.containers.common import MONITOR_GONE, ContainerGroup, network_settings
-from lamina.services.images import all_labels_match
+from lamina.services.filters import all_labels_match, until_seconds
 from lamina.volume.mounts import (
     mount_points_json,
     populate_volumes,
@@ -453,8 +452,7 @@ class ContainerLifecycleImpl(ContainerGroup):
                 raise errdefs.InvalidArgument(f"invalid filter '{key}'")
         until = None
         if filters.get("until"):
-            text = filters["until"][0]
-            until = float(text) if re.fullmatch(r"\d+(\.\d+)?", text) else seconds_of(text)
+            until = until_seconds(filters["until"][0])
         deleted: list[str] = []
         reclaimed = 0
         for container in self.store.list():
