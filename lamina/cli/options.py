@@ -14,7 +14,7 @@ from lamina.cli.errors import CommandError, UsageError
 if TYPE_CHECKING:
     from lamina.cli.templates import Record
 
-__all__ = ["parse_filters", "confirm", "add_prune_options", "confirm_prune", "print_prune_report", "print_rows"]
+__all__ = ["parse_filters", "confirm", "add_listing_options", "add_prune_options", "confirm_prune", "print_prune_report", "print_rows"]
 
 
 def parse_filters(values: Iterable[str]) -> dict[str, list[str]]:
@@ -34,6 +34,14 @@ def confirm(context: Context, message: str) -> bool:
     context.out.flush()
     line = context.stdin.readline() if context.stdin is not None else ""
     return line.strip().lower() in ("y", "yes")
+
+
+def add_listing_options(parser: argparse.ArgumentParser, *, filter_help: str, format_example: str) -> None:
+    """``--no-trunc``, ``-f/--filter`` and ``--format``, as every ``ls`` command has them."""
+    parser.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    parser.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER", help=filter_help)
+    parser.add_argument("--format", metavar="FORMAT",
+                        help=f"'table', 'table TEMPLATE', 'json', or a Go template such as '{format_example}'")
 
 
 def add_prune_options(parser: argparse.ArgumentParser, filter_example: str) -> None:

@@ -68,7 +68,7 @@ from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.trampoline import STATUS_FD, decode_failure
 from lamina.runtime.user import home_for_uid
 
-__all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable",
+__all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable", "reset_signals",
            "raise_child_error", "reap", "read_status"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -277,12 +277,15 @@ def _verify_cwd(cwd: str) -> None:
         raise errdefs.System(f"current working directory {cwd} is outside of the container's root")
 
 
-def _reset_signals() -> None:
+def reset_signals(ignore: tuple[signal.Signals, ...] = ()) -> None:
+    """Every signal back to its default disposition (those in ``ignore`` ignored) and none
+    blocked: what a fresh process forked from one of lamina's (a server's thread) starts from.
+    The mask is cleared last, so no signal arrives while a disposition is still inherited."""
     for number in signal.valid_signals():
         if number in (signal.SIGKILL, signal.SIGSTOP):
             continue
         try:
-            signal.signal(number, signal.SIG_DFL)
+            signal.signal(number, signal.SIG_IGN if number in ignore else signal.SIG_DFL)
         except (OSError, ValueError):
             pass
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -350,7 +353,7 @@ def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: 
             os.tcsetpgrp(0, os.getpgrp())
             signal.signal(signal.SIGTTOU, previous)
     executable = find_executable(process.args[0], env)
-    _reset_signals()
+    reset_signals()
     os.umask(0o022)
     _write_status(status_fd, b"R" + json.dumps(executable).encode() + b"\n")
     if seccomp is not None and process.no_new_privileges:
@@ -380,14 +383,18 @@ def _drop_init_privileges(plan: Plan, seccomp: SeccompProgram | None) -> None:
         seccomp.load(no_new_privileges=True)
 
 
+def _raise_fds(status_fd: int, procs_fds: list[int], trampoline_fd: int | None) -> tuple[int, list[int], int | None]:
+    """The descriptors a child keeps, moved above the stdio numbers it is about to dup over."""
+    return (_high_fd(status_fd), [_high_fd(fd) for fd in procs_fds],
+            None if trampoline_fd is None else _high_fd(trampoline_fd))
+
+
 def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int],
                      seccomp: SeccompProgram | None, trampoline_fd: int | None) -> None:
     """PID 1 of a new container; never returns."""
     code = 125
     try:
-        status_fd = _high_fd(status_fd)
-        procs_fds = [_high_fd(fd) for fd in procs_fds]
-        trampoline_fd = None if trampoline_fd is None else _high_fd(trampoline_fd)
+        status_fd, procs_fds, trampoline_fd = _raise_fds(status_fd, procs_fds, trampoline_fd)
         spec = plan.spec
         process = plan.process
         os.setsid()
@@ -472,9 +479,7 @@ def exec_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int], n
     """A process joining a running container; never returns."""
     code = 125
     try:
-        status_fd = _high_fd(status_fd)
-        procs_fds = [_high_fd(fd) for fd in procs_fds]
-        trampoline_fd = None if trampoline_fd is None else _high_fd(trampoline_fd)
+        status_fd, procs_fds, trampoline_fd = _raise_fds(status_fd, procs_fds, trampoline_fd)
         namespace_fds = [(_high_fd(fd), kind) for fd, kind in namespace_fds]
         process = plan.process
         if process.terminal:

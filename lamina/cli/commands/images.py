@@ -13,7 +13,7 @@ from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.formatting import familiar_name, go_time, human_size, since, split_reference, truncate_id
-from lamina.cli.options import parse_filters, print_rows
+from lamina.cli.options import add_listing_options, parse_filters, print_rows
 from lamina.cli.templates import Record
 
 __all__ = ["configure", "run", "image_rows", "HEADERS", "DEFAULT_TABLE", "DIGESTS_TABLE"]
@@ -34,14 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="show all images (default hides intermediate images)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only show image IDs")
     parser.add_argument("--digests", action="store_true", help="show digests")
-    parser.add_argument("--no-trunc", action="store_true", help="don't truncate output")
-    parser.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
-                        help="filter output based on conditions provided (dangling=true, "
-                             "reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE)")
-    parser.add_argument("--format", metavar="FORMAT",
-                        help="'table', 'table TEMPLATE', 'json', or a Go template "
-                             "such as '{{.Repository}}:{{.Tag}}'")
-
+    add_listing_options(parser, filter_help="filter output based on conditions provided (dangling=true, "
+                                            "reference=PATTERN, label=KEY[=VALUE], before=IMAGE, since=IMAGE)",
+                        format_example="{{.Repository}}:{{.Tag}}")
 
 def _size(value: Any, precision: int = 3) -> str:
     if not isinstance(value, (int, float)) or value < 0:

@@ -13,7 +13,7 @@ import argparse
 from typing import Any
 
 from lamina.cli.context import Context
-from lamina.cli.options import parse_filters
+from lamina.cli.options import add_listing_options, parse_filters
 from lamina.cli.templates import Record, format_rows
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "configure", "network_rows", "run"]
@@ -25,12 +25,8 @@ DEFAULT_TABLE = "{{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only display network IDs")
-    parser.add_argument("--no-trunc", action="store_true", help="do not truncate the output")
-    parser.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
-                        help="provide filter values (e.g. 'driver=bridge', 'name=NAME')")
-    parser.add_argument("--format", metavar="FORMAT",
-                        help="'table', 'table TEMPLATE', 'json', or a Go template such as '{{.Name}}'")
-
+    add_listing_options(parser, filter_help="provide filter values (e.g. 'driver=bridge', 'name=NAME')",
+                        format_example="{{.Name}}")
 
 def network_rows(networks: list[dict[str, Any]], *, truncate: bool = True) -> list[Record]:
     rows = []

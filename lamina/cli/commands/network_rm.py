@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 
 from lamina.cli.context import Context
-from lamina.cli.errors import exit_code_for_status
-from lamina.client.client import ClientError
+from lamina.cli.targets import remove_each
 
 __all__ = ["configure", "run"]
 
@@ -20,18 +19,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
-    status = 0
-    for name in args.names:
-        try:
-            context.client.remove_network(name)
-        except ClientError as exc:
-            if exc.status == 404 and args.force:
-                continue
-            if exc.status == 404:
-                context.error(f"Error: No such network: {name}")
-            else:
-                context.error(f"Error response from daemon: {exc.message}")
-            status = exit_code_for_status(exc.status)
-            continue
-        context.print(name)
-    return status
+    return remove_each(context, args.names, context.client.remove_network, kind="network", missing_ok=args.force)

@@ -26,7 +26,7 @@ from lamina.cli.formatting import (
     split_reference,
     truncate_id,
 )
-from lamina.cli.options import parse_filters, print_rows
+from lamina.cli.options import add_listing_options, parse_filters, print_rows
 from lamina.cli.templates import Record
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "SIZE_TABLE", "configure", "container_rows", "run"]
@@ -48,12 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="show n last created containers (includes all states)")
     parser.add_argument("-l", "--latest", action="store_true", help="show the latest created container (includes all states)")
     parser.add_argument("-s", "--size", action="store_true", help="display total file sizes")
-    parser.add_argument("--no-trunc", action="store_true", help="don't truncate output")
-    parser.add_argument("-f", "--filter", action="append", default=[], metavar="FILTER",
-                        help="filter output based on conditions provided (status=, name=, label=, ancestor=, id=)")
-    parser.add_argument("--format", metavar="FORMAT",
-                        help="'table', 'table TEMPLATE', 'json', or a Go template such as '{{.ID}} {{.Names}}'")
-
+    add_listing_options(parser, filter_help="filter output based on conditions provided "
+                                            "(status=, name=, label=, ancestor=, id=)",
+                        format_example="{{.ID}} {{.Names}}")
 
 def _quote(text: str) -> str:
     """Go's ``strconv.Quote`` for printable text (non-ASCII printable runes stay as they are)."""

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 
 from lamina.cli.context import Context
-from lamina.cli.errors import exit_code_for_status
-from lamina.client.client import ClientError
+from lamina.cli.targets import remove_each
 
 __all__ = ["configure", "run"]
 
@@ -22,16 +21,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
-    status = 0
-    for name in args.names:
-        try:
-            context.client.remove_volume(name, force=args.force)
-        except ClientError as exc:
-            if exc.status == 404:
-                context.error(f"Error: No such volume: {name}")
-            else:
-                context.error(f"Error response from daemon: {exc.message}")
-            status = exit_code_for_status(exc.status)
-            continue
-        context.print(name)
-    return status
+    return remove_each(context, args.names, lambda name: context.client.remove_volume(name, force=args.force),
+                       kind="volume")

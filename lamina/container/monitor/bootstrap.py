@@ -56,17 +56,10 @@ def _monitor_main(context: MonitorContext, container_id: str, answer_fd: int, pe
             os.close(null)
         os.chdir("/")
         os.umask(0o022)
-        for number in signal.valid_signals():
-            if number in (signal.SIGKILL, signal.SIGSTOP):
-                continue
-            try:
-                signal.signal(number, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-        for number in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU,
-                       signal.SIGTTIN, signal.SIGTSTP):
-            signal.signal(number, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        from lamina.runtime.child import reset_signals
+
+        reset_signals(ignore=(signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU,
+                              signal.SIGTTIN, signal.SIGTSTP))
         Monitor(context, container_id, answer_fd, pending).main()
     except BaseException as exc:  # noqa: BLE001 - the last resort: tell the starter, then exit
         code = 1
