@@ -44,13 +44,8 @@ from lamina.runtime.api import (
 )
 from lamina.runtime.capabilities import CAPABILITIES
 from lamina.runtime.user import ExecUser, group_ids_in_root
-from lamina.volume.mounts import (
-    mount_point_from_spec,
-    parse_volume_spec,
-    parse_volumes_from,
-    runtime_mounts,
-    validate_tmpfs,
-)
+from lamina.volume.parse import mount_point_from_spec, parse_volume_spec, parse_volumes_from, validate_tmpfs
+from lamina.volume.resolve import runtime_mounts
 
 __all__ = [
     "DEFAULT_PATH",
@@ -485,7 +480,7 @@ def resources(host: Mapping[str, Any]) -> Resources:
 
 
 # --------------------------------------------------------------------------------------------
-# ulimits (mounts: lamina.volume.mounts)
+# ulimits (mounts: lamina.volume.parse and lamina.volume.resolve)
 
 
 def _ulimit(item: Any) -> tuple[str, int, int]:

@@ -7,7 +7,6 @@ Submodules (import them directly; this package imports nothing eagerly):
 - :mod:`lamina.volume.store` — ``VolumeStore``: drivers by name, references, the lock.
 - :mod:`lamina.volume.parse` — ``-v`` / ``--mount`` / ``--tmpfs`` / ``--volumes-from`` parsers, ``MountPoint``.
 - :mod:`lamina.volume.resolve` — ``resolve_mounts`` and a stored container's mount points.
-- :mod:`lamina.volume.mounts` — the old home of both, re-exported for code not yet moved.
 - :mod:`lamina.volume.populate` — copy-up of the image's files into an empty volume.
 """
 

@@ -46,7 +46,7 @@ from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.records import dataclass, field, replace
 from lamina.runtime.api import MountSpec, Runtime, RuntimeState, Stdio
-from lamina.volume.mounts import load_mount_points, volume_names
+from lamina.volume.resolve import load_mount_points, volume_names
 
 __all__ = ["Run", "RunHost", "Runner", "exit_code", "write_files"]
 

@@ -24,7 +24,7 @@ from lamina.network.run import RunNetwork
 from lamina.runtime.api import Runtime, RuntimeState
 from lamina.runtime.registry import Runtimes
 from lamina.services.images import ImageServiceImpl
-from lamina.volume.mounts import volume_names
+from lamina.volume.resolve import volume_names
 
 if TYPE_CHECKING:
     from lamina.services.api import ContainerVolumes

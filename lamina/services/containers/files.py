@@ -86,7 +86,7 @@ class ContainerFilesImpl(ContainerGroup):
         writable is None for the root filesystem itself."""
         import posixpath
 
-        from lamina.volume.mounts import load_mount_points
+        from lamina.volume.resolve import load_mount_points
 
         clean = posixpath.normpath("/" + path)
         best = None

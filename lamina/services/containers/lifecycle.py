@@ -21,12 +21,7 @@ from lamina.events.message import container_attributes
 from lamina.log import get_logger
 from lamina.services.containers.common import MONITOR_GONE, ContainerGroup, network_settings
 from lamina.services.filters import all_labels_match, until_seconds
-from lamina.volume.mounts import (
-    mount_points_json,
-    populate_volumes,
-    release_mounts,
-    resolve_mounts,
-)
+from lamina.volume.resolve import mount_points_json, populate_volumes, release_mounts, resolve_mounts
 
 __all__ = ["ContainerLifecycleImpl"]
 

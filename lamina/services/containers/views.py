@@ -16,7 +16,7 @@ from lamina.log import get_logger
 from lamina.runtime.api import RuntimeState
 from lamina.services.containers.common import ContainerGroup, ContainerShared, network_settings
 from lamina.services.filters import all_labels_match
-from lamina.volume.mounts import inspect_mounts
+from lamina.volume.resolve import inspect_mounts
 
 __all__ = ["ContainerViewsImpl"]
 
