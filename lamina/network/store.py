@@ -84,6 +84,10 @@ class NetworkStore:
 
     # -- networks --------------------------------------------------------------------------------
 
+    def stored(self) -> list[Network]:
+        """The stored networks (``bridge`` once used), without creating any."""
+        return self._stored()
+
     def _stored(self) -> list[Network]:
         networks = []
         for entry in sorted(os.listdir(self._networks)):

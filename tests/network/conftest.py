@@ -67,3 +67,4 @@ def sandboxes(tmp_path, names) -> Iterator[Sandboxes]:
     yield manager
     for container_id in list(store.sandboxes()):
         manager.detach(container_id)
+    manager.remove_bridges()  # the networks' bridges outlive their endpoints
