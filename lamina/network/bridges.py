@@ -14,7 +14,8 @@ Life: created by the first set-up of an endpoint on the network (under the host-
 lock); removed by :func:`remove`, when the network is removed (``network rm``, ``prune``) or a
 test's engine is torn down: the anchor is deleted, then netavark tears down a placeholder
 endpoint in a scratch namespace, which is its "last endpoint" teardown: the bridge, the
-network's chains and rules go.  After a reboot nothing is left (interfaces and rules are
+network's chains and rules go (and the isolation jump every network shares, which netavark
+1.4 deletes with any one network, is put back).  After a reboot nothing is left (interfaces and rules are
 run-time state); the first endpoint creates the bridge and the anchor again.
 """
 
@@ -120,3 +121,17 @@ def remove(network: Network, dataplane: DataPlane, scratch: str) -> None:
     if exists(network.BridgeName):  # netavark left it (another program's port on it): ours to remove
         subprocess.run(["ip", "link", "del", network.BridgeName], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
+    _restore_isolation()
+
+
+def _restore_isolation() -> None:
+    """netavark 1.4's complete teardown of one network deletes ``FORWARD -j NETAVARK_ISOLATION_1``,
+    a rule every isolated network shares: the other networks' bridges would reach each other
+    until the next set-up adds it again.  Put it back while any network's isolation rule is left."""
+    listed = subprocess.run(["iptables", "-w", "-S", "NETAVARK_ISOLATION_1"], capture_output=True, text=True,
+                            check=False)
+    if listed.returncode != 0 or "-A NETAVARK_ISOLATION_1" not in listed.stdout:
+        return
+    jump = ["FORWARD", "-j", "NETAVARK_ISOLATION_1"]
+    if subprocess.run(["iptables", "-w", "-C", *jump], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["iptables", "-w", "-I", jump[0], "1", *jump[1:]], capture_output=True, check=False)
