@@ -40,6 +40,10 @@ def remove_network_bridges(request: pytest.FixtureRequest):
         return
     base = str(request.getfixturevalue("tmp_path"))
     yield
+    _remove_bridges_under(base)
+
+
+def _remove_bridges_under(base: str) -> None:
     from lamina.network import bridges
 
     roots = {owner for owner in map(bridges.owner, bridges.anchors())
@@ -49,3 +53,12 @@ def remove_network_bridges(request: pytest.FixtureRequest):
 
         for data_root, exec_root in sorted(roots):
             RunNetwork(data_root, exec_root).remove_bridges()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_session_network_bridges(tmp_path_factory: pytest.TempPathFactory):
+    """The same for module- and session-scoped engines (``tmp_path_factory.mktemp``), at the
+    end of the session (of this xdist worker: its own base directory)."""
+    yield
+    if os.path.isdir("/sys/class/net"):
+        _remove_bridges_under(str(tmp_path_factory.getbasetemp()))
