@@ -3,12 +3,14 @@
 
 On a fresh data root holding busybox, the whole ``lamina run --rm busybox true`` command's wall
 time (interpreter start-up included), median of ``--runs`` runs (default 10) after one warm-up,
-for: ``--network none``; the default bridge (``lamina<hash>`` device, netavark set-up and
-tear-down of one veth endpoint); a user-defined network (same, plus aardvark-dns entries); a
-user-defined network with ``-p 127.0.0.1::80`` (DNAT rules).  The ``*_added_ms`` figures are
+the cases interleaved (one run of each per round), for: ``--network none``; the default bridge
+(``lamina<hash>`` device, kept up between runs as docker0 is, netavark set-up and tear-down of
+one veth endpoint); a user-defined network (same, plus aardvark-dns entries); a user-defined
+network with ``-p 127.0.0.1::80`` (DNAT rules).  The ``*_added_ms`` figures are
 the medians minus the ``none`` median; the target is that a bridge endpoint adds at most
 30 ms.  Also measured: netavark ``setup`` + ``teardown`` alone on a namespace of our own (the
-floor a netavark-based data plane cannot go under).  Figures go to
+floor a netavark-based data plane cannot go under), with the bridge created and deleted by each
+pair and with it kept up.  Figures go to
 ``bench/results/network.json``.  Run as root: ``.venv/bin/python bench/network.py``.
 """
 
@@ -31,13 +33,19 @@ LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
 BUSYBOX = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
 
 
-def timed(command: list[str], environment: dict[str, str], runs: int) -> list[float]:
-    subprocess.run(command, env=environment, check=True, stdout=subprocess.DEVNULL)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(command, env=environment, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
+def interleaved(commands: dict[str, list[str]], environment: dict[str, str], runs: int) -> dict[str, list[float]]:
+    """Each command once per round (after one warm-up each), the order rotated every round, so a
+    load change on the machine falls on every case alike."""
+    for command in commands.values():
+        subprocess.run(command, env=environment, check=True, stdout=subprocess.DEVNULL)  # warm-up
+    names = list(commands)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_number in range(runs):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            subprocess.run(commands[name], env=environment, check=True, stdout=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -46,8 +54,16 @@ def summary(times: list[float]) -> dict[str, float]:
             "max_s": round(max(times), 4), "runs": len(times)}
 
 
-def netavark_alone(runs: int, workdir: str) -> list[float]:
+def netavark_alone(runs: int, workdir: str, *, keep_bridge: bool) -> list[float]:
+    """``setup`` + ``teardown`` of one endpoint; ``keep_bridge``: with the bridge kept up by
+    lamina's anchor (lamina.network.bridges), else created and deleted by every pair."""
     sys.path.insert(0, ROOT)
+    if keep_bridge:
+        try:
+            from lamina.network import bridges
+        except ImportError:  # a lamina from before the bridge was kept
+            return []
+    from lamina.network.api import Network
     from lamina.network.netavark import Netavark
     from lamina.network.namespace import create, remove
 
@@ -63,7 +79,13 @@ def netavark_alone(runs: int, workdir: str) -> list[float]:
             "options": {"isolate": "true"}}}}
     dataplane = Netavark(config_dir=os.path.join(workdir, "netavark"))
     times = []
+    network = Network(Id="c" * 64, Name="benchnet", Created="", Subnet="10.249.77.0/24", Gateway="10.249.77.1",
+                      BridgeName="lbench0")
     try:
+        if keep_bridge:
+            dataplane.setup(path, request)
+            bridges.keep("lbench0", workdir, workdir)
+            dataplane.teardown(path, request)
         for _ in range(runs):
             start = time.perf_counter()
             dataplane.setup(path, request)
@@ -71,6 +93,8 @@ def netavark_alone(runs: int, workdir: str) -> list[float]:
             times.append(time.perf_counter() - start)
     finally:
         remove(path)
+        if keep_bridge:
+            bridges.remove(network, dataplane, os.path.join(workdir, "bench-netns-removal"))
     return times
 
 
@@ -94,17 +118,26 @@ def main() -> int:
             "user_network": ["--network", "benchuser"],
             "user_network_publish": ["--network", "benchuser", "-p", "127.0.0.1::80"],
         }
-        for name, flags in cases.items():
-            results[name] = summary(timed([LAMINA, "run", "--rm", *flags, "busybox", "true"], environment, args.runs))
+        commands = {name: [LAMINA, "run", "--rm", *flags, "busybox", "true"] for name, flags in cases.items()}
+        for name, times in interleaved(commands, environment, args.runs).items():
+            results[name] = summary(times)
             print(name, results[name], flush=True)
         none = results["none"]["median_s"]  # type: ignore[index]
         for name in ("default_bridge", "user_network", "user_network_publish"):
             results[f"{name}_added_ms"] = round((results[name]["median_s"] - none) * 1000, 1)  # type: ignore[index]
-        results["netavark_setup_teardown"] = summary(netavark_alone(args.runs, workdir))
+        results["netavark_setup_teardown"] = summary(netavark_alone(args.runs, workdir, keep_bridge=False))
         print("netavark alone", results["netavark_setup_teardown"])
+        kept = netavark_alone(args.runs, workdir, keep_bridge=True)
+        if kept:
+            results["netavark_setup_teardown_bridge_kept"] = summary(kept)
+            print("netavark alone, bridge kept", results["netavark_setup_teardown_bridge_kept"])
     finally:
         subprocess.run([LAMINA, "network", "rm", "benchuser"], env=environment, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # the default bridge outlives the runs, as docker0 does: taken down with the data root
+        subprocess.run([sys.executable, "-c", "import sys; from lamina.network.run import RunNetwork; "
+                        "RunNetwork(sys.argv[1], sys.argv[2]).remove_bridges()",
+                        environment["LAMINA_DATA_ROOT"], environment["LAMINA_EXEC_ROOT"]], env=environment, check=False)
         subprocess.run(["umount", "-R", workdir], check=False, stderr=subprocess.DEVNULL)
         shutil.rmtree(workdir, ignore_errors=True)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)

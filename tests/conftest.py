@@ -28,3 +28,37 @@ def restore_lamina_logger():
     logger.handlers[:] = saved[0]
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
+
+
+@pytest.fixture(autouse=True)
+def remove_network_bridges(request: pytest.FixtureRequest):
+    """A network's bridge outlives its containers (lamina.network.bridges): after a test, the
+    bridges of the engines whose data roots are in the test's temporary directory are taken
+    down, whichever fixture built the engine."""
+    if "tmp_path" not in request.fixturenames or not os.path.isdir("/sys/class/net"):
+        yield
+        return
+    base = str(request.getfixturevalue("tmp_path"))
+    yield
+    _remove_bridges_under(base)
+
+
+def _remove_bridges_under(base: str) -> None:
+    from lamina.network import bridges
+
+    roots = {owner for owner in map(bridges.owner, bridges.anchors())
+             if owner is not None and (owner[0] + "/").startswith(base + "/")}
+    if roots:
+        from lamina.network.run import RunNetwork
+
+        for data_root, exec_root in sorted(roots):
+            RunNetwork(data_root, exec_root).remove_bridges()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_session_network_bridges(tmp_path_factory: pytest.TempPathFactory):
+    """The same for module- and session-scoped engines (``tmp_path_factory.mktemp``), at the
+    end of the session (of this xdist worker: its own base directory)."""
+    yield
+    if os.path.isdir("/sys/class/net"):
+        _remove_bridges_under(str(tmp_path_factory.getbasetemp()))

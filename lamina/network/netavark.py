@@ -8,8 +8,9 @@ between bridges (its ``isolate`` option), ``Internal`` networks (no route out), 
 (DNAT, also for ``127.0.0.1`` through ``route_localnet``), and it starts ``aardvark-dns`` on
 the gateway address of networks with DNS, as Docker's embedded 127.0.0.11 resolver does.  The
 CNI plugins would need four plugins chained and a separate DNS server; ``pyroute2`` plus
-nftables by hand would be lamina's own firewall strings, which DESIGN.md §6 rules out.  The
-bridge is removed by the teardown of its last endpoint.
+nftables by hand would be lamina's own firewall strings, which DESIGN.md §6 rules out.
+netavark removes a bridge with the teardown of its last endpoint; lamina keeps it up while
+the network exists (:mod:`lamina.network.bridges`).
 
 The caller serialises the calls (:mod:`lamina.network.sandbox` holds a host-wide lock around
 them: bridges, routes and firewall rules belong to the host, whatever the data root).

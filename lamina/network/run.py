@@ -259,6 +259,12 @@ class RunNetwork:
                 removed.append(f"removed leaked network sandbox of container {container_id}")
         return removed
 
+    def remove_bridges(self) -> None:
+        """Take down the bridges of this data root's networks that have no endpoint (an engine
+        going away for good: tests' data roots)."""
+        if os.path.isdir(os.path.join(self.data_root, "network", "networks")):
+            self.sandboxes.remove_bridges()
+
     def is_live(self, container_id: str) -> bool:
         """The container's monitor runs (it holds ``monitor.lock`` for its whole life)."""
         return fsutil.lock_is_held(os.path.join(self.exec_root, "containers", container_id, "monitor.lock"))

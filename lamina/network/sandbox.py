@@ -34,7 +34,7 @@ from typing import Any
 
 from lamina import errdefs, fsutil
 from lamina.log import get_logger
-from lamina.network import ipam, namespace
+from lamina.network import bridges, ipam, namespace
 from lamina.network.api import DataPlane, Network, PortMapping
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
@@ -109,7 +109,32 @@ class Sandboxes:
 
     def _setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
         with fsutil.file_lock(self.host_lock):
-            return self.dataplane.setup(netns_path, request)
+            answer = self.dataplane.setup(netns_path, request)
+            for info in request["network_info"].values():  # kept up while the network exists
+                bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
+                             os.path.dirname(self.netns_dir))
+            return answer
+
+    def remove_network(self, network: Network) -> None:
+        """Remove ``network``'s record and its bridge (anchor, device, firewall chains); a
+        network with endpoints is refused (``Conflict``)."""
+        with fsutil.file_lock(self.host_lock), self.store.locked():
+            users = self.endpoints(network.Id)
+            if users:
+                raise errdefs.Conflict(f"error while removing network: network {network.Name} id {network.Id} has "
+                                       f"active endpoints ({', '.join(user['Name'] for user in users.values())})")
+            bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
+            self.store.remove(network)
+
+    def remove_bridges(self) -> None:
+        """Take down the bridge of every network without endpoints (the networks stay: their
+        next endpoint creates the bridge again).  For tests' engines, which leave no device."""
+        with fsutil.file_lock(self.host_lock), self.store.locked():
+            used = {endpoint["NetworkID"] for record in self.store.sandboxes().values()
+                    for endpoint in record.get("Endpoints", {}).values()}
+            for network in self.store.stored():
+                if network.Id not in used:
+                    bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
 
     def _dataplane_teardown(self, netns_path: str, request: dict[str, Any]) -> None:
         with fsutil.file_lock(self.host_lock):

@@ -154,12 +154,7 @@ class NetworkServiceImpl:
         network = self.store.get(term)
         if network.Name in PREDEFINED:
             raise errdefs.Forbidden(f"{network.Name} is a pre-defined network and cannot be removed")
-        with self.store.locked():
-            users = self.sandboxes.endpoints(network.Id)
-            if users:
-                raise errdefs.Conflict(f"error while removing network: network {network.Name} id {network.Id} has "
-                                       f"active endpoints ({', '.join(user['Name'] for user in users.values())})")
-            self.store.remove(network)
+        self.sandboxes.remove_network(network)
         self.events.emit(NETWORK, "destroy", network.Id, {"name": network.Name, "type": network.Driver})
 
     def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:

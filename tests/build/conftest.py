@@ -116,6 +116,7 @@ class BuildEngine:
         while any(network.is_live(container_id) for container_id in ids) and time.monotonic() < deadline:
             time.sleep(0.01)
         network.sweep()  # the network sandboxes of the killed runs
+        network.remove_bridges()  # and the networks' bridges, which outlive their containers
         lmount.unmount_all_under(str(self.root))
 
 

@@ -192,6 +192,9 @@ def program():
                     manager.remove(timeout=5)
                 except errdefs.LaminaError:
                     pass
+        from lamina.network.run import RunNetwork
+
+        RunNetwork(os.path.join(root, "data"), os.path.join(root, "run")).remove_bridges()
         lmount.unmount_all_under(root)
         shutil.rmtree(root, ignore_errors=True)
 

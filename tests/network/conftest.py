@@ -2,7 +2,7 @@
 
 Every test gets bridge devices and subnets nobody else uses (``lt<pid><n>``, ``10.<a>.<b>.0/24``
 from the pid), and whatever it leaves is torn down: its sandboxes are detached, its bridges
-deleted, its netavark rules removed by the teardown of their last endpoint.
+deleted, its netavark rules removed with its networks' bridges (``remove_bridges``).
 """
 
 from __future__ import annotations
@@ -67,3 +67,4 @@ def sandboxes(tmp_path, names) -> Iterator[Sandboxes]:
     yield manager
     for container_id in list(store.sandboxes()):
         manager.detach(container_id)
+    manager.remove_bridges()  # the networks' bridges outlive their endpoints

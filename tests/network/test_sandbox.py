@@ -14,7 +14,7 @@ import time
 import pytest
 
 from lamina import errdefs
-from lamina.network import namespace
+from lamina.network import bridges, namespace
 from lamina.network.api import PortMapping
 from lamina.network.create import create_network
 from lamina.network.sandbox import EndpointRequest, Sandboxes
@@ -147,7 +147,41 @@ def test_the_sweep_tears_down_what_a_crashed_attach_left(sandboxes, names) -> No
     assert sandboxes.store.sandbox(container) is None
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert f"--dport {port} " not in rules
+    # the network's own rules stay with its bridge, until the network is removed
+    sandboxes.remove_network(network)
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert network.Subnet not in rules
+
+
+def _devices() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def test_a_bridge_outlives_its_endpoints_and_goes_with_its_network(sandboxes, names) -> None:
+    network = create_network(sandboxes.store, "kept", subnet=names.subnet(),
+                             options={"com.docker.network.bridge.name": names.bridge()})
+    anchor = bridges.anchor_name(network.BridgeName)
+    for n in (20, 21):
+        container = _container_id(n)
+        record = sandboxes.attach(container, name=f"k{n}", endpoints=[EndpointRequest("kept")])
+        assert record["Endpoints"]["kept"]["SetUp"]
+        sandboxes.detach(container)
+        # the last endpoint gone: the bridge, its anchor and the network's rules stay
+        assert {network.BridgeName, anchor, f"{anchor}p"} <= _devices()
+        assert bridges.owner(anchor) == (os.path.dirname(sandboxes.store.root),
+                                         os.path.dirname(sandboxes.netns_dir))
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+        assert network.Subnet in rules
+    with pytest.raises(errdefs.Conflict):  # a network with an endpoint stays
+        sandboxes.attach(_container_id(22), name="k22", endpoints=[EndpointRequest("kept")])
+        sandboxes.remove_network(network)
+    sandboxes.detach(_container_id(22))
+    sandboxes.remove_network(network)
+    assert not {network.BridgeName, anchor, f"{anchor}p"} & _devices()
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert network.Subnet not in rules and network.BridgeName not in rules
+    with pytest.raises(errdefs.NotFound):
+        sandboxes.store.get("kept")
 
 
 def test_eight_concurrent_attaches_never_share_an_address(sandboxes, names) -> None:

@@ -56,7 +56,9 @@ def engine(tmp_path_factory):
         services.images.load(handle, progress=lambda message: None)
     yield config
     from lamina import mount as lmount
+    from lamina.network.run import RunNetwork
 
+    RunNetwork(config.data_root, config.exec_root).remove_bridges()
     lmount.unmount_all_under(str(base))
 
 

@@ -131,7 +131,9 @@ class Engine:
             monitors = [pid for pid in monitors if not _process_gone(pid)]
             time.sleep(0.01)
         # the network sandboxes of the killed runs: veths, rules, the bridge, netns mounts
-        RunNetwork(self.config.data_root, self.config.exec_root).sweep()
+        network = RunNetwork(self.config.data_root, self.config.exec_root)
+        network.sweep()
+        network.remove_bridges()  # the networks' bridges outlive their containers
         lmount.unmount_all_under(self.root)
 
 

@@ -104,6 +104,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     finally:
         instance.remove_all()
         instance.kill_leftovers()
+        from lamina.network.run import RunNetwork
+
+        RunNetwork(instance.config.data_root, instance.config.exec_root).remove_bridges()
 
 
 @pytest.fixture(autouse=True)

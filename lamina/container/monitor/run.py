@@ -34,6 +34,7 @@ from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
 from lamina.container.monitor.api import MonitorContext
+from lamina.container.monitor.attaching import Attaching
 from lamina.container.monitor.io import Loop, Sink, set_window
 from lamina.container.monitor.policy import restart_decision
 from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
@@ -376,23 +377,26 @@ class Runner:
         runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
         # a --rm container's files go with it: no sync of them, nor of the backing filesystem
         # when they are unmounted (if the host crashes, the start-up removes the container)
-        rootfs = self.mounts.mount(self.id, volatile=bool(host.get("AutoRemove")))
+        endpoints = (container.data.get("NetworkSettings") or {}).get("Networks") or {}
+        attaching = Attaching(monitor.context.network, self.id, container.name.lstrip("/"), config, host,
+                              {"EndpointsConfig": endpoints})  # set up while the rest of the start goes on
+        try:
+            rootfs = self.mounts.mount(self.id, volatile=bool(host.get("AutoRemove")))
+        except BaseException:
+            attaching.discard()
+            raise
         child: list[int] = []
         master = None
         sink = None
         sources: dict[int, int] = {}
-        sandbox = None
         try:
-            if monitor.context.network is not None:
-                endpoints = (container.data.get("NetworkSettings") or {}).get("Networks") or {}
-                sandbox = monitor.context.network.attach(self.id, container.name.lstrip("/"), config, host,
-                                                         {"EndpointsConfig": endpoints})
-            files = write_files(self.store.directory(self.id), container, sandbox)
             from lamina.runtime.user import resolve_user_in_root
 
             user = resolve_user_in_root(rootfs, str(config.get("User") or ""))
             mount_points = container.data.get("MountPoints")
             self._mount_volumes(mount_points)
+            sandbox = attaching.result()
+            files = write_files(self.store.directory(self.id), container, sandbox)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
                                         files=files, mount_points=mount_points)
             if sandbox is not None:
@@ -418,8 +422,7 @@ class Runner:
                 os.close(fd)
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
-            if sandbox is not None and monitor.context.network is not None:
-                monitor.context.network.detach(self.id)
+            attaching.discard()
             raise
         run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
                   master=master, sink=sink, sources=sources)

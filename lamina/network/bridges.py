@@ -1,0 +1,137 @@
+"""A network's bridge kept up while the network exists, as Docker keeps ``docker0`` up.
+
+netavark's ``teardown`` deletes a bridge, and its network's firewall chains, when no interface
+is enslaved to it any more (the last endpoint gone): then the next container alone on the
+network pays for creating them again (~200 ms of a ~300 ms ``setup`` + ``teardown``).  lamina
+keeps them by enslaving an *anchor* to the bridge once netavark has created it: a veth pair
+on the host, ``la<12 hex of sha256(bridge name)>`` attached to the bridge (down, with the
+bridge's MTU, so the bridge's own MTU is unchanged) and its peer ``…p`` beside it.  A veth
+because it needs no kernel module netavark does not need already.
+
+Record: the anchor's name is a function of the network record's ``BridgeName`` (stored in
+``<data-root>/network/networks/<id>.json``), so whoever holds the record finds the anchor.
+Life: created by the first set-up of an endpoint on the network (under the host-wide network
+lock); removed by :func:`remove`, when the network is removed (``network rm``, ``prune``) or a
+test's engine is torn down: the anchor is deleted, then netavark tears down a placeholder
+endpoint in a scratch namespace, which is its "last endpoint" teardown: the bridge, the
+network's chains and rules go (and the isolation jump every network shares, which netavark
+1.4 deletes with any one network, is put back).  After a reboot nothing is left (interfaces and rules are
+run-time state); the first endpoint creates the bridge and the anchor again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import subprocess
+from typing import Any
+
+from lamina import errdefs
+from lamina.log import get_logger
+from lamina.network import namespace
+from lamina.network.api import DataPlane, Network
+
+__all__ = ["anchor_name", "anchors", "owner", "keep", "remove", "exists"]
+
+log = get_logger("lamina.network")
+
+
+def anchor_name(bridge: str) -> str:
+    return "la" + hashlib.sha256(bridge.encode()).hexdigest()[:12]
+
+
+def exists(device: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{device}")
+
+
+def owner(anchor: str) -> tuple[str, str] | None:
+    """(data root, exec root) of the engine that made ``anchor``, from its alias."""
+    try:
+        with open(f"/sys/class/net/{anchor}/ifalias", encoding="utf-8") as handle:
+            words = handle.read().rstrip("\n").split("\t")
+    except OSError:
+        return None
+    return (words[1], words[2]) if len(words) == 3 and words[0] == "lamina" else None
+
+
+def anchors() -> list[str]:
+    """The anchors on this host (whichever engine made them)."""
+    return [name for name in os.listdir("/sys/class/net") if name.startswith("la") and len(name) == 14
+            and owner(name) is not None]
+
+
+def keep(bridge: str, data_root: str, exec_root: str) -> None:
+    """Attach the anchor to ``bridge`` (created by netavark's setup just before) if it has none;
+    its alias names the engine (``lamina<TAB>data root<TAB>exec root``).  The caller holds the
+    host-wide network lock."""
+    anchor = anchor_name(bridge)
+    if exists(anchor) or not exists(bridge):
+        return
+    try:
+        with open(f"/sys/class/net/{bridge}/mtu", encoding="ascii") as handle:
+            mtu = handle.read().strip()
+    except OSError:
+        mtu = "1500"
+    result = subprocess.run(["ip", "link", "add", anchor, "mtu", mtu, "master", bridge, "type", "veth", "peer",
+                             "name", f"{anchor}p"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    if result.returncode == 0:
+        result = subprocess.run(["ip", "link", "set", anchor, "alias", f"lamina\t{data_root}\t{exec_root}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    if result.returncode != 0 and not exists(anchor):
+        # not fatal: the bridge then goes with its last endpoint, as before
+        log.warning("cannot keep bridge %s up: %s", bridge, result.stderr.decode(errors="replace").strip())
+
+
+def _placeholder_request(network: Network) -> dict[str, Any]:
+    subnet = ipaddress.ip_network(network.Subnet)
+    address = str(subnet.broadcast_address - 1)
+    return {"container_id": "0" * 64, "container_name": "lamina-bridge-removal", "port_mappings": [],
+            "networks": {network.Name: {"static_ips": [address], "aliases": [], "interface_name": "eth0"}},
+            "network_info": {network.Name: {
+                "name": network.Name, "id": network.Id, "driver": "bridge", "network_interface": network.BridgeName,
+                "subnets": [{"subnet": network.Subnet, "gateway": network.Gateway}], "ipv6_enabled": False,
+                "internal": network.Internal, "dns_enabled": False, "ipam_options": {"driver": "host-local"},
+                "options": {"isolate": "true"}}}}
+
+
+def remove(network: Network, dataplane: DataPlane, scratch: str) -> None:
+    """Delete the anchor, the bridge and the network's firewall chains.  The caller holds the
+    host-wide network lock and made sure no endpoint is on the network; ``scratch`` is a path
+    for a scratch namespace."""
+    if network.Driver != "bridge" or not network.BridgeName:
+        return
+    anchor = anchor_name(network.BridgeName)
+    if exists(anchor):
+        subprocess.run(["ip", "link", "del", anchor], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+    if not exists(network.BridgeName):
+        return
+    namespace.remove(scratch)
+    namespace.create(scratch)
+    try:
+        subprocess.run(["nsenter", f"--net={scratch}", "ip", "link", "add", "eth0", "type", "veth", "peer", "name",
+                        "peth0"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            dataplane.teardown(scratch, _placeholder_request(network))
+        except errdefs.System as exc:
+            log.warning("removal of bridge %s: %s", network.BridgeName, exc)
+    finally:
+        namespace.remove(scratch)
+    if exists(network.BridgeName):  # netavark left it (another program's port on it): ours to remove
+        subprocess.run(["ip", "link", "del", network.BridgeName], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+    _restore_isolation()
+
+
+def _restore_isolation() -> None:
+    """netavark 1.4's complete teardown of one network deletes ``FORWARD -j NETAVARK_ISOLATION_1``,
+    a rule every isolated network shares: the other networks' bridges would reach each other
+    until the next set-up adds it again.  Put it back while any network's isolation rule is left."""
+    listed = subprocess.run(["iptables", "-w", "-S", "NETAVARK_ISOLATION_1"], capture_output=True, text=True,
+                            check=False)
+    if listed.returncode != 0 or "-A NETAVARK_ISOLATION_1" not in listed.stdout:
+        return
+    jump = ["FORWARD", "-j", "NETAVARK_ISOLATION_1"]
+    if subprocess.run(["iptables", "-w", "-C", *jump], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["iptables", "-w", "-I", jump[0], "1", *jump[1:]], capture_output=True, check=False)
