@@ -7,6 +7,7 @@ deleted, its netavark rules removed with its networks' bridges (``remove_bridges
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from lamina.network.netavark import Netavark
-from lamina.network.sandbox import Sandboxes
+from lamina.network.sandbox import HOST_LOCK, Sandboxes
 from lamina.network.store import NetworkStore
 
 _COUNTER = itertools.count()
@@ -68,3 +69,15 @@ def sandboxes(tmp_path, names) -> Iterator[Sandboxes]:
     for container_id in list(store.sandboxes()):
         manager.detach(container_id)
     manager.remove_bridges()  # the networks' bridges outlive their endpoints
+
+
+@contextlib.contextmanager
+def no_teardown_meanwhile() -> Iterator[None]:
+    """Hold the host-wide network lock while checking that traffic is blocked: netavark 1.4's
+    complete teardown of any network (another test worker's ``network rm``) deletes the
+    ``FORWARD -j NETAVARK_ISOLATION_1`` rule every bridge's isolation hangs on, until lamina
+    puts it back under the same lock; a check made in that window would see traffic pass."""
+    from lamina import fsutil
+
+    with fsutil.file_lock(HOST_LOCK):
+        yield

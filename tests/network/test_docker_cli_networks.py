@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from network.conftest import no_teardown_meanwhile
 from server.conftest import BUSYBOX_ARCHIVE, DOCKER, docker, server, socket_dir, start_server  # noqa: F401
 
 pytestmark = [pytest.mark.privileged, pytest.mark.interop,
@@ -40,12 +41,14 @@ def test_docker_cli_networks_ports_and_names(docker, names) -> None:  # noqa: F8
         address = docker("inspect", "-f", "{{.NetworkSettings.Networks.appnet.IPAddress}}", "web").stdout.decode()
         assert address.strip().startswith(subnet.rsplit(".", 1)[0])
         docker("run", "-d", "--name", "probe", "--network", "othernet", "busybox", "sleep", "60")
-        unreachable = docker("exec", "probe", "ping", "-c1", "-W1", address.strip(), check=False)
+        with no_teardown_meanwhile():
+            unreachable = docker("exec", "probe", "ping", "-c1", "-W1", address.strip(), check=False)
         assert unreachable.returncode != 0
         docker("network", "connect", "appnet", "probe")
         assert docker("exec", "probe", "ping", "-c1", "-W3", "web", check=False).returncode == 0
         docker("network", "disconnect", "appnet", "probe")
-        assert docker("exec", "probe", "ping", "-c1", "-W1", address.strip(), check=False).returncode != 0
+        with no_teardown_meanwhile():
+            assert docker("exec", "probe", "ping", "-c1", "-W1", address.strip(), check=False).returncode != 0
         refused = docker("network", "rm", "appnet", check=False)
         assert refused.returncode != 0 and b"active endpoints" in refused.stderr
     finally:

@@ -18,6 +18,7 @@ from lamina.network import bridges, namespace
 from lamina.network.api import PortMapping
 from lamina.network.create import create_network
 from lamina.network.sandbox import EndpointRequest, Sandboxes
+from network.conftest import no_teardown_meanwhile
 
 pytestmark = pytest.mark.privileged
 
@@ -50,7 +51,8 @@ def test_two_sandboxes_reach_each_other_by_name_and_a_third_network_is_isolated(
     for name in ("web", "www", a[:12]):
         answer = _in(sandboxes, b, "nslookup", name, front.Gateway)
         assert web["IPAddress"] in answer.stdout, answer
-    isolated = _in(sandboxes, c, "ping", "-c1", "-W1", web["IPAddress"])
+    with no_teardown_meanwhile():
+        isolated = _in(sandboxes, c, "ping", "-c1", "-W1", web["IPAddress"])
     assert isolated.returncode != 0
     assert third["Endpoints"]["back"]["Gateway"] == back.Gateway
 
@@ -123,7 +125,8 @@ def test_connect_and_disconnect_change_what_a_sandbox_reaches(sandboxes, names) 
     a, b = _container_id(10), _container_id(11)
     sandboxes.attach(a, name="a", endpoints=[EndpointRequest("one")])
     target = sandboxes.attach(b, name="b", endpoints=[EndpointRequest("two")])["Endpoints"]["two"]["IPAddress"]
-    assert _in(sandboxes, a, "ping", "-c1", "-W1", target).returncode != 0
+    with no_teardown_meanwhile():
+        assert _in(sandboxes, a, "ping", "-c1", "-W1", target).returncode != 0
     record = sandboxes.connect(a, EndpointRequest("two"))
     assert record["Endpoints"]["two"]["InterfaceName"] == "eth1"
     assert _in(sandboxes, a, "ping", "-c1", "-W3", target).returncode == 0
@@ -131,7 +134,8 @@ def test_connect_and_disconnect_change_what_a_sandbox_reaches(sandboxes, names) 
         sandboxes.connect(a, EndpointRequest("two"))
     sandboxes.disconnect(a, two.Id)
     assert "eth1" not in _in(sandboxes, a, "ip", "link").stdout
-    assert _in(sandboxes, a, "ping", "-c1", "-W1", target).returncode != 0
+    with no_teardown_meanwhile():
+        assert _in(sandboxes, a, "ping", "-c1", "-W1", target).returncode != 0
 
 
 def test_the_sweep_tears_down_what_a_crashed_attach_left(sandboxes, names) -> None:
