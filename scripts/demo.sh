@@ -40,6 +40,20 @@ printf 'FROM busybox\nRUN echo built > /built.txt\nCMD ["cat", "/built.txt"]\n' 
 $LAMINA build -t demo:built "$WORK/ctx"
 $LAMINA run --rm -v demo-data:/data demo:built
 $LAMINA volume rm demo-data >/dev/null
+echo "== lamina network: two containers on a user-defined network, one publishing a port"
+$LAMINA network create demo-net >/dev/null
+mkdir -p "$WORK/www" && echo "hello from the web container" > "$WORK/www/index.html"
+$LAMINA run -d --name demo-web --network demo-net --network-alias web -p 127.0.0.1::80 \
+    -v "$WORK/www:/www:ro" busybox httpd -f -p 80 -h /www >/dev/null
+$LAMINA port demo-web
+port=$($LAMINA port demo-web 80/tcp | sed 's/.*://')
+for _ in $(seq 50); do
+    python3 -c "import urllib.request; print('host -> 127.0.0.1:$port:', urllib.request.urlopen('http://127.0.0.1:$port/').read().decode().strip())" 2>/dev/null && break
+    sleep 0.1
+done
+$LAMINA run --rm --network demo-net busybox sh -c 'echo "client -> web: $(wget -qO- http://web/)"'
+$LAMINA rm -f demo-web >/dev/null
+$LAMINA network rm demo-net >/dev/null
 if command -v docker-registry >/dev/null 2>&1; then
     echo "== lamina push / pull through a local registry (Debian's docker-registry on 127.0.0.1)"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
