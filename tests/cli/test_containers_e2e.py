@@ -5,6 +5,7 @@ unmounts everything under the test's directory, even when the test failed."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -63,16 +64,23 @@ class Lamina:
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def lamina() -> Iterator[Lamina]:
-    # Short paths: the exec root holds unix sockets (108-byte limit).
-    root = tempfile.mkdtemp(prefix="lce-", dir="/tmp")
+@contextlib.contextmanager
+def loaded_engine(prefix: str) -> Iterator[Lamina]:
+    """A data root under /tmp with the busybox fixture loaded, removed afterwards.  Short
+    paths: the exec root holds unix sockets (108-byte limit)."""
+    root = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     runner = Lamina(root)
     try:
         runner.ok("load", "-i", FIXTURE)
         yield runner
     finally:
         _cleanup(root)
+
+
+@pytest.fixture(scope="module")
+def lamina() -> Iterator[Lamina]:
+    with loaded_engine("lce-") as runner:
+        yield runner
 
 
 def _cleanup(root: str) -> None:

@@ -9,27 +9,21 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from cli.terminal import Terminal
-from cli.test_containers_e2e import FIXTURE, Lamina, _cleanup
+from cli.test_containers_e2e import Lamina, loaded_engine
 
 pytestmark = pytest.mark.privileged
 
 
 @pytest.fixture(scope="module")
 def lamina() -> Iterator[Lamina]:
-    root = tempfile.mkdtemp(prefix="lde-", dir="/tmp")
-    runner = Lamina(root)
-    try:
-        runner.ok("load", "-i", FIXTURE)
+    with loaded_engine("lde-") as runner:
         yield runner
-    finally:
-        _cleanup(root)
 
 
 def cli(*argv: str) -> list[str]:

@@ -5,25 +5,19 @@ monitors): ``--health-*`` flags, a probe that flips from failing to passing, ``p
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 
 import pytest
 
-from cli.test_containers_e2e import FIXTURE, Lamina, _cleanup
+from cli.test_containers_e2e import Lamina, loaded_engine
 
 pytestmark = pytest.mark.privileged
 
 
 @pytest.fixture(scope="module")
 def lamina() -> Iterator[Lamina]:
-    root = tempfile.mkdtemp(prefix="lhe-", dir="/tmp")
-    runner = Lamina(root)
-    try:
-        runner.ok("load", "-i", FIXTURE)
+    with loaded_engine("lhe-") as runner:
         yield runner
-    finally:
-        _cleanup(root)
 
 
 def test_a_probe_flips_from_failing_to_passing(lamina) -> None:
