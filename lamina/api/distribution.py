@@ -23,10 +23,13 @@ if TYPE_CHECKING:
     from lamina.api.router import Call
     from lamina.distribution.registry.auth import Credentials
 
-__all__ = ["pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth", "manifest"]
+__all__ = ["pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth", "manifest",
+           "registry_credentials"]
 
 
-def _credentials(document: Any) -> Credentials:
+def registry_credentials(document: Any) -> Credentials:
+    """The credentials of one auth configuration object (``username``, ``password``,
+    ``identitytoken``, ``registrytoken``)."""
     from lamina.distribution.registry.auth import Credentials
 
     if not isinstance(document, dict):
@@ -54,7 +57,7 @@ def decode_auth(header: str | None) -> Credentials | None:
         document = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError):
         raise errdefs.InvalidArgument("X-Registry-Auth is not base64url-encoded JSON") from None
-    credentials = _credentials(document)
+    credentials = registry_credentials(document)
     return None if credentials.empty else credentials
 
 
@@ -85,7 +88,7 @@ def push_image(call: Call) -> Response:
 
 def auth(call: Call) -> Response:
     document = read_json(call.request.body)
-    credentials = _credentials(document)
+    credentials = registry_credentials(document)
     server = str(document.get("serveraddress") or "") if isinstance(document, dict) else ""
     return json_response(call.services.distribution.login(server, credentials))
 
