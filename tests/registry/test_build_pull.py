@@ -56,3 +56,24 @@ def test_from_an_image_the_registry_lacks_is_a_clear_error(registry, lamina, tmp
     err = result.stderr.decode()
     assert err.startswith("Dockerfile:1: ") and f"{registry.host}/nosuch" in err and "not found" in err.lower()
     assert lamina("images", "-q", "never").stdout == b""
+
+
+def test_from_an_image_behind_basic_auth_pulls_with_the_logged_in_credentials(tls_registry, lamina, tmp_path) -> None:
+    from registry.conftest import FIXTURE, PASSWORD, USER
+
+    secure = {"LAMINA_INSECURE_REGISTRIES": "", "LAMINA_CERTS_D": tls_registry.certs_d}
+    image = f"{tls_registry.host}/secure:1"
+    lamina("load", "-i", FIXTURE)
+    lamina("tag", "busybox", image)
+    lamina("login", "-u", USER, "--password-stdin", tls_registry.host, input=PASSWORD.encode() + b"\n", env=secure)
+    lamina("push", image, env=secure)
+    lamina("rmi", image)
+    lamina("logout", tls_registry.host)
+    dockerfile = f"FROM {image}\nENV A=1\n"
+    anonymous = build(lamina, tmp_path / "ctx", dockerfile, check=False)
+    assert anonymous.returncode != 0 and "authentication required" in anonymous.stderr.decode()
+    lamina("login", "-u", USER, "--password-stdin", tls_registry.host, input=PASSWORD.encode() + b"\n", env=secure)
+    pulled = lamina("build", str(tmp_path / "ctx"), env=secure).stdout.decode()
+    assert f"Status: Downloaded newer image for {image}\n" in pulled
+    assert lamina.inspect(image)["Id"] == FIXTURE_IMAGE_ID
+    assert PASSWORD not in pulled

@@ -15,7 +15,8 @@ With the in-process engine (no ``-H``) PATH is not tarred at all: the engine rea
 Output is the engine's stream, printed as the classic ``docker build`` prints it (``Step 2/5 :
 RUN make``, `` ---> Running in <id>``, ``Successfully built <id>``...); ``-q`` prints only the
 image id; ``--iidfile`` writes it to a file.  ``--pull`` pulls every FROM image (a missing
-one is always pulled); the pull's status lines are printed between the steps.  A failed build prints the engine's message on
+one is always pulled) with the credentials of ``~/.docker/config.json``, sent as the docker
+CLI sends them (``X-Registry-Config``); the pull's status lines are printed between the steps.  A failed build prints the engine's message on
 stderr and exits 1.
 """
 
@@ -27,6 +28,7 @@ import threading
 from typing import Any, BinaryIO
 
 from lamina.cli.context import Context
+from lamina.cli.dockerconfig import DockerConfig
 from lamina.cli.errors import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -253,7 +255,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
     common: dict[str, Any] = {"tags": args.tag, "build_args": _build_args(args.build_arg),
                               "target": args.target, "labels": _labels(args.label), "no_cache": args.no_cache,
                               "quiet": args.quiet, "remove": args.rm, "force_remove": args.force_rm,
-                              "network_mode": args.network, "platform": args.platform, "pull": args.pull}
+                              "network_mode": args.network, "platform": args.platform, "pull": args.pull,
+                              "registry_config": DockerConfig().registry_config()}
     errors: list[BaseException] = []
     body: BinaryIO | None = None
     if path == "-":
