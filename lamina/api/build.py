@@ -5,11 +5,15 @@ zstd).  Query parameters (Docker's): ``dockerfile`` (path inside the context, de
 ``Dockerfile``), ``t`` (repeated: tags applied when the build succeeded), ``buildargs`` and
 ``labels`` (JSON objects of strings; a build arg may be ``null``), ``target``, ``nocache``,
 ``q``, ``rm`` (default true), ``forcerm``, ``networkmode`` (``default``, ``none``, ``host``),
-``platform``; ``remote`` (a git or HTTP context) answers 501, and ``version=2`` (BuildKit)
+``platform``, ``pull`` (pull the image of every FROM, even a present one; without it a
+missing image is pulled, as Docker's classic builder does); ``remote`` (a git or HTTP context) answers 501, and ``version=2`` (BuildKit)
 answers 501 too.  Lamina's extension ``laminacontext=<directory>``: read the context in place
 from that directory of the engine's host instead of a tar body (the in-process CLI uses it to
 skip the tar round trip; like a bind mount, it only gives API clients what the API already
-gives them).
+gives them).  Credentials for those pulls: the ``X-Registry-Config`` header the docker CLI
+sends, base64url of a JSON object that maps each registry (``https://index.docker.io/v1/``,
+``localhost:5000``) to an auth object as ``X-Registry-Auth`` carries one; a registry not named
+there is pulled from anonymously.  A header that does not decode is refused (400), not echoed.
 
 The answer is Docker's JSON-message stream: ``{"stream": "Step 1/4 : FROM busybox\\n"}``
 lines, ``{"aux": {"ID": "sha256:..."}}`` at the end of each stage, and on failure
@@ -35,8 +39,10 @@ from lamina.api.streams import json_response, progress_stream
 
 if TYPE_CHECKING:
     from lamina.api.call import Call
+    from lamina.distribution.registry.auth import Credentials
 
-__all__ = ["CONTEXT_DIRECTORY_PARAMETER", "PRUNE_FILTERS", "build_image", "prune_build_cache"]
+__all__ = ["CONTEXT_DIRECTORY_PARAMETER", "PRUNE_FILTERS", "build_image", "decode_registry_config",
+           "prune_build_cache"]
 
 CONTEXT_DIRECTORY_PARAMETER = "laminacontext"
 PRUNE_FILTERS = frozenset({"until"})
@@ -48,6 +54,33 @@ def _json_map(call: Call, name: str, *, nullable: bool) -> dict[str, Any]:
         if not (isinstance(value, str) or (nullable and value is None)):
             raise errdefs.InvalidArgument(f"invalid {name}: the value of {key!r} must be a string")
     return decoded
+
+
+def decode_registry_config(header: str | None) -> dict[str, Credentials]:
+    """The credentials of an ``X-Registry-Config`` header, by registry domain (``docker.io``
+    for Docker Hub's ``https://index.docker.io/v1/``); empty entries are left out."""
+    import base64
+    import json
+
+    from lamina.api.distribution import registry_credentials
+    from lamina.image.reference import registry_domain
+
+    if not header or not header.strip():
+        return {}
+    text = header.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        document = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise errdefs.InvalidArgument("X-Registry-Config is not base64url-encoded JSON") from None
+    if not isinstance(document, dict):
+        raise errdefs.InvalidArgument("X-Registry-Config must be a JSON object of auth configurations")
+    out: dict[str, Credentials] = {}
+    for server, entry in document.items():
+        credentials = registry_credentials(entry)
+        if not credentials.empty:
+            out[registry_domain(str(server))] = credentials
+    return out
 
 
 def _error_message(exc: BaseException) -> dict[str, Any]:
@@ -81,7 +114,9 @@ def build_image(call: Call) -> Response:
         force_remove=params.boolean(request, "forcerm"),
         network_mode=network,
         platform=params.string(request, "platform"),
+        pull=params.boolean(request, "pull"),
     )
+    registry_credentials = decode_registry_config(request.headers.get("X-Registry-Config"))
     quiet = params.boolean(request, "q")
     directory = params.string(request, CONTEXT_DIRECTORY_PARAMETER) or None
     dockerfile = params.string(request, "dockerfile")
@@ -102,7 +137,7 @@ def build_image(call: Call) -> Response:
 
         try:
             return builds.build(progress=forward, stream=body, directory=directory, dockerfile=dockerfile,
-                                tags=tags, options=options)
+                                tags=tags, options=options, registry_credentials=registry_credentials)
         except Exception as exc:
             for message in held:
                 progress(message)

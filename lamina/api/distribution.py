@@ -5,6 +5,9 @@ Credentials come as Docker's ``X-Registry-Auth`` header: base64url (padding opti
 JSON object ``{"username", "password", "serveraddress", "identitytoken", "registrytoken"}``
 (``POST /auth`` takes the same object as its body).  A header that does not decode is refused
 (400) without echoing it: secrets never reach an error message or a log.
+
+Push takes lamina's extension ``laminaformat=oci`` to push OCI image manifests instead of
+Docker's schema 2 (``docker``, the default); other values answer 400.
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ if TYPE_CHECKING:
     from lamina.api.router import Call
     from lamina.distribution.registry.auth import Credentials
 
-__all__ = ["pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth", "manifest"]
+#: lamina's extension of ``POST /images/{name}/push``: the manifest format, ``docker`` (schema 2,
+#: the default, what Docker pushes) or ``oci`` (an OCI image manifest).
+MANIFEST_FORMAT_PARAMETER = "laminaformat"
+
+__all__ = ["MANIFEST_FORMAT_PARAMETER", "pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth", "manifest",
+           "registry_credentials"]
 
 
-def _credentials(document: Any) -> Credentials:
+def registry_credentials(document: Any) -> Credentials:
+    """The credentials of one auth configuration object (``username``, ``password``,
+    ``identitytoken``, ``registrytoken``)."""
     from lamina.distribution.registry.auth import Credentials
 
     if not isinstance(document, dict):
@@ -54,7 +64,7 @@ def decode_auth(header: str | None) -> Credentials | None:
         document = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError):
         raise errdefs.InvalidArgument("X-Registry-Auth is not base64url-encoded JSON") from None
-    credentials = _credentials(document)
+    credentials = registry_credentials(document)
     return None if credentials.empty else credentials
 
 
@@ -76,16 +86,19 @@ def pull_image(call: Call) -> Response:
 
 def push_image(call: Call) -> Response:
     tag = params.string(call.request, "tag")
+    manifest_format = params.string(call.request, MANIFEST_FORMAT_PARAMETER) or "docker"
+    if manifest_format not in ("docker", "oci"):
+        raise errdefs.InvalidArgument(f"unknown manifest format {manifest_format!r}: docker or oci")
     credentials = _header_credentials(call)
     service = call.services.distribution
     name = call.params["name"]
-    return progress_stream(lambda progress: service.push(name, tag=tag, credentials=credentials,
-                                                         progress=progress), context="push")
+    return progress_stream(lambda progress: service.push(name, tag=tag, credentials=credentials, progress=progress,
+                                                         manifest_format=manifest_format), context="push")
 
 
 def auth(call: Call) -> Response:
     document = read_json(call.request.body)
-    credentials = _credentials(document)
+    credentials = registry_credentials(document)
     server = str(document.get("serveraddress") or "") if isinstance(document, dict) else ""
     return json_response(call.services.distribution.login(server, credentials))
 

@@ -10,7 +10,9 @@ It consumes three small protocols, defined here and implemented by
   by its *layer id* (the record name in ``layerdb/mounts``); :meth:`BuildLayers.mount` shows
   its full tree (the image's layers below, the read-write layer on top) at a host path;
 - :class:`BuildContainers`: the containers of RUN steps, with the Docker Engine API's
-  create-body shapes.  A container's read-write layer has the container's id as layer id, so
+  create-body shapes;
+- :class:`BuildPulls`: fetch a base image from its registry (FROM of an image that is missing,
+  or of every image with ``--pull``), reporting Docker's pull messages into the build output.  A container's read-write layer has the container's id as layer id, so
   :meth:`BuildImages.commit` takes either.
 
 Vocabulary: *image id* is ``sha256:<hex>``, ``""`` for ``FROM scratch``; the *parent* of a
@@ -36,6 +38,7 @@ __all__ = [
     "BuildImages",
     "BuildLayers",
     "BuildOptions",
+    "BuildPulls",
     "Output",
     "RunFailed",
     "StepOutput",
@@ -55,7 +58,8 @@ class BuildOptions:
     ``build_args`` maps names to values (None: ``--build-arg NAME`` given without a value the
     client could not resolve); ``network_mode`` is the default network of RUN steps
     (``default``, ``none`` or ``host``); ``remove`` / ``force_remove`` are ``--rm`` /
-    ``--force-rm`` for the intermediate containers.
+    ``--force-rm`` for the intermediate containers; ``pull`` is ``--pull``: pull the image of
+    every FROM that names an image (not a stage, not ``scratch``) even when it is present.
     """
 
     build_args: Mapping[str, str | None] = field(default_factory=dict)
@@ -66,6 +70,7 @@ class BuildOptions:
     force_remove: bool = False
     network_mode: str = "default"
     platform: str = ""
+    pull: bool = False
 
 
 class RunFailed(errdefs.LaminaError):
@@ -119,3 +124,12 @@ class BuildContainers(Protocol):
 
     def remove(self, container_id: str) -> None:
         """Remove the container (killing it first if it still runs)."""
+
+
+class BuildPulls(Protocol):
+    def pull(self, name: str, output: Output) -> None:
+        """Pull the image ``name`` (``:latest`` when it names neither tag nor digest) from its
+        registry, reporting Docker's JSON pull messages (``latest: Pulling from ...``,
+        ``Status: Downloaded newer image for ...``) through ``output``; errdefs errors
+        (``InvalidArgument``, ``NotFound``, ``Unavailable``, ``Unauthorized``) name the
+        registry and the cause."""

@@ -57,6 +57,7 @@ from lamina.build.api import (
     BuildImages,
     BuildLayers,
     BuildOptions,
+    BuildPulls,
     Output,
     RunFailed,
 )
@@ -89,8 +90,10 @@ class Builder:
     """One build of ``context`` with ``options``; :meth:`build` returns the final image id."""
 
     def __init__(self, *, images: BuildImages, layers: BuildLayers, containers: BuildContainers,
-                 context: BuildContext, options: BuildOptions, output: Output) -> None:
+                 context: BuildContext, options: BuildOptions, output: Output,
+                 pulls: BuildPulls | None = None) -> None:
         self.images = images
+        self.pulls = pulls
         self.context = context
         self.options = options
         self.output = output  # raises errdefs.Cancelled once nobody reads: the build stops there
@@ -115,6 +118,8 @@ class Builder:
     def build(self) -> str:
         if self.options.platform:
             _check_platform(self.options.platform)
+        if self.options.pull and self.pulls is None:
+            raise errdefs.NotImplemented("--pull: this engine cannot pull images from a registry")
         dockerfile = parse(self.context.dockerfile, self.dockerfile_name)
         self.escape = dockerfile.escape
         if not dockerfile.stages:
@@ -224,7 +229,7 @@ class Builder:
         elif name == "scratch":
             return "", None
         else:
-            image_id = self.images.resolve(name)
+            image_id = self._local_or_pulled(name)
         if not image_id:
             return "", None
         config = self.images.config(image_id)
@@ -232,6 +237,18 @@ class Builder:
             raise errdefs.InvalidArgument(f"the base image {name} is for {config.os}; lamina builds linux images")
         return image_id, config.config
 
+    def _local_or_pulled(self, name: str) -> str:
+        """The image FROM names, pulled first with ``--pull``, or when it is missing (Docker's
+        classic builder; an image id is never pulled)."""
+        if self.pulls is None or _names_an_id(name):
+            return self.images.resolve(name)
+        if not self.options.pull:
+            try:
+                return self.images.resolve(name)
+            except errdefs.NotFound:
+                pass
+        self.pulls.pull(name, self.output)
+        return self.images.resolve(name)
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -260,6 +277,12 @@ class Builder:
 
     def _substitution(self, state: StageState) -> Substitution:
         return Substitution(state.args.environment(state.run_config.env or ()), self.escape)
+
+
+def _names_an_id(name: str) -> bool:
+    """``sha256:<hex>`` or 64 hex digits: an image id, which no registry serves by that name."""
+    text = name[len("sha256:"):] if name.startswith("sha256:") else name
+    return name.startswith("sha256:") or (len(text) == 64 and all(c in "0123456789abcdef" for c in text))
 
 
 def _check_platform(text: str) -> None:

@@ -110,6 +110,23 @@ class DockerConfig:
             return None
         return encode_auth(username, password, registry_key(domain), token)
 
+    def registry_config(self) -> str | None:
+        """``X-Registry-Config`` (``docker build``): base64url of every registry's auth
+        configuration, by ``auths`` / ``credHelpers`` key, or None without any.  The registries
+        a ``credsStore`` alone knows are not listed (the docker CLI asks the helper's ``list``)."""
+        document = self._read()
+        keys = set(document.get("auths") or {}) | set(document.get("credHelpers") or {})
+        entries: dict[str, dict[str, str]] = {}
+        for key in sorted(str(key) for key in keys):
+            username, password, token = self.credentials(key)
+            if username or password or token:
+                entry = {"serveraddress": key}
+                entry.update({"identitytoken": token} if token else {"username": username, "password": password})
+                entries[key] = entry
+        if not entries:
+            return None
+        return base64.urlsafe_b64encode(json.dumps(entries).encode()).decode()
+
     def store(self, domain: str, username: str, password: str) -> None:
         key = registry_key(domain)
         document = self._read()

@@ -16,7 +16,8 @@ class BuildMixin(BaseClient):
               build_args: dict[str, str | None] | None = None, target: str = "",
               labels: dict[str, str] | None = None, no_cache: bool = False, quiet: bool = False,
               remove: bool = True, force_remove: bool = False, network_mode: str = "",
-              platform: str = "", context_directory: str = "") -> Iterator[dict[str, Any]]:
+              platform: str = "", context_directory: str = "", pull: bool = False,
+              registry_config: str | None = None) -> Iterator[dict[str, Any]]:
         """``POST /build`` with the context tar ``context`` (or lamina's ``laminacontext``
         directory, read in place by an in-process engine); the JSON messages as they arrive."""
         query = {
@@ -26,9 +27,12 @@ class BuildMixin(BaseClient):
             "labels": [json.dumps(labels, separators=(",", ":"))] if labels else [],
             "nocache": flag(no_cache), "q": flag(quiet), "rm": ["1" if remove else "0"],
             "forcerm": flag(force_remove), "networkmode": text(network_mode), "platform": text(platform),
+            "pull": flag(pull),
             "laminacontext": text(context_directory),
         }
-        headers = {"Content-Type": "application/x-tar"} if context is not None else None
+        headers = {"Content-Type": "application/x-tar"} if context is not None else {}
+        if registry_config:
+            headers["X-Registry-Config"] = registry_config
         return json_messages(self._send("POST", "/build", query=query, body=context, headers=headers))
 
     def prune_build_cache(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:

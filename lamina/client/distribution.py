@@ -42,9 +42,11 @@ class DistributionMixin:
         query = {"fromImage": [image], "tag": [tag] if tag else [], "platform": [platform] if platform else []}
         return _messages(self._send("POST", "/images/create", query=query, headers=_auth_headers(auth)))
 
-    def push(self: _Sender, name: str, *, tag: str = "", auth: str | None = None) -> Iterator[dict[str, Any]]:
-        """Push ``name`` (a repository, ``tag`` one of its tags; no tag: every tag)."""
-        query = {"tag": [tag] if tag else []}
+    def push(self: _Sender, name: str, *, tag: str = "", auth: str | None = None,
+             manifest_format: str = "") -> Iterator[dict[str, Any]]:
+        """Push ``name`` (a repository, ``tag`` one of its tags; no tag: every tag);
+        ``manifest_format`` ``oci`` asks for OCI manifests (lamina's ``laminaformat``)."""
+        query = {"tag": [tag] if tag else [], "laminaformat": [manifest_format] if manifest_format else []}
         return _messages(self._send("POST", f"/images/{name}/push", query=query, headers=_auth_headers(auth)))
 
     def login(self: _Sender, *, username: str, password: str, server: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Pushing an image to a registry: layer blobs, the config blob, a Docker schema 2 manifest.
+"""Pushing an image to a registry: layer blobs, the config blob, a Docker schema 2 manifest
+(or, when asked, an OCI image manifest).
 
 For each layer (up to :data:`CONCURRENT_UPLOADS` at once), the first that applies:
 
@@ -15,7 +16,10 @@ For each layer (up to :data:`CONCURRENT_UPLOADS` at once), the first that applie
 Each blob pushed or found is recorded in the distribution metadata (blob digest <-> diff_id,
 with the repository).  The manifest (media type
 ``application/vnd.docker.distribution.manifest.v2+json``, indented as Docker writes it) is
-pushed by tag; its digest is recorded as the image's ``name@digest`` reference and reported
+pushed by tag.  ``manifest_format="oci"`` pushes an OCI image manifest instead
+(``application/vnd.oci.image.manifest.v1+json``, config ``application/vnd.oci.image.config.v1+json``,
+layers ``application/vnd.oci.image.layer.v1.tar+gzip``): the same blobs, other media types,
+so another digest.  The manifest's digest is recorded as the image's ``name@digest`` reference and reported
 as Docker does: ``<tag>: digest: sha256:... size: N`` and an ``aux`` message
 ``{"Tag", "Digest", "Size"}``.
 """
@@ -38,7 +42,7 @@ from lamina.layer.store import LayerStore
 from lamina.records import dataclass
 
 __all__ = ["push_image", "PushedImage", "MANIFEST_MEDIA_TYPE", "LAYER_MEDIA_TYPE", "CONFIG_MEDIA_TYPE",
-           "GZIP_LEVEL", "CONCURRENT_UPLOADS"]
+           "GZIP_LEVEL", "CONCURRENT_UPLOADS", "MANIFEST_FORMATS"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -46,6 +50,14 @@ MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 UNCOMPRESSED_LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
+#: The media types of each manifest format, Docker's schema 2 -> OCI's.
+_OCI_MEDIA_TYPES = {
+    MANIFEST_MEDIA_TYPE: "application/vnd.oci.image.manifest.v1+json",
+    CONFIG_MEDIA_TYPE: "application/vnd.oci.image.config.v1+json",
+    LAYER_MEDIA_TYPE: "application/vnd.oci.image.layer.v1.tar+gzip",
+    UNCOMPRESSED_LAYER_MEDIA_TYPE: "application/vnd.oci.image.layer.v1.tar",
+}
+MANIFEST_FORMATS = ("docker", "oci")
 GZIP_LEVEL = 1
 CONCURRENT_UPLOADS = 3    # layers pushed at once (Docker's max-concurrent-uploads is 5)
 
@@ -157,10 +169,15 @@ def _descriptor(digest: Digest, size: int, diff_id: Digest) -> dict[str, Any]:
 
 def push_image(registry: Registry, reference: Reference, image_id: Digest, *, layers: LayerStore,
                images: ImageStore, references: ReferenceStore, metadata: MetadataStore,
-               progress: Progress) -> PushedImage:
-    """Push the image ``image_id`` as ``reference`` (which has a tag)."""
+               progress: Progress, manifest_format: str = "docker") -> PushedImage:
+    """Push the image ``image_id`` as ``reference`` (which has a tag), with a manifest of
+    ``manifest_format`` (one of :data:`MANIFEST_FORMATS`)."""
     if reference.tag is None:
         raise errdefs.InvalidArgument("a push needs a tag")
+    if manifest_format not in MANIFEST_FORMATS:
+        raise errdefs.InvalidArgument(f"unknown manifest format {manifest_format!r}: docker or oci")
+    media_type: Callable[[str], str] = (lambda docker: _OCI_MEDIA_TYPES[docker]) if manifest_format == "oci" \
+        else (lambda docker: docker)
     repository = reference.path
     name = f"{registry.domain}/{repository}"
     config_bytes = images.get(image_id)
@@ -187,13 +204,13 @@ def push_image(registry: Registry, reference: Reference, image_id: Digest, *, la
         registry.upload_bytes(repository, config_bytes, config_digest)
     manifest = {
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "size": len(config_bytes), "digest": config_digest},
-        "layers": descriptors,
+        "mediaType": media_type(MANIFEST_MEDIA_TYPE),
+        "config": {"mediaType": media_type(CONFIG_MEDIA_TYPE), "size": len(config_bytes), "digest": config_digest},
+        "layers": [{**descriptor, "mediaType": media_type(descriptor["mediaType"])} for descriptor in descriptors],
     }
     body = json.dumps(manifest, indent=3).encode()
     digest = from_bytes(body)
-    answered = registry.put_manifest(repository, reference.tag, body, MANIFEST_MEDIA_TYPE)
+    answered = registry.put_manifest(repository, reference.tag, body, media_type(MANIFEST_MEDIA_TYPE))
     if answered and answered != digest:
         raise errdefs.DataLoss(f"registry {registry.domain}: the manifest of {name}:{reference.tag} was stored "
                                f"as {answered}, lamina sent {digest}")

@@ -15,7 +15,7 @@ one consumer uses it (:mod:`lamina.services.compose` hands the services over).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Progress", "ImageService", "SystemService", "ContainerLifecycle", "ContainerViews", "ContainerFiles",
            "ContainerStreams", "ExecService", "Services", "VolumeService", "BuildService", "EventService",
-           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService", "ContainerUsage", "NetworkService"]
+           "ContainerVolumes", "VolumeUsage", "BuildCacheUsage", "DistributionService", "ContainerUsage", "NetworkService",
+           "ImagePulls"]
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -255,10 +256,13 @@ class BuildService(Protocol):
 
     def build(self, *, progress: Progress, stream: BinaryIO | None = None, directory: str | None = None,
               dockerfile: str = "", tags: list[str] | tuple[str, ...] = (),
-              options: "BuildOptions | None" = None) -> str:
+              options: "BuildOptions | None" = None,
+              registry_credentials: Mapping[str, Credentials] | None = None) -> str:
         """Build from a context tar ``stream`` (or, in-process, a local ``directory``); the
         output goes to ``progress`` as Docker's JSON messages (``{"stream": "Step 1/3 : ..."}``,
-        ``{"aux": {"ID": ...}}``); tags are applied once the build succeeded; returns the image id."""
+        ``{"aux": {"ID": ...}}``); tags are applied once the build succeeded; returns the image id.
+        ``registry_credentials`` (by registry domain, ``docker.io`` for Docker Hub) authenticate
+        the pulls of base images."""
 
     def prune(self, *, all: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         """``{"CachesDeleted": [...], "SpaceReclaimed": n}``; filter ``until``."""
@@ -288,7 +292,7 @@ class DistributionService(Protocol):
              progress: Progress) -> list[str]: ...
 
     def push(self, name: str, *, tag: str = "", credentials: Credentials | None = None,
-             progress: Progress) -> list[str]: ...
+             progress: Progress, manifest_format: str = "docker") -> list[str]: ...
 
     def login(self, server: str, credentials: Credentials) -> dict[str, str]: ...
 
@@ -359,3 +363,10 @@ class BuildCacheUsage(Protocol):
     """What ``system df`` needs from the build service."""
 
     def cache_usage(self) -> list[dict[str, Any]]: ...
+
+
+class ImagePulls(Protocol):
+    """What the build service needs from the distribution service: the pull of a base image."""
+
+    def pull(self, from_image: str, *, tag: str = "", platform: str = "", credentials: Credentials | None = None,
+             progress: Progress) -> list[str]: ...

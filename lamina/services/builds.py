@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs, fsutil
-from lamina.build.api import BuildOptions, StepOutput
+from lamina.build.api import BuildOptions, Output, StepOutput
 from lamina.build.cache import CacheIndex, cache_key
 from lamina.config import EngineConfig
 from lamina.digest import Digest, chain_ids
@@ -39,7 +40,7 @@ from lamina.image.config import ContainerConfig, ImageConfig, parse_time
 from lamina.image.reference import Reference, parse_normalized_named, with_default_tag
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
-from lamina.services.api import ContainerLifecycle, ContainerStreams, Progress
+from lamina.services.api import ContainerLifecycle, ContainerStreams, ImagePulls, Progress
 from lamina.services.filters import until_seconds
 from lamina.services.images import ImageServiceImpl
 from lamina.stdcopy import STDERR, STDOUT, FrameDecoder
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     import socket
 
     from lamina.build.context import BuildContext
+    from lamina.distribution.registry.auth import Credentials
 
 __all__ = ["BuildServiceImpl"]
 
@@ -206,13 +208,29 @@ def _pump_frames(sock: socket.socket, output: StepOutput) -> None:
                 output(stream if stream in (STDOUT, STDERR) else STDERR, payload)
 
 
+class _Pulls:
+    """:class:`lamina.build.api.BuildPulls` on the distribution service, with the build
+    request's credentials (by registry domain; none for a registry: an anonymous pull)."""
+
+    def __init__(self, distribution: ImagePulls, credentials: Mapping[str, Credentials], platform: str) -> None:
+        self.distribution = distribution
+        self.credentials = credentials
+        self.platform = platform
+
+    def pull(self, name: str, output: Output) -> None:
+        reference = with_default_tag(parse_normalized_named(name))
+        self.distribution.pull(str(reference), platform=self.platform,
+                               credentials=self.credentials.get(reference.domain), progress=output)
+
+
 # -- the service ------------------------------------------------------------------------------------
 
 
 class BuildServiceImpl:
     def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, containers: ContainerLifecycle,
-                 container_streams: ContainerStreams, mounts: MountStore) -> None:
+                 container_streams: ContainerStreams, mounts: MountStore, distribution: ImagePulls) -> None:
         self.config = config
+        self.distribution = distribution
         self.images = images
         self.containers = containers
         self.container_streams = container_streams
@@ -224,10 +242,13 @@ class BuildServiceImpl:
 
     def build(self, *, progress: Progress, stream: BinaryIO | None = None, directory: str | None = None,
               dockerfile: str = "", tags: list[str] | tuple[str, ...] = (),
-              options: BuildOptions | None = None) -> str:
+              options: BuildOptions | None = None,
+              registry_credentials: Mapping[str, Credentials] | None = None) -> str:
         """Build; report through ``progress``; tag with ``tags`` once it succeeded; return the
         image id.  The context is the tar ``stream``, or the local ``directory`` (then a
-        relative ``dockerfile`` is relative to that directory)."""
+        relative ``dockerfile`` is relative to that directory).  A FROM image that is missing
+        (every FROM image with ``options.pull``) is pulled with ``registry_credentials`` of its
+        registry domain."""
         # the builder and the Dockerfile front end load only when a build runs: every other
         # command builds these services too
         from lamina.build.builder import Builder
@@ -241,7 +262,8 @@ class BuildServiceImpl:
                 builder = Builder(images=_Images(self.images, self.mounts, self.index),
                                   layers=_Layers(self.images, self.mounts, build_id),
                                   containers=_Containers(self.containers, self.container_streams), context=context,
-                                  options=options, output=progress)
+                                  options=options, output=progress,
+                                  pulls=_Pulls(self.distribution, registry_credentials or {}, options.platform))
                 image_id = builder.build()
         finally:
             context.close()

@@ -272,7 +272,8 @@ class EngineServices:
         containers: ContainerLifecycle = _on_first_use(lambda: self.containers)
         container_streams: ContainerStreams = _on_first_use(lambda: self.container_streams)
         return BuildServiceImpl(config=self.config, images=self.images, containers=containers,
-                                container_streams=container_streams, mounts=self.mounts)
+                                container_streams=container_streams, mounts=self.mounts,
+                                distribution=_on_first_use(lambda: self.distribution))
 
 
 class _OnFirstUse:

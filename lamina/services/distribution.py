@@ -169,8 +169,13 @@ class DistributionServiceImpl:
     # -- push ------------------------------------------------------------------------------------
 
     def push(self, name: str, *, tag: str = "", credentials: Credentials | None = None,
-             progress: Progress) -> list[str]:
-        """Push ``name`` (+ ``tag``; none: every tag of the repository); the pushed references."""
+             progress: Progress, manifest_format: str = "docker") -> list[str]:
+        """Push ``name`` (+ ``tag``; none: every tag of the repository) with manifests of
+        ``manifest_format`` (``docker``: schema 2, the default; ``oci``); the pushed references."""
+        from lamina.distribution.push import MANIFEST_FORMATS
+
+        if manifest_format not in MANIFEST_FORMATS:
+            raise errdefs.InvalidArgument(f"unknown manifest format {manifest_format!r}: docker or oci")
         reference = parse_normalized_named(name)
         if reference.digest is not None:
             raise errdefs.InvalidArgument(f"cannot push a digest reference ({name}): push a tag")
@@ -191,10 +196,10 @@ class DistributionServiceImpl:
                     f"An image does not exist locally with the tag: {target.familiar_string()}") from None
         progress({"status": f"The push refers to repository [{trim_name(reference).string()}]"})
         with _naming_failures("pushing", reference):
-            return self._push(reference, targets, credentials, progress)
+            return self._push(reference, targets, credentials, progress, manifest_format)
 
     def _push(self, reference: Reference, targets: list[Reference], credentials: Credentials | None,
-              progress: Progress) -> list[str]:
+              progress: Progress, manifest_format: str) -> list[str]:
         from lamina.distribution.push import push_image
 
         stores = self.images
@@ -205,7 +210,8 @@ class DistributionServiceImpl:
                 lock = stores.layers.lock(shared=True)
                 try:
                     push_image(registry, target, image_id, layers=stores.layers, images=stores.images,
-                               references=stores.references, metadata=self.metadata, progress=progress)
+                               references=stores.references, metadata=self.metadata, progress=progress,
+                               manifest_format=manifest_format)
                 finally:
                     lock.release()
                 shown = target.familiar_string()

@@ -394,12 +394,15 @@ def test_a_failing_run_reports_its_exit_code_and_leaves_nothing_behind(engine) -
      "Dockerfile:2: COPY failed: forbidden path outside the build context: ../outside"),
     ("FROM busybox\nADD http://example.com/x /\n", errdefs.NotImplemented,
      "Dockerfile:2: ADD failed: cannot download http://example.com/x: lamina's builder has no network"),
-    ("FROM nosuchimage\n", errdefs.NotFound, "Dockerfile:1: No such image: nosuchimage"),
+    ("FROM 127.0.0.1:9/nosuchimage\n", errdefs.Unavailable,
+     "Dockerfile:1: pulling 127.0.0.1:9/nosuchimage:latest: registry 127.0.0.1:9"),
+    ("FROM sha256:" + "0" * 64 + "\n", errdefs.NotFound, "Dockerfile:1: No such image: sha256:" + "0" * 64),
     ("FROM busybox\nCOPY --chown=nosuchuser a.txt /\n", errdefs.InvalidArgument,
      "can't find uid for user nosuchuser"),
     ("FROM busybox\nSTOPSIGNAL SIGNOPE\n", errdefs.InvalidArgument, "Dockerfile:2: "),
 ], ids=["an unknown instruction", "a bad flag", "a missing COPY source", "--from naming an unknown stage",
-        "a path escaping the context", "a remote ADD source", "a missing base image", "an unknown --chown user",
+        "a path escaping the context", "a remote ADD source", "a base image on a refused registry",
+        "a missing base image id", "an unknown --chown user",
         "a bad stop signal"])
 def test_bad_input_gets_a_clear_error_with_the_line_and_nothing_is_tagged(engine, dockerfile, kind, message) -> None:
     context = engine.context({"Dockerfile": dockerfile, "a.txt": "a"})

@@ -14,7 +14,9 @@ With the in-process engine (no ``-H``) PATH is not tarred at all: the engine rea
 
 Output is the engine's stream, printed as the classic ``docker build`` prints it (``Step 2/5 :
 RUN make``, `` ---> Running in <id>``, ``Successfully built <id>``...); ``-q`` prints only the
-image id; ``--iidfile`` writes it to a file.  A failed build prints the engine's message on
+image id; ``--iidfile`` writes it to a file.  ``--pull`` pulls every FROM image (a missing
+one is always pulled) with the credentials of ``~/.docker/config.json``, sent as the docker
+CLI sends them (``X-Registry-Config``); the pull's status lines are printed between the steps.  A failed build prints the engine's message on
 stderr and exits 1.
 """
 
@@ -26,6 +28,7 @@ import threading
 from typing import Any, BinaryIO
 
 from lamina.cli.context import Context
+from lamina.cli.dockerconfig import DockerConfig
 from lamina.cli.errors import (
     EXIT_FAILURE,
     EXIT_NOT_FOUND,
@@ -59,6 +62,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network", default="", metavar="MODE",
                         help="network of the RUN steps: default, none or host")
     parser.add_argument("--no-cache", action="store_true", help="do not use the cache")
+    parser.add_argument("--pull", action="store_true",
+                        help="always pull the FROM images (without it only a missing one is pulled)")
     parser.add_argument("--platform", default="", metavar="PLATFORM", help="the build's platform (linux/<host arch>)")
 
 
@@ -250,7 +255,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
     common: dict[str, Any] = {"tags": args.tag, "build_args": _build_args(args.build_arg),
                               "target": args.target, "labels": _labels(args.label), "no_cache": args.no_cache,
                               "quiet": args.quiet, "remove": args.rm, "force_remove": args.force_rm,
-                              "network_mode": args.network, "platform": args.platform}
+                              "network_mode": args.network, "platform": args.platform, "pull": args.pull,
+                              "registry_config": DockerConfig().registry_config()}
     errors: list[BaseException] = []
     body: BinaryIO | None = None
     if path == "-":
@@ -300,6 +306,16 @@ def _default_dockerfile(directory: str) -> str:
     return path
 
 
+def _pull_status(message: dict[str, Any]) -> str | None:
+    """A base image's pull message as a line (``<id>: <status>``, as ``docker build`` prints
+    it without a terminal); None for the byte counts of a layer's download."""
+    status = message.get("status")
+    if not isinstance(status, str) or (message.get("progressDetail") or {}).get("current") is not None:
+        return None
+    identifier = message.get("id")
+    return f"{identifier}: {status}\n" if identifier else status + "\n"
+
+
 def _show(messages: Any, args: argparse.Namespace, context: Context, errors: list[BaseException]) -> int:
     out, err = context.out, context.err
     image_id = ""
@@ -320,7 +336,9 @@ def _show(messages: Any, args: argparse.Namespace, context: Context, errors: lis
             continue
         stream = message.get("stream")
         if stream is None:
-            continue
+            stream = _pull_status(message)
+            if stream is None:
+                continue
         if args.quiet:
             quiet_output.append(str(stream))
             continue

@@ -1,5 +1,6 @@
-"""``lamina push [-a] [-q] NAME[:TAG]``: upload an image to a registry (credentials from
-``~/.docker/config.json``)."""
+"""``lamina push [-a] [-q] [--format docker|oci] NAME[:TAG]``: upload an image to a registry
+(credentials from ``~/.docker/config.json``); ``--format oci`` pushes an OCI image manifest
+instead of Docker's schema 2 (the default, what ``docker push`` sends)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="suppress verbose output")
     parser.add_argument("--disable-content-trust", action="store_true", default=True,
                         help="skip image signing (always: lamina has no content trust)")
+    parser.add_argument("--format", choices=("docker", "oci"), default="docker",
+                        help="the manifest format: docker (schema 2, the default) or oci")
     parser.add_argument("image", metavar="NAME[:TAG]")
 
 
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
         tag = ""
     else:
         tag = with_default_tag(reference).tag or "latest"
-    messages = context.client.push(reference.name, tag=tag, auth=auth)
+    messages = context.client.push(reference.name, tag=tag, auth=auth,
+                                   manifest_format="" if args.format == "docker" else args.format)
     if args.quiet:
         code = render_stream((m for m in messages if "error" in m or "errorDetail" in m), context.out, context.err)
         if code == 0:
