@@ -59,20 +59,12 @@ def _json_map(call: Call, name: str, *, nullable: bool) -> dict[str, Any]:
 def decode_registry_config(header: str | None) -> dict[str, Credentials]:
     """The credentials of an ``X-Registry-Config`` header, by registry domain (``docker.io``
     for Docker Hub's ``https://index.docker.io/v1/``); empty entries are left out."""
-    import base64
-    import json
-
-    from lamina.api.distribution import registry_credentials
+    from lamina.api.distribution import decode_header_json, registry_credentials
     from lamina.image.reference import registry_domain
 
-    if not header or not header.strip():
+    document = decode_header_json(header, "X-Registry-Config")
+    if document is None:
         return {}
-    text = header.strip()
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        document = json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError):
-        raise errdefs.InvalidArgument("X-Registry-Config is not base64url-encoded JSON") from None
     if not isinstance(document, dict):
         raise errdefs.InvalidArgument("X-Registry-Config must be a JSON object of auth configurations")
     out: dict[str, Credentials] = {}

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 #: the default, what Docker pushes) or ``oci`` (an OCI image manifest).
 MANIFEST_FORMAT_PARAMETER = "laminaformat"
 
-__all__ = ["MANIFEST_FORMAT_PARAMETER", "pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth", "manifest",
+__all__ = ["MANIFEST_FORMAT_PARAMETER", "pull_image", "push_image", "auth", "inspect_distribution", "search_images", "decode_auth", "decode_header_json", "manifest",
            "registry_credentials"]
 
 
@@ -54,16 +54,25 @@ def registry_credentials(document: Any) -> Credentials:
                        registry_token=text("registrytoken", "RegistryToken"))
 
 
-def decode_auth(header: str | None) -> Credentials | None:
-    """The credentials of an ``X-Registry-Auth`` header (None when absent or empty)."""
+def decode_header_json(header: str | None, name: str) -> Any:
+    """The JSON document of a base64url-encoded header (``X-Registry-Auth``,
+    ``X-Registry-Config``; padding optional, as Go's decoder takes it); None when the header
+    is absent or empty.  The header's value is never echoed: it holds secrets."""
     if not header or not header.strip():
         return None
     text = header.strip()
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        document = json.loads(raw) if raw.strip() else {}
+        return json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError):
-        raise errdefs.InvalidArgument("X-Registry-Auth is not base64url-encoded JSON") from None
+        raise errdefs.InvalidArgument(f"{name} is not base64url-encoded JSON") from None
+
+
+def decode_auth(header: str | None) -> Credentials | None:
+    """The credentials of an ``X-Registry-Auth`` header (None when absent or empty)."""
+    document = decode_header_json(header, "X-Registry-Auth")
+    if document is None:
+        return None
     credentials = registry_credentials(document)
     return None if credentials.empty else credentials
 

@@ -50,11 +50,12 @@ __all__ = [
 
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """``/images/{name}/json`` -> ``^/images/(?P<name>.+)/json$`` (greedy parameters)."""
+    """``/images/{name}/json`` -> ``^/images/(?P<name>.+)/json\\Z`` (greedy parameters; ``\\Z``,
+    not ``$``, which would also match before a trailing newline)."""
     parts = re.split(r"\{(\w+)\}", pattern)
     regex = "".join(re.escape(part) if index % 2 == 0 else f"(?P<{part}>.+)"
                     for index, part in enumerate(parts))
-    return re.compile(f"^{regex}$")
+    return re.compile(f"^{regex}\\Z")
 
 
 @dataclass(frozen=True)

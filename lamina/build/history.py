@@ -13,6 +13,8 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING
 
+from lamina.container.durations import go_duration
+
 if TYPE_CHECKING:
     from lamina.image.config import HealthConfig
 
@@ -53,34 +55,6 @@ def quoted_list(values: tuple[str, ...] | None) -> str:
 def plain_list(values: tuple[str, ...] | None) -> str:
     """Go's ``%v`` of a ``[]string``: ``[a b]``."""
     return "[" + " ".join(values or ()) + "]"
-
-
-def go_duration(nanoseconds: int) -> str:
-    """Go's ``time.Duration.String``."""
-    if nanoseconds == 0:
-        return "0s"
-    sign = "-" if nanoseconds < 0 else ""
-    value = abs(nanoseconds)
-    if value < 1_000_000_000:
-        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
-            if value >= size or unit == "ns":
-                return sign + _go_fraction(value, size) + unit
-    hours, rest = divmod(value, 3_600_000_000_000)
-    minutes, rest = divmod(rest, 60_000_000_000)
-    seconds = _go_fraction(rest, 1_000_000_000) + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{seconds}"
-    if minutes:
-        return f"{sign}{minutes}m{seconds}"
-    return sign + seconds
-
-
-def _go_fraction(value: int, unit: int) -> str:
-    whole, fraction = divmod(value, unit)
-    if not fraction:
-        return str(whole)
-    digits = len(str(unit)) - 1
-    return f"{whole}." + f"{fraction:0{digits}d}".rstrip("0")
 
 
 def _go_char(value: int) -> str:

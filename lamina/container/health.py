@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lamina import errdefs
+from lamina.container.durations import go_duration
 from lamina.records import dataclass
 
 __all__ = [
@@ -210,28 +211,3 @@ def record_result(health: Mapping[str, Any] | None, result: ProbeResult, probe: 
         if streak >= probe.retries:
             status = UNHEALTHY
     return {"Status": status, "FailingStreak": streak, "Log": log}
-
-
-def go_duration(nanoseconds: int) -> str:
-    """Go's ``time.Duration.String`` (``30s``, ``1m30s``, ``1.5s``, ``500ms``), as Docker's
-    timeout message prints it."""
-    if nanoseconds == 0:
-        return "0s"
-    sign = "-" if nanoseconds < 0 else ""
-    value = abs(nanoseconds)
-    if value < SECOND:
-        for unit, size in (("ms", 1_000_000), ("\u00b5s", 1_000), ("ns", 1)):
-            if value >= size:
-                return sign + _decimal(value, size) + unit
-    hours, rest = divmod(value, 3600 * SECOND)
-    minutes, rest = divmod(rest, 60 * SECOND)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
-    return sign + text + _decimal(rest, SECOND) + "s"
-
-
-def _decimal(value: int, size: int) -> str:
-    whole, fraction = divmod(value, size)
-    if not fraction:
-        return str(whole)
-    digits = len(str(size)) - 1
-    return f"{whole}." + f"{fraction:0{digits}d}".rstrip("0")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lamina.api.router import ROUTES, _Matcher, compile_pattern
@@ -19,6 +19,7 @@ def test_literal_matching_equals_the_regex(pieces: list[str], pattern: str) -> N
 
 
 @given(st.sampled_from([route.pattern for route in ROUTES]), st.text(min_size=1, max_size=12))
+@example("/containers/{id}", "0\n")  # a trailing newline: "$" matched before it, "\Z" does not
 def test_every_pattern_matches_its_own_instances(pattern: str, value: str) -> None:
     path = pattern.replace("{checkpoint}", value).replace("{id}", value).replace("{name}", value)
     found = compile_pattern(pattern).match(path)
