@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,37 +44,8 @@ ROOT = os.path.dirname(HERE)
 LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
 BUSYBOX = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
 
-
-class Connection:
-    """A keep-alive HTTP/1.1 connection reading Content-Length or chunked answers."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rb")
-
-    def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
-        head = f"{method} {target} HTTP/1.1\r\nHost: lamina\r\nContent-Length: {len(body)}\r\n"
-        if body:
-            head += "Content-Type: application/json\r\n"
-        self.sock.sendall(head.encode() + b"\r\n" + body)
-        status = int(self.file.readline().split()[1])
-        headers = {}
-        while (line := self.file.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding") == "chunked":
-            data = b""
-            while (size := int(self.file.readline().split(b";")[0], 16)):
-                data += self.file.read(size)
-                self.file.readline()
-            self.file.readline()
-            return status, data
-        return status, self.file.read(int(headers.get("content-length", "0")))
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
+sys.path.insert(0, HERE)
+from serve import Connection  # noqa: E402  (the benchmarks' one keep-alive client)
 
 
 class Tree:

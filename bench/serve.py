@@ -51,19 +51,25 @@ class Connection:
         self.file = self.sock.makefile("rb")
 
     def get(self, target: str) -> tuple[int, bytes]:
-        self.sock.sendall(f"GET {target} HTTP/1.1\r\nHost: lamina\r\n\r\n".encode())
+        return self.request("GET", target)
+
+    def request(self, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+        head = f"{method} {target} HTTP/1.1\r\nHost: lamina\r\nContent-Length: {len(body)}\r\n"
+        if body:
+            head += "Content-Type: application/json\r\n"
+        self.sock.sendall(head.encode() + b"\r\n" + body)
         status = int(self.file.readline().split()[1])
         headers = {}
         while (line := self.file.readline()) not in (b"\r\n", b""):
             name, _, value = line.decode().partition(":")
             headers[name.strip().lower()] = value.strip()
         if headers.get("transfer-encoding") == "chunked":
-            body = b""
+            data = b""
             while (size := int(self.file.readline().split(b";")[0], 16)):
-                body += self.file.read(size)
+                data += self.file.read(size)
                 self.file.readline()
             self.file.readline()
-            return status, body
+            return status, data
         return status, self.file.read(int(headers.get("content-length", "0")))
 
     def close(self) -> None:
