@@ -39,25 +39,11 @@ class Engine:
     config: EngineConfig
     services: EngineServices
 
-    @property
-    def containers(self) -> Any:
-        return self.services.containers
-
-    @property
-    def container_views(self) -> Any:
-        return self.services.container_views
-
-    @property
-    def container_files(self) -> Any:
-        return self.services.container_files
-
-    @property
-    def container_streams(self) -> Any:
-        return self.services.container_streams
-
-    @property
-    def execs(self) -> Any:
-        return self.services.execs
+    def __getattr__(self, name: str) -> Any:
+        # the engine's services by name (containers, container_views, container_files, ...)
+        if name == "services":
+            raise AttributeError(name)
+        return getattr(self.services, name)
 
     def create(self, *command: str, name: str | None = None, **fields: Any) -> str:
         host = fields.pop("HostConfig", {})

@@ -34,25 +34,11 @@ class Engine:
             self.services.images.load(handle, progress=lambda message: None)
         self.started: list[str] = []
 
-    @property
-    def containers(self) -> Any:
-        return self.services.containers
-
-    @property
-    def container_views(self) -> Any:
-        return self.services.container_views
-
-    @property
-    def container_files(self) -> Any:
-        return self.services.container_files
-
-    @property
-    def container_streams(self) -> Any:
-        return self.services.container_streams
-
-    @property
-    def volumes(self) -> Any:
-        return self.services.volumes
+    def __getattr__(self, name: str) -> Any:
+        # the engine's services by name (containers, container_views, container_files, ...)
+        if name == "services":
+            raise AttributeError(name)
+        return getattr(self.services, name)
 
     def create(self, *command: str, image: str = "busybox", **host: Any) -> str:
         body = {"Image": image, "Cmd": list(command), "HostConfig": host}
