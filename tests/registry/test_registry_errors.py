@@ -104,7 +104,9 @@ def _big_archive(path: str, size: int) -> None:
             archive.addfile(info, io.BytesIO(data))
 
 
-def test_a_registry_killed_mid_blob_leaves_nothing_and_the_next_pull_succeeds(registry, lamina, tmp_path) -> None:
+def _pull_until_downloading(registry, lamina, tmp_path) -> subprocess.Popen:
+    """A 64 MiB image pushed by skopeo, and a ``lamina pull`` of it that has started
+    downloading its layer."""
     archive = str(tmp_path / "big.tar")
     _big_archive(archive, 64 << 20)
     subprocess.run([need("skopeo"), "copy", "--dest-tls-verify=false", f"docker-archive:{archive}",
@@ -112,11 +114,16 @@ def test_a_registry_killed_mid_blob_leaves_nothing_and_the_next_pull_succeeds(re
     os.unlink(archive)
     process = subprocess.Popen([*lamina.command(), "pull", f"{registry.host}/big"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=lamina.env)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if b"Downloading" in line:
+            break
+    return process
+
+
+def test_a_registry_killed_mid_blob_leaves_nothing_and_the_next_pull_succeeds(registry, lamina, tmp_path) -> None:
+    process = _pull_until_downloading(registry, lamina, tmp_path)
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if b"Downloading" in line:
-                break
         registry.stop()
         _, stderr = process.communicate(timeout=120)
     finally:
@@ -250,18 +257,8 @@ def test_bearer_tokens_anonymous_pull_and_authenticated_push(token_registry, lam
 
 
 def test_a_pull_killed_mid_blob_is_swept_by_the_next_command(registry, lamina, tmp_path) -> None:
-    archive = str(tmp_path / "big.tar")
-    _big_archive(archive, 64 << 20)
-    subprocess.run([need("skopeo"), "copy", "--dest-tls-verify=false", f"docker-archive:{archive}",
-                    f"docker://{registry.host}/big:latest"], check=True, capture_output=True, timeout=300)
-    os.unlink(archive)
-    process = subprocess.Popen([*lamina.command(), "pull", f"{registry.host}/big"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=lamina.env)
+    process = _pull_until_downloading(registry, lamina, tmp_path)
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if b"Downloading" in line:
-                break
         process.kill()
     finally:
         process.wait()
