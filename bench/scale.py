@@ -293,6 +293,10 @@ def main() -> int:
     finally:
         for tree in trees:
             tree.stop()
+        # the default bridge outlives its containers, as docker0 does: taken down with the data root
+        from lamina.network.run import RunNetwork
+
+        RunNetwork(data_root, exec_root).remove_bridges()
         subprocess.run(["umount", "-R", "-l", data_root], capture_output=True, check=False)
         if not options.keep:
             shutil.rmtree(work, ignore_errors=True)
