@@ -107,11 +107,12 @@ def assert_clear_failure(code: int, err: str) -> None:
     (("inspect", "--format", "{{.Id}} {{", "busybox"), EXIT_USAGE, "unclosed action"),
     (("images", "--format", "{{.Nope"), EXIT_USAGE, "unclosed action"),
     (("volume", "create", "v" * 300), EXIT_BAD_REQUEST, "volume name is too long"),
+    (("rm", "--force", ""), EXIT_BAD_REQUEST, "container name cannot be empty"),
 ], ids=["save into a missing directory", "save onto a directory", "export into a missing directory",
         "a container name that is not UTF-8", "inspect of a name that is not UTF-8",
         "container inspect of a name that is not UTF-8", "a volume name that is not UTF-8",
         "a tag that is not UTF-8", "an unclosed template action", "an unclosed action after a field",
-        "an unclosed action in a list format", "a 300-character volume name"])
+        "an unclosed action in a list format", "a 300-character volume name", "rm of an empty name"])
 def test_bad_command_lines_fail_clearly(lamina, argv, code, message) -> None:
     got, _, err = lamina(*argv)
     assert_clear_failure(got, err)
