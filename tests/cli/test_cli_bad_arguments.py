@@ -108,11 +108,14 @@ def assert_clear_failure(code: int, err: str) -> None:
     (("images", "--format", "{{.Nope"), EXIT_USAGE, "unclosed action"),
     (("volume", "create", "v" * 300), EXIT_BAD_REQUEST, "volume name is too long"),
     (("rm", "--force", ""), EXIT_BAD_REQUEST, "container name cannot be empty"),
+    (("create", "--platform", "bogus", "busybox"), 125, "unknown operating system or architecture"),
+    (("create", "--platform", "windows/arm64", "busybox"), 125, "does not match the specified platform"),
 ], ids=["save into a missing directory", "save onto a directory", "export into a missing directory",
         "a container name that is not UTF-8", "inspect of a name that is not UTF-8",
         "container inspect of a name that is not UTF-8", "a volume name that is not UTF-8",
         "a tag that is not UTF-8", "an unclosed template action", "an unclosed action after a field",
-        "an unclosed action in a list format", "a 300-character volume name", "rm of an empty name"])
+        "an unclosed action in a list format", "a 300-character volume name", "rm of an empty name", "create for an unknown platform",
+        "create for a platform the image is not of"])
 def test_bad_command_lines_fail_clearly(lamina, argv, code, message) -> None:
     got, _, err = lamina(*argv)
     assert_clear_failure(got, err)
