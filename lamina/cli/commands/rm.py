@@ -23,7 +23,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
     if args.link:
         raise UsageError("--link is not supported: lamina has no container links")
     client = context.client
-    names = [name for name in args.containers if name.strip("/ ")]
+    names = [name for name in args.containers if name.strip("/")]  # docker trims slashes only
     if len(names) != len(args.containers):
         context.error("Error: container name cannot be empty")
     code = for_each(context, names, lambda name: client.remove_container(name, force=args.force,
