@@ -79,7 +79,7 @@ class ServerConfig:
     shutdown_timeout: float = 10.0              # for requests in progress at shutdown
     hijack_linger: float = 5.0                  # after a duplex ended, for the client to end too
     restart_interval: float = 1.0               # between looks for restartable containers whose monitor died
-    max_connections: int = 512                  # open connections; more are answered 503 and closed
+    max_connections: int = 512                  # connections served at once (see "Abuse" above)
     header_timeout: float | None = 60.0         # from a request's first byte to the end of its head
     idle_timeout: float | None = 300.0          # a keep-alive connection waiting for its next request
 
