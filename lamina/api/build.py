@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from lamina import errdefs
 from lamina.api import params
 from lamina.api.errors import log_unexpected, message_for
-from lamina.api.http import Response
+from lamina.api.http import Request, Response
 from lamina.api.streams import json_response, progress_stream
 
 if TYPE_CHECKING:
@@ -85,6 +85,25 @@ def _error_message(exc: BaseException) -> dict[str, Any]:
     return {"errorDetail": detail, "error": message}
 
 
+# The docker CLI sends these on every build (0 or "" when not set); lamina's builder puts no
+# resource limit on RUN steps, so a value is refused rather than ignored.
+_RESOURCE_PARAMETERS = ("memory", "memswap", "cpushares", "cpuperiod", "cpuquota", "shmsize")
+
+
+def _refuse_resource_limits(request: Request) -> None:
+    for name in _RESOURCE_PARAMETERS:
+        text = params.string(request, name).strip()
+        try:
+            value = int(text) if text else 0
+        except ValueError:
+            raise errdefs.InvalidArgument(
+                f"invalid value {text!r} for query parameter {name!r}: expected an integer") from None
+        if value and not (name == "memswap" and value == -1):
+            raise errdefs.NotImplemented(f"lamina's builder does not limit the resources of RUN steps ({name}={text})")
+    if params.string(request, "cpusetcpus").strip() or params.string(request, "cpusetmems").strip():
+        raise errdefs.NotImplemented("lamina's builder does not limit the resources of RUN steps (cpusetcpus, cpusetmems)")
+
+
 def build_image(call: Call) -> Response:
     from lamina.build.api import BuildOptions
 
@@ -94,6 +113,7 @@ def build_image(call: Call) -> Response:
     if params.string(request, "version") == "2":
         raise errdefs.NotImplemented("BuildKit is not supported by lamina: use the classic builder "
                                      "(DOCKER_BUILDKIT=0)")
+    _refuse_resource_limits(request)
     network = params.string(request, "networkmode") or "default"
     if network not in ("default", "bridge", "none", "host"):
         raise errdefs.InvalidArgument(f"network mode {network!r} is not supported for builds (default, none or host)")

@@ -27,10 +27,14 @@ With ``spec.init`` PID 1 is :func:`lamina.runtime.init.run_init`: it forks the c
 forwards signals and reaps zombies.  Without it PID 1 is the command itself, which the kernel
 protects from every signal it has no handler for (SIGKILL from the host excepted).
 
-:meth:`NativeRuntime.exec` joins a running container: the caller ``setns``\\ es its own
-*pid-for-children* into the container's pid namespace around a ``fork()`` (again restoring it
-at once), and the child joins the ipc, uts, net, cgroup and mount namespaces of the
-container's PID 1, then its cgroups, and continues as above from the rlimits on.
+:meth:`NativeRuntime.exec` joins a running container in two processes, so that nothing
+appears in the container's pid namespace before it holds only the exec's privileges (a
+container with ``CAP_SYS_PTRACE`` passes the non-dumpable flag and could attach to it): the
+caller, a child subreaper, forks a first process outside that namespace, which joins the
+ipc, uts, net, cgroup and mount namespaces of the container's PID 1, makes its pid namespace
+the one of its children, drops to the exec's privileges (as above from the rlimits on), forks
+the exec's process and exits; the caller inherits that process, moves it into the
+container's cgroups and lets it ``execve`` (:meth:`NativeRuntime._fork_exec`).
 :meth:`~NativeRuntime.exec` and :meth:`~NativeRuntime.kill` first check that ``state.pid``
 is still a member of the container's cgroup, so a pid reused after the container exited is
 never entered or signalled.
@@ -66,12 +70,34 @@ from lamina.runtime.child import (
     container_child,
     describe_status,
     exec_child,
+    parse_status,
     raise_child_error,
     read_status,
     reap,
 )
 from lamina.runtime.seccomp import ProgramCache, SeccompProgram, default_profile_bytes
 from lamina.runtime.trampoline import open_trampoline
+
+def _read_until_pid(fd: int) -> bytes:
+    """What the status pipe carries up to the first process's ``P<pid>`` line, or to EOF."""
+    data = b""
+    while _pid_line(data) is None:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _pid_line(data: bytes) -> int | None:
+    for line in data.split(b"\n")[:-1]:  # complete lines only
+        if line.startswith(b"P") and line[1:].isdigit():
+            return int(line[1:])
+    return None
+
 
 # ExecError is what start and exec raise for a command that cannot be run
 __all__ = ["ExecError", "NativeRuntime", "open_runtime"]
@@ -235,16 +261,85 @@ class NativeRuntime:
             self._check_running(state, manager)
             seccomp = self._seccomp(capability_names, process.seccomp_profile) if self._exec_seccomp(state) else None
             procs_fds = manager.open_procs_files() if manager.exists() else []
-            fds = list(namespace_fds)
-            return self._fork(
-                new_pid_namespace=False, join_pid_namespace=pid_namespace, seccomp=seccomp, procs_fds=procs_fds,
-                child=lambda status_fd, procs, filter_, trampoline: exec_child(
-                    plan, stdio, status_fd, procs, fds, filter_, trampoline))
+            return self._fork_exec(plan, stdio, list(namespace_fds), pid_namespace, procs_fds, seccomp)
         finally:
             for fd, _ in namespace_fds:
                 os.close(fd)
             if pid_namespace is not None:
                 os.close(pid_namespace)
+
+    @staticmethod
+    def _fork_exec(plan: Plan, stdio: Stdio, namespace_fds: list[tuple[int, int]], pid_namespace: int,
+                   procs_fds: list[int], seccomp: SeccompProgram | None) -> int:
+        """Start an exec in two processes (:func:`lamina.runtime.child.exec_child`): the first,
+        forked non-dumpable and never in the container's pid namespace, joins and drops to
+        the exec's privileges, then forks the exec's process and exits; the caller, a child
+        subreaper, inherits that process (the kernel reparents an orphan to the nearest
+        subreaper above its parent in the parent's pid namespace), moves it into the
+        container's cgroups (a move, not a fork inside them: the pids limit does not refuse
+        an exec, as with runc) and lets it ``execve``.  Returns its host pid."""
+        caps.prctl(caps.PR_SET_CHILD_SUBREAPER, 1)
+        trampoline_fd = open_trampoline()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        go_read, go_write = os.pipe2(os.O_CLOEXEC)
+        first = -1
+        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
+        try:
+            try:
+                caps.prctl(caps.PR_SET_DUMPABLE, 0)
+                first = os.fork()
+            except OSError as exc:
+                raise errdefs.System(f"cannot start the exec process: {exc.strerror}") from exc
+            finally:
+                if first != 0:
+                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            if first == 0:
+                os.close(read_fd)
+                os.close(go_write)
+                for fd in procs_fds:
+                    os.close(fd)
+                exec_child(plan, stdio, write_fd, go_read, namespace_fds, pid_namespace, seccomp, trampoline_fd)
+                os._exit(125)  # pragma: no cover - exec_child() never returns
+        finally:
+            os.close(write_fd)
+            os.close(go_read)
+            if trampoline_fd is not None:
+                os.close(trampoline_fd)
+        try:
+            head = _read_until_pid(read_fd)
+            reap(first)  # it exits once it wrote the pid: its child is ours from now on
+            pid = _pid_line(head)
+            if pid is None:
+                _, error = parse_status(head)
+                if error is not None:
+                    raise_child_error(error)
+                raise errdefs.System("the exec process died during setup")
+            try:
+                for fd in procs_fds:
+                    os.write(fd, str(pid).encode())
+                os.write(go_write, b"x")
+            except OSError as exc:
+                os.close(go_write)
+                go_write = -1
+                reap(pid)  # it reads EOF instead of the byte and exits
+                raise errdefs.System(f"cannot move the exec's process into the container's cgroups: "
+                                     f"{exc.strerror}") from exc
+            os.close(go_write)
+            go_write = -1
+            ready, error = read_status(read_fd)
+        finally:
+            os.close(read_fd)
+            if go_write >= 0:
+                os.close(go_write)
+            for fd in procs_fds:
+                os.close(fd)
+        if error is not None:
+            reap(pid)
+            raise_child_error(error)
+        if not ready:
+            status = reap(pid)
+            raise errdefs.System(f"the exec process died during setup ({describe_status(status)})")
+        return pid
 
     @staticmethod
     def _exec_seccomp(state: RuntimeState) -> bool:

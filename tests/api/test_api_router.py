@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import logging
 import threading
 import time
@@ -512,3 +513,11 @@ def test_closing_an_unread_tar_stream_closes_the_producer(router: Router) -> Non
     response = Router(lambda: Saving).handle(Request.from_target("GET", "/images/get?names=x"))
     response.close()
     assert closed == [True]
+
+
+def test_a_target_with_bytes_that_are_not_utf8_is_sent_percent_encoded_and_read_back() -> None:
+    name = os.fsdecode(b"x\xff")  # how Python holds such a command-line argument
+    request = Request("GET", f"/containers/{name}/json", {"filters": [name]}, Headers(), None)
+    assert request.target() == "/containers/x%FF/json?filters=x%FF"
+    back = Request.from_target("GET", request.target())
+    assert (back.path, back.query) == ("/containers/x\ufffd/json", {"filters": ["x\ufffd"]})

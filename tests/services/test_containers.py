@@ -153,8 +153,9 @@ def test_stop_with_init_exits_promptly_on_sigterm(engine) -> None:
 
 
 def test_kill_sends_the_signal(engine) -> None:
-    container_id = engine.run("sh", "-c", "trap 'exit 7' USR1; while true; do sleep 0.05; done")
-    time.sleep(0.2)  # let the shell install its trap
+    container_id = engine.run("sh", "-c", "trap 'exit 7' USR1; echo trapped; while true; do sleep 0.05; done")
+    # PID 1 ignores a signal it has no trap for: signal only once the trap is in place
+    engine.wait_for(lambda: "trapped" in engine.output(container_id), message="the shell's trap")
     engine.containers.kill(container_id, signal="SIGUSR1")
     assert engine.wait(container_id) == 7
     with pytest.raises(errdefs.Conflict, match="is not running"):

@@ -28,7 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-G", "--group", default="docker", metavar="GROUP",
                         help="group owning the sockets when it exists, else root's (default docker)")
     parser.add_argument("--max-connections", type=int, default=512, metavar="N",
-                        help="connections open at once; more are answered 503 (default 512)")
+                        help="connections served at once; past it a new client takes the place of the "
+                             "one idle longest, or is answered 503 when all serve requests (default 512)")
     parser.add_argument("--header-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="time a client may take to send a request's head once begun; 0: no limit (default 60)")
     parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
