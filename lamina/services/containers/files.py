@@ -14,6 +14,7 @@ from lamina.container.store import Container
 from lamina.image.config import ContainerConfig
 from lamina.layer.mounts import INIT_PATHS
 from lamina.log import get_logger
+from lamina.runtime.api import RuntimeState
 from lamina.services.containers.common import ContainerGroup
 from lamina.services.images import new_tag
 
@@ -21,6 +22,8 @@ __all__ = ["ContainerFilesImpl"]
 
 log = get_logger("lamina.services")
 
+# how long commit waits for a container whose pause failed to be recorded as exited
+_EXIT_WAIT = 5.0
 _CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}
 # paths the runtime mounts over (their copy-ups are not the user's changes)
 _MOUNT_TARGETS = {"/" + path for path, kind, _ in INIT_PATHS if kind == "file"}
@@ -158,6 +161,27 @@ class ContainerFilesImpl(ContainerGroup):
         finally:
             release()
 
+    def _pause_for_commit(self, container: Container) -> RuntimeState | None:
+        """Freeze a running container for its commit; the runtime state to resume, or None when
+        there is nothing to pause.  A container that exits at that moment (its cgroup gone, its
+        monitor done) is committed as exited, as Docker does, instead of failing the commit."""
+        if not container.state.get("Running") or container.state.get("Paused") \
+                or container.state.get("Restarting"):
+            return None
+        run_lock, after = self._last_sequence(container.id)
+        try:
+            state = self._runtime_state(container)
+            self.runtime(state.runtime).pause(state)
+        except (errdefs.Conflict, errdefs.FailedPrecondition, errdefs.NotFound):
+            # the pause fails when the container's cgroup went away with its last process: the
+            # monitor is recording the exit, which comes within moments
+            self._wait_exit(container.id, run_lock, after, timeout=_EXIT_WAIT)
+            if self.store.get(container.id).state.get("Running"):
+                raise
+            log.info("container %s stopped while being paused for commit; committing it as exited", container.id)
+            return None
+        return state
+
     def commit(self, id: str, *, repository: str = "", tag: str = "", comment: str = "", author: str = "",
                pause: bool = True, changes: list[str] | None = None,
                config: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -171,13 +195,8 @@ class ContainerFilesImpl(ContainerGroup):
         image_config = ContainerConfig.from_dict(merged, "config.")
         container_config = ContainerConfig.from_dict(container.config, "Config.")
         parent_id = str(container.data.get("Image") or "")
-        paused_here = False
-        state = None
-        if pause and container.state.get("Running") and not container.state.get("Paused") \
-                and not container.state.get("Restarting"):
-            state = self._runtime_state(container)
-            self.runtime(state.runtime).pause(state)
-            paused_here = True
+        state = self._pause_for_commit(container) if pause else None
+        paused_here = state is not None
         try:
             image_id = self.images.commit(container.id, parent=parent_id, config=image_config,
                                           container_config=container_config, author=author, comment=comment,
