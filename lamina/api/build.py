@@ -4,7 +4,9 @@
 zstd).  Query parameters (Docker's): ``dockerfile`` (path inside the context, default
 ``Dockerfile``), ``t`` (repeated: tags applied when the build succeeded), ``buildargs`` and
 ``labels`` (JSON objects of strings; a build arg may be ``null``), ``target``, ``nocache``,
-``q``, ``rm`` (default true), ``forcerm``, ``networkmode`` (``default``, ``none``, ``host``),
+``q``, ``rm`` (default true), ``forcerm``, ``networkmode`` (``default``, ``none``, ``host``
+or a network's name or id), ``extrahosts`` (repeated ``host:ip``: RUN steps' ``/etc/hosts``),
+``cachefrom`` (a JSON array of images the cache may match, see :mod:`lamina.services.buildcache`),
 ``platform``, ``pull`` (pull the image of every FROM, even a present one; without it a
 missing image is pulled, as Docker's classic builder does); ``remote`` (a git or HTTP context) answers 501, and ``version=2`` (BuildKit)
 answers 501 too.  Lamina's extension ``laminacontext=<directory>``: read the context in place
@@ -56,6 +58,22 @@ def _json_map(call: Call, name: str, *, nullable: bool) -> dict[str, Any]:
     return decoded
 
 
+def _cache_from(call: Call) -> tuple[str, ...]:
+    """``cachefrom``: a JSON array of image names (Docker's form)."""
+    text = params.string(call.request, "cachefrom")
+    if not text:
+        return ()
+    import json
+
+    try:
+        names = json.loads(text)
+    except ValueError as exc:
+        raise errdefs.InvalidArgument(f"invalid cachefrom: {exc}") from exc
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise errdefs.InvalidArgument("invalid cachefrom: expected a JSON array of image names")
+    return tuple(names)
+
+
 def decode_registry_config(header: str | None) -> dict[str, Credentials]:
     """The credentials of an ``X-Registry-Config`` header, by registry domain (``docker.io``
     for Docker Hub's ``https://index.docker.io/v1/``); empty entries are left out."""
@@ -95,8 +113,6 @@ def build_image(call: Call) -> Response:
         raise errdefs.NotImplemented("BuildKit is not supported by lamina: use the classic builder "
                                      "(DOCKER_BUILDKIT=0)")
     network = params.string(request, "networkmode") or "default"
-    if network not in ("default", "bridge", "none", "host"):
-        raise errdefs.InvalidArgument(f"network mode {network!r} is not supported for builds (default, none or host)")
     options = BuildOptions(
         build_args=_json_map(call, "buildargs", nullable=True),
         target=params.string(request, "target"),
@@ -107,6 +123,8 @@ def build_image(call: Call) -> Response:
         network_mode=network,
         platform=params.string(request, "platform"),
         pull=params.boolean(request, "pull"),
+        extra_hosts=tuple(params.strings(request, "extrahosts")),
+        cache_from=_cache_from(call),
     )
     registry_credentials = decode_registry_config(request.headers.get("X-Registry-Config"))
     quiet = params.boolean(request, "q")
