@@ -5,6 +5,10 @@ runtime name, volume subpaths and ``cp`` of the files lamina mounts into a conta
 
 from __future__ import annotations
 
+import io
+import os
+import tarfile
+
 import pytest
 
 from server.conftest import BUSYBOX_ARCHIVE
@@ -12,6 +16,13 @@ from server.conftest import BUSYBOX_ARCHIVE
 docker = pytest.importorskip("docker")
 
 pytestmark = [pytest.mark.privileged, pytest.mark.interop]
+
+
+@pytest.fixture
+def docker_cli(docker):
+    """The real docker CLI against the server (the ``docker`` fixture; this module's ``docker``
+    name is docker-py)."""
+    return docker
 
 
 @pytest.fixture
@@ -28,8 +39,75 @@ def test_commit_of_a_container_that_exits_at_once_commits_it_as_exited(api) -> N
     for _ in range(5):
         container = api.create_container("busybox", ["touch", "/test"])
         api.start(container)
-        image = api.commit(container["Id"])
+        image = api.commit(container["Id"])  # paused while running, or committed as exited
         assert api.inspect_image(image["Id"])["Container"] == container["Id"]
-        check = api.create_container(image["Id"], ["ls", "/test"])
-        api.start(check)
-        assert api.wait(check)["StatusCode"] == 0
+        assert api.wait(container)["StatusCode"] == 0
+
+
+def _archive_with(replace: dict[str, bytes | None]) -> bytes:
+    """The busybox archive with members replaced (None: left out)."""
+    out = io.BytesIO()
+    with tarfile.open(BUSYBOX_ARCHIVE) as source, tarfile.open(fileobj=out, mode="w") as archive:
+        for member in source.getmembers():
+            name = member.name
+            data = source.extractfile(member).read() if member.isfile() else None
+            if name in replace:
+                data = replace[name]
+                if data is None:
+                    continue
+                member.size = len(data)
+            archive.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def _stored(server) -> tuple[list[str], list[str]]:
+    root = os.path.join(server.data_root, "image", "overlay2")
+    layers = os.path.join(root, "layerdb", "sha256")
+    images = os.path.join(root, "imagedb", "content", "sha256")
+    return (sorted(os.listdir(layers)) if os.path.isdir(layers) else [],
+            sorted(os.listdir(images)) if os.path.isdir(images) else [])
+
+
+def _layer_member() -> str:
+    with tarfile.open(BUSYBOX_ARCHIVE) as source:
+        return next(name for name in source.getnames() if name.endswith("/layer.tar"))
+
+
+def _corrupted_layer() -> bytes:
+    with tarfile.open(BUSYBOX_ARCHIVE) as source:
+        data = bytearray(source.extractfile(_layer_member()).read())
+    data[len(data) // 2] ^= 0xFF  # inside a file's content: the tar still reads, its digest differs
+    return bytes(data)
+
+
+def _truncated_layer() -> bytes:
+    with tarfile.open(BUSYBOX_ARCHIVE) as source:
+        return source.extractfile(_layer_member()).read()[:100_000]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (lambda: b"abc", "not a valid image archive"),
+    (lambda: _archive_with({"manifest.json": None, "repositories": None}), "manifest.json"),
+    (lambda: _archive_with({_layer_member(): _corrupted_layer()}), "digest"),
+    (lambda: _archive_with({_layer_member(): _truncated_layer()}), ""),
+], ids=["not a tar", "a tar without manifest", "a layer whose digest is wrong", "a truncated layer"])
+def test_a_bad_load_reports_in_band_and_stores_nothing(server, body, message) -> None:
+    client = docker.DockerClient(base_url=server.host, version="auto", timeout=60)
+    try:
+        with pytest.raises(docker.errors.ImageLoadError) as caught:
+            client.images.load(body())
+        assert message in str(caught.value)
+        raw = list(client.api.load_image(body()))
+        assert "errorDetail" in raw[-1] and raw[-1]["error"] == raw[-1]["errorDetail"]["message"]
+        assert _stored(server) == ([], [])
+        assert client.images.list() == []
+    finally:
+        client.close()
+
+
+def test_docker_load_of_a_bad_archive_prints_the_error(docker_cli, tmp_path) -> None:
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(b"abc")
+    result = docker_cli("load", "-i", str(bad), check=False)
+    assert result.returncode == 1
+    assert "not a valid image archive" in result.stderr.decode()
