@@ -6,12 +6,15 @@ runtime name, volume subpaths and ``cp`` of the files lamina mounts into a conta
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
 
-from server.conftest import BUSYBOX_ARCHIVE
+from server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
 
 docker = pytest.importorskip("docker")
 
@@ -111,3 +114,61 @@ def test_docker_load_of_a_bad_archive_prints_the_error(docker_cli, tmp_path) -> 
     result = docker_cli("load", "-i", str(bad), check=False)
     assert result.returncode == 1
     assert "not a valid image archive" in result.stderr.decode()
+
+
+def lamina_cli(server, *argv: str) -> subprocess.CompletedProcess:
+    """The lamina CLI against the server."""
+    environment = {key: value for key, value in os.environ.items() if key not in ("LAMINA_HOST", "DOCKER_HOST")}
+    return subprocess.run([sys.executable, "-m", "lamina.cli.main", "-H", server.host, *argv], env=environment,
+                          capture_output=True, cwd=REPOSITORY, timeout=60, check=False)
+
+
+def test_an_unknown_log_driver_is_refused_with_dockers_message(api, server, docker_cli) -> None:
+    # docker-py's test_invalid_log_driver_raises_exception compares the whole explanation
+    with pytest.raises(docker.errors.APIError) as caught:
+        api.create_container("busybox", ["true"], host_config=api.create_host_config(
+            log_config=docker.types.LogConfig(type="asdf", config={})))
+    assert caught.value.explanation == "logger: no log driver named 'asdf' is registered"
+    assert caught.value.status_code == 400
+    result = docker_cli("create", "--log-driver", "asdf", "busybox", check=False)
+    assert result.returncode == 1
+    assert "Error response from daemon: logger: no log driver named 'asdf' is registered" in result.stderr.decode()
+    result = lamina_cli(server, "create", "--log-driver", "asdf", "busybox")
+    assert "logger: no log driver named 'asdf' is registered" in result.stderr.decode()
+    assert api.containers(all=True) == []
+
+
+def test_inspect_of_a_missing_object_says_no_such_object(api, server, docker_cli) -> None:
+    result = docker_cli("inspect", "nosuchthing", check=False)
+    assert result.returncode == 1
+    assert result.stderr.decode() == "Error: No such object: nosuchthing\n"
+    result = lamina_cli(server, "inspect", "nosuchthing")
+    assert result.stderr.decode() == "Error: No such object: nosuchthing\n"
+    # each kind's own 404, which the CLI skips before it gives up
+    for kind, message in (("container", "No such container: nosuch"), ("image", "No such image: nosuch"),
+                          ("network", "network nosuch not found"), ("volume", "no such volume")):
+        result = docker_cli("inspect", "--type", kind, "nosuch", check=False)
+        assert result.returncode == 1 and message in result.stderr.decode(), (kind, result.stderr)
+    result = docker_cli("plugin", "inspect", "nosuch", check=False)
+    assert 'plugin "nosuch" not found' in result.stderr.decode()
+    # an object that exists is found by its kind
+    assert json.loads(docker_cli("inspect", "busybox").stdout)[0]["RepoTags"] == ["busybox:latest"]
+
+
+def test_runc_is_a_runtime_and_an_unknown_runtime_is_refused(api, server, docker_cli) -> None:
+    info = api.info()
+    assert "runc" in info["Runtimes"] and info["DefaultRuntime"] in info["Runtimes"]
+    assert "runc" in lamina_cli(server, "info").stdout.decode().split("Runtimes:")[1].splitlines()[0].split()
+    # runc is the real runc (lamina's OCI runtime), not a name for lamina's own runtime
+    container = api.create_container("busybox", ["echo", "under runc"],
+                                     host_config=api.create_host_config(runtime="runc"))
+    assert api.inspect_container(container)["HostConfig"]["Runtime"] == "runc"
+    api.start(container)
+    assert api.wait(container)["StatusCode"] == 0
+    assert api.logs(container) == b"under runc\n"
+    default = api.create_container("busybox", ["true"])
+    assert api.inspect_container(default)["HostConfig"]["Runtime"] == info["DefaultRuntime"]
+    with pytest.raises(docker.errors.APIError) as caught:
+        api.create_container("busybox", ["true"], host_config=api.create_host_config(runtime="nosuch"))
+    assert caught.value.status_code == 400
+    assert caught.value.explanation == "unknown or invalid runtime name: nosuch"
