@@ -172,3 +172,18 @@ def test_runc_is_a_runtime_and_an_unknown_runtime_is_refused(api, server, docker
         api.create_container("busybox", ["true"], host_config=api.create_host_config(runtime="nosuch"))
     assert caught.value.status_code == 400
     assert caught.value.explanation == "unknown or invalid runtime name: nosuch"
+
+
+def test_docker_cp_reads_and_writes_the_containers_etc_files(docker_cli, api, tmp_path) -> None:
+    docker_cli("run", "-d", "--name", "cpfiles", "--hostname", "myhost", "--add-host", "foo.test:1.2.3.4",
+               "busybox", "sleep", "60")
+    copied = docker_cli("cp", "cpfiles:/etc/hosts", "-").stdout
+    with tarfile.open(fileobj=io.BytesIO(copied)) as archive:
+        assert b"1.2.3.4\tfoo.test\n" in archive.extractfile("hosts").read()
+    docker_cli("cp", "cpfiles:/etc/hostname", str(tmp_path / "hostname"))
+    assert (tmp_path / "hostname").read_text() == "myhost\n"
+    (tmp_path / "new-hosts").write_text("10.9.8.7\tcopied.test\n")
+    docker_cli("cp", str(tmp_path / "new-hosts"), "cpfiles:/etc/hosts")
+    assert docker_cli("exec", "cpfiles", "cat", "/etc/hosts").stdout == b"10.9.8.7\tcopied.test\n"
+    assert docker_cli("diff", "cpfiles").stdout == b""
+    docker_cli("rm", "-f", "cpfiles")
