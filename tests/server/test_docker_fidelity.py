@@ -187,3 +187,51 @@ def test_docker_cp_reads_and_writes_the_containers_etc_files(docker_cli, api, tm
     assert docker_cli("exec", "cpfiles", "cat", "/etc/hosts").stdout == b"10.9.8.7\tcopied.test\n"
     assert docker_cli("diff", "cpfiles").stdout == b""
     docker_cli("rm", "-f", "cpfiles")
+
+
+def test_volume_subpath_mounts_part_of_a_volume_and_refuses_escapes(api, server, docker_cli) -> None:
+    api.create_volume("subvol")
+    filler = api.create_container("busybox", ["sh", "-c", "mkdir -p /v/sub/deep && echo inside > /v/sub/file && "
+                                                          "ln -s /etc /v/absolute && ln -s ../.. /v/up && "
+                                                          "ln -s sub /v/inner"],
+                                  host_config=api.create_host_config(binds=["subvol:/v"]))
+    api.start(filler)
+    assert api.wait(filler)["StatusCode"] == 0
+
+    def run(subpath: str, target: str = "/x", command: tuple[str, ...] = ("ls", "/x")) -> tuple[int, bytes]:
+        mount = docker.types.Mount(target, "subvol", subpath=subpath)
+        container = api.create_container("busybox", list(command), host_config=api.create_host_config(mounts=[mount]))
+        api.start(container)
+        return api.wait(container)["StatusCode"], api.logs(container)
+
+    assert run("sub") == (0, b"deep\nfile\n")
+    assert run("inner") == (0, b"deep\nfile\n")  # a symlink that stays inside the volume
+    assert run("sub/file", "/x/f", ("cat", "/x/f")) == (0, b"inside\n")
+    for subpath in ("absolute", "up"):
+        with pytest.raises(docker.errors.APIError) as caught:
+            run(subpath)
+        assert caught.value.status_code == 400
+        assert "path concatenation escapes the base directory" in caught.value.explanation
+    with pytest.raises(docker.errors.NotFound) as caught:
+        run("missing")
+    assert "cannot access path" in caught.value.explanation and "missing: no such file or directory" in \
+        caught.value.explanation
+    for subpath, message in (("../x", "subpath must be a relative path within the volume"),
+                             ("/x", "subpath must be a relative path within the volume")):
+        with pytest.raises(docker.errors.APIError) as caught:
+            api.create_container("busybox", ["true"], host_config=api.create_host_config(
+                mounts=[docker.types.Mount("/x", "subvol", subpath=subpath)]))
+        assert caught.value.status_code == 400 and message in caught.value.explanation
+    with pytest.raises(docker.errors.APIError) as caught:
+        api.create_container("busybox", ["true"], host_config=api.create_host_config(
+            mounts=[docker.types.Mount("/x", None, subpath="a")]))
+    assert "must not set Subpath when using anonymous volumes" in caught.value.explanation
+    # the pins are gone with the runs
+    assert not [line for line in open("/proc/self/mountinfo") if "/subpaths/" in line]
+    # the docker CLI's --mount volume-subpath, and the lamina CLI's
+    assert docker_cli("run", "--rm", "--mount", "type=volume,src=subvol,dst=/x,volume-subpath=sub", "busybox",
+                      "cat", "/x/file").stdout == b"inside\n"
+    result = lamina_cli(server, "run", "--rm", "--mount", "type=volume,src=subvol,dst=/x,volume-subpath=sub/deep",
+                        "busybox", "ls", "-a", "/x")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b".\n..\n"
