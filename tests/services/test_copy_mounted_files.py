@@ -58,7 +58,8 @@ def test_cp_reads_and_writes_the_containers_own_files(engine) -> None:
                     message="the start")
     assert read(engine, container_id, "/etc/hostname") == ("hostname", b"myhost\n")
     name, hosts = read(engine, container_id, "/etc/hosts")
-    assert name == "hosts" and b"1.2.3.4\tfoo.test\n" in hosts and hosts == container_file(engine, container_id, "hosts")
+    assert name == "hosts" and b"1.2.3.4\tfoo.test\n" in hosts
+    assert hosts == container_file(engine, container_id, "hosts")
     assert read(engine, container_id, "/etc/resolv.conf")[1] == container_file(engine, container_id, "resolv.conf")
     assert engine.container_files.archive_stat(container_id, "//etc/hosts")["size"] == len(hosts)
     # docker cp FILE c:/etc/hosts sends the file renamed "hosts" to /etc

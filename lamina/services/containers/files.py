@@ -218,8 +218,9 @@ class ContainerFilesImpl(ContainerGroup):
                 raise errdefs.Conflict("mounted volume is marked read-only")
             if root.writable is None and container.host_config.get("ReadonlyRootfs"):
                 raise errdefs.Conflict("container rootfs is marked read-only")
-            extract_archive(root.fd, root.inner, stream, container.id, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
-                            copy_uid_gid=copy_uid_gid, file_mounts=self._file_mounts_below(container, path))
+            extract_archive(root.fd, root.inner, stream, container.id,
+                            no_overwrite_dir_non_dir=no_overwrite_dir_non_dir, copy_uid_gid=copy_uid_gid,
+                            file_mounts=self._file_mounts_below(container, path))
         finally:
             root.release()
 
