@@ -341,7 +341,7 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
     options = log_config.get("Config") or {}
     if log_type not in ("json-file", "local", "none"):
         raise errdefs.InvalidArgument(
-            f"failed to create logging driver: logger: no log driver named '{log_type}' is registered")
+            f"logger: no log driver named '{log_type}' is registered")
     if log_type == "local" and set(options) - {"max-size", "max-file", "compress"}:
         unknown = sorted(set(options) - {"max-size", "max-file", "compress"})[0]
         raise errdefs.InvalidArgument(f"unknown log opt '{unknown}' for local log driver")

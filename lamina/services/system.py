@@ -21,6 +21,7 @@ from lamina.container.options import INIT_BINARY
 from lamina.digest import chain_ids
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.reference import parse_normalized_named
+from lamina.runtime.registry import DEFAULT_RUNTIME, RUNTIMES
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
@@ -41,6 +42,19 @@ def _mem_total() -> int:
     except OSError:
         pass
     return 0
+
+
+def _runtimes() -> dict[str, dict[str, str]]:
+    """``Runtimes`` as Docker lists them (name -> ``{"path": ...}``): lamina's own runtime and
+    the OCI runtimes whose binary is installed."""
+    import shutil
+
+    out = {}
+    for name in RUNTIMES:
+        path = "lamina" if name == DEFAULT_RUNTIME else shutil.which(name)
+        if path:
+            out[name] = {"path": path}
+    return out
 
 
 def _os_name() -> str:
@@ -132,8 +146,8 @@ class SystemServiceImpl:
             "Labels": [],
             "ExperimentalBuild": False,
             "ServerVersion": __version__,
-            "Runtimes": {},
-            "DefaultRuntime": "lamina",
+            "Runtimes": _runtimes(),
+            "DefaultRuntime": DEFAULT_RUNTIME,
             "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": False,
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True,

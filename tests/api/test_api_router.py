@@ -341,10 +341,11 @@ def test_load_quiet_is_passed_to_the_service(router: Router, services: DoubleSer
     assert services.images.calls[-1][1]["quiet"] is True
 
 
-def test_load_error_before_any_output_gets_a_real_status(router: Router) -> None:
+def test_load_error_before_any_output_is_in_band_as_docker_reports_it(router: Router) -> None:
     response = send(router, "POST", "/images/load", b"bad archive")
-    assert response.status == 400
-    assert json_body(response) == {"message": "invalid archive: no manifest.json"}
+    assert response.status == 200
+    assert json_lines(response) == [{"errorDetail": {"message": "invalid archive: no manifest.json", "code": 400},
+                                     "error": "invalid archive: no manifest.json"}]
 
 
 def test_load_error_after_output_started_is_the_last_line(router: Router) -> None:

@@ -48,6 +48,7 @@ from lamina.log import get_logger
 from lamina.records import dataclass, field, replace
 from lamina.runtime.api import MountSpec, Runtime, RuntimeState, Stdio
 from lamina.volume.resolve import load_mount_points, volume_names
+from lamina.volume.subpath import pin_subpaths, unpin_subpaths
 
 __all__ = ["Run", "RunHost", "Runner", "exit_code", "write_files"]
 
@@ -395,6 +396,7 @@ class Runner:
             user = resolve_user_in_root(rootfs, str(config.get("User") or ""))
             mount_points = container.data.get("MountPoints")
             self._mount_volumes(mount_points)
+            mount_points = pin_subpaths(mount_points, monitor.run_dir.path)
             sandbox = attaching.result()
             files = write_files(self.store.directory(self.id), container, sandbox)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
@@ -481,6 +483,7 @@ class Runner:
             raise
 
     def _unmount_volumes(self, container: Container | None) -> None:
+        unpin_subpaths(self.monitor.run_dir.path)
         volumes = self.volumes
         if volumes is None or container is None:
             return
