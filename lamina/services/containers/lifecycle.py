@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from lamina import errdefs
+from lamina.container import joining
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
 from lamina.container.health import validate_healthcheck
@@ -65,6 +66,8 @@ class ContainerLifecycleImpl(ContainerGroup):
         specs.validate_config(merged)
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
+        joining.check_network_conflicts(config, host)
+        joining.resolve_modes(host, config, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
         container_id = new_container_id()

@@ -347,7 +347,9 @@ class ContainerViewsImpl(ContainerGroup):
             "precpu_stats": previous["cpu_stats"] if previous else empty_cpu,
             "memory_stats": raw.get("memory_stats") or {},
         }
-        networks = _network_counters(state.pid) if state is not None else {}
+        # the host's interfaces are not the container's: none for --network host, as Docker
+        own_network = container.host_config.get("NetworkMode") != "host"
+        networks = _network_counters(state.pid) if state is not None and own_network else {}
         if networks:
             document["networks"] = networks
         return document

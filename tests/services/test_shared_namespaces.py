@@ -1,0 +1,88 @@
+"""``container:<name|id>`` for ``PidMode``, ``IpcMode`` and ``UTSMode``, ``IpcMode``
+``shareable`` and ``none``, end to end through the container service on the native runtime:
+what one container sees of the other's processes, IPC objects and hostname."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lamina import errdefs
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def donor(engine):
+    """A running container named ``donor`` (hostname ``alpha``) with a shareable IPC namespace
+    holding a /dev/shm file."""
+    container_id = engine.run("sh", "-c", "echo from-donor > /dev/shm/marker && echo ready && exec sleep 300",
+                              name="donor", Hostname="alpha", HostConfig={"IpcMode": "shareable"})
+    engine.wait_for(lambda: "ready" in engine.output(container_id), message="the donor")
+    yield container_id
+    engine.containers.remove(container_id, force=True)
+
+
+def test_a_shared_pid_namespace_shows_the_other_containers_processes(engine, donor) -> None:
+    joiner = engine.run("sh", "-c", "ps -o args; cat /proc/1/cmdline | tr '\\0' ' '",
+                        HostConfig={"PidMode": "container:donor"})
+    assert engine.wait(joiner) == 0, engine.output(joiner)
+    output = engine.output(joiner)
+    assert "sleep 300" in output and output.rstrip().endswith("sleep 300")
+    assert engine.container_views.inspect(joiner)["HostConfig"]["PidMode"] == f"container:{donor}"
+
+
+def test_a_shared_uts_namespace_has_the_other_containers_hostname(engine, donor) -> None:
+    joiner = engine.run("sh", "-c", "hostname; readlink /proc/self/ns/uts",
+                        HostConfig={"UTSMode": f"container:{donor[:12]}"})
+    assert engine.wait(joiner) == 0
+    assert engine.output(joiner) == f"alpha\n{_namespace(engine, donor, 'uts')}\n"
+    with pytest.raises(errdefs.InvalidArgument, match="hostname and the UTS mode"):
+        engine.create("true", Hostname="beta", HostConfig={"UTSMode": "container:donor"})
+
+
+def _namespace(engine, container_id: str, name: str) -> str:
+    return os.readlink(f"/proc/{engine.state(container_id)['Pid']}/ns/{name}")
+
+
+def test_a_shared_ipc_namespace_sees_the_dev_shm_and_none_has_no_dev_shm(engine, donor) -> None:
+    joiner = engine.run("sh", "-c", "cat /dev/shm/marker; readlink /proc/self/ns/ipc",
+                        HostConfig={"IpcMode": "container:donor"})
+    assert engine.wait(joiner) == 0, engine.output(joiner)
+    assert engine.output(joiner) == f"from-donor\n{_namespace(engine, donor, 'ipc')}\n"
+    inspected = engine.container_views.inspect(donor)  # the donor's /dev/shm lives on the host
+    assert os.path.exists(os.path.join(engine.config.data_root, "containers", donor, "mounts", "shm", "marker"))
+    assert inspected["HostConfig"]["IpcMode"] == "shareable"
+    private = engine.run("sh", "-c", "cat /dev/shm/marker; readlink /proc/self/ns/ipc; grep -c ' /dev/shm ' /proc/mounts",
+                         HostConfig={"IpcMode": "private"})
+    engine.wait(private)
+    lines = engine.output(private).splitlines()
+    assert "from-donor" not in lines and lines[-2] != _namespace(engine, donor, "ipc") and lines[-1] == "1"
+    none = engine.run("sh", "-c", "grep -c ' /dev/shm ' /proc/mounts", HostConfig={"IpcMode": "none"})
+    engine.wait(none)
+    assert engine.output(none) == "0\n"
+
+
+def test_joining_needs_a_running_shareable_container(engine) -> None:
+    stopped = engine.create("true", name="stopped", HostConfig={"IpcMode": "shareable"})
+    private = engine.run("sleep", "300", name="private")
+    with pytest.raises(errdefs.NotFound, match="No such container: nosuch"):
+        engine.create("true", HostConfig={"PidMode": "container:nosuch"})
+    for mode in ("PidMode", "IpcMode", "UTSMode"):
+        joiner = engine.create("true", HostConfig={mode: "container:stopped"})
+        with pytest.raises(errdefs.Conflict, match=f"container {stopped} is not running"):
+            engine.containers.start(joiner)
+    joiner = engine.create("true", HostConfig={"IpcMode": "container:private"})
+    with pytest.raises(errdefs.InvalidArgument, match="non-shareable IPC"):
+        engine.containers.start(joiner)
+    engine.containers.remove(private, force=True)
+
+
+def test_a_shareable_dev_shm_is_unmounted_when_the_run_ends(engine) -> None:
+    container_id = engine.run("sh", "-c", "echo x > /dev/shm/y", HostConfig={"IpcMode": "shareable"})
+    assert engine.wait(container_id) == 0
+    path = os.path.join(engine.config.data_root, "containers", container_id, "mounts", "shm")
+    engine.wait_for(lambda: not os.path.ismount(path), message="the unmount of /dev/shm")
+    engine.containers.remove(container_id)
+    assert not os.path.exists(path)
