@@ -33,8 +33,8 @@ from lamina import errdefs
 from lamina.records import dataclass, field, replace
 from lamina.runtime.api import ContainerSpec, MountSpec
 
-__all__ = ["Joined", "apply", "check_network_conflicts", "join", "mount_shm", "resolve_modes", "shm_path", "target",
-           "unmount_shm", "MODES"]
+__all__ = ["MODES", "Joined", "apply", "check_network_conflicts", "join", "mount_shm", "resolve_modes", "shm_path",
+           "start_order", "target", "unmount_shm"]
 
 # HostConfig field -> the namespace it names
 MODES = (("NetworkMode", "network"), ("PidMode", "pid"), ("IpcMode", "ipc"), ("UTSMode", "uts"))
@@ -193,3 +193,22 @@ def apply(spec: ContainerSpec, joined: Joined, own_shm: str = "") -> ContainerSp
     return replace(spec, namespace_paths=joined.namespace_paths,
                    network_namespace=joined.network_namespace or spec.network_namespace,
                    mounts=mounts, shm_size=0 if shm else spec.shm_size)
+
+
+def start_order(containers: list[Any]) -> list[Any]:
+    """``containers`` (records with ``id`` and ``host_config``) ordered so that each comes
+    after those whose namespaces it joins (a restart after a reboot starts the others first);
+    otherwise in the order given."""
+    by_id = {container.id: container for container in containers}
+    depth: dict[str, int] = {}
+
+    def depth_of(container_id: str, seen: frozenset[str]) -> int:
+        if container_id in depth:
+            return depth[container_id]
+        others = {target(by_id[container_id].host_config.get(key)) for key, _ in MODES} - {""}
+        found = 1 + max((depth_of(other, seen | {other}) for other in others
+                         if other in by_id and other not in seen), default=-1)
+        depth[container_id] = found
+        return found
+
+    return sorted(containers, key=lambda container: depth_of(container.id, frozenset({container.id})))

@@ -329,8 +329,9 @@ def test_a_container_joins_the_namespaces_of_another_and_dies_with_its_pid_1(har
     first, out_read, err_read = harness.start(harness.spec("sleep", "30", hostname="first"))
     time.sleep(0.1)
     paths = tuple((name, f"/proc/{first.pid}/ns/{name}") for name in ("pid", "uts", "ipc"))
-    result = harness.run("sh", "-c", "hostname; cat /proc/1/cmdline; echo; echo $$; readlink /proc/self/ns/ipc; readlink "
-                         "/proc/self/ns/net", namespace_paths=paths, network_namespace=f"/proc/{first.pid}/ns/net")
+    result = harness.run("sh", "-c", "hostname; cat /proc/1/cmdline; echo; echo $$; readlink /proc/self/ns/ipc; "
+                         "readlink /proc/self/ns/net", namespace_paths=paths,
+                         network_namespace=f"/proc/{first.pid}/ns/net")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:2] == ["first", "sleep\x0030\x00"] and lines[2] != "1"

@@ -54,8 +54,8 @@ def test_a_shared_ipc_namespace_sees_the_dev_shm_and_none_has_no_dev_shm(engine,
     inspected = engine.container_views.inspect(donor)  # the donor's /dev/shm lives on the host
     assert os.path.exists(os.path.join(engine.config.data_root, "containers", donor, "mounts", "shm", "marker"))
     assert inspected["HostConfig"]["IpcMode"] == "shareable"
-    private = engine.run("sh", "-c", "cat /dev/shm/marker; readlink /proc/self/ns/ipc; grep -c ' /dev/shm ' /proc/mounts",
-                         HostConfig={"IpcMode": "private"})
+    private = engine.run("sh", "-c", "cat /dev/shm/marker; readlink /proc/self/ns/ipc; "
+                         "grep -c ' /dev/shm ' /proc/mounts", HostConfig={"IpcMode": "private"})
     engine.wait(private)
     lines = engine.output(private).splitlines()
     assert "from-donor" not in lines and lines[-2] != _namespace(engine, donor, "ipc") and lines[-1] == "1"

@@ -488,7 +488,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         restarted: list[str] = []
         removed: list[str] = []
         failed: list[dict[str, str]] = []
-        for container in self.store.list():
+        for container in joining.start_order(self.store.list()):
             was_running = bool(container.state.get("Running"))
             # a run whose monitor died, recorded by whichever command noticed first
             monitor_died = container.state.get("ExitCode") == 255 and container.state.get("Error") == MONITOR_GONE

@@ -1,0 +1,90 @@
+"""The pure parts of ``container:<name|id>`` modes: names resolved to ids at create, Docker's
+refusals, the start order after a reboot, and what a start takes from the other container."""
+
+from __future__ import annotations
+
+import pytest
+
+from lamina import errdefs
+from lamina.container import joining
+from lamina.container.store import Container
+from lamina.runtime.api import ContainerSpec, MountSpec, ProcessSpec
+
+WEB = "a" * 64
+DB = "b" * 64
+
+
+def _container(container_id: str, name: str, host: dict | None = None, **state) -> Container:
+    return Container({"ID": container_id, "Name": "/" + name, "State": state,
+                      "Config": {"Hostname": name + "-host", "Domainname": ""}}, host or {})
+
+
+def _lookup(*containers: Container):
+    def lookup(reference: str) -> Container:
+        for container in containers:
+            if reference in (container.id, container.name.lstrip("/")) or container.id.startswith(reference):
+                return container
+        raise errdefs.NotFound(f"No such container: {reference}")
+    return lookup
+
+
+def test_create_names_the_other_container_by_its_full_id() -> None:
+    host = {"NetworkMode": "container:web", "PidMode": f"container:{WEB[:12]}", "IpcMode": "shareable"}
+    joining.resolve_modes(host, {}, _lookup(_container(WEB, "web")))
+    assert host == {"NetworkMode": f"container:{WEB}", "PidMode": f"container:{WEB}", "IpcMode": "shareable"}
+    with pytest.raises(errdefs.NotFound, match="No such container: nosuch"):
+        joining.resolve_modes({"UTSMode": "container:nosuch"}, {}, _lookup())
+    with pytest.raises(errdefs.InvalidArgument, match="domainname and the UTS mode"):
+        joining.resolve_modes({"UTSMode": "container:web"}, {"Domainname": "example.org"},
+                              _lookup(_container(WEB, "web")))
+
+
+def test_a_mac_address_is_refused_with_the_host_network_too() -> None:
+    with pytest.raises(errdefs.InvalidArgument, match="mac-address and the network mode"):
+        joining.check_network_conflicts({"MacAddress": "02:42:ac:11:00:02"}, {"NetworkMode": "host"})
+    joining.check_network_conflicts({"MacAddress": "02:42:ac:11:00:02"}, {"NetworkMode": "bridge"})
+    with pytest.raises(errdefs.InvalidArgument, match="invalid container format"):
+        joining.check_network_conflicts({}, {"NetworkMode": "container:"})
+
+
+def test_a_start_takes_the_namespaces_files_and_names_of_the_running_container() -> None:
+    web = _container(WEB, "web", {"IpcMode": "shareable"}, Running=True, Pid=4321)
+    web.data.update(HostsPath="/data/containers/web/hosts", HostnamePath="/data/containers/web/hostname",
+                    ResolvConfPath="/data/containers/web/resolv.conf")
+    host = {"NetworkMode": f"container:{WEB}", "PidMode": f"container:{WEB}", "IpcMode": f"container:{WEB}"}
+    joined = joining.join(DB, host, _lookup(web), lambda container_id: f"/data/containers/{container_id}")
+    assert joined.network_namespace == "/proc/4321/ns/net"
+    assert joined.namespace_paths == (("pid", "/proc/4321/ns/pid"), ("ipc", "/proc/4321/ns/ipc"))
+    assert joined.files["/etc/hosts"] == "/data/containers/web/hosts" and joined.hostname == "web-host"
+    assert joined.shm == f"/data/containers/{WEB}/mounts/shm"
+    spec = ContainerSpec(id=DB, rootfs="/r", process=ProcessSpec(args=("true",)),
+                         mounts=(MountSpec("/dev/shm/sub", "tmpfs", "tmpfs"),))
+    applied = joining.apply(spec, joined)
+    assert applied.shm_size == 0 and applied.network_namespace == "/proc/4321/ns/net"
+    assert [mount.destination for mount in applied.mounts] == ["/dev/shm", "/dev/shm/sub"]
+    with pytest.raises(errdefs.InvalidArgument, match="cannot join own"):
+        joining.join(WEB, {"PidMode": f"container:{WEB}"}, _lookup(web), str)
+
+
+@pytest.mark.parametrize(("state", "kind", "message"), [
+    ({}, errdefs.Conflict, "cannot join network of a non running container: web"),
+    ({"Running": True, "Pid": 9, "Restarting": True}, errdefs.Conflict, "is restarting"),
+], ids=["stopped", "restarting"])
+def test_the_other_container_must_be_running(state, kind, message) -> None:
+    with pytest.raises(kind, match=message):
+        joining.join(DB, {"NetworkMode": "container:web"}, _lookup(_container(WEB, "web", **state)), str)
+
+
+def test_a_private_ipc_namespace_is_not_shareable() -> None:
+    web = _container(WEB, "web", {"IpcMode": "private"}, Running=True, Pid=9)
+    with pytest.raises(errdefs.InvalidArgument, match="non-shareable IPC"):
+        joining.join(DB, {"IpcMode": "container:web"}, _lookup(web), str)
+
+
+def test_the_start_order_puts_the_joined_containers_first() -> None:
+    first = _container("c" * 64, "first", {"NetworkMode": f"container:{DB}"})
+    database = _container(DB, "db", {"PidMode": f"container:{WEB}"})
+    web = _container(WEB, "web", {})
+    loop = _container("d" * 64, "loop", {"NetworkMode": "container:" + "d" * 64})
+    ordered = joining.start_order([first, database, loop, web])
+    assert [container.name for container in ordered] == ["/loop", "/web", "/db", "/first"]
