@@ -48,9 +48,11 @@ def target(mode: Any) -> str:
     return ""
 
 
-def check_network_conflicts(config: Mapping[str, Any], host: Mapping[str, Any]) -> None:
+def check_network_conflicts(config: Mapping[str, Any], host: Mapping[str, Any],
+                            endpoints: Mapping[str, Any] | None = None) -> None:
     """Docker's refusals for ``NetworkMode`` ``container:<name|id>`` (``config`` as the
-    client sent it, before the image's config is merged in)."""
+    client sent it, before the image's config is merged in; ``endpoints``: the request's
+    ``NetworkingConfig.EndpointsConfig``)."""
     mode = host.get("NetworkMode") or ""
     if not isinstance(mode, str) or not mode.startswith("container:"):
         if config.get("MacAddress") and mode == "host":
@@ -75,6 +77,15 @@ def check_network_conflicts(config: Mapping[str, Any], host: Mapping[str, Any]) 
     for value, message in checks:
         if value:
             raise errdefs.InvalidArgument(message)
+    for endpoint in (endpoints or {}).values():
+        if not isinstance(endpoint, Mapping):
+            continue
+        if endpoint.get("Aliases"):
+            raise errdefs.InvalidArgument("network-scoped alias is supported only for containers in user "
+                                          "defined networks")
+        addresses = endpoint.get("IPAMConfig") or {}
+        if isinstance(addresses, Mapping) and (addresses.get("IPv4Address") or addresses.get("IPv6Address")):
+            raise errdefs.InvalidArgument("user specified IP address is supported on user defined networks only")
 
 
 def resolve_modes(host: dict[str, Any], config: Mapping[str, Any],

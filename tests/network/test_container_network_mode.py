@@ -54,7 +54,7 @@ def test_a_container_joins_the_network_namespace_of_another(net) -> None:
     inspected = engine.container_views.inspect(joiner)
     web_inspected = engine.container_views.inspect(web)
     assert inspected["HostConfig"]["NetworkMode"] == f"container:{web}"
-    assert inspected["NetworkSettings"]["Networks"] == {}
+    assert inspected["NetworkSettings"]["Networks"] == {} and inspected["NetworkSettings"]["SandboxKey"] == ""
     assert inspected["Config"]["Hostname"] == "webhost"
     for key in ("HostsPath", "ResolvConfPath", "HostnamePath"):
         assert inspected[key] == web_inspected[key]
@@ -96,6 +96,15 @@ def test_options_of_a_network_of_its_own_are_refused_and_nothing_is_created(engi
         engine.create("true", HostConfig={"NetworkMode": "container:target", **host}, **config)
     assert set(engine.container_ids()) == before
     assert target in before
+
+
+def test_an_alias_or_an_address_is_refused(engine) -> None:  # noqa: F811
+    engine.create("true", name="target")
+    for endpoint, message in (({"Aliases": ["x"]}, "network-scoped alias"),
+                              ({"IPAMConfig": {"IPv4Address": "10.1.2.3"}}, "user specified IP address")):
+        with pytest.raises(errdefs.InvalidArgument, match=message):
+            engine.create("true", HostConfig={"NetworkMode": "container:target"},
+                          NetworkingConfig={"EndpointsConfig": {"container:target": endpoint}})
 
 
 def test_a_stopped_or_missing_container_cannot_be_joined(engine) -> None:  # noqa: F811

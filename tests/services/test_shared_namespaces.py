@@ -5,6 +5,7 @@ what one container sees of the other's processes, IPC objects and hostname."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -24,12 +25,15 @@ def donor(engine):
     engine.containers.remove(container_id, force=True)
 
 
-def test_a_shared_pid_namespace_shows_the_other_containers_processes(engine, donor) -> None:
-    joiner = engine.run("sh", "-c", "ps -o args; cat /proc/1/cmdline | tr '\\0' ' '",
-                        HostConfig={"PidMode": "container:donor"})
+@pytest.mark.parametrize("runtime", ["native", "crun", "runc"])
+def test_a_shared_pid_namespace_shows_the_other_containers_processes(engine, donor, runtime) -> None:
+    if runtime != "native" and shutil.which(runtime) is None:
+        pytest.skip(f"{runtime} is not installed")
+    joiner = engine.run("sh", "-c", "ps -o args; cat /proc/1/cmdline | tr '\\0' ' '; cat /dev/shm/marker",
+                        HostConfig={"PidMode": "container:donor", "IpcMode": "container:donor", "Runtime": runtime})
     assert engine.wait(joiner) == 0, engine.output(joiner)
     output = engine.output(joiner)
-    assert "sleep 300" in output and output.rstrip().endswith("sleep 300")
+    assert "sleep 300" in output and output.endswith("sleep 300 from-donor\n")
     assert engine.container_views.inspect(joiner)["HostConfig"]["PidMode"] == f"container:{donor}"
 
 

@@ -42,9 +42,10 @@ def network_settings(mode: str, requested: dict[str, Any] | None = None) -> dict
     IPAMConfig, MacAddress), as Docker keeps it; the monitor's run reads it back."""
     network = "bridge" if mode in ("default", "bridge") else mode
     networks = {}
-    # container:<id> has no network of its own: no entry (as Docker)
-    names = [] if mode.startswith("container:") else [network]
-    for name in [*names, *(name for name in (requested or {}) if name not in (network, "default"))]:
+    names = [network, *(name for name in (requested or {}) if name not in (network, "default"))]
+    if mode.startswith("container:"):
+        names = []  # no network of its own: no entry, as Docker
+    for name in names:
         given = (requested or {}).get(name) or {}
         networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": None,
                           "Aliases": given.get("Aliases") or None, "MacAddress": given.get("MacAddress") or "",

@@ -66,7 +66,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         specs.validate_config(merged)
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
-        joining.check_network_conflicts(config, host)
+        joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)

@@ -304,7 +304,8 @@ class ContainerViewsImpl(ContainerGroup):
         result["Mounts"] = self._mounts_view(container)
         result["Config"] = container.config
         settings = dict(data.get("NetworkSettings") or network_settings("default"))
-        if state.get("Running") and state.get("Pid"):
+        shared = str(container.host_config.get("NetworkMode") or "").startswith("container:")
+        if state.get("Running") and state.get("Pid") and not shared:  # a joiner has no sandbox, as in Docker
             settings["SandboxKey"] = f"/proc/{state['Pid']}/ns/net"
             record = self.network.sandboxes.store.sandbox(container.id) if self.network.has_sandboxes() else None
             if record is not None:
