@@ -148,7 +148,19 @@ def _running(container: Any, namespace: str, reference: str) -> int:
         raise errdefs.Conflict(f"container {reference} is not running")
     if state.get("Restarting"):
         raise errdefs.Conflict(f"Container {reference} is restarting, wait until the container is running")
-    return int(state["Pid"])
+    pid = int(state["Pid"])
+    # the recorded pid is the container's only while it is in the container's cgroup (a run
+    # that just ended leaves a pid the kernel may give to anything)
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
+            member = container.id in handle.read()
+    except OSError:
+        member = False
+    if not member:
+        if namespace == "network":
+            raise errdefs.Conflict(f"cannot join network of a non running container: {reference}")
+        raise errdefs.Conflict(f"container {reference} is not running")
+    return pid
 
 
 def join(container_id: str, host: Mapping[str, Any], lookup: Callable[[str], Any],

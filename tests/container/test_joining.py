@@ -3,11 +3,17 @@ refusals, the start order after a reboot, and what a start takes from the other 
 
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+
 import pytest
 
 from lamina import errdefs
 from lamina.container import joining
 from lamina.container.store import Container
+from lamina.runtime.cgroups import CgroupManager
 from lamina.runtime.api import ContainerSpec, MountSpec, ProcessSpec
 
 WEB = "a" * 64
@@ -47,23 +53,51 @@ def test_a_mac_address_is_refused_with_the_host_network_too() -> None:
         joining.check_network_conflicts({}, {"NetworkMode": "container:"})
 
 
-def test_a_start_takes_the_namespaces_files_and_names_of_the_running_container() -> None:
-    web = _container(WEB, "web", {"IpcMode": "shareable"}, Running=True, Pid=4321)
+@pytest.fixture
+def running() -> Iterator[tuple[str, int]]:
+    """(container id, pid): a process in a cgroup ``lamina/<id>``, as a running container's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (cgroups)")
+    container_id = secrets.token_hex(32)
+    manager = CgroupManager(f"lamina/{container_id}")
+    manager.create()
+    process = subprocess.Popen(["sleep", "60"])
+    try:
+        for fd in manager.open_procs_files():
+            try:
+                os.write(fd, str(process.pid).encode())
+            finally:
+                os.close(fd)
+        yield container_id, process.pid
+    finally:
+        process.kill()
+        process.wait()
+        manager.remove(timeout=5)
+
+
+@pytest.mark.privileged
+def test_a_start_takes_the_namespaces_files_and_names_of_the_running_container(running) -> None:
+    web_id, pid = running
+    web = _container(web_id, "web", {"IpcMode": "shareable"}, Running=True, Pid=pid)
     web.data.update(HostsPath="/data/containers/web/hosts", HostnamePath="/data/containers/web/hostname",
                     ResolvConfPath="/data/containers/web/resolv.conf")
-    host = {"NetworkMode": f"container:{WEB}", "PidMode": f"container:{WEB}", "IpcMode": f"container:{WEB}"}
+    host = {"NetworkMode": f"container:{web_id}", "PidMode": "container:web", "IpcMode": f"container:{web_id}"}
     joined = joining.join(DB, host, _lookup(web), lambda container_id: f"/data/containers/{container_id}")
-    assert joined.network_namespace == "/proc/4321/ns/net"
-    assert joined.namespace_paths == (("pid", "/proc/4321/ns/pid"), ("ipc", "/proc/4321/ns/ipc"))
+    assert joined.network_namespace == f"/proc/{pid}/ns/net"
+    assert joined.namespace_paths == (("pid", f"/proc/{pid}/ns/pid"), ("ipc", f"/proc/{pid}/ns/ipc"))
     assert joined.files["/etc/hosts"] == "/data/containers/web/hosts" and joined.hostname == "web-host"
-    assert joined.shm == f"/data/containers/{WEB}/mounts/shm"
+    assert joined.shm == f"/data/containers/{web_id}/mounts/shm"
     spec = ContainerSpec(id=DB, rootfs="/r", process=ProcessSpec(args=("true",)),
                          mounts=(MountSpec("/dev/shm/sub", "tmpfs", "tmpfs"),))
     applied = joining.apply(spec, joined)
-    assert applied.shm_size == 0 and applied.network_namespace == "/proc/4321/ns/net"
+    assert applied.shm_size == 0 and applied.network_namespace == f"/proc/{pid}/ns/net"
     assert [mount.destination for mount in applied.mounts] == ["/dev/shm", "/dev/shm/sub"]
     with pytest.raises(errdefs.InvalidArgument, match="cannot join own"):
-        joining.join(WEB, {"PidMode": f"container:{WEB}"}, _lookup(web), str)
+        joining.join(web_id, {"PidMode": "container:web"}, _lookup(web), str)
+    # a recorded pid that is not (any more) in the container's cgroup is not the container's
+    stale = _container(WEB, "stale", {}, Running=True, Pid=pid)
+    with pytest.raises(errdefs.Conflict, match="cannot join network of a non running container: stale"):
+        joining.join(DB, {"NetworkMode": "container:stale"}, _lookup(stale), str)
 
 
 @pytest.mark.parametrize(("state", "kind", "message"), [
@@ -75,8 +109,10 @@ def test_the_other_container_must_be_running(state, kind, message) -> None:
         joining.join(DB, {"NetworkMode": "container:web"}, _lookup(_container(WEB, "web", **state)), str)
 
 
-def test_a_private_ipc_namespace_is_not_shareable() -> None:
-    web = _container(WEB, "web", {"IpcMode": "private"}, Running=True, Pid=9)
+@pytest.mark.privileged
+def test_a_private_ipc_namespace_is_not_shareable(running) -> None:
+    web_id, pid = running
+    web = _container(web_id, "web", {"IpcMode": "private"}, Running=True, Pid=pid)
     with pytest.raises(errdefs.InvalidArgument, match="non-shareable IPC"):
         joining.join(DB, {"IpcMode": "container:web"}, _lookup(web), str)
 
