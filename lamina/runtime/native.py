@@ -16,8 +16,8 @@ moves the calling thread; it only makes the *next* child of that thread the firs
 The child (PID 1, :func:`lamina.runtime.child.container_child`) joins the namespaces named by
 ``spec.namespace_paths`` and ``spec.network_namespace`` (another container's: opened by the
 caller before fork; a joined pid namespace is entered by the caller's ``setns`` around the
-fork, as for exec, and the child is then not PID 1), unshares the mount, uts, ipc,
-net (unless ``network="host"`` or joined) namespaces, makes ``/`` rprivate, bind-mounts the rootfs onto
+fork, as for exec, and the child is then not PID 1), unshares the mount, uts, ipc, net
+(unless ``network="host"`` or joined) namespaces, makes ``/`` rprivate, bind-mounts the rootfs onto
 itself, builds the container's filesystem view (:mod:`lamina.runtime.rootfs`), sets the
 hostname, brings ``lo`` up, pivots into the rootfs, masks and write-protects Docker's paths,
 remounts the root read-only when asked, joins the cgroups and ``execve``\\ s the command (the
@@ -199,26 +199,28 @@ class NativeRuntime:
             raise errdefs.Conflict(f"container {spec.id} is already running (its cgroup has processes)")
         joined = _open_namespaces(spec.namespace_paths)
         pid_namespace = joined.pop("pid", None)
-        namespace_fds = [(fd, kind) for fd, kind in joined.values()]
-        started = False
+        namespace_fds = list(joined.values())
         try:
             manager.create()
             plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
-            manager.apply(spec.resources)
-            manager.allow_devices(spec.device_rules)
-            seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
-            procs_fds = manager.open_procs_files()
-            pid = self._fork(
-                new_pid_namespace="pid" in spec.namespaces and pid_namespace is None, seccomp=seccomp,
-                procs_fds=procs_fds, join_pid_namespace=None if pid_namespace is None else pid_namespace[0],
-                child=lambda status_fd, procs, filter_, trampoline: container_child(
-                    plan, stdio, status_fd, procs, filter_, trampoline, namespace_fds))
-            started = True
+            started = False
+            try:
+                manager.apply(spec.resources)
+                manager.allow_devices(spec.device_rules)
+                seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
+                procs_fds = manager.open_procs_files()
+                pid = self._fork(
+                    new_pid_namespace="pid" in spec.namespaces and pid_namespace is None, seccomp=seccomp,
+                    procs_fds=procs_fds, join_pid_namespace=None if pid_namespace is None else pid_namespace[0],
+                    child=lambda status_fd, procs, filter_, trampoline: container_child(
+                        plan, stdio, status_fd, procs, filter_, trampoline, namespace_fds))
+                started = True
+            finally:
+                if not started:
+                    self._remove_quietly(manager)
         finally:
             for fd, _ in [*namespace_fds, *([pid_namespace] if pid_namespace else [])]:
                 os.close(fd)
-            if not started:
-                self._remove_quietly(manager)
         return RuntimeState(id=spec.id, pid=pid, runtime=self.name, cgroup=manager.path)
 
     def exec(self, state: RuntimeState, process: ProcessSpec, stdio: Stdio) -> int:
