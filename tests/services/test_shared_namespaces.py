@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 
 import pytest
 
@@ -90,3 +91,21 @@ def test_a_shareable_dev_shm_is_unmounted_when_the_run_ends(engine) -> None:
     engine.wait_for(lambda: not os.path.ismount(path), message="the unmount of /dev/shm")
     engine.containers.remove(container_id)
     assert not os.path.exists(path)
+
+
+def test_a_crashed_monitor_leaves_no_shm_mount_and_boot_starts_the_joined_container_first(engine) -> None:
+    always = {"RestartPolicy": {"Name": "always"}}
+    shared = engine.run("sleep", "300", name="shared", HostConfig={"IpcMode": "shareable", **always})
+    joiner = engine.run("sleep", "300", HostConfig={"IpcMode": "container:shared", **always})
+    shm = os.path.join(engine.config.data_root, "containers", shared, "mounts", "shm")
+    assert os.path.ismount(shm)
+    for container_id in (joiner, shared):
+        os.kill(engine.run_dir(container_id).monitor_pid(), signal.SIGKILL)
+        engine.wait_for(lambda container_id=container_id: engine.run_dir(container_id).monitor_pid() is None,
+                        message="the monitor to die")
+    assert engine.state(shared)["ExitCode"] == 255  # the dead run recorded, what it held released
+    assert not os.path.ismount(shm)
+    report = engine.containers.boot()
+    assert report["Failed"] == [] and {joiner, shared} <= set(report["Restarted"]), report
+    assert os.readlink(f"/proc/{engine.state(joiner)['Pid']}/ns/ipc") == \
+        os.readlink(f"/proc/{engine.state(shared)['Pid']}/ns/ipc")
