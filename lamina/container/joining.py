@@ -33,8 +33,8 @@ from lamina import errdefs
 from lamina.records import dataclass, field, replace
 from lamina.runtime.api import ContainerSpec, MountSpec
 
-__all__ = ["MODES", "Joined", "apply", "check_network_conflicts", "join", "mount_shm", "resolve_modes", "shm_path",
-           "start_order", "target", "unmount_shm"]
+__all__ = ["MODES", "Joined", "apply", "check_network_conflicts", "join", "mount_shm", "prepare", "release",
+           "resolve_modes", "shm_path", "start_order", "target", "unmount_shm"]
 
 # HostConfig field -> the namespace it names
 MODES = (("NetworkMode", "network"), ("PidMode", "pid"), ("IpcMode", "ipc"), ("UTSMode", "uts"))
@@ -216,6 +216,24 @@ def apply(spec: ContainerSpec, joined: Joined, own_shm: str = "") -> ContainerSp
     return replace(spec, namespace_paths=joined.namespace_paths,
                    network_namespace=joined.network_namespace or spec.network_namespace,
                    mounts=mounts, shm_size=0 if shm else spec.shm_size)
+
+
+def prepare(spec: ContainerSpec, joined: Joined, host: Mapping[str, Any],
+            directory: str) -> tuple[ContainerSpec, str]:
+    """The spec of a run with what it joins (:func:`apply`), and the host directory bound onto
+    its /dev/shm ("" for none); a ``shareable`` container's own tmpfs is mounted here, under its
+    ``directory`` (undone by :func:`release`)."""
+    own = ""
+    if host.get("IpcMode") == "shareable":
+        own = shm_path(directory)
+        mount_shm(own, spec.shm_size)
+    return apply(spec, joined, own), own or joined.shm
+
+
+def release(host: Mapping[str, Any], directory: str) -> None:
+    """Undo :func:`prepare` when a run ends or could not start."""
+    if host.get("IpcMode") == "shareable":
+        unmount_shm(shm_path(directory))
 
 
 def start_order(containers: list[Any]) -> list[Any]:

@@ -404,11 +404,7 @@ class Runner:
                                         files=files, mount_points=mount_points)
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
-            own_shm = ""
-            if host.get("IpcMode") == "shareable":
-                own_shm = joining.shm_path(self.store.directory(self.id))
-                joining.mount_shm(own_shm, int(host.get("ShmSize") or specs.DEFAULT_SHM_SIZE))
-            spec = joining.apply(spec, joined, own_shm)
+            spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))
             stdio, child, master, sink, sources = self._stdio(config, host)
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
@@ -430,7 +426,7 @@ class Runner:
                 os.close(fd)
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
-            joining.unmount_shm(joining.shm_path(self.store.directory(self.id)))
+            joining.release(host, self.store.directory(self.id))
             attaching.discard()
             raise
         run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
@@ -448,7 +444,7 @@ class Runner:
             record.data["HasBeenStartedBefore"] = True
             if joined.files:
                 record.config.update(Hostname=joined.hostname, Domainname=joined.domainname)
-            record.data["ShmPath"] = own_shm or joined.shm
+            record.data["ShmPath"] = shm
             if probed:
                 record.state["Health"] = health.start_of_run(record.state.get("Health"))
             record.data["LogPath"] = self.store.log_path(self.id) if logged else ""
@@ -605,8 +601,7 @@ class Runner:
         self._release_runtime(run)
         release_mount(self.mounts, self.id)
         self._unmount_volumes(run.container)
-        if run.container.host_config.get("IpcMode") == "shareable":
-            joining.unmount_shm(joining.shm_path(self.store.directory(self.id)))
+        joining.release(run.container.host_config, self.store.directory(self.id))
         monitor.run_dir.clear_runtime_state()
         if run.master is not None:
             try:

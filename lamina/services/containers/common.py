@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
+from lamina.container import joining
 from lamina.container.execstore import ExecStore
 from lamina.container.monitor import ExitInfo, MonitorClient, MonitorContext, MonitorStores, PendingAttach, RunLock
-from lamina.container.joining import shm_path, unmount_shm
 from lamina.container.removal import release_mount, sweep
 from lamina.container.state import now
 from lamina.container.store import Container, ContainerStore
@@ -153,8 +153,7 @@ class ContainerGroup:
             error = self.monitors.release_dead_run(container_id, self.runtime)
             release_mount(self.mounts, container_id)
             self._unmount_volumes(container)
-            if container.host_config.get("IpcMode") == "shareable":
-                unmount_shm(shm_path(self.store.directory(container_id)))
+            joining.release(container.host_config, self.store.directory(container_id))
             self.network.detach(container_id)
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
                                    FinishedAt=now(), Error=error or MONITOR_GONE,
