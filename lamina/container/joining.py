@@ -197,6 +197,8 @@ def join(container_id: str, host: Mapping[str, Any], lookup: Callable[[str], Any
                 shm = "/dev/shm"
             elif ipc_mode == "shareable":
                 shm = shm_path(directory(other.id))
+            elif target(ipc_mode) and other.data.get("ShmPath"):
+                shm = str(other.data["ShmPath"])  # a joiner's: the one it shares
             else:
                 raise errdefs.InvalidArgument(f"container {reference}: non-shareable IPC (hint: use "
                                               "IpcMode:shareable for the donor container)")
@@ -221,12 +223,15 @@ def apply(spec: ContainerSpec, joined: Joined, own_shm: str = "") -> ContainerSp
 def prepare(spec: ContainerSpec, joined: Joined, host: Mapping[str, Any],
             directory: str) -> tuple[ContainerSpec, str]:
     """The spec of a run with what it joins (:func:`apply`), and the host directory bound onto
-    its /dev/shm ("" for none); a ``shareable`` container's own tmpfs is mounted here, under its
-    ``directory`` (undone by :func:`release`)."""
+    its /dev/shm ("" for a tmpfs of its own or none): the host's for ``IpcMode`` ``host``; a
+    ``shareable`` container's own tmpfs is mounted here, under its ``directory`` (undone by
+    :func:`release`)."""
     own = ""
     if host.get("IpcMode") == "shareable":
         own = shm_path(directory)
         mount_shm(own, spec.shm_size)
+    elif host.get("IpcMode") == "host" and os.path.isdir("/dev/shm"):
+        own = "/dev/shm"  # the host's, as Docker binds it
     return apply(spec, joined, own), own or joined.shm
 
 
