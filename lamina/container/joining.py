@@ -3,7 +3,8 @@
 ``shareable``.
 
 At create, :func:`resolve_modes` names the other container by its full id
-(``container:<id>``, as ``docker inspect`` shows it; 404 when there is no such container) and
+(``container:<id>``, as ``docker inspect`` shows it; 404 when there is no such container,
+but for the network's, found at the start, as Docker) and
 :func:`check_network_conflicts` refuses what a container that has no network of its own cannot
 have (Docker's "conflicting options" errors).  At each start, :func:`join` finds the other
 container, which must be running, and returns what the run takes from it: the paths of its
@@ -90,15 +91,20 @@ def check_network_conflicts(config: Mapping[str, Any], host: Mapping[str, Any],
 
 def resolve_modes(host: dict[str, Any], config: Mapping[str, Any],
                   lookup: Callable[[str], Any]) -> None:
-    """Name the containers of ``container:`` modes by their full ids, in place (``lookup``:
-    reference -> Container, NotFound when there is none)."""
+    """Name the containers of ``container:`` modes by their full ids, in place, as Docker's
+    ``adaptSharedNamespaceContainer`` (``lookup``: reference -> Container, NotFound when there
+    is none: a 404 for the pid, IPC and UTS modes; a network's is left to the start, as Docker)."""
     for key, _namespace in MODES:
         reference = target(host.get(key))
         if isinstance(host.get(key), str) and host[key].startswith("container:") and not reference:
             raise errdefs.InvalidArgument(f"invalid {key} {host[key]!r}: expected container:<name|id>")
         if not reference:
             continue
-        host[key] = f"container:{lookup(reference).id}"
+        try:
+            host[key] = f"container:{lookup(reference).id}"
+        except errdefs.NotFound:
+            if key != "NetworkMode":
+                raise
     if target(host.get("UTSMode")) and config.get("Hostname"):
         raise errdefs.InvalidArgument("conflicting options: hostname and the UTS mode")
     if target(host.get("UTSMode")) and config.get("Domainname"):
@@ -176,7 +182,10 @@ def join(container_id: str, host: Mapping[str, Any], lookup: Callable[[str], Any
         try:
             other = lookup(reference)
         except errdefs.NotFound as exc:
-            raise errdefs.NotFound(f"No such container: {reference}") from exc
+            if namespace == "network":
+                raise errdefs.NotFound(f"No such container: {reference}") from exc
+            # Docker's: the container named by a pid or IPC mode is a parameter
+            raise errdefs.InvalidArgument(f"No such container: {reference}") from exc
         if other.id == container_id:
             raise errdefs.InvalidArgument(f"cannot join own {namespace} namespace")
         pid = _running(other, namespace, reference)

@@ -113,8 +113,10 @@ def test_a_stopped_or_missing_container_cannot_be_joined(engine) -> None:  # noq
     with pytest.raises(errdefs.Conflict, match="cannot join network of a non running container"):
         engine.containers.start(joiner)
     assert engine.state(joiner)["Running"] is False
+    later = engine.create("true", HostConfig={"NetworkMode": "container:nosuch"})  # found at start, as Docker
+    assert engine.container_views.inspect(later)["HostConfig"]["NetworkMode"] == "container:nosuch"
     with pytest.raises(errdefs.NotFound, match="No such container: nosuch"):
-        engine.create("true", HostConfig={"NetworkMode": "container:nosuch"})
+        engine.containers.start(later)
     with pytest.raises(errdefs.InvalidArgument, match="container:<name|id>"):
         engine.create("true", HostConfig={"NetworkMode": "container:"})
 
