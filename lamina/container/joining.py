@@ -39,7 +39,6 @@ __all__ = ["MODES", "Joined", "apply", "check_network_conflicts", "join", "mount
 
 # HostConfig field -> the namespace it names
 MODES = (("NetworkMode", "network"), ("PidMode", "pid"), ("IpcMode", "ipc"), ("UTSMode", "uts"))
-_NS_FILES = {"network": "net", "pid": "pid", "ipc": "ipc", "uts": "uts"}
 
 
 def target(mode: Any) -> str:
@@ -169,29 +168,34 @@ def _running(container: Any, namespace: str, reference: str) -> int:
     return pid
 
 
+def _other(container_id: str, namespace: str, reference: str, lookup: Callable[[str], Any]) -> tuple[Any, int]:
+    """(the running container named by ``reference``, the host pid of its PID 1)."""
+    try:
+        other = lookup(reference)
+    except errdefs.NotFound as exc:
+        if namespace == "network":
+            raise errdefs.NotFound(f"No such container: {reference}") from exc
+        # Docker's: the container named by a pid or IPC mode is a parameter
+        raise errdefs.InvalidArgument(f"No such container: {reference}") from exc
+    if other.id == container_id:
+        raise errdefs.InvalidArgument(f"cannot join own {namespace} namespace")
+    return other, _running(other, namespace, reference)
+
+
 def join(container_id: str, host: Mapping[str, Any], lookup: Callable[[str], Any],
          directory: Callable[[str], str]) -> Joined:
     """The namespaces, files and /dev/shm that a start of ``container_id`` takes from others
-    (``lookup``: reference -> Container; ``directory``: id -> the container's directory)."""
+    (``lookup``: reference -> Container; ``directory``: id -> the container's directory), with
+    Docker's messages ("failed to join PID namespace: container <id> is not running")."""
     paths: list[tuple[str, str]] = []
     network, files, hostname, domainname, shm = "", {}, "", "", ""
     for key, namespace in MODES:
         reference = target(host.get(key))
         if not reference:
             continue
-        try:
-            other = lookup(reference)
-        except errdefs.NotFound as exc:
-            if namespace == "network":
-                raise errdefs.NotFound(f"No such container: {reference}") from exc
-            # Docker's: the container named by a pid or IPC mode is a parameter
-            raise errdefs.InvalidArgument(f"No such container: {reference}") from exc
-        if other.id == container_id:
-            raise errdefs.InvalidArgument(f"cannot join own {namespace} namespace")
-        pid = _running(other, namespace, reference)
-        path = f"/proc/{pid}/ns/{_NS_FILES[namespace]}"
         if namespace == "network":
-            network = path
+            other, pid = _other(container_id, namespace, reference, lookup)
+            network = f"/proc/{pid}/ns/net"
             other_directory = directory(other.id)
             files = {"/etc/resolv.conf": other.data.get("ResolvConfPath") or os.path.join(other_directory,
                                                                                           "resolv.conf"),
@@ -200,20 +204,28 @@ def join(container_id: str, host: Mapping[str, Any], lookup: Callable[[str], Any
             hostname = str(other.config.get("Hostname") or other.id[:12])
             domainname = str(other.config.get("Domainname") or "")
             continue
-        if namespace == "ipc":
-            ipc_mode = other.host_config.get("IpcMode") or ""
-            if ipc_mode == "host":
-                shm = "/dev/shm"
-            elif ipc_mode == "shareable":
-                shm = shm_path(directory(other.id))
-            elif target(ipc_mode) and other.data.get("ShmPath"):
-                shm = str(other.data["ShmPath"])  # a joiner's: the one it shares
-            else:
-                raise errdefs.InvalidArgument(f"container {reference}: non-shareable IPC (hint: use "
-                                              "IpcMode:shareable for the donor container)")
-        paths.append((namespace, path))
+        try:
+            other, pid = _other(container_id, namespace, reference, lookup)
+            if namespace == "ipc":
+                shm = _shareable_shm(other, reference, directory)
+        except errdefs.LaminaError as exc:
+            raise type(exc)(f"failed to join {namespace.upper()} namespace: {exc}") from exc
+        paths.append((namespace, f"/proc/{pid}/ns/{namespace}"))
     return Joined(namespace_paths=tuple(paths), network_namespace=network, files=files, hostname=hostname,
                   domainname=domainname, shm=shm)
+
+
+def _shareable_shm(other: Any, reference: str, directory: Callable[[str], str]) -> str:
+    """The /dev/shm of a container whose IPC namespace others may join."""
+    ipc_mode = other.host_config.get("IpcMode") or ""
+    if ipc_mode == "host":
+        return "/dev/shm"
+    if ipc_mode == "shareable":
+        return shm_path(directory(other.id))
+    if target(ipc_mode) and other.data.get("ShmPath"):
+        return str(other.data["ShmPath"])  # a joiner's: the one it shares
+    raise errdefs.InvalidArgument(f"container {reference}: non-shareable IPC (hint: use IpcMode:shareable for "
+                                  "the donor container)")
 
 
 def apply(spec: ContainerSpec, joined: Joined, own_shm: str = "") -> ContainerSpec:

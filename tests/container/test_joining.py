@@ -100,13 +100,19 @@ def test_a_start_takes_the_namespaces_files_and_names_of_the_running_container(r
         joining.join(DB, {"NetworkMode": "container:stale"}, _lookup(stale), str)
 
 
-@pytest.mark.parametrize(("state", "kind", "message"), [
-    ({}, errdefs.Conflict, "cannot join network of a non running container: web"),
-    ({"Running": True, "Pid": 9, "Restarting": True}, errdefs.Conflict, "is restarting"),
-], ids=["stopped", "restarting"])
-def test_the_other_container_must_be_running(state, kind, message) -> None:
+@pytest.mark.parametrize(("mode", "state", "kind", "message"), [
+    ("NetworkMode", {}, errdefs.Conflict, "^cannot join network of a non running container: web$"),
+    ("PidMode", {}, errdefs.Conflict, "^failed to join PID namespace: container web is not running$"),
+    ("IpcMode", {"Running": True, "Pid": 9, "Restarting": True}, errdefs.Conflict,
+     "^failed to join IPC namespace: Container web is restarting"),
+    ("NetworkMode", None, errdefs.NotFound, "^No such container: web$"),
+    ("UTSMode", None, errdefs.InvalidArgument, "^failed to join UTS namespace: No such container: web$"),
+], ids=["a stopped network", "a stopped pid namespace", "a restarting IPC namespace", "a missing network",
+        "a missing UTS namespace"])
+def test_the_other_container_must_exist_and_run(mode, state, kind, message) -> None:
+    others = () if state is None else (_container(WEB, "web", **state),)
     with pytest.raises(kind, match=message):
-        joining.join(DB, {"NetworkMode": "container:web"}, _lookup(_container(WEB, "web", **state)), str)
+        joining.join(DB, {mode: "container:web"}, _lookup(*others), str)
 
 
 @pytest.mark.privileged
