@@ -405,11 +405,14 @@ def _raise_fds(status_fd: int, procs_fds: list[int], trampoline_fd: int | None) 
 
 
 def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int],
-                     seccomp: SeccompProgram | None, trampoline_fd: int | None) -> None:
-    """PID 1 of a new container; never returns."""
+                     seccomp: SeccompProgram | None, trampoline_fd: int | None,
+                     namespace_fds: list[tuple[int, int]] | None = None) -> None:
+    """PID 1 of a new container (``namespace_fds``: (descriptor, CLONE_* kind) of namespaces
+    joined rather than created); never returns."""
     code = 125
     try:
         status_fd, procs_fds, trampoline_fd = _raise_fds(status_fd, procs_fds, trampoline_fd)
+        namespace_fds = [(_high_fd(fd), kind) for fd, kind in namespace_fds or []]
         spec = plan.spec
         process = plan.process
         os.setsid()
@@ -423,6 +426,11 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
                 network_fd = os.open(spec.network_namespace, os.O_RDONLY | os.O_CLOEXEC)
                 lsys.setns(network_fd, lsys.CLONE_NEWNET)
                 os.close(network_fd)
+        if namespace_fds:
+            with Step("join the shared namespaces"):
+                for fd, kind in namespace_fds:
+                    lsys.setns(fd, kind)
+                    os.close(fd)
         with Step("create namespaces"):
             lsys.unshare(plan.unshare_flags)
         mountlib.set_propagation("/", "rprivate")

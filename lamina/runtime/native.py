@@ -13,8 +13,11 @@ moves the calling thread; it only makes the *next* child of that thread the firs
    of the new namespace and the caller is its parent: no double fork, no subreaper needed;
 3. reads the child's status pipe until EOF.
 
-The child (PID 1, :func:`lamina.runtime.child.container_child`) unshares the mount, uts, ipc,
-net (unless ``network="host"``) namespaces, makes ``/`` rprivate, bind-mounts the rootfs onto
+The child (PID 1, :func:`lamina.runtime.child.container_child`) joins the namespaces named by
+``spec.namespace_paths`` and ``spec.network_namespace`` (another container's: opened by the
+caller before fork; a joined pid namespace is entered by the caller's ``setns`` around the
+fork, as for exec, and the child is then not PID 1), unshares the mount, uts, ipc, net
+(unless ``network="host"`` or joined) namespaces, makes ``/`` rprivate, bind-mounts the rootfs onto
 itself, builds the container's filesystem view (:mod:`lamina.runtime.rootfs`), sets the
 hostname, brings ``lo`` up, pivots into the rootfs, masks and write-protects Docker's paths,
 remounts the root read-only when asked, joins the cgroups and ``execve``\\ s the command (the
@@ -194,9 +197,12 @@ class NativeRuntime:
         if "mount" not in namespaces:
             raise errdefs.InvalidArgument("the native runtime needs a mount namespace (pivot_root)")
         flags |= lsys.CLONE_NEWNS
-        if "uts" in namespaces:
+        joined = dict(spec.namespace_paths)
+        if set(joined) - {"pid", "ipc", "uts"} or set(joined) - set(namespaces):
+            raise errdefs.InvalidArgument(f"cannot join namespaces {sorted(joined)} of {sorted(namespaces)}")
+        if "uts" in namespaces and "uts" not in joined:
             flags |= lsys.CLONE_NEWUTS
-        if "ipc" in namespaces:
+        if "ipc" in namespaces and "ipc" not in joined:
             flags |= lsys.CLONE_NEWIPC
         if spec.network not in ("private", "none", "host"):
             raise errdefs.InvalidArgument(f"unknown network mode {spec.network!r} for the native runtime")
@@ -217,22 +223,30 @@ class NativeRuntime:
         manager = self._cgroups(f"{spec.cgroup_parent.strip('/')}/{spec.id}")
         if manager.exists() and manager.pids():
             raise errdefs.Conflict(f"container {spec.id} is already running (its cgroup has processes)")
-        manager.create()
-        plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
-        started = False
+        joined = _open_namespaces(spec.namespace_paths)
+        pid_namespace = joined.pop("pid", None)
+        namespace_fds = list(joined.values())
         try:
-            manager.apply(spec.resources)
-            manager.allow_devices(spec.device_rules)
-            seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
-            procs_fds = manager.open_procs_files()
-            pid = self._fork(
-                new_pid_namespace="pid" in spec.namespaces, seccomp=seccomp, procs_fds=procs_fds,
-                child=lambda status_fd, procs, filter_, trampoline: container_child(
-                    plan, stdio, status_fd, procs, filter_, trampoline))
-            started = True
+            manager.create()
+            plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
+            started = False
+            try:
+                manager.apply(spec.resources)
+                manager.allow_devices(spec.device_rules)
+                seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
+                procs_fds = manager.open_procs_files()
+                pid = self._fork(
+                    new_pid_namespace="pid" in spec.namespaces and pid_namespace is None, seccomp=seccomp,
+                    procs_fds=procs_fds, join_pid_namespace=None if pid_namespace is None else pid_namespace[0],
+                    child=lambda status_fd, procs, filter_, trampoline: container_child(
+                        plan, stdio, status_fd, procs, filter_, trampoline, namespace_fds))
+                started = True
+            finally:
+                if not started:
+                    self._remove_quietly(manager)
         finally:
-            if not started:
-                self._remove_quietly(manager)
+            for fd, _ in [*namespace_fds, *([pid_namespace] if pid_namespace else [])]:
+                os.close(fd)
         return RuntimeState(id=spec.id, pid=pid, runtime=self.name, cgroup=manager.path)
 
     def exec(self, state: RuntimeState, process: ProcessSpec, stdio: Stdio) -> int:
@@ -474,6 +488,26 @@ class NativeRuntime:
         if remaining:
             raise errdefs.Conflict(f"container {state.id} still has processes {remaining}; kill them first")
         manager.remove()
+
+
+def _open_namespaces(paths: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, int]]:
+    """Open the namespaces a new container joins (``ContainerSpec.namespace_paths``): name ->
+    (descriptor, CLONE_* kind).  A namespace whose process is gone is a Conflict."""
+    kinds = {"pid": lsys.CLONE_NEWPID, "ipc": lsys.CLONE_NEWIPC, "uts": lsys.CLONE_NEWUTS}
+    opened: dict[str, tuple[int, int]] = {}
+    try:
+        for name, path in paths:
+            try:
+                opened[name] = (os.open(path, os.O_RDONLY | os.O_CLOEXEC), kinds[name])
+            except FileNotFoundError as exc:
+                raise errdefs.Conflict(f"cannot join the {name} namespace {path}: its process is gone") from exc
+            except OSError as exc:
+                raise errdefs.System(f"cannot open the {name} namespace {path}: {exc.strerror}") from exc
+    except BaseException:
+        for fd, _ in opened.values():
+            os.close(fd)
+        raise
+    return opened
 
 
 def open_runtime(name: str, exec_root: str) -> NativeRuntime:

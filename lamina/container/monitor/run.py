@@ -29,7 +29,7 @@ import time
 from typing import Any, Protocol
 
 from lamina import errdefs
-from lamina.container import health
+from lamina.container import health, joining
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
@@ -376,6 +376,9 @@ class Runner:
             raise errdefs.Conflict(f"container {self.id} is marked for removal and cannot be started")
         config, host = container.config, container.host_config
         runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
+        joined = joining.join(self.id, host, self.store.lookup, self.store.directory)
+        if joined.files:  # the network of another container: its names too, as Docker
+            config = {**config, "Hostname": joined.hostname, "Domainname": joined.domainname}
         # a --rm container's files go with it: no sync of them, nor of the backing filesystem
         # when they are unmounted (if the host crashes, the start-up removes the container)
         endpoints = (container.data.get("NetworkSettings") or {}).get("Networks") or {}
@@ -398,11 +401,12 @@ class Runner:
             self._mount_volumes(mount_points)
             mount_points = pin_subpaths(mount_points, monitor.run_dir.path)
             sandbox = attaching.result()
-            files = write_files(self.store.directory(self.id), container, sandbox)
+            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
                                         files=files, mount_points=mount_points)
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
+            spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))
             stdio, child, master, sink, sources = self._stdio(config, host)
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
@@ -424,6 +428,7 @@ class Runner:
                 os.close(fd)
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
+            joining.release(host, self.store.directory(self.id))
             attaching.discard()
             raise
         run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
@@ -439,13 +444,15 @@ class Runner:
             record.state.update(Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
                                 Pid=state.pid, ExitCode=0, Error="", StartedAt=started_at)
             record.data["HasBeenStartedBefore"] = True
+            if joined.files:
+                record.config.update(Hostname=joined.hostname, Domainname=joined.domainname)
+            record.data["ShmPath"] = shm
             if probed:
                 record.state["Health"] = health.start_of_run(record.state.get("Health"))
-            directory = self.store.directory(self.id)
             record.data["LogPath"] = self.store.log_path(self.id) if logged else ""
-            record.data["HostnamePath"] = os.path.join(directory, "hostname")
-            record.data["HostsPath"] = os.path.join(directory, "hosts")
-            record.data["ResolvConfPath"] = os.path.join(directory, "resolv.conf")
+            record.data["HostnamePath"] = files["/etc/hostname"]
+            record.data["HostsPath"] = files["/etc/hosts"]
+            record.data["ResolvConfPath"] = files["/etc/resolv.conf"]
 
         # a --rm container's run is not made durable (nor is its root filesystem): if the host
         # crashes while it runs, the record may still say "created"
@@ -597,6 +604,7 @@ class Runner:
         self._release_runtime(run)
         release_mount(self.mounts, self.id)
         self._unmount_volumes(run.container)
+        joining.release(run.container.host_config, self.store.directory(self.id))
         monitor.run_dir.clear_runtime_state()
         if run.master is not None:
             try:

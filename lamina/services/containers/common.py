@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
+from lamina.container import joining
 from lamina.container.execstore import ExecStore
 from lamina.container.monitor import ExitInfo, MonitorClient, MonitorContext, MonitorStores, PendingAttach, RunLock
 from lamina.container.removal import release_mount, sweep
@@ -42,7 +43,10 @@ def network_settings(mode: str, requested: dict[str, Any] | None = None) -> dict
     IPAMConfig, MacAddress), as Docker keeps it; the monitor's run reads it back."""
     network = "bridge" if mode in ("default", "bridge") else mode
     networks = {}
-    for name in [network, *(name for name in (requested or {}) if name not in (network, "default"))]:
+    names = [network, *(name for name in (requested or {}) if name not in (network, "default"))]
+    if mode.startswith("container:"):
+        names = []  # no network of its own: no entry, as Docker
+    for name in names:
         given = (requested or {}).get(name) or {}
         networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": None,
                           "Aliases": given.get("Aliases") or None, "MacAddress": given.get("MacAddress") or "",
@@ -149,6 +153,7 @@ class ContainerGroup:
             error = self.monitors.release_dead_run(container_id, self.runtime)
             release_mount(self.mounts, container_id)
             self._unmount_volumes(container)
+            joining.release(container.host_config, self.store.directory(container_id))
             self.network.detach(container_id)
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
                                    FinishedAt=now(), Error=error or MONITOR_GONE,

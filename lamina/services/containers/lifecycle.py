@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from lamina import errdefs
+from lamina.container import joining
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
 from lamina.container.health import validate_healthcheck
@@ -65,6 +66,8 @@ class ContainerLifecycleImpl(ContainerGroup):
         specs.validate_config(merged)
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
+        joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
+        joining.resolve_modes(host, config, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
         container_id = new_container_id()
@@ -485,7 +488,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         restarted: list[str] = []
         removed: list[str] = []
         failed: list[dict[str, str]] = []
-        for container in self.store.list():
+        for container in joining.start_order(self.store.list()):
             was_running = bool(container.state.get("Running"))
             # a run whose monitor died, recorded by whichever command noticed first
             monitor_died = container.state.get("ExitCode") == 255 and container.state.get("Error") == MONITOR_GONE
