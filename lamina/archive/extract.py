@@ -13,14 +13,15 @@ metadata updated); directory trees are removed with fd-relative calls that never
 Whiteouts (``.wh.<name>``, ``.wh..wh..opq``):
 
 - :attr:`WhiteoutMode.OVERLAY` (a fresh overlay upper dir): ``.wh.<name>`` becomes a 0/0
-  character device ``<name>``; ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on its
+  character device ``<name>``; ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` (or the
+  ``opaque_xattr`` given: ``user.overlay.opaque`` for a ``userxattr`` overlay) on its
   directory; other ``.wh..wh.*`` entries are ignored.
 - :attr:`WhiteoutMode.APPLY` (the target holds the parent's full tree): ``.wh.<name>`` deletes
   ``<name>``; ``.wh..wh..opq`` deletes every child of its directory that this tar did not
   create.  Whiteouts naming ``.``, ``..`` or nothing are refused.
 
 Ownership is applied before the mode (so setuid/setgid bits survive ``chown``), xattrs after
-both (``chown`` clears ``security.capability``); ``trusted.overlay.*`` xattrs from the tar are
+both (``chown`` clears ``security.capability``); ``trusted.overlay.*`` and ``user.overlay.*`` xattrs from the tar are
 dropped.  Directory times are applied once all entries are in place.
 """
 
@@ -41,6 +42,7 @@ from lamina.archive.api import (
     EntryType,
     TarEntry,
     WhiteoutMode,
+    is_overlay_xattr,
 )
 
 if TYPE_CHECKING:
@@ -98,9 +100,11 @@ def remove_tree_at(dir_fd: int, name: str) -> None:
 
 
 class _Extractor:
-    def __init__(self, root_fd: int, mode: WhiteoutMode, same_owner: bool) -> None:
+    def __init__(self, root_fd: int, mode: WhiteoutMode, same_owner: bool,
+                 opaque_xattr: str = OPAQUE_XATTR) -> None:
         self.root_fd = root_fd
         self.mode = mode
+        self.opaque_xattr = opaque_xattr
         self.same_owner = same_owner
         self.is_root = os.geteuid() == 0
         self.parents: dict[str, int] = {}           # normalised directory path -> fd
@@ -236,8 +240,7 @@ class _Extractor:
         return max(atime, entry.mtime_ns), entry.mtime_ns
 
     def _xattrs(self, entry: TarEntry) -> list[tuple[str, bytes]]:
-        return [(key, value) for key, value in entry.xattrs.items()
-                if not key.startswith("trusted.overlay.")]
+        return [(key, value) for key, value in entry.xattrs.items() if not is_overlay_xattr(key)]
 
     def metadata_fd(self, fd: int, entry: TarEntry, *, times: bool = True) -> None:
         if self.same_owner:
@@ -376,7 +379,7 @@ class _Extractor:
                 parent_fd = self.parent(directory, entry.name)
                 fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent_fd)
                 try:
-                    os.setxattr(fd, OPAQUE_XATTR, b"y")
+                    os.setxattr(fd, self.opaque_xattr, b"y")
                 finally:
                     os.close(fd)
             else:
@@ -429,15 +432,20 @@ class _Extractor:
                 continue
 
 
-def apply_tar(root_fd: int, reader: TarReader, mode: WhiteoutMode, *, same_owner: bool = True) -> int:
+def apply_tar(root_fd: int, reader: TarReader, mode: WhiteoutMode, *, same_owner: bool = True,
+              opaque_xattr: str = OPAQUE_XATTR) -> int:
     """Extract every entry of ``reader`` below the directory ``root_fd``.
+
+    ``opaque_xattr`` is the xattr that marks an opaque directory in
+    :attr:`WhiteoutMode.OVERLAY` (:data:`~lamina.archive.api.USER_OPAQUE_XATTR` for an overlay
+    mounted with ``userxattr``).
 
     Returns the sum of the regular files' content sizes (Docker's layer size).  Hostile entries
     (names or links escaping the root, hardlinks to missing targets, devices without root)
     raise :class:`errdefs.InvalidArgument` naming the entry; other OS failures are translated
     with :func:`lamina.fsutil.system_error`.  The reader is finished (trailing data consumed).
     """
-    extractor = _Extractor(root_fd, mode, same_owner)
+    extractor = _Extractor(root_fd, mode, same_owner, opaque_xattr)
     try:
         for entry in reader:
             extractor.trim()

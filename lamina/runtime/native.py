@@ -99,16 +99,28 @@ class NativeRuntime:
     name = "native"
 
     def __init__(self, *, cgroup_layout: CgroupLayout | None = None, seccomp_profile: bytes | None = None,
-                 seccomp_cache: str | None = None) -> None:
+                 seccomp_cache: str | None = None, cgroups: bool = True, fork_helper: bool = False) -> None:
         """``seccomp_profile``: the JSON of the profile (Docker's default when ``None``);
-        ``seccomp_cache``: a directory where compiled filters are kept between processes."""
+        ``seccomp_cache``: a directory where compiled filters are kept between processes;
+        ``cgroups`` False: containers get no cgroup of their own, their processes are those of
+        their pid namespace (:mod:`lamina.runtime.nocgroup`: rootless without delegation);
+        ``fork_helper``: enter pid namespaces in a helper process (:meth:`_fork_through_helper`),
+        for a caller in a user namespace that does not own its own pid namespace (rootless)."""
         self._layout = cgroup_layout
+        self._use_cgroups = cgroups
+        self._fork_helper = fork_helper
         self._profile = seccomp_profile
         self._programs = ProgramCache(seccomp_cache)
 
     # -- parent-side preparation ----------------------------------------------------------
 
-    def _cgroups(self, path: str) -> CgroupManager:
+    def _cgroups(self, path: str, pid: int | None = None) -> CgroupManager:
+        """The container's cgroup, or without cgroups its pid namespace's members (which
+        offer the same methods; ``pid``: the container's PID 1)."""
+        if not self._use_cgroups:
+            from lamina.runtime.nocgroup import PidNamespaceMembers
+
+            return PidNamespaceMembers(path, pid)  # type: ignore[return-value]
         if self._layout is None:
             self._layout = detect_layout()
         return CgroupManager(path, self._layout)
@@ -192,7 +204,8 @@ class NativeRuntime:
         if manager.exists() and manager.pids():
             raise errdefs.Conflict(f"container {spec.id} is already running (its cgroup has processes)")
         manager.create()
-        plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
+        if self._use_cgroups:
+            plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
         started = False
         try:
             manager.apply(spec.resources)
@@ -214,7 +227,7 @@ class NativeRuntime:
         plan, capability_names = self._plan(spec, process)
         namespace_fds: list[tuple[int, int]] = []
         pid_namespace = None
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         try:
             for name, kind in _NAMESPACE_FILES:
                 path = f"/proc/{state.pid}/ns/{name}"
@@ -271,6 +284,10 @@ class NativeRuntime:
         lacks CAP_SYS_PTRACE cannot open its ``/proc/<pid>/exe``, ``fd``, ``map_files``,
         ``mem`` or ``environ``; its ``execve`` goes through the sealed trampoline
         (:mod:`lamina.runtime.trampoline`)."""
+        if self._fork_helper and (new_pid_namespace or join_pid_namespace is not None):
+            return self._fork_through_helper(new_pid_namespace=new_pid_namespace, seccomp=seccomp,
+                                             procs_fds=procs_fds, child=child,
+                                             join_pid_namespace=join_pid_namespace)
         trampoline_fd = open_trampoline()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -309,6 +326,11 @@ class NativeRuntime:
                 os.close(trampoline_fd)
             for fd in procs_fds:
                 os.close(fd)
+        return self._await_child(pid, read_fd)
+
+    @staticmethod
+    def _await_child(pid: int, read_fd: int) -> int:
+        """Wait for the child's status on ``read_fd`` (closed here): ``pid`` once it execs."""
         try:
             ready, error = read_status(read_fd)
         finally:
@@ -320,6 +342,66 @@ class NativeRuntime:
             status = reap(pid)
             raise errdefs.System(f"the container process died during setup ({describe_status(status)})")
         return pid
+
+    def _fork_through_helper(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None,
+                             procs_fds: list[int],
+                             child: Callable[[int, list[int], SeccompProgram | None, int | None], None],
+                             join_pid_namespace: int | None) -> int:
+        """:meth:`_fork` for a caller that cannot ``setns`` back to its own pid namespace (it
+        belongs to a user namespace above ours: rootless lamina).  A helper process enters the
+        container's pid namespace (new or joined), forks the child and exits; the child is
+        then reparented to the caller, which is made a child subreaper for it."""
+        caps.prctl(caps.PR_SET_CHILD_SUBREAPER, 1)
+        trampoline_fd = open_trampoline()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
+        helper = -1
+        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
+        try:
+            try:
+                caps.prctl(caps.PR_SET_DUMPABLE, 0)
+                helper = os.fork()
+            except OSError as exc:
+                raise errdefs.System(f"cannot start the container process: {exc.strerror}") from exc
+            finally:
+                if helper != 0:
+                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            if helper == 0:
+                code = 125
+                try:
+                    os.close(read_fd)
+                    os.close(pid_read)
+                    if new_pid_namespace:
+                        lsys.unshare(lsys.CLONE_NEWPID)
+                    elif join_pid_namespace is not None:
+                        lsys.setns(join_pid_namespace, lsys.CLONE_NEWPID)
+                    pid = os.fork()
+                    if pid == 0:
+                        os.close(pid_write)
+                        child(write_fd, procs_fds, seccomp, trampoline_fd)
+                        os._exit(125)  # pragma: no cover - child() never returns
+                    os.write(pid_write, str(pid).encode("ascii"))
+                    code = 0
+                finally:
+                    os._exit(code)
+        finally:
+            os.close(pid_write)
+            os.close(write_fd)
+            if trampoline_fd is not None:
+                os.close(trampoline_fd)
+            for fd in procs_fds:
+                os.close(fd)
+        status = reap(helper)
+        try:
+            text = os.read(pid_read, 32)
+        finally:
+            os.close(pid_read)
+        if not text:
+            os.close(read_fd)
+            if join_pid_namespace is not None:
+                raise errdefs.Conflict("the container is not running (its pid namespace could not be joined)")
+            raise errdefs.System(f"cannot start the container process ({describe_status(status)})")
+        return self._await_child(int(text), read_fd)
 
     @staticmethod
     def _remove_quietly(manager: CgroupManager) -> None:
@@ -341,7 +423,7 @@ class NativeRuntime:
             raise errdefs.Conflict(f"container {state.id} is not running")
 
     def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         if all:
             manager.kill_all(signal)
             return
@@ -352,29 +434,29 @@ class NativeRuntime:
             raise errdefs.Conflict(f"container {state.id} is not running") from exc
 
     def pause(self, state: RuntimeState) -> None:
-        self._cgroups(cgroup_path(state)).freeze()
+        self._cgroups(cgroup_path(state), state.pid).freeze()
 
     def resume(self, state: RuntimeState) -> None:
-        self._cgroups(cgroup_path(state)).thaw()
+        self._cgroups(cgroup_path(state), state.pid).thaw()
 
     def update(self, state: RuntimeState, resources: Resources) -> None:
-        self._cgroups(cgroup_path(state)).apply(resources)
+        self._cgroups(cgroup_path(state), state.pid).apply(resources)
 
     def stats(self, state: RuntimeState) -> dict[str, object]:
-        return self._cgroups(cgroup_path(state)).stats()
+        return self._cgroups(cgroup_path(state), state.pid).stats()
 
     def cgroup_path(self, state: RuntimeState) -> str:
         return cgroup_path(state)
 
     def oom_killed(self, state: RuntimeState) -> bool:
         """Whether the kernel's OOM killer killed a process of the container."""
-        return self._cgroups(cgroup_path(state)).oom_killed()
+        return self._cgroups(cgroup_path(state), state.pid).oom_killed()
 
     def processes(self, state: RuntimeState) -> list[int]:
-        return self._cgroups(cgroup_path(state)).pids()
+        return self._cgroups(cgroup_path(state), state.pid).pids()
 
     def delete(self, state: RuntimeState, *, force: bool = False) -> None:
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         remaining = manager.kill_remaining() if force else manager.pids() if manager.exists() else []
         if remaining:
             raise errdefs.Conflict(f"container {state.id} still has processes {remaining}; kill them first")
@@ -383,5 +465,10 @@ class NativeRuntime:
 
 def open_runtime(name: str, exec_root: str) -> NativeRuntime:
     """The registry's factory (:mod:`lamina.runtime.registry`): compiled seccomp filters are
-    kept in ``<exec_root>/seccomp`` (compiling Docker's profile costs ~20 ms)."""
-    return NativeRuntime(seccomp_cache=os.path.join(exec_root, "seccomp"))
+    kept in ``<exec_root>/seccomp`` (compiling Docker's profile costs ~20 ms).  In a user
+    namespace (rootless lamina) containers get no cgroups: they are not delegated here."""
+    from lamina.config import in_user_namespace
+
+    rootless = in_user_namespace()
+    return NativeRuntime(seccomp_cache=os.path.join(exec_root, "seccomp"), cgroups=not rootless,
+                         fork_helper=rootless)
