@@ -173,8 +173,9 @@ class ContainerFilesImpl(ContainerGroup):
         parent_id = str(container.data.get("Image") or "")
         paused_here = False
         state = None
-        if pause and container.state.get("Running") and not container.state.get("Paused") \
-                and not container.state.get("Restarting"):
+        # rootless without delegated cgroups there is no freezer: commit as Podman does, unpaused
+        if pause and self.config.rootless_uid is None and container.state.get("Running") \
+                and not container.state.get("Paused") and not container.state.get("Restarting"):
             state = self._runtime_state(container)
             self.runtime(state.runtime).pause(state)
             paused_here = True
