@@ -54,7 +54,7 @@ PEERS: dict[str, frozenset[str]] = {
     # layer 1: the error kinds and the data-class helper are the bottom of the bottom
     "digest": frozenset({"errdefs"}),
     "fsutil": frozenset({"errdefs", "sys"}),
-    "config": frozenset({"records"}),
+    "config": frozenset({"records", "errdefs"}),
     "stdcopy": frozenset({"errdefs"}),
     "jsonobject": frozenset({"errdefs"}),
     # layers 2 (archive, mount, dockerfile), 3 (content, graphdriver, runtime) and 6 (distribution, build):
