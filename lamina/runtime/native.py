@@ -42,6 +42,7 @@ import errno
 import os
 import resource
 from collections.abc import Callable
+from typing import Protocol
 
 from lamina import errdefs
 from lamina import sys as lsys
@@ -80,6 +81,40 @@ _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("ne
                     ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS))
 
 
+class ProcessGroup(Protocol):
+    """What the runtime needs of a container's processes as a group: its cgroup
+    (:class:`~lamina.runtime.cgroups.CgroupManager`) or, without cgroups, its pid namespace's
+    members (:class:`~lamina.runtime.nocgroup.PidNamespaceMembers`)."""
+
+    path: str
+
+    def exists(self) -> bool: ...
+
+    def pids(self) -> list[int]: ...
+
+    def create(self) -> None: ...
+
+    def remove(self, timeout: float = 2.0) -> None: ...
+
+    def apply(self, resources: Resources) -> None: ...
+
+    def allow_devices(self, rules: tuple[str, ...]) -> None: ...
+
+    def open_procs_files(self) -> list[int]: ...
+
+    def kill_all(self, signal: int = ...) -> None: ...
+
+    def kill_remaining(self, timeout: float = 0.1) -> list[int]: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def stats(self) -> dict[str, object]: ...
+
+    def oom_killed(self) -> bool: ...
+
+
 def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
     """(name under the container's /sys/fs/cgroup, the container's cgroup directory) per
     hierarchy: the basename of its mount point (``cpu``, ``hugetlb``, ``unified``...), or ``""``
@@ -114,13 +149,13 @@ class NativeRuntime:
 
     # -- parent-side preparation ----------------------------------------------------------
 
-    def _cgroups(self, path: str, pid: int | None = None) -> CgroupManager:
+    def _cgroups(self, path: str, pid: int | None = None) -> ProcessGroup:
         """The container's cgroup, or without cgroups its pid namespace's members (which
         offer the same methods; ``pid``: the container's PID 1)."""
         if not self._use_cgroups:
             from lamina.runtime.nocgroup import PidNamespaceMembers
 
-            return PidNamespaceMembers(path, pid)  # type: ignore[return-value]
+            return PidNamespaceMembers(path, pid)
         if self._layout is None:
             self._layout = detect_layout()
         return CgroupManager(path, self._layout)
@@ -204,7 +239,7 @@ class NativeRuntime:
         if manager.exists() and manager.pids():
             raise errdefs.Conflict(f"container {spec.id} is already running (its cgroup has processes)")
         manager.create()
-        if self._use_cgroups:
+        if isinstance(manager, CgroupManager):
             plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
         started = False
         try:
@@ -404,7 +439,7 @@ class NativeRuntime:
         return self._await_child(int(text), read_fd)
 
     @staticmethod
-    def _remove_quietly(manager: CgroupManager) -> None:
+    def _remove_quietly(manager: ProcessGroup) -> None:
         try:
             manager.kill_all()
             manager.remove()
@@ -412,7 +447,7 @@ class NativeRuntime:
             pass
 
     @staticmethod
-    def _check_running(state: RuntimeState, manager: CgroupManager) -> None:
+    def _check_running(state: RuntimeState, manager: ProcessGroup) -> None:
         """The container's PID 1 is still ``state.pid``: it is a member of the container's
         cgroup (a pid reused by another process after the container exited is not)."""
         try:

@@ -77,14 +77,19 @@ def _ranges(path: str, name: str) -> list[Range]:
 
 
 def _processes_of(uid: int) -> list[int]:
+    """The live (not zombie) processes of ``uid``."""
     pids = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    pids.append(int(name))
-            except OSError:
+                if os.stat(f"/proc/{name}").st_uid != uid:
+                    continue
+                with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as handle:
+                    if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+            except (OSError, IndexError):
                 continue
+            pids.append(int(name))
     return pids
 
 
