@@ -33,7 +33,6 @@ single-uid mapping is refused, since images with files of other owners would not
 from __future__ import annotations
 
 import os
-import shutil
 from typing import NamedTuple
 
 from lamina import errdefs
@@ -110,6 +109,8 @@ class _Mapping(NamedTuple):
 
 def _mapping(uid: int, gid: int) -> _Mapping:
     """Everything the mapping needs, checked before anything is made."""
+    import shutil  # not on the join's fast path: it imports much (bz2, lzma, fnmatch)
+
     helpers = []
     for name in ("newuidmap", "newgidmap"):
         path = shutil.which(name)
