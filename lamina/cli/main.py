@@ -188,7 +188,8 @@ def _global_parser() -> argparse.ArgumentParser:
                     "request, served in-process (default) or by the daemon named with -H.",
         epilog=_help_text(), formatter_class=HelpFormatter)
     parser.add_argument("--data-root", metavar="DIR",
-                        help="root of persisted state (env LAMINA_DATA_ROOT, default /var/lib/lamina)")
+                        help="root of persisted state (env LAMINA_DATA_ROOT, default /var/lib/lamina; "
+                             "rootless: $XDG_DATA_HOME/lamina)")
     parser.add_argument("--storage-driver", metavar="NAME",
                         help="storage driver to use (env LAMINA_STORAGE_DRIVER; default: what the "
                              "data root holds, else the first usable of overlay2, vfs)")

@@ -238,7 +238,8 @@ def test_info_names_rootless_and_the_unavailable_limits(user: User) -> None:
     (("--memory", "16m"), b"--memory"),
     (("--pids-limit", "10"), b"--pids-limit"),
     (("--network", "bridge"), b"only --network none"),
-], ids=["a memory limit", "a pids limit", "the bridge network"])
+    (("--runtime", "crun"), b"native runtime only"),
+], ids=["a memory limit", "a pids limit", "the bridge network", "an OCI runtime"])
 def test_what_needs_a_cgroup_or_a_bridge_is_refused(user: User, args, message) -> None:
     before = user.ok("ps", "-aq")
     result = user.lamina("run", "--rm", *args, "busybox", "true")
@@ -319,3 +320,10 @@ def test_without_xdg_runtime_dir_lamina_says_so(user: User) -> None:
     result = user.lamina("images", environment=user.environment(XDG_RUNTIME_DIR=""))
     assert result.returncode == EXIT_ROOTLESS
     assert b"XDG_RUNTIME_DIR" in result.stderr
+
+
+def test_a_client_of_a_daemon_needs_no_runtime_directory(user: User) -> None:
+    missing = os.path.join(user.runtime_dir, "no-such.sock")
+    result = user.lamina("-H", f"unix://{missing}", "images", environment=user.environment(XDG_RUNTIME_DIR=""))
+    assert result.returncode == 9  # cannot connect: no rootless set-up was attempted
+    assert b"Cannot connect" in result.stderr

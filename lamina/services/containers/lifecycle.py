@@ -38,12 +38,18 @@ _ROOTLESS_NETWORKS = ("none", "host")
 
 def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
     """What rootless lamina cannot give a container is refused before anything is made: cgroup
-    limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`) and networks other than
+    limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`), the OCI runtimes
+    (crun and runc would make cgroups) and networks other than
     ``none``/``host`` (no slirp4netns/pasta yet).  The default network is ``none``, which
     ``host`` is set to here so that inspect shows what the container got."""
     from lamina.runtime.nocgroup import refuse_limits
 
     refuse_limits(specs.resources(host))
+    runtime = str(host.get("Runtime") or "native")
+    if runtime != "native":
+        raise errdefs.FailedPrecondition(
+            f"rootless lamina runs containers with its native runtime only, not {runtime!r} "
+            "(the OCI runtimes would need cgroups delegated to this user)")
     mode = str(host.get("NetworkMode") or "default")
     if mode == "default":
         host["NetworkMode"] = mode = "none"
