@@ -432,6 +432,28 @@ class _Extractor:
                 continue
 
 
+def _mapped_ranges(kind: str) -> list[tuple[int, int]]:
+    """(first, count) of the ids this process's user namespace maps (``uid`` or ``gid``)."""
+    try:
+        with open(f"/proc/self/{kind}_map", "r", encoding="ascii") as handle:
+            return [(int(fields[0]), int(fields[2])) for fields in (line.split() for line in handle)
+                    if len(fields) == 3]
+    except (OSError, ValueError):
+        return []
+
+
+def _unmapped_owner(entry: TarEntry) -> str | None:
+    """Why ``entry``'s owner cannot be set here: an id outside the user namespace's mapping
+    (rootless lamina maps the user's subordinate ranges only), or None."""
+    for kind, value in (("uid", entry.uid), ("gid", entry.gid)):
+        ranges = _mapped_ranges(kind)
+        if ranges and not any(first <= value < first + count for first, count in ranges):
+            shown = ", ".join(f"{first}-{first + count - 1}" for first, count in ranges)
+            return (f"its {kind} {value} is outside the ids this user namespace maps ({shown}); "
+                    f"give the user a larger range in /etc/sub{kind}")
+    return None
+
+
 def apply_tar(root_fd: int, reader: TarReader, mode: WhiteoutMode, *, same_owner: bool = True,
               opaque_xattr: str = OPAQUE_XATTR) -> int:
     """Extract every entry of ``reader`` below the directory ``root_fd``.
@@ -457,6 +479,9 @@ def apply_tar(root_fd: int, reader: TarReader, mode: WhiteoutMode, *, same_owner
                 if exc.errno in _HOSTILE_ERRNOS:
                     raise errdefs.InvalidArgument(
                         f"cannot extract {entry.name!r}: {exc.strerror or exc}") from exc
+                unmapped = _unmapped_owner(entry) if exc.errno == errno.EINVAL and same_owner else None
+                if unmapped is not None:
+                    raise errdefs.InvalidArgument(f"cannot extract {entry.name!r}: {unmapped}") from exc
                 raise fsutil.system_error(f"extracting {entry.name!r}", exc) from exc
         try:
             extractor.finish_directories()

@@ -327,3 +327,37 @@ def test_a_client_of_a_daemon_needs_no_runtime_directory(user: User) -> None:
     result = user.lamina("-H", f"unix://{missing}", "images", environment=user.environment(XDG_RUNTIME_DIR=""))
     assert result.returncode == 9  # cannot connect: no rootless set-up was attempted
     assert b"Cannot connect" in result.stderr
+
+
+def test_a_file_owned_outside_the_range_is_named(user: User) -> None:
+    import io
+
+    archive = os.path.join(user.runtime_dir, "far-owner.tar")
+    with tarfile.open(archive, "w") as out:
+        member = tarfile.TarInfo("far/owned")
+        member.size, member.uid, member.gid = 2, user.subuid.count + 10, 0
+        out.addfile(member, io.BytesIO(b"hi"))
+    os.chmod(archive, 0o644)
+    before = user.ok("images", "-q")
+    result = user.lamina("import", archive, "far:owner")
+    assert result.returncode == 3, result.stderr
+    assert b"'far/owned'" in result.stderr
+    assert f"uid {user.subuid.count + 10} is outside the ids this user namespace maps".encode() in result.stderr
+    assert user.ok("images", "-q") == before
+
+
+def test_a_dead_pause_process_is_replaced(user: User) -> None:
+    pid_file = os.path.join(user.runtime_dir, "lamina", "pause.pid")
+    user.ok("images")
+    with open(pid_file, encoding="ascii") as handle:
+        old = int(handle.read())
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while old in _processes_of(user.uid):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert "busybox" in user.ok("images")
+    with open(pid_file, encoding="ascii") as handle:
+        new = int(handle.read())
+    assert new != old and new in _processes_of(user.uid)
+    assert user.ok("run", "--rm", "busybox", "echo", "again").strip() == "again"
