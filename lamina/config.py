@@ -13,6 +13,8 @@ sets for the process and its children (monitors, ``lamina serve``).
 from __future__ import annotations
 
 import os
+import stat
+
 from lamina.records import dataclass
 
 __all__ = ["EngineConfig", "DEFAULT_DATA_ROOT", "DEFAULT_EXEC_ROOT", "DEFAULT_HOST",
@@ -69,14 +71,12 @@ def runtime_directory(uid: int) -> str:
     if not path or not os.path.isabs(path):
         raise errdefs.InvalidArgument(
             "rootless lamina needs XDG_RUNTIME_DIR: set it to a directory you own "
-            "(usually /run/user/%d, made by systemd-logind)" % uid)
+            f"(usually /run/user/{uid}, made by systemd-logind)")
     try:
         status = os.stat(path)
     except OSError as exc:
         raise errdefs.InvalidArgument(f"XDG_RUNTIME_DIR {path} cannot be used: {exc.strerror}") from exc
-    owners = {uid, 0} if os.geteuid() == 0 else {uid}
-    import stat
-
+    owners = {uid, 0} if os.geteuid() == 0 else {uid}  # inside the namespace the user is 0
     if not stat.S_ISDIR(status.st_mode) or status.st_uid not in owners:
         raise errdefs.InvalidArgument(
             f"XDG_RUNTIME_DIR {path} is not a directory owned by uid {uid}")

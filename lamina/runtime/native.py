@@ -81,10 +81,8 @@ _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("ne
                     ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS))
 
 
-class ProcessGroup(Protocol):
-    """What the runtime needs of a container's processes as a group: its cgroup
-    (:class:`~lamina.runtime.cgroups.CgroupManager`) or, without cgroups, its pid namespace's
-    members (:class:`~lamina.runtime.nocgroup.PidNamespaceMembers`)."""
+class ProcessMembers(Protocol):
+    """The processes of a container as a group: which they are, and ending them."""
 
     path: str
 
@@ -96,15 +94,19 @@ class ProcessGroup(Protocol):
 
     def remove(self, timeout: float = 2.0) -> None: ...
 
-    def apply(self, resources: Resources) -> None: ...
-
-    def allow_devices(self, rules: tuple[str, ...]) -> None: ...
-
     def open_procs_files(self) -> list[int]: ...
 
     def kill_all(self, signal: int = ...) -> None: ...
 
     def kill_remaining(self, timeout: float = 0.1) -> list[int]: ...
+
+
+class ProcessControls(Protocol):
+    """Limits, freezing and accounting of a container's processes."""
+
+    def apply(self, resources: Resources) -> None: ...
+
+    def allow_devices(self, rules: tuple[str, ...]) -> None: ...
 
     def freeze(self) -> None: ...
 
@@ -113,6 +115,12 @@ class ProcessGroup(Protocol):
     def stats(self) -> dict[str, object]: ...
 
     def oom_killed(self) -> bool: ...
+
+
+class ProcessGroup(ProcessMembers, ProcessControls, Protocol):
+    """What the runtime needs of a container's processes: its cgroup
+    (:class:`~lamina.runtime.cgroups.CgroupManager`) or, without cgroups, its pid namespace's
+    members (:class:`~lamina.runtime.nocgroup.PidNamespaceMembers`)."""
 
 
 def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
