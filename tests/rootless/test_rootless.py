@@ -239,7 +239,8 @@ def test_info_names_rootless_and_the_unavailable_limits(user: User) -> None:
     (("--pids-limit", "10"), b"--pids-limit"),
     (("--network", "bridge"), b"only --network none"),
     (("--runtime", "crun"), b"native runtime only"),
-], ids=["a memory limit", "a pids limit", "the bridge network", "an OCI runtime"])
+    (("-p", "127.0.0.1:18080:80"), b"cannot publish ports"),
+], ids=["a memory limit", "a pids limit", "the bridge network", "an OCI runtime", "a published port"])
 def test_what_needs_a_cgroup_or_a_bridge_is_refused(user: User, args, message) -> None:
     before = user.ok("ps", "-aq")
     result = user.lamina("run", "--rm", *args, "busybox", "true")

@@ -50,6 +50,10 @@ def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
         raise errdefs.FailedPrecondition(
             f"rootless lamina runs containers with its native runtime only, not {runtime!r} "
             "(the OCI runtimes would need cgroups delegated to this user)")
+    if host.get("PortBindings") or host.get("PublishAllPorts"):
+        raise errdefs.FailedPrecondition(
+            "rootless lamina cannot publish ports (-p, -P): only --network none (the default when "
+            "rootless) and --network host are available (slirp4netns/pasta networking is not implemented)")
     mode = str(host.get("NetworkMode") or "default")
     if mode == "default":
         host["NetworkMode"] = mode = "none"
