@@ -139,22 +139,28 @@ class PidNamespaceMembers:
 
     def stats(self) -> dict[str, object]:
         """What /proc tells of the members: their number, cpu time and resident memory."""
+        from lamina.runtime.cgroup_stats import host_memory_total, system_cpu_usage
+
         pids = self.pids()
         tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
         page = os.sysconf("SC_PAGE_SIZE")
-        cpu_ns = 0
+        user_ns = 0
+        kernel_ns = 0
         rss = 0
         for pid in pids:
             try:
                 with open(f"/proc/{pid}/stat", "r", encoding="ascii", errors="replace") as handle:
                     fields = handle.read().rsplit(")", 1)[1].split()
-                cpu_ns += (int(fields[11]) + int(fields[12])) * tick_ns
+                user_ns += int(fields[11]) * tick_ns
+                kernel_ns += int(fields[12]) * tick_ns
                 rss += int(fields[21]) * page
             except (OSError, IndexError, ValueError):
                 continue
         return {
-            "cpu_stats": {"cpu_usage": {"total_usage": cpu_ns}},
-            "memory_stats": {"usage": rss},
+            "cpu_stats": {"cpu_usage": {"total_usage": user_ns + kernel_ns, "usage_in_usermode": user_ns,
+                                        "usage_in_kernelmode": kernel_ns},
+                          "system_cpu_usage": system_cpu_usage(), "online_cpus": os.cpu_count() or 1},
+            "memory_stats": {"usage": rss, "limit": host_memory_total()},  # no limit: the host's memory
             "pids_stats": {"current": len(pids)},
             "blkio_stats": {},
         }

@@ -88,3 +88,15 @@ def test_limits_and_the_freezer_are_refused_with_the_options_named() -> None:
         refuse_limits(Resources(memory=1 << 24, pids_limit=10))
     with pytest.raises(errdefs.FailedPrecondition, match="freezer"):
         PidNamespaceMembers("lamina/test", os.getpid()).freeze()
+
+
+@pytest.mark.privileged
+def test_stats_come_from_proc(namespace) -> None:
+    _, init = namespace
+    stats = PidNamespaceMembers("lamina/test", init).stats()
+    assert stats["pids_stats"] == {"current": 3}
+    memory = stats["memory_stats"]
+    assert 0 < memory["usage"] < memory["limit"]
+    cpu = stats["cpu_stats"]
+    assert cpu["system_cpu_usage"] > 0 and cpu["online_cpus"] >= 1
+    assert cpu["cpu_usage"]["total_usage"] == cpu["cpu_usage"]["usage_in_usermode"] + cpu["cpu_usage"]["usage_in_kernelmode"]
