@@ -362,3 +362,19 @@ def test_a_dead_pause_process_is_replaced(user: User) -> None:
         new = int(handle.read())
     assert new != old and new in _processes_of(user.uid)
     assert user.ok("run", "--rm", "busybox", "echo", "again").strip() == "again"
+
+
+def test_first_invocations_at_once_make_one_pause_process(users: list[User]) -> None:
+    fresh = make_user(users)
+    processes = [subprocess.Popen(fresh.command(LAMINA, "images", "-q"), env=fresh.environment(), cwd=fresh.runtime_dir,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    for process in processes:
+        _, error = process.communicate(timeout=120)
+        assert process.returncode == 0, error
+    pauses = []
+    for pid in _processes_of(fresh.uid):
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if handle.read().startswith(b"lamina-pause\0"):
+                pauses.append(pid)
+    with open(os.path.join(fresh.runtime_dir, "lamina", "pause.pid"), encoding="ascii") as handle:
+        assert pauses == [int(handle.read())]
