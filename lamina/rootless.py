@@ -39,7 +39,7 @@ from lamina import errdefs
 from lamina.config import ROOTLESS_UID_ENVIRONMENT
 
 __all__ = ["RootlessSetupError", "IdRange", "subordinate_ranges", "id_mapping", "join",
-           "pause_pid", "PAUSE_NAME", "PID_FILE"]
+           "pause_pid", "pause_pid_of", "PAUSE_NAME", "PID_FILE"]
 
 PAUSE_NAME = "lamina-pause"
 PID_FILE = "pause.pid"
@@ -141,16 +141,23 @@ def pause_pid(exec_root: str, uid: int) -> int | None:
         return None
     if not text.isdigit():
         return None
-    pid = int(text)
+    pid = pause_pid_of(int(text))
+    try:
+        if pid is None or os.stat(f"/proc/{pid}").st_uid != uid:
+            return None
+    except OSError:
+        return None
+    return pid
+
+
+def pause_pid_of(pid: int) -> int | None:
+    """``pid`` if it is a live pause process (its command line is lamina-pause's), else None."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             command = handle.read()
-        owner = os.stat(f"/proc/{pid}").st_uid
     except OSError:
         return None
-    if command != PAUSE_NAME.encode() + b"\0infinity\0" or owner != uid:
-        return None
-    return pid
+    return pid if command == PAUSE_NAME.encode() + b"\0infinity\0" else None
 
 
 def _setns(pid: int) -> None:
@@ -171,12 +178,15 @@ def _spawn_pause(uid: int, gid: int) -> int:
 
     ready_read, ready_write = os.pipe()
     go_read, go_write = os.pipe()
+    # closed by the pause process's exec: EOF on exec_read says it is lamina-pause now
+    exec_read, exec_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # the pause process
         code = 1
         try:
             os.close(ready_read)
             os.close(go_write)
+            os.close(exec_read)
             os.setsid()
             from lamina import sys as lsys
 
@@ -186,13 +196,15 @@ def _spawn_pause(uid: int, gid: int) -> int:
                 null = os.open(os.devnull, os.O_RDWR)
                 for target in (0, 1, 2):
                     os.dup2(null, target)
-                os.closerange(3, 65536)
+                os.closerange(3, exec_write)
+                os.closerange(exec_write + 1, 65536)
                 os.execv("/bin/sleep", [PAUSE_NAME, "infinity"])
         except BaseException:
             pass
         os._exit(code)
     os.close(ready_write)
     os.close(go_read)
+    os.close(exec_write)
     try:
         if os.read(ready_read, 1) != b"u":
             raise RootlessSetupError("the pause process could not make a user namespace "
@@ -206,6 +218,10 @@ def _spawn_pause(uid: int, gid: int) -> int:
                     f"{os.path.basename(helper)} {' '.join(arguments)} failed for {mapping.user}: "
                     f"{(done.stderr or done.stdout).strip()}")
         os.write(go_write, b"g")
+        while os.read(exec_read, 1):
+            pass
+        if pause_pid_of(pid) is None:
+            raise RootlessSetupError(f"the pause process did not start /bin/sleep ({PAUSE_NAME})")
     except BaseException:
         try:
             os.kill(pid, 9)
@@ -216,6 +232,7 @@ def _spawn_pause(uid: int, gid: int) -> int:
     finally:
         os.close(ready_read)
         os.close(go_write)
+        os.close(exec_read)
     return pid
 
 

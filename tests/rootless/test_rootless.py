@@ -378,3 +378,5 @@ def test_first_invocations_at_once_make_one_pause_process(users: list[User]) -> 
                 pauses.append(pid)
     with open(os.path.join(fresh.runtime_dir, "lamina", "pause.pid"), encoding="ascii") as handle:
         assert pauses == [int(handle.read())]
+    # no invocation swept another's overlay2 probe away (and so fell back to another driver)
+    assert fresh.ok("info", "--format", "{{.Driver}}").strip() == "overlay2"
