@@ -49,6 +49,7 @@ import errno
 import os
 import resource
 from collections.abc import Callable
+from typing import Protocol
 
 from lamina import errdefs
 from lamina import sys as lsys
@@ -109,6 +110,48 @@ _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("ne
                     ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS))
 
 
+class ProcessMembers(Protocol):
+    """The processes of a container as a group: which they are, and ending them."""
+
+    path: str
+
+    def exists(self) -> bool: ...
+
+    def pids(self) -> list[int]: ...
+
+    def create(self) -> None: ...
+
+    def remove(self, timeout: float = 2.0) -> None: ...
+
+    def open_procs_files(self) -> list[int]: ...
+
+    def kill_all(self, signal: int = ...) -> None: ...
+
+    def kill_remaining(self, timeout: float = 0.1) -> list[int]: ...
+
+
+class ProcessControls(Protocol):
+    """Limits, freezing and accounting of a container's processes."""
+
+    def apply(self, resources: Resources) -> None: ...
+
+    def allow_devices(self, rules: tuple[str, ...]) -> None: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def stats(self) -> dict[str, object]: ...
+
+    def oom_killed(self) -> bool: ...
+
+
+class ProcessGroup(ProcessMembers, ProcessControls, Protocol):
+    """What the runtime needs of a container's processes: its cgroup
+    (:class:`~lamina.runtime.cgroups.CgroupManager`) or, without cgroups, its pid namespace's
+    members (:class:`~lamina.runtime.nocgroup.PidNamespaceMembers`)."""
+
+
 def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
     """(name under the container's /sys/fs/cgroup, the container's cgroup directory) per
     hierarchy: the basename of its mount point (``cpu``, ``hugetlb``, ``unified``...), or ``""``
@@ -128,16 +171,28 @@ class NativeRuntime:
     name = "native"
 
     def __init__(self, *, cgroup_layout: CgroupLayout | None = None, seccomp_profile: bytes | None = None,
-                 seccomp_cache: str | None = None) -> None:
+                 seccomp_cache: str | None = None, cgroups: bool = True, fork_helper: bool = False) -> None:
         """``seccomp_profile``: the JSON of the profile (Docker's default when ``None``);
-        ``seccomp_cache``: a directory where compiled filters are kept between processes."""
+        ``seccomp_cache``: a directory where compiled filters are kept between processes;
+        ``cgroups`` False: containers get no cgroup of their own, their processes are those of
+        their pid namespace (:mod:`lamina.runtime.nocgroup`: rootless without delegation);
+        ``fork_helper``: enter pid namespaces in a helper process (:meth:`_fork_through_helper`),
+        for a caller in a user namespace that does not own its own pid namespace (rootless)."""
         self._layout = cgroup_layout
+        self._use_cgroups = cgroups
+        self._fork_helper = fork_helper
         self._profile = seccomp_profile
         self._programs = ProgramCache(seccomp_cache)
 
     # -- parent-side preparation ----------------------------------------------------------
 
-    def _cgroups(self, path: str) -> CgroupManager:
+    def _cgroups(self, path: str, pid: int | None = None) -> ProcessGroup:
+        """The container's cgroup, or without cgroups its pid namespace's members (which
+        offer the same methods; ``pid``: the container's PID 1)."""
+        if not self._use_cgroups:
+            from lamina.runtime.nocgroup import PidNamespaceMembers
+
+            return PidNamespaceMembers(path, pid)
         if self._layout is None:
             self._layout = detect_layout()
         return CgroupManager(path, self._layout)
@@ -228,7 +283,8 @@ class NativeRuntime:
         namespace_fds = list(joined.values())
         try:
             manager.create()
-            plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
+            if isinstance(manager, CgroupManager):
+                plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
             started = False
             try:
                 manager.apply(spec.resources)
@@ -254,7 +310,7 @@ class NativeRuntime:
         plan, capability_names = self._plan(spec, process)
         namespace_fds: list[tuple[int, int]] = []
         pid_namespace = None
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         try:
             for name, kind in _NAMESPACE_FILES:
                 path = f"/proc/{state.pid}/ns/{name}"
@@ -380,6 +436,10 @@ class NativeRuntime:
         lacks CAP_SYS_PTRACE cannot open its ``/proc/<pid>/exe``, ``fd``, ``map_files``,
         ``mem`` or ``environ``; its ``execve`` goes through the sealed trampoline
         (:mod:`lamina.runtime.trampoline`)."""
+        if self._fork_helper and (new_pid_namespace or join_pid_namespace is not None):
+            return self._fork_through_helper(new_pid_namespace=new_pid_namespace, seccomp=seccomp,
+                                             procs_fds=procs_fds, child=child,
+                                             join_pid_namespace=join_pid_namespace)
         trampoline_fd = open_trampoline()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -418,6 +478,11 @@ class NativeRuntime:
                 os.close(trampoline_fd)
             for fd in procs_fds:
                 os.close(fd)
+        return self._await_child(pid, read_fd)
+
+    @staticmethod
+    def _await_child(pid: int, read_fd: int) -> int:
+        """Wait for the child's status on ``read_fd`` (closed here): ``pid`` once it execs."""
         try:
             ready, error = read_status(read_fd)
         finally:
@@ -430,8 +495,68 @@ class NativeRuntime:
             raise errdefs.System(f"the container process died during setup ({describe_status(status)})")
         return pid
 
+    def _fork_through_helper(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None,
+                             procs_fds: list[int],
+                             child: Callable[[int, list[int], SeccompProgram | None, int | None], None],
+                             join_pid_namespace: int | None) -> int:
+        """:meth:`_fork` for a caller that cannot ``setns`` back to its own pid namespace (it
+        belongs to a user namespace above ours: rootless lamina).  A helper process enters the
+        container's pid namespace (new or joined), forks the child and exits; the child is
+        then reparented to the caller, which is made a child subreaper for it."""
+        caps.prctl(caps.PR_SET_CHILD_SUBREAPER, 1)
+        trampoline_fd = open_trampoline()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
+        helper = -1
+        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
+        try:
+            try:
+                caps.prctl(caps.PR_SET_DUMPABLE, 0)
+                helper = os.fork()
+            except OSError as exc:
+                raise errdefs.System(f"cannot start the container process: {exc.strerror}") from exc
+            finally:
+                if helper != 0:
+                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            if helper == 0:
+                code = 125
+                try:
+                    os.close(read_fd)
+                    os.close(pid_read)
+                    if new_pid_namespace:
+                        lsys.unshare(lsys.CLONE_NEWPID)
+                    elif join_pid_namespace is not None:
+                        lsys.setns(join_pid_namespace, lsys.CLONE_NEWPID)
+                    pid = os.fork()
+                    if pid == 0:
+                        os.close(pid_write)
+                        child(write_fd, procs_fds, seccomp, trampoline_fd)
+                        os._exit(125)  # pragma: no cover - child() never returns
+                    os.write(pid_write, str(pid).encode("ascii"))
+                    code = 0
+                finally:
+                    os._exit(code)
+        finally:
+            os.close(pid_write)
+            os.close(write_fd)
+            if trampoline_fd is not None:
+                os.close(trampoline_fd)
+            for fd in procs_fds:
+                os.close(fd)
+        status = reap(helper)
+        try:
+            text = os.read(pid_read, 32)
+        finally:
+            os.close(pid_read)
+        if not text:
+            os.close(read_fd)
+            if join_pid_namespace is not None:
+                raise errdefs.Conflict("the container is not running (its pid namespace could not be joined)")
+            raise errdefs.System(f"cannot start the container process ({describe_status(status)})")
+        return self._await_child(int(text), read_fd)
+
     @staticmethod
-    def _remove_quietly(manager: CgroupManager) -> None:
+    def _remove_quietly(manager: ProcessGroup) -> None:
         try:
             manager.kill_all()
             manager.remove()
@@ -439,7 +564,7 @@ class NativeRuntime:
             pass
 
     @staticmethod
-    def _check_running(state: RuntimeState, manager: CgroupManager) -> None:
+    def _check_running(state: RuntimeState, manager: ProcessGroup) -> None:
         """The container's PID 1 is still ``state.pid``: it is a member of the container's
         cgroup (a pid reused by another process after the container exited is not)."""
         try:
@@ -450,7 +575,7 @@ class NativeRuntime:
             raise errdefs.Conflict(f"container {state.id} is not running")
 
     def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         if all:
             manager.kill_all(signal)
             return
@@ -461,29 +586,29 @@ class NativeRuntime:
             raise errdefs.Conflict(f"container {state.id} is not running") from exc
 
     def pause(self, state: RuntimeState) -> None:
-        self._cgroups(cgroup_path(state)).freeze()
+        self._cgroups(cgroup_path(state), state.pid).freeze()
 
     def resume(self, state: RuntimeState) -> None:
-        self._cgroups(cgroup_path(state)).thaw()
+        self._cgroups(cgroup_path(state), state.pid).thaw()
 
     def update(self, state: RuntimeState, resources: Resources) -> None:
-        self._cgroups(cgroup_path(state)).apply(resources)
+        self._cgroups(cgroup_path(state), state.pid).apply(resources)
 
     def stats(self, state: RuntimeState) -> dict[str, object]:
-        return self._cgroups(cgroup_path(state)).stats()
+        return self._cgroups(cgroup_path(state), state.pid).stats()
 
     def cgroup_path(self, state: RuntimeState) -> str:
         return cgroup_path(state)
 
     def oom_killed(self, state: RuntimeState) -> bool:
         """Whether the kernel's OOM killer killed a process of the container."""
-        return self._cgroups(cgroup_path(state)).oom_killed()
+        return self._cgroups(cgroup_path(state), state.pid).oom_killed()
 
     def processes(self, state: RuntimeState) -> list[int]:
-        return self._cgroups(cgroup_path(state)).pids()
+        return self._cgroups(cgroup_path(state), state.pid).pids()
 
     def delete(self, state: RuntimeState, *, force: bool = False) -> None:
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         remaining = manager.kill_remaining() if force else manager.pids() if manager.exists() else []
         if remaining:
             raise errdefs.Conflict(f"container {state.id} still has processes {remaining}; kill them first")
@@ -512,5 +637,10 @@ def _open_namespaces(paths: tuple[tuple[str, str], ...]) -> dict[str, tuple[int,
 
 def open_runtime(name: str, exec_root: str) -> NativeRuntime:
     """The registry's factory (:mod:`lamina.runtime.registry`): compiled seccomp filters are
-    kept in ``<exec_root>/seccomp`` (compiling Docker's profile costs ~20 ms)."""
-    return NativeRuntime(seccomp_cache=os.path.join(exec_root, "seccomp"))
+    kept in ``<exec_root>/seccomp`` (compiling Docker's profile costs ~20 ms).  In a user
+    namespace (rootless lamina) containers get no cgroups: they are not delegated here."""
+    from lamina.config import in_user_namespace
+
+    rootless = in_user_namespace()
+    return NativeRuntime(seccomp_cache=os.path.join(exec_root, "seccomp"), cgroups=not rootless,
+                         fork_helper=rootless)

@@ -72,6 +72,21 @@ def _cgroup_version() -> str:
     return "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
 
 
+# rootless lamina without delegated cgroups (lamina.runtime.nocgroup): what info says instead
+_ROOTLESS_INFO: dict[str, Any] = {
+    "CgroupDriver": "none",
+    "MemoryLimit": False, "SwapLimit": False, "CpuCfsPeriod": False, "CpuCfsQuota": False,
+    "CPUShares": False, "CPUSet": False, "PidsLimit": False,
+    "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Authorization": None, "Log": ["json-file"]},
+    "Warnings": [
+        "WARNING: Running in rootless mode without cgroups (they are not delegated to this user): "
+        "--memory, --memory-swap, --memory-reservation, --cpus, --cpu-period, --cpu-shares, "
+        "--cpuset-cpus, --cpuset-mems, --pids-limit, pause and unpause are unavailable",
+        "WARNING: Running in rootless mode: networks are limited to none (the default) and host",
+    ],
+}
+
+
 class SystemServiceImpl:
     def __init__(self, *, config: EngineConfig, driver: GraphDriver, images: ImageServiceImpl,
                  skipped_drivers: list[tuple[str, str]], volumes: VolumeUsage | None = None,
@@ -105,7 +120,7 @@ class SystemServiceImpl:
         images = self.image_service.images.ids()
         states = [summary.get("State") for summary in self._containers(size=False)]
         uname = os.uname()
-        return {
+        info: dict[str, Any] = {
             "ID": self._engine_id(),
             "Containers": len(states),
             "ContainersRunning": sum(1 for state in states if state in ("running", "restarting")),
@@ -157,6 +172,10 @@ class SystemServiceImpl:
             "Warnings": None,
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
         }
+        if self.config.rootless_uid is not None:
+            info.update(_ROOTLESS_INFO)
+            info["SecurityOptions"] = [*info["SecurityOptions"], "name=rootless"]
+        return info
 
     def version(self) -> dict[str, Any]:
         uname = os.uname()

@@ -258,7 +258,8 @@ class ContainerFilesImpl(ContainerGroup):
         image_config = ContainerConfig.from_dict(merged, "config.")
         container_config = ContainerConfig.from_dict(container.config, "Config.")
         parent_id = str(container.data.get("Image") or "")
-        state = self._pause_for_commit(container) if pause else None
+        # rootless without delegated cgroups there is no freezer: commit as Podman does, unpaused
+        state = self._pause_for_commit(container) if pause and self.config.rootless_uid is None else None
         paused_here = state is not None
         try:
             image_id = self.images.commit(container.id, parent=parent_id, config=image_config,

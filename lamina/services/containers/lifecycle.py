@@ -34,6 +34,39 @@ _AFTER_SIGKILL_WAIT = 30.0
 _RECHECK_SECONDS = 0.5
 
 
+_ROOTLESS_NETWORKS = ("none", "host")
+
+
+def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
+    """What rootless lamina cannot give a container is refused before anything is made: cgroup
+    limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`), the OCI runtimes
+    (crun and runc would make cgroups) and networks other than
+    ``none``/``host`` (no slirp4netns/pasta yet).  The default network is ``none``, which
+    ``host`` is set to here so that inspect shows what the container got."""
+    from lamina.runtime.nocgroup import refuse_limits
+
+    refuse_limits(specs.resources(host))
+    runtime = str(host.get("Runtime") or "native")
+    if runtime != "native":
+        raise errdefs.FailedPrecondition(
+            f"rootless lamina runs containers with its native runtime only, not {runtime!r} "
+            "(the OCI runtimes would need cgroups delegated to this user)")
+    if host.get("PortBindings") or host.get("PublishAllPorts"):
+        raise errdefs.FailedPrecondition(
+            "rootless lamina cannot publish ports (-p, -P): only --network none (the default when "
+            "rootless) and --network host are available (slirp4netns/pasta networking is not implemented)")
+    mode = str(host.get("NetworkMode") or "default")
+    if mode == "default":
+        host["NetworkMode"] = mode = "none"
+    endpoints = networking.get("EndpointsConfig") or {}
+    others = [name for name in endpoints if name not in ("default", mode)] if isinstance(endpoints, dict) else []
+    if (mode not in _ROOTLESS_NETWORKS and not mode.startswith("container:")) or others:
+        raise errdefs.FailedPrecondition(
+            f"rootless lamina cannot connect a container to network {(others or [mode])[0]!r}: only "
+            "--network none (the default when rootless) and --network host are available "
+            "(slirp4netns/pasta networking is not implemented)")
+
+
 class ContainerLifecycleImpl(ContainerGroup):
     def _check_networks(self, config: dict[str, Any], host: dict[str, Any],
                         networking: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +99,8 @@ class ContainerLifecycleImpl(ContainerGroup):
         specs.validate_config(merged)
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
+        if self.config.rootless_uid is not None:
+            _check_rootless(host, networking)
         joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
@@ -423,6 +458,10 @@ class ContainerLifecycleImpl(ContainerGroup):
     def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]:
         container = self._get(id)
         host, warnings = specs.normalize_update(container.host_config, body)
+        if self.config.rootless_uid is not None:
+            from lamina.runtime.nocgroup import refuse_limits
+
+            refuse_limits(specs.resources(host))
         if container.state.get("Running") and not container.state.get("Restarting"):
             state = self.monitors.runtime_state(container.id)
             if state is not None:
