@@ -1,9 +1,9 @@
-"""Becoming a monitor: the double fork and the clean slate of the monitor process.
+"""Becoming a monitor: the clean slate of a process the monitor template just forked.
 
-:func:`fork_monitor` forks twice (with ``setsid`` in between: the monitor survives the CLI or
-server that started it); no new interpreter is exec'd.  The monitor closes every inherited
-descriptor it does not need, freezes the garbage collector's view of inherited objects, puts
-/dev/null on 0-2, resets its signal dispositions, then runs
+:func:`monitor_main` runs in the child of :mod:`~lamina.container.monitor.template`'s fork (a
+member of the template's session, not its leader, so it never gains a controlling terminal):
+it closes every inherited descriptor it does not need, freezes the garbage collector's view of
+inherited objects, puts /dev/null on 0-2, resets its signal dispositions, then runs
 :class:`~lamina.container.monitor.server.Monitor`.  Whatever escapes it is logged and answered
 on the answer pipe (:mod:`lamina.container.monitor.protocol`).
 """
@@ -19,34 +19,16 @@ from lamina.container.monitor.api import MonitorContext, PendingAttach
 from lamina.container.monitor.server import Monitor
 from lamina.log import get_logger
 
-__all__ = ["fork_monitor"]
+__all__ = ["monitor_main"]
 
 log = get_logger("lamina.monitor")
 
 
-def fork_monitor(context: MonitorContext, container_id: str, read_fd: int, write_fd: int,
-                 pending: list[PendingAttach]) -> int:
-    """Fork the intermediate child (which forks the monitor and exits at once); its pid.
-    The monitor answers on ``write_fd``; ``read_fd`` is the starter's end (closed in it)."""
-    pid = os.fork()
-    if pid == 0:  # the intermediate child
-        code = 1
-        try:
-            os.close(read_fd)
-            os.setsid()
-            if os.fork() == 0:
-                _monitor_main(context, container_id, write_fd, pending)
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _monitor_main(context: MonitorContext, container_id: str, answer_fd: int, pending: list[PendingAttach]) -> None:
+def monitor_main(context: MonitorContext, container_id: str, answer_fd: int, pending: list[PendingAttach]) -> None:
     """The monitor process; never returns."""
     code = 0
     try:
-        gc.freeze()  # objects inherited from the starter are never collected (their fds are closed)
+        gc.freeze()  # objects inherited from the template are never collected: their pages stay shared
         keep = {answer_fd, *(item.sock.fileno() for item in pending)}
         _close_inherited(keep)
         null = os.open("/dev/null", os.O_RDWR)

@@ -1,0 +1,232 @@
+"""The monitor template: one small process per exec root that forks every container's monitor.
+
+Why a template.  A monitor used to be a fork of whichever process started the container (the
+CLI, or ``lamina serve``): once that process moved on or exited, every page of its heap the
+monitor had inherited was the monitor's alone, 8-13 MiB of private memory per running
+container.  Weighed against it:
+
+* exec'ing a slim monitor program costs what importing the monitor costs (the container store,
+  layer store, graph driver, runtime, network and volume code: ~150 modules, ~10 MiB of
+  private memory and ~100 ms before the first run starts), in every monitor and on the path of
+  every ``run``;
+* Debian's ``conmon`` (C, 0.3 MiB) speaks its own protocol: it cannot serve lamina's attach
+  and control sockets with Docker's framing and detach keys, start execs on request, run
+  healthchecks, apply restart policies or write lamina's exit record, and lamina would then
+  need a second process per container for those;
+* a template imports all of that once, then only forks: a monitor shares the template's pages
+  copy-on-write and owns only what it writes (its run's objects, the pages its reference
+  counts touch: about 1 MiB), and starting one is a fork of a small single-threaded process,
+  cheaper than the fork of a big multi-threaded server.  That is what this module is.
+
+Life cycle.  :func:`~lamina.container.monitor.client.spawn` connects to
+``<exec-root>/monitor-template/<key>.sock`` (the contract: :mod:`~lamina.container.monitor.protocol`);
+when nobody listens it takes ``monitor-template/lock`` and starts a template:
+``python -I -S -c ...`` with the starter's import path (``key`` names the interpreter and that
+path, so two code trees never share a template), in a new session.  The template imports the
+monitor, binds the socket, forks itself into the background and the first process exits: the
+starter waits for that exit, then connects.  Per request the template makes (or reuses) the
+:class:`~lamina.container.monitor.api.MonitorContext` of the request's recipe, opens the
+requested runtime in it (a runtime's set-up, such as compiling the seccomp profile, is then
+shared by every monitor), freezes the garbage collector's view of all of it (``gc.freeze``:
+collections in a monitor never write to the shared pages) and forks the monitor
+(:func:`~lamina.container.monitor.bootstrap.monitor_main`).  The monitors are the template's
+children; it reaps them.  With no monitor left and no request for :data:`IDLE_SECONDS` the
+template leaves: under the lock (so no starter starts a second one meanwhile) it unlinks its
+socket, serves what was already queued on it, and exits.
+
+If the template dies, its monitors run on (they are reparented) and the next ``spawn`` starts
+a new template; ``lamina serve`` restarting does not touch it.  A template runs the code it
+was started with: after lamina is upgraded in place, monitors come from the old code until
+the template leaves when idle (or is killed).  Errors of the template itself go to
+``monitor-template/template.log``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import importlib
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+__all__ = ["IDLE_SECONDS", "main"]
+
+IDLE_SECONDS = 30.0          # no monitor left and no request for that long: the template leaves
+_REQUEST_TIMEOUT = 10.0      # a starter that does not finish its request
+_MAX_DESCRIPTORS = 64        # the answer pipe and pending attaches of one request
+
+
+def main(exec_root: str, key: str, builder: str) -> None:
+    """The template process (``builder``'s module is imported now, with the monitor's)."""
+    from lamina.container.rundir import bind_unix
+    import lamina.container.monitor.bootstrap  # noqa: F401 - imported once, shared by every monitor
+    import lamina.container.monitor.protocol as protocol
+
+    importlib.import_module(builder.partition(":")[0])
+    for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
+        signal.signal(number, signal.SIG_IGN)
+    os.chdir("/")
+    path = protocol.template_socket(exec_root, key)
+    listener = bind_unix(path, backlog=128)
+    if os.fork():
+        os._exit(0)  # the starter waits for this exit: the socket listens from now on
+    gc.collect()
+    gc.freeze()
+    Template(listener, path, os.path.join(os.path.dirname(path), "lock")).serve()
+    os._exit(0)
+
+
+class Template:
+    """The serving loop of the template process."""
+
+    def __init__(self, listener: socket.socket, path: str, lock_path: str) -> None:
+        self.listener = listener
+        self.path = path
+        self.lock_path = lock_path
+        self.identity = os.stat(path).st_ino
+        self.contexts: dict[str, Any] = {}
+        self.children: set[int] = set()
+        self.last_request = time.monotonic()
+
+    def serve(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ)
+        while True:
+            if selector.select(1.0):
+                self._accept()
+            self._reap()
+            if not self.children and time.monotonic() - self.last_request > IDLE_SECONDS and self._leave():
+                selector.close()
+                return
+
+    def _accept(self) -> None:
+        try:
+            conn, _address = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        self.last_request = time.monotonic()
+        with conn:
+            self._handle(conn)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+
+    def _leave(self) -> bool:
+        """Unlink the socket and serve what is queued on it; False when a starter holds the
+        lock (it is about to use this template, or to start one)."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                if os.stat(self.path).st_ino == self.identity:
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.listener.setblocking(False)
+            while True:
+                try:
+                    conn, _address = self.listener.accept()
+                except BlockingIOError:
+                    break
+                with conn:
+                    conn.setblocking(True)
+                    self._handle(conn)
+            self.listener.close()
+            return True
+        finally:
+            os.close(fd)
+
+    # -- one request -----------------------------------------------------------------------------
+
+    def _handle(self, conn: socket.socket) -> None:
+        import lamina.container.monitor.protocol as protocol
+
+        conn.settimeout(_REQUEST_TIMEOUT)
+        fds: list[int] = []
+        try:
+            request, fds = _read_request(conn)
+            pid = self._fork_monitor(request, fds)
+        except Exception as exc:  # noqa: BLE001 - every failure is the starter's answer
+            answer = protocol.error_answer(exc)
+        else:
+            self.children.add(pid)
+            answer = {"ok": True, "pid": pid}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            conn.sendall(protocol.encode(answer))
+        except OSError:
+            pass  # the starter left; the monitor (if any) still answers on its pipe
+
+    def _fork_monitor(self, request: dict[str, Any], fds: list[int]) -> int:
+        from lamina import errdefs
+        from lamina.container.monitor.api import PendingAttach
+        from lamina.container.monitor.bootstrap import monitor_main
+
+        container_id, builder, arguments = request.get("spawn"), request.get("builder"), request.get("arguments")
+        hellos, runtime = request.get("pending") or [], request.get("runtime")
+        if not (isinstance(container_id, str) and isinstance(builder, str) and isinstance(arguments, dict)
+                and isinstance(runtime, str) and isinstance(hellos, list)) or len(fds) != 1 + len(hellos):
+            raise errdefs.InvalidArgument("malformed spawn request")
+        context = self._context(builder, arguments)
+        context.runtime(runtime)  # opened here once: its set-up is shared by every monitor
+        gc.freeze()  # what the template holds now is never collected in a monitor (O(1))
+        pid = os.fork()
+        if pid == 0:
+            pending = [PendingAttach(socket.socket(fileno=fd), dict(hello)) for fd, hello in zip(fds[1:], hellos)]
+            monitor_main(context, container_id, fds[0], pending)  # never returns
+        return pid
+
+    def _context(self, builder: str, arguments: dict[str, Any]) -> Any:
+        key = json.dumps([builder, arguments], sort_keys=True)
+        context = self.contexts.get(key)
+        if context is None:
+            module, _, function = builder.partition(":")
+            context = self.contexts[key] = getattr(importlib.import_module(module), function)(arguments)
+            gc.collect()  # once per context: its garbage is not frozen into every monitor
+        return context
+
+
+def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    import lamina.container.monitor.protocol as protocol
+
+    data = bytearray()
+    fds: list[int] = []
+    try:
+        while not data.endswith(b"\n"):
+            chunk, received, _flags, _address = socket.recv_fds(conn, 1 << 16, _MAX_DESCRIPTORS)
+            for fd in received:
+                fds.append(fd)
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > 1 << 20:
+                break
+        return protocol.decode_request(bytes(data)), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover - started by lamina.container.monitor.client
+    main(*sys.argv[1:4])
