@@ -32,7 +32,8 @@ collections in a monitor never write to the shared pages) and forks the monitor
 (:func:`~lamina.container.monitor.bootstrap.monitor_main`).  The monitors are the template's
 children; it reaps them.  With no monitor left and no request for :data:`IDLE_SECONDS` the
 template leaves: under the lock (so no starter starts a second one meanwhile) it unlinks its
-socket, serves what was already queued on it, and exits.
+socket, serves what was already queued on it, and exits.  Its pid is in ``<key>.pid`` beside the
+socket (for the operator; nothing reads it to decide anything).
 
 If the template dies, its monitors run on (they are reparented) and the next ``spawn`` starts
 a new template; ``lamina serve`` restarting does not touch it.  A template runs the code it
@@ -55,7 +56,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["IDLE_SECONDS", "main"]
+__all__ = ["IDLE_SECONDS", "Template", "main"]
 
 IDLE_SECONDS = 30.0          # no monitor left and no request for that long: the template leaves
 _REQUEST_TIMEOUT = 10.0      # a starter that does not finish its request
@@ -69,6 +70,7 @@ def main(exec_root: str, key: str, builder: str) -> None:
     import lamina.container.monitor.protocol as protocol
 
     importlib.import_module(builder.partition(":")[0])
+    import logging  # noqa: F401 - a monitor's log (monitor.log) is set up with it
     for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
         signal.signal(number, signal.SIG_IGN)
     os.chdir("/")
@@ -76,6 +78,8 @@ def main(exec_root: str, key: str, builder: str) -> None:
     listener = bind_unix(path, backlog=128)
     if os.fork():
         os._exit(0)  # the starter waits for this exit: the socket listens from now on
+    with open(f"{path[:-len('.sock')]}.pid", "w", encoding="ascii") as handle:
+        handle.write(f"{os.getpid()}\n")
     gc.collect()
     gc.freeze()
     Template(listener, path, os.path.join(os.path.dirname(path), "lock")).serve()
@@ -85,8 +89,10 @@ def main(exec_root: str, key: str, builder: str) -> None:
 class Template:
     """The serving loop of the template process."""
 
-    def __init__(self, listener: socket.socket, path: str, lock_path: str) -> None:
+    def __init__(self, listener: socket.socket, path: str, lock_path: str, *,
+                 idle_seconds: float = IDLE_SECONDS) -> None:
         self.listener = listener
+        self.idle_seconds = idle_seconds
         self.path = path
         self.lock_path = lock_path
         self.identity = os.stat(path).st_ino
@@ -98,10 +104,10 @@ class Template:
         selector = selectors.DefaultSelector()
         selector.register(self.listener, selectors.EVENT_READ)
         while True:
-            if selector.select(1.0):
+            if selector.select(min(1.0, self.idle_seconds)):
                 self._accept()
             self._reap()
-            if not self.children and time.monotonic() - self.last_request > IDLE_SECONDS and self._leave():
+            if not self.children and time.monotonic() - self.last_request > self.idle_seconds and self._leave():
                 selector.close()
                 return
 
