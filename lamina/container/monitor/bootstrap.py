@@ -3,7 +3,8 @@
 :func:`monitor_main` runs in the child of :mod:`~lamina.container.monitor.template`'s fork (a
 member of the template's session, not its leader, so it never gains a controlling terminal):
 it closes every inherited descriptor it does not need, freezes the garbage collector's view of
-inherited objects, puts /dev/null on 0-2, resets its signal dispositions, then runs
+inherited objects, puts /dev/null on 0-2, resets its signal dispositions, becomes a child
+subreaper (:mod:`~lamina.container.monitor.launch`), then runs
 :class:`~lamina.container.monitor.server.Monitor`.  Whatever escapes it is logged and answered
 on the answer pipe (:mod:`lamina.container.monitor.protocol`).
 """
@@ -42,6 +43,10 @@ def monitor_main(context: MonitorContext, container_id: str, answer_fd: int, pen
 
         reset_signals(ignore=(signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU,
                               signal.SIGTTIN, signal.SIGTSTP))
+        from lamina.runtime import capabilities
+
+        # the container's PID 1 is started by a helper that exits (launch): it comes to us
+        capabilities.prctl(capabilities.PR_SET_CHILD_SUBREAPER, 1)
         Monitor(context, container_id, answer_fd, pending).main()
     except BaseException as exc:  # noqa: BLE001 - the last resort: tell the starter, then exit
         code = 1

@@ -36,6 +36,7 @@ from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
 from lamina.container.monitor.api import MonitorContext
 from lamina.container.monitor.attaching import Attaching
 from lamina.container.monitor.io import Loop, Sink, set_window
+from lamina.container.monitor.launch import in_helper
 from lamina.container.monitor.policy import restart_decision
 from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
 from lamina.container.removal import destroy, release_mount
@@ -369,12 +370,43 @@ class Runner:
             raise
 
     def _start(self) -> Run:
+        """Start a run: stdio here, the rest in a helper process (:mod:`.launch`: what the
+        start touches is not copied into the monitor for the container's life)."""
         monitor = self.monitor
         container = self.store.get(self.id)
         if container.state.get("RemovalInProgress"):
             raise errdefs.Conflict(f"container {self.id} is marked for removal and cannot be started")
         config, host = container.config, container.host_config
         runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
+        stdio, child, master, sink, sources = self._stdio(config, host)
+        try:
+            launched = in_helper(lambda: self._launch(container, runtime, stdio, master),
+                                 f"start container {self.id}")
+        except BaseException:
+            if sink is not None:
+                sink.release()  # a pipe's write end; a pty master is among the sources
+            for fd in sources:
+                os.close(fd)
+            if master is not None:
+                _release_devpts(self._pts_path())
+            raise
+        finally:
+            for fd in child:
+                os.close(fd)
+        state = monitor.run_dir.read_runtime_state()
+        if state is None:
+            raise errdefs.System(f"container {self.id} started without a runtime state")
+        run = Run(container=container, runtime=runtime, state=state, rootfs=str(launched["rootfs"]),
+                  tty=bool(config.get("Tty")), master=master, sink=sink, sources=sources)
+        for fd, stream_type in sources.items():
+            monitor.loop.on_read(fd, lambda fd=fd, stream_type=stream_type: self._output(run, fd, stream_type))
+        monitor.health.begin(run)
+        return run
+
+    def _launch(self, container: Container, runtime: Runtime, stdio: Stdio, master: int | None) -> dict[str, Any]:
+        """The start, in the helper: mounts, files, spec, ``runtime.start``, the record."""
+        monitor = self.monitor
+        config, host = container.config, container.host_config
         # a --rm container's files go with it: no sync of them, nor of the backing filesystem
         # when they are unmounted (if the host crashes, the start-up removes the container)
         endpoints = (container.data.get("NetworkSettings") or {}).get("Networks") or {}
@@ -385,10 +417,6 @@ class Runner:
         except BaseException:
             attaching.discard()
             raise
-        child: list[int] = []
-        master = None
-        sink = None
-        sources: dict[int, int] = {}
         try:
             from lamina.runtime.user import resolve_user_in_root
 
@@ -401,7 +429,6 @@ class Runner:
                                         files=files, mount_points=mount_points)
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
-            stdio, child, master, sink, sources = self._stdio(config, host)
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
                 # is /dev/pts/0 there, as in Docker
@@ -410,25 +437,14 @@ class Runner:
             try:
                 state = runtime.start(spec, stdio)
             finally:
-                for fd in child:
-                    os.close(fd)
-                child = []
                 if master is not None:
                     _release_devpts(self._pts_path())
         except BaseException:
-            if sink is not None:
-                sink.release()  # a pipe's write end; a pty master is among the sources
-            for fd in sources:
-                os.close(fd)
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
             attaching.discard()
             raise
-        run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
-                  master=master, sink=sink, sources=sources)
         probed = health.probe_of(config) is not None
-        for fd, stream_type in sources.items():
-            monitor.loop.on_read(fd, lambda fd=fd, stream_type=stream_type: self._output(run, fd, stream_type))
         monitor.run_dir.write_runtime_state(state)
         started_at = now()
         logged = monitor.writer is not None
@@ -451,8 +467,7 @@ class Runner:
         log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
         self._volume_events(container, "mount")
         monitor.event(container, "start")
-        monitor.health.begin(run)
-        return run
+        return {"rootfs": rootfs}
 
     def _mount_volumes(self, mount_points: Any) -> None:
         """Create missing ``-v`` host directories (as ``docker run -v`` does) and mount the
