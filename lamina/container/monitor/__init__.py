@@ -18,12 +18,14 @@ Modules (one contract, one client, the server split by concern, as containerd's 
 - :mod:`~lamina.container.monitor.bootstrap`: the monitor's clean slate after that fork;
 - :mod:`~lamina.container.monitor.server`: the monitor process (locks, signals, sockets,
   clients);
+- :mod:`~lamina.container.monitor.launch`: the start of a run in a helper process;
 - :mod:`~lamina.container.monitor.run`: one run after another, the exit record, the restart
   policy (:func:`~lamina.container.monitor.policy.restart_decision`);
 - :mod:`~lamina.container.monitor.execs`: exec sessions;
 - :mod:`~lamina.container.monitor.io`: the event loop and stdio copying.
 
-For each run the monitor:
+For each run the monitor (steps 1 and 3 in a short-lived helper process it forks,
+:mod:`~lamina.container.monitor.launch`):
 
 1. mounts the root filesystem (:meth:`MountStore.mount`), writes ``containers/<id>/{hostname,
    hosts,resolv.conf}`` and builds the :class:`ContainerSpec` (:mod:`lamina.container.spec`);

@@ -2,9 +2,10 @@
 
 A monitor is forked by the monitor template (:mod:`lamina.container.monitor.template`), not by
 its starter: the starter hands over a :class:`MonitorRecipe`, plain data, and the template
-makes the :class:`MonitorContext` from it (``builder(arguments)``), once per recipe; each
-monitor it forks inherits that context.  The monitor calls ``context.stores()`` once, after the
-fork, for stores of its own (:class:`MonitorStores`).
+makes the :class:`MonitorContext` from it (``builder(arguments)``) and calls its ``stores()``,
+once per recipe; each monitor it forks inherits both.  The template has one thread (no lock
+is held at a fork); what ``stores()`` returns must hold no open descriptor (a monitor closes
+the descriptors it inherits).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class MonitorContext:
     by a :class:`MonitorRecipe`'s builder and inherited by the monitors it forks."""
 
     exec_root: str
-    stores: Callable[[], MonitorStores]   # opens the stores (called in the monitor, after fork)
+    stores: Callable[[], MonitorStores]   # opens the stores (in the template, once)
     runtime: Callable[[str], Runtime]     # a runtime by HostConfig.Runtime name
     volumes: MonitorVolumes | None = None  # None: containers get no volume mounts
     events: EventSink = DISCARD            # where the monitor's events go

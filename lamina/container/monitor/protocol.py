@@ -6,7 +6,7 @@ one JSON object on one line (UTF-8, ``\\n``-terminated); what follows the line o
 connection is a stream.
 
 **The answer pipe** (starter <- monitor, once): :func:`~lamina.container.monitor.client.spawn`
-forks the monitor with the write end of a pipe; the monitor answers one line when the first run
+hands the write end of a pipe to the monitor (through the template socket, below); the monitor answers one line when the first run
 started (``{"ok": true}``) or could not start (``{"error": ERROR}``), then closes it.  A pipe
 closed without a line means the monitor died (its own log, ``monitor.log``, says why).
 

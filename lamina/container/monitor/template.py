@@ -35,7 +35,8 @@ template leaves: under the lock (so no starter starts a second one meanwhile) it
 socket, serves what was already queued on it, and exits.  Its pid is in ``<key>.pid`` beside the
 socket (for the operator; nothing reads it to decide anything).
 
-If the template dies, its monitors run on (they are reparented) and the next ``spawn`` starts
+The template has its monitors' signal dispositions (SIGTERM, SIGINT, SIGHUP ignored: it is
+stopped with SIGKILL, or leaves by itself).  If the template dies, its monitors run on (they are reparented) and the next ``spawn`` starts
 a new template; ``lamina serve`` restarting does not touch it.  A template runs the code it
 was started with: after lamina is upgraded in place, monitors come from the old code until
 the template leaves when idle (or is killed).  Errors of the template itself go to
@@ -48,9 +49,9 @@ import fcntl
 import gc
 import importlib
 import json
+import logging
 import os
 import selectors
-import signal
 import socket
 import sys
 import time
@@ -69,11 +70,15 @@ def main(exec_root: str, key: str, builder: str) -> None:
     import lamina.container.monitor.bootstrap  # noqa: F401 - imported once, shared by every monitor
     import lamina.container.monitor.protocol as protocol
 
+    from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, prepare_logging
+    from lamina.runtime.child import reset_signals
+
     importlib.import_module(builder.partition(":")[0])
-    import logging  # noqa: F401 - a monitor's log (monitor.log) is set up with it
-    for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
-        signal.signal(number, signal.SIG_IGN)
+    reset_signals(ignore=IGNORED_SIGNALS)  # the monitors' dispositions, inherited by them
+    log_handler = prepare_logging()
+    _compile_records()
     os.chdir("/")
+    os.umask(0o022)
     path = protocol.template_socket(exec_root, key)
     listener = bind_unix(path, backlog=128)
     if os.fork():
@@ -82,21 +87,32 @@ def main(exec_root: str, key: str, builder: str) -> None:
         handle.write(f"{os.getpid()}\n")
     gc.collect()
     gc.freeze()
-    Template(listener, path, os.path.join(os.path.dirname(path), "lock")).serve()
+    Template(listener, path, os.path.join(os.path.dirname(path), "lock"), log_handler=log_handler).serve()
     os._exit(0)
+
+
+def _compile_records() -> None:
+    """The ``__init__`` of every record class loaded (:func:`lamina.records.compile_inits`),
+    compiled here once rather than in each monitor."""
+    from lamina.records import compile_inits
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("lamina."):
+            compile_inits(list(vars(module).values()))
 
 
 class Template:
     """The serving loop of the template process."""
 
     def __init__(self, listener: socket.socket, path: str, lock_path: str, *,
-                 idle_seconds: float = IDLE_SECONDS) -> None:
+                 idle_seconds: float = IDLE_SECONDS, log_handler: logging.FileHandler | None = None) -> None:
         self.listener = listener
+        self.log_handler = log_handler
         self.idle_seconds = idle_seconds
         self.path = path
         self.lock_path = lock_path
         self.identity = os.stat(path).st_ino
-        self.contexts: dict[str, Any] = {}
+        self.contexts: dict[str, tuple[Any, Any]] = {}
         self.children: set[int] = set()
         self.last_request = time.monotonic()
 
@@ -185,30 +201,37 @@ class Template:
     def _fork_monitor(self, request: dict[str, Any], fds: list[int]) -> int:
         from lamina import errdefs
         from lamina.container.monitor.api import PendingAttach
-        from lamina.container.monitor.bootstrap import monitor_main
+        from lamina.container.monitor.bootstrap import monitor_main, prepare_logging
 
         container_id, builder, arguments = request.get("spawn"), request.get("builder"), request.get("arguments")
         hellos, runtime = request.get("pending") or [], request.get("runtime")
         if not (isinstance(container_id, str) and isinstance(builder, str) and isinstance(arguments, dict)
                 and isinstance(runtime, str) and isinstance(hellos, list)) or len(fds) != 1 + len(hellos):
             raise errdefs.InvalidArgument("malformed spawn request")
-        context = self._context(builder, arguments)
+        context, stores = self._context(builder, arguments)
         context.runtime(runtime)  # opened here once: its set-up is shared by every monitor
         gc.freeze()  # what the template holds now is never collected in a monitor (O(1))
         pid = os.fork()
         if pid == 0:
             pending = [PendingAttach(socket.socket(fileno=fd), dict(hello)) for fd, hello in zip(fds[1:], hellos)]
-            monitor_main(context, container_id, fds[0], pending)  # never returns
+            log_handler = self.log_handler
+            if log_handler is None:  # a template made by a test: the monitor logs to its own file
+                log_handler = self.log_handler = prepare_logging()
+            monitor_main(context, stores, container_id, fds[0], pending, log_handler)  # never returns
         return pid
 
-    def _context(self, builder: str, arguments: dict[str, Any]) -> Any:
+    def _context(self, builder: str, arguments: dict[str, Any]) -> tuple[Any, Any]:
+        """The context of a recipe and its stores, made once (this process has one thread:
+        nothing is locked at a fork, and the stores hold no descriptors)."""
         key = json.dumps([builder, arguments], sort_keys=True)
-        context = self.contexts.get(key)
-        if context is None:
+        made = self.contexts.get(key)
+        if made is None:
             module, _, function = builder.partition(":")
-            context = self.contexts[key] = getattr(importlib.import_module(module), function)(arguments)
+            context = getattr(importlib.import_module(module), function)(arguments)
+            made = self.contexts[key] = (context, context.stores())
+            _compile_records()  # those the builder's modules brought
             gc.collect()  # once per context: its garbage is not frozen into every monitor
-        return context
+        return made
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
