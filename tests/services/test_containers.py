@@ -221,6 +221,8 @@ def test_monitors_are_forked_by_one_template_and_outlive_it(engine) -> None:
     monitor = engine.run_dir(first).monitor_pid()
     template = _parent_of(monitor)
     assert _parent_of(engine.run_dir(second).monitor_pid()) == template != os.getpid()
+    # the run was started by a helper of the monitor's that exited: PID 1 was handed to the monitor
+    assert _parent_of(engine.state(first)["Pid"]) == monitor
     os.kill(template, signal.SIGKILL)
     engine.wait_for(lambda: _parent_of(monitor) != template, message="the monitor to be reparented")
     assert engine.state(first)["Running"] and engine.run_dir(first).monitor_pid() == monitor

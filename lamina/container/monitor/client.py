@@ -65,7 +65,7 @@ def spawn(recipe: MonitorRecipe, container_id: str, pending: list[PendingAttach]
 def _ask_template(recipe: MonitorRecipe, request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
     """Send the spawn request to the template (started when there is none); its answer, None
     when the template closed the connection without one."""
-    paths = [path for path in sys.path if os.path.isabs(path)]
+    paths = _import_path()
     key = protocol.template_key(sys.executable, paths)
     path = protocol.template_socket(recipe.exec_root, key)
     try:
@@ -81,6 +81,20 @@ def _ask_template(recipe: MonitorRecipe, request: dict[str, Any], fds: list[int]
             return protocol.read_answer(sock, _ANSWER_TIMEOUT)
         except errdefs.Unavailable:
             return None
+
+
+def _import_path() -> list[str]:
+    """The template's import path: the directory lamina is imported from, then this process's
+    path without its first entry (the main script's directory or the working directory, which
+    differ between ``lamina`` and ``lamina serve`` but hold none of what the template imports)."""
+    import lamina
+
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(lamina.__file__)))]
+    for path in sys.path[1:]:
+        path = os.path.abspath(path)
+        if path not in paths:
+            paths.append(path)
+    return paths
 
 
 def _start_template(recipe: MonitorRecipe, key: str, paths: list[str]) -> socket.socket:
