@@ -1,7 +1,8 @@
 """One run of the container after another: start, serve, exit record, restart policy.
 
 :class:`Runner` drives the runs of one monitor (:class:`~lamina.container.monitor.server.Monitor`
-owns the event loop, the sockets and the clients).  For each run it mounts the root
+owns the event loop, the sockets and the clients).  For each run it prepares stdio, then, in a
+short-lived helper process (:mod:`~lamina.container.monitor.launch`), mounts the root
 filesystem, writes ``containers/<id>/{hostname,hosts,resolv.conf}``, builds the spec, prepares
 stdio (pipes, or with ``Tty`` one pty of a devpts instance mounted at ``<run dir>/pts`` and
 bound onto the container's ``/dev/pts`` by the start, so PID 1's terminal is ``/dev/pts/0``
@@ -35,7 +36,7 @@ from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
 from lamina.container.monitor.api import MonitorContext
 from lamina.container.monitor.attaching import Attaching
-from lamina.container.monitor.io import Loop, Sink, set_window
+from lamina.container.monitor.io import Loop, Sink, devpts_instance, release_devpts, set_window
 from lamina.container.monitor.launch import in_helper
 from lamina.container.monitor.policy import restart_decision
 from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
@@ -337,7 +338,7 @@ class Runner:
         parent: list[int] = []
         try:
             if config.get("Tty"):
-                master, slave = _devpts_instance(self._pts_path())
+                master, slave = devpts_instance(self._pts_path())
                 parent.append(master)
                 child.append(slave)
                 size = host.get("ConsoleSize") or [0, 0]
@@ -388,7 +389,7 @@ class Runner:
             for fd in sources:
                 os.close(fd)
             if master is not None:
-                _release_devpts(self._pts_path())
+                release_devpts(self._pts_path())
             raise
         finally:
             for fd in child:
@@ -438,7 +439,7 @@ class Runner:
                 state = runtime.start(spec, stdio)
             finally:
                 if master is not None:
-                    _release_devpts(self._pts_path())
+                    release_devpts(self._pts_path())
         except BaseException:
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
@@ -676,35 +677,3 @@ class Runner:
             if remaining <= 0:
                 return True
             time.sleep(min(remaining, 0.05))
-
-
-_DEVPTS_OPTIONS = ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")
-
-
-def _devpts_instance(path: str) -> tuple[int, int]:
-    """A pty of a new devpts instance mounted at ``path`` (in the run directory, until the
-    container's start has bound it onto its /dev/pts: :func:`_release_devpts`)."""
-    from lamina import mount as mountlib
-    from lamina.runtime.paths import open_pty
-
-    _release_devpts(path)  # a crashed start's
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    mountlib.Mount("devpts", "devpts", _DEVPTS_OPTIONS).mount(path)
-    try:
-        return open_pty(os.open(os.path.join(path, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC))
-    except BaseException:
-        _release_devpts(path)
-        raise
-
-
-def _release_devpts(path: str) -> None:
-    from lamina import mount as mountlib
-
-    try:
-        mountlib.unmount(path, detach=True)
-    except (OSError, errdefs.LaminaError):
-        pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

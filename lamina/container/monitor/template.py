@@ -66,11 +66,11 @@ _MAX_DESCRIPTORS = 64        # the answer pipe and pending attaches of one reque
 
 def main(exec_root: str, key: str, builder: str) -> None:
     """The template process (``builder``'s module is imported now, with the monitor's)."""
-    from lamina.container.rundir import bind_unix
-    import lamina.container.monitor.bootstrap  # noqa: F401 - imported once, shared by every monitor
-    import lamina.container.monitor.protocol as protocol
-
+    # the whole monitor (bootstrap imports the server, the runs, execs, health, io), imported
+    # once here and shared by every monitor
     from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, prepare_logging
+    import lamina.container.monitor.protocol as protocol
+    from lamina.container.rundir import bind_unix
     from lamina.runtime.child import reset_signals
 
     importlib.import_module(builder.partition(":")[0])
