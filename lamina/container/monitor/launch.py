@@ -1,4 +1,5 @@
-"""The start of a run in a short-lived helper process, so that the monitor stays small.
+"""The start of a run (and of each exec and health probe) in a short-lived helper process, so
+that the monitor stays small.
 
 A monitor is a fork of the monitor template (:mod:`~lamina.container.monitor.template`): it
 shares the template's pages until it writes to them, and a Python process writes to every
