@@ -14,9 +14,15 @@ container.  Weighed against it:
   healthchecks, apply restart policies or write lamina's exit record, and lamina would then
   need a second process per container for those;
 * a template imports all of that once, then only forks: a monitor shares the template's pages
-  copy-on-write and owns only what it writes (its run's objects, the pages its reference
-  counts touch: about 1 MiB), and starting one is a fork of a small single-threaded process,
-  cheaper than the fork of a big multi-threaded server.  That is what this module is.
+  copy-on-write and owns only what it writes (the interpreter's own state after a fork, its
+  run's objects, and every page holding an object whose reference count it changes, which is
+  why a monitor runs as little Python as it can: the template makes what all monitors need,
+  :mod:`~lamina.container.monitor.bootstrap`, and each start, exec and probe runs in a helper
+  process that exits, :mod:`~lamina.container.monitor.launch`); starting one is a fork of a
+  small single-threaded process, cheaper than the fork of a big multi-threaded server.  The
+  template costs its start (interpreter and imports) on the first ``run`` after it left, and
+  its own memory once per exec root.  That is what this module is (the figures, measured
+  with ``bench/scale.py``: issue 16).
 
 Life cycle.  :func:`~lamina.container.monitor.client.spawn` connects to
 ``<exec-root>/monitor-template/<key>.sock`` (the contract: :mod:`~lamina.container.monitor.protocol`);
