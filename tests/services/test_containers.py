@@ -211,6 +211,28 @@ def test_a_crashed_monitor_is_recorded_as_exit_255(engine) -> None:
     assert not os.path.exists(f"/sys/fs/cgroup/memory/lamina/{container_id}")
 
 
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_monitors_are_forked_by_one_template_and_outlive_it(engine) -> None:
+    first = engine.run("sleep", "30")
+    second = engine.run("sleep", "30")
+    monitor = engine.run_dir(first).monitor_pid()
+    template = _parent_of(monitor)
+    assert _parent_of(engine.run_dir(second).monitor_pid()) == template != os.getpid()
+    # the run was started by a helper of the monitor's that exited: PID 1 was handed to the monitor
+    assert _parent_of(engine.state(first)["Pid"]) == monitor
+    os.kill(template, signal.SIGKILL)
+    engine.wait_for(lambda: _parent_of(monitor) != template, message="the monitor to be reparented")
+    assert engine.state(first)["Running"] and engine.run_dir(first).monitor_pid() == monitor
+    third = engine.run("sh", "-c", "echo after")  # a new template starts
+    assert engine.wait(third) == 0 and engine.output(third) == "after\n"
+    engine.containers.stop(first, timeout=0)
+    assert engine.state(first)["ExitCode"] == 137
+
+
 def test_boot_removes_auto_remove_containers_whose_monitor_died(engine) -> None:
     running = engine.run("sleep", "30", HostConfig={"AutoRemove": True})
     waiting = engine.create("true", HostConfig={"AutoRemove": True})

@@ -1,7 +1,8 @@
 """One run of the container after another: start, serve, exit record, restart policy.
 
 :class:`Runner` drives the runs of one monitor (:class:`~lamina.container.monitor.server.Monitor`
-owns the event loop, the sockets and the clients).  For each run it mounts the root
+owns the event loop, the sockets and the clients).  For each run it prepares stdio, then, in a
+short-lived helper process (:mod:`~lamina.container.monitor.launch`), mounts the root
 filesystem, writes ``containers/<id>/{hostname,hosts,resolv.conf}``, builds the spec, prepares
 stdio (pipes, or with ``Tty`` one pty of a devpts instance mounted at ``<run dir>/pts`` and
 bound onto the container's ``/dev/pts`` by the start, so PID 1's terminal is ``/dev/pts/0``
@@ -35,7 +36,8 @@ from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
 from lamina.container.monitor.api import MonitorContext
 from lamina.container.monitor.attaching import Attaching
-from lamina.container.monitor.io import Loop, Sink, set_window
+from lamina.container.monitor.io import Loop, Sink, devpts_instance, release_devpts, set_window
+from lamina.container.monitor.launch import in_helper
 from lamina.container.monitor.policy import restart_decision
 from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
 from lamina.container.removal import destroy, release_mount
@@ -337,7 +339,7 @@ class Runner:
         parent: list[int] = []
         try:
             if config.get("Tty"):
-                master, slave = _devpts_instance(self._pts_path())
+                master, slave = devpts_instance(self._pts_path())
                 parent.append(master)
                 child.append(slave)
                 size = host.get("ConsoleSize") or [0, 0]
@@ -370,12 +372,43 @@ class Runner:
             raise
 
     def _start(self) -> Run:
+        """Start a run: stdio here, the rest in a helper process (:mod:`.launch`: what the
+        start touches is not copied into the monitor for the container's life)."""
         monitor = self.monitor
         container = self.store.get(self.id)
         if container.state.get("RemovalInProgress"):
             raise errdefs.Conflict(f"container {self.id} is marked for removal and cannot be started")
         config, host = container.config, container.host_config
         runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
+        stdio, child, master, sink, sources = self._stdio(config, host)
+        try:
+            launched = in_helper(lambda: self._launch(container, runtime, stdio, master),
+                                 f"start container {self.id}")
+        except BaseException:
+            if sink is not None:
+                sink.release()  # a pipe's write end; a pty master is among the sources
+            for fd in sources:
+                os.close(fd)
+            if master is not None:
+                release_devpts(self._pts_path())
+            raise
+        finally:
+            for fd in child:
+                os.close(fd)
+        state = monitor.run_dir.read_runtime_state()
+        if state is None:
+            raise errdefs.System(f"container {self.id} started without a runtime state")
+        run = Run(container=container, runtime=runtime, state=state, rootfs=str(launched["rootfs"]),
+                  tty=bool(config.get("Tty")), master=master, sink=sink, sources=sources)
+        for fd, stream_type in sources.items():
+            monitor.loop.on_read(fd, lambda fd=fd, stream_type=stream_type: self._output(run, fd, stream_type))
+        monitor.health.begin(run)
+        return run
+
+    def _launch(self, container: Container, runtime: Runtime, stdio: Stdio, master: int | None) -> dict[str, Any]:
+        """The start, in the helper: mounts, files, spec, ``runtime.start``, the record."""
+        monitor = self.monitor
+        config, host = container.config, container.host_config
         joined = joining.join(self.id, host, self.store.lookup, self.store.directory)
         if joined.files:  # the network of another container: its names too, as Docker
             config = {**config, "Hostname": joined.hostname, "Domainname": joined.domainname}
@@ -389,10 +422,6 @@ class Runner:
         except BaseException:
             attaching.discard()
             raise
-        child: list[int] = []
-        master = None
-        sink = None
-        sources: dict[int, int] = {}
         try:
             from lamina.runtime.user import resolve_user_in_root
 
@@ -407,7 +436,6 @@ class Runner:
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
             spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))
-            stdio, child, master, sink, sources = self._stdio(config, host)
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
                 # is /dev/pts/0 there, as in Docker
@@ -416,26 +444,15 @@ class Runner:
             try:
                 state = runtime.start(spec, stdio)
             finally:
-                for fd in child:
-                    os.close(fd)
-                child = []
                 if master is not None:
-                    _release_devpts(self._pts_path())
+                    release_devpts(self._pts_path())
         except BaseException:
-            if sink is not None:
-                sink.release()  # a pipe's write end; a pty master is among the sources
-            for fd in sources:
-                os.close(fd)
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
             joining.release(host, self.store.directory(self.id))
             attaching.discard()
             raise
-        run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
-                  master=master, sink=sink, sources=sources)
         probed = health.probe_of(config) is not None
-        for fd, stream_type in sources.items():
-            monitor.loop.on_read(fd, lambda fd=fd, stream_type=stream_type: self._output(run, fd, stream_type))
         monitor.run_dir.write_runtime_state(state)
         started_at = now()
         logged = monitor.writer is not None
@@ -460,8 +477,7 @@ class Runner:
         log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
         self._volume_events(container, "mount")
         monitor.event(container, "start")
-        monitor.health.begin(run)
-        return run
+        return {"rootfs": rootfs}
 
     def _mount_volumes(self, mount_points: Any) -> None:
         """Create missing ``-v`` host directories (as ``docker run -v`` does) and mount the
@@ -672,35 +688,3 @@ class Runner:
             if remaining <= 0:
                 return True
             time.sleep(min(remaining, 0.05))
-
-
-_DEVPTS_OPTIONS = ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")
-
-
-def _devpts_instance(path: str) -> tuple[int, int]:
-    """A pty of a new devpts instance mounted at ``path`` (in the run directory, until the
-    container's start has bound it onto its /dev/pts: :func:`_release_devpts`)."""
-    from lamina import mount as mountlib
-    from lamina.runtime.paths import open_pty
-
-    _release_devpts(path)  # a crashed start's
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    mountlib.Mount("devpts", "devpts", _DEVPTS_OPTIONS).mount(path)
-    try:
-        return open_pty(os.open(os.path.join(path, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC))
-    except BaseException:
-        _release_devpts(path)
-        raise
-
-
-def _release_devpts(path: str) -> None:
-    from lamina import mount as mountlib
-
-    try:
-        mountlib.unmount(path, detach=True)
-    except (OSError, errdefs.LaminaError):
-        pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

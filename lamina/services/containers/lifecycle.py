@@ -210,12 +210,12 @@ class ContainerLifecycleImpl(ContainerGroup):
         with self.store.modify(container.id) as record:
             record.data["HasBeenManuallyStopped"] = False
             record.data["RestartCount"] = 0
-        # loaded here, the runtime (its modules, cached profiles) is inherited by the monitor:
-        # a long-running server pays for it once
-        self.runtime(str(container.host_config.get("Runtime") or self.default_runtime))
+        # an unknown or unusable runtime is refused here; the monitor template opens it (once)
+        runtime = str(container.host_config.get("Runtime") or self.default_runtime)
+        self.runtime(runtime)
         with self._pending_lock:
             pending = self._pending.pop(container.id, [])
-        spawn(self.context, container.id, pending)
+        spawn(self.monitor_recipe, container.id, pending, runtime=runtime)
 
     def _signal(self, container: Container, number: int) -> None:
         """Send ``number`` to the container's process, if it still has one.
@@ -558,7 +558,8 @@ class ContainerLifecycleImpl(ContainerGroup):
                 if container.state.get("Running") or not container.data.get("HasBeenStartedBefore"):
                     continue
                 try:
-                    spawn(self.context, container.id, [])
+                    spawn(self.monitor_recipe, container.id, [],
+                          runtime=str(container.host_config.get("Runtime") or self.default_runtime))
                     restarted.append(container.id)
                 except errdefs.LaminaError as exc:
                     failed.append({"Id": container.id, "Error": str(exc)})
