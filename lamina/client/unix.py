@@ -9,8 +9,10 @@ The wire format handled (RFC 9112):
 * Request: ``METHOD target HTTP/1.1``, then ``Accept-Encoding: identity`` (unless the request
   has one), the framing header, and the request's headers with ``Host: docker`` and
   ``User-Agent: lamina-cli/VERSION`` added when missing.  Header lines holding CR or LF are
-  refused (``ValueError``).  Body framing: a ``bytes`` body goes out with ``Content-Length``; a
-  stream (anything with ``read``, read 64 KiB at a time, or an iterable of ``bytes`` pieces) with
+  refused (``ValueError``).  Body framing: a ``bytes`` body goes out with ``Content-Length``; so
+  does a regular file (an open file object, from its current offset), sent with ``sendfile``
+  when the connection has no timeout; another stream (anything with ``read``, read 1 MiB at a
+  time, or an iterable of ``bytes`` pieces) with
   ``Transfer-Encoding: chunked``, one chunk per non-empty piece (upper-case hex sizes, no
   extensions, no trailers) and the last chunk ``0``; no body: ``Content-Length: 0`` for POST,
   PUT and PATCH, nothing otherwise.  A ``Content-Length`` or ``Transfer-Encoding`` the caller set
@@ -26,7 +28,7 @@ The wire format handled (RFC 9112):
   ``chunked`` (chunk extensions ignored, trailers read and dropped); else read until the daemon
   closes when it names another transfer coding; else ``Content-Length`` bytes (a list of equal
   values is accepted, differing or non-numeric values raise ``TransportError``); else read
-  until close.  The body is an iterator of chunks of at most 64 KiB, each what is buffered or
+  until close.  The body is an iterator of chunks of at most 256 KiB, each what is buffered or
   what one ``recv`` returns, so archives are never held in memory.  A body cut short (the
   stream ends before ``Content-Length`` bytes or before the last chunk, a malformed chunk, a
   socket error) raises :class:`lamina.api.http.StreamAborted`.
@@ -49,6 +51,8 @@ content codings (a compressed body is handed out as received), sending ``Expect:
 from __future__ import annotations
 
 import _socket  # the C socket type: socket.py's enum conversions cost ~3 ms at start-up
+import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
@@ -57,7 +61,9 @@ from lamina.client.base import USER_AGENT, TransportError
 
 __all__ = ["HijackedSocket", "hijack", "send"]
 
-_CHUNK = 64 * 1024
+_CHUNK = 64 * 1024       # bytes received at a time for heads
+_BODY_READ = 256 * 1024  # bytes of an answer's body received at a time (an archive from save)
+_PIECE = 1 << 20         # bytes read at a time from a request body that is a stream
 _MAX_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 4096
 _METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -153,8 +159,8 @@ class _SocketBody:
 
     def _read_plain(self) -> bytes:
         if self.remaining is None:
-            return self.wire.read(_CHUNK)
-        data = self.wire.read(min(self.remaining, _CHUNK))
+            return self.wire.read(_BODY_READ)
+        data = self.wire.read(min(self.remaining, _BODY_READ))
         if not data:
             raise _Truncated(f"{self.remaining} more bytes of the body were expected")
         self.remaining -= len(data)
@@ -173,7 +179,7 @@ class _SocketBody:
                 self._skip_trailers()
                 return b""
             self.chunk_open = True
-        data = self.wire.read(min(self.chunk_left, _CHUNK))
+        data = self.wire.read(min(self.chunk_left, _BODY_READ))
         if not data:
             raise _Truncated(f"the stream ended inside a chunk, {self.chunk_left} bytes before its end")
         self.chunk_left -= len(data)
@@ -263,8 +269,35 @@ def _pieces(body: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
     if read is None:
         yield from body  # type: ignore[misc]
         return
-    while data := read(_CHUNK):
+    while data := read(_PIECE):
         yield data.encode("iso-8859-1") if isinstance(data, str) else data
+
+
+def _file_extent(body: object, timeout: float | None) -> tuple[int, int, int] | None:
+    """A regular file's descriptor, offset and bytes left, to send with ``sendfile`` and a
+    ``Content-Length`` (no copy through this process, no chunk framing); None for anything
+    else, or when the socket has a timeout (sendfile would need polling)."""
+    if timeout is not None:
+        return None
+    try:
+        fd = body.fileno()  # type: ignore[attr-defined]
+        offset = body.tell()  # type: ignore[attr-defined]
+        status = os.fstat(fd)
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(status.st_mode) or status.st_size < offset:
+        return None
+    return fd, offset, status.st_size - offset
+
+
+def _send_file(sock: _socket.socket, head: bytes, fd: int, offset: int, count: int) -> None:
+    sock.sendall(head)
+    while count:
+        sent = os.sendfile(sock.fileno(), fd, offset, min(count, 1 << 30))
+        if sent == 0:
+            raise OSError(f"the file being sent ended {count} bytes before the size it had")
+        offset += sent
+        count -= sent
 
 
 def _send_stream(sock: _socket.socket, head: bytes, pieces: Iterator[bytes], chunked: bool) -> None:
@@ -409,7 +442,11 @@ def send(path: str, request: Request, *, timeout: float | None = None) -> Respon
         payload = bytes(body)
         if not framed:
             framing.append(f"Content-Length: {len(payload)}")
-    else:
+    extent = None if body is None or isinstance(body, (bytes, bytearray, memoryview)) or framed \
+        else _file_extent(body, timeout)
+    if extent is not None:
+        framing.append(f"Content-Length: {extent[2]}")
+    elif body is not None and not isinstance(body, (bytes, bytearray, memoryview)):
         pieces = _pieces(body)
         if not framed:
             framing.append("Transfer-Encoding: chunked")
@@ -418,7 +455,9 @@ def send(path: str, request: Request, *, timeout: float | None = None) -> Respon
     wire = _Wire(sock)
 
     def write() -> None:
-        if pieces is None:
+        if extent is not None:
+            _send_file(sock, head, *extent)
+        elif pieces is None:
             sock.sendall(head + payload)
         else:
             _send_stream(sock, head, pieces, chunked=not framed)

@@ -31,6 +31,7 @@ from lamina.client.transport import TransportError
 from lamina.client.unix import hijack, send
 
 CHUNK = 64 * 1024
+BODY_READ = 256 * 1024  # the client's largest piece of an answer's body
 
 
 @dataclass
@@ -205,7 +206,7 @@ def test_a_chunked_body_with_extensions_and_trailers(server: RawServer) -> None:
     response = send(server.path, get())
     pieces = list(response.iter_body())
     assert b"".join(pieces) == body
-    assert max(len(piece) for piece in pieces) <= CHUNK
+    assert max(len(piece) for piece in pieces) <= BODY_READ
     assert served.result().client_closed
 
 
@@ -341,17 +342,32 @@ def test_a_streamed_upload_is_chunked_and_arrives_intact(server: RawServer, body
     payload = os.urandom(300_000)
     served = server.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     pieces = [payload[:100_000], b"", payload[100_000:]]
-    stream = io.BytesIO(payload) if body == "file" else iter(pieces)
+    stream = io.BytesIO(payload * 4) if body == "file" else iter(pieces)
     response = send(server.path, get("/v1.45/images/load", "POST", stream))
     assert response.read_body() == b"ok"
     exchange = served.result()
     assert exchange.header("Transfer-Encoding") == "chunked"
     assert exchange.header("Content-Length") is None
-    assert exchange.body == payload
-    if body == "file":
-        assert exchange.chunk_sizes == [CHUNK] * 4 + [300_000 - 4 * CHUNK]
+    if body == "file":  # read 1 MiB at a time
+        assert exchange.body == payload * 4
+        assert exchange.chunk_sizes == [1 << 20, 4 * 300_000 - (1 << 20)]
     else:
+        assert exchange.body == payload
         assert exchange.chunk_sizes == [100_000, 200_000]
+
+
+def test_a_regular_file_goes_out_with_content_length_from_its_current_offset(server: RawServer, tmp_path) -> None:
+    payload = os.urandom(300_000)
+    (tmp_path / "archive.tar").write_bytes(payload)
+    served = server.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    with open(tmp_path / "archive.tar", "rb") as stream:
+        stream.read(1000)  # what was read already is not sent
+        response = send(server.path, get("/v1.45/images/load", "POST", stream))
+        assert response.read_body() == b"ok"
+    exchange = served.result()
+    assert exchange.header("Content-Length") == str(len(payload) - 1000)
+    assert exchange.header("Transfer-Encoding") is None
+    assert exchange.body == payload[1000:]
 
 
 def test_a_bytes_body_goes_out_with_content_length(server: RawServer) -> None:
@@ -446,6 +462,6 @@ def test_any_answer_split_anywhere_is_read_back(server: RawServer, body: bytes, 
     response = send(server.path, get())
     pieces = list(response.iter_body())
     assert b"".join(pieces) == body
-    assert all(0 < len(piece) <= CHUNK for piece in pieces)
+    assert all(0 < len(piece) <= BODY_READ for piece in pieces)
     exchange = served.result()
     assert framing == "until close" or exchange.client_closed
