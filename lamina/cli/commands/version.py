@@ -4,7 +4,8 @@ over ``{"Client": {...}, "Server": {...}}``)."""
 from __future__ import annotations
 
 import argparse
-import platform
+import os
+import sys
 from typing import Any
 
 from lamina import __version__
@@ -21,9 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def client_version(context: Context, api_version: str) -> dict[str, Any]:
-    machine = platform.machine()
+    machine = os.uname().machine
     return {"Version": __version__, "ApiVersion": api_version,
-            "PythonVersion": platform.python_version(),
+            "PythonVersion": ".".join(str(part) for part in sys.version_info[:3]),
             "Os": "linux", "Arch": _ARCHITECTURES.get(machine, machine),
             "Host": getattr(context.transport, "description", "")}
 
