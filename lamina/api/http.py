@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import BinaryIO
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from lamina.records import dataclass, field
 from lamina.stdcopy import Duplex
@@ -96,6 +95,10 @@ class Request:
     def from_target(cls, method: str, target: str, headers: Headers | Mapping[str, str] | None = None,
                     body: BinaryIO | None = None) -> Request:
         """Build a request from an HTTP request-target such as ``/v1.45/images/json?all=1``."""
+        # urllib.parse (and the ipaddress module it loads, ~3 ms) only where bytes go on a
+        # socket: the in-process transport hands Request values over as they are
+        from urllib.parse import parse_qsl, unquote, urlsplit
+
         parts = urlsplit(target)
         query: dict[str, list[str]] = {}
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -105,6 +108,8 @@ class Request:
 
     def target(self) -> str:
         """The request-target for the wire: the path percent-encoded, then the query."""
+        from urllib.parse import quote, urlencode
+
         path = quote(self.path, safe=_PATH_SAFE)
         pairs = [(name, value) for name, values in self.query.items() for value in values]
         return f"{path}?{urlencode(pairs)}" if pairs else path

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +94,9 @@ def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
     the messages already streamed.  Raises what ``run`` raised when it failed before its
     first message (the router answers with that error's status).
     """
+    import queue  # with threading: only commands that stream progress load them
+    import threading
+
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     reader_gone = threading.Event()
 
