@@ -40,6 +40,10 @@ MAX_CHUNK_LINE = 4096
 MAX_TRAILER_BYTES = 64 * 1024
 _HEAD_END = re.compile(rb"\n\r?\n")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}[ \t]*(?:;[^\r\n]*)?\r?\n\Z")
+# a chunk's head as it usually arrives, whole in the buffer: the previous chunk's CRLF (when
+# one ended) and the size line, matched at once (docker load sends 32 KiB chunks)
+_CHUNK_HEAD = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]{0,4000})?\r?\n")
+_FOOTER_AND_CHUNK_HEAD = re.compile(rb"\r?\n([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]{0,4000})?\r?\n")
 
 
 def h11_skips_length_bodies(connection: h11.Connection) -> bool:
@@ -117,9 +121,13 @@ class SocketInput:
         self._head_tail = b"" if match is not None else (tail + data)[-2:]
         return data
 
-    def lines_buffered(self, count: int) -> bool:
-        """Whether ``count`` line ends are buffered (within a chunk head's reach)."""
-        return self._buffer.count(b"\n", self._position, self._position + MAX_CHUNK_LINE + 2) >= count
+    def take_match(self, pattern: re.Pattern[bytes]) -> re.Match[bytes] | None:
+        """``pattern`` matched at the start of the buffered bytes, which it then consumes;
+        None (nothing consumed) when it does not match there."""
+        match = pattern.match(self._buffer, self._position)
+        if match is not None:
+            self._position = match.end()
+        return match
 
     def read_line(self, limit: int) -> bytes | None:
         """The next line with its LF; what is left when the stream ends first (no LF, maybe
@@ -217,9 +225,10 @@ class RequestBody(io.RawIOBase):
         while written < len(view):
             if self._chunk_left == 0:
                 # with bytes in hand, return them rather than wait for the next chunk's head
-                if written and not source.lines_buffered(2 if self._chunk_footer else 1):
+                follows = self._next_chunk(wait=not written)
+                if follows is None:
                     break
-                if not self._next_chunk():
+                if not follows:
                     self._at_end = True
                     break
             elif written and not source.buffered:
@@ -240,9 +249,20 @@ class RequestBody(io.RawIOBase):
             raise errdefs.InvalidArgument("the client closed the connection before the end of the request body")
         return line
 
-    def _next_chunk(self) -> bool:
+    def _next_chunk(self, *, wait: bool) -> bool | None:
         """Read up to the next chunk's data (the previous chunk's CRLF, the size line, and at
-        the last chunk the trailer section); False when that was the last chunk."""
+        the last chunk the trailer section); False when that was the last chunk, None (when
+        not ``wait``) when that is not buffered yet."""
+        match = self._source.take_match(_FOOTER_AND_CHUNK_HEAD if self._chunk_footer else _CHUNK_HEAD)
+        if match is not None:
+            self._chunk_footer = False
+            size = int(match.group(1), 16)
+            if size:
+                self._chunk_left = size
+                return True
+            return self._read_trailer()
+        if not wait:
+            return None
         if self._chunk_footer:
             line = self._line(2, "the CRLF after a chunk")
             if line not in (b"\r\n", b"\n"):
@@ -255,6 +275,10 @@ class RequestBody(io.RawIOBase):
         if size:
             self._chunk_left = size
             return True
+        return self._read_trailer()
+
+    def _read_trailer(self) -> bool:
+        """The trailer section after the last chunk, up to its blank line (dropped); False."""
         budget = MAX_TRAILER_BYTES
         while (trailer := self._line(budget, "the trailer section")) not in (b"\r\n", b"\n"):
             budget -= len(trailer)
