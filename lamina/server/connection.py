@@ -2,9 +2,11 @@
 
 Per request, in the connection's thread:
 
-1. The request line and headers are parsed; the body, if any (``Content-Length`` or chunked),
-   is handed to the handler as a buffered file-like object that reads from the socket as it
-   is read (``Expect: 100-continue`` is answered when the handler first reads).  The handler,
+1. The request line and headers are parsed (by h11, which is given the head's bytes only);
+   the body, if any (``Content-Length`` or chunked), is handed to the handler as a buffered
+   file-like object that reads from the socket as it is read, decoded by
+   :mod:`lamina.server.body` (``Expect: 100-continue`` is answered when the handler first
+   reads; at the body's end h11 is brought to the end of the request).  The handler,
    or a worker thread it started, may keep reading after it returned a streaming response
    (``docker load`` reports progress while the archive still uploads): h11's state machine
    is guarded by a lock, reads by another, writes by a third.
