@@ -35,7 +35,7 @@ from lamina import errdefs
 __all__ = ["MAX_CHUNK_LINE", "MAX_TRAILER_BYTES", "RECEIVE_SIZE", "RequestBody", "SocketInput",
            "h11_skips_length_bodies"]
 
-RECEIVE_SIZE = 256 * 1024
+RECEIVE_SIZE = 64 * 1024  # more is slower: see lamina.client.unix
 MAX_CHUNK_LINE = 4096
 MAX_TRAILER_BYTES = 64 * 1024
 _HEAD_END = re.compile(rb"\n\r?\n")
