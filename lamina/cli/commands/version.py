@@ -10,7 +10,6 @@ from typing import Any
 
 from lamina import __version__
 from lamina.cli.context import Context
-from lamina.cli.templates import render_each
 
 __all__ = ["configure", "run", "client_version", "render_version"]
 
@@ -75,6 +74,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
             context.print()
         raise
     if args.format:
+        from lamina.cli.templates import render_each  # the template engine only for -f
+
         context.out.write(render_each(args.format, [{"Client": client, "Server": server}]))
         return 0
     context.print(render_version(client, server))
