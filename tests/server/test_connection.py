@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -140,6 +141,29 @@ def test_a_body_and_the_next_request_sent_at_once_are_both_served(serve, framing
     assert json.loads(served.client.read_response().body)["sha256"] == hashlib.sha256(payload).hexdigest()
     assert served.client.read_response().body == b"hello next"
     assert not served.finished(0.1)
+
+
+def test_with_an_h11_whose_length_reader_cannot_be_skipped_h11_counts_the_body_itself(serve, monkeypatch) -> None:
+    import lamina.server.connection as connection_module
+    # the installed h11 has the shortcut (the next test); without it the body is counted by h11
+    monkeypatch.setattr(connection_module, "h11_skips_length_bodies", lambda connection: False)
+    served = serve({"/upload": digest_body, "/hello": hello})
+    payload = os.urandom(3 << 20)
+    served.client.request("POST", "/upload", body=payload)
+    assert json.loads(served.client.read_response().body)["sha256"] == hashlib.sha256(payload).hexdigest()
+    served.client.request("GET", "/hello?n=after")
+    assert served.client.read_response().body == b"hello after"
+
+
+def test_the_installed_h11_lets_a_length_body_be_read_without_it() -> None:
+    import h11
+
+    from lamina.server.body import h11_skips_length_bodies
+
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+    assert isinstance(connection.next_event(), h11.Request)
+    assert h11_skips_length_bodies(connection)
 
 
 def test_requests_sent_a_byte_at_a_time_are_parsed_the_same(serve) -> None:
