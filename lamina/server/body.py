@@ -49,8 +49,8 @@ _FOOTER_AND_CHUNK_HEAD = re.compile(rb"\r?\n([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]
 def h11_skips_length_bodies(connection: h11.Connection) -> bool:
     """Whether h11's reader of a ``Content-Length`` body can be told the body was read
     elsewhere: h11 has no public call for it, so this checks the one private attribute used
-    (``ContentLengthReader._remaining``, h11 0.14-0.16).  Without it the body goes through
-    h11 (slower, same result)."""
+    (``ContentLengthReader._remaining``, as h11 0.16 has it).  Without it h11 is fed
+    placeholder bytes of the body's length to count (slower, same result)."""
     reader = getattr(connection, "_reader", None)
     return type(reader).__name__ == "ContentLengthReader" and isinstance(getattr(reader, "_remaining", None), int)
 
