@@ -36,7 +36,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import queue
 import re
 import threading
 from typing import TYPE_CHECKING, Any
@@ -308,6 +307,8 @@ def wait_container(call: Call) -> Response:
     containers = call.services.containers
     # The full id: the name may change (or be reused) while we wait.
     id = str(call.services.container_views.inspect(call.params["id"]).get("Id") or call.params["id"])
+    import queue  # only for a wait (ps, inspect and run --rm never load it)
+
     results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
 
     def work() -> None:

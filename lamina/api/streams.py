@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +95,9 @@ def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
     first message (the router answers with that error's status), unless ``errors_in_band``:
     then every failure is the stream's last message in a 200 answer (Docker's load does so).
     """
+    import queue  # with threading: only commands that stream progress load them
+    import threading
+
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     reader_gone = threading.Event()
 

@@ -25,7 +25,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from lamina import __version__, errdefs
 from lamina.cli.context import Context, GlobalOptions
@@ -33,11 +33,13 @@ from lamina.cli.errors import (
     EXIT_CODES_HELP, EXIT_CONNECTION, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROOTLESS, EXIT_USAGE,
     CommandError, UsageError, exit_code_for_status,
 )
+from lamina.records import dataclass
 
 __all__ = ["main", "run", "Command", "COMMANDS", "GROUPS", "HelpFormatter", "build_command_parser", "find_command"]
 
 
-class Command(NamedTuple):
+@dataclass(frozen=True)
+class Command:
     words: tuple[str, ...]
     module: str
     summary: str

@@ -11,7 +11,6 @@ no layer owns) and rebuilds the name index.  It never removes an image.
 from __future__ import annotations
 
 import os
-import platform
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -177,24 +176,6 @@ class SystemServiceImpl:
             info["SecurityOptions"] = [*info["SecurityOptions"], "name=rootless"]
         return info
 
-    def version(self) -> dict[str, Any]:
-        uname = os.uname()
-        return {
-            "Platform": {"Name": "lamina"},
-            "Components": [{"Name": "Engine", "Version": __version__,
-                            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
-                                        "Os": "linux", "Arch": _arch(), "KernelVersion": uname.release}}],
-            "Version": __version__,
-            "ApiVersion": API_VERSION,
-            "MinAPIVersion": MIN_API_VERSION,
-            "GitCommit": "",
-            "GoVersion": "python" + platform.python_version(),
-            "Os": "linux",
-            "Arch": _arch(),
-            "KernelVersion": uname.release,
-            "BuildTime": "",
-        }
-
     def disk_usage(self) -> dict[str, Any]:
         service = self.image_service
         layers = {layer.chain_id: layer for layer in service.layers.layers()}
@@ -313,11 +294,6 @@ class SystemServiceImpl:
 def _leaked_sandboxes(run_network: Any) -> list[str]:
     return [container_id for container_id in run_network.sandboxes.store.sandboxes()
             if not run_network.is_live(container_id)]
-
-
-def _arch() -> str:
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def _now() -> str:

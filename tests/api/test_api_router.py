@@ -186,6 +186,22 @@ def test_request_target_round_trips_names_and_repeated_parameters() -> None:
     assert request.target().startswith("/v1.45/images/localhost:5000/a%20b%3F/get?")
 
 
+def test_request_targets_are_encoded_as_urllib_encodes_them() -> None:
+    import random
+    from urllib.parse import quote, urlencode
+
+    rng = random.Random(16)
+    alphabet = "aZ09_.-~/:@!$&'()*+,;=?#%[] \t\"{}<>^`|\\\u00e9\u20ac\U0001f600\x00\x7f"
+    for _ in range(500):
+        path = "/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        query = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))):
+                 ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(rng.randint(1, 2))]
+                 for _ in range(rng.randint(0, 3))}
+        pairs = [(name, value) for name, values in query.items() for value in values]
+        expected = quote(path, safe="/:@!$&'()*+,;=~") + (f"?{urlencode(pairs)}" if pairs else "")
+        assert Request("GET", path, query).target() == expected, (path, query)
+
+
 def test_headers_are_case_insensitive_and_keep_their_spelling() -> None:
     headers = Headers({"Content-Type": "application/json"})
     headers["x-registry-auth"] = "e30="
