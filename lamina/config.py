@@ -39,11 +39,15 @@ class EngineConfig:
     # pull-through mirrors of docker.io, tried in order before it (LAMINA_REGISTRY_MIRRORS,
     # comma-separated URLs such as https://mirror.example or http://127.0.0.1:5000)
     registry_mirrors: tuple[str, ...] = ()
+    # --userns-remap (LAMINA_USERNS_REMAP): "" off, "default" (the dockremap user, made when
+    # missing), or USER[:GROUP] with ranges in /etc/subuid and /etc/subgid
+    userns_remap: str = ""
 
     @classmethod
     def from_environment(cls, data_root: str | None = None, storage_driver: str | None = None,
-                         log_level: str | None = None) -> "EngineConfig":
-        """Command-line values win over ``LAMINA_DATA_ROOT`` / ``LAMINA_STORAGE_DRIVER``."""
+                         log_level: str | None = None, userns_remap: str | None = None) -> "EngineConfig":
+        """Command-line values win over ``LAMINA_DATA_ROOT`` / ``LAMINA_STORAGE_DRIVER`` /
+        ``LAMINA_USERNS_REMAP``."""
         return cls(
             data_root=os.path.abspath(data_root or os.environ.get("LAMINA_DATA_ROOT") or DEFAULT_DATA_ROOT),
             storage_driver=storage_driver or os.environ.get("LAMINA_STORAGE_DRIVER") or None,
@@ -52,4 +56,5 @@ class EngineConfig:
             insecure_registries=_list_from_environment("LAMINA_INSECURE_REGISTRIES", DEFAULT_INSECURE_REGISTRIES, ","),
             certs_directories=_list_from_environment("LAMINA_CERTS_D", DEFAULT_CERTS_DIRECTORIES, ":"),
             registry_mirrors=_list_from_environment("LAMINA_REGISTRY_MIRRORS", (), ","),
+            userns_remap=(userns_remap if userns_remap is not None else os.environ.get("LAMINA_USERNS_REMAP", "")),
         )

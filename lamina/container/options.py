@@ -41,6 +41,7 @@ __all__ = [
     "SecurityOptions",
     "check_config_values",
     "check_host_values",
+    "check_userns",
     "devices",
     "host_devices",
     "refuse_unsupported",
@@ -118,7 +119,8 @@ HOST_CONFIG_FIELDS: dict[str, tuple[str, str]] = {
     "StorageOpt": ("refused", "per-container storage options (size quotas) are not implemented"),
     "Tmpfs": ("applied", "tmpfs mounts"),
     "UTSMode": ("applied", "private or host UTS namespace"),
-    "UsernsMode": ("applied", "the host user namespace (user namespaces are not implemented)"),
+    "UsernsMode": ("applied", "'host' opts out of the engine's --userns-remap; '' runs in a remapped user "
+                              "namespace when the engine has one"),
     "ShmSize": ("applied", "the size of the /dev/shm tmpfs"),
     "Sysctls": ("applied", "written under /proc/sys in the container's namespaces"),
     "Runtime": ("applied", "the runtime that starts the container"),
@@ -258,6 +260,23 @@ def _check_security_option(option: Any) -> None:
     if not isinstance(option, str):
         raise errdefs.InvalidArgument(f"HostConfig.SecurityOpt entries must be strings, not {option!r}")
     security_options([option])
+
+
+def check_userns(host: Mapping[str, Any], *, remapped_engine: bool) -> bool:
+    """Whether a container gets the engine's remapped user namespace, after Docker's checks of
+    what cannot share the host's namespaces inside one (moby's verifyPlatformContainerSettings,
+    with its messages); ``UsernsMode`` ``host`` opts out, and is accepted without a remap, as
+    Docker does (it is the default there)."""
+    if not remapped_engine or host.get("UsernsMode") == "host":
+        return False
+    if host.get("Privileged"):
+        raise errdefs.InvalidArgument("privileged mode is incompatible with user namespaces.  You must run the "
+                                      "container in the host namespace when running privileged mode")
+    if host.get("NetworkMode") == "host":
+        raise errdefs.InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
+    if host.get("PidMode") == "host":
+        raise errdefs.InvalidArgument("cannot share the host PID namespace when user namespaces are enabled")
+    return True
 
 
 def check_host_values(host: Mapping[str, Any]) -> None:

@@ -67,9 +67,10 @@ from lamina.runtime.rootfs import (
 from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.trampoline import STATUS_FD, decode_failure
 from lamina.runtime.user import home_for_uid
+from lamina.runtime.userns import become_namespace_root, open_bind_sources
 
 __all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable", "reset_signals",
-           "raise_child_error", "reap", "read_status"]
+           "raise_child_error", "reap", "read_status", "report_error"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SIOCGIFFLAGS = 0x8913
@@ -112,6 +113,9 @@ class Plan:
     rlimits: tuple[tuple[int, int, int], ...]
     # (name under /sys/fs/cgroup, "" for the whole of it; the container's cgroup on the host)
     cgroup_mounts: tuple[tuple[str, str], ...] = ()
+    # PID 1 of a new user namespace (lamina.runtime.userns): it becomes the namespace's root
+    # once the root filesystem is built
+    user_namespace: bool = False
 
 
 def _high_fd(fd: int) -> int:
@@ -316,6 +320,11 @@ def _report(fd: int, exc: BaseException) -> int:
     return code
 
 
+def report_error(fd: int, exc: BaseException) -> int:
+    """Send ``exc`` on the status pipe ``fd``; returns the exit code to end with."""
+    return _report(fd, exc)
+
+
 def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: SeccompProgram | None,
                      trampoline_fd: int | None, in_init_worker: bool = False) -> None:
     """The last steps, common to a container's first process and to exec: rlimits, fds,
@@ -411,9 +420,21 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
         with Step("create namespaces"):
             lsys.unshare(plan.unshare_flags)
         mountlib.set_propagation("/", "rprivate")
-        mountlib.Mount("bind", spec.rootfs, ("rbind",)).mount(spec.rootfs)
-        with Step(f"open the root filesystem {spec.rootfs}"):
-            root_fd = os.open(spec.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        mounts = spec.mounts
+        if plan.user_namespace:
+            # lamina's directories are reachable by the host's uid 0 only: the root and every
+            # bind source are opened before the switch
+            with Step(f"open the root filesystem {spec.rootfs}"):
+                merged_fd = os.open(spec.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            root_fd = mountlib.bind_over(merged_fd)
+            os.close(merged_fd)
+            mounts = open_bind_sources(mounts)
+            with Step("become root of the user namespace"):
+                become_namespace_root()
+        else:
+            mountlib.Mount("bind", spec.rootfs, ("rbind",)).mount(spec.rootfs)
+            with Step(f"open the root filesystem {spec.rootfs}"):
+                root_fd = os.open(spec.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for item in default_mounts(spec):
             if item.type == "sysfs":
                 mount_sysfs(root_fd, item)
@@ -423,7 +444,7 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
                 populate_dev(root_fd, process.terminal)
                 make_devices(root_fd, spec.devices)
         mount_cgroups(root_fd, plan.cgroup_mounts)
-        for item in spec.mounts:
+        for item in mounts:
             mount_in_root(root_fd, item)
         with Step(f"create the working directory {process.cwd}"):
             os.close(make_dirs_in_root(root_fd, process.cwd))

@@ -69,15 +69,19 @@ from lamina.runtime.child import (
     raise_child_error,
     read_status,
     reap,
+    report_error,
 )
 from lamina.runtime.seccomp import ProgramCache, SeccompProgram, default_profile_bytes
 from lamina.runtime.trampoline import open_trampoline
+from lamina.runtime.userns import fork_in_user_namespace, map_text
 
 # ExecError is what start and exec raise for a command that cannot be run
 __all__ = ["ExecError", "NativeRuntime", "open_runtime"]
 
+# the user namespace last: the others are joined with the host's capabilities (a sandbox's
+# network namespace belongs to the host's user namespace)
 _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("net", lsys.CLONE_NEWNET),
-                    ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS))
+                    ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS), ("user", lsys.CLONE_NEWUSER))
 
 
 def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
@@ -179,8 +183,14 @@ class NativeRuntime:
         private_network = spec.network != "host" and "network" in namespaces and not spec.network_namespace
         if private_network:
             flags |= lsys.CLONE_NEWNET
+        user_namespace = "user" in namespaces
+        if user_namespace != bool(spec.uid_mappings and spec.gid_mappings):
+            raise errdefs.InvalidArgument("a user namespace needs uid and gid mappings, and mappings a user namespace")
+        if user_namespace and ("pid" not in namespaces or spec.network == "host"):
+            raise errdefs.InvalidArgument("a container in a user namespace needs its own pid and network namespaces")
         return Plan(spec=spec, process=process, unshare_flags=flags, private_network=private_network,
-                     capability_mask=mask, last_capability=last, rlimits=self._rlimits(process)), names
+                     capability_mask=mask, last_capability=last, rlimits=self._rlimits(process),
+                     user_namespace=user_namespace), names
 
     # -- Runtime protocol -----------------------------------------------------------------
 
@@ -199,8 +209,14 @@ class NativeRuntime:
             manager.allow_devices(spec.device_rules)
             seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
             procs_fds = manager.open_procs_files()
+            user_namespace = None
+            if plan.user_namespace:
+                # the intermediate joins the network namespace before it leaves the host's user namespace
+                user_namespace = (map_text(spec.uid_mappings), map_text(spec.gid_mappings), spec.network_namespace)
+                plan = replace(plan, spec=replace(spec, network_namespace=""))
             pid = self._fork(
                 new_pid_namespace="pid" in spec.namespaces, seccomp=seccomp, procs_fds=procs_fds,
+                user_namespace=user_namespace,
                 child=lambda status_fd, procs, filter_, trampoline: container_child(
                     plan, stdio, status_fd, procs, filter_, trampoline))
             started = True
@@ -260,7 +276,8 @@ class NativeRuntime:
 
     def _fork(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None, procs_fds: list[int],
               child: Callable[[int, list[int], SeccompProgram | None, int | None], None],
-              join_pid_namespace: int | None = None) -> int:
+              join_pid_namespace: int | None = None,
+              user_namespace: tuple[bytes, bytes, str] | None = None) -> int:
         """Fork ``child`` as PID 1 of a new pid namespace, or into ``join_pid_namespace``,
         keeping the caller's own pid namespace for its later children; wait for the child to
         exec.  Returns the child's host pid.
@@ -270,7 +287,10 @@ class NativeRuntime:
         container's pid namespace until its ``execve``, a process inside the container that
         lacks CAP_SYS_PTRACE cannot open its ``/proc/<pid>/exe``, ``fd``, ``map_files``,
         ``mem`` or ``environ``; its ``execve`` goes through the sealed trampoline
-        (:mod:`lamina.runtime.trampoline`)."""
+        (:mod:`lamina.runtime.trampoline`).
+
+        ``user_namespace`` (uid_map, gid_map, network namespace to join): the child is PID 1 of
+        new user and pid namespaces, forked by an intermediate (:mod:`lamina.runtime.userns`)."""
         trampoline_fd = open_trampoline()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -280,13 +300,20 @@ class NativeRuntime:
             switched = False
             try:
                 caps.prctl(caps.PR_SET_DUMPABLE, 0)
-                if new_pid_namespace:
+                if user_namespace is not None:
+                    uid_map, gid_map, network_namespace = user_namespace
+                    pid = fork_in_user_namespace(
+                        uid_map=uid_map, gid_map=gid_map, network_namespace=network_namespace,
+                        child=lambda: child(write_fd, procs_fds, seccomp, trampoline_fd),
+                        report=lambda exc: report_error(write_fd, exc))
+                elif new_pid_namespace:
                     lsys.unshare(lsys.CLONE_NEWPID)
                     switched = True
                 elif join_pid_namespace is not None:
                     lsys.setns(join_pid_namespace, lsys.CLONE_NEWPID)
                     switched = True
-                pid = os.fork()
+                if user_namespace is None:
+                    pid = os.fork()
             except OSError as exc:
                 if exc.errno == errno.ENOMEM and join_pid_namespace is not None:
                     raise errdefs.Conflict("the container is not running (its pid namespace has no init)") from exc
@@ -314,10 +341,11 @@ class NativeRuntime:
         finally:
             os.close(read_fd)
         if error is not None:
-            reap(pid)
+            if pid > 0:
+                reap(pid)
             raise_child_error(error)
         if not ready:
-            status = reap(pid)
+            status = reap(pid) if pid > 0 else 0
             raise errdefs.System(f"the container process died during setup ({describe_status(status)})")
         return pid
 

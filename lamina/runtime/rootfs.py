@@ -44,12 +44,16 @@ _PROPAGATION_OPTIONS = frozenset({"private", "rprivate", "shared", "rshared", "s
 
 def default_mounts(spec: ContainerSpec) -> tuple[MountSpec, ...]:
     """The mounts every container gets before ``spec.mounts``, like runc's default spec."""
+    # in a user namespace the set-up runs with the host's uid 0, unmapped there: a tmpfs root
+    # then belongs to the namespace's root by option
+    owner = ("uid=0", "gid=0") if spec.uid_mappings else ()
     mounts = [
         MountSpec("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
-        MountSpec("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
+        MountSpec("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k", *owner)),
         MountSpec("/dev/pts", "devpts", "devpts",
                   ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-        MountSpec("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", f"size={spec.shm_size}")),
+        MountSpec("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", f"size={spec.shm_size}",
+                                              *owner)),
         MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
         # --privileged: /sys read-write, as Docker
         MountSpec("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev") + (() if spec.privileged else ("ro",))),
@@ -206,7 +210,10 @@ def populate_dev(root_fd: int, terminal: bool) -> None:
             try:
                 # the terminal's path in this mount namespace: glibc's ttyname() refuses (ENODEV)
                 # a pty of a devpts instance that is not mounted at /dev/pts
-                mountlib.Mount("bind", os.readlink(proc_fd(0)), ("bind",)).mount(proc_fd(console))
+                source = os.readlink(proc_fd(0))
+                if not os.access(source, os.F_OK):  # a path this process cannot reach (user namespace)
+                    source = proc_fd(0)
+                mountlib.Mount("bind", source, ("bind",)).mount(proc_fd(console))
             finally:
                 os.close(console)
 
@@ -222,6 +229,15 @@ def mount_sysfs(root_fd: int, item: MountSpec) -> None:
     mount_in_root(root_fd, MountSpec(item.destination, "bind", "/sys", ("rbind",)))
     target = open_in_root(root_fd, item.destination)
     try:
+        if read_only:
+            # one call for the whole tree, by descriptor (in a user namespace the path of the
+            # root filesystem may be out of this process's reach)
+            try:
+                lsys.mount_setattr(target, "", lsys.AT_EMPTY_PATH | lsys.AT_RECURSIVE, lsys.MOUNT_ATTR_RDONLY)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+                    raise errdefs.System(f"make {item.destination} read-only: {exc.strerror}") from exc
         top = os.readlink(proc_fd(target))
     finally:
         os.close(target)
@@ -249,7 +265,7 @@ def mount_cgroups(root_fd: int, hierarchies: tuple[tuple[str, str], ...]) -> Non
     target = open_in_root(root_fd, "/sys/fs/cgroup")
     try:
         with Step("remount /sys/fs/cgroup read-only"):
-            mountlib.remount(os.readlink(proc_fd(target)), ("ro", *flags))
+            mountlib.remount(proc_fd(target), ("ro", *flags))
     finally:
         os.close(target)
 

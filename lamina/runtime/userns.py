@@ -1,0 +1,152 @@
+"""The native runtime's start of a container in a new user namespace (``--userns-remap``).
+
+The container's pid namespace must belong to its user namespace (mounting ``/proc`` needs
+CAP_SYS_ADMIN over the user namespace that owns the pid namespace), and a process cannot move
+its caller into a new user namespace and back.  So the start takes one intermediate process:
+
+1. the caller (the monitor) becomes a child subreaper and forks the *intermediate*;
+2. the intermediate joins the container's network namespace when it has one to join (a
+   sandbox lamina.network made: it belongs to the host's user namespace, which the
+   intermediate leaves next), ``unshare(CLONE_NEWUSER)``, writes ``u`` on the sync pipe and
+   waits;
+3. the caller writes ``/proc/<intermediate>/uid_map`` and ``gid_map`` from outside (a range
+   needs CAP_SETUID in the parent namespace) and answers ``g``;
+4. the intermediate ``unshare(CLONE_NEWPID)`` (the new pid namespace belongs to the new user
+   namespace), forks the container's PID 1, writes its host pid on the pid pipe and exits; PID 1
+   is reparented to the caller, which reaps the intermediate at once and PID 1 later.
+
+PID 1 keeps the host uid 0 (unmapped inside) while it builds the root filesystem, so that it
+can still reach lamina's root-owned directories (the merged dir, volumes, the container's
+files), with capabilities only over its own namespaces; it switches to the namespace's root
+(:func:`become_namespace_root`) before it runs anything of the container.  An error of the
+intermediate goes to the status pipe like the child's (:mod:`lamina.runtime.child`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from lamina import errdefs
+from lamina import sys as lsys
+from lamina.runtime import capabilities as caps
+from lamina.runtime.api import MountSpec
+from lamina.records import replace
+
+__all__ = ["become_namespace_root", "fork_in_user_namespace", "map_text", "open_bind_sources"]
+
+
+def map_text(mappings: tuple[tuple[int, int, int], ...]) -> bytes:
+    """``/proc/<pid>/uid_map`` content of (container id, host id, size) triples."""
+    return "".join(f"{inside} {outside} {size}\n" for inside, outside, size in mappings).encode("ascii")
+
+
+def become_namespace_root() -> None:
+    """Switch to uid and gid 0 of the current user namespace, keeping the capabilities."""
+    caps.set_keep_capabilities(True)
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    caps.set_keep_capabilities(False)
+
+
+def open_bind_sources(mounts: tuple[MountSpec, ...]) -> tuple[MountSpec, ...]:
+    """``mounts`` with each bind source opened (O_PATH, close-on-exec) and named as
+    ``/proc/self/fd/N``: reached once with the host's uid 0, usable after the switch to the
+    namespace's root.  A source that cannot be opened stays as it is (its mount reports it)."""
+    out = []
+    for item in mounts:
+        if item.type == "bind" or "bind" in item.options or "rbind" in item.options:
+            try:
+                fd = os.open(item.source, os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                out.append(item)
+                continue
+            item = replace(item, source=f"/proc/self/fd/{fd}")
+        out.append(item)
+    return tuple(out)
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def fork_in_user_namespace(*, uid_map: bytes, gid_map: bytes, network_namespace: str,
+                           child: Callable[[], None], report: Callable[[BaseException], int]) -> int:
+    """Fork ``child`` as PID 1 of new user and pid namespaces (see the module docstring);
+    returns its host pid, or -1 when the intermediate failed (its error is on the status pipe
+    ``report`` writes to).  ``child`` never returns."""
+    caps.prctl(caps.PR_SET_CHILD_SUBREAPER, 1)
+    sync_read, sync_write = os.pipe2(os.O_CLOEXEC)
+    go_read, go_write = os.pipe2(os.O_CLOEXEC)
+    pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
+    intermediate = os.fork()
+    if intermediate == 0:  # pragma: no cover - runs in the forked intermediate
+        code = 125
+        try:
+            for fd in (sync_read, go_write, pid_read):
+                os.close(fd)
+            if network_namespace:
+                network_fd = os.open(network_namespace, os.O_RDONLY | os.O_CLOEXEC)
+                lsys.setns(network_fd, lsys.CLONE_NEWNET)
+                os.close(network_fd)
+            lsys.unshare(lsys.CLONE_NEWUSER)
+            os.write(sync_write, b"u")
+            os.close(sync_write)
+            if os.read(go_read, 1) != b"g":
+                os._exit(125)
+            lsys.unshare(lsys.CLONE_NEWPID)
+            pid = os.fork()
+            if pid == 0:
+                os.close(pid_write)
+                child()
+                os._exit(125)
+            os.write(pid_write, str(pid).encode("ascii"))
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
+            code = report(exc)
+        finally:
+            os._exit(code)
+    for fd in (sync_write, go_read, pid_write):
+        os.close(fd)
+    try:
+        if os.read(sync_read, 1) == b"u":
+            try:
+                # setgroups stays allowed: the gid map is written with CAP_SETGID in the parent namespace
+                _write(f"/proc/{intermediate}/uid_map", uid_map)
+                _write(f"/proc/{intermediate}/gid_map", gid_map)
+            except OSError as exc:
+                os.close(go_write)
+                go_write = -1
+                raise errdefs.System(f"cannot write the container's user namespace maps: {exc.strerror}") from exc
+            os.write(go_write, b"g")
+        os.close(go_write)
+        go_write = -1
+        text = _read_all(pid_read)
+    finally:
+        if go_write >= 0:
+            os.close(go_write)
+        os.close(sync_read)
+        os.close(pid_read)
+        while True:
+            try:
+                os.waitpid(intermediate, 0)
+                break
+            except ChildProcessError:
+                break
+            except InterruptedError:  # pragma: no cover
+                continue
+    return int(text) if text.isdigit() else -1
