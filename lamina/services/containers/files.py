@@ -70,9 +70,12 @@ class ContainerFilesImpl(ContainerGroup):
         container = self._get(id)
         fd, release = self._with_rootfs(container.id)
 
+        mapping = self.mounts.get(container.id).idmap
+
         def generate() -> Iterator[bytes]:
             try:
-                yield from export_tree(f"/proc/self/fd/{fd}", overlay_whiteouts=False)
+                yield from export_tree(f"/proc/self/fd/{fd}", overlay_whiteouts=False,
+                                       owner=None if mapping is None else mapping.to_container)
             finally:
                 release()
 
@@ -128,7 +131,7 @@ class ContainerFilesImpl(ContainerGroup):
         container = self._get(id)
         fd, inner, release, _ = self._archive_root(container, path)
         try:
-            stat_result, chunks = archive_path(fd, inner, container.id)
+            stat_result, chunks = archive_path(fd, inner, container.id, self.mounts.get(container.id).idmap)
         except BaseException:
             release()
             raise
@@ -154,7 +157,7 @@ class ContainerFilesImpl(ContainerGroup):
             if writable is None and container.host_config.get("ReadonlyRootfs"):
                 raise errdefs.Conflict("container rootfs is marked read-only")
             extract_archive(fd, inner, stream, container.id, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
-                            copy_uid_gid=copy_uid_gid)
+                            copy_uid_gid=copy_uid_gid, owner=self.mounts.get(container.id).idmap)
         finally:
             release()
 
