@@ -172,7 +172,8 @@ def _contiguous(maps: tuple[IDMap, ...]) -> int:
 
 def parse_remap(value: str) -> tuple[str, str]:
     """(user, group) of a ``--userns-remap`` value: ``default``, ``USER`` or ``USER:GROUP``
-    (names or numeric ids; the group defaults to the user's name, as Docker)."""
+    (names or numeric ids; the group defaults to the user's name, as Docker, or else to the
+    user's primary group)."""
     if not value or value.strip() != value:
         raise errdefs.InvalidArgument(f"invalid --userns-remap value {value!r}: expected default, USER or USER:GROUP")
     user, separator, group = value.partition(":")
@@ -278,7 +279,12 @@ def resolve_remap(value: str, *, subuid_path: str = SUBUID_FILE,
     try:
         group_entry = grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
     except KeyError as exc:
-        raise errdefs.InvalidArgument(f"--userns-remap: no such group {group!r}") from exc
+        if ":" in value:
+            raise errdefs.InvalidArgument(f"--userns-remap: no such group {group!r}") from exc
+        try:  # no group of the user's name: the user's primary group
+            group_entry = grp.getgrgid(entry.pw_gid)
+        except KeyError:
+            raise errdefs.InvalidArgument(f"--userns-remap: no such group {group!r}") from exc
     uid_maps = read_ranges(subuid_path, entry.pw_name, entry.pw_uid)
     if not uid_maps:
         raise errdefs.InvalidArgument(f"--userns-remap: no subordinate uid range for user {entry.pw_name!r} "
