@@ -302,3 +302,21 @@ def test_info_names_userns_and_idmapped_mounts(remapped) -> None:
     engine, _ = remapped
     options = engine.system.info()["SecurityOptions"]
     assert any(option.startswith("name=userns,") and "idmap=mounts" in option for option in options), options
+
+
+def test_default_creates_the_dockremap_user_and_its_ranges_once() -> None:
+    try:
+        pwd.getpwnam(idmap.DEFAULT_REMAP_USER)
+        pytest.skip("this host has a dockremap user of its own: left alone")
+    except KeyError:
+        pass
+    try:
+        user, group, mapping = idmap.resolve_remap("default")
+        assert (user, group) == ("dockremap", "dockremap")
+        assert len(mapping.uid_maps) == 1 and mapping.uid_maps[0].size == RANGE
+        assert mapping.uid_maps[0].host_id >= 100000
+        assert len(_ranges_of("dockremap")) == 2
+        assert idmap.resolve_remap("default")[2] == mapping  # made once
+        assert len(_ranges_of("dockremap")) == 2
+    finally:
+        _remove_user(idmap.DEFAULT_REMAP_USER)
