@@ -63,6 +63,7 @@ from lamina.runtime.rootfs import (
     mount_sysfs,
     pivot_root,
     populate_dev,
+    proc_fd,
 )
 from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.trampoline import STATUS_FD, decode_failure
@@ -214,6 +215,12 @@ def _write_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
                 os.write(fd, value.encode())
             finally:
                 os.close(fd)
+
+
+def _write_oom_score_adj(value: int | None) -> None:
+    if value is not None:
+        with Step(f"set oom_score_adj to {value}"), open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write(str(value))
 
 
 def _apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
@@ -418,9 +425,11 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
                 lsys.setns(network_fd, lsys.CLONE_NEWNET)
                 os.close(network_fd)
         with Step("create namespaces"):
-            lsys.unshare(plan.unshare_flags)
+            # in a user namespace the mount namespace first (the others after the switch below)
+            lsys.unshare(lsys.CLONE_NEWNS if plan.user_namespace else plan.unshare_flags)
         mountlib.set_propagation("/", "rprivate")
         mounts = spec.mounts
+        console: str | None = None
         if plan.user_namespace:
             # lamina's directories are reachable by the host's uid 0 only: the root and every
             # bind source are opened before the switch
@@ -429,8 +438,16 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
             root_fd = mountlib.bind_over(merged_fd)
             os.close(merged_fd)
             mounts = open_bind_sources(mounts)
+            if process.terminal:
+                with Step("open the terminal"):
+                    console = proc_fd(os.open(os.readlink("/proc/self/fd/0"), os.O_PATH | os.O_CLOEXEC))
+            # the process's own file, which the host's uid 0 owns (it is not dumpable)
+            _write_oom_score_adj(spec.oom_score_adj)
             with Step("become root of the user namespace"):
                 become_namespace_root()
+            with Step("create namespaces"):
+                # after the switch: the ipc namespace's mqueue belongs to the namespace's root
+                lsys.unshare(plan.unshare_flags & ~lsys.CLONE_NEWNS)
         else:
             mountlib.Mount("bind", spec.rootfs, ("rbind",)).mount(spec.rootfs)
             with Step(f"open the root filesystem {spec.rootfs}"):
@@ -441,7 +458,7 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
             else:
                 mount_in_root(root_fd, item)
             if item.destination == "/dev":
-                populate_dev(root_fd, process.terminal)
+                populate_dev(root_fd, process.terminal, console)
                 make_devices(root_fd, spec.devices)
         mount_cgroups(root_fd, plan.cgroup_mounts)
         for item in mounts:
@@ -462,9 +479,8 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
         if process.terminal:
             _reopen_terminal_inside()
         _write_sysctls(spec.sysctls)
-        if spec.oom_score_adj is not None:
-            with Step(f"set oom_score_adj to {spec.oom_score_adj}"), open("/proc/self/oom_score_adj", "w") as handle:
-                handle.write(str(spec.oom_score_adj))
+        if not plan.user_namespace:
+            _write_oom_score_adj(spec.oom_score_adj)
         mask_paths(spec.masked_paths, spec.readonly_paths)
         if spec.readonly_rootfs:
             mountlib.remount("/", ("ro",))

@@ -209,11 +209,17 @@ class NativeRuntime:
             manager.allow_devices(spec.device_rules)
             seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
             procs_fds = manager.open_procs_files()
-            user_namespace = None
+            user_namespace: tuple[bytes, bytes, str, tuple[tuple[str, str], ...]] | None = None
             if plan.user_namespace:
                 # the intermediate joins the network namespace before it leaves the host's user namespace
-                user_namespace = (map_text(spec.uid_mappings), map_text(spec.gid_mappings), spec.network_namespace)
-                plan = replace(plan, spec=replace(spec, network_namespace=""))
+                # the intermediate joins the network namespace and writes its net.* sysctls
+                # before it leaves the host's user namespace (lamina.runtime.userns)
+                network_sysctls = tuple(item for item in spec.sysctls if item[0].startswith("net.")) \
+                    if spec.network_namespace else ()
+                user_namespace = (map_text(spec.uid_mappings), map_text(spec.gid_mappings), spec.network_namespace,
+                                  network_sysctls)
+                plan = replace(plan, spec=replace(spec, network_namespace="", sysctls=tuple(
+                    item for item in spec.sysctls if item not in network_sysctls)))
             pid = self._fork(
                 new_pid_namespace="pid" in spec.namespaces, seccomp=seccomp, procs_fds=procs_fds,
                 user_namespace=user_namespace,
@@ -277,7 +283,7 @@ class NativeRuntime:
     def _fork(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None, procs_fds: list[int],
               child: Callable[[int, list[int], SeccompProgram | None, int | None], None],
               join_pid_namespace: int | None = None,
-              user_namespace: tuple[bytes, bytes, str] | None = None) -> int:
+              user_namespace: tuple[bytes, bytes, str, tuple[tuple[str, str], ...]] | None = None) -> int:
         """Fork ``child`` as PID 1 of a new pid namespace, or into ``join_pid_namespace``,
         keeping the caller's own pid namespace for its later children; wait for the child to
         exec.  Returns the child's host pid.
@@ -289,7 +295,7 @@ class NativeRuntime:
         ``mem`` or ``environ``; its ``execve`` goes through the sealed trampoline
         (:mod:`lamina.runtime.trampoline`).
 
-        ``user_namespace`` (uid_map, gid_map, network namespace to join): the child is PID 1 of
+        ``user_namespace`` (uid_map, gid_map, network namespace to join, its sysctls): the child is PID 1 of
         new user and pid namespaces, forked by an intermediate (:mod:`lamina.runtime.userns`)."""
         trampoline_fd = open_trampoline()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -301,9 +307,10 @@ class NativeRuntime:
             try:
                 caps.prctl(caps.PR_SET_DUMPABLE, 0)
                 if user_namespace is not None:
-                    uid_map, gid_map, network_namespace = user_namespace
+                    uid_map, gid_map, network_namespace, network_sysctls = user_namespace
                     pid = fork_in_user_namespace(
                         uid_map=uid_map, gid_map=gid_map, network_namespace=network_namespace,
+                        network_sysctls=network_sysctls,
                         child=lambda: child(write_fd, procs_fds, seccomp, trampoline_fd),
                         report=lambda exc: report_error(write_fd, exc))
                 elif new_pid_namespace:

@@ -44,20 +44,20 @@ _PROPAGATION_OPTIONS = frozenset({"private", "rprivate", "shared", "rshared", "s
 
 def default_mounts(spec: ContainerSpec) -> tuple[MountSpec, ...]:
     """The mounts every container gets before ``spec.mounts``, like runc's default spec."""
-    # in a user namespace the set-up runs with the host's uid 0, unmapped there: a tmpfs root
-    # then belongs to the namespace's root by option
-    owner = ("uid=0", "gid=0") if spec.uid_mappings else ()
     mounts = [
         MountSpec("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
-        MountSpec("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k", *owner)),
+        MountSpec("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
         MountSpec("/dev/pts", "devpts", "devpts",
                   ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
-        MountSpec("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", f"size={spec.shm_size}",
-                                              *owner)),
-        MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-        # --privileged: /sys read-write, as Docker
-        MountSpec("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev") + (() if spec.privileged else ("ro",))),
+        MountSpec("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", f"size={spec.shm_size}")),
     ]
+    if not spec.uid_mappings or "ipc" in spec.namespaces:
+        mounts.append(MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")))
+    elif os.path.isdir("/dev/mqueue"):
+        # a user namespace cannot mount the mqueue of the host's ipc namespace: the host's, bound
+        mounts.append(MountSpec("/dev/mqueue", "bind", "/dev/mqueue", ("rbind", "nosuid", "noexec", "nodev")))
+    # --privileged: /sys read-write, as Docker
+    mounts.append(MountSpec("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev") + (() if spec.privileged else ("ro",))))
     return tuple(mounts)
 
 
@@ -184,7 +184,9 @@ def _host_node(device: DeviceSpec) -> str:
     return device.path
 
 
-def populate_dev(root_fd: int, terminal: bool) -> None:
+def populate_dev(root_fd: int, terminal: bool, console_source: str | None = None) -> None:
+    """The default nodes and links of ``/dev``; with a terminal, ``/dev/console`` bound to
+    it (``console_source``: where to bind it from, when the terminal's path is out of reach)."""
     with Step("populate /dev"):
         dev = open_in_root(root_fd, "/dev", os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -210,9 +212,7 @@ def populate_dev(root_fd: int, terminal: bool) -> None:
             try:
                 # the terminal's path in this mount namespace: glibc's ttyname() refuses (ENODEV)
                 # a pty of a devpts instance that is not mounted at /dev/pts
-                source = os.readlink(proc_fd(0))
-                if not os.access(source, os.F_OK):  # a path this process cannot reach (user namespace)
-                    source = proc_fd(0)
+                source = console_source or os.readlink(proc_fd(0))
                 mountlib.Mount("bind", source, ("bind",)).mount(proc_fd(console))
             finally:
                 os.close(console)

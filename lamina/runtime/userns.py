@@ -7,18 +7,19 @@ its caller into a new user namespace and back.  So the start takes one intermedi
 1. the caller (the monitor) becomes a child subreaper and forks the *intermediate*;
 2. the intermediate joins the container's network namespace when it has one to join (a
    sandbox lamina.network made: it belongs to the host's user namespace, which the
-   intermediate leaves next), ``unshare(CLONE_NEWUSER)``, writes ``u`` on the sync pipe and
-   waits;
+   intermediate leaves next) and writes the container's ``net.*`` sysctls there,
+   ``unshare(CLONE_NEWUSER)``, writes ``u`` on the sync pipe and waits;
 3. the caller writes ``/proc/<intermediate>/uid_map`` and ``gid_map`` from outside (a range
    needs CAP_SETUID in the parent namespace) and answers ``g``;
 4. the intermediate ``unshare(CLONE_NEWPID)`` (the new pid namespace belongs to the new user
    namespace), forks the container's PID 1, writes its host pid on the pid pipe and exits; PID 1
    is reparented to the caller, which reaps the intermediate at once and PID 1 later.
 
-PID 1 keeps the host uid 0 (unmapped inside) while it builds the root filesystem, so that it
-can still reach lamina's root-owned directories (the merged dir, volumes, the container's
-files), with capabilities only over its own namespaces; it switches to the namespace's root
-(:func:`become_namespace_root`) before it runs anything of the container.  An error of the
+PID 1 unshares its mount namespace and, still the host's uid 0 (unmapped inside, with
+capabilities only over its own namespaces), opens the root filesystem and every bind source
+(:func:`open_bind_sources`: lamina's directories are reachable by that uid only); then it
+becomes the namespace's root (:func:`become_namespace_root`) and creates its other
+namespaces, so that they and what it mounts belong to that root.  An error of the
 intermediate goes to the status pipe like the child's (:mod:`lamina.runtime.child`).
 """
 
@@ -84,11 +85,22 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
+def _write_network_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
+    for key, value in sysctls:
+        try:
+            _write("/proc/sys/" + key.replace(".", "/"), value.encode())
+        except OSError as exc:
+            raise errdefs.System(f"write sysctl {key}={value}: {exc.strerror}") from exc
+
+
 def fork_in_user_namespace(*, uid_map: bytes, gid_map: bytes, network_namespace: str,
+                           network_sysctls: tuple[tuple[str, str], ...] = (),
                            child: Callable[[], None], report: Callable[[BaseException], int]) -> int:
     """Fork ``child`` as PID 1 of new user and pid namespaces (see the module docstring);
     returns its host pid, or -1 when the intermediate failed (its error is on the status pipe
-    ``report`` writes to).  ``child`` never returns."""
+    ``report`` writes to).  ``child`` never returns.  ``network_sysctls`` (``net.*``) are
+    written into the joined network namespace while the intermediate still has the host's
+    capabilities over it."""
     caps.prctl(caps.PR_SET_CHILD_SUBREAPER, 1)
     sync_read, sync_write = os.pipe2(os.O_CLOEXEC)
     go_read, go_write = os.pipe2(os.O_CLOEXEC)
@@ -103,6 +115,7 @@ def fork_in_user_namespace(*, uid_map: bytes, gid_map: bytes, network_namespace:
                 network_fd = os.open(network_namespace, os.O_RDONLY | os.O_CLOEXEC)
                 lsys.setns(network_fd, lsys.CLONE_NEWNET)
                 os.close(network_fd)
+                _write_network_sysctls(network_sysctls)
             lsys.unshare(lsys.CLONE_NEWUSER)
             os.write(sync_write, b"u")
             os.close(sync_write)

@@ -320,3 +320,25 @@ def test_default_creates_the_dockremap_user_and_its_ranges_once() -> None:
         assert len(_ranges_of("dockremap")) == 2
     finally:
         _remove_user(idmap.DEFAULT_REMAP_USER)
+
+
+@pytest.mark.parametrize("host, script, expected", [
+    ({"IpcMode": "host"}, "ls -d /dev/shm >/dev/null && echo ok", "ok"),
+    ({"Sysctls": {"net.ipv4.ip_forward": "1"}}, "cat /proc/sys/net/ipv4/ip_forward", "1"),
+    ({"Sysctls": {"kernel.shmmax": "1000000"}}, "cat /proc/sys/kernel/shmmax", "1000000"),
+    ({"OomScoreAdj": 100}, "cat /proc/self/oom_score_adj", "100"),
+    ({"NetworkMode": "none"}, "ls /sys/class/net", "lo"),
+    ({"Init": True}, "tr '\\0' ' ' < /proc/1/cmdline; echo", "/sbin/docker-init -- sh -c"),
+    ({"ReadonlyRootfs": True}, "touch /x 2>/dev/null || echo read-only", "read-only"),
+    ({"Tmpfs": {"/scratch": ""}}, "touch /scratch/x && stat -c '%u' /scratch/x", "0"),
+], ids=["host ipc", "a net sysctl of the bridge's namespace", "an ipc sysctl", "oom_score_adj", "no network",
+        "init", "read-only root", "tmpfs"])
+def test_options_work_in_a_remapped_container(remapped, host, script, expected) -> None:
+    engine, start = remapped
+    if host.get("Init") and not os.path.exists("/usr/bin/tini-static"):
+        pytest.skip("no tini-static")
+    code, out, _ = _run(engine, script + "; head -1 /proc/self/uid_map", **host)
+    assert code == 0, out
+    first, mapping = out.rstrip("\n").rsplit("\n", 1)
+    assert first.strip() == expected if not host.get("Init") else first.startswith(expected), first
+    assert mapping.split() == ["0", str(start), str(RANGE)]
