@@ -147,9 +147,10 @@ class ContainerLifecycleImpl(ContainerGroup):
         assert self.remap is not None
         runtime = str(host.get("Runtime") or self.default_runtime)
         if runtime != "native":
-            raise errdefs.InvalidArgument(f"--userns-remap: the {runtime} runtime cannot run a remapped container "
-                                          "here (its root filesystem would need idmapped mounts from the runtime); "
-                                          "use the native runtime or --userns=host")
+            raise errdefs.InvalidArgument(f"--userns-remap: the {runtime} runtime cannot run a remapped container: "
+                                          "an OCI runtime builds the root filesystem as the namespace's root, which "
+                                          "cannot reach lamina's layer directories (only the native runtime opens "
+                                          "them before it switches); use the native runtime or --userns=host")
         mapping = self.remap.mapping
         if top:
             outside = self.images.layers.ids_outside(str(top), mapping.size())
