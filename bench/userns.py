@@ -130,6 +130,57 @@ def components(user: str, rounds: int = 30) -> dict[str, float]:
             "one idmapped layer (median, ms)": round(statistics.median(clone_times), 3)}
 
 
+def in_process(work: str, user: str, rounds: int) -> dict[str, object]:
+    """The same start without the CLI's interpreter and request path: an overlay root mounted
+    (idmapped lower layer or not), ``NativeRuntime.start`` of ``true``, its exit reaped, the
+    cgroup and the mount released; interleaved, medians in ms."""
+    sys.path.insert(0, ROOT)
+    from lamina import idmap
+    from lamina import mount as lmount
+    from lamina.runtime.api import ContainerSpec, ProcessSpec, Stdio
+    from lamina.runtime.native import NativeRuntime
+
+    _, _, mapping = idmap.resolve_remap(user)
+    lower = os.path.join(work, "lower")
+    os.makedirs(lower)
+    subprocess.run(f"tar -xOf {FIXTURE} --wildcards '*/layer.tar' | tar -x -C {lower}", shell=True, check=True)
+    runtime = NativeRuntime(seccomp_cache=os.path.join(work, "seccomp"))
+    triples = tuple((item.container_id, item.host_id, item.size) for item in mapping.uid_maps)
+    gid_triples = tuple((item.container_id, item.host_id, item.size) for item in mapping.gid_maps)
+    null = os.open("/dev/null", os.O_RDWR)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for attempt in range(rounds + 2):
+            for remapped in ((False, True) if attempt % 2 == 0 else (True, False)):
+                layer = os.path.join(work, f"c{attempt}{int(remapped)}")
+                for name in ("upper", "work", "merged"):
+                    os.makedirs(os.path.join(layer, name))
+                if remapped:
+                    os.chown(os.path.join(layer, "upper"), *mapping.root_pair())
+                started = time.perf_counter()
+                lmount.Mount("overlay", "overlay", (f"lowerdir={lower}", f"upperdir={layer}/upper",
+                                                    f"workdir={layer}/work"),
+                             idmap=mapping if remapped else None).mount(f"{layer}/merged")
+                spec = ContainerSpec(id=secrets.token_hex(32), rootfs=f"{layer}/merged",
+                                     process=ProcessSpec(args=("/bin/true",)), network="none",
+                                     namespaces=frozenset({"pid", "mount", "uts", "ipc", "network", "cgroup"}
+                                                          | ({"user"} if remapped else set())),
+                                     uid_mappings=triples if remapped else (),
+                                     gid_mappings=gid_triples if remapped else ())
+                state = runtime.start(spec, Stdio(null, null, null))
+                os.waitpid(state.pid, 0)
+                runtime.delete(state, force=True)
+                lmount.unmount(f"{layer}/merged")
+                if attempt >= 2:
+                    times[remapped].append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(null)
+    plain, remap = statistics.median(times[False]), statistics.median(times[True])
+    return {"in-process start of true (median, ms)": round(plain, 2),
+            "in-process start of true, remapped (median, ms)": round(remap, 2),
+            "remap adds in-process (median, ms)": round(remap - plain, 2)}
+
+
 def summary(times: list[float]) -> dict[str, float]:
     return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2),
             "max_ms": round(max(times), 2)}
@@ -175,6 +226,7 @@ def main() -> int:
             "remap adds (median, ms)": round(statistics.median(remap) - statistics.median(plain), 2),
             "remap adds (min, ms)": round(min(remap) - min(plain), 2),
             **components(user),
+            **in_process(work, user, args.runs),
             "layer storage growth over the runs (bytes, overlay2/ and image/)": after - before,
             "new entries in the data root": sorted(set(os.listdir(data_root)) - entries),
             "runs": args.runs,

@@ -14,7 +14,9 @@ neither).
 A mapping reaches the kernel through a *user namespace descriptor* (:func:`userns_fd`): a
 short-lived child unshares a user namespace, the parent writes its ``uid_map``/``gid_map``
 from outside (writing a range needs CAP_SETUID in the parent namespace), opens
-``/proc/<child>/ns/user`` and lets the child exit; the descriptor keeps the namespace.  An
+``/proc/<child>/ns/user`` and lets the child exit; the descriptor keeps the namespace, one
+per process and mapping: a container's monitor mounts its root filesystem with it and the
+native runtime starts the container in it.  An
 *idmapped mount* (:func:`idmapped_tree`) is a detached clone of a directory's mount
 (``open_tree(OPEN_TREE_CLONE)``) given that namespace with ``mount_setattr(MOUNT_ATTR_IDMAP)``:
 a file owned by 0 on disk shows as ``host_id`` through it.  overlayfs (5.19+) takes such
@@ -304,9 +306,23 @@ def _write_map(path: str, text: str) -> None:
         os.close(fd)
 
 
+# one user namespace per process and mapping (keyed by pid: a forked child makes its own).
+# A container's monitor is a process of its own: the namespace its root filesystem's idmapped
+# mounts use is the one its container runs in, and no other container's.
+_NAMESPACES: dict[tuple[int, IdentityMapping], int] = {}
+
+
 def userns_fd(mapping: IdentityMapping) -> int:
-    """A descriptor of a new user namespace with ``mapping`` (close-on-exec; the caller closes
-    it).  Costs one fork of the calling process."""
+    """A descriptor (close-on-exec; the caller closes it) of this process's user namespace
+    with ``mapping``, made on first use: one fork of the calling process."""
+    key = (os.getpid(), mapping)
+    fd = _NAMESPACES.get(key)
+    if fd is None:
+        fd = _NAMESPACES[key] = _new_userns_fd(mapping)
+    return os.dup(fd)
+
+
+def _new_userns_fd(mapping: IdentityMapping) -> int:
     ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
     go_read, go_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -373,7 +389,7 @@ def _probe(directory: str) -> str | None:
     """Why idmapped mounts cannot be used on ``directory``'s filesystem (None: they can)."""
     mapping = IdentityMapping((IDMap(0, 100000, 65536),), (IDMap(0, 100000, 65536),))
     try:
-        namespace = userns_fd(mapping)
+        namespace = _new_userns_fd(mapping)
     except errdefs.LaminaError as exc:
         return str(exc)
     try:

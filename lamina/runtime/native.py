@@ -73,7 +73,7 @@ from lamina.runtime.child import (
 )
 from lamina.runtime.seccomp import ProgramCache, SeccompProgram, default_profile_bytes
 from lamina.runtime.trampoline import open_trampoline
-from lamina.runtime.userns import fork_in_user_namespace, map_text
+from lamina.runtime.userns import fork_in_user_namespace
 
 # ExecError is what start and exec raise for a command that cannot be run
 __all__ = ["ExecError", "NativeRuntime", "open_runtime"]
@@ -82,6 +82,15 @@ __all__ = ["ExecError", "NativeRuntime", "open_runtime"]
 # network namespace belongs to the host's user namespace)
 _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("net", lsys.CLONE_NEWNET),
                     ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS), ("user", lsys.CLONE_NEWUSER))
+
+
+def _user_namespace(spec: ContainerSpec) -> int:
+    """A descriptor of the user namespace with the spec's maps (:func:`lamina.idmap.userns_fd`)."""
+    from lamina.idmap import IDMap, IdentityMapping, userns_fd
+
+    mapping = IdentityMapping(tuple(IDMap(*item) for item in spec.uid_mappings),
+                              tuple(IDMap(*item) for item in spec.gid_mappings))
+    return userns_fd(mapping)
 
 
 def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
@@ -209,15 +218,14 @@ class NativeRuntime:
             manager.allow_devices(spec.device_rules)
             seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
             procs_fds = manager.open_procs_files()
-            user_namespace: tuple[bytes, bytes, str, tuple[tuple[str, str], ...]] | None = None
+            user_namespace: tuple[int, str, tuple[tuple[str, str], ...]] | None = None
             if plan.user_namespace:
                 # the intermediate joins the network namespace before it leaves the host's user namespace
                 # the intermediate joins the network namespace and writes its net.* sysctls
                 # before it leaves the host's user namespace (lamina.runtime.userns)
                 network_sysctls = tuple(item for item in spec.sysctls if item[0].startswith("net.")) \
                     if spec.network_namespace else ()
-                user_namespace = (map_text(spec.uid_mappings), map_text(spec.gid_mappings), spec.network_namespace,
-                                  network_sysctls)
+                user_namespace = (_user_namespace(spec), spec.network_namespace, network_sysctls)
                 plan = replace(plan, spec=replace(spec, network_namespace="", sysctls=tuple(
                     item for item in spec.sysctls if item not in network_sysctls)))
             pid = self._fork(
@@ -283,7 +291,7 @@ class NativeRuntime:
     def _fork(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None, procs_fds: list[int],
               child: Callable[[int, list[int], SeccompProgram | None, int | None], None],
               join_pid_namespace: int | None = None,
-              user_namespace: tuple[bytes, bytes, str, tuple[tuple[str, str], ...]] | None = None) -> int:
+              user_namespace: tuple[int, str, tuple[tuple[str, str], ...]] | None = None) -> int:
         """Fork ``child`` as PID 1 of a new pid namespace, or into ``join_pid_namespace``,
         keeping the caller's own pid namespace for its later children; wait for the child to
         exec.  Returns the child's host pid.
@@ -295,8 +303,9 @@ class NativeRuntime:
         ``mem`` or ``environ``; its ``execve`` goes through the sealed trampoline
         (:mod:`lamina.runtime.trampoline`).
 
-        ``user_namespace`` (uid_map, gid_map, network namespace to join, its sysctls): the child is PID 1 of
-        new user and pid namespaces, forked by an intermediate (:mod:`lamina.runtime.userns`)."""
+        ``user_namespace`` (a user namespace descriptor, the network namespace to join, its
+        sysctls; the descriptor is closed here): the child is PID 1 of a new pid namespace in
+        that user namespace, forked by an intermediate (:mod:`lamina.runtime.userns`)."""
         trampoline_fd = open_trampoline()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -307,9 +316,9 @@ class NativeRuntime:
             try:
                 caps.prctl(caps.PR_SET_DUMPABLE, 0)
                 if user_namespace is not None:
-                    uid_map, gid_map, network_namespace, network_sysctls = user_namespace
+                    namespace_fd, network_namespace, network_sysctls = user_namespace
                     pid = fork_in_user_namespace(
-                        uid_map=uid_map, gid_map=gid_map, network_namespace=network_namespace,
+                        namespace_fd=namespace_fd, network_namespace=network_namespace,
                         network_sysctls=network_sysctls,
                         child=lambda: child(write_fd, procs_fds, seccomp, trampoline_fd),
                         report=lambda exc: report_error(write_fd, exc))
@@ -339,6 +348,8 @@ class NativeRuntime:
         finally:
             os.close(own_namespace)
             os.close(write_fd)
+            if user_namespace is not None:
+                os.close(user_namespace[0])
             if trampoline_fd is not None:
                 os.close(trampoline_fd)
             for fd in procs_fds:

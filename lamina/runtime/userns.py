@@ -4,14 +4,15 @@ The container's pid namespace must belong to its user namespace (mounting ``/pro
 CAP_SYS_ADMIN over the user namespace that owns the pid namespace), and a process cannot move
 its caller into a new user namespace and back.  So the start takes one intermediate process:
 
-1. the caller (the monitor) becomes a child subreaper and forks the *intermediate*;
+1. the caller (the monitor) gets the user namespace with the container's maps from
+   :func:`lamina.idmap.userns_fd` (the one its root filesystem's idmapped mounts were made
+   with: one per monitor, so one per container), becomes a child subreaper and forks the
+   *intermediate*;
 2. the intermediate joins the container's network namespace when it has one to join (a
    sandbox lamina.network made: it belongs to the host's user namespace, which the
-   intermediate leaves next) and writes the container's ``net.*`` sysctls there,
-   ``unshare(CLONE_NEWUSER)``, writes ``u`` on the sync pipe and waits;
-3. the caller writes ``/proc/<intermediate>/uid_map`` and ``gid_map`` from outside (a range
-   needs CAP_SETUID in the parent namespace) and answers ``g``;
-4. the intermediate ``unshare(CLONE_NEWPID)`` (the new pid namespace belongs to the new user
+   intermediate leaves next) and writes the container's ``net.*`` sysctls there, then
+   ``setns`` into the user namespace (the host's root may: it is a child of the host's);
+3. the intermediate ``unshare(CLONE_NEWPID)`` (the new pid namespace belongs to the user
    namespace), forks the container's PID 1, writes its host pid on the pid pipe and exits; PID 1
    is reparented to the caller, which reaps the intermediate at once and PID 1 later.
 
@@ -34,12 +35,7 @@ from lamina.runtime import capabilities as caps
 from lamina.runtime.api import MountSpec
 from lamina.records import replace
 
-__all__ = ["become_namespace_root", "fork_in_user_namespace", "map_text", "open_bind_sources"]
-
-
-def map_text(mappings: tuple[tuple[int, int, int], ...]) -> bytes:
-    """``/proc/<pid>/uid_map`` content of (container id, host id, size) triples."""
-    return "".join(f"{inside} {outside} {size}\n" for inside, outside, size in mappings).encode("ascii")
+__all__ = ["become_namespace_root", "fork_in_user_namespace", "open_bind_sources"]
 
 
 def become_namespace_root() -> None:
@@ -93,34 +89,27 @@ def _write_network_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
             raise errdefs.System(f"write sysctl {key}={value}: {exc.strerror}") from exc
 
 
-def fork_in_user_namespace(*, uid_map: bytes, gid_map: bytes, network_namespace: str,
+def fork_in_user_namespace(*, namespace_fd: int, network_namespace: str,
                            network_sysctls: tuple[tuple[str, str], ...] = (),
                            child: Callable[[], None], report: Callable[[BaseException], int]) -> int:
-    """Fork ``child`` as PID 1 of new user and pid namespaces (see the module docstring);
-    returns its host pid, or -1 when the intermediate failed (its error is on the status pipe
-    ``report`` writes to).  ``child`` never returns.  ``network_sysctls`` (``net.*``) are
-    written into the joined network namespace while the intermediate still has the host's
-    capabilities over it."""
+    """Fork ``child`` as PID 1 of a new pid namespace in the user namespace ``namespace_fd``
+    (see the module docstring); returns its host pid, or -1 when the intermediate failed (its
+    error is on the status pipe ``report`` writes to).  ``child`` never returns.
+    ``network_sysctls`` (``net.*``) are written into the joined network namespace while the
+    intermediate still has the host's capabilities over it."""
     caps.prctl(caps.PR_SET_CHILD_SUBREAPER, 1)
-    sync_read, sync_write = os.pipe2(os.O_CLOEXEC)
-    go_read, go_write = os.pipe2(os.O_CLOEXEC)
     pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
     intermediate = os.fork()
     if intermediate == 0:  # pragma: no cover - runs in the forked intermediate
         code = 125
         try:
-            for fd in (sync_read, go_write, pid_read):
-                os.close(fd)
+            os.close(pid_read)
             if network_namespace:
                 network_fd = os.open(network_namespace, os.O_RDONLY | os.O_CLOEXEC)
                 lsys.setns(network_fd, lsys.CLONE_NEWNET)
                 os.close(network_fd)
                 _write_network_sysctls(network_sysctls)
-            lsys.unshare(lsys.CLONE_NEWUSER)
-            os.write(sync_write, b"u")
-            os.close(sync_write)
-            if os.read(go_read, 1) != b"g":
-                os._exit(125)
+            lsys.setns(namespace_fd, lsys.CLONE_NEWUSER)
             lsys.unshare(lsys.CLONE_NEWPID)
             pid = os.fork()
             if pid == 0:
@@ -133,26 +122,10 @@ def fork_in_user_namespace(*, uid_map: bytes, gid_map: bytes, network_namespace:
             code = report(exc)
         finally:
             os._exit(code)
-    for fd in (sync_write, go_read, pid_write):
-        os.close(fd)
+    os.close(pid_write)
     try:
-        if os.read(sync_read, 1) == b"u":
-            try:
-                # setgroups stays allowed: the gid map is written with CAP_SETGID in the parent namespace
-                _write(f"/proc/{intermediate}/uid_map", uid_map)
-                _write(f"/proc/{intermediate}/gid_map", gid_map)
-            except OSError as exc:
-                os.close(go_write)
-                go_write = -1
-                raise errdefs.System(f"cannot write the container's user namespace maps: {exc.strerror}") from exc
-            os.write(go_write, b"g")
-        os.close(go_write)
-        go_write = -1
         text = _read_all(pid_read)
     finally:
-        if go_write >= 0:
-            os.close(go_write)
-        os.close(sync_read)
         os.close(pid_read)
         while True:
             try:
