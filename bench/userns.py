@@ -120,7 +120,7 @@ def components(user: str, rounds: int = 30) -> dict[str, float]:
     fork_times, clone_times = [], []
     for _ in range(rounds):
         started = time.perf_counter()
-        namespace = idmap.userns_fd(mapping)
+        namespace = idmap._new_userns_fd(mapping)  # not the process's cached one: the first start's cost
         fork_times.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         os.close(idmap.idmapped_tree(HERE, namespace))
@@ -130,7 +130,7 @@ def components(user: str, rounds: int = 30) -> dict[str, float]:
             "one idmapped layer (median, ms)": round(statistics.median(clone_times), 3)}
 
 
-def in_process(work: str, user: str, rounds: int) -> dict[str, object]:
+def in_process(work: str, user: str, rounds: int, realtime: bool) -> dict[str, object]:
     """The same start without the CLI's interpreter and request path: an overlay root mounted
     (idmapped lower layer or not), ``NativeRuntime.start`` of ``true``, its exit reaped, the
     cgroup and the mount released; interleaved, medians in ms."""
@@ -149,6 +149,10 @@ def in_process(work: str, user: str, rounds: int) -> dict[str, object]:
     gid_triples = tuple((item.container_id, item.host_id, item.size) for item in mapping.gid_maps)
     null = os.open("/dev/null", os.O_RDWR)
     times: dict[bool, list[float]] = {False: [], True: []}
+    if realtime:
+        # nice -20 (inherited by the forked processes): less of the machine's other load in the
+        # figures (SCHED_FIFO would be refused by the cpu cgroup of a v1 host)
+        os.setpriority(os.PRIO_PROCESS, 0, -20)
     try:
         for attempt in range(rounds + 2):
             for remapped in ((False, True) if attempt % 2 == 0 else (True, False)):
@@ -175,10 +179,13 @@ def in_process(work: str, user: str, rounds: int) -> dict[str, object]:
                     times[remapped].append((time.perf_counter() - started) * 1000)
     finally:
         os.close(null)
+        if realtime:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
     plain, remap = statistics.median(times[False]), statistics.median(times[True])
-    return {"in-process start of true (median, ms)": round(plain, 2),
-            "in-process start of true, remapped (median, ms)": round(remap, 2),
-            "remap adds in-process (median, ms)": round(remap - plain, 2)}
+    suffix = " at nice -20" if realtime else ""
+    return {f"in-process start of true{suffix} (median, ms)": round(plain, 2),
+            f"in-process start of true, remapped{suffix} (median, ms)": round(remap, 2),
+            f"remap adds in-process{suffix} (median, ms)": round(remap - plain, 2)}
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -190,6 +197,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--priority", dest="realtime", action="store_true",
+                        help="run the in-process rows at nice -20 (a machine shared with other load)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/userns.py needs root", file=sys.stderr)
@@ -226,7 +235,7 @@ def main() -> int:
             "remap adds (median, ms)": round(statistics.median(remap) - statistics.median(plain), 2),
             "remap adds (min, ms)": round(min(remap) - min(plain), 2),
             **components(user),
-            **in_process(work, user, args.runs),
+            **in_process(work, user, args.runs, args.realtime),
             "layer storage growth over the runs (bytes, overlay2/ and image/)": after - before,
             "new entries in the data root": sorted(set(os.listdir(data_root)) - entries),
             "runs": args.runs,
