@@ -31,7 +31,6 @@ import errno
 import grp
 import os
 import pwd
-from collections.abc import Iterable
 
 from lamina import errdefs
 from lamina import fsutil
@@ -39,8 +38,7 @@ from lamina import sys as lsys
 from lamina.records import dataclass
 
 __all__ = ["IDMap", "IdentityMapping", "Remap", "open_remap", "DEFAULT_REMAP_USER", "SUBUID_FILE", "SUBGID_FILE", "parse_remap",
-           "resolve_remap", "read_ranges", "userns_fd", "idmapped_tree", "idmapped_mounts_problem",
-           "ids_outside"]
+           "resolve_remap", "read_ranges", "userns_fd", "idmapped_tree", "idmapped_mounts_problem"]
 
 DEFAULT_REMAP_USER = "dockremap"
 SUBUID_FILE = "/etc/subuid"
@@ -435,25 +433,3 @@ def idmapped_mounts_problem(directory: str, exec_root: str) -> str | None:
     except OSError:
         pass  # only a cache
     return problem
-
-
-def ids_outside(root: str, size: tuple[int, int], limit: int = 1) -> list[tuple[str, int, int]]:
-    """Up to ``limit`` entries under ``root`` (path relative to it, uid, gid) owned by an id the
-    mapping cannot show (uid >= ``size[0]`` or gid >= ``size[1]``)."""
-    found: list[tuple[str, int, int]] = []
-    uid_limit, gid_limit = size
-
-    def visit(paths: Iterable[os.DirEntry[str]]) -> None:
-        for entry in paths:
-            if len(found) >= limit:
-                return
-            info = entry.stat(follow_symlinks=False)
-            if info.st_uid >= uid_limit or info.st_gid >= gid_limit:
-                found.append((os.path.relpath(entry.path, root), info.st_uid, info.st_gid))
-            if entry.is_dir(follow_symlinks=False):
-                with os.scandir(entry.path) as children:
-                    visit(children)
-
-    with os.scandir(root) as top:
-        visit(top)
-    return found

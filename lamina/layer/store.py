@@ -197,14 +197,18 @@ class LayerStore:
             log.warning("layer %s: rebuilding its damaged max-ids cache", layer.chain_id)
         root = self.driver.diff_path(layer.cache_id)
         uid, gid = (-1, ""), (-1, "")
-        for directory, names, files in os.walk(root):
-            for name in names + files:
-                path = os.path.join(directory, name)
-                info = os.lstat(path)
-                if info.st_uid > uid[0]:
-                    uid = (info.st_uid, os.path.relpath(path, root))
-                if info.st_gid > gid[0]:
-                    gid = (info.st_gid, os.path.relpath(path, root))
+        pending = [root]  # a stack, not recursion: a layer's tree may be deeper than Python's stack
+        while pending:
+            directory = pending.pop()
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    info = entry.stat(follow_symlinks=False)
+                    if info.st_uid > uid[0]:
+                        uid = (info.st_uid, os.path.relpath(entry.path, root))
+                    if info.st_gid > gid[0]:
+                        gid = (info.st_gid, os.path.relpath(entry.path, root))
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
         try:
             fsutil.atomic_write(cache, json.dumps({"uid": list(uid), "gid": list(gid)}))
         except OSError as exc:

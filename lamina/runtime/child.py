@@ -114,8 +114,8 @@ class Plan:
     rlimits: tuple[tuple[int, int, int], ...]
     # (name under /sys/fs/cgroup, "" for the whole of it; the container's cgroup on the host)
     cgroup_mounts: tuple[tuple[str, str], ...] = ()
-    # PID 1 of a new user namespace (lamina.runtime.userns): it becomes the namespace's root
-    # once the root filesystem is built
+    # PID 1 in a user namespace (lamina.runtime.userns): it opens the root filesystem and the
+    # bind sources, then becomes the namespace's root before it makes its other namespaces
     user_namespace: bool = False
 
 
@@ -328,7 +328,8 @@ def _report(fd: int, exc: BaseException) -> int:
 
 
 def report_error(fd: int, exc: BaseException) -> int:
-    """Send ``exc`` on the status pipe ``fd``; returns the exit code to end with."""
+    """Send ``exc`` on the status pipe ``fd`` (for the user namespace's intermediate process,
+    :mod:`lamina.runtime.userns`); returns the exit code to end with."""
     return _report(fd, exc)
 
 

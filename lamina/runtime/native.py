@@ -27,10 +27,16 @@ With ``spec.init`` PID 1 is :func:`lamina.runtime.init.run_init`: it forks the c
 forwards signals and reaps zombies.  Without it PID 1 is the command itself, which the kernel
 protects from every signal it has no handler for (SIGKILL from the host excepted).
 
+A spec with ``uid_mappings``/``gid_mappings`` and ``user`` in its namespaces
+(``--userns-remap``) takes one more process: an intermediate enters the user namespace and
+forks PID 1 of a pid namespace that belongs to it; the caller becomes a child subreaper and
+PID 1 is reparented to it (:mod:`lamina.runtime.userns`).
+
 :meth:`NativeRuntime.exec` joins a running container: the caller ``setns``\\ es its own
 *pid-for-children* into the container's pid namespace around a ``fork()`` (again restoring it
 at once), and the child joins the ipc, uts, net, cgroup and mount namespaces of the
-container's PID 1, then its cgroups, and continues as above from the rlimits on.
+container's PID 1 and, last, its user namespace if it has one of its own, then its cgroups,
+and continues as above from the rlimits on.
 :meth:`~NativeRuntime.exec` and :meth:`~NativeRuntime.kill` first check that ``state.pid``
 is still a member of the container's cgroup, so a pid reused after the container exited is
 never entered or signalled.
@@ -220,7 +226,6 @@ class NativeRuntime:
             procs_fds = manager.open_procs_files()
             user_namespace: tuple[int, str, tuple[tuple[str, str], ...]] | None = None
             if plan.user_namespace:
-                # the intermediate joins the network namespace before it leaves the host's user namespace
                 # the intermediate joins the network namespace and writes its net.* sysctls
                 # before it leaves the host's user namespace (lamina.runtime.userns)
                 network_sysctls = tuple(item for item in spec.sysctls if item[0].startswith("net.")) \
