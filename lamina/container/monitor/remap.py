@@ -1,7 +1,7 @@
 """A remapped container's start (``--userns-remap``): the runtime spec gets the user namespace
 and its maps, and what the container must be able to write on the host belongs to the
 mapping's root, as Docker makes it: the ``hostname``, ``hosts`` and ``resolv.conf`` files
-bind-mounted into it and the ``_data`` directory of each named volume that still belongs to
+bind-mounted into it, its terminal, and the ``_data`` directory of each named volume that still belongs to
 the host's root (a volume populated or written by a remapped container keeps its owners).
 Bind mounts of host paths keep theirs: the container's root is an unprivileged user there."""
 
@@ -25,9 +25,13 @@ def _triples(maps: Any) -> tuple[tuple[int, int, int], ...]:
 
 
 def remapped_spec(spec: ContainerSpec, mapping: IdentityMapping, files: Mapping[str, str],
-                  mount_points: Any) -> ContainerSpec:
+                  mount_points: Any, terminal: int | None = None) -> ContainerSpec:
+    """``spec`` in the user namespace of ``mapping``, after its files (and ``terminal``, the
+    pty's slave side, as Docker's) were given to the mapping's root."""
     uid, gid = mapping.root_pair()
     try:
+        if terminal is not None:
+            os.fchown(terminal, uid, gid)
         for path in files.values():
             os.chown(path, uid, gid, follow_symlinks=False)
         for point in load_mount_points(mount_points):

@@ -401,12 +401,12 @@ class Runner:
                                         files=files, mount_points=mount_points)
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
+            stdio, child, master, sink, sources = self._stdio(config, host)
             mapping = self.mounts.get(self.id).idmap
             if mapping is not None:
                 from lamina.container.monitor.remap import remapped_spec
 
-                spec = remapped_spec(spec, mapping, files, mount_points)
-            stdio, child, master, sink, sources = self._stdio(config, host)
+                spec = remapped_spec(spec, mapping, files, mount_points, None if master is None else stdio.stdin)
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
                 # is /dev/pts/0 there, as in Docker
