@@ -117,6 +117,7 @@ def fork_in_user_namespace(*, namespace_fd: int, network_namespace: str,
                 child()
                 os._exit(125)
             os.write(pid_write, str(pid).encode("ascii"))
+            os.close(pid_write)  # EOF for the caller now, not after this process's teardown
             code = 0
         except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
             code = report(exc)
