@@ -104,10 +104,12 @@ class Request:
                    headers if isinstance(headers, Headers) else Headers(headers), body)
 
     def target(self) -> str:
-        """The request-target for the wire: the path percent-encoded, then the query."""
-        path = quote(self.path, safe=_PATH_SAFE)
+        """The request-target for the wire: the path percent-encoded, then the query.  Bytes
+        of a command line that are not UTF-8 (lone surrogates in Python) are sent as they came,
+        percent-encoded, as the docker CLI sends them."""
+        path = quote(self.path, safe=_PATH_SAFE, errors="surrogateescape")
         pairs = [(name, value) for name, values in self.query.items() for value in values]
-        return f"{path}?{urlencode(pairs)}" if pairs else path
+        return f"{path}?{urlencode(pairs, errors='surrogateescape')}" if pairs else path
 
     def wants_upgrade(self) -> bool:
         """Whether the client asked to upgrade the connection to a raw stream (``Upgrade: tcp``

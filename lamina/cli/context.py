@@ -51,7 +51,7 @@ class Context:
         if self._transport is None:
             from lamina.client.transport import select_transport
 
-            self._transport = select_transport(self.options.host, self.config())
+            self._transport = select_transport(self.options.host, self.config)
         return self._transport
 
     @property

@@ -316,6 +316,9 @@ def _parse(text: str) -> list[_Node]:
         else:
             stack[-1][1].append(_Node("print", _pipeline(action)))
     literal = text[position:]
+    if "{{" in literal:
+        line = text.count("\n", 0, position + literal.index("{{")) + 1
+        raise TemplateError(f"template: :{line}: unclosed action")
     if trim_next:
         literal = literal.lstrip()
     if literal:

@@ -245,6 +245,10 @@ class HTTPConnection:
         self._cut = False
         self._splice: Splice | None = None
         self.abandoned = False
+        self._evicted = False
+        # monotonic time since which the connection waits for a request head (keep-alive idle
+        # or a head still arriving); None while a request is served
+        self.waiting_since: float | None = time.monotonic()
 
     # -- shutdown, called from the server's thread ---------------------------------------------
 
@@ -255,6 +259,21 @@ class HTTPConnection:
             idle = not self._busy
         if idle:
             self._shutdown_socket()
+
+    @property
+    def evicted(self) -> bool:
+        return self._evicted
+
+    def evict(self) -> bool:
+        """Close the connection if it is still waiting for a request head (the server is full
+        and a new client needs its place); False when a request is being served."""
+        with self._state_lock:
+            if self.waiting_since is None or self._draining:
+                return False
+            self._draining = self._evicted = True
+        logger.info("%s: closing the connection: the server is full and it sent no request", self.peer)
+        self._shutdown_socket()
+        return True
 
     def cut(self) -> None:
         """End the connection now: streams are cut, a splice stops (forwarding no half-close)."""
@@ -460,11 +479,18 @@ class HTTPConnection:
             if self._draining:
                 return None
             self._busy = False
+            if self.waiting_since is None:
+                self.waiting_since = time.monotonic()
         try:
             event = self._next_head()
         except h11.RemoteProtocolError as exc:
-            self._send_protocol_error(exc)
+            if not self._evicted:
+                self._send_protocol_error(exc)
             return None
+        with self._state_lock:
+            if self._evicted:
+                return None  # its head completed as it was evicted: the socket is shut
+            self.waiting_since = None
         return event if isinstance(event, h11.Request) else None
 
     def _next_head(self) -> object:

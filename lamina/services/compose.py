@@ -157,6 +157,10 @@ class EngineServices:
         """``--userns-remap``: resolved (user, ranges, idmapped mounts checked) or None."""
         if not self.config.userns_remap:
             return None
+        if self.config.rootless_uid is not None:
+            raise errdefs.InvalidArgument("--userns-remap is not supported in rootless mode: lamina already runs in "
+                                          "a user namespace of the unprivileged user, which cannot map the "
+                                          "--userns-remap ranges")
         from lamina.idmap import open_remap
 
         driver = self.selection.driver

@@ -21,6 +21,7 @@ from lamina.container.options import INIT_BINARY
 from lamina.digest import chain_ids
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.reference import parse_normalized_named
+from lamina.runtime.registry import DEFAULT_RUNTIME, RUNTIMES
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
@@ -44,6 +45,19 @@ def _mem_total() -> int:
     return 0
 
 
+def _runtimes() -> dict[str, dict[str, str]]:
+    """``Runtimes`` as Docker lists them (name -> ``{"path": ...}``): lamina's own runtime and
+    the OCI runtimes whose binary is installed."""
+    import shutil
+
+    out = {}
+    for name in RUNTIMES:
+        path = "lamina" if name == DEFAULT_RUNTIME else shutil.which(name)
+        if path:
+            out[name] = {"path": path}
+    return out
+
+
 def _os_name() -> str:
     try:
         with open("/etc/os-release", encoding="utf-8") as handle:
@@ -57,6 +71,21 @@ def _os_name() -> str:
 
 def _cgroup_version() -> str:
     return "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
+
+
+# rootless lamina without delegated cgroups (lamina.runtime.nocgroup): what info says instead
+_ROOTLESS_INFO: dict[str, Any] = {
+    "CgroupDriver": "none",
+    "MemoryLimit": False, "SwapLimit": False, "CpuCfsPeriod": False, "CpuCfsQuota": False,
+    "CPUShares": False, "CPUSet": False, "PidsLimit": False,
+    "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Authorization": None, "Log": ["json-file"]},
+    "Warnings": [
+        "WARNING: Running in rootless mode without cgroups (they are not delegated to this user): "
+        "--memory, --memory-swap, --memory-reservation, --cpus, --cpu-period, --cpu-shares, "
+        "--cpuset-cpus, --cpuset-mems, --pids-limit, pause and unpause are unavailable",
+        "WARNING: Running in rootless mode: networks are limited to none (the default) and host",
+    ],
+}
 
 
 class SystemServiceImpl:
@@ -94,7 +123,7 @@ class SystemServiceImpl:
         images = self.image_service.images.ids()
         states = [summary.get("State") for summary in self._containers(size=False)]
         uname = os.uname()
-        return {
+        info: dict[str, Any] = {
             "ID": self._engine_id(),
             "Containers": len(states),
             "ContainersRunning": sum(1 for state in states if state in ("running", "restarting")),
@@ -135,8 +164,8 @@ class SystemServiceImpl:
             "Labels": [],
             "ExperimentalBuild": False,
             "ServerVersion": __version__,
-            "Runtimes": {},
-            "DefaultRuntime": "lamina",
+            "Runtimes": _runtimes(),
+            "DefaultRuntime": DEFAULT_RUNTIME,
             "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": False,
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True,
@@ -146,6 +175,10 @@ class SystemServiceImpl:
             "Warnings": None,
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
         }
+        if self.config.rootless_uid is not None:
+            info.update(_ROOTLESS_INFO)
+            info["SecurityOptions"] = [*info["SecurityOptions"], "name=rootless"]
+        return info
 
     def version(self) -> dict[str, Any]:
         uname = os.uname()

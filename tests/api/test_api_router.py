@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import logging
 import threading
 import time
@@ -340,10 +341,11 @@ def test_load_quiet_is_passed_to_the_service(router: Router, services: DoubleSer
     assert services.images.calls[-1][1]["quiet"] is True
 
 
-def test_load_error_before_any_output_gets_a_real_status(router: Router) -> None:
+def test_load_error_before_any_output_is_in_band_as_docker_reports_it(router: Router) -> None:
     response = send(router, "POST", "/images/load", b"bad archive")
-    assert response.status == 400
-    assert json_body(response) == {"message": "invalid archive: no manifest.json"}
+    assert response.status == 200
+    assert json_lines(response) == [{"errorDetail": {"message": "invalid archive: no manifest.json", "code": 400},
+                                     "error": "invalid archive: no manifest.json"}]
 
 
 def test_load_error_after_output_started_is_the_last_line(router: Router) -> None:
@@ -512,3 +514,11 @@ def test_closing_an_unread_tar_stream_closes_the_producer(router: Router) -> Non
     response = Router(lambda: Saving).handle(Request.from_target("GET", "/images/get?names=x"))
     response.close()
     assert closed == [True]
+
+
+def test_a_target_with_bytes_that_are_not_utf8_is_sent_percent_encoded_and_read_back() -> None:
+    name = os.fsdecode(b"x\xff")  # how Python holds such a command-line argument
+    request = Request("GET", f"/containers/{name}/json", {"filters": [name]}, Headers(), None)
+    assert request.target() == "/containers/x%FF/json?filters=x%FF"
+    back = Request.from_target("GET", request.target())
+    assert (back.path, back.query) == ("/containers/x\ufffd/json", {"filters": ["x\ufffd"]})

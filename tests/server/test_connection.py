@@ -154,7 +154,8 @@ def test_expect_100_continue_refused_without_reading_closes_the_connection(serve
 
 
 def test_an_unread_body_ends_the_connection_after_the_answer(serve) -> None:
-    served = serve({"/upload": refuse})
+    # the client never closes: the server ends its lingering close after lingering_time
+    served = serve({"/upload": refuse}, lingering_time=0.2)
     served.client.request("POST", "/upload", headers={"Content-Length": str(4 << 20)})
     served.client.send(b"x" * 65536)
     response = served.client.read_response()
@@ -369,7 +370,7 @@ def test_a_bad_chunked_body_is_a_client_error_not_a_crash(serve) -> None:
             return Response(400, JSON, json.dumps({"message": str(exc), "kind": type(exc).__name__}).encode())
         return Response(200, JSON, b"{}")
 
-    served = serve({"/upload": read_all})
+    served = serve({"/upload": read_all}, lingering_time=0.2)  # the client never closes
     served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
     response = served.client.read_response()
     assert response.status == 400
