@@ -342,3 +342,84 @@ def test_options_work_in_a_remapped_container(remapped, host, script, expected) 
     first, mapping = out.rstrip("\n").rsplit("\n", 1)
     assert first.strip() == expected if not host.get("Init") else first.startswith(expected), first
     assert mapping.split() == ["0", str(start), str(RANGE)]
+
+
+@pytest.mark.parametrize("mode", ["NetworkMode", "PidMode", "IpcMode", "UTSMode"])
+def test_joining_another_container_s_namespaces_is_refused_under_remap(remapped, mode) -> None:
+    """Another container's namespaces belong to its own user namespace (one per monitor) or
+    the host's: a remapped container refuses them; with --userns=host it joins a remapped
+    donor (the host's root may enter the namespaces of any user namespace)."""
+    engine, start = remapped
+    donor = engine.run("sh", "-c", "echo from-donor > /dev/shm/marker && echo ready && exec sleep 300",
+                       name="donor", HostConfig={"IpcMode": "shareable"})
+    engine.wait_for(lambda: "ready" in engine.output(donor), message="the donor")
+    with pytest.raises(errdefs.InvalidArgument, match="when user namespaces are enabled"):
+        engine.create("true", HostConfig={mode: "container:donor"})
+    joiner = engine.run("sh", "-c", "cat /dev/shm/marker; readlink /proc/self/ns/ipc; readlink /proc/self/ns/pid",
+                        HostConfig={"UsernsMode": "host", mode: "container:donor",
+                                    **({"IpcMode": "container:donor"} if mode != "IpcMode" else {})})
+    assert engine.wait(joiner) == 0, engine.output(joiner)
+    lines = engine.output(joiner).splitlines()
+    donor_pid = engine.state(donor)["Pid"]
+    assert lines[:2] == ["from-donor", os.readlink(f"/proc/{donor_pid}/ns/ipc")]
+    if mode == "PidMode":
+        assert lines[2] == os.readlink(f"/proc/{donor_pid}/ns/pid")
+    engine.containers.remove(donor, force=True)
+
+
+def test_shareable_ipc_restart_and_exec_in_a_remapped_container(remapped) -> None:
+    """A remapped start runs in the monitor's launch helper: after a restart the container is
+    still in a user namespace with the range, its exec joins it, and its shareable /dev/shm
+    is writable by its root."""
+    engine, start = remapped
+    container_id = engine.run("sh", "-c", "touch /dev/shm/mine /made && chown 7:8 /made && exec sleep 300",
+                              HostConfig={"IpcMode": "shareable"})
+    engine.wait_for(lambda: engine.state(container_id)["Running"], message="the container to run")
+    for _ in range(2):
+        streams, info = run_exec(engine, container_id, "sh", "-c", "head -1 /proc/self/uid_map; id -u; "
+                                 "ls /dev/shm; cat /proc/1/status | grep PPid")
+        assert info["ExitCode"] == 0, streams
+        assert streams[1].decode().split() == ["0", str(start), str(RANGE), "0", "mine", "PPid:", "0"], streams
+        pid = engine.state(container_id)["Pid"]
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            parent = next(int(line.split()[1]) for line in handle if line.startswith("PPid:"))
+        # PID 1 was reparented to the monitor (the launch helper and the intermediate are gone)
+        assert parent == engine.run_dir(container_id).monitor_pid()
+        engine.containers.restart(container_id, timeout=0)
+        engine.wait_for(lambda: engine.state(container_id)["Running"] and engine.state(container_id)["Pid"] != pid,
+                        message="the restart")
+    # a running remapped container is paused for its commit, and its files get container ids
+    image_id = engine.container_files.commit(container_id, repository="running")["Id"]
+    top = engine.images.layers.get(str(engine.images.images.get_config(image_id).chain_id()))
+    made = os.lstat(os.path.join(engine.images.layers.driver.diff_path(top.cache_id), "made"))
+    assert (made.st_uid, made.st_gid) == (7, 8)
+    assert engine.state(container_id)["Running"] and not engine.state(container_id)["Paused"]
+    engine.containers.remove(container_id, force=True)
+
+
+def test_cp_of_the_mounted_etc_files_of_a_remapped_container(remapped) -> None:
+    engine, start = remapped
+    container_id = engine.run("sh", "-c", "while ! grep -q copied.test /etc/hosts; do sleep 0.05; done; "
+                              "stat -c '%u %g' /etc/hosts")
+    engine.wait_for(lambda: engine.state(container_id)["Running"] and engine.state(container_id).get("Pid"),
+                    message="the start")
+    stat_result, chunks = engine.container_files.archive_get(container_id, "/etc/hosts")
+    assert stat_result["name"] == "hosts"
+    assert _tar_owners(b"".join(chunks)) == {"hosts": (0, 0)}  # the mapping's root: the container's 0
+    source = io.BytesIO()
+    with tarfile.open(fileobj=source, mode="w") as archive:
+        info = tarfile.TarInfo("hosts")
+        info.size = 21
+        archive.addfile(info, io.BytesIO(b"10.9.8.7\tcopied.test\n"))
+    engine.container_files.archive_put(container_id, "/etc", io.BytesIO(source.getvalue()))
+    assert engine.wait(container_id) == 0
+    assert engine.output(container_id) == "0 0\n"
+    hosts = os.path.join(engine.config.data_root, "containers", container_id, "hosts")
+    assert (os.lstat(hosts).st_uid, os.lstat(hosts).st_gid) == (start, start)
+
+
+def test_remap_is_refused_in_rootless_mode(tmp_path) -> None:
+    config = EngineConfig(data_root=str(tmp_path / "data"), exec_root=str(tmp_path / "run"),
+                          userns_remap="default", rootless_uid=1000)
+    with pytest.raises(errdefs.InvalidArgument, match="not supported in rootless mode"):
+        build_services(config)  # at the engine's start
