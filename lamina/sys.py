@@ -14,7 +14,8 @@ import struct
 from typing import Any
 
 __all__ = [
-    "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr",
+    "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
+    "move_mount", "MOVE_MOUNT_F_EMPTY_PATH", "MOVE_MOUNT_T_EMPTY_PATH", "MOUNT_ATTR_IDMAP", "OPEN_TREE_CLONE", "OPEN_TREE_CLOEXEC",
     "AT_EMPTY_PATH", "AT_RECURSIVE", "MOUNT_ATTR_RDONLY", "MOUNT_ATTR_NOSUID", "MOUNT_ATTR_NODEV",
     "MOUNT_ATTR_NOEXEC",
     "MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_REMOUNT", "MS_BIND", "MS_MOVE",
@@ -66,6 +67,10 @@ _SYS_pivot_root = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "
     os.uname().machine, 155)
 _SYS_openat2 = 437
 _SYS_mount_setattr = 442
+_SYS_open_tree = 428  # the new mount API has the same numbers on every architecture (asm-generic)
+_SYS_move_mount = 429
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
@@ -73,6 +78,9 @@ MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_NOSUID = 0x00000002
 MOUNT_ATTR_NODEV = 0x00000004
 MOUNT_ATTR_NOEXEC = 0x00000008
+MOUNT_ATTR_IDMAP = 0x00100000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 # getdents64 is not in the generic table on every architecture
 _SYS_getdents64 = {"x86_64": 217, "aarch64": 61, "riscv64": 61, "armv7l": 217, "i686": 220,
                    "ppc64le": 202, "s390x": 220}.get(os.uname().machine, 61)
@@ -146,14 +154,33 @@ def syncfs(fd: int) -> None:
     _check(_libc().syncfs(fd), "syncfs")
 
 
-def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
-    """mount_setattr(2) (Linux 5.12+); with AT_RECURSIVE it changes a whole mount tree at once."""
+def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0,
+                  userns_fd: int = 0) -> None:
+    """mount_setattr(2) (Linux 5.12+); with AT_RECURSIVE it changes a whole mount tree at once.
+    ``userns_fd`` goes with MOUNT_ATTR_IDMAP: the user namespace whose mapping the mount gets."""
     import ctypes
 
-    attr = ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, attr_clr, 0, 0), 32)
+    attr = ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, attr_clr, 0, userns_fd), 32)
     result = _libc().syscall(ctypes.c_long(_SYS_mount_setattr), ctypes.c_int(dir_fd), _b(path),
                            ctypes.c_uint(flags), attr, ctypes.c_size_t(32))
     _check(result, "mount_setattr", path or None)
+
+
+def open_tree(dir_fd: int, path: str, flags: int) -> int:
+    """open_tree(2) (Linux 5.2+): with OPEN_TREE_CLONE a detached copy of the mount at ``path``,
+    as a descriptor (usable as a path through ``/proc/self/fd/N``)."""
+    import ctypes
+
+    fd = _libc().syscall(ctypes.c_long(_SYS_open_tree), ctypes.c_int(dir_fd), _b(path), ctypes.c_uint(flags))
+    return _check(fd, "open_tree", path or None)
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
+    """move_mount(2) (Linux 5.2+): attach a detached mount (an ``open_tree`` descriptor)."""
+    import ctypes
+
+    _check(_libc().syscall(ctypes.c_long(_SYS_move_mount), ctypes.c_int(from_fd), _b(from_path), ctypes.c_int(to_fd),
+                           _b(to_path), ctypes.c_uint(flags)), "move_mount", to_path or None)
 
 
 def openat2(dir_fd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:

@@ -130,6 +130,10 @@ class ContainerSpec:
     device_rules: tuple[str, ...] = ()            # devices cgroup (v1) rules allowed beyond the defaults
     privileged: bool = False                      # /sys read-write (capabilities, paths: the fields above)
     seccomp_profile: bytes | None = None          # a profile's JSON instead of the runtime's default
+    # a new user namespace with these maps, /proc/<pid>/uid_map style (container id, host id, size);
+    # empty: the host's user namespace.  "user" in ``namespaces`` goes with them.
+    uid_mappings: tuple[tuple[int, int, int], ...] = ()
+    gid_mappings: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from lamina.runtime.registry import DEFAULT_RUNTIME, RUNTIMES
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
+    from lamina.idmap import Remap
     from lamina.services.api import BuildCacheUsage, ContainerUsage, VolumeUsage
 
 __all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
@@ -89,8 +90,10 @@ _ROOTLESS_INFO: dict[str, Any] = {
 class SystemServiceImpl:
     def __init__(self, *, config: EngineConfig, driver: GraphDriver, images: ImageServiceImpl,
                  skipped_drivers: list[tuple[str, str]], volumes: VolumeUsage | None = None,
-                 builds: BuildCacheUsage | None = None, containers: ContainerUsage | None = None) -> None:
+                 builds: BuildCacheUsage | None = None, containers: ContainerUsage | None = None,
+                 remap: Remap | None = None) -> None:
         self.config = config
+        self.remap = remap  # --userns-remap (None: off)
         self.driver = driver
         self.image_service = images
         self.skipped_drivers = skipped_drivers
@@ -167,7 +170,7 @@ class SystemServiceImpl:
             "LiveRestoreEnabled": True,
             "Isolation": "",
             "InitBinary": INIT_BINARY if os.path.exists(INIT_BINARY) else "",
-            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "SecurityOptions": ["name=seccomp,profile=builtin"] + ([self.remap.describe()] if self.remap else []),
             "Warnings": None,
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
         }

@@ -436,6 +436,11 @@ class Runner:
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
             spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))
+            mapping = self.mounts.get(self.id).idmap
+            if mapping is not None:
+                from lamina.container.monitor.remap import remapped_spec
+
+                spec = remapped_spec(spec, mapping, files, mount_points, None if master is None else stdio.stdin)
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
                 # is /dev/pts/0 there, as in Docker

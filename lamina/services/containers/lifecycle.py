@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal as signals
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.container import joining
@@ -23,6 +23,9 @@ from lamina.log import get_logger
 from lamina.services.containers.common import MONITOR_GONE, ContainerGroup, network_settings
 from lamina.services.filters import all_labels_match, until_seconds
 from lamina.volume.resolve import mount_points_json, populate_volumes, release_mounts, resolve_mounts
+
+if TYPE_CHECKING:
+    from lamina.idmap import IdentityMapping
 
 __all__ = ["ContainerLifecycleImpl"]
 
@@ -105,6 +108,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         joining.resolve_modes(host, config, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
+        idmap = self._identity_mapping(host, image_config.chain_id())
         container_id = new_container_id()
         if not merged.get("Hostname"):
             merged["Hostname"] = socket.gethostname() if specs.network_mode(host) == "host" else container_id[:12]
@@ -145,7 +149,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         top = image_config.chain_id()
         lock = self.images.layers.lock(shared=True)
         try:
-            self.mounts.create(container_id, str(top) if top else None)
+            self.mounts.create(container_id, str(top) if top else None, idmap)
             try:
                 data["MountPoints"] = self._mount_volumes(container_id, merged, host)
             except BaseException:
@@ -169,6 +173,34 @@ class ContainerLifecycleImpl(ContainerGroup):
             lock.release()
         self.events.emit(CONTAINER, "create", container_id, container_attributes(merged, data["Name"]))
         return {"Id": container_id, "Warnings": warnings}
+
+    def _identity_mapping(self, host: dict[str, Any], top: Any) -> IdentityMapping | None:
+        """The mapping of a container of a ``--userns-remap`` engine (None: the host's user
+        namespace), after Docker's checks; an image layer owning a file by an id beyond the
+        ranges is refused, naming the file and the range."""
+        from lamina.container.options import check_userns
+
+        if not check_userns(host, remapped_engine=self.remap is not None):
+            return None
+        assert self.remap is not None
+        runtime = str(host.get("Runtime") or self.default_runtime)
+        if runtime != "native":
+            raise errdefs.InvalidArgument(f"--userns-remap: the {runtime} runtime cannot run a remapped container: "
+                                          "an OCI runtime builds the root filesystem as the namespace's root, which "
+                                          "cannot reach lamina's layer directories (only the native runtime opens "
+                                          "them before it switches); use the native runtime or --userns=host")
+        mapping = self.remap.mapping
+        if top:
+            outside = self.images.layers.ids_outside(str(top), mapping.size())
+            if outside is not None:
+                path, uid, gid = outside
+                uids, gids = mapping.size()
+                owner = f"uid {uid}" if uid >= 0 else f"gid {gid}"
+                raise errdefs.InvalidArgument(
+                    f"the image's file /{path} is owned by {owner}, outside the --userns-remap range of "
+                    f"{uids} uids and {gids} gids of {self.remap.user}:{self.remap.group} "
+                    f"(/etc/subuid, /etc/subgid)")
+        return mapping
 
     def _runtime_names(self) -> tuple[str, ...]:
         return self.shared.runtime_names()
