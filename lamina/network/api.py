@@ -36,6 +36,8 @@ class Network:
     Driver: str = "bridge"
     Subnet: str = ""                    # "10.231.0.0/24" (bridge networks)
     Gateway: str = ""
+    IPv6Subnet: str = ""                # "fd12:3456::/64" (EnableIPv6)
+    IPv6Gateway: str = ""
     IPRange: str = ""
     AuxiliaryAddresses: dict[str, str] = field(default_factory=dict)
     BridgeName: str = ""                # the bridge device
@@ -71,6 +73,8 @@ class Network:
             if self.AuxiliaryAddresses:
                 entry["AuxiliaryAddresses"] = dict(self.AuxiliaryAddresses)
             config.append(entry)
+        if self.IPv6Subnet:
+            config.append({"Subnet": self.IPv6Subnet, "Gateway": self.IPv6Gateway})
         return {
             "Name": self.Name, "Id": self.Id, "Created": self.Created, "Scope": "local",
             "Driver": self.Driver, "EnableIPv6": self.EnableIPv6,

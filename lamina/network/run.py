@@ -259,6 +259,30 @@ class RunNetwork:
                 removed.append(f"removed leaked network sandbox of container {container_id}")
         return removed
 
+    def check(self, *, repair: bool = False) -> tuple[list[dict[str, str]], list[str]]:
+        """(problems, what was repaired): the sandboxes of containers that are not running (their
+        interfaces, rules and leases) and the leaked objects no sandbox record describes
+        (:mod:`lamina.network.leaks`); ``repair`` tears the first down and removes the others."""
+        if not os.path.isdir(os.path.join(self.data_root, "network")):
+            return [], []
+        store = self.sandboxes.store
+        problems = []
+        for container_id, record in store.sandboxes().items():
+            if self.is_live(container_id):
+                continue
+            leases = ", ".join(f"{endpoint['IPAddress']} on {name}" for name, endpoint in
+                               record.get("Endpoints", {}).items())
+            ports = ", ".join(f"{port['HostPort']}/{port['Protocol']}" for port in record.get("Ports", []))
+            problems.append({"Kind": "network", "Object": container_id,
+                             "Message": "network sandbox (interfaces, rules, leases) of a container that is not "
+                                        f"running: leases {leases or 'none'}; host ports {ports or 'none'}"})
+        problems.extend(leak.problem() for leak in self.sandboxes.leaks())
+        if not repair or not problems:
+            return problems, []
+        repaired = self.sweep()
+        repaired.extend(self.sandboxes.remove_leaks())
+        return problems, repaired
+
     def remove_bridges(self) -> None:
         """Take down the bridges of this data root's networks that have no endpoint (an engine
         going away for good: tests' data roots)."""

@@ -30,7 +30,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
 from lamina.log import get_logger
@@ -38,6 +38,9 @@ from lamina.network import bridges, ipam, namespace
 from lamina.network.api import DataPlane, Network, PortMapping
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
+
+if TYPE_CHECKING:
+    from lamina.network.leaks import Leak
 
 __all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
 
@@ -385,6 +388,20 @@ class Sandboxes:
             self.detach(container_id)
             removed.append(f"removed leaked network sandbox of container {container_id}")
         return removed
+
+    def leaks(self) -> list[Leak]:
+        """Leaked objects of this engine that no sandbox record describes (:mod:`lamina.network.leaks`)."""
+        from lamina.network import leaks
+
+        with fsutil.file_lock(self.host_lock), self.store.locked():
+            return leaks.find(self.store, self.netns_dir, os.path.dirname(self.store.root))
+
+    def remove_leaks(self) -> list[str]:
+        """Remove what :meth:`leaks` finds; what was removed."""
+        from lamina.network import leaks
+
+        with fsutil.file_lock(self.host_lock), self.store.locked():
+            return leaks.remove(leaks.find(self.store, self.netns_dir, os.path.dirname(self.store.root)))
 
     def endpoints(self, network_id: str) -> dict[str, dict[str, Any]]:
         """Docker's ``Containers`` of a network: container id -> Name, EndpointID, MacAddress,

@@ -208,18 +208,10 @@ class SystemServiceImpl:
                 if volume.get("Driver") == "local" and not volume.get("Options")]
 
     def _check_networks(self, repair: bool) -> tuple[list[dict[str, str]], list[str]]:
-        """Network sandboxes whose container's monitor is gone: their veths, firewall rules,
-        name server entries and leases are leaked; ``repair`` tears them down."""
+        """Leaked network objects (:meth:`lamina.network.run.RunNetwork.check`)."""
         from lamina.network.run import RunNetwork
 
-        run_network = RunNetwork(self.config.data_root, self.config.exec_root)
-        if not run_network.has_sandboxes():
-            return [], []
-        problems = [{"Kind": "network", "Object": container_id,
-                     "Message": "network sandbox (interfaces, rules, leases) of a container that is not running"}
-                    for container_id in _leaked_sandboxes(run_network)]
-        repaired = run_network.sweep() if repair and problems else []
-        return problems, repaired
+        return RunNetwork(self.config.data_root, self.config.exec_root).check(repair=repair)
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         service = self.image_service
@@ -275,11 +267,6 @@ class SystemServiceImpl:
             remaining = self.check(repair=False)["Problems"]
             return {"Problems": remaining, "Repaired": repaired}
         return {"Problems": problems, "Repaired": repaired}
-
-
-def _leaked_sandboxes(run_network: Any) -> list[str]:
-    return [container_id for container_id in run_network.sandboxes.store.sandboxes()
-            if not run_network.is_live(container_id)]
 
 
 def _arch() -> str:
