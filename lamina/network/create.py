@@ -5,13 +5,15 @@ predefined one, unique: lamina always refuses a duplicate name, as Docker ≥ 25
 ``CheckDuplicate`` says), the driver (``bridge``; ``host``/``null`` are predefined only),
 the IPAM config (one IPv4 subnet, no host bits, overlapping no network and no host route when
 picked; gateway, ``IPRange`` and auxiliary addresses inside it), the driver options lamina
-honours (:data:`BRIDGE_OPTIONS`; any other is refused), ``EnableIPv6`` (refused: no IPv6 yet).
+honours (:data:`BRIDGE_OPTIONS`; any other is refused), ``EnableIPv6`` with one IPv6 subnet
+(given, or a random unique local ``/64``; an IPv6 subnet without ``EnableIPv6`` is refused).
 The subnet is chosen and the record written under the store's lock, so two concurrent
 creations never get one subnet.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -52,7 +54,8 @@ def _check_options(options: Mapping[str, str]) -> None:
 def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", subnet: str = "", gateway: str = "",
                    ip_range: str = "", auxiliary_addresses: Mapping[str, str] | None = None, internal: bool = False,
                    attachable: bool = False, enable_ipv6: bool = False, options: Mapping[str, str] | None = None,
-                   labels: Mapping[str, str] | None = None, ipam_options: Mapping[str, str] | None = None) -> Network:
+                   labels: Mapping[str, str] | None = None, ipam_options: Mapping[str, str] | None = None,
+                   ipv6_subnet: str = "", ipv6_gateway: str = "") -> Network:
     if not name or not NAME_PATTERN.match(name):
         raise errdefs.InvalidArgument(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     if name in PREDEFINED:
@@ -62,8 +65,11 @@ def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", su
         raise errdefs.FailedPrecondition(f"only one instance of \"{driver}\" network is allowed")
     if driver != "bridge":
         raise errdefs.NotFound(f"plugin \"{driver}\" not found: lamina's network drivers are bridge, host, null")
-    if enable_ipv6:
-        raise errdefs.InvalidArgument("lamina does not support IPv6 networks yet (EnableIPv6)")
+    if (ipv6_subnet or ipv6_gateway) and not enable_ipv6:
+        raise errdefs.InvalidArgument("an IPv6 subnet or gateway needs IPv6 enabled on the network (EnableIPv6, "
+                                      "--ipv6)")
+    if ipv6_gateway and not ipv6_subnet:
+        raise errdefs.InvalidArgument("an IPv6 gateway needs an IPv6 subnet")
     options = dict(options or {})
     _check_options(options)
     if (gateway or ip_range or auxiliary_addresses) and not subnet:
@@ -88,12 +94,27 @@ def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", su
                 raise errdefs.InvalidArgument(f"IP range {ip_range} is not in subnet {chosen}")
         auxiliary = {key: str(ipam.check_address(chosen, value, f"auxiliary address {key}"))
                      for key, value in (auxiliary_addresses or {}).items()}
+        chosen6: ipaddress.IPv6Network | None = None
+        gateway6 = ""
+        if enable_ipv6:
+            taken6 = [ipaddress.IPv6Network(network.IPv6Subnet) for network in existing if network.IPv6Subnet]
+            if ipv6_subnet:
+                chosen6 = ipam.parse_subnet6(ipv6_subnet)
+                for other in existing:
+                    if other.IPv6Subnet and chosen6.overlaps(ipaddress.IPv6Network(other.IPv6Subnet)):
+                        raise errdefs.Conflict(f"invalid pool request: Pool overlaps with other one on this address "
+                                               f"space ({other.IPv6Subnet} of network {other.Name})")
+            else:
+                chosen6 = ipam.pick_subnet6([*taken6, *ipam.host_routes6()])
+            gateway6 = str(ipam.check_address(chosen6, ipv6_gateway, "IPv6 gateway") if ipv6_gateway
+                           else chosen6.network_address + 1)
         network_id = os.urandom(32).hex()
         bridge = options.get(BRIDGE_NAME) or f"br-{network_id[:12]}"
         if any(other.BridgeName == bridge for other in existing):
             raise errdefs.Conflict(f"bridge {bridge} is already used by another network")
         network = Network(Id=network_id, Name=name, Created=now_rfc3339(), Driver="bridge", Subnet=str(chosen),
-                          Gateway=gateway_address, IPRange=ip_range, AuxiliaryAddresses=auxiliary, BridgeName=bridge,
+                          Gateway=gateway_address, IPv6Subnet=str(chosen6 or ""), IPv6Gateway=gateway6,
+                          EnableIPv6=bool(enable_ipv6), IPRange=ip_range, AuxiliaryAddresses=auxiliary, BridgeName=bridge,
                           Internal=bool(internal), Attachable=bool(attachable), Options=options,
                           Labels=dict(labels or {}), IPAMOptions=dict(ipam_options or {}),
                           IPAMConfigured=bool(subnet))

@@ -60,8 +60,6 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
         if not isinstance(endpoint, Mapping):
             raise errdefs.InvalidArgument(f"invalid EndpointsConfig for network {name}: expected an object")
         ipam = endpoint.get("IPAMConfig") or {}
-        if ipam.get("IPv6Address"):
-            raise errdefs.InvalidArgument("lamina does not support IPv6 addresses yet")
         for unsupported in ("Links", "DriverOpts"):
             if endpoint.get(unsupported):
                 raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in EndpointsConfig")
@@ -70,10 +68,10 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
         if name == DEFAULT_BRIDGE and aliases:
             raise errdefs.InvalidArgument("network-scoped alias is supported only for containers in user "
                                           "defined networks")
-        if name == DEFAULT_BRIDGE and ipam.get("IPv4Address"):
+        if name == DEFAULT_BRIDGE and (ipam.get("IPv4Address") or ipam.get("IPv6Address")):
             raise errdefs.InvalidArgument("user specified IP address is supported on user defined networks only")
         requests.append(EndpointRequest(name, aliases=aliases, ipv4_address=str(ipam.get("IPv4Address") or ""),
-                                        mac_address=mac))
+                                        ipv6_address=str(ipam.get("IPv6Address") or ""), mac_address=mac))
     return requests
 
 
@@ -158,6 +156,9 @@ def check(config: Mapping[str, Any], host: Mapping[str, Any], networking: Mappin
             if request.ipv4_address and not network.IPAMConfigured:
                 raise errdefs.InvalidArgument("user specified IP address is supported only when connecting to "
                                               "networks with user configured subnets")
+            if request.ipv6_address and not network.IPv6Subnet:
+                raise errdefs.InvalidArgument(f"network {network.Name} has no IPv6 subnet for the address "
+                                              f"{request.ipv6_address} (create it with --ipv6)")
 
 
 def name_servers(record: Mapping[str, Any] | None) -> list[str]:
@@ -174,7 +175,8 @@ def host_entries(record: Mapping[str, Any] | None, hostname: str, extra_hosts: l
     """(``/etc/hosts`` lines of the container's own addresses, ``--add-host`` entries with
     ``host-gateway`` replaced by the first network's gateway)."""
     endpoints = list((record or {}).get("Endpoints", {}).values())
-    lines = "".join(f"{endpoint['IPAddress']}\t{hostname}\n" for endpoint in endpoints)
+    lines = "".join(f"{address}\t{hostname}\n" for endpoint in endpoints
+                    for address in (endpoint["IPAddress"], endpoint.get("GlobalIPv6Address")) if address)
     gateway = endpoints[0]["Gateway"] if endpoints else ""
     resolved = []
     for entry in extra_hosts or []:

@@ -58,6 +58,7 @@ class EndpointRequest:
     network: str                        # name, id or unique id prefix
     aliases: tuple[str, ...] = ()
     ipv4_address: str = ""
+    ipv6_address: str = ""
     mac_address: str = ""
 
 
@@ -87,18 +88,23 @@ def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
     settings["Ports"] = ports
     for name, endpoint in record.get("Endpoints", {}).items():
         settings["Networks"][name] = {
-            "IPAMConfig": ({"IPv4Address": endpoint["IPAddress"]} if endpoint.get("StaticAddress") else None),
+            "IPAMConfig": ({"IPv4Address": endpoint["IPAddress"] if endpoint.get("StaticAddress") else "",
+                        "IPv6Address": endpoint.get("GlobalIPv6Address", "") if endpoint.get("StaticIPv6Address")
+                        else ""} if endpoint.get("StaticAddress") or endpoint.get("StaticIPv6Address") else None),
             "Links": None, "Aliases": list(endpoint.get("Aliases", [])), "MacAddress": endpoint["MacAddress"],
             "DriverOpts": None, "NetworkID": endpoint["NetworkID"], "EndpointID": endpoint["EndpointID"],
             "Gateway": endpoint["Gateway"], "IPAddress": endpoint["IPAddress"],
-            "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "DNSNames": list(endpoint.get("DNSNames", [])) or None,
+            "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": endpoint.get("IPv6Gateway", ""),
+            "GlobalIPv6Address": endpoint.get("GlobalIPv6Address", ""),
+            "GlobalIPv6PrefixLen": endpoint.get("GlobalIPv6PrefixLen", 0), "DNSNames": list(endpoint.get("DNSNames", [])) or None,
         }
     default = record.get("Endpoints", {}).get("bridge")
     if default:
         settings.update(EndpointID=default["EndpointID"], Gateway=default["Gateway"],
                         IPAddress=default["IPAddress"], IPPrefixLen=default["IPPrefixLen"],
-                        MacAddress=default["MacAddress"])
+                        MacAddress=default["MacAddress"], IPv6Gateway=default.get("IPv6Gateway", ""),
+                        GlobalIPv6Address=default.get("GlobalIPv6Address", ""),
+                        GlobalIPv6PrefixLen=default.get("GlobalIPv6PrefixLen", 0))
     return settings
 
 
@@ -154,11 +160,11 @@ class Sandboxes:
             raise errdefs.InvalidArgument(f"container cannot be connected to network {network.Name} "
                                           f"(driver {network.Driver}) together with others")
         subnet = ipam.parse_subnet(network.Subnet)
-        used = {network.Gateway, *network.AuxiliaryAddresses.values()}
+        used = {network.Gateway, network.IPv6Gateway, *network.AuxiliaryAddresses.values()}
         for other_id, record in records.items():
             for endpoint in record.get("Endpoints", {}).values():
                 if endpoint["NetworkID"] == network.Id:
-                    used.add(endpoint["IPAddress"])
+                    used.update((endpoint["IPAddress"], endpoint.get("GlobalIPv6Address", "")))
         if request.ipv4_address:
             if not network.IPAMConfigured:
                 raise errdefs.InvalidArgument("user specified IP address is supported only when connecting to "
@@ -169,13 +175,27 @@ class Sandboxes:
         else:
             pool = ipam.parse_subnet(network.IPRange) if network.IPRange else subnet
             address = ipam.first_free_address(pool, subnet, used)
+        ipv6: dict[str, Any] = {}
+        if request.ipv6_address and not network.IPv6Subnet:
+            raise errdefs.InvalidArgument(f"network {network.Name} has no IPv6 subnet for the address "
+                                          f"{request.ipv6_address} (create it with --ipv6)")
+        if network.IPv6Subnet:
+            subnet6 = ipam.parse_subnet6(network.IPv6Subnet)
+            if request.ipv6_address:
+                address6 = str(ipam.check_address(subnet6, request.ipv6_address, "IPv6 address"))
+                if address6 in used:
+                    raise errdefs.Conflict(f"Address already in use: {address6} on network {network.Name}")
+            else:
+                address6 = ipam.first_free_address(subnet6, subnet6, used)
+            ipv6 = {"GlobalIPv6Address": address6, "GlobalIPv6PrefixLen": subnet6.prefixlen,
+                    "IPv6Gateway": network.IPv6Gateway, "StaticIPv6Address": bool(request.ipv6_address)}
         short_id = container_id[:12]
         dns_names = [name, *request.aliases, short_id] if network.dns_enabled else []
         return {"NetworkID": network.Id, "EndpointID": os.urandom(32).hex(), "IPAddress": address,
                 "IPPrefixLen": subnet.prefixlen, "Gateway": network.Gateway,
                 "MacAddress": request.mac_address or ipam.mac_address(address),
                 "Aliases": list(request.aliases), "DNSNames": [n for n in dns_names if n],
-                "InterfaceName": interface, "StaticAddress": bool(request.ipv4_address), "SetUp": False}
+                "InterfaceName": interface, "StaticAddress": bool(request.ipv4_address), "SetUp": False, **ipv6}
 
     @staticmethod
     def _overlaps(first: str, second: str) -> bool:
@@ -229,14 +249,18 @@ class Sandboxes:
             network = by_id.get(endpoint["NetworkID"])
             if network is None:
                 raise errdefs.NotFound(f"network {name} not found")
-            networks[name] = {"static_ips": [endpoint["IPAddress"]], "static_mac": endpoint["MacAddress"],
+            addresses = [endpoint["IPAddress"], *([endpoint["GlobalIPv6Address"]]
+                                                  if endpoint.get("GlobalIPv6Address") else [])]
+            networks[name] = {"static_ips": addresses, "static_mac": endpoint["MacAddress"],
                               "aliases": endpoint.get("DNSNames", []), "interface_name": endpoint["InterfaceName"]}
             options = {"isolate": "true"}
             if network.Options.get("com.docker.network.driver.mtu"):
                 options["mtu"] = network.Options["com.docker.network.driver.mtu"]
+            subnets = [{"subnet": network.Subnet, "gateway": network.Gateway}]
+            if network.IPv6Subnet:
+                subnets.append({"subnet": network.IPv6Subnet, "gateway": network.IPv6Gateway})
             info[name] = {"name": name, "id": network.Id, "driver": "bridge", "network_interface": network.BridgeName,
-                          "subnets": [{"subnet": network.Subnet, "gateway": network.Gateway}],
-                          "ipv6_enabled": False, "internal": network.Internal, "dns_enabled": network.dns_enabled,
+                          "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal, "dns_enabled": network.dns_enabled,
                           "ipam_options": {"driver": "host-local"}, "options": options}
         primary = record.get("Primary")
         ports = [{"host_ip": port["HostIp"], "container_port": port["ContainerPort"], "host_port": port["HostPort"],
@@ -413,7 +437,9 @@ class Sandboxes:
                     found[container_id] = {
                         "Name": record.get("Name", ""), "EndpointID": endpoint["EndpointID"],
                         "MacAddress": endpoint["MacAddress"],
-                        "IPv4Address": f"{endpoint['IPAddress']}/{endpoint['IPPrefixLen']}", "IPv6Address": ""}
+                        "IPv4Address": f"{endpoint['IPAddress']}/{endpoint['IPPrefixLen']}",
+                        "IPv6Address": (f"{endpoint['GlobalIPv6Address']}/{endpoint['GlobalIPv6PrefixLen']}"
+                                        if endpoint.get("GlobalIPv6Address") else "")}
         return found
 
 

@@ -139,3 +139,34 @@ def test_a_killed_monitor_leaves_nothing_the_sweep_cannot_remove(net) -> None:
     assert engine.containers.network.sandboxes.store.sandbox(container) is None
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert f"--dport {port} " not in rules
+
+
+def test_containers_on_an_ipv6_network_reach_each_other_by_address_and_by_name(net) -> None:
+    engine, names = net
+    subnet6 = names.subnet6()
+    _network(engine, names, "dual", EnableIPv6=True,
+             IPAM={"Config": [{"Subnet": names.subnet()}, {"Subnet": subnet6}]})
+    prefix = subnet6.split("::")[0]
+    resource = engine.services.networks.inspect("dual")
+    assert resource["EnableIPv6"] and {"Subnet": subnet6, "Gateway": f"{prefix}::1"} in resource["IPAM"]["Config"]
+    web = engine.run("sleep", "60", name="web6", HostConfig={"NetworkMode": "dual"},
+                     NetworkingConfig={"EndpointsConfig": {"dual": {"IPAMConfig": {"IPv6Address": f"{prefix}::66"}}}})
+    network = engine.container_views.inspect(web)["NetworkSettings"]["Networks"]["dual"]
+    assert network["GlobalIPv6Address"] == f"{prefix}::66" and network["GlobalIPv6PrefixLen"] == 64
+    assert network["IPv6Gateway"] == f"{prefix}::1" and network["IPAMConfig"]["IPv6Address"] == f"{prefix}::66"
+    assert engine.services.networks.inspect("dual")["Containers"][web]["IPv6Address"] == f"{prefix}::66/64"
+    client = engine.run("sh", "-c", f"ping6 -c1 -W3 {prefix}::66 >/dev/null && echo by-address; "
+                        "ping6 -c1 -W3 web6 >/dev/null && echo by-name; nslookup -type=AAAA web6; "
+                        "grep web6 /etc/hosts; ip -6 addr show dev eth0", HostConfig={"NetworkMode": "dual"})
+    assert engine.wait(client) == 0, engine.output(client)
+    output = engine.output(client)
+    assert "by-address" in output and "by-name" in output, output
+    assert f"Address: {prefix}::66" in output  # the AAAA answer of aardvark-dns
+    assert f"inet6 {prefix}::2/64" in output  # the lowest free address after the gateway
+    with pytest.raises(errdefs.Conflict, match="already in use"):
+        engine.run("true", HostConfig={"NetworkMode": "dual"},
+                   NetworkingConfig={"EndpointsConfig": {"dual": {"IPAMConfig": {"IPv6Address": f"{prefix}::66"}}}})
+    _network(engine, names, "only4")
+    with pytest.raises(errdefs.InvalidArgument, match="no IPv6 subnet"):
+        engine.run("true", HostConfig={"NetworkMode": "only4"},
+                   NetworkingConfig={"EndpointsConfig": {"only4": {"IPAMConfig": {"IPv6Address": f"{prefix}::5"}}}})
