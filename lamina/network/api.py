@@ -60,7 +60,8 @@ class Network:
     @property
     def dns_enabled(self) -> bool:
         """User-defined bridge networks resolve container names; the default bridge does not
-        (as in Docker)."""
+        (as in Docker), nor do macvlan networks (aardvark-dns listens on the gateway's address,
+        which is on no host interface for macvlan)."""
         return self.Driver == "bridge" and self.Name != DEFAULT_BRIDGE
 
     def resource(self, containers: dict[str, Any] | None = None) -> dict[str, Any]:

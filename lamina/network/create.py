@@ -2,7 +2,9 @@
 
 Checked, each with Docker's message and kind: the name (``[a-zA-Z0-9][a-zA-Z0-9_.-]*``, not a
 predefined one, unique: lamina always refuses a duplicate name, as Docker ≥ 25 does whatever
-``CheckDuplicate`` says), the driver (``bridge``; ``host``/``null`` are predefined only),
+``CheckDuplicate`` says), the driver (``bridge``, ``macvlan`` with ``-o parent=IF`` an existing
+interface no other macvlan network uses and ``-o macvlan_mode``; ``host``/``null`` are
+predefined only; no ``ipvlan``: netavark 1.4 has none),
 the IPAM config (one IPv4 subnet, no host bits, overlapping no network and no host route when
 picked; gateway, ``IPRange`` and auxiliary addresses inside it), the driver options lamina
 honours (:data:`BRIDGE_OPTIONS`; any other is refused), ``EnableIPv6`` with one IPv6 subnet
@@ -23,7 +25,7 @@ from lamina.network import ipam
 from lamina.network.api import PREDEFINED, Network
 from lamina.network.store import NetworkStore, now_rfc3339
 
-__all__ = ["BRIDGE_OPTIONS", "create_network", "NAME_PATTERN"]
+__all__ = ["BRIDGE_OPTIONS", "MACVLAN_OPTIONS", "create_network", "NAME_PATTERN"]
 
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 BRIDGE_NAME = "com.docker.network.bridge.name"
@@ -34,21 +36,41 @@ BRIDGE_OPTIONS: Mapping[str, frozenset[str] | None] = {
     "com.docker.network.bridge.enable_icc": frozenset({"true"}),
     "com.docker.network.bridge.enable_ip_masquerade": frozenset({"true"}),
 }
+PARENT = "parent"
+MACVLAN_MODE = "macvlan_mode"
+MACVLAN_OPTIONS: Mapping[str, frozenset[str] | None] = {
+    PARENT: None, MTU: None, MACVLAN_MODE: frozenset({"bridge", "private", "vepa", "passthru"}),
+}
+# why a value is refused: what netavark 1.4 cannot express
+_CANNOT = {
+    "com.docker.network.bridge.enable_icc": "netavark, lamina's data plane, has no rule that drops traffic "
+                                            "between the containers of one bridge",
+    "com.docker.network.bridge.enable_ip_masquerade": "netavark, lamina's data plane, masquerades every "
+                                                      "non-internal bridge network (use --internal for none)",
+}
 _DEVICE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 
 
-def _check_options(options: Mapping[str, str]) -> None:
+def _check_options(driver: str, options: Mapping[str, str]) -> None:
+    accepted_options = MACVLAN_OPTIONS if driver == "macvlan" else BRIDGE_OPTIONS
     for key, value in options.items():
-        if key not in BRIDGE_OPTIONS:
-            raise errdefs.InvalidArgument(f"lamina does not support the bridge network option {key}")
-        accepted = BRIDGE_OPTIONS[key]
+        if key not in accepted_options:
+            raise errdefs.InvalidArgument(f"lamina does not support the {driver} network option {key}")
+        accepted = accepted_options[key]
         if accepted is not None and value.lower() not in accepted:
+            reason = f": {_CANNOT[key]}" if key in _CANNOT else ""
             raise errdefs.InvalidArgument(f"lamina does not support {key}={value} (only "
-                                          f"{', '.join(sorted(accepted))})")
+                                          f"{', '.join(sorted(accepted))}){reason}")
     if BRIDGE_NAME in options and not _DEVICE.match(options[BRIDGE_NAME]):
         raise errdefs.InvalidArgument(f"invalid bridge name {options[BRIDGE_NAME]!r}")
     if MTU in options and not (options[MTU].isdigit() and 68 <= int(options[MTU]) <= 65535):
         raise errdefs.InvalidArgument(f"invalid MTU {options[MTU]!r}: expected a number from 68 to 65535")
+    if driver == "macvlan":
+        parent = options.get(PARENT, "")
+        if not parent:
+            raise errdefs.InvalidArgument("a macvlan network needs its parent interface (-o parent=IF)")
+        if not _DEVICE.match(parent) or not os.path.exists(f"/sys/class/net/{parent}"):
+            raise errdefs.InvalidArgument(f"-o parent interface {parent!r} was not found on the host")
 
 
 def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", subnet: str = "", gateway: str = "",
@@ -63,15 +85,16 @@ def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", su
     driver = driver or "bridge"
     if driver in ("host", "null"):
         raise errdefs.FailedPrecondition(f"only one instance of \"{driver}\" network is allowed")
-    if driver != "bridge":
-        raise errdefs.NotFound(f"plugin \"{driver}\" not found: lamina's network drivers are bridge, host, null")
+    if driver not in ("bridge", "macvlan"):
+        raise errdefs.NotFound(f"plugin \"{driver}\" not found: lamina's network drivers are bridge, macvlan, host, "
+                               "null")
     if (ipv6_subnet or ipv6_gateway) and not enable_ipv6:
         raise errdefs.InvalidArgument("an IPv6 subnet or gateway needs IPv6 enabled on the network (EnableIPv6, "
                                       "--ipv6)")
     if ipv6_gateway and not ipv6_subnet:
         raise errdefs.InvalidArgument("an IPv6 gateway needs an IPv6 subnet")
     options = dict(options or {})
-    _check_options(options)
+    _check_options(driver, options)
     if (gateway or ip_range or auxiliary_addresses) and not subnet:
         raise errdefs.InvalidArgument("a gateway, IP range or auxiliary address needs a subnet")
     with store.locked():
@@ -109,10 +132,14 @@ def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", su
             gateway6 = str(ipam.check_address(chosen6, ipv6_gateway, "IPv6 gateway") if ipv6_gateway
                            else chosen6.network_address + 1)
         network_id = os.urandom(32).hex()
-        bridge = options.get(BRIDGE_NAME) or f"br-{network_id[:12]}"
-        if any(other.BridgeName == bridge for other in existing):
+        bridge = (options.get(BRIDGE_NAME) or f"br-{network_id[:12]}") if driver == "bridge" else ""
+        if bridge and any(other.BridgeName == bridge for other in existing):
             raise errdefs.Conflict(f"bridge {bridge} is already used by another network")
-        network = Network(Id=network_id, Name=name, Created=now_rfc3339(), Driver="bridge", Subnet=str(chosen),
+        parent = options.get(PARENT, "")
+        for other in existing:
+            if parent and other.Driver == "macvlan" and other.Options.get(PARENT) == parent:
+                raise errdefs.Conflict(f"network {other.Name} is already using parent interface {parent}")
+        network = Network(Id=network_id, Name=name, Created=now_rfc3339(), Driver=driver, Subnet=str(chosen),
                           Gateway=gateway_address, IPv6Subnet=str(chosen6 or ""), IPv6Gateway=gateway6,
                           EnableIPv6=bool(enable_ipv6), IPRange=ip_range, AuxiliaryAddresses=auxiliary, BridgeName=bridge,
                           Internal=bool(internal), Attachable=bool(attachable), Options=options,

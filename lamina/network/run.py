@@ -151,7 +151,7 @@ def check(config: Mapping[str, Any], host: Mapping[str, Any], networking: Mappin
     if find_network is not None:
         for request in requests:
             network = find_network(request.network)
-            if network.Driver != "bridge":
+            if network.Driver not in ("bridge", "macvlan"):
                 raise errdefs.InvalidArgument(f"container cannot be connected to {network.Name} with other networks")
             if request.ipv4_address and not network.IPAMConfigured:
                 raise errdefs.InvalidArgument("user specified IP address is supported only when connecting to "

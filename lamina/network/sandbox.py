@@ -120,8 +120,9 @@ class Sandboxes:
         with fsutil.file_lock(self.host_lock):
             answer = self.dataplane.setup(netns_path, request)
             for info in request["network_info"].values():  # kept up while the network exists
-                bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
-                             os.path.dirname(self.netns_dir))
+                if info["driver"] == "bridge":
+                        bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
+                                 os.path.dirname(self.netns_dir))
             return answer
 
     def remove_network(self, network: Network) -> None:
@@ -156,7 +157,7 @@ class Sandboxes:
 
     def _endpoint(self, container_id: str, name: str, network: Network, request: EndpointRequest,
                   interface: str, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        if network.Driver != "bridge":
+        if network.Driver not in ("bridge", "macvlan"):
             raise errdefs.InvalidArgument(f"container cannot be connected to network {network.Name} "
                                           f"(driver {network.Driver}) together with others")
         subnet = ipam.parse_subnet(network.Subnet)
@@ -253,13 +254,18 @@ class Sandboxes:
                                                   if endpoint.get("GlobalIPv6Address") else [])]
             networks[name] = {"static_ips": addresses, "static_mac": endpoint["MacAddress"],
                               "aliases": endpoint.get("DNSNames", []), "interface_name": endpoint["InterfaceName"]}
-            options = {"isolate": "true"}
+            if network.Driver == "macvlan":
+                options = {"mode": network.Options.get("macvlan_mode", "bridge")}
+                interface = network.Options.get("parent", "")
+            else:
+                options = {"isolate": "true"}
+                interface = network.BridgeName
             if network.Options.get("com.docker.network.driver.mtu"):
                 options["mtu"] = network.Options["com.docker.network.driver.mtu"]
             subnets = [{"subnet": network.Subnet, "gateway": network.Gateway}]
             if network.IPv6Subnet:
                 subnets.append({"subnet": network.IPv6Subnet, "gateway": network.IPv6Gateway})
-            info[name] = {"name": name, "id": network.Id, "driver": "bridge", "network_interface": network.BridgeName,
+            info[name] = {"name": name, "id": network.Id, "driver": network.Driver, "network_interface": interface,
                           "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal, "dns_enabled": network.dns_enabled,
                           "ipam_options": {"driver": "host-local"}, "options": options}
         primary = record.get("Primary")

@@ -198,7 +198,7 @@ class NetworkServiceImpl:
         for unsupported in ("Links", "DriverOpts"):
             if config.get(unsupported):
                 raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in network connect")
-        if network.Driver != "bridge":
+        if network.Driver not in ("bridge", "macvlan"):
             raise errdefs.Forbidden(f"container cannot be disconnected from host network or connected to "
                                     f"{network.Name} network")
         if network.Name == "bridge" and (config.get("Aliases") or ipam.get("IPv4Address")

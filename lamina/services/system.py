@@ -100,7 +100,7 @@ class SystemServiceImpl:
             "Images": len(images),
             "Driver": self.driver.name,
             "DriverStatus": [list(item) for item in self.driver.status()],
-            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "macvlan", "null"], "Authorization": None,
                         "Log": ["json-file"]},
             "MemoryLimit": True,
             "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),

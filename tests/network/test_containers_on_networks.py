@@ -170,3 +170,43 @@ def test_containers_on_an_ipv6_network_reach_each_other_by_address_and_by_name(n
     with pytest.raises(errdefs.InvalidArgument, match="no IPv6 subnet"):
         engine.run("true", HostConfig={"NetworkMode": "only4"},
                    NetworkingConfig={"EndpointsConfig": {"only4": {"IPAMConfig": {"IPv6Address": f"{prefix}::5"}}}})
+
+
+@pytest.fixture
+def dummy(names):
+    """An interface of the test's own, up, the parent of its macvlan networks: a ``dummy`` one
+    where the kernel has the module, else one end of a veth pair (deleted with it)."""
+    name = names.bridge()
+    made = subprocess.run(["ip", "link", "add", name, "type", "dummy"], capture_output=True, check=False)
+    if made.returncode != 0:
+        subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True)
+    try:
+        for device in (name, f"{name}p") if made.returncode else (name,):
+            subprocess.run(["ip", "link", "set", device, "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+
+
+def test_two_containers_on_a_macvlan_network_reach_each_other(dummy, net) -> None:  # dummy goes last
+    engine, names = net
+    subnet = names.subnet()
+    engine.services.networks.create({"Name": "mv", "Driver": "macvlan", "Options": {"parent": dummy},
+                                     "IPAM": {"Config": [{"Subnet": subnet}]}})
+    with pytest.raises(errdefs.Conflict, match=f"already using parent interface {dummy}"):
+        engine.services.networks.create({"Name": "mv2", "Driver": "macvlan", "Options": {"parent": dummy}})
+    with pytest.raises(errdefs.InvalidArgument, match="needs its parent interface"):
+        engine.services.networks.create({"Name": "mv3", "Driver": "macvlan"})
+    first = engine.run("sleep", "60", HostConfig={"NetworkMode": "mv"})
+    address = engine.container_views.inspect(first)["NetworkSettings"]["Networks"]["mv"]["IPAddress"]
+    client = engine.run("sh", "-c", f"ping -c1 -W3 {address} >/dev/null && echo reached",
+                        HostConfig={"NetworkMode": "mv"})
+    assert engine.wait(client) == 0, engine.output(client)
+    assert "reached" in engine.output(client)
+    sandbox = engine.container_views.inspect(first)["NetworkSettings"]["SandboxKey"]
+    link = subprocess.run(["nsenter", f"--net={sandbox}", "ip", "-d", "link", "show", "eth0"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "macvlan mode bridge" in link
+    assert engine.services.networks.inspect("mv")["Driver"] == "macvlan"
+    engine.containers.remove(first, force=True)
+    engine.services.networks.remove("mv")
