@@ -12,7 +12,8 @@ container and host ranges ``8000-8001``, an empty host port for a random one) an
 nothing; :class:`RunNetwork` attaches and detaches when the run starts and ends.
 
 The container's files: ``/etc/resolv.conf`` names the network's resolver (aardvark-dns on the
-gateway) on user-defined networks, unless ``--dns`` was given; ``/etc/hosts`` gets the
+gateway) on user-defined networks, which forwards what it does not answer to the container's
+``--dns`` servers when given (as Docker's embedded resolver does), else to the host's; ``/etc/hosts`` gets the
 container's own addresses; ``--add-host NAME:host-gateway`` resolves to the gateway of the
 container's first network.
 """
@@ -143,6 +144,13 @@ def check(config: Mapping[str, Any], host: Mapping[str, Any], networking: Mappin
                                       "containers on a user-defined network, where they resolve each other by name")
     requests = endpoint_requests(config, host, networking)
     ports, _ = port_mappings(config, host)
+    for server in host.get("Dns") or ():
+        import ipaddress  # only with --dns: not on every create's path
+
+        try:
+            ipaddress.ip_address(str(server))
+        except ValueError as exc:
+            raise errdefs.InvalidArgument(f"invalid DNS server {server!r}: an IP address is expected") from exc
     if requests is None:
         if ports:
             raise errdefs.InvalidArgument(f"published ports need a network namespace of the container's own: "
@@ -232,7 +240,8 @@ class RunNetwork:
         sandboxes = self.sandboxes
         # a record left by a run that died without its monitor's clean-up: gone before anew
         self.detach(container_id)
-        record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed)
+        record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed,
+                                  dns=[str(server) for server in host.get("Dns") or ()])
         self._emit("connect", container_id, record)
         return record
 

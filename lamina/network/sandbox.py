@@ -272,15 +272,20 @@ class Sandboxes:
         ports = [{"host_ip": port["HostIp"], "container_port": port["ContainerPort"], "host_port": port["HostPort"],
                   "range": 1, "protocol": port["Protocol"]}
                  for port in record.get("Ports", [])] if primary in networks else []
-        return {"container_id": container_id, "container_name": record.get("Name", ""), "port_mappings": ports,
-                "networks": networks, "network_info": info}
+        request = {"container_id": container_id, "container_name": record.get("Name", ""), "port_mappings": ports,
+                   "networks": networks, "network_info": info}
+        if record.get("Dns"):  # aardvark-dns forwards this container's questions to them
+            request["dns_servers"] = list(record["Dns"])
+        return request
 
     # -- attach / connect / disconnect / detach ----------------------------------------------------
 
     def attach(self, container_id: str, *, name: str, endpoints: list[EndpointRequest],
-               ports: Iterable[PortMapping] = (), exposed: Iterable[str] = ()) -> dict[str, Any]:
+               ports: Iterable[PortMapping] = (), exposed: Iterable[str] = (),
+               dns: Iterable[str] = ()) -> dict[str, Any]:
         """Lease, record, then create the sandbox; the sandbox record.  Nothing is left when
-        it raises."""
+        it raises.  ``dns``: the container's own upstream name servers (``--dns``), which the
+        networks' resolver forwards its other questions to instead of the host's."""
         with fsutil.file_lock(self.host_lock), self.store.locked():
             records = self.store.sandboxes()
             if container_id in records:
@@ -291,7 +296,8 @@ class Sandboxes:
                 self.store.refresh_default_bridge()
             record: dict[str, Any] = {"ContainerID": container_id, "Name": name, "SandboxID": os.urandom(32).hex(),
                                       "SandboxKey": self.sandbox_key(container_id), "Endpoints": {},
-                                      "Primary": "", "Ports": [], "Exposed": sorted(set(exposed))}
+                                      "Primary": "", "Ports": [], "Exposed": sorted(set(exposed)),
+                                      "Dns": list(dns)}
             for index, request in enumerate(endpoints):
                 network = self.store.get(request.network, locked=True)
                 if network.Name in record["Endpoints"]:

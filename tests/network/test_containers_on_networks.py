@@ -210,3 +210,78 @@ def test_two_containers_on_a_macvlan_network_reach_each_other(dummy, net) -> Non
     assert engine.services.networks.inspect("mv")["Driver"] == "macvlan"
     engine.containers.remove(first, force=True)
     engine.services.networks.remove("mv")
+
+
+_DNS_SERVER = r"""
+import socket, struct, sys
+answer = socket.inet_aton(sys.argv[1])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("0.0.0.0", 53))
+print("ready", flush=True)
+while True:
+    query, peer = sock.recvfrom(512)
+    end = 12
+    while query[end]:
+        end += 1 + query[end]
+    question = query[12:end + 5]
+    name = []
+    at = 12
+    while query[at]:
+        name.append(query[at + 1:at + 1 + query[at]].decode())
+        at += 1 + query[at]
+    print("asked", ".".join(name), flush=True)
+    is_a = struct.unpack("!H", query[end + 1:end + 3])[0] == 1
+    header = query[:2] + struct.pack("!HHHHH", 0x8180, 1, 1 if is_a else 0, 0, 0)
+    record = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + answer if is_a else b""
+    sock.sendto(header + question + record, peer)
+"""
+
+
+@pytest.fixture
+def upstream_dns(names, tmp_path):
+    """A name server of the test's own in a namespace of its own, behind a veth pair from the
+    host: it answers every A question with 10.99.0.7 and prints the names it was asked."""
+    from lamina.network import namespace
+
+    subnet = names.subnet().rsplit(".", 1)[0]
+    host_side = names.bridge()
+    path = str(tmp_path / "dns-netns")
+    namespace.create(path)
+    server = subprocess.Popen(["nsenter", f"--net={path}", "python3", "-c", _DNS_SERVER, "10.99.0.7"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        subprocess.run(["ip", "link", "add", host_side, "type", "veth", "peer", "name", f"{host_side}p", "netns",
+                        str(server.pid)], check=True)
+        subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", host_side], check=True)
+        subprocess.run(["ip", "link", "set", host_side, "up"], check=True)
+        for command in (["addr", "add", f"{subnet}.2/24", "dev", f"{host_side}p"],
+                        ["link", "set", f"{host_side}p", "up"]):
+            subprocess.run(["nsenter", f"--net={path}", "ip", *command], check=True)
+        yield f"{subnet}.2", server
+    finally:
+        server.kill()
+        server.wait()
+        subprocess.run(["ip", "link", "del", host_side], capture_output=True, check=False)
+        namespace.remove(path)
+
+
+def test_the_network_resolver_forwards_to_the_containers_dns_servers(upstream_dns, net) -> None:
+    engine, names = net
+    address, server = upstream_dns
+    _network(engine, names, "named")
+    engine.run("sleep", "60", name="peer", HostConfig={"NetworkMode": "named"})
+    client = engine.run("sh", "-c", "nslookup probe.lamina-test; nslookup peer; cat /etc/resolv.conf",
+                        HostConfig={"NetworkMode": "named", "Dns": [address]})
+    engine.wait(client)
+    output = engine.output(client)
+    gateway = engine.services.networks.inspect("named")["IPAM"]["Config"][0]["Gateway"]
+    assert f"nameserver {gateway}" in output and f"nameserver {address}" not in output, output
+    assert "Address: 10.99.0.7" in output, output  # forwarded to the container's --dns server
+    peer = engine.container_views.inspect("peer")["NetworkSettings"]["Networks"]["named"]["IPAddress"]
+    assert f"Address: {peer}" in output, output  # names of the network still answered by aardvark-dns
+    server.kill()
+    asked, _ = server.communicate()
+    assert "asked probe.lamina-test" in asked and "asked peer" not in asked
+    with pytest.raises(errdefs.InvalidArgument, match="invalid DNS server"):
+        engine.create("true", HostConfig={"NetworkMode": "named", "Dns": ["not-an-address"]})

@@ -112,7 +112,7 @@ def write_files(directory: str, container: Container, sandbox: dict[str, Any] | 
         servers = name_servers(sandbox) or None
     files = {
         "/etc/resolv.conf": ("resolv.conf", specs.resolv_conf(
-            host_resolv, network=network, dns=host.get("Dns") or servers, search=host.get("DnsSearch") or None,
+            host_resolv, network=network, dns=servers or host.get("Dns"), search=host.get("DnsSearch") or None,
             options=host.get("DnsOptions") or None)),
         "/etc/hostname": ("hostname", hostname + "\n"),
         "/etc/hosts": ("hosts", specs.hosts_file(
