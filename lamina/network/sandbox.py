@@ -7,8 +7,12 @@ Life of a sandbox (one container)::
                                           unlock; create <exec-root>/netns/<id>; data plane
                                           setup; record "SetUp"
     connect / disconnect                  one more / one less endpoint of a sandbox
-    detach(container)                     data plane teardown; remove the namespace; remove
-                                          the record (the leases are free again)
+    detach(container)                     mark the record "Releasing"; data plane teardown;
+                                          remove the namespace; remove the record (the leases
+                                          are free again).  A run's monitor detaches after
+                                          the run's waiters are woken (off ``run --rm``'s
+                                          path): an attach that wants an address or host port
+                                          a releasing record holds waits for the record to go
     sweep(is_live)                        detach every sandbox whose container is not live
 
 Everything is recorded before it is created, so a crash at any step (kill -9 of the process
@@ -29,6 +33,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +54,19 @@ __all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
 HOST_LOCK = "/run/lamina-network.lock"
 
 log = get_logger("lamina.network")
+
+# how long a run waits for an ended run's teardown that still holds the address or host port it asks for
+RELEASE_WAIT = 10.0
+
+
+class _Releasing(errdefs.Conflict):
+    """What a run asks for is held by a sandbox being torn down (``Releasing`` in its record);
+    :meth:`Sandboxes.attach` waits for it, other callers see a conflict."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(f"the address or host port is held by container {container_id[:12]}, whose network "
+                         "teardown is under way")
+        self.container_id = container_id
 
 
 @dataclass(frozen=True)
@@ -127,14 +145,26 @@ class Sandboxes:
 
     def remove_network(self, network: Network) -> None:
         """Remove ``network``'s record and its bridge (anchor, device, firewall chains); a
-        network with endpoints is refused (``Conflict``)."""
-        with fsutil.file_lock(self.host_lock), self.store.locked():
-            users = self.endpoints(network.Id)
-            if users:
+        network with endpoints is refused (``Conflict``), after waiting for the teardowns under
+        way (an ``--rm`` run that just ended)."""
+        deadline = time.monotonic() + RELEASE_WAIT
+        while True:
+            with fsutil.file_lock(self.host_lock), self.store.locked():
+                users = self.endpoints(network.Id)
+                releasing = self._releasing(network.Id)
+                if not users and not releasing:
+                    bridges.remove(network, self.dataplane,
+                                   os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
+                    self.store.remove(network)
+                    return
+            if users or not self._wait_released(releasing[0], deadline):
+                names = ", ".join(user["Name"] for user in users.values()) or releasing[0][:12]
                 raise errdefs.Conflict(f"error while removing network: network {network.Name} id {network.Id} has "
-                                       f"active endpoints ({', '.join(user['Name'] for user in users.values())})")
-            bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
-            self.store.remove(network)
+                                       f"active endpoints ({names})")
+
+    def _releasing(self, network_id: str) -> list[str]:
+        return [container_id for container_id, record in self.store.sandboxes().items() if record.get("Releasing")
+                and any(endpoint["NetworkID"] == network_id for endpoint in record.get("Endpoints", {}).values())]
 
     def remove_bridges(self) -> None:
         """Take down the bridge of every network without endpoints (the networks stay: their
@@ -162,15 +192,21 @@ class Sandboxes:
                                           f"(driver {network.Driver}) together with others")
         subnet = ipam.parse_subnet(network.Subnet)
         used = {network.Gateway, network.IPv6Gateway, *network.AuxiliaryAddresses.values()}
+        releasing: dict[str, str] = {}   # address -> the container whose teardown still holds it
         for other_id, record in records.items():
             for endpoint in record.get("Endpoints", {}).values():
                 if endpoint["NetworkID"] == network.Id:
-                    used.update((endpoint["IPAddress"], endpoint.get("GlobalIPv6Address", "")))
+                    addresses = (endpoint["IPAddress"], endpoint.get("GlobalIPv6Address", ""))
+                    used.update(addresses)
+                    if record.get("Releasing"):
+                        releasing.update((address, other_id) for address in addresses if address)
         if request.ipv4_address:
             if not network.IPAMConfigured:
                 raise errdefs.InvalidArgument("user specified IP address is supported only when connecting to "
                                               "networks with user configured subnets")
             address = str(ipam.check_address(subnet, request.ipv4_address, "IP address"))
+            if address in releasing:
+                raise _Releasing(releasing[address])
             if address in used:
                 raise errdefs.Conflict(f"Address already in use: {address} on network {network.Name}")
         else:
@@ -184,6 +220,8 @@ class Sandboxes:
             subnet6 = ipam.parse_subnet6(network.IPv6Subnet)
             if request.ipv6_address:
                 address6 = str(ipam.check_address(subnet6, request.ipv6_address, "IPv6 address"))
+                if address6 in releasing:
+                    raise _Releasing(releasing[address6])
                 if address6 in used:
                     raise errdefs.Conflict(f"Address already in use: {address6} on network {network.Name}")
             else:
@@ -204,6 +242,8 @@ class Sandboxes:
 
     def _ports(self, ports: Iterable[PortMapping], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         taken = [port for record in records.values() for port in record.get("Ports", [])]
+        releasing = [(container_id, port) for container_id, record in records.items() if record.get("Releasing")
+                     for port in record.get("Ports", [])]
         chosen: list[dict[str, Any]] = []
         for mapping in ports:
             for offset in range(mapping.Range):
@@ -216,6 +256,9 @@ class Sandboxes:
                                 and self._overlaps(other["HostIp"], mapping.HostIp) for other in taken + chosen)
                     if not clash:
                         break
+                    for holder, other in releasing:
+                        if other["HostPort"] == host_port and other["Protocol"] == mapping.Protocol:
+                            raise _Releasing(holder)
                     if wanted:
                         raise errdefs.Conflict(f"Bind for {mapping.HostIp or '0.0.0.0'}:{wanted} failed: "
                                                "port is already allocated")
@@ -286,6 +329,29 @@ class Sandboxes:
         """Lease, record, then create the sandbox; the sandbox record.  Nothing is left when
         it raises.  ``dns``: the container's own upstream name servers (``--dns``), which the
         networks' resolver forwards its other questions to instead of the host's."""
+        deadline = time.monotonic() + RELEASE_WAIT
+        while True:
+            try:
+                record = self._lease(container_id, name, endpoints, ports, exposed, dns)
+                break
+            except _Releasing as busy:  # a run that just ended still tears down: wait for it
+                if not self._wait_released(busy.container_id, deadline):
+                    raise errdefs.Conflict(f"the address or host port is held by container "
+                                           f"{busy.container_id[:12]}, whose network teardown did not end in "
+                                           f"{RELEASE_WAIT:.0f} s") from None
+        try:
+            namespace.create(record["SandboxKey"])
+            if record["Endpoints"]:
+                answer = self._setup(record["SandboxKey"], self._request(container_id, record,
+                                                                         record["Endpoints"]))
+                record = self._set_up(container_id, answer)
+        except BaseException:
+            self._undo(container_id, record)
+            raise
+        return record
+
+    def _lease(self, container_id: str, name: str, endpoints: list[EndpointRequest], ports: Iterable[PortMapping],
+               exposed: Iterable[str], dns: Iterable[str]) -> dict[str, Any]:
         with fsutil.file_lock(self.host_lock), self.store.locked():
             records = self.store.sandboxes()
             if container_id in records:
@@ -307,16 +373,14 @@ class Sandboxes:
                 record["Primary"] = record["Primary"] or network.Name
             record["Ports"] = self._ports(ports, records) if record["Primary"] else []
             self.store.write_sandbox(container_id, record)
-        try:
-            namespace.create(record["SandboxKey"])
-            if record["Endpoints"]:
-                answer = self._setup(record["SandboxKey"], self._request(container_id, record,
-                                                                         record["Endpoints"]))
-                record = self._set_up(container_id, answer)
-        except BaseException:
-            self._undo(container_id, record)
-            raise
-        return record
+            return record
+
+    def _wait_released(self, container_id: str, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if self.store.sandbox(container_id) is None:
+                return True
+            time.sleep(0.01)
+        return False
 
     def _set_up(self, container_id: str, answer: dict[str, Any]) -> dict[str, Any]:
         with self.store.locked():
@@ -332,6 +396,11 @@ class Sandboxes:
             return record
 
     def _undo(self, container_id: str, record: dict[str, Any]) -> None:
+        with self.store.locked():  # a run asking for its address or port waits for the teardown
+            current = self.store.sandbox(container_id)
+            if current is not None and not current.get("Releasing"):
+                current["Releasing"] = True
+                self.store.write_sandbox(container_id, current)
         try:
             self._teardown(container_id, record, list(record["Endpoints"]))
         finally:
@@ -441,9 +510,11 @@ class Sandboxes:
 
     def endpoints(self, network_id: str) -> dict[str, dict[str, Any]]:
         """Docker's ``Containers`` of a network: container id -> Name, EndpointID, MacAddress,
-        IPv4Address, IPv6Address."""
+        IPv4Address, IPv6Address (not the sandboxes being torn down)."""
         found = {}
         for container_id, record in self.store.sandboxes().items():
+            if record.get("Releasing"):  # its run ended; the teardown finishes
+                continue
             for endpoint in record.get("Endpoints", {}).values():
                 if endpoint["NetworkID"] == network_id:
                     found[container_id] = {

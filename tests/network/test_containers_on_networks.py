@@ -285,3 +285,24 @@ def test_the_network_resolver_forwards_to_the_containers_dns_servers(upstream_dn
     assert "asked probe.lamina-test" in asked and "asked peer" not in asked
     with pytest.raises(errdefs.InvalidArgument, match="invalid DNS server"):
         engine.create("true", HostConfig={"NetworkMode": "named", "Dns": ["not-an-address"]})
+
+
+def test_an_rm_runs_teardown_holds_its_port_until_done_and_the_next_run_waits_for_it(net) -> None:
+    """``run --rm`` returns before its sandbox is torn down: the next run asking for the same
+    host port and address, and ``network rm``, wait for that teardown instead of failing."""
+    engine, names = net
+    _network(engine, names, "again")
+    subnet = engine.services.networks.inspect("again")["IPAM"]["Config"][0]["Subnet"]
+    address = subnet.rsplit(".", 1)[0] + ".77"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    host = {"NetworkMode": "again", "AutoRemove": True,
+            "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}
+    networking = {"EndpointsConfig": {"again": {"IPAMConfig": {"IPv4Address": address}}}}
+    for _ in range(3):
+        container = engine.run("true", HostConfig=host, NetworkingConfig=networking)
+        assert engine.wait(container, "removed") == 0
+    engine.services.networks.remove("again")  # waits for the last run's teardown
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert f"--dport {port} " not in rules
