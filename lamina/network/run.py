@@ -301,5 +301,14 @@ class RunNetwork:
             self.sandboxes.remove_bridges()
 
     def is_live(self, container_id: str) -> bool:
-        """The container's monitor runs (it holds ``monitor.lock`` for its whole life)."""
-        return fsutil.lock_is_held(os.path.join(self.exec_root, "containers", container_id, "monitor.lock"))
+        """The container's monitor runs (it holds ``monitor.lock`` for its whole life), or a
+        process tears the sandbox down (it holds the releasing lock: an ``--rm`` run's monitor
+        after the container's directory is gone)."""
+        return (fsutil.lock_is_held(os.path.join(self.exec_root, "containers", container_id, "monitor.lock"))
+                or fsutil.lock_is_held(os.path.join(self.exec_root, "releasing", f"{container_id}.lock")))
+
+    def begin_release(self, container_id: str) -> None:
+        """Mark the run's sandbox as being torn down before its waiters are woken; the
+        :meth:`detach` that follows (in this process) finishes it."""
+        if self.has_sandboxes():
+            self.sandboxes.begin_release(container_id)

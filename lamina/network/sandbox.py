@@ -133,6 +133,7 @@ class Sandboxes:
         self.dataplane = dataplane
         self.netns_dir = netns_dir
         self.host_lock = host_lock
+        self._releasing_locks: dict[str, fsutil.FileLock] = {}
 
     def _setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
         with fsutil.file_lock(self.host_lock):
@@ -395,18 +396,49 @@ class Sandboxes:
             self.store.write_sandbox(container_id, record)
             return record
 
-    def _undo(self, container_id: str, record: dict[str, Any]) -> None:
-        with self.store.locked():  # a run asking for its address or port waits for the teardown
+    def releasing_lock(self, container_id: str) -> str:
+        """``<exec-root>/releasing/<container-id>.lock``: held by the process tearing the
+        sandbox down, from :meth:`begin_release` until the record is gone."""
+        return os.path.join(os.path.dirname(self.netns_dir), "releasing", f"{container_id}.lock")
+
+    def begin_release(self, container_id: str) -> None:
+        """Mark the sandbox ``Releasing`` (a run asking for its address or host port, and
+        ``network rm``, wait for the record to go instead of failing) and hold its releasing
+        lock until :meth:`detach` ends (the sweep leaves a held one alone)."""
+        if container_id in self._releasing_locks:
+            return
+        path = self.releasing_lock(container_id)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        lock = fsutil.FileLock(path)
+        lock.acquire()
+        self._releasing_locks[container_id] = lock
+        with self.store.locked():
             current = self.store.sandbox(container_id)
             if current is not None and not current.get("Releasing"):
                 current["Releasing"] = True
                 self.store.write_sandbox(container_id, current)
+
+    def _end_release(self, container_id: str) -> None:
+        lock = self._releasing_locks.pop(container_id, None)
+        if lock is None:
+            return
+        try:
+            os.unlink(self.releasing_lock(container_id))
+        except FileNotFoundError:
+            pass
+        lock.release()
+
+    def _undo(self, container_id: str, record: dict[str, Any]) -> None:
+        self.begin_release(container_id)
         try:
             self._teardown(container_id, record, list(record["Endpoints"]))
         finally:
-            namespace.remove(record["SandboxKey"])
-            with self.store.locked():
-                self.store.remove_sandbox(container_id)
+            try:
+                namespace.remove(record["SandboxKey"])
+                with self.store.locked():
+                    self.store.remove_sandbox(container_id)
+            finally:
+                self._end_release(container_id)
 
     def _teardown(self, container_id: str, record: dict[str, Any], names: list[str]) -> None:
         if not names:

@@ -136,7 +136,9 @@ class NetworkServiceImpl:
         return True
 
     def _used(self) -> set[str]:
-        return {endpoint["NetworkID"] for record in self.store.sandboxes().values()
+        """Networks with endpoints (not counting sandboxes being torn down: ``remove`` waits
+        for those)."""
+        return {endpoint["NetworkID"] for record in self.store.sandboxes().values() if not record.get("Releasing")
                 for endpoint in record.get("Endpoints", {}).values()}
 
     def list(self, *, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:

@@ -303,6 +303,8 @@ def test_an_rm_runs_teardown_holds_its_port_until_done_and_the_next_run_waits_fo
     for _ in range(3):
         container = engine.run("true", HostConfig=host, NetworkingConfig=networking)
         assert engine.wait(container, "removed") == 0
-    engine.services.networks.remove("again")  # waits for the last run's teardown
+    container = engine.run("true", HostConfig=host, NetworkingConfig=networking)
+    assert engine.wait(container, "removed") == 0
+    assert engine.services.networks.prune()["NetworksDeleted"] == ["again"]  # waits for the last teardown
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert f"--dport {port} " not in rules

@@ -234,6 +234,8 @@ class Runner:
             self._exit_events(container if container is not None else ran, code, oom, duration)
             if monitor.context.network is not None and not removing:
                 monitor.context.network.detach(self.id)  # after "die", as dockerd releases the network
+            elif monitor.context.network is not None:
+                monitor.context.network.begin_release(self.id)  # detached after the waiters are woken
             monitor.close_clients()
             if not restart:
                 break
