@@ -78,3 +78,18 @@ def test_an_ipv6_subnet_beside_the_ipv4_one(services, capsys) -> None:
                            '{"Subnet":"fd6c:77:1::/64","Gateway":"fd6c:77:1::fe"}] true')
     code, _, err = lamina(capsys, "network", "create", "--subnet", "fd6c:77:2::/64", "six")
     assert code != 0 and "needs IPv6 enabled" in err
+
+
+def test_ip_and_ip6_flags_make_the_endpoints_ipam_config() -> None:
+    import argparse
+
+    from lamina.cli.container_flags import configure_create, create_body
+
+    parser = argparse.ArgumentParser(add_help=False)  # run's own -h/--help flags
+    configure_create(parser, run=True)
+    args = parser.parse_args(["--network", "dual", "--ip", "10.250.4.9", "--ip6", "fd6c:77:1::9", "busybox"])
+    body = create_body(args)
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"dual": {"IPAMConfig": {
+        "IPv4Address": "10.250.4.9", "IPv6Address": "fd6c:77:1::9"}}}}
+    body = create_body(parser.parse_args(["--network", "dual", "--ip6", "fd6c:77:1::9", "busybox"]))
+    assert body["NetworkingConfig"]["EndpointsConfig"]["dual"] == {"IPAMConfig": {"IPv6Address": "fd6c:77:1::9"}}
