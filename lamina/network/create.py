@@ -141,7 +141,8 @@ def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", su
                 raise errdefs.Conflict(f"network {other.Name} is already using parent interface {parent}")
         network = Network(Id=network_id, Name=name, Created=now_rfc3339(), Driver=driver, Subnet=str(chosen),
                           Gateway=gateway_address, IPv6Subnet=str(chosen6 or ""), IPv6Gateway=gateway6,
-                          EnableIPv6=bool(enable_ipv6), IPRange=ip_range, AuxiliaryAddresses=auxiliary, BridgeName=bridge,
+                          EnableIPv6=bool(enable_ipv6), IPRange=ip_range, AuxiliaryAddresses=auxiliary,
+                          BridgeName=bridge,
                           Internal=bool(internal), Attachable=bool(attachable), Options=options,
                           Labels=dict(labels or {}), IPAMOptions=dict(ipam_options or {}),
                           IPAMConfigured=bool(subnet))

@@ -114,7 +114,8 @@ def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
             "Gateway": endpoint["Gateway"], "IPAddress": endpoint["IPAddress"],
             "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": endpoint.get("IPv6Gateway", ""),
             "GlobalIPv6Address": endpoint.get("GlobalIPv6Address", ""),
-            "GlobalIPv6PrefixLen": endpoint.get("GlobalIPv6PrefixLen", 0), "DNSNames": list(endpoint.get("DNSNames", [])) or None,
+            "GlobalIPv6PrefixLen": endpoint.get("GlobalIPv6PrefixLen", 0),
+            "DNSNames": list(endpoint.get("DNSNames", [])) or None,
         }
     default = record.get("Endpoints", {}).get("bridge")
     if default:
@@ -310,7 +311,8 @@ class Sandboxes:
             if network.IPv6Subnet:
                 subnets.append({"subnet": network.IPv6Subnet, "gateway": network.IPv6Gateway})
             info[name] = {"name": name, "id": network.Id, "driver": network.Driver, "network_interface": interface,
-                          "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal, "dns_enabled": network.dns_enabled,
+                          "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal,
+                          "dns_enabled": network.dns_enabled,
                           "ipam_options": {"driver": "host-local"}, "options": options}
         primary = record.get("Primary")
         ports = [{"host_ip": port["HostIp"], "container_port": port["ContainerPort"], "host_port": port["HostPort"],
