@@ -38,7 +38,7 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
-from lamina.network import bridges, ipam, namespace
+from lamina.network import bridges, namespace
 from lamina.network.api import Network
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
@@ -121,17 +121,33 @@ def read_rules() -> tuple[list[Rule], set[tuple[str, str, str]]]:
     return rules, chains
 
 
-def _routes() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    routes: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = list(ipam.host_routes())
-    try:
-        with open("/proc/net/ipv6_route", encoding="ascii") as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) >= 2 and int(fields[1], 16):
-                    address = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
-                    routes.append(ipaddress.IPv6Network((address, int(fields[1], 16)), strict=False))
-    except OSError:
-        pass
+def _routes() -> dict[ipaddress.IPv4Network | ipaddress.IPv6Network, set[str]]:
+    """The host's routes (default and host routes excluded): destination -> devices."""
+    routes: dict[ipaddress.IPv4Network | ipaddress.IPv6Network, set[str]] = {}
+    for path, family in (("/proc/net/route", 4), ("/proc/net/ipv6_route", 6)):
+        try:
+            with open(path, encoding="ascii") as handle:
+                lines = handle.read().splitlines()
+        except OSError:
+            continue
+        for line in lines[1:] if family == 4 else lines:
+            fields = line.split()
+            try:
+                if family == 4 and len(fields) >= 8 and int(fields[7], 16):
+                    mask = int(fields[7], 16).to_bytes(4, "little")
+                    destination: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.IPv4Network(
+                        (ipaddress.IPv4Address(int(fields[1], 16).to_bytes(4, "little")),
+                         bin(int.from_bytes(mask, "big")).count("1")), strict=False)
+                    device = fields[0]
+                elif family == 6 and len(fields) >= 10 and 0 < int(fields[1], 16) < 128:
+                    destination = ipaddress.IPv6Network((ipaddress.IPv6Address(bytes.fromhex(fields[0])),
+                                                         int(fields[1], 16)), strict=False)
+                    device = fields[-1]
+                else:
+                    continue
+            except ValueError:
+                continue
+            routes.setdefault(destination, set()).add(device)
     return routes
 
 
@@ -236,7 +252,10 @@ class _Scan:
             leaked.setdefault(rule.text, (rule, message))
 
         for network in [*self.networks, *(network for network in gone if not network.Id)]:
-            self._port_forwards(network, rules, add)
+            # a subnet routed through another device is another engine's network now (this
+            # one's bridge is down): the port forwards to it are that engine's
+            if all(routes.get(subnet, {network.BridgeName}) <= {network.BridgeName} for subnet in _subnets(network)):
+                self._port_forwards(network, rules, add)
         for network in gone:
             recordless = not network.Id
             texts = {str(subnet) for subnet in _subnets(network) if recordless or subnet not in routes}
