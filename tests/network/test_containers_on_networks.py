@@ -166,6 +166,17 @@ def test_containers_on_an_ipv6_network_reach_each_other_by_address_and_by_name(n
     with pytest.raises(errdefs.Conflict, match="already in use"):
         engine.run("true", HostConfig={"NetworkMode": "dual"},
                    NetworkingConfig={"EndpointsConfig": {"dual": {"IPAMConfig": {"IPv6Address": f"{prefix}::66"}}}})
+    second6 = names.subnet6()
+    _network(engine, names, "dual2", EnableIPv6=True,
+             IPAM={"Config": [{"Subnet": names.subnet()}, {"Subnet": second6}]})
+    address6 = second6.split("::")[0] + "::9"
+    engine.services.networks.connect("dual2", web, {"IPAMConfig": {"IPv6Address": address6}})
+    connected = engine.container_views.inspect(web)["NetworkSettings"]["Networks"]["dual2"]
+    assert connected["GlobalIPv6Address"] == address6
+    sandbox = engine.container_views.inspect(web)["NetworkSettings"]["SandboxKey"]
+    inside = subprocess.run(["nsenter", f"--net={sandbox}", "ip", "-6", "addr", "show", "dev", "eth1"],
+                            capture_output=True, text=True, check=True).stdout
+    assert f"{address6}/64" in inside
     _network(engine, names, "only4")
     with pytest.raises(errdefs.InvalidArgument, match="no IPv6 subnet"):
         engine.run("true", HostConfig={"NetworkMode": "only4"},
