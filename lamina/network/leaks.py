@@ -306,13 +306,19 @@ class _Scan:
             if not match or (network.Name and match.group(1) != network.Name) or match.group(2) in holders:
                 continue
             port, protocol = rule.value("--dport"), rule.value("-p")
-            own = [other for other in rules if other.family == rule.family and other.chain == dn_chain
-                   and other.value("--dport") == port and other.value("-p") == protocol]
-            targets = [other.value("--to-destination") for other in own if other.value("--to-destination")]
-            addresses = [address for address in map(_address_of, targets) if address is not None]
-            if not any(address in subnet for address in addresses for subnet in subnets
-                       if address.version == subnet.version):
+            same_port = [other for other in rules if other.family == rule.family and other.chain == dn_chain
+                         and other.value("--dport") == port and other.value("-p") == protocol]
+            # the DNAT rules to this network's subnet name the host address (-d) of this forward;
+            # the chain (one per network name) may hold another engine's forward of the port
+            host_addresses = set()
+            for other in same_port:
+                address = _address_of(other.value("--to-destination"))
+                if address is not None and any(address in subnet for subnet in subnets
+                                               if address.version == subnet.version):
+                    host_addresses.add(other.value("-d"))
+            if not host_addresses:
                 continue  # another engine's network of the same name
+            own = [other for other in same_port if other.value("-d") in host_addresses]
             container = match.group(2)[:12]
             add(rule, f"port forward of {protocol} port {port} to container {container}, which has no sandbox "
                       f"on network {match.group(1)}")
