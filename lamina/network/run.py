@@ -222,7 +222,7 @@ class RunNetwork:
     def _emit(self, action: str, container_id: str, record: Mapping[str, Any] | None) -> None:
         for name, endpoint in ((record or {}).get("Endpoints") or {}).items():
             self.events.emit(NETWORK, action, endpoint["NetworkID"],
-                             {"name": name, "type": "bridge", "container": container_id})
+                             {"name": name, "type": endpoint.get("Driver", "bridge"), "container": container_id})
 
     @property
     def sandboxes(self) -> Sandboxes:

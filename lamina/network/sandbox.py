@@ -232,7 +232,8 @@ class Sandboxes:
                     "IPv6Gateway": network.IPv6Gateway, "StaticIPv6Address": bool(request.ipv6_address)}
         short_id = container_id[:12]
         dns_names = [name, *request.aliases, short_id] if network.dns_enabled else []
-        return {"NetworkID": network.Id, "EndpointID": os.urandom(32).hex(), "IPAddress": address,
+        return {"NetworkID": network.Id, "Driver": network.Driver, "EndpointID": os.urandom(32).hex(),
+                "IPAddress": address,
                 "IPPrefixLen": subnet.prefixlen, "Gateway": network.Gateway,
                 "MacAddress": request.mac_address or ipam.mac_address(address),
                 "Aliases": list(request.aliases), "DNSNames": [n for n in dns_names if n],

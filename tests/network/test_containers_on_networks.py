@@ -221,6 +221,9 @@ def test_two_containers_on_a_macvlan_network_reach_each_other(dummy, net) -> Non
     assert engine.services.networks.inspect("mv")["Driver"] == "macvlan"
     engine.containers.remove(first, force=True)
     engine.services.networks.remove("mv")
+    types = {message["Actor"]["Attributes"]["type"] for message in engine.services.events.events(
+        since_ns=0, until_ns=time.time_ns(), filters={"type": ["network"], "network": ["mv"]})}
+    assert types == {"macvlan"}
 
 
 _DNS_SERVER = r"""
