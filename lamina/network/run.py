@@ -218,6 +218,7 @@ class RunNetwork:
         # Docker's network events of a run: connect per endpoint at its start, disconnect at its end
         self.events = events
         self._sandboxes: Sandboxes | None = None
+        self._disconnected: set[str] = set()   # "disconnect" emitted by begin_release, before detach
 
     def _emit(self, action: str, container_id: str, record: Mapping[str, Any] | None) -> None:
         for name, endpoint in ((record or {}).get("Endpoints") or {}).items():
@@ -249,7 +250,9 @@ class RunNetwork:
         if self.has_sandboxes():
             record = self.sandboxes.store.sandbox(container_id)
             self.sandboxes.detach(container_id)
-            self._emit("disconnect", container_id, record)
+            if container_id not in self._disconnected:
+                self._emit("disconnect", container_id, record)
+        self._disconnected.discard(container_id)
 
     def has_sandboxes(self) -> bool:
         """Any sandbox record exists (a cheap look before the store is opened)."""
@@ -311,4 +314,8 @@ class RunNetwork:
         """Mark the run's sandbox as being torn down before its waiters are woken; the
         :meth:`detach` that follows (in this process) finishes it."""
         if self.has_sandboxes():
+            record = self.sandboxes.store.sandbox(container_id)
             self.sandboxes.begin_release(container_id)
+            # Docker's order: die, network disconnect, destroy (the teardown ends after destroy)
+            self._emit("disconnect", container_id, record)
+            self._disconnected.add(container_id)
