@@ -3,9 +3,12 @@
 ``check`` verifies, under the store's exclusive lock: every image config against its digest,
 every image's layer chain, every layer record (chainID, parent, driver directory,
 tar-split), every reference, the driver's own directories and the container name index
-against the container records; it reports orphans and damage and, with ``repair``, removes
-what is safe to remove (references to missing images, unreferenced layers, driver directories
-no layer owns) and rebuilds the name index.  It never removes an image.
+against the container records, and the engine's network objects (sandboxes of containers that
+are not running, interfaces and netavark rules no record describes:
+:meth:`lamina.network.run.RunNetwork.check`); it reports orphans and damage and, with
+``repair``, removes what is safe to remove (references to missing images, unreferenced
+layers, driver directories no layer owns, leaked network objects) and rebuilds the name
+index.  It never removes an image.
 """
 
 from __future__ import annotations
