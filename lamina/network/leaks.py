@@ -7,7 +7,8 @@ record describes any more, each attributed to this engine before it is called le
 engines' and other programs' objects on the host are never touched):
 
 * **namespace**: ``<exec-root>/netns/<container-id>`` without a sandbox record (its veths
-  live as long as it does).
+  live as long as it does); **file**: a releasing lock (``<exec-root>/releasing/<id>.lock``)
+  nobody holds, of no record.
 * **anchor** (:mod:`lamina.network.bridges`) whose alias names this data root and whose
   bridge is no network's ``BridgeName`` any more (the record was deleted), or is no bridge's
   port: the anchor, and the bridge it keeps up when that has no other port.
@@ -53,8 +54,8 @@ _RECORDLESS_BRIDGE = "bridge of no network record"
 
 @dataclass(frozen=True)
 class Leak:
-    """One leaked object: ``Kind`` (``namespace``, ``interface``, ``rule``), ``Object`` (what
-    names it: a path, a device, ``<family> <table> <rule>``), ``Message``."""
+    """One leaked object: ``Kind`` (``namespace``, ``file``, ``interface``, ``rule``), ``Object``
+    (what names it: a path, a device, ``<family> <table> <rule>``), ``Message``."""
 
     Kind: str
     Object: str
@@ -207,6 +208,21 @@ class _Scan:
             self.leaks.append(Leak("namespace", os.path.join(self.netns_dir, entry),
                                    "network namespace of no network sandbox (and its interfaces)"))
 
+    def releasing_locks(self) -> None:
+        """``<exec-root>/releasing/<id>.lock`` files no process holds and no record needs (a
+        teardown killed between the record's removal and the file's)."""
+        directory = os.path.join(os.path.dirname(self.netns_dir), "releasing")
+        try:
+            entries = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return
+        from lamina import fsutil
+
+        for entry in entries:
+            path = os.path.join(directory, entry)
+            if entry.split(".")[0] not in self.records and not fsutil.lock_is_held(path):
+                self.leaks.append(Leak("file", path, "releasing lock of a teardown that ended"))
+
     def held_peers(self) -> set[int]:
         """The host ifindexes of the veth peers of the interfaces in this engine's sandboxes."""
         held: set[int] = set()
@@ -344,6 +360,7 @@ def find(store: NetworkStore, netns_dir: str, data_root: str) -> list[Leak]:
     docstring).  The caller holds the host-wide network lock and the store's lock."""
     scan = _Scan(store, netns_dir, data_root)
     scan.namespaces()
+    scan.releasing_locks()
     held = scan.held_peers()
     scan.anchors(held)
     scan.veths(held)
@@ -373,6 +390,11 @@ def remove(leaks: list[Leak]) -> list[str]:
     for leak in sorted(leaks, key=lambda item: (order.get(item.Kind, 3), " nat chain " in item.Object)):
         if leak.Kind == "namespace":
             namespace.remove(leak.Object)
+        elif leak.Kind == "file":
+            try:
+                os.unlink(leak.Object)
+            except FileNotFoundError:
+                pass
         elif leak.Kind == "interface":
             if bridges.exists(leak.Object):
                 subprocess.run(["ip", "link", "del", leak.Object], capture_output=True, check=False)

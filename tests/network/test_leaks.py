@@ -71,3 +71,18 @@ def test_repair_removes_the_interfaces_and_rules_of_lost_records(net) -> None:
     finally:  # whatever an assertion left
         engine.services.system.check(repair=True)
         subprocess.run(["ip", "link", "del", anchor], capture_output=True, check=False)
+
+
+def test_a_releasing_lock_nobody_holds_is_a_leaked_file(net) -> None:
+    engine, names = net
+    _ = names
+    engine.services.networks.create({"Name": "plain"})  # the engine's network store exists
+    directory = os.path.join(engine.config.exec_root, "releasing")
+    os.makedirs(directory, exist_ok=True)
+    stale = os.path.join(directory, "f" * 64 + ".lock")
+    open(stale, "w").close()
+    problems = engine.services.system.check()["Problems"]
+    assert {"Kind": "network", "Object": stale,
+            "Message": "leaked file: releasing lock of a teardown that ended"} in problems
+    report = engine.services.system.check(repair=True)
+    assert f"removed leaked file {stale}" in report["Repaired"] and not os.path.exists(stale)
