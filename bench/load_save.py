@@ -7,6 +7,10 @@ Floors (the same work done by standard tools):
            here and flattered the ratio)
   save  >= `tar -c` of the extracted tree to a file
 
+The same load and save also go through a ``lamina serve`` on its own data root, with lamina's
+client (``lamina -H unix://...``) and, when installed, the docker CLI (``DOCKER_HOST``): the
+``*_serve`` rows and their ratio to the in-process commands (target <= 1.15x).
+
 Each measurement runs --runs times (default 5) on a fresh data root with warm caches (save and
 `tar -c` alternate --save-repeats times per run, after the load); the median and the ratio to
 the floor are printed, and the raw figures written to
@@ -21,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
+DOCKER = "/usr/local/bin/docker"
 
 
 def make_tree(root: str, small_files: int, large_files: int, large_size: int) -> int:
@@ -102,6 +108,40 @@ def timed(command: list[str] | str, **kwargs: object) -> float:
     return time.perf_counter() - start
 
 
+def start_server(work: str, storage_driver: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``lamina serve`` on its own data root, answering ``/_ping``; and its host."""
+    socket_path = os.path.join(work, "serve.sock")
+    log = open(os.path.join(work, "serve.log"), "wb")  # noqa: SIM115 - the server writes it until the end
+    server = subprocess.Popen([LAMINA, "--data-root", os.path.join(work, "serve-root"), "--storage-driver",
+                               storage_driver, "serve", "-H", f"unix://{socket_path}"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(socket_path)
+                probe.sendall(b"GET /_ping HTTP/1.1\r\nHost: lamina\r\nConnection: close\r\n\r\n")
+                if probe.recv(64).startswith(b"HTTP/1.1 200"):
+                    return server, f"unix://{socket_path}"
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            server.wait()
+            raise SystemExit(f"lamina serve did not start; see {log.name}")
+        time.sleep(0.05)
+
+
+def stop_server(server: subprocess.Popen[bytes], work: str) -> None:
+    server.send_signal(2)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    subprocess.run(["umount", "-R", os.path.join(work, "serve-root")], stderr=subprocess.DEVNULL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -117,6 +157,7 @@ def main() -> int:
         print("run as root (the benchmark uses real overlay mounts)", file=sys.stderr)
         return 2
     work = tempfile.mkdtemp(prefix="lamina-bench-", dir=args.workdir or "/var/tmp")
+    server: subprocess.Popen[bytes] | None = None
     try:
         tree = os.path.join(work, "tree")
         os.makedirs(tree)
@@ -129,7 +170,16 @@ def main() -> int:
               f"{content / 2**20:.1f} MiB of content; {args.runs} runs each")
 
         results: dict[str, list[float]] = {"tar_x": [], "sha256": [], "tar_c": [], "lamina_load": [],
-                                           "lamina_save": []}
+                                           "lamina_save": [], "lamina_load_serve": [], "lamina_save_serve": []}
+        docker = os.access(DOCKER, os.X_OK)
+        if docker:
+            results.update({"docker_load_serve": [], "docker_save_serve": []})
+        server, host = start_server(work, args.storage_driver)
+        docker_environment = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": os.path.join(work, "docker-config")}
+        remote = [LAMINA, "-H", host]
+        clients = [("lamina", remote, os.environ)]
+        if docker:
+            clients.append(("docker", [DOCKER], docker_environment))
         for run in range(args.runs):
             target = os.path.join(work, f"x{run}")
             os.makedirs(target)
@@ -149,6 +199,22 @@ def main() -> int:
                     results[key].append(timed(command))
                     os.unlink(command[-2])  # the output file
             subprocess.run(base + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL)
+            # through lamina serve: each client loads, saves (alternating with the in-process
+            # save of the same image, loaded again) and removes the image
+            subprocess.run(base + ["load", "-q", "-i", archive], check=True, stdout=subprocess.DEVNULL)
+            for name, command, environment in clients:
+                results[f"{name}_load_serve"].append(timed(command + ["load", "-q", "-i", archive],
+                                                           stdout=subprocess.DEVNULL, env=environment))
+                for _ in range(args.save_repeats):
+                    for key, save, save_environment in (
+                            (f"{name}_save_serve", command, environment), ("lamina_save", base, os.environ)):
+                        output = os.path.join(work, "saved.tar")
+                        results[key].append(timed(save + ["save", "-o", output, "bench:latest"],
+                                                  env=save_environment))
+                        os.unlink(output)
+                subprocess.run(command + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL,
+                               env=environment)
+            subprocess.run(base + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(["umount", "-R", data_root], stderr=subprocess.DEVNULL)
             shutil.rmtree(data_root)
             shutil.rmtree(target)
@@ -163,11 +229,18 @@ def main() -> int:
               f"{median['lamina_load'] / load_floor:.2f}x (target <= 1.2x)")
         print(f"save floor (tar -c)         {save_floor:>10.3f}   lamina save / floor = "
               f"{median['lamina_save'] / save_floor:.2f}x (target <= 1.2x)")
+        serve_ratios = {f"{name}_{kind}_serve": median[f"{name}_{kind}_serve"] / median[f"lamina_{kind}"]
+                        for name, _, _ in clients for kind in ("load", "save")}
+        for key, ratio in serve_ratios.items():
+            print(f"{key + ' / in-process':<40}{ratio:.2f}x (target <= 1.15x)")
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         with open(os.path.join(HERE, "results", "load_save.json"), "w") as handle:
             json.dump({"runs": results, "median": median, "load_ratio": median["lamina_load"] / load_floor,
-                       "save_ratio": median["lamina_save"] / save_floor}, handle, indent=2)
+                       "save_ratio": median["lamina_save"] / save_floor, "serve_ratios": serve_ratios},
+                      handle, indent=2)
     finally:
+        if server is not None:
+            stop_server(server, work)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -14,7 +14,8 @@ measures again:
   containers);
 * monitor memory: ``--running`` (default 20) containers started with ``run -d busybox sleep``,
   the USS (Private_Clean + Private_Dirty of ``/proc/PID/smaps_rollup``) of each container's
-  monitor (the parent of its PID 1), summed and per container.
+  monitor (the parent of its PID 1), summed and per container, and of the process the monitors
+  were forked from when it stays (lamina's monitor template), shared by them.
 
 ``--compare DIR`` runs every command also with the lamina package of another tree (e.g. main:
 ``--compare /work/main``), interleaved run by run with this tree's on the same data root and
@@ -227,12 +228,21 @@ def monitor_memory(tree: Tree, count: int) -> dict[str, object]:
                 return {"skipped": f"start: HTTP {status} {answer[:200]!r}"}
         time.sleep(0.5)
         sizes = []
+        monitors = []
         for container_id in ids:
             status, answer = tree.connection.request("GET", f"/v1.45/containers/{container_id}/json")
             pid = int(json.loads(answer)["State"]["Pid"])
-            sizes.append(uss(parent_of(pid)))
-        return {"containers": count, "total_mib": round(sum(sizes) / 2**20, 1),
-                "per_container_mib": round(statistics.median(sizes) / 2**20, 2)}
+            monitors.append(parent_of(pid))
+            sizes.append(uss(monitors[-1]))
+        # the process the monitors were forked from, when it stays (lamina's monitor template;
+        # a monitor forked by the server or the CLI is reparented to init): its USS is shared
+        # by the containers
+        templates = {parent_of(pid) for pid in monitors} - {1, tree.server.pid}
+        template = sum(uss(pid) for pid in templates)
+        return {"containers": count, "total_mib": round((sum(sizes) + template) / 2**20, 1),
+                "per_container_mib": round(statistics.median(sizes) / 2**20, 2),
+                "template_mib": round(template / 2**20, 2),
+                "per_container_with_template_mib": round((statistics.median(sizes) + template / count) / 2**20, 2)}
     finally:
         for container_id in ids:
             tree.connection.request("DELETE", f"/v1.45/containers/{container_id}?force=1")

@@ -10,13 +10,53 @@ Vocabulary (used identically in code, logs and JSON):
 
 from __future__ import annotations
 
-import hashlib
 import re
+import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import hashlib
 
 from lamina import errdefs
 
-__all__ = ["Digest", "parse", "from_bytes", "chain_id", "chain_ids", "is_hex_id", "Hasher", "BackgroundHasher"]
+__all__ = ["Digest", "parse", "from_bytes", "chain_id", "chain_ids", "is_hex_id", "Hasher", "BackgroundHasher",
+           "sha256_hex", "small_sha256"]
+
+# Hashing small values (configs, chainIDs, cache keys) needs no OpenSSL: importing hashlib
+# loads libcrypto (~3 ms, a tenth of a short command), more than CPython's built-in sha256
+# takes for a few hundred KiB.  Streams (layers) use hashlib: OpenSSL is 3-7x faster per byte.
+_SMALL = 256 * 1024
+
+
+def _builtin_sha256() -> Any:
+    try:
+        from _sha256 import sha256  # CPython 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[no-redef]  # CPython 3.12+
+        except ImportError:
+            from hashlib import sha256  # type: ignore[no-redef]  # a Python without the built-in
+    return sha256
+
+
+def small_sha256() -> Any:
+    """A sha256 object for a value of at most a few hundred KiB: OpenSSL's when hashlib is
+    loaded already, else CPython's built-in one (same ``update``/``hexdigest``)."""
+    if "hashlib" in sys.modules:
+        return sys.modules["hashlib"].sha256()
+    return _builtin_sha256()()
+
+
+def sha256_hex(data: bytes) -> str:
+    """The sha256 of ``data`` in hex (see :func:`small_sha256`; large values go to OpenSSL)."""
+    if len(data) > _SMALL:
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+    hasher = small_sha256()
+    hasher.update(data)
+    return hasher.hexdigest()
 
 _ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-fA-F0-9]{32,})$")
@@ -54,6 +94,8 @@ class Digest(str):
         return self.hex[:length]
 
     def new_hasher(self) -> "hashlib._Hash":
+        import hashlib
+
         return hashlib.new(self.algorithm)
 
 
@@ -62,7 +104,7 @@ def parse(value: str) -> Digest:
 
 
 def from_bytes(data: bytes) -> Digest:
-    return Digest("sha256:" + hashlib.sha256(data).hexdigest())
+    return Digest("sha256:" + sha256_hex(data))
 
 
 def is_hex_id(value: str) -> bool:
@@ -78,7 +120,7 @@ def chain_id(diff_ids: Iterable[str]) -> Digest:
         if result is None:
             result = diff_id
         else:
-            result = "sha256:" + hashlib.sha256(f"{result} {diff_id}".encode()).hexdigest()
+            result = "sha256:" + sha256_hex(f"{result} {diff_id}".encode())
     if result is None:
         raise errdefs.InvalidArgument("chain_id of an empty layer list")
     return Digest(result)
@@ -92,7 +134,7 @@ def chain_ids(diff_ids: Iterable[str]) -> list[Digest]:
         if not out:
             out.append(diff_id)
         else:
-            out.append(Digest("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest()))
+            out.append(Digest("sha256:" + sha256_hex(f"{out[-1]} {diff_id}".encode())))
     return out
 
 
@@ -102,6 +144,8 @@ class Hasher:
     __slots__ = ("_hash", "size")
 
     def __init__(self) -> None:
+        import hashlib
+
         self._hash = hashlib.sha256()
         self.size = 0
 

@@ -23,7 +23,6 @@ __all__ = [
     "System",
     "Cancelled",
     "Unauthorized",
-    "Forbidden",
 ]
 
 
@@ -60,7 +59,8 @@ class Conflict(LaminaError):
 
 
 class Forbidden(LaminaError):
-    """The operation is never allowed on this object (e.g. removing a pre-defined network)."""
+    """The operation is never allowed on this object (e.g. removing a pre-defined network), or a
+    peer (a registry) refuses it to these credentials."""
 
     kind = "forbidden"
 
@@ -93,5 +93,3 @@ class Unauthorized(LaminaError):
     """A peer (a registry) wants credentials, or refused the ones given."""
 
 
-class Forbidden(LaminaError):
-    """A peer (a registry) refuses the operation to these credentials."""

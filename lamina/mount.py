@@ -3,6 +3,10 @@
 Graph drivers and the runtime describe what to mount as :class:`Mount` values (like
 containerd's ``mount.Mount``); :func:`mount_all` executes them.  Keeping the side effect here
 lets option strings be tested without root and kernel quirks be handled once.
+
+FUSE filesystems served by a program (:data:`FUSE_PROGRAMS`: ``fuse-overlayfs``) are mounted by
+running that program with the data options (``<program> -o <data> <target>``, from ``chdir``);
+it returns once the mount is in place and serves it until it is unmounted.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from lamina import sys as lsys
 from lamina.records import dataclass, field
 
 __all__ = ["Mount", "mount_all", "unmount", "unmount_all_under", "is_mountpoint", "mounted_targets",
-           "set_propagation", "remount", "PAGE_SIZE"]
+           "set_propagation", "remount", "PAGE_SIZE", "FUSE_PROGRAMS"]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# mount types that a FUSE program mounts and serves: type -> program
+FUSE_PROGRAMS = {"fuse-overlayfs": "fuse-overlayfs"}
 
 _FLAG_OPTIONS = {
     "ro": (lsys.MS_RDONLY, False), "rw": (lsys.MS_RDONLY, True),
@@ -71,6 +77,9 @@ class Mount:
         flags, propagation, data = self.flags_and_data()
         if len(data) >= PAGE_SIZE:
             raise errdefs.InvalidArgument(f"mount data for {target} is {len(data)} bytes, over the page size")
+        if self.type in FUSE_PROGRAMS:
+            self._mount_fuse(FUSE_PROGRAMS[self.type], data, target)
+            return
         fstype = None if flags & lsys.MS_BIND else self.type
         previous = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if self.chdir else None
         try:
@@ -89,6 +98,21 @@ class Mount:
             if previous is not None:
                 os.fchdir(previous)
                 os.close(previous)
+
+
+    def _mount_fuse(self, program: str, data: str, target: str) -> None:
+        import subprocess
+
+        arguments = [program, *(["-o", data] if data else []), os.path.abspath(target)]
+        try:
+            done = subprocess.run(arguments, cwd=self.chdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise errdefs.System(f"mount {self.type} on {target} failed: {exc}") from exc
+        if done.returncode != 0:
+            message = " ".join(line for line in done.stderr.decode(errors="replace").splitlines()
+                               if not line.startswith("unknown argument ignored"))
+            raise errdefs.System(f"mount {self.type} on {target} failed: {message or 'exit status ' + str(done.returncode)}")
 
 
 def mount_all(mounts: list[Mount] | tuple[Mount, ...], target: str) -> None:

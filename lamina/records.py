@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["dataclass", "field", "fields", "replace", "asdict", "Field", "FrozenInstanceError", "MISSING"]
+__all__ = ["dataclass", "field", "fields", "replace", "asdict", "compile_inits", "Field", "FrozenInstanceError",
+           "MISSING"]
 
 
 class _Missing:
@@ -162,6 +163,15 @@ def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
     owner = next(klass for klass in cls.__mro__ if klass.__dict__.get("__init__") is _first_init)
     owner.__init__ = _compile_init(owner)  # type: ignore[misc]
     owner.__init__(self, *args, **kwargs)  # type: ignore[misc]
+
+
+def compile_inits(classes: Any) -> None:
+    """Compile now the ``__init__`` of those ``classes`` that are records and have not been
+    instantiated yet (a process that forks many children, the monitor template, does it once
+    for all of them instead of each child compiling its own)."""
+    for cls in classes:
+        if isinstance(cls, type) and cls.__dict__.get("__init__") is _first_init:
+            cls.__init__ = _compile_init(cls)  # type: ignore[misc]
 
 
 def _compile_init(cls: type) -> Callable[..., None]:

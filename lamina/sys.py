@@ -7,6 +7,7 @@ meant to be called only from :mod:`lamina.mount`.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import struct
@@ -156,15 +157,26 @@ def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: i
 
 
 def openat2(dir_fd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    """openat2(2); raises OSError (ENOSYS on kernels before 5.6)."""
+    """openat2(2); raises OSError (ENOSYS on kernels before 5.6).
+
+    With RESOLVE_IN_ROOT or RESOLVE_BENEATH the kernel answers EAGAIN when a rename or a
+    mount anywhere on the system raced with the resolution of a ``..``: the call is retried
+    (a busy host makes that common), up to a bound."""
     tmpfile = getattr(os, "O_TMPFILE", 0)
     if not (flags & os.O_CREAT or (tmpfile and flags & tmpfile == tmpfile)):
         mode = 0  # the kernel rejects a mode without O_CREAT/O_TMPFILE (O_TMPFILE includes O_DIRECTORY)
     import ctypes
 
     how = ctypes.create_string_buffer(struct.pack("=QQQ", flags, mode, resolve), 24)
-    fd = _libc().syscall(ctypes.c_long(_SYS_openat2), ctypes.c_int(dir_fd), _b(path), how, ctypes.c_size_t(24))
+    libc = _libc()
+    for _attempt in range(_OPENAT2_RETRIES):
+        fd = libc.syscall(ctypes.c_long(_SYS_openat2), ctypes.c_int(dir_fd), _b(path), how, ctypes.c_size_t(24))
+        if fd >= 0 or ctypes.get_errno() != errno.EAGAIN:
+            break
     return _check(fd, "openat2", os.fsdecode(path))
+
+
+_OPENAT2_RETRIES = 64
 
 
 def statfs_type(path: str) -> int:

@@ -38,7 +38,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lamina"
 LAYERS: dict[str, int] = {
     "errdefs": 1, "digest": 1, "fsutil": 1, "sys": 1, "config": 1, "records": 1, "log": 1,
     "stdcopy": 1, "jsonobject": 1,
-    "archive": 2, "mount": 2, "dockerfile": 2,
+    "archive": 2, "mount": 2, "dockerfile": 2, "rootless": 2,
     "content": 3, "graphdriver": 3, "runtime": 3,
     "layer": 4,
     "image": 5, "container": 5, "volume": 5, "network": 5, "events": 5,
@@ -54,7 +54,7 @@ PEERS: dict[str, frozenset[str]] = {
     # layer 1: the error kinds and the data-class helper are the bottom of the bottom
     "digest": frozenset({"errdefs"}),
     "fsutil": frozenset({"errdefs", "sys"}),
-    "config": frozenset({"records"}),
+    "config": frozenset({"records", "errdefs"}),
     "stdcopy": frozenset({"errdefs"}),
     "jsonobject": frozenset({"errdefs"}),
     # layers 2 (archive, mount, dockerfile), 3 (content, graphdriver, runtime) and 6 (distribution, build):

@@ -4,7 +4,9 @@
 zstd).  Query parameters (Docker's): ``dockerfile`` (path inside the context, default
 ``Dockerfile``), ``t`` (repeated: tags applied when the build succeeded), ``buildargs`` and
 ``labels`` (JSON objects of strings; a build arg may be ``null``), ``target``, ``nocache``,
-``q``, ``rm`` (default true), ``forcerm``, ``networkmode`` (``default``, ``none``, ``host``),
+``q``, ``rm`` (default true), ``forcerm``, ``networkmode`` (``default``, ``none``, ``host``
+or a network's name or id), ``extrahosts`` (repeated ``host:ip``: RUN steps' ``/etc/hosts``),
+``cachefrom`` (a JSON array of images the cache may match, see :mod:`lamina.services.buildcache`),
 ``platform``, ``pull`` (pull the image of every FROM, even a present one; without it a
 missing image is pulled, as Docker's classic builder does); ``remote`` (a git or HTTP context) answers 501, and ``version=2`` (BuildKit)
 answers 501 too.  Lamina's extension ``laminacontext=<directory>``: read the context in place
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from lamina import errdefs
 from lamina.api import params
 from lamina.api.errors import log_unexpected, message_for
-from lamina.api.http import Response
+from lamina.api.http import Request, Response
 from lamina.api.streams import json_response, progress_stream
 
 if TYPE_CHECKING:
@@ -54,6 +56,22 @@ def _json_map(call: Call, name: str, *, nullable: bool) -> dict[str, Any]:
         if not (isinstance(value, str) or (nullable and value is None)):
             raise errdefs.InvalidArgument(f"invalid {name}: the value of {key!r} must be a string")
     return decoded
+
+
+def _cache_from(call: Call) -> tuple[str, ...]:
+    """``cachefrom``: a JSON array of image names (Docker's form)."""
+    text = params.string(call.request, "cachefrom")
+    if not text:
+        return ()
+    import json
+
+    try:
+        names = json.loads(text)
+    except ValueError as exc:
+        raise errdefs.InvalidArgument(f"invalid cachefrom: {exc}") from exc
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise errdefs.InvalidArgument("invalid cachefrom: expected a JSON array of image names")
+    return tuple(names)
 
 
 def decode_registry_config(header: str | None) -> dict[str, Credentials]:
@@ -85,6 +103,25 @@ def _error_message(exc: BaseException) -> dict[str, Any]:
     return {"errorDetail": detail, "error": message}
 
 
+# The docker CLI sends these on every build (0 or "" when not set); lamina's builder puts no
+# resource limit on RUN steps, so a value is refused rather than ignored.
+_RESOURCE_PARAMETERS = ("memory", "memswap", "cpushares", "cpuperiod", "cpuquota", "shmsize")
+
+
+def _refuse_resource_limits(request: Request) -> None:
+    for name in _RESOURCE_PARAMETERS:
+        text = params.string(request, name).strip()
+        try:
+            value = int(text) if text else 0
+        except ValueError:
+            raise errdefs.InvalidArgument(
+                f"invalid value {text!r} for query parameter {name!r}: expected an integer") from None
+        if value and not (name == "memswap" and value == -1):
+            raise errdefs.NotImplemented(f"lamina's builder does not limit the resources of RUN steps ({name}={text})")
+    if params.string(request, "cpusetcpus").strip() or params.string(request, "cpusetmems").strip():
+        raise errdefs.NotImplemented("lamina's builder does not limit the resources of RUN steps (cpusetcpus, cpusetmems)")
+
+
 def build_image(call: Call) -> Response:
     from lamina.build.api import BuildOptions
 
@@ -94,9 +131,8 @@ def build_image(call: Call) -> Response:
     if params.string(request, "version") == "2":
         raise errdefs.NotImplemented("BuildKit is not supported by lamina: use the classic builder "
                                      "(DOCKER_BUILDKIT=0)")
+    _refuse_resource_limits(request)
     network = params.string(request, "networkmode") or "default"
-    if network not in ("default", "bridge", "none", "host"):
-        raise errdefs.InvalidArgument(f"network mode {network!r} is not supported for builds (default, none or host)")
     options = BuildOptions(
         build_args=_json_map(call, "buildargs", nullable=True),
         target=params.string(request, "target"),
@@ -107,6 +143,8 @@ def build_image(call: Call) -> Response:
         network_mode=network,
         platform=params.string(request, "platform"),
         pull=params.boolean(request, "pull"),
+        extra_hosts=tuple(params.strings(request, "extrahosts")),
+        cache_from=_cache_from(call),
     )
     registry_credentials = decode_registry_config(request.headers.get("X-Registry-Config"))
     quiet = params.boolean(request, "q")

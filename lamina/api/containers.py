@@ -36,7 +36,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import queue
 import re
 import threading
 from typing import TYPE_CHECKING, Any
@@ -147,12 +146,33 @@ def create_container(call: Call) -> Response:
         raise errdefs.InvalidArgument(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     body = bodies.read_object(call.request.body, bodies.CONTAINER_CREATE)
+    platform = params.string(call.request, "platform").strip()
+    if platform:
+        _check_image_platform(call, body, platform)
     answer = call.services.containers.create(body, name=name or None)
     answer = dict(answer)
     answer.setdefault("Warnings", [])
     if answer["Warnings"] is None:
         answer["Warnings"] = []
     return json_response(answer, 201)
+
+
+def _check_image_platform(call: Call, body: dict[str, Any], platform: str) -> None:
+    """``create?platform=``: the image must be of that platform (Docker's NotFound when not);
+    lamina pulls nothing on create, so there is no other image to choose."""
+    from lamina.distribution.pull import parse_platform  # only when asked: it loads the registry client
+
+    wanted = parse_platform(platform)
+    image = body.get("Image")
+    if not isinstance(image, str) or not image:
+        return  # the create itself refuses it
+    config = call.services.images.inspect_image(image)
+    actual = "/".join(part for part in (str(config.get("Os") or ""), str(config.get("Architecture") or ""),
+                                        str(config.get("Variant") or "")) if part)
+    if (config.get("Os"), config.get("Architecture")) != (wanted.os, wanted.architecture) or (
+            wanted.variant and config.get("Variant") and config.get("Variant") != wanted.variant):
+        raise errdefs.NotFound(f"image with reference {image} was found but does not match the specified "
+                               f"platform: wanted {wanted}, actual: {actual}")
 
 
 def start_container(call: Call) -> Response:
@@ -287,6 +307,8 @@ def wait_container(call: Call) -> Response:
     containers = call.services.containers
     # The full id: the name may change (or be reused) while we wait.
     id = str(call.services.container_views.inspect(call.params["id"]).get("Id") or call.params["id"])
+    import queue  # only for a wait (ps, inspect and run --rm never load it)
+
     results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
 
     def work() -> None:

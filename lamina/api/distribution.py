@@ -64,7 +64,7 @@ def decode_header_json(header: str | None, name: str) -> Any:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         return json.loads(raw) if raw.strip() else {}
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise errdefs.InvalidArgument(f"{name} is not base64url-encoded JSON") from None
 
 

@@ -69,7 +69,16 @@ def message_for(exc: BaseException) -> str:
 
 
 def error_body(message: str) -> bytes:
-    return json.dumps({"message": message}, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    """The JSON error body.  A message quoting the client's own bytes that are not UTF-8 (a
+    name from a command line, kept by Python as lone surrogates) shows them as U+FFFD, as Go's
+    encoder does."""
+    body = json.dumps({"message": message}, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return body.encode() + b"\n"
+    except UnicodeEncodeError:
+        import re
+
+        return re.sub("[\ud800-\udfff]", "\ufffd", body).encode() + b"\n"
 
 
 def log_unexpected(exc: BaseException, context: str) -> None:

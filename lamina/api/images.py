@@ -3,7 +3,8 @@
 ``GET /images/json`` (``all``, ``filters``, ``digests``), ``GET /images/{name}/json``,
 ``GET /images/{name}/history``, ``POST /images/{name}/tag`` (``repo``, ``tag``; 201),
 ``DELETE /images/{name}`` (``force``, ``noprune``), ``POST /images/prune`` (``filters``),
-``POST /images/load`` (``quiet``; body: the archive; JSON-message stream),
+``POST /images/load`` (``quiet``; body: the archive; JSON-message stream; every failure, even
+before the first message, is its last message in a 200 answer, as Docker reports it),
 ``GET /images/get`` (``names`` repeated) and ``GET /images/{name}/get`` (``application/x-tar``;
 lamina extension: ``format=oci`` for an OCI image layout instead of ``docker save``'s format),
 ``POST /images/create`` with ``fromSrc=-`` (import: body is a filesystem tar; ``repo``, ``tag``,
@@ -84,8 +85,9 @@ def load_images(call: "Call") -> Response:
     quiet = params.boolean(call.request, "quiet")
     body = _body(call)
     images = call.services.images
+    # Docker answers 200 and reports any failure in the stream (docker-py's ImageLoadError)
     return progress_stream(lambda progress: images.load(body, progress=progress, quiet=quiet),
-                           context="load")
+                           context="load", errors_in_band=True)
 
 
 def _save(call: "Call", names: list[str]) -> Response:

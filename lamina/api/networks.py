@@ -44,6 +44,8 @@ def _body(call: Call) -> dict[str, Any]:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errdefs.InvalidArgument(f"invalid JSON body: {exc}") from exc
+    except RecursionError as exc:
+        raise errdefs.InvalidArgument("invalid JSON body: nested too deeply") from exc
     if not isinstance(document, dict):
         raise errdefs.InvalidArgument("invalid JSON body: expected an object")
     return document

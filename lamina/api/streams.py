@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -89,13 +87,17 @@ _MESSAGE, _DONE, _FAILED = "message", "done", "failed"
 
 def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
                     finish: Callable[[Any, list[dict[str, Any]]], Iterable[dict[str, Any]]] | None = None,
-                    context: str = "stream") -> Response:
+                    context: str = "stream", errors_in_band: bool = False) -> Response:
     """Run ``run(progress)`` in a worker thread and stream what it reports.
 
     ``finish(result, sent)`` may add closing messages once ``run`` returned; ``sent`` holds
     the messages already streamed.  Raises what ``run`` raised when it failed before its
-    first message (the router answers with that error's status).
+    first message (the router answers with that error's status), unless ``errors_in_band``:
+    then every failure is the stream's last message in a 200 answer (Docker's load does so).
     """
+    import queue  # with threading: only commands that stream progress load them
+    import threading
+
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     reader_gone = threading.Event()
 
@@ -115,7 +117,7 @@ def progress_stream(run: Callable[[Callable[[dict[str, Any]], None]], Any], *,
     # A daemon thread: an interrupted CLI must be able to exit; the stores are crash-safe.
     threading.Thread(target=work, name=f"lamina-api-{context}", daemon=True).start()
     first = events.get()
-    if first[0] == _FAILED:
+    if first[0] == _FAILED and not errors_in_band:
         raise first[1]
 
     def body() -> Iterator[bytes]:

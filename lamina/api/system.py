@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import sys
+from typing import TYPE_CHECKING, Any
 
-from lamina import errdefs
+from lamina import __version__, errdefs
 from lamina.api import params
 from lamina.api.http import Headers, Response
 from lamina.api.streams import json_response
@@ -16,7 +18,7 @@ from lamina.api.versions import API_VERSION, MIN_API_VERSION
 if TYPE_CHECKING:
     from lamina.api.call import Call
 
-__all__ = ["ping", "version", "info", "disk_usage", "check", "PING_HEADERS"]
+__all__ = ["ping", "version", "info", "disk_usage", "check", "engine_version", "PING_HEADERS"]
 
 PING_HEADERS = {
     "API-Version": API_VERSION,
@@ -43,11 +45,31 @@ def ping(call: "Call") -> Response:
     return Response(200, headers, b"OK")
 
 
+def engine_version() -> dict[str, Any]:
+    """Docker's /version answer: what this program is (no engine state, so the services are
+    not built for it, as for ``/_ping``)."""
+    machine = os.uname().machine
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    kernel = os.uname().release
+    return {
+        "Platform": {"Name": "lamina"},
+        "Components": [{"Name": "Engine", "Version": __version__,
+                        "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+                                    "Os": "linux", "Arch": arch, "KernelVersion": kernel}}],
+        "Version": __version__,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "python" + ".".join(str(part) for part in sys.version_info[:3]),
+        "Os": "linux",
+        "Arch": arch,
+        "KernelVersion": kernel,
+        "BuildTime": "",
+    }
+
+
 def version(call: "Call") -> Response:
-    answer = dict(call.services.system.version())
-    answer.setdefault("ApiVersion", API_VERSION)
-    answer.setdefault("MinAPIVersion", MIN_API_VERSION)
-    return json_response(answer)
+    return json_response(engine_version())
 
 
 def info(call: "Call") -> Response:

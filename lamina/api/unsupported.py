@@ -12,6 +12,9 @@ endpoints                                         status  answer
 ``POST /swarm/leave``                             503     Docker's "This node is not part of a
                                                           swarm"
 ``GET /plugins``                                  200     ``[]`` (no plugins installed)
+``GET /plugins/{name}/json``,                     404     Docker's "plugin "NAME" not found":
+``DELETE /plugins/{name}``                                none is installed (``docker inspect``
+                                                          then tries the next kind of object)
 ``/plugins/*``                                    501     no plugin support
 ``POST /session``                                 501     no BuildKit: the docker CLI uses the
                                                           classic builder (``Builder-Version: 1``)
@@ -66,6 +69,10 @@ def list_plugins(call: Call) -> Response:
     return json_response([])
 
 
+def _no_such_plugin(call: Call) -> Response:
+    raise errdefs.NotFound(f'plugin "{call.params["name"]}" not found')
+
+
 def _entries() -> tuple[tuple[Entry, ...], tuple[Entry, ...]]:
     not_manager = _raising(errdefs.Unavailable, NOT_A_SWARM_MANAGER)
     entries: list[Entry] = [
@@ -80,6 +87,8 @@ def _entries() -> tuple[tuple[Entry, ...], tuple[Entry, ...]]:
             entries.append((method, f"/{resource}", not_manager))
             entries.append((method, f"/{resource}/{{path}}", not_manager))
     entries.append(("GET", "/plugins", list_plugins))
+    entries.append(("GET", "/plugins/{name}/json", _no_such_plugin))
+    entries.append(("DELETE", "/plugins/{name}", _no_such_plugin))
     plugins = _raising(errdefs.NotImplemented, _PLUGINS)
     entries.extend((method, "/plugins/{path}", plugins) for method in _METHODS)
     entries.append(("POST", "/session", _raising(errdefs.NotImplemented, _SESSION)))

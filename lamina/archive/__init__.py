@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lamina.archive.api import (
         OPAQUE_XATTR,
+        USER_OPAQUE_XATTR,
         WHITEOUT_OPAQUE,
         WHITEOUT_PREFIX,
         Change,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TarEntry", "EntryType", "WhiteoutMode", "ChangeKind", "Change", "FileGetter",
-    "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "OPAQUE_XATTR",
+    "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "OPAQUE_XATTR", "USER_OPAQUE_XATTR",
     "TarReader", "TarWriter",
     "TarSplitWriter", "assemble", "assembled_size", "DirectoryFileGetter",
     "apply_tar",
@@ -55,7 +56,7 @@ __all__ = [
 # public name -> the module of this package that defines it
 _HOMES = {
     **dict.fromkeys(("TarEntry", "EntryType", "WhiteoutMode", "ChangeKind", "Change", "FileGetter",
-                     "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "OPAQUE_XATTR"), "api"),
+                     "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "OPAQUE_XATTR", "USER_OPAQUE_XATTR"), "api"),
     **dict.fromkeys(("TarReader", "TarWriter"), "tarstream"),
     **dict.fromkeys(("TarSplitWriter", "assemble", "assembled_size", "DirectoryFileGetter"), "tarsplit"),
     "apply_tar": "extract",

@@ -7,7 +7,9 @@ Vocabulary:
   components after normalisation: such names are rejected as hostile).
 - **whiteout**: ``.wh.<name>`` in a layer tar; on an overlay upper dir a 0/0 character device.
 - **opaque directory**: ``.wh..wh..opq`` in a layer tar; on disk the xattr
-  ``trusted.overlay.opaque=y``.
+  ``trusted.overlay.opaque=y``, or ``user.overlay.opaque=y`` (:data:`USER_OPAQUE_XATTR`) where
+  overlay is mounted with ``userxattr`` (in a user namespace: rootless lamina).  Both prefixes
+  (:data:`OVERLAY_XATTR_PREFIXES`) are overlayfs' own: never taken from a tar, never exported.
 - **tar-split**: the record (``tar-split.json.gz``, vbatts/tar-split's format, as Docker's
   layerdb stores it) of every raw byte of a layer tar that is not file content, plus for each
   file its name, size and CRC-64 (Go ISO table), so the exact tar can be reassembled later
@@ -22,12 +24,26 @@ from lamina.records import dataclass, field
 from typing import BinaryIO, Protocol
 
 __all__ = ["TarEntry", "EntryType", "WhiteoutMode", "ChangeKind", "Change", "FileGetter",
-           "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "WHITEOUT_META_PREFIX", "OPAQUE_XATTR"]
+           "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "WHITEOUT_META_PREFIX", "OPAQUE_XATTR",
+           "USER_OPAQUE_XATTR", "OPAQUE_XATTRS", "OVERLAY_XATTR_PREFIXES", "is_overlay_xattr", "is_opaque"]
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 WHITEOUT_META_PREFIX = ".wh..wh."
 OPAQUE_XATTR = "trusted.overlay.opaque"
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+OPAQUE_XATTRS = (OPAQUE_XATTR, USER_OPAQUE_XATTR)
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+
+def is_overlay_xattr(name: str) -> bool:
+    """Whether ``name`` is one of overlayfs' own xattrs (trusted or userxattr flavour)."""
+    return name.startswith(OVERLAY_XATTR_PREFIXES)
+
+
+def is_opaque(xattrs: "dict[str, bytes]") -> bool:
+    """Whether a directory's xattrs mark it opaque (either flavour)."""
+    return any(xattrs.get(name) == b"y" for name in OPAQUE_XATTRS)
 
 
 class EntryType(enum.Enum):

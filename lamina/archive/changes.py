@@ -3,7 +3,8 @@
 Two ways to find what a layer changed, following Docker (moby ``pkg/archive/changes*.go``):
 
 - **native** (overlay): :func:`overlay_changes` reads only the upper dir.  A 0/0 character
-  device is a deletion (a whiteout), a directory with ``trusted.overlay.opaque=y`` replaced the
+  device is a deletion (a whiteout), a directory with ``trusted.overlay.opaque=y`` (or
+  ``user.overlay.opaque=y``: a ``userxattr`` overlay) replaced the
   lower one (MODIFY; its children are ADD), a non-directory is MODIFY if the path exists in a
   lower dir and ADD otherwise; a directory that was only copied up (same mode, owner and
   xattrs as below) is not a change of its own.  :func:`export_tree` tars the upper dir as a layer diff: whiteout
@@ -21,7 +22,7 @@ Diff tars are deterministic: entries in ``filepath.Walk`` order (names sorted by
 first) or sorted change order, mtimes truncated to whole seconds, no atime, no user or group
 names, hardlinks as tar hardlinks to the first path seen, ``security.capability`` v3 converted
 to v2 like Docker does, sockets skipped.  Unlike Docker (which exports only
-``security.capability``), every xattr except the overlay-internal ``trusted.overlay.*`` ones is
+``security.capability``), every xattr except the overlay-internal ``trusted.overlay.*``/``user.overlay.*`` ones is
 exported, so ``user.*`` attributes survive a commit.
 
 :func:`copy_tree` copies a tree with full fidelity (the vfs driver's layer copy).
@@ -36,13 +37,14 @@ from collections.abc import Callable, Iterator
 
 from lamina import errdefs, fsutil
 from lamina.archive.api import (
-    OPAQUE_XATTR,
     WHITEOUT_OPAQUE,
     WHITEOUT_PREFIX,
     Change,
     ChangeKind,
     EntryType,
     TarEntry,
+    is_opaque,
+    is_overlay_xattr,
 )
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 
@@ -199,7 +201,7 @@ def overlay_changes(upper_dir: str, lower_dirs: list[str]) -> list[Change]:
                 changes.append(Change(path, ChangeKind.ADD if lower is None else ChangeKind.MODIFY))
                 continue
             xattrs = _xattrs_at(parent_fd, name)
-            if xattrs.get(OPAQUE_XATTR) == b"y":
+            if is_opaque(xattrs):
                 opaque_prefixes.append(path + "/")
                 changes.append(Change(path, ChangeKind.ADD if lower is None else ChangeKind.MODIFY))
             elif lower is None:
@@ -217,9 +219,9 @@ def _directory_differs(lower: os.stat_result, upper: os.stat_result, upper_xattr
                        lower_dir: str, relative: str) -> bool:
     if (lower.st_mode, lower.st_uid, lower.st_gid) != (upper.st_mode, upper.st_uid, upper.st_gid):
         return True
-    ours = {key: value for key, value in upper_xattrs.items() if not key.startswith("trusted.overlay.")}
+    ours = {key: value for key, value in upper_xattrs.items() if not is_overlay_xattr(key)}
     theirs = {key: value for key, value in read_xattrs(os.path.join(lower_dir, relative)).items()
-              if not key.startswith("trusted.overlay.")}
+              if not is_overlay_xattr(key)}
     return ours != theirs
 
 
@@ -238,7 +240,7 @@ def _different(old: os.stat_result, new: os.stat_result, old_dir: int, new_dir: 
 
 def _comparable_xattrs(dir_fd: int, name: str) -> dict[str, bytes]:
     return {key: value for key, value in _xattrs_at(dir_fd, name).items()
-            if not key.startswith("trusted.overlay.")}
+            if not is_overlay_xattr(key)}
 
 
 def _listing(fd: int) -> dict[str, os.stat_result]:
@@ -299,7 +301,7 @@ def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
 def _docker_xattrs(xattrs: dict[str, bytes]) -> dict[str, bytes]:
     result = {}
     for key in sorted(xattrs):
-        if key.startswith("trusted.overlay."):
+        if is_overlay_xattr(key):
             continue
         value = xattrs[key]
         if key == "security.capability" and len(value) > 3 and value[3] == 3:
@@ -374,7 +376,7 @@ def export_tree(upper_dir: str, *, overlay_whiteouts: bool = True) -> Iterator[b
                 continue
             yield from _entry_bytes(entry, parent_fd, name)
             if (overlay_whiteouts and entry.type is EntryType.DIRECTORY
-                    and _xattrs_at(parent_fd, name).get(OPAQUE_XATTR) == b"y"):
+                    and is_opaque(_xattrs_at(parent_fd, name))):
                 yield from entry_chunks(TarEntry(
                     name=f"{relative}/{WHITEOUT_OPAQUE}", type=EntryType.REGULAR,
                     mode=entry.mode & 0o777, uid=entry.uid, gid=entry.gid))

@@ -13,14 +13,15 @@ metadata updated); directory trees are removed with fd-relative calls that never
 Whiteouts (``.wh.<name>``, ``.wh..wh..opq``):
 
 - :attr:`WhiteoutMode.OVERLAY` (a fresh overlay upper dir): ``.wh.<name>`` becomes a 0/0
-  character device ``<name>``; ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` on its
+  character device ``<name>``; ``.wh..wh..opq`` sets ``trusted.overlay.opaque=y`` (or the
+  ``opaque_xattr`` given: ``user.overlay.opaque`` for a ``userxattr`` overlay) on its
   directory; other ``.wh..wh.*`` entries are ignored.
 - :attr:`WhiteoutMode.APPLY` (the target holds the parent's full tree): ``.wh.<name>`` deletes
   ``<name>``; ``.wh..wh..opq`` deletes every child of its directory that this tar did not
   create.  Whiteouts naming ``.``, ``..`` or nothing are refused.
 
 Ownership is applied before the mode (so setuid/setgid bits survive ``chown``), xattrs after
-both (``chown`` clears ``security.capability``); ``trusted.overlay.*`` xattrs from the tar are
+both (``chown`` clears ``security.capability``); ``trusted.overlay.*`` and ``user.overlay.*`` xattrs from the tar are
 dropped.  Directory times are applied once all entries are in place.
 """
 
@@ -41,6 +42,7 @@ from lamina.archive.api import (
     EntryType,
     TarEntry,
     WhiteoutMode,
+    is_overlay_xattr,
 )
 
 if TYPE_CHECKING:
@@ -98,9 +100,11 @@ def remove_tree_at(dir_fd: int, name: str) -> None:
 
 
 class _Extractor:
-    def __init__(self, root_fd: int, mode: WhiteoutMode, same_owner: bool) -> None:
+    def __init__(self, root_fd: int, mode: WhiteoutMode, same_owner: bool,
+                 opaque_xattr: str = OPAQUE_XATTR) -> None:
         self.root_fd = root_fd
         self.mode = mode
+        self.opaque_xattr = opaque_xattr
         self.same_owner = same_owner
         self.is_root = os.geteuid() == 0
         self.parents: dict[str, int] = {}           # normalised directory path -> fd
@@ -236,8 +240,7 @@ class _Extractor:
         return max(atime, entry.mtime_ns), entry.mtime_ns
 
     def _xattrs(self, entry: TarEntry) -> list[tuple[str, bytes]]:
-        return [(key, value) for key, value in entry.xattrs.items()
-                if not key.startswith("trusted.overlay.")]
+        return [(key, value) for key, value in entry.xattrs.items() if not is_overlay_xattr(key)]
 
     def metadata_fd(self, fd: int, entry: TarEntry, *, times: bool = True) -> None:
         if self.same_owner:
@@ -376,7 +379,7 @@ class _Extractor:
                 parent_fd = self.parent(directory, entry.name)
                 fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent_fd)
                 try:
-                    os.setxattr(fd, OPAQUE_XATTR, b"y")
+                    os.setxattr(fd, self.opaque_xattr, b"y")
                 finally:
                     os.close(fd)
             else:
@@ -429,15 +432,42 @@ class _Extractor:
                 continue
 
 
-def apply_tar(root_fd: int, reader: TarReader, mode: WhiteoutMode, *, same_owner: bool = True) -> int:
+def _mapped_ranges(kind: str) -> list[tuple[int, int]]:
+    """(first, count) of the ids this process's user namespace maps (``uid`` or ``gid``)."""
+    try:
+        with open(f"/proc/self/{kind}_map", "r", encoding="ascii") as handle:
+            return [(int(fields[0]), int(fields[2])) for fields in (line.split() for line in handle)
+                    if len(fields) == 3]
+    except (OSError, ValueError):
+        return []
+
+
+def _unmapped_owner(entry: TarEntry) -> str | None:
+    """Why ``entry``'s owner cannot be set here: an id outside the user namespace's mapping
+    (rootless lamina maps the user's subordinate ranges only), or None."""
+    for kind, value in (("uid", entry.uid), ("gid", entry.gid)):
+        ranges = _mapped_ranges(kind)
+        if ranges and not any(first <= value < first + count for first, count in ranges):
+            shown = ", ".join(f"{first}-{first + count - 1}" for first, count in ranges)
+            return (f"its {kind} {value} is outside the ids this user namespace maps ({shown}); "
+                    f"give the user a larger range in /etc/sub{kind}")
+    return None
+
+
+def apply_tar(root_fd: int, reader: TarReader, mode: WhiteoutMode, *, same_owner: bool = True,
+              opaque_xattr: str = OPAQUE_XATTR) -> int:
     """Extract every entry of ``reader`` below the directory ``root_fd``.
+
+    ``opaque_xattr`` is the xattr that marks an opaque directory in
+    :attr:`WhiteoutMode.OVERLAY` (:data:`~lamina.archive.api.USER_OPAQUE_XATTR` for an overlay
+    mounted with ``userxattr``).
 
     Returns the sum of the regular files' content sizes (Docker's layer size).  Hostile entries
     (names or links escaping the root, hardlinks to missing targets, devices without root)
     raise :class:`errdefs.InvalidArgument` naming the entry; other OS failures are translated
     with :func:`lamina.fsutil.system_error`.  The reader is finished (trailing data consumed).
     """
-    extractor = _Extractor(root_fd, mode, same_owner)
+    extractor = _Extractor(root_fd, mode, same_owner, opaque_xattr)
     try:
         for entry in reader:
             extractor.trim()
@@ -449,6 +479,9 @@ def apply_tar(root_fd: int, reader: TarReader, mode: WhiteoutMode, *, same_owner
                 if exc.errno in _HOSTILE_ERRNOS:
                     raise errdefs.InvalidArgument(
                         f"cannot extract {entry.name!r}: {exc.strerror or exc}") from exc
+                unmapped = _unmapped_owner(entry) if exc.errno == errno.EINVAL and same_owner else None
+                if unmapped is not None:
+                    raise errdefs.InvalidArgument(f"cannot extract {entry.name!r}: {unmapped}") from exc
                 raise fsutil.system_error(f"extracting {entry.name!r}", exc) from exc
         try:
             extractor.finish_directories()

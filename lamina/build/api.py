@@ -60,6 +60,9 @@ class BuildOptions:
     (``default``, ``none`` or ``host``); ``remove`` / ``force_remove`` are ``--rm`` /
     ``--force-rm`` for the intermediate containers; ``pull`` is ``--pull``: pull the image of
     every FROM that names an image (not a stage, not ``scratch``) even when it is present.
+    ``extra_hosts`` are ``--add-host`` entries (``host:ip``) of RUN steps' ``/etc/hosts``;
+    ``cache_from`` names the images whose history the cache may match (``--cache-from``; when
+    given, only those images and their parents are cache hits, as in Docker's classic builder).
     """
 
     build_args: Mapping[str, str | None] = field(default_factory=dict)
@@ -71,6 +74,8 @@ class BuildOptions:
     network_mode: str = "default"
     platform: str = ""
     pull: bool = False
+    extra_hosts: tuple[str, ...] = ()
+    cache_from: tuple[str, ...] = ()
 
 
 class RunFailed(errdefs.LaminaError):

@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LayerSteps"]
 
+# how Docker's classic builder marks what a RUN step wrote to stderr in the build stream
+_STDERR_PREFIX = "\x1b[91m"
+_STDERR_SUFFIX = "\x1b[0m"
+
 
 class _ImageTree(SourceTree):
     """An image's root filesystem as a COPY --from source, mounted on the throwaway read-write
@@ -122,13 +126,15 @@ class LayerSteps:
         if not state.image_id:
             raise errdefs.InvalidArgument("cannot RUN in a stage that has no image yet (FROM scratch): "
                                           "there is nothing to run the command with")
-        network = instruction.network if instruction.network != "default" else self.commits.options.network_mode
+        options = self.commits.options
+        network = _network_mode(instruction.network) if instruction.network != "default" else options.network_mode
         run_config = replace(state.run_config, cmd=executed, args_escaped=False, env=(*env, *run_args),
                              entrypoint=None, healthcheck=HealthConfig(test=("NONE",)))
         body = run_config.to_dict()
         body["Entrypoint"] = []  # Docker's [""]: the image's ENTRYPOINT does not wrap RUN
         body["Image"] = state.image_id
-        body["HostConfig"] = {"NetworkMode": _network_mode(network), "LogConfig": {"Type": "none", "Config": {}}}
+        body["HostConfig"] = {"NetworkMode": "default" if network in ("", "bridge") else network,
+                              "ExtraHosts": list(options.extra_hosts), "LogConfig": {"Type": "none", "Config": {}}}
         container_id = self.containers.create(body)
         self.commits.add_container(container_id)
         self.say(f" ---> Running in {short_id(container_id)}\n")
@@ -164,7 +170,10 @@ class LayerSteps:
 
         def write(stream: int, data: bytes) -> None:
             text = decoders.get(stream, decoders[1]).decode(data)
-            if text:
+            if text and stream == 2:
+                # the classic builder's stderr writer: each write in bright red, then reset
+                self.say(f"{_STDERR_PREFIX}{text}{_STDERR_SUFFIX}")
+            elif text:
                 self.say(text)
 
         return write

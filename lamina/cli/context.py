@@ -3,7 +3,9 @@ first use (so commands that fail argument checks, and ``--help``, never load the
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any
+
+from lamina.records import dataclass
 
 if TYPE_CHECKING:
     from lamina.config import EngineConfig
@@ -13,7 +15,8 @@ if TYPE_CHECKING:
 __all__ = ["GlobalOptions", "Context", "is_terminal"]
 
 
-class GlobalOptions(NamedTuple):
+@dataclass(frozen=True)
+class GlobalOptions:
     data_root: str | None = None
     storage_driver: str | None = None
     log_level: str | None = None
@@ -49,15 +52,20 @@ class Context:
         if self._transport is None:
             from lamina.client.transport import select_transport
 
-            self._transport = select_transport(self.options.host, self.config())
+            self._transport = select_transport(self.options.host, self.config)
         return self._transport
 
     @property
     def client(self) -> "APIClient":
         if self._client is None:
+            from lamina.api.versions import API_VERSION
             from lamina.client.client import APIClient
+            from lamina.client.transport import InProcessTransport
 
-            self._client = APIClient(self.transport)
+            transport = self.transport
+            # the in-process router is this program's own: no ping to learn its API version
+            version = API_VERSION if isinstance(transport, InProcessTransport) else None
+            self._client = APIClient(transport, api_version=version)
         return self._client
 
     def print(self, text: str = "") -> None:

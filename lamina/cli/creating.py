@@ -28,7 +28,7 @@ def image_reference(image: str) -> str:
     return image if tag else f"{image}:latest"
 
 
-def _pull(context: Context, image: str, command: str) -> None:
+def _pull(context: Context, image: str, command: str, platform: str = "") -> None:
     from lamina.cli.formatting import split_reference
     from lamina.cli.progress import render_stream
     from lamina.client.client import ClientError
@@ -39,7 +39,8 @@ def _pull(context: Context, image: str, command: str) -> None:
 
         _, auth = auth_for(image)  # credentials from ~/.docker/config.json
         messages = context.client.pull_image(name if not tag.startswith("@") else image,
-                                             tag="" if tag.startswith("@") else tag or "latest", auth=auth)
+                                             tag="" if tag.startswith("@") else tag or "latest", auth=auth,
+                                             platform=platform)
         code = render_stream(messages, context.err, context.err, terminal=is_terminal(context.err))
     except ClientError as exc:
         raise EngineError(exc, command) from exc
@@ -68,18 +69,19 @@ def create_container(context: Context, args: argparse.Namespace, *, detach: bool
         # docker refuses before it creates anything
         raise EngineError(ClientError(400, f"container ID file found, make sure the other container isn't "
                                            f"running or delete {cidfile}"), command)
+    platform = getattr(args, "platform", None) or ""
     if getattr(args, "pull", "missing") == "always":
-        _pull(context, args.image, command)
+        _pull(context, args.image, command, platform)
     try:
-        answer = client.create_container(body, name=args.name)
+        answer = client.create_container(body, name=args.name, platform=platform or None)
     except ClientError as exc:
         # only a missing image is pulled (a 404 also says: unknown network, volume driver...)
         if exc.status != 404 or "No such image" not in exc.message or getattr(args, "pull", "missing") == "never":
             raise EngineError(exc, command) from exc
         context.error(f"Unable to find image '{image_reference(args.image)}' locally")
-        _pull(context, image_reference(args.image), command)
+        _pull(context, image_reference(args.image), command, platform)
         try:
-            answer = client.create_container(body, name=args.name)
+            answer = client.create_container(body, name=args.name, platform=platform or None)
         except ClientError as retry_exc:
             raise EngineError(retry_exc, command) from retry_exc
     for warning in answer.get("Warnings") or []:

@@ -13,6 +13,8 @@ code  meaning
 7     501 not implemented in lamina
 8     503 unavailable
 9     the daemon could not be reached (no socket, connection refused, broken connection)
+10    rootless set-up failed: no newuidmap/newgidmap, no /etc/subuid or /etc/subgid range,
+      XDG_RUNTIME_DIR unset or not the user's (:mod:`lamina.rootless`)
 130   interrupted (Ctrl-C)
 ====  =====================================================================================
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 __all__ = [
     "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_BAD_REQUEST", "EXIT_NOT_FOUND", "EXIT_CONFLICT",
     "EXIT_REJECTED", "EXIT_NOT_IMPLEMENTED", "EXIT_UNAVAILABLE", "EXIT_CONNECTION",
-    "EXIT_INTERRUPTED", "EXIT_CODES_HELP", "exit_code_for_status", "CommandError", "UsageError",
+    "EXIT_ROOTLESS", "EXIT_INTERRUPTED", "EXIT_CODES_HELP", "exit_code_for_status", "CommandError", "UsageError",
 ]
 
 EXIT_OK = 0
@@ -40,6 +42,7 @@ EXIT_REJECTED = 6
 EXIT_NOT_IMPLEMENTED = 7
 EXIT_UNAVAILABLE = 8
 EXIT_CONNECTION = 9
+EXIT_ROOTLESS = 10
 EXIT_INTERRUPTED = 130
 
 _BY_STATUS = {
@@ -57,7 +60,8 @@ exit codes:
   1  failure (500, other errors)      6  precondition failed / other 4xx
   2  usage error                      7  not implemented (501)
   3  bad request (400)                8  unavailable (503)
-  4  not found (404)                  9  cannot connect to the daemon"""
+  4  not found (404)                  9  cannot connect to the daemon
+                                     10  rootless set-up failed (newuidmap, subuid, XDG_RUNTIME_DIR)"""
 
 
 def exit_code_for_status(status: int) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 
 from lamina.container.durations import human_duration
 
@@ -53,12 +52,16 @@ def since(timestamp: float, now: float | None = None) -> str:
 
 def go_time(timestamp: float) -> str:
     """Go's ``time.Time.String()`` in local time: ``2023-05-19 20:19:23 +0000 UTC``."""
+    from datetime import datetime  # ~1 ms: only when a time is shown
+
     moment = datetime.fromtimestamp(timestamp).astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S %z ") + (moment.tzname() or "")
 
 
 def rfc3339(timestamp: float) -> str:
     """Go's ``time.RFC3339`` in local time: ``2023-05-19T20:19:23Z`` or ``...+02:00``."""
+    from datetime import datetime
+
     moment = datetime.fromtimestamp(int(timestamp)).astimezone()
     text = moment.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text

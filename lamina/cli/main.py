@@ -25,19 +25,21 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from lamina import __version__, errdefs
 from lamina.cli.context import Context, GlobalOptions
 from lamina.cli.errors import (
-    EXIT_CODES_HELP, EXIT_CONNECTION, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+    EXIT_CODES_HELP, EXIT_CONNECTION, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROOTLESS, EXIT_USAGE,
     CommandError, UsageError, exit_code_for_status,
 )
+from lamina.records import dataclass
 
 __all__ = ["main", "run", "Command", "COMMANDS", "GROUPS", "HelpFormatter", "build_command_parser", "find_command"]
 
 
-class Command(NamedTuple):
+@dataclass(frozen=True)
+class Command:
     words: tuple[str, ...]
     module: str
     summary: str
@@ -188,7 +190,8 @@ def _global_parser() -> argparse.ArgumentParser:
                     "request, served in-process (default) or by the daemon named with -H.",
         epilog=_help_text(), formatter_class=HelpFormatter)
     parser.add_argument("--data-root", metavar="DIR",
-                        help="root of persisted state (env LAMINA_DATA_ROOT, default /var/lib/lamina)")
+                        help="root of persisted state (env LAMINA_DATA_ROOT, default /var/lib/lamina; "
+                             "rootless: $XDG_DATA_HOME/lamina)")
     parser.add_argument("--storage-driver", metavar="NAME",
                         help="storage driver to use (env LAMINA_STORAGE_DRIVER; default: what the "
                              "data root holds, else the first usable of overlay2, vfs)")
@@ -401,11 +404,31 @@ def _run(arguments: list[str], context: Context) -> int:
             return getattr(module, "USAGE_EXIT_CODE", status) if status == EXIT_USAGE else status
         for destination, value in overrides.items():
             setattr(args, destination, value)
+        if os.geteuid() != 0 and (command.module == "serve" or not _remote_host(context.options.host)):
+            _enter_rootless()
         return int(module.run(args, context) or 0)
     except (KeyboardInterrupt, BrokenPipeError):
         raise
     except Exception as exc:
         return _report(exc, context)
+
+
+def _remote_host(host: str | None) -> bool:
+    """Whether requests go to a daemon (``-H``, ``LAMINA_HOST``, ``DOCKER_HOST``)."""
+    return bool(host or os.environ.get("LAMINA_HOST") or os.environ.get("DOCKER_HOST"))
+
+
+def _enter_rootless() -> None:
+    """An unprivileged user's engine works inside the user's rootless namespaces
+    (:mod:`lamina.rootless`): join them before anything touches the store."""
+    from lamina.config import default_exec_root
+    from lamina.rootless import join
+
+    uid = os.geteuid()
+    try:
+        join(os.environ.get("LAMINA_EXEC_ROOT") or default_exec_root(uid), uid, os.getegid())
+    except (errdefs.InvalidArgument, errdefs.FailedPrecondition) as exc:
+        raise CommandError(f"rootless lamina: {exc}", EXIT_ROOTLESS) from exc
 
 
 def _group_help(group: str) -> str:

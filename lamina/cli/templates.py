@@ -191,13 +191,15 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 
 # -- parsing -------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"""
+# patterns compiled on first use (re caches them): listing commands import this module for
+# their rows, and only --format needs the template engine
+_TOKEN = r"""
     (?P<string>"(?:[^"\\]|\\.)*")
   | (?P<raw>`[^`]*`)
   | (?P<number>-?\d+(?:\.\d+)?)
   | (?P<field>\$?(?:\.[A-Za-z_][A-Za-z0-9_]*)+|\$|\.|[A-Za-z_][A-Za-z0-9_]*)
   | (?P<punct>[|()])
-    """, re.VERBOSE)
+    """
 
 
 @dataclass
@@ -219,7 +221,7 @@ def _tokenize(action: str) -> list[tuple[str, str]]:
     position = 0
     text = action.strip()
     while position < len(text):
-        match = _TOKEN.match(text, position)
+        match = re.compile(_TOKEN, re.VERBOSE).match(text, position)
         if match is None or match.end() == position:
             raise TemplateError(f"template: unexpected {text[position:]!r} in {{{{{action}}}}}")
         kind = match.lastgroup or ""
@@ -276,7 +278,7 @@ def _pipeline(source: str) -> list[list[_Operand]]:
     return commands
 
 
-_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
+_ACTION = r"\{\{(-\s)?(.*?)(\s-)?\}\}"
 
 
 def _parse(text: str) -> list[_Node]:
@@ -284,7 +286,7 @@ def _parse(text: str) -> list[_Node]:
     stack: list[tuple[_Node | None, list[_Node]]] = [(None, root)]
     position = 0
     trim_next = False
-    for match in _ACTION.finditer(text):
+    for match in re.finditer(_ACTION, text, re.DOTALL):
         literal = text[position:match.start()]
         if trim_next:
             literal = literal.lstrip()
@@ -316,6 +318,9 @@ def _parse(text: str) -> list[_Node]:
         else:
             stack[-1][1].append(_Node("print", _pipeline(action)))
     literal = text[position:]
+    if "{{" in literal:
+        line = text.count("\n", 0, position + literal.index("{{")) + 1
+        raise TemplateError(f"template: :{line}: unclosed action")
     if trim_next:
         literal = literal.lstrip()
     if literal:

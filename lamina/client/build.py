@@ -17,7 +17,8 @@ class BuildMixin(BaseClient):
               labels: dict[str, str] | None = None, no_cache: bool = False, quiet: bool = False,
               remove: bool = True, force_remove: bool = False, network_mode: str = "",
               platform: str = "", context_directory: str = "", pull: bool = False,
-              registry_config: str | None = None) -> Iterator[dict[str, Any]]:
+              registry_config: str | None = None, extra_hosts: Iterable[str] = (),
+              cache_from: Iterable[str] = ()) -> Iterator[dict[str, Any]]:
         """``POST /build`` with the context tar ``context`` (or lamina's ``laminacontext``
         directory, read in place by an in-process engine); the JSON messages as they arrive."""
         query = {
@@ -27,7 +28,8 @@ class BuildMixin(BaseClient):
             "labels": [json.dumps(labels, separators=(",", ":"))] if labels else [],
             "nocache": flag(no_cache), "q": flag(quiet), "rm": ["1" if remove else "0"],
             "forcerm": flag(force_remove), "networkmode": text(network_mode), "platform": text(platform),
-            "pull": flag(pull),
+            "pull": flag(pull), "extrahosts": list(extra_hosts),
+            "cachefrom": [json.dumps(list(cache_from))] if cache_from else [],
             "laminacontext": text(context_directory),
         }
         headers = {"Content-Type": "application/x-tar"} if context is not None else {}

@@ -64,9 +64,11 @@ class PendingWait:
 class ContainerMixin(BaseClient):
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def create_container(self, body: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
+    def create_container(self, body: dict[str, Any], *, name: str | None = None,
+                         platform: str | None = None) -> dict[str, Any]:
         """``{"Id": ..., "Warnings": [...]}`` from a ContainerCreateRequest body."""
-        return self._json("POST", "/containers/create", query={"name": text(name)}, **json_body(body))
+        return self._json("POST", "/containers/create", query={"name": text(name), "platform": text(platform)},
+                          **json_body(body))
 
     def start(self, id: str) -> bool:
         """False when the container was already running (304)."""

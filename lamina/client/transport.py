@@ -16,6 +16,7 @@ the error live in :mod:`lamina.client.base` (re-exported here), which imports no
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lamina import errdefs
@@ -80,15 +81,17 @@ class UnixSocketTransport:
         return send(self.path, request, timeout=self.timeout)
 
 
-def select_transport(host: str | None, config: EngineConfig) -> Transport:
-    """``host`` (from ``-H``), else ``LAMINA_HOST``, else ``DOCKER_HOST``, else in-process."""
+def select_transport(host: str | None, config: EngineConfig | Callable[[], EngineConfig]) -> Transport:
+    """``host`` (from ``-H``), else ``LAMINA_HOST``, else ``DOCKER_HOST``, else in-process.
+    ``config`` may be a function, called only for the in-process transport (a rootless user
+    talking to a daemon needs no exec root of its own)."""
     if not host:
         for name in HOST_ENVIRONMENT:
             if os.environ.get(name):
                 host = os.environ[name]
                 break
     if not host:
-        return InProcessTransport(config)
+        return InProcessTransport(config if isinstance(config, EngineConfig) else config())
     if host.startswith("unix://"):
         path = host[len("unix://"):]
         if not path:

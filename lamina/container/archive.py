@@ -21,7 +21,7 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 from lamina import errdefs, fsutil
@@ -35,7 +35,7 @@ from lamina.archive import (
 )
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 from lamina.container.logs import format_time
-from lamina.records import dataclass
+from lamina.records import dataclass, replace
 
 __all__ = ["archive_path", "extract_archive", "go_file_mode", "path_stat"]
 
@@ -218,10 +218,14 @@ def _entries(parent_fd: int, base: str, name: str, hardlinks: dict[tuple[int, in
     yield from entry_chunks(entry)
 
 
-def archive_path(root_fd: int, path: str, container: str) -> tuple[dict[str, Any], Iterator[bytes]]:
-    """(PathStat, tar stream) of ``path`` in the container whose root is ``root_fd``.  The
+def archive_path(root_fd: int, path: str, container: str, *,
+                 name: str | None = None) -> tuple[dict[str, Any], Iterator[bytes]]:
+    """(PathStat, tar stream) of ``path`` in the container whose root is ``root_fd``; ``name``
+    replaces the archive name of the top entry (a file mounted under another name).  The
     stream owns a duplicate of ``root_fd``."""
     target = _resolve(root_fd, path, container)
+    if name is not None:
+        target = replace(target, name=name)
     try:
         stat_result = _stat_of(target, root_fd, path, container)
     except BaseException:
@@ -241,8 +245,14 @@ def archive_path(root_fd: int, path: str, container: str) -> tuple[dict[str, Any
 
 
 def extract_archive(root_fd: int, path: str, stream: BinaryIO, container: str, *,
-                    no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False) -> None:
-    """Extract a (possibly compressed) tar into the directory ``path`` of the container."""
+                    no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False,
+                    file_mounts: Mapping[str, tuple[str, bool]] | None = None) -> None:
+    """Extract a (possibly compressed) tar into the directory ``path`` of the container.
+
+    ``file_mounts`` maps entry names (relative to ``path``) to the host files mounted there on
+    their own and whether they are writable (``hosts`` -> the container's hosts file, for an
+    extraction into ``/etc``): such an entry's content is written into that file in place
+    (see :class:`_FileMounts`)."""
     raw = path if path.startswith("/") else "/" + path
     try:
         directory_fd = fsutil.open_beneath(root_fd, posixpath.normpath(raw), os.O_RDONLY | os.O_DIRECTORY)
@@ -257,11 +267,48 @@ def extract_archive(root_fd: int, path: str, stream: BinaryIO, container: str, *
     try:
         source = decompressed(stream)
         reader = TarReader(source)
+        if file_mounts:
+            reader = _FileMounts(reader, file_mounts)  # type: ignore[assignment]
         if no_overwrite_dir_non_dir:
             reader = _NoTypeChange(reader, directory_fd)  # type: ignore[assignment]
         apply_tar(directory_fd, reader, WhiteoutMode.APPLY, same_owner=copy_uid_gid)
     finally:
         os.close(directory_fd)
+
+
+class _FileMounts:
+    """Writes the entries that land on a file mounted on its own into that file, truncated and
+    rewritten in place: the mount keeps its inode, so a running container sees the new content
+    (replacing the file under a mount would fail with EBUSY, or be hidden by the mount).
+    Anything but a regular file there, or a read-only mount, is refused; other entries pass
+    through."""
+
+    def __init__(self, reader: TarReader, files: Mapping[str, tuple[str, bool]]) -> None:
+        self._reader = reader
+        self._files = files
+
+    def __iter__(self) -> Iterator[TarEntry]:
+        for entry in self._reader:
+            name = posixpath.normpath(entry.name).lstrip("/")
+            if name not in self._files:
+                yield entry
+                continue
+            source, writable = self._files[name]
+            if not writable:
+                raise errdefs.Conflict(f"the file mounted at {name} is read-only")
+            if entry.type is not EntryType.REGULAR:
+                raise errdefs.InvalidArgument(f"cannot replace the file mounted at {name} with a non-regular file")
+            try:
+                fd = os.open(source, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                raise fsutil.system_error(f"opening the file mounted at {name}", exc) from exc
+            try:
+                self._reader.copy_content_to(fd)
+            finally:
+                os.close(fd)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
 
 
 class _NoTypeChange:

@@ -89,7 +89,7 @@ HOST_CONFIG_FIELDS: dict[str, tuple[str, str]] = {
     "Binds": ("applied", "bind mounts and volumes"),
     "ContainerIDFile": ("stored", "written by the client"),
     "LogConfig": ("applied", "json-file, local (json-file format) or none"),
-    "NetworkMode": ("network", "the container's network"),
+    "NetworkMode": ("network", "the container's network, or container:<name|id>: another container's namespace"),
     "PortBindings": ("network", "published ports"),
     "RestartPolicy": ("applied", "the monitor restarts the container"),
     "AutoRemove": ("applied", "the monitor removes the container"),
@@ -106,18 +106,19 @@ HOST_CONFIG_FIELDS: dict[str, tuple[str, str]] = {
     "DnsSearch": ("network", "resolv.conf"),
     "ExtraHosts": ("network", "/etc/hosts"),
     "GroupAdd": ("applied", "supplementary groups (numbers or names in the image's /etc/group)"),
-    "IpcMode": ("applied", "private, shareable, none or host IPC namespace"),
+    "IpcMode": ("applied", "private, shareable (a /dev/shm on the host), none (no /dev/shm), host or "
+                           "container:<name|id>"),
     "Cgroup": ("refused", "joining another container's cgroup is not implemented"),
     "Links": ("network", "legacy links"),
     "OomScoreAdj": ("applied", "/proc/<pid>/oom_score_adj"),
-    "PidMode": ("applied", "private or host PID namespace"),
+    "PidMode": ("applied", "private, host or container:<name|id> PID namespace"),
     "Privileged": ("applied", "all capabilities, host devices, no seccomp, no masked paths, /sys read-write"),
     "PublishAllPorts": ("network", "published ports"),
     "ReadonlyRootfs": ("applied", "the root filesystem mounted read-only"),
     "SecurityOpt": ("applied", "seccomp=unconfined|builtin|<profile JSON>, no-new-privileges; label/apparmor refused"),
     "StorageOpt": ("refused", "per-container storage options (size quotas) are not implemented"),
     "Tmpfs": ("applied", "tmpfs mounts"),
-    "UTSMode": ("applied", "private or host UTS namespace"),
+    "UTSMode": ("applied", "private, host or container:<name|id> UTS namespace"),
     "UsernsMode": ("applied", "the host user namespace (user namespaces are not implemented)"),
     "ShmSize": ("applied", "the size of the /dev/shm tmpfs"),
     "Sysctls": ("applied", "written under /proc/sys in the container's namespaces"),
@@ -359,17 +360,17 @@ def sysctls(host: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         if not _SYSCTL_KEY.match(key) or ".." in key or any(char in value for char in "\x00\n"):
             raise errdefs.InvalidArgument(f"HostConfig.Sysctls: invalid sysctl {text}")
         if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
-            if (host.get("IpcMode") or "") == "host":
+            if _shared(host, "IpcMode"):
                 raise errdefs.InvalidArgument(
-                    f"HostConfig.Sysctls: sysctl {text} is not allowed in the host's IPC namespace")
+                    f"HostConfig.Sysctls: sysctl {text} is not allowed in the {_shared(host, 'IpcMode')} IPC namespace")
         elif key in ("kernel.hostname", "kernel.domainname"):
-            if (host.get("UTSMode") or "") == "host":
+            if _shared(host, "UTSMode"):
                 raise errdefs.InvalidArgument(
-                    f"HostConfig.Sysctls: sysctl {text} is not allowed in the host's UTS namespace")
+                    f"HostConfig.Sysctls: sysctl {text} is not allowed in the {_shared(host, 'UTSMode')} UTS namespace")
         elif key.startswith("net."):
-            if (host.get("NetworkMode") or "") == "host":
-                raise errdefs.InvalidArgument(
-                    f"HostConfig.Sysctls: sysctl {text} is not allowed in the host's network namespace")
+            if _shared(host, "NetworkMode"):
+                raise errdefs.InvalidArgument(f"HostConfig.Sysctls: sysctl {text} is not allowed in the "
+                                              f"{_shared(host, 'NetworkMode')} network namespace")
         else:
             raise errdefs.InvalidArgument(
                 f"HostConfig.Sysctls: sysctl {text} is not allowed: it is not in a separate kernel namespace")
@@ -377,6 +378,16 @@ def sysctls(host: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
             raise errdefs.InvalidArgument(f"HostConfig.Sysctls: sysctl {text}: this kernel has no {key}")
         result.append((key, value))
     return tuple(result)
+
+
+def _shared(host: Mapping[str, Any], key: str) -> str:
+    """Whose namespace a mode shares: "host's", "another container's", or "" (its own)."""
+    value = host.get(key) or ""
+    if value == "host":
+        return "host's"
+    if isinstance(value, str) and value.startswith("container:"):
+        return "another container's"
+    return ""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import time
 from lamina import errdefs, fsutil
 from lamina import mount as lmount
 from lamina.container.execstore import ExecStore
+from lamina.container.joining import shm_path, unmount_shm
 from lamina.container.rundir import RunDirectory
 from lamina.container.store import ContainerStore
 from lamina.layer.mounts import MountStore
@@ -60,6 +61,7 @@ def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, contain
         pass
     execs.remove_for_container(container_id)
     RunDirectory(exec_root, container_id).remove()
+    unmount_shm(shm_path(path))  # a shareable /dev/shm that a crashed run left mounted
     fsutil.remove_tree(path)
 
 

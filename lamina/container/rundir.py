@@ -260,6 +260,10 @@ class RunDirectory:
             pass
 
     def remove(self) -> None:
+        from lamina.mount import unmount_all_under
+
+        # a pin of a volume subpath left by a crashed monitor: never walk into the volume
+        unmount_all_under(self.path)
         fsutil.remove_tree(self.path)
 
 

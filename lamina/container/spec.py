@@ -341,7 +341,7 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
     options = log_config.get("Config") or {}
     if log_type not in ("json-file", "local", "none"):
         raise errdefs.InvalidArgument(
-            f"failed to create logging driver: logger: no log driver named '{log_type}' is registered")
+            f"logger: no log driver named '{log_type}' is registered")
     if log_type == "local" and set(options) - {"max-size", "max-file", "compress"}:
         unknown = sorted(set(options) - {"max-size", "max-file", "compress"})[0]
         raise errdefs.InvalidArgument(f"unknown log opt '{unknown}' for local log driver")
@@ -363,6 +363,10 @@ def normalize_host_config(host: Mapping[str, Any], *, default_runtime: str = "na
         value = out.get(key) or ""
         allowed = {"PidMode": ("", "host"), "IpcMode": ("", "private", "shareable", "host", "none"),
                    "UTSMode": ("", "host"), "CgroupnsMode": ("", "private", "host"), "UsernsMode": ("", "host")}[key]
+        if key in ("PidMode", "IpcMode", "UTSMode") and isinstance(value, str) and value.startswith("container:"):
+            if not value[len("container:"):]:
+                raise errdefs.InvalidArgument(f"invalid {key} {value!r}: expected container:<name|id>")
+            continue
         if value not in allowed:
             raise errdefs.InvalidArgument(f"HostConfig.{key} {value!r} is not supported by lamina")
     volume_driver = out.get("VolumeDriver") or ""
@@ -440,14 +444,17 @@ def normalize_update(host: dict[str, Any], update: Mapping[str, Any], *, cpu_cou
 
 def network_mode(host: Mapping[str, Any]) -> str:
     """The runtime's network for a NetworkMode: ``private`` (default/bridge or a user-defined
-    network, checked by the container service), ``none``, ``host``."""
+    network, checked by the container service; or ``container:<id>``, another container's
+    namespace that the start joins), ``none``, ``host``."""
     mode = host.get("NetworkMode") or "default"
     if mode in ("default", "bridge"):
         return "private"
     if mode in ("none", "host"):
         return mode
     if mode.startswith("container:"):
-        raise errdefs.NotImplemented("joining another container's network is not supported yet")
+        if not mode[len("container:"):]:
+            raise errdefs.InvalidArgument("Invalid network mode: invalid container format container:<name|id>")
+        return "private"  # another container's namespace (lamina.container.joining), joined
     return "private"  # a user-defined network: lamina.network sets the namespace up
 
 
@@ -614,7 +621,8 @@ def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mappin
         readonly_paths=() if privileged else tuple(host.get("ReadonlyPaths") or DEFAULT_READONLY_PATHS),
         seccomp=seccomp, init=False,
         cgroup_parent=str(host.get("CgroupParent") or cgroup_parent),
-        sysctls=host_options.sysctls(host), shm_size=int(host.get("ShmSize") or DEFAULT_SHM_SIZE),
+        sysctls=host_options.sysctls(host),
+        shm_size=0 if host.get("IpcMode") == "none" else int(host.get("ShmSize") or DEFAULT_SHM_SIZE),
         oom_score_adj=int(host["OomScoreAdj"]) if host.get("OomScoreAdj") else None,
         devices=tuple(device_nodes), device_rules=tuple(device_rules), privileged=privileged,
         seccomp_profile=security.seccomp_profile)

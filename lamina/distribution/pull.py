@@ -29,6 +29,7 @@ up to date for <ref>``).
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -81,13 +82,27 @@ def host_platform() -> Platform:
     return Platform("linux", architecture, "v8" if architecture == "arm64" else "")
 
 
+_KNOWN_OS = frozenset("aix android darwin dragonfly freebsd hurd illumos ios js linux nacl netbsd openbsd "
+                      "plan9 solaris wasip1 windows zos".split())
+_KNOWN_ARCHITECTURES = frozenset(
+    "386 amd64 amd64p32 arm armbe arm64 arm64be loong64 mips mipsle mips64 mips64le mips64p32 "
+    "mips64p32le ppc ppc64 ppc64le riscv riscv64 s390 s390x sparc sparc64 wasm".split())
+_ARCHITECTURE_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm",
+                         "armel": "arm", "i386": "386"}
+_COMPONENT = re.compile(r"[a-z0-9_-]+")
+
+
 def parse_platform(text: str) -> Platform:
-    """``os[/arch[/variant]]`` or ``arch`` alone, normalised (``x86_64`` -> ``amd64``)."""
+    """``os[/arch[/variant]]`` or ``arch`` alone, normalised (``x86_64`` -> ``amd64``).  Like
+    containerd's ``platforms.Parse``: each component is ``[A-Za-z0-9_-]+``, and a single
+    component must be an operating system or an architecture Go knows (``bogus`` is refused)."""
     parts = [part.strip().lower() for part in text.split("/")]
-    if not text or not all(parts) or len(parts) > 3:
+    if not text or len(parts) > 3 or not all(_COMPONENT.fullmatch(part) for part in parts):
         raise errdefs.InvalidArgument(f"invalid platform {text!r}: use os[/arch[/variant]], e.g. linux/arm64")
-    aliases = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "i386": "386"}
-    if len(parts) == 1 and parts[0] != "linux":
+    aliases = _ARCHITECTURE_ALIASES
+    if len(parts) == 1 and parts[0] not in _KNOWN_OS:
+        if aliases.get(parts[0], parts[0]) not in _KNOWN_ARCHITECTURES:
+            raise errdefs.InvalidArgument(f"{text!r}: unknown operating system or architecture: invalid argument")
         parts = ["linux", parts[0]]
     os_name = parts[0]
     architecture = aliases.get(parts[1], parts[1]) if len(parts) > 1 else host_architecture()

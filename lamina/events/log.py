@@ -18,9 +18,11 @@ fsynced: a crash may lose the last ones (Docker loses all of them at a restart);
 is skipped by readers.
 
 Rotation: a writer that leaves the file larger than ``rotate_bytes`` (default
-:data:`ROTATE_BYTES`, 4 MiB) takes an *exclusive* ``flock`` without waiting (if another
-writer holds the file, a later append rotates), checks again and renames ``events.log`` over
-``events.log.1``.  The exclusive lock guarantees no writer is between its check and its write,
+:data:`ROTATE_BYTES`, 4 MiB) converts its lock to an *exclusive* ``flock`` (waiting for the
+writers between their check and their write: each holds its shared lock for one append),
+checks again (another writer may have rotated meanwhile) and renames ``events.log`` over
+``events.log.1``.  A conversion that did not wait would fail as long as writers keep
+appending, and the file would outgrow its bound under load.  The exclusive lock guarantees no writer is between its check and its write,
 so nothing is written to a file after it was renamed.  Bound: between 4 and 8 MiB of events,
 some 10,000 to 25,000 container events (a line with a few labels is 300-400 bytes); Docker
 keeps the last 256 in memory.
@@ -245,10 +247,7 @@ class EventLog:
         raise errdefs.System(f"cannot append to {self.path}: it keeps being replaced")
 
     def _rotate(self, fd: int) -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # another writer is at work: a later append rotates
+        fcntl.flock(fd, fcntl.LOCK_EX)  # flock drops the shared lock first: no deadlock
         try:
             mine = os.fstat(fd)
             if mine.st_size > self.rotate_bytes and _same_file(mine, os.stat(self.path)):

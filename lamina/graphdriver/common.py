@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable, Collection
 
 from lamina import errdefs
@@ -34,6 +35,9 @@ logger = get_logger("lamina.graphdriver")
 INCOMPLETE_SUFFIX = "-incomplete"
 REMOVING_SUFFIX = "-removing"
 PROBE_PREFIX = ".probe-"
+# a probe takes milliseconds: a younger probe directory may be another process's, in use (the
+# first commands on a fresh data root probe at once, before any store lock is taken)
+PROBE_GRACE_SECONDS = 300.0
 
 FILESYSTEM_NAMES: dict[int, str] = {
     0x61756673: "aufs",
@@ -164,17 +168,26 @@ def sweep_leftovers(directory: str, on_remove: Callable[[str], None] | None = No
 
     Mounts below a leftover are detached first, so removal never reaches through a mount into
     another layer.  Only safe while no other process creates layers in ``directory`` (the layer
-    store calls it at start-up under its exclusive lock).
+    store calls it at start-up under its exclusive lock); probe directories are not made under
+    that lock, so only those older than :data:`PROBE_GRACE_SECONDS` are removed, and one that
+    vanishes meanwhile (its prober removed it) is passed over.
     """
     removed: list[str] = []
     try:
         entries = sorted(os.listdir(directory))
     except FileNotFoundError:
         return removed
+    now = time.time()
     for name in entries:
         if not is_work_in_progress(name):
             continue
         path = os.path.join(directory, name)
+        if name.startswith(PROBE_PREFIX):
+            try:
+                if now - os.lstat(path).st_mtime < PROBE_GRACE_SECONDS:
+                    continue
+            except FileNotFoundError:
+                continue
         logger.warning("removing leftover work in progress %s", path)
         if on_remove is not None:
             on_remove(path)
@@ -182,6 +195,8 @@ def sweep_leftovers(directory: str, on_remove: Callable[[str], None] | None = No
             if stat.S_ISDIR(os.lstat(path).st_mode):
                 lmount.unmount_all_under(path)
             fsutil.remove_tree(path)
+        except FileNotFoundError:
+            continue  # removed by its owner meanwhile
         except OSError as exc:
             raise fsutil.system_error(f"remove leftover {path}", exc) from exc
         removed.append(name)

@@ -24,6 +24,12 @@ pointing at ``../<id>/diff``) and renames it to ``<id>``; :meth:`Overlay2Driver.
 ``<id>`` to ``<id>-removing`` before deleting its short link and tree.  :meth:`sweep` removes
 both kinds of leftover and the short links they strand.
 
+Rootless (in a user namespace, :mod:`lamina.rootless`): every mount gets the ``userxattr``
+option, so overlayfs keeps its own xattrs as ``user.overlay.*`` (``trusted.*`` needs
+CAP_SYS_ADMIN in the host's namespace): opaque directories carry ``user.overlay.opaque=y``.
+Whiteouts stay 0/0 character devices (the kernel lets a user namespace make that one device).
+A data root is used either rootless or as root, not both.
+
 Mount references are counted per process; the layer store serialises use across processes.
 
 Volatile mounts (``get(id, volatile=True)``, kernel 5.10 and later): overlayfs' ``volatile``
@@ -46,6 +52,7 @@ from typing import TYPE_CHECKING, TypeVar
 from lamina import errdefs
 from lamina import fsutil
 from lamina import mount as lmount
+from lamina.config import in_user_namespace
 from lamina.graphdriver import common
 from lamina.graphdriver.api import TarReaderLike
 from lamina.graphdriver.naivediff import NaiveDiff
@@ -88,15 +95,22 @@ def _overlay_listed() -> bool:
         return False
 
 
-def _index_off() -> tuple[str, ...]:
-    return ("index=off",) if _supports_index_option() else ()
+def _base_options() -> tuple[str, ...]:
+    """The options every overlay mount starts with: ``index=off`` where the kernel knows it,
+    ``userxattr`` in a user namespace (see the module docstring)."""
+    return (("index=off",) if _supports_index_option() else ()) + (("userxattr",) if in_user_namespace() else ())
+
+
+def _xattr_prefix() -> str:
+    """Where overlayfs keeps its own xattrs for the mounts this process makes."""
+    return "user.overlay." if in_user_namespace() else "trusted.overlay."
 
 
 def _test_mount(scratch: str) -> None:
     """Mount a two-lower overlay in ``scratch`` and unmount it; raises LaminaError on failure."""
     for name in ("lower1", "lower2", "upper", "work", "merged"):
         os.mkdir(os.path.join(scratch, name), 0o700)
-    mount = Mount(type="overlay", source="overlay", options=_index_off() + (
+    mount = Mount(type="overlay", source="overlay", options=_base_options() + (
         "lowerdir=lower2:lower1", "upperdir=upper", "workdir=work"), chdir=scratch)
     merged = os.path.join(scratch, "merged")
     mount.mount(merged)
@@ -155,18 +169,19 @@ def native_diff_problem(home: str) -> str | None:
             os.makedirs(os.path.join(scratch, name), 0o755)
         with open(os.path.join(scratch, "l1", "f"), "wb") as handle:
             handle.write(b"x")
-        os.setxattr(os.path.join(scratch, "l2", "d"), "trusted.overlay.opaque", b"y")
-        mount = Mount(type="overlay", source="overlay", options=_index_off() + (
+        prefix = _xattr_prefix()
+        os.setxattr(os.path.join(scratch, "l2", "d"), prefix + "opaque", b"y")
+        mount = Mount(type="overlay", source="overlay", options=_base_options() + (
             "lowerdir=l2:l1", "upperdir=l3", "workdir=work"), chdir=scratch)
         merged = os.path.join(scratch, "merged")
         mount.mount(merged)
         try:
             with open(os.path.join(merged, "d", "f"), "wb"):
                 pass
-            if _xattr(os.path.join(scratch, "l3", "d"), "trusted.overlay.opaque") == b"y":
+            if _xattr(os.path.join(scratch, "l3", "d"), prefix + "opaque") == b"y":
                 return "the kernel copies the opaque flag up (kernel older than 4.8)"
             os.chmod(os.path.join(merged, "f"), 0o600)
-            if _xattr(os.path.join(scratch, "l3", "f"), "trusted.overlay.metacopy") is not None:
+            if _xattr(os.path.join(scratch, "l3", "f"), prefix + "metacopy") is not None:
                 return "overlay metacopy is enabled"
             try:
                 os.rename(os.path.join(merged, "d1"), os.path.join(merged, "d2"))
@@ -174,7 +189,7 @@ def native_diff_problem(home: str) -> str | None:
                 if exc.errno == errno.EXDEV:
                     return None  # redirect_dir is off: directory renames are refused
                 raise
-            if _xattr(os.path.join(scratch, "l3", "d2"), "trusted.overlay.redirect") is not None:
+            if _xattr(os.path.join(scratch, "l3", "d2"), prefix + "redirect") is not None:
                 return "overlay redirect_dir is enabled"
             return None
         finally:
@@ -403,7 +418,7 @@ class Overlay2Driver(common.LayerDirectories):
         lowers = self._lowers(layer_dir)
         if not lowers:
             return [Mount(type="bind", source=diff_dir, options=("bind",))]
-        prefix = _index_off()
+        prefix = _base_options()
         if os.path.exists(os.path.join(layer_dir, "committed")):
             own = f"{LINK_DIR}/{self._short_id(layer_dir)}"
             options = prefix + ("lowerdir=" + ":".join([own] + lowers),)
@@ -497,7 +512,7 @@ class Overlay2Driver(common.LayerDirectories):
             ("Supports d_type", _bool(common.supports_d_type(self.home))),
             ("Using metacopy", _bool(metacopy)),
             ("Native Overlay Diff", _bool(self._native_diff_problem() is None)),
-            ("userxattr", "false"),  # lamina mounts with trusted.* xattrs only (no user namespace)
+            ("userxattr", _bool(in_user_namespace())),  # rootless: user.overlay.* xattrs
         ]
 
     def metadata(self, id: str) -> dict[str, str]:
@@ -600,7 +615,7 @@ class Overlay2Driver(common.LayerDirectories):
         if not self._native(id, parent):
             return self._naive.apply_diff(id, parent, entries)
         # the tar code: only when used
-        from lamina.archive import WhiteoutMode, apply_tar
+        from lamina.archive import OPAQUE_XATTR, USER_OPAQUE_XATTR, WhiteoutMode, apply_tar
 
         diff_dir = os.path.join(self._existing_dir(id), "diff")
         try:
@@ -608,7 +623,8 @@ class Overlay2Driver(common.LayerDirectories):
         except OSError as exc:
             raise fsutil.system_error(f"open diff directory of overlay2 layer {id}", exc) from exc
         try:
-            return apply_tar(fd, entries, WhiteoutMode.OVERLAY)  # type: ignore[arg-type]
+            opaque = USER_OPAQUE_XATTR if in_user_namespace() else OPAQUE_XATTR
+            return apply_tar(fd, entries, WhiteoutMode.OVERLAY, opaque_xattr=opaque)  # type: ignore[arg-type]
         finally:
             os.close(fd)
 

@@ -39,6 +39,7 @@ from lamina import errdefs
 from lamina import fsutil
 from lamina.graphdriver import common
 from lamina.graphdriver.api import GraphDriver
+from lamina.graphdriver.fuseoverlayfs import FuseOverlayfsDriver
 from lamina.graphdriver.overlay2 import Overlay2Driver
 from lamina.graphdriver.vfs import VfsDriver
 from lamina.records import dataclass
@@ -61,13 +62,14 @@ class DriverClass(Protocol):
 
 DRIVERS: Mapping[str, DriverClass] = types.MappingProxyType({
     Overlay2Driver.name: Overlay2Driver,  # type: ignore[dict-item]
+    FuseOverlayfsDriver.name: FuseOverlayfsDriver,  # type: ignore[dict-item]
     VfsDriver.name: VfsDriver,  # type: ignore[dict-item]
 })
 
 PRIORITY: tuple[str, ...] = ("overlay2", "fuse-overlayfs", "btrfs", "zfs", "vfs")
 
 # Docker drivers lamina does not implement; their directories are still recognised in a data root
-NOT_IMPLEMENTED: tuple[str, ...] = ("fuse-overlayfs", "btrfs", "zfs", "aufs", "devicemapper", "overlay")
+NOT_IMPLEMENTED: tuple[str, ...] = ("btrfs", "zfs", "aufs", "devicemapper", "overlay")
 
 # drivers that only work on their own filesystem
 _NATIVE_FILESYSTEM = {"btrfs": "btrfs", "zfs": "zfs"}

@@ -32,13 +32,12 @@ key: the "racily clean" case of git's index).  Inspect, save and check read and 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
 
 from lamina import errdefs, fsutil
-from lamina.digest import Digest
+from lamina.digest import Digest, sha256_hex
 from lamina.image.config import ImageConfig
 from lamina.image.rfc3339 import format_time, parse_time
 from lamina.log import get_logger
@@ -111,7 +110,7 @@ class ImageStore:
             raise errdefs.InvalidArgument("invalid image config: empty")
         parsed = ImageConfig.from_json(config)
         parsed.non_empty_history()  # more non-empty history entries than layers is refused
-        image_id = Digest("sha256:" + hashlib.sha256(config).hexdigest())
+        image_id = Digest("sha256:" + sha256_hex(config))
         path = self._content_path(image_id)
         try:
             with open(path, "rb") as handle:
@@ -139,7 +138,7 @@ class ImageStore:
             raise errdefs.NotFound(f"No such image: {digest}") from None
         except OSError as exc:
             raise fsutil.system_error(f"reading image {digest}", exc) from exc
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = "sha256:" + sha256_hex(data)
         if actual != digest:
             raise errdefs.DataLoss(f"image {digest} is damaged: its config hashes to {actual}")
         return data

@@ -110,9 +110,12 @@ class ContainerSpec:
     mounts: tuple[MountSpec, ...] = ()            # beyond the defaults (/proc, /dev, /sys...)
     network: str = "private"                     # "private" (new netns, lo up), "none" (same), "host"
     # "private" only: join this network namespace (a bind-mounted nsfs file, the sandbox that
-    # lamina.network set up) instead of creating one
+    # lamina.network set up, or /proc/<pid>/ns/net of another container) instead of creating one
     network_namespace: str = ""
     namespaces: frozenset[str] = frozenset({"pid", "mount", "uts", "ipc", "network", "cgroup"})
+    # ("pid" | "ipc" | "uts", nsfs path): namespaces of ``namespaces`` joined instead of created
+    # (OCI's namespaces[].path), e.g. ("pid", "/proc/1234/ns/pid") for --pid container:NAME
+    namespace_paths: tuple[tuple[str, str], ...] = ()
     resources: Resources = field(default_factory=Resources)
     masked_paths: tuple[str, ...] = DEFAULT_MASKED_PATHS
     readonly_paths: tuple[str, ...] = DEFAULT_READONLY_PATHS
@@ -120,7 +123,8 @@ class ContainerSpec:
     init: bool = False                            # run a small init as PID 1 (--init)
     cgroup_parent: str = "lamina"
     sysctls: tuple[tuple[str, str], ...] = ()     # ("net.ipv4.ip_forward", "1"), written after pivot_root
-    shm_size: int = 64 * 1024 * 1024              # bytes of the /dev/shm tmpfs
+    shm_size: int = 64 * 1024 * 1024              # bytes of the /dev/shm tmpfs; 0: none (--ipc none, or a
+                                                  # /dev/shm among ``mounts``: a shareable or joined IPC)
     oom_score_adj: int | None = None              # /proc/<pid>/oom_score_adj of the container's process
     devices: tuple[DeviceSpec, ...] = ()          # beyond the default nodes
     device_rules: tuple[str, ...] = ()            # devices cgroup (v1) rules allowed beyond the defaults

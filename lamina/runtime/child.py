@@ -7,7 +7,8 @@ unshares the namespaces, builds the root filesystem (:mod:`lamina.runtime.rootfs
 hostname (and domain name), brings ``lo`` up, pivots, writes the spec's sysctls and
 ``oom_score_adj`` (before ``/proc/sys`` becomes read-only), joins the cgroups late (so the copy-on-write faults of the
 forked Python image are not charged to a small memory limit) and unshares the cgroup
-namespace.  :func:`exec_child` joins a running container's namespaces and cgroups instead.
+namespace.  :func:`exec_child` joins a running container's namespaces instead, drops its
+privileges and only then forks the exec's process, which the parent moves into the cgroups.
 Both end in the same steps: rlimits, every inherited descriptor closed but 0-2 and the status
 pipe, the capability bounding set dropped, groups/gid/uid switched, the working directory
 checked to be inside the container (the runc CVE-2024-21626 class), capabilities,
@@ -68,7 +69,7 @@ from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.trampoline import STATUS_FD, decode_failure
 from lamina.runtime.user import home_for_uid
 
-__all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable", "reset_signals",
+__all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable", "parse_status", "reset_signals",
            "raise_child_error", "reap", "read_status"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -318,14 +319,28 @@ def _report(fd: int, exc: BaseException) -> int:
 
 def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: SeccompProgram | None,
                      trampoline_fd: int | None, in_init_worker: bool = False) -> None:
-    """The last steps, common to a container's first process and to exec: rlimits, fds,
-    user, cwd, capabilities, no_new_privs, seccomp, execve (through the trampoline when
-    there is one).  Never returns."""
+    """The last steps, common to a container's first process and to its init's worker:
+    rlimits, fds, user, cwd, capabilities, no_new_privs, seccomp, execve (through the
+    trampoline when there is one).  Never returns."""
+    executable, environment, trampoline_fd = _drop_privileges(plan, process, status_fd, seccomp, trampoline_fd,
+                                                              in_init_worker=in_init_worker)
+    _write_status(status_fd, b"R" + json.dumps(executable).encode() + b"\n")
+    if seccomp is not None and process.no_new_privileges:
+        with Step("load the seccomp filter"):
+            seccomp.load(no_new_privileges=True)
+    _execve(process, executable, environment, trampoline_fd)
+
+
+def _drop_privileges(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: SeccompProgram | None,
+                     trampoline_fd: int | None, *, in_init_worker: bool = False,
+                     keep: tuple[int, ...] = ()) -> tuple[str, dict[str, str], int | None]:
+    """Every step before the command's ``execve`` but the seccomp filter that comes with
+    no_new_privs; returns (the executable, the environment, the trampoline's descriptor)."""
     _apply_rlimits(plan.rlimits)
     env = list(process.env)
     if not any(item.startswith("HOME=") for item in env):
         env.append(f"HOME={home_for_uid('/', process.uid)}")
-    _close_fds_except(status_fd, trampoline_fd)
+    _close_fds_except(status_fd, trampoline_fd, *keep)
     if trampoline_fd is not None:
         trampoline_fd = _pin_status_fd(status_fd, trampoline_fd)
     if seccomp is not None and not process.no_new_privileges:
@@ -355,15 +370,15 @@ def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: 
     executable = find_executable(process.args[0], env)
     reset_signals()
     os.umask(0o022)
-    _write_status(status_fd, b"R" + json.dumps(executable).encode() + b"\n")
-    if seccomp is not None and process.no_new_privileges:
-        with Step("load the seccomp filter"):
-            seccomp.load(no_new_privileges=True)
     environment: dict[str, str] = {}
     for item in env:
         key, separator, value = item.partition("=")
         if separator and key:
             environment[key] = value
+    return executable, environment, trampoline_fd
+
+
+def _execve(process: ProcessSpec, executable: str, environment: dict[str, str], trampoline_fd: int | None) -> None:
     try:
         if trampoline_fd is not None:
             os.execve(trampoline_fd, ["lamina-exec", executable, *process.args], environment)
@@ -390,11 +405,14 @@ def _raise_fds(status_fd: int, procs_fds: list[int], trampoline_fd: int | None) 
 
 
 def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int],
-                     seccomp: SeccompProgram | None, trampoline_fd: int | None) -> None:
-    """PID 1 of a new container; never returns."""
+                     seccomp: SeccompProgram | None, trampoline_fd: int | None,
+                     namespace_fds: list[tuple[int, int]] | None = None) -> None:
+    """PID 1 of a new container (``namespace_fds``: (descriptor, CLONE_* kind) of namespaces
+    joined rather than created); never returns."""
     code = 125
     try:
         status_fd, procs_fds, trampoline_fd = _raise_fds(status_fd, procs_fds, trampoline_fd)
+        namespace_fds = [(_high_fd(fd), kind) for fd, kind in namespace_fds or []]
         spec = plan.spec
         process = plan.process
         os.setsid()
@@ -408,6 +426,11 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
                 network_fd = os.open(spec.network_namespace, os.O_RDONLY | os.O_CLOEXEC)
                 lsys.setns(network_fd, lsys.CLONE_NEWNET)
                 os.close(network_fd)
+        if namespace_fds:
+            with Step("join the shared namespaces"):
+                for fd, kind in namespace_fds:
+                    lsys.setns(fd, kind)
+                    os.close(fd)
         with Step("create namespaces"):
             lsys.unshare(plan.unshare_flags)
         mountlib.set_propagation("/", "rprivate")
@@ -474,28 +497,72 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
         os._exit(code)
 
 
-def exec_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[int], namespace_fds: list[tuple[int, int]],
-                seccomp: SeccompProgram | None, trampoline_fd: int | None) -> None:
-    """A process joining a running container; never returns."""
+def exec_child(plan: Plan, stdio: Stdio, status_fd: int, go_fd: int, namespace_fds: list[tuple[int, int]],
+               pid_namespace: int, seccomp: SeccompProgram | None, trampoline_fd: int | None) -> None:
+    """The first of the two processes of an exec; never returns.
+
+    It is outside the container's pid namespace, so no process of the container can see it,
+    whatever its capabilities (``CAP_SYS_PTRACE`` passes the non-dumpable flag).  It joins
+    every other namespace of the container, makes the pid namespace its children's, drops
+    to the exec's privileges (user, capabilities, no_new_privs, seccomp, descriptors) and
+    only then forks the exec's process, the first to appear in the container: it holds
+    nothing the container does not have.  This process writes ``P<host pid>`` on the status
+    pipe and exits; the parent, a child subreaper, inherits the exec's process, moves it into
+    the container's cgroups and writes a byte on ``go_fd``, and the exec's process calls
+    ``execve`` (:func:`_exec_when_moved`)."""
     code = 125
     try:
-        status_fd, procs_fds, trampoline_fd = _raise_fds(status_fd, procs_fds, trampoline_fd)
+        status_fd, _, trampoline_fd = _raise_fds(status_fd, [], trampoline_fd)
+        go_fd = _moved_above(go_fd, STATUS_FD + 1)  # never where the status pipe gets pinned
         namespace_fds = [(_high_fd(fd), kind) for fd, kind in namespace_fds]
+        pid_namespace = _high_fd(pid_namespace)
         process = plan.process
-        if process.terminal:
-            os.setsid()
         _setup_stdio(stdio)
-        if process.terminal:
-            with Step("set the controlling terminal"):
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         os.umask(0o022)
         with Step("join the container's namespaces"):
             for fd, kind in namespace_fds:
                 lsys.setns(fd, kind)
                 os.close(fd)
-        with Step("join the container's cgroups"):
-            enter_cgroups(procs_fds)
-        _finish_and_exec(plan, process, status_fd, seccomp, trampoline_fd)
+            lsys.setns(pid_namespace, lsys.CLONE_NEWPID)  # for the children: this process stays out
+            os.close(pid_namespace)
+        executable, environment, trampoline_fd = _drop_privileges(plan, process, status_fd, seccomp,
+                                                                  trampoline_fd, keep=(go_fd,))
+        if seccomp is not None and process.no_new_privileges:
+            with Step("load the seccomp filter"):
+                seccomp.load(no_new_privileges=True)
+        with Step("start the exec's process"):
+            pid = os.fork()
+        if pid == 0:
+            _exec_when_moved(process, status_fd, go_fd, executable, environment, trampoline_fd)
+        _write_status(status_fd, b"P%d\n" % pid)
+        code = 0
+    except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
+        code = _report(status_fd, exc)
+    finally:
+        os._exit(code)
+
+
+def _exec_when_moved(process: ProcessSpec, status_fd: int, go_fd: int, executable: str,
+                     environment: dict[str, str], trampoline_fd: int | None) -> None:
+    """The exec's process: wait until the parent moved it into the container's cgroups (EOF:
+    the parent gave up), take the terminal, ``execve``; never returns."""
+    code = 125
+    try:
+        while True:
+            try:
+                go = os.read(go_fd, 1)
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+        if go != b"x":
+            os._exit(125)
+        os.close(go_fd)
+        if process.terminal:
+            os.setsid()
+            with Step("set the controlling terminal"):
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        _write_status(status_fd, b"R" + json.dumps(executable).encode() + b"\n")
+        _execve(process, executable, environment, trampoline_fd)
     except BaseException as exc:  # noqa: BLE001 - everything goes to the parent
         code = _report(status_fd, exc)
     finally:
@@ -513,10 +580,15 @@ def read_status(fd: int) -> tuple[bool, dict[str, Any] | None]:
         if not chunk:
             break
         chunks.append(chunk)
+    return parse_status(b"".join(chunks))
+
+
+def parse_status(data: bytes) -> tuple[bool, dict[str, Any] | None]:
+    """(the child reached exec, its error) from what the status pipe carried."""
     ready = False
     error = None
     executable = ""
-    for line in b"".join(chunks).splitlines():
+    for line in data.splitlines():
         failure = decode_failure(line)
         if line.startswith(b"R"):
             ready = True

@@ -13,8 +13,11 @@ moves the calling thread; it only makes the *next* child of that thread the firs
    of the new namespace and the caller is its parent: no double fork, no subreaper needed;
 3. reads the child's status pipe until EOF.
 
-The child (PID 1, :func:`lamina.runtime.child.container_child`) unshares the mount, uts, ipc,
-net (unless ``network="host"``) namespaces, makes ``/`` rprivate, bind-mounts the rootfs onto
+The child (PID 1, :func:`lamina.runtime.child.container_child`) joins the namespaces named by
+``spec.namespace_paths`` and ``spec.network_namespace`` (another container's: opened by the
+caller before fork; a joined pid namespace is entered by the caller's ``setns`` around the
+fork, as for exec, and the child is then not PID 1), unshares the mount, uts, ipc, net
+(unless ``network="host"`` or joined) namespaces, makes ``/`` rprivate, bind-mounts the rootfs onto
 itself, builds the container's filesystem view (:mod:`lamina.runtime.rootfs`), sets the
 hostname, brings ``lo`` up, pivots into the rootfs, masks and write-protects Docker's paths,
 remounts the root read-only when asked, joins the cgroups and ``execve``\\ s the command (the
@@ -27,10 +30,14 @@ With ``spec.init`` PID 1 is :func:`lamina.runtime.init.run_init`: it forks the c
 forwards signals and reaps zombies.  Without it PID 1 is the command itself, which the kernel
 protects from every signal it has no handler for (SIGKILL from the host excepted).
 
-:meth:`NativeRuntime.exec` joins a running container: the caller ``setns``\\ es its own
-*pid-for-children* into the container's pid namespace around a ``fork()`` (again restoring it
-at once), and the child joins the ipc, uts, net, cgroup and mount namespaces of the
-container's PID 1, then its cgroups, and continues as above from the rlimits on.
+:meth:`NativeRuntime.exec` joins a running container in two processes, so that nothing
+appears in the container's pid namespace before it holds only the exec's privileges (a
+container with ``CAP_SYS_PTRACE`` passes the non-dumpable flag and could attach to it): the
+caller, a child subreaper, forks a first process outside that namespace, which joins the
+ipc, uts, net, cgroup and mount namespaces of the container's PID 1, makes its pid namespace
+the one of its children, drops to the exec's privileges (as above from the rlimits on), forks
+the exec's process and exits; the caller inherits that process, moves it into the
+container's cgroups and lets it ``execve`` (:meth:`NativeRuntime._fork_exec`).
 :meth:`~NativeRuntime.exec` and :meth:`~NativeRuntime.kill` first check that ``state.pid``
 is still a member of the container's cgroup, so a pid reused after the container exited is
 never entered or signalled.
@@ -42,6 +49,7 @@ import errno
 import os
 import resource
 from collections.abc import Callable
+from typing import Protocol
 
 from lamina import errdefs
 from lamina import sys as lsys
@@ -66,6 +74,7 @@ from lamina.runtime.child import (
     container_child,
     describe_status,
     exec_child,
+    parse_status,
     raise_child_error,
     read_status,
     reap,
@@ -73,11 +82,74 @@ from lamina.runtime.child import (
 from lamina.runtime.seccomp import ProgramCache, SeccompProgram, default_profile_bytes
 from lamina.runtime.trampoline import open_trampoline
 
+def _read_until_pid(fd: int) -> bytes:
+    """What the status pipe carries up to the first process's ``P<pid>`` line, or to EOF."""
+    data = b""
+    while _pid_line(data) is None:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _pid_line(data: bytes) -> int | None:
+    for line in data.split(b"\n")[:-1]:  # complete lines only
+        if line.startswith(b"P") and line[1:].isdigit():
+            return int(line[1:])
+    return None
+
+
 # ExecError is what start and exec raise for a command that cannot be run
 __all__ = ["ExecError", "NativeRuntime", "open_runtime"]
 
 _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("net", lsys.CLONE_NEWNET),
                     ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS))
+
+
+class ProcessMembers(Protocol):
+    """The processes of a container as a group: which they are, and ending them."""
+
+    path: str
+
+    def exists(self) -> bool: ...
+
+    def pids(self) -> list[int]: ...
+
+    def create(self) -> None: ...
+
+    def remove(self, timeout: float = 2.0) -> None: ...
+
+    def open_procs_files(self) -> list[int]: ...
+
+    def kill_all(self, signal: int = ...) -> None: ...
+
+    def kill_remaining(self, timeout: float = 0.1) -> list[int]: ...
+
+
+class ProcessControls(Protocol):
+    """Limits, freezing and accounting of a container's processes."""
+
+    def apply(self, resources: Resources) -> None: ...
+
+    def allow_devices(self, rules: tuple[str, ...]) -> None: ...
+
+    def freeze(self) -> None: ...
+
+    def thaw(self) -> None: ...
+
+    def stats(self) -> dict[str, object]: ...
+
+    def oom_killed(self) -> bool: ...
+
+
+class ProcessGroup(ProcessMembers, ProcessControls, Protocol):
+    """What the runtime needs of a container's processes: its cgroup
+    (:class:`~lamina.runtime.cgroups.CgroupManager`) or, without cgroups, its pid namespace's
+    members (:class:`~lamina.runtime.nocgroup.PidNamespaceMembers`)."""
 
 
 def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
@@ -99,16 +171,28 @@ class NativeRuntime:
     name = "native"
 
     def __init__(self, *, cgroup_layout: CgroupLayout | None = None, seccomp_profile: bytes | None = None,
-                 seccomp_cache: str | None = None) -> None:
+                 seccomp_cache: str | None = None, cgroups: bool = True, fork_helper: bool = False) -> None:
         """``seccomp_profile``: the JSON of the profile (Docker's default when ``None``);
-        ``seccomp_cache``: a directory where compiled filters are kept between processes."""
+        ``seccomp_cache``: a directory where compiled filters are kept between processes;
+        ``cgroups`` False: containers get no cgroup of their own, their processes are those of
+        their pid namespace (:mod:`lamina.runtime.nocgroup`: rootless without delegation);
+        ``fork_helper``: enter pid namespaces in a helper process (:meth:`_fork_through_helper`),
+        for a caller in a user namespace that does not own its own pid namespace (rootless)."""
         self._layout = cgroup_layout
+        self._use_cgroups = cgroups
+        self._fork_helper = fork_helper
         self._profile = seccomp_profile
         self._programs = ProgramCache(seccomp_cache)
 
     # -- parent-side preparation ----------------------------------------------------------
 
-    def _cgroups(self, path: str) -> CgroupManager:
+    def _cgroups(self, path: str, pid: int | None = None) -> ProcessGroup:
+        """The container's cgroup, or without cgroups its pid namespace's members (which
+        offer the same methods; ``pid``: the container's PID 1)."""
+        if not self._use_cgroups:
+            from lamina.runtime.nocgroup import PidNamespaceMembers
+
+            return PidNamespaceMembers(path, pid)
         if self._layout is None:
             self._layout = detect_layout()
         return CgroupManager(path, self._layout)
@@ -168,9 +252,12 @@ class NativeRuntime:
         if "mount" not in namespaces:
             raise errdefs.InvalidArgument("the native runtime needs a mount namespace (pivot_root)")
         flags |= lsys.CLONE_NEWNS
-        if "uts" in namespaces:
+        joined = dict(spec.namespace_paths)
+        if set(joined) - {"pid", "ipc", "uts"} or set(joined) - set(namespaces):
+            raise errdefs.InvalidArgument(f"cannot join namespaces {sorted(joined)} of {sorted(namespaces)}")
+        if "uts" in namespaces and "uts" not in joined:
             flags |= lsys.CLONE_NEWUTS
-        if "ipc" in namespaces:
+        if "ipc" in namespaces and "ipc" not in joined:
             flags |= lsys.CLONE_NEWIPC
         if spec.network not in ("private", "none", "host"):
             raise errdefs.InvalidArgument(f"unknown network mode {spec.network!r} for the native runtime")
@@ -191,22 +278,31 @@ class NativeRuntime:
         manager = self._cgroups(f"{spec.cgroup_parent.strip('/')}/{spec.id}")
         if manager.exists() and manager.pids():
             raise errdefs.Conflict(f"container {spec.id} is already running (its cgroup has processes)")
-        manager.create()
-        plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
-        started = False
+        joined = _open_namespaces(spec.namespace_paths)
+        pid_namespace = joined.pop("pid", None)
+        namespace_fds = list(joined.values())
         try:
-            manager.apply(spec.resources)
-            manager.allow_devices(spec.device_rules)
-            seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
-            procs_fds = manager.open_procs_files()
-            pid = self._fork(
-                new_pid_namespace="pid" in spec.namespaces, seccomp=seccomp, procs_fds=procs_fds,
-                child=lambda status_fd, procs, filter_, trampoline: container_child(
-                    plan, stdio, status_fd, procs, filter_, trampoline))
-            started = True
+            manager.create()
+            if isinstance(manager, CgroupManager):
+                plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
+            started = False
+            try:
+                manager.apply(spec.resources)
+                manager.allow_devices(spec.device_rules)
+                seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
+                procs_fds = manager.open_procs_files()
+                pid = self._fork(
+                    new_pid_namespace="pid" in spec.namespaces and pid_namespace is None, seccomp=seccomp,
+                    procs_fds=procs_fds, join_pid_namespace=None if pid_namespace is None else pid_namespace[0],
+                    child=lambda status_fd, procs, filter_, trampoline: container_child(
+                        plan, stdio, status_fd, procs, filter_, trampoline, namespace_fds))
+                started = True
+            finally:
+                if not started:
+                    self._remove_quietly(manager)
         finally:
-            if not started:
-                self._remove_quietly(manager)
+            for fd, _ in [*namespace_fds, *([pid_namespace] if pid_namespace else [])]:
+                os.close(fd)
         return RuntimeState(id=spec.id, pid=pid, runtime=self.name, cgroup=manager.path)
 
     def exec(self, state: RuntimeState, process: ProcessSpec, stdio: Stdio) -> int:
@@ -214,7 +310,7 @@ class NativeRuntime:
         plan, capability_names = self._plan(spec, process)
         namespace_fds: list[tuple[int, int]] = []
         pid_namespace = None
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         try:
             for name, kind in _NAMESPACE_FILES:
                 path = f"/proc/{state.pid}/ns/{name}"
@@ -235,16 +331,85 @@ class NativeRuntime:
             self._check_running(state, manager)
             seccomp = self._seccomp(capability_names, process.seccomp_profile) if self._exec_seccomp(state) else None
             procs_fds = manager.open_procs_files() if manager.exists() else []
-            fds = list(namespace_fds)
-            return self._fork(
-                new_pid_namespace=False, join_pid_namespace=pid_namespace, seccomp=seccomp, procs_fds=procs_fds,
-                child=lambda status_fd, procs, filter_, trampoline: exec_child(
-                    plan, stdio, status_fd, procs, fds, filter_, trampoline))
+            return self._fork_exec(plan, stdio, list(namespace_fds), pid_namespace, procs_fds, seccomp)
         finally:
             for fd, _ in namespace_fds:
                 os.close(fd)
             if pid_namespace is not None:
                 os.close(pid_namespace)
+
+    @staticmethod
+    def _fork_exec(plan: Plan, stdio: Stdio, namespace_fds: list[tuple[int, int]], pid_namespace: int,
+                   procs_fds: list[int], seccomp: SeccompProgram | None) -> int:
+        """Start an exec in two processes (:func:`lamina.runtime.child.exec_child`): the first,
+        forked non-dumpable and never in the container's pid namespace, joins and drops to
+        the exec's privileges, then forks the exec's process and exits; the caller, a child
+        subreaper, inherits that process (the kernel reparents an orphan to the nearest
+        subreaper above its parent in the parent's pid namespace), moves it into the
+        container's cgroups (a move, not a fork inside them: the pids limit does not refuse
+        an exec, as with runc) and lets it ``execve``.  Returns its host pid."""
+        caps.prctl(caps.PR_SET_CHILD_SUBREAPER, 1)
+        trampoline_fd = open_trampoline()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        go_read, go_write = os.pipe2(os.O_CLOEXEC)
+        first = -1
+        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
+        try:
+            try:
+                caps.prctl(caps.PR_SET_DUMPABLE, 0)
+                first = os.fork()
+            except OSError as exc:
+                raise errdefs.System(f"cannot start the exec process: {exc.strerror}") from exc
+            finally:
+                if first != 0:
+                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            if first == 0:
+                os.close(read_fd)
+                os.close(go_write)
+                for fd in procs_fds:
+                    os.close(fd)
+                exec_child(plan, stdio, write_fd, go_read, namespace_fds, pid_namespace, seccomp, trampoline_fd)
+                os._exit(125)  # pragma: no cover - exec_child() never returns
+        finally:
+            os.close(write_fd)
+            os.close(go_read)
+            if trampoline_fd is not None:
+                os.close(trampoline_fd)
+        try:
+            head = _read_until_pid(read_fd)
+            reap(first)  # it exits once it wrote the pid: its child is ours from now on
+            pid = _pid_line(head)
+            if pid is None:
+                _, error = parse_status(head)
+                if error is not None:
+                    raise_child_error(error)
+                raise errdefs.System("the exec process died during setup")
+            try:
+                for fd in procs_fds:
+                    os.write(fd, str(pid).encode())
+                os.write(go_write, b"x")
+            except OSError as exc:
+                os.close(go_write)
+                go_write = -1
+                reap(pid)  # it reads EOF instead of the byte and exits
+                raise errdefs.System(f"cannot move the exec's process into the container's cgroups: "
+                                     f"{exc.strerror}") from exc
+            os.close(go_write)
+            go_write = -1
+            ready, error = read_status(read_fd)
+        finally:
+            os.close(read_fd)
+            if go_write >= 0:
+                os.close(go_write)
+            for fd in procs_fds:
+                os.close(fd)
+        if error is not None:
+            reap(pid)
+            raise_child_error(error)
+        if not ready:
+            status = reap(pid)
+            raise errdefs.System(f"the exec process died during setup ({describe_status(status)})")
+        return pid
 
     @staticmethod
     def _exec_seccomp(state: RuntimeState) -> bool:
@@ -271,6 +436,10 @@ class NativeRuntime:
         lacks CAP_SYS_PTRACE cannot open its ``/proc/<pid>/exe``, ``fd``, ``map_files``,
         ``mem`` or ``environ``; its ``execve`` goes through the sealed trampoline
         (:mod:`lamina.runtime.trampoline`)."""
+        if self._fork_helper and (new_pid_namespace or join_pid_namespace is not None):
+            return self._fork_through_helper(new_pid_namespace=new_pid_namespace, seccomp=seccomp,
+                                             procs_fds=procs_fds, child=child,
+                                             join_pid_namespace=join_pid_namespace)
         trampoline_fd = open_trampoline()
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -309,6 +478,11 @@ class NativeRuntime:
                 os.close(trampoline_fd)
             for fd in procs_fds:
                 os.close(fd)
+        return self._await_child(pid, read_fd)
+
+    @staticmethod
+    def _await_child(pid: int, read_fd: int) -> int:
+        """Wait for the child's status on ``read_fd`` (closed here): ``pid`` once it execs."""
         try:
             ready, error = read_status(read_fd)
         finally:
@@ -321,8 +495,68 @@ class NativeRuntime:
             raise errdefs.System(f"the container process died during setup ({describe_status(status)})")
         return pid
 
+    def _fork_through_helper(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None,
+                             procs_fds: list[int],
+                             child: Callable[[int, list[int], SeccompProgram | None, int | None], None],
+                             join_pid_namespace: int | None) -> int:
+        """:meth:`_fork` for a caller that cannot ``setns`` back to its own pid namespace (it
+        belongs to a user namespace above ours: rootless lamina).  A helper process enters the
+        container's pid namespace (new or joined), forks the child and exits; the child is
+        then reparented to the caller, which is made a child subreaper for it."""
+        caps.prctl(caps.PR_SET_CHILD_SUBREAPER, 1)
+        trampoline_fd = open_trampoline()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
+        helper = -1
+        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
+        try:
+            try:
+                caps.prctl(caps.PR_SET_DUMPABLE, 0)
+                helper = os.fork()
+            except OSError as exc:
+                raise errdefs.System(f"cannot start the container process: {exc.strerror}") from exc
+            finally:
+                if helper != 0:
+                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            if helper == 0:
+                code = 125
+                try:
+                    os.close(read_fd)
+                    os.close(pid_read)
+                    if new_pid_namespace:
+                        lsys.unshare(lsys.CLONE_NEWPID)
+                    elif join_pid_namespace is not None:
+                        lsys.setns(join_pid_namespace, lsys.CLONE_NEWPID)
+                    pid = os.fork()
+                    if pid == 0:
+                        os.close(pid_write)
+                        child(write_fd, procs_fds, seccomp, trampoline_fd)
+                        os._exit(125)  # pragma: no cover - child() never returns
+                    os.write(pid_write, str(pid).encode("ascii"))
+                    code = 0
+                finally:
+                    os._exit(code)
+        finally:
+            os.close(pid_write)
+            os.close(write_fd)
+            if trampoline_fd is not None:
+                os.close(trampoline_fd)
+            for fd in procs_fds:
+                os.close(fd)
+        status = reap(helper)
+        try:
+            text = os.read(pid_read, 32)
+        finally:
+            os.close(pid_read)
+        if not text:
+            os.close(read_fd)
+            if join_pid_namespace is not None:
+                raise errdefs.Conflict("the container is not running (its pid namespace could not be joined)")
+            raise errdefs.System(f"cannot start the container process ({describe_status(status)})")
+        return self._await_child(int(text), read_fd)
+
     @staticmethod
-    def _remove_quietly(manager: CgroupManager) -> None:
+    def _remove_quietly(manager: ProcessGroup) -> None:
         try:
             manager.kill_all()
             manager.remove()
@@ -330,7 +564,7 @@ class NativeRuntime:
             pass
 
     @staticmethod
-    def _check_running(state: RuntimeState, manager: CgroupManager) -> None:
+    def _check_running(state: RuntimeState, manager: ProcessGroup) -> None:
         """The container's PID 1 is still ``state.pid``: it is a member of the container's
         cgroup (a pid reused by another process after the container exited is not)."""
         try:
@@ -341,7 +575,7 @@ class NativeRuntime:
             raise errdefs.Conflict(f"container {state.id} is not running")
 
     def kill(self, state: RuntimeState, signal: int, *, all: bool = False) -> None:
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         if all:
             manager.kill_all(signal)
             return
@@ -352,36 +586,61 @@ class NativeRuntime:
             raise errdefs.Conflict(f"container {state.id} is not running") from exc
 
     def pause(self, state: RuntimeState) -> None:
-        self._cgroups(cgroup_path(state)).freeze()
+        self._cgroups(cgroup_path(state), state.pid).freeze()
 
     def resume(self, state: RuntimeState) -> None:
-        self._cgroups(cgroup_path(state)).thaw()
+        self._cgroups(cgroup_path(state), state.pid).thaw()
 
     def update(self, state: RuntimeState, resources: Resources) -> None:
-        self._cgroups(cgroup_path(state)).apply(resources)
+        self._cgroups(cgroup_path(state), state.pid).apply(resources)
 
     def stats(self, state: RuntimeState) -> dict[str, object]:
-        return self._cgroups(cgroup_path(state)).stats()
+        return self._cgroups(cgroup_path(state), state.pid).stats()
 
     def cgroup_path(self, state: RuntimeState) -> str:
         return cgroup_path(state)
 
     def oom_killed(self, state: RuntimeState) -> bool:
         """Whether the kernel's OOM killer killed a process of the container."""
-        return self._cgroups(cgroup_path(state)).oom_killed()
+        return self._cgroups(cgroup_path(state), state.pid).oom_killed()
 
     def processes(self, state: RuntimeState) -> list[int]:
-        return self._cgroups(cgroup_path(state)).pids()
+        return self._cgroups(cgroup_path(state), state.pid).pids()
 
     def delete(self, state: RuntimeState, *, force: bool = False) -> None:
-        manager = self._cgroups(cgroup_path(state))
+        manager = self._cgroups(cgroup_path(state), state.pid)
         remaining = manager.kill_remaining() if force else manager.pids() if manager.exists() else []
         if remaining:
             raise errdefs.Conflict(f"container {state.id} still has processes {remaining}; kill them first")
         manager.remove()
 
 
+def _open_namespaces(paths: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, int]]:
+    """Open the namespaces a new container joins (``ContainerSpec.namespace_paths``): name ->
+    (descriptor, CLONE_* kind).  A namespace whose process is gone is a Conflict."""
+    kinds = {"pid": lsys.CLONE_NEWPID, "ipc": lsys.CLONE_NEWIPC, "uts": lsys.CLONE_NEWUTS}
+    opened: dict[str, tuple[int, int]] = {}
+    try:
+        for name, path in paths:
+            try:
+                opened[name] = (os.open(path, os.O_RDONLY | os.O_CLOEXEC), kinds[name])
+            except FileNotFoundError as exc:
+                raise errdefs.Conflict(f"cannot join the {name} namespace {path}: its process is gone") from exc
+            except OSError as exc:
+                raise errdefs.System(f"cannot open the {name} namespace {path}: {exc.strerror}") from exc
+    except BaseException:
+        for fd, _ in opened.values():
+            os.close(fd)
+        raise
+    return opened
+
+
 def open_runtime(name: str, exec_root: str) -> NativeRuntime:
     """The registry's factory (:mod:`lamina.runtime.registry`): compiled seccomp filters are
-    kept in ``<exec_root>/seccomp`` (compiling Docker's profile costs ~20 ms)."""
-    return NativeRuntime(seccomp_cache=os.path.join(exec_root, "seccomp"))
+    kept in ``<exec_root>/seccomp`` (compiling Docker's profile costs ~20 ms).  In a user
+    namespace (rootless lamina) containers get no cgroups: they are not delegated here."""
+    from lamina.config import in_user_namespace
+
+    rootless = in_user_namespace()
+    return NativeRuntime(seccomp_cache=os.path.join(exec_root, "seccomp"), cgroups=not rootless,
+                         fork_helper=rootless)

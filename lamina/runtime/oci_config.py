@@ -259,6 +259,8 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
         user_mounts.append({"destination": item.destination, "type": item.type, "source": item.source,
                             "options": list(item.options)})
     overridden = {item["destination"] for item in user_mounts}
+    if not spec.shm_size:
+        overridden.add("/dev/shm")
     # a user mount on a default destination replaces it (e.g. --tmpfs /dev/shm), as in Docker
     defaults = [json.loads(json.dumps(item)) for item in DEFAULT_MOUNTS if item["destination"] not in overridden]
     for item in defaults:
@@ -297,14 +299,19 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
         raise errdefs.InvalidArgument(f"unknown network mode {spec.network!r}")
 
     process = process_json(spec.process)
+    joined = dict(spec.namespace_paths)
+    if set(joined) - {"pid", "ipc", "uts"} or set(joined) - set(spec.namespaces):
+        raise errdefs.InvalidArgument(f"cannot join namespaces {sorted(joined)} of {sorted(spec.namespaces)}")
+    if spec.network_namespace:
+        joined["network"] = spec.network_namespace
     namespaces = []
     for name in _NAMESPACE_ORDER:
         if name not in spec.namespaces:
             continue
         if name == "network" and spec.network == "host":
             continue
-        if name == "network" and spec.network_namespace:
-            namespaces.append({"type": name, "path": spec.network_namespace})
+        if name in joined:
+            namespaces.append({"type": name, "path": joined[name]})
             continue
         namespaces.append({"type": name})
 
@@ -342,8 +349,10 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
         "mounts": _mounts(spec),
         "linux": linux,
     }
-    if spec.hostname:
+    # a hostname needs a UTS namespace of the container's own (runc refuses it otherwise)
+    own_uts = "uts" in spec.namespaces and "uts" not in joined
+    if spec.hostname and own_uts:
         config["hostname"] = spec.hostname
-    if spec.domainname:
+    if spec.domainname and own_uts:
         config["domainname"] = spec.domainname
     return config

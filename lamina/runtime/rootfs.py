@@ -43,7 +43,8 @@ _PROPAGATION_OPTIONS = frozenset({"private", "rprivate", "shared", "rshared", "s
 
 
 def default_mounts(spec: ContainerSpec) -> tuple[MountSpec, ...]:
-    """The mounts every container gets before ``spec.mounts``, like runc's default spec."""
+    """The mounts every container gets before ``spec.mounts``, like runc's default spec (no
+    /dev/shm tmpfs when ``spec.shm_size`` is 0)."""
     mounts = [
         MountSpec("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
         MountSpec("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
@@ -54,6 +55,8 @@ def default_mounts(spec: ContainerSpec) -> tuple[MountSpec, ...]:
         # --privileged: /sys read-write, as Docker
         MountSpec("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev") + (() if spec.privileged else ("ro",))),
     ]
+    if not spec.shm_size:
+        mounts = [item for item in mounts if item.destination != "/dev/shm"]
     return tuple(mounts)
 
 

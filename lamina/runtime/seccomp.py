@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import json
 import os
 from typing import Any
 
 from lamina import errdefs
+from lamina.digest import small_sha256
 from lamina.fsutil import atomic_write
 from lamina.records import dataclass
 
@@ -360,7 +360,7 @@ class ProgramCache:
     def key(self, profile_bytes: bytes, capabilities: tuple[str, ...] | frozenset[str]) -> str:
         if self._version is None:
             self._version = _libseccomp_version()
-        digest = hashlib.sha256()
+        digest = small_sha256()
         for part in (profile_bytes, ",".join(sorted(capabilities)).encode(), os.uname().machine.encode(),
                      os.uname().release.encode(), self._version.encode()):
             digest.update(len(part).to_bytes(8, "big"))

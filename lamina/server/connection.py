@@ -2,9 +2,11 @@
 
 Per request, in the connection's thread:
 
-1. The request line and headers are parsed; the body, if any (``Content-Length`` or chunked),
-   is handed to the handler as a buffered file-like object that reads from the socket as it
-   is read (``Expect: 100-continue`` is answered when the handler first reads).  The handler,
+1. The request line and headers are parsed (by h11, which is given the head's bytes only);
+   the body, if any (``Content-Length`` or chunked), is handed to the handler as a buffered
+   file-like object that reads from the socket as it is read, decoded by
+   :mod:`lamina.server.body` (``Expect: 100-continue`` is answered when the handler first
+   reads; at the body's end h11 is brought to the end of the request).  The handler,
    or a worker thread it started, may keep reading after it returned a streaming response
    (``docker load`` reports progress while the archive still uploads): h11's state machine
    is guarded by a lock, reads by another, writes by a third.
@@ -81,6 +83,7 @@ from lamina import errdefs
 from lamina.api.errors import error_body, message_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.server.api import Handler
+from lamina.server.body import RECEIVE_SIZE, RequestBody, SocketInput, h11_skips_length_bodies
 from lamina.server.splice import Splice
 
 __all__ = ["DRAIN_LIMIT", "DRAIN_TIMEOUT", "HIJACK_HOLD_TIME", "LINGERING_LIMIT", "LINGERING_TIME",
@@ -95,7 +98,8 @@ LINGERING_TIME = 2.0                # seconds a closing connection reads what th
 LINGERING_LIMIT = 64 * 1024 * 1024  # bytes it reads at most meanwhile
 HIJACK_HOLD_TIME = 5.0              # seconds a hijacked stream's output waits for the client to read the answer
 RAW_STREAM = "application/vnd.docker.raw-stream"
-_RECEIVE_SIZE = 64 * 1024
+_RECEIVE_SIZE = RECEIVE_SIZE
+_LENGTH_BODY_FEED = 1 << 20  # bytes fed to h11 at a time when it must count a body itself
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
                          "te", "trailer", "proxy-connection"})
 _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -134,46 +138,21 @@ def _wire_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
     return wire
 
 
-class RequestBody(io.RawIOBase):
-    """A request body read from the connection on demand (wrap it in a BufferedReader).
-
-    ``length`` is its ``Content-Length``, None when it is chunked; ``received`` counts the
-    bytes taken from the connection so far."""
-
-    def __init__(self, connection: HTTPConnection, length: int | None = None) -> None:
-        super().__init__()
-        self._connection = connection
-        self._pending = memoryview(b"")
-        self._done = False
-        self.length = length
-        self.received = 0
-
-    def readable(self) -> bool:
-        return True
-
-    @property
-    def complete(self) -> bool:
-        return self._done
-
-    @property
-    def unreceived(self) -> int | None:
-        """Bytes of the body still to come from the client; None when unknown (chunked)."""
-        return None if self.length is None else self.length - self.received
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if not self._pending:
-            if self._done:
-                return 0
-            data = self._connection._next_body_data()
-            if not data:
-                self._done = True
-                return 0
-            self.received += len(data)
-            self._pending = memoryview(data)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+def _send_pieces(sock: socket.socket, pieces: list[bytes]) -> int:
+    """``sendall`` of the pieces one after another, gathered by ``sendmsg``; the bytes sent."""
+    total = sum(len(piece) for piece in pieces)
+    if total <= _RECEIVE_SIZE:
+        sock.sendall(b"".join(pieces))
+        return total
+    views = [memoryview(piece).cast("B") for piece in pieces if len(piece)]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if views and sent:
+            views[0] = views[0][sent:]
+    return total
 
 
 class _HangupWatch:
@@ -236,6 +215,7 @@ class HTTPConnection:
         self.lingering_limit = lingering_limit
         self.peer = _peer(sock)
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._input = SocketInput(sock, self._mark_busy)
         self._h11_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -245,6 +225,10 @@ class HTTPConnection:
         self._cut = False
         self._splice: Splice | None = None
         self.abandoned = False
+        self._evicted = False
+        # monotonic time since which the connection waits for a request head (keep-alive idle
+        # or a head still arriving); None while a request is served
+        self.waiting_since: float | None = time.monotonic()
 
     # -- shutdown, called from the server's thread ---------------------------------------------
 
@@ -255,6 +239,21 @@ class HTTPConnection:
             idle = not self._busy
         if idle:
             self._shutdown_socket()
+
+    @property
+    def evicted(self) -> bool:
+        return self._evicted
+
+    def evict(self) -> bool:
+        """Close the connection if it is still waiting for a request head (the server is full
+        and a new client needs its place); False when a request is being served."""
+        with self._state_lock:
+            if self.waiting_since is None or self._draining:
+                return False
+            self._draining = self._evicted = True
+        logger.info("%s: closing the connection: the server is full and it sent no request", self.peer)
+        self._shutdown_socket()
+        return True
 
     def cut(self) -> None:
         """End the connection now: streams are cut, a splice stops (forwarding no half-close)."""
@@ -288,42 +287,44 @@ class HTTPConnection:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _recv(self) -> bytes:
-        try:
-            data = self.sock.recv(_RECEIVE_SIZE)
-        except (ConnectionError, TimeoutError, OSError):
-            return b""
-        if data:
-            with self._state_lock:
-                self._busy = True
-        return data
+    def _mark_busy(self) -> None:
+        with self._state_lock:
+            self._busy = True
 
     def _next_event(self) -> object:
+        """The next h11 event of a request's head (h11 is given the head's bytes only; the
+        body is read by :class:`~lamina.server.body.RequestBody`)."""
         with self._read_lock:
             while True:
                 with self._h11_lock:
                     event = self._h11.next_event()
                 if event is not h11.NEED_DATA:
                     return event
-                data = self._recv()
+                data = self._input.head_bytes()
                 with self._h11_lock:
                     self._h11.receive_data(data)
 
-    def _next_body_data(self) -> bytes:
-        """The next piece of the request body, b"" at its end (called by RequestBody)."""
-        self._send_continue()
-        while True:
-            try:
-                event = self._next_event()
-            except h11.RemoteProtocolError as exc:
-                raise errdefs.InvalidArgument(f"malformed request body: {exc}") from exc
-            if isinstance(event, h11.Data):
-                if event.data:
-                    return bytes(event.data)
-                continue
-            if isinstance(event, h11.EndOfMessage):
-                return b""
-            raise errdefs.InvalidArgument("the client closed the connection before the end of the request body")
+    def _end_body(self, length: int | None) -> None:
+        """The body (chunked when ``length`` is None) was read to its end by RequestBody:
+        bring h11 to the end of the request, as if it had read the body itself."""
+        with self._h11_lock:
+            if length is None:
+                self._h11.receive_data(b"0\r\n\r\n")  # the last chunk, what h11 would have read last
+            elif h11_skips_length_bodies(self._h11):
+                self._h11._reader._remaining = 0  # type: ignore[attr-defined]
+            else:  # an h11 without that attribute counts the length itself, on placeholder bytes
+                left = length
+                event: object = h11.NEED_DATA
+                while not isinstance(event, h11.EndOfMessage):
+                    if event is h11.NEED_DATA:
+                        piece = min(left, _LENGTH_BODY_FEED)
+                        self._h11.receive_data(bytes(piece))
+                        left -= piece
+                    event = self._h11.next_event()
+                return
+            event = self._h11.next_event()
+        if not isinstance(event, h11.EndOfMessage):
+            raise AssertionError(f"h11 did not end the request body: {event!r}")
 
     def _request_complete(self) -> bool:
         with self._h11_lock:
@@ -362,10 +363,15 @@ class HTTPConnection:
     def _send(self, event: object) -> int:
         with self._write_lock:
             with self._h11_lock:
-                data = self._h11.send(event)  # type: ignore[arg-type]
-            if data:
-                self.sock.sendall(data)
-            return len(data or b"")
+                # the pieces as h11 frames them (a chunk's size line, the data itself, CRLF):
+                # a chunk of a streamed archive goes out without being copied into one buffer
+                pieces = self._h11.send_with_data_passthrough(event)  # type: ignore[arg-type]
+            if not pieces:
+                return 0
+            if len(pieces) == 1:
+                self.sock.sendall(pieces[0])
+                return len(pieces[0])
+            return _send_pieces(self.sock, pieces)
 
     def _send_continue(self) -> None:
         with self._write_lock:
@@ -460,11 +466,18 @@ class HTTPConnection:
             if self._draining:
                 return None
             self._busy = False
+            if self.waiting_since is None:
+                self.waiting_since = time.monotonic()
         try:
             event = self._next_head()
         except h11.RemoteProtocolError as exc:
-            self._send_protocol_error(exc)
+            if not self._evicted:
+                self._send_protocol_error(exc)
             return None
+        with self._state_lock:
+            if self._evicted:
+                return None  # its head completed as it was evicted: the socket is shut
+            self.waiting_since = None
         return event if isinstance(event, h11.Request) else None
 
     def _next_head(self) -> object:
@@ -487,16 +500,12 @@ class HTTPConnection:
                     return None
                 try:
                     self.sock.settimeout(remaining)
-                    data = self.sock.recv(_RECEIVE_SIZE)
+                    data = self._input.head_bytes(raise_timeout=True)
                 except TimeoutError:
                     continue  # the deadline check above ends it
-                except OSError:
-                    data = b""
                 finally:
                     self.sock.settimeout(None)
                 if data:
-                    with self._state_lock:
-                        self._busy = True
                     if not started:
                         started = True
                         deadline = None if self.header_timeout is None else time.monotonic() + self.header_timeout
@@ -510,9 +519,13 @@ class HTTPConnection:
         headers = Headers((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
         body: io.BufferedReader | None = None
         if "transfer-encoding" in headers:
-            body = io.BufferedReader(RequestBody(self), buffer_size=_RECEIVE_SIZE)
+            body = io.BufferedReader(RequestBody(self._input, None, before_read=self._send_continue,
+                                                 on_end=lambda: self._end_body(None)),
+                                     buffer_size=_RECEIVE_SIZE)
         elif (length := int(headers.get("content-length", "0") or 0)) > 0:
-            body = io.BufferedReader(RequestBody(self, length), buffer_size=_RECEIVE_SIZE)
+            body = io.BufferedReader(RequestBody(self._input, length, before_read=self._send_continue,
+                                                 on_end=lambda: self._end_body(length)),
+                                     buffer_size=_RECEIVE_SIZE)
         else:
             self._next_event()  # the EndOfMessage of a body-less request (h11 has it already)
         try:
@@ -631,7 +644,7 @@ class HTTPConnection:
                 self.sock.sendall(b"".join(lines))
             with self._h11_lock:
                 initial, _closed = self._h11.trailing_data
-            splice = Splice(self.sock, duplex, initial=bytes(initial), linger=self.linger, hold=self.hold)
+            splice = Splice(self.sock, duplex, initial=bytes(initial) + self._input.take_buffered(), linger=self.linger, hold=self.hold)
             with self._state_lock:
                 self._splice = splice
                 if self._cut:

@@ -15,13 +15,19 @@ Shutdown (:meth:`Server.shutdown`, called by SIGTERM/SIGINT through :func:`serve
    a half-close (a running container's stdin stays open);
 4. return; :func:`serve` returns 0.
 
-Abuse: at most ``max_connections`` connections are open at once (more are answered ``503``
-and closed at once, without a thread); a connection waiting longer than ``idle_timeout`` for
-its next request, or longer than ``header_timeout`` for the rest of a request head it began,
-is closed, so slow or half-open clients cannot hold threads for ever.
+Abuse: at most ``max_connections`` connections are served at once.  When that many are open,
+a new client takes the place of the connection that has waited longest for a request head
+(idle keep-alive, half-open, or sending its head slowly), which is closed; only when every
+connection is serving a request is the new one answered ``503`` and closed at once, without a
+thread.  A connection waiting longer than ``idle_timeout`` for its next request, or longer than
+``header_timeout`` for the rest of a request head it began, is closed.  So slow or half-open
+clients, however many, neither hold threads for ever nor keep a normal client out.
 
 A second signal during step 2 cuts at once.  Running containers are not touched: each has its
-own monitor process.
+own monitor process.  The restart supervisor (below) is not waited for beyond
+:data:`SUPERVISOR_JOIN_TIMEOUT`: it starts no new round once stopping, and a round in progress
+(which may wait for the host-wide network lock) is cut by the process's exit like a crash at
+that point, which every store recovers from; the next ``serve`` or ``system boot`` redoes it.
 
 While it serves, a supervisor thread does what dockerd does when a container's shim dies:
 every ``restart_interval`` seconds it records the runs whose monitor died and restarts the
@@ -58,9 +64,11 @@ if TYPE_CHECKING:
     from lamina.api.router import Router
     from lamina.services.api import Services
 
-__all__ = ["Server", "ServerConfig", "serve"]
+__all__ = ["Server", "ServerConfig", "serve", "SUPERVISOR_JOIN_TIMEOUT"]
 
 logger = get_logger("lamina.server")
+
+SUPERVISOR_JOIN_TIMEOUT = 1.0   # seconds shutdown waits for a restart round in progress
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ class ServerConfig:
     shutdown_timeout: float = 10.0              # for requests in progress at shutdown
     hijack_linger: float = 5.0                  # after a duplex ended, for the client to end too
     restart_interval: float = 1.0               # between looks for restartable containers whose monitor died
-    max_connections: int = 512                  # open connections; more are answered 503 and closed
+    max_connections: int = 512                  # connections served at once (see "Abuse" above)
     header_timeout: float | None = 60.0         # from a request's first byte to the end of its head
     idle_timeout: float | None = 300.0          # a keep-alive connection waiting for its next request
 
@@ -178,10 +186,9 @@ class Server:
             logger.error("accept on %s failed: %s", listener.path, exc.strerror or exc)
             time.sleep(0.1)
             return
-        with self._changed:
-            full = len(self._connections) >= self.config.max_connections
-        if full:
-            _refuse(sock, f"the server has {self.config.max_connections} connections open; try again later")
+        if not self._make_room():
+            _refuse(sock, f"the server has {self.config.max_connections} connections open, all of them "
+                          "serving requests; try again later")
             return
         sock.setblocking(True)
         connection = HTTPConnection(sock, self.handler, linger=self.config.hijack_linger,
@@ -193,6 +200,19 @@ class Server:
         thread = threading.Thread(target=self._run_connection, args=(connection,),
                                   name=f"lamina-connection-{number}", daemon=True)
         thread.start()
+
+    def _make_room(self) -> bool:
+        """Whether a new connection may be served: below the bound, or once the connection
+        that has waited longest for a request head (a slow, idle or half-open client) was
+        evicted for it.  Evicted connections leave as their threads notice; until then they
+        are not counted."""
+        with self._changed:
+            live = [connection for connection in self._connections if not connection.evicted]
+            if len(live) < self.config.max_connections:
+                return True
+            waiting = sorted((connection for connection in live if connection.waiting_since is not None),
+                             key=lambda connection: connection.waiting_since or 0.0)
+        return any(connection.evict() for connection in waiting)
 
     def _run_connection(self, connection: HTTPConnection) -> None:
         try:
@@ -290,7 +310,9 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
             server.serve_forever()
         finally:
             stop.set()
-            supervisor.join(config.shutdown_timeout)
+            supervisor.join(SUPERVISOR_JOIN_TIMEOUT)
+            if supervisor.is_alive():
+                logger.info("leaving a restart round in progress to end with the process")
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)  # type: ignore[arg-type]

@@ -76,8 +76,6 @@ class SystemService(Protocol):
         Name, ServerVersion, CgroupDriver, CgroupVersion... plus ``LaminaSkippedDrivers``
         [[name, reason]...] for drivers probed and skipped."""
 
-    def version(self) -> dict[str, Any]: ...
-
     def disk_usage(self) -> dict[str, Any]:
         """Docker's /system/df: LayersSize, Images [...], Containers [...], Volumes [...],
         BuildCache [...], from cached sizes."""

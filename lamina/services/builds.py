@@ -41,6 +41,7 @@ from lamina.image.reference import Reference, parse_normalized_named, with_defau
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.services.api import ContainerLifecycle, ContainerStreams, ImagePulls, Progress
+from lamina.services.buildcache import CacheSources
 from lamina.services.filters import until_seconds
 from lamina.services.images import ImageServiceImpl
 from lamina.stdcopy import STDERR, STDOUT, FrameDecoder
@@ -76,11 +77,13 @@ def tag_reference(text: str) -> Reference:
 class _Images:
     """:class:`lamina.build.api.BuildImages` on the image service."""
 
-    def __init__(self, service: ImageServiceImpl, mounts: MountStore, index: CacheIndex) -> None:
+    def __init__(self, service: ImageServiceImpl, mounts: MountStore, index: CacheIndex,
+                 sources: CacheSources | None = None) -> None:
         self.service = service
         self.store = service.images
         self.mounts = mounts
         self.index = index
+        self.sources = sources
 
     def resolve(self, name: str) -> str:
         return str(self.service.resolve(name))
@@ -92,6 +95,11 @@ class _Images:
         key = cache_key(container_config)
         if key is None:
             return None
+        if self.sources is not None:
+            return self.sources.probe(parent, container_config, self._local_hit(parent, key))
+        return self._local_hit(parent, key)
+
+    def _local_hit(self, parent: str, key: str) -> str | None:
         candidate = self.index.lookup(parent, key)
         if candidate is None or not self.store.exists(candidate):
             return None
@@ -259,7 +267,8 @@ class BuildServiceImpl:
         context = self._open_context(stream, directory, dockerfile)
         try:
             with self._session() as build_id:
-                builder = Builder(images=_Images(self.images, self.mounts, self.index),
+                sources = CacheSources(self.images, options.cache_from) if options.cache_from else None
+                builder = Builder(images=_Images(self.images, self.mounts, self.index, sources),
                                   layers=_Layers(self.images, self.mounts, build_id),
                                   containers=_Containers(self.containers, self.container_streams), context=context,
                                   options=options, output=progress,

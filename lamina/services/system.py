@@ -14,7 +14,6 @@ index.  It never removes an image.
 from __future__ import annotations
 
 import os
-import platform
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from lamina.container.options import INIT_BINARY
 from lamina.digest import chain_ids
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.reference import parse_normalized_named
+from lamina.runtime.registry import DEFAULT_RUNTIME, RUNTIMES
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
@@ -46,6 +46,19 @@ def _mem_total() -> int:
     return 0
 
 
+def _runtimes() -> dict[str, dict[str, str]]:
+    """``Runtimes`` as Docker lists them (name -> ``{"path": ...}``): lamina's own runtime and
+    the OCI runtimes whose binary is installed."""
+    import shutil
+
+    out = {}
+    for name in RUNTIMES:
+        path = "lamina" if name == DEFAULT_RUNTIME else shutil.which(name)
+        if path:
+            out[name] = {"path": path}
+    return out
+
+
 def _os_name() -> str:
     try:
         with open("/etc/os-release", encoding="utf-8") as handle:
@@ -59,6 +72,21 @@ def _os_name() -> str:
 
 def _cgroup_version() -> str:
     return "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
+
+
+# rootless lamina without delegated cgroups (lamina.runtime.nocgroup): what info says instead
+_ROOTLESS_INFO: dict[str, Any] = {
+    "CgroupDriver": "none",
+    "MemoryLimit": False, "SwapLimit": False, "CpuCfsPeriod": False, "CpuCfsQuota": False,
+    "CPUShares": False, "CPUSet": False, "PidsLimit": False,
+    "Plugins": {"Volume": ["local"], "Network": ["host", "null"], "Authorization": None, "Log": ["json-file"]},
+    "Warnings": [
+        "WARNING: Running in rootless mode without cgroups (they are not delegated to this user): "
+        "--memory, --memory-swap, --memory-reservation, --cpus, --cpu-period, --cpu-shares, "
+        "--cpuset-cpus, --cpuset-mems, --pids-limit, pause and unpause are unavailable",
+        "WARNING: Running in rootless mode: networks are limited to none (the default) and host",
+    ],
+}
 
 
 class SystemServiceImpl:
@@ -94,7 +122,7 @@ class SystemServiceImpl:
         images = self.image_service.images.ids()
         states = [summary.get("State") for summary in self._containers(size=False)]
         uname = os.uname()
-        return {
+        info: dict[str, Any] = {
             "ID": self._engine_id(),
             "Containers": len(states),
             "ContainersRunning": sum(1 for state in states if state in ("running", "restarting")),
@@ -135,8 +163,8 @@ class SystemServiceImpl:
             "Labels": [],
             "ExperimentalBuild": False,
             "ServerVersion": __version__,
-            "Runtimes": {},
-            "DefaultRuntime": "lamina",
+            "Runtimes": _runtimes(),
+            "DefaultRuntime": DEFAULT_RUNTIME,
             "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": False,
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True,
@@ -146,24 +174,10 @@ class SystemServiceImpl:
             "Warnings": None,
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
         }
-
-    def version(self) -> dict[str, Any]:
-        uname = os.uname()
-        return {
-            "Platform": {"Name": "lamina"},
-            "Components": [{"Name": "Engine", "Version": __version__,
-                            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
-                                        "Os": "linux", "Arch": _arch(), "KernelVersion": uname.release}}],
-            "Version": __version__,
-            "ApiVersion": API_VERSION,
-            "MinAPIVersion": MIN_API_VERSION,
-            "GitCommit": "",
-            "GoVersion": "python" + platform.python_version(),
-            "Os": "linux",
-            "Arch": _arch(),
-            "KernelVersion": uname.release,
-            "BuildTime": "",
-        }
+        if self.config.rootless_uid is not None:
+            info.update(_ROOTLESS_INFO)
+            info["SecurityOptions"] = [*info["SecurityOptions"], "name=rootless"]
+        return info
 
     def disk_usage(self) -> dict[str, Any]:
         service = self.image_service
@@ -212,6 +226,8 @@ class SystemServiceImpl:
 
     def _check_networks(self, repair: bool) -> tuple[list[dict[str, str]], list[str]]:
         """Leaked network objects (:meth:`lamina.network.run.RunNetwork.check`)."""
+        if self.config.rootless_uid is not None:
+            return [], []  # rootless lamina has no bridges, rules nor the host's network lock
         from lamina.network.run import RunNetwork
 
         return RunNetwork(self.config.data_root, self.config.exec_root).check(repair=repair)
@@ -270,11 +286,6 @@ class SystemServiceImpl:
             remaining = self.check(repair=False)["Problems"]
             return {"Problems": remaining, "Repaired": repaired}
         return {"Problems": problems, "Repaired": repaired}
-
-
-def _arch() -> str:
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 def _now() -> str:

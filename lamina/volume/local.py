@@ -96,8 +96,17 @@ def parse_ram_size(text: str) -> int:
         raise errdefs.InvalidArgument(f"invalid size: '{text}'") from exc
 
 
+# A name is a directory name, also inside ``.removing-<name>-<32 hex>``: longer, the kernel
+# refuses it (ENAMETOOLONG) after the request was accepted.
+MAX_NAME_LENGTH = 255 - len(_REMOVING_PREFIX) - 33
+
+
 def validate_name(name: str) -> None:
-    """Docker's local driver name rule (``InvalidArgument`` with Docker's messages)."""
+    """Docker's local driver name rule (``InvalidArgument`` with Docker's messages), and a
+    bound on the length that Docker leaves to the filesystem (a 500 there)."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise errdefs.InvalidArgument(
+            f"volume name is too long: {len(name)} characters, at most {MAX_NAME_LENGTH}")
     if len(name) == 1:
         raise errdefs.InvalidArgument(
             "volume name is too short, names should be at least two alphanumeric characters")
@@ -180,7 +189,7 @@ class LocalDriver:
         return volume
 
     def get(self, name: str) -> Volume:
-        if not NAME_PATTERN.fullmatch(name):
+        if len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(name):
             raise errdefs.NotFound(f"volume {name} not found")
         directory = self._directory(name)
         try:

@@ -86,7 +86,8 @@ class MountPoint:
     def copy_data(self) -> bool:
         """Whether an empty volume gets the image's files (``nocopy`` turns it off)."""
         options = self.spec.get("VolumeOptions") or {}
-        return self.type == "volume" and not options.get("NoCopy")
+        # a subpath mounts part of a volume that already holds it: nothing to populate
+        return self.type == "volume" and not options.get("NoCopy") and not options.get("Subpath")
 
     @property
     def anonymous(self) -> bool:
@@ -366,6 +367,8 @@ def parse_mount_spec(text: str) -> dict[str, Any]:
             label, _, label_value = value.partition("=")
             if label:
                 volume()["Labels"][label] = label_value
+        elif key == "volume-subpath":
+            volume()["Subpath"] = value
         elif key == "volume-driver":
             volume()["DriverConfig"]["Name"] = value
         elif key == "volume-opt":
@@ -488,11 +491,13 @@ def _point_from_spec(mount: dict[str, Any], *, check_bind_source: bool) -> Mount
                           skip_mountpoint_creation=check_bind_source and not create)
     if mount_type == "volume":
         options = volume_options or {}
-        if options.get("Subpath"):
-            if not source:
-                raise _config_error(mount_type, "must not set Subpath when using anonymous volumes")
-            raise errdefs.NotImplemented(f"volume subpaths are not supported by lamina (Subpath "
-                                         f"{options['Subpath']!r} of volume {source})")
+        subpath = options.get("Subpath")
+        if subpath is not None and not isinstance(subpath, str):
+            raise errdefs.InvalidArgument("invalid mount config: VolumeOptions.Subpath must be a string")
+        if subpath:
+            from lamina.volume.subpath import check_subpath
+
+            check_subpath(subpath, volume=source)
         driver_config = options.get("DriverConfig") or {}
         if not isinstance(driver_config, Mapping):
             raise errdefs.InvalidArgument("invalid mount config: VolumeOptions.DriverConfig must be an object")

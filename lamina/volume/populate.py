@@ -15,7 +15,7 @@ directory descriptor at a time with ``O_NOFOLLOW``: nothing it reads or writes i
 path that a symlink could redirect.  Hard links are recreated through ``/proc/self/fd`` of a
 descriptor kept for the first copy (at most :data:`MAX_LINK_SOURCES` of them; further links
 become separate copies).  Extended attributes the volume's filesystem does not support are
-skipped (as Docker's ``ignoreUnsupportedXAttrs``); overlayfs' own ``trusted.overlay.*`` never
+skipped (as Docker's ``ignoreUnsupportedXAttrs``); overlayfs' own ``trusted.overlay.*`` (``user.overlay.*`` rootless) never
 are copied.
 """
 
@@ -33,7 +33,7 @@ __all__ = ["populate_from_image", "copy_tree_at", "MAX_LINK_SOURCES"]
 
 MAX_LINK_SOURCES = 1024
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_SKIPPED_XATTR_PREFIXES = ("trusted.overlay.",)
+_SKIPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 _UNSUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA)
 
 

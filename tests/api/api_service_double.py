@@ -205,11 +205,6 @@ class DoubleSystem:
             "Warnings": ["WARNING: no swap limit support"],
         }
 
-    def version(self) -> dict[str, Any]:
-        return {"Platform": {"Name": "lamina"}, "Version": "0.1.0", "Os": "linux", "Arch": "amd64",
-                "KernelVersion": "6.1.0-test",
-                "Components": [{"Name": "Engine", "Version": "0.1.0", "Details": {}}]}
-
     def disk_usage(self) -> dict[str, Any]:
         images = self.images.list_images()
         return {"LayersSize": 4262550, "Images": images, "Containers": [], "Volumes": [], "BuildCache": []}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import logging
 import threading
 import time
@@ -185,6 +186,22 @@ def test_request_target_round_trips_names_and_repeated_parameters() -> None:
     assert request.target().startswith("/v1.45/images/localhost:5000/a%20b%3F/get?")
 
 
+def test_request_targets_are_encoded_as_urllib_encodes_them() -> None:
+    import random
+    from urllib.parse import quote, urlencode
+
+    rng = random.Random(16)
+    alphabet = "aZ09_.-~/:@!$&'()*+,;=?#%[] \t\"{}<>^`|\\\u00e9\u20ac\U0001f600\x00\x7f"
+    for _ in range(500):
+        path = "/" + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        query = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 5))):
+                 ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(rng.randint(1, 2))]
+                 for _ in range(rng.randint(0, 3))}
+        pairs = [(name, value) for name, values in query.items() for value in values]
+        expected = quote(path, safe="/:@!$&'()*+,;=~") + (f"?{urlencode(pairs)}" if pairs else "")
+        assert Request("GET", path, query).target() == expected, (path, query)
+
+
 def test_headers_are_case_insensitive_and_keep_their_spelling() -> None:
     headers = Headers({"Content-Type": "application/json"})
     headers["x-registry-auth"] = "e30="
@@ -340,10 +357,11 @@ def test_load_quiet_is_passed_to_the_service(router: Router, services: DoubleSer
     assert services.images.calls[-1][1]["quiet"] is True
 
 
-def test_load_error_before_any_output_gets_a_real_status(router: Router) -> None:
+def test_load_error_before_any_output_is_in_band_as_docker_reports_it(router: Router) -> None:
     response = send(router, "POST", "/images/load", b"bad archive")
-    assert response.status == 400
-    assert json_body(response) == {"message": "invalid archive: no manifest.json"}
+    assert response.status == 200
+    assert json_lines(response) == [{"errorDetail": {"message": "invalid archive: no manifest.json", "code": 400},
+                                     "error": "invalid archive: no manifest.json"}]
 
 
 def test_load_error_after_output_started_is_the_last_line(router: Router) -> None:
@@ -512,3 +530,11 @@ def test_closing_an_unread_tar_stream_closes_the_producer(router: Router) -> Non
     response = Router(lambda: Saving).handle(Request.from_target("GET", "/images/get?names=x"))
     response.close()
     assert closed == [True]
+
+
+def test_a_target_with_bytes_that_are_not_utf8_is_sent_percent_encoded_and_read_back() -> None:
+    name = os.fsdecode(b"x\xff")  # how Python holds such a command-line argument
+    request = Request("GET", f"/containers/{name}/json", {"filters": [name]}, Headers(), None)
+    assert request.target() == "/containers/x%FF/json?filters=x%FF"
+    back = Request.from_target("GET", request.target())
+    assert (back.path, back.query) == ("/containers/x\ufffd/json", {"filters": ["x\ufffd"]})

@@ -189,10 +189,10 @@ def test_load_streams_messages(client: APIClient, services: DoubleServices) -> N
     assert services.images.calls[-1] == ("load", {"size": 300_000, "quiet": False})
 
 
-def test_load_error_before_output_raises(client: APIClient) -> None:
-    with pytest.raises(ClientError) as caught:
-        client.load(io.BytesIO(b"bad"))
-    assert caught.value.status == 400
+def test_load_error_before_output_is_an_in_band_message(client: APIClient) -> None:
+    messages = list(client.load(io.BytesIO(b"bad")))
+    assert messages == [{"errorDetail": {"message": "invalid archive: no manifest.json", "code": 400},
+                         "error": "invalid archive: no manifest.json"}]
 
 
 def test_load_error_after_output_is_an_in_band_message(client: APIClient) -> None:

@@ -341,17 +341,32 @@ def test_a_streamed_upload_is_chunked_and_arrives_intact(server: RawServer, body
     payload = os.urandom(300_000)
     served = server.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     pieces = [payload[:100_000], b"", payload[100_000:]]
-    stream = io.BytesIO(payload) if body == "file" else iter(pieces)
+    stream = io.BytesIO(payload * 4) if body == "file" else iter(pieces)
     response = send(server.path, get("/v1.45/images/load", "POST", stream))
     assert response.read_body() == b"ok"
     exchange = served.result()
     assert exchange.header("Transfer-Encoding") == "chunked"
     assert exchange.header("Content-Length") is None
-    assert exchange.body == payload
-    if body == "file":
-        assert exchange.chunk_sizes == [CHUNK] * 4 + [300_000 - 4 * CHUNK]
+    if body == "file":  # read 64 KiB at a time
+        assert exchange.body == payload * 4
+        assert exchange.chunk_sizes == [CHUNK] * 18 + [4 * 300_000 - 18 * CHUNK]
     else:
+        assert exchange.body == payload
         assert exchange.chunk_sizes == [100_000, 200_000]
+
+
+def test_a_regular_file_goes_out_with_content_length_from_its_current_offset(server: RawServer, tmp_path) -> None:
+    payload = os.urandom(300_000)
+    (tmp_path / "archive.tar").write_bytes(payload)
+    served = server.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    with open(tmp_path / "archive.tar", "rb") as stream:
+        stream.read(1000)  # what was read already is not sent
+        response = send(server.path, get("/v1.45/images/load", "POST", stream))
+        assert response.read_body() == b"ok"
+    exchange = served.result()
+    assert exchange.header("Content-Length") == str(len(payload) - 1000)
+    assert exchange.header("Transfer-Encoding") is None
+    assert exchange.body == payload[1000:]
 
 
 def test_a_bytes_body_goes_out_with_content_length(server: RawServer) -> None:

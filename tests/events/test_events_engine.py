@@ -51,11 +51,15 @@ def test_an_auto_removed_container_is_destroyed_by_its_monitor(engine) -> None:
 
 
 def test_stop_kill_restart_pause_and_rename(engine) -> None:
-    container_id = engine.run("sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.1; done", name="sleeper")
+    # PID 1 ignores a SIGTERM it has no trap for: each stop waits until the run said it has one
+    container_id = engine.run("sh", "-c", "trap 'exit 143' TERM; echo trapped; while true; do sleep 0.1; done",
+                              name="sleeper")
+    engine.wait_for(lambda: engine.output(container_id).count("trapped") == 1, message="the first run's trap")
     engine.containers.pause(container_id)
     engine.containers.unpause(container_id)
     engine.containers.restart(container_id, timeout=5)
     engine.containers.rename(container_id, "dozer")
+    engine.wait_for(lambda: engine.output(container_id).count("trapped") == 2, message="the second run's trap")
     engine.containers.stop(container_id, timeout=5)
     engine.containers.start(container_id)
     engine.containers.kill(container_id)

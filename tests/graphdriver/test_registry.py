@@ -10,6 +10,7 @@ import pytest
 from lamina import errdefs
 from lamina import mount as lmount
 from lamina.graphdriver import registry
+from lamina.graphdriver.fuseoverlayfs import FuseOverlayfsDriver
 from lamina.graphdriver.overlay2 import Overlay2Driver
 from lamina.graphdriver.vfs import VfsDriver
 from lamina.mount import Mount
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.privileged
 
 def test_priority_and_registered_drivers_are_data():
     assert registry.PRIORITY == ("overlay2", "fuse-overlayfs", "btrfs", "zfs", "vfs")
-    assert sorted(registry.DRIVERS) == ["overlay2", "vfs"]
+    assert sorted(registry.DRIVERS) == ["fuse-overlayfs", "overlay2", "vfs"]
     with pytest.raises(TypeError):
         registry.DRIVERS["other"] = VfsDriver  # type: ignore[index]
 
@@ -66,7 +67,7 @@ def test_layers_of_a_driver_lamina_lacks_are_reported(data_root):
 def test_unknown_name(data_root):
     with pytest.raises(errdefs.InvalidArgument) as caught:
         registry.select(data_root, "x")
-    assert str(caught.value) == "unknown storage driver 'x' (available: overlay2, vfs)"
+    assert str(caught.value) == "unknown storage driver 'x' (available: overlay2, fuse-overlayfs, vfs)"
 
 
 def test_known_but_unimplemented_name(data_root):
@@ -93,20 +94,29 @@ def test_explicit_but_unusable_driver(overlay_data_root):
         registry.select(overlay_data_root, "overlay2")
 
 
-def test_unusable_drivers_are_skipped_with_reasons(overlay_data_root, caplog):
+def test_unusable_drivers_are_skipped_with_reasons(overlay_data_root, caplog, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no fuse-overlayfs program
     with caplog.at_level(logging.INFO, logger="lamina.graphdriver"):
         selection = registry.select(overlay_data_root, None)
     assert isinstance(selection.driver, VfsDriver)
     reasons = dict(selection.skipped)
     assert list(reasons) == ["overlay2", "fuse-overlayfs", "btrfs", "zfs"]
     assert "backing filesystem is overlayfs" in reasons["overlay2"]
-    assert reasons["fuse-overlayfs"] == "not implemented by lamina"
+    assert reasons["fuse-overlayfs"] == "fuse-overlayfs is not installed (Debian package fuse-overlayfs)"
     assert reasons["btrfs"] == "backing filesystem is overlayfs, not btrfs"
     assert reasons["zfs"] == "backing filesystem is overlayfs, not zfs"
     logged = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
     for name, reason in selection.skipped:
         assert f"storage driver {name} skipped: {reason}" in logged
     assert not os.path.exists(os.path.join(overlay_data_root, "overlay2"))
+
+
+def test_fuse_overlayfs_is_the_fallback_where_overlay2_cannot_be_used(overlay_data_root):
+    if FuseOverlayfsDriver.probe(os.path.join(str(overlay_data_root), "probe-only")) is not None:
+        pytest.skip("fuse-overlayfs unusable here")
+    selection = registry.select(overlay_data_root, None)
+    assert isinstance(selection.driver, FuseOverlayfsDriver)
+    assert [name for name, _ in selection.skipped] == ["overlay2"]
 
 
 def test_a_data_root_holding_unusable_layers_is_an_error(overlay_data_root):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import time
 
 import pytest
 
@@ -199,8 +200,10 @@ def test_two_processes_adding_tags_at_once_lose_none(path: str) -> None:
         writer.start()
     reader = ReferenceStore(path)
     seen = 0
+    deadline = time.monotonic() + 60
     while any(writer.is_alive() for writer in writers):
         seen = max(seen, len(reader.all()))  # a reader never sees a half-written file
+        assert time.monotonic() < deadline, "the two tag writers did not finish within 60 s"
     for writer in writers:
         writer.join(timeout=60)
         assert writer.exitcode == 0

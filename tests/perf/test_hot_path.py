@@ -26,6 +26,9 @@ NEVER = ("lamina.archive.tarstream", "lamina.archive.extract", "lamina.archive.c
          "lamina.archive.compression", "lamina.archive.tarsplit", "lamina.distribution", "lamina.build",
          "lamina.dockerfile", "lamina.image.changes", "lamina.server", "uuid", "platform", "secrets",
          "ctypes.util", "importlib.resources", "tarfile", "rich", "http.client")
+# OpenSSL (~3 ms to load): listing and inspecting hash only small values (lamina.digest's
+# built-in sha256); the client's socket code: the in-process path never pings a daemon
+NO_OPENSSL = ("hashlib", "_hashlib")
 
 
 def _command(data_root: str, exec_root: str, *arguments: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
@@ -67,7 +70,7 @@ def test_images_imports_neither_the_container_engine_nor_archives(engine) -> Non
     completed, modules = _command(engine.data_root, engine.exec_root, "images")
     assert completed.returncode == 0, completed.stderr
     assert "busybox" in completed.stdout
-    assert _loaded(modules, NEVER) == set()
+    assert _loaded(modules, NEVER + NO_OPENSSL + ("lamina.client.unix",)) == set()
     assert _loaded(modules, ("lamina.services.containers", "lamina.container.store", "lamina.container.monitor",
                              "lamina.container.spec", "lamina.runtime", "lamina.volume",
                              "lamina.services.builds")) == set()
@@ -81,7 +84,7 @@ def test_ps_and_inspect_import_neither_archives_nor_the_run_machinery(engine) ->
         completed, modules = _command(engine.data_root, engine.exec_root, *arguments)
         assert completed.returncode == 0, completed.stderr
         assert shown in completed.stdout
-        assert _loaded(modules, NEVER) == set(), arguments
+        assert _loaded(modules, NEVER + NO_OPENSSL + ("lamina.client.unix",)) == set(), arguments
         # listing and inspecting run nothing: no runtime, no container spec, no build or volume service
         assert _loaded(modules, ("lamina.runtime.native", "lamina.runtime.oci", "lamina.container.spec",
                                  "lamina.services.builds", "lamina.services.volumes", "lamina.volume.store",
@@ -99,6 +102,16 @@ def test_run_rm_true_imports_only_what_running_needs(engine) -> None:
     assert "lamina.runtime.native" in modules
     # the container is gone; what stays is the name lock and the name index
     assert set(os.listdir(os.path.join(engine.data_root, "containers"))) <= {".names.lock", ".names.json"}
+
+
+@pytest.mark.privileged
+def test_version_builds_no_engine_service(engine) -> None:
+    completed, modules = _command(engine.data_root, engine.exec_root, "version")
+    assert completed.returncode == 0, completed.stderr
+    assert "Server: lamina" in completed.stdout
+    # /version describes the program: no service, store, driver or image code is loaded
+    assert _loaded(modules, NEVER + NO_OPENSSL + ("lamina.services", "lamina.graphdriver", "lamina.image",
+                                                  "lamina.layer", "lamina.client.unix")) == set()
 
 
 @pytest.mark.privileged

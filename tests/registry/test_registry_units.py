@@ -83,7 +83,7 @@ def test_platforms_are_normalised(text, expected) -> None:
     assert parse_platform(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "linux//", "a/b/c/d"])
+@pytest.mark.parametrize("text", ["", "linux//", "a/b/c/d", "bogus", "linux/a b", "../../etc"])
 def test_malformed_platforms_are_refused(text) -> None:
     with pytest.raises(errdefs.InvalidArgument):
         parse_platform(text)

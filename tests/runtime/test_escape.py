@@ -166,3 +166,98 @@ def test_the_container_sees_its_own_cgroups_read_only_in_every_hierarchy(harness
     assert all(line.endswith(":/") for line in rest.splitlines() if line.count(":") >= 2 and line[0].isdigit()), rest
     for point in points:  # created in every hierarchy on the host
         assert os.path.isdir(os.path.join(point, result.state.cgroup)), point
+
+
+def _ptrace_attacker(container_pid: int, report: int, stop: int, deadline: float) -> None:
+    """Container root with ``--cap-add SYS_PTRACE``: in the container's mount namespace, with
+    Docker's default capabilities plus CAP_SYS_PTRACE (which lets it past the non-dumpable
+    flag), it watches every new process of the container's pid namespace and reports one
+    that is still in another mount namespace (the host's: the exec has not joined yet) or
+    still holds a capability the container does not have: a process it could attach to and
+    use to act on the host."""
+    code = 1
+    try:
+        own_mount = os.readlink(f"/proc/{container_pid}/ns/mnt")
+        mount_namespace = os.open(f"/proc/{container_pid}/ns/mnt", os.O_RDONLY)
+        lsys.setns(mount_namespace, lsys.CLONE_NEWNS)
+        mask = caps.capability_mask((*DEFAULT_CAPABILITIES, "CAP_SYS_PTRACE"))
+        container_mask = mask
+        caps.drop_bounding_set(mask, caps.last_capability())
+        caps.set_capabilities(mask, mask, 0)
+        os.write(report, b"ready\n")
+        seen: set[str] = set()
+        caught: set[str] = set()
+        while not select.select([stop], [], [], 0)[0] and time.monotonic() < deadline:
+            for name in os.listdir("/proc"):
+                if not name.isdigit() or name == "1":
+                    continue
+                try:
+                    namespace = os.readlink(f"/proc/{name}/ns/mnt")
+                    with open(f"/proc/{name}/status", encoding="ascii") as handle:
+                        status = handle.read()
+                except OSError:
+                    continue
+                effective = int(next(line for line in status.splitlines() if line.startswith("CapEff:")).split()[1], 16)
+                if name not in seen:
+                    seen.add(name)
+                    os.write(report, b"seen\n")
+                problem = (f"in {namespace}" if namespace != own_mount else
+                           f"with capabilities {effective:x}" if effective & ~container_mask else "")
+                if problem and name not in caught:  # once per process: the pipe is read at the end
+                    caught.add(name)
+                    os.write(report, f"caught {name} {problem}\n".encode())
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def test_with_cap_sys_ptrace_no_exec_is_seen_before_it_joined_and_dropped_its_privileges(harness: Harness) -> None:
+    state, out_read, err_read = harness.start(harness.spec("sleep", "60"))
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    stop_read, stop_write = os.pipe2(os.O_CLOEXEC)
+    attacker = os.fork()
+    if attacker == 0:
+        os.close(stop_write)
+        os.close(report_read)
+        _ptrace_attacker(state.pid, report_write, stop_read, time.monotonic() + 60)
+    os.close(report_write)
+    os.close(stop_read)
+    try:
+        ready = _read_lines(report_read, time.monotonic() + 10, b"ready\n")
+        assert b"ready\n" in ready, f"the attacker did not get ready within 10 s: {ready!r}"
+        # before the fix nearly every exec was caught; each lives 50 ms so the attacker sees it
+        process = ProcessSpec(args=("sleep", "0.05"), env=(PATH_ENV,), cwd="/")
+        for _ in range(25):
+            pid, exec_out, exec_err = harness.exec(state, process)
+            harness.collect(exec_out, exec_err)
+            assert harness.wait(pid) == 0
+    finally:
+        os.close(stop_write)
+        status = _reap_within(attacker, 10, "the attacker to stop")
+        report = _read_lines(report_read, time.monotonic() + 5)
+        os.close(report_read)
+        harness.runtime.kill(state, signal.SIGKILL)
+        harness.wait(state.pid)
+        harness.collect(out_read, err_read)
+    assert os.waitstatus_to_exitcode(status) == 0, "the attacker failed"
+    lines = report.decode().splitlines()
+    assert lines.count("seen") >= 12, f"the attacker saw only {lines.count('seen')} of the 25 execs"
+    assert [line for line in lines if line.startswith("caught")] == [], report.decode()
+
+
+def test_an_exec_is_moved_into_the_container_s_cgroups_and_starts_at_the_pids_limit(harness: Harness) -> None:
+    from lamina.runtime.api import Resources
+
+    state, out_read, err_read = harness.start(harness.spec("sleep", "60", resources=Resources(pids_limit=1)))
+    try:
+        # one process (no fork: the limit is reached), which prints its cgroups then PID 1's
+        pid, exec_out, exec_err = harness.exec(state, ProcessSpec(args=("cat", "/proc/self/cgroup", "/proc/1/cgroup"),
+                                                                  env=(PATH_ENV,), cwd="/"))
+        out, err = harness.collect(exec_out, exec_err)
+        assert harness.wait(pid) == 0, err
+        lines = out.splitlines()
+        assert lines and lines[:len(lines) // 2] == lines[len(lines) // 2:], out
+    finally:
+        harness.runtime.kill(state, signal.SIGKILL)
+        harness.wait(state.pid)
+        harness.collect(out_read, err_read)

@@ -325,6 +325,29 @@ def test_exec_joins_the_namespaces_and_the_cgroup(harness: Harness) -> None:
         harness.exec(state, process)
 
 
+def test_a_container_joins_the_namespaces_of_another_and_dies_with_its_pid_1(harness: Harness) -> None:
+    first, out_read, err_read = harness.start(harness.spec("sleep", "30", hostname="first"))
+    time.sleep(0.1)
+    paths = tuple((name, f"/proc/{first.pid}/ns/{name}") for name in ("pid", "uts", "ipc"))
+    result = harness.run("sh", "-c", "hostname; cat /proc/1/cmdline; echo; echo $$; readlink /proc/self/ns/ipc; "
+                         "readlink /proc/self/ns/net", namespace_paths=paths,
+                         network_namespace=f"/proc/{first.pid}/ns/net")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["first", "sleep\x0030\x00"] and lines[2] != "1"
+    assert lines[3:] == [os.readlink(f"/proc/{first.pid}/ns/{name}") for name in ("ipc", "net")]
+    # the joiner is killed by the kernel when the pid namespace's init goes
+    second, second_out, second_err = harness.start(harness.spec("sleep", "30", namespace_paths=paths[:1]))
+    harness.runtime.kill(first, signal.SIGKILL)
+    # (the init's exit is reported once every process of its namespace is reaped)
+    assert harness.wait(second.pid) == 128 + signal.SIGKILL
+    assert harness.wait(first.pid) == 128 + signal.SIGKILL
+    for fd in (out_read, err_read, second_out, second_err):
+        os.close(fd)
+    with pytest.raises(errdefs.Conflict, match="process is gone"):
+        harness.start(harness.spec("true", namespace_paths=paths[:1]))
+
+
 def test_default_capabilities_only(harness: Harness) -> None:
     script = ("grep -E 'Cap(Eff|Bnd|Inh|Amb)' /proc/self/status; ip link set lo down 2>&1; echo ip=$?;"
               "touch /tmp/f; chown 1:2 /tmp/f && stat -c %u:%g /tmp/f; grep NoNewPrivs /proc/self/status")

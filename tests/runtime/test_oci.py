@@ -164,6 +164,19 @@ def test_host_network_shares_the_network_namespace():
     assert "sysctl" not in config["linux"]
 
 
+def test_joined_namespaces_have_a_path_and_no_hostname_without_a_uts_namespace_of_its_own():
+    spec = make_spec("/rootfs", "true", namespace_paths=(("pid", "/proc/7/ns/pid"), ("uts", "/proc/7/ns/uts")),
+                     network_namespace="/proc/7/ns/net", shm_size=0)
+    config = config_json(spec)
+    namespaces = {item["type"]: item.get("path") for item in config["linux"]["namespaces"]}
+    assert namespaces == {"mount": None, "network": "/proc/7/ns/net", "uts": "/proc/7/ns/uts",
+                          "pid": "/proc/7/ns/pid", "ipc": None, "cgroup": None}
+    assert "hostname" not in config
+    assert "/dev/shm" not in [mount["destination"] for mount in config["mounts"]]  # --ipc none
+    with pytest.raises(errdefs.InvalidArgument, match="cannot join"):
+        config_json(make_spec("/rootfs", "true", namespace_paths=(("mount", "/proc/7/ns/mnt"),)))
+
+
 def test_resources_and_user_mounts():
     spec = make_spec("/rootfs", "true",
                      mounts=(MountSpec("/dev/shm", "tmpfs", "shm", ("nosuid", "size=1m")),
@@ -661,3 +674,15 @@ def test_a_controller_left_on_cgroup2_gets_its_own_v1_hierarchy(tmp_path):
 def test_an_absent_binary_is_a_failed_precondition(tmp_path):
     with pytest.raises(errdefs.FailedPrecondition, match="not found"):
         OCIRuntime("no-such-oci-runtime", str(tmp_path))
+
+
+@pytest.mark.privileged
+def test_a_container_joins_the_pid_uts_and_ipc_namespaces_of_another(containers, rootfs):
+    first = containers.start(make_spec(rootfs, "sleep", "30", hostname="first"))
+    wait_command(first.pid, "sleep")
+    paths = tuple((name, f"/proc/{first.pid}/ns/{name}") for name in ("pid", "uts", "ipc"))
+    _, output, status = run_captured(containers, make_spec(
+        rootfs, "sh", "-c", "hostname; cat /proc/1/cmdline; echo; readlink /proc/self/ns/ipc",
+        namespace_paths=paths))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, output
+    assert output.decode() == f"first\nsleep\x0030\x00\n{os.readlink(f'/proc/{first.pid}/ns/ipc')}\n"

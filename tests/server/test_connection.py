@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -125,6 +126,85 @@ def test_a_chunked_upload_reaches_the_handler_whole_and_read_calls_get_full_buff
     assert served.client.read_response().body == b"hello after"
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_and_the_next_request_sent_at_once_are_both_served(serve, framing) -> None:
+    served = serve({"/upload": digest_body, "/hello": hello})
+    payload = bytes(range(256)) * 300
+    if framing == "chunked":  # with a chunk extension and a trailer, which are read and dropped
+        head = b"Transfer-Encoding: chunked"
+        body = b"%x;name=value\r\n%s\r\n%X\r\n%s\r\n0\r\nX-Trailer: yes\r\n\r\n" % (
+            1000, payload[:1000], len(payload) - 1000, payload[1000:])
+    else:
+        head, body = b"Content-Length: %d" % len(payload), payload
+    served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n%sGET /hello?n=next HTTP/1.1\r\nHost: x\r\n\r\n"
+                       % (head, body))
+    assert json.loads(served.client.read_response().body)["sha256"] == hashlib.sha256(payload).hexdigest()
+    assert served.client.read_response().body == b"hello next"
+    assert not served.finished(0.1)
+
+
+def test_with_an_h11_whose_length_reader_cannot_be_skipped_h11_counts_the_body_itself(serve, monkeypatch) -> None:
+    import lamina.server.connection as connection_module
+    # the installed h11 has the shortcut (the next test); without it the body is counted by h11
+    monkeypatch.setattr(connection_module, "h11_skips_length_bodies", lambda connection: False)
+    served = serve({"/upload": digest_body, "/hello": hello})
+    payload = os.urandom(3 << 20)
+    served.client.request("POST", "/upload", body=payload)
+    assert json.loads(served.client.read_response().body)["sha256"] == hashlib.sha256(payload).hexdigest()
+    served.client.request("GET", "/hello?n=after")
+    assert served.client.read_response().body == b"hello after"
+
+
+def test_the_installed_h11_lets_a_length_body_be_read_without_it() -> None:
+    import h11
+
+    from lamina.server.body import h11_skips_length_bodies
+
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+    assert isinstance(connection.next_event(), h11.Request)
+    assert h11_skips_length_bodies(connection)
+
+
+def test_requests_sent_a_byte_at_a_time_are_parsed_the_same(serve) -> None:
+    served = serve({"/upload": digest_body, "/hello": hello})
+    message = (b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n3\n de\r\n0\r\n\r\nGET /hello?n=2 HTTP/1.1\nHost: x\n\n")
+    for index in range(len(message)):
+        served.client.send(message[index:index + 1])
+    assert json.loads(served.client.read_response().body)["sha256"] == hashlib.sha256(b"abc de").hexdigest()
+    assert served.client.read_response().body == b"hello 2"
+
+
+def read_all_or_report(request: Request) -> Response:
+    try:
+        request.body.read()
+    except errdefs.LaminaError as exc:  # the router would map the kind; here we report it
+        return Response(400, JSON, json.dumps({"message": str(exc), "kind": type(exc).__name__}).encode())
+    return Response(200, JSON, b"{}")
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_client_leaving_in_the_middle_of_a_body_is_reported_as_such(serve, framing) -> None:
+    served = serve({"/upload": read_all_or_report})
+    head = b"Content-Length: 1000" if framing == "content-length" else b"Transfer-Encoding: chunked"
+    body = b"x" * 10 if framing == "content-length" else b"3e8\r\n" + b"x" * 10
+    served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n%s" % (head, body))
+    served.client.sock.shutdown(socket.SHUT_WR)
+    response = served.client.read_response()
+    assert response.status == 400
+    assert "closed the connection before the end of the request body" in json.loads(response.body)["message"]
+
+
+def test_an_overlong_chunk_size_line_is_malformed(serve) -> None:
+    served = serve({"/upload": read_all_or_report})
+    served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;"
+                       + b"e" * 5000 + b"\r\nx\r\n0\r\n\r\n")
+    response = served.client.read_response()
+    assert response.status == 400
+    assert "malformed request body: a chunk size line longer than" in json.loads(response.body)["message"]
+
+
 def test_a_request_without_body_gives_the_handler_none(serve) -> None:
     served = serve({"/upload": digest_body})
     served.client.request("POST", "/upload")
@@ -154,7 +234,8 @@ def test_expect_100_continue_refused_without_reading_closes_the_connection(serve
 
 
 def test_an_unread_body_ends_the_connection_after_the_answer(serve) -> None:
-    served = serve({"/upload": refuse})
+    # the client never closes: the server ends its lingering close after lingering_time
+    served = serve({"/upload": refuse}, lingering_time=0.2)
     served.client.request("POST", "/upload", headers={"Content-Length": str(4 << 20)})
     served.client.send(b"x" * 65536)
     response = served.client.read_response()
@@ -369,7 +450,7 @@ def test_a_bad_chunked_body_is_a_client_error_not_a_crash(serve) -> None:
             return Response(400, JSON, json.dumps({"message": str(exc), "kind": type(exc).__name__}).encode())
         return Response(200, JSON, b"{}")
 
-    served = serve({"/upload": read_all})
+    served = serve({"/upload": read_all}, lingering_time=0.2)  # the client never closes
     served.client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
     response = served.client.read_response()
     assert response.status == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -67,9 +68,17 @@ def test_docker_events_follows_containers_as_they_run_and_the_server_lets_go(doc
         docker("rm", "ev2")
         seen: list[dict] = []
         assert follower.stdout is not None
+        deadline = time.monotonic() + 20
+        pending = b""  # read from the descriptor: a buffered readline would hide lines from select
         while not seen or seen[-1]["Action"] != "destroy":
-            line = follower.stdout.readline()
-            assert line, f"docker events ended early: {follower.stderr.read() if follower.stderr else ''}"
+            if b"\n" not in pending:
+                ready, _, _ = select.select([follower.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, f"no destroy event within 20 s; seen {[event['Action'] for event in seen]}"
+                chunk = os.read(follower.stdout.fileno(), 65536)
+                assert chunk, f"docker events ended early: {follower.stderr.read() if follower.stderr else ''}"
+                pending += chunk
+                continue
+            line, pending = pending.split(b"\n", 1)
             seen.append(json.loads(line))
         assert [event["Action"] for event in seen] == ["create", "start", "kill", "kill", "die", "stop", "destroy"]
         assert {event["Actor"]["ID"] for event in seen} == {container}

@@ -115,8 +115,8 @@ def test_probes_go_on_across_a_server_restart(start_server, server, docker, busy
 
     subprocess.run([DOCKER, "exec", "kept", "touch", "/tmp/ok"], env=environment, check=True)
     deadline = time.monotonic() + 15
-    while inspect()["Status"] != "healthy":
-        assert time.monotonic() < deadline
+    while (current := inspect())["Status"] != "healthy":
+        assert time.monotonic() < deadline, f"kept did not become healthy within 15 s: {current}"
         time.sleep(0.1)
 
 
@@ -160,8 +160,8 @@ def test_docker_py_healthcheck_suite_cases(server, busybox, healthcheck, status)
         assert api.inspect_container(container)["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", healthcheck["test"]]
         api.start(container)
         deadline = time.monotonic() + 40
-        while api.inspect_container(container)["State"]["Health"]["Status"] != status:
-            assert time.monotonic() < deadline
+        while (health := api.inspect_container(container)["State"]["Health"])["Status"] != status:
+            assert time.monotonic() < deadline, f"the container did not become {status} within 40 s: {health}"
             time.sleep(0.1)
         if healthcheck.get("start_period"):
             log = api.inspect_container(container)["State"]["Health"]["Log"]

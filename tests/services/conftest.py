@@ -112,6 +112,15 @@ class Engine:
                 manager.remove(timeout=5)
             except errdefs.LaminaError:
                 pass
+        # the monitor templates of this exec root (they would leave by themselves once idle)
+        templates = os.path.join(self.config.exec_root, "monitor-template")
+        for name in os.listdir(templates) if os.path.isdir(templates) else []:
+            if name.endswith(".pid"):
+                with open(os.path.join(templates, name), encoding="ascii") as handle:
+                    pid = int(handle.read().strip() or 0)
+                if pid and not _process_gone(pid):
+                    os.kill(pid, signal.SIGKILL)
+                    monitors.append(pid)
         deadline = time.monotonic() + 5
         while monitors and time.monotonic() < deadline:
             monitors = [pid for pid in monitors if not _process_gone(pid)]

@@ -153,8 +153,9 @@ def test_stop_with_init_exits_promptly_on_sigterm(engine) -> None:
 
 
 def test_kill_sends_the_signal(engine) -> None:
-    container_id = engine.run("sh", "-c", "trap 'exit 7' USR1; while true; do sleep 0.05; done")
-    time.sleep(0.2)  # let the shell install its trap
+    container_id = engine.run("sh", "-c", "trap 'exit 7' USR1; echo trapped; while true; do sleep 0.05; done")
+    # PID 1 ignores a signal it has no trap for: signal only once the trap is in place
+    engine.wait_for(lambda: "trapped" in engine.output(container_id), message="the shell's trap")
     engine.containers.kill(container_id, signal="SIGUSR1")
     assert engine.wait(container_id) == 7
     with pytest.raises(errdefs.Conflict, match="is not running"):
@@ -208,6 +209,28 @@ def test_a_crashed_monitor_is_recorded_as_exit_255(engine) -> None:
     assert (state["Running"], state["ExitCode"]) == (False, 255)
     assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
     assert not os.path.exists(f"/sys/fs/cgroup/memory/lamina/{container_id}")
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_monitors_are_forked_by_one_template_and_outlive_it(engine) -> None:
+    first = engine.run("sleep", "30")
+    second = engine.run("sleep", "30")
+    monitor = engine.run_dir(first).monitor_pid()
+    template = _parent_of(monitor)
+    assert _parent_of(engine.run_dir(second).monitor_pid()) == template != os.getpid()
+    # the run was started by a helper of the monitor's that exited: PID 1 was handed to the monitor
+    assert _parent_of(engine.state(first)["Pid"]) == monitor
+    os.kill(template, signal.SIGKILL)
+    engine.wait_for(lambda: _parent_of(monitor) != template, message="the monitor to be reparented")
+    assert engine.state(first)["Running"] and engine.run_dir(first).monitor_pid() == monitor
+    third = engine.run("sh", "-c", "echo after")  # a new template starts
+    assert engine.wait(third) == 0 and engine.output(third) == "after\n"
+    engine.containers.stop(first, timeout=0)
+    assert engine.state(first)["ExitCode"] == 137
 
 
 def test_boot_removes_auto_remove_containers_whose_monitor_died(engine) -> None:

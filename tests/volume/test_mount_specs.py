@@ -248,8 +248,14 @@ def test_api_mount_points() -> None:
     created = mount_point_from_spec({"Type": "bind", "Source": "/nonexistent-lamina", "Target": "/x",
                                      "BindOptions": {"CreateMountpoint": True}})
     assert not created.skip_mountpoint_creation
-    with pytest.raises(errdefs.NotImplemented):
-        mount_point_from_spec({"Type": "volume", "Source": "v", "Target": "/x", "VolumeOptions": {"Subpath": "a"}})
+    subpath = mount_point_from_spec({"Type": "volume", "Source": "v", "Target": "/x",
+                                     "VolumeOptions": {"Subpath": "a/b"}})
+    assert subpath.spec["VolumeOptions"] == {"Subpath": "a/b"} and not subpath.copy_data
+    for bad in ("../a", "a/../..", "/a"):
+        with pytest.raises(errdefs.InvalidArgument, match="subpath must be a relative path within the volume"):
+            mount_point_from_spec({"Type": "volume", "Source": "v", "Target": "/x", "VolumeOptions": {"Subpath": bad}})
+    with pytest.raises(errdefs.InvalidArgument, match="must not set Subpath when using anonymous volumes"):
+        mount_point_from_spec({"Type": "volume", "Target": "/x", "VolumeOptions": {"Subpath": "a"}})
 
 
 def test_tmpfs_options_convert_like_docker() -> None:

@@ -60,7 +60,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default true; --rm=false keeps them)")
     parser.add_argument("--force-rm", action="store_true", help="always remove intermediate containers")
     parser.add_argument("--network", default="", metavar="MODE",
-                        help="network of the RUN steps: default, none or host")
+                        help="network of the RUN steps: default, none, host or a network's name")
+    parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                        help="add a custom host-to-IP mapping (host:ip) to the RUN steps' /etc/hosts")
+    parser.add_argument("--cache-from", action="append", default=[], metavar="IMAGE",
+                        help="images to consider as cache sources")
     parser.add_argument("--no-cache", action="store_true", help="do not use the cache")
     parser.add_argument("--pull", action="store_true",
                         help="always pull the FROM images (without it only a missing one is pulled)")
@@ -73,6 +77,27 @@ def _build_args(values: list[str]) -> dict[str, str | None]:
         key, equals, text = value.partition("=")
         out[key] = text if equals else os.environ.get(key)
     return out
+
+
+def _extra_host(value: str) -> str:
+    """An ``--add-host`` value (``host:ip`` or ``host=ip``) in the API's ``host:ip`` form, checked
+    as the docker CLI checks it."""
+    import ipaddress
+
+    name, separator, address = value.partition("=")
+    if not separator:
+        name, separator, address = value.partition(":")
+    if not separator or not name or ":" in name:
+        raise UsageError(f'invalid argument "{value}" for "--add-host" flag: bad format for add-host: "{value}"')
+    if len(address) > 2 and address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if address != "host-gateway":
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise UsageError(f'invalid argument "{value}" for "--add-host" flag: '
+                             f'invalid IP address in add-host: "{address}"') from None
+    return f"{name}:{address}"
 
 
 def _labels(values: list[str]) -> dict[str, str]:
@@ -256,6 +281,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
                               "target": args.target, "labels": _labels(args.label), "no_cache": args.no_cache,
                               "quiet": args.quiet, "remove": args.rm, "force_remove": args.force_rm,
                               "network_mode": args.network, "platform": args.platform, "pull": args.pull,
+                              "extra_hosts": [_extra_host(value) for value in args.add_host],
+                              "cache_from": args.cache_from,
                               "registry_config": DockerConfig().registry_config()}
     errors: list[BaseException] = []
     body: BinaryIO | None = None

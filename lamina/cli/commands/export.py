@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from lamina.cli.commands.save import write_output
+from lamina.cli.commands.save import check_output, write_output
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import UsageError
 
@@ -21,5 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, context: Context) -> int:
     if not args.output and is_terminal(context.out):
         raise UsageError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    if args.output:
+        check_output(args.output)
     chunks = context.client.export(args.container)
     return write_output(context, args.output, chunks)

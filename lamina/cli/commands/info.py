@@ -54,6 +54,9 @@ def render_info(info: dict[str, Any], client: dict[str, Any]) -> tuple[str, list
     line("Logging Driver", "LoggingDriver")
     line("Cgroup Driver", "CgroupDriver")
     line("Cgroup Version", "CgroupVersion")
+    runtimes = info.get("Runtimes")
+    if isinstance(runtimes, dict) and runtimes:
+        lines.append(f" Runtimes: {' '.join(runtimes)}")
     line("Default Runtime", "DefaultRuntime")
     line("Init Binary", "InitBinary")
     security = info.get("SecurityOptions") or []

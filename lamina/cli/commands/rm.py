@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from lamina.cli.context import Context
-from lamina.cli.errors import UsageError
+from lamina.cli.errors import EXIT_BAD_REQUEST, EXIT_OK, UsageError
 from lamina.cli.targets import for_each
 
 __all__ = ["configure", "run"]
@@ -23,8 +23,10 @@ def run(args: argparse.Namespace, context: Context) -> int:
     if args.link:
         raise UsageError("--link is not supported: lamina has no container links")
     client = context.client
-    names = [name for name in args.containers if name.strip()]
+    names = [name for name in args.containers if name.strip("/")]  # docker trims slashes only
     if len(names) != len(args.containers):
         context.error("Error: container name cannot be empty")
-    return for_each(context, names, lambda name: client.remove_container(name, force=args.force,
+    code = for_each(context, names, lambda name: client.remove_container(name, force=args.force,
                                                                          volumes=args.volumes))
+    # like docker, the others are removed all the same, and the command fails
+    return code or (EXIT_BAD_REQUEST if len(names) != len(args.containers) else EXIT_OK)

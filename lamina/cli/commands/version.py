@@ -4,12 +4,12 @@ over ``{"Client": {...}, "Server": {...}}``)."""
 from __future__ import annotations
 
 import argparse
-import platform
+import os
+import sys
 from typing import Any
 
 from lamina import __version__
 from lamina.cli.context import Context
-from lamina.cli.templates import render_each
 
 __all__ = ["configure", "run", "client_version", "render_version"]
 
@@ -21,9 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def client_version(context: Context, api_version: str) -> dict[str, Any]:
-    machine = platform.machine()
+    machine = os.uname().machine
     return {"Version": __version__, "ApiVersion": api_version,
-            "PythonVersion": platform.python_version(),
+            "PythonVersion": ".".join(str(part) for part in sys.version_info[:3]),
             "Os": "linux", "Arch": _ARCHITECTURES.get(machine, machine),
             "Host": getattr(context.transport, "description", "")}
 
@@ -74,6 +74,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
             context.print()
         raise
     if args.format:
+        from lamina.cli.templates import render_each  # the template engine only for -f
+
         context.out.write(render_each(args.format, [{"Client": client, "Server": server}]))
         return 0
     context.print(render_version(client, server))

@@ -11,16 +11,21 @@ Modules (one contract, one client, the server split by concern, as containerd's 
 - :mod:`~lamina.container.monitor.client`: :func:`spawn` and :class:`MonitorClient`, the only
   code above the monitor that opens its sockets or reads its run directory (it hands out the
   exit record, :class:`~lamina.container.rundir.RunLock`, to wait on);
-- :mod:`~lamina.container.monitor.api`: :class:`MonitorContext`, what the starter hands over;
-- :mod:`~lamina.container.monitor.bootstrap`: the double fork and the monitor's clean slate;
+- :mod:`~lamina.container.monitor.api`: :class:`MonitorRecipe`, what the starter hands over,
+  and :class:`MonitorContext`, what the template makes of it;
+- :mod:`~lamina.container.monitor.template`: the monitor template, one small process per exec
+  root that forks every monitor (why: its docstring);
+- :mod:`~lamina.container.monitor.bootstrap`: the monitor's clean slate after that fork;
 - :mod:`~lamina.container.monitor.server`: the monitor process (locks, signals, sockets,
   clients);
+- :mod:`~lamina.container.monitor.launch`: the start of a run in a helper process;
 - :mod:`~lamina.container.monitor.run`: one run after another, the exit record, the restart
   policy (:func:`~lamina.container.monitor.policy.restart_decision`);
 - :mod:`~lamina.container.monitor.execs`: exec sessions;
 - :mod:`~lamina.container.monitor.io`: the event loop and stdio copying.
 
-For each run the monitor:
+For each run the monitor (steps 1 and 3 in a short-lived helper process it forks,
+:mod:`~lamina.container.monitor.launch`):
 
 1. mounts the root filesystem (:meth:`MountStore.mount`), writes ``containers/<id>/{hostname,
    hosts,resolv.conf}`` and builds the :class:`ContainerSpec` (:mod:`lamina.container.spec`);
@@ -53,7 +58,7 @@ events, written before waiters of the exit are woken; ``destroy`` after a ``--rm
 
 from __future__ import annotations
 
-from lamina.container.monitor.api import MonitorContext, MonitorStores, MonitorVolumes, PendingAttach
+from lamina.container.monitor.api import MonitorContext, MonitorRecipe, MonitorStores, MonitorVolumes, PendingAttach
 from lamina.container.monitor.client import MonitorClient, spawn
 from lamina.container.monitor.protocol import ERROR_KINDS, StartError, exit_code_of_start_error
 from lamina.container.rundir import ExitInfo, RunLock
@@ -63,6 +68,7 @@ __all__ = [
     "ExitInfo",
     "MonitorClient",
     "MonitorContext",
+    "MonitorRecipe",
     "MonitorStores",
     "MonitorVolumes",
     "PendingAttach",

@@ -1,9 +1,11 @@
 """What a monitor is handed by the code that starts it, and what it needs of its collaborators.
 
-A monitor is forked (no new interpreter): :class:`MonitorContext` crosses the fork as plain
-objects.  The stores it carries may hold locks taken by other threads of the starter at the
-moment of the fork, so the monitor never uses them: it calls ``context.stores()`` once, after
-the fork, for fresh ones (:class:`MonitorStores`).
+A monitor is forked by the monitor template (:mod:`lamina.container.monitor.template`), not by
+its starter: the starter hands over a :class:`MonitorRecipe`, plain data, and the template
+makes the :class:`MonitorContext` from it (``builder(arguments)``) and calls its ``stores()``,
+once per recipe; each monitor it forks inherits both.  The template has one thread (no lock
+is held at a fork); what ``stores()`` returns must hold no open descriptor (a monitor closes
+the descriptors it inherits).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from lamina.records import dataclass
 from lamina.runtime.api import Runtime
 from lamina.volume.api import VolumeProvider
 
-__all__ = ["MonitorContext", "MonitorNetwork", "MonitorStores", "MonitorVolumes", "PendingAttach"]
+__all__ = ["MonitorContext", "MonitorNetwork", "MonitorRecipe", "MonitorStores", "MonitorVolumes", "PendingAttach"]
 
 
 class MonitorVolumes(VolumeProvider, Protocol):
@@ -60,14 +62,26 @@ class MonitorNetwork(Protocol):
 
 @dataclass(frozen=True)
 class MonitorContext:
-    """What a monitor needs, handed over by fork (paths and factories, no open descriptors)."""
+    """What a monitor needs (paths and factories, no open descriptors), made in the template
+    by a :class:`MonitorRecipe`'s builder and inherited by the monitors it forks."""
 
     exec_root: str
-    stores: Callable[[], MonitorStores]   # opens fresh stores (called in the monitor, after fork)
+    stores: Callable[[], MonitorStores]   # opens the stores (in the template, once)
     runtime: Callable[[str], Runtime]     # a runtime by HostConfig.Runtime name
     volumes: MonitorVolumes | None = None  # None: containers get no volume mounts
     events: EventSink = DISCARD            # where the monitor's events go
     network: MonitorNetwork | None = None  # None: containers get no network sandbox
+
+
+@dataclass(frozen=True)
+class MonitorRecipe:
+    """How the monitor template makes a :class:`MonitorContext`: ``builder`` is
+    ``"module:function"``, called as ``function(arguments)`` in the template; ``arguments``
+    is JSON data (it crosses the template's socket)."""
+
+    exec_root: str
+    builder: str
+    arguments: dict[str, Any]
 
 
 @dataclass

@@ -1,66 +1,70 @@
-"""Becoming a monitor: the double fork and the clean slate of the monitor process.
+"""Becoming a monitor: the clean slate of a process the monitor template just forked.
 
-:func:`fork_monitor` forks twice (with ``setsid`` in between: the monitor survives the CLI or
-server that started it); no new interpreter is exec'd.  The monitor closes every inherited
-descriptor it does not need, freezes the garbage collector's view of inherited objects, puts
-/dev/null on 0-2, resets its signal dispositions, then runs
+:func:`monitor_main` runs in the child of :mod:`~lamina.container.monitor.template`'s fork (a
+member of the template's session, not its leader, so it never gains a controlling terminal).
+What every monitor needs the same the template did before the fork, once: the signal
+dispositions (:data:`IGNORED_SIGNALS` ignored, every other one default, none blocked), the
+garbage collector's view frozen (``gc.freeze``: a collection in a monitor never writes to the
+pages it shares with the template), the stores opened, the log handler made (each monitor
+points it at its own ``monitor.log``).  The child closes every inherited
+descriptor it does not need, puts /dev/null on 0-2, becomes a child subreaper
+(:mod:`~lamina.container.monitor.launch`), then runs
 :class:`~lamina.container.monitor.server.Monitor`.  Whatever escapes it is logged and answered
-on the answer pipe (:mod:`lamina.container.monitor.protocol`).
+on the answer pipe (:mod:`lamina.container.monitor.protocol`).  Each Python statement run
+here writes to shared pages (reference counts): this path is kept short on purpose.
 """
 
 from __future__ import annotations
 
-import gc
+import logging
 import os
 import signal
 
 import lamina.container.monitor.protocol as protocol
-from lamina.container.monitor.api import MonitorContext, PendingAttach
+from lamina.container.monitor.api import MonitorContext, MonitorStores, PendingAttach
 from lamina.container.monitor.server import Monitor
+from lamina.container.rundir import RunDirectory
 from lamina.log import get_logger
 
-__all__ = ["fork_monitor"]
+__all__ = ["IGNORED_SIGNALS", "monitor_main", "prepare_logging"]
 
 log = get_logger("lamina.monitor")
 
-
-def fork_monitor(context: MonitorContext, container_id: str, read_fd: int, write_fd: int,
-                 pending: list[PendingAttach]) -> int:
-    """Fork the intermediate child (which forks the monitor and exits at once); its pid.
-    The monitor answers on ``write_fd``; ``read_fd`` is the starter's end (closed in it)."""
-    pid = os.fork()
-    if pid == 0:  # the intermediate child
-        code = 1
-        try:
-            os.close(read_fd)
-            os.setsid()
-            if os.fork() == 0:
-                _monitor_main(context, container_id, write_fd, pending)
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
+IGNORED_SIGNALS = (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN,
+                   signal.SIGTSTP)
 
 
-def _monitor_main(context: MonitorContext, container_id: str, answer_fd: int, pending: list[PendingAttach]) -> None:
+def prepare_logging() -> logging.FileHandler:
+    """The monitors' log handler (``lamina`` records of INFO and above), made by the template
+    once; each monitor only points it at its ``monitor.log`` (opened at the first record)."""
+    root = logging.getLogger("lamina")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(os.devnull, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    return handler
+
+
+def monitor_main(context: MonitorContext, stores: MonitorStores, container_id: str, answer_fd: int,
+                 pending: list[PendingAttach], log_handler: logging.FileHandler) -> None:
     """The monitor process; never returns."""
     code = 0
+    log_handler.baseFilename = RunDirectory(context.exec_root, container_id).monitor_log
     try:
-        gc.freeze()  # objects inherited from the starter are never collected (their fds are closed)
-        keep = {answer_fd, *(item.sock.fileno() for item in pending)}
-        _close_inherited(keep)
+        _close_inherited({answer_fd, *(item.sock.fileno() for item in pending)})
         null = os.open("/dev/null", os.O_RDWR)
         for target in (0, 1, 2):
             os.dup2(null, target)
         if null > 2:
             os.close(null)
-        os.chdir("/")
-        os.umask(0o022)
-        from lamina.runtime.child import reset_signals
+        from lamina.runtime import capabilities
 
-        reset_signals(ignore=(signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU,
-                              signal.SIGTTIN, signal.SIGTSTP))
-        Monitor(context, container_id, answer_fd, pending).main()
+        # the container's PID 1 is started by a helper that exits (launch): it comes to us
+        capabilities.prctl(capabilities.PR_SET_CHILD_SUBREAPER, 1)
+        Monitor(context, stores, container_id, answer_fd, pending).main()
     except BaseException as exc:  # noqa: BLE001 - the last resort: tell the starter, then exit
         code = 1
         try:

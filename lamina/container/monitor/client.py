@@ -1,7 +1,8 @@
 """The client of container monitors: the only code above the monitor that opens a monitor's
 sockets or reads its run directory (the wire format is :mod:`lamina.container.monitor.protocol`).
 
-:func:`spawn` starts a monitor and waits for its answer; :class:`MonitorClient` reaches the
+:func:`spawn` has the monitor template (:mod:`~lamina.container.monitor.template`, started
+here when there is none) fork a monitor and waits for the monitor's answer; :class:`MonitorClient` reaches the
 monitor of a container by its id: whether it lives, the runtime state of the current run,
 attach, resize, exec start, waiting for exits (:class:`~lamina.container.rundir.RunLock`), and
 recording the end of a run whose monitor died.
@@ -10,56 +11,137 @@ recording the end of a run whose monitor died.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from lamina import errdefs
 import lamina.container.monitor.protocol as protocol
-from lamina.container.monitor.api import MonitorContext, PendingAttach
+from lamina.container.monitor.api import MonitorRecipe, PendingAttach
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, connect_unix
 from lamina.runtime.api import Runtime, RuntimeState
 
 __all__ = ["MonitorClient", "spawn"]
 
 _ANSWER_TIMEOUT = 120.0
+_TEMPLATE_START_TIMEOUT = 60.0
+# the template's first process: the starter's import path, then the template (no site, no
+# environment variables: it imports only lamina's monitor)
+_TEMPLATE_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+                  "from lamina.container.monitor.template import main; main(*sys.argv[2:5])")
 
 
-def spawn(context: MonitorContext, container_id: str, pending: list[PendingAttach] | None = None) -> None:
-    """Start the monitor of ``container_id`` and wait until it started the container (or
-    failed to: its error is raised here).  ``pending`` attaches are handed to it."""
-    # the monitor's own modules (server, runs, execs, io) load here, not with the client:
-    # commands that only talk to running monitors never need them
-    from lamina.container.monitor.bootstrap import fork_monitor
-
+def spawn(recipe: MonitorRecipe, container_id: str, pending: list[PendingAttach] | None = None, *,
+          runtime: str = "native") -> None:
+    """Have the monitor template fork the monitor of ``container_id`` and wait until it
+    started the container (or failed to: its error is raised here).  ``pending`` attaches are
+    handed to it; ``runtime`` is the run's runtime (opened in the template)."""
     pending = list(pending or [])
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = fork_monitor(context, container_id, read_fd, write_fd, pending)
-    except OSError as exc:
-        os.close(read_fd)
-        os.close(write_fd)
-        raise errdefs.System(f"cannot start the container's monitor: {exc.strerror}") from exc
-    os.close(write_fd)
-    for item in pending:
-        item.sock.close()
-    try:
-        while True:
-            try:
-                os.waitpid(pid, 0)
-                break
-            except ChildProcessError:
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                continue
+        try:
+            request = protocol.spawn_request(container_id, builder=recipe.builder, arguments=recipe.arguments,
+                                             runtime=runtime, pending=[item.options for item in pending])
+            answer = _ask_template(recipe, request, [write_fd, *(item.sock.fileno() for item in pending)])
+        finally:
+            os.close(write_fd)
+            for item in pending:
+                item.sock.close()
+        if answer is not None:
+            protocol.raise_error(answer, "the monitor template could not start the monitor")
+        # the template's answer lost (it died meanwhile): the pipe still tells whether a monitor runs
         answer = protocol.read_pipe_answer(read_fd, _ANSWER_TIMEOUT)
     finally:
         os.close(read_fd)
     if answer is None:
         raise errdefs.System(f"the monitor of container {container_id} exited without starting it "
-                             f"(see {RunDirectory(context.exec_root, container_id).monitor_log})")
+                             f"(see {RunDirectory(recipe.exec_root, container_id).monitor_log})")
     protocol.raise_error(answer, "the container failed to start")
+
+
+def _ask_template(recipe: MonitorRecipe, request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
+    """Send the spawn request to the template (started when there is none); its answer, None
+    when the template closed the connection without one."""
+    paths = _import_path()
+    key = protocol.template_key(sys.executable, paths)
+    path = protocol.template_socket(recipe.exec_root, key)
+    try:
+        sock = connect_unix(path)
+    except (errdefs.NotFound, errdefs.Conflict):
+        sock = _start_template(recipe, key, paths)
+    with sock:
+        try:
+            socket.send_fds(sock, [protocol.encode(request)], fds)
+        except OSError as exc:
+            raise errdefs.Unavailable(f"the monitor template did not take the request: {exc}") from exc
+        try:
+            return protocol.read_answer(sock, _ANSWER_TIMEOUT)
+        except errdefs.Unavailable:
+            return None
+
+
+def _import_path() -> list[str]:
+    """The template's import path: the directory lamina is imported from, then this process's
+    path without its first entry (the main script's directory or the working directory, which
+    differ between ``lamina`` and ``lamina serve`` but hold none of what the template imports)."""
+    import lamina
+
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(lamina.__file__)))]
+    for path in sys.path[1:]:
+        path = os.path.abspath(path)
+        if path not in paths:
+            paths.append(path)
+    return paths
+
+
+def _start_template(recipe: MonitorRecipe, key: str, paths: list[str]) -> socket.socket:
+    """Start the template (under its lock: one starter starts it) and connect to it."""
+    import fcntl
+    import json
+
+    directory = os.path.dirname(protocol.template_socket(recipe.exec_root, key))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = protocol.template_socket(recipe.exec_root, key)
+        try:
+            return connect_unix(path)  # started by another starter meanwhile
+        except (errdefs.NotFound, errdefs.Conflict):
+            pass
+        log_path = os.path.join(directory, "template.log")
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                   (os.POSIX_SPAWN_DUP2, 1, 2)]
+        argv = [sys.executable, "-I", "-S", "-c", _TEMPLATE_BOOT, json.dumps(paths), recipe.exec_root, key,
+                recipe.builder]
+        try:
+            pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+        except OSError as exc:
+            raise errdefs.System(f"cannot start the monitor template: {exc.strerror}") from exc
+        status = _wait_child(pid, _TEMPLATE_START_TIMEOUT)
+        if status != 0:
+            raise errdefs.System(f"the monitor template did not start (exit status {status}, see {log_path})")
+        return connect_unix(path)
+    finally:
+        os.close(lock)
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    """The exit status of a child (killed after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+        if waited:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -signal.SIGKILL
+        time.sleep(0.002)
 
 
 class MonitorClient:

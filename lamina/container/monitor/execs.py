@@ -1,6 +1,7 @@
 """Exec sessions: the processes ``docker exec`` starts in a running container.
 
-The monitor is the parent of every exec (``runtime.exec``): :class:`ExecSessions` starts them
+The monitor is the parent of every exec (``runtime.exec``, called in a helper process whose
+child is handed to the monitor: :mod:`~lamina.container.monitor.launch`): :class:`ExecSessions` starts them
 on a control request (:func:`~lamina.container.monitor.protocol.exec_start_request`), copies
 their output to the client's stream, and at their exit records ``ExitCode`` in the exec record
 (:class:`~lamina.container.execstore.ExecStore`) before the client's stream is closed.  The
@@ -20,6 +21,7 @@ from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT
 from lamina.container.monitor.io import Loop, Sink, Stream, reply, set_window
+from lamina.container.monitor.launch import in_helper
 import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.protocol import exit_code_of_start_error
 from lamina.container.monitor.run import DRAIN_SECONDS, Run, exit_code
@@ -143,7 +145,9 @@ class ExecSessions:
                             stderr = write_end
                 stdio = Stdio(stdin, stdout, stderr)
             try:
-                pid = run.runtime.exec(run.state, process, stdio)
+                # in a helper, as a run's start (launch): the exec'd process is handed to us
+                pid = int(in_helper(lambda: {"pid": run.runtime.exec(run.state, process, stdio)},
+                                    f"start exec {exec_id}")["pid"])
             finally:
                 for fd in child:
                     os.close(fd)

@@ -26,6 +26,7 @@ from lamina import errdefs
 from lamina.container import health as healthcheck
 from lamina.container import spec as specs
 from lamina.container.monitor.io import Loop
+from lamina.container.monitor.launch import in_helper
 from lamina.container.monitor.run import Run, exit_code
 from lamina.container.store import Container, ContainerStore
 from lamina.log import get_logger
@@ -134,8 +135,6 @@ class HealthProbes:
 
     def _start(self, run: Run, probe: healthcheck.Probe) -> None:
         start = time.time_ns()
-        from lamina.runtime.user import resolve_user_in_root
-
         container = run.container
         try:
             paused = bool(self.store.get(self.id).state.get("Paused"))
@@ -150,11 +149,18 @@ class HealthProbes:
             return
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        try:
+
+        def start_probe() -> dict[str, int]:
+            from lamina.runtime.user import resolve_user_in_root
+
             user = resolve_user_in_root(run.rootfs, str(container.config.get("User") or ""))
             process = specs.exec_process(container_id=self.id, config=container.config, host=container.host_config,
                                          exec_config={"Cmd": list(probe.command)}, user=user)
-            pid = run.runtime.exec(run.state, process, Stdio(null, write_end, write_end))
+            return {"pid": run.runtime.exec(run.state, process, Stdio(null, write_end, write_end))}
+
+        try:
+            # in a helper, as a run's start (launch): the probe's process is handed to us
+            pid = int(in_helper(start_probe, f"start the health check of {self.id}")["pid"])
         except (errdefs.LaminaError, OSError) as exc:
             os.close(read_end)
             log.warning("health check of %s could not start: %s", self.id, exc)

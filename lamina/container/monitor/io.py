@@ -6,7 +6,8 @@
 frames, or raw bytes for a TTY), with its input going to a :class:`Sink`; :class:`Handshake`
 reads the first line of a new connection and hands the decoded request on
 (:func:`~lamina.container.monitor.protocol.decode_request`).  None of them knows the monitor:
-they are given the loop and callbacks (``on_close``, ``on_done``).
+they are given the loop and callbacks (``on_close``, ``on_done``).  :func:`devpts_instance`
+makes a run's pty in a devpts instance of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from lamina.container.logs import STDERR, STDOUT, frame
 import lamina.container.monitor.protocol as protocol
 from lamina.log import get_logger
 
-__all__ = ["CLIENT_BUFFER_LIMIT", "Handshake", "Loop", "Sink", "Stream", "reply", "set_window"]
+__all__ = ["CLIENT_BUFFER_LIMIT", "Handshake", "Loop", "Sink", "Stream", "devpts_instance", "release_devpts", "reply",
+           "set_window"]
 
 log = get_logger("lamina.monitor")
 
@@ -328,3 +330,35 @@ def reply(sock: socket.socket, answer: dict[str, Any]) -> None:
 
 def set_window(fd: int, height: int, width: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+_DEVPTS_OPTIONS = ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")
+
+
+def devpts_instance(path: str) -> tuple[int, int]:
+    """A pty of a new devpts instance mounted at ``path`` (in the run directory, until the
+    container's start has bound it onto its /dev/pts: :func:`release_devpts`)."""
+    from lamina import mount as mountlib
+    from lamina.runtime.paths import open_pty
+
+    release_devpts(path)  # a crashed start's
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    mountlib.Mount("devpts", "devpts", _DEVPTS_OPTIONS).mount(path)
+    try:
+        return open_pty(os.open(os.path.join(path, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC))
+    except BaseException:
+        release_devpts(path)
+        raise
+
+
+def release_devpts(path: str) -> None:
+    from lamina import mount as mountlib
+
+    try:
+        mountlib.unmount(path, detach=True)
+    except (OSError, errdefs.LaminaError):
+        pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

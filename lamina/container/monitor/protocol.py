@@ -6,7 +6,7 @@ one JSON object on one line (UTF-8, ``\\n``-terminated); what follows the line o
 connection is a stream.
 
 **The answer pipe** (starter <- monitor, once): :func:`~lamina.container.monitor.client.spawn`
-forks the monitor with the write end of a pipe; the monitor answers one line when the first run
+hands the write end of a pipe to the monitor (through the template socket, below); the monitor answers one line when the first run
 started (``{"ok": true}``) or could not start (``{"error": ERROR}``), then closes it.  A pipe
 closed without a line means the monitor died (its own log, ``monitor.log``, says why).
 
@@ -37,6 +37,19 @@ be run (127 not found, 126 not executable).  ``kind`` is an :mod:`lamina.errdefs
 (:data:`ERROR_KINDS`): the client raises the same class the monitor raised, and
 :class:`StartError` (an ``invalid_argument`` with an exit code) for a command that cannot be
 run.  A request that is not a JSON object is answered ``invalid_argument`` and closed.
+
+**The template socket** (``<exec-root>/monitor-template/<key>.sock``, :func:`template_socket`):
+monitors are forked by a monitor template (:mod:`lamina.container.monitor.template`), one
+small process per exec root and code tree (``key``: :func:`template_key`), started by the
+first :func:`~lamina.container.monitor.client.spawn` that finds none (under
+``monitor-template/lock``, which the template also takes to leave).  One request per
+connection: the line ``{"spawn": id, "builder": "module:function", "arguments": {...},
+"runtime": name, "pending": [hello, ...]}`` (:func:`spawn_request`) sent with the descriptors
+(``SCM_RIGHTS``) of the answer pipe's write end and of each pending attach's socket, in that
+order; ``builder(arguments)`` makes the :class:`~lamina.container.monitor.api.MonitorContext`
+(built once per builder and arguments in the template, and the runtime ``name`` opened there,
+so its set-up is shared), the template forks the monitor and answers ``{"ok": true, "pid": n}``
+or ``{"error": ERROR}``.  The first run's outcome still comes on the answer pipe.
 
 **Exits** are not a message: the monitor publishes each in ``running.lock``
 (:class:`~lamina.container.rundir.ExitInfo`, with a ``Sequence`` bumped at every exit), which
@@ -70,6 +83,9 @@ __all__ = [
     "read_pipe_answer",
     "resize_request",
     "resize_size",
+    "spawn_request",
+    "template_key",
+    "template_socket",
 ]
 
 ERROR_KINDS: dict[str, type[errdefs.LaminaError]] = {
@@ -138,6 +154,26 @@ def exec_start_request(exec_id: str, *, detach: bool, tty: bool | None = None,
     if detach_keys:
         start["detach_keys"] = list(detach_keys)
     return {"exec": exec_id, "start": start}
+
+
+def spawn_request(container_id: str, *, builder: str, arguments: dict[str, Any], runtime: str,
+                  pending: list[dict[str, Any]]) -> dict[str, Any]:
+    """The template's request to fork the monitor of ``container_id`` (its descriptors: the
+    answer pipe, then one socket per ``pending`` attach hello)."""
+    return {"spawn": container_id, "builder": builder, "arguments": arguments, "runtime": runtime,
+            "pending": pending}
+
+
+def template_key(executable: str, paths: list[str]) -> str:
+    """Which template serves a starter: one per interpreter and import path, so that two code
+    trees on one exec root never run each other's monitor code."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([executable, paths]).encode()).hexdigest()[:16]
+
+
+def template_socket(exec_root: str, key: str) -> str:
+    return os.path.join(exec_root, "monitor-template", f"{key}.sock")
 
 
 def error_answer(exc: BaseException) -> dict[str, Any]:

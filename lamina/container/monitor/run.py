@@ -1,7 +1,8 @@
 """One run of the container after another: start, serve, exit record, restart policy.
 
 :class:`Runner` drives the runs of one monitor (:class:`~lamina.container.monitor.server.Monitor`
-owns the event loop, the sockets and the clients).  For each run it mounts the root
+owns the event loop, the sockets and the clients).  For each run it prepares stdio, then, in a
+short-lived helper process (:mod:`~lamina.container.monitor.launch`), mounts the root
 filesystem, writes ``containers/<id>/{hostname,hosts,resolv.conf}``, builds the spec, prepares
 stdio (pipes, or with ``Tty`` one pty of a devpts instance mounted at ``<run dir>/pts`` and
 bound onto the container's ``/dev/pts`` by the start, so PID 1's terminal is ``/dev/pts/0``
@@ -29,13 +30,14 @@ import time
 from typing import Any, Protocol
 
 from lamina import errdefs
-from lamina.container import health
+from lamina.container import health, joining
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
 from lamina.container.monitor.api import MonitorContext
 from lamina.container.monitor.attaching import Attaching
-from lamina.container.monitor.io import Loop, Sink, set_window
+from lamina.container.monitor.io import Loop, Sink, devpts_instance, release_devpts, set_window
+from lamina.container.monitor.launch import in_helper
 from lamina.container.monitor.policy import restart_decision
 from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
 from lamina.container.removal import destroy, release_mount
@@ -48,6 +50,7 @@ from lamina.log import get_logger
 from lamina.records import dataclass, field, replace
 from lamina.runtime.api import MountSpec, Runtime, RuntimeState, Stdio
 from lamina.volume.resolve import load_mount_points, volume_names
+from lamina.volume.subpath import pin_subpaths, unpin_subpaths
 
 __all__ = ["Run", "RunHost", "Runner", "exit_code", "write_files"]
 
@@ -343,7 +346,7 @@ class Runner:
         parent: list[int] = []
         try:
             if config.get("Tty"):
-                master, slave = _devpts_instance(self._pts_path())
+                master, slave = devpts_instance(self._pts_path())
                 parent.append(master)
                 child.append(slave)
                 size = host.get("ConsoleSize") or [0, 0]
@@ -376,12 +379,46 @@ class Runner:
             raise
 
     def _start(self) -> Run:
+        """Start a run: stdio here, the rest in a helper process (:mod:`.launch`: what the
+        start touches is not copied into the monitor for the container's life)."""
         monitor = self.monitor
         container = self.store.get(self.id)
         if container.state.get("RemovalInProgress"):
             raise errdefs.Conflict(f"container {self.id} is marked for removal and cannot be started")
         config, host = container.config, container.host_config
         runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
+        stdio, child, master, sink, sources = self._stdio(config, host)
+        try:
+            launched = in_helper(lambda: self._launch(container, runtime, stdio, master),
+                                 f"start container {self.id}")
+        except BaseException:
+            if sink is not None:
+                sink.release()  # a pipe's write end; a pty master is among the sources
+            for fd in sources:
+                os.close(fd)
+            if master is not None:
+                release_devpts(self._pts_path())
+            raise
+        finally:
+            for fd in child:
+                os.close(fd)
+        state = monitor.run_dir.read_runtime_state()
+        if state is None:
+            raise errdefs.System(f"container {self.id} started without a runtime state")
+        run = Run(container=container, runtime=runtime, state=state, rootfs=str(launched["rootfs"]),
+                  tty=bool(config.get("Tty")), master=master, sink=sink, sources=sources)
+        for fd, stream_type in sources.items():
+            monitor.loop.on_read(fd, lambda fd=fd, stream_type=stream_type: self._output(run, fd, stream_type))
+        monitor.health.begin(run)
+        return run
+
+    def _launch(self, container: Container, runtime: Runtime, stdio: Stdio, master: int | None) -> dict[str, Any]:
+        """The start, in the helper: mounts, files, spec, ``runtime.start``, the record."""
+        monitor = self.monitor
+        config, host = container.config, container.host_config
+        joined = joining.join(self.id, host, self.store.lookup, self.store.directory)
+        if joined.files:  # the network of another container: its names too, as Docker
+            config = {**config, "Hostname": joined.hostname, "Domainname": joined.domainname}
         # a --rm container's files go with it: no sync of them, nor of the backing filesystem
         # when they are unmounted (if the host crashes, the start-up removes the container)
         endpoints = (container.data.get("NetworkSettings") or {}).get("Networks") or {}
@@ -392,23 +429,20 @@ class Runner:
         except BaseException:
             attaching.discard()
             raise
-        child: list[int] = []
-        master = None
-        sink = None
-        sources: dict[int, int] = {}
         try:
             from lamina.runtime.user import resolve_user_in_root
 
             user = resolve_user_in_root(rootfs, str(config.get("User") or ""))
             mount_points = container.data.get("MountPoints")
             self._mount_volumes(mount_points)
+            mount_points = pin_subpaths(mount_points, monitor.run_dir.path)
             sandbox = attaching.result()
-            files = write_files(self.store.directory(self.id), container, sandbox)
+            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
                                         files=files, mount_points=mount_points)
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
-            stdio, child, master, sink, sources = self._stdio(config, host)
+            spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
                 # is /dev/pts/0 there, as in Docker
@@ -417,25 +451,15 @@ class Runner:
             try:
                 state = runtime.start(spec, stdio)
             finally:
-                for fd in child:
-                    os.close(fd)
-                child = []
                 if master is not None:
-                    _release_devpts(self._pts_path())
+                    release_devpts(self._pts_path())
         except BaseException:
-            if sink is not None:
-                sink.release()  # a pipe's write end; a pty master is among the sources
-            for fd in sources:
-                os.close(fd)
             release_mount(self.mounts, self.id)
             self._unmount_volumes(container)
+            joining.release(host, self.store.directory(self.id))
             attaching.discard()
             raise
-        run = Run(container=container, runtime=runtime, state=state, rootfs=rootfs, tty=bool(config.get("Tty")),
-                  master=master, sink=sink, sources=sources)
         probed = health.probe_of(config) is not None
-        for fd, stream_type in sources.items():
-            monitor.loop.on_read(fd, lambda fd=fd, stream_type=stream_type: self._output(run, fd, stream_type))
         monitor.run_dir.write_runtime_state(state)
         started_at = now()
         logged = monitor.writer is not None
@@ -444,13 +468,15 @@ class Runner:
             record.state.update(Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
                                 Pid=state.pid, ExitCode=0, Error="", StartedAt=started_at)
             record.data["HasBeenStartedBefore"] = True
+            if joined.files:
+                record.config.update(Hostname=joined.hostname, Domainname=joined.domainname)
+            record.data["ShmPath"] = shm
             if probed:
                 record.state["Health"] = health.start_of_run(record.state.get("Health"))
-            directory = self.store.directory(self.id)
             record.data["LogPath"] = self.store.log_path(self.id) if logged else ""
-            record.data["HostnamePath"] = os.path.join(directory, "hostname")
-            record.data["HostsPath"] = os.path.join(directory, "hosts")
-            record.data["ResolvConfPath"] = os.path.join(directory, "resolv.conf")
+            record.data["HostnamePath"] = files["/etc/hostname"]
+            record.data["HostsPath"] = files["/etc/hosts"]
+            record.data["ResolvConfPath"] = files["/etc/resolv.conf"]
 
         # a --rm container's run is not made durable (nor is its root filesystem): if the host
         # crashes while it runs, the record may still say "created"
@@ -458,8 +484,7 @@ class Runner:
         log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
         self._volume_events(container, "mount")
         monitor.event(container, "start")
-        monitor.health.begin(run)
-        return run
+        return {"rootfs": rootfs}
 
     def _mount_volumes(self, mount_points: Any) -> None:
         """Create missing ``-v`` host directories (as ``docker run -v`` does) and mount the
@@ -488,6 +513,7 @@ class Runner:
             raise
 
     def _unmount_volumes(self, container: Container | None) -> None:
+        unpin_subpaths(self.monitor.run_dir.path)
         volumes = self.volumes
         if volumes is None or container is None:
             return
@@ -601,6 +627,7 @@ class Runner:
         self._release_runtime(run)
         release_mount(self.mounts, self.id)
         self._unmount_volumes(run.container)
+        joining.release(run.container.host_config, self.store.directory(self.id))
         monitor.run_dir.clear_runtime_state()
         if run.master is not None:
             try:
@@ -668,35 +695,3 @@ class Runner:
             if remaining <= 0:
                 return True
             time.sleep(min(remaining, 0.05))
-
-
-_DEVPTS_OPTIONS = ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")
-
-
-def _devpts_instance(path: str) -> tuple[int, int]:
-    """A pty of a new devpts instance mounted at ``path`` (in the run directory, until the
-    container's start has bound it onto its /dev/pts: :func:`_release_devpts`)."""
-    from lamina import mount as mountlib
-    from lamina.runtime.paths import open_pty
-
-    _release_devpts(path)  # a crashed start's
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    mountlib.Mount("devpts", "devpts", _DEVPTS_OPTIONS).mount(path)
-    try:
-        return open_pty(os.open(os.path.join(path, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_NOFOLLOW | os.O_CLOEXEC))
-    except BaseException:
-        _release_devpts(path)
-        raise
-
-
-def _release_devpts(path: str) -> None:
-    from lamina import mount as mountlib
-
-    try:
-        mountlib.unmount(path, detach=True)
-    except (OSError, errdefs.LaminaError):
-        pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass

@@ -22,7 +22,7 @@ from lamina import errdefs
 from lamina.container import spec as specs
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter, parse_log_options, read_logs
 import lamina.container.monitor.protocol as protocol
-from lamina.container.monitor.api import MonitorContext, PendingAttach
+from lamina.container.monitor.api import MonitorContext, MonitorStores, PendingAttach
 from lamina.container.monitor.execs import ExecSessions
 from lamina.container.monitor.health import HealthProbes
 from lamina.container.monitor.io import Handshake, Loop, Stream, reply, set_window
@@ -42,11 +42,8 @@ _MONITOR_LOCK_WAIT = 15.0     # a previous monitor of the same container finishi
 
 
 class Monitor:
-    def __init__(self, context: MonitorContext, container_id: str, answer_fd: int,
+    def __init__(self, context: MonitorContext, stores: MonitorStores, container_id: str, answer_fd: int,
                  pending: list[PendingAttach]) -> None:
-        # fresh store objects: the inherited ones may hold locks taken by other threads of the
-        # starter at the moment of fork
-        stores = context.stores()
         self.store = stores.store
         self.mounts = stores.mounts
         self.execs = stores.execs
@@ -112,18 +109,6 @@ class Monitor:
                 return None
             time.sleep(0.005)
 
-    def _setup_logging(self) -> None:
-        import logging
-
-        root = logging.getLogger("lamina")
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        handler = logging.FileHandler(self.run_dir.monitor_log)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        root.propagate = False
-
     def _setup_signals(self) -> None:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._wakeup = read_fd
@@ -184,7 +169,6 @@ class Monitor:
             if container.state.get("Running"):
                 self.answer(protocol.OK)  # started by another monitor meanwhile
                 return
-            self._setup_logging()
             self._setup_signals()
             self.run_lock = self.run_dir.run_lock()
             self._open_log(container)

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
+from lamina.container import joining
 from lamina.container.execstore import ExecStore
-from lamina.container.monitor import ExitInfo, MonitorClient, MonitorContext, MonitorStores, PendingAttach, RunLock
+from lamina.container.monitor import (ExitInfo, MonitorClient, MonitorContext, MonitorRecipe, MonitorStores,
+                                      PendingAttach, RunLock)
 from lamina.container.removal import release_mount, sweep
 from lamina.container.state import now
 from lamina.container.store import Container, ContainerStore
@@ -21,6 +23,7 @@ from lamina.events.message import container_attributes
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.network.run import RunNetwork
+from lamina.records import asdict
 from lamina.runtime.api import Runtime, RuntimeState
 from lamina.runtime.registry import Runtimes
 from lamina.services.images import ImageServiceImpl
@@ -42,7 +45,10 @@ def network_settings(mode: str, requested: dict[str, Any] | None = None) -> dict
     IPAMConfig, MacAddress), as Docker keeps it; the monitor's run reads it back."""
     network = "bridge" if mode in ("default", "bridge") else mode
     networks = {}
-    for name in [network, *(name for name in (requested or {}) if name not in (network, "default"))]:
+    names = [network, *(name for name in (requested or {}) if name not in (network, "default"))]
+    if mode.startswith("container:"):
+        names = []  # no network of its own: no entry, as Docker
+    for name in names:
         given = (requested or {}).get(name) or {}
         networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": None,
                           "Aliases": given.get("Aliases") or None, "MacAddress": given.get("MacAddress") or "",
@@ -57,8 +63,7 @@ def network_settings(mode: str, requested: dict[str, Any] | None = None) -> dict
 
 
 def _store_opener(store: ContainerStore, mounts: MountStore, exec_root: str) -> Callable[[], MonitorStores]:
-    """Fresh stores on the same roots, for a monitor after fork (the inherited ones may hold
-    locks taken by other threads of this process at the moment of the fork)."""
+    """Stores on the same roots, opened in a monitor after its fork."""
     container_root, layer_root = store.root, mounts.layers.root
     driver_name, driver_home = mounts.driver.name, mounts.driver.home
 
@@ -71,6 +76,31 @@ def _store_opener(store: ContainerStore, mounts: MountStore, exec_root: str) -> 
                              execs=ExecStore(exec_root))
 
     return reopen
+
+
+def monitor_context(arguments: dict[str, Any]) -> MonitorContext:
+    """The monitors' context, made in the monitor template (the builder of
+    :meth:`ContainerShared.monitor_recipe`): the engine's stores, runtimes, volumes (built
+    when a monitor first needs them), event log and network sandboxes."""
+    import os
+
+    from lamina.events.log import EventLog
+    from lamina.graphdriver.registry import DRIVERS
+    from lamina.layer.store import LayerStore
+    from lamina.records import fields
+    from lamina.services.compose import _on_first_use, build_volumes
+
+    given = arguments["config"]
+    config = EngineConfig(**{item.name: tuple(given[item.name]) if isinstance(given[item.name], list)
+                             else given[item.name] for item in fields(EngineConfig) if item.name in given})
+    driver = DRIVERS[arguments["driver"]](arguments["driver_home"])
+    store, mounts = ContainerStore(arguments["container_root"]), MountStore(LayerStore(arguments["layer_root"], driver))
+    events = EventLog(os.path.join(config.data_root, "events"))
+    volumes: ContainerVolumes = _on_first_use(lambda: build_volumes(config, events=events))
+    runtimes = Runtimes(config.exec_root)
+    return MonitorContext(exec_root=config.exec_root, stores=_store_opener(store, mounts, config.exec_root),
+                          runtime=runtimes.get, volumes=volumes, events=events,
+                          network=RunNetwork(config.data_root, config.exec_root, events=events))
 
 
 class ContainerShared:
@@ -93,8 +123,11 @@ class ContainerShared:
         self._runtimes = Runtimes(self.exec_root)
         self.monitors = MonitorClient(self.exec_root)
         self.network = RunNetwork(config.data_root, self.exec_root, events=events)
-        self.context = MonitorContext(exec_root=self.exec_root, stores=_store_opener(store, mounts, self.exec_root),
-                                      runtime=self.runtime, volumes=volumes, events=events, network=self.network)
+        # the monitors' context is made by the monitor template from this (monitor_context)
+        self.monitor_recipe = MonitorRecipe(
+            exec_root=self.exec_root, builder=f"{__name__}:monitor_context",
+            arguments={"config": asdict(config), "driver": mounts.driver.name, "driver_home": mounts.driver.home,
+                       "container_root": store.root, "layer_root": mounts.layers.root})
 
     def runtime(self, name: str) -> Runtime:
         """The runtime called ``name`` (:mod:`lamina.runtime.registry`), opened once."""
@@ -123,7 +156,7 @@ class ContainerGroup:
         self.default_runtime = shared.default_runtime
         self.events = shared.events
         self.network = shared.network
-        self.context = shared.context
+        self.monitor_recipe = shared.monitor_recipe
         self.monitors = shared.monitors
         self._pending = shared._pending
         self._pending_lock = shared._pending_lock
@@ -149,6 +182,7 @@ class ContainerGroup:
             error = self.monitors.release_dead_run(container_id, self.runtime)
             release_mount(self.mounts, container_id)
             self._unmount_volumes(container)
+            joining.release(container.host_config, self.store.directory(container_id))
             self.network.detach(container_id)
             container.state.update(Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=255,
                                    FinishedAt=now(), Error=error or MONITOR_GONE,

@@ -14,6 +14,8 @@ from lamina.container.store import Container
 from lamina.image.config import ContainerConfig
 from lamina.layer.mounts import INIT_PATHS
 from lamina.log import get_logger
+from lamina.records import dataclass
+from lamina.runtime.api import RuntimeState
 from lamina.services.containers.common import ContainerGroup
 from lamina.services.images import new_tag
 
@@ -21,10 +23,37 @@ __all__ = ["ContainerFilesImpl"]
 
 log = get_logger("lamina.services")
 
+# how long commit waits for a container whose pause failed to be recorded as exited
+_EXIT_WAIT = 5.0
 _CHANGE_KINDS = {"C": 0, "A": 1, "D": 2}
 # paths the runtime mounts over (their copy-ups are not the user's changes)
 _MOUNT_TARGETS = {"/" + path for path, kind, _ in INIT_PATHS if kind == "file"}
 _INIT_DIRECTORIES = {"/" + path for path, kind, _ in INIT_PATHS if kind == "dir"} | {"/"}
+
+
+# the files the runtime mounts from the container's directory: (destination, the record's key, name)
+_CONTAINER_FILES = (("/etc/hosts", "HostsPath", "hosts"), ("/etc/hostname", "HostnamePath", "hostname"),
+                    ("/etc/resolv.conf", "ResolvConfPath", "resolv.conf"))
+
+
+def _absolute(path: str) -> str:
+    """``path`` as a normalized absolute path (one leading slash: POSIX keeps ``//x``)."""
+    import posixpath
+
+    return "/" + posixpath.normpath("/" + path).lstrip("/")
+
+
+@dataclass(frozen=True)
+class _CopyRoot:
+    """Where a ``docker cp`` path lives: an O_PATH descriptor of a root, the path inside it,
+    the release function, whether it is writable (None: the root filesystem) and the archive
+    name of a file mounted under another name."""
+
+    fd: int
+    inner: str
+    release: Callable[[], None]
+    writable: bool | None
+    name: str | None = None
 
 
 class ContainerFilesImpl(ContainerGroup):
@@ -78,59 +107,95 @@ class ContainerFilesImpl(ContainerGroup):
 
         return generate()
 
-    def _archive_root(self, container: Container, path: str) -> tuple[int, str, Callable[[], None], bool | None]:
-        """Where ``docker cp`` reads or writes ``path``: inside the volume or bind mounted at the
-        longest matching destination (as Docker's cp sees mounts), else in the root filesystem.
-
-        Returns (an O_PATH descriptor of that root, the path inside it, release, writable), where
-        writable is None for the root filesystem itself."""
-        import posixpath
-
+    def _copy_mounts(self, container: Container) -> list[tuple[str, str, bool]]:
+        """(destination, host source, writable) of what ``docker cp`` sees mounted over the root
+        filesystem, as Docker's cp mounts them: the volumes and binds of ``MountPoints``, and,
+        where no user mount replaces them, the ``hostname``, ``hosts`` and ``resolv.conf`` the
+        runtime mounts from the container's directory once it has started (read-only with a
+        read-only root filesystem, as Docker mounts them)."""
         from lamina.volume.resolve import load_mount_points
 
-        clean = posixpath.normpath("/" + path)
-        best = None
+        out = []
         for point in load_mount_points(container.data.get("MountPoints")):
-            destination = posixpath.normpath("/" + point.destination)
-            if not point.source or point.type not in ("volume", "bind"):
-                continue
+            if point.source and point.type in ("volume", "bind"):
+                out.append((_absolute(point.destination), point.source, point.rw))
+        taken = {destination for destination, _, _ in out}
+        directory = self.store.directory(container.id)
+        writable = not container.host_config.get("ReadonlyRootfs")
+        for destination, key, name in _CONTAINER_FILES:
+            if destination not in taken and container.data.get(key):
+                source = os.path.join(directory, name)
+                if os.path.isfile(source):
+                    out.append((destination, source, writable))
+        return out
+
+    def _archive_root(self, container: Container, path: str) -> _CopyRoot:
+        """Where ``docker cp`` reads or writes ``path``: inside the mount at the longest matching
+        destination (a volume, a bind, one of the container's own files), else in the root
+        filesystem.  A file mounted on its own is reached through its host directory."""
+        import posixpath
+
+        clean = _absolute(path)
+        best = None
+        for destination, source, writable in self._copy_mounts(container):
             if clean == destination or clean.startswith(destination.rstrip("/") + "/"):
                 if best is None or len(destination) > len(best[0]):
-                    best = (destination, point)
+                    best = (destination, source, writable)
         if best is None:
             fd, release = self._with_rootfs(container.id)
-            return fd, path, release, None
-        destination, point = best
+            return _CopyRoot(fd, path, release, None)
+        destination, source, writable = best
         try:
-            fd = os.open(point.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except NotADirectoryError:
+            if clean != destination:
+                raise errdefs.NotFound(f"Could not find the file {path} in container {container.id}") from None
+            parent, name = os.path.split(source)
+            try:
+                fd = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise fsutil.system_error(f"open the mount source of {destination}", exc) from exc
+            return _CopyRoot(fd, "/" + name, lambda: os.close(fd), writable, posixpath.basename(destination))
         except OSError as exc:
             raise fsutil.system_error(f"open the mount source of {destination}", exc) from exc
         inner = "/" + clean[len(destination):].lstrip("/")
         if path.endswith("/") and not inner.endswith("/"):
             inner += "/"
-        return fd, inner, lambda: os.close(fd), point.rw
+        return _CopyRoot(fd, inner, lambda: os.close(fd), writable)
+
+    def _file_mounts_below(self, container: Container, path: str) -> dict[str, tuple[str, bool]]:
+        """The files mounted on their own below the directory ``path``, by their path relative
+        to it, with whether they are writable (an extraction into ``/etc`` writes ``hosts``
+        into the container's hosts file)."""
+        clean = _absolute(path)
+        prefix = clean.rstrip("/") + "/"
+        return {destination[len(prefix):]: (source, writable)
+                for destination, source, writable in self._copy_mounts(container)
+                if destination.startswith(prefix) and os.path.isfile(source)}
 
     def archive_stat(self, id: str, path: str) -> dict[str, Any]:
         from lamina.container.archive import path_stat
 
         container = self._get(id)
-        fd, inner, release, _ = self._archive_root(container, path)
+        root = self._archive_root(container, path)
         try:
-            result = path_stat(fd, inner, container.id)
+            result = path_stat(root.fd, root.inner, container.id)
             result["name"] = os.path.basename(path.rstrip("/")) or result.get("name", "/")
             return result
         finally:
-            release()
+            root.release()
 
     def archive_get(self, id: str, path: str) -> tuple[dict[str, Any], Iterator[bytes]]:
         from lamina.container.archive import archive_path
 
         container = self._get(id)
-        fd, inner, release, _ = self._archive_root(container, path)
+        root = self._archive_root(container, path)
         try:
-            stat_result, chunks = archive_path(fd, inner, container.id)
+            stat_result, chunks = archive_path(root.fd, root.inner, container.id, name=root.name)
+            if root.name is not None:
+                stat_result["name"] = root.name
         except BaseException:
-            release()
+            root.release()
             raise
 
         def generate() -> Iterator[bytes]:
@@ -138,7 +203,7 @@ class ContainerFilesImpl(ContainerGroup):
                 yield from chunks
             finally:
                 chunks.close()  # type: ignore[attr-defined]
-                release()
+                root.release()
 
         return stat_result, generate()
 
@@ -147,16 +212,38 @@ class ContainerFilesImpl(ContainerGroup):
         from lamina.container.archive import extract_archive
 
         container = self._get(id)
-        fd, inner, release, writable = self._archive_root(container, path)
+        root = self._archive_root(container, path)
         try:
-            if writable is False:
+            if root.writable is False:
                 raise errdefs.Conflict("mounted volume is marked read-only")
-            if writable is None and container.host_config.get("ReadonlyRootfs"):
+            if root.writable is None and container.host_config.get("ReadonlyRootfs"):
                 raise errdefs.Conflict("container rootfs is marked read-only")
-            extract_archive(fd, inner, stream, container.id, no_overwrite_dir_non_dir=no_overwrite_dir_non_dir,
-                            copy_uid_gid=copy_uid_gid)
+            extract_archive(root.fd, root.inner, stream, container.id,
+                            no_overwrite_dir_non_dir=no_overwrite_dir_non_dir, copy_uid_gid=copy_uid_gid,
+                            file_mounts=self._file_mounts_below(container, path))
         finally:
-            release()
+            root.release()
+
+    def _pause_for_commit(self, container: Container) -> RuntimeState | None:
+        """Freeze a running container for its commit; the runtime state to resume, or None when
+        there is nothing to pause.  A container that exits at that moment (its cgroup gone, its
+        monitor done) is committed as exited, as Docker does, instead of failing the commit."""
+        if not container.state.get("Running") or container.state.get("Paused") \
+                or container.state.get("Restarting"):
+            return None
+        run_lock, after = self._last_sequence(container.id)
+        try:
+            state = self._runtime_state(container)
+            self.runtime(state.runtime).pause(state)
+        except (errdefs.Conflict, errdefs.FailedPrecondition, errdefs.NotFound):
+            # the pause fails when the container's cgroup went away with its last process: the
+            # monitor is recording the exit, which comes within moments
+            self._wait_exit(container.id, run_lock, after, timeout=_EXIT_WAIT)
+            if self.store.get(container.id).state.get("Running"):
+                raise
+            log.info("container %s stopped while being paused for commit; committing it as exited", container.id)
+            return None
+        return state
 
     def commit(self, id: str, *, repository: str = "", tag: str = "", comment: str = "", author: str = "",
                pause: bool = True, changes: list[str] | None = None,
@@ -171,13 +258,9 @@ class ContainerFilesImpl(ContainerGroup):
         image_config = ContainerConfig.from_dict(merged, "config.")
         container_config = ContainerConfig.from_dict(container.config, "Config.")
         parent_id = str(container.data.get("Image") or "")
-        paused_here = False
-        state = None
-        if pause and container.state.get("Running") and not container.state.get("Paused") \
-                and not container.state.get("Restarting"):
-            state = self._runtime_state(container)
-            self.runtime(state.runtime).pause(state)
-            paused_here = True
+        # rootless without delegated cgroups there is no freezer: commit as Podman does, unpaused
+        state = self._pause_for_commit(container) if pause and self.config.rootless_uid is None else None
+        paused_here = state is not None
         try:
             image_id = self.images.commit(container.id, parent=parent_id, config=image_config,
                                           container_config=container_config, author=author, comment=comment,

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from lamina import errdefs
+from lamina.container import joining
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
 from lamina.container.health import validate_healthcheck
@@ -31,6 +32,39 @@ _KILL_WAIT = 10.0
 _AFTER_SIGKILL_WAIT = 30.0
 # how often a wait for a container to stop looks for a restart that raced with the stop
 _RECHECK_SECONDS = 0.5
+
+
+_ROOTLESS_NETWORKS = ("none", "host")
+
+
+def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
+    """What rootless lamina cannot give a container is refused before anything is made: cgroup
+    limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`), the OCI runtimes
+    (crun and runc would make cgroups) and networks other than
+    ``none``/``host`` (no slirp4netns/pasta yet).  The default network is ``none``, which
+    ``host`` is set to here so that inspect shows what the container got."""
+    from lamina.runtime.nocgroup import refuse_limits
+
+    refuse_limits(specs.resources(host))
+    runtime = str(host.get("Runtime") or "native")
+    if runtime != "native":
+        raise errdefs.FailedPrecondition(
+            f"rootless lamina runs containers with its native runtime only, not {runtime!r} "
+            "(the OCI runtimes would need cgroups delegated to this user)")
+    if host.get("PortBindings") or host.get("PublishAllPorts"):
+        raise errdefs.FailedPrecondition(
+            "rootless lamina cannot publish ports (-p, -P): only --network none (the default when "
+            "rootless) and --network host are available (slirp4netns/pasta networking is not implemented)")
+    mode = str(host.get("NetworkMode") or "default")
+    if mode == "default":
+        host["NetworkMode"] = mode = "none"
+    endpoints = networking.get("EndpointsConfig") or {}
+    others = [name for name in endpoints if name not in ("default", mode)] if isinstance(endpoints, dict) else []
+    if (mode not in _ROOTLESS_NETWORKS and not mode.startswith("container:")) or others:
+        raise errdefs.FailedPrecondition(
+            f"rootless lamina cannot connect a container to network {(others or [mode])[0]!r}: only "
+            "--network none (the default when rootless) and --network host are available "
+            "(slirp4netns/pasta networking is not implemented)")
 
 
 class ContainerLifecycleImpl(ContainerGroup):
@@ -65,6 +99,10 @@ class ContainerLifecycleImpl(ContainerGroup):
         specs.validate_config(merged)
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
+        if self.config.rootless_uid is not None:
+            _check_rootless(host, networking)
+        joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
+        joining.resolve_modes(host, config, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
         container_id = new_container_id()
@@ -172,12 +210,12 @@ class ContainerLifecycleImpl(ContainerGroup):
         with self.store.modify(container.id) as record:
             record.data["HasBeenManuallyStopped"] = False
             record.data["RestartCount"] = 0
-        # loaded here, the runtime (its modules, cached profiles) is inherited by the monitor:
-        # a long-running server pays for it once
-        self.runtime(str(container.host_config.get("Runtime") or self.default_runtime))
+        # an unknown or unusable runtime is refused here; the monitor template opens it (once)
+        runtime = str(container.host_config.get("Runtime") or self.default_runtime)
+        self.runtime(runtime)
         with self._pending_lock:
             pending = self._pending.pop(container.id, [])
-        spawn(self.context, container.id, pending)
+        spawn(self.monitor_recipe, container.id, pending, runtime=runtime)
 
     def _signal(self, container: Container, number: int) -> None:
         """Send ``number`` to the container's process, if it still has one.
@@ -420,6 +458,10 @@ class ContainerLifecycleImpl(ContainerGroup):
     def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]:
         container = self._get(id)
         host, warnings = specs.normalize_update(container.host_config, body)
+        if self.config.rootless_uid is not None:
+            from lamina.runtime.nocgroup import refuse_limits
+
+            refuse_limits(specs.resources(host))
         if container.state.get("Running") and not container.state.get("Restarting"):
             state = self.monitors.runtime_state(container.id)
             if state is not None:
@@ -485,7 +527,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         restarted: list[str] = []
         removed: list[str] = []
         failed: list[dict[str, str]] = []
-        for container in self.store.list():
+        for container in joining.start_order(self.store.list()):
             was_running = bool(container.state.get("Running"))
             # a run whose monitor died, recorded by whichever command noticed first
             monitor_died = container.state.get("ExitCode") == 255 and container.state.get("Error") == MONITOR_GONE
@@ -516,7 +558,8 @@ class ContainerLifecycleImpl(ContainerGroup):
                 if container.state.get("Running") or not container.data.get("HasBeenStartedBefore"):
                     continue
                 try:
-                    spawn(self.context, container.id, [])
+                    spawn(self.monitor_recipe, container.id, [],
+                          runtime=str(container.host_config.get("Runtime") or self.default_runtime))
                     restarted.append(container.id)
                 except errdefs.LaminaError as exc:
                     failed.append({"Id": container.id, "Error": str(exc)})

@@ -304,7 +304,8 @@ class ContainerViewsImpl(ContainerGroup):
         result["Mounts"] = self._mounts_view(container)
         result["Config"] = container.config
         settings = dict(data.get("NetworkSettings") or network_settings("default"))
-        if state.get("Running") and state.get("Pid"):
+        shared = str(container.host_config.get("NetworkMode") or "").startswith("container:")
+        if state.get("Running") and state.get("Pid") and not shared:  # a joiner has no sandbox, as in Docker
             settings["SandboxKey"] = f"/proc/{state['Pid']}/ns/net"
             record = self.network.sandboxes.store.sandbox(container.id) if self.network.has_sandboxes() else None
             if record is not None:
@@ -347,7 +348,9 @@ class ContainerViewsImpl(ContainerGroup):
             "precpu_stats": previous["cpu_stats"] if previous else empty_cpu,
             "memory_stats": raw.get("memory_stats") or {},
         }
-        networks = _network_counters(state.pid) if state is not None else {}
+        # the host's interfaces are not the container's: none for --network host, as Docker
+        own_network = container.host_config.get("NetworkMode") != "host"
+        networks = _network_counters(state.pid) if state is not None and own_network else {}
         if networks:
             document["networks"] = networks
         return document

@@ -1,0 +1,267 @@
+"""The monitor template: one small process per exec root that forks every container's monitor.
+
+Why a template.  A monitor used to be a fork of whichever process started the container (the
+CLI, or ``lamina serve``): once that process moved on or exited, every page of its heap the
+monitor had inherited was the monitor's alone, 8-13 MiB of private memory per running
+container.  Weighed against it:
+
+* exec'ing a slim monitor program costs what importing the monitor costs (the container store,
+  layer store, graph driver, runtime, network and volume code: ~150 modules, ~10 MiB of
+  private memory and ~100 ms before the first run starts), in every monitor and on the path of
+  every ``run``;
+* Debian's ``conmon`` (C, 0.3 MiB) speaks its own protocol: it cannot serve lamina's attach
+  and control sockets with Docker's framing and detach keys, start execs on request, run
+  healthchecks, apply restart policies or write lamina's exit record, and lamina would then
+  need a second process per container for those;
+* a template imports all of that once, then only forks: a monitor shares the template's pages
+  copy-on-write and owns only what it writes (the interpreter's own state after a fork, its
+  run's objects, and every page holding an object whose reference count it changes, which is
+  why a monitor runs as little Python as it can: the template makes what all monitors need,
+  :mod:`~lamina.container.monitor.bootstrap`, and each start, exec and probe runs in a helper
+  process that exits, :mod:`~lamina.container.monitor.launch`); starting one is a fork of a
+  small single-threaded process, cheaper than the fork of a big multi-threaded server.  The
+  template costs its start (interpreter and imports) on the first ``run`` after it left, and
+  its own memory once per exec root.  That is what this module is (the figures, measured
+  with ``bench/scale.py``: issue 16).
+
+Life cycle.  :func:`~lamina.container.monitor.client.spawn` connects to
+``<exec-root>/monitor-template/<key>.sock`` (the contract: :mod:`~lamina.container.monitor.protocol`);
+when nobody listens it takes ``monitor-template/lock`` and starts a template:
+``python -I -S -c ...`` with the starter's import path (``key`` names the interpreter and that
+path, so two code trees never share a template), in a new session.  The template imports the
+monitor, binds the socket, forks itself into the background and the first process exits: the
+starter waits for that exit, then connects.  Per request the template makes (or reuses) the
+:class:`~lamina.container.monitor.api.MonitorContext` of the request's recipe, opens the
+requested runtime in it (a runtime's set-up, such as compiling the seccomp profile, is then
+shared by every monitor), freezes the garbage collector's view of all of it (``gc.freeze``:
+collections in a monitor never write to the shared pages) and forks the monitor
+(:func:`~lamina.container.monitor.bootstrap.monitor_main`).  The monitors are the template's
+children; it reaps them.  With no monitor left and no request for :data:`IDLE_SECONDS` the
+template leaves: under the lock (so no starter starts a second one meanwhile) it unlinks its
+socket, serves what was already queued on it, and exits.  Its pid is in ``<key>.pid`` beside the
+socket (for the operator; nothing reads it to decide anything).
+
+The template has its monitors' signal dispositions (SIGTERM, SIGINT, SIGHUP ignored: it is
+stopped with SIGKILL, or leaves by itself).  If the template dies, its monitors run on (they are reparented) and the next ``spawn`` starts
+a new template; ``lamina serve`` restarting does not touch it.  A template runs the code it
+was started with: after lamina is upgraded in place, monitors come from the old code until
+the template leaves when idle (or is killed).  Errors of the template itself go to
+``monitor-template/template.log``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import importlib
+import json
+import logging
+import os
+import selectors
+import socket
+import sys
+import time
+from typing import Any
+
+__all__ = ["IDLE_SECONDS", "Template", "main"]
+
+IDLE_SECONDS = 30.0          # no monitor left and no request for that long: the template leaves
+_REQUEST_TIMEOUT = 10.0      # a starter that does not finish its request
+_MAX_DESCRIPTORS = 64        # the answer pipe and pending attaches of one request
+
+
+def main(exec_root: str, key: str, builder: str) -> None:
+    """The template process (``builder``'s module is imported now, with the monitor's)."""
+    # the whole monitor (bootstrap imports the server, the runs, execs, health, io), imported
+    # once here and shared by every monitor
+    from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, prepare_logging
+    import lamina.container.monitor.protocol as protocol
+    from lamina.container.rundir import bind_unix
+    from lamina.runtime.child import reset_signals
+
+    importlib.import_module(builder.partition(":")[0])
+    reset_signals(ignore=IGNORED_SIGNALS)  # the monitors' dispositions, inherited by them
+    log_handler = prepare_logging()
+    _compile_records()
+    os.chdir("/")
+    os.umask(0o022)
+    path = protocol.template_socket(exec_root, key)
+    listener = bind_unix(path, backlog=128)
+    if os.fork():
+        os._exit(0)  # the starter waits for this exit: the socket listens from now on
+    with open(f"{path[:-len('.sock')]}.pid", "w", encoding="ascii") as handle:
+        handle.write(f"{os.getpid()}\n")
+    gc.collect()
+    gc.freeze()
+    Template(listener, path, os.path.join(os.path.dirname(path), "lock"), log_handler=log_handler).serve()
+    os._exit(0)
+
+
+def _compile_records() -> None:
+    """The ``__init__`` of every record class loaded (:func:`lamina.records.compile_inits`),
+    compiled here once rather than in each monitor."""
+    from lamina.records import compile_inits
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("lamina."):
+            compile_inits(list(vars(module).values()))
+
+
+class Template:
+    """The serving loop of the template process."""
+
+    def __init__(self, listener: socket.socket, path: str, lock_path: str, *,
+                 idle_seconds: float = IDLE_SECONDS, log_handler: logging.FileHandler | None = None) -> None:
+        self.listener = listener
+        self.log_handler = log_handler
+        self.idle_seconds = idle_seconds
+        self.path = path
+        self.lock_path = lock_path
+        self.identity = os.stat(path).st_ino
+        self.contexts: dict[str, tuple[Any, Any]] = {}
+        self.children: set[int] = set()
+        self.last_request = time.monotonic()
+
+    def serve(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ)
+        while True:
+            if selector.select(min(1.0, self.idle_seconds)):
+                self._accept()
+            self._reap()
+            if not self.children and time.monotonic() - self.last_request > self.idle_seconds and self._leave():
+                selector.close()
+                return
+
+    def _accept(self) -> None:
+        try:
+            conn, _address = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        self.last_request = time.monotonic()
+        with conn:
+            self._handle(conn)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+
+    def _leave(self) -> bool:
+        """Unlink the socket and serve what is queued on it; False when a starter holds the
+        lock (it is about to use this template, or to start one)."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                if os.stat(self.path).st_ino == self.identity:
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.listener.setblocking(False)
+            while True:
+                try:
+                    conn, _address = self.listener.accept()
+                except BlockingIOError:
+                    break
+                with conn:
+                    conn.setblocking(True)
+                    self._handle(conn)
+            self.listener.close()
+            return True
+        finally:
+            os.close(fd)
+
+    # -- one request -----------------------------------------------------------------------------
+
+    def _handle(self, conn: socket.socket) -> None:
+        import lamina.container.monitor.protocol as protocol
+
+        conn.settimeout(_REQUEST_TIMEOUT)
+        fds: list[int] = []
+        try:
+            request, fds = _read_request(conn)
+            pid = self._fork_monitor(request, fds)
+        except Exception as exc:  # noqa: BLE001 - every failure is the starter's answer
+            answer = protocol.error_answer(exc)
+        else:
+            self.children.add(pid)
+            answer = {"ok": True, "pid": pid}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            conn.sendall(protocol.encode(answer))
+        except OSError:
+            pass  # the starter left; the monitor (if any) still answers on its pipe
+
+    def _fork_monitor(self, request: dict[str, Any], fds: list[int]) -> int:
+        from lamina import errdefs
+        from lamina.container.monitor.api import PendingAttach
+        from lamina.container.monitor.bootstrap import monitor_main, prepare_logging
+
+        container_id, builder, arguments = request.get("spawn"), request.get("builder"), request.get("arguments")
+        hellos, runtime = request.get("pending") or [], request.get("runtime")
+        if not (isinstance(container_id, str) and isinstance(builder, str) and isinstance(arguments, dict)
+                and isinstance(runtime, str) and isinstance(hellos, list)) or len(fds) != 1 + len(hellos):
+            raise errdefs.InvalidArgument("malformed spawn request")
+        context, stores = self._context(builder, arguments)
+        context.runtime(runtime)  # opened here once: its set-up is shared by every monitor
+        gc.freeze()  # what the template holds now is never collected in a monitor (O(1))
+        pid = os.fork()
+        if pid == 0:
+            pending = [PendingAttach(socket.socket(fileno=fd), dict(hello)) for fd, hello in zip(fds[1:], hellos)]
+            log_handler = self.log_handler
+            if log_handler is None:  # a template made by a test: the monitor logs to its own file
+                log_handler = self.log_handler = prepare_logging()
+            monitor_main(context, stores, container_id, fds[0], pending, log_handler)  # never returns
+        return pid
+
+    def _context(self, builder: str, arguments: dict[str, Any]) -> tuple[Any, Any]:
+        """The context of a recipe and its stores, made once (this process has one thread:
+        nothing is locked at a fork, and the stores hold no descriptors)."""
+        key = json.dumps([builder, arguments], sort_keys=True)
+        made = self.contexts.get(key)
+        if made is None:
+            module, _, function = builder.partition(":")
+            context = getattr(importlib.import_module(module), function)(arguments)
+            made = self.contexts[key] = (context, context.stores())
+            _compile_records()  # those the builder's modules brought
+            gc.collect()  # once per context: its garbage is not frozen into every monitor
+        return made
+
+
+def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    import lamina.container.monitor.protocol as protocol
+
+    data = bytearray()
+    fds: list[int] = []
+    try:
+        while not data.endswith(b"\n"):
+            chunk, received, _flags, _address = socket.recv_fds(conn, 1 << 16, _MAX_DESCRIPTORS)
+            for fd in received:
+                fds.append(fd)
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > 1 << 20:
+                break
+        return protocol.decode_request(bytes(data)), fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover - started by lamina.container.monitor.client
+    main(*sys.argv[1:4])
