@@ -255,7 +255,9 @@ def test_auto_remove_removes_everything(engine) -> None:
         engine.container_views.inspect(container_id)
     assert not os.path.exists(layer_dir)
     assert not os.path.exists(engine.run_dir(container_id).path)
-    assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
+    # the network namespace goes with the teardown the monitor finishes after "removed"
+    engine.wait_for(lambda: not [t for t in lmount.mounted_targets() if t.startswith(engine.root)],
+                    message="the run's mounts to go")
 
 
 def test_restart_and_start_of_a_running_container(engine) -> None:

@@ -115,7 +115,7 @@ def write_files(directory: str, container: Container, sandbox: dict[str, Any] | 
         servers = name_servers(sandbox) or None
     files = {
         "/etc/resolv.conf": ("resolv.conf", specs.resolv_conf(
-            host_resolv, network=network, dns=host.get("Dns") or servers, search=host.get("DnsSearch") or None,
+            host_resolv, network=network, dns=servers or host.get("Dns"), search=host.get("DnsSearch") or None,
             options=host.get("DnsOptions") or None)),
         "/etc/hostname": ("hostname", hostname + "\n"),
         "/etc/hosts": ("hosts", specs.hosts_file(
@@ -235,8 +235,10 @@ class Runner:
             removing = not restart and container is not None and bool(container.host_config.get("AutoRemove"))
             self._record_exit(code, oom, restarting=restart, durable=not removing)
             self._exit_events(container if container is not None else ran, code, oom, duration)
-            if monitor.context.network is not None:
+            if monitor.context.network is not None and not removing:
                 monitor.context.network.detach(self.id)  # after "die", as dockerd releases the network
+            elif monitor.context.network is not None:
+                monitor.context.network.begin_release(self.id)  # detached after the waiters are woken
             monitor.close_clients()
             if not restart:
                 break
@@ -252,6 +254,11 @@ class Runner:
         removed = self._auto_remove(container)
         run_lock.publish(exit_code=code, oom_killed=oom, removed=removed)
         run_lock.release()
+        if monitor.context.network is not None and removing:
+            # an --rm run's teardown is off its waiters' path (``run --rm`` returns now): the
+            # sandbox record, marked releasing, keeps the addresses and host ports leased until
+            # it is done; runs that want them and ``network rm`` wait for it
+            monitor.context.network.detach(self.id)
 
     def _auto_remove(self, container: Container | None) -> bool:
         """Remove an ``AutoRemove`` container; True when it is gone."""
