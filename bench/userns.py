@@ -245,6 +245,11 @@ def main() -> int:
     finally:
         subprocess.run([LAMINA, "system", "prune", "-f"], env=base, capture_output=True, check=False)
         remove_user(user)
+        # the default bridge outlives its containers, as docker0 does: taken down with the data root
+        sys.path.insert(0, ROOT)
+        from lamina.network.run import RunNetwork
+
+        RunNetwork(base["LAMINA_DATA_ROOT"], base["LAMINA_EXEC_ROOT"]).remove_bridges()
         subprocess.run(["umount", "-R", "-l", work], capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
     width = max(len(key) for key in results)
