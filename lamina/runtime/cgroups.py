@@ -42,6 +42,7 @@ import errno
 import os
 import signal as signal_module
 import time
+from typing import Protocol
 
 from lamina import errdefs
 from lamina.records import dataclass
@@ -453,15 +454,7 @@ class CgroupManager:
             self.thaw()
         except errdefs.LaminaError:
             pass  # no freezer: nothing was frozen
-        self.kill_all(signal_module.SIGKILL)
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            remaining = self.pids()
-            if not remaining or time.monotonic() >= deadline:
-                return remaining
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        return kill_until_gone(self, timeout)
 
 
 def _make_cgroup(path: str) -> None:
@@ -471,3 +464,23 @@ def _make_cgroup(path: str) -> None:
         pass
     except OSError as exc:
         raise errdefs.System(f"cannot create cgroup {path}: {exc.strerror}") from exc
+
+
+class _Members(Protocol):
+    def pids(self) -> list[int]: ...
+
+    def kill_all(self, signal: int) -> None: ...
+
+
+def kill_until_gone(members: _Members, timeout: float) -> list[int]:
+    """SIGKILL every member, then wait up to ``timeout`` for them to go; the pids still
+    there at the deadline (none when all went)."""
+    members.kill_all(signal_module.SIGKILL)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        remaining = members.pids()
+        if not remaining or time.monotonic() >= deadline:
+            return remaining
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

@@ -392,16 +392,8 @@ class NativeRuntime:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
         first = -1
-        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
         try:
-            try:
-                caps.prctl(caps.PR_SET_DUMPABLE, 0)
-                first = os.fork()
-            except OSError as exc:
-                raise errdefs.System(f"cannot start the exec process: {exc.strerror}") from exc
-            finally:
-                if first != 0:
-                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            first = _fork_undumpable("the exec process")
             if first == 0:
                 os.close(read_fd)
                 os.close(go_write)
@@ -563,16 +555,8 @@ class NativeRuntime:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
         helper = -1
-        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
         try:
-            try:
-                caps.prctl(caps.PR_SET_DUMPABLE, 0)
-                helper = os.fork()
-            except OSError as exc:
-                raise errdefs.System(f"cannot start the container process: {exc.strerror}") from exc
-            finally:
-                if helper != 0:
-                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            helper = _fork_undumpable("the container process")
             if helper == 0:
                 code = 125
                 try:
@@ -668,6 +652,22 @@ class NativeRuntime:
         if remaining:
             raise errdefs.Conflict(f"container {state.id} still has processes {remaining}; kill them first")
         manager.remove()
+
+
+def _fork_undumpable(what: str) -> int:
+    """``os.fork`` whose child starts non-dumpable (the flag belongs to the memory image and
+    is copied by fork; the caller gets its own value back at once)."""
+    dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
+    pid = -1
+    try:
+        caps.prctl(caps.PR_SET_DUMPABLE, 0)
+        pid = os.fork()
+    except OSError as exc:
+        raise errdefs.System(f"cannot start {what}: {exc.strerror}") from exc
+    finally:
+        if pid != 0:
+            caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+    return pid
 
 
 def _open_namespaces(paths: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, int]]:
