@@ -37,27 +37,12 @@ FIXTURE = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
 RANGE = 65536
 
 
-def _first_free(path: str) -> int:
-    start = 100000
-    taken = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                parts = line.strip().split(":")
-                if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                    taken.append((int(parts[1]), int(parts[1]) + int(parts[2])))
-    except FileNotFoundError:
-        pass
-    for low, high in sorted(taken):
-        if start + RANGE <= low:
-            break
-        start = max(start, high)
-    return start
-
-
 def make_user() -> str:
     name = "lmtb" + secrets.token_hex(4)
-    start = max(_first_free("/etc/subuid"), _first_free("/etc/subgid"))
+    sys.path.insert(0, ROOT)
+    from lamina.idmap import next_free_start
+
+    start = max(next_free_start("/etc/subuid", RANGE), next_free_start("/etc/subgid", RANGE))
     end = start + RANGE - 1
     subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/bin/false", name],
                    check=True, capture_output=True)

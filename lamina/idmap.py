@@ -217,7 +217,7 @@ def read_ranges(path: str, name: str, numeric_id: int | None) -> tuple[IDMap, ..
     return tuple(maps)
 
 
-def _next_free_start(path: str, size: int) -> int:
+def next_free_start(path: str, size: int) -> int:
     """The first start at or above 100000 where ``size`` ids overlap no range of ``path``."""
     taken: list[tuple[int, int]] = []
     try:
@@ -257,10 +257,10 @@ def _ensure_default_user(name: str, subuid_path: str, subgid_path: str) -> None:
         _run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/bin/false", name])
     uid = pwd.getpwnam(name).pw_uid
     if not read_ranges(subuid_path, name, uid):
-        start = _next_free_start(subuid_path, _DEFAULT_RANGE_SIZE)
+        start = next_free_start(subuid_path, _DEFAULT_RANGE_SIZE)
         _run(["usermod", "--add-subuids", f"{start}-{start + _DEFAULT_RANGE_SIZE - 1}", name])
     if not read_ranges(subgid_path, name, uid):
-        start = _next_free_start(subgid_path, _DEFAULT_RANGE_SIZE)
+        start = next_free_start(subgid_path, _DEFAULT_RANGE_SIZE)
         _run(["usermod", "--add-subgids", f"{start}-{start + _DEFAULT_RANGE_SIZE - 1}", name])
 
 

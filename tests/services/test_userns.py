@@ -63,7 +63,7 @@ def remap_user() -> Iterator[tuple[str, int]]:
     if os.geteuid() != 0:
         pytest.skip("needs root (users, mounts, namespaces)")
     name = "lmtr" + secrets.token_hex(4)
-    start = max(idmap._next_free_start(idmap.SUBUID_FILE, RANGE), idmap._next_free_start(idmap.SUBGID_FILE, RANGE))
+    start = max(idmap.next_free_start(idmap.SUBUID_FILE, RANGE), idmap.next_free_start(idmap.SUBGID_FILE, RANGE))
     end = start + RANGE - 1
     try:
         subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell", "/bin/false", name],
