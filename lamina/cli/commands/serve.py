@@ -46,10 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, context: Context) -> int:
     from lamina.config import default_host, rootless_uid
+    from lamina.records import replace
     from lamina.server.server import ServerConfig, serve
 
     if args.userns_remap is not None:
-        context.options = context.options._replace(userns_remap=args.userns_remap)
+        context.options = replace(context.options, userns_remap=args.userns_remap)
     if args.shutdown_timeout < 0:
         raise UsageError("--shutdown-timeout must not be negative")
     hosts = list(args.host) or ([context.options.host] if context.options.host
