@@ -20,6 +20,9 @@ from lamina import errdefs
 from lamina.runtime import devicefilter
 from lamina.runtime.cgroups import DEFAULT_DEVICE_RULES, CgroupLayout, CgroupManager
 from lamina.runtime.devicefilter import DeviceRule, evaluate, parse_rule, program
+from lamina.runtime.native import NativeRuntime
+
+from .conftest import Harness
 
 BLOCK, CHAR = 1, 2
 MKNOD, READ, WRITE = 1, 2, 4
@@ -262,3 +265,29 @@ def test_a_v2_cgroup_manager_attaches_the_defaults_at_creation_and_the_container
     finally:
         manager.remove()
         _rmdir(os.path.join(_unified(), parent))
+
+
+@pytest.mark.privileged
+def test_a_container_on_a_v2_layout_gets_the_defaults_and_its_own_rules(rootfs: str) -> None:
+    if _open_errno("/dev/fuse") != 0:
+        pytest.skip("/dev/fuse cannot be opened on this host")
+    unified = _unified()
+    layout = CgroupLayout(2, (("", unified),))
+    parent = f"lamina-test-{secrets.token_hex(4)}"
+    harness = Harness(rootfs, runtime=NativeRuntime(cgroup_layout=layout))
+    script = ("mknod /tmp/block b 7 0 && mknod /tmp/fuse c 10 229 && head -c 1 /dev/zero | wc -c; "
+              "head -c 1 /tmp/block; echo block=$?; head -c 0 /tmp/fuse; echo fuse-read=$?; "
+              "true 3<>/tmp/fuse; echo fuse-write=$?")
+    spec = harness.spec("sh", "-c", script, cgroup_parent=parent, device_rules=("c 10:229 r",))
+    try:
+        state, out_read, err_read = harness.start(spec)
+        stdout, stderr = harness.collect(out_read, err_read)
+        assert harness.wait(state.pid) == 0, (stdout, stderr)
+        assert len(devicefilter.attached_programs(os.path.join(unified, parent, spec.id))) == 1
+    finally:
+        harness.cleanup()  # kills the processes (the v1 cgroups it removes do not exist here)
+        CgroupManager(f"{parent}/{spec.id}", layout).remove(timeout=5)
+        _rmdir(os.path.join(unified, parent))
+    # zero is in Docker's defaults, the block node and writing fuse are not, reading it is the container's rule
+    assert stdout.split() == ["1", "block=1", "fuse-read=0", "fuse-write=1"], (stdout, stderr)
+    assert stderr.count("Operation not permitted") == 2, stderr
