@@ -238,6 +238,17 @@ def test_the_kernel_verifier_accepts_long_and_empty_programs() -> None:
 
 
 @pytest.mark.privileged
+@settings(max_examples=60, deadline=None)
+@given(st.lists(rules, max_size=12))
+def test_the_kernel_verifier_accepts_every_generated_program(rule_list: list[DeviceRule]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from lamina import sys as lsys
+
+    os.close(lsys.bpf_prog_load(devicefilter.BPF_PROG_TYPE_CGROUP_DEVICE, program(rule_list), "GPL"))
+
+
+@pytest.mark.privileged
 def test_a_v2_cgroup_manager_attaches_the_defaults_at_creation_and_the_containers_rules() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
