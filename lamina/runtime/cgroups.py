@@ -251,7 +251,9 @@ class CgroupManager:
         return any(os.path.isdir(directory) for directory in self.directories())
 
     def create(self) -> None:
-        """Make the container's cgroup in every hierarchy (idempotent)."""
+        """Make the container's cgroup in every hierarchy (idempotent) and restrict its devices
+        to Docker's defaults (v1 ``devices`` files, v2 a device filter that replaces any
+        attached before)."""
         if self.layout.version == 2:
             self._create_v2()
             return
