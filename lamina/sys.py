@@ -26,6 +26,7 @@ __all__ = [
     "RESOLVE_NO_XDEV", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS", "RESOLVE_BENEATH",
     "RESOLVE_IN_ROOT",
     "statfs_type", "getdents64",
+    "bpf_prog_load", "bpf_prog_attach", "bpf_prog_detach", "bpf_prog_query", "bpf_prog_get_fd_by_id",
     "DT_UNKNOWN", "DT_FIFO", "DT_CHR", "DT_DIR", "DT_BLK", "DT_REG", "DT_LNK", "DT_SOCK",
 ]
 
@@ -84,6 +85,16 @@ OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 # getdents64 is not in the generic table on every architecture
 _SYS_getdents64 = {"x86_64": 217, "aarch64": 61, "riscv64": 61, "armv7l": 217, "i686": 220,
                    "ppc64le": 202, "s390x": 220}.get(os.uname().machine, 61)
+
+# bpf(2): its own number on each architecture; commands and attr layouts from linux/bpf.h
+_SYS_bpf = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386,
+            "i686": 357}.get(os.uname().machine, 280)
+_BPF_PROG_LOAD = 5
+_BPF_PROG_ATTACH = 8
+_BPF_PROG_DETACH = 9
+_BPF_PROG_GET_FD_BY_ID = 13
+_BPF_PROG_QUERY = 16
+_BPF_LOG_SIZE = 1 << 16
 
 # d_type values of struct linux_dirent64
 DT_UNKNOWN = 0
@@ -239,3 +250,76 @@ def getdents64(fd: int, buffer_size: int = 32768) -> list[tuple[int, int, bytes]
             name = raw[offset + 19:offset + record_length].split(b"\0", 1)[0]
             entries.append((inode, d_type, name))
             offset += record_length
+
+
+def _bpf(command: int, attr: Any, what: str) -> int:
+    import ctypes
+
+    return _check(_libc().syscall(ctypes.c_long(_SYS_bpf), ctypes.c_int(command), attr,
+                                  ctypes.c_uint(ctypes.sizeof(attr))), what)
+
+
+def bpf_prog_load(program_type: int, instructions: bytes, license: str) -> int:
+    """Load an eBPF program (``instructions``: packed ``struct bpf_insn``); its fd, close-on-exec.
+    When the verifier refuses it, the load is retried with its log, which ends the OSError's
+    message."""
+    import ctypes
+
+    code = ctypes.create_string_buffer(instructions, len(instructions))
+    license_buffer = ctypes.create_string_buffer(license.encode())
+
+    def attr(log_level: int, log: Any) -> Any:
+        # u32 prog_type, insn_cnt; u64 insns, license; u32 log_level, log_size; u64 log_buf
+        return ctypes.create_string_buffer(struct.pack(
+            "=IIQQIIQ", program_type, len(instructions) // 8, ctypes.addressof(code),
+            ctypes.addressof(license_buffer), log_level, 0 if log is None else len(log),
+            0 if log is None else ctypes.addressof(log)), 72)  # the rest (up to prog_name and past) is zero
+
+    try:
+        return _bpf(_BPF_PROG_LOAD, attr(0, None), "bpf(BPF_PROG_LOAD)")
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EACCES):
+            raise
+        log = ctypes.create_string_buffer(_BPF_LOG_SIZE)
+        try:
+            return _bpf(_BPF_PROG_LOAD, attr(1, log), "bpf(BPF_PROG_LOAD)")
+        except OSError as retried:
+            text = log.value.decode(errors="replace").strip()
+            raise OSError(retried.errno, f"{retried.strerror}; verifier log: {text}") from exc
+
+
+def bpf_prog_attach(target_fd: int, program_fd: int, attach_type: int, flags: int) -> None:
+    """Attach the loaded program ``program_fd`` to ``target_fd`` (a cgroup directory)."""
+    import ctypes
+
+    # u32 target_fd, attach_bpf_fd, attach_type, attach_flags, replace_bpf_fd
+    _bpf(_BPF_PROG_ATTACH, ctypes.create_string_buffer(
+        struct.pack("=IIIII", target_fd, program_fd, attach_type, flags, 0), 24), "bpf(BPF_PROG_ATTACH)")
+
+
+def bpf_prog_detach(target_fd: int, program_fd: int, attach_type: int) -> None:
+    import ctypes
+
+    _bpf(_BPF_PROG_DETACH, ctypes.create_string_buffer(
+        struct.pack("=IIIII", target_fd, program_fd, attach_type, 0, 0), 24), "bpf(BPF_PROG_DETACH)")
+
+
+def bpf_prog_query(target_fd: int, attach_type: int, capacity: int = 64) -> list[int]:
+    """The ids of the programs attached to ``target_fd`` itself (not its ancestors') for
+    ``attach_type``."""
+    import ctypes
+
+    ids = (ctypes.c_uint32 * capacity)()
+    # u32 target_fd, attach_type, query_flags, attach_flags; u64 prog_ids; u32 prog_cnt
+    attr = ctypes.create_string_buffer(
+        struct.pack("=IIIIQI", target_fd, attach_type, 0, 0, ctypes.addressof(ids), capacity), 40)
+    _bpf(_BPF_PROG_QUERY, attr, "bpf(BPF_PROG_QUERY)")
+    count = struct.unpack_from("=I", attr.raw, 24)[0]
+    return list(ids[:min(count, capacity)])
+
+
+def bpf_prog_get_fd_by_id(program_id: int) -> int:
+    import ctypes
+
+    return _bpf(_BPF_PROG_GET_FD_BY_ID, ctypes.create_string_buffer(struct.pack("=III", program_id, 0, 0), 16),
+                "bpf(BPF_PROG_GET_FD_BY_ID)")
