@@ -30,7 +30,7 @@ import time
 from typing import Any, Protocol
 
 from lamina import errdefs
-from lamina.container import health, joining
+from lamina.container import health, joining, links
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
@@ -47,6 +47,7 @@ from lamina.container.store import Container, ContainerStore
 from lamina.events.api import VOLUME, EventSink
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
+from lamina.network.api import DEFAULT_BRIDGE
 from lamina.records import dataclass, field, replace
 from lamina.runtime.api import MountSpec, Runtime, RuntimeState, Stdio
 from lamina.volume.resolve import load_mount_points, volume_names
@@ -88,10 +89,12 @@ class Run:
     exited_at: float = 0.0
 
 
-def write_files(directory: str, container: Container, sandbox: dict[str, Any] | None = None) -> dict[str, str]:
+def write_files(directory: str, container: Container, sandbox: dict[str, Any] | None = None,
+                link_hosts: str = "") -> dict[str, str]:
     """``hostname``, ``hosts`` and ``resolv.conf`` in the container's directory; the
     container path each is bind-mounted on -> its host path.  With a network ``sandbox``: its
-    name servers in ``resolv.conf``, its addresses in ``hosts``, ``host-gateway`` resolved."""
+    name servers in ``resolv.conf``, its addresses in ``hosts``, ``host-gateway`` resolved;
+    ``link_hosts``: the ``hosts`` lines of legacy links, before the container's own address."""
     config, host = container.config, container.host_config
     network = specs.network_mode(host)
     hostname = str(config.get("Hostname") or container.id[:12])
@@ -120,7 +123,7 @@ def write_files(directory: str, container: Container, sandbox: dict[str, Any] | 
         "/etc/hostname": ("hostname", hostname + "\n"),
         "/etc/hosts": ("hosts", specs.hosts_file(
             hostname=hostname, domainname=str(config.get("Domainname") or ""), network=network,
-            extra_hosts=extra_hosts or None, host_text=host_hosts) + own_addresses),
+            extra_hosts=extra_hosts or None, host_text=host_hosts) + link_hosts + own_addresses),
     }
     out = {}
     for destination, (name, text) in files.items():
@@ -437,9 +440,12 @@ class Runner:
             self._mount_volumes(mount_points)
             mount_points = pin_subpaths(mount_points, monitor.run_dir.path)
             sandbox = attaching.result()
-            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox)
+            linked = self._links(container) if host.get("Links") else []
+            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox,
+                                                      links.hosts_lines(linked))
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
-                                        files=files, mount_points=mount_points)
+                                        files=files, mount_points=mount_points,
+                                        linked_env=links.environment(linked))
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
             spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))
@@ -490,6 +496,17 @@ class Runner:
         self._volume_events(container, "mount")
         monitor.event(container, "start")
         return {"rootfs": rootfs}
+
+    def _links(self, container: Container) -> list[links.Link]:
+        """The container's legacy links: each target running, with its default bridge address."""
+        network = self.monitor.context.network
+
+        def bridge_address(container_id: str) -> str | None:
+            record = network.sandbox(container_id) if network is not None else None
+            endpoint = ((record or {}).get("Endpoints") or {}).get(DEFAULT_BRIDGE) or {}
+            return str(endpoint.get("IPAddress") or "") or None
+
+        return links.resolve(container.host_config, container.name, self.store.lookup, bridge_address)
 
     def _mount_volumes(self, mount_points: Any) -> None:
         """Create missing ``-v`` host directories (as ``docker run -v`` does) and mount the

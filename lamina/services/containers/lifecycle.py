@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
-from lamina.container import joining
+from lamina.container import joining, links
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
 from lamina.container.health import validate_healthcheck
@@ -106,6 +106,7 @@ class ContainerLifecycleImpl(ContainerGroup):
             _check_rootless(host, networking)
         joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
+        linked = links.check(host, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
         idmap = self._identity_mapping(host, image_config.chain_id())
@@ -158,6 +159,8 @@ class ContainerLifecycleImpl(ContainerGroup):
             try:
                 for attempt in range(10):
                     data["Name"] = validate_name(name) if name else "/" + random_name(attempt)
+                    if linked:
+                        host["Links"] = links.stored(linked, data["Name"])
                     try:
                         self.store.create(Container(data, host))
                         break
