@@ -41,6 +41,16 @@ def test_a_linked_container_reaches_its_target_by_alias_and_gets_the_legacy_vari
     with pytest.raises(errdefs.LaminaError, match="Cannot link to a non running container: /web-server AS "
                                                    "/client/my-web"):
         engine.containers.start(client)
+    # rm --link: the link is gone from the parent, the target stays
+    with pytest.raises(errdefs.NotFound, match="No such container: client/other"):
+        engine.containers.remove_link("client/other")
+    with pytest.raises(errdefs.Conflict, match="cannot remove the default link name"):
+        engine.containers.remove_link("client")
+    engine.containers.remove_link("client/my-web")
+    assert engine.container_views.inspect(client)["HostConfig"]["Links"] is None
+    assert engine.container_views.inspect(web)["Name"] == "/web-server"
+    engine.containers.start(client)  # no link left: the stopped target does not matter
+    assert engine.wait(client) != 0  # the alias is unknown now
 
 
 @pytest.mark.privileged
@@ -85,3 +95,24 @@ def test_consecutive_ports_give_the_range_variables_and_the_lowest_port_is_the_d
     assert links.hosts_lines([link]) == "10.0.0.2\tdb h database\n"
     assert links.parse("/database:/app/db") == ("database", "db")
     assert links.parse("database") == ("database", "database")
+
+
+@pytest.mark.privileged
+def test_the_cli_links_with_run_and_create() -> None:
+    from cli.test_containers_e2e import loaded_engine
+
+    with loaded_engine("lln-") as lamina:
+        lamina.ok("run", "-d", "--name", "db", "-e", "DB_PASS=x", "--expose", "5432", "busybox", "sleep", "60")
+        result = lamina("run", "--rm", "--link", "db:data-base", "busybox", "sh", "-c",
+                        "ping -c1 -W3 data-base >/dev/null && ping -c1 -W3 db >/dev/null && env | grep ^DATA_BASE_")
+        assert result.code == 0, result.err
+        address = lamina.ok("inspect", "-f", "{{.NetworkSettings.Networks.bridge.IPAddress}}", "db").strip()
+        assert f"DATA_BASE_PORT=tcp://{address}:5432" in result.out.splitlines()
+        assert "DATA_BASE_ENV_DB_PASS=x" in result.out.splitlines()
+        lamina.ok("create", "--name", "app", "--link", "db", "busybox", "true")
+        assert lamina.ok("inspect", "-f", "{{json .HostConfig.Links}}", "app").strip() == '["/db:/app/db"]'
+        lamina.ok("rm", "--link", "app/db")
+        assert lamina.ok("inspect", "-f", "{{json .HostConfig.Links}}", "app").strip() == "null"
+        assert lamina.ok("inspect", "-f", "{{.State.Running}}", "db").strip() == "true"
+        refused = lamina("run", "--rm", "--link", "nosuch:alias", "busybox", "true")
+        assert refused.code == 125 and "could not get container for nosuch" in refused.err

@@ -509,6 +509,22 @@ class ContainerLifecycleImpl(ContainerGroup):
         self._event(container, "update")
         return {"Warnings": warnings}
 
+    def remove_link(self, name: str) -> None:
+        full_name = "/" + name.strip("/")
+        parent, _, _ = full_name.rpartition("/")
+        if not parent:
+            raise errdefs.Conflict("Conflict, cannot remove the default link name of the container")
+        try:
+            container = self.store.lookup(parent)
+        except errdefs.NotFound:
+            raise errdefs.NotFound(f"No such container: {name}") from None
+        kept = [spec for spec in container.host_config.get("Links") or []
+                if str(spec).partition(":")[2] != f"{container.name}/{full_name.rpartition('/')[2]}"]
+        if len(kept) == len(container.host_config.get("Links") or []):
+            raise errdefs.NotFound(f"No such container: {name}")
+        with self.store.modify(container.id, host_config=True) as record:
+            record.host_config = {**record.host_config, "Links": kept or None}
+
     def rename(self, id: str, new_name: str) -> None:
         container = self._get(id)
         if not new_name:
