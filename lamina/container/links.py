@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from lamina import errdefs
+from lamina.network.api import DEFAULT_BRIDGE
 from lamina.records import dataclass
 
 __all__ = ["Link", "LinkTarget", "parse", "check", "stored", "resolve", "environment", "hosts_lines"]
@@ -113,9 +114,10 @@ def stored(checked: list[tuple[str, str]], this_name: str) -> list[str] | None:
 
 
 def resolve(host: Mapping[str, Any], this_name: str, lookup: Callable[[str], LinkTarget],
-            bridge_address: Callable[[str], str | None]) -> list[Link]:
-    """The links of a start; ``bridge_address(id)``: the target's address on the default bridge
-    (None: it has none).  A target that is gone, stopped or off the bridge fails the start."""
+            sandbox: Callable[[str], Mapping[str, Any] | None]) -> list[Link]:
+    """The links of a start; ``sandbox(id)``: a container's network sandbox record (its
+    endpoints by network name).  A target that is gone, stopped or off the default bridge fails
+    the start."""
     links = []
     for spec in host.get("Links") or []:
         name, alias = parse(spec)
@@ -126,7 +128,8 @@ def resolve(host: Mapping[str, Any], this_name: str, lookup: Callable[[str], Lin
             raise errdefs.InvalidArgument(f"could not get container for {name}: {exc}") from exc
         if not target.state.get("Running"):
             raise errdefs.System(f"Cannot link to a non running container: {target.name} AS {full_name}")
-        address = bridge_address(target.id)
+        endpoint = ((sandbox(target.id) or {}).get("Endpoints") or {}).get(DEFAULT_BRIDGE) or {}
+        address = str(endpoint.get("IPAddress") or "")
         if not address:
             raise errdefs.System(f"Cannot link to {target.name}, as it does not belong to the default network")
         links.append(Link(name=full_name, alias=alias, target_name=target.name,

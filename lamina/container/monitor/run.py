@@ -47,7 +47,6 @@ from lamina.container.store import Container, ContainerStore
 from lamina.events.api import VOLUME, EventSink
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
-from lamina.network.api import DEFAULT_BRIDGE
 from lamina.records import dataclass, field, replace
 from lamina.runtime.api import MountSpec, Runtime, RuntimeState, Stdio
 from lamina.volume.resolve import load_mount_points, volume_names
@@ -440,7 +439,9 @@ class Runner:
             self._mount_volumes(mount_points)
             mount_points = pin_subpaths(mount_points, monitor.run_dir.path)
             sandbox = attaching.result()
-            linked = self._links(container) if host.get("Links") else []
+            network = monitor.context.network  # None: no sandboxes, so no link resolves
+            linked = links.resolve(host, container.name, self.store.lookup,
+                                   network.sandbox if network is not None else lambda _: None)
             files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox,
                                                       links.hosts_lines(linked))
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
@@ -496,17 +497,6 @@ class Runner:
         self._volume_events(container, "mount")
         monitor.event(container, "start")
         return {"rootfs": rootfs}
-
-    def _links(self, container: Container) -> list[links.Link]:
-        """The container's legacy links: each target running, with its default bridge address."""
-        network = self.monitor.context.network
-
-        def bridge_address(container_id: str) -> str | None:
-            record = network.sandbox(container_id) if network is not None else None
-            endpoint = ((record or {}).get("Endpoints") or {}).get(DEFAULT_BRIDGE) or {}
-            return str(endpoint.get("IPAddress") or "") or None
-
-        return links.resolve(container.host_config, container.name, self.store.lookup, bridge_address)
 
     def _mount_volumes(self, mount_points: Any) -> None:
         """Create missing ``-v`` host directories (as ``docker run -v`` does) and mount the
