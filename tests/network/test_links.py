@@ -24,6 +24,9 @@ def test_a_linked_container_reaches_its_target_by_alias_and_gets_the_legacy_vari
                            Env=["MY_WEB_ENV_SECRET=overridden"], HostConfig={"Links": ["web-server:my-web"]})
     inspected = engine.container_views.inspect(client)
     assert inspected["HostConfig"]["Links"] == ["/web-server:/client/my-web"]
+    # as in Docker, the link's name is one of the target's names in the list
+    [listed] = [item for item in engine.container_views.list_containers(all=True) if item["Id"] == web]
+    assert listed["Names"] == ["/web-server", "/client/my-web"]
     engine.containers.start(client)
     assert engine.wait(client) == 0, engine.output(client)
     output = engine.output(client)
@@ -48,6 +51,8 @@ def test_a_linked_container_reaches_its_target_by_alias_and_gets_the_legacy_vari
         engine.containers.remove_link("client")
     engine.containers.remove_link("client/my-web")
     assert engine.container_views.inspect(client)["HostConfig"]["Links"] is None
+    [listed] = [item for item in engine.container_views.list_containers(all=True) if item["Id"] == web]
+    assert listed["Names"] == ["/web-server"]
     assert engine.container_views.inspect(web)["Name"] == "/web-server"
     engine.containers.start(client)  # no link left: the stopped target does not matter
     assert engine.wait(client) != 0  # the alias is unknown now
