@@ -361,6 +361,8 @@ def configure_create(parser: argparse.ArgumentParser, *, run: bool = False) -> N
                         help="set DNS options")
     parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                         help="add a custom host-to-IP mapping (host:ip)")
+    parser.add_argument("--link", action="append", default=[], metavar="NAME[:ALIAS]",
+                        help="add a legacy link to another container (default bridge network only)")
     parser.add_argument("--log-driver", metavar="DRIVER", help="logging driver for the container")
     parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE", help="log driver options")
     parser.add_argument("--runtime", metavar="RUNTIME", help="runtime to use for this container: native, crun, runc")
@@ -639,6 +641,7 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
         "DnsOptions": list(args.dns_option),
         "PublishAllPorts": bool(args.publish_all),
         "ExtraHosts": list(args.add_host) or None,
+        "Links": list(args.link) or None,
         "GroupAdd": list(args.group_add) or None,
         "Privileged": args.privileged,
         "ReadonlyRootfs": args.read_only,

@@ -139,9 +139,6 @@ def port_mappings(config: Mapping[str, Any], host: Mapping[str, Any]) -> tuple[l
 def check(config: Mapping[str, Any], host: Mapping[str, Any], networking: Mapping[str, Any],
           find_network: Any = None) -> None:
     """Refuse at create what the run would refuse: bad endpoints, ports, unknown networks."""
-    if host.get("Links"):
-        raise errdefs.InvalidArgument("lamina does not support legacy container links (--link) yet: put the "
-                                      "containers on a user-defined network, where they resolve each other by name")
     requests = endpoint_requests(config, host, networking)
     ports, _ = port_mappings(config, host)
     for server in host.get("Dns") or ():
@@ -253,6 +250,10 @@ class RunNetwork:
             if container_id not in self._disconnected:
                 self._emit("disconnect", container_id, record)
         self._disconnected.discard(container_id)
+
+    def sandbox(self, container_id: str) -> dict[str, Any] | None:
+        """The sandbox record of a container's run (None: it has none)."""
+        return self.sandboxes.store.sandbox(container_id) if self.has_sandboxes() else None
 
     def has_sandboxes(self) -> bool:
         """Any sandbox record exists (a cheap look before the store is opened)."""

@@ -30,7 +30,7 @@ import time
 from typing import Any, Protocol
 
 from lamina import errdefs
-from lamina.container import health, joining
+from lamina.container import health, joining, links
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
@@ -88,10 +88,12 @@ class Run:
     exited_at: float = 0.0
 
 
-def write_files(directory: str, container: Container, sandbox: dict[str, Any] | None = None) -> dict[str, str]:
+def write_files(directory: str, container: Container, sandbox: dict[str, Any] | None = None,
+                link_hosts: str = "") -> dict[str, str]:
     """``hostname``, ``hosts`` and ``resolv.conf`` in the container's directory; the
     container path each is bind-mounted on -> its host path.  With a network ``sandbox``: its
-    name servers in ``resolv.conf``, its addresses in ``hosts``, ``host-gateway`` resolved."""
+    name servers in ``resolv.conf``, its addresses in ``hosts``, ``host-gateway`` resolved;
+    ``link_hosts``: the ``hosts`` lines of legacy links, before the container's own address."""
     config, host = container.config, container.host_config
     network = specs.network_mode(host)
     hostname = str(config.get("Hostname") or container.id[:12])
@@ -120,7 +122,7 @@ def write_files(directory: str, container: Container, sandbox: dict[str, Any] | 
         "/etc/hostname": ("hostname", hostname + "\n"),
         "/etc/hosts": ("hosts", specs.hosts_file(
             hostname=hostname, domainname=str(config.get("Domainname") or ""), network=network,
-            extra_hosts=extra_hosts or None, host_text=host_hosts) + own_addresses),
+            extra_hosts=extra_hosts or None, host_text=host_hosts) + link_hosts + own_addresses),
     }
     out = {}
     for destination, (name, text) in files.items():
@@ -437,9 +439,14 @@ class Runner:
             self._mount_volumes(mount_points)
             mount_points = pin_subpaths(mount_points, monitor.run_dir.path)
             sandbox = attaching.result()
-            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox)
+            network = monitor.context.network  # None: no sandboxes, so no link resolves
+            linked = links.resolve(host, container.name, self.store.lookup,
+                                   network.sandbox if network is not None else lambda _: None)
+            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox,
+                                                      links.hosts_lines(linked))
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
-                                        files=files, mount_points=mount_points)
+                                        files=files, mount_points=mount_points,
+                                        linked_env=links.environment(linked))
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
             spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))

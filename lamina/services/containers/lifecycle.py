@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
-from lamina.container import joining
+from lamina.container import joining, links
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
 from lamina.container.health import validate_healthcheck
@@ -106,6 +106,7 @@ class ContainerLifecycleImpl(ContainerGroup):
             _check_rootless(host, networking)
         joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
+        linked = links.check(host, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
         idmap = self._identity_mapping(host, image_config.chain_id())
@@ -158,6 +159,8 @@ class ContainerLifecycleImpl(ContainerGroup):
             try:
                 for attempt in range(10):
                     data["Name"] = validate_name(name) if name else "/" + random_name(attempt)
+                    if linked:
+                        host["Links"] = links.stored(linked, data["Name"])
                     try:
                         self.store.create(Container(data, host))
                         break
@@ -505,6 +508,22 @@ class ContainerLifecycleImpl(ContainerGroup):
             record.host_config = host
         self._event(container, "update")
         return {"Warnings": warnings}
+
+    def remove_link(self, name: str) -> None:
+        full_name = "/" + name.strip("/")
+        parent, _, _ = full_name.rpartition("/")
+        if not parent:
+            raise errdefs.Conflict("Conflict, cannot remove the default link name of the container")
+        try:
+            container = self.store.lookup(parent)
+        except errdefs.NotFound:
+            raise errdefs.NotFound(f"No such container: {name}") from None
+        kept = [spec for spec in container.host_config.get("Links") or []
+                if str(spec).partition(":")[2] != f"{container.name}/{full_name.rpartition('/')[2]}"]
+        if len(kept) == len(container.host_config.get("Links") or []):
+            raise errdefs.NotFound(f"No such container: {name}")
+        with self.store.modify(container.id, host_config=True) as record:
+            record.host_config = {**record.host_config, "Links": kept or None}
 
     def rename(self, id: str, new_name: str) -> None:
         container = self._get(id)
