@@ -4,7 +4,9 @@ Work in progress (DESIGN.md §5): a driver builds a layer directory under ``<id>
 and publishes it with one rename to ``<id>`` (the commit point of :meth:`create`); removal
 renames ``<id>`` to ``<id>-removing`` first (the commit point of :meth:`remove`), so a crash
 leaves either name behind and never a half-built or half-deleted ``<id>``.  Probes work in
-``.probe-<random>`` directories.  :func:`sweep_leftovers` removes all three kinds at start-up.
+``.probe-<random>`` directories, each ``flock``-ed by its prober for as long as it exists (the
+kernel drops the lock when the prober dies).  :func:`sweep_leftovers` removes all three kinds
+at start-up: a probe directory only when no process holds its lock.
 
 Backing filesystem names are Docker's (``docker info`` "Backing Filesystem"), keyed by the
 ``f_type`` magic number of statfs(2).
@@ -12,9 +14,10 @@ Backing filesystem names are Docker's (``docker info`` "Backing Filesystem"), ke
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import stat
-import time
 from collections.abc import Callable, Collection
 
 from lamina import errdefs
@@ -26,7 +29,7 @@ from lamina.log import get_logger
 __all__ = [
     "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
     "LayerDirectories", "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
-    "sweep_leftovers", "list_leftovers", "probe_directory", "holds_entries", "is_layer_name", "layer_ids",
+    "sweep_leftovers", "list_leftovers", "probe_directory", "remove_probe", "holds_entries", "is_layer_name", "layer_ids",
     "holds_layers",
 ]
 
@@ -35,9 +38,8 @@ logger = get_logger("lamina.graphdriver")
 INCOMPLETE_SUFFIX = "-incomplete"
 REMOVING_SUFFIX = "-removing"
 PROBE_PREFIX = ".probe-"
-# a probe takes milliseconds: a younger probe directory may be another process's, in use (the
-# first commands on a fresh data root probe at once, before any store lock is taken)
-PROBE_GRACE_SECONDS = 300.0
+# the probe directories this process made, with the descriptor holding each one's lock
+_probe_locks: dict[str, int] = {}
 
 FILESYSTEM_NAMES: dict[int, str] = {
     0x61756673: "aufs",
@@ -148,11 +150,54 @@ def holds_entries(path: str, ignore: Callable[[str], bool] = lambda name: False)
 
 
 def probe_directory(home: str) -> str:
-    """Create a fresh ``.probe-<random>`` directory under ``home`` (created if missing)."""
+    """Create a fresh ``.probe-<random>`` directory under ``home`` (created if missing), locked
+    by this process until :func:`remove_probe` (or its death).  Probes are not made under any
+    store lock (the first commands on a fresh data root probe at once): a sweep may take a
+    directory between its ``mkdir`` and its lock, and then another name is tried."""
     fsutil.make_dirs(home, 0o710)
-    path = os.path.join(home, f"{PROBE_PREFIX}{os.urandom(6).hex()}")
-    os.mkdir(path, 0o700)
-    return path
+    for _attempt in range(16):
+        path = os.path.join(home, f"{PROBE_PREFIX}{os.urandom(6).hex()}")
+        os.mkdir(path, 0o700)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # swept before it was locked
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a sweep holds it, to remove it
+        _probe_locks[path] = fd
+        return path
+    raise OSError(errno.EAGAIN, "probe directories keep being swept away", home)
+
+
+def remove_probe(path: str) -> None:
+    """Unmount what a probe mounted under ``path``, remove it and release its lock."""
+    try:
+        lmount.unmount_all_under(path)
+        fsutil.remove_tree(path)
+    finally:
+        fd = _probe_locks.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+
+def _probe_in_use(path: str) -> tuple[bool, int | None]:
+    """Whether a live process holds the probe directory ``path``; when not, the descriptor
+    that now holds its lock (closed by the caller once the directory is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True, None  # removed by its prober meanwhile: nothing to sweep
+    except OSError:
+        return False, None  # not a directory: a leftover like any other
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return True, None
+    return False, fd
 
 
 def list_leftovers(directory: str) -> list[str]:
@@ -169,35 +214,37 @@ def sweep_leftovers(directory: str, on_remove: Callable[[str], None] | None = No
     Mounts below a leftover are detached first, so removal never reaches through a mount into
     another layer.  Only safe while no other process creates layers in ``directory`` (the layer
     store calls it at start-up under its exclusive lock); probe directories are not made under
-    that lock, so only those older than :data:`PROBE_GRACE_SECONDS` are removed, and one that
-    vanishes meanwhile (its prober removed it) is passed over.
+    that lock, so one is removed only when no process holds its lock, and an entry that
+    vanishes meanwhile (its owner removed it) is passed over.
     """
     removed: list[str] = []
     try:
         entries = sorted(os.listdir(directory))
     except FileNotFoundError:
         return removed
-    now = time.time()
     for name in entries:
         if not is_work_in_progress(name):
             continue
         path = os.path.join(directory, name)
+        lock_fd = None
         if name.startswith(PROBE_PREFIX):
-            try:
-                if now - os.lstat(path).st_mtime < PROBE_GRACE_SECONDS:
-                    continue
-            except FileNotFoundError:
+            in_use, lock_fd = _probe_in_use(path)
+            if in_use:
                 continue
-        logger.warning("removing leftover work in progress %s", path)
-        if on_remove is not None:
-            on_remove(path)
         try:
-            if stat.S_ISDIR(os.lstat(path).st_mode):
-                lmount.unmount_all_under(path)
-            fsutil.remove_tree(path)
-        except FileNotFoundError:
-            continue  # removed by its owner meanwhile
-        except OSError as exc:
-            raise fsutil.system_error(f"remove leftover {path}", exc) from exc
-        removed.append(name)
+            logger.warning("removing leftover work in progress %s", path)
+            if on_remove is not None:
+                on_remove(path)
+            try:
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    lmount.unmount_all_under(path)
+                fsutil.remove_tree(path)
+            except FileNotFoundError:
+                continue  # removed by its owner meanwhile
+            except OSError as exc:
+                raise fsutil.system_error(f"remove leftover {path}", exc) from exc
+            removed.append(name)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
     return removed

@@ -24,7 +24,6 @@ import shutil
 from typing import TYPE_CHECKING
 
 from lamina import errdefs
-from lamina import fsutil
 from lamina import mount as lmount
 from lamina.graphdriver import common
 from lamina.graphdriver.overlay2 import Overlay2Driver
@@ -70,8 +69,7 @@ def probe(home: str) -> str | None:
     except (OSError, errdefs.LaminaError) as exc:
         reason = f"a test mount failed: {exc}"
     finally:
-        lmount.unmount_all_under(scratch)
-        fsutil.remove_tree(scratch)
+        common.remove_probe(scratch)
         if created and reason is not None:
             try:
                 os.rmdir(home)

@@ -147,8 +147,7 @@ def probe(home: str) -> str | None:
     except (OSError, errdefs.LaminaError) as exc:
         reason = f"probing {home} failed: {exc}"
     finally:
-        lmount.unmount_all_under(scratch)
-        fsutil.remove_tree(scratch)
+        common.remove_probe(scratch)
         if created and reason is not None:
             try:
                 os.rmdir(home)  # leave no empty driver directory behind for a driver not chosen
@@ -200,8 +199,7 @@ def native_diff_problem(home: str) -> str | None:
     except errdefs.LaminaError as exc:
         return f"the native diff check failed: {exc}"
     finally:
-        lmount.unmount_all_under(scratch)
-        fsutil.remove_tree(scratch)
+        common.remove_probe(scratch)
 
 
 def _xattr(path: str, name: str) -> bytes | None:

@@ -37,8 +37,7 @@ __all__ = ["VfsDriver", "probe"]
 def probe(home: str) -> str | None:
     """Why vfs cannot be used with ``home`` (it cannot be created or written), or None."""
     try:
-        scratch = common.probe_directory(home)
-        fsutil.remove_tree(scratch)
+        common.remove_probe(common.probe_directory(home))
     except OSError as exc:
         return f"cannot create or write {home}: {exc.strerror}"
     return None
