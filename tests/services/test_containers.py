@@ -519,7 +519,12 @@ def test_copy_into_a_running_container(engine) -> None:
 
 
 def counter(engine, container_id: str) -> int:
-    _, chunks = engine.container_files.archive_get(container_id, "/tmp/count")
+    """The count the container's loop last wrote; 0 before its first write (on a loaded
+    host the container can be started and not yet have run its first iteration)."""
+    try:
+        _, chunks = engine.container_files.archive_get(container_id, "/tmp/count")
+    except errdefs.NotFound:
+        return 0
     data = b"".join(chunks)
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         return int(archive.extractfile("count").read() or b"0")
