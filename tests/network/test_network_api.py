@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import lamina
 from lamina.api.http import Request, Response
 from lamina.api.router import Router
 from lamina.config import EngineConfig
@@ -84,9 +86,10 @@ def default_bridge_subnet_with_routes(tmp_path, routes: list[str]) -> str:
     process exits) whose only routes are ``routes``, on its loopback device."""
     setup = "".join(f"ip route add {route} dev lo && " for route in routes)
     script = f'ip link set lo up && {setup}exec "$0" -c "$1" "$2" "$3"'
+    source = os.path.dirname(os.path.dirname(lamina.__file__))   # the lamina this test imports
     result = subprocess.run(["unshare", "--net", "sh", "-c", script, sys.executable, BRIDGE_SUBNET,
                              str(tmp_path / f"root{len(routes)}"), str(tmp_path / f"run{len(routes)}")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": source})
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
