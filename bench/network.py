@@ -7,8 +7,9 @@ the cases interleaved (one run of each per round), for: ``--network none``; the 
 (``lamina<hash>`` device, kept up between runs as docker0 is, netavark set-up and tear-down of
 one veth endpoint); a user-defined network (same, plus aardvark-dns entries); a user-defined
 network with ``-p 127.0.0.1::80`` (DNAT rules).  The ``*_added_ms`` figures are
-the medians minus the ``none`` median; the target is that a bridge endpoint adds at most
-30 ms.  Also measured: netavark ``setup`` + ``teardown`` alone on a namespace of our own (the
+the medians minus the ``none`` median, ``*_added_ms_paired`` the median of the differences
+within each round (steadier when other processes load the machine); the target is that a
+bridge endpoint adds at most 30 ms.  Also measured: netavark ``setup`` + ``teardown`` alone on a namespace of our own (the
 floor a netavark-based data plane cannot go under), with the bridge created and deleted by each
 pair and with it kept up.  Figures go to
 ``bench/results/network.json``.  Run as root: ``.venv/bin/python bench/network.py``.
@@ -119,12 +120,16 @@ def main() -> int:
             "user_network_publish": ["--network", "benchuser", "-p", "127.0.0.1::80"],
         }
         commands = {name: [LAMINA, "run", "--rm", *flags, "busybox", "true"] for name, flags in cases.items()}
-        for name, times in interleaved(commands, environment, args.runs).items():
+        all_times = interleaved(commands, environment, args.runs)
+        for name, times in all_times.items():
             results[name] = summary(times)
             print(name, results[name], flush=True)
         none = results["none"]["median_s"]  # type: ignore[index]
         for name in ("default_bridge", "user_network", "user_network_publish"):
             results[f"{name}_added_ms"] = round((results[name]["median_s"] - none) * 1000, 1)  # type: ignore[index]
+            # the same difference taken within each round, then its median: steadier on a loaded machine
+            paired = [case - base for case, base in zip(all_times[name], all_times["none"])]
+            results[f"{name}_added_ms_paired"] = round(statistics.median(paired) * 1000, 1)
         results["netavark_setup_teardown"] = summary(netavark_alone(args.runs, workdir, keep_bridge=False))
         print("netavark alone", results["netavark_setup_teardown"])
         kept = netavark_alone(args.runs, workdir, keep_bridge=True)

@@ -129,11 +129,15 @@ class EngineConfig:
     # the host uid of the unprivileged user lamina runs for (rootless mode), None as root:
     # no cgroups of its own unless delegated, no bridge networks, userxattr overlay mounts
     rootless_uid: int | None = None
+    # --userns-remap (LAMINA_USERNS_REMAP): "" off, "default" (the dockremap user, made when
+    # missing), or USER[:GROUP] with ranges in /etc/subuid and /etc/subgid
+    userns_remap: str = ""
 
     @classmethod
     def from_environment(cls, data_root: str | None = None, storage_driver: str | None = None,
-                         log_level: str | None = None) -> "EngineConfig":
-        """Command-line values win over ``LAMINA_DATA_ROOT`` / ``LAMINA_STORAGE_DRIVER``."""
+                         log_level: str | None = None, userns_remap: str | None = None) -> "EngineConfig":
+        """Command-line values win over ``LAMINA_DATA_ROOT`` / ``LAMINA_STORAGE_DRIVER`` /
+        ``LAMINA_USERNS_REMAP``."""
         uid = rootless_uid()
         return cls(
             data_root=os.path.abspath(data_root or os.environ.get("LAMINA_DATA_ROOT") or default_data_root(uid)),
@@ -144,4 +148,5 @@ class EngineConfig:
             certs_directories=_list_from_environment("LAMINA_CERTS_D", DEFAULT_CERTS_DIRECTORIES, ":"),
             registry_mirrors=_list_from_environment("LAMINA_REGISTRY_MIRRORS", (), ","),
             rootless_uid=uid,
+            userns_remap=(userns_remap if userns_remap is not None else os.environ.get("LAMINA_USERNS_REMAP", "")),
         )

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina import sys as lsys
 from lamina.records import dataclass, field
 
-__all__ = ["Mount", "mount_all", "unmount", "unmount_all_under", "is_mountpoint", "mounted_targets",
+if TYPE_CHECKING:
+    from lamina.idmap import IdentityMapping
+
+__all__ = ["Mount", "bind_over", "mount_all", "unmount", "unmount_all_under", "is_mountpoint", "mounted_targets",
            "set_propagation", "remount", "PAGE_SIZE", "FUSE_PROGRAMS"]
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -49,12 +53,18 @@ class Mount:
     data (``lowerdir=...``); :meth:`flags_and_data` splits them.  ``chdir`` names a directory
     to work from while mounting, so relative ``lowerdir`` entries (overlay2's short links) keep
     the data string under a page.
+
+    ``idmap`` (overlay only): each ``lowerdir`` entry is mounted through a detached idmapped
+    clone of its mount (:func:`lamina.idmap.idmapped_tree`) with that mapping, so files owned
+    by 0 on disk show as the mapping's host root; the upper and work directories are not
+    (what the container writes keeps its host ids).
     """
 
     type: str
     source: str
     options: tuple[str, ...] = ()
     chdir: str | None = field(default=None, compare=False)
+    idmap: IdentityMapping | None = None
 
     def flags_and_data(self) -> tuple[int, int, str]:
         """(mount flags, propagation flags, data string)."""
@@ -75,16 +85,23 @@ class Mount:
 
     def mount(self, target: str) -> None:
         flags, propagation, data = self.flags_and_data()
-        if len(data) >= PAGE_SIZE:
-            raise errdefs.InvalidArgument(f"mount data for {target} is {len(data)} bytes, over the page size")
         if self.type in FUSE_PROGRAMS:
+            if self.idmap is not None:
+                raise errdefs.InvalidArgument(f"an idmapped mount needs overlay, not {self.type}")
+            if len(data) >= PAGE_SIZE:
+                raise errdefs.InvalidArgument(f"mount data for {target} is {len(data)} bytes, over the page size")
             self._mount_fuse(FUSE_PROGRAMS[self.type], data, target)
             return
         fstype = None if flags & lsys.MS_BIND else self.type
         previous = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if self.chdir else None
+        idmapped: list[int] = []
         try:
             if self.chdir:
                 os.chdir(self.chdir)
+            if self.idmap is not None:
+                data = _idmap_lowers(self, data, idmapped)
+            if len(data) >= PAGE_SIZE:
+                raise errdefs.InvalidArgument(f"mount data for {target} is {len(data)} bytes, over the page size")
             lsys.mount(self.source, target, fstype, flags & ~lsys.MS_RDONLY if flags & lsys.MS_BIND else flags,
                        data or None)
             if flags & lsys.MS_BIND and flags & (lsys.MS_RDONLY | lsys.MS_NOSUID | lsys.MS_NODEV | lsys.MS_NOEXEC):
@@ -95,6 +112,9 @@ class Mount:
         except OSError as exc:
             raise errdefs.System(f"mount {self.type} on {target} failed: {exc.strerror}") from exc
         finally:
+            # overlayfs holds private clones of its layers: the detached trees can go
+            for fd in idmapped:
+                os.close(fd)
             if previous is not None:
                 os.fchdir(previous)
                 os.close(previous)
@@ -113,6 +133,47 @@ class Mount:
             message = " ".join(line for line in done.stderr.decode(errors="replace").splitlines()
                                if not line.startswith("unknown argument ignored"))
             raise errdefs.System(f"mount {self.type} on {target} failed: {message or 'exit status ' + str(done.returncode)}")
+
+
+def _idmap_lowers(item: Mount, data: str, opened: list[int]) -> str:
+    """``data`` with every ``lowerdir`` entry replaced by ``/proc/self/fd/N`` of an idmapped
+    clone of it (the descriptors are appended to ``opened``; the caller closes them)."""
+    from lamina import idmap
+
+    if item.type != "overlay" or item.idmap is None:
+        raise errdefs.InvalidArgument(f"an idmapped mount needs overlay, not {item.type}")
+    namespace = idmap.userns_fd(item.idmap)
+    try:
+        parts = []
+        for option in data.split(","):
+            if option.startswith("lowerdir="):
+                entries = []
+                for entry in option[len("lowerdir="):].split(":"):
+                    fd = idmap.idmapped_tree(entry, namespace)
+                    opened.append(fd)
+                    entries.append(f"/proc/self/fd/{fd}")
+                option = "lowerdir=" + ":".join(entries)
+            parts.append(option)
+        return ",".join(parts)
+    finally:
+        os.close(namespace)
+
+
+def bind_over(fd: int) -> int:
+    """Bind the mount whose root ``fd`` names over itself, by descriptors only (no path is
+    resolved); returns an O_PATH descriptor of the new mount's root.  In a user namespace the
+    copies of the parent namespace's mounts are locked, and pivot_root refuses a locked new
+    root: a bind made inside the namespace is not locked."""
+    try:
+        clone = lsys.open_tree(fd, "", lsys.OPEN_TREE_CLONE | lsys.OPEN_TREE_CLOEXEC | lsys.AT_EMPTY_PATH)
+    except OSError as exc:
+        raise errdefs.System(f"clone the root filesystem's mount: {exc.strerror}") from exc
+    try:
+        lsys.move_mount(clone, "", fd, "", lsys.MOVE_MOUNT_F_EMPTY_PATH | lsys.MOVE_MOUNT_T_EMPTY_PATH)
+    except OSError as exc:
+        os.close(clone)
+        raise errdefs.System(f"bind the root filesystem over itself: {exc.strerror}") from exc
+    return clone
 
 
 def mount_all(mounts: list[Mount] | tuple[Mount, ...], target: str) -> None:

@@ -14,7 +14,8 @@ import struct
 from typing import Any
 
 __all__ = [
-    "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr",
+    "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
+    "move_mount", "MOVE_MOUNT_F_EMPTY_PATH", "MOVE_MOUNT_T_EMPTY_PATH", "MOUNT_ATTR_IDMAP", "OPEN_TREE_CLONE", "OPEN_TREE_CLOEXEC",
     "AT_EMPTY_PATH", "AT_RECURSIVE", "MOUNT_ATTR_RDONLY", "MOUNT_ATTR_NOSUID", "MOUNT_ATTR_NODEV",
     "MOUNT_ATTR_NOEXEC",
     "MS_RDONLY", "MS_NOSUID", "MS_NODEV", "MS_NOEXEC", "MS_REMOUNT", "MS_BIND", "MS_MOVE",
@@ -25,6 +26,7 @@ __all__ = [
     "RESOLVE_NO_XDEV", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS", "RESOLVE_BENEATH",
     "RESOLVE_IN_ROOT",
     "statfs_type", "getdents64",
+    "bpf_prog_load", "bpf_prog_attach", "bpf_prog_detach", "bpf_prog_query", "bpf_prog_get_fd_by_id",
     "DT_UNKNOWN", "DT_FIFO", "DT_CHR", "DT_DIR", "DT_BLK", "DT_REG", "DT_LNK", "DT_SOCK",
 ]
 
@@ -66,6 +68,10 @@ _SYS_pivot_root = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217, "
     os.uname().machine, 155)
 _SYS_openat2 = 437
 _SYS_mount_setattr = 442
+_SYS_open_tree = 428  # the new mount API has the same numbers on every architecture (asm-generic)
+_SYS_move_mount = 429
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
@@ -73,9 +79,22 @@ MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_NOSUID = 0x00000002
 MOUNT_ATTR_NODEV = 0x00000004
 MOUNT_ATTR_NOEXEC = 0x00000008
+MOUNT_ATTR_IDMAP = 0x00100000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 # getdents64 is not in the generic table on every architecture
 _SYS_getdents64 = {"x86_64": 217, "aarch64": 61, "riscv64": 61, "armv7l": 217, "i686": 220,
                    "ppc64le": 202, "s390x": 220}.get(os.uname().machine, 61)
+
+# bpf(2): its own number on each architecture; commands and attr layouts from linux/bpf.h
+_SYS_bpf = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351, "armv7l": 386,
+            "i686": 357}.get(os.uname().machine, 280)
+_BPF_PROG_LOAD = 5
+_BPF_PROG_ATTACH = 8
+_BPF_PROG_DETACH = 9
+_BPF_PROG_GET_FD_BY_ID = 13
+_BPF_PROG_QUERY = 16
+_BPF_LOG_SIZE = 1 << 16
 
 # d_type values of struct linux_dirent64
 DT_UNKNOWN = 0
@@ -146,14 +165,33 @@ def syncfs(fd: int) -> None:
     _check(_libc().syncfs(fd), "syncfs")
 
 
-def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0) -> None:
-    """mount_setattr(2) (Linux 5.12+); with AT_RECURSIVE it changes a whole mount tree at once."""
+def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0,
+                  userns_fd: int = 0) -> None:
+    """mount_setattr(2) (Linux 5.12+); with AT_RECURSIVE it changes a whole mount tree at once.
+    ``userns_fd`` goes with MOUNT_ATTR_IDMAP: the user namespace whose mapping the mount gets."""
     import ctypes
 
-    attr = ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, attr_clr, 0, 0), 32)
+    attr = ctypes.create_string_buffer(struct.pack("=QQQQ", attr_set, attr_clr, 0, userns_fd), 32)
     result = _libc().syscall(ctypes.c_long(_SYS_mount_setattr), ctypes.c_int(dir_fd), _b(path),
                            ctypes.c_uint(flags), attr, ctypes.c_size_t(32))
     _check(result, "mount_setattr", path or None)
+
+
+def open_tree(dir_fd: int, path: str, flags: int) -> int:
+    """open_tree(2) (Linux 5.2+): with OPEN_TREE_CLONE a detached copy of the mount at ``path``,
+    as a descriptor (usable as a path through ``/proc/self/fd/N``)."""
+    import ctypes
+
+    fd = _libc().syscall(ctypes.c_long(_SYS_open_tree), ctypes.c_int(dir_fd), _b(path), ctypes.c_uint(flags))
+    return _check(fd, "open_tree", path or None)
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
+    """move_mount(2) (Linux 5.2+): attach a detached mount (an ``open_tree`` descriptor)."""
+    import ctypes
+
+    _check(_libc().syscall(ctypes.c_long(_SYS_move_mount), ctypes.c_int(from_fd), _b(from_path), ctypes.c_int(to_fd),
+                           _b(to_path), ctypes.c_uint(flags)), "move_mount", to_path or None)
 
 
 def openat2(dir_fd: int, path: str | bytes, flags: int, mode: int = 0, resolve: int = 0) -> int:
@@ -212,3 +250,76 @@ def getdents64(fd: int, buffer_size: int = 32768) -> list[tuple[int, int, bytes]
             name = raw[offset + 19:offset + record_length].split(b"\0", 1)[0]
             entries.append((inode, d_type, name))
             offset += record_length
+
+
+def _bpf(command: int, attr: Any, what: str) -> int:
+    import ctypes
+
+    return _check(_libc().syscall(ctypes.c_long(_SYS_bpf), ctypes.c_int(command), attr,
+                                  ctypes.c_uint(ctypes.sizeof(attr))), what)
+
+
+def bpf_prog_load(program_type: int, instructions: bytes, license: str) -> int:
+    """Load an eBPF program (``instructions``: packed ``struct bpf_insn``); its fd, close-on-exec.
+    When the verifier refuses it, the load is retried with its log, which ends the OSError's
+    message."""
+    import ctypes
+
+    code = ctypes.create_string_buffer(instructions, len(instructions))
+    license_buffer = ctypes.create_string_buffer(license.encode())
+
+    def attr(log_level: int, log: Any) -> Any:
+        # u32 prog_type, insn_cnt; u64 insns, license; u32 log_level, log_size; u64 log_buf
+        return ctypes.create_string_buffer(struct.pack(
+            "=IIQQIIQ", program_type, len(instructions) // 8, ctypes.addressof(code),
+            ctypes.addressof(license_buffer), log_level, 0 if log is None else len(log),
+            0 if log is None else ctypes.addressof(log)), 72)  # the rest (up to prog_name and past) is zero
+
+    try:
+        return _bpf(_BPF_PROG_LOAD, attr(0, None), "bpf(BPF_PROG_LOAD)")
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EACCES):
+            raise
+        log = ctypes.create_string_buffer(_BPF_LOG_SIZE)
+        try:
+            return _bpf(_BPF_PROG_LOAD, attr(1, log), "bpf(BPF_PROG_LOAD)")
+        except OSError as retried:
+            text = log.value.decode(errors="replace").strip()
+            raise OSError(retried.errno, f"{retried.strerror}; verifier log: {text}") from exc
+
+
+def bpf_prog_attach(target_fd: int, program_fd: int, attach_type: int, flags: int) -> None:
+    """Attach the loaded program ``program_fd`` to ``target_fd`` (a cgroup directory)."""
+    import ctypes
+
+    # u32 target_fd, attach_bpf_fd, attach_type, attach_flags, replace_bpf_fd
+    _bpf(_BPF_PROG_ATTACH, ctypes.create_string_buffer(
+        struct.pack("=IIIII", target_fd, program_fd, attach_type, flags, 0), 24), "bpf(BPF_PROG_ATTACH)")
+
+
+def bpf_prog_detach(target_fd: int, program_fd: int, attach_type: int) -> None:
+    import ctypes
+
+    _bpf(_BPF_PROG_DETACH, ctypes.create_string_buffer(
+        struct.pack("=IIIII", target_fd, program_fd, attach_type, 0, 0), 24), "bpf(BPF_PROG_DETACH)")
+
+
+def bpf_prog_query(target_fd: int, attach_type: int, capacity: int = 64) -> list[int]:
+    """The ids of the programs attached to ``target_fd`` itself (not its ancestors') for
+    ``attach_type``."""
+    import ctypes
+
+    ids = (ctypes.c_uint32 * capacity)()
+    # u32 target_fd, attach_type, query_flags, attach_flags; u64 prog_ids; u32 prog_cnt
+    attr = ctypes.create_string_buffer(
+        struct.pack("=IIIIQI", target_fd, attach_type, 0, 0, ctypes.addressof(ids), capacity), 40)
+    _bpf(_BPF_PROG_QUERY, attr, "bpf(BPF_PROG_QUERY)")
+    count = struct.unpack_from("=I", attr.raw, 24)[0]
+    return list(ids[:min(count, capacity)])
+
+
+def bpf_prog_get_fd_by_id(program_id: int) -> int:
+    import ctypes
+
+    return _bpf(_BPF_PROG_GET_FD_BY_ID, ctypes.create_string_buffer(struct.pack("=III", program_id, 0, 0), 16),
+                "bpf(BPF_PROG_GET_FD_BY_ID)")

@@ -38,7 +38,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lamina"
 LAYERS: dict[str, int] = {
     "errdefs": 1, "digest": 1, "fsutil": 1, "sys": 1, "config": 1, "records": 1, "log": 1,
     "stdcopy": 1, "jsonobject": 1,
-    "archive": 2, "mount": 2, "dockerfile": 2, "rootless": 2,
+    "archive": 2, "mount": 2, "dockerfile": 2, "idmap": 2, "rootless": 2,
     "content": 3, "graphdriver": 3, "runtime": 3,
     "layer": 4,
     "image": 5, "container": 5, "volume": 5, "network": 5, "events": 5,
@@ -66,6 +66,7 @@ PEERS: dict[str, frozenset[str]] = {
     "network": frozenset({"events"}),
     # layer 8: the server serves the API's router
     "server": frozenset({"api"}),
+    "mount": frozenset({"idmap"}),
     # layer 9: the CLI is a client of the Engine API
     "cli": frozenset({"client"}),
 }

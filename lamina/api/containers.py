@@ -210,7 +210,8 @@ def kill_container(call: Call) -> Response:
 def remove_container(call: Call) -> Response:
     request = call.request
     if params.boolean(request, "link"):
-        raise errdefs.NotImplemented("links are not supported: there is no link to remove")
+        call.services.containers.remove_link(call.params["id"])
+        return empty_response(204)
     call.services.containers.remove(call.params["id"], force=params.boolean(request, "force"),
                                     volumes=params.boolean(request, "v"))
     return empty_response(204)

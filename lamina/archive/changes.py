@@ -51,6 +51,8 @@ from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 __all__ = ["overlay_changes", "tree_changes", "export_tree", "export_changes", "copy_tree",
            "copy_file_at", "copy_content", "is_whiteout_device", "read_xattrs"]
 
+# (uid, gid) on disk -> (uid, gid) in a tar
+Owner = Callable[[int, int], tuple[int, int]]
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
 
@@ -312,15 +314,22 @@ def _docker_xattrs(xattrs: dict[str, bytes]) -> dict[str, bytes]:
 
 
 class _EntryMaker:
-    """Turns lstat results into tar entries, remembering hardlinks (first path wins)."""
+    """Turns lstat results into tar entries, remembering hardlinks (first path wins);
+    ``owner`` translates (uid, gid) on disk into those the tar records (a remapped
+    container's host ids into container ids)."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: Owner | None = None) -> None:
         self.hardlinks: dict[tuple[int, int], str] = {}
+        self.owner = owner
+
+    def ids(self, info: os.stat_result) -> tuple[int, int]:
+        return (info.st_uid, info.st_gid) if self.owner is None else self.owner(info.st_uid, info.st_gid)
 
     def entry(self, name: str, info: os.stat_result, parent_fd: int, base: str) -> TarEntry | None:
         mode = info.st_mode
+        uid, gid = self.ids(info)
         entry = TarEntry(name=name, type=EntryType.REGULAR, mode=stat.S_IMODE(mode),
-                         uid=info.st_uid, gid=info.st_gid,
+                         uid=uid, gid=gid,
                          mtime_ns=(info.st_mtime_ns // 1_000_000_000) * 1_000_000_000)
         if stat.S_ISSOCK(mode):
             return None
@@ -358,18 +367,20 @@ def _entry_bytes(entry: TarEntry, parent_fd: int, base: str) -> Iterator[bytes]:
         yield from entry_chunks(entry)
 
 
-def export_tree(upper_dir: str, *, overlay_whiteouts: bool = True) -> Iterator[bytes]:
-    """The diff tar of an overlay upper dir (Docker's native overlay2 diff)."""
+def export_tree(upper_dir: str, *, overlay_whiteouts: bool = True, owner: Owner | None = None) -> Iterator[bytes]:
+    """The diff tar of an overlay upper dir (Docker's native overlay2 diff); ``owner``
+    translates the ids on disk (see :class:`_EntryMaker`)."""
     root_fd = _open_root(upper_dir)
-    maker = _EntryMaker()
+    maker = _EntryMaker(owner)
     try:
         for relative, name, parent_fd, info in _walk(root_fd):
             if overlay_whiteouts and is_whiteout_device(info):
                 directory, _, base = relative.rpartition("/")
                 whiteout = f"{directory}/{WHITEOUT_PREFIX}{base}" if directory else WHITEOUT_PREFIX + base
+                uid, gid = maker.ids(info)
                 yield from entry_chunks(TarEntry(
-                    name=whiteout, type=EntryType.REGULAR, mode=0o600, uid=info.st_uid,
-                    gid=info.st_gid, mtime_ns=(info.st_mtime_ns // 1_000_000_000) * 1_000_000_000))
+                    name=whiteout, type=EntryType.REGULAR, mode=0o600, uid=uid,
+                    gid=gid, mtime_ns=(info.st_mtime_ns // 1_000_000_000) * 1_000_000_000))
                 continue
             entry = maker.entry(relative, info, parent_fd, name)
             if entry is None:
@@ -387,10 +398,10 @@ def export_tree(upper_dir: str, *, overlay_whiteouts: bool = True) -> Iterator[b
     yield END_OF_ARCHIVE
 
 
-def export_changes(root: str, changes: list[Change]) -> Iterator[bytes]:
+def export_changes(root: str, changes: list[Change], owner: Owner | None = None) -> Iterator[bytes]:
     """The diff tar of ``changes`` taken from the tree ``root`` (Docker's naive diff)."""
     root_fd = _open_root(root)
-    maker = _EntryMaker()
+    maker = _EntryMaker(owner)
     try:
         for change in sorted(changes, key=lambda change: change.path):
             relative = _relative_path(change.path)

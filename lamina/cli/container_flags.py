@@ -348,6 +348,7 @@ def configure_create(parser: argparse.ArgumentParser, *, run: bool = False) -> N
     parser.add_argument("--network-alias", "--net-alias", action="append", default=[], metavar="ALIAS",
                         help="add a network-scoped alias for the container")
     parser.add_argument("--ip", default="", metavar="IPV4", help="IPv4 address (e.g. 172.30.100.104)")
+    parser.add_argument("--ip6", default="", metavar="IPV6", help="IPv6 address (e.g. 2001:db8::33)")
     parser.add_argument("--mac-address", default="", metavar="MAC", help="container MAC address")
     parser.add_argument("-P", "--publish-all", action="store_true",
                         help="publish all exposed ports to random ports")
@@ -360,6 +361,8 @@ def configure_create(parser: argparse.ArgumentParser, *, run: bool = False) -> N
                         help="set DNS options")
     parser.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                         help="add a custom host-to-IP mapping (host:ip)")
+    parser.add_argument("--link", action="append", default=[], metavar="NAME[:ALIAS]",
+                        help="add a legacy link to another container (default bridge network only)")
     parser.add_argument("--log-driver", metavar="DRIVER", help="logging driver for the container")
     parser.add_argument("--log-opt", action="append", default=[], metavar="KEY=VALUE", help="log driver options")
     parser.add_argument("--runtime", metavar="RUNTIME", help="runtime to use for this container: native, crun, runc")
@@ -638,6 +641,7 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
         "DnsOptions": list(args.dns_option),
         "PublishAllPorts": bool(args.publish_all),
         "ExtraHosts": list(args.add_host) or None,
+        "Links": list(args.link) or None,
         "GroupAdd": list(args.group_add) or None,
         "Privileged": args.privileged,
         "ReadonlyRootfs": args.read_only,
@@ -675,8 +679,9 @@ def create_body(args: argparse.Namespace, *, detach: bool = False) -> dict[str, 
     endpoint: dict[str, Any] = {}
     if args.network_alias:
         endpoint["Aliases"] = list(args.network_alias)
-    if args.ip:
-        endpoint["IPAMConfig"] = {"IPv4Address": args.ip}
+    if args.ip or args.ip6:
+        endpoint["IPAMConfig"] = {key: value for key, value in (("IPv4Address", args.ip),
+                                                                ("IPv6Address", args.ip6)) if value}
     if args.mac_address:
         endpoint["MacAddress"] = args.mac_address
     network = args.network or "default"

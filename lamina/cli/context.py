@@ -21,6 +21,7 @@ class GlobalOptions:
     storage_driver: str | None = None
     log_level: str | None = None
     host: str | None = None
+    userns_remap: str | None = None
 
 
 def is_terminal(stream: Any) -> bool:
@@ -45,7 +46,8 @@ class Context:
 
         return EngineConfig.from_environment(data_root=self.options.data_root,
                                              storage_driver=self.options.storage_driver,
-                                             log_level=self.options.log_level)
+                                             log_level=self.options.log_level,
+                                             userns_remap=self.options.userns_remap)
 
     @property
     def transport(self) -> "Transport":

@@ -130,7 +130,8 @@ GROUPS = {"container": "Manage containers", "image": "Manage images", "system": 
           "manifest": "Inspect manifests in registries",
           "volume": "Manage volumes", "network": "Manage networks"}
 
-_GLOBAL_VALUE_OPTIONS = frozenset({"--data-root", "--storage-driver", "--log-level", "-H", "--host"})
+_GLOBAL_VALUE_OPTIONS = frozenset({"--data-root", "--storage-driver", "--log-level", "-H", "--host",
+                                   "--userns-remap"})
 
 
 def find_command(words: Sequence[str]) -> Command | None:
@@ -195,6 +196,10 @@ def _global_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage-driver", metavar="NAME",
                         help="storage driver to use (env LAMINA_STORAGE_DRIVER; default: what the "
                              "data root holds, else the first usable of overlay2, vfs)")
+    parser.add_argument("--userns-remap", metavar="default|USER[:GROUP]",
+                        help="run containers in user namespaces mapped to USER's ranges in /etc/subuid "
+                             "and /etc/subgid (default: the dockremap user, made when missing; "
+                             "env LAMINA_USERNS_REMAP)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), type=str.lower,
                         help="log level on stderr (env LAMINA_LOG_LEVEL, default warning)")
     parser.add_argument("-H", "--host", metavar="HOST",
@@ -377,7 +382,8 @@ def _run(arguments: list[str], context: Context) -> int:
     except SystemExit as exit:
         return _exit_status(exit)
     context.options = GlobalOptions(data_root=options.data_root, storage_driver=options.storage_driver,
-                                    log_level=options.log_level, host=options.host)
+                                    log_level=options.log_level, host=options.host,
+                                    userns_remap=options.userns_remap)
     _configure_logging(options.log_level)
 
     if not words or words[0] == "help":

@@ -86,8 +86,8 @@ class ContainerMixin(BaseClient):
     def kill(self, id: str, *, signal: str | None = None) -> None:
         self._empty("POST", f"/containers/{id}/kill", query={"signal": text(signal)})
 
-    def remove_container(self, id: str, *, force: bool = False, volumes: bool = False) -> None:
-        self._empty("DELETE", f"/containers/{id}", query={"force": flag(force), "v": flag(volumes)})
+    def remove_container(self, id: str, *, force: bool = False, volumes: bool = False, link: bool = False) -> None:
+        self._empty("DELETE", f"/containers/{id}", query={"force": flag(force), "v": flag(volumes), "link": flag(link)})
 
     def pause(self, id: str) -> None:
         self._empty("POST", f"/containers/{id}/pause")

@@ -22,7 +22,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import errdefs, fsutil
 from lamina.archive import (
@@ -36,6 +36,9 @@ from lamina.archive import (
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 from lamina.container.logs import format_time
 from lamina.records import dataclass, replace
+
+if TYPE_CHECKING:
+    from lamina.idmap import IdentityMapping
 
 __all__ = ["archive_path", "extract_archive", "go_file_mode", "path_stat"]
 
@@ -169,10 +172,12 @@ def path_stat(root_fd: int, path: str, container: str) -> dict[str, Any]:
         target.close()
 
 
-def _entries(parent_fd: int, base: str, name: str, hardlinks: dict[tuple[int, int], str]) -> Iterator[bytes]:
+def _entries(parent_fd: int, base: str, name: str, hardlinks: dict[tuple[int, int], str],
+             owner: IdentityMapping | None = None) -> Iterator[bytes]:
     info = os.stat(base, dir_fd=parent_fd, follow_symlinks=False)
     mode = info.st_mode
-    entry = TarEntry(name=name, type=EntryType.REGULAR, mode=stat.S_IMODE(mode), uid=info.st_uid, gid=info.st_gid,
+    uid, gid = (info.st_uid, info.st_gid) if owner is None else owner.to_container(info.st_uid, info.st_gid)
+    entry = TarEntry(name=name, type=EntryType.REGULAR, mode=stat.S_IMODE(mode), uid=uid, gid=gid,
                      mtime_ns=(info.st_mtime_ns // 1_000_000_000) * 1_000_000_000)
     if stat.S_ISSOCK(mode):
         return
@@ -191,7 +196,7 @@ def _entries(parent_fd: int, base: str, name: str, hardlinks: dict[tuple[int, in
         fd = os.open(base, flags, dir_fd=parent_fd)
         try:
             for child in sorted(os.listdir(fd), key=os.fsencode):
-                yield from _entries(fd, child, f"{name}/{child}" if name != "." else f"./{child}", hardlinks)
+                yield from _entries(fd, child, f"{name}/{child}" if name != "." else f"./{child}", hardlinks, owner)
         finally:
             os.close(fd)
         return
@@ -218,11 +223,12 @@ def _entries(parent_fd: int, base: str, name: str, hardlinks: dict[tuple[int, in
     yield from entry_chunks(entry)
 
 
-def archive_path(root_fd: int, path: str, container: str, *,
+def archive_path(root_fd: int, path: str, container: str, owner: IdentityMapping | None = None, *,
                  name: str | None = None) -> tuple[dict[str, Any], Iterator[bytes]]:
     """(PathStat, tar stream) of ``path`` in the container whose root is ``root_fd``; ``name``
     replaces the archive name of the top entry (a file mounted under another name).  The
-    stream owns a duplicate of ``root_fd``."""
+    stream owns a duplicate of ``root_fd``.  ``owner``: a remapped container's mapping (the
+    tar gets container ids)."""
     target = _resolve(root_fd, path, container)
     if name is not None:
         target = replace(target, name=name)
@@ -234,7 +240,7 @@ def archive_path(root_fd: int, path: str, container: str, *,
 
     def generate() -> Iterator[bytes]:
         try:
-            yield from _entries(target.parent_fd, target.base, target.name, {})
+            yield from _entries(target.parent_fd, target.base, target.name, {}, owner)
             yield END_OF_ARCHIVE
         except OSError as exc:
             raise fsutil.system_error(f"archiving {path} of container {container}", exc) from exc
@@ -246,8 +252,11 @@ def archive_path(root_fd: int, path: str, container: str, *,
 
 def extract_archive(root_fd: int, path: str, stream: BinaryIO, container: str, *,
                     no_overwrite_dir_non_dir: bool = False, copy_uid_gid: bool = False,
+                    owner: IdentityMapping | None = None,
                     file_mounts: Mapping[str, tuple[str, bool]] | None = None) -> None:
     """Extract a (possibly compressed) tar into the directory ``path`` of the container.
+    ``owner``: a remapped container's mapping: the tar's ids (``copy_uid_gid``), or else the
+    container's root, become host ids.
 
     ``file_mounts`` maps entry names (relative to ``path``) to the host files mounted there on
     their own and whether they are writable (``hosts`` -> the container's hosts file, for an
@@ -271,9 +280,34 @@ def extract_archive(root_fd: int, path: str, stream: BinaryIO, container: str, *
             reader = _FileMounts(reader, file_mounts)  # type: ignore[assignment]
         if no_overwrite_dir_non_dir:
             reader = _NoTypeChange(reader, directory_fd)  # type: ignore[assignment]
-        apply_tar(directory_fd, reader, WhiteoutMode.APPLY, same_owner=copy_uid_gid)
+        if owner is not None:
+            reader = _HostOwners(reader, owner, copy_uid_gid)  # type: ignore[assignment]
+        apply_tar(directory_fd, reader, WhiteoutMode.APPLY, same_owner=copy_uid_gid or owner is not None)
     finally:
         os.close(directory_fd)
+
+
+class _HostOwners:
+    """The entries of a tar copied into a remapped container, owned by the host ids of their
+    own ids (``copy_uid_gid``) or of the container's root; an id outside the mapping is refused."""
+
+    def __init__(self, reader: TarReader, mapping: IdentityMapping, copy_uid_gid: bool) -> None:
+        self._reader = reader
+        self._mapping = mapping
+        self._copy = copy_uid_gid
+
+    def __iter__(self) -> Iterator[TarEntry]:
+        for entry in self._reader:
+            uid, gid = (entry.uid, entry.gid) if self._copy else (0, 0)
+            host = self._mapping.to_host(uid, gid)
+            if host is None:
+                raise errdefs.InvalidArgument(f"{entry.name} is owned by {uid}:{gid}, outside the container's "
+                                              "user namespace mapping")
+            entry.uid, entry.gid = host
+            yield entry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
 
 
 class _FileMounts:

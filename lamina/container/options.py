@@ -41,6 +41,7 @@ __all__ = [
     "SecurityOptions",
     "check_config_values",
     "check_host_values",
+    "check_userns",
     "devices",
     "host_devices",
     "refuse_unsupported",
@@ -119,7 +120,8 @@ HOST_CONFIG_FIELDS: dict[str, tuple[str, str]] = {
     "StorageOpt": ("refused", "per-container storage options (size quotas) are not implemented"),
     "Tmpfs": ("applied", "tmpfs mounts"),
     "UTSMode": ("applied", "private, host or container:<name|id> UTS namespace"),
-    "UsernsMode": ("applied", "the host user namespace (user namespaces are not implemented)"),
+    "UsernsMode": ("applied", "'host' opts out of the engine's --userns-remap; '' runs in a remapped user "
+                              "namespace when the engine has one"),
     "ShmSize": ("applied", "the size of the /dev/shm tmpfs"),
     "Sysctls": ("applied", "written under /proc/sys in the container's namespaces"),
     "Runtime": ("applied", "the runtime that starts the container"),
@@ -259,6 +261,31 @@ def _check_security_option(option: Any) -> None:
     if not isinstance(option, str):
         raise errdefs.InvalidArgument(f"HostConfig.SecurityOpt entries must be strings, not {option!r}")
     security_options([option])
+
+
+def check_userns(host: Mapping[str, Any], *, remapped_engine: bool) -> bool:
+    """Whether a container gets the engine's remapped user namespace, after Docker's checks of
+    what cannot share the host's namespaces inside one (moby's verifyPlatformContainerSettings,
+    with its messages); ``UsernsMode`` ``host`` opts out, and is accepted without a remap, as
+    Docker does (it is the default there)."""
+    if not remapped_engine or host.get("UsernsMode") == "host":
+        return False
+    if host.get("Privileged"):
+        raise errdefs.InvalidArgument("privileged mode is incompatible with user namespaces.  You must run the "
+                                      "container in the host namespace when running privileged mode")
+    if host.get("NetworkMode") == "host":
+        raise errdefs.InvalidArgument("cannot share the host's network namespace when user namespaces are enabled")
+    if host.get("PidMode") == "host":
+        raise errdefs.InvalidArgument("cannot share the host PID namespace when user namespaces are enabled")
+    for key, namespace in (("NetworkMode", "network"), ("PidMode", "PID"), ("IpcMode", "IPC"), ("UTSMode", "UTS")):
+        mode = host.get(key)
+        if isinstance(mode, str) and mode.startswith("container:"):
+            # the other container's namespaces belong to its own user namespace (or the host's)
+            raise errdefs.InvalidArgument(f"cannot join the {namespace} namespace of container "
+                                          f"{mode[len('container:'):]} when user namespaces are enabled "
+                                          "(lamina does not share a user namespace between containers); "
+                                          "use --userns=host")
+    return True
 
 
 def check_host_values(host: Mapping[str, Any]) -> None:

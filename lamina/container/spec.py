@@ -508,11 +508,14 @@ def _ulimit(item: Any) -> tuple[str, int, int]:
 # the runtime spec
 
 
-def container_env(config: Mapping[str, Any], *, tty: bool, hostname: str) -> list[str]:
-    """Docker's ``CreateDaemonEnvironment``: PATH, HOSTNAME, TERM, then the config's Env."""
+def container_env(config: Mapping[str, Any], *, tty: bool, hostname: str,
+                  linked_env: list[str] | None = None) -> list[str]:
+    """Docker's ``CreateDaemonEnvironment``: PATH, HOSTNAME, TERM, the links' variables, then
+    the config's Env."""
     base = [f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}"]
     if tty:
         base.append("TERM=xterm")
+    base = _replace_or_append(base, list(linked_env or []))
     return _replace_or_append(base, list(config.get("Env") or []))
 
 
@@ -555,16 +558,17 @@ def _hostname(config: Mapping[str, Any], container_id: str) -> str:
 
 def container_spec(*, container_id: str, config: Mapping[str, Any], host: Mapping[str, Any], rootfs: str,
                    user: ExecUser, files: Mapping[str, str], cgroup_parent: str = "lamina",
-                   mount_points: Mapping[str, Any] | None = None) -> ContainerSpec:
+                   mount_points: Mapping[str, Any] | None = None, linked_env: list[str] | None = None) -> ContainerSpec:
     """The runtime spec of a container.  ``files`` maps /etc/hostname, /etc/hosts and
     /etc/resolv.conf to the host files bind-mounted over them; ``user`` is the resolved -u;
     ``mount_points`` are the container's stored MountPoints (volumes, binds, ``--mount``),
     mounted with ``HostConfig.Tmpfs`` after them, parents before children (a user mount at
-    one of the ``files`` destinations replaces it, as in Docker)."""
+    one of the ``files`` destinations replaces it, as in Docker); ``linked_env``: the variables
+    of legacy links, which the config's ``Env`` overrides."""
     tty = bool(config.get("Tty"))
     hostname = _hostname(config, container_id)
     path, args = entrypoint_and_args(config)
-    env = container_env(config, tty=tty, hostname=hostname)
+    env = container_env(config, tty=tty, hostname=hostname, linked_env=linked_env)
     if not any(item.startswith("HOME=") for item in env):
         env.append(f"HOME={user.home or '/'}")
     privileged = bool(host.get("Privileged"))

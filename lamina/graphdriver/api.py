@@ -19,13 +19,14 @@ Work in progress: a layer directory is created under a temporary name
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from lamina.mount import Mount
 
 if TYPE_CHECKING:
     from lamina.archive.api import Change
+    from lamina.idmap import IdentityMapping
 
 __all__ = ["ProtoDriver", "DiffDriver", "Sweeper", "GraphDriver", "TarReaderLike"]
 
@@ -48,8 +49,11 @@ class ProtoDriver(Protocol):
     def mounts(self, id: str) -> list[Mount]:
         """The mounts that show the full tree of ``id`` (overlay: one overlay mount)."""
 
-    def get(self, id: str, *, volatile: bool = False) -> str:
+    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None) -> str:
         """Mount the layer's full tree (refcounted within this process) and return its path.
+
+        ``idmap`` (``--userns-remap``): the layers below ``id`` are seen through idmapped
+        mounts with that mapping; a driver that cannot is FailedPrecondition.
 
         ``volatile``: what is written through this mount need not survive a crash of the host
         (an init layer being set up, the root of a ``--rm`` container).  overlay2 then mounts
@@ -76,8 +80,11 @@ class DiffDriver(Protocol):
         Returns the layer's size: the sum of regular file content bytes extracted.
         """
 
-    def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
-        """A tar stream of the changes of ``id`` against ``parent`` (whiteouts as .wh.)."""
+    def diff(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+             ) -> Iterator[bytes]:
+        """A tar stream of the changes of ``id`` against ``parent`` (whiteouts as .wh.);
+        ``owner`` translates the (uid, gid) on disk into those of the tar (a remapped
+        container's read-write layer holds host ids)."""
 
     def changes(self, id: str, parent: str | None) -> list[Change]: ...
 

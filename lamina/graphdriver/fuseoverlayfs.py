@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina import fsutil
@@ -28,6 +29,9 @@ from lamina import mount as lmount
 from lamina.graphdriver import common
 from lamina.graphdriver.overlay2 import Overlay2Driver
 from lamina.mount import Mount
+
+if TYPE_CHECKING:
+    from lamina.idmap import IdentityMapping
 
 __all__ = ["FuseOverlayfsDriver", "probe", "PROGRAM"]
 
@@ -87,7 +91,10 @@ class FuseOverlayfsDriver(Overlay2Driver):
         super().__init__(home)
         self._volatile_refused = True  # no volatile mounts: fuse-overlayfs has no such option
 
-    def mounts(self, id: str) -> list[Mount]:
+    def mounts(self, id: str, idmap: IdentityMapping | None = None) -> list[Mount]:
+        if idmap is not None:
+            raise errdefs.InvalidArgument("fuse-overlayfs cannot show layers through an idmapped mount "
+                                          "(--userns-remap needs overlay2)")
         result = []
         for item in super().mounts(id):
             if item.type != "overlay":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from lamina import fsutil
@@ -110,15 +110,16 @@ class NaiveDiff:
         finally:
             self._release(held)
 
-    def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
+    def diff(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+             ) -> Iterator[bytes]:
         """The changes of ``id`` against ``parent`` as a tar; mounts are held until the stream
-        is exhausted or closed."""
+        is exhausted or closed.  ``owner`` translates the ids on disk."""
         from lamina.archive import export_changes, tree_changes
 
         layer_root, parent_root, held = self._mount_pair(id, parent)
         try:
             changes = tree_changes(layer_root, parent_root)
-            chunks = export_changes(layer_root, changes)
+            chunks = export_changes(layer_root, changes, owner)
         except BaseException:
             self._release(held)
             raise

@@ -60,6 +60,7 @@ from lamina.mount import Mount
 
 if TYPE_CHECKING:
     from lamina.archive import Change
+    from lamina.idmap import IdentityMapping
 
 __all__ = ["Overlay2Driver", "probe", "native_diff_problem", "SHORT_ID_LENGTH", "MAX_DEPTH",
            "LINK_DIR"]
@@ -409,14 +410,17 @@ class Overlay2Driver(common.LayerDirectories):
     def list_ids(self) -> list[str]:
         return common.layer_ids(self.home, (LINK_DIR,))
 
-    def mounts(self, id: str) -> list[Mount]:
+    def mounts(self, id: str, idmap: IdentityMapping | None = None) -> list[Mount]:
         """One overlay mount (lowerdir from short links, relative to ``home``), or a bind of the
         diff directory for a base layer.  A layer with children (``committed``) mounts read-only.
+        ``idmap``: the lower layers are seen through idmapped mounts (``--userns-remap``).
         """
         layer_dir = self._existing_dir(id)
         diff_dir = os.path.join(layer_dir, "diff")
         lowers = self._lowers(layer_dir)
         if not lowers:
+            if idmap is not None:
+                raise errdefs.FailedPrecondition(f"overlay2 layer {id} has no lower layers to idmap")
             return [Mount(type="bind", source=diff_dir, options=("bind",))]
         prefix = _base_options()
         if os.path.exists(os.path.join(layer_dir, "committed")):
@@ -432,11 +436,12 @@ class Overlay2Driver(common.LayerDirectories):
         if size >= lmount.PAGE_SIZE:
             raise errdefs.FailedPrecondition(
                 f"cannot mount overlay2 layer {id}: mount options are {size} bytes, over a page")
-        return [Mount(type="overlay", source="overlay", options=options, chdir=self.home)]
+        return [Mount(type="overlay", source="overlay", options=options, chdir=self.home, idmap=idmap)]
 
-    def get(self, id: str, *, volatile: bool = False) -> str:
+    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None) -> str:
         """Mount the full tree at ``<id>/merged`` (a base layer: its diff directory); see the
-        module docstring for ``volatile``."""
+        module docstring for ``volatile``; ``idmap``: see :meth:`mounts` (every get of a layer
+        must pass the same)."""
         with self._lock:
             layer_dir = self._existing_dir(id)
             if not self._lowers(layer_dir):
@@ -454,12 +459,12 @@ class Overlay2Driver(common.LayerDirectories):
                 # mounted by an earlier or another process: use it, never unmount it here
                 self._adopted.add(id)
             else:
-                self._mount(id, layer_dir, merged, volatile)
+                self._mount(id, layer_dir, merged, volatile, idmap)
             self._references[id] = 1
             return merged
 
-    def _mount(self, id: str, layer_dir: str, merged: str, volatile: bool) -> None:
-        mounts = self.mounts(id)
+    def _mount(self, id: str, layer_dir: str, merged: str, volatile: bool, idmap: IdentityMapping | None) -> None:
+        mounts = self.mounts(id, idmap)
         writable = any(option.startswith("upperdir=") for option in mounts[0].options)
         marker = os.path.join(layer_dir, *_VOLATILE_MARKER)
         if writable and os.path.lexists(marker):
@@ -470,7 +475,8 @@ class Overlay2Driver(common.LayerDirectories):
             overlay = mounts[0]
             try:
                 lmount.mount_all([Mount(type=overlay.type, source=overlay.source,
-                                        options=overlay.options + ("volatile",), chdir=overlay.chdir)], merged)
+                                        options=overlay.options + ("volatile",), chdir=overlay.chdir,
+                                        idmap=overlay.idmap)], merged)
                 self._volatile.add(id)
                 return
             except errdefs.System as exc:
@@ -628,12 +634,13 @@ class Overlay2Driver(common.LayerDirectories):
         finally:
             os.close(fd)
 
-    def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
+    def diff(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+             ) -> Iterator[bytes]:
         if not self._native(id, parent):
-            return self._naive.diff(id, parent)
+            return self._naive.diff(id, parent, owner)
         from lamina.archive import export_tree
 
-        return export_tree(os.path.join(self._existing_dir(id), "diff"))
+        return export_tree(os.path.join(self._existing_dir(id), "diff"), owner=owner)
 
     def changes(self, id: str, parent: str | None) -> list[Change]:
         if not self._native(id, parent):

@@ -16,7 +16,7 @@ renames it to ``dir/<id>``; :meth:`VfsDriver.remove` renames ``dir/<id>`` to
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from lamina import errdefs
@@ -29,6 +29,7 @@ from lamina.mount import Mount
 
 if TYPE_CHECKING:
     from lamina.archive import Change
+    from lamina.idmap import IdentityMapping
 
 __all__ = ["VfsDriver", "probe"]
 
@@ -121,8 +122,11 @@ class VfsDriver(common.LayerDirectories):
     def mounts(self, id: str) -> list[Mount]:
         return [Mount(type="bind", source=self._existing_dir(id), options=("bind",))]
 
-    def get(self, id: str, *, volatile: bool = False) -> str:
+    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None) -> str:
         """The layer directory itself: vfs needs no mount (so ``volatile`` changes nothing)."""
+        if idmap is not None:
+            raise errdefs.FailedPrecondition("--userns-remap needs the overlay2 storage driver (vfs layers "
+                                             "are plain directories that cannot be idmapped)")
         return self._existing_dir(id)
 
     def put(self, id: str) -> None:
@@ -157,8 +161,9 @@ class VfsDriver(common.LayerDirectories):
     def apply_diff(self, id: str, parent: str | None, entries: TarReaderLike) -> int:
         return self._naive.apply_diff(id, parent, entries)
 
-    def diff(self, id: str, parent: str | None) -> Iterator[bytes]:
-        return self._naive.diff(id, parent)
+    def diff(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+             ) -> Iterator[bytes]:
+        return self._naive.diff(id, parent, owner)
 
     def changes(self, id: str, parent: str | None) -> list[Change]:
         return self._naive.changes(id, parent)

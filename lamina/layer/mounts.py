@@ -5,6 +5,12 @@ On-disk format, under ``<data-root>/image/<driver>/layerdb/mounts/<container-id>
     mount-id   the driver directory of the container's read-write layer (random 64 hex)
     init-id    the driver directory of its init layer ("<mount-id>-init")
     parent     chainID of the image's top layer (absent for an image without layers)
+    idmap      lamina's own, only for a container of a ``--userns-remap`` engine: the identity
+               mapping as JSON ``{"UIDMaps": [{"ContainerID", "HostID", "Size"}], "GIDMaps": [...]}``.
+               Every mount of the layer then sees the layers below through idmapped mounts
+               (:mod:`lamina.idmap`); the read-write layer's root belongs to the mapping's root
+               and what the container writes keeps its host ids, translated back to container
+               ids in :meth:`MountStore.diff` (commit).
 
 The init layer sits between the image and the read-write layer and holds the placeholders
 the runtime mounts over (``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``,
@@ -23,12 +29,14 @@ is not an error (NotFound from :meth:`MountStore.remove` only when no record exi
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
+from lamina.idmap import IdentityMapping
 from lamina.layer.store import LayerStore
 from lamina.records import dataclass
 
@@ -55,6 +63,7 @@ class RWLayer:
     mount_id: str
     init_id: str
     parent: Digest | None
+    idmap: IdentityMapping | None = None
 
 
 class MountStore:
@@ -69,8 +78,9 @@ class MountStore:
             raise errdefs.InvalidArgument(f"invalid container id {container_id!r}")
         return os.path.join(self._dir, container_id)
 
-    def create(self, container_id: str, parent: str | None) -> RWLayer:
-        """Create the init and read-write layers of a container on top of ``parent``."""
+    def create(self, container_id: str, parent: str | None, idmap: IdentityMapping | None = None) -> RWLayer:
+        """Create the init and read-write layers of a container on top of ``parent``
+        (``idmap``: a remapped container's, see the module docstring)."""
         final = self._path(container_id)
         if os.path.exists(final):
             raise errdefs.AlreadyExists(f"read-write layer for container {container_id} exists already")
@@ -89,9 +99,14 @@ class MountStore:
                 _write_synced(os.path.join(tmp, "init-id"), init_id)
                 if parent:
                     _write_synced(os.path.join(tmp, "parent"), parent)
+                if idmap is not None:
+                    _write_synced(os.path.join(tmp, "idmap"), json.dumps(idmap.to_json(), sort_keys=True))
                 self.driver.create(init_id, parent_layer.cache_id if parent_layer else None)
                 self._setup_init_layer(init_id)
                 self.driver.create(mount_id, init_id, read_write=True)
+                if idmap is not None:
+                    # the overlay's root directory is the upper directory's: the container's root owns it
+                    os.chown(self.driver.diff_path(mount_id), *idmap.root_pair())
                 fsutil.publish_dir(tmp, final)
             except BaseException:
                 self.driver.remove(mount_id)
@@ -100,7 +115,7 @@ class MountStore:
                 raise
         finally:
             lock.release()
-        return RWLayer(container_id, mount_id, init_id, Digest(parent) if parent else None)
+        return RWLayer(container_id, mount_id, init_id, Digest(parent) if parent else None, idmap)
 
     def _setup_init_layer(self, init_id: str) -> None:
         # volatile: the placeholders need no sync, and the unmount then does not sync the whole
@@ -148,7 +163,13 @@ class MountStore:
             parent: Digest | None = Digest(_read(os.path.join(path, "parent")))
         except FileNotFoundError:
             parent = None
-        return RWLayer(container_id, mount_id, init_id, parent)
+        try:
+            idmap: IdentityMapping | None = IdentityMapping.from_json(json.loads(_read(os.path.join(path, "idmap"))))
+        except FileNotFoundError:
+            idmap = None
+        except ValueError as exc:
+            raise errdefs.DataLoss(f"read-write layer of container {container_id}: malformed idmap file") from exc
+        return RWLayer(container_id, mount_id, init_id, parent, idmap)
 
     def container_ids(self) -> list[str]:
         return [name for name in os.listdir(self._dir) if not name.startswith(".")]
@@ -173,7 +194,8 @@ class MountStore:
     def mount(self, container_id: str, *, volatile: bool = False) -> str:
         """Mount the container's full tree; returns its path (the overlay merged dir).
         ``volatile``: its writes need not survive a host crash (see ``GraphDriver.get``)."""
-        return self.driver.get(self.get(container_id).mount_id, volatile=volatile)
+        layer = self.get(container_id)
+        return self.driver.get(layer.mount_id, volatile=volatile, idmap=layer.idmap)
 
     def unmount(self, container_id: str) -> None:
         self.driver.put(self.get(container_id).mount_id)
@@ -223,8 +245,13 @@ class MountStore:
         return self.driver.changes(layer.mount_id, layer.init_id)
 
     def diff(self, container_id: str) -> Iterator[bytes]:
+        """The container's changes as a layer tar, with container ids (a remapped container's
+        files are stored with host ids)."""
         layer = self.get(container_id)
-        return self.driver.diff(layer.mount_id, layer.init_id)
+        mapping = layer.idmap
+        if mapping is None:
+            return self.driver.diff(layer.mount_id, layer.init_id)
+        return self.driver.diff(layer.mount_id, layer.init_id, mapping.to_container)
 
     def size(self, container_id: str) -> int:
         layer = self.get(container_id)

@@ -8,6 +8,9 @@ On-disk format, under ``<data-root>/image/<driver>/layerdb/`` (byte-compatible w
     sha256/<chainID-hex>/cache-id           the graph driver's directory id for this layer
     sha256/<chainID-hex>/tar-split.json.gz  what reassembles the layer tar byte for byte
     sha256/<chainID-hex>/tar-split.index    lamina's cache of the decoded record (below)
+    sha256/<chainID-hex>/max-ids            lamina's cache for --userns-remap: JSON
+                                            {"uid": [highest uid, a path owned by it], "gid": [...]}
+                                            of the layer's own files, written on first need
     tmp/write-set-<random>/                 a registration in progress (holds cache-id early)
     sha256/<chainID-hex>-<random>-removing  a removal in progress
     leases/<random>                         an operation in progress (locked by its process)
@@ -178,6 +181,51 @@ class LayerStore:
         except (ValueError, errdefs.InvalidArgument) as exc:
             raise errdefs.DataLoss(f"layer record {chain_id} is damaged: {exc}") from exc
         return Layer(Digest(chain_id), diff_id, parent, size, cache_id)
+
+    def _max_ids(self, layer: Layer) -> tuple[tuple[int, str], tuple[int, str]]:
+        """((highest uid, a path owned by it), (highest gid, path)) of the layer's own files."""
+        import json
+
+        cache = os.path.join(self._dir(str(layer.chain_id)), "max-ids")
+        try:
+            with open(cache, encoding="utf-8") as handle:
+                value = json.load(handle)
+            return (int(value["uid"][0]), str(value["uid"][1])), (int(value["gid"][0]), str(value["gid"][1]))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            log.warning("layer %s: rebuilding its damaged max-ids cache", layer.chain_id)
+        root = self.driver.diff_path(layer.cache_id)
+        uid, gid = (-1, ""), (-1, "")
+        pending = [root]  # a stack, not recursion: a layer's tree may be deeper than Python's stack
+        while pending:
+            directory = pending.pop()
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    info = entry.stat(follow_symlinks=False)
+                    if info.st_uid > uid[0]:
+                        uid = (info.st_uid, os.path.relpath(entry.path, root))
+                    if info.st_gid > gid[0]:
+                        gid = (info.st_gid, os.path.relpath(entry.path, root))
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+        try:
+            fsutil.atomic_write(cache, json.dumps({"uid": list(uid), "gid": list(gid)}))
+        except OSError as exc:
+            log.warning("layer %s: cannot write its max-ids cache: %s", layer.chain_id, exc)
+        return uid, gid
+
+    def ids_outside(self, chain_id: str, size: tuple[int, int]) -> tuple[str, int, int] | None:
+        """A file of the stack topped by ``chain_id`` owned by a uid >= ``size[0]`` or a gid >=
+        ``size[1]`` (path in its layer, uid or -1, gid or -1), or None: what a user namespace
+        mapping that many ids cannot show (``--userns-remap``)."""
+        for layer in self.chain(chain_id):
+            (uid, uid_path), (gid, gid_path) = self._max_ids(layer)
+            if uid >= size[0]:
+                return uid_path, uid, -1
+            if gid >= size[1]:
+                return gid_path, -1, gid
+        return None
 
     def chain(self, chain_id: str) -> list[Layer]:
         """The layers of the stack topped by ``chain_id``, bottom first."""

@@ -36,6 +36,8 @@ class Network:
     Driver: str = "bridge"
     Subnet: str = ""                    # "10.231.0.0/24" (bridge networks)
     Gateway: str = ""
+    IPv6Subnet: str = ""                # "fd12:3456::/64" (EnableIPv6)
+    IPv6Gateway: str = ""
     IPRange: str = ""
     AuxiliaryAddresses: dict[str, str] = field(default_factory=dict)
     BridgeName: str = ""                # the bridge device
@@ -58,7 +60,8 @@ class Network:
     @property
     def dns_enabled(self) -> bool:
         """User-defined bridge networks resolve container names; the default bridge does not
-        (as in Docker)."""
+        (as in Docker), nor do macvlan networks (aardvark-dns listens on the gateway's address,
+        which is on no host interface for macvlan)."""
         return self.Driver == "bridge" and self.Name != DEFAULT_BRIDGE
 
     def resource(self, containers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -71,6 +74,8 @@ class Network:
             if self.AuxiliaryAddresses:
                 entry["AuxiliaryAddresses"] = dict(self.AuxiliaryAddresses)
             config.append(entry)
+        if self.IPv6Subnet:
+            config.append({"Subnet": self.IPv6Subnet, "Gateway": self.IPv6Gateway})
         return {
             "Name": self.Name, "Id": self.Id, "Created": self.Created, "Scope": "local",
             "Driver": self.Driver, "EnableIPv6": self.EnableIPv6,

@@ -85,12 +85,17 @@ def keep(bridge: str, data_root: str, exec_root: str) -> None:
 
 def _placeholder_request(network: Network) -> dict[str, Any]:
     subnet = ipaddress.ip_network(network.Subnet)
-    address = str(subnet.broadcast_address - 1)
+    addresses = [str(subnet.broadcast_address - 1)]
+    subnets = [{"subnet": network.Subnet, "gateway": network.Gateway}]
+    if network.IPv6Subnet:
+        subnet6 = ipaddress.ip_network(network.IPv6Subnet)
+        addresses.append(str(subnet6.broadcast_address - 1))
+        subnets.append({"subnet": network.IPv6Subnet, "gateway": network.IPv6Gateway})
     return {"container_id": "0" * 64, "container_name": "lamina-bridge-removal", "port_mappings": [],
-            "networks": {network.Name: {"static_ips": [address], "aliases": [], "interface_name": "eth0"}},
+            "networks": {network.Name: {"static_ips": addresses, "aliases": [], "interface_name": "eth0"}},
             "network_info": {network.Name: {
                 "name": network.Name, "id": network.Id, "driver": "bridge", "network_interface": network.BridgeName,
-                "subnets": [{"subnet": network.Subnet, "gateway": network.Gateway}], "ipv6_enabled": False,
+                "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet),
                 "internal": network.Internal, "dns_enabled": False, "ipam_options": {"driver": "host-local"},
                 "options": {"isolate": "true"}}}}
 

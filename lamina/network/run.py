@@ -12,7 +12,8 @@ container and host ranges ``8000-8001``, an empty host port for a random one) an
 nothing; :class:`RunNetwork` attaches and detaches when the run starts and ends.
 
 The container's files: ``/etc/resolv.conf`` names the network's resolver (aardvark-dns on the
-gateway) on user-defined networks, unless ``--dns`` was given; ``/etc/hosts`` gets the
+gateway) on user-defined networks, which forwards what it does not answer to the container's
+``--dns`` servers when given (as Docker's embedded resolver does), else to the host's; ``/etc/hosts`` gets the
 container's own addresses; ``--add-host NAME:host-gateway`` resolves to the gateway of the
 container's first network.
 """
@@ -60,8 +61,6 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
         if not isinstance(endpoint, Mapping):
             raise errdefs.InvalidArgument(f"invalid EndpointsConfig for network {name}: expected an object")
         ipam = endpoint.get("IPAMConfig") or {}
-        if ipam.get("IPv6Address"):
-            raise errdefs.InvalidArgument("lamina does not support IPv6 addresses yet")
         for unsupported in ("Links", "DriverOpts"):
             if endpoint.get(unsupported):
                 raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in EndpointsConfig")
@@ -70,10 +69,10 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
         if name == DEFAULT_BRIDGE and aliases:
             raise errdefs.InvalidArgument("network-scoped alias is supported only for containers in user "
                                           "defined networks")
-        if name == DEFAULT_BRIDGE and ipam.get("IPv4Address"):
+        if name == DEFAULT_BRIDGE and (ipam.get("IPv4Address") or ipam.get("IPv6Address")):
             raise errdefs.InvalidArgument("user specified IP address is supported on user defined networks only")
         requests.append(EndpointRequest(name, aliases=aliases, ipv4_address=str(ipam.get("IPv4Address") or ""),
-                                        mac_address=mac))
+                                        ipv6_address=str(ipam.get("IPv6Address") or ""), mac_address=mac))
     return requests
 
 
@@ -140,11 +139,15 @@ def port_mappings(config: Mapping[str, Any], host: Mapping[str, Any]) -> tuple[l
 def check(config: Mapping[str, Any], host: Mapping[str, Any], networking: Mapping[str, Any],
           find_network: Any = None) -> None:
     """Refuse at create what the run would refuse: bad endpoints, ports, unknown networks."""
-    if host.get("Links"):
-        raise errdefs.InvalidArgument("lamina does not support legacy container links (--link) yet: put the "
-                                      "containers on a user-defined network, where they resolve each other by name")
     requests = endpoint_requests(config, host, networking)
     ports, _ = port_mappings(config, host)
+    for server in host.get("Dns") or ():
+        import ipaddress  # only with --dns: not on every create's path
+
+        try:
+            ipaddress.ip_address(str(server))
+        except ValueError as exc:
+            raise errdefs.InvalidArgument(f"invalid DNS server {server!r}: an IP address is expected") from exc
     if requests is None:
         if ports:
             raise errdefs.InvalidArgument(f"published ports need a network namespace of the container's own: "
@@ -153,11 +156,14 @@ def check(config: Mapping[str, Any], host: Mapping[str, Any], networking: Mappin
     if find_network is not None:
         for request in requests:
             network = find_network(request.network)
-            if network.Driver != "bridge":
+            if network.Driver not in ("bridge", "macvlan"):
                 raise errdefs.InvalidArgument(f"container cannot be connected to {network.Name} with other networks")
             if request.ipv4_address and not network.IPAMConfigured:
                 raise errdefs.InvalidArgument("user specified IP address is supported only when connecting to "
                                               "networks with user configured subnets")
+            if request.ipv6_address and not network.IPv6Subnet:
+                raise errdefs.InvalidArgument(f"network {network.Name} has no IPv6 subnet for the address "
+                                              f"{request.ipv6_address} (create it with --ipv6)")
 
 
 def name_servers(record: Mapping[str, Any] | None) -> list[str]:
@@ -174,7 +180,8 @@ def host_entries(record: Mapping[str, Any] | None, hostname: str, extra_hosts: l
     """(``/etc/hosts`` lines of the container's own addresses, ``--add-host`` entries with
     ``host-gateway`` replaced by the first network's gateway)."""
     endpoints = list((record or {}).get("Endpoints", {}).values())
-    lines = "".join(f"{endpoint['IPAddress']}\t{hostname}\n" for endpoint in endpoints)
+    lines = "".join(f"{address}\t{hostname}\n" for endpoint in endpoints
+                    for address in (endpoint["IPAddress"], endpoint.get("GlobalIPv6Address")) if address)
     gateway = endpoints[0]["Gateway"] if endpoints else ""
     resolved = []
     for entry in extra_hosts or []:
@@ -208,11 +215,12 @@ class RunNetwork:
         # Docker's network events of a run: connect per endpoint at its start, disconnect at its end
         self.events = events
         self._sandboxes: Sandboxes | None = None
+        self._disconnected: set[str] = set()   # "disconnect" emitted by begin_release, before detach
 
     def _emit(self, action: str, container_id: str, record: Mapping[str, Any] | None) -> None:
         for name, endpoint in ((record or {}).get("Endpoints") or {}).items():
             self.events.emit(NETWORK, action, endpoint["NetworkID"],
-                             {"name": name, "type": "bridge", "container": container_id})
+                             {"name": name, "type": endpoint.get("Driver", "bridge"), "container": container_id})
 
     @property
     def sandboxes(self) -> Sandboxes:
@@ -230,7 +238,8 @@ class RunNetwork:
         sandboxes = self.sandboxes
         # a record left by a run that died without its monitor's clean-up: gone before anew
         self.detach(container_id)
-        record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed)
+        record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed,
+                                  dns=[str(server) for server in host.get("Dns") or ()])
         self._emit("connect", container_id, record)
         return record
 
@@ -238,7 +247,13 @@ class RunNetwork:
         if self.has_sandboxes():
             record = self.sandboxes.store.sandbox(container_id)
             self.sandboxes.detach(container_id)
-            self._emit("disconnect", container_id, record)
+            if container_id not in self._disconnected:
+                self._emit("disconnect", container_id, record)
+        self._disconnected.discard(container_id)
+
+    def sandbox(self, container_id: str) -> dict[str, Any] | None:
+        """The sandbox record of a container's run (None: it has none)."""
+        return self.sandboxes.store.sandbox(container_id) if self.has_sandboxes() else None
 
     def has_sandboxes(self) -> bool:
         """Any sandbox record exists (a cheap look before the store is opened)."""
@@ -259,6 +274,30 @@ class RunNetwork:
                 removed.append(f"removed leaked network sandbox of container {container_id}")
         return removed
 
+    def check(self, *, repair: bool = False) -> tuple[list[dict[str, str]], list[str]]:
+        """(problems, what was repaired): the sandboxes of containers that are not running (their
+        interfaces, rules and leases) and the leaked objects no sandbox record describes
+        (:mod:`lamina.network.leaks`); ``repair`` tears the first down and removes the others."""
+        if not os.path.isdir(os.path.join(self.data_root, "network")):
+            return [], []
+        store = self.sandboxes.store
+        problems = []
+        for container_id, record in store.sandboxes().items():
+            if self.is_live(container_id):
+                continue
+            leases = ", ".join(f"{endpoint['IPAddress']} on {name}" for name, endpoint in
+                               record.get("Endpoints", {}).items())
+            ports = ", ".join(f"{port['HostPort']}/{port['Protocol']}" for port in record.get("Ports", []))
+            problems.append({"Kind": "network", "Object": container_id,
+                             "Message": "network sandbox (interfaces, rules, leases) of a container that is not "
+                                        f"running: leases {leases or 'none'}; host ports {ports or 'none'}"})
+        problems.extend(leak.problem() for leak in self.sandboxes.leaks())
+        if not repair or not problems:
+            return problems, []
+        repaired = self.sweep()
+        repaired.extend(self.sandboxes.remove_leaks())
+        return problems, repaired
+
     def remove_bridges(self) -> None:
         """Take down the bridges of this data root's networks that have no endpoint (an engine
         going away for good: tests' data roots)."""
@@ -266,5 +305,18 @@ class RunNetwork:
             self.sandboxes.remove_bridges()
 
     def is_live(self, container_id: str) -> bool:
-        """The container's monitor runs (it holds ``monitor.lock`` for its whole life)."""
-        return fsutil.lock_is_held(os.path.join(self.exec_root, "containers", container_id, "monitor.lock"))
+        """The container's monitor runs (it holds ``monitor.lock`` for its whole life), or a
+        process tears the sandbox down (it holds the releasing lock: an ``--rm`` run's monitor
+        after the container's directory is gone)."""
+        return (fsutil.lock_is_held(os.path.join(self.exec_root, "containers", container_id, "monitor.lock"))
+                or fsutil.lock_is_held(os.path.join(self.exec_root, "releasing", f"{container_id}.lock")))
+
+    def begin_release(self, container_id: str) -> None:
+        """Mark the run's sandbox as being torn down before its waiters are woken; the
+        :meth:`detach` that follows (in this process) finishes it."""
+        if self.has_sandboxes():
+            record = self.sandboxes.store.sandbox(container_id)
+            self.sandboxes.begin_release(container_id)
+            # Docker's order: die, network disconnect, destroy (the teardown ends after destroy)
+            self._emit("disconnect", container_id, record)
+            self._disconnected.add(container_id)

@@ -7,8 +7,12 @@ Life of a sandbox (one container)::
                                           unlock; create <exec-root>/netns/<id>; data plane
                                           setup; record "SetUp"
     connect / disconnect                  one more / one less endpoint of a sandbox
-    detach(container)                     data plane teardown; remove the namespace; remove
-                                          the record (the leases are free again)
+    detach(container)                     mark the record "Releasing"; data plane teardown;
+                                          remove the namespace; remove the record (the leases
+                                          are free again).  A run's monitor detaches after
+                                          the run's waiters are woken (off ``run --rm``'s
+                                          path): an attach that wants an address or host port
+                                          a releasing record holds waits for the record to go
     sweep(is_live)                        detach every sandbox whose container is not live
 
 Everything is recorded before it is created, so a crash at any step (kill -9 of the process
@@ -29,8 +33,9 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
 from lamina.log import get_logger
@@ -38,6 +43,9 @@ from lamina.network import bridges, ipam, namespace
 from lamina.network.api import DataPlane, Network, PortMapping
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
+
+if TYPE_CHECKING:
+    from lamina.network.leaks import Leak
 
 __all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
 
@@ -47,6 +55,19 @@ HOST_LOCK = "/run/lamina-network.lock"
 
 log = get_logger("lamina.network")
 
+# how long a run waits for an ended run's teardown that still holds the address or host port it asks for
+RELEASE_WAIT = 10.0
+
+
+class _Releasing(errdefs.Conflict):
+    """What a run asks for is held by a sandbox being torn down (``Releasing`` in its record);
+    :meth:`Sandboxes.attach` waits for it, other callers see a conflict."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(f"the address or host port is held by container {container_id[:12]}, whose network "
+                         "teardown is under way")
+        self.container_id = container_id
+
 
 @dataclass(frozen=True)
 class EndpointRequest:
@@ -55,6 +76,7 @@ class EndpointRequest:
     network: str                        # name, id or unique id prefix
     aliases: tuple[str, ...] = ()
     ipv4_address: str = ""
+    ipv6_address: str = ""
     mac_address: str = ""
 
 
@@ -84,18 +106,24 @@ def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
     settings["Ports"] = ports
     for name, endpoint in record.get("Endpoints", {}).items():
         settings["Networks"][name] = {
-            "IPAMConfig": ({"IPv4Address": endpoint["IPAddress"]} if endpoint.get("StaticAddress") else None),
+            "IPAMConfig": ({"IPv4Address": endpoint["IPAddress"] if endpoint.get("StaticAddress") else "",
+                        "IPv6Address": endpoint.get("GlobalIPv6Address", "") if endpoint.get("StaticIPv6Address")
+                        else ""} if endpoint.get("StaticAddress") or endpoint.get("StaticIPv6Address") else None),
             "Links": None, "Aliases": list(endpoint.get("Aliases", [])), "MacAddress": endpoint["MacAddress"],
             "DriverOpts": None, "NetworkID": endpoint["NetworkID"], "EndpointID": endpoint["EndpointID"],
             "Gateway": endpoint["Gateway"], "IPAddress": endpoint["IPAddress"],
-            "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "DNSNames": list(endpoint.get("DNSNames", [])) or None,
+            "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": endpoint.get("IPv6Gateway", ""),
+            "GlobalIPv6Address": endpoint.get("GlobalIPv6Address", ""),
+            "GlobalIPv6PrefixLen": endpoint.get("GlobalIPv6PrefixLen", 0),
+            "DNSNames": list(endpoint.get("DNSNames", [])) or None,
         }
     default = record.get("Endpoints", {}).get("bridge")
     if default:
         settings.update(EndpointID=default["EndpointID"], Gateway=default["Gateway"],
                         IPAddress=default["IPAddress"], IPPrefixLen=default["IPPrefixLen"],
-                        MacAddress=default["MacAddress"])
+                        MacAddress=default["MacAddress"], IPv6Gateway=default.get("IPv6Gateway", ""),
+                        GlobalIPv6Address=default.get("GlobalIPv6Address", ""),
+                        GlobalIPv6PrefixLen=default.get("GlobalIPv6PrefixLen", 0))
     return settings
 
 
@@ -106,25 +134,39 @@ class Sandboxes:
         self.dataplane = dataplane
         self.netns_dir = netns_dir
         self.host_lock = host_lock
+        self._releasing_locks: dict[str, fsutil.FileLock] = {}
 
     def _setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
         with fsutil.file_lock(self.host_lock):
             answer = self.dataplane.setup(netns_path, request)
             for info in request["network_info"].values():  # kept up while the network exists
-                bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
-                             os.path.dirname(self.netns_dir))
+                if info["driver"] == "bridge":
+                        bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
+                                 os.path.dirname(self.netns_dir))
             return answer
 
     def remove_network(self, network: Network) -> None:
         """Remove ``network``'s record and its bridge (anchor, device, firewall chains); a
-        network with endpoints is refused (``Conflict``)."""
-        with fsutil.file_lock(self.host_lock), self.store.locked():
-            users = self.endpoints(network.Id)
-            if users:
+        network with endpoints is refused (``Conflict``), after waiting for the teardowns under
+        way (an ``--rm`` run that just ended)."""
+        deadline = time.monotonic() + RELEASE_WAIT
+        while True:
+            with fsutil.file_lock(self.host_lock), self.store.locked():
+                users = self.endpoints(network.Id)
+                releasing = self._releasing(network.Id)
+                if not users and not releasing:
+                    bridges.remove(network, self.dataplane,
+                                   os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
+                    self.store.remove(network)
+                    return
+            if users or not self._wait_released(releasing[0], deadline):
+                names = ", ".join(user["Name"] for user in users.values()) or releasing[0][:12]
                 raise errdefs.Conflict(f"error while removing network: network {network.Name} id {network.Id} has "
-                                       f"active endpoints ({', '.join(user['Name'] for user in users.values())})")
-            bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
-            self.store.remove(network)
+                                       f"active endpoints ({names})")
+
+    def _releasing(self, network_id: str) -> list[str]:
+        return [container_id for container_id, record in self.store.sandboxes().items() if record.get("Releasing")
+                and any(endpoint["NetworkID"] == network_id for endpoint in record.get("Endpoints", {}).values())]
 
     def remove_bridges(self) -> None:
         """Take down the bridge of every network without endpoints (the networks stay: their
@@ -147,32 +189,55 @@ class Sandboxes:
 
     def _endpoint(self, container_id: str, name: str, network: Network, request: EndpointRequest,
                   interface: str, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        if network.Driver != "bridge":
+        if network.Driver not in ("bridge", "macvlan"):
             raise errdefs.InvalidArgument(f"container cannot be connected to network {network.Name} "
                                           f"(driver {network.Driver}) together with others")
         subnet = ipam.parse_subnet(network.Subnet)
-        used = {network.Gateway, *network.AuxiliaryAddresses.values()}
+        used = {network.Gateway, network.IPv6Gateway, *network.AuxiliaryAddresses.values()}
+        releasing: dict[str, str] = {}   # address -> the container whose teardown still holds it
         for other_id, record in records.items():
             for endpoint in record.get("Endpoints", {}).values():
                 if endpoint["NetworkID"] == network.Id:
-                    used.add(endpoint["IPAddress"])
+                    addresses = (endpoint["IPAddress"], endpoint.get("GlobalIPv6Address", ""))
+                    used.update(addresses)
+                    if record.get("Releasing"):
+                        releasing.update((address, other_id) for address in addresses if address)
         if request.ipv4_address:
             if not network.IPAMConfigured:
                 raise errdefs.InvalidArgument("user specified IP address is supported only when connecting to "
                                               "networks with user configured subnets")
             address = str(ipam.check_address(subnet, request.ipv4_address, "IP address"))
+            if address in releasing:
+                raise _Releasing(releasing[address])
             if address in used:
                 raise errdefs.Conflict(f"Address already in use: {address} on network {network.Name}")
         else:
             pool = ipam.parse_subnet(network.IPRange) if network.IPRange else subnet
             address = ipam.first_free_address(pool, subnet, used)
+        ipv6: dict[str, Any] = {}
+        if request.ipv6_address and not network.IPv6Subnet:
+            raise errdefs.InvalidArgument(f"network {network.Name} has no IPv6 subnet for the address "
+                                          f"{request.ipv6_address} (create it with --ipv6)")
+        if network.IPv6Subnet:
+            subnet6 = ipam.parse_subnet6(network.IPv6Subnet)
+            if request.ipv6_address:
+                address6 = str(ipam.check_address(subnet6, request.ipv6_address, "IPv6 address"))
+                if address6 in releasing:
+                    raise _Releasing(releasing[address6])
+                if address6 in used:
+                    raise errdefs.Conflict(f"Address already in use: {address6} on network {network.Name}")
+            else:
+                address6 = ipam.first_free_address(subnet6, subnet6, used)
+            ipv6 = {"GlobalIPv6Address": address6, "GlobalIPv6PrefixLen": subnet6.prefixlen,
+                    "IPv6Gateway": network.IPv6Gateway, "StaticIPv6Address": bool(request.ipv6_address)}
         short_id = container_id[:12]
         dns_names = [name, *request.aliases, short_id] if network.dns_enabled else []
-        return {"NetworkID": network.Id, "EndpointID": os.urandom(32).hex(), "IPAddress": address,
+        return {"NetworkID": network.Id, "Driver": network.Driver, "EndpointID": os.urandom(32).hex(),
+                "IPAddress": address,
                 "IPPrefixLen": subnet.prefixlen, "Gateway": network.Gateway,
                 "MacAddress": request.mac_address or ipam.mac_address(address),
                 "Aliases": list(request.aliases), "DNSNames": [n for n in dns_names if n],
-                "InterfaceName": interface, "StaticAddress": bool(request.ipv4_address), "SetUp": False}
+                "InterfaceName": interface, "StaticAddress": bool(request.ipv4_address), "SetUp": False, **ipv6}
 
     @staticmethod
     def _overlaps(first: str, second: str) -> bool:
@@ -180,6 +245,8 @@ class Sandboxes:
 
     def _ports(self, ports: Iterable[PortMapping], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         taken = [port for record in records.values() for port in record.get("Ports", [])]
+        releasing = [(container_id, port) for container_id, record in records.items() if record.get("Releasing")
+                     for port in record.get("Ports", [])]
         chosen: list[dict[str, Any]] = []
         for mapping in ports:
             for offset in range(mapping.Range):
@@ -192,6 +259,9 @@ class Sandboxes:
                                 and self._overlaps(other["HostIp"], mapping.HostIp) for other in taken + chosen)
                     if not clash:
                         break
+                    for holder, other in releasing:
+                        if other["HostPort"] == host_port and other["Protocol"] == mapping.Protocol:
+                            raise _Releasing(holder)
                     if wanted:
                         raise errdefs.Conflict(f"Bind for {mapping.HostIp or '0.0.0.0'}:{wanted} failed: "
                                                "port is already allocated")
@@ -226,48 +296,53 @@ class Sandboxes:
             network = by_id.get(endpoint["NetworkID"])
             if network is None:
                 raise errdefs.NotFound(f"network {name} not found")
-            networks[name] = {"static_ips": [endpoint["IPAddress"]], "static_mac": endpoint["MacAddress"],
+            addresses = [endpoint["IPAddress"], *([endpoint["GlobalIPv6Address"]]
+                                                  if endpoint.get("GlobalIPv6Address") else [])]
+            networks[name] = {"static_ips": addresses, "static_mac": endpoint["MacAddress"],
                               "aliases": endpoint.get("DNSNames", []), "interface_name": endpoint["InterfaceName"]}
-            options = {"isolate": "true"}
+            if network.Driver == "macvlan":
+                options = {"mode": network.Options.get("macvlan_mode", "bridge")}
+                interface = network.Options.get("parent", "")
+            else:
+                options = {"isolate": "true"}
+                interface = network.BridgeName
             if network.Options.get("com.docker.network.driver.mtu"):
                 options["mtu"] = network.Options["com.docker.network.driver.mtu"]
-            info[name] = {"name": name, "id": network.Id, "driver": "bridge", "network_interface": network.BridgeName,
-                          "subnets": [{"subnet": network.Subnet, "gateway": network.Gateway}],
-                          "ipv6_enabled": False, "internal": network.Internal, "dns_enabled": network.dns_enabled,
+            subnets = [{"subnet": network.Subnet, "gateway": network.Gateway}]
+            if network.IPv6Subnet:
+                subnets.append({"subnet": network.IPv6Subnet, "gateway": network.IPv6Gateway})
+            info[name] = {"name": name, "id": network.Id, "driver": network.Driver, "network_interface": interface,
+                          "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal,
+                          "dns_enabled": network.dns_enabled,
                           "ipam_options": {"driver": "host-local"}, "options": options}
         primary = record.get("Primary")
         ports = [{"host_ip": port["HostIp"], "container_port": port["ContainerPort"], "host_port": port["HostPort"],
                   "range": 1, "protocol": port["Protocol"]}
                  for port in record.get("Ports", [])] if primary in networks else []
-        return {"container_id": container_id, "container_name": record.get("Name", ""), "port_mappings": ports,
-                "networks": networks, "network_info": info}
+        request = {"container_id": container_id, "container_name": record.get("Name", ""), "port_mappings": ports,
+                   "networks": networks, "network_info": info}
+        if record.get("Dns"):  # aardvark-dns forwards this container's questions to them
+            request["dns_servers"] = list(record["Dns"])
+        return request
 
     # -- attach / connect / disconnect / detach ----------------------------------------------------
 
     def attach(self, container_id: str, *, name: str, endpoints: list[EndpointRequest],
-               ports: Iterable[PortMapping] = (), exposed: Iterable[str] = ()) -> dict[str, Any]:
+               ports: Iterable[PortMapping] = (), exposed: Iterable[str] = (),
+               dns: Iterable[str] = ()) -> dict[str, Any]:
         """Lease, record, then create the sandbox; the sandbox record.  Nothing is left when
-        it raises."""
-        with fsutil.file_lock(self.host_lock), self.store.locked():
-            records = self.store.sandboxes()
-            if container_id in records:
-                raise errdefs.Conflict(f"container {container_id} already has a network sandbox")
-            default_id = self.store.get("bridge", locked=True).Id
-            if not any(endpoint["NetworkID"] == default_id for record in records.values()
-                       for endpoint in record.get("Endpoints", {}).values()):
-                self.store.refresh_default_bridge()
-            record: dict[str, Any] = {"ContainerID": container_id, "Name": name, "SandboxID": os.urandom(32).hex(),
-                                      "SandboxKey": self.sandbox_key(container_id), "Endpoints": {},
-                                      "Primary": "", "Ports": [], "Exposed": sorted(set(exposed))}
-            for index, request in enumerate(endpoints):
-                network = self.store.get(request.network, locked=True)
-                if network.Name in record["Endpoints"]:
-                    raise errdefs.Conflict(f"container is already connected to network {network.Name}")
-                record["Endpoints"][network.Name] = self._endpoint(container_id, name, network, request,
-                                                                   f"eth{index}", {**records, container_id: record})
-                record["Primary"] = record["Primary"] or network.Name
-            record["Ports"] = self._ports(ports, records) if record["Primary"] else []
-            self.store.write_sandbox(container_id, record)
+        it raises.  ``dns``: the container's own upstream name servers (``--dns``), which the
+        networks' resolver forwards its other questions to instead of the host's."""
+        deadline = time.monotonic() + RELEASE_WAIT
+        while True:
+            try:
+                record = self._lease(container_id, name, endpoints, ports, exposed, dns)
+                break
+            except _Releasing as busy:  # a run that just ended still tears down: wait for it
+                if not self._wait_released(busy.container_id, deadline):
+                    raise errdefs.Conflict(f"the address or host port is held by container "
+                                           f"{busy.container_id[:12]}, whose network teardown did not end in "
+                                           f"{RELEASE_WAIT:.0f} s") from None
         try:
             namespace.create(record["SandboxKey"])
             if record["Endpoints"]:
@@ -278,6 +353,38 @@ class Sandboxes:
             self._undo(container_id, record)
             raise
         return record
+
+    def _lease(self, container_id: str, name: str, endpoints: list[EndpointRequest], ports: Iterable[PortMapping],
+               exposed: Iterable[str], dns: Iterable[str]) -> dict[str, Any]:
+        with fsutil.file_lock(self.host_lock), self.store.locked():
+            records = self.store.sandboxes()
+            if container_id in records:
+                raise errdefs.Conflict(f"container {container_id} already has a network sandbox")
+            default_id = self.store.get("bridge", locked=True).Id
+            if not any(endpoint["NetworkID"] == default_id for record in records.values()
+                       for endpoint in record.get("Endpoints", {}).values()):
+                self.store.refresh_default_bridge()
+            record: dict[str, Any] = {"ContainerID": container_id, "Name": name, "SandboxID": os.urandom(32).hex(),
+                                      "SandboxKey": self.sandbox_key(container_id), "Endpoints": {},
+                                      "Primary": "", "Ports": [], "Exposed": sorted(set(exposed)),
+                                      "Dns": list(dns)}
+            for index, request in enumerate(endpoints):
+                network = self.store.get(request.network, locked=True)
+                if network.Name in record["Endpoints"]:
+                    raise errdefs.Conflict(f"container is already connected to network {network.Name}")
+                record["Endpoints"][network.Name] = self._endpoint(container_id, name, network, request,
+                                                                   f"eth{index}", {**records, container_id: record})
+                record["Primary"] = record["Primary"] or network.Name
+            record["Ports"] = self._ports(ports, records) if record["Primary"] else []
+            self.store.write_sandbox(container_id, record)
+            return record
+
+    def _wait_released(self, container_id: str, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if self.store.sandbox(container_id) is None:
+                return True
+            time.sleep(0.01)
+        return False
 
     def _set_up(self, container_id: str, answer: dict[str, Any]) -> dict[str, Any]:
         with self.store.locked():
@@ -292,13 +399,49 @@ class Sandboxes:
             self.store.write_sandbox(container_id, record)
             return record
 
+    def releasing_lock(self, container_id: str) -> str:
+        """``<exec-root>/releasing/<container-id>.lock``: held by the process tearing the
+        sandbox down, from :meth:`begin_release` until the record is gone."""
+        return os.path.join(os.path.dirname(self.netns_dir), "releasing", f"{container_id}.lock")
+
+    def begin_release(self, container_id: str) -> None:
+        """Mark the sandbox ``Releasing`` (a run asking for its address or host port, and
+        ``network rm``, wait for the record to go instead of failing) and hold its releasing
+        lock until :meth:`detach` ends (the sweep leaves a held one alone)."""
+        if container_id in self._releasing_locks:
+            return
+        path = self.releasing_lock(container_id)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        lock = fsutil.FileLock(path)
+        lock.acquire()
+        self._releasing_locks[container_id] = lock
+        with self.store.locked():
+            current = self.store.sandbox(container_id)
+            if current is not None and not current.get("Releasing"):
+                current["Releasing"] = True
+                self.store.write_sandbox(container_id, current)
+
+    def _end_release(self, container_id: str) -> None:
+        lock = self._releasing_locks.pop(container_id, None)
+        if lock is None:
+            return
+        try:
+            os.unlink(self.releasing_lock(container_id))
+        except FileNotFoundError:
+            pass
+        lock.release()
+
     def _undo(self, container_id: str, record: dict[str, Any]) -> None:
+        self.begin_release(container_id)
         try:
             self._teardown(container_id, record, list(record["Endpoints"]))
         finally:
-            namespace.remove(record["SandboxKey"])
-            with self.store.locked():
-                self.store.remove_sandbox(container_id)
+            try:
+                namespace.remove(record["SandboxKey"])
+                with self.store.locked():
+                    self.store.remove_sandbox(container_id)
+            finally:
+                self._end_release(container_id)
 
     def _teardown(self, container_id: str, record: dict[str, Any], names: list[str]) -> None:
         if not names:
@@ -386,17 +529,35 @@ class Sandboxes:
             removed.append(f"removed leaked network sandbox of container {container_id}")
         return removed
 
+    def leaks(self) -> list[Leak]:
+        """Leaked objects of this engine that no sandbox record describes (:mod:`lamina.network.leaks`)."""
+        from lamina.network import leaks
+
+        with fsutil.file_lock(self.host_lock), self.store.locked():
+            return leaks.find(self.store, self.netns_dir, os.path.dirname(self.store.root))
+
+    def remove_leaks(self) -> list[str]:
+        """Remove what :meth:`leaks` finds; what was removed."""
+        from lamina.network import leaks
+
+        with fsutil.file_lock(self.host_lock), self.store.locked():
+            return leaks.remove(leaks.find(self.store, self.netns_dir, os.path.dirname(self.store.root)))
+
     def endpoints(self, network_id: str) -> dict[str, dict[str, Any]]:
         """Docker's ``Containers`` of a network: container id -> Name, EndpointID, MacAddress,
-        IPv4Address, IPv6Address."""
+        IPv4Address, IPv6Address (not the sandboxes being torn down)."""
         found = {}
         for container_id, record in self.store.sandboxes().items():
+            if record.get("Releasing"):  # its run ended; the teardown finishes
+                continue
             for endpoint in record.get("Endpoints", {}).values():
                 if endpoint["NetworkID"] == network_id:
                     found[container_id] = {
                         "Name": record.get("Name", ""), "EndpointID": endpoint["EndpointID"],
                         "MacAddress": endpoint["MacAddress"],
-                        "IPv4Address": f"{endpoint['IPAddress']}/{endpoint['IPPrefixLen']}", "IPv6Address": ""}
+                        "IPv4Address": f"{endpoint['IPAddress']}/{endpoint['IPPrefixLen']}",
+                        "IPv6Address": (f"{endpoint['GlobalIPv6Address']}/{endpoint['GlobalIPv6PrefixLen']}"
+                                        if endpoint.get("GlobalIPv6Address") else "")}
         return found
 
 

@@ -127,9 +127,13 @@ class ContainerSpec:
                                                   # /dev/shm among ``mounts``: a shareable or joined IPC)
     oom_score_adj: int | None = None              # /proc/<pid>/oom_score_adj of the container's process
     devices: tuple[DeviceSpec, ...] = ()          # beyond the default nodes
-    device_rules: tuple[str, ...] = ()            # devices cgroup (v1) rules allowed beyond the defaults
+    device_rules: tuple[str, ...] = ()            # devices cgroup (v1 devices.allow, v2 eBPF filter) rules allowed beyond the defaults
     privileged: bool = False                      # /sys read-write (capabilities, paths: the fields above)
     seccomp_profile: bytes | None = None          # a profile's JSON instead of the runtime's default
+    # a new user namespace with these maps, /proc/<pid>/uid_map style (container id, host id, size);
+    # empty: the host's user namespace.  "user" in ``namespaces`` goes with them.
+    uid_mappings: tuple[tuple[int, int, int], ...] = ()
+    gid_mappings: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,13 @@ Files written (v1 | v2):
 - ``--cpuset-cpus``: ``cpuset.cpus`` (v1: an empty ``cpuset.cpus``/``cpuset.mems`` of a new
   cgroup is copied from its parent first, or no task could join it) | ``cpuset.cpus``
 - ``--pids-limit``: ``pids.max`` on both ("max" for unlimited)
-- v1 ``devices``: deny all, then Docker's default allow list (null, zero, full, random,
-  urandom, tty, console, ptmx, pts, tun, and mknod of any node).  v2 device control needs an
-  eBPF program and is not done here.
+- devices: deny all, then Docker's default allow list (null, zero, full, random, urandom, tty,
+  console, ptmx, pts, tun, and mknod of any node), then the container's ``--device`` and
+  ``--device-cgroup-rule`` rules (``a *:* rwm`` for ``--privileged``).  v1: ``devices.deny``
+  "a" and one ``devices.allow`` write per rule | v2: no file; an eBPF device filter generated
+  from the same rules (:mod:`lamina.runtime.devicefilter`) attached to the container's cgroup
+  when it is created (the defaults) and replaced by :meth:`CgroupManager.allow_devices`, both
+  before any process joins.
 
 Every write that the kernel refuses raises an :mod:`lamina.errdefs` error naming the file and
 the value.  Removal (:meth:`CgroupManager.remove`) rmdirs the container's directory in each
@@ -42,10 +46,11 @@ import errno
 import os
 import signal as signal_module
 import time
+from typing import Protocol
 
 from lamina import errdefs
 from lamina.records import dataclass
-from lamina.runtime import cgroup_stats
+from lamina.runtime import cgroup_stats, devicefilter
 from lamina.runtime.api import Resources
 from lamina.runtime.cgroup_limits import apply_resources
 
@@ -247,7 +252,9 @@ class CgroupManager:
         return any(os.path.isdir(directory) for directory in self.directories())
 
     def create(self) -> None:
-        """Make the container's cgroup in every hierarchy (idempotent)."""
+        """Make the container's cgroup in every hierarchy (idempotent) and restrict its devices
+        to Docker's defaults (v1 ``devices`` files, v2 a device filter that replaces any
+        attached before)."""
         if self.layout.version == 2:
             self._create_v2()
             return
@@ -267,9 +274,13 @@ class CgroupManager:
                 self.write(os.path.join(devices, "devices.allow"), rule)
 
     def allow_devices(self, rules: tuple[str, ...]) -> None:
-        """Allow device rules (``c 10:229 rwm``, ``a *:* rwm``) beyond the defaults (v1; v2
-        device control needs an eBPF program, not done here)."""
-        devices = self.directory("devices") if self.layout.version == 1 else None
+        """Allow device rules (``c 10:229 rwm``, ``a *:* rwm``) beyond the defaults: v1 writes
+        them to ``devices.allow``, v2 replaces the cgroup's device filter by one built from the
+        defaults and ``rules``."""
+        if self.layout.version == 2:
+            self._attach_device_filter(rules)
+            return
+        devices = self.directory("devices")
         if devices is None:
             return
         for rule in rules:
@@ -295,6 +306,13 @@ class CgroupManager:
                 self.write(os.path.join(current, "cgroup.subtree_control"), enable)
             current = os.path.join(current, part)
             _make_cgroup(current)
+        self._attach_device_filter(())
+
+    def _attach_device_filter(self, rules: tuple[str, ...]) -> None:
+        directory = self.directory("")
+        assert directory is not None
+        parsed = [devicefilter.parse_rule(rule) for rule in DEFAULT_DEVICE_RULES + tuple(rules)]
+        devicefilter.attach(directory, parsed)
 
     def open_procs_files(self) -> list[int]:
         """Open, for writing, the file through which a process joins each hierarchy, to join
@@ -453,15 +471,7 @@ class CgroupManager:
             self.thaw()
         except errdefs.LaminaError:
             pass  # no freezer: nothing was frozen
-        self.kill_all(signal_module.SIGKILL)
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            remaining = self.pids()
-            if not remaining or time.monotonic() >= deadline:
-                return remaining
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        return kill_until_gone(self, timeout)
 
 
 def _make_cgroup(path: str) -> None:
@@ -471,3 +481,23 @@ def _make_cgroup(path: str) -> None:
         pass
     except OSError as exc:
         raise errdefs.System(f"cannot create cgroup {path}: {exc.strerror}") from exc
+
+
+class _Members(Protocol):
+    def pids(self) -> list[int]: ...
+
+    def kill_all(self, signal: int) -> None: ...
+
+
+def kill_until_gone(members: _Members, timeout: float) -> list[int]:
+    """SIGKILL every member, then wait up to ``timeout`` for them to go; the pids still
+    there at the deadline (none when all went)."""
+    members.kill_all(signal_module.SIGKILL)
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        remaining = members.pids()
+        if not remaining or time.monotonic() >= deadline:
+            return remaining
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

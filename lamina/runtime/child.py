@@ -64,13 +64,15 @@ from lamina.runtime.rootfs import (
     mount_sysfs,
     pivot_root,
     populate_dev,
+    proc_fd,
 )
 from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.trampoline import STATUS_FD, decode_failure
 from lamina.runtime.user import home_for_uid
+from lamina.runtime.userns import become_namespace_root, open_bind_sources
 
-__all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable", "parse_status", "reset_signals",
-           "raise_child_error", "reap", "read_status"]
+__all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable",
+           "parse_status", "reset_signals", "raise_child_error", "reap", "read_status", "report_error"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SIOCGIFFLAGS = 0x8913
@@ -113,6 +115,9 @@ class Plan:
     rlimits: tuple[tuple[int, int, int], ...]
     # (name under /sys/fs/cgroup, "" for the whole of it; the container's cgroup on the host)
     cgroup_mounts: tuple[tuple[str, str], ...] = ()
+    # PID 1 in a user namespace (lamina.runtime.userns): it opens the root filesystem and the
+    # bind sources, then becomes the namespace's root before it makes its other namespaces
+    user_namespace: bool = False
 
 
 def _high_fd(fd: int) -> int:
@@ -211,6 +216,12 @@ def _write_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
                 os.write(fd, value.encode())
             finally:
                 os.close(fd)
+
+
+def _write_oom_score_adj(value: int | None) -> None:
+    if value is not None:
+        with Step(f"set oom_score_adj to {value}"), open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write(str(value))
 
 
 def _apply_rlimits(rlimits: tuple[tuple[int, int, int], ...]) -> None:
@@ -315,6 +326,12 @@ def _report(fd: int, exc: BaseException) -> int:
     except OSError:
         pass
     return code
+
+
+def report_error(fd: int, exc: BaseException) -> int:
+    """Send ``exc`` on the status pipe ``fd`` (for the user namespace's intermediate process,
+    :mod:`lamina.runtime.userns`); returns the exit code to end with."""
+    return _report(fd, exc)
 
 
 def _finish_and_exec(plan: Plan, process: ProcessSpec, status_fd: int, seccomp: SeccompProgram | None,
@@ -432,21 +449,43 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
                     lsys.setns(fd, kind)
                     os.close(fd)
         with Step("create namespaces"):
-            lsys.unshare(plan.unshare_flags)
+            # in a user namespace the mount namespace first (the others after the switch below)
+            lsys.unshare(lsys.CLONE_NEWNS if plan.user_namespace else plan.unshare_flags)
         mountlib.set_propagation("/", "rprivate")
-        mountlib.Mount("bind", spec.rootfs, ("rbind",)).mount(spec.rootfs)
-        with Step(f"open the root filesystem {spec.rootfs}"):
-            root_fd = os.open(spec.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        mounts = spec.mounts
+        console: str | None = None
+        if plan.user_namespace:
+            # lamina's directories are reachable by the host's uid 0 only: the root and every
+            # bind source are opened before the switch
+            with Step(f"open the root filesystem {spec.rootfs}"):
+                merged_fd = os.open(spec.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            root_fd = mountlib.bind_over(merged_fd)
+            os.close(merged_fd)
+            mounts = open_bind_sources(mounts)
+            if process.terminal:
+                with Step("open the terminal"):
+                    console = proc_fd(os.open(os.readlink("/proc/self/fd/0"), os.O_PATH | os.O_CLOEXEC))
+            # the process's own file, which the host's uid 0 owns (it is not dumpable)
+            _write_oom_score_adj(spec.oom_score_adj)
+            with Step("become root of the user namespace"):
+                become_namespace_root()
+            with Step("create namespaces"):
+                # after the switch: the ipc namespace's mqueue belongs to the namespace's root
+                lsys.unshare(plan.unshare_flags & ~lsys.CLONE_NEWNS)
+        else:
+            mountlib.Mount("bind", spec.rootfs, ("rbind",)).mount(spec.rootfs)
+            with Step(f"open the root filesystem {spec.rootfs}"):
+                root_fd = os.open(spec.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for item in default_mounts(spec):
             if item.type == "sysfs":
                 mount_sysfs(root_fd, item)
             else:
                 mount_in_root(root_fd, item)
             if item.destination == "/dev":
-                populate_dev(root_fd, process.terminal)
+                populate_dev(root_fd, process.terminal, console)
                 make_devices(root_fd, spec.devices)
         mount_cgroups(root_fd, plan.cgroup_mounts)
-        for item in spec.mounts:
+        for item in mounts:
             mount_in_root(root_fd, item)
         with Step(f"create the working directory {process.cwd}"):
             os.close(make_dirs_in_root(root_fd, process.cwd))
@@ -464,9 +503,8 @@ def container_child(plan: Plan, stdio: Stdio, status_fd: int, procs_fds: list[in
         if process.terminal:
             _reopen_terminal_inside()
         _write_sysctls(spec.sysctls)
-        if spec.oom_score_adj is not None:
-            with Step(f"set oom_score_adj to {spec.oom_score_adj}"), open("/proc/self/oom_score_adj", "w") as handle:
-                handle.write(str(spec.oom_score_adj))
+        if not plan.user_namespace:
+            _write_oom_score_adj(spec.oom_score_adj)
         mask_paths(spec.masked_paths, spec.readonly_paths)
         if spec.readonly_rootfs:
             mountlib.remount("/", ("ro",))

@@ -30,14 +30,21 @@ With ``spec.init`` PID 1 is :func:`lamina.runtime.init.run_init`: it forks the c
 forwards signals and reaps zombies.  Without it PID 1 is the command itself, which the kernel
 protects from every signal it has no handler for (SIGKILL from the host excepted).
 
+A spec with ``uid_mappings``/``gid_mappings`` and ``user`` in its namespaces
+(``--userns-remap``) takes one more process: an intermediate enters the user namespace and
+forks PID 1 of a pid namespace that belongs to it; the caller becomes a child subreaper and
+PID 1 is reparented to it (:mod:`lamina.runtime.userns`).  Such a container joins no other
+container's pid, ipc or uts namespace (``namespace_paths``).
+
 :meth:`NativeRuntime.exec` joins a running container in two processes, so that nothing
 appears in the container's pid namespace before it holds only the exec's privileges (a
 container with ``CAP_SYS_PTRACE`` passes the non-dumpable flag and could attach to it): the
 caller, a child subreaper, forks a first process outside that namespace, which joins the
-ipc, uts, net, cgroup and mount namespaces of the container's PID 1, makes its pid namespace
-the one of its children, drops to the exec's privileges (as above from the rlimits on), forks
-the exec's process and exits; the caller inherits that process, moves it into the
-container's cgroups and lets it ``execve`` (:meth:`NativeRuntime._fork_exec`).
+ipc, uts, net, cgroup and mount namespaces of the container's PID 1 and, last, its user
+namespace if it has one of its own, makes its pid namespace the one of its children, drops
+to the exec's privileges (as above from the rlimits on), forks the exec's process and exits;
+the caller inherits that process, moves it into the container's cgroups and lets it
+``execve`` (:meth:`NativeRuntime._fork_exec`).
 :meth:`~NativeRuntime.exec` and :meth:`~NativeRuntime.kill` first check that ``state.pid``
 is still a member of the container's cgroup, so a pid reused after the container exited is
 never entered or signalled.
@@ -78,9 +85,11 @@ from lamina.runtime.child import (
     raise_child_error,
     read_status,
     reap,
+    report_error,
 )
 from lamina.runtime.seccomp import ProgramCache, SeccompProgram, default_profile_bytes
 from lamina.runtime.trampoline import open_trampoline
+from lamina.runtime.userns import fork_in_user_namespace
 
 def _read_until_pid(fd: int) -> bytes:
     """What the status pipe carries up to the first process's ``P<pid>`` line, or to EOF."""
@@ -106,8 +115,19 @@ def _pid_line(data: bytes) -> int | None:
 # ExecError is what start and exec raise for a command that cannot be run
 __all__ = ["ExecError", "NativeRuntime", "open_runtime"]
 
+# the user namespace last: the others are joined with the host's capabilities (a sandbox's
+# network namespace belongs to the host's user namespace)
 _NAMESPACE_FILES = (("ipc", lsys.CLONE_NEWIPC), ("uts", lsys.CLONE_NEWUTS), ("net", lsys.CLONE_NEWNET),
-                    ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS))
+                    ("cgroup", lsys.CLONE_NEWCGROUP), ("mnt", lsys.CLONE_NEWNS), ("user", lsys.CLONE_NEWUSER))
+
+
+def _user_namespace(spec: ContainerSpec) -> int:
+    """A descriptor of the user namespace with the spec's maps (:func:`lamina.idmap.userns_fd`)."""
+    from lamina.idmap import IDMap, IdentityMapping, userns_fd
+
+    mapping = IdentityMapping(tuple(IDMap(*item) for item in spec.uid_mappings),
+                              tuple(IDMap(*item) for item in spec.gid_mappings))
+    return userns_fd(mapping)
 
 
 class ProcessMembers(Protocol):
@@ -266,8 +286,17 @@ class NativeRuntime:
         private_network = spec.network != "host" and "network" in namespaces and not spec.network_namespace
         if private_network:
             flags |= lsys.CLONE_NEWNET
+        user_namespace = "user" in namespaces
+        if user_namespace != bool(spec.uid_mappings and spec.gid_mappings):
+            raise errdefs.InvalidArgument("a user namespace needs uid and gid mappings, and mappings a user namespace")
+        if user_namespace and ("pid" not in namespaces or spec.network == "host"):
+            raise errdefs.InvalidArgument("a container in a user namespace needs its own pid and network namespaces")
+        if user_namespace and joined:
+            raise errdefs.InvalidArgument("a container in a user namespace cannot join another container's "
+                                          f"{', '.join(sorted(joined))} namespace")
         return Plan(spec=spec, process=process, unshare_flags=flags, private_network=private_network,
-                     capability_mask=mask, last_capability=last, rlimits=self._rlimits(process)), names
+                     capability_mask=mask, last_capability=last, rlimits=self._rlimits(process),
+                     user_namespace=user_namespace), names
 
     # -- Runtime protocol -----------------------------------------------------------------
 
@@ -291,9 +320,19 @@ class NativeRuntime:
                 manager.allow_devices(spec.device_rules)
                 seccomp = self._seccomp(capability_names, spec.seccomp_profile) if spec.seccomp else None
                 procs_fds = manager.open_procs_files()
+                user_namespace: tuple[int, str, tuple[tuple[str, str], ...]] | None = None
+                if plan.user_namespace:
+                    # the intermediate joins the network namespace and writes its net.* sysctls
+                    # before it leaves the host's user namespace (lamina.runtime.userns)
+                    network_sysctls = tuple(item for item in spec.sysctls if item[0].startswith("net.")) \
+                        if spec.network_namespace else ()
+                    user_namespace = (_user_namespace(spec), spec.network_namespace, network_sysctls)
+                    plan = replace(plan, spec=replace(spec, network_namespace="", sysctls=tuple(
+                        item for item in spec.sysctls if item not in network_sysctls)))
                 pid = self._fork(
                     new_pid_namespace="pid" in spec.namespaces and pid_namespace is None, seccomp=seccomp,
                     procs_fds=procs_fds, join_pid_namespace=None if pid_namespace is None else pid_namespace[0],
+                    user_namespace=user_namespace,
                     child=lambda status_fd, procs, filter_, trampoline: container_child(
                         plan, stdio, status_fd, procs, filter_, trampoline, namespace_fds))
                 started = True
@@ -353,16 +392,8 @@ class NativeRuntime:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         go_read, go_write = os.pipe2(os.O_CLOEXEC)
         first = -1
-        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
         try:
-            try:
-                caps.prctl(caps.PR_SET_DUMPABLE, 0)
-                first = os.fork()
-            except OSError as exc:
-                raise errdefs.System(f"cannot start the exec process: {exc.strerror}") from exc
-            finally:
-                if first != 0:
-                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            first = _fork_undumpable("the exec process")
             if first == 0:
                 os.close(read_fd)
                 os.close(go_write)
@@ -425,7 +456,8 @@ class NativeRuntime:
 
     def _fork(self, *, new_pid_namespace: bool, seccomp: SeccompProgram | None, procs_fds: list[int],
               child: Callable[[int, list[int], SeccompProgram | None, int | None], None],
-              join_pid_namespace: int | None = None) -> int:
+              join_pid_namespace: int | None = None,
+              user_namespace: tuple[int, str, tuple[tuple[str, str], ...]] | None = None) -> int:
         """Fork ``child`` as PID 1 of a new pid namespace, or into ``join_pid_namespace``,
         keeping the caller's own pid namespace for its later children; wait for the child to
         exec.  Returns the child's host pid.
@@ -435,8 +467,12 @@ class NativeRuntime:
         container's pid namespace until its ``execve``, a process inside the container that
         lacks CAP_SYS_PTRACE cannot open its ``/proc/<pid>/exe``, ``fd``, ``map_files``,
         ``mem`` or ``environ``; its ``execve`` goes through the sealed trampoline
-        (:mod:`lamina.runtime.trampoline`)."""
-        if self._fork_helper and (new_pid_namespace or join_pid_namespace is not None):
+        (:mod:`lamina.runtime.trampoline`).
+
+        ``user_namespace`` (a user namespace descriptor, the network namespace to join, its
+        sysctls; the descriptor is closed here): the child is PID 1 of a new pid namespace in
+        that user namespace, forked by an intermediate (:mod:`lamina.runtime.userns`)."""
+        if user_namespace is None and self._fork_helper and (new_pid_namespace or join_pid_namespace is not None):
             return self._fork_through_helper(new_pid_namespace=new_pid_namespace, seccomp=seccomp,
                                              procs_fds=procs_fds, child=child,
                                              join_pid_namespace=join_pid_namespace)
@@ -449,13 +485,21 @@ class NativeRuntime:
             switched = False
             try:
                 caps.prctl(caps.PR_SET_DUMPABLE, 0)
-                if new_pid_namespace:
+                if user_namespace is not None:
+                    namespace_fd, network_namespace, network_sysctls = user_namespace
+                    pid = fork_in_user_namespace(
+                        namespace_fd=namespace_fd, network_namespace=network_namespace,
+                        network_sysctls=network_sysctls,
+                        child=lambda: child(write_fd, procs_fds, seccomp, trampoline_fd),
+                        report=lambda exc: report_error(write_fd, exc))
+                elif new_pid_namespace:
                     lsys.unshare(lsys.CLONE_NEWPID)
                     switched = True
                 elif join_pid_namespace is not None:
                     lsys.setns(join_pid_namespace, lsys.CLONE_NEWPID)
                     switched = True
-                pid = os.fork()
+                if user_namespace is None:
+                    pid = os.fork()
             except OSError as exc:
                 if exc.errno == errno.ENOMEM and join_pid_namespace is not None:
                     raise errdefs.Conflict("the container is not running (its pid namespace has no init)") from exc
@@ -474,6 +518,8 @@ class NativeRuntime:
         finally:
             os.close(own_namespace)
             os.close(write_fd)
+            if user_namespace is not None:
+                os.close(user_namespace[0])
             if trampoline_fd is not None:
                 os.close(trampoline_fd)
             for fd in procs_fds:
@@ -488,10 +534,11 @@ class NativeRuntime:
         finally:
             os.close(read_fd)
         if error is not None:
-            reap(pid)
+            if pid > 0:
+                reap(pid)
             raise_child_error(error)
         if not ready:
-            status = reap(pid)
+            status = reap(pid) if pid > 0 else 0
             raise errdefs.System(f"the container process died during setup ({describe_status(status)})")
         return pid
 
@@ -508,16 +555,8 @@ class NativeRuntime:
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         pid_read, pid_write = os.pipe2(os.O_CLOEXEC)
         helper = -1
-        dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
         try:
-            try:
-                caps.prctl(caps.PR_SET_DUMPABLE, 0)
-                helper = os.fork()
-            except OSError as exc:
-                raise errdefs.System(f"cannot start the container process: {exc.strerror}") from exc
-            finally:
-                if helper != 0:
-                    caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+            helper = _fork_undumpable("the container process")
             if helper == 0:
                 code = 125
                 try:
@@ -613,6 +652,22 @@ class NativeRuntime:
         if remaining:
             raise errdefs.Conflict(f"container {state.id} still has processes {remaining}; kill them first")
         manager.remove()
+
+
+def _fork_undumpable(what: str) -> int:
+    """``os.fork`` whose child starts non-dumpable (the flag belongs to the memory image and
+    is copied by fork; the caller gets its own value back at once)."""
+    dumpable = caps.prctl(caps.PR_GET_DUMPABLE)
+    pid = -1
+    try:
+        caps.prctl(caps.PR_SET_DUMPABLE, 0)
+        pid = os.fork()
+    except OSError as exc:
+        raise errdefs.System(f"cannot start {what}: {exc.strerror}") from exc
+    finally:
+        if pid != 0:
+            caps.prctl(caps.PR_SET_DUMPABLE, dumpable)
+    return pid
 
 
 def _open_namespaces(paths: tuple[tuple[str, str], ...]) -> dict[str, tuple[int, int]]:

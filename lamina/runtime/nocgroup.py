@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal as signal_module
-import time
 
 from lamina import errdefs
 from lamina.runtime.api import Resources
@@ -118,15 +117,9 @@ class PidNamespaceMembers:
         remaining = self.pids()
         if not remaining:
             return []
-        self.kill_all(signal_module.SIGKILL)
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            remaining = self.pids()
-            if not remaining or time.monotonic() >= deadline:
-                return remaining
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        from lamina.runtime.cgroups import kill_until_gone
+
+        return kill_until_gone(self, timeout)
 
     def freeze(self) -> None:
         raise errdefs.FailedPrecondition(f"{NO_CGROUP_REASON}: pause needs the cgroup freezer")

@@ -51,10 +51,14 @@ def default_mounts(spec: ContainerSpec) -> tuple[MountSpec, ...]:
         MountSpec("/dev/pts", "devpts", "devpts",
                   ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5")),
         MountSpec("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", f"size={spec.shm_size}")),
-        MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
-        # --privileged: /sys read-write, as Docker
-        MountSpec("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev") + (() if spec.privileged else ("ro",))),
     ]
+    if not spec.uid_mappings or "ipc" in spec.namespaces:
+        mounts.append(MountSpec("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")))
+    elif os.path.isdir("/dev/mqueue"):
+        # a user namespace cannot mount the mqueue of the host's ipc namespace: the host's, bound
+        mounts.append(MountSpec("/dev/mqueue", "bind", "/dev/mqueue", ("rbind", "nosuid", "noexec", "nodev")))
+    # --privileged: /sys read-write, as Docker
+    mounts.append(MountSpec("/sys", "sysfs", "sysfs", ("nosuid", "noexec", "nodev") + (() if spec.privileged else ("ro",))))
     if not spec.shm_size:
         mounts = [item for item in mounts if item.destination != "/dev/shm"]
     return tuple(mounts)
@@ -183,7 +187,9 @@ def _host_node(device: DeviceSpec) -> str:
     return device.path
 
 
-def populate_dev(root_fd: int, terminal: bool) -> None:
+def populate_dev(root_fd: int, terminal: bool, console_source: str | None = None) -> None:
+    """The default nodes and links of ``/dev``; with a terminal, ``/dev/console`` bound to
+    it (``console_source``: where to bind it from, when the terminal's path is out of reach)."""
     with Step("populate /dev"):
         dev = open_in_root(root_fd, "/dev", os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -209,7 +215,8 @@ def populate_dev(root_fd: int, terminal: bool) -> None:
             try:
                 # the terminal's path in this mount namespace: glibc's ttyname() refuses (ENODEV)
                 # a pty of a devpts instance that is not mounted at /dev/pts
-                mountlib.Mount("bind", os.readlink(proc_fd(0)), ("bind",)).mount(proc_fd(console))
+                source = console_source or os.readlink(proc_fd(0))
+                mountlib.Mount("bind", source, ("bind",)).mount(proc_fd(console))
             finally:
                 os.close(console)
 
@@ -225,6 +232,15 @@ def mount_sysfs(root_fd: int, item: MountSpec) -> None:
     mount_in_root(root_fd, MountSpec(item.destination, "bind", "/sys", ("rbind",)))
     target = open_in_root(root_fd, item.destination)
     try:
+        if read_only:
+            # one call for the whole tree, by descriptor (in a user namespace the path of the
+            # root filesystem may be out of this process's reach)
+            try:
+                lsys.mount_setattr(target, "", lsys.AT_EMPTY_PATH | lsys.AT_RECURSIVE, lsys.MOUNT_ATTR_RDONLY)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSYS, errno.EINVAL):
+                    raise errdefs.System(f"make {item.destination} read-only: {exc.strerror}") from exc
         top = os.readlink(proc_fd(target))
     finally:
         os.close(target)
@@ -252,7 +268,7 @@ def mount_cgroups(root_fd: int, hierarchies: tuple[tuple[str, str], ...]) -> Non
     target = open_in_root(root_fd, "/sys/fs/cgroup")
     try:
         with Step("remount /sys/fs/cgroup read-only"):
-            mountlib.remount(os.readlink(proc_fd(target)), ("ro", *flags))
+            mountlib.remount(proc_fd(target), ("ro", *flags))
     finally:
         os.close(target)
 

@@ -115,6 +115,9 @@ class ContainerLifecycle(Protocol):
 
     def rename(self, id: str, new_name: str) -> None: ...
 
+    def remove_link(self, name: str) -> None:
+        """Remove the legacy link ``/parent/alias`` from its parent (``rm --link``)."""
+
     def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     def prune(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]: ...

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from lamina.container.execstore import ExecStore
     from lamina.events.log import EventLog
     from lamina.graphdriver.registry import Selection
+    from lamina.idmap import Remap
     from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
     from lamina.services.api import ContainerLifecycle, ContainerStreams, ContainerUsage, ContainerVolumes
@@ -104,7 +105,7 @@ class EngineServices:
 
     def build_all(self) -> EngineServices:
         """Build every service now (in dependency order); returns ``self``."""
-        for name in ("images", "volumes", "containers", "container_views", "container_files", "container_streams",
+        for name in ("images", "remap", "volumes", "containers", "container_views", "container_files", "container_streams",
                      "system", "builds", "execs"):
             getattr(self, name)
         return self
@@ -150,6 +151,20 @@ class EngineServices:
         layers.sweep(also=(lambda: images.sweep(min_age_seconds=0),))
         _sweep_mounts(layers, mounts)
         return service, layers, mounts
+
+    @_Built
+    def remap(self) -> Remap | None:
+        """``--userns-remap``: resolved (user, ranges, idmapped mounts checked) or None."""
+        if not self.config.userns_remap:
+            return None
+        if self.config.rootless_uid is not None:
+            raise errdefs.InvalidArgument("--userns-remap is not supported in rootless mode: lamina already runs in "
+                                          "a user namespace of the unprivileged user, which cannot map the "
+                                          "--userns-remap ranges")
+        from lamina.idmap import open_remap
+
+        driver = self.selection.driver
+        return open_remap(self.config.userns_remap, driver.home, self.config.exec_root, driver.name)
 
     @property
     def mounts(self) -> MountStore:
@@ -199,7 +214,7 @@ class EngineServices:
         # a container without volumes never calls the volume service: built when first used
         volumes: ContainerVolumes = _on_first_use(lambda: self.volumes)
         shared = ContainerShared(config=self.config, images=images, mounts=mounts, store=store,
-                                 execs=self._exec_store, volumes=volumes, events=self.event_log)
+                                 execs=self._exec_store, volumes=volumes, events=self.event_log, remap=self.remap)
         shared.sweep()
         return shared
 
@@ -242,7 +257,7 @@ class EngineServices:
         containers: ContainerUsage = _on_first_use(lambda: self.container_views)
         return SystemServiceImpl(config=self.config, driver=selection.driver, images=self.images,
                                  skipped_drivers=list(selection.skipped), volumes=self.volumes, builds=self.builds,
-                                 containers=containers)
+                                 containers=containers, remap=self.remap)
 
     @_Built
     def event_log(self) -> EventLog:

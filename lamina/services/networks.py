@@ -4,7 +4,7 @@
 EnableIPv6, IPAM {Driver, Config [{Subnet, IPRange, Gateway, AuxiliaryAddresses}], Options},
 Options, Labels, CheckDuplicate, ConfigOnly, ConfigFrom, Scope) answers ``{"Id", "Warning"}``;
 what lamina does not do (``Ingress``, ``ConfigOnly``, ``ConfigFrom``, IPAM drivers other than
-``default``, several subnets, IPv6) is refused.  ``list`` takes every filter dockerd takes
+``default``, more than one IPv4 and one IPv6 subnet) is refused.  ``list`` takes every filter dockerd takes
 (``dangling``, ``driver``, ``id``, ``label``, ``name``, ``scope``, ``type``); ``inspect`` fills
 ``Containers`` from the sandbox records; ``remove`` refuses a network with endpoints (409) and
 the predefined ones (403); ``prune`` (``until``, ``label``, ``label!``) removes unused
@@ -88,11 +88,17 @@ class NetworkServiceImpl:
         if ipam.get("Driver") not in (None, "", "default"):
             raise errdefs.NotFound(f"IPAM driver {ipam['Driver']!r} not found: lamina has only default")
         configs = [config for config in (ipam.get("Config") or []) if config]
-        if len(configs) > 1:
-            raise errdefs.InvalidArgument("lamina supports one IPAM config (one IPv4 subnet) per network")
-        config = configs[0] if configs else {}
-        if not isinstance(config, dict):
+        if not all(isinstance(config, dict) for config in configs):
             raise errdefs.InvalidArgument("invalid IPAM config: expected an object")
+        ipv6 = [config for config in configs if ":" in str(config.get("Subnet") or config.get("Gateway") or "")]
+        ipv4 = [config for config in configs if config not in ipv6]
+        if len(ipv4) > 1 or len(ipv6) > 1:
+            raise errdefs.InvalidArgument("lamina supports one IPv4 and one IPv6 IPAM config (subnet) per network")
+        config = ipv4[0] if ipv4 else {}
+        config6 = ipv6[0] if ipv6 else {}
+        for unsupported in ("IPRange", "AuxiliaryAddresses"):
+            if config6.get(unsupported):
+                raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in an IPv6 IPAM config")
         for key, value in (("Options", body.get("Options")), ("Labels", body.get("Labels")),
                            ("IPAM.Options", ipam.get("Options")),
                            ("AuxiliaryAddresses", config.get("AuxiliaryAddresses"))):
@@ -104,7 +110,8 @@ class NetworkServiceImpl:
             gateway=str(config.get("Gateway") or ""), ip_range=str(config.get("IPRange") or ""),
             auxiliary_addresses=config.get("AuxiliaryAddresses"), internal=bool(body.get("Internal")),
             attachable=bool(body.get("Attachable")), enable_ipv6=bool(body.get("EnableIPv6")),
-            options=body.get("Options"), labels=body.get("Labels"), ipam_options=ipam.get("Options"))
+            options=body.get("Options"), labels=body.get("Labels"), ipam_options=ipam.get("Options"),
+            ipv6_subnet=str(config6.get("Subnet") or ""), ipv6_gateway=str(config6.get("Gateway") or ""))
         self.events.emit(NETWORK, "create", network.Id, {"name": network.Name, "type": network.Driver})
         return {"Id": network.Id, "Warning": ""}
 
@@ -129,7 +136,9 @@ class NetworkServiceImpl:
         return True
 
     def _used(self) -> set[str]:
-        return {endpoint["NetworkID"] for record in self.store.sandboxes().values()
+        """Networks with endpoints (not counting sandboxes being torn down: ``remove`` waits
+        for those)."""
+        return {endpoint["NetworkID"] for record in self.store.sandboxes().values() if not record.get("Releasing")
                 for endpoint in record.get("Endpoints", {}).values()}
 
     def list(self, *, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
@@ -191,12 +200,11 @@ class NetworkServiceImpl:
         for unsupported in ("Links", "DriverOpts"):
             if config.get(unsupported):
                 raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in network connect")
-        if ipam.get("IPv6Address"):
-            raise errdefs.InvalidArgument("lamina does not support IPv6 addresses yet")
-        if network.Driver != "bridge":
+        if network.Driver not in ("bridge", "macvlan"):
             raise errdefs.Forbidden(f"container cannot be disconnected from host network or connected to "
                                     f"{network.Name} network")
-        if network.Name == "bridge" and (config.get("Aliases") or ipam.get("IPv4Address")):
+        if network.Name == "bridge" and (config.get("Aliases") or ipam.get("IPv4Address")
+                                         or ipam.get("IPv6Address")):
             raise errdefs.InvalidArgument("network-scoped aliases and addresses are supported only for "
                                           "containers in user defined networks")
         endpoint = {"IPAMConfig": ipam or None, "Links": None, "Aliases": config.get("Aliases") or None,
@@ -216,7 +224,8 @@ class NetworkServiceImpl:
             try:
                 self.sandboxes.connect(container_id, EndpointRequest(
                     network.Name, aliases=tuple(config.get("Aliases") or ()),
-                    ipv4_address=str(ipam.get("IPv4Address") or ""), mac_address=str(config.get("MacAddress") or "")))
+                    ipv4_address=str(ipam.get("IPv4Address") or ""), ipv6_address=str(ipam.get("IPv6Address") or ""),
+                    mac_address=str(config.get("MacAddress") or "")))
             except BaseException:
                 self._endpoints(container_id, lambda mode, networks: networks.pop(network.Name, None))
                 raise

@@ -3,9 +3,12 @@
 ``check`` verifies, under the store's exclusive lock: every image config against its digest,
 every image's layer chain, every layer record (chainID, parent, driver directory,
 tar-split), every reference, the driver's own directories and the container name index
-against the container records; it reports orphans and damage and, with ``repair``, removes
-what is safe to remove (references to missing images, unreferenced layers, driver directories
-no layer owns) and rebuilds the name index.  It never removes an image.
+against the container records, and the engine's network objects (sandboxes of containers that
+are not running, interfaces and netavark rules no record describes:
+:meth:`lamina.network.run.RunNetwork.check`); it reports orphans and damage and, with
+``repair``, removes what is safe to remove (references to missing images, unreferenced
+layers, driver directories no layer owns, leaked network objects) and rebuilds the name
+index.  It never removes an image.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from lamina.runtime.registry import DEFAULT_RUNTIME, RUNTIMES
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
+    from lamina.idmap import Remap
     from lamina.services.api import BuildCacheUsage, ContainerUsage, VolumeUsage
 
 __all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
@@ -89,8 +93,10 @@ _ROOTLESS_INFO: dict[str, Any] = {
 class SystemServiceImpl:
     def __init__(self, *, config: EngineConfig, driver: GraphDriver, images: ImageServiceImpl,
                  skipped_drivers: list[tuple[str, str]], volumes: VolumeUsage | None = None,
-                 builds: BuildCacheUsage | None = None, containers: ContainerUsage | None = None) -> None:
+                 builds: BuildCacheUsage | None = None, containers: ContainerUsage | None = None,
+                 remap: Remap | None = None) -> None:
         self.config = config
+        self.remap = remap  # --userns-remap (None: off)
         self.driver = driver
         self.image_service = images
         self.skipped_drivers = skipped_drivers
@@ -128,7 +134,7 @@ class SystemServiceImpl:
             "Images": len(images),
             "Driver": self.driver.name,
             "DriverStatus": [list(item) for item in self.driver.status()],
-            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None,
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "macvlan", "null"], "Authorization": None,
                         "Log": ["json-file"]},
             "MemoryLimit": True,
             "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
@@ -167,7 +173,7 @@ class SystemServiceImpl:
             "LiveRestoreEnabled": True,
             "Isolation": "",
             "InitBinary": INIT_BINARY if os.path.exists(INIT_BINARY) else "",
-            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "SecurityOptions": ["name=seccomp,profile=builtin"] + ([self.remap.describe()] if self.remap else []),
             "Warnings": None,
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
         }
@@ -222,18 +228,12 @@ class SystemServiceImpl:
                 if volume.get("Driver") == "local" and not volume.get("Options")]
 
     def _check_networks(self, repair: bool) -> tuple[list[dict[str, str]], list[str]]:
-        """Network sandboxes whose container's monitor is gone: their veths, firewall rules,
-        name server entries and leases are leaked; ``repair`` tears them down."""
+        """Leaked network objects (:meth:`lamina.network.run.RunNetwork.check`)."""
+        if self.config.rootless_uid is not None:
+            return [], []  # rootless lamina has no bridges, rules nor the host's network lock
         from lamina.network.run import RunNetwork
 
-        run_network = RunNetwork(self.config.data_root, self.config.exec_root)
-        if not run_network.has_sandboxes():
-            return [], []
-        problems = [{"Kind": "network", "Object": container_id,
-                     "Message": "network sandbox (interfaces, rules, leases) of a container that is not running"}
-                    for container_id in _leaked_sandboxes(run_network)]
-        repaired = run_network.sweep() if repair and problems else []
-        return problems, repaired
+        return RunNetwork(self.config.data_root, self.config.exec_root).check(repair=repair)
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         service = self.image_service
@@ -289,11 +289,6 @@ class SystemServiceImpl:
             remaining = self.check(repair=False)["Problems"]
             return {"Problems": remaining, "Repaired": repaired}
         return {"Problems": problems, "Repaired": repaired}
-
-
-def _leaked_sandboxes(run_network: Any) -> list[str]:
-    return [container_id for container_id in run_network.sandboxes.store.sandboxes()
-            if not run_network.is_live(container_id)]
 
 
 def _now() -> str:

@@ -347,6 +347,9 @@ class DoubleContainers:
             raise errdefs.Conflict(f'Error when allocating new name: Conflict. The container name "/{new_name}" is already in use')
         container.name = new_name
 
+    def remove_link(self, name: str) -> None:
+        raise errdefs.NotFound(f"No such container: {name}")  # the double's containers have no links
+
     def update(self, id: str, body: dict[str, Any]) -> dict[str, Any]:
         container = self._find(id)
         self.calls.append(("update", {"id": container.id, "body": body}))

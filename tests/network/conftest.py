@@ -40,9 +40,16 @@ class Names:
         self.subnets.append(subnet)
         return subnet
 
+    def subnet6(self) -> str:
+        """A unique local /64 of this process (``fd6c:<pid>:<n>::/64``)."""
+        subnet = f"fd6c:{os.getpid() % 65536:x}:{next(_COUNTER) + 1:x}::/64"
+        self.subnets.append(subnet.split("::")[0] + ":")
+        return subnet
+
 
 def _leftover_rules(names: Names) -> list[str]:
-    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout.splitlines()
+    rules = [line for command in ("iptables-save", "ip6tables-save")
+             for line in subprocess.run([command], capture_output=True, text=True, check=True).stdout.splitlines()]
     return [rule for rule in rules
             if any(bridge in rule.split() for bridge in names.bridges) or any(net in rule for net in names.subnets)]
 

@@ -130,11 +130,195 @@ def test_a_killed_monitor_leaves_nothing_the_sweep_cannot_remove(net) -> None:
     engine.wait_for(lambda: engine.run_dir(container).monitor_pid() is None, message="the monitor to die")
     engine.wait_for(lambda: not engine.containers.network.is_live(container), message="its lock")
     problems = engine.services.system.check()["Problems"]
-    assert {"Kind": "network", "Object": container,
-            "Message": "network sandbox (interfaces, rules, leases) of a container that is not running"} in problems
+    [problem] = [problem for problem in problems if problem["Object"] == container]
+    assert problem["Kind"] == "network" and "of a container that is not running" in problem["Message"]
+    assert f"host ports {port}/tcp" in problem["Message"]
     report = engine.services.system.check(repair=True)
     assert f"removed leaked network sandbox of container {container}" in report["Repaired"]
     assert not [problem for problem in report["Problems"] if problem["Kind"] == "network"]
     assert engine.containers.network.sandboxes.store.sandbox(container) is None
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    assert f"--dport {port} " not in rules
+
+
+def test_containers_on_an_ipv6_network_reach_each_other_by_address_and_by_name(net) -> None:
+    engine, names = net
+    subnet6 = names.subnet6()
+    _network(engine, names, "dual", EnableIPv6=True,
+             IPAM={"Config": [{"Subnet": names.subnet()}, {"Subnet": subnet6}]})
+    prefix = subnet6.split("::")[0]
+    resource = engine.services.networks.inspect("dual")
+    assert resource["EnableIPv6"] and {"Subnet": subnet6, "Gateway": f"{prefix}::1"} in resource["IPAM"]["Config"]
+    web = engine.run("sleep", "60", name="web6", HostConfig={"NetworkMode": "dual"},
+                     NetworkingConfig={"EndpointsConfig": {"dual": {"IPAMConfig": {"IPv6Address": f"{prefix}::66"}}}})
+    network = engine.container_views.inspect(web)["NetworkSettings"]["Networks"]["dual"]
+    assert network["GlobalIPv6Address"] == f"{prefix}::66" and network["GlobalIPv6PrefixLen"] == 64
+    assert network["IPv6Gateway"] == f"{prefix}::1" and network["IPAMConfig"]["IPv6Address"] == f"{prefix}::66"
+    assert engine.services.networks.inspect("dual")["Containers"][web]["IPv6Address"] == f"{prefix}::66/64"
+    client = engine.run("sh", "-c", f"ping6 -c1 -W3 {prefix}::66 >/dev/null && echo by-address; "
+                        "ping6 -c1 -W3 web6 >/dev/null && echo by-name; nslookup -type=AAAA web6; "
+                        "grep web6 /etc/hosts; ip -6 addr show dev eth0", HostConfig={"NetworkMode": "dual"})
+    assert engine.wait(client) == 0, engine.output(client)
+    output = engine.output(client)
+    assert "by-address" in output and "by-name" in output, output
+    assert f"Address: {prefix}::66" in output  # the AAAA answer of aardvark-dns
+    assert f"inet6 {prefix}::2/64" in output  # the lowest free address after the gateway
+    with pytest.raises(errdefs.Conflict, match="already in use"):
+        engine.run("true", HostConfig={"NetworkMode": "dual"},
+                   NetworkingConfig={"EndpointsConfig": {"dual": {"IPAMConfig": {"IPv6Address": f"{prefix}::66"}}}})
+    second6 = names.subnet6()
+    _network(engine, names, "dual2", EnableIPv6=True,
+             IPAM={"Config": [{"Subnet": names.subnet()}, {"Subnet": second6}]})
+    address6 = second6.split("::")[0] + "::9"
+    engine.services.networks.connect("dual2", web, {"IPAMConfig": {"IPv6Address": address6}})
+    connected = engine.container_views.inspect(web)["NetworkSettings"]["Networks"]["dual2"]
+    assert connected["GlobalIPv6Address"] == address6
+    sandbox = engine.container_views.inspect(web)["NetworkSettings"]["SandboxKey"]
+    inside = subprocess.run(["nsenter", f"--net={sandbox}", "ip", "-6", "addr", "show", "dev", "eth1"],
+                            capture_output=True, text=True, check=True).stdout
+    assert f"{address6}/64" in inside
+    _network(engine, names, "only4")
+    with pytest.raises(errdefs.InvalidArgument, match="no IPv6 subnet"):
+        engine.run("true", HostConfig={"NetworkMode": "only4"},
+                   NetworkingConfig={"EndpointsConfig": {"only4": {"IPAMConfig": {"IPv6Address": f"{prefix}::5"}}}})
+
+
+@pytest.fixture
+def dummy(names):
+    """An interface of the test's own, up, the parent of its macvlan networks: a ``dummy`` one
+    where the kernel has the module, else one end of a veth pair (deleted with it)."""
+    name = names.bridge()
+    made = subprocess.run(["ip", "link", "add", name, "type", "dummy"], capture_output=True, check=False)
+    if made.returncode != 0:
+        subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"], check=True)
+    try:
+        for device in (name, f"{name}p") if made.returncode else (name,):
+            subprocess.run(["ip", "link", "set", device, "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
+
+
+def test_two_containers_on_a_macvlan_network_reach_each_other(dummy, net) -> None:  # dummy goes last
+    engine, names = net
+    subnet = names.subnet()
+    engine.services.networks.create({"Name": "mv", "Driver": "macvlan", "Options": {"parent": dummy},
+                                     "IPAM": {"Config": [{"Subnet": subnet}]}})
+    with pytest.raises(errdefs.Conflict, match=f"already using parent interface {dummy}"):
+        engine.services.networks.create({"Name": "mv2", "Driver": "macvlan", "Options": {"parent": dummy}})
+    with pytest.raises(errdefs.InvalidArgument, match="needs its parent interface"):
+        engine.services.networks.create({"Name": "mv3", "Driver": "macvlan"})
+    first = engine.run("sleep", "60", HostConfig={"NetworkMode": "mv"})
+    address = engine.container_views.inspect(first)["NetworkSettings"]["Networks"]["mv"]["IPAddress"]
+    client = engine.run("sh", "-c", f"ping -c1 -W3 {address} >/dev/null && echo reached",
+                        HostConfig={"NetworkMode": "mv"})
+    assert engine.wait(client) == 0, engine.output(client)
+    assert "reached" in engine.output(client)
+    sandbox = engine.container_views.inspect(first)["NetworkSettings"]["SandboxKey"]
+    link = subprocess.run(["nsenter", f"--net={sandbox}", "ip", "-d", "link", "show", "eth0"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "macvlan mode bridge" in link
+    assert engine.services.networks.inspect("mv")["Driver"] == "macvlan"
+    engine.containers.remove(first, force=True)
+    engine.services.networks.remove("mv")
+    types = {message["Actor"]["Attributes"]["type"] for message in engine.services.events.events(
+        since_ns=0, until_ns=time.time_ns(), filters={"type": ["network"], "network": ["mv"]})}
+    assert types == {"macvlan"}
+
+
+_DNS_SERVER = r"""
+import socket, struct, sys
+answer = socket.inet_aton(sys.argv[1])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("0.0.0.0", 53))
+print("ready", flush=True)
+while True:
+    query, peer = sock.recvfrom(512)
+    end = 12
+    while query[end]:
+        end += 1 + query[end]
+    question = query[12:end + 5]
+    name = []
+    at = 12
+    while query[at]:
+        name.append(query[at + 1:at + 1 + query[at]].decode())
+        at += 1 + query[at]
+    print("asked", ".".join(name), flush=True)
+    is_a = struct.unpack("!H", query[end + 1:end + 3])[0] == 1
+    header = query[:2] + struct.pack("!HHHHH", 0x8180, 1, 1 if is_a else 0, 0, 0)
+    record = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + answer if is_a else b""
+    sock.sendto(header + question + record, peer)
+"""
+
+
+@pytest.fixture
+def upstream_dns(names, tmp_path):
+    """A name server of the test's own in a namespace of its own, behind a veth pair from the
+    host: it answers every A question with 10.99.0.7 and prints the names it was asked."""
+    from lamina.network import namespace
+
+    subnet = names.subnet().rsplit(".", 1)[0]
+    host_side = names.bridge()
+    path = str(tmp_path / "dns-netns")
+    namespace.create(path)
+    server = subprocess.Popen(["nsenter", f"--net={path}", "python3", "-c", _DNS_SERVER, "10.99.0.7"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        subprocess.run(["ip", "link", "add", host_side, "type", "veth", "peer", "name", f"{host_side}p", "netns",
+                        str(server.pid)], check=True)
+        subprocess.run(["ip", "addr", "add", f"{subnet}.1/24", "dev", host_side], check=True)
+        subprocess.run(["ip", "link", "set", host_side, "up"], check=True)
+        for command in (["addr", "add", f"{subnet}.2/24", "dev", f"{host_side}p"],
+                        ["link", "set", f"{host_side}p", "up"]):
+            subprocess.run(["nsenter", f"--net={path}", "ip", *command], check=True)
+        yield f"{subnet}.2", server
+    finally:
+        server.kill()
+        server.wait()
+        subprocess.run(["ip", "link", "del", host_side], capture_output=True, check=False)
+        namespace.remove(path)
+
+
+def test_the_network_resolver_forwards_to_the_containers_dns_servers(upstream_dns, net) -> None:
+    engine, names = net
+    address, server = upstream_dns
+    _network(engine, names, "named")
+    engine.run("sleep", "60", name="peer", HostConfig={"NetworkMode": "named"})
+    client = engine.run("sh", "-c", "nslookup probe.lamina-test; nslookup peer; cat /etc/resolv.conf",
+                        HostConfig={"NetworkMode": "named", "Dns": [address]})
+    engine.wait(client)
+    output = engine.output(client)
+    gateway = engine.services.networks.inspect("named")["IPAM"]["Config"][0]["Gateway"]
+    assert f"nameserver {gateway}" in output and f"nameserver {address}" not in output, output
+    assert "Address: 10.99.0.7" in output, output  # forwarded to the container's --dns server
+    peer = engine.container_views.inspect("peer")["NetworkSettings"]["Networks"]["named"]["IPAddress"]
+    assert f"Address: {peer}" in output, output  # names of the network still answered by aardvark-dns
+    server.kill()
+    asked, _ = server.communicate()
+    assert "asked probe.lamina-test" in asked and "asked peer" not in asked
+    with pytest.raises(errdefs.InvalidArgument, match="invalid DNS server"):
+        engine.create("true", HostConfig={"NetworkMode": "named", "Dns": ["not-an-address"]})
+
+
+def test_an_rm_runs_teardown_holds_its_port_until_done_and_the_next_run_waits_for_it(net) -> None:
+    """``run --rm`` returns before its sandbox is torn down: the next run asking for the same
+    host port and address, and ``network rm``, wait for that teardown instead of failing."""
+    engine, names = net
+    _network(engine, names, "again")
+    subnet = engine.services.networks.inspect("again")["IPAM"]["Config"][0]["Subnet"]
+    address = subnet.rsplit(".", 1)[0] + ".77"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    host = {"NetworkMode": "again", "AutoRemove": True,
+            "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}
+    networking = {"EndpointsConfig": {"again": {"IPAMConfig": {"IPv4Address": address}}}}
+    for _ in range(3):
+        container = engine.run("true", HostConfig=host, NetworkingConfig=networking)
+        assert engine.wait(container, "removed") == 0
+    container = engine.run("true", HostConfig=host, NetworkingConfig=networking)
+    assert engine.wait(container, "removed") == 0
+    assert engine.services.networks.prune()["NetworksDeleted"] == ["again"]  # waits for the last teardown
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert f"--dport {port} " not in rules

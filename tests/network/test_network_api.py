@@ -140,7 +140,11 @@ BAD = [
     ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.252.0.0/24", "Gateway": "10.9.9.1"}]}}, 400,
      "not in subnet"),
     ({"Name": "x", "IPAM": {"Config": [{"Subnet": "bogus"}]}}, 400, "invalid subnet"),
-    ({"Name": "x", "EnableIPv6": True}, 400, "IPv6"),
+    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "fd3a:11::/64"}]}}, 400, "needs IPv6 enabled"),
+    ({"Name": "x", "EnableIPv6": True, "IPAM": {"Config": [{"Subnet": "fd3a:11::/64", "Gateway": "fd3a:12::1"}]}},
+     400, "not in subnet"),
+    ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.252.0.0/24"}, {"Subnet": "10.252.1.0/24"}]}}, 400,
+     "one IPv4 and one IPv6"),
     ({"Name": "x", "Options": {"com.docker.network.bridge.enable_icc": "false"}}, 400, "enable_icc=false"),
     ({"Name": "x", "Options": {"com.docker.network.bridge.host_binding_ipv4": "1.2.3.4"}}, 400,
      "does not support the bridge network option"),
@@ -151,7 +155,8 @@ BAD = [
 
 @pytest.mark.parametrize(("body", "status", "message"), BAD, ids=[
     "a space in the name", "a predefined name", "an unknown driver", "host bits in the subnet",
-    "a gateway outside the subnet", "a malformed subnet", "IPv6", "enable_icc false", "an unknown option",
+    "a gateway outside the subnet", "a malformed subnet", "an IPv6 subnet without EnableIPv6",
+    "an IPv6 gateway outside its subnet", "two IPv4 subnets", "enable_icc false", "an unknown option",
     "ingress", "an unknown IPAM driver"])
 def test_bad_create_requests_are_refused_and_create_nothing(router, body, status, message) -> None:
     response = send(router, "POST", "/networks/create", body)
@@ -178,3 +183,14 @@ def test_predefined_networks_cannot_be_removed_and_prune_keeps_them(router) -> N
     assert answer(send(router, "POST", '/networks/prune?filters={"until":["1h"]}')) == {"NetworksDeleted": None}
     assert answer(send(router, "POST", "/networks/prune")) == {"NetworksDeleted": ["kept"]}
     assert send(router, "GET", "/networks/missing").status == 404
+
+
+def test_ipv6_without_a_subnet_gets_a_unique_local_64(router) -> None:
+    response = send(router, "POST", "/networks/create", {"Name": "six", "EnableIPv6": True})
+    assert response.status == 201, answer(response)
+    config = answer(send(router, "GET", "/networks/six"))["IPAM"]["Config"]
+    import ipaddress
+
+    subnet = ipaddress.IPv6Network(config[1]["Subnet"])
+    assert subnet.prefixlen == 64 and subnet.network_address.packed[0] == 0xFD
+    assert config[1]["Gateway"] == str(subnet.network_address + 1)

@@ -66,4 +66,30 @@ def test_network_create_ls_inspect_rm_prune(services, capsys) -> None:
 
 def test_two_subnets_are_refused_by_the_cli(services, capsys) -> None:
     code, _, err = lamina(capsys, "network", "create", "--subnet", "10.250.2.0/24", "--subnet", "10.250.3.0/24", "x")
-    assert code != 0 and "one --subnet" in err
+    assert code != 0 and "one IPv4 and one IPv6 --subnet" in err
+
+
+def test_an_ipv6_subnet_beside_the_ipv4_one(services, capsys) -> None:
+    code, out, err = lamina(capsys, "network", "create", "--ipv6", "--subnet", "fd6c:77:1::/64", "--gateway",
+                            "fd6c:77:1::fe", "--subnet", "10.250.4.0/24", "dual")
+    assert code == 0, err
+    code, out, _ = lamina(capsys, "network", "inspect", "-f", "{{json .IPAM.Config}} {{.EnableIPv6}}", "dual")
+    assert out.strip() == ('[{"Subnet":"10.250.4.0/24","Gateway":"10.250.4.1"},'
+                           '{"Subnet":"fd6c:77:1::/64","Gateway":"fd6c:77:1::fe"}] true')
+    code, _, err = lamina(capsys, "network", "create", "--subnet", "fd6c:77:2::/64", "six")
+    assert code != 0 and "needs IPv6 enabled" in err
+
+
+def test_ip_and_ip6_flags_make_the_endpoints_ipam_config() -> None:
+    import argparse
+
+    from lamina.cli.container_flags import configure_create, create_body
+
+    parser = argparse.ArgumentParser(add_help=False)  # run's own -h/--help flags
+    configure_create(parser, run=True)
+    args = parser.parse_args(["--network", "dual", "--ip", "10.250.4.9", "--ip6", "fd6c:77:1::9", "busybox"])
+    body = create_body(args)
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"dual": {"IPAMConfig": {
+        "IPv4Address": "10.250.4.9", "IPv6Address": "fd6c:77:1::9"}}}}
+    body = create_body(parser.parse_args(["--network", "dual", "--ip6", "fd6c:77:1::9", "busybox"]))
+    assert body["NetworkingConfig"]["EndpointsConfig"]["dual"] == {"IPAMConfig": {"IPv6Address": "fd6c:77:1::9"}}

@@ -78,10 +78,17 @@ class Harness:
     runtime: NativeRuntime = field(default_factory=NativeRuntime)
     states: list[RuntimeState] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
+    # (container id, host id, size): every container in a new user namespace with this map
+    remap: tuple[int, int, int] | None = None
 
     def spec(self, *args: str, env: tuple[str, ...] = (PATH_ENV,), cwd: str = "/", **fields: object) -> ContainerSpec:
         process_fields = {key: fields.pop(key) for key in list(fields) if key in {item.name for item in record_fields(ProcessSpec)}}
         process = ProcessSpec(args=args, env=env, cwd=cwd, **process_fields)  # type: ignore[arg-type]
+        if self.remap is not None:
+            namespaces = fields.pop("namespaces", None) or next(
+                item.default for item in record_fields(ContainerSpec) if item.name == "namespaces")
+            fields.update(namespaces=frozenset(namespaces) | {"user"}, uid_mappings=(self.remap,),  # type: ignore[arg-type]
+                          gid_mappings=(self.remap,))
         return ContainerSpec(id=secrets.token_hex(32), rootfs=self.rootfs, process=process,
                              hostname=str(fields.pop("hostname", "box")), **fields)  # type: ignore[arg-type]
 

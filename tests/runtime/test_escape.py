@@ -9,6 +9,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,6 +20,20 @@ from lamina.runtime.api import DEFAULT_CAPABILITIES, ProcessSpec
 from .conftest import PATH_ENV, Harness
 
 pytestmark = pytest.mark.privileged
+
+# a host range no /etc/subuid names: the runtime takes any map it is given
+REMAP = (0, 2_000_000_000, 65536)
+
+
+@pytest.fixture(params=[None, REMAP], ids=["host user namespace", "remapped user namespace"])
+def harness(rootfs: str, request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """Every escape check twice: as lamina runs containers by default, and in a user namespace
+    (``--userns-remap``)."""
+    instance = Harness(rootfs, remap=request.param)
+    try:
+        yield instance
+    finally:
+        instance.cleanup()
 
 
 def _host_binaries() -> set[tuple[int, int]]:

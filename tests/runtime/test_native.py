@@ -348,6 +348,13 @@ def test_a_container_joins_the_namespaces_of_another_and_dies_with_its_pid_1(har
         harness.start(harness.spec("true", namespace_paths=paths[:1]))
 
 
+def test_a_container_in_a_user_namespace_joins_no_other_container_s_namespaces(harness: Harness) -> None:
+    remapped = Harness(harness.rootfs, runtime=harness.runtime, remap=(0, 2_000_000_000, 65536))
+    for name in ("pid", "uts", "ipc"):
+        with pytest.raises(errdefs.InvalidArgument, match=f"cannot join another container's {name} namespace"):
+            remapped.start(remapped.spec("true", namespace_paths=((name, "/proc/1/ns/" + name),)))
+
+
 def test_default_capabilities_only(harness: Harness) -> None:
     script = ("grep -E 'Cap(Eff|Bnd|Inh|Amb)' /proc/self/status; ip link set lo down 2>&1; echo ip=$?;"
               "touch /tmp/f; chown 1:2 /tmp/f && stat -c %u:%g /tmp/f; grep NoNewPrivs /proc/self/status")

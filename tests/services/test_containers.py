@@ -255,7 +255,9 @@ def test_auto_remove_removes_everything(engine) -> None:
         engine.container_views.inspect(container_id)
     assert not os.path.exists(layer_dir)
     assert not os.path.exists(engine.run_dir(container_id).path)
-    assert not [t for t in lmount.mounted_targets() if t.startswith(engine.root)]
+    # the network namespace goes with the teardown the monitor finishes after "removed"
+    engine.wait_for(lambda: not [t for t in lmount.mounted_targets() if t.startswith(engine.root)],
+                    message="the run's mounts to go")
 
 
 def test_restart_and_start_of_a_running_container(engine) -> None:
@@ -641,8 +643,12 @@ def test_concurrent_starts_start_the_container_once(engine) -> None:
         thread.join(30)
     assert errors == []
     assert engine.state(container_id)["Running"]
-    pids = engine.container_views.top(container_id)["Processes"]
-    assert [row[-1] for row in pids].count("sleep 30") == 1
+    # tini forks its child, which shows tini's command line until its exec of sleep
+    engine.wait_for(lambda: any(row[-1] == "sleep 30" for row in
+                                engine.container_views.top(container_id)["Processes"]),
+                    message="the init's child to become sleep 30")
+    commands = [row[-1] for row in engine.container_views.top(container_id)["Processes"]]
+    assert len(commands) == 2 and commands.count("sleep 30") == 1, commands  # one init, one sleep
     engine.containers.stop(container_id)
 
 

@@ -65,8 +65,10 @@ def render_info(info: dict[str, Any], client: dict[str, Any]) -> tuple[str, list
         for option in security:
             parts = dict(part.split("=", 1) for part in str(option).split(",") if "=" in part)
             lines.append(f"  {parts.get('name', option)}")
-            if parts.get("profile"):
-                lines.append(f"   Profile: {parts['profile']}")
+            # the docker CLI's layout: each key but the name, title-cased
+            for key, value in parts.items():
+                if key != "name":
+                    lines.append(f"   {key.title()}: {value}")
     line("Kernel Version", "KernelVersion")
     line("Operating System", "OperatingSystem")
     line("OSType", "OSType")

@@ -1,6 +1,6 @@
 """``lamina network connect [--alias A] [--ip IP] NETWORK CONTAINER``: add an endpoint on
-NETWORK to a running container (``--ip6``, ``--link``, ``--driver-opt`` are refused by the
-engine)."""
+NETWORK to a running container (``--ip6`` on networks with IPv6; ``--link``, ``--driver-opt``
+are refused by the engine)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 
 ``-d/--driver`` (``bridge``), ``--subnet``, ``--gateway``, ``--ip-range``, ``--aux-address
 NAME=IP``, ``--internal``, ``--attachable``, ``-o/--opt KEY=VALUE`` (driver options),
-``--ipam-driver`` (``default``), ``--ipam-opt``, ``--label``, ``--ipv6`` (refused by the engine:
-no IPv6 yet).  One ``--subnet`` at most (lamina's networks have one IPv4 subnet).
+``--ipam-driver`` (``default``), ``--ipam-opt``, ``--label``, ``--ipv6``.  One IPv4 and one IPv6
+``--subnet`` at most; a ``--gateway`` goes with the subnet of its address family, ``--ip-range``
+and ``--aux-address`` with the IPv4 one.
 """
 
 from __future__ import annotations
@@ -38,25 +39,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, context: Context) -> int:
-    if len(args.subnet) > 1:
-        raise UsageError("lamina supports one --subnet per network")
-    if (args.gateway or args.ip_range or args.aux_address) and not args.subnet:
-        raise UsageError("--gateway, --ip-range and --aux-address need a --subnet")
-    if len(args.gateway) > 1 or len(args.ip_range) > 1:
-        raise UsageError("one --gateway and one --ip-range per --subnet")
-    config: dict[str, Any] = {}
-    if args.subnet:
-        config["Subnet"] = args.subnet[0]
-        if args.gateway:
-            config["Gateway"] = args.gateway[0]
-        if args.ip_range:
+    subnets = {("6" if ":" in subnet else "4"): subnet for subnet in args.subnet}
+    gateways = {("6" if ":" in gateway else "4"): gateway for gateway in args.gateway}
+    if len(subnets) != len(args.subnet) or len(gateways) != len(args.gateway):
+        raise UsageError("lamina supports one IPv4 and one IPv6 --subnet (and --gateway) per network")
+    if any(family not in subnets for family in gateways) or ((args.ip_range or args.aux_address)
+                                                             and "4" not in subnets):
+        raise UsageError("--gateway, --ip-range and --aux-address need a --subnet (of their address family)")
+    if len(args.ip_range) > 1:
+        raise UsageError("one --ip-range per --subnet")
+    configs: list[dict[str, Any]] = []
+    for family, subnet in sorted(subnets.items()):
+        config: dict[str, Any] = {"Subnet": subnet}
+        if family in gateways:
+            config["Gateway"] = gateways[family]
+        if family == "4" and args.ip_range:
             config["IPRange"] = args.ip_range[0]
-        if args.aux_address:
+        if family == "4" and args.aux_address:
             config["AuxiliaryAddresses"] = parse_pairs(args.aux_address, "--aux-address", require_equals=True)
+        configs.append(config)
     body = {
         "Name": args.network_name, "CheckDuplicate": True, "Driver": args.driver, "Internal": args.internal,
         "Attachable": args.attachable, "EnableIPv6": args.ipv6, "Scope": args.scope,
-        "IPAM": {"Driver": args.ipam_driver, "Config": [config] if config else [],
+        "IPAM": {"Driver": args.ipam_driver, "Config": configs,
                  "Options": parse_pairs(args.ipam_opt, "--ipam-opt", require_equals=True)},
         "Options": parse_pairs(args.opt, "-o, --opt", require_equals=True),
         "Labels": parse_pairs(args.label, "--label", require_equals=False),

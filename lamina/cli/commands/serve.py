@@ -37,6 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="time a client may take to send a request's head once begun; 0: no limit (default 60)")
     parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="time an open connection may wait for its next request; 0: no limit (default 300)")
+    parser.add_argument("--userns-remap", metavar="default|USER[:GROUP]",
+                        help="as the global --userns-remap: containers run in remapped user namespaces")
     parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="on SIGTERM, how long requests in progress may take to finish before "
                              "they are cut (default 10)")
@@ -44,8 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, context: Context) -> int:
     from lamina.config import default_host, rootless_uid
+    from lamina.records import replace
     from lamina.server.server import ServerConfig, serve
 
+    if args.userns_remap is not None:
+        context.options = replace(context.options, userns_remap=args.userns_remap)
     if args.shutdown_timeout < 0:
         raise UsageError("--shutdown-timeout must not be negative")
     hosts = list(args.host) or ([context.options.host] if context.options.host

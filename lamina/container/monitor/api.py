@@ -55,6 +55,13 @@ class MonitorNetwork(Protocol):
 
     def detach(self, container_id: str) -> None: ...
 
+    def sandbox(self, container_id: str) -> dict[str, Any] | None:
+        """Another container's sandbox record (its endpoints' addresses: legacy links)."""
+
+    def begin_release(self, container_id: str) -> None:
+        """Mark the sandbox as being torn down (its leases wait for the ``detach`` that follows
+        in this process): an ``--rm`` run's teardown comes after its waiters are woken."""
+
 
 @dataclass(frozen=True)
 class MonitorContext:

@@ -30,7 +30,7 @@ import time
 from typing import Any, Protocol
 
 from lamina import errdefs
-from lamina.container import health, joining
+from lamina.container import health, joining, links
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
@@ -88,10 +88,12 @@ class Run:
     exited_at: float = 0.0
 
 
-def write_files(directory: str, container: Container, sandbox: dict[str, Any] | None = None) -> dict[str, str]:
+def write_files(directory: str, container: Container, sandbox: dict[str, Any] | None = None,
+                link_hosts: str = "") -> dict[str, str]:
     """``hostname``, ``hosts`` and ``resolv.conf`` in the container's directory; the
     container path each is bind-mounted on -> its host path.  With a network ``sandbox``: its
-    name servers in ``resolv.conf``, its addresses in ``hosts``, ``host-gateway`` resolved."""
+    name servers in ``resolv.conf``, its addresses in ``hosts``, ``host-gateway`` resolved;
+    ``link_hosts``: the ``hosts`` lines of legacy links, before the container's own address."""
     config, host = container.config, container.host_config
     network = specs.network_mode(host)
     hostname = str(config.get("Hostname") or container.id[:12])
@@ -115,12 +117,12 @@ def write_files(directory: str, container: Container, sandbox: dict[str, Any] | 
         servers = name_servers(sandbox) or None
     files = {
         "/etc/resolv.conf": ("resolv.conf", specs.resolv_conf(
-            host_resolv, network=network, dns=host.get("Dns") or servers, search=host.get("DnsSearch") or None,
+            host_resolv, network=network, dns=servers or host.get("Dns"), search=host.get("DnsSearch") or None,
             options=host.get("DnsOptions") or None)),
         "/etc/hostname": ("hostname", hostname + "\n"),
         "/etc/hosts": ("hosts", specs.hosts_file(
             hostname=hostname, domainname=str(config.get("Domainname") or ""), network=network,
-            extra_hosts=extra_hosts or None, host_text=host_hosts) + own_addresses),
+            extra_hosts=extra_hosts or None, host_text=host_hosts) + link_hosts + own_addresses),
     }
     out = {}
     for destination, (name, text) in files.items():
@@ -235,8 +237,10 @@ class Runner:
             removing = not restart and container is not None and bool(container.host_config.get("AutoRemove"))
             self._record_exit(code, oom, restarting=restart, durable=not removing)
             self._exit_events(container if container is not None else ran, code, oom, duration)
-            if monitor.context.network is not None:
+            if monitor.context.network is not None and not removing:
                 monitor.context.network.detach(self.id)  # after "die", as dockerd releases the network
+            elif monitor.context.network is not None:
+                monitor.context.network.begin_release(self.id)  # detached after the waiters are woken
             monitor.close_clients()
             if not restart:
                 break
@@ -252,6 +256,11 @@ class Runner:
         removed = self._auto_remove(container)
         run_lock.publish(exit_code=code, oom_killed=oom, removed=removed)
         run_lock.release()
+        if monitor.context.network is not None and removing:
+            # an --rm run's teardown is off its waiters' path (``run --rm`` returns now): the
+            # sandbox record, marked releasing, keeps the addresses and host ports leased until
+            # it is done; runs that want them and ``network rm`` wait for it
+            monitor.context.network.detach(self.id)
 
     def _auto_remove(self, container: Container | None) -> bool:
         """Remove an ``AutoRemove`` container; True when it is gone."""
@@ -430,12 +439,22 @@ class Runner:
             self._mount_volumes(mount_points)
             mount_points = pin_subpaths(mount_points, monitor.run_dir.path)
             sandbox = attaching.result()
-            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox)
+            network = monitor.context.network  # None: no sandboxes, so no link resolves
+            linked = links.resolve(host, container.name, self.store.lookup,
+                                   network.sandbox if network is not None else lambda _: None)
+            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox,
+                                                      links.hosts_lines(linked))
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
-                                        files=files, mount_points=mount_points)
+                                        files=files, mount_points=mount_points,
+                                        linked_env=links.environment(linked))
             if sandbox is not None:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
             spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))
+            mapping = self.mounts.get(self.id).idmap
+            if mapping is not None:
+                from lamina.container.monitor.remap import remapped_spec
+
+                spec = remapped_spec(spec, mapping, files, mount_points, None if master is None else stdio.stdin)
             if master is not None:
                 # the pty's own devpts instance is the container's /dev/pts: PID 1's terminal
                 # is /dev/pts/0 there, as in Docker

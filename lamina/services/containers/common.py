@@ -30,6 +30,7 @@ from lamina.services.images import ImageServiceImpl
 from lamina.volume.resolve import volume_names
 
 if TYPE_CHECKING:
+    from lamina.idmap import Remap
     from lamina.services.api import ContainerVolumes
 
 __all__ = ["MONITOR_GONE", "ContainerGroup", "ContainerShared", "network_settings"]
@@ -108,8 +109,10 @@ class ContainerShared:
 
     def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, mounts: MountStore,
                  store: ContainerStore, execs: ExecStore, default_runtime: str = "native",
-                 volumes: ContainerVolumes | None = None, events: EventSink = DISCARD) -> None:
+                 volumes: ContainerVolumes | None = None, events: EventSink = DISCARD,
+                 remap: Remap | None = None) -> None:
         self.config = config
+        self.remap = remap  # --userns-remap (None: off): what created containers are mapped with
         self.images = images
         self.mounts = mounts
         self.volumes = volumes  # None: containers get no volumes or binds
@@ -151,6 +154,7 @@ class ContainerGroup:
         self.mounts = shared.mounts
         self.volumes = shared.volumes
         self.store = shared.store
+        self.remap = shared.remap
         self.execs = shared.execs
         self.exec_root = shared.exec_root
         self.default_runtime = shared.default_runtime

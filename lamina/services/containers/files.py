@@ -99,9 +99,12 @@ class ContainerFilesImpl(ContainerGroup):
         container = self._get(id)
         fd, release = self._with_rootfs(container.id)
 
+        mapping = self.mounts.get(container.id).idmap
+
         def generate() -> Iterator[bytes]:
             try:
-                yield from export_tree(f"/proc/self/fd/{fd}", overlay_whiteouts=False)
+                yield from export_tree(f"/proc/self/fd/{fd}", overlay_whiteouts=False,
+                                       owner=None if mapping is None else mapping.to_container)
             finally:
                 release()
 
@@ -191,7 +194,8 @@ class ContainerFilesImpl(ContainerGroup):
         container = self._get(id)
         root = self._archive_root(container, path)
         try:
-            stat_result, chunks = archive_path(root.fd, root.inner, container.id, name=root.name)
+            stat_result, chunks = archive_path(root.fd, root.inner, container.id, self.mounts.get(container.id).idmap,
+                                               name=root.name)
             if root.name is not None:
                 stat_result["name"] = root.name
         except BaseException:
@@ -220,6 +224,7 @@ class ContainerFilesImpl(ContainerGroup):
                 raise errdefs.Conflict("container rootfs is marked read-only")
             extract_archive(root.fd, root.inner, stream, container.id,
                             no_overwrite_dir_non_dir=no_overwrite_dir_non_dir, copy_uid_gid=copy_uid_gid,
+                            owner=self.mounts.get(container.id).idmap,
                             file_mounts=self._file_mounts_below(container, path))
         finally:
             root.release()

@@ -6,10 +6,10 @@ from __future__ import annotations
 import signal as signals
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
-from lamina.container import joining
+from lamina.container import joining, links
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
 from lamina.container.health import validate_healthcheck
@@ -23,6 +23,9 @@ from lamina.log import get_logger
 from lamina.services.containers.common import MONITOR_GONE, ContainerGroup, network_settings
 from lamina.services.filters import all_labels_match, until_seconds
 from lamina.volume.resolve import mount_points_json, populate_volumes, release_mounts, resolve_mounts
+
+if TYPE_CHECKING:
+    from lamina.idmap import IdentityMapping
 
 __all__ = ["ContainerLifecycleImpl"]
 
@@ -103,8 +106,10 @@ class ContainerLifecycleImpl(ContainerGroup):
             _check_rootless(host, networking)
         joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
+        linked = links.check(host, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
+        idmap = self._identity_mapping(host, image_config.chain_id())
         container_id = new_container_id()
         if not merged.get("Hostname"):
             merged["Hostname"] = socket.gethostname() if specs.network_mode(host) == "host" else container_id[:12]
@@ -145,7 +150,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         top = image_config.chain_id()
         lock = self.images.layers.lock(shared=True)
         try:
-            self.mounts.create(container_id, str(top) if top else None)
+            self.mounts.create(container_id, str(top) if top else None, idmap)
             try:
                 data["MountPoints"] = self._mount_volumes(container_id, merged, host)
             except BaseException:
@@ -154,6 +159,8 @@ class ContainerLifecycleImpl(ContainerGroup):
             try:
                 for attempt in range(10):
                     data["Name"] = validate_name(name) if name else "/" + random_name(attempt)
+                    if linked:
+                        host["Links"] = links.stored(linked, data["Name"])
                     try:
                         self.store.create(Container(data, host))
                         break
@@ -169,6 +176,34 @@ class ContainerLifecycleImpl(ContainerGroup):
             lock.release()
         self.events.emit(CONTAINER, "create", container_id, container_attributes(merged, data["Name"]))
         return {"Id": container_id, "Warnings": warnings}
+
+    def _identity_mapping(self, host: dict[str, Any], top: Any) -> IdentityMapping | None:
+        """The mapping of a container of a ``--userns-remap`` engine (None: the host's user
+        namespace), after Docker's checks; an image layer owning a file by an id beyond the
+        ranges is refused, naming the file and the range."""
+        from lamina.container.options import check_userns
+
+        if not check_userns(host, remapped_engine=self.remap is not None):
+            return None
+        assert self.remap is not None
+        runtime = str(host.get("Runtime") or self.default_runtime)
+        if runtime != "native":
+            raise errdefs.InvalidArgument(f"--userns-remap: the {runtime} runtime cannot run a remapped container: "
+                                          "an OCI runtime builds the root filesystem as the namespace's root, which "
+                                          "cannot reach lamina's layer directories (only the native runtime opens "
+                                          "them before it switches); use the native runtime or --userns=host")
+        mapping = self.remap.mapping
+        if top:
+            outside = self.images.layers.ids_outside(str(top), mapping.size())
+            if outside is not None:
+                path, uid, gid = outside
+                uids, gids = mapping.size()
+                owner = f"uid {uid}" if uid >= 0 else f"gid {gid}"
+                raise errdefs.InvalidArgument(
+                    f"the image's file /{path} is owned by {owner}, outside the --userns-remap range of "
+                    f"{uids} uids and {gids} gids of {self.remap.user}:{self.remap.group} "
+                    f"(/etc/subuid, /etc/subgid)")
+        return mapping
 
     def _runtime_names(self) -> tuple[str, ...]:
         return self.shared.runtime_names()
@@ -473,6 +508,22 @@ class ContainerLifecycleImpl(ContainerGroup):
             record.host_config = host
         self._event(container, "update")
         return {"Warnings": warnings}
+
+    def remove_link(self, name: str) -> None:
+        full_name = "/" + name.strip("/")
+        parent, _, _ = full_name.rpartition("/")
+        if not parent:
+            raise errdefs.Conflict("Conflict, cannot remove the default link name of the container")
+        try:
+            container = self.store.lookup(parent)
+        except errdefs.NotFound:
+            raise errdefs.NotFound(f"No such container: {name}") from None
+        kept = [spec for spec in container.host_config.get("Links") or []
+                if str(spec).partition(":")[2] != f"{container.name}/{full_name.rpartition('/')[2]}"]
+        if len(kept) == len(container.host_config.get("Links") or []):
+            raise errdefs.NotFound(f"No such container: {name}")
+        with self.store.modify(container.id, host_config=True) as record:
+            record.host_config = {**record.host_config, "Links": kept or None}
 
     def rename(self, id: str, new_name: str) -> None:
         container = self._get(id)

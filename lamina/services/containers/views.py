@@ -237,7 +237,11 @@ class ContainerViewsImpl(ContainerGroup):
             since = seconds_of(self._get(filters["since"][0]).data.get("Created"))
         ancestors = self._ancestors(filters["ancestor"]) if filters.get("ancestor") else None
         containers = []
+        link_names: dict[str, list[str]] = {}   # a link's target -> its names /parent/alias
         for container in self.store.list():
+            for spec in container.host_config.get("Links") or []:
+                target, _, name = str(spec).partition(":")
+                link_names.setdefault(target, []).append(name)
             if container.state.get("Running") and not self.monitors.alive(container.id):
                 try:
                     container = self._reconcile(container.id)
@@ -252,8 +256,12 @@ class ContainerViewsImpl(ContainerGroup):
             containers = containers[:limit]
         resolved: dict[str, str] = {}
         references = {text: str(image_id) for text, image_id in self.images.references.all().items()}
-        return [self._summary(container, size=size, resolved=resolved, references=references)
-                for container in containers]
+        summaries = []
+        for container in containers:
+            summary = self._summary(container, size=size, resolved=resolved, references=references)
+            summary["Names"].extend(sorted(link_names.get(container.name, [])))
+            summaries.append(summary)
+        return summaries
 
     def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
         return self.store.check_index(repair=repair)

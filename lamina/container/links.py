@@ -1,0 +1,199 @@
+"""Docker's legacy container links (``--link NAME[:ALIAS]``, ``HostConfig.Links``).
+
+A link works on the default ``bridge`` network only (where containers do not resolve each
+other by name).  At create the target must exist; the link is stored in ``HostConfig.Links``
+as Docker shows it in inspect, ``/target:/this/alias`` (the commit point is the container's
+record itself).  At each start the target must be running on the default bridge; the linked
+container then gets, as in Docker:
+
+- ``/etc/hosts`` lines ``IP\\talias hostname [name]`` (the target's bridge address, its hostname,
+  its name when the alias differs), before the container's own address;
+- the environment of moby's ``links.ToEnv``, ahead of the container's own ``Env`` (which
+  wins): ``ALIAS_NAME=/this/alias``, ``ALIAS_PORT=proto://IP:port`` (the lowest exposed
+  port, tcp first), per exposed port ``ALIAS_PORT_<port>_<PROTO>`` and its ``_ADDR``,
+  ``_PORT``, ``_PROTO``, ranges of three or more consecutive ports as ``..._START``/``_END``,
+  and ``ALIAS_ENV_<var>`` for the target's ``Config.Env`` but ``HOME`` and ``PATH``.  ``ALIAS``
+  is the alias upper-cased, ``-`` as ``_``.
+
+The target is found by name at start (a renamed target breaks the link: Docker follows it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from lamina import errdefs
+from lamina.network.api import DEFAULT_BRIDGE
+from lamina.records import dataclass
+
+__all__ = ["Link", "LinkTarget", "parse", "check", "stored", "resolve", "environment", "hosts_lines"]
+
+
+class LinkTarget(Protocol):
+    """What a link needs of its target container (:class:`lamina.container.store.Container`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    @property
+    def host_config(self) -> dict[str, Any]: ...
+
+    @property
+    def state(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Link:
+    """One resolved link: the alias's full name (``/this/alias``), the target's address."""
+
+    name: str                 # /this/alias
+    alias: str
+    target_name: str          # /target
+    target_hostname: str
+    address: str
+    ports: tuple[tuple[int, str], ...]   # (port, protocol), sorted as moby sorts them
+    target_env: tuple[str, ...]
+
+
+def parse(spec: Any) -> tuple[str, str]:
+    """(target name without ``/``, alias) of ``name[:alias]`` or the stored ``/name:/this/alias``
+    (Docker's ``opts.ParseLink``: the alias is the last path element)."""
+    text = str(spec or "")
+    if not text:
+        raise errdefs.InvalidArgument("empty string specified for links")
+    parts = text.split(":")
+    if len(parts) > 2 or not parts[0].strip("/"):
+        raise errdefs.InvalidArgument(f"bad format for links: {text}")
+    name = parts[0].strip("/")
+    alias = parts[1].rstrip("/").rsplit("/", 1)[-1] if len(parts) == 2 else name
+    if not alias:
+        raise errdefs.InvalidArgument(f"bad format for links: {text}")
+    return name, alias
+
+
+def check(host: Mapping[str, Any], lookup: Callable[[str], LinkTarget]) -> list[tuple[str, str]]:
+    """The links of a create, checked: (target's name with ``/``, alias) each.  Links need the
+    default bridge network; each target must exist and not use the host's network."""
+    links = host.get("Links") or []
+    if not links:
+        return []
+    if not isinstance(links, list):
+        raise errdefs.InvalidArgument("HostConfig.Links must be a list of strings")
+    mode = str(host.get("NetworkMode") or "default")
+    if mode == "host":
+        raise errdefs.InvalidArgument("conflicting options: host type networking can't be used with links. "
+                                      "This would result in undefined behavior")
+    if mode not in ("default", "bridge"):
+        raise errdefs.InvalidArgument(
+            f"lamina supports legacy links (--link) on the default bridge network only, not with network mode "
+            f"{mode}: on a user-defined network containers resolve each other by name (and --network-alias)")
+    checked = []
+    for spec in links:
+        name, alias = parse(spec)
+        try:
+            target = lookup(name)
+        except errdefs.NotFound as exc:
+            raise errdefs.InvalidArgument(f"could not get container for {name}: {exc}") from exc
+        if str(target.host_config.get("NetworkMode") or "") == "host":
+            raise errdefs.InvalidArgument("conflicting options: host type networking can't be used with links. "
+                                          "This would result in undefined behavior")
+        checked.append((target.name, alias))
+    return checked
+
+
+def stored(checked: list[tuple[str, str]], this_name: str) -> list[str] | None:
+    """``HostConfig.Links`` as Docker shows it: ``/target:/this/alias``."""
+    return [f"{target}:{this_name}/{alias}" for target, alias in checked] or None
+
+
+def resolve(host: Mapping[str, Any], this_name: str, lookup: Callable[[str], LinkTarget],
+            sandbox: Callable[[str], Mapping[str, Any] | None]) -> list[Link]:
+    """The links of a start; ``sandbox(id)``: a container's network sandbox record (its
+    endpoints by network name).  A target that is gone, stopped or off the default bridge fails
+    the start."""
+    links = []
+    for spec in host.get("Links") or []:
+        name, alias = parse(spec)
+        full_name = f"{this_name}/{alias}"
+        try:
+            target = lookup(name)
+        except errdefs.NotFound as exc:
+            raise errdefs.InvalidArgument(f"could not get container for {name}: {exc}") from exc
+        if not target.state.get("Running"):
+            raise errdefs.System(f"Cannot link to a non running container: {target.name} AS {full_name}")
+        endpoint = ((sandbox(target.id) or {}).get("Endpoints") or {}).get(DEFAULT_BRIDGE) or {}
+        address = str(endpoint.get("IPAddress") or "")
+        if not address:
+            raise errdefs.System(f"Cannot link to {target.name}, as it does not belong to the default network")
+        links.append(Link(name=full_name, alias=alias, target_name=target.name,
+                          target_hostname=str(target.config.get("Hostname") or target.id[:12]), address=address,
+                          ports=_ports(target.config.get("ExposedPorts") or {}),
+                          target_env=tuple(str(item) for item in target.config.get("Env") or ())))
+    return links
+
+
+def _ports(exposed: Mapping[str, Any]) -> tuple[tuple[int, str], ...]:
+    ports = []
+    for key in exposed:
+        number, _, protocol = str(key).partition("/")
+        if number.isdigit():
+            ports.append((int(number), (protocol or "tcp").lower()))
+    # moby's order: by number, tcp first for the same number
+    return tuple(sorted(ports, key=lambda port: (port[0], port[1] != "tcp", port[1])))
+
+
+def _variable_prefix(alias: str) -> str:
+    return alias.upper().replace("-", "_")
+
+
+def environment(links: list[Link]) -> list[str]:
+    """The legacy variables of every link, in moby's order."""
+    env: list[str] = []
+    for link in links:
+        prefix, ip, ports = _variable_prefix(link.alias), link.address, link.ports
+        if ports:
+            port, protocol = ports[0]
+            env.append(f"{prefix}_PORT={protocol}://{ip}:{port}")
+        index = 0
+        while index < len(ports):
+            last = index
+            while last + 1 < len(ports) and ports[last + 1][0] == ports[last][0] + 1:
+                last += 1
+            if last > index + 1:
+                (first_port, protocol), (last_port, last_protocol) = ports[index], ports[last]
+                key = f"{prefix}_PORT_{first_port}_{protocol.upper()}"
+                env.extend([f"{key}_START={protocol}://{ip}:{first_port}", f"{key}_ADDR={ip}",
+                            f"{key}_PROTO={protocol}", f"{key}_PORT_START={first_port}",
+                            f"{prefix}_PORT_{first_port}_{last_protocol.upper()}_END={last_protocol}://{ip}:{last_port}",
+                            f"{prefix}_PORT_{first_port}_{last_protocol.upper()}_PORT_END={last_port}"])
+                index = last + 1
+            else:
+                index += 1
+        for port, protocol in ports:
+            key = f"{prefix}_PORT_{port}_{protocol.upper()}"
+            env.extend([f"{key}={protocol}://{ip}:{port}", f"{key}_ADDR={ip}", f"{key}_PORT={port}",
+                        f"{key}_PROTO={protocol}"])
+        env.append(f"{prefix}_NAME={link.name}")
+        for item in link.target_env:
+            variable, separator, value = item.partition("=")
+            if separator and variable not in ("HOME", "PATH"):
+                env.append(f"{prefix}_ENV_{variable}={value}")
+    return env
+
+
+def hosts_lines(links: list[Link]) -> str:
+    """The ``/etc/hosts`` lines of the links: the alias, the target's hostname and its name."""
+    lines = ""
+    for link in links:
+        names = [link.alias, link.target_hostname]
+        if link.alias != link.target_name.lstrip("/"):
+            names.append(link.target_name.lstrip("/"))
+        lines += f"{link.address}\t{' '.join(names)}\n"
+    return lines
