@@ -76,6 +76,21 @@ log = get_logger(__name__)
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+_FREEZER_TIMEOUT = 10.0
+
+
+def _wait_freezer(manager: CgroupManager, *, frozen: bool) -> None:
+    """Wait until the kernel reports the cgroup of ``manager`` frozen (or thawed)."""
+    deadline = time.monotonic() + _FREEZER_TIMEOUT
+    delay = 0.001
+    while manager.frozen() != frozen:
+        if time.monotonic() >= deadline:
+            raise errdefs.System(f"the cgroup {manager.path} is still {'not ' if frozen else ''}frozen after "
+                                 f"{_FREEZER_TIMEOUT:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 def _set_child_subreaper() -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
@@ -339,10 +354,19 @@ class OCIRuntime:
         self._invoke("kill", arguments, container_id=state.id)
 
     def pause(self, state: RuntimeState) -> None:
+        """Returns once the kernel reports every process frozen: runc waits for that, crun
+        only writes the freezer state (on cgroup v1 it reads ``FREEZING`` until the last
+        task stops, and ``<binary> state`` answers ``running`` meanwhile)."""
         self._invoke("pause", [state.id], container_id=state.id)
+        try:
+            _wait_freezer(self._cgroup(state), frozen=True)
+        except errdefs.LaminaError:
+            self._invoke("resume", [state.id], container_id=state.id)
+            raise
 
     def resume(self, state: RuntimeState) -> None:
         self._invoke("resume", [state.id], container_id=state.id)
+        _wait_freezer(self._cgroup(state), frozen=False)
 
     def update(self, state: RuntimeState, resources: Resources) -> None:
         body = resources_json(resources)

@@ -6,6 +6,7 @@ import os
 import pty
 import select
 import subprocess
+import termios
 import time
 from collections.abc import Mapping, Sequence
 
@@ -43,6 +44,14 @@ class Terminal:
             if not self._read(0.1) and self.process.poll() is not None:
                 raise AssertionError(f"{marker!r} not seen before the exit: {self.output!r}")
         return self.output
+
+    def wait_raw(self, timeout: float = 20.0) -> None:
+        """Wait until the program put the terminal in raw mode (the docker CLI does once its
+        attach is hijacked, before it reads the keys): typed keys then reach it unchanged."""
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(self.master)[3] & (termios.ICANON | termios.ECHO):
+            assert time.monotonic() < deadline, f"the terminal is still in cooked mode after {timeout} s"
+            self._read(0.01)
 
     def send(self, data: bytes) -> None:
         os.write(self.master, data)

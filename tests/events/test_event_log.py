@@ -225,10 +225,9 @@ def test_stop_ends_a_waiting_follower_at_once(tmp_path) -> None:
 
     threading.Thread(target=read, daemon=True).start()
     time.sleep(0.1)
-    started = time.monotonic()
     stop.set()
-    assert ended.wait(2)
-    assert time.monotonic() - started < 0.1
+    # well before the 5 s poll; a bound tighter than this measures the host's scheduler
+    assert ended.wait(2), "the follower did not end within 2 s of the stop (waits for its poll?)"
 
 
 def test_a_future_until_follows_new_events_then_ends(tmp_path) -> None:

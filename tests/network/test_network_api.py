@@ -4,16 +4,22 @@ nothing reaches netavark), and the network events."""
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
+import lamina
 from lamina.api.http import Request, Response
 from lamina.api.router import Router
 from lamina.config import EngineConfig
 from lamina.events.log import EventLog
+from lamina.network.ipam import DEFAULT_POOLS
 from lamina.network.store import predefined_id
 from lamina.services.compose import build_networks
 from lamina.services.events import EventServiceImpl
@@ -58,11 +64,42 @@ def test_the_predefined_networks_are_listed_with_the_default_bridge_on_its_own_d
     # lamina0 for /var/lib/lamina; a device of its own for any other data root
     device = bridge["Options"]["com.docker.network.bridge.name"]
     assert device.startswith("lamina") and len(device) == 14
-    # one of Docker's default pools: a 172.17-31 /16, or a 192.168 /20 while other engines'
-    # bridges (tests running beside this one) route all of those
+    # which pool is free depends on the host's routes (other bridges): the choice itself is
+    # checked below in network namespaces whose routes the test sets
     assert len(bridge["IPAM"]["Config"]) == 1
-    subnet = bridge["IPAM"]["Config"][0]["Subnet"]
-    assert subnet.endswith(".0/16") or (subnet.startswith("192.168.") and subnet.endswith(".0/20")), subnet
+    assert ipaddress.IPv4Network(bridge["IPAM"]["Config"][0]["Subnet"]) in DEFAULT_POOLS
+
+
+# prints the default bridge's subnet as a network service on a fresh data root sees it
+BRIDGE_SUBNET = """
+import sys
+from lamina.config import EngineConfig
+from lamina.services.compose import build_networks
+config = EngineConfig(data_root=sys.argv[1], exec_root=sys.argv[2])
+bridge = next(n for n in build_networks(config).list() if n["Name"] == "bridge")
+print(bridge["IPAM"]["Config"][0]["Subnet"])
+"""
+
+
+def default_bridge_subnet_with_routes(tmp_path, routes: list[str]) -> str:
+    """The default bridge's subnet picked in a new network namespace (gone when its only
+    process exits) whose only routes are ``routes``, on its loopback device."""
+    setup = "".join(f"ip route add {route} dev lo && " for route in routes)
+    script = f'ip link set lo up && {setup}exec "$0" -c "$1" "$2" "$3"'
+    source = os.path.dirname(os.path.dirname(lamina.__file__))   # the lamina this test imports
+    result = subprocess.run(["unshare", "--net", "sh", "-c", script, sys.executable, BRIDGE_SUBNET,
+                             str(tmp_path / f"root{len(routes)}"), str(tmp_path / f"run{len(routes)}")],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": source})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.privileged
+def test_the_default_bridge_takes_the_first_pool_no_route_overlaps(tmp_path) -> None:
+    assert default_bridge_subnet_with_routes(tmp_path, []) == "172.17.0.0/16"
+    assert default_bridge_subnet_with_routes(tmp_path, ["172.17.0.0/16", "172.18.5.0/24"]) == "172.19.0.0/16"
+    every_172 = [f"172.{second}.0.0/16" for second in range(17, 32)]
+    assert default_bridge_subnet_with_routes(tmp_path, every_172 + ["192.168.1.0/24"]) == "192.168.16.0/20"
 
 
 def test_create_inspect_list_remove(router, services) -> None:

@@ -42,7 +42,7 @@ def test_docker_run_it_and_attach_detach_and_the_container_keeps_running(docker,
     with open(os.path.join(config, "config.json"), "w") as handle:
         json.dump({"detachKeys": "ctrl-x,x"}, handle)
     with Terminal([DOCKER, "attach", "stays"], server.environment()) as terminal:
-        time.sleep(1)
+        terminal.wait_raw()
         terminal.send(b"again\r")
         terminal.read_until(b"again\r\nagain\r\n")
         terminal.send(b"\x18")

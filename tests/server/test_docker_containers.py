@@ -120,9 +120,13 @@ def test_sigterm_leaves_running_containers_running_for_the_next_server(start_ser
     assert running == "true"
     os.kill(int(pid), 0)   # the container's process is alive
     before = subprocess.run([DOCKER, "logs", "survivor"], env=environment, capture_output=True, check=True)
-    time.sleep(0.5)
-    after = subprocess.run([DOCKER, "logs", "survivor"], env=environment, capture_output=True, check=True)
-    assert after.stdout.count(b"alive") > before.stdout.count(b"alive")   # still logging
+    deadline = time.monotonic() + 10
+    while True:   # still logging
+        after = subprocess.run([DOCKER, "logs", "survivor"], env=environment, capture_output=True, check=True)
+        if after.stdout.count(b"alive") > before.stdout.count(b"alive"):
+            break
+        assert time.monotonic() < deadline, "no new log line for 10 s after the server was replaced"
+        time.sleep(0.1)
 
 
 # -- docker-py --------------------------------------------------------------------------------
