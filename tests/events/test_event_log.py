@@ -233,14 +233,15 @@ def test_stop_ends_a_waiting_follower_at_once(tmp_path) -> None:
 def test_a_future_until_follows_new_events_then_ends(tmp_path) -> None:
     log = EventLog(str(tmp_path / "events"), poll_interval=0.01)
     log.append(message_at(time.time_ns() - SECOND, actor="before"))
-    until = time.time_ns() + SECOND // 2
+    until = time.time_ns() + 2 * SECOND  # "during" is emitted well before it, even on a stalled machine
     found: list[dict[str, Any]] = []
     thread = threading.Thread(target=lambda: found.extend(
         log.stream(since_ns=0, until_ns=until, follow=True)), daemon=True)
     thread.start()
     time.sleep(0.1)
     log.emit("container", "start", "during")
-    thread.join(3)
+    assert time.time_ns() < until, "the machine stalled past until before the event was emitted"
+    thread.join(6)
     assert not thread.is_alive(), "the stream did not end at until"
     log.emit("container", "start", "after")
     assert [message["Actor"]["ID"] for message in found] == ["before", "during"]
