@@ -62,7 +62,7 @@ class ContainerViewsImpl(ContainerGroup):
 
     def image_usage(self, image_id: str) -> list[tuple[str, bool]]:
         """(container id, running) of every container created from ``image_id``."""
-        return [(c.id, bool(c.state.get("Running"))) for c in self.store.list() if c.data.get("Image") == image_id]
+        return [(c.id, bool(c.state.get("Running"))) for c in self.store.listing() if c.data.get("Image") == image_id]
 
     def _image_name(self, container: Container, resolved: dict[str, str] | None = None,
                     references: dict[str, str] | None = None) -> str:
@@ -237,7 +237,7 @@ class ContainerViewsImpl(ContainerGroup):
             since = seconds_of(self._get(filters["since"][0]).data.get("Created"))
         ancestors = self._ancestors(filters["ancestor"]) if filters.get("ancestor") else None
         containers = []
-        for container in self.store.list():
+        for container in self.store.listing():  # the listed fields only: all that a summary shows
             if container.state.get("Running") and not self.monitors.alive(container.id):
                 try:
                     container = self._reconcile(container.id)
