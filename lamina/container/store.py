@@ -94,6 +94,8 @@ _INDEX_VERSION = 1
 _LISTING_INDEX = ".list.json"
 _LISTING_LOCK = ".list.lock"
 _LISTING_VERSION = 1
+# a listing rewrites the listing index once this many of its entries (or a 16th) were outdated
+_OUTDATED_WORTH_WRITING = 16
 #: the fields of config.v2.json a listing (``ps``) shows or filters on; a tuple names the
 #: members kept of an object
 _LISTED: dict[str, tuple[str, ...] | None] = {
@@ -314,7 +316,8 @@ class ContainerStore:
             log.warning("the container listing index %s %s; rebuilding it", self._listing_index, damage)
         kept: dict[str, _Listed] = {}
         out = []
-        dirty = bool(damage)
+        outdated = 0  # entries re-read (settled) or dropped: what a rewrite would save the next listing
+        covered = 0  # present containers the index has an entry for, current or not
         settled_before = time.time_ns() - int(_SETTLED_SECONDS * 1e9)
         for container_id in self.ids():
             try:
@@ -322,6 +325,7 @@ class ContainerStore:
             except (FileNotFoundError, NotADirectoryError):
                 continue  # removed meanwhile (or a directory left by an interrupted removal)
             entry = indexed.get(container_id)
+            covered += entry is not None
             if entry is None or entry[0] != key:
                 try:
                     read_key, container = self._read(container_id)
@@ -333,12 +337,12 @@ class ContainerStore:
                 entry = (read_key, *_listed(container))
                 if read_key[2] >= settled_before:
                     out.append(Container(entry[1], entry[2]))
-                    dirty = dirty or container_id in indexed
                     continue
-                dirty = True
+                outdated += 1
             kept[container_id] = entry
             out.append(Container(entry[1], entry[2]))
-        if dirty or len(kept) != len(indexed):
+        outdated += len(indexed) - covered  # entries of removed containers
+        if damage or outdated >= min(_OUTDATED_WORTH_WRITING, len(kept) // 16 + 1):
             self._write_listing(kept)
         return out
 

@@ -90,12 +90,16 @@ def test_listing_reads_only_what_changed_and_indexes_only_settled_records(tmp_pa
         changed.data["Config"]["Labels"] = {"changed": "yes"}
     assert listed(fresh)[containers[2].id] == expected(changed)
     assert fresh_reads == [containers[2].id]
-    assert containers[2].id not in indexed_ids(store)  # the outdated entry was dropped
     # a host config change rewrites config.v2.json after hostconfig.json: seen too
     settle(store, changed.id)
     with store.modify(changed.id, host_config=True) as changed:
         changed.host_config["NetworkMode"] = "host"
     assert listed(fresh)[changed.id][1] == {"NetworkMode": "host"}
+    settle(store, changed.id)  # settled: indexed again, with its new fields
+    listed(fresh)
+    with open(index_file(store), "rb") as handle:
+        entry = json.load(handle)["Containers"][changed.id]
+    assert (entry["Container"], entry["HostConfig"]) == expected(changed)
     # removal
     store.begin_removal(containers[0].id)
     assert containers[0].id not in listed(fresh)
@@ -236,3 +240,35 @@ def test_concurrent_changers_creators_removers_and_listers_agree_with_the_record
     assert listed(ContainerStore(root)) == want
     assert listed(store) == want
     assert want[watched[0]][0]["State"]["Pid"] == 40
+
+
+def test_a_few_outdated_entries_are_read_past_and_many_rewrite_the_index(tmp_path, monkeypatch) -> None:
+    store = ContainerStore(str(tmp_path))
+    containers = [record(f"/c{number}", number) for number in range(300)]
+    for container in containers:
+        store.create(container)
+        settle(store, container.id)
+    listed(store)
+    written = os.stat(index_file(store)).st_ino
+    for container in containers[:3]:
+        with store.modify(container.id) as changed:
+            changed.state["ExitCode"] = 7
+        settle(store, container.id)
+    store.begin_removal(containers[-1].id)
+    reads = counting_reads(store, monkeypatch)
+    for _ in range(2):
+        by_id = listed(store)
+        assert [by_id[container.id][0]["State"]["ExitCode"] for container in containers[:4]] == [7, 7, 7, 0]
+        assert containers[-1].id not in by_id
+    assert os.stat(index_file(store)).st_ino == written  # 4 outdated of 300: not worth a rewrite
+    assert len(reads) == 6
+    for container in containers[3:16]:
+        with store.modify(container.id) as changed:
+            changed.state["ExitCode"] = 8
+        settle(store, container.id)
+    reads.clear()
+    listed(store)
+    assert len(reads) == 16 and os.stat(index_file(store)).st_ino != written
+    reads.clear()
+    assert listed(store)[containers[15].id][0]["State"]["ExitCode"] == 8
+    assert reads == []
