@@ -51,9 +51,9 @@ files (``hostconfig.json`` only by :meth:`ContainerStore.save`, always followed 
 ``config.v2.json``), every replacement changes the key, and an entry is made from the same open
 file its key was taken from (``fstat``), ``hostconfig.json`` read after it.  Only settled records
 are indexed (see below: a rewrite within one timestamp tick could reuse an inode with the same
-size and times).  Any listing that read a record the index did not cover writes it back,
-atomically and not synced, when ``.list.lock`` is free (a reader never waits); missing,
-damaged or of another version it is rebuilt that way.  ``system check`` compares every entry
+size and times).  A listing that found 16 entries (or a 16th of them) outdated or missing
+writes the index back, atomically and not synced, when ``.list.lock`` is free (a reader never
+waits); missing, damaged or of another version it is rebuilt that way.  ``system check`` compares every entry
 whose key is current with its record, and ``--repair`` rewrites it.
 
 :meth:`ContainerStore.list` keeps the records it parsed in memory (a long-lived ``lamina
