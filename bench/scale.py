@@ -9,7 +9,8 @@ measures again:
 
 * ``images``, ``ps -a``, ``ps`` (running ones only: every record is still looked at),
   ``system df``, ``inspect NAME`` and ``create``: whole-command wall time in-process
-  (``lamina CMD``) and through ``lamina serve`` (``lamina -H unix://... CMD``), plus the latency of the same API request over one keep-alive connection to the server;
+  (``lamina CMD``) and through ``lamina serve`` (``lamina -H unix://... CMD``), plus the
+  latency of the same API request over one keep-alive connection to the server;
 * disk use of the data root (``du``), and what ``system df`` reports (it must count the N
   containers);
 * monitor memory: ``--running`` (default 20) containers started with ``run -d busybox sleep``,
