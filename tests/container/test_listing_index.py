@@ -29,7 +29,8 @@ def record(name: str, number: int = 0) -> Container:
 def expected(container: Container) -> tuple[dict, dict]:
     """What a listing must show of a record: the listed fields, written out by hand."""
     data = {key: container.data[key] for key in LISTED if key in container.data}
-    data["Config"] = {key: container.data["Config"][key] for key in ("Image", "Labels") if key in container.data["Config"]}
+    config = container.data["Config"]
+    data["Config"] = {key: config[key] for key in ("Image", "Labels") if key in config}
     data["NetworkSettings"] = {"Networks": container.data["NetworkSettings"]["Networks"]}
     return data, {"NetworkMode": container.host_config["NetworkMode"]}
 
@@ -118,7 +119,8 @@ def test_a_missing_damaged_or_foreign_index_is_rebuilt(tmp_path, caplog) -> None
     path = index_file(store)
     some_id = containers[1].id
     damages = [None, b"{not json", b'{"Version": 2, "Containers": {}}', b'{"Version": 1, "Containers": []}',
-               json.dumps({"Version": 1, "Containers": {some_id: {"Key": "x", "Container": {}, "HostConfig": {}}}}).encode(),
+               json.dumps({"Version": 1, "Containers": {some_id: {"Key": "x", "Container": {},
+                                                                  "HostConfig": {}}}}).encode(),
                json.dumps({"Version": 1, "Containers": {"not-an-id": {}}}).encode()]
     for damage in damages:
         if damage is None:
@@ -221,7 +223,8 @@ def test_concurrent_changers_creators_removers_and_listers_agree_with_the_record
     queue = context.Queue()
     processes = [context.Process(target=_change_repeatedly, args=(root, container_id, 40, queue))
                  for container_id in watched[:2]]
-    processes += [context.Process(target=_create_and_remove, args=(root, f"w{number}", 20, queue)) for number in range(2)]
+    processes += [context.Process(target=_create_and_remove, args=(root, f"w{number}", 20, queue))
+                  for number in range(2)]
     processes += [context.Process(target=_list_while_writers_run, args=(root, watched, 25, queue)) for _ in range(3)]
     try:
         for process in processes:
