@@ -72,8 +72,7 @@ class ContainerViewsImpl(ContainerGroup):
         name = str(container.config.get("Image") or "")
         image_id = str(container.data.get("Image") or "")
         if name and references is not None:
-            # a reference as repositories.json spells it is its own key: no parsing
-            key = name if name in references else self._reference_keys.get(name)
+            key = self._reference_keys.get(name)
             if key is None:
                 key = self._reference_keys[name] = _reference_key(name)
             if key in references:
