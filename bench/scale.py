@@ -7,9 +7,10 @@ one container, ``bench-probe``, the one ``inspect`` looks up), then makes
 ``LABEL`` build step makes them) and ``--n`` created (not started) containers with names, and
 measures again:
 
-* ``images``, ``ps -a``, ``system df``, ``inspect NAME`` and ``create``: whole-command wall
-  time in-process (``lamina CMD``) and through ``lamina serve`` (``lamina -H unix://... CMD``),
-  plus the latency of the same API request over one keep-alive connection to the server;
+* ``images``, ``ps -a``, ``ps`` (running ones only: every record is still looked at),
+  ``system df``, ``inspect NAME`` and ``create``: whole-command wall time in-process
+  (``lamina CMD``) and through ``lamina serve`` (``lamina -H unix://... CMD``), plus the
+  latency of the same API request over one keep-alive connection to the server;
 * disk use of the data root (``du``), and what ``system df`` reports (it must count the N
   containers);
 * monitor memory: ``--running`` (default 20) containers started with ``run -d busybox sleep``,
@@ -138,6 +139,8 @@ def cases(n_containers: int, names: list[str]) -> dict[str, Measure]:
         "ps -a (in-process)": cli("ps", "-a", via_server=False),
         "ps -a (lamina -H serve)": cli("ps", "-a", via_server=True),
         "GET /containers/json?all=1 (keep-alive)": api("GET", "/v1.45/containers/json?all=1"),
+        "ps (in-process)": cli("ps", via_server=False),
+        "GET /containers/json (keep-alive)": api("GET", "/v1.45/containers/json"),
         "system df (in-process)": cli("system", "df", via_server=False),
         "system df (lamina -H serve)": cli("system", "df", via_server=True),
         "GET /system/df (keep-alive)": api("GET", "/v1.45/system/df"),

@@ -39,6 +39,7 @@ from typing import Self
 
 from lamina import errdefs
 from lamina.fsutil import system_error
+from lamina.image.rfc3339 import format_time, parse_time  # one home for RFC 3339 (re-exported)
 from lamina.log import get_logger
 from lamina.records import dataclass
 from lamina.stdcopy import STDERR, STDIN, STDOUT, SYSTEM_ERROR, demultiplex, frame
@@ -99,39 +100,10 @@ def _json_string(data: bytes) -> str:
     return '"' + data.decode("utf-8", "lamina-go-replace").translate(_ESCAPES) + '"'
 
 
-def format_time(time_ns: int) -> str:
-    """Go's ``RFC3339Nano`` in UTC: ``2026-11-23T02:44:34.66239165Z`` (zeros trimmed)."""
-    seconds, nanos = divmod(time_ns, 1_000_000_000)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    if nanos:
-        text += "." + f"{nanos:09d}".rstrip("0")
-    return text + "Z"
-
-
 def format_time_fixed(time_ns: int) -> str:
     """Docker's ``RFC3339NanoFixed`` (always nine digits), the prefix of ``logs -t``."""
     seconds, nanos = divmod(time_ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
-
-
-_TIME_PATTERN = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$")
-
-
-def parse_time(text: str) -> int:
-    """An RFC 3339 timestamp (as in the log) in nanoseconds since the epoch."""
-    import calendar  # only for reading logs (with datetime, ~2 ms): not on the path that writes them
-
-    match = _TIME_PATTERN.match(text)
-    if not match:
-        raise errdefs.InvalidArgument(f"invalid log timestamp {text!r}")
-    year, month, day, hour, minute, second = (int(match.group(index)) for index in range(1, 7))
-    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-    if match.group(9):
-        offset = int(match.group(10)) * 3600 + int(match.group(11)) * 60
-        seconds -= offset if match.group(9) == "+" else -offset
-    fraction = match.group(7) or ""
-    return seconds * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
 
 
 def encode_entry(data: bytes, stream: str, time_ns: int) -> bytes:

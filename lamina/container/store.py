@@ -17,6 +17,10 @@ On-disk format, under ``<data-root>/containers/``::
     .tmp-<random>/          a creation in progress (removed by the sweep)
     .names.lock             serialises name reservation (create, rename) across processes
     .names.json             the name index: {"Version": 1, "Containers": {"<id>": "/name"}}
+    .list.json              the listing index: {"Version": 1, "Containers": {"<id>": {"Key": [st_ino,
+                            st_size, st_mtime_ns, st_ctime_ns of config.v2.json], "Container": {the
+                            record's listed fields}, "HostConfig": {"NetworkMode": ..., "Links": [...]}}}}
+    .list.lock              taken (without waiting) by the process that rewrites .list.json
 
 Every file is written tmp -> fsync -> rename -> fsync(dir), but for states a crash may lose
 without harm (written atomically, not synced): ``RemovalInProgress`` just before a removal's
@@ -38,6 +42,19 @@ uncovered, which is safe), and by rename in two steps around the record's change
 naming a container by a name its record no longer has.  Missing or damaged, it is rebuilt from
 the records by the next writer; ``system check`` compares it with the records and ``--repair``
 rewrites it.
+
+The listing index (``.list.json``) lets ``ps`` read one file instead of two per container:
+:meth:`ContainerStore.listing` stats each record's ``config.v2.json`` and takes the entry whose
+``Key`` matches, reading (and re-indexing) the record otherwise.  It is a cache checked entry by
+entry, so it needs no commit point of its own: a record is rewritten only by replacing its
+files (``hostconfig.json`` only by :meth:`ContainerStore.save`, always followed by
+``config.v2.json``), every replacement changes the key, and an entry is made from the same open
+file its key was taken from (``fstat``), ``hostconfig.json`` read after it.  Only settled records
+are indexed (see below: a rewrite within one timestamp tick could reuse an inode with the same
+size and times).  A listing that found 16 entries (or a 16th of them) outdated or missing
+writes the index back, atomically and not synced, when ``.list.lock`` is free (a reader never
+waits); missing, damaged or of another version it is rebuilt that way.  ``system check`` compares every entry
+whose key is current with its record, and ``--repair`` rewrites it.
 
 :meth:`ContainerStore.list` keeps the records it parsed in memory (a long-lived ``lamina
 serve`` lists without re-reading them), keyed by the inode, size and times of both files; a
@@ -74,12 +91,25 @@ _LOCK_FILE = "lock"
 _REMOVING = "-removing"
 _NAMES_INDEX = ".names.json"
 _INDEX_VERSION = 1
+_LISTING_INDEX = ".list.json"
+_LISTING_LOCK = ".list.lock"
+_LISTING_VERSION = 1
+_LISTED_HOST_CONFIG = ("NetworkMode", "Links")  # the mode shown as HostConfig; links name their targets
+# a listing rewrites the listing index once this many of its entries (or a 16th) were outdated
+_OUTDATED_WORTH_WRITING = 16
+#: the fields of config.v2.json a listing (``ps``) shows or filters on; a tuple names the
+#: members kept of an object
+_LISTED: dict[str, tuple[str, ...] | None] = {
+    "ID": None, "Name": None, "Created": None, "Path": None, "Args": None, "Image": None, "State": None,
+    "MountPoints": None, "Config": ("Image", "Labels"), "NetworkSettings": ("Networks",)}
 # a record whose files changed more recently than this is not cached (see the module docstring)
 _SETTLED_SECONDS = 1.0
 # a lookup that found the index this far out of date writes it back when the lock is free
 _UNCOVERED_WORTH_WRITING = 16
 
 _StatKey = tuple[int, int, int, int, int, int, int, int]
+_FileKey = tuple[int, int, int, int]
+_Listed = tuple[_FileKey, dict[str, Any], dict[str, Any]]
 
 
 def new_container_id() -> str:
@@ -116,6 +146,35 @@ def _is_id(name: str) -> bool:
     return _ID.fullmatch(name) is not None
 
 
+def _file_key(status: os.stat_result) -> _FileKey:
+    return status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def _listed(container: Container) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The record cut to what a listing needs: (config.v2.json's, hostconfig.json's fields)."""
+    data: dict[str, Any] = {}
+    for field, members in _LISTED.items():
+        if field not in container.data:
+            continue
+        value = container.data[field]
+        if members is not None and isinstance(value, dict):
+            value = {member: value[member] for member in members if member in value}
+        data[field] = value
+    host = {name: container.host_config[name] for name in _LISTED_HOST_CONFIG if name in container.host_config}
+    return data, host
+
+
+def _listing_entry(container_id: str, entry: Any) -> _Listed | None:
+    """An entry of .list.json as written by :meth:`ContainerStore.listing` (None: malformed)."""
+    if not isinstance(entry, dict):
+        return None
+    key, data, host = entry.get("Key"), entry.get("Container"), entry.get("HostConfig")
+    if (not isinstance(key, list) or len(key) != 4 or not all(type(number) is int for number in key)
+            or not isinstance(data, dict) or data.get("ID") != container_id or not isinstance(host, dict)):
+        return None
+    return (key[0], key[1], key[2], key[3]), data, host
+
+
 @dataclass
 class Container:
     """One container record: ``data`` is config.v2.json, ``host_config`` hostconfig.json."""
@@ -148,6 +207,8 @@ class ContainerStore:
         self._names_lock = os.path.join(root, ".names.lock")
         self._names_index = os.path.join(root, _NAMES_INDEX)
         self._records: dict[str, tuple[_StatKey, Container]] = {}
+        self._listing_index = os.path.join(root, _LISTING_INDEX)
+        self._listing_loaded: tuple[_FileKey, dict[str, _Listed]] | None = None
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -173,12 +234,18 @@ class ContainerStore:
 
     def get(self, container_id: str) -> Container:
         """The record of the container with this full id."""
+        return self._read(container_id)[1]
+
+    def _read(self, container_id: str) -> tuple[_FileKey, Container]:
+        """The record, and the key of the config.v2.json it was read from."""
         directory = self.directory(container_id)
         try:
-            data = fsutil.read_json(os.path.join(directory, CONFIG_FILE))
+            with open(os.path.join(directory, CONFIG_FILE), "rb") as handle:
+                key = _file_key(os.fstat(handle.fileno()))
+                data = json.load(handle)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise errdefs.NotFound(f"No such container: {container_id}") from exc
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             raise errdefs.DataLoss(f"container {container_id}: {CONFIG_FILE} is damaged: {exc}") from exc
         try:
             host_config = fsutil.read_json(os.path.join(directory, HOST_CONFIG_FILE))
@@ -188,7 +255,7 @@ class ContainerStore:
             raise errdefs.DataLoss(f"container {container_id}: {HOST_CONFIG_FILE} is damaged: {exc}") from exc
         if not isinstance(data, dict) or data.get("ID") != container_id:
             raise errdefs.DataLoss(f"container {container_id}: {CONFIG_FILE} does not describe it")
-        return Container(data, host_config if isinstance(host_config, dict) else {})
+        return key, Container(data, host_config if isinstance(host_config, dict) else {})
 
     def _stat_key(self, container_id: str) -> tuple[_StatKey, bool] | None:
         """The key of the record's two files and whether it is settled (None: gone)."""
@@ -237,6 +304,128 @@ class ContainerStore:
             for gone in set(self._records) - set(present):
                 self._records.pop(gone, None)
         return out
+
+    # -- the listing index ----------------------------------------------------------------------
+
+    def listing(self) -> list[Container]:
+        """Every readable container cut to the fields a listing shows and filters on (``_LISTED``),
+        from the listing index where its entries are current (see the module docstring).
+
+        The records are shared with other callers: read them only; :meth:`get` reads a whole one."""
+        indexed, damage = self._load_listing()
+        if damage:
+            log.warning("the container listing index %s %s; rebuilding it", self._listing_index, damage)
+        kept: dict[str, _Listed] = {}
+        out = []
+        outdated = 0  # entries re-read (settled) or dropped: what a rewrite would save the next listing
+        covered = 0  # present containers the index has an entry for, current or not
+        settled_before = time.time_ns() - int(_SETTLED_SECONDS * 1e9)
+        for container_id in self.ids():
+            try:
+                key = _file_key(os.stat(os.path.join(self.root, container_id, CONFIG_FILE)))
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed meanwhile (or a directory left by an interrupted removal)
+            entry = indexed.get(container_id)
+            covered += entry is not None
+            if entry is None or entry[0] != key:
+                try:
+                    read_key, container = self._read(container_id)
+                except errdefs.NotFound:
+                    continue
+                except errdefs.DataLoss as exc:
+                    log.warning("skipping container %s: %s", container_id, exc)
+                    continue
+                entry = (read_key, *_listed(container))
+                if read_key[2] >= settled_before:
+                    out.append(Container(entry[1], entry[2]))
+                    continue
+                outdated += 1
+            kept[container_id] = entry
+            out.append(Container(entry[1], entry[2]))
+        outdated += len(indexed) - covered  # entries of removed containers
+        if damage or outdated >= min(_OUTDATED_WORTH_WRITING, len(kept) // 16 + 1):
+            self._write_listing(kept)
+        return out
+
+    def _load_listing(self) -> tuple[dict[str, _Listed], str]:
+        """(id -> entry, what is wrong with the file: "" when sound or missing); a file already
+        parsed by this store is not parsed again while its key stays the same."""
+        try:
+            handle = open(self._listing_index, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return {}, ""
+        except OSError as exc:
+            return {}, f"cannot be read ({exc})"
+        with handle:
+            try:
+                key = _file_key(os.fstat(handle.fileno()))
+                if self._listing_loaded is not None and self._listing_loaded[0] == key:
+                    return self._listing_loaded[1], ""
+                document = json.load(handle)
+            except (OSError, ValueError) as exc:
+                return {}, f"is damaged ({exc})"
+        containers = document.get("Containers") if isinstance(document, dict) else None
+        if not isinstance(containers, dict) or document.get("Version") != _LISTING_VERSION:
+            return {}, "is not in a known format"
+        entries = {}
+        for container_id, value in containers.items():
+            entry = _listing_entry(container_id, value) if _is_id(container_id) else None
+            if entry is not None:
+                entries[container_id] = entry
+        if len(entries) != len(containers):
+            return entries, "holds malformed entries"
+        self._listing_loaded = (key, entries)
+        return entries, ""
+
+    def _write_listing(self, entries: dict[str, _Listed], *, wait: bool = False) -> bool:
+        """Replace .list.json (atomic, not synced: a cache) when ``.list.lock`` is free or,
+        with ``wait``, once it is; False when another process was writing it."""
+        lock = fsutil.FileLock(os.path.join(self.root, _LISTING_LOCK))
+        try:
+            if wait:
+                lock.acquire()
+            elif not lock.try_acquire():
+                return False
+        except OSError as exc:
+            log.warning("could not lock the container listing index: %s", exc)
+            return False
+        try:
+            document = {"Version": _LISTING_VERSION, "Containers": {
+                container_id: {"Key": list(key), "Container": data, "HostConfig": host}
+                for container_id, (key, data, host) in entries.items()}}
+            fsutil.atomic_replace(self._listing_index, json.dumps(document, separators=(",", ":")), 0o600)
+            return True
+        except OSError as exc:
+            log.warning("could not write the container listing index: %s", exc)
+            return False
+        finally:
+            lock.release()
+
+    def _check_listing(self, *, repair: bool) -> tuple[list[str], list[str]]:
+        """(problems, repairs) of the listing index: see :meth:`check_index`."""
+        self._listing_loaded = None
+        indexed, damage = self._load_listing()
+        problems = [f"the container listing index {damage}"] if damage else []
+        for container_id, (key, data, host) in sorted(indexed.items()):
+            try:
+                read_key, container = self._read(container_id)
+            except (errdefs.NotFound, errdefs.DataLoss):
+                continue  # a removed container's entry is dropped by the next listing
+            if read_key == key and (data, host) != _listed(container):
+                problems.append(f"the container listing index describes {container_id} otherwise than its record")
+        repairs = []
+        if repair and problems:
+            self._listing_loaded = None
+            entries: dict[str, _Listed] = {}
+            for container_id in self.ids():
+                try:
+                    read_key, container = self._read(container_id)
+                except (errdefs.NotFound, errdefs.DataLoss):
+                    continue
+                entries[container_id] = (read_key, *_listed(container))
+            if self._write_listing(entries, wait=True):
+                repairs.append(f"rebuilt the container listing index ({len(entries)} containers)")
+        return problems, repairs
 
     # -- the name index --------------------------------------------------------------------------
 
@@ -318,12 +507,15 @@ class ContainerStore:
         return names
 
     def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
-        """(problems, repairs): the name index against the records; ``repair`` rewrites it.
+        """(problems, repairs): the name and listing indexes against the records; ``repair``
+        rewrites them.
 
-        A damaged file or an entry that names a container otherwise than its record are
-        problems; ids the index does not cover yet and entries of removed containers are not
-        (lookups read past them, the next create or rename drops them), but ``repair`` brings
-        the index up to date all the same."""
+        A damaged file, an entry that names a container otherwise than its record, and a
+        listing entry whose key is current but whose fields are not the record's are problems;
+        ids an index does not cover yet and entries of removed or since rewritten records are
+        not (readers read past them and the next writer drops them), but ``repair`` brings the
+        name index up to date all the same."""
+        listing_problems, listing_repairs = self._check_listing(repair=repair)
         with fsutil.file_lock(self._names_lock):
             indexed, damage = self._load_index()
             actual = {}
@@ -340,7 +532,7 @@ class ContainerStore:
             if repair and (problems or indexed != actual):
                 self._write_index(actual, durable=True)
                 repairs.append(f"rebuilt the container name index ({len(actual)} containers)")
-            return problems, repairs
+            return problems + listing_problems, repairs + listing_repairs
 
     def lookup(self, reference: str) -> Container:
         """The container named by full id, name ("x" or "/x") or unique id prefix."""

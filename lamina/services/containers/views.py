@@ -62,7 +62,7 @@ class ContainerViewsImpl(ContainerGroup):
 
     def image_usage(self, image_id: str) -> list[tuple[str, bool]]:
         """(container id, running) of every container created from ``image_id``."""
-        return [(c.id, bool(c.state.get("Running"))) for c in self.store.list() if c.data.get("Image") == image_id]
+        return [(c.id, bool(c.state.get("Running"))) for c in self.store.listing() if c.data.get("Image") == image_id]
 
     def _image_name(self, container: Container, resolved: dict[str, str] | None = None,
                     references: dict[str, str] | None = None) -> str:
@@ -238,7 +238,7 @@ class ContainerViewsImpl(ContainerGroup):
         ancestors = self._ancestors(filters["ancestor"]) if filters.get("ancestor") else None
         containers = []
         link_names: dict[str, list[str]] = {}   # a link's target -> its names /parent/alias
-        for container in self.store.list():
+        for container in self.store.listing():  # the listed fields only: all that a summary shows
             for spec in container.host_config.get("Links") or []:
                 target, _, name = str(spec).partition(":")
                 link_names.setdefault(target, []).append(name)
