@@ -13,9 +13,15 @@ import re
 
 from lamina import errdefs
 
-__all__ = ["ADJECTIVES", "SURNAMES", "VALID_NAME", "random_name", "validate_name"]
+__all__ = ["ADJECTIVES", "SURNAMES", "VALID_NAME", "is_container_id", "random_name", "validate_name"]
 
 VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def is_container_id(text: str) -> bool:
+    """Whether ``text`` is a full container id (64 lowercase hex digits)."""
+    return _ID.fullmatch(text) is not None
 
 ADJECTIVES = (
     "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "beautiful",

@@ -70,14 +70,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from lamina import errdefs, fsutil
-from lamina.container.names import validate_name
+from lamina.container.listing import FileKey, Listed, ListingIndex, file_key, listed_fields
+from lamina.container.names import is_container_id, validate_name
 from lamina.log import get_logger
 from lamina.records import dataclass
 
@@ -91,25 +91,14 @@ _LOCK_FILE = "lock"
 _REMOVING = "-removing"
 _NAMES_INDEX = ".names.json"
 _INDEX_VERSION = 1
-_LISTING_INDEX = ".list.json"
-_LISTING_LOCK = ".list.lock"
-_LISTING_VERSION = 1
-_LISTED_HOST_CONFIG = ("NetworkMode", "Links")  # the mode shown as HostConfig; links name their targets
 # a listing rewrites the listing index once this many of its entries (or a 16th) were outdated
 _OUTDATED_WORTH_WRITING = 16
-#: the fields of config.v2.json a listing (``ps``) shows or filters on; a tuple names the
-#: members kept of an object
-_LISTED: dict[str, tuple[str, ...] | None] = {
-    "ID": None, "Name": None, "Created": None, "Path": None, "Args": None, "Image": None, "State": None,
-    "MountPoints": None, "Config": ("Image", "Labels"), "NetworkSettings": ("Networks",)}
 # a record whose files changed more recently than this is not cached (see the module docstring)
 _SETTLED_SECONDS = 1.0
 # a lookup that found the index this far out of date writes it back when the lock is free
 _UNCOVERED_WORTH_WRITING = 16
 
 _StatKey = tuple[int, int, int, int, int, int, int, int]
-_FileKey = tuple[int, int, int, int]
-_Listed = tuple[_FileKey, dict[str, Any], dict[str, Any]]
 
 
 def new_container_id() -> str:
@@ -139,40 +128,6 @@ def _replace_json(path: str, value: Any) -> None:
     fsutil.atomic_replace(path, json.dumps(value, separators=(",", ":")), 0o600)
 
 
-_ID = re.compile(r"[0-9a-f]{64}")
-
-
-def _is_id(name: str) -> bool:
-    return _ID.fullmatch(name) is not None
-
-
-def _file_key(status: os.stat_result) -> _FileKey:
-    return status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
-
-
-def _listed(container: Container) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The record cut to what a listing needs: (config.v2.json's, hostconfig.json's fields)."""
-    data: dict[str, Any] = {}
-    for field, members in _LISTED.items():
-        if field not in container.data:
-            continue
-        value = container.data[field]
-        if members is not None and isinstance(value, dict):
-            value = {member: value[member] for member in members if member in value}
-        data[field] = value
-    host = {name: container.host_config[name] for name in _LISTED_HOST_CONFIG if name in container.host_config}
-    return data, host
-
-
-def _listing_entry(container_id: str, entry: Any) -> _Listed | None:
-    """An entry of .list.json as written by :meth:`ContainerStore.listing` (None: malformed)."""
-    if not isinstance(entry, dict):
-        return None
-    key, data, host = entry.get("Key"), entry.get("Container"), entry.get("HostConfig")
-    if (not isinstance(key, list) or len(key) != 4 or not all(type(number) is int for number in key)
-            or not isinstance(data, dict) or data.get("ID") != container_id or not isinstance(host, dict)):
-        return None
-    return (key[0], key[1], key[2], key[3]), data, host
 
 
 @dataclass
@@ -207,13 +162,12 @@ class ContainerStore:
         self._names_lock = os.path.join(root, ".names.lock")
         self._names_index = os.path.join(root, _NAMES_INDEX)
         self._records: dict[str, tuple[_StatKey, Container]] = {}
-        self._listing_index = os.path.join(root, _LISTING_INDEX)
-        self._listing_loaded: tuple[_FileKey, dict[str, _Listed]] | None = None
+        self._listing = ListingIndex(root)
 
     # -- paths ---------------------------------------------------------------------------------
 
     def directory(self, container_id: str) -> str:
-        if not _is_id(container_id):
+        if not is_container_id(container_id):
             raise errdefs.InvalidArgument(f"invalid container id {container_id!r}")
         return os.path.join(self.root, container_id)
 
@@ -227,21 +181,21 @@ class ContainerStore:
             names = os.listdir(self.root)
         except FileNotFoundError:
             return []
-        return [name for name in names if _is_id(name)]
+        return [name for name in names if is_container_id(name)]
 
     def exists(self, container_id: str) -> bool:
-        return _is_id(container_id) and os.path.isfile(os.path.join(self.root, container_id, CONFIG_FILE))
+        return is_container_id(container_id) and os.path.isfile(os.path.join(self.root, container_id, CONFIG_FILE))
 
     def get(self, container_id: str) -> Container:
         """The record of the container with this full id."""
         return self._read(container_id)[1]
 
-    def _read(self, container_id: str) -> tuple[_FileKey, Container]:
+    def _read(self, container_id: str) -> tuple[FileKey, Container]:
         """The record, and the key of the config.v2.json it was read from."""
         directory = self.directory(container_id)
         try:
             with open(os.path.join(directory, CONFIG_FILE), "rb") as handle:
-                key = _file_key(os.fstat(handle.fileno()))
+                key = file_key(os.fstat(handle.fileno()))
                 data = json.load(handle)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise errdefs.NotFound(f"No such container: {container_id}") from exc
@@ -308,21 +262,22 @@ class ContainerStore:
     # -- the listing index ----------------------------------------------------------------------
 
     def listing(self) -> list[Container]:
-        """Every readable container cut to the fields a listing shows and filters on (``_LISTED``),
+        """Every readable container cut to the fields a listing shows and filters on
+        (:data:`lamina.container.listing.LISTED`),
         from the listing index where its entries are current (see the module docstring).
 
         The records are shared with other callers: read them only; :meth:`get` reads a whole one."""
-        indexed, damage = self._load_listing()
+        indexed, damage = self._listing.load()
         if damage:
-            log.warning("the container listing index %s %s; rebuilding it", self._listing_index, damage)
-        kept: dict[str, _Listed] = {}
+            log.warning("the container listing index %s %s; rebuilding it", self._listing.path, damage)
+        kept: dict[str, Listed] = {}
         out = []
         outdated = 0  # entries re-read (settled) or dropped: what a rewrite would save the next listing
         covered = 0  # present containers the index has an entry for, current or not
         settled_before = time.time_ns() - int(_SETTLED_SECONDS * 1e9)
         for container_id in self.ids():
             try:
-                key = _file_key(os.stat(os.path.join(self.root, container_id, CONFIG_FILE)))
+                key = file_key(os.stat(os.path.join(self.root, container_id, CONFIG_FILE)))
             except (FileNotFoundError, NotADirectoryError):
                 continue  # removed meanwhile (or a directory left by an interrupted removal)
             entry = indexed.get(container_id)
@@ -335,7 +290,7 @@ class ContainerStore:
                 except errdefs.DataLoss as exc:
                     log.warning("skipping container %s: %s", container_id, exc)
                     continue
-                entry = (read_key, *_listed(container))
+                entry = (read_key, *listed_fields(container))
                 if read_key[2] >= settled_before:
                     out.append(Container(entry[1], entry[2]))
                     continue
@@ -344,86 +299,31 @@ class ContainerStore:
             out.append(Container(entry[1], entry[2]))
         outdated += len(indexed) - covered  # entries of removed containers
         if damage or outdated >= min(_OUTDATED_WORTH_WRITING, len(kept) // 16 + 1):
-            self._write_listing(kept)
+            self._listing.write(kept)
         return out
-
-    def _load_listing(self) -> tuple[dict[str, _Listed], str]:
-        """(id -> entry, what is wrong with the file: "" when sound or missing); a file already
-        parsed by this store is not parsed again while its key stays the same."""
-        try:
-            handle = open(self._listing_index, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            return {}, ""
-        except OSError as exc:
-            return {}, f"cannot be read ({exc})"
-        with handle:
-            try:
-                key = _file_key(os.fstat(handle.fileno()))
-                if self._listing_loaded is not None and self._listing_loaded[0] == key:
-                    return self._listing_loaded[1], ""
-                document = json.load(handle)
-            except (OSError, ValueError) as exc:
-                return {}, f"is damaged ({exc})"
-        containers = document.get("Containers") if isinstance(document, dict) else None
-        if not isinstance(containers, dict) or document.get("Version") != _LISTING_VERSION:
-            return {}, "is not in a known format"
-        entries = {}
-        for container_id, value in containers.items():
-            entry = _listing_entry(container_id, value) if _is_id(container_id) else None
-            if entry is not None:
-                entries[container_id] = entry
-        if len(entries) != len(containers):
-            return entries, "holds malformed entries"
-        self._listing_loaded = (key, entries)
-        return entries, ""
-
-    def _write_listing(self, entries: dict[str, _Listed], *, wait: bool = False) -> bool:
-        """Replace .list.json (atomic, not synced: a cache) when ``.list.lock`` is free or,
-        with ``wait``, once it is; False when another process was writing it."""
-        lock = fsutil.FileLock(os.path.join(self.root, _LISTING_LOCK))
-        try:
-            if wait:
-                lock.acquire()
-            elif not lock.try_acquire():
-                return False
-        except OSError as exc:
-            log.warning("could not lock the container listing index: %s", exc)
-            return False
-        try:
-            document = {"Version": _LISTING_VERSION, "Containers": {
-                container_id: {"Key": list(key), "Container": data, "HostConfig": host}
-                for container_id, (key, data, host) in entries.items()}}
-            fsutil.atomic_replace(self._listing_index, json.dumps(document, separators=(",", ":")), 0o600)
-            return True
-        except OSError as exc:
-            log.warning("could not write the container listing index: %s", exc)
-            return False
-        finally:
-            lock.release()
 
     def _check_listing(self, *, repair: bool) -> tuple[list[str], list[str]]:
         """(problems, repairs) of the listing index: see :meth:`check_index`."""
-        self._listing_loaded = None
-        indexed, damage = self._load_listing()
+        self._listing.forget()
+        indexed, damage = self._listing.load()
         problems = [f"the container listing index {damage}"] if damage else []
         for container_id, (key, data, host) in sorted(indexed.items()):
             try:
                 read_key, container = self._read(container_id)
             except (errdefs.NotFound, errdefs.DataLoss):
                 continue  # a removed container's entry is dropped by the next listing
-            if read_key == key and (data, host) != _listed(container):
+            if read_key == key and (data, host) != listed_fields(container):
                 problems.append(f"the container listing index describes {container_id} otherwise than its record")
         repairs = []
         if repair and problems:
-            self._listing_loaded = None
-            entries: dict[str, _Listed] = {}
+            entries: dict[str, Listed] = {}
             for container_id in self.ids():
                 try:
                     read_key, container = self._read(container_id)
                 except (errdefs.NotFound, errdefs.DataLoss):
                     continue
-                entries[container_id] = (read_key, *_listed(container))
-            if self._write_listing(entries, wait=True):
+                entries[container_id] = (read_key, *listed_fields(container))
+            if self._listing.write(entries, wait=True):
                 repairs.append(f"rebuilt the container listing index ({len(entries)} containers)")
         return problems, repairs
 
@@ -457,7 +357,7 @@ class ContainerStore:
         containers = data.get("Containers") if isinstance(data, dict) else None
         if not isinstance(containers, dict) or data.get("Version") != _INDEX_VERSION:
             return {}, "is not in a known format"
-        entries = {key: value for key, value in containers.items() if _is_id(key) and isinstance(value, str)}
+        entries = {key: value for key, value in containers.items() if is_container_id(key) and isinstance(value, str)}
         if len(entries) != len(containers):
             return entries, "holds entries that are not container ids and names"
         return entries, ""
@@ -538,7 +438,7 @@ class ContainerStore:
         """The container named by full id, name ("x" or "/x") or unique id prefix."""
         if not reference:
             raise errdefs.InvalidArgument("Prefix can't be empty")
-        if _is_id(reference):
+        if is_container_id(reference):
             try:
                 return self.get(reference)
             except errdefs.NotFound:
@@ -686,7 +586,7 @@ class ContainerStore:
         """(container id, path) of removals that did not finish."""
         out = []
         for name in os.listdir(self.root):
-            if name.endswith(_REMOVING) and _is_id(name[:-len(_REMOVING)]):
+            if name.endswith(_REMOVING) and is_container_id(name[:-len(_REMOVING)]):
                 out.append((name[:-len(_REMOVING)], os.path.join(self.root, name)))
         return out
 

@@ -31,15 +31,15 @@ def index_of(store: ContainerStore) -> dict[str, str]:
 
 def test_create_and_rename_keep_the_index_in_step_with_the_records(tmp_path) -> None:
     store = ContainerStore(str(tmp_path))
-    web, db = record("/web"), record("/db")
+    web, db = record("/web"), record("/data")
     store.create(web)
     store.create(db)
-    assert index_of(store) == {web.id: "/web", db.id: "/db"}
-    assert store.rename(db.id, "store") == "/db"
+    assert index_of(store) == {web.id: "/web", db.id: "/data"}
+    assert store.rename(db.id, "store") == "/data"
     assert index_of(store) == {web.id: "/web", db.id: "/store"}
     assert store.lookup("store").id == db.id
     with pytest.raises(errdefs.NotFound):
-        store.lookup("db")
+        store.lookup("data")  # not hex: never an id prefix
     store.begin_removal(web.id)
     with pytest.raises(errdefs.NotFound):
         store.lookup("web")
