@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lamina import fsutil
 from lamina.container.names import is_container_id
 from lamina.log import get_logger
-
-if TYPE_CHECKING:
-    from lamina.container.store import Container
 
 __all__ = ["LISTED", "LISTED_HOST_CONFIG", "FileKey", "Listed", "ListingIndex", "file_key", "listed_fields"]
 
@@ -48,17 +45,17 @@ def file_key(status: os.stat_result) -> FileKey:
     return status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
 
 
-def listed_fields(container: Container) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The record cut to what a listing needs: (config.v2.json's, hostconfig.json's fields)."""
+def listed_fields(record: dict[str, Any], host_config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A record (config.v2.json, hostconfig.json) cut to what a listing needs."""
     data: dict[str, Any] = {}
     for field, members in LISTED.items():
-        if field not in container.data:
+        if field not in record:
             continue
-        value = container.data[field]
+        value = record[field]
         if members is not None and isinstance(value, dict):
             value = {member: value[member] for member in members if member in value}
         data[field] = value
-    host = {name: container.host_config[name] for name in LISTED_HOST_CONFIG if name in container.host_config}
+    host = {name: host_config[name] for name in LISTED_HOST_CONFIG if name in host_config}
     return data, host
 
 

@@ -290,7 +290,7 @@ class ContainerStore:
                 except errdefs.DataLoss as exc:
                     log.warning("skipping container %s: %s", container_id, exc)
                     continue
-                entry = (read_key, *listed_fields(container))
+                entry = (read_key, *listed_fields(container.data, container.host_config))
                 if read_key[2] >= settled_before:
                     out.append(Container(entry[1], entry[2]))
                     continue
@@ -312,7 +312,7 @@ class ContainerStore:
                 read_key, container = self._read(container_id)
             except (errdefs.NotFound, errdefs.DataLoss):
                 continue  # a removed container's entry is dropped by the next listing
-            if read_key == key and (data, host) != listed_fields(container):
+            if read_key == key and (data, host) != listed_fields(container.data, container.host_config):
                 problems.append(f"the container listing index describes {container_id} otherwise than its record")
         repairs = []
         if repair and problems:
@@ -322,7 +322,7 @@ class ContainerStore:
                     read_key, container = self._read(container_id)
                 except (errdefs.NotFound, errdefs.DataLoss):
                     continue
-                entries[container_id] = (read_key, *listed_fields(container))
+                entries[container_id] = (read_key, *listed_fields(container.data, container.host_config))
             if self._listing.write(entries, wait=True):
                 repairs.append(f"rebuilt the container listing index ({len(entries)} containers)")
         return problems, repairs
