@@ -85,9 +85,22 @@ _ROOTLESS_INFO: dict[str, Any] = {
         "WARNING: Running in rootless mode without cgroups (they are not delegated to this user): "
         "--memory, --memory-swap, --memory-reservation, --cpus, --cpu-period, --cpu-shares, "
         "--cpuset-cpus, --cpuset-mems, --pids-limit, pause and unpause are unavailable",
-        "WARNING: Running in rootless mode: networks are limited to none (the default) and host",
     ],
 }
+_ROOTLESS_NETWORK = ("WARNING: Running in rootless mode: networks are limited to bridge (the default: a private "
+                     "network per container through pasta), none, host and container:<name>; no user-defined networks")
+
+
+def _rootless_info() -> dict[str, Any]:
+    """:data:`_ROOTLESS_INFO` with the networks available here (pasta and /dev/net/tun usable)."""
+    from lamina.network.pasta import unavailable_reason
+
+    info = {**_ROOTLESS_INFO, "Warnings": [*_ROOTLESS_INFO["Warnings"], _ROOTLESS_NETWORK]}
+    reason = unavailable_reason()
+    info["Plugins"] = {**_ROOTLESS_INFO["Plugins"], "Network": ["host", "null"] if reason else ["bridge", "host", "null"]}
+    if reason:
+        info["Warnings"].append(f"WARNING: Running in rootless mode: the bridge network is unavailable: {reason}")
+    return info
 
 
 class SystemServiceImpl:
@@ -178,7 +191,7 @@ class SystemServiceImpl:
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
         }
         if self.config.rootless_uid is not None:
-            info.update(_ROOTLESS_INFO)
+            info.update(_rootless_info())
             info["SecurityOptions"] = [*info["SecurityOptions"], "name=rootless"]
         return info
 
@@ -229,11 +242,11 @@ class SystemServiceImpl:
 
     def _check_networks(self, repair: bool) -> tuple[list[dict[str, str]], list[str]]:
         """Leaked network objects (:meth:`lamina.network.run.RunNetwork.check`)."""
-        if self.config.rootless_uid is not None:
-            return [], []  # rootless lamina has no bridges, rules nor the host's network lock
         from lamina.network.run import RunNetwork
 
-        return RunNetwork(self.config.data_root, self.config.exec_root).check(repair=repair)
+        # rootless: the pasta networks (no bridges, rules nor the host's network lock)
+        return RunNetwork(self.config.data_root, self.config.exec_root,
+                          rootless=self.config.rootless_uid is not None).check(repair=repair)
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         service = self.image_service

@@ -37,15 +37,18 @@ _AFTER_SIGKILL_WAIT = 30.0
 _RECHECK_SECONDS = 0.5
 
 
-_ROOTLESS_NETWORKS = ("none", "host")
+_ROOTLESS_NETWORKS = ("default", "bridge", "none", "host")
 
 
 def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
     """What rootless lamina cannot give a container is refused before anything is made: cgroup
     limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`), the OCI runtimes
-    (crun and runc would make cgroups) and networks other than
-    ``none``/``host`` (no slirp4netns/pasta yet).  The default network is ``none``, which
-    ``host`` is set to here so that inspect shows what the container got."""
+    (crun and runc would make cgroups) and user-defined networks (they need a bridge, veths and
+    rules in the host's network namespace, which an unprivileged user cannot make).  The
+    ``bridge`` network (``default``) is a private namespace per container connected by pasta
+    (:mod:`lamina.network.pasta`): a missing pasta, an ``/dev/net/tun`` the user cannot open and
+    host ports below ``net.ipv4.ip_unprivileged_port_start`` are refused here too, so that a run
+    that cannot get its network creates nothing."""
     from lamina.runtime.nocgroup import refuse_limits
 
     refuse_limits(specs.resources(host))
@@ -54,20 +57,21 @@ def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
         raise errdefs.FailedPrecondition(
             f"rootless lamina runs containers with its native runtime only, not {runtime!r} "
             "(the OCI runtimes would need cgroups delegated to this user)")
-    if host.get("PortBindings") or host.get("PublishAllPorts"):
-        raise errdefs.FailedPrecondition(
-            "rootless lamina cannot publish ports (-p, -P): only --network none (the default when "
-            "rootless) and --network host are available (slirp4netns/pasta networking is not implemented)")
     mode = str(host.get("NetworkMode") or "default")
-    if mode == "default":
-        host["NetworkMode"] = mode = "none"
     endpoints = networking.get("EndpointsConfig") or {}
-    others = [name for name in endpoints if name not in ("default", mode)] if isinstance(endpoints, dict) else []
+    others = [name for name in endpoints if name not in ("default", "bridge", mode)] if isinstance(endpoints, dict) else []
     if (mode not in _ROOTLESS_NETWORKS and not mode.startswith("container:")) or others:
         raise errdefs.FailedPrecondition(
-            f"rootless lamina cannot connect a container to network {(others or [mode])[0]!r}: only "
-            "--network none (the default when rootless) and --network host are available "
-            "(slirp4netns/pasta networking is not implemented)")
+            f"rootless lamina cannot connect a container to network {(others or [mode])[0]!r}: user-defined "
+            "networks need a bridge and rules in the host's network namespace, which an unprivileged user "
+            "cannot make; rootless containers get --network bridge (the default: a private network through "
+            "pasta), none, host or container:<name>")
+    if mode in ("default", "bridge"):
+        from lamina.network.pasta import check_available, check_host_ports
+        from lamina.network.run import port_mappings
+
+        check_available()
+        check_host_ports(port_mappings({}, host)[0])
 
 
 class ContainerLifecycleImpl(ContainerGroup):
