@@ -319,20 +319,32 @@ class PastaSandboxes:
 
     # -- set-up and tear-down --------------------------------------------------------------------
 
-    def attach(self, container_id: str, *, ports: list[PortMapping], exposed: list[str],
-               dns: list[str]) -> dict[str, Any]:
-        """Make the namespace and start pasta on it; the sandbox record."""
+    def attach(self, container_id: str, *, ports: list[PortMapping], exposed: list[str], dns: list[str],
+               is_live: Callable[[str], bool] | None = None) -> dict[str, Any]:
+        """Make the namespace and start pasta on it; the sandbox record.  A host port held by
+        the pasta of a container that is not live (an ``--rm`` run's, stopping) is waited for."""
         binary = _pasta_binary()
         _check_tun(self.tun_device)
         check_host_ports(ports)
         fsutil.make_dirs(self.directory, 0o700)
         netns_path = self.netns_path(container_id)
         record: dict[str, Any] = {"SandboxID": os.urandom(32).hex(), "SandboxKey": netns_path, "Exposed": exposed}
-        with fsutil.file_lock(os.path.join(self.directory, "lock")):
-            taken = [port for other, held in self._records().items() if other != container_id
-                     for port in held.get("Ports", [])]
-            record["Ports"] = _choose_ports(ports, taken)
-            fsutil.atomic_replace(self._record_path(container_id), _json(record), 0o600)
+        deadline = time.monotonic() + _STOP_SECONDS
+        while True:
+            with fsutil.file_lock(os.path.join(self.directory, "lock")):
+                holders = {other: held for other, held in self._records().items()
+                           if other != container_id and self._holds_ports(other)}
+                try:
+                    record["Ports"] = _choose_ports(ports, [port for held in holders.values()
+                                                            for port in held.get("Ports", [])])
+                except errdefs.Conflict:
+                    stopping = is_live is not None and any(not is_live(other) for other in holders)
+                    if not stopping or time.monotonic() > deadline:
+                        raise
+                else:
+                    fsutil.atomic_replace(self._record_path(container_id), _json(record), 0o600)
+                    break
+            time.sleep(0.01)
         try:
             from lamina.network import namespace
 
@@ -375,6 +387,12 @@ class PastaSandboxes:
                                  f"{'; '.join(messages) or f'exit status {done.returncode}'}")
         if self._pid(container_id) is None:
             raise errdefs.System(f"pasta set up the network of container {container_id} but wrote no pid file")
+
+    def _holds_ports(self, container_id: str) -> bool:
+        """The record's ports are taken: its pasta runs, or it has none yet (being set up, or
+        set up by a process that crashed before: the sweep's to remove)."""
+        pid = self._pid(container_id)
+        return pid is None or _is_pasta_of(pid, self.netns_path(container_id))
 
     def begin_release(self, container_id: str) -> None:
         """The container is gone: stop pasta now (its host ports are free sooner); the

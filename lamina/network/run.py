@@ -254,7 +254,7 @@ class RunNetwork:
         self.detach(container_id)
         dns = [str(server) for server in host.get("Dns") or ()]
         if self.rootless:
-            record = self.pasta.attach(container_id, ports=ports, exposed=exposed, dns=dns)
+            record = self.pasta.attach(container_id, ports=ports, exposed=exposed, dns=dns, is_live=self.is_live)
             self._emit("connect", container_id, record)
             return record
         sandboxes = self.sandboxes
