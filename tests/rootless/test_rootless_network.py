@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lamina.container.rundir import RunDirectory
-from rootless.users import LAMINA, User, processes_of, tun_mode
+from rootless.users import LAMINA, User, data_root, processes_of, tun_mode
 
 pytestmark = pytest.mark.privileged
 
@@ -293,6 +293,8 @@ def test_docker_run_publishes_through_rootless_serve(user: User) -> None:
         assert shown.stdout.decode().strip() == f"80/tcp -> 127.0.0.1:{port}", shown.stderr
         assert docker_run("rm", "-f", name).returncode == 0
         assert _pastas_of(user) == [] and _leftovers(user) == []
+        # the docker CLI's EndpointsConfig {"default": ...} touched no rootful network store
+        assert not os.path.exists(os.path.join(data_root(user), "network"))
     finally:
         docker_run("rm", "-f", name)
         server.send_signal(signal.SIGTERM)

@@ -87,8 +87,9 @@ class ContainerLifecycleImpl(ContainerGroup):
         mode = str(host.get("NetworkMode") or "default")
         needs_store = mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:")
         needs_store = needs_store or any(name not in ("default", "bridge", mode) for name in endpoints)
-        check(config, host, networking,
-              find_network=self.network.sandboxes.store.get if needs_store or endpoints else None)
+        # rootless: only the bridge network, never stored (_check_rootless refused the others)
+        needs_store = (needs_store or bool(endpoints)) and self.config.rootless_uid is None
+        check(config, host, networking, find_network=self.network.sandboxes.store.get if needs_store else None)
         return dict(endpoints)
 
     def create(self, body: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
