@@ -57,7 +57,6 @@ import errno
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -368,6 +367,8 @@ class PastaSandboxes:
 
     def _start(self, binary: str, container_id: str, record: dict[str, Any], dns: list[str]) -> None:
         """pasta on the namespace; it forks into the background once the namespace is set up."""
+        import subprocess
+
         arguments = [binary, "--config-net", "--ns-ifname", INTERFACE, "--netns", record["SandboxKey"],
                      "--pid", self._pid_path(container_id), "--quiet", "--no-map-gw", "-T", "none", "-U", "none",
                      *_forward_options(record["Ports"])]
