@@ -142,6 +142,14 @@ def test_the_bridge_network_is_eth0_from_pasta_and_stop_removes_pasta(user: User
 
 
 @pytest.mark.usefixtures("debian_tun")
+def test_dns_servers_given_replace_pastas_forwarder_and_rm_removes_pasta(user: User) -> None:
+    out = user.ok("run", "--rm", "--dns", "10.1.2.3", "busybox", "sh", "-c", "cat /etc/resolv.conf; ls /sys/class/net")
+    assert "nameserver 10.1.2.3" in out and "169.254.1.1" not in out and "eth0" in out.split()
+    # an --rm run's network goes after the run returned (off its waiters' path)
+    _wait_for(lambda: not _pastas_of(user) and not _leftovers(user), "the --rm run's pasta to be gone")
+
+
+@pytest.mark.usefixtures("debian_tun")
 def test_none_and_host_need_no_pasta(user: User) -> None:
     assert user.ok("run", "--rm", "--network", "none", "busybox", "ls", "/sys/class/net").split() == ["lo"]
     host = os.readlink("/proc/self/ns/net")
