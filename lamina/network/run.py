@@ -212,7 +212,8 @@ def open_sandboxes(data_root: str, exec_root: str) -> Sandboxes:
 
 
 class RunNetwork:
-    """Sets up and tears down the sandboxes of runs, on ``<data-root>/network``."""
+    """Sets up and tears down the sandboxes of runs, on ``<data-root>/network`` (rootless: the
+    pasta networks under ``<exec-root>/pasta``)."""
 
     def __init__(self, data_root: str, exec_root: str, *, events: EventSink = DISCARD, rootless: bool = False) -> None:
         self.data_root = data_root

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,17 +31,27 @@ HTTPD = "mkdir -p /www && echo served-$0 > /www/index.html && exec httpd -f -p 8
 
 
 def _assert_free(port: int) -> None:
-    """Nothing listens on 127.0.0.1:``port`` (TIME_WAIT connections of the test's own may remain)."""
-    with socket.socket() as again:
-        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        again.bind(("127.0.0.1", port))
-        again.listen()
+    """Nothing listens on TCP ``port`` any more (connections of other processes may use it)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as handle:
+            for line in handle.read().splitlines()[1:]:
+                fields = line.split()
+                assert not (int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A"), line
 
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port below the ephemeral range: no connection of another test takes it meanwhile."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+        ephemeral = int(handle.read().split()[0])
+    for _ in range(100):
+        port = random.randrange(10000, max(ephemeral, 10001))
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def _wait_for(condition: Callable[[], object], what: str, seconds: float = 20.0) -> object:
