@@ -268,16 +268,28 @@ def _read_interface(netns_path: str) -> dict[str, Any]:
     return found
 
 
-def _is_pasta_of(pid: int, netns_path: str) -> bool:
-    """``pid`` is a live pasta serving ``netns_path`` (not a reused pid, not a zombie)."""
+def _is_pasta_of(pid: int, netns_path: str, *, exiting: bool = False) -> bool:
+    """``pid`` is a live pasta serving ``netns_path`` (not a reused pid, not a zombie);
+    ``exiting``: or a process on its way out (its command line already empty, its sockets
+    maybe not yet closed), such as a pasta that was sent SIGTERM."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            arguments = handle.read().split(b"\0")
+            command = handle.read()
+    except OSError:
+        return False
+    if netns_path.encode() not in command.split(b"\0") and not (exiting and not command):
+        return False
+    return _running(pid)
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie: a process becomes one after its files are closed, so
+    when this is False a stopped pasta's sockets are gone (its command line empties earlier)."""
+    try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
+            return handle.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
     except (OSError, IndexError):
         return False
-    return state != b"Z" and netns_path.encode() in arguments
 
 
 class PastaSandboxes:
@@ -399,7 +411,7 @@ class PastaSandboxes:
         """The record's ports are taken: its pasta runs, or it has none yet (being set up, or
         set up by a process that crashed before: the sweep's to remove)."""
         pid = self._pid(container_id)
-        return pid is None or _is_pasta_of(pid, self.netns_path(container_id))
+        return pid is None or _is_pasta_of(pid, self.netns_path(container_id), exiting=True)
 
     def begin_release(self, container_id: str) -> None:
         """The container is gone: stop pasta now (its host ports are free sooner); the
@@ -463,17 +475,18 @@ class PastaSandboxes:
 
 
 def _stop(pid: int, netns_path: str) -> None:
-    """SIGTERM pasta, SIGKILL it if it is still there after :data:`_STOP_SECONDS`; wait for it."""
+    """SIGTERM pasta, SIGKILL it if it is still there after :data:`_STOP_SECONDS`; wait until
+    its sockets are closed (the host ports free)."""
+    if not _is_pasta_of(pid, netns_path, exiting=True):
+        return
     for sent in (signal.SIGTERM, signal.SIGKILL):
-        if not _is_pasta_of(pid, netns_path):
-            return
         try:
             os.kill(pid, sent)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + _STOP_SECONDS
         while time.monotonic() < deadline:
-            if not _is_pasta_of(pid, netns_path):
+            if not _running(pid):
                 return
             time.sleep(0.005)
     raise errdefs.System(f"pasta (pid {pid}) of {netns_path} does not exit")
