@@ -91,7 +91,9 @@ def test_info_names_rootless_and_the_unavailable_limits(user: User) -> None:
     (("--network", "mynetwork"), b"user-defined networks need a bridge"),
     (("--runtime", "crun"), b"native runtime only"),
     (("-p", "127.0.0.1:80:80"), b"cannot expose privileged port 80"),
-], ids=["a memory limit", "a pids limit", "a user-defined network", "an OCI runtime", "a privileged host port"])
+    (("--mac-address", "02:42:ac:11:00:02"), b"cannot set a container's MAC address"),
+], ids=["a memory limit", "a pids limit", "a user-defined network", "an OCI runtime", "a privileged host port",
+        "a MAC address"])
 def test_what_needs_a_cgroup_or_privileges_is_refused(user: User, args, message) -> None:
     before = user.ok("ps", "-aq")
     result = user.lamina("run", "--rm", *args, "busybox", "true")

@@ -40,7 +40,7 @@ _RECHECK_SECONDS = 0.5
 _ROOTLESS_NETWORKS = ("default", "bridge", "none", "host")
 
 
-def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
+def _check_rootless(config: dict[str, Any], host: dict[str, Any], networking: dict[str, Any]) -> None:
     """What rootless lamina cannot give a container is refused before anything is made: cgroup
     limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`), the OCI runtimes
     (crun and runc would make cgroups) and user-defined networks (they need a bridge, veths and
@@ -48,7 +48,8 @@ def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
     ``bridge`` network (``default``) is a private namespace per container connected by pasta
     (:mod:`lamina.network.pasta`): a missing pasta, an ``/dev/net/tun`` the user cannot open and
     host ports below ``net.ipv4.ip_unprivileged_port_start`` are refused here too, so that a run
-    that cannot get its network creates nothing."""
+    that cannot get its network creates nothing, and so is ``--mac-address`` (pasta picks the
+    MAC address of ``eth0``)."""
     from lamina.runtime.nocgroup import refuse_limits
 
     refuse_limits(specs.resources(host))
@@ -67,6 +68,12 @@ def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
             "cannot make; rootless containers get --network bridge (the default: a private network through "
             "pasta), none, host or container:<name>")
     if mode in ("default", "bridge"):
+        given = [config.get("MacAddress")]
+        if isinstance(endpoints, dict):
+            given += [endpoint.get("MacAddress") for endpoint in endpoints.values() if isinstance(endpoint, dict)]
+        if any(given):
+            raise errdefs.FailedPrecondition("rootless lamina cannot set a container's MAC address (--mac-address): "
+                                             "pasta gives eth0 of the bridge network a random one")
         from lamina.network.pasta import check_available, check_host_ports
         from lamina.network.run import port_mappings
 
@@ -108,7 +115,7 @@ class ContainerLifecycleImpl(ContainerGroup):
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
         if self.config.rootless_uid is not None:
-            _check_rootless(host, networking)
+            _check_rootless(merged, host, networking)
         joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
         linked = links.check(host, self.store.lookup)
