@@ -61,9 +61,10 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
         if not isinstance(endpoint, Mapping):
             raise errdefs.InvalidArgument(f"invalid EndpointsConfig for network {name}: expected an object")
         ipam = endpoint.get("IPAMConfig") or {}
-        for unsupported in ("Links", "DriverOpts"):
-            if endpoint.get(unsupported):
-                raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in EndpointsConfig")
+        if endpoint.get("DriverOpts"):
+            raise errdefs.InvalidArgument("lamina does not support DriverOpts in EndpointsConfig")
+        if endpoint.get("Links") and name == DEFAULT_BRIDGE:  # a user network's: /etc/hosts at start
+            raise errdefs.InvalidArgument("links are only supported for user-defined networks")
         aliases = tuple(str(alias) for alias in endpoint.get("Aliases") or ())
         mac = str(endpoint.get("MacAddress") or (config.get("MacAddress") if index == 0 else "") or "")
         if name == DEFAULT_BRIDGE and aliases:

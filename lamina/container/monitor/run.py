@@ -397,8 +397,10 @@ class Runner:
             network = monitor.context.network  # None: no sandboxes, so no link resolves
             linked = links.resolve(host, container.name, self.store.lookup,
                                    network.sandbox if network is not None else lambda _: None)
-            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox,
-                                                      links.hosts_lines(linked))
+            link_hosts = links.hosts_lines(linked)
+            if network is not None and sandbox is not None:  # the links of user-defined networks
+                link_hosts += links.user_network_hosts_lines(endpoints, sandbox, self.store.lookup, network.sandbox)
+            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox, link_hosts)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
                                         files=files, mount_points=mount_points,
                                         linked_env=links.environment(linked))
