@@ -146,7 +146,10 @@ class Sandboxes:
                         bridges.keep(network, os.path.dirname(self.store.root), os.path.dirname(self.netns_dir))
                         isolation.apply(network, netns_path, request["networks"][name]["interface_name"])
             except BaseException:
-                self.dataplane.teardown(netns_path, request)
+                try:
+                    self.dataplane.teardown(netns_path, request)
+                except errdefs.System as exc:
+                    log.warning("teardown after a failed set-up in %s: %s", netns_path, exc)
                 raise
             return answer
 

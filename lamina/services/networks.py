@@ -220,7 +220,8 @@ class NetworkServiceImpl:
                                          or ipam.get("IPv6Address")):
             raise errdefs.InvalidArgument("network-scoped aliases and addresses are supported only for "
                                           "containers in user defined networks")
-        endpoint = {"IPAMConfig": ipam or None, "Links": connect_links or None, "Aliases": config.get("Aliases") or None,
+        endpoint = {"IPAMConfig": ipam or None, "Links": connect_links or None,
+                    "Aliases": config.get("Aliases") or None,
                     "MacAddress": str(config.get("MacAddress") or ""), "NetworkID": network.Id}
 
         def add(mode: str, networks: dict[str, Any]) -> None:

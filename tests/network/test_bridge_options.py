@@ -188,3 +188,31 @@ def test_system_check_finds_a_no_masquerade_rule_whose_network_is_gone(net) -> N
         assert len(_no_masquerade_rules(kept["Id"])) == 1  # a live network's rule stays
     finally:
         subprocess.run(["iptables", "-w", "-t", "nat", "-D", *rule], capture_output=True, check=False)
+
+
+def test_the_host_port_of_an_endpoint_is_found_from_the_container_side(names, tmp_path) -> None:
+    """Two namespaces, each with an ``eth0`` (same name, likely the same ifindex) whose veth peer
+    is on one bridge: each finds its own port; an interface with no veth peer is an error."""
+    from lamina import errdefs
+    from lamina.network import isolation, namespace
+
+    bridge = names.bridge()
+    paths = [str(tmp_path / "one"), str(tmp_path / "two")]
+    try:
+        subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+        for index, path in enumerate(paths):
+            namespace.create(path)
+            subprocess.run(["ip", "link", "add", f"{bridge}v{index}", "master", bridge, "type", "veth", "peer", "name",
+                            f"{bridge}c{index}"], check=True)
+            subprocess.run(["ip", "link", "set", f"{bridge}c{index}", "netns", path, "name", "eth0"], check=True)
+        assert [isolation.host_port(bridge, path, "eth0") for path in paths] == [f"{bridge}v0", f"{bridge}v1"]
+        subprocess.run(["nsenter", f"--net={paths[0]}", "ip", "link", "add", "eth9", "type", "bridge"], check=True)
+        with pytest.raises(errdefs.System, match="veth peer of eth9"):
+            isolation.host_port(bridge, paths[0], "eth9")
+        with pytest.raises(errdefs.System, match="veth peer of eth7"):
+            isolation.host_port(bridge, paths[0], "eth7")
+    finally:
+        for path in paths:
+            if os.path.lexists(path):
+                namespace.remove(path)
+        subprocess.run(["ip", "link", "del", bridge], stderr=subprocess.DEVNULL, check=False)
