@@ -26,13 +26,16 @@ to ``/etc/hosts`` at each start: ``IP\talias [name]`` (the target's address on t
 network, its name when the alias differs) for each target running on that network then.  A
 ``HostConfig.Links`` given with a user-defined network mode (docker-py's ``links=``) moves to
 the primary network's ``EndpointsConfig.Links`` at create (:func:`on_user_network`), where the
-docker CLI puts it; ``HostConfig.Links`` is then empty, as Docker's inspect shows it.  What
-lamina does not do: follow a target that starts, or changes address, after the linking
-container started (Docker's resolver does).
+docker CLI puts it; ``HostConfig.Links`` is then empty, as Docker's inspect shows it.  A target
+that starts after its linker, or again with another address, is followed as Docker's resolver
+follows it: its monitor rewrites, in place, the lines of that link in the ``/etc/hosts`` of the
+running containers linking to it (:func:`update_linkers`; the links are kept in the linkers'
+sandbox records).  A target that stops leaves its line (Docker's resolver stops answering).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -41,7 +44,8 @@ from lamina.network.api import DEFAULT_BRIDGE
 from lamina.records import dataclass
 
 __all__ = ["Link", "LinkTarget", "parse", "check", "stored", "resolve", "environment", "hosts_lines",
-           "on_user_network", "user_network_hosts_lines", "USER_NETWORK_ONLY"]
+           "on_user_network", "user_network_hosts_lines", "as_target_entries", "update_hosts", "update_linkers",
+           "USER_NETWORK_ONLY"]
 
 USER_NETWORK_ONLY = "links are only supported for user-defined networks"
 
@@ -190,11 +194,58 @@ def user_network_hosts_lines(networks: Mapping[str, Any], own: Mapping[str, Any]
                       if other.get("NetworkID") == endpoint["NetworkID"]]
             if not shared:
                 continue
-            names = alias if alias == target.name.lstrip("/") else f"{alias} {target.name.lstrip('/')}"
+            names = _names(alias, target.name.lstrip("/"))
             for address in (shared[0].get("IPAddress"), shared[0].get("GlobalIPv6Address")):
                 if address:
                     lines += f"{address}\t{names}\n"
     return lines
+
+
+def _names(alias: str, target_name: str) -> str:
+    return alias if alias == target_name else f"{alias} {target_name}"
+
+
+def as_target_entries(this_id: str, this_name: str, own: Mapping[str, Any], network: str,
+                      specs: list[str]) -> dict[str, list[str]]:
+    """For a container starting (``this``, its sandbox record ``own``): the ``/etc/hosts``
+    entries a linker's ``specs`` on ``network`` want of it, names -> addresses (the link's
+    target is this container's name or id)."""
+    name = this_name.lstrip("/")
+    endpoint = ((own.get("Endpoints") or {}).get(network)) or {}
+    addresses = [address for address in (endpoint.get("IPAddress"), endpoint.get("GlobalIPv6Address")) if address]
+    entries: dict[str, list[str]] = {}
+    for spec in specs:
+        target, alias = parse(spec)
+        if addresses and (target == name or (len(target) >= 12 and this_id.startswith(target))):
+            entries[_names(alias, name)] = addresses
+    return entries
+
+
+def update_linkers(this_id: str, this_name: str, own: Mapping[str, Any], linkers: list[tuple[str, str, list[str]]],
+                   directory: Callable[[str], str]) -> None:
+    """For a container starting: rewrite the lines naming it in the ``hosts`` file (in
+    ``directory(id)``) of each of ``linkers`` (container id, network name, its links there)."""
+    for other_id, network, specs in linkers:
+        entries = as_target_entries(this_id, this_name, own, network, specs)
+        if entries:
+            try:
+                update_hosts(os.path.join(directory(other_id), "hosts"), entries)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+
+
+def update_hosts(path: str, entries: Mapping[str, list[str]]) -> None:
+    """Rewrite, in place (the file is bind-mounted into a running container), the lines of
+    ``entries``' names in the ``/etc/hosts`` at ``path`` with their new addresses."""
+    import fcntl
+
+    with open(path, "r+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        kept = [line for line in handle.read().splitlines() if line.partition("\t")[2] not in entries]
+        kept.extend(f"{address}\t{names}" for names, addresses in entries.items() for address in addresses)
+        handle.seek(0)
+        handle.truncate()
+        handle.write("".join(line + "\n" for line in kept))
 
 
 def stored(checked: list[tuple[str, str]], this_name: str) -> list[str] | None:

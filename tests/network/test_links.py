@@ -213,3 +213,28 @@ def test_the_cli_links_on_a_user_network(names) -> None:
         assert lamina.ok("inspect", "-f", "{{json .NetworkSettings.Networks.clinet.Links}}", "app").strip() == '["db"]'
         assert lamina.ok("inspect", "-f", "{{json .HostConfig.Links}}", "app").strip() == "null"
         lamina.ok("rm", "-f", "db", "app")
+
+
+@pytest.mark.privileged
+def test_a_target_starting_after_its_linker_or_with_a_new_address_is_followed(net) -> None:  # noqa: F811
+    engine, names = net
+    _user_network(engine, names, "later")
+    linker = engine.run("sleep", "60", name="linker", HostConfig={"NetworkMode": "later", "Links": ["late:lateal"]})
+    inside = f"/proc/{engine.container_views.inspect(linker)['State']['Pid']}/root/etc/hosts"
+
+    def entries() -> list[str]:
+        with open(inside, encoding="utf-8") as handle:
+            return [line for line in handle.read().splitlines() if line.endswith("\tlateal late")]
+
+    assert entries() == []
+    late = engine.run("sleep", "60", name="late", HostConfig={"NetworkMode": "later"})
+    first = engine.container_views.inspect(late)["NetworkSettings"]["Networks"]["later"]["IPAddress"]
+    assert entries() == [f"{first}\tlateal late"]
+    engine.containers.stop(late, timeout=1)
+    # another container takes its address (waiting for the stopped run's teardown): it gets a new one
+    engine.run("sleep", "60", HostConfig={"NetworkMode": "later"},
+               NetworkingConfig={"EndpointsConfig": {"later": {"IPAMConfig": {"IPv4Address": first}}}})
+    engine.containers.start(late)
+    second = engine.container_views.inspect(late)["NetworkSettings"]["Networks"]["later"]["IPAddress"]
+    assert second != first
+    assert entries() == [f"{second}\tlateal late"]
