@@ -10,8 +10,8 @@ the host reaches the containers.  The bridge's anchor (:mod:`lamina.network.brid
 normal port.
 
 The host veth of a new endpoint is found from the container's side, whichever data plane made
-it: the container-side interface's peer ifindex (``ip -o link`` in the sandbox's namespace:
-``eth0@if<N>``) is the ifindex of one port in the bridge's ``brif/``.  :func:`apply` runs under
+it: the container-side interface's peer ifindex (``IFLA_LINK``, asked over rtnetlink from a
+thread that joined the sandbox's namespace) is the ifindex of one port in the bridge's ``brif/``.  :func:`apply` runs under
 the host-wide network lock right after the data plane's set-up of the endpoint, before the
 container's process starts; the caller undoes the endpoint when it raises.
 
@@ -22,8 +22,6 @@ as Docker shows it).  Nothing else is stored: the isolation flag lives and dies 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 
 from lamina import errdefs
 from lamina.network.api import Network
@@ -31,7 +29,6 @@ from lamina.network.api import Network
 __all__ = ["ICC", "icc_disabled", "apply", "host_port"]
 
 ICC = "com.docker.network.bridge.enable_icc"
-_PEER = re.compile(r"^\d+: ([^@:]+)@if(\d+):", re.MULTILINE)
 FALSE = frozenset({"false", "0", "f"})    # Go's strconv.ParseBool, which Docker uses
 
 
@@ -44,15 +41,64 @@ def _read(path: str) -> str:
         return handle.read().strip()
 
 
+_RTM_GETLINK, _RTM_NEWLINK, _NLMSG_ERROR, _NLM_F_REQUEST, _IFLA_LINK = 18, 16, 2, 1, 5
+
+
+def _peer_index_in_thread(netns_path: str, interface: str) -> int:
+    """``IFLA_LINK`` (a veth's peer ifindex) of ``interface``, asked over rtnetlink from inside
+    the namespace (this thread joins it: call it in a thread of its own)."""
+    import socket
+    import struct
+
+    from lamina import sys as lsys
+
+    fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        lsys.setns(fd, lsys.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+    index = socket.if_nametoindex(interface)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as netlink:
+        netlink.settimeout(5)
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+        netlink.send(struct.pack("=IHHII", 16 + len(body), _RTM_GETLINK, _NLM_F_REQUEST, 1, 0) + body)
+        answer = netlink.recv(65536)
+    length, kind = struct.unpack_from("=IH", answer)
+    if kind == _NLMSG_ERROR:
+        raise OSError(-struct.unpack_from("=i", answer, 16)[0], f"RTM_GETLINK {interface}")
+    offset = 16 + 16   # nlmsghdr, ifinfomsg
+    while offset + 4 <= length:
+        size, attribute = struct.unpack_from("=HH", answer, offset)
+        if size < 4:
+            break
+        if attribute == _IFLA_LINK and kind == _RTM_NEWLINK:
+            return int(struct.unpack_from("=I", answer, offset + 4)[0])
+        offset += (size + 3) & ~3
+    raise LookupError(f"{interface} has no peer (not a veth)")
+
+
+def _peer_index(netns_path: str, interface: str) -> int:
+    import threading
+
+    found: list[int | BaseException] = []
+
+    def ask() -> None:
+        try:
+            found.append(_peer_index_in_thread(netns_path, interface))
+        except BaseException as exc:  # handed to the caller's thread
+            found.append(exc)
+
+    thread = threading.Thread(target=ask, name="netns-peer")
+    thread.start()
+    thread.join()
+    if isinstance(found[0], BaseException):
+        raise errdefs.System(f"cannot find the veth peer of {interface} in {netns_path}: {found[0]}") from found[0]
+    return found[0]
+
+
 def host_port(bridge: str, netns_path: str, interface: str) -> str:
     """The port of ``bridge`` whose veth peer is ``interface`` in the namespace ``netns_path``."""
-    listing = subprocess.run(["nsenter", f"--net={netns_path}", "ip", "-o", "link", "show", "dev", interface],
-                             capture_output=True, text=True, check=False)
-    match = _PEER.search(listing.stdout)
-    if listing.returncode != 0 or match is None:
-        raise errdefs.System(f"cannot find the veth peer of {interface} in {netns_path}: "
-                             f"{listing.stderr.strip() or listing.stdout.strip() or 'not a veth'}")
-    peer_index = match.group(2)
+    peer_index = str(_peer_index(netns_path, interface))
     try:
         ports = os.listdir(f"/sys/class/net/{bridge}/brif")
     except OSError as exc:
