@@ -164,6 +164,27 @@ def test_masquerade_false_leaves_the_containers_address_as_the_source(net, outsi
     assert not _no_masquerade_rules(plain["Id"])
 
 
+def test_masquerade_false_on_an_ipv6_network_has_both_rules_until_the_network_goes(net) -> None:
+    engine, names = net
+    subnet6 = names.subnet6()
+    engine.services.networks.create({
+        "Name": "dual", "EnableIPv6": True,
+        "IPAM": {"Config": [{"Subnet": names.subnet()}, {"Subnet": subnet6}]},
+        "Options": {"com.docker.network.bridge.name": names.bridge(), MASQUERADE: "false"}})
+    dual = engine.services.networks.inspect("dual")
+    assert engine.wait(engine.run("true", HostConfig={"NetworkMode": "dual"})) == 0
+
+    def rules(command: str) -> list[str]:
+        text = subprocess.run([command, "-t", "nat"], capture_output=True, text=True, check=True).stdout
+        return [line for line in text.splitlines() if bridges.no_masquerade_comment(dual["Id"]) in line]
+
+    assert len(rules("iptables-save")) == 1
+    [rule6] = rules("ip6tables-save")
+    assert f"-s {subnet6} ! -d {subnet6}" in rule6
+    engine.services.networks.remove("dual")
+    assert rules("iptables-save") == rules("ip6tables-save") == []
+
+
 def test_system_check_finds_a_no_masquerade_rule_whose_network_is_gone(net) -> None:
     engine, names = net
     subnet = names.subnet()  # unique to this process, routed nowhere
