@@ -106,6 +106,7 @@ class ContainerLifecycleImpl(ContainerGroup):
             _check_rootless(host, networking)
         joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
+        networking = links.on_user_network(host, networking)
         linked = links.check(host, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
