@@ -25,21 +25,28 @@ from __future__ import annotations
 import os
 import signal as signal_module
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lamina import errdefs
 from lamina.runtime.api import Resources
 
-if TYPE_CHECKING:
-    from lamina.runtime.delegation import Delegation
-
-__all__ = ["PidNamespaceMembers", "NO_CGROUP_REASON", "refuse_limits"]
+__all__ = ["DelegatedControllers", "PidNamespaceMembers", "NO_CGROUP_REASON", "refuse_limits"]
 
 NO_CGROUP_REASON = ("rootless lamina: cgroups are not delegated to this user, so containers "
                     "have no cgroup of their own")
 
 
-def refuse_limits(resources: Resources, delegation: Delegation | None = None) -> None:
+class DelegatedControllers(Protocol):
+    """What the refusals need of a delegated cgroup (a
+    :class:`~lamina.runtime.delegation.Delegation`)."""
+
+    @property
+    def controllers(self) -> tuple[str, ...]: ...
+
+    def missing_reason(self, controller: str) -> str: ...
+
+
+def refuse_limits(resources: Resources, delegation: DelegatedControllers | None = None) -> None:
     """FailedPrecondition naming the options of ``resources`` that cannot be applied: without
     a delegated cgroup (``delegation`` None) every limit, with one each limit whose
     controller lamina could not enable there (the message names the controller)."""

@@ -265,3 +265,22 @@ def test_outside_the_delegated_cgroup_nothing_changes(delegated: Delegated) -> N
         assert json.loads(user.ok("info", "--format", "{{json .}}"))["CgroupDriver"] == "none"
     finally:
         user.ok("rm", "-f", name)
+
+
+def test_a_delegated_container_is_paused_and_stopped_from_outside_the_cgroup(delegated: Delegated) -> None:
+    """A lamina process started outside the delegated cgroup finds a container's cgroup
+    through its PID 1: pause and stop still use the freezer and cgroup.kill."""
+    container_id, _ = _container(delegated, "sh", "-c", "sleep 300 & sleep 300 & wait")
+    leaf = delegated.leaf(container_id)
+    user = delegated.user
+    try:
+        user.ok("pause", container_id)
+        assert _events(leaf)["frozen"] == "1"
+        user.ok("unpause", container_id)
+        assert _events(leaf)["frozen"] == "0"
+        lines = user.ok("top", container_id).splitlines()
+        assert sum(line.endswith(" sleep 300") for line in lines) == 2 and len(lines) == 4
+        user.ok("stop", "-t", "1", container_id)
+        _wait_gone(leaf)
+    finally:
+        user.ok("rm", "-f", container_id)
