@@ -393,13 +393,19 @@ class CgroupManager:
 
     def stats(self) -> dict[str, object]:
         """Docker-shaped statistics: ``cpu_stats``, ``memory_stats``, ``pids_stats``,
-        ``blkio_stats`` (the fields of ``GET /containers/{id}/stats``); without the pids
-        controller (a delegated cgroup may lack it) ``pids_stats`` counts ``cgroup.threads``."""
+        ``blkio_stats`` (the fields of ``GET /containers/{id}/stats``).  A delegated cgroup
+        may lack controllers: without pids, ``pids_stats`` counts ``cgroup.threads``; without
+        memory, ``memory_stats`` is the members' resident memory from /proc (no limit: the
+        host's memory), as for a container without a cgroup."""
         result = cgroup_stats.stats(self)
         if self.layout.version == 2 and not result.get("pids_stats"):
             threads = self.read_optional("", "cgroup.threads")
             if threads is not None:
                 result["pids_stats"] = {"current": len(threads.split())}
+        if self.layout.delegated and not result.get("memory_stats"):
+            from lamina.runtime.nocgroup import proc_usage
+
+            result["memory_stats"] = {"usage": proc_usage(self.pids())[2], "limit": cgroup_stats.host_memory_total()}
         return result
 
     def oom_kill_count(self) -> int:

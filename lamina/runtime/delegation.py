@@ -159,12 +159,21 @@ def probe(uid: int | None = None) -> Delegation | None:
     own = own_cgroup()
     if not own:
         return None
-    from lamina.runtime.cgroups import unified_mount
-
-    mount = unified_mount()
+    mount = _v2_mount()
     if mount is None:
         return None
     return _delegation(mount, _delegated_root(own), uid)
+
+
+def _v2_mount() -> str | None:
+    """The v2 tree's mount point: a stat finds it at its usual places (only cgroup2 has a
+    ``cgroup.controllers`` file), else ``/proc/self/mountinfo`` is read (~0.2 ms)."""
+    for point in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if os.path.exists(os.path.join(point, "cgroup.controllers")):
+            return point
+    from lamina.runtime.cgroups import unified_mount
+
+    return unified_mount()
 
 
 def _delegated_root(own: str) -> str:
@@ -192,9 +201,7 @@ def current() -> Delegation | None:
     own = own_cgroup()
     if not own or not own.endswith(f"/{LAMINA_CGROUP}/{ENGINE_LEAF}"):
         return None
-    from lamina.runtime.cgroups import unified_mount
-
-    mount = unified_mount()
+    mount = _v2_mount()
     if mount is None:
         return None
     return _delegation(mount, _delegated_root(own), os.geteuid())
@@ -238,9 +245,7 @@ def _delegated_container(pid: int, path: str, layout: CgroupLayout | None) -> Cg
     root = cgroup[: -len(path) - 1]
     if layout is not None and layout.delegated == root:
         return layout
-    from lamina.runtime.cgroups import unified_mount
-
-    mount = unified_mount()
+    mount = _v2_mount()
     delegation = None if mount is None else _delegation(mount, root, os.geteuid())
     return None if delegation is None else delegation.layout()
 
@@ -285,7 +290,8 @@ def enter(exec_root: str) -> Delegation | None:
     try:
         for directory in (root, os.path.join(root, ENGINE_LEAF), os.path.join(root, PAUSE_LEAF)):
             _make(directory)
-        _write(os.path.join(root, ENGINE_LEAF, "cgroup.procs"), "0")
+        if not engine_leaf():
+            _write(os.path.join(root, ENGINE_LEAF, "cgroup.procs"), "0")
     except OSError as exc:
         log.warning("the delegated cgroup %s cannot be used, containers get no cgroup: %s",
                     delegation.directory, exc.strerror)

@@ -30,7 +30,7 @@ from typing import Protocol
 from lamina import errdefs
 from lamina.runtime.api import Resources
 
-__all__ = ["DelegatedControllers", "PidNamespaceMembers", "NO_CGROUP_REASON", "refuse_limits"]
+__all__ = ["DelegatedControllers", "PidNamespaceMembers", "NO_CGROUP_REASON", "proc_usage", "refuse_limits"]
 
 NO_CGROUP_REASON = ("rootless lamina: cgroups are not delegated to this user, so containers "
                     "have no cgroup of their own")
@@ -63,6 +63,23 @@ def refuse_limits(resources: Resources, delegation: DelegatedControllers | None 
         if controller not in delegation.controllers:
             raise errdefs.FailedPrecondition(
                 f"rootless lamina: {delegation.missing_reason(controller)}: {option} cannot be applied")
+
+
+def proc_usage(pids: list[int]) -> tuple[int, int, int]:
+    """(user cpu ns, kernel cpu ns, resident bytes) of ``pids`` summed from ``/proc/<pid>/stat``."""
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    user_ns = kernel_ns = rss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "r", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            user_ns += int(fields[11]) * tick_ns
+            kernel_ns += int(fields[12]) * tick_ns
+            rss += int(fields[21]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return user_ns, kernel_ns, rss
 
 
 def _namespace(pid: int) -> int | None:
@@ -158,20 +175,7 @@ class PidNamespaceMembers:
         from lamina.runtime.cgroup_stats import host_memory_total, system_cpu_usage
 
         pids = self.pids()
-        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-        page = os.sysconf("SC_PAGE_SIZE")
-        user_ns = 0
-        kernel_ns = 0
-        rss = 0
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat", "r", encoding="ascii", errors="replace") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                user_ns += int(fields[11]) * tick_ns
-                kernel_ns += int(fields[12]) * tick_ns
-                rss += int(fields[21]) * page
-            except (OSError, IndexError, ValueError):
-                continue
+        user_ns, kernel_ns, rss = proc_usage(pids)
         return {
             "cpu_stats": {"cpu_usage": {"total_usage": user_ns + kernel_ns, "usage_in_usermode": user_ns,
                                         "usage_in_kernelmode": kernel_ns},

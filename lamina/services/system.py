@@ -94,11 +94,11 @@ _ROOTLESS_INFO: dict[str, Any] = {
 def _delegated_info(delegation: Delegation) -> dict[str, Any]:
     """What info says for rootless lamina in a delegated cgroup v2 (lamina.runtime.delegation):
     the limits of the enabled controllers, a warning naming the others and their options."""
-    from lamina.runtime.delegation import LIMIT_CONTROLLERS, controller_of
+    from lamina.runtime.delegation import ENGINE_LEAF, LIMIT_CONTROLLERS, controller_of
 
     enabled = set(delegation.controllers)
     missing = [name for name in ("memory", "cpu", "cpuset", "pids") if name not in enabled]
-    swap = os.path.exists(os.path.join(delegation.leaf("engine"), "memory.swap.max"))
+    swap = os.path.exists(os.path.join(delegation.leaf(ENGINE_LEAF), "memory.swap.max"))
     warnings = []
     for name in missing:
         options = ", ".join(option for field, option in LIMIT_CONTROLLERS if controller_of(field) == name)

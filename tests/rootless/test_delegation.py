@@ -151,6 +151,14 @@ def test_a_container_gets_a_leaf_of_the_delegated_cgroup(delegated: Delegated) -
         assert delegated.ok("top", container_id).count("sleep 300") == 1
         stats = delegated.ok("stats", "--no-stream", "--format", "{{.PIDs}}", container_id)
         assert stats.strip() == "1"
+        # an exec's process joins the container's leaf
+        delegated.ok("exec", "-d", container_id, "sleep", "301")
+        deadline = time.monotonic() + 20
+        while "sleep 301" not in delegated.ok("top", container_id):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with open(os.path.join(leaf, "cgroup.procs"), encoding="ascii") as handle:
+            assert len(handle.read().split()) == 2
     finally:
         delegated.ok("rm", "-f", container_id)
     _wait_gone(delegated.leaf(container_id))
@@ -209,6 +217,12 @@ def test_a_limit_of_a_controller_not_delegated_is_refused_by_name(delegated: Del
     expected = f"rootless lamina: the {controller} controller is not delegated to this user: {option} cannot be applied"
     assert expected.encode() in result.stderr, result.stderr
     assert delegated.ok("ps", "-aq") == before
+    container_id, _ = _container(delegated, "sleep", "300")
+    try:
+        result = delegated.lamina("update", *args, container_id)
+        assert result.returncode != 0 and expected.encode() in result.stderr, result.stderr
+    finally:
+        delegated.ok("rm", "-f", container_id)
 
 
 def test_a_pids_limit_is_applied_where_the_controller_is_delegated(delegated: Delegated) -> None:
