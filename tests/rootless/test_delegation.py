@@ -157,8 +157,7 @@ def test_a_container_gets_a_leaf_of_the_delegated_cgroup(delegated: Delegated) -
         while "sleep 301" not in delegated.ok("top", container_id):
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        with open(os.path.join(leaf, "cgroup.procs"), encoding="ascii") as handle:
-            assert len(handle.read().split()) == 2
+        _members_when(leaf, 2)
     finally:
         delegated.ok("rm", "-f", container_id)
     _wait_gone(delegated.leaf(container_id))
@@ -185,14 +184,25 @@ def test_pause_and_unpause_use_the_freezer(delegated: Delegated) -> None:
 def test_stop_kills_every_process_and_removes_the_leaf(delegated: Delegated) -> None:
     container_id, pid = _container(delegated, "sh", "-c", "sleep 300 & sleep 300 & wait")
     leaf = delegated.leaf(container_id)
-    with open(os.path.join(leaf, "cgroup.procs"), encoding="ascii") as handle:
-        members = [int(line) for line in handle.read().split()]
-    assert pid in members and len(members) == 3
+    members = _members_when(leaf, 3)
+    assert pid in members
     delegated.ok("stop", "-t", "1", container_id)
     _wait_gone(leaf)
     for member in members:
         assert not os.path.exists(f"/proc/{member}") or _is_zombie_or_other(member, leaf)
     delegated.ok("rm", container_id)
+
+
+def _members_when(leaf: str, count: int) -> list[int]:
+    """The pids in ``leaf`` once there are ``count`` (a shell forks its children after start)."""
+    deadline = time.monotonic() + 20
+    while True:
+        with open(os.path.join(leaf, "cgroup.procs"), encoding="ascii") as handle:
+            members = [int(line) for line in handle.read().split()]
+        if len(members) == count:
+            return members
+        assert time.monotonic() < deadline, members
+        time.sleep(0.05)
 
 
 def _is_zombie_or_other(pid: int, leaf: str) -> bool:
@@ -287,6 +297,7 @@ def test_a_delegated_container_is_paused_and_stopped_from_outside_the_cgroup(del
     container_id, _ = _container(delegated, "sh", "-c", "sleep 300 & sleep 300 & wait")
     leaf = delegated.leaf(container_id)
     user = delegated.user
+    _members_when(leaf, 3)
     try:
         user.ok("pause", container_id)
         assert _events(leaf)["frozen"] == "1"
