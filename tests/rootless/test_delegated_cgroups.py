@@ -131,7 +131,15 @@ def _sleeper(cgroup_directory: str) -> subprocess.Popen:
         with open(os.path.join(cgroup_directory, "cgroup.procs"), "w", encoding="ascii") as handle:
             handle.write("0")
 
-    return subprocess.Popen(["sleep", "300"], preexec_fn=enter)
+    process = subprocess.Popen(["sleep", "300"], preexec_fn=enter)
+    # once asleep: just after its execve a process has not run yet (no resident page)
+    deadline = time.monotonic() + 20
+    while True:
+        with open(f"/proc/{process.pid}/stat", encoding="ascii") as handle:
+            if handle.read().rsplit(")", 1)[1].split()[0] == "S":
+                return process
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def _controllers_offered() -> list[str]:

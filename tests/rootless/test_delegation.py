@@ -27,8 +27,8 @@ from collections.abc import Iterator
 import pytest
 
 from lamina.runtime.cgroups import unified_mount
-from tests.rootless.test_rootless import FIXTURE, LAMINA, User, _kill_processes_of, make_user
-from tests.rootless.test_rootless import users as users  # noqa: F401 - the module's own instance
+from rootless.test_rootless import FIXTURE, LAMINA, User, _kill_processes_of, make_user
+from rootless.test_rootless import users as users  # noqa: F401 - a module-scoped fixture: this module gets its own
 
 pytestmark = pytest.mark.privileged
 
