@@ -429,10 +429,13 @@ def _enter_rootless() -> None:
     (:mod:`lamina.rootless`): join them before anything touches the store."""
     from lamina.config import default_exec_root
     from lamina.rootless import join
+    from lamina.runtime.delegation import PAUSE_LEAF, enter
 
     uid = os.geteuid()
     try:
-        join(os.environ.get("LAMINA_EXEC_ROOT") or default_exec_root(uid), uid, os.getegid())
+        exec_root = os.environ.get("LAMINA_EXEC_ROOT") or default_exec_root(uid)
+        delegation = enter(exec_root)  # a delegated cgroup: this process moves into its engine leaf
+        join(exec_root, uid, os.getegid(), delegation.leaf(PAUSE_LEAF) if delegation else None)
     except (errdefs.InvalidArgument, errdefs.FailedPrecondition) as exc:
         raise CommandError(f"rootless lamina: {exc}", EXIT_ROOTLESS) from exc
 

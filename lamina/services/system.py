@@ -28,6 +28,7 @@ from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
     from lamina.idmap import Remap
+    from lamina.runtime.delegation import Delegation
     from lamina.services.api import BuildCacheUsage, ContainerUsage, VolumeUsage
 
 __all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
@@ -88,6 +89,33 @@ _ROOTLESS_INFO: dict[str, Any] = {
         "WARNING: Running in rootless mode: networks are limited to none (the default) and host",
     ],
 }
+
+
+def _delegated_info(delegation: Delegation) -> dict[str, Any]:
+    """What info says for rootless lamina in a delegated cgroup v2 (lamina.runtime.delegation):
+    the limits of the enabled controllers, a warning naming the others and their options."""
+    from lamina.runtime.delegation import ENGINE_LEAF, LIMIT_CONTROLLERS, controller_of
+
+    enabled = set(delegation.controllers)
+    missing = [name for name in ("memory", "cpu", "cpuset", "pids") if name not in enabled]
+    swap = os.path.exists(os.path.join(delegation.leaf(ENGINE_LEAF), "memory.swap.max"))
+    warnings = []
+    for name in missing:
+        options = ", ".join(option for field, option in LIMIT_CONTROLLERS if controller_of(field) == name)
+        warnings.append(f"WARNING: Running in rootless mode: {delegation.missing_reason(name)}: {options} "
+                        "unavailable")
+    return {
+        "CgroupDriver": "cgroupfs", "CgroupVersion": "2",
+        "MemoryLimit": "memory" in enabled, "SwapLimit": "memory" in enabled and swap,
+        "CpuCfsPeriod": "cpu" in enabled, "CpuCfsQuota": "cpu" in enabled, "CPUShares": "cpu" in enabled,
+        "CPUSet": "cpuset" in enabled, "PidsLimit": "pids" in enabled,
+        "Plugins": _ROOTLESS_INFO["Plugins"],
+        "LaminaRootlessCgroup": delegation.directory,
+        "Warnings": [f"WARNING: Running in rootless mode with the delegated cgroup {delegation.directory} "
+                     f"(controllers: {' '.join(delegation.controllers) or 'none'}; pause, unpause and "
+                     "kill use its freezer and cgroup.kill)", *warnings,
+                     *(warning for warning in _ROOTLESS_INFO["Warnings"] if "cgroups" not in warning)],
+    }
 
 
 class SystemServiceImpl:
@@ -178,7 +206,10 @@ class SystemServiceImpl:
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
         }
         if self.config.rootless_uid is not None:
-            info.update(_ROOTLESS_INFO)
+            from lamina.runtime.delegation import current
+
+            delegation = current()
+            info.update(_ROOTLESS_INFO if delegation is None else _delegated_info(delegation))
             info["SecurityOptions"] = [*info["SecurityOptions"], "name=rootless"]
         return info
 

@@ -42,13 +42,15 @@ _ROOTLESS_NETWORKS = ("none", "host")
 
 def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
     """What rootless lamina cannot give a container is refused before anything is made: cgroup
-    limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`), the OCI runtimes
+    limits (all without a delegated cgroup, those of controllers it lacks with one:
+    :mod:`lamina.runtime.delegation`), the OCI runtimes
     (crun and runc would make cgroups) and networks other than
     ``none``/``host`` (no slirp4netns/pasta yet).  The default network is ``none``, which
     ``host`` is set to here so that inspect shows what the container got."""
+    from lamina.runtime.delegation import current
     from lamina.runtime.nocgroup import refuse_limits
 
-    refuse_limits(specs.resources(host))
+    refuse_limits(specs.resources(host), current())
     runtime = str(host.get("Runtime") or "native")
     if runtime != "native":
         raise errdefs.FailedPrecondition(
@@ -495,9 +497,10 @@ class ContainerLifecycleImpl(ContainerGroup):
         container = self._get(id)
         host, warnings = specs.normalize_update(container.host_config, body)
         if self.config.rootless_uid is not None:
+            from lamina.runtime.delegation import current
             from lamina.runtime.nocgroup import refuse_limits
 
-            refuse_limits(specs.resources(host))
+            refuse_limits(specs.resources(host), current())
         if container.state.get("Running") and not container.state.get("Restarting"):
             state = self.monitors.runtime_state(container.id)
             if state is not None:
