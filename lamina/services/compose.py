@@ -164,7 +164,8 @@ class EngineServices:
         from lamina.idmap import open_remap
 
         driver = self.selection.driver
-        return open_remap(self.config.userns_remap, driver.home, self.config.exec_root, driver.name)
+        return open_remap(self.config.userns_remap, driver.home, self.config.exec_root, driver.name,
+                          self.config.userns_remap_layers)
 
     @property
     def mounts(self) -> MountStore:
