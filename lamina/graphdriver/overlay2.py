@@ -617,8 +617,16 @@ class Overlay2Driver(common.LayerDirectories):
             if common.is_work_in_progress(name):
                 problems.append(f"overlay2 leftover work in progress {name} (removed at start-up)")
         for home in remap_homes(os.path.dirname(self.home), self.name):
-            problems.extend(RemapCopies(home).check(self.exists))
+            problems.extend(RemapCopies(home).check(self._short_id_or_none))
         return problems
+
+    def _short_id_or_none(self, id: str) -> str | None:
+        """The short id of layer ``id``; None when it is gone or has none (its copies are then
+        of no use)."""
+        try:
+            return self._short_id(self._existing_dir(id))
+        except (errdefs.NotFound, errdefs.DataLoss, errdefs.InvalidArgument):
+            return None
 
     def leftovers(self) -> list[str]:
         return common.list_leftovers(self.home) + [
@@ -629,7 +637,7 @@ class Overlay2Driver(common.LayerDirectories):
         and of the ``--userns-remap`` copies also those whose layer is gone."""
         removed = common.sweep_leftovers(self.home)
         for home in remap_homes(os.path.dirname(self.home), self.name):
-            removed.extend(RemapCopies(home).sweep(self.exists))
+            removed.extend(RemapCopies(home).sweep(self._short_id_or_none))
         link_dir = os.path.join(self.home, LINK_DIR)
         for name in sorted(os.listdir(link_dir)):
             path = os.path.join(link_dir, name)

@@ -30,9 +30,10 @@ Commit point: a copy is built in ``<home>/<cache-id>-incomplete/``, the filesyst
 directory renamed to ``<home>/<cache-id>``.  A removal renames it to ``<cache-id>-removing``
 first.  A crash leaves ``-incomplete`` or ``-removing`` directories and short links pointing
 nowhere: the next copy of that layer, the start-up sweep and ``system check --repair`` remove
-them (the sweep only while no copy is being made, by the lock).  A copy whose layer is gone
-is reported by ``system check`` and removed by ``--repair``; a layer's removal removes its
-copies first.
+them (the sweep only while no copy is being made, by the lock).  A copy whose layer is gone,
+or that lost its diff directory or short link, is reported by ``system check`` and removed by
+``--repair`` (a copy is a cache: the next mount makes it again, and relinks a copy whose
+short link alone is missing); a layer's removal removes its copies first.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class RemapCopies:
         returns the copy's diff directory.  An owner outside ``mapping`` is InvalidArgument
         naming the file and the range."""
         final = self.path(id)
-        if os.path.isdir(final):
+        if os.path.isdir(final) and self._linked(id, short_id):
             return os.path.join(final, "diff")
         try:
             fsutil.make_dirs(os.path.dirname(self.home), 0o711)
@@ -132,15 +133,35 @@ class RemapCopies:
         try:
             if not os.path.isdir(final):  # not made by another process meanwhile
                 self._copy(id, final, source, short_id, mapping)
+            elif not self._linked(id, short_id):  # a link lost (a crash between two removals)
+                self._link(id, short_id)
         finally:
             lock.release()
         return os.path.join(final, "diff")
+
+    def _linked(self, id: str, short_id: str) -> bool:
+        try:
+            return os.readlink(os.path.join(self.home, LINK_DIR, short_id)) == f"../{id}/diff"
+        except OSError:
+            return False
+
+    def _link(self, id: str, short_id: str) -> None:
+        """``l/<short_id>`` -> ``../<id>/diff``, replacing what was there."""
+        link = os.path.join(self.home, LINK_DIR, short_id)
+        try:
+            try:
+                os.unlink(link)  # a crash's link, or one to a copy removed meanwhile
+            except FileNotFoundError:
+                pass
+            os.symlink(f"../{id}/diff", link)
+            fsutil.fsync_dir(os.path.dirname(link))
+        except OSError as exc:
+            raise fsutil.system_error(f"link the --userns-remap copy of layer {id}", exc) from exc
 
     def _copy(self, id: str, final: str, source: str, short_id: str, mapping: IdentityMapping) -> None:
         from lamina.archive.changes import UnmappedOwner, copy_tree
 
         work_in_progress = final + common.INCOMPLETE_SUFFIX
-        link = os.path.join(self.home, LINK_DIR, short_id)
         try:
             fsutil.remove_tree(work_in_progress)  # a crash's, under the lock: no copier runs
             os.mkdir(work_in_progress, 0o710)
@@ -149,12 +170,7 @@ class RemapCopies:
             _write(os.path.join(work_in_progress, "link"), short_id)
             _write(os.path.join(work_in_progress, "size"), str(fsutil.disk_usage(diff)))
             _syncfs(work_in_progress)
-            try:
-                os.unlink(link)  # a crash's link, or one to a copy removed meanwhile
-            except FileNotFoundError:
-                pass
-            os.symlink(f"../{id}/diff", link)
-            fsutil.fsync_dir(os.path.dirname(link))
+            self._link(id, short_id)
             fsutil.publish_dir(work_in_progress, final)  # the commit point
         except UnmappedOwner as exc:
             fsutil.remove_tree(work_in_progress)
@@ -206,16 +222,28 @@ class RemapCopies:
     def leftovers(self) -> list[str]:
         return [os.path.join(self.home, name) for name in common.list_leftovers(self.home)]
 
-    def check(self, layer_exists: Callable[[str], bool]) -> list[str]:
-        """Problems: copies whose layer is gone, copies without their diff directory, broken or
-        stranded short links, work in progress left by a crash."""
+    def _damage(self, id: str, short_id: Callable[[str], str | None]) -> str | None:
+        """Why the copy of ``id`` cannot be used (None: it can); ``short_id`` gives a layer's
+        short id, None when the layer is gone."""
+        layer_short_id = short_id(id)
+        if layer_short_id is None:
+            return "its layer is gone"
+        if not os.path.isdir(os.path.join(self.home, id, "diff")):
+            return "its diff directory is missing"
+        if not self._linked(id, layer_short_id):
+            return f"its short link l/{layer_short_id} is missing"
+        return None
+
+    def check(self, short_id: Callable[[str], str | None]) -> list[str]:
+        """Problems: copies whose layer is gone, copies without their diff directory or short
+        link, broken short links, work in progress left by a crash; ``short_id`` gives a
+        layer's short id, None when the layer is gone."""
         problems = []
         where = os.path.relpath(self.home, os.path.dirname(os.path.dirname(self.home)))
         for id in self.ids():
-            if not layer_exists(id):
-                problems.append(f"--userns-remap copy {where}/{id}: its layer is gone (--repair removes it)")
-            elif not os.path.isdir(os.path.join(self.home, id, "diff")):
-                problems.append(f"--userns-remap copy {where}/{id}: its diff directory is missing")
+            damage = self._damage(id, short_id)
+            if damage is not None:
+                problems.append(f"--userns-remap copy {where}/{id}: {damage} (--repair removes it)")
         for name, target in self._links():
             if not os.path.isdir(os.path.join(self.home, LINK_DIR, name)):
                 problems.append(f"--userns-remap copies {where}: short link l/{name} is broken (points to {target!r})")
@@ -237,9 +265,10 @@ class RemapCopies:
                 continue
         return out
 
-    def sweep(self, layer_exists: Callable[[str], bool]) -> list[str]:
-        """Remove work in progress, copies whose layer is gone and stranded short links;
-        nothing while a copy is being made (its lock is held).  Returns what it removed."""
+    def sweep(self, short_id: Callable[[str], str | None]) -> list[str]:
+        """Remove work in progress, copies that :meth:`check` finds damaged or whose layer is
+        gone (a later mount makes them again) and stranded short links; nothing while a copy
+        is being made (its lock is held).  Returns what it removed."""
         if not os.path.isdir(self.home):
             return []
         lock = fsutil.FileLock(os.path.join(self.home, _LOCK))
@@ -248,9 +277,9 @@ class RemapCopies:
         try:
             removed = [os.path.join(self.home, name) for name in common.sweep_leftovers(self.home)]
             for id in self.ids():
-                if not layer_exists(id):
-                    common.logger.warning("removing the --userns-remap copy %s: its layer is gone",
-                                          os.path.join(self.home, id))
+                damage = self._damage(id, short_id)
+                if damage is not None:
+                    common.logger.warning("removing the --userns-remap copy %s: %s", os.path.join(self.home, id), damage)
                     self.remove(id)
                     removed.append(os.path.join(self.home, id))
             for name, target in self._links():

@@ -175,6 +175,27 @@ def test_a_copy_whose_layer_is_gone_is_reported_and_swept(overlay2, data_root) -
     assert overlay2.check() == []
 
 
+def test_a_copy_without_its_short_link_is_reported_relinked_by_a_mount_and_else_swept(overlay2, data_root) -> None:
+    base = _layer(overlay2, None, file("a", uid=2))
+    container = new_id()
+    overlay2.create(container, base)
+    overlay2.get(container, idmap=MAPPING, copies=True)
+    overlay2.put(container)
+    store = RemapCopies.of(data_root, MAPPING, "overlay2")
+    short_id = open(os.path.join(overlay2.home, base, "link")).read()
+    os.unlink(os.path.join(store.home, "l", short_id))
+    assert [problem for problem in overlay2.check() if f"short link l/{short_id} is missing" in problem]
+    merged = overlay2.get(container, idmap=MAPPING, copies=True)
+    try:
+        assert os.lstat(os.path.join(merged, "a")).st_uid == START + 2
+    finally:
+        overlay2.put(container)
+    assert overlay2.check() == []
+    os.unlink(os.path.join(store.home, "l", short_id))
+    assert os.path.join(store.home, base) in overlay2.sweep()
+    assert store.ids() == [] and overlay2.check() == []
+
+
 def test_a_copy_killed_midway_leaves_what_the_sweep_and_the_next_copy_remove(overlay2, data_root) -> None:
     entries = [file(f"d{index % 50}/f{index}", os.urandom(4096)) for index in range(6000)]
     layer = _layer(overlay2, None, *entries)
