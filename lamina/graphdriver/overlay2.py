@@ -458,18 +458,6 @@ class Overlay2Driver(common.LayerDirectories):
         return [Mount(type="overlay", source="overlay", options=options, chdir=chdir,
                       idmap=None if copies else idmap)]
 
-    def _make_copies(self, id: str, idmap: IdentityMapping) -> None:
-        """The chowned copies of every layer :meth:`mounts` stacks below (or as) ``id``'s upper
-        directory, made where missing (:mod:`lamina.graphdriver.remapcopy`)."""
-        layer_dir = self._existing_dir(id)
-        entries = self._lowers(layer_dir)
-        if os.path.exists(os.path.join(layer_dir, "committed")):
-            entries = [f"{LINK_DIR}/{self._short_id(layer_dir)}"] + entries
-        store = RemapCopies.of(os.path.dirname(self.home), idmap, self.name)
-        for entry in entries:
-            target = self._link_target_id(entry)
-            store.ensure(target, os.path.join(self.home, target, "diff"), entry[len(LINK_DIR) + 1:], idmap)
-
     def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None,
             copies: bool = False) -> str:
         """Mount the full tree at ``<id>/merged`` (a base layer: its diff directory); see the
@@ -492,8 +480,13 @@ class Overlay2Driver(common.LayerDirectories):
                 # mounted by an earlier or another process: use it, never unmount it here
                 self._adopted.add(id)
             else:
-                if copies and idmap is not None:
-                    self._make_copies(id, idmap)
+                if copies and idmap is not None:  # the chowned copies of what mounts() stacks, where missing
+                    store = RemapCopies.of(os.path.dirname(self.home), idmap, self.name)
+                    own = [f"{LINK_DIR}/{self._short_id(layer_dir)}"] \
+                        if os.path.exists(os.path.join(layer_dir, "committed")) else []
+                    for entry in own + self._lowers(layer_dir):
+                        target = self._link_target_id(entry)
+                        store.ensure(target, os.path.join(self.home, target, "diff"), entry[len(LINK_DIR) + 1:], idmap)
                 self._mount(id, layer_dir, merged, volatile, idmap, copies)
             self._references[id] = 1
             return merged
@@ -638,20 +631,7 @@ class Overlay2Driver(common.LayerDirectories):
         removed = common.sweep_leftovers(self.home)
         for home in remap_homes(os.path.dirname(self.home), self.name):
             removed.extend(RemapCopies(home).sweep(self._short_id_or_none))
-        link_dir = os.path.join(self.home, LINK_DIR)
-        for name in sorted(os.listdir(link_dir)):
-            path = os.path.join(link_dir, name)
-            try:
-                target = os.readlink(path)
-            except OSError:
-                continue
-            parts = target.split("/")
-            if (len(parts) == 3 and parts[0] == ".." and parts[2] == "diff"
-                    and not os.path.lexists(os.path.join(self.home, parts[1]))):
-                common.logger.warning("removing stranded overlay2 short link %s -> %s", path, target)
-                os.unlink(path)
-                removed.append(f"{LINK_DIR}/{name}")
-        return removed
+        return removed + common.sweep_stranded_links(self.home, LINK_DIR)
 
     # -- DiffDriver -----------------------------------------------------------------------
 

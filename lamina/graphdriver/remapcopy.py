@@ -276,17 +276,14 @@ class RemapCopies:
             return []
         try:
             removed = [os.path.join(self.home, name) for name in common.sweep_leftovers(self.home)]
+            # links of copies a crash left unpublished, or whose removal it interrupted
+            removed.extend(os.path.join(self.home, name) for name in common.sweep_stranded_links(self.home, LINK_DIR))
             for id in self.ids():
                 damage = self._damage(id, short_id)
                 if damage is not None:
                     common.logger.warning("removing the --userns-remap copy %s: %s", os.path.join(self.home, id), damage)
                     self.remove(id)
                     removed.append(os.path.join(self.home, id))
-            for name, target in self._links():
-                if not os.path.isdir(os.path.join(self.home, LINK_DIR, name)):
-                    common.logger.warning("removing stranded short link %s/l/%s -> %s", self.home, name, target)
-                    os.unlink(os.path.join(self.home, LINK_DIR, name))
-                    removed.append(os.path.join(self.home, LINK_DIR, name))
         finally:
             lock.release()
         return removed
