@@ -13,6 +13,8 @@ Vocabulary:
 On-disk layout of overlay2 (Docker's): ``<root>/overlay2/<id>/{diff,link,lower,work,merged}``
 with ``<root>/overlay2/l/<short-id> -> ../<id>/diff`` short links used in ``lowerdir`` so
 that long chains fit in a page of mount options.  vfs: ``<root>/vfs/dir/<id>``.
+``--userns-remap`` without idmapped mounts: chowned copies of overlay2 layers under
+``<root>/<uid>.<gid>/overlay2/`` (:mod:`lamina.graphdriver.remapcopy`), removed with their layer.
 Work in progress: a layer directory is created under a temporary name
 (``<id>-incomplete``) and renamed into place when complete; leftovers are swept at start.
 """
