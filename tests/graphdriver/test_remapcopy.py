@@ -234,6 +234,25 @@ def test_a_copy_killed_midway_leaves_what_the_sweep_and_the_next_copy_remove(ove
     assert not os.path.exists(os.path.dirname(incomplete))
 
 
+def test_copies_made_at_once_by_two_processes_are_made_once(overlay2, data_root) -> None:
+    layer = _layer(overlay2, None, *[file(f"d{index % 20}/f{index}", os.urandom(1024)) for index in range(2000)])
+    store = RemapCopies.of(data_root, MAPPING, "overlay2")
+    script = textwrap.dedent(f"""
+        import os
+        from lamina.graphdriver.remapcopy import RemapCopies
+        from lamina.idmap import IDMap, IdentityMapping
+        mapping = IdentityMapping((IDMap(0, {START}, 65536),), (IDMap(0, {START + 1000}, 65536),))
+        copy = RemapCopies({store.home!r}).ensure({layer!r}, {overlay2.diff_path(layer)!r}, {"D" * 26!r}, mapping)
+        print(os.stat(copy).st_ino)
+    """)
+    children = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE) for _ in range(2)]
+    outputs = [child.communicate(timeout=120)[0] for child in children]
+    assert [child.returncode for child in children] == [0, 0]
+    assert outputs[0] == outputs[1]  # the same copy, made by one of them
+    assert store.ids() == [layer] and store.leftovers() == []
+    assert sorted(os.listdir(os.path.join(store.home, "l"))) == ["D" * 26]
+
+
 def test_a_deep_stack_of_copies_fits_a_page_with_a_long_home(tmp_path) -> None:
     home = str(tmp_path / ("x" * 200) / ("y" * 200) / "overlay2")
     if probe(home) is not None:
