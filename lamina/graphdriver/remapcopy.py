@@ -180,6 +180,8 @@ class RemapCopies:
                 f"{exc.gid}, outside the range of {uids} uids and {gids} gids") from exc
         except BaseException as exc:
             fsutil.remove_tree(work_in_progress)
+            if not os.path.isdir(final) and self._linked(id, short_id):
+                os.unlink(os.path.join(self.home, LINK_DIR, short_id))  # made just before the rename failed
             if isinstance(exc, OSError):
                 raise fsutil.system_error(f"copy layer {id} for --userns-remap into {self.home}", exc) from exc
             raise
