@@ -2,12 +2,15 @@
 
 ``check`` verifies, under the store's exclusive lock: every image config against its digest,
 every image's layer chain, every layer record (chainID, parent, driver directory,
-tar-split), every reference, the driver's own directories and the container name index
+tar-split), every reference, the driver's own directories (with the ``--userns-remap`` layer
+copies under ``<data-root>/<uid>.<gid>/``: a copy whose layer is gone, or work in progress)
+and the container name index
 against the container records, and the engine's network objects (sandboxes of containers that
 are not running, interfaces and netavark rules no record describes:
 :meth:`lamina.network.run.RunNetwork.check`); it reports orphans and damage and, with
 ``repair``, removes what is safe to remove (references to missing images, unreferenced
-layers, driver directories no layer owns, leaked network objects) and rebuilds the name
+layers, driver directories no layer owns, layer copies whose layer is gone, leaked network
+objects) and rebuilds the name
 index.  It never removes an image.
 """
 
@@ -242,8 +245,13 @@ class SystemServiceImpl:
             images.append({**summary, "Id": str(image_id), "Size": size, "SharedSize": shared,
                            "VirtualSize": size, "Containers": users_of_image.get(str(image_id), 0)})
         build_cache = self.builds.cache_usage() if self.builds is not None else []
+        from lamina.graphdriver.remapcopy import copies_size
+
+        # the chowned layer copies of --userns-remap (their recorded sizes: no walk)
+        copies = copies_size(self.config.data_root, self.driver.name)
         return {
-            "LayersSize": sum(layer.size for layer in layers.values()),
+            "LayersSize": sum(layer.size for layer in layers.values()) + copies,
+            "LaminaRemapCopiesSize": copies,
             "Images": images,
             "Containers": containers,
             "Volumes": self._volume_usage(),

@@ -153,7 +153,8 @@ class ContainerLifecycleImpl(ContainerGroup):
         top = image_config.chain_id()
         lock = self.images.layers.lock(shared=True)
         try:
-            self.mounts.create(container_id, str(top) if top else None, idmap)
+            self.mounts.create(container_id, str(top) if top else None, idmap,
+                               layer_copies=self.remap is not None and self.remap.layer_copies)
             try:
                 data["MountPoints"] = self._mount_volumes(container_id, merged, host)
             except BaseException:
