@@ -39,8 +39,12 @@ Host quirk (cgroup v1 "hybrid" hosts): crun refuses controllers attached to the 
 hierarchy; on first start, as root, the runtime gives each its own v1 hierarchy
 (:func:`lamina.runtime.oci_cgroups.ensure_v1_hierarchies`).
 
+User namespaces (``--userns-remap``): the spec's ``user`` namespace and id mappings, and a bundle
+prepared for the namespace's root (:mod:`lamina.runtime.oci_userns`: the root filesystem bound at
+``<bundle>/rootfs``, detached before the bundle is removed).
+
 Not supported through OCI runtimes yet (``errdefs.NotImplemented``): ``terminal`` (needs a console
-socket receiving the pty master), ``init`` (no init binary to bind-mount yet), user namespaces.
+socket receiving the pty master), ``init`` (no init binary to bind-mount yet).
 """
 
 from __future__ import annotations
@@ -109,8 +113,9 @@ def _classify(action: str, message: str) -> type[errdefs.LaminaError]:
                                        "not a directory", "is a directory")):
         # Docker answers these with an invalid-parameter error (exit 127/126 at the CLI)
         return errdefs.InvalidArgument
+    # crun kill of a process that exited meanwhile: "open pidfd: No such process"
     if any(text in lower for text in ("not running", "not paused", "is paused", "stopped container",
-                                      "container is not", "cannot exec in a")):
+                                      "container is not", "cannot exec in a", "no such process")):
         return errdefs.Conflict
     if "already exists" in lower or "file exists" in lower:
         return errdefs.AlreadyExists
@@ -146,6 +151,7 @@ class OCIRuntime:
         self.root = os.path.join(self.state_root, self.name)
         self.timeout = timeout
         self._host_checked = False
+        self._version: tuple[int, int] | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -255,6 +261,51 @@ class OCIRuntime:
             if len(fields) > 1 and fields[1] == str(me) and command.startswith(self.name):
                 _reap(int(entry), timeout=2.0)
 
+    @staticmethod
+    def _remove_bundle(bundle: str) -> None:
+        from lamina.runtime.oci_userns import release_mounts
+
+        release_mounts(bundle)  # never through a bound root filesystem
+        remove_tree(bundle)
+
+    @staticmethod
+    def _prepare_user_namespace(spec: ContainerSpec, bundle: str, config: dict[str, Any]) -> None:
+        """A container in a user namespace: its root filesystem bound where the namespace's
+        root reaches it, the ``net.*`` sysctls of a joined network namespace written from
+        here (:mod:`lamina.runtime.oci_userns`)."""
+        from lamina.runtime import oci_userns
+
+        uid, gid = oci_userns.host_root(spec.uid_mappings), oci_userns.host_root(spec.gid_mappings)
+        oci_userns.keep_locked_flags(config)
+        config["root"]["path"] = oci_userns.prepare_rootfs(bundle, spec.rootfs, uid, gid)
+        if spec.network_namespace:
+            oci_userns.prepare_network(bundle, spec.network_namespace, config, spec.gid_mappings)
+
+    def _check_exec_joins(self, container_id: str, bundle: str) -> None:
+        """runc before 1.3 joins an exec's user namespace before its other namespaces, and then
+        cannot join a network namespace of the host's user namespace (a sandbox lamina made
+        for a remapped container): refused with the reason, rather than its bare EPERM."""
+        if self.name != "runc":
+            return
+        from lamina.runtime.oci_userns import joins_a_host_network_namespace
+
+        try:
+            with open(os.path.join(bundle, "config.json"), "rb") as handle:
+                config = json.load(handle)
+        except (OSError, ValueError):
+            return  # runc reports what is wrong with the bundle
+        if not joins_a_host_network_namespace(config):
+            return
+        if self._version is None:
+            completed = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False)
+            match = re.search(r"version (\d+)\.(\d+)", completed.stdout)
+            self._version = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        if self._version < (1, 3):
+            raise errdefs.FailedPrecondition(
+                f"runc {'.'.join(map(str, self._version))} cannot exec in container {container_id}: it joins the "
+                "user namespace before the network namespace, which lamina made outside it (runc 1.3 joins "
+                "the others first); use crun, the native runtime, or NetworkMode none")
+
     def _force_delete_quietly(self, container_id: str) -> None:
         try:
             self._invoke("delete", ["--force", container_id], container_id=container_id)
@@ -286,13 +337,15 @@ class OCIRuntime:
                 if self._known(spec.id):
                     raise errdefs.AlreadyExists(f"container {spec.id} already exists in {self.name}") from None
                 log.warning("removing the stale bundle %s", bundle)
-                remove_tree(bundle)
+                self._remove_bundle(bundle)
                 os.mkdir(bundle, 0o700)
         except OSError as exc:
             raise errdefs.System(f"cannot create the bundle {bundle}: {exc.strerror}") from exc
 
         pid_file = os.path.join(bundle, "pid")
         try:
+            if "user" in spec.namespaces:
+                self._prepare_user_namespace(spec, bundle, config)
             atomic_write_json(os.path.join(bundle, "config.json"), config, mode=0o600)
             _set_child_subreaper()
             self._invoke("create", ["--bundle", bundle, "--pid-file", pid_file, spec.id],
@@ -300,7 +353,7 @@ class OCIRuntime:
         except BaseException:
             self._force_delete_quietly(spec.id)
             self._reap_helpers()
-            remove_tree(bundle)
+            self._remove_bundle(bundle)
             raise
         # committed: the container exists in the runtime
         pid = 0
@@ -311,7 +364,7 @@ class OCIRuntime:
             self._force_delete_quietly(spec.id)
             if pid:
                 _reap(pid)
-            remove_tree(bundle)
+            self._remove_bundle(bundle)
             raise
         return RuntimeState(id=spec.id, pid=pid, runtime=self.name,
                             cgroup=f"{spec.cgroup_parent.strip('/')}/{spec.id}", bundle=bundle)
@@ -321,6 +374,7 @@ class OCIRuntime:
         if process.terminal:
             raise errdefs.NotImplemented(
                 f"a terminal (-t) is not supported with the {self.name} runtime yet; use the native runtime")
+        self._check_exec_joins(state.id, bundle)
         name = f"exec-{uuid.uuid4().hex[:12]}"
         process_path = os.path.join(bundle, name + ".json")
         pid_path = os.path.join(bundle, name + ".pid")
@@ -439,7 +493,7 @@ class OCIRuntime:
                     if exc.errno == errno.EBUSY:
                         raise errdefs.Conflict(f"cgroup {directory} still has processes") from exc
                     raise errdefs.System(f"cannot remove the cgroup {directory}: {exc.strerror}") from exc
-        remove_tree(bundle)
+        self._remove_bundle(bundle)
 
 
 def open_runtime(name: str, exec_root: str) -> OCIRuntime:
