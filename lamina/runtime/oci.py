@@ -165,9 +165,10 @@ class OCIRuntime:
         return {key: value for key, value in os.environ.items()
                 if key not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
 
-    def _invoke(self, action: str, arguments: Sequence[str], *, container_id: str,
-                stdio: Stdio | None = None) -> subprocess.CompletedProcess[bytes]:
-        """Run ``<binary> --root ... <action> <arguments>``; failures become errdefs errors."""
+    def _invoke(self, action: str, arguments: Sequence[str], *, container_id: str, stdio: Stdio | None = None,
+                network_namespace: str | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run ``<binary> --root ... <action> <arguments>``, in ``network_namespace`` when given
+        (``nsenter --net``); failures become errdefs errors."""
         bundle = os.path.join(self.state_root, container_id)
         log_path = os.path.join(bundle, "runtime.log") if os.path.isdir(bundle) else None
         offset = os.path.getsize(log_path) if log_path and os.path.exists(log_path) else 0
@@ -175,6 +176,8 @@ class OCIRuntime:
         if log_path:
             command += ["--log", log_path, "--log-format", "json"]
         command += [action, *arguments]
+        if network_namespace:
+            command = ["nsenter", f"--net={network_namespace}", "--", *command]
         if stdio is not None:
             streams: dict[str, Any] = {"stdin": stdio.stdin, "stdout": stdio.stdout, "stderr": stdio.stderr}
         else:
@@ -268,11 +271,11 @@ class OCIRuntime:
         release_mounts(bundle)  # never through a bound root filesystem
         remove_tree(bundle)
 
-    @staticmethod
-    def _prepare_user_namespace(spec: ContainerSpec, bundle: str, config: dict[str, Any]) -> None:
+    def _prepare_user_namespace(self, spec: ContainerSpec, bundle: str, config: dict[str, Any]) -> None:
         """A container in a user namespace: its root filesystem bound where the namespace's
         root reaches it, the ``net.*`` sysctls of a joined network namespace written from
-        here (:mod:`lamina.runtime.oci_userns`)."""
+        here; with a runc that would not join that namespace in an exec, it is entered
+        around the binary instead (:mod:`lamina.runtime.oci_userns`)."""
         from lamina.runtime import oci_userns
 
         uid, gid = oci_userns.host_root(spec.uid_mappings), oci_userns.host_root(spec.gid_mappings)
@@ -280,31 +283,19 @@ class OCIRuntime:
         config["root"]["path"] = oci_userns.prepare_rootfs(bundle, spec.rootfs, uid, gid)
         if spec.network_namespace:
             oci_userns.prepare_network(bundle, spec.network_namespace, config, spec.gid_mappings)
+            if self._joins_user_namespace_first():
+                oci_userns.enter_network_namespace_around(config, spec.network_namespace)
 
-    def _check_exec_joins(self, container_id: str, bundle: str) -> None:
-        """runc before 1.3 joins an exec's user namespace before its other namespaces, and then
-        cannot join a network namespace of the host's user namespace (a sandbox lamina made
-        for a remapped container): refused with the reason, rather than its bare EPERM."""
+    def _joins_user_namespace_first(self) -> bool:
+        """Whether this is a runc before 1.3, which joins the user namespace of an exec before
+        its other namespaces (and then cannot join a network namespace of the host's)."""
         if self.name != "runc":
-            return
-        from lamina.runtime.oci_userns import joins_a_host_network_namespace
-
-        try:
-            with open(os.path.join(bundle, "config.json"), "rb") as handle:
-                config = json.load(handle)
-        except (OSError, ValueError):
-            return  # runc reports what is wrong with the bundle
-        if not joins_a_host_network_namespace(config):
-            return
+            return False
         if self._version is None:
             completed = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False)
             match = re.search(r"version (\d+)\.(\d+)", completed.stdout)
             self._version = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
-        if self._version < (1, 3):
-            raise errdefs.FailedPrecondition(
-                f"runc {'.'.join(map(str, self._version))} cannot exec in container {container_id}: it joins the "
-                "user namespace before the network namespace, which lamina made outside it (runc 1.3 joins "
-                "the others first); use crun, the native runtime, or NetworkMode none")
+        return self._version < (1, 3)
 
     def _force_delete_quietly(self, container_id: str) -> None:
         try:
@@ -348,8 +339,8 @@ class OCIRuntime:
                 self._prepare_user_namespace(spec, bundle, config)
             atomic_write_json(os.path.join(bundle, "config.json"), config, mode=0o600)
             _set_child_subreaper()
-            self._invoke("create", ["--bundle", bundle, "--pid-file", pid_file, spec.id],
-                         container_id=spec.id, stdio=stdio)
+            self._invoke("create", ["--bundle", bundle, "--pid-file", pid_file, spec.id], container_id=spec.id,
+                         stdio=stdio, network_namespace=_entered_network_namespace(config))
         except BaseException:
             self._force_delete_quietly(spec.id)
             self._reap_helpers()
@@ -374,7 +365,6 @@ class OCIRuntime:
         if process.terminal:
             raise errdefs.NotImplemented(
                 f"a terminal (-t) is not supported with the {self.name} runtime yet; use the native runtime")
-        self._check_exec_joins(state.id, bundle)
         name = f"exec-{uuid.uuid4().hex[:12]}"
         process_path = os.path.join(bundle, name + ".json")
         pid_path = os.path.join(bundle, name + ".pid")
@@ -388,7 +378,7 @@ class OCIRuntime:
         try:
             _set_child_subreaper()
             self._invoke("exec", ["--process", process_path, "--pid-file", pid_path, "--detach", state.id],
-                         container_id=state.id, stdio=stdio)
+                         container_id=state.id, stdio=stdio, network_namespace=_bundle_network_namespace(bundle))
             return self._read_pid(pid_path, f"an exec in {state.id}")
         except BaseException:
             self._reap_helpers()
@@ -494,6 +484,23 @@ class OCIRuntime:
                         raise errdefs.Conflict(f"cgroup {directory} still has processes") from exc
                     raise errdefs.System(f"cannot remove the cgroup {directory}: {exc.strerror}") from exc
         self._remove_bundle(bundle)
+
+
+def _entered_network_namespace(config: dict[str, Any]) -> str | None:
+    from lamina.runtime.oci_userns import entered_network_namespace
+
+    return entered_network_namespace(config)
+
+
+def _bundle_network_namespace(bundle: str) -> str | None:
+    """The network namespace an exec of this bundle's container is started in (see
+    :func:`lamina.runtime.oci_userns.enter_network_namespace_around`), None for most."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return None  # the binary reports what is wrong with the bundle
+    return _entered_network_namespace(config)
 
 
 def open_runtime(name: str, exec_root: str) -> OCIRuntime:

@@ -23,8 +23,16 @@ So, as containerd prepares a bundle for a user namespace and as Docker opens
   user namespace that dropped one is refused;
 - the container's network namespace, when lamina made it (a sandbox, owned by the host's user
   namespace), is joined before the user namespace is created, but its ``net.*`` sysctls cannot
-  be written from inside: :func:`write_network_sysctls` writes them from the host side before
-  ``create``, as the native runtime's intermediate does (:mod:`lamina.runtime.userns`).
+  be written from inside, nor a sysfs mounted: :func:`prepare_network` writes them from the
+  host's side before ``create``, as the native runtime's intermediate does
+  (:mod:`lamina.runtime.userns`), and mounts a sysfs of that namespace at ``<bundle>/sys``,
+  bound read-only on the container's ``/sys``;
+- runc before 1.3 joins an exec's user namespace before its other namespaces, and then may not
+  join that network namespace (EPERM; runc 1.3 joins the others first, as crun does): for it
+  the namespace leaves the spec and the binary runs in it instead, ``create`` and every
+  ``exec`` under ``nsenter --net`` (:func:`enter_network_namespace_around`; the container's
+  processes inherit it, and the annotation ``org.lamina.network-namespace`` of ``config.json``
+  keeps it for the execs).
 """
 
 from __future__ import annotations
@@ -39,14 +47,16 @@ from lamina import mount as lmount
 from lamina import sys as lsys
 from lamina.log import get_logger
 
-__all__ = ["ROOTFS", "check_traversable", "host_group_range", "host_root", "in_network_namespace", "joins_a_host_network_namespace", "keep_locked_flags", "open_to_search", "prepare_rootfs",
-           "prepare_network", "release_mounts", "split_network_sysctls"]
+__all__ = ["NETWORK_ANNOTATION", "ROOTFS", "check_traversable", "enter_network_namespace_around",
+           "entered_network_namespace", "host_group_range", "host_root", "in_network_namespace", "keep_locked_flags",
+           "open_to_search", "prepare_network", "prepare_rootfs", "release_mounts", "split_network_sysctls"]
 
 log = get_logger("lamina.runtime.oci")
 
 ROOTFS = "rootfs"   # the root filesystem's bind, inside the bundle
 SYSFS = "sys"       # the sysfs of a joined network namespace, inside the bundle
 SYSFS_OPTIONS = ("ro", "nosuid", "nodev", "noexec")
+NETWORK_ANNOTATION = "org.lamina.network-namespace"
 
 
 def host_root(mappings: Sequence[tuple[int, int, int]]) -> int:
@@ -158,12 +168,19 @@ def split_network_sysctls(config: dict[str, Any]) -> dict[str, str]:
     return network
 
 
-def joins_a_host_network_namespace(config: dict[str, Any]) -> bool:
-    """Whether the OCI ``config`` creates a user namespace and joins a network namespace by
-    path (one lamina made, which belongs to the host's user namespace)."""
-    namespaces = (config.get("linux") or {}).get("namespaces") or []
-    return any(item.get("type") == "user" and not item.get("path") for item in namespaces) and \
-        any(item.get("type") == "network" and item.get("path") for item in namespaces)
+def enter_network_namespace_around(config: dict[str, Any], network_namespace: str) -> None:
+    """For runc before 1.3, which joins an exec's user namespace before its other namespaces
+    and then lacks the right to join one of the host's user namespace: the network namespace
+    leaves ``config`` (runc leaves the container in the one it runs in) and is recorded in its
+    annotations; ``create`` and every ``exec`` run the binary in it (``nsenter --net``)."""
+    linux = config["linux"]
+    linux["namespaces"] = [item for item in linux["namespaces"] if item["type"] != "network"]
+    config.setdefault("annotations", {})[NETWORK_ANNOTATION] = network_namespace
+
+
+def entered_network_namespace(config: dict[str, Any]) -> str | None:
+    """The network namespace the binary runs in for ``config``'s container (None: none)."""
+    return (config.get("annotations") or {}).get(NETWORK_ANNOTATION) or None
 
 
 def host_group_range(value: str, gid_mappings: Sequence[tuple[int, int, int]]) -> str:

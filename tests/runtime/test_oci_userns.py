@@ -13,8 +13,9 @@ from lamina import errdefs
 from lamina.records import replace
 from lamina.runtime.api import ContainerSpec, ProcessSpec
 from lamina.runtime.oci_config import config_json
-from lamina.runtime.oci_userns import (check_traversable, host_group_range, host_root, joins_a_host_network_namespace,
-                                       keep_locked_flags, split_network_sysctls)
+from lamina.runtime.oci_userns import (NETWORK_ANNOTATION, check_traversable, enter_network_namespace_around,
+                                       entered_network_namespace, host_group_range, host_root, keep_locked_flags,
+                                       split_network_sysctls)
 
 MAPPING = ((0, 100000, 65536),)
 
@@ -42,11 +43,15 @@ def test_a_user_namespace_gets_the_mappings_and_a_ping_range_of_its_own_groups()
     assert plain["linux"]["sysctl"]["net.ipv4.ping_group_range"] == "0 2147483647"
 
 
-def test_a_joined_network_namespace_is_told_apart() -> None:
-    joined = config_json(_remapped(network_namespace="/run/lamina/netns/x"))
-    assert joins_a_host_network_namespace(joined)
-    assert not joins_a_host_network_namespace(config_json(_remapped()))
-    assert not joins_a_host_network_namespace(config_json(_spec(network_namespace="/run/lamina/netns/x")))
+def test_a_network_namespace_entered_around_the_binary_leaves_the_spec() -> None:
+    config = config_json(_remapped(network_namespace="/run/lamina/netns/x"))
+    assert {"type": "network", "path": "/run/lamina/netns/x"} in config["linux"]["namespaces"]
+    assert entered_network_namespace(config) is None
+    enter_network_namespace_around(config, "/run/lamina/netns/x")
+    assert all(item["type"] != "network" for item in config["linux"]["namespaces"])
+    assert {"type": "user"} in config["linux"]["namespaces"]
+    assert config["annotations"] == {NETWORK_ANNOTATION: "/run/lamina/netns/x"}
+    assert entered_network_namespace(config) == "/run/lamina/netns/x"
 
 
 def test_the_net_sysctls_are_split_off_and_the_ping_range_goes_to_host_groups() -> None:

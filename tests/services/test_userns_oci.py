@@ -95,31 +95,22 @@ def test_a_host_root_file_is_out_of_reach_and_volume_files_get_the_remapped_ids(
     assert (file.st_uid, file.st_gid) == (start + 7, start + 8)
 
 
-def _runc_joins_the_user_namespace_first() -> bool:
-    """runc before 1.3 joins an exec's user namespace before the others."""
-    import re
-    import subprocess
-
-    text = subprocess.run(["runc", "--version"], capture_output=True, text=True, check=False).stdout
-    match = re.search(r"version (\d+)\.(\d+)", text)
-    return match is not None and (int(match.group(1)), int(match.group(2))) < (1, 3)
-
-
 def test_exec_in_a_container_on_a_network_of_lamina(remapped, runtime) -> None:
     """The sandbox lamina made belongs to the host's user namespace: crun joins it before the
-    container's user namespace; runc before 1.3 joins the user namespace first and cannot,
-    which is refused with the reason."""
+    container's user namespace; runc before 1.3 would join the user namespace first and
+    fail, so it runs in the sandbox instead (oci_userns.enter_network_namespace_around)."""
     engine, start = remapped
     container_id = engine.run("sleep", "300", HostConfig={"Runtime": runtime})
     engine.wait_for(lambda: engine.state(container_id)["Running"], message="the container to run")
-    if runtime == "runc" and _runc_joins_the_user_namespace_first():
-        streams, info = run_exec(engine, container_id, "true")
-        assert info["ExitCode"] == 126
-        assert b"joins the user namespace before the network namespace" in streams[1] + streams[2], streams
-    else:
-        streams, info = run_exec(engine, container_id, "sh", "-c", "head -1 /proc/self/uid_map; ls /sys/class/net")
-        assert info["ExitCode"] == 0, streams
-        assert streams[1].decode().split() == ["0", str(start), str(RANGE), "eth0", "lo"], streams
+    pid = engine.state(container_id)["Pid"]
+    sandbox = engine.container_views.inspect(container_id)["NetworkSettings"]["SandboxKey"]
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(sandbox).st_ino
+    streams, info = run_exec(engine, container_id, "sh", "-c", "head -1 /proc/self/uid_map; ls /sys/class/net; "
+                             "readlink /proc/self/ns/net; readlink /proc/1/ns/net")
+    assert info["ExitCode"] == 0, streams
+    words = streams[1].decode().split()
+    assert words[:5] == ["0", str(start), str(RANGE), "eth0", "lo"], streams
+    assert words[5] == words[6] == os.readlink(f"/proc/{pid}/ns/net"), streams
     engine.containers.remove(container_id, force=True)
     assert not os.path.exists(_bundle(engine, container_id))
 
@@ -179,7 +170,7 @@ def test_rm_restart_policy_and_logs(remapped, runtime) -> None:
 
 def test_a_healthcheck_runs_in_the_user_namespace(remapped, runtime) -> None:
     engine, start = remapped
-    container_id = engine.run("sleep", "300", HostConfig={"Runtime": runtime, "NetworkMode": "none"},
+    container_id = engine.run("sleep", "300", HostConfig={"Runtime": runtime},
                               Healthcheck={"Test": ["CMD-SHELL", f"grep -q ' {start} ' /proc/self/uid_map"],
                                            "Interval": 100_000_000, "Timeout": 5_000_000_000})
     engine.wait_for(lambda: (engine.state(container_id).get("Health") or {}).get("Status") == "healthy",
