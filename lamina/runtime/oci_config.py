@@ -279,6 +279,11 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
                                for option in item["options"]]
         if item["destination"] == "/sys" and spec.privileged:
             item["options"] = [option for option in item["options"] if option != "ro"]
+        if item["destination"] == "/dev/mqueue" and "user" in spec.namespaces and "ipc" not in spec.namespaces:
+            # a user namespace cannot mount the mqueue of the host's ipc namespace: the host's,
+            # bound where the host has one (as the native runtime and podman do)
+            item.update(type="bind", source="/dev/mqueue", options=["rbind", "nosuid", "noexec", "nodev"])
+    defaults = [item for item in defaults if item["type"] != "bind" or os.path.isdir(item["source"])]
     return defaults + user_mounts
 
 

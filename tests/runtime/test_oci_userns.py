@@ -43,6 +43,20 @@ def test_a_user_namespace_gets_the_mappings_and_a_ping_range_of_its_own_groups()
     assert plain["linux"]["sysctl"]["net.ipv4.ping_group_range"] == "0 2147483647"
 
 
+def test_the_host_ipc_namespace_s_mqueue_is_bound_in_a_user_namespace() -> None:
+    spec = _remapped()
+    config = config_json(replace(spec, namespaces=spec.namespaces - {"ipc"}))
+    mqueue = [item for item in config["mounts"] if item["destination"] == "/dev/mqueue"]
+    if os.path.isdir("/dev/mqueue"):
+        assert mqueue == [{"destination": "/dev/mqueue", "type": "bind", "source": "/dev/mqueue",
+                           "options": ["rbind", "nosuid", "noexec", "nodev"]}]
+    else:
+        assert mqueue == []  # the host has none to bind
+    own = [item for item in config_json(spec)["mounts"] if item["destination"] == "/dev/mqueue"]
+    assert own == [{"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                    "options": ["nosuid", "noexec", "nodev"]}]
+
+
 def test_a_network_namespace_entered_around_the_binary_leaves_the_spec() -> None:
     config = config_json(_remapped(network_namespace="/run/lamina/netns/x"))
     assert {"type": "network", "path": "/run/lamina/netns/x"} in config["linux"]["namespaces"]

@@ -195,15 +195,22 @@ def test_userns_host_runs_as_without_remap(remapped, runtime) -> None:
     ({"Sysctls": {"net.ipv4.ip_forward": "1"}}, "cat /proc/sys/net/ipv4/ip_forward", "1"),
     ({"Sysctls": {"kernel.shmmax": "1000000"}}, "cat /proc/sys/kernel/shmmax", "1000000"),
     ({"IpcMode": "shareable"}, "touch /dev/shm/mine && stat -c '%u' /dev/shm/mine", "0"),
+    ({"IpcMode": "host"}, "readlink /proc/self/ns/ipc; ls -d /dev/shm/", os.readlink("/proc/self/ns/ipc") + "\n/dev/shm/"),
+    ({"OomScoreAdj": 100}, "cat /proc/self/oom_score_adj", "100"),
+    ({"User": "nobody"}, "id -u", "65534"),
     ({"Binds": ["/dev/shm:/hostshm:ro"]}, "touch /hostshm/x 2>/dev/null || echo read-only", "read-only"),
     ({"Memory": 64 * 1024 * 1024}, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes", "67108864"),
 ], ids=["read-only root", "tmpfs", "no network", "a net sysctl of the bridge's namespace", "an ipc sysctl",
-        "shareable ipc", "a read-only bind of a nosuid nodev mount", "a memory limit"])
+        "shareable ipc", "host ipc", "oom_score_adj", "a user of the image", "a read-only bind of a nosuid nodev mount", "a memory limit"])
 def test_options_work_in_a_remapped_oci_container(remapped, runtime, host, script, expected) -> None:
     engine, start = remapped
     if "Memory" in host and not os.path.isdir("/sys/fs/cgroup/memory"):
         pytest.skip("no cgroup v1 memory hierarchy")
-    code, out, _ = _run(engine, script + "; head -1 /proc/self/uid_map", Runtime=runtime, **host)
+    host = dict(host)  # the case is shared by both runtimes
+    config = {"User": host.pop("User")} if "User" in host else {}
+    container_id = engine.run("sh", "-c", script + "; head -1 /proc/self/uid_map",
+                              HostConfig={"Runtime": runtime, **host}, **config)
+    code, out = engine.wait(container_id), engine.output(container_id)
     assert code == 0, out
     first, mapping = out.rstrip("\n").rsplit("\n", 1)
     assert first.strip() == expected, out
