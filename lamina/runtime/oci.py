@@ -378,7 +378,8 @@ class OCIRuntime:
         try:
             _set_child_subreaper()
             self._invoke("exec", ["--process", process_path, "--pid-file", pid_path, "--detach", state.id],
-                         container_id=state.id, stdio=stdio, network_namespace=_bundle_network_namespace(bundle))
+                         container_id=state.id, stdio=stdio,
+                         network_namespace=_bundle_network_namespace(bundle) if self.name == "runc" else None)
             return self._read_pid(pid_path, f"an exec in {state.id}")
         except BaseException:
             self._reap_helpers()

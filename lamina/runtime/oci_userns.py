@@ -230,6 +230,7 @@ def in_network_namespace(network_namespace: str, sysctls: Mapping[str, str], sys
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked child
         code = 1
+        what = f"join {network_namespace}"
         try:
             os.close(error_read)
             fd = os.open(network_namespace, os.O_RDONLY | os.O_CLOEXEC)
@@ -260,7 +261,10 @@ def in_network_namespace(network_namespace: str, sysctls: Mapping[str, str], sys
             message += chunk
     finally:
         os.close(error_read)
-        _, status = os.waitpid(pid, 0)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by a monitor's SIGCHLD handling: its message tells
+            status = 1 if message else 0
     if status != 0:
         raise errdefs.System(f"the network namespace {network_namespace}: "
                              f"{message.decode(errors='replace') or 'its preparation failed'}")

@@ -14,8 +14,8 @@ from lamina.records import replace
 from lamina.runtime.api import ContainerSpec, ProcessSpec
 from lamina.runtime.oci_config import config_json
 from lamina.runtime.oci_userns import (NETWORK_ANNOTATION, check_traversable, enter_network_namespace_around,
-                                       entered_network_namespace, host_group_range, host_root, keep_locked_flags,
-                                       split_network_sysctls)
+                                       entered_network_namespace, host_group_range, host_root, in_network_namespace,
+                                       keep_locked_flags, split_network_sysctls)
 
 MAPPING = ((0, 100000, 65536),)
 
@@ -118,3 +118,18 @@ def test_host_root_and_the_directory_closed_to_the_remapped_root(tmp_path) -> No
     named = str(caught.value).split(" (mode")[0]
     assert str(inner).startswith(named + "/") and not os.stat(named).st_mode & 0o001
     check_traversable("/usr/bin", 100000, 100000)
+
+
+def test_a_sysctl_the_network_namespace_lacks_is_named(tmp_path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a network namespace)")
+    from lamina.network import namespace
+
+    path = str(tmp_path / "netns")
+    namespace.create(path)
+    try:
+        in_network_namespace(path, {"net.ipv4.ip_forward": "1"}, None)
+        with pytest.raises(errdefs.System, match="write sysctl net.ipv4.no_such_key=1: .*No such file"):
+            in_network_namespace(path, {"net.ipv4.no_such_key": "1"}, None)
+    finally:
+        namespace.remove(path)
