@@ -189,7 +189,7 @@ class OCIRuntime:
             raise errdefs.Unavailable(f"{self.name} {action} {container_id} did not finish within "
                                       f"{self.timeout:.0f} s") from exc
         except OSError as exc:
-            raise errdefs.System(f"cannot run {self.binary}: {exc.strerror}") from exc
+            raise errdefs.System(f"cannot run {command[0]}: {exc.strerror}") from exc
         if completed.returncode != 0:
             message = self._error_text(log_path, offset, completed.stderr)
             kind = _classify(action, message)
