@@ -190,12 +190,6 @@ class ContainerLifecycleImpl(ContainerGroup):
         if not check_userns(host, remapped_engine=self.remap is not None):
             return None
         assert self.remap is not None
-        runtime = str(host.get("Runtime") or self.default_runtime)
-        if runtime != "native":
-            raise errdefs.InvalidArgument(f"--userns-remap: the {runtime} runtime cannot run a remapped container: "
-                                          "an OCI runtime builds the root filesystem as the namespace's root, which "
-                                          "cannot reach lamina's layer directories (only the native runtime opens "
-                                          "them before it switches); use the native runtime or --userns=host")
         mapping = self.remap.mapping
         if top:
             outside = self.images.layers.ids_outside(str(top), mapping.size())
