@@ -66,9 +66,10 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
         if not isinstance(endpoint, Mapping):
             raise errdefs.InvalidArgument(f"invalid EndpointsConfig for network {name}: expected an object")
         ipam = endpoint.get("IPAMConfig") or {}
-        for unsupported in ("Links", "DriverOpts"):
-            if endpoint.get(unsupported):
-                raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in EndpointsConfig")
+        if endpoint.get("DriverOpts"):
+            raise errdefs.InvalidArgument("lamina does not support DriverOpts in EndpointsConfig")
+        if endpoint.get("Links") and name == DEFAULT_BRIDGE:  # a user network's: /etc/hosts at start
+            raise errdefs.InvalidArgument("links are only supported for user-defined networks")
         aliases = tuple(str(alias) for alias in endpoint.get("Aliases") or ())
         mac = str(endpoint.get("MacAddress") or (config.get("MacAddress") if index == 0 else "") or "")
         if name == DEFAULT_BRIDGE and aliases:
@@ -261,7 +262,44 @@ class RunNetwork:
         sandboxes = self.sandboxes
         record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed, dns=dns)
         self._emit("connect", container_id, record)
-        return record
+        return self._record_links(container_id, networking) or record
+
+    def _record_links(self, container_id: str, networking: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Keep the ``Links`` of the run's user-defined networks in its sandbox record (per
+        endpoint), where a target starting later finds the containers linking to it
+        (:meth:`linkers`); the updated record, None when there is none to keep."""
+        wanted = {name: [str(spec) for spec in endpoint["Links"]]
+                  for name, endpoint in (networking.get("EndpointsConfig") or {}).items()
+                  if isinstance(endpoint, Mapping) and endpoint.get("Links") and name != DEFAULT_BRIDGE}
+        if not wanted:
+            return None
+        store = self.sandboxes.store
+        with store.locked():
+            current = store.sandbox(container_id)
+            if current is None:
+                return None
+            for name, specs in wanted.items():
+                if name in current["Endpoints"]:
+                    current["Endpoints"][name]["Links"] = specs
+            store.write_sandbox(container_id, current)
+            return current
+
+    def linkers(self, sandbox: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+        """(container id, network name, its ``Links`` there) of the running containers with
+        links on a user-defined network of the run whose sandbox record is ``sandbox``.  Reads
+        every sandbox record, only for a run on a user-defined network."""
+        networks = {endpoint["NetworkID"] for name, endpoint in (sandbox.get("Endpoints") or {}).items()
+                    if name != DEFAULT_BRIDGE}
+        if not networks:
+            return []
+        found = []
+        for other_id, record in self.sandboxes.store.sandboxes().items():
+            if other_id == sandbox.get("ContainerID") or record.get("Releasing"):
+                continue
+            for name, endpoint in (record.get("Endpoints") or {}).items():
+                if endpoint.get("Links") and endpoint["NetworkID"] in networks:
+                    found.append((other_id, name, list(endpoint["Links"])))
+        return found
 
     def detach(self, container_id: str) -> None:
         if self.rootless:

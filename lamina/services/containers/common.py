@@ -51,7 +51,7 @@ def network_settings(mode: str, requested: dict[str, Any] | None = None) -> dict
         names = []  # no network of its own: no entry, as Docker
     for name in names:
         given = (requested or {}).get(name) or {}
-        networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": None,
+        networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": given.get("Links") or None,
                           "Aliases": given.get("Aliases") or None, "MacAddress": given.get("MacAddress") or "",
                           "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
                           "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None,

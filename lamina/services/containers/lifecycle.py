@@ -42,17 +42,19 @@ _ROOTLESS_NETWORKS = ("default", "bridge", "none", "host")
 
 def _check_rootless(config: dict[str, Any], host: dict[str, Any], networking: dict[str, Any]) -> None:
     """What rootless lamina cannot give a container is refused before anything is made: cgroup
-    limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`), the OCI runtimes
-    (crun and runc would make cgroups) and user-defined networks (they need a bridge, veths and
-    rules in the host's network namespace, which an unprivileged user cannot make).  The
-    ``bridge`` network (``default``) is a private namespace per container connected by pasta
-    (:mod:`lamina.network.pasta`): a missing pasta, an ``/dev/net/tun`` the user cannot open and
-    host ports below ``net.ipv4.ip_unprivileged_port_start`` are refused here too, so that a run
-    that cannot get its network creates nothing, and so is ``--mac-address`` (pasta picks the
-    MAC address of ``eth0``)."""
+    limits (all without a delegated cgroup, those of controllers it lacks with one:
+    :mod:`lamina.runtime.delegation`), the OCI runtimes (crun and runc would make cgroups) and
+    user-defined networks (they need a bridge, veths and rules in the host's network namespace,
+    which an unprivileged user cannot make).  The ``bridge`` network (``default``) is a private
+    namespace per container connected by pasta (:mod:`lamina.network.pasta`): a missing pasta,
+    an ``/dev/net/tun`` the user cannot open and host ports below
+    ``net.ipv4.ip_unprivileged_port_start`` are refused here too, so that a run that cannot get
+    its network creates nothing, and so is ``--mac-address`` (pasta picks the MAC address of
+    ``eth0``)."""
+    from lamina.runtime.delegation import current
     from lamina.runtime.nocgroup import refuse_limits
 
-    refuse_limits(specs.resources(host))
+    refuse_limits(specs.resources(host), current())
     runtime = str(host.get("Runtime") or "native")
     if runtime != "native":
         raise errdefs.FailedPrecondition(
@@ -118,6 +120,7 @@ class ContainerLifecycleImpl(ContainerGroup):
             _check_rootless(merged, host, networking)
         joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
+        networking = links.on_user_network(host, networking)
         linked = links.check(host, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
@@ -162,7 +165,8 @@ class ContainerLifecycleImpl(ContainerGroup):
         top = image_config.chain_id()
         lock = self.images.layers.lock(shared=True)
         try:
-            self.mounts.create(container_id, str(top) if top else None, idmap)
+            self.mounts.create(container_id, str(top) if top else None, idmap,
+                               layer_copies=self.remap is not None and self.remap.layer_copies)
             try:
                 data["MountPoints"] = self._mount_volumes(container_id, merged, host)
             except BaseException:
@@ -198,12 +202,6 @@ class ContainerLifecycleImpl(ContainerGroup):
         if not check_userns(host, remapped_engine=self.remap is not None):
             return None
         assert self.remap is not None
-        runtime = str(host.get("Runtime") or self.default_runtime)
-        if runtime != "native":
-            raise errdefs.InvalidArgument(f"--userns-remap: the {runtime} runtime cannot run a remapped container: "
-                                          "an OCI runtime builds the root filesystem as the namespace's root, which "
-                                          "cannot reach lamina's layer directories (only the native runtime opens "
-                                          "them before it switches); use the native runtime or --userns=host")
         mapping = self.remap.mapping
         if top:
             outside = self.images.layers.ids_outside(str(top), mapping.size())
@@ -506,9 +504,10 @@ class ContainerLifecycleImpl(ContainerGroup):
         container = self._get(id)
         host, warnings = specs.normalize_update(container.host_config, body)
         if self.config.rootless_uid is not None:
+            from lamina.runtime.delegation import current
             from lamina.runtime.nocgroup import refuse_limits
 
-            refuse_limits(specs.resources(host))
+            refuse_limits(specs.resources(host), current())
         if container.state.get("Running") and not container.state.get("Restarting"):
             state = self.monitors.runtime_state(container.id)
             if state is not None:

@@ -319,7 +319,10 @@ class ContainerViewsImpl(ContainerGroup):
             if record is not None:
                 from lamina.network.sandbox import network_settings as sandbox_settings
 
+                created = settings.get("Networks") or {}
                 settings.update(sandbox_settings(record))
+                for name, endpoint in settings["Networks"].items():  # what create or connect was given
+                    endpoint["Links"] = (created.get(name) or {}).get("Links") or None
         result["NetworkSettings"] = settings
         return result
 
