@@ -89,9 +89,23 @@ _ROOTLESS_INFO: dict[str, Any] = {
         "WARNING: Running in rootless mode without cgroups (they are not delegated to this user): "
         "--memory, --memory-swap, --memory-reservation, --cpus, --cpu-period, --cpu-shares, "
         "--cpuset-cpus, --cpuset-mems, --pids-limit, pause and unpause are unavailable",
-        "WARNING: Running in rootless mode: networks are limited to none (the default) and host",
     ],
 }
+_ROOTLESS_NETWORK = ("WARNING: Running in rootless mode: networks are limited to bridge (the default: a private "
+                     "network per container through pasta), none, host and container:<name>; no user-defined networks")
+
+
+def _rootless_networks(info: dict[str, Any]) -> dict[str, Any]:
+    """``Plugins`` and ``Warnings`` of rootless ``info`` with the networks available here (the
+    bridge network needs pasta and a /dev/net/tun the user can open)."""
+    from lamina.network.pasta import unavailable_reason
+
+    reason = unavailable_reason()
+    warnings = [*(info.get("Warnings") or []), _ROOTLESS_NETWORK]
+    if reason:
+        warnings.append(f"WARNING: Running in rootless mode: the bridge network is unavailable: {reason}")
+    return {"Plugins": {**info["Plugins"], "Network": ["host", "null"] if reason else ["bridge", "host", "null"]},
+            "Warnings": warnings}
 
 
 def _delegated_info(delegation: Delegation) -> dict[str, Any]:
@@ -213,6 +227,7 @@ class SystemServiceImpl:
 
             delegation = current()
             info.update(_ROOTLESS_INFO if delegation is None else _delegated_info(delegation))
+            info.update(_rootless_networks(info))
             info["SecurityOptions"] = [*info["SecurityOptions"], "name=rootless"]
         return info
 
@@ -268,11 +283,11 @@ class SystemServiceImpl:
 
     def _check_networks(self, repair: bool) -> tuple[list[dict[str, str]], list[str]]:
         """Leaked network objects (:meth:`lamina.network.run.RunNetwork.check`)."""
-        if self.config.rootless_uid is not None:
-            return [], []  # rootless lamina has no bridges, rules nor the host's network lock
         from lamina.network.run import RunNetwork
 
-        return RunNetwork(self.config.data_root, self.config.exec_root).check(repair=repair)
+        # rootless: the pasta networks (no bridges, rules nor the host's network lock)
+        return RunNetwork(self.config.data_root, self.config.exec_root,
+                          rootless=self.config.rootless_uid is not None).check(repair=repair)
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         service = self.image_service

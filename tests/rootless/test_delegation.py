@@ -27,10 +27,11 @@ from collections.abc import Iterator
 import pytest
 
 from lamina.runtime.cgroups import unified_mount
-from rootless.test_rootless import FIXTURE, LAMINA, User, _kill_processes_of, make_user
-from rootless.test_rootless import users as users  # noqa: F401 - a module-scoped fixture: this module gets its own
+from rootless.users import FIXTURE, LAMINA, User, kill_processes_of, make_user
 
-pytestmark = pytest.mark.privileged
+# the containers get the default (bridge) network, whose pasta opens /dev/net/tun as the user:
+# Debian's 0666 for each test (conftest.debian_tun)
+pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("debian_tun")]
 
 MOUNT = unified_mount()
 
@@ -88,7 +89,7 @@ class Delegated:
 
 
 @pytest.fixture(scope="module")
-def delegated(users: list[User]) -> Iterator[Delegated]:  # noqa: F811 - the imported fixture
+def delegated(users: list[User]) -> Iterator[Delegated]:
     if MOUNT is None:
         pytest.skip("no cgroup v2 tree is mounted")
     user = make_user(users)
@@ -102,7 +103,7 @@ def delegated(users: list[User]) -> Iterator[Delegated]:  # noqa: F811 - the imp
         result.ok("load", "-q", "-i", os.path.abspath(FIXTURE))
         yield result
     finally:
-        _kill_processes_of(user.uid)
+        kill_processes_of(user.uid)
         _remove_tree(directory)
 
 

@@ -315,7 +315,7 @@ class ContainerViewsImpl(ContainerGroup):
         shared = str(container.host_config.get("NetworkMode") or "").startswith("container:")
         if state.get("Running") and state.get("Pid") and not shared:  # a joiner has no sandbox, as in Docker
             settings["SandboxKey"] = f"/proc/{state['Pid']}/ns/net"
-            record = self.network.sandboxes.store.sandbox(container.id) if self.network.has_sandboxes() else None
+            record = self.network.sandbox(container.id)
             if record is not None:
                 from lamina.network.sandbox import network_settings as sandbox_settings
 
