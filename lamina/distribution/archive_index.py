@@ -198,16 +198,57 @@ def _seekable(source: BinaryIO) -> bool:
 
 
 def memory_available() -> int:
-    """The kernel's estimate of memory available without swapping (``MemAvailable``), 0 when
-    unknown."""
+    """The kernel's estimate of memory available without swapping (``MemAvailable``), less
+    where this process's memory cgroup or one of its ancestors has less room under its limit;
+    0 when unknown."""
+    available = 0
     try:
         with open("/proc/meminfo", "rb") as meminfo:
             for line in meminfo:
                 if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return 0
+    room = _cgroup_memory_room()
+    return available if room is None else min(available, room)
+
+
+def _read_number(path: str) -> int | None:
+    try:
+        with open(path, "rb") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):  # absent, or "max" (no limit)
+        return None
+
+
+def _cgroup_memory_room() -> int | None:
+    """The least room (limit - usage) of this process's memory cgroup and its ancestors, v2
+    (``memory.max``) or v1 (``memory.limit_in_bytes``); None when none has a limit we can read."""
+    try:
+        with open("/proc/self/cgroup") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    room: int | None = None
+    for line in lines:
+        _hierarchy, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, limit_name, usage_name = "/sys/fs/cgroup", "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            base, limit_name, usage_name = "/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        directory = os.path.normpath(os.path.join(base, path.lstrip("/")))
+        while True:
+            limit = _read_number(os.path.join(directory, limit_name))
+            usage = _read_number(os.path.join(directory, usage_name))
+            if limit is not None and usage is not None:
+                room = max(limit - usage, 0) if room is None else min(room, max(limit - usage, 0))
+            if directory == base or not directory.startswith(base + "/"):
+                break
+            directory = os.path.dirname(directory)
+    return room
 
 
 class _Spool:
@@ -287,7 +328,7 @@ def open_archive(source: BinaryIO | str, spool_dir: str, *, memory_limit: int | 
     """Open an archive from a path (file or OCI layout directory) or a stream.
 
     A non-seekable stream is spooled first: into memory while it takes at most
-    ``memory_limit`` bytes (default: a quarter of the memory available), then into a file in
+    ``memory_limit`` bytes (default: a quarter of :func:`memory_available`), then into a file in
     ``spool_dir``.  A spool in memory is never written back to disk: a spool file on the data
     root's filesystem was, by the ``syncfs`` that commits each layer, which doubled the disk
     writes of a load through ``lamina serve``."""

@@ -112,3 +112,36 @@ def test_memory_available_is_the_kernels_figure():
         fields = dict(line.split(":", 1) for line in meminfo)
     expected = int(fields["MemAvailable"].split()[0]) * 1024
     assert abs(memory_available() - expected) < 256 << 20  # the figure moves while we look
+
+
+def _memory_cgroup_directory(tmp_name: str) -> tuple[str, str]:
+    """A new memory cgroup directory (v2 or v1) and its limit file's name."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        with open("/sys/fs/cgroup/cgroup.subtree_control") as handle:
+            if "memory" not in handle.read().split():
+                pytest.skip("the memory controller is not enabled for child cgroups")
+        return os.path.join("/sys/fs/cgroup", tmp_name), "memory.max"
+    if os.path.isdir("/sys/fs/cgroup/memory"):
+        return os.path.join("/sys/fs/cgroup/memory", tmp_name), "memory.limit_in_bytes"
+    pytest.skip("no memory cgroup hierarchy")
+
+
+@pytest.mark.privileged
+def test_memory_available_is_bounded_by_the_memory_cgroup_limit(tmp_path):
+    import subprocess
+    import sys
+
+    directory, limit_name = _memory_cgroup_directory(f"lamina-spool-test-{os.getpid()}")
+    os.mkdir(directory)
+    try:
+        with open(os.path.join(directory, limit_name), "w") as handle:
+            handle.write(str(96 << 20))
+        script = ("import os, sys\n"
+                  f"open({os.path.join(directory, 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
+                  "from lamina.distribution.archive_index import memory_available\n"
+                  "print(memory_available())\n")
+        output = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True,
+                                timeout=60).stdout
+        assert 0 < int(output) <= 96 << 20
+    finally:
+        os.rmdir(directory)
