@@ -270,14 +270,17 @@ class _Spool:
 
     def _to_disk(self) -> None:
         memory = self.fd
-        self.fd = self._disk_file()
-        copied = 0
-        while copied < self.size:
-            sent = os.sendfile(self.fd, memory, copied, self.size - copied)
-            if sent == 0:
-                raise errdefs.DataLoss("the memory spool of an image archive ended early")
-            copied += sent
-        os.close(memory)
+        try:
+            self.fd = self._disk_file()
+            copied = 0
+            while copied < self.size:
+                sent = os.sendfile(self.fd, memory, copied, self.size - copied)
+                if sent == 0:
+                    raise errdefs.DataLoss("the memory spool of an image archive ended early")
+                copied += sent
+        finally:
+            if self.fd != memory:  # else discard() closes it
+                os.close(memory)
 
     def write(self, data: memoryview) -> None:
         if self.path is None and self.size + len(data) > self._memory_limit:

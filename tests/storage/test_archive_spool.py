@@ -145,3 +145,22 @@ def test_memory_available_is_bounded_by_the_memory_cgroup_limit(tmp_path):
         assert 0 < int(output) <= 96 << 20
     finally:
         os.rmdir(directory)
+
+
+def _open_memory_spools() -> int:
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += "lamina-load" in os.readlink(os.path.join("/proc/self/fd", name))
+        except FileNotFoundError:
+            pass
+    return count
+
+
+def test_a_spool_that_cannot_move_to_disk_fails_and_closes_its_memory_file(tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_bytes(b"")
+    before = _open_memory_spools()
+    with pytest.raises(OSError):
+        open_archive(Stream(archive_bytes(MEMBERS)), str(blocked / "spool"), memory_limit=50_000)
+    assert _open_memory_spools() == before
