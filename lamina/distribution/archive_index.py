@@ -261,7 +261,14 @@ class _Spool:
         self._memory_limit = memory_limit
         self.path: str | None = None
         self.size = 0
-        self.fd = os.memfd_create("lamina-load", os.MFD_CLOEXEC) if memory_limit > 0 else self._disk_file()
+        self.fd = self._memory_file() if memory_limit > 0 else self._disk_file()
+
+    def _memory_file(self) -> int:
+        try:
+            return os.memfd_create("lamina-load", os.MFD_CLOEXEC)
+        except OSError:  # no memfd here (an old kernel, a seccomp filter): spool to disk
+            self._memory_limit = 0
+            return self._disk_file()
 
     def _disk_file(self) -> int:
         os.makedirs(self._spool_dir, mode=0o700, exist_ok=True)

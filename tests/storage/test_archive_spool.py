@@ -164,3 +164,17 @@ def test_a_spool_that_cannot_move_to_disk_fails_and_closes_its_memory_file(tmp_p
     with pytest.raises(OSError):
         open_archive(Stream(archive_bytes(MEMBERS)), str(blocked / "spool"), memory_limit=50_000)
     assert _open_memory_spools() == before
+
+
+def test_without_memfd_the_spool_is_a_file(tmp_path, monkeypatch):
+    def refused(*args):  # what a seccomp filter or an old kernel answers
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "memfd_create", refused)
+    archive = open_archive(Stream(archive_bytes(MEMBERS)), str(tmp_path), memory_limit=1 << 30)
+    try:
+        assert len(os.listdir(tmp_path)) == 1
+        assert archive.read("l/layer.tar") == MEMBERS["l/layer.tar"]
+    finally:
+        archive.close()
+    assert os.listdir(tmp_path) == []
