@@ -168,6 +168,9 @@ def main() -> int:
         files = sum(len(f) + len(d) for _, d, f in os.walk(tree))
         print(f"image: {os.path.getsize(layer_tar) / 2**20:.1f} MiB layer, {files} entries, "
               f"{content / 2**20:.1f} MiB of content; {args.runs} runs each")
+        # the machine may be shared: the load average before and after says how much to trust
+        load_before = os.getloadavg()
+        print("load average before: {:.2f} {:.2f} {:.2f}".format(*load_before))
 
         results: dict[str, list[float]] = {"tar_x": [], "sha256": [], "tar_c": [], "lamina_load": [],
                                            "lamina_save": [], "lamina_load_serve": [], "lamina_save_serve": []}
@@ -202,7 +205,7 @@ def main() -> int:
             # through lamina serve: each client loads, saves (alternating with the in-process
             # save of the same image, loaded again) and removes the image
             subprocess.run(base + ["load", "-q", "-i", archive], check=True, stdout=subprocess.DEVNULL)
-            for name, command, environment in clients:
+            for name, command, environment in clients if run % 2 == 0 else clients[::-1]:  # either first
                 results[f"{name}_load_serve"].append(timed(command + ["load", "-q", "-i", archive],
                                                            stdout=subprocess.DEVNULL, env=environment))
                 for _ in range(args.save_repeats):
@@ -219,6 +222,8 @@ def main() -> int:
             shutil.rmtree(data_root)
             shutil.rmtree(target)
 
+        load_after = os.getloadavg()
+        print("load average after:  {:.2f} {:.2f} {:.2f}".format(*load_after))
         median = {k: statistics.median(v) for k, v in results.items()}
         load_floor = median["tar_x"] + median["sha256"]
         save_floor = median["tar_c"]
@@ -236,7 +241,8 @@ def main() -> int:
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         with open(os.path.join(HERE, "results", "load_save.json"), "w") as handle:
             json.dump({"runs": results, "median": median, "load_ratio": median["lamina_load"] / load_floor,
-                       "save_ratio": median["lamina_save"] / save_floor, "serve_ratios": serve_ratios},
+                       "save_ratio": median["lamina_save"] / save_floor, "serve_ratios": serve_ratios,
+                       "load_average": {"before": load_before, "after": load_after}},
                       handle, indent=2)
     finally:
         if server is not None:

@@ -283,3 +283,51 @@ def test_concurrent_clients_share_the_services(server) -> None:
     connection.request("GET", "/images/json")
     tags = json.loads(connection.read_response().body)[0]["RepoTags"]
     assert len(tags) == 1 + 4 * 10
+
+
+def _spools(server) -> list[str]:
+    """The server's open load spools (memory files) and the spool files in its data root."""
+    fds = os.path.join("/proc", str(server.process.pid), "fd")
+    open_spools = []
+    for name in os.listdir(fds):
+        try:
+            target = os.readlink(os.path.join(fds, name))
+        except FileNotFoundError:
+            continue
+        if "lamina-load" in target or "/tmp/load-" in target:
+            open_spools.append(target)
+    spool_dir = os.path.join(server.data_root, "tmp")
+    files = os.listdir(spool_dir) if os.path.isdir(spool_dir) else []
+    return open_spools + files
+
+
+@pytest.mark.parametrize("ending", ["the client closes mid-body", "a malformed chunk head", "an overlong chunk size line"])
+def test_a_broken_upload_loads_nothing_and_leaves_no_spool(server, ending) -> None:
+    with open(BUSYBOX_ARCHIVE, "rb") as file:
+        archive = file.read()
+    body = chunked(archive[:len(archive) // 2])[:-len(b"0\r\n\r\n")]  # whole chunks, no last chunk
+    connection = server.connect()
+    connection.send(b"POST /v1.45/images/load HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    if ending == "the client closes mid-body":
+        connection.sock.shutdown(socket.SHUT_WR)  # a hang-up for the server: whatever it answered ends
+        connection.sock.settimeout(10)
+        while connection.sock.recv(65536):
+            pass
+    else:
+        connection.send(b"zz\r\n" if ending == "a malformed chunk head" else b"1;" + b"x" * 10_000)
+        response = connection.read_response()
+        assert response.status == 200  # Docker's way: the failure is the stream's last message
+        assert "malformed request body" in json.loads(response.body.splitlines()[-1])["error"]
+    connection.close()
+    listing = server.connect()
+    listing.request("GET", "/images/json")
+    assert json.loads(listing.read_response().body) == []
+    deadline = time.monotonic() + 10
+    while _spools(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _spools(server) == []
+
+
+def test_a_load_leaves_no_spool_open(server) -> None:
+    load_busybox(server.connect())
+    assert _spools(server) == []
