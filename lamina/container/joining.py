@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lamina import errdefs
+from lamina.config import rootless_uid
 from lamina.records import dataclass, field, replace
 from lamina.runtime.api import ContainerSpec, MountSpec
 
@@ -155,12 +156,18 @@ def _running(container: Any, namespace: str, reference: str) -> int:
         raise errdefs.Conflict(f"Container {reference} is restarting, wait until the container is running")
     pid = int(state["Pid"])
     # the recorded pid is the container's only while it is in the container's cgroup (a run
-    # that just ended leaves a pid the kernel may give to anything)
+    # that just ended leaves a pid the kernel may give to anything); rootless without delegated
+    # cgroups a container has none: its PID 1 is then the init of a pid namespace, the rule by
+    # which lamina.runtime.nocgroup tells its processes
     try:
         with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
             member = container.id in handle.read()
     except OSError:
         member = False
+    if not member and rootless_uid() is not None:
+        from lamina.runtime.nocgroup import is_namespace_init
+
+        member = is_namespace_init(pid)
     if not member:
         if namespace == "network":
             raise errdefs.Conflict(f"cannot join network of a non running container: {reference}")

@@ -30,7 +30,7 @@ from typing import Protocol
 from lamina import errdefs
 from lamina.runtime.api import Resources
 
-__all__ = ["DelegatedControllers", "PidNamespaceMembers", "NO_CGROUP_REASON", "proc_usage", "refuse_limits"]
+__all__ = ["DelegatedControllers", "PidNamespaceMembers", "is_namespace_init", "NO_CGROUP_REASON", "proc_usage", "refuse_limits"]
 
 NO_CGROUP_REASON = ("rootless lamina: cgroups are not delegated to this user, so containers "
                     "have no cgroup of their own")
@@ -89,7 +89,9 @@ def _namespace(pid: int) -> int | None:
         return None
 
 
-def _is_namespace_init(pid: int) -> bool:
+def is_namespace_init(pid: int) -> bool:
+    """Whether ``pid`` is the init (pid 1) of a pid namespace of its own: how a container
+    without a cgroup is told from a process that took a dead container's pid."""
     try:
         with open(f"/proc/{pid}/status", "r", encoding="ascii") as handle:
             for line in handle:
@@ -134,7 +136,7 @@ class PidNamespaceMembers:
             return []
         if namespace == _namespace(os.getpid()):
             return [self.pid]
-        if not _is_namespace_init(self.pid):
+        if not is_namespace_init(self.pid):
             return []  # the pid was reused by a process that is no container's PID 1
         members = []
         for name in os.listdir("/proc"):
@@ -145,7 +147,7 @@ class PidNamespaceMembers:
     def kill_all(self, signal: int = signal_module.SIGKILL) -> None:
         targets = self.pids()
         if signal == signal_module.SIGKILL and self.pid in targets and len(targets) > 1 \
-                and _is_namespace_init(self.pid):
+                and is_namespace_init(self.pid):
             targets = [self.pid]  # the kernel kills the rest of the namespace with its init
         for pid in targets:
             try:

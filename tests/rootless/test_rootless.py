@@ -121,6 +121,24 @@ def test_stop_kills_the_container_without_a_cgroup(user: User) -> None:
     user.ok("rm", name)
 
 
+def test_a_container_joins_the_namespaces_of_another_without_a_cgroup(user: User) -> None:
+    """Rootless without delegated cgroups the target has no cgroup: its PID 1 being the init of
+    a pid namespace is what tells it from a process that took a dead container's pid."""
+    name = "t" + uuid.uuid4().hex[:8]
+    user.ok("run", "-d", "--name", name, "--network", "none", "--hostname", "target", "busybox", "sleep", "300")
+    try:
+        target = json.loads(user.ok("inspect", name))[0]["State"]["Pid"]
+        network = os.readlink(f"/proc/{target}/ns/net")
+        joined = user.ok("run", "--rm", "--network", f"container:{name}", "--pid", f"container:{name}", "busybox",
+                         "sh", "-c", "readlink /proc/self/ns/net; hostname; ps -o comm | grep -c sleep").split()
+        assert joined == [network, "target", "1"]
+        user.ok("stop", "-t", "0", name)
+        result = user.lamina("run", "--rm", "--network", f"container:{name}", "busybox", "true")
+        assert result.returncode != 0 and b"non running container" in result.stderr
+    finally:
+        user.lamina("rm", "-f", name)
+
+
 def test_serve_listens_in_the_runtime_directory_for_the_docker_cli(user: User) -> None:
     if shutil.which("docker") is None:
         pytest.skip("no docker CLI")
