@@ -12,6 +12,7 @@ from lamina import errdefs
 from lamina.container import joining, links
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
+from lamina.container.monitor.client import TemplateLease, warm_template
 from lamina.container.health import validate_healthcheck
 from lamina.container.names import random_name, validate_name
 from lamina.container.removal import destroy
@@ -110,6 +111,9 @@ class ContainerLifecycleImpl(ContainerGroup):
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
         idmap = self._identity_mapping(host, image_config.chain_id())
+        # the request is valid: the monitor template starts now, beside the rest of the create,
+        # so that the start finds it ready (nothing when it runs)
+        warm_template(self.monitor_recipe, str(host.get("Runtime") or self.default_runtime))
         container_id = new_container_id()
         if not merged.get("Hostname"):
             merged["Hostname"] = socket.gethostname() if specs.network_mode(host) == "host" else container_id[:12]
@@ -232,6 +236,11 @@ class ContainerLifecycleImpl(ContainerGroup):
             release_mounts(mount_points, self.volumes, container_id, remove_anonymous=True)
             raise
         return mount_points
+
+    def monitor_template_lease(self) -> TemplateLease:
+        """A lease on the monitor template (started when there is none): it does not leave
+        while the lease is open (``lamina serve`` holds one)."""
+        return TemplateLease(self.monitor_recipe, self.default_runtime)
 
     def start(self, id: str) -> None:
         container = self._get(id)
