@@ -181,9 +181,9 @@ def lease_request(builder: str, arguments: dict[str, Any], runtime: str) -> dict
 def template_key(executable: str, paths: list[str]) -> str:
     """Which template serves a starter: one per interpreter and import path, so that two code
     trees on one exec root never run each other's monitor code."""
-    import hashlib
+    from lamina.digest import sha256_hex  # not hashlib: OpenSSL's load would cost every run ~3 ms
 
-    return hashlib.sha256(json.dumps([executable, paths]).encode()).hexdigest()[:16]
+    return sha256_hex(json.dumps([executable, paths]).encode())[:16]
 
 
 def template_socket(exec_root: str, key: str) -> str:

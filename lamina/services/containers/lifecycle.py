@@ -254,9 +254,11 @@ class ContainerLifecycleImpl(ContainerGroup):
         with self.store.modify(container.id) as record:
             record.data["HasBeenManuallyStopped"] = False
             record.data["RestartCount"] = 0
-        # an unknown or unusable runtime is refused here; the monitor template opens it (once)
+        # an unknown runtime is refused here; an unusable one by the monitor template, which
+        # opens it (once: not here too, which would load the runtime into every ``run``)
         runtime = str(container.host_config.get("Runtime") or self.default_runtime)
-        self.runtime(runtime)
+        if runtime not in self._runtime_names():
+            raise errdefs.InvalidArgument(f"unknown or invalid runtime name: {runtime}")
         with self._pending_lock:
             pending = self._pending.pop(container.id, [])
         spawn(self.monitor_recipe, container.id, pending, runtime=runtime)
