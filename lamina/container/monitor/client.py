@@ -195,12 +195,10 @@ def _open_lock(path: str) -> int:
 
 def _start_template(recipe: MonitorRecipe, key: str, paths: list[str]) -> socket.socket:
     """Start the template (under its lock: one starter starts it) and connect to it."""
-    import fcntl
-
     path = protocol.template_socket(recipe.exec_root, key)
     lock = _open_lock(path)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # also waits for a template started without waiting
+        _lock_within(lock, _TEMPLATE_START_TIMEOUT)  # also waits for a template started without waiting
         try:
             return connect_unix(path)  # started by another starter meanwhile
         except (errdefs.NotFound, errdefs.Conflict):
@@ -213,6 +211,23 @@ def _start_template(recipe: MonitorRecipe, key: str, paths: list[str]) -> socket
         return connect_unix(path)
     finally:
         os.close(lock)
+
+
+def _lock_within(fd: int, timeout: float) -> None:
+    """Take the template lock, waiting at most ``timeout`` seconds (its holder is a starter,
+    a template being started that releases it once it listens, or one leaving)."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise errdefs.Unavailable(f"the monitor template lock was held for {timeout:.0f} s (a template "
+                                          "that does not start?)") from None
+            time.sleep(0.002)
 
 
 def _template_log(path: str) -> str:
