@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
 from lamina.log import get_logger
-from lamina.network import bridges, ipam, namespace
+from lamina.network import bridges, ipam, isolation, namespace
 from lamina.network.api import DataPlane, Network, PortMapping
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
@@ -139,10 +139,18 @@ class Sandboxes:
     def _setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
         with fsutil.file_lock(self.host_lock):
             answer = self.dataplane.setup(netns_path, request)
-            for info in request["network_info"].values():  # kept up while the network exists
-                if info["driver"] == "bridge":
-                        bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
-                                 os.path.dirname(self.netns_dir))
+            try:
+                for name, info in request["network_info"].items():
+                    if info["driver"] == "bridge":  # kept up while the network exists; its options
+                        network = self.store.by_id(info["id"])
+                        bridges.keep(network, os.path.dirname(self.store.root), os.path.dirname(self.netns_dir))
+                        isolation.apply(network, netns_path, request["networks"][name]["interface_name"])
+            except BaseException:
+                try:
+                    self.dataplane.teardown(netns_path, request)
+                except errdefs.System as exc:
+                    log.warning("teardown after a failed set-up in %s: %s", netns_path, exc)
+                raise
             return answer
 
     def remove_network(self, network: Network) -> None:

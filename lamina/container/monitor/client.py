@@ -73,7 +73,7 @@ def warm_template(recipe: MonitorRecipe, runtime: str = "native") -> None:
     import fcntl
 
     paths = _import_path()
-    key = protocol.template_key(sys.executable, paths)
+    key = _template_key(paths)
     path = protocol.template_socket(recipe.exec_root, key)
     try:
         connect_unix(path).close()  # a probe: the template answers nothing
@@ -149,7 +149,7 @@ context and opens ``runtime`` at once, ahead of the first spawn.  :meth:`wait` r
 def _connect_template(recipe: MonitorRecipe) -> socket.socket:
     """A connection to the template (started, and waited for, when there is none)."""
     paths = _import_path()
-    key = protocol.template_key(sys.executable, paths)
+    key = _template_key(paths)
     path = protocol.template_socket(recipe.exec_root, key)
     try:
         return connect_unix(path)
@@ -170,6 +170,14 @@ def _ask_template(recipe: MonitorRecipe, request: dict[str, Any], fds: list[int]
             return protocol.read_answer(sock, _ANSWER_TIMEOUT)
         except errdefs.Unavailable:
             return None
+
+
+def _template_key(paths: list[str]) -> str:
+    """The key of the template serving this process (its interpreter, import path and, when
+    rootless and delegated, its cgroup leaf)."""
+    from lamina.runtime.delegation import engine_leaf
+
+    return protocol.template_key(sys.executable, paths, engine_leaf())
 
 
 def _import_path() -> list[str]:

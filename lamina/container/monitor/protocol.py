@@ -178,12 +178,15 @@ def lease_request(builder: str, arguments: dict[str, Any], runtime: str) -> dict
     return {"lease": True, "prepare": {"builder": builder, "arguments": arguments, "runtime": runtime}}
 
 
-def template_key(executable: str, paths: list[str]) -> str:
+def template_key(executable: str, paths: list[str], cgroup: str = "") -> str:
     """Which template serves a starter: one per interpreter and import path, so that two code
-    trees on one exec root never run each other's monitor code."""
+    trees on one exec root never run each other's monitor code, and per delegated cgroup leaf
+    ``cgroup`` of a rootless starter (:func:`lamina.runtime.delegation.engine_leaf`), so that
+    monitors are delegated exactly when their starter is."""
     from lamina.digest import sha256_hex  # not hashlib: OpenSSL's load would cost every run ~3 ms
 
-    return sha256_hex(json.dumps([executable, paths]).encode())[:16]
+    identity: list[object] = [executable, paths, cgroup] if cgroup else [executable, paths]
+    return sha256_hex(json.dumps(identity).encode())[:16]
 
 
 def template_socket(exec_root: str, key: str) -> str:
