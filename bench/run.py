@@ -4,14 +4,26 @@
 Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`` runs
 (default 3) and reports the median, min and max wall time:
 
-* ``lamina run --rm busybox true`` in-process (no daemon), the headline number;
+* ``lamina run --rm --network none busybox true`` in-process (no daemon), the headline number,
+  and the same with the default network (a bridge);
+* with ``--cold``: the same command as the first ``run`` after the monitor template left (it
+  is killed between runs: what the first ``run`` after the template's ``IDLE_SECONDS`` pays);
+* ``lamina -H unix://... run --rm --network none busybox true`` (the lamina CLI through
+  ``lamina serve``);
 * ``lamina images`` in-process (the cost of a command that starts no container);
 * ``crun run`` and ``runc run`` of an OCI bundle made from the same busybox layer (the
   ``busybox-docker-archive.tar`` fixture, extracted with tar; ``config.json`` from
   ``crun spec`` / ``runc spec`` with the process's args set to ``true`` and no terminal): what
   a container runtime alone costs;
-* ``docker run --rm busybox true`` with the real docker CLI through ``lamina serve`` (the
-  services built once by the server), and ``docker images`` likewise.
+* ``docker run --rm --network none busybox true`` with the real docker CLI through ``lamina
+  serve`` (the services built once by the server), and ``docker images`` likewise.
+
+``--against TREE`` measures another code tree beside this one (e.g. ``--against /work/main``),
+interleaved: each round runs every row once with this tree, then once with the other
+(``PYTHONPATH``).  Each tree has two engines: one for the in-process rows, one for its
+``lamina serve`` (a data root and an exec root each: the server's monitor template is not the
+in-process runs').  The load
+average is printed before and after.
 
 The data root, exec root, bundle and server socket live in a fresh temporary directory; the
 figures are printed as a table and written to ``bench/results/run.json``.  Run as root:
@@ -110,86 +122,183 @@ def wait_for_socket(path: str, server: subprocess.Popen[bytes], log: str, second
         time.sleep(0.05)
 
 
+def kill_templates(exec_root: str) -> None:
+    """Kill the monitor templates of ``exec_root`` (by the pid each writes) and wait for them."""
+    directory = os.path.join(exec_root, "monitor-template")
+    pids = []
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.endswith(".pid"):
+            with open(os.path.join(directory, name), encoding="ascii") as handle:
+                text = handle.read().strip()
+            if text.isdigit():
+                try:
+                    os.kill(int(text), signal.SIGKILL)
+                    pids.append(int(text))
+                except ProcessLookupError:
+                    pass
+    deadline = time.monotonic() + 5
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+        time.sleep(0.005)
+
+
+class Variant:
+    """One code tree under test: its environment, data root, exec root and server."""
+
+    def __init__(self, label: str, tree: str, work: str, base: dict[str, str]) -> None:
+        self.label = label
+        self.tree = tree
+        home = os.path.join(work, label)
+        os.makedirs(home)
+        self.exec_root = os.path.join(home, "exec")
+        self.socket_path = os.path.join(home, "lamina.sock")
+        self.log_path = os.path.join(home, "serve.log")
+        self.environment = {**base, "PYTHONPATH": tree, "LAMINA_DATA_ROOT": os.path.join(home, "data"),
+                            "LAMINA_EXEC_ROOT": self.exec_root}
+        self.server_environment = {**base, "PYTHONPATH": tree, "LAMINA_DATA_ROOT": os.path.join(home, "served"),
+                                   "LAMINA_EXEC_ROOT": os.path.join(home, "served-exec")}
+        host = f"unix://{self.socket_path}"
+        self.client_environment = {**base, "PYTHONPATH": tree, "DOCKER_HOST": host, "LAMINA_HOST": host,
+                                   "DOCKER_CONFIG": os.path.join(home, "docker-config")}
+        self.server: subprocess.Popen[bytes] | None = None
+
+    def start_server(self) -> None:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the server writes it until the end
+        self.server = subprocess.Popen([LAMINA, "--log-level", "warning", "serve", "-H", f"unix://{self.socket_path}"],
+                                       stdout=log, stderr=subprocess.STDOUT, env=self.server_environment)
+        wait_for_socket(self.socket_path, self.server, self.log_path)
+
+    def stop_server(self) -> None:
+        if self.server is None:
+            return
+        self.server.send_signal(signal.SIGTERM)
+        try:
+            self.server.wait(20)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait()
+
+
+def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant], runs: int, warmup: int,
+                cold: set[str]) -> dict[tuple[str, str], list[float] | str]:
+    """Every row's command, once per variant per round (``warmup`` rounds untimed); a row
+    named in ``cold`` kills the variant's monitor templates before each run.  Rows are
+    (name, argv, "local" | "client": in-process, or through the variant's server)."""
+    times: dict[tuple[str, str], list[float] | str] = {(name, v.label): [] for name, _, _ in rows for v in variants}
+    for attempt in range(warmup + runs):
+        for name, command, where in rows:
+            for variant in variants:
+                done = times[(name, variant.label)]
+                if isinstance(done, str):
+                    continue
+                if name in cold:
+                    kill_templates(variant.exec_root)
+                environment = variant.client_environment if where == "client" else variant.environment
+                started = time.perf_counter()
+                result = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
+                                        check=False)
+                elapsed = (time.perf_counter() - started) * 1000
+                if result.returncode != 0:
+                    text = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
+                    times[(name, variant.label)] = f"fails (exit {result.returncode}): {text[-1] if text else '?'}"
+                elif attempt >= warmup:
+                    done.append(elapsed)
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="timed runs per row (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs before them (default 3)")
+    parser.add_argument("--cold", action="store_true",
+                        help="add the first run after the monitor template left (killed between runs)")
+    parser.add_argument("--against", metavar="TREE", help="another lamina tree measured alongside, interleaved")
+    parser.add_argument("--no-runtimes", action="store_true", help="skip the crun and runc rows")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     options = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py needs root (mounts, namespaces, cgroups)", file=sys.stderr)
         return 2
 
+    trees = [("this", ROOT)] + ([("against", os.path.abspath(options.against))] if options.against else [])
     # what `make venv` does: without it, an environment with PYTHONDONTWRITEBYTECODE compiles
     # every module of every command again
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "lamina")], check=True,
-                   capture_output=True)
+    for _, tree in trees:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(tree, "lamina")], check=True,
+                       capture_output=True)
     work = tempfile.mkdtemp(prefix="lamina-bench-run-", dir="/tmp")
-    data_root = os.path.join(work, "data")
-    socket_path = os.path.join(work, "lamina.sock")
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("DOCKER_HOST", "LAMINA_HOST", "LAMINA_LOG_LEVEL", "LAMINA_STORAGE_DRIVER")}
-    environment.update(LAMINA_DATA_ROOT=data_root, LAMINA_EXEC_ROOT=os.path.join(work, "exec"),
-                       DOCKER_CONFIG=os.path.join(work, "docker-config"))
-    docker_environment = {**environment, "DOCKER_HOST": f"unix://{socket_path}"}
-    rows: list[tuple[str, list[float] | str]] = []
-    server = None
-    log_path = os.path.join(work, "serve.log")
+    base = {key: value for key, value in os.environ.items()
+            if key not in ("DOCKER_HOST", "LAMINA_HOST", "LAMINA_LOG_LEVEL", "LAMINA_STORAGE_DRIVER", "PYTHONPATH")}
+    variants = [Variant(label, tree, work, base) for label, tree in trees]
+    load_before = os.getloadavg()
+    results: dict[str, object] = {}
+    printed: list[tuple[str, str, list[float] | str]] = []
     try:
-        subprocess.run([LAMINA, "load", "-q", "-i", FIXTURE], env=environment, check=True, capture_output=True)
-        rows.append(("lamina run --rm busybox true (in-process)",
-                     timed([LAMINA, "run", "--rm", "busybox", "true"], environment, options.runs, options.warmup)))
-        rows.append(("lamina images (in-process)",
-                     timed([LAMINA, "images"], environment, options.runs, options.warmup)))
+        for variant in variants:
+            for environment in (variant.environment, variant.server_environment):
+                subprocess.run([LAMINA, "load", "-q", "-i", FIXTURE], env=environment, check=True,
+                               capture_output=True)
+        docker = os.access(DOCKER, os.X_OK)
+        for variant in variants:
+            variant.start_server()
+        run_none = ["run", "--rm", "--network", "none", "busybox", "true"]
+        rows = [("lamina run --rm --network none busybox true (in-process)", [LAMINA, *run_none], "local")]
+        cold = set()
+        if options.cold:
+            name = "  the same, first run after the monitor template left"
+            rows.append((name, [LAMINA, *run_none], "local"))
+            cold.add(name)
+        rows += [("lamina run --rm busybox true (in-process, bridge)", [LAMINA, "run", "--rm", "busybox", "true"],
+                  "local"),
+                 ("lamina -H run --rm --network none busybox true (serve)", [LAMINA, *run_none], "client"),
+                 ("lamina images (in-process)", [LAMINA, "images"], "local")]
+        if docker:
+            rows += [("docker run --rm --network none busybox true (serve)", [DOCKER, *run_none], "client"),
+                     ("docker images (serve)", [DOCKER, "images"], "client")]
+        times = interleaved(rows, variants, options.runs, options.warmup, cold)
+        for name, _, _ in rows:
+            for variant in variants:
+                printed.append((name, variant.label, times[(name, variant.label)]))
+        if not docker:
+            printed.append(("docker run --rm busybox true (serve)", "", "skipped: no docker CLI"))
 
-        for runtime in ("crun", "runc"):
-            name = f"{runtime} run (OCI bundle of the same busybox, true)"
-            if shutil.which(runtime) is None:
-                rows.append((name, f"skipped: {runtime} is not installed"))
-                continue
-            bundle = make_bundle(work, runtime)
-            state = os.path.join(work, f"{runtime}-state")
-            container = f"lamina-bench-{os.getpid()}"
-            command = [runtime, "--root", state, "run", "--bundle", bundle, container]
-            cleanup = [runtime, "--root", state, "delete", "--force", container]
-            rows.append((name, timed(command, environment, options.runs, options.warmup, between=cleanup)))
-
-        if not os.access(DOCKER, os.X_OK):
-            rows.append(("docker run --rm busybox true (via lamina serve)", "skipped: no docker CLI"))
-        else:
-            log = open(log_path, "wb")  # noqa: SIM115 - the server writes it until the end
-            server = subprocess.Popen([LAMINA, "--log-level", "warning", "serve", "-H", f"unix://{socket_path}"],
-                                      stdout=log, stderr=subprocess.STDOUT, env=environment)
-            wait_for_socket(socket_path, server, log_path)
-            rows.append(("docker run --rm busybox true (via lamina serve)",
-                         timed([DOCKER, "run", "--rm", "busybox", "true"], docker_environment, options.runs,
-                               options.warmup)))
-            rows.append(("docker images (via lamina serve)",
-                         timed([DOCKER, "images"], docker_environment, options.runs, options.warmup)))
+        if not options.no_runtimes:
+            for runtime in ("crun", "runc"):
+                name = f"{runtime} run (OCI bundle of the same busybox, true)"
+                if shutil.which(runtime) is None:
+                    printed.append((name, "", f"skipped: {runtime} is not installed"))
+                    continue
+                bundle = make_bundle(work, runtime)
+                state = os.path.join(work, f"{runtime}-state")
+                container = f"lamina-bench-{os.getpid()}"
+                command = [runtime, "--root", state, "run", "--bundle", bundle, container]
+                cleanup = [runtime, "--root", state, "delete", "--force", container]
+                printed.append((name, "", timed(command, base, options.runs, options.warmup, between=cleanup)))
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        for variant in variants:
+            variant.stop_server()
+            kill_templates(variant.exec_root)
+            kill_templates(variant.server_environment["LAMINA_EXEC_ROOT"])
         unmount_under(work)
         if not options.keep:
             shutil.rmtree(work, ignore_errors=True)
 
+    load_after = os.getloadavg()
     print(f"container start-up: {options.runs} runs per row after {options.warmup} warm-up runs "
-          "(wall time of the whole command)")
-    print(f"{'command':<58} {'median':>9} {'min':>9} {'max':>9}")
-    results: dict[str, object] = {}
-    for name, value in rows:
+          f"(wall time of the whole command); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    if len(variants) > 1:
+        print("variants, interleaved: " + ", ".join(f"{v.label} = {v.tree}" for v in variants))
+    print(f"{'command':<60} {'tree':<8} {'median':>9} {'min':>9} {'max':>9}")
+    for name, label, value in printed:
+        key = f"{name} [{label}]" if label and len(variants) > 1 else name
         if isinstance(value, str):
-            print(f"{name:<58} {value}")
-            results[name] = value
+            print(f"{name:<60} {label:<8} {value}")
+            results[key] = value
             continue
-        print(f"{name:<58} {statistics.median(value):>7.1f}ms {min(value):>7.1f}ms {max(value):>7.1f}ms")
-        results[name] = {"median_ms": round(statistics.median(value), 2), "min_ms": round(min(value), 2),
-                         "max_ms": round(max(value), 2), "runs": len(value)}
+        print(f"{name:<60} {label:<8} {statistics.median(value):>7.1f}ms {min(value):>7.1f}ms {max(value):>7.1f}ms")
+        results[key] = {"median_ms": round(statistics.median(value), 2), "min_ms": round(min(value), 2),
+                        "max_ms": round(max(value), 2), "runs": len(value)}
+    results["load_average"] = {"before": round(load_before[0], 2), "after": round(load_after[0], 2)}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "run.json"), "w") as handle:
         json.dump(results, handle, indent=2)

@@ -4,7 +4,11 @@
 and by prune.  Given the volume service it then drops the container's references to its
 volumes and, with ``remove_volumes`` (``rm -v``, ``--rm``), removes its anonymous volumes
 that no other container uses.  Its commit point is the rename of ``containers/<id>`` to ``<id>-removing``;
-everything after it is idempotent and :func:`finish_removal` completes it after a crash.
+everything after it is idempotent and :func:`finish_removal` completes it after a crash.  A
+caller may be told as soon as the container is gone for every reader (``committed``: after the
+read-write layer's own commit point, so that it no longer holds the image's layers, and after
+the volumes were released), while the directories are still being deleted: the monitor of a
+``--rm`` container wakes its waiters there (``run --rm`` returns without waiting for them).
 
 A removal holds ``containers/.removal-<id>.lock`` (outside the tree it deletes) from before its
 commit point to its end, then unlinks it.  The start-up sweep finishes an ``<id>-removing``
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from lamina import errdefs, fsutil
 from lamina import mount as lmount
@@ -52,15 +58,28 @@ def release_mount(mounts: MountStore, container_id: str) -> None:
         lmount.unmount(merged, detach=True)
 
 
-def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, container_id: str, path: str) -> None:
-    """Everything after the commit point: layer, exec records, run directory, the directory."""
+def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, container_id: str, path: str,
+                   committed: Callable[[], None] | None = None) -> None:
+    """Everything after the commit point: exec records, run directory, layer, the directory;
+    ``committed`` is called once the read-write layer was let go (before its directories are
+    deleted)."""
     release_mount(mounts, container_id)
-    try:
-        mounts.remove(container_id)
-    except errdefs.NotFound:
-        pass
     execs.remove_for_container(container_id)
     RunDirectory(exec_root, container_id).remove()
+    called = False
+
+    def let_go() -> None:
+        nonlocal called
+        called = True
+        if committed is not None:
+            committed()
+
+    try:
+        mounts.remove(container_id, let_go)
+    except errdefs.NotFound:
+        pass
+    if not called:
+        let_go()
     unmount_shm(shm_path(path))  # a shareable /dev/shm that a crashed run left mounted
     fsutil.remove_tree(path)
 
@@ -83,10 +102,28 @@ def _drop_removal_lock(lock: fsutil.FileLock) -> None:
 
 
 def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str,
-            container_id: str, *, volumes: VolumeProvider | None = None, remove_volumes: bool = False) -> None:
-    """Remove a stopped container for good; NotFound when it is gone already."""
+            container_id: str, *, volumes: VolumeProvider | None = None, remove_volumes: bool = False,
+            committed: Callable[[], None] | None = None) -> None:
+    """Remove a stopped container for good; NotFound when it is gone already.  ``committed``
+    is called once the container is gone for every reader (its volumes released too), before
+    its directories are deleted."""
     lock = store.lock(container_id)
     removal = _removal_lock(store, container_id)
+    mount_points: Any = None
+    released = False
+
+    def release_volumes() -> None:
+        nonlocal released
+        released = True
+        if volumes is not None:
+            for problem in release_mounts(mount_points, volumes, container_id, remove_anonymous=remove_volumes):
+                log.warning("removing container %s: %s", container_id, problem)
+
+    def gone() -> None:
+        release_volumes()
+        if committed is not None:
+            committed()
+
     try:
         record = store.get(container_id)
         mount_points = record.data.get("MountPoints")
@@ -96,13 +133,12 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
         store.save(record, durable=False)
         removal.acquire()  # held from before the commit point to the end: the sweep tests it
         path = store.begin_removal(container_id)  # the commit point
-        finish_removal(mounts, execs, exec_root, container_id, path)
+        finish_removal(mounts, execs, exec_root, container_id, path, gone if committed is not None else None)
     finally:
         _drop_removal_lock(removal)
         lock.release()
-    if volumes is not None:
-        for problem in release_mounts(mount_points, volumes, container_id, remove_anonymous=remove_volumes):
-            log.warning("removing container %s: %s", container_id, problem)
+    if not released:
+        release_volumes()
 
 
 def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str,

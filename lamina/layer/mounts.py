@@ -24,7 +24,8 @@ Commit point: the record directory is built under ``mounts/.tmp-<random>`` and r
 driver directories are created, so a crash at any point leaves either nothing or a
 ``.tmp-<random>`` naming every driver directory it may have made.  A removal renames the
 record to ``mounts/.removing-<container-id>`` (its commit point), removes the driver
-directories, then the record.  Creations and removals hold the layer store's lock shared for
+directories, then the record (a caller that waits for the removal only up to its commit point
+is told at it: ``committed``).  Creations and removals hold the layer store's lock shared for
 their whole run; :meth:`MountStore.sweep` runs under it exclusive, so every ``.tmp-`` or
 ``.removing-`` entry it sees belongs to a process that died.  Removing what is gone already
 is not an error (NotFound from :meth:`MountStore.remove` only when no record exists).
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
@@ -211,8 +212,10 @@ class MountStore:
     def unmount(self, container_id: str) -> None:
         self.driver.put(self.get(container_id).mount_id)
 
-    def remove(self, container_id: str) -> None:
-        """Remove the container's read-write layer; NotFound when it has none (any more)."""
+    def remove(self, container_id: str, committed: Callable[[], None] | None = None) -> None:
+        """Remove the container's read-write layer; NotFound when it has none (any more).
+        ``committed`` is called at the commit point (the layer is no longer the container's:
+        it holds no image layer), before the directories are deleted."""
         lock = self.layers.lock(shared=True)
         try:
             layer = self.get(container_id)
@@ -223,6 +226,8 @@ class MountStore:
             except FileNotFoundError as exc:  # another process removed it meanwhile
                 raise errdefs.NotFound(f"no read-write layer for container {container_id}") from exc
             fsutil.fsync_dir(self._dir)
+            if committed is not None:
+                committed()
             self.driver.remove(layer.mount_id)
             self.driver.remove(layer.init_id)
             fsutil.remove_tree(removing)

@@ -1,4 +1,4 @@
-"""What the HTTP server consumes: one request handler.
+"""What the HTTP server consumes: one request handler, and a lease on the monitor template.
 
 :class:`lamina.api.router.Router` satisfies :class:`Handler`: it turns every
 :class:`~lamina.api.http.Request` into a :class:`~lamina.api.http.Response` and never raises
@@ -13,7 +13,7 @@ from typing import Protocol
 
 from lamina.api.http import Request, Response
 
-__all__ = ["Handler"]
+__all__ = ["Handler", "TemplateLease"]
 
 
 class Handler(Protocol):
@@ -22,3 +22,21 @@ class Handler(Protocol):
         has no body) is read from the connection as the handler reads it, possibly from
         another thread and possibly after ``handle`` returned a streaming response; the
         response's ``body`` iterator is closed when the client goes away."""
+
+
+class TemplateLease(Protocol):
+    """A hold on the container monitors' template (what
+    :meth:`~lamina.services.containers.lifecycle.ContainerLifecycleImpl.monitor_template_lease`
+    returns): the template does not leave while it is open."""
+
+    pid: int
+
+    def wait(self) -> None:
+        """Block until the template went away or the lease was closed."""
+
+    def close(self) -> None:
+        """End the lease (from any thread: a :meth:`wait` returns)."""
+
+    def __enter__(self) -> TemplateLease: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...

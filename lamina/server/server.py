@@ -29,7 +29,14 @@ own monitor process.  The restart supervisor (below) is not waited for beyond
 (which may wait for the host-wide network lock) is cut by the process's exit like a crash at
 that point, which every store recovers from; the next ``serve`` or ``system boot`` redoes it.
 
-While it serves, a supervisor thread does what dockerd does when a container's shim dies:
+While it serves, a thread keeps the container monitors' template
+(:mod:`lamina.container.monitor.template`) warm: it starts one at start-up, off the start-up
+path, and holds a lease on it (a connection the template counts as a request in progress), so
+no ``run`` pays for a template's start; when the template dies it starts the next one (after
+:data:`TEMPLATE_RETRY_SECONDS`); the lease ends with the server (even a killed one: the kernel
+closes the connection), and the template leaves once idle as usual.
+
+A supervisor thread also does what dockerd does when a container's shim dies:
 every ``restart_interval`` seconds it records the runs whose monitor died and restarts the
 containers whose restart policy (``always``, ``unless-stopped``, ``on-failure``) says so
 (:meth:`ContainerLifecycle.boot`, the same step as ``lamina system boot``).
@@ -51,7 +58,7 @@ from lamina import errdefs
 from lamina.config import DEFAULT_HOST, EngineConfig
 from lamina.log import get_logger
 from lamina.records import dataclass
-from lamina.server.api import Handler
+from lamina.server.api import Handler, TemplateLease
 from lamina.server.connection import HTTPConnection
 from lamina.server.listener import (
     DEFAULT_GROUP,
@@ -69,6 +76,7 @@ __all__ = ["Server", "ServerConfig", "serve", "SUPERVISOR_JOIN_TIMEOUT"]
 logger = get_logger("lamina.server")
 
 SUPERVISOR_JOIN_TIMEOUT = 1.0   # seconds shutdown waits for a restart round in progress
+TEMPLATE_RETRY_SECONDS = 1.0    # after the monitor template went away, before the next one starts
 
 
 @dataclass(frozen=True)
@@ -306,10 +314,12 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
         supervisor = threading.Thread(target=_supervise, args=(router, config.restart_interval, stop),
                                       name="lamina-restart-supervisor", daemon=True)
         supervisor.start()
+        keeper = _TemplateKeeper(router, stop)
         try:
             server.serve_forever()
         finally:
             stop.set()
+            keeper.stop()
             supervisor.join(SUPERVISOR_JOIN_TIMEOUT)
             if supervisor.is_alive():
                 logger.info("leaving a restart round in progress to end with the process")
@@ -334,6 +344,48 @@ def _refuse(sock: socket.socket, message: str) -> None:
     finally:
         sock.close()
     logger.warning("refused a connection: %s", message)
+
+
+class _TemplateKeeper:
+    """The thread that keeps the monitor template up while the server lives (see the module
+    docstring)."""
+
+    def __init__(self, router: Router, stop: threading.Event) -> None:
+        self.router = router
+        self.stop_event = stop
+        self.lock = threading.Lock()
+        self.lease: TemplateLease | None = None
+        self.thread = threading.Thread(target=self._run, name="lamina-monitor-template", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        lease_of = getattr(self.router.services().containers, "monitor_template_lease", None)
+        if lease_of is None:
+            return  # an engine without monitors (a test double)
+        while not self.stop_event.is_set():
+            try:
+                lease = lease_of()
+            except errdefs.LaminaError as exc:
+                logger.warning("cannot start the monitor template: %s", exc)
+                self.stop_event.wait(TEMPLATE_RETRY_SECONDS)
+                continue
+            with lease:
+                with self.lock:
+                    self.lease = lease
+                if not self.stop_event.is_set():
+                    lease.wait()
+                with self.lock:
+                    self.lease = None
+            if not self.stop_event.is_set():
+                logger.info("the monitor template (pid %d) went away; starting the next one", lease.pid)
+            self.stop_event.wait(TEMPLATE_RETRY_SECONDS)
+
+    def stop(self) -> None:
+        """End the lease (``stop`` is set: no next one); the template leaves once idle."""
+        with self.lock:
+            if self.lease is not None:
+                self.lease.close()
+        self.thread.join(SUPERVISOR_JOIN_TIMEOUT)
 
 
 def _supervise(router: Router, interval: float, stop: threading.Event) -> None:

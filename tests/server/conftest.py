@@ -237,7 +237,25 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.kill_monitor_templates()
         return self.process.returncode
+
+    def kill_monitor_templates(self) -> None:
+        """The server starts a monitor template and keeps it while it lives; it would leave by
+        itself 30 s after the server: the test does not leave it behind."""
+        directory = os.path.join(self.exec_root, "monitor-template")
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if not name.endswith(".pid"):
+                continue
+            with open(os.path.join(directory, name), encoding="ascii") as handle:
+                text = handle.read().strip()
+            try:
+                with open(f"/proc/{int(text)}/cmdline", "rb") as handle:
+                    if self.exec_root.encode() not in handle.read().split(b"\0"):
+                        continue  # not this server's template (the pid was reused)
+                os.kill(int(text), signal.SIGKILL)
+            except (ValueError, OSError):
+                pass
 
     def environment(self) -> dict[str, str]:
         """An environment for docker / lamina clients pointed at this server."""

@@ -325,3 +325,64 @@ def test_sigint_does_not_wait_for_a_restart_round_in_progress(socket_dir, tmp_pa
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def _live_template(exec_root: str, other_than: int = 0, timeout: float = 30.0) -> int:
+    """The pid of the running monitor template of ``exec_root`` (not ``other_than``)."""
+    directory = os.path.join(exec_root, "monitor-template")
+    deadline = time.monotonic() + timeout
+    while True:
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if not name.endswith(".pid"):
+                continue
+            with open(os.path.join(directory, name), encoding="ascii") as handle:
+                text = handle.read().strip()
+            pid = int(text) if text.isdigit() else 0
+            if pid and pid != other_than and os.path.exists(f"/proc/{pid}") and os.path.exists(
+                    os.path.join(directory, name[:-len(".pid")] + ".sock")):
+                return pid
+        assert time.monotonic() < deadline, "no monitor template runs"
+        time.sleep(0.02)
+
+
+def _template_sockets(pid: int) -> int:
+    """How many sockets the process holds (its listener, plus one per open lease)."""
+    count = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+@pytest.mark.privileged
+def test_serve_keeps_a_monitor_template_while_it_lives(start_server) -> None:
+    """Started at start-up with no request, held by a lease (the template does not leave while
+    the server lives), started again when it dies, released when the server stops."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    server = start_server()
+    template = _live_template(server.exec_root)
+    try:
+        deadline = time.monotonic() + 10
+        while _template_sockets(template) < 2:  # its listener and the server's lease
+            assert time.monotonic() < deadline, "the server holds no lease on the template"
+            time.sleep(0.02)
+        os.kill(template, signal.SIGKILL)
+        template = _live_template(server.exec_root, other_than=template)
+        deadline = time.monotonic() + 10
+        while _template_sockets(template) < 2:
+            assert time.monotonic() < deadline, "the server holds no lease on the next template"
+            time.sleep(0.02)
+        server.process.send_signal(signal.SIGTERM)  # not terminate(): it kills the template
+        assert server.process.wait(20) == 0
+        deadline = time.monotonic() + 10
+        while _template_sockets(template) > 1:  # the template lives on, without the lease
+            assert time.monotonic() < deadline, "the lease outlived the server"
+            time.sleep(0.02)
+    finally:
+        try:
+            os.kill(template, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

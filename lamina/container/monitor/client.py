@@ -2,7 +2,9 @@
 sockets or reads its run directory (the wire format is :mod:`lamina.container.monitor.protocol`).
 
 :func:`spawn` has the monitor template (:mod:`~lamina.container.monitor.template`, started
-here when there is none) fork a monitor and waits for the monitor's answer; :class:`MonitorClient` reaches the
+here when there is none) fork a monitor and waits for the monitor's answer;
+:func:`warm_template` starts a template without waiting for it (a create: the start that
+follows finds it ready); :class:`TemplateLease` keeps one from leaving (``lamina serve``); :class:`MonitorClient` reaches the
 monitor of a container by its id: whether it lives, the runtime state of the current run,
 attach, resize, exec start, waiting for exits (:class:`~lamina.container.rundir.RunLock`), and
 recording the end of a run whose monitor died.
@@ -24,14 +26,14 @@ from lamina.container.monitor.api import MonitorRecipe, PendingAttach
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, connect_unix
 from lamina.runtime.api import Runtime, RuntimeState
 
-__all__ = ["MonitorClient", "spawn"]
+__all__ = ["MonitorClient", "TemplateLease", "spawn", "warm_template"]
 
 _ANSWER_TIMEOUT = 120.0
 _TEMPLATE_START_TIMEOUT = 60.0
 # the template's first process: the starter's import path, then the template (no site, no
 # environment variables: it imports only lamina's monitor)
 _TEMPLATE_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-                  "from lamina.container.monitor.template import main; main(*sys.argv[2:5])")
+                  "from lamina.container.monitor.template import main; main(*sys.argv[2:7])")
 
 
 def spawn(recipe: MonitorRecipe, container_id: str, pending: list[PendingAttach] | None = None, *,
@@ -62,18 +64,103 @@ def spawn(recipe: MonitorRecipe, container_id: str, pending: list[PendingAttach]
     protocol.raise_error(answer, "the container failed to start")
 
 
+def warm_template(recipe: MonitorRecipe, runtime: str = "native") -> None:
+    """Start the monitor template in the background when none listens, without waiting for it
+    (nothing when one listens, or another starter holds the lock: it is starting one).  The
+    template holds the lock until its socket listens, so a :func:`spawn` meanwhile waits for
+    it instead of starting a second one; it then makes ``recipe``'s context and opens
+    ``runtime`` before it serves a request."""
+    import fcntl
+
+    paths = _import_path()
+    key = _template_key(paths)
+    path = protocol.template_socket(recipe.exec_root, key)
+    try:
+        connect_unix(path).close()  # a probe: the template answers nothing
+        return
+    except (errdefs.NotFound, errdefs.Conflict):
+        pass
+    lock = _open_lock(path)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # being started (or leaving, and a spawn will start the next one)
+        try:
+            connect_unix(path).close()  # started meanwhile
+            return
+        except (errdefs.NotFound, errdefs.Conflict):
+            pass
+        pid = _launch_template(recipe, key, paths, lock_fd=lock, runtime=runtime)
+    finally:
+        os.close(lock)  # the template's copy holds the lock until it listens
+    import threading
+
+    # its first process exits once the socket listens: reaped here, never left a zombie
+    threading.Thread(target=_reap, args=(pid,), name="lamina-template-start", daemon=True).start()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class TemplateLease:
+    """A hold on the monitor template of ``recipe`` (started, waiting for it, when none
+    listens): while the lease is open the template does not leave; it makes ``recipe``'s
+context and opens ``runtime`` at once, ahead of the first spawn.  :meth:`wait` returns when
+    the template went away (it died or was killed: the lease is over) or the lease was
+    closed; :meth:`close` may be called from another thread."""
+
+    def __init__(self, recipe: MonitorRecipe, runtime: str = "native") -> None:
+        self.sock = _connect_template(recipe)
+        try:
+            self.sock.sendall(protocol.encode(protocol.lease_request(recipe.builder, recipe.arguments, runtime)))
+            answer = protocol.read_answer(self.sock, _ANSWER_TIMEOUT)
+            protocol.raise_error(answer, "the monitor template refused the lease")
+        except BaseException:
+            self.sock.close()
+            raise
+        self.pid = int(answer.get("pid") or 0)
+
+    def wait(self) -> None:
+        try:
+            while self.sock.recv(64):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a wait() in another thread
+        except OSError:
+            pass
+
+    def __enter__(self) -> TemplateLease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+        self.sock.close()
+
+
+def _connect_template(recipe: MonitorRecipe) -> socket.socket:
+    """A connection to the template (started, and waited for, when there is none)."""
+    paths = _import_path()
+    key = _template_key(paths)
+    path = protocol.template_socket(recipe.exec_root, key)
+    try:
+        return connect_unix(path)
+    except (errdefs.NotFound, errdefs.Conflict):
+        return _start_template(recipe, key, paths)
+
+
 def _ask_template(recipe: MonitorRecipe, request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
     """Send the spawn request to the template (started when there is none); its answer, None
     when the template closed the connection without one."""
-    from lamina.runtime.delegation import engine_leaf
-
-    paths = _import_path()
-    key = protocol.template_key(sys.executable, paths, engine_leaf())
-    path = protocol.template_socket(recipe.exec_root, key)
-    try:
-        sock = connect_unix(path)
-    except (errdefs.NotFound, errdefs.Conflict):
-        sock = _start_template(recipe, key, paths)
+    sock = _connect_template(recipe)
     with sock:
         try:
             socket.send_fds(sock, [protocol.encode(request)], fds)
@@ -83,6 +170,14 @@ def _ask_template(recipe: MonitorRecipe, request: dict[str, Any], fds: list[int]
             return protocol.read_answer(sock, _ANSWER_TIMEOUT)
         except errdefs.Unavailable:
             return None
+
+
+def _template_key(paths: list[str]) -> str:
+    """The key of the template serving this process (its interpreter, import path and, when
+    rootless and delegated, its cgroup leaf)."""
+    from lamina.runtime.delegation import engine_leaf
+
+    return protocol.template_key(sys.executable, paths, engine_leaf())
 
 
 def _import_path() -> list[str]:
@@ -99,37 +194,77 @@ def _import_path() -> list[str]:
     return paths
 
 
+def _open_lock(path: str) -> int:
+    """The descriptor of ``monitor-template/lock`` beside the template socket ``path``."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
 def _start_template(recipe: MonitorRecipe, key: str, paths: list[str]) -> socket.socket:
     """Start the template (under its lock: one starter starts it) and connect to it."""
-    import fcntl
-    import json
-
-    directory = os.path.dirname(protocol.template_socket(recipe.exec_root, key))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    path = protocol.template_socket(recipe.exec_root, key)
+    lock = _open_lock(path)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        path = protocol.template_socket(recipe.exec_root, key)
+        _lock_within(lock, _TEMPLATE_START_TIMEOUT)  # also waits for a template started without waiting
         try:
             return connect_unix(path)  # started by another starter meanwhile
         except (errdefs.NotFound, errdefs.Conflict):
             pass
-        log_path = os.path.join(directory, "template.log")
-        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                   (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-                   (os.POSIX_SPAWN_DUP2, 1, 2)]
-        argv = [sys.executable, "-I", "-S", "-c", _TEMPLATE_BOOT, json.dumps(paths), recipe.exec_root, key,
-                recipe.builder]
-        try:
-            pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
-        except OSError as exc:
-            raise errdefs.System(f"cannot start the monitor template: {exc.strerror}") from exc
+        pid = _launch_template(recipe, key, paths)
         status = _wait_child(pid, _TEMPLATE_START_TIMEOUT)
         if status != 0:
-            raise errdefs.System(f"the monitor template did not start (exit status {status}, see {log_path})")
+            raise errdefs.System(f"the monitor template did not start (exit status {status}, see "
+                                 f"{_template_log(path)})")
         return connect_unix(path)
     finally:
         os.close(lock)
+
+
+def _lock_within(fd: int, timeout: float) -> None:
+    """Take the template lock, waiting at most ``timeout`` seconds (its holder is a starter,
+    a template being started that releases it once it listens, or one leaving)."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise errdefs.Unavailable(f"the monitor template lock was held for {timeout:.0f} s (a template "
+                                          "that does not start?)") from None
+            time.sleep(0.002)
+
+
+def _template_log(path: str) -> str:
+    return os.path.join(os.path.dirname(path), "template.log")
+
+
+def _launch_template(recipe: MonitorRecipe, key: str, paths: list[str], *, lock_fd: int | None = None,
+                     runtime: str | None = None) -> int:
+    """Start the template's first process (it exits once the socket listens); its pid.
+    ``lock_fd``: the held lock, handed over (the template releases it when it listens);
+    ``runtime``: the context of ``recipe`` and that runtime are made before the first request."""
+    import json
+
+    log_path = _template_log(protocol.template_socket(recipe.exec_root, key))
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    target = ""
+    if lock_fd is not None:
+        # onto another number: a dup2 onto itself would keep the descriptor's close-on-exec
+        target = "3" if lock_fd != 3 else "4"
+        actions.append((os.POSIX_SPAWN_DUP2, lock_fd, int(target)))
+    argv = [sys.executable, "-I", "-S", "-c", _TEMPLATE_BOOT, json.dumps(paths), recipe.exec_root, key,
+            recipe.builder, target,
+            json.dumps({"arguments": recipe.arguments, "runtime": runtime}) if runtime else ""]
+    try:
+        return os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+    except OSError as exc:
+        raise errdefs.System(f"cannot start the monitor template: {exc.strerror}") from exc
 
 
 def _wait_child(pid: int, timeout: float) -> int:

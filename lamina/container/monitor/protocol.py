@@ -49,7 +49,13 @@ connection: the line ``{"spawn": id, "builder": "module:function", "arguments": 
 order; ``builder(arguments)`` makes the :class:`~lamina.container.monitor.api.MonitorContext`
 (built once per builder and arguments in the template, and the runtime ``name`` opened there,
 so its set-up is shared), the template forks the monitor and answers ``{"ok": true, "pid": n}``
-or ``{"error": ERROR}``.  The first run's outcome still comes on the answer pipe.
+or ``{"error": ERROR}``.  The first run's outcome still comes on the answer pipe.  Two more
+uses of that socket: a connection closed without a request is a probe (is a template
+listening?) and gets no answer; the line ``{"lease": true, "prepare": {"builder": ..., "arguments": ..., "runtime": name}}``
+(:func:`lease_request`) is answered ``{"ok": true, "pid": n}`` (then the template makes that
+context and opens that runtime, ahead of the spawns) and the connection stays open, carrying nothing: while
+any lease is open the template does not leave (``lamina serve`` holds one for its whole life;
+the holder's exit closes it, and the template's exit shows as the end of the connection).
 
 **Exits** are not a message: the monitor publishes each in ``running.lock``
 (:class:`~lamina.container.rundir.ExitInfo`, with a ``Sequence`` bumped at every exit), which
@@ -78,6 +84,7 @@ __all__ = [
     "error_answer",
     "exec_start_request",
     "exit_code_of_start_error",
+    "lease_request",
     "raise_error",
     "read_answer",
     "read_pipe_answer",
@@ -164,15 +171,22 @@ def spawn_request(container_id: str, *, builder: str, arguments: dict[str, Any],
             "pending": pending}
 
 
+def lease_request(builder: str, arguments: dict[str, Any], runtime: str) -> dict[str, Any]:
+    """The request that keeps the template from leaving while its connection is open; the
+    template makes the context of ``builder`` and ``arguments`` and opens ``runtime`` in it
+    at once (what the spawns will want)."""
+    return {"lease": True, "prepare": {"builder": builder, "arguments": arguments, "runtime": runtime}}
+
+
 def template_key(executable: str, paths: list[str], cgroup: str = "") -> str:
     """Which template serves a starter: one per interpreter and import path, so that two code
     trees on one exec root never run each other's monitor code, and per delegated cgroup leaf
     ``cgroup`` of a rootless starter (:func:`lamina.runtime.delegation.engine_leaf`), so that
     monitors are delegated exactly when their starter is."""
-    import hashlib
+    from lamina.digest import sha256_hex  # not hashlib: OpenSSL's load would cost every run ~3 ms
 
     identity: list[object] = [executable, paths, cgroup] if cgroup else [executable, paths]
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    return sha256_hex(json.dumps(identity).encode())[:16]
 
 
 def template_socket(exec_root: str, key: str) -> str:

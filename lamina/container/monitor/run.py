@@ -27,6 +27,7 @@ import errno
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from lamina import errdefs
@@ -208,28 +209,45 @@ class Runner:
                 run_lock.release()
                 return
         monitor.close_listeners()
-        removed = self._auto_remove(container)
-        run_lock.publish(exit_code=code, oom_killed=oom, removed=removed)
-        run_lock.release()
+        published = False
+
+        def wake_waiters(removed: bool) -> None:
+            nonlocal published
+            published = True
+            run_lock.publish(exit_code=code, oom_killed=oom, removed=removed)
+            run_lock.release()
+
+        # an --rm container's waiters (``run --rm``) wake up once it is gone for every reader:
+        # the deletion of its directories is off their path
+        removed = self._auto_remove(container, lambda: wake_waiters(True))
+        if not published:
+            wake_waiters(removed)
         if monitor.context.network is not None and removing:
             # an --rm run's teardown is off its waiters' path (``run --rm`` returns now): the
             # sandbox record, marked releasing, keeps the addresses and host ports leased until
             # it is done; runs that want them and ``network rm`` wait for it
             monitor.context.network.detach(self.id)
 
-    def _auto_remove(self, container: Container | None) -> bool:
-        """Remove an ``AutoRemove`` container; True when it is gone."""
+    def _auto_remove(self, container: Container | None, gone: Callable[[], None] | None = None) -> bool:
+        """Remove an ``AutoRemove`` container; True when it is gone.  ``gone`` is called once
+        it is gone for every reader (after its ``destroy`` event), before its directories are
+        deleted."""
         if container is None or not container.host_config.get("AutoRemove"):
             return False
+
+        def committed() -> None:
+            self.monitor.event(container, "destroy")
+            if gone is not None:
+                gone()
+
         try:
             destroy(self.store, self.mounts, self.monitor.execs, self.monitor.context.exec_root, self.id,
-                    volumes=self.volumes, remove_volumes=True)
+                    volumes=self.volumes, remove_volumes=True, committed=committed)
         except errdefs.NotFound:
             return True
         except errdefs.LaminaError as exc:
             log.error("cannot remove container %s (--rm): %s", self.id, exc)
             return False
-        self.monitor.event(container, "destroy")
         return True
 
     def _update(self, change: Any, *, durable: bool = True) -> bool:

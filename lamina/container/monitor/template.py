@@ -30,13 +30,19 @@ when nobody listens it takes ``monitor-template/lock`` and starts a template:
 ``python -I -S -c ...`` with the starter's import path (``key`` names the interpreter and that
 path, so two code trees never share a template), in a new session.  The template imports the
 monitor, binds the socket, forks itself into the background and the first process exits: the
-starter waits for that exit, then connects.  Per request the template makes (or reuses) the
+starter waits for that exit, then connects.  A start need not wait:
+:func:`~lamina.container.monitor.client.warm_template` (called by every container create, so
+that the start finds a template ready) hands the locked lock's descriptor to the template and
+returns at once; the template closes it once its socket listens, so the lock is held from the
+starter's check until the template serves, and a ``spawn`` meanwhile waits on the lock, then
+connects.  ``lamina serve`` starts one at start-up and holds a lease on it (the protocol's
+``{"lease": true}``) for its whole life, so the template never leaves while a server uses it.  Per request the template makes (or reuses) the
 :class:`~lamina.container.monitor.api.MonitorContext` of the request's recipe, opens the
 requested runtime in it (a runtime's set-up, such as compiling the seccomp profile, is then
 shared by every monitor), freezes the garbage collector's view of all of it (``gc.freeze``:
 collections in a monitor never write to the shared pages) and forks the monitor
 (:func:`~lamina.container.monitor.bootstrap.monitor_main`).  The monitors are the template's
-children; it reaps them.  With no monitor left and no request for :data:`IDLE_SECONDS` the
+children; it reaps them.  With no monitor left, no lease open and no request for :data:`IDLE_SECONDS` the
 template leaves: under the lock (so no starter starts a second one meanwhile) it unlinks its
 socket, serves what was already queued on it, and exits.  Its pid is in ``<key>.pid`` beside the
 socket (for the operator; nothing reads it to decide anything).
@@ -70,8 +76,11 @@ _REQUEST_TIMEOUT = 10.0      # a starter that does not finish its request
 _MAX_DESCRIPTORS = 64        # the answer pipe and pending attaches of one request
 
 
-def main(exec_root: str, key: str, builder: str) -> None:
-    """The template process (``builder``'s module is imported now, with the monitor's)."""
+def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str = "") -> None:
+    """The template process (``builder``'s module is imported now, with the monitor's);
+    ``lock_fd``: the starter's lock, held until the socket listens (a start nobody waits for);
+    ``prepare``: ``{"arguments": ..., "runtime": name}`` (JSON), the context and runtime the
+    first request will most likely want, made before the first request is served."""
     # the whole monitor (bootstrap imports the server, the runs, execs, health, io), imported
     # once here and shared by every monitor
     from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, prepare_logging
@@ -87,13 +96,19 @@ def main(exec_root: str, key: str, builder: str) -> None:
     os.umask(0o022)
     path = protocol.template_socket(exec_root, key)
     listener = bind_unix(path, backlog=128)
+    if lock_fd:
+        os.close(int(lock_fd))  # the lock's last holder: a starter waiting on it connects now
     if os.fork():
         os._exit(0)  # the starter waits for this exit: the socket listens from now on
     with open(f"{path[:-len('.sock')]}.pid", "w", encoding="ascii") as handle:
         handle.write(f"{os.getpid()}\n")
     gc.collect()
     gc.freeze()
-    Template(listener, path, os.path.join(os.path.dirname(path), "lock"), log_handler=log_handler).serve()
+    template = Template(listener, path, os.path.join(os.path.dirname(path), "lock"), log_handler=log_handler)
+    if prepare:
+        wanted = json.loads(prepare)
+        template.prepare(builder, wanted.get("arguments"), wanted.get("runtime"))
+    template.serve()
     os._exit(0)
 
 
@@ -120,17 +135,22 @@ class Template:
         self.identity = os.stat(path).st_ino
         self.contexts: dict[str, tuple[Any, Any]] = {}
         self.children: set[int] = set()
+        self.leases: set[socket.socket] = set()
         self.last_request = time.monotonic()
+        self.selector = selectors.DefaultSelector()
 
     def serve(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self.listener, selectors.EVENT_READ)
+        self.selector.register(self.listener, selectors.EVENT_READ)
         while True:
-            if selector.select(min(1.0, self.idle_seconds)):
-                self._accept()
+            for key, _events in self.selector.select(min(1.0, self.idle_seconds)):
+                if key.fileobj is self.listener:
+                    self._accept()
+                else:
+                    self._end_lease(key.fileobj)  # type: ignore[arg-type]
             self._reap()
-            if not self.children and time.monotonic() - self.last_request > self.idle_seconds and self._leave():
-                selector.close()
+            if (not self.children and not self.leases
+                    and time.monotonic() - self.last_request > self.idle_seconds and self._leave()):
+                self.selector.close()
                 return
 
     def _accept(self) -> None:
@@ -139,8 +159,20 @@ class Template:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
         self.last_request = time.monotonic()
-        with conn:
-            self._handle(conn)
+        if not self._handle(conn):
+            conn.close()
+
+    def _end_lease(self, conn: socket.socket) -> None:
+        """A lease's connection is readable: its holder closed it (it sends nothing else)."""
+        try:
+            if conn.recv(1):
+                return  # a protocol error of the holder's: the lease stays until it closes
+        except OSError:
+            pass
+        self.selector.unregister(conn)
+        self.leases.discard(conn)
+        conn.close()
+        self.last_request = time.monotonic()
 
     def _reap(self) -> None:
         while self.children:
@@ -156,7 +188,11 @@ class Template:
     def _leave(self) -> bool:
         """Unlink the socket and serve what is queued on it; False when a starter holds the
         lock (it is about to use this template, or to start one)."""
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:  # the exec root was removed: nobody can reach this template
+            self.listener.close()
+            return True
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -173,9 +209,9 @@ class Template:
                     conn, _address = self.listener.accept()
                 except BlockingIOError:
                     break
-                with conn:
-                    conn.setblocking(True)
-                    self._handle(conn)
+                conn.setblocking(True)
+                if not self._handle(conn):
+                    conn.close()
             self.listener.close()
             return True
         finally:
@@ -183,13 +219,25 @@ class Template:
 
     # -- one request -----------------------------------------------------------------------------
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> bool:
+        """Serve one connection's request; True when the connection was kept (a lease)."""
         import lamina.container.monitor.protocol as protocol
 
         conn.settimeout(_REQUEST_TIMEOUT)
         fds: list[int] = []
         try:
             request, fds = _read_request(conn)
+            if request is None:
+                return False  # a probe
+            if request.get("lease") is True and not fds:
+                conn.sendall(protocol.encode({"ok": True, "pid": os.getpid()}))
+                conn.setblocking(False)
+                self.selector.register(conn, selectors.EVENT_READ)
+                self.leases.add(conn)
+                prepare = request.get("prepare")
+                if isinstance(prepare, dict):
+                    self.prepare(prepare.get("builder"), prepare.get("arguments"), prepare.get("runtime"))
+                return True
             pid = self._fork_monitor(request, fds)
         except Exception as exc:  # noqa: BLE001 - every failure is the starter's answer
             answer = protocol.error_answer(exc)
@@ -203,6 +251,7 @@ class Template:
             conn.sendall(protocol.encode(answer))
         except OSError:
             pass  # the starter left; the monitor (if any) still answers on its pipe
+        return False
 
     def _fork_monitor(self, request: dict[str, Any], fds: list[int]) -> int:
         from lamina import errdefs
@@ -226,6 +275,17 @@ class Template:
             monitor_main(context, stores, container_id, fds[0], pending, log_handler)  # never returns
         return pid
 
+    def prepare(self, builder: Any, arguments: Any, runtime: Any) -> None:
+        """Make the context of a recipe and open a runtime in it ahead of the first request
+        that needs them (what cannot be made is logged: that request will say why)."""
+        if not (isinstance(builder, str) and isinstance(arguments, dict) and isinstance(runtime, str)):
+            return
+        try:
+            context, _stores = self._context(builder, arguments)
+            context.runtime(runtime)
+        except Exception:  # noqa: BLE001 - the spawn request that needs them reports it
+            logging.getLogger("lamina.monitor").exception("cannot prepare the monitors' context")
+
     def _context(self, builder: str, arguments: dict[str, Any]) -> tuple[Any, Any]:
         """The context of a recipe and its stores, made once (this process has one thread:
         nothing is locked at a fork, and the stores hold no descriptors)."""
@@ -240,7 +300,9 @@ class Template:
         return made
 
 
-def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+def _read_request(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """The request line and the descriptors sent with it; None for a connection closed
+    without sending anything (a probe)."""
     import lamina.container.monitor.protocol as protocol
 
     data = bytearray()
@@ -256,6 +318,8 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
             data += chunk
             if len(data) > 1 << 20:
                 break
+        if not data and not fds:
+            return None, fds
         return protocol.decode_request(bytes(data)), fds
     except BaseException:
         for fd in fds:
@@ -264,4 +328,4 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 if __name__ == "__main__":  # pragma: no cover - started by lamina.container.monitor.client
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:6])

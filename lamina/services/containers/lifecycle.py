@@ -12,6 +12,7 @@ from lamina import errdefs
 from lamina.container import joining, links
 from lamina.container import spec as specs
 from lamina.container.monitor import RunLock, spawn
+from lamina.container.monitor.client import TemplateLease, warm_template
 from lamina.container.health import validate_healthcheck
 from lamina.container.names import random_name, validate_name
 from lamina.container.removal import destroy
@@ -125,6 +126,9 @@ class ContainerLifecycleImpl(ContainerGroup):
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
         idmap = self._identity_mapping(host, image_config.chain_id())
+        # the request is valid: the monitor template starts now, beside the rest of the create,
+        # so that the start finds it ready (nothing when it runs)
+        warm_template(self.monitor_recipe, str(host.get("Runtime") or self.default_runtime))
         container_id = new_container_id()
         if not merged.get("Hostname"):
             merged["Hostname"] = socket.gethostname() if specs.network_mode(host) == "host" else container_id[:12]
@@ -243,6 +247,11 @@ class ContainerLifecycleImpl(ContainerGroup):
             raise
         return mount_points
 
+    def monitor_template_lease(self) -> TemplateLease:
+        """A lease on the monitor template (started when there is none): it does not leave
+        while the lease is open (``lamina serve`` holds one)."""
+        return TemplateLease(self.monitor_recipe, self.default_runtime)
+
     def start(self, id: str) -> None:
         container = self._get(id)
         state = container.state
@@ -255,9 +264,11 @@ class ContainerLifecycleImpl(ContainerGroup):
         with self.store.modify(container.id) as record:
             record.data["HasBeenManuallyStopped"] = False
             record.data["RestartCount"] = 0
-        # an unknown or unusable runtime is refused here; the monitor template opens it (once)
+        # an unknown runtime is refused here; an unusable one by the monitor template, which
+        # opens it (once: not here too, which would load the runtime into every ``run``)
         runtime = str(container.host_config.get("Runtime") or self.default_runtime)
-        self.runtime(runtime)
+        if runtime not in self._runtime_names():
+            raise errdefs.InvalidArgument(f"unknown or invalid runtime name: {runtime}")
         with self._pending_lock:
             pending = self._pending.pop(container.id, [])
         spawn(self.monitor_recipe, container.id, pending, runtime=runtime)
