@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from rootless.users import EXIT_ROOTLESS, LAMINA, User, data_root, make_user, processes_of, ranges
+from rootless.users import (EXIT_ROOTLESS, FIXTURE, FUSE_DEVICE, LAMINA, User, data_root, device_mode, make_user,
+                            processes_of, ranges)
 
 # the default network is pasta's, which opens /dev/net/tun as the user: Debian's 0666 for each test
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("debian_tun")]
@@ -251,3 +252,29 @@ def test_first_invocations_at_once_make_one_pause_process(users: list[User]) -> 
         assert pauses == [int(handle.read())]
     # no invocation swept another's overlay2 probe away (and so fell back to another driver)
     assert fresh.ok("info", "--format", "{{.Driver}}").strip() == "overlay2"
+
+
+def test_fuse_overlayfs_is_the_rootless_fallback_driver(user: User) -> None:
+    """The driver after overlay2 in the rootless priority, run by the user through /dev/fuse
+    (Debian's 0666 for this test, as /dev/net/tun): load, run, a copy-up, commit and diff."""
+    if shutil.which("fuse-overlayfs") is None:
+        pytest.skip("fuse-overlayfs is not installed (Makefile APT_PACKAGES)")
+    root = os.path.join(user.home, "fuse-root")
+    engine = ("--data-root", root, "--storage-driver", "fuse-overlayfs")
+    name = "f" + uuid.uuid4().hex[:8]
+    with device_mode(FUSE_DEVICE, 0o666):
+        try:
+            user.ok(*engine, "load", "-q", "-i", os.path.abspath(FIXTURE))
+            assert user.ok(*engine, "info", "--format", "{{.Driver}}").strip() == "fuse-overlayfs"
+            user.ok(*engine, "run", "--name", name, "--network", "none", "busybox",
+                    "sh", "-c", "echo changed > /etc/motd; rm /bin/true")
+            assert sorted(user.ok(*engine, "diff", name).split("\n")) == ["", "A /etc/motd", "C /bin", "C /etc",
+                                                                          "D /bin/true"]
+            user.ok(*engine, "commit", name, "fused:1")
+            assert user.ok(*engine, "run", "--rm", "--network", "none", "fused:1", "sh", "-c",
+                           "cat /etc/motd; ls /bin/true 2>&1 || echo gone").split() [0] == "changed"
+            mounts = [line for line in open("/proc/self/mountinfo", encoding="utf-8") if "fuse-root" in line]
+            assert mounts == []
+        finally:
+            user.lamina(*engine, "rm", "-f", name)
+            user.lamina(*engine, "system", "prune", "-af")

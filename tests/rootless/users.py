@@ -21,13 +21,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+import contextlib
 from contextlib import contextmanager
 from typing import NamedTuple
 
 from lamina.records import dataclass
 
 __all__ = ["FIXTURE", "LAMINA", "EXIT_ROOTLESS", "TUN_DEVICE", "Range", "User", "ranges", "processes_of",
-           "kill_processes_of", "make_user", "remove_users", "data_root", "tun_mode"]
+           "kill_processes_of", "make_user", "remove_users", "data_root", "tun_mode", "device_mode", "FUSE_DEVICE"]
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "busybox-docker-archive.tar")
 LAMINA = os.path.join(os.path.dirname(sys.executable), "lamina")
@@ -161,17 +162,19 @@ def data_root(user: User) -> str:
 
 
 TUN_DEVICE = "/dev/net/tun"
+FUSE_DEVICE = "/dev/fuse"
 
 
 @contextmanager
-def tun_mode(mode: int) -> Iterator[None]:
-    """``/dev/net/tun`` in ``mode`` for the duration of a test, its own mode restored after.
+def device_mode(path: str, mode: int) -> Iterator[None]:
+    """The device node ``path`` in ``mode`` for the duration of a test, its own mode restored after.
 
-    Tests only: this host's /dev/net/tun is 0600 where Debian's udev makes it 0666
-    (/usr/lib/udev/rules.d/50-udev-default.rules), and an unprivileged pasta needs to open it;
-    lamina itself never changes it.  The exclusive flock on the device node serialises the tests
-    of every pytest worker that change the mode, so that none sees it change under it."""
-    fd = os.open(TUN_DEVICE, os.O_RDONLY | os.O_CLOEXEC)
+    Tests only: this host's /dev/net/tun and /dev/fuse are 0600 where Debian's udev makes them
+    0666 (/usr/lib/udev/rules.d/50-udev-default.rules), and an unprivileged pasta or
+    fuse-overlayfs needs to open them; lamina itself never changes them.  The exclusive flock on
+    the device node serialises the tests of every pytest worker that change the mode, so that
+    none sees it change under it."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         original = stat.S_IMODE(os.fstat(fd).st_mode)
@@ -182,3 +185,8 @@ def tun_mode(mode: int) -> Iterator[None]:
             os.fchmod(fd, original)
     finally:
         os.close(fd)
+
+
+def tun_mode(mode: int) -> contextlib.AbstractContextManager[None]:
+    """``/dev/net/tun`` in ``mode`` (:func:`device_mode`): rootless containers' pasta opens it."""
+    return device_mode(TUN_DEVICE, mode)
