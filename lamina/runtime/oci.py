@@ -108,6 +108,9 @@ def _classify(action: str, message: str) -> type[errdefs.LaminaError]:
     # runc: "container does not exist"; crun: "error opening file `<root>/<id>/status`: No such file"
     if "container does not exist" in lower or ("/status`" in lower and "no such file" in lower):
         return errdefs.NotFound
+    # runc opening the --log file in a bundle that the container's removal deleted meanwhile
+    if "runtime.log: no such file" in lower:
+        return errdefs.NotFound
     if action in ("create", "exec") and any(
             text in lower for text in ("executable file", "no such file or directory", "permission denied",
                                        "not a directory", "is a directory")):

@@ -689,3 +689,17 @@ def test_a_container_joins_the_pid_uts_and_ipc_namespaces_of_another(containers,
         namespace_paths=paths))
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, output
     assert output.decode() == f"first\nsleep\x0030\x00\n{os.readlink(f'/proc/{first.pid}/ns/ipc')}\n"
+
+
+@pytest.mark.parametrize("action, message, kind", [
+    ("kill", "container does not exist", errdefs.NotFound),
+    # the bundle (and the --log file in it) deleted by the container's removal while runc ran
+    ("kill", 'open /run/x/oci/abc/runtime.log: no such file or directory', errdefs.NotFound),
+    ("kill", "open pidfd: No such process", errdefs.Conflict),
+    ("create", "exec: \"nope\": executable file not found in $PATH", errdefs.InvalidArgument),
+    ("kill", "something else went wrong", errdefs.System),
+])
+def test_runtime_messages_are_classified(action, message, kind):
+    from lamina.runtime.oci import _classify
+
+    assert _classify(action, message) is kind
