@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from lamina import errdefs, fsutil
 from lamina.log import get_logger
 from lamina.network import bridges, ipam, namespace
-from lamina.network.api import DataPlane, Network, PortMapping
+from lamina.network.api import DataPlane, EndpointPlane, Network, PortMapping
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
 
@@ -54,6 +54,10 @@ __all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
 HOST_LOCK = "/run/lamina-network.lock"
 
 log = get_logger("lamina.network")
+
+# an endpoint's ``Plumbing``: the data plane that made it
+NETAVARK = "netavark"
+CNI_BRIDGE = "cni-bridge"     # lamina.network.cni (not imported here: runs on "none" load no network code)
 
 # how long a run waits for an ended run's teardown that still holds the address or host port it asks for
 RELEASE_WAIT = 10.0
@@ -129,21 +133,51 @@ def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
 
 class Sandboxes:
     def __init__(self, store: NetworkStore, dataplane: DataPlane, *, netns_dir: str,
-                 host_lock: str = HOST_LOCK) -> None:
+                 host_lock: str = HOST_LOCK, endpoint_plane: EndpointPlane | None = None) -> None:
         self.store = store
         self.dataplane = dataplane
+        self.endpoint_plane = endpoint_plane    # None: every endpoint through ``dataplane``
         self.netns_dir = netns_dir
         self.host_lock = host_lock
         self._releasing_locks: dict[str, fsutil.FileLock] = {}
 
-    def _setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
+    def _setup(self, container_id: str, record: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """Set up the endpoints ``names`` of ``record``, each by the plane chosen and recorded
+        (``Plumbing``) here, before anything is created; the planes' answers."""
         with fsutil.file_lock(self.host_lock):
-            answer = self.dataplane.setup(netns_path, request)
-            for info in request["network_info"].values():  # kept up while the network exists
-                if info["driver"] == "bridge":
+            on_netavark, on_endpoint_plane = self._plan(container_id, record, names)
+            answer: dict[str, Any] = {}
+            if on_netavark:
+                request = self._request(container_id, record, on_netavark)
+                answer.update(self.dataplane.setup(record["SandboxKey"], request))
+                for info in request["network_info"].values():  # kept up while the network exists
+                    if info["driver"] == "bridge":
                         bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
-                                 os.path.dirname(self.netns_dir))
+                                     os.path.dirname(self.netns_dir))
+            if on_endpoint_plane and self.endpoint_plane is not None:
+                answer.update(self.endpoint_plane.setup(record["SandboxKey"],
+                                                        self._request(container_id, record, on_endpoint_plane)))
             return answer
+
+    def _plan(self, container_id: str, record: dict[str, Any], names: list[str]) -> tuple[list[str], list[str]]:
+        """(the endpoints for netavark, those for the endpoint plane), recorded in the sandbox
+        record.  netavark takes every endpoint of a request with port mappings (its DNAT rules
+        are per container) and any the endpoint plane does not fit.  The caller holds the
+        host-wide lock."""
+        request = self._request(container_id, record, names)
+        plane = None if request["port_mappings"] else self.endpoint_plane
+        plumbing = {name: CNI_BRIDGE if plane is not None and plane.fits(request["network_info"][name],
+                                                                         request["networks"][name]) else NETAVARK
+                    for name in names}
+        with self.store.locked():
+            current = self.store.sandbox(container_id)
+            if current is None:
+                raise errdefs.NotFound(f"network sandbox of {container_id} was removed meanwhile")
+            for name in names:
+                current["Endpoints"][name]["Plumbing"] = record["Endpoints"][name]["Plumbing"] = plumbing[name]
+            self.store.write_sandbox(container_id, current)
+        return ([name for name in names if plumbing[name] == NETAVARK],
+                [name for name in names if plumbing[name] == CNI_BRIDGE])
 
     def remove_network(self, network: Network) -> None:
         """Remove ``network``'s record and its bridge (anchor, device, firewall chains); a
@@ -346,8 +380,7 @@ class Sandboxes:
         try:
             namespace.create(record["SandboxKey"])
             if record["Endpoints"]:
-                answer = self._setup(record["SandboxKey"], self._request(container_id, record,
-                                                                         record["Endpoints"]))
+                answer = self._setup(container_id, record, list(record["Endpoints"]))
                 record = self._set_up(container_id, answer)
         except BaseException:
             self._undo(container_id, record)
@@ -433,6 +466,7 @@ class Sandboxes:
 
     def _undo(self, container_id: str, record: dict[str, Any]) -> None:
         self.begin_release(container_id)
+        record = self.store.sandbox(container_id) or record   # with the plumbing chosen since
         try:
             self._teardown(container_id, record, list(record["Endpoints"]))
         finally:
@@ -444,6 +478,16 @@ class Sandboxes:
                 self._end_release(container_id)
 
     def _teardown(self, container_id: str, record: dict[str, Any], names: list[str]) -> None:
+        """Tear the endpoints ``names`` down, each by the plane its record names (netavark when
+        none: a record of before the plumbing was recorded, or an engine without the endpoint plane)."""
+        plugged = [name for name in names if record["Endpoints"][name].get("Plumbing") == CNI_BRIDGE]
+        if plugged and self.endpoint_plane is not None:
+            try:
+                with fsutil.file_lock(self.host_lock):
+                    self.endpoint_plane.teardown(record["SandboxKey"], self._request(container_id, record, plugged))
+            except errdefs.LaminaError as exc:
+                log.warning("network teardown of %s: %s", container_id[:12], exc)
+            names = [name for name in names if name not in plugged]
         if not names:
             return
         request = self._request(container_id, record, names)
@@ -488,7 +532,7 @@ class Sandboxes:
                                                                interface, records)
             self.store.write_sandbox(container_id, record)
         try:
-            answer = self._setup(record["SandboxKey"], self._request(container_id, record, [network.Name]))
+            answer = self._setup(container_id, record, [network.Name])
         except BaseException:
             with self.store.locked():
                 current = self.store.sandbox(container_id)
