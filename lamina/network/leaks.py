@@ -13,7 +13,8 @@ engines' and other programs' objects on the host are never touched):
   bridge is no network's ``BridgeName`` any more (the record was deleted), or is no bridge's
   port: the anchor, and the bridge it keeps up when that has no other port.
 * **veth**: a port of one of this engine's bridges (not its anchor) whose peer is in none of
-  this engine's sandbox namespaces.
+  this engine's sandbox namespaces, by interface index, whatever its name (netavark names
+  its host ends ``veth<N>``, the CNI bridge plugin ``veth<8 hex>``, :mod:`lamina.network.cni`).
 * **rule**: netavark's iptables rules (``iptables-save`` / ``ip6tables-save``) of this engine's
   networks that no endpoint holds: a port forward (``NETAVARK-HOSTPORT-DNAT`` rule with
   ``dnat name: <network> id: <container id>`` and the rules of ``NETAVARK-DN-<hash>`` for
