@@ -33,7 +33,7 @@ import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from lamina import fsutil
+from lamina import errdefs, fsutil
 
 __all__ = ["Aardvark", "entry_line"]
 
@@ -85,7 +85,11 @@ class Aardvark:
     def add(self, network_name: str, line: str) -> None:
         """Append an endpoint's line to a network's existing file and signal the server."""
         with self._locked():
-            with open(self._path(network_name), "a", encoding="utf-8") as handle:
+            try:  # never created here: a file without its first line would be no network's
+                fd = os.open(self._path(network_name), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            except FileNotFoundError as exc:
+                raise errdefs.Unavailable(f"aardvark-dns does not serve network {network_name}") from exc
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(line)
         self._notify()
 

@@ -227,7 +227,8 @@ class CniBridge:
             "cniVersion": CNI_VERSION, "name": info["name"], "type": "bridge", "bridge": info["network_interface"],
             "isGateway": False, "ipMasq": False, "capabilities": {"mac": True},
             "runtimeConfig": {"mac": per_network["static_mac"]} if per_network.get("static_mac") else {},
-            "ipam": {"type": "static", "addresses": [{"address": f"{per_network['static_ips'][0]}/{subnet.prefixlen}"}]},
+            "ipam": {"type": "static",
+                     "addresses": [{"address": f"{per_network['static_ips'][0]}/{subnet.prefixlen}"}]},
         }
         if (info.get("options") or {}).get("mtu"):
             config["mtu"] = int(info["options"]["mtu"])

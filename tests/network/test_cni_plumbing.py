@@ -151,8 +151,8 @@ def test_mac_address_internal_network_and_the_default_bridge_on_cni(net) -> None
     engine, names = net
     _network(engine, names, "inner", Internal=True)
     engine.run("sleep", "30", HostConfig={"NetworkMode": "inner"})
-    inner = engine.run("sh", "-c", "ip route; cat /sys/class/net/eth0/address; sleep 60", MacAddress="02:aa:bb:cc:dd:ee",
-                       HostConfig={"NetworkMode": "inner"})
+    inner = engine.run("sh", "-c", "ip route; cat /sys/class/net/eth0/address; sleep 60",
+                       MacAddress="02:aa:bb:cc:dd:ee", HostConfig={"NetworkMode": "inner"})
     assert _plumbing(engine, inner, "inner") == "cni-bridge"
     engine.wait_for(lambda: "02:aa:bb:cc:dd:ee" in engine.output(inner), message="the container's output")
     output = engine.output(inner)
