@@ -13,7 +13,9 @@ bridge endpoint adds at most 30 ms.  Also measured: netavark ``setup`` + ``teard
 floor a netavark-based data plane cannot go under), with the bridge created and deleted by each
 pair and with it kept up; and one endpoint's sandbox set-up (``attach``: namespace, record,
 plumbing) and teardown (``detach``) alone on a user network with DNS whose bridge exists, plumbed
-by netavark and by the CNI bridge plugin (``lamina.network.cni``), interleaved.  ``--baseline
+by netavark and by the CNI bridge plugin (``lamina.network.cni``), interleaved, under a host
+lock of its own (the ``lamina run`` cases share the host-wide network lock with every engine on
+the machine: other test suites' set-ups stand in their figures).  ``--baseline
 TREE`` runs every ``lamina run`` case also with another lamina source tree (``/work/main``:
 before a change), in a data root of its own, interleaved with this tree's runs so that both see
 the same load (``baseline_*`` figures).  Figures go to ``bench/results/network.json``.  Run as
@@ -108,7 +110,7 @@ def netavark_alone(runs: int, workdir: str, *, keep_bridge: bool) -> list[float]
 def endpoint_alone(runs: int, workdir: str) -> dict[str, list[float]]:
     """``attach`` and ``detach`` of one sandbox with one endpoint on a user network with DNS
     that already has an endpoint (its bridge, anchor, rules and aardvark-dns exist), by
-    netavark and by the CNI bridge plugin, interleaved."""
+    netavark and by the CNI bridge plugin, interleaved, under a host lock of the bench's own."""
     sys.path.insert(0, ROOT)
     try:
         from lamina.network.cni import CniBridge
@@ -122,8 +124,11 @@ def endpoint_alone(runs: int, workdir: str) -> dict[str, list[float]]:
     store = NetworkStore(os.path.join(workdir, "alone", "network"))
     config_dir = os.path.join(workdir, "alone", "run", "network")
     netns_dir = os.path.join(workdir, "alone", "run", "netns")
-    planes = {"netavark": Sandboxes(store, Netavark(config_dir=config_dir), netns_dir=netns_dir),
-              "cni_bridge": Sandboxes(store, Netavark(config_dir=config_dir), netns_dir=netns_dir,
+    # a host lock of its own: other engines' set-ups on the machine (test suites) do not stand in
+    # these figures; the bench's network is its own, nobody else's set-up touches it
+    lock = os.path.join(workdir, "alone", "host.lock")
+    planes = {"netavark": Sandboxes(store, Netavark(config_dir=config_dir), netns_dir=netns_dir, host_lock=lock),
+              "cni_bridge": Sandboxes(store, Netavark(config_dir=config_dir), netns_dir=netns_dir, host_lock=lock,
                                       endpoint_plane=CniBridge(config_dir=config_dir))}
     create_network(store, "benchalone", subnet="10.249.76.0/24",
                    options={"com.docker.network.bridge.name": "lbenchalone0"})

@@ -1,4 +1,4 @@
-"""The per-endpoint data plane: the CNI reference ``bridge`` plugin with ``static`` IPAM.
+"""The per-endpoint data plane: the CNI reference ``bridge`` plugin, layer 2 only.
 
 Who owns what.  netavark (:mod:`lamina.network.netavark`) owns a network's plumbing: the
 bridge device and its gateway address, ``ip_forward``, masquerading, the isolation between
@@ -16,18 +16,21 @@ probes, listings and checks of the per-network chains that already exist, the
 adds no rule; the ``bridge`` plugin with ``"ipMasq": false`` runs none and plugs a veth in
 a fraction of that time (``bench/network.py`` measures both).
 
-What an endpoint gets, as netavark gives it: a veth pair, the container's end named
-``eth<N>`` with the endpoint's MAC (``runtimeConfig.mac``: Docker's ``02:42`` + IPv4, or
-``--mac-address``) and the network's MTU, the host's end (``veth<8 hex>``, netavark's are
-``veth<N>``) up on the bridge; the leased address; then, in the namespace (a thread that
-joined it), what the plugin does otherwise or not: IPv6 ``autoconf`` off on the interface,
-``arp_notify`` and ``accept_dad`` back to the namespace's defaults (the plugin sets them),
-and, unless the network is ``Internal``, the default route via the gateway with netavark's
-``proto static metric 100`` (the plugin's routes have no metric; ``prepend``: netlink's
-create flag alone, as netavark adds it, so a second network's default route goes beside the
-first's).  On a DNS-enabled network
-the container's names go into aardvark-dns's file (:mod:`lamina.network.aardvark`).  The
-answer has netavark's shape (per network: ``dns_server_ips``, ``interfaces``).
+What an endpoint gets, as netavark gives it: from the plugin, a veth pair, the container's
+end named ``eth<N>`` with the endpoint's MAC (``runtimeConfig.mac``: Docker's ``02:42`` +
+IPv4, or ``--mac-address``) and the network's MTU, up, the host's end (``veth<8 hex>``;
+netavark's are ``veth<N>``) up on the bridge.  No IPAM plugin: with one (``static``) the
+plugin also sets ``arp_notify`` and ``accept_dad`` in the namespace, and waits for the host
+end's operational state with sleeps of 50 and 500 ms, which a loaded machine reaches; lamina
+has leased the address already.  Then, in the namespace (a thread that joined it), one ``ip
+-batch``: the leased address (``broadcast +``), and unless the network is ``Internal`` the
+default route via the gateway with netavark's ``proto static metric 100`` (``prepend``:
+netlink's create flag alone, as netavark adds it, so a second network's default route goes
+beside the first's); IPv6 ``autoconf`` off on the interface; both ends' transmit queue
+length and the host end's ``accept_ra``, which the plugin changes, put back.  On a
+DNS-enabled network the container's names go into aardvark-dns's file
+(:mod:`lamina.network.aardvark`).  The answer has netavark's shape (per network:
+``dns_server_ips``, ``interfaces``).
 
 The request is netavark's (:meth:`lamina.network.sandbox.Sandboxes._request`), so the
 sandbox code builds one request and hands each endpoint to the plane its record names
@@ -56,14 +59,13 @@ from lamina.log import get_logger
 from lamina.network import bridges, namespace
 from lamina.network.aardvark import Aardvark, entry_line
 
-__all__ = ["CniBridge", "PLUGIN_DIRECTORIES", "find_plugin_directory", "run_plugin", "PLUMBING"]
+__all__ = ["CniBridge", "PLUGIN_DIRECTORIES", "find_plugin_directory", "run_plugin", "in_namespace"]
 
 log = get_logger("lamina.network")
 
-PLUMBING = "cni-bridge"     # the sandbox record's ``Plumbing`` of an endpoint plugged here
 PLUGIN_DIRECTORIES = ("/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni")
 CNI_VERSION = "1.0.0"
-_PLUGINS = ("bridge", "static")
+_PLUGINS = ("bridge",)
 _OPTIONS = frozenset({"isolate", "mtu"})    # netavark options the plumbing here gives the same result for
 _ROUTE_METRIC = "100"                       # netavark's default route metric
 _QUEUE_LENGTH = 1000                        # the kernel's default transmit queue length (a veth netavark makes)
@@ -222,13 +224,10 @@ class CniBridge:
 
     @staticmethod
     def _config(info: dict[str, Any], per_network: dict[str, Any]) -> dict[str, Any]:
-        subnet = ipaddress.ip_network(info["subnets"][0]["subnet"])
         config: dict[str, Any] = {
             "cniVersion": CNI_VERSION, "name": info["name"], "type": "bridge", "bridge": info["network_interface"],
             "isGateway": False, "ipMasq": False, "capabilities": {"mac": True},
             "runtimeConfig": {"mac": per_network["static_mac"]} if per_network.get("static_mac") else {},
-            "ipam": {"type": "static",
-                     "addresses": [{"address": f"{per_network['static_ips'][0]}/{subnet.prefixlen}"}]},
         }
         if (info.get("options") or {}).get("mtu"):
             config["mtu"] = int(info["options"]["mtu"])
@@ -273,26 +272,22 @@ class CniBridge:
             if default is not None:
                 _write_sysctl(f"/proc/sys/net/ipv6/conf/{host_end}/accept_ra", default)
         gateway = str(info["subnets"][0].get("gateway") or "")
-        route = not info.get("internal") and gateway
+        address = per_network["static_ips"][0]
+        prefix = ipaddress.ip_network(info["subnets"][0]["subnet"]).prefixlen
+        commands = f"address add {address}/{prefix} broadcast + dev {interface}\n"
+        if gateway and not info.get("internal"):
+            commands += f"route prepend default via {gateway} dev {interface} proto static metric {_ROUTE_METRIC}\n"
 
         def finish() -> None:
             _set_queue_length(interface)
             _write_sysctl(f"/proc/sys/net/ipv6/conf/{interface}/autoconf", "0")
-            for family, key in (("ipv4", "arp_notify"), ("ipv6", "accept_dad")):
-                default = _read_sysctl(f"/proc/sys/net/{family}/conf/default/{key}")
-                if default is not None:
-                    _write_sysctl(f"/proc/sys/net/{family}/conf/{interface}/{key}", default)
-            if route:
-                added = subprocess.run(["ip", "route", "prepend", "default", "via", gateway, "dev", interface, "proto",
-                                        "static", "metric", _ROUTE_METRIC], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.PIPE, check=False)
-                if added.returncode != 0:
-                    raise errdefs.System(f"cannot add the default route via {gateway} on {interface}: "
-                                         f"{added.stderr.decode(errors='replace').strip()}")
+            done = subprocess.run(["ip", "-batch", "-"], input=commands.encode(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, check=False)
+            if done.returncode != 0:
+                raise errdefs.System(f"cannot address {interface} ({commands.strip()!r}): "
+                                     f"{done.stderr.decode(errors='replace').strip()}")
 
         in_namespace(netns_path, finish)
-        address = per_network["static_ips"][0]
-        prefix = ipaddress.ip_network(info["subnets"][0]["subnet"]).prefixlen
         servers: list[str] = []
         if info.get("dns_enabled"):
             servers = [gateway] if gateway else []
@@ -308,9 +303,8 @@ class CniBridge:
     def teardown(self, netns_path: str, request: dict[str, Any]) -> None:
         """Unplug every network of ``request``: the names from aardvark-dns first (as netavark
         does), then the container's interface, which takes its host end with it (none when
-        the namespace is gone: its veths went with it).  Not the plugin's ``DEL``: with
-        ``static`` IPAM and no masquerading it only deletes that interface, after starting two
-        programs (~20 ms against ~3)."""
+        the namespace is gone: its veths went with it).  Not the plugin's ``DEL``: without IPAM
+        and masquerading it only deletes that interface, at the cost of a Go program's start."""
         self._remove_names(request, list(request["network_info"]))
         if not namespace.exists(netns_path):
             return

@@ -57,7 +57,7 @@ log = get_logger("lamina.network")
 
 # an endpoint's ``Plumbing``: the data plane that made it
 NETAVARK = "netavark"
-CNI_BRIDGE = "cni-bridge"     # lamina.network.cni (not imported here: runs on "none" load no network code)
+CNI_BRIDGE = "cni-bridge"     # the endpoint plane of lamina.network.cni
 
 # how long a run waits for an ended run's teardown that still holds the address or host port it asks for
 RELEASE_WAIT = 10.0
@@ -86,6 +86,12 @@ class EndpointRequest:
 
 def _port_key(port: dict[str, Any]) -> str:
     return f"{port['ContainerPort']}/{port['Protocol']}"
+
+
+def _part(request: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``request`` for the networks ``names`` only."""
+    return {**request, "networks": {name: request["networks"][name] for name in names},
+            "network_info": {name: request["network_info"][name] for name in names}}
 
 
 def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -145,39 +151,36 @@ class Sandboxes:
         """Set up the endpoints ``names`` of ``record``, each by the plane chosen and recorded
         (``Plumbing``) here, before anything is created; the planes' answers."""
         with fsutil.file_lock(self.host_lock):
-            on_netavark, on_endpoint_plane = self._plan(container_id, record, names)
+            request = self._request(container_id, record, names)
+            plumbing = self._plan(container_id, record, request)
             answer: dict[str, Any] = {}
-            if on_netavark:
-                request = self._request(container_id, record, on_netavark)
-                answer.update(self.dataplane.setup(record["SandboxKey"], request))
-                for info in request["network_info"].values():  # kept up while the network exists
+            on_netavark = _part(request, [name for name in names if plumbing[name] == NETAVARK])
+            if on_netavark["networks"]:
+                answer.update(self.dataplane.setup(record["SandboxKey"], on_netavark))
+                for info in on_netavark["network_info"].values():  # kept up while the network exists
                     if info["driver"] == "bridge":
                         bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
                                      os.path.dirname(self.netns_dir))
-            if on_endpoint_plane and self.endpoint_plane is not None:
-                answer.update(self.endpoint_plane.setup(record["SandboxKey"],
-                                                        self._request(container_id, record, on_endpoint_plane)))
+            plugged = _part(request, [name for name in names if plumbing[name] == CNI_BRIDGE])
+            if plugged["networks"] and self.endpoint_plane is not None:
+                answer.update(self.endpoint_plane.setup(record["SandboxKey"], plugged))
             return answer
 
-    def _plan(self, container_id: str, record: dict[str, Any], names: list[str]) -> tuple[list[str], list[str]]:
-        """(the endpoints for netavark, those for the endpoint plane), recorded in the sandbox
-        record.  netavark takes every endpoint of a request with port mappings (its DNAT rules
-        are per container) and any the endpoint plane does not fit.  The caller holds the
-        host-wide lock."""
-        request = self._request(container_id, record, names)
+    def _plan(self, container_id: str, record: dict[str, Any], request: dict[str, Any]) -> dict[str, str]:
+        """Each endpoint of ``request``'s plumbing, written to the sandbox record.  netavark
+        takes every endpoint of a request with port mappings (its DNAT rules are per container)
+        and any the endpoint plane does not fit.  The caller holds the host-wide lock."""
         plane = None if request["port_mappings"] else self.endpoint_plane
-        plumbing = {name: CNI_BRIDGE if plane is not None and plane.fits(request["network_info"][name],
-                                                                         request["networks"][name]) else NETAVARK
-                    for name in names}
+        plumbing = {name: CNI_BRIDGE if plane is not None and plane.fits(info, request["networks"][name]) else NETAVARK
+                    for name, info in request["network_info"].items()}
         with self.store.locked():
             current = self.store.sandbox(container_id)
             if current is None:
                 raise errdefs.NotFound(f"network sandbox of {container_id} was removed meanwhile")
-            for name in names:
-                current["Endpoints"][name]["Plumbing"] = record["Endpoints"][name]["Plumbing"] = plumbing[name]
+            for name, chosen in plumbing.items():
+                current["Endpoints"][name]["Plumbing"] = record["Endpoints"][name]["Plumbing"] = chosen
             self.store.write_sandbox(container_id, current)
-        return ([name for name in names if plumbing[name] == NETAVARK],
-                [name for name in names if plumbing[name] == CNI_BRIDGE])
+        return plumbing
 
     def remove_network(self, network: Network) -> None:
         """Remove ``network``'s record and its bridge (anchor, device, firewall chains); a
