@@ -18,9 +18,9 @@ Format, one file per network under ``<netavark config>/aardvark-dns/``::
     aardvark.pid            the server's pid; it re-reads every file on SIGHUP
 
 Locking: netavark flocks ``<netavark config>/aardvark.lock`` while it appends; lamina does
-too, and it also holds the host-wide network lock (:data:`lamina.network.sandbox.HOST_LOCK`)
-around every call here and every netavark call, since netavark 1.4 rewrites a file to remove
-an entry without its lock.  A file is rewritten through a temporary file *outside* the
+too, and it also holds the engine's network lock (``<exec-root>/network.lock``,
+:mod:`lamina.network.sandbox`) around every call here and every netavark call of the engine,
+since netavark 1.4 rewrites a file to remove an entry without its lock.  A file is rewritten through a temporary file *outside* the
 directory (the server reads every file in it) and one rename.  A file with no entry left is
 removed, as netavark does: the server stops answering on that network's gateway, and the
 next endpoint of the network goes through netavark, which starts it again.

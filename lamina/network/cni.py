@@ -34,7 +34,10 @@ DNS-enabled network the container's names go into aardvark-dns's file
 
 The request is netavark's (:meth:`lamina.network.sandbox.Sandboxes._request`), so the
 sandbox code builds one request and hands each endpoint to the plane its record names
-(``Plumbing``).  The caller holds the host-wide network lock.
+(``Plumbing``).  The caller holds the engine's network lock (``<exec-root>/network.lock``,
+which it also holds around every netavark call of the engine), not the host-wide one: the
+plumbing here changes no host-wide rule, and the engine's aardvark-dns files are the
+engine's.
 
 The CNI contract (the CNI spec, 1.0.0): the plugin is run with ``CNI_COMMAND`` (``ADD``,
 ``DEL``), ``CNI_CONTAINERID``, ``CNI_NETNS``, ``CNI_IFNAME``, ``CNI_PATH`` in its
@@ -206,7 +209,7 @@ class CniBridge:
         network) can be plugged here with the result netavark would give, now: a bridge
         network with one IPv4 subnet, whose bridge and anchor exist (netavark made its
         plumbing), no option but the ones handled, aardvark-dns serving it when it has DNS,
-        and the plugins installed.  The caller holds the host-wide network lock and leaves
+        and the plugins installed.  The caller holds the engine's network lock and leaves
         endpoints with port mappings to netavark."""
         subnets = info.get("subnets") or []
         if info.get("driver") != "bridge" or info.get("ipv6_enabled") or len(subnets) != 1:

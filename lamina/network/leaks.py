@@ -26,8 +26,9 @@ engines' and other programs' objects on the host are never touched):
   of the SHA-512 of the network's name.
 
 A leaked interface's rules are found by the same rules once the interface is gone: the repair
-removes the interfaces first, then looks at the rules again.  The caller holds the host-wide
-network lock and the store's lock, so no set-up is half done while the host is read.
+removes the interfaces first, then looks at the rules again.  The caller holds the engine's
+network lock, the host-wide network lock and the store's lock, so no set-up (netavark's or a
+CNI plug, :mod:`lamina.network.cni`) is half done while the host is read.
 """
 
 from __future__ import annotations
@@ -358,7 +359,7 @@ def _address_of(target: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
 
 def find(store: NetworkStore, netns_dir: str, data_root: str) -> list[Leak]:
     """The leaked objects of this engine that no sandbox record describes (see the module
-    docstring).  The caller holds the host-wide network lock and the store's lock."""
+    docstring).  The caller holds the engine's and the host-wide network locks and the store's lock."""
     scan = _Scan(store, netns_dir, data_root)
     scan.namespaces()
     scan.releasing_locks()

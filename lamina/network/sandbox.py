@@ -49,8 +49,12 @@ if TYPE_CHECKING:
 
 __all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
 
-# Bridges, routes and firewall rules belong to the host, whatever the data root: every data
-# plane call, and the choice of the default bridge's subnet, hold this lock.
+# Bridges, routes and firewall rules belong to the host, whatever the data root: every netavark
+# call, and the choice of the default bridge's subnet, hold this lock.  The engine's own lock,
+# <exec-root>/network.lock, is taken before it around every data plane call of the engine, and
+# alone around the CNI plumbing (which touches no host-wide rule, and the engine's aardvark-dns
+# files, which netavark 1.4 rewrites without its own lock): an engine's endpoints plugged by CNI
+# never wait for other engines' netavark calls.  Order: engine lock, host lock, store lock.
 HOST_LOCK = "/run/lamina-network.lock"
 
 log = get_logger("lamina.network")
@@ -145,22 +149,29 @@ class Sandboxes:
         self.endpoint_plane = endpoint_plane    # None: every endpoint through ``dataplane``
         self.netns_dir = netns_dir
         self.host_lock = host_lock
+        self.engine_lock = os.path.join(os.path.dirname(netns_dir), "network.lock")
         self._releasing_locks: dict[str, fsutil.FileLock] = {}
+
+    def _engine_locked(self) -> fsutil.FileLock:
+        os.makedirs(os.path.dirname(self.engine_lock), mode=0o700, exist_ok=True)
+        return fsutil.FileLock(self.engine_lock)
 
     def _setup(self, container_id: str, record: dict[str, Any], names: list[str]) -> dict[str, Any]:
         """Set up the endpoints ``names`` of ``record``, each by the plane chosen and recorded
-        (``Plumbing``) here, before anything is created; the planes' answers."""
-        with fsutil.file_lock(self.host_lock):
+        (``Plumbing``) here, before anything is created; the planes' answers.  The engine lock
+        is held throughout, the host-wide lock only around netavark."""
+        with self._engine_locked():
             request = self._request(container_id, record, names)
             plumbing = self._plan(container_id, record, request)
             answer: dict[str, Any] = {}
             on_netavark = _part(request, [name for name in names if plumbing[name] == NETAVARK])
             if on_netavark["networks"]:
-                answer.update(self.dataplane.setup(record["SandboxKey"], on_netavark))
-                for info in on_netavark["network_info"].values():  # kept up while the network exists
-                    if info["driver"] == "bridge":
-                        bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
-                                     os.path.dirname(self.netns_dir))
+                with fsutil.file_lock(self.host_lock):
+                    answer.update(self.dataplane.setup(record["SandboxKey"], on_netavark))
+                    for info in on_netavark["network_info"].values():  # kept up while the network exists
+                        if info["driver"] == "bridge":
+                            bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
+                                         os.path.dirname(self.netns_dir))
             plugged = _part(request, [name for name in names if plumbing[name] == CNI_BRIDGE])
             if plugged["networks"] and self.endpoint_plane is not None:
                 answer.update(self.endpoint_plane.setup(record["SandboxKey"], plugged))
@@ -169,7 +180,7 @@ class Sandboxes:
     def _plan(self, container_id: str, record: dict[str, Any], request: dict[str, Any]) -> dict[str, str]:
         """Each endpoint of ``request``'s plumbing, written to the sandbox record.  netavark
         takes every endpoint of a request with port mappings (its DNAT rules are per container)
-        and any the endpoint plane does not fit.  The caller holds the host-wide lock."""
+        and any the endpoint plane does not fit.  The caller holds the engine lock."""
         plane = None if request["port_mappings"] else self.endpoint_plane
         plumbing = {name: CNI_BRIDGE if plane is not None and plane.fits(info, request["networks"][name]) else NETAVARK
                     for name, info in request["network_info"].items()}
@@ -216,7 +227,7 @@ class Sandboxes:
                     bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
 
     def _dataplane_teardown(self, netns_path: str, request: dict[str, Any]) -> None:
-        with fsutil.file_lock(self.host_lock):
+        with self._engine_locked(), fsutil.file_lock(self.host_lock):
             self.dataplane.teardown(netns_path, request)
 
     def sandbox_key(self, container_id: str) -> str:
@@ -486,7 +497,7 @@ class Sandboxes:
         plugged = [name for name in names if record["Endpoints"][name].get("Plumbing") == CNI_BRIDGE]
         if plugged and self.endpoint_plane is not None:
             try:
-                with fsutil.file_lock(self.host_lock):
+                with self._engine_locked():
                     self.endpoint_plane.teardown(record["SandboxKey"], self._request(container_id, record, plugged))
             except errdefs.LaminaError as exc:
                 log.warning("network teardown of %s: %s", container_id[:12], exc)
@@ -580,14 +591,14 @@ class Sandboxes:
         """Leaked objects of this engine that no sandbox record describes (:mod:`lamina.network.leaks`)."""
         from lamina.network import leaks
 
-        with fsutil.file_lock(self.host_lock), self.store.locked():
+        with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
             return leaks.find(self.store, self.netns_dir, os.path.dirname(self.store.root))
 
     def remove_leaks(self) -> list[str]:
         """Remove what :meth:`leaks` finds; what was removed."""
         from lamina.network import leaks
 
-        with fsutil.file_lock(self.host_lock), self.store.locked():
+        with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
             return leaks.remove(leaks.find(self.store, self.netns_dir, os.path.dirname(self.store.root)))
 
     def endpoints(self, network_id: str) -> dict[str, dict[str, Any]]:
