@@ -3,7 +3,9 @@
 Life of a sandbox (one container)::
 
     attach(container, endpoints, ports)   lock: resolve networks, lease addresses and host
-                                          ports, write the sandbox record (commit point);
+                                          ports, write the sandbox record (commit point;
+                                          the host-wide lock too for host ports or while
+                                          the default bridge's device is down);
                                           unlock; create <exec-root>/netns/<id>; data plane
                                           setup; record "SetUp"
     connect / disconnect                  one more / one less endpoint of a sandbox
@@ -30,6 +32,7 @@ allocated``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -403,7 +406,10 @@ class Sandboxes:
 
     def _lease(self, container_id: str, name: str, endpoints: list[EndpointRequest], ports: Iterable[PortMapping],
                exposed: Iterable[str], dns: Iterable[str]) -> dict[str, Any]:
-        with fsutil.file_lock(self.host_lock), self.store.locked():
+        ports = list(ports)
+        # host-wide choices: host ports, and the default bridge's subnet while its device is down
+        host_wide = bool(ports) or not bridges.exists(self.store.default_bridge_device)
+        with fsutil.file_lock(self.host_lock) if host_wide else contextlib.nullcontext(), self.store.locked():
             records = self.store.sandboxes()
             if container_id in records:
                 raise errdefs.Conflict(f"container {container_id} already has a network sandbox")
