@@ -17,6 +17,15 @@ Format, one file per network under ``<netavark config>/aardvark-dns/``::
                             ``--dns`` ones, which the server forwards its questions to
     aardvark.pid            the server's pid; it re-reads every file on SIGHUP
 
+Anchor: netavark deletes a network's file with its last entry, and the server exits with its
+last file; the next endpoint of the network would then go through netavark again, which
+starts the server (as the bridge would go with its last endpoint without lamina's anchor,
+:mod:`lamina.network.bridges`).  lamina keeps the server answering on the network while the
+network exists by an anchor line after netavark's first entry, :data:`ANCHOR_LINE`: no
+address, one name under the reserved ``.invalid`` domain (aardvark-dns refuses a line
+without a name), an id no container has; netavark's teardown keeps a file that has it, and
+:meth:`Aardvark.release` removes it with the network.
+
 Locking: netavark flocks ``<netavark config>/aardvark.lock`` while it appends; lamina does
 too, and it also holds the engine's network lock (``<exec-root>/network.lock``,
 :mod:`lamina.network.sandbox`) around every call here and every netavark call of the engine,
@@ -35,7 +44,10 @@ from contextlib import contextmanager
 
 from lamina import errdefs, fsutil
 
-__all__ = ["Aardvark", "entry_line"]
+__all__ = ["Aardvark", "entry_line", "ANCHOR_ID", "ANCHOR_LINE"]
+
+ANCHOR_ID = "lamina-anchor"
+ANCHOR_LINE = f"{ANCHOR_ID}   {ANCHOR_ID}.invalid\n"
 
 
 def entry_line(container_id: str, ipv4: Iterable[str], ipv6: Iterable[str], names: Iterable[str],
@@ -96,6 +108,9 @@ class Aardvark:
     def remove(self, container_id: str, network_names: Iterable[str]) -> None:
         """Drop ``container_id``'s lines from the networks' files (a file left with its first
         line only goes) and signal the server; a missing file is fine."""
+        network_names = [name for name in network_names if os.path.exists(self._path(name))]
+        if not network_names:  # (the caller's engine lock keeps them from appearing meanwhile)
+            return
         changed = False
         with self._locked():
             for name in network_names:
@@ -119,11 +134,28 @@ class Aardvark:
         if changed:
             self._notify()
 
+    def keep(self, network_name: str) -> None:
+        """Add the anchor to a network's file (written by netavark just before) if it has none."""
+        if not os.path.exists(self._path(network_name)):
+            return
+        with self._locked():
+            try:
+                with open(self._path(network_name), "r+", encoding="utf-8") as handle:
+                    lines = handle.read().splitlines(keepends=True)
+                    if len(lines) > 1 and not any(line.split(" ", 1)[0] == ANCHOR_ID for line in lines):
+                        handle.write(("" if lines[-1].endswith("\n") else "\n") + ANCHOR_LINE)
+            except FileNotFoundError:
+                pass
+
+    def release(self, network_name: str) -> None:
+        """Remove a network's anchor (its file goes when no endpoint is left in it)."""
+        self.remove(ANCHOR_ID, [network_name])
+
     def entries(self, network_name: str) -> list[str]:
-        """The endpoint lines of a network's file (without the first line)."""
+        """The endpoint lines of a network's file (without the first line and the anchor)."""
         try:
             with open(self._path(network_name), encoding="utf-8") as handle:
-                return handle.read().splitlines()[1:]
+                return [line for line in handle.read().splitlines()[1:] if line.split(" ", 1)[0] != ANCHOR_ID]
         except FileNotFoundError:
             return []
 

@@ -119,3 +119,10 @@ class EndpointPlane(DataPlane, Protocol):
     def fits(self, info: dict[str, Any], per_network: dict[str, Any]) -> bool:
         """Whether this plane can plug the endpoint (a request's ``network_info`` and
         ``networks`` entries of one network) now, with the result the other plane would give."""
+
+    def keep(self, info: dict[str, Any]) -> None:
+        """Keep what the other plane set up for a network (a request's ``network_info`` entry)
+        that this plane needs, until :meth:`release`."""
+
+    def release(self, network_name: str) -> None:
+        """The network goes: what :meth:`keep` kept goes."""

@@ -225,6 +225,15 @@ class CniBridge:
             return False
         return self.plugin_directory() is not None
 
+    def keep(self, info: dict[str, Any]) -> None:
+        """aardvark-dns keeps answering on a DNS-enabled network netavark just set up, also
+        when its last endpoint goes (:data:`lamina.network.aardvark.ANCHOR_LINE`)."""
+        if info.get("dns_enabled") and info.get("driver") == "bridge":
+            self.aardvark.keep(info["name"])
+
+    def release(self, network_name: str) -> None:
+        self.aardvark.release(network_name)
+
     @staticmethod
     def _config(info: dict[str, Any], per_network: dict[str, Any]) -> dict[str, Any]:
         config: dict[str, Any] = {

@@ -175,6 +175,9 @@ class Sandboxes:
                         if info["driver"] == "bridge":
                             bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
                                          os.path.dirname(self.netns_dir))
+                if self.endpoint_plane is not None:
+                    for info in on_netavark["network_info"].values():
+                        self.endpoint_plane.keep(info)
             plugged = _part(request, [name for name in names if plumbing[name] == CNI_BRIDGE])
             if plugged["networks"] and self.endpoint_plane is not None:
                 answer.update(self.endpoint_plane.setup(record["SandboxKey"], plugged))
@@ -202,10 +205,12 @@ class Sandboxes:
         way (an ``--rm`` run that just ended)."""
         deadline = time.monotonic() + RELEASE_WAIT
         while True:
-            with fsutil.file_lock(self.host_lock), self.store.locked():
+            with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
                 users = self.endpoints(network.Id)
                 releasing = self._releasing(network.Id)
                 if not users and not releasing:
+                    if self.endpoint_plane is not None:
+                        self.endpoint_plane.release(network.Name)
                     bridges.remove(network, self.dataplane,
                                    os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
                     self.store.remove(network)
@@ -222,11 +227,13 @@ class Sandboxes:
     def remove_bridges(self) -> None:
         """Take down the bridge of every network without endpoints (the networks stay: their
         next endpoint creates the bridge again).  For tests' engines, which leave no device."""
-        with fsutil.file_lock(self.host_lock), self.store.locked():
+        with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
             used = {endpoint["NetworkID"] for record in self.store.sandboxes().values()
                     for endpoint in record.get("Endpoints", {}).values()}
             for network in self.store.stored():
                 if network.Id not in used:
+                    if self.endpoint_plane is not None:
+                        self.endpoint_plane.release(network.Name)
                     bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
 
     def _dataplane_teardown(self, netns_path: str, request: dict[str, Any]) -> None:

@@ -191,6 +191,26 @@ def test_connect_to_a_running_container_plugs_by_cni_and_disconnect_unplugs(net)
     assert "away" not in _record(engine, roamer)["Endpoints"]
 
 
+def test_the_name_server_outlives_the_last_endpoint_and_goes_with_the_network(net) -> None:
+    engine, names = net
+    _network(engine, names, "lonely")
+    first = engine.run("true", HostConfig={"NetworkMode": "lonely"})
+    assert engine.wait(first) == 0
+    engine.wait_for(lambda: engine.containers.network.sandboxes.store.sandbox(first) is None, message="the teardown")
+    aardvark = _aardvark(engine)
+    assert aardvark.serves("lonely") and aardvark.entries("lonely") == []
+    second = engine.run("httpd", "-f", "-p", "80", "-h", "/etc", name="again", HostConfig={"NetworkMode": "lonely"})
+    assert _plumbing(engine, second, "lonely") == "cni-bridge"   # no netavark for a network it set up
+    client = engine.run("sh", "-c", _RESOLVE.format("wget -qO- http://again/hostname"),
+                        HostConfig={"NetworkMode": "lonely"})
+    assert engine.wait(client) == 0, engine.output(client)
+    assert second[:12] in engine.output(client)
+    engine.containers.remove(second, force=True)
+    engine.services.networks.remove("lonely")
+    assert not aardvark.serves("lonely")
+    assert not os.path.exists(os.path.join(aardvark.directory, "lonely"))
+
+
 def test_a_killed_monitor_of_a_cni_endpoint_leaves_nothing_after_repair(net) -> None:
     engine, names = net
     network = _network(engine, names, "crashy")
