@@ -132,12 +132,17 @@ class EngineConfig:
     # --userns-remap (LAMINA_USERNS_REMAP): "" off, "default" (the dockremap user, made when
     # missing), or USER[:GROUP] with ranges in /etc/subuid and /etc/subgid
     userns_remap: str = ""
+    # --userns-remap-layers (LAMINA_USERNS_REMAP_LAYERS): how remapped containers see the image's
+    # layers: "auto" (idmapped mounts where the kernel and filesystem allow them, else chowned
+    # copies under <data-root>/<uid>.<gid>/), "idmap" (idmapped mounts or an error), "copy"
+    userns_remap_layers: str = "auto"
 
     @classmethod
     def from_environment(cls, data_root: str | None = None, storage_driver: str | None = None,
-                         log_level: str | None = None, userns_remap: str | None = None) -> "EngineConfig":
+                         log_level: str | None = None, userns_remap: str | None = None,
+                         userns_remap_layers: str | None = None) -> "EngineConfig":
         """Command-line values win over ``LAMINA_DATA_ROOT`` / ``LAMINA_STORAGE_DRIVER`` /
-        ``LAMINA_USERNS_REMAP``."""
+        ``LAMINA_USERNS_REMAP`` / ``LAMINA_USERNS_REMAP_LAYERS``."""
         uid = rootless_uid()
         return cls(
             data_root=os.path.abspath(data_root or os.environ.get("LAMINA_DATA_ROOT") or default_data_root(uid)),
@@ -149,4 +154,5 @@ class EngineConfig:
             registry_mirrors=_list_from_environment("LAMINA_REGISTRY_MIRRORS", (), ","),
             rootless_uid=uid,
             userns_remap=(userns_remap if userns_remap is not None else os.environ.get("LAMINA_USERNS_REMAP", "")),
+            userns_remap_layers=(userns_remap_layers or os.environ.get("LAMINA_USERNS_REMAP_LAYERS") or "auto"),
         )

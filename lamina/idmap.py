@@ -23,6 +23,13 @@ a file owned by 0 on disk shows as ``host_id`` through it.  overlayfs (5.19+) ta
 mounts as lower layers through ``/proc/self/fd/N``; the overlay mount itself cannot be
 idmapped (EINVAL on 6.18).  Whether the kernel and the data root's filesystem allow idmapped
 mounts is probed once per boot (:func:`idmapped_mounts_problem`, cached under the exec root).
+
+Where idmapped mounts are missing (an old kernel, a data root whose filesystem refuses
+``MOUNT_ATTR_IDMAP``, the vfs driver), the layers are seen through *chowned copies* instead,
+Docker's way (:mod:`lamina.graphdriver.remapcopy`, ``<data-root>/<uid>.<gid>/``).  Which one an
+engine uses (:attr:`Remap.layers`) is chosen at its start by :func:`open_remap` from
+``--userns-remap-layers`` (:data:`LAYER_MODES`): ``auto`` (idmapped mounts where the probe
+says they work, else copies), ``idmap`` (idmapped mounts or a clear error) or ``copy``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from lamina import sys as lsys
 from lamina.records import dataclass
 
 __all__ = ["IDMap", "IdentityMapping", "Remap", "open_remap", "DEFAULT_REMAP_USER", "SUBUID_FILE", "SUBGID_FILE", "parse_remap",
-           "resolve_remap", "read_ranges", "userns_fd", "idmapped_tree", "idmapped_mounts_problem"]
+           "resolve_remap", "read_ranges", "userns_fd", "idmapped_tree", "idmapped_mounts_problem", "LAYER_MODES"]
 
 DEFAULT_REMAP_USER = "dockremap"
 SUBUID_FILE = "/etc/subuid"
@@ -46,6 +53,11 @@ SUBGID_FILE = "/etc/subgid"
 _DEFAULT_RANGE_START = 100000
 _DEFAULT_RANGE_SIZE = 65536
 _PROBE_FILE = "idmapped-mounts"  # under the exec root (a tmpfs: cleared at boot)
+# --userns-remap-layers: how a remapped container sees the image's layers
+LAYER_MODES = ("auto", "idmap", "copy")
+# drivers whose layers can be seen through chowned copies (fuse-overlayfs diffs compare mounted
+# trees, which the copies would not show: not yet)
+_COPY_DRIVERS = ("overlay2", "vfs")
 
 
 @dataclass(frozen=True)
@@ -134,31 +146,53 @@ class IdentityMapping:
 
 @dataclass(frozen=True)
 class Remap:
-    """A remapped engine's settings, resolved at its start (:func:`open_remap`)."""
+    """A remapped engine's settings, resolved at its start (:func:`open_remap`).  ``layers``:
+    ``idmap`` (the layers are seen through idmapped mounts) or ``copy`` (through chowned
+    copies); ``copy_reason`` says why copies are used."""
 
     user: str
     group: str
     mapping: IdentityMapping
+    layers: str = "idmap"
+    copy_reason: str = ""
+
+    @property
+    def layer_copies(self) -> bool:
+        return self.layers == "copy"
 
     def describe(self) -> str:
-        """``name=userns`` details for ``docker info``'s SecurityOptions."""
-        return f"name=userns,user={self.user},group={self.group},idmap=mounts"
+        """``name=userns`` details for ``docker info``'s SecurityOptions: ``idmap=mounts`` or
+        ``idmap=copy``."""
+        return f"name=userns,user={self.user},group={self.group},idmap={'copy' if self.layer_copies else 'mounts'}"
 
 
-def open_remap(value: str, layer_home: str, exec_root: str, driver_name: str) -> Remap:
-    """The engine's :class:`Remap` for ``--userns-remap value``, or a clear error: the user, its
-    ranges, the storage driver (overlay2: its lower layers are idmapped) and the kernel's
-    idmapped mounts (probed once per boot).  Docker's chowned copy of every layer per remap
-    root is not implemented: where idmapped mounts are missing, remap is refused."""
+def open_remap(value: str, layer_home: str, exec_root: str, driver_name: str, layers: str = "auto") -> Remap:
+    """The engine's :class:`Remap` for ``--userns-remap value`` and ``--userns-remap-layers
+    layers``, or a clear error: the user, its ranges, the storage driver and, unless copies are
+    asked for, the kernel's idmapped mounts (probed once per boot).  ``auto`` falls back to
+    chowned copies where idmapped mounts are missing; ``idmap`` refuses then."""
+    if layers not in LAYER_MODES:
+        raise errdefs.InvalidArgument(f"invalid --userns-remap-layers value {layers!r}: "
+                                      f"expected {', '.join(LAYER_MODES)}")
     user, group, mapping = resolve_remap(value)
-    if driver_name != "overlay2":
-        raise errdefs.FailedPrecondition(f"--userns-remap needs the overlay2 storage driver (its lower layers are "
-                                         f"seen through idmapped mounts); this engine uses {driver_name}")
+    if driver_name not in _COPY_DRIVERS:
+        raise errdefs.FailedPrecondition(f"--userns-remap needs the overlay2 storage driver (idmapped mounts or "
+                                         f"chowned copies of its layers) or vfs (chowned copies); this engine "
+                                         f"uses {driver_name}")
+    if driver_name == "vfs":
+        if layers == "idmap":
+            raise errdefs.FailedPrecondition("--userns-remap-layers idmap needs the overlay2 storage driver: vfs "
+                                             "layers are plain directories that cannot be idmapped (use copy or auto)")
+        return Remap(user, group, mapping, "copy", "the vfs driver cannot use idmapped mounts")
+    if layers == "copy":
+        return Remap(user, group, mapping, "copy", "--userns-remap-layers copy")
     problem = idmapped_mounts_problem(layer_home, exec_root)
-    if problem is not None:
-        raise errdefs.FailedPrecondition(f"--userns-remap needs idmapped mounts, which are unavailable here: {problem} "
-                                         "(lamina has no chowned-copy fallback)")
-    return Remap(user, group, mapping)
+    if problem is None:
+        return Remap(user, group, mapping, "idmap")
+    if layers == "idmap":
+        raise errdefs.FailedPrecondition(f"--userns-remap-layers idmap: idmapped mounts are unavailable here: "
+                                         f"{problem} (use copy or auto for chowned copies of the layers)")
+    return Remap(user, group, mapping, "copy", f"idmapped mounts are unavailable: {problem}")
 
 
 def _contiguous(maps: tuple[IDMap, ...]) -> int:

@@ -14,7 +14,10 @@ and the same for gids from ``/etc/subgid``.  Every later ``lamina`` (CLI in-proc
 on the mount namespace, then back to its working directory.  The monitors, forked by the
 process that started the container, live inside too; overlay mounts made there are visible
 only there, and go away with the namespace when the pause process and every monitor are gone.
-The network namespace is not unshared: ``--network host`` is the user's host network.
+The network namespace is not unshared: ``--network host`` is the user's host network.  Where
+the host delegates a cgroup v2 subtree to the user, the pause process lives in the leaf
+``<delegated>/lamina/pause`` and the lamina processes in ``<delegated>/lamina/engine``
+(:mod:`lamina.runtime.delegation`).
 
 On-disk format (``<exec-root>`` is ``$XDG_RUNTIME_DIR/lamina``, mode 0700)::
 
@@ -171,8 +174,9 @@ def _setns(pid: int) -> None:
             os.close(fd)
 
 
-def _spawn_pause(uid: int, gid: int) -> int:
-    """Fork the pause process, map its user namespace; its pid."""
+def _spawn_pause(uid: int, gid: int, cgroup: str | None = None) -> int:
+    """Fork the pause process, map its user namespace; its pid.  ``cgroup``: the directory
+    of the cgroup v2 leaf it moves into first (a delegated cgroup's ``lamina/pause``)."""
     mapping = _mapping(uid, gid)
     import subprocess
 
@@ -188,6 +192,8 @@ def _spawn_pause(uid: int, gid: int) -> int:
             os.close(go_write)
             os.close(exec_read)
             os.setsid()
+            if cgroup is not None:
+                _enter_cgroup(cgroup)
             from lamina import sys as lsys
 
             lsys.unshare(_CLONE_NEWUSER | _CLONE_NEWNS)
@@ -236,8 +242,22 @@ def _spawn_pause(uid: int, gid: int) -> int:
     return pid
 
 
-def join(exec_root: str, uid: int, gid: int) -> None:
-    """Enter this user's rootless namespaces, making the pause process first if needed.
+def _enter_cgroup(directory: str) -> None:
+    """Move the calling process into the cgroup ``directory``; where that fails it stays in
+    its parent's cgroup (a delegated leaf too: containers' limits do not depend on it)."""
+    try:
+        fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def join(exec_root: str, uid: int, gid: int, pause_cgroup: str | None = None) -> None:
+    """Enter this user's rootless namespaces, making the pause process first if needed (in
+    the cgroup directory ``pause_cgroup`` when given: :mod:`lamina.runtime.delegation`).
 
     The calling process must be single-threaded (``setns`` into a user namespace).  Afterwards
     it runs as uid 0 inside, in its previous working directory, with
@@ -254,7 +274,7 @@ def join(exec_root: str, uid: int, gid: int) -> None:
         with fsutil.file_lock(os.path.join(exec_root, _LOCK_FILE)):
             pid = pause_pid(exec_root, uid)
             if pid is None:
-                pid = _spawn_pause(uid, gid)
+                pid = _spawn_pause(uid, gid, pause_cgroup)
                 fsutil.atomic_replace(os.path.join(exec_root, PID_FILE), f"{pid}\n", 0o600)
     try:
         directory: str | None = os.getcwd()

@@ -25,7 +25,14 @@ to v2 like Docker does, sockets skipped.  Unlike Docker (which exports only
 ``security.capability``), every xattr except the overlay-internal ``trusted.overlay.*``/``user.overlay.*`` ones is
 exported, so ``user.*`` attributes survive a commit.
 
-:func:`copy_tree` copies a tree with full fidelity (the vfs driver's layer copy).
+:func:`copy_tree` copies a tree with full fidelity (the vfs driver's layer copy; with ``owner``,
+the chowned copies of ``--userns-remap``: every owner shifted, modes set after the chown so
+setuid and setgid bits survive it, xattrs set last so ``security.capability`` does too).  A
+sparse file stays sparse (its data segments are copied, found with ``SEEK_DATA``/``SEEK_HOLE``).
+
+``owner`` in :func:`tree_changes` and :func:`overlay_changes` translates the ids of the *new*
+tree (a remapped container's read-write layer, holding host ids) into those of the old one
+before they are compared.
 """
 
 from __future__ import annotations
@@ -49,10 +56,21 @@ from lamina.archive.api import (
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 
 __all__ = ["overlay_changes", "tree_changes", "export_tree", "export_changes", "copy_tree",
-           "copy_file_at", "copy_content", "is_whiteout_device", "read_xattrs"]
+           "copy_file_at", "copy_content", "is_whiteout_device", "read_xattrs", "UnmappedOwner"]
 
 # (uid, gid) on disk -> (uid, gid) in a tar
 Owner = Callable[[int, int], tuple[int, int]]
+# (uid, gid) in the source tree -> (uid, gid) of the copy; None: ids the copy cannot have
+CopyOwner = Callable[[int, int], "tuple[int, int] | None"]
+
+
+class UnmappedOwner(errdefs.InvalidArgument):
+    """A file :func:`copy_tree` was told to shift is owned by ids outside the mapping; ``path``
+    is relative to the copied tree."""
+
+    def __init__(self, path: str, uid: int, gid: int) -> None:
+        super().__init__(f"/{path} is owned by uid {uid} gid {gid}, which the mapping does not cover")
+        self.path, self.uid, self.gid = path, uid, gid
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
 
@@ -180,12 +198,14 @@ def _add_parents(changes: list[Change]) -> list[Change]:
     return changes
 
 
-def overlay_changes(upper_dir: str, lower_dirs: list[str]) -> list[Change]:
+def overlay_changes(upper_dir: str, lower_dirs: list[str], owner: Owner | None = None) -> list[Change]:
     """Changes recorded in an overlay upper dir against its lower dirs (nearest first).
 
     Reads only the upper dir (and looks paths up in the lowers); the result is what
     :func:`tree_changes` would report for the merged view, except below an opaque directory,
     whose content is all ADD (the lower content it hides is not listed as deleted).
+    ``owner``: see the module docstring (a copied-up directory of a remapped container is
+    not a change).
     """
     changes: list[Change] = []
     opaque_prefixes: list[str] = []
@@ -208,7 +228,7 @@ def overlay_changes(upper_dir: str, lower_dirs: list[str]) -> list[Change]:
                 changes.append(Change(path, ChangeKind.ADD if lower is None else ChangeKind.MODIFY))
             elif lower is None:
                 changes.append(Change(path, ChangeKind.ADD))
-            elif _directory_differs(lower[1], info, xattrs, lower[0], relative):
+            elif _directory_differs(lower[1], info, xattrs, lower[0], relative, owner):
                 changes.append(Change(path, ChangeKind.MODIFY))
     except OSError as exc:
         raise fsutil.system_error(f"reading the changes of {upper_dir}", exc) from exc
@@ -218,8 +238,9 @@ def overlay_changes(upper_dir: str, lower_dirs: list[str]) -> list[Change]:
 
 
 def _directory_differs(lower: os.stat_result, upper: os.stat_result, upper_xattrs: dict[str, bytes],
-                       lower_dir: str, relative: str) -> bool:
-    if (lower.st_mode, lower.st_uid, lower.st_gid) != (upper.st_mode, upper.st_uid, upper.st_gid):
+                       lower_dir: str, relative: str, owner: Owner | None) -> bool:
+    upper_ids = (upper.st_uid, upper.st_gid) if owner is None else owner(upper.st_uid, upper.st_gid)
+    if (lower.st_mode, lower.st_uid, lower.st_gid) != (upper.st_mode, *upper_ids):
         return True
     ours = {key: value for key, value in upper_xattrs.items() if not is_overlay_xattr(key)}
     theirs = {key: value for key, value in read_xattrs(os.path.join(lower_dir, relative)).items()
@@ -227,9 +248,10 @@ def _directory_differs(lower: os.stat_result, upper: os.stat_result, upper_xattr
     return ours != theirs
 
 
-def _different(old: os.stat_result, new: os.stat_result, old_dir: int, new_dir: int, name: str) -> bool:
-    if (old.st_mode != new.st_mode or old.st_uid != new.st_uid or old.st_gid != new.st_gid
-            or old.st_rdev != new.st_rdev):
+def _different(old: os.stat_result, new: os.stat_result, old_dir: int, new_dir: int, name: str,
+               owner: Owner | None = None) -> bool:
+    new_ids = (new.st_uid, new.st_gid) if owner is None else owner(new.st_uid, new.st_gid)
+    if old.st_mode != new.st_mode or (old.st_uid, old.st_gid) != new_ids or old.st_rdev != new.st_rdev:
         return True
     if not stat.S_ISDIR(old.st_mode):
         if not _same_time(old.st_mtime_ns, new.st_mtime_ns) or old.st_size != new.st_size:
@@ -253,8 +275,9 @@ def _listing(fd: int) -> dict[str, os.stat_result]:
     return result
 
 
-def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
-    """Docker's naive changes of the tree ``new_root`` against ``old_root`` (None: empty)."""
+def tree_changes(new_root: str, old_root: str | None, owner: Owner | None = None) -> list[Change]:
+    """Docker's naive changes of the tree ``new_root`` against ``old_root`` (None: empty);
+    ``owner``: see the module docstring."""
     changes: list[Change] = []
     new_root_fd = _open_root(new_root)
     old_root_fd = _open_root(old_root) if old_root is not None else None
@@ -277,7 +300,7 @@ def tree_changes(new_root: str, old_root: str | None) -> list[Change]:
                         changes.append(Change(path, ChangeKind.ADD))
                     elif (old_info.st_dev, old_info.st_ino) == (new_info.st_dev, new_info.st_ino):
                         continue            # the very same inode: nothing below can differ
-                    elif _different(old_info, new_info, old_dir, new_dir, name):  # type: ignore[arg-type]
+                    elif _different(old_info, new_info, old_dir, new_dir, name, owner):  # type: ignore[arg-type]
                         changes.append(Change(path, ChangeKind.MODIFY))
                     if stat.S_ISDIR(new_info.st_mode):
                         pending.append((child, old_info is not None and stat.S_ISDIR(old_info.st_mode)))
@@ -468,17 +491,38 @@ def copy_content(source_fd: int, destination_fd: int, size: int) -> None:
         remaining -= copied
 
 
+def _copy_sparse(source_fd: int, destination_fd: int, size: int) -> None:
+    """Copy the data segments of a sparse file, leaving its holes holes."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(source_fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break       # only a hole is left
+            raise
+        end = min(os.lseek(source_fd, start, os.SEEK_HOLE), size)
+        os.lseek(source_fd, start, os.SEEK_SET)
+        os.lseek(destination_fd, start, os.SEEK_SET)
+        copy_content(source_fd, destination_fd, end - start)
+        offset = end
+    os.ftruncate(destination_fd, size)
+
+
 def copy_file_at(source_dir: int, target_dir: int, name: str, info: os.stat_result,
                  set_metadata: Callable[[int, int, os.stat_result], None]) -> None:
     """Copy the regular file ``name`` of ``source_dir`` (``info`` its lstat) to a new file
     ``name`` in ``target_dir``, neither followed if a symlink, then ``set_metadata(source fd,
-    target fd, info)`` while both are open."""
+    target fd, info)`` while both are open.  A sparse source gives a sparse copy."""
     source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_dir)
     try:
         target = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                          dir_fd=target_dir)
         try:
-            copy_content(source, target, info.st_size)
+            if info.st_blocks * 512 < info.st_size:
+                _copy_sparse(source, target, info.st_size)
+            else:
+                copy_content(source, target, info.st_size)
             set_metadata(source, target, info)
         finally:
             os.close(target)
@@ -486,31 +530,89 @@ def copy_file_at(source_dir: int, target_dir: int, name: str, info: os.stat_resu
         os.close(source)
 
 
-def _copy_metadata(source: int, target: int, info: os.stat_result) -> None:
-    _apply_metadata_fd(target, info, read_xattrs(source))
-    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+class _Copier:
+    """The state of one :func:`copy_tree`: hardlinks seen, directories whose times are set
+    last, and the owners of the copy."""
+
+    def __init__(self, destination_fd: int, owner: CopyOwner | None) -> None:
+        self.destination_fd = destination_fd
+        self.owner = owner
+        self.hardlinks: dict[tuple[int, int], str] = {}
+        self.directories: list[tuple[str, os.stat_result]] = []
+
+    def ids(self, info: os.stat_result, path: str) -> tuple[int, int]:
+        if self.owner is None:
+            return info.st_uid, info.st_gid
+        ids = self.owner(info.st_uid, info.st_gid)
+        if ids is None:
+            raise UnmappedOwner(path, info.st_uid, info.st_gid)
+        return ids
+
+    def metadata_fd(self, fd: int, info: os.stat_result, xattrs: dict[str, bytes], path: str) -> None:
+        os.fchown(fd, *self.ids(info, path))
+        os.fchmod(fd, stat.S_IMODE(info.st_mode))  # after the chown, which clears setuid and setgid
+        for key, value in xattrs.items():
+            os.setxattr(fd, key, value)
+
+    def metadata_at(self, dir_fd: int, name: str, info: os.stat_result, xattrs: dict[str, bytes], path: str) -> None:
+        os.chown(name, *self.ids(info, path), dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISLNK(info.st_mode):
+            os.chmod(name, stat.S_IMODE(info.st_mode), dir_fd=dir_fd)
+        link = f"/proc/self/fd/{dir_fd}/{name}"
+        for key, value in xattrs.items():
+            os.setxattr(link, key, value, follow_symlinks=False)
+        os.utime(name, ns=(info.st_atime_ns, info.st_mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+
+    def entry(self, src_dir: int, dst_dir: int, name: str, child: str, pending: list[str]) -> None:
+        info = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+        mode = info.st_mode
+        if stat.S_ISDIR(mode):
+            try:
+                os.mkdir(name, 0o700, dir_fd=dst_dir)
+            except FileExistsError:
+                pass
+            sub_src = os.open(name, _DIRECTORY_FLAGS, dir_fd=src_dir)
+            try:
+                sub_dst = os.open(name, _DIRECTORY_FLAGS, dir_fd=dst_dir)
+                try:
+                    self.metadata_fd(sub_dst, info, read_xattrs(sub_src), child)
+                finally:
+                    os.close(sub_dst)
+            finally:
+                os.close(sub_src)
+            self.directories.append((child, info))
+            pending.append(child)
+            return
+        if stat.S_ISSOCK(mode):
+            return
+        if info.st_nlink > 1:
+            key = (info.st_dev, info.st_ino)
+            first = self.hardlinks.get(key)
+            if first is not None:
+                os.link(first, name, src_dir_fd=self.destination_fd, dst_dir_fd=dst_dir, follow_symlinks=False)
+                return
+            self.hardlinks[key] = child
+        if stat.S_ISREG(mode):
+            def set_metadata(source: int, target: int, info: os.stat_result) -> None:
+                self.metadata_fd(target, info, read_xattrs(source), child)
+                os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+            copy_file_at(src_dir, dst_dir, name, info, set_metadata)
+            return
+        if stat.S_ISLNK(mode):
+            os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(name, 0o600, dir_fd=dst_dir)
+        else:
+            os.mknod(name, (mode & ~0o7777) | 0o600, info.st_rdev, dir_fd=dst_dir)
+        self.metadata_at(dst_dir, name, info, _xattrs_at(src_dir, name), child)
 
 
-def _apply_metadata_fd(fd: int, info: os.stat_result, xattrs: dict[str, bytes]) -> None:
-    os.fchown(fd, info.st_uid, info.st_gid)
-    os.fchmod(fd, stat.S_IMODE(info.st_mode))
-    for key, value in xattrs.items():
-        os.setxattr(fd, key, value)
-
-
-def _apply_metadata_at(dir_fd: int, name: str, info: os.stat_result, xattrs: dict[str, bytes]) -> None:
-    os.chown(name, info.st_uid, info.st_gid, dir_fd=dir_fd, follow_symlinks=False)
-    if not stat.S_ISLNK(info.st_mode):
-        os.chmod(name, stat.S_IMODE(info.st_mode), dir_fd=dir_fd)
-    path = f"/proc/self/fd/{dir_fd}/{name}"
-    for key, value in xattrs.items():
-        os.setxattr(path, key, value, follow_symlinks=False)
-    os.utime(name, ns=(info.st_atime_ns, info.st_mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
-
-
-def copy_tree(source: str, destination: str) -> None:
+def copy_tree(source: str, destination: str, *, owner: CopyOwner | None = None) -> None:
     """Copy ``source`` into ``destination`` (created if missing) with owners, modes, xattrs,
-    times (ns), hardlinks, symlinks, devices and fifos; sockets are skipped."""
+    times (ns), hardlinks, symlinks, devices and fifos; sockets are skipped.  Nothing is
+    followed: every entry is reached through its parent's descriptor.  ``owner`` gives each
+    entry's owner in the copy; an entry it cannot map raises :class:`UnmappedOwner`."""
     source_fd = _open_root(source)
     try:
         os.makedirs(destination, exist_ok=True)
@@ -518,12 +620,11 @@ def copy_tree(source: str, destination: str) -> None:
     except OSError as exc:
         os.close(source_fd)
         raise fsutil.system_error(f"creating {destination}", exc) from exc
-    hardlinks: dict[tuple[int, int], str] = {}
-    directories: list[tuple[str, os.stat_result]] = []
+    copier = _Copier(destination_fd, owner)
     try:
         root_info = os.fstat(source_fd)
-        _apply_metadata_fd(destination_fd, root_info, read_xattrs(source_fd))
-        directories.append(("", root_info))
+        copier.metadata_fd(destination_fd, root_info, read_xattrs(source_fd), "")
+        copier.directories.append(("", root_info))
         pending = [""]
         while pending:
             relative = pending.pop()
@@ -535,12 +636,11 @@ def copy_tree(source: str, destination: str) -> None:
                 raise
             try:
                 for name in _sorted_names(src_dir):
-                    child = f"{relative}/{name}" if relative else name
-                    _copy_entry(src_dir, dst_dir, name, child, destination_fd, hardlinks, directories, pending)
+                    copier.entry(src_dir, dst_dir, name, f"{relative}/{name}" if relative else name, pending)
             finally:
                 os.close(src_dir)
                 os.close(dst_dir)
-        for relative, info in reversed(directories):
+        for relative, info in reversed(copier.directories):
             os.utime(relative or ".", ns=(info.st_atime_ns, info.st_mtime_ns), dir_fd=destination_fd,
                      follow_symlinks=False)
     except OSError as exc:
@@ -548,46 +648,3 @@ def copy_tree(source: str, destination: str) -> None:
     finally:
         os.close(source_fd)
         os.close(destination_fd)
-
-
-def _copy_entry(src_dir: int, dst_dir: int, name: str, child: str, destination_fd: int,
-                hardlinks: dict[tuple[int, int], str], directories: list[tuple[str, os.stat_result]],
-                pending: list[str]) -> None:
-    info = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
-    mode = info.st_mode
-    if stat.S_ISDIR(mode):
-        try:
-            os.mkdir(name, 0o700, dir_fd=dst_dir)
-        except FileExistsError:
-            pass
-        sub_src = os.open(name, _DIRECTORY_FLAGS, dir_fd=src_dir)
-        try:
-            sub_dst = os.open(name, _DIRECTORY_FLAGS, dir_fd=dst_dir)
-            try:
-                _apply_metadata_fd(sub_dst, info, read_xattrs(sub_src))
-            finally:
-                os.close(sub_dst)
-        finally:
-            os.close(sub_src)
-        directories.append((child, info))
-        pending.append(child)
-        return
-    if stat.S_ISSOCK(mode):
-        return
-    if info.st_nlink > 1:
-        key = (info.st_dev, info.st_ino)
-        first = hardlinks.get(key)
-        if first is not None:
-            os.link(first, name, src_dir_fd=destination_fd, dst_dir_fd=dst_dir, follow_symlinks=False)
-            return
-        hardlinks[key] = child
-    if stat.S_ISREG(mode):
-        copy_file_at(src_dir, dst_dir, name, info, _copy_metadata)
-        return
-    if stat.S_ISLNK(mode):
-        os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)
-    elif stat.S_ISFIFO(mode):
-        os.mkfifo(name, 0o600, dir_fd=dst_dir)
-    else:
-        os.mknod(name, (mode & ~0o7777) | 0o600, info.st_rdev, dir_fd=dst_dir)
-    _apply_metadata_at(dst_dir, name, info, _xattrs_at(src_dir, name))

@@ -22,6 +22,7 @@ class GlobalOptions:
     log_level: str | None = None
     host: str | None = None
     userns_remap: str | None = None
+    userns_remap_layers: str | None = None
 
 
 def is_terminal(stream: Any) -> bool:
@@ -47,7 +48,8 @@ class Context:
         return EngineConfig.from_environment(data_root=self.options.data_root,
                                              storage_driver=self.options.storage_driver,
                                              log_level=self.options.log_level,
-                                             userns_remap=self.options.userns_remap)
+                                             userns_remap=self.options.userns_remap,
+                                             userns_remap_layers=self.options.userns_remap_layers)
 
     @property
     def transport(self) -> "Transport":

@@ -131,7 +131,7 @@ GROUPS = {"container": "Manage containers", "image": "Manage images", "system": 
           "volume": "Manage volumes", "network": "Manage networks"}
 
 _GLOBAL_VALUE_OPTIONS = frozenset({"--data-root", "--storage-driver", "--log-level", "-H", "--host",
-                                   "--userns-remap"})
+                                   "--userns-remap", "--userns-remap-layers"})
 
 
 def find_command(words: Sequence[str]) -> Command | None:
@@ -200,6 +200,11 @@ def _global_parser() -> argparse.ArgumentParser:
                         help="run containers in user namespaces mapped to USER's ranges in /etc/subuid "
                              "and /etc/subgid (default: the dockremap user, made when missing; "
                              "env LAMINA_USERNS_REMAP)")
+    parser.add_argument("--userns-remap-layers", choices=("auto", "idmap", "copy"),
+                        help="how remapped containers see the image's layers: idmapped mounts (idmap), "
+                             "chowned copies under <data-root>/<uid>.<gid>/ (copy), or idmapped mounts where "
+                             "the kernel and filesystem allow them, else copies (auto, the default; "
+                             "env LAMINA_USERNS_REMAP_LAYERS)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), type=str.lower,
                         help="log level on stderr (env LAMINA_LOG_LEVEL, default warning)")
     parser.add_argument("-H", "--host", metavar="HOST",
@@ -383,7 +388,8 @@ def _run(arguments: list[str], context: Context) -> int:
         return _exit_status(exit)
     context.options = GlobalOptions(data_root=options.data_root, storage_driver=options.storage_driver,
                                     log_level=options.log_level, host=options.host,
-                                    userns_remap=options.userns_remap)
+                                    userns_remap=options.userns_remap,
+                                    userns_remap_layers=options.userns_remap_layers)
     _configure_logging(options.log_level)
 
     if not words or words[0] == "help":
@@ -429,10 +435,13 @@ def _enter_rootless() -> None:
     (:mod:`lamina.rootless`): join them before anything touches the store."""
     from lamina.config import default_exec_root
     from lamina.rootless import join
+    from lamina.runtime.delegation import PAUSE_LEAF, enter
 
     uid = os.geteuid()
     try:
-        join(os.environ.get("LAMINA_EXEC_ROOT") or default_exec_root(uid), uid, os.getegid())
+        exec_root = os.environ.get("LAMINA_EXEC_ROOT") or default_exec_root(uid)
+        delegation = enter(exec_root)  # a delegated cgroup: this process moves into its engine leaf
+        join(exec_root, uid, os.getegid(), delegation.leaf(PAUSE_LEAF) if delegation else None)
     except (errdefs.InvalidArgument, errdefs.FailedPrecondition) as exc:
         raise CommandError(f"rootless lamina: {exc}", EXIT_ROOTLESS) from exc
 

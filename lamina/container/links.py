@@ -16,10 +16,26 @@ container then gets, as in Docker:
   is the alias upper-cased, ``-`` as ``_``.
 
 The target is found by name at start (a renamed target breaks the link: Docker follows it).
+
+On a user-defined network a link is an alias of the target *for this container only*
+(Docker's ``EndpointSettings.Links``, ``docker run --network NET --link web:alias``): no
+variables, no check of the target at create or start (Docker accepts a target that does not
+exist, is not running or is on another network: the alias then does not resolve).  Docker's
+embedded resolver answers such aliases per client; aardvark-dns cannot, so lamina writes them
+to ``/etc/hosts`` at each start: ``IP\talias [name]`` (the target's address on the shared
+network, its name when the alias differs) for each target running on that network then.  A
+``HostConfig.Links`` given with a user-defined network mode (docker-py's ``links=``) moves to
+the primary network's ``EndpointsConfig.Links`` at create (:func:`on_user_network`), where the
+docker CLI puts it; ``HostConfig.Links`` is then empty, as Docker's inspect shows it.  A target
+that starts after its linker, or again with another address, is followed as Docker's resolver
+follows it: its monitor rewrites, in place, the lines of that link in the ``/etc/hosts`` of the
+running containers linking to it (:func:`update_linkers`; the links are kept in the linkers'
+sandbox records).  A target that stops leaves its line (Docker's resolver stops answering).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -27,7 +43,15 @@ from lamina import errdefs
 from lamina.network.api import DEFAULT_BRIDGE
 from lamina.records import dataclass
 
-__all__ = ["Link", "LinkTarget", "parse", "check", "stored", "resolve", "environment", "hosts_lines"]
+__all__ = ["Link", "LinkTarget", "parse", "check", "stored", "resolve", "environment", "hosts_lines",
+           "on_user_network", "user_network_hosts_lines", "as_target_entries", "update_hosts", "update_linkers",
+           "USER_NETWORK_ONLY"]
+
+USER_NETWORK_ONLY = "links are only supported for user-defined networks"
+
+
+def _user_defined(mode: str) -> bool:
+    return mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:")
 
 
 class LinkTarget(Protocol):
@@ -90,10 +114,10 @@ def check(host: Mapping[str, Any], lookup: Callable[[str], LinkTarget]) -> list[
     if mode == "host":
         raise errdefs.InvalidArgument("conflicting options: host type networking can't be used with links. "
                                       "This would result in undefined behavior")
-    if mode not in ("default", "bridge"):
+    if mode not in ("default", "bridge"):  # a user-defined network's moved to its endpoint already
         raise errdefs.InvalidArgument(
-            f"lamina supports legacy links (--link) on the default bridge network only, not with network mode "
-            f"{mode}: on a user-defined network containers resolve each other by name (and --network-alias)")
+            f"lamina supports links (--link) on the default bridge network and on user-defined networks, not "
+            f"with network mode {mode}")
     checked = []
     for spec in links:
         name, alias = parse(spec)
@@ -106,6 +130,122 @@ def check(host: Mapping[str, Any], lookup: Callable[[str], LinkTarget]) -> list[
                                           "This would result in undefined behavior")
         checked.append((target.name, alias))
     return checked
+
+
+def _link_list(value: Any, where: str) -> list[str]:
+    if not value:
+        return []
+    if not isinstance(value, list):
+        raise errdefs.InvalidArgument(f"{where} must be a list of strings")
+    for spec in value:
+        parse(spec)
+    return [str(spec) for spec in value]
+
+
+def on_user_network(host: dict[str, Any], networking: Mapping[str, Any]) -> dict[str, Any]:
+    """The create's ``NetworkingConfig`` with the links of user-defined networks checked (their
+    format; not their targets, as Docker) and ``HostConfig.Links`` of a user-defined network
+    mode moved to the primary network's ``EndpointsConfig.Links`` (``host["Links"]`` is then
+    None).  Links of the default bridge in ``EndpointsConfig`` are refused, as by the docker CLI."""
+    endpoints = networking.get("EndpointsConfig") or {}
+    if not isinstance(endpoints, Mapping):
+        return dict(networking)  # refused by the network checks, with their message
+    mode = str(host.get("NetworkMode") or "default")
+    changed = {}
+    for name, endpoint in endpoints.items():
+        if isinstance(endpoint, Mapping) and endpoint.get("Links"):
+            if not _user_defined(name):
+                raise errdefs.InvalidArgument(f"{USER_NETWORK_ONLY} (EndpointsConfig.{name}.Links)")
+            _link_list(endpoint["Links"], f"EndpointsConfig.{name}.Links")
+    if _user_defined(mode) and host.get("Links"):
+        given = _link_list(host["Links"], "HostConfig.Links")
+        endpoint = dict(endpoints.get(mode) or {})
+        # the docker CLI sends both: one entry per link
+        endpoint["Links"] = list(dict.fromkeys([*(endpoint.get("Links") or []), *given]))
+        changed[mode] = endpoint
+        host["Links"] = None
+    if not changed:
+        return dict(networking)
+    return {**networking, "EndpointsConfig": {**endpoints, **changed}}
+
+
+def user_network_hosts_lines(networks: Mapping[str, Any], own: Mapping[str, Any] | None,
+                             lookup: Callable[[str], LinkTarget],
+                             sandbox: Callable[[str], Mapping[str, Any] | None]) -> str:
+    """The ``/etc/hosts`` lines of the links of user-defined networks at a start: ``networks``
+    is the container's ``NetworkSettings.Networks`` (``Links`` per network), ``own`` its sandbox
+    record; a target that is gone, not running or not on that network gets no line."""
+    lines = ""
+    own_endpoints = (own or {}).get("Endpoints") or {}
+    for network_name, settings in networks.items():
+        specs = (settings or {}).get("Links") or []
+        endpoint = own_endpoints.get(network_name)
+        if not specs or not endpoint:
+            continue
+        for spec in specs:
+            name, alias = parse(spec)
+            try:
+                target = lookup(name)
+            except errdefs.NotFound:
+                continue
+            if not target.state.get("Running"):
+                continue
+            shared = [other for other in ((sandbox(target.id) or {}).get("Endpoints") or {}).values()
+                      if other.get("NetworkID") == endpoint["NetworkID"]]
+            if not shared:
+                continue
+            names = _names(alias, target.name.lstrip("/"))
+            for address in (shared[0].get("IPAddress"), shared[0].get("GlobalIPv6Address")):
+                if address:
+                    lines += f"{address}\t{names}\n"
+    return lines
+
+
+def _names(alias: str, target_name: str) -> str:
+    return alias if alias == target_name else f"{alias} {target_name}"
+
+
+def as_target_entries(this_id: str, this_name: str, own: Mapping[str, Any], network: str,
+                      specs: list[str]) -> dict[str, list[str]]:
+    """For a container starting (``this``, its sandbox record ``own``): the ``/etc/hosts``
+    entries a linker's ``specs`` on ``network`` want of it, names -> addresses (the link's
+    target is this container's name or id)."""
+    name = this_name.lstrip("/")
+    endpoint = ((own.get("Endpoints") or {}).get(network)) or {}
+    addresses = [address for address in (endpoint.get("IPAddress"), endpoint.get("GlobalIPv6Address")) if address]
+    entries: dict[str, list[str]] = {}
+    for spec in specs:
+        target, alias = parse(spec)
+        if addresses and (target == name or (len(target) >= 12 and this_id.startswith(target))):
+            entries[_names(alias, name)] = addresses
+    return entries
+
+
+def update_linkers(this_id: str, this_name: str, own: Mapping[str, Any], linkers: list[tuple[str, str, list[str]]],
+                   directory: Callable[[str], str]) -> None:
+    """For a container starting: rewrite the lines naming it in the ``hosts`` file (in
+    ``directory(id)``) of each of ``linkers`` (container id, network name, its links there)."""
+    for other_id, network, specs in linkers:
+        entries = as_target_entries(this_id, this_name, own, network, specs)
+        if entries:
+            try:
+                update_hosts(os.path.join(directory(other_id), "hosts"), entries)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+
+
+def update_hosts(path: str, entries: Mapping[str, list[str]]) -> None:
+    """Rewrite, in place (the file is bind-mounted into a running container), the lines of
+    ``entries``' names in the ``/etc/hosts`` at ``path`` with their new addresses."""
+    import fcntl
+
+    with open(path, "r+", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        kept = [line for line in handle.read().splitlines() if line.partition("\t")[2] not in entries]
+        kept.extend(f"{address}\t{names}" for names, addresses in entries.items() for address in addresses)
+        handle.seek(0)
+        handle.truncate()
+        handle.write("".join(line + "\n" for line in kept))
 
 
 def stored(checked: list[tuple[str, str]], this_name: str) -> list[str] | None:

@@ -13,6 +13,8 @@ Vocabulary:
 On-disk layout of overlay2 (Docker's): ``<root>/overlay2/<id>/{diff,link,lower,work,merged}``
 with ``<root>/overlay2/l/<short-id> -> ../<id>/diff`` short links used in ``lowerdir`` so
 that long chains fit in a page of mount options.  vfs: ``<root>/vfs/dir/<id>``.
+``--userns-remap`` without idmapped mounts: chowned copies of overlay2 layers under
+``<root>/<uid>.<gid>/overlay2/`` (:mod:`lamina.graphdriver.remapcopy`), removed with their layer.
 Work in progress: a layer directory is created under a temporary name
 (``<id>-incomplete``) and renamed into place when complete; leftovers are swept at start.
 """
@@ -35,8 +37,12 @@ class ProtoDriver(Protocol):
     name: str
     home: str  # the driver's directory, e.g. <data-root>/overlay2
 
-    def create(self, id: str, parent: str | None, *, read_write: bool = False) -> None:
-        """Create an empty layer on top of ``parent`` (vfs copies the parent's tree)."""
+    def create(self, id: str, parent: str | None, *, read_write: bool = False,
+               idmap: IdentityMapping | None = None) -> None:
+        """Create an empty layer on top of ``parent`` (vfs copies the parent's tree).
+        ``idmap``: the read-write layer of a remapped container: what it starts with is owned
+        by the mapped host ids (vfs shifts the parent's tree while copying it; overlay2 starts
+        empty)."""
 
     def remove(self, id: str) -> None:
         """Remove the layer directory (unmounting it first); missing is fine."""
@@ -49,11 +55,14 @@ class ProtoDriver(Protocol):
     def mounts(self, id: str) -> list[Mount]:
         """The mounts that show the full tree of ``id`` (overlay: one overlay mount)."""
 
-    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None) -> str:
+    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None,
+            copies: bool = False) -> str:
         """Mount the layer's full tree (refcounted within this process) and return its path.
 
         ``idmap`` (``--userns-remap``): the layers below ``id`` are seen through idmapped
-        mounts with that mapping; a driver that cannot is FailedPrecondition.
+        mounts with that mapping; a driver that cannot is FailedPrecondition.  With
+        ``copies`` they are seen through chowned copies instead
+        (:mod:`lamina.graphdriver.remapcopy`; made here where missing).
 
         ``volatile``: what is written through this mount need not survive a crash of the host
         (an init layer being set up, the root of a ``--rm`` container).  overlay2 then mounts
@@ -86,9 +95,12 @@ class DiffDriver(Protocol):
         ``owner`` translates the (uid, gid) on disk into those of the tar (a remapped
         container's read-write layer holds host ids)."""
 
-    def changes(self, id: str, parent: str | None) -> list[Change]: ...
+    def changes(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+                ) -> list[Change]:
+        """The changes of ``id`` against ``parent``; ``owner`` as for :meth:`diff`."""
 
-    def diff_size(self, id: str, parent: str | None) -> int: ...
+    def diff_size(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+                  ) -> int: ...
 
     def diff_path(self, id: str) -> str:
         """Directory from which tar-split reassembly reads file contents of layer ``id``."""

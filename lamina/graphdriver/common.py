@@ -30,7 +30,7 @@ __all__ = [
     "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
     "LayerDirectories", "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
     "sweep_leftovers", "list_leftovers", "probe_directory", "remove_probe", "holds_entries", "is_layer_name", "layer_ids",
-    "holds_layers",
+    "holds_layers", "sweep_stranded_links",
 ]
 
 logger = get_logger("lamina.graphdriver")
@@ -206,6 +206,31 @@ def list_leftovers(directory: str) -> list[str]:
         return sorted(name for name in os.listdir(directory) if is_work_in_progress(name))
     except FileNotFoundError:
         return []
+
+
+def sweep_stranded_links(home: str, link_dir: str = "l") -> list[str]:
+    """Remove the short links ``<home>/<link_dir>/<name> -> ../<id>/diff`` whose ``<home>/<id>``
+    is gone (overlay2's layout: a crash between a removal's rename and its link's unlink, or
+    a creation that never reached its rename); returns ``<link_dir>/<name>`` of each."""
+    removed: list[str] = []
+    directory = os.path.join(home, link_dir)
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            target = os.readlink(path)
+        except OSError:
+            continue
+        parts = target.split("/")
+        if len(parts) == 3 and parts[0] == ".." and parts[2] == "diff" and not os.path.lexists(
+                os.path.join(home, parts[1])):
+            logger.warning("removing stranded short link %s -> %s", path, target)
+            os.unlink(path)
+            removed.append(f"{link_dir}/{name}")
+    return removed
 
 
 def sweep_leftovers(directory: str, on_remove: Callable[[str], None] | None = None) -> list[str]:

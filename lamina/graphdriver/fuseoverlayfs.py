@@ -89,10 +89,10 @@ class FuseOverlayfsDriver(Overlay2Driver):
         super().__init__(home)
         self._volatile_refused = True  # no volatile mounts: fuse-overlayfs has no such option
 
-    def mounts(self, id: str, idmap: IdentityMapping | None = None) -> list[Mount]:
-        if idmap is not None:
-            raise errdefs.InvalidArgument("fuse-overlayfs cannot show layers through an idmapped mount "
-                                          "(--userns-remap needs overlay2)")
+    def mounts(self, id: str, idmap: IdentityMapping | None = None, copies: bool = False) -> list[Mount]:
+        if idmap is not None or copies:
+            raise errdefs.InvalidArgument("fuse-overlayfs cannot show remapped layers: its diffs compare mounted "
+                                          "trees (--userns-remap needs overlay2 or vfs)")
         result = []
         for item in super().mounts(id):
             if item.type != "overlay":

@@ -101,36 +101,40 @@ class NaiveDiff:
         for id in reversed(held):
             self.driver.put(id)
 
-    def changes(self, id: str, parent: str | None) -> list[Change]:
+    def changes(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+                ) -> list[Change]:
+        """``owner`` translates the ids of ``id``'s tree into those of ``parent``'s before they
+        are compared (a remapped container's read-write layer holds host ids)."""
         from lamina.archive import tree_changes
 
         layer_root, parent_root, held = self._mount_pair(id, parent)
         try:
-            return tree_changes(layer_root, parent_root)
+            return tree_changes(layer_root, parent_root, owner)
         finally:
             self._release(held)
 
     def diff(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
              ) -> Iterator[bytes]:
         """The changes of ``id`` against ``parent`` as a tar; mounts are held until the stream
-        is exhausted or closed.  ``owner`` translates the ids on disk."""
+        is exhausted or closed.  ``owner`` translates the ids on disk (compared and tarred)."""
         from lamina.archive import export_changes, tree_changes
 
         layer_root, parent_root, held = self._mount_pair(id, parent)
         try:
-            changes = tree_changes(layer_root, parent_root)
+            changes = tree_changes(layer_root, parent_root, owner)
             chunks = export_changes(layer_root, changes, owner)
         except BaseException:
             self._release(held)
             raise
         return _HeldStream(iter(chunks), held, self.driver)
 
-    def diff_size(self, id: str, parent: str | None) -> int:
+    def diff_size(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+                  ) -> int:
         from lamina.archive import tree_changes
 
         layer_root, parent_root, held = self._mount_pair(id, parent)
         try:
-            return changes_size(layer_root, tree_changes(layer_root, parent_root))
+            return changes_size(layer_root, tree_changes(layer_root, parent_root, owner))
         finally:
             self._release(held)
 

@@ -32,6 +32,14 @@ A data root is used either rootless or as root, not both.
 
 Mount references are counted per process; the layer store serialises use across processes.
 
+``--userns-remap`` (:mod:`lamina.idmap`): a remapped container's mount sees the layers below
+its read-write layer either through idmapped mounts (``get(..., idmap=mapping)``) or, where
+those are missing, through chowned copies of them (``copies=True``,
+:mod:`lamina.graphdriver.remapcopy`: ``<data-root>/<uid>.<gid>/overlay2/``, made by the first
+mount that needs them and removed with their layer by :meth:`Overlay2Driver.remove`).  The copies
+keep the layers' short ids, so such a mount has the same ``lowerdir=`` option, made from the
+copies' directory; its upper and work directories are the layer's own.
+
 Volatile mounts (``get(id, volatile=True)``, kernel 5.10 and later): overlayfs' ``volatile``
 option drops the syncs of the upper directory, including the ``syncfs`` of the whole backing
 filesystem that every unmount of an overlay otherwise does.  Only for what need not survive a
@@ -56,6 +64,7 @@ from lamina.config import in_user_namespace
 from lamina.graphdriver import common
 from lamina.graphdriver.api import TarReaderLike
 from lamina.graphdriver.naivediff import NaiveDiff
+from lamina.graphdriver.remapcopy import RemapCopies, remap_homes
 from lamina.mount import Mount
 
 if TYPE_CHECKING:
@@ -314,8 +323,10 @@ class Overlay2Driver(common.LayerDirectories):
 
     # -- ProtoDriver ----------------------------------------------------------------------
 
-    def create(self, id: str, parent: str | None, *, read_write: bool = False) -> None:
-        """Create an empty layer on ``parent``; commit point: rename of ``<id>-incomplete``."""
+    def create(self, id: str, parent: str | None, *, read_write: bool = False,
+               idmap: IdentityMapping | None = None) -> None:
+        """Create an empty layer on ``parent``; commit point: rename of ``<id>-incomplete``.
+        ``idmap``: nothing to shift (the layer starts empty)."""
         final = self._dir(id)
         if os.path.lexists(final):
             raise errdefs.AlreadyExists(f"overlay2 layer {id} exists already")
@@ -369,8 +380,12 @@ class Overlay2Driver(common.LayerDirectories):
                 raise fsutil.system_error(f"mark overlay2 layer {parent} committed", exc) from exc
 
     def remove(self, id: str) -> None:
-        """Unmount and delete the layer and its short link; commit point: rename to ``-removing``."""
+        """Unmount and delete the layer, its short link and its ``--userns-remap`` copies (first:
+        a crash then leaves no copy of a layer that is gone); commit point: rename to
+        ``-removing``."""
         layer_dir = self._dir(id)
+        for home in remap_homes(os.path.dirname(self.home), self.name):
+            RemapCopies(home).remove(id)
         with self._lock:
             self._references.pop(id, None)
             self._adopted.discard(id)
@@ -408,10 +423,12 @@ class Overlay2Driver(common.LayerDirectories):
     def list_ids(self) -> list[str]:
         return common.layer_ids(self.home, (LINK_DIR,))
 
-    def mounts(self, id: str, idmap: IdentityMapping | None = None) -> list[Mount]:
+    def mounts(self, id: str, idmap: IdentityMapping | None = None, copies: bool = False) -> list[Mount]:
         """One overlay mount (lowerdir from short links, relative to ``home``), or a bind of the
         diff directory for a base layer.  A layer with children (``committed``) mounts read-only.
-        ``idmap``: the lower layers are seen through idmapped mounts (``--userns-remap``).
+        ``idmap``: the lower layers are seen through idmapped mounts (``--userns-remap``), or
+        with ``copies`` through their chowned copies (relative to the copies' directory; made
+        by :meth:`get`).
         """
         layer_dir = self._existing_dir(id)
         diff_dir = os.path.join(layer_dir, "diff")
@@ -420,6 +437,9 @@ class Overlay2Driver(common.LayerDirectories):
             if idmap is not None:
                 raise errdefs.FailedPrecondition(f"overlay2 layer {id} has no lower layers to idmap")
             return [Mount(type="bind", source=diff_dir, options=("bind",))]
+        if copies and idmap is None:
+            raise errdefs.InvalidArgument("chowned layer copies need an identity mapping")
+        chdir = RemapCopies.of(os.path.dirname(self.home), idmap, self.name).home if copies and idmap else self.home
         prefix = _base_options()
         if os.path.exists(os.path.join(layer_dir, "committed")):
             own = f"{LINK_DIR}/{self._short_id(layer_dir)}"
@@ -428,18 +448,21 @@ class Overlay2Driver(common.LayerDirectories):
             options = prefix + ("lowerdir=" + ":".join(lowers), f"upperdir={diff_dir}",
                                 f"workdir={os.path.join(layer_dir, 'work')}")
             if len(",".join(options)) >= lmount.PAGE_SIZE:
-                options = prefix + ("lowerdir=" + ":".join(lowers), f"upperdir={id}/diff",
-                                    f"workdir={id}/work")
+                relative = os.path.relpath(layer_dir, chdir)
+                options = prefix + ("lowerdir=" + ":".join(lowers), f"upperdir={relative}/diff",
+                                    f"workdir={relative}/work")
         size = len(",".join(options))
         if size >= lmount.PAGE_SIZE:
             raise errdefs.FailedPrecondition(
                 f"cannot mount overlay2 layer {id}: mount options are {size} bytes, over a page")
-        return [Mount(type="overlay", source="overlay", options=options, chdir=self.home, idmap=idmap)]
+        return [Mount(type="overlay", source="overlay", options=options, chdir=chdir,
+                      idmap=None if copies else idmap)]
 
-    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None) -> str:
+    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None,
+            copies: bool = False) -> str:
         """Mount the full tree at ``<id>/merged`` (a base layer: its diff directory); see the
-        module docstring for ``volatile``; ``idmap``: see :meth:`mounts` (every get of a layer
-        must pass the same)."""
+        module docstring for ``volatile``; ``idmap`` and ``copies``: see :meth:`mounts` (every
+        get of a layer must pass the same); the copies are made first where missing."""
         with self._lock:
             layer_dir = self._existing_dir(id)
             if not self._lowers(layer_dir):
@@ -457,12 +480,20 @@ class Overlay2Driver(common.LayerDirectories):
                 # mounted by an earlier or another process: use it, never unmount it here
                 self._adopted.add(id)
             else:
-                self._mount(id, layer_dir, merged, volatile, idmap)
+                if copies and idmap is not None:  # the chowned copies of what mounts() stacks, where missing
+                    store = RemapCopies.of(os.path.dirname(self.home), idmap, self.name)
+                    own = [f"{LINK_DIR}/{self._short_id(layer_dir)}"] \
+                        if os.path.exists(os.path.join(layer_dir, "committed")) else []
+                    for entry in own + self._lowers(layer_dir):
+                        target = self._link_target_id(entry)
+                        store.ensure(target, os.path.join(self.home, target, "diff"), entry[len(LINK_DIR) + 1:], idmap)
+                self._mount(id, layer_dir, merged, volatile, idmap, copies)
             self._references[id] = 1
             return merged
 
-    def _mount(self, id: str, layer_dir: str, merged: str, volatile: bool, idmap: IdentityMapping | None) -> None:
-        mounts = self.mounts(id, idmap)
+    def _mount(self, id: str, layer_dir: str, merged: str, volatile: bool, idmap: IdentityMapping | None,
+               copies: bool) -> None:
+        mounts = self.mounts(id, idmap, copies)
         writable = any(option.startswith("upperdir=") for option in mounts[0].options)
         marker = os.path.join(layer_dir, *_VOLATILE_MARKER)
         if writable and os.path.lexists(marker):
@@ -578,28 +609,29 @@ class Overlay2Driver(common.LayerDirectories):
         for name in sorted(os.listdir(self.home)):
             if common.is_work_in_progress(name):
                 problems.append(f"overlay2 leftover work in progress {name} (removed at start-up)")
+        for home in remap_homes(os.path.dirname(self.home), self.name):
+            problems.extend(RemapCopies(home).check(self._short_id_or_none))
         return problems
 
+    def _short_id_or_none(self, id: str) -> str | None:
+        """The short id of layer ``id``; None when it is gone or has none (its copies are then
+        of no use)."""
+        try:
+            return self._short_id(self._existing_dir(id))
+        except (errdefs.NotFound, errdefs.DataLoss, errdefs.InvalidArgument):
+            return None
+
     def leftovers(self) -> list[str]:
-        return common.list_leftovers(self.home)
+        return common.list_leftovers(self.home) + [
+            path for home in remap_homes(os.path.dirname(self.home), self.name) for path in RemapCopies(home).leftovers()]
 
     def sweep(self) -> list[str]:
-        """Remove ``-incomplete``/``-removing``/probe leftovers and the short links they strand."""
+        """Remove ``-incomplete``/``-removing``/probe leftovers and the short links they strand,
+        and of the ``--userns-remap`` copies also those whose layer is gone."""
         removed = common.sweep_leftovers(self.home)
-        link_dir = os.path.join(self.home, LINK_DIR)
-        for name in sorted(os.listdir(link_dir)):
-            path = os.path.join(link_dir, name)
-            try:
-                target = os.readlink(path)
-            except OSError:
-                continue
-            parts = target.split("/")
-            if (len(parts) == 3 and parts[0] == ".." and parts[2] == "diff"
-                    and not os.path.lexists(os.path.join(self.home, parts[1]))):
-                common.logger.warning("removing stranded overlay2 short link %s -> %s", path, target)
-                os.unlink(path)
-                removed.append(f"{LINK_DIR}/{name}")
-        return removed
+        for home in remap_homes(os.path.dirname(self.home), self.name):
+            removed.extend(RemapCopies(home).sweep(self._short_id_or_none))
+        return removed + common.sweep_stranded_links(self.home, LINK_DIR)
 
     # -- DiffDriver -----------------------------------------------------------------------
 
@@ -640,17 +672,19 @@ class Overlay2Driver(common.LayerDirectories):
 
         return export_tree(os.path.join(self._existing_dir(id), "diff"), owner=owner)
 
-    def changes(self, id: str, parent: str | None) -> list[Change]:
+    def changes(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+                ) -> list[Change]:
         if not self._native(id, parent):
-            return self._naive.changes(id, parent)
+            return self._naive.changes(id, parent, owner)
         from lamina.archive import overlay_changes
 
         layer_dir = self._existing_dir(id)
-        return overlay_changes(os.path.join(layer_dir, "diff"), self._lower_diff_dirs(layer_dir))
+        return overlay_changes(os.path.join(layer_dir, "diff"), self._lower_diff_dirs(layer_dir), owner)
 
-    def diff_size(self, id: str, parent: str | None) -> int:
+    def diff_size(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+                  ) -> int:
         if not self._native(id, parent):
-            return self._naive.diff_size(id, parent)
+            return self._naive.diff_size(id, parent, owner)
         return fsutil.disk_usage(os.path.join(self._existing_dir(id), "diff"))
 
     def diff_path(self, id: str) -> str:

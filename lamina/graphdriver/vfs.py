@@ -8,6 +8,12 @@ On-disk format (``home`` is ``<data-root>/vfs``), Docker's::
 Nothing records the parent: diffs are always naive (:mod:`lamina.graphdriver.naivediff`),
 comparing a layer's tree with the tree of the parent named by the caller.
 
+``--userns-remap``: vfs layers cannot be idmapped, so a remapped container's read-write layer
+is created as a copy of its parent with every owner shifted into the mapping
+(``create(..., idmap=mapping)``): the container's tree is a copy anyway, and no layer is copied
+for the remap root (nothing under ``<data-root>/<uid>.<gid>/``).  Its diffs translate the host
+ids back before comparing them with the parent's.
+
 Commit points: :meth:`VfsDriver.create` copies the parent into ``dir/<id>-incomplete`` and
 renames it to ``dir/<id>``; :meth:`VfsDriver.remove` renames ``dir/<id>`` to
 ``dir/<id>-removing`` before deleting it.  :meth:`VfsDriver.sweep` removes leftovers of both.
@@ -75,8 +81,11 @@ class VfsDriver(common.LayerDirectories):
 
     # -- ProtoDriver ----------------------------------------------------------------------
 
-    def create(self, id: str, parent: str | None, *, read_write: bool = False) -> None:
-        """Copy the parent's tree (or make an empty one); commit point: rename of ``-incomplete``."""
+    def create(self, id: str, parent: str | None, *, read_write: bool = False,
+               idmap: IdentityMapping | None = None) -> None:
+        """Copy the parent's tree (or make an empty one); commit point: rename of ``-incomplete``.
+        ``idmap``: every owner is shifted into the mapping while copying (an owner outside it is
+        InvalidArgument naming the file and the range)."""
         final = self._dir(id)
         if os.path.lexists(final):
             raise errdefs.AlreadyExists(f"vfs layer {id} exists already")
@@ -88,9 +97,16 @@ class VfsDriver(common.LayerDirectories):
                 os.mkdir(work_in_progress, 0o755)
             else:
                 # the tar and copy code: only when used
-                from lamina.archive import copy_tree
+                from lamina.archive.changes import UnmappedOwner, copy_tree
 
-                copy_tree(parent_dir, work_in_progress)
+                try:
+                    copy_tree(parent_dir, work_in_progress, owner=idmap.to_host if idmap is not None else None)
+                except UnmappedOwner as exc:
+                    assert idmap is not None
+                    uids, gids = idmap.size()
+                    raise errdefs.InvalidArgument(
+                        f"cannot copy vfs layer {parent} for --userns-remap: its file /{exc.path} is owned by uid "
+                        f"{exc.uid} gid {exc.gid}, outside the range of {uids} uids and {gids} gids") from exc
             fsutil.publish_dir(work_in_progress, final)
         except BaseException as exc:
             fsutil.remove_tree(work_in_progress)
@@ -121,11 +137,13 @@ class VfsDriver(common.LayerDirectories):
     def mounts(self, id: str) -> list[Mount]:
         return [Mount(type="bind", source=self._existing_dir(id), options=("bind",))]
 
-    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None) -> str:
-        """The layer directory itself: vfs needs no mount (so ``volatile`` changes nothing)."""
-        if idmap is not None:
-            raise errdefs.FailedPrecondition("--userns-remap needs the overlay2 storage driver (vfs layers "
-                                             "are plain directories that cannot be idmapped)")
+    def get(self, id: str, *, volatile: bool = False, idmap: IdentityMapping | None = None,
+            copies: bool = False) -> str:
+        """The layer directory itself: vfs needs no mount (so ``volatile`` changes nothing).
+        ``idmap`` needs ``copies``: a remapped layer's tree was shifted when it was created."""
+        if idmap is not None and not copies:
+            raise errdefs.FailedPrecondition("vfs layers are plain directories that cannot be idmapped "
+                                             "(--userns-remap uses chowned copies with vfs)")
         return self._existing_dir(id)
 
     def put(self, id: str) -> None:
@@ -164,11 +182,13 @@ class VfsDriver(common.LayerDirectories):
              ) -> Iterator[bytes]:
         return self._naive.diff(id, parent, owner)
 
-    def changes(self, id: str, parent: str | None) -> list[Change]:
-        return self._naive.changes(id, parent)
+    def changes(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+                ) -> list[Change]:
+        return self._naive.changes(id, parent, owner)
 
-    def diff_size(self, id: str, parent: str | None) -> int:
-        return self._naive.diff_size(id, parent)
+    def diff_size(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
+                  ) -> int:
+        return self._naive.diff_size(id, parent, owner)
 
     def diff_path(self, id: str) -> str:
         return self._existing_dir(id)

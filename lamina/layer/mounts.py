@@ -6,11 +6,14 @@ On-disk format, under ``<data-root>/image/<driver>/layerdb/mounts/<container-id>
     init-id    the driver directory of its init layer ("<mount-id>-init")
     parent     chainID of the image's top layer (absent for an image without layers)
     idmap      lamina's own, only for a container of a ``--userns-remap`` engine: the identity
-               mapping as JSON ``{"UIDMaps": [{"ContainerID", "HostID", "Size"}], "GIDMaps": [...]}``.
-               Every mount of the layer then sees the layers below through idmapped mounts
-               (:mod:`lamina.idmap`); the read-write layer's root belongs to the mapping's root
-               and what the container writes keeps its host ids, translated back to container
-               ids in :meth:`MountStore.diff` (commit).
+               mapping as JSON ``{"UIDMaps": [{"ContainerID", "HostID", "Size"}], "GIDMaps": [...]}``,
+               with ``"Layers": "copy"`` when the container sees the layers below through chowned
+               copies (:mod:`lamina.graphdriver.remapcopy`; vfs: its read-write layer was copied
+               with shifted owners) rather than idmapped mounts (:mod:`lamina.idmap`), as the
+               engine chose when the container was created.  The read-write layer's root
+               belongs to the mapping's root and what the container writes keeps its host ids,
+               translated back to container ids in :meth:`MountStore.diff` (commit),
+               :meth:`MountStore.changes` and :meth:`MountStore.size`.
 
 The init layer sits between the image and the read-write layer and holds the placeholders
 the runtime mounts over (``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``,
@@ -64,6 +67,7 @@ class RWLayer:
     init_id: str
     parent: Digest | None
     idmap: IdentityMapping | None = None
+    layer_copies: bool = False  # the layers below are seen through chowned copies
 
 
 class MountStore:
@@ -78,9 +82,11 @@ class MountStore:
             raise errdefs.InvalidArgument(f"invalid container id {container_id!r}")
         return os.path.join(self._dir, container_id)
 
-    def create(self, container_id: str, parent: str | None, idmap: IdentityMapping | None = None) -> RWLayer:
+    def create(self, container_id: str, parent: str | None, idmap: IdentityMapping | None = None,
+               layer_copies: bool = False) -> RWLayer:
         """Create the init and read-write layers of a container on top of ``parent``
-        (``idmap``: a remapped container's, see the module docstring)."""
+        (``idmap``, ``layer_copies``: a remapped container's, see the module docstring).  The
+        copies are made by the first mount (:meth:`mount`), not here."""
         final = self._path(container_id)
         if os.path.exists(final):
             raise errdefs.AlreadyExists(f"read-write layer for container {container_id} exists already")
@@ -100,10 +106,11 @@ class MountStore:
                 if parent:
                     _write_synced(os.path.join(tmp, "parent"), parent)
                 if idmap is not None:
-                    _write_synced(os.path.join(tmp, "idmap"), json.dumps(idmap.to_json(), sort_keys=True))
+                    record = {**idmap.to_json(), **({"Layers": "copy"} if layer_copies else {})}
+                    _write_synced(os.path.join(tmp, "idmap"), json.dumps(record, sort_keys=True))
                 self.driver.create(init_id, parent_layer.cache_id if parent_layer else None)
                 self._setup_init_layer(init_id)
-                self.driver.create(mount_id, init_id, read_write=True)
+                self.driver.create(mount_id, init_id, read_write=True, idmap=idmap)
                 if idmap is not None:
                     # the overlay's root directory is the upper directory's: the container's root owns it
                     os.chown(self.driver.diff_path(mount_id), *idmap.root_pair())
@@ -115,7 +122,8 @@ class MountStore:
                 raise
         finally:
             lock.release()
-        return RWLayer(container_id, mount_id, init_id, Digest(parent) if parent else None, idmap)
+        return RWLayer(container_id, mount_id, init_id, Digest(parent) if parent else None, idmap,
+                       idmap is not None and layer_copies)
 
     def _setup_init_layer(self, init_id: str) -> None:
         # volatile: the placeholders need no sync, and the unmount then does not sync the whole
@@ -163,13 +171,16 @@ class MountStore:
             parent: Digest | None = Digest(_read(os.path.join(path, "parent")))
         except FileNotFoundError:
             parent = None
+        layer_copies = False
         try:
-            idmap: IdentityMapping | None = IdentityMapping.from_json(json.loads(_read(os.path.join(path, "idmap"))))
+            record = json.loads(_read(os.path.join(path, "idmap")))
+            idmap: IdentityMapping | None = IdentityMapping.from_json(record)
+            layer_copies = record.get("Layers") == "copy"
         except FileNotFoundError:
             idmap = None
         except ValueError as exc:
             raise errdefs.DataLoss(f"read-write layer of container {container_id}: malformed idmap file") from exc
-        return RWLayer(container_id, mount_id, init_id, parent, idmap)
+        return RWLayer(container_id, mount_id, init_id, parent, idmap, layer_copies)
 
     def container_ids(self) -> list[str]:
         return [name for name in os.listdir(self._dir) if not name.startswith(".")]
@@ -195,7 +206,7 @@ class MountStore:
         """Mount the container's full tree; returns its path (the overlay merged dir).
         ``volatile``: its writes need not survive a host crash (see ``GraphDriver.get``)."""
         layer = self.get(container_id)
-        return self.driver.get(layer.mount_id, volatile=volatile, idmap=layer.idmap)
+        return self.driver.get(layer.mount_id, volatile=volatile, idmap=layer.idmap, copies=layer.layer_copies)
 
     def unmount(self, container_id: str) -> None:
         self.driver.put(self.get(container_id).mount_id)
@@ -242,7 +253,7 @@ class MountStore:
 
     def changes(self, container_id: str) -> list[Change]:
         layer = self.get(container_id)
-        return self.driver.changes(layer.mount_id, layer.init_id)
+        return self.driver.changes(layer.mount_id, layer.init_id, None if layer.idmap is None else layer.idmap.to_container)
 
     def diff(self, container_id: str) -> Iterator[bytes]:
         """The container's changes as a layer tar, with container ids (a remapped container's
@@ -255,7 +266,8 @@ class MountStore:
 
     def size(self, container_id: str) -> int:
         layer = self.get(container_id)
-        return self.driver.diff_size(layer.mount_id, layer.init_id)
+        return self.driver.diff_size(layer.mount_id, layer.init_id,
+                                     None if layer.idmap is None else layer.idmap.to_container)
 
 
 def _write_synced(path: str, text: str) -> None:

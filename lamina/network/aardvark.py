@@ -29,10 +29,11 @@ without a name), an id no container has; netavark's teardown keeps a file that h
 Locking: netavark flocks ``<netavark config>/aardvark.lock`` while it appends; lamina does
 too, and it also holds the engine's network lock (``<exec-root>/network.lock``,
 :mod:`lamina.network.sandbox`) around every call here and every netavark call of the engine,
-since netavark 1.4 rewrites a file to remove an entry without its lock.  A file is rewritten through a temporary file *outside* the
-directory (the server reads every file in it) and one rename.  A file with no entry left is
-removed, as netavark does: the server stops answering on that network's gateway, and the
-next endpoint of the network goes through netavark, which starts it again.
+since netavark 1.4 rewrites a file to remove an entry without its lock. A file is rewritten
+through a temporary file *outside* the directory (the server reads every file in it) and one
+rename. A file left with its first line only (the anchor gone with the network) is removed,
+as netavark does: the server stops answering on that network's gateway, and exits with its
+last file.
 """
 
 from __future__ import annotations

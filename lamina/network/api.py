@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from lamina.records import asdict, dataclass, field, fields
 
-__all__ = ["DataPlane", "EndpointPlane", "Network", "PortMapping", "PREDEFINED", "DEFAULT_BRIDGE", "DEFAULT_BRIDGE_DEVICE"]
+__all__ = ["DataPlane", "EndpointPlane", "Network", "PortMapping", "PREDEFINED", "DEFAULT_BRIDGE",
+           "DEFAULT_BRIDGE_DEVICE"]
 
 DEFAULT_BRIDGE = "bridge"
 DEFAULT_BRIDGE_DEVICE = "lamina0"      # not docker0: lamina and Docker on one host do not fight

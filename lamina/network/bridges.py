@@ -8,6 +8,13 @@ on the host, ``la<12 hex of sha256(bridge name)>`` attached to the bridge (down,
 bridge's MTU, so the bridge's own MTU is unchanged) and its peer ``…p`` beside it.  A veth
 because it needs no kernel module netavark does not need already.
 
+``enable_ip_masquerade=false`` (netavark 1.4 masquerades every non-internal bridge network,
+``nat POSTROUTING -s <subnet> -j NETAVARK-<hash>``): :func:`keep` also puts the network's
+``nat POSTROUTING -s <subnet> ! -d <subnet> -m comment --comment "lamina <id12> no-masquerade"
+-j RETURN`` first in the chain (``iptables``, and ``ip6tables`` for its IPv6 subnet: the
+binaries netavark execs), checked at each set-up so a flushed table gets it back; :func:`remove`
+deletes it with the bridge; :mod:`lamina.network.leaks` finds the ones whose network is gone.
+
 Record: the anchor's name is a function of the network record's ``BridgeName`` (stored in
 ``<data-root>/network/networks/<id>.json``), so whoever holds the record finds the anchor.
 Life: created by the first set-up of an endpoint on the network (under the host-wide network
@@ -24,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import subprocess
 from typing import Any
 
@@ -32,9 +40,49 @@ from lamina.log import get_logger
 from lamina.network import namespace
 from lamina.network.api import DataPlane, Network
 
-__all__ = ["anchor_name", "anchors", "owner", "keep", "remove", "exists"]
+__all__ = ["anchor_name", "anchors", "owner", "keep", "remove", "exists", "MASQUERADE", "masquerade_disabled",
+           "no_masquerade_comment", "NO_MASQUERADE", "remove_no_masquerade"]
 
 log = get_logger("lamina.network")
+
+MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+NO_MASQUERADE = re.compile(r"^lamina ([0-9a-f]{12}) no-masquerade$")   # the rule's comment
+
+
+def masquerade_disabled(network: Network) -> bool:
+    return network.Driver == "bridge" and network.Options.get(MASQUERADE, "true").lower() in ("false", "0", "f")
+
+
+def no_masquerade_comment(network_id: str) -> str:
+    return f"lamina {network_id[:12]} no-masquerade"
+
+
+def _no_masquerade_rules(network: Network) -> list[tuple[str, list[str]]]:
+    """(binary, rule after ``-t nat -X``) of each of the network's subnets."""
+    return [(command, ["POSTROUTING", "-s", subnet, "!", "-d", subnet, "-m", "comment", "--comment",
+                       no_masquerade_comment(network.Id), "-j", "RETURN"])
+            for command, subnet in (("iptables", network.Subnet), ("ip6tables", network.IPv6Subnet)) if subnet]
+
+
+def _add_no_masquerade(network: Network) -> None:
+    for command, rule in _no_masquerade_rules(network):
+        if subprocess.run([command, "-w", "-t", "nat", "-C", *rule], capture_output=True,
+                          check=False).returncode == 0:
+            continue
+        added = subprocess.run([command, "-w", "-t", "nat", "-I", rule[0], "1", *rule[1:]], capture_output=True,
+                               text=True, check=False)
+        if added.returncode != 0:
+            raise errdefs.System(f"cannot turn masquerading off for network {network.Name} "
+                                 f"(enable_ip_masquerade=false): {added.stderr.strip()}")
+
+
+def remove_no_masquerade(network: Network) -> None:
+    """Delete the network's no-masquerade rules (every copy); none is fine."""
+    for command, rule in _no_masquerade_rules(network):
+        for _ in range(8):
+            if subprocess.run([command, "-w", "-t", "nat", "-D", *rule], capture_output=True,
+                              check=False).returncode != 0:
+                break
 
 
 def anchor_name(bridge: str) -> str:
@@ -61,10 +109,14 @@ def anchors() -> list[str]:
             and owner(name) is not None]
 
 
-def keep(bridge: str, data_root: str, exec_root: str) -> None:
-    """Attach the anchor to ``bridge`` (created by netavark's setup just before) if it has none;
-    its alias names the engine (``lamina<TAB>data root<TAB>exec root``).  The caller holds the
-    host-wide network lock."""
+def keep(network: Network, data_root: str, exec_root: str) -> None:
+    """Attach the anchor to the network's bridge (created by netavark's setup just before) if it
+    has none; its alias names the engine (``lamina<TAB>data root<TAB>exec root``).  With
+    ``enable_ip_masquerade=false``, make sure the no-masquerade rule is there (``System`` when it
+    cannot be added).  The caller holds the host-wide network lock."""
+    if masquerade_disabled(network):
+        _add_no_masquerade(network)
+    bridge = network.BridgeName
     anchor = anchor_name(bridge)
     if exists(anchor) or not exists(bridge):
         return
@@ -106,6 +158,8 @@ def remove(network: Network, dataplane: DataPlane, scratch: str) -> None:
     for a scratch namespace."""
     if network.Driver != "bridge" or not network.BridgeName:
         return
+    if masquerade_disabled(network):
+        remove_no_masquerade(network)
     anchor = anchor_name(network.BridgeName)
     if exists(anchor):
         subprocess.run(["ip", "link", "del", anchor], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

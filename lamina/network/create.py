@@ -7,7 +7,8 @@ interface no other macvlan network uses and ``-o macvlan_mode``; ``host``/``null
 predefined only; no ``ipvlan``: netavark 1.4 has none),
 the IPAM config (one IPv4 subnet, no host bits, overlapping no network and no host route when
 picked; gateway, ``IPRange`` and auxiliary addresses inside it), the driver options lamina
-honours (:data:`BRIDGE_OPTIONS`; any other is refused), ``EnableIPv6`` with one IPv6 subnet
+honours (:data:`BRIDGE_OPTIONS`, ``enable_icc`` and ``enable_ip_masquerade`` as booleans; any
+other is refused), ``EnableIPv6`` with one IPv6 subnet
 (given, or a random unique local ``/64``; an IPv6 subnet without ``EnableIPv6`` is refused).
 The subnet is chosen and the record written under the store's lock, so two concurrent
 creations never get one subnet.
@@ -31,22 +32,19 @@ NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 BRIDGE_NAME = "com.docker.network.bridge.name"
 MTU = "com.docker.network.driver.mtu"
 # option -> accepted values (None: any value the check below accepts)
+# Go's strconv.ParseBool, which Docker parses these options with
+_BOOLEAN = frozenset({"true", "false", "1", "0", "t", "f"})
 BRIDGE_OPTIONS: Mapping[str, frozenset[str] | None] = {
     BRIDGE_NAME: None, MTU: None,
-    "com.docker.network.bridge.enable_icc": frozenset({"true"}),
-    "com.docker.network.bridge.enable_ip_masquerade": frozenset({"true"}),
+    # false: isolated bridge ports (lamina.network.isolation)
+    "com.docker.network.bridge.enable_icc": _BOOLEAN,
+    # false: a RETURN before netavark's masquerading (lamina.network.bridges)
+    "com.docker.network.bridge.enable_ip_masquerade": _BOOLEAN,
 }
 PARENT = "parent"
 MACVLAN_MODE = "macvlan_mode"
 MACVLAN_OPTIONS: Mapping[str, frozenset[str] | None] = {
     PARENT: None, MTU: None, MACVLAN_MODE: frozenset({"bridge", "private", "vepa", "passthru"}),
-}
-# why a value is refused: what netavark 1.4 cannot express
-_CANNOT = {
-    "com.docker.network.bridge.enable_icc": "netavark, lamina's data plane, has no rule that drops traffic "
-                                            "between the containers of one bridge",
-    "com.docker.network.bridge.enable_ip_masquerade": "netavark, lamina's data plane, masquerades every "
-                                                      "non-internal bridge network (use --internal for none)",
 }
 _DEVICE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 
@@ -58,9 +56,8 @@ def _check_options(driver: str, options: Mapping[str, str]) -> None:
             raise errdefs.InvalidArgument(f"lamina does not support the {driver} network option {key}")
         accepted = accepted_options[key]
         if accepted is not None and value.lower() not in accepted:
-            reason = f": {_CANNOT[key]}" if key in _CANNOT else ""
             raise errdefs.InvalidArgument(f"lamina does not support {key}={value} (only "
-                                          f"{', '.join(sorted(accepted))}){reason}")
+                                          f"{', '.join(sorted(accepted))})")
     if BRIDGE_NAME in options and not _DEVICE.match(options[BRIDGE_NAME]):
         raise errdefs.InvalidArgument(f"invalid bridge name {options[BRIDGE_NAME]!r}")
     if MTU in options and not (options[MTU].isdigit() and 68 <= int(options[MTU]) <= 65535):

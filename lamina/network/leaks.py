@@ -23,7 +23,9 @@ engines' and other programs' objects on the host are never touched):
   subnet any more, the isolation rules naming its bridge, the forward rules and the
   masquerading jump naming its subnet (and its ``NETAVARK-<hash>`` chain when no other jump
   to it is left).  ``<hash>``: netavark's chain suffix, the first 13 hex digits (upper case)
-  of the SHA-512 of the network's name.
+  of the SHA-512 of the network's name.  And lamina's own ``enable_ip_masquerade=false`` rule
+  (``nat POSTROUTING ... --comment "lamina <id12> no-masquerade" -j RETURN``) of a network that
+  is not this engine's and whose subnet no host route covers.
 
 A leaked interface's rules are found by the same rules once the interface is gone: the repair
 removes the interfaces first, then looks at the rules again.  The caller holds the engine's
@@ -119,7 +121,7 @@ def read_rules() -> tuple[list[Rule], set[tuple[str, str, str]]]:
                     words = shlex.split(line)
                 except ValueError:
                     continue
-                if "NETAVARK" in line:
+                if "NETAVARK" in line or "no-masquerade" in line:  # netavark's and lamina's own
                     rules.append(Rule(family, table, words[1], tuple(words[2:])))
     return rules, chains
 
@@ -288,6 +290,7 @@ class _Scan:
                         or (network.Name and rule.chain == f"NETAVARK-{chain_hash(network.Name)}")):
                     add(rule, f"rule of the subnet {rule.value('-s') or rule.value('-d')} of {owner}, whose "
                               "bridge is gone or leaked")
+        self._no_masquerade(rules, routes, add)
         # a network's chains go with the last jumps to them, their rules first
         changed = True
         while changed:
@@ -309,6 +312,23 @@ class _Scan:
                     and (family, chain) not in kept_jumps and (family, chain) not in kept_in):
                 self.leaks.append(Leak("rule", f"{family} nat chain {chain}",
                                        "chain of a network whose rules are all leaked"))
+
+    def _no_masquerade(self, rules: list[Rule], routes: dict[Any, set[str]], add: Any) -> None:
+        """lamina's ``enable_ip_masquerade=false`` rules (:mod:`lamina.network.bridges`) of a
+        network that is none of this engine's and whose subnet no host route covers any more:
+        its bridge is gone, so no engine's network uses the rule (one whose bridge is down for
+        another reason gets it back at its next set-up)."""
+        known = {network.Id[:12] for network in self.networks}
+        for rule in rules:
+            match = bridges.NO_MASQUERADE.match(rule.value("--comment"))
+            if not match or rule.table != "nat" or rule.chain != "POSTROUTING" or match.group(1) in known:
+                continue
+            try:
+                subnet = ipaddress.ip_network(rule.value("-s"))
+            except ValueError:
+                continue
+            if subnet not in routes:
+                add(rule, f"no-masquerade rule of network {match.group(1)}, which is gone (no route to {subnet})")
 
     def _port_forwards(self, network: Network, rules: list[Rule], add: Any) -> None:
         holders = {container_id for container_id, record in self.records.items()

@@ -16,6 +16,10 @@ gateway) on user-defined networks, which forwards what it does not answer to the
 ``--dns`` servers when given (as Docker's embedded resolver does), else to the host's; ``/etc/hosts`` gets the
 container's own addresses; ``--add-host NAME:host-gateway`` resolves to the gateway of the
 container's first network.
+
+Rootless (``rootless=True``): ``default``/``bridge`` is a private namespace per container that
+pasta connects (:mod:`lamina.network.pasta`), with its records under the exec root; there are no
+user-defined networks, bridges or rules to look after.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from lamina.events.api import DISCARD, NETWORK, EventSink
 from lamina.network.api import DEFAULT_BRIDGE, PortMapping
 
 if TYPE_CHECKING:
+    from lamina.network.pasta import PastaSandboxes
     from lamina.network.sandbox import EndpointRequest, Sandboxes
 
 __all__ = ["RunNetwork", "open_sandboxes", "check", "endpoint_requests", "port_mappings", "host_entries", "name_servers",
@@ -61,9 +66,10 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
         if not isinstance(endpoint, Mapping):
             raise errdefs.InvalidArgument(f"invalid EndpointsConfig for network {name}: expected an object")
         ipam = endpoint.get("IPAMConfig") or {}
-        for unsupported in ("Links", "DriverOpts"):
-            if endpoint.get(unsupported):
-                raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in EndpointsConfig")
+        if endpoint.get("DriverOpts"):
+            raise errdefs.InvalidArgument("lamina does not support DriverOpts in EndpointsConfig")
+        if endpoint.get("Links") and name == DEFAULT_BRIDGE:  # a user network's: /etc/hosts at start
+            raise errdefs.InvalidArgument("links are only supported for user-defined networks")
         aliases = tuple(str(alias) for alias in endpoint.get("Aliases") or ())
         mac = str(endpoint.get("MacAddress") or (config.get("MacAddress") if index == 0 else "") or "")
         if name == DEFAULT_BRIDGE and aliases:
@@ -210,11 +216,14 @@ def open_sandboxes(data_root: str, exec_root: str) -> Sandboxes:
 
 
 class RunNetwork:
-    """Sets up and tears down the sandboxes of runs, on ``<data-root>/network``."""
+    """Sets up and tears down the sandboxes of runs, on ``<data-root>/network`` (rootless: the
+    pasta networks under ``<exec-root>/pasta``)."""
 
-    def __init__(self, data_root: str, exec_root: str, *, events: EventSink = DISCARD) -> None:
+    def __init__(self, data_root: str, exec_root: str, *, events: EventSink = DISCARD, rootless: bool = False) -> None:
         self.data_root = data_root
         self.exec_root = exec_root
+        self.rootless = rootless  # the bridge network is pasta's (lamina.network.pasta)
+        self._pasta: PastaSandboxes | None = None
         # Docker's network events of a run: connect per endpoint at its start, disconnect at its end
         self.events = events
         self._sandboxes: Sandboxes | None = None
@@ -224,6 +233,14 @@ class RunNetwork:
         for name, endpoint in ((record or {}).get("Endpoints") or {}).items():
             self.events.emit(NETWORK, action, endpoint["NetworkID"],
                              {"name": name, "type": endpoint.get("Driver", "bridge"), "container": container_id})
+
+    @property
+    def pasta(self) -> PastaSandboxes:
+        if self._pasta is None:
+            from lamina.network.pasta import PastaSandboxes
+
+            self._pasta = PastaSandboxes(self.exec_root)
+        return self._pasta
 
     @property
     def sandboxes(self) -> Sandboxes:
@@ -238,16 +255,62 @@ class RunNetwork:
         if requests is None:
             return None
         ports, exposed = port_mappings(config, host)
-        sandboxes = self.sandboxes
         # a record left by a run that died without its monitor's clean-up: gone before anew
         self.detach(container_id)
-        record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed,
-                                  dns=[str(server) for server in host.get("Dns") or ()])
+        dns = [str(server) for server in host.get("Dns") or ()]
+        if self.rootless:
+            record = self.pasta.attach(container_id, ports=ports, exposed=exposed, dns=dns, is_live=self.is_live)
+            self._emit("connect", container_id, record)
+            return record
+        sandboxes = self.sandboxes
+        record = sandboxes.attach(container_id, name=name, endpoints=requests, ports=ports, exposed=exposed, dns=dns)
         self._emit("connect", container_id, record)
-        return record
+        return self._record_links(container_id, networking) or record
+
+    def _record_links(self, container_id: str, networking: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Keep the ``Links`` of the run's user-defined networks in its sandbox record (per
+        endpoint), where a target starting later finds the containers linking to it
+        (:meth:`linkers`); the updated record, None when there is none to keep."""
+        wanted = {name: [str(spec) for spec in endpoint["Links"]]
+                  for name, endpoint in (networking.get("EndpointsConfig") or {}).items()
+                  if isinstance(endpoint, Mapping) and endpoint.get("Links") and name != DEFAULT_BRIDGE}
+        if not wanted:
+            return None
+        store = self.sandboxes.store
+        with store.locked():
+            current = store.sandbox(container_id)
+            if current is None:
+                return None
+            for name, specs in wanted.items():
+                if name in current["Endpoints"]:
+                    current["Endpoints"][name]["Links"] = specs
+            store.write_sandbox(container_id, current)
+            return current
+
+    def linkers(self, sandbox: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+        """(container id, network name, its ``Links`` there) of the running containers with
+        links on a user-defined network of the run whose sandbox record is ``sandbox``.  Reads
+        every sandbox record, only for a run on a user-defined network."""
+        networks = {endpoint["NetworkID"] for name, endpoint in (sandbox.get("Endpoints") or {}).items()
+                    if name != DEFAULT_BRIDGE}
+        if not networks:
+            return []
+        found = []
+        for other_id, record in self.sandboxes.store.sandboxes().items():
+            if other_id == sandbox.get("ContainerID") or record.get("Releasing"):
+                continue
+            for name, endpoint in (record.get("Endpoints") or {}).items():
+                if endpoint.get("Links") and endpoint["NetworkID"] in networks:
+                    found.append((other_id, name, list(endpoint["Links"])))
+        return found
 
     def detach(self, container_id: str) -> None:
-        if self.has_sandboxes():
+        if self.rootless:
+            record = self.pasta.sandbox(container_id)
+            self.pasta.detach(container_id)
+            if record is not None and container_id not in self._disconnected:
+                self._emit("disconnect", container_id, record)
+        elif self.has_sandboxes():
             record = self.sandboxes.store.sandbox(container_id)
             self.sandboxes.detach(container_id)
             if container_id not in self._disconnected:
@@ -256,10 +319,14 @@ class RunNetwork:
 
     def sandbox(self, container_id: str) -> dict[str, Any] | None:
         """The sandbox record of a container's run (None: it has none)."""
+        if self.rootless:
+            return self.pasta.sandbox(container_id)
         return self.sandboxes.store.sandbox(container_id) if self.has_sandboxes() else None
 
     def has_sandboxes(self) -> bool:
         """Any sandbox record exists (a cheap look before the store is opened)."""
+        if self.rootless:
+            return bool(self.pasta.container_ids())
         try:
             return any(name.endswith(".json") for name in os.listdir(os.path.join(self.data_root, "network",
                                                                                   "sandboxes")))
@@ -268,6 +335,8 @@ class RunNetwork:
 
     def sweep(self) -> list[str]:
         """Tear down the sandboxes of containers whose monitor is gone (a crash, a kill -9)."""
+        if self.rootless:
+            return self.pasta.sweep(self.is_live)
         if not self.has_sandboxes():
             return []
         removed = []
@@ -280,7 +349,11 @@ class RunNetwork:
     def check(self, *, repair: bool = False) -> tuple[list[dict[str, str]], list[str]]:
         """(problems, what was repaired): the sandboxes of containers that are not running (their
         interfaces, rules and leases) and the leaked objects no sandbox record describes
-        (:mod:`lamina.network.leaks`); ``repair`` tears the first down and removes the others."""
+        (:mod:`lamina.network.leaks`); ``repair`` tears the first down and removes the others.
+        Rootless: the pasta networks of containers that are not running."""
+        if self.rootless:
+            problems = self.pasta.problems(self.is_live)
+            return problems, (self.pasta.sweep(self.is_live) if repair and problems else [])
         if not os.path.isdir(os.path.join(self.data_root, "network")):
             return [], []
         store = self.sandboxes.store
@@ -304,7 +377,7 @@ class RunNetwork:
     def remove_bridges(self) -> None:
         """Take down the bridges of this data root's networks that have no endpoint (an engine
         going away for good: tests' data roots)."""
-        if os.path.isdir(os.path.join(self.data_root, "network", "networks")):
+        if not self.rootless and os.path.isdir(os.path.join(self.data_root, "network", "networks")):
             self.sandboxes.remove_bridges()
 
     def is_live(self, container_id: str) -> bool:
@@ -317,7 +390,13 @@ class RunNetwork:
     def begin_release(self, container_id: str) -> None:
         """Mark the run's sandbox as being torn down before its waiters are woken; the
         :meth:`detach` that follows (in this process) finishes it."""
-        if self.has_sandboxes():
+        if self.rootless:
+            record = self.pasta.sandbox(container_id)
+            self.pasta.begin_release(container_id)
+            if record is not None:
+                self._emit("disconnect", container_id, record)
+                self._disconnected.add(container_id)
+        elif self.has_sandboxes():
             record = self.sandboxes.store.sandbox(container_id)
             self.sandboxes.begin_release(container_id)
             # Docker's order: die, network disconnect, destroy (the teardown ends after destroy)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
 from lamina.log import get_logger
-from lamina.network import bridges, ipam, namespace
+from lamina.network import bridges, ipam, isolation, namespace
 from lamina.network.api import DataPlane, EndpointPlane, Network, PortMapping
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
@@ -161,26 +161,46 @@ class Sandboxes:
 
     def _setup(self, container_id: str, record: dict[str, Any], names: list[str]) -> dict[str, Any]:
         """Set up the endpoints ``names`` of ``record``, each by the plane chosen and recorded
-        (``Plumbing``) here, before anything is created; the planes' answers.  The engine lock
-        is held throughout, the host-wide lock only around netavark."""
+        (``Plumbing``) here, before anything is created, then each bridge endpoint's options
+        (:mod:`lamina.network.isolation`); the planes' answers.  The engine lock is held
+        throughout, the host-wide lock only around netavark.  What it set up is torn down when
+        it raises."""
+        path = record["SandboxKey"]
         with self._engine_locked():
             request = self._request(container_id, record, names)
             plumbing = self._plan(container_id, record, request)
             answer: dict[str, Any] = {}
             on_netavark = _part(request, [name for name in names if plumbing[name] == NETAVARK])
-            if on_netavark["networks"]:
-                with fsutil.file_lock(self.host_lock):
-                    answer.update(self.dataplane.setup(record["SandboxKey"], on_netavark))
-                    for info in on_netavark["network_info"].values():  # kept up while the network exists
-                        if info["driver"] == "bridge":
-                            bridges.keep(info["network_interface"], os.path.dirname(self.store.root),
-                                         os.path.dirname(self.netns_dir))
-                if self.endpoint_plane is not None:
-                    for info in on_netavark["network_info"].values():
-                        self.endpoint_plane.keep(info)
             plugged = _part(request, [name for name in names if plumbing[name] == CNI_BRIDGE])
-            if plugged["networks"] and self.endpoint_plane is not None:
-                answer.update(self.endpoint_plane.setup(record["SandboxKey"], plugged))
+            made: list[tuple[DataPlane, dict[str, Any]]] = []    # undone, last first, when a step raises
+            try:
+                if on_netavark["networks"]:
+                    with fsutil.file_lock(self.host_lock):
+                        answer.update(self.dataplane.setup(path, on_netavark))
+                        made.append((self.dataplane, on_netavark))
+                        for info in on_netavark["network_info"].values():  # kept up while the network exists
+                            if info["driver"] == "bridge":
+                                bridges.keep(self.store.by_id(info["id"]), os.path.dirname(self.store.root),
+                                             os.path.dirname(self.netns_dir))
+                    if self.endpoint_plane is not None:
+                        for info in on_netavark["network_info"].values():
+                            self.endpoint_plane.keep(info)
+                if plugged["networks"] and self.endpoint_plane is not None:
+                    answer.update(self.endpoint_plane.setup(path, plugged))
+                    made.append((self.endpoint_plane, plugged))
+                for name, info in request["network_info"].items():   # whichever plane made the endpoint
+                    if info["driver"] == "bridge":
+                        isolation.apply(self.store.by_id(info["id"]), path,
+                                        request["networks"][name]["interface_name"])
+            except BaseException:
+                for plane, part in reversed(made):
+                    host_wide = plane is self.dataplane
+                    try:
+                        with fsutil.file_lock(self.host_lock) if host_wide else contextlib.nullcontext():
+                            plane.teardown(path, part)
+                    except errdefs.LaminaError as exc:
+                        log.warning("teardown after a failed set-up in %s: %s", path, exc)
+                raise
             return answer
 
     def _plan(self, container_id: str, record: dict[str, Any], request: dict[str, Any]) -> dict[str, str]:

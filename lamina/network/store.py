@@ -147,6 +147,13 @@ class NetworkStore:
         if any(subnet.overlaps(route) for route in ipam.host_routes()):
             self._create_default_bridge(stored, bridge.Created)
 
+    def by_id(self, network_id: str) -> Network:
+        """The stored network of exactly ``network_id`` (one record read: the data plane's set-up)."""
+        try:
+            return Network.from_json(fsutil.read_json(os.path.join(self._networks, f"{network_id}.json")))
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"network {network_id} not found") from None
+
     def get(self, term: str, *, locked: bool = False) -> Network:
         """The network ``term`` names: an exact id, an exact name, or a unique id prefix."""
         networks = self.networks(locked=locked)

@@ -14,7 +14,12 @@ Layout detection (:func:`detect_layout`) reads ``/proc/self/mountinfo``:
 
 A container's cgroup is ``<hierarchy mount>/<path>`` with ``path`` = ``lamina/<id>`` (the
 ``cgroup_parent`` plus the id), absolute from the hierarchy root like Docker's cgroupfs
-driver (``/docker/<id>``), whatever cgroup the caller is in.
+driver (``/docker/<id>``), whatever cgroup the caller is in.  Rootless lamina with a delegated
+cgroup (:mod:`lamina.runtime.delegation`) roots the tree there instead: the layout's
+``delegated`` path is inserted, ``<v2 mount>/<delegated>/lamina/<id>``; such a layout is v2
+only (v1 hierarchies are never delegated), lists only the delegated controllers, and attaches
+no device filter (an unprivileged user cannot load one; the device nodes a rootless container
+gets are binds of the host's, usable only where the host lets the user use them).
 
 Files written (v1 | v2):
 
@@ -62,6 +67,7 @@ __all__ = [
     "CgroupManager",
     "detect_layout",
     "enter_cgroups",
+    "unified_mount",
 ]
 
 # every v1 hierarchy gets the container's cgroup (hugetlb too: a container left at the root of
@@ -86,10 +92,13 @@ class CgroupLayout:
 
     ``version`` 1: ``mounts`` maps each v1 controller to its hierarchy's mount point.
     ``version`` 2: ``mounts`` maps each enabled controller (and ``""``) to the unified mount.
+    ``delegated``: the cgroup, relative to the v2 mount, that a rootless user was delegated
+    (containers' cgroups are made under it); ``""``: the hierarchy roots.
     """
 
     version: int
     mounts: tuple[tuple[str, str], ...]
+    delegated: str = ""
 
     def mount_point(self, controller: str) -> str | None:
         for name, point in self.mounts:
@@ -110,8 +119,8 @@ def _unescape(value: str) -> str:
     return value.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
-def detect_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
-    """The cgroup layout of this mount namespace; FailedPrecondition when there is none."""
+def _cgroup_filesystems(mountinfo: str) -> tuple[dict[str, str], str | None]:
+    """(v1 controller -> mount point, the first cgroup2 mount point or None)."""
     v1: dict[str, str] = {}
     unified: str | None = None
     try:
@@ -132,6 +141,19 @@ def detect_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
                     v1[option] = point
         elif fstype == "cgroup2" and unified is None:
             unified = point
+    return v1, unified
+
+
+def unified_mount(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Where the cgroup v2 tree is mounted (``/sys/fs/cgroup`` on a v2 host,
+    ``/sys/fs/cgroup/unified`` on a hybrid one), whichever version :func:`detect_layout`
+    picks; None without one."""
+    return _cgroup_filesystems(mountinfo)[1]
+
+
+def detect_layout(mountinfo: str = "/proc/self/mountinfo") -> CgroupLayout:
+    """The cgroup layout of this mount namespace; FailedPrecondition when there is none."""
+    v1, unified = _cgroup_filesystems(mountinfo)
     if v1:
         return CgroupLayout(1, tuple(sorted(v1.items())))
     if unified is not None:
@@ -189,13 +211,13 @@ class CgroupManager:
     def directory(self, controller: str) -> str | None:
         """The container's directory in the hierarchy of ``controller`` (``""``: v2 tree)."""
         point = self.layout.mount_point(controller)
-        return None if point is None else os.path.join(point, self.path)
+        return None if point is None else os.path.join(point, self.layout.delegated, self.path)
 
     def directories(self) -> list[str]:
         """One directory per hierarchy (co-mounted controllers share one)."""
         seen: list[str] = []
         for _, point in self.layout.mounts:
-            directory = os.path.join(point, self.path)
+            directory = os.path.join(point, self.layout.delegated, self.path)
             if directory not in seen:
                 seen.append(directory)
         return seen
@@ -278,7 +300,8 @@ class CgroupManager:
         them to ``devices.allow``, v2 replaces the cgroup's device filter by one built from the
         defaults and ``rules``."""
         if self.layout.version == 2:
-            self._attach_device_filter(rules)
+            if not self.layout.delegated:
+                self._attach_device_filter(rules)
             return
         devices = self.directory("devices")
         if devices is None:
@@ -296,7 +319,7 @@ class CgroupManager:
     def _create_v2(self) -> None:
         unified = self.layout.unified
         assert unified is not None
-        current = unified
+        current = os.path.join(unified, self.layout.delegated)
         wanted = [name for name in self.layout.controllers]
         for part in self.path.split("/"):
             # controllers must be enabled in every ancestor's subtree_control
@@ -306,7 +329,8 @@ class CgroupManager:
                 self.write(os.path.join(current, "cgroup.subtree_control"), enable)
             current = os.path.join(current, part)
             _make_cgroup(current)
-        self._attach_device_filter(())
+        if not self.layout.delegated:
+            self._attach_device_filter(())
 
     def _attach_device_filter(self, rules: tuple[str, ...]) -> None:
         directory = self.directory("")
@@ -369,8 +393,20 @@ class CgroupManager:
 
     def stats(self) -> dict[str, object]:
         """Docker-shaped statistics: ``cpu_stats``, ``memory_stats``, ``pids_stats``,
-        ``blkio_stats`` (the fields of ``GET /containers/{id}/stats``)."""
-        return cgroup_stats.stats(self)
+        ``blkio_stats`` (the fields of ``GET /containers/{id}/stats``).  A delegated cgroup
+        may lack controllers: without pids, ``pids_stats`` counts ``cgroup.threads``; without
+        memory, ``memory_stats`` is the members' resident memory from /proc (no limit: the
+        host's memory), as for a container without a cgroup."""
+        result = cgroup_stats.stats(self)
+        if self.layout.version == 2 and not result.get("pids_stats"):
+            threads = self.read_optional("", "cgroup.threads")
+            if threads is not None:
+                result["pids_stats"] = {"current": len(threads.split())}
+        if self.layout.delegated and not result.get("memory_stats"):
+            from lamina.runtime.nocgroup import proc_usage
+
+            result["memory_stats"] = {"usage": proc_usage(self.pids())[2], "limit": cgroup_stats.host_memory_total()}
+        return result
 
     def oom_kill_count(self) -> int:
         """How many processes of the container the kernel's OOM killer has killed."""

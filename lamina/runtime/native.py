@@ -167,15 +167,13 @@ class ProcessControls(Protocol):
 
 
 class ProcessGroup(ProcessMembers, ProcessControls, Protocol):
-    """What the runtime needs of a container's processes: its cgroup
-    (:class:`~lamina.runtime.cgroups.CgroupManager`) or, without cgroups, its pid namespace's
-    members (:class:`~lamina.runtime.nocgroup.PidNamespaceMembers`)."""
+    """What the runtime needs of a container's processes: its cgroup (:class:`CgroupManager`) or,
+    without cgroups, its pid namespace's members (:class:`~lamina.runtime.nocgroup.PidNamespaceMembers`)."""
 
 
 def _cgroup_mounts(manager: CgroupManager) -> tuple[tuple[str, str], ...]:
-    """(name under the container's /sys/fs/cgroup, the container's cgroup directory) per
-    hierarchy: the basename of its mount point (``cpu``, ``hugetlb``, ``unified``...), or ``""``
-    for a v2 tree mounted at /sys/fs/cgroup itself."""
+    """(name under the container's /sys/fs/cgroup, the container's cgroup directory) per hierarchy: the
+    basename of its mount point (``cpu``, ``unified``...), ``""`` for a v2 tree at /sys/fs/cgroup itself."""
     out: list[tuple[str, str]] = []
     for _, point in manager.layout.mounts:
         name = "" if os.path.normpath(point) == "/sys/fs/cgroup" else os.path.basename(os.path.normpath(point))
@@ -194,8 +192,8 @@ class NativeRuntime:
                  seccomp_cache: str | None = None, cgroups: bool = True, fork_helper: bool = False) -> None:
         """``seccomp_profile``: the JSON of the profile (Docker's default when ``None``);
         ``seccomp_cache``: a directory where compiled filters are kept between processes;
-        ``cgroups`` False: containers get no cgroup of their own, their processes are those of
-        their pid namespace (:mod:`lamina.runtime.nocgroup`: rootless without delegation);
+        ``cgroups`` False (rootless): containers get a cgroup only under the delegated
+        ``cgroup_layout`` (:mod:`lamina.runtime.delegation`), else their pid namespace's members;
         ``fork_helper``: enter pid namespaces in a helper process (:meth:`_fork_through_helper`),
         for a caller in a user namespace that does not own its own pid namespace (rootless)."""
         self._layout = cgroup_layout
@@ -210,9 +208,9 @@ class NativeRuntime:
         """The container's cgroup, or without cgroups its pid namespace's members (which
         offer the same methods; ``pid``: the container's PID 1)."""
         if not self._use_cgroups:
-            from lamina.runtime.nocgroup import PidNamespaceMembers
+            from lamina.runtime.delegation import process_group
 
-            return PidNamespaceMembers(path, pid)
+            return process_group(path, pid, self._layout)
         if self._layout is None:
             self._layout = detect_layout()
         return CgroupManager(path, self._layout)
@@ -312,7 +310,7 @@ class NativeRuntime:
         namespace_fds = list(joined.values())
         try:
             manager.create()
-            if isinstance(manager, CgroupManager):
+            if isinstance(manager, CgroupManager) and not manager.layout.delegated:  # rootless: no view
                 plan = replace(plan, cgroup_mounts=_cgroup_mounts(manager))
             started = False
             try:
@@ -693,9 +691,11 @@ def _open_namespaces(paths: tuple[tuple[str, str], ...]) -> dict[str, tuple[int,
 def open_runtime(name: str, exec_root: str) -> NativeRuntime:
     """The registry's factory (:mod:`lamina.runtime.registry`): compiled seccomp filters are
     kept in ``<exec_root>/seccomp`` (compiling Docker's profile costs ~20 ms).  In a user
-    namespace (rootless lamina) containers get no cgroups: they are not delegated here."""
+    namespace (rootless lamina) containers get cgroups only under a delegated cgroup."""
     from lamina.config import in_user_namespace
+    from lamina.runtime.delegation import current
 
     rootless = in_user_namespace()
+    delegation = current() if rootless else None
     return NativeRuntime(seccomp_cache=os.path.join(exec_root, "seccomp"), cgroups=not rootless,
-                         fork_helper=rootless)
+                         fork_helper=rootless, cgroup_layout=delegation.layout() if delegation else None)

@@ -1,5 +1,9 @@
 """A container's processes without a cgroup of its own: rootless lamina where cgroups are not
-delegated to the user (a cgroup v1 host, or v2 without systemd's user delegation).
+delegated to the user (a cgroup v1 host, or v2 without systemd's user delegation, or a lamina
+process started outside the delegated cgroup).  Where a cgroup is delegated
+(:mod:`lamina.runtime.delegation`) containers get a :class:`~lamina.runtime.cgroups.CgroupManager`
+rooted there instead, and :func:`refuse_limits` refuses only the limits whose controller is
+not enabled, naming it.
 
 The container's processes are then those of its pid namespace: the namespace whose init is
 the container's PID 1 (``state.pid``).  :class:`PidNamespaceMembers` offers the parts of
@@ -21,25 +25,61 @@ from __future__ import annotations
 import os
 import signal as signal_module
 
+from typing import Protocol
+
 from lamina import errdefs
 from lamina.runtime.api import Resources
 
-__all__ = ["PidNamespaceMembers", "NO_CGROUP_REASON", "refuse_limits"]
+__all__ = ["DelegatedControllers", "PidNamespaceMembers", "NO_CGROUP_REASON", "proc_usage", "refuse_limits"]
 
 NO_CGROUP_REASON = ("rootless lamina: cgroups are not delegated to this user, so containers "
                     "have no cgroup of their own")
 
-_LIMIT_OPTIONS = (("memory", "--memory"), ("memory_swap", "--memory-swap"), ("cpu_quota", "--cpus"),
-                  ("cpu_period", "--cpu-period"), ("cpu_shares", "--cpu-shares"),
-                  ("cpuset_cpus", "--cpuset-cpus"), ("pids_limit", "--pids-limit"),
-                  ("memory_reservation", "--memory-reservation"), ("cpuset_mems", "--cpuset-mems"))
+
+class DelegatedControllers(Protocol):
+    """What the refusals need of a delegated cgroup (a
+    :class:`~lamina.runtime.delegation.Delegation`)."""
+
+    @property
+    def controllers(self) -> tuple[str, ...]: ...
+
+    def missing_reason(self, controller: str) -> str: ...
 
 
-def refuse_limits(resources: Resources) -> None:
-    """FailedPrecondition naming the options of ``resources`` that need a cgroup."""
-    wanted = [option for field, option in _LIMIT_OPTIONS if getattr(resources, field) is not None]
-    if wanted:
-        raise errdefs.FailedPrecondition(f"{NO_CGROUP_REASON}: {', '.join(wanted)} cannot be applied")
+def refuse_limits(resources: Resources, delegation: DelegatedControllers | None = None) -> None:
+    """FailedPrecondition naming the options of ``resources`` that cannot be applied: without
+    a delegated cgroup (``delegation`` None) every limit, with one each limit whose
+    controller lamina could not enable there (the message names the controller)."""
+    from lamina.runtime.delegation import LIMIT_CONTROLLERS, controller_of
+
+    wanted = [(field, option) for field, option in LIMIT_CONTROLLERS if getattr(resources, field) is not None]
+    if delegation is None:
+        if wanted:
+            raise errdefs.FailedPrecondition(
+                f"{NO_CGROUP_REASON}: {', '.join(option for _, option in wanted)} cannot be applied")
+        return
+    for field, option in wanted:
+        controller = controller_of(field)
+        if controller not in delegation.controllers:
+            raise errdefs.FailedPrecondition(
+                f"rootless lamina: {delegation.missing_reason(controller)}: {option} cannot be applied")
+
+
+def proc_usage(pids: list[int]) -> tuple[int, int, int]:
+    """(user cpu ns, kernel cpu ns, resident bytes) of ``pids`` summed from ``/proc/<pid>/stat``."""
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    user_ns = kernel_ns = rss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "r", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            user_ns += int(fields[11]) * tick_ns
+            kernel_ns += int(fields[12]) * tick_ns
+            rss += int(fields[21]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return user_ns, kernel_ns, rss
 
 
 def _namespace(pid: int) -> int | None:
@@ -135,20 +175,7 @@ class PidNamespaceMembers:
         from lamina.runtime.cgroup_stats import host_memory_total, system_cpu_usage
 
         pids = self.pids()
-        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-        page = os.sysconf("SC_PAGE_SIZE")
-        user_ns = 0
-        kernel_ns = 0
-        rss = 0
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat", "r", encoding="ascii", errors="replace") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                user_ns += int(fields[11]) * tick_ns
-                kernel_ns += int(fields[12]) * tick_ns
-                rss += int(fields[21]) * page
-            except (OSError, IndexError, ValueError):
-                continue
+        user_ns, kernel_ns, rss = proc_usage(pids)
         return {
             "cpu_stats": {"cpu_usage": {"total_usage": user_ns + kernel_ns, "usage_in_usermode": user_ns,
                                         "usage_in_kernelmode": kernel_ns},

@@ -39,8 +39,12 @@ Host quirk (cgroup v1 "hybrid" hosts): crun refuses controllers attached to the 
 hierarchy; on first start, as root, the runtime gives each its own v1 hierarchy
 (:func:`lamina.runtime.oci_cgroups.ensure_v1_hierarchies`).
 
+User namespaces (``--userns-remap``): the spec's ``user`` namespace and id mappings, and a bundle
+prepared for the namespace's root (:mod:`lamina.runtime.oci_userns`: the root filesystem bound at
+``<bundle>/rootfs``, detached before the bundle is removed).
+
 Not supported through OCI runtimes yet (``errdefs.NotImplemented``): ``terminal`` (needs a console
-socket receiving the pty master), ``init`` (no init binary to bind-mount yet), user namespaces.
+socket receiving the pty master), ``init`` (no init binary to bind-mount yet).
 """
 
 from __future__ import annotations
@@ -109,8 +113,9 @@ def _classify(action: str, message: str) -> type[errdefs.LaminaError]:
                                        "not a directory", "is a directory")):
         # Docker answers these with an invalid-parameter error (exit 127/126 at the CLI)
         return errdefs.InvalidArgument
+    # crun kill of a process that exited meanwhile: "open pidfd: No such process"
     if any(text in lower for text in ("not running", "not paused", "is paused", "stopped container",
-                                      "container is not", "cannot exec in a")):
+                                      "container is not", "cannot exec in a", "no such process")):
         return errdefs.Conflict
     if "already exists" in lower or "file exists" in lower:
         return errdefs.AlreadyExists
@@ -146,6 +151,7 @@ class OCIRuntime:
         self.root = os.path.join(self.state_root, self.name)
         self.timeout = timeout
         self._host_checked = False
+        self._version: tuple[int, int] | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -159,9 +165,10 @@ class OCIRuntime:
         return {key: value for key, value in os.environ.items()
                 if key not in ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID")}
 
-    def _invoke(self, action: str, arguments: Sequence[str], *, container_id: str,
-                stdio: Stdio | None = None) -> subprocess.CompletedProcess[bytes]:
-        """Run ``<binary> --root ... <action> <arguments>``; failures become errdefs errors."""
+    def _invoke(self, action: str, arguments: Sequence[str], *, container_id: str, stdio: Stdio | None = None,
+                network_namespace: str | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run ``<binary> --root ... <action> <arguments>``, in ``network_namespace`` when given
+        (``nsenter --net``); failures become errdefs errors."""
         bundle = os.path.join(self.state_root, container_id)
         log_path = os.path.join(bundle, "runtime.log") if os.path.isdir(bundle) else None
         offset = os.path.getsize(log_path) if log_path and os.path.exists(log_path) else 0
@@ -169,6 +176,8 @@ class OCIRuntime:
         if log_path:
             command += ["--log", log_path, "--log-format", "json"]
         command += [action, *arguments]
+        if network_namespace:
+            command = ["nsenter", f"--net={network_namespace}", "--", *command]
         if stdio is not None:
             streams: dict[str, Any] = {"stdin": stdio.stdin, "stdout": stdio.stdout, "stderr": stdio.stderr}
         else:
@@ -180,7 +189,7 @@ class OCIRuntime:
             raise errdefs.Unavailable(f"{self.name} {action} {container_id} did not finish within "
                                       f"{self.timeout:.0f} s") from exc
         except OSError as exc:
-            raise errdefs.System(f"cannot run {self.binary}: {exc.strerror}") from exc
+            raise errdefs.System(f"cannot run {command[0]}: {exc.strerror}") from exc
         if completed.returncode != 0:
             message = self._error_text(log_path, offset, completed.stderr)
             kind = _classify(action, message)
@@ -255,6 +264,39 @@ class OCIRuntime:
             if len(fields) > 1 and fields[1] == str(me) and command.startswith(self.name):
                 _reap(int(entry), timeout=2.0)
 
+    @staticmethod
+    def _remove_bundle(bundle: str) -> None:
+        from lamina.runtime.oci_userns import release_mounts
+
+        release_mounts(bundle)  # never through a bound root filesystem
+        remove_tree(bundle)
+
+    def _prepare_user_namespace(self, spec: ContainerSpec, bundle: str, config: dict[str, Any]) -> None:
+        """A container in a user namespace: its root filesystem bound where the namespace's
+        root reaches it, the ``net.*`` sysctls of a joined network namespace written from
+        here; with a runc that would not join that namespace in an exec, it is entered
+        around the binary instead (:mod:`lamina.runtime.oci_userns`)."""
+        from lamina.runtime import oci_userns
+
+        uid, gid = oci_userns.host_root(spec.uid_mappings), oci_userns.host_root(spec.gid_mappings)
+        oci_userns.keep_locked_flags(config)
+        config["root"]["path"] = oci_userns.prepare_rootfs(bundle, spec.rootfs, uid, gid)
+        if spec.network_namespace:
+            oci_userns.prepare_network(bundle, spec.network_namespace, config, spec.gid_mappings)
+            if self._joins_user_namespace_first():
+                oci_userns.enter_network_namespace_around(config, spec.network_namespace)
+
+    def _joins_user_namespace_first(self) -> bool:
+        """Whether this is a runc before 1.3, which joins the user namespace of an exec before
+        its other namespaces (and then cannot join a network namespace of the host's)."""
+        if self.name != "runc":
+            return False
+        if self._version is None:
+            completed = subprocess.run([self.binary, "--version"], capture_output=True, text=True, check=False)
+            match = re.search(r"version (\d+)\.(\d+)", completed.stdout)
+            self._version = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        return self._version < (1, 3)
+
     def _force_delete_quietly(self, container_id: str) -> None:
         try:
             self._invoke("delete", ["--force", container_id], container_id=container_id)
@@ -286,21 +328,23 @@ class OCIRuntime:
                 if self._known(spec.id):
                     raise errdefs.AlreadyExists(f"container {spec.id} already exists in {self.name}") from None
                 log.warning("removing the stale bundle %s", bundle)
-                remove_tree(bundle)
+                self._remove_bundle(bundle)
                 os.mkdir(bundle, 0o700)
         except OSError as exc:
             raise errdefs.System(f"cannot create the bundle {bundle}: {exc.strerror}") from exc
 
         pid_file = os.path.join(bundle, "pid")
         try:
+            if "user" in spec.namespaces:
+                self._prepare_user_namespace(spec, bundle, config)
             atomic_write_json(os.path.join(bundle, "config.json"), config, mode=0o600)
             _set_child_subreaper()
-            self._invoke("create", ["--bundle", bundle, "--pid-file", pid_file, spec.id],
-                         container_id=spec.id, stdio=stdio)
+            self._invoke("create", ["--bundle", bundle, "--pid-file", pid_file, spec.id], container_id=spec.id,
+                         stdio=stdio, network_namespace=_entered_network_namespace(config))
         except BaseException:
             self._force_delete_quietly(spec.id)
             self._reap_helpers()
-            remove_tree(bundle)
+            self._remove_bundle(bundle)
             raise
         # committed: the container exists in the runtime
         pid = 0
@@ -311,7 +355,7 @@ class OCIRuntime:
             self._force_delete_quietly(spec.id)
             if pid:
                 _reap(pid)
-            remove_tree(bundle)
+            self._remove_bundle(bundle)
             raise
         return RuntimeState(id=spec.id, pid=pid, runtime=self.name,
                             cgroup=f"{spec.cgroup_parent.strip('/')}/{spec.id}", bundle=bundle)
@@ -334,7 +378,8 @@ class OCIRuntime:
         try:
             _set_child_subreaper()
             self._invoke("exec", ["--process", process_path, "--pid-file", pid_path, "--detach", state.id],
-                         container_id=state.id, stdio=stdio)
+                         container_id=state.id, stdio=stdio,
+                         network_namespace=_bundle_network_namespace(bundle) if self.name == "runc" else None)
             return self._read_pid(pid_path, f"an exec in {state.id}")
         except BaseException:
             self._reap_helpers()
@@ -439,7 +484,24 @@ class OCIRuntime:
                     if exc.errno == errno.EBUSY:
                         raise errdefs.Conflict(f"cgroup {directory} still has processes") from exc
                     raise errdefs.System(f"cannot remove the cgroup {directory}: {exc.strerror}") from exc
-        remove_tree(bundle)
+        self._remove_bundle(bundle)
+
+
+def _entered_network_namespace(config: dict[str, Any]) -> str | None:
+    from lamina.runtime.oci_userns import entered_network_namespace
+
+    return entered_network_namespace(config)
+
+
+def _bundle_network_namespace(bundle: str) -> str | None:
+    """The network namespace an exec of this bundle's container is started in (see
+    :func:`lamina.runtime.oci_userns.enter_network_namespace_around`), None for most."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return None  # the binary reports what is wrong with the bundle
+    return _entered_network_namespace(config)
 
 
 def open_runtime(name: str, exec_root: str) -> OCIRuntime:

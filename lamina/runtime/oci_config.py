@@ -95,6 +95,16 @@ _ARCHES = {
 }
 
 
+def _mapped_from_zero(mappings: Iterable[tuple[int, int, int]]) -> int:
+    """How many ids from 0 up ``mappings`` ((inside, outside, size) triples) map without a gap."""
+    covered = 0
+    for inside, _, size in sorted(mappings):
+        if inside != covered:
+            break
+        covered += size
+    return covered
+
+
 def _clamp_rlimits(rlimits: Iterable[tuple[str, int, int]]) -> list[dict[str, Any]]:
     """OCI rlimits, never above this process's hard limit (root may lack CAP_SYS_RESOURCE)."""
     out = []
@@ -269,6 +279,11 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
                                for option in item["options"]]
         if item["destination"] == "/sys" and spec.privileged:
             item["options"] = [option for option in item["options"] if option != "ro"]
+        if item["destination"] == "/dev/mqueue" and "user" in spec.namespaces and "ipc" not in spec.namespaces:
+            # a user namespace cannot mount the mqueue of the host's ipc namespace: the host's,
+            # bound where the host has one (as the native runtime and podman do)
+            item.update(type="bind", source="/dev/mqueue", options=["rbind", "nosuid", "noexec", "nodev"])
+    defaults = [item for item in defaults if item["type"] != "bind" or os.path.isdir(item["source"])]
     return defaults + user_mounts
 
 
@@ -293,8 +308,8 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
     unknown = set(spec.namespaces) - set(_NAMESPACE_ORDER) - {"user"}
     if unknown:
         raise errdefs.InvalidArgument(f"unknown namespaces: {', '.join(sorted(unknown))}")
-    if "user" in spec.namespaces:
-        raise errdefs.NotImplemented("user namespaces are not supported through OCI runtimes yet")
+    if "user" in spec.namespaces and not (spec.uid_mappings and spec.gid_mappings):
+        raise errdefs.InvalidArgument("a user namespace needs uid and gid mappings")
     if spec.network not in ("private", "none", "host"):
         raise errdefs.InvalidArgument(f"unknown network mode {spec.network!r}")
 
@@ -328,6 +343,9 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
     }
     if any(item["type"] == "network" for item in namespaces):
         linux["sysctl"] = dict(_PRIVATE_NETWORK_SYSCTLS)
+        if "user" in spec.namespaces:
+            # the range is read in the writer's user namespace, where only the mapped groups exist
+            linux["sysctl"]["net.ipv4.ping_group_range"] = f"0 {_mapped_from_zero(spec.gid_mappings) - 1}"
     if spec.sysctls:
         linux.setdefault("sysctl", {}).update(dict(spec.sysctls))
     if spec.devices:
@@ -341,6 +359,15 @@ def config_json(spec: ContainerSpec, *, seccomp_profile: Mapping[str, Any] | Non
             seccomp_profile = json.loads(spec.seccomp_profile)
         profile = seccomp_profile if seccomp_profile is not None else load_default_seccomp_profile()
         linux["seccomp"] = seccomp_json(profile, spec.process.capabilities)
+
+    if "user" in spec.namespaces:
+        # the runtimes join the namespaces given by a path before they create the user
+        # namespace, and create the others in it (lamina.runtime.oci_userns: the rest)
+        namespaces.append({"type": "user"})
+        linux["uidMappings"] = [{"containerID": inside, "hostID": outside, "size": size}
+                                for inside, outside, size in spec.uid_mappings]
+        linux["gidMappings"] = [{"containerID": inside, "hostID": outside, "size": size}
+                                for inside, outside, size in spec.gid_mappings]
 
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,

@@ -154,7 +154,7 @@ class EngineServices:
 
     @_Built
     def remap(self) -> Remap | None:
-        """``--userns-remap``: resolved (user, ranges, idmapped mounts checked) or None."""
+        """``--userns-remap``: resolved (user, ranges, idmapped mounts or chowned copies) or None."""
         if not self.config.userns_remap:
             return None
         if self.config.rootless_uid is not None:
@@ -164,7 +164,11 @@ class EngineServices:
         from lamina.idmap import open_remap
 
         driver = self.selection.driver
-        return open_remap(self.config.userns_remap, driver.home, self.config.exec_root, driver.name)
+        remap = open_remap(self.config.userns_remap, driver.home, self.config.exec_root, driver.name,
+                           self.config.userns_remap_layers)
+        if remap.layer_copies:
+            log.info("--userns-remap: remapped containers see chowned copies of the layers (%s)", remap.copy_reason)
+        return remap
 
     @property
     def mounts(self) -> MountStore:

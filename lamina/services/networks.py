@@ -197,9 +197,22 @@ class NetworkServiceImpl:
         network = self.store.get(term)
         config = dict(endpoint_config or {})
         ipam = config.get("IPAMConfig") or {}
-        for unsupported in ("Links", "DriverOpts"):
-            if config.get(unsupported):
-                raise errdefs.InvalidArgument(f"lamina does not support {unsupported} in network connect")
+        if config.get("DriverOpts"):
+            raise errdefs.InvalidArgument("lamina does not support DriverOpts in network connect")
+        connect_links: list[str] = []
+        if config.get("Links"):
+            from lamina.container import links
+
+            if network.Name == "bridge":
+                raise errdefs.InvalidArgument(links.USER_NETWORK_ONLY)
+            if not isinstance(config["Links"], list):
+                raise errdefs.InvalidArgument("EndpointConfig.Links must be a list of strings")
+            for spec in config["Links"]:
+                links.parse(spec)
+            if self.store.sandbox(container_id) is not None:
+                raise errdefs.Conflict("lamina writes the /etc/hosts entries of a link when the container starts: "
+                                       "connect a running container without --link, or connect it while stopped")
+            connect_links = [str(spec) for spec in config["Links"]]
         if network.Driver not in ("bridge", "macvlan"):
             raise errdefs.Forbidden(f"container cannot be disconnected from host network or connected to "
                                     f"{network.Name} network")
@@ -207,7 +220,8 @@ class NetworkServiceImpl:
                                          or ipam.get("IPv6Address")):
             raise errdefs.InvalidArgument("network-scoped aliases and addresses are supported only for "
                                           "containers in user defined networks")
-        endpoint = {"IPAMConfig": ipam or None, "Links": None, "Aliases": config.get("Aliases") or None,
+        endpoint = {"IPAMConfig": ipam or None, "Links": connect_links or None,
+                    "Aliases": config.get("Aliases") or None,
                     "MacAddress": str(config.get("MacAddress") or ""), "NetworkID": network.Id}
 
         def add(mode: str, networks: dict[str, Any]) -> None:

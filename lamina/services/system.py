@@ -2,12 +2,15 @@
 
 ``check`` verifies, under the store's exclusive lock: every image config against its digest,
 every image's layer chain, every layer record (chainID, parent, driver directory,
-tar-split), every reference, the driver's own directories and the container name index
+tar-split), every reference, the driver's own directories (with the ``--userns-remap`` layer
+copies under ``<data-root>/<uid>.<gid>/``: a copy whose layer is gone, or work in progress)
+and the container name index
 against the container records, and the engine's network objects (sandboxes of containers that
 are not running, interfaces and netavark rules no record describes:
 :meth:`lamina.network.run.RunNetwork.check`); it reports orphans and damage and, with
 ``repair``, removes what is safe to remove (references to missing images, unreferenced
-layers, driver directories no layer owns, leaked network objects) and rebuilds the name
+layers, driver directories no layer owns, layer copies whose layer is gone, leaked network
+objects) and rebuilds the name
 index.  It never removes an image.
 """
 
@@ -28,6 +31,7 @@ from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
     from lamina.idmap import Remap
+    from lamina.runtime.delegation import Delegation
     from lamina.services.api import BuildCacheUsage, ContainerUsage, VolumeUsage
 
 __all__ = ["SystemServiceImpl", "API_VERSION", "MIN_API_VERSION"]
@@ -85,9 +89,50 @@ _ROOTLESS_INFO: dict[str, Any] = {
         "WARNING: Running in rootless mode without cgroups (they are not delegated to this user): "
         "--memory, --memory-swap, --memory-reservation, --cpus, --cpu-period, --cpu-shares, "
         "--cpuset-cpus, --cpuset-mems, --pids-limit, pause and unpause are unavailable",
-        "WARNING: Running in rootless mode: networks are limited to none (the default) and host",
     ],
 }
+_ROOTLESS_NETWORK = ("WARNING: Running in rootless mode: networks are limited to bridge (the default: a private "
+                     "network per container through pasta), none, host and container:<name>; no user-defined networks")
+
+
+def _rootless_networks(info: dict[str, Any]) -> dict[str, Any]:
+    """``Plugins`` and ``Warnings`` of rootless ``info`` with the networks available here (the
+    bridge network needs pasta and a /dev/net/tun the user can open)."""
+    from lamina.network.pasta import unavailable_reason
+
+    reason = unavailable_reason()
+    warnings = [*(info.get("Warnings") or []), _ROOTLESS_NETWORK]
+    if reason:
+        warnings.append(f"WARNING: Running in rootless mode: the bridge network is unavailable: {reason}")
+    return {"Plugins": {**info["Plugins"], "Network": ["host", "null"] if reason else ["bridge", "host", "null"]},
+            "Warnings": warnings}
+
+
+def _delegated_info(delegation: Delegation) -> dict[str, Any]:
+    """What info says for rootless lamina in a delegated cgroup v2 (lamina.runtime.delegation):
+    the limits of the enabled controllers, a warning naming the others and their options."""
+    from lamina.runtime.delegation import ENGINE_LEAF, LIMIT_CONTROLLERS, controller_of
+
+    enabled = set(delegation.controllers)
+    missing = [name for name in ("memory", "cpu", "cpuset", "pids") if name not in enabled]
+    swap = os.path.exists(os.path.join(delegation.leaf(ENGINE_LEAF), "memory.swap.max"))
+    warnings = []
+    for name in missing:
+        options = ", ".join(option for field, option in LIMIT_CONTROLLERS if controller_of(field) == name)
+        warnings.append(f"WARNING: Running in rootless mode: {delegation.missing_reason(name)}: {options} "
+                        "unavailable")
+    return {
+        "CgroupDriver": "cgroupfs", "CgroupVersion": "2",
+        "MemoryLimit": "memory" in enabled, "SwapLimit": "memory" in enabled and swap,
+        "CpuCfsPeriod": "cpu" in enabled, "CpuCfsQuota": "cpu" in enabled, "CPUShares": "cpu" in enabled,
+        "CPUSet": "cpuset" in enabled, "PidsLimit": "pids" in enabled,
+        "Plugins": _ROOTLESS_INFO["Plugins"],
+        "LaminaRootlessCgroup": delegation.directory,
+        "Warnings": [f"WARNING: Running in rootless mode with the delegated cgroup {delegation.directory} "
+                     f"(controllers: {' '.join(delegation.controllers) or 'none'}; pause, unpause and "
+                     "kill use its freezer and cgroup.kill)", *warnings,
+                     *(warning for warning in _ROOTLESS_INFO["Warnings"] if "cgroups" not in warning)],
+    }
 
 
 class SystemServiceImpl:
@@ -178,7 +223,11 @@ class SystemServiceImpl:
             "LaminaSkippedDrivers": [list(item) for item in self.skipped_drivers],
         }
         if self.config.rootless_uid is not None:
-            info.update(_ROOTLESS_INFO)
+            from lamina.runtime.delegation import current
+
+            delegation = current()
+            info.update(_ROOTLESS_INFO if delegation is None else _delegated_info(delegation))
+            info.update(_rootless_networks(info))
             info["SecurityOptions"] = [*info["SecurityOptions"], "name=rootless"]
         return info
 
@@ -211,8 +260,13 @@ class SystemServiceImpl:
             images.append({**summary, "Id": str(image_id), "Size": size, "SharedSize": shared,
                            "VirtualSize": size, "Containers": users_of_image.get(str(image_id), 0)})
         build_cache = self.builds.cache_usage() if self.builds is not None else []
+        from lamina.graphdriver.remapcopy import copies_size
+
+        # the chowned layer copies of --userns-remap (their recorded sizes: no walk)
+        copies = copies_size(self.config.data_root, self.driver.name)
         return {
-            "LayersSize": sum(layer.size for layer in layers.values()),
+            "LayersSize": sum(layer.size for layer in layers.values()) + copies,
+            "LaminaRemapCopiesSize": copies,
             "Images": images,
             "Containers": containers,
             "Volumes": self._volume_usage(),
@@ -229,11 +283,11 @@ class SystemServiceImpl:
 
     def _check_networks(self, repair: bool) -> tuple[list[dict[str, str]], list[str]]:
         """Leaked network objects (:meth:`lamina.network.run.RunNetwork.check`)."""
-        if self.config.rootless_uid is not None:
-            return [], []  # rootless lamina has no bridges, rules nor the host's network lock
         from lamina.network.run import RunNetwork
 
-        return RunNetwork(self.config.data_root, self.config.exec_root).check(repair=repair)
+        # rootless: the pasta networks (no bridges, rules nor the host's network lock)
+        return RunNetwork(self.config.data_root, self.config.exec_root,
+                          rootless=self.config.rootless_uid is not None).check(repair=repair)
 
     def check(self, *, repair: bool = False) -> dict[str, Any]:
         service = self.image_service

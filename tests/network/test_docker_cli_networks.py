@@ -55,3 +55,22 @@ def test_docker_cli_networks_ports_and_names(docker, names) -> None:  # noqa: F8
         docker("rm", "-f", "web", "probe", check=False)
         docker("network", "rm", "appnet", "othernet", check=False)
     assert b"appnet" not in docker("network", "ls").stdout
+
+
+def test_docker_cli_link_on_a_user_network(docker, names) -> None:  # noqa: F811
+    docker("load", "-q", "-i", BUSYBOX_ARCHIVE)
+    docker("network", "create", "--subnet", names.subnet(), "-o", f"com.docker.network.bridge.name={names.bridge()}",
+           "linknet")
+    try:
+        docker("run", "-d", "--name", "linkweb", "--network", "linknet", "busybox", "sleep", "60")
+        address = docker("inspect", "-f", "{{.NetworkSettings.Networks.linknet.IPAddress}}", "linkweb").stdout.decode()
+        # the docker CLI sends the link twice (HostConfig.Links and EndpointsConfig.linknet.Links): one entry
+        hosts = docker("run", "--rm", "--network", "linknet", "--link", "linkweb:la", "busybox", "sh", "-c",
+                       "ping -c1 -W3 la >/dev/null && grep -w la /etc/hosts").stdout.decode()
+        assert hosts.splitlines() == [f"{address.strip()}\tla linkweb"]
+        docker("create", "--name", "linkapp", "--network", "linknet", "--link", "linkweb:la", "busybox", "true")
+        links = docker("inspect", "-f", "{{json .NetworkSettings.Networks.linknet.Links}}", "linkapp").stdout.decode()
+        assert links.strip() == '["linkweb:la"]'
+    finally:
+        docker("rm", "-f", "linkweb", "linkapp", check=False)
+        docker("network", "rm", "linknet", check=False)

@@ -145,7 +145,7 @@ BAD = [
      400, "not in subnet"),
     ({"Name": "x", "IPAM": {"Config": [{"Subnet": "10.252.0.0/24"}, {"Subnet": "10.252.1.0/24"}]}}, 400,
      "one IPv4 and one IPv6"),
-    ({"Name": "x", "Options": {"com.docker.network.bridge.enable_icc": "false"}}, 400, "enable_icc=false"),
+    ({"Name": "x", "Options": {"com.docker.network.bridge.enable_icc": "maybe"}}, 400, "enable_icc=maybe"),
     ({"Name": "x", "Options": {"com.docker.network.bridge.host_binding_ipv4": "1.2.3.4"}}, 400,
      "does not support the bridge network option"),
     ({"Name": "x", "Ingress": True}, 400, "Ingress"),
@@ -156,7 +156,7 @@ BAD = [
 @pytest.mark.parametrize(("body", "status", "message"), BAD, ids=[
     "a space in the name", "a predefined name", "an unknown driver", "host bits in the subnet",
     "a gateway outside the subnet", "a malformed subnet", "an IPv6 subnet without EnableIPv6",
-    "an IPv6 gateway outside its subnet", "two IPv4 subnets", "enable_icc false", "an unknown option",
+    "an IPv6 gateway outside its subnet", "two IPv4 subnets", "enable_icc not a boolean", "an unknown option",
     "ingress", "an unknown IPAM driver"])
 def test_bad_create_requests_are_refused_and_create_nothing(router, body, status, message) -> None:
     response = send(router, "POST", "/networks/create", body)

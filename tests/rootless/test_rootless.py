@@ -1,173 +1,24 @@
-"""Rootless lamina end to end: an unprivileged user the test creates runs the real ``lamina``.
-
-Set-up needs root (``useradd``, a range in /etc/subuid and /etc/subgid, ``setpriv``); the
-commands then run as that user with their own ``HOME``, ``XDG_RUNTIME_DIR`` and ``PYTHONPATH``.
-Teardown kills every process of the user by pid (its pause process, monitors, a server), which
-ends the namespaces and the mounts made in them, then removes the user, its home (the data
-root) and its subordinate ranges.
-"""
+"""Rootless lamina end to end: an unprivileged user the test creates runs the real ``lamina``
+(:mod:`rootless.users`: the user, its environment, its removal with every process it has)."""
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from typing import NamedTuple
 
 import pytest
 
-from lamina.records import dataclass
+from rootless.users import EXIT_ROOTLESS, LAMINA, User, data_root, make_user, processes_of, ranges
 
-pytestmark = pytest.mark.privileged
-
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
-LAMINA = os.path.join(os.path.dirname(sys.executable), "lamina")
-SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EXIT_ROOTLESS = 10
-SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
-
-
-class Range(NamedTuple):
-    start: int
-    count: int
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    runtime_dir: str
-    subuid: Range | None
-
-    def environment(self, **extra: str) -> dict[str, str]:
-        environment = {"HOME": self.home, "XDG_RUNTIME_DIR": self.runtime_dir, "USER": self.name,
-                       "PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONPATH": SOURCE, "LANG": "C.UTF-8"}
-        environment.update(extra)
-        return {key: value for key, value in environment.items() if value}
-
-    def command(self, *args: str) -> list[str]:
-        return [SETPRIV, f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", *args]
-
-    def lamina(self, *args: str, input: bytes | None = None, cwd: str | None = None,
-               environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(self.command(LAMINA, *args), input=input, capture_output=True, timeout=120,
-                              cwd=cwd or self.runtime_dir, env=environment or self.environment())
-
-    def ok(self, *args: str, **kwargs) -> str:
-        result = self.lamina(*args, **kwargs)
-        assert result.returncode == 0, (args, result.stdout, result.stderr)
-        return result.stdout.decode()
-
-
-def _ranges(path: str, name: str) -> list[Range]:
-    with open(path, encoding="utf-8") as handle:
-        return [Range(int(fields[1]), int(fields[2])) for fields in
-                (line.strip().split(":") for line in handle) if len(fields) == 3 and fields[0] == name]
-
-
-def _processes_of(uid: int) -> list[int]:
-    """The live (not zombie) processes of ``uid``."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid != uid:
-                    continue
-                with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as handle:
-                    if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        continue
-            except (OSError, IndexError):
-                continue
-            pids.append(int(name))
-    return pids
-
-
-def _kill_processes_of(uid: int) -> None:
-    """SIGKILL, by pid, every process the test user has (the test started them all)."""
-    deadline = time.monotonic() + 10
-    while True:
-        pids = _processes_of(uid)
-        if not pids or time.monotonic() > deadline:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def users() -> Iterator[list[User]]:
-    """Made on demand by :func:`make_user`; all removed at the end of the module."""
-    made: list[User] = []
-    yield made
-    for user in made:
-        _kill_processes_of(user.uid)
-        ranges = _ranges("/etc/subuid", user.name)
-        for id_range in ranges:
-            last = id_range.start + id_range.count - 1
-            subprocess.run(["usermod", "--del-subuids", f"{id_range.start}-{last}", user.name], capture_output=True)
-        for id_range in _ranges("/etc/subgid", user.name):
-            last = id_range.start + id_range.count - 1
-            subprocess.run(["usermod", "--del-subgids", f"{id_range.start}-{last}", user.name], capture_output=True)
-        subprocess.run(["userdel", "--remove", user.name], capture_output=True)
-        shutil.rmtree(user.home, ignore_errors=True)
-        shutil.rmtree(os.path.dirname(user.runtime_dir), ignore_errors=True)
-
-
-def make_user(users: list[User], *, subordinate: bool = True) -> User:
-    name = "lr" + uuid.uuid4().hex[:10]
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
-    entry = pwd.getpwnam(name)
-    base = tempfile.mkdtemp(prefix="lamina-rootless-")
-    os.chmod(base, 0o755)
-    runtime_dir = os.path.join(base, "run")
-    os.mkdir(runtime_dir, 0o700)
-    os.chown(runtime_dir, entry.pw_uid, entry.pw_gid)
-    user = User(name=name, uid=entry.pw_uid, gid=entry.pw_gid, home=entry.pw_dir, runtime_dir=runtime_dir,
-                subuid=None)
-    users.append(user)
-    ranges = _ranges("/etc/subuid", name)
-    if subordinate and not ranges:
-        # useradd adds ranges when login.defs asks it to; else one above every range in use
-        with open("/etc/subuid", encoding="utf-8") as handle:
-            taken = [int(f[1]) + int(f[2]) for f in (line.split(":") for line in handle) if len(f) == 3]
-        start = max([100000, *taken])
-        subprocess.run(["usermod", "--add-subuids", f"{start}-{start + 65535}",
-                        "--add-subgids", f"{start}-{start + 65535}", name], check=True, capture_output=True)
-    elif not subordinate:
-        for path, option in (("/etc/subuid", "--del-subuids"), ("/etc/subgid", "--del-subgids")):
-            for id_range in _ranges(path, name):
-                subprocess.run(["usermod", option, f"{id_range.start}-{id_range.start + id_range.count - 1}",
-                                name], check=True, capture_output=True)
-    ranges = _ranges("/etc/subuid", name)
-    return User(name=name, uid=entry.pw_uid, gid=entry.pw_gid, home=entry.pw_dir, runtime_dir=runtime_dir,
-                subuid=ranges[0] if ranges else None)
-
-
-@pytest.fixture(scope="module")
-def user(users: list[User]) -> User:
-    """A user with the busybox image loaded."""
-    made = make_user(users)
-    assert made.subuid is not None
-    made.ok("load", "-q", "-i", os.path.abspath(FIXTURE))
-    return made
-
-
-def _data_root(user: User) -> str:
-    return os.path.join(user.home, ".local", "share", "lamina")
+# the default network is pasta's, which opens /dev/net/tun as the user: Debian's 0666 for each test
+pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("debian_tun")]
 
 
 def test_a_container_runs_as_the_user_mapped_to_root(user: User) -> None:
@@ -183,7 +34,7 @@ def test_a_container_runs_as_the_user_mapped_to_root(user: User) -> None:
     assert os.stat(f"/proc/{pid}").st_uid == user.uid
     with open(f"/proc/{pid}/uid_map", encoding="ascii") as handle:
         assert handle.read().split()[:3] == ["0", str(user.uid), "1"]
-    assert os.path.isdir(os.path.join(_data_root(user), "overlay2"))
+    assert os.path.isdir(os.path.join(data_root(user), "overlay2"))
 
 
 def test_build_commit_and_save_work_rootless(user: User) -> None:
@@ -204,7 +55,7 @@ def test_build_commit_and_save_work_rootless(user: User) -> None:
     # on the host the file belongs to the user's subordinate range, uid 1000 inside
     layer = json.loads(user.ok("image", "inspect", "rootless:built"))[0]["GraphDriver"]["Data"]["UpperDir"]
     info = os.stat(os.path.join(layer, "data", "file"))
-    assert (info.st_uid, info.st_gid) == (user.subuid.start + 999, _ranges("/etc/subgid", user.name)[0].start + 999)
+    assert (info.st_uid, info.st_gid) == (user.subuid.start + 999, ranges("/etc/subgid", user.name)[0].start + 999)
     whiteout = os.lstat(os.path.join(layer, "etc", "group"))
     assert (os.major(whiteout.st_rdev), os.minor(whiteout.st_rdev)) == (0, 0)
 
@@ -237,11 +88,13 @@ def test_info_names_rootless_and_the_unavailable_limits(user: User) -> None:
 @pytest.mark.parametrize("args, message", [
     (("--memory", "16m"), b"--memory"),
     (("--pids-limit", "10"), b"--pids-limit"),
-    (("--network", "bridge"), b"only --network none"),
+    (("--network", "mynetwork"), b"user-defined networks need a bridge"),
     (("--runtime", "crun"), b"native runtime only"),
-    (("-p", "127.0.0.1:18080:80"), b"cannot publish ports"),
-], ids=["a memory limit", "a pids limit", "the bridge network", "an OCI runtime", "a published port"])
-def test_what_needs_a_cgroup_or_a_bridge_is_refused(user: User, args, message) -> None:
+    (("-p", "127.0.0.1:80:80"), b"cannot expose privileged port 80"),
+    (("--mac-address", "02:42:ac:11:00:02"), b"cannot set a container's MAC address"),
+], ids=["a memory limit", "a pids limit", "a user-defined network", "an OCI runtime", "a privileged host port",
+        "a MAC address"])
+def test_what_needs_a_cgroup_or_privileges_is_refused(user: User, args, message) -> None:
     before = user.ok("ps", "-aq")
     result = user.lamina("run", "--rm", *args, "busybox", "true")
     assert result.returncode != 0
@@ -252,8 +105,8 @@ def test_what_needs_a_cgroup_or_a_bridge_is_refused(user: User, args, message) -
 def test_host_network_is_the_users_network(user: User) -> None:
     host = os.readlink("/proc/self/ns/net")
     assert user.ok("run", "--rm", "--network", "host", "busybox", "readlink", "/proc/self/ns/net").strip() == host
-    default = user.ok("run", "--rm", "busybox", "sh", "-c", "readlink /proc/self/ns/net; ls /sys/class/net")
-    namespace, *interfaces = default.split()
+    none = user.ok("run", "--rm", "--network", "none", "busybox", "sh", "-c", "readlink /proc/self/ns/net; ls /sys/class/net")
+    namespace, *interfaces = none.split()
     assert namespace != host and interfaces == ["lo"]
 
 
@@ -305,7 +158,7 @@ def test_without_newuidmap_nothing_is_created(users: list[User]) -> None:
     assert result.returncode == EXIT_ROOTLESS, result.stderr
     assert b"newuidmap" in result.stderr and b"uidmap" in result.stderr
     assert os.listdir(fresh.runtime_dir) == []
-    assert not os.path.exists(_data_root(fresh))
+    assert not os.path.exists(data_root(fresh))
 
 
 def test_without_a_subordinate_range_nothing_is_created(users: list[User]) -> None:
@@ -314,7 +167,7 @@ def test_without_a_subordinate_range_nothing_is_created(users: list[User]) -> No
     assert result.returncode == EXIT_ROOTLESS, result.stderr
     assert f"no subordinate uid range for {fresh.name} in /etc/subuid".encode() in result.stderr
     assert os.listdir(fresh.runtime_dir) == []
-    assert not os.path.exists(_data_root(fresh))
+    assert not os.path.exists(data_root(fresh))
 
 
 def test_without_xdg_runtime_dir_lamina_says_so(user: User) -> None:
@@ -354,13 +207,13 @@ def test_a_dead_pause_process_is_replaced(user: User) -> None:
         old = int(handle.read())
     os.kill(old, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while old in _processes_of(user.uid):
+    while old in processes_of(user.uid):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert "busybox" in user.ok("images")
     with open(pid_file, encoding="ascii") as handle:
         new = int(handle.read())
-    assert new != old and new in _processes_of(user.uid)
+    assert new != old and new in processes_of(user.uid)
     assert user.ok("run", "--rm", "busybox", "echo", "again").strip() == "again"
 
 
@@ -372,7 +225,7 @@ def test_first_invocations_at_once_make_one_pause_process(users: list[User]) -> 
         _, error = process.communicate(timeout=120)
         assert process.returncode == 0, error
     pauses = []
-    for pid in _processes_of(fresh.uid):
+    for pid in processes_of(fresh.uid):
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             if handle.read().startswith(b"lamina-pause\0"):
                 pauses.append(pid)

@@ -226,13 +226,13 @@ def test_rlimits_never_exceed_the_current_hard_limit():
 @pytest.mark.parametrize("changes, kind", [
     ({"id": "../escape"}, errdefs.InvalidArgument),
     ({"rootfs": "relative/rootfs"}, errdefs.InvalidArgument),
-    ({"namespaces": frozenset({"pid", "user"})}, errdefs.NotImplemented),
+    ({"namespaces": frozenset({"pid", "user"})}, errdefs.InvalidArgument),
     ({"namespaces": frozenset({"pid", "bogus"})}, errdefs.InvalidArgument),
     ({"process": ProcessSpec(args=())}, errdefs.InvalidArgument),
     ({"process": ProcessSpec(args=("true",), cwd="tmp")}, errdefs.InvalidArgument),
     ({"process": ProcessSpec(args=("true",), rlimits=(("RLIMIT_BOGUS", 1, 1),))}, errdefs.InvalidArgument),
     ({"network": "bridge"}, errdefs.InvalidArgument),
-], ids=["an id with a slash", "a relative rootfs", "user namespace", "unknown namespace", "no command",
+], ids=["an id with a slash", "a relative rootfs", "a user namespace without mappings", "unknown namespace", "no command",
         "relative working directory", "unknown rlimit", "unknown network mode"])
 def test_bad_specs_are_refused(changes, kind):
     spec = replace(make_spec("/rootfs", "true"), **changes)

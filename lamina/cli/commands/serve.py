@@ -39,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="time an open connection may wait for its next request; 0: no limit (default 300)")
     parser.add_argument("--userns-remap", metavar="default|USER[:GROUP]",
                         help="as the global --userns-remap: containers run in remapped user namespaces")
+    parser.add_argument("--userns-remap-layers", choices=("auto", "idmap", "copy"),
+                        help="as the global --userns-remap-layers: idmapped mounts or chowned layer copies")
     parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="on SIGTERM, how long requests in progress may take to finish before "
                              "they are cut (default 10)")
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace, context: Context) -> int:
 
     if args.userns_remap is not None:
         context.options = replace(context.options, userns_remap=args.userns_remap)
+    if args.userns_remap_layers is not None:
+        context.options = replace(context.options, userns_remap_layers=args.userns_remap_layers)
     if args.shutdown_timeout < 0:
         raise UsageError("--shutdown-timeout must not be negative")
     hosts = list(args.host) or ([context.options.host] if context.options.host

@@ -58,6 +58,10 @@ class MonitorNetwork(Protocol):
     def sandbox(self, container_id: str) -> dict[str, Any] | None:
         """Another container's sandbox record (its endpoints' addresses: legacy links)."""
 
+    def linkers(self, sandbox: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+        """(container id, network name, its ``Links`` there) of the running containers with links
+        on a user-defined network of the run whose sandbox record is ``sandbox``."""
+
     def begin_release(self, container_id: str) -> None:
         """Mark the sandbox as being torn down (its leases wait for the ``detach`` that follows
         in this process): an ``--rm`` run's teardown comes after its waiters are woken."""

@@ -65,8 +65,10 @@ def spawn(recipe: MonitorRecipe, container_id: str, pending: list[PendingAttach]
 def _ask_template(recipe: MonitorRecipe, request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
     """Send the spawn request to the template (started when there is none); its answer, None
     when the template closed the connection without one."""
+    from lamina.runtime.delegation import engine_leaf
+
     paths = _import_path()
-    key = protocol.template_key(sys.executable, paths)
+    key = protocol.template_key(sys.executable, paths, engine_leaf())
     path = protocol.template_socket(recipe.exec_root, key)
     try:
         sock = connect_unix(path)

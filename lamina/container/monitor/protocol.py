@@ -164,12 +164,15 @@ def spawn_request(container_id: str, *, builder: str, arguments: dict[str, Any],
             "pending": pending}
 
 
-def template_key(executable: str, paths: list[str]) -> str:
+def template_key(executable: str, paths: list[str], cgroup: str = "") -> str:
     """Which template serves a starter: one per interpreter and import path, so that two code
-    trees on one exec root never run each other's monitor code."""
+    trees on one exec root never run each other's monitor code, and per delegated cgroup leaf
+    ``cgroup`` of a rootless starter (:func:`lamina.runtime.delegation.engine_leaf`), so that
+    monitors are delegated exactly when their starter is."""
     import hashlib
 
-    return hashlib.sha256(json.dumps([executable, paths]).encode()).hexdigest()[:16]
+    identity: list[object] = [executable, paths, cgroup] if cgroup else [executable, paths]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
 
 def template_socket(exec_root: str, key: str) -> str:

@@ -34,7 +34,7 @@ from lamina.container import health, joining, links
 from lamina.container import spec as specs
 from lamina.container.execstore import ExecStore
 from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
-from lamina.container.monitor.api import MonitorContext
+from lamina.container.monitor.api import MonitorContext, MonitorNetwork
 from lamina.container.monitor.attaching import Attaching
 from lamina.container.monitor.io import Loop, Sink, devpts_instance, release_devpts, set_window
 from lamina.container.monitor.etcfiles import write_files
@@ -397,8 +397,10 @@ class Runner:
             network = monitor.context.network  # None: no sandboxes, so no link resolves
             linked = links.resolve(host, container.name, self.store.lookup,
                                    network.sandbox if network is not None else lambda _: None)
-            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox,
-                                                      links.hosts_lines(linked))
+            link_hosts = links.hosts_lines(linked)
+            if network is not None and sandbox is not None:  # the links of user-defined networks
+                link_hosts += links.user_network_hosts_lines(endpoints, sandbox, self.store.lookup, network.sandbox)
+            files = dict(joined.files) or write_files(self.store.directory(self.id), container, sandbox, link_hosts)
             spec = specs.container_spec(container_id=self.id, config=config, host=host, rootfs=rootfs, user=user,
                                         files=files, mount_points=mount_points,
                                         linked_env=links.environment(linked))
@@ -448,10 +450,20 @@ class Runner:
         # a --rm container's run is not made durable (nor is its root filesystem): if the host
         # crashes while it runs, the record may still say "created"
         self._update(change, durable=not host.get("AutoRemove"))
+        if sandbox is not None and network is not None:
+            self._update_linkers(container, sandbox, network)
         log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
         self._volume_events(container, "mount")
         monitor.event(container, "start")
         return {"rootfs": rootfs}
+
+    def _update_linkers(self, container: Container, sandbox: dict[str, Any], network: MonitorNetwork) -> None:
+        """The ``/etc/hosts`` lines naming this container in the running containers that link to
+        it on a user-defined network: its address may be new."""
+        try:
+            links.update_linkers(self.id, container.name, sandbox, network.linkers(sandbox), self.store.directory)
+        except (errdefs.LaminaError, OSError) as exc:
+            log.warning("cannot update the links to %s: %s", self.id[:12], exc)
 
     def _mount_volumes(self, mount_points: Any) -> None:
         """Create missing ``-v`` host directories (as ``docker run -v`` does) and mount the

@@ -51,7 +51,7 @@ def network_settings(mode: str, requested: dict[str, Any] | None = None) -> dict
         names = []  # no network of its own: no entry, as Docker
     for name in names:
         given = (requested or {}).get(name) or {}
-        networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": None,
+        networks[name] = {"IPAMConfig": given.get("IPAMConfig") or None, "Links": given.get("Links") or None,
                           "Aliases": given.get("Aliases") or None, "MacAddress": given.get("MacAddress") or "",
                           "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
                           "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
@@ -101,7 +101,8 @@ def monitor_context(arguments: dict[str, Any]) -> MonitorContext:
     runtimes = Runtimes(config.exec_root)
     return MonitorContext(exec_root=config.exec_root, stores=_store_opener(store, mounts, config.exec_root),
                           runtime=runtimes.get, volumes=volumes, events=events,
-                          network=RunNetwork(config.data_root, config.exec_root, events=events))
+                          network=RunNetwork(config.data_root, config.exec_root, events=events,
+                                             rootless=config.rootless_uid is not None))
 
 
 class ContainerShared:
@@ -125,7 +126,8 @@ class ContainerShared:
         self._pending_lock = threading.Lock()
         self._runtimes = Runtimes(self.exec_root)
         self.monitors = MonitorClient(self.exec_root)
-        self.network = RunNetwork(config.data_root, self.exec_root, events=events)
+        self.network = RunNetwork(config.data_root, self.exec_root, events=events,
+                                  rootless=config.rootless_uid is not None)
         # the monitors' context is made by the monitor template from this (monitor_context)
         self.monitor_recipe = MonitorRecipe(
             exec_root=self.exec_root, builder=f"{__name__}:monitor_context",

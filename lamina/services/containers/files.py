@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from lamina import errdefs, fsutil
+from lamina.config import EngineConfig
 from lamina.container import spec as specs
 from lamina.container.store import Container
 from lamina.image.config import ContainerConfig
@@ -41,6 +42,15 @@ def _absolute(path: str) -> str:
     import posixpath
 
     return "/" + posixpath.normpath("/" + path).lstrip("/")
+
+
+def _has_freezer(config: EngineConfig) -> bool:
+    """Root, or rootless in a delegated cgroup (:mod:`lamina.runtime.delegation`)."""
+    if config.rootless_uid is None:
+        return True
+    from lamina.runtime.delegation import current
+
+    return current() is not None
 
 
 @dataclass(frozen=True)
@@ -264,7 +274,7 @@ class ContainerFilesImpl(ContainerGroup):
         container_config = ContainerConfig.from_dict(container.config, "Config.")
         parent_id = str(container.data.get("Image") or "")
         # rootless without delegated cgroups there is no freezer: commit as Podman does, unpaused
-        state = self._pause_for_commit(container) if pause and self.config.rootless_uid is None else None
+        state = self._pause_for_commit(container) if pause and _has_freezer(self.config) else None
         paused_here = state is not None
         try:
             image_id = self.images.commit(container.id, parent=parent_id, config=image_config,

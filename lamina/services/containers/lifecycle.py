@@ -37,37 +37,50 @@ _AFTER_SIGKILL_WAIT = 30.0
 _RECHECK_SECONDS = 0.5
 
 
-_ROOTLESS_NETWORKS = ("none", "host")
+_ROOTLESS_NETWORKS = ("default", "bridge", "none", "host")
 
 
-def _check_rootless(host: dict[str, Any], networking: dict[str, Any]) -> None:
+def _check_rootless(config: dict[str, Any], host: dict[str, Any], networking: dict[str, Any]) -> None:
     """What rootless lamina cannot give a container is refused before anything is made: cgroup
-    limits (cgroups are not delegated: :mod:`lamina.runtime.nocgroup`), the OCI runtimes
-    (crun and runc would make cgroups) and networks other than
-    ``none``/``host`` (no slirp4netns/pasta yet).  The default network is ``none``, which
-    ``host`` is set to here so that inspect shows what the container got."""
+    limits (all without a delegated cgroup, those of controllers it lacks with one:
+    :mod:`lamina.runtime.delegation`), the OCI runtimes (crun and runc would make cgroups) and
+    user-defined networks (they need a bridge, veths and rules in the host's network namespace,
+    which an unprivileged user cannot make).  The ``bridge`` network (``default``) is a private
+    namespace per container connected by pasta (:mod:`lamina.network.pasta`): a missing pasta,
+    an ``/dev/net/tun`` the user cannot open and host ports below
+    ``net.ipv4.ip_unprivileged_port_start`` are refused here too, so that a run that cannot get
+    its network creates nothing, and so is ``--mac-address`` (pasta picks the MAC address of
+    ``eth0``)."""
+    from lamina.runtime.delegation import current
     from lamina.runtime.nocgroup import refuse_limits
 
-    refuse_limits(specs.resources(host))
+    refuse_limits(specs.resources(host), current())
     runtime = str(host.get("Runtime") or "native")
     if runtime != "native":
         raise errdefs.FailedPrecondition(
             f"rootless lamina runs containers with its native runtime only, not {runtime!r} "
             "(the OCI runtimes would need cgroups delegated to this user)")
-    if host.get("PortBindings") or host.get("PublishAllPorts"):
-        raise errdefs.FailedPrecondition(
-            "rootless lamina cannot publish ports (-p, -P): only --network none (the default when "
-            "rootless) and --network host are available (slirp4netns/pasta networking is not implemented)")
     mode = str(host.get("NetworkMode") or "default")
-    if mode == "default":
-        host["NetworkMode"] = mode = "none"
     endpoints = networking.get("EndpointsConfig") or {}
-    others = [name for name in endpoints if name not in ("default", mode)] if isinstance(endpoints, dict) else []
+    others = [name for name in endpoints if name not in ("default", "bridge", mode)] if isinstance(endpoints, dict) else []
     if (mode not in _ROOTLESS_NETWORKS and not mode.startswith("container:")) or others:
         raise errdefs.FailedPrecondition(
-            f"rootless lamina cannot connect a container to network {(others or [mode])[0]!r}: only "
-            "--network none (the default when rootless) and --network host are available "
-            "(slirp4netns/pasta networking is not implemented)")
+            f"rootless lamina cannot connect a container to network {(others or [mode])[0]!r}: user-defined "
+            "networks need a bridge and rules in the host's network namespace, which an unprivileged user "
+            "cannot make; rootless containers get --network bridge (the default: a private network through "
+            "pasta), none, host or container:<name>")
+    if mode in ("default", "bridge"):
+        given = [config.get("MacAddress")]
+        if isinstance(endpoints, dict):
+            given += [endpoint.get("MacAddress") for endpoint in endpoints.values() if isinstance(endpoint, dict)]
+        if any(given):
+            raise errdefs.FailedPrecondition("rootless lamina cannot set a container's MAC address (--mac-address): "
+                                             "pasta gives eth0 of the bridge network a random one")
+        from lamina.network.pasta import check_available, check_host_ports
+        from lamina.network.run import port_mappings
+
+        check_available()
+        check_host_ports(port_mappings({}, host)[0])
 
 
 class ContainerLifecycleImpl(ContainerGroup):
@@ -83,8 +96,9 @@ class ContainerLifecycleImpl(ContainerGroup):
         mode = str(host.get("NetworkMode") or "default")
         needs_store = mode not in ("default", "bridge", "host", "none") and not mode.startswith("container:")
         needs_store = needs_store or any(name not in ("default", "bridge", mode) for name in endpoints)
-        check(config, host, networking,
-              find_network=self.network.sandboxes.store.get if needs_store or endpoints else None)
+        # rootless: only the bridge network, never stored (_check_rootless refused the others)
+        needs_store = (needs_store or bool(endpoints)) and self.config.rootless_uid is None
+        check(config, host, networking, find_network=self.network.sandboxes.store.get if needs_store else None)
         return dict(endpoints)
 
     def create(self, body: dict[str, Any], *, name: str | None = None) -> dict[str, Any]:
@@ -103,9 +117,10 @@ class ContainerLifecycleImpl(ContainerGroup):
         host, warnings = specs.normalize_host_config(host_in, default_runtime=self.default_runtime,
                                                      runtimes=self._runtime_names())
         if self.config.rootless_uid is not None:
-            _check_rootless(host, networking)
+            _check_rootless(merged, host, networking)
         joining.check_network_conflicts(config, host, networking.get("EndpointsConfig") or None)
         joining.resolve_modes(host, config, self.store.lookup)
+        networking = links.on_user_network(host, networking)
         linked = links.check(host, self.store.lookup)
         mode = host.get("NetworkMode") or "default"
         endpoints = self._check_networks(merged, host, networking)
@@ -150,7 +165,8 @@ class ContainerLifecycleImpl(ContainerGroup):
         top = image_config.chain_id()
         lock = self.images.layers.lock(shared=True)
         try:
-            self.mounts.create(container_id, str(top) if top else None, idmap)
+            self.mounts.create(container_id, str(top) if top else None, idmap,
+                               layer_copies=self.remap is not None and self.remap.layer_copies)
             try:
                 data["MountPoints"] = self._mount_volumes(container_id, merged, host)
             except BaseException:
@@ -186,12 +202,6 @@ class ContainerLifecycleImpl(ContainerGroup):
         if not check_userns(host, remapped_engine=self.remap is not None):
             return None
         assert self.remap is not None
-        runtime = str(host.get("Runtime") or self.default_runtime)
-        if runtime != "native":
-            raise errdefs.InvalidArgument(f"--userns-remap: the {runtime} runtime cannot run a remapped container: "
-                                          "an OCI runtime builds the root filesystem as the namespace's root, which "
-                                          "cannot reach lamina's layer directories (only the native runtime opens "
-                                          "them before it switches); use the native runtime or --userns=host")
         mapping = self.remap.mapping
         if top:
             outside = self.images.layers.ids_outside(str(top), mapping.size())
@@ -494,9 +504,10 @@ class ContainerLifecycleImpl(ContainerGroup):
         container = self._get(id)
         host, warnings = specs.normalize_update(container.host_config, body)
         if self.config.rootless_uid is not None:
+            from lamina.runtime.delegation import current
             from lamina.runtime.nocgroup import refuse_limits
 
-            refuse_limits(specs.resources(host))
+            refuse_limits(specs.resources(host), current())
         if container.state.get("Running") and not container.state.get("Restarting"):
             state = self.monitors.runtime_state(container.id)
             if state is not None:

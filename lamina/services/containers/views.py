@@ -315,11 +315,14 @@ class ContainerViewsImpl(ContainerGroup):
         shared = str(container.host_config.get("NetworkMode") or "").startswith("container:")
         if state.get("Running") and state.get("Pid") and not shared:  # a joiner has no sandbox, as in Docker
             settings["SandboxKey"] = f"/proc/{state['Pid']}/ns/net"
-            record = self.network.sandboxes.store.sandbox(container.id) if self.network.has_sandboxes() else None
+            record = self.network.sandbox(container.id)
             if record is not None:
                 from lamina.network.sandbox import network_settings as sandbox_settings
 
+                created = settings.get("Networks") or {}
                 settings.update(sandbox_settings(record))
+                for name, endpoint in settings["Networks"].items():  # what create or connect was given
+                    endpoint["Links"] = (created.get(name) or {}).get("Links") or None
         result["NetworkSettings"] = settings
         return result
 
