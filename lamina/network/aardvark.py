@@ -104,7 +104,7 @@ class Aardvark:
                 raise errdefs.Unavailable(f"aardvark-dns does not serve network {network_name}") from exc
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(line)
-        self._notify()
+        self.notify()
 
     def remove(self, container_id: str, network_names: Iterable[str]) -> None:
         """Drop ``container_id``'s lines from the networks' files (a file left with its first
@@ -133,7 +133,7 @@ class Aardvark:
                     handle.writelines(kept)
                 os.replace(temporary, path)
         if changed:
-            self._notify()
+            self.notify()
 
     def keep(self, network_name: str) -> None:
         """Add the anchor to a network's file (written by netavark just before) if it has none."""
@@ -160,7 +160,7 @@ class Aardvark:
         except FileNotFoundError:
             return []
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
         pid = self._pid()
         if pid > 0:
             try:

@@ -259,6 +259,25 @@ def test_a_leaked_cni_veth_is_found_and_a_live_one_is_not(net) -> None:
             subprocess.run(["ip", "link", "del", host_end], capture_output=True, check=False)
 
 
+def test_a_lost_sandbox_record_leaves_a_name_server_entry_that_repair_removes(net) -> None:
+    engine, names = net
+    _network(engine, names, "forgetful")
+    kept = engine.run("sleep", "60", HostConfig={"NetworkMode": "forgetful"})
+    lost = engine.run("sleep", "60", HostConfig={"NetworkMode": "forgetful"})
+    store = engine.containers.network.sandboxes.store
+    os.unlink(os.path.join(store.root, "sandboxes", f"{lost}.json"))
+    path = os.path.join(_aardvark(engine).directory, "forgetful")
+    problems = {problem["Object"]: problem["Message"] for problem in engine.services.system.check()["Problems"]
+                if problem["Kind"] == "network"}
+    assert problems.get(f"{path} {lost}", "").startswith("leaked entry: name server entry of container"), problems
+    report = engine.services.system.check(repair=True)
+    assert f"removed leaked entry {path} {lost}" in report["Repaired"]
+    assert not [problem for problem in report["Problems"] if problem["Kind"] == "network"], report
+    entries = _aardvark(engine).entries("forgetful")
+    assert [line for line in entries if line.startswith(kept)] and not [line for line in entries
+                                                                        if line.startswith(lost)]
+
+
 def test_an_ipv6_network_stays_on_netavark(net) -> None:
     engine, names = net
     engine.services.networks.create({"Name": "six", "EnableIPv6": True, "IPAM": {"Config": [
