@@ -2,7 +2,7 @@
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := python3-venv python3-dev busybox-static skopeo umoci runc crun docker-registry tar zstd tar-split apache2-utils openssl tini netavark aardvark-dns iptables curl docker-compose uidmap fuse-overlayfs slirp4netns passt
+APT_PACKAGES := python3-venv python3-dev busybox-static skopeo umoci runc crun docker-registry tar zstd tar-split apache2-utils openssl tini netavark aardvark-dns containernetworking-plugins iptables curl docker-compose uidmap fuse-overlayfs slirp4netns passt
 DEMO_ROOT ?= /var/lib/lamina
 
 .PHONY: deps venv demo test bench clean

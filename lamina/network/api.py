@@ -11,6 +11,9 @@
 * **data plane**: what creates bridges, veth pairs, addresses, routes, firewall rules and the
   name server for a sandbox's endpoints (:class:`DataPlane`; the implementation is
   :mod:`lamina.network.netavark`).
+* **plumbing**: which data plane made an endpoint (the sandbox record's ``Plumbing``):
+  ``netavark``, or ``cni-bridge`` for an endpoint plugged by an :class:`EndpointPlane`
+  (:mod:`lamina.network.cni`) on a network netavark already set up.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any, Protocol
 
 from lamina.records import asdict, dataclass, field, fields
 
-__all__ = ["DataPlane", "Network", "PortMapping", "PREDEFINED", "DEFAULT_BRIDGE", "DEFAULT_BRIDGE_DEVICE"]
+__all__ = ["DataPlane", "EndpointPlane", "Network", "PortMapping", "PREDEFINED", "DEFAULT_BRIDGE",
+           "DEFAULT_BRIDGE_DEVICE"]
 
 DEFAULT_BRIDGE = "bridge"
 DEFAULT_BRIDGE_DEVICE = "lamina0"      # not docker0: lamina and Docker on one host do not fight
@@ -107,3 +111,19 @@ class DataPlane(Protocol):
         """Per network name: the interfaces made (``mac_address``, addresses), the name servers."""
 
     def teardown(self, netns_path: str, request: dict[str, Any]) -> None: ...
+
+
+class EndpointPlane(DataPlane, Protocol):
+    """A data plane for single endpoints on networks another plane set up (the bridge, its
+    rules and name server exist); the same requests and answers as :class:`DataPlane`."""
+
+    def fits(self, info: dict[str, Any], per_network: dict[str, Any]) -> bool:
+        """Whether this plane can plug the endpoint (a request's ``network_info`` and
+        ``networks`` entries of one network) now, with the result the other plane would give."""
+
+    def keep(self, info: dict[str, Any]) -> None:
+        """Keep what the other plane set up for a network (a request's ``network_info`` entry)
+        that this plane needs, until :meth:`release`."""
+
+    def release(self, network_name: str) -> None:
+        """The network goes: what :meth:`keep` kept goes."""

@@ -8,12 +8,15 @@ engines' and other programs' objects on the host are never touched):
 
 * **namespace**: ``<exec-root>/netns/<container-id>`` without a sandbox record (its veths
   live as long as it does); **file**: a releasing lock (``<exec-root>/releasing/<id>.lock``)
-  nobody holds, of no record.
+  nobody holds, of no record, or an aardvark-dns file (``<exec-root>/network/aardvark-dns/
+  <network>``) of no network record; **entry**: a line of one of those files whose container
+  has no sandbox on the network (removed, and the server signalled).
 * **anchor** (:mod:`lamina.network.bridges`) whose alias names this data root and whose
   bridge is no network's ``BridgeName`` any more (the record was deleted), or is no bridge's
   port: the anchor, and the bridge it keeps up when that has no other port.
 * **veth**: a port of one of this engine's bridges (not its anchor) whose peer is in none of
-  this engine's sandbox namespaces.
+  this engine's sandbox namespaces, by interface index, whatever its name (netavark names
+  its host ends ``veth<N>``, the CNI bridge plugin ``veth<8 hex>``, :mod:`lamina.network.cni`).
 * **rule**: netavark's iptables rules (``iptables-save`` / ``ip6tables-save``) of this engine's
   networks that no endpoint holds: a port forward (``NETAVARK-HOSTPORT-DNAT`` rule with
   ``dnat name: <network> id: <container id>`` and the rules of ``NETAVARK-DN-<hash>`` for
@@ -27,8 +30,9 @@ engines' and other programs' objects on the host are never touched):
   is not this engine's and whose subnet no host route covers.
 
 A leaked interface's rules are found by the same rules once the interface is gone: the repair
-removes the interfaces first, then looks at the rules again.  The caller holds the host-wide
-network lock and the store's lock, so no set-up is half done while the host is read.
+removes the interfaces first, then looks at the rules again.  The caller holds the engine's
+network lock, the host-wide network lock and the store's lock, so no set-up (netavark's or a
+CNI plug, :mod:`lamina.network.cni`) is half done while the host is read.
 """
 
 from __future__ import annotations
@@ -56,8 +60,9 @@ _RECORDLESS_BRIDGE = "bridge of no network record"
 
 @dataclass(frozen=True)
 class Leak:
-    """One leaked object: ``Kind`` (``namespace``, ``file``, ``interface``, ``rule``), ``Object``
-    (what names it: a path, a device, ``<family> <table> <rule>``), ``Message``."""
+    """One leaked object: ``Kind`` (``namespace``, ``file``, ``entry``, ``interface``, ``rule``),
+    ``Object`` (what names it: a path, ``<path> <container id>``, a device, ``<family> <table>
+    <rule>``), ``Message``."""
 
     Kind: str
     Object: str
@@ -225,6 +230,34 @@ class _Scan:
             if entry.split(".")[0] not in self.records and not fsutil.lock_is_held(path):
                 self.leaks.append(Leak("file", path, "releasing lock of a teardown that ended"))
 
+    def names(self) -> None:
+        """aardvark-dns's files (:mod:`lamina.network.aardvark`) of no network record (their
+        server keeps answering on a gateway that is gone), and the entries in the others of
+        containers with no sandbox on the network (a record lost before its teardown)."""
+        from lamina.network.aardvark import Aardvark
+
+        aardvark = Aardvark(os.path.join(os.path.dirname(self.netns_dir), "network"))
+        try:
+            files = sorted(os.listdir(aardvark.directory))
+        except FileNotFoundError:
+            return
+        networks = {network.Name for network in self.networks}
+        for name in files:
+            if name == "aardvark.pid":
+                continue
+            if name not in networks:
+                self.leaks.append(Leak("file", os.path.join(aardvark.directory, name),
+                                       "name server file of no network record"))
+                continue
+            holders = {container_id for container_id, record in self.records.items()
+                       if name in record.get("Endpoints", {})}
+            for line in aardvark.entries(name):
+                container_id = line.split(" ", 1)[0]
+                if container_id not in holders:
+                    self.leaks.append(Leak("entry", f"{os.path.join(aardvark.directory, name)} {container_id}",
+                                           f"name server entry of container {container_id[:12]}, which has no "
+                                           f"sandbox on network {name}"))
+
     def held_peers(self) -> set[int]:
         """The host ifindexes of the veth peers of the interfaces in this engine's sandboxes."""
         held: set[int] = set()
@@ -377,10 +410,11 @@ def _address_of(target: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
 
 def find(store: NetworkStore, netns_dir: str, data_root: str) -> list[Leak]:
     """The leaked objects of this engine that no sandbox record describes (see the module
-    docstring).  The caller holds the host-wide network lock and the store's lock."""
+    docstring).  The caller holds the engine's and the host-wide network locks and the store's lock."""
     scan = _Scan(store, netns_dir, data_root)
     scan.namespaces()
     scan.releasing_locks()
+    scan.names()
     held = scan.held_peers()
     scan.anchors(held)
     scan.veths(held)
@@ -415,6 +449,11 @@ def remove(leaks: list[Leak]) -> list[str]:
                 os.unlink(leak.Object)
             except FileNotFoundError:
                 pass
+            if os.path.basename(os.path.dirname(leak.Object)) == "aardvark-dns":
+                _name_server(leak.Object).notify()   # the server drops the network, or exits with its last
+        elif leak.Kind == "entry":
+            path, container_id = leak.Object.rsplit(" ", 1)
+            _name_server(path).remove(container_id, [os.path.basename(path)])
         elif leak.Kind == "interface":
             if bridges.exists(leak.Object):
                 subprocess.run(["ip", "link", "del", leak.Object], capture_output=True, check=False)
@@ -425,6 +464,13 @@ def remove(leaks: list[Leak]) -> list[str]:
                 continue
         removed.append(f"removed leaked {leak.Kind} {leak.Object}")
     return removed
+
+
+def _name_server(path: str) -> Any:
+    """The :class:`~lamina.network.aardvark.Aardvark` of a file in its directory."""
+    from lamina.network.aardvark import Aardvark
+
+    return Aardvark(os.path.dirname(os.path.dirname(path)))
 
 
 def _remove_rule(text: str) -> bool:

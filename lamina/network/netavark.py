@@ -12,6 +12,17 @@ nftables by hand would be lamina's own firewall strings, which DESIGN.md §6 rul
 netavark removes a bridge with the teardown of its last endpoint; lamina keeps it up while
 the network exists (:mod:`lamina.network.bridges`).
 
+What netavark is used for: a network's plumbing (bridge, gateway address, forwarding,
+masquerading, isolation, the ``NETAVARK-*`` chains, aardvark-dns), made by the first set-up
+of an endpoint on it, and the endpoints only it can make: published ports (per-container
+DNAT), IPv6, macvlan, and DNS-enabled networks whose aardvark-dns does not serve them yet.
+Any other bridge endpoint is plugged by the CNI ``bridge`` plugin (:mod:`lamina.network.cni`):
+netavark 1.4's ``setup`` runs ``iptables`` ~22 times per endpoint (version probes, ``-S``
+listings and ``-C`` checks of chains that exist while the network's bridge is kept), 5-10 ms
+each with the nf_tables backend, which was most of what a bridge endpoint added to ``lamina
+run``.  The sandbox record names the plumbing of each endpoint, and its teardown goes to the
+same plane.
+
 The caller serialises the calls (:mod:`lamina.network.sandbox` holds a host-wide lock around
 them: bridges, routes and firewall rules belong to the host, whatever the data root).
 ``aardvark-dns``'s configuration lives under ``<exec-root>/network/aardvark-dns/`` (run-time

@@ -202,14 +202,17 @@ def host_entries(record: Mapping[str, Any] | None, hostname: str, extra_hosts: l
 
 def open_sandboxes(data_root: str, exec_root: str) -> Sandboxes:
     """The sandboxes of one engine: the store under ``<data-root>/network``, netavark's state
-    under ``<exec-root>/network``, the namespaces under ``<exec-root>/netns``."""
+    under ``<exec-root>/network``, the namespaces under ``<exec-root>/netns``; endpoints on
+    networks netavark set up are plugged by the CNI bridge plugin (:mod:`lamina.network.cni`)."""
+    from lamina.network.cni import CniBridge
     from lamina.network.netavark import Netavark
     from lamina.network.sandbox import Sandboxes
     from lamina.network.store import NetworkStore, default_bridge_device
 
     store = NetworkStore(os.path.join(data_root, "network"), default_bridge_device=default_bridge_device(data_root))
-    dataplane = Netavark(config_dir=os.path.join(exec_root, "network"))
-    return Sandboxes(store, dataplane, netns_dir=os.path.join(exec_root, "netns"))
+    config_dir = os.path.join(exec_root, "network")
+    return Sandboxes(store, Netavark(config_dir=config_dir), netns_dir=os.path.join(exec_root, "netns"),
+                     endpoint_plane=CniBridge(config_dir=config_dir))
 
 
 class RunNetwork:

@@ -3,7 +3,9 @@
 Life of a sandbox (one container)::
 
     attach(container, endpoints, ports)   lock: resolve networks, lease addresses and host
-                                          ports, write the sandbox record (commit point);
+                                          ports, write the sandbox record (commit point;
+                                          the host-wide lock too for host ports or while
+                                          the default bridge's device is down);
                                           unlock; create <exec-root>/netns/<id>; data plane
                                           setup; record "SetUp"
     connect / disconnect                  one more / one less endpoint of a sandbox
@@ -30,6 +32,7 @@ allocated``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from lamina import errdefs, fsutil
 from lamina.log import get_logger
 from lamina.network import bridges, ipam, isolation, namespace
-from lamina.network.api import DataPlane, Network, PortMapping
+from lamina.network.api import DataPlane, EndpointPlane, Network, PortMapping
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
 
@@ -49,11 +52,19 @@ if TYPE_CHECKING:
 
 __all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
 
-# Bridges, routes and firewall rules belong to the host, whatever the data root: every data
-# plane call, and the choice of the default bridge's subnet, hold this lock.
+# Bridges, routes and firewall rules belong to the host, whatever the data root: every netavark
+# call, and the choice of the default bridge's subnet, hold this lock.  The engine's own lock,
+# <exec-root>/network.lock, is taken before it around every data plane call of the engine, and
+# alone around the CNI plumbing (which touches no host-wide rule, and the engine's aardvark-dns
+# files, which netavark 1.4 rewrites without its own lock): an engine's endpoints plugged by CNI
+# never wait for other engines' netavark calls.  Order: engine lock, host lock, store lock.
 HOST_LOCK = "/run/lamina-network.lock"
 
 log = get_logger("lamina.network")
+
+# an endpoint's ``Plumbing``: the data plane that made it
+NETAVARK = "netavark"
+CNI_BRIDGE = "cni-bridge"     # the endpoint plane of lamina.network.cni
 
 # how long a run waits for an ended run's teardown that still holds the address or host port it asks for
 RELEASE_WAIT = 10.0
@@ -82,6 +93,12 @@ class EndpointRequest:
 
 def _port_key(port: dict[str, Any]) -> str:
     return f"{port['ContainerPort']}/{port['Protocol']}"
+
+
+def _part(request: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``request`` for the networks ``names`` only."""
+    return {**request, "networks": {name: request["networks"][name] for name in names},
+            "network_info": {name: request["network_info"][name] for name in names}}
 
 
 def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -129,29 +146,78 @@ def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
 
 class Sandboxes:
     def __init__(self, store: NetworkStore, dataplane: DataPlane, *, netns_dir: str,
-                 host_lock: str = HOST_LOCK) -> None:
+                 host_lock: str = HOST_LOCK, endpoint_plane: EndpointPlane | None = None) -> None:
         self.store = store
         self.dataplane = dataplane
+        self.endpoint_plane = endpoint_plane    # None: every endpoint through ``dataplane``
         self.netns_dir = netns_dir
         self.host_lock = host_lock
+        self.engine_lock = os.path.join(os.path.dirname(netns_dir), "network.lock")
         self._releasing_locks: dict[str, fsutil.FileLock] = {}
 
-    def _setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
-        with fsutil.file_lock(self.host_lock):
-            answer = self.dataplane.setup(netns_path, request)
+    def _engine_locked(self) -> fsutil.FileLock:
+        os.makedirs(os.path.dirname(self.engine_lock), mode=0o700, exist_ok=True)
+        return fsutil.FileLock(self.engine_lock)
+
+    def _setup(self, container_id: str, record: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """Set up the endpoints ``names`` of ``record``, each by the plane chosen and recorded
+        (``Plumbing``) here, before anything is created, then each bridge endpoint's options
+        (:mod:`lamina.network.isolation`); the planes' answers.  The engine lock is held
+        throughout, the host-wide lock only around netavark.  What it set up is torn down when
+        it raises."""
+        path = record["SandboxKey"]
+        with self._engine_locked():
+            request = self._request(container_id, record, names)
+            plumbing = self._plan(container_id, record, request)
+            answer: dict[str, Any] = {}
+            on_netavark = _part(request, [name for name in names if plumbing[name] == NETAVARK])
+            plugged = _part(request, [name for name in names if plumbing[name] == CNI_BRIDGE])
+            made: list[tuple[DataPlane, dict[str, Any]]] = []    # undone, last first, when a step raises
             try:
-                for name, info in request["network_info"].items():
-                    if info["driver"] == "bridge":  # kept up while the network exists; its options
-                        network = self.store.by_id(info["id"])
-                        bridges.keep(network, os.path.dirname(self.store.root), os.path.dirname(self.netns_dir))
-                        isolation.apply(network, netns_path, request["networks"][name]["interface_name"])
+                if on_netavark["networks"]:
+                    with fsutil.file_lock(self.host_lock):
+                        answer.update(self.dataplane.setup(path, on_netavark))
+                        made.append((self.dataplane, on_netavark))
+                        for info in on_netavark["network_info"].values():  # kept up while the network exists
+                            if info["driver"] == "bridge":
+                                bridges.keep(self.store.by_id(info["id"]), os.path.dirname(self.store.root),
+                                             os.path.dirname(self.netns_dir))
+                    if self.endpoint_plane is not None:
+                        for info in on_netavark["network_info"].values():
+                            self.endpoint_plane.keep(info)
+                if plugged["networks"] and self.endpoint_plane is not None:
+                    answer.update(self.endpoint_plane.setup(path, plugged))
+                    made.append((self.endpoint_plane, plugged))
+                for name, info in request["network_info"].items():   # whichever plane made the endpoint
+                    if info["driver"] == "bridge":
+                        isolation.apply(self.store.by_id(info["id"]), path,
+                                        request["networks"][name]["interface_name"])
             except BaseException:
-                try:
-                    self.dataplane.teardown(netns_path, request)
-                except errdefs.System as exc:
-                    log.warning("teardown after a failed set-up in %s: %s", netns_path, exc)
+                for plane, part in reversed(made):
+                    host_wide = plane is self.dataplane
+                    try:
+                        with fsutil.file_lock(self.host_lock) if host_wide else contextlib.nullcontext():
+                            plane.teardown(path, part)
+                    except errdefs.LaminaError as exc:
+                        log.warning("teardown after a failed set-up in %s: %s", path, exc)
                 raise
             return answer
+
+    def _plan(self, container_id: str, record: dict[str, Any], request: dict[str, Any]) -> dict[str, str]:
+        """Each endpoint of ``request``'s plumbing, written to the sandbox record.  netavark
+        takes every endpoint of a request with port mappings (its DNAT rules are per container)
+        and any the endpoint plane does not fit.  The caller holds the engine lock."""
+        plane = None if request["port_mappings"] else self.endpoint_plane
+        plumbing = {name: CNI_BRIDGE if plane is not None and plane.fits(info, request["networks"][name]) else NETAVARK
+                    for name, info in request["network_info"].items()}
+        with self.store.locked():
+            current = self.store.sandbox(container_id)
+            if current is None:
+                raise errdefs.NotFound(f"network sandbox of {container_id} was removed meanwhile")
+            for name, chosen in plumbing.items():
+                current["Endpoints"][name]["Plumbing"] = record["Endpoints"][name]["Plumbing"] = chosen
+            self.store.write_sandbox(container_id, current)
+        return plumbing
 
     def remove_network(self, network: Network) -> None:
         """Remove ``network``'s record and its bridge (anchor, device, firewall chains); a
@@ -159,10 +225,12 @@ class Sandboxes:
         way (an ``--rm`` run that just ended)."""
         deadline = time.monotonic() + RELEASE_WAIT
         while True:
-            with fsutil.file_lock(self.host_lock), self.store.locked():
+            with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
                 users = self.endpoints(network.Id)
                 releasing = self._releasing(network.Id)
                 if not users and not releasing:
+                    if self.endpoint_plane is not None:
+                        self.endpoint_plane.release(network.Name)
                     bridges.remove(network, self.dataplane,
                                    os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
                     self.store.remove(network)
@@ -179,15 +247,17 @@ class Sandboxes:
     def remove_bridges(self) -> None:
         """Take down the bridge of every network without endpoints (the networks stay: their
         next endpoint creates the bridge again).  For tests' engines, which leave no device."""
-        with fsutil.file_lock(self.host_lock), self.store.locked():
+        with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
             used = {endpoint["NetworkID"] for record in self.store.sandboxes().values()
                     for endpoint in record.get("Endpoints", {}).values()}
             for network in self.store.stored():
                 if network.Id not in used:
+                    if self.endpoint_plane is not None:
+                        self.endpoint_plane.release(network.Name)
                     bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
 
     def _dataplane_teardown(self, netns_path: str, request: dict[str, Any]) -> None:
-        with fsutil.file_lock(self.host_lock):
+        with self._engine_locked(), fsutil.file_lock(self.host_lock):
             self.dataplane.teardown(netns_path, request)
 
     def sandbox_key(self, container_id: str) -> str:
@@ -354,8 +424,7 @@ class Sandboxes:
         try:
             namespace.create(record["SandboxKey"])
             if record["Endpoints"]:
-                answer = self._setup(record["SandboxKey"], self._request(container_id, record,
-                                                                         record["Endpoints"]))
+                answer = self._setup(container_id, record, list(record["Endpoints"]))
                 record = self._set_up(container_id, answer)
         except BaseException:
             self._undo(container_id, record)
@@ -364,7 +433,10 @@ class Sandboxes:
 
     def _lease(self, container_id: str, name: str, endpoints: list[EndpointRequest], ports: Iterable[PortMapping],
                exposed: Iterable[str], dns: Iterable[str]) -> dict[str, Any]:
-        with fsutil.file_lock(self.host_lock), self.store.locked():
+        ports = list(ports)
+        # host-wide choices: host ports, and the default bridge's subnet while its device is down
+        host_wide = bool(ports) or not bridges.exists(self.store.default_bridge_device)
+        with fsutil.file_lock(self.host_lock) if host_wide else contextlib.nullcontext(), self.store.locked():
             records = self.store.sandboxes()
             if container_id in records:
                 raise errdefs.Conflict(f"container {container_id} already has a network sandbox")
@@ -441,6 +513,7 @@ class Sandboxes:
 
     def _undo(self, container_id: str, record: dict[str, Any]) -> None:
         self.begin_release(container_id)
+        record = self.store.sandbox(container_id) or record   # with the plumbing chosen since
         try:
             self._teardown(container_id, record, list(record["Endpoints"]))
         finally:
@@ -452,6 +525,16 @@ class Sandboxes:
                 self._end_release(container_id)
 
     def _teardown(self, container_id: str, record: dict[str, Any], names: list[str]) -> None:
+        """Tear the endpoints ``names`` down, each by the plane its record names (netavark when
+        none: a record of before the plumbing was recorded, or an engine without the endpoint plane)."""
+        plugged = [name for name in names if record["Endpoints"][name].get("Plumbing") == CNI_BRIDGE]
+        if plugged and self.endpoint_plane is not None:
+            try:
+                with self._engine_locked():
+                    self.endpoint_plane.teardown(record["SandboxKey"], self._request(container_id, record, plugged))
+            except errdefs.LaminaError as exc:
+                log.warning("network teardown of %s: %s", container_id[:12], exc)
+            names = [name for name in names if name not in plugged]
         if not names:
             return
         request = self._request(container_id, record, names)
@@ -496,7 +579,7 @@ class Sandboxes:
                                                                interface, records)
             self.store.write_sandbox(container_id, record)
         try:
-            answer = self._setup(record["SandboxKey"], self._request(container_id, record, [network.Name]))
+            answer = self._setup(container_id, record, [network.Name])
         except BaseException:
             with self.store.locked():
                 current = self.store.sandbox(container_id)
@@ -541,14 +624,14 @@ class Sandboxes:
         """Leaked objects of this engine that no sandbox record describes (:mod:`lamina.network.leaks`)."""
         from lamina.network import leaks
 
-        with fsutil.file_lock(self.host_lock), self.store.locked():
+        with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
             return leaks.find(self.store, self.netns_dir, os.path.dirname(self.store.root))
 
     def remove_leaks(self) -> list[str]:
         """Remove what :meth:`leaks` finds; what was removed."""
         from lamina.network import leaks
 
-        with fsutil.file_lock(self.host_lock), self.store.locked():
+        with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
             return leaks.remove(leaks.find(self.store, self.netns_dir, os.path.dirname(self.store.root)))
 
     def endpoints(self, network_id: str) -> dict[str, dict[str, Any]]:

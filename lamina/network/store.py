@@ -8,7 +8,10 @@ On-disk format (lamina's own)::
                                                      and, per network name, its endpoint
                                                      (NetworkID, EndpointID, IPAddress,
                                                      IPPrefixLen, Gateway, MacAddress, Aliases,
-                                                     InterfaceName), and its port mappings
+                                                     InterfaceName, Plumbing: the data plane
+                                                     that makes it, ``netavark`` or
+                                                     ``cni-bridge``, recorded before it does;
+                                                     none: netavark), and its port mappings
 
 Commit points: a network exists once its record is renamed into place; a sandbox's endpoints,
 IPAM leases and host ports exist once its record is renamed into place, which happens under
