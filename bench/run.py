@@ -279,6 +279,13 @@ def main() -> int:
             variant.stop_server()
             kill_templates(variant.exec_root)
             kill_templates(variant.server_environment["LAMINA_EXEC_ROOT"])
+        # the default bridge outlives its containers, as docker0 does: taken down with the data roots
+        sys.path.insert(0, ROOT)
+        from lamina.network.run import RunNetwork
+
+        for variant in variants:
+            for environment in (variant.environment, variant.server_environment):
+                RunNetwork(environment["LAMINA_DATA_ROOT"], environment["LAMINA_EXEC_ROOT"]).remove_bridges()
         unmount_under(work)
         if not options.keep:
             shutil.rmtree(work, ignore_errors=True)
