@@ -102,9 +102,10 @@ def monitor_context(arguments: dict[str, Any]) -> MonitorContext:
     if config.rootless_uid is None:
         # imported once here, in the monitor template, rather than by every start helper forked
         # from it that sets up a bridge endpoint (~10 ms each); nothing is opened or created
-        import lamina.network.cni  # noqa: F401
-        import lamina.network.netavark  # noqa: F401
-        import lamina.network.sandbox  # noqa: F401
+        import importlib
+
+        for module in ("lamina.network.cni", "lamina.network.netavark", "lamina.network.sandbox"):
+            importlib.import_module(module)
     return MonitorContext(exec_root=config.exec_root, stores=_store_opener(store, mounts, config.exec_root),
                           runtime=runtimes.get, volumes=volumes, events=events,
                           network=RunNetwork(config.data_root, config.exec_root, events=events,
