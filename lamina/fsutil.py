@@ -20,7 +20,7 @@ from typing import Any
 from lamina import errdefs
 from lamina import sys as lsys
 
-__all__ = [
+__all__ = ["syncfs", 
     "atomic_write", "atomic_write_json", "atomic_replace", "read_json", "fsync_dir", "publish_dir",
     "FileLock",
     "file_lock", "lock_is_held", "modified_before", "open_beneath", "open_dir_beneath", "remove_tree", "disk_usage", "first_link",
@@ -50,6 +50,16 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def syncfs(path: str | os.PathLike[str]) -> None:
+    """Flush the whole filesystem holding the directory ``path`` (``syncfs(2)``): one call
+    for a tree of files written without an fsync each (a layer's data before its record)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        lsys.syncfs(fd)
     finally:
         os.close(fd)
 

@@ -27,7 +27,7 @@ from lamina import sys as lsys
 from lamina.log import get_logger
 
 __all__ = [
-    "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
+    "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "remove_by_rename", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
     "LayerDirectories", "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
     "sweep_leftovers", "list_leftovers", "probe_directory", "remove_probe", "holds_entries", "is_layer_name", "layer_ids",
     "holds_layers", "sweep_stranded_links",
@@ -273,3 +273,27 @@ def sweep_leftovers(directory: str, on_remove: Callable[[str], None] | None = No
             if lock_fd is not None:
                 os.close(lock_fd)
     return removed
+
+
+def remove_by_rename(directory: str, parent: str, what: str,
+                     before_delete: Callable[[str], None] | None = None) -> None:
+    """Remove ``directory`` (in ``parent``) with its commit point first: renamed to
+    ``<directory>-removing`` (a leftover of an earlier attempt is deleted before), the rename
+    made durable, then ``before_delete(<renamed path>)`` and the tree deleted.  A crash after
+    the rename leaves a ``-removing`` directory that the sweeps delete.  Missing is fine;
+    another process removing it at once is fine.  ``what`` names it in the error."""
+    removing = directory + REMOVING_SUFFIX
+    try:
+        if os.path.lexists(removing):
+            lmount.unmount_all_under(removing)
+            fsutil.remove_tree(removing)
+        try:
+            os.rename(directory, removing)
+        except FileNotFoundError:
+            return  # another process removes it
+        fsutil.fsync_dir(parent)
+        if before_delete is not None:
+            before_delete(removing)
+        fsutil.remove_tree(removing)
+    except OSError as exc:
+        raise fsutil.system_error(f"remove {what}", exc) from exc

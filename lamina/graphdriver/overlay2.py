@@ -392,20 +392,8 @@ class Overlay2Driver(common.LayerDirectories):
             if not os.path.lexists(layer_dir):
                 return
             lmount.unmount_all_under(layer_dir)
-            removing = layer_dir + common.REMOVING_SUFFIX
-            try:
-                if os.path.lexists(removing):
-                    lmount.unmount_all_under(removing)
-                    fsutil.remove_tree(removing)
-                try:
-                    os.rename(layer_dir, removing)
-                except FileNotFoundError:
-                    return  # another process removes it
-                fsutil.fsync_dir(self.home)
-                self._remove_link_of(removing, id)
-                fsutil.remove_tree(removing)
-            except OSError as exc:
-                raise fsutil.system_error(f"remove overlay2 layer {id}", exc) from exc
+            common.remove_by_rename(layer_dir, self.home, f"overlay2 layer {id}",
+                                    lambda removing: self._remove_link_of(removing, id))
 
     def _remove_link_of(self, layer_dir: str, id: str) -> None:
         """Delete ``l/<short-id>`` of a layer directory if it points to that layer."""

@@ -86,15 +86,6 @@ def copies_size(data_root: str, driver_name: str) -> int:
     return total
 
 
-def _syncfs(path: str) -> None:
-    from lamina import sys as lsys
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        lsys.syncfs(fd)
-    finally:
-        os.close(fd)
-
 
 class RemapCopies:
     """The copies of one driver's layers for one remap root: ``<data-root>/<uid>.<gid>/<driver>``."""
@@ -169,7 +160,7 @@ class RemapCopies:
             copy_tree(source, diff, owner=mapping.to_host)
             _write(os.path.join(work_in_progress, "link"), short_id)
             _write(os.path.join(work_in_progress, "size"), str(fsutil.disk_usage(diff)))
-            _syncfs(work_in_progress)
+            fsutil.syncfs(work_in_progress)
             self._link(id, short_id)
             fsutil.publish_dir(work_in_progress, final)  # the commit point
         except UnmappedOwner as exc:
@@ -193,18 +184,8 @@ class RemapCopies:
         final = self.path(id)
         if not os.path.lexists(final):
             return
-        removing = final + common.REMOVING_SUFFIX
-        try:
-            fsutil.remove_tree(removing)
-            try:
-                os.rename(final, removing)
-            except FileNotFoundError:
-                return  # another process removes it
-            fsutil.fsync_dir(self.home)
-            self._remove_link(removing, id)
-            fsutil.remove_tree(removing)
-        except OSError as exc:
-            raise fsutil.system_error(f"remove the --userns-remap copy of layer {id}", exc) from exc
+        common.remove_by_rename(final, self.home, f"the --userns-remap copy of layer {id}",
+                                lambda removing: self._remove_link(removing, id))
 
     def _remove_link(self, copy_dir: str, id: str) -> None:
         try:

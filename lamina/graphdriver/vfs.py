@@ -119,17 +119,7 @@ class VfsDriver(common.LayerDirectories):
         if not os.path.lexists(layer_dir):
             return
         lmount.unmount_all_under(layer_dir)
-        removing = layer_dir + common.REMOVING_SUFFIX
-        try:
-            fsutil.remove_tree(removing)
-            try:
-                os.rename(layer_dir, removing)
-            except FileNotFoundError:
-                return  # another process removes it
-            fsutil.fsync_dir(self._layers)
-            fsutil.remove_tree(removing)
-        except OSError as exc:
-            raise fsutil.system_error(f"remove vfs layer {id}", exc) from exc
+        common.remove_by_rename(layer_dir, self._layers, f"vfs layer {id}")
 
     def list_ids(self) -> list[str]:
         return common.layer_ids(self._layers)

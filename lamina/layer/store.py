@@ -406,7 +406,7 @@ class LayerStore:
             fsutil.atomic_write(os.path.join(write_set, "size"), str(size))
             if parent:
                 fsutil.atomic_write(os.path.join(write_set, "parent"), parent)
-            _syncfs(self.driver.diff_path(cache_id))
+            fsutil.syncfs(self.driver.diff_path(cache_id))
             try:
                 fsutil.publish_dir(write_set, self._dir(chain))  # the commit point
             except (errdefs.AlreadyExists, OSError) as exc:
@@ -624,14 +624,4 @@ def _lock_is_free(path: str) -> bool:
     """A lease file whose process is gone (it exists and nobody holds its lock)."""
     return os.path.exists(path) and not fsutil.lock_is_held(path)
 
-
-def _syncfs(path: str) -> None:
-    """Flush the filesystem holding a layer's data before its record is published."""
-    from lamina import sys as lsys
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        lsys.syncfs(fd)
-    finally:
-        os.close(fd)
 

@@ -29,7 +29,7 @@ LOAD_STEPS = [
     ("DRIVER", "create"),
     ("DRIVER", "apply_diff"),
     ("lamina.fsutil", "publish_dir"),
-    ("lamina.layer.store", "_syncfs"),
+    ("lamina.fsutil", "syncfs"),
     ("lamina.image.store.ImageStore", "put"),
     ("lamina.image.refstore.ReferenceStore", "add_tag"),
 ]
