@@ -19,7 +19,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from lamina import errdefs
 from lamina.network import ipam
@@ -98,15 +99,8 @@ def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", su
         existing = store.networks(locked=True)
         if any(network.Name == name for network in existing):
             raise errdefs.Conflict(f"network with name {name} already exists")
-        taken = [ipam.parse_subnet(network.Subnet) for network in existing if network.Subnet]
-        if subnet:
-            chosen = ipam.parse_subnet(subnet)
-            for other in existing:
-                if other.Subnet and chosen.overlaps(ipam.parse_subnet(other.Subnet)):
-                    raise errdefs.Conflict(f"invalid pool request: Pool overlaps with other one on this address "
-                                           f"space ({other.Subnet} of network {other.Name})")
-        else:
-            chosen = ipam.pick_subnet([*taken, *ipam.host_routes()])
+        chosen = _subnet(existing, subnet, "Subnet", ipam.parse_subnet,
+                         lambda taken: ipam.pick_subnet([*taken, *ipam.host_routes()]))
         gateway_address = str(ipam.check_address(chosen, gateway, "gateway")) if gateway else str(next(chosen.hosts()))
         if ip_range:
             pool = ipam.parse_subnet(ip_range)
@@ -117,15 +111,8 @@ def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", su
         chosen6: ipaddress.IPv6Network | None = None
         gateway6 = ""
         if enable_ipv6:
-            taken6 = [ipaddress.IPv6Network(network.IPv6Subnet) for network in existing if network.IPv6Subnet]
-            if ipv6_subnet:
-                chosen6 = ipam.parse_subnet6(ipv6_subnet)
-                for other in existing:
-                    if other.IPv6Subnet and chosen6.overlaps(ipaddress.IPv6Network(other.IPv6Subnet)):
-                        raise errdefs.Conflict(f"invalid pool request: Pool overlaps with other one on this address "
-                                               f"space ({other.IPv6Subnet} of network {other.Name})")
-            else:
-                chosen6 = ipam.pick_subnet6([*taken6, *ipam.host_routes6()])
+            chosen6 = _subnet(existing, ipv6_subnet, "IPv6Subnet", ipam.parse_subnet6,
+                              lambda taken: ipam.pick_subnet6([*taken, *ipam.host_routes6()]))
             gateway6 = str(ipam.check_address(chosen6, ipv6_gateway, "IPv6 gateway") if ipv6_gateway
                            else chosen6.network_address + 1)
         network_id = os.urandom(32).hex()
@@ -145,3 +132,19 @@ def create_network(store: NetworkStore, name: str, *, driver: str = "bridge", su
                           IPAMConfigured=bool(subnet))
         store.add(network)
         return network
+
+
+def _subnet(existing: list[Network], given: str, field: str, parse: Callable[[str], Any],
+            pick: Callable[[list[Any]], Any]) -> Any:
+    """The subnet of a new network: ``given`` (parsed by ``parse``) unless it overlaps the
+    ``field`` (``Subnet``/``IPv6Subnet``) of an existing network (Docker's 409), else the one
+    ``pick`` chooses beside the existing networks' subnets."""
+    taken = [parse(getattr(network, field)) for network in existing if getattr(network, field)]
+    if not given:
+        return pick(taken)
+    chosen = parse(given)
+    for other, subnet in zip([network for network in existing if getattr(network, field)], taken):
+        if chosen.overlaps(subnet):
+            raise errdefs.Conflict(f"invalid pool request: Pool overlaps with other one on this address "
+                                   f"space ({getattr(other, field)} of network {other.Name})")
+    return chosen

@@ -72,7 +72,7 @@ from lamina.runtime.user import home_for_uid
 from lamina.runtime.userns import become_namespace_root, open_bind_sources
 
 __all__ = ["DEFAULT_PATH", "ExecError", "Plan", "container_child", "describe_status", "exec_child", "find_executable",
-           "parse_status", "reset_signals", "raise_child_error", "reap", "read_status", "report_error"]
+           "parse_status", "pid_line", "read_until_pid", "reset_signals", "raise_child_error", "reap", "read_status", "report_error"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SIOCGIFFLAGS = 0x8913
@@ -619,6 +619,28 @@ def read_status(fd: int) -> tuple[bool, dict[str, Any] | None]:
             break
         chunks.append(chunk)
     return parse_status(b"".join(chunks))
+
+
+def read_until_pid(fd: int) -> bytes:
+    """What the status pipe carries up to the first process's ``P<pid>`` line, or to EOF."""
+    data = b""
+    while pid_line(data) is None:
+        try:
+            chunk = os.read(fd, 4096)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def pid_line(data: bytes) -> int | None:
+    """The pid of an exec's first process's ``P<pid>`` line, None until a complete one came."""
+    for line in data.split(b"\n")[:-1]:  # complete lines only
+        if line.startswith(b"P") and line[1:].isdigit():
+            return int(line[1:])
+    return None
 
 
 def parse_status(data: bytes) -> tuple[bool, dict[str, Any] | None]:

@@ -8,7 +8,7 @@ caller's own pid namespace and never leaving a dumpable process inside the conta
   the caller (:func:`fork_through_helper`); :func:`await_child` then reads the status pipe.
 - :func:`fork_exec`: an exec in two processes (:func:`lamina.runtime.child.exec_child`); the
   first, outside the container's pid namespace, writes the second's pid (``P<pid>`` on the
-  status pipe, :func:`read_until_pid`) and exits; the caller moves it into the container's
+  status pipe, :func:`lamina.runtime.child.read_until_pid`) and exits; the caller moves it into the container's
   cgroups and lets it ``execve``.
 
 The status pipe protocol itself is :mod:`lamina.runtime.child`'s.
@@ -28,8 +28,10 @@ from lamina.runtime.child import (
     describe_status,
     exec_child,
     parse_status,
+    pid_line,
     raise_child_error,
     read_status,
+    read_until_pid,
     reap,
     report_error,
 )
@@ -38,29 +40,7 @@ from lamina.runtime.seccomp import SeccompProgram
 from lamina.runtime.trampoline import open_trampoline
 from lamina.runtime.userns import fork_in_user_namespace
 
-__all__ = ["fork_child", "fork_through_helper", "await_child", "fork_exec", "fork_undumpable", "read_until_pid",
-           "pid_line"]
-
-
-def read_until_pid(fd: int) -> bytes:
-    """What the status pipe carries up to the first process's ``P<pid>`` line, or to EOF."""
-    data = b""
-    while pid_line(data) is None:
-        try:
-            chunk = os.read(fd, 4096)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries
-            continue
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def pid_line(data: bytes) -> int | None:
-    for line in data.split(b"\n")[:-1]:  # complete lines only
-        if line.startswith(b"P") and line[1:].isdigit():
-            return int(line[1:])
-    return None
+__all__ = ["fork_child", "fork_through_helper", "await_child", "fork_exec", "fork_undumpable"]
 
 
 def fork_undumpable(what: str) -> int:
