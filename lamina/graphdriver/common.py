@@ -29,7 +29,7 @@ from lamina.log import get_logger
 __all__ = [
     "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "remove_by_rename", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
     "LayerDirectories", "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
-    "sweep_leftovers", "list_leftovers", "probe_directory", "remove_probe", "holds_entries", "is_layer_name", "layer_ids",
+    "sweep_leftovers", "list_leftovers", "probe_directory", "remove_probe", "probe_in_scratch", "holds_entries", "is_layer_name", "layer_ids",
     "holds_layers", "sweep_stranded_links",
 ]
 
@@ -297,3 +297,28 @@ def remove_by_rename(directory: str, parent: str, what: str,
         fsutil.remove_tree(removing)
     except OSError as exc:
         raise fsutil.system_error(f"remove {what}", exc) from exc
+
+
+def probe_in_scratch(home: str, check: Callable[[str], str | None], failed: str) -> str | None:
+    """Why a driver cannot be used with ``home``, or None: ``check`` runs on a fresh probe
+    directory under ``home`` (:func:`probe_directory`, removed after) and answers the reason;
+    an error it raises is ``failed: <error>``.  A ``home`` made here for a driver that turns
+    out unusable is removed again (no empty directory of a driver not chosen)."""
+    created = not os.path.exists(home)
+    try:
+        scratch = probe_directory(home)
+    except OSError as exc:
+        return f"cannot create {home}: {exc.strerror}"
+    reason: str | None = None
+    try:
+        reason = check(scratch)
+    except (OSError, errdefs.LaminaError) as exc:
+        reason = f"{failed}: {exc}"
+    finally:
+        remove_probe(scratch)
+        if created and reason is not None:
+            try:
+                os.rmdir(home)
+            except OSError:
+                pass
+    return reason

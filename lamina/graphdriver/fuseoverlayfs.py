@@ -55,27 +55,13 @@ def probe(home: str) -> str | None:
         return f"{PROGRAM} is not installed (Debian package fuse-overlayfs)"
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return "/dev/fuse cannot be opened"
-    created = not os.path.exists(home)
-    try:
-        scratch = common.probe_directory(home)
-    except OSError as exc:
-        return f"cannot create {home}: {exc.strerror}"
-    reason: str | None = None
-    try:
+    def check(scratch: str) -> str | None:
         if not common.supports_d_type(scratch):
-            reason = f"backing filesystem {common.backing_filesystem(home)} does not support d_type"
-        else:
-            _test_mount(scratch)
-    except (OSError, errdefs.LaminaError) as exc:
-        reason = f"a test mount failed: {exc}"
-    finally:
-        common.remove_probe(scratch)
-        if created and reason is not None:
-            try:
-                os.rmdir(home)
-            except OSError:
-                pass
-    return reason
+            return f"backing filesystem {common.backing_filesystem(home)} does not support d_type"
+        _test_mount(scratch)
+        return None
+
+    return common.probe_in_scratch(home, check, "a test mount failed")
 
 
 class FuseOverlayfsDriver(Overlay2Driver):

@@ -134,35 +134,20 @@ def probe(home: str) -> str | None:
     refuses as upper (overlayfs itself, aufs, ecryptfs); the filesystem reports d_type; a real
     overlay mount in a scratch directory under ``home`` succeeds (this also loads the module).
     """
-    created = not os.path.exists(home)
-    try:
-        scratch = common.probe_directory(home)
-    except OSError as exc:
-        return f"cannot create {home}: {exc.strerror}"
-    reason: str | None = None
-    try:
+    def check(scratch: str) -> str | None:
         backing = common.backing_filesystem(home)
         if backing in _UNSUPPORTED_BACKING:
-            reason = f"backing filesystem is {backing}, which cannot hold overlay upper directories"
-        elif not common.supports_d_type(scratch):
-            reason = (f"backing filesystem {backing} does not support d_type "
-                      "(xfs must be formatted with ftype=1)")
-        else:
-            try:
-                _test_mount(scratch)
-            except errdefs.LaminaError as exc:
-                listed = "" if _overlay_listed() else "; overlay is not in /proc/filesystems"
-                reason = f"a test overlay mount failed: {exc}{listed}"
-    except (OSError, errdefs.LaminaError) as exc:
-        reason = f"probing {home} failed: {exc}"
-    finally:
-        common.remove_probe(scratch)
-        if created and reason is not None:
-            try:
-                os.rmdir(home)  # leave no empty driver directory behind for a driver not chosen
-            except OSError:
-                pass
-    return reason
+            return f"backing filesystem is {backing}, which cannot hold overlay upper directories"
+        if not common.supports_d_type(scratch):
+            return f"backing filesystem {backing} does not support d_type (xfs must be formatted with ftype=1)"
+        try:
+            _test_mount(scratch)
+        except errdefs.LaminaError as exc:
+            listed = "" if _overlay_listed() else "; overlay is not in /proc/filesystems"
+            return f"a test overlay mount failed: {exc}{listed}"
+        return None
+
+    return common.probe_in_scratch(home, check, f"probing {home} failed")
 
 
 def native_diff_problem(home: str) -> str | None:
