@@ -272,7 +272,7 @@ def test_fuse_overlayfs_is_the_rootless_fallback_driver(user: User) -> None:
                                                                           "D /bin/true"]
             user.ok(*engine, "commit", name, "fused:1")
             assert user.ok(*engine, "run", "--rm", "--network", "none", "fused:1", "sh", "-c",
-                           "cat /etc/motd; ls /bin/true 2>&1 || echo gone").split() [0] == "changed"
+                           "cat /etc/motd; ls /bin/true 2>&1 || echo gone").split()[0] == "changed"
             mounts = [line for line in open("/proc/self/mountinfo", encoding="utf-8") if "fuse-root" in line]
             assert mounts == []
         finally:
