@@ -121,15 +121,19 @@ def _unlink_quiet(path: str) -> None:
         pass
 
 
-def publish_dir(tmp_dir: str, final_dir: str) -> None:
+def publish_dir(tmp_dir: str, final_dir: str, *, durable: bool = True) -> None:
     """Publish a fully written temporary directory under its final name with one rename.
 
     Everything inside ``tmp_dir`` must already be fsynced; this fsyncs the directory itself,
     renames it (failing if ``final_dir`` exists) and fsyncs the parent: the commit point.
+    ``durable=False``: the rename alone (what a crash may lose or leave with empty files:
+    only for what is disposable, see :mod:`lamina.container.store`).
     """
-    fsync_dir(tmp_dir)
+    if durable:
+        fsync_dir(tmp_dir)
     os.rename(tmp_dir, final_dir) if not os.path.exists(final_dir) else _raise_exists(final_dir)
-    fsync_dir(os.path.dirname(final_dir) or ".")
+    if durable:
+        fsync_dir(os.path.dirname(final_dir) or ".")
 
 
 def _raise_exists(path: str) -> None:

@@ -44,8 +44,8 @@ def release_mount(mounts: MountStore, container_id: str) -> None:
     """Make sure the container's root filesystem is not mounted (whoever mounted it)."""
     try:
         layer = mounts.get(container_id)
-    except errdefs.NotFound:
-        return
+    except (errdefs.NotFound, errdefs.DataLoss):
+        return  # none, or a record a crash left empty: nothing of it can be mounted
     try:
         merged = mounts.driver.metadata(layer.mount_id).get("MergedDir")
     except errdefs.LaminaError:
@@ -125,12 +125,18 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
             committed()
 
     try:
-        record = store.get(container_id)
-        mount_points = record.data.get("MountPoints")
-        record.state["RemovalInProgress"] = True
-        # for readers meanwhile; not synced: a crash before the commit point leaves the
-        # container as it was, which is right
-        store.save(record, durable=False)
+        try:
+            record = store.get(container_id)
+        except errdefs.DataLoss as exc:
+            # a damaged record (a --rm create a host crash cut short, see lamina.container.store)
+            # is removed all the same; its volumes' references lapse (lamina.volume.store)
+            log.warning("removing container %s: %s", container_id, exc)
+        else:
+            mount_points = record.data.get("MountPoints")
+            record.state["RemovalInProgress"] = True
+            # for readers meanwhile; not synced: a crash before the commit point leaves the
+            # container as it was, which is right
+            store.save(record, durable=False)
         removal.acquire()  # held from before the commit point to the end: the sweep tests it
         path = store.begin_removal(container_id)  # the commit point
         finish_removal(mounts, execs, exec_root, container_id, path, gone if committed is not None else None)

@@ -24,8 +24,12 @@ On-disk format, under ``<data-root>/containers/``::
 
 Every file is written tmp -> fsync -> rename -> fsync(dir), but for states a crash may lose
 without harm (written atomically, not synced): ``RemovalInProgress`` just before a removal's
-commit point, and the start and the exit of a ``--rm`` container (its whole run is disposable:
-after a host crash it is either removed at start-up or still "created").
+commit point, and the whole life of a ``--rm`` container, which is disposable: its create (the
+record, its init and read-write layers: :mod:`lamina.layer.mounts`), its start and its exit.
+After a host crash such a container is removed at start-up, still "created", gone, or left
+with empty files (the rename reached the disk, the data did not): :meth:`ContainerStore.get`
+calls that record damaged (DataLoss, skipped by listings with a warning), ``rm`` removes it,
+and ``system check`` reports it (:meth:`ContainerStore.cut_short`) and ``--repair`` removes it.
 
 Commit points: a container exists from the rename of its fully written ``.tmp-<random>``
 directory to ``<id>`` (done under ``.names.lock`` after checking that its name is free); it
@@ -108,14 +112,15 @@ def new_container_id() -> str:
             return candidate
 
 
-def _write_synced(path: str, value: Any) -> None:
+def _write_synced(path: str, value: Any, durable: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         data = json.dumps(value, separators=(",", ":")).encode()
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -486,8 +491,10 @@ class ContainerStore:
             f'Conflict. The container name "{name}" is already in use by container "{owner}". '
             f"You have to remove (or rename) that container to be able to reuse that name.")
 
-    def create(self, container: Container) -> None:
-        """Publish a new record (its name must be free); the commit point is one rename."""
+    def create(self, container: Container, *, durable: bool = True) -> None:
+        """Publish a new record (its name must be free); the commit point is one rename.
+        ``durable=False``: a disposable (``--rm``) container's, nothing synced (see the module
+        docstring)."""
         container_id = container.id
         final = self.directory(container_id)
         name = validate_name(container.name)
@@ -496,14 +503,14 @@ class ContainerStore:
         try:
             # a fresh directory published by one rename: each file needs its data synced, not
             # a rename of its own
-            _write_synced(os.path.join(tmp, HOST_CONFIG_FILE), container.host_config)
-            _write_synced(os.path.join(tmp, CONFIG_FILE), container.data)
+            _write_synced(os.path.join(tmp, HOST_CONFIG_FILE), container.host_config, durable)
+            _write_synced(os.path.join(tmp, CONFIG_FILE), container.data, durable)
             with fsutil.file_lock(self._names_lock):
                 table, _ = self._name_table()
                 names = {value: key for key, value in table.items() if value}
                 if name in names:
                     raise self._name_conflict(name, names)
-                fsutil.publish_dir(tmp, final)
+                fsutil.publish_dir(tmp, final, durable=durable)
                 table[container_id] = name
                 self._write_index(table)
         except BaseException:
@@ -593,6 +600,23 @@ class ContainerStore:
     def removal_in_progress(self, path: str) -> bool:
         """Whether another process is still removing (it holds the record's lock)."""
         return fsutil.lock_is_held(os.path.join(path, _LOCK_FILE))
+
+    def cut_short(self) -> list[str]:
+        """Ids of records with an empty ``config.v2.json`` or ``hostconfig.json``: a ``--rm``
+        create (not synced) that a host crash cut short.  No writer publishes an empty file (each
+        is written whole before its rename), so nothing else looks like this."""
+        out = []
+        for container_id in self.ids():
+            directory = self.directory(container_id)
+            for name in (CONFIG_FILE, HOST_CONFIG_FILE):
+                try:
+                    empty = os.lstat(os.path.join(directory, name)).st_size == 0
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                if empty:
+                    out.append(container_id)
+                    break
+        return out
 
     def sweep_temporary(self, min_age_seconds: float = 60.0) -> list[str]:
         """Remove creations that never reached their commit point (old enough not to be

@@ -38,8 +38,10 @@ class ProtoDriver(Protocol):
     home: str  # the driver's directory, e.g. <data-root>/overlay2
 
     def create(self, id: str, parent: str | None, *, read_write: bool = False,
-               idmap: IdentityMapping | None = None) -> None:
+               idmap: IdentityMapping | None = None, durable: bool = True) -> None:
         """Create an empty layer on top of ``parent`` (vfs copies the parent's tree).
+        ``durable=False``: nothing is synced (the init and read-write layers of a disposable
+        ``--rm`` container, see :mod:`lamina.layer.mounts`).
         ``idmap``: the read-write layer of a remapped container: what it starts with is owned
         by the mapped host ids (vfs shifts the parent's tree while copying it; overlay2 starts
         empty)."""

@@ -20,7 +20,6 @@ program, which stays alive serving the mount until it is unmounted.
 from __future__ import annotations
 
 import os
-import shutil
 from typing import TYPE_CHECKING
 
 from lamina import errdefs
@@ -51,6 +50,8 @@ def _test_mount(scratch: str) -> None:
 def probe(home: str) -> str | None:
     """Why fuse-overlayfs cannot be used with ``home``, or None: the program is in PATH,
     ``/dev/fuse`` can be opened, and a test mount in a scratch directory succeeds."""
+    import shutil  # only when probed: the registry imports every driver on each command's path
+
     if shutil.which(PROGRAM) is None:
         return f"{PROGRAM} is not installed (Debian package fuse-overlayfs)"
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):

@@ -212,12 +212,13 @@ def _new_short_id() -> str:
     return base64.b32encode(os.urandom(17)).decode("ascii")[:SHORT_ID_LENGTH]
 
 
-def _write_file(path: str, data: bytes, mode: int = 0o644) -> None:
+def _write_file(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     """Write a file inside a directory that is not yet published (no rename needed)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -309,9 +310,9 @@ class Overlay2Driver(common.LayerDirectories):
     # -- ProtoDriver ----------------------------------------------------------------------
 
     def create(self, id: str, parent: str | None, *, read_write: bool = False,
-               idmap: IdentityMapping | None = None) -> None:
+               idmap: IdentityMapping | None = None, durable: bool = True) -> None:
         """Create an empty layer on ``parent``; commit point: rename of ``<id>-incomplete``.
-        ``idmap``: nothing to shift (the layer starts empty)."""
+        ``idmap``: nothing to shift (the layer starts empty).  ``durable=False``: no fsync."""
         final = self._dir(id)
         if os.path.lexists(final):
             raise errdefs.AlreadyExists(f"overlay2 layer {id} exists already")
@@ -341,12 +342,13 @@ class Overlay2Driver(common.LayerDirectories):
                     continue
                 link_path = candidate
                 break
-            _write_file(os.path.join(work_in_progress, "link"), short_id.encode("ascii"))
+            _write_file(os.path.join(work_in_progress, "link"), short_id.encode("ascii"), durable=durable)
             if parent is not None:
                 os.mkdir(os.path.join(work_in_progress, "work"), 0o700)
-                _write_file(os.path.join(work_in_progress, "lower"), lower.encode("ascii"))
-            fsutil.fsync_dir(os.path.join(self.home, LINK_DIR))
-            fsutil.publish_dir(work_in_progress, final)
+                _write_file(os.path.join(work_in_progress, "lower"), lower.encode("ascii"), durable=durable)
+            if durable:
+                fsutil.fsync_dir(os.path.join(self.home, LINK_DIR))
+            fsutil.publish_dir(work_in_progress, final, durable=durable)
         except BaseException as exc:
             if link_path is not None:
                 try:
@@ -360,7 +362,8 @@ class Overlay2Driver(common.LayerDirectories):
         if parent_dir is not None and not os.path.exists(os.path.join(parent_dir, "committed")):
             # written once, by the first child (an image's top layer gets one child per container)
             try:
-                fsutil.atomic_write(os.path.join(parent_dir, "committed"), b"", 0o600)
+                write = fsutil.atomic_write if durable else fsutil.atomic_replace
+                write(os.path.join(parent_dir, "committed"), b"", 0o600)
             except OSError as exc:
                 raise fsutil.system_error(f"mark overlay2 layer {parent} committed", exc) from exc
 

@@ -82,7 +82,7 @@ class VfsDriver(common.LayerDirectories):
     # -- ProtoDriver ----------------------------------------------------------------------
 
     def create(self, id: str, parent: str | None, *, read_write: bool = False,
-               idmap: IdentityMapping | None = None) -> None:
+               idmap: IdentityMapping | None = None, durable: bool = True) -> None:
         """Copy the parent's tree (or make an empty one); commit point: rename of ``-incomplete``.
         ``idmap``: every owner is shifted into the mapping while copying (an owner outside it is
         InvalidArgument naming the file and the range)."""
@@ -107,7 +107,7 @@ class VfsDriver(common.LayerDirectories):
                     raise errdefs.InvalidArgument(
                         f"cannot copy vfs layer {parent} for --userns-remap: its file /{exc.path} is owned by uid "
                         f"{exc.uid} gid {exc.gid}, outside the range of {uids} uids and {gids} gids") from exc
-            fsutil.publish_dir(work_in_progress, final)
+            fsutil.publish_dir(work_in_progress, final, durable=durable)
         except BaseException as exc:
             fsutil.remove_tree(work_in_progress)
             if isinstance(exc, OSError):

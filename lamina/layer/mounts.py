@@ -19,6 +19,12 @@ The init layer sits between the image and the read-write layer and holds the pla
 the runtime mounts over (``/etc/hosts``, ``/etc/hostname``, ``/etc/resolv.conf``,
 ``/dev/console``, ...) so that they never show up in ``diff`` or ``commit``.
 
+The records of a disposable container (``--rm``) are written without fsync, as are its
+driver directories (``durable=False``): after a host crash its record may be missing or hold
+empty files.  :meth:`MountStore.get` calls such a record damaged (DataLoss) and
+:meth:`MountStore.remove` removes it; the driver directories it named are then orphans, which
+``system check --repair`` removes.
+
 Commit point: the record directory is built under ``mounts/.tmp-<random>`` and renamed to
 ``mounts/<container-id>``.  The ids are written into the temporary directory *before* the
 driver directories are created, so a crash at any point leaves either nothing or a
@@ -42,12 +48,15 @@ from lamina import errdefs, fsutil
 from lamina.digest import Digest
 from lamina.idmap import IdentityMapping
 from lamina.layer.store import LayerStore
+from lamina.log import get_logger
 from lamina.records import dataclass
 
 if TYPE_CHECKING:
     from lamina.archive.api import Change
 
 __all__ = ["RWLayer", "MountStore", "INIT_PATHS"]
+
+log = get_logger("lamina.layer")
 
 # (path, kind, mode): the init layer's content, as Docker's initlayer.Setup makes it
 INIT_PATHS: tuple[tuple[str, str, int], ...] = (
@@ -84,10 +93,11 @@ class MountStore:
         return os.path.join(self._dir, container_id)
 
     def create(self, container_id: str, parent: str | None, idmap: IdentityMapping | None = None,
-               layer_copies: bool = False) -> RWLayer:
+               layer_copies: bool = False, *, durable: bool = True) -> RWLayer:
         """Create the init and read-write layers of a container on top of ``parent``
         (``idmap``, ``layer_copies``: a remapped container's, see the module docstring).  The
-        copies are made by the first mount (:meth:`mount`), not here."""
+        copies are made by the first mount (:meth:`mount`), not here.  ``durable=False``: a
+        disposable container's (``--rm``): nothing is synced (see the module docstring)."""
         final = self._path(container_id)
         if os.path.exists(final):
             raise errdefs.AlreadyExists(f"read-write layer for container {container_id} exists already")
@@ -102,20 +112,20 @@ class MountStore:
                 # recorded before created: a sweep after a crash finds every directory by name.
                 # Files of a fresh directory published by one rename: each needs its data
                 # synced, not a rename (and a directory fsync) of its own
-                _write_synced(os.path.join(tmp, "mount-id"), mount_id)
-                _write_synced(os.path.join(tmp, "init-id"), init_id)
+                _write_synced(os.path.join(tmp, "mount-id"), mount_id, durable)
+                _write_synced(os.path.join(tmp, "init-id"), init_id, durable)
                 if parent:
-                    _write_synced(os.path.join(tmp, "parent"), parent)
+                    _write_synced(os.path.join(tmp, "parent"), parent, durable)
                 if idmap is not None:
                     record = {**idmap.to_json(), **({"Layers": "copy"} if layer_copies else {})}
-                    _write_synced(os.path.join(tmp, "idmap"), json.dumps(record, sort_keys=True))
-                self.driver.create(init_id, parent_layer.cache_id if parent_layer else None)
+                    _write_synced(os.path.join(tmp, "idmap"), json.dumps(record, sort_keys=True), durable)
+                self.driver.create(init_id, parent_layer.cache_id if parent_layer else None, durable=durable)
                 self._setup_init_layer(init_id)
-                self.driver.create(mount_id, init_id, read_write=True, idmap=idmap)
+                self.driver.create(mount_id, init_id, read_write=True, idmap=idmap, durable=durable)
                 if idmap is not None:
                     # the overlay's root directory is the upper directory's: the container's root owns it
                     os.chown(self.driver.diff_path(mount_id), *idmap.root_pair())
-                fsutil.publish_dir(tmp, final)
+                fsutil.publish_dir(tmp, final, durable=durable)
             except BaseException:
                 self.driver.remove(mount_id)
                 self.driver.remove(init_id)
@@ -168,6 +178,10 @@ class MountStore:
             init_id = _read(os.path.join(path, "init-id"))
         except FileNotFoundError as exc:
             raise errdefs.NotFound(f"no read-write layer for container {container_id}") from exc
+        if not mount_id or init_id != mount_id + "-init":
+            # never passed to the driver: an empty id would name its whole directory
+            raise errdefs.DataLoss(f"read-write layer record of container {container_id} is damaged "
+                                   f"(mount-id {mount_id!r}, init-id {init_id!r})")
         try:
             parent: Digest | None = Digest(_read(os.path.join(path, "parent")))
         except FileNotFoundError:
@@ -192,7 +206,7 @@ class MountStore:
         for container_id in self.container_ids():
             try:
                 layer = self.get(container_id)
-            except errdefs.NotFound:
+            except (errdefs.NotFound, errdefs.DataLoss):
                 continue
             current = layer.parent
             while current is not None and current not in out:
@@ -218,7 +232,13 @@ class MountStore:
         it holds no image layer), before the directories are deleted."""
         lock = self.layers.lock(shared=True)
         try:
-            layer = self.get(container_id)
+            try:
+                layer: RWLayer | None = self.get(container_id)
+            except errdefs.DataLoss as exc:
+                # a disposable container's record that a host crash left empty: the record
+                # goes; the driver directories it named are orphans for `system check --repair`
+                log.warning("%s: removing the record only", exc)
+                layer = None
             path = self._path(container_id)
             removing = os.path.join(self._dir, f".removing-{container_id}")
             try:
@@ -228,8 +248,9 @@ class MountStore:
             fsutil.fsync_dir(self._dir)
             if committed is not None:
                 committed()
-            self.driver.remove(layer.mount_id)
-            self.driver.remove(layer.init_id)
+            if layer is not None:
+                self.driver.remove(layer.mount_id)
+                self.driver.remove(layer.init_id)
             fsutil.remove_tree(removing)
         finally:
             lock.release()
@@ -250,8 +271,8 @@ class MountStore:
             for key in ("mount-id", "init-id"):
                 try:
                     self.driver.remove(_read(os.path.join(path, key)))
-                except FileNotFoundError:
-                    pass
+                except (FileNotFoundError, errdefs.InvalidArgument):
+                    pass  # an empty file (a crash): the directory it named is an orphan for `system check`
             fsutil.remove_tree(path)
             done.append(f"removed interrupted read-write layer record {name}")
         return done
@@ -275,13 +296,14 @@ class MountStore:
                                      None if layer.idmap is None else layer.idmap.to_container)
 
 
-def _write_synced(path: str, text: str) -> None:
+def _write_synced(path: str, text: str, durable: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(text.encode())
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
 

@@ -350,7 +350,7 @@ class VolumeUsage(Protocol):
 
 class ContainerUsage(Protocol):
     """What ``info``, ``system df`` and ``system check`` need from the container views: the
-    summaries of every container (``size``: with SizeRw and SizeRootFs), the index check."""
+    summaries of every container (``size``: with SizeRw and SizeRootFs), the record and index checks."""
 
     def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
                         filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
@@ -358,6 +358,10 @@ class ContainerUsage(Protocol):
     def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
         """(problems, repairs) of the container store's name index against its records
         (``repair``: rebuild it); for ``system check``."""
+
+    def check_records(self, *, repair: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
+        """((container id, problem), repairs) of records a host crash left damaged
+        (``repair``: remove them); for ``system check``."""
 
 
 class BuildCacheUsage(Protocol):

@@ -332,6 +332,10 @@ class SystemServiceImpl:
         finally:
             lock.release()
         if self.containers is not None:
+            record_problems, record_repairs = self.containers.check_records(repair=repair)
+            problems.extend({"Kind": "container", "Object": container_id, "Message": message}
+                            for container_id, message in record_problems)
+            repaired.extend(record_repairs)
             index_problems, index_repairs = self.containers.check_index(repair=repair)
             problems.extend({"Kind": "container", "Object": "containers/.names.json", "Message": message}
                             for message in index_problems)

@@ -320,7 +320,7 @@ from lamina.graphdriver import registry
 name, home, operation, id, parent = sys.argv[1:]
 driver = registry.DRIVERS[name](home)
 if operation == "create":
-    fsutil.publish_dir = lambda *args: os._exit(3)
+    fsutil.publish_dir = lambda *args, **kwargs: os._exit(3)
     driver.create(id, parent or None)
 else:
     fsutil.fsync_dir = lambda *args: os._exit(3)

@@ -58,12 +58,16 @@ def in_helper(work: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
         finally:
             os._exit(0)
     os.close(write_fd)
+    answer: dict[str, Any] | None = None
     try:
         answer = protocol.read_pipe_answer(read_fd, _HELPER_TIMEOUT)
     finally:
         os.close(read_fd)
+        # a helper that answered is exiting (tearing down its copy of the monitor's memory, ~1
+        # ms): the monitor's SIGCHLD handling reaps it, as it reaps every child; only a helper
+        # that died without an answer is waited for here
         try:
-            os.waitpid(pid, 0)
+            os.waitpid(pid, os.WNOHANG if answer is not None else 0)
         except ChildProcessError:
             pass  # reaped by the monitor's SIGCHLD handling meanwhile
     if answer is None:

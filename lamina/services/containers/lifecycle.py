@@ -17,6 +17,7 @@ from lamina.container.health import validate_healthcheck
 from lamina.container.names import random_name, validate_name
 from lamina.container.removal import destroy
 from lamina.container.state import new_state, now, seconds_of
+from lamina.container.names import is_container_id
 from lamina.container.store import Container, new_container_id
 from lamina.events.api import CONTAINER
 from lamina.events.message import container_attributes
@@ -167,10 +168,14 @@ class ContainerLifecycleImpl(ContainerGroup):
             "LocalLogCacheMeta": {"HaveNotifyEnabled": False},
         }
         top = image_config.chain_id()
+        # a --rm container is disposable from its create, as its run is: nothing of it is
+        # synced; a host crash may lose it or leave it with empty files, which the start-up
+        # sweep and `system check --repair` remove (lamina.container.store)
+        durable = not host.get("AutoRemove")
         lock = self.images.layers.lock(shared=True)
         try:
             self.mounts.create(container_id, str(top) if top else None, idmap,
-                               layer_copies=self.remap is not None and self.remap.layer_copies)
+                               layer_copies=self.remap is not None and self.remap.layer_copies, durable=durable)
             try:
                 data["MountPoints"] = self._mount_volumes(container_id, merged, host)
             except BaseException:
@@ -182,7 +187,7 @@ class ContainerLifecycleImpl(ContainerGroup):
                     if linked:
                         host["Links"] = links.stored(linked, data["Name"])
                     try:
-                        self.store.create(Container(data, host))
+                        self.store.create(Container(data, host), durable=durable)
                         break
                     except errdefs.Conflict:
                         if name or attempt == 9:
@@ -421,7 +426,17 @@ class ContainerLifecycleImpl(ContainerGroup):
             run_lock.close()
 
     def remove(self, id: str, *, force: bool = False, volumes: bool = False) -> None:
-        container = self._get(id)
+        try:
+            container = self._get(id)
+        except errdefs.DataLoss:
+            if not is_container_id(id):
+                raise
+            # a record a host crash left damaged (a --rm create is not synced:
+            # lamina.container.store): nothing of it can run; removed by its full id
+            destroy(self.store, self.mounts, self.execs, self.exec_root, id, volumes=self.volumes,
+                    remove_volumes=volumes)
+            self.events.emit(CONTAINER, "destroy", id, {})
+            return
         state = container.state
         if state.get("RemovalInProgress"):
             raise errdefs.Conflict(f"removal of container {container.id} is already in progress")

@@ -266,6 +266,22 @@ class ContainerViewsImpl(ContainerGroup):
     def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
         return self.store.check_index(repair=repair)
 
+    def check_records(self, *, repair: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
+        """(container id, problem) of records a host crash left with empty files (a ``--rm``
+        create is not synced: lamina.container.store); ``repair`` removes them."""
+        from lamina.container.removal import destroy
+
+        problems, repaired = [], []
+        for container_id in self.store.cut_short():
+            problems.append((container_id, "the record has empty files: a --rm create cut short by a host crash"))
+            if repair:
+                try:
+                    destroy(self.store, self.mounts, self.execs, self.exec_root, container_id, volumes=self.volumes)
+                except errdefs.NotFound:
+                    continue
+                repaired.append(f"removed container {container_id}, whose create a host crash cut short")
+        return problems, repaired
+
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]:
         container = self._get(id)
         data = container.data

@@ -156,6 +156,10 @@ def test_a_start_nobody_waits_for_keeps_the_lock_until_the_template_listens(tmp_
     try:
         warm_template(recipe)  # returns at once: the template cannot listen before the gate opens
         warm_template(recipe)  # the first start holds the lock: no second template
+        # the started process shows the template's argv once it has exec'd (a moment, under load)
+        deadline = time.monotonic() + 10
+        while not _template_processes(exec_root) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert len(_template_processes(exec_root)) == 1, _template_log(exec_root)
         waiter = threading.Thread(target=lambda: leases.append(TemplateLease(recipe)), daemon=True)
         waiter.start()
