@@ -59,10 +59,10 @@ def release_mount(mounts: MountStore, container_id: str) -> None:
 
 
 def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, container_id: str, path: str,
-                   committed: Callable[[], None] | None = None) -> None:
+                   committed: Callable[[], None] | None = None, *, durable: bool = True) -> None:
     """Everything after the commit point: exec records, run directory, layer, the directory;
     ``committed`` is called once the read-write layer was let go (before its directories are
-    deleted)."""
+    deleted); ``durable=False``: its commit point is not synced (see :func:`destroy`)."""
     release_mount(mounts, container_id)
     execs.remove_for_container(container_id)
     RunDirectory(exec_root, container_id).remove()
@@ -75,7 +75,7 @@ def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, contain
             committed()
 
     try:
-        mounts.remove(container_id, let_go)
+        mounts.remove(container_id, let_go, durable=durable)
     except errdefs.NotFound:
         pass
     if not called:
@@ -103,10 +103,12 @@ def _drop_removal_lock(lock: fsutil.FileLock) -> None:
 
 def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str,
             container_id: str, *, volumes: VolumeProvider | None = None, remove_volumes: bool = False,
-            committed: Callable[[], None] | None = None) -> None:
+            committed: Callable[[], None] | None = None, durable: bool = True) -> None:
     """Remove a stopped container for good; NotFound when it is gone already.  ``committed``
     is called once the container is gone for every reader (its volumes released too), before
-    its directories are deleted."""
+    its directories are deleted.  ``durable=False`` (the monitor's removal of a ``--rm``
+    container): the commit points are not synced; after a host crash the container may be
+    back, in whatever state last reached the disk (see :mod:`lamina.container.store`)."""
     lock = store.lock(container_id)
     removal = _removal_lock(store, container_id)
     mount_points: Any = None
@@ -138,8 +140,9 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
             # container as it was, which is right
             store.save(record, durable=False)
         removal.acquire()  # held from before the commit point to the end: the sweep tests it
-        path = store.begin_removal(container_id)  # the commit point
-        finish_removal(mounts, execs, exec_root, container_id, path, gone if committed is not None else None)
+        path = store.begin_removal(container_id, durable=durable)  # the commit point
+        finish_removal(mounts, execs, exec_root, container_id, path, gone if committed is not None else None,
+                       durable=durable)
     finally:
         _drop_removal_lock(removal)
         lock.release()

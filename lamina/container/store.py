@@ -25,8 +25,9 @@ On-disk format, under ``<data-root>/containers/``::
 Every file is written tmp -> fsync -> rename -> fsync(dir), but for states a crash may lose
 without harm (written atomically, not synced): ``RemovalInProgress`` just before a removal's
 commit point, and the whole life of a ``--rm`` container, which is disposable: its create (the
-record, its init and read-write layers: :mod:`lamina.layer.mounts`), its start and its exit.
-After a host crash such a container is removed at start-up, still "created", gone, or left
+record, its init and read-write layers: :mod:`lamina.layer.mounts`), its start, its exit and
+its removal.  After a host crash such a container is gone, removed at start-up (recorded as
+running), still "created" or "exited" (``rm`` removes it, as Docker's users do), or left
 with empty files (the rename reached the disk, the data did not): :meth:`ContainerStore.get`
 calls that record damaged (DataLoss, skipped by listings with a warning), ``rm`` removes it,
 and ``system check`` reports it (:meth:`ContainerStore.cut_short`) and ``--repair`` removes it.
@@ -578,15 +579,18 @@ class ContainerStore:
 
     # -- removing ------------------------------------------------------------------------------
 
-    def begin_removal(self, container_id: str) -> str:
-        """Rename the record to ``<id>-removing`` (the commit point); returns that path."""
+    def begin_removal(self, container_id: str, *, durable: bool = True) -> str:
+        """Rename the record to ``<id>-removing`` (the commit point); returns that path.
+        ``durable=False``: a ``--rm`` container's, not synced (after a host crash it may be
+        back, in whatever state last reached the disk: see the module docstring)."""
         directory = self.directory(container_id)
         removing = directory + _REMOVING
         try:
             os.rename(directory, removing)
         except FileNotFoundError as exc:
             raise errdefs.NotFound(f"No such container: {container_id}") from exc
-        fsutil.fsync_dir(self.root)
+        if durable:
+            fsutil.fsync_dir(self.root)
         return removing
 
     def removing(self) -> list[tuple[str, str]]:

@@ -226,10 +226,12 @@ class MountStore:
     def unmount(self, container_id: str) -> None:
         self.driver.put(self.get(container_id).mount_id)
 
-    def remove(self, container_id: str, committed: Callable[[], None] | None = None) -> None:
+    def remove(self, container_id: str, committed: Callable[[], None] | None = None, *,
+               durable: bool = True) -> None:
         """Remove the container's read-write layer; NotFound when it has none (any more).
         ``committed`` is called at the commit point (the layer is no longer the container's:
-        it holds no image layer), before the directories are deleted."""
+        it holds no image layer), before the directories are deleted.  ``durable=False``: the
+        commit point is not synced (a disposable container's, see the module docstring)."""
         lock = self.layers.lock(shared=True)
         try:
             try:
@@ -245,7 +247,8 @@ class MountStore:
                 os.rename(path, removing)  # the commit point
             except FileNotFoundError as exc:  # another process removed it meanwhile
                 raise errdefs.NotFound(f"no read-write layer for container {container_id}") from exc
-            fsutil.fsync_dir(self._dir)
+            if durable:
+                fsutil.fsync_dir(self._dir)
             if committed is not None:
                 committed()
             if layer is not None:

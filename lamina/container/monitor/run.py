@@ -241,8 +241,9 @@ class Runner:
                 gone()
 
         try:
+            # not synced: the whole life of a --rm container is disposable (lamina.container.store)
             destroy(self.store, self.mounts, self.monitor.execs, self.monitor.context.exec_root, self.id,
-                    volumes=self.volumes, remove_volumes=True, committed=committed)
+                    volumes=self.volumes, remove_volumes=True, committed=committed, durable=False)
         except errdefs.NotFound:
             return True
         except errdefs.LaminaError as exc:
