@@ -40,8 +40,10 @@ class ProtoDriver(Protocol):
     def create(self, id: str, parent: str | None, *, read_write: bool = False,
                idmap: IdentityMapping | None = None, durable: bool = True) -> None:
         """Create an empty layer on top of ``parent`` (vfs copies the parent's tree).
-        ``durable=False``: nothing is synced (the init and read-write layers of a disposable
-        ``--rm`` container, see :mod:`lamina.layer.mounts`).
+        ``durable=False``: nothing of the new layer is synced (the init and read-write layers of
+        a disposable ``--rm`` container, see :mod:`lamina.layer.mounts`), nor, for a read-write
+        layer, the mark it leaves on its parent (the container's init layer); the mark on an
+        image layer is always synced.
         ``idmap``: the read-write layer of a remapped container: what it starts with is owned
         by the mapped host ids (vfs shifts the parent's tree while copying it; overlay2 starts
         empty)."""

@@ -362,7 +362,10 @@ class Overlay2Driver(common.LayerDirectories):
         if parent_dir is not None and not os.path.exists(os.path.join(parent_dir, "committed")):
             # written once, by the first child (an image's top layer gets one child per container)
             try:
-                write = fsutil.atomic_write if durable else fsutil.atomic_replace
+                # the mark makes a later mount of the parent read-only: an image layer's is
+                # always synced; a read-write layer's parent is its container's init layer,
+                # which is as disposable as the layer itself
+                write = fsutil.atomic_replace if read_write and not durable else fsutil.atomic_write
                 write(os.path.join(parent_dir, "committed"), b"", 0o600)
             except OSError as exc:
                 raise fsutil.system_error(f"mark overlay2 layer {parent} committed", exc) from exc

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from lamina import errdefs
+from lamina.digest import Digest, chain_ids
 
 
 @pytest.fixture
@@ -46,6 +47,14 @@ def _driver_dirs(engine: Any, container_id: str) -> list[str]:
 
 
 def test_the_create_of_a_rm_container_syncs_nothing_and_any_other_create_does(engine, fsyncs) -> None:
+    diff_ids = [Digest(d) for d in engine.images.inspect_image("busybox")["RootFS"]["Layers"]]
+    top = os.path.join(engine.mounts.driver.home, engine.mounts.layers.get(str(chain_ids(diff_ids)[-1])).cache_id)
+    engine.create("true", HostConfig={"AutoRemove": True})
+    # only the image's top layer is marked as having children (once, synced: its later
+    # mounts must be read-only whatever happens to the container)
+    assert os.path.exists(os.path.join(top, "committed"))
+    assert len(fsyncs) == 2
+    fsyncs.clear()
     engine.create("true", HostConfig={"AutoRemove": True})
     assert fsyncs == []
     engine.create("true")
