@@ -5,6 +5,7 @@ directory, even when the test failed."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import time
@@ -112,15 +113,33 @@ class Engine:
                 manager.remove(timeout=5)
             except errdefs.LaminaError:
                 pass
-        # the monitor templates of this exec root (they would leave by themselves once idle)
+        # the monitor templates of this exec root (they would leave by themselves once idle).
+        # A create starts one in the background: its lock is held until it listens (its pid
+        # file written), so taking the lock first finds a template still starting too
         templates = os.path.join(self.config.exec_root, "monitor-template")
-        for name in os.listdir(templates) if os.path.isdir(templates) else []:
-            if name.endswith(".pid"):
-                with open(os.path.join(templates, name), encoding="ascii") as handle:
-                    pid = int(handle.read().strip() or 0)
-                if pid and not _process_gone(pid):
-                    os.kill(pid, signal.SIGKILL)
-                    monitors.append(pid)
+        lock = None
+        if os.path.exists(os.path.join(templates, "lock")):
+            lock = os.open(os.path.join(templates, "lock"), os.O_RDWR | os.O_CLOEXEC)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break  # kill what the pid files name all the same
+                    time.sleep(0.01)
+        try:
+            for name in os.listdir(templates) if os.path.isdir(templates) else []:
+                if name.endswith(".pid"):
+                    with open(os.path.join(templates, name), encoding="ascii") as handle:
+                        pid = int(handle.read().strip() or 0)
+                    if pid and not _process_gone(pid):
+                        os.kill(pid, signal.SIGKILL)
+                        monitors.append(pid)
+        finally:
+            if lock is not None:
+                os.close(lock)
         deadline = time.monotonic() + 5
         while monitors and time.monotonic() < deadline:
             monitors = [pid for pid in monitors if not _process_gone(pid)]

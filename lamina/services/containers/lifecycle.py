@@ -193,9 +193,12 @@ class ContainerLifecycleImpl(ContainerGroup):
                         if name or attempt == 9:
                             raise
             except BaseException:
-                self.mounts.remove(container_id)
-                if self.volumes is not None:
-                    release_mounts(data["MountPoints"], self.volumes, container_id, remove_anonymous=True)
+                # past the record's commit point (a failure in the name index's write after
+                # it) the container exists, whole: nothing of it is undone
+                if not self.store.exists(container_id):
+                    self.mounts.remove(container_id)
+                    if self.volumes is not None:
+                        release_mounts(data["MountPoints"], self.volumes, container_id, remove_anonymous=True)
                 raise
         finally:
             lock.release()
