@@ -29,13 +29,14 @@ from lamina import mount as lmount
 from lamina.container.execstore import ExecStore
 from lamina.container.joining import shm_path, unmount_shm
 from lamina.container.rundir import RunDirectory
-from lamina.container.store import ContainerStore
+from lamina.container.state import seconds_of
+from lamina.container.store import CONFIG_FILE, ContainerStore
 from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.volume.api import VolumeProvider
 from lamina.volume.resolve import release_mounts
 
-__all__ = ["destroy", "finish_removal", "release_mount", "sweep"]
+__all__ = ["destroy", "finish_removal", "release_mount", "sweep", "host_boot_time", "left_by_a_reboot"]
 
 log = get_logger("lamina.container")
 
@@ -196,3 +197,37 @@ def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root
         log.warning("removed the read-write layer of container %s, whose creation was interrupted", container_id)
         done.append(f"removed orphan read-write layer {container_id}")
     return done
+
+
+def host_boot_time() -> float:
+    """When the host booted (``btime`` of ``/proc/stat``, seconds since the epoch)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise errdefs.System("/proc/stat has no btime line")
+
+
+def left_by_a_reboot(store: ContainerStore, alive: Callable[[str], bool], booted: float) -> list[str]:
+    """The ``--rm`` containers a host crash or reboot left behind, as dockerd removes them at
+    its start: not running, and either run before (exited, its monitor gone: it never
+    finished its removal) or created before the host booted (so no ``run --rm`` of this boot
+    is about to start it); and the records a crash left with empty files (a ``--rm`` create
+    is not synced: see :mod:`lamina.container.store`) written before the boot."""
+    out = []
+    for container in store.list():
+        if not container.host_config.get("AutoRemove") or container.state.get("Running"):
+            continue
+        if container.data.get("HasBeenStartedBefore"):
+            if not alive(container.id):
+                out.append(container.id)
+        elif seconds_of(container.data.get("Created")) < booted:
+            out.append(container.id)
+    for container_id in store.cut_short():
+        try:
+            written = os.lstat(os.path.join(store.directory(container_id), CONFIG_FILE)).st_mtime
+        except FileNotFoundError:
+            continue
+        if written < booted:
+            out.append(container_id)
+    return out

@@ -26,11 +26,13 @@ Every file is written tmp -> fsync -> rename -> fsync(dir), but for states a cra
 without harm (written atomically, not synced): ``RemovalInProgress`` just before a removal's
 commit point, and the whole life of a ``--rm`` container, which is disposable: its create (the
 record, its init and read-write layers: :mod:`lamina.layer.mounts`), its start, its exit and
-its removal.  After a host crash such a container is gone, removed at start-up (recorded as
-running), still "created" or "exited" (``rm`` removes it, as Docker's users do), or left
-with empty files (the rename reached the disk, the data did not): :meth:`ContainerStore.get`
-calls that record damaged (DataLoss, skipped by listings with a warning), ``rm`` removes it,
-and ``system check`` reports it (:meth:`ContainerStore.cut_short`) and ``--repair`` removes it.
+its removal.  After a host crash such a container is gone, still "created", "running" or
+"exited", or left with empty files (the rename reached the disk, the data did not); ``system
+boot`` (run from the host's boot sequence) removes every one of them, as dockerd removes the
+``--rm`` containers it finds at its start (:func:`lamina.container.removal.left_by_a_reboot`).
+:meth:`ContainerStore.get` calls a record with empty files damaged (DataLoss, skipped by
+listings with a warning), ``rm`` removes it, and ``system check`` reports it
+(:meth:`ContainerStore.cut_short`) and ``--repair`` removes it.
 
 Commit points: a container exists from the rename of its fully written ``.tmp-<random>``
 directory to ``<id>`` (done under ``.names.lock`` after checking that its name is free); it

@@ -137,3 +137,39 @@ def test_the_sweep_of_an_interrupted_layer_record_with_empty_ids_removes_the_rec
         lock.release()
     assert not os.path.exists(interrupted)
     assert os.path.isdir(mounts.driver.home)
+
+
+def test_boot_removes_every_rm_container_a_reboot_left_and_keeps_one_about_to_start(engine) -> None:
+    """As dockerd at its start: after a reboot no --rm container survives, whatever state the
+    crash left it in; one created during this boot (a `run --rm` about to start it) is kept."""
+    from lamina.container.removal import host_boot_time
+
+    booted = host_boot_time()
+    store = engine.services._container_shared.store
+    before_boot = booted - 3600
+
+    def created_before_boot(container_id: str) -> None:
+        with store.modify(container_id) as record:
+            record.data["Created"] = "2000-01-01T00:00:00Z"
+
+    created = engine.create("true", HostConfig={"AutoRemove": True})
+    created_before_boot(created)
+    exited = engine.create("true", HostConfig={"AutoRemove": True})
+    with store.modify(exited) as record:  # what a crash after its exit record leaves
+        record.data["HasBeenStartedBefore"] = True
+        record.state.update(ExitCode=0, FinishedAt="2000-01-01T00:00:01Z")
+    torn = engine.create("true", HostConfig={"AutoRemove": True})
+    for name in ("config.v2.json", "hostconfig.json"):
+        path = os.path.join(engine.config.data_root, "containers", torn, name)
+        _truncate(path)
+        os.utime(path, (before_boot, before_boot))
+    fresh = engine.create("true", HostConfig={"AutoRemove": True})
+    kept = engine.create("true")
+    created_before_boot(kept)
+
+    report = engine.containers.boot()
+    assert sorted(report["Removed"]) == sorted([created, exited, torn])
+    assert report["Failed"] == []
+    remaining = {c["Id"] for c in engine.container_views.list_containers(all=True)}
+    assert remaining == {fresh, kept}
+    assert engine.services.system.check()["Problems"] == []

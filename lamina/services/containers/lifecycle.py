@@ -15,7 +15,7 @@ from lamina.container.monitor import RunLock, spawn
 from lamina.container.monitor.client import TemplateLease, warm_template
 from lamina.container.health import validate_healthcheck
 from lamina.container.names import random_name, validate_name
-from lamina.container.removal import destroy
+from lamina.container.removal import destroy, host_boot_time, left_by_a_reboot
 from lamina.container.state import new_state, now, seconds_of
 from lamina.container.names import is_container_id
 from lamina.container.store import Container, new_container_id
@@ -610,8 +610,9 @@ class ContainerLifecycleImpl(ContainerGroup):
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     def boot(self, *, dead_monitors_only: bool = False) -> dict[str, Any]:
-        """After an engine (or host) restart: record the runs whose monitor died and restart
-        the containers whose policy says so.  ``dead_monitors_only`` (the server's supervisor,
+        """After an engine (or host) restart: record the runs whose monitor died, restart
+        the containers whose policy says so, and remove the ``--rm`` containers the restart
+        left behind (:func:`~lamina.container.removal.left_by_a_reboot`).  ``dead_monitors_only`` (the server's supervisor,
         while it runs): consider only containers recorded running whose monitor died, so that
         an ``always`` container stopped by hand stays stopped."""
         exited: list[str] = []
@@ -654,4 +655,15 @@ class ContainerLifecycleImpl(ContainerGroup):
                     restarted.append(container.id)
                 except errdefs.LaminaError as exc:
                     failed.append({"Id": container.id, "Error": str(exc)})
+        if not dead_monitors_only:  # the --rm containers a reboot left: removed, as dockerd does
+            for container_id in left_by_a_reboot(self.store, self.monitors.alive, host_boot_time()):
+                try:
+                    destroy(self.store, self.mounts, self.execs, self.exec_root, container_id,
+                            volumes=self.volumes, remove_volumes=True)
+                    self.events.emit(CONTAINER, "destroy", container_id, {})
+                    removed.append(container_id)
+                except errdefs.NotFound:
+                    pass
+                except errdefs.LaminaError as exc:
+                    failed.append({"Id": container_id, "Error": str(exc)})
         return {"Exited": exited, "Restarted": restarted, "Removed": removed, "Failed": failed}
