@@ -62,3 +62,17 @@ def remove_session_network_bridges(tmp_path_factory: pytest.TempPathFactory):
     yield
     if os.path.isdir("/sys/class/net"):
         _remove_bridges_under(str(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The descriptors of every ``os.fsync`` made in this process while the test runs."""
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls

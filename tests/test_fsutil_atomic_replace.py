@@ -10,20 +10,8 @@ import pytest
 from lamina import fsutil
 
 
-def _fsyncs(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    real = os.fsync
-
-    def counting(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", counting)
-    return calls
-
-
-def test_atomic_replace_writes_and_replaces_whole_files_without_syncing(tmp_path, monkeypatch) -> None:
-    calls = _fsyncs(monkeypatch)
+def test_atomic_replace_writes_and_replaces_whole_files_without_syncing(tmp_path, fsyncs) -> None:
+    calls = fsyncs
     path = tmp_path / "state.json"
     fsutil.atomic_replace(path, "first", 0o600)
     assert path.read_text() == "first"
@@ -36,8 +24,8 @@ def test_atomic_replace_writes_and_replaces_whole_files_without_syncing(tmp_path
     assert os.listdir(tmp_path) == ["state.json"]
 
 
-def test_atomic_write_still_syncs_the_file_and_the_directory(tmp_path, monkeypatch) -> None:
-    calls = _fsyncs(monkeypatch)
+def test_atomic_write_still_syncs_the_file_and_the_directory(tmp_path, fsyncs) -> None:
+    calls = fsyncs
     fsutil.atomic_write(tmp_path / "record", "data")
     assert len(calls) == 2
     assert (tmp_path / "record").read_text() == "data"

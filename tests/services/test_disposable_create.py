@@ -8,27 +8,12 @@ every reader copes, ``rm`` removes the container, and ``system check`` reports i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from lamina import errdefs
 from lamina.digest import Digest, chain_ids
-
-
-@pytest.fixture
-def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Every ``os.fsync`` made in this process while the test runs."""
-    calls: list[int] = []
-    real = os.fsync
-
-    def counting(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", counting)
-    yield calls
 
 
 def _truncate(path: str) -> None:

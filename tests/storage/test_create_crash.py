@@ -16,7 +16,7 @@ from lamina.services.compose import build_services
 
 from services.conftest import Engine
 
-from .test_crash import InjectedFailure, _inject
+from .test_crash import _run
 from .test_store import FIXTURE
 
 pytestmark = pytest.mark.privileged
@@ -36,28 +36,6 @@ def _create(services, auto_remove: bool) -> None:
                                name="crashing")
 
 
-def _fail_at(kind: str, monkeypatch, services, owner: str, method: str, auto_remove: bool) -> None:
-    if kind == "exception":
-        _inject(monkeypatch, services, owner, method, kind)
-        try:
-            _create(services, auto_remove)
-        except InjectedFailure:
-            pass
-        monkeypatch.undo()
-        return
-    pid = os.fork()
-    if pid == 0:  # the child: dies at the injected step
-        try:
-            child = build_services(services.system.config)
-            _inject(monkeypatch, child, owner, method, kind)
-            _create(child, auto_remove)
-            os._exit(0)
-        except BaseException:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) in (99, 0), "the child failed before the injected step"
-
-
 @pytest.mark.parametrize("auto_remove", [False, True], ids=["durable", "disposable"])
 @pytest.mark.parametrize("kind", ["exception", "kill"])
 @pytest.mark.parametrize("owner,method", CREATE_STEPS, ids=[f"{o.split('.')[-1]}.{m}" for o, m in CREATE_STEPS])
@@ -68,7 +46,7 @@ def test_a_create_failing_at_any_step_leaves_no_container_or_a_whole_one(tmp_pat
     services = build_services(config)
     with open(FIXTURE, "rb") as handle:
         services.images.load(handle, progress=lambda message: None)
-    _fail_at(kind, monkeypatch, services, owner, method, auto_remove)
+    _run(kind, lambda engine: _create(engine, auto_remove), monkeypatch, services, owner, method)
 
     reopened = build_services(config)
     try:
