@@ -42,7 +42,9 @@ The name index (``.names.json``) lets a name lookup or a create's conflict check
 instead of every record.  The records stay the source of truth: the index covers the ids it
 lists, an id present on disk but not listed (created by a process that crashed before
 indexing it, or by an older lamina) has its name read from its record, a listed id that is
-gone is dropped, and a hit is checked against the record it names.  It is written only under
+gone is dropped, and a hit is checked against the record it names (names are unique, so a
+record that has the name is the container: a hit needs no listing of the directory; each
+process keeps the parsed index, keyed by the file's inode, size and times).  It is written only under
 ``.names.lock``: by create after its commit point (not synced: a lost write leaves the new id
 uncovered, which is safe), and by rename in two steps around the record's change, the first
 (dropping the id) synced before the record changes, so that no crash can leave the index
@@ -171,6 +173,9 @@ class ContainerStore:
         self._names_index = os.path.join(root, _NAMES_INDEX)
         self._records: dict[str, tuple[_StatKey, Container]] = {}
         self._listing = ListingIndex(root)
+        # the name index's names -> ids, parsed once per version of the file (a long-lived
+        # ``lamina serve`` resolves a name with one stat and one record read)
+        self._owners: tuple[tuple[int, int, int, int], dict[str, str]] | None = None
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -452,6 +457,16 @@ class ContainerStore:
             except errdefs.NotFound:
                 pass
         wanted = reference if reference.startswith("/") else "/" + reference
+        owner = self._indexed_owner(wanted)
+        if owner is not None:
+            # names are unique: a record that has the name is the container, whatever the
+            # index says of the others (it is checked against the record, never trusted)
+            try:
+                container = self.get(owner)
+                if container.name == wanted:
+                    return container
+            except (errdefs.NotFound, errdefs.DataLoss):
+                pass
         table, stale = self._name_table()
         found = next((container_id for container_id, name in table.items() if name == wanted), None)
         if stale > _UNCOVERED_WORTH_WRITING:
@@ -476,6 +491,21 @@ class ContainerStore:
             if matches:
                 return self.get(matches[0])
         raise errdefs.NotFound(f"No such container: {reference}")
+
+    def _indexed_owner(self, name: str) -> str | None:
+        """The id the name index gives ``name`` (None: none, or no index)."""
+        try:
+            info = os.stat(self._names_index)
+        except OSError:
+            return None
+        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        cached = self._owners
+        if cached is None or cached[0] != key:
+            # stat before the read: a file replaced in between is read newer than its key,
+            # and read again at the next lookup
+            entries, _damage = self._load_index()
+            cached = self._owners = (key, {value: container_id for container_id, value in entries.items()})
+        return cached[1].get(name)
 
     def _refresh_index(self) -> None:
         """Bring the index up to date when ``.names.lock`` is free (a reader never waits)."""

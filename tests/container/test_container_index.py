@@ -255,3 +255,35 @@ def test_concurrent_creators_removers_and_readers_agree_with_the_records(tmp_pat
     for number in range(3):
         assert store.lookup(f"w{number}-renamed-0").name == f"/w{number}-renamed-0"
         assert store.lookup(f"w{number}-2").name == f"/w{number}-2"
+
+
+def test_a_lookup_the_index_answers_reads_one_record_and_lists_nothing(tmp_path, monkeypatch) -> None:
+    store = ContainerStore(str(tmp_path))
+    containers = [record(f"/c{number}") for number in range(50)]
+    for container in containers:
+        store.create(container)
+    reads: list[str] = []
+    real_get = store.get
+
+    def counting_get(container_id: str) -> Container:
+        reads.append(container_id)
+        return real_get(container_id)
+
+    def no_listing() -> list[str]:
+        raise AssertionError("the directory was listed")
+
+    monkeypatch.setattr(store, "get", counting_get)
+    monkeypatch.setattr(store, "ids", no_listing)
+    assert store.lookup("c17").id == containers[17].id
+    assert store.lookup("/c3").id == containers[3].id
+    assert reads == [containers[17].id, containers[3].id]
+    monkeypatch.undo()
+    # an index behind the records (a create that crashed before indexing, a removal): a name
+    # it lacks is read from the records, a name it still gives a removed container is not found
+    with open(os.path.join(store.root, ".names.json"), "w") as handle:
+        json.dump({"Version": 1, "Containers": {containers[5].id: "/c5"}}, handle)
+    assert store.lookup("c6").id == containers[6].id
+    assert store.lookup("c5").id == containers[5].id
+    store.begin_removal(containers[5].id)
+    with pytest.raises(errdefs.NotFound):
+        store.lookup("c5")
