@@ -311,10 +311,13 @@ def wait_container(call: Call) -> Response:
     import queue  # only for a wait (ps, inspect and run --rm never load it)
 
     results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+    # registered before the answer's head goes out (a NotFound is still a 404): the start
+    # that the docker CLI sends after it cannot end unseen, however soon the container goes
+    finish = containers.begin_wait(id, condition=condition)
 
     def work() -> None:
         try:
-            results.put((True, containers.wait(id, condition=condition)))
+            results.put((True, finish()))
         except BaseException as exc:  # noqa: BLE001 - reported in-band: the 200 is already sent
             results.put((False, exc))
 

@@ -109,6 +109,11 @@ class ContainerLifecycle(Protocol):
     def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
         """``{"StatusCode": n, "Error": null}``; conditions not-running, next-exit, removed."""
 
+    def begin_wait(self, id: str, *, condition: str = "not-running") -> Callable[[], dict[str, Any]]:
+        """:meth:`wait` up to the point where the exit it waits for is fixed (errors such as
+        NotFound are raised here), and the rest as a function that blocks: a start made after
+        this call is never missed (the docker CLI's ``run``: wait, then start)."""
+
     def pause(self, id: str) -> None: ...
 
     def unpause(self, id: str) -> None: ...

@@ -315,10 +315,17 @@ class DoubleContainers:
             self.condition.notify_all()
 
     def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
+        return self.begin_wait(id, condition=condition)()
+
+    def begin_wait(self, id: str, *, condition: str = "not-running") -> Any:
         container = self._find(id)
         self.calls.append(("wait", {"id": container.id, "condition": condition}))
         with self.condition:
             exits = container.exits
+        return lambda: self._finish_wait(container, condition, exits)
+
+    def _finish_wait(self, container: Any, condition: str, exits: int) -> dict[str, Any]:
+        with self.condition:
             if condition == "removed":
                 self.condition.wait_for(lambda: container.id not in self.containers)
                 return {"StatusCode": self.tombstones.get(container.id, container.exit_code), "Error": None}

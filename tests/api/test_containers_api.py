@@ -239,9 +239,12 @@ def test_a_failure_while_waiting_is_reported_in_band(router, services) -> None:
     send(router, "POST", "/containers/web/start")
 
     def broken(id, *, condition="not-running"):
-        raise RuntimeError("monitor vanished")
+        def finish():
+            raise RuntimeError("monitor vanished")
 
-    services.containers.wait = broken
+        return finish  # the wait is registered; what fails is the waiting
+
+    services.containers.begin_wait = broken
     response = send(router, "POST", "/containers/web/wait")
     assert response.status == 200
     answer = json.loads(response.read_body())

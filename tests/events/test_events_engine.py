@@ -45,8 +45,7 @@ def test_a_run_emits_create_attach_start_die_destroy_in_order(engine) -> None:
 
 def test_an_auto_removed_container_is_destroyed_by_its_monitor(engine) -> None:
     container_id = engine.create("true", HostConfig={"AutoRemove": True})
-    engine.containers.start(container_id)
-    engine.wait(container_id, condition="removed")
+    engine.start_and_wait(container_id)
     assert actions(engine, container_id) == ["create", "start", "die", "destroy"]
 
 

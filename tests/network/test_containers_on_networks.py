@@ -314,11 +314,8 @@ def test_an_rm_runs_teardown_holds_its_port_until_done_and_the_next_run_waits_fo
     host = {"NetworkMode": "again", "AutoRemove": True,
             "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}
     networking = {"EndpointsConfig": {"again": {"IPAMConfig": {"IPv4Address": address}}}}
-    for _ in range(3):
-        container = engine.run("true", HostConfig=host, NetworkingConfig=networking)
-        assert engine.wait(container, "removed") == 0
-    container = engine.run("true", HostConfig=host, NetworkingConfig=networking)
-    assert engine.wait(container, "removed") == 0
+    for _ in range(4):
+        assert engine.run_removed("true", HostConfig=host, NetworkingConfig=networking) == 0
     assert engine.services.networks.prune()["NetworksDeleted"] == ["again"]  # waits for the last teardown
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert f"--dport {port} " not in rules

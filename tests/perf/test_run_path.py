@@ -97,15 +97,9 @@ def test_an_rm_container_records_its_exit_and_is_removed(engine) -> None:
     container_id = services.containers.create({"Image": "busybox", "Cmd": ["sh", "-c", "exit 7"],
                                                "HostConfig": {"AutoRemove": True}})["Id"]
     started.append(container_id)
-    result: dict = {}
-    import threading
-
-    waiter = threading.Thread(target=lambda: result.update(services.containers.wait(container_id, condition="removed")))
-    waiter.start()
-    time.sleep(0.05)
+    finish = services.containers.begin_wait(container_id, condition="removed")
     services.containers.start(container_id)
-    waiter.join(30)
-    assert result["StatusCode"] == 7
+    assert finish()["StatusCode"] == 7
     assert not services.containers.store.exists(container_id)
     assert container_id not in services.mounts.container_ids()
 

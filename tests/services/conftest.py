@@ -60,6 +60,18 @@ class Engine:
     def wait(self, container_id: str, condition: str = "not-running") -> int:
         return int(self.containers.wait(container_id, condition=condition)["StatusCode"])
 
+    def start_and_wait(self, container_id: str, condition: str = "removed") -> int:
+        """Start and wait as the docker CLI's ``run`` does: the wait is registered first (a
+        --rm container can be gone before a wait begun after its start looks for it)."""
+        finish = self.containers.begin_wait(container_id, condition=condition)
+        self.containers.start(container_id)
+        return int(finish()["StatusCode"])
+
+    def run_removed(self, *command: str, **fields: Any) -> int:
+        """``run --rm``: create, then :meth:`start_and_wait` its removal; the exit code."""
+        fields.setdefault("HostConfig", {})["AutoRemove"] = True
+        return self.start_and_wait(self.create(*command, **fields))
+
     def output(self, container_id: str) -> str:
         return b"".join(payload for _, payload in self.container_streams.logs(container_id)).decode()
 

@@ -249,8 +249,7 @@ def test_auto_remove_removes_everything(engine) -> None:
     container_id = engine.create("true", HostConfig={"AutoRemove": True})
     layer_dir = os.path.join(engine.config.data_root, "image", "overlay2", "layerdb", "mounts", container_id)
     assert os.path.isdir(layer_dir)
-    engine.containers.start(container_id)
-    assert engine.wait(container_id, "removed") == 0
+    assert engine.start_and_wait(container_id) == 0
     with pytest.raises(errdefs.NotFound):
         engine.container_views.inspect(container_id)
     assert not os.path.exists(layer_dir)

@@ -152,8 +152,8 @@ def test_exec_pause_stats_commit_and_stop(remapped, runtime) -> None:
 
 def test_rm_restart_policy_and_logs(remapped, runtime) -> None:
     engine, start = remapped
-    removed = engine.run("sh", "-c", "head -1 /proc/self/uid_map", HostConfig={"Runtime": runtime, "AutoRemove": True})
-    assert engine.wait(removed, "removed") == 0
+    removed = engine.create("sh", "-c", "head -1 /proc/self/uid_map", HostConfig={"Runtime": runtime, "AutoRemove": True})
+    assert engine.start_and_wait(removed) == 0
     # gone for every reader when the waiters wake; its monitor deletes its directories after
     assert removed not in engine.services.containers.store.ids()
     engine.wait_for(lambda: removed not in engine.container_ids(), message="the record's directory to be deleted")

@@ -212,8 +212,9 @@ def test_run_rm_removes_anonymous_volumes(engine: Engine) -> None:
     container_id = engine.create("true", Binds=["/auto-anonymous", "auto-named:/named"], AutoRemove=True)
     anonymous = next(m["Name"] for m in engine.container_views.inspect(container_id)["Mounts"]
                      if m["Destination"] == "/auto-anonymous")
+    finish = engine.containers.begin_wait(container_id, condition="removed")  # before the start, as the CLI
     engine.containers.start(container_id)
-    engine.containers.wait(container_id, condition="removed")
+    finish()
     deadline = time.monotonic() + 10
     while anonymous in _volume_names(engine) and time.monotonic() < deadline:
         time.sleep(0.02)

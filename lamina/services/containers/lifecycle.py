@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal as signals
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
@@ -468,13 +469,21 @@ class ContainerLifecycleImpl(ContainerGroup):
         self._event(container, "destroy")
 
     def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
+        return self.begin_wait(id, condition=condition)()
+
+    def begin_wait(self, id: str, *, condition: str = "not-running") -> Callable[[], dict[str, Any]]:
         if condition not in ("not-running", "next-exit", "removed"):
             raise errdefs.InvalidArgument(f"invalid condition: {condition!r}")
         container = self._get(id)
         container_id = container.id
         if condition == "not-running" and not container.state.get("Running"):
-            return self._wait_answer(container.state.get("ExitCode", 0), container.state.get("Error"))
+            answer = self._wait_answer(container.state.get("ExitCode", 0), container.state.get("Error"))
+            return lambda: answer
         run_lock, after = self._last_sequence(container_id)
+        return lambda: self._finish_wait(container, condition, run_lock, after)
+
+    def _finish_wait(self, container: Container, condition: str, run_lock: RunLock, after: int) -> dict[str, Any]:
+        container_id = container.id
         try:
             if condition == "not-running":
                 info = self._wait_exit(container_id, run_lock, after, timeout=None)
