@@ -11,7 +11,10 @@ Floors (the same work done by standard tools):
 
 The same load and save also go through a ``lamina serve`` on its own data root, with lamina's
 client (``lamina -H unix://...``) and, when installed, the docker CLI (``DOCKER_HOST``): the
-``*_serve`` rows and their ratio to the in-process commands (target <= 1.15x).
+``*_serve`` rows and their ratio to the in-process commands (target <= 1.15x).  ``docker save``
+writes to its standard output (redirected to a file) in ``docker_save_serve``; with ``-o``
+(``docker_save_o_serve``) the docker CLI (28.x) writes a temporary file, fsyncs it and renames
+it, so its peer is ``lamina_save_fsync``: the in-process ``save -o`` plus an fsync of its output.
 
 Truthfulness: every timed command starts after an untimed ``os.sync()``, so none pays for the
 writeback of what an earlier one left dirty.  Each round runs every variant once, in an order
@@ -109,14 +112,22 @@ def make_archive(work: str, layer_tar: str) -> str:
     return archive
 
 
-def timed(command: list[str], *, then_sync: bool = False, **kwargs: object) -> float:
+def timed(command: list[str], *, then_sync: bool = False, fsync_output: str | None = None,
+          **kwargs: object) -> float:
     """Seconds ``command`` takes, started with nothing dirty in the page cache (an untimed
-    ``os.sync()`` first); ``then_sync``: a ``sync`` after it is part of the time."""
+    ``os.sync()`` first); ``then_sync``: a ``sync`` after it is part of the time;
+    ``fsync_output``: so is an fsync of that file (what ``docker save -o`` does)."""
     os.sync()
     start = time.perf_counter()
     subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
     if then_sync:
         os.sync()
+    if fsync_output is not None:
+        fd = os.open(fsync_output, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return time.perf_counter() - start
 
 
@@ -200,9 +211,11 @@ def main() -> int:
         if docker:
             clients.append(("docker", [DOCKER], docker_environment))
         results: dict[str, list[float]] = {"tar_x_sync": [], "sha256": [], "tar_c": [], "lamina_load": [],
-                                           "lamina_save": []}
+                                           "lamina_save": [], "lamina_save_fsync": []}
         for name, _, _ in clients:
             results.update({f"{name}_load_serve": [], f"{name}_save_serve": []})
+        if docker:
+            results["docker_save_o_serve"] = []
         saved = os.path.join(work, "saved.tar")
         sha256_of(archive)  # the archive is read from a warm page cache by every variant
         # the machine may be shared: the load average before and after says how much to trust
@@ -229,14 +242,25 @@ def main() -> int:
             results["tar_x_sync"].append(timed(["tar", "--numeric-owner", "-C", target, "-xf", layer_tar],
                                                then_sync=True))
             results["sha256"].append(hashed(layer_tar))
-            saves: list[tuple[str, list[str], dict[str, str]]] = [
-                ("tar_c", ["tar", "--numeric-owner", "-C", target, "-cf", saved, "."], dict(os.environ)),
-                ("lamina_save", base + ["save", "-o", saved, "bench:latest"], dict(os.environ))]
-            saves += [(f"{name}_save_serve", command + ["save", "-o", saved, "bench:latest"], environment)
-                      for name, command, environment in clients]
+            # each save writes ``saved``; "docker save -o" (CLI 28) writes a temporary file, fsyncs
+            # it and renames it: its peer is the in-process save -o with an fsync of the output
+            # (lamina_save_fsync), while "docker save > file" compares with the plain in-process save
+            saves: list[tuple[str, list[str], dict[str, str], bool]] = [
+                ("tar_c", ["tar", "--numeric-owner", "-C", target, "-cf", saved, "."], dict(os.environ), False),
+                ("lamina_save", base + ["save", "-o", saved, "bench:latest"], dict(os.environ), False),
+                ("lamina_save_fsync", base + ["save", "-o", saved, "bench:latest"], dict(os.environ), True)]
+            saves += [(f"{name}_save_serve", command + ["save"] + (["-o", saved] if name == "lamina" else [])
+                       + ["bench:latest"], environment, False) for name, command, environment in clients]
+            if docker:
+                saves.append(("docker_save_o_serve", [DOCKER, "save", "-o", saved, "bench:latest"],
+                               docker_environment, False))
             for repeat in range(args.save_repeats):
-                for key, command, environment in rotated(saves, run * args.save_repeats + repeat):
-                    results[key].append(timed(command, env=environment))
+                for key, command, environment, fsync in rotated(saves, run * args.save_repeats + repeat):
+                    if "-o" in command or command[0] == "tar":
+                        results[key].append(timed(command, env=environment, fsync_output=saved if fsync else None))
+                    else:
+                        with open(saved, "wb") as output:
+                            results[key].append(timed(command, env=environment, stdout=output))
                     os.unlink(saved)
             subprocess.run(clients[0][1] + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(base + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL)
@@ -261,14 +285,15 @@ def main() -> int:
               f"{load_ratio:.2f}x paired, {median['lamina_load'] / load_floor:.2f}x of medians")
         print(f"save floor (tar -c) {save_floor:.3f} s; lamina save / floor = "
               f"{save_ratio:.2f}x paired, {median['lamina_save'] / save_floor:.2f}x of medians")
-        serve_ratios: dict[str, dict[str, float]] = {}
-        for name, _, _ in clients:
-            for kind in ("load", "save"):
-                key, reference = f"{name}_{kind}_serve", f"lamina_{kind}"
-                serve_ratios[key] = {"paired": paired(results, key, reference),
-                                     "of_medians": median[key] / median[reference]}
-                print(f"{key + ' / in-process':<32}{serve_ratios[key]['paired']:.2f}x paired, "
-                      f"{serve_ratios[key]['of_medians']:.2f}x of medians (target <= 1.15x)")
+        serve_ratios: dict[str, dict[str, float | str]] = {}
+        pairs = [(f"{name}_{kind}_serve", f"lamina_{kind}") for name, _, _ in clients for kind in ("load", "save")]
+        if docker:
+            pairs.append(("docker_save_o_serve", "lamina_save_fsync"))
+        for key, reference in pairs:
+            serve_ratios[key] = {"paired": paired(results, key, reference),
+                                 "of_medians": median[key] / median[reference], "reference": reference}
+            print(f"{key + ' / ' + reference:<44}{paired(results, key, reference):.2f}x paired, "
+                  f"{median[key] / median[reference]:.2f}x of medians (target <= 1.15x)")
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
         with open(args.output, "w") as handle:
             json.dump({"image": {"layer_bytes": os.path.getsize(layer_tar), "entries": files},

@@ -218,8 +218,8 @@ member_names = st.text(alphabet="abcdefghij/_.-", min_size=1, max_size=180).map(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(members=st.lists(st.tuples(member_names, st.integers(0, 5000)), min_size=1, max_size=6),
        format=st.sampled_from([tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]),
-       piece=st.integers(1, 9000))
-def test_the_follower_hands_over_exactly_each_members_bytes(tmp_path_factory, members, format, piece):
+       piece=st.integers(1, 9000), memory_limit=st.sampled_from([1 << 30, 6000, 0]))
+def test_the_follower_hands_over_exactly_each_members_bytes(tmp_path_factory, members, format, piece, memory_limit):
     entries = []
     for index, (name, size) in enumerate(members):
         entries.append((name, bytes([index % 251]) * size))
@@ -229,7 +229,7 @@ def test_the_follower_hands_over_exactly_each_members_bytes(tmp_path_factory, me
         return
     layers = HashingLayers()
     archive = open_archive(Stream(data, piece=piece), str(tmp_path_factory.mktemp("spool")),
-                           memory_limit=1 << 30, layers=layers)  # type: ignore[arg-type]
+                           memory_limit=memory_limit, layers=layers)  # type: ignore[arg-type]
     try:
         last = {}
         for name, content in entries:
@@ -239,3 +239,4 @@ def test_the_follower_hands_over_exactly_each_members_bytes(tmp_path_factory, me
             assert archive.take_prepared(name) == expected
     finally:
         archive.close()
+    assert not set(layers.discarded) - {hashlib.sha256(content).hexdigest() for _, content in entries}
