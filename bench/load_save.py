@@ -142,11 +142,11 @@ def paired(results: dict[str, list[float]], key: str, reference: str) -> float:
     return statistics.median(a / b for a, b in zip(results[key], results[reference]))
 
 
-def start_server(work: str, storage_driver: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A ``lamina serve`` on its own data root, answering ``/_ping``; and its host."""
-    socket_path = os.path.join(work, "serve.sock")
-    log = open(os.path.join(work, "serve.log"), "wb")  # noqa: SIM115 - the server writes it until the end
-    server = subprocess.Popen([LAMINA, "--data-root", os.path.join(work, "serve-root"), "--storage-driver",
+def start_server(work: str, data_root: str, storage_driver: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``lamina serve`` on ``data_root``, answering ``/_ping``; and its host."""
+    socket_path = data_root + ".sock"
+    log = open(os.path.join(work, "serve.log"), "ab")  # noqa: SIM115 - the server writes it until the end
+    server = subprocess.Popen([LAMINA, "--data-root", data_root, "--storage-driver",
                                storage_driver, "serve", "-H", f"unix://{socket_path}"],
                               stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -166,14 +166,14 @@ def start_server(work: str, storage_driver: str) -> tuple[subprocess.Popen[bytes
         time.sleep(0.05)
 
 
-def stop_server(server: subprocess.Popen[bytes], work: str) -> None:
+def stop_server(server: subprocess.Popen[bytes], data_root: str) -> None:
     server.send_signal(2)
     try:
         server.wait(timeout=60)
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
-    subprocess.run(["umount", "-R", os.path.join(work, "serve-root")], stderr=subprocess.DEVNULL)
+    subprocess.run(["umount", "-R", data_root], stderr=subprocess.DEVNULL)
 
 
 def main() -> int:
@@ -205,11 +205,9 @@ def main() -> int:
               f"{content / 2**20:.1f} MiB of content; {args.runs} rounds, {args.save_repeats} saves each")
 
         docker = os.access(DOCKER, os.X_OK)
-        server, host = start_server(work, args.storage_driver)
-        docker_environment = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": os.path.join(work, "docker-config")}
-        clients: list[tuple[str, list[str], dict[str, str]]] = [("lamina", [LAMINA, "-H", host], dict(os.environ))]
+        clients: list[tuple[str, list[str], dict[str, str]]] = [("lamina", [], {})]
         if docker:
-            clients.append(("docker", [DOCKER], docker_environment))
+            clients.append(("docker", [], {}))
         results: dict[str, list[float]] = {"tar_x_sync": [], "sha256": [], "tar_c": [], "lamina_load": [],
                                            "lamina_save": [], "lamina_save_fsync": []}
         for name, _, _ in clients:
@@ -226,6 +224,15 @@ def main() -> int:
             os.makedirs(target)
             data_root = os.path.join(work, f"root{run}")
             base = [LAMINA, "--data-root", data_root, "--storage-driver", args.storage_driver]
+            # the server gets a fresh data root each round too: a long-lived one churned by
+            # every round's loads and removals is not what the in-process command writes into
+            serve_root = os.path.join(work, f"serve-root{run}")
+            server, host = start_server(work, serve_root, args.storage_driver)
+            docker_environment = {**os.environ, "DOCKER_HOST": host,
+                                  "DOCKER_CONFIG": os.path.join(work, "docker-config")}
+            clients = [("lamina", [LAMINA, "-H", host], dict(os.environ))]
+            if docker:
+                clients.append(("docker", [DOCKER], docker_environment))
             loads: list[tuple[str, list[str], dict[str, str]]] = [("lamina_load", base, dict(os.environ))]
             loads += [(f"{name}_load_serve", command, environment) for name, command, environment in clients]
             loads = rotated(loads, run)
@@ -265,7 +272,10 @@ def main() -> int:
             subprocess.run(clients[0][1] + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(base + ["rmi", "bench:latest"], check=True, stdout=subprocess.DEVNULL)
             subprocess.run(["umount", "-R", data_root], stderr=subprocess.DEVNULL)
+            stop_server(server, serve_root)
+            server = None
             shutil.rmtree(data_root)
+            shutil.rmtree(serve_root)
             shutil.rmtree(target)
             print(f"round {run + 1}: " + ", ".join(f"{key} {values[-1]:.3f}" for key, values in results.items()),
                   flush=True)
@@ -304,7 +314,7 @@ def main() -> int:
                       handle, indent=2)
     finally:
         if server is not None:
-            stop_server(server, work)
+            stop_server(server, serve_root)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

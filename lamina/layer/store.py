@@ -20,6 +20,11 @@ Commit points: a layer exists from the moment its ``write-set`` directory is ren
 synced); it stops existing at the rename to ``-removing``.  Anything left before those renames
 by a crash is swept at start-up (:meth:`LayerStore.sweep`), logged at WARNING.
 
+A layer may also be extracted before its parent is known (:meth:`LayerStore.prepare`, for an
+upload whose manifest comes last): it is a write-set like a registration in progress, on a
+driver directory created with no parent; :meth:`LayerStore.commit_prepared` has the driver put
+it on its parent (``LateParent.set_parent``) and then commits it as ``register`` does.
+
 ``tar-split.index`` spares each ``save`` the decoding of the record (~50 ms for a layer of
 5,000 files, a sixth of the whole save): written when the layer is registered (from what the
 tar-split writer recorded, unless the headers pass 64 MiB) or else on the first reassembly,
