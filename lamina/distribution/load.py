@@ -12,7 +12,9 @@ Formats read:
 
 Every layer's diff_id is verified while it is registered (one pass); an image is committed by
 writing its config to the image store, then its tags.  A layer that is already stored is
-not read again.
+not read again.  A layer the archive extracted while it arrived (an upload, see
+:mod:`lamina.distribution.archive_index`) is committed on its parent instead of being read
+again; its diff_id is checked against the config's all the same.
 """
 
 from __future__ import annotations
@@ -180,6 +182,16 @@ def _register(layers: LayerStore, source: _LayerSource, parent: Digest | None, d
             progress({"status": "Loading layer", "id": short,
                       "progressDetail": {"current": current, "total": total}})
 
+    prepared = archive.take_prepared(source.name)
+    if prepared is not None:
+        # extracted while the archive arrived; a blob digest is verified only where it is the
+        # diff_id (an uncompressed layer), else the member is registered from the archive
+        if (source.digest is None or source.digest == prepared.diff_id) and source.size in (None, total):
+            layer, _new = layers.commit_prepared(prepared, parent, expected_diff_id=diff_id)
+            registered.append(layer.chain_id)
+            report(total)
+            return layer.chain_id
+        layers.discard_prepared(prepared)
     stream: Any = archive.open(source.name)
     verifier = None
     if source.digest is not None:

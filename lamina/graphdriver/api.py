@@ -22,7 +22,7 @@ Work in progress: a layer directory is created under a temporary name
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from lamina.mount import Mount
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lamina.archive.api import Change
     from lamina.idmap import IdentityMapping
 
-__all__ = ["ProtoDriver", "DiffDriver", "Sweeper", "GraphDriver", "TarReaderLike"]
+__all__ = ["ProtoDriver", "DiffDriver", "Sweeper", "GraphDriver", "LateParent", "TarReaderLike"]
 
 
 class ProtoDriver(Protocol):
@@ -125,6 +125,21 @@ class Sweeper(Protocol):
 
 class GraphDriver(ProtoDriver, DiffDriver, Sweeper, Protocol):
     """All three parts; what the layer store is given."""
+
+
+@runtime_checkable
+class LateParent(Protocol):
+    """A driver that can extract a layer before its parent is known (overlay2): the layer is
+    created on no parent, filled by :meth:`DiffDriver.apply_diff`, then put on its parent.
+    The layer store uses it to extract an uploaded archive's layers as they arrive, before
+    the archive's manifest (at its end) says how they stack."""
+
+    def late_parent_supported(self) -> bool:
+        """Whether :meth:`set_parent` may be used on this driver's data root now."""
+
+    def set_parent(self, id: str, parent: str) -> None:
+        """Put ``id`` (created with no parent, filled by apply_diff, not mounted or used as a
+        parent yet) on ``parent``, as if it had been created there."""
 
 
 class TarReaderLike(Protocol):

@@ -316,15 +316,7 @@ class Overlay2Driver(common.LayerDirectories):
         final = self._dir(id)
         if os.path.lexists(final):
             raise errdefs.AlreadyExists(f"overlay2 layer {id} exists already")
-        lower = ""
-        parent_dir = None
-        if parent is not None:
-            parent_dir = self._existing_dir(parent)
-            lowers = [f"{LINK_DIR}/{self._short_id(parent_dir)}"] + self._lowers(parent_dir)
-            if len(lowers) > MAX_DEPTH:
-                raise errdefs.FailedPrecondition(
-                    f"cannot create layer {id}: more than {MAX_DEPTH} layers below it")
-            lower = ":".join(lowers)
+        parent_dir, lower = self._lower_on(id, parent) if parent is not None else (None, "")
         work_in_progress = final + common.INCOMPLETE_SUFFIX
         link_path = None
         try:
@@ -359,16 +351,48 @@ class Overlay2Driver(common.LayerDirectories):
             if isinstance(exc, OSError):
                 raise fsutil.system_error(f"create overlay2 layer {id}", exc) from exc
             raise
-        if parent_dir is not None and not os.path.exists(os.path.join(parent_dir, "committed")):
+        if parent_dir is not None:
+            # an image layer's mark is always synced; a read-write layer's parent is its
+            # container's init layer, which is as disposable as the layer itself
+            self._mark_committed(parent_dir, parent, synced=durable or not read_write)
+
+    def _lower_on(self, id: str, parent: str) -> tuple[str, str]:
+        """(directory of ``parent``, the ``lower`` file's content of a layer ``id`` on it)."""
+        parent_dir = self._existing_dir(parent)
+        lowers = [f"{LINK_DIR}/{self._short_id(parent_dir)}"] + self._lowers(parent_dir)
+        if len(lowers) > MAX_DEPTH:
+            raise errdefs.FailedPrecondition(f"cannot create layer {id}: more than {MAX_DEPTH} layers below it")
+        return parent_dir, ":".join(lowers)
+
+    def _mark_committed(self, parent_dir: str, parent: str | None, *, synced: bool = True) -> None:
+        """The parent's ``committed`` mark: a later mount of the parent is read-only."""
+        if not os.path.exists(os.path.join(parent_dir, "committed")):
             # written once, by the first child (an image's top layer gets one child per container)
             try:
-                # the mark makes a later mount of the parent read-only: an image layer's is
-                # always synced; a read-write layer's parent is its container's init layer,
-                # which is as disposable as the layer itself
-                write = fsutil.atomic_replace if read_write and not durable else fsutil.atomic_write
+                write = fsutil.atomic_write if synced else fsutil.atomic_replace
                 write(os.path.join(parent_dir, "committed"), b"", 0o600)
             except OSError as exc:
                 raise fsutil.system_error(f"mark overlay2 layer {parent} committed", exc) from exc
+
+    def late_parent_supported(self) -> bool:
+        """Whether a base layer may get its parent after :meth:`apply_diff` (see
+        :class:`~lamina.graphdriver.api.LateParent`): with the native diff, which extracts into
+        the diff directory alone; the naive diff applies the tar onto the parent's tree."""
+        return self._native_diff_problem() is None
+
+    def set_parent(self, id: str, parent: str) -> None:
+        """Put the layer ``id`` (created on no parent, filled, not used yet) on ``parent``: its
+        ``work`` directory, then its ``lower`` file (the commit point, one atomic write)."""
+        layer_dir = self._existing_dir(id)
+        if self._lowers(layer_dir):
+            raise errdefs.FailedPrecondition(f"overlay2 layer {id} has a parent already")
+        parent_dir, lower = self._lower_on(id, parent)
+        try:
+            os.makedirs(os.path.join(layer_dir, "work"), 0o700, exist_ok=True)
+            fsutil.atomic_write(os.path.join(layer_dir, "lower"), lower.encode("ascii"))
+        except OSError as exc:
+            raise fsutil.system_error(f"put overlay2 layer {id} on {parent}", exc) from exc
+        self._mark_committed(parent_dir, parent)
 
     def remove(self, id: str) -> None:
         """Unmount and delete the layer, its short link and its ``--userns-remap`` copies (first:

@@ -20,6 +20,11 @@ Commit points: a layer exists from the moment its ``write-set`` directory is ren
 synced); it stops existing at the rename to ``-removing``.  Anything left before those renames
 by a crash is swept at start-up (:meth:`LayerStore.sweep`), logged at WARNING.
 
+A layer may also be extracted before its parent is known (:meth:`LayerStore.prepare`, for an
+upload whose manifest comes last): it is a write-set like a registration in progress, on a
+driver directory created with no parent; :meth:`LayerStore.commit_prepared` has the driver put
+it on its parent (``LateParent.set_parent``) and then commits it as ``register`` does.
+
 ``tar-split.index`` spares each ``save`` the decoding of the record (~50 ms for a layer of
 5,000 files, a sixth of the whole save): written when the layer is registered (from what the
 tar-split writer recorded, unless the headers pass 64 MiB) or else on the first reassembly,
@@ -47,11 +52,11 @@ from typing import BinaryIO
 from lamina import errdefs, fsutil
 from lamina.digest import Digest, Hasher
 from lamina.digest import chain_id as compute_chain_id
-from lamina.graphdriver.api import GraphDriver
+from lamina.graphdriver.api import GraphDriver, LateParent
 from lamina.log import get_logger
 from lamina.records import dataclass
 
-__all__ = ["Layer", "LayerStore", "Lease"]
+__all__ = ["Layer", "LayerStore", "Lease", "PreparedLayer"]
 
 log = get_logger("lamina.layer")
 
@@ -69,6 +74,19 @@ class Layer:
     parent: Digest | None
     size: int
     cache_id: str
+
+
+@dataclass(frozen=True)
+class PreparedLayer:
+    """A layer extracted by :meth:`LayerStore.prepare` (on no parent) and not registered yet:
+    its write-set under ``tmp/`` (swept after a crash like any registration in progress) and
+    its driver directory hold it; ``compact`` is the tar-split reassembly index when recorded."""
+
+    write_set: str
+    cache_id: str
+    diff_id: Digest
+    size: int
+    compact: list | None
 
 
 class Lease:
@@ -361,16 +379,53 @@ class LayerStore:
         ``before_commit`` runs once the tar was read, before anything is published: a pull
         verifies the blob's digest there (raising discards the layer).
         """
+        parent_layer = self.get(parent) if parent else None
+        extracted = self._extract(stream, parent_layer.cache_id if parent_layer else None, progress)
+        return self._commit(extracted, parent, expected_diff_id, before_commit)
+
+    def can_prepare(self) -> bool:
+        """Whether :meth:`prepare` works here (the driver can put a layer on its parent late)."""
+        return isinstance(self.driver, LateParent) and self.driver.late_parent_supported()
+
+    def prepare(self, stream: BinaryIO) -> PreparedLayer:
+        """Extract a layer whose parent is not known yet (an uploaded archive's layer, before
+        the manifest at the archive's end says how its layers stack), as :meth:`register`
+        does but publishing nothing: :meth:`commit_prepared` then registers it on its parent,
+        or :meth:`discard_prepared` drops it.  Callers hold the store lock shared and a lease
+        (a crash leaves a write-set that the sweep removes)."""
+        if not self.can_prepare():
+            raise errdefs.FailedPrecondition(f"the {self.driver.name} driver cannot extract a layer before its parent is known")
+        return self._extract(stream, None, None)
+
+    def commit_prepared(self, prepared: PreparedLayer, parent: str | None, *,
+                        expected_diff_id: str | None = None) -> tuple[Layer, bool]:
+        """Register ``prepared`` on ``parent``, as :meth:`register` would have; the prepared
+        layer is used up (committed, or discarded on any failure)."""
+        try:
+            if parent and (expected_diff_id is None or prepared.diff_id == expected_diff_id):
+                assert isinstance(self.driver, LateParent)
+                self.driver.set_parent(prepared.cache_id, self.get(parent).cache_id)
+        except BaseException:
+            self.discard_prepared(prepared)
+            raise
+        return self._commit(prepared, parent, expected_diff_id, None)
+
+    def discard_prepared(self, prepared: PreparedLayer) -> None:
+        self._discard(prepared.write_set, prepared.cache_id)
+
+    def _extract(self, stream: BinaryIO, parent_cache_id: str | None,
+                 progress: Callable[[int], None] | None) -> PreparedLayer:
+        """The layer tar extracted into a new driver directory on ``parent_cache_id``, its
+        tar-split recorded and synced in a new write-set; nothing published."""
         from lamina.archive import TarReader, TarSplitWriter, decompressed
 
-        parent_layer = self.get(parent) if parent else None
         write_set = os.path.join(self._tmp_dir, "write-set-" + os.urandom(16).hex())
         os.mkdir(write_set, 0o700)
         cache_id = os.urandom(32).hex()
         created = False
         try:
             fsutil.atomic_write(os.path.join(write_set, "cache-id"), cache_id)
-            self.driver.create(cache_id, parent_layer.cache_id if parent_layer else None)
+            self.driver.create(cache_id, parent_cache_id)
             created = True
             counting = _CountingReader(stream, progress)
             hasher = Hasher()
@@ -379,8 +434,7 @@ class LayerStore:
                 with open(os.path.join(write_set, _TAR_SPLIT), "wb") as split_file:
                     recorder = TarSplitWriter(split_file)
                     reader = TarReader(source, recorder=recorder, hasher=hasher)
-                    size = self.driver.apply_diff(cache_id, parent_layer.cache_id if parent_layer else None,
-                                                  reader)
+                    size = self.driver.apply_diff(cache_id, parent_cache_id, reader)
                     reader.finish()
                     recorder.close()
                     split_file.flush()
@@ -389,7 +443,19 @@ class LayerStore:
                 close = getattr(source, "close", None)
                 if close is not None and source is not counting:
                     close()
-            diff_id = hasher.digest()
+            return PreparedLayer(write_set, cache_id, hasher.digest(), size, recorder.compact)
+        except BaseException:
+            if created:
+                self._discard(write_set, cache_id)
+            else:
+                fsutil.remove_tree(write_set)
+            raise
+
+    def _commit(self, extracted: PreparedLayer, parent: str | None, expected_diff_id: str | None,
+                before_commit: Callable[[], None] | None) -> tuple[Layer, bool]:
+        """Publish an extracted layer on ``parent`` (the driver directory already stacks on it)."""
+        write_set, cache_id, diff_id = extracted.write_set, extracted.cache_id, extracted.diff_id
+        try:
             if expected_diff_id is not None and diff_id != expected_diff_id:
                 raise errdefs.InvalidArgument(
                     f"layer digest mismatch: the archive declares {expected_diff_id} but its content "
@@ -400,10 +466,10 @@ class LayerStore:
             if self.exists(chain):
                 self._discard(write_set, cache_id)
                 return self.get(chain), False
-            if recorder.compact is not None:  # so that even the first save need not decode
-                self._write_index(os.path.join(write_set, _INDEX), recorder.compact)
+            if extracted.compact is not None:  # so that even the first save need not decode
+                self._write_index(os.path.join(write_set, _INDEX), extracted.compact)
             fsutil.atomic_write(os.path.join(write_set, "diff"), diff_id)
-            fsutil.atomic_write(os.path.join(write_set, "size"), str(size))
+            fsutil.atomic_write(os.path.join(write_set, "size"), str(extracted.size))
             if parent:
                 fsutil.atomic_write(os.path.join(write_set, "parent"), parent)
             fsutil.syncfs(self.driver.diff_path(cache_id))
@@ -415,12 +481,9 @@ class LayerStore:
                 self._discard(write_set, cache_id)  # another process registered it meanwhile
                 return self.get(chain), False
             log.debug("registered layer %s (diff_id %s, cache-id %s)", chain, diff_id, cache_id)
-            return Layer(Digest(chain), diff_id, Digest(parent) if parent else None, size, cache_id), True
+            return Layer(Digest(chain), diff_id, Digest(parent) if parent else None, extracted.size, cache_id), True
         except BaseException:
-            if created:
-                self._discard(write_set, cache_id)
-            else:
-                fsutil.remove_tree(write_set)
+            self._discard(write_set, cache_id)
             raise
 
     def _discard(self, write_set: str, cache_id: str) -> None:

@@ -197,7 +197,7 @@ class ImageServiceImpl:
         from lamina.distribution.load import load_images
 
         with self._adding_layers() as registered:
-            archive = open_archive(stream, self.spool_dir)
+            archive = open_archive(stream, self.spool_dir, layers=self.layers)
             try:
                 for loaded in load_images(archive, layers=self.layers, images=self.images,
                                           references=self.references, progress=forward, registered=registered):

@@ -273,3 +273,21 @@ def test_naive_diff_against_an_ancestor_holds_mounts_only_while_streaming(overla
     assert _mounts_under(overlay2.home) == []
     with pytest.raises(errdefs.FailedPrecondition):
         overlay2.put(top)
+
+
+def test_a_layer_put_on_its_parent_late_is_stacked_as_if_created_there(overlay2):
+    home = overlay2.home
+    base, child = chain(overlay2, 2)
+    late = L.new_id()
+    overlay2.create(late, None)
+    assert overlay2.late_parent_supported() == (native_diff_problem(home) is None)
+    overlay2.set_parent(late, child)
+    assert read(f"{home}/{late}/lower") == f"l/{read(f'{home}/{child}/link')}:l/{read(f'{home}/{base}/link')}"
+    assert os.stat(f"{home}/{late}/work").st_mode & 0o777 == 0o700
+    assert os.path.exists(f"{home}/{child}/committed")
+    assert overlay2._is_parent(late, child)
+    with pytest.raises(errdefs.FailedPrecondition, match="has a parent already"):
+        overlay2.set_parent(late, base)
+    with pytest.raises(errdefs.NotFound):
+        overlay2.set_parent(L.new_id(), base)
+    assert overlay2.check() == []
