@@ -26,7 +26,7 @@ unmount of everything under ``D`` (deepest first); removal of its cgroup directo
 hierarchy, of the ``docker`` ones it created (only when empty and absent before), of
 ``/run/docker/plugins`` and ``/run/containerd/s`` when it created them and they are empty; and
 removal of ``D``.  ``leftovers`` then lists anything still there (processes, mounts, cgroups,
-new network interfaces), which the benchmarks print.
+new ``docker*`` / ``br-*`` network interfaces), which the benchmarks print.
 """
 
 from __future__ import annotations
@@ -143,11 +143,18 @@ class PrivateDockerd:
 
     def containerd_shims(self) -> list[int]:
         """Pids of this daemon's ``containerd-shim*`` processes."""
+        return self._commands_named("containerd-shim")
+
+    def containerd(self) -> list[int]:
+        """Pid of the ``containerd`` this daemon started (a list: empty when it is gone)."""
+        return [pid for pid in self._commands_named("containerd") if pid not in self.containerd_shims()]
+
+    def _commands_named(self, prefix: str) -> list[int]:
         pids = []
         for pid in _processes_naming(self.directory):
             try:
                 with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
-                    if handle.read().startswith("containerd-shim"):
+                    if handle.read().startswith(prefix):
                         pids.append(pid)
             except OSError:
                 continue
@@ -312,5 +319,7 @@ class PrivateDockerd:
         found += [f"cgroup {path}" for path in self._cgroup_paths(self._cgroup_parent) if os.path.exists(path)]
         found += [f"cgroup {path}" for path in self._cgroup_paths("docker")
                   if path not in self._existed and os.path.exists(path)]
-        found += [f"network interface {name} (new since the daemon started)" for name in sorted(_links() - self._links)]
+        # Docker's own device names (docker0, br-<network>): other engines' devices may come and go
+        found += [f"network interface {name}" for name in sorted(_links() - self._links)
+                  if name.startswith(("docker", "br-"))]
         return found
