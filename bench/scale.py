@@ -92,6 +92,11 @@ class Tree:
                 time.sleep(0.05)
         self.connection = Connection(self.socket_path)
 
+    def reconnect(self) -> None:
+        """A new keep-alive connection (the server closes one left idle while the stores fill)."""
+        self.connection.close()
+        self.connection = Connection(self.socket_path)
+
     def stop(self) -> None:
         self.connection.close()
         self.server.send_signal(signal.SIGTERM)
@@ -113,7 +118,12 @@ class DockerPeer:
     def __init__(self, daemon: PrivateDockerd) -> None:
         self.daemon = daemon
         self.environment = daemon.environment
-        self.connection = Connection(os.path.join(daemon.directory, "docker.sock"))
+        self.socket_path = os.path.join(daemon.directory, "docker.sock")
+        self.connection = Connection(self.socket_path)
+
+    def reconnect(self) -> None:
+        self.connection.close()
+        self.connection = Connection(self.socket_path)
 
     def close(self) -> None:
         self.connection.close()
@@ -473,6 +483,8 @@ def main() -> int:
             if peer:
                 populate_docker(peer, options.n)
                 results["disk_use_bytes_dockerd"] = disk_use(os.path.join(daemon.directory, "root"))
+            for subject in subjects:
+                subject.reconnect()
             measure(rows, f"n={options.n}", subjects, cases(names), options.runs)
             for subject in subjects:
                 remove_created(subject)
