@@ -98,6 +98,7 @@ def main() -> int:
     results: dict[str, object] = {"dockerfile": DOCKERFILE, "reference (the brief's, not measured here)": REFERENCE,
                                   "rows": {}}
     rows: dict[str, dict[str, float]] = results["rows"]  # type: ignore[assignment]
+    load_before = os.getloadavg()[0]
     daemon = PrivateDockerd(base_environment={key: value for key, value in environment.items()
                                               if not key.startswith("LAMINA_")})
     with daemon:
@@ -143,6 +144,8 @@ def main() -> int:
                     server.wait()
             subprocess.run(["umount", "-R", "-l", work], stderr=subprocess.DEVNULL, check=False)
             shutil.rmtree(work, ignore_errors=True)
+    results["load_average"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (2 cores, shared)")
     if daemon.leftovers:
         print("the private dockerd left: " + "; ".join(daemon.leftovers), file=sys.stderr)
     if daemon.version:

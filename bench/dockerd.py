@@ -69,9 +69,9 @@ def _mounts_under(directory: str) -> list[str]:
 
 
 def _processes_naming(directory: str) -> list[int]:
-    """Pids whose command line contains ``directory`` (this process excluded)."""
+    """Pids whose command line names a path below ``directory`` (this process excluded)."""
     found = []
-    needle = directory.encode()
+    needle = directory.rstrip("/").encode() + b"/"
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
             continue
@@ -117,6 +117,7 @@ class PrivateDockerd:
         self._links: set[str] = set()
         self._previous_handlers: dict[int, object] = {}
         self.version = ""
+        self._stopped = False
 
     # -- what the benchmarks use ---------------------------------------------------------------
 
@@ -126,12 +127,10 @@ class PrivateDockerd:
         return {**self.base_environment, "DOCKER_HOST": f"unix://{self.directory}/docker.sock",
                 "DOCKER_CONFIG": os.path.join(self.directory, "config")}
 
-    def docker(self, *arguments: str, check: bool = True, input_bytes: bytes | None = None,
-               extra_environment: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    def docker(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """Run the docker CLI against this daemon; with ``check``, a failure raises with its stderr."""
-        result = subprocess.run([DOCKER, *arguments], env={**self.environment, **(extra_environment or {})},
-                                input=input_bytes, capture_output=True, check=False,
-                                stdin=None if input_bytes is not None else subprocess.DEVNULL)
+        result = subprocess.run([DOCKER, *arguments], env=self.environment, stdin=subprocess.DEVNULL,
+                                capture_output=True, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(f"docker {' '.join(arguments)}: exit {result.returncode}: "
                                f"{result.stderr.decode(errors='replace').strip()}")
@@ -241,8 +240,9 @@ class PrivateDockerd:
     def stop(self) -> None:
         """Stop the daemon and remove everything it made; fills ``leftovers``."""
         self.ready = False
-        if not self.directory:
+        if not self.directory or self._stopped:
             return
+        self._stopped = True
         pid = self.process.pid if self.process is not None else None
         try:
             with open(os.path.join(self.directory, "docker.pid"), encoding="ascii") as handle:

@@ -453,6 +453,7 @@ def main() -> int:
     peer: DockerPeer | None = None
     rows: dict[str, list[float]] = {}
     results: dict[str, object] = {"n": options.n, "runs": options.runs}
+    load_before = os.getloadavg()[0]
     daemon = PrivateDockerd(base_environment={key: value for key, value in environment.items()
                                               if not key.startswith("LAMINA_")})
     with daemon:
@@ -510,6 +511,8 @@ def main() -> int:
             subprocess.run(["umount", "-R", "-l", data_root], capture_output=True, check=False)
             if not options.keep:
                 shutil.rmtree(work, ignore_errors=True)
+    results["load_average"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (2 cores, shared)")
     if daemon.leftovers:
         print("the private dockerd left: " + "; ".join(daemon.leftovers), file=sys.stderr)
 
