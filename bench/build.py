@@ -4,7 +4,7 @@
 The Dockerfile (FROM busybox, a RUN writing a file, a COPY of a file, a CMD) is built on a
 fresh data root holding busybox; every figure is the whole ``lamina build -q`` command's wall
 time (interpreter start-up included), median of ``--runs`` runs (default 10) after one
-warm-up:
+warm-up, the ways below taking turns run by run:
 
 * ``uncached``: ``--no-cache`` (a RUN container, two committed layers, three images);
 * ``cached``: the same context again (every step a cache hit).
@@ -52,20 +52,22 @@ sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
 
 
-def timed(command: list[str], environment: dict[str, str], runs: int) -> list[float]:
-    """Wall times (s) of ``runs`` runs after one warm-up; stderr (the docker CLI's deprecation
-    notice of the classic builder) is shown only when the command fails."""
-    times = []
+def interleaved(commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, list[float]]:
+    """Wall times (s) of each command's ``runs`` runs after one warm-up, the commands taking
+    turns run by run (load from elsewhere on the machine falls on all of them alike); stderr
+    (the docker CLI's deprecation notice of the classic builder) is shown only on a failure."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for attempt in range(runs + 1):
-        start = time.perf_counter()
-        result = subprocess.run(command, env=environment, check=False, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        elapsed = time.perf_counter() - start
-        if result.returncode != 0:
-            raise SystemExit(f"{' '.join(command)}: exit {result.returncode}: "
-                             f"{result.stderr.decode(errors='replace').strip()}")
-        if attempt:
-            times.append(elapsed)
+        for name, (command, environment) in commands.items():
+            start = time.perf_counter()
+            result = subprocess.run(command, env=environment, check=False, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+            elapsed = time.perf_counter() - start
+            if result.returncode != 0:
+                raise SystemExit(f"{' '.join(command)}: exit {result.returncode}: "
+                                 f"{result.stderr.decode(errors='replace').strip()}")
+            if attempt:
+                times[name].append(elapsed)
     return times
 
 
@@ -129,11 +131,13 @@ def main() -> int:
                 ways.append((PEER, {**daemon.environment, "DOCKER_BUILDKIT": "0"}, []))
             else:
                 results["peer"] = daemon.reason
-            for name, env, prefix in ways:
-                program = [shutil.which("docker") or "docker"] if name.startswith("docker") else [LAMINA]
-                for kind, extra in (("uncached", ["--no-cache"]), ("cached", [])):
-                    times = timed([*program, *prefix, "build", "-q", *extra, context], env, options.runs)
-                    rows[f"{kind}: {name}"] = summary(times)
+            for kind, extra in (("uncached", ["--no-cache"]), ("cached", [])):
+                commands = {}
+                for name, env, prefix in ways:
+                    program = [shutil.which("docker") or "docker"] if name.startswith("docker") else [LAMINA]
+                    commands[f"{kind}: {name}"] = ([*program, *prefix, "build", "-q", *extra, context], env)
+                for name, times in interleaved(commands, options.runs).items():
+                    rows[name] = summary(times)
         finally:
             if server is not None and server.poll() is None:
                 server.send_signal(signal.SIGTERM)
