@@ -16,7 +16,16 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
   ``crun spec`` / ``runc spec`` with the process's args set to ``true`` and no terminal): what
   a container runtime alone costs;
 * ``docker run --rm --network none busybox true`` with the real docker CLI through ``lamina
-  serve`` (the services built once by the server), and ``docker images`` likewise.
+  serve`` (the services built once by the server), and ``docker images`` likewise;
+* ``ps -a`` and ``inspect bench-inspect`` (a container created once beforehand in each engine)
+  in-process, with the lamina CLI and with the docker CLI through ``lamina serve``;
+* the same four commands (``run --rm --network none busybox true``, ``images``, ``ps -a``,
+  ``inspect bench-inspect``) with the docker CLI against a private ``dockerd``
+  (``bench/dockerd.py``: own data root, exec root and socket, no bridge, no iptables; busybox
+  loaded from the same fixture), the peer of issue 16; then the ratio of each in-process lamina
+  command, and of each command through ``lamina serve``, to the docker CLI against dockerd
+  (issue 16's target: in-process within 1.5x).  Podman is not driven (the row says whether it
+  is installed).
 
 ``--against TREE`` measures another code tree beside this one (e.g. ``--against /work/main``),
 interleaved: each round runs every row once with this tree, then once with the other
@@ -28,7 +37,7 @@ average is printed before and after.
 The data root, exec root, bundle and server socket live in a fresh temporary directory; the
 figures are printed as a table and written to ``bench/results/run.json``.  Run as root:
 ``.venv/bin/python bench/run.py`` (it compiles lamina's bytecode first, as ``make venv`` does).  Missing tools
-(crun, runc, docker) make their rows say so instead of failing the benchmark.
+(crun, runc, docker, dockerd) make their rows say so instead of failing the benchmark.
 """
 
 from __future__ import annotations
@@ -50,6 +59,11 @@ ROOT = os.path.dirname(HERE)
 LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
+INSPECTED = "bench-inspect"
+DOCKERD_LABEL = "dockerd"
+
+sys.path.insert(0, HERE)
+from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
 
 
 def timed(command: list[str], environment: dict[str, str], runs: int, warmup: int,
@@ -180,30 +194,85 @@ class Variant:
 
 
 def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant], runs: int, warmup: int,
-                cold: set[str]) -> dict[tuple[str, str], list[float] | str]:
+                cold: set[str], peer: dict[str, str]) -> dict[tuple[str, str], list[float] | str]:
     """Every row's command, once per variant per round (``warmup`` rounds untimed); a row
     named in ``cold`` kills the variant's monitor templates before each run.  Rows are
-    (name, argv, "local" | "client": in-process, or through the variant's server)."""
-    times: dict[tuple[str, str], list[float] | str] = {(name, v.label): [] for name, _, _ in rows for v in variants}
+    (name, argv, "local" | "client" | "dockerd": in-process, through the variant's server, or
+    the docker CLI against the private dockerd whose environment is ``peer``: once per round,
+    labelled ``DOCKERD_LABEL``)."""
+    def labels(where: str) -> list[str]:
+        return [DOCKERD_LABEL] if where == "dockerd" else [variant.label for variant in variants]
+
+    by_label = {variant.label: variant for variant in variants}
+    times: dict[tuple[str, str], list[float] | str] = {(name, label): [] for name, _, where in rows
+                                                       for label in labels(where)}
     for attempt in range(warmup + runs):
         for name, command, where in rows:
-            for variant in variants:
-                done = times[(name, variant.label)]
+            for label in labels(where):
+                done = times[(name, label)]
                 if isinstance(done, str):
                     continue
-                if name in cold:
-                    kill_templates(variant.exec_root)
-                environment = variant.client_environment if where == "client" else variant.environment
+                if where == "dockerd":
+                    environment = peer
+                else:
+                    variant = by_label[label]
+                    if name in cold:
+                        kill_templates(variant.exec_root)
+                    environment = variant.client_environment if where == "client" else variant.environment
                 started = time.perf_counter()
                 result = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
                                         check=False)
                 elapsed = (time.perf_counter() - started) * 1000
                 if result.returncode != 0:
                     text = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
-                    times[(name, variant.label)] = f"fails (exit {result.returncode}): {text[-1] if text else '?'}"
+                    times[(name, label)] = f"fails (exit {result.returncode}): {text[-1] if text else '?'}"
                 elif attempt >= warmup:
                     done.append(elapsed)
     return times
+
+
+COMMANDS = [("run --rm --network none busybox true", ["run", "--rm", "--network", "none", "busybox", "true"]),
+            ("images", ["images"]), ("ps -a", ["ps", "-a"]), (f"inspect {INSPECTED}", ["inspect", INSPECTED])]
+WAYS = [("lamina {} (in-process)", LAMINA, "local"), ("lamina -H {} (serve)", LAMINA, "client"),
+        ("docker {} (docker CLI -> serve)", DOCKER, "client"), ("docker {} (docker CLI -> dockerd)", DOCKER, "dockerd")]
+
+
+def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tuple[str, list[str], str]], set[str]]:
+    """The rows, command by command (each the four ways of :data:`WAYS` that can run), and the
+    names of the rows to measure cold."""
+    rows: list[tuple[str, list[str], str]] = []
+    cold = set()
+    for command, arguments in COMMANDS:
+        for pattern, program, where in WAYS:
+            if program == DOCKER and not docker or where == "dockerd" and not dockerd:
+                continue
+            rows.append((pattern.format(command), [program, *arguments], where))
+            if where == "local" and command.startswith("run"):
+                if with_cold:
+                    name = "  the same, first run after the monitor template left"
+                    rows.append((name, [program, *arguments], where))
+                    cold.add(name)
+                rows.append(("lamina run --rm busybox true (in-process, bridge)",
+                             [LAMINA, "run", "--rm", "busybox", "true"], "local"))
+    return rows, cold
+
+
+def ratios(times: dict[tuple[str, str], list[float] | str], variants: list[Variant]) -> dict[str, float]:
+    """Each command's median in-process, through serve with the lamina CLI and with the docker
+    CLI, over the docker CLI's against dockerd."""
+    found = {}
+    for command, _ in COMMANDS:
+        peer = times.get((WAYS[3][0].format(command), DOCKERD_LABEL))
+        if not peer or isinstance(peer, str):
+            continue
+        for pattern, _, _ in WAYS[:3]:
+            for variant in variants:
+                mine = times.get((pattern.format(command), variant.label))
+                if mine and not isinstance(mine, str):
+                    label = f" [{variant.label}]" if len(variants) > 1 else ""
+                    found[f"{pattern.format(command)}{label} / dockerd"] = round(
+                        statistics.median(mine) / statistics.median(peer), 2)
+    return found
 
 
 def main() -> int:
@@ -233,78 +302,87 @@ def main() -> int:
     load_before = os.getloadavg()
     results: dict[str, object] = {}
     printed: list[tuple[str, str, list[float] | str]] = []
-    try:
-        for variant in variants:
-            for environment in (variant.environment, variant.server_environment):
-                subprocess.run([LAMINA, "load", "-q", "-i", FIXTURE], env=environment, check=True,
-                               capture_output=True)
-        docker = os.access(DOCKER, os.X_OK)
-        for variant in variants:
-            variant.start_server()
-        run_none = ["run", "--rm", "--network", "none", "busybox", "true"]
-        rows = [("lamina run --rm --network none busybox true (in-process)", [LAMINA, *run_none], "local")]
-        cold = set()
-        if options.cold:
-            name = "  the same, first run after the monitor template left"
-            rows.append((name, [LAMINA, *run_none], "local"))
-            cold.add(name)
-        rows += [("lamina run --rm busybox true (in-process, bridge)", [LAMINA, "run", "--rm", "busybox", "true"],
-                  "local"),
-                 ("lamina -H run --rm --network none busybox true (serve)", [LAMINA, *run_none], "client"),
-                 ("lamina images (in-process)", [LAMINA, "images"], "local")]
-        if docker:
-            rows += [("docker run --rm --network none busybox true (serve)", [DOCKER, *run_none], "client"),
-                     ("docker images (serve)", [DOCKER, "images"], "client")]
-        times = interleaved(rows, variants, options.runs, options.warmup, cold)
-        for name, _, _ in rows:
+    times: dict[tuple[str, str], list[float] | str] = {}
+    peer = PrivateDockerd(base_environment=base)
+    with peer:
+        try:
             for variant in variants:
-                printed.append((name, variant.label, times[(name, variant.label)]))
-        if not docker:
-            printed.append(("docker run --rm busybox true (serve)", "", "skipped: no docker CLI"))
+                for environment in (variant.environment, variant.server_environment):
+                    subprocess.run([LAMINA, "load", "-q", "-i", FIXTURE], env=environment, check=True,
+                                   capture_output=True)
+            docker = os.access(DOCKER, os.X_OK)
+            for variant in variants:
+                variant.start_server()
+            create = ["create", "--name", INSPECTED, "--network", "none", "busybox", "true"]
+            for variant in variants:
+                for environment in (variant.environment, variant.client_environment):
+                    subprocess.run([LAMINA, *create], env=environment, check=True, capture_output=True)
+            if peer.ready:
+                peer.load(FIXTURE)
+                peer.docker(*create)
+            rows, cold = command_rows(options.cold, docker, peer.ready)
+            times = interleaved(rows, variants, options.runs, options.warmup, cold, peer.environment)
+            for name, _, where in rows:
+                for label in [DOCKERD_LABEL] if where == "dockerd" else [variant.label for variant in variants]:
+                    printed.append((name, label, times[(name, label)]))
+            if not docker:
+                printed.append(("docker CLI rows", "", "skipped: no docker CLI"))
+            if not peer.ready:
+                printed.append(("docker CLI -> dockerd rows", "", peer.reason))
+            printed.append(("podman", "", "not measured: podman is not installed on this machine"
+                            if shutil.which("podman") is None else "not measured: podman is not driven by this bench"))
 
-        if not options.no_runtimes:
-            for runtime in ("crun", "runc"):
-                name = f"{runtime} run (OCI bundle of the same busybox, true)"
-                if shutil.which(runtime) is None:
-                    printed.append((name, "", f"skipped: {runtime} is not installed"))
-                    continue
-                bundle = make_bundle(work, runtime)
-                state = os.path.join(work, f"{runtime}-state")
-                container = f"lamina-bench-{os.getpid()}"
-                command = [runtime, "--root", state, "run", "--bundle", bundle, container]
-                cleanup = [runtime, "--root", state, "delete", "--force", container]
-                printed.append((name, "", timed(command, base, options.runs, options.warmup, between=cleanup)))
-    finally:
-        for variant in variants:
-            variant.stop_server()
-            kill_templates(variant.exec_root)
-            kill_templates(variant.server_environment["LAMINA_EXEC_ROOT"])
-        # the default bridge outlives its containers, as docker0 does: taken down with the data roots
-        sys.path.insert(0, ROOT)
-        from lamina.network.run import RunNetwork
+            if not options.no_runtimes:
+                for runtime in ("crun", "runc"):
+                    name = f"{runtime} run (OCI bundle of the same busybox, true)"
+                    if shutil.which(runtime) is None:
+                        printed.append((name, "", f"skipped: {runtime} is not installed"))
+                        continue
+                    bundle = make_bundle(work, runtime)
+                    state = os.path.join(work, f"{runtime}-state")
+                    container = f"lamina-bench-{os.getpid()}"
+                    command = [runtime, "--root", state, "run", "--bundle", bundle, container]
+                    cleanup = [runtime, "--root", state, "delete", "--force", container]
+                    printed.append((name, "", timed(command, base, options.runs, options.warmup, between=cleanup)))
+        finally:
+            for variant in variants:
+                variant.stop_server()
+                kill_templates(variant.exec_root)
+                kill_templates(variant.server_environment["LAMINA_EXEC_ROOT"])
+            # the default bridge outlives its containers, as docker0 does: taken down with the data roots
+            sys.path.insert(0, ROOT)
+            from lamina.network.run import RunNetwork
 
-        for variant in variants:
-            for environment in (variant.environment, variant.server_environment):
-                RunNetwork(environment["LAMINA_DATA_ROOT"], environment["LAMINA_EXEC_ROOT"]).remove_bridges()
-        unmount_under(work)
-        if not options.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            for variant in variants:
+                for environment in (variant.environment, variant.server_environment):
+                    RunNetwork(environment["LAMINA_DATA_ROOT"], environment["LAMINA_EXEC_ROOT"]).remove_bridges()
+            unmount_under(work)
+            if not options.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    if peer.leftovers:
+        print("the private dockerd left: " + "; ".join(peer.leftovers), file=sys.stderr)
 
     load_after = os.getloadavg()
     print(f"container start-up: {options.runs} runs per row after {options.warmup} warm-up runs "
           f"(wall time of the whole command); load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     if len(variants) > 1:
         print("variants, interleaved: " + ", ".join(f"{v.label} = {v.tree}" for v in variants))
-    print(f"{'command':<60} {'tree':<8} {'median':>9} {'min':>9} {'max':>9}")
+    print(f"{'command':<70} {'tree':<8} {'median':>9} {'min':>9} {'max':>9}")
     for name, label, value in printed:
         key = f"{name} [{label}]" if label and len(variants) > 1 else name
         if isinstance(value, str):
-            print(f"{name:<60} {label:<8} {value}")
+            print(f"{name:<70} {label:<8} {value}")
             results[key] = value
             continue
-        print(f"{name:<60} {label:<8} {statistics.median(value):>7.1f}ms {min(value):>7.1f}ms {max(value):>7.1f}ms")
+        print(f"{name:<70} {label:<8} {statistics.median(value):>7.1f}ms {min(value):>7.1f}ms {max(value):>7.1f}ms")
         results[key] = {"median_ms": round(statistics.median(value), 2), "min_ms": round(min(value), 2),
                         "max_ms": round(max(value), 2), "runs": len(value)}
+    results["ratios_to_dockerd"] = ratios(times, variants)
+    if results["ratios_to_dockerd"]:
+        print("median / median of the docker CLI against dockerd (issue 16: in-process within 1.5x)")
+        for key, ratio in results["ratios_to_dockerd"].items():  # type: ignore[union-attr]
+            print(f"  {key:<78} {ratio:>5.2f}x")
+    results["dockerd_version"] = peer.version or peer.reason
     results["load_average"] = {"before": round(load_before[0], 2), "after": round(load_after[0], 2)}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "run.json"), "w") as handle:

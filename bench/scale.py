@@ -20,10 +20,21 @@ measures again:
 
 ``--compare DIR`` runs every command also with the lamina package of another tree (e.g. main:
 ``--compare /work/main``), interleaved run by run with this tree's on the same data root and
-with a server of its own, so before and after are measured in the same conditions.  Docker and
-Podman rows are measured only when ``dockerd`` / ``podman`` are installed (the rows say so
-otherwise).  Every command runs ``--runs`` times (default 9) after one warm-up; the table shows
-median and minimum.  The figures are written to ``bench/results/scale.json``.  Run as root:
+with a server of its own, so before and after are measured in the same conditions.
+
+The docker CLI is also pointed at ``lamina serve`` (``docker CMD``, the Go client), and Docker
+itself is the peer: a private ``dockerd`` (``bench/dockerd.py``: own data root, exec root and
+socket, no bridge, no iptables) holding the same busybox (``docker load`` of the same fixture),
+``bench-probe``, and the same N images made the way a ``LABEL`` build step makes them
+(``POST /build`` of ``FROM busybox`` + ``LABEL bench.n=<n>``, tagged ``bench/image:<n>``, over
+one keep-alive connection: the classic builder of 20.10) and N containers
+(``POST /containers/create?name=bench-<n>``, ``--network none``).  The same commands run with
+the docker CLI against it (and the same API requests over a keep-alive connection), interleaved
+with lamina's, and its containerd-shim's USS is measured like lamina's monitors (the parent of
+each container's PID 1), beside the USS of dockerd and containerd themselves.  When ``dockerd``
+is missing or does not start, its rows say why; Podman is not installed here (the row says so).
+Every command runs ``--runs`` times (default 9) after one warm-up; the table shows median and
+minimum, then issue 16's targets with the figures they are judged on.  The figures are written to ``bench/results/scale.json``.  Run as root:
 ``.venv/bin/python bench/scale.py [--n 1000] [--compare /work/main]``.
 """
 
@@ -46,16 +57,23 @@ ROOT = os.path.dirname(HERE)
 LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
 BUSYBOX = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
 
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
+DOCKER_API = "/v1.41"  # dockerd 20.10's
+
 sys.path.insert(0, HERE)
+from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
 from serve import Connection  # noqa: E402  (the benchmarks' one keep-alive client)
 
 
 class Tree:
     """One lamina source tree: its environment for subprocesses and its own server."""
 
+    api = "/v1.45"
+
     def __init__(self, label: str, path: str, work: str, environment: dict[str, str]) -> None:
         self.label = label
         self.environment = {**environment, "PYTHONPATH": path}
+        self.docker_environment = {**environment, "DOCKER_CONFIG": os.path.join(work, "docker-config")}
         self.socket_path = os.path.join(work, f"lamina-{label}.sock")
         self.host = f"unix://{self.socket_path}"
         self.log = open(os.path.join(work, f"serve-{label}.log"), "wb")  # noqa: SIM115 - until stop()
@@ -74,6 +92,11 @@ class Tree:
                 time.sleep(0.05)
         self.connection = Connection(self.socket_path)
 
+    def reconnect(self) -> None:
+        """A new keep-alive connection (the server closes one left idle while the stores fill)."""
+        self.connection.close()
+        self.connection = Connection(self.socket_path)
+
     def stop(self) -> None:
         self.connection.close()
         self.server.send_signal(signal.SIGTERM)
@@ -83,6 +106,30 @@ class Tree:
             self.server.kill()
             self.server.wait()
         self.log.close()
+
+
+class DockerPeer:
+    """The private dockerd as a subject of the measured cases: its CLI environment and one
+    keep-alive connection."""
+
+    label = "dockerd"
+    api = DOCKER_API
+
+    def __init__(self, daemon: PrivateDockerd) -> None:
+        self.daemon = daemon
+        self.environment = daemon.environment
+        self.socket_path = os.path.join(daemon.directory, "docker.sock")
+        self.connection = Connection(self.socket_path)
+
+    def reconnect(self) -> None:
+        self.connection.close()
+        self.connection = Connection(self.socket_path)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+Subject = Tree | DockerPeer
 
 
 def run(command: list[str], environment: dict[str, str]) -> float:
@@ -95,7 +142,7 @@ def run(command: list[str], environment: dict[str, str]) -> float:
     return elapsed
 
 
-def request_time(tree: Tree, method: str, target: str, body: bytes = b"") -> float:
+def request_time(tree: Subject, method: str, target: str, body: bytes = b"") -> float:
     started = time.perf_counter()
     status, answer = tree.connection.request(method, target, body)
     elapsed = (time.perf_counter() - started) * 1000
@@ -104,63 +151,86 @@ def request_time(tree: Tree, method: str, target: str, body: bytes = b"") -> flo
     return elapsed
 
 
-Measure = Callable[[Tree], float]
+Measure = Callable[[Subject], "float | None"]
 
 
-def measure(rows: dict[str, list[float]], phase: str, trees: list[Tree], cases: dict[str, Measure],
+def measure(rows: dict[str, list[float]], phase: str, subjects: list[Subject], cases: dict[str, Measure],
             runs: int) -> None:
-    """Each case ``runs`` times per tree after one warm-up, the trees interleaved run by run."""
+    """Each case ``runs`` times per subject it applies to (it returns None for the others)
+    after one warm-up, the subjects interleaved run by run."""
     for name, case in cases.items():
-        for tree in trees:
-            case(tree)  # warm-up
+        for subject in subjects:
+            case(subject)  # warm-up
         for _ in range(runs):
-            for tree in trees:
-                rows.setdefault(f"{phase}: {name} [{tree.label}]", []).append(case(tree))
+            for subject in subjects:
+                value = case(subject)
+                if value is not None:
+                    rows.setdefault(f"{phase}: {name} [{subject.label}]", []).append(value)
 
 
-def cases(n_containers: int, names: list[str]) -> dict[str, Measure]:
-    """The measured commands; ``create`` makes containers that :func:`remove_created` drops."""
+def cases(names: list[str]) -> dict[str, Measure]:
+    """The measured commands, each the ways it is run (lamina in-process, the lamina CLI and the
+    docker CLI through ``lamina serve``, one keep-alive connection to ``lamina serve``; the
+    docker CLI against dockerd and one keep-alive connection to it); ``create`` makes containers
+    that :func:`remove_created` drops."""
     target = names[len(names) // 2] if names else "bench-probe"
 
-    def cli(*arguments: str, via_server: bool) -> Measure:
-        def case(tree: Tree) -> float:
-            host = ["-H", tree.host] if via_server else []
-            return run([LAMINA, *host, *arguments], tree.environment)
+    def lamina(*arguments: str, via_server: bool) -> Measure:
+        def case(subject: Subject) -> float | None:
+            if not isinstance(subject, Tree):
+                return None
+            host = ["-H", subject.host] if via_server else []
+            return run([LAMINA, *host, *arguments], subject.environment)
         return case
 
-    def api(method: str, target_path: str, body: bytes = b"") -> Measure:
-        return lambda tree: request_time(tree, method, target_path, body)
+    def docker(*arguments: str, peer: bool) -> Measure:
+        def case(subject: Subject) -> float | None:
+            if isinstance(subject, DockerPeer) != peer:
+                return None
+            if isinstance(subject, DockerPeer):
+                return run([DOCKER, *arguments], subject.environment)
+            return run([DOCKER, "-H", subject.host, *arguments], subject.docker_environment)
+        return case
 
-    create_body = json.dumps({"Image": "busybox", "Cmd": ["true"], "Labels": {"bench.created": "1"}}).encode()
+    def api(method: str, path: str, body: bytes = b"", peer: bool = False) -> Measure:
+        def case(subject: Subject) -> float | None:
+            if isinstance(subject, DockerPeer) != peer:
+                return None
+            return request_time(subject, method, subject.api + path, body)
+        return case
+
+    def ways(command: str, arguments: tuple[str, ...], method: str, path: str, body: bytes = b"",
+             docker_arguments: tuple[str, ...] = ()) -> dict[str, Measure]:
+        docker_arguments = docker_arguments or arguments
+        return {f"{command} (in-process)": lamina(*arguments, via_server=False),
+                f"{command} (lamina -H serve)": lamina(*arguments, via_server=True),
+                f"{command} (docker CLI -> serve)": docker(*docker_arguments, peer=False),
+                f"{method} {path} (keep-alive)": api(method, path, body),
+                f"{command} (docker CLI -> dockerd)": docker(*docker_arguments, peer=True),
+                f"{method} {path} (keep-alive -> dockerd)": api(method, path, body, peer=True)}
+
+    create_body = json.dumps({"Image": "busybox", "Cmd": ["true"], "Labels": {"bench.created": "1"},
+                              "HostConfig": {"NetworkMode": "none"}}).encode()
+    create = ("create", "--label", "bench.created=1", "busybox", "true")
     return {
-        "images (in-process)": cli("images", via_server=False),
-        "images (lamina -H serve)": cli("images", via_server=True),
-        "GET /images/json (keep-alive)": api("GET", "/v1.45/images/json"),
-        "ps -a (in-process)": cli("ps", "-a", via_server=False),
-        "ps -a (lamina -H serve)": cli("ps", "-a", via_server=True),
-        "GET /containers/json?all=1 (keep-alive)": api("GET", "/v1.45/containers/json?all=1"),
-        "ps (in-process)": cli("ps", via_server=False),
-        "GET /containers/json (keep-alive)": api("GET", "/v1.45/containers/json"),
-        "system df (in-process)": cli("system", "df", via_server=False),
-        "system df (lamina -H serve)": cli("system", "df", via_server=True),
-        "GET /system/df (keep-alive)": api("GET", "/v1.45/system/df"),
-        f"inspect {target} (in-process)": cli("inspect", target, via_server=False),
-        f"inspect {target} (lamina -H serve)": cli("inspect", target, via_server=True),
-        f"GET /containers/{target}/json (keep-alive)": api("GET", f"/v1.45/containers/{target}/json"),
-        "create busybox true (in-process)": cli("create", "--label", "bench.created=1", "busybox", "true",
-                                                via_server=False),
-        "create busybox true (lamina -H serve)": cli("create", "--label", "bench.created=1", "busybox", "true",
-                                                     via_server=True),
-        "POST /containers/create (keep-alive)": api("POST", "/v1.45/containers/create", create_body),
+        **ways("images", ("images",), "GET", "/images/json"),
+        **ways("ps -a", ("ps", "-a"), "GET", "/containers/json?all=1"),
+        "ps (in-process)": lamina("ps", via_server=False),
+        "GET /containers/json (keep-alive)": api("GET", "/containers/json"),
+        "ps (docker CLI -> dockerd)": docker("ps", peer=True),
+        **ways("system df", ("system", "df"), "GET", "/system/df"),
+        **ways(f"inspect {target}", ("inspect", target), "GET", f"/containers/{target}/json"),
+        **ways("create busybox true", create, "POST", "/containers/create", create_body,
+               docker_arguments=("create", "--label", "bench.created=1", "--network", "none", "busybox", "true")),
     }
 
 
-def remove_created(tree: Tree) -> None:
+def remove_created(subject: Subject) -> None:
     """Remove the containers the ``create`` cases made (label bench.created=1)."""
-    status, answer = tree.connection.request("GET", "/v1.45/containers/json?all=1&filters="
-                                             + _quote(json.dumps({"label": ["bench.created=1"]})))
+    status, answer = subject.connection.request("GET", f"{subject.api}/containers/json?all=1&filters="
+                                                + _quote(json.dumps({"label": ["bench.created=1"]})))
     for summary in json.loads(answer):
-        tree.connection.request("DELETE", f"/v1.45/containers/{summary['Id']}?force=1")
+        subject.connection.request("DELETE", f"{subject.api}/containers/{summary['Id']}?force=1")
 
 
 def _quote(text: str) -> str:
@@ -193,6 +263,36 @@ def populate(data_root: str, exec_root: str, n: int) -> list[str]:
     print(f"made {n} images in {images_seconds:.1f} s and {n} containers in "
           f"{time.perf_counter() - started:.1f} s (in-process, this tree)")
     return names
+
+
+def populate_docker(peer: DockerPeer, n: int) -> None:
+    """The same ``n`` images (``FROM busybox`` + ``LABEL bench.n=<n>``, built by dockerd's
+    classic builder, tagged ``bench/image:<n>``) and ``n`` created containers in dockerd."""
+    import io
+    import tarfile
+
+    started = time.perf_counter()
+    for number in range(n):
+        context = io.BytesIO()
+        with tarfile.open(fileobj=context, mode="w") as archive:
+            dockerfile = f"FROM busybox\nLABEL bench.n={number}\nCMD [\"sh\"]\n".encode()
+            entry = tarfile.TarInfo("Dockerfile")
+            entry.size = len(dockerfile)
+            archive.addfile(entry, io.BytesIO(dockerfile))
+        status, answer = peer.connection.request("POST", f"{DOCKER_API}/build?t=bench/image:{number}&q=1&rm=1",
+                                                 context.getvalue())
+        if status != 200 or b'"error' in answer:
+            raise SystemExit(f"dockerd build of bench/image:{number}: HTTP {status} {answer[-300:]!r}")
+    images_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    for number in range(n):
+        body = json.dumps({"Image": f"bench/image:{number}", "Cmd": ["true"],
+                           "HostConfig": {"NetworkMode": "none"}}).encode()
+        status, answer = peer.connection.request("POST", f"{DOCKER_API}/containers/create?name=bench-{number}", body)
+        if status != 201:
+            raise SystemExit(f"dockerd create bench-{number}: HTTP {status} {answer[:300]!r}")
+    print(f"made {n} images in {images_seconds:.1f} s and {n} containers in "
+          f"{time.perf_counter() - started:.1f} s (dockerd, over one keep-alive connection)")
 
 
 def disk_use(path: str) -> int:
@@ -251,12 +351,84 @@ def monitor_memory(tree: Tree, count: int) -> dict[str, object]:
             tree.connection.request("DELETE", f"/v1.45/containers/{container_id}?force=1")
 
 
-def peers() -> dict[str, str]:
-    found = {}
-    for name, binary in (("docker", "dockerd"), ("podman", "podman")):
-        found[name] = (f"{binary} is installed but this benchmark does not drive it yet" if shutil.which(binary)
-                       else f"not measured: {binary} is not installed on this machine")
+def shim_memory(peer: DockerPeer, count: int) -> dict[str, object]:
+    """USS of the containerd-shims of ``count`` running dockerd containers (``--network none``),
+    and of dockerd and containerd themselves."""
+    ids = []
+    try:
+        for _ in range(count):
+            body = json.dumps({"Image": "busybox", "Cmd": ["sleep", "600"],
+                               "HostConfig": {"NetworkMode": "none"}}).encode()
+            status, answer = peer.connection.request("POST", f"{DOCKER_API}/containers/create", body)
+            if status != 201:
+                return {"skipped": f"create: HTTP {status} {answer[:200]!r}"}
+            ids.append(json.loads(answer)["Id"])
+            status, answer = peer.connection.request("POST", f"{DOCKER_API}/containers/{ids[-1]}/start")
+            if status != 204:
+                return {"skipped": f"start: HTTP {status} {answer[:200]!r}"}
+        time.sleep(0.5)
+        sizes = []
+        for container_id in ids:
+            status, answer = peer.connection.request("GET", f"{DOCKER_API}/containers/{container_id}/json")
+            sizes.append(uss(parent_of(int(json.loads(answer)["State"]["Pid"]))))
+        daemon = [peer.daemon.process.pid] if peer.daemon.process is not None else []
+        daemons = sum(uss(pid) for pid in daemon + peer.daemon.containerd())
+        return {"containers": count, "total_mib": round(sum(sizes) / 2**20, 1),
+                "per_container_mib": round(statistics.median(sizes) / 2**20, 2),
+                "dockerd_and_containerd_mib": round(daemons / 2**20, 1)}
+    finally:
+        for container_id in ids:
+            peer.connection.request("DELETE", f"{DOCKER_API}/containers/{container_id}?force=1")
+
+
+def targets(rows: dict[str, list[float]], n: int, memory: dict[str, object]) -> dict[str, str]:
+    """Issue 16's targets at ``n``, each with the medians it is judged on."""
+    def median(name: str) -> float | None:
+        values = rows.get(name)
+        return statistics.median(values) if values else None
+
+    found: dict[str, str] = {}
+    phase = f"n={n}"
+    for command in ("images", "ps -a"):
+        value = median(f"{phase}: {command} (lamina -H serve) [this]")
+        peer = median(f"{phase}: {command} (docker CLI -> dockerd) [dockerd]")
+        if value is not None:
+            found[f"{command} through serve < 100 ms"] = (
+                f"{value:.1f} ms ({'met' if value < 100 else 'not met'}); docker CLI -> serve "
+                f"{_ms(median(f'{phase}: {command} (docker CLI -> serve) [this]'))}, docker CLI -> dockerd {_ms(peer)}")
+    for way in ("in-process", "lamina -H serve", "docker CLI -> serve"):
+        empty = median(f"empty: create busybox true ({way}) [this]")
+        full = median(f"{phase}: create busybox true ({way}) [this]")
+        if empty and full:
+            found[f"create ({way}) within 10 % of empty"] = (
+                f"{full:.1f} ms at n={n} vs {empty:.1f} ms empty: {full / empty - 1:+.0%} "
+                f"({'met' if full <= 1.1 * empty else 'not met'})")
+    peer_inspect = next((median(name) for name in rows
+                         if name.startswith(f"{phase}: inspect ") and name.endswith("(docker CLI -> dockerd) [dockerd]")),
+                        None)
+    for way in ("in-process", "lamina -H serve", "docker CLI -> serve"):
+        mine = next((median(name) for name in rows
+                     if name.startswith(f"{phase}: inspect ") and name.endswith(f"({way}) [this]")), None)
+        if mine is not None and peer_inspect:
+            found[f"inspect NAME ({way}) <= docker CLI -> dockerd"] = (
+                f"{mine:.1f} ms vs {peer_inspect:.1f} ms: {mine / peer_inspect:.2f}x "
+                f"({'met' if mine <= peer_inspect else 'not met'})")
+    for way in ("in-process", "lamina -H serve", "docker CLI -> serve"):
+        value = median(f"{phase}: system df ({way}) [this]")
+        if value is not None:
+            found[f"system df ({way}) < 200 ms"] = f"{value:.1f} ms ({'met' if value < 200 else 'not met'})"
+    mine_memory = memory.get("this")
+    if isinstance(mine_memory, dict) and "per_container_with_template_mib" in mine_memory:
+        shim = memory.get("dockerd")
+        value = mine_memory["per_container_with_template_mib"]
+        found["monitor memory <= 3 MiB per container"] = (
+            f"{value} MiB ({'met' if value <= 3 else 'not met'}); containerd-shim "
+            f"{shim.get('per_container_mib') if isinstance(shim, dict) else shim} MiB")
     return found
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def main() -> int:
@@ -277,49 +449,83 @@ def main() -> int:
                    if key not in ("DOCKER_HOST", "LAMINA_HOST", "LAMINA_LOG_LEVEL", "PYTHONPATH",
                                   "PYTHONDONTWRITEBYTECODE")}  # compiled once, as an installed package is
     environment.update(LAMINA_DATA_ROOT=data_root, LAMINA_EXEC_ROOT=exec_root)
-    subprocess.run([LAMINA, "load", "-q", "-i", BUSYBOX], env={**environment, "PYTHONPATH": ROOT}, check=True,
-                   capture_output=True)
     trees: list[Tree] = []
+    peer: DockerPeer | None = None
     rows: dict[str, list[float]] = {}
-    results: dict[str, object] = {"n": options.n, "runs": options.runs, "peers": peers()}
-    try:
-        trees.append(Tree("this", ROOT, work, environment))
-        if options.compare:
-            trees.append(Tree("compare", os.path.abspath(options.compare), work, environment))
-        status, answer = trees[0].connection.request("POST", "/v1.45/containers/create?name=bench-probe",
-                                                     json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode())
-        if status != 201:
-            raise SystemExit(f"create bench-probe: HTTP {status} {answer[:200]!r}")
-        measure(rows, "empty", trees, cases(0, []), options.runs)
-        for tree in trees:
-            remove_created(tree)
-        names = populate(data_root, exec_root, options.n)
-        results["disk_use_bytes"] = disk_use(data_root)
-        measure(rows, f"n={options.n}", trees, cases(options.n, names), options.runs)
-        for tree in trees:
-            remove_created(tree)
-        status, answer = trees[0].connection.request("GET", "/v1.45/system/df")
-        df = json.loads(answer)
-        results["system_df_counts"] = {"Images": len(df.get("Images") or []),
-                                       "Containers": len(df.get("Containers") or [])}
-        results["monitor_memory"] = {tree.label: monitor_memory(tree, options.running) for tree in trees}
-    finally:
-        for tree in trees:
-            tree.stop()
-        # the default bridge outlives its containers, as docker0 does: taken down with the data root
-        from lamina.network.run import RunNetwork
+    results: dict[str, object] = {"n": options.n, "runs": options.runs}
+    load_before = os.getloadavg()[0]
+    daemon = PrivateDockerd(base_environment={key: value for key, value in environment.items()
+                                              if not key.startswith("LAMINA_")})
+    with daemon:
+        results["peers"] = {"docker": f"dockerd {daemon.version} (private, bench/dockerd.py)" if daemon.ready
+                            else daemon.reason,
+                            "podman": "not measured: podman is not installed on this machine"
+                            if shutil.which("podman") is None else "not measured: podman is not driven by this bench"}
+        try:
+            subprocess.run([LAMINA, "load", "-q", "-i", BUSYBOX], env={**environment, "PYTHONPATH": ROOT},
+                           check=True, capture_output=True)
+            trees.append(Tree("this", ROOT, work, environment))
+            if options.compare:
+                trees.append(Tree("compare", os.path.abspath(options.compare), work, environment))
+            status, answer = trees[0].connection.request("POST", "/v1.45/containers/create?name=bench-probe",
+                                                         json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode())
+            if status != 201:
+                raise SystemExit(f"create bench-probe: HTTP {status} {answer[:200]!r}")
+            if daemon.ready:
+                daemon.load(BUSYBOX)
+                daemon.docker("create", "--name", "bench-probe", "--network", "none", "busybox", "true")
+                peer = DockerPeer(daemon)
+            subjects: list[Subject] = [*trees, *([peer] if peer else [])]
+            measure(rows, "empty", subjects, cases([]), options.runs)
+            for subject in subjects:
+                remove_created(subject)
+            names = populate(data_root, exec_root, options.n)
+            results["disk_use_bytes"] = disk_use(data_root)
+            if peer:
+                populate_docker(peer, options.n)
+                results["disk_use_bytes_dockerd"] = disk_use(os.path.join(daemon.directory, "root"))
+            for subject in subjects:
+                subject.reconnect()
+            measure(rows, f"n={options.n}", subjects, cases(names), options.runs)
+            for subject in subjects:
+                remove_created(subject)
+            results["system_df_counts"] = {}
+            for subject in subjects:
+                status, answer = subject.connection.request("GET", f"{subject.api}/system/df")
+                df = json.loads(answer)
+                results["system_df_counts"][subject.label] = {  # type: ignore[index]
+                    "Images": len(df.get("Images") or []), "Containers": len(df.get("Containers") or [])}
+            memory: dict[str, object] = {tree.label: monitor_memory(tree, options.running) for tree in trees}
+            if peer:
+                memory["dockerd"] = shim_memory(peer, options.running)
+            results["monitor_memory"] = memory
+        finally:
+            if peer:
+                peer.close()
+            for tree in trees:
+                tree.stop()
+            # the default bridge outlives its containers, as docker0 does: taken down with the data root
+            from lamina.network.run import RunNetwork
 
-        RunNetwork(data_root, exec_root).remove_bridges()
-        subprocess.run(["umount", "-R", "-l", data_root], capture_output=True, check=False)
-        if not options.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            RunNetwork(data_root, exec_root).remove_bridges()
+            subprocess.run(["umount", "-R", "-l", data_root], capture_output=True, check=False)
+            if not options.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    results["load_average"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    print(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (2 cores, shared)")
+    if daemon.leftovers:
+        print("the private dockerd left: " + "; ".join(daemon.leftovers), file=sys.stderr)
 
-    print(f"lamina at scale: n={options.n}, {options.runs} runs per command (median, min in ms)")
+    print(f"at scale: n={options.n}, {options.runs} runs per command (median, min in ms)")
     for name, values in rows.items():
-        print(f"{name:<72} {statistics.median(values):>9.1f} {min(values):>9.1f}")
+        print(f"{name:<88} {statistics.median(values):>9.1f} {min(values):>9.1f}")
         results[name] = {"median_ms": round(statistics.median(values), 2), "min_ms": round(min(values), 2)}
-    for key in ("disk_use_bytes", "system_df_counts", "monitor_memory", "peers"):
+    for key in ("disk_use_bytes", "disk_use_bytes_dockerd", "system_df_counts", "monitor_memory", "peers"):
         print(f"{key}: {results.get(key)}")
+    results["targets"] = targets(rows, options.n, results.get("monitor_memory") or {})  # type: ignore[arg-type]
+    print("issue 16's targets:")
+    for name, verdict in results["targets"].items():  # type: ignore[union-attr]
+        print(f"  {name:<56} {verdict}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "scale.json"), "w") as handle:
         json.dump(results, handle, indent=2)
