@@ -146,6 +146,11 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     server.kill()
                     server.wait()
+            # the build steps' default bridge outlives them, as docker0 does: taken down with the data root
+            sys.path.insert(0, ROOT)
+            from lamina.network.run import RunNetwork
+
+            RunNetwork(data_root, environment["LAMINA_EXEC_ROOT"]).remove_bridges()
             subprocess.run(["umount", "-R", "-l", work], stderr=subprocess.DEVNULL, check=False)
             shutil.rmtree(work, ignore_errors=True)
     results["load_average"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
