@@ -33,7 +33,6 @@ import compileall
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ PEER = "docker CLI -> dockerd (classic builder)"
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
+from processes import terminate  # noqa: E402
 
 
 def interleaved(commands: dict[str, tuple[list[str], dict[str, str]]], runs: int) -> dict[str, list[float]]:
@@ -139,13 +139,8 @@ def main() -> int:
                 for name, times in interleaved(commands, options.runs).items():
                     rows[name] = summary(times)
         finally:
-            if server is not None and server.poll() is None:
-                server.send_signal(signal.SIGTERM)
-                try:
-                    server.wait(20)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
+            if server is not None:
+                terminate(server)
             # the build steps' default bridge outlives them, as docker0 does: taken down with the data root
             sys.path.insert(0, ROOT)
             from lamina.network.run import RunNetwork

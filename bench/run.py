@@ -64,6 +64,7 @@ DOCKERD_LABEL = "dockerd"
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
+from processes import terminate  # noqa: E402
 
 
 def timed(command: list[str], environment: dict[str, str], runs: int, warmup: int,
@@ -185,12 +186,7 @@ class Variant:
     def stop_server(self) -> None:
         if self.server is None:
             return
-        self.server.send_signal(signal.SIGTERM)
-        try:
-            self.server.wait(20)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
-            self.server.wait()
+        terminate(self.server)
 
 
 def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant], runs: int, warmup: int,

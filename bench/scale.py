@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ DOCKER_API = "/v1.41"  # dockerd 20.10's
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
+from processes import terminate  # noqa: E402
 from serve import Connection  # noqa: E402  (the benchmarks' one keep-alive client)
 
 
@@ -99,12 +99,7 @@ class Tree:
 
     def stop(self) -> None:
         self.connection.close()
-        self.server.send_signal(signal.SIGTERM)
-        try:
-            self.server.wait(30)
-        except subprocess.TimeoutExpired:
-            self.server.kill()
-            self.server.wait()
+        terminate(self.server, 30)
         self.log.close()
 
 

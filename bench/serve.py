@@ -25,7 +25,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,6 +39,9 @@ PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
 DOCKER = "/usr/local/bin/docker"
 BUSYBOX = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
+
+sys.path.insert(0, HERE)
+from processes import terminate  # noqa: E402
 
 
 class Connection:
@@ -197,12 +199,7 @@ def main() -> int:
         if server.poll() is None:
             subprocess.run([DOCKER, "container", "prune", "-f"], env=docker_environment, capture_output=True,
                            check=False)
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        terminate(server)
         log.close()
         if not options.keep:
             shutil.rmtree(work, ignore_errors=True)
