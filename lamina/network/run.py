@@ -36,8 +36,9 @@ from lamina.network.api import DEFAULT_BRIDGE, PortMapping
 if TYPE_CHECKING:
     from lamina.network.pasta import PastaSandboxes
     from lamina.network.sandbox import EndpointRequest, Sandboxes
+    from lamina.network.store import NetworkStore
 
-__all__ = ["RunNetwork", "open_sandboxes", "check", "endpoint_requests", "port_mappings", "host_entries", "name_servers",
+__all__ = ["RunNetwork", "open_sandboxes", "open_store", "check", "endpoint_requests", "port_mappings", "host_entries", "name_servers",
            "HOST_GATEWAY"]
 
 HOST_GATEWAY = "host-gateway"
@@ -207,12 +208,17 @@ def open_sandboxes(data_root: str, exec_root: str) -> Sandboxes:
     from lamina.network.cni import CniBridge
     from lamina.network.netavark import Netavark
     from lamina.network.sandbox import Sandboxes
+
+    config_dir = os.path.join(exec_root, "network")
+    return Sandboxes(open_store(data_root), Netavark(config_dir=config_dir), netns_dir=os.path.join(exec_root, "netns"),
+                     endpoint_plane=CniBridge(config_dir=config_dir))
+
+
+def open_store(data_root: str) -> NetworkStore:
+    """The network store of one engine (``<data-root>/network``)."""
     from lamina.network.store import NetworkStore, default_bridge_device
 
-    store = NetworkStore(os.path.join(data_root, "network"), default_bridge_device=default_bridge_device(data_root))
-    config_dir = os.path.join(exec_root, "network")
-    return Sandboxes(store, Netavark(config_dir=config_dir), netns_dir=os.path.join(exec_root, "netns"),
-                     endpoint_plane=CniBridge(config_dir=config_dir))
+    return NetworkStore(os.path.join(data_root, "network"), default_bridge_device=default_bridge_device(data_root))
 
 
 class RunNetwork:
@@ -227,6 +233,7 @@ class RunNetwork:
         # Docker's network events of a run: connect per endpoint at its start, disconnect at its end
         self.events = events
         self._sandboxes: Sandboxes | None = None
+        self._store: NetworkStore | None = None   # for reading records while no sandbox is set up here
         self._disconnected: set[str] = set()   # "disconnect" emitted by begin_release, before detach
 
     def _emit(self, action: str, container_id: str, record: Mapping[str, Any] | None) -> None:
@@ -318,26 +325,41 @@ class RunNetwork:
         self._disconnected.discard(container_id)
 
     def sandbox(self, container_id: str) -> dict[str, Any] | None:
-        """The sandbox record of a container's run (None: it has none)."""
+        """The sandbox record of a container's run (None: it has none); read through the store
+        alone (``inspect`` opens no network stack)."""
         if self.rootless:
             return self.pasta.sandbox(container_id)
-        return self.sandboxes.store.sandbox(container_id) if self.has_sandboxes() else None
+        if container_id not in self._recorded_ids():
+            return None
+        if self._sandboxes is not None:
+            return self._sandboxes.store.sandbox(container_id)
+        if self._store is None:
+            self._store = open_store(self.data_root)
+        return self._store.sandbox(container_id)
 
     def has_sandboxes(self) -> bool:
         """Any sandbox record exists (a cheap look before the store is opened)."""
         if self.rootless:
             return bool(self.pasta.container_ids())
+        return bool(self._recorded_ids())
+
+    def _recorded_ids(self) -> list[str]:
+        """The containers whose sandbox record file is there (``<data-root>/network/sandboxes/
+        <id>.json``, :mod:`lamina.network.store`), from the directory alone: neither the store
+        nor the network stack is opened (their modules cost a command ~10 ms to import)."""
         try:
-            return any(name.endswith(".json") for name in os.listdir(os.path.join(self.data_root, "network",
-                                                                                  "sandboxes")))
+            names = os.listdir(os.path.join(self.data_root, "network", "sandboxes"))
         except FileNotFoundError:
-            return False
+            return []
+        return [name[:-5] for name in names if name.endswith(".json") and not name.startswith(".")]
 
     def sweep(self) -> list[str]:
-        """Tear down the sandboxes of containers whose monitor is gone (a crash, a kill -9)."""
+        """Tear down the sandboxes of containers whose monitor is gone (a crash, a kill -9).
+        Every command's engine runs it: the records of live containers are not read, and the
+        store is opened only when a record's container is not live."""
         if self.rootless:
             return self.pasta.sweep(self.is_live)
-        if not self.has_sandboxes():
+        if not any(not self.is_live(container_id) for container_id in self._recorded_ids()):
             return []
         removed = []
         for container_id in list(self.sandboxes.store.sandboxes()):

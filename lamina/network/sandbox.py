@@ -50,7 +50,7 @@ from lamina.records import dataclass
 if TYPE_CHECKING:
     from lamina.network.leaks import Leak
 
-__all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes", "network_settings"]
+__all__ = ["EndpointRequest", "HOST_LOCK", "Sandboxes"]
 
 # Bridges, routes and firewall rules belong to the host, whatever the data root: every netavark
 # call, and the choice of the default bridge's subnet, hold this lock.  The engine's own lock,
@@ -91,57 +91,10 @@ class EndpointRequest:
     mac_address: str = ""
 
 
-def _port_key(port: dict[str, Any]) -> str:
-    return f"{port['ContainerPort']}/{port['Protocol']}"
-
-
 def _part(request: dict[str, Any], names: list[str]) -> dict[str, Any]:
     """``request`` for the networks ``names`` only."""
     return {**request, "networks": {name: request["networks"][name] for name in names},
             "network_info": {name: request["network_info"][name] for name in names}}
-
-
-def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
-    """Docker's ``NetworkSettings`` for a sandbox record (empty values without one)."""
-    settings: dict[str, Any] = {
-        "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False,
-        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
-        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "",
-        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0,
-        "IPv6Gateway": "", "MacAddress": "", "Networks": {},
-    }
-    if not record:
-        return settings
-    settings["SandboxID"] = record.get("SandboxID", "")
-    settings["SandboxKey"] = record.get("SandboxKey", "")
-    ports: dict[str, Any] = {}
-    for port in record.get("Ports", []):
-        ports.setdefault(_port_key(port), []).append(
-            {"HostIp": port["HostIp"] or "0.0.0.0", "HostPort": str(port["HostPort"])})
-    for exposed in record.get("Exposed", []):
-        ports.setdefault(exposed, None)
-    settings["Ports"] = ports
-    for name, endpoint in record.get("Endpoints", {}).items():
-        settings["Networks"][name] = {
-            "IPAMConfig": ({"IPv4Address": endpoint["IPAddress"] if endpoint.get("StaticAddress") else "",
-                        "IPv6Address": endpoint.get("GlobalIPv6Address", "") if endpoint.get("StaticIPv6Address")
-                        else ""} if endpoint.get("StaticAddress") or endpoint.get("StaticIPv6Address") else None),
-            "Links": None, "Aliases": list(endpoint.get("Aliases", [])), "MacAddress": endpoint["MacAddress"],
-            "DriverOpts": None, "NetworkID": endpoint["NetworkID"], "EndpointID": endpoint["EndpointID"],
-            "Gateway": endpoint["Gateway"], "IPAddress": endpoint["IPAddress"],
-            "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": endpoint.get("IPv6Gateway", ""),
-            "GlobalIPv6Address": endpoint.get("GlobalIPv6Address", ""),
-            "GlobalIPv6PrefixLen": endpoint.get("GlobalIPv6PrefixLen", 0),
-            "DNSNames": list(endpoint.get("DNSNames", [])) or None,
-        }
-    default = record.get("Endpoints", {}).get("bridge")
-    if default:
-        settings.update(EndpointID=default["EndpointID"], Gateway=default["Gateway"],
-                        IPAddress=default["IPAddress"], IPPrefixLen=default["IPPrefixLen"],
-                        MacAddress=default["MacAddress"], IPv6Gateway=default.get("IPv6Gateway", ""),
-                        GlobalIPv6Address=default.get("GlobalIPv6Address", ""),
-                        GlobalIPv6PrefixLen=default.get("GlobalIPv6PrefixLen", 0))
-    return settings
 
 
 class Sandboxes:

@@ -42,7 +42,7 @@ from lamina import errdefs, fsutil
 from lamina.network import ipam
 from lamina.network.api import DEFAULT_BRIDGE, DEFAULT_BRIDGE_DEVICE, PREDEFINED, Network
 
-__all__ = ["NetworkStore", "predefined_id", "now_rfc3339", "default_bridge_device"]
+__all__ = ["NetworkStore", "predefined_id", "now_rfc3339", "default_bridge_device", "network_settings"]
 
 _PREDEFINED_CREATED = "0001-01-01T00:00:00Z"
 
@@ -215,3 +215,50 @@ class NetworkStore:
             os.unlink(os.path.join(self._sandboxes, f"{container_id}.json"))
         except FileNotFoundError:
             pass
+
+
+def _port_key(port: dict[str, Any]) -> str:
+    return f"{port['ContainerPort']}/{port['Protocol']}"
+
+
+def network_settings(record: dict[str, Any] | None) -> dict[str, Any]:
+    """Docker's ``NetworkSettings`` for a sandbox record (empty values without one)."""
+    settings: dict[str, Any] = {
+        "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": False,
+        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0, "Ports": {},
+        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None, "EndpointID": "", "Gateway": "",
+        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "", "IPPrefixLen": 0,
+        "IPv6Gateway": "", "MacAddress": "", "Networks": {},
+    }
+    if not record:
+        return settings
+    settings["SandboxID"] = record.get("SandboxID", "")
+    settings["SandboxKey"] = record.get("SandboxKey", "")
+    ports: dict[str, Any] = {}
+    for port in record.get("Ports", []):
+        ports.setdefault(_port_key(port), []).append(
+            {"HostIp": port["HostIp"] or "0.0.0.0", "HostPort": str(port["HostPort"])})
+    for exposed in record.get("Exposed", []):
+        ports.setdefault(exposed, None)
+    settings["Ports"] = ports
+    for name, endpoint in record.get("Endpoints", {}).items():
+        settings["Networks"][name] = {
+            "IPAMConfig": ({"IPv4Address": endpoint["IPAddress"] if endpoint.get("StaticAddress") else "",
+                        "IPv6Address": endpoint.get("GlobalIPv6Address", "") if endpoint.get("StaticIPv6Address")
+                        else ""} if endpoint.get("StaticAddress") or endpoint.get("StaticIPv6Address") else None),
+            "Links": None, "Aliases": list(endpoint.get("Aliases", [])), "MacAddress": endpoint["MacAddress"],
+            "DriverOpts": None, "NetworkID": endpoint["NetworkID"], "EndpointID": endpoint["EndpointID"],
+            "Gateway": endpoint["Gateway"], "IPAddress": endpoint["IPAddress"],
+            "IPPrefixLen": endpoint["IPPrefixLen"], "IPv6Gateway": endpoint.get("IPv6Gateway", ""),
+            "GlobalIPv6Address": endpoint.get("GlobalIPv6Address", ""),
+            "GlobalIPv6PrefixLen": endpoint.get("GlobalIPv6PrefixLen", 0),
+            "DNSNames": list(endpoint.get("DNSNames", [])) or None,
+        }
+    default = record.get("Endpoints", {}).get("bridge")
+    if default:
+        settings.update(EndpointID=default["EndpointID"], Gateway=default["Gateway"],
+                        IPAddress=default["IPAddress"], IPPrefixLen=default["IPPrefixLen"],
+                        MacAddress=default["MacAddress"], IPv6Gateway=default.get("IPv6Gateway", ""),
+                        GlobalIPv6Address=default.get("GlobalIPv6Address", ""),
+                        GlobalIPv6PrefixLen=default.get("GlobalIPv6PrefixLen", 0))
+    return settings

@@ -94,6 +94,35 @@ def test_ps_and_inspect_import_neither_archives_nor_the_run_machinery(engine) ->
     assert completed.returncode == 0, completed.stderr
 
 
+# the network stack: what sets sandboxes up and tears them down (netavark, the CNI bridge plugin,
+# aardvark-dns, namespaces), ~10-20 ms of imports
+NETWORK_STACK = ("lamina.network.sandbox", "lamina.network.cni", "lamina.network.netavark",
+                 "lamina.network.aardvark", "lamina.network.namespace")
+
+
+@pytest.mark.privileged
+def test_commands_beside_a_running_bridged_container_open_no_network_stack(engine) -> None:
+    """Every command's engine sweeps the sandboxes of dead runs: a live container's sandbox
+    record is not read for that, and ``inspect`` reads a running container's record through
+    the network store alone."""
+    completed, _ = _command(engine.data_root, engine.exec_root, "run", "-d", "--name", "hot-bridged", "busybox",
+                            "sleep", "600")
+    assert completed.returncode == 0, completed.stderr
+    try:
+        completed, modules = _command(engine.data_root, engine.exec_root, "ps")
+        assert completed.returncode == 0, completed.stderr
+        assert "hot-bridged" in completed.stdout
+        assert _loaded(modules, NETWORK_STACK + ("lamina.network.store",)) == set()
+        completed, modules = _command(engine.data_root, engine.exec_root, "inspect", "--format",
+                                      "{{.NetworkSettings.Networks.bridge.IPAddress}}", "hot-bridged")
+        assert completed.returncode == 0, completed.stderr
+        assert completed.stdout.strip().count(".") == 3, completed.stdout  # the sandbox's address
+        assert _loaded(modules, NETWORK_STACK) == set()
+    finally:
+        completed, _ = _command(engine.data_root, engine.exec_root, "rm", "-f", "hot-bridged")
+        assert completed.returncode == 0, completed.stderr
+
+
 @pytest.mark.privileged
 def test_run_rm_true_imports_only_what_running_needs(engine) -> None:
     completed, modules = _command(engine.data_root, engine.exec_root, "run", "--rm", "busybox", "true")

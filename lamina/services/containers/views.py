@@ -333,7 +333,7 @@ class ContainerViewsImpl(ContainerGroup):
             settings["SandboxKey"] = f"/proc/{state['Pid']}/ns/net"
             record = self.network.sandbox(container.id)
             if record is not None:
-                from lamina.network.sandbox import network_settings as sandbox_settings
+                from lamina.network.store import network_settings as sandbox_settings
 
                 created = settings.get("Networks") or {}
                 settings.update(sandbox_settings(record))
