@@ -25,14 +25,8 @@ upload whose manifest comes last): it is a write-set like a registration in prog
 driver directory created with no parent; :meth:`LayerStore.commit_prepared` has the driver put
 it on its parent (``LateParent.set_parent``) and then commits it as ``register`` does.
 
-``tar-split.index`` spares each ``save`` the decoding of the record (~50 ms for a layer of
-5,000 files, a sixth of the whole save): written when the layer is registered (from what the
-tar-split writer recorded, unless the headers pass 64 MiB) or else on the first reassembly,
-without fsync, it is
-``LTSI1\n``, the CRC-32 of the rest (4 bytes, big-endian), then ``marshal`` data (format 4)
-of ``(tar size, [segment bytes | (name bytes, size, CRC-64 bytes | None), ...])``.  A missing,
-damaged or unreadable index is rebuilt from the record; Docker does not know the file and a
-layer's directory is removed whole, so it needs no bookkeeping of its own.
+``tar-split.index`` is a cache of the decoded record that spares each ``save`` its decoding; its
+format and use are :mod:`lamina.layer.reassembly`'s.
 
 Leases: every operation that registers or releases layers (load, import, rmi, prune) holds a
 lease, a file under ``leases/`` locked with ``flock`` for as long as the operation runs.  A
@@ -53,6 +47,7 @@ from lamina import errdefs, fsutil
 from lamina.digest import Digest, Hasher
 from lamina.digest import chain_id as compute_chain_id
 from lamina.graphdriver.api import GraphDriver, LateParent
+from lamina.layer.reassembly import TAR_SPLIT, layer_tar, write_index
 from lamina.log import get_logger
 from lamina.records import dataclass
 
@@ -60,9 +55,6 @@ __all__ = ["Layer", "LayerStore", "Lease", "PreparedLayer"]
 
 log = get_logger("lamina.layer")
 
-_TAR_SPLIT = "tar-split.json.gz"
-_INDEX = "tar-split.index"
-_INDEX_MAGIC = b"LTSI1\n"
 
 
 @dataclass(frozen=True)
@@ -266,105 +258,16 @@ class LayerStore:
     def layers(self) -> list[Layer]:
         return [self.get(c) for c in self.chain_ids()]
 
-    def _open_tar_split(self, chain_id: str) -> BinaryIO:
-        path = os.path.join(self._dir(chain_id), _TAR_SPLIT)
-        try:
-            return open(path, "rb")
-        except FileNotFoundError as exc:
-            raise errdefs.DataLoss(f"layer {chain_id} has no {_TAR_SPLIT}") from exc
-
     def tar(self, chain_id: str, *, verify_digest: bool = False) -> tuple[int, Iterator[bytes | memoryview]]:
-        """(size, stream) of the layer's original tar, reading its tar-split record once.
-
-        The stream is reassembled from tar-split: the record's segments (headers, padding)
-        verbatim, each file's content from the driver's diff directory checked against the
-        CRC-64 the record holds for it, as tar-split's assembler does in Docker.  Corruption
-        anywhere raises :class:`errdefs.DataLoss`: in a file's content by its CRC-64 (after
-        that file's last byte), in the record by gzip's CRC-32 (before the first byte).  So
-        the stream reproduces the tar whose sha256 is the diff_id; ``verify_digest`` also
-        hashes it and compares at the end (Docker's ``TarStream`` does both; the hash costs a
-        core for ~0.15 s per 200 MiB and adds nothing the checks above miss, short of a bug
-        in the reassembly itself).  Either failure comes after bytes were produced (the
-        stream is not buffered): callers writing archives must treat the output as invalid.
-        """
-        from lamina.archive.tarsplit import DirectoryFileGetter
-
+        """(size, stream) of the layer's original tar, reassembled from its tar-split record
+        (:func:`lamina.layer.reassembly.layer_tar`: the checks, ``verify_digest``, when a
+        failure is raised)."""
         layer = self.get(chain_id)
-        size, entries = self._reassembly_index(chain_id)
-        getter = DirectoryFileGetter(self.driver.diff_path(layer.cache_id))
-        if verify_digest:
-            return size, self._verified(layer, entries, getter)
-        return size, self._checked(entries, getter)
-
-    def _reassembly_index(self, chain_id: str) -> tuple[int, list]:
-        """(tar size, compact entries) of the layer's tar-split record, from the index cache
-        when it is there and intact, else decoded from the record (and the cache written)."""
-        import marshal
-        import zlib
-
-        from lamina.archive.tarsplit import assembled_size, compact_entries
-
-        path = os.path.join(self._dir(chain_id), _INDEX)
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-            if data.startswith(_INDEX_MAGIC) and int.from_bytes(data[6:10], "big") == zlib.crc32(data[10:]):
-                size, entries = marshal.loads(data[10:])
-                if isinstance(size, int) and isinstance(entries, list):
-                    return size, entries
-        except (OSError, ValueError, EOFError, TypeError):
-            pass
-        with self._open_tar_split(chain_id) as handle:
-            entries = compact_entries(handle)
-        try:
-            return self._write_index(path, entries), entries
-        except OSError as exc:  # a read-only data root still saves
-            log.debug("cannot write %s: %s", path, exc)
-            return assembled_size(entries), entries
-
-    @staticmethod
-    def _write_index(path: str, entries: list) -> int:
-        """Write the reassembly index of ``entries`` (no fsync: a damaged one is rebuilt);
-        returns the tar's size."""
-        import marshal
-        import zlib
-
-        from lamina.archive.tarsplit import assembled_size
-
-        size = assembled_size(entries)
-        payload = marshal.dumps((size, entries), 4)
-        fsutil.atomic_replace(path, _INDEX_MAGIC + zlib.crc32(payload).to_bytes(4, "big") + payload)
-        return size
+        return layer_tar(str(layer.chain_id), str(layer.diff_id), self._dir(chain_id),
+                         self.driver.diff_path(layer.cache_id), verify_digest=verify_digest)
 
     def tar_stream(self, chain_id: str, *, verify_digest: bool = False) -> Iterator[bytes | memoryview]:
         return self.tar(chain_id, verify_digest=verify_digest)[1]
-
-    @staticmethod
-    def _checked(entries: list, getter: object) -> Iterator[bytes | memoryview]:
-        from lamina.archive.tarsplit import assemble
-
-        try:
-            yield from assemble(entries, getter, verify=True)  # type: ignore[arg-type]
-        finally:
-            getter.close()  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _verified(layer: Layer, entries: list, getter: object) -> Iterator[bytes | memoryview]:
-        from lamina.archive.tarsplit import assemble
-        from lamina.digest import BackgroundHasher
-
-        hasher = BackgroundHasher()  # hashes beside the reads and the consumer's writes
-        try:
-            for chunk in assemble(entries, getter, verify=True):  # type: ignore[arg-type]
-                hasher.update(chunk)
-                yield chunk
-            digest = hasher.digest()
-        finally:
-            hasher.close()
-            getter.close()  # type: ignore[attr-defined]
-        if digest != layer.diff_id:
-            raise errdefs.DataLoss(
-                f"layer {layer.diff_id} is damaged: its content now hashes to {digest}")
 
     # -- registering ---------------------------------------------------------------------
 
@@ -431,7 +334,7 @@ class LayerStore:
             hasher = Hasher()
             source = decompressed(counting)
             try:
-                with open(os.path.join(write_set, _TAR_SPLIT), "wb") as split_file:
+                with open(os.path.join(write_set, TAR_SPLIT), "wb") as split_file:
                     recorder = TarSplitWriter(split_file)
                     reader = TarReader(source, recorder=recorder, hasher=hasher)
                     size = self.driver.apply_diff(cache_id, parent_cache_id, reader)
@@ -467,7 +370,7 @@ class LayerStore:
                 self._discard(write_set, cache_id)
                 return self.get(chain), False
             if extracted.compact is not None:  # so that even the first save need not decode
-                self._write_index(os.path.join(write_set, _INDEX), extracted.compact)
+                write_index(write_set, extracted.compact)
             fsutil.atomic_write(os.path.join(write_set, "diff"), diff_id)
             fsutil.atomic_write(os.path.join(write_set, "size"), str(extracted.size))
             if parent:
@@ -647,8 +550,8 @@ class LayerStore:
                 problems.append(_problem("layer", chain, f"chainID does not match parent and diff_id ({expected})"))
             if not self.driver.exists(layer.cache_id):
                 problems.append(_problem("layer", chain, f"driver directory {layer.cache_id} is missing"))
-            if not os.path.isfile(os.path.join(self._dir(chain), _TAR_SPLIT)):
-                problems.append(_problem("layer", chain, f"{_TAR_SPLIT} is missing"))
+            if not os.path.isfile(os.path.join(self._dir(chain), TAR_SPLIT)):
+                problems.append(_problem("layer", chain, f"{TAR_SPLIT} is missing"))
         unreferenced = chain_set - set(referenced)
         for chain in sorted(unreferenced):
             problems.append(_problem("layer", chain, "layer is not used by any image or container"))
