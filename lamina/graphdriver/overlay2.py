@@ -17,7 +17,9 @@ On-disk format (``home`` is ``<data-root>/overlay2``), byte-compatible with Dock
     <home>/l/<short-id>       symlink ``../<id>/diff``
 
 Short links keep the ``lowerdir=`` option of a deep stack within one page: the mount is made
-from ``home`` (:attr:`lamina.mount.Mount.chdir`) with relative ``l/<short-id>`` entries.
+from ``home`` (:attr:`lamina.mount.Mount.chdir`) with relative ``l/<short-id>`` entries.  The
+``link`` and ``lower`` records and the short links are read and checked by
+:mod:`lamina.graphdriver.overlay2_links`.
 
 Commit points: :meth:`Overlay2Driver.create` builds ``<id>-incomplete`` (its short link already
 pointing at ``../<id>/diff``) and renames it to ``<id>``; :meth:`Overlay2Driver.remove` renames
@@ -52,7 +54,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
@@ -64,6 +65,8 @@ from lamina.config import in_user_namespace
 from lamina.graphdriver import common
 from lamina.graphdriver.api import TarReaderLike
 from lamina.graphdriver.naivediff import NaiveDiff
+from lamina.graphdriver import overlay2_links as links
+from lamina.graphdriver.overlay2_links import LINK_DIR, MAX_DEPTH, SHORT_ID, SHORT_ID_LENGTH
 from lamina.graphdriver.overlay2_kernel import base_options, kernel_parameter, native_diff_problem, probe
 from lamina.graphdriver.remapcopy import RemapCopies, remap_homes
 from lamina.mount import Mount
@@ -75,19 +78,8 @@ if TYPE_CHECKING:
 __all__ = ["Overlay2Driver", "probe", "native_diff_problem", "SHORT_ID_LENGTH", "MAX_DEPTH",
            "LINK_DIR"]
 
-LINK_DIR = "l"
-SHORT_ID_LENGTH = 26
-MAX_DEPTH = 128  # Docker's limit on the number of lower layers
-_SHORT_ID = re.compile(r"^[A-Z2-7]{26}$")
 _Read = TypeVar("_Read")
 _VOLATILE_MARKER = ("work", "work", "incompat", "volatile")  # under a layer directory
-
-
-def _new_short_id() -> str:
-    # 17 random bytes give 136 bits; base32 of them truncated to 26 characters, like Docker
-    import base64  # only when a layer is made
-
-    return base64.b32encode(os.urandom(17)).decode("ascii")[:SHORT_ID_LENGTH]
 
 
 def _write_file(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
@@ -143,47 +135,11 @@ class Overlay2Driver(common.LayerDirectories):
             raise errdefs.NotFound(f"overlay2 layer {id} does not exist")
         return path
 
-    def _short_id(self, layer_dir: str) -> str:
-        try:
-            with open(os.path.join(layer_dir, "link"), "r", encoding="ascii") as handle:
-                short_id = handle.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise errdefs.DataLoss(f"overlay2 layer {os.path.basename(layer_dir)} has no readable link file") from exc
-        if not _SHORT_ID.match(short_id):
-            raise errdefs.DataLoss(f"overlay2 layer {os.path.basename(layer_dir)} has a malformed link file")
-        return short_id
-
-    def _lowers(self, layer_dir: str) -> list[str]:
-        """The ``l/<short-id>`` entries of the layer's lower file; empty for a base layer."""
-        try:
-            with open(os.path.join(layer_dir, "lower"), "r", encoding="ascii") as handle:
-                text = handle.read().strip()
-        except FileNotFoundError:
-            return []
-        except (OSError, UnicodeDecodeError) as exc:
-            raise errdefs.DataLoss(f"overlay2 layer {os.path.basename(layer_dir)}: unreadable lower file") from exc
-        return text.split(":") if text else []
-
-    def _link_target_id(self, lower_entry: str) -> str:
-        """The layer id a ``l/<short-id>`` entry points to (``../<id>/diff``)."""
-        try:
-            target = os.readlink(os.path.join(self.home, lower_entry))
-        except OSError as exc:
-            raise errdefs.DataLoss(f"overlay2 short link {lower_entry} is missing") from exc
-        parts = target.split("/")
-        if len(parts) != 3 or parts[0] != ".." or parts[2] != "diff":
-            raise errdefs.DataLoss(f"overlay2 short link {lower_entry} points to {target!r}")
-        return parts[1]
-
-    def _lower_diff_dirs(self, layer_dir: str) -> list[str]:
-        return [os.path.join(self.home, self._link_target_id(entry), "diff")
-                for entry in self._lowers(layer_dir)]
-
     def _is_parent(self, id: str, parent: str | None) -> bool:
-        lowers = self._lowers(self._existing_dir(id))
+        lowers = links.lowers(self._existing_dir(id))
         if not lowers:
             return parent is None
-        return parent is not None and self._link_target_id(lowers[0]) == parent
+        return parent is not None and links.link_target_id(self.home, lowers[0]) == parent
 
     # -- ProtoDriver ----------------------------------------------------------------------
 
@@ -194,7 +150,8 @@ class Overlay2Driver(common.LayerDirectories):
         final = self._dir(id)
         if os.path.lexists(final):
             raise errdefs.AlreadyExists(f"overlay2 layer {id} exists already")
-        parent_dir, lower = self._lower_on(id, parent) if parent is not None else (None, "")
+        parent_dir = self._existing_dir(parent) if parent is not None else None
+        lower = links.lower_on(parent_dir, id) if parent_dir is not None else ""
         work_in_progress = final + common.INCOMPLETE_SUFFIX
         link_path = None
         try:
@@ -204,7 +161,7 @@ class Overlay2Driver(common.LayerDirectories):
             os.mkdir(work_in_progress, 0o710)
             os.mkdir(os.path.join(work_in_progress, "diff"), 0o755)
             while True:
-                short_id = _new_short_id()
+                short_id = links.new_short_id()
                 candidate = os.path.join(self.home, LINK_DIR, short_id)
                 try:
                     os.symlink(f"../{id}/diff", candidate)
@@ -234,14 +191,6 @@ class Overlay2Driver(common.LayerDirectories):
             # container's init layer, which is as disposable as the layer itself
             self._mark_committed(parent_dir, parent, synced=durable or not read_write)
 
-    def _lower_on(self, id: str, parent: str) -> tuple[str, str]:
-        """(directory of ``parent``, the ``lower`` file's content of a layer ``id`` on it)."""
-        parent_dir = self._existing_dir(parent)
-        lowers = [f"{LINK_DIR}/{self._short_id(parent_dir)}"] + self._lowers(parent_dir)
-        if len(lowers) > MAX_DEPTH:
-            raise errdefs.FailedPrecondition(f"cannot create layer {id}: more than {MAX_DEPTH} layers below it")
-        return parent_dir, ":".join(lowers)
-
     def _mark_committed(self, parent_dir: str, parent: str | None, *, synced: bool = True) -> None:
         """The parent's ``committed`` mark: a later mount of the parent is read-only."""
         if not os.path.exists(os.path.join(parent_dir, "committed")):
@@ -262,9 +211,10 @@ class Overlay2Driver(common.LayerDirectories):
         """Put the layer ``id`` (created on no parent, filled, not used yet) on ``parent``: its
         ``work`` directory, then its ``lower`` file (the commit point, one atomic write)."""
         layer_dir = self._existing_dir(id)
-        if self._lowers(layer_dir):
+        if links.lowers(layer_dir):
             raise errdefs.FailedPrecondition(f"overlay2 layer {id} has a parent already")
-        parent_dir, lower = self._lower_on(id, parent)
+        parent_dir = self._existing_dir(parent)
+        lower = links.lower_on(parent_dir, id)
         try:
             os.makedirs(os.path.join(layer_dir, "work"), 0o700, exist_ok=True)
             fsutil.atomic_write(os.path.join(layer_dir, "lower"), lower.encode("ascii"))
@@ -286,20 +236,7 @@ class Overlay2Driver(common.LayerDirectories):
                 return
             lmount.unmount_all_under(layer_dir)
             common.remove_by_rename(layer_dir, self.home, f"overlay2 layer {id}",
-                                    lambda removing: self._remove_link_of(removing, id))
-
-    def _remove_link_of(self, layer_dir: str, id: str) -> None:
-        """Delete ``l/<short-id>`` of a layer directory if it points to that layer."""
-        try:
-            short_id = self._short_id(layer_dir)
-        except errdefs.DataLoss:
-            return
-        link_path = os.path.join(self.home, LINK_DIR, short_id)
-        try:
-            if os.readlink(link_path) == f"../{id}/diff":
-                os.unlink(link_path)
-        except (FileNotFoundError, OSError):
-            pass
+                                    lambda removing: links.remove_link_of(self.home, removing, id))
 
     def list_ids(self) -> list[str]:
         return common.layer_ids(self.home, (LINK_DIR,))
@@ -313,7 +250,7 @@ class Overlay2Driver(common.LayerDirectories):
         """
         layer_dir = self._existing_dir(id)
         diff_dir = os.path.join(layer_dir, "diff")
-        lowers = self._lowers(layer_dir)
+        lowers = links.lowers(layer_dir)
         if not lowers:
             if idmap is not None:
                 raise errdefs.FailedPrecondition(f"overlay2 layer {id} has no lower layers to idmap")
@@ -323,7 +260,7 @@ class Overlay2Driver(common.LayerDirectories):
         chdir = RemapCopies.of(os.path.dirname(self.home), idmap, self.name).home if copies and idmap else self.home
         prefix = base_options()
         if os.path.exists(os.path.join(layer_dir, "committed")):
-            own = f"{LINK_DIR}/{self._short_id(layer_dir)}"
+            own = f"{LINK_DIR}/{links.short_id(layer_dir)}"
             options = prefix + ("lowerdir=" + ":".join([own] + lowers),)
         else:
             options = prefix + ("lowerdir=" + ":".join(lowers), f"upperdir={diff_dir}",
@@ -346,7 +283,7 @@ class Overlay2Driver(common.LayerDirectories):
         get of a layer must pass the same); the copies are made first where missing."""
         with self._lock:
             layer_dir = self._existing_dir(id)
-            if not self._lowers(layer_dir):
+            if not links.lowers(layer_dir):
                 return os.path.join(layer_dir, "diff")
             merged = os.path.join(layer_dir, "merged")
             count = self._references.get(id, 0)
@@ -363,10 +300,10 @@ class Overlay2Driver(common.LayerDirectories):
             else:
                 if copies and idmap is not None:  # the chowned copies of what mounts() stacks, where missing
                     store = RemapCopies.of(os.path.dirname(self.home), idmap, self.name)
-                    own = [f"{LINK_DIR}/{self._short_id(layer_dir)}"] \
+                    own = [f"{LINK_DIR}/{links.short_id(layer_dir)}"] \
                         if os.path.exists(os.path.join(layer_dir, "committed")) else []
-                    for entry in own + self._lowers(layer_dir):
-                        target = self._link_target_id(entry)
+                    for entry in own + links.lowers(layer_dir):
+                        target = links.link_target_id(self.home, entry)
                         store.ensure(target, os.path.join(self.home, target, "diff"), entry[len(LINK_DIR) + 1:], idmap)
                 self._mount(id, layer_dir, merged, volatile, idmap, copies)
             self._references[id] = 1
@@ -399,7 +336,7 @@ class Overlay2Driver(common.LayerDirectories):
     def put(self, id: str) -> None:
         with self._lock:
             layer_dir = self._existing_dir(id)
-            if not self._lowers(layer_dir):
+            if not links.lowers(layer_dir):
                 return
             count = self._references.get(id, 0)
             if count == 0:
@@ -438,7 +375,7 @@ class Overlay2Driver(common.LayerDirectories):
             "MergedDir": os.path.join(layer_dir, "merged"),
             "UpperDir": os.path.join(layer_dir, "diff"),
         }
-        lower_dirs = self._lower_diff_dirs(layer_dir)
+        lower_dirs = links.lower_diff_dirs(self.home, layer_dir)
         if lower_dirs:
             data["LowerDir"] = ":".join(lower_dirs)
         return data
@@ -451,7 +388,7 @@ class Overlay2Driver(common.LayerDirectories):
             layer_dir = os.path.join(self.home, id)
             if not os.path.isdir(os.path.join(layer_dir, "diff")):
                 problems.append(f"overlay2 layer {id}: diff directory is missing")
-            short_id = _read_noting(problems, self._short_id, layer_dir)
+            short_id = _read_noting(problems, links.short_id, layer_dir)
             if short_id is None:
                 continue
             owners[short_id] = id
@@ -463,14 +400,14 @@ class Overlay2Driver(common.LayerDirectories):
             else:
                 if target != f"../{id}/diff":
                     problems.append(f"overlay2 layer {id}: short link l/{short_id} points to {target!r}")
-            lowers = _read_noting(problems, self._lowers, layer_dir)
+            lowers = _read_noting(problems, links.lowers, layer_dir)
             if lowers is None:
                 continue
             if lowers and not os.path.isdir(os.path.join(layer_dir, "work")):
                 problems.append(f"overlay2 layer {id}: work directory is missing")
             for entry in lowers:
                 name = entry[len(LINK_DIR) + 1:] if entry.startswith(LINK_DIR + "/") else ""
-                if not _SHORT_ID.match(name):
+                if not SHORT_ID.match(name):
                     problems.append(f"overlay2 layer {id}: lower file has a malformed entry {entry!r}")
                 elif not os.path.isdir(os.path.join(link_dir, name)):
                     problems.append(f"overlay2 layer {id}: lower file names {entry}, which is missing or broken")
@@ -498,7 +435,7 @@ class Overlay2Driver(common.LayerDirectories):
         """The short id of layer ``id``; None when it is gone or has none (its copies are then
         of no use)."""
         try:
-            return self._short_id(self._existing_dir(id))
+            return links.short_id(self._existing_dir(id))
         except (errdefs.NotFound, errdefs.DataLoss, errdefs.InvalidArgument):
             return None
 
@@ -560,7 +497,7 @@ class Overlay2Driver(common.LayerDirectories):
         from lamina.archive import overlay_changes
 
         layer_dir = self._existing_dir(id)
-        return overlay_changes(os.path.join(layer_dir, "diff"), self._lower_diff_dirs(layer_dir), owner)
+        return overlay_changes(os.path.join(layer_dir, "diff"), links.lower_diff_dirs(self.home, layer_dir), owner)
 
     def diff_size(self, id: str, parent: str | None, owner: Callable[[int, int], tuple[int, int]] | None = None
                   ) -> int:
