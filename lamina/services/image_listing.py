@@ -1,0 +1,226 @@
+"""Docker's image list (``GET /images/json``), built once per version of the image store.
+
+:class:`ImageListing` describes every stored image by what a listing shows of it
+(:class:`ListedImage`: id, parent, created, labels, references, size) and keeps that
+description, with the JSON answers built from it, for as long as the store's stamps stay the
+same: :meth:`lamina.image.store.ImageStore.stamp` (the image set and parent links) and
+:meth:`lamina.image.refstore.ReferenceStore.stamp` (``repositories.json``).  Both are read
+*before* the records, so a change made while a listing is built gives the next request
+another stamp; a stamp less than a second old is None, and nothing built under it is kept.
+Every change that shows in a listing commits through one of those two (tag, untag, rmi, load,
+pull, import, build, commit, prune; also from another process on the same data root), and an
+image config is immutable, so a kept listing is the listing of the records.  Nothing is
+written to disk: a long-lived ``lamina serve`` answers a repeated ``images`` from memory, an
+in-process command builds it once.
+
+Layer sizes are remembered by chainID (the chainID fixes a layer's content and so its size);
+a missing layer counts 0 and is looked up again the next time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Callable
+from typing import Any
+
+from lamina import errdefs
+from lamina.container.state import seconds_of
+from lamina.digest import Digest, chain_ids
+from lamina.image.reference import Reference, parse_normalized_named
+from lamina.image.refstore import ReferenceStore
+from lamina.image.store import ImageStore
+from lamina.layer.store import LayerStore
+from lamina.records import dataclass
+from lamina.services.filters import all_labels_match
+
+__all__ = ["FILTERS", "ImageListing", "ListedImage", "reference_matches"]
+
+FILTERS = ("dangling", "reference", "label", "before", "since")
+# answers kept per stamp (one per distinct query: all, digests, filters)
+_ANSWERS_KEPT = 8
+
+Resolve = Callable[[str], Digest]
+_Stamp = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ListedImage:
+    """What a listing shows of one image (``tags`` and ``repo_digests`` in familiar form, sorted)."""
+
+    image_id: Digest
+    parent: Digest | None
+    created: float
+    labels: dict[str, str]
+    references: tuple[Reference, ...]
+    tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    size: int
+
+
+def reference_matches(pattern: str, reference: Reference) -> bool:
+    """Docker's reference filter: glob on the familiar name, or on name:tag when the pattern has a tag."""
+    if fnmatch.fnmatchcase(reference.familiar_name, pattern):
+        return True
+    return fnmatch.fnmatchcase(reference.familiar_string(), pattern)
+
+
+class ImageListing:
+    def __init__(self, *, images: ImageStore, references: ReferenceStore, layers: LayerStore) -> None:
+        self.images = images
+        self.references = references
+        self.layers = layers
+        self._parsed: dict[str, Reference] = {}  # repositories.json keys, parsed once
+        self._sizes: dict[str, int] = {}  # chainID -> size of the layers found
+        self._listed: tuple[_Stamp, list[ListedImage]] | None = None
+        self._answers: dict[tuple[Any, ...], bytes] = {}  # (query) -> JSON, under self._listed's stamp
+
+    # -- the description of every image -------------------------------------------------------
+
+    def references_by_image(self) -> dict[str, list[Reference]]:
+        """image id -> its references (those repositories.json holds that parse)."""
+        out: dict[str, list[Reference]] = {}
+        parsed = self._parsed
+        current = self.references.all()
+        if len(parsed) > 2 * len(current) + 64:
+            parsed.clear()  # forget the references removed since
+        for text, image_id in current.items():
+            reference = parsed.get(text)
+            if reference is None:
+                try:
+                    reference = parsed[text] = parse_normalized_named(text)
+                except errdefs.InvalidArgument:
+                    continue
+            out.setdefault(image_id, []).append(reference)
+        return out
+
+    def _stamp(self) -> _Stamp | None:
+        images, references = self.images.stamp(), self.references.stamp()
+        return None if images is None or references is None else (images, references)
+
+    def listed(self) -> tuple[_Stamp | None, list[ListedImage]]:
+        """(the stamp they were built under or None, every image), newest first."""
+        stamp = self._stamp()
+        if stamp is not None and self._listed is not None and self._listed[0] == stamp:
+            return self._listed
+        entries = self._build()
+        if stamp is not None:
+            self._listed = (stamp, entries)
+            self._answers = {}
+        return stamp, entries
+
+    def _build(self) -> list[ListedImage]:
+        refs_by_image = self.references_by_image()
+        sizes: dict[str, int] = {}
+        entries = []
+        for image_id in self.images.ids():
+            try:
+                parent = self.images.get_parent(image_id)
+                config = self.images.get_config(image_id, cached=True)
+            except errdefs.NotFound:
+                continue  # removed meanwhile
+            references = tuple(refs_by_image.get(image_id, ()))
+            entries.append(ListedImage(
+                image_id=image_id,
+                parent=parent,
+                created=seconds_of(config.created),
+                labels=(config.config or {}).get("Labels") or {},
+                references=references,
+                tags=tuple(sorted(r.familiar_string() for r in references if r.tag)),
+                repo_digests=tuple(sorted(r.familiar_string() for r in references if r.digest)),
+                size=self._size(chain_ids(config.diff_ids), sizes),
+            ))
+        self._sizes = sizes  # the layers of the images stored now
+        entries.sort(key=lambda entry: (int(entry.created), entry.image_id), reverse=True)
+        return entries
+
+    def _size(self, chains: list[Digest], sizes: dict[str, int]) -> int:
+        total = 0
+        for chain in chains:
+            size = sizes.get(chain)
+            if size is None:
+                size = self._sizes.get(chain)
+            if size is None:
+                try:
+                    size = self.layers.get(chain).size
+                except errdefs.NotFound:
+                    continue  # a missing layer counts 0, and is looked for again next time
+            sizes[chain] = size
+            total += size
+        return total
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def summaries(self, *, resolve: Resolve, all: bool = False, filters: dict[str, list[str]] | None = None,
+                  digests: bool = False) -> list[dict[str, Any]]:
+        """Docker's ImageSummary list, newest first (see :meth:`ImageService.list_images`);
+        ``resolve`` names the images of the ``before`` and ``since`` filters."""
+        return self._summaries(self.listed()[1], resolve, all, filters or {}, digests)
+
+    def encoded(self, *, resolve: Resolve, all: bool = False, filters: dict[str, list[str]] | None = None,
+                digests: bool = False) -> bytes:
+        """:meth:`summaries` as the JSON body of ``GET /images/json``, kept while the stamp stays."""
+        filters = filters or {}
+        _check_filters(filters)
+        stamp, entries = self.listed()
+        query = (all, digests, tuple(sorted((key, tuple(values)) for key, values in filters.items())))
+        answer = self._answers.get(query) if stamp is not None else None
+        if answer is None:
+            answer = json.dumps(self._summaries(entries, resolve, all, filters, digests),
+                                ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            if stamp is not None and self._listed is not None and self._listed[0] == stamp:
+                if len(self._answers) >= _ANSWERS_KEPT:
+                    self._answers.pop(next(iter(self._answers)))
+                self._answers[query] = answer
+        return answer
+
+    def _summaries(self, entries: list[ListedImage], resolve: Resolve, all: bool, filters: dict[str, list[str]],
+                   digests: bool) -> list[dict[str, Any]]:
+        _check_filters(filters)
+        parents = {entry.parent for entry in entries} - {None}
+        before = self._created(resolve(filters["before"][0]), entries) if filters.get("before") else None
+        since = self._created(resolve(filters["since"][0]), entries) if filters.get("since") else None
+        dangling_wanted = filters["dangling"][0].lower() in ("true", "1") if "dangling" in filters else None
+        patterns = filters.get("reference")
+        labels_wanted = filters.get("label")
+        summaries = []
+        for entry in entries:
+            dangling = not entry.tags and not entry.repo_digests
+            if not all and dangling and entry.image_id in parents:
+                continue  # intermediate image
+            if dangling_wanted is not None and dangling_wanted != dangling:
+                continue
+            if patterns and not any(reference_matches(pattern, reference) for pattern in patterns
+                                    for reference in entry.references if reference.tag or reference.digest):
+                continue
+            if labels_wanted and not all_labels_match(entry.labels, labels_wanted):
+                continue
+            if before is not None and entry.created >= before:
+                continue
+            if since is not None and entry.created <= since:
+                continue
+            summaries.append({
+                "Containers": -1,
+                "Created": int(entry.created),
+                "Id": str(entry.image_id),
+                "Labels": entry.labels or None,
+                "ParentId": entry.parent or "",
+                "RepoDigests": list(entry.repo_digests) if not dangling else (["<none>@<none>"] if digests else []),
+                "RepoTags": list(entry.tags),
+                "SharedSize": -1,
+                "Size": entry.size,
+                "VirtualSize": entry.size,
+            })
+        return summaries
+
+    def _created(self, image_id: Digest, entries: list[ListedImage]) -> float:
+        for entry in entries:
+            if entry.image_id == image_id:
+                return entry.created
+        return seconds_of(self.images.get_config(image_id).created)
+
+
+def _check_filters(filters: dict[str, list[str]]) -> None:
+    for key in filters:
+        if key not in FILTERS:
+            raise errdefs.InvalidArgument(f"invalid filter '{key}'")
