@@ -9,7 +9,8 @@ same: :meth:`lamina.image.store.ImageStore.stamp` (the image set and parent link
 another stamp; a stamp less than a second old is None, and nothing built under it is kept.
 Every change that shows in a listing commits through one of those two (tag, untag, rmi, load,
 pull, import, build, commit, prune; also from another process on the same data root), and an
-image config is immutable, so a kept listing is the listing of the records.  Nothing is
+image config is immutable, so a kept listing is the listing of the records.  An image whose
+config or parent record is damaged is left out, with a warning (``system check`` reports it).  Nothing is
 written to disk: a long-lived ``lamina serve`` answers a repeated ``images`` from memory, an
 in-process command builds it once.
 
@@ -31,10 +32,13 @@ from lamina.image.reference import Reference, parse_normalized_named
 from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
+from lamina.log import get_logger
 from lamina.records import dataclass
 from lamina.services.filters import all_labels_match
 
-__all__ = ["FILTERS", "ImageListing", "ListedImage", "reference_matches"]
+__all__ = ["FILTERS", "ImageListing", "ListedImage", "reference_matches", "summary"]
+
+log = get_logger(__name__)
 
 FILTERS = ("dangling", "reference", "label", "before", "since")
 # answers kept per stamp (one per distinct query: all, digests, filters)
@@ -55,6 +59,7 @@ class ListedImage:
     references: tuple[Reference, ...]
     tags: tuple[str, ...]
     repo_digests: tuple[str, ...]
+    chains: tuple[Digest, ...]  # the chainIDs of its layers, bottom first
     size: int
 
 
@@ -119,7 +124,11 @@ class ImageListing:
                 config = self.images.get_config(image_id, cached=True)
             except errdefs.NotFound:
                 continue  # removed meanwhile
+            except errdefs.DataLoss as exc:
+                log.warning("image %s is not listed: %s (see lamina system check)", image_id, exc)
+                continue
             references = tuple(refs_by_image.get(image_id, ()))
+            chains = tuple(chain_ids(config.diff_ids))
             entries.append(ListedImage(
                 image_id=image_id,
                 parent=parent,
@@ -128,13 +137,14 @@ class ImageListing:
                 references=references,
                 tags=tuple(sorted(r.familiar_string() for r in references if r.tag)),
                 repo_digests=tuple(sorted(r.familiar_string() for r in references if r.digest)),
-                size=self._size(chain_ids(config.diff_ids), sizes),
+                chains=chains,
+                size=self._size(chains, sizes),
             ))
         self._sizes = sizes  # the layers of the images stored now
         entries.sort(key=lambda entry: (int(entry.created), entry.image_id), reverse=True)
         return entries
 
-    def _size(self, chains: list[Digest], sizes: dict[str, int]) -> int:
+    def _size(self, chains: tuple[Digest, ...], sizes: dict[str, int]) -> int:
         total = 0
         for chain in chains:
             size = sizes.get(chain)
@@ -199,18 +209,7 @@ class ImageListing:
                 continue
             if since is not None and entry.created <= since:
                 continue
-            summaries.append({
-                "Containers": -1,
-                "Created": int(entry.created),
-                "Id": str(entry.image_id),
-                "Labels": entry.labels or None,
-                "ParentId": entry.parent or "",
-                "RepoDigests": list(entry.repo_digests) if not dangling else (["<none>@<none>"] if digests else []),
-                "RepoTags": list(entry.tags),
-                "SharedSize": -1,
-                "Size": entry.size,
-                "VirtualSize": entry.size,
-            })
+            summaries.append(summary(entry, digests=digests))
         return summaries
 
     def _created(self, image_id: Digest, entries: list[ListedImage]) -> float:
@@ -218,6 +217,23 @@ class ImageListing:
             if entry.image_id == image_id:
                 return entry.created
         return seconds_of(self.images.get_config(image_id).created)
+
+
+def summary(entry: ListedImage, *, digests: bool = False) -> dict[str, Any]:
+    """Docker's ImageSummary of one image (``digests``: a dangling image shows ``<none>@<none>``)."""
+    dangling = not entry.tags and not entry.repo_digests
+    return {
+        "Containers": -1,
+        "Created": int(entry.created),
+        "Id": str(entry.image_id),
+        "Labels": entry.labels or None,
+        "ParentId": entry.parent or "",
+        "RepoDigests": list(entry.repo_digests) if not dangling else (["<none>@<none>"] if digests else []),
+        "RepoTags": list(entry.tags),
+        "SharedSize": -1,
+        "Size": entry.size,
+        "VirtualSize": entry.size,
+    }
 
 
 def _check_filters(filters: dict[str, list[str]]) -> None:

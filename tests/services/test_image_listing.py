@@ -235,3 +235,17 @@ def test_filters_answer_like_a_fresh_listing_and_bad_ones_are_refused(engine, se
         images.list_images_json(filters={"colour": ["red"]})
     with pytest.raises(errdefs.NotFound):
         images.list_images_json(filters={"before": ["missing:1"]})
+
+
+def test_a_damaged_image_is_left_out_with_a_warning_and_reported_by_check(engine, caplog) -> None:
+    images = engine.services.images
+    busybox = str(images.resolve("busybox"))
+    child = commit(images, busybox, "1", "listed:1")
+    with open(os.path.join(images.images.content_dir, child[len("sha256:"):]), "r+b") as handle:
+        handle.write(b"[")  # same size, other bytes: the config no longer hashes to its id
+    listed = json.loads(images.list_images_json(all=True))
+    assert [image["Id"] for image in listed] == [busybox]
+    assert any("is not listed" in record.getMessage() and child in record.getMessage() for record in caplog.records)
+    assert any(child in problem["Message"] for problem in engine.services.system.check()["Problems"])
+    usage = engine.services.system.disk_usage()
+    assert [image["Id"] for image in usage["Images"]] == [busybox]
