@@ -386,6 +386,10 @@ class ImageStore:
                 problems.append(str(exc))
             except errdefs.LaminaError as exc:
                 problems.append(f"image sha256:{name}: {exc}")
+        imagedb = os.path.dirname(os.path.dirname(self.content_dir))
+        for name in sorted(os.listdir(imagedb)) if os.path.isdir(imagedb) else ():
+            if name.startswith(".tmp-"):
+                problems.append(f"stray temporary file {os.path.join(imagedb, name)} (an interrupted write)")
         try:
             metadata_names = sorted(os.listdir(self.metadata_dir))
         except FileNotFoundError:
@@ -415,7 +419,8 @@ class ImageStore:
         metadata of deleted images.  Returns the removed paths; each is logged at WARNING."""
         removed: list[str] = []
         now = time.time()
-        for directory in (self.content_dir, *self._metadata_dirs()):
+        # the imagedb directory holds lamina's listing index, written through temporary files too
+        for directory in (self.content_dir, os.path.dirname(os.path.dirname(self.content_dir)), *self._metadata_dirs()):
             try:
                 names = os.listdir(directory)
             except FileNotFoundError:

@@ -360,7 +360,7 @@ class BuildServiceImpl:
             key = str(entry.image_id)
             parents[key] = str(entry.parent) if entry.parent else None
             try:
-                if entry.references or not store.is_built_locally(key):
+                if entry.tags or entry.repo_digests or not store.is_built_locally(key):
                     kept.add(key)
                 else:
                     items[key] = store.get_config(key)

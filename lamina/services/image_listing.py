@@ -1,18 +1,23 @@
 """Docker's image list (``GET /images/json``), built once per version of the image store.
 
 :class:`ImageListing` describes every stored image by what a listing shows of it
-(:class:`ListedImage`: id, parent, created, labels, references, size) and keeps that
-description, with the JSON answers built from it, for as long as the store's stamps stay the
-same: :meth:`lamina.image.store.ImageStore.stamp` (the image set and parent links) and
-:meth:`lamina.image.refstore.ReferenceStore.stamp` (``repositories.json``).  Both are read
-*before* the records, so a change made while a listing is built gives the next request
-another stamp; a stamp less than a second old is None, and nothing built under it is kept.
-Every change that shows in a listing commits through one of those two (tag, untag, rmi, load,
-pull, import, build, commit, prune; also from another process on the same data root), and an
-image config is immutable, so a kept listing is the listing of the records.  An image whose
-config or parent record is damaged is left out, with a warning (``system check`` reports it).  Nothing is
-written to disk: a long-lived ``lamina serve`` answers a repeated ``images`` from memory, an
-in-process command builds it once.
+(:class:`lamina.image.listing.ListedImage`: id, parent, created, labels, references, chainIDs,
+size) and keeps that description, with the JSON answers built from it, for as long as the
+store's stamps stay the same: :meth:`lamina.image.store.ImageStore.stamp` (the image set and
+parent links) and :meth:`lamina.image.refstore.ReferenceStore.stamp` (``repositories.json``).
+Both are read *before* the records, so a change made while a listing is built gives the next
+request another stamp; a stamp less than a second old is None, and nothing built under it is
+kept.  Every change that shows in a listing commits through one of those two (tag, untag, rmi,
+load, pull, import, build, commit, prune; also from another process on the same data root),
+and an image config is immutable, so a kept listing is the listing of the records.  An image
+whose config or parent record is damaged is left out, with a warning (``system check``
+reports it).
+
+The description is kept in memory (a long-lived ``lamina serve`` answers a repeated ``images``
+without a system call but three ``stat``) and in the listing index
+(:mod:`lamina.image.listing`, ``imagedb/listing.json``), so that a command in a new process
+reads one file instead of every image's records; :meth:`ImageListing.check` compares a current
+index with the records, for ``system check``.
 
 Layer sizes are remembered by chainID (the chainID fixes a layer's content and so its size);
 a missing layer counts 0 and is looked up again the next time.
@@ -28,15 +33,15 @@ from typing import Any
 from lamina import errdefs
 from lamina.container.state import seconds_of
 from lamina.digest import Digest, chain_ids
+from lamina.image.listing import ListedImage, ListingIndex
 from lamina.image.reference import Reference, parse_normalized_named
 from lamina.image.refstore import ReferenceStore
 from lamina.image.store import ImageStore
 from lamina.layer.store import LayerStore
 from lamina.log import get_logger
-from lamina.records import dataclass
 from lamina.services.filters import all_labels_match
 
-__all__ = ["FILTERS", "ImageListing", "ListedImage", "reference_matches", "summary"]
+__all__ = ["FILTERS", "ImageListing", "reference_matches", "summary"]
 
 log = get_logger(__name__)
 
@@ -45,29 +50,18 @@ FILTERS = ("dangling", "reference", "label", "before", "since")
 _ANSWERS_KEPT = 8
 
 Resolve = Callable[[str], Digest]
-_Stamp = tuple[Any, ...]
+_Stamp = tuple[tuple[int, ...], tuple[int, ...]]
 
 
-@dataclass(frozen=True)
-class ListedImage:
-    """What a listing shows of one image (``tags`` and ``repo_digests`` in familiar form, sorted)."""
-
-    image_id: Digest
-    parent: Digest | None
-    created: float
-    labels: dict[str, str]
-    references: tuple[Reference, ...]
-    tags: tuple[str, ...]
-    repo_digests: tuple[str, ...]
-    chains: tuple[Digest, ...]  # the chainIDs of its layers, bottom first
-    size: int
-
-
-def reference_matches(pattern: str, reference: Reference) -> bool:
-    """Docker's reference filter: glob on the familiar name, or on name:tag when the pattern has a tag."""
-    if fnmatch.fnmatchcase(reference.familiar_name, pattern):
-        return True
-    return fnmatch.fnmatchcase(reference.familiar_string(), pattern)
+def reference_matches(pattern: str, reference: str) -> bool:
+    """Docker's reference filter: glob on the familiar name of a reference (familiar form:
+    ``name:tag`` or ``name@digest``), or on the whole when the pattern has a tag."""
+    if "@" in reference:
+        name = reference.split("@", 1)[0]
+    else:
+        colon = reference.rfind(":")
+        name = reference[:colon] if colon > reference.rfind("/") else reference
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(reference, pattern)
 
 
 class ImageListing:
@@ -75,6 +69,7 @@ class ImageListing:
         self.images = images
         self.references = references
         self.layers = layers
+        self.index = ListingIndex(images.root)
         self._parsed: dict[str, Reference] = {}  # repositories.json keys, parsed once
         self._sizes: dict[str, int] = {}  # chainID -> size of the layers found
         self._listed: tuple[_Stamp, list[ListedImage]] | None = None
@@ -104,15 +99,54 @@ class ImageListing:
         return None if images is None or references is None else (images, references)
 
     def listed(self) -> tuple[_Stamp | None, list[ListedImage]]:
-        """(the stamp they were built under or None, every image), newest first."""
+        """(the stamp they were built under or None, every image), newest first: from memory,
+        else from the index, else from the records (then written to the index)."""
         stamp = self._stamp()
-        if stamp is not None and self._listed is not None and self._listed[0] == stamp:
+        if stamp is None:
+            return None, self._build()
+        if self._listed is not None and self._listed[0] == stamp:
             return self._listed
-        entries = self._build()
-        if stamp is not None:
-            self._listed = (stamp, entries)
-            self._answers = {}
-        return stamp, entries
+        entries, damage = self.index.load(stamp)
+        if damage:
+            log.warning("the image listing index %s %s; rebuilding it", self.index.path, damage)
+        if entries is None:
+            entries = self._build()
+            try:
+                self.index.write(stamp, entries)
+            except errdefs.LaminaError as exc:
+                log.warning("%s", exc)  # the next listing reads the records again
+        self._listed = (stamp, entries)
+        self._answers = {}
+        return self._listed
+
+    def check(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
+        """(problems, repairs) of the listing index: damaged, or current (its stamp is the
+        stores') but describing the images otherwise than their records do; ``repair``
+        rewrites it from the records.  An index of an older stamp is not a problem: the next
+        listing rewrites it."""
+        stamp = self._stamp()
+        problems: list[str] = []
+        if stamp is None:
+            return problems, []  # changed less than a second ago: nothing is trusted yet
+        entries, damage = self.index.load(stamp)
+        if damage:
+            problems.append(f"the image listing index {self.index.path} {damage}")
+        elif entries is not None:
+            records = {entry.image_id: entry for entry in self.from_records()}
+            indexed = {entry.image_id: entry for entry in entries}
+            for image_id in sorted(records.keys() | indexed.keys()):
+                if records.get(image_id) != indexed.get(image_id):
+                    problems.append(f"the image listing index {self.index.path} describes {image_id} "
+                                    "otherwise than its records")
+        if not problems or not repair:
+            return problems, []
+        self._listed = None
+        self.index.write(stamp, self.from_records())
+        return problems, [f"rewrote the image listing index {self.index.path}"]
+
+    def from_records(self) -> list[ListedImage]:
+        """Every image, newest first, read from the records (no index, nothing kept)."""
+        return self._build()
 
     def _build(self) -> list[ListedImage]:
         refs_by_image = self.references_by_image()
@@ -127,14 +161,13 @@ class ImageListing:
             except errdefs.DataLoss as exc:
                 log.warning("image %s is not listed: %s (see lamina system check)", image_id, exc)
                 continue
-            references = tuple(refs_by_image.get(image_id, ()))
-            chains = tuple(chain_ids(config.diff_ids))
+            references = refs_by_image.get(image_id, ())
+            chains = tuple(str(chain) for chain in chain_ids(config.diff_ids))
             entries.append(ListedImage(
-                image_id=image_id,
-                parent=parent,
+                image_id=str(image_id),
+                parent=str(parent) if parent else None,
                 created=seconds_of(config.created),
                 labels=(config.config or {}).get("Labels") or {},
-                references=references,
                 tags=tuple(sorted(r.familiar_string() for r in references if r.tag)),
                 repo_digests=tuple(sorted(r.familiar_string() for r in references if r.digest)),
                 chains=chains,
@@ -144,7 +177,7 @@ class ImageListing:
         entries.sort(key=lambda entry: (int(entry.created), entry.image_id), reverse=True)
         return entries
 
-    def _size(self, chains: tuple[Digest, ...], sizes: dict[str, int]) -> int:
+    def _size(self, chains: tuple[str, ...], sizes: dict[str, int]) -> int:
         total = 0
         for chain in chains:
             size = sizes.get(chain)
@@ -201,7 +234,7 @@ class ImageListing:
             if dangling_wanted is not None and dangling_wanted != dangling:
                 continue
             if patterns and not any(reference_matches(pattern, reference) for pattern in patterns
-                                    for reference in entry.references if reference.tag or reference.digest):
+                                    for reference in (*entry.tags, *entry.repo_digests)):
                 continue
             if labels_wanted and not all_labels_match(entry.labels, labels_wanted):
                 continue
@@ -212,7 +245,7 @@ class ImageListing:
             summaries.append(summary(entry, digests=digests))
         return summaries
 
-    def _created(self, image_id: Digest, entries: list[ListedImage]) -> float:
+    def _created(self, image_id: str, entries: list[ListedImage]) -> float:
         for entry in entries:
             if entry.image_id == image_id:
                 return entry.created

@@ -323,6 +323,7 @@ class SystemServiceImpl:
             layer_problems, layer_repairs = service.layers.check(service.referenced_layers(), repair=repair)
             problems.extend(layer_problems)
             repaired.extend(layer_repairs)
+            self._check_image_listing(problems, repaired, repair)
         finally:
             lock.release()
         if self.containers is not None:
@@ -341,6 +342,14 @@ class SystemServiceImpl:
             remaining = self.check(repair=False)["Problems"]
             return {"Problems": remaining, "Repaired": repaired}
         return {"Problems": problems, "Repaired": repaired}
+
+
+    def _check_image_listing(self, problems: list[dict[str, str]], repaired: list[str], repair: bool) -> None:
+        """The image listing index against the records (:meth:`ImageListing.check`)."""
+        index_problems, index_repairs = self.image_service.listing.check(repair=repair)
+        problems.extend({"Kind": "image", "Object": "imagedb/listing.json", "Message": message}
+                        for message in index_problems)
+        repaired.extend(index_repairs)
 
 
 def _now() -> str:

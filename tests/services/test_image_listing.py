@@ -43,9 +43,22 @@ def settle(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     return wait
 
 
+def new_listing(images: Any) -> ImageListing:
+    """The listing of a new process on the same stores (nothing in memory; it reads the index)."""
+    return ImageListing(images=images.images, references=images.references, layers=images.layers)
+
+
 def fresh_answers(images: Any) -> list[bytes]:
     """What a listing built from the records alone answers to every query."""
-    listing = ImageListing(images=images.images, references=images.references, layers=images.layers)
+    listing = new_listing(images)
+    entries = listing.from_records()
+    return [json.dumps(listing._summaries(entries, images.resolve, query.get("all", False), query.get("filters", {}),
+                                          query.get("digests", False)),
+                       ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for query in QUERIES]
+
+
+def new_process_answers(images: Any) -> list[bytes]:
+    listing = new_listing(images)
     return [listing.encoded(resolve=images.resolve, **query) for query in QUERIES]
 
 
@@ -170,9 +183,11 @@ def test_every_change_shows_in_the_next_list(engine, settle, change) -> None:
     settle()
     before = answers(images)
     assert answers(images) == before and images.list_images_json() is images.list_images_json()
+    assert new_process_answers(images) == before  # from the index written under the same stamp
     change(images, state)
     assert answers(images) == fresh_answers(images)
     settle()
+    assert new_process_answers(images) == fresh_answers(images)  # the index of the old stamp is not used
     after = answers(images)
     assert after == fresh_answers(images)
     assert after != before
@@ -249,3 +264,76 @@ def test_a_damaged_image_is_left_out_with_a_warning_and_reported_by_check(engine
     assert any(child in problem["Message"] for problem in engine.services.system.check()["Problems"])
     usage = engine.services.system.disk_usage()
     assert [image["Id"] for image in usage["Images"]] == [busybox]
+
+
+def test_a_new_process_reads_the_index_instead_of_the_records(engine, settle, monkeypatch) -> None:
+    images = engine.services.images
+    busybox = str(images.resolve("busybox"))
+    commit(images, busybox, "1", "listed:1")
+    settle()
+    expected = images.list_images_json(all=True)
+    assert os.path.exists(images.listing.index.path)
+
+    def unread(*arguments: Any, **options: Any) -> Any:
+        raise AssertionError("the records were read")
+    for name in ("ids", "get_config", "get_parent"):
+        monkeypatch.setattr(images.images, name, unread)
+    monkeypatch.setattr(images.references, "all", unread)
+    assert new_listing(images).encoded(resolve=images.resolve, all=True) == expected
+
+
+def test_a_damaged_index_is_rebuilt_and_reported_by_check(engine, settle, caplog) -> None:
+    images = engine.services.images
+    busybox = str(images.resolve("busybox"))
+    commit(images, busybox, "1", "listed:1")
+    settle()
+    expected = images.list_images_json(all=True)
+    system = engine.services.system
+    assert system.check() == {"Problems": [], "Repaired": []}
+    path = images.listing.index.path
+    with open(path, "wb") as handle:
+        handle.write(b"\x00 not json")
+    problems = system.check()["Problems"]
+    assert [(problem["Kind"], problem["Object"]) for problem in problems] == [("image", "imagedb/listing.json")]
+    assert "is damaged" in problems[0]["Message"]
+    assert new_listing(images).encoded(resolve=images.resolve, all=True) == expected
+    assert any("rebuilding it" in record.getMessage() for record in caplog.records)
+    assert system.check() == {"Problems": [], "Repaired": []}, "the listing rewrote it"
+
+
+def test_check_finds_an_index_that_describes_images_otherwise_and_repair_rewrites_it(engine, settle) -> None:
+    images = engine.services.images
+    busybox = str(images.resolve("busybox"))
+    child = commit(images, busybox, "1", "listed:1")
+    settle()
+    images.list_images_json()
+    path = images.listing.index.path
+    with open(path, "rb") as handle:
+        document = json.load(handle)
+    for entry in document["Images"]:
+        if entry["Id"] == child:
+            entry["RepoTags"] = ["forged:1"]
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+    system = engine.services.system
+    problems = system.check()["Problems"]
+    assert [problem["Message"] for problem in problems] == [
+        f"the image listing index {path} describes {child} otherwise than its records"]
+    answer = system.check(repair=True)
+    assert answer == {"Problems": [], "Repaired": [f"rewrote the image listing index {path}"]}
+    tags = {image["Id"]: image["RepoTags"] for image in json.loads(new_process_answers(images)[1])}
+    assert tags[child] == ["listed:1"]
+
+
+def test_an_index_entry_of_the_wrong_shape_is_damage(engine, settle) -> None:
+    images = engine.services.images
+    settle()
+    images.list_images_json()
+    path = images.listing.index.path
+    with open(path, "rb") as handle:
+        document = json.load(handle)
+    document["Images"][0]["Size"] = "big"
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+    assert "is damaged" in engine.services.system.check()["Problems"][0]["Message"]
+    assert json.loads(new_process_answers(images)[0])[0]["RepoTags"] == ["busybox:latest"]
