@@ -46,7 +46,7 @@ __all__ = ["FILTERS", "ImageListing", "reference_matches", "summary"]
 log = get_logger(__name__)
 
 FILTERS = ("dangling", "reference", "label", "before", "since")
-# answers kept per stamp (one per distinct query: all, digests, filters)
+# answers kept (one per stamp and distinct query: all, digests, filters)
 _ANSWERS_KEPT = 8
 
 Resolve = Callable[[str], Digest]
@@ -73,7 +73,7 @@ class ImageListing:
         self._parsed: dict[str, Reference] = {}  # repositories.json keys, parsed once
         self._sizes: dict[str, int] = {}  # chainID -> size of the layers found
         self._listed: tuple[_Stamp, list[ListedImage]] | None = None
-        self._answers: dict[tuple[Any, ...], bytes] = {}  # (query) -> JSON, under self._listed's stamp
+        self._answers: dict[tuple[Any, ...], bytes] = {}  # (stamp, query) -> JSON
 
     # -- the description of every image -------------------------------------------------------
 
@@ -206,15 +206,17 @@ class ImageListing:
         filters = filters or {}
         _check_filters(filters)
         stamp, entries = self.listed()
-        query = (all, digests, tuple(sorted((key, tuple(values)) for key, values in filters.items())))
+        # the stamp is part of the key: a server's threads may build answers of two stamps at once
+        query = (stamp, all, digests, tuple(sorted((key, tuple(values)) for key, values in filters.items())))
         answer = self._answers.get(query) if stamp is not None else None
         if answer is None:
             answer = json.dumps(self._summaries(entries, resolve, all, filters, digests),
                                 ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-            if stamp is not None and self._listed is not None and self._listed[0] == stamp:
-                if len(self._answers) >= _ANSWERS_KEPT:
-                    self._answers.pop(next(iter(self._answers)))
-                self._answers[query] = answer
+            if stamp is not None:
+                answers = self._answers
+                if len(answers) >= _ANSWERS_KEPT:
+                    answers.clear()
+                answers[query] = answer
         return answer
 
     def _summaries(self, entries: list[ListedImage], resolve: Resolve, all: bool, filters: dict[str, list[str]],
