@@ -343,7 +343,6 @@ class SystemServiceImpl:
             return {"Problems": remaining, "Repaired": repaired}
         return {"Problems": problems, "Repaired": repaired}
 
-
     def _check_image_listing(self, problems: list[dict[str, str]], repaired: list[str], repair: bool) -> None:
         """The image listing index against the records (:meth:`ImageListing.check`)."""
         index_problems, index_repairs = self.image_service.listing.check(repair=repair)
