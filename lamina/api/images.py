@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import errdefs
 from lamina.api import params
-from lamina.api.http import Response
-from lamina.api.streams import byte_stream, empty_response, json_response, progress_stream
+from lamina.api.http import Headers, Response
+from lamina.api.streams import JSON, byte_stream, empty_response, json_response, progress_stream
 
 if TYPE_CHECKING:
     from lamina.api.call import Call
@@ -42,14 +42,14 @@ def _body(call: "Call") -> BinaryIO:
 
 def list_images(call: "Call") -> Response:
     request = call.request
-    images = call.services.images.list_images(
+    # newest first, as dockerd answers (the order is part of what clients show); the body
+    # comes encoded: a long-lived server keeps it while the image store does not change
+    body = call.services.images.list_images_json(
         all=params.boolean(request, "all"),
         filters=params.filters(request, LIST_FILTERS),
         digests=params.boolean(request, "digests"),
     )
-    # dockerd answers newest first; the order is part of what clients show.
-    images = sorted(images, key=lambda image: image.get("Created") or 0, reverse=True)
-    return json_response(images)
+    return Response(200, Headers({"Content-Type": JSON}), body)
 
 
 def inspect_image(call: "Call") -> Response:

@@ -52,10 +52,8 @@ def since(timestamp: float, now: float | None = None) -> str:
 
 def go_time(timestamp: float) -> str:
     """Go's ``time.Time.String()`` in local time: ``2023-05-19 20:19:23 +0000 UTC``."""
-    from datetime import datetime  # ~1 ms: only when a time is shown
-
-    moment = datetime.fromtimestamp(timestamp).astimezone()
-    return moment.strftime("%Y-%m-%d %H:%M:%S %z ") + (moment.tzname() or "")
+    moment = time.localtime(timestamp)  # a listing calls this per row: no datetime objects
+    return time.strftime("%Y-%m-%d %H:%M:%S %z ", moment) + (moment.tm_zone or "")
 
 
 def rfc3339(timestamp: float) -> str:

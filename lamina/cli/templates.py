@@ -336,10 +336,26 @@ class Template:
     def __init__(self, text: str) -> None:
         self.text = text
         self._nodes = _parse(text)
+        self._fields = _plain_fields(self._nodes)
 
     def render(self, data: Any) -> str:
+        if self._fields is not None and type(data) in (Record, _HeaderRow):
+            return self._render_fields(self._fields, data)
         out: list[str] = []
         self._run(self._nodes, data, data, out)
+        return "".join(out)
+
+    def _render_fields(self, parts: tuple[tuple[bool, str], ...], row: dict[str, Any]) -> str:
+        """What :meth:`_run` gives for a template of text and ``{{.Field}}`` actions only (a
+        listing's table: every row goes through here), without walking the nodes."""
+        out = []
+        for is_field, text in parts:
+            if not is_field:
+                out.append(text)
+            elif text in row:
+                out.append(go_value(row[text]))
+            else:
+                out.append(go_value(self._field(row, text)))  # a header's default, or the error
         return "".join(out)
 
     def _run(self, nodes: list[_Node], dot: Any, root: Any, out: list[str]) -> None:
@@ -421,6 +437,24 @@ class Template:
     @staticmethod
     def _describe(operand: _Operand) -> str:
         return str(operand.value)
+
+
+def _plain_fields(nodes: list[_Node]) -> tuple[tuple[bool, str], ...] | None:
+    """(is a field, text or field name) of each node when the template is only text and
+    ``{{.Field}}`` actions (as listings' tables are); None otherwise."""
+    parts = []
+    for node in nodes:
+        if node.kind == "text":
+            parts.append((False, node.value))
+            continue
+        if node.kind != "print" or len(node.value) != 1 or len(node.value[0]) != 1:
+            return None
+        operand = node.value[0][0]
+        path = operand.value if operand.kind == "field" else ""
+        if not path.startswith(".") or path.count(".") != 1 or len(path) < 2:
+            return None
+        parts.append((True, path[1:]))
+    return tuple(parts)
 
 
 # -- docker's --format conventions ---------------------------------------------------------

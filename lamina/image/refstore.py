@@ -15,13 +15,17 @@ Concurrency and commit point: every change is a read-modify-write of the whole f
 exclusive :class:`lamina.fsutil.FileLock` on ``<path>.lock``; the new content is published by
 the rename inside :func:`lamina.fsutil.atomic_write` (the commit point).  Readers take no lock:
 they see the file before or after a rename, never a mix.  Parsed content is cached per
-(inode, size, mtime), and every rename makes a new inode.
+(device, inode, size, mtime, ctime) of the file, only once the file is a second old: a rename
+makes a new inode, but a later one may reuse it within one timestamp tick (the "racily clean"
+case of git's index).  :meth:`ReferenceStore.stamp` is that key, for listings built from the
+references.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -35,10 +39,21 @@ from lamina.image.reference import (
     with_default_tag,
 )
 
-__all__ = ["ReferenceStore"]
+__all__ = ["ReferenceStore", "Stamp"]
 
 _Result = TypeVar("_Result")
 _Repositories = dict[str, dict[str, str]]
+Stamp = tuple[int, int, int, int, int]
+# a file changed more recently than this is not cached (see the module docstring)
+_SETTLED_NANOSECONDS = 1_000_000_000
+_MISSING: Stamp = (0, 0, 0, 0, 0)
+
+
+def _settled_key(stat: os.stat_result) -> Stamp | None:
+    """The cache key of the file ``stat`` describes, or None while it is less than a second old."""
+    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) <= _SETTLED_NANOSECONDS:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def _storage_reference(reference: Reference) -> Reference:
@@ -62,18 +77,28 @@ class ReferenceStore:
     def __init__(self, path: str) -> None:
         self.path = os.fspath(path)
         self.lock_path = self.path + ".lock"
-        self._cache_key: tuple[int, int, int, int] | None = None
+        self._cache_key: Stamp | None = None
         self._cache: _Repositories = {}
+        self._all: dict[str, Digest] | None = None  # all() of the cached content
 
     # ---- file access
+
+    def stamp(self) -> Stamp | None:
+        """The key of the file's current version (a missing file has one too), or None while
+        it changed less than a second ago: while it stays the same, so do the references."""
+        try:
+            return _settled_key(os.stat(self.path))
+        except FileNotFoundError:
+            return _MISSING
+        except OSError as exc:
+            raise fsutil.system_error(f"reading {self.path}", exc) from exc
 
     def _load(self) -> _Repositories:
         """The current content (no lock; the file is replaced atomically)."""
         try:
             with open(self.path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-                if key == self._cache_key:
+                key = _settled_key(os.fstat(handle.fileno()))
+                if key is not None and key == self._cache_key:
                     return self._cache
                 data = handle.read()
         except FileNotFoundError:
@@ -81,7 +106,7 @@ class ReferenceStore:
         except OSError as exc:
             raise fsutil.system_error(f"reading {self.path}", exc) from exc
         repositories = self._parse(data)
-        self._cache_key, self._cache = key, repositories
+        self._cache_key, self._cache, self._all = key, repositories, None
         return repositories
 
     def _parse(self, data: bytes) -> _Repositories:
@@ -252,8 +277,11 @@ class ReferenceStore:
 
     def all(self) -> dict[str, Digest]:
         """Full reference string -> image id, for every reference."""
+        repositories = self._load()
+        if self._all is not None and repositories is self._cache:
+            return dict(self._all)
         result: dict[str, Digest] = {}
-        for entries in self._load().values():
+        for entries in repositories.values():
             for key, value in entries.items():
                 parsed = self._parse_key(key)
                 if parsed is None:
@@ -262,6 +290,8 @@ class ReferenceStore:
                     result[parsed.string()] = Digest(value)
                 except errdefs.InvalidArgument:
                     continue
+        if repositories is self._cache and self._cache_key is not None:
+            self._all = dict(result)
         return result
 
     def check(self) -> list[str]:

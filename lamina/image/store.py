@@ -28,6 +28,13 @@ not changed since it was read and hashed: a config or parent record is kept with
 file (inode, size, times), and used again only while a ``stat`` gives the same key and the file
 was already a second old when it was read (a rewrite within one timestamp tick would keep the
 key: the "racily clean" case of git's index).  Inspect, save and check read and re-hash.
+
+The listing stamp (:meth:`ImageStore.stamp`): the inode and times of ``imagedb/content/sha256``
+change with every image stored or deleted (a name renamed into it or unlinked), and a parent
+record's change (``set_parent``, the parent links a delete drops) touches them too, before and
+after it (``utime``).  A listing built while the stamp stayed the same describes the store
+(configs are immutable), so a long-lived process may answer from it while the stamp is
+unchanged; like the records above, a stamp less than a second old is not trusted (None).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from lamina.image.config import ImageConfig
 from lamina.image.rfc3339 import format_time, parse_time
 from lamina.log import get_logger
 
-__all__ = ["ImageStore"]
+__all__ = ["ImageStore", "Stamp"]
 
 log = get_logger(__name__)
 
@@ -53,6 +60,7 @@ _METADATA_KEYS = ("parent", "lastUpdated", "builtLocally")
 _SETTLED_NANOSECONDS = 1_000_000_000
 
 _FileKey = tuple[int, int, int, int]
+Stamp = tuple[int, int, int, int]
 
 
 def _file_key(path: str) -> tuple[_FileKey, bool] | None:
@@ -98,6 +106,26 @@ class ImageStore:
     def _metadata_path(self, image_id: Digest, key: str | None = None) -> str:
         directory = os.path.join(self.metadata_dir, image_id.hex)
         return directory if key is None else os.path.join(directory, key)
+
+    # ---- the listing stamp
+
+    def stamp(self) -> Stamp | None:
+        """(device, inode, mtime, ctime) of the content directory, or None while it changed
+        less than a second ago (see the module docstring)."""
+        try:
+            stat = os.stat(self.content_dir)
+        except FileNotFoundError:
+            return None
+        if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) <= _SETTLED_NANOSECONDS:
+            return None
+        return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
+
+    def _touch(self) -> None:
+        """Change the stamp: a parent record is about to change, or just did."""
+        try:
+            os.utime(self.content_dir)
+        except OSError as exc:
+            raise fsutil.system_error(f"touching {self.content_dir}", exc) from exc
 
     # ---- content
 
@@ -189,8 +217,11 @@ class ImageStore:
             raise errdefs.NotFound(f"No such image: {digest}") from None
         except OSError as exc:
             raise fsutil.system_error(f"deleting image {digest}", exc) from exc
-        for child in children:
-            self._remove_quietly(self._metadata_path(child, "parent"))
+        if children:
+            for child in children:
+                self._remove_quietly(self._metadata_path(child, "parent"))
+                self._parents.pop(child, None)
+            self._touch()
         fsutil.remove_tree(self._metadata_path(digest))
 
     def ids(self) -> list[Digest]:
@@ -257,7 +288,11 @@ class ImageStore:
             raise errdefs.NotFound(f"unknown parent image ID {parent}")
         if digest == parent:
             raise errdefs.InvalidArgument(f"image {digest} cannot be its own parent")
-        self._set_metadata(digest, "parent", str(parent).encode())
+        self._touch()
+        try:
+            self._set_metadata(digest, "parent", str(parent).encode())
+        finally:
+            self._touch()
 
     def get_parent(self, image_id: str) -> Digest | None:
         """The parent recorded by commit/build, or None (from memory while its record did not
@@ -351,6 +386,10 @@ class ImageStore:
                 problems.append(str(exc))
             except errdefs.LaminaError as exc:
                 problems.append(f"image sha256:{name}: {exc}")
+        imagedb = os.path.dirname(os.path.dirname(self.content_dir))
+        for name in sorted(os.listdir(imagedb)) if os.path.isdir(imagedb) else ():
+            if name.startswith(".tmp-"):
+                problems.append(f"stray temporary file {os.path.join(imagedb, name)} (an interrupted write)")
         try:
             metadata_names = sorted(os.listdir(self.metadata_dir))
         except FileNotFoundError:
@@ -380,7 +419,8 @@ class ImageStore:
         metadata of deleted images.  Returns the removed paths; each is logged at WARNING."""
         removed: list[str] = []
         now = time.time()
-        for directory in (self.content_dir, *self._metadata_dirs()):
+        # the imagedb directory holds lamina's listing index, written through temporary files too
+        for directory in (self.content_dir, os.path.dirname(os.path.dirname(self.content_dir)), *self._metadata_dirs()):
             try:
                 names = os.listdir(directory)
             except FileNotFoundError:

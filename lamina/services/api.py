@@ -52,6 +52,10 @@ class ImageService(Protocol):
         """Docker's ImageSummary list: Id, ParentId, RepoTags, RepoDigests, Created (unix),
         Size, SharedSize, VirtualSize, Labels, Containers."""
 
+    def list_images_json(self, *, all: bool = False, filters: dict[str, list[str]] | None = None,
+                         digests: bool = False) -> bytes:
+        """:meth:`list_images` newest first, encoded as the JSON body of ``GET /images/json``."""
+
     def inspect_image(self, name: str) -> dict[str, Any]:
         """Docker's ImageInspect: Id, RepoTags, RepoDigests, Parent, Comment, Created (RFC 3339),
         Container, ContainerConfig, DockerVersion, Author, Config, Architecture, Os, Size,

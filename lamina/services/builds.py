@@ -352,16 +352,15 @@ class BuildServiceImpl:
     def _cache_items(self) -> tuple[dict[str, ImageConfig], dict[str, str | None], set[str]]:
         """(configs of build cache images, parent of every image, images kept outside the cache)."""
         store = self.images.images
-        tagged = {str(image_id) for image_id in self.images.references.all().values()}
         parents: dict[str, str | None] = {}
         items: dict[str, ImageConfig] = {}
         kept: set[str] = set()
-        for image_id in store.ids():
-            key = str(image_id)
+        # the image listing's ids, parents and references (kept while the image store is unchanged)
+        for entry in self.images.listing.listed()[1]:
+            key = str(entry.image_id)
+            parents[key] = str(entry.parent) if entry.parent else None
             try:
-                parent = store.get_parent(key)
-                parents[key] = str(parent) if parent else None
-                if key in tagged or not store.is_built_locally(key):
+                if entry.tags or entry.repo_digests or not store.is_built_locally(key):
                     kept.add(key)
                 else:
                     items[key] = store.get_config(key)

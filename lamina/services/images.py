@@ -19,7 +19,6 @@ then ``prune`` (no actor, ``reclaimed``) after a prune.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import json
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -49,6 +48,7 @@ from lamina.layer.store import LayerStore
 from lamina.records import replace
 from lamina.container.state import seconds_of
 from lamina.services.filters import all_labels_match, until_seconds
+from lamina.services.image_listing import ImageListing
 
 if TYPE_CHECKING:
     from lamina.distribution.save import SaveItem
@@ -76,7 +76,7 @@ class ImageServiceImpl:
         self.freed_bytes = 0
         self.mounts = mounts
         self.container_usage: ContainerUsage = container_usage or (lambda image_id: [])
-        self._parsed_references: dict[str, Reference] = {}  # repositories.json keys, parsed once
+        self.listing = ImageListing(images=images, references=references, layers=layers)
 
     def _event(self, action: str, image_id: Digest | str, name: str = "") -> None:
         """An image event; the image's labels are attributes while it still exists."""
@@ -364,80 +364,15 @@ class ImageServiceImpl:
     # -- listing and inspecting ------------------------------------------------------------
 
     def _references_by_image(self) -> dict[str, list[Reference]]:
-        out: dict[str, list[Reference]] = {}
-        parsed = self._parsed_references
-        for text, image_id in self.references.all().items():
-            reference = parsed.get(text)
-            if reference is None:
-                try:
-                    reference = parsed[text] = parse_normalized_named(text)
-                except errdefs.InvalidArgument:
-                    continue
-            out.setdefault(image_id, []).append(reference)
-        return out
+        return self.listing.references_by_image()
 
     def list_images(self, *, all: bool = False, filters: dict[str, list[str]] | None = None,
                     digests: bool = False) -> list[dict[str, Any]]:
-        filters = filters or {}
-        for key in filters:
-            if key not in ("dangling", "reference", "label", "before", "since"):
-                raise errdefs.InvalidArgument(f"invalid filter '{key}'")
-        refs_by_image = self._references_by_image()
-        ids = self.images.ids()
-        parent_of = {}
-        for image_id in ids:
-            try:
-                parent_of[image_id] = self.images.get_parent(image_id)
-            except errdefs.NotFound:
-                continue  # removed meanwhile
-        parents = set(parent_of.values()) - {None}
-        before = self.resolve(filters["before"][0]) if filters.get("before") else None
-        since = self.resolve(filters["since"][0]) if filters.get("since") else None
-        sizes: dict[str, int] = {}
-        summaries = []
-        for image_id in ids:
-            if image_id not in parent_of:
-                continue
-            try:
-                config = self.images.get_config(image_id, cached=True)
-            except errdefs.NotFound:
-                continue  # removed meanwhile
-            refs = refs_by_image.get(image_id, [])
-            tags = sorted(r.familiar_string() for r in refs if r.tag)
-            repo_digests = sorted(r.familiar_string() for r in refs if r.digest)
-            dangling = not tags and not repo_digests
-            if not all and dangling and image_id in parents:
-                continue  # intermediate image
-            if "dangling" in filters:
-                want = filters["dangling"][0].lower() in ("true", "1")
-                if want != dangling:
-                    continue
-            if filters.get("reference"):
-                if not any(_reference_matches(p, r) for p in filters["reference"] for r in refs if r.tag or r.digest):
-                    continue
-            labels = (config.config or {}).get("Labels") or {}
-            if filters.get("label") and not all_labels_match(labels, filters["label"]):
-                continue
-            created = seconds_of(config.created)
-            if before is not None and created >= seconds_of(self.images.get_config(before).created):
-                continue
-            if since is not None and created <= seconds_of(self.images.get_config(since).created):
-                continue
-            size = self._image_size(config, sizes)
-            summaries.append({
-                "Containers": -1,
-                "Created": int(created),
-                "Id": str(image_id),
-                "Labels": labels or None,
-                "ParentId": parent_of[image_id] or "",
-                "RepoDigests": repo_digests if not dangling else ([] if tags else ["<none>@<none>"] if digests else []),
-                "RepoTags": tags,
-                "SharedSize": -1,
-                "Size": size,
-                "VirtualSize": size,
-            })
-        summaries.sort(key=lambda s: (s["Created"], s["Id"]), reverse=True)
-        return summaries
+        return self.listing.summaries(resolve=self.resolve, all=all, filters=filters, digests=digests)
+
+    def list_images_json(self, *, all: bool = False, filters: dict[str, list[str]] | None = None,
+                         digests: bool = False) -> bytes:
+        return self.listing.encoded(resolve=self.resolve, all=all, filters=filters, digests=digests)
 
     def inspect_image(self, name: str) -> dict[str, Any]:
         image_id = self.resolve(name)
@@ -667,14 +602,6 @@ class ImageServiceImpl:
         reclaimed = self.freed_bytes - freed_before
         self.events.emit(IMAGE, "prune", "", {"reclaimed": str(reclaimed)})
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
-
-
-def _reference_matches(pattern: str, ref: Reference) -> bool:
-    """Docker's reference filter: glob on the familiar name, or on name:tag when the pattern has a tag."""
-    familiar = ref.familiar_string()
-    if fnmatch.fnmatchcase(ref.familiar_name, pattern):
-        return True
-    return fnmatch.fnmatchcase(familiar, pattern)
 
 
 def new_tag(repository: str, tag: str, *, digest_error: str) -> Reference | None:

@@ -27,6 +27,7 @@ from lamina.digest import chain_ids
 from lamina.graphdriver.api import GraphDriver
 from lamina.image.reference import parse_normalized_named
 from lamina.runtime.registry import DEFAULT_RUNTIME, RUNTIMES
+from lamina.services.image_listing import summary as image_summary
 from lamina.services.images import ImageServiceImpl
 
 if TYPE_CHECKING:
@@ -235,17 +236,11 @@ class SystemServiceImpl:
         service = self.image_service
         layers = {layer.chain_id: layer for layer in service.layers.layers()}
         users: dict[str, int] = {}
-        image_chains: dict[str, list[str]] = {}
-        for image_id in service.images.ids():
-            try:
-                config = service.images.get_config(image_id, cached=True)
-            except errdefs.LaminaError:
-                continue
-            chains = [str(c) for c in chain_ids(config.diff_ids)]
-            image_chains[image_id] = chains
-            for chain in chains:
+        # the image listing (kept while the image store is unchanged), by image id
+        listed = sorted(service.listing.listed()[1], key=lambda entry: entry.image_id)
+        for entry in listed:
+            for chain in entry.chains:
                 users[chain] = users.get(chain, 0) + 1
-        summaries = {s["Id"]: s for s in service.list_images(all=True)}
         containers = self._containers(size=True)
         users_of_image: dict[str, int] = {}
         for container in containers:
@@ -253,12 +248,11 @@ class SystemServiceImpl:
             users_of_image[image_id] = users_of_image.get(image_id, 0) + 1
         images = []
         layer_sizes = {str(chain): layer.size for chain, layer in layers.items()}
-        for image_id, chains in image_chains.items():
-            size = sum(layer_sizes.get(c, 0) for c in chains)
-            shared = sum(layer_sizes.get(c, 0) for c in chains if users.get(c, 0) > 1)
-            summary = summaries.get(image_id, {})
-            images.append({**summary, "Id": str(image_id), "Size": size, "SharedSize": shared,
-                           "VirtualSize": size, "Containers": users_of_image.get(str(image_id), 0)})
+        for entry in listed:
+            size = sum(layer_sizes.get(c, 0) for c in entry.chains)
+            shared = sum(layer_sizes.get(c, 0) for c in entry.chains if users.get(c, 0) > 1)
+            images.append({**image_summary(entry), "Size": size, "SharedSize": shared,
+                           "VirtualSize": size, "Containers": users_of_image.get(str(entry.image_id), 0)})
         build_cache = self.builds.cache_usage() if self.builds is not None else []
         from lamina.graphdriver.remapcopy import copies_size
 
@@ -329,6 +323,7 @@ class SystemServiceImpl:
             layer_problems, layer_repairs = service.layers.check(service.referenced_layers(), repair=repair)
             problems.extend(layer_problems)
             repaired.extend(layer_repairs)
+            self._check_image_listing(problems, repaired, repair)
         finally:
             lock.release()
         if self.containers is not None:
@@ -347,6 +342,13 @@ class SystemServiceImpl:
             remaining = self.check(repair=False)["Problems"]
             return {"Problems": remaining, "Repaired": repaired}
         return {"Problems": problems, "Repaired": repaired}
+
+    def _check_image_listing(self, problems: list[dict[str, str]], repaired: list[str], repair: bool) -> None:
+        """The image listing index against the records (:meth:`ImageListing.check`)."""
+        index_problems, index_repairs = self.image_service.listing.check(repair=repair)
+        problems.extend({"Kind": "image", "Object": "imagedb/listing.json", "Message": message}
+                        for message in index_problems)
+        repaired.extend(index_repairs)
 
 
 def _now() -> str:

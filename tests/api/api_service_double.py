@@ -10,6 +10,7 @@ before any progress (InvalidArgument), ``b"fail-late"`` fails after the first me
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -116,8 +117,14 @@ class DoubleImages:
                 "Created": record["Created"], "Size": record["Size"], "SharedSize": -1,
                 "VirtualSize": record["Size"], "Labels": {}, "Containers": -1,
             })
-        # Oldest first on purpose: the API sorts newest first.
+        # Oldest first on purpose: list_images_json (what the API answers with) sorts newest first.
         return sorted(summaries, key=lambda summary: summary["Created"])
+
+    def list_images_json(self, *, all: bool = False, filters: dict[str, list[str]] | None = None,
+                         digests: bool = False) -> bytes:
+        summaries = self.list_images(all=all, filters=filters, digests=digests)
+        summaries.sort(key=lambda summary: summary["Created"], reverse=True)
+        return json.dumps(summaries, separators=(",", ":")).encode() + b"\n"
 
     def inspect_image(self, name: str) -> dict[str, Any]:
         self.calls.append(("inspect", name))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
+from datetime import datetime
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lamina.cli.formatting import (
-    bytes_size, ellipsis, familiar_name, human_duration, human_size, rfc3339, since, split_reference,
+    bytes_size, ellipsis, familiar_name, go_time, human_duration, human_size, rfc3339, since, split_reference,
     tabulate, truncate_id,
 )
 
@@ -68,6 +74,49 @@ def test_rfc3339_in_utc(monkeypatch) -> None:
         assert rfc3339(1_700_000_000) == "2023-11-14T22:13:20Z"
     finally:
         monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.fixture
+def time_zone():
+    """Set TZ for the test; the process's own zone is restored after it."""
+    before = os.environ.get("TZ")
+
+    def use(name: str) -> None:
+        os.environ["TZ"] = name
+        time.tzset()
+    yield use
+    if before is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+def test_go_time_is_gos_time_string(time_zone) -> None:
+    time_zone("UTC")
+    assert go_time(1_700_000_000) == "2023-11-14 22:13:20 +0000 UTC"
+    time_zone("Europe/Paris")
+    assert go_time(1_700_000_000.9) == "2023-11-14 23:13:20 +0100 CET"
+    assert go_time(1_690_000_000) == "2023-07-22 06:26:40 +0200 CEST"
+
+
+@settings(max_examples=300, deadline=None)
+@given(timestamp=st.one_of(st.integers(0, 2**33), st.floats(0, 2**33)),
+       zone=st.sampled_from(["UTC", "Europe/Paris", "America/St_Johns", "Asia/Kolkata", "Australia/Lord_Howe"]))
+def test_go_time_matches_datetimes_local_time(timestamp: float, zone: str) -> None:
+    """go_time (per row of a listing: struct_time, no datetime) says what datetime says."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        moment = datetime.fromtimestamp(timestamp).astimezone()
+        assert go_time(timestamp) == moment.strftime("%Y-%m-%d %H:%M:%S %z ") + (moment.tzname() or "")
+    finally:
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
         time.tzset()
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lamina.cli.templates import Record, Template, TemplateError, format_rows, go_value, render_each
+from lamina.cli.templates import Record, Template, TemplateError, _HeaderRow, format_rows, go_value, render_each
 
 DATA = {"Id": "sha256:abc", "RepoTags": ["a:1", "b:2"], "Size": 4261550,
         "Config": {"Env": ["A=1"], "Labels": None, "Cmd": ["sh", "-c", "x"]}, "Empty": []}
@@ -92,3 +94,33 @@ def test_format_rows_plain_template_has_no_header() -> None:
 
 def test_render_each_json() -> None:
     assert render_each("json", [{"b": 1, "a": 2}]) == '{"b":1,"a":2}\n'
+
+
+ROW_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=8),
+                       st.lists(st.text(max_size=3), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+FIELD_NAMES = st.sampled_from(["ID", "Size", "Tag", "Missing", "A_b"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.one_of(FIELD_NAMES.map(lambda name: ("field", name)),
+                                st.text(alphabet="ab \t|", max_size=4).map(lambda text: ("text", text))), max_size=6),
+       row=st.dictionaries(FIELD_NAMES, ROW_VALUES, max_size=4))
+def test_a_table_of_plain_fields_renders_as_the_general_path_does(parts, row) -> None:
+    """Templates of text and {{.Field}} only (every listing's table) take a shorter path: it
+    must give the same text, the same header, and the same error for a field a row lacks."""
+    text = "".join("{{." + value + "}}" if kind == "field" else value for kind, value in parts)
+    try:
+        template = Template(text)
+    except TemplateError:
+        return  # text the parser refuses is refused on either path
+    general = Template(text)
+    general._fields = None  # the node walk every other template takes
+
+    def outcome(render, data):
+        try:
+            return render(data)
+        except TemplateError as exc:
+            return ("error", str(exc))
+    for data in (Record(row), _HeaderRow({"ID": "IMAGE ID", "Tag": "TAG"})):
+        assert outcome(template.render, data) == outcome(general.render, data)
+    assert template._fields is not None or not parts

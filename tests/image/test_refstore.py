@@ -214,3 +214,38 @@ def test_two_processes_adding_tags_at_once_lose_none(path: str) -> None:
     assert len(everything) == 81
     assert len(reader.all()) >= seen
     assert not [name for name in os.listdir(os.path.dirname(path)) if name.startswith(".tmp-")]
+
+
+def test_a_file_rewritten_within_a_second_is_read_again_though_its_inode_size_and_mtime_match(path: str) -> None:
+    """A rename can reuse the inode of the file it replaced a rename earlier, within one timestamp
+    tick: only a file a second old is served from the parsed copy (git's "racily clean")."""
+    store = ReferenceStore(path)
+    store.add_tag(ref("busybox"), IMAGE_A)
+    assert store.get(ref("busybox")) == IMAGE_A
+    before = os.stat(path)
+    with open(path, "rb") as handle:
+        data = handle.read().replace(IMAGE_A.encode(), IMAGE_B.encode())
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert store.get(ref("busybox")) == IMAGE_B
+    assert store.all() == {"docker.io/library/busybox:latest": IMAGE_B}
+
+
+def test_the_stamp_is_none_while_the_file_is_young_and_changes_with_it(path: str, monkeypatch) -> None:
+    monkeypatch.setattr("lamina.image.refstore._SETTLED_NANOSECONDS", 100_000_000)
+    store = ReferenceStore(path)
+    missing = store.stamp()
+    assert missing is not None and missing == store.stamp()
+    store.add_tag(ref("busybox"), IMAGE_A)
+    assert store.stamp() is None
+    time.sleep(0.15)
+    first = store.stamp()
+    assert first is not None and first != missing and store.stamp() == first
+    assert store.all() is not store.all() and store.all() == store.all()  # copies of one parsed answer
+    store.add_tag(ref("busybox"), IMAGE_B)
+    time.sleep(0.15)
+    assert store.stamp() not in (None, first)
+    assert store.all() == {"docker.io/library/busybox:latest": IMAGE_B}

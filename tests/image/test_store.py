@@ -251,3 +251,29 @@ def test_the_stores_satisfy_the_protocols_of_api(tmp_path) -> None:
             assert hasattr(implementation, name), f"{implementation.__name__} lacks {name}"
             wanted = list(inspect.signature(member).parameters)
             assert list(inspect.signature(getattr(implementation, name)).parameters) == wanted, name
+
+
+def test_the_stamp_changes_with_the_image_set_and_parent_links(store: ImageStore, monkeypatch) -> None:
+    monkeypatch.setattr("lamina.image.store._SETTLED_NANOSECONDS", 100_000_000)
+
+    def settled() -> tuple[int, int, int, int]:
+        time.sleep(0.15)
+        stamp = store.stamp()
+        assert stamp is not None and store.stamp() == stamp
+        return stamp
+
+    seen = [settled()]
+    first = store.put(config_bytes(1))
+    assert store.stamp() is None, "a directory changed less than a second ago is not trusted"
+    seen.append(settled())
+    second = store.put(config_bytes(2))
+    seen.append(settled())
+    store.set_parent(second, first)
+    seen.append(settled())
+    store.set_last_updated(first)  # not shown by a listing: may leave the stamp
+    store.put(config_bytes(2))  # already stored: nothing changes
+    assert settled() == seen[-1]
+    store.delete(first)  # the child loses its parent link too
+    assert store.get_parent(second) is None
+    seen.append(settled())
+    assert len(set(seen)) == len(seen)

@@ -8,6 +8,7 @@ have 3 significant digits (``4.26MB``) like docker's.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,29 +45,53 @@ def _size(value: Any, precision: int = 3) -> str:
     return human_size(value, precision)
 
 
-def _row(image: dict[str, Any], repository: str, tag: str, digest: str, no_trunc: bool,
-         now: float | None) -> Record:
-    identifier = str(image.get("Id", ""))
-    created = image.get("Created") or 0
-    size = image.get("Size", -1)
-    shared = image.get("SharedSize", -1)
-    containers = image.get("Containers", -1)
-    unique = size - shared if isinstance(size, int) and isinstance(shared, int) and shared >= 0 else -1
-    return Record(
-        ID=identifier if no_trunc else truncate_id(identifier),
-        Repository=repository, Tag=tag, Digest=digest,
-        CreatedSince=since(created, now), CreatedAt=go_time(created),
-        Size=_size(size), SharedSize=_size(shared), UniqueSize=_size(unique),
-        VirtualSize=_size(image.get("VirtualSize", size)),
-        Containers="N/A" if not isinstance(containers, int) or containers < 0 else str(containers),
-    )
+class _Rows:
+    """Builds the rows of one listing; what rows share (an image's columns, the texts of a size
+    or a time that recurs) is worked out once."""
+
+    def __init__(self, no_trunc: bool, now: float | None) -> None:
+        self.no_trunc = no_trunc
+        self.now = time.time() if now is None else now
+        self.sizes: dict[Any, str] = {}
+        self.times: dict[Any, tuple[str, str]] = {}
+
+    def size(self, value: Any) -> str:
+        text = self.sizes.get(value)
+        if text is None:
+            text = self.sizes[value] = _size(value)
+        return text
+
+    def columns(self, image: dict[str, Any]) -> dict[str, str]:
+        """The columns of ``image`` that do not depend on the reference a row shows."""
+        identifier = str(image.get("Id", ""))
+        created = image.get("Created") or 0
+        size = image.get("Size", -1)
+        shared = image.get("SharedSize", -1)
+        containers = image.get("Containers", -1)
+        unique = size - shared if isinstance(size, int) and isinstance(shared, int) and shared >= 0 else -1
+        times = self.times.get(created)
+        if times is None:
+            times = self.times[created] = (since(created, self.now), go_time(created))
+        return {
+            "ID": identifier if self.no_trunc else truncate_id(identifier),
+            "CreatedSince": times[0], "CreatedAt": times[1],
+            "Size": self.size(size), "SharedSize": self.size(shared), "UniqueSize": self.size(unique),
+            "VirtualSize": self.size(image.get("VirtualSize", size)),
+            "Containers": "N/A" if not isinstance(containers, int) or containers < 0 else str(containers),
+        }
+
+
+def _row(columns: dict[str, str], repository: str, tag: str, digest: str) -> Record:
+    return Record(columns, Repository=repository, Tag=tag, Digest=digest)
 
 
 def image_rows(images: Sequence[dict[str, Any]], *, digests: bool = False, no_trunc: bool = False,
                now: float | None = None) -> list[Record]:
     """docker's image rows: per tag (and digest with ``digests``), ``<none>`` when untagged."""
     rows: list[Record] = []
+    build = _Rows(no_trunc, now)
     for image in images:
+        columns = build.columns(image)
         tags_by_repository: dict[str, list[str]] = {}
         for reference in image.get("RepoTags") or []:
             if reference == "<none>:<none>":
@@ -86,12 +111,12 @@ def image_rows(images: Sequence[dict[str, Any]], *, digests: bool = False, no_tr
             repository_digests = digests_by_repository.pop(repository, [])
             for tag in tags:
                 for digest in (repository_digests if digests and repository_digests else ["<none>"]):
-                    rows.append(_row(image, repository, tag, digest, no_trunc, now))
+                    rows.append(_row(columns, repository, tag, digest))
         for repository, repository_digests in digests_by_repository.items():
             for digest in (repository_digests if digests else ["<none>"]):
-                rows.append(_row(image, repository, "<none>", digest, no_trunc, now))
+                rows.append(_row(columns, repository, "<none>", digest))
         if len(rows) == image_rows_before:
-            rows.append(_row(image, "<none>", "<none>", "<none>", no_trunc, now))
+            rows.append(_row(columns, "<none>", "<none>", "<none>"))
     return rows
 
 

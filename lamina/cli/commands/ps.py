@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,6 +95,11 @@ def _size(summary: dict[str, Any]) -> str:
 def container_rows(containers: Sequence[dict[str, Any]], *, no_trunc: bool = False,
                    now: float | None = None) -> list[Record]:
     trunc = not no_trunc
+    current = time.time() if now is None else now
+    # texts that recur across rows (times, commands, images), worked out once per listing
+    times: dict[Any, tuple[str, str]] = {}
+    commands: dict[str, str] = {}
+    images: dict[tuple[Any, Any], str] = {}
     rows = []
     for summary in containers:
         identifier = str(summary.get("Id") or "")
@@ -101,26 +107,37 @@ def container_rows(containers: Sequence[dict[str, Any]], *, no_trunc: bool = Fal
         if trunc:
             names = [name for name in names if "/" not in name][:1] or names[:1]
         command = str(summary.get("Command") or "")
+        shown_command = commands.get(command)
+        if shown_command is None:
+            shown_command = commands[command] = _quote(ellipsis(command, 20) if trunc else command)
         created = summary.get("Created") or 0
+        created_texts = times.get(created)
+        if created_texts is None:
+            created_texts = times[created] = (go_time(created), since(created, current))
+        image_key = (summary.get("Image"), summary.get("ImageID"))
+        image = images.get(image_key)
+        if image is None:
+            image = images[image_key] = _image(summary, trunc)
         labels = summary.get("Labels") or {}
         mounts = summary.get("Mounts") or []
         networks = ((summary.get("NetworkSettings") or {}).get("Networks") or {})
+        ports = summary.get("Ports")
         rows.append(Record(
             ID=truncate_id(identifier) if trunc else identifier,
-            Image=_image(summary, trunc),
-            Command=_quote(ellipsis(command, 20) if trunc else command),
-            CreatedAt=go_time(created),
-            RunningFor=since(created, now),
-            Ports=_ports(summary.get("Ports")),
+            Image=image,
+            Command=shown_command,
+            CreatedAt=created_texts[0],
+            RunningFor=created_texts[1],
+            Ports=_ports(ports) if ports else "",
             State=str(summary.get("State") or ""),
             Status=str(summary.get("Status") or ""),
             Size=_size(summary),
             Names=",".join(names),
-            Labels=",".join(f"{key}={value}" for key, value in sorted(labels.items())),
+            Labels=",".join(f"{key}={value}" for key, value in sorted(labels.items())) if labels else "",
             Mounts=",".join(ellipsis(str(m.get("Name") or m.get("Source") or ""), 15) if trunc
-                            else str(m.get("Name") or m.get("Source") or "") for m in mounts),
+                            else str(m.get("Name") or m.get("Source") or "") for m in mounts) if mounts else "",
             Networks=",".join(sorted(networks)),
-            LocalVolumes=str(sum(1 for m in mounts if m.get("Driver") == "local")),
+            LocalVolumes=str(sum(1 for m in mounts if m.get("Driver") == "local")) if mounts else "0",
         ))
     return rows
 
