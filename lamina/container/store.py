@@ -15,8 +15,8 @@ On-disk format, under ``<data-root>/containers/``::
                             keyed by its StartedAt/FinishedAt
     <id>-removing/          a removal in progress (finished by :meth:`ContainerStore.sweep`)
     .tmp-<random>/          a creation in progress (removed by the sweep)
-    .names.lock             serialises name reservation (create, rename) across processes
-    .names.json             the name index: {"Version": 1, "Containers": {"<id>": "/name"}}
+    .names/<name> -> <id>   the name index: one symbolic link per name (:mod:`.nameindex`)
+    .names.lock             serialises the name index's changes (create, rename, removal)
     .list.json              the listing index: {"Version": 1, "Containers": {"<id>": {"Key": [st_ino,
                             st_size, st_mtime_ns, st_ctime_ns of config.v2.json], "Container": {the
                             record's listed fields}, "HostConfig": {"NetworkMode": ..., "Links": [...]}}}}
@@ -35,22 +35,18 @@ listings with a warning), ``rm`` removes it, and ``system check`` reports it
 (:meth:`ContainerStore.cut_short`) and ``--repair`` removes it.
 
 Commit points: a container exists from the rename of its fully written ``.tmp-<random>``
-directory to ``<id>`` (done under ``.names.lock`` after checking that its name is free); it
-stops existing at the rename of ``<id>`` to ``<id>-removing``.  Readers never lock: every file is replaced whole.
+directory to ``<id>`` (done under ``.names.lock``, once its name's link is claimed and
+synced); it stops existing at the rename of ``<id>`` to ``<id>-removing`` (its link is dropped
+after).  Readers never lock: every file is replaced whole.
 
-The name index (``.names.json``) lets a name lookup or a create's conflict check read one file
-instead of every record.  The records stay the source of truth: the index covers the ids it
-lists, an id present on disk but not listed (created by a process that crashed before
-indexing it, or by an older lamina) has its name read from its record, a listed id that is
-gone is dropped, and a hit is checked against the record it names (names are unique, so a
-record that has the name is the container: a hit needs no listing of the directory; each
-process keeps the parsed index, keyed by the file's inode, size and times).  It is written only under
-``.names.lock``: by create after its commit point (not synced: a lost write leaves the new id
-uncovered, which is safe), and by rename in two steps around the record's change, the first
-(dropping the id) synced before the record changes, so that no crash can leave the index
-naming a container by a name its record no longer has.  Missing or damaged, it is rebuilt from
-the records by the next writer; ``system check`` compares it with the records and ``--repair``
-rewrites it.
+The name index (``.names/``, :mod:`lamina.container.nameindex`) makes a create's conflict check,
+its claim of the name and a name lookup each cost a few system calls whatever the number of
+containers.  The records stay the source of truth: a link is trusted only when the record it
+names has the name, and a link whose record does not is stale (its name free).  Missing, not a
+directory, or left beside a ``.names.json`` (the single-file index of older lamina versions,
+which an older lamina writing here would rewrite), it is rebuilt from the records by the next
+writer, and readers read the records meanwhile; ``system check`` compares it with the records
+and ``--repair`` rebuilds it.
 
 The listing index (``.list.json``) lets ``ps`` read one file instead of two per container:
 :meth:`ContainerStore.listing` stats each record's ``config.v2.json`` and takes the entry whose
@@ -86,6 +82,7 @@ from typing import Any
 
 from lamina import errdefs, fsutil
 from lamina.container.listing import FileKey, Listed, ListingIndex, file_key, listed_fields
+from lamina.container.nameindex import NameIndex
 from lamina.container.names import is_container_id, validate_name
 from lamina.log import get_logger
 from lamina.records import dataclass
@@ -98,14 +95,10 @@ CONFIG_FILE = "config.v2.json"
 HOST_CONFIG_FILE = "hostconfig.json"
 _LOCK_FILE = "lock"
 _REMOVING = "-removing"
-_NAMES_INDEX = ".names.json"
-_INDEX_VERSION = 1
 # a listing rewrites the listing index once this many of its entries (or a 16th) were outdated
 _OUTDATED_WORTH_WRITING = 16
 # a record whose files changed more recently than this is not cached (see the module docstring)
 _SETTLED_SECONDS = 1.0
-# a lookup that found the index this far out of date writes it back when the lock is free
-_UNCOVERED_WORTH_WRITING = 16
 
 _StatKey = tuple[int, int, int, int, int, int, int, int]
 
@@ -130,14 +123,22 @@ def _write_synced(path: str, value: Any, durable: bool = True) -> None:
         os.close(fd)
 
 
+def _name_in(directory: str) -> str | None:
+    """The Name in the record in ``directory`` (None: gone or unreadable)."""
+    try:
+        with open(os.path.join(directory, CONFIG_FILE), "rb") as handle:
+            name = json.load(handle).get("Name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(name or "")
+
+
 def _write_json(path: str, value: Any) -> None:
     fsutil.atomic_write_json(path, value, mode=0o600)
 
 
 def _replace_json(path: str, value: Any) -> None:
     fsutil.atomic_replace(path, json.dumps(value, separators=(",", ":")), 0o600)
-
-
 
 
 @dataclass
@@ -169,13 +170,9 @@ class ContainerStore:
         """``root`` is ``<data-root>/containers``."""
         self.root = root
         os.makedirs(root, mode=0o711, exist_ok=True)
-        self._names_lock = os.path.join(root, ".names.lock")
-        self._names_index = os.path.join(root, _NAMES_INDEX)
+        self._names = NameIndex(root, self)
         self._records: dict[str, tuple[_StatKey, Container]] = {}
         self._listing = ListingIndex(root)
-        # the name index's names -> ids, parsed once per version of the file (a long-lived
-        # ``lamina serve`` resolves a name with one stat and one record read)
-        self._owners: tuple[tuple[int, int, int, int], dict[str, str]] | None = None
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -340,112 +337,28 @@ class ContainerStore:
                 repairs.append(f"rebuilt the container listing index ({len(entries)} containers)")
         return problems, repairs
 
-    # -- the name index --------------------------------------------------------------------------
+    # -- the name index (lamina.container.nameindex) --------------------------------------------
 
-    def _read_name(self, container_id: str) -> str | None:
+    def name_of(self, container_id: str) -> str | None:
         """The Name in the record (None: gone or unreadable)."""
-        try:
-            with open(os.path.join(self.root, container_id, CONFIG_FILE), "rb") as handle:
-                name = json.load(handle).get("Name")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return str(name or "")
+        return _name_in(os.path.join(self.root, container_id))
 
-    def _read_index(self) -> dict[str, str]:
-        """The index as written (id -> name); empty when missing or damaged."""
-        entries, damage = self._load_index()
-        if damage:
-            log.warning("the container name index %s %s; rebuilding it", self._names_index, damage)
-        return entries
-
-    def _load_index(self) -> tuple[dict[str, str], str]:
-        """(id -> name, what is wrong with the file: "" when it is sound or missing)."""
-        try:
-            with open(self._names_index, "rb") as handle:
-                data = json.load(handle)
-        except FileNotFoundError:
-            return {}, ""
-        except (OSError, ValueError) as exc:
-            return {}, f"is damaged ({exc})"
-        containers = data.get("Containers") if isinstance(data, dict) else None
-        if not isinstance(containers, dict) or data.get("Version") != _INDEX_VERSION:
-            return {}, "is not in a known format"
-        entries = {key: value for key, value in containers.items() if is_container_id(key) and isinstance(value, str)}
-        if len(entries) != len(containers):
-            return entries, "holds entries that are not container ids and names"
-        return entries, ""
-
-    def _name_table(self) -> tuple[dict[str, str], int]:
-        """(id -> name of every present container, how many entries the index lacked or had
-        too many: records read because it did not cover them, and ids it lists that are gone)."""
-        indexed = self._read_index()
-        table: dict[str, str] = {}
-        stale = 0
-        for container_id in self.ids():
-            name = indexed.pop(container_id, None)
-            if name is None:
-                stale += 1
-                name = self._read_name(container_id)
-                if name is None:
-                    continue
-            table[container_id] = name
-        return table, stale + len(indexed)
-
-    def _write_index(self, table: dict[str, str], *, durable: bool = False) -> None:
-        """Write the index (the caller holds ``.names.lock``)."""
-        document = json.dumps({"Version": _INDEX_VERSION, "Containers": table}, separators=(",", ":"))
-        try:
-            if durable:
-                fsutil.atomic_write(self._names_index, document, 0o600)
-            else:
-                fsutil.atomic_replace(self._names_index, document, 0o600)
-        except OSError as exc:
-            if durable:
-                raise fsutil.system_error("writing the container name index", exc) from exc
-            log.warning("could not write the container name index: %s", exc)
-
-    def _indexed_names(self) -> None:
-        """Write the index back when it was not up to date (the caller holds ``.names.lock``)."""
-        table, stale = self._name_table()
-        if stale:
-            self._write_index(table)
-
-    def _names(self) -> dict[str, str]:
+    def _names_from_records(self) -> dict[str, str]:
         """name -> id read from every record (what the index stands for)."""
         names: dict[str, str] = {}
         for container_id in self.ids():
-            name = self._read_name(container_id)
+            name = self.name_of(container_id)
             if name:
                 names[name] = container_id
         return names
 
     def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
         """(problems, repairs): the name and listing indexes against the records; ``repair``
-        rewrites them.
-
-        A damaged file, an entry that names a container otherwise than its record, and a
-        listing entry whose key is current but whose fields are not the record's are problems;
-        ids an index does not cover yet and entries of removed or since rewritten records are
-        not (readers read past them and the next writer drops them), but ``repair`` brings the
-        name index up to date all the same."""
+        rewrites them (see :meth:`NameIndex.check` and :meth:`_check_listing` for what is a
+        problem)."""
         listing_problems, listing_repairs = self._check_listing(repair=repair)
-        with fsutil.file_lock(self._names_lock):
-            indexed, damage = self._load_index()
-            actual = {}
-            for container_id in self.ids():
-                name = self._read_name(container_id)
-                if name is not None:
-                    actual[container_id] = name
-            problems = [f"the container name index {damage}"] if damage else []
-            for container_id, name in sorted(actual.items()):
-                if container_id in indexed and indexed[container_id] != name:
-                    problems.append(f"the container name index names {container_id} {indexed[container_id]!r}, "
-                                    f"its record {name!r}")
-            repairs = []
-            if repair and (problems or indexed != actual):
-                self._write_index(actual, durable=True)
-                repairs.append(f"rebuilt the container name index ({len(actual)} containers)")
-            return problems + listing_problems, repairs + listing_repairs
+        problems, repairs = self._names.check(repair=repair)
+        return problems + listing_problems, repairs + listing_repairs
 
     def lookup(self, reference: str) -> Container:
         """The container named by full id, name ("x" or "/x") or unique id prefix."""
@@ -457,28 +370,21 @@ class ContainerStore:
             except errdefs.NotFound:
                 pass
         wanted = reference if reference.startswith("/") else "/" + reference
-        owner = self._indexed_owner(wanted)
+        owner, complete = self._names.find(wanted)
         if owner is not None:
-            # names are unique: a record that has the name is the container, whatever the
-            # index says of the others (it is checked against the record, never trusted)
+            # names are unique: a record that has the name is the container (a link is
+            # checked against the record it names, never trusted)
             try:
                 container = self.get(owner)
                 if container.name == wanted:
                     return container
             except (errdefs.NotFound, errdefs.DataLoss):
                 pass
-        table, stale = self._name_table()
-        found = next((container_id for container_id, name in table.items() if name == wanted), None)
-        if stale > _UNCOVERED_WORTH_WRITING:
-            self._refresh_index()
-        if found is not None:
-            try:
-                container = self.get(found)
-                if container.name == wanted:
-                    return container
-            except errdefs.NotFound:
-                pass
-            found = self._names().get(wanted)  # the index was wrong: ask every record
+        if not complete:
+            # not built yet, or an older lamina wrote since: the records answer, and the
+            # index is rebuilt when nobody holds its lock (a reader never waits)
+            found = self._names_from_records().get(wanted)
+            self._rebuild_names_if_free()
             if found is not None:
                 try:
                     return self.get(found)
@@ -492,37 +398,23 @@ class ContainerStore:
                 return self.get(matches[0])
         raise errdefs.NotFound(f"No such container: {reference}")
 
-    def _indexed_owner(self, name: str) -> str | None:
-        """The id the name index gives ``name`` (None: none, or no index)."""
+    def _rebuild_names_if_free(self) -> None:
+        lock = fsutil.FileLock(self._names.lock_path)
         try:
-            info = os.stat(self._names_index)
-        except OSError:
-            return None
-        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-        cached = self._owners
-        if cached is None or cached[0] != key:
-            # stat before the read: a file replaced in between is read newer than its key,
-            # and read again at the next lookup
-            entries, _damage = self._load_index()
-            cached = self._owners = (key, {value: container_id for container_id, value in entries.items()})
-        return cached[1].get(name)
-
-    def _refresh_index(self) -> None:
-        """Bring the index up to date when ``.names.lock`` is free (a reader never waits)."""
-        lock = fsutil.FileLock(self._names_lock)
-        if lock.try_acquire():
-            try:
-                self._indexed_names()
-            finally:
-                lock.release()
+            if not lock.try_acquire():
+                return
+        except OSError as exc:
+            log.warning("could not lock the container name index: %s", exc)
+            return
+        try:
+            if not self._names.complete():
+                self._names.rebuild()
+        except errdefs.LaminaError as exc:
+            log.warning("%s", exc)
+        finally:
+            lock.release()
 
     # -- writing -------------------------------------------------------------------------------
-
-    def _name_conflict(self, name: str, names: dict[str, str]) -> errdefs.Conflict:
-        owner = names[name]
-        return errdefs.Conflict(
-            f'Conflict. The container name "{name}" is already in use by container "{owner}". '
-            f"You have to remove (or rename) that container to be able to reuse that name.")
 
     def create(self, container: Container, *, durable: bool = True) -> None:
         """Publish a new record (its name must be free); the commit point is one rename.
@@ -538,14 +430,15 @@ class ContainerStore:
             # a rename of its own
             _write_synced(os.path.join(tmp, HOST_CONFIG_FILE), container.host_config, durable)
             _write_synced(os.path.join(tmp, CONFIG_FILE), container.data, durable)
-            with fsutil.file_lock(self._names_lock):
-                table, _ = self._name_table()
-                names = {value: key for key, value in table.items() if value}
-                if name in names:
-                    raise self._name_conflict(name, names)
-                fsutil.publish_dir(tmp, final, durable=durable)
-                table[container_id] = name
-                self._write_index(table)
+            with self._names.writing():
+                # the name's link first (synced): no crash leaves the record without it
+                self._names.claim(name, container_id, durable=durable)
+                try:
+                    fsutil.publish_dir(tmp, final, durable=durable)
+                except BaseException:
+                    if not os.path.isdir(final):  # failed before its commit point
+                        self._names.release(name, container_id)
+                    raise
         except BaseException:
             fsutil.remove_tree(tmp)
             raise
@@ -588,25 +481,24 @@ class ContainerStore:
             lock.release()
 
     def rename(self, container_id: str, new_name: str) -> str:
-        """Give the container ``new_name``; returns the old name."""
+        """Give the container ``new_name``; returns the old name.  The container's lock is
+        taken before ``.names.lock`` (the order of every writer: see :mod:`.nameindex`)."""
         name = validate_name(new_name)
-        with fsutil.file_lock(self._names_lock):
-            table, _ = self._name_table()
-            names = {value: key for key, value in table.items() if value}
-            if names.get(name) not in (None, container_id):
-                raise self._name_conflict(name, names)
-            if table.get(container_id) == name:
-                raise errdefs.InvalidArgument("Renaming a container with the same name as its current name")
-            # uncover the id (synced) before its record changes: no crash leaves the old name indexed
-            table.pop(container_id, None)
-            self._write_index(table, durable=True)
-            with self.modify(container_id) as container:
-                old = container.name
+        lock = self.lock(container_id)
+        try:
+            container = self.get(container_id)
+            old = container.name
+            with self._names.writing():
+                # the new name's link (synced) before the record changes, the old one dropped
+                # after: a crash leaves a stale link, never a record without its name's link
+                self._names.claim(name, container_id)
                 if old == name:
                     raise errdefs.InvalidArgument("Renaming a container with the same name as its current name")
                 container.data["Name"] = name
-            table[container_id] = name
-            self._write_index(table)
+                self.save(container)  # failing, it leaves a stale link or the record renamed
+                self._names.release(old, container_id)
+        finally:
+            lock.release()
         return old
 
     # -- removing ------------------------------------------------------------------------------
@@ -623,6 +515,11 @@ class ContainerStore:
             raise errdefs.NotFound(f"No such container: {container_id}") from exc
         if durable:
             fsutil.fsync_dir(self.root)
+        name = _name_in(removing)
+        if name:
+            # the caller holds the container's lock: taken before .names.lock, as rename does
+            with self._names.writing(complete=False):
+                self._names.release(name, container_id)
         return removing
 
     def removing(self) -> list[tuple[str, str]]:

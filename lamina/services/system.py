@@ -332,7 +332,7 @@ class SystemServiceImpl:
                             for container_id, message in record_problems)
             repaired.extend(record_repairs)
             index_problems, index_repairs = self.containers.check_index(repair=repair)
-            problems.extend({"Kind": "container", "Object": "containers/.names.json", "Message": message}
+            problems.extend({"Kind": "container", "Object": "containers/.names", "Message": message}
                             for message in index_problems)
             repaired.extend(index_repairs)
         network_problems, network_repairs = self._check_networks(repair)

@@ -34,12 +34,14 @@ def test_system_check_verifies_the_container_name_index_and_repair_rebuilds_it(e
     container_id = engine.create("true", name="indexed")
     system = engine.services.system
     assert system.check()["Problems"] == []
-    index = os.path.join(engine.config.data_root, "containers", ".names.json")
-    with open(index, "wb") as handle:
-        handle.write(b"\x00garbage")
+    index = os.path.join(engine.config.data_root, "containers", ".names")
+    os.unlink(os.path.join(index, "indexed"))
+    with open(os.path.join(index, "indexed"), "wb") as handle:
+        handle.write(b"\x00garbage")  # a file where the name's link was
     problems = system.check()["Problems"]
-    assert [problem["Kind"] for problem in problems] == ["container"]
-    assert "name index is damaged" in problems[0]["Message"]
+    assert [(problem["Kind"], problem["Object"]) for problem in problems] == [("container", "containers/.names")]
+    assert problems[0]["Message"] == ("the container name index holds 'indexed', which is not a link from a "
+                                      "name to a container id")
     assert engine.container_views.inspect("indexed")["Id"] == container_id  # lookups read past it
     answer = system.check(repair=True)
     assert answer["Problems"] == []

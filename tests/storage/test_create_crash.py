@@ -27,7 +27,7 @@ CREATE_STEPS = [
     ("lamina.layer.mounts.MountStore", "_setup_init_layer"),
     ("lamina.fsutil", "publish_dir"),
     ("lamina.container.store.ContainerStore", "create"),
-    ("lamina.container.store.ContainerStore", "_write_index"),
+    ("lamina.container.nameindex.NameIndex", "claim"),
 ]
 
 
@@ -70,6 +70,10 @@ def _check_whole_or_gone(reopened, auto_remove: bool) -> None:
         if not auto_remove:
             reopened.containers.remove(container_id)
     assert reopened.container_views.list_containers(all=True) == []
+    # the name is free again, whatever claim the crash left (the name index: lamina.container.nameindex)
+    again = reopened.containers.create({"Image": "busybox", "Cmd": ["true"]}, name="crashing")["Id"]
+    assert reopened.container_views.inspect("crashing")["Id"] == again
+    reopened.containers.remove(again)
     # nothing but the image's layer is left in the driver (a --rm container's monitor deletes
     # its layer directories after its waiters were woken)
     image_layers = sorted(reopened.mounts.layers.get(str(chain)).cache_id for chain in reopened.mounts.layers.chain_ids())
