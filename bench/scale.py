@@ -19,8 +19,11 @@ measures again:
   were forked from when it stays (lamina's monitor template), shared by them.
 
 ``--compare DIR`` runs every command also with the lamina package of another tree (e.g. main:
-``--compare /work/main``), interleaved run by run with this tree's on the same data root and
-with a server of its own, so before and after are measured in the same conditions.
+``--compare /work/main``), interleaved run by run with this tree's, so before and after are
+measured in the same conditions.  Each tree has a server and a data root of its own, made the
+same way by its own code: two versions of lamina sharing one data root would convert each
+other's on-disk formats back and forth where they differ (an older lamina's ``create`` rewrites
+the name index a newer one replaced, and the newer rebuilds its own), which measures neither.
 
 The docker CLI is also pointed at ``lamina serve`` (``docker CMD``, the Go client), and Docker
 itself is the peer: a private ``dockerd`` (``bench/dockerd.py``: own data root, exec root and
@@ -72,6 +75,9 @@ class Tree:
 
     def __init__(self, label: str, path: str, work: str, environment: dict[str, str]) -> None:
         self.label = label
+        self.path = path
+        self.data_root = environment["LAMINA_DATA_ROOT"]
+        self.exec_root = environment["LAMINA_EXEC_ROOT"]
         self.environment = {**environment, "PYTHONPATH": path}
         self.docker_environment = {**environment, "DOCKER_CONFIG": os.path.join(work, "docker-config")}
         self.socket_path = os.path.join(work, f"lamina-{label}.sock")
@@ -232,6 +238,14 @@ def _quote(text: str) -> str:
     from urllib.parse import quote
 
     return quote(text, safe="")
+
+
+def populate_tree(tree: Tree, n: int) -> list[str]:
+    """:func:`populate` of the tree's data root by its own code (a process of its own)."""
+    script = f"import sys; sys.path.insert(0, {HERE!r}); import scale; scale.populate(*sys.argv[1:3], int(sys.argv[3]))"
+    subprocess.run([sys.executable, "-c", script, tree.data_root, tree.exec_root, str(n)], env=tree.environment,
+                   check=True)
+    return [f"bench-{number}" for number in range(n)]
 
 
 def populate(data_root: str, exec_root: str, n: int) -> list[str]:
@@ -439,11 +453,15 @@ def main() -> int:
         return 2
 
     work = tempfile.mkdtemp(prefix="lamina-bench-scale-", dir="/var/tmp")
-    data_root, exec_root = os.path.join(work, "data"), os.path.join(work, "exec")
+    data_root = os.path.join(work, "data")  # this tree's (the compared tree's: data-compare)
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("DOCKER_HOST", "LAMINA_HOST", "LAMINA_LOG_LEVEL", "PYTHONPATH",
                                   "PYTHONDONTWRITEBYTECODE")}  # compiled once, as an installed package is
-    environment.update(LAMINA_DATA_ROOT=data_root, LAMINA_EXEC_ROOT=exec_root)
+
+    def roots(suffix: str) -> dict[str, str]:
+        return {"LAMINA_DATA_ROOT": os.path.join(work, "data" + suffix),
+                "LAMINA_EXEC_ROOT": os.path.join(work, "exec" + suffix)}
+
     trees: list[Tree] = []
     peer: DockerPeer | None = None
     rows: dict[str, list[float]] = {}
@@ -457,15 +475,17 @@ def main() -> int:
                             "podman": "not measured: podman is not installed on this machine"
                             if shutil.which("podman") is None else "not measured: podman is not driven by this bench"}
         try:
-            subprocess.run([LAMINA, "load", "-q", "-i", BUSYBOX], env={**environment, "PYTHONPATH": ROOT},
-                           check=True, capture_output=True)
-            trees.append(Tree("this", ROOT, work, environment))
-            if options.compare:
-                trees.append(Tree("compare", os.path.abspath(options.compare), work, environment))
-            status, answer = trees[0].connection.request("POST", "/v1.45/containers/create?name=bench-probe",
-                                                         json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode())
-            if status != 201:
-                raise SystemExit(f"create bench-probe: HTTP {status} {answer[:200]!r}")
+            compared = [("this", ROOT, "")] + ([("compare", os.path.abspath(options.compare), "-compare")]
+                                               if options.compare else [])
+            for label, path, suffix in compared:
+                subprocess.run([LAMINA, "load", "-q", "-i", BUSYBOX],
+                               env={**environment, **roots(suffix), "PYTHONPATH": path}, check=True, capture_output=True)
+                trees.append(Tree(label, path, work, {**environment, **roots(suffix)}))
+                status, answer = trees[-1].connection.request(
+                    "POST", "/v1.45/containers/create?name=bench-probe",
+                    json.dumps({"Image": "busybox", "Cmd": ["true"]}).encode())
+                if status != 201:
+                    raise SystemExit(f"create bench-probe ({label}): HTTP {status} {answer[:200]!r}")
             if daemon.ready:
                 daemon.load(BUSYBOX)
                 daemon.docker("create", "--name", "bench-probe", "--network", "none", "busybox", "true")
@@ -474,7 +494,7 @@ def main() -> int:
             measure(rows, "empty", subjects, cases([]), options.runs)
             for subject in subjects:
                 remove_created(subject)
-            names = populate(data_root, exec_root, options.n)
+            names = [populate_tree(tree, options.n) for tree in trees][0]
             results["disk_use_bytes"] = disk_use(data_root)
             if peer:
                 populate_docker(peer, options.n)
@@ -502,8 +522,9 @@ def main() -> int:
             # the default bridge outlives its containers, as docker0 does: taken down with the data root
             from lamina.network.run import RunNetwork
 
-            RunNetwork(data_root, exec_root).remove_bridges()
-            subprocess.run(["umount", "-R", "-l", data_root], capture_output=True, check=False)
+            for tree in trees:
+                RunNetwork(tree.data_root, tree.exec_root).remove_bridges()
+                subprocess.run(["umount", "-R", "-l", tree.data_root], capture_output=True, check=False)
             if not options.keep:
                 shutil.rmtree(work, ignore_errors=True)
     results["load_average"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
