@@ -156,6 +156,15 @@ class NameIndex:
 
     # -- writers (under .names.lock) ---------------------------------------------------------
 
+    def start(self) -> None:
+        """The empty index of a store just made (nothing synced: lost, it is rebuilt)."""
+        with fsutil.file_lock(self.lock_path):
+            if not _exists(self.path) and not _exists(self.legacy_path) and not self.records.ids():
+                try:
+                    os.mkdir(self.path, 0o700)
+                except FileExistsError:
+                    pass
+
     @contextmanager
     def writing(self, *, complete: bool = True) -> Iterator[None]:
         """Hold ``.names.lock``; with ``complete``, the index is rebuilt first when it is not."""

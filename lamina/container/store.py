@@ -169,8 +169,13 @@ class ContainerStore:
     def __init__(self, root: str) -> None:
         """``root`` is ``<data-root>/containers``."""
         self.root = root
-        os.makedirs(root, mode=0o711, exist_ok=True)
         self._names = NameIndex(root, self)
+        try:
+            os.makedirs(root, mode=0o711)
+        except FileExistsError:
+            pass
+        else:
+            self._names.start()  # a new store: its index is complete while empty
         self._records: dict[str, tuple[_StatKey, Container]] = {}
         self._listing = ListingIndex(root)
 
