@@ -6,6 +6,8 @@ On disk, beside the records (:mod:`lamina.container.store`)::
                                             symbolic link to the container's id
     .names/#<sha256 of the name>  -> <id>   a name longer than 200 characters (a file name has
                                             at most 255 bytes; no name starts with "#")
+    .names/.boot          -> <boot id>      the kernel's boot id (``/proc/sys/kernel/random/
+                                            boot_id``) when the index was built
     .names.lock                   serialises every change of ``.names/`` across processes
     .names.json                   the single-file index of older lamina versions ({"Version": 1,
                                   "Containers": {"<id>": "/name"}}): never written any more;
@@ -29,19 +31,25 @@ index is *complete*: every record has a live link.  Hence the order of each writ
 ``.names.lock``):
 
 - create: claim the name (a ``symlink(2)``, after removing a stale link found there; Conflict
-  when a live one is), fsync ``.names/``, then the record's commit point (the rename of its
-  directory): a crash leaves at worst a stale claim, never a record without its link (which
-  would let a second container take the name).
-- rename (under the container's lock, taken first): claim the new name (synced), change the
-  record (synced), drop the old link (not synced: lost, it is a stale one).
+  when a live one is), then the record's commit point (the rename of its directory): a process
+  that dies leaves at worst a stale claim, never a record without its link (which would let a
+  second container take the name).
+- rename (under the container's lock, taken first): claim the new name, change the record
+  (synced), drop the old link.
 - removal (the container's lock held): after its commit point (the rename to
-  ``<id>-removing``), drop the link if it still names this container (not synced).  A
+  ``<id>-removing``), drop the link if it still names this container.  A
   container's lock is always taken before ``.names.lock``, never the other way round.
-- rebuild (``.names/`` missing, not a directory, or ``.names.json`` found; ``system check
-  --repair``): a link for every record is written into a ``.tmp-<random>`` directory, synced
-  and put in place of ``.names`` by renames; ``.names.json`` is removed last.  A crash in
-  between leaves ``.names`` missing (the next writer rebuilds it) and a ``.tmp-`` directory
-  (swept).
+- rebuild (``.names/`` missing, not a directory, built in another boot, or ``.names.json``
+  found; ``system check --repair``): a link for every record and ``.boot`` are written into a
+  ``.tmp-<random>`` directory, synced and put in place of ``.names`` by renames;
+  ``.names.json`` is removed last.  A crash in between leaves ``.names`` missing (the next
+  writer rebuilds it) and a ``.tmp-`` directory (swept).
+
+No link is synced: what a process wrote before it died stays in the kernel's view of the
+filesystem, in the order it was written, until the host goes down; and an index built in
+another boot (``.boot``) is not trusted but rebuilt from the records, which are synced, by the
+first writer of this boot (a host crash may have kept a record and lost its link).  A claim
+thus costs no fsync; without a boot id (no ``/proc``) claims are synced instead.
 
 Readers never lock: a hit (a link whose record has the name) is the container; a miss is final
 when the index is complete (``.names.json`` absent, checked before ``.names/`` is opened:
@@ -49,9 +57,7 @@ a rebuild removes it only after the new directory is in place), and otherwise th
 read.  An entry no writer leaves (not a link, or a link to something else than a container
 id) is damage: a reader that meets it reads the records, a writer rebuilds the index.  A link
 lost or pointed at another container is not told from a stale one but by ``system check``:
-like Docker's in-memory registrar, the index is trusted to say that a name is free.  A disposable (``--rm``) create syncs nothing, its link included: after a host crash its
-record may be back without a link until ``system boot`` removes it, as it removes every such
-container.
+like Docker's in-memory registrar, the index is trusted to say that a name is free.
 """
 
 from __future__ import annotations
@@ -66,13 +72,15 @@ from lamina import errdefs, fsutil
 from lamina.container.names import VALID_NAME, is_container_id
 from lamina.log import get_logger
 
-__all__ = ["DIRECTORY", "LEGACY_FILE", "LOCK_FILE", "NameIndex", "NamedRecords", "link_name"]
+__all__ = ["BOOT_MARKER", "DIRECTORY", "LEGACY_FILE", "LOCK_FILE", "NameIndex", "NamedRecords", "link_name"]
 
 log = get_logger("lamina.container")
 
 DIRECTORY = ".names"
 LOCK_FILE = ".names.lock"
 LEGACY_FILE = ".names.json"
+BOOT_MARKER = ".boot"
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _LONGEST_LITERAL = 200
 _HEX = frozenset("0123456789abcdef")
 
@@ -119,6 +127,27 @@ class NameIndex:
         self.path = os.path.join(root, DIRECTORY)
         self.lock_path = os.path.join(root, LOCK_FILE)
         self.legacy_path = os.path.join(root, LEGACY_FILE)
+        self._boot: str | None = None
+
+    @property
+    def boot(self) -> str:
+        """This boot's id ("" when it cannot be read)."""
+        if self._boot is None:
+            try:
+                with open(_BOOT_ID, encoding="ascii") as handle:
+                    self._boot = handle.read().strip()
+            except OSError:
+                self._boot = ""
+        return self._boot
+
+    def _of_this_boot(self, directory_fd: int) -> bool:
+        """Whether the index opened as ``directory_fd`` was built in this boot."""
+        if not self.boot:
+            return True  # its claims were synced
+        try:
+            return os.readlink(BOOT_MARKER, dir_fd=directory_fd) == self.boot
+        except OSError:
+            return False
 
     # -- readers ---------------------------------------------------------------------------
 
@@ -136,7 +165,7 @@ class NameIndex:
             try:
                 target = os.readlink(link_name(name), dir_fd=fd)
             except FileNotFoundError:
-                return None, complete
+                return None, complete and self._of_this_boot(fd)
             except OSError:
                 return None, False  # not a link: damage, which no writer leaves
         finally:
@@ -146,24 +175,26 @@ class NameIndex:
         return target, complete
 
     def complete(self) -> bool:
-        """Whether ``.names/`` is a directory and no older lamina wrote ``.names.json``."""
+        """Whether ``.names/`` is a directory built in this boot and no older lamina wrote
+        ``.names.json``."""
         if _exists(self.legacy_path):
             return False
         try:
-            return stat.S_ISDIR(os.lstat(self.path).st_mode)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return False
+        try:
+            return self._of_this_boot(fd)
+        finally:
+            os.close(fd)
 
     # -- writers (under .names.lock) ---------------------------------------------------------
 
     def start(self) -> None:
-        """The empty index of a store just made (nothing synced: lost, it is rebuilt)."""
+        """The empty index of a store just made."""
         with fsutil.file_lock(self.lock_path):
-            if not _exists(self.path) and not _exists(self.legacy_path) and not self.records.ids():
-                try:
-                    os.mkdir(self.path, 0o700)
-                except FileExistsError:
-                    pass
+            if not self.complete():
+                self.rebuild(durable=False)  # lost, it is built again
 
     @contextmanager
     def writing(self, *, complete: bool = True) -> Iterator[None]:
@@ -175,7 +206,8 @@ class NameIndex:
 
     def claim(self, name: str, container_id: str, *, durable: bool = True) -> None:
         """Link ``name`` to the container (in :meth:`writing`); Conflict when a live link gives
-        it to another container."""
+        it to another container.  ``durable``: synced when there is no boot id (see the module
+        docstring)."""
         entry = os.path.join(self.path, link_name(name))
         rebuilt = False
         while True:
@@ -202,7 +234,7 @@ class NameIndex:
                 _remove_entry(entry)  # stale
             except OSError as exc:
                 raise fsutil.system_error(f"claiming the container name {name}", exc) from exc
-        if durable:
+        if durable and not self.boot:
             try:
                 fsutil.fsync_dir(self.path)
             except OSError as exc:
@@ -237,7 +269,7 @@ class NameIndex:
             table[entry] = container_id
         return table, problems
 
-    def rebuild(self) -> int:
+    def rebuild(self, *, durable: bool = True) -> int:
         """Write the index anew from the records (in :meth:`writing`, with ``complete=False``
         or from within it); returns the number of links."""
         table, _ = self._from_records()
@@ -247,7 +279,9 @@ class NameIndex:
             try:
                 for entry, container_id in table.items():
                     os.symlink(container_id, os.path.join(tmp, entry))
-                fsutil.fsync_dir(tmp)
+                os.symlink(self.boot or "unknown", os.path.join(tmp, BOOT_MARKER))
+                if durable:
+                    fsutil.fsync_dir(tmp)
                 old = os.path.join(self.root, fsutil.temp_name())
                 try:
                     os.rename(self.path, old)
@@ -257,7 +291,8 @@ class NameIndex:
             except BaseException:
                 fsutil.remove_tree(tmp)
                 raise
-            fsutil.fsync_dir(self.root)
+            if durable:
+                fsutil.fsync_dir(self.root)
             if old:
                 fsutil.remove_tree(old)
             if _exists(self.legacy_path):
@@ -286,11 +321,13 @@ class NameIndex:
                 kind = None
             actual: dict[str, str] = {}
             damaged = set()
-            untidy = kind is None or _exists(self.legacy_path)
+            untidy = not self.complete()
             if kind is not None and not stat.S_ISDIR(kind):
                 problems.append(f"the container name index {self.path} is not a directory")
             elif kind is not None:
                 for entry in sorted(os.listdir(self.path)):
+                    if entry == BOOT_MARKER:
+                        continue  # another boot's: rebuilt by the next writer (not a problem)
                     try:
                         target = os.readlink(os.path.join(self.path, entry))
                     except OSError:

@@ -35,16 +35,17 @@ listings with a warning), ``rm`` removes it, and ``system check`` reports it
 (:meth:`ContainerStore.cut_short`) and ``--repair`` removes it.
 
 Commit points: a container exists from the rename of its fully written ``.tmp-<random>``
-directory to ``<id>`` (done under ``.names.lock``, once its name's link is claimed and
-synced); it stops existing at the rename of ``<id>`` to ``<id>-removing`` (its link is dropped
+directory to ``<id>`` (done under ``.names.lock``, once its name's link is claimed); it
+stops existing at the rename of ``<id>`` to ``<id>-removing`` (its link is dropped
 after).  Readers never lock: every file is replaced whole.
 
 The name index (``.names/``, :mod:`lamina.container.nameindex`) makes a create's conflict check,
 its claim of the name and a name lookup each cost a few system calls whatever the number of
 containers.  The records stay the source of truth: a link is trusted only when the record it
-names has the name, and a link whose record does not is stale (its name free).  Missing, not a
-directory, or left beside a ``.names.json`` (the single-file index of older lamina versions,
-which an older lamina writing here would rewrite), it is rebuilt from the records by the next
+names has the name, and a link whose record does not is stale (its name free).  Links are not
+synced: an index built in another boot is not trusted.  Missing, not a directory, of another
+boot, or left beside a ``.names.json`` (the single-file index of older lamina versions, which
+an older lamina writing here would rewrite), it is rebuilt from the records by the next
 writer, and readers read the records meanwhile; ``system check`` compares it with the records
 and ``--repair`` rebuilds it.
 

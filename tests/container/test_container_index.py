@@ -26,9 +26,14 @@ def record(name: str) -> Container:
 
 
 def links_of(store: ContainerStore) -> dict[str, str]:
-    """entry -> target of every link in ``.names/``."""
+    """entry -> target of every name's link in ``.names/`` (all but the boot marker)."""
     directory = os.path.join(store.root, ".names")
-    return {entry: os.readlink(os.path.join(directory, entry)) for entry in os.listdir(directory)}
+    return {entry: os.readlink(os.path.join(directory, entry)) for entry in os.listdir(directory) if entry != ".boot"}
+
+
+def boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        return handle.read().strip()
 
 
 def write_legacy_index(store: ContainerStore, table: dict[str, str]) -> None:
@@ -192,6 +197,58 @@ def test_an_older_lamina_writing_beside_the_directory_is_caught_up_with(tmp_path
         store.create(record("/written-by-old"))
     assert links_of(store) == {"first": first.id, "written-by-old": written.id}
     assert not os.path.exists(os.path.join(store.root, ".names.json"))
+
+
+def test_an_index_of_another_boot_is_rebuilt_by_the_first_writer_of_this_one(tmp_path, monkeypatch) -> None:
+    """After a host crash a record may have reached the disk and its link not (links are not
+    synced): the index of another boot answers hits (checked against their records) but not
+    misses, and the first writer rebuilds it from the records."""
+    store = ContainerStore(str(tmp_path))
+    kept = record("/kept")
+    store.create(kept)
+    marker = os.path.join(store.root, ".names", ".boot")
+    assert os.readlink(marker) == boot_id()
+    # what a host crash may leave: the record, not its link; the marker of the boot before
+    lost = record("/lost-link")
+    store.create(lost)
+    os.unlink(os.path.join(store.root, ".names", "lost-link"))
+    os.unlink(marker)
+    os.symlink("00000000-0000-0000-0000-000000000000", marker)
+    assert store.check_index() == ([], [])  # another boot's index is no problem: it is rebuilt
+    reader = ContainerStore(str(tmp_path))
+    lock = os.open(os.path.join(store.root, ".names.lock"), os.O_RDWR)
+    import fcntl
+
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a writer holds it: the reader reads the records, waits for nothing
+    try:
+        assert reader.lookup("kept").id == kept.id
+        assert reader.lookup("lost-link").id == lost.id
+    finally:
+        os.close(lock)
+    with pytest.raises(errdefs.Conflict):
+        store.create(record("/lost-link"))
+    assert os.readlink(marker) == boot_id()
+    assert links_of(store) == {"kept": kept.id, "lost-link": lost.id}
+    assert store.check_index() == ([], [])
+
+
+def test_a_claim_costs_no_fsync_but_without_a_boot_id(tmp_path, monkeypatch) -> None:
+    store = ContainerStore(str(tmp_path))
+    store.create(record("/first"))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    store.create(record("/second"))
+    assert len(synced) == 4  # the record's two files, its directory, the containers directory
+    synced.clear()
+    store.create(record("/third"), durable=False)
+    assert synced == []
+    blind = ContainerStore(str(tmp_path))
+    monkeypatch.setattr(type(blind._names), "boot", property(lambda self: ""))
+    synced.clear()
+    blind.create(record("/fourth"))
+    assert len(synced) == 5  # and the claim's
+    assert blind.lookup("fourth").name == "/fourth"
 
 
 def _damage(store: ContainerStore, kind: str, victim: Container, other: Container) -> None:
