@@ -201,6 +201,36 @@ def test_always_container_is_restarted_by_boot_after_its_monitor_died(engine) ->
     assert not engine.state(container_id)["Running"]
 
 
+def test_the_supervisors_round_reads_only_running_containers_and_those_whose_monitor_died(engine, monkeypatch) -> None:
+    """``boot(dead_monitors_only=True)`` (``lamina serve`` asks every second) picks its
+    containers from the listing: a stopped one is not read whole; one recorded running whose
+    monitor died is restarted, and so is one that another command recorded as exited (255)."""
+    stopped = engine.create("true", HostConfig={"RestartPolicy": {"Name": "always"}})
+    noticed = engine.run("sleep", "30", HostConfig={"RestartPolicy": {"Name": "always"}})
+    unnoticed = engine.run("sleep", "30", HostConfig={"RestartPolicy": {"Name": "always"}})
+    for container_id in (noticed, unnoticed):
+        os.kill(engine.run_dir(container_id).monitor_pid(), signal.SIGKILL)
+        engine.wait_for(lambda: engine.run_dir(container_id).monitor_pid() is None, message="the monitor to die")
+    assert engine.state(noticed)["ExitCode"] == 255  # recorded by the look (another command's)
+    store = engine.containers.store
+    read: list[str] = []
+    real_get = store.get
+
+    def counting_get(container_id: str):
+        read.append(container_id)
+        return real_get(container_id)
+
+    monkeypatch.setattr(store, "get", counting_get)
+    report = engine.containers.boot(dead_monitors_only=True)
+    monkeypatch.undo()
+    assert stopped not in read
+    assert sorted(report["Restarted"]) == sorted([noticed, unnoticed])
+    assert engine.state(noticed)["Running"] and engine.state(unnoticed)["Running"]
+    assert engine.state(stopped)["Status"] == "created"
+    for container_id in (noticed, unnoticed):
+        engine.containers.stop(container_id, timeout=0)
+
+
 def test_a_crashed_monitor_is_recorded_as_exit_255(engine) -> None:
     container_id = engine.run("sleep", "30")
     os.kill(engine.run_dir(container_id).monitor_pid(), signal.SIGKILL)

@@ -86,6 +86,11 @@ def _check_rootless(config: dict[str, Any], host: dict[str, Any], networking: di
         check_host_ports(port_mappings({}, host)[0])
 
 
+def _monitor_died(state: dict[str, Any]) -> bool:
+    """A run whose monitor died, recorded by whichever command noticed first."""
+    return state.get("ExitCode") == 255 and state.get("Error") == MONITOR_GONE
+
+
 class ContainerLifecycleImpl(ContainerGroup):
     def _check_networks(self, config: dict[str, Any], host: dict[str, Any],
                         networking: dict[str, Any]) -> dict[str, Any]:
@@ -628,10 +633,9 @@ class ContainerLifecycleImpl(ContainerGroup):
         restarted: list[str] = []
         removed: list[str] = []
         failed: list[dict[str, str]] = []
-        for container in joining.start_order(self.store.list()):
+        for container in joining.start_order(self._boot_candidates(dead_monitors_only)):
             was_running = bool(container.state.get("Running"))
-            # a run whose monitor died, recorded by whichever command noticed first
-            monitor_died = container.state.get("ExitCode") == 255 and container.state.get("Error") == MONITOR_GONE
+            monitor_died = _monitor_died(container.state)
             if dead_monitors_only and not (was_running or monitor_died):
                 continue
             if was_running:
@@ -676,3 +680,18 @@ class ContainerLifecycleImpl(ContainerGroup):
                 except errdefs.LaminaError as exc:
                     failed.append({"Id": container_id, "Error": str(exc)})
         return {"Exited": exited, "Restarted": restarted, "Removed": removed, "Failed": failed}
+
+    def _boot_candidates(self, dead_monitors_only: bool) -> list[Container]:
+        """What :meth:`boot` looks at.  The server's supervisor asks every second: the listing
+        (one index file, a ``stat`` per container) picks the containers recorded running or
+        whose monitor died, and only those are read whole."""
+        if not dead_monitors_only:
+            return self.store.list()
+        found = []
+        for listed in self.store.listing():
+            if listed.state.get("Running") or _monitor_died(listed.state):
+                try:
+                    found.append(self.store.get(listed.id))
+                except (errdefs.NotFound, errdefs.DataLoss):
+                    continue  # removed meanwhile, or damaged (skipped by listings too)
+        return found
