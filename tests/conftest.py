@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import pytest
 
@@ -52,7 +53,15 @@ def _remove_bridges_under(base: str) -> None:
         from lamina.network.run import RunNetwork
 
         for data_root, exec_root in sorted(roots):
-            RunNetwork(data_root, exec_root).remove_bridges()
+            network = RunNetwork(data_root, exec_root)
+            # a bridge with an endpoint stays: the teardown of a run that ended (an --rm run's
+            # monitor finishes it after its waiters woke) is waited for, briefly
+            deadline = time.monotonic() + 15
+            while any(network.is_live(container_id) for container_id in network.recorded_ids()) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+            network.sweep()  # the sandboxes of runs whose monitor is gone
+            network.remove_bridges()
 
 
 @pytest.fixture(scope="session", autouse=True)

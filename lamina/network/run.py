@@ -329,7 +329,7 @@ class RunNetwork:
         alone (``inspect`` opens no network stack)."""
         if self.rootless:
             return self.pasta.sandbox(container_id)
-        if container_id not in self._recorded_ids():
+        if container_id not in self.recorded_ids():
             return None
         if self._sandboxes is not None:
             return self._sandboxes.store.sandbox(container_id)
@@ -341,9 +341,9 @@ class RunNetwork:
         """Any sandbox record exists (a cheap look before the store is opened)."""
         if self.rootless:
             return bool(self.pasta.container_ids())
-        return bool(self._recorded_ids())
+        return bool(self.recorded_ids())
 
-    def _recorded_ids(self) -> list[str]:
+    def recorded_ids(self) -> list[str]:
         """The containers whose sandbox record file is there (``<data-root>/network/sandboxes/
         <id>.json``, :mod:`lamina.network.store`), from the directory alone: neither the store
         nor the network stack is opened (their modules cost a command ~10 ms to import)."""
@@ -359,7 +359,7 @@ class RunNetwork:
         store is opened only when a record's container is not live."""
         if self.rootless:
             return self.pasta.sweep(self.is_live)
-        if not any(not self.is_live(container_id) for container_id in self._recorded_ids()):
+        if not any(not self.is_live(container_id) for container_id in self.recorded_ids()):
             return []
         removed = []
         for container_id in list(self.sandboxes.store.sandboxes()):
