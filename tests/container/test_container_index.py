@@ -25,6 +25,17 @@ def record(name: str) -> Container:
                      {"NetworkMode": "default"})
 
 
+def write_record_unindexed(store: ContainerStore, container: Container) -> None:
+    """A container's record written into the store's directory without the store (no name
+    claimed): what an older lamina, or a damage, leaves."""
+    directory = os.path.join(store.root, container.id)
+    os.mkdir(directory)
+    with open(os.path.join(directory, CONFIG_FILE), "w") as handle:
+        json.dump(container.data, handle)
+    with open(os.path.join(directory, HOST_CONFIG_FILE), "w") as handle:
+        json.dump(container.host_config, handle)
+
+
 def links_of(store: ContainerStore) -> dict[str, str]:
     """entry -> target of every name's link in ``.names/`` (all but the boot marker)."""
     directory = os.path.join(store.root, ".names")
@@ -177,12 +188,7 @@ def test_an_older_lamina_writing_beside_the_directory_is_caught_up_with(tmp_path
     store.create(first)
     # what an older lamina's create does: the record under .names.lock, then .names.json
     written = record("/written-by-old")
-    directory = os.path.join(store.root, written.id)
-    os.mkdir(directory)
-    with open(os.path.join(directory, CONFIG_FILE), "w") as handle:
-        json.dump(written.data, handle)
-    with open(os.path.join(directory, HOST_CONFIG_FILE), "w") as handle:
-        json.dump(written.host_config, handle)
+    write_record_unindexed(store, written)
     write_legacy_index(store, {first.id: "/first", written.id: "/written-by-old"})
     reader = ContainerStore(str(tmp_path))
     lock = os.open(os.path.join(store.root, ".names.lock"), os.O_RDWR)
@@ -346,10 +352,7 @@ def test_two_records_with_one_name_are_a_problem(tmp_path) -> None:
     first = record("/twin")
     store.create(first)
     second = record("/twin")
-    directory = os.path.join(store.root, second.id)
-    os.mkdir(directory)
-    with open(os.path.join(directory, CONFIG_FILE), "w") as handle:
-        json.dump(second.data, handle)
+    write_record_unindexed(store, second)
     problems, _ = store.check_index()
     assert any("are both named '/twin'" in problem for problem in problems), problems
 
