@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import time
+from typing import Any
 
 import pytest
 
@@ -301,14 +302,20 @@ DAMAGES = [
 ]
 
 
-@pytest.mark.parametrize("kind,conflicts_seen", DAMAGES, ids=[kind for kind, _ in DAMAGES])
-def test_a_damaged_or_hostile_index_is_read_past(tmp_path, kind, conflicts_seen) -> None:
+def _damaged_store(tmp_path: Any, kind: str) -> tuple[Any, ContainerStore, Container, Container]:
+    """(root, store, victim, other): two containers, then the index damaged as ``kind`` says."""
     root = tmp_path / "containers"
     store = ContainerStore(str(root))
     victim, other = record("/victim"), record("/other")
     store.create(victim)
     store.create(other)
     _damage(store, kind, victim, other)
+    return root, store, victim, other
+
+
+@pytest.mark.parametrize("kind,conflicts_seen", DAMAGES, ids=[kind for kind, _ in DAMAGES])
+def test_a_damaged_or_hostile_index_is_read_past(tmp_path, kind, conflicts_seen) -> None:
+    _, store, victim, other = _damaged_store(tmp_path, kind)
     problems, repairs = store.check_index()
     assert repairs == []
     assert bool(problems) == (kind != "missing directory"), problems
@@ -330,12 +337,7 @@ def test_a_damaged_or_hostile_index_is_read_past(tmp_path, kind, conflicts_seen)
 
 @pytest.mark.parametrize("kind", [kind for kind, _ in DAMAGES])
 def test_a_damaged_or_hostile_index_is_reported_and_repaired(tmp_path, kind) -> None:
-    root = tmp_path / "containers"
-    store = ContainerStore(str(root))
-    victim, other = record("/victim"), record("/other")
-    store.create(victim)
-    store.create(other)
-    _damage(store, kind, victim, other)
+    root, store, victim, other = _damaged_store(tmp_path, kind)
     problems, repairs = store.check_index(repair=True)
     assert bool(problems) == (kind != "missing directory"), problems
     assert repairs == ["rebuilt the container name index (2 containers)"]

@@ -72,6 +72,15 @@ def commit(images: Any, parent: str, label: str, tag: str | None) -> str:
                              reference=parse_normalized_named(tag) if tag else None))
 
 
+def _child_of_busybox(engine: Any, settle: Callable[[], None]) -> tuple[Any, str, str]:
+    """(the image service, busybox's id, a child committed on it as ``listed:1``), settled."""
+    images = engine.services.images
+    busybox = str(images.resolve("busybox"))
+    child = commit(images, busybox, "1", "listed:1")
+    settle()
+    return images, busybox, child
+
+
 def filesystem_tar() -> bytes:
     data = io.BytesIO()
     with tarfile.open(fileobj=data, mode="w") as archive:
@@ -238,10 +247,7 @@ def test_a_damaged_repositories_file_is_reported_not_listed_from_memory(engine, 
 
 
 def test_filters_answer_like_a_fresh_listing_and_bad_ones_are_refused(engine, settle) -> None:
-    images = engine.services.images
-    busybox = str(images.resolve("busybox"))
-    child = commit(images, busybox, "1", "listed:1")
-    settle()
+    images, busybox, child = _child_of_busybox(engine, settle)
     for query in ({"filters": {"before": ["listed:1"]}}, {"filters": {"since": ["busybox"]}}):
         assert images.list_images_json(**query) == images.list_images_json(**query)
     assert [image["Id"] for image in json.loads(images.list_images_json(filters={"since": ["busybox"]}))] == [child]
@@ -267,10 +273,7 @@ def test_a_damaged_image_is_left_out_with_a_warning_and_reported_by_check(engine
 
 
 def test_a_new_process_reads_the_index_instead_of_the_records(engine, settle, monkeypatch) -> None:
-    images = engine.services.images
-    busybox = str(images.resolve("busybox"))
-    commit(images, busybox, "1", "listed:1")
-    settle()
+    images, busybox, child = _child_of_busybox(engine, settle)
     expected = images.list_images_json(all=True)
     assert os.path.exists(images.listing.index.path)
 
@@ -283,10 +286,7 @@ def test_a_new_process_reads_the_index_instead_of_the_records(engine, settle, mo
 
 
 def test_a_damaged_index_is_rebuilt_and_reported_by_check(engine, settle, caplog) -> None:
-    images = engine.services.images
-    busybox = str(images.resolve("busybox"))
-    commit(images, busybox, "1", "listed:1")
-    settle()
+    images, busybox, child = _child_of_busybox(engine, settle)
     expected = images.list_images_json(all=True)
     system = engine.services.system
     assert system.check() == {"Problems": [], "Repaired": []}
@@ -302,10 +302,7 @@ def test_a_damaged_index_is_rebuilt_and_reported_by_check(engine, settle, caplog
 
 
 def test_check_finds_an_index_that_describes_images_otherwise_and_repair_rewrites_it(engine, settle) -> None:
-    images = engine.services.images
-    busybox = str(images.resolve("busybox"))
-    child = commit(images, busybox, "1", "listed:1")
-    settle()
+    images, busybox, child = _child_of_busybox(engine, settle)
     images.list_images_json()
     path = images.listing.index.path
     with open(path, "rb") as handle:
