@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -198,6 +199,16 @@ def modified_before(path: str | os.PathLike[str], moment: float) -> bool:
         return os.lstat(path).st_mtime <= moment
     except FileNotFoundError:
         return False
+
+
+#: how old a file's last change must be before a cache keyed by its ``stat`` trusts the key: a
+#: rewrite within one timestamp tick may keep inode, size and times (git's "racily clean" entry)
+SETTLED_NANOSECONDS = 1_000_000_000
+
+
+def settled(status: os.stat_result) -> bool:
+    """Whether the file ``status`` describes last changed (content or inode) over a second ago."""
+    return time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns) > SETTLED_NANOSECONDS
 
 
 def lock_is_held(path: str | os.PathLike[str]) -> bool:

@@ -99,7 +99,6 @@ _REMOVING = "-removing"
 # a listing rewrites the listing index once this many of its entries (or a 16th) were outdated
 _OUTDATED_WORTH_WRITING = 16
 # a record whose files changed more recently than this is not cached (see the module docstring)
-_SETTLED_SECONDS = 1.0
 
 _StatKey = tuple[int, int, int, int, int, int, int, int]
 
@@ -240,7 +239,7 @@ class ContainerStore:
         except FileNotFoundError:
             host_key = (0, 0, 0, 0)
         newest = max(config.st_mtime_ns, host_key[2])  # when their content was written
-        settled = time.time_ns() - newest > _SETTLED_SECONDS * 1e9
+        settled = time.time_ns() - newest > fsutil.SETTLED_NANOSECONDS
         return (config.st_ino, config.st_size, config.st_mtime_ns, config.st_ctime_ns, *host_key), settled
 
     def list(self) -> list[Container]:
@@ -290,7 +289,7 @@ class ContainerStore:
         out = []
         outdated = 0  # entries re-read (settled) or dropped: what a rewrite would save the next listing
         covered = 0  # present containers the index has an entry for, current or not
-        settled_before = time.time_ns() - int(_SETTLED_SECONDS * 1e9)
+        settled_before = time.time_ns() - fsutil.SETTLED_NANOSECONDS
         for container_id in self.ids():
             try:
                 key = file_key(os.stat(os.path.join(self.root, container_id, CONFIG_FILE)))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -44,14 +43,12 @@ __all__ = ["ReferenceStore", "Stamp"]
 _Result = TypeVar("_Result")
 _Repositories = dict[str, dict[str, str]]
 Stamp = tuple[int, int, int, int, int]
-# a file changed more recently than this is not cached (see the module docstring)
-_SETTLED_NANOSECONDS = 1_000_000_000
 _MISSING: Stamp = (0, 0, 0, 0, 0)
 
 
 def _settled_key(stat: os.stat_result) -> Stamp | None:
     """The cache key of the file ``stat`` describes, or None while it is less than a second old."""
-    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) <= _SETTLED_NANOSECONDS:
+    if not fsutil.settled(stat):
         return None
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 

@@ -57,7 +57,6 @@ _HEX_RE = re.compile(r"[a-f0-9]{64}")
 _SHORT_HEX_RE = re.compile(r"[a-f0-9]{1,64}")
 _METADATA_KEYS = ("parent", "lastUpdated", "builtLocally")
 # a file changed more recently than this is not cached (see the module docstring)
-_SETTLED_NANOSECONDS = 1_000_000_000
 
 _FileKey = tuple[int, int, int, int]
 Stamp = tuple[int, int, int, int]
@@ -69,8 +68,7 @@ def _file_key(path: str) -> tuple[_FileKey, bool] | None:
         stat = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    settled = time.time_ns() - stat.st_mtime_ns > _SETTLED_NANOSECONDS  # content written that long ago
-    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns), settled
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns), fsutil.settled(stat)
 
 
 class ImageStore:
@@ -116,7 +114,7 @@ class ImageStore:
             stat = os.stat(self.content_dir)
         except FileNotFoundError:
             return None
-        if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) <= _SETTLED_NANOSECONDS:
+        if not fsutil.settled(stat):
             return None
         return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns
 

@@ -103,14 +103,14 @@ class ImageListing:
         else from the index, else from the records (then written to the index)."""
         stamp = self._stamp()
         if stamp is None:
-            return None, self._build()
+            return None, self.from_records()
         if self._listed is not None and self._listed[0] == stamp:
             return self._listed
         entries, damage = self.index.load(stamp)
         if damage:
             log.warning("the image listing index %s %s; rebuilding it", self.index.path, damage)
         if entries is None:
-            entries = self._build()
+            entries = self.from_records()
             try:
                 self.index.write(stamp, entries)
             except errdefs.LaminaError as exc:
@@ -145,10 +145,7 @@ class ImageListing:
         return problems, [f"rewrote the image listing index {self.index.path}"]
 
     def from_records(self) -> list[ListedImage]:
-        """Every image, newest first, read from the records (no index, nothing kept)."""
-        return self._build()
-
-    def _build(self) -> list[ListedImage]:
+        """Every image, newest first, read from the records (no index; only layer sizes kept)."""
         refs_by_image = self.references_by_image()
         sizes: dict[str, int] = {}
         entries = []
@@ -203,8 +200,7 @@ class ImageListing:
     def encoded(self, *, resolve: Resolve, all: bool = False, filters: dict[str, list[str]] | None = None,
                 digests: bool = False) -> bytes:
         """:meth:`summaries` as the JSON body of ``GET /images/json``, kept while the stamp stays."""
-        filters = filters or {}
-        _check_filters(filters)
+        filters = filters or {}  # checked by _summaries before any answer is kept
         stamp, entries = self.listed()
         # the stamp is part of the key: a server's threads may build answers of two stamps at once
         query = (stamp, all, digests, tuple(sorted((key, tuple(values)) for key, values in filters.items())))

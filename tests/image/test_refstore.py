@@ -235,7 +235,7 @@ def test_a_file_rewritten_within_a_second_is_read_again_though_its_inode_size_an
 
 
 def test_the_stamp_is_none_while_the_file_is_young_and_changes_with_it(path: str, monkeypatch) -> None:
-    monkeypatch.setattr("lamina.image.refstore._SETTLED_NANOSECONDS", 100_000_000)
+    monkeypatch.setattr("lamina.fsutil.SETTLED_NANOSECONDS", 100_000_000)
     store = ReferenceStore(path)
     missing = store.stamp()
     assert missing is not None and missing == store.stamp()

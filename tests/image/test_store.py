@@ -254,7 +254,7 @@ def test_the_stores_satisfy_the_protocols_of_api(tmp_path) -> None:
 
 
 def test_the_stamp_changes_with_the_image_set_and_parent_links(store: ImageStore, monkeypatch) -> None:
-    monkeypatch.setattr("lamina.image.store._SETTLED_NANOSECONDS", 100_000_000)
+    monkeypatch.setattr("lamina.fsutil.SETTLED_NANOSECONDS", 100_000_000)
 
     def settled() -> tuple[int, int, int, int]:
         time.sleep(0.15)

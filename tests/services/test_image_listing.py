@@ -35,8 +35,7 @@ QUERIES: list[dict[str, Any]] = [
 
 @pytest.fixture
 def settle(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    monkeypatch.setattr("lamina.image.store._SETTLED_NANOSECONDS", SETTLED_NANOSECONDS)
-    monkeypatch.setattr("lamina.image.refstore._SETTLED_NANOSECONDS", SETTLED_NANOSECONDS)
+    monkeypatch.setattr("lamina.fsutil.SETTLED_NANOSECONDS", SETTLED_NANOSECONDS)
 
     def wait() -> None:
         time.sleep(SETTLED_NANOSECONDS / 1e9 + 0.05)
