@@ -154,7 +154,7 @@ class NameIndex:
     def find(self, name: str) -> tuple[str | None, bool]:
         """(the id the link of ``name`` names, unverified: None when there is none; whether a
         miss is final, the index being complete)."""
-        complete = not _exists(self.legacy_path)  # before the directory: see the module docstring
+        complete = not os.path.lexists(self.legacy_path)  # before the directory: see the module docstring
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
@@ -177,7 +177,7 @@ class NameIndex:
     def complete(self) -> bool:
         """Whether ``.names/`` is a directory built in this boot and no older lamina wrote
         ``.names.json``."""
-        if _exists(self.legacy_path):
+        if os.path.lexists(self.legacy_path):
             return False
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -295,7 +295,7 @@ class NameIndex:
                 fsutil.fsync_dir(self.root)
             if old:
                 fsutil.remove_tree(old)
-            if _exists(self.legacy_path):
+            if os.path.lexists(self.legacy_path):
                 os.unlink(self.legacy_path)
         except OSError as exc:
             raise fsutil.system_error("rebuilding the container name index", exc) from exc
@@ -351,14 +351,6 @@ class NameIndex:
             if repair and (problems or untidy):
                 repairs.append(f"rebuilt the container name index ({self.rebuild()} containers)")
             return problems, repairs
-
-
-def _exists(path: str) -> bool:
-    try:
-        os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _remove_entry(entry: str) -> None:

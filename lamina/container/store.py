@@ -348,15 +348,6 @@ class ContainerStore:
         """The Name in the record (None: gone or unreadable)."""
         return _name_in(os.path.join(self.root, container_id))
 
-    def _names_from_records(self) -> dict[str, str]:
-        """name -> id read from every record (what the index stands for)."""
-        names: dict[str, str] = {}
-        for container_id in self.ids():
-            name = self.name_of(container_id)
-            if name:
-                names[name] = container_id
-        return names
-
     def check_index(self, *, repair: bool = False) -> tuple[list[str], list[str]]:
         """(problems, repairs): the name and listing indexes against the records; ``repair``
         rewrites them (see :meth:`NameIndex.check` and :meth:`_check_listing` for what is a
@@ -388,7 +379,8 @@ class ContainerStore:
         if not complete:
             # not built yet, or an older lamina wrote since: the records answer, and the
             # index is rebuilt when nobody holds its lock (a reader never waits)
-            found = self._names_from_records().get(wanted)
+            found = next((container_id for container_id in self.ids() if self.name_of(container_id) == wanted),
+                         None)
             self._rebuild_names_if_free()
             if found is not None:
                 try:
