@@ -329,8 +329,8 @@ class RunNetwork:
         alone (``inspect`` opens no network stack)."""
         if self.rootless:
             return self.pasta.sandbox(container_id)
-        if container_id not in self.recorded_ids():
-            return None
+        if not os.path.isdir(self._records_dir):
+            return None  # no record ever: the store is not opened (it would make its directories)
         if self._sandboxes is not None:
             return self._sandboxes.store.sandbox(container_id)
         if self._store is None:
@@ -343,12 +343,16 @@ class RunNetwork:
             return bool(self.pasta.container_ids())
         return bool(self.recorded_ids())
 
+    @property
+    def _records_dir(self) -> str:
+        return os.path.join(self.data_root, "network", "sandboxes")
+
     def recorded_ids(self) -> list[str]:
         """The containers whose sandbox record file is there (``<data-root>/network/sandboxes/
         <id>.json``, :mod:`lamina.network.store`), from the directory alone: neither the store
         nor the network stack is opened (their modules cost a command ~10 ms to import)."""
         try:
-            names = os.listdir(os.path.join(self.data_root, "network", "sandboxes"))
+            names = os.listdir(self._records_dir)
         except FileNotFoundError:
             return []
         return [name[:-5] for name in names if name.endswith(".json") and not name.startswith(".")]

@@ -48,12 +48,12 @@ from lamina.layer.store import LayerStore
 from lamina.records import replace
 from lamina.container.state import seconds_of
 from lamina.services.filters import all_labels_match, until_seconds
-from lamina.services.image_listing import ImageListing
 
 if TYPE_CHECKING:
     from lamina.distribution.save import SaveItem
     from lamina.layer.mounts import MountStore
     from lamina.services.api import Progress
+    from lamina.services.image_listing import ImageListing
 
 __all__ = ["ContainerUsage", "ImageServiceImpl", "new_tag"]
 
@@ -76,7 +76,17 @@ class ImageServiceImpl:
         self.freed_bytes = 0
         self.mounts = mounts
         self.container_usage: ContainerUsage = container_usage or (lambda image_id: [])
-        self.listing = ImageListing(images=images, references=references, layers=layers)
+        self._listing: ImageListing | None = None
+
+    @property
+    def listing(self) -> ImageListing:
+        """The image list kept by store version (:mod:`lamina.services.image_listing`), made on
+        first use: a ``run`` resolves its image without it."""
+        if self._listing is None:
+            from lamina.services.image_listing import ImageListing
+
+            self._listing = ImageListing(images=self.images, references=self.references, layers=self.layers)
+        return self._listing
 
     def _event(self, action: str, image_id: Digest | str, name: str = "") -> None:
         """An image event; the image's labels are attributes while it still exists."""

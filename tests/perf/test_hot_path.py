@@ -129,6 +129,8 @@ def test_run_rm_true_imports_only_what_running_needs(engine) -> None:
     assert completed.returncode == 0, completed.stderr
     assert _loaded(modules, NEVER) == set()
     assert _loaded(modules, ("lamina.services.volumes", "lamina.volume.store")) == set()  # no volumes used
+    # the image is resolved through the reference store: the kept image list is for listings
+    assert _loaded(modules, ("lamina.services.image_listing", "lamina.image.listing")) == set()
     # the runtime is opened by the monitor template, not by the command (it would cost every run
     # the runtime's imports and set-up, ~5 ms)
     assert _loaded(modules, ("lamina.runtime.native", "lamina.runtime.child", "lamina.runtime.oci",
