@@ -22,7 +22,10 @@ Not supported (a ``TypeError`` at definition says so): ``slots``, ``init=False``
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["dataclass", "field", "fields", "replace", "asdict", "compile_inits", "Field", "FrozenInstanceError",
            "MISSING"]

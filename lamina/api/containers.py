@@ -38,7 +38,6 @@ import json
 import math
 import re
 import threading
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.api import bodies, params
@@ -55,7 +54,10 @@ from lamina.api.streams import (
     stdio_stream,
 )
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.api.call import Call
 
 __all__ = [

@@ -27,9 +27,8 @@ headers like dockerd's.
 
 from __future__ import annotations
 
+import _thread  # threading's Lock itself: a router that builds no services needs no threading module
 import re
-import threading
-from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
 from lamina.api import unsupported
@@ -39,6 +38,7 @@ from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
 from lamina.records import dataclass
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.config import EngineConfig
     from lamina.services.api import Services
@@ -186,7 +186,7 @@ class Router:
                  routes: tuple[Route, ...] = ROUTES) -> None:
         self._services_factory = services_factory
         self._services: "Services | None" = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._routes = routes
         self._matchers = [_Matcher(route.pattern) for route in routes]
         self._handlers: dict[Route, Handler] = {}

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.errors import exit_code_for_status
 from lamina.cli.templates import render_each
 from lamina.client.client import ClientError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["inspect_each", "write_inspected"]
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from lamina.cli.context import Context
 from lamina.cli.errors import CommandError, UsageError
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.cli.templates import Record
 
 __all__ = ["parse_filters", "confirm", "add_listing_options", "add_prune_options", "confirm_prune", "print_prune_report", "print_rows"]

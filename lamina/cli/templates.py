@@ -22,11 +22,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from lamina.cli.errors import UsageError
 from lamina.cli.formatting import tabulate
 from lamina.records import dataclass, field
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["TemplateError", "Template", "Record", "go_value", "format_rows", "render_each"]
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.formatting import (
@@ -29,6 +28,10 @@ from lamina.cli.formatting import (
 )
 from lamina.cli.options import add_listing_options, parse_filters, print_rows
 from lamina.cli.templates import Record
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "SIZE_TABLE", "configure", "container_rows", "run"]
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from lamina import __version__
 from lamina.cli.context import Context
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run", "client_version", "render_version"]
 
