@@ -11,7 +11,7 @@ from typing import Any
 from lamina.cli.context import Context
 from lamina.cli.formatting import ellipsis, human_size, rfc3339, since, truncate_id
 from lamina.cli.options import print_rows
-from lamina.cli.templates import Record
+from lamina.cli.rows import Record
 
 __all__ = ["configure", "run", "history_rows", "HEADERS", "DEFAULT_TABLE"]
 

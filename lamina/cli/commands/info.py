@@ -11,7 +11,7 @@ from typing import Any
 from lamina import __version__
 from lamina.cli.context import Context
 from lamina.cli.formatting import bytes_size
-from lamina.cli.templates import render_each
+from lamina.cli.rows import render_each
 
 __all__ = ["configure", "run", "render_info"]
 

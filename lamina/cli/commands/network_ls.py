@@ -14,7 +14,7 @@ from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.options import add_listing_options, parse_filters
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.rows import Record, format_rows
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "configure", "network_rows", "run"]
 

@@ -27,7 +27,7 @@ from lamina.cli.formatting import (
     truncate_id,
 )
 from lamina.cli.options import add_listing_options, parse_filters, print_rows
-from lamina.cli.templates import Record
+from lamina.cli.rows import Record
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from typing import Any
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import exit_code_for_status
 from lamina.cli.formatting import bytes_size, human_size, truncate_id
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.rows import Record, format_rows
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "configure", "run", "stats_row"]
 

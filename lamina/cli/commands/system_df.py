@@ -9,7 +9,7 @@ from typing import Any
 from lamina.cli.commands.images import image_rows
 from lamina.cli.context import Context
 from lamina.cli.formatting import ellipsis, human_size, since, tabulate, truncate_id
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.rows import Record, format_rows
 
 __all__ = ["configure", "run", "summary_rows", "HEADERS", "DEFAULT_TABLE"]
 

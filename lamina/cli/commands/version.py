@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
             context.print()
         raise
     if args.format:
-        from lamina.cli.templates import render_each  # the template engine only for -f
+        from lamina.cli.rows import render_each  # only for -f
 
         context.out.write(render_each(args.format, [{"Client": client, "Server": server}]))
         return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.options import parse_filters, print_rows
-from lamina.cli.templates import Record
+from lamina.cli.rows import Record
 
 __all__ = ["configure", "run", "volume_rows", "HEADERS", "DEFAULT_TABLE"]
 
