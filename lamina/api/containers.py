@@ -40,7 +40,7 @@ import re
 import threading
 
 from lamina import errdefs
-from lamina.api import bodies, params
+from lamina.api import params
 from lamina.api.errors import log_unexpected, message_for
 from lamina.api.http import Headers, Response
 from lamina.api.streams import (
@@ -147,6 +147,8 @@ def create_container(call: Call) -> Response:
     if name and not VALID_NAME.match(name):
         raise errdefs.InvalidArgument(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    from lamina.api import bodies  # the body schemas: only for the calls that take a body
+
     body = bodies.read_object(call.request.body, bodies.CONTAINER_CREATE)
     platform = params.string(call.request, "platform").strip()
     if platform:
@@ -262,6 +264,8 @@ def _update_changes(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_container(call: Call) -> Response:
+    from lamina.api import bodies
+
     body = _update_changes(bodies.read_object(call.request.body, bodies.CONTAINER_UPDATE))
     answer = dict(call.services.containers.update(call.params["id"], body) or {})
     if answer.get("Warnings") is None:
@@ -476,6 +480,8 @@ def commit_container(call: Call) -> Response:
     container = params.string(request, "container").strip()
     if not container:
         raise errdefs.InvalidArgument("the container parameter is required to commit")
+    from lamina.api import bodies
+
     config = bodies.read_json(request.body, required=False)
     if config is not None:
         if not isinstance(config, dict):

@@ -148,7 +148,26 @@ ROUTES: tuple[Route, ...] = (
     *(Route(*entry) for entry in unsupported.ROUTES),
 )
 
-_VERSIONED = re.compile(r"^/v([0-9][0-9.]*)(/.*)$")
+_VERSION_CHARACTERS = frozenset("0123456789.")
+
+
+def _versioned(path: str) -> tuple[str, str] | None:
+    """``/v1.45/images/json`` -> ``("1.45", "/images/json")``, what ``^/v([0-9][0-9.]*)(/.*)$``
+    matches, without compiling it for every command: the version is a digit then digits and
+    dots up to the first ``/``; the rest holds no newline but, at most, a final one (which
+    ``$`` lets through and the match leaves out)."""
+    slash = path.find("/", 2)
+    if not path.startswith("/v") or slash < 0:
+        return None
+    text, rest = path[2:slash], path[slash:]
+    if not text or text[0] == "." or not _VERSION_CHARACTERS.issuperset(text):
+        return None
+    newline = rest.find("\n")
+    if newline >= 0:
+        if newline != len(rest) - 1:
+            return None
+        rest = rest[:-1]
+    return text, rest
 
 
 class _Matcher:
@@ -246,10 +265,10 @@ def engine_services(config: EngineConfig) -> Services:
 
 
 def _strip_version(path: str) -> tuple[str, str]:
-    match = _VERSIONED.match(path)
-    if match is None:
+    versioned = _versioned(path)
+    if versioned is None:
         return path, API_VERSION
-    text, rest = match.group(1), match.group(2)
+    text, rest = versioned
     try:
         requested = parse_version(text)
     except ValueError as exc:
