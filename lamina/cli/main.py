@@ -34,7 +34,7 @@ from lamina.cli.errors import (
 )
 from lamina.records import dataclass
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: most commands never need it
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 

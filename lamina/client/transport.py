@@ -10,7 +10,9 @@
 
 :func:`select_transport` picks one: ``-H`` / ``LAMINA_HOST`` / ``DOCKER_HOST`` (``unix://``
 only), else in-process.  Connection failures raise :class:`TransportError`.  The protocol and
-the error live in :mod:`lamina.client.base` (re-exported here on first use), which imports no transport.
+the error live in :mod:`lamina.client.base`, which imports no transport; they are re-exported
+here on first use (the protocol class needs :mod:`typing`, which the in-process path never
+loads otherwise).
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ HOST_ENVIRONMENT = ("LAMINA_HOST", "DOCKER_HOST")
 
 
 def __getattr__(name: str) -> object:
-    # the names of lamina.client.base, re-exported on first use: its Transport protocol needs
-    # typing, which the in-process path does not otherwise load
     if name in ("Transport", "TransportError", "USER_AGENT"):
         from lamina.client import base
 
