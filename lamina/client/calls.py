@@ -25,7 +25,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
-    from lamina.client.base import Transport
+    from lamina.client.api import Transport
     from lamina.client.stdio import Attachment
 
 __all__ = [

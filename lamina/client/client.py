@@ -1,4 +1,4 @@
-"""APIClient: typed Docker Engine API calls over any :class:`~lamina.client.base.Transport`.
+"""APIClient: typed Docker Engine API calls over any :class:`~lamina.client.api.Transport`.
 
 Every method builds one request; a non-2xx answer raises :class:`ClientError` carrying the
 HTTP status and the daemon's ``message`` (the plumbing: :mod:`lamina.client.calls`).  Streams

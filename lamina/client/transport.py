@@ -9,10 +9,9 @@
   use so the in-process path never loads the socket code).
 
 :func:`select_transport` picks one: ``-H`` / ``LAMINA_HOST`` / ``DOCKER_HOST`` (``unix://``
-only), else in-process.  Connection failures raise :class:`TransportError`.  The protocol and
-the error live in :mod:`lamina.client.base`, which imports no transport; they are re-exported
-here on first use (the protocol class needs :mod:`typing`, which the in-process path never
-loads otherwise).
+only), else in-process.  Connection failures raise :class:`TransportError`.  The protocol
+(:mod:`lamina.client.api`) and the error (:mod:`lamina.client.base`, which imports no transport)
+are re-exported here on first use: the in-process path needs neither.
 """
 
 from __future__ import annotations
@@ -28,7 +27,8 @@ if TYPE_CHECKING:
     from lamina.api.call import Services, ServicesFactory
     from lamina.api.http import Request, Response
     from lamina.api.router import Router
-    from lamina.client.base import USER_AGENT, Transport, TransportError
+    from lamina.client.api import Transport
+    from lamina.client.base import USER_AGENT, TransportError
 
 __all__ = [
     "Transport", "TransportError", "InProcessTransport", "UnixSocketTransport",

@@ -275,3 +275,44 @@ def test_front_listings_and_inspect_load_only_their_own_client_and_api_code(engi
     finally:
         completed, _ = _command(engine.data_root, engine.exec_root, "rm", "front-path")
         assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.privileged
+def test_front_commands_sent_to_a_daemon_load_neither_typing_nor_the_engine(engine) -> None:
+    """``-H unix://...``: the CLI is only an API client; the transport protocol (which needs
+    typing) is for type checkers, the socket code is all it loads beyond the in-process path's
+    command and client code."""
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="lamina-front-", dir="/tmp")  # a short socket path
+    host = f"unix://{directory}/lamina.sock"
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_STORAGE_DRIVER")}
+    environment["LAMINA_EXEC_ROOT"] = engine.exec_root
+    with open(os.path.join(directory, "serve.log"), "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "lamina.cli.main", "--data-root", engine.data_root,
+                                   "serve", "-H", host, "--shutdown-timeout", "3"],
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f"{directory}/lamina.sock"):
+            assert server.poll() is None and time.monotonic() < deadline, "lamina serve did not start"
+            time.sleep(0.02)
+        for arguments, shown in ((("version",), "Server: lamina"), (("images",), "busybox"),
+                                 (("ps", "-a"), "CONTAINER ID"), (("image", "inspect", "busybox"), '"RepoTags"')):
+            completed, modules = _command(engine.data_root, engine.exec_root, "-H", host, *arguments)
+            assert completed.returncode == 0, completed.stderr
+            assert shown in completed.stdout, arguments
+            assert "lamina.client.unix" in modules
+            assert _loaded(modules, ("typing", "threading", "lamina.api.router", "lamina.services", "lamina.image",
+                                     "lamina.container.store", "lamina.cli.templates", "lamina.client.stdio",
+                                     "lamina.client.build", "lamina.client.volumes")) == set(), arguments
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(directory, ignore_errors=True)
