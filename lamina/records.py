@@ -162,7 +162,7 @@ def _process(cls: type, *, repr: bool, eq: bool, order: bool, frozen: bool, kw_o
     return cls
 
 
-# -- __init__: compiled on first use -----------------------------------------------------------
+# -- __init__: shared for the first instances, then compiled -------------------------------------
 
 
 #: instances a class makes with the shared __init__ before its own is compiled
