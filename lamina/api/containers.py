@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
-import threading
 
 from lamina import errdefs
 from lamina.api import params
@@ -125,6 +123,8 @@ def _timestamp(call: Call, name: str) -> float:
     except ValueError as exc:
         raise errdefs.InvalidArgument(
             f"invalid value {text!r} for query parameter {name!r}: expected a unix timestamp") from exc
+    import math
+
     if not math.isfinite(value) or value < 0:
         raise errdefs.InvalidArgument(f"invalid value {text!r} for query parameter {name!r}")
     return value
@@ -314,7 +314,8 @@ def wait_container(call: Call) -> Response:
     containers = call.services.containers
     # The full id: the name may change (or be reused) while we wait.
     id = str(call.services.container_views.inspect(call.params["id"]).get("Id") or call.params["id"])
-    import queue  # only for a wait (ps, inspect and run --rm never load it)
+    import queue  # with threading: only a wait needs them
+    import threading
 
     results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
     # registered before the answer's head goes out (a NotFound is still a 404): the start
