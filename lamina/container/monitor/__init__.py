@@ -58,10 +58,14 @@ events, written before waiters of the exit are woken; ``destroy`` after a ``--rm
 
 from __future__ import annotations
 
-from lamina.container.monitor.api import MonitorContext, MonitorRecipe, MonitorStores, MonitorVolumes, PendingAttach
-from lamina.container.monitor.client import MonitorClient, spawn
-from lamina.container.monitor.protocol import ERROR_KINDS, StartError, exit_code_of_start_error
-from lamina.container.rundir import ExitInfo, RunLock
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lamina.container.monitor.api import (MonitorContext, MonitorRecipe, MonitorStores, MonitorVolumes,
+                                              PendingAttach)
+    from lamina.container.monitor.client import MonitorClient, spawn
+    from lamina.container.monitor.protocol import ERROR_KINDS, StartError, exit_code_of_start_error
+    from lamina.container.rundir import ExitInfo, RunLock
 
 __all__ = [
     "ERROR_KINDS",
@@ -77,3 +81,20 @@ __all__ = [
     "exit_code_of_start_error",
     "spawn",
 ]
+
+# each name's module, imported when the name is first read: the package itself imports nothing
+# (``ps`` of a running container reads the run directory alone, ``lamina.container.rundir``)
+_HOMES = {"ERROR_KINDS": "protocol", "StartError": "protocol", "exit_code_of_start_error": "protocol",
+          "MonitorClient": "client", "spawn": "client", "ExitInfo": "lamina.container.rundir",
+          "RunLock": "lamina.container.rundir", "MonitorContext": "api", "MonitorRecipe": "api",
+          "MonitorStores": "api", "MonitorVolumes": "api", "PendingAttach": "api"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(home if "." in home else f"{__name__}.{home}")
+    return getattr(module, name)
