@@ -264,7 +264,9 @@ class ContainerViewsImpl(ContainerGroup):
         if limit > 0:
             containers = containers[:limit]
         resolved: dict[str, str] = {}
-        references = {text: str(image_id) for text, image_id in self.images.references.all().items()}
+        # read once for the listing, and not at all when it lists nothing
+        references = ({text: str(image_id) for text, image_id in self.images.references.all().items()}
+                      if containers else {})
         summaries = []
         for container in containers:
             summary = self._summary(container, size=size, resolved=resolved, references=references)
