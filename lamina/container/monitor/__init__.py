@@ -58,6 +58,7 @@ events, written before waiters of the exit are woken; ``destroy`` after a ``--rm
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -82,19 +83,25 @@ __all__ = [
     "spawn",
 ]
 
-# each name's module, imported when the name is first read: the package itself imports nothing
-# (``ps`` of a running container reads the run directory alone, ``lamina.container.rundir``)
-_HOMES = {"ERROR_KINDS": "protocol", "StartError": "protocol", "exit_code_of_start_error": "protocol",
-          "MonitorClient": "client", "spawn": "client", "ExitInfo": "lamina.container.rundir",
-          "RunLock": "lamina.container.rundir", "MonitorContext": "api", "MonitorRecipe": "api",
-          "MonitorStores": "api", "MonitorVolumes": "api", "PendingAttach": "api"}
+# public name -> the module that defines it (of this package, or the run directory's): the
+# package imports none of them until a name is read (``ps`` of a running container reads the
+# run directory alone, through the client)
+_HOMES = {
+    **dict.fromkeys(("ERROR_KINDS", "StartError", "exit_code_of_start_error"), "protocol"),
+    **dict.fromkeys(("MonitorClient", "spawn"), "client"),
+    **dict.fromkeys(("MonitorContext", "MonitorRecipe", "MonitorStores", "MonitorVolumes", "PendingAttach"), "api"),
+    **dict.fromkeys(("ExitInfo", "RunLock"), "lamina.container.rundir"),
+}
 
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    value = getattr(importlib.import_module(home if "." in home else f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
 
-    module = importlib.import_module(home if "." in home else f"{__name__}.{home}")
-    return getattr(module, name)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
