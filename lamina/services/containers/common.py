@@ -90,8 +90,8 @@ def monitor_context(arguments: dict[str, Any]) -> MonitorContext:
     from lamina.graphdriver.registry import DRIVERS
     from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
-    from lamina.runtime.registry import Runtimes
     from lamina.records import fields
+    from lamina.runtime.registry import Runtimes
     from lamina.services.compose import _on_first_use, build_volumes
 
     given = arguments["config"]
