@@ -215,9 +215,9 @@ class EngineServices:
 
         mounts = self.mounts  # the sweep lists the read-write layers
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
-        # built when first used: the image service (inspect and ps of no container do not read
-        # it), the volume service (a container without volumes never calls it), the event log
-        # (reading containers emits no event)
+        # built when first used: the image service (inspect, and a ps that lists nothing, do not
+        # read it; the mount store is built with it for now), the volume service (a container
+        # without volumes never calls it), the event log (reading containers emits no event)
         images: ImageServiceImpl = _on_first_use(lambda: self.images)
         volumes: ContainerVolumes = _on_first_use(lambda: self.volumes)
         events: EventLog = _on_first_use(lambda: self.event_log)
