@@ -213,12 +213,16 @@ class EngineServices:
         from lamina.container.store import ContainerStore
         from lamina.services.containers.common import ContainerShared
 
-        images, mounts = self.images, self.mounts
+        mounts = self.mounts  # the sweep lists the read-write layers
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
-        # a container without volumes never calls the volume service: built when first used
+        # built when first used: the image service (inspect, and a ps that lists nothing, do not
+        # read it; the mount store is built with it for now), the volume service (a container
+        # without volumes never calls it), the event log (reading containers emits no event)
+        images: ImageServiceImpl = _on_first_use(lambda: self.images)
         volumes: ContainerVolumes = _on_first_use(lambda: self.volumes)
+        events: EventLog = _on_first_use(lambda: self.event_log)
         shared = ContainerShared(config=self.config, images=images, mounts=mounts, store=store,
-                                 execs=self._exec_store, volumes=volumes, events=self.event_log, remap=self.remap)
+                                 execs=self._exec_store, volumes=volumes, events=events, remap=self.remap)
         shared.sweep()
         return shared
 

@@ -222,3 +222,55 @@ def test_every_archive_export_resolves_to_its_module() -> None:
     assert set(archive.__all__) <= set(dir(archive))
     with pytest.raises(AttributeError):
         archive.no_such_name  # noqa: B018
+
+
+# what only running a container needs: the monitor's client, protocol and recipe, the run
+# directory, the runtimes, the volume code, logs, healthchecks, joined namespaces, the network
+# vocabulary and store; the client's sockets
+RUN_MACHINERY = ("lamina.container.monitor.api", "lamina.container.monitor.client", "lamina.container.monitor.protocol",
+                 "lamina.container.rundir", "lamina.runtime", "lamina.volume", "lamina.container.logs",
+                 "lamina.container.health", "lamina.container.joining", "lamina.network.api", "lamina.network.store")
+# whether a running container's monitor lives is a lock in its run directory, read through the
+# monitor client: nothing that starts, attaches to or stops a run
+MONITOR_LIVENESS = ("lamina.container.monitor.client", "lamina.container.monitor.protocol", "lamina.container.rundir")
+
+
+@pytest.mark.privileged
+def test_readcontainers_ps_and_inspect_of_a_stopped_container_load_no_run_machinery(engine) -> None:
+    completed, _ = _command(engine.data_root, engine.exec_root, "create", "--name", "hot-stopped", "busybox", "true")
+    assert completed.returncode == 0, completed.stderr
+    try:
+        for arguments, shown in ((("ps", "-a"), "hot-stopped"), (("ps",), "NAMES"),
+                                 (("inspect", "hot-stopped"), '"Status": "created"')):
+            completed, modules = _command(engine.data_root, engine.exec_root, *arguments)
+            assert completed.returncode == 0, completed.stderr
+            assert shown in completed.stdout, arguments
+            assert _loaded(modules, RUN_MACHINERY) == set(), arguments
+    finally:
+        completed, _ = _command(engine.data_root, engine.exec_root, "rm", "hot-stopped")
+        assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.privileged
+def test_readcontainers_ps_and_inspect_of_a_running_container_only_ask_whether_its_monitor_lives(engine) -> None:
+    completed, _ = _command(engine.data_root, engine.exec_root, "run", "-d", "--network", "none", "--name",
+                            "hot-running", "busybox", "sleep", "60")
+    assert completed.returncode == 0, completed.stderr
+    try:
+        completed, modules = _command(engine.data_root, engine.exec_root, "ps")
+        assert completed.returncode == 0, completed.stderr
+        assert "hot-running" in completed.stdout and " Up " in completed.stdout
+        assert _loaded(modules, MONITOR_LIVENESS) == set(MONITOR_LIVENESS)
+        assert _loaded(modules, tuple(name for name in RUN_MACHINERY if name not in MONITOR_LIVENESS)) == set()
+        completed, modules = _command(engine.data_root, engine.exec_root, "inspect", "--format",
+                                      "{{.State.Status}} {{.State.Pid}}", "hot-running")
+        assert completed.returncode == 0, completed.stderr
+        status, pid = completed.stdout.split()
+        assert status == "running" and int(pid) > 0
+        # the network store is read for a sandbox record when another test's run left the directory
+        assert _loaded(modules, tuple(name for name in RUN_MACHINERY
+                                      if name not in MONITOR_LIVENESS + ("lamina.network.api",
+                                                                         "lamina.network.store"))) == set()
+    finally:
+        completed, _ = _command(engine.data_root, engine.exec_root, "rm", "-f", "hot-running")
+        assert completed.returncode == 0, completed.stderr
