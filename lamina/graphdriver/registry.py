@@ -77,6 +77,9 @@ class _Drivers(Mapping[str, DriverClass]):
         driver: DriverClass = getattr(importlib.import_module(module), attribute)
         return driver
 
+    def __contains__(self, name: object) -> bool:
+        return name in _REGISTERED  # without importing the driver (Mapping's would look it up)
+
     def __iter__(self) -> Iterator[str]:
         return iter(_REGISTERED)
 
