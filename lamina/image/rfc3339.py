@@ -15,7 +15,7 @@ import time
 
 from lamina import errdefs
 
-__all__ = ["format_time", "parse_time"]
+__all__ = ["format_time", "parse_time", "seconds_of"]
 
 
 @functools.cache
@@ -73,3 +73,14 @@ def parse_time(text: str) -> int:
     if fraction:
         return seconds * 1_000_000_000 + int(fraction.ljust(9, "0"))
     return seconds * 1_000_000_000
+
+
+def seconds_of(text: str | None) -> float:
+    """Seconds since the epoch of an RFC 3339 time; 0 for the zero time (``0001-01-01...``) or
+    garbage (a damaged time reads as "never"; inspect still shows the stored text)."""
+    if not text or text.startswith("0001-01-01"):
+        return 0.0
+    try:
+        return parse_time(text) / 1e9
+    except errdefs.InvalidArgument:
+        return 0.0

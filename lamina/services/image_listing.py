@@ -149,7 +149,7 @@ class ImageListing:
 
     def from_records(self) -> list[ListedImage]:
         """Every image, newest first, read from the records (no index; only layer sizes kept)."""
-        from lamina.container.state import seconds_of
+        from lamina.image.rfc3339 import seconds_of
 
         refs_by_image = self.references_by_image()
         sizes: dict[str, int] = {}
@@ -254,7 +254,7 @@ class ImageListing:
         for entry in entries:
             if entry.image_id == image_id:
                 return entry.created
-        from lamina.container.state import seconds_of
+        from lamina.image.rfc3339 import seconds_of
 
         return seconds_of(self.images.get_config(image_id).created)
 

@@ -415,7 +415,7 @@ class ImageServiceImpl:
         }
 
     def image_history(self, name: str) -> list[dict[str, Any]]:
-        from lamina.container.state import seconds_of
+        from lamina.image.rfc3339 import seconds_of
 
         image_id = self.resolve(name)
         config = self.images.get_config(image_id)
@@ -569,7 +569,7 @@ class ImageServiceImpl:
         return report
 
     def prune_images(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
-        from lamina.container.state import seconds_of
+        from lamina.image.rfc3339 import seconds_of
         from lamina.services.filters import all_labels_match, until_seconds
 
         filters = dict(filters or {})
