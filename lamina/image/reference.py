@@ -83,10 +83,11 @@ _HOST = r"(?:" + _DOMAIN_NAME + r"|" + _IPV6_ADDRESS + r")"
 _DOMAIN_AND_PORT = _HOST + r"(?::[0-9]+)?"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_NAME = r"(?:" + _DOMAIN_AND_PORT + r"/)?" + _REMOTE_NAME
 
-_REFERENCE = r"(" + _NAME + r")(?::(" + _TAG + r"))?(?:@(" + _DIGEST + r"))?"
-_ANCHORED_NAME = r"(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")"
+# groups: domain, path, tag, digest (distribution's anchored name pattern splits the name the
+# same way: both try the domain first, and the first split that reaches the name's end wins)
+_REFERENCE = (r"(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")(?::(" + _TAG + r"))?(?:@(" + _DIGEST
+              + r"))?")
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
@@ -201,11 +202,7 @@ def parse(text: str) -> Reference:
         if lowered != text and reference.fullmatch(lowered) is not None:
             raise _invalid(_ERR_NAME_UPPERCASE)
         raise _invalid(_ERR_INVALID_FORMAT)
-    name, tag, digest_text = match.group(1), match.group(2), match.group(3)
-    name_match = _compiled(_ANCHORED_NAME).fullmatch(name)
-    if name_match is None:  # the name pattern is part of the reference pattern
-        raise _invalid(_ERR_INVALID_FORMAT)
-    domain, path = name_match.group(1) or "", name_match.group(2)
+    domain, path, tag, digest_text = match.group(1) or "", match.group(2), match.group(3), match.group(4)
     if len(path) > REPOSITORY_NAME_MAX_LENGTH:
         raise _invalid(_ERR_NAME_TOO_LONG)
     digest = _parse_digest(digest_text) if digest_text else None
