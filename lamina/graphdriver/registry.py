@@ -1,10 +1,11 @@
 """Graph drivers by name, and the policy that chooses one for a data root.
 
 Every driver lamina implements is in :data:`DRIVERS` (name -> class); a driver's directory is
-``<data-root>/<name>``.  A driver's module is imported when its class is first looked up
-(:data:`DRIVERS` is registered by name, module and class name): a command pays for the driver
-it uses, and a driver whose directory is absent is known to hold no layers without importing it.  :data:`PRIORITY` is Docker's Linux order; names in it that lamina does
-not implement are skipped with the reason.
+``<data-root>/<name>``.  Drivers are registered by name, module and class name: a driver's
+module is imported when its class is first looked up, so a command pays for the driver it
+uses, and a driver whose directory is absent holds no layers without being imported to ask.
+:data:`PRIORITY` is Docker's Linux order; names in it that lamina does not implement are
+skipped with the reason.
 
 Selection policy (:func:`select`), the first rule that applies wins:
 
