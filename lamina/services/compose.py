@@ -44,6 +44,7 @@ from lamina.log import get_logger
 
 if TYPE_CHECKING:
     from lamina.container.execstore import ExecStore
+    from lamina.events.api import EventSink
     from lamina.events.log import EventLog
     from lamina.graphdriver.registry import Selection
     from lamina.idmap import Remap
@@ -141,9 +142,11 @@ class EngineServices:
 
         layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
         mounts = MountStore(layers)
-        # rmi's conflicts: which containers use an image (builds the container service then)
+        # rmi's conflicts: which containers use an image (builds the container service then);
+        # the event log when an image event is first emitted (listing and inspecting emit none)
+        events: EventSink = _on_first_use(lambda: self.event_log)
         service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
-                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log,
+                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=events,
                                    mounts=mounts,
                                    container_usage=lambda image_id: self.container_views.image_usage(image_id))
         # image writes run under the layer store lock and a lease: the image store's leftovers

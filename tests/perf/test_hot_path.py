@@ -274,3 +274,42 @@ def test_readcontainers_ps_and_inspect_of_a_running_container_only_ask_whether_i
     finally:
         completed, _ = _command(engine.data_root, engine.exec_root, "rm", "-f", "hot-running")
         assert completed.returncode == 0, completed.stderr
+
+
+# what reading images never needs: the drivers not in use and overlay2's parts for diffs, remapped
+# copies and probes (the probe is recorded), the event log (nothing is emitted), the identity
+# mappings of remapped containers, tar-split reassembly, and the container code's times
+READ_IMAGES_NEVER = ("lamina.graphdriver.vfs", "lamina.graphdriver.fuseoverlayfs", "lamina.graphdriver.naivediff",
+                     "lamina.graphdriver.remapcopy", "lamina.graphdriver.overlay2_kernel", "lamina.events.log",
+                     "lamina.idmap", "lamina.layer.reassembly", "lamina.container.state", "lamina.container.logs")
+# what a listing answered from its index needs neither: image configs, Go JSON, times, filters
+LISTING_NEVER = ("lamina.image.config", "lamina.image.config_fields", "lamina.image.gojson", "lamina.image.rfc3339",
+                 "lamina.services.filters", "fnmatch")
+
+
+@pytest.mark.privileged
+def test_reading_images_imports_one_driver_and_no_config_code_for_a_listing(engine) -> None:
+    """``images``, ``image inspect`` and ``history`` import the driver in use only, and a
+    listing from a current index parses no image config (the index is written by the first
+    listing of a settled store: waited for)."""
+    index = os.path.join(engine.data_root, "image", "overlay2", "imagedb", "listing.json")
+    if not os.path.isdir(os.path.dirname(os.path.dirname(index))):
+        pytest.skip("overlay2 is not the driver here")
+    deadline = time.monotonic() + 10
+    while True:
+        completed, modules = _command(engine.data_root, engine.exec_root, "images")
+        assert completed.returncode == 0, completed.stderr
+        if os.path.exists(index) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # the stores changed less than a second ago: no index written yet
+    completed, modules = _command(engine.data_root, engine.exec_root, "images")
+    assert completed.returncode == 0, completed.stderr
+    assert "busybox" in completed.stdout
+    assert _loaded(modules, READ_IMAGES_NEVER + LISTING_NEVER) == set()
+    assert "lamina.graphdriver.overlay2" in modules
+    for arguments, shown in ((("image", "inspect", "busybox"), '"RepoTags"'), (("history", "busybox"), "IMAGE")):
+        completed, modules = _command(engine.data_root, engine.exec_root, *arguments)
+        assert completed.returncode == 0, completed.stderr
+        assert shown in completed.stdout
+        assert _loaded(modules, NEVER + NO_OPENSSL + READ_IMAGES_NEVER + ("lamina.services.image_listing",)) == set(), \
+            arguments
