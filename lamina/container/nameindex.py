@@ -69,7 +69,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from lamina import errdefs, fsutil
-from lamina.container.names import VALID_NAME, is_container_id
+from lamina.container.names import is_container_id, is_valid_name
 from lamina.log import get_logger
 
 __all__ = ["BOOT_MARKER", "DIRECTORY", "LEGACY_FILE", "LOCK_FILE", "NameIndex", "NamedRecords", "link_name"]
@@ -109,7 +109,7 @@ def _is_entry_name(entry: str) -> bool:
     """Whether ``entry`` is what :func:`link_name` makes of some name."""
     if entry.startswith("#"):
         return len(entry) == 65 and set(entry[1:]) <= _HEX
-    return len(entry) <= _LONGEST_LITERAL and VALID_NAME.match(entry) is not None and not entry.startswith("/")
+    return len(entry) <= _LONGEST_LITERAL and is_valid_name(entry) and not entry.startswith("/")
 
 
 def conflict(name: str, owner: str) -> errdefs.Conflict:
@@ -160,7 +160,7 @@ class NameIndex:
         except OSError:
             return None, False
         try:
-            if not VALID_NAME.match(name):
+            if not is_valid_name(name):
                 return None, complete  # no container has it
             try:
                 target = os.readlink(link_name(name), dir_fd=fd)
@@ -243,7 +243,7 @@ class NameIndex:
     def release(self, name: str, container_id: str) -> None:
         """Drop the link of ``name`` if it names this container (in :meth:`writing`); not
         synced, and a failure is only logged: a link left behind is stale."""
-        if not name or not VALID_NAME.match(name):
+        if not name or not is_valid_name(name):
             return
         entry = os.path.join(self.path, link_name(name))
         try:
@@ -260,7 +260,7 @@ class NameIndex:
         problems = []
         for container_id in sorted(self.records.ids()):
             name = self.records.name_of(container_id)
-            if not name or not name.startswith("/") or not VALID_NAME.match(name):
+            if not name or not name.startswith("/") or not is_valid_name(name):
                 continue
             entry = link_name(name)
             if entry in table:

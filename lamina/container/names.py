@@ -8,20 +8,36 @@ and never produce ``boring_wozniak`` (Steve Wozniak is not boring).
 
 from __future__ import annotations
 
+import functools
 import os
-import re
+from typing import TYPE_CHECKING
 
 from lamina import errdefs
 
-__all__ = ["ADJECTIVES", "SURNAMES", "VALID_NAME", "is_container_id", "random_name", "validate_name"]
+if TYPE_CHECKING:
+    import re
 
-VALID_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-_ID = re.compile(r"[0-9a-f]{64}")
+__all__ = ["ADJECTIVES", "SURNAMES", "is_container_id", "is_valid_name", "random_name", "validate_name"]
+
+_HEX_DIGITS = "0123456789abcdef"
+
+
+@functools.cache
+def _valid_name() -> re.Pattern[str]:
+    """The pattern of a valid name, compiled on first use (a listing checks no name)."""
+    import re
+
+    return re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether ``name`` (with or without its leading slash) is a valid container name."""
+    return _valid_name().match(name) is not None
 
 
 def is_container_id(text: str) -> bool:
     """Whether ``text`` is a full container id (64 lowercase hex digits)."""
-    return _ID.fullmatch(text) is not None
+    return len(text) == 64 and not text.strip(_HEX_DIGITS)
 
 ADJECTIVES = (
     "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "beautiful",
@@ -72,7 +88,7 @@ SURNAMES = (
 
 def validate_name(name: str) -> str:
     """``name`` in stored form ("/name"); InvalidArgument with Docker's message when invalid."""
-    if not VALID_NAME.match(name):
+    if not is_valid_name(name):
         raise errdefs.InvalidArgument(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     return name if name.startswith("/") else "/" + name

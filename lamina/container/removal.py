@@ -22,19 +22,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
-from lamina import mount as lmount
-from lamina.container.execstore import ExecStore
-from lamina.container.joining import shm_path, unmount_shm
-from lamina.container.rundir import RunDirectory
-from lamina.container.state import seconds_of
 from lamina.container.store import CONFIG_FILE, ContainerStore
-from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
-from lamina.volume.api import VolumeProvider
-from lamina.volume.resolve import release_mounts
+
+if TYPE_CHECKING:  # the removal's own steps import what they use: a sweep that finds nothing needs none
+    from lamina.container.execstore import ExecStore
+    from lamina.layer.mounts import MountStore
+    from lamina.volume.api import VolumeProvider
 
 __all__ = ["destroy", "finish_removal", "release_mount", "sweep", "host_boot_time", "left_by_a_reboot"]
 
@@ -43,6 +40,8 @@ log = get_logger("lamina.container")
 
 def release_mount(mounts: MountStore, container_id: str) -> None:
     """Make sure the container's root filesystem is not mounted (whoever mounted it)."""
+    from lamina import mount as lmount
+
     try:
         layer = mounts.get(container_id)
     except (errdefs.NotFound, errdefs.DataLoss):
@@ -64,6 +63,9 @@ def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, contain
     """Everything after the commit point: exec records, run directory, layer, the directory;
     ``committed`` is called once the read-write layer was let go (before its directories are
     deleted); ``durable=False``: its commit point is not synced (see :func:`destroy`)."""
+    from lamina.container.joining import shm_path, unmount_shm
+    from lamina.container.rundir import RunDirectory
+
     release_mount(mounts, container_id)
     execs.remove_for_container(container_id)
     RunDirectory(exec_root, container_id).remove()
@@ -119,6 +121,8 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
         nonlocal released
         released = True
         if volumes is not None:
+            from lamina.volume.resolve import release_mounts
+
             for problem in release_mounts(mount_points, volumes, container_id, remove_anonymous=remove_volumes):
                 log.warning("removing container %s: %s", container_id, problem)
 
@@ -214,6 +218,8 @@ def left_by_a_reboot(store: ContainerStore, alive: Callable[[str], bool], booted
     finished its removal) or created before the host booted (so no ``run --rm`` of this boot
     is about to start it); and the records a crash left with empty files (a ``--rm`` create
     is not synced: see :mod:`lamina.container.store`) written before the boot."""
+    from lamina.container.state import seconds_of
+
     out = []
     for container in store.list():
         if not container.host_config.get("AutoRemove") or container.state.get("Running"):

@@ -39,13 +39,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.records import asdict, dataclass
-from lamina.runtime.api import RuntimeState
+
+if TYPE_CHECKING:  # imported where used: whether a monitor lives is a lock and needs neither
+    import socket
+
+    from lamina.runtime.api import RuntimeState
 
 __all__ = ["ExitInfo", "RunDirectory", "RunLock", "bind_unix", "connect_unix"]
 
@@ -242,6 +246,8 @@ class RunDirectory:
             return None
 
     def read_runtime_state(self) -> RuntimeState | None:
+        from lamina.runtime.api import RuntimeState
+
         try:
             value = fsutil.read_json(self.runtime_file)
             return RuntimeState(id=str(value["id"]), pid=int(value["pid"]), runtime=str(value["runtime"]),
@@ -275,6 +281,8 @@ def _via_directory(path: str) -> tuple[int, str]:
 
 def bind_unix(path: str, backlog: int = 16) -> socket.socket:
     """A listening unix socket at ``path`` (any length); a stale socket file is replaced."""
+    import socket
+
     fd, address = _via_directory(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
@@ -295,6 +303,8 @@ def bind_unix(path: str, backlog: int = 16) -> socket.socket:
 
 def connect_unix(path: str, timeout: float | None = 10.0) -> socket.socket:
     """A connection to the unix socket at ``path`` (any length)."""
+    import socket
+
     try:
         fd, address = _via_directory(path)
     except (FileNotFoundError, NotADirectoryError) as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 from lamina import errdefs
 from lamina.container.durations import human_duration
-from lamina.container.logs import format_time, parse_time
+from lamina.image.rfc3339 import format_time, parse_time  # not via lamina.container.logs: listing reads no log
 
 __all__ = [
     "ZERO_TIME",

@@ -30,7 +30,7 @@ __all__ = [
     "INCOMPLETE_SUFFIX", "REMOVING_SUFFIX", "remove_by_rename", "PROBE_PREFIX", "FILESYSTEM_NAMES", "logger",
     "LayerDirectories", "validate_id", "is_work_in_progress", "backing_filesystem", "supports_d_type",
     "sweep_leftovers", "list_leftovers", "probe_directory", "remove_probe", "probe_in_scratch", "holds_entries", "is_layer_name", "layer_ids",
-    "holds_layers", "sweep_stranded_links",
+    "holds_layers", "sweep_stranded_links", "remap_homes",
 ]
 
 logger = get_logger("lamina.graphdriver")
@@ -198,6 +198,23 @@ def _probe_in_use(path: str) -> tuple[bool, int | None]:
         os.close(fd)
         return True, None
     return False, fd
+
+
+def _is_remap_root(name: str) -> bool:
+    """``<uid>.<gid>``: ASCII digits, one dot, ASCII digits."""
+    uid, dot, gid = name.partition(".")
+    return bool(dot) and uid.isascii() and uid.isdigit() and gid.isascii() and gid.isdigit()
+
+
+def remap_homes(data_root: str, driver_name: str) -> list[str]:
+    """Every ``<data-root>/<uid>.<gid>/<driver>`` directory there is: where the ``--userns-remap``
+    copies of that driver's layers are (:mod:`lamina.graphdriver.remapcopy`)."""
+    try:
+        names = sorted(os.listdir(data_root))
+    except FileNotFoundError:
+        return []
+    return [path for path in (os.path.join(data_root, name, driver_name) for name in names if _is_remap_root(name))
+            if os.path.isdir(path)]
 
 
 def list_leftovers(directory: str) -> list[str]:

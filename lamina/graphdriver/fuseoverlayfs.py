@@ -50,7 +50,7 @@ def _test_mount(scratch: str) -> None:
 def probe(home: str) -> str | None:
     """Why fuse-overlayfs cannot be used with ``home``, or None: the program is in PATH,
     ``/dev/fuse`` can be opened, and a test mount in a scratch directory succeeds."""
-    import shutil  # only when probed: the registry imports every driver on each command's path
+    import shutil  # only when probed: a recorded probe is trusted
 
     if shutil.which(PROGRAM) is None:
         return f"{PROGRAM} is not installed (Debian package fuse-overlayfs)"

@@ -63,16 +63,16 @@ from lamina import fsutil
 from lamina import mount as lmount
 from lamina.config import in_user_namespace
 from lamina.graphdriver import common
-from lamina.graphdriver.api import TarReaderLike
-from lamina.graphdriver.naivediff import NaiveDiff
 from lamina.graphdriver import overlay2_links as links
+from lamina.graphdriver.common import remap_homes
 from lamina.graphdriver.overlay2_links import LINK_DIR, MAX_DEPTH, SHORT_ID, SHORT_ID_LENGTH
-from lamina.graphdriver.overlay2_kernel import base_options, kernel_parameter, native_diff_problem, probe
-from lamina.graphdriver.remapcopy import RemapCopies, remap_homes
 from lamina.mount import Mount
 
 if TYPE_CHECKING:
     from lamina.archive import Change
+    from lamina.graphdriver.api import TarReaderLike
+    from lamina.graphdriver.naivediff import NaiveDiff
+    from lamina.graphdriver.remapcopy import RemapCopies
     from lamina.idmap import IdentityMapping
 
 __all__ = ["Overlay2Driver", "probe", "native_diff_problem", "SHORT_ID_LENGTH", "MAX_DEPTH",
@@ -80,6 +80,23 @@ __all__ = ["Overlay2Driver", "probe", "native_diff_problem", "SHORT_ID_LENGTH", 
 
 _Read = TypeVar("_Read")
 _VOLATILE_MARKER = ("work", "work", "incompat", "volatile")  # under a layer directory
+
+
+def probe(home: str) -> str | None:
+    """Why overlay2 cannot be used with ``home``, or None when it can (a test mount, see
+    :func:`lamina.graphdriver.overlay2_kernel.probe`; imported when a probe runs: the
+    registry trusts a recorded probe)."""
+    from lamina.graphdriver.overlay2_kernel import probe as kernel_probe
+
+    return kernel_probe(home)
+
+
+def native_diff_problem(home: str) -> str | None:
+    """Why native diffs are wrong on ``home``'s kernel, or None
+    (:func:`lamina.graphdriver.overlay2_kernel.native_diff_problem`)."""
+    from lamina.graphdriver.overlay2_kernel import native_diff_problem as kernel_problem
+
+    return kernel_problem(home)
 
 
 def _write_file(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
@@ -111,7 +128,7 @@ class Overlay2Driver(common.LayerDirectories):
         self._volatile: set[str] = set()  # mounted here with the volatile option
         self._volatile_refused = False    # a kernel before 5.10: volatile is an unknown option
         self._native_problem: list[str | None] = []  # cached native_diff_problem result
-        self._naive = NaiveDiff(self)
+        self._naive_diff: NaiveDiff | None = None  # made on the first naive diff
 
     # -- probing and selection ------------------------------------------------------------
 
@@ -120,6 +137,16 @@ class Overlay2Driver(common.LayerDirectories):
     @classmethod
     def holds_layers(cls, home: str) -> bool:
         return common.holds_layers(home, (LINK_DIR,))
+
+    @property
+    def _naive(self) -> NaiveDiff:
+        """Diffs by tree comparison, where native diffs cannot be trusted or the parent is not
+        the lower layer (imported on first use: listing and inspecting diff nothing)."""
+        if self._naive_diff is None:
+            from lamina.graphdriver.naivediff import NaiveDiff
+
+            self._naive_diff = NaiveDiff(self)
+        return self._naive_diff
 
     # -- paths and records ----------------------------------------------------------------
 
@@ -228,7 +255,7 @@ class Overlay2Driver(common.LayerDirectories):
         ``-removing``."""
         layer_dir = self._dir(id)
         for home in remap_homes(os.path.dirname(self.home), self.name):
-            RemapCopies(home).remove(id)
+            _copies(home).remove(id)
         with self._lock:
             self._references.pop(id, None)
             self._adopted.discard(id)
@@ -257,7 +284,9 @@ class Overlay2Driver(common.LayerDirectories):
             return [Mount(type="bind", source=diff_dir, options=("bind",))]
         if copies and idmap is None:
             raise errdefs.InvalidArgument("chowned layer copies need an identity mapping")
-        chdir = RemapCopies.of(os.path.dirname(self.home), idmap, self.name).home if copies and idmap else self.home
+        chdir = _copies_of(os.path.dirname(self.home), idmap, self.name).home if copies and idmap else self.home
+        from lamina.graphdriver.overlay2_kernel import base_options
+
         prefix = base_options()
         if os.path.exists(os.path.join(layer_dir, "committed")):
             own = f"{LINK_DIR}/{links.short_id(layer_dir)}"
@@ -299,7 +328,7 @@ class Overlay2Driver(common.LayerDirectories):
                 self._adopted.add(id)
             else:
                 if copies and idmap is not None:  # the chowned copies of what mounts() stacks, where missing
-                    store = RemapCopies.of(os.path.dirname(self.home), idmap, self.name)
+                    store = _copies_of(os.path.dirname(self.home), idmap, self.name)
                     own = [f"{LINK_DIR}/{links.short_id(layer_dir)}"] \
                         if os.path.exists(os.path.join(layer_dir, "committed")) else []
                     for entry in own + links.lowers(layer_dir):
@@ -359,6 +388,8 @@ class Overlay2Driver(common.LayerDirectories):
                 pass  # busy in another mount namespace, or not empty: harmless
 
     def status(self) -> list[tuple[str, str]]:
+        from lamina.graphdriver.overlay2_kernel import kernel_parameter
+
         metacopy = kernel_parameter("metacopy") == "Y"
         return [
             ("Backing Filesystem", common.backing_filesystem(self.home)),
@@ -428,7 +459,7 @@ class Overlay2Driver(common.LayerDirectories):
             if common.is_work_in_progress(name):
                 problems.append(f"overlay2 leftover work in progress {name} (removed at start-up)")
         for home in remap_homes(os.path.dirname(self.home), self.name):
-            problems.extend(RemapCopies(home).check(self._short_id_or_none))
+            problems.extend(_copies(home).check(self._short_id_or_none))
         return problems
 
     def _short_id_or_none(self, id: str) -> str | None:
@@ -441,14 +472,14 @@ class Overlay2Driver(common.LayerDirectories):
 
     def leftovers(self) -> list[str]:
         return common.list_leftovers(self.home) + [
-            path for home in remap_homes(os.path.dirname(self.home), self.name) for path in RemapCopies(home).leftovers()]
+            path for home in remap_homes(os.path.dirname(self.home), self.name) for path in _copies(home).leftovers()]
 
     def sweep(self) -> list[str]:
         """Remove ``-incomplete``/``-removing``/probe leftovers and the short links they strand,
         and of the ``--userns-remap`` copies also those whose layer is gone."""
         removed = common.sweep_leftovers(self.home)
         for home in remap_homes(os.path.dirname(self.home), self.name):
-            removed.extend(RemapCopies(home).sweep(self._short_id_or_none))
+            removed.extend(_copies(home).sweep(self._short_id_or_none))
         return removed + common.sweep_stranded_links(self.home, LINK_DIR)
 
     # -- DiffDriver -----------------------------------------------------------------------
@@ -507,6 +538,19 @@ class Overlay2Driver(common.LayerDirectories):
 
     def diff_path(self, id: str) -> str:
         return os.path.join(self._existing_dir(id), "diff")
+
+
+def _copies(home: str) -> RemapCopies:
+    """The ``--userns-remap`` copies in ``home`` (:mod:`.remapcopy`, imported when a data root has some)."""
+    from lamina.graphdriver.remapcopy import RemapCopies
+
+    return RemapCopies(home)
+
+
+def _copies_of(data_root: str, mapping: IdentityMapping, driver_name: str) -> RemapCopies:
+    from lamina.graphdriver.remapcopy import RemapCopies
+
+    return RemapCopies.of(data_root, mapping, driver_name)
 
 
 def _read_noting(problems: list[str], read: Callable[[str], _Read], layer_dir: str) -> _Read | None:

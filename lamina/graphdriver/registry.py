@@ -1,8 +1,11 @@
 """Graph drivers by name, and the policy that chooses one for a data root.
 
 Every driver lamina implements is in :data:`DRIVERS` (name -> class); a driver's directory is
-``<data-root>/<name>``.  :data:`PRIORITY` is Docker's Linux order; names in it that lamina does
-not implement are skipped with the reason.
+``<data-root>/<name>``.  Drivers are registered by name, module and class name: a driver's
+module is imported when its class is first looked up, so a command pays for the driver it
+uses, and a driver whose directory is absent holds no layers without being imported to ask.
+:data:`PRIORITY` is Docker's Linux order; names in it that lamina does not implement are
+skipped with the reason.
 
 Selection policy (:func:`select`), the first rule that applies wins:
 
@@ -29,20 +32,19 @@ anew) probes again.  Failed probes are not recorded.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-import types
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from lamina import errdefs
 from lamina import fsutil
 from lamina.graphdriver import common
-from lamina.graphdriver.api import GraphDriver
-from lamina.graphdriver.fuseoverlayfs import FuseOverlayfsDriver
-from lamina.graphdriver.overlay2 import Overlay2Driver
-from lamina.graphdriver.vfs import VfsDriver
 from lamina.records import dataclass
+
+if TYPE_CHECKING:
+    from lamina.graphdriver.api import GraphDriver
 
 __all__ = ["DRIVERS", "PRIORITY", "NOT_IMPLEMENTED", "PROBE_RECORD", "Selection", "DriverClass", "select",
            "driver_home", "drivers_holding_layers", "skip_reason", "cached_skip_reason"]
@@ -60,11 +62,36 @@ class DriverClass(Protocol):
     def __call__(self, home: str) -> GraphDriver: ...
 
 
-DRIVERS: Mapping[str, DriverClass] = types.MappingProxyType({
-    Overlay2Driver.name: Overlay2Driver,  # type: ignore[dict-item]
-    FuseOverlayfsDriver.name: FuseOverlayfsDriver,  # type: ignore[dict-item]
-    VfsDriver.name: VfsDriver,  # type: ignore[dict-item]
-})
+# name -> (module, class): what DRIVERS imports on a driver's first lookup
+_REGISTERED: Mapping[str, tuple[str, str]] = {
+    "overlay2": ("lamina.graphdriver.overlay2", "Overlay2Driver"),
+    "fuse-overlayfs": ("lamina.graphdriver.fuseoverlayfs", "FuseOverlayfsDriver"),
+    "vfs": ("lamina.graphdriver.vfs", "VfsDriver"),
+}
+
+
+class _Drivers(Mapping[str, DriverClass]):
+    """The registered drivers, read-only: name -> class, its module imported on first lookup."""
+
+    def __getitem__(self, name: str) -> DriverClass:
+        module, attribute = _REGISTERED[name]
+        driver: DriverClass = getattr(importlib.import_module(module), attribute)
+        return driver
+
+    def __contains__(self, name: object) -> bool:
+        return name in _REGISTERED  # without importing the driver (Mapping's would look it up)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_REGISTERED)
+
+    def __len__(self) -> int:
+        return len(_REGISTERED)
+
+    def __repr__(self) -> str:
+        return f"DRIVERS({', '.join(_REGISTERED)})"
+
+
+DRIVERS: Mapping[str, DriverClass] = _Drivers()
 
 PRIORITY: tuple[str, ...] = ("overlay2", "fuse-overlayfs", "btrfs", "zfs", "vfs")
 
@@ -141,11 +168,14 @@ def cached_skip_reason(data_root: str, name: str) -> str | None:
 
 
 def drivers_holding_layers(data_root: str) -> list[str]:
-    """Names of the drivers whose directory in ``data_root`` holds layers."""
+    """Names of the drivers whose directory in ``data_root`` holds layers (a driver without a
+    directory holds none: its module is not imported to ask)."""
     names = []
     for name in dict.fromkeys(PRIORITY + NOT_IMPLEMENTED):
         home = driver_home(data_root, name)
         if name in DRIVERS:
+            if not os.path.isdir(home):
+                continue
             if DRIVERS[name].holds_layers(home):
                 names.append(name)
         elif common.holds_entries(home, lambda entry: entry.startswith(".")):

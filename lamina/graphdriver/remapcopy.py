@@ -39,13 +39,13 @@ short link alone is missing); a layer's removal removes its copies first.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina import fsutil
 from lamina.graphdriver import common
+from lamina.graphdriver.common import remap_homes  # where overlay2 finds the copies without importing this module
 
 if TYPE_CHECKING:
     from lamina.idmap import IdentityMapping
@@ -54,23 +54,12 @@ __all__ = ["RemapCopies", "copies_home", "remap_homes", "copies_size", "LINK_DIR
 
 LINK_DIR = "l"
 _LOCK = ".lock"
-_REMAP_ROOT = re.compile(r"^[0-9]+\.[0-9]+$")
 
 
 def copies_home(data_root: str, mapping: IdentityMapping, driver_name: str) -> str:
     """``<data-root>/<uid>.<gid>/<driver>`` for the mapping's root."""
     uid, gid = mapping.root_pair()
     return os.path.join(data_root, f"{uid}.{gid}", driver_name)
-
-
-def remap_homes(data_root: str, driver_name: str) -> list[str]:
-    """Every ``<data-root>/<uid>.<gid>/<driver>`` directory there is."""
-    try:
-        names = sorted(os.listdir(data_root))
-    except FileNotFoundError:
-        return []
-    return [path for path in (os.path.join(data_root, name, driver_name) for name in names if _REMAP_ROOT.match(name))
-            if os.path.isdir(path)]
 
 
 def copies_size(data_root: str, driver_name: str) -> int:

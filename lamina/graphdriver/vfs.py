@@ -29,12 +29,12 @@ from lamina import errdefs
 from lamina import fsutil
 from lamina import mount as lmount
 from lamina.graphdriver import common
-from lamina.graphdriver.api import TarReaderLike
-from lamina.graphdriver.naivediff import NaiveDiff
 from lamina.mount import Mount
 
 if TYPE_CHECKING:
     from lamina.archive import Change
+    from lamina.graphdriver.api import TarReaderLike
+    from lamina.graphdriver.naivediff import NaiveDiff
     from lamina.idmap import IdentityMapping
 
 __all__ = ["VfsDriver", "probe"]
@@ -62,9 +62,19 @@ class VfsDriver(common.LayerDirectories):
             fsutil.make_dirs(self._layers, 0o710)
         except OSError as exc:
             raise fsutil.system_error(f"create vfs directory {self.home}", exc) from exc
-        self._naive = NaiveDiff(self)
+        self._naive_diff: NaiveDiff | None = None  # made on the first diff
 
     probe = staticmethod(probe)  # the registry asks the class
+
+    @property
+    def _naive(self) -> NaiveDiff:
+        """Diffs by tree comparison, vfs's only kind (imported on first use: listing and
+        inspecting diff nothing)."""
+        if self._naive_diff is None:
+            from lamina.graphdriver.naivediff import NaiveDiff
+
+            self._naive_diff = NaiveDiff(self)
+        return self._naive_diff
 
     @classmethod
     def holds_layers(cls, home: str) -> bool:

@@ -17,6 +17,7 @@ Key order is the caller's: build dicts in Go struct field order, and use
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -31,8 +32,13 @@ _GO_ESCAPES = {
     "\u2028": "\\u2028",
     "\u2029": "\\u2029",
 }
-_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+@functools.cache
+def _expressions() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(what Go escapes, lone surrogates), compiled on the first write: a command that only
+    reads configs does not pay for them."""
+    return re.compile("[<>&\u2028\u2029]"), re.compile("[\ud800-\udfff]")
 
 
 def dumps(value: Any) -> bytes:
@@ -40,8 +46,9 @@ def dumps(value: Any) -> bytes:
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     # These characters only ever occur inside JSON strings, so replacing them everywhere is
     # the same as escaping them inside strings.
-    text = _GO_ESCAPE_RE.sub(lambda match: _GO_ESCAPES[match.group(0)], text)
-    text = _SURROGATE_RE.sub("\ufffd", text)
+    escape, surrogate = _expressions()
+    text = escape.sub(lambda match: _GO_ESCAPES[match.group(0)], text)
+    text = surrogate.sub("\ufffd", text)
     return text.encode("utf-8")
 
 

@@ -36,6 +36,7 @@ Errors are :class:`lamina.errdefs.InvalidArgument` with Docker's messages.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from lamina import errdefs
@@ -82,12 +83,23 @@ _HOST = r"(?:" + _DOMAIN_NAME + r"|" + _IPV6_ADDRESS + r")"
 _DOMAIN_AND_PORT = _HOST + r"(?::[0-9]+)?"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
-_NAME = r"(?:" + _DOMAIN_AND_PORT + r"/)?" + _REMOTE_NAME
 
-_REFERENCE_RE = re.compile(r"(" + _NAME + r")(?::(" + _TAG + r"))?(?:@(" + _DIGEST + r"))?")
-_ANCHORED_NAME_RE = re.compile(r"(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")")
-_TAG_RE = re.compile(_TAG)
-_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
+# groups: domain, path, tag, digest (distribution's anchored name pattern splits the name the
+# same way: both try the domain first, and the first split that reaches the name's end wins)
+_REFERENCE = (r"(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")(?::(" + _TAG + r"))?(?:@(" + _DIGEST
+              + r"))?")
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """The grammar's expressions, compiled on first use (a listing from its index parses none)."""
+    return re.compile(pattern)
+
+
+def _is_identifier(text: str) -> bool:
+    """A full image id's hex part: 64 lowercase hex digits."""
+    return len(text) == 64 and _HEX_DIGITS.issuperset(text)
 
 _ERR_INVALID_FORMAT = "invalid reference format"
 _ERR_NAME_EMPTY = "repository name must have at least one component"
@@ -183,17 +195,14 @@ def parse(text: str) -> Reference:
         raise _invalid(_ERR_INVALID_FORMAT)
     if text == "":
         raise _invalid(_ERR_NAME_EMPTY)
-    match = _REFERENCE_RE.fullmatch(text)
+    reference = _compiled(_REFERENCE)
+    match = reference.fullmatch(text)
     if match is None:
         lowered = text.lower()
-        if lowered != text and _REFERENCE_RE.fullmatch(lowered) is not None:
+        if lowered != text and reference.fullmatch(lowered) is not None:
             raise _invalid(_ERR_NAME_UPPERCASE)
         raise _invalid(_ERR_INVALID_FORMAT)
-    name, tag, digest_text = match.group(1), match.group(2), match.group(3)
-    name_match = _ANCHORED_NAME_RE.fullmatch(name)
-    if name_match is None:  # the name pattern is part of the reference pattern
-        raise _invalid(_ERR_INVALID_FORMAT)
-    domain, path = name_match.group(1) or "", name_match.group(2)
+    domain, path, tag, digest_text = match.group(1) or "", match.group(2), match.group(3), match.group(4)
     if len(path) > REPOSITORY_NAME_MAX_LENGTH:
         raise _invalid(_ERR_NAME_TOO_LONG)
     digest = _parse_digest(digest_text) if digest_text else None
@@ -206,7 +215,7 @@ def parse_normalized_named(text: str) -> Reference:
     """
     if not isinstance(text, str):
         raise _invalid(_ERR_INVALID_FORMAT)
-    if _IDENTIFIER_RE.fullmatch(text):
+    if _is_identifier(text):
         raise _invalid(f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
     domain, remainder = _split_docker_domain(text)
     remote = remainder.split(":", 1)[0]
@@ -218,7 +227,7 @@ def parse_normalized_named(text: str) -> Reference:
 def parse_any_reference(text: str) -> Reference | Digest:
     """A bare 64-hex string or a valid ``algorithm:hex`` digest is an image id (returned as a
     :class:`~lamina.digest.Digest`); anything else is parsed as a normalised name."""
-    if isinstance(text, str) and _IDENTIFIER_RE.fullmatch(text):
+    if isinstance(text, str) and _is_identifier(text):
         return Digest("sha256:" + text)
     try:
         return Digest(text)
@@ -238,7 +247,7 @@ def parse_docker_reference(text: str) -> Reference:
 
 def is_image_id(text: str) -> bool:
     """True for a full 64-character lowercase hex id."""
-    return bool(_IDENTIFIER_RE.fullmatch(text))
+    return _is_identifier(text)
 
 
 def with_default_tag(reference: Reference) -> Reference:
@@ -250,7 +259,7 @@ def with_default_tag(reference: Reference) -> Reference:
 
 def validate_tag(tag: str) -> str:
     """Return ``tag`` when it is a valid tag (``[\\w][\\w.-]{0,127}``, ASCII)."""
-    if not isinstance(tag, str) or _TAG_RE.fullmatch(tag) is None:
+    if not isinstance(tag, str) or _compiled(_TAG).fullmatch(tag) is None:
         raise _invalid(f"invalid tag format: {tag!r}")
     return tag
 

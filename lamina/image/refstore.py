@@ -30,7 +30,6 @@ from typing import TypeVar
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
-from lamina.image import gojson
 from lamina.image.reference import (
     Reference,
     parse_normalized_named,
@@ -126,6 +125,8 @@ class ReferenceStore:
         return result
 
     def _save(self, repositories: _Repositories) -> None:
+        from lamina.image import gojson
+
         document = {"Repositories": gojson.sorted_map(
             {name: gojson.sorted_map(entries) for name, entries in repositories.items()})}
         directory = os.path.dirname(self.path) or "."

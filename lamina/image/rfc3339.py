@@ -9,15 +9,19 @@ every image config read validates its times, and ``ps`` parses every container's
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 
 from lamina import errdefs
 
-__all__ = ["format_time", "parse_time"]
+__all__ = ["format_time", "parse_time", "seconds_of"]
 
-_TIME_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
+
+@functools.cache
+def _time_expression() -> re.Pattern[str]:
+    """Compiled on the first parse: a command that parses no time does not pay for it."""
+    return re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})")
 
 
 def format_time(nanoseconds: int | None = None) -> str:
@@ -50,7 +54,7 @@ def _timegm(year: int, month: int, day: int, hour: int, minute: int, second: int
 
 def parse_time(text: str) -> int:
     """Nanoseconds since the epoch of an RFC 3339 timestamp (any offset, up to 9 fraction digits)."""
-    match = _TIME_RE.fullmatch(text) if isinstance(text, str) else None
+    match = _time_expression().fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise errdefs.InvalidArgument(f"invalid RFC 3339 time {text!r}")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
@@ -69,3 +73,14 @@ def parse_time(text: str) -> int:
     if fraction:
         return seconds * 1_000_000_000 + int(fraction.ljust(9, "0"))
     return seconds * 1_000_000_000
+
+
+def seconds_of(text: str | None) -> float:
+    """Seconds since the epoch of an RFC 3339 time; 0 for the zero time (``0001-01-01...``) or
+    garbage (a damaged time reads as "never"; inspect still shows the stored text)."""
+    if not text or text.startswith("0001-01-01"):
+        return 0.0
+    try:
+        return parse_time(text) / 1e9
+    except errdefs.InvalidArgument:
+        return 0.0

@@ -40,26 +40,32 @@ unchanged; like the records above, a stamp less than a second old is not trusted
 from __future__ import annotations
 
 import os
-import re
 import time
+from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest, sha256_hex
-from lamina.image.config import ImageConfig
-from lamina.image.rfc3339 import format_time, parse_time
 from lamina.log import get_logger
+
+if TYPE_CHECKING:
+    from lamina.image.config import ImageConfig
 
 __all__ = ["ImageStore", "Stamp"]
 
 log = get_logger(__name__)
 
-_HEX_RE = re.compile(r"[a-f0-9]{64}")
-_SHORT_HEX_RE = re.compile(r"[a-f0-9]{1,64}")
+_HEX_DIGITS = frozenset("0123456789abcdef")
 _METADATA_KEYS = ("parent", "lastUpdated", "builtLocally")
 # a file changed more recently than this is not cached (see the module docstring)
 
 _FileKey = tuple[int, int, int, int]
 Stamp = tuple[int, int, int, int]
+
+
+def _is_hex(text: str, longest: int = 64, shortest: int = 64) -> bool:
+    """Whether ``text`` is ``shortest`` to ``longest`` lowercase hex digits (what an image id's
+    hex part and its prefixes are; no regular expression to compile on the listing path)."""
+    return shortest <= len(text) <= longest and _HEX_DIGITS.issuperset(text)
 
 
 def _file_key(path: str) -> tuple[_FileKey, bool] | None:
@@ -91,7 +97,7 @@ class ImageStore:
     @staticmethod
     def _id(image_id: str) -> Digest:
         """Accept ``sha256:<hex>`` or a bare 64-hex id."""
-        if isinstance(image_id, str) and _HEX_RE.fullmatch(image_id):
+        if isinstance(image_id, str) and _is_hex(image_id):
             return Digest("sha256:" + image_id)
         digest = Digest(image_id)
         if digest.algorithm != "sha256":
@@ -131,6 +137,8 @@ class ImageStore:
         """Store config bytes (validated as an image config) and return the image id."""
         if not isinstance(config, (bytes, bytearray, memoryview)):
             raise errdefs.InvalidArgument("image config must be bytes")
+        from lamina.image.config import ImageConfig
+
         config = bytes(config)
         if not config:
             raise errdefs.InvalidArgument("invalid image config: empty")
@@ -187,6 +195,8 @@ class ImageStore:
         return config
 
     def _parse_config(self, image_id: str, data: bytes) -> ImageConfig:
+        from lamina.image.config import ImageConfig  # a listing from its index parses no config
+
         try:
             return ImageConfig.from_json(data)
         except errdefs.InvalidArgument as exc:
@@ -228,7 +238,7 @@ class ImageStore:
             names = os.listdir(self.content_dir)
         except FileNotFoundError:
             return []
-        return sorted(Digest("sha256:" + name) for name in names if _HEX_RE.fullmatch(name))
+        return sorted(Digest("sha256:" + name) for name in names if _is_hex(name))
 
     def search(self, prefix: str) -> Digest:
         """Resolve a full or short id (``3f5``, ``sha256:3f5``) to one image id, like Docker.
@@ -236,7 +246,7 @@ class ImageStore:
         NotFound ``No such image: <prefix>`` when nothing matches; InvalidArgument when the
         prefix matches more than one image."""
         text = prefix[len("sha256:"):] if prefix.startswith("sha256:") else prefix
-        if not _SHORT_HEX_RE.fullmatch(text):
+        if not _is_hex(text, shortest=1):
             raise errdefs.NotFound(f"No such image: {prefix}")
         if len(text) == 64:
             if self.exists(text):
@@ -320,6 +330,8 @@ class ImageStore:
 
     def set_last_updated(self, image_id: str, nanoseconds: int | None = None) -> None:
         """Record when the image was last tagged (default: now)."""
+        from lamina.image.rfc3339 import format_time
+
         self._set_metadata(self._id(image_id), "lastUpdated", format_time(nanoseconds).encode())
 
     def get_last_updated(self, image_id: str) -> str | None:
@@ -329,6 +341,8 @@ class ImageStore:
         if not data:
             return None
         text = data.decode("utf-8", "replace").strip()
+        from lamina.image.rfc3339 import parse_time
+
         try:
             parse_time(text)
         except errdefs.InvalidArgument as exc:
@@ -374,7 +388,7 @@ class ImageStore:
             if name.startswith(".tmp-"):
                 problems.append(f"stray temporary file {path} (an interrupted write)")
                 continue
-            if not _HEX_RE.fullmatch(name):
+            if not _is_hex(name):
                 problems.append(f"unexpected file {path} in the image store")
                 continue
             present.add(name)

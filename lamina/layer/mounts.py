@@ -46,13 +46,13 @@ from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
-from lamina.idmap import IdentityMapping
 from lamina.layer.store import LayerStore
 from lamina.log import get_logger
 from lamina.records import dataclass
 
 if TYPE_CHECKING:
     from lamina.archive.api import Change
+    from lamina.idmap import IdentityMapping
 
 __all__ = ["RWLayer", "MountStore", "INIT_PATHS"]
 
@@ -189,6 +189,8 @@ class MountStore:
         layer_copies = False
         try:
             record = json.loads(_read(os.path.join(path, "idmap")))
+            from lamina.idmap import IdentityMapping  # a remapped engine's container only
+
             idmap: IdentityMapping | None = IdentityMapping.from_json(record)
             layer_copies = record.get("Layers") == "copy"
         except FileNotFoundError:

@@ -43,13 +43,16 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
+from typing import TYPE_CHECKING
+
 from lamina import errdefs, fsutil
-from lamina.digest import Digest, Hasher
+from lamina.digest import Digest
 from lamina.digest import chain_id as compute_chain_id
-from lamina.graphdriver.api import GraphDriver, LateParent
-from lamina.layer.reassembly import TAR_SPLIT, layer_tar, write_index
 from lamina.log import get_logger
 from lamina.records import dataclass
+
+if TYPE_CHECKING:
+    from lamina.graphdriver.api import GraphDriver
 
 __all__ = ["Layer", "LayerStore", "Lease", "PreparedLayer"]
 
@@ -262,6 +265,8 @@ class LayerStore:
         """(size, stream) of the layer's original tar, reassembled from its tar-split record
         (:func:`lamina.layer.reassembly.layer_tar`: the checks, ``verify_digest``, when a
         failure is raised)."""
+        from lamina.layer.reassembly import layer_tar
+
         layer = self.get(chain_id)
         return layer_tar(str(layer.chain_id), str(layer.diff_id), self._dir(chain_id),
                          self.driver.diff_path(layer.cache_id), verify_digest=verify_digest)
@@ -288,6 +293,8 @@ class LayerStore:
 
     def can_prepare(self) -> bool:
         """Whether :meth:`prepare` works here (the driver can put a layer on its parent late)."""
+        from lamina.graphdriver.api import LateParent
+
         return isinstance(self.driver, LateParent) and self.driver.late_parent_supported()
 
     def prepare(self, stream: BinaryIO) -> PreparedLayer:
@@ -304,6 +311,8 @@ class LayerStore:
                         expected_diff_id: str | None = None) -> tuple[Layer, bool]:
         """Register ``prepared`` on ``parent``, as :meth:`register` would have; the prepared
         layer is used up (committed, or discarded on any failure)."""
+        from lamina.graphdriver.api import LateParent
+
         try:
             if parent and (expected_diff_id is None or prepared.diff_id == expected_diff_id):
                 assert isinstance(self.driver, LateParent)
@@ -321,6 +330,8 @@ class LayerStore:
         """The layer tar extracted into a new driver directory on ``parent_cache_id``, its
         tar-split recorded and synced in a new write-set; nothing published."""
         from lamina.archive import TarReader, TarSplitWriter, decompressed
+        from lamina.digest import Hasher
+        from lamina.layer.reassembly import TAR_SPLIT
 
         write_set = os.path.join(self._tmp_dir, "write-set-" + os.urandom(16).hex())
         os.mkdir(write_set, 0o700)
@@ -357,6 +368,8 @@ class LayerStore:
     def _commit(self, extracted: PreparedLayer, parent: str | None, expected_diff_id: str | None,
                 before_commit: Callable[[], None] | None) -> tuple[Layer, bool]:
         """Publish an extracted layer on ``parent`` (the driver directory already stacks on it)."""
+        from lamina.layer.reassembly import write_index
+
         write_set, cache_id, diff_id = extracted.write_set, extracted.cache_id, extracted.diff_id
         try:
             if expected_diff_id is not None and diff_id != expected_diff_id:
@@ -531,6 +544,8 @@ class LayerStore:
     def check(self, referenced: set[str], *, repair: bool = False) -> tuple[list[dict[str, str]], list[str]]:
         """Verify every layer record, chain and driver directory; report (and with ``repair``
         remove) unreferenced layers and driver directories no layer owns."""
+        from lamina.layer.reassembly import TAR_SPLIT
+
         problems: list[dict[str, str]] = []
         repaired: list[str] = []
         chain_set = set(self.chain_ids())

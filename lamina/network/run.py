@@ -24,16 +24,18 @@ user-defined networks, bridges or rules to look after.
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
 from lamina.events.api import DISCARD, NETWORK, EventSink
-from lamina.network.api import DEFAULT_BRIDGE, PortMapping
 
 if TYPE_CHECKING:
+    import re
+
+    from lamina.network.api import PortMapping
     from lamina.network.pasta import PastaSandboxes
     from lamina.network.sandbox import EndpointRequest, Sandboxes
     from lamina.network.store import NetworkStore
@@ -42,7 +44,15 @@ __all__ = ["RunNetwork", "open_sandboxes", "open_store", "check", "endpoint_requ
            "HOST_GATEWAY"]
 
 HOST_GATEWAY = "host-gateway"
-_PORT = re.compile(r"^(\d+)(?:-(\d+))?$")
+# the vocabulary (lamina.network.api) is imported by what sets a run's network up: the sweep,
+# the sandbox record of inspect and the records of a stopped container's run need none of it
+
+
+@functools.cache
+def _port_pattern() -> re.Pattern[str]:
+    import re
+
+    return re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
 def _mode(host: Mapping[str, Any]) -> str:
@@ -55,6 +65,7 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
     mode = _mode(host)
     if mode in ("host", "none") or mode.startswith("container:"):
         return None
+    from lamina.network.api import DEFAULT_BRIDGE
     from lamina.network.sandbox import EndpointRequest  # not at import: a run on none/host needs none
 
     primary = DEFAULT_BRIDGE if mode in ("default", "bridge") else mode
@@ -84,7 +95,7 @@ def endpoint_requests(config: Mapping[str, Any], host: Mapping[str, Any],
 
 
 def _port_range(text: str, what: str) -> tuple[int, int]:
-    match = _PORT.match(text)
+    match = _port_pattern().match(text)
     if not match:
         raise errdefs.InvalidArgument(f"invalid {what}: {text!r}")
     first = int(match.group(1))
@@ -96,6 +107,8 @@ def _port_range(text: str, what: str) -> tuple[int, int]:
 
 def port_mappings(config: Mapping[str, Any], host: Mapping[str, Any]) -> tuple[list[PortMapping], list[str]]:
     """(the published ports, every exposed ``port/proto``)."""
+    from lamina.network.api import PortMapping
+
     bindings = host.get("PortBindings") or {}
     if not isinstance(bindings, Mapping):
         raise errdefs.InvalidArgument("PortBindings must be an object")
@@ -278,6 +291,8 @@ class RunNetwork:
         """Keep the ``Links`` of the run's user-defined networks in its sandbox record (per
         endpoint), where a target starting later finds the containers linking to it
         (:meth:`linkers`); the updated record, None when there is none to keep."""
+        from lamina.network.api import DEFAULT_BRIDGE
+
         wanted = {name: [str(spec) for spec in endpoint["Links"]]
                   for name, endpoint in (networking.get("EndpointsConfig") or {}).items()
                   if isinstance(endpoint, Mapping) and endpoint.get("Links") and name != DEFAULT_BRIDGE}
@@ -298,6 +313,8 @@ class RunNetwork:
         """(container id, network name, its ``Links`` there) of the running containers with
         links on a user-defined network of the run whose sandbox record is ``sandbox``.  Reads
         every sandbox record, only for a run on a user-defined network."""
+        from lamina.network.api import DEFAULT_BRIDGE
+
         networks = {endpoint["NetworkID"] for name, endpoint in (sandbox.get("Endpoints") or {}).items()
                     if name != DEFAULT_BRIDGE}
         if not networks:

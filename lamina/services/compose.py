@@ -44,6 +44,7 @@ from lamina.log import get_logger
 
 if TYPE_CHECKING:
     from lamina.container.execstore import ExecStore
+    from lamina.events.api import EventSink
     from lamina.events.log import EventLog
     from lamina.graphdriver.registry import Selection
     from lamina.idmap import Remap
@@ -141,9 +142,11 @@ class EngineServices:
 
         layers = LayerStore(os.path.join(image_root, "layerdb"), driver, referenced=referenced)
         mounts = MountStore(layers)
-        # rmi's conflicts: which containers use an image (builds the container service then)
+        # rmi's conflicts: which containers use an image (builds the container service then);
+        # the event log when an image event is first emitted (listing and inspecting emit none)
+        events: EventSink = _on_first_use(lambda: self.event_log)
         service = ImageServiceImpl(layers=layers, images=images, references=references, driver=driver,
-                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=self.event_log,
+                                   spool_dir=os.path.join(self.config.data_root, "tmp"), events=events,
                                    mounts=mounts,
                                    container_usage=lambda image_id: self.container_views.image_usage(image_id))
         # image writes run under the layer store lock and a lease: the image store's leftovers
@@ -213,12 +216,16 @@ class EngineServices:
         from lamina.container.store import ContainerStore
         from lamina.services.containers.common import ContainerShared
 
-        images, mounts = self.images, self.mounts
+        mounts = self.mounts  # the sweep lists the read-write layers
         store = ContainerStore(os.path.join(self.config.data_root, "containers"))
-        # a container without volumes never calls the volume service: built when first used
+        # built when first used: the image service (inspect, and a ps that lists nothing, do not
+        # read it; the mount store is built with it for now), the volume service (a container
+        # without volumes never calls it), the event log (reading containers emits no event)
+        images: ImageServiceImpl = _on_first_use(lambda: self.images)
         volumes: ContainerVolumes = _on_first_use(lambda: self.volumes)
+        events: EventLog = _on_first_use(lambda: self.event_log)
         shared = ContainerShared(config=self.config, images=images, mounts=mounts, store=store,
-                                 execs=self._exec_store, volumes=volumes, events=self.event_log, remap=self.remap)
+                                 execs=self._exec_store, volumes=volumes, events=events, remap=self.remap)
         shared.sweep()
         return shared
 

@@ -25,21 +25,22 @@ a missing layer counts 0 and is looked up again the next time.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
-from lamina.container.state import seconds_of
 from lamina.digest import Digest, chain_ids
 from lamina.image.listing import ListedImage, ListingIndex
 from lamina.image.reference import Reference, parse_normalized_named
-from lamina.image.refstore import ReferenceStore
-from lamina.image.store import ImageStore
-from lamina.layer.store import LayerStore
 from lamina.log import get_logger
-from lamina.services.filters import all_labels_match
+
+# times, label and reference filters are imported when a listing is built from the records or
+# filtered: a listing answered from its index needs none of them
+if TYPE_CHECKING:
+    from lamina.image.refstore import ReferenceStore
+    from lamina.image.store import ImageStore
+    from lamina.layer.store import LayerStore
 
 __all__ = ["FILTERS", "ImageListing", "reference_matches", "summary"]
 
@@ -56,6 +57,8 @@ _Stamp = tuple[tuple[int, ...], tuple[int, ...]]
 def reference_matches(pattern: str, reference: str) -> bool:
     """Docker's reference filter: glob on the familiar name of a reference (familiar form:
     ``name:tag`` or ``name@digest``), or on the whole when the pattern has a tag."""
+    import fnmatch
+
     if "@" in reference:
         name = reference.split("@", 1)[0]
     else:
@@ -146,6 +149,8 @@ class ImageListing:
 
     def from_records(self) -> list[ListedImage]:
         """Every image, newest first, read from the records (no index; only layer sizes kept)."""
+        from lamina.image.rfc3339 import seconds_of
+
         refs_by_image = self.references_by_image()
         sizes: dict[str, int] = {}
         entries = []
@@ -224,6 +229,8 @@ class ImageListing:
         dangling_wanted = filters["dangling"][0].lower() in ("true", "1") if "dangling" in filters else None
         patterns = filters.get("reference")
         labels_wanted = filters.get("label")
+        if labels_wanted:
+            from lamina.services.filters import all_labels_match
         summaries = []
         for entry in entries:
             dangling = not entry.tags and not entry.repo_digests
@@ -247,6 +254,8 @@ class ImageListing:
         for entry in entries:
             if entry.image_id == image_id:
                 return entry.created
+        from lamina.image.rfc3339 import seconds_of
+
         return seconds_of(self.images.get_config(image_id).created)
 
 

@@ -26,32 +26,23 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from lamina import __version__, errdefs
 from lamina.digest import Digest, chain_ids
 from lamina.events.api import DISCARD, IMAGE, EventSink
-from lamina.graphdriver.api import GraphDriver
-from lamina.image.config import (
-    EMPTY_LAYER_DIFF_ID,
-    ContainerConfig,
-    HistoryEntry,
-    ImageConfig,
-    format_time,
-    new_child_config,
-    new_config,
-)
 from lamina.image.reference import (
     Reference,
     parse_any_reference,
     parse_normalized_named,
     with_default_tag,
 )
-from lamina.image.refstore import ReferenceStore
-from lamina.image.store import ImageStore
-from lamina.layer.store import LayerStore
-from lamina.records import replace
-from lamina.container.state import seconds_of
-from lamina.services.filters import all_labels_match, until_seconds
 
+# the image config code (parsing, new configs, --change), times and filters are imported by
+# the operations that use them: a listing answered from its index needs none of them
 if TYPE_CHECKING:
     from lamina.distribution.save import SaveItem
+    from lamina.graphdriver.api import GraphDriver
+    from lamina.image.config import ContainerConfig, ImageConfig
+    from lamina.image.refstore import ReferenceStore
+    from lamina.image.store import ImageStore
     from lamina.layer.mounts import MountStore
+    from lamina.layer.store import LayerStore
     from lamina.services.api import Progress
     from lamina.services.image_listing import ImageListing
 
@@ -281,6 +272,8 @@ class ImageServiceImpl:
     def import_image(self, stream: BinaryIO, *, repository: str = "", tag: str = "",
                      changes: list[str] | None = None, message: str = "", progress: Progress,
                      source: str = "-") -> str:
+        from lamina.image.config import ContainerConfig, HistoryEntry, format_time, new_config
+
         ref = new_tag(repository, tag, digest_error="cannot import to a digest reference")
         ContainerConfig().apply_changes(changes or [])  # validate before reading the stream
         with self._adding_layers() as registered:
@@ -327,6 +320,8 @@ class ImageServiceImpl:
         ``reference`` is tagged, ``built_locally`` marked, and ``stored`` called with the id,
         all before the layer store lock is released; an empty diff adds no layer."""
         from lamina.archive.tarstream import ChunkReader
+        from lamina.image.config import EMPTY_LAYER_DIFF_ID, new_child_config
+        from lamina.records import replace
 
         diff_id: Digest | None = None
         with self._adding_layers() as registered:
@@ -365,6 +360,7 @@ class ImageServiceImpl:
         if not parent or layer is None or self.mounts is None:
             return None
         from lamina.container.state import ZERO_TIME
+        from lamina.image.config import HistoryEntry, ImageConfig
 
         record = self.mounts.get(layer)
         diff_ids = [item.diff_id for item in self.layers.chain(record.parent)] if record.parent else []
@@ -403,7 +399,7 @@ class ImageServiceImpl:
             "Comment": raw.get("comment", ""),
             "Created": raw.get("created", ""),
             "Container": raw.get("container", ""),
-            "ContainerConfig": raw.get("container_config") or ContainerConfig().to_dict(),
+            "ContainerConfig": raw.get("container_config") or _empty_container_config(),
             "DockerVersion": raw.get("docker_version", ""),
             "Author": raw.get("author", ""),
             "Config": raw.get("config"),
@@ -419,6 +415,8 @@ class ImageServiceImpl:
         }
 
     def image_history(self, name: str) -> list[dict[str, Any]]:
+        from lamina.image.rfc3339 import seconds_of
+
         image_id = self.resolve(name)
         config = self.images.get_config(image_id)
         raw = json.loads(self.images.get(image_id))
@@ -571,6 +569,9 @@ class ImageServiceImpl:
         return report
 
     def prune_images(self, *, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        from lamina.image.rfc3339 import seconds_of
+        from lamina.services.filters import all_labels_match, until_seconds
+
         filters = dict(filters or {})
         dangling_only = True
         if "dangling" in filters:
@@ -612,6 +613,13 @@ class ImageServiceImpl:
         reclaimed = self.freed_bytes - freed_before
         self.events.emit(IMAGE, "prune", "", {"reclaimed": str(reclaimed)})
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+
+def _empty_container_config() -> dict[str, Any]:
+    """Docker's ``ContainerConfig`` of an image whose config has none (all fields empty)."""
+    from lamina.image.config import ContainerConfig
+
+    return ContainerConfig().to_dict()
 
 
 def new_tag(repository: str, tag: str, *, digest_error: str) -> Reference | None:

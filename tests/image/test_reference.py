@@ -371,3 +371,25 @@ def test_parsing_any_text_gives_a_reference_or_invalid_argument_and_normalising_
         parse(text)
     except errdefs.InvalidArgument:
         pass
+
+
+# distribution's anchored name pattern, written out independently of lamina's grammar pieces
+_ANCHORED_NAME = (r"(?:((?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9]"
+                  r"[a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?)/)?"
+                  r"([a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*)")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(list("ab0Z9-_.:/@[]") + ["sha256:" + "c" * 64]), min_size=1, max_size=16).map("".join))
+def test_the_reference_expression_splits_domain_and_path_as_the_anchored_name_pattern(text: str) -> None:
+    """parse() takes domain and path from the reference expression's own groups; Docker
+    matches the name again with its anchored name pattern: both give the same split."""
+    import re
+
+    try:
+        reference = parse(text)
+    except errdefs.InvalidArgument:
+        return
+    name = f"{reference.domain}/{reference.path}" if reference.domain else reference.path
+    split = re.fullmatch(_ANCHORED_NAME, name)
+    assert split is not None and ((split.group(1) or ""), split.group(2)) == (reference.domain, reference.path)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lamina import errdefs
-from lamina.image.rfc3339 import _timegm, parse_time
+from lamina.image.rfc3339 import _timegm, parse_time, seconds_of
 
 
 @given(st.integers(1, 9999), st.integers(1, 12), st.integers(1, 31), st.integers(0, 23), st.integers(0, 59),
@@ -34,3 +34,18 @@ def test_parse_time_of_known_instants() -> None:
     assert parse_time("2024-12-31T23:59:60Z") == 1735689600 * 1_000_000_000
     with pytest.raises(errdefs.InvalidArgument, match="month must be in 1..12"):
         parse_time("2024-13-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("1970-01-01T00:00:10.5Z", 10.5),
+    ("0001-01-01T00:00:00Z", 0.0),
+    ("", 0.0),
+    (None, 0.0),
+    ("yesterday", 0.0),
+    ("2024-13-01T00:00:00Z", 0.0),
+], ids=["a time", "the zero time", "empty", "none", "garbage", "a month out of range"])
+def test_seconds_of_reads_the_zero_time_and_garbage_as_never(text, seconds) -> None:
+    from lamina.container.state import seconds_of as container_seconds_of
+
+    assert seconds_of(text) == seconds
+    assert container_seconds_of(text) == seconds  # the image code's and the container code's agree

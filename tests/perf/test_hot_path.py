@@ -224,6 +224,97 @@ def test_every_archive_export_resolves_to_its_module() -> None:
         archive.no_such_name  # noqa: B018
 
 
+# what only running a container needs: the monitor's client, protocol and recipe, the run
+# directory, the runtimes, the volume code, logs, healthchecks, joined namespaces, the network
+# vocabulary and store; the client's sockets
+RUN_MACHINERY = ("lamina.container.monitor.api", "lamina.container.monitor.client", "lamina.container.monitor.protocol",
+                 "lamina.container.rundir", "lamina.runtime", "lamina.volume", "lamina.container.logs",
+                 "lamina.container.health", "lamina.container.joining", "lamina.network.api", "lamina.network.store")
+# whether a running container's monitor lives is a lock in its run directory, read through the
+# monitor client: nothing that starts, attaches to or stops a run
+MONITOR_LIVENESS = ("lamina.container.monitor.client", "lamina.container.monitor.protocol", "lamina.container.rundir")
+
+
+@pytest.mark.privileged
+def test_readcontainers_ps_and_inspect_of_a_stopped_container_load_no_run_machinery(engine) -> None:
+    completed, _ = _command(engine.data_root, engine.exec_root, "create", "--name", "hot-stopped", "busybox", "true")
+    assert completed.returncode == 0, completed.stderr
+    try:
+        for arguments, shown in ((("ps", "-a"), "hot-stopped"), (("ps",), "NAMES"),
+                                 (("inspect", "hot-stopped"), '"Status": "created"')):
+            completed, modules = _command(engine.data_root, engine.exec_root, *arguments)
+            assert completed.returncode == 0, completed.stderr
+            assert shown in completed.stdout, arguments
+            assert _loaded(modules, RUN_MACHINERY) == set(), arguments
+    finally:
+        completed, _ = _command(engine.data_root, engine.exec_root, "rm", "hot-stopped")
+        assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.privileged
+def test_readcontainers_ps_and_inspect_of_a_running_container_only_ask_whether_its_monitor_lives(engine) -> None:
+    completed, _ = _command(engine.data_root, engine.exec_root, "run", "-d", "--network", "none", "--name",
+                            "hot-running", "busybox", "sleep", "60")
+    assert completed.returncode == 0, completed.stderr
+    try:
+        completed, modules = _command(engine.data_root, engine.exec_root, "ps")
+        assert completed.returncode == 0, completed.stderr
+        assert "hot-running" in completed.stdout and " Up " in completed.stdout
+        assert _loaded(modules, MONITOR_LIVENESS) == set(MONITOR_LIVENESS)
+        assert _loaded(modules, tuple(name for name in RUN_MACHINERY if name not in MONITOR_LIVENESS)) == set()
+        completed, modules = _command(engine.data_root, engine.exec_root, "inspect", "--format",
+                                      "{{.State.Status}} {{.State.Pid}}", "hot-running")
+        assert completed.returncode == 0, completed.stderr
+        status, pid = completed.stdout.split()
+        assert status == "running" and int(pid) > 0
+        # the network store is read for a sandbox record when another test's run left the directory
+        assert _loaded(modules, tuple(name for name in RUN_MACHINERY
+                                      if name not in MONITOR_LIVENESS + ("lamina.network.api",
+                                                                         "lamina.network.store"))) == set()
+    finally:
+        completed, _ = _command(engine.data_root, engine.exec_root, "rm", "-f", "hot-running")
+        assert completed.returncode == 0, completed.stderr
+
+
+# what reading images never needs: the drivers not in use and overlay2's parts for diffs, remapped
+# copies and probes (the probe is recorded), the event log (nothing is emitted), the identity
+# mappings of remapped containers, tar-split reassembly, and the container code's times
+READ_IMAGES_NEVER = ("lamina.graphdriver.vfs", "lamina.graphdriver.fuseoverlayfs", "lamina.graphdriver.naivediff",
+                     "lamina.graphdriver.remapcopy", "lamina.graphdriver.overlay2_kernel", "lamina.events.log",
+                     "lamina.idmap", "lamina.layer.reassembly", "lamina.container.state", "lamina.container.logs")
+# what a listing answered from its index needs neither: image configs, Go JSON, times, filters
+LISTING_NEVER = ("lamina.image.config", "lamina.image.config_fields", "lamina.image.gojson", "lamina.image.rfc3339",
+                 "lamina.services.filters", "fnmatch")
+
+
+@pytest.mark.privileged
+def test_reading_images_imports_one_driver_and_no_config_code_for_a_listing(engine) -> None:
+    """``images``, ``image inspect`` and ``history`` import the driver in use only, and a
+    listing from a current index parses no image config (the index is written by the first
+    listing of a settled store: waited for)."""
+    index = os.path.join(engine.data_root, "image", "overlay2", "imagedb", "listing.json")
+    if not os.path.isdir(os.path.dirname(os.path.dirname(index))):
+        pytest.skip("overlay2 is not the driver here")
+    deadline = time.monotonic() + 10
+    while True:
+        completed, modules = _command(engine.data_root, engine.exec_root, "images")
+        assert completed.returncode == 0, completed.stderr
+        if os.path.exists(index) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # the stores changed less than a second ago: no index written yet
+    completed, modules = _command(engine.data_root, engine.exec_root, "images")
+    assert completed.returncode == 0, completed.stderr
+    assert "busybox" in completed.stdout
+    assert _loaded(modules, READ_IMAGES_NEVER + LISTING_NEVER) == set()
+    assert "lamina.graphdriver.overlay2" in modules
+    for arguments, shown in ((("image", "inspect", "busybox"), '"RepoTags"'), (("history", "busybox"), "IMAGE")):
+        completed, modules = _command(engine.data_root, engine.exec_root, *arguments)
+        assert completed.returncode == 0, completed.stderr
+        assert shown in completed.stdout
+        assert _loaded(modules, NEVER + NO_OPENSSL + READ_IMAGES_NEVER + ("lamina.services.image_listing",)) == set(), \
+            arguments
+
+
 # -- front: what every in-process command pays before its service runs ------------------------
 
 # the client's code for calls a command does not make, the template engine (plain tables do

@@ -58,10 +58,15 @@ events, written before waiters of the exit are woken; ``destroy`` after a ``--rm
 
 from __future__ import annotations
 
-from lamina.container.monitor.api import MonitorContext, MonitorRecipe, MonitorStores, MonitorVolumes, PendingAttach
-from lamina.container.monitor.client import MonitorClient, spawn
-from lamina.container.monitor.protocol import ERROR_KINDS, StartError, exit_code_of_start_error
-from lamina.container.rundir import ExitInfo, RunLock
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lamina.container.monitor.api import (MonitorContext, MonitorRecipe, MonitorStores, MonitorVolumes,
+                                              PendingAttach)
+    from lamina.container.monitor.client import MonitorClient, spawn
+    from lamina.container.monitor.protocol import ERROR_KINDS, StartError, exit_code_of_start_error
+    from lamina.container.rundir import ExitInfo, RunLock
 
 __all__ = [
     "ERROR_KINDS",
@@ -77,3 +82,26 @@ __all__ = [
     "exit_code_of_start_error",
     "spawn",
 ]
+
+# public name -> the module that defines it (of this package, or the run directory's): the
+# package imports none of them until a name is read (``ps`` of a running container reads the
+# run directory alone, through the client)
+_HOMES = {
+    **dict.fromkeys(("ERROR_KINDS", "StartError", "exit_code_of_start_error"), "protocol"),
+    **dict.fromkeys(("MonitorClient", "spawn"), "client"),
+    **dict.fromkeys(("MonitorContext", "MonitorRecipe", "MonitorStores", "MonitorVolumes", "PendingAttach"), "api"),
+    **dict.fromkeys(("ExitInfo", "RunLock"), "lamina.container.rundir"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home if "." in home else f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

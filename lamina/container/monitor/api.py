@@ -10,17 +10,20 @@ the descriptors it inherits).
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from lamina.container.execstore import ExecStore
-from lamina.container.store import ContainerStore
 from lamina.events.api import DISCARD, EventSink
-from lamina.layer.mounts import MountStore
 from lamina.records import dataclass
-from lamina.runtime.api import Runtime
 from lamina.volume.api import VolumeProvider
+
+if TYPE_CHECKING:  # what is only named here: a starter that builds a recipe loads none of it
+    import socket
+
+    from lamina.container.execstore import ExecStore
+    from lamina.container.store import ContainerStore
+    from lamina.layer.mounts import MountStore
+    from lamina.runtime.api import Runtime
 
 __all__ = ["MonitorContext", "MonitorNetwork", "MonitorRecipe", "MonitorStores", "MonitorVolumes", "PendingAttach"]
 

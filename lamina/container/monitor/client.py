@@ -13,18 +13,20 @@ recording the end of a run whose monitor died.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 import lamina.container.monitor.protocol as protocol
-from lamina.container.monitor.api import MonitorRecipe, PendingAttach
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, connect_unix
-from lamina.runtime.api import Runtime, RuntimeState
+
+if TYPE_CHECKING:  # whether a monitor lives (``ps``) needs none of these
+    import socket
+
+    from lamina.container.monitor.api import MonitorRecipe, PendingAttach
+    from lamina.runtime.api import Runtime, RuntimeState
 
 __all__ = ["MonitorClient", "TemplateLease", "spawn", "warm_template"]
 
@@ -133,6 +135,8 @@ context and opens ``runtime`` at once, ahead of the first spawn.  :meth:`wait` r
             pass
 
     def close(self) -> None:
+        import socket
+
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes a wait() in another thread
         except OSError:
@@ -160,6 +164,8 @@ def _connect_template(recipe: MonitorRecipe) -> socket.socket:
 def _ask_template(recipe: MonitorRecipe, request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
     """Send the spawn request to the template (started when there is none); its answer, None
     when the template closed the connection without one."""
+    import socket
+
     sock = _connect_template(recipe)
     with sock:
         try:
@@ -269,6 +275,8 @@ def _launch_template(recipe: MonitorRecipe, key: str, paths: list[str], *, lock_
 
 def _wait_child(pid: int, timeout: float) -> int:
     """The exit status of a child (killed after ``timeout`` seconds)."""
+    import signal
+
     deadline = time.monotonic() + timeout
     while True:
         waited, status = os.waitpid(pid, os.WNOHANG)
@@ -317,6 +325,10 @@ class MonitorClient:
     def pending_attach(hello: dict[str, Any]) -> tuple[socket.socket, PendingAttach]:
         """An attach to a container not started yet: the client's end, and what the next
         :func:`spawn` hands to the monitor."""
+        import socket
+
+        from lamina.container.monitor.api import PendingAttach
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         return ours, PendingAttach(theirs, hello)
 

@@ -66,12 +66,13 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
-import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = [
     "ERROR_KINDS",
@@ -282,6 +283,8 @@ def read_answer(sock: socket.socket, timeout: float = 120.0) -> dict[str, Any]:
 
 def read_pipe_answer(fd: int, timeout: float) -> dict[str, Any] | None:
     """The answer line on the answer pipe; None when the monitor closed it without one."""
+    import selectors
+
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout

@@ -7,31 +7,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
-from lamina.container import joining
-from lamina.container.execstore import ExecStore
-from lamina.container.monitor import (ExitInfo, MonitorClient, MonitorContext, MonitorRecipe, MonitorStores,
-                                      PendingAttach, RunLock)
-from lamina.container.removal import release_mount, sweep
-from lamina.container.state import now
 from lamina.container.store import Container, ContainerStore
 from lamina.events.api import CONTAINER, DISCARD, EventSink
-from lamina.events.message import container_attributes
-from lamina.layer.mounts import MountStore
 from lamina.log import get_logger
 from lamina.network.run import RunNetwork
 from lamina.records import asdict
-from lamina.runtime.api import Runtime, RuntimeState
-from lamina.runtime.registry import Runtimes
-from lamina.services.images import ImageServiceImpl
-from lamina.volume.resolve import volume_names
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the run machinery is imported where it is used: listing and inspecting need none of it
+    from lamina.container.execstore import ExecStore
+    from lamina.container.monitor.api import MonitorContext, MonitorRecipe, MonitorStores, PendingAttach
+    from lamina.container.monitor.client import MonitorClient
+    from lamina.container.rundir import ExitInfo, RunLock
     from lamina.idmap import Remap
+    from lamina.layer.mounts import MountStore
+    from lamina.runtime.api import Runtime, RuntimeState
+    from lamina.runtime.registry import Runtimes
     from lamina.services.api import ContainerVolumes
+    from lamina.services.images import ImageServiceImpl
 
 __all__ = ["MONITOR_GONE", "ContainerGroup", "ContainerShared", "network_settings"]
 
@@ -69,7 +66,10 @@ def _store_opener(store: ContainerStore, mounts: MountStore, exec_root: str) -> 
     driver_name, driver_home = mounts.driver.name, mounts.driver.home
 
     def reopen() -> MonitorStores:
+        from lamina.container.execstore import ExecStore
+        from lamina.container.monitor.api import MonitorStores
         from lamina.graphdriver.registry import DRIVERS
+        from lamina.layer.mounts import MountStore
         from lamina.layer.store import LayerStore
 
         driver = DRIVERS[driver_name](driver_home)
@@ -85,10 +85,13 @@ def monitor_context(arguments: dict[str, Any]) -> MonitorContext:
     when a monitor first needs them), event log and network sandboxes."""
     import os
 
+    from lamina.container.monitor.api import MonitorContext
     from lamina.events.log import EventLog
     from lamina.graphdriver.registry import DRIVERS
+    from lamina.layer.mounts import MountStore
     from lamina.layer.store import LayerStore
     from lamina.records import fields
+    from lamina.runtime.registry import Runtimes
     from lamina.services.compose import _on_first_use, build_volumes
 
     given = arguments["config"]
@@ -113,7 +116,9 @@ def monitor_context(arguments: dict[str, Any]) -> MonitorContext:
 
 
 class ContainerShared:
-    """The state the groups of one engine share."""
+    """The state the groups of one engine share.  What only running containers need (the
+    monitors' client and recipe, the runtimes) is made on first use: ``ps`` and ``inspect``
+    of stopped containers load none of the run machinery."""
 
     def __init__(self, *, config: EngineConfig, images: ImageServiceImpl, mounts: MountStore,
                  store: ContainerStore, execs: ExecStore, default_runtime: str = "native",
@@ -131,15 +136,32 @@ class ContainerShared:
         self.events = events
         self._pending: dict[str, list[PendingAttach]] = {}
         self._pending_lock = threading.Lock()
-        self._runtimes = Runtimes(self.exec_root)
-        self.monitors = MonitorClient(self.exec_root)
         self.network = RunNetwork(config.data_root, self.exec_root, events=events,
                                   rootless=config.rootless_uid is not None)
-        # the monitors' context is made by the monitor template from this (monitor_context)
-        self.monitor_recipe = MonitorRecipe(
+
+    @cached_property
+    def monitors(self) -> MonitorClient:
+        """The client of the monitors under the exec root."""
+        from lamina.container.monitor.client import MonitorClient
+
+        return MonitorClient(self.exec_root)
+
+    @cached_property
+    def monitor_recipe(self) -> MonitorRecipe:
+        """What the monitor template makes the monitors' context from (:func:`monitor_context`)."""
+        from lamina.container.monitor.api import MonitorRecipe
+
+        mounts = self.mounts
+        return MonitorRecipe(
             exec_root=self.exec_root, builder=f"{__name__}:monitor_context",
-            arguments={"config": asdict(config), "driver": mounts.driver.name, "driver_home": mounts.driver.home,
-                       "container_root": store.root, "layer_root": mounts.layers.root})
+            arguments={"config": asdict(self.config), "driver": mounts.driver.name, "driver_home": mounts.driver.home,
+                       "container_root": self.store.root, "layer_root": mounts.layers.root})
+
+    @cached_property
+    def _runtimes(self) -> Runtimes:
+        from lamina.runtime.registry import Runtimes
+
+        return Runtimes(self.exec_root)
 
     def runtime(self, name: str) -> Runtime:
         """The runtime called ``name`` (:mod:`lamina.runtime.registry`), opened once."""
@@ -150,6 +172,8 @@ class ContainerShared:
 
     def sweep(self) -> list[str]:
         """Finish interrupted removals (called by :func:`build_services`)."""
+        from lamina.container.removal import sweep
+
         return sweep(self.store, self.mounts, self.execs, self.exec_root) + self.network.sweep()
 
 
@@ -169,15 +193,23 @@ class ContainerGroup:
         self.default_runtime = shared.default_runtime
         self.events = shared.events
         self.network = shared.network
-        self.monitor_recipe = shared.monitor_recipe
-        self.monitors = shared.monitors
         self._pending = shared._pending
         self._pending_lock = shared._pending_lock
+
+    @property
+    def monitors(self) -> MonitorClient:
+        return self.shared.monitors
+
+    @property
+    def monitor_recipe(self) -> MonitorRecipe:
+        return self.shared.monitor_recipe
 
     def runtime(self, name: str) -> Runtime:
         return self.shared.runtime(name)
 
     def _event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
+        from lamina.events.message import container_attributes
+
         self.events.emit(CONTAINER, action, container.id, container_attributes(container.config, container.name, extra))
 
     def _get(self, reference: str) -> Container:
@@ -189,6 +221,10 @@ class ContainerGroup:
 
     def _reconcile(self, container_id: str) -> Container:
         """Record the end of a run whose monitor died, releasing what it left."""
+        from lamina.container import joining
+        from lamina.container.removal import release_mount
+        from lamina.container.state import now
+
         with self.store.modify(container_id) as container:
             if not container.state.get("Running") or self.monitors.alive(container_id):
                 return container
@@ -210,6 +246,8 @@ class ContainerGroup:
         """Drop the volume mounts a run held (volumes with driver options)."""
         if self.volumes is None:
             return
+        from lamina.volume.resolve import volume_names
+
         for name in volume_names(container.data.get("MountPoints")):
             try:
                 self.volumes.unmount(name, container.id)

@@ -6,17 +6,16 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
-from lamina.container.health import HEALTH_STATUSES
 from lamina.container.state import ZERO_TIME, now, seconds_of, status, status_text
 from lamina.container.store import Container
 from lamina.log import get_logger
-from lamina.runtime.api import RuntimeState
 from lamina.services.containers.common import ContainerGroup, ContainerShared, network_settings
-from lamina.services.filters import all_labels_match
-from lamina.volume.resolve import inspect_mounts
+
+if TYPE_CHECKING:
+    from lamina.runtime.api import RuntimeState
 
 __all__ = ["ContainerViewsImpl"]
 
@@ -155,7 +154,12 @@ class ContainerViewsImpl(ContainerGroup):
 
     def _mounts_view(self, container: Container) -> list[dict[str, Any]]:
         """Docker's ``Mounts``: one entry per mount point (``--tmpfs`` ones are not listed)."""
-        return inspect_mounts(container.data.get("MountPoints"))
+        stored = container.data.get("MountPoints")
+        if not stored:
+            return []  # the volume code is not loaded for a container without mounts
+        from lamina.volume.resolve import inspect_mounts
+
+        return inspect_mounts(stored)
 
     def _matches(self, container: Container, filters: dict[str, list[str]],
                  before: float | None, since: float | None, ancestors: set[str] | None) -> bool:
@@ -166,8 +170,11 @@ class ContainerViewsImpl(ContainerGroup):
             names = (container.name, container.name.lstrip("/"))
             if not any(re.search(pattern, name) for pattern in filters["name"] for name in names):
                 return False
-        if filters.get("label") and not all_labels_match(container.config.get("Labels") or {}, filters["label"]):
-            return False
+        if filters.get("label"):
+            from lamina.services.filters import all_labels_match
+
+            if not all_labels_match(container.config.get("Labels") or {}, filters["label"]):
+                return False
         if filters.get("status") and status(state) not in filters["status"]:
             return False
         if filters.get("exited"):
@@ -224,6 +231,8 @@ class ContainerViewsImpl(ContainerGroup):
             if value not in _STATUSES:
                 raise errdefs.InvalidArgument(f"invalid filter 'status={value}'")
         for value in filters.get("health", []):
+            from lamina.container.health import HEALTH_STATUSES
+
             if value not in HEALTH_STATUSES:
                 raise errdefs.InvalidArgument(f"Unrecognised filter value for health: {value}")
         for value in filters.get("exited", []):
@@ -255,7 +264,9 @@ class ContainerViewsImpl(ContainerGroup):
         if limit > 0:
             containers = containers[:limit]
         resolved: dict[str, str] = {}
-        references = {text: str(image_id) for text, image_id in self.images.references.all().items()}
+        # read once for the listing, and not at all when it lists nothing
+        references = ({text: str(image_id) for text, image_id in self.images.references.all().items()}
+                      if containers else {})
         summaries = []
         for container in containers:
             summary = self._summary(container, size=size, resolved=resolved, references=references)
