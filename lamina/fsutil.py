@@ -16,10 +16,13 @@ import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from lamina import errdefs
 from lamina import sys as lsys
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["syncfs", 
     "atomic_write", "atomic_write_json", "atomic_replace", "read_json", "fsync_dir", "publish_dir",

@@ -8,9 +8,12 @@ or raises :class:`~lamina.errdefs.InvalidArgument` saying what was wrong with it
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from lamina import errdefs
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["load_object"]
 

@@ -10,10 +10,14 @@ Why not :mod:`dataclasses`: it writes each class's ``__init__``, ``__repr__``, `
 ``__hash__``, ``__setattr__`` and ``__delattr__`` as source text and compiles them when the
 class is defined -- about 1 ms a class on this machine, and importing it pulls in
 :mod:`inspect` (another 4-5 ms).  A ``lamina`` command imports 40-90 such classes and uses a
-handful, so a third of a cached ``lamina build`` went to defining classes.  Here ``__init__``
-is compiled the first time a class is instantiated (the same code the standard decorator
-writes: keyword defaults, ``default_factory`` calls, ``object.__setattr__`` for frozen
-classes), and the other methods are shared functions that read the class's field list.
+handful, so a third of a cached ``lamina build`` went to defining classes.  Here a class's
+first instances are made by a shared ``__init__`` that reads the field list, and the class's
+own ``__init__`` (the same code the standard decorator writes: keyword defaults,
+``default_factory`` calls, ``object.__setattr__`` for frozen classes) is compiled once the
+class has made :data:`_SHARED_INIT_USES` instances -- compiling one costs a command about as
+much as that many shared calls, and most classes make a few instances per command -- or at the
+first call the shared ``__init__`` would not accept, so that a wrong call raises the compiled
+function's own ``TypeError``.  The other methods are shared functions that read the field list.
 
 Not supported (a ``TypeError`` at definition says so): ``slots``, ``init=False`` classes,
 ``InitVar``, ``unsafe_hash``, ``match_args=False``, ``weakref_slot``.
@@ -22,7 +26,10 @@ Not supported (a ``TypeError`` at definition says so): ``slots``, ``init=False``
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["dataclass", "field", "fields", "replace", "asdict", "compile_inits", "Field", "FrozenInstanceError",
            "MISSING"]
@@ -155,14 +162,58 @@ def _process(cls: type, *, repr: bool, eq: bool, order: bool, frozen: bool, kw_o
     return cls
 
 
-# -- __init__: compiled on first use -----------------------------------------------------------
+# -- __init__: shared for the first instances, then compiled -------------------------------------
+
+
+#: instances a class makes with the shared __init__ before its own is compiled
+_SHARED_INIT_USES = 16
 
 
 def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
     cls = type(self)
     owner = next(klass for klass in cls.__mro__ if klass.__dict__.get("__init__") is _first_init)
+    uses = owner.__dict__.get("__record_init_uses__", 0)
+    if uses < _SHARED_INIT_USES and _shared_init(owner, self, args, kwargs):
+        owner.__record_init_uses__ = uses + 1  # type: ignore[attr-defined]
+        return
     owner.__init__ = _compile_init(owner)  # type: ignore[misc]
     owner.__init__(self, *args, **kwargs)  # type: ignore[misc]
+
+
+def _shared_init(owner: type, self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """What ``owner``'s compiled ``__init__`` does for a call it accepts (the same values set in
+    the same order, then ``__post_init__``); False, with nothing done, for any other call."""
+    record_fields: tuple[Field, ...] = owner.__record_fields__  # type: ignore[attr-defined]
+    positional = [item.name for item in record_fields if not item.kw_only]
+    if len(args) > len(positional):
+        return False
+    given = dict(zip(positional, args))
+    for name in kwargs:
+        if name in given or not any(item.name == name for item in record_fields):
+            return False
+    given.update(kwargs)
+    values = []
+    for item in record_fields:
+        value = given.get(item.name, _NOT_GIVEN)
+        if value is _NOT_GIVEN:
+            if item.default_factory is not MISSING:
+                value = MISSING  # the compiled parameter's default: the factory is called below
+            elif item.default is not MISSING:
+                value = item.default
+            else:
+                return False  # a required argument is missing
+        values.append(value)
+    assign = object.__setattr__ if owner.__record_frozen__ else setattr  # type: ignore[attr-defined]
+    for item, value in zip(record_fields, values):
+        if item.default_factory is not MISSING and value is MISSING:
+            value = item.default_factory()
+        assign(self, item.name, value)
+    if hasattr(owner, "__post_init__"):
+        self.__post_init__()
+    return True
+
+
+_NOT_GIVEN = object()
 
 
 def compile_inits(classes: Any) -> None:

@@ -11,7 +11,10 @@ import errno
 import functools
 import os
 import struct
-from typing import Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",

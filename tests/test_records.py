@@ -168,3 +168,61 @@ def test_an_explicit_init_repr_or_eq_is_kept() -> None:
             return True
 
     assert repr(Custom(1)) == "custom" and Custom(1) == Custom(2) and hash(Custom(1)) == hash(Custom(1))
+
+
+def _shapes(frozen: bool):
+    """Two copies of a record class (with a subclass), one whose __init__ is compiled now."""
+    made = [_shape(frozen), _shape(frozen)]
+    records.compile_inits([made[1][0], made[1][1]])
+    return made
+
+
+def _shape(frozen: bool):
+    log: list[str] = []
+
+    @records.dataclass(frozen=frozen)
+    class Base:
+        a: int
+        b: str = "b"
+        c: list[int] = records.field(default_factory=lambda: log.append("c") or [1])
+        d: int = records.field(default=4, kw_only=True)
+
+    @records.dataclass(frozen=frozen)
+    class Child(Base):
+        e: tuple[int, ...] = ()
+        f: dict[str, int] = records.field(default_factory=dict, kw_only=True)
+        g: int = records.field(kw_only=True)  # required, after a factory
+
+        def __post_init__(self) -> None:
+            log.append(f"post {self.a}")
+
+    return Base, Child, log
+
+
+_ARGUMENTS = st.tuples(
+    st.lists(st.sampled_from([0, 1, "x", records.MISSING, [2]]), max_size=5).map(tuple),
+    st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]),
+                    st.sampled_from([0, 1, "x", records.MISSING, [2]]), max_size=4))
+
+
+@given(st.booleans(), st.lists(st.tuples(st.booleans(), _ARGUMENTS), max_size=24))
+def test_the_shared_init_does_what_the_compiled_one_does(frozen: bool, calls) -> None:
+    """The first instances of a class are made by a shared __init__: every call gives what the
+    compiled __init__ gives (values, factory and __post_init__ calls, the TypeError of a wrong
+    call), and after records._SHARED_INIT_USES instances the class has its compiled one."""
+    (shared_base, shared_child, shared_log), (compiled_base, compiled_child, compiled_log) = _shapes(frozen)
+    for child, (args, kwargs) in calls:
+        outcomes = []
+        for cls in ((shared_child, compiled_child) if child else (shared_base, compiled_base)):
+            try:
+                instance = cls(*args, **kwargs)
+            except TypeError as exc:
+                outcomes.append(("error", str(exc)))
+            else:
+                outcomes.append(("made", records.asdict(instance)))
+        assert outcomes[0] == outcomes[1], (args, kwargs)
+        assert shared_log == compiled_log
+    for cls, arguments in ((shared_base, {}), (shared_child, {"g": 1})):
+        while cls.__dict__["__init__"] is records._first_init:
+            cls(1, **arguments)
+        assert cls.__dict__.get("__record_init_uses__", 0) <= records._SHARED_INIT_USES

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, BinaryIO
 
 from lamina import errdefs
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 __all__ = [
     "CONTAINER_CONFIG",
@@ -40,7 +43,7 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # A body larger than this is not a container configuration.
 MAX_BODY = 16 << 20
 
-Schema = Mapping[str, Any]
+Schema = Mapping[str, "Any"]  # a string: typing is not imported at run time
 
 _THROTTLE_DEVICE = {"Path": "string", "Rate": "integer"}
 

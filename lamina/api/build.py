@@ -31,15 +31,16 @@ output comes first, then the error.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from lamina import errdefs
 from lamina.api import params
 from lamina.api.errors import log_unexpected, message_for
 from lamina.api.http import Request, Response
 from lamina.api.streams import json_response, progress_stream
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.api.call import Call
     from lamina.distribution.registry.auth import Credentials
 

@@ -7,10 +7,10 @@ imports them, is imported by none of them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from lamina.api.http import Request, Response
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.services.api import Services as Services
 

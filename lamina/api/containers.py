@@ -35,13 +35,10 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import re
-import threading
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
-from lamina.api import bodies, params
+from lamina.api import params
 from lamina.api.errors import log_unexpected, message_for
 from lamina.api.http import Headers, Response
 from lamina.api.streams import (
@@ -55,7 +52,10 @@ from lamina.api.streams import (
     stdio_stream,
 )
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.api.call import Call
 
 __all__ = [
@@ -123,6 +123,8 @@ def _timestamp(call: Call, name: str) -> float:
     except ValueError as exc:
         raise errdefs.InvalidArgument(
             f"invalid value {text!r} for query parameter {name!r}: expected a unix timestamp") from exc
+    import math
+
     if not math.isfinite(value) or value < 0:
         raise errdefs.InvalidArgument(f"invalid value {text!r} for query parameter {name!r}")
     return value
@@ -145,6 +147,8 @@ def create_container(call: Call) -> Response:
     if name and not VALID_NAME.match(name):
         raise errdefs.InvalidArgument(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    from lamina.api import bodies  # the body schemas: only for the calls that take a body
+
     body = bodies.read_object(call.request.body, bodies.CONTAINER_CREATE)
     platform = params.string(call.request, "platform").strip()
     if platform:
@@ -260,6 +264,8 @@ def _update_changes(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def update_container(call: Call) -> Response:
+    from lamina.api import bodies
+
     body = _update_changes(bodies.read_object(call.request.body, bodies.CONTAINER_UPDATE))
     answer = dict(call.services.containers.update(call.params["id"], body) or {})
     if answer.get("Warnings") is None:
@@ -308,7 +314,8 @@ def wait_container(call: Call) -> Response:
     containers = call.services.containers
     # The full id: the name may change (or be reused) while we wait.
     id = str(call.services.container_views.inspect(call.params["id"]).get("Id") or call.params["id"])
-    import queue  # only for a wait (ps, inspect and run --rm never load it)
+    import queue  # with threading: only a wait needs them
+    import threading
 
     results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
     # registered before the answer's head goes out (a NotFound is still a 404): the start
@@ -474,6 +481,8 @@ def commit_container(call: Call) -> Response:
     container = params.string(request, "container").strip()
     if not container:
         raise errdefs.InvalidArgument("the container parameter is required to commit")
+    from lamina.api import bodies
+
     config = bodies.read_json(request.body, required=False)
     if config is not None:
         if not isinstance(config, dict):

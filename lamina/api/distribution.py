@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.api import params
@@ -22,7 +21,10 @@ from lamina.api.bodies import read_json
 from lamina.api.http import Response
 from lamina.api.streams import json_response, progress_stream
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.api.router import Call
     from lamina.distribution.registry.auth import Credentials
 

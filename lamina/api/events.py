@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina.api import params
@@ -27,6 +26,7 @@ from lamina.api.errors import log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.streams import JSON, StreamBody, json_line
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.api.call import Call
 

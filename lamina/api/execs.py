@@ -9,14 +9,13 @@ hijacked, 101 with ``Upgrade: tcp`` or a 200 plain hijack, multiplexed frames un
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from lamina import errdefs
 from lamina.api import bodies, params
 from lamina.api.containers import terminal_size
 from lamina.api.http import Response
 from lamina.api.streams import empty_response, hijacked_response, json_response
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.api.call import Call
 

@@ -15,8 +15,9 @@ into an error.  JSON-message streams report such failures in-band instead
 (``{"errorDetail": ...}`` as the last line, see :mod:`lamina.api.streams`).
 
 Hijacking (attach, exec start): a Response whose ``hijacked`` is set carries a :class:`Duplex`
-(defined in :mod:`lamina.stdcopy` so that the engine below may produce one, re-exported here), a
-bidirectional byte channel to the container's stdio, instead of a body.  Its status is 101 when
+(defined in :mod:`lamina.stdcopy` so that the engine below may produce one, re-exported here on
+first use: its protocol class needs :mod:`typing`, which requests that hijack nothing never
+load), a bidirectional byte channel to the container's stdio, instead of a body.  Its status is 101 when
 the request asked for ``Upgrade: tcp`` (:meth:`Request.wants_upgrade`; headers ``Connection:
 Upgrade``, ``Upgrade: tcp``) and 200 for older clients that expect a plain hijack.  A server
 writes the status line and headers (no ``Content-Length``, no chunked encoding), then splices
@@ -30,12 +31,24 @@ the duplex and must close it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import BinaryIO
 
 from lamina.records import dataclass, field
-from lamina.stdcopy import Duplex
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from lamina.stdcopy import Duplex
 
 __all__ = ["Duplex", "Headers", "Request", "Response", "StreamAborted"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "Duplex":
+        from lamina.stdcopy import Duplex
+
+        return Duplex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Headers(MutableMapping[str, str]):

@@ -15,14 +15,16 @@ Pulling (``fromImage``) and importing from a URL are not implemented yet (501).
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import errdefs
 from lamina.api import params
 from lamina.api.http import Headers, Response
 from lamina.api.streams import JSON, byte_stream, empty_response, json_response, progress_stream
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     from lamina.api.call import Call
 
 __all__ = [

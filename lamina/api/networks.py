@@ -13,14 +13,16 @@ predefined networks); ``POST /networks/prune`` (``until``, ``label``, ``label!``
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.api import params
 from lamina.api.http import Response
 from lamina.api.streams import empty_response, json_response
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.api.call import Call
 
 __all__ = [

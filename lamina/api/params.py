@@ -11,11 +11,14 @@ legacy ``{"dangling": {"true": true}}`` shape old clients send; both become
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
 from lamina import errdefs
 from lamina.api.http import Request
 from lamina.jsonobject import load_object
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["boolean", "string", "strings", "filters", "TRUE_VALUES", "FALSE_VALUES"]
 

@@ -27,9 +27,8 @@ headers like dockerd's.
 
 from __future__ import annotations
 
+import _thread  # threading's Lock itself: a router that builds no services needs no threading module
 import re
-import threading
-from typing import TYPE_CHECKING
 
 from lamina import __version__, errdefs
 from lamina.api import unsupported
@@ -39,6 +38,7 @@ from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, MIN_API_VERSION, parse_version
 from lamina.records import dataclass
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.config import EngineConfig
     from lamina.services.api import Services
@@ -148,7 +148,26 @@ ROUTES: tuple[Route, ...] = (
     *(Route(*entry) for entry in unsupported.ROUTES),
 )
 
-_VERSIONED = re.compile(r"^/v([0-9][0-9.]*)(/.*)$")
+_VERSION_CHARACTERS = frozenset("0123456789.")
+
+
+def _versioned(path: str) -> tuple[str, str] | None:
+    """``/v1.45/images/json`` -> ``("1.45", "/images/json")``, what ``^/v([0-9][0-9.]*)(/.*)$``
+    matches, without compiling it for every command: the version is a digit then digits and
+    dots up to the first ``/``; the rest holds no newline but, at most, a final one (which
+    ``$`` lets through and the match leaves out)."""
+    slash = path.find("/", 2)
+    if not path.startswith("/v") or slash < 0:
+        return None
+    text, rest = path[2:slash], path[slash:]
+    if not text or text[0] == "." or not _VERSION_CHARACTERS.issuperset(text):
+        return None
+    newline = rest.find("\n")
+    if newline >= 0:
+        if newline != len(rest) - 1:
+            return None
+        rest = rest[:-1]
+    return text, rest
 
 
 class _Matcher:
@@ -186,7 +205,7 @@ class Router:
                  routes: tuple[Route, ...] = ROUTES) -> None:
         self._services_factory = services_factory
         self._services: "Services | None" = None
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._routes = routes
         self._matchers = [_Matcher(route.pattern) for route in routes]
         self._handlers: dict[Route, Handler] = {}
@@ -246,10 +265,10 @@ def engine_services(config: EngineConfig) -> Services:
 
 
 def _strip_version(path: str) -> tuple[str, str]:
-    match = _VERSIONED.match(path)
-    if match is None:
+    versioned = _versioned(path)
+    if versioned is None:
         return path, API_VERSION
-    text, rest = match.group(1), match.group(2)
+    text, rest = versioned
     try:
         requested = parse_version(text)
     except ValueError as exc:

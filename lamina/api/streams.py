@@ -31,14 +31,15 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.api.errors import log_unexpected, message_for, status_for
 from lamina.api.http import Headers, Request, Response, StreamAborted
-from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM, SYSTEM_ERROR, frame
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.stdcopy import Duplex
 
 __all__ = [
@@ -199,6 +200,8 @@ def stdio_stream(items: Iterable[tuple[int, bytes]], *, tty: bool, context: str 
     the container has a TTY.  With ``prefetch`` a failure before the first non-empty payload
     propagates to the caller; a later one ends a multiplexed stream with a system-error frame
     carrying the message (a raw stream just breaks)."""
+    from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM, SYSTEM_ERROR, frame  # stdio streams only
+
     iterator = iter(items)
     head: list[tuple[int, bytes]] = []
     try:
@@ -230,6 +233,8 @@ def stdio_stream(items: Iterable[tuple[int, bytes]], *, tty: bool, context: str 
 def hijacked_response(request: Request, duplex: Duplex, *, tty: bool) -> Response:
     """Hand ``duplex`` to the client: 101 Switching Protocols when it asked for ``Upgrade:
     tcp``, else a 200 plain hijack; the content type says whether frames are multiplexed."""
+    from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM
+
     headers = Headers({"Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
     if request.wants_upgrade():
         headers["Connection"] = "Upgrade"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from lamina import __version__, errdefs
 from lamina.api import params
@@ -15,7 +14,10 @@ from lamina.api.http import Headers, Response
 from lamina.api.streams import json_response
 from lamina.api.versions import API_VERSION, MIN_API_VERSION
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.api.call import Call
 
 __all__ = ["ping", "version", "info", "disk_usage", "check", "engine_version", "PING_HEADERS"]

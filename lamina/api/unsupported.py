@@ -29,12 +29,12 @@ would otherwise take ``/containers/x/checkpoints/y`` for a container named ``x/c
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina.api.http import Response
 from lamina.api.streams import json_response
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.api.call import Call
 

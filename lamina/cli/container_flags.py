@@ -21,9 +21,12 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from lamina.cli.errors import CommandError, UsageError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "EXIT_ENGINE",

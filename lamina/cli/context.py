@@ -3,11 +3,12 @@ first use (so commands that fail argument checks, and ``--help``, never load the
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any
-
 from lamina.records import dataclass
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from lamina.config import EngineConfig
     from lamina.client.client import APIClient
     from lamina.client.transport import Transport

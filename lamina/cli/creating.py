@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from lamina.cli.container_flags import create_body
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.foreground import EngineError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["create_container", "image_reference"]
 

@@ -19,9 +19,12 @@ import base64
 import json
 import os
 import subprocess
-from typing import Any
 
 from lamina.cli.errors import CommandError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DockerConfig", "registry_key", "encode_auth"]
 

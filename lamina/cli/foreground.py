@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
 
 from lamina.cli.context import Context
 from lamina.cli.errors import CommandError
@@ -27,6 +26,7 @@ from lamina.cli.stdio import (
     stream_attachment,
 )
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.cli.detach import DetachKeys
     from lamina.client.client import APIClient, ClientError

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.errors import exit_code_for_status
-from lamina.cli.templates import render_each
 from lamina.client.client import ClientError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["inspect_each", "write_inspected"]
 
@@ -36,6 +38,8 @@ def write_inspected(context: Context, template: str | None, found: list[dict[str
                     failures: list[ClientError]) -> int:
     """Write ``found`` (JSON array or ``template`` per object), then the failures; the exit code."""
     if template:
+        from lamina.cli.rows import render_each  # only for -f
+
         context.out.write(render_each(template, found))
     else:
         context.print(json.dumps(found, indent=4, ensure_ascii=False))

@@ -25,7 +25,6 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from lamina import __version__, errdefs
 from lamina.cli.context import Context, GlobalOptions
@@ -34,6 +33,10 @@ from lamina.cli.errors import (
     CommandError, UsageError, exit_code_for_status,
 )
 from lamina.records import dataclass
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["main", "run", "Command", "COMMANDS", "GROUPS", "HelpFormatter", "build_command_parser", "find_command"]
 
@@ -316,8 +319,8 @@ def _report(exc: BaseException, context: Context) -> int:
     if client_module is not None and isinstance(exc, client_module.ClientError):
         context.error(f"Error response from daemon: {exc.message}")
         return exit_code_for_status(exc.status)
-    transport_module = sys.modules.get("lamina.client.transport")
-    if transport_module is not None and isinstance(exc, transport_module.TransportError):
+    base_module = sys.modules.get("lamina.client.base")  # loaded by whatever raised a TransportError
+    if base_module is not None and isinstance(exc, base_module.TransportError):
         context.error(f"Error: {exc}")
         return EXIT_CONNECTION
     if isinstance(exc, errdefs.LaminaError):
@@ -381,21 +384,26 @@ def run() -> None:
 
 def _run(arguments: list[str], context: Context) -> int:
     global_arguments, words = _split_global(arguments)
-    parser = _global_parser()
-    try:
-        options = parser.parse_args(global_arguments)
-    except SystemExit as exit:
-        return _exit_status(exit)
-    context.options = GlobalOptions(data_root=options.data_root, storage_driver=options.storage_driver,
-                                    log_level=options.log_level, host=options.host,
-                                    userns_remap=options.userns_remap,
-                                    userns_remap_layers=options.userns_remap_layers)
-    _configure_logging(options.log_level)
+    if global_arguments:
+        parser = _global_parser()
+        try:
+            options = parser.parse_args(global_arguments)
+        except SystemExit as exit:
+            return _exit_status(exit)
+        context.options = GlobalOptions(data_root=options.data_root, storage_driver=options.storage_driver,
+                                        log_level=options.log_level, host=options.host,
+                                        userns_remap=options.userns_remap,
+                                        userns_remap_layers=options.userns_remap_layers)
+    else:
+        # nothing before the command: every global option has its default (None), what the
+        # global parser would give for no arguments, without building it (with its help text)
+        context.options = GlobalOptions()
+    _configure_logging(context.options.log_level)
 
     if not words or words[0] == "help":
         if len(words) > 1:
             return _run([*global_arguments, *words[1:], "--help"], context)
-        parser.print_help(context.out)
+        _global_parser().print_help(context.out)
         return EXIT_OK
     if words[0] in GROUPS and (len(words) == 1 or words[1] in ("-h", "--help", "help")):
         context.print(_group_help(words[0]))

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from lamina.cli.context import Context
 from lamina.cli.errors import CommandError, UsageError
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from lamina.cli.templates import Record
+    from typing import Any
+
+    from lamina.cli.rows import Record
 
 __all__ = ["parse_filters", "confirm", "add_listing_options", "add_prune_options", "confirm_prune", "print_prune_report", "print_rows"]
 
@@ -69,7 +71,7 @@ def print_prune_report(context: Context, title: str, deleted: Sequence[str], spa
 def print_rows(context: Context, args: argparse.Namespace, rows: Sequence[Record], *, key: str,
                headers: dict[str, str], default_table: str) -> None:
     """A listing's rows: with ``-q`` the ``key`` column only, else under ``--format``."""
-    from lamina.cli.templates import format_rows
+    from lamina.cli.rows import format_rows
 
     if args.quiet:
         for row in rows:

@@ -16,9 +16,12 @@ the return value is the exit code for its ``code`` (1 without one).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import IO, Any
 
 from lamina.cli.errors import EXIT_FAILURE, EXIT_OK, exit_code_for_status
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 __all__ = ["render_stream", "error_exit_code"]
 

@@ -18,11 +18,13 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, Self
 
 from lamina.cli.context import Context, is_terminal
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import IO, Any, Self
+
     from lamina.client.stdio import Attachment
     from lamina.container.detachkeys import DetachMatcher
 

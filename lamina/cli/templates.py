@@ -15,82 +15,28 @@ plain JSON data (inspect output) prints ``<no value>``, like a missing map key.
 :func:`format_rows` applies docker's ``--format`` conventions: ``table`` (default columns),
 ``table TEMPLATE`` (aligned, with a header row), ``json`` (``{{json .}}`` per row), or a
 template printed once per row; ``\\t`` and ``\\n`` typed literally become tab and newline.
+It lives, with the rows, the values' ``%v`` and the rendering of plain tables, in
+:mod:`lamina.cli.rows` (re-exported here), which imports this engine only for templates that
+need it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
-from lamina.cli.errors import UsageError
-from lamina.cli.formatting import tabulate
+from lamina.cli.rows import MISSING as _MISSING
+from lamina.cli.rows import HeaderRow, Record, TemplateError, format_rows, go_value, render_each, render_fields
 from lamina.records import dataclass, field
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["TemplateError", "Template", "Record", "go_value", "format_rows", "render_each"]
 
-
-class TemplateError(UsageError):
-    """The template does not parse or cannot be executed on the data."""
-
-
-class Record(dict):  # type: ignore[type-arg]
-    """A formatter row: unknown fields are errors; ``{{json .}}`` sorts keys like Go's maps."""
-
-
-class _HeaderRow(dict):  # type: ignore[type-arg]
-    """What a ``table`` template's header line is rendered with: field name -> column title."""
-
-
-_MISSING = object()
-
-
-# -- values --------------------------------------------------------------------------------
-
-def _go_float(value: float) -> str:
-    if value != value or value in (float("inf"), float("-inf")):
-        return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(value)]
-    from decimal import Decimal  # only for a float in a template's output
-
-    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
-    text_digits = "".join(map(str, digits)).rstrip("0") or "0"
-    point = len(digits) + int(exponent)  # digits before the decimal point
-    decimal_exponent = point - 1
-    prefix = "-" if sign else ""
-    if text_digits == "0":
-        return prefix + "0"
-    if decimal_exponent < -4 or decimal_exponent >= 6:  # Go: shortest %g decides with precision 6
-        mantissa = text_digits[0] + ("." + text_digits[1:] if len(text_digits) > 1 else "")
-        return f"{prefix}{mantissa}e{'+' if decimal_exponent >= 0 else '-'}{abs(decimal_exponent):02d}"
-    if point <= 0:
-        return f"{prefix}0.{'0' * -point}{text_digits}"
-    if point >= len(text_digits):
-        return prefix + text_digits + "0" * (point - len(text_digits))
-    return f"{prefix}{text_digits[:point]}.{text_digits[point:]}"
-
-
-def go_value(value: Any) -> str:
-    """A value as Go's ``%v`` prints the JSON-decoded equivalent."""
-    if value is None or value is _MISSING:
-        return "<no value>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return _go_float(value)
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{key}:{_nested(value[key])}" for key in sorted(value)) + "]"
-    if isinstance(value, (list, tuple)):
-        return "[" + " ".join(_nested(item) for item in value) + "]"
-    return str(value)
-
-
-def _nested(value: Any) -> str:
-    return "<nil>" if value is None else go_value(value)
+_HeaderRow = HeaderRow
 
 
 def _truth(value: Any) -> bool:
@@ -340,22 +286,9 @@ class Template:
 
     def render(self, data: Any) -> str:
         if self._fields is not None and type(data) in (Record, _HeaderRow):
-            return self._render_fields(self._fields, data)
+            return render_fields(self.text, self._fields, data)
         out: list[str] = []
         self._run(self._nodes, data, data, out)
-        return "".join(out)
-
-    def _render_fields(self, parts: tuple[tuple[bool, str], ...], row: dict[str, Any]) -> str:
-        """What :meth:`_run` gives for a template of text and ``{{.Field}}`` actions only (a
-        listing's table: every row goes through here), without walking the nodes."""
-        out = []
-        for is_field, text in parts:
-            if not is_field:
-                out.append(text)
-            elif text in row:
-                out.append(go_value(row[text]))
-            else:
-                out.append(go_value(self._field(row, text)))  # a header's default, or the error
         return "".join(out)
 
     def _run(self, nodes: list[_Node], dot: Any, root: Any, out: list[str]) -> None:
@@ -455,30 +388,3 @@ def _plain_fields(nodes: list[_Node]) -> tuple[tuple[bool, str], ...] | None:
             return None
         parts.append((True, path[1:]))
     return tuple(parts)
-
-
-# -- docker's --format conventions ---------------------------------------------------------
-
-def _unescape(text: str) -> str:
-    return text.replace("\\t", "\t").replace("\\n", "\n")
-
-
-def render_each(format: str, items: Sequence[Any]) -> str:
-    """A raw template (or ``json``) executed once per item, each followed by a newline."""
-    template = Template("{{json .}}" if format.strip() == "json" else _unescape(format))
-    return "".join(template.render(item) + "\n" for item in items)
-
-
-def format_rows(format: str | None, rows: Sequence[Record], *, default_table: str,
-                headers: dict[str, str]) -> str:
-    """Render formatter rows under docker's ``--format`` rules (see the module docstring)."""
-    text = (format or "").strip()
-    if text in ("", "table"):
-        text = "table " + default_table
-    if not text.startswith("table"):
-        return render_each(text, rows)
-    template = Template(_unescape(text[len("table"):].strip()))
-    rendered = [template.render(_HeaderRow(headers))]
-    rendered.extend(template.render(row) for row in rows)
-    lines = "\n".join(rendered).split("\n")
-    return tabulate(line.split("\t") for line in lines)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
 
 from lamina.client.calls import BaseClient, encode_filters, flag, json_messages, text
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 __all__ = ["BuildMixin"]
 

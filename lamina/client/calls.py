@@ -17,12 +17,16 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from typing import Any, BinaryIO
 
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.api.versions import API_VERSION, parse_version
-from lamina.client.base import Transport
-from lamina.client.stdio import Attachment, is_multiplexed
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
+    from lamina.client.api import Transport
+    from lamina.client.stdio import Attachment
 
 __all__ = [
     "BaseClient", "ClientError", "UPGRADE", "attachment", "chunks", "encode_filters", "flag", "integer",
@@ -138,6 +142,8 @@ def _decode_line(line: bytes) -> Iterator[dict[str, Any]]:
 def multiplexed(response: Response, api_version: str, tty: bool) -> bool:
     """Whether a stdio stream is multiplexed: the content type says it from API 1.42 on; an
     older daemon sends ``raw-stream`` for both, and then only the TTY setting tells."""
+    from lamina.client.stdio import is_multiplexed  # the stdio code: only for container streams
+
     content_type = response.headers.get("Content-Type", "")
     try:
         modern = parse_version(api_version) >= (1, 42)
@@ -148,6 +154,8 @@ def multiplexed(response: Response, api_version: str, tty: bool) -> bool:
 
 def attachment(response: Response, api_version: str, *, tty: bool) -> Attachment:
     """The hijacked connection of an attach or exec start answer."""
+    from lamina.client.stdio import Attachment
+
     duplex = response.hijacked
     if duplex is None:
         body = b"".join(chunks(response))

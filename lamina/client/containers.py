@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
 
 from lamina.api.http import Response
 from lamina.client.calls import (
@@ -32,7 +31,12 @@ from lamina.client.calls import (
     text,
     timestamp,
 )
-from lamina.client.stdio import Attachment, decode_frames
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
+    from lamina.client.stdio import Attachment
 
 __all__ = ["ContainerFilesMixin", "ContainerMixin", "PendingWait"]
 
@@ -142,6 +146,8 @@ class ContainerMixin(BaseClient):
             "stdout": flag(stdout), "stderr": flag(stderr), "follow": flag(follow),
             "since": timestamp(since), "until": timestamp(until),
             "timestamps": flag(timestamps), "tail": [] if tail == "all" else [tail]})
+        from lamina.client.stdio import decode_frames  # the stdio code: only for container streams
+
         return decode_frames(chunks(response), multiplexed=multiplexed(response, self.api_version, tty))
 
     def attach(self, id: str, *, stdin: bool = False, stdout: bool = True, stderr: bool = True,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # the protocol costs import time the CLI's start-up does not pay
-    from typing import Protocol
+    from typing import Any, Protocol
 
     from lamina.api.http import Response
 

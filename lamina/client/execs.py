@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lamina.client.calls import UPGRADE, BaseClient, attachment, chunks, json_body
-from lamina.client.stdio import Attachment
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from lamina.client.stdio import Attachment
 
 __all__ = ["ExecMixin"]
 

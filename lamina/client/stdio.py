@@ -13,11 +13,13 @@ container's stdin and ``close_stdin()`` half-closes it (the container sees end o
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Self
 
 from lamina.stdcopy import MULTIPLEXED_STREAM, RAW_STREAM, STDOUT, FrameDecoder
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Self
+
     from lamina.stdcopy import Duplex
 
 __all__ = ["Attachment", "decode_frames", "is_multiplexed"]

@@ -9,24 +9,26 @@
   use so the in-process path never loads the socket code).
 
 :func:`select_transport` picks one: ``-H`` / ``LAMINA_HOST`` / ``DOCKER_HOST`` (``unix://``
-only), else in-process.  Connection failures raise :class:`TransportError`.  The protocol and
-the error live in :mod:`lamina.client.base` (re-exported here), which imports no transport.
+only), else in-process.  Connection failures raise :class:`TransportError`.  The protocol
+(:mod:`lamina.client.api`) and the error (:mod:`lamina.client.base`, which imports no transport)
+are re-exported here on first use: the in-process path needs neither.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from lamina import errdefs
-from lamina.api.http import Request, Response
-from lamina.client.base import USER_AGENT, Transport, TransportError
 from lamina.config import EngineConfig
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.api.call import Services, ServicesFactory
+    from lamina.api.http import Request, Response
     from lamina.api.router import Router
+    from lamina.client.api import Transport
+    from lamina.client.base import USER_AGENT, TransportError
 
 __all__ = [
     "Transport", "TransportError", "InProcessTransport", "UnixSocketTransport",
@@ -34,6 +36,14 @@ __all__ = [
 ]
 
 HOST_ENVIRONMENT = ("LAMINA_HOST", "DOCKER_HOST")
+
+
+def __getattr__(name: str) -> object:
+    if name in ("Transport", "TransportError", "USER_AGENT"):
+        from lamina.client import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_default_services(config: EngineConfig) -> "Services":

@@ -54,10 +54,13 @@ import _socket  # the C socket type: socket.py's enum conversions cost ~3 ms at 
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
 
 from lamina.api.http import Headers, Request, Response, StreamAborted
 from lamina.client.base import USER_AGENT, TransportError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 __all__ = ["HijackedSocket", "hijack", "send"]
 

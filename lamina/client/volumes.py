@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lamina.client.calls import BaseClient, encode_filters, flag, json_body
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["VolumeMixin"]
 

@@ -29,3 +29,19 @@ def test_every_pattern_matches_its_own_instances(pattern: str, value: str) -> No
 def test_every_route_names_a_handler_that_exists() -> None:
     for route in ROUTES:
         assert callable(route.resolve()), route
+
+
+_VERSION_PIECES = st.sampled_from(["/", "/v", "v", "1", "45", ".", "\n", "a", "\u0663", "images", "/json", ""])
+
+
+@given(st.lists(_VERSION_PIECES, max_size=8))
+@example(["/v", "1.45", "/", "json", "\n"])  # "$" matches before a final newline, which the match leaves out
+@example(["/v", ".", "/", "json"])
+def test_the_version_prefix_is_split_as_the_regex_split_it(pieces: list[str]) -> None:
+    import re
+
+    from lamina.api.router import _versioned
+
+    path = "".join(pieces)
+    found = re.match(r"^/v([0-9][0-9.]*)(/.*)$", path)
+    assert _versioned(path) == (None if found is None else (found.group(1), found.group(2)))

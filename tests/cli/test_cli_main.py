@@ -115,3 +115,19 @@ def test_the_in_process_client_does_not_load_http_client() -> None:
     modules = _modules_after("import lamina.client.client, lamina.client.transport")
     assert "http.client" not in modules
     assert not {m for m in modules if m.startswith(("lamina.services", "rich"))}
+
+
+def test_without_global_options_the_global_parser_is_not_built_and_its_defaults_hold(monkeypatch, capsys) -> None:
+    from lamina.cli.context import GlobalOptions
+
+    # what the parser gives for no global options is what a command runs with when none precede it
+    assert GlobalOptions(**vars(cli_main._global_parser().parse_args([]))) == GlobalOptions()
+    built = []
+    real = cli_main._global_parser
+    monkeypatch.setattr(cli_main, "_global_parser", lambda: built.append(1) or real())
+    assert cli_main.main(["version", "--help"]) == 0
+    assert built == []
+    assert cli_main.main(["--log-level", "error", "version", "--help"]) == 0
+    assert built == [1]
+    assert cli_main.main([]) == 0  # the help text is the global parser's
+    assert built == [1, 1] and "Run 'lamina COMMAND --help'" in capsys.readouterr().out

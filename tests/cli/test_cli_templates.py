@@ -124,3 +124,86 @@ def test_a_table_of_plain_fields_renders_as_the_general_path_does(parts, row) ->
     for data in (Record(row), _HeaderRow({"ID": "IMAGE ID", "Tag": "TAG"})):
         assert outcome(template.render, data) == outcome(general.render, data)
     assert template._fields is not None or not parts
+
+
+# -- plain tables, rendered without the engine (lamina.cli.rows) ----------------------------------
+
+_TEMPLATE_PIECES = st.sampled_from(["{{", "}}", "{", "}", ".", "ID", "Name", "_x", "9", "é", " ", "-", "\t",
+                                    "\n", "$", "/*", "*/", "json", "|", "a", "{{.ID}}", "{{.Name}}", "{{._x}}",
+                                    "{{.Missing}}", "{{.", "\\t"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_TEMPLATE_PIECES, max_size=12).map("".join))
+def test_a_template_the_rows_module_calls_plain_is_one_the_engine_parses_the_same(text: str) -> None:
+    from lamina.cli import rows, templates
+
+    parts = rows.plain_fields(text)
+    if parts is None:
+        return
+    assert templates._plain_fields(templates._parse(text)) == parts
+
+
+@pytest.mark.parametrize("template, plain", [
+    ("{{.ID}}\t{{.Names}}", True),
+    ("a {{.ID}} b}} {{.X_1}}", True),
+    ("", True),
+    ("{{ .ID }}", False),
+    ("{{.ID -}}", False),
+    ("{{-.ID}}", False),
+    ("{{.Config.Env}}", False),
+    ("{{.ID}} {{", False),
+    ("{{.é}}", False),
+    ("{{{.ID}}", False),
+    ("{{/* c */}}", False),
+], ids=lambda value: repr(value))
+def test_which_templates_are_plain(template: str, plain: bool) -> None:
+    from lamina.cli.rows import plain_fields
+
+    assert (plain_fields(template) is not None) is plain
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_TEMPLATE_PIECES, max_size=10).map("".join),
+       st.lists(st.fixed_dictionaries({"ID": st.sampled_from(["abc", "", "x\ty"]),
+                                        "Name": st.sampled_from(["n", "<no value>"]),
+                                        "_x": st.sampled_from([1, 2.5, None, True, ["a", "b"]])}), max_size=3))
+def test_format_rows_gives_what_the_engine_gives(text: str, values: list[dict[str, object]]) -> None:
+    """The rows module's plain path and the engine agree on output and on errors."""
+    from lamina.cli import rows, templates
+
+    records = [Record(value) for value in values]
+    headers = {"ID": "CONTAINER ID", "Name": "NAME"}
+    for format in ("table " + text, text):
+        try:
+            expected: object = _engine_format_rows(templates, format, records, headers)
+        except TemplateError as exc:
+            expected = ("error", str(exc))
+        try:
+            found: object = rows.format_rows(format, records, default_table="{{.ID}}", headers=headers)
+        except TemplateError as exc:
+            found = ("error", str(exc))
+        assert found == expected, format
+
+
+def _engine_format_rows(templates, format: str, records: list[Record], headers: dict[str, str]) -> str:
+    """format_rows as it was before plain tables skipped the engine, every template parsed by
+    :class:`lamina.cli.templates.Template` and run by its general evaluator (not the plain
+    rendering under test)."""
+    from lamina.cli.formatting import tabulate
+    from lamina.cli.rows import unescape
+
+    def run(template: Template, data: object) -> str:
+        out: list[str] = []
+        template._run(template._nodes, data, data, out)
+        return "".join(out)
+
+    text = format.strip() or "table {{.ID}}"
+    if text == "table":
+        text = "table {{.ID}}"
+    if not text.startswith("table"):
+        template = templates.Template("{{json .}}" if text == "json" else unescape(text))
+        return "".join(run(template, record) + "\n" for record in records)
+    template = templates.Template(unescape(text[len("table"):].strip()))
+    rendered = [run(template, _HeaderRow(headers))] + [run(template, record) for record in records]
+    return tabulate(line.split("\t") for line in "\n".join(rendered).split("\n"))

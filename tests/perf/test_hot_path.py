@@ -313,3 +313,97 @@ def test_reading_images_imports_one_driver_and_no_config_code_for_a_listing(engi
         assert shown in completed.stdout
         assert _loaded(modules, NEVER + NO_OPENSSL + READ_IMAGES_NEVER + ("lamina.services.image_listing",)) == set(), \
             arguments
+
+
+# -- front: what every in-process command pays before its service runs ------------------------
+
+# the client's code for calls a command does not make, the template engine (plain tables do
+# without it), the request body schemas (only calls that take a body), the socket transport and
+# what only container streams need
+FRONT_NEVER = ("lamina.cli.templates", "lamina.api.bodies", "lamina.client.base", "lamina.client.unix",
+               "lamina.client.stdio", "lamina.client.build", "lamina.client.distribution", "lamina.client.execs",
+               "lamina.client.networks", "lamina.client.volumes", "lamina.client.system")
+
+
+@pytest.mark.privileged
+def test_front_version_loads_neither_typing_nor_threading_nor_other_calls_client_code(engine) -> None:
+    """``version`` builds no engine: nothing on its path needs typing (annotations only, under
+    ``TYPE_CHECKING``), threading (the router's lock comes from ``_thread``), the stdio stream
+    format (its protocol needs typing), or the client code of any call but its own."""
+    completed, modules = _command(engine.data_root, engine.exec_root, "version")
+    assert completed.returncode == 0, completed.stderr
+    assert "Server: lamina" in completed.stdout
+    assert _loaded(modules, ("typing", "threading", "lamina.stdcopy", "lamina.client.containers",
+                             "lamina.client.images") + FRONT_NEVER[:-1]) == set()
+    assert "lamina.client.system" in modules
+
+
+@pytest.mark.privileged
+def test_front_listings_and_inspect_load_only_their_own_client_and_api_code(engine) -> None:
+    completed, _ = _command(engine.data_root, engine.exec_root, "create", "--name", "front-path", "busybox", "true")
+    assert completed.returncode == 0, completed.stderr
+    try:
+        for arguments, shown, own in ((("images",), "busybox", "lamina.client.images"),
+                                      (("image", "inspect", "busybox"), '"RepoTags"', "lamina.client.images"),
+                                      (("ps", "-a"), "front-path", "lamina.client.containers"),
+                                      (("inspect", "front-path"), '"Name": "/front-path"', "lamina.client.containers")):
+            completed, modules = _command(engine.data_root, engine.exec_root, *arguments)
+            assert completed.returncode == 0, completed.stderr
+            assert shown in completed.stdout, arguments
+            others = {"lamina.client.images", "lamina.client.containers"} - {own}
+            assert _loaded(modules, FRONT_NEVER + tuple(others)) == set(), arguments
+            assert own in modules
+            # the handlers of the command's own requests only
+            assert {module for module in modules if module.startswith("lamina.api.")} <= {
+                "lamina.api.call", "lamina.api.errors", "lamina.api.http", "lamina.api.params",
+                "lamina.api.router", "lamina.api.streams", "lamina.api.unsupported", "lamina.api.versions",
+                "lamina.api.images", "lamina.api.containers"}, arguments
+        # a template that is more than {{.Field}} actions still gets the engine
+        completed, modules = _command(engine.data_root, engine.exec_root, "ps", "-a", "--format", "{{.Names | upper}}")
+        assert completed.returncode == 0, completed.stderr
+        assert "FRONT-PATH" in completed.stdout.splitlines()
+        assert "lamina.cli.templates" in modules
+    finally:
+        completed, _ = _command(engine.data_root, engine.exec_root, "rm", "front-path")
+        assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.privileged
+def test_front_commands_sent_to_a_daemon_load_neither_typing_nor_the_engine(engine) -> None:
+    """``-H unix://...``: the CLI is only an API client; the transport protocol (which needs
+    typing) is for type checkers, the socket code is all it loads beyond the in-process path's
+    command and client code."""
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="lamina-front-", dir="/tmp")  # a short socket path
+    host = f"unix://{directory}/lamina.sock"
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_STORAGE_DRIVER")}
+    environment["LAMINA_EXEC_ROOT"] = engine.exec_root
+    with open(os.path.join(directory, "serve.log"), "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "lamina.cli.main", "--data-root", engine.data_root,
+                                   "serve", "-H", host, "--shutdown-timeout", "3"],
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f"{directory}/lamina.sock"):
+            assert server.poll() is None and time.monotonic() < deadline, "lamina serve did not start"
+            time.sleep(0.02)
+        for arguments, shown in ((("version",), "Server: lamina"), (("images",), "busybox"),
+                                 (("ps", "-a"), "CONTAINER ID"), (("image", "inspect", "busybox"), '"RepoTags"')):
+            completed, modules = _command(engine.data_root, engine.exec_root, "-H", host, *arguments)
+            assert completed.returncode == 0, completed.stderr
+            assert shown in completed.stdout, arguments
+            assert "lamina.client.unix" in modules
+            assert _loaded(modules, ("typing", "threading", "lamina.api.router", "lamina.services", "lamina.image",
+                                     "lamina.container.store", "lamina.cli.templates", "lamina.client.stdio",
+                                     "lamina.client.build", "lamina.client.volumes")) == set(), arguments
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(directory, ignore_errors=True)

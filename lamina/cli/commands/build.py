@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import threading
-from typing import Any, BinaryIO
 
 from lamina.cli.context import Context
 from lamina.cli.dockerconfig import DockerConfig
@@ -36,6 +35,10 @@ from lamina.cli.errors import (
     CommandError,
     UsageError,
 )
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 __all__ = ["SEND_CONTEXT_ENVIRONMENT", "configure", "context_tar", "run"]
 

@@ -27,12 +27,15 @@ import os
 import stat
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 from lamina.cli.commands.save import write_output
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import EXIT_NOT_FOUND, CommandError, UsageError
 from lamina.cli.formatting import human_size
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["GO_MODE_DIR", "GO_MODE_SYMLINK", "configure", "run", "split_argument"]
 

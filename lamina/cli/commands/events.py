@@ -21,11 +21,14 @@ import argparse
 import re
 import time
 from datetime import datetime
-from typing import Any
 
 from lamina.cli.container_flags import parse_time
 from lamina.cli.context import Context
 from lamina.cli.options import parse_filters
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["api_time", "configure", "format_event", "run"]
 

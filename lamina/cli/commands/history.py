@@ -6,12 +6,15 @@ RFC 3339 dates and sizes in bytes."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.formatting import ellipsis, human_size, rfc3339, since, truncate_id
 from lamina.cli.options import print_rows
-from lamina.cli.templates import Record
+from lamina.cli.rows import Record
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run", "history_rows", "HEADERS", "DEFAULT_TABLE"]
 

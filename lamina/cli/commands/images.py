@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.formatting import familiar_name, go_time, human_size, since, split_reference, truncate_id
 from lamina.cli.options import add_listing_options, parse_filters, print_rows
-from lamina.cli.templates import Record
+from lamina.cli.rows import Record
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run", "image_rows", "HEADERS", "DEFAULT_TABLE", "DIGESTS_TABLE"]
 

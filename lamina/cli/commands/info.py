@@ -6,12 +6,15 @@ The server part lists the storage driver with its status lines, and lamina's ext
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina import __version__
 from lamina.cli.context import Context
 from lamina.cli.formatting import bytes_size
-from lamina.cli.templates import render_each
+from lamina.cli.rows import render_each
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run", "render_info"]
 

@@ -10,12 +10,15 @@ are not found are reported after the others (``Error: No such object: x``, ``No 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.errors import UsageError
 from lamina.cli.inspecting import write_inspected
 from lamina.client.client import ClientError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["TYPES", "configure", "run"]
 

@@ -5,10 +5,13 @@ are refused by the engine)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina.cli.commands.volume_create import parse_pairs
 from lamina.cli.context import Context
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run"]
 

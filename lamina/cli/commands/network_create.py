@@ -11,11 +11,14 @@ and ``--aux-address`` with the IPv4 one.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina.cli.commands.volume_create import parse_pairs
 from lamina.cli.context import Context
 from lamina.cli.errors import UsageError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run"]
 

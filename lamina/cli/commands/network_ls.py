@@ -10,11 +10,14 @@ Columns ``NETWORK ID  NAME  DRIVER  SCOPE`` sorted by name, ids cut to 12 charac
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.options import add_listing_options, parse_filters
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.rows import Record, format_rows
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "configure", "network_rows", "run"]
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.formatting import (
@@ -28,7 +27,11 @@ from lamina.cli.formatting import (
     truncate_id,
 )
 from lamina.cli.options import add_listing_options, parse_filters, print_rows
-from lamina.cli.templates import Record
+from lamina.cli.rows import Record
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "SIZE_TABLE", "configure", "container_rows", "run"]
 

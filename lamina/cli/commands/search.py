@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
     except CommandError:  # a term that names no registry: the engine says why
         auth = None
     results = context.client.search(args.term, limit=args.limit, auth=auth)
-    from lamina.cli.templates import Record, format_rows
+    from lamina.cli.rows import Record, format_rows
 
     rows = [Record({"Name": r.get("name", ""), "Description": r.get("description", ""),
                     "StarCount": r.get("star_count", 0), "IsOfficial": r.get("is_official", False)})

@@ -16,12 +16,15 @@ import argparse
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from lamina.cli.context import Context, is_terminal
 from lamina.cli.errors import exit_code_for_status
 from lamina.cli.formatting import bytes_size, human_size, truncate_id
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.rows import Record, format_rows
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DEFAULT_TABLE", "HEADERS", "configure", "run", "stats_row"]
 

@@ -6,10 +6,13 @@ problems remain (with ``--repair``: those it could not repair)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.errors import EXIT_FAILURE
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run", "remaining_problems"]
 

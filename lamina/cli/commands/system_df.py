@@ -4,12 +4,15 @@ way ``docker system df`` computes it (reclaimable = not used by any container)."
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina.cli.commands.images import image_rows
 from lamina.cli.context import Context
 from lamina.cli.formatting import ellipsis, human_size, since, tabulate, truncate_id
-from lamina.cli.templates import Record, format_rows
+from lamina.cli.rows import Record, format_rows
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run", "summary_rows", "HEADERS", "DEFAULT_TABLE"]
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from lamina import __version__
 from lamina.cli.context import Context
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run", "client_version", "render_version"]
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
             context.print()
         raise
     if args.format:
-        from lamina.cli.templates import render_each  # the template engine only for -f
+        from lamina.cli.rows import render_each  # only for -f
 
         context.out.write(render_each(args.format, [{"Client": client, "Server": server}]))
         return 0

@@ -9,11 +9,14 @@ takes ``table``, ``table TEMPLATE``, ``json`` or a Go template over the fields `
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from lamina.cli.context import Context
 from lamina.cli.options import parse_filters, print_rows
-from lamina.cli.templates import Record
+from lamina.cli.rows import Record
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["configure", "run", "volume_rows", "HEADERS", "DEFAULT_TABLE"]
 
