@@ -35,7 +35,12 @@ class Names:
         return name
 
     def subnet(self) -> str:
-        number = (os.getpid() * 8 + next(_COUNTER)) % (50 * 256)
+        """A /24 of ``10.200.0.0``-``10.249.255.0`` that no other xdist worker of this session
+        hands out: each worker has its own 1,600 (a subnet from the pid alone collided: two
+        workers' pids a few apart met after a few subnets, and one test saw the other's netavark
+        rules as its own leftovers); a session beside another differs by its pid."""
+        worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+        number = (worker % 8) * 1600 + ((os.getpid() % 16) * 100 + next(_COUNTER)) % 1600
         subnet = f"10.{200 + number // 256}.{number % 256}.0/24"
         self.subnets.append(subnet)
         return subnet
