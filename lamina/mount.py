@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING
 
 from lamina import errdefs
 from lamina import sys as lsys
 from lamina.records import dataclass, field
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.idmap import IdentityMapping
 

@@ -16,9 +16,12 @@ record at create; afterwards only the container's monitor writes it (start, exit
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from lamina import errdefs, fsutil
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ExecStore", "inspect_view"]
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from lamina import fsutil
 from lamina.container.names import is_container_id
 from lamina.log import get_logger
 
-__all__ = ["LISTED", "LISTED_HOST_CONFIG", "FileKey", "Listed", "ListingIndex", "file_key", "listed_fields"]
+__all__ = ["LISTED", "LISTED_HOST_CONFIG", "FileKey", "ListingIndex", "file_key", "listed_fields"]
 
 log = get_logger("lamina.container")
 
@@ -38,7 +37,12 @@ LISTED: dict[str, tuple[str, ...] | None] = {
 LISTED_HOST_CONFIG = ("NetworkMode", "Links")
 
 FileKey = tuple[int, int, int, int]
-Listed = tuple[FileKey, dict[str, Any], dict[str, Any]]
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    Listed = tuple[FileKey, dict[str, Any], dict[str, Any]]
 
 
 def file_key(status: os.stat_result) -> FileKey:

@@ -66,11 +66,11 @@ import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
 
 from lamina import errdefs, fsutil
 from lamina.container.names import is_container_id, is_valid_name
 from lamina.log import get_logger
+from lamina.protocols import Protocol
 
 __all__ = ["BOOT_MARKER", "DIRECTORY", "LEGACY_FILE", "LOCK_FILE", "NameIndex", "NamedRecords", "link_name"]
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
 from lamina.container.store import CONFIG_FILE, ContainerStore
 from lamina.log import get_logger
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # the removal's own steps import what they use: a sweep that finds nothing needs none
+    from typing import Any
     from lamina.container.execstore import ExecStore
     from lamina.layer.mounts import MountStore
     from lamina.volume.api import VolumeProvider

@@ -41,11 +41,11 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.records import asdict, dataclass
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # imported where used: whether a monitor lives is a lock and needs neither
     import socket
 

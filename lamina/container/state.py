@@ -14,11 +14,14 @@ are both true (as in Docker: every check that refuses to touch a running contain
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from lamina import errdefs
 from lamina.container.durations import human_duration
 from lamina.image.rfc3339 import format_time, parse_time  # not via lamina.container.logs: listing reads no log
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ZERO_TIME",

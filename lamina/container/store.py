@@ -79,14 +79,19 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from lamina import errdefs, fsutil
-from lamina.container.listing import FileKey, Listed, ListingIndex, file_key, listed_fields
+from lamina.container.listing import FileKey, ListingIndex, file_key, listed_fields
 from lamina.container.nameindex import NameIndex
 from lamina.container.names import is_container_id, validate_name
 from lamina.log import get_logger
 from lamina.records import dataclass
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from lamina.container.listing import Listed
 
 __all__ = ["CONFIG_FILE", "HOST_CONFIG_FILE", "Container", "ContainerStore", "new_container_id"]
 

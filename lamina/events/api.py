@@ -19,7 +19,8 @@ record an event logs why and carries on (events are a notification, not a record
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+
+from lamina.protocols import Protocol
 
 __all__ = ["CONTAINER", "DISCARD", "IMAGE", "NETWORK", "VOLUME", "EventSink"]
 

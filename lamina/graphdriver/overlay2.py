@@ -54,9 +54,8 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
+import _thread
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
 
 from lamina import errdefs
 from lamina import fsutil
@@ -68,17 +67,21 @@ from lamina.graphdriver.common import remap_homes
 from lamina.graphdriver.overlay2_links import LINK_DIR, MAX_DEPTH, SHORT_ID, SHORT_ID_LENGTH
 from lamina.mount import Mount
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from lamina.archive import Change
     from lamina.graphdriver.api import TarReaderLike
     from lamina.graphdriver.naivediff import NaiveDiff
     from lamina.graphdriver.remapcopy import RemapCopies
     from lamina.idmap import IdentityMapping
 
+    _Read = TypeVar("_Read")
+
 __all__ = ["Overlay2Driver", "probe", "native_diff_problem", "SHORT_ID_LENGTH", "MAX_DEPTH",
            "LINK_DIR"]
 
-_Read = TypeVar("_Read")
 _VOLATILE_MARKER = ("work", "work", "incompat", "volatile")  # under a layer directory
 
 
@@ -122,7 +125,7 @@ class Overlay2Driver(common.LayerDirectories):
             fsutil.make_dirs(os.path.join(self.home, LINK_DIR), 0o710)
         except OSError as exc:
             raise fsutil.system_error(f"create overlay2 directory {self.home}", exc) from exc
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._references: dict[str, int] = {}
         self._adopted: set[str] = set()  # mounted before this process's first get()
         self._volatile: set[str] = set()  # mounted here with the volatile option

@@ -36,13 +36,14 @@ import importlib
 import json
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol
 
 from lamina import errdefs
 from lamina import fsutil
 from lamina.graphdriver import common
+from lamina.protocols import Protocol
 from lamina.records import dataclass
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.graphdriver.api import GraphDriver
 

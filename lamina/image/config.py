@@ -41,13 +41,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from lamina import errdefs
 from lamina.digest import Digest, chain_id
 from lamina.image import gojson
 from lamina.image.config_fields import (
-    Field,
     go_set,
     invalid,
     omit_empty,
@@ -68,6 +66,12 @@ from lamina.image.config_fields import (
 )
 from lamina.image.rfc3339 import format_time, parse_time  # parse_time: the services import it from here
 from lamina.records import dataclass, field
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    from lamina.image.config_fields import Field
 
 __all__ = [
     "HealthConfig",

@@ -12,7 +12,6 @@ Go's field order, read by :func:`read_fields`; keys outside the table are kept a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from lamina import errdefs
 from lamina.image import gojson
@@ -21,7 +20,7 @@ from lamina.image.rfc3339 import parse_time
 __all__ = [
     "invalid", "type_name", "read_string", "read_bool", "read_integer", "read_string_list",
     "read_string_set", "read_string_map", "read_object", "read_array", "read_time", "read_command", "read_count",
-    "read_fields", "unknown_keys", "go_set", "omit_empty", "Field",
+    "read_fields", "unknown_keys", "go_set", "omit_empty",
 ]
 
 _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "bool", int: "number",
@@ -146,7 +145,11 @@ def read_count(data: Mapping[str, Any], key: str, where: str) -> int:
     return read_integer(data, key, where) or 0
 
 
-Field = tuple[str, str, Callable[[Mapping[str, Any], str, str], Any]]
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    Field = tuple[str, str, Callable[[Mapping[str, Any], str, str], Any]]
 
 
 def read_fields(data: Mapping[str, Any], fields: Sequence[Field], where: str) -> dict[str, Any]:

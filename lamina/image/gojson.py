@@ -21,7 +21,10 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["dumps", "sorted_map"]
 

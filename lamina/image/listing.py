@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from lamina import errdefs, fsutil
 from lamina.records import dataclass
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["INDEX_FILE", "ListedImage", "ListingIndex"]
 

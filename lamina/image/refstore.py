@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import TypeVar
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
@@ -37,9 +36,14 @@ from lamina.image.reference import (
     with_default_tag,
 )
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _Result = TypeVar("_Result")
+
 __all__ = ["ReferenceStore", "Stamp"]
 
-_Result = TypeVar("_Result")
 _Repositories = dict[str, dict[str, str]]
 Stamp = tuple[int, int, int, int, int]
 _MISSING: Stamp = (0, 0, 0, 0, 0)

@@ -41,12 +41,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest, sha256_hex
 from lamina.log import get_logger
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.image.config import ImageConfig
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
@@ -50,6 +49,7 @@ from lamina.layer.store import LayerStore
 from lamina.log import get_logger
 from lamina.records import dataclass
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from lamina.archive.api import Change
     from lamina.idmap import IdentityMapping

@@ -41,9 +41,6 @@ import errno
 import fcntl
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
-
-from typing import TYPE_CHECKING
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
@@ -51,7 +48,9 @@ from lamina.digest import chain_id as compute_chain_id
 from lamina.log import get_logger
 from lamina.records import dataclass
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import BinaryIO
     from lamina.graphdriver.api import GraphDriver
 
 __all__ = ["Layer", "LayerStore", "Lease", "PreparedLayer"]

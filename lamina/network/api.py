@@ -18,9 +18,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
+from lamina.protocols import Protocol
 from lamina.records import asdict, dataclass, field, fields
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["DataPlane", "EndpointPlane", "Network", "PortMapping", "PREDEFINED", "DEFAULT_BRIDGE",
            "DEFAULT_BRIDGE_DEVICE"]

@@ -27,13 +27,14 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs, fsutil
 from lamina.events.api import DISCARD, NETWORK, EventSink
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     import re
+    from typing import Any
 
     from lamina.network.api import PortMapping
     from lamina.network.pasta import PastaSandboxes

@@ -36,11 +36,14 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from lamina import errdefs, fsutil
 from lamina.network import ipam
 from lamina.network.api import DEFAULT_BRIDGE, DEFAULT_BRIDGE_DEVICE, PREDEFINED, Network
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["NetworkStore", "predefined_id", "now_rfc3339", "default_bridge_device", "network_settings"]
 

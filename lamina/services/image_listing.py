@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.digest import Digest, chain_ids
@@ -35,9 +34,11 @@ from lamina.image.listing import ListedImage, ListingIndex
 from lamina.image.reference import Reference, parse_normalized_named
 from lamina.log import get_logger
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 # times, label and reference filters are imported when a listing is built from the records or
 # filtered: a listing answered from its index needs none of them
 if TYPE_CHECKING:
+    from typing import Any
     from lamina.image.refstore import ReferenceStore
     from lamina.image.store import ImageStore
     from lamina.layer.store import LayerStore

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from lamina import __version__, errdefs
 from lamina.digest import Digest, chain_ids
@@ -33,9 +32,11 @@ from lamina.image.reference import (
     with_default_tag,
 )
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 # the image config code (parsing, new configs, --change), times and filters are imported by
 # the operations that use them: a listing answered from its index needs none of them
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
     from lamina.distribution.save import SaveItem
     from lamina.graphdriver.api import GraphDriver
     from lamina.image.config import ContainerConfig, ImageConfig

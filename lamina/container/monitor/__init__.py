@@ -59,9 +59,11 @@ events, written before waiters of the exit are woken; ``destroy`` after a ``--rm
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from lamina.container.monitor.api import (MonitorContext, MonitorRecipe, MonitorStores, MonitorVolumes,
                                               PendingAttach)
     from lamina.container.monitor.client import MonitorClient, spawn

@@ -16,14 +16,15 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 import lamina.container.monitor.protocol as protocol
 from lamina.container.rundir import ExitInfo, RunDirectory, RunLock, connect_unix
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # whether a monitor lives (``ps``) needs none of these
     import socket
+    from typing import Any
 
     from lamina.container.monitor.api import MonitorRecipe, PendingAttach
     from lamina.runtime.api import Runtime, RuntimeState

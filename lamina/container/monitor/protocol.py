@@ -67,12 +67,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
 __all__ = [
     "ERROR_KINDS",

@@ -5,10 +5,9 @@ container up, recording the run of a dead monitor, the run-time state, waiting f
 
 from __future__ import annotations
 
-import threading
+import _thread
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.config import EngineConfig
@@ -18,7 +17,9 @@ from lamina.log import get_logger
 from lamina.network.run import RunNetwork
 from lamina.records import asdict
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # the run machinery is imported where it is used: listing and inspecting need none of it
+    from typing import Any
     from lamina.container.execstore import ExecStore
     from lamina.container.monitor.api import MonitorContext, MonitorRecipe, MonitorStores, PendingAttach
     from lamina.container.monitor.client import MonitorClient
@@ -135,7 +136,7 @@ class ContainerShared:
         self.default_runtime = default_runtime
         self.events = events
         self._pending: dict[str, list[PendingAttach]] = {}
-        self._pending_lock = threading.Lock()
+        self._pending_lock = _thread.allocate_lock()
         self.network = RunNetwork(config.data_root, self.exec_root, events=events,
                                   rootless=config.rootless_uid is not None)
 

@@ -6,7 +6,6 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from lamina import errdefs
 from lamina.container.state import ZERO_TIME, now, seconds_of, status, status_text
@@ -14,7 +13,9 @@ from lamina.container.store import Container
 from lamina.log import get_logger
 from lamina.services.containers.common import ContainerGroup, ContainerShared, network_settings
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any
     from lamina.runtime.api import RuntimeState
 
 __all__ = ["ContainerViewsImpl"]
