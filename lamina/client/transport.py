@@ -46,7 +46,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_default_services(config: EngineConfig) -> "Services":
+def build_default_services(config: EngineConfig) -> Services:
     """The engine's services for ``config`` (imports the engine only when called); each
     service is built when a request first needs it, so a command pays only for its own."""
     from lamina.api.router import engine_services
@@ -57,11 +57,11 @@ def build_default_services(config: EngineConfig) -> "Services":
 class InProcessTransport:
     def __init__(self, config: EngineConfig,
                  services_factory: ServicesFactory | None = None) -> None:
-        from lamina.api.router import Router
+        from lamina.api import router
 
         self.config = config
         factory = services_factory if services_factory is not None else (lambda: build_default_services(config))
-        self.router: "Router" = Router(factory)
+        self.router: Router = router.Router(factory)
 
     @property
     def description(self) -> str:
