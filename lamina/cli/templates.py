@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable
 
 from lamina.cli.rows import MISSING as _MISSING
-from lamina.cli.rows import HeaderRow, Record, TemplateError, format_rows, go_value, render_each, render_fields
+from lamina.cli.rows import HeaderRow, Record, TemplateError, format_rows, go_value, render_each
 from lamina.records import dataclass, field
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["TemplateError", "Template", "Record", "go_value", "format_rows", "render_each"]
-
-_HeaderRow = HeaderRow
 
 
 def _truth(value: Any) -> bool:
@@ -282,11 +280,8 @@ class Template:
     def __init__(self, text: str) -> None:
         self.text = text
         self._nodes = _parse(text)
-        self._fields = _plain_fields(self._nodes)
 
     def render(self, data: Any) -> str:
-        if self._fields is not None and type(data) in (Record, _HeaderRow):
-            return render_fields(self.text, self._fields, data)
         out: list[str] = []
         self._run(self._nodes, data, data, out)
         return "".join(out)
@@ -353,7 +348,7 @@ class Template:
         return value
 
     def _field(self, value: Any, name: str) -> Any:
-        if isinstance(value, _HeaderRow):
+        if isinstance(value, HeaderRow):
             return value.get(name, name.upper())
         if isinstance(value, Record):
             if name not in value:
@@ -371,20 +366,3 @@ class Template:
     def _describe(operand: _Operand) -> str:
         return str(operand.value)
 
-
-def _plain_fields(nodes: list[_Node]) -> tuple[tuple[bool, str], ...] | None:
-    """(is a field, text or field name) of each node when the template is only text and
-    ``{{.Field}}`` actions (as listings' tables are); None otherwise."""
-    parts = []
-    for node in nodes:
-        if node.kind == "text":
-            parts.append((False, node.value))
-            continue
-        if node.kind != "print" or len(node.value) != 1 or len(node.value[0]) != 1:
-            return None
-        operand = node.value[0][0]
-        path = operand.value if operand.kind == "field" else ""
-        if not path.startswith(".") or path.count(".") != 1 or len(path) < 2:
-            return None
-        parts.append((True, path[1:]))
-    return tuple(parts)
