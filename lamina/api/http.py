@@ -15,9 +15,7 @@ into an error.  JSON-message streams report such failures in-band instead
 (``{"errorDetail": ...}`` as the last line, see :mod:`lamina.api.streams`).
 
 Hijacking (attach, exec start): a Response whose ``hijacked`` is set carries a :class:`Duplex`
-(defined in :mod:`lamina.stdcopy` so that the engine below may produce one, re-exported here on
-first use: its protocol class needs :mod:`typing`, which requests that hijack nothing never
-load), a bidirectional byte channel to the container's stdio, instead of a body.  Its status is 101 when
+(defined in :mod:`lamina.stdcopy` so that the engine below may produce one), a bidirectional byte channel to the container's stdio, instead of a body.  Its status is 101 when
 the request asked for ``Upgrade: tcp`` (:meth:`Request.wants_upgrade`; headers ``Connection:
 Upgrade``, ``Upgrade: tcp``) and 200 for older clients that expect a plain hijack.  A server
 writes the status line and headers (no ``Content-Length``, no chunked encoding), then splices
@@ -40,15 +38,7 @@ if TYPE_CHECKING:
 
     from lamina.stdcopy import Duplex
 
-__all__ = ["Duplex", "Headers", "Request", "Response", "StreamAborted"]
-
-
-def __getattr__(name: str) -> object:
-    if name == "Duplex":
-        from lamina.stdcopy import Duplex
-
-        return Duplex
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["Headers", "Request", "Response", "StreamAborted"]
 
 
 class Headers(MutableMapping[str, str]):

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from lamina.config import EngineConfig
     from lamina.client.client import APIClient
-    from lamina.client.transport import Transport
+    from lamina.client.api import Transport
 
 __all__ = ["GlobalOptions", "Context", "is_terminal"]
 

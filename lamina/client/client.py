@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from lamina.client.build import BuildMixin
-    from lamina.client.containers import ContainerFilesMixin, ContainerMixin, PendingWait
+    from lamina.client.containers import ContainerFilesMixin, ContainerMixin
     from lamina.client.distribution import DistributionMixin
     from lamina.client.execs import ExecMixin
     from lamina.client.images import ImageMixin
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from lamina.client.system import SystemMixin
     from lamina.client.volumes import VolumeMixin
 
-__all__ = ["APIClient", "ClientError", "PendingWait"]
+__all__ = ["APIClient", "ClientError"]
 
 #: "module.Mixin" (under lamina.client) -> the names of the methods it defines
 _METHODS = {
@@ -88,10 +88,3 @@ else:
         **{name: _Method(home, name) for name, home in _HOMES.items()},
     })
 
-
-def __getattr__(name: str) -> Any:
-    if name == "PendingWait":  # re-exported from its module on first use, as the methods are
-        from lamina.client.containers import PendingWait
-
-        return PendingWait
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

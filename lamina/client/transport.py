@@ -10,8 +10,7 @@
 
 :func:`select_transport` picks one: ``-H`` / ``LAMINA_HOST`` / ``DOCKER_HOST`` (``unix://``
 only), else in-process.  Connection failures raise :class:`TransportError`.  The protocol
-(:mod:`lamina.client.api`) and the error (:mod:`lamina.client.base`, which imports no transport)
-are re-exported here on first use: the in-process path needs neither.
+is :mod:`lamina.client.api`'s, the error :mod:`lamina.client.base`'s (which imports no transport).
 """
 
 from __future__ import annotations
@@ -28,22 +27,12 @@ if TYPE_CHECKING:
     from lamina.api.http import Request, Response
     from lamina.api.router import Router
     from lamina.client.api import Transport
-    from lamina.client.base import USER_AGENT, TransportError
 
 __all__ = [
-    "Transport", "TransportError", "InProcessTransport", "UnixSocketTransport",
-    "select_transport", "build_default_services", "USER_AGENT", "HOST_ENVIRONMENT",
+    "InProcessTransport", "UnixSocketTransport", "select_transport", "build_default_services", "HOST_ENVIRONMENT",
 ]
 
 HOST_ENVIRONMENT = ("LAMINA_HOST", "DOCKER_HOST")
-
-
-def __getattr__(name: str) -> object:
-    if name in ("Transport", "TransportError", "USER_AGENT"):
-        from lamina.client import base
-
-        return getattr(base, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_default_services(config: EngineConfig) -> Services:

@@ -45,7 +45,7 @@ import termios
 import threading
 import time
 
-from lamina.api.http import Duplex
+from lamina.stdcopy import Duplex
 from lamina.records import dataclass
 
 __all__ = ["Splice", "SpliceResult", "splice", "unread"]

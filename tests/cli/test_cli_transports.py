@@ -21,9 +21,8 @@ from lamina import errdefs
 from lamina.api.http import Headers, Request, StreamAborted
 from lamina.api.router import Router
 from lamina.client.client import APIClient, ClientError
-from lamina.client.transport import (
-    InProcessTransport, TransportError, UnixSocketTransport, select_transport,
-)
+from lamina.client.base import TransportError
+from lamina.client.transport import InProcessTransport, UnixSocketTransport, select_transport
 from lamina.config import EngineConfig
 
 from api.api_service_double import BUSYBOX_ID, DoubleServices

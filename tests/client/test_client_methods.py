@@ -60,10 +60,7 @@ def test_the_class_has_every_method() -> None:
     assert issubclass(APIClient, client_module.BaseClient) and APIClient.__name__ == "APIClient"
 
 
-def test_pending_wait_is_re_exported() -> None:
-    from lamina.client.containers import PendingWait
-
-    assert client_module.PendingWait is PendingWait
+def test_what_the_module_does_not_define_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError):
         client_module.NoSuchName  # noqa: B018
 

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lamina.api.http import Headers, Request, StreamAborted
-from lamina.client.transport import TransportError
+from lamina.client.base import TransportError
 from lamina.client.unix import hijack, send
 
 CHUNK = 64 * 1024
