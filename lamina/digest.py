@@ -61,7 +61,7 @@ def sha256_hex(data: bytes) -> str:
 
 _ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-fA-F0-9]{32,})$")
-_HEX_RE = re.compile(r"^[a-f0-9]{64}$")
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 class Digest(str):
@@ -108,9 +108,11 @@ def from_bytes(data: bytes) -> Digest:
     return Digest("sha256:" + sha256_hex(data))
 
 
-def is_hex_id(value: str) -> bool:
-    """True for a full 64-character lowercase hex id (without ``sha256:``)."""
-    return bool(_HEX_RE.match(value))
+def is_hex_id(value: object, *, shortest: int = 64) -> bool:
+    """True for a full 64-character lowercase hex id (without ``sha256:``): an image's, a
+    layer's, a container's; with ``shortest``, also for a prefix of one that long or longer.
+    No regular expression: listings check every id they read."""
+    return isinstance(value, str) and shortest <= len(value) <= 64 and _HEX_DIGITS.issuperset(value)
 
 
 def chain_id(diff_ids: Iterable[str]) -> Digest:

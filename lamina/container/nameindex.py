@@ -68,6 +68,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from lamina import errdefs, fsutil
+from lamina.digest import is_hex_id
 from lamina.container.names import is_container_id, is_valid_name
 from lamina.log import get_logger
 from lamina.protocols import Protocol
@@ -82,7 +83,6 @@ LEGACY_FILE = ".names.json"
 BOOT_MARKER = ".boot"
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _LONGEST_LITERAL = 200
-_HEX = frozenset("0123456789abcdef")
 
 
 class NamedRecords(Protocol):
@@ -108,7 +108,7 @@ def link_name(name: str) -> str:
 def _is_entry_name(entry: str) -> bool:
     """Whether ``entry`` is what :func:`link_name` makes of some name."""
     if entry.startswith("#"):
-        return len(entry) == 65 and set(entry[1:]) <= _HEX
+        return is_hex_id(entry[1:])
     return len(entry) <= _LONGEST_LITERAL and is_valid_name(entry) and not entry.startswith("/")
 
 

@@ -12,15 +12,13 @@ import functools
 import os
 
 from lamina import errdefs
+from lamina.digest import is_hex_id
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     import re
 
 __all__ = ["ADJECTIVES", "SURNAMES", "is_container_id", "is_valid_name", "random_name", "validate_name"]
-
-_HEX_DIGITS = "0123456789abcdef"
-
 
 @functools.cache
 def _valid_name() -> re.Pattern[str]:
@@ -37,7 +35,7 @@ def is_valid_name(name: str) -> bool:
 
 def is_container_id(text: str) -> bool:
     """Whether ``text`` is a full container id (64 lowercase hex digits)."""
-    return len(text) == 64 and not text.strip(_HEX_DIGITS)
+    return is_hex_id(text)
 
 ADJECTIVES = (
     "admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "beautiful",

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 
 from lamina import errdefs, fsutil
+from lamina.container.names import is_container_id
 from lamina.container.store import CONFIG_FILE, ContainerStore
 from lamina.log import get_logger
 
@@ -187,7 +188,7 @@ def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root
     known = set(store.ids()) | {container_id for container_id, _ in removing}
     current = time.time()
     for container_id in mounts.container_ids():
-        if container_id in known or len(container_id) != 64 or not all(c in "0123456789abcdef" for c in container_id):
+        if container_id in known or not is_container_id(container_id):
             continue  # a container's, or not a container's at all (build steps name theirs)
         try:
             age = current - os.lstat(os.path.join(mounts.layers.root, "mounts", container_id)).st_mtime

@@ -40,7 +40,7 @@ import functools
 import re
 
 from lamina import errdefs
-from lamina.digest import Digest
+from lamina.digest import Digest, is_hex_id
 from lamina.records import dataclass
 
 __all__ = [
@@ -88,7 +88,6 @@ _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}
 # same way: both try the domain first, and the first split that reaches the name's end wins)
 _REFERENCE = (r"(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")(?::(" + _TAG + r"))?(?:@(" + _DIGEST
               + r"))?")
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 @functools.cache
@@ -96,10 +95,6 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     """The grammar's expressions, compiled on first use (a listing from its index parses none)."""
     return re.compile(pattern)
 
-
-def _is_identifier(text: str) -> bool:
-    """A full image id's hex part: 64 lowercase hex digits."""
-    return len(text) == 64 and _HEX_DIGITS.issuperset(text)
 
 _ERR_INVALID_FORMAT = "invalid reference format"
 _ERR_NAME_EMPTY = "repository name must have at least one component"
@@ -215,7 +210,7 @@ def parse_normalized_named(text: str) -> Reference:
     """
     if not isinstance(text, str):
         raise _invalid(_ERR_INVALID_FORMAT)
-    if _is_identifier(text):
+    if is_hex_id(text):
         raise _invalid(f"invalid repository name ({text}), cannot specify 64-byte hexadecimal strings")
     domain, remainder = _split_docker_domain(text)
     remote = remainder.split(":", 1)[0]
@@ -227,7 +222,7 @@ def parse_normalized_named(text: str) -> Reference:
 def parse_any_reference(text: str) -> Reference | Digest:
     """A bare 64-hex string or a valid ``algorithm:hex`` digest is an image id (returned as a
     :class:`~lamina.digest.Digest`); anything else is parsed as a normalised name."""
-    if isinstance(text, str) and _is_identifier(text):
+    if is_hex_id(text):
         return Digest("sha256:" + text)
     try:
         return Digest(text)
@@ -247,7 +242,7 @@ def parse_docker_reference(text: str) -> Reference:
 
 def is_image_id(text: str) -> bool:
     """True for a full 64-character lowercase hex id."""
-    return _is_identifier(text)
+    return is_hex_id(text)
 
 
 def with_default_tag(reference: Reference) -> Reference:

@@ -43,7 +43,7 @@ import os
 import time
 
 from lamina import errdefs, fsutil
-from lamina.digest import Digest, sha256_hex
+from lamina.digest import Digest, is_hex_id, sha256_hex
 from lamina.log import get_logger
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
@@ -54,18 +54,11 @@ __all__ = ["ImageStore", "Stamp"]
 
 log = get_logger(__name__)
 
-_HEX_DIGITS = frozenset("0123456789abcdef")
 _METADATA_KEYS = ("parent", "lastUpdated", "builtLocally")
 # a file changed more recently than this is not cached (see the module docstring)
 
 _FileKey = tuple[int, int, int, int]
 Stamp = tuple[int, int, int, int]
-
-
-def _is_hex(text: str, longest: int = 64, shortest: int = 64) -> bool:
-    """Whether ``text`` is ``shortest`` to ``longest`` lowercase hex digits (what an image id's
-    hex part and its prefixes are; no regular expression to compile on the listing path)."""
-    return shortest <= len(text) <= longest and _HEX_DIGITS.issuperset(text)
 
 
 def _file_key(path: str) -> tuple[_FileKey, bool] | None:
@@ -97,7 +90,7 @@ class ImageStore:
     @staticmethod
     def _id(image_id: str) -> Digest:
         """Accept ``sha256:<hex>`` or a bare 64-hex id."""
-        if isinstance(image_id, str) and _is_hex(image_id):
+        if is_hex_id(image_id):
             return Digest("sha256:" + image_id)
         digest = Digest(image_id)
         if digest.algorithm != "sha256":
@@ -238,7 +231,7 @@ class ImageStore:
             names = os.listdir(self.content_dir)
         except FileNotFoundError:
             return []
-        return sorted(Digest("sha256:" + name) for name in names if _is_hex(name))
+        return sorted(Digest("sha256:" + name) for name in names if is_hex_id(name))
 
     def search(self, prefix: str) -> Digest:
         """Resolve a full or short id (``3f5``, ``sha256:3f5``) to one image id, like Docker.
@@ -246,7 +239,7 @@ class ImageStore:
         NotFound ``No such image: <prefix>`` when nothing matches; InvalidArgument when the
         prefix matches more than one image."""
         text = prefix[len("sha256:"):] if prefix.startswith("sha256:") else prefix
-        if not _is_hex(text, shortest=1):
+        if not is_hex_id(text, shortest=1):
             raise errdefs.NotFound(f"No such image: {prefix}")
         if len(text) == 64:
             if self.exists(text):
@@ -388,7 +381,7 @@ class ImageStore:
             if name.startswith(".tmp-"):
                 problems.append(f"stray temporary file {path} (an interrupted write)")
                 continue
-            if not _is_hex(name):
+            if not is_hex_id(name):
                 problems.append(f"unexpected file {path} in the image store")
                 continue
             present.add(name)
