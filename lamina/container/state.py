@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import time
 
-from lamina import errdefs
 from lamina.container.durations import human_duration
-from lamina.image.rfc3339 import format_time, parse_time  # not via lamina.container.logs: listing reads no log
+from lamina.image.rfc3339 import format_time, seconds_of  # not via lamina.container.logs: listing reads no log
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -39,16 +38,6 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 def now() -> str:
     return format_time(time.time_ns())
-
-
-def seconds_of(text: str | None) -> float:
-    """Seconds since the epoch of an RFC 3339 time; 0 for the zero time or garbage."""
-    if not text or text.startswith("0001-01-01"):
-        return 0.0
-    try:
-        return parse_time(text) / 1e9
-    except errdefs.InvalidArgument:
-        return 0.0  # a damaged time reads as "never"; inspect still shows the stored text
 
 
 def new_state() -> dict[str, Any]:

@@ -45,7 +45,4 @@ def test_parse_time_of_known_instants() -> None:
     ("2024-13-01T00:00:00Z", 0.0),
 ], ids=["a time", "the zero time", "empty", "none", "garbage", "a month out of range"])
 def test_seconds_of_reads_the_zero_time_and_garbage_as_never(text, seconds) -> None:
-    from lamina.container.state import seconds_of as container_seconds_of
-
     assert seconds_of(text) == seconds
-    assert container_seconds_of(text) == seconds  # the image code's and the container code's agree
