@@ -35,8 +35,11 @@ def is_terminal(stream: Any) -> bool:
 
 class Context:
     def __init__(self, options: GlobalOptions, *, stdin: IO[str], stdout: IO[str], stderr: IO[str],
-                 transport: "Transport | None" = None) -> None:
+                 transport: "Transport | None" = None, columns: int | None = None) -> None:
         self.options = options
+        #: the width of the terminal the command prints on, when it is not this process's
+        #: (a command ``lamina serve`` runs for a client); None: this process's own
+        self.columns = columns
         self.stdin = stdin
         self.out = stdout
         self.err = stderr

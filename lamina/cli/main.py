@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 #: the cyclic collector's first threshold while a ``lamina`` program runs (see :func:`run`)
 COLLECTOR_THRESHOLD = 10_000
 
-__all__ = ["main", "run", "Command", "COMMANDS", "GROUPS", "HelpFormatter", "build_command_parser", "find_command"]
+__all__ = ["main", "run", "run_command", "Command", "COMMANDS", "GROUPS", "CommandParser", "HelpFormatter",
+           "build_command_parser", "find_command"]
 
 
 @dataclass(frozen=True)
@@ -237,13 +238,36 @@ def _split_global(argv: list[str]) -> tuple[list[str], list[str]]:
     return argv[:index], argv[index:]
 
 
-def build_command_parser(command: Command) -> tuple[argparse.ArgumentParser, Any]:
-    """The argument parser of a command, and its module (imported now)."""
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser, printing its usage, errors and help on the command's own streams (a
+    :class:`Context`'s) rather than the process's, at the width of the command's terminal: a
+    command that ``lamina serve`` runs for a client (:mod:`lamina.cli.forwarded`) prints them
+    to the client, as wide as the client's terminal."""
+
+    def __init__(self, *args: Any, context: Context | None = None, **kwargs: Any) -> None:
+        self.context = context  # first: argparse's constructor makes a formatter
+        super().__init__(*args, **kwargs)
+
+    def _print_message(self, message: str, file: Any = None) -> None:  # argparse's one writer
+        if self.context is not None and message:
+            file = self.context.out if file is sys.stdout else self.context.err
+        super()._print_message(message, file)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        columns = self.context.columns if self.context is not None else None
+        if columns:
+            return self.formatter_class(prog=self.prog, width=max(columns - 2, 11))
+        return super()._get_formatter()
+
+
+def build_command_parser(command: Command, context: Context | None = None) -> tuple[argparse.ArgumentParser, Any]:
+    """The argument parser of a command (printing on ``context``'s streams), and its module
+    (imported now)."""
     module = importlib.import_module(f"lamina.cli.commands.{command.module}")
-    parser = argparse.ArgumentParser(prog="lamina " + " ".join(command.words),
-                                     description=command.summary,
-                                     formatter_class=HelpFormatter,
-                                     add_help=getattr(module, "ADD_HELP", True))
+    parser = CommandParser(prog="lamina " + " ".join(command.words),
+                           description=command.summary,
+                           formatter_class=HelpFormatter,
+                           add_help=getattr(module, "ADD_HELP", True), context=context)
     module.configure(parser)
     return parser, module
 
@@ -419,13 +443,21 @@ def _run(arguments: list[str], context: Context) -> int:
     if words[0] in GROUPS and (len(words) == 1 or words[1] in ("-h", "--help", "help")):
         context.print(_group_help(words[0]))
         return EXIT_OK
+    return run_command(words, context)
+
+
+def run_command(words: Sequence[str], context: Context, *, in_daemon: bool = False) -> int:
+    """Run the command ``words`` name (what follows the global options) with ``context``'s
+    options and streams; its exit code.  ``in_daemon``: ``lamina serve`` runs it for a client
+    (:mod:`lamina.cli.forwarded`), in one of its threads, with its own engine as the
+    context's transport: the process's state (logging, rootless namespaces) is not touched."""
     command = find_command(words)
     if command is None:
         shown = " ".join(words[:2]) if words[0] in GROUPS else words[0]
         context.error(f"lamina: '{shown}' is not a lamina command.\nSee 'lamina --help'")
         return EXIT_USAGE
     try:
-        command_parser, module = build_command_parser(command)
+        command_parser, module = build_command_parser(command, context)
         rest, overrides = _boolean_overrides(command_parser, words[len(command.words):],
                                              stop_at_positional=getattr(module, "OPTIONS_END_AT_POSITIONAL", False))
         try:
@@ -435,7 +467,8 @@ def _run(arguments: list[str], context: Context) -> int:
             return getattr(module, "USAGE_EXIT_CODE", status) if status == EXIT_USAGE else status
         for destination, value in overrides.items():
             setattr(args, destination, value)
-        if os.geteuid() != 0 and (command.module == "serve" or not _remote_host(context.options.host)):
+        if not in_daemon and os.geteuid() != 0 and (command.module == "serve"
+                                                    or not _remote_host(context.options.host)):
             _enter_rootless()
         return int(module.run(args, context) or 0)
     except (KeyboardInterrupt, BrokenPipeError):

@@ -45,12 +45,16 @@ def build_default_services(config: EngineConfig) -> Services:
 
 class InProcessTransport:
     def __init__(self, config: EngineConfig,
-                 services_factory: ServicesFactory | None = None) -> None:
-        from lamina.api import router
-
+                 services_factory: ServicesFactory | None = None, *, router: Router | None = None) -> None:
+        """A router of its own, whose services ``services_factory`` (default: the engine of
+        ``config``) builds; or ``router``, one that serves already (``lamina serve``'s)."""
         self.config = config
-        factory = services_factory if services_factory is not None else (lambda: build_default_services(config))
-        self.router: Router = router.Router(factory)
+        if router is None:
+            from lamina.api.router import Router
+
+            factory = services_factory if services_factory is not None else (lambda: build_default_services(config))
+            router = Router(factory)
+        self.router: Router = router
 
     @property
     def description(self) -> str:

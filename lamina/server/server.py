@@ -277,11 +277,14 @@ class Server:
 
 
 def serve(engine_config: EngineConfig, config: ServerConfig, *,
-          services_factory: Callable[[], Services] | None = None) -> int:
+          services_factory: Callable[[], Services] | None = None,
+          handler: Callable[[Router], Handler] | None = None) -> int:
     """Run ``lamina serve`` in this (main) thread until SIGTERM or SIGINT; returns 0.
 
     The sockets are opened first (a live daemon on one of them is refused before anything
-    else happens), then the services are built, once, and shared by every connection."""
+    else happens), then the services are built, once, and shared by every connection.
+    ``handler`` makes the connections' handler from the router (default: the router itself;
+    ``lamina serve`` adds the commands it runs for its clients, :mod:`lamina.cli.forwarded`)."""
     from lamina.api.router import Router
 
     if services_factory is None:
@@ -291,7 +294,7 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
             return build_services(engine_config)
 
     router = Router(services_factory)
-    server = Server(router, config)
+    server = Server(router if handler is None else handler(router), config)
     previous: dict[int, object] = {}
 
     def on_signal(number: int, frame: object) -> None:

@@ -74,4 +74,7 @@ def run(args: argparse.Namespace, context: Context) -> int:
     config = ServerConfig(hosts=tuple(hosts), socket_group=group, shutdown_timeout=args.shutdown_timeout,
                           max_connections=args.max_connections, header_timeout=args.header_timeout or None,
                           idle_timeout=args.idle_timeout or None)
-    return serve(context.config(), config)
+    from lamina.cli.forwarded import CommandHandler
+
+    engine = context.config()
+    return serve(engine, config, handler=lambda router: CommandHandler(router, engine))

@@ -1,0 +1,242 @@
+"""The ``lamina`` program's first step: a read-only command goes to a running ``lamina serve``.
+
+An in-process command builds the engine in its own interpreter: ``argparse``, ``json``, ``re``
+and the stores load before any work, 20-30 ms that the docker CLI (a compiled program talking
+to a daemon whose engine is warm) never pays.  When a ``lamina serve`` is running, a read-only
+command (:data:`FORWARDED`: ``ps``, ``images``, ``inspect``, ...) is handed to it whole, its
+command line as given: the daemon parses it with the same parser, runs it with the same code
+against its own engine (:mod:`lamina.cli.forwarded`) and sends back what it printed and its
+exit code.  This module loads nothing but ``_socket`` for that; anything else (another command,
+a global option other than ``-H``, ``--help``, no daemon, a daemon that is not lamina or uses
+another data root) runs :func:`lamina.cli.main.run` as before.  The output is the same either
+way, byte for byte (``tests/cli/test_front.py`` compares them).
+
+Which daemon:
+
+* with ``-H unix://PATH`` (or ``LAMINA_HOST`` / ``DOCKER_HOST``): that one; the user chose it.
+  A daemon that does not know the request (dockerd: 404) gets the command the usual way, as
+  API requests from :mod:`lamina.cli.main`.
+* else, for root, ``lamina serve``'s default socket (``/run/lamina.sock``) when a daemon
+  listens there and it serves the engine this command would build in-process: the request
+  names the data root and exec root (``LAMINA_DATA_ROOT`` / ``LAMINA_EXEC_ROOT`` or their
+  defaults) and a daemon with others answers 409.  Not when an environment variable changes
+  the engine (:data:`_ENGINE_ENVIRONMENT`), not for an unprivileged user (whose engine runs in
+  its own namespaces), not when ``LAMINA_FORWARD=0``.
+
+The exchange (one connection, closed after it), HTTP/1.1 as the rest of the Engine API::
+
+    POST /lamina/command HTTP/1.1
+    Lamina-Data-Root: /var/lib/lamina        (default socket only; percent-free absolute paths)
+    Lamina-Exec-Root: /run/lamina
+    Lamina-Columns: 120                       (the terminal's width, when stdout is one)
+    Content-Length: N
+
+    ps\\0-a\\0--format\\0{{.Names}}               (the words after the global options, NUL-separated)
+
+    HTTP/1.1 200 OK
+    Content-Type: application/vnd.docker.multiplexed-stream
+    Lamina-Exit-Code: 0
+    Content-Length: M
+
+    [stdcopy frames: stdout (1) and stderr (2), in the order they were written]
+
+The whole answer is read before anything is printed: a daemon that dies half-way leaves
+nothing printed, and the command runs in-process instead (it only reads, so running it twice
+changes nothing).  Any answer but 200 also runs it in-process.  The frames are
+:mod:`lamina.stdcopy`'s (the daemon writes them with :func:`lamina.stdcopy.frame`); they are
+read here with ``int.from_bytes`` rather than through that module, which loads ``struct``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["FORWARDED", "COMMAND_PATH", "DATA_ROOT_HEADER", "EXEC_ROOT_HEADER", "COLUMNS_HEADER",
+           "EXIT_CODE_HEADER", "forward", "is_forwarded", "run"]
+
+#: The commands a daemon runs for the program: they only read, print a table or JSON that
+#: depends on nothing of the client's but its command line, and never read stdin.
+FORWARDED: frozenset[tuple[str, ...]] = frozenset({
+    ("ps",), ("container", "ls"), ("container", "list"), ("container", "ps"),
+    ("images",), ("image", "ls"), ("image", "list"),
+    ("inspect",), ("container", "inspect"), ("image", "inspect"),
+    ("history",), ("image", "history"),
+    ("port",), ("container", "port"),
+    ("top",), ("container", "top"),
+    ("diff",), ("container", "diff"),
+    ("volume", "ls"), ("volume", "list"), ("volume", "inspect"),
+    ("network", "ls"), ("network", "list"), ("network", "inspect"),
+    ("system", "df"),
+})
+_GROUPS = frozenset(words[0] for words in FORWARDED if len(words) == 2)
+
+COMMAND_PATH = "/lamina/command"
+DATA_ROOT_HEADER = "Lamina-Data-Root"
+EXEC_ROOT_HEADER = "Lamina-Exec-Root"
+COLUMNS_HEADER = "Lamina-Columns"
+EXIT_CODE_HEADER = "Lamina-Exit-Code"
+
+DEFAULT_SOCKET = "/run/lamina.sock"  # lamina.config.DEFAULT_HOST's path (a test holds them equal)
+_DEFAULT_DATA_ROOT = "/var/lib/lamina"  # lamina.config.DEFAULT_DATA_ROOT
+_DEFAULT_EXEC_ROOT = "/run/lamina"  # lamina.config.DEFAULT_EXEC_ROOT
+#: variables that make the in-process engine differ from a daemon's in what a read shows
+_ENGINE_ENVIRONMENT = ("LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_USERNS_REMAP_LAYERS",
+                       "LAMINA_LOG_LEVEL", "_LAMINA_ROOTLESS_UID")
+_HEAD_LIMIT = 65536
+_EXIT_BROKEN_PIPE = 1  # as lamina.cli.main on a closed stdout (EXIT_FAILURE)
+
+
+def run() -> None:
+    """The ``lamina`` program: :func:`forward`, else :func:`lamina.cli.main.run`."""
+    code = forward(sys.argv[1:], os.environ)
+    if code is not None:
+        os._exit(code)  # printed with os.write: nothing is buffered
+    from lamina.cli.main import run as run_in_process
+
+    run_in_process()
+
+
+def forward(argv: Sequence[str], environ: Mapping[str, str], *,
+            default_socket: str = DEFAULT_SOCKET) -> int | None:
+    """Run ``argv`` in a daemon and print what it printed; its exit code, or None when the
+    command is to run in-process (not forwarded, or no daemon took it)."""
+    host, words = _split(argv)
+    if words is None or environ.get("LAMINA_FORWARD") == "0":
+        return None
+    if not is_forwarded(words) or "-h" in words or "--help" in words:
+        return None
+    headers: list[tuple[str, str]] = []
+    if host is None:
+        host = environ.get("LAMINA_HOST") or environ.get("DOCKER_HOST")
+    if host:
+        if not host.startswith("unix://") or len(host) == len("unix://"):
+            return None
+        path = host[len("unix://"):]
+    else:
+        if os.geteuid() != 0 or any(environ.get(name) for name in _ENGINE_ENVIRONMENT):
+            return None
+        path = default_socket
+        headers.append((DATA_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_DATA_ROOT") or _DEFAULT_DATA_ROOT)))
+        headers.append((EXEC_ROOT_HEADER, environ.get("LAMINA_EXEC_ROOT") or _DEFAULT_EXEC_ROOT))
+    columns = _columns(environ)
+    if columns:
+        headers.append((COLUMNS_HEADER, str(columns)))
+    if any(not value.isascii() or not value.isprintable() for _, value in headers):
+        return None  # a path HTTP cannot carry as it is: leave it to the full client
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    body = b"\0".join(os.fsencode(word) for word in words)
+    answer = _exchange(path, b"POST " + COMMAND_PATH.encode() + b" HTTP/1.1\r\nHost: lamina\r\n"
+                       b"Connection: close\r\n" + head
+                       + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    if answer is None:
+        return None
+    code, frames = answer
+    try:
+        _print(frames)
+    except BrokenPipeError:
+        return _EXIT_BROKEN_PIPE
+    return code
+
+
+def is_forwarded(words: Sequence[str]) -> bool:
+    """Whether the command ``words`` name (what follows the global options) is forwarded."""
+    return bool(words) and (tuple(words[:2]) if words[0] in _GROUPS else (words[0],)) in FORWARDED
+
+
+def _split(argv: Sequence[str]) -> tuple[str | None, list[str] | None]:
+    """``(host, words)``: the ``-H`` value and the words after the global options; words is
+    None when a global option other than ``-H`` is given (or no command)."""
+    host = None
+    index = 0
+    while index < len(argv) and argv[index].startswith("-") and argv[index] != "-":
+        token = argv[index]
+        if token in ("-H", "--host") and index + 1 < len(argv):
+            host = argv[index + 1]
+            index += 2
+        elif token.startswith("--host="):
+            host = token[len("--host="):]
+            index += 1
+        else:
+            return None, None
+    words = list(argv[index:])
+    return host, (words or None)
+
+
+def _columns(environ: Mapping[str, str]) -> int:
+    value = environ.get("COLUMNS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return os.get_terminal_size(1).columns
+    except OSError:
+        return 0
+
+
+def _exchange(path: str, request: bytes) -> tuple[int, list[tuple[int, bytes]]] | None:
+    import _socket
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(path)
+            sock.sendall(request)
+        except OSError:
+            return None  # no daemon there (or it went away): in-process
+        received = bytearray()
+        end = -1
+        while end < 0:
+            piece = sock.recv(65536)
+            if not piece or len(received) > _HEAD_LIMIT:
+                return None
+            received += piece
+            end = received.find(b"\r\n\r\n")
+        head = bytes(received[:end]).split(b"\r\n")
+        status = head[0].split(b" ", 2)
+        if len(status) < 2 or not status[0].startswith(b"HTTP/1.") or status[1] != b"200":
+            return None
+        fields = {}
+        for line in head[1:]:
+            name, _, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip()
+        length = fields.get(b"content-length", b"")
+        code = fields.get(EXIT_CODE_HEADER.lower().encode(), b"")
+        if not length.isdigit() or not code.isdigit():
+            return None
+        body = received[end + 4:]
+        while len(body) < int(length):
+            piece = sock.recv(65536)
+            if not piece:
+                return None  # cut short: nothing is printed yet, so in-process
+            body += piece
+        frames = _frames(bytes(body[:int(length)]))
+        return None if frames is None else (int(code), frames)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def _frames(body: bytes) -> list[tuple[int, bytes]] | None:
+    frames = []
+    offset = 0
+    while offset < len(body):
+        if offset + 8 > len(body) or body[offset] not in (1, 2):
+            return None
+        size = int.from_bytes(body[offset + 4:offset + 8], "big")
+        if offset + 8 + size > len(body):
+            return None
+        frames.append((body[offset], body[offset + 8:offset + 8 + size]))
+        offset += 8 + size
+    return frames
+
+
+def _print(frames: list[tuple[int, bytes]]) -> None:
+    for stream, payload in frames:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(stream, view):]
