@@ -240,3 +240,7 @@ def _print(frames: list[tuple[int, bytes]]) -> None:
         view = memoryview(payload)
         while view:
             view = view[os.write(stream, view):]
+
+
+if __name__ == "__main__":
+    run()

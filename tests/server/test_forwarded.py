@@ -1,0 +1,265 @@
+"""Read-only commands handed to a running ``lamina serve`` (lamina.cli.front, lamina.cli.forwarded).
+
+What a forwarded command prints (stdout, stderr, exit code) must be what the same command
+prints in-process against the same data root; the front must load nothing of the CLI when the
+daemon takes the command, and run it in-process whenever the daemon does not (no daemon, not
+lamina, another data root, an answer cut short), having printed nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lamina import config, stdcopy
+from lamina.cli import front
+from lamina.cli.main import COMMANDS
+from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lamina serve with overlay2 needs root")
+
+COMMAND_LOG = "POST /lamina/command"
+
+
+def _environment(server, **extra: str) -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT",
+                                  "LAMINA_LOG_LEVEL", "COLUMNS")}
+    environment["LAMINA_EXEC_ROOT"] = server.exec_root
+    environment.update(extra)
+    return environment
+
+
+def _lamina(server, *argv: str, **extra: str) -> subprocess.CompletedProcess:
+    """The ``lamina`` program (its front first), as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "lamina.cli.front", *argv], env=_environment(server, **extra),
+                          capture_output=True, cwd=REPOSITORY, timeout=60)
+
+
+@pytest.fixture
+def engine(server) -> Iterator:
+    """A server holding busybox, a created container c1 (port 80 published) and a volume."""
+    for argv in (("load", "-q", "-i", BUSYBOX_ARCHIVE), ("create", "--name", "c1", "-p", "127.0.0.1::80", "busybox", "true"),
+                 ("volume", "create", "v1")):
+        done = _lamina(server, "-H", server.host, *argv)
+        assert done.returncode == 0, done.stderr.decode()
+    yield server
+
+
+def _forwarded(server) -> int:
+    return server.output().count(COMMAND_LOG)
+
+
+def _wait_forwarded(server, count: int) -> int:
+    """The number of forwarded commands the server logged, once it is ``count`` (a request's
+    line is logged just after its answer) or after 10 s."""
+    deadline = time.monotonic() + 10
+    while (logged := _forwarded(server)) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return logged
+
+
+CASES = [
+    ("images",),
+    ("image", "ls", "--digests", "--no-trunc"),
+    ("images", "-q"),
+    ("images", "--format", "{{json .}}"),
+    ("inspect", "c1"),
+    ("container", "inspect", "--format", "{{.Name}} {{.State.Status}} {{.HostConfig.PortBindings}}", "c1"),
+    ("image", "inspect", "busybox"),
+    ("inspect", "--type", "image", "--format", "{{.Id}}", "busybox"),
+    ("history", "busybox"),
+    ("image", "history", "--no-trunc", "--format", "{{.CreatedBy}}", "busybox"),
+    ("ps", "-a", "--format", "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.Status}}\t{{.Names}}"),
+    ("container", "ls", "-aq"),
+    ("ps", "-a", "--filter", "name=c1", "--format", "{{.Names}} {{.Labels}}"),
+    ("volume", "ls"),
+    ("volume", "inspect", "v1"),
+    ("network", "ls"),
+    ("network", "inspect", "--format", "{{.Name}} {{.Driver}}", "none"),
+    ("port", "c1"),
+    ("system", "df"),
+    # failures: an unknown object, a usage error, a template error, a name that is not a command's
+    ("inspect", "nope"),
+    ("ps", "--bogus"),
+    ("ps", "-n", "x"),
+    ("inspect", "--format", "{{.Nope}}", "c1"),
+    ("volume", "inspect", "nope", "v1"),
+]
+
+
+@pytest.mark.parametrize("argv", CASES, ids=[" ".join(case) for case in CASES])
+def test_a_forwarded_command_prints_what_it_prints_in_process(engine, argv):
+    in_process = _lamina(engine, "--data-root", engine.data_root, *argv)
+    before = _forwarded(engine)
+    forwarded = _lamina(engine, "-H", engine.host, *argv)
+    assert (forwarded.returncode, forwarded.stdout.decode(), forwarded.stderr.decode()) == \
+        (in_process.returncode, in_process.stdout.decode(), in_process.stderr.decode())
+    assert _wait_forwarded(engine, before + 1) == before + 1, "the daemon did not run the command"
+
+
+def test_usage_errors_are_as_wide_as_the_clients_terminal(engine):
+    printed = {}
+    for columns in ("40", "200"):
+        forwarded = _lamina(engine, "-H", engine.host, "ps", "--bogus", COLUMNS=columns)
+        in_process = _lamina(engine, "--data-root", engine.data_root, "ps", "--bogus", COLUMNS=columns)
+        assert forwarded.returncode == in_process.returncode == 2
+        assert forwarded.stderr == in_process.stderr
+        printed[columns] = forwarded.stderr.decode().splitlines()
+    assert len(printed["40"]) > len(printed["200"]) == 2  # the usage wrapped, and on one line
+    assert _wait_forwarded(engine, 2) == 2
+
+
+def test_what_is_not_forwarded_runs_as_api_requests(engine):
+    before = _forwarded(engine)
+    for argv in (("version",), ("ps", "--help"), ("--log-level", "info", "-H", engine.host, "ps"),
+                 ("tag", "busybox", "other:1"), ("rmi", "other:1")):
+        done = _lamina(engine, *argv) if argv[0] == "--log-level" else _lamina(engine, "-H", engine.host, *argv)
+        assert done.returncode == 0, (argv, done.stderr.decode())
+    assert _lamina(engine, "-H", engine.host, "ps", "-a", LAMINA_FORWARD="0").returncode == 0
+    assert _forwarded(engine) == before
+
+
+def test_the_front_loads_nothing_of_the_cli_when_the_daemon_takes_the_command(engine):
+    code = ("import os, sys\nfrom lamina.cli.front import forward\n"
+            "code = forward(sys.argv[1:], os.environ)\n"
+            "print(code, *sorted(sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, "-H", engine.host, "images", "-q"],
+                          env=_environment(engine), capture_output=True, cwd=REPOSITORY, timeout=60)
+    code_text, *modules = done.stderr.decode().split()
+    loaded = set(modules)
+    assert code_text == "0" and done.stdout.strip()
+    assert {module for module in loaded if module.startswith("lamina")} == {"lamina", "lamina.cli", "lamina.cli.front"}
+    assert not loaded & {"argparse", "re", "enum", "typing", "socket"}
+
+
+def test_the_default_socket_serves_only_the_engine_the_command_would_build(engine, capfd):
+    environment = {"LAMINA_DATA_ROOT": engine.data_root, "LAMINA_EXEC_ROOT": engine.exec_root}
+    assert front.forward(["ps", "-aq"], environment, default_socket=engine.socket_path) == 0
+    assert capfd.readouterr().out.strip()
+    assert front.forward(["ps", "-aq"], {**environment, "LAMINA_DATA_ROOT": engine.data_root + "-other"},
+                         default_socket=engine.socket_path) is None
+    assert front.forward(["ps", "-aq"], {**environment, "LAMINA_EXEC_ROOT": "/run/lamina-other"},
+                         default_socket=engine.socket_path) is None
+    assert front.forward(["ps", "-aq"], {**environment, "LAMINA_STORAGE_DRIVER": "vfs"},
+                         default_socket=engine.socket_path) is None
+    assert front.forward(["ps", "-aq"], environment, default_socket=engine.socket_path + ".none") is None
+    assert capfd.readouterr() == ("", "")
+    assert front.DEFAULT_SOCKET == config.DEFAULT_HOST[len("unix://"):]
+
+
+def test_forwarded_commands_run_side_by_side(engine):
+    expected = _lamina(engine, "--data-root", engine.data_root, "inspect", "c1").stdout
+    results: list[subprocess.CompletedProcess] = []
+    threads = [threading.Thread(target=lambda: results.append(_lamina(engine, "-H", engine.host, "inspect", "c1")))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [(done.returncode, done.stdout) for done in results] == [(0, expected)] * 8
+
+
+def test_the_daemon_refuses_what_it_does_not_run(engine):
+    def post(body: bytes, headers: dict[str, str] | None = None, method: str = "POST"):
+        connection = engine.connect()
+        try:
+            connection.request(method, front.COMMAND_PATH, headers, body)
+            return connection.read_response(method)
+        finally:
+            connection.close()
+
+    assert post(b"ps\0-a").status == 200
+    assert post(b"rm\0-f\0c1").status == 400
+    assert post(b"").status == 400
+    assert post(b"ps", method="PUT").status == 405
+    assert post(b"ps", {front.DATA_ROOT_HEADER: "/elsewhere"}).status == 409
+    assert post(b"ps", {front.DATA_ROOT_HEADER: engine.data_root, front.EXEC_ROOT_HEADER: engine.exec_root}).status == 200
+    assert post(b"ps\0" + b"x" * (1 << 20)).status == 413
+    assert _lamina(engine, "-H", engine.host, "ps", "-aq").stdout.strip()  # c1 is still there
+
+
+class _FakeDaemon:
+    """A unix socket that answers every connection with ``answer`` and closes."""
+
+    def __init__(self, path: str, answer: bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.answer = answer
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\n404 page not found\n",
+    b"HTTP/1.1 200 OK\r\nLamina-Exit-Code: 0\r\nContent-Length: 100\r\n\r\n\x01\x00\x00\x00\x00\x00\x00\x02ok",
+    b"HTTP/1.1 200 OK\r\nLamina-Exit-Code: 0\r\nContent-Length: 10\r\n\r\n\x07\x00\x00\x00\x00\x00\x00\x02ok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n\x01\x00\x00\x00\x00\x00\x00\x02ok",
+    b"HTTP/1.1 200 OK\r\nLamina-Exit-Code: 0\r\n",
+    b"garbage",
+    b"",
+], ids=["dockerd", "cut short", "bad frame", "no exit code", "no end of head", "not http", "closed"])
+def test_a_daemon_that_does_not_take_the_command_leaves_it_to_run_in_process(tmp_path, capfd, answer):
+    path = str(tmp_path / "d.sock")
+    daemon = _FakeDaemon(path, answer)
+    try:
+        assert front.forward(["-H", f"unix://{path}", "ps"], {}) is None
+        assert front.forward(["ps"], {"DOCKER_HOST": f"unix://{path}"}) is None
+    finally:
+        daemon.close()
+    assert capfd.readouterr() == ("", "")
+
+
+def test_which_command_lines_are_forwarded():
+    assert front.forward(["--data-root", "/x", "ps"], {"LAMINA_HOST": "unix:///nonexistent"}) is None
+    assert front.forward(["-H", "tcp://127.0.0.1:1", "ps"], {}) is None
+    assert front.forward([], {}) is None
+    assert front.is_forwarded(["ps", "-a"]) and front.is_forwarded(["image", "inspect", "x"])
+    assert not front.is_forwarded(["image", "rm", "x"]) and not front.is_forwarded(["run", "busybox"])
+    assert not front.is_forwarded([]) and not front.is_forwarded(["volume"])
+    # every forwarded command line names a command of the table, and only commands that read
+    readers = {"ps", "images", "inspect", "history", "port", "top", "diff", "volume_ls", "volume_inspect",
+               "network_ls", "network_inspect", "system_df"}
+    table = {command.words: command.module for command in COMMANDS}
+    assert {table.get(words) for words in front.FORWARDED} <= readers
+
+
+frames = st.lists(st.tuples(st.sampled_from([stdcopy.STDOUT, stdcopy.STDERR]), st.binary(max_size=40)), max_size=6)
+
+
+@given(frames)
+def test_the_front_reads_the_frames_stdcopy_writes(pieces):
+    body = b"".join(stdcopy.frame(stream, payload) for stream, payload in pieces)
+    assert front._frames(body) == pieces
+
+
+@given(st.binary(max_size=64))
+def test_the_front_refuses_a_malformed_stream_rather_than_printing_part_of_it(data):
+    decoded = front._frames(data)
+    if decoded is not None:
+        assert b"".join(stdcopy.frame(stream, payload) for stream, payload in decoded) == data
