@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 
-__all__ = ["terminate"]
+__all__ = ["terminate", "lamina_program"]
+
+# the ``lamina`` program as its console script runs it (the front first, lamina.cli.front);
+# a tree from before the front existed starts at lamina.cli.main
+_PROGRAM = ("import sys\ntry:\n    from lamina.cli.front import run\n"
+            "except ImportError:\n    from lamina.cli.main import run\nsys.argv[0] = 'lamina'\nrun()")
+
+
+def lamina_program(root: str) -> list[str]:
+    """The command line that runs the ``lamina`` program of the tree on ``PYTHONPATH`` with
+    the interpreter of ``root``'s venv (for ``--against`` / ``--compare`` trees of any age)."""
+    return [os.path.join(root, ".venv", "bin", "python"), "-c", _PROGRAM]
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -56,7 +56,6 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
 INSPECTED = "bench-inspect"
@@ -64,7 +63,9 @@ DOCKERD_LABEL = "dockerd"
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
-from processes import terminate  # noqa: E402
+from processes import lamina_program, terminate  # noqa: E402
+
+LAMINA = lamina_program(ROOT)
 
 
 def timed(command: list[str], environment: dict[str, str], runs: int, warmup: int,
@@ -179,7 +180,7 @@ class Variant:
 
     def start_server(self) -> None:
         log = open(self.log_path, "wb")  # noqa: SIM115 - the server writes it until the end
-        self.server = subprocess.Popen([LAMINA, "--log-level", "warning", "serve", "-H", f"unix://{self.socket_path}"],
+        self.server = subprocess.Popen([*LAMINA, "--log-level", "warning", "serve", "-H", f"unix://{self.socket_path}"],
                                        stdout=log, stderr=subprocess.STDOUT, env=self.server_environment)
         wait_for_socket(self.socket_path, self.server, self.log_path)
 
@@ -214,7 +215,8 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
                     variant = by_label[label]
                     if name in cold:
                         kill_templates(variant.exec_root)
-                    environment = variant.client_environment if where == "client" else variant.environment
+                    environment = {"local": variant.environment, "client": variant.client_environment,
+                                   "client-api": {**variant.client_environment, "LAMINA_FORWARD": "0"}}[where]
                 started = time.perf_counter()
                 result = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
                                         check=False)
@@ -230,7 +232,8 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
 COMMANDS = [("run --rm --network none busybox true", ["run", "--rm", "--network", "none", "busybox", "true"]),
             ("images", ["images"]), ("ps -a", ["ps", "-a"]), (f"inspect {INSPECTED}", ["inspect", INSPECTED])]
 WAYS = [("lamina {} (in-process)", LAMINA, "local"), ("lamina -H {} (serve)", LAMINA, "client"),
-        ("docker {} (docker CLI -> serve)", DOCKER, "client"), ("docker {} (docker CLI -> dockerd)", DOCKER, "dockerd")]
+        ("docker {} (docker CLI -> serve)", DOCKER, "client"), ("docker {} (docker CLI -> dockerd)", DOCKER, "dockerd"),
+        ("lamina -H {} (serve, API requests: LAMINA_FORWARD=0)", LAMINA, "client-api")]
 
 
 def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tuple[str, list[str], str]], set[str]]:
@@ -242,14 +245,17 @@ def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tup
         for pattern, program, where in WAYS:
             if program == DOCKER and not docker or where == "dockerd" and not dockerd:
                 continue
-            rows.append((pattern.format(command), [program, *arguments], where))
+            if where == "client-api" and command.startswith("run"):
+                continue  # run is never forwarded: the row would repeat "lamina -H run"
+            program = program if isinstance(program, list) else [program]
+            rows.append((pattern.format(command), [*program, *arguments], where))
             if where == "local" and command.startswith("run"):
                 if with_cold:
                     name = "  the same, first run after the monitor template left"
-                    rows.append((name, [program, *arguments], where))
+                    rows.append((name, [*program, *arguments], where))
                     cold.add(name)
                 rows.append(("lamina run --rm busybox true (in-process, bridge)",
-                             [LAMINA, "run", "--rm", "busybox", "true"], "local"))
+                             [*LAMINA, "run", "--rm", "busybox", "true"], "local"))
     return rows, cold
 
 
@@ -261,7 +267,7 @@ def ratios(times: dict[tuple[str, str], list[float] | str], variants: list[Varia
         peer = times.get((WAYS[3][0].format(command), DOCKERD_LABEL))
         if not peer or isinstance(peer, str):
             continue
-        for pattern, _, _ in WAYS[:3]:
+        for pattern, _, _ in WAYS[:3] + WAYS[4:]:
             for variant in variants:
                 mine = times.get((pattern.format(command), variant.label))
                 if mine and not isinstance(mine, str):
@@ -304,7 +310,7 @@ def main() -> int:
         try:
             for variant in variants:
                 for environment in (variant.environment, variant.server_environment):
-                    subprocess.run([LAMINA, "load", "-q", "-i", FIXTURE], env=environment, check=True,
+                    subprocess.run([*LAMINA, "load", "-q", "-i", FIXTURE], env=environment, check=True,
                                    capture_output=True)
             docker = os.access(DOCKER, os.X_OK)
             for variant in variants:
@@ -312,7 +318,7 @@ def main() -> int:
             create = ["create", "--name", INSPECTED, "--network", "none", "busybox", "true"]
             for variant in variants:
                 for environment in (variant.environment, variant.client_environment):
-                    subprocess.run([LAMINA, *create], env=environment, check=True, capture_output=True)
+                    subprocess.run([*LAMINA, *create], env=environment, check=True, capture_output=True)
             if peer.ready:
                 peer.load(FIXTURE)
                 peer.docker(*create)

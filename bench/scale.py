@@ -56,7 +56,6 @@ from collections.abc import Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-LAMINA = os.path.join(ROOT, ".venv", "bin", "lamina")
 BUSYBOX = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
 
 DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
@@ -64,8 +63,10 @@ DOCKER_API = "/v1.41"  # dockerd 20.10's
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
-from processes import terminate  # noqa: E402
+from processes import lamina_program, terminate  # noqa: E402
 from serve import Connection  # noqa: E402  (the benchmarks' one keep-alive client)
+
+LAMINA = lamina_program(ROOT)
 
 
 class Tree:
@@ -83,7 +84,7 @@ class Tree:
         self.socket_path = os.path.join(work, f"lamina-{label}.sock")
         self.host = f"unix://{self.socket_path}"
         self.log = open(os.path.join(work, f"serve-{label}.log"), "wb")  # noqa: SIM115 - until stop()
-        self.server = subprocess.Popen([LAMINA, "--log-level", "warning", "serve", "-H", self.host],
+        self.server = subprocess.Popen([*LAMINA, "--log-level", "warning", "serve", "-H", self.host],
                                        stdout=self.log, stderr=subprocess.STDOUT, env=self.environment)
         deadline = time.monotonic() + 30
         while True:
@@ -181,7 +182,7 @@ def cases(names: list[str]) -> dict[str, Measure]:
             if not isinstance(subject, Tree):
                 return None
             host = ["-H", subject.host] if via_server else []
-            return run([LAMINA, *host, *arguments], subject.environment)
+            return run([*LAMINA, *host, *arguments], subject.environment)
         return case
 
     def docker(*arguments: str, peer: bool) -> Measure:
@@ -478,7 +479,7 @@ def main() -> int:
             compared = [("this", ROOT, "")] + ([("compare", os.path.abspath(options.compare), "-compare")]
                                                if options.compare else [])
             for label, path, suffix in compared:
-                subprocess.run([LAMINA, "load", "-q", "-i", BUSYBOX],
+                subprocess.run([*LAMINA, "load", "-q", "-i", BUSYBOX],
                                env={**environment, **roots(suffix), "PYTHONPATH": path}, check=True, capture_output=True)
                 trees.append(Tree(label, path, work, {**environment, **roots(suffix)}))
                 status, answer = trees[-1].connection.request(

@@ -14,8 +14,10 @@ in-process command runs, in the connection's thread, with:
 * no stdin (these commands read none).
 
 Everything else goes to the router.  Refused, so that the client runs the command in-process:
-a command that is not forwarded (400), a data root or exec root other than this daemon's (409,
-compared as real paths).  A command line may take :data:`BODY_LIMIT` bytes (413 beyond).
+a command that is not forwarded (400); from a client that names the engine it would build (one
+that found the daemon on the default socket), a data root or exec root other than this
+daemon's (compared as real paths), or a daemon started with its own storage driver or user
+namespace remapping (409).  A command line may take :data:`BODY_LIMIT` bytes (413 beyond).
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ class CommandHandler:
         self.transport = InProcessTransport(config, router=router)
         self._roots = {DATA_ROOT_HEADER: os.path.realpath(config.data_root),
                        EXEC_ROOT_HEADER: os.path.realpath(config.exec_root)}
+        # what a client that names its roots builds in-process: the storage driver the data
+        # root holds, no user namespace remapping (lamina.cli.front forwards nothing else)
+        self._default_engine = config.storage_driver is None and not config.userns_remap
 
     def handle(self, request: Request) -> Response:
         if request.path != COMMAND_PATH:
@@ -94,6 +99,9 @@ class CommandHandler:
             asked = request.headers.get(header)
             if asked is not None and os.path.realpath(asked) != root:
                 return json_response({"message": f"this daemon's {header} is {root}, not {asked}"}, 409)
+            if asked is not None and not self._default_engine:
+                return json_response({"message": "this daemon's engine has its own storage driver or "
+                                                 "user namespace remapping"}, 409)
         data = request.body.read(BODY_LIMIT + 1) if request.body is not None else b""
         if len(data) > BODY_LIMIT:
             return json_response({"message": f"a command line may take {BODY_LIMIT} bytes"}, 413)

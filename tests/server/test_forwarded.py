@@ -7,7 +7,7 @@ lamina, another data root, an answer cut short), having printed nothing."""
 
 from __future__ import annotations
 
-import json
+import io
 import os
 import socket
 import subprocess
@@ -21,8 +21,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lamina import config, stdcopy
+from lamina.api.http import Headers, Request, Response
 from lamina.cli import front
-from lamina.cli.main import COMMANDS
+from lamina.cli.context import Context, GlobalOptions
+from lamina.cli.forwarded import CommandHandler
+from lamina.cli.main import COMMANDS, run_command
 from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="lamina serve with overlay2 needs root")
@@ -263,3 +266,32 @@ def test_the_front_refuses_a_malformed_stream_rather_than_printing_part_of_it(da
     decoded = front._frames(data)
     if decoded is not None:
         assert b"".join(stdcopy.frame(stream, payload) for stream, payload in decoded) == data
+
+
+class _Router:
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def handle(self, request):
+        self.requests.append(request.path)
+        return Response(200, Headers(), b"{}")
+
+
+@pytest.mark.parametrize("options", [{"storage_driver": "vfs"}, {"userns_remap": "default"}])
+def test_a_daemon_with_its_own_engine_options_takes_no_command_from_the_default_socket(tmp_path, options):
+    engine_config = config.EngineConfig.from_environment(data_root=str(tmp_path / "data"), **options)
+    router = _Router()
+    handler = CommandHandler(router, engine_config)
+    named = Request("POST", front.COMMAND_PATH, headers=Headers({front.DATA_ROOT_HEADER: engine_config.data_root}),
+                    body=io.BytesIO(b"version"))
+    assert handler.handle(named).status == 409
+    assert handler.handle(Request("GET", "/_ping")).status == 200 and router.requests == ["/_ping"]
+
+
+def test_argparse_prints_on_the_commands_streams(capsys):
+    out, err = io.StringIO(), io.StringIO()
+    context = Context(GlobalOptions(), stdin=io.StringIO(), stdout=out, stderr=err, columns=200)
+    assert run_command(["ps", "--bogus"], context) == 2
+    assert run_command(["ps", "--help"], context) == 0
+    assert capsys.readouterr() == ("", "")
+    assert "unrecognized arguments: --bogus" in err.getvalue() and "usage: lamina ps" in out.getvalue()
