@@ -17,7 +17,8 @@ _PROGRAM = ("import sys\ntry:\n    from lamina.cli.front import run\n"
 def lamina_program(root: str) -> list[str]:
     """The command line that runs the ``lamina`` program of the tree on ``PYTHONPATH`` with
     the interpreter of ``root``'s venv (for ``--against`` / ``--compare`` trees of any age)."""
-    return [os.path.join(root, ".venv", "bin", "python"), "-c", _PROGRAM]
+    # -P: no current directory first on sys.path (a bench run from a tree would import it)
+    return [os.path.join(root, ".venv", "bin", "python"), "-P", "-c", _PROGRAM]
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -9,7 +9,9 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
 * with ``--cold``: the same command as the first ``run`` after the monitor template left (it
   is killed between runs: what the first ``run`` after the template's ``IDLE_SECONDS`` pays);
 * ``lamina -H unix://... run --rm --network none busybox true`` (the lamina CLI through
-  ``lamina serve``);
+  ``lamina serve``); for ``images``, ``ps -a`` and ``inspect`` the ``lamina -H`` rows are the
+  command forwarded whole to the server (``lamina.cli.front``), and a row with
+  ``LAMINA_FORWARD=0`` measures the same command as API requests from the full CLI;
 * ``lamina images`` in-process (the cost of a command that starts no container);
 * ``crun run`` and ``runc run`` of an OCI bundle made from the same busybox layer (the
   ``busybox-docker-archive.tar`` fixture, extracted with tar; ``config.json`` from
@@ -26,6 +28,9 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
   command, and of each command through ``lamina serve``, to the docker CLI against dockerd
   (issue 16's target: in-process within 1.5x).  Podman is not driven (the row says whether it
   is installed).
+
+``lamina`` is started as its console script starts it (``processes.lamina_program``: the
+front, or ``lamina.cli.main`` in a tree from before the front), with the tree on ``PYTHONPATH``.
 
 ``--against TREE`` measures another code tree beside this one (e.g. ``--against /work/main``),
 interleaved: each round runs every row once with this tree, then once with the other
