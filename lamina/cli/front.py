@@ -40,8 +40,9 @@ The exchange (one connection, closed after it), HTTP/1.1 as the rest of the Engi
 
     [stdcopy frames: stdout (1) and stderr (2), in the order they were written]
 
-The whole answer is read before anything is printed: a daemon that dies half-way leaves
-nothing printed, and the command runs in-process instead (it only reads, so running it twice
+The whole answer is read before anything is printed: a daemon that dies half-way, or that
+keeps silent for :data:`ANSWER_TIMEOUT` seconds, leaves nothing printed, and the command runs
+in-process instead (it only reads, so running it twice
 changes nothing).  Any answer but 200 also runs it in-process.  The frames are
 :mod:`lamina.stdcopy`'s (the daemon writes them with :func:`lamina.stdcopy.frame`); they are
 read here with ``int.from_bytes`` rather than through that module, which loads ``struct``.
@@ -87,6 +88,9 @@ _DEFAULT_EXEC_ROOT = "/run/lamina"  # lamina.config.DEFAULT_EXEC_ROOT
 #: variables that make the in-process engine differ from a daemon's in what a read shows
 _ENGINE_ENVIRONMENT = ("LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_USERNS_REMAP_LAYERS",
                        "LAMINA_LOG_LEVEL", "_LAMINA_ROOTLESS_UID")
+#: seconds a daemon may take to answer (each wait for bytes); a daemon that takes longer is
+#: left, and the command runs in-process (it only reads: running it twice changes nothing)
+ANSWER_TIMEOUT = 30.0
 _HEAD_LIMIT = 65536
 _EXIT_BROKEN_PIPE = 1  # as lamina.cli.main on a closed stdout (EXIT_FAILURE)
 
@@ -181,6 +185,7 @@ def _exchange(path: str, request: bytes) -> tuple[int, list[tuple[int, bytes]]] 
     import _socket
 
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(ANSWER_TIMEOUT)
     try:
         try:
             sock.connect(path)

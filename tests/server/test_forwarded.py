@@ -295,3 +295,30 @@ def test_argparse_prints_on_the_commands_streams(capsys):
     assert run_command(["ps", "--help"], context) == 0
     assert capsys.readouterr() == ("", "")
     assert "unrecognized arguments: --bogus" in err.getvalue() and "usage: lamina ps" in out.getvalue()
+
+
+def test_a_daemon_that_keeps_silent_is_left_after_the_timeout(tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr(front, "ANSWER_TIMEOUT", 0.2)
+    path = str(tmp_path / "silent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(1)  # never accepted: the connect and the request go into the backlog
+        started = time.monotonic()
+        assert front.forward(["-H", f"unix://{path}", "ps"], {}) is None
+        assert time.monotonic() - started < 5
+    finally:
+        listener.close()
+    assert capfd.readouterr() == ("", "")
+
+
+def test_top_of_a_running_container_is_forwarded(engine):
+    started = _lamina(engine, "-H", engine.host, "run", "-d", "--name", "t1", "--network", "none", "busybox",
+                      "sleep", "1000")
+    assert started.returncode == 0, started.stderr.decode()
+    before = _forwarded(engine)
+    top = _lamina(engine, "-H", engine.host, "top", "t1")
+    assert top.returncode == 0, top.stderr.decode()
+    assert top.stdout.decode().splitlines()[0].split()[:2] == ["UID", "PID"] and "sleep 1000" in top.stdout.decode()
+    assert _wait_forwarded(engine, before + 1) == before + 1
+    assert _lamina(engine, "-H", engine.host, "rm", "-f", "t1").returncode == 0
