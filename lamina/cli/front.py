@@ -126,7 +126,7 @@ def forward(argv: Sequence[str], environ: Mapping[str, str], *,
             return None
         path = default_socket
         headers.append((DATA_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_DATA_ROOT") or _DEFAULT_DATA_ROOT)))
-        headers.append((EXEC_ROOT_HEADER, environ.get("LAMINA_EXEC_ROOT") or _DEFAULT_EXEC_ROOT))
+        headers.append((EXEC_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or _DEFAULT_EXEC_ROOT)))
     columns = _columns(environ)
     if columns:
         headers.append((COLUMNS_HEADER, str(columns)))
