@@ -322,3 +322,33 @@ def test_top_of_a_running_container_is_forwarded(engine):
     assert top.stdout.decode().splitlines()[0].split()[:2] == ["UID", "PID"] and "sleep 1000" in top.stdout.decode()
     assert _wait_forwarded(engine, before + 1) == before + 1
     assert _lamina(engine, "-H", engine.host, "rm", "-f", "t1").returncode == 0
+
+
+class _RefusingRouter:
+    """A router that knows nothing: every request gets Docker's 404 answer."""
+
+    def handle(self, request):
+        return Response(404, Headers({"Content-Type": "application/json"}), b'{"message":"page not found"}')
+
+
+_words = st.lists(st.one_of(st.sampled_from(["-a", "-q", "--format", "{{json .}}", "{{.Id", "-f", "name=x",
+                                             "--no-trunc", "--type", "image", "-s", "--", "-", "x" * 300]),
+                            st.text(max_size=12)), max_size=6)
+
+
+@given(st.sampled_from(sorted(front.FORWARDED)), _words, st.text(max_size=6))
+def test_any_forwarded_command_line_gets_an_answer_never_an_exception(words, rest, columns):
+    handler = CommandHandler(_RefusingRouter(), config.EngineConfig.from_environment(data_root="/nonexistent"))
+    body = b"\0".join(os.fsencode(word) for word in [*words, *rest])
+    response = handler.handle(Request("POST", front.COMMAND_PATH, headers=Headers({front.COLUMNS_HEADER: columns}),
+                                      body=io.BytesIO(body)))
+    assert response.status == 200
+    assert response.headers[front.EXIT_CODE_HEADER].isdigit()
+    assert front._frames(bytes(response.body)) is not None
+
+
+@given(st.binary(max_size=200))
+def test_any_body_gets_an_answer_never_an_exception(body):
+    handler = CommandHandler(_RefusingRouter(), config.EngineConfig.from_environment(data_root="/nonexistent"))
+    response = handler.handle(Request("POST", front.COMMAND_PATH, body=io.BytesIO(body)))
+    assert response.status in (200, 400)
