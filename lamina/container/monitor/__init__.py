@@ -58,12 +58,10 @@ events, written before waiters of the exit are woken; ``destroy`` after a ``--rm
 
 from __future__ import annotations
 
-import importlib
+from lamina.lazyexports import lazy_exports
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import Any
-
     from lamina.container.monitor.api import (MonitorContext, MonitorRecipe, MonitorStores, MonitorVolumes,
                                               PendingAttach)
     from lamina.container.monitor.client import MonitorClient, spawn
@@ -96,14 +94,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home if "." in home else f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)
