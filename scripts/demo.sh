@@ -54,6 +54,20 @@ done
 $LAMINA run --rm --network demo-net busybox sh -c 'echo "client -> web: $(wget -qO- http://web/)"'
 $LAMINA rm -f demo-web >/dev/null
 $LAMINA network rm demo-net >/dev/null
+echo "== lamina serve: the Docker Engine API on a unix socket; read-only lamina commands are handed to it"
+$LAMINA serve -H "unix://$WORK/lamina.sock" >"$WORK/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true; rm -rf "$WORK"' EXIT INT TERM
+for _ in $(seq 100); do [ -S "$WORK/lamina.sock" ] && break; sleep 0.1; done
+if [ -x /usr/local/bin/docker ] || command -v docker >/dev/null 2>&1; then
+    DOCKER_CONFIG="$WORK/docker-config" docker -H "unix://$WORK/lamina.sock" images
+fi
+.venv/bin/lamina -H "unix://$WORK/lamina.sock" ps -a --format '{{.Names}} {{.Image}} {{.Status}}'
+.venv/bin/lamina -H "unix://$WORK/lamina.sock" image inspect --format 'busybox {{.Id}}' busybox
+echo "lamina serve ran $(grep -c 'POST /lamina/command' "$WORK/serve.log" || true) command(s) for the lamina CLI"
+kill $serve_pid 2>/dev/null || true
+wait $serve_pid 2>/dev/null || true
+trap 'rm -rf "$WORK"' EXIT INT TERM
 if command -v docker-registry >/dev/null 2>&1; then
     echo "== lamina push / pull through a local registry (Debian's docker-registry on 127.0.0.1)"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
