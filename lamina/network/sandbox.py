@@ -134,7 +134,7 @@ class Sandboxes:
                         for info in on_netavark["network_info"].values():  # kept up while the network exists
                             if info["driver"] == "bridge":
                                 bridges.keep(self.store.by_id(info["id"]), os.path.dirname(self.store.root),
-                                             os.path.dirname(self.netns_dir))
+                                             os.path.dirname(self.netns_dir), info["name"])
                     if self.endpoint_plane is not None:
                         for info in on_netavark["network_info"].values():
                             self.endpoint_plane.keep(info)
@@ -182,10 +182,7 @@ class Sandboxes:
                 users = self.endpoints(network.Id)
                 releasing = self._releasing(network.Id)
                 if not users and not releasing:
-                    if self.endpoint_plane is not None:
-                        self.endpoint_plane.release(network.Name)
-                    bridges.remove(network, self.dataplane,
-                                   os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
+                    self._remove_plumbing(network)
                     self.store.remove(network)
                     return
             if users or not self._wait_released(releasing[0], deadline):
@@ -205,9 +202,15 @@ class Sandboxes:
                     for endpoint in record.get("Endpoints", {}).values()}
             for network in self.store.stored():
                 if network.Id not in used:
-                    if self.endpoint_plane is not None:
-                        self.endpoint_plane.release(network.Name)
-                    bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
+                    self._remove_plumbing(network)
+
+    def _remove_plumbing(self, network: Network) -> None:
+        """The network's aardvark-dns anchor, bridge and chains, under the netavark name its
+        plumbing was set up with.  The caller holds every lock and saw no endpoint on it."""
+        name = bridges.plumbing_name(network)   # before the anchor that records it goes
+        if self.endpoint_plane is not None:
+            self.endpoint_plane.release(name)
+        bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"), name)
 
     def _dataplane_teardown(self, netns_path: str, request: dict[str, Any]) -> None:
         with self._engine_locked(), fsutil.file_lock(self.host_lock):
@@ -263,7 +266,8 @@ class Sandboxes:
                     "IPv6Gateway": network.IPv6Gateway, "StaticIPv6Address": bool(request.ipv6_address)}
         short_id = container_id[:12]
         dns_names = [name, *request.aliases, short_id] if network.dns_enabled else []
-        return {"NetworkID": network.Id, "Driver": network.Driver, "EndpointID": os.urandom(32).hex(),
+        return {"NetworkID": network.Id, "NetavarkName": bridges.plumbing_name(network),
+                "Driver": network.Driver, "EndpointID": os.urandom(32).hex(),
                 "IPAddress": address,
                 "IPPrefixLen": subnet.prefixlen, "Gateway": network.Gateway,
                 "MacAddress": request.mac_address or ipam.mac_address(address),
@@ -342,8 +346,9 @@ class Sandboxes:
             subnets = [{"subnet": network.Subnet, "gateway": network.Gateway}]
             if network.IPv6Subnet:
                 subnets.append({"subnet": network.IPv6Subnet, "gateway": network.IPv6Gateway})
-            info[name] = {"name": name, "id": network.Id, "driver": network.Driver, "network_interface": interface,
-                          "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal,
+            # the name it was set up with; a record of a lamina that recorded none: the Docker name
+            info[name] = {"name": endpoint.get("NetavarkName") or name, "id": network.Id, "driver": network.Driver,
+                          "network_interface": interface, "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal,
                           "dns_enabled": network.dns_enabled,
                           "ipam_options": {"driver": "host-local"}, "options": options}
         primary = record.get("Primary")
