@@ -1,0 +1,193 @@
+"""Two engines on one host never share netavark's rules: each network is known to netavark by
+its netavark name (:attr:`lamina.network.api.Network.netavark_name`), which no other engine's
+network has, though the Docker names are the same (a ``shared`` network in each, the default
+``bridge`` of each).  Removing one engine's container and network leaves the other's chains,
+masquerading and port forwards as they were, and the other's teardown then goes without a
+warning.  A sandbox record of a lamina that recorded no name (it named netavark's networks by
+their Docker name) is torn down under that name, and its network keeps that name until it is
+removed.
+
+Real netavark, namespaces and iptables; no packet is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from lamina.network import bridges
+from lamina.network.aardvark import Aardvark
+from lamina.network.api import Network, PortMapping
+from lamina.network.create import create_network
+from lamina.network.leaks import chain_hash
+from lamina.network.netavark import Netavark
+from lamina.network.sandbox import EndpointRequest, Sandboxes
+from lamina.network.store import NetworkStore
+
+pytestmark = pytest.mark.privileged
+
+_BRIDGE_NAME = "com.docker.network.bridge.name"
+_MASQUERADE = "! -d 224.0.0.0/4 -j MASQUERADE"
+
+
+def _container_id(n: int) -> str:
+    return f"{os.getpid():08x}{n:056x}"
+
+
+def _rules() -> list[str]:
+    return [line for command in ("iptables-save", "ip6tables-save")
+            for line in subprocess.run([command], capture_output=True, text=True, check=True).stdout.splitlines()]
+
+
+def _rules_of(network: Network, *, chain_name: str | None = None, container_id: str = "") -> set[str]:
+    """The netavark rules and chains that name ``network``'s subnet, bridge or chains (those of
+    ``chain_name``: its netavark name unless given), or ``container_id``."""
+    suffix = chain_hash(chain_name if chain_name is not None else network.netavark_name)
+    found = set()
+    for rule in _rules():
+        words = rule.split()
+        if (network.Subnet in words or network.BridgeName in words or any(suffix in word for word in words)
+                or (container_id and container_id in rule)):
+            found.add(rule)
+    return found
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.name.startswith("lamina") and record.levelno >= logging.WARNING]
+
+
+def _engine(root: str, names) -> Sandboxes:
+    """One engine's sandboxes: its own data root (``<root>/data``) and exec root (``<root>/run``),
+    and a default bridge device of its own."""
+    store = NetworkStore(os.path.join(root, "data", "network"), default_bridge_device=names.bridge())
+    return Sandboxes(store, Netavark(config_dir=os.path.join(root, "run", "network")),
+                     netns_dir=os.path.join(root, "run", "netns"))
+
+
+def _tear_down(engine: Sandboxes) -> None:
+    for container_id in list(engine.store.sandboxes()):
+        engine.detach(container_id)
+    engine.remove_bridges()
+
+
+@pytest.fixture
+def two_engines(tmp_path, names) -> Iterator[tuple[Sandboxes, Sandboxes]]:
+    """Engines A and B on one host, torn down whatever a test left (the ``names`` fixture then
+    finds no rule of their bridges and subnets); no chain of their networks may be left either."""
+    engines = (_engine(str(tmp_path / "a"), names), _engine(str(tmp_path / "b"), names))
+    try:
+        yield engines
+    finally:
+        networks = [network for engine in engines for network in engine.store.stored() if network.Driver == "bridge"]
+        names.subnets.extend(network.Subnet for network in networks if network.Subnet not in names.subnets)
+        for engine in engines:
+            _tear_down(engine)
+        suffixes = [chain_hash(network.netavark_name) for network in networks]
+        left = [rule for rule in _rules() if any(suffix in rule for suffix in suffixes)]
+        for rule in left:  # whatever a failure left: flush and delete the chains
+            if rule.startswith(":NETAVARK"):
+                chain = rule[1:].split()[0]
+                subprocess.run(["iptables", "-w", "-t", "nat", "-F", chain], capture_output=True, check=False)
+                subprocess.run(["iptables", "-w", "-t", "nat", "-X", chain], capture_output=True, check=False)
+        assert not left, left
+
+
+def test_removing_one_engines_network_leaves_the_rules_of_the_other_engines_network_of_the_same_name(
+        two_engines, names, caplog) -> None:
+    a, b = two_engines
+    shared_a = create_network(a.store, "shared", subnet=names.subnet(), options={_BRIDGE_NAME: names.bridge()})
+    shared_b = create_network(b.store, "shared", subnet=names.subnet(), options={_BRIDGE_NAME: names.bridge()})
+    assert shared_a.netavark_name == shared_a.Id and shared_b.netavark_name == shared_b.Id
+    first, second = _container_id(1), _container_id(2)
+    port = [PortMapping(ContainerPort=80, HostIp="127.0.0.1")]
+    record_a = a.attach(first, name="web", endpoints=[EndpointRequest("shared")], ports=port)
+    record_b = b.attach(second, name="web", endpoints=[EndpointRequest("shared")], ports=port)
+    assert record_a["Endpoints"]["shared"]["NetavarkName"] == shared_a.Id
+    assert record_b["Endpoints"]["shared"]["NetavarkName"] == shared_b.Id
+    # each network has its own chain, with its own masquerading rule
+    rules_b = _rules_of(shared_b, container_id=second)
+    hash_b = chain_hash(shared_b.Id)
+    assert f"-A NETAVARK-{hash_b} {_MASQUERADE}" in rules_b
+    assert f"-A POSTROUTING -s {shared_b.Subnet} -j NETAVARK-{hash_b}" in rules_b
+    assert any(f"dnat name: {shared_b.Id} id: {second}" in rule for rule in rules_b)
+    assert f"-A NETAVARK-{chain_hash(shared_a.Id)} {_MASQUERADE}" in _rules_of(shared_a)
+    assert not [rule for rule in _rules() if f"NETAVARK-{chain_hash('shared')}" in rule]
+    # aardvark-dns's files are per exec root, named by the netavark name
+    assert Aardvark(os.path.join(os.path.dirname(b.netns_dir), "network")).entries(shared_b.Id)
+
+    caplog.set_level(logging.WARNING)
+    a.detach(first)
+    a.remove_network(shared_a)
+    assert not _rules_of(shared_a, container_id=first)
+    assert rules_b <= set(_rules()), rules_b - set(_rules())     # B's rules as they were
+    assert not _warnings(caplog)
+
+    b.detach(second)
+    b.remove_network(shared_b)
+    assert not _warnings(caplog), _warnings(caplog)
+    assert not _rules_of(shared_b, container_id=second)
+
+
+def test_the_default_bridges_of_two_engines_have_rules_of_their_own(two_engines, names, caplog) -> None:
+    a, b = two_engines
+    first, second = _container_id(3), _container_id(4)
+    a.attach(first, name="one", endpoints=[EndpointRequest("bridge")])
+    record = b.attach(second, name="two", endpoints=[EndpointRequest("bridge")])   # after A's: its subnet is routed
+    bridge_a, bridge_b = a.store.get("bridge"), b.store.get("bridge")
+    assert bridge_a.Id == bridge_b.Id                      # the predefined id, the same in every engine
+    assert bridge_a.netavark_name != bridge_b.netavark_name
+    assert record["Endpoints"]["bridge"]["NetavarkName"] == bridge_b.netavark_name
+    rules_b = _rules_of(bridge_b, container_id=second)
+    assert f"-A NETAVARK-{chain_hash(bridge_b.netavark_name)} {_MASQUERADE}" in rules_b
+
+    caplog.set_level(logging.WARNING)
+    _tear_down(a)   # the container gone, then the bridge: as A's engine going away
+    assert not bridges.exists(bridge_a.BridgeName) and not _rules_of(bridge_a, container_id=first)
+    assert rules_b <= set(_rules()), rules_b - set(_rules())
+    _tear_down(b)
+    assert not _warnings(caplog), _warnings(caplog)
+    assert not _rules_of(bridge_b, container_id=second)
+
+
+def test_a_record_of_before_the_netavark_names_is_torn_down_under_the_docker_name(
+        sandboxes, names, monkeypatch, caplog) -> None:
+    network = create_network(sandboxes.store, "legacy", subnet=names.subnet(), options={_BRIDGE_NAME: names.bridge()})
+    old, new = _container_id(5), _container_id(6)
+    # set up as a lamina of before the names did: netavark knows the network by its Docker name,
+    # the record names none, the anchor's alias has no fourth field
+    with monkeypatch.context() as patch:
+        patch.setattr(Network, "netavark_name", property(lambda self: self.Name))
+        sandboxes.attach(old, name="old", endpoints=[EndpointRequest("legacy")],
+                         ports=[PortMapping(ContainerPort=80, HostIp="127.0.0.1")])
+    record = sandboxes.store.sandbox(old)
+    assert record is not None and record["Endpoints"]["legacy"].pop("NetavarkName") == "legacy"
+    sandboxes.store.write_sandbox(old, record)
+    anchor = bridges.anchor_name(network.BridgeName)
+    data_root, exec_root = bridges.owner(anchor)
+    subprocess.run(["ip", "link", "set", anchor, "alias", f"lamina\t{data_root}\t{exec_root}"], check=True)
+    assert bridges.plumbing_name(network) == "legacy"
+    legacy_chain = f"NETAVARK-{chain_hash('legacy')}"
+    assert f"-A POSTROUTING -s {network.Subnet} -j {legacy_chain}" in _rules()
+    assert any(f"dnat name: legacy id: {old}" in rule for rule in _rules())
+
+    # a new endpoint joins the plumbing of the Docker name: one chain, one name server file
+    joined = sandboxes.attach(new, name="new", endpoints=[EndpointRequest("legacy")])
+    assert joined["Endpoints"]["legacy"]["NetavarkName"] == "legacy"
+    aardvark = Aardvark(os.path.dirname(sandboxes.netns_dir) + "/network")
+    assert {line.split()[0] for line in aardvark.entries("legacy")} == {old, new}
+    assert not os.path.exists(os.path.join(aardvark.directory, network.Id))
+
+    caplog.set_level(logging.WARNING)
+    sandboxes.detach(old)           # torn down under the Docker name: its port forward goes
+    assert not [rule for rule in _rules() if old in rule]
+    assert {line.split()[0] for line in aardvark.entries("legacy")} == {new}
+    sandboxes.detach(new)
+    sandboxes.remove_network(network)
+    assert not _warnings(caplog), _warnings(caplog)
+    assert not _rules_of(network, chain_name="legacy")
+    assert not os.path.exists(os.path.join(aardvark.directory, "legacy"))
