@@ -23,6 +23,13 @@ bind mount outlives its creator) and netavark's teardown removes the veth, the r
 name server entries; when the namespace is gone too (someone unmounted it), a scratch
 namespace with veth interfaces of the recorded names lets the teardown remove the rules.
 
+Names: the data plane knows a network by its netavark name, recorded per endpoint
+(``NetavarkName``) when the address is leased: the network's plumbing's, which its anchor
+records (:func:`lamina.network.bridges.plumbing_name`), else
+:attr:`~lamina.network.api.Network.netavark_name`; set-up and teardown requests name the
+network so (``network_info[...]["name"]``), a record without it by its Docker name, under which
+a lamina of before the names set it up.  The requests stay keyed by Docker's names.
+
 Ports: a host port is taken when a sandbox record holds it (same protocol, overlapping host
 address) or when a socket cannot be bound to it on the host (another program listens);
 ``HostPort`` 0 takes a free port the kernel picks.  A refused port or address raises before
