@@ -29,7 +29,8 @@ lock); removed by :func:`remove`, when the network is removed (``network rm``, `
 test's engine is torn down: the anchor is deleted, then netavark tears down a placeholder
 endpoint in a scratch namespace, which is its "last endpoint" teardown: the bridge, the
 network's chains and rules go (and the isolation jump every network shares, which netavark
-1.4 deletes with any one network, is put back).  After a reboot nothing is left (interfaces and rules are
+1.4 deletes with any one network, is put back, as is the masquerading rule of a chain another
+network of the same netavark name still uses: networks set up before lamina named them apart).  After a reboot nothing is left (interfaces and rules are
 run-time state); the first endpoint creates the bridge and the anchor again.
 """
 
@@ -47,7 +48,7 @@ from lamina.log import get_logger
 from lamina.network import namespace
 from lamina.network.api import DataPlane, Network
 
-__all__ = ["anchor_name", "anchors", "owner", "plumbing_name", "keep", "remove", "exists", "MASQUERADE",
+__all__ = ["anchor_name", "anchors", "chain_hash", "owner", "plumbing_name", "keep", "remove", "exists", "MASQUERADE",
            "masquerade_disabled", "no_masquerade_comment", "NO_MASQUERADE", "remove_no_masquerade"]
 
 log = get_logger("lamina.network")
@@ -90,6 +91,12 @@ def remove_no_masquerade(network: Network) -> None:
             if subprocess.run([command, "-w", "-t", "nat", "-D", *rule], capture_output=True,
                               check=False).returncode != 0:
                 break
+
+
+def chain_hash(network_name: str) -> str:
+    """netavark's chain suffix (``NETAVARK-<hash>``, ``NETAVARK-DN-<hash>``) of a network it
+    knows by ``network_name``: the first 13 hex digits, upper case, of its sha512."""
+    return hashlib.sha512(network_name.encode()).hexdigest()[:13].upper()
 
 
 def anchor_name(bridge: str) -> str:
@@ -208,6 +215,33 @@ def remove(network: Network, dataplane: DataPlane, scratch: str, name: str) -> N
         subprocess.run(["ip", "link", "del", network.BridgeName], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
     _restore_isolation()
+    _restore_shared_chains(network, name)
+
+
+def _restore_shared_chains(network: Network, name: str) -> None:
+    """netavark 1.4's complete teardown of a network deletes the masquerading rule of its
+    ``NETAVARK-<hash>`` chain and its empty ``NETAVARK-DN-<hash>`` chain, and keeps the first
+    when rules are left in it: another network of the same netavark ``name`` uses it (a lamina
+    of before the netavark names gave netavark Docker's name, which another engine's network,
+    or Podman's, may have too).  Put the rule and the chain back for that network, as netavark
+    makes them (its teardown fails on a missing one)."""
+    chain = f"NETAVARK-{chain_hash(name)}"
+    port_chain = f"NETAVARK-DN-{chain_hash(name)}"
+    for command, subnet, multicast in (("iptables", network.Subnet, "224.0.0.0/4"),
+                                       ("ip6tables", network.IPv6Subnet, "ff00::/8")):
+        if not subnet:
+            continue
+        listed = subprocess.run([command, "-w", "-t", "nat", "-S", chain], capture_output=True, text=True,
+                                check=False)
+        if listed.returncode != 0 or f"-A {chain} " not in listed.stdout:
+            continue  # the chain went with the network: no other one used it
+        rule = [chain, "!", "-d", multicast, "-j", "MASQUERADE"]
+        if subprocess.run([command, "-w", "-t", "nat", "-C", *rule], capture_output=True, check=False).returncode:
+            log.info("network %s shares netavark's chain %s with another network (of the same name, set up "
+                        "before lamina named netavark's networks apart): its masquerading rule is put back",
+                        network.Name, chain)
+            subprocess.run([command, "-w", "-t", "nat", "-A", *rule], capture_output=True, check=False)
+        subprocess.run([command, "-w", "-t", "nat", "-N", port_chain], capture_output=True, check=False)
 
 
 def _restore_isolation() -> None:

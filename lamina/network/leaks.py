@@ -74,11 +74,7 @@ class Leak:
         return {"Kind": "network", "Object": self.Object, "Message": f"leaked {self.Kind}: {self.Message}"}
 
 
-def chain_hash(network_name: str) -> str:
-    """netavark's chain suffix for a network it knows by ``network_name`` (its netavark name)."""
-    import hashlib
-
-    return hashlib.sha512(network_name.encode()).hexdigest()[:13].upper()
+chain_hash = bridges.chain_hash
 
 
 def netavark_names(network: Network) -> set[str]:

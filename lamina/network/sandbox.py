@@ -488,6 +488,28 @@ class Sandboxes:
                     self.store.remove_sandbox(container_id)
             finally:
                 self._end_release(container_id)
+        self._retire_renamed(record, list(record["Endpoints"]))
+
+    def _retire_renamed(self, record: dict[str, Any], names: list[str]) -> None:
+        """A network whose plumbing a lamina of before the netavark names set up (under its
+        Docker name, which another engine's network may share) loses it with its last endpoint,
+        here one of ``names`` of ``record``, just torn down: the next endpoint makes it anew
+        under the network's netavark name.  No lock is taken for the other networks."""
+        renamed = [record["Endpoints"][name]["NetworkID"] for name in names
+                   if (record["Endpoints"][name].get("NetavarkName") or name) == name]
+        if not renamed:
+            return
+        with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
+            used = {endpoint["NetworkID"] for other in self.store.sandboxes().values()
+                    for endpoint in other.get("Endpoints", {}).values()}
+            for network_id in renamed:
+                try:
+                    network = self.store.by_id(network_id)
+                except errdefs.NotFound:
+                    continue
+                if (network_id not in used and network.Driver == "bridge" and network.netavark_name != network.Name
+                        and bridges.plumbing_name(network) == network.Name):
+                    self._remove_plumbing(network)
 
     def _teardown(self, container_id: str, record: dict[str, Any], names: list[str]) -> None:
         """Tear the endpoints ``names`` down, each by the plane its record names (netavark when
@@ -566,7 +588,8 @@ class Sandboxes:
             if current.get("Primary") == network.Name:
                 current["Ports"] = []
             self.store.write_sandbox(container_id, current)
-            return current
+        self._retire_renamed(record, [network.Name])
+        return current
 
     def detach(self, container_id: str) -> None:
         """Tear the sandbox down and release its leases; no sandbox is fine."""

@@ -77,18 +77,19 @@ def _tear_down(engine: Sandboxes) -> None:
 
 @pytest.fixture
 def two_engines(tmp_path, names) -> Iterator[tuple[Sandboxes, Sandboxes]]:
-    """Engines A and B on one host, torn down whatever a test left (the ``names`` fixture then
-    finds no rule of their bridges and subnets); no chain of their networks may be left either."""
+    """Engines A and B on one host, torn down whatever a test left: no rule or chain of their
+    networks (their subnets, bridges, netavark names) that was not on the host before may be
+    left (the default bridges' subnets are picked from what no route covers: another engine's
+    leftovers may name them), and the ``names`` fixture then checks the test's own subnets."""
     engines = (_engine(str(tmp_path / "a"), names), _engine(str(tmp_path / "b"), names))
+    before = set(_rules())
     try:
         yield engines
     finally:
         networks = [network for engine in engines for network in engine.store.stored() if network.Driver == "bridge"]
-        names.subnets.extend(network.Subnet for network in networks if network.Subnet not in names.subnets)
         for engine in engines:
             _tear_down(engine)
-        suffixes = [chain_hash(network.netavark_name) for network in networks]
-        left = [rule for rule in _rules() if any(suffix in rule for suffix in suffixes)]
+        left = {rule for network in networks for rule in _rules_of(network)} - before
         for rule in left:  # whatever a failure left: flush and delete the chains
             if rule.startswith(":NETAVARK"):
                 chain = rule[1:].split()[0]
@@ -136,6 +137,7 @@ def test_removing_one_engines_network_leaves_the_rules_of_the_other_engines_netw
 def test_the_default_bridges_of_two_engines_have_rules_of_their_own(two_engines, names, caplog) -> None:
     a, b = two_engines
     first, second = _container_id(3), _container_id(4)
+    before = set(_rules())   # the default bridges' subnets are what no route covers: leftovers may name them
     a.attach(first, name="one", endpoints=[EndpointRequest("bridge")])
     record = b.attach(second, name="two", endpoints=[EndpointRequest("bridge")])   # after A's: its subnet is routed
     bridge_a, bridge_b = a.store.get("bridge"), b.store.get("bridge")
@@ -147,30 +149,35 @@ def test_the_default_bridges_of_two_engines_have_rules_of_their_own(two_engines,
 
     caplog.set_level(logging.WARNING)
     _tear_down(a)   # the container gone, then the bridge: as A's engine going away
-    assert not bridges.exists(bridge_a.BridgeName) and not _rules_of(bridge_a, container_id=first)
+    assert not bridges.exists(bridge_a.BridgeName) and not _rules_of(bridge_a, container_id=first) - before
     assert rules_b <= set(_rules()), rules_b - set(_rules())
     _tear_down(b)
     assert not _warnings(caplog), _warnings(caplog)
-    assert not _rules_of(bridge_b, container_id=second)
+    assert not _rules_of(bridge_b, container_id=second) - before
+
+
+def _as_before_the_names(engine: Sandboxes, container_id: str, network: Network, monkeypatch,
+                         ports: tuple[PortMapping, ...] = ()) -> None:
+    """Attach ``container_id`` to ``network`` as a lamina of before the netavark names did:
+    netavark knows the network by its Docker name, the sandbox record names none, the anchor's
+    alias has no fourth field."""
+    with monkeypatch.context() as patch:
+        patch.setattr(Network, "netavark_name", property(lambda self: self.Name))
+        engine.attach(container_id, name="old", endpoints=[EndpointRequest(network.Name)], ports=ports)
+    record = engine.store.sandbox(container_id)
+    assert record is not None and record["Endpoints"][network.Name].pop("NetavarkName") == network.Name
+    engine.store.write_sandbox(container_id, record)
+    anchor = bridges.anchor_name(network.BridgeName)
+    data_root, exec_root = bridges.owner(anchor)
+    subprocess.run(["ip", "link", "set", anchor, "alias", f"lamina\t{data_root}\t{exec_root}"], check=True)
+    assert bridges.plumbing_name(network) == network.Name
 
 
 def test_a_record_of_before_the_netavark_names_is_torn_down_under_the_docker_name(
         sandboxes, names, monkeypatch, caplog) -> None:
     network = create_network(sandboxes.store, "legacy", subnet=names.subnet(), options={_BRIDGE_NAME: names.bridge()})
-    old, new = _container_id(5), _container_id(6)
-    # set up as a lamina of before the names did: netavark knows the network by its Docker name,
-    # the record names none, the anchor's alias has no fourth field
-    with monkeypatch.context() as patch:
-        patch.setattr(Network, "netavark_name", property(lambda self: self.Name))
-        sandboxes.attach(old, name="old", endpoints=[EndpointRequest("legacy")],
-                         ports=[PortMapping(ContainerPort=80, HostIp="127.0.0.1")])
-    record = sandboxes.store.sandbox(old)
-    assert record is not None and record["Endpoints"]["legacy"].pop("NetavarkName") == "legacy"
-    sandboxes.store.write_sandbox(old, record)
-    anchor = bridges.anchor_name(network.BridgeName)
-    data_root, exec_root = bridges.owner(anchor)
-    subprocess.run(["ip", "link", "set", anchor, "alias", f"lamina\t{data_root}\t{exec_root}"], check=True)
-    assert bridges.plumbing_name(network) == "legacy"
+    old, new, newer = _container_id(5), _container_id(6), _container_id(7)
+    _as_before_the_names(sandboxes, old, network, monkeypatch, (PortMapping(ContainerPort=80, HostIp="127.0.0.1"),))
     legacy_chain = f"NETAVARK-{chain_hash('legacy')}"
     assert f"-A POSTROUTING -s {network.Subnet} -j {legacy_chain}" in _rules()
     assert any(f"dnat name: legacy id: {old}" in rule for rule in _rules())
@@ -186,8 +193,45 @@ def test_a_record_of_before_the_netavark_names_is_torn_down_under_the_docker_nam
     sandboxes.detach(old)           # torn down under the Docker name: its port forward goes
     assert not [rule for rule in _rules() if old in rule]
     assert {line.split()[0] for line in aardvark.entries("legacy")} == {new}
+    assert bridges.exists(network.BridgeName)
+    # the last endpoint of the Docker name takes the plumbing of that name with it
     sandboxes.detach(new)
+    assert not bridges.exists(network.BridgeName) and not _rules_of(network, chain_name="legacy")
+    assert not os.path.exists(os.path.join(aardvark.directory, "legacy"))
+    # and the next endpoint makes it anew under the netavark name
+    record = sandboxes.attach(newer, name="newer", endpoints=[EndpointRequest("legacy")])
+    assert record["Endpoints"]["legacy"]["NetavarkName"] == network.Id == bridges.plumbing_name(network)
+    assert f"-A POSTROUTING -s {network.Subnet} -j NETAVARK-{chain_hash(network.Id)}" in _rules()
+    assert [line.split()[0] for line in aardvark.entries(network.Id)] == [newer]
+    sandboxes.detach(newer)
     sandboxes.remove_network(network)
     assert not _warnings(caplog), _warnings(caplog)
-    assert not _rules_of(network, chain_name="legacy")
-    assert not os.path.exists(os.path.join(aardvark.directory, "legacy"))
+    assert not _rules_of(network) and not _rules_of(network, chain_name="legacy")
+
+
+def test_two_engines_networks_of_one_name_set_up_before_the_names_part_without_breaking_each_other(
+        two_engines, names, monkeypatch, caplog) -> None:
+    """The lead's report, set up by a lamina of before the names: both networks' rules in one
+    chain; the first one's last endpoint takes its plumbing away, and the other's masquerading
+    rule, which netavark deletes with it, is put back."""
+    a, b = two_engines
+    shared_a = create_network(a.store, "shared", subnet=names.subnet(), options={_BRIDGE_NAME: names.bridge()})
+    shared_b = create_network(b.store, "shared", subnet=names.subnet(), options={_BRIDGE_NAME: names.bridge()})
+    first, second = _container_id(8), _container_id(9)
+    _as_before_the_names(a, first, shared_a, monkeypatch)
+    _as_before_the_names(b, second, shared_b, monkeypatch)
+    chain = f"NETAVARK-{chain_hash('shared')}"
+    rules_b = {rule for rule in _rules_of(shared_b, chain_name="shared", container_id=second)
+               if shared_a.Subnet not in rule.split() and shared_a.BridgeName not in rule.split()}
+    assert f"-A POSTROUTING -s {shared_b.Subnet} -j {chain}" in rules_b
+
+    caplog.set_level(logging.WARNING)
+    a.detach(first)
+    assert not bridges.exists(shared_a.BridgeName)
+    assert f"-A {chain} {_MASQUERADE}" in _rules()                 # put back for B's network
+    assert rules_b <= set(_rules()), rules_b - set(_rules())
+    a.remove_network(shared_a)
+    b.detach(second)
+    b.remove_network(shared_b)
+    assert not _warnings(caplog), _warnings(caplog)
+    assert not _rules_of(shared_b, chain_name="shared") and not [rule for rule in _rules() if chain in rule]
