@@ -28,7 +28,9 @@ Names: the data plane knows a network by its netavark name, recorded per endpoin
 records (:func:`lamina.network.bridges.plumbing_name`), else
 :attr:`~lamina.network.api.Network.netavark_name`; set-up and teardown requests name the
 network so (``network_info[...]["name"]``), a record without it by its Docker name, under which
-a lamina of before the names set it up.  The requests stay keyed by Docker's names.
+a lamina of before the names set it up; such a network's plumbing goes with its last
+endpoint of that name, and the next one makes it anew under its netavark name.  The requests
+stay keyed by Docker's names.
 
 Ports: a host port is taken when a sandbox record holds it (same protocol, overlapping host
 address) or when a socket cannot be bound to it on the host (another program listens);

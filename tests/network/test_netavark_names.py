@@ -7,7 +7,7 @@ warning.  A sandbox record of a lamina that recorded no name (it named netavark'
 their Docker name) is torn down under that name, and its network keeps that name until it is
 removed.
 
-Real netavark, namespaces and iptables; no packet is sent.
+Real netavark, namespaces and iptables (and real containers in the last test); no packet is sent.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from lamina.config import EngineConfig
 from lamina.network import bridges
 from lamina.network.aardvark import Aardvark
 from lamina.network.api import Network, PortMapping
@@ -27,6 +28,8 @@ from lamina.network.leaks import chain_hash
 from lamina.network.netavark import Netavark
 from lamina.network.sandbox import EndpointRequest, Sandboxes
 from lamina.network.store import NetworkStore
+from lamina.services.compose import build_services
+from services.conftest import FIXTURE, Engine, engine  # noqa: F401 - re-exported fixture
 
 pytestmark = pytest.mark.privileged
 
@@ -235,3 +238,62 @@ def test_two_engines_networks_of_one_name_set_up_before_the_names_part_without_b
     b.remove_network(shared_b)
     assert not _warnings(caplog), _warnings(caplog)
     assert not _rules_of(shared_b, chain_name="shared") and not [rule for rule in _rules() if chain in rule]
+
+
+@pytest.fixture
+def engine_b(tmp_path) -> Iterator[Engine]:
+    """A second engine beside ``engine`` (``services.conftest``): its own data and exec roots."""
+    root = tmp_path / "b"
+    config = EngineConfig(data_root=str(root / "data"), exec_root=str(root / "run"))
+    services = build_services(config)
+    instance = Engine(str(root), config, services)
+    try:
+        with open(FIXTURE, "rb") as handle:
+            services.images.load(handle, progress=lambda message: None)
+        yield instance
+    finally:
+        instance.cleanup()
+
+
+def test_two_engines_running_containers_on_networks_of_one_name(engine, engine_b, names, caplog) -> None:  # noqa: F811
+    """The lead's report, end to end: a ``shared`` network and the default bridge in each of two
+    engines, a running container on each; engine A's containers and network go, B's rules stay
+    and B's own teardown then leaves nothing."""
+    before = set(_rules())
+    engines = {"a": engine, "b": engine_b}
+    containers, networks = {}, {}
+    for label, which in engines.items():
+        which.services.networks.create({"Name": "shared", "IPAM": {"Config": [{"Subnet": names.subnet()}]},
+                                        "Options": {_BRIDGE_NAME: names.bridge()}})
+        containers[label] = [
+            which.run("sleep", "60", HostConfig={"NetworkMode": "shared",
+                                                 "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1"}]}}),
+            which.run("sleep", "60")]   # on the default bridge
+        store = which.containers.network.sandboxes.store
+        networks[label] = [store.get("shared"), store.get("bridge")]
+    assert networks["a"][0].netavark_name != networks["b"][0].netavark_name
+    assert networks["a"][1].netavark_name != networks["b"][1].netavark_name
+
+    def rules_of(label: str) -> set[str]:
+        return {rule for network in networks[label] for container in containers[label]
+                for rule in _rules_of(network, container_id=container)} - before
+
+    rules_b = rules_of("b")
+    for network in networks["b"]:
+        assert f"-A NETAVARK-{chain_hash(network.netavark_name)} {_MASQUERADE}" in rules_b
+    assert [rule for rule in rules_b if f"id: {containers['b'][0]}" in rule]
+
+    caplog.set_level(logging.WARNING)
+    for container in containers["a"]:
+        engine.containers.remove(container, force=True)
+    engine.services.networks.remove("shared")
+    engine.containers.network.remove_bridges()
+    assert not rules_of("a")
+    assert rules_b <= set(_rules()), rules_b - set(_rules())     # B's rules as they were
+
+    for container in containers["b"]:
+        engine_b.containers.remove(container, force=True)
+    engine_b.services.networks.remove("shared")
+    engine_b.containers.network.remove_bridges()
+    assert not _warnings(caplog), _warnings(caplog)
+    assert not rules_of("b")
