@@ -141,10 +141,11 @@ def anchors() -> list[str]:
             and owner(name) is not None]
 
 
-def keep(network: Network, data_root: str, exec_root: str, name: str) -> None:
+def keep(network: Network, data_root: str, exec_root: str, name: str = "") -> None:
     """Attach the anchor to the network's bridge (created by netavark's setup just before, the
     network named ``name`` to it) if it has none; its alias names the engine and ``name``
-    (``lamina<TAB>data root<TAB>exec root<TAB>name``).  With
+    (``lamina<TAB>data root<TAB>exec root<TAB>name``; without ``name``, the network was named
+    by its Docker name, and the alias says so by having no fourth field).  With
     ``enable_ip_masquerade=false``, make sure the no-masquerade rule is there (``System`` when it
     cannot be added).  The caller holds the host-wide network lock."""
     if masquerade_disabled(network):
@@ -161,7 +162,8 @@ def keep(network: Network, data_root: str, exec_root: str, name: str) -> None:
     result = subprocess.run(["ip", "link", "add", anchor, "mtu", mtu, "master", bridge, "type", "veth", "peer",
                              "name", f"{anchor}p"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if result.returncode == 0:
-        result = subprocess.run(["ip", "link", "set", anchor, "alias", f"lamina\t{data_root}\t{exec_root}\t{name}"],
+        result = subprocess.run(["ip", "link", "set", anchor, "alias",
+                                 "\t".join(["lamina", data_root, exec_root, *([name] if name else [])])],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if result.returncode != 0 and not exists(anchor):
         # not fatal: the bridge then goes with its last endpoint, as before
@@ -185,13 +187,15 @@ def _placeholder_request(network: Network, name: str) -> dict[str, Any]:
                 "options": {"isolate": "true"}}}}
 
 
-def remove(network: Network, dataplane: DataPlane, scratch: str, name: str) -> None:
+def remove(network: Network, dataplane: DataPlane, scratch: str, name: str | None = None) -> None:
     """Delete the anchor, the bridge and the network's firewall chains, those of its netavark
-    name ``name`` (:func:`plumbing_name`, read by the caller before).  The caller holds the
-    host-wide network lock and made sure no endpoint is on the network; ``scratch`` is a path
-    for a scratch namespace."""
+    name ``name`` (None: :func:`plumbing_name`, read before the anchor goes).  The caller holds
+    the host-wide network lock and made sure no endpoint is on the network; ``scratch`` is a
+    path for a scratch namespace."""
     if network.Driver != "bridge" or not network.BridgeName:
         return
+    if name is None:
+        name = plumbing_name(network)
     if masquerade_disabled(network):
         remove_no_masquerade(network)
     anchor = anchor_name(network.BridgeName)
