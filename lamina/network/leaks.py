@@ -253,12 +253,15 @@ class _Scan:
             files = sorted(os.listdir(aardvark.directory))
         except FileNotFoundError:
             return
-        ids = {network.Id for network in self.networks}
-        holders: dict[str, set[str]] = {bridges.plumbing_name(network): set() for network in self.networks}
+        docker_names = {network.Id: network.Name for network in self.networks}
+        named = {bridges.plumbing_name(network): network.Name for network in self.networks}   # file -> Docker name
+        holders: dict[str, set[str]] = {name: set() for name in named}
         for container_id, record in self.records.items():
             for key, endpoint in record.get("Endpoints", {}).items():
-                if endpoint.get("NetworkID") in ids:  # set up under its recorded name, or the Docker name
-                    holders.setdefault(endpoint.get("NetavarkName") or key, set()).add(container_id)
+                if endpoint.get("NetworkID") in docker_names:  # set up under its recorded name, or the Docker name
+                    name = endpoint.get("NetavarkName") or key
+                    holders.setdefault(name, set()).add(container_id)
+                    named.setdefault(name, docker_names[endpoint["NetworkID"]])
         for name in files:
             if name == "aardvark.pid":
                 continue
@@ -271,7 +274,7 @@ class _Scan:
                 if container_id not in holders[name]:
                     self.leaks.append(Leak("entry", f"{os.path.join(aardvark.directory, name)} {container_id}",
                                            f"name server entry of container {container_id[:12]}, which has no "
-                                           f"sandbox on network {name}"))
+                                           f"sandbox on network {named[name]}"))
 
     def held_peers(self) -> set[int]:
         """The host ifindexes of the veth peers of the interfaces in this engine's sandboxes."""
@@ -327,13 +330,14 @@ class _Scan:
             texts = {str(subnet) for subnet in _subnets(network) if recordless or subnet not in routes}
             device_gone = recordless or not bridges.exists(network.BridgeName)
             owner = f"network {network.Name}" if network.Name else f"bridge {network.BridgeName}"
+            chains = _chains(network)
             for rule in rules:
                 if device_gone and rule.chain.startswith("NETAVARK_ISOLATION") and network.BridgeName in (
                         rule.value("-i"), rule.value("-o")):
                     add(rule, f"isolation rule of the bridge {network.BridgeName}, which is gone or leaked")
                 elif {rule.value("-s"), rule.value("-d")} & texts and (
                         rule.chain in ("NETAVARK_FORWARD", "POSTROUTING")
-                        or rule.chain in _chains(network)):
+                        or rule.chain in chains):
                     add(rule, f"rule of the subnet {rule.value('-s') or rule.value('-d')} of {owner}, whose "
                               "bridge is gone or leaked")
         self._no_masquerade(rules, routes, add)
