@@ -30,8 +30,9 @@ test's engine is torn down: the anchor is deleted, then netavark tears down a pl
 endpoint in a scratch namespace, which is its "last endpoint" teardown: the bridge, the
 network's chains and rules go (and the isolation jump every network shares, which netavark
 1.4 deletes with any one network, is put back, as is the masquerading rule of a chain another
-network of the same netavark name still uses: networks set up before lamina named them apart).  After a reboot nothing is left (interfaces and rules are
-run-time state); the first endpoint creates the bridge and the anchor again.
+network of the same netavark name still uses: networks set up before lamina named them
+apart).  After a reboot nothing is left (interfaces and rules are run-time state); the first
+endpoint creates the bridge and the anchor again.
 """
 
 from __future__ import annotations

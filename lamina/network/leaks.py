@@ -330,14 +330,14 @@ class _Scan:
             texts = {str(subnet) for subnet in _subnets(network) if recordless or subnet not in routes}
             device_gone = recordless or not bridges.exists(network.BridgeName)
             owner = f"network {network.Name}" if network.Name else f"bridge {network.BridgeName}"
-            chains = _chains(network)
+            named_chains = _chains(network)
             for rule in rules:
                 if device_gone and rule.chain.startswith("NETAVARK_ISOLATION") and network.BridgeName in (
                         rule.value("-i"), rule.value("-o")):
                     add(rule, f"isolation rule of the bridge {network.BridgeName}, which is gone or leaked")
                 elif {rule.value("-s"), rule.value("-d")} & texts and (
                         rule.chain in ("NETAVARK_FORWARD", "POSTROUTING")
-                        or rule.chain in chains):
+                        or rule.chain in named_chains):
                     add(rule, f"rule of the subnet {rule.value('-s') or rule.value('-d')} of {owner}, whose "
                               "bridge is gone or leaked")
         self._no_masquerade(rules, routes, add)

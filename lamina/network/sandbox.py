@@ -357,9 +357,10 @@ class Sandboxes:
                 subnets.append({"subnet": network.IPv6Subnet, "gateway": network.IPv6Gateway})
             # the name it was set up with; a record of a lamina that recorded none: the Docker name
             info[name] = {"name": endpoint.get("NetavarkName") or name, "id": network.Id, "driver": network.Driver,
-                          "network_interface": interface, "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal,
-                          "dns_enabled": network.dns_enabled,
-                          "ipam_options": {"driver": "host-local"}, "options": options}
+                          "network_interface": interface, "subnets": subnets,
+                          "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal,
+                          "dns_enabled": network.dns_enabled, "ipam_options": {"driver": "host-local"},
+                          "options": options}
         primary = record.get("Primary")
         ports = [{"host_ip": port["HostIp"], "container_port": port["ContainerPort"], "host_port": port["HostPort"],
                   "range": 1, "protocol": port["Protocol"]}
