@@ -5,9 +5,11 @@ starts ``aardvark-dns`` on them; lamina's CNI plumbing (:mod:`lamina.network.cni
 the same lines netavark 1.4 would (``src/dns/aardvark.rs``), so a name resolves the same
 whoever plugged its endpoint.
 
-Format, one file per network under ``<netavark config>/aardvark-dns/``::
+Format, one file per network under ``<netavark config>/aardvark-dns/``, named by the
+network's netavark name (the request's ``name``, :attr:`lamina.network.api.Network.netavark_name`;
+the Docker name for networks set up by a lamina of before it)::
 
-    <network name>          first line: the gateway address(es) the server answers on,
+    <netavark name>         first line: the gateway address(es) the server answers on,
                             comma-separated, then (space) the network's own DNS servers
                             (lamina gives none); one line per endpoint after it:
                             ``<container id> <ipv4s> <ipv6s> <names> [<dns servers>]``,

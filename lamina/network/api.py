@@ -11,6 +11,10 @@
 * **data plane**: what creates bridges, veth pairs, addresses, routes, firewall rules and the
   name server for a sandbox's endpoints (:class:`DataPlane`; the implementation is
   :mod:`lamina.network.netavark`).
+* **netavark name**: the name a network is known by to the data plane (netavark's ``name``,
+  which names its ``NETAVARK-<hash>`` chains, its port forwards' comments and aardvark-dns's
+  file): not Docker's name, which two engines (or Podman) on one host may both use, but
+  :attr:`Network.netavark_name`, which no other engine's network has.
 * **plumbing**: which data plane made an endpoint (the sandbox record's ``Plumbing``):
   ``netavark``, or ``cni-bridge`` for an endpoint plugged by an :class:`EndpointPlane`
   (:mod:`lamina.network.cni`) on a network netavark already set up.
@@ -71,6 +75,19 @@ class Network:
         which is on no host interface for macvlan)."""
         return self.Driver == "bridge" and self.Name != DEFAULT_BRIDGE
 
+    @property
+    def netavark_name(self) -> str:
+        """The network's name for the data plane (see the module docstring): its id, which is
+        random for a created network; the default ``bridge``'s id is the same in every engine
+        (:func:`lamina.network.store.predefined_id`), so its name is the sha256 of its id and its
+        bridge device, which is the engine's own (``lamina0`` for the default data root,
+        ``lamina<8 hex>`` of its path for any other)."""
+        if self.Name != DEFAULT_BRIDGE:
+            return self.Id
+        import hashlib  # not at import: loading OpenSSL costs every command a few ms
+
+        return hashlib.sha256(f"{self.Id} {self.BridgeName}".encode()).hexdigest()
+
     def resource(self, containers: dict[str, Any] | None = None) -> dict[str, Any]:
         """Docker's NetworkResource."""
         config: list[dict[str, Any]] = []
@@ -129,4 +146,5 @@ class EndpointPlane(DataPlane, Protocol):
         that this plane needs, until :meth:`release`."""
 
     def release(self, network_name: str) -> None:
-        """The network goes: what :meth:`keep` kept goes."""
+        """The network goes: what :meth:`keep` kept goes.  ``network_name``: the name its
+        plumbing was set up with (a request's ``network_info`` ``name``, its netavark name)."""

@@ -16,14 +16,23 @@ binaries netavark execs), checked at each set-up so a flushed table gets it back
 deletes it with the bridge; :mod:`lamina.network.leaks` finds the ones whose network is gone.
 
 Record: the anchor's name is a function of the network record's ``BridgeName`` (stored in
-``<data-root>/network/networks/<id>.json``), so whoever holds the record finds the anchor.
+``<data-root>/network/networks/<id>.json``), so whoever holds the record finds the anchor.  Its
+alias names the engine and the netavark name the plumbing it keeps was set up with
+(``lamina<TAB><data root><TAB><exec root><TAB><netavark name>``): the network's
+:attr:`~lamina.network.api.Network.netavark_name`, which names its ``NETAVARK-<hash>`` chains
+and its aardvark-dns file.  An anchor of a lamina that named netavark's networks by their
+Docker name has no fourth field (:func:`plumbing_name`: the network keeps that name, chains
+and file until it is removed, so that its endpoints of before and after the upgrade share
+them; aardvark-dns would listen twice on its gateway with two files).
 Life: created by the first set-up of an endpoint on the network (under the host-wide network
 lock); removed by :func:`remove`, when the network is removed (``network rm``, ``prune``) or a
 test's engine is torn down: the anchor is deleted, then netavark tears down a placeholder
 endpoint in a scratch namespace, which is its "last endpoint" teardown: the bridge, the
 network's chains and rules go (and the isolation jump every network shares, which netavark
-1.4 deletes with any one network, is put back).  After a reboot nothing is left (interfaces and rules are
-run-time state); the first endpoint creates the bridge and the anchor again.
+1.4 deletes with any one network, is put back, as is the masquerading rule of a chain another
+network of the same netavark name still uses: networks set up before lamina named them
+apart).  After a reboot nothing is left (interfaces and rules are run-time state); the first
+endpoint creates the bridge and the anchor again.
 """
 
 from __future__ import annotations
@@ -40,8 +49,8 @@ from lamina.log import get_logger
 from lamina.network import namespace
 from lamina.network.api import DataPlane, Network
 
-__all__ = ["anchor_name", "anchors", "owner", "keep", "remove", "exists", "MASQUERADE", "masquerade_disabled",
-           "no_masquerade_comment", "NO_MASQUERADE", "remove_no_masquerade"]
+__all__ = ["anchor_name", "anchors", "chain_hash", "owner", "plumbing_name", "keep", "remove", "exists", "MASQUERADE",
+           "masquerade_disabled", "no_masquerade_comment", "NO_MASQUERADE", "remove_no_masquerade"]
 
 log = get_logger("lamina.network")
 
@@ -85,6 +94,12 @@ def remove_no_masquerade(network: Network) -> None:
                 break
 
 
+def chain_hash(network_name: str) -> str:
+    """netavark's chain suffix (``NETAVARK-<hash>``, ``NETAVARK-DN-<hash>``) of a network it
+    knows by ``network_name``: the first 13 hex digits, upper case, of its sha512."""
+    return hashlib.sha512(network_name.encode()).hexdigest()[:13].upper()
+
+
 def anchor_name(bridge: str) -> str:
     return "la" + hashlib.sha256(bridge.encode()).hexdigest()[:12]
 
@@ -93,14 +108,32 @@ def exists(device: str) -> bool:
     return os.path.exists(f"/sys/class/net/{device}")
 
 
-def owner(anchor: str) -> tuple[str, str] | None:
-    """(data root, exec root) of the engine that made ``anchor``, from its alias."""
+def _alias(anchor: str) -> list[str] | None:
+    """The fields of ``anchor``'s alias (``lamina``, data root, exec root[, netavark name]);
+    None: no such interface, or not an anchor."""
     try:
         with open(f"/sys/class/net/{anchor}/ifalias", encoding="utf-8") as handle:
             words = handle.read().rstrip("\n").split("\t")
     except OSError:
         return None
-    return (words[1], words[2]) if len(words) == 3 and words[0] == "lamina" else None
+    return words if len(words) in (3, 4) and words[0] == "lamina" else None
+
+
+def owner(anchor: str) -> tuple[str, str] | None:
+    """(data root, exec root) of the engine that made ``anchor``, from its alias."""
+    words = _alias(anchor)
+    return (words[1], words[2]) if words is not None else None
+
+
+def plumbing_name(network: Network) -> str:
+    """The netavark name of ``network``'s plumbing: the one its anchor records; its Docker name
+    when the anchor records none (made by a lamina that named netavark's networks so); its
+    :attr:`~lamina.network.api.Network.netavark_name` when it has no anchor (its plumbing is
+    made anew by its next endpoint)."""
+    words = _alias(anchor_name(network.BridgeName)) if network.BridgeName else None
+    if words is None:
+        return network.netavark_name
+    return words[3] if len(words) == 4 else network.Name
 
 
 def anchors() -> list[str]:
@@ -109,9 +142,11 @@ def anchors() -> list[str]:
             and owner(name) is not None]
 
 
-def keep(network: Network, data_root: str, exec_root: str) -> None:
-    """Attach the anchor to the network's bridge (created by netavark's setup just before) if it
-    has none; its alias names the engine (``lamina<TAB>data root<TAB>exec root``).  With
+def keep(network: Network, data_root: str, exec_root: str, name: str = "") -> None:
+    """Attach the anchor to the network's bridge (created by netavark's setup just before, the
+    network named ``name`` to it) if it has none; its alias names the engine and ``name``
+    (``lamina<TAB>data root<TAB>exec root<TAB>name``; without ``name``, the network was named
+    by its Docker name, and the alias says so by having no fourth field).  With
     ``enable_ip_masquerade=false``, make sure the no-masquerade rule is there (``System`` when it
     cannot be added).  The caller holds the host-wide network lock."""
     if masquerade_disabled(network):
@@ -128,14 +163,15 @@ def keep(network: Network, data_root: str, exec_root: str) -> None:
     result = subprocess.run(["ip", "link", "add", anchor, "mtu", mtu, "master", bridge, "type", "veth", "peer",
                              "name", f"{anchor}p"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if result.returncode == 0:
-        result = subprocess.run(["ip", "link", "set", anchor, "alias", f"lamina\t{data_root}\t{exec_root}"],
+        result = subprocess.run(["ip", "link", "set", anchor, "alias",
+                                 "\t".join(["lamina", data_root, exec_root, *([name] if name else [])])],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     if result.returncode != 0 and not exists(anchor):
         # not fatal: the bridge then goes with its last endpoint, as before
         log.warning("cannot keep bridge %s up: %s", bridge, result.stderr.decode(errors="replace").strip())
 
 
-def _placeholder_request(network: Network) -> dict[str, Any]:
+def _placeholder_request(network: Network, name: str) -> dict[str, Any]:
     subnet = ipaddress.ip_network(network.Subnet)
     addresses = [str(subnet.broadcast_address - 1)]
     subnets = [{"subnet": network.Subnet, "gateway": network.Gateway}]
@@ -146,18 +182,21 @@ def _placeholder_request(network: Network) -> dict[str, Any]:
     return {"container_id": "0" * 64, "container_name": "lamina-bridge-removal", "port_mappings": [],
             "networks": {network.Name: {"static_ips": addresses, "aliases": [], "interface_name": "eth0"}},
             "network_info": {network.Name: {
-                "name": network.Name, "id": network.Id, "driver": "bridge", "network_interface": network.BridgeName,
+                "name": name, "id": network.Id, "driver": "bridge", "network_interface": network.BridgeName,
                 "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet),
                 "internal": network.Internal, "dns_enabled": False, "ipam_options": {"driver": "host-local"},
                 "options": {"isolate": "true"}}}}
 
 
-def remove(network: Network, dataplane: DataPlane, scratch: str) -> None:
-    """Delete the anchor, the bridge and the network's firewall chains.  The caller holds the
-    host-wide network lock and made sure no endpoint is on the network; ``scratch`` is a path
-    for a scratch namespace."""
+def remove(network: Network, dataplane: DataPlane, scratch: str, name: str | None = None) -> None:
+    """Delete the anchor, the bridge and the network's firewall chains, those of its netavark
+    name ``name`` (None: :func:`plumbing_name`, read before the anchor goes).  The caller holds
+    the host-wide network lock and made sure no endpoint is on the network; ``scratch`` is a
+    path for a scratch namespace."""
     if network.Driver != "bridge" or not network.BridgeName:
         return
+    if name is None:
+        name = plumbing_name(network)
     if masquerade_disabled(network):
         remove_no_masquerade(network)
     anchor = anchor_name(network.BridgeName)
@@ -172,7 +211,7 @@ def remove(network: Network, dataplane: DataPlane, scratch: str) -> None:
         subprocess.run(["nsenter", f"--net={scratch}", "ip", "link", "add", "eth0", "type", "veth", "peer", "name",
                         "peth0"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            dataplane.teardown(scratch, _placeholder_request(network))
+            dataplane.teardown(scratch, _placeholder_request(network, name))
         except errdefs.System as exc:
             log.warning("removal of bridge %s: %s", network.BridgeName, exc)
     finally:
@@ -181,6 +220,33 @@ def remove(network: Network, dataplane: DataPlane, scratch: str) -> None:
         subprocess.run(["ip", "link", "del", network.BridgeName], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
     _restore_isolation()
+    _restore_shared_chains(network, name)
+
+
+def _restore_shared_chains(network: Network, name: str) -> None:
+    """netavark 1.4's complete teardown of a network deletes the masquerading rule of its
+    ``NETAVARK-<hash>`` chain and its empty ``NETAVARK-DN-<hash>`` chain, and keeps the first
+    when rules are left in it: another network of the same netavark ``name`` uses it (a lamina
+    of before the netavark names gave netavark Docker's name, which another engine's network,
+    or Podman's, may have too).  Put the rule and the chain back for that network, as netavark
+    makes them (its teardown fails on a missing one)."""
+    chain = f"NETAVARK-{chain_hash(name)}"
+    port_chain = f"NETAVARK-DN-{chain_hash(name)}"
+    for command, subnet, multicast in (("iptables", network.Subnet, "224.0.0.0/4"),
+                                       ("ip6tables", network.IPv6Subnet, "ff00::/8")):
+        if not subnet:
+            continue
+        listed = subprocess.run([command, "-w", "-t", "nat", "-S", chain], capture_output=True, text=True,
+                                check=False)
+        if listed.returncode != 0 or f"-A {chain} " not in listed.stdout:
+            continue  # the chain went with the network: no other one used it
+        rule = [chain, "!", "-d", multicast, "-j", "MASQUERADE"]
+        if subprocess.run([command, "-w", "-t", "nat", "-C", *rule], capture_output=True, check=False).returncode:
+            log.info("network %s shares netavark's chain %s with another network (of the same name, set up "
+                        "before lamina named netavark's networks apart): its masquerading rule is put back",
+                        network.Name, chain)
+            subprocess.run([command, "-w", "-t", "nat", "-A", *rule], capture_output=True, check=False)
+        subprocess.run([command, "-w", "-t", "nat", "-N", port_chain], capture_output=True, check=False)
 
 
 def _restore_isolation() -> None:

@@ -34,7 +34,9 @@ DNS-enabled network the container's names go into aardvark-dns's file
 
 The request is netavark's (:meth:`lamina.network.sandbox.Sandboxes._request`), so the
 sandbox code builds one request and hands each endpoint to the plane its record names
-(``Plumbing``).  The caller holds the engine's network lock (``<exec-root>/network.lock``,
+(``Plumbing``).  A network is known here by the request's ``network_info`` ``name``, its
+netavark name (the endpoint's recorded ``NetavarkName``), as netavark knows it: the
+aardvark-dns file plugged and unplugged endpoints' names go to is the one netavark wrote.  The caller holds the engine's network lock (``<exec-root>/network.lock``,
 which it also holds around every netavark call of the engine), not the host-wide one: the
 plumbing here changes no host-wide rule, and the engine's aardvark-dns files are the
 engine's.
@@ -324,8 +326,8 @@ class CniBridge:
         in_namespace(netns_path, lambda: [_delete_link(interface) for interface in interfaces])
 
     def _remove_names(self, request: dict[str, Any], names: list[str]) -> None:
-        self.aardvark.remove(request["container_id"],
-                             [name for name in names if request["network_info"][name].get("dns_enabled")])
+        infos = [request["network_info"][name] for name in names]   # by the request's keys
+        self.aardvark.remove(request["container_id"], [info["name"] for info in infos if info.get("dns_enabled")])
 
     def _unplug(self, netns_path: str, request: dict[str, Any], names: list[str]) -> None:
         """Undo a set-up that failed: the plugin's ``DEL`` (the CNI contract after a failed ``ADD``)."""

@@ -9,8 +9,8 @@ engines' and other programs' objects on the host are never touched):
 * **namespace**: ``<exec-root>/netns/<container-id>`` without a sandbox record (its veths
   live as long as it does); **file**: a releasing lock (``<exec-root>/releasing/<id>.lock``)
   nobody holds, of no record, or an aardvark-dns file (``<exec-root>/network/aardvark-dns/
-  <network>``) of no network record; **entry**: a line of one of those files whose container
-  has no sandbox on the network (removed, and the server signalled).
+  <netavark name>``) of no network record; **entry**: a line of one of those files whose
+  container has no endpoint recorded under that name (removed, and the server signalled).
 * **anchor** (:mod:`lamina.network.bridges`) whose alias names this data root and whose
   bridge is no network's ``BridgeName`` any more (the record was deleted), or is no bridge's
   port: the anchor, and the bridge it keeps up when that has no other port.
@@ -19,13 +19,15 @@ engines' and other programs' objects on the host are never touched):
   its host ends ``veth<N>``, the CNI bridge plugin ``veth<8 hex>``, :mod:`lamina.network.cni`).
 * **rule**: netavark's iptables rules (``iptables-save`` / ``ip6tables-save``) of this engine's
   networks that no endpoint holds: a port forward (``NETAVARK-HOSTPORT-DNAT`` rule with
-  ``dnat name: <network> id: <container id>`` and the rules of ``NETAVARK-DN-<hash>`` for
-  its port, the destination inside this network's subnet) whose container has no sandbox on
-  the network; and, for a network whose bridge device is gone while no host route covers its
+  ``dnat name: <netavark name> id: <container id>`` and the rules of ``NETAVARK-DN-<hash>``
+  for its port, the destination inside this network's subnet) whose container has no sandbox
+  on the network; and, for a network whose bridge device is gone while no host route covers its
   subnet any more, the isolation rules naming its bridge, the forward rules and the
   masquerading jump naming its subnet (and its ``NETAVARK-<hash>`` chain when no other jump
   to it is left).  ``<hash>``: netavark's chain suffix, the first 13 hex digits (upper case)
-  of the SHA-512 of the network's name.  And lamina's own ``enable_ip_masquerade=false`` rule
+  of the SHA-512 of the network's netavark name (:attr:`~lamina.network.api.Network.
+  netavark_name`, or its Docker name, which a lamina of before the netavark names gave
+  netavark: :func:`netavark_names`).  And lamina's own ``enable_ip_masquerade=false`` rule
   (``nat POSTROUTING ... --comment "lamina <id12> no-masquerade" -j RETURN``) of a network that
   is not this engine's and whose subnet no host route covers.
 
@@ -50,7 +52,7 @@ from lamina.network.api import Network
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
 
-__all__ = ["Leak", "find", "remove", "chain_hash"]
+__all__ = ["Leak", "find", "remove", "chain_hash", "netavark_names"]
 
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 _DNAT_COMMENT = re.compile(r"dnat name: (\S+) id: ([0-9a-f]{64})")
@@ -72,10 +74,19 @@ class Leak:
         return {"Kind": "network", "Object": self.Object, "Message": f"leaked {self.Kind}: {self.Message}"}
 
 
-def chain_hash(network_name: str) -> str:
-    import hashlib
+chain_hash = bridges.chain_hash
 
-    return hashlib.sha512(network_name.encode()).hexdigest()[:13].upper()
+
+def netavark_names(network: Network) -> set[str]:
+    """The names netavark may know ``network`` by: its netavark name, and its Docker name (a
+    lamina of before the netavark names gave netavark that one; a rule is still matched by its
+    subnet too, as another engine's network of that name may share the chain); none for a
+    network whose record is gone."""
+    return {network.netavark_name, network.Name} if network.Name else set()
+
+
+def _chains(network: Network, prefix: str = "NETAVARK-") -> set[str]:
+    return {f"{prefix}{chain_hash(name)}" for name in netavark_names(network)}
 
 
 # -- host state --------------------------------------------------------------------------------
@@ -231,9 +242,10 @@ class _Scan:
                 self.leaks.append(Leak("file", path, "releasing lock of a teardown that ended"))
 
     def names(self) -> None:
-        """aardvark-dns's files (:mod:`lamina.network.aardvark`) of no network record (their
-        server keeps answering on a gateway that is gone), and the entries in the others of
-        containers with no sandbox on the network (a record lost before its teardown)."""
+        """aardvark-dns's files (:mod:`lamina.network.aardvark`, named by the network's netavark
+        name) of no network record (their server keeps answering on a gateway that is gone),
+        and the entries in the others of containers with no endpoint recorded under that name
+        (a record lost before its teardown)."""
         from lamina.network.aardvark import Aardvark
 
         aardvark = Aardvark(os.path.join(os.path.dirname(self.netns_dir), "network"))
@@ -241,22 +253,28 @@ class _Scan:
             files = sorted(os.listdir(aardvark.directory))
         except FileNotFoundError:
             return
-        networks = {network.Name for network in self.networks}
+        docker_names = {network.Id: network.Name for network in self.networks}
+        named = {bridges.plumbing_name(network): network.Name for network in self.networks}   # file -> Docker name
+        holders: dict[str, set[str]] = {name: set() for name in named}
+        for container_id, record in self.records.items():
+            for key, endpoint in record.get("Endpoints", {}).items():
+                if endpoint.get("NetworkID") in docker_names:  # set up under its recorded name, or the Docker name
+                    name = endpoint.get("NetavarkName") or key
+                    holders.setdefault(name, set()).add(container_id)
+                    named.setdefault(name, docker_names[endpoint["NetworkID"]])
         for name in files:
             if name == "aardvark.pid":
                 continue
-            if name not in networks:
+            if name not in holders:
                 self.leaks.append(Leak("file", os.path.join(aardvark.directory, name),
                                        "name server file of no network record"))
                 continue
-            holders = {container_id for container_id, record in self.records.items()
-                       if name in record.get("Endpoints", {})}
             for line in aardvark.entries(name):
                 container_id = line.split(" ", 1)[0]
-                if container_id not in holders:
+                if container_id not in holders[name]:
                     self.leaks.append(Leak("entry", f"{os.path.join(aardvark.directory, name)} {container_id}",
                                            f"name server entry of container {container_id[:12]}, which has no "
-                                           f"sandbox on network {name}"))
+                                           f"sandbox on network {named[name]}"))
 
     def held_peers(self) -> set[int]:
         """The host ifindexes of the veth peers of the interfaces in this engine's sandboxes."""
@@ -312,13 +330,14 @@ class _Scan:
             texts = {str(subnet) for subnet in _subnets(network) if recordless or subnet not in routes}
             device_gone = recordless or not bridges.exists(network.BridgeName)
             owner = f"network {network.Name}" if network.Name else f"bridge {network.BridgeName}"
+            named_chains = _chains(network)
             for rule in rules:
                 if device_gone and rule.chain.startswith("NETAVARK_ISOLATION") and network.BridgeName in (
                         rule.value("-i"), rule.value("-o")):
                     add(rule, f"isolation rule of the bridge {network.BridgeName}, which is gone or leaked")
                 elif {rule.value("-s"), rule.value("-d")} & texts and (
                         rule.chain in ("NETAVARK_FORWARD", "POSTROUTING")
-                        or (network.Name and rule.chain == f"NETAVARK-{chain_hash(network.Name)}")):
+                        or rule.chain in named_chains):
                     add(rule, f"rule of the subnet {rule.value('-s') or rule.value('-d')} of {owner}, whose "
                               "bridge is gone or leaked")
         self._no_masquerade(rules, routes, add)
@@ -363,22 +382,25 @@ class _Scan:
 
     def _port_forwards(self, network: Network, rules: list[Rule], add: Any) -> None:
         holders = {container_id for container_id, record in self.records.items()
-                   if network.Name in record.get("Endpoints", {})}
+                   if any(endpoint.get("NetworkID") == network.Id for endpoint in record.get("Endpoints", {}).values())}
         subnets = _subnets(network)
+        names = netavark_names(network)
+        dn_chains = _chains(network, "NETAVARK-DN-")
         for rule in rules:
             dn_chain = rule.value("-j")
             if rule.chain != "NETAVARK-HOSTPORT-DNAT" or not dn_chain.startswith("NETAVARK-DN-"):
                 continue
-            if network.Name and dn_chain != f"NETAVARK-DN-{chain_hash(network.Name)}":
+            if network.Name and dn_chain not in dn_chains:
                 continue  # a recordless network (no name): any chain with targets in its subnets
             match = _DNAT_COMMENT.search(rule.value("--comment"))
-            if not match or (network.Name and match.group(1) != network.Name) or match.group(2) in holders:
+            if not match or (network.Name and match.group(1) not in names) or match.group(2) in holders:
                 continue
             port, protocol = rule.value("--dport"), rule.value("-p")
             same_port = [other for other in rules if other.family == rule.family and other.chain == dn_chain
                          and other.value("--dport") == port and other.value("-p") == protocol]
             # the DNAT rules to this network's subnet name the host address (-d) of this forward;
-            # the chain (one per network name) may hold another engine's forward of the port
+            # the chain (one per netavark name) may hold another engine's forward of the port (a
+            # Docker name's, which a lamina of before the netavark names shared)
             host_addresses = set()
             for other in same_port:
                 address = _address_of(other.value("--to-destination"))
@@ -390,7 +412,7 @@ class _Scan:
             own = [other for other in same_port if other.value("-d") in host_addresses]
             container = match.group(2)[:12]
             add(rule, f"port forward of {protocol} port {port} to container {container}, which has no sandbox "
-                      f"on network {match.group(1)}")
+                      f"on network {network.Name or match.group(1)}")
             for other in own:
                 add(other, f"port forward of {protocol} port {port} to container {container}")
 

@@ -23,6 +23,20 @@ each with the nf_tables backend, which was most of what a bridge endpoint added 
 run``.  The sandbox record names the plumbing of each endpoint, and its teardown goes to the
 same plane.
 
+Names: netavark names a network's ``NETAVARK-<hash>`` and ``NETAVARK-DN-<hash>`` chains
+after the sha512 of the request's ``network_info[...]["name"]``, and its aardvark-dns file
+and port forwards' comments (``dnat name: <name> id: <container id>``) after that name
+itself.  Docker's network names are per engine (two engines, or Podman, on one host may each
+have a ``shared`` network, and every engine has a ``bridge``): a name they shared would put
+their networks' rules in one chain, and one network's removal would delete the other's
+masquerading rule.  lamina hands netavark each network's
+:attr:`~lamina.network.api.Network.netavark_name` instead (its id; a hash of the id and the
+bridge device for the default ``bridge``), records it per endpoint (the sandbox record's
+``NetavarkName``, :mod:`lamina.network.store`) and tears down with the recorded name.  The
+request netavark reads is keyed by that name too (lamina's own is keyed by Docker's names, as
+its records are): netavark's set-up writes aardvark-dns entries to the file of a network's
+``name``, its teardown removes them from the file of its key.
+
 The caller serialises the calls (:mod:`lamina.network.sandbox` holds a host-wide lock around
 them: bridges, routes and firewall rules belong to the host, whatever the data root).
 ``aardvark-dns``'s configuration lives under ``<exec-root>/network/aardvark-dns/`` (run-time
@@ -55,6 +69,15 @@ def find_binary(name: str) -> str:
     raise errdefs.Unavailable(f"{name} is not installed (Debian package {name}): lamina needs it for bridge networks")
 
 
+def _keyed_by_name(request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` (keyed by Docker's network names, as the sandbox records are) keyed by each
+    network's ``name`` instead, as netavark expects: its set-up writes a network's aardvark-dns
+    entries to the file of its ``name``, its teardown removes them from the file of its key."""
+    names = {key: str(info["name"]) for key, info in request["network_info"].items()}
+    return {**request, "networks": {names[key]: value for key, value in request["networks"].items()},
+            "network_info": {names[key]: info for key, info in request["network_info"].items()}}
+
+
 class Netavark:
     """:class:`lamina.network.api.DataPlane` on the ``netavark`` binary."""
 
@@ -68,7 +91,7 @@ class Netavark:
         binary = self.binary or find_binary("netavark")
         aardvark = self.aardvark or find_binary("aardvark-dns")
         argv = [binary, "--config", self.config_dir, "--aardvark-binary", aardvark, command, netns_path]
-        result = subprocess.run(argv, input=json.dumps(request).encode(), stdout=subprocess.PIPE,
+        result = subprocess.run(argv, input=json.dumps(_keyed_by_name(request)).encode(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, check=False, close_fds=True,
                                 env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")})
         if result.returncode != 0:
@@ -87,7 +110,10 @@ class Netavark:
         return answer if isinstance(answer, dict) else {}
 
     def setup(self, netns_path: str, request: dict[str, Any]) -> dict[str, Any]:
-        return self._run("setup", netns_path, request)
+        """netavark's answer, per network by the request's key (netavark answers by name)."""
+        answer = self._run("setup", netns_path, request)
+        keys = {str(info["name"]): key for key, info in request["network_info"].items()}
+        return {keys.get(name, name): status for name, status in answer.items()}
 
     def teardown(self, netns_path: str, request: dict[str, Any]) -> None:
         self._run("teardown", netns_path, request)

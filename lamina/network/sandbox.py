@@ -23,6 +23,15 @@ bind mount outlives its creator) and netavark's teardown removes the veth, the r
 name server entries; when the namespace is gone too (someone unmounted it), a scratch
 namespace with veth interfaces of the recorded names lets the teardown remove the rules.
 
+Names: the data plane knows a network by its netavark name, recorded per endpoint
+(``NetavarkName``) when the address is leased: the network's plumbing's, which its anchor
+records (:func:`lamina.network.bridges.plumbing_name`), else
+:attr:`~lamina.network.api.Network.netavark_name`; set-up and teardown requests name the
+network so (``network_info[...]["name"]``), a record without it by its Docker name, under which
+a lamina of before the names set it up; such a network's plumbing goes with its last
+endpoint of that name, and the next one makes it anew under its netavark name.  The requests
+stay keyed by Docker's names.
+
 Ports: a host port is taken when a sandbox record holds it (same protocol, overlapping host
 address) or when a socket cannot be bound to it on the host (another program listens);
 ``HostPort`` 0 takes a free port the kernel picks.  A refused port or address raises before
@@ -134,7 +143,7 @@ class Sandboxes:
                         for info in on_netavark["network_info"].values():  # kept up while the network exists
                             if info["driver"] == "bridge":
                                 bridges.keep(self.store.by_id(info["id"]), os.path.dirname(self.store.root),
-                                             os.path.dirname(self.netns_dir))
+                                             os.path.dirname(self.netns_dir), info["name"])
                     if self.endpoint_plane is not None:
                         for info in on_netavark["network_info"].values():
                             self.endpoint_plane.keep(info)
@@ -182,10 +191,7 @@ class Sandboxes:
                 users = self.endpoints(network.Id)
                 releasing = self._releasing(network.Id)
                 if not users and not releasing:
-                    if self.endpoint_plane is not None:
-                        self.endpoint_plane.release(network.Name)
-                    bridges.remove(network, self.dataplane,
-                                   os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
+                    self._remove_plumbing(network)
                     self.store.remove(network)
                     return
             if users or not self._wait_released(releasing[0], deadline):
@@ -205,9 +211,15 @@ class Sandboxes:
                     for endpoint in record.get("Endpoints", {}).values()}
             for network in self.store.stored():
                 if network.Id not in used:
-                    if self.endpoint_plane is not None:
-                        self.endpoint_plane.release(network.Name)
-                    bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"))
+                    self._remove_plumbing(network)
+
+    def _remove_plumbing(self, network: Network) -> None:
+        """The network's aardvark-dns anchor, bridge and chains, under the netavark name its
+        plumbing was set up with.  The caller holds every lock and saw no endpoint on it."""
+        name = bridges.plumbing_name(network)   # before the anchor that records it goes
+        if self.endpoint_plane is not None:
+            self.endpoint_plane.release(name)
+        bridges.remove(network, self.dataplane, os.path.join(self.netns_dir, f"remove-{network.Id[:12]}"), name)
 
     def _dataplane_teardown(self, netns_path: str, request: dict[str, Any]) -> None:
         with self._engine_locked(), fsutil.file_lock(self.host_lock):
@@ -263,7 +275,8 @@ class Sandboxes:
                     "IPv6Gateway": network.IPv6Gateway, "StaticIPv6Address": bool(request.ipv6_address)}
         short_id = container_id[:12]
         dns_names = [name, *request.aliases, short_id] if network.dns_enabled else []
-        return {"NetworkID": network.Id, "Driver": network.Driver, "EndpointID": os.urandom(32).hex(),
+        return {"NetworkID": network.Id, "NetavarkName": bridges.plumbing_name(network),
+                "Driver": network.Driver, "EndpointID": os.urandom(32).hex(),
                 "IPAddress": address,
                 "IPPrefixLen": subnet.prefixlen, "Gateway": network.Gateway,
                 "MacAddress": request.mac_address or ipam.mac_address(address),
@@ -342,10 +355,12 @@ class Sandboxes:
             subnets = [{"subnet": network.Subnet, "gateway": network.Gateway}]
             if network.IPv6Subnet:
                 subnets.append({"subnet": network.IPv6Subnet, "gateway": network.IPv6Gateway})
-            info[name] = {"name": name, "id": network.Id, "driver": network.Driver, "network_interface": interface,
-                          "subnets": subnets, "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal,
-                          "dns_enabled": network.dns_enabled,
-                          "ipam_options": {"driver": "host-local"}, "options": options}
+            # the name it was set up with; a record of a lamina that recorded none: the Docker name
+            info[name] = {"name": endpoint.get("NetavarkName") or name, "id": network.Id, "driver": network.Driver,
+                          "network_interface": interface, "subnets": subnets,
+                          "ipv6_enabled": bool(network.IPv6Subnet), "internal": network.Internal,
+                          "dns_enabled": network.dns_enabled, "ipam_options": {"driver": "host-local"},
+                          "options": options}
         primary = record.get("Primary")
         ports = [{"host_ip": port["HostIp"], "container_port": port["ContainerPort"], "host_port": port["HostPort"],
                   "range": 1, "protocol": port["Protocol"]}
@@ -476,6 +491,28 @@ class Sandboxes:
                     self.store.remove_sandbox(container_id)
             finally:
                 self._end_release(container_id)
+        self._retire_renamed(record, list(record["Endpoints"]))
+
+    def _retire_renamed(self, record: dict[str, Any], names: list[str]) -> None:
+        """A network whose plumbing a lamina of before the netavark names set up (under its
+        Docker name, which another engine's network may share) loses it with its last endpoint,
+        here one of ``names`` of ``record``, just torn down: the next endpoint makes it anew
+        under the network's netavark name.  No lock is taken for the other networks."""
+        renamed = [record["Endpoints"][name]["NetworkID"] for name in names
+                   if (record["Endpoints"][name].get("NetavarkName") or name) == name]
+        if not renamed:
+            return
+        with self._engine_locked(), fsutil.file_lock(self.host_lock), self.store.locked():
+            used = {endpoint["NetworkID"] for other in self.store.sandboxes().values()
+                    for endpoint in other.get("Endpoints", {}).values()}
+            for network_id in renamed:
+                try:
+                    network = self.store.by_id(network_id)
+                except errdefs.NotFound:
+                    continue
+                if (network_id not in used and network.Driver == "bridge" and network.netavark_name != network.Name
+                        and bridges.plumbing_name(network) == network.Name):
+                    self._remove_plumbing(network)
 
     def _teardown(self, container_id: str, record: dict[str, Any], names: list[str]) -> None:
         """Tear the endpoints ``names`` down, each by the plane its record names (netavark when
@@ -554,7 +591,8 @@ class Sandboxes:
             if current.get("Primary") == network.Name:
                 current["Ports"] = []
             self.store.write_sandbox(container_id, current)
-            return current
+        self._retire_renamed(record, [network.Name])
+        return current
 
     def detach(self, container_id: str) -> None:
         """Tear the sandbox down and release its leases; no sandbox is fine."""

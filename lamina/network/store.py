@@ -11,7 +11,13 @@ On-disk format (lamina's own)::
                                                      InterfaceName, Plumbing: the data plane
                                                      that makes it, ``netavark`` or
                                                      ``cni-bridge``, recorded before it does;
-                                                     none: netavark), and its port mappings
+                                                     none: netavark; NetavarkName: the name
+                                                     the data plane knows the network by,
+                                                     recorded before the set-up, the one the
+                                                     teardown uses; none: the Docker name,
+                                                     the endpoint's key, under which a lamina
+                                                     of before this field set it up), and its
+                                                     port mappings
 
 Commit points: a network exists once its record is renamed into place; a sandbox's endpoints,
 IPAM leases and host ports exist once its record is renamed into place, which happens under

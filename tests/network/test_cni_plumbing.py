@@ -68,6 +68,11 @@ def _aardvark(engine) -> Aardvark:  # noqa: F811
     return Aardvark(os.path.join(engine.config.exec_root, "network"))
 
 
+def _file(engine, network: str) -> str:  # noqa: F811
+    """The name of the network's aardvark-dns file: its netavark name, the network's id."""
+    return engine.services.networks.inspect(network)["Id"]
+
+
 def test_a_cni_endpoint_is_reached_by_name_and_address_and_its_teardown_leaves_nothing(net) -> None:
     engine, names = net
     network = _network(engine, names, "plumbed")
@@ -85,7 +90,7 @@ def test_a_cni_endpoint_is_reached_by_name_and_address_and_its_teardown_leaves_n
     assert _record(engine, second)["Endpoints"]["plumbed"]["DNSServers"] == [gateway]
     assert engine.services.networks.inspect("plumbed")["Containers"][second]["IPv4Address"] == f"{address}/24"
     # aardvark-dns has the line netavark would have written
-    assert f"{second} {address}  second,second,www,{second[:12]}" in _aardvark(engine).entries("plumbed")
+    assert f"{second} {address}  second,second,www,{second[:12]}" in _aardvark(engine).entries(_file(engine, "plumbed"))
 
     # by name and alias from a third (CNI) endpoint, and by address; the netavark one by name
     client = engine.run("sh", "-c", " && ".join([
@@ -108,8 +113,8 @@ def test_a_cni_endpoint_is_reached_by_name_and_address_and_its_teardown_leaves_n
     engine.wait_for(lambda: engine.containers.network.sandboxes.store.sandbox(second) is None,
                     message="the teardown")
     assert not bridges.exists(host_end)
-    assert not [line for line in _aardvark(engine).entries("plumbed") if line.startswith(second)]
-    assert [line for line in _aardvark(engine).entries("plumbed") if line.startswith(first)]
+    assert not [line for line in _aardvark(engine).entries(_file(engine, "plumbed")) if line.startswith(second)]
+    assert [line for line in _aardvark(engine).entries(_file(engine, "plumbed")) if line.startswith(first)]
     assert bridges.exists(bridges.anchor_name(bridge))     # the network's bridge stays
 
 
@@ -180,25 +185,25 @@ def test_connect_to_a_running_container_plugs_by_cni_and_disconnect_unplugs(net)
     assert record["Endpoints"]["away"]["Plumbing"] == "cni-bridge"
     assert record["Endpoints"]["away"]["InterfaceName"] == "eth1"
     assert f"{roamer} {record['Endpoints']['away']['IPAddress']}  roamer,roamer,wanderer,{roamer[:12]}" in \
-        _aardvark(engine).entries("away")
+        _aardvark(engine).entries(_file(engine, "away"))
     engine.wait_for(lambda: "fetched" in engine.output(roamer), timeout=20, message="the fetch over eth1")
     assert server[:12] in engine.output(roamer)
     host_end = _host_end(record["SandboxKey"], "eth1")
     engine.services.networks.disconnect("away", roamer)
     engine.wait_for(lambda: "unplugged" in engine.output(roamer), message="eth1 to go")
     assert not bridges.exists(host_end)
-    assert not [line for line in _aardvark(engine).entries("away") if line.startswith(roamer)]
+    assert not [line for line in _aardvark(engine).entries(_file(engine, "away")) if line.startswith(roamer)]
     assert "away" not in _record(engine, roamer)["Endpoints"]
 
 
 def test_the_name_server_outlives_the_last_endpoint_and_goes_with_the_network(net) -> None:
     engine, names = net
-    _network(engine, names, "lonely")
+    lonely = _network(engine, names, "lonely")["Id"]
     first = engine.run("true", HostConfig={"NetworkMode": "lonely"})
     assert engine.wait(first) == 0
     engine.wait_for(lambda: engine.containers.network.sandboxes.store.sandbox(first) is None, message="the teardown")
     aardvark = _aardvark(engine)
-    assert aardvark.serves("lonely") and aardvark.entries("lonely") == []
+    assert aardvark.serves(lonely) and aardvark.entries(lonely) == []
     second = engine.run("httpd", "-f", "-p", "80", "-h", "/etc", name="again", HostConfig={"NetworkMode": "lonely"})
     assert _plumbing(engine, second, "lonely") == "cni-bridge"   # no netavark for a network it set up
     client = engine.run("sh", "-c", _RESOLVE.format("wget -qO- http://again/hostname"),
@@ -207,8 +212,8 @@ def test_the_name_server_outlives_the_last_endpoint_and_goes_with_the_network(ne
     assert second[:12] in engine.output(client)
     engine.containers.remove(second, force=True)
     engine.services.networks.remove("lonely")
-    assert not aardvark.serves("lonely")
-    assert not os.path.exists(os.path.join(aardvark.directory, "lonely"))
+    assert not aardvark.serves(lonely)
+    assert not os.path.exists(os.path.join(aardvark.directory, lonely))
 
 
 def test_a_killed_monitor_of_a_cni_endpoint_leaves_nothing_after_repair(net) -> None:
@@ -229,7 +234,7 @@ def test_a_killed_monitor_of_a_cni_endpoint_leaves_nothing_after_repair(net) -> 
     assert engine.containers.network.sandboxes.store.sandbox(container) is None
     assert not bridges.exists(host_end) and not os.path.exists(record["SandboxKey"])
     assert host_end not in os.listdir(f"/sys/class/net/{bridge}/brif")
-    assert not [line for line in _aardvark(engine).entries("crashy") if line.startswith(container)]
+    assert not [line for line in _aardvark(engine).entries(_file(engine, "crashy")) if line.startswith(container)]
 
 
 def test_a_leaked_cni_veth_is_found_and_a_live_one_is_not(net) -> None:
@@ -266,14 +271,14 @@ def test_a_lost_sandbox_record_leaves_a_name_server_entry_that_repair_removes(ne
     lost = engine.run("sleep", "60", HostConfig={"NetworkMode": "forgetful"})
     store = engine.containers.network.sandboxes.store
     os.unlink(os.path.join(store.root, "sandboxes", f"{lost}.json"))
-    path = os.path.join(_aardvark(engine).directory, "forgetful")
+    path = os.path.join(_aardvark(engine).directory, _file(engine, "forgetful"))
     problems = {problem["Object"]: problem["Message"] for problem in engine.services.system.check()["Problems"]
                 if problem["Kind"] == "network"}
     assert problems.get(f"{path} {lost}", "").startswith("leaked entry: name server entry of container"), problems
     report = engine.services.system.check(repair=True)
     assert f"removed leaked entry {path} {lost}" in report["Repaired"]
     assert not [problem for problem in report["Problems"] if problem["Kind"] == "network"], report
-    entries = _aardvark(engine).entries("forgetful")
+    entries = _aardvark(engine).entries(_file(engine, "forgetful"))
     assert [line for line in entries if line.startswith(kept)] and not [line for line in entries
                                                                         if line.startswith(lost)]
 

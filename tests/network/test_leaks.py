@@ -68,6 +68,7 @@ def test_repair_removes_the_interfaces_and_rules_of_lost_records(net) -> None:
         assert not os.path.exists(settings["SandboxKey"])
         rules = _rules()
         assert f"--dport {port} " not in rules and subnet not in rules and bridge not in rules.split()
+        assert bridges.chain_hash(network_id) not in rules   # the network's chains (netavark knew it by its id)
     finally:  # whatever an assertion left
         engine.services.system.check(repair=True)
         subprocess.run(["ip", "link", "del", anchor], capture_output=True, check=False)
