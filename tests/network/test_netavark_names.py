@@ -19,7 +19,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from lamina.config import EngineConfig
 from lamina.network import bridges
 from lamina.network.aardvark import Aardvark
 from lamina.network.api import Network, PortMapping
@@ -28,8 +27,7 @@ from lamina.network.leaks import chain_hash
 from lamina.network.netavark import Netavark
 from lamina.network.sandbox import EndpointRequest, Sandboxes
 from lamina.network.store import NetworkStore
-from lamina.services.compose import build_services
-from services.conftest import FIXTURE, Engine, engine  # noqa: F401 - re-exported fixture
+from services.conftest import Engine, engine, loaded_engine  # noqa: F401 - re-exported fixture
 
 pytestmark = pytest.mark.privileged
 
@@ -245,16 +243,8 @@ def test_two_engines_networks_of_one_name_set_up_before_the_names_part_without_b
 @pytest.fixture
 def engine_b(tmp_path) -> Iterator[Engine]:
     """A second engine beside ``engine`` (``services.conftest``): its own data and exec roots."""
-    root = tmp_path / "b"
-    config = EngineConfig(data_root=str(root / "data"), exec_root=str(root / "run"))
-    services = build_services(config)
-    instance = Engine(str(root), config, services)
-    try:
-        with open(FIXTURE, "rb") as handle:
-            services.images.load(handle, progress=lambda message: None)
+    with loaded_engine(str(tmp_path / "b")) as instance:
         yield instance
-    finally:
-        instance.cleanup()
 
 
 def test_two_engines_running_containers_on_networks_of_one_name(engine, engine_b, names, caplog) -> None:  # noqa: F811

@@ -5,6 +5,7 @@ directory, even when the test failed."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -163,16 +164,23 @@ class Engine:
         lmount.unmount_all_under(self.root)
 
 
-@pytest.fixture
-def engine(tmp_path: Any) -> Iterator[Engine]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (mounts, namespaces, cgroups)")
-    config = EngineConfig(data_root=str(tmp_path / "data"), exec_root=str(tmp_path / "run"))
+@contextlib.contextmanager
+def loaded_engine(root: str) -> Iterator[Engine]:
+    """An engine with its data and exec roots under ``root``, holding busybox; cleaned up after."""
+    config = EngineConfig(data_root=os.path.join(root, "data"), exec_root=os.path.join(root, "run"))
     services = build_services(config)
-    instance = Engine(str(tmp_path), config, services)
+    instance = Engine(root, config, services)
     try:
         with open(FIXTURE, "rb") as handle:
             services.images.load(handle, progress=lambda message: None)
         yield instance
     finally:
         instance.cleanup()
+
+
+@pytest.fixture
+def engine(tmp_path: Any) -> Iterator[Engine]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (mounts, namespaces, cgroups)")
+    with loaded_engine(str(tmp_path)) as instance:
+        yield instance
