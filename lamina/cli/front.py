@@ -93,11 +93,16 @@ _ENGINE_ENVIRONMENT = ("LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_U
 ANSWER_TIMEOUT = 30.0
 _HEAD_LIMIT = 65536
 _EXIT_BROKEN_PIPE = 1  # as lamina.cli.main on a closed stdout (EXIT_FAILURE)
+_EXIT_INTERRUPTED = 130  # as lamina.cli.main on Ctrl-C (EXIT_INTERRUPTED)
 
 
 def run() -> None:
     """The ``lamina`` program: :func:`forward`, else :func:`lamina.cli.main.run`."""
-    code = forward(sys.argv[1:], os.environ)
+    try:
+        code = forward(sys.argv[1:], os.environ)
+    except KeyboardInterrupt:  # as lamina.cli.main: the message, EXIT_INTERRUPTED
+        os.write(2, b"interrupted\n")
+        os._exit(_EXIT_INTERRUPTED)
     if code is not None:
         os._exit(code)  # printed with os.write: nothing is buffered
     from lamina.cli.main import run as run_in_process

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from lamina import config, stdcopy
 from lamina.api.http import Headers, Request, Response
-from lamina.cli import front
+from lamina.cli import front, main
 from lamina.cli.context import Context, GlobalOptions
 from lamina.cli.forwarded import CommandHandler
 from lamina.cli.main import COMMANDS, run_command
@@ -352,3 +353,34 @@ def test_any_body_gets_an_answer_never_an_exception(body):
     handler = CommandHandler(_RefusingRouter(), config.EngineConfig.from_environment(data_root="/nonexistent"))
     response = handler.handle(Request("POST", front.COMMAND_PATH, body=io.BytesIO(body)))
     assert response.status in (200, 400)
+
+
+def test_ctrl_c_while_the_daemon_answers_exits_as_the_cli_does(tmp_path):
+    path = str(tmp_path / "silent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(1)  # never accepted: the front waits for its answer
+        front_process = subprocess.Popen([sys.executable, "-m", "lamina.cli.front", "-H", f"unix://{path}", "ps"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPOSITORY)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not _waits_on_a_socket(front_process.pid):
+                time.sleep(0.02)
+            front_process.send_signal(signal.SIGINT)
+            out, err = front_process.communicate(timeout=10)
+        finally:
+            front_process.kill()
+            front_process.wait()
+    finally:
+        listener.close()
+    assert (front_process.returncode, out, err) == (130, b"", b"interrupted\n")
+    assert main.EXIT_INTERRUPTED == 130
+
+
+def _waits_on_a_socket(pid: int) -> bool:
+    """Whether ``pid`` opened a socket (the front's connection: it then waits for the answer)."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
