@@ -220,7 +220,8 @@ def remove(network: Network, dataplane: DataPlane, scratch: str, name: str | Non
         subprocess.run(["ip", "link", "del", network.BridgeName], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
     _restore_isolation()
-    _restore_shared_chains(network, name)
+    if name == network.Name:  # a Docker name, which other networks may share; a netavark name is the network's own
+        _restore_shared_chains(network, name)
 
 
 def _restore_shared_chains(network: Network, name: str) -> None:

@@ -52,7 +52,7 @@ from lamina.network.api import Network
 from lamina.network.store import NetworkStore
 from lamina.records import dataclass
 
-__all__ = ["Leak", "find", "remove", "chain_hash", "netavark_names"]
+__all__ = ["Leak", "find", "remove", "netavark_names"]
 
 _CONTAINER_ID = re.compile(r"^[0-9a-f]{64}$")
 _DNAT_COMMENT = re.compile(r"dnat name: (\S+) id: ([0-9a-f]{64})")
@@ -74,9 +74,6 @@ class Leak:
         return {"Kind": "network", "Object": self.Object, "Message": f"leaked {self.Kind}: {self.Message}"}
 
 
-chain_hash = bridges.chain_hash
-
-
 def netavark_names(network: Network) -> set[str]:
     """The names netavark may know ``network`` by: its netavark name, and its Docker name (a
     lamina of before the netavark names gave netavark that one; a rule is still matched by its
@@ -86,7 +83,7 @@ def netavark_names(network: Network) -> set[str]:
 
 
 def _chains(network: Network, prefix: str = "NETAVARK-") -> set[str]:
-    return {f"{prefix}{chain_hash(name)}" for name in netavark_names(network)}
+    return {f"{prefix}{bridges.chain_hash(name)}" for name in netavark_names(network)}
 
 
 # -- host state --------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from lamina.network import bridges
 from lamina.network.aardvark import Aardvark
 from lamina.network.api import Network, PortMapping
 from lamina.network.create import create_network
-from lamina.network.leaks import chain_hash
 from lamina.network.netavark import Netavark
 from lamina.network.sandbox import EndpointRequest, Sandboxes
 from lamina.network.store import NetworkStore
@@ -48,7 +47,7 @@ def _rules_of(network: Network, *, chain_name: str | None = None, container_id: 
               by_subnet: bool = True) -> set[str]:
     """The netavark rules and chains that name ``network``'s subnet (unless not ``by_subnet``),
     bridge or chains (those of ``chain_name``: its netavark name unless given), or ``container_id``."""
-    suffix = chain_hash(chain_name if chain_name is not None else network.netavark_name)
+    suffix = bridges.chain_hash(chain_name if chain_name is not None else network.netavark_name)
     found = set()
     for rule in _rules():
         words = rule.split()
@@ -113,12 +112,12 @@ def test_removing_one_engines_network_leaves_the_rules_of_the_other_engines_netw
     assert record_b["Endpoints"]["shared"]["NetavarkName"] == shared_b.Id
     # each network has its own chain, with its own masquerading rule
     rules_b = _rules_of(shared_b, container_id=second)
-    hash_b = chain_hash(shared_b.Id)
+    hash_b = bridges.chain_hash(shared_b.Id)
     assert f"-A NETAVARK-{hash_b} {_MASQUERADE}" in rules_b
     assert f"-A POSTROUTING -s {shared_b.Subnet} -j NETAVARK-{hash_b}" in rules_b
     assert any(f"dnat name: {shared_b.Id} id: {second}" in rule for rule in rules_b)
-    assert f"-A NETAVARK-{chain_hash(shared_a.Id)} {_MASQUERADE}" in _rules_of(shared_a)
-    assert not [rule for rule in _rules() if f"NETAVARK-{chain_hash('shared')}" in rule]
+    assert f"-A NETAVARK-{bridges.chain_hash(shared_a.Id)} {_MASQUERADE}" in _rules_of(shared_a)
+    assert not [rule for rule in _rules() if f"NETAVARK-{bridges.chain_hash('shared')}" in rule]
     # aardvark-dns's files are per exec root, named by the netavark name
     assert Aardvark(os.path.join(os.path.dirname(b.netns_dir), "network")).entries(shared_b.Id)
 
@@ -148,7 +147,7 @@ def test_the_default_bridges_of_two_engines_have_rules_of_their_own(two_engines,
     assert bridge_a.netavark_name != bridge_b.netavark_name
     assert record["Endpoints"]["bridge"]["NetavarkName"] == bridge_b.netavark_name
     rules_b = _rules_of(bridge_b, container_id=second) - before
-    assert f"-A NETAVARK-{chain_hash(bridge_b.netavark_name)} {_MASQUERADE}" in rules_b
+    assert f"-A NETAVARK-{bridges.chain_hash(bridge_b.netavark_name)} {_MASQUERADE}" in rules_b
 
     caplog.set_level(logging.WARNING)
     _tear_down(a)   # the container gone, then the bridge: as A's engine going away
@@ -181,7 +180,7 @@ def test_a_record_of_before_the_netavark_names_is_torn_down_under_the_docker_nam
     network = create_network(sandboxes.store, "legacy", subnet=names.subnet(), options={_BRIDGE_NAME: names.bridge()})
     old, new, newer = _container_id(5), _container_id(6), _container_id(7)
     _as_before_the_names(sandboxes, old, network, monkeypatch, (PortMapping(ContainerPort=80, HostIp="127.0.0.1"),))
-    legacy_chain = f"NETAVARK-{chain_hash('legacy')}"
+    legacy_chain = f"NETAVARK-{bridges.chain_hash('legacy')}"
     assert f"-A POSTROUTING -s {network.Subnet} -j {legacy_chain}" in _rules()
     assert any(f"dnat name: legacy id: {old}" in rule for rule in _rules())
 
@@ -204,7 +203,7 @@ def test_a_record_of_before_the_netavark_names_is_torn_down_under_the_docker_nam
     # and the next endpoint makes it anew under the netavark name
     record = sandboxes.attach(newer, name="newer", endpoints=[EndpointRequest("legacy")])
     assert record["Endpoints"]["legacy"]["NetavarkName"] == network.Id == bridges.plumbing_name(network)
-    assert f"-A POSTROUTING -s {network.Subnet} -j NETAVARK-{chain_hash(network.Id)}" in _rules()
+    assert f"-A POSTROUTING -s {network.Subnet} -j NETAVARK-{bridges.chain_hash(network.Id)}" in _rules()
     assert [line.split()[0] for line in aardvark.entries(network.Id)] == [newer]
     sandboxes.detach(newer)
     sandboxes.remove_network(network)
@@ -223,7 +222,7 @@ def test_two_engines_networks_of_one_name_set_up_before_the_names_part_without_b
     first, second = _container_id(8), _container_id(9)
     _as_before_the_names(a, first, shared_a, monkeypatch)
     _as_before_the_names(b, second, shared_b, monkeypatch)
-    chain = f"NETAVARK-{chain_hash('upgraded')}"
+    chain = f"NETAVARK-{bridges.chain_hash('upgraded')}"
     rules_b = {rule for rule in _rules_of(shared_b, chain_name="upgraded", container_id=second)
                if shared_a.Subnet not in rule.split() and shared_a.BridgeName not in rule.split()}
     assert f"-A POSTROUTING -s {shared_b.Subnet} -j {chain}" in rules_b
@@ -273,7 +272,7 @@ def test_two_engines_running_containers_on_networks_of_one_name(engine, engine_b
 
     rules_b = rules_of("b")
     for network in networks["b"]:
-        assert f"-A NETAVARK-{chain_hash(network.netavark_name)} {_MASQUERADE}" in rules_b
+        assert f"-A NETAVARK-{bridges.chain_hash(network.netavark_name)} {_MASQUERADE}" in rules_b
     assert [rule for rule in rules_b if f"id: {containers['b'][0]}" in rule]
 
     caplog.set_level(logging.WARNING)
