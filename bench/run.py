@@ -237,22 +237,21 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
 COMMANDS = [("run --rm --network none busybox true", ["run", "--rm", "--network", "none", "busybox", "true"]),
             ("images", ["images"]), ("ps -a", ["ps", "-a"]), (f"inspect {INSPECTED}", ["inspect", INSPECTED])]
 WAYS = [("lamina {} (in-process)", LAMINA, "local"), ("lamina -H {} (serve)", LAMINA, "client"),
-        ("docker {} (docker CLI -> serve)", DOCKER, "client"), ("docker {} (docker CLI -> dockerd)", DOCKER, "dockerd"),
+        ("docker {} (docker CLI -> serve)", [DOCKER], "client"), ("docker {} (docker CLI -> dockerd)", [DOCKER], "dockerd"),
         ("lamina -H {} (serve, API requests: LAMINA_FORWARD=0)", LAMINA, "client-api")]
 
 
 def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tuple[str, list[str], str]], set[str]]:
-    """The rows, command by command (each the four ways of :data:`WAYS` that can run), and the
+    """The rows, command by command (each of the ways of :data:`WAYS` that can run), and the
     names of the rows to measure cold."""
     rows: list[tuple[str, list[str], str]] = []
     cold = set()
     for command, arguments in COMMANDS:
         for pattern, program, where in WAYS:
-            if program == DOCKER and not docker or where == "dockerd" and not dockerd:
+            if program == [DOCKER] and not docker or where == "dockerd" and not dockerd:
                 continue
             if where == "client-api" and command.startswith("run"):
                 continue  # run is never forwarded: the row would repeat "lamina -H run"
-            program = program if isinstance(program, list) else [program]
             rows.append((pattern.format(command), [*program, *arguments], where))
             if where == "local" and command.startswith("run"):
                 if with_cold:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 
+from lamina.defaults import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, DEFAULT_HOST
 from lamina.records import dataclass
 
 __all__ = ["EngineConfig", "DEFAULT_DATA_ROOT", "DEFAULT_EXEC_ROOT", "DEFAULT_HOST",
@@ -22,9 +23,6 @@ __all__ = ["EngineConfig", "DEFAULT_DATA_ROOT", "DEFAULT_EXEC_ROOT", "DEFAULT_HO
            "rootless_uid", "in_user_namespace", "runtime_directory", "default_data_root",
            "default_exec_root", "default_host"]
 
-DEFAULT_DATA_ROOT = "/var/lib/lamina"
-DEFAULT_EXEC_ROOT = "/run/lamina"
-DEFAULT_HOST = "unix:///run/lamina.sock"
 # Docker treats 127.0.0.0/8 as insecure (plain HTTP, or TLS without verification) by default
 DEFAULT_INSECURE_REGISTRIES = ("127.0.0.0/8", "::1/128", "localhost")
 DEFAULT_CERTS_DIRECTORIES = ("/etc/lamina/certs.d", "/etc/docker/certs.d")

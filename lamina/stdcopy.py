@@ -26,10 +26,13 @@ reads the frames from it.  It lives here, the lowest place all of them may impor
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from typing import Protocol
 
 from lamina import errdefs
+from lamina.protocols import Protocol
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = [
     "MULTIPLEXED_STREAM",

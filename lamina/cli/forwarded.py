@@ -95,13 +95,13 @@ class CommandHandler:
             return self.router.handle(request)
         if request.method != "POST":
             return json_response({"message": f"{request.method} {COMMAND_PATH}: only POST"}, 405)
-        for header, root in self._roots.items():
-            asked = request.headers.get(header)
-            if asked is not None and os.path.realpath(asked) != root:
-                return json_response({"message": f"this daemon's {header} is {root}, not {asked}"}, 409)
-            if asked is not None and not self._default_engine:
-                return json_response({"message": "this daemon's engine has its own storage driver or "
-                                                 "user namespace remapping"}, 409)
+        named = {header: request.headers[header] for header in self._roots if header in request.headers}
+        if named and not self._default_engine:
+            return json_response({"message": "this daemon's engine has its own storage driver or "
+                                             "user namespace remapping"}, 409)
+        for header, asked in named.items():
+            if os.path.realpath(asked) != self._roots[header]:
+                return json_response({"message": f"this daemon's {header} is {self._roots[header]}, not {asked}"}, 409)
         data = request.body.read(BODY_LIMIT + 1) if request.body is not None else b""
         if len(data) > BODY_LIMIT:
             return json_response({"message": f"a command line may take {BODY_LIMIT} bytes"}, 413)

@@ -6,7 +6,8 @@ to a daemon whose engine is warm) never pays.  When a ``lamina serve`` is runnin
 command (:data:`FORWARDED`: ``ps``, ``images``, ``inspect``, ...) is handed to it whole, its
 command line as given: the daemon parses it with the same parser, runs it with the same code
 against its own engine (:mod:`lamina.cli.forwarded`) and sends back what it printed and its
-exit code.  This module loads nothing but ``_socket`` for that; anything else (another command,
+exit code.  This module loads nothing but ``_socket`` and
+:mod:`lamina.stdcopy` (``struct``) for that; anything else (another command,
 a global option other than ``-H``, ``--help``, no daemon, a daemon that is not lamina or uses
 another data root) runs :func:`lamina.cli.main.run` as before.  The output is the same either
 way, byte for byte (``tests/cli/test_front.py`` compares them).
@@ -43,9 +44,8 @@ The exchange (one connection, closed after it), HTTP/1.1 as the rest of the Engi
 The whole answer is read before anything is printed: a daemon that dies half-way, or that
 keeps silent for :data:`ANSWER_TIMEOUT` seconds, leaves nothing printed, and the command runs
 in-process instead (it only reads, so running it twice
-changes nothing).  Any answer but 200 also runs it in-process.  The frames are
-:mod:`lamina.stdcopy`'s (the daemon writes them with :func:`lamina.stdcopy.frame`); they are
-read here with ``int.from_bytes`` rather than through that module, which loads ``struct``.
+changes nothing).  Any answer but 200 also runs it in-process, as does a body that is not
+whole :mod:`lamina.stdcopy` frames of stdout and stderr.
 """
 
 from __future__ import annotations
@@ -53,12 +53,15 @@ from __future__ import annotations
 import os
 import sys
 
+from lamina.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED
+from lamina.defaults import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, DEFAULT_SOCKET
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = ["FORWARDED", "COMMAND_PATH", "DATA_ROOT_HEADER", "EXEC_ROOT_HEADER", "COLUMNS_HEADER",
-           "EXIT_CODE_HEADER", "forward", "is_forwarded", "run"]
+           "EXIT_CODE_HEADER", "forward", "is_forwarded", "run", "terminal_columns"]
 
 #: The commands a daemon runs for the program: they only read, print a table or JSON that
 #: depends on nothing of the client's but its command line, and never read stdin.
@@ -82,9 +85,6 @@ EXEC_ROOT_HEADER = "Lamina-Exec-Root"
 COLUMNS_HEADER = "Lamina-Columns"
 EXIT_CODE_HEADER = "Lamina-Exit-Code"
 
-DEFAULT_SOCKET = "/run/lamina.sock"  # lamina.config.DEFAULT_HOST's path (a test holds them equal)
-_DEFAULT_DATA_ROOT = "/var/lib/lamina"  # lamina.config.DEFAULT_DATA_ROOT
-_DEFAULT_EXEC_ROOT = "/run/lamina"  # lamina.config.DEFAULT_EXEC_ROOT
 #: variables that make the in-process engine differ from a daemon's in what a read shows
 _ENGINE_ENVIRONMENT = ("LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_USERNS_REMAP_LAYERS",
                        "LAMINA_LOG_LEVEL", "_LAMINA_ROOTLESS_UID")
@@ -92,8 +92,6 @@ _ENGINE_ENVIRONMENT = ("LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_U
 #: left, and the command runs in-process (it only reads: running it twice changes nothing)
 ANSWER_TIMEOUT = 30.0
 _HEAD_LIMIT = 65536
-_EXIT_BROKEN_PIPE = 1  # as lamina.cli.main on a closed stdout (EXIT_FAILURE)
-_EXIT_INTERRUPTED = 130  # as lamina.cli.main on Ctrl-C (EXIT_INTERRUPTED)
 
 
 def run() -> None:
@@ -102,7 +100,7 @@ def run() -> None:
         code = forward(sys.argv[1:], os.environ)
     except KeyboardInterrupt:  # as lamina.cli.main: the message, EXIT_INTERRUPTED
         os.write(2, b"interrupted\n")
-        os._exit(_EXIT_INTERRUPTED)
+        os._exit(EXIT_INTERRUPTED)
     if code is not None:
         os._exit(code)  # printed with os.write: nothing is buffered
     from lamina.cli.main import run as run_in_process
@@ -130,9 +128,9 @@ def forward(argv: Sequence[str], environ: Mapping[str, str], *,
         if os.geteuid() != 0 or any(environ.get(name) for name in _ENGINE_ENVIRONMENT):
             return None
         path = default_socket
-        headers.append((DATA_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_DATA_ROOT") or _DEFAULT_DATA_ROOT)))
-        headers.append((EXEC_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or _DEFAULT_EXEC_ROOT)))
-    columns = _columns(environ)
+        headers.append((DATA_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_DATA_ROOT") or DEFAULT_DATA_ROOT)))
+        headers.append((EXEC_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or DEFAULT_EXEC_ROOT)))
+    columns = terminal_columns(environ)
     if columns:
         headers.append((COLUMNS_HEADER, str(columns)))
     if any(not value.isascii() or not value.isprintable() for _, value in headers):
@@ -148,7 +146,7 @@ def forward(argv: Sequence[str], environ: Mapping[str, str], *,
     try:
         _print(frames)
     except BrokenPipeError:
-        return _EXIT_BROKEN_PIPE
+        return EXIT_FAILURE  # as lamina.cli.main on a closed stdout
     return code
 
 
@@ -176,7 +174,9 @@ def _split(argv: Sequence[str]) -> tuple[str | None, list[str] | None]:
     return host, (words or None)
 
 
-def _columns(environ: Mapping[str, str]) -> int:
+def terminal_columns(environ: Mapping[str, str]) -> int:
+    """The width of the terminal this program prints on, as ``shutil.get_terminal_size()``
+    finds it (``COLUMNS``, else the size of stdout's terminal); 0 when there is none."""
     value = environ.get("COLUMNS", "")
     if value.isdigit() and int(value) > 0:
         return int(value)
@@ -232,17 +232,14 @@ def _exchange(path: str, request: bytes) -> tuple[int, list[tuple[int, bytes]]] 
 
 
 def _frames(body: bytes) -> list[tuple[int, bytes]] | None:
-    frames = []
-    offset = 0
-    while offset < len(body):
-        if offset + 8 > len(body) or body[offset] not in (1, 2):
-            return None
-        size = int.from_bytes(body[offset + 4:offset + 8], "big")
-        if offset + 8 + size > len(body):
-            return None
-        frames.append((body[offset], body[offset + 8:offset + 8 + size]))
-        offset += 8 + size
-    return frames
+    """The stdout and stderr frames of ``body``; None when it is not whole frames of those two."""
+    from lamina import errdefs, stdcopy  # only once a daemon answered
+
+    try:
+        frames = list(stdcopy.demultiplex(body))
+    except errdefs.InvalidArgument:
+        return None
+    return frames if all(stream in (stdcopy.STDOUT, stdcopy.STDERR) for stream, _ in frames) else None
 
 
 def _print(frames: list[tuple[int, bytes]]) -> None:

@@ -33,6 +33,7 @@ from lamina.cli.errors import (
     EXIT_CODES_HELP, EXIT_CONNECTION, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_ROOTLESS, EXIT_USAGE,
     CommandError, UsageError, exit_code_for_status,
 )
+from lamina.cli.front import terminal_columns
 from lamina.records import dataclass
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
@@ -175,21 +176,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
                  width: int | None = None) -> None:
         if width is None:
-            width = _terminal_columns() - 2
+            width = (terminal_columns(os.environ) or 80) - 2
         super().__init__(prog, indent_increment, max_help_position, width)
-
-
-def _terminal_columns() -> int:
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns if columns > 0 else 80
 
 
 def _global_parser() -> argparse.ArgumentParser:
