@@ -240,10 +240,23 @@ def test_a_daemon_that_does_not_take_the_command_leaves_it_to_run_in_process(tmp
     assert capfd.readouterr() == ("", "")
 
 
-def test_which_command_lines_are_forwarded():
-    assert front.forward(["--data-root", "/x", "ps"], {"LAMINA_HOST": "unix:///nonexistent"}) is None
+def test_which_command_lines_are_forwarded(tmp_path, capfd):
+    path = str(tmp_path / "d.sock")
+    daemon = _FakeDaemon(path, b"HTTP/1.1 200 OK\r\nLamina-Exit-Code: 3\r\nContent-Length: 10\r\n\r\n"
+                               + stdcopy.frame(stdcopy.STDOUT, b"ok"))
+    try:
+        environment = {"LAMINA_HOST": f"unix://{path}"}
+        assert front.forward(["ps"], environment) == 3  # a daemon that takes it
+        assert front.forward(["-H", f"unix://{path}", "images", "-q"], {}) == 3
+        assert front.forward(["--data-root", "/x", "ps"], environment) is None  # a global option
+        assert front.forward(["ps", "--help"], environment) is None
+        assert front.forward(["rm", "-f", "x"], environment) is None
+        assert front.forward(["ps"], {**environment, "LAMINA_FORWARD": "0"}) is None
+        assert front.forward([], environment) is None
+    finally:
+        daemon.close()
+    assert capfd.readouterr().out == "okok"
     assert front.forward(["-H", "tcp://127.0.0.1:1", "ps"], {}) is None
-    assert front.forward([], {}) is None
     assert front.is_forwarded(["ps", "-a"]) and front.is_forwarded(["image", "inspect", "x"])
     assert not front.is_forwarded(["image", "rm", "x"]) and not front.is_forwarded(["run", "busybox"])
     assert not front.is_forwarded([]) and not front.is_forwarded(["volume"])
