@@ -61,7 +61,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = ["FORWARDED", "COMMAND_PATH", "DATA_ROOT_HEADER", "EXEC_ROOT_HEADER", "COLUMNS_HEADER",
-           "EXIT_CODE_HEADER", "forward", "is_forwarded", "run", "terminal_columns"]
+           "EXIT_CODE_HEADER", "CACHE_DIRECTORY", "cache_socket", "forward", "is_forwarded", "run",
+           "terminal_columns"]
 
 #: The commands a daemon runs for the program: they only read, print a table or JSON that
 #: depends on nothing of the client's but its command line, and never read stdin.
@@ -92,62 +93,111 @@ _ENGINE_ENVIRONMENT = ("LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_U
 #: left, and the command runs in-process (it only reads: running it twice changes nothing)
 ANSWER_TIMEOUT = 30.0
 _HEAD_LIMIT = 65536
+#: the engine cache's directory under the exec root (:mod:`lamina.cli.enginecache`)
+CACHE_DIRECTORY = "engine-cache"
+_CACHE_NAMESPACES = ("mnt", "net", "pid", "user")
+_SOCKET_PATH_LIMIT = 108  # sun_path, with its terminating NUL
 
 
 def run() -> None:
-    """The ``lamina`` program: :func:`forward`, else :func:`lamina.cli.main.run`."""
+    """The ``lamina`` program: :func:`forward`, else :func:`lamina.cli.main.run` (and then,
+    for a forwarded command that no daemon or cache took, a start of the engine cache)."""
     try:
-        code = forward(sys.argv[1:], os.environ)
+        code, cache = _forward(sys.argv[1:], os.environ, DEFAULT_SOCKET)
     except KeyboardInterrupt:  # as lamina.cli.main: the message, EXIT_INTERRUPTED
         os.write(2, b"interrupted\n")
         os._exit(EXIT_INTERRUPTED)
     if code is not None:
         os._exit(code)  # printed with os.write: nothing is buffered
+    if cache is not None:
+        import atexit  # lamina.cli.main.run runs the exit functions, then exits
+
+        atexit.register(_start_cache, cache, os.environ)
     from lamina.cli.main import run as run_in_process
 
     run_in_process()
 
 
+def _start_cache(socket_path: str, environ: Mapping[str, str]) -> None:
+    from lamina.cli.enginecache import start
+
+    start(socket_path, environ)
+
+
 def forward(argv: Sequence[str], environ: Mapping[str, str], *,
             default_socket: str = DEFAULT_SOCKET) -> int | None:
-    """Run ``argv`` in a daemon and print what it printed; its exit code, or None when the
-    command is to run in-process (not forwarded, or no daemon took it)."""
+    """Run ``argv`` in a daemon, or in the engine cache, and print what it printed; its exit
+    code, or None when the command is to run in-process (not forwarded, or nobody took it)."""
+    return _forward(argv, environ, default_socket)[0]
+
+
+def _forward(argv: Sequence[str], environ: Mapping[str, str], default_socket: str) -> tuple[int | None, str | None]:
+    """:func:`forward`'s exit code, and the engine cache's socket when the command is one the
+    cache would take but nobody took it (a cache is to be started there)."""
     host, words = _split(argv)
     if words is None or environ.get("LAMINA_FORWARD") == "0":
-        return None
+        return None, None
     if not is_forwarded(words) or "-h" in words or "--help" in words:
-        return None
+        return None, None
     headers: list[tuple[str, str]] = []
     if host is None:
         host = environ.get("LAMINA_HOST") or environ.get("DOCKER_HOST")
+    cache = None
     if host:
         if not host.startswith("unix://") or len(host) == len("unix://"):
-            return None
-        path = host[len("unix://"):]
+            return None, None
+        paths = [host[len("unix://"):]]
     else:
         if os.geteuid() != 0 or any(environ.get(name) for name in _ENGINE_ENVIRONMENT):
-            return None
-        path = default_socket
-        headers.append((DATA_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_DATA_ROOT") or DEFAULT_DATA_ROOT)))
-        headers.append((EXEC_ROOT_HEADER, os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or DEFAULT_EXEC_ROOT)))
+            return None, None
+        data_root = os.path.abspath(environ.get("LAMINA_DATA_ROOT") or DEFAULT_DATA_ROOT)
+        exec_root = os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or DEFAULT_EXEC_ROOT)
+        headers.append((DATA_ROOT_HEADER, data_root))
+        headers.append((EXEC_ROOT_HEADER, exec_root))
+        cache = cache_socket(data_root, exec_root)
+        paths = [default_socket] if cache is None else [default_socket, cache]
     columns = terminal_columns(environ)
     if columns:
         headers.append((COLUMNS_HEADER, str(columns)))
     if any(not value.isascii() or not value.isprintable() for _, value in headers):
-        return None  # a path HTTP cannot carry as it is: leave it to the full client
+        return None, None  # a path HTTP cannot carry as it is: leave it to the full client
     head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
     body = b"\0".join(os.fsencode(word) for word in words)
-    answer = _exchange(path, b"POST " + COMMAND_PATH.encode() + b" HTTP/1.1\r\nHost: lamina\r\n"
-                       b"Connection: close\r\n" + head
-                       + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    if answer is None:
-        return None
+    request = (b"POST " + COMMAND_PATH.encode() + b" HTTP/1.1\r\nHost: lamina\r\nConnection: close\r\n"
+               + head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    for path in paths:
+        answer = _exchange(path, request)
+        if answer is not None:
+            break
+    else:
+        return None, cache
     code, frames = answer
     try:
         _print(frames)
     except BrokenPipeError:
-        return EXIT_FAILURE  # as lamina.cli.main on a closed stdout
-    return code
+        return EXIT_FAILURE, None  # as lamina.cli.main on a closed stdout
+    return code, None
+
+
+def cache_socket(data_root: str, exec_root: str) -> str | None:
+    """The socket of the engine cache (:mod:`lamina.cli.enginecache`) that serves this
+    program's identity: the interpreter, the code tree, ``data_root``, ``exec_root`` and this
+    process's mount, network, pid and user namespaces; None when the path is too long for a
+    unix socket address (no cache then)."""
+    identity = [sys.executable, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                data_root, exec_root]
+    for namespace in _CACHE_NAMESPACES:
+        try:
+            identity.append(os.readlink(f"/proc/self/ns/{namespace}"))
+        except OSError:
+            identity.append("")
+    try:
+        from _sha256 import sha256  # CPython 3.11: no OpenSSL load (hashlib's costs ~3 ms)
+    except ImportError:
+        from _sha2 import sha256  # type: ignore[no-redef]  # CPython 3.12+
+    key = sha256("\0".join(identity).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    path = os.path.join(exec_root, CACHE_DIRECTORY, f"{key}.sock")
+    return path if len(os.fsencode(path)) < _SOCKET_PATH_LIMIT else None
 
 
 def is_forwarded(words: Sequence[str]) -> bool:

@@ -1,0 +1,201 @@
+"""The engine cache: a warm engine that in-process read commands hand over to, kept for a minute.
+
+An in-process ``lamina ps`` spends ~20 ms loading ``argparse``, ``json``, ``re`` and the
+stores before it reads anything; a running ``lamina serve`` answers the same command in ~1 ms
+(:mod:`lamina.cli.front` hands it over).  Without a daemon, the engine cache is what keeps that
+work across invocations: after a read-only command (:data:`lamina.cli.front.FORWARDED`) ran
+in-process for root, with the default engine, the front starts a cache (:func:`start`) that
+loads the command code, builds the engine of that command's data root and exec root, and then
+runs the next such commands exactly as ``lamina serve`` runs a forwarded one
+(:class:`lamina.cli.forwarded.CommandHandler`: the same parser and command code, the same
+exchange, the same refusals).  It serves nothing else (404): it is not a daemon to talk to.
+When no command came for :data:`IDLE_SECONDS`, it leaves.
+
+Which commands reach it, decided by the front: those a default-socket ``lamina serve`` would be
+given (no global option, no engine environment variable, euid 0, not ``LAMINA_FORWARD=0``),
+when no such daemon took them.  A cache serves one identity (:func:`lamina.cli.front.cache_socket`:
+the interpreter, the code tree, the data root, the exec root, and the mount, network, pid and
+user namespaces of its starter), so a command from another tree, engine or namespace never
+reaches it: that command finds another socket, or none.
+
+On disk, under the exec root (``<exec-root>/engine-cache/``, mode 0700)::
+
+    <key>.sock        the socket (mode 0600); present while the cache serves
+    <key>.lock        held by the cache (flock) from its start to its exit: one cache per key
+    <key>.pid         its pid, for the operator (nothing reads it to decide anything)
+    <key>.sock.lock   the listener's own lock (as ``lamina serve``'s sockets have)
+    cache.log         what went wrong in a cache (warnings and errors only)
+
+Commit point: the socket's ``listen``, once the commands' code is loaded and the engine built;
+before it, a front finds nothing and runs in-process (a second cache started meanwhile finds
+the lock held and exits).
+Leaving: the socket is unlinked first (a front that arrives then runs its command
+in-process), the commands in progress finish, then the process exits.  Stale state cannot
+mislead a command: a read takes the same locks and records as in-process, and the engine
+reads the stores' changes made by other processes (the model ``lamina serve`` already lives
+by).  What a cache cannot see, it does not take: a command line with options the front does
+not forward, any writing command, an unprivileged user.  ``LAMINA_FORWARD=0`` turns both the
+cache and the forwarding off.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import threading
+import time
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from lamina.api.http import Request, Response
+    from lamina.api.router import Router
+    from lamina.config import EngineConfig
+    from lamina.server.api import Handler
+
+__all__ = ["IDLE_SECONDS", "start", "main"]
+
+#: seconds a cache waits for its next command before it leaves
+IDLE_SECONDS = 60.0
+_LOG_LIMIT = 1 << 20
+_PROGRAM = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+            "from lamina.cli.enginecache import main; main(*sys.argv[2:])")
+
+
+def start(socket_path: str, environ: Mapping[str, str], *, idle_seconds: float = IDLE_SECONDS) -> int | None:
+    """Start a cache for ``socket_path`` in the background (its own session, stdio on
+    ``/dev/null``, the environment ``environ``); its pid, or None when it could not be
+    started.  Nothing is waited for: a cache that finds another one serving leaves at once."""
+    arguments = [sys.executable, "-I", "-S", "-c", _PROGRAM, json.dumps(sys.path), socket_path, str(idle_seconds)]
+    try:
+        return os.posix_spawn(sys.executable, arguments, dict(environ), setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
+            (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)])
+    except OSError:
+        return None  # the command ran; the next one runs in-process too
+
+
+class _IdleHandler:
+    """Forwarded commands to ``handler``; everything else 404.  Counts what is in progress."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.lock = threading.Lock()
+        self.running = 0
+        self.last = time.monotonic()
+
+    def handle(self, request: Request) -> Response:
+        from lamina.cli.front import COMMAND_PATH
+
+        if request.path != COMMAND_PATH:
+            from lamina.api.streams import json_response
+
+            return json_response({"message": "the engine cache runs lamina's read-only commands only"}, 404)
+        with self.lock:
+            self.running += 1
+        try:
+            return self.handler.handle(request)
+        finally:
+            with self.lock:
+                self.running -= 1
+                self.last = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self.lock:
+            return 0.0 if self.running else time.monotonic() - self.last
+
+
+def main(socket_path: str, idle_seconds: str = str(IDLE_SECONDS)) -> None:
+    """The cache process (started by :func:`start`): serve ``socket_path`` until idle."""
+    import logging
+
+    directory = os.path.dirname(socket_path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    os.chdir("/")
+    os.umask(0o077)
+    log_path = os.path.join(directory, "cache.log")
+    try:
+        if os.path.getsize(log_path) > _LOG_LIMIT:
+            os.truncate(log_path, 0)
+    except OSError:
+        pass
+    handler = logging.FileHandler(log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(f"%(asctime)s [{os.getpid()}] %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("lamina")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+    try:
+        _serve(socket_path, float(idle_seconds))
+    except Exception:
+        logger.exception("the engine cache at %s failed", socket_path)
+    os._exit(0)
+
+
+def _serve(socket_path: str, idle_seconds: float) -> None:
+    import signal
+
+    from lamina.cli.forwarded import CommandHandler
+    from lamina.client.transport import InProcessTransport
+    from lamina.config import EngineConfig
+    from lamina.server.server import Server, ServerConfig
+
+    lock_fd = os.open(socket_path[:-len(".sock")] + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # another cache serves there, or starts
+    pid_path = socket_path[:-len(".sock")] + ".pid"
+    with open(pid_path, "w", encoding="ascii") as pid_file:
+        pid_file.write(f"{os.getpid()}\n")
+    config = EngineConfig.from_environment()
+    router = InProcessTransport(config).router  # the engine an in-process command builds
+    idle = _IdleHandler(CommandHandler(router, config))
+    server = Server(idle, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
+                                       header_timeout=10.0, idle_timeout=10.0))
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda number, frame: (stopping.append(number), server.shutdown("SIGTERM")))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        _warm(router, config)  # before the socket listens: no client waits for it
+        if stopping:
+            return
+        server.listen()
+        watcher = threading.Thread(target=_leave_when_idle, args=(server, idle, idle_seconds),
+                                   name="lamina-engine-cache-idle", daemon=True)
+        watcher.start()
+        server.serve_forever()
+    finally:
+        server.close()
+        os.unlink(pid_path)  # before the lock is released with the process
+
+
+#: command lines run once at start, their output dropped: what the commands load on first use
+#: (their modules, the API routes, the services they read) is loaded before a client waits
+_WARM_UP = (("ps", "-a"), ("images",), ("volume", "ls"), ("network", "ls"),
+            ("inspect", "--type", "container", "lamina-engine-cache-warm-up"))
+
+
+def _warm(router: Router, config: EngineConfig) -> None:
+    import io
+
+    from lamina.cli.context import Context, GlobalOptions
+    from lamina.cli.main import run_command
+    from lamina.client.transport import InProcessTransport
+
+    transport = InProcessTransport(config, router=router)
+    for words in _WARM_UP:
+        context = Context(GlobalOptions(), stdin=io.StringIO(""), stdout=io.StringIO(), stderr=io.StringIO(),
+                          transport=transport)
+        run_command(list(words), context, in_daemon=True)
+
+
+def _leave_when_idle(server: object, idle: _IdleHandler, seconds: float) -> None:
+    while idle.idle_for() < seconds:
+        time.sleep(max(0.05, min(1.0, seconds - idle.idle_for())))
+    server.shutdown("idle")  # type: ignore[attr-defined]

@@ -1,0 +1,276 @@
+"""The engine cache (lamina.cli.enginecache): a read that ran in-process leaves a warm engine
+that answers the next reads, exactly as in-process, sees what other processes change, serves
+only its own identity, and leaves when idle or told to."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from lamina.cli import enginecache, front
+from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")
+
+_DROPPED = ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT", "LAMINA_EXEC_ROOT", "LAMINA_LOG_LEVEL",
+            "LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_USERNS_REMAP_LAYERS", "COLUMNS")
+
+
+@dataclass
+class Engine:
+    base: str
+    environment: dict[str, str]
+
+    @property
+    def data_root(self) -> str:
+        return self.environment["LAMINA_DATA_ROOT"]
+
+    @property
+    def exec_root(self) -> str:
+        return self.environment["LAMINA_EXEC_ROOT"]
+
+    @property
+    def socket(self) -> str:
+        path = front.cache_socket(self.data_root, self.exec_root)
+        assert path is not None
+        return path
+
+    def lamina(self, *argv: str, **extra: str) -> subprocess.CompletedProcess:
+        """The ``lamina`` program as a user runs it (its front first)."""
+        return subprocess.run([sys.executable, "-m", "lamina.cli.front", *argv], env={**self.environment, **extra},
+                              capture_output=True, cwd=REPOSITORY, timeout=120)
+
+    def in_process(self, *argv: str) -> subprocess.CompletedProcess:
+        """The same command, run in-process whatever serves (no forwarding, no cache)."""
+        return self.lamina(*argv, LAMINA_FORWARD="0")
+
+    def processes(self) -> list[int]:
+        """The engine caches of this engine (starting, serving or leaving)."""
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()
+                and b"lamina.cli.enginecache" in (line := _cmdline(int(name))) and self.exec_root.encode() in line]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
+
+
+def _wait(predicate, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _serving(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    base = tempfile.mkdtemp(prefix="lec-", dir="/tmp")  # short: the socket's path fits a unix address
+    environment = {key: value for key, value in os.environ.items() if key not in _DROPPED}
+    environment.update(LAMINA_DATA_ROOT=os.path.join(base, "data"), LAMINA_EXEC_ROOT=os.path.join(base, "exec"))
+    made = Engine(base, environment)
+    try:
+        for argv in (("load", "-q", "-i", BUSYBOX_ARCHIVE), ("create", "--name", "c1", "busybox", "true")):
+            done = made.in_process(*argv)
+            assert done.returncode == 0, done.stderr.decode()
+        yield made
+    finally:
+        for pid in made.processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait(lambda: not made.processes(), 10)
+        made.in_process("rm", "-f", "c1", "c2")
+        subprocess.run(["umount", "-R", "-l", base], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def cached(engine: Engine) -> Engine:
+    """``engine`` once a read left its cache serving."""
+    assert engine.lamina("ps", "-a").returncode == 0
+    assert _wait(lambda: _serving(engine.socket)), "no engine cache started"
+    return engine
+
+
+CASES = [
+    ("ps", "-a"),
+    ("ps", "-a", "--no-trunc", "--format", "{{.Names}} {{.Image}} {{.Command}}"),
+    ("images",),
+    ("images", "-q", "--no-trunc"),
+    ("inspect", "c1"),
+    ("image", "inspect", "--format", "{{.Id}} {{.Os}}", "busybox"),
+    ("history", "busybox"),
+    ("volume", "ls"),
+    ("network", "ls"),
+    ("system", "df"),
+    ("inspect", "nope"),
+    ("ps", "--bogus"),
+    ("inspect", "--format", "{{.Nope}}", "c1"),
+]
+
+
+@pytest.mark.parametrize("argv", CASES, ids=[" ".join(case) for case in CASES])
+def test_the_cache_answers_a_read_as_it_runs_in_process(cached, capfd, argv):
+    expected = cached.in_process(*argv)
+    got = cached.lamina(*argv)
+    assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == \
+        (expected.returncode, expected.stdout.decode(), expected.stderr.decode())
+    # and it was the cache that answered: the front got an answer without running main
+    capfd.readouterr()
+    assert front.forward(list(argv), cached.environment) == expected.returncode
+    assert capfd.readouterr() == (expected.stdout.decode(), expected.stderr.decode())
+
+
+def test_the_cache_sees_what_other_processes_change(cached, capfd):
+    def names() -> list[str]:
+        capfd.readouterr()
+        assert front.forward(["ps", "-a", "--format", "{{.Names}}"], cached.environment) == 0
+        return sorted(capfd.readouterr().out.split())
+
+    assert names() == ["c1"]
+    assert cached.in_process("create", "--name", "c2", "busybox", "true").returncode == 0
+    assert names() == ["c1", "c2"]
+    assert cached.in_process("rm", "c2").returncode == 0
+    assert names() == ["c1"]
+    assert cached.in_process("tag", "busybox", "other:tag").returncode == 0
+    capfd.readouterr()
+    assert front.forward(["images", "--format", "{{.Repository}}:{{.Tag}}"], cached.environment) == 0
+    assert sorted(capfd.readouterr().out.split()) == ["busybox:latest", "other:tag"]
+
+
+def test_a_running_container_is_seen_running_then_exited(cached, capfd):
+    assert cached.in_process("run", "-d", "--name", "c2", "--network", "none", "busybox", "sleep", "30").returncode == 0
+    capfd.readouterr()
+    assert front.forward(["inspect", "--format", "{{.State.Status}}", "c2"], cached.environment) == 0
+    assert capfd.readouterr().out == "running\n"
+    assert cached.in_process("kill", "c2").returncode == 0
+    assert cached.in_process("wait", "c2").returncode == 0
+    capfd.readouterr()
+    assert front.forward(["inspect", "--format", "{{.State.Status}}", "c2"], cached.environment) == 0
+    assert capfd.readouterr().out == "exited\n"
+
+
+def test_one_cache_per_identity_and_it_leaves_when_idle(engine):
+    pids = [enginecache.start(engine.socket, engine.environment, idle_seconds=2.0) for _ in range(3)]
+    exited: set[int] = set()
+
+    def gone(pid: int) -> bool:
+        if pid not in exited and os.waitpid(pid, os.WNOHANG)[0] == pid:
+            exited.add(pid)
+        return pid in exited
+
+    try:
+        assert all(pids)
+        assert _wait(lambda: _serving(engine.socket))
+        # the two that found the lock held leave at once; the one that serves stays
+        assert _wait(lambda: sum(gone(pid) for pid in pids) == 2, 20), exited
+        [serving] = set(pids) - exited
+        with open(engine.socket[:-len(".sock")] + ".pid", encoding="ascii") as handle:
+            assert int(handle.read()) == serving
+        # idle for two seconds: it unlinks its socket and its pid file, and exits
+        assert _wait(lambda: gone(serving), 30)
+        assert not os.path.exists(engine.socket)
+        assert not os.path.exists(engine.socket[:-len(".sock")] + ".pid")
+    finally:
+        for pid in set(pids) - exited - {None}:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def test_sigterm_stops_the_cache(cached):
+    [pid] = cached.processes()
+    os.kill(pid, signal.SIGTERM)
+    assert _wait(lambda: not os.path.exists(f"/proc/{pid}") or _cmdline(pid) == b"", 20)
+    assert not os.path.exists(cached.socket)
+
+
+def test_what_the_cache_never_takes(cached, capfd):
+    environment = cached.environment
+    assert front.forward(["ps"], environment) == 0  # the cache serves
+    capfd.readouterr()
+    assert front.forward(["--data-root", cached.data_root, "ps"], environment) is None  # a global option
+    assert front.forward(["ps"], {**environment, "LAMINA_FORWARD": "0"}) is None
+    assert front.forward(["ps"], {**environment, "LAMINA_STORAGE_DRIVER": "vfs"}) is None
+    assert front.forward(["rm", "c1"], environment) is None
+    assert front.forward(["ps", "--help"], environment) is None
+    # another data root is another identity: another socket, where nothing serves
+    other = {**environment, "LAMINA_DATA_ROOT": os.path.join(cached.base, "other")}
+    assert front.cache_socket(other["LAMINA_DATA_ROOT"], cached.exec_root) != cached.socket
+    assert front.forward(["ps"], other) is None
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_command_the_cache_would_not_take_starts_no_cache(engine):
+    for argv, extra in ((("ps",), {"LAMINA_FORWARD": "0"}), (("--data-root", engine.data_root, "ps"), {}),
+                        (("ps",), {"LAMINA_STORAGE_DRIVER": "overlay2"}), (("version",), {}),
+                        (("ps", "--help"), {})):
+        assert engine.lamina(*argv, **extra).returncode == 0
+        assert not engine.processes(), argv
+    assert not os.path.exists(os.path.join(engine.exec_root, front.CACHE_DIRECTORY))
+
+
+def test_the_cache_serves_its_own_namespaces_only(engine):
+    program = ("import sys; from lamina.cli.front import cache_socket; "
+               f"print(cache_socket({engine.data_root!r}, {engine.exec_root!r}))")
+    here = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True, cwd=REPOSITORY)
+    elsewhere = subprocess.run(["unshare", "--net", "--mount", sys.executable, "-c", program], capture_output=True,
+                               text=True, check=True, cwd=REPOSITORY)
+    assert here.stdout.strip() == engine.socket
+    assert elsewhere.stdout.strip() not in ("", "None", engine.socket)
+
+
+def test_no_cache_where_its_socket_would_not_fit_a_unix_address(engine):
+    deep = os.path.join(engine.base, "x" * 100)
+    assert front.cache_socket(engine.data_root, deep) is None
+    done = engine.lamina("ps", "-a", LAMINA_EXEC_ROOT=deep)
+    assert done.returncode == 0 and b"c1" in done.stdout
+    assert not engine.processes()
+
+
+def _request(path: str, request: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(path)
+        sock.sendall(request)
+        received = b""
+        while piece := sock.recv(65536):
+            received += piece
+    return received
+
+
+def test_the_cache_is_no_daemon_to_talk_to(cached):
+    answer = _request(cached.socket, b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404 ")
+    body = b"ps"
+    answer = _request(cached.socket, b"POST /lamina/command HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      b"Lamina-Data-Root: /var/lib/elsewhere\r\nContent-Length: 2\r\n\r\n" + body)
+    assert answer.startswith(b"HTTP/1.1 409 ")
+    assert os.stat(cached.socket).st_mode & 0o777 == 0o600
+    assert os.stat(os.path.dirname(cached.socket)).st_mode & 0o777 == 0o700
