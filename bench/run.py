@@ -12,7 +12,11 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
   ``lamina serve``); for ``images``, ``ps -a`` and ``inspect`` the ``lamina -H`` rows are the
   command forwarded whole to the server (``lamina.cli.front``), and a row with
   ``LAMINA_FORWARD=0`` measures the same command as API requests from the full CLI;
-* ``lamina images`` in-process (the cost of a command that starts no container);
+* ``lamina images``, ``ps -a`` and ``inspect`` in-process: after the first, the engine cache
+  (``lamina.cli.enginecache``) that the first left answers them; the row with
+  ``LAMINA_FORWARD=0`` runs them in the command's own interpreter every time, and with
+  ``--cold`` a row measures ``images`` as the first read after the cache left (it is killed
+  before each run: the read runs in-process, then starts a cache);
 * ``crun run`` and ``runc run`` of an OCI bundle made from the same busybox layer (the
   ``busybox-docker-archive.tar`` fixture, extracted with tar; ``config.json`` from
   ``crun spec`` / ``runc spec`` with the process's args set to ``true`` and no terminal): what
@@ -143,9 +147,10 @@ def wait_for_socket(path: str, server: subprocess.Popen[bytes], log: str, second
         time.sleep(0.05)
 
 
-def kill_templates(exec_root: str) -> None:
-    """Kill the monitor templates of ``exec_root`` (by the pid each writes) and wait for them."""
-    directory = os.path.join(exec_root, "monitor-template")
+def kill_templates(exec_root: str, kind: str = "monitor-template") -> None:
+    """Kill the monitor templates of ``exec_root`` (by the pid each writes) and wait for them;
+    with ``kind="engine-cache"``, its engine caches."""
+    directory = os.path.join(exec_root, kind)
     pids = []
     for name in os.listdir(directory) if os.path.isdir(directory) else []:
         if name.endswith(".pid"):
@@ -161,6 +166,16 @@ def kill_templates(exec_root: str) -> None:
     while pids and time.monotonic() < deadline:
         pids = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
         time.sleep(0.005)
+
+
+def wait_for_cache(exec_root: str, seconds: float = 10.0) -> None:
+    """Wait until an engine cache of ``exec_root`` listens (or ``seconds`` passed)."""
+    directory = os.path.join(exec_root, "engine-cache")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.path.isdir(directory) and any(name.endswith(".sock") for name in os.listdir(directory)):
+            return
+        time.sleep(0.01)
 
 
 class Variant:
@@ -196,10 +211,12 @@ class Variant:
 
 
 def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant], runs: int, warmup: int,
-                cold: set[str], peer: dict[str, str]) -> dict[tuple[str, str], list[float] | str]:
+                cold: dict[str, str], peer: dict[str, str]) -> dict[tuple[str, str], list[float] | str]:
     """Every row's command, once per variant per round (``warmup`` rounds untimed); a row
-    named in ``cold`` kills the variant's monitor templates before each run.  Rows are
-    (name, argv, "local" | "client" | "dockerd": in-process, through the variant's server, or
+    named in ``cold`` kills the variant's monitor templates (or engine caches, as ``cold``
+    says) before each run.  Rows are (name, argv, "local" | "local-direct" | "client" |
+    "dockerd": in-process (a read warm in the engine cache), in-process with
+    ``LAMINA_FORWARD=0``, through the variant's server, or
     the docker CLI against the private dockerd whose environment is ``peer``: once per round,
     labelled ``DOCKERD_LABEL``)."""
     def labels(where: str) -> list[str]:
@@ -219,13 +236,16 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
                 else:
                     variant = by_label[label]
                     if name in cold:
-                        kill_templates(variant.exec_root)
+                        kill_templates(variant.exec_root, cold[name])
                     environment = {"local": variant.environment, "client": variant.client_environment,
+                                   "local-direct": {**variant.environment, "LAMINA_FORWARD": "0"},
                                    "client-api": {**variant.client_environment, "LAMINA_FORWARD": "0"}}[where]
                 started = time.perf_counter()
                 result = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
                                         check=False)
                 elapsed = (time.perf_counter() - started) * 1000
+                if cold.get(name) == "engine-cache":
+                    wait_for_cache(by_label[label].exec_root)  # its start is not the next row's load
                 if result.returncode != 0:
                     text = (result.stderr or result.stdout).decode(errors="replace").strip().splitlines()
                     times[(name, label)] = f"fails (exit {result.returncode}): {text[-1] if text else '?'}"
@@ -238,26 +258,31 @@ COMMANDS = [("run --rm --network none busybox true", ["run", "--rm", "--network"
             ("images", ["images"]), ("ps -a", ["ps", "-a"]), (f"inspect {INSPECTED}", ["inspect", INSPECTED])]
 WAYS = [("lamina {} (in-process)", LAMINA, "local"), ("lamina -H {} (serve)", LAMINA, "client"),
         ("docker {} (docker CLI -> serve)", [DOCKER], "client"), ("docker {} (docker CLI -> dockerd)", [DOCKER], "dockerd"),
-        ("lamina -H {} (serve, API requests: LAMINA_FORWARD=0)", LAMINA, "client-api")]
+        ("lamina -H {} (serve, API requests: LAMINA_FORWARD=0)", LAMINA, "client-api"),
+        ("lamina {} (in-process, no engine cache: LAMINA_FORWARD=0)", LAMINA, "local-direct")]
 
 
-def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tuple[str, list[str], str]], set[str]]:
+def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tuple[str, list[str], str]], dict[str, str]]:
     """The rows, command by command (each of the ways of :data:`WAYS` that can run), and the
-    names of the rows to measure cold."""
+    rows to measure cold: what is killed before each of their runs."""
     rows: list[tuple[str, list[str], str]] = []
-    cold = set()
+    cold: dict[str, str] = {}
     for command, arguments in COMMANDS:
         for pattern, program, where in WAYS:
             if program == [DOCKER] and not docker or where == "dockerd" and not dockerd:
                 continue
-            if where == "client-api" and command.startswith("run"):
-                continue  # run is never forwarded: the row would repeat "lamina -H run"
+            if where in ("client-api", "local-direct") and command.startswith("run"):
+                continue  # run is never forwarded: the row would repeat "lamina (-H) run"
             rows.append((pattern.format(command), [*program, *arguments], where))
+            if where == "local" and command == "images" and with_cold:
+                name = "  the same, first read after the engine cache left"
+                rows.append((name, [*program, *arguments], where))
+                cold[name] = "engine-cache"
             if where == "local" and command.startswith("run"):
                 if with_cold:
                     name = "  the same, first run after the monitor template left"
                     rows.append((name, [*program, *arguments], where))
-                    cold.add(name)
+                    cold[name] = "monitor-template"
                 rows.append(("lamina run --rm busybox true (in-process, bridge)",
                              [*LAMINA, "run", "--rm", "busybox", "true"], "local"))
     return rows, cold
@@ -354,6 +379,7 @@ def main() -> int:
             for variant in variants:
                 variant.stop_server()
                 kill_templates(variant.exec_root)
+                kill_templates(variant.exec_root, "engine-cache")
                 kill_templates(variant.server_environment["LAMINA_EXEC_ROOT"])
             # the default bridge outlives its containers, as docker0 does: taken down with the data roots
             sys.path.insert(0, ROOT)

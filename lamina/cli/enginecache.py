@@ -40,11 +40,9 @@ cache and the forwarding off.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
-import threading
 import time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
@@ -82,6 +80,8 @@ class _IdleHandler:
     """Forwarded commands to ``handler``; everything else 404.  Counts what is in progress."""
 
     def __init__(self, handler: Handler) -> None:
+        import threading
+
         self.handler = handler
         self.lock = threading.Lock()
         self.running = 0
@@ -138,7 +138,9 @@ def main(socket_path: str, idle_seconds: str = str(IDLE_SECONDS)) -> None:
 
 
 def _serve(socket_path: str, idle_seconds: float) -> None:
+    import fcntl
     import signal
+    import threading
 
     from lamina.cli.forwarded import CommandHandler
     from lamina.client.transport import InProcessTransport

@@ -1,4 +1,5 @@
-"""The ``lamina`` program's first step: a read-only command goes to a running ``lamina serve``.
+"""The ``lamina`` program's first step: a read-only command goes to a running ``lamina serve``
+or to the engine cache.
 
 An in-process command builds the engine in its own interpreter: ``argparse``, ``json``, ``re``
 and the stores load before any work, 20-30 ms that the docker CLI (a compiled program talking
@@ -10,7 +11,7 @@ exit code.  This module loads nothing but ``_socket`` and
 :mod:`lamina.stdcopy` (``struct``) for that; anything else (another command,
 a global option other than ``-H``, ``--help``, no daemon, a daemon that is not lamina or uses
 another data root) runs :func:`lamina.cli.main.run` as before.  The output is the same either
-way, byte for byte (``tests/cli/test_front.py`` compares them).
+way, byte for byte (``tests/server/test_forwarded.py`` and ``test_enginecache.py`` compare them).
 
 Which daemon:
 
@@ -22,7 +23,10 @@ Which daemon:
   names the data root and exec root (``LAMINA_DATA_ROOT`` / ``LAMINA_EXEC_ROOT`` or their
   defaults) and a daemon with others answers 409.  Not when an environment variable changes
   the engine (:data:`_ENGINE_ENVIRONMENT`), not for an unprivileged user (whose engine runs in
-  its own namespaces), not when ``LAMINA_FORWARD=0``.
+  its own namespaces), not when ``LAMINA_FORWARD=0``;
+* then, on the same conditions, the engine cache of this identity (:func:`cache_socket`,
+  :mod:`lamina.cli.enginecache`): a warm engine that a previous read left.  When neither took
+  the command, it runs in-process and, at its exit, starts that cache for the next ones.
 
 The exchange (one connection, closed after it), HTTP/1.1 as the rest of the Engine API::
 
@@ -181,11 +185,12 @@ def _forward(argv: Sequence[str], environ: Mapping[str, str], default_socket: st
 
 def cache_socket(data_root: str, exec_root: str) -> str | None:
     """The socket of the engine cache (:mod:`lamina.cli.enginecache`) that serves this
-    program's identity: the interpreter, the code tree, ``data_root``, ``exec_root`` and this
-    process's mount, network, pid and user namespaces; None when the path is too long for a
-    unix socket address (no cache then)."""
-    identity = [sys.executable, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                data_root, exec_root]
+    program's identity: the interpreter (its binary and its prefix: a virtual environment is
+    another one), the code tree, ``data_root``, ``exec_root`` and this process's mount,
+    network, pid and user namespaces; None when the path is too long for a unix socket address
+    (no cache then)."""
+    identity = [os.path.realpath(sys.executable), sys.prefix,
+                os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), data_root, exec_root]
     for namespace in _CACHE_NAMESPACES:
         try:
             identity.append(os.readlink(f"/proc/self/ns/{namespace}"))

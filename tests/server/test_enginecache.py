@@ -274,3 +274,29 @@ def test_the_cache_is_no_daemon_to_talk_to(cached):
     assert answer.startswith(b"HTTP/1.1 409 ")
     assert os.stat(cached.socket).st_mode & 0o777 == 0o600
     assert os.stat(os.path.dirname(cached.socket)).st_mode & 0o777 == 0o700
+
+
+def test_a_killed_cache_is_replaced_by_the_next_read(cached, capfd):
+    [pid] = cached.processes()
+    os.kill(pid, signal.SIGKILL)
+    assert _wait(lambda: not cached.processes(), 20)
+    assert os.path.exists(cached.socket)  # a dead socket file: nothing listens
+    assert front.forward(["ps", "-a"], cached.environment) is None  # so the read runs in-process
+    done = cached.lamina("ps", "-a", "--format", "{{.Names}}")
+    assert (done.returncode, done.stdout) == (0, b"c1\n")
+    assert _wait(lambda: _serving(cached.socket)), "the next cache did not replace the dead socket"
+    [replacement] = cached.processes()
+    assert replacement != pid
+    capfd.readouterr()
+    assert front.forward(["ps", "-a", "--format", "{{.Names}}"], cached.environment) == 0
+    assert capfd.readouterr().out == "c1\n"
+
+
+def test_reads_side_by_side_through_the_cache(cached):
+    expected = cached.in_process("inspect", "c1")
+    runs = [subprocess.Popen([sys.executable, "-m", "lamina.cli.front", "inspect", "c1"], env=cached.environment,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPOSITORY) for _ in range(8)]
+    for run in runs:
+        out, err = run.communicate(timeout=120)
+        assert (run.returncode, out, err) == (0, expected.stdout, expected.stderr)
+    assert len(cached.processes()) == 1
