@@ -33,7 +33,10 @@ Leaving: the socket is unlinked first (a front that arrives then runs its comman
 in-process), the commands in progress finish, then the process exits.  Stale state cannot
 mislead a command: a read takes the same locks and records as in-process, and the engine
 reads the stores' changes made by other processes (the model ``lamina serve`` already lives
-by).  What a cache cannot see, it does not take: a command line with options the front does
+by).  One thing a daemon may do and the cache does not: a command during which the engine
+failed a request (a 5xx: the data root was replaced under the warm engine, say ``rm -rf`` of
+it) is not answered (503): the front runs it in-process, as it would have run without a
+cache, and the cache leaves, so the next one builds a fresh engine.  What a cache cannot see, it does not take: a command line with options the front does
 not forward, any writing command, an unprivileged user.  ``LAMINA_FORWARD=0`` turns both the
 cache and the forwarding off.
 """
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from lamina.api.router import Router
     from lamina.config import EngineConfig
     from lamina.server.api import Handler
+    from lamina.server.server import Server
 
 __all__ = ["IDLE_SECONDS", "start", "main"]
 
@@ -83,6 +87,8 @@ class _IdleHandler:
         import threading
 
         self.handler = handler
+        #: set when the engine failed a command (the handler answered 503): the cache leaves
+        self.failed = threading.Event()
         self.lock = threading.Lock()
         self.running = 0
         self.last = time.monotonic()
@@ -97,7 +103,10 @@ class _IdleHandler:
         with self.lock:
             self.running += 1
         try:
-            return self.handler.handle(request)
+            response = self.handler.handle(request)
+            if response.status == 503:
+                self.failed.set()  # a stale engine, perhaps: the next cache builds a fresh one
+            return response
         finally:
             with self.lock:
                 self.running -= 1
@@ -111,6 +120,7 @@ class _IdleHandler:
 def main(socket_path: str, idle_seconds: str = str(IDLE_SECONDS)) -> None:
     """The cache process (started by :func:`start`): serve ``socket_path`` until idle."""
     import logging
+
 
     directory = os.path.dirname(socket_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -157,7 +167,7 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         pid_file.write(f"{os.getpid()}\n")
     config = EngineConfig.from_environment()
     router = InProcessTransport(config).router  # the engine an in-process command builds
-    idle = _IdleHandler(CommandHandler(router, config))
+    idle = _IdleHandler(CommandHandler(router, config, refuse_internal_errors=True))
     server = Server(idle, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
                                        header_timeout=10.0, idle_timeout=10.0))
     stopping = []
@@ -197,7 +207,12 @@ def _warm(router: Router, config: EngineConfig) -> None:
         run_command(list(words), context, in_daemon=True)
 
 
-def _leave_when_idle(server: object, idle: _IdleHandler, seconds: float) -> None:
-    while idle.idle_for() < seconds:
-        time.sleep(max(0.05, min(1.0, seconds - idle.idle_for())))
-    server.shutdown("idle")  # type: ignore[attr-defined]
+def _leave_when_idle(server: Server, idle: _IdleHandler, seconds: float) -> None:
+    while (waited := idle.idle_for()) < seconds:
+        if idle.failed.wait(max(0.05, min(1.0, seconds - waited))):
+            import logging
+
+            logging.getLogger("lamina.enginecache").warning(
+                "the engine failed a command (its data root changed under it?): leaving")
+            break
+    server.shutdown("idle")

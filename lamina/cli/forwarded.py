@@ -78,12 +78,35 @@ class _Stream(io.TextIOBase):
         return self._output.write(self._stream, text)
 
 
-class CommandHandler:
-    """``lamina serve``'s handler: forwarded commands here, every other request to ``router``."""
+class _Watched:
+    """A transport that remembers whether the engine failed one of the command's requests."""
 
-    def __init__(self, router: Router, config: EngineConfig) -> None:
+    def __init__(self, transport: InProcessTransport) -> None:
+        self.transport = transport
+        self.failed = False
+
+    @property
+    def description(self) -> str:
+        return self.transport.description
+
+    def handle(self, request: Request) -> Response:
+        response = self.transport.handle(request)
+        if response.status >= 500:
+            self.failed = True
+        return response
+
+
+class CommandHandler:
+    """``lamina serve``'s handler: forwarded commands here, every other request to ``router``.
+
+    ``refuse_internal_errors`` (the engine cache's): a command during which the engine failed
+    a request (5xx: its view of the data root may be stale, the root replaced under it) is not
+    answered; 503 instead, and the client runs the command in-process."""
+
+    def __init__(self, router: Router, config: EngineConfig, *, refuse_internal_errors: bool = False) -> None:
         self.router = router
         self.transport = InProcessTransport(config, router=router)
+        self.refuse_internal_errors = refuse_internal_errors
         self._roots = {DATA_ROOT_HEADER: os.path.realpath(config.data_root),
                        EXEC_ROOT_HEADER: os.path.realpath(config.exec_root)}
         # what a client that names its roots builds in-process: the storage driver the data
@@ -110,11 +133,14 @@ class CommandHandler:
             return json_response({"message": "not a command lamina serve runs for a client"}, 400)
         columns = request.headers.get(COLUMNS_HEADER, "")
         output = _Output()
+        transport = _Watched(self.transport) if self.refuse_internal_errors else self.transport
         context = Context(GlobalOptions(), stdin=io.StringIO(""), stdout=_Stream(output, STDOUT),
-                          stderr=_Stream(output, STDERR), transport=self.transport,
+                          stderr=_Stream(output, STDERR), transport=transport,
                           columns=int(columns) if columns.isdigit() and int(columns) > 0 else None)
         from lamina.cli.main import run_command
 
         code = run_command(words, context, in_daemon=True)
+        if isinstance(transport, _Watched) and transport.failed:
+            return json_response({"message": "the engine failed a request of this command; run it in-process"}, 503)
         headers = Headers({"Content-Type": MULTIPLEXED_STREAM, EXIT_CODE_HEADER: str(code)})
         return Response(200, headers, output.frames())

@@ -300,3 +300,17 @@ def test_reads_side_by_side_through_the_cache(cached):
         out, err = run.communicate(timeout=120)
         assert (run.returncode, out, err) == (0, expected.stdout, expected.stderr)
     assert len(cached.processes()) == 1
+
+
+def test_a_data_root_replaced_under_the_cache_is_read_in_process(cached):
+    [pid] = cached.processes()
+    assert cached.in_process("rm", "c1").returncode == 0
+    shutil.rmtree(cached.data_root)  # a reset: the warm engine's view of it is stale now
+    got = cached.lamina("network", "ls", "--format", "{{.Name}}")
+    expected = cached.in_process("network", "ls", "--format", "{{.Name}}")
+    assert (got.returncode, got.stdout, got.stderr) == (expected.returncode, expected.stdout, expected.stderr)
+    assert sorted(got.stdout.split()) == [b"bridge", b"host", b"none"]
+    # the engine failed a request of the command: the cache left rather than answer it
+    assert _wait(lambda: pid not in cached.processes(), 20)
+    with open(os.path.join(os.path.dirname(cached.socket), "cache.log"), encoding="utf-8") as handle:
+        assert "leaving" in handle.read()
