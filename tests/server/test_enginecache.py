@@ -163,6 +163,16 @@ def test_the_cache_sees_what_other_processes_change(cached, capfd):
     capfd.readouterr()
     assert front.forward(["images", "--format", "{{.Repository}}:{{.Tag}}"], cached.environment) == 0
     assert sorted(capfd.readouterr().out.split()) == ["busybox:latest", "other:tag"]
+    assert cached.in_process("rmi", "other:tag").returncode == 0
+    assert cached.in_process("volume", "create", "cached-volume").returncode == 0
+    capfd.readouterr()
+    assert front.forward(["images", "--format", "{{.Repository}}:{{.Tag}}"], cached.environment) == 0
+    assert front.forward(["volume", "ls", "-q"], cached.environment) == 0
+    assert capfd.readouterr().out.split() == ["busybox:latest", "cached-volume"]
+    assert cached.in_process("volume", "rm", "cached-volume").returncode == 0
+    capfd.readouterr()
+    assert front.forward(["volume", "ls", "-q"], cached.environment) == 0
+    assert capfd.readouterr().out == ""
 
 
 def test_a_running_container_is_seen_running_then_exited(cached, capfd):
