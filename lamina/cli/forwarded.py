@@ -136,7 +136,7 @@ class CommandHandler:
         transport = _Watched(self.transport) if self.refuse_internal_errors else self.transport
         context = Context(GlobalOptions(), stdin=io.StringIO(""), stdout=_Stream(output, STDOUT),
                           stderr=_Stream(output, STDERR), transport=transport,
-                          columns=int(columns) if columns.isdigit() and int(columns) > 0 else None)
+                          columns=int(columns) if columns.isascii() and columns.isdigit() and int(columns) > 0 else None)
         from lamina.cli.main import run_command
 
         code = run_command(words, context, in_daemon=True)

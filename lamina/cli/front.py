@@ -233,7 +233,7 @@ def terminal_columns(environ: Mapping[str, str]) -> int:
     """The width of the terminal this program prints on, as ``shutil.get_terminal_size()``
     finds it (``COLUMNS``, else the size of stdout's terminal); 0 when there is none."""
     value = environ.get("COLUMNS", "")
-    if value.isdigit() and int(value) > 0:
+    if value.isascii() and value.isdigit() and int(value) > 0:
         return int(value)
     try:
         return os.get_terminal_size(1).columns

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from lamina import config, stdcopy
@@ -352,6 +352,7 @@ _words = st.lists(st.one_of(st.sampled_from(["-a", "-q", "--format", "{{json .}}
 
 
 @given(st.sampled_from(sorted(front.FORWARDED)), _words, st.text(max_size=6))
+@example(("ps",), [], "\u00b9")  # a digit to str.isdigit, not to int()
 def test_any_forwarded_command_line_gets_an_answer_never_an_exception(words, rest, columns):
     handler = CommandHandler(_RefusingRouter(), config.EngineConfig.from_environment(data_root="/nonexistent"))
     body = b"\0".join(os.fsencode(word) for word in [*words, *rest])
@@ -398,3 +399,12 @@ def _waits_on_a_socket(pid: int) -> bool:
         return any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return False
+
+
+@given(st.text(max_size=6))
+@example("\u00b9")
+def test_the_terminal_width_of_any_columns_value(value):
+    columns = front.terminal_columns({"COLUMNS": value})
+    assert isinstance(columns, int) and columns >= 0
+    if value.isascii() and value.isdigit() and int(value) > 0:
+        assert columns == int(value)
