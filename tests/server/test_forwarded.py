@@ -383,7 +383,10 @@ def test_ctrl_c_while_the_daemon_answers_exits_as_the_cli_does(tmp_path):
             while time.monotonic() < deadline and not _waits_on_a_socket(front_process.pid):
                 time.sleep(0.02)
             front_process.send_signal(signal.SIGINT)
-            out, err = front_process.communicate(timeout=10)
+            try:
+                out, err = front_process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the front did not exit on SIGINT: {_signal_state(front_process.pid)}")
         finally:
             front_process.kill()
             front_process.wait()
@@ -391,6 +394,21 @@ def test_ctrl_c_while_the_daemon_answers_exits_as_the_cli_does(tmp_path):
         listener.close()
     assert (front_process.returncode, out, err) == (130, b"", b"interrupted\n")
     assert main.EXIT_INTERRUPTED == 130
+
+
+def _signal_state(pid: int) -> str:
+    """What /proc says of ``pid``'s signals and where it waits (for a failure's message)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            fields = [line.strip() for line in handle if line.startswith(("State", "SigPnd", "ShdPnd", "SigBlk",
+                                                                          "SigIgn", "SigCgt"))]
+        with open(f"/proc/{pid}/wchan", encoding="ascii") as handle:
+            fields.append(f"wchan: {handle.read()}")
+        with open(f"/proc/{os.getpid()}/status", encoding="ascii") as handle:
+            fields += [f"test process {line.strip()}" for line in handle if line.startswith(("SigBlk", "SigIgn"))]
+    except OSError as exc:
+        return str(exc)
+    return "; ".join(fields)
 
 
 def _waits_on_a_socket(pid: int) -> bool:
