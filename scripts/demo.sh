@@ -71,7 +71,7 @@ trap 'rm -rf "$WORK"' EXIT INT TERM
 echo "== the engine cache: a read that ran in-process leaves a warm engine that answers the next ones"
 cache=$(LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/python3 -c 'import os
 from lamina.cli.front import cache_socket
-print(cache_socket(os.path.abspath(os.environ["LAMINA_DATA_ROOT"]), os.path.abspath(os.environ.get("LAMINA_EXEC_ROOT") or "/run/lamina")))')
+print(cache_socket(os.path.abspath(os.environ["LAMINA_DATA_ROOT"]), os.path.abspath(os.environ.get("LAMINA_EXEC_ROOT") or "/run/lamina"), os.environ.get("TZ", "")))')
 LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/lamina images --format '{{.Repository}}:{{.Tag}}' >/dev/null
 for _ in $(seq 100); do [ -S "$cache" ] && break; sleep 0.1; done
 [ -S "$cache" ] || { echo "demo: no engine cache listens at $cache" >&2; exit 1; }

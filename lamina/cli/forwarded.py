@@ -14,7 +14,8 @@ in-process command runs, in the connection's thread, with:
 * no stdin (these commands read none).
 
 Everything else goes to the router.  Refused, so that the client runs the command in-process:
-a command that is not forwarded (400); from a client that names the engine it would build (one
+a command that is not forwarded (400); from a client whose ``TZ`` is not this daemon's (local
+times would print in the daemon's zone: 409); from a client that names the engine it would build (one
 that found the daemon on the default socket), a data root or exec root other than this
 daemon's (compared as real paths), or a daemon started with its own storage driver or user
 namespace remapping (409).  A command line may take :data:`BODY_LIMIT` bytes (413 beyond).
@@ -29,7 +30,8 @@ from lamina.api.http import Headers, Request, Response
 from lamina.api.streams import json_response
 from lamina.cli.context import Context, GlobalOptions
 from lamina.cli.front import (
-    COLUMNS_HEADER, COMMAND_PATH, DATA_ROOT_HEADER, EXEC_ROOT_HEADER, EXIT_CODE_HEADER, is_forwarded,
+    COLUMNS_HEADER, COMMAND_PATH, DATA_ROOT_HEADER, EXEC_ROOT_HEADER, EXIT_CODE_HEADER, TIME_ZONE_HEADER,
+    is_forwarded,
 )
 from lamina.client.transport import InProcessTransport
 from lamina.stdcopy import MULTIPLEXED_STREAM, STDERR, STDOUT, frame
@@ -125,6 +127,10 @@ class CommandHandler:
         for header, asked in named.items():
             if os.path.realpath(asked) != self._roots[header]:
                 return json_response({"message": f"this daemon's {header} is {self._roots[header]}, not {asked}"}, 409)
+        time_zone = request.headers.get(TIME_ZONE_HEADER, "")
+        if time_zone != os.environ.get("TZ", ""):
+            return json_response({"message": f"this daemon prints local times in TZ={os.environ.get('TZ', '')!r}, "
+                                             f"not {time_zone!r}"}, 409)
         data = request.body.read(BODY_LIMIT + 1) if request.body is not None else b""
         if len(data) > BODY_LIMIT:
             return json_response({"message": f"a command line may take {BODY_LIMIT} bytes"}, 413)

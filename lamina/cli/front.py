@@ -34,6 +34,7 @@ The exchange (one connection, closed after it), HTTP/1.1 as the rest of the Engi
     Lamina-Data-Root: /var/lib/lamina        (default socket only; percent-free absolute paths)
     Lamina-Exec-Root: /run/lamina
     Lamina-Columns: 120                       (the terminal's width, when stdout is one)
+    Lamina-Time-Zone: Europe/Paris            (the client's TZ, when set: a daemon with another answers 409)
     Content-Length: N
 
     ps\\0-a\\0--format\\0{{.Names}}               (the words after the global options, NUL-separated)
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = ["FORWARDED", "COMMAND_PATH", "DATA_ROOT_HEADER", "EXEC_ROOT_HEADER", "COLUMNS_HEADER",
-           "EXIT_CODE_HEADER", "CACHE_DIRECTORY", "cache_socket", "forward", "is_forwarded", "run",
+           "EXIT_CODE_HEADER", "TIME_ZONE_HEADER", "CACHE_DIRECTORY", "cache_socket", "forward", "is_forwarded", "run",
            "terminal_columns"]
 
 #: The commands a daemon runs for the program: they only read, print a table or JSON that
@@ -88,6 +89,7 @@ COMMAND_PATH = "/lamina/command"
 DATA_ROOT_HEADER = "Lamina-Data-Root"
 EXEC_ROOT_HEADER = "Lamina-Exec-Root"
 COLUMNS_HEADER = "Lamina-Columns"
+TIME_ZONE_HEADER = "Lamina-Time-Zone"
 EXIT_CODE_HEADER = "Lamina-Exit-Code"
 
 #: variables that make the in-process engine differ from a daemon's in what a read shows
@@ -158,11 +160,13 @@ def _forward(argv: Sequence[str], environ: Mapping[str, str], default_socket: st
         exec_root = os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or DEFAULT_EXEC_ROOT)
         headers.append((DATA_ROOT_HEADER, data_root))
         headers.append((EXEC_ROOT_HEADER, exec_root))
-        cache = cache_socket(data_root, exec_root)
+        cache = cache_socket(data_root, exec_root, environ.get("TZ", ""))
         paths = [default_socket] if cache is None else [default_socket, cache]
     columns = terminal_columns(environ)
     if columns:
         headers.append((COLUMNS_HEADER, str(columns)))
+    if environ.get("TZ"):
+        headers.append((TIME_ZONE_HEADER, environ["TZ"]))  # local times print in it
     if any(not value.isascii() or not value.isprintable() for _, value in headers):
         return None, None  # a path HTTP cannot carry as it is: leave it to the full client
     head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
@@ -183,14 +187,15 @@ def _forward(argv: Sequence[str], environ: Mapping[str, str], default_socket: st
     return code, None
 
 
-def cache_socket(data_root: str, exec_root: str) -> str | None:
+def cache_socket(data_root: str, exec_root: str, time_zone: str = "") -> str | None:
     """The socket of the engine cache (:mod:`lamina.cli.enginecache`) that serves this
     program's identity: the interpreter (its binary and its prefix: a virtual environment is
-    another one), the code tree, ``data_root``, ``exec_root`` and this process's mount,
-    network, pid and user namespaces; None when the path is too long for a unix socket address
-    (no cache then)."""
+    another one), the code tree, ``data_root``, ``exec_root``, ``time_zone`` (``TZ``: local
+    times print in it) and this process's mount, network, pid and user namespaces; None when
+    the path is too long for a unix socket address (no cache then)."""
     identity = [os.path.realpath(sys.executable), sys.prefix,
-                os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), data_root, exec_root]
+                os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), data_root, exec_root,
+                time_zone]
     for namespace in _CACHE_NAMESPACES:
         try:
             identity.append(os.readlink(f"/proc/self/ns/{namespace}"))

@@ -22,7 +22,7 @@ from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")
 
-_DROPPED = ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT", "LAMINA_EXEC_ROOT", "LAMINA_LOG_LEVEL",
+_DROPPED = ("TZ", "LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT", "LAMINA_EXEC_ROOT", "LAMINA_LOG_LEVEL",
             "LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_USERNS_REMAP_LAYERS", "COLUMNS")
 
 
@@ -41,7 +41,7 @@ class Engine:
 
     @property
     def socket(self) -> str:
-        path = front.cache_socket(self.data_root, self.exec_root)
+        path = front.cache_socket(self.data_root, self.exec_root, self.environment.get("TZ", ""))
         assert path is not None
         return path
 
@@ -119,8 +119,8 @@ def cached(engine: Engine) -> Engine:
     return engine
 
 
-CASES = [
-    ("ps", "-a"),
+CASES = [  # no relative times of the container made a second ago ("Less than a second ago", "1 second ago")
+    ("ps", "-a", "--format", "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.Status}}\t{{.Names}}"),
     ("ps", "-a", "--no-trunc", "--format", "{{.Names}} {{.Image}} {{.Command}}"),
     ("images",),
     ("images", "-q", "--no-trunc"),
@@ -234,6 +234,9 @@ def test_what_the_cache_never_takes(cached, capfd):
     other = {**environment, "LAMINA_DATA_ROOT": os.path.join(cached.base, "other")}
     assert front.cache_socket(other["LAMINA_DATA_ROOT"], cached.exec_root) != cached.socket
     assert front.forward(["ps"], other) is None
+    # so is another time zone (local times print in it)
+    assert front.cache_socket(cached.data_root, cached.exec_root, "Asia/Tokyo") != cached.socket
+    assert front.forward(["ps"], {**environment, "TZ": "Asia/Tokyo"}) is None
     assert capfd.readouterr() == ("", "")
 
 

@@ -37,7 +37,7 @@ COMMAND_LOG = "POST /lamina/command"
 def _environment(server, **extra: str) -> dict[str, str]:
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT",
-                                  "LAMINA_LOG_LEVEL", "COLUMNS")}
+                                  "LAMINA_LOG_LEVEL", "COLUMNS", "TZ")}
     environment["LAMINA_EXEC_ROOT"] = server.exec_root
     environment.update(extra)
     return environment
@@ -160,6 +160,18 @@ def test_the_default_socket_serves_only_the_engine_the_command_would_build(engin
                          default_socket=engine.socket_path) is None
     assert front.forward(["ps", "-aq"], environment, default_socket=engine.socket_path + ".none") is None
     assert capfd.readouterr() == ("", "")
+
+
+def test_a_client_in_another_time_zone_gets_its_local_times(engine):
+    argv = ("ps", "-a", "--format", "{{.Names}} {{.CreatedAt}}")
+    expected = _lamina(engine, "--data-root", engine.data_root, *argv, TZ="Asia/Tokyo")
+    before = _forwarded(engine)
+    got = _lamina(engine, "-H", engine.host, *argv, TZ="Asia/Tokyo")
+    assert (got.returncode, got.stdout, got.stderr) == (expected.returncode, expected.stdout, expected.stderr)
+    assert b"+0900 JST" in got.stdout
+    # the daemon (no TZ) refused it: the client asked the API and printed the times itself
+    assert _wait_forwarded(engine, before + 1) == before + 1
+    assert engine.wait_logged('"POST /lamina/command HTTP/1.1" 409')
 
 
 def test_forwarded_commands_run_side_by_side(engine):
@@ -376,8 +388,11 @@ def test_ctrl_c_while_the_daemon_answers_exits_as_the_cli_does(tmp_path):
     try:
         listener.bind(path)
         listener.listen(1)  # never accepted: the front waits for its answer
+        # as from a terminal: SIGINT at its default (a runner started in the background by a
+        # shell without job control ignores it, and that is inherited)
         front_process = subprocess.Popen([sys.executable, "-m", "lamina.cli.front", "-H", f"unix://{path}", "ps"],
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPOSITORY)
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPOSITORY,
+                                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not _waits_on_a_socket(front_process.pid):
