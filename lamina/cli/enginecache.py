@@ -187,19 +187,26 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         os.unlink(pid_path)  # before the lock is released with the process
 
 
-#: command lines run once at start, their output dropped: what the commands load on first use
-#: (their modules, the API routes, the services they read) is loaded before a client waits
-_WARM_UP = (("ps", "-a"), ("images",), ("volume", "ls"), ("network", "ls"),
-            ("inspect", "--type", "container", "lamina-engine-cache-warm-up"))
+#: command lines run once at start, their output dropped: what the commonest reads load on
+#: first use (their API routes, the image and container services) is loaded before a client
+#: waits; the other forwarded commands' modules are imported (their services, such as the
+#: network and volume stores, are built when a command first needs them, as in-process)
+_WARM_UP = (("ps", "-a"), ("images",), ("inspect", "--type", "container", "lamina-engine-cache-warm-up"))
 
 
 def _warm(router: Router, config: EngineConfig) -> None:
+    import importlib
     import io
 
     from lamina.cli.context import Context, GlobalOptions
-    from lamina.cli.main import run_command
+    from lamina.cli.front import FORWARDED
+    from lamina.cli.main import find_command, run_command
     from lamina.client.transport import InProcessTransport
 
+    for words in sorted(FORWARDED):
+        command = find_command(words)
+        if command is not None:
+            importlib.import_module(f"lamina.cli.commands.{command.module}")
     transport = InProcessTransport(config, router=router)
     for words in _WARM_UP:
         context = Context(GlobalOptions(), stdin=io.StringIO(""), stdout=io.StringIO(), stderr=io.StringIO(),

@@ -319,10 +319,11 @@ def test_a_data_root_replaced_under_the_cache_is_read_in_process(cached):
     [pid] = cached.processes()
     assert cached.in_process("rm", "c1").returncode == 0
     shutil.rmtree(cached.data_root)  # a reset: the warm engine's view of it is stale now
-    got = cached.lamina("network", "ls", "--format", "{{.Name}}")
-    expected = cached.in_process("network", "ls", "--format", "{{.Name}}")
+    # the image service, built warm, lists layers it no longer finds (in-process: none)
+    got = cached.lamina("system", "df")
+    expected = cached.in_process("system", "df")
     assert (got.returncode, got.stdout, got.stderr) == (expected.returncode, expected.stdout, expected.stderr)
-    assert sorted(got.stdout.split()) == [b"bridge", b"host", b"none"]
+    assert got.returncode == 0 and b"Images          0" in got.stdout
     # the engine failed a request of the command: the cache left rather than answer it
     assert _wait(lambda: pid not in cached.processes(), 20)
     with open(os.path.join(os.path.dirname(cached.socket), "cache.log"), encoding="utf-8") as handle:
