@@ -33,10 +33,12 @@ Leaving: the socket is unlinked first (a front that arrives then runs its comman
 in-process), the commands in progress finish, then the process exits.  Stale state cannot
 mislead a command: a read takes the same locks and records as in-process, and the engine
 reads the stores' changes made by other processes (the model ``lamina serve`` already lives
-by).  One thing a daemon may do and the cache does not: a command during which the engine
-failed a request (a 5xx: the data root was replaced under the warm engine, say ``rm -rf`` of
-it) is not answered (503): the front runs it in-process, as it would have run without a
-cache, and the cache leaves, so the next one builds a fresh engine.  What a cache cannot see, it does not take: a command line with options the front does
+by).  What a daemon may do and the cache does not: answer for a data root that is no longer
+the directory its engine was built on (removed, or removed and made again: compared by device
+and inode at each command), or answer a command during which the engine failed a request (a
+5xx: a part of the data root replaced under the warm engine): such a command gets a 503, the
+front runs it in-process, as it would have run without a cache, and the cache leaves, so the
+next one builds a fresh engine.  What a cache cannot see, it does not take: a command line with options the front does
 not forward, any writing command, an unprivileged user.  ``LAMINA_FORWARD=0`` turns both the
 cache and the forwarding off.
 """
@@ -80,13 +82,25 @@ def start(socket_path: str, environ: Mapping[str, str], *, idle_seconds: float =
         return None  # the command ran; the next one runs in-process too
 
 
-class _IdleHandler:
-    """Forwarded commands to ``handler``; everything else 404.  Counts what is in progress."""
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
-    def __init__(self, handler: Handler) -> None:
+
+class _IdleHandler:
+    """Forwarded commands to ``handler``; everything else 404.  Counts what is in progress.
+    A data root that is no longer the directory the engine was built on (removed, or removed
+    and made again) gets no answer: 503, and the cache leaves."""
+
+    def __init__(self, handler: Handler, data_root: str) -> None:
         import threading
 
         self.handler = handler
+        self.data_root = data_root
+        self.built_on = _identity(data_root)
         #: set when the engine failed a command (the handler answered 503): the cache leaves
         self.failed = threading.Event()
         self.lock = threading.Lock()
@@ -100,6 +114,11 @@ class _IdleHandler:
             from lamina.api.streams import json_response
 
             return json_response({"message": "the engine cache runs lamina's read-only commands only"}, 404)
+        if self.built_on is None or _identity(self.data_root) != self.built_on:
+            from lamina.api.streams import json_response
+
+            self.failed.set()
+            return json_response({"message": f"{self.data_root} is not the directory this engine was built on"}, 503)
         with self.lock:
             self.running += 1
         try:
@@ -165,16 +184,19 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
     pid_path = socket_path[:-len(".sock")] + ".pid"
     with open(pid_path, "w", encoding="ascii") as pid_file:
         pid_file.write(f"{os.getpid()}\n")
-    config = EngineConfig.from_environment()
-    router = InProcessTransport(config).router  # the engine an in-process command builds
-    idle = _IdleHandler(CommandHandler(router, config, refuse_internal_errors=True))
-    server = Server(idle, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
-                                       header_timeout=10.0, idle_timeout=10.0))
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda number, frame: (stopping.append(number), server.shutdown("SIGTERM")))
+    stopping: list[object] = []
+    signal.signal(signal.SIGTERM, lambda number, frame: stopping.append(number))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    server = None
     try:
+        config = EngineConfig.from_environment()
+        router = InProcessTransport(config).router  # the engine an in-process command builds
         _warm(router, config)  # before the socket listens: no client waits for it
+        # built now, on the data root as it is after the warm-up (which makes it if need be)
+        idle = _IdleHandler(CommandHandler(router, config, refuse_internal_errors=True), config.data_root)
+        server = Server(idle, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
+                                           header_timeout=10.0, idle_timeout=10.0))
+        signal.signal(signal.SIGTERM, lambda number, frame: server.shutdown("SIGTERM"))  # type: ignore[union-attr]
         if stopping:
             return
         server.listen()
@@ -183,7 +205,8 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         watcher.start()
         server.serve_forever()
     finally:
-        server.close()
+        if server is not None:
+            server.close()
         os.unlink(pid_path)  # before the lock is released with the process
 
 

@@ -328,3 +328,15 @@ def test_a_data_root_replaced_under_the_cache_is_read_in_process(cached):
     assert _wait(lambda: pid not in cached.processes(), 20)
     with open(os.path.join(os.path.dirname(cached.socket), "cache.log"), encoding="utf-8") as handle:
         assert "leaving" in handle.read()
+
+
+def test_a_data_root_made_again_is_never_answered_by_the_engine_built_on_the_old_one(cached):
+    [pid] = cached.processes()
+    assert cached.in_process("rm", "c1").returncode == 0
+    shutil.rmtree(cached.data_root)
+    os.makedirs(cached.data_root)  # another directory at the same path
+    # the cache refuses (503): the front runs the read in-process
+    assert front.forward(["ps", "-aq"], cached.environment) is None
+    assert _wait(lambda: pid not in cached.processes(), 20)
+    got = cached.lamina("images", "-q")
+    assert (got.returncode, got.stdout) == (0, b"")
