@@ -466,6 +466,8 @@ def main() -> int:
     parser.add_argument("--running", type=int, default=20, help="running containers for monitor memory (default 20)")
     parser.add_argument("--compare", default="", help="another lamina tree to measure interleaved (e.g. /work/main)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data root")
+    parser.add_argument("--no-dockerd", action="store_true",
+                        help="measure lamina only (Docker's N images take minutes to make)")
     options = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/scale.py needs root (a real data root with overlay2)", file=sys.stderr)
@@ -487,7 +489,8 @@ def main() -> int:
     results: dict[str, object] = {"n": options.n, "runs": options.runs}
     load_before = os.getloadavg()[0]
     daemon = PrivateDockerd(base_environment={key: value for key, value in environment.items()
-                                              if not key.startswith("LAMINA_")})
+                                              if not key.startswith("LAMINA_")},
+                            skipped="--no-dockerd was given" if options.no_dockerd else "")
     with daemon:
         results["peers"] = {"docker": f"dockerd {daemon.version} (private, bench/dockerd.py)" if daemon.ready
                             else daemon.reason,
