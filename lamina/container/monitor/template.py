@@ -292,10 +292,13 @@ class Template:
         key = json.dumps([builder, arguments], sort_keys=True)
         made = self.contexts.get(key)
         if made is None:
+            from lamina.container.monitor.bootstrap import rehearse
+
             module, _, function = builder.partition(":")
             context = getattr(importlib.import_module(module), function)(arguments)
             made = self.contexts[key] = (context, context.stores())
             _compile_records()  # those the builder's modules brought
+            rehearse(*made)
             gc.collect()  # once per context: its garbage is not frozen into every monitor
         return made
 
