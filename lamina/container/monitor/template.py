@@ -69,6 +69,16 @@ import sys
 import time
 from typing import Any
 
+# the whole monitor (bootstrap imports the server, the runs, execs, health, io), imported once
+# here and shared by every monitor; at the top, not in the functions that serve a request: what
+# the template runs between two forks copies, in the monitor forked first, the pages it writes
+from lamina import errdefs
+from lamina.container.monitor.api import PendingAttach
+from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, monitor_main, prepare_logging, rehearse
+import lamina.container.monitor.protocol as protocol
+from lamina.container.rundir import bind_unix
+from lamina.runtime.child import reset_signals
+
 __all__ = ["IDLE_SECONDS", "Template", "main"]
 
 IDLE_SECONDS = 30.0          # no monitor left and no request for that long: the template leaves
@@ -81,13 +91,6 @@ def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str
     ``lock_fd``: the starter's lock, held until the socket listens (a start nobody waits for);
     ``prepare``: ``{"arguments": ..., "runtime": name}`` (JSON), the context and runtime the
     first request will most likely want, made before the first request is served."""
-    # the whole monitor (bootstrap imports the server, the runs, execs, health, io), imported
-    # once here and shared by every monitor
-    from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, prepare_logging
-    import lamina.container.monitor.protocol as protocol
-    from lamina.container.rundir import bind_unix
-    from lamina.runtime.child import reset_signals
-
     importlib.import_module(builder.partition(":")[0])
     reset_signals(ignore=IGNORED_SIGNALS)  # the monitors' dispositions, inherited by them
     log_handler = prepare_logging()
@@ -221,8 +224,6 @@ class Template:
 
     def _handle(self, conn: socket.socket) -> bool:
         """Serve one connection's request; True when the connection was kept (a lease)."""
-        import lamina.container.monitor.protocol as protocol
-
         conn.settimeout(_REQUEST_TIMEOUT)
         fds: list[int] = []
         try:
@@ -254,10 +255,6 @@ class Template:
         return False
 
     def _fork_monitor(self, request: dict[str, Any], fds: list[int]) -> int:
-        from lamina import errdefs
-        from lamina.container.monitor.api import PendingAttach
-        from lamina.container.monitor.bootstrap import monitor_main, prepare_logging
-
         container_id, builder, arguments = request.get("spawn"), request.get("builder"), request.get("arguments")
         hellos, runtime = request.get("pending") or [], request.get("runtime")
         if not (isinstance(container_id, str) and isinstance(builder, str) and isinstance(arguments, dict)
@@ -292,8 +289,6 @@ class Template:
         key = json.dumps([builder, arguments], sort_keys=True)
         made = self.contexts.get(key)
         if made is None:
-            from lamina.container.monitor.bootstrap import rehearse
-
             module, _, function = builder.partition(":")
             context = getattr(importlib.import_module(module), function)(arguments)
             made = self.contexts[key] = (context, context.stores())
@@ -306,8 +301,6 @@ class Template:
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     """The request line and the descriptors sent with it; None for a connection closed
     without sending anything (a probe)."""
-    import lamina.container.monitor.protocol as protocol
-
     data = bytearray()
     fds: list[int] = []
     try:
