@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 
+from lamina import errdefs
 from lamina.container import health
 from lamina.container import spec as specs
 from lamina.container.logs import parse_log_options
@@ -52,21 +53,26 @@ def prepare_logging() -> logging.FileHandler:
     return handler
 
 
-#: the container id of a rehearsal: no container has it (ids are 64 hex digits)
-REHEARSAL_ID = "rehearsal"
+#: the container id of a rehearsal (:func:`rehearse`): a well-formed id no container has
+REHEARSAL_ID = "0" * 64
 
 
 def rehearse(context: MonitorContext, stores: MonitorStores) -> None:
     """What every monitor does first, done once in the template with a placeholder container
-    and no side effect (no file, socket, signal or lock): the :class:`Monitor` and its parts
-    built, a descriptor watched by its loop, an answer read from a pipe, the log and
-    healthcheck options of an empty record read.  What a first time writes is then written in
-    the template's pages, shared by every monitor, rather than in each monitor's: the shared
-    attribute keys of those classes, the entries of the type attribute cache and of the ABC
-    caches (``isinstance(..., Mapping)``), the hashes of the strings involved."""
+    and no side effect (no file, socket, signal or lock made or changed): the :class:`Monitor`
+    and its parts built, its record looked for, a descriptor watched by its loop, an answer
+    read from a pipe, the log and healthcheck options of an empty record read.  What a first
+    time writes is then written in the template's pages, shared by every monitor, rather than
+    in each monitor's: the shared attribute keys of those classes, the entries of the type
+    attribute cache and of the ABC caches (``isinstance(..., Mapping)``), the hashes of the
+    strings involved."""
     monitor = Monitor(context, stores, REHEARSAL_ID, -1, [])
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
+        try:
+            stores.store.get(REHEARSAL_ID)
+        except errdefs.NotFound:
+            pass
         monitor.loop.on_read(read_fd, lambda: None)
         os.write(write_fd, protocol.encode(protocol.OK))
         monitor.loop.poll(0)

@@ -24,6 +24,19 @@ container.  Weighed against it:
   its own memory once per exec root.  That is what this module is (the figures, measured
   with ``bench/scale.py``: issue 16).
 
+What a monitor writes, and so owns, is mostly what Python writes on its own: the reference
+counts of every object its code uses, the warm-up counters and inline caches of every code
+object it runs, the first entries of the type attribute cache and of the ABC caches, the shared
+attribute keys of the classes it instantiates first, the blocks it allocates in the template's
+half-used pools.  Hence three habits here.  A monitor's first steps are rehearsed in the
+template, once per context (:func:`~lamina.container.monitor.bootstrap.rehearse`, with a
+placeholder container and no side effect), so that what a first time writes is written in
+pages every monitor shares.  What the template itself runs between two forks is kept short:
+each page it writes then is copied into the monitor forked before (the monitor's modules are
+imported at the top of this module, not by the code serving each request).  And the template
+maps no library it does not need: a page of OpenSSL that only the template touched counts
+as its own (``hashlib`` is imported where a digest is made, not at import).
+
 Life cycle.  :func:`~lamina.container.monitor.client.spawn` connects to
 ``<exec-root>/monitor-template/<key>.sock`` (the contract: :mod:`~lamina.container.monitor.protocol`);
 when nobody listens it takes ``monitor-template/lock`` and starts a template:
@@ -293,7 +306,10 @@ class Template:
             context = getattr(importlib.import_module(module), function)(arguments)
             made = self.contexts[key] = (context, context.stores())
             _compile_records()  # those the builder's modules brought
-            rehearse(*made)
+            try:
+                rehearse(*made)
+            except Exception:  # noqa: BLE001 - a rehearsal only saves memory: the monitors run without it
+                logging.getLogger("lamina.monitor").exception("cannot rehearse the monitors' first steps")
             gc.collect()  # once per context: its garbage is not frozen into every monitor
         return made
 
