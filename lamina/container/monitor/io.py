@@ -100,7 +100,7 @@ class Loop:
         # whole milliseconds, rounded up (as selectors does): a timeout never ends early
         ready = self.epoll.poll(-1 if timeout is None else math.ceil(max(timeout, 0.0) * 1e3) * 1e-3)
         for fd, mask in ready:
-            # an error or a hang-up wakes both sides, as with selectors
+            # an error or a hang-up wakes whichever of the two is set (as selectors reports it)
             if mask & ~select.EPOLLOUT and fd in self.readers:
                 self.readers[fd]()
             if mask & ~select.EPOLLIN and fd in self.writers:
