@@ -37,7 +37,6 @@ endpoint creates the bridge and the anchor again.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -97,10 +96,14 @@ def remove_no_masquerade(network: Network) -> None:
 def chain_hash(network_name: str) -> str:
     """netavark's chain suffix (``NETAVARK-<hash>``, ``NETAVARK-DN-<hash>``) of a network it
     knows by ``network_name``: the first 13 hex digits, upper case, of its sha512."""
+    import hashlib  # not at import: OpenSSL would stay mapped in every monitor template
+
     return hashlib.sha512(network_name.encode()).hexdigest()[:13].upper()
 
 
 def anchor_name(bridge: str) -> str:
+    import hashlib
+
     return "la" + hashlib.sha256(bridge.encode()).hexdigest()[:12]
 
 

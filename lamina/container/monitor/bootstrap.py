@@ -6,7 +6,8 @@ What every monitor needs the same the template did before the fork, once: the si
 dispositions (:data:`IGNORED_SIGNALS` ignored, every other one default, none blocked), the
 garbage collector's view frozen (``gc.freeze``: a collection in a monitor never writes to the
 pages it shares with the template), the stores opened, the log handler made (each monitor
-points it at its own ``monitor.log``).  The child closes every inherited
+points it at its own ``monitor.log``), and a rehearsal of what every monitor does first
+(:func:`rehearse`).  The child closes every inherited
 descriptor it does not need, puts /dev/null on 0-2, becomes a child subreaper
 (:mod:`~lamina.container.monitor.launch`), then runs
 :class:`~lamina.container.monitor.server.Monitor`.  Whatever escapes it is logged and answered
@@ -20,13 +21,17 @@ import logging
 import os
 import signal
 
+from lamina import errdefs
+from lamina.container import health
+from lamina.container import spec as specs
+from lamina.container.logs import parse_log_options
 import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.api import MonitorContext, MonitorStores, PendingAttach
 from lamina.container.monitor.server import Monitor
 from lamina.container.rundir import RunDirectory
 from lamina.log import get_logger
 
-__all__ = ["IGNORED_SIGNALS", "monitor_main", "prepare_logging"]
+__all__ = ["IGNORED_SIGNALS", "monitor_main", "prepare_logging", "rehearse"]
 
 log = get_logger("lamina.monitor")
 
@@ -46,6 +51,41 @@ def prepare_logging() -> logging.FileHandler:
     root.setLevel(logging.INFO)
     root.propagate = False
     return handler
+
+
+#: the container id of a rehearsal (:func:`rehearse`): a well-formed id no container has
+REHEARSAL_ID = "0" * 64
+
+
+def rehearse(context: MonitorContext, stores: MonitorStores) -> None:
+    """What every monitor does first, done once in the template with a placeholder container
+    and no side effect (no file, socket, signal or lock made or changed): the :class:`Monitor`
+    and its parts built, its record looked for, a descriptor watched by its loop, an answer
+    read from a pipe, the log and healthcheck options of an empty record read.  What a first
+    time writes is then written in the template's pages, shared by every monitor, rather than
+    in each monitor's: the shared attribute keys of those classes, the entries of the type
+    attribute cache and of the ABC caches (``isinstance(..., Mapping)``), the hashes of the
+    strings involved."""
+    monitor = Monitor(context, stores, REHEARSAL_ID, -1, [])
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        try:
+            stores.store.get(REHEARSAL_ID)
+        except errdefs.NotFound:
+            pass
+        monitor.loop.on_read(read_fd, lambda: None)
+        os.write(write_fd, protocol.encode(protocol.OK))
+        monitor.loop.poll(0)
+        monitor.loop.forget(read_fd)
+        protocol.read_pipe_answer(read_fd, 1.0)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+        monitor.loop.close()
+    log_type, options = specs.log_options({})
+    if log_type == "json-file":
+        parse_log_options(options)
+    health.probe_of({})
 
 
 def monitor_main(context: MonitorContext, stores: MonitorStores, container_id: str, answer_fd: int,

@@ -1,6 +1,6 @@
 """The monitor's event loop and stdio copying, independent of any container.
 
-:class:`Loop` is a selector with one read and one write callback per descriptor.
+:class:`Loop` is an epoll set with one read and one write callback per descriptor.
 :class:`Sink` feeds a process's stdin (a pipe, or a pty master) without blocking;
 :class:`Stream` is a client connection carrying a hijacked stdio stream (Docker's 8-byte
 frames, or raw bytes for a TTY), with its input going to a :class:`Sink`; :class:`Handshake`
@@ -13,8 +13,9 @@ makes a run's pty in a devpts instance of its own.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
-import selectors
+import select
 import socket
 import struct
 import termios
@@ -37,28 +38,40 @@ _HANDSHAKE_LIMIT = 1 << 16
 
 
 class Loop:
-    """A selector with separate read and write callbacks per descriptor."""
+    """An epoll set with separate read and write callbacks per descriptor.
+
+    ``select.epoll`` itself, not :mod:`selectors`: every Python function a monitor runs copies
+    the template's pages it touches into the monitor (see
+    :mod:`~lamina.container.monitor.template`), and a selector's bookkeeping (keys, mappings)
+    is a dozen more of them."""
 
     def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
+        self.epoll = select.epoll()
+        self.registered: dict[int, int] = {}   # fd -> the epoll events it is registered for
         self.readers: dict[int, Callable[[], None]] = {}
         self.writers: dict[int, Callable[[], None]] = {}
 
     def _update(self, fd: int) -> None:
-        events = (selectors.EVENT_READ if fd in self.readers else 0) | \
-                 (selectors.EVENT_WRITE if fd in self.writers else 0)
-        try:
-            registered = self.selector.get_key(fd).events
-        except KeyError:
-            registered = 0
+        events = (select.EPOLLIN if fd in self.readers else 0) | (select.EPOLLOUT if fd in self.writers else 0)
+        registered = self.registered.get(fd, 0)
         if events == registered:
             return
         if not registered:
-            self.selector.register(fd, events)
+            self.epoll.register(fd, events)
+            self.registered[fd] = events
         elif not events:
-            self.selector.unregister(fd)
+            del self.registered[fd]
+            try:
+                self.epoll.unregister(fd)
+            except OSError:
+                pass  # closed already: the kernel dropped it from the set
         else:
-            self.selector.modify(fd, events)
+            try:
+                self.epoll.modify(fd, events)
+            except OSError:
+                del self.registered[fd]
+                raise
+            self.registered[fd] = events
 
     def on_read(self, fd: int, callback: Callable[[], None] | None) -> None:
         if callback is None:
@@ -77,21 +90,24 @@ class Loop:
     def forget(self, fd: int) -> None:
         self.readers.pop(fd, None)
         self.writers.pop(fd, None)
-        try:
-            self.selector.unregister(fd)
-        except (KeyError, ValueError):
-            pass
+        if self.registered.pop(fd, None) is not None:
+            try:
+                self.epoll.unregister(fd)
+            except OSError:
+                pass
 
     def poll(self, timeout: float | None) -> None:
-        for key, mask in self.selector.select(timeout):
-            fd = key.fd
-            if mask & selectors.EVENT_READ and fd in self.readers:
+        # whole milliseconds, rounded up (as selectors does): a timeout never ends early
+        ready = self.epoll.poll(-1 if timeout is None else math.ceil(max(timeout, 0.0) * 1e3) * 1e-3)
+        for fd, mask in ready:
+            # an error or a hang-up wakes whichever of the two is set (as selectors reports it)
+            if mask & ~select.EPOLLOUT and fd in self.readers:
                 self.readers[fd]()
-            if mask & selectors.EVENT_WRITE and fd in self.writers:
+            if mask & ~select.EPOLLIN and fd in self.writers:
                 self.writers[fd]()
 
     def close(self) -> None:
-        self.selector.close()
+        self.epoll.close()
 
 
 class Sink:

@@ -65,6 +65,7 @@ waiters read without taking any lock (see :mod:`lamina.container.rundir`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -284,24 +285,21 @@ def read_answer(sock: socket.socket, timeout: float = 120.0) -> dict[str, Any]:
 
 def read_pipe_answer(fd: int, timeout: float) -> dict[str, Any] | None:
     """The answer line on the answer pipe; None when the monitor closed it without one."""
-    import selectors
+    import select
 
-    selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
+    poller = select.poll()  # not selectors: a monitor waits here for each start's helper (launch)
+    poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + timeout
     data = bytearray()
-    try:
-        while b"\n" not in data:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise errdefs.Unavailable("the container's monitor did not answer in time")
-            if not selector.select(remaining):
-                continue
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        selector.close()
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errdefs.Unavailable("the container's monitor did not answer in time")
+        if not poller.poll(math.ceil(remaining * 1e3)):
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
     line = bytes(data.split(b"\n", 1)[0])
     return _answer_of(line) if line else None

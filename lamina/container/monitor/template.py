@@ -24,6 +24,19 @@ container.  Weighed against it:
   its own memory once per exec root.  That is what this module is (the figures, measured
   with ``bench/scale.py``: issue 16).
 
+What a monitor writes, and so owns, is mostly what Python writes on its own: the reference
+counts of every object its code uses, the warm-up counters and inline caches of every code
+object it runs, the first entries of the type attribute cache and of the ABC caches, the shared
+attribute keys of the classes it instantiates first, the blocks it allocates in the template's
+half-used pools.  Hence three habits here.  A monitor's first steps are rehearsed in the
+template, once per context (:func:`~lamina.container.monitor.bootstrap.rehearse`, with a
+placeholder container and no side effect), so that what a first time writes is written in
+pages every monitor shares.  What the template itself runs between two forks is kept short:
+each page it writes then is copied into the monitor forked before (the monitor's modules are
+imported at the top of this module, not by the code serving each request).  And the template
+maps no library it does not need: a page of OpenSSL that only the template touched counts
+as its own (``hashlib`` is imported where a digest is made, not at import).
+
 Life cycle.  :func:`~lamina.container.monitor.client.spawn` connects to
 ``<exec-root>/monitor-template/<key>.sock`` (the contract: :mod:`~lamina.container.monitor.protocol`);
 when nobody listens it takes ``monitor-template/lock`` and starts a template:
@@ -69,6 +82,16 @@ import sys
 import time
 from typing import Any
 
+# the whole monitor (bootstrap imports the server, the runs, execs, health, io), imported once
+# here and shared by every monitor; at the top, not in the functions that serve a request: what
+# the template runs between two forks copies, in the monitor forked first, the pages it writes
+from lamina import errdefs
+from lamina.container.monitor.api import PendingAttach
+from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, monitor_main, prepare_logging, rehearse
+import lamina.container.monitor.protocol as protocol
+from lamina.container.rundir import bind_unix
+from lamina.runtime.child import reset_signals
+
 __all__ = ["IDLE_SECONDS", "Template", "main"]
 
 IDLE_SECONDS = 30.0          # no monitor left and no request for that long: the template leaves
@@ -81,13 +104,6 @@ def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str
     ``lock_fd``: the starter's lock, held until the socket listens (a start nobody waits for);
     ``prepare``: ``{"arguments": ..., "runtime": name}`` (JSON), the context and runtime the
     first request will most likely want, made before the first request is served."""
-    # the whole monitor (bootstrap imports the server, the runs, execs, health, io), imported
-    # once here and shared by every monitor
-    from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, prepare_logging
-    import lamina.container.monitor.protocol as protocol
-    from lamina.container.rundir import bind_unix
-    from lamina.runtime.child import reset_signals
-
     importlib.import_module(builder.partition(":")[0])
     reset_signals(ignore=IGNORED_SIGNALS)  # the monitors' dispositions, inherited by them
     log_handler = prepare_logging()
@@ -221,8 +237,6 @@ class Template:
 
     def _handle(self, conn: socket.socket) -> bool:
         """Serve one connection's request; True when the connection was kept (a lease)."""
-        import lamina.container.monitor.protocol as protocol
-
         conn.settimeout(_REQUEST_TIMEOUT)
         fds: list[int] = []
         try:
@@ -254,10 +268,6 @@ class Template:
         return False
 
     def _fork_monitor(self, request: dict[str, Any], fds: list[int]) -> int:
-        from lamina import errdefs
-        from lamina.container.monitor.api import PendingAttach
-        from lamina.container.monitor.bootstrap import monitor_main, prepare_logging
-
         container_id, builder, arguments = request.get("spawn"), request.get("builder"), request.get("arguments")
         hellos, runtime = request.get("pending") or [], request.get("runtime")
         if not (isinstance(container_id, str) and isinstance(builder, str) and isinstance(arguments, dict)
@@ -296,6 +306,10 @@ class Template:
             context = getattr(importlib.import_module(module), function)(arguments)
             made = self.contexts[key] = (context, context.stores())
             _compile_records()  # those the builder's modules brought
+            try:
+                rehearse(*made)
+            except Exception:  # noqa: BLE001 - a rehearsal only saves memory: the monitors run without it
+                logging.getLogger("lamina.monitor").exception("cannot rehearse the monitors' first steps")
             gc.collect()  # once per context: its garbage is not frozen into every monitor
         return made
 
@@ -303,8 +317,6 @@ class Template:
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     """The request line and the descriptors sent with it; None for a connection closed
     without sending anything (a probe)."""
-    import lamina.container.monitor.protocol as protocol
-
     data = bytearray()
     fds: list[int] = []
     try:

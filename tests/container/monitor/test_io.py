@@ -228,3 +228,65 @@ def test_without_the_whole_sequence_held_keys_are_passed_at_the_end_of_input() -
         sink.release()
         os.close(read_end)
         loop.close()
+
+
+def test_the_loop_wakes_a_reader_at_a_hang_up_and_no_longer_once_it_is_forgotten() -> None:
+    loop = Loop()
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    woken: list[int] = []
+    try:
+        loop.on_read(read_fd, lambda: woken.append(read_fd))
+        loop.poll(0)
+        assert woken == []
+        os.close(write_fd)
+        write_fd = -1
+        run_until(loop, lambda: bool(woken))
+        loop.forget(read_fd)
+        loop.poll(0)
+        assert woken == [read_fd]
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+        loop.close()
+
+
+def test_the_loop_calls_the_writer_only_while_one_is_set_and_the_reader_when_data_comes() -> None:
+    loop = Loop()
+    ours, theirs = socket.socketpair()
+    calls: list[str] = []
+    try:
+        loop.on_read(ours.fileno(), lambda: calls.append("read"))
+        loop.on_write(ours.fileno(), lambda: calls.append("write"))
+        loop.poll(0)
+        assert calls == ["write"]
+        loop.on_write(ours.fileno(), None)
+        loop.poll(0)
+        assert calls == ["write"]
+        theirs.sendall(b"x")
+        run_until(loop, lambda: "read" in calls)
+        assert calls == ["write", "read"]
+    finally:
+        ours.close()
+        theirs.close()
+        loop.close()
+
+
+def test_the_loop_forgets_a_descriptor_closed_before_it_quietly_and_can_watch_its_number_again() -> None:
+    loop = Loop()
+    first_read, first_write = os.pipe2(os.O_CLOEXEC)
+    woken: list[str] = []
+    loop.on_read(first_read, lambda: woken.append("first"))
+    os.close(first_read)
+    os.close(first_write)
+    loop.forget(first_read)
+    second_read, second_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        loop.on_read(second_read, lambda: woken.append("second"))
+        os.write(second_write, b"x")
+        run_until(loop, lambda: bool(woken))
+        assert woken == ["second"]
+    finally:
+        os.close(second_read)
+        os.close(second_write)
+        loop.close()
