@@ -14,9 +14,9 @@ When no command came for :data:`IDLE_SECONDS`, it leaves.
 Which commands reach it, decided by the front: those a default-socket ``lamina serve`` would be
 given (no global option, no engine environment variable, euid 0, not ``LAMINA_FORWARD=0``),
 when no such daemon took them.  A cache serves one identity (:func:`lamina.cli.front.cache_socket`:
-the interpreter, the code tree, the data root, the exec root, and the mount, network, pid and
-user namespaces of its starter), so a command from another tree, engine or namespace never
-reaches it: that command finds another socket, or none.
+the interpreter, the code tree, the data root, the exec root, ``TZ``, and the mount, network,
+pid and user namespaces of its starter), so a command from another tree, engine, time zone or
+namespace never reaches it: that command finds another socket, or none.
 
 On disk, under the exec root (``<exec-root>/engine-cache/``, mode 0700)::
 
@@ -38,9 +38,9 @@ the directory its engine was built on (removed, or removed and made again: compa
 and inode at each command), or answer a command during which the engine failed a request (a
 5xx: a part of the data root replaced under the warm engine): such a command gets a 503, the
 front runs it in-process, as it would have run without a cache, and the cache leaves, so the
-next one builds a fresh engine.  What a cache cannot see, it does not take: a command line with options the front does
-not forward, any writing command, an unprivileged user.  ``LAMINA_FORWARD=0`` turns both the
-cache and the forwarding off.
+next one builds a fresh engine.  What a cache cannot see, it does not take: a command line
+with options the front does not forward, any writing command, an unprivileged user.
+``LAMINA_FORWARD=0`` turns both the cache and the forwarding off.
 """
 
 from __future__ import annotations
@@ -90,10 +90,10 @@ def _identity(path: str) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-class _IdleHandler:
-    """Forwarded commands to ``handler``; everything else 404.  Counts what is in progress.
-    A data root that is no longer the directory the engine was built on (removed, or removed
-    and made again) gets no answer: 503, and the cache leaves."""
+class _CacheHandler:
+    """Forwarded commands to ``handler``, everything else 404; counts what is in progress (the
+    cache leaves when idle).  A data root that is no longer the directory the engine was built
+    on (removed, or removed and made again) gets no answer: 503, and the cache leaves."""
 
     def __init__(self, handler: Handler, data_root: str) -> None:
         import threading
@@ -139,7 +139,6 @@ class _IdleHandler:
 def main(socket_path: str, idle_seconds: str = str(IDLE_SECONDS)) -> None:
     """The cache process (started by :func:`start`): serve ``socket_path`` until idle."""
     import logging
-
 
     directory = os.path.dirname(socket_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -193,14 +192,14 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         router = InProcessTransport(config).router  # the engine an in-process command builds
         _warm(router, config)  # before the socket listens: no client waits for it
         # built now, on the data root as it is after the warm-up (which makes it if need be)
-        idle = _IdleHandler(CommandHandler(router, config, refuse_internal_errors=True), config.data_root)
-        server = Server(idle, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
+        handler = _CacheHandler(CommandHandler(router, config, refuse_internal_errors=True), config.data_root)
+        server = Server(handler, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
                                            header_timeout=10.0, idle_timeout=10.0))
         signal.signal(signal.SIGTERM, lambda number, frame: server.shutdown("SIGTERM"))  # type: ignore[union-attr]
         if stopping:
             return
         server.listen()
-        watcher = threading.Thread(target=_leave_when_idle, args=(server, idle, idle_seconds),
+        watcher = threading.Thread(target=_leave_when_idle, args=(server, handler, idle_seconds),
                                    name="lamina-engine-cache-idle", daemon=True)
         watcher.start()
         server.serve_forever()
@@ -237,12 +236,13 @@ def _warm(router: Router, config: EngineConfig) -> None:
         run_command(list(words), context, in_daemon=True)
 
 
-def _leave_when_idle(server: Server, idle: _IdleHandler, seconds: float) -> None:
-    while (waited := idle.idle_for()) < seconds:
-        if idle.failed.wait(max(0.05, min(1.0, seconds - waited))):
+def _leave_when_idle(server: Server, handler: _CacheHandler, seconds: float) -> None:
+    while (waited := handler.idle_for()) < seconds:
+        if handler.failed.wait(max(0.05, min(1.0, seconds - waited))):
             import logging
 
             logging.getLogger("lamina.enginecache").warning(
-                "the engine failed a command (its data root changed under it?): leaving")
-            break
+                "the engine failed a command, or its data root changed under it: leaving")
+            server.shutdown("a stale engine")
+            return
     server.shutdown("idle")
