@@ -34,8 +34,8 @@ in-process), the commands in progress finish, then the process exits.  Stale sta
 mislead a command: a read takes the same locks and records as in-process, and the engine
 reads the stores' changes made by other processes (the model ``lamina serve`` already lives
 by).  What a daemon may do and the cache does not: answer for a data root that is no longer
-the directory its engine was built on (removed, or removed and made again: compared by device
-and inode at each command), or answer a command during which the engine failed a request (a
+the directory its engine was built on (removed, or removed and made again: the cache holds it
+open and compares it with the path at each command), or answer a command during which the engine failed a request (a
 5xx: a part of the data root replaced under the warm engine): such a command gets a 503, the
 front runs it in-process, as it would have run without a cache, and the cache leaves, so the
 next one builds a fresh engine.  What a cache cannot see, it does not take: a command line
@@ -82,30 +82,37 @@ def start(socket_path: str, environ: Mapping[str, str], *, idle_seconds: float =
         return None  # the command ran; the next one runs in-process too
 
 
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
 class _CacheHandler:
     """Forwarded commands to ``handler``, everything else 404; counts what is in progress (the
     cache leaves when idle).  A data root that is no longer the directory the engine was built
-    on (removed, or removed and made again) gets no answer: 503, and the cache leaves."""
+    on (removed, or removed and made again) gets no answer: 503, and the cache leaves.  The
+    directory is held open (``O_PATH``), so its inode cannot be freed and given, number and
+    all, to a directory made again at its path."""
 
     def __init__(self, handler: Handler, data_root: str) -> None:
         import threading
 
         self.handler = handler
         self.data_root = data_root
-        self.built_on = _identity(data_root)
+        try:
+            self.built_on: int | None = os.open(data_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            self.built_on = None
         #: set when the engine failed a command (the handler answered 503): the cache leaves
         self.failed = threading.Event()
         self.lock = threading.Lock()
         self.running = 0
         self.last = time.monotonic()
+
+    def _same_data_root(self) -> bool:
+        if self.built_on is None:
+            return False
+        held = os.fstat(self.built_on)
+        try:
+            found = os.stat(self.data_root)
+        except OSError:
+            return False
+        return held.st_nlink > 0 and (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
 
     def handle(self, request: Request) -> Response:
         from lamina.cli.front import COMMAND_PATH
@@ -114,7 +121,7 @@ class _CacheHandler:
             from lamina.api.streams import json_response
 
             return json_response({"message": "the engine cache runs lamina's read-only commands only"}, 404)
-        if self.built_on is None or _identity(self.data_root) != self.built_on:
+        if not self._same_data_root():
             from lamina.api.streams import json_response
 
             self.failed.set()
