@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
-__all__ = ["terminate", "lamina_program"]
+__all__ = ["terminate", "lamina_program", "kill_by_pid_files"]
 
 # the ``lamina`` program as its console script runs it (the front first, lamina.cli.front);
 # a tree from before the front existed starts at lamina.cli.main
@@ -32,3 +33,23 @@ def terminate(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def kill_by_pid_files(exec_root: str, kind: str = "monitor-template") -> None:
+    """SIGKILL the processes whose pids ``<exec_root>/<kind>/*.pid`` name (the monitor
+    templates, or with ``kind="engine-cache"`` the engine caches) and wait until they are gone."""
+    directory = os.path.join(exec_root, kind)
+    pids = []
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.endswith(".pid"):
+            try:
+                with open(os.path.join(directory, name), encoding="ascii") as handle:
+                    pid = int(handle.read().strip())
+                os.kill(pid, signal.SIGKILL)
+                pids.append(pid)
+            except (OSError, ValueError):
+                pass
+    deadline = time.monotonic() + 5
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+        time.sleep(0.005)

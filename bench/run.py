@@ -55,7 +55,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -72,7 +71,7 @@ DOCKERD_LABEL = "dockerd"
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
-from processes import lamina_program, terminate  # noqa: E402
+from processes import kill_by_pid_files, lamina_program, terminate  # noqa: E402
 
 LAMINA = lamina_program(ROOT)
 
@@ -147,27 +146,6 @@ def wait_for_socket(path: str, server: subprocess.Popen[bytes], log: str, second
         time.sleep(0.05)
 
 
-def kill_templates(exec_root: str, kind: str = "monitor-template") -> None:
-    """Kill the monitor templates of ``exec_root`` (by the pid each writes) and wait for them;
-    with ``kind="engine-cache"``, its engine caches."""
-    directory = os.path.join(exec_root, kind)
-    pids = []
-    for name in os.listdir(directory) if os.path.isdir(directory) else []:
-        if name.endswith(".pid"):
-            with open(os.path.join(directory, name), encoding="ascii") as handle:
-                text = handle.read().strip()
-            if text.isdigit():
-                try:
-                    os.kill(int(text), signal.SIGKILL)
-                    pids.append(int(text))
-                except ProcessLookupError:
-                    pass
-    deadline = time.monotonic() + 5
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
-        time.sleep(0.005)
-
-
 def wait_for_cache(exec_root: str, seconds: float = 10.0) -> None:
     """Wait until an engine cache of ``exec_root`` listens (or ``seconds`` passed)."""
     directory = os.path.join(exec_root, "engine-cache")
@@ -236,7 +214,7 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
                 else:
                     variant = by_label[label]
                     if name in cold:
-                        kill_templates(variant.exec_root, cold[name])
+                        kill_by_pid_files(variant.exec_root, cold[name])
                     environment = {"local": variant.environment, "client": variant.client_environment,
                                    "local-direct": {**variant.environment, "LAMINA_FORWARD": "0"},
                                    "client-api": {**variant.client_environment, "LAMINA_FORWARD": "0"}}[where]
@@ -378,9 +356,9 @@ def main() -> int:
         finally:
             for variant in variants:
                 variant.stop_server()
-                kill_templates(variant.exec_root)
-                kill_templates(variant.exec_root, "engine-cache")
-                kill_templates(variant.server_environment["LAMINA_EXEC_ROOT"])
+                kill_by_pid_files(variant.exec_root)
+                kill_by_pid_files(variant.exec_root, "engine-cache")
+                kill_by_pid_files(variant.server_environment["LAMINA_EXEC_ROOT"])
             # the default bridge outlives its containers, as docker0 does: taken down with the data roots
             sys.path.insert(0, ROOT)
             from lamina.network.run import RunNetwork

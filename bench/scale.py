@@ -65,7 +65,7 @@ DOCKER_API = "/v1.41"  # dockerd 20.10's
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
-from processes import lamina_program, terminate  # noqa: E402
+from processes import kill_by_pid_files, lamina_program, terminate  # noqa: E402
 from serve import Connection  # noqa: E402  (the benchmarks' one keep-alive client)
 
 LAMINA = lamina_program(ROOT)
@@ -311,18 +311,6 @@ def populate_docker(peer: DockerPeer, n: int) -> None:
           f"{time.perf_counter() - started:.1f} s (dockerd, over one keep-alive connection)")
 
 
-def kill_engine_caches(exec_root: str) -> None:
-    """Kill the engine caches the in-process reads of ``exec_root`` left (by their pid files)."""
-    directory = os.path.join(exec_root, "engine-cache")
-    for name in os.listdir(directory) if os.path.isdir(directory) else []:
-        if name.endswith(".pid"):
-            try:
-                with open(os.path.join(directory, name), encoding="ascii") as handle:
-                    os.kill(int(handle.read()), 9)
-            except (OSError, ValueError):
-                pass
-
-
 def disk_use(path: str) -> int:
     result = subprocess.run(["du", "-sxb", path], capture_output=True, text=True, check=True)
     return int(result.stdout.split()[0])
@@ -541,7 +529,7 @@ def main() -> int:
                 peer.close()
             for tree in trees:
                 tree.stop()
-                kill_engine_caches(tree.exec_root)
+                kill_by_pid_files(tree.exec_root, "engine-cache")
             # the default bridge outlives its containers, as docker0 does: taken down with the data root
             from lamina.network.run import RunNetwork
 

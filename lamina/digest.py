@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from lamina import errdefs
+from lamina.builtinhash import builtin_sha256
 
 __all__ = ["Digest", "parse", "from_bytes", "chain_id", "chain_ids", "is_hex_id", "Hasher", "BackgroundHasher",
            "sha256_hex", "small_sha256"]
@@ -30,23 +31,12 @@ __all__ = ["Digest", "parse", "from_bytes", "chain_id", "chain_ids", "is_hex_id"
 _SMALL = 256 * 1024
 
 
-def _builtin_sha256() -> Any:
-    try:
-        from _sha256 import sha256  # CPython 3.11
-    except ImportError:
-        try:
-            from _sha2 import sha256  # type: ignore[no-redef]  # CPython 3.12+
-        except ImportError:
-            from hashlib import sha256  # type: ignore[no-redef]  # a Python without the built-in
-    return sha256
-
-
 def small_sha256() -> Any:
     """A sha256 object for a value of at most a few hundred KiB: OpenSSL's when hashlib is
     loaded already, else CPython's built-in one (same ``update``/``hexdigest``)."""
     if "hashlib" in sys.modules:
         return sys.modules["hashlib"].sha256()
-    return _builtin_sha256()()
+    return builtin_sha256()()
 
 
 def sha256_hex(data: bytes) -> str:

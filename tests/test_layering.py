@@ -37,7 +37,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lamina"
 #: The layer of each top-level package or module of ``lamina`` (DESIGN.md §2, bottom = 1).
 LAYERS: dict[str, int] = {
     "errdefs": 1, "digest": 1, "fsutil": 1, "sys": 1, "config": 1, "records": 1, "log": 1, "protocols": 1,
-    "stdcopy": 1, "jsonobject": 1, "lazyexports": 1, "defaults": 1,
+    "stdcopy": 1, "jsonobject": 1, "lazyexports": 1, "defaults": 1, "builtinhash": 1,
     "archive": 2, "mount": 2, "dockerfile": 2, "idmap": 2, "rootless": 2,
     "content": 3, "graphdriver": 3, "runtime": 3,
     "layer": 4,
@@ -52,7 +52,7 @@ LAYERS: dict[str, int] = {
 #: direction is then refused, so the peers of a layer stay ordered.
 PEERS: dict[str, frozenset[str]] = {
     # layer 1: the error kinds and the data-class helper are the bottom of the bottom
-    "digest": frozenset({"errdefs"}),
+    "digest": frozenset({"errdefs", "builtinhash"}),
     "fsutil": frozenset({"errdefs", "sys"}),
     "config": frozenset({"records", "errdefs", "defaults"}),
     "stdcopy": frozenset({"errdefs", "protocols"}),

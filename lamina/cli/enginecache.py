@@ -115,15 +115,12 @@ class _CacheHandler:
         return held.st_nlink > 0 and (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
 
     def handle(self, request: Request) -> Response:
+        from lamina.api.streams import json_response
         from lamina.cli.front import COMMAND_PATH
 
         if request.path != COMMAND_PATH:
-            from lamina.api.streams import json_response
-
             return json_response({"message": "the engine cache runs lamina's read-only commands only"}, 404)
         if not self._same_data_root():
-            from lamina.api.streams import json_response
-
             self.failed.set()
             return json_response({"message": f"{self.data_root} is not the directory this engine was built on"}, 503)
         with self.lock:

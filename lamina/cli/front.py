@@ -201,11 +201,9 @@ def cache_socket(data_root: str, exec_root: str, time_zone: str = "") -> str | N
             identity.append(os.readlink(f"/proc/self/ns/{namespace}"))
         except OSError:
             identity.append("")
-    try:
-        from _sha256 import sha256  # CPython 3.11: no OpenSSL load (hashlib's costs ~3 ms)
-    except ImportError:
-        from _sha2 import sha256  # type: ignore[no-redef]  # CPython 3.12+
-    key = sha256("\0".join(identity).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    from lamina.builtinhash import builtin_sha256  # no OpenSSL load (hashlib's costs ~3 ms)
+
+    key = builtin_sha256()("\0".join(identity).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     path = os.path.join(exec_root, CACHE_DIRECTORY, f"{key}.sock")
     return path if len(os.fsencode(path)) < _SOCKET_PATH_LIMIT else None
 
