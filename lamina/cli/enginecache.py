@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from lamina.api.router import Router
     from lamina.config import EngineConfig
     from lamina.server.api import Handler
+    from lamina.cli.forkserver import ActivityClock
     from lamina.server.server import Server
 
 __all__ = ["IDLE_SECONDS", "start", "main"]
@@ -89,10 +90,11 @@ class _CacheHandler:
     directory is held open (``O_PATH``), so its inode cannot be freed and given, number and
     all, to a directory made again at its path."""
 
-    def __init__(self, handler: Handler, data_root: str) -> None:
+    def __init__(self, handler: Handler, data_root: str, clock: ActivityClock | None = None) -> None:
         import threading
 
         self.handler = handler
+        self.clock = clock
         self.data_root = data_root
         try:
             self.built_on: int | None = os.open(data_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -134,10 +136,16 @@ class _CacheHandler:
             with self.lock:
                 self.running -= 1
                 self.last = time.monotonic()
+                if self.clock is not None:
+                    self.clock.stamp(self.clock.CACHE, self.last)
 
     def idle_for(self) -> float:
+        """Seconds since the cache (or its fork server, which stamps the shared clock) last served."""
         with self.lock:
-            return 0.0 if self.running else time.monotonic() - self.last
+            if self.running:
+                return 0.0
+            idle = time.monotonic() - self.last
+        return idle if self.clock is None else min(idle, self.clock.idle_for())
 
 
 def main(socket_path: str, idle_seconds: str = str(IDLE_SECONDS)) -> None:
@@ -174,6 +182,7 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
     import signal
     import threading
 
+    from lamina.cli.forkserver import ActivityClock
     from lamina.cli.forwarded import CommandHandler
     from lamina.client.transport import InProcessTransport
     from lamina.config import EngineConfig
@@ -191,12 +200,16 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
     signal.signal(signal.SIGTERM, lambda number, frame: stopping.append(number))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     server = None
+    fork_server = None
     try:
         config = EngineConfig.from_environment()
         router = InProcessTransport(config).router  # the engine an in-process command builds
         _warm(router, config)  # before the socket listens: no client waits for it
+        clock = ActivityClock()
+        if not stopping:  # forked now: no thread of this process runs yet
+            fork_server = _start_fork_server(socket_path, clock, idle_seconds, lock_fd)
         # built now, on the data root as it is after the warm-up (which makes it if need be)
-        handler = _CacheHandler(CommandHandler(router, config, refuse_internal_errors=True), config.data_root)
+        handler = _CacheHandler(CommandHandler(router, config, refuse_internal_errors=True), config.data_root, clock)
         server = Server(handler, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
                                            header_timeout=10.0, idle_timeout=10.0))
         signal.signal(signal.SIGTERM, lambda number, frame: server.shutdown("SIGTERM"))  # type: ignore[union-attr]
@@ -210,7 +223,53 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
     finally:
         if server is not None:
             server.close()
-        os.unlink(pid_path)  # before the lock is released with the process
+        if fork_server is not None:
+            os.kill(fork_server, signal.SIGTERM)  # it unlinks its socket, waits for its workers, exits
+        os.unlink(pid_path)  # before the lock is released with the process (and the fork server's)
+
+
+def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: float, lock_fd: int) -> int | None:
+    """Fork the fork server (:mod:`lamina.cli.forkserver`) listening beside ``socket_path``;
+    its pid, or None (a thread runs here, so no fork is safe; the path does not fit)."""
+    import logging
+    import socket
+
+    from lamina.cli import forkserver
+
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() != 1:
+        logging.getLogger("lamina.enginecache").warning("no fork server: a thread runs in the engine cache")
+        return None
+    path = forkserver.fork_socket(socket_path)
+    if len(os.fsencode(path)) >= 108:
+        return None
+    try:
+        os.unlink(path)  # a fork server that was killed left it; the key's lock is ours
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o600)
+        listener.listen(64)
+    except OSError:
+        listener.close()
+        raise
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        pid_path = path[:-len(".sock")] + ".pid"
+        try:
+            with open(pid_path, "w", encoding="ascii") as pid_file:
+                pid_file.write(f"{os.getpid()}\n")
+            forkserver.serve(listener, path, clock, idle_seconds, parent, close_in_worker=[lock_fd])
+            os.unlink(pid_path)
+        except BaseException:  # noqa: BLE001 - logged; the cache's clients run in-process
+            logging.getLogger("lamina.enginecache").exception("the fork server at %s failed", path)
+        finally:
+            os._exit(0)
+    listener.close()
+    return pid
 
 
 #: command lines run once at start, their output dropped: what the commonest reads load on
@@ -233,11 +292,29 @@ def _warm(router: Router, config: EngineConfig) -> None:
         command = find_command(words)
         if command is not None:
             importlib.import_module(f"lamina.cli.commands.{command.module}")
+    for module in _forked_modules():  # for the fork server's workers
+        importlib.import_module(module)
     transport = InProcessTransport(config, router=router)
     for words in _WARM_UP:
         context = Context(GlobalOptions(), stdin=io.StringIO(""), stdout=io.StringIO(), stderr=io.StringIO(),
                           transport=transport)
         run_command(list(words), context, in_daemon=True)
+
+
+#: the packages whose every module a worker of the fork server finds loaded: the commands,
+#: the client, the API and the services (what ``run``, ``create``, ``rm`` load beyond a read)
+_FORKED_PACKAGES = ("lamina.cli", "lamina.client", "lamina.api", "lamina.services")
+_FORKED_MODULES = ("lamina.container.monitor.client", "lamina.cli.foreground", "queue", "heapq")
+
+
+def _forked_modules() -> list[str]:
+    import importlib
+    import pkgutil
+
+    names = []
+    for package in _FORKED_PACKAGES:
+        names += [found.name for found in pkgutil.walk_packages(importlib.import_module(package).__path__, package + ".")]
+    return [*names, *_FORKED_MODULES]
 
 
 def _leave_when_idle(server: Server, handler: _CacheHandler, seconds: float) -> None:

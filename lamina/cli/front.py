@@ -102,6 +102,10 @@ _HEAD_LIMIT = 65536
 #: the engine cache's directory under the exec root (:mod:`lamina.cli.enginecache`)
 CACHE_DIRECTORY = "engine-cache"
 _CACHE_NAMESPACES = ("mnt", "net", "pid", "user")
+#: the variables that make a cache's interpreter or output differ (the engine's own are
+#: :data:`_ENGINE_ENVIRONMENT`, with which nothing is forwarded)
+_IDENTITY_ENVIRONMENT = ("TZ", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONPATH",
+                         "PYTHONHOME")
 _SOCKET_PATH_LIMIT = 108  # sun_path, with its terminating NUL
 
 
@@ -143,24 +147,24 @@ def _forward(argv: Sequence[str], environ: Mapping[str, str], default_socket: st
     host, words = _split(argv)
     if words is None or environ.get("LAMINA_FORWARD") == "0":
         return None, None
-    if not is_forwarded(words) or "-h" in words or "--help" in words:
-        return None, None
-    headers: list[tuple[str, str]] = []
     if host is None:
         host = environ.get("LAMINA_HOST") or environ.get("DOCKER_HOST")
+    if not is_forwarded(words) or "-h" in words or "--help" in words:
+        return (None, None) if host else _fork(words, environ)
+    headers: list[tuple[str, str]] = []
     cache = None
     if host:
         if not host.startswith("unix://") or len(host) == len("unix://"):
             return None, None
         paths = [host[len("unix://"):]]
     else:
-        if os.geteuid() != 0 or any(environ.get(name) for name in _ENGINE_ENVIRONMENT):
+        engine = _default_engine(environ)
+        if engine is None:
             return None, None
-        data_root = os.path.abspath(environ.get("LAMINA_DATA_ROOT") or DEFAULT_DATA_ROOT)
-        exec_root = os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or DEFAULT_EXEC_ROOT)
+        data_root, exec_root = engine
         headers.append((DATA_ROOT_HEADER, data_root))
         headers.append((EXEC_ROOT_HEADER, exec_root))
-        cache = cache_socket(data_root, exec_root, environ.get("TZ", ""))
+        cache = cache_socket(data_root, exec_root, environ)
         paths = [default_socket] if cache is None else [default_socket, cache]
     columns = terminal_columns(environ)
     if columns:
@@ -187,15 +191,45 @@ def _forward(argv: Sequence[str], environ: Mapping[str, str], default_socket: st
     return code, None
 
 
-def cache_socket(data_root: str, exec_root: str, time_zone: str = "") -> str | None:
+def _default_engine(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(data_root, exec_root)`` of the engine an in-process command builds, when it is one a
+    daemon or the engine cache may stand for: root's, changed by no variable of
+    :data:`_ENGINE_ENVIRONMENT`; else None."""
+    if os.geteuid() != 0 or any(environ.get(name) for name in _ENGINE_ENVIRONMENT):
+        return None
+    return (os.path.abspath(environ.get("LAMINA_DATA_ROOT") or DEFAULT_DATA_ROOT),
+            os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or DEFAULT_EXEC_ROOT))
+
+
+def _fork(words: list[str], environ: Mapping[str, str]) -> tuple[int | None, str | None]:
+    """A command that is not a read: run in a worker of the engine cache's fork server
+    (:mod:`lamina.cli.forkserver`) when one serves this identity; else in-process, and the
+    cache to start at exit."""
+    from lamina.cli.forkserver import NOT_FORKED, fork_socket, run_forked
+
+    engine = _default_engine(environ)
+    if engine is None or words[0] in NOT_FORKED:
+        return None, None
+    cache = cache_socket(*engine, environ)
+    if cache is None or len(os.fsencode(fork_socket(cache))) >= _SOCKET_PATH_LIMIT:
+        return None, None
+    code = run_forked(fork_socket(cache), words)
+    return code, (cache if code is None else None)
+
+
+def cache_socket(data_root: str, exec_root: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The socket of the engine cache (:mod:`lamina.cli.enginecache`) that serves this
     program's identity: the interpreter (its binary and its prefix: a virtual environment is
-    another one), the code tree, ``data_root``, ``exec_root``, ``time_zone`` (``TZ``: local
-    times print in it) and this process's mount, network, pid and user namespaces; None when
-    the path is too long for a unix socket address (no cache then)."""
+    another one), the code tree, ``data_root``, ``exec_root``, the variables
+    of ``environ`` that the interpreter or the output depend on (:data:`_IDENTITY_ENVIRONMENT`:
+    ``TZ``, local times print in it; the locale, the text encoding, the import path) and this
+    process's mount,
+    network, pid and user namespaces; None when the path is too long for a unix socket address
+    (no cache then)."""
+    environ = environ or {}
     identity = [os.path.realpath(sys.executable), sys.prefix,
                 os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), data_root, exec_root,
-                time_zone]
+                *(f"{name}={environ.get(name, '')}" for name in _IDENTITY_ENVIRONMENT)]
     for namespace in _CACHE_NAMESPACES:
         try:
             identity.append(os.readlink(f"/proc/self/ns/{namespace}"))

@@ -10,114 +10,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from lamina.cli import enginecache, front
-from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
+from tests.server.cacheengine import cached, cmdline, engine, serving, wait_until  # noqa: F401 - fixtures
+from tests.server.conftest import REPOSITORY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")
-
-_DROPPED = ("TZ", "LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT", "LAMINA_EXEC_ROOT", "LAMINA_LOG_LEVEL",
-            "LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_USERNS_REMAP_LAYERS", "COLUMNS")
-
-
-@dataclass
-class Engine:
-    base: str
-    environment: dict[str, str]
-
-    @property
-    def data_root(self) -> str:
-        return self.environment["LAMINA_DATA_ROOT"]
-
-    @property
-    def exec_root(self) -> str:
-        return self.environment["LAMINA_EXEC_ROOT"]
-
-    @property
-    def socket(self) -> str:
-        path = front.cache_socket(self.data_root, self.exec_root, self.environment.get("TZ", ""))
-        assert path is not None
-        return path
-
-    def lamina(self, *argv: str, **extra: str) -> subprocess.CompletedProcess:
-        """The ``lamina`` program as a user runs it (its front first)."""
-        return subprocess.run([sys.executable, "-m", "lamina.cli.front", *argv], env={**self.environment, **extra},
-                              capture_output=True, cwd=REPOSITORY, timeout=120)
-
-    def in_process(self, *argv: str) -> subprocess.CompletedProcess:
-        """The same command, run in-process whatever serves (no forwarding, no cache)."""
-        return self.lamina(*argv, LAMINA_FORWARD="0")
-
-    def processes(self) -> list[int]:
-        """The engine caches of this engine (starting, serving or leaving)."""
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()
-                and b"lamina.cli.enginecache" in (line := _cmdline(int(name))) and self.exec_root.encode() in line]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read()
-    except OSError:
-        return b""
-
-
-def _wait(predicate, seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def _serving(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
-@pytest.fixture
-def engine() -> Iterator[Engine]:
-    base = tempfile.mkdtemp(prefix="lec-", dir="/tmp")  # short: the socket's path fits a unix address
-    environment = {key: value for key, value in os.environ.items() if key not in _DROPPED}
-    environment.update(LAMINA_DATA_ROOT=os.path.join(base, "data"), LAMINA_EXEC_ROOT=os.path.join(base, "exec"))
-    made = Engine(base, environment)
-    try:
-        for argv in (("load", "-q", "-i", BUSYBOX_ARCHIVE), ("create", "--name", "c1", "busybox", "true")):
-            done = made.in_process(*argv)
-            assert done.returncode == 0, done.stderr.decode()
-        yield made
-    finally:
-        for pid in made.processes():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        _wait(lambda: not made.processes(), 10)
-        made.in_process("rm", "-f", "c1", "c2")
-        subprocess.run(["umount", "-R", "-l", base], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def cached(engine: Engine) -> Engine:
-    """``engine`` once a read left its cache serving."""
-    assert engine.lamina("ps", "-a").returncode == 0
-    assert _wait(lambda: _serving(engine.socket)), "no engine cache started"
-    return engine
-
 
 CASES = [  # no relative times of the container made a second ago ("Less than a second ago", "1 second ago")
     ("ps", "-a", "--format", "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.Status}}\t{{.Names}}"),
@@ -198,27 +98,32 @@ def test_one_cache_per_identity_and_it_leaves_when_idle(engine):
 
     try:
         assert all(pids)
-        assert _wait(lambda: _serving(engine.socket))
+        assert wait_until(lambda: serving(engine.socket))
         # the two that found the lock held leave at once; the one that serves stays
-        assert _wait(lambda: sum(gone(pid) for pid in pids) == 2, 20), exited
-        [serving] = set(pids) - exited
+        assert wait_until(lambda: sum(gone(pid) for pid in pids) == 2, 20), exited
+        [server] = set(pids) - exited
         with open(engine.socket[:-len(".sock")] + ".pid", encoding="ascii") as handle:
-            assert int(handle.read()) == serving
+            assert int(handle.read()) == server
         # idle for two seconds: it unlinks its socket and its pid file, and exits
-        assert _wait(lambda: gone(serving), 30)
+        assert wait_until(lambda: gone(server), 30)
         assert not os.path.exists(engine.socket)
         assert not os.path.exists(engine.socket[:-len(".sock")] + ".pid")
+        # and its fork server with it (the idle clock is theirs both)
+        assert wait_until(lambda: not engine.processes(), 20)
+        assert not os.path.exists(engine.fork_socket)
+        assert not os.path.exists(engine.fork_socket[:-len(".sock")] + ".pid")
     finally:
         for pid in set(pids) - exited - {None}:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
 
 
-def test_sigterm_stops_the_cache(cached):
-    [pid] = cached.processes()
+def test_sigterm_stops_the_cache_and_its_fork_server(cached):
+    pid, fork_server = cached.cache_pid(), cached.fork_server_pid()
+    assert sorted(cached.processes()) == sorted([pid, fork_server])
     os.kill(pid, signal.SIGTERM)
-    assert _wait(lambda: not os.path.exists(f"/proc/{pid}") or _cmdline(pid) == b"", 20)
-    assert not os.path.exists(cached.socket)
+    assert wait_until(lambda: not cached.processes(), 20)
+    assert not os.path.exists(cached.socket) and not os.path.exists(cached.fork_socket)
 
 
 def test_what_the_cache_never_takes(cached, capfd):
@@ -228,33 +133,35 @@ def test_what_the_cache_never_takes(cached, capfd):
     assert front.forward(["--data-root", cached.data_root, "ps"], environment) is None  # a global option
     assert front.forward(["ps"], {**environment, "LAMINA_FORWARD": "0"}) is None
     assert front.forward(["ps"], {**environment, "LAMINA_STORAGE_DRIVER": "vfs"}) is None
-    assert front.forward(["rm", "c1"], environment) is None
-    assert front.forward(["ps", "--help"], environment) is None
+    assert front.forward(["serve", "--help"], environment) is None  # a daemon is never forked
+    assert front.forward(["login", "--help"], environment) is None  # nor a command that prompts
     # another data root is another identity: another socket, where nothing serves
     other = {**environment, "LAMINA_DATA_ROOT": os.path.join(cached.base, "other")}
     assert front.cache_socket(other["LAMINA_DATA_ROOT"], cached.exec_root) != cached.socket
     assert front.forward(["ps"], other) is None
     # so is another time zone (local times print in it)
-    assert front.cache_socket(cached.data_root, cached.exec_root, "Asia/Tokyo") != cached.socket
+    assert front.cache_socket(cached.data_root, cached.exec_root, {"TZ": "Asia/Tokyo"}) != cached.socket
     assert front.forward(["ps"], {**environment, "TZ": "Asia/Tokyo"}) is None
     assert capfd.readouterr() == ("", "")
 
 
 def test_a_command_the_cache_would_not_take_starts_no_cache(engine):
     for argv, extra in ((("ps",), {"LAMINA_FORWARD": "0"}), (("--data-root", engine.data_root, "ps"), {}),
-                        (("ps",), {"LAMINA_STORAGE_DRIVER": "overlay2"}), (("version",), {}),
-                        (("ps", "--help"), {})):
-        assert engine.lamina(*argv, **extra).returncode == 0
+                        (("ps",), {"LAMINA_STORAGE_DRIVER": "overlay2"}), (("version",), {"LAMINA_FORWARD": "0"}),
+                        (("serve", "--help"), {}), (("login", "--help"), {}),
+                        (("version",), {"LAMINA_HOST": "unix:///nonexistent"})):
+        engine.lamina(*argv, **extra)
         assert not engine.processes(), argv
     assert not os.path.exists(os.path.join(engine.exec_root, front.CACHE_DIRECTORY))
 
 
 def test_the_cache_serves_its_own_namespaces_only(engine):
-    program = ("import sys; from lamina.cli.front import cache_socket; "
-               f"print(cache_socket({engine.data_root!r}, {engine.exec_root!r}))")
-    here = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True, cwd=REPOSITORY)
+    program = ("import os; from lamina.cli.front import cache_socket; "
+               f"print(cache_socket({engine.data_root!r}, {engine.exec_root!r}, os.environ))")
+    here = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True, cwd=REPOSITORY,
+                          env=engine.environment)
     elsewhere = subprocess.run(["unshare", "--net", "--mount", sys.executable, "-c", program], capture_output=True,
-                               text=True, check=True, cwd=REPOSITORY)
+                               text=True, check=True, cwd=REPOSITORY, env=engine.environment)
     assert here.stdout.strip() == engine.socket
     assert elsewhere.stdout.strip() not in ("", "None", engine.socket)
 
@@ -290,16 +197,16 @@ def test_the_cache_is_no_daemon_to_talk_to(cached):
 
 
 def test_a_killed_cache_is_replaced_by_the_next_read(cached, capfd):
-    [pid] = cached.processes()
+    pid = cached.cache_pid()
     os.kill(pid, signal.SIGKILL)
-    assert _wait(lambda: not cached.processes(), 20)
+    assert wait_until(lambda: not cached.processes(), 20)  # its fork server leaves with it
     assert os.path.exists(cached.socket)  # a dead socket file: nothing listens
     assert front.forward(["ps", "-a"], cached.environment) is None  # so the read runs in-process
     done = cached.lamina("ps", "-a", "--format", "{{.Names}}")
     assert (done.returncode, done.stdout) == (0, b"c1\n")
-    assert _wait(lambda: _serving(cached.socket)), "the next cache did not replace the dead socket"
-    [replacement] = cached.processes()
-    assert replacement != pid
+    assert wait_until(lambda: serving(cached.socket)), "the next cache did not replace the dead socket"
+    replacement = cached.cache_pid()
+    assert replacement != pid and replacement in cached.processes()
     capfd.readouterr()
     assert front.forward(["ps", "-a", "--format", "{{.Names}}"], cached.environment) == 0
     assert capfd.readouterr().out == "c1\n"
@@ -312,11 +219,11 @@ def test_reads_side_by_side_through_the_cache(cached):
     for run in runs:
         out, err = run.communicate(timeout=120)
         assert (run.returncode, out, err) == (0, expected.stdout, expected.stderr)
-    assert len(cached.processes()) == 1
+    assert sorted(cached.processes()) == sorted([cached.cache_pid(), cached.fork_server_pid()])
 
 
 def test_a_data_root_replaced_under_the_cache_is_read_in_process(cached):
-    [pid] = cached.processes()
+    pid = cached.cache_pid()
     assert cached.in_process("rm", "c1").returncode == 0
     shutil.rmtree(cached.data_root)  # a reset: the warm engine's view of it is stale now
     # the image service, built warm, lists layers it no longer finds (in-process: none)
@@ -325,18 +232,18 @@ def test_a_data_root_replaced_under_the_cache_is_read_in_process(cached):
     assert (got.returncode, got.stdout, got.stderr) == (expected.returncode, expected.stdout, expected.stderr)
     assert got.returncode == 0 and b"Images          0" in got.stdout
     # the engine failed a request of the command: the cache left rather than answer it
-    assert _wait(lambda: pid not in cached.processes(), 20)
+    assert wait_until(lambda: pid not in cached.processes(), 20)
     with open(os.path.join(os.path.dirname(cached.socket), "cache.log"), encoding="utf-8") as handle:
         assert "leaving" in handle.read()
 
 
 def test_a_data_root_made_again_is_never_answered_by_the_engine_built_on_the_old_one(cached):
-    [pid] = cached.processes()
+    pid = cached.cache_pid()
     assert cached.in_process("rm", "c1").returncode == 0
     shutil.rmtree(cached.data_root)
     os.makedirs(cached.data_root)  # another directory at the same path
     # the cache refuses (503): the front runs the read in-process
     assert front.forward(["ps", "-aq"], cached.environment) is None
-    assert _wait(lambda: pid not in cached.processes(), 20)
+    assert wait_until(lambda: pid not in cached.processes(), 20)
     got = cached.lamina("images", "-q")
     assert (got.returncode, got.stdout) == (0, b"")

@@ -1,0 +1,453 @@
+"""The engine cache's fork server: a command that is not a read runs in a fork of a warm
+interpreter, with the caller's descriptors, environment and working directory.
+
+An in-process ``lamina run --rm busybox true`` spends ~40 ms loading ``argparse``, the command
+code and the engine's modules before it creates anything: more than the container's whole start.
+The engine cache (:mod:`lamina.cli.enginecache`) has all of them loaded; its fork server, a
+child it forks once warm and before any of its threads start (so the fork server is
+single-threaded, and every fork of it is safe), forks a **worker** per command.  The worker
+becomes the process the command would have run in: the caller's stdin, stdout and stderr as
+its descriptors 0, 1 and 2, the caller's working directory (sent as a descriptor: a deleted or
+renamed directory too), environment and umask, Python's default signal dispositions, no
+``atexit`` handler and no logging handler of the cache's, fresh ``sys.std*`` streams over the
+new descriptors; then it runs :func:`lamina.cli.main.run` with the command line, which builds
+the engine as any in-process command does (no state of the cache's engine is used: only its
+loaded modules).  So a command behaves as it does in-process, and what it prints goes straight
+to the caller's descriptors: a terminal, a pipe, a file, with no copy in between.
+
+Which commands: the front's (:mod:`lamina.cli.front`) decision, on the conditions the engine
+cache has (root, the default engine, no global option, ``LAMINA_FORWARD`` not ``0``): every
+command but the reads the cache answers itself and :data:`NOT_FORKED`.  What differs from a
+process of its own, and why it does not matter to a command: its parent is the fork server (the
+caller waits for it, see below), its session is the cache's (it has no controlling terminal:
+``run -t`` sets the terminal's modes through its descriptor, and the caller relays
+``SIGWINCH``), its cgroup and resource limits are the cache's (the containers it starts are the
+monitor template's children, whose are neither).
+
+The exchange, on ``<exec-root>/engine-cache/<key>.fork.sock`` (mode 0600: root's only)::
+
+    client:  LENGTH "\\n" PAYLOAD, with SCM_RIGHTS [stdin, stdout, stderr, cwd] on its first byte
+             PAYLOAD = "1" NUL umask NUL argc NUL argv... NUL environ...   (environ as KEY=VALUE)
+    server:  "P" pid "\\n"     the worker runs (nothing before it: the command did not run, and the
+                               client runs it in-process)
+             "X" code "\\n"    it exited with code
+             "K" signal "\\n"  it was killed by signal
+
+The client relays ``SIGINT``, ``SIGTERM``, ``SIGHUP``, ``SIGQUIT``, ``SIGWINCH``, ``SIGUSR1`` and
+``SIGUSR2`` to the worker, so the terminal's signals reach the command as they would its own
+process.  A client that goes away (its connection closes) before its worker ended takes its
+worker with it (``SIGKILL``), as the death of an in-process command's process takes the command.
+
+Life: the fork server shares the engine cache's idle clock (:class:`ActivityClock`: both leave
+once neither served anything for the idle time; a running worker counts as activity), leaves on
+``SIGTERM`` or when the cache process dies (``PR_SET_PDEATHSIG``), and always the same way: its
+socket is unlinked, what was queued on it is served, the workers still running are waited for
+(their callers wait for their status), then it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (the front loads this module)
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Sequence
+
+__all__ = ["NOT_FORKED", "ActivityClock", "fork_socket", "run_forked", "serve"]
+
+#: commands never run in a worker: a daemon (its own process, for its whole life) and a
+#: command that prompts on the controlling terminal (a worker has none)
+NOT_FORKED = frozenset({"serve", "login"})
+#: the signals a client relays to its worker
+RELAYED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGWINCH", "SIGUSR1", "SIGUSR2")
+_VERSION = b"1"
+_REQUEST_LIMIT = 1 << 24        # a command line and an environment: ARG_MAX is far below
+_REQUEST_TIMEOUT = 5.0          # a client sends its request at once
+_DESCRIPTORS = 4                # stdin, stdout, stderr, the working directory
+
+
+def fork_socket(cache_socket: str) -> str:
+    """The fork server's socket beside the cache's ``<key>.sock``: ``<key>.fork.sock``."""
+    return cache_socket[:-len(".sock")] + ".fork.sock"
+
+
+# -- the client (the front: os, sys and _socket only) ------------------------------------------
+
+def encode_request(words: Sequence[str], environ: dict[bytes, bytes], umask: int) -> bytes:
+    fields = [_VERSION, str(umask).encode(), str(len(words)).encode(), *(os.fsencode(word) for word in words),
+              *(name + b"=" + value for name, value in environ.items())]
+    payload = b"\0".join(fields)
+    return str(len(payload)).encode() + b"\n" + payload
+
+
+def run_forked(path: str, words: Sequence[str]) -> int | None:
+    """Run ``words`` in a worker of the fork server at ``path``; its exit code, or None when no
+    worker ran it (no fork server, a refusal, a descriptor 0-2 closed here): run it in-process."""
+    import _socket
+
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            return None  # nothing to hand over: in-process, as the command's own process would be
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(path)
+        except OSError:
+            return None
+        umask = os.umask(0o022)
+        os.umask(umask)
+        message = encode_request(words, dict(os.environb), umask)
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, cwd))
+            sent = sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+            sock.sendall(message[sent:])
+        except OSError:
+            return None
+        finally:
+            os.close(cwd)
+        lines = _Lines(sock)
+        first = lines.next()
+        if first is None or first[:1] != b"P" or not first[1:].isdigit():
+            return None  # refused, or the fork server left: nothing ran
+        pid = int(first[1:])
+        _relay_signals(pid)
+        last = lines.next()
+    finally:
+        sock.close()
+    if last is not None and last[:1] == b"X" and last[1:].isdigit():
+        return int(last[1:])
+    if last is not None and last[:1] == b"K" and last[1:].isdigit():
+        return _die_of(int(last[1:]))
+    os.write(2, b"Error: the engine cache's fork server went away while the command ran\n")
+    return 125
+
+
+class _Lines:
+    def __init__(self, sock: object) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def next(self) -> bytes | None:
+        while b"\n" not in self.buffer:
+            try:
+                piece = self.sock.recv(256)  # type: ignore[attr-defined]
+            except OSError:
+                return None
+            if not piece:
+                return None
+            self.buffer += piece
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+
+def _relay_signals(pid: int) -> None:
+    import _signal
+
+    def relay(number: int, frame: object) -> None:
+        try:
+            os.kill(pid, number)
+        except OSError:
+            pass  # it ended: its status is on its way
+
+    for name in RELAYED:
+        _signal.signal(getattr(_signal, name), relay)
+
+
+def _die_of(number: int) -> int:
+    """End as the worker ended, killed by signal ``number`` (a shell then reports the same);
+    128 + ``number`` if that signal does not end this process."""
+    import _signal
+
+    try:
+        _signal.signal(number, _signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass  # SIGKILL, SIGSTOP: at their default already
+    try:
+        os.kill(os.getpid(), number)
+    except (OSError, ValueError):
+        pass
+    return 128 + number
+
+
+# -- the fork server (forked by the engine cache) ----------------------------------------------
+
+class ActivityClock:
+    """When the engine cache and its fork server last served something, shared by both processes
+    (a page mapped before the fork): a slot each (:data:`CACHE`, :data:`FORK_SERVER`), a time
+    on the monotonic clock or infinity while busy.  Each leaves when the later of the two is older
+    than the idle time."""
+
+    CACHE = 0
+    FORK_SERVER = 1
+
+    def __init__(self) -> None:
+        import mmap
+        import time
+
+        self._page = mmap.mmap(-1, 16)
+        self.stamp(self.CACHE, time.monotonic())
+        self.stamp(self.FORK_SERVER, time.monotonic())
+
+    def stamp(self, slot: int, when: float | None = None) -> None:
+        """``slot`` served at ``when`` (None: now; ``math.inf``: it serves still)."""
+        import struct
+        import time
+
+        struct.pack_into("d", self._page, 8 * slot, time.monotonic() if when is None else when)
+
+    def idle_for(self) -> float:
+        import struct
+        import time
+
+        return time.monotonic() - max(struct.unpack_from("2d", self._page, 0))
+
+
+class _Worker:
+    __slots__ = ("pid", "pidfd", "conn")
+
+    def __init__(self, pid: int, pidfd: int, conn: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.conn = conn
+
+
+def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds: float, parent: int,
+          close_in_worker: Sequence[int] = ()) -> None:
+    """The fork server's loop on ``listener`` (bound at ``path``); returns when it left.
+    ``parent``: the engine cache's pid (the fork server leaves when it dies);
+    ``close_in_worker``: descriptors of the cache's that a worker closes."""
+    import selectors
+    import signal
+
+    from lamina.runtime.capabilities import PR_SET_PDEATHSIG, prctl
+
+    leaving: list[str] = []
+    signal.signal(signal.SIGTERM, lambda number, frame: leaving.append("SIGTERM"))
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        leaving.append("the engine cache is gone")
+    bound = os.stat(path)  # the socket file this listener is bound to, unlinked when it leaves
+    listener.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "listener")
+    workers: dict[int, _Worker] = {}
+    listening = True
+    while listening or workers:
+        for key, _events in selector.select(1.0):
+            if key.data == "listener":
+                _accept(listener, selector, workers, clock, close_in_worker)
+            elif key.data == "exited":
+                _reap(selector, workers, key.fd)
+                if not workers:
+                    clock.stamp(clock.FORK_SERVER)
+            else:  # the client's connection: readable only when it closed (it sends nothing more)
+                _client_gone(selector, workers[key.data])
+        if listening and (leaving or (not workers and clock.idle_for() >= idle_seconds)):
+            listening = False
+            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker)
+
+
+def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, selector: selectors.BaseSelector,
+                    workers: dict[int, _Worker], clock: ActivityClock, close_in_worker: Sequence[int]) -> None:
+    """Unlink the socket (a client that comes now runs its command in-process), serve what was
+    queued on it, close it."""
+    try:
+        found = os.stat(path)
+        if (found.st_dev, found.st_ino) == (bound.st_dev, bound.st_ino):
+            os.unlink(path)
+    except OSError:
+        pass
+    while _accept(listener, selector, workers, clock, close_in_worker):
+        pass
+    selector.unregister(listener)
+    listener.close()
+
+
+def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: dict[int, _Worker],
+            clock: ActivityClock, close_in_worker: Sequence[int]) -> bool:
+    import selectors
+
+    try:
+        conn, _address = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return False
+    clock.stamp(clock.FORK_SERVER, float("inf"))  # until its worker (and any other) ended
+    fds: list[int] = []
+    try:
+        conn.settimeout(_REQUEST_TIMEOUT)
+        words, environ, umask, fds = _read_request(conn)
+        pid = os.fork()
+        if pid == 0:
+            _become_worker(words, environ, umask, fds, [listener, selector, *(w.conn for w in workers.values()), conn],
+                           [*(w.pidfd for w in workers.values()), *close_in_worker])
+        pidfd = os.pidfd_open(pid)
+        conn.sendall(b"P%d\n" % pid)
+    except Exception as exc:  # noqa: BLE001 - a bad request, a failed fork: that client runs in-process
+        from lamina.log import get_logger
+
+        get_logger("lamina.enginecache").warning("the fork server refused a command: %s", exc)
+        conn.close()
+        if not workers:
+            clock.stamp(clock.FORK_SERVER)
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+    conn.setblocking(False)
+    worker = _Worker(pid, pidfd, conn)
+    workers[pidfd] = worker
+    selector.register(pidfd, selectors.EVENT_READ, "exited")
+    selector.register(conn, selectors.EVENT_READ, pidfd)
+    return True
+
+
+def _read_request(conn: socket.socket) -> tuple[list[bytes], dict[bytes, bytes], int, list[int]]:
+    import socket
+
+    data, ancillary, flags, _address = conn.recvmsg(65536, socket.CMSG_SPACE(_DESCRIPTORS * 4))
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(payload[index:index + 4], sys.byteorder) for index in range(0, len(payload) - 3, 4)]
+    try:
+        if flags & socket.MSG_CTRUNC or len(fds) != _DESCRIPTORS:
+            raise ValueError(f"{len(fds)} descriptors, not {_DESCRIPTORS}")
+        length, newline, payload = data.partition(b"\n")
+        if not newline or not length.isdigit() or int(length) > _REQUEST_LIMIT:
+            raise ValueError("no request length")
+        chunks = [payload]
+        received = len(payload)
+        while received < int(length):
+            piece = conn.recv(min(1 << 20, int(length) - received))
+            if not piece:
+                raise ValueError("the request was cut short")
+            chunks.append(piece)
+            received += len(piece)
+        fields = b"".join(chunks).split(b"\0")
+        if fields[0] != _VERSION or not fields[1].isdigit() or not fields[2].isdigit():
+            raise ValueError("not a version 1 request")
+        count = int(fields[2])
+        words = fields[3:3 + count]
+        if len(words) != count:
+            raise ValueError("a short command line")
+        environ = {}
+        for entry in fields[3 + count:]:
+            name, equals, value = entry.partition(b"=")
+            if equals and name:
+                environ[name] = value
+        return words, environ, int(fields[1]) & 0o777, fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _reap(selector: selectors.BaseSelector, workers: dict[int, _Worker], pidfd: int) -> None:
+    worker = workers.pop(pidfd)
+    selector.unregister(pidfd)
+    _pid, status = os.waitpid(worker.pid, 0)
+    os.close(pidfd)
+    code = os.waitstatus_to_exitcode(status)
+    try:
+        selector.unregister(worker.conn)
+    except KeyError:
+        pass  # already gone
+    try:
+        worker.conn.setblocking(True)
+        worker.conn.sendall(b"X%d\n" % code if code >= 0 else b"K%d\n" % -code)
+    except OSError:
+        pass  # its client left
+    worker.conn.close()
+
+
+def _client_gone(selector: selectors.BaseSelector, worker: _Worker) -> None:
+    """The client closed its connection before its worker ended: the worker goes too."""
+    import signal
+
+    selector.unregister(worker.conn)
+    try:
+        signal.pidfd_send_signal(worker.pidfd, signal.SIGKILL)
+    except OSError:
+        pass  # it ended meanwhile
+
+
+def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, fds: list[int],
+                   objects: list[object], descriptors: list[int]) -> None:
+    """The worker: become the process the command would have run in, run it; never returns."""
+    code = 125
+    try:
+        for item in objects:  # the fork server's: closed through their objects, never twice
+            item.close()  # type: ignore[attr-defined]
+        for fd in descriptors:
+            os.close(fd)
+        _reset_signals()
+        for target, fd in enumerate(fds[:3]):
+            os.dup2(fd, target)
+        os.fchdir(fds[3])
+        for fd in fds:
+            os.close(fd)
+        os.umask(umask)
+        os.environb.clear()
+        os.environb.update(environ)
+        import time
+
+        time.tzset()
+        _reset_process_state()
+        sys.argv = ["lamina", *(os.fsdecode(word) for word in words)]
+        from lamina.cli.main import run
+
+        run()  # exits
+    except BaseException:  # noqa: BLE001 - what went wrong before the command ran
+        try:
+            import traceback
+
+            os.write(2, ("Error: the engine cache's worker failed: " + traceback.format_exc()).encode(errors="replace"))
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        os._exit(code)
+
+
+def _reset_signals() -> None:
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP", "SIGQUIT", "SIGCHLD", "SIGWINCH", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGTSTP",
+                 "SIGTTIN", "SIGTTOU", "SIGCONT"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as the interpreter sets it at start
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _reset_process_state() -> None:
+    """What a fresh interpreter has and the cache's process does not: no logging handler of the
+    cache's, no ``atexit`` handler, ``sys.std*`` over the new descriptors 0-2 (buffered as the
+    interpreter buffers them: stdout by line on a terminal, stderr always)."""
+    import atexit
+    import io
+    import logging
+
+    logger = logging.getLogger("lamina")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+    atexit._clear()
+    streams = []
+    for fd, mode, old in ((0, "r", sys.stdin), (1, "w", sys.stdout), (2, "w", sys.stderr)):
+        encoding = getattr(old, "encoding", None) or "utf-8"
+        errors = getattr(old, "errors", None) or "strict"
+        raw = io.FileIO(fd, mode, closefd=False)
+        buffered = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+        line_buffering = fd == 2 or (fd == 1 and raw.isatty())
+        streams.append(io.TextIOWrapper(buffered, encoding=encoding, errors=errors, line_buffering=line_buffering,
+                                        write_through=fd == 2))
+    sys.stdin, sys.stdout, sys.stderr = streams
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams

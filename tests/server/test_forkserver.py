@@ -1,0 +1,241 @@
+"""The engine cache's fork server (lamina.cli.forkserver): a command that is not a read runs in
+a fork of the warm cache, with the caller's descriptors, terminal, environment, umask and
+working directory, as it runs in-process; the caller's signals reach it, its death takes the
+worker, the worker's death by a signal is the caller's."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from lamina.cli import enginecache, forkserver
+from tests.server.cacheengine import cached, cmdline, engine, serving, wait_until  # noqa: F401 - fixtures
+from tests.server.conftest import REPOSITORY
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")
+
+_QUIET = ("--network", "none", "busybox")  # no network: nothing of the test leaves the host
+
+CASES = [
+    ("run", "--rm", *_QUIET, "sh", "-c", "echo out; echo err >&2; exit 3"),
+    ("run", "--rm", *_QUIET, "true"),
+    ("run",),                                   # a usage error: 125 and argparse's words
+    ("run", "--bogus", "busybox"),
+    ("rm", "nope"),                             # the engine's error, exit 1
+    ("version", "--format", "{{.Client.Version}} {{.Server.Os}}"),
+    ("ps", "--help"),                           # help is not a read the cache answers: forked
+    ("nope",),
+]
+
+
+def _front(engine, *argv: str, **options) -> subprocess.Popen:
+    environment = {**engine.environment, **options.pop("env", {})}
+    return subprocess.Popen([sys.executable, "-m", "lamina.cli.front", *argv], env=environment,
+                            cwd=options.pop("cwd", REPOSITORY), **options)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _worker(engine) -> int:
+    """The one worker of ``engine``'s fork server, once it runs."""
+    fork_server = engine.fork_server_pid()
+    assert wait_until(lambda: len(_children(fork_server)) == 1), "no worker started"
+    [worker] = _children(fork_server)
+    return worker
+
+
+def _read_until(fd: int, marker: bytes, seconds: float = 60.0) -> bytes:
+    received = b""
+    deadline = time.monotonic() + seconds
+    while marker not in received:
+        assert time.monotonic() < deadline, received
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                piece = os.read(fd, 4096)
+            except OSError:  # a pty whose other side closed
+                break
+            if not piece:
+                break
+            received += piece
+    return received
+
+
+@pytest.mark.parametrize("argv", CASES, ids=[" ".join(case) for case in CASES])
+def test_a_command_runs_in_a_worker_as_it_runs_in_process(cached, argv):
+    expected = cached.in_process(*argv)
+    got = cached.lamina(*argv)
+    assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == \
+        (expected.returncode, expected.stdout.decode(), expected.stderr.decode())
+
+
+def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cached, tmp_path):
+    run = _front(cached, "run", "--rm", *_QUIET, "sleep", "2", cwd=tmp_path, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE)
+    try:
+        worker = _worker(cached)
+        assert _children(run.pid) == []  # the caller forked nothing: it waits for the worker's status
+        assert os.readlink(f"/proc/{worker}/cwd") == str(tmp_path)
+        pipe = os.readlink(f"/proc/self/fd/{run.stdout.fileno()}")
+        assert os.readlink(f"/proc/{worker}/fd/1") == pipe
+        assert os.readlink(f"/proc/{worker}/fd/2") == os.readlink(f"/proc/self/fd/{run.stderr.fileno()}")
+        assert b"lamina.cli.enginecache" in cmdline(worker)
+        assert run.wait(60) == 0
+    finally:
+        run.kill()
+        run.communicate()
+    assert wait_until(lambda: not _children(cached.fork_server_pid()))
+
+
+def test_the_callers_environment_umask_working_directory_and_stdin(cached, tmp_path):
+    environment = {"GREETING": "hello from the caller"}
+    got = cached.lamina("run", "--rm", "-e", "GREETING", *_QUIET, "sh", "-c", 'echo "$GREETING"',
+                        GREETING=environment["GREETING"])
+    assert (got.returncode, got.stdout) == (0, b"hello from the caller\n")
+    got = subprocess.run([sys.executable, "-m", "lamina.cli.front", "run", "--rm", "-i", *_QUIET, "cat"],
+                         env=cached.environment, input=b"piped in\n", capture_output=True, timeout=120, cwd=REPOSITORY)
+    assert (got.returncode, got.stdout) == (0, b"piped in\n")
+    modes = []
+    for where, extra in (("forked", {}), ("in-process", {"LAMINA_FORWARD": "0"})):
+        directory = tmp_path / where
+        directory.mkdir()
+        done = subprocess.run([sys.executable, "-m", "lamina.cli.front", "save", "-o", "busybox.tar", "busybox"],
+                              env={**cached.environment, **extra}, cwd=directory, capture_output=True, timeout=120,
+                              preexec_fn=lambda: os.umask(0o027))
+        assert done.returncode == 0, done.stderr
+        modes.append(os.stat(directory / "busybox.tar").st_mode & 0o777)
+    assert modes[0] == modes[1] and not modes[0] & 0o007
+
+
+def test_the_callers_terminal_and_its_size_changes(cached):
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 77, 0, 0))
+    program = "stty size; trap 'stty size; exit 4' WINCH; echo ready; while :; do sleep 0.1; done"
+    run = _front(cached, "run", "--rm", "-t", "--name", "c2", *_QUIET, "sh", "-c", program, stdin=slave,
+                 stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        seen = _read_until(master, b"ready")
+        assert b"33 77" in seen
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+        run.send_signal(signal.SIGWINCH)  # as the kernel does to the terminal's foreground group
+        seen += _read_until(master, b"40 100")
+        assert run.wait(60) == 4, seen
+    finally:
+        run.kill()
+        run.wait()
+        os.close(master)
+
+
+def test_a_signal_to_the_caller_reaches_the_command(cached):
+    program = "trap 'exit 7' INT; echo ready; while :; do sleep 0.1; done"
+    run = _front(cached, "run", "--rm", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE)
+    try:
+        assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
+        run.send_signal(signal.SIGINT)  # proxied to the container, as by an in-process run
+        assert run.wait(60) == 7
+    finally:
+        run.kill()
+        run.communicate()
+
+
+def test_a_caller_that_dies_takes_its_worker(cached):
+    run = _front(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL)
+    try:
+        worker = _worker(cached)
+        run.kill()
+        run.wait()
+        assert wait_until(lambda: not os.path.exists(f"/proc/{worker}") or cmdline(worker) == b"", 20)
+    finally:
+        run.kill()
+        run.wait()
+
+
+def test_a_worker_killed_by_a_signal_takes_its_caller(cached):
+    run = _front(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL)
+    try:
+        os.kill(_worker(cached), signal.SIGKILL)
+        assert run.wait(60) == -signal.SIGKILL  # killed as the command's own process would be
+    finally:
+        run.kill()
+        run.wait()
+
+
+def test_commands_side_by_side(cached):
+    runs = [_front(cached, "run", "--rm", *_QUIET, "echo", str(number), stdout=subprocess.PIPE) for number in range(4)]
+    for number, run in enumerate(runs):
+        out, _ = run.communicate(timeout=120)
+        assert (run.returncode, out) == (0, f"{number}\n".encode())
+
+
+def test_a_running_worker_keeps_the_cache_and_its_fork_server(engine):
+    pid = enginecache.start(engine.socket, engine.environment, idle_seconds=1.0)
+    try:
+        assert wait_until(lambda: serving(engine.socket) and serving(engine.fork_socket))
+        done = engine.lamina("run", "--rm", *_QUIET, "sh", "-c", "sleep 3; echo done")
+        assert (done.returncode, done.stdout) == (0, b"done\n")
+        assert serving(engine.socket) and serving(engine.fork_socket)  # the run was activity
+        assert wait_until(lambda: not engine.processes(), 30)  # then both leave, idle
+        assert not os.path.exists(engine.socket) and not os.path.exists(engine.fork_socket)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_a_bad_request_is_refused_and_the_fork_server_serves_on(cached):
+    for request, descriptors in ((b"garbage\n", []), (b"3\n1\x000", [0, 1, 2, 0]), (b"99999999999999\n", [0, 1, 2, 0])):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(cached.fork_socket)
+            sock.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(descriptors)}i",
+                                                                                        *descriptors))]
+                           if descriptors else [])
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(100) == b""  # closed: no worker ran
+    done = cached.lamina("run", "--rm", *_QUIET, "echo", "still serving")
+    assert (done.returncode, done.stdout) == (0, b"still serving\n")
+    assert os.stat(cached.fork_socket).st_mode & 0o777 == 0o600
+
+
+_WORDS = st.lists(st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=20),
+                  max_size=8)
+_ENVIRONMENT = st.dictionaries(st.binary(min_size=1, max_size=10).filter(lambda name: b"=" not in name and b"\0" not in name),
+                               st.binary(max_size=30).filter(lambda value: b"\0" not in value), max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(words=_WORDS, environ=_ENVIRONMENT, umask=st.integers(0, 0o777))
+def test_a_request_reads_back_as_sent(words, environ, umask):
+    left, right = socket.socketpair()
+    descriptors = [os.open(os.devnull, os.O_RDONLY) for _ in range(4)]
+    try:
+        message = forkserver.encode_request(words, environ, umask)
+        sent = left.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("4i", *descriptors))])
+        left.sendall(message[sent:])
+        got_words, got_environ, got_umask, fds = forkserver._read_request(right)
+        for fd in fds:
+            os.close(fd)
+        assert ([os.fsdecode(word) for word in got_words], got_environ, got_umask, len(fds)) == \
+            (words, environ, umask, 4)
+    finally:
+        for fd in descriptors:
+            os.close(fd)
+        left.close()
+        right.close()
