@@ -5,9 +5,12 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
 (default 3) and reports the median, min and max wall time:
 
 * ``lamina run --rm --network none busybox true`` in-process (no daemon), the headline number,
-  and the same with the default network (a bridge);
+  and the same with the default network (a bridge): after the first, a worker of the engine
+  cache's fork server (``lamina.cli.forkserver``) runs it; the row with ``LAMINA_FORWARD=0``
+  runs it in the command's own interpreter every time;
 * with ``--cold``: the same command as the first ``run`` after the monitor template left (it
-  is killed between runs: what the first ``run`` after the template's ``IDLE_SECONDS`` pays);
+  is killed between runs: what the first ``run`` after the template's ``IDLE_SECONDS`` pays),
+  and as the first after the engine cache left (the run is in-process, then starts a cache);
 * ``lamina -H unix://... run --rm --network none busybox true`` (the lamina CLI through
   ``lamina serve``); for ``images``, ``ps -a`` and ``inspect`` the ``lamina -H`` rows are the
   command forwarded whole to the server (``lamina.cli.front``), and a row with
@@ -249,8 +252,8 @@ def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tup
         for pattern, program, where in WAYS:
             if program == [DOCKER] and not docker or where == "dockerd" and not dockerd:
                 continue
-            if where in ("client-api", "local-direct") and command.startswith("run"):
-                continue  # run is never forwarded: the row would repeat "lamina (-H) run"
+            if where == "client-api" and command.startswith("run"):
+                continue  # run is never forwarded to a daemon: the row would repeat "lamina -H run"
             rows.append((pattern.format(command), [*program, *arguments], where))
             if where == "local" and command == "images" and with_cold:
                 name = "  the same, first read after the engine cache left"
@@ -261,6 +264,9 @@ def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tup
                     name = "  the same, first run after the monitor template left"
                     rows.append((name, [*program, *arguments], where))
                     cold[name] = "monitor-template"
+                    name = "  the same, first run after the engine cache left"
+                    rows.append((name, [*program, *arguments], where))
+                    cold[name] = "engine-cache"
                 rows.append(("lamina run --rm busybox true (in-process, bridge)",
                              [*LAMINA, "run", "--rm", "busybox", "true"], "local"))
     return rows, cold

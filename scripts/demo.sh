@@ -68,15 +68,17 @@ echo "lamina serve ran $(grep -c 'POST /lamina/command' "$WORK/serve.log" || tru
 kill $serve_pid 2>/dev/null || true
 wait $serve_pid 2>/dev/null || true
 trap 'rm -rf "$WORK"' EXIT INT TERM
-echo "== the engine cache: a read that ran in-process leaves a warm engine that answers the next ones"
+echo "== the engine cache: a command that ran in-process leaves a warm engine that runs the next ones"
 cache=$(LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/python3 -c 'import os
 from lamina.cli.front import cache_socket
-print(cache_socket(os.path.abspath(os.environ["LAMINA_DATA_ROOT"]), os.path.abspath(os.environ.get("LAMINA_EXEC_ROOT") or "/run/lamina"), os.environ.get("TZ", "")))')
+print(cache_socket(os.path.abspath(os.environ["LAMINA_DATA_ROOT"]), os.path.abspath(os.environ.get("LAMINA_EXEC_ROOT") or "/run/lamina"), os.environ))')
 LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/lamina images --format '{{.Repository}}:{{.Tag}}' >/dev/null
-for _ in $(seq 100); do [ -S "$cache" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$cache" ] && [ -S "${cache%.sock}.fork.sock" ] && break; sleep 0.1; done
 [ -S "$cache" ] || { echo "demo: no engine cache listens at $cache" >&2; exit 1; }
 LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/lamina images --format '{{.Repository}}:{{.Tag}} {{.Size}}'
-echo "answered by the engine cache at $cache (pid $(cat "${cache%.sock}.pid")); it leaves after 60 idle seconds"
+echo "answered by the engine cache at $cache (pid $(cat "${cache%.sock}.pid"))"
+LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/lamina run --rm --network none busybox echo "run by a worker of the cache's fork server (pid $(cat "${cache%.sock}.fork.pid")), on this terminal"
+echo "both leave after 60 idle seconds; stopped now"
 kill "$(cat "${cache%.sock}.pid")" 2>/dev/null || true
 if command -v docker-registry >/dev/null 2>&1; then
     echo "== lamina push / pull through a local registry (Debian's docker-registry on 127.0.0.1)"

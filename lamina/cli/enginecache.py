@@ -9,7 +9,12 @@ loads the command code, builds the engine of that command's data root and exec r
 runs the next such commands exactly as ``lamina serve`` runs a forwarded one
 (:class:`lamina.cli.forwarded.CommandHandler`: the same parser and command code, the same
 exchange, the same refusals).  It serves nothing else (404): it is not a daemon to talk to.
-When no command came for :data:`IDLE_SECONDS`, it leaves.
+Every other command of the front's goes to the cache's **fork server**
+(:mod:`lamina.cli.forkserver`), a child the cache forks once warm, before its own threads
+start: it forks a worker per command that takes the caller's descriptors, working directory
+and environment and runs the command as an in-process one, with the modules the cache loaded
+(the commands, the client, the API, the services: :data:`_FORKED_PACKAGES`) and nothing of
+its engine.  When neither served anything for :data:`IDLE_SECONDS` (a shared clock), both leave.
 
 Which commands reach it, decided by the front: those a default-socket ``lamina serve`` would be
 given (no global option, no engine environment variable, euid 0, not ``LAMINA_FORWARD=0``),
@@ -24,11 +29,16 @@ On disk, under the exec root (``<exec-root>/engine-cache/``, mode 0700)::
     <key>.lock        held by the cache (flock) from its start to its exit: one cache per key
     <key>.pid         its pid, for the operator (nothing reads it to decide anything)
     <key>.sock.lock   the listener's own lock (as ``lamina serve``'s sockets have)
-    cache.log         what went wrong in a cache (warnings and errors only)
+    <key>.fork.sock   the fork server's socket (mode 0600); present while it serves
+    <key>.fork.pid    its pid, for the operator
+    cache.log         what went wrong in a cache or its fork server (warnings and errors only)
 
 Commit point: the socket's ``listen``, once the commands' code is loaded and the engine built;
 before it, a front finds nothing and runs in-process (a second cache started meanwhile finds
-the lock held and exits).
+the lock held and exits).  The fork server's commit point is its own socket's ``listen``, just
+before it is forked; it holds the same lock (inherited) until it exits, so no second cache
+starts while it serves, and it leaves when the cache does (told with ``SIGTERM``, or by
+``PR_SET_PDEATHSIG`` when the cache was killed).
 Leaving: the socket is unlinked first (a front that arrives then runs its command
 in-process), the commands in progress finish, then the process exits.  Stale state cannot
 mislead a command: a read takes the same locks and records as in-process, and the engine
@@ -38,8 +48,9 @@ the directory its engine was built on (removed, or removed and made again: the c
 open and compares it with the path at each command), or answer a command during which the engine failed a request (a
 5xx: a part of the data root replaced under the warm engine): such a command gets a 503, the
 front runs it in-process, as it would have run without a cache, and the cache leaves, so the
-next one builds a fresh engine.  What a cache cannot see, it does not take: a command line
-with options the front does not forward, any writing command, an unprivileged user.
+next one builds a fresh engine (the fork server's workers build theirs at each command, as
+in-process).  What a cache cannot see, it does not take: a command line with a global
+option, an engine variable, an unprivileged user.
 ``LAMINA_FORWARD=0`` turns both the cache and the forwarding off.
 """
 
@@ -216,7 +227,7 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         if stopping:
             return
         server.listen()
-        watcher = threading.Thread(target=_leave_when_idle, args=(server, handler, idle_seconds),
+        watcher = threading.Thread(target=_leave_when_idle, args=(server, handler, idle_seconds, fork_server),
                                    name="lamina-engine-cache-idle", daemon=True)
         watcher.start()
         server.serve_forever()
@@ -224,7 +235,10 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         if server is not None:
             server.close()
         if fork_server is not None:
-            os.kill(fork_server, signal.SIGTERM)  # it unlinks its socket, waits for its workers, exits
+            try:
+                os.kill(fork_server, signal.SIGTERM)  # it unlinks its socket, waits for its workers, exits
+            except ProcessLookupError:
+                pass  # reaped: it exited
         os.unlink(pid_path)  # before the lock is released with the process (and the fork server's)
 
 
@@ -317,13 +331,19 @@ def _forked_modules() -> list[str]:
     return [*names, *_FORKED_MODULES]
 
 
-def _leave_when_idle(server: Server, handler: _CacheHandler, seconds: float) -> None:
+def _leave_when_idle(server: Server, handler: _CacheHandler, seconds: float, fork_server: int | None) -> None:
+    """Shut ``server`` down once idle for ``seconds``, at once when its engine failed, or when
+    its fork server is gone (the next command then starts a whole new cache)."""
+    import logging
+
     while (waited := handler.idle_for()) < seconds:
         if handler.failed.wait(max(0.05, min(1.0, seconds - waited))):
-            import logging
-
             logging.getLogger("lamina.enginecache").warning(
                 "the engine failed a command, or its data root changed under it: leaving")
             server.shutdown("a stale engine")
+            return
+        if fork_server is not None and os.waitpid(fork_server, os.WNOHANG)[0] == fork_server:
+            logging.getLogger("lamina.enginecache").warning("the fork server exited: leaving")
+            server.shutdown("no fork server")
             return
     server.shutdown("idle")

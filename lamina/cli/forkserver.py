@@ -224,7 +224,10 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     import selectors
     import signal
 
+    from lamina.cli.main import prebuild_parsers
     from lamina.runtime.capabilities import PR_SET_PDEATHSIG, prctl
+
+    prebuild_parsers()  # each worker finds its command's parser built (~3 ms for run's)
 
     leaving: list[str] = []
     signal.signal(signal.SIGTERM, lambda number, frame: leaving.append("SIGTERM"))
@@ -245,7 +248,7 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
                 _reap(selector, workers, key.fd)
                 if not workers:
                     clock.stamp(clock.FORK_SERVER)
-            else:  # the client's connection: readable only when it closed (it sends nothing more)
+            elif key.data in workers:  # the client's connection: readable only once it closed
                 _client_gone(selector, workers[key.data])
         if listening and (leaving or (not workers and clock.idle_for() >= idle_seconds)):
             listening = False
@@ -283,7 +286,8 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: 
         words, environ, umask, fds = _read_request(conn)
         pid = os.fork()
         if pid == 0:
-            _become_worker(words, environ, umask, fds, [listener, selector, *(w.conn for w in workers.values()), conn],
+            _become_worker(words, environ, umask, fds, conn,
+                           [listener, selector, *(w.conn for w in workers.values())],
                            [*(w.pidfd for w in workers.values()), *close_in_worker])
         pidfd = os.pidfd_open(pid)
         conn.sendall(b"P%d\n" % pid)
@@ -377,11 +381,14 @@ def _client_gone(selector: selectors.BaseSelector, worker: _Worker) -> None:
 
 
 def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, fds: list[int],
-                   objects: list[object], descriptors: list[int]) -> None:
-    """The worker: become the process the command would have run in, run it; never returns."""
+                   conn: socket.socket, objects: list[object], descriptors: list[int]) -> None:
+    """The worker: become the process the command would have run in, run it, tell the client
+    its exit code (before this process's own teardown; the fork server tells it again once it
+    reaped it, or how it died); never returns."""
     code = 125
+    status = os.dup(conn.fileno())
     try:
-        for item in objects:  # the fork server's: closed through their objects, never twice
+        for item in [*objects, conn]:  # the fork server's: closed through their objects, never twice
             item.close()  # type: ignore[attr-defined]
         for fd in descriptors:
             os.close(fd)
@@ -399,10 +406,10 @@ def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, 
         time.tzset()
         _reset_process_state()
         sys.argv = ["lamina", *(os.fsdecode(word) for word in words)]
-        from lamina.cli.main import run
+        from lamina.cli.main import run_to_end
 
-        run()  # exits
-    except BaseException:  # noqa: BLE001 - what went wrong before the command ran
+        code = run_to_end()
+    except BaseException:  # noqa: BLE001 - what went wrong before the command ran (or a lost client)
         try:
             import traceback
 
@@ -410,6 +417,10 @@ def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, 
         except BaseException:  # noqa: BLE001
             pass
     finally:
+        try:
+            os.write(status, b"X%d\n" % code)
+        except OSError:
+            pass  # the client left
         os._exit(code)
 
 

@@ -1,5 +1,5 @@
 """The ``lamina`` program's first step: a read-only command goes to a running ``lamina serve``
-or to the engine cache.
+or to the engine cache, any other command to the engine cache's fork server.
 
 An in-process command builds the engine in its own interpreter: ``argparse``, ``json``, ``re``
 and the stores load before any work, 20-30 ms that the docker CLI (a compiled program talking
@@ -25,8 +25,16 @@ Which daemon:
   the engine (:data:`_ENGINE_ENVIRONMENT`), not for an unprivileged user (whose engine runs in
   its own namespaces), not when ``LAMINA_FORWARD=0``;
 * then, on the same conditions, the engine cache of this identity (:func:`cache_socket`,
-  :mod:`lamina.cli.enginecache`): a warm engine that a previous read left.  When neither took
+  :mod:`lamina.cli.enginecache`): a warm engine that a previous command left.  When neither took
   the command, it runs in-process and, at its exit, starts that cache for the next ones.
+
+Any other command (``run``, ``create``, ``rm``, ``build``, ``load``..., but not
+:data:`lamina.cli.forkserver.NOT_FORKED`), on the same conditions and never with a daemon
+named: the cache's fork server runs it in a fork of the warm cache, a worker that takes this
+process's descriptors 0-2, working directory, environment and umask and runs the command as
+this process would (:func:`lamina.cli.forkserver.run_forked`: this process waits for the
+worker's exit status, relays its signals to it and exits with that status).  With no fork
+server, the command runs in-process and, at its exit, starts the cache.
 
 The exchange (one connection, closed after it), HTTP/1.1 as the rest of the Engine API::
 
@@ -220,12 +228,11 @@ def _fork(words: list[str], environ: Mapping[str, str]) -> tuple[int | None, str
 def cache_socket(data_root: str, exec_root: str, environ: Mapping[str, str] | None = None) -> str | None:
     """The socket of the engine cache (:mod:`lamina.cli.enginecache`) that serves this
     program's identity: the interpreter (its binary and its prefix: a virtual environment is
-    another one), the code tree, ``data_root``, ``exec_root``, the variables
-    of ``environ`` that the interpreter or the output depend on (:data:`_IDENTITY_ENVIRONMENT`:
-    ``TZ``, local times print in it; the locale, the text encoding, the import path) and this
-    process's mount,
-    network, pid and user namespaces; None when the path is too long for a unix socket address
-    (no cache then)."""
+    another one), the code tree, ``data_root``, ``exec_root``, the variables of ``environ``
+    that the interpreter or the output depend on (:data:`_IDENTITY_ENVIRONMENT`: ``TZ``, local
+    times print in it; the locale, the text encoding, the import path) and this process's
+    mount, network, pid and user namespaces; None when the path is too long for a unix socket
+    address (no cache then)."""
     environ = environ or {}
     identity = [os.path.realpath(sys.executable), sys.prefix,
                 os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), data_root, exec_root,

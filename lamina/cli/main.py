@@ -248,9 +248,25 @@ class CommandParser(argparse.ArgumentParser):
         return super()._get_formatter()
 
 
+#: parsers built ahead of their command (:func:`prebuild_parsers`), each used once, by module
+_PREBUILT: dict[str, tuple[CommandParser, Any]] = {}
+
+
+def prebuild_parsers() -> None:
+    """Build every command's parser now, for the next command this process runs (the engine
+    cache's fork server, whose workers each run one: :mod:`lamina.cli.forkserver`)."""
+    for command in COMMANDS:
+        if command.module not in _PREBUILT:
+            _PREBUILT[command.module] = build_command_parser(command)  # type: ignore[assignment]
+
+
 def build_command_parser(command: Command, context: Context | None = None) -> tuple[argparse.ArgumentParser, Any]:
     """The argument parser of a command (printing on ``context``'s streams), and its module
     (imported now)."""
+    prebuilt = _PREBUILT.pop(command.module, None)
+    if prebuilt is not None:
+        prebuilt[0].context = context
+        return prebuilt
     module = importlib.import_module(f"lamina.cli.commands.{command.module}")
     parser = CommandParser(prog="lamina " + " ".join(command.words),
                            description=command.summary,
@@ -373,7 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The ``lamina`` program: :func:`main` with ``sys.argv``, then exit at once.
+    """The ``lamina`` program: :func:`main` with ``sys.argv``, then exit at once (:func:`run_to_end`'s code)."""
+    os._exit(run_to_end())
+
+
+def run_to_end() -> int:
+    """:func:`main` with ``sys.argv`` and what the interpreter's exit does that matters; the exit code.
 
     What the interpreter's own exit would do that matters is done here, in its order: wait for
     the threads that are not daemons, run the ``atexit`` handlers (logging's flush, pending
@@ -402,7 +423,7 @@ def run() -> None:
                 stream.flush()
         except (OSError, ValueError):
             code = 120
-    os._exit(code)
+    return code
 
 
 def _run(arguments: list[str], context: Context) -> int:
