@@ -28,10 +28,11 @@ The exchange, on ``<exec-root>/engine-cache/<key>.fork.sock`` (mode 0600: root's
 
     client:  LENGTH "\\n" PAYLOAD, with SCM_RIGHTS [stdin, stdout, stderr, cwd] on its first byte
              PAYLOAD = "1" NUL umask NUL argc NUL argv... NUL environ...   (environ as KEY=VALUE)
-    server:  "P" pid "\\n"     the worker runs (nothing before it: the command did not run, and the
+    worker:  "P" pid "\\n"     its first words: the command runs (no "P": it did not run, and the
                                client runs it in-process)
-             "X" code "\\n"    it exited with code
-             "K" signal "\\n"  it was killed by signal
+             "X" code "\\n"    its last: it exits with code (once its output is flushed)
+    server:  "X" code "\\n"    once it reaped the worker, again (read when the worker's was lost)
+          or "K" signal "\\n"  the worker was killed by signal
 
 The client relays ``SIGINT``, ``SIGTERM``, ``SIGHUP``, ``SIGQUIT``, ``SIGWINCH``, ``SIGUSR1`` and
 ``SIGUSR2`` to the worker, so the terminal's signals reach the command as they would its own
@@ -111,18 +112,20 @@ def run_forked(path: str, words: Sequence[str]) -> int | None:
         finally:
             os.close(cwd)
         lines = _Lines(sock)
-        first = lines.next()
-        if first is None or first[:1] != b"P" or not first[1:].isdigit():
-            return None  # refused, or the fork server left: nothing ran
-        pid = int(first[1:])
-        _relay_signals(pid)
-        last = lines.next()
+        pid = None
+        while (line := lines.next()) is not None and line[1:].isdigit():
+            if line[:1] != b"P" or pid is not None:
+                break
+            pid = int(line[1:])  # the worker's own first words: the command runs
+            _relay_signals(pid)
     finally:
         sock.close()
-    if last is not None and last[:1] == b"X" and last[1:].isdigit():
-        return int(last[1:])
-    if last is not None and last[:1] == b"K" and last[1:].isdigit():
-        return _die_of(int(last[1:]))
+    if pid is None:
+        return None  # refused, or the fork server left, or the worker died first: nothing ran
+    if line is not None and line[:1] == b"X" and line[1:].isdigit():
+        return int(line[1:])
+    if line is not None and line[:1] == b"K" and line[1:].isdigit():
+        return _die_of(int(line[1:]))
     os.write(2, b"Error: the engine cache's fork server went away while the command ran\n")
     return 125
 
@@ -290,7 +293,6 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: 
                            [listener, selector, *(w.conn for w in workers.values())],
                            [*(w.pidfd for w in workers.values()), *close_in_worker])
         pidfd = os.pidfd_open(pid)
-        conn.sendall(b"P%d\n" % pid)
     except Exception as exc:  # noqa: BLE001 - a bad request, a failed fork: that client runs in-process
         from lamina.log import get_logger
 
@@ -387,6 +389,10 @@ def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, 
     reaped it, or how it died); never returns."""
     code = 125
     status = os.dup(conn.fileno())
+    try:
+        os.write(status, b"P%d\n" % os.getpid())  # first: what it writes next comes after
+    except OSError:
+        os._exit(code)  # the client left: run nothing
     try:
         for item in [*objects, conn]:  # the fork server's: closed through their objects, never twice
             item.close()  # type: ignore[attr-defined]
