@@ -102,7 +102,10 @@ def run_forked(path: str, words: Sequence[str]) -> int | None:
         umask = os.umask(0o022)
         os.umask(umask)
         message = encode_request(words, dict(os.environb), umask)
-        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
         try:
             rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, cwd))
             sent = sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
