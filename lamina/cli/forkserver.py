@@ -408,8 +408,11 @@ def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, 
         for fd in fds:
             os.close(fd)
         os.umask(umask)
-        os.environb.clear()
-        os.environb.update(environ)
+        for name in [name for name in os.environb if name not in environ]:
+            del os.environb[name]
+        for name, value in environ.items():
+            if os.environb.get(name) != value:
+                os.environb[name] = value
         import time
 
         time.tzset()
