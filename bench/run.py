@@ -299,6 +299,8 @@ def main() -> int:
     parser.add_argument("--against", metavar="TREE", help="another lamina tree measured alongside, interleaved")
     parser.add_argument("--no-runtimes", action="store_true", help="skip the crun and runc rows")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--no-dockerd", action="store_true",
+                        help="no private dockerd (its rows say so): nothing of Docker's runs beside lamina's rows")
     options = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py needs root (mounts, namespaces, cgroups)", file=sys.stderr)
@@ -318,7 +320,7 @@ def main() -> int:
     results: dict[str, object] = {}
     printed: list[tuple[str, str, list[float] | str]] = []
     times: dict[tuple[str, str], list[float] | str] = {}
-    peer = PrivateDockerd(base_environment=base)
+    peer = PrivateDockerd(base_environment=base, skipped="--no-dockerd was given" if options.no_dockerd else "")
     with peer:
         try:
             for variant in variants:

@@ -178,6 +178,25 @@ def test_a_worker_killed_by_a_signal_takes_its_caller(cached):
         run.wait()
 
 
+def test_a_killed_fork_server_leaves_its_running_command_whole(cached):
+    fork_server, cache = cached.fork_server_pid(), cached.cache_pid()
+    run = _front(cached, "run", "--rm", *_QUIET, "sh", "-c", "sleep 2; echo finished", stdout=subprocess.PIPE)
+    try:
+        _worker(cached)
+        os.kill(fork_server, signal.SIGKILL)
+        out, _ = run.communicate(timeout=60)  # the worker tells its client its end itself
+        assert (run.returncode, out) == (0, b"finished\n")
+    finally:
+        run.kill()
+        run.communicate()
+    # the cache leaves without its fork server; the next command runs in-process, starts another
+    assert wait_until(lambda: not os.path.exists(f"/proc/{cache}") or cmdline(cache) == b"", 20)
+    done = cached.lamina("run", "--rm", *_QUIET, "echo", "again")
+    assert (done.returncode, done.stdout) == (0, b"again\n")
+    assert wait_until(lambda: serving(cached.fork_socket))
+    assert cached.fork_server_pid() != fork_server
+
+
 def test_commands_side_by_side(cached):
     runs = [_front(cached, "run", "--rm", *_QUIET, "echo", str(number), stdout=subprocess.PIPE) for number in range(4)]
     for number, run in enumerate(runs):
