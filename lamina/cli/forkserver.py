@@ -53,6 +53,7 @@ import sys
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (the front loads this module)
 if TYPE_CHECKING:
+    import selectors
     import socket
     from collections.abc import Sequence
 

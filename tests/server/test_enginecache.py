@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from lamina.cli import enginecache, front
-from tests.server.cacheengine import cached, cmdline, engine, serving, wait_until  # noqa: F401 - fixtures
+from tests.server.cacheengine import cached, engine, serving, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")

@@ -5,6 +5,7 @@ worker, the worker's death by a signal is the caller's."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -43,6 +45,17 @@ def _front(engine, *argv: str, **options) -> subprocess.Popen:
     environment = {**engine.environment, **options.pop("env", {})}
     return subprocess.Popen([sys.executable, "-m", "lamina.cli.front", *argv], env=environment,
                             cwd=options.pop("cwd", REPOSITORY), **options)
+
+
+@contextlib.contextmanager
+def _running(engine, *argv: str, **options) -> Iterator[subprocess.Popen]:
+    """``_front`` as a context: the front is killed and reaped at the end, whatever happened."""
+    run = _front(engine, *argv, **options)
+    try:
+        yield run
+    finally:
+        run.kill()
+        run.communicate()
 
 
 def _children(pid: int) -> list[int]:
@@ -87,9 +100,8 @@ def test_a_command_runs_in_a_worker_as_it_runs_in_process(cached, argv):
 
 
 def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cached, tmp_path):
-    run = _front(cached, "run", "--rm", *_QUIET, "sleep", "2", cwd=tmp_path, stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE)
-    try:
+    with _running(cached, "run", "--rm", *_QUIET, "sleep", "2", cwd=tmp_path, stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE) as run:
         worker = _worker(cached)
         assert _children(run.pid) == []  # the caller forked nothing: it waits for the worker's status
         assert os.readlink(f"/proc/{worker}/cwd") == str(tmp_path)
@@ -98,9 +110,6 @@ def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cac
         assert os.readlink(f"/proc/{worker}/fd/2") == os.readlink(f"/proc/self/fd/{run.stderr.fileno()}")
         assert b"lamina.cli.enginecache" in cmdline(worker)
         assert run.wait(60) == 0
-    finally:
-        run.kill()
-        run.communicate()
     assert wait_until(lambda: not _children(cached.fork_server_pid()))
 
 
@@ -146,49 +155,33 @@ def test_the_callers_terminal_and_its_size_changes(cached):
 
 def test_a_signal_to_the_caller_reaches_the_command(cached):
     program = "trap 'exit 7' INT; echo ready; while :; do sleep 0.1; done"
-    run = _front(cached, "run", "--rm", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE)
-    try:
+    with _running(cached, "run", "--rm", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE) as run:
         assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
         run.send_signal(signal.SIGINT)  # proxied to the container, as by an in-process run
         assert run.wait(60) == 7
-    finally:
-        run.kill()
-        run.communicate()
 
 
 def test_a_caller_that_dies_takes_its_worker(cached):
-    run = _front(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL)
-    try:
+    with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL) as run:
         worker = _worker(cached)
         run.kill()
         run.wait()
         assert wait_until(lambda: not os.path.exists(f"/proc/{worker}") or cmdline(worker) == b"", 20)
-    finally:
-        run.kill()
-        run.wait()
 
 
 def test_a_worker_killed_by_a_signal_takes_its_caller(cached):
-    run = _front(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL)
-    try:
+    with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL) as run:
         os.kill(_worker(cached), signal.SIGKILL)
         assert run.wait(60) == -signal.SIGKILL  # killed as the command's own process would be
-    finally:
-        run.kill()
-        run.wait()
 
 
 def test_a_killed_fork_server_leaves_its_running_command_whole(cached):
     fork_server, cache = cached.fork_server_pid(), cached.cache_pid()
-    run = _front(cached, "run", "--rm", *_QUIET, "sh", "-c", "sleep 2; echo finished", stdout=subprocess.PIPE)
-    try:
+    with _running(cached, "run", "--rm", *_QUIET, "sh", "-c", "sleep 2; echo finished", stdout=subprocess.PIPE) as run:
         _worker(cached)
         os.kill(fork_server, signal.SIGKILL)
         out, _ = run.communicate(timeout=60)  # the worker tells its client its end itself
         assert (run.returncode, out) == (0, b"finished\n")
-    finally:
-        run.kill()
-        run.communicate()
     # the cache leaves without its fork server; the next command runs in-process, starts another
     assert wait_until(lambda: not os.path.exists(f"/proc/{cache}") or cmdline(cache) == b"", 20)
     done = cached.lamina("run", "--rm", *_QUIET, "echo", "again")
