@@ -270,12 +270,10 @@ def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: flo
         listener.close()
         raise
     parent = os.getpid()
+    pid_path = path[:-len(".sock")] + ".pid"
     pid = os.fork()
     if pid == 0:
-        pid_path = path[:-len(".sock")] + ".pid"
         try:
-            with open(pid_path, "w", encoding="ascii") as pid_file:
-                pid_file.write(f"{os.getpid()}\n")
             forkserver.serve(listener, path, clock, idle_seconds, parent, close_in_worker=[lock_fd])
             os.unlink(pid_path)
         except BaseException:  # noqa: BLE001 - logged; the cache's clients run in-process
@@ -283,6 +281,10 @@ def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: flo
         finally:
             os._exit(0)
     listener.close()
+    from lamina import fsutil
+
+    # written whole (a reader never finds it empty), before the cache's own socket listens
+    fsutil.atomic_replace(pid_path, f"{pid}\n", 0o600)
     return pid
 
 

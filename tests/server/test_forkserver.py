@@ -104,7 +104,8 @@ def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cac
                   stderr=subprocess.PIPE) as run:
         worker = _worker(cached)
         assert _children(run.pid) == []  # the caller forked nothing: it waits for the worker's status
-        assert os.readlink(f"/proc/{worker}/cwd") == str(tmp_path)
+        # (a mount of the command's changes it for an instant, as in-process: lamina.mount)
+        assert wait_until(lambda: os.readlink(f"/proc/{worker}/cwd") == str(tmp_path), 10)
         pipe = os.readlink(f"/proc/self/fd/{run.stdout.fileno()}")
         assert os.readlink(f"/proc/{worker}/fd/1") == pipe
         assert os.readlink(f"/proc/{worker}/fd/2") == os.readlink(f"/proc/self/fd/{run.stderr.fileno()}")
@@ -186,7 +187,8 @@ def test_a_killed_fork_server_leaves_its_running_command_whole(cached):
     assert wait_until(lambda: not os.path.exists(f"/proc/{cache}") or cmdline(cache) == b"", 20)
     done = cached.lamina("run", "--rm", *_QUIET, "echo", "again")
     assert (done.returncode, done.stdout) == (0, b"again\n")
-    assert wait_until(lambda: serving(cached.fork_socket))
+    # the new cache's socket listens once its fork server's pid file is written
+    assert wait_until(lambda: serving(cached.socket) and serving(cached.fork_socket))
     assert cached.fork_server_pid() != fork_server
 
 
