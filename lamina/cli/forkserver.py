@@ -36,7 +36,8 @@ The exchange, on ``<exec-root>/engine-cache/<key>.fork.sock`` (mode 0600: root's
 
 The client relays ``SIGINT``, ``SIGTERM``, ``SIGHUP``, ``SIGQUIT``, ``SIGWINCH``, ``SIGUSR1`` and
 ``SIGUSR2`` to the worker, so the terminal's signals reach the command as they would its own
-process.  A client that goes away (its connection closes) before its worker ended takes its
+process; ``SIGTSTP`` stops the worker and then the client, ``SIGCONT`` continues the worker
+(the shell's job control).  A client that goes away (its connection closes) before its worker ended takes its
 worker with it (``SIGKILL``), as the death of an in-process command's process takes the command.
 
 Life: the fork server shares the engine cache's idle clock (:class:`ActivityClock`: both leave
@@ -110,9 +111,12 @@ def run_forked(path: str, words: Sequence[str]) -> int | None:
         try:
             rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in (0, 1, 2, cwd))
             sent = sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
-            sock.sendall(message[sent:])
+            if sent < len(message):
+                sock.sendall(message[sent:])
+            # nothing more is sent: the worker may have run and ended already, and a send to a
+            # closed connection (EPIPE) would read as a refusal, running the command twice
         except OSError:
-            return None
+            return None  # the request went short: the fork server runs nothing of it
         finally:
             os.close(cwd)
         lines = _Lines(sock)
@@ -153,6 +157,9 @@ class _Lines:
 
 
 def _relay_signals(pid: int) -> None:
+    """Relay :data:`RELAYED` to the worker; on ``SIGTSTP`` (the terminal's suspend key) stop the
+    worker, then this process, and on ``SIGCONT`` continue the worker: the shell's job control
+    stops and resumes the command as it would its own process."""
     import _signal
 
     def relay(number: int, frame: object) -> None:
@@ -161,8 +168,14 @@ def _relay_signals(pid: int) -> None:
         except OSError:
             pass  # it ended: its status is on its way
 
+    def suspend(number: int, frame: object) -> None:
+        relay(_signal.SIGSTOP, frame)
+        os.kill(os.getpid(), _signal.SIGSTOP)
+
     for name in RELAYED:
         _signal.signal(getattr(_signal, name), relay)
+    _signal.signal(_signal.SIGTSTP, suspend)
+    _signal.signal(_signal.SIGCONT, relay)
 
 
 def _die_of(number: int) -> int:

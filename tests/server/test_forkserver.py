@@ -162,6 +162,22 @@ def test_a_signal_to_the_caller_reaches_the_command(cached):
         assert run.wait(60) == 7
 
 
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        return handle.read().rpartition(")")[2].split()[0]
+
+
+def test_job_control_stops_and_continues_the_command(cached):
+    program = "echo ready; i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done"
+    with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE) as run:
+        assert _read_until(run.stdout.fileno(), b"ready").startswith(b"ready")
+        worker = _worker(cached)
+        run.send_signal(signal.SIGTSTP)  # the terminal's suspend key
+        assert wait_until(lambda: _state(run.pid) == "T" and _state(worker) == "T", 20)
+        run.send_signal(signal.SIGCONT)  # fg
+        assert wait_until(lambda: _state(run.pid) != "T" and _state(worker) != "T", 20)
+
+
 def test_a_caller_that_dies_takes_its_worker(cached):
     with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL) as run:
         worker = _worker(cached)
@@ -171,7 +187,11 @@ def test_a_caller_that_dies_takes_its_worker(cached):
 
 
 def test_a_worker_killed_by_a_signal_takes_its_caller(cached):
-    with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL) as run:
+    with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sh", "-c", "echo ready; sleep 60",
+                  stdout=subprocess.PIPE) as run:
+        # once the command runs (a worker killed before it said so ran nothing: the front would
+        # run the command itself)
+        assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
         os.kill(_worker(cached), signal.SIGKILL)
         assert run.wait(60) == -signal.SIGKILL  # killed as the command's own process would be
 
