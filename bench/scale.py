@@ -9,8 +9,9 @@ measures again:
 
 * ``images``, ``ps -a``, ``ps`` (running ones only: every record is still looked at),
   ``system df``, ``inspect NAME`` and ``create``: whole-command wall time in-process
-  (``lamina CMD``: for a read, after the first, the engine cache that the first left answers
-  it; the rows "no engine cache" run it with ``LAMINA_FORWARD=0``) and through ``lamina serve``
+  (``lamina CMD``: after the first, the engine cache that the first left answers a read, and
+  its fork server runs ``create``; the rows "no engine cache" run it with ``LAMINA_FORWARD=0``)
+  and through ``lamina serve``
   (``lamina -H unix://... CMD``), plus the latency of the same API request over one keep-alive
   connection to the server;
 * disk use of the data root (``du``), and what ``system df`` reports (it must count the N
@@ -207,10 +208,8 @@ def cases(names: list[str]) -> dict[str, Measure]:
     def ways(command: str, arguments: tuple[str, ...], method: str, path: str, body: bytes = b"",
              docker_arguments: tuple[str, ...] = ()) -> dict[str, Measure]:
         docker_arguments = docker_arguments or arguments
-        reads = {} if command.startswith("create") else {
-            f"{command} (in-process, no engine cache)": lamina(*arguments, via_server=False, engine_cache=False)}
         return {f"{command} (in-process)": lamina(*arguments, via_server=False),
-                **reads,
+                f"{command} (in-process, no engine cache)": lamina(*arguments, via_server=False, engine_cache=False),
                 f"{command} (lamina -H serve)": lamina(*arguments, via_server=True),
                 f"{command} (docker CLI -> serve)": docker(*docker_arguments, peer=False),
                 f"{method} {path} (keep-alive)": api(method, path, body),
@@ -412,7 +411,7 @@ def targets(rows: dict[str, list[float]], n: int, memory: dict[str, object]) -> 
             found[f"{command} through serve < 100 ms"] = (
                 f"{value:.1f} ms ({'met' if value < 100 else 'not met'}); docker CLI -> serve "
                 f"{_ms(median(f'{phase}: {command} (docker CLI -> serve) [this]'))}, docker CLI -> dockerd {_ms(peer)}")
-    for way in ("in-process", "lamina -H serve", "docker CLI -> serve"):
+    for way in ("in-process", "in-process, no engine cache", "lamina -H serve", "docker CLI -> serve"):
         empty = median(f"empty: create busybox true ({way}) [this]")
         full = median(f"{phase}: create busybox true ({way}) [this]")
         if empty and full:
