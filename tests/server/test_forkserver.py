@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lamina.cli import enginecache, forkserver
+from lamina.cli import enginecache, forkserver, front
 from tests.server.cacheengine import cached, cmdline, engine, serving, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY
 
@@ -97,6 +97,21 @@ def test_a_command_runs_in_a_worker_as_it_runs_in_process(cached, argv):
     got = cached.lamina(*argv)
     assert (got.returncode, got.stdout.decode(), got.stderr.decode()) == \
         (expected.returncode, expected.stdout.decode(), expected.stderr.decode())
+
+
+def test_what_the_fork_server_never_takes(cached, capfd):
+    environment = cached.environment
+    command = ["run", "--rm", *_QUIET, "echo", "forked"]
+    # this process's descriptors go to the worker: it prints on them
+    assert front.forward(command, environment) == 0
+    assert capfd.readouterr() == ("forked\n", "")
+    assert front.forward(["--data-root", cached.data_root, *command], environment) is None  # a global option
+    assert front.forward(command, {**environment, "LAMINA_FORWARD": "0"}) is None
+    assert front.forward(command, {**environment, "LAMINA_STORAGE_DRIVER": "vfs"}) is None  # another engine
+    assert front.forward(command, {**environment, "LAMINA_HOST": "unix:///nonexistent"}) is None  # a daemon's
+    assert front.forward(command, {**environment, "DOCKER_HOST": "unix:///nonexistent"}) is None
+    assert front.forward(command, {**environment, "TZ": "Asia/Tokyo"}) is None  # another identity
+    assert capfd.readouterr() == ("", "")
 
 
 def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cached, tmp_path):
