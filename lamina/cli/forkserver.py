@@ -10,19 +10,20 @@ becomes the process the command would have run in: the caller's stdin, stdout an
 its descriptors 0, 1 and 2, the caller's working directory (sent as a descriptor: a deleted or
 renamed directory too), environment and umask, Python's default signal dispositions, no
 ``atexit`` handler and no logging handler of the cache's, fresh ``sys.std*`` streams over the
-new descriptors; then it runs :func:`lamina.cli.main.run` with the command line, which builds
-the engine as any in-process command does (no state of the cache's engine is used: only its
-loaded modules).  So a command behaves as it does in-process, and what it prints goes straight
+new descriptors; then it runs :func:`lamina.cli.main.run_to_end` with the command line, which
+builds the engine as any in-process command does (no state of the cache's engine is used: only
+its loaded modules, and the parsers the fork server built).  So a command behaves as it does in-process, and what it prints goes straight
 to the caller's descriptors: a terminal, a pipe, a file, with no copy in between.
 
 Which commands: the front's (:mod:`lamina.cli.front`) decision, on the conditions the engine
 cache has (root, the default engine, no global option, ``LAMINA_FORWARD`` not ``0``): every
 command but the reads the cache answers itself and :data:`NOT_FORKED`.  What differs from a
-process of its own, and why it does not matter to a command: its parent is the fork server (the
-caller waits for it, see below), its session is the cache's (it has no controlling terminal:
-``run -t`` sets the terminal's modes through its descriptor, and the caller relays
-``SIGWINCH``), its cgroup and resource limits are the cache's (the containers it starts are the
-monitor template's children, whose are neither).
+process of its own: its parent is the fork server (the caller waits for it, see below); its
+session is the cache's, so it has no controlling terminal (``run -t`` sets the terminal's modes
+through its descriptor, the caller relays ``SIGWINCH``; a command of a background job that
+reads the terminal is not stopped by ``SIGTTIN`` as its own process would be); its cgroup and
+resource limits are the cache's (the containers it starts are the monitor template's children,
+whose are neither).
 
 The exchange, on ``<exec-root>/engine-cache/<key>.fork.sock`` (mode 0600: root's only)::
 
