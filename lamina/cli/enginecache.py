@@ -59,7 +59,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ class _CacheHandler:
     directory is held open (``O_PATH``), so its inode cannot be freed and given, number and
     all, to a directory made again at its path."""
 
-    def __init__(self, handler: Handler, data_root: str, clock: ActivityClock | None = None) -> None:
+    def __init__(self, handler: Handler, data_root: str, clock: ActivityClock) -> None:
         import threading
 
         self.handler = handler
@@ -115,7 +114,6 @@ class _CacheHandler:
         self.failed = threading.Event()
         self.lock = threading.Lock()
         self.running = 0
-        self.last = time.monotonic()
 
     def _same_data_root(self) -> bool:
         if self.built_on is None:
@@ -146,17 +144,12 @@ class _CacheHandler:
         finally:
             with self.lock:
                 self.running -= 1
-                self.last = time.monotonic()
-                if self.clock is not None:
-                    self.clock.stamp(self.clock.CACHE, self.last)
+                self.clock.stamp(self.clock.CACHE)
 
     def idle_for(self) -> float:
-        """Seconds since the cache (or its fork server, which stamps the shared clock) last served."""
+        """Seconds since the cache or its fork server (each stamps the shared clock) last served."""
         with self.lock:
-            if self.running:
-                return 0.0
-            idle = time.monotonic() - self.last
-        return idle if self.clock is None else min(idle, self.clock.idle_for())
+            return 0.0 if self.running else self.clock.idle_for()
 
 
 def main(socket_path: str, idle_seconds: str = str(IDLE_SECONDS)) -> None:
@@ -244,19 +237,18 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
 
 def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: float, lock_fd: int) -> int | None:
     """Fork the fork server (:mod:`lamina.cli.forkserver`) listening beside ``socket_path``;
-    its pid, or None (a thread runs here, so no fork is safe; the path does not fit)."""
+    its pid, or None (a thread runs here, so no fork is safe)."""
     import logging
     import socket
 
     from lamina.cli import forkserver
+    from lamina.cli.front import fork_socket
 
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() != 1:
         logging.getLogger("lamina.enginecache").warning("no fork server: a thread runs in the engine cache")
         return None
-    path = forkserver.fork_socket(socket_path)
-    if len(os.fsencode(path)) >= 108:
-        return None
+    path = fork_socket(socket_path)  # it fits a unix address: cache_socket made sure
     try:
         os.unlink(path)  # a fork server that was killed left it; the key's lock is ours
     except FileNotFoundError:
@@ -300,15 +292,10 @@ def _warm(router: Router, config: EngineConfig) -> None:
     import io
 
     from lamina.cli.context import Context, GlobalOptions
-    from lamina.cli.front import FORWARDED
-    from lamina.cli.main import find_command, run_command
+    from lamina.cli.main import run_command
     from lamina.client.transport import InProcessTransport
 
-    for words in sorted(FORWARDED):
-        command = find_command(words)
-        if command is not None:
-            importlib.import_module(f"lamina.cli.commands.{command.module}")
-    for module in _forked_modules():  # for the fork server's workers
+    for module in _forked_modules():  # every command's (the forwarded reads' too) and what workers load
         importlib.import_module(module)
     transport = InProcessTransport(config, router=router)
     for words in _WARM_UP:
@@ -320,7 +307,7 @@ def _warm(router: Router, config: EngineConfig) -> None:
 #: the packages whose every module a worker of the fork server finds loaded: the commands,
 #: the client, the API and the services (what ``run``, ``create``, ``rm`` load beyond a read)
 _FORKED_PACKAGES = ("lamina.cli", "lamina.client", "lamina.api", "lamina.services")
-_FORKED_MODULES = ("lamina.container.monitor.client", "lamina.cli.foreground", "queue", "heapq")
+_FORKED_MODULES = ("lamina.container.monitor.client", "queue", "heapq")
 
 
 def _forked_modules() -> list[str]:

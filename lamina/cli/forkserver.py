@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Sequence
 
-__all__ = ["NOT_FORKED", "ActivityClock", "fork_socket", "run_forked", "serve"]
+__all__ = ["NOT_FORKED", "ActivityClock", "run_forked", "serve"]
 
 #: commands never run in a worker: a daemon (its own process, for its whole life) and a
 #: command that prompts on the controlling terminal (a worker has none)
@@ -70,11 +70,6 @@ _VERSION = b"1"
 _REQUEST_LIMIT = 1 << 24        # a command line and an environment: ARG_MAX is far below
 _REQUEST_TIMEOUT = 5.0          # a client sends its request at once
 _DESCRIPTORS = 4                # stdin, stdout, stderr, the working directory
-
-
-def fork_socket(cache_socket: str) -> str:
-    """The fork server's socket beside the cache's ``<key>.sock``: ``<key>.fork.sock``."""
-    return cache_socket[:-len(".sock")] + ".fork.sock"
 
 
 # -- the client (the front: os, sys and _socket only) ------------------------------------------
@@ -242,15 +237,14 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     """The fork server's loop on ``listener`` (bound at ``path``); returns when it left.
     ``parent``: the engine cache's pid (the fork server leaves when it dies);
     ``close_in_worker``: descriptors of the cache's that a worker closes."""
+    import gc
     import selectors
     import signal
 
     from lamina.cli.main import prebuild_parsers
     from lamina.runtime.capabilities import PR_SET_PDEATHSIG, prctl
 
-    prebuild_parsers()  # each worker finds its command's parser built (~3 ms for run's)
-    import gc
-
+    prebuild_parsers()  # each worker finds its command's parser built
     gc.freeze()  # a worker's collections never scan (nor so copy) the pages it shares with this process
 
     leaving: list[str] = []

@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = ["FORWARDED", "COMMAND_PATH", "DATA_ROOT_HEADER", "EXEC_ROOT_HEADER", "COLUMNS_HEADER",
-           "EXIT_CODE_HEADER", "TIME_ZONE_HEADER", "CACHE_DIRECTORY", "cache_socket", "forward", "is_forwarded", "run",
+           "EXIT_CODE_HEADER", "TIME_ZONE_HEADER", "CACHE_DIRECTORY", "cache_socket", "fork_socket", "forward", "is_forwarded", "run",
            "terminal_columns"]
 
 #: The commands a daemon runs for the program: they only read, print a table or JSON that
@@ -213,13 +213,13 @@ def _fork(words: list[str], environ: Mapping[str, str]) -> tuple[int | None, str
     """A command that is not a read: run in a worker of the engine cache's fork server
     (:mod:`lamina.cli.forkserver`) when one serves this identity; else in-process, and the
     cache to start at exit."""
-    from lamina.cli.forkserver import NOT_FORKED, fork_socket, run_forked
+    from lamina.cli.forkserver import NOT_FORKED, run_forked
 
     engine = _default_engine(environ)
     if engine is None or words[0] in NOT_FORKED:
         return None, None
     cache = cache_socket(*engine, environ)
-    if cache is None or len(os.fsencode(fork_socket(cache))) >= _SOCKET_PATH_LIMIT:
+    if cache is None:
         return None, None
     code = run_forked(fork_socket(cache), words)
     return code, (cache if code is None else None)
@@ -231,8 +231,8 @@ def cache_socket(data_root: str, exec_root: str, environ: Mapping[str, str] | No
     another one), the code tree, ``data_root``, ``exec_root``, the variables of ``environ``
     that the interpreter or the output depend on (:data:`_IDENTITY_ENVIRONMENT`: ``TZ``, local
     times print in it; the locale, the text encoding, the import path) and this process's
-    mount, network, pid and user namespaces; None when the path is too long for a unix socket
-    address (no cache then)."""
+    mount, network, pid and user namespaces; None when the path, or its fork server's
+    (:func:`fork_socket`), is too long for a unix socket address (no cache then)."""
     environ = environ or {}
     identity = [os.path.realpath(sys.executable), sys.prefix,
                 os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), data_root, exec_root,
@@ -246,7 +246,13 @@ def cache_socket(data_root: str, exec_root: str, environ: Mapping[str, str] | No
 
     key = builtin_sha256()("\0".join(identity).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     path = os.path.join(exec_root, CACHE_DIRECTORY, f"{key}.sock")
-    return path if len(os.fsencode(path)) < _SOCKET_PATH_LIMIT else None
+    return path if len(os.fsencode(fork_socket(path))) < _SOCKET_PATH_LIMIT else None
+
+
+def fork_socket(cache_socket: str) -> str:
+    """The socket of the engine cache's fork server (:mod:`lamina.cli.forkserver`) beside the
+    cache's ``<key>.sock``: ``<key>.fork.sock``."""
+    return cache_socket[:-len(".sock")] + ".fork.sock"
 
 
 def is_forwarded(words: Sequence[str]) -> bool:

@@ -248,22 +248,23 @@ class CommandParser(argparse.ArgumentParser):
         return super()._get_formatter()
 
 
-#: parsers built ahead of their command (:func:`prebuild_parsers`), each used once, by module
-_PREBUILT: dict[str, tuple[CommandParser, Any]] = {}
+#: parsers built ahead of their command (:func:`prebuild_parsers`), each used once, by the
+#: command's words (an alias, ``container ls``, has a parser of its own: its usage names it)
+_PREBUILT: dict[tuple[str, ...], tuple[CommandParser, Any]] = {}
 
 
 def prebuild_parsers() -> None:
     """Build every command's parser now, for the next command this process runs (the engine
     cache's fork server, whose workers each run one: :mod:`lamina.cli.forkserver`)."""
     for command in COMMANDS:
-        if command.module not in _PREBUILT:
-            _PREBUILT[command.module] = build_command_parser(command)  # type: ignore[assignment]
+        if command.words not in _PREBUILT:
+            _PREBUILT[command.words] = build_command_parser(command)  # type: ignore[assignment]
 
 
 def build_command_parser(command: Command, context: Context | None = None) -> tuple[argparse.ArgumentParser, Any]:
     """The argument parser of a command (printing on ``context``'s streams), and its module
     (imported now)."""
-    prebuilt = _PREBUILT.pop(command.module, None)
+    prebuilt = _PREBUILT.pop(command.words, None)
     if prebuilt is not None:
         prebuilt[0].context = context
         return prebuilt

@@ -44,6 +44,7 @@ import subprocess
 from typing import Any
 
 from lamina import errdefs
+from lamina.digest import sha256_hex
 from lamina.log import get_logger
 from lamina.network import namespace
 from lamina.network.api import DataPlane, Network
@@ -102,9 +103,7 @@ def chain_hash(network_name: str) -> str:
 
 
 def anchor_name(bridge: str) -> str:
-    import hashlib
-
-    return "la" + hashlib.sha256(bridge.encode()).hexdigest()[:12]
+    return "la" + sha256_hex(bridge.encode())[:12]
 
 
 def exists(device: str) -> bool:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import pytest
 
 from lamina.cli import front
-from lamina.cli.forkserver import fork_socket
 from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
 
 _DROPPED = ("TZ", "LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT", "LAMINA_EXEC_ROOT", "LAMINA_LOG_LEVEL",
@@ -55,7 +54,7 @@ class Engine:
 
     @property
     def fork_socket(self) -> str:
-        return fork_socket(self.socket)
+        return front.fork_socket(self.socket)
 
     def processes(self) -> list[int]:
         """The engine caches of this engine, their fork servers and workers (starting, serving or

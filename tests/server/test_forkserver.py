@@ -37,6 +37,7 @@ CASES = [
     ("rm", "nope"),                             # the engine's error, exit 1
     ("version", "--format", "{{.Client.Version}} {{.Server.Os}}"),
     ("ps", "--help"),                           # help is not a read the cache answers: forked
+    ("container", "rm", "--help"),              # an alias's usage names the alias
     ("nope",),
 ]
 
