@@ -33,8 +33,10 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
   (``bench/dockerd.py``: own data root, exec root and socket, no bridge, no iptables; busybox
   loaded from the same fixture), the peer of issue 16; then the ratio of each in-process lamina
   command, and of each command through ``lamina serve``, to the docker CLI against dockerd
-  (issue 16's target: in-process within 1.5x).  Podman is not driven (the row says whether it
-  is installed).
+  (issue 16's target: in-process within 1.5x), and of each container start-up row to ``crun
+  run``'s (the issue's absolute targets are ~5x ``crun run`` in-process and 3x through serve
+  with the docker CLI; the runtimes' rows run after the interleaved ones).  Podman is not
+  driven (the row says whether it is installed).
 
 ``lamina`` is started as its console script starts it (``processes.lamina_program``: the
 front, or ``lamina.cli.main`` in a tree from before the front), with the tree on ``PYTHONPATH``.
@@ -290,6 +292,19 @@ def ratios(times: dict[tuple[str, str], list[float] | str], variants: list[Varia
     return found
 
 
+def crun_ratios(printed: list[tuple[str, str, list[float] | str]], labelled: bool) -> dict[str, float]:
+    """Each container start-up row's median over ``crun run``'s (measured after the interleaved
+    rows, not between them)."""
+    crun = next((value for name, _, value in printed if name.startswith("crun run") and not isinstance(value, str)),
+                None)
+    if not crun:
+        return {}
+    return {f"{name}{f' [{label}]' if label and labelled else ''} / crun run":
+            round(statistics.median(value) / statistics.median(crun), 2)
+            for name, label, value in printed
+            if name.startswith(("lamina run", "lamina -H run", "docker run")) and not isinstance(value, str)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="timed runs per row (default 20)")
@@ -399,6 +414,11 @@ def main() -> int:
     if results["ratios_to_dockerd"]:
         print("median / median of the docker CLI against dockerd (issue 16: in-process within 1.5x)")
         for key, ratio in results["ratios_to_dockerd"].items():  # type: ignore[union-attr]
+            print(f"  {key:<78} {ratio:>5.2f}x")
+    results["ratios_to_crun"] = crun_ratios(printed, len(variants) > 1)
+    if results["ratios_to_crun"]:
+        print("median / median of crun run (issue 16: in-process ~5x, the docker CLI through serve <= 3x)")
+        for key, ratio in results["ratios_to_crun"].items():  # type: ignore[union-attr]
             print(f"  {key:<78} {ratio:>5.2f}x")
     results["dockerd_version"] = peer.version or peer.reason
     results["load_average"] = {"before": round(load_before[0], 2), "after": round(load_after[0], 2)}

@@ -57,7 +57,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (the 
 if TYPE_CHECKING:
     import selectors
     import socket
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["NOT_FORKED", "ActivityClock", "run_forked", "serve"]
 
@@ -81,9 +81,10 @@ def encode_request(words: Sequence[str], environ: dict[bytes, bytes], umask: int
     return str(len(payload)).encode() + b"\n" + payload
 
 
-def run_forked(path: str, words: Sequence[str]) -> int | None:
-    """Run ``words`` in a worker of the fork server at ``path``; its exit code, or None when no
-    worker ran it (no fork server, a refusal, a descriptor 0-2 closed here): run it in-process."""
+def run_forked(path: str, words: Sequence[str], environ: Mapping[str, str]) -> int | None:
+    """Run ``words`` with the environment ``environ`` (the one the fork server was chosen by)
+    in a worker of the fork server at ``path``; its exit code, or None when no worker ran it
+    (no fork server, a refusal, a descriptor 0-2 closed here): run it in-process."""
     import _socket
 
     for fd in (0, 1, 2):
@@ -99,7 +100,9 @@ def run_forked(path: str, words: Sequence[str]) -> int | None:
             return None
         umask = os.umask(0o022)
         os.umask(umask)
-        message = encode_request(words, dict(os.environb), umask)
+        environment = os.environb if environ is os.environ else \
+            {os.fsencode(name): os.fsencode(value) for name, value in environ.items()}
+        message = encode_request(words, dict(environment), umask)
         try:
             cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:

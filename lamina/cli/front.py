@@ -221,7 +221,7 @@ def _fork(words: list[str], environ: Mapping[str, str]) -> tuple[int | None, str
     cache = cache_socket(*engine, environ)
     if cache is None:
         return None, None
-    code = run_forked(fork_socket(cache), words)
+    code = run_forked(fork_socket(cache), words, environ)
     return code, (cache if code is None else None)
 
 

@@ -142,10 +142,11 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
             log.warning("removing container %s: %s", container_id, exc)
         else:
             mount_points = record.data.get("MountPoints")
-            record.state["RemovalInProgress"] = True
-            # for readers meanwhile; not synced: a crash before the commit point leaves the
-            # container as it was, which is right
-            store.save(record, durable=False)
+            if not record.state.get("RemovalInProgress"):  # a --rm container's exit record has it
+                record.state["RemovalInProgress"] = True
+                # for readers meanwhile; not synced: a crash before the commit point leaves the
+                # container as it was, which is right
+                store.save(record, durable=False)
         removal.acquire()  # held from before the commit point to the end: the sweep tests it
         path = store.begin_removal(container_id, durable=durable)  # the commit point
         finish_removal(mounts, execs, exec_root, container_id, path, gone if committed is not None else None,

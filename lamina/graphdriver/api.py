@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lamina.archive.api import Change
     from lamina.idmap import IdentityMapping
 
-__all__ = ["ProtoDriver", "DiffDriver", "Sweeper", "GraphDriver", "LateParent", "TarReaderLike"]
+__all__ = ["ProtoDriver", "DiffDriver", "Sweeper", "GraphDriver", "LateParent", "InitLayerWriter", "TarReaderLike"]
 
 
 class ProtoDriver(Protocol):
@@ -140,6 +140,17 @@ class LateParent(Protocol):
     def set_parent(self, id: str, parent: str) -> None:
         """Put ``id`` (created with no parent, filled by apply_diff, not mounted or used as a
         parent yet) on ``parent``, as if it had been created there."""
+
+
+@runtime_checkable
+class InitLayerWriter(Protocol):
+    """A driver that can fill a container's init layer without mounting it (overlay2: the
+    placeholders are written into its diff directory as the mount would leave them)."""
+
+    def write_init_layer(self, id: str, entries: tuple[tuple[str, str, int], ...]) -> bool:
+        """Create ``entries`` ((path, kind, mode), see :data:`lamina.layer.mounts.INIT_PATHS`)
+        in the empty layer ``id`` where its full tree lacks them; False (the layer left
+        empty) when the caller must mount the layer and do it there."""
 
 
 class TarReaderLike(Protocol):

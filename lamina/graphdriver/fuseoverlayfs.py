@@ -92,6 +92,9 @@ class FuseOverlayfsDriver(Overlay2Driver):
     def _native(self, id: str, parent: str | None) -> bool:
         return False  # the upper dirs hold fuse-overlayfs's own opaque format: see the module docstring
 
+    def write_init_layer(self, id: str, entries: tuple[tuple[str, str, int], ...]) -> bool:
+        return False  # the same: only a mount reads the layers below as fuse-overlayfs does
+
     def status(self) -> list[tuple[str, str]]:
         return [("Backing Filesystem", common.backing_filesystem(self.home)),
                 ("Supports d_type", "true" if common.supports_d_type(self.home) else "false"),

@@ -231,6 +231,15 @@ class Overlay2Driver(common.LayerDirectories):
             except OSError as exc:
                 raise fsutil.system_error(f"mark overlay2 layer {parent} committed", exc) from exc
 
+    def write_init_layer(self, id: str, entries: tuple[tuple[str, str, int], ...]) -> bool:
+        """Make a container's init layer placeholders without mounting it
+        (:mod:`lamina.graphdriver.overlay2_init`); False when it must be mounted."""
+        from lamina.graphdriver.overlay2_init import write_init_layer
+
+        layer_dir = self._existing_dir(id)
+        return write_init_layer(os.path.join(layer_dir, "diff"), links.lower_diff_dirs(self.home, layer_dir),
+                                entries, "user" if in_user_namespace() else "trusted")
+
     def late_parent_supported(self) -> bool:
         """Whether a base layer may get its parent after :meth:`apply_diff` (see
         :class:`~lamina.graphdriver.api.LateParent`): with the native diff, which extracts into

@@ -137,6 +137,14 @@ class MountStore:
                        idmap is not None and layer_copies)
 
     def _setup_init_layer(self, init_id: str) -> None:
+        # a driver that is an InitLayerWriter (lamina.graphdriver.api; looked up by name: the
+        # protocol's module, which loads typing's runtime checks, stays off the create's path)
+        write_init_layer = getattr(self.driver, "write_init_layer", None)
+        try:
+            if write_init_layer is not None and write_init_layer(init_id, INIT_PATHS):
+                return  # written without a mount (overlay2)
+        except OSError as exc:
+            raise fsutil.system_error(f"set up the init layer {init_id}", exc) from exc
         # volatile: the placeholders need no sync, and the unmount then does not sync the whole
         # backing filesystem (the record published after them is synced all the same)
         root = self.driver.get(init_id, volatile=True)

@@ -328,16 +328,22 @@ def _on_first_use(build: Callable[[], T]) -> T:
 
 
 def _prepare_root(data_root: str) -> None:
+    """Make the data root if missing; refuse one this process cannot write (asked of the
+    kernel, ``faccessat`` with the effective ids: a read-only mount, permissions, an immutable
+    directory; no file is created, each command would otherwise make and delete one)."""
     try:
         os.makedirs(data_root, mode=0o711, exist_ok=True)
-        probe = os.path.join(data_root, f".write-test-{os.getpid()}")
-        with open(probe, "wb"):
-            pass
-        os.unlink(probe)
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise errdefs.System(f"data root {data_root} is not writable: {exc.strerror}") from exc
         raise errdefs.System(f"cannot use data root {data_root}: {exc.strerror}") from exc
+    if not os.access(data_root, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        try:
+            read_only = bool(os.statvfs(data_root).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
+        raise errdefs.System(f"data root {data_root} is not writable: {reason}")
 
 
 def build_services(config: EngineConfig, *, lazy: bool = False) -> EngineServices:

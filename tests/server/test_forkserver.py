@@ -115,6 +115,16 @@ def test_what_the_fork_server_never_takes(cached, capfd):
     assert capfd.readouterr() == ("", "")
 
 
+def test_a_worker_has_the_environment_the_command_was_forwarded_with(cached, capfd):
+    """``forward(argv, environ)`` keys the fork server on ``environ`` and sends it, not the
+    calling process's own (which names no data root here: the default one)."""
+    environment = {**cached.environment, "FORWARDED_ONLY": "from the mapping"}
+    assert "FORWARDED_ONLY" not in os.environ and "LAMINA_DATA_ROOT" not in os.environ
+    command = ["run", "--rm", "-e", "FORWARDED_ONLY", *_QUIET, "sh", "-c", 'echo "$FORWARDED_ONLY"']
+    assert front.forward(command, environment) == 0
+    assert capfd.readouterr() == ("from the mapping\n", "")
+
+
 def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cached, tmp_path):
     with _running(cached, "run", "--rm", *_QUIET, "sleep", "2", cwd=tmp_path, stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE) as run:

@@ -54,3 +54,24 @@ def test_a_build_without_run_steps_builds_no_container_service(lazy_engine) -> N
 def test_a_run_step_builds_the_container_groups_it_uses_and_no_volume_service(lazy_engine) -> None:
     build(lazy_engine, "FROM busybox\nRUN echo ran > /ran.txt\n")
     assert built(lazy_engine) == {"_container_shared", "containers", "container_streams"}
+
+
+@pytest.mark.privileged
+def test_a_data_root_that_cannot_be_written_is_refused(tmp_path: Any) -> None:
+    """A read-only data root is refused with the kernel's reason (asked with ``faccessat``, no
+    probe file), before anything is stored."""
+    import subprocess
+
+    from lamina import errdefs
+
+    data = tmp_path / "data"
+    data.mkdir()
+    subprocess.run(["mount", "--bind", str(data), str(data)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(data)], check=True)
+        services = build_services(EngineConfig(data_root=str(data), exec_root=str(tmp_path / "run")), lazy=True)
+        with pytest.raises(errdefs.System, match="is not writable: Read-only file system"):
+            services.selection  # noqa: B018 - built on first use
+        assert os.listdir(data) == []
+    finally:
+        subprocess.run(["umount", str(data)], check=True)

@@ -191,7 +191,7 @@ class Runner:
             code, oom, duration = self._end_run(status)
             restart, container = self._decide(code, duration)
             removing = not restart and container is not None and bool(container.host_config.get("AutoRemove"))
-            self._record_exit(code, oom, restarting=restart, durable=not removing)
+            self._record_exit(code, oom, restarting=restart, removing=removing)
             self._exit_events(container if container is not None else ran, code, oom, duration)
             if monitor.context.network is not None and not removing:
                 monitor.context.network.detach(self.id)  # after "die", as dockerd releases the network
@@ -248,6 +248,11 @@ class Runner:
             return True
         except errdefs.LaminaError as exc:
             log.error("cannot remove container %s (--rm): %s", self.id, exc)
+            try:  # as Docker's removal error: no longer "removing" (``rm`` may try again), dead
+                self._update(lambda c: c.state.update(RemovalInProgress=False, Dead=True,
+                                                      Error=f"cannot remove: {exc}"), durable=False)
+            except errdefs.LaminaError:
+                pass
             return False
         return True
 
@@ -665,18 +670,23 @@ class Runner:
             self.backoff = decision.delay
         return decision.restart, container
 
-    def _record_exit(self, code: int, oom: bool, *, restarting: bool, durable: bool = True) -> None:
+    def _record_exit(self, code: int, oom: bool, *, restarting: bool, removing: bool = False) -> None:
+        """The exit in the record; ``removing`` (an ``--rm`` container's last exit): not synced,
+        and marked for removal in the same write (the removal then writes no record of its own
+        before its commit point)."""
         finished = now()
 
         def change(container: Container) -> None:
             container.state.update(Running=restarting, Restarting=restarting, Paused=False, Pid=0,
                                    ExitCode=code, OOMKilled=oom, FinishedAt=finished, Error="")
+            if removing:
+                container.state["RemovalInProgress"] = True
             if container.state.get("Health") is not None:
                 container.state["Health"] = health.end_of_run(container.state["Health"])
             if restarting:
                 container.data["RestartCount"] = int(container.data.get("RestartCount") or 0) + 1
 
-        self._update(change, durable=durable)
+        self._update(change, durable=not removing)
         if restarting:
             self.restarts += 1
 

@@ -275,9 +275,11 @@ class ContainerLifecycleImpl(ContainerGroup):
             return
         if state.get("RemovalInProgress"):
             raise errdefs.Conflict("container is marked for removal and cannot be started")
-        with self.store.modify(container.id) as record:
-            record.data["HasBeenManuallyStopped"] = False
-            record.data["RestartCount"] = 0
+        if container.data.get("HasBeenManuallyStopped") or container.data.get("RestartCount"):
+            # a first start has nothing to reset (no record written on the path of ``run``)
+            with self.store.modify(container.id) as record:
+                record.data["HasBeenManuallyStopped"] = False
+                record.data["RestartCount"] = 0
         # an unknown runtime is refused here; an unusable one by the monitor template, which
         # opens it (once: not here too, which would load the runtime into every ``run``)
         runtime = str(container.host_config.get("Runtime") or self.default_runtime)
