@@ -132,12 +132,12 @@ def _timestamp(call: Call, name: str) -> float:
 
 def _tty(call: Call, id: str) -> bool:
     """Whether the container has a TTY (also: a 404 for a container that does not exist)."""
-    config = call.services.container_views.inspect(id).get("Config") or {}
+    config = call.services.container_views.identify(id).get("Config") or {}
     return bool(config.get("Tty"))
 
 
 def _state(call: Call, id: str) -> dict[str, Any]:
-    return call.services.container_views.inspect(id).get("State") or {}
+    return call.services.container_views.identify(id).get("State") or {}
 
 
 # -- lifecycle ---------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def wait_container(call: Call) -> Response:
             f"invalid condition: {condition!r}: use one of {', '.join(WAIT_CONDITIONS)}")
     containers = call.services.containers
     # The full id: the name may change (or be reused) while we wait.
-    id = str(call.services.container_views.inspect(call.params["id"]).get("Id") or call.params["id"])
+    id = str(call.services.container_views.identify(call.params["id"]).get("Id") or call.params["id"])
     import queue  # with threading: only a wait needs them
     import threading
 

@@ -139,6 +139,9 @@ class ContainerViews(Protocol):
     def list_containers(self, *, all: bool = False, limit: int = -1, size: bool = False,
                         filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]: ...
 
+    def identify(self, id: str) -> dict[str, Any]:
+        """``Id``, ``Name``, ``Config`` and the stored ``State``, from the record alone."""
+
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]: ...
 
     def top(self, id: str, *, ps_args: str = "-ef") -> dict[str, Any]: ...

@@ -205,7 +205,7 @@ class EngineServices:
     @_Built
     def networks(self) -> NetworkServiceImpl:
         def container_name(term: str) -> tuple[str, str]:
-            found = self.container_views.inspect(term)
+            found = self.container_views.identify(term)
             return str(found["Id"]), str(found["Name"]).lstrip("/")
 
         def container_endpoints(container_id: str, change: Callable[[str, dict[str, Any]], None]) -> None:

@@ -429,6 +429,10 @@ class DoubleContainers:
         # Oldest first on purpose: the API sorts newest first.
         return list(reversed(result))
 
+    def identify(self, id: str) -> dict[str, Any]:
+        found = self.inspect(id)
+        return {key: found[key] for key in ("Id", "Name", "Config", "State")}
+
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]:
         container = self._find(id)
         running = container.status in ("running", "paused")

@@ -243,3 +243,82 @@ def test_the_init_forwards_the_asynchronous_signals_only() -> None:
     assert not {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGSEGV} & set(FORWARDED_SIGNALS)
     assert exit_code_of(15) == 143  # killed by SIGTERM
     assert exit_code_of(3 << 8) == 3
+
+
+def _run_classic_bpf(program: bytes, data: bytes) -> int:
+    """What the kernel's classic BPF interpreter returns for ``program`` on ``data`` (a
+    ``struct seccomp_data``): the instructions libseccomp emits (loads, ALU, jumps, returns)."""
+    import struct
+
+    instructions = [struct.unpack_from("<HBBI", program, offset) for offset in range(0, len(program), 8)]
+    a = x = 0
+    memory = [0] * 16
+    pc = 0
+    while True:
+        code, jt, jf, k = instructions[pc]
+        pc += 1
+        kind = code & 0x07
+        if kind == 0x00:  # LD
+            mode = code & 0xE0
+            a = struct.unpack_from("<I", data, k)[0] if mode == 0x20 else memory[k] if mode == 0x60 else k
+        elif kind == 0x01:  # LDX
+            x = memory[k] if code & 0xE0 == 0x60 else k
+        elif kind == 0x02:
+            memory[k] = a
+        elif kind == 0x03:
+            memory[k] = x
+        elif kind == 0x04:  # ALU
+            operand = x if code & 0x08 else k
+            operations = {0x00: a + operand, 0x10: a - operand, 0x40: a | operand, 0x50: a & operand,
+                          0x60: a << operand, 0x70: a >> operand, 0xA0: a ^ operand}
+            a = operations[code & 0xF0] & 0xFFFFFFFF
+        elif kind == 0x05:  # JMP
+            operand = x if code & 0x08 else k
+            test = code & 0xF0
+            if test == 0x00:
+                pc += k
+                continue
+            taken = {0x10: a == operand, 0x20: a > operand, 0x30: a >= operand, 0x40: bool(a & operand)}[test]
+            pc += jt if taken else jf
+        elif kind == 0x06:  # RET
+            return a if code & 0x18 == 0x10 else k
+        else:  # MISC: TAX / TXA
+            if code & 0xF8 == 0x00:
+                x = a
+            else:
+                a = x
+
+
+def test_the_binary_tree_program_decides_every_syscall_as_the_plain_list() -> None:
+    """libseccomp's binary tree (the shape the runtime loads) gives every syscall number, with
+    the arguments Docker's profile compares, the action of the plain list of rules."""
+    import os
+    import struct
+
+    from lamina.runtime.seccomp import _SCMP_ARCH  # noqa: PLC2701 - the native architecture's token
+
+    tree = SeccompFilter(default_profile(), DEFAULT_CAPABILITIES)
+    plain = SeccompFilter(default_profile(), DEFAULT_CAPABILITIES, tree=False)
+    try:
+        tree_program, plain_program = tree.export(), plain.export()
+    finally:
+        tree.release()
+        plain.release()
+    assert tree_program != plain_program
+    audit_arch = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(os.uname().machine)
+    if audit_arch is None or os.uname().machine not in _SCMP_ARCH:
+        pytest.skip("the architecture's audit token is not listed here")
+    if os.uname().machine == "x86_64":  # the interpreter reads the programs as the kernel does
+        def decide(number: int, *values: int) -> int:
+            return _run_classic_bpf(tree_program, struct.pack("<iIQ6Q", number, audit_arch, 0, *values,
+                                                              *(0,) * (6 - len(values))))
+
+        assert decide(0) == 0x7FFF0000                        # read: allowed
+        assert decide(246) & 0xFFFF0000 == 0x00050000         # kexec_load: EPERM
+        assert decide(56, 0) == 0x7FFF0000                    # clone
+        assert decide(56, 0x10000000) & 0xFFFF0000 == 0x00050000  # clone(CLONE_NEWUSER): refused
+    arguments = [(0,) * 6, (0x7E020000,) + (0,) * 5, (0xFFFFFFFF,) * 6, (8,) + (0,) * 5, (0x10000000,) + (0,) * 5]
+    for number in [*range(0, 460), 0x40000000 | 1]:
+        for values in arguments:
+            data = struct.pack("<iIQ6Q", number, audit_arch, 0, *values)
+            assert _run_classic_bpf(tree_program, data) == _run_classic_bpf(plain_program, data), (number, values)

@@ -372,6 +372,10 @@ def test_inspect_has_dockers_fields(engine) -> None:
     info = engine.container_views.inspect(container_id)
     assert info["Id"] == container_id
     assert info["Name"] == "/probe"
+    # what a request needs before acting: the same id, name and config, the stored state
+    brief = engine.container_views.identify("probe")
+    assert (brief["Id"], brief["Name"], brief["Config"]) == (container_id, "/probe", info["Config"])
+    assert brief["State"]["Running"] and brief["State"]["Pid"] == info["State"]["Pid"]
     assert (info["Path"], info["Args"]) == ("sleep", ["30"])
     assert info["Platform"] == "linux"
     assert info["State"]["Status"] == "running" and info["State"]["Pid"] > 0

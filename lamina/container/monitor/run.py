@@ -476,7 +476,7 @@ class Runner:
         self._update(change, durable=not host.get("AutoRemove"))
         if sandbox is not None and network is not None:
             self._update_linkers(container, sandbox, network)
-        log.info("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
+        log.debug("container %s started (pid %d, runtime %s)", self.id, state.pid, state.runtime)
         self._volume_events(container, "mount")
         monitor.event(container, "start")
         return {"rootfs": rootfs}
@@ -639,7 +639,7 @@ class Runner:
                 pass
         monitor.execs.remove_for_container(self.id)
         monitor.run = None
-        log.info("container %s exited with %d%s", self.id, code, " (OOM killed)" if oom else "")
+        log.debug("container %s exited with %d%s", self.id, code, " (OOM killed)" if oom else "")
         return code, oom, time.monotonic() - run.started
 
     def _release_runtime(self, run: Run) -> None:

@@ -294,6 +294,13 @@ class ContainerViewsImpl(ContainerGroup):
                 repaired.append(f"removed container {container_id}, whose create a host crash cut short")
         return problems, repaired
 
+    def identify(self, id: str) -> dict[str, Any]:
+        """The container's ``Id``, ``Name``, ``Config`` and stored ``State``: what a request needs
+        of it before acting on it (its TTY, whether it runs, its full id), read from its record
+        alone (:meth:`inspect` also reads its layer, execs and network)."""
+        container = self._get(id)
+        return {"Id": container.id, "Name": container.name, "Config": container.config, "State": container.state}
+
     def inspect(self, id: str, *, size: bool = False) -> dict[str, Any]:
         container = self._get(id)
         data = container.data
