@@ -1,10 +1,10 @@
-"""Run-time state of containers under the exec root (a tmpfs: none of it survives a reboot).
+"""Run-time state of containers under the exec root (usually a tmpfs: none of it need survive a reboot).
 
 Layout, under ``<exec-root>/containers/<id>/`` (mode 0700)::
 
     monitor.lock   ``flock``\\ ed (exclusive) by the container's monitor for its whole life:
-                   a lock that can be taken means no monitor is alive
-    monitor.pid    the monitor's pid (for people and tests; liveness is the lock)
+                   a lock that can be taken means no monitor is alive; it holds the pid of the
+                   monitor that holds it (for people and tests; liveness is the lock)
     running.lock   the last exit, :class:`ExitInfo` as JSON ``{"Sequence": n, "ExitCode": c,
                    "Error": "...", "OOMKilled": b, "Removed": b}``, rewritten in place by the
                    monitor at every exit (failed start, abandoned restart) with ``Sequence``
@@ -17,7 +17,7 @@ Layout, under ``<exec-root>/containers/<id>/`` (mode 0700)::
                    sequences alternate between the two files
     runtime.json   the :class:`~lamina.runtime.api.RuntimeState` of the current run
     attach.sock    the monitor's attach socket; ctl.sock its control socket
-    monitor.log    the monitor's own log
+    monitor.log    the monitor's own log (warnings and errors; made by the first)
 
 ``<exec-root>/oci/`` holds the bundles of the OCI runtimes.
 
@@ -210,7 +210,6 @@ class RunDirectory:
         self.attach_socket = os.path.join(self.path, "attach.sock")
         self.control_socket = os.path.join(self.path, "ctl.sock")
         self.monitor_log = os.path.join(self.path, "monitor.log")
-        self.monitor_pid_file = os.path.join(self.path, "monitor.pid")
 
     def create(self) -> None:
         os.makedirs(self.path, mode=0o700, exist_ok=True)
@@ -236,11 +235,11 @@ class RunDirectory:
             os.close(fd)
 
     def monitor_pid(self) -> int | None:
-        """The pid of the live monitor, if any."""
+        """The pid of the live monitor, if any (written into the lock it holds)."""
         if not self.monitor_alive():
             return None
         try:
-            with open(self.monitor_pid_file, encoding="ascii") as handle:
+            with open(self.monitor_lock, encoding="ascii") as handle:
                 return int(handle.read().strip())
         except (OSError, ValueError):
             return None

@@ -57,8 +57,7 @@ def test_monitor_liveness_is_its_lock(tmp_path) -> None:
     run_dir.create()
     fd = os.open(run_dir.monitor_lock, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    with open(run_dir.monitor_pid_file, "w") as handle:
-        handle.write("1234\n")
+    os.write(fd, b"1234\n")  # the monitor writes its pid into the lock it holds
     pid = os.fork()
     if pid == 0:  # another process sees the lock held
         os._exit(0 if RunDirectory(str(tmp_path), "e" * 64).monitor_pid() == 1234 else 1)

@@ -163,8 +163,9 @@ class Monitor:
                     f"container {self.id} has another monitor that does not exit")))
             return
         try:
-            with open(self.run_dir.monitor_pid_file, "w", encoding="ascii") as handle:
-                handle.write(f"{os.getpid()}\n")
+            # the lock file holds the pid of the monitor that holds it (no file of its own)
+            os.ftruncate(lock_fd, 0)
+            os.pwrite(lock_fd, f"{os.getpid()}\n".encode("ascii"), 0)
             container = self.store.get(self.id)
             if container.state.get("Running"):
                 self.answer(protocol.OK)  # started by another monitor meanwhile
