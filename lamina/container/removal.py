@@ -62,15 +62,15 @@ def release_mount(mounts: MountStore, container_id: str) -> None:
 
 def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, container_id: str, path: str,
                    committed: Callable[[], None] | None = None, *, durable: bool = True) -> None:
-    """Everything after the commit point: exec records, run directory, layer, the directory;
-    ``committed`` is called once the read-write layer was let go (before its directories are
-    deleted); ``durable=False``: its commit point is not synced (see :func:`destroy`)."""
+    """Everything after the commit point: exec records, layer, run directory, the directory;
+    ``committed`` is called once the read-write layer was let go (its record renamed: it holds
+    no image layer any more), before the run directory is removed and the layer's directories
+    unmounted (the root filesystem, if still mounted: the driver's removal) and deleted;
+    ``durable=False``: its commit point is not synced (see :func:`destroy`)."""
     from lamina.container.joining import shm_path, unmount_shm
     from lamina.container.rundir import RunDirectory
 
-    release_mount(mounts, container_id)
     execs.remove_for_container(container_id)
-    RunDirectory(exec_root, container_id).remove()
     called = False
 
     def let_go() -> None:
@@ -78,6 +78,7 @@ def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, contain
         called = True
         if committed is not None:
             committed()
+        RunDirectory(exec_root, container_id).remove()
 
     try:
         mounts.remove(container_id, let_go, durable=durable)

@@ -283,8 +283,10 @@ def test_auto_remove_removes_everything(engine) -> None:
     with pytest.raises(errdefs.NotFound):
         engine.container_views.inspect(container_id)
     assert not os.path.exists(layer_dir)
-    assert not os.path.exists(engine.run_dir(container_id).path)
-    # the network namespace goes with the teardown the monitor finishes after "removed"
+    # the run directory, the root filesystem's mount and the network namespace go with the
+    # teardown the monitor finishes after "removed"
+    engine.wait_for(lambda: not os.path.exists(engine.run_dir(container_id).path),
+                    message="the run directory to go")
     engine.wait_for(lambda: not [t for t in lmount.mounted_targets() if t.startswith(engine.root)],
                     message="the run's mounts to go")
 

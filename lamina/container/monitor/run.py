@@ -187,10 +187,17 @@ class Runner:
                 monitor.answer({"ok": True})
                 first = False
             status = self._serve_guarded()
-            ran = monitor.run.container if monitor.run is not None else None
-            code, oom, duration = self._end_run(status)
+            run = monitor.run
+            assert run is not None
+            ran = run.container
+            code, oom, duration = self._outcome(run, status)
             restart, container = self._decide(code, duration)
             removing = not restart and container is not None and bool(container.host_config.get("AutoRemove"))
+            # an --rm container with a pid namespace of its own has no process left (the kernel
+            # ended them all with its PID 1): its cgroups go after its waiters woke, and its
+            # root filesystem with its read-write layer
+            deferred = removing and not str(ran.host_config.get("PidMode") or "")
+            self._end_run(run, code, oom, release=not deferred)
             self._record_exit(code, oom, restarting=restart, removing=removing)
             self._exit_events(container if container is not None else ran, code, oom, duration)
             if monitor.context.network is not None and not removing:
@@ -227,6 +234,9 @@ class Runner:
             # sandbox record, marked releasing, keeps the addresses and host ports leased until
             # it is done; runs that want them and ``network rm`` wait for it
             monitor.context.network.detach(self.id)
+        if deferred:
+            self._release_runtime(run)
+            release_mount(self.mounts, self.id)  # the removal unmounted it, unless it failed
 
     def _auto_remove(self, container: Container | None, gone: Callable[[], None] | None = None) -> bool:
         """Remove an ``AutoRemove`` container; True when it is gone.  ``gone`` is called once
@@ -616,19 +626,22 @@ class Runner:
 
     # -- its end ---------------------------------------------------------------------------------
 
-    def _end_run(self, status: int) -> tuple[int, bool, float]:
-        """Release what the run holds; (exit code, OOM killed, seconds it ran)."""
-        monitor = self.monitor
-        run = monitor.run
-        assert run is not None
-        code = exit_code(status)
+    def _outcome(self, run: Run, status: int) -> tuple[int, bool, float]:
+        """(exit code, OOM killed, seconds it ran) of the run that ended with ``status``."""
         oom = False
         try:
-            oom = run.runtime.oom_killed(run.state)
+            oom = run.runtime.oom_killed(run.state)  # read before its cgroups go
         except errdefs.LaminaError as exc:
             log.warning("cannot read the OOM state of %s: %s", self.id, exc)
-        self._release_runtime(run)
-        release_mount(self.mounts, self.id)
+        return exit_code(status), oom, time.monotonic() - run.started
+
+    def _end_run(self, run: Run, code: int, oom: bool, *, release: bool = True) -> None:
+        """Release what the run holds (``release=False``: but its runtime state (cgroups) and
+        root filesystem, released by the caller later)."""
+        monitor = self.monitor
+        if release:
+            self._release_runtime(run)
+            release_mount(self.mounts, self.id)
         self._unmount_volumes(run.container)
         joining.release(run.container.host_config, self.store.directory(self.id))
         monitor.run_dir.clear_runtime_state()
@@ -640,7 +653,6 @@ class Runner:
         monitor.execs.remove_for_container(self.id)
         monitor.run = None
         log.debug("container %s exited with %d%s", self.id, code, " (OOM killed)" if oom else "")
-        return code, oom, time.monotonic() - run.started
 
     def _release_runtime(self, run: Run) -> None:
         for _attempt in range(200):
