@@ -19,6 +19,8 @@ Vocabulary:
 from __future__ import annotations
 
 import enum
+import os
+import stat
 from collections.abc import Iterator
 from lamina.records import dataclass, field
 from typing import BinaryIO, Protocol
@@ -34,6 +36,11 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 USER_OPAQUE_XATTR = "user.overlay.opaque"
 OPAQUE_XATTRS = (OPAQUE_XATTR, USER_OPAQUE_XATTR)
 OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+
+
+def is_whiteout_device(info: os.stat_result) -> bool:
+    """Whether ``info`` is overlayfs' whiteout: a character device 0/0."""
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
 
 
 def is_overlay_xattr(name: str) -> bool:

@@ -52,6 +52,7 @@ from lamina.archive.api import (
     TarEntry,
     is_opaque,
     is_overlay_xattr,
+    is_whiteout_device,
 )
 from lamina.archive.tarstream import END_OF_ARCHIVE, entry_chunks
 
@@ -73,10 +74,6 @@ class UnmappedOwner(errdefs.InvalidArgument):
         self.path, self.uid, self.gid = path, uid, gid
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_XATTRS = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM)
-
-
-def is_whiteout_device(info: os.stat_result) -> bool:
-    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
 
 
 def read_xattrs(target: int | str) -> dict[str, bytes]:

@@ -238,7 +238,7 @@ class Overlay2Driver(common.LayerDirectories):
 
         layer_dir = self._existing_dir(id)
         return write_init_layer(os.path.join(layer_dir, "diff"), links.lower_diff_dirs(self.home, layer_dir),
-                                entries, "user" if in_user_namespace() else "trusted")
+                                entries, rootless=in_user_namespace())
 
     def late_parent_supported(self) -> bool:
         """Whether a base layer may get its parent after :meth:`apply_diff` (see

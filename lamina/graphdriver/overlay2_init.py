@@ -33,6 +33,7 @@ import os
 import stat
 
 from lamina import fsutil
+from lamina.archive.api import OVERLAY_XATTR_PREFIXES, is_whiteout_device
 
 __all__ = ["write_init_layer"]
 
@@ -43,15 +44,15 @@ class _NotExact(Exception):
     """What the mount does here is not reproduced: the caller mounts."""
 
 
-def write_init_layer(diff: str, lowers: list[str], entries: tuple[tuple[str, str, int], ...],
-                     xattr_namespace: str) -> bool:
+def write_init_layer(diff: str, lowers: list[str], entries: tuple[tuple[str, str, int], ...], *,
+                     rootless: bool) -> bool:
     """Create ``entries`` ((path, kind, mode) as :data:`lamina.layer.mounts.INIT_PATHS`,
     directories before what they hold) in the empty layer directory ``diff`` where the tree of
     ``diff`` over ``lowers`` (diff directories, nearest first) lacks them; False, with ``diff``
-    empty again, when a mount must do it (see the module docstring).  ``xattr_namespace``:
-    ``trusted``, or ``user`` for a rootless engine."""
+    empty again, when a mount must do it (see the module docstring).  ``rootless``: overlayfs
+    keeps its marks in ``user.overlay.*`` (the ``userxattr`` mount option), not ``trusted.``."""
     layers = [diff, *lowers]
-    private = f"{xattr_namespace}.overlay."
+    private = OVERLAY_XATTR_PREFIXES[1] if rootless else OVERLAY_XATTR_PREFIXES[0]
     try:
         for path, kind, mode in entries:
             names = path.split("/")
@@ -85,7 +86,7 @@ def _lookup(layers: list[str], names: list[str], private: str) -> tuple[str, lis
                 info = os.lstat(candidate)
             except FileNotFoundError:
                 continue
-            if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:  # a whiteout
+            if is_whiteout_device(info):
                 if found == _ABSENT:
                     raise _NotExact  # what is made over it: overlayfs' business
                 break  # it ends the directory's merge
