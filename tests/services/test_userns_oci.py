@@ -157,7 +157,8 @@ def test_rm_restart_policy_and_logs(remapped, runtime) -> None:
     # gone for every reader when the waiters wake; its monitor deletes its directories after
     assert removed not in engine.services.containers.store.ids()
     engine.wait_for(lambda: removed not in engine.container_ids(), message="the record's directory to be deleted")
-    assert not os.path.exists(_bundle(engine, removed))
+    # the runtime's state (its bundle, the cgroups) goes last: nothing runs in them any more
+    engine.wait_for(lambda: not os.path.exists(_bundle(engine, removed)), message="the bundle to be deleted")
     assert _mounts_under(os.path.join(engine.config.exec_root, "oci")) == []
 
     restarted = engine.run("sh", "-c", "head -1 /proc/self/uid_map; exit 3",
