@@ -40,6 +40,8 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 
+    from lamina.client.transport import InProcessTransport
+
 #: the cyclic collector's first threshold while a ``lamina`` program runs (see :func:`run`)
 COLLECTOR_THRESHOLD = 10_000
 
@@ -368,9 +370,10 @@ def _report(exc: BaseException, context: Context) -> int:
     return EXIT_FAILURE
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, warm: InProcessTransport | None = None) -> int:
+    """The command ``argv`` (default: ``sys.argv``); ``warm``: see :class:`~lamina.cli.context.Context`."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    context = Context(GlobalOptions(), stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
+    context = Context(GlobalOptions(), stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, warm=warm)
     try:
         return _run(arguments, context)
     except KeyboardInterrupt:
@@ -394,8 +397,9 @@ def run() -> None:
     os._exit(run_to_end())
 
 
-def run_to_end() -> int:
-    """:func:`main` with ``sys.argv`` and what the interpreter's exit does that matters; the exit code.
+def run_to_end(warm: InProcessTransport | None = None) -> int:
+    """:func:`main` with ``sys.argv`` (and ``warm``) and what the interpreter's exit does that
+    matters; the exit code.
 
     What the interpreter's own exit would do that matters is done here, in its order: wait for
     the threads that are not daemons, run the ``atexit`` handlers (logging's flush, pending
@@ -408,7 +412,7 @@ def run_to_end() -> int:
     the collector ran ~30 times during them to find almost nothing.  Cycles are still
     collected, less often (``serve`` and long attaches included)."""
     gc.set_threshold(COLLECTOR_THRESHOLD, *gc.get_threshold()[1:])
-    code = main()
+    code = main(warm=warm)
     threading = sys.modules.get("threading")  # no threads were started if it was never imported
     if threading is not None:
         current = threading.current_thread()
