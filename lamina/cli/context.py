@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from lamina.config import EngineConfig
     from lamina.client.client import APIClient
     from lamina.client.api import Transport
-    from lamina.client.transport import InProcessTransport
 
 __all__ = ["GlobalOptions", "Context", "is_terminal"]
 
@@ -36,13 +35,8 @@ def is_terminal(stream: Any) -> bool:
 
 class Context:
     def __init__(self, options: GlobalOptions, *, stdin: IO[str], stdout: IO[str], stderr: IO[str],
-                 transport: "Transport | None" = None, columns: int | None = None,
-                 warm: "InProcessTransport | None" = None) -> None:
-        """``warm``: an in-process transport whose engine is built already (a worker of the
-        engine cache's fork server is given the cache's): used when the command's own would be
-        an in-process transport of the same configuration."""
+                 transport: "Transport | None" = None, columns: int | None = None) -> None:
         self.options = options
-        self._warm = warm
         #: the width of the terminal the command prints on, when it is not this process's
         #: (a command ``lamina serve`` runs for a client); None: this process's own
         self.columns = columns
@@ -66,11 +60,7 @@ class Context:
         if self._transport is None:
             from lamina.client.transport import select_transport
 
-            transport = select_transport(self.options.host, self.config)
-            warm = self._warm
-            if warm is not None and type(transport) is type(warm) and transport.config == warm.config:
-                transport = warm
-            self._transport = transport
+            self._transport = select_transport(self.options.host, self.config)
         return self._transport
 
     @property

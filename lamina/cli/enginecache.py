@@ -69,7 +69,6 @@ if TYPE_CHECKING:
     from lamina.config import EngineConfig
     from lamina.server.api import Handler
     from lamina.cli.forkserver import ActivityClock
-    from lamina.client.transport import InProcessTransport
     from lamina.server.server import Server
 
 __all__ = ["IDLE_SECONDS", "start", "main"]
@@ -208,12 +207,11 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
     fork_server = None
     try:
         config = EngineConfig.from_environment()
-        engine = InProcessTransport(config)  # the engine an in-process command builds
-        router = engine.router
+        router = InProcessTransport(config).router  # the engine an in-process command builds
         _warm(router, config)  # before the socket listens: no client waits for it
         clock = ActivityClock()
         if not stopping:  # forked now: no thread of this process runs yet
-            fork_server = _start_fork_server(socket_path, clock, idle_seconds, lock_fd, engine)
+            fork_server = _start_fork_server(socket_path, clock, idle_seconds, lock_fd)
         # built now, on the data root as it is after the warm-up (which makes it if need be)
         handler = _CacheHandler(CommandHandler(router, config, refuse_internal_errors=True), config.data_root, clock)
         server = Server(handler, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
@@ -237,11 +235,9 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         os.unlink(pid_path)  # before the lock is released with the process (and the fork server's)
 
 
-def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: float, lock_fd: int,
-                       engine: InProcessTransport) -> int | None:
-    """Fork the fork server (:mod:`lamina.cli.forkserver`) listening beside ``socket_path``,
-    with this cache's ``engine`` for its workers; its pid, or None (a thread runs here, so no
-    fork is safe)."""
+def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: float, lock_fd: int) -> int | None:
+    """Fork the fork server (:mod:`lamina.cli.forkserver`) listening beside ``socket_path``;
+    its pid, or None (a thread runs here, so no fork is safe)."""
     import logging
     import socket
 
@@ -270,7 +266,7 @@ def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: flo
     pid = os.fork()
     if pid == 0:
         try:
-            forkserver.serve(listener, path, clock, idle_seconds, parent, close_in_worker=[lock_fd], engine=engine)
+            forkserver.serve(listener, path, clock, idle_seconds, parent, close_in_worker=[lock_fd])
             os.unlink(pid_path)
         except BaseException:  # noqa: BLE001 - logged; the cache's clients run in-process
             logging.getLogger("lamina.enginecache").exception("the fork server at %s failed", path)

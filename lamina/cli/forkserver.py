@@ -10,14 +10,10 @@ becomes the process the command would have run in: the caller's stdin, stdout an
 its descriptors 0, 1 and 2, the caller's working directory (sent as a descriptor: a deleted or
 renamed directory too), environment and umask, Python's default signal dispositions, no
 ``atexit`` handler and no logging handler of the cache's, fresh ``sys.std*`` streams over the
-new descriptors; then it runs :func:`lamina.cli.main.run_to_end` with the command line and the
-cache's engine: the parsers the fork server built, the modules it loaded, and the engine's
-services (the container services too, built by the fork server before its first fork: the
-stores opened, the start-up sweeps done), which the command uses when it would build an
-in-process engine of the same configuration on the same data root (a replaced data root: it
-builds its own), as a request of ``lamina serve``'s uses the server's.  So a command behaves
-as it does in-process, against the stores as they are, and what it prints goes straight to
-the caller's descriptors: a terminal, a pipe, a file, with no copy in between.
+new descriptors; then it runs :func:`lamina.cli.main.run_to_end` with the command line, which
+builds the engine as any in-process command does (no state of the cache's engine is used: only
+its loaded modules, and the parsers the fork server built).  So a command behaves as it does in-process, and what it prints goes straight
+to the caller's descriptors: a terminal, a pipe, a file, with no copy in between.
 
 Which commands: the front's (:mod:`lamina.cli.front`) decision, on the conditions the engine
 cache has (root, the default engine, no global option, ``LAMINA_FORWARD`` not ``0``): every
@@ -62,8 +58,6 @@ if TYPE_CHECKING:
     import selectors
     import socket
     from collections.abc import Mapping, Sequence
-
-    from lamina.client.transport import InProcessTransport
 
 __all__ = ["NOT_FORKED", "ActivityClock", "run_forked", "serve"]
 
@@ -242,12 +236,10 @@ class _Worker:
 
 
 def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds: float, parent: int,
-          close_in_worker: Sequence[int] = (), engine: InProcessTransport | None = None) -> None:
+          close_in_worker: Sequence[int] = ()) -> None:
     """The fork server's loop on ``listener`` (bound at ``path``); returns when it left.
     ``parent``: the engine cache's pid (the fork server leaves when it dies);
-    ``close_in_worker``: descriptors of the cache's that a worker closes; ``engine``: the
-    cache's warm engine, which a worker whose command would build the same one uses instead
-    (its services built, the start-up sweeps done: as a request of ``lamina serve``'s)."""
+    ``close_in_worker``: descriptors of the cache's that a worker closes."""
     import gc
     import selectors
     import signal
@@ -256,7 +248,6 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     from lamina.runtime.capabilities import PR_SET_PDEATHSIG, prctl
 
     prebuild_parsers()  # each worker finds its command's parser built
-    warm = _WarmEngine(engine) if engine is not None else None
     gc.freeze()  # a worker's collections never scan (nor so copy) the pages it shares with this process
 
     leaving: list[str] = []
@@ -273,7 +264,7 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     while listening or workers:
         for key, _events in selector.select(1.0):
             if key.data == "listener":
-                _accept(listener, selector, workers, clock, close_in_worker, warm)
+                _accept(listener, selector, workers, clock, close_in_worker)
             elif key.data == "exited":
                 _reap(selector, workers, key.fd)
                 if not workers:
@@ -282,41 +273,11 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
                 _client_gone(selector, workers[key.data])
         if listening and (leaving or (not workers and clock.idle_for() >= idle_seconds)):
             listening = False
-            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker, warm)
-
-
-class _WarmEngine:
-    """The engine cache's engine, for the workers: the services every container command uses
-    beyond the reads' (which the cache's warm-up built) are built here, before any worker is
-    forked.  Should that start a thread, no fork would be safe: the fork server then leaves
-    (with an error in the cache's log) and its clients run their commands in-process."""
-
-    def __init__(self, engine: InProcessTransport) -> None:
-        threading = sys.modules.get("threading")
-        before = threading.active_count() if threading is not None else 1
-        services = engine.router.services()
-        for name in ("containers", "container_streams", "images"):
-            getattr(services, name)
-        threading = sys.modules.get("threading")
-        if threading is not None and threading.active_count() != before:
-            raise RuntimeError("building the engine's services started a thread")
-        self.engine = engine
-        found = os.stat(engine.config.data_root)
-        self._root = (found.st_dev, found.st_ino)
-
-    def current(self) -> InProcessTransport | None:
-        """The engine, unless its data root is no longer the directory it was built on (a
-        worker then builds its own, as the cache answers such a read 503)."""
-        try:
-            found = os.stat(self.engine.config.data_root)
-        except OSError:
-            return None
-        return self.engine if (found.st_dev, found.st_ino) == self._root else None
+            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker)
 
 
 def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, selector: selectors.BaseSelector,
-                    workers: dict[int, _Worker], clock: ActivityClock, close_in_worker: Sequence[int],
-                    warm: _WarmEngine | None) -> None:
+                    workers: dict[int, _Worker], clock: ActivityClock, close_in_worker: Sequence[int]) -> None:
     """Unlink the socket (a client that comes now runs its command in-process), serve what was
     queued on it, close it."""
     try:
@@ -325,14 +286,14 @@ def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, s
             os.unlink(path)
     except OSError:
         pass
-    while _accept(listener, selector, workers, clock, close_in_worker, warm):
+    while _accept(listener, selector, workers, clock, close_in_worker):
         pass
     selector.unregister(listener)
     listener.close()
 
 
 def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: dict[int, _Worker],
-            clock: ActivityClock, close_in_worker: Sequence[int], warm: _WarmEngine | None = None) -> bool:
+            clock: ActivityClock, close_in_worker: Sequence[int]) -> bool:
     import selectors
 
     try:
@@ -348,8 +309,7 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: 
         if pid == 0:
             _become_worker(words, environ, umask, fds, conn,
                            [listener, selector, *(w.conn for w in workers.values())],
-                           [*(w.pidfd for w in workers.values()), *close_in_worker],
-                           warm.current() if warm is not None else None)
+                           [*(w.pidfd for w in workers.values()), *close_in_worker])
         pidfd = os.pidfd_open(pid)
     except Exception as exc:  # noqa: BLE001 - a bad request, a failed fork: that client runs in-process
         from lamina.log import get_logger
@@ -441,8 +401,7 @@ def _client_gone(selector: selectors.BaseSelector, worker: _Worker) -> None:
 
 
 def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, fds: list[int],
-                   conn: socket.socket, objects: list[object], descriptors: list[int],
-                   engine: InProcessTransport | None = None) -> None:
+                   conn: socket.socket, objects: list[object], descriptors: list[int]) -> None:
     """The worker: become the process the command would have run in, run it, tell the client
     its exit code (before this process's own teardown; the fork server tells it again once it
     reaped it, or how it died); never returns."""
@@ -476,7 +435,7 @@ def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, 
         sys.argv = ["lamina", *(os.fsdecode(word) for word in words)]
         from lamina.cli.main import run_to_end
 
-        code = run_to_end(engine)
+        code = run_to_end()
     except BaseException:  # noqa: BLE001 - what went wrong before the command ran (or a lost client)
         try:
             import traceback

@@ -40,8 +40,6 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 
-    from lamina.client.transport import InProcessTransport
-
 #: the cyclic collector's first threshold while a ``lamina`` program runs (see :func:`run`)
 COLLECTOR_THRESHOLD = 10_000
 
@@ -370,10 +368,9 @@ def _report(exc: BaseException, context: Context) -> int:
     return EXIT_FAILURE
 
 
-def main(argv: Sequence[str] | None = None, *, warm: InProcessTransport | None = None) -> int:
-    """The command ``argv`` (default: ``sys.argv``); ``warm``: see :class:`~lamina.cli.context.Context`."""
+def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    context = Context(GlobalOptions(), stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr, warm=warm)
+    context = Context(GlobalOptions(), stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr)
     try:
         return _run(arguments, context)
     except KeyboardInterrupt:
@@ -397,9 +394,8 @@ def run() -> None:
     os._exit(run_to_end())
 
 
-def run_to_end(warm: InProcessTransport | None = None) -> int:
-    """:func:`main` with ``sys.argv`` (and ``warm``) and what the interpreter's exit does that
-    matters; the exit code.
+def run_to_end() -> int:
+    """:func:`main` with ``sys.argv`` and what the interpreter's exit does that matters; the exit code.
 
     What the interpreter's own exit would do that matters is done here, in its order: wait for
     the threads that are not daemons, run the ``atexit`` handlers (logging's flush, pending
@@ -412,7 +408,7 @@ def run_to_end(warm: InProcessTransport | None = None) -> int:
     the collector ran ~30 times during them to find almost nothing.  Cycles are still
     collected, less often (``serve`` and long attaches included)."""
     gc.set_threshold(COLLECTOR_THRESHOLD, *gc.get_threshold()[1:])
-    code = main(warm=warm)
+    code = main()
     threading = sys.modules.get("threading")  # no threads were started if it was never imported
     if threading is not None:
         current = threading.current_thread()

@@ -376,27 +376,3 @@ def test_json_of_the_wire_is_compact() -> None:
 
     APIClient(Recorder()).images(filters={"reference": ["busy*"]}, all=True)
     assert seen[-1].query == {"all": ["1"], "filters": [json.dumps({"reference": ["busy*"]}, separators=(",", ":"))]}
-
-
-def test_a_warm_engine_serves_a_command_that_would_build_the_same_one(tmp_path, monkeypatch) -> None:
-    """A worker of the engine cache's fork server is given the cache's engine: its command uses
-    it when it would build an in-process engine of the same configuration, and only then."""
-    from lamina.cli.context import Context, GlobalOptions
-
-    for name in ("LAMINA_HOST", "DOCKER_HOST"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LAMINA_DATA_ROOT", str(tmp_path / "data"))
-    monkeypatch.setenv("LAMINA_EXEC_ROOT", str(tmp_path / "run"))
-    warm = InProcessTransport(EngineConfig.from_environment())
-
-    def transport(options: GlobalOptions):
-        return Context(options, stdin=io.StringIO(), stdout=io.StringIO(), stderr=io.StringIO(), warm=warm).transport
-
-    assert transport(GlobalOptions()) is warm
-    other = transport(GlobalOptions(data_root=str(tmp_path / "other")))
-    assert isinstance(other, InProcessTransport) and other is not warm
-    assert other.config.data_root == str(tmp_path / "other")
-    assert transport(GlobalOptions(storage_driver="vfs")) is not warm
-    assert isinstance(transport(GlobalOptions(host="unix:///nonexistent.sock")), UnixSocketTransport)
-    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
-    assert isinstance(transport(GlobalOptions()), UnixSocketTransport)

@@ -14,7 +14,7 @@ PROGRAM = """
 import atexit, sys, threading, time
 import lamina.cli.main as cli
 
-def fake_main(argv=None, *, warm=None):
+def fake_main(argv=None):
     def late():
         time.sleep(0.2)
         with open(sys.argv[1], "w") as handle:

@@ -299,21 +299,3 @@ def test_a_request_reads_back_as_sent(words, environ, umask):
             os.close(fd)
         left.close()
         right.close()
-
-
-@pytest.mark.privileged
-def test_workers_get_the_warm_engine_only_while_its_data_root_is_the_same(tmp_path):
-    """The fork server hands its workers the cache's engine, its container services built; a
-    data root replaced since (another directory at its path) gets a worker its own engine."""
-    from lamina.cli.forkserver import _WarmEngine
-    from lamina.client.transport import InProcessTransport
-    from lamina.config import EngineConfig
-
-    config = EngineConfig(data_root=str(tmp_path / "data"), exec_root=str(tmp_path / "run"))
-    warm = _WarmEngine(InProcessTransport(config))
-    assert warm.current() is warm.engine
-    assert {"containers", "container_streams", "images"} <= set(vars(warm.engine.router.services()))
-    os.rename(tmp_path / "data", tmp_path / "replaced")
-    assert warm.current() is None
-    os.mkdir(tmp_path / "data")
-    assert warm.current() is None
