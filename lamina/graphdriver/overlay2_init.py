@@ -17,8 +17,8 @@ see them:
   attributes (not overlayfs' own ``<namespace>.overlay.*``); its times are those of the
   creation, as they are after a creation through the mount.
 
-Whatever this code does not reproduce exactly makes it answer ``False``, with the layer's
-``diff`` emptied again, and the caller mounts the layer as before: a whiteout on a placeholder's path (a
+Whatever this code does not reproduce exactly, or any error it meets, makes it answer
+``False``, with the layer's ``diff`` emptied again, and the caller mounts the layer as before: a whiteout on a placeholder's path (a
 directory created over it would need the opaque mark), a path component that is a symlink
 or another non-directory (the mount resolves it; ``/etc`` as a symlink), a directory renamed
 by overlayfs (``overlay.redirect``).
@@ -66,7 +66,9 @@ def write_init_layer(diff: str, lowers: list[str], entries: tuple[tuple[str, str
                 if directories[0] != own:
                     _copy_up_directory(own, directories[0], private)
             _create(os.path.join(diff, *names), kind, mode)
-    except _NotExact:
+    except (_NotExact, OSError):
+        # an error here (an extended attribute this filesystem refuses, ...) is the mount's to
+        # meet: it copies up as the kernel does, and fails with the kernel's own error
         for name in os.listdir(diff):
             fsutil.remove_tree(os.path.join(diff, name))
         return False

@@ -154,3 +154,18 @@ def test_a_symlink_in_the_image_is_never_followed(overlay2, tmp_path) -> None:
     overlay2.create(written, top)
     assert not overlay2.write_init_layer(written, INIT_PATHS)
     assert list(outside.iterdir()) == []
+
+
+def test_an_error_while_writing_leaves_the_layer_empty_for_the_mount(overlay2, monkeypatch) -> None:
+    from lamina.graphdriver import overlay2_init
+
+    top = _image(overlay2, [_busybox_like])
+    written = L.new_id()
+    overlay2.create(written, top)
+
+    def refused(*arguments, **options):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(overlay2_init.os, "setxattr", refused)  # the copy-up of /etc's user.origin
+    assert not overlay2.write_init_layer(written, INIT_PATHS)
+    assert os.listdir(os.path.join(overlay2.home, written, "diff")) == []
