@@ -53,6 +53,9 @@ def _remove_bridges_under(base: str) -> None:
         from lamina.network.run import RunNetwork
 
         for data_root, exec_root in sorted(roots):
+            # an exec root a fixture removed already (a server's, beside its socket) is made
+            # again by the network's locks: removed again below, with its directory if empty
+            existed = os.path.isdir(exec_root)
             network = RunNetwork(data_root, exec_root)
             # a bridge with an endpoint stays: the teardown of a run that ended (an --rm run's
             # monitor finishes it after its waiters woke) is waited for, briefly
@@ -62,6 +65,14 @@ def _remove_bridges_under(base: str) -> None:
                 time.sleep(0.02)
             network.sweep()  # the sandboxes of runs whose monitor is gone
             network.remove_bridges()
+            if not existed:
+                import shutil
+
+                shutil.rmtree(exec_root, ignore_errors=True)
+                try:
+                    os.rmdir(os.path.dirname(exec_root))
+                except OSError:
+                    pass  # not empty: another fixture's, it removes it
 
 
 @pytest.fixture(scope="session", autouse=True)
