@@ -142,10 +142,11 @@ class LateParent(Protocol):
         parent yet) on ``parent``, as if it had been created there."""
 
 
-@runtime_checkable
 class InitLayerWriter(Protocol):
     """A driver that can fill a container's init layer without mounting it (overlay2: the
-    placeholders are written into its diff directory as the mount would leave them)."""
+    placeholders are written into its diff directory as the mount would leave them).  The
+    layer store finds it by the method's name (no isinstance: this module loads typing's
+    runtime checks, kept off a create's path)."""
 
     def write_init_layer(self, id: str, entries: tuple[tuple[str, str, int], ...]) -> bool:
         """Create ``entries`` ((path, kind, mode), see :data:`lamina.layer.mounts.INIT_PATHS`)

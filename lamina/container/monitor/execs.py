@@ -24,7 +24,7 @@ from lamina.container.monitor.io import Loop, Sink, Stream, reply, set_window
 from lamina.container.monitor.launch import in_helper
 import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.protocol import exit_code_of_start_error
-from lamina.container.monitor.run import DRAIN_SECONDS, Run, exit_code
+from lamina.container.monitor.runs import DRAIN_SECONDS, Run, exit_code
 from lamina.container.store import Container
 from lamina.records import dataclass, field
 from lamina.runtime.api import Stdio

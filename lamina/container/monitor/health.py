@@ -27,7 +27,7 @@ from lamina.container import health as healthcheck
 from lamina.container import spec as specs
 from lamina.container.monitor.io import Loop
 from lamina.container.monitor.launch import in_helper
-from lamina.container.monitor.run import Run, exit_code
+from lamina.container.monitor.runs import Run, exit_code
 from lamina.container.store import Container, ContainerStore
 from lamina.log import get_logger
 from lamina.records import dataclass, field

@@ -28,129 +28,33 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from lamina import errdefs
 from lamina.container import health, joining, links
 from lamina.container import spec as specs
-from lamina.container.execstore import ExecStore
-from lamina.container.logs import STDERR, STDOUT, JsonFileWriter
-from lamina.container.monitor.api import MonitorContext, MonitorNetwork
+from lamina.container.logs import STDERR, STDOUT
+from lamina.container.monitor.api import MonitorNetwork
 from lamina.container.monitor.attaching import Attaching
-from lamina.container.monitor.io import Loop, Sink, devpts_instance, release_devpts, set_window
+from lamina.container.monitor.io import Sink, devpts_instance, release_devpts, set_window
 from lamina.container.monitor.etcfiles import write_files
 from lamina.container.monitor.launch import in_helper
 from lamina.container.monitor.policy import restart_decision
 from lamina.container.monitor.protocol import error_answer, exit_code_of_start_error
+from lamina.container.monitor.runs import DRAIN_SECONDS, Run, RunHost, exit_code
 from lamina.container.removal import destroy, release_mount
-from lamina.container.rundir import RunDirectory, RunLock
 from lamina.container.state import now
-from lamina.container.store import Container, ContainerStore
-from lamina.events.api import VOLUME, EventSink
-from lamina.layer.mounts import MountStore
+from lamina.container.store import Container
+from lamina.events.api import VOLUME
 from lamina.log import get_logger
-from lamina.records import dataclass, field, replace
-from lamina.runtime.api import MountSpec, Runtime, RuntimeState, Stdio
+from lamina.records import replace
+from lamina.runtime.api import MountSpec, Runtime, Stdio
 from lamina.volume.resolve import load_mount_points, volume_names
 from lamina.volume.subpath import pin_subpaths, unpin_subpaths
 
-__all__ = ["Run", "RunHost", "Runner", "exit_code"]
+__all__ = ["Run", "RunHost", "Runner", "exit_code"]  # Run, RunHost, exit_code: from .runs
 
 log = get_logger("lamina.monitor")
-
-DRAIN_SECONDS = 2.0          # output still arriving after a process exited
-
-
-def exit_code(status: int) -> int:
-    """Docker's exit code of a wait status: 128 + n for signal n."""
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    if os.WIFEXITED(status):
-        return os.WEXITSTATUS(status)
-    return 255
-
-
-# -- one run ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    """One run of the container (between a start and its exit)."""
-
-    container: Container
-    runtime: Runtime
-    state: RuntimeState
-    rootfs: str
-    tty: bool
-    master: int | None
-    sink: Sink | None
-    sources: dict[int, int] = field(default_factory=dict)   # fd -> STDOUT / STDERR
-    started: float = field(default_factory=time.monotonic)
-    status: int | None = None
-    exited_at: float = 0.0
-
-
-class ExecFinisher(Protocol):
-    def __bool__(self) -> bool:
-        """Whether execs are running."""
-
-    def finish(self, *, force: bool) -> None:
-        """Record the end of the execs that exited (all of them with ``force``)."""
-
-
-class HealthChecker(Protocol):
-    def begin(self, run: Run) -> None:
-        """A run started: its healthcheck begins."""
-
-    def timeout(self) -> float | None:
-        """Seconds until a probe is due (None: none is)."""
-
-    def tick(self) -> None:
-        """Start or time out the probes that are due."""
-
-    def end(self) -> None:
-        """The run ended: no more probes."""
-
-
-class RunHost(Protocol):
-    """What :class:`Runner` needs of its monitor: its stores, the event loop and the clients,
-    the answer to the starter, the exit record, the execs, the healthcheck."""
-
-    id: str
-    context: MonitorContext
-    store: ContainerStore
-    mounts: MountStore
-    execs: ExecStore
-    run_dir: RunDirectory
-    run_lock: RunLock | None
-    loop: Loop
-    writer: JsonFileWriter | None
-    events: EventSink
-    sessions: ExecFinisher
-    health: HealthChecker
-    run: Run | None
-
-    def event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
-        """Emit a container event."""
-
-    def answer(self, answer: dict[str, Any]) -> None:
-        """Answer the starter (the first run started, or could not)."""
-
-    def attach_pending(self) -> None:
-        """Connect the attaches made before the first run started."""
-
-    def deliver(self, stream_type: int, data: bytes) -> None:
-        """The container's output, to the attached clients."""
-
-    def reap(self) -> None:
-        """Reap the exited children."""
-
-    def close_clients(self) -> None:
-        """The run ended: flush and close its clients."""
-
-    def close_listeners(self) -> None:
-        """No more runs: close the sockets."""
-
 
 class Runner:
     """The runs of one container, one after another, until the policy says stop."""

@@ -26,7 +26,8 @@ from lamina.container.monitor.api import MonitorContext, MonitorStores, PendingA
 from lamina.container.monitor.execs import ExecSessions
 from lamina.container.monitor.health import HealthProbes
 from lamina.container.monitor.io import Handshake, Loop, Stream, reply, set_window
-from lamina.container.monitor.run import Run, Runner
+from lamina.container.monitor.run import Runner
+from lamina.container.monitor.runs import Run
 from lamina.container.rundir import RunDirectory, RunLock, bind_unix
 from lamina.container.store import Container
 from lamina.events.api import CONTAINER

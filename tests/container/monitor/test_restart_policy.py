@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lamina.container.monitor.policy import RestartDecision, restart_decision
-from lamina.container.monitor.run import exit_code
+from lamina.container.monitor.runs import exit_code
 
 
 def decide(policy: str, maximum: int = 0, *, code: int = 1, duration: float = 1.0, stopped: bool = False,
