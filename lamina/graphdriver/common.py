@@ -225,6 +225,23 @@ def list_leftovers(directory: str) -> list[str]:
         return []
 
 
+def make_placeholder(name: str, kind: str, mode: int, *, dir_fd: int | None = None) -> None:
+    """Create a container init layer's placeholder ``name`` (in ``dir_fd``): ``kind`` is
+    ``dir``, ``file`` (empty) or ``link:<target>`` (see :data:`lamina.layer.mounts.INIT_PATHS`);
+    ``mode`` set whatever the umask."""
+    if kind == "dir":
+        os.mkdir(name, mode, dir_fd=dir_fd)
+        os.chmod(name, mode, dir_fd=dir_fd, follow_symlinks=False)
+    elif kind == "file":
+        fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    else:
+        os.symlink(kind.split(":", 1)[1], name, dir_fd=dir_fd)
+
+
 def sweep_stranded_links(home: str, link_dir: str = "l") -> list[str]:
     """Remove the short links ``<home>/<link_dir>/<name> -> ../<id>/diff`` whose ``<home>/<id>``
     is gone (overlay2's layout: a crash between a removal's rename and its link's unlink, or

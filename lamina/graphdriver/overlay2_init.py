@@ -34,6 +34,7 @@ import stat
 
 from lamina import fsutil
 from lamina.archive.api import OVERLAY_XATTR_PREFIXES, is_whiteout_device
+from lamina.graphdriver.common import make_placeholder
 
 __all__ = ["write_init_layer"]
 
@@ -65,7 +66,7 @@ def write_init_layer(diff: str, lowers: list[str], entries: tuple[tuple[str, str
                 own = os.path.join(diff, *names[:depth])
                 if directories[0] != own:
                     _copy_up_directory(own, directories[0], private)
-            _create(os.path.join(diff, *names), kind, mode)
+            make_placeholder(os.path.join(diff, *names), kind, mode)
     except (_NotExact, OSError):
         # an error here (an extended attribute this filesystem refuses, ...) is the mount's to
         # meet: it copies up as the kernel does, and fails with the kernel's own error
@@ -108,20 +109,6 @@ def _lookup(layers: list[str], names: list[str], private: str) -> tuple[str, lis
             return found, []
         directories = below
     return _DIRECTORY, directories
-
-
-def _create(target: str, kind: str, mode: int) -> None:
-    if kind == "dir":
-        os.mkdir(target, mode)
-        os.chmod(target, mode, follow_symlinks=False)
-    elif kind == "file":
-        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-        try:
-            os.fchmod(fd, mode)
-        finally:
-            os.close(fd)
-    else:
-        os.symlink(kind.split(":", 1)[1], target)
 
 
 def _xattr(path: str, name: str) -> bytes | None:

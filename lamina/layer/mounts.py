@@ -45,6 +45,7 @@ from collections.abc import Callable, Iterator
 
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
+from lamina.graphdriver.common import make_placeholder
 from lamina.layer.store import LayerStore
 from lamina.log import get_logger
 from lamina.records import dataclass
@@ -160,16 +161,7 @@ class MountStore:
                             continue  # the image has it: keep the image's
                         except FileNotFoundError:
                             pass
-                        if kind == "dir":
-                            os.mkdir(name, mode, dir_fd=parent_fd)
-                            os.chmod(name, mode, dir_fd=parent_fd, follow_symlinks=False)
-                        elif kind == "file":
-                            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                         mode, dir_fd=parent_fd)
-                            os.fchmod(fd, mode)
-                            os.close(fd)
-                        else:
-                            os.symlink(kind.split(":", 1)[1], name, dir_fd=parent_fd)
+                        make_placeholder(name, kind, mode, dir_fd=parent_fd)
                     finally:
                         os.close(parent_fd)
             finally:
