@@ -25,13 +25,14 @@ Not supported (a ``TypeError`` at definition says so): ``slots``, ``init=False``
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["dataclass", "field", "fields", "replace", "asdict", "compile_inits", "Field", "FrozenInstanceError",
+__all__ = ["dataclass", "field", "fields", "replace", "asdict", "compile_inits", "compile_loaded_inits", "Field", "FrozenInstanceError",
            "MISSING"]
 
 
@@ -223,6 +224,15 @@ def compile_inits(classes: Any) -> None:
     for cls in classes:
         if isinstance(cls, type) and cls.__dict__.get("__init__") is _first_init:
             cls.__init__ = _compile_init(cls)  # type: ignore[misc]
+
+
+def compile_loaded_inits() -> None:
+    """:func:`compile_inits` for the classes of every loaded ``lamina`` module: what a process
+    that forks many children (the monitor template, the engine cache's fork server) does once
+    before it forks, rather than each child with its first instances."""
+    for name, module in list(sys.modules.items()):
+        if name.startswith("lamina."):
+            compile_inits(list(vars(module).values()))
 
 
 def _compile_init(cls: type) -> Callable[..., None]:

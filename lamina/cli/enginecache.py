@@ -297,6 +297,11 @@ def _warm(router: Router, config: EngineConfig) -> None:
 
     for module in _forked_modules():  # every command's (the forwarded reads' too) and what workers load
         importlib.import_module(module)
+    from lamina.image import reference, rfc3339
+
+    # expressions compiled on their first use, which a create makes (an image name, a time)
+    reference.parse("lamina-engine-cache-warm-up")
+    rfc3339.parse_time("2013-06-13T00:00:00Z")
     transport = InProcessTransport(config, router=router)
     for words in _WARM_UP:
         context = Context(GlobalOptions(), stdin=io.StringIO(""), stdout=io.StringIO(), stderr=io.StringIO(),
@@ -307,7 +312,8 @@ def _warm(router: Router, config: EngineConfig) -> None:
 #: the packages whose every module a worker of the fork server finds loaded: the commands,
 #: the client, the API and the services (what ``run``, ``create``, ``rm`` load beyond a read)
 _FORKED_PACKAGES = ("lamina.cli", "lamina.client", "lamina.api", "lamina.services")
-_FORKED_MODULES = ("lamina.container.monitor.client", "queue", "heapq")
+_FORKED_MODULES = ("lamina.container.monitor.client", "lamina.container.monitor.api", "lamina.graphdriver.overlay2_init",
+                   "lamina.archive.api", "lamina.runtime.delegation", "queue", "heapq")
 
 
 def _forked_modules() -> list[str]:

@@ -245,9 +245,11 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     import signal
 
     from lamina.cli.main import prebuild_parsers
+    from lamina.records import compile_loaded_inits
     from lamina.runtime.capabilities import PR_SET_PDEATHSIG, prctl
 
     prebuild_parsers()  # each worker finds its command's parser built
+    compile_loaded_inits()  # and its records' constructors compiled
     gc.freeze()  # a worker's collections never scan (nor so copy) the pages it shares with this process
 
     leaving: list[str] = []

@@ -259,6 +259,14 @@ def prebuild_parsers() -> None:
     for command in COMMANDS:
         if command.words not in _PREBUILT:
             _PREBUILT[command.words] = build_command_parser(command)  # type: ignore[assignment]
+    # argparse compiles the expression that matches a parser's positional arguments on its first
+    # parse (cached by the re module from then on): done here for the commands that start containers
+    for words, sample in _REHEARSED:
+        _PREBUILT[words][0].parse_known_args(sample)
+
+
+#: the sample command lines :func:`prebuild_parsers` parses (their results are dropped)
+_REHEARSED = ((("run",), ["busybox", "true"]), (("create",), ["busybox", "true"]))
 
 
 def build_command_parser(command: Command, context: Context | None = None) -> tuple[argparse.ArgumentParser, Any]:

@@ -100,6 +100,51 @@ def test_a_command_runs_in_a_worker_as_it_runs_in_process(cached, argv):
         (expected.returncode, expected.stdout.decode(), expected.stderr.decode())
 
 
+# what the engine cache loads and builds before it forks its fork server (enginecache._warm),
+# what the fork server builds before it forks a worker (forkserver.serve), then two workers:
+# the first starts the monitor template as a previous command would have, the second prints
+# the modules its run loaded
+_WORKER_IMPORTS = """
+import os, sys
+from lamina.cli import enginecache
+from lamina.cli.main import main, prebuild_parsers
+from lamina.client.transport import InProcessTransport
+from lamina.config import EngineConfig
+from lamina.records import compile_loaded_inits
+
+config = EngineConfig.from_environment()
+enginecache._warm(InProcessTransport(config).router, config)
+prebuild_parsers()
+compile_loaded_inits()
+argv = sys.argv[1:]
+for report in (False, True):
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # create prints the id
+        before = set(sys.modules)
+        code = main(argv)
+        os.write(write_fd, " ".join(sorted(set(sys.modules) - before)).encode() if report else b"")
+        os._exit(code)
+    os.close(write_fd)
+    loaded = os.read(read_fd, 65536).decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+print(loaded)
+"""
+
+
+@pytest.mark.parametrize("argv", [("run", "--rm", *_QUIET, "true"), ("create", *_QUIET, "true")])
+def test_a_worker_starting_a_container_loads_no_module(engine, argv):
+    """What ``run`` and ``create`` import in a worker costs every one of them (a module's load is
+    ~0.2-2 ms): the cache loads it before it forks (``enginecache._FORKED_MODULES``)."""
+    done = subprocess.run([sys.executable, "-c", _WORKER_IMPORTS, *argv], env=engine.environment, capture_output=True,
+                          cwd=REPOSITORY, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == []
+    engine.in_process("container", "prune", "-f")
+
+
 def test_what_the_fork_server_never_takes(cached, capfd):
     environment = cached.environment
     command = ["run", "--rm", *_QUIET, "echo", "forked"]

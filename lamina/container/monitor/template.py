@@ -90,6 +90,7 @@ from lamina.container.monitor.api import PendingAttach
 from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, monitor_main, prepare_logging, rehearse
 import lamina.container.monitor.protocol as protocol
 from lamina.container.rundir import bind_unix
+from lamina.records import compile_loaded_inits
 from lamina.runtime.child import reset_signals
 
 __all__ = ["IDLE_SECONDS", "Template", "main"]
@@ -107,7 +108,7 @@ def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str
     importlib.import_module(builder.partition(":")[0])
     reset_signals(ignore=IGNORED_SIGNALS)  # the monitors' dispositions, inherited by them
     log_handler = prepare_logging()
-    _compile_records()
+    compile_loaded_inits()  # once here rather than in each monitor
     os.chdir("/")
     os.umask(0o022)
     path = protocol.template_socket(exec_root, key)
@@ -126,16 +127,6 @@ def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str
         template.prepare(builder, wanted.get("arguments"), wanted.get("runtime"))
     template.serve()
     os._exit(0)
-
-
-def _compile_records() -> None:
-    """The ``__init__`` of every record class loaded (:func:`lamina.records.compile_inits`),
-    compiled here once rather than in each monitor."""
-    from lamina.records import compile_inits
-
-    for name, module in list(sys.modules.items()):
-        if name.startswith("lamina."):
-            compile_inits(list(vars(module).values()))
 
 
 class Template:
@@ -305,7 +296,7 @@ class Template:
             module, _, function = builder.partition(":")
             context = getattr(importlib.import_module(module), function)(arguments)
             made = self.contexts[key] = (context, context.stores())
-            _compile_records()  # those the builder's modules brought
+            compile_loaded_inits()  # those the builder's modules brought
             try:
                 rehearse(*made)
             except Exception:  # noqa: BLE001 - a rehearsal only saves memory: the monitors run without it
