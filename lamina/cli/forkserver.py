@@ -41,6 +41,17 @@ process; ``SIGTSTP`` stops the worker and then the client, ``SIGCONT`` continues
 (the shell's job control).  A client that goes away (its connection closes) before its worker ended takes its
 worker with it (``SIGKILL``), as the death of an in-process command's process takes the command.
 
+The **spare**: a fork of a big interpreter takes ~3 ms (its page tables), on the command's
+path.  So the fork server forks one worker ahead, whenever no worker runs: the spare leaves the
+fork server's descriptors and resets its signals, names itself :data:`SPARE_NAME` (in
+``/proc/PID/comm``, the fork server's name again once it serves) and waits on a socket pair.
+The fork server reads each request itself (a bad one is refused as before) and, when a spare
+waits, sends it the request as the client sent it, with the client's connection as a fifth
+descriptor; the spare then becomes that client's worker, as one forked for it would.  A second
+command while the first runs gets a worker forked for it.  The spare exits when its socket pair
+ends (the fork server dismissed it when leaving, or died); one that dies otherwise is not
+replaced.
+
 Life: the fork server shares the engine cache's idle clock (:class:`ActivityClock`: both leave
 once neither served anything for the idle time; a running worker counts as activity), leaves on
 ``SIGTERM`` or when the cache process dies (``PR_SET_PDEATHSIG``), and always the same way: its
@@ -74,7 +85,7 @@ _DESCRIPTORS = 4                # stdin, stdout, stderr, the working directory
 
 # -- the client (the front: os, sys and _socket only) ------------------------------------------
 
-def encode_request(words: Sequence[str], environ: dict[bytes, bytes], umask: int) -> bytes:
+def encode_request(words: Sequence[str | bytes], environ: dict[bytes, bytes], umask: int) -> bytes:
     fields = [_VERSION, str(umask).encode(), str(len(words)).encode(), *(os.fsencode(word) for word in words),
               *(name + b"=" + value for name, value in environ.items())]
     payload = b"\0".join(fields)
@@ -235,6 +246,21 @@ class _Worker:
         self.conn = conn
 
 
+class _Spare:
+    """A worker forked ahead of its command (:func:`_fork_spare`), waiting on ``control`` for the
+    connection of the next client."""
+    __slots__ = ("pid", "pidfd", "control")
+
+    def __init__(self, pid: int, pidfd: int, control: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.control = control
+
+
+#: the name (``/proc/PID/comm``) of a spare while it waits; a worker takes back the fork server's
+SPARE_NAME = "lamina-spare"
+
+
 def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds: float, parent: int,
           close_in_worker: Sequence[int] = ()) -> None:
     """The fork server's loop on ``listener`` (bound at ``path``); returns when it left.
@@ -262,24 +288,37 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "listener")
     workers: dict[int, _Worker] = {}
+    spares: list[_Spare] = []  # at most one
     listening = True
+    sparing = True  # until a spare died unasked
     while listening or workers:
+        if listening and sparing and not leaving and not workers and not spares:
+            # forked while nothing runs: the next command does not wait for its fork (~3 ms)
+            sparing = _fork_spare(listener, selector, spares, close_in_worker)
         for key, _events in selector.select(1.0):
             if key.data == "listener":
-                _accept(listener, selector, workers, clock, close_in_worker)
+                _accept(listener, selector, workers, clock, close_in_worker, spares)
             elif key.data == "exited":
                 _reap(selector, workers, key.fd)
                 if not workers:
                     clock.stamp(clock.FORK_SERVER)
+            elif key.data == "spare":
+                _dismiss(selector, spares)
+                sparing = False
+                from lamina.log import get_logger
+
+                get_logger("lamina.enginecache").warning("the fork server's spare worker died: none is forked ahead")
             elif key.data in workers:  # the client's connection: readable only once it closed
                 _client_gone(selector, workers[key.data])
         if listening and (leaving or (not workers and clock.idle_for() >= idle_seconds)):
             listening = False
-            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker)
+            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker, spares)
+            _dismiss(selector, spares)
 
 
 def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, selector: selectors.BaseSelector,
-                    workers: dict[int, _Worker], clock: ActivityClock, close_in_worker: Sequence[int]) -> None:
+                    workers: dict[int, _Worker], clock: ActivityClock, close_in_worker: Sequence[int],
+                    spares: list[_Spare]) -> None:
     """Unlink the socket (a client that comes now runs its command in-process), serve what was
     queued on it, close it."""
     try:
@@ -288,14 +327,14 @@ def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, s
             os.unlink(path)
     except OSError:
         pass
-    while _accept(listener, selector, workers, clock, close_in_worker):
+    while _accept(listener, selector, workers, clock, close_in_worker, spares):
         pass
     selector.unregister(listener)
     listener.close()
 
 
 def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: dict[int, _Worker],
-            clock: ActivityClock, close_in_worker: Sequence[int]) -> bool:
+            clock: ActivityClock, close_in_worker: Sequence[int], spares: list[_Spare]) -> bool:
     import selectors
 
     try:
@@ -307,6 +346,8 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: 
     try:
         conn.settimeout(_REQUEST_TIMEOUT)
         words, environ, umask, fds = _read_request(conn)
+        if spares and _hand_over(selector, spares, workers, conn, encode_request(words, environ, umask), fds):
+            return True
         pid = os.fork()
         if pid == 0:
             _become_worker(words, environ, umask, fds, conn,
@@ -324,25 +365,121 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: 
     finally:
         for fd in fds:
             os.close(fd)
-    conn.setblocking(False)
-    worker = _Worker(pid, pidfd, conn)
-    workers[pidfd] = worker
-    selector.register(pidfd, selectors.EVENT_READ, "exited")
-    selector.register(conn, selectors.EVENT_READ, pidfd)
+    _register(selector, workers, _Worker(pid, pidfd, conn))
     return True
 
 
-def _read_request(conn: socket.socket) -> tuple[list[bytes], dict[bytes, bytes], int, list[int]]:
+def _register(selector: selectors.BaseSelector, workers: dict[int, _Worker], worker: _Worker) -> None:
+    import selectors
+
+    worker.conn.setblocking(False)
+    workers[worker.pidfd] = worker
+    selector.register(worker.pidfd, selectors.EVENT_READ, "exited")
+    selector.register(worker.conn, selectors.EVENT_READ, worker.pidfd)
+
+
+def _hand_over(selector: selectors.BaseSelector, spares: list[_Spare], workers: dict[int, _Worker],
+               conn: socket.socket, request: bytes, fds: list[int]) -> bool:
+    """Send the spare the client's request as the client sent it, with the client's connection
+    as a fifth descriptor: it becomes that client's worker.  False when the spare is gone."""
+    import socket
+    import struct
+
+    spare = spares.pop()
+    selector.unregister(spare.pidfd)
+    try:
+        rights = struct.pack(f"{_DESCRIPTORS + 1}i", conn.fileno(), *fds)
+        sent = spare.control.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+        spare.control.sendall(request[sent:])
+    except OSError:  # it died: a worker is forked for this client
+        spares.append(spare)
+        _dismiss(selector, spares, registered=False)
+        return False
+    spare.control.close()
+    _register(selector, workers, _Worker(spare.pid, spare.pidfd, conn))
+    return True
+
+
+def _fork_spare(listener: socket.socket, selector: selectors.BaseSelector, spares: list[_Spare],
+                close_in_worker: Sequence[int]) -> bool:
+    """Fork a spare worker into ``spares``; False when the fork failed (none is forked again)."""
+    import selectors
     import socket
 
-    data, ancillary, flags, _address = conn.recvmsg(65536, socket.CMSG_SPACE(_DESCRIPTORS * 4))
+    try:
+        control, spare_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    try:
+        pid = os.fork()
+    except OSError:
+        control.close()
+        spare_end.close()
+        return False
+    if pid == 0:
+        _wait_as_spare(spare_end, [listener, selector, control], close_in_worker)
+    spare_end.close()
+    pidfd = os.pidfd_open(pid)
+    selector.register(pidfd, selectors.EVENT_READ, "spare")
+    spares.append(_Spare(pid, pidfd, control))
+    return True
+
+
+def _dismiss(selector: selectors.BaseSelector, spares: list[_Spare], *, registered: bool = True) -> None:
+    """End the spare (it reads the end of its control socket and exits) and reap it."""
+    for spare in spares:
+        if registered:
+            selector.unregister(spare.pidfd)
+        spare.control.close()
+        os.waitpid(spare.pid, 0)
+        os.close(spare.pidfd)
+    spares.clear()
+
+
+def _wait_as_spare(control: socket.socket, objects: list[object], descriptors: Sequence[int]) -> None:
+    """The spare: leave the fork server's objects now, wait on ``control`` for a client's
+    request and connection (:func:`_hand_over`), then run it as a worker forked for it does;
+    exits when ``control`` ends first (the fork server dismissed it, or died); never returns."""
+    import socket
+
+    try:
+        for item in objects:
+            item.close()  # type: ignore[attr-defined]
+        for fd in descriptors:
+            os.close(fd)
+        _reset_signals()
+        name = _name(SPARE_NAME)
+        words, environ, umask, fds = _read_request(control, _DESCRIPTORS + 1)
+        _name(name)
+        conn = socket.socket(fileno=fds[0])
+    except BaseException:  # noqa: BLE001 - dismissed (no request): it goes as it came
+        os._exit(0)
+    _become_worker(words, environ, umask, fds[1:], conn, [control], [])
+
+
+def _name(name: str) -> str:
+    """Set this process's name (``/proc/self/comm``); the one it had."""
+    try:
+        with open("/proc/self/comm", "r+", encoding="utf-8") as comm:
+            had = comm.read().rstrip("\n")
+            comm.seek(0)
+            comm.write(name)
+    except OSError:
+        return name
+    return had
+
+
+def _read_request(conn: socket.socket, descriptors: int = _DESCRIPTORS) -> tuple[list[bytes], dict[bytes, bytes], int, list[int]]:
+    import socket
+
+    data, ancillary, flags, _address = conn.recvmsg(65536, socket.CMSG_SPACE(descriptors * 4))
     fds: list[int] = []
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += [int.from_bytes(payload[index:index + 4], sys.byteorder) for index in range(0, len(payload) - 3, 4)]
     try:
-        if flags & socket.MSG_CTRUNC or len(fds) != _DESCRIPTORS:
-            raise ValueError(f"{len(fds)} descriptors, not {_DESCRIPTORS}")
+        if flags & socket.MSG_CTRUNC or len(fds) != descriptors:
+            raise ValueError(f"{len(fds)} descriptors, not {descriptors}")
         length, newline, payload = data.partition(b"\n")
         if not newline or not length.isdigit() or int(length) > _REQUEST_LIMIT:
             raise ValueError("no request length")

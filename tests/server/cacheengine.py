@@ -57,8 +57,8 @@ class Engine:
         return front.fork_socket(self.socket)
 
     def processes(self) -> list[int]:
-        """The engine caches of this engine, their fork servers and workers (starting, serving or
-        leaving)."""
+        """The engine caches of this engine, their fork servers, spare workers and workers (starting,
+        serving or leaving)."""
         return [int(name) for name in os.listdir("/proc") if name.isdigit()
                 and b"lamina.cli.enginecache" in (line := cmdline(int(name))) and self.exec_root.encode() in line]
 
@@ -67,9 +67,36 @@ class Engine:
         with open(self.socket[:-len(".sock")] + ".pid", encoding="ascii") as handle:
             return int(handle.read())
 
+    def spare_pid(self) -> int:
+        """The spare worker of the fork server, once forked (``lamina.cli.forkserver``)."""
+        from lamina.cli.forkserver import SPARE_NAME
+
+        fork_server = self.fork_server_pid()
+        found: list[int] = []
+
+        def forked() -> bool:
+            try:
+                with open(f"/proc/{fork_server}/task/{fork_server}/children", encoding="ascii") as handle:
+                    found[:] = [int(child) for child in handle.read().split() if comm(int(child)) == SPARE_NAME]
+            except OSError:
+                found.clear()
+            return bool(found)
+
+        assert wait_until(forked), "no spare worker"
+        return found[0]
+
     def fork_server_pid(self) -> int:
         with open(self.fork_socket[:-len(".sock")] + ".pid", encoding="ascii") as handle:
             return int(handle.read())
+
+
+def comm(pid: int) -> str:
+    """The name of process ``pid`` (a fork server's spare worker is named ``forkserver.SPARE_NAME``)."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
+            return handle.read().rstrip("\n")
+    except OSError:
+        return ""
 
 
 def cmdline(pid: int) -> bytes:

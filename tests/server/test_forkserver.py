@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from lamina.cli import enginecache, forkserver, front
-from tests.server.cacheengine import cached, cmdline, engine, serving, wait_until  # noqa: F401 - fixtures
+from tests.server.cacheengine import cached, cmdline, comm, engine, serving, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")
@@ -67,11 +67,16 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _workers(pid: int) -> list[int]:
+    """The children of the fork server ``pid`` that run a command (not its spare)."""
+    return [child for child in _children(pid) if comm(child) != forkserver.SPARE_NAME]
+
+
 def _worker(engine) -> int:
     """The one worker of ``engine``'s fork server, once it runs."""
     fork_server = engine.fork_server_pid()
-    assert wait_until(lambda: len(_children(fork_server)) == 1), "no worker started"
-    [worker] = _children(fork_server)
+    assert wait_until(lambda: len(_workers(fork_server)) == 1), "no worker started"
+    [worker] = _workers(fork_server)
     return worker
 
 
@@ -182,7 +187,25 @@ def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cac
         assert os.readlink(f"/proc/{worker}/fd/2") == os.readlink(f"/proc/self/fd/{run.stderr.fileno()}")
         assert b"lamina.cli.enginecache" in cmdline(worker)
         assert run.wait(60) == 0
-    assert wait_until(lambda: not _children(cached.fork_server_pid()))
+    assert wait_until(lambda: not _workers(cached.fork_server_pid()))
+
+
+def test_a_command_runs_in_the_spare_forked_ahead_and_the_next_spare_is_forked_once_idle(cached):
+    spare = cached.spare_pid()
+    with _running(cached, "run", "--rm", *_QUIET, "sh", "-c", "echo ready; sleep 1", stdout=subprocess.PIPE) as run:
+        assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
+        assert _worker(cached) == spare
+        assert comm(spare) == comm(cached.fork_server_pid())  # the fork server's name again
+        assert [child for child in _children(cached.fork_server_pid()) if child != spare] == []  # none forked yet
+        assert run.wait(60) == 0
+    assert cached.spare_pid() != spare
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGKILL])
+def test_the_spare_leaves_with_its_fork_server(cached, number):
+    spare = cached.spare_pid()
+    os.kill(cached.fork_server_pid(), number)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{spare}") or cmdline(spare) == b"", 20)
 
 
 def test_the_callers_environment_umask_working_directory_and_stdin(cached, tmp_path):
