@@ -353,10 +353,10 @@ def monitor_memory(tree: Tree, count: int) -> dict[str, object]:
             monitors.append(parent_of(pid))
             sizes.append(uss(monitors[-1]))
         # the process the monitors were forked from, when it stays (lamina's monitor template;
-        # a monitor forked by the server or the CLI is reparented to init): its USS is shared
-        # by the containers
+        # a monitor forked by the server or the CLI is reparented to init), and the spare monitor
+        # it keeps forked ahead: their USS is shared by the containers
         templates = {parent_of(pid) for pid in monitors} - {1, tree.server.pid}
-        template = sum(uss(pid) for pid in templates)
+        template = sum(uss(pid) for pid in templates) + sum(uss(pid) for pid in spare_monitors(templates))
         return {"containers": count, "total_mib": round((sum(sizes) + template) / 2**20, 1),
                 "per_container_mib": round(statistics.median(sizes) / 2**20, 2),
                 "template_mib": round(template / 2**20, 2),
@@ -364,6 +364,27 @@ def monitor_memory(tree: Tree, count: int) -> dict[str, object]:
     finally:
         for container_id in ids:
             tree.connection.request("DELETE", f"/v1.45/containers/{container_id}?force=1")
+
+
+def spare_monitors(templates: set[int]) -> list[int]:
+    """The spare monitors of those monitor templates (``lamina.container.monitor.template``)."""
+    from lamina.container.monitor.template import SPARE_NAME
+
+    found = []
+    for template in templates:
+        try:
+            with open(f"/proc/{template}/task/{template}/children", encoding="ascii") as handle:
+                children = [int(child) for child in handle.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            try:
+                with open(f"/proc/{child}/comm", encoding="utf-8") as handle:
+                    if handle.read().rstrip("\n") == SPARE_NAME:
+                        found.append(child)
+            except OSError:
+                pass
+    return found
 
 
 def shim_memory(peer: DockerPeer, count: int) -> dict[str, object]:

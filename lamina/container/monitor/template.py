@@ -60,6 +60,19 @@ template leaves: under the lock (so no starter starts a second one meanwhile) it
 socket, serves what was already queued on it, and exits.  Its pid is in ``<key>.pid`` beside the
 socket (for the operator; nothing reads it to decide anything).
 
+The spare monitor.  A fork of the template takes ~1.5-3 ms on a small VM (its page tables, then
+the first writes of both processes), on the path of every start.  So once a spawn was served
+and the template idled for :data:`SPARE_DELAY`, it forks one monitor ahead for that spawn's
+recipe and runtime (after a ``prepare``, for those): the **spare** closes the template's
+listener, selector and leases, names itself :data:`SPARE_NAME` (``/proc/PID/comm``; the
+template's name again once it serves) and waits on a socket pair.  The next spawn of the same
+recipe and runtime is sent to it, the container's id and the pending attaches with the
+request's descriptors, and its pid is the answer: it runs
+:func:`~lamina.container.monitor.bootstrap.monitor_main` as a monitor forked for that request
+would.  A spawn of another recipe or runtime dismisses it and forks.  The spare ends with its
+socket pair: dismissed when the template leaves (it is no monitor: it keeps no template), or
+at the template's death.  A spare that dies unasked is not replaced (logged).
+
 The template has its monitors' signal dispositions (SIGTERM, SIGINT, SIGHUP ignored: it is
 stopped with SIGKILL, or leaves by itself).  If the template dies, its monitors run on (they are reparented) and the next ``spawn`` starts
 a new template; ``lamina serve`` restarting does not touch it.  A template runs the code it
@@ -80,6 +93,7 @@ import selectors
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 # the whole monitor (bootstrap imports the server, the runs, execs, health, io), imported once
@@ -98,6 +112,11 @@ __all__ = ["IDLE_SECONDS", "Template", "main"]
 IDLE_SECONDS = 30.0          # no monitor left and no request for that long: the template leaves
 _REQUEST_TIMEOUT = 10.0      # a starter that does not finish its request
 _MAX_DESCRIPTORS = 64        # the answer pipe and pending attaches of one request
+#: seconds without a request after a spawn before the template forks a spare monitor (it forks
+#: while no start is under way: on a small machine a fork then takes no time from a start)
+SPARE_DELAY = 0.05
+#: the name (``/proc/PID/comm``) of a spare monitor while it waits
+SPARE_NAME = "spare-monitor"
 
 
 def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str = "") -> None:
@@ -145,18 +164,29 @@ class Template:
         self.leases: set[socket.socket] = set()
         self.last_request = time.monotonic()
         self.selector = selectors.DefaultSelector()
+        # the spare monitor: forked ahead for the context and runtime of the last spawn
+        self.spare: _Spare | None = None
+        self.wanted: tuple[str, dict[str, Any], str] | None = None  # builder, arguments, runtime
+        self.spare_due = float("inf")   # when to fork it (SPARE_DELAY after a spawn)
+        self.sparing = True             # until a spare died unasked
+        self.dismissed: set[int] = set()  # spares ended, not reaped yet
 
     def serve(self) -> None:
         self.selector.register(self.listener, selectors.EVENT_READ)
         while True:
-            for key, _events in self.selector.select(min(1.0, self.idle_seconds)):
+            wait = min(1.0, self.idle_seconds, max(0.0, self.spare_due - time.monotonic()))
+            for key, _events in self.selector.select(wait):
                 if key.fileobj is self.listener:
                     self._accept()
                 else:
                     self._end_lease(key.fileobj)  # type: ignore[arg-type]
             self._reap()
+            if time.monotonic() >= self.spare_due:
+                self.spare_due = float("inf")
+                self._fork_spare()
             if (not self.children and not self.leases
                     and time.monotonic() - self.last_request > self.idle_seconds and self._leave()):
+                self._dismiss()
                 self.selector.close()
                 return
 
@@ -182,15 +212,22 @@ class Template:
         self.last_request = time.monotonic()
 
     def _reap(self) -> None:
-        while self.children:
+        while self.children or self.dismissed or self.spare is not None:
             try:
                 pid, _status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
+                self.dismissed.clear()
                 return
             if pid == 0:
                 return
             self.children.discard(pid)
+            if self.spare is not None and pid == self.spare.pid:  # it died unasked: none again
+                self.spare.control.close()
+                self.spare = None
+                self.sparing = False
+                logging.getLogger("lamina.monitor").warning("the spare monitor died: none is forked ahead")
+            self.dismissed.discard(pid)
 
     def _leave(self) -> bool:
         """Unlink the socket and serve what is queued on it; False when a starter holds the
@@ -266,15 +303,73 @@ class Template:
             raise errdefs.InvalidArgument("malformed spawn request")
         context, stores = self._context(builder, arguments)
         context.runtime(runtime)  # opened here once: its set-up is shared by every monitor
+        wanted = (builder, arguments, runtime)
+        self.spare_due = time.monotonic() + SPARE_DELAY
+        spare = self.spare
+        if spare is not None and spare.wanted == wanted:
+            self.spare = None
+            try:
+                socket.send_fds(spare.control, [json.dumps({"spawn": container_id, "pending": hellos}).encode()], fds)
+            except OSError:  # it died: reaped as a dismissed spare; a monitor is forked for this request
+                self.dismissed.add(spare.pid)
+            else:
+                return spare.pid
+            finally:
+                spare.control.close()
+        elif spare is not None:
+            self._dismiss()  # made for another context or runtime
+        self.wanted = wanted
+        return self._fork(context, stores, lambda: (container_id, fds[0], hellos, fds[1:]))
+
+    def _fork(self, context: Any, stores: Any, request: Callable[[], tuple[str, int, list[Any], list[int]]]) -> int:
+        """Fork a monitor of ``context`` for what ``request()`` answers in the child: the
+        container's id, the answer's descriptor, the pending attaches and their descriptors."""
         gc.freeze()  # what the template holds now is never collected in a monitor (O(1))
         pid = os.fork()
         if pid == 0:
-            pending = [PendingAttach(socket.socket(fileno=fd), dict(hello)) for fd, hello in zip(fds[1:], hellos)]
+            container_id, answer_fd, hellos, attach_fds = request()
+            pending = [PendingAttach(socket.socket(fileno=fd), dict(hello)) for fd, hello in zip(attach_fds, hellos)]
             log_handler = self.log_handler
             if log_handler is None:  # a template made by a test: the monitor logs to its own file
                 log_handler = self.log_handler = prepare_logging()
-            monitor_main(context, stores, container_id, fds[0], pending, log_handler)  # never returns
+            monitor_main(context, stores, container_id, answer_fd, pending, log_handler)  # never returns
         return pid
+
+    # -- the spare monitor -----------------------------------------------------------------------
+
+    def _fork_spare(self) -> None:
+        """Fork a monitor ahead of its request, for the context and runtime of the last spawn: it
+        waits on a socket pair for the container's id and the request's descriptors
+        (:meth:`_fork_monitor` sends them instead of forking), so a start does not wait for a
+        fork of the template."""
+        if self.spare is not None or self.wanted is None or not self.sparing:
+            return
+        builder, arguments, runtime = self.wanted
+        try:
+            context, stores = self._context(builder, arguments)
+            control, spare_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except Exception:  # noqa: BLE001 - no spare: the next spawn forks
+            logging.getLogger("lamina.monitor").exception("cannot fork a spare monitor")
+            self.sparing = False
+            return
+        closed = [control.fileno(), self.listener.fileno(), self.selector.fileno(),
+                  *(lease.fileno() for lease in self.leases)]
+        try:
+            pid = self._fork(context, stores, lambda: _wait_as_spare(spare_end, closed))
+        except OSError:
+            control.close()
+            spare_end.close()
+            self.sparing = False
+            return
+        spare_end.close()
+        self.spare = _Spare(pid, control, self.wanted)
+
+    def _dismiss(self) -> None:
+        """End the spare (it reads the end of its socket pair and exits)."""
+        if self.spare is not None:
+            self.dismissed.add(self.spare.pid)
+            self.spare.control.close()
+            self.spare = None
 
     def prepare(self, builder: Any, arguments: Any, runtime: Any) -> None:
         """Make the context of a recipe and open a runtime in it ahead of the first request
@@ -286,6 +381,10 @@ class Template:
             context.runtime(runtime)
         except Exception:  # noqa: BLE001 - the spawn request that needs them reports it
             logging.getLogger("lamina.monitor").exception("cannot prepare the monitors' context")
+            return
+        if self.wanted is None:
+            self.wanted = (builder, arguments, runtime)  # a spare for the first spawn
+            self.spare_due = time.monotonic() + SPARE_DELAY
 
     def _context(self, builder: str, arguments: dict[str, Any]) -> tuple[Any, Any]:
         """The context of a recipe and its stores, made once (this process has one thread:
@@ -303,6 +402,41 @@ class Template:
                 logging.getLogger("lamina.monitor").exception("cannot rehearse the monitors' first steps")
             gc.collect()  # once per context: its garbage is not frozen into every monitor
         return made
+
+
+class _Spare:
+    __slots__ = ("pid", "control", "wanted")
+
+    def __init__(self, pid: int, control: socket.socket, wanted: tuple[str, dict[str, Any], str]) -> None:
+        self.pid = pid
+        self.control = control
+        self.wanted = wanted
+
+
+def _wait_as_spare(control: socket.socket, closed: list[int]) -> tuple[str, int, list[Any], list[int]]:
+    """In a spare monitor: close the template's descriptors ``closed`` (never unregistering
+    them: the selector's set is the template's too), wait for a request on ``control``; what
+    :meth:`Template._fork` needs of it.  Exits when ``control`` ends first (the template left,
+    or died)."""
+    try:
+        for fd in closed:
+            os.close(fd)
+        with open("/proc/self/comm", "r+", encoding="utf-8") as comm:
+            name = comm.read().rstrip("\n")
+            comm.seek(0)
+            comm.write(SPARE_NAME)
+        message, fds, _flags, _address = socket.recv_fds(control, 1 << 20, _MAX_DESCRIPTORS)
+        control.close()
+        if not fds:
+            os._exit(0)  # dismissed
+        for fd in fds:
+            fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+        with open("/proc/self/comm", "w", encoding="utf-8") as comm:
+            comm.write(name)
+        request = json.loads(message)
+        return str(request["spawn"]), fds[0], list(request["pending"]), fds[1:]
+    except BaseException:  # noqa: BLE001 - nothing to start: it goes as it came
+        os._exit(0)
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:

@@ -1,0 +1,88 @@
+"""The monitor template's spare monitor (lamina.container.monitor.template): forked ahead once
+a spawn was served and the template idled for SPARE_DELAY, it is the next container's monitor
+(no fork on that start's path); it leaves with its template, and one that dies is not replaced."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+
+from lamina.container.monitor.template import SPARE_NAME
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
+            return handle.read().rstrip("\n")
+    except OSError:
+        return ""
+
+
+def _template(engine) -> int:
+    [pid_file] = glob.glob(os.path.join(engine.config.exec_root, "monitor-template", "*.pid"))
+    with open(pid_file, encoding="ascii") as handle:
+        return int(handle.read())
+
+
+def _spares(template: int) -> list[int]:
+    try:
+        with open(f"/proc/{template}/task/{template}/children", encoding="ascii") as handle:
+            children = [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+    return [child for child in children if _comm(child) == SPARE_NAME]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def _spare(engine) -> int:
+    template = _template(engine)
+    engine.wait_for(lambda: _spares(template), message="a spare monitor")
+    [spare] = _spares(template)
+    return spare
+
+
+def test_the_next_start_is_served_by_the_spare_monitor_and_another_is_forked(engine) -> None:
+    first = engine.run("sleep", "60", HostConfig={"NetworkMode": "none"})
+    spare = _spare(engine)
+    second = engine.run("sh", "-c", "echo from the spare; sleep 60", HostConfig={"NetworkMode": "none"})
+    assert engine.run_dir(second).monitor_pid() == spare
+    assert _comm(spare) != SPARE_NAME  # the template's name again
+    engine.wait_for(lambda: engine.output(second) == "from the spare\n", message="the output")
+    engine.wait_for(lambda: _spares(_template(engine)) not in ([], [spare]), message="the next spare")
+    for container_id in (first, second):
+        engine.containers.kill(container_id, signal="SIGKILL")
+        assert engine.wait(container_id) == 137
+
+
+def test_a_spare_for_the_runs_that_remove_themselves(engine) -> None:
+    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
+    spare = _spare(engine)
+    container_id = engine.create("sh", "-c", "exit 3", HostConfig={"NetworkMode": "none", "AutoRemove": True})
+    assert engine.start_and_wait(container_id) == 3
+    assert _gone(spare) or _comm(spare) != SPARE_NAME  # it was that container's monitor
+
+
+def test_the_spare_monitor_leaves_with_its_template(engine) -> None:
+    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
+    spare = _spare(engine)
+    os.kill(_template(engine), signal.SIGKILL)
+    engine.wait_for(lambda: _gone(spare), message="the spare's exit")
+
+
+def test_a_spare_that_dies_is_not_replaced_and_starts_go_on(engine) -> None:
+    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
+    spare = _spare(engine)
+    template = _template(engine)
+    os.kill(spare, signal.SIGKILL)
+    engine.wait_for(lambda: not os.path.exists(f"/proc/{spare}"), message="the dead spare reaped")
+    for _ in range(2):
+        assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
+    assert _spares(template) == []
