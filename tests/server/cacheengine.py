@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from lamina.cli import front
+from tests.processes import children, comm
 from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
 
 _DROPPED = ("TZ", "LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT", "LAMINA_EXEC_ROOT", "LAMINA_LOG_LEVEL",
@@ -75,11 +76,7 @@ class Engine:
         found: list[int] = []
 
         def forked() -> bool:
-            try:
-                with open(f"/proc/{fork_server}/task/{fork_server}/children", encoding="ascii") as handle:
-                    found[:] = [int(child) for child in handle.read().split() if comm(int(child)) == SPARE_NAME]
-            except OSError:
-                found.clear()
+            found[:] = [child for child in children(fork_server) if comm(child) == SPARE_NAME]
             return bool(found)
 
         assert wait_until(forked), "no spare worker"
@@ -88,15 +85,6 @@ class Engine:
     def fork_server_pid(self) -> int:
         with open(self.fork_socket[:-len(".sock")] + ".pid", encoding="ascii") as handle:
             return int(handle.read())
-
-
-def comm(pid: int) -> str:
-    """The name of process ``pid`` (a fork server's spare worker is named ``forkserver.SPARE_NAME``)."""
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
-            return handle.read().rstrip("\n")
-    except OSError:
-        return ""
 
 
 def cmdline(pid: int) -> bytes:

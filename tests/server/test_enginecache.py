@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from lamina.cli import enginecache, forkserver, front
-from tests.server.cacheengine import cached, comm, engine, serving, wait_until  # noqa: F401 - fixtures
+from tests.processes import comm
+from tests.server.cacheengine import cached, engine, serving, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from lamina.cli import enginecache, forkserver, front
-from tests.server.cacheengine import cached, cmdline, comm, engine, serving, wait_until  # noqa: F401 - fixtures
+from tests.processes import children, comm
+from tests.server.cacheengine import cached, cmdline, engine, serving, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")
@@ -59,17 +60,9 @@ def _running(engine, *argv: str, **options) -> Iterator[subprocess.Popen]:
         run.communicate()
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-            return [int(child) for child in handle.read().split()]
-    except OSError:
-        return []
-
-
 def _workers(pid: int) -> list[int]:
     """The children of the fork server ``pid`` that run a command (not its spare)."""
-    return [child for child in _children(pid) if comm(child) != forkserver.SPARE_NAME]
+    return [child for child in children(pid) if comm(child) != forkserver.SPARE_NAME]
 
 
 def _worker(engine) -> int:
@@ -179,7 +172,7 @@ def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cac
     with _running(cached, "run", "--rm", *_QUIET, "sleep", "2", cwd=tmp_path, stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE) as run:
         worker = _worker(cached)
-        assert _children(run.pid) == []  # the caller forked nothing: it waits for the worker's status
+        assert children(run.pid) == []  # the caller forked nothing: it waits for the worker's status
         # (a mount of the command's changes it for an instant, as in-process: lamina.mount)
         assert wait_until(lambda: os.readlink(f"/proc/{worker}/cwd") == str(tmp_path), 10)
         pipe = os.readlink(f"/proc/self/fd/{run.stdout.fileno()}")
@@ -196,7 +189,7 @@ def test_a_command_runs_in_the_spare_forked_ahead_and_the_next_spare_is_forked_o
         assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
         assert _worker(cached) == spare
         assert comm(spare) == comm(cached.fork_server_pid())  # the fork server's name again
-        assert [child for child in _children(cached.fork_server_pid()) if child != spare] == []  # none forked yet
+        assert [child for child in children(cached.fork_server_pid()) if child != spare] == []  # none forked yet
         assert run.wait(60) == 0
     assert cached.spare_pid() != spare
 

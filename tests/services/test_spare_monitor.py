@@ -9,14 +9,7 @@ import os
 import signal
 
 from lamina.container.monitor.template import SPARE_NAME
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
-            return handle.read().rstrip("\n")
-    except OSError:
-        return ""
+from tests.processes import children, comm
 
 
 def _template(engine) -> int:
@@ -26,12 +19,7 @@ def _template(engine) -> int:
 
 
 def _spares(template: int) -> list[int]:
-    try:
-        with open(f"/proc/{template}/task/{template}/children", encoding="ascii") as handle:
-            children = [int(child) for child in handle.read().split()]
-    except OSError:
-        return []
-    return [child for child in children if _comm(child) == SPARE_NAME]
+    return [child for child in children(template) if comm(child) == SPARE_NAME]
 
 
 def _gone(pid: int) -> bool:
@@ -54,7 +42,7 @@ def test_the_next_start_is_served_by_the_spare_monitor_and_another_is_forked(eng
     spare = _spare(engine)
     second = engine.run("sh", "-c", "echo from the spare; sleep 60", HostConfig={"NetworkMode": "none"})
     assert engine.run_dir(second).monitor_pid() == spare
-    assert _comm(spare) != SPARE_NAME  # the template's name again
+    assert comm(spare) != SPARE_NAME  # the template's name again
     engine.wait_for(lambda: engine.output(second) == "from the spare\n", message="the output")
     engine.wait_for(lambda: _spares(_template(engine)) not in ([], [spare]), message="the next spare")
     for container_id in (first, second):
@@ -67,7 +55,7 @@ def test_a_spare_for_the_runs_that_remove_themselves(engine) -> None:
     spare = _spare(engine)
     container_id = engine.create("sh", "-c", "exit 3", HostConfig={"NetworkMode": "none", "AutoRemove": True})
     assert engine.start_and_wait(container_id) == 3
-    assert _gone(spare) or _comm(spare) != SPARE_NAME  # it was that container's monitor
+    assert _gone(spare) or comm(spare) != SPARE_NAME  # it was that container's monitor
 
 
 def test_the_spare_monitor_leaves_with_its_template(engine) -> None:
