@@ -92,6 +92,7 @@ def monitor_main(context: MonitorContext, stores: MonitorStores, container_id: s
                  pending: list[PendingAttach], log_handler: logging.FileHandler) -> None:
     """The monitor process; never returns."""
     code = 0
+    log_handler.close()  # the template's log, if it wrote to it: this monitor's own, opened at its first record
     log_handler.baseFilename = RunDirectory(context.exec_root, container_id).monitor_log
     try:
         _close_inherited({answer_fd, *(item.sock.fileno() for item in pending)})

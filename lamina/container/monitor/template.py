@@ -131,6 +131,9 @@ def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str
     os.chdir("/")
     os.umask(0o022)
     path = protocol.template_socket(exec_root, key)
+    # the template's own records (a context it cannot make, a spare that died) beside its socket;
+    # a monitor points the handler at its own log first thing (bootstrap.monitor_main)
+    log_handler.baseFilename = os.path.join(os.path.dirname(path), "template.log")
     listener = bind_unix(path, backlog=128)
     if lock_fd:
         os.close(int(lock_fd))  # the lock's last holder: a starter waiting on it connects now

@@ -179,3 +179,24 @@ def test_a_start_nobody_waits_for_keeps_the_lock_until_the_template_listens(tmp_
             lease.sock.close()
         for pid in _template_processes(exec_root):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_templates_own_records_go_to_its_log(tmp_path, monkeypatch) -> None:
+    """A context the template cannot make (its builder fails) is logged in template.log."""
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "lamina_failing_builder.py").write_text(
+        "def build(arguments):\n    raise RuntimeError('this builder makes no context')\n")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(modules)])  # the template's import path too
+    exec_root = str(tmp_path / "run")
+    recipe = MonitorRecipe(exec_root=exec_root, builder="lamina_failing_builder:build", arguments={})
+    try:
+        warm_template(recipe)  # the template makes the recipe's context before any request
+        deadline = time.monotonic() + 30
+        while "this builder makes no context" not in _template_log(exec_root):
+            assert time.monotonic() < deadline, _template_log(exec_root)
+            time.sleep(0.02)
+        assert "cannot prepare the monitors' context" in _template_log(exec_root)
+    finally:
+        for pid in _template_processes(exec_root):
+            os.kill(pid, signal.SIGKILL)
