@@ -74,3 +74,5 @@ def test_a_spare_that_dies_is_not_replaced_and_starts_go_on(engine) -> None:
     for _ in range(2):
         assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
     assert _spares(template) == []
+    with open(os.path.join(engine.config.exec_root, "monitor-template", "template.log"), encoding="utf-8") as handle:
+        assert "the spare monitor died: none is forked ahead" in handle.read()
