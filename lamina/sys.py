@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
-    "mount", "umount2", "unshare", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
+    "mount", "umount2", "unshare", "set_process_name", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
     "move_mount", "MOVE_MOUNT_F_EMPTY_PATH", "MOVE_MOUNT_T_EMPTY_PATH", "MOUNT_ATTR_IDMAP", "OPEN_TREE_CLONE", "OPEN_TREE_CLOEXEC",
     "AT_EMPTY_PATH", "AT_RECURSIVE", "MOUNT_ATTR_RDONLY", "MOUNT_ATTR_NOSUID", "MOUNT_ATTR_NODEV",
     "MOUNT_ATTR_NOEXEC",
@@ -218,6 +218,19 @@ def openat2(dir_fd: int, path: str | bytes, flags: int, mode: int = 0, resolve: 
 
 
 _OPENAT2_RETRIES = 64
+
+
+def set_process_name(name: str) -> str:
+    """Name the calling process (its ``/proc/self/comm``, what ``ps`` and ``top`` show; the
+    kernel keeps 15 bytes); the name it had.  Nothing changes when ``/proc`` cannot be written."""
+    try:
+        with open("/proc/self/comm", "r+", encoding="utf-8") as comm:
+            had = comm.read().rstrip("\n")
+            comm.seek(0)
+            comm.write(name)
+    except OSError:
+        return name
+    return had
 
 
 def statfs_type(path: str) -> int:

@@ -448,25 +448,15 @@ def _wait_as_spare(control: socket.socket, objects: list[object], descriptors: S
         for fd in descriptors:
             os.close(fd)
         _reset_signals()
-        name = _name(SPARE_NAME)
+        from lamina.sys import set_process_name
+
+        name = set_process_name(SPARE_NAME)
         words, environ, umask, fds = _read_request(control, _DESCRIPTORS + 1)
-        _name(name)
+        set_process_name(name)
         conn = socket.socket(fileno=fds[0])
     except BaseException:  # noqa: BLE001 - dismissed (no request): it goes as it came
         os._exit(0)
     _become_worker(words, environ, umask, fds[1:], conn, [control], [])
-
-
-def _name(name: str) -> str:
-    """Set this process's name (``/proc/self/comm``); the one it had."""
-    try:
-        with open("/proc/self/comm", "r+", encoding="utf-8") as comm:
-            had = comm.read().rstrip("\n")
-            comm.seek(0)
-            comm.write(name)
-    except OSError:
-        return name
-    return had
 
 
 def _read_request(conn: socket.socket, descriptors: int = _DESCRIPTORS) -> tuple[list[bytes], dict[bytes, bytes], int, list[int]]:

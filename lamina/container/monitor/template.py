@@ -105,6 +105,7 @@ from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, monitor_main, pr
 import lamina.container.monitor.protocol as protocol
 from lamina.container.rundir import bind_unix
 from lamina.records import compile_loaded_inits
+from lamina.sys import set_process_name
 from lamina.runtime.child import reset_signals
 
 __all__ = ["IDLE_SECONDS", "Template", "main"]
@@ -424,18 +425,14 @@ def _wait_as_spare(control: socket.socket, closed: list[int]) -> tuple[str, int,
     try:
         for fd in closed:
             os.close(fd)
-        with open("/proc/self/comm", "r+", encoding="utf-8") as comm:
-            name = comm.read().rstrip("\n")
-            comm.seek(0)
-            comm.write(SPARE_NAME)
+        name = set_process_name(SPARE_NAME)
         message, fds, _flags, _address = socket.recv_fds(control, 1 << 20, _MAX_DESCRIPTORS)
         control.close()
         if not fds:
             os._exit(0)  # dismissed
         for fd in fds:
             fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-        with open("/proc/self/comm", "w", encoding="utf-8") as comm:
-            comm.write(name)
+        set_process_name(name)
         request = json.loads(message)
         return str(request["spawn"]), fds[0], list(request["pending"]), fds[1:]
     except BaseException:  # noqa: BLE001 - nothing to start: it goes as it came
