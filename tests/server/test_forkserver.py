@@ -136,11 +136,13 @@ print(loaded)
 def test_a_worker_starting_a_container_loads_no_module(engine, argv):
     """What ``run`` and ``create`` import in a worker costs every one of them (a module's load is
     ~0.2-2 ms): the cache loads it before it forks (``enginecache._FORKED_MODULES``)."""
-    done = subprocess.run([sys.executable, "-c", _WORKER_IMPORTS, *argv], env=engine.environment, capture_output=True,
-                          cwd=REPOSITORY, timeout=120)
-    assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout.decode().split() == []
-    engine.in_process("container", "prune", "-f")
+    try:
+        done = subprocess.run([sys.executable, "-c", _WORKER_IMPORTS, *argv], env=engine.environment,
+                              capture_output=True, cwd=REPOSITORY, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.decode().split() == []
+    finally:
+        engine.in_process("container", "prune", "-f")  # the containers the workers created
 
 
 def test_what_the_fork_server_never_takes(cached, capfd):
