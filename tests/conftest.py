@@ -18,6 +18,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_exec_root(tmp_path_factory: pytest.TempPathFactory):
+    """A command a test runs without naming an exec root (``lamina --data-root X ...``, a CLI
+    with only ``LAMINA_DATA_ROOT``) would use the host's ``/run/lamina``: its monitor template,
+    run directories, network namespaces and build state.  For the session, ``LAMINA_EXEC_ROOT``
+    names one of the session's own (a test that sets its own, or removes it, still does)."""
+    if os.environ.get("LAMINA_EXEC_ROOT"):
+        yield
+        return
+    os.environ["LAMINA_EXEC_ROOT"] = str(tmp_path_factory.mktemp("exec-root"))
+    try:
+        yield
+    finally:
+        del os.environ["LAMINA_EXEC_ROOT"]
+
+
 @pytest.fixture(autouse=True)
 def restore_lamina_logger():
     """main() configures the "lamina" logger like a CLI process would (a handler on stderr);

@@ -50,7 +50,8 @@ def unix_client(services) -> Iterator[APIClient]:
 
 @pytest.fixture
 def in_process_client(services, tmp_path) -> APIClient:
-    return APIClient(InProcessTransport(EngineConfig(data_root=str(tmp_path / "data")), lambda: services))
+    config = EngineConfig(data_root=str(tmp_path / "data"), exec_root=str(tmp_path / "exec"))
+    return APIClient(InProcessTransport(config, lambda: services))
 
 
 @pytest.fixture(params=["in-process", "unix socket"])

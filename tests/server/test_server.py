@@ -299,7 +299,7 @@ class Containers:
 class Services:
     containers = Containers()
 
-sys.exit(serve(EngineConfig(data_root=sys.argv[2]),
+sys.exit(serve(EngineConfig(data_root=sys.argv[2], exec_root=sys.argv[2] + "-exec"),
                ServerConfig(hosts=("unix://" + sys.argv[1],), socket_group=None, shutdown_timeout=30,
                             restart_interval=0.05),
                services_factory=Services))

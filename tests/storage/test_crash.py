@@ -78,7 +78,7 @@ def _inject(monkeypatch, services, owner: str, method: str, kind: str, skip: int
 
 
 def _committed(data_root: str, driver: str):
-    services = build_services(EngineConfig(data_root=data_root, storage_driver=driver))
+    services = build_services(EngineConfig(data_root=data_root, exec_root=data_root + "-exec", storage_driver=driver))
     with open(FIXTURE, "rb") as handle:
         services.images.load(handle, progress=lambda m: None)
     return services
@@ -112,7 +112,7 @@ def _run(kind: str, operation, monkeypatch, services, owner: str, method: str) -
 
 
 def _verify_intact(data_root: str, driver: str) -> None:
-    reopened = build_services(EngineConfig(data_root=data_root, storage_driver=driver))
+    reopened = build_services(EngineConfig(data_root=data_root, exec_root=data_root + "-exec", storage_driver=driver))
     assert_clean(reopened)
     assert reopened.images.inspect_image("busybox:latest")["Id"] == FIXTURE_IMAGE_ID
     saved = b"".join(reopened.images.save(["busybox:latest"]))
@@ -137,7 +137,7 @@ def test_an_rmi_failing_at_any_step_leaves_a_clean_store(tmp_path, monkeypatch, 
     services.images.load(io.BytesIO(_second_image()), progress=lambda m: None)
     _run(kind, lambda s: s.images.remove_image("second:1"), monkeypatch, services, owner, method)
     _verify_intact(data_root, "overlay2")
-    reopened = build_services(EngineConfig(data_root=data_root, storage_driver="overlay2"))
+    reopened = build_services(EngineConfig(data_root=data_root, exec_root=data_root + "-exec", storage_driver="overlay2"))
     # the interrupted rmi may be finished or not, but it is never half-visible
     names = [t for image in reopened.images.list_images(all=True) for t in image["RepoTags"]]
     if "second:1" in names:

@@ -41,7 +41,7 @@ def _fixture_member(name: str) -> bytes:
 @pytest.fixture(params=DRIVERS)
 def engine(request: pytest.FixtureRequest, tmp_path):
     root = tmp_path / "root"
-    config = EngineConfig(data_root=str(root), storage_driver=request.param)
+    config = EngineConfig(data_root=str(root), exec_root=str(tmp_path / "exec"), storage_driver=request.param)
     services = build_services(config)
     yield services
     from lamina.mount import unmount_all_under
@@ -159,7 +159,8 @@ def test_a_saved_archive_loads_into_a_fresh_store_with_the_same_ids(engine, tmp_
     with open(FIXTURE, "rb") as handle:
         engine.images.load(handle, progress=lambda m: None)
     saved = save_bytes(engine, ["busybox"], format=format)
-    other = build_services(EngineConfig(data_root=str(tmp_path / "other"), storage_driver=engine.system.driver.name))
+    other = build_services(EngineConfig(data_root=str(tmp_path / "other"), exec_root=str(tmp_path / "other-exec"),
+                                        storage_driver=engine.system.driver.name))
     names = load_bytes(other, saved)
     assert names == ["busybox:latest"]
     assert other.images.inspect_image("busybox:latest")["Id"] == FIXTURE_IMAGE_ID
