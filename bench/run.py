@@ -8,6 +8,9 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
   and the same with the default network (a bridge): after the first, a worker of the engine
   cache's fork server (``lamina.cli.forkserver``) runs it; the row with ``LAMINA_FORWARD=0``
   runs it in the command's own interpreter every time;
+* with ``--tmpfs``: the same in-process ``run`` on a second engine of each tree whose data and
+  exec roots are on a tmpfs the bench mounts (what this VM's disk costs: 0.2-1 ms per new inode,
+  and a ``run --rm`` makes ~40 of them in Docker's layer and container formats);
 * with ``--cold``: the same command as the first ``run`` after the monitor template left (it
   is killed between runs: what the first ``run`` after the template's ``IDLE_SECONDS`` pays),
   and as the first after the engine cache left (the run is in-process, then starts a cache);
@@ -180,6 +183,13 @@ class Variant:
         self.client_environment = {**base, "PYTHONPATH": tree, "DOCKER_HOST": host, "LAMINA_HOST": host,
                                    "DOCKER_CONFIG": os.path.join(home, "docker-config")}
         self.server: subprocess.Popen[bytes] | None = None
+        self.tmpfs_environment: dict[str, str] | None = None  # with --tmpfs: roots on a tmpfs
+
+    def use_tmpfs(self, tmpfs: str) -> None:
+        """Give the variant a second engine whose data and exec roots are on the tmpfs ``tmpfs``."""
+        home = os.path.join(tmpfs, self.label)
+        self.tmpfs_environment = {**self.environment, "LAMINA_DATA_ROOT": os.path.join(home, "data"),
+                                  "LAMINA_EXEC_ROOT": os.path.join(home, "exec")}
 
     def start_server(self) -> None:
         log = open(self.log_path, "wb")  # noqa: SIM115 - the server writes it until the end
@@ -197,9 +207,10 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
                 cold: dict[str, str], peer: dict[str, str]) -> dict[tuple[str, str], list[float] | str]:
     """Every row's command, once per variant per round (``warmup`` rounds untimed); a row
     named in ``cold`` kills the variant's monitor templates (or engine caches, as ``cold``
-    says) before each run.  Rows are (name, argv, "local" | "local-direct" | "client" |
-    "dockerd": in-process (a read warm in the engine cache), in-process with
-    ``LAMINA_FORWARD=0``, through the variant's server, or
+    says) before each run.  Rows are (name, argv, "local" | "local-direct" | "local-tmpfs" |
+    "client" | "dockerd": in-process (a read warm in the engine cache), in-process with
+    ``LAMINA_FORWARD=0``, in-process on the variant's engine whose roots are on a tmpfs
+    (``--tmpfs``), through the variant's server, or
     the docker CLI against the private dockerd whose environment is ``peer``: once per round,
     labelled ``DOCKERD_LABEL``)."""
     def labels(where: str) -> list[str]:
@@ -222,7 +233,9 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
                         kill_by_pid_files(variant.exec_root, cold[name])
                     environment = {"local": variant.environment, "client": variant.client_environment,
                                    "local-direct": {**variant.environment, "LAMINA_FORWARD": "0"},
-                                   "client-api": {**variant.client_environment, "LAMINA_FORWARD": "0"}}[where]
+                                   "client-api": {**variant.client_environment, "LAMINA_FORWARD": "0"},
+                                   "local-tmpfs": variant.tmpfs_environment}[where]
+                    assert environment is not None, where
                 started = time.perf_counter()
                 result = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
                                         check=False)
@@ -245,7 +258,8 @@ WAYS = [("lamina {} (in-process)", LAMINA, "local"), ("lamina -H {} (serve)", LA
         ("lamina {} (in-process, no engine cache: LAMINA_FORWARD=0)", LAMINA, "local-direct")]
 
 
-def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tuple[str, list[str], str]], dict[str, str]]:
+def command_rows(with_cold: bool, docker: bool, dockerd: bool,
+                 tmpfs: bool = False) -> tuple[list[tuple[str, list[str], str]], dict[str, str]]:
     """The rows, command by command (each of the ways of :data:`WAYS` that can run), and the
     rows to measure cold: what is killed before each of their runs."""
     rows: list[tuple[str, list[str], str]] = []
@@ -271,6 +285,9 @@ def command_rows(with_cold: bool, docker: bool, dockerd: bool) -> tuple[list[tup
                     cold[name] = "engine-cache"
                 rows.append(("lamina run --rm busybox true (in-process, bridge)",
                              [*LAMINA, "run", "--rm", "busybox", "true"], "local"))
+                if tmpfs:
+                    rows.append((pattern.format(command) + " [data and exec roots on a tmpfs]",
+                                 [*program, *arguments], "local-tmpfs"))
     return rows, cold
 
 
@@ -314,6 +331,9 @@ def main() -> int:
     parser.add_argument("--against", metavar="TREE", help="another lamina tree measured alongside, interleaved")
     parser.add_argument("--no-runtimes", action="store_true", help="skip the crun and runc rows")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--tmpfs", action="store_true",
+                        help="add the in-process run with the data and exec roots on a tmpfs (this VM's disk "
+                             "costs 0.2-1 ms per new inode; a tmpfs ~0.04)")
     parser.add_argument("--no-dockerd", action="store_true",
                         help="no private dockerd (its rows say so): nothing of Docker's runs beside lamina's rows")
     options = parser.parse_args()
@@ -331,6 +351,12 @@ def main() -> int:
     base = {key: value for key, value in os.environ.items()
             if key not in ("DOCKER_HOST", "LAMINA_HOST", "LAMINA_LOG_LEVEL", "LAMINA_STORAGE_DRIVER", "PYTHONPATH")}
     variants = [Variant(label, tree, work, base) for label, tree in trees]
+    if options.tmpfs:
+        tmpfs = os.path.join(work, "tmpfs")
+        os.makedirs(tmpfs)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2g,mode=0700", "lamina-bench", tmpfs], check=True)
+        for variant in variants:
+            variant.use_tmpfs(tmpfs)
     load_before = os.getloadavg()
     results: dict[str, object] = {}
     printed: list[tuple[str, str, list[float] | str]] = []
@@ -339,9 +365,10 @@ def main() -> int:
     with peer:
         try:
             for variant in variants:
-                for environment in (variant.environment, variant.server_environment):
-                    subprocess.run([*LAMINA, "load", "-q", "-i", FIXTURE], env=environment, check=True,
-                                   capture_output=True)
+                for environment in (variant.environment, variant.server_environment, variant.tmpfs_environment):
+                    if environment is not None:
+                        subprocess.run([*LAMINA, "load", "-q", "-i", FIXTURE], env=environment, check=True,
+                                       capture_output=True)
             docker = os.access(DOCKER, os.X_OK)
             for variant in variants:
                 variant.start_server()
@@ -352,7 +379,7 @@ def main() -> int:
             if peer.ready:
                 peer.load(FIXTURE)
                 peer.docker(*create)
-            rows, cold = command_rows(options.cold, docker, peer.ready)
+            rows, cold = command_rows(options.cold, docker, peer.ready, options.tmpfs)
             times = interleaved(rows, variants, options.runs, options.warmup, cold, peer.environment)
             for name, _, where in rows:
                 for label in [DOCKERD_LABEL] if where == "dockerd" else [variant.label for variant in variants]:
@@ -382,13 +409,17 @@ def main() -> int:
                 kill_by_pid_files(variant.exec_root)
                 kill_by_pid_files(variant.exec_root, "engine-cache")
                 kill_by_pid_files(variant.server_environment["LAMINA_EXEC_ROOT"])
+                if variant.tmpfs_environment is not None:
+                    kill_by_pid_files(variant.tmpfs_environment["LAMINA_EXEC_ROOT"])
+                    kill_by_pid_files(variant.tmpfs_environment["LAMINA_EXEC_ROOT"], "engine-cache")
             # the default bridge outlives its containers, as docker0 does: taken down with the data roots
             sys.path.insert(0, ROOT)
             from lamina.network.run import RunNetwork
 
             for variant in variants:
-                for environment in (variant.environment, variant.server_environment):
-                    RunNetwork(environment["LAMINA_DATA_ROOT"], environment["LAMINA_EXEC_ROOT"]).remove_bridges()
+                for environment in (variant.environment, variant.server_environment, variant.tmpfs_environment):
+                    if environment is not None:
+                        RunNetwork(environment["LAMINA_DATA_ROOT"], environment["LAMINA_EXEC_ROOT"]).remove_bridges()
             unmount_under(work)
             if not options.keep:
                 shutil.rmtree(work, ignore_errors=True)
