@@ -9,7 +9,8 @@ Vocabulary:
 - **opaque directory**: ``.wh..wh..opq`` in a layer tar; on disk the xattr
   ``trusted.overlay.opaque=y``, or ``user.overlay.opaque=y`` (:data:`USER_OPAQUE_XATTR`) where
   overlay is mounted with ``userxattr`` (in a user namespace: rootless lamina).  Both prefixes
-  (:data:`OVERLAY_XATTR_PREFIXES`) are overlayfs' own: never taken from a tar, never exported.
+  (:data:`OVERLAY_XATTR_PREFIXES`) are overlayfs' own: never taken from a tar, never exported
+  (:mod:`lamina.archive.overlayfs`, re-exported here).
 - **tar-split**: the record (``tar-split.json.gz``, vbatts/tar-split's format, as Docker's
   layerdb stores it) of every raw byte of a layer tar that is not file content, plus for each
   file its name, size and CRC-64 (Go ISO table), so the exact tar can be reassembled later
@@ -19,38 +20,27 @@ Vocabulary:
 from __future__ import annotations
 
 import enum
-import os
-import stat
 from collections.abc import Iterator
+from lamina.archive.overlayfs import (  # noqa: F401 - re-exported: the archive layer's vocabulary
+    OPAQUE_XATTR,
+    OPAQUE_XATTRS,
+    OVERLAY_XATTR_PREFIXES,
+    USER_OPAQUE_XATTR,
+    is_opaque,
+    is_overlay_xattr,
+    is_whiteout_device,
+)
 from lamina.records import dataclass, field
 from typing import BinaryIO, Protocol
 
 __all__ = ["TarEntry", "EntryType", "WhiteoutMode", "ChangeKind", "Change", "FileGetter",
            "WHITEOUT_PREFIX", "WHITEOUT_OPAQUE", "WHITEOUT_META_PREFIX", "OPAQUE_XATTR",
-           "USER_OPAQUE_XATTR", "OPAQUE_XATTRS", "OVERLAY_XATTR_PREFIXES", "is_overlay_xattr", "is_opaque"]
+           "USER_OPAQUE_XATTR", "OPAQUE_XATTRS", "OVERLAY_XATTR_PREFIXES", "is_overlay_xattr", "is_opaque",
+           "is_whiteout_device"]
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 WHITEOUT_META_PREFIX = ".wh..wh."
-OPAQUE_XATTR = "trusted.overlay.opaque"
-USER_OPAQUE_XATTR = "user.overlay.opaque"
-OPAQUE_XATTRS = (OPAQUE_XATTR, USER_OPAQUE_XATTR)
-OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
-
-
-def is_whiteout_device(info: os.stat_result) -> bool:
-    """Whether ``info`` is overlayfs' whiteout: a character device 0/0."""
-    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
-
-
-def is_overlay_xattr(name: str) -> bool:
-    """Whether ``name`` is one of overlayfs' own xattrs (trusted or userxattr flavour)."""
-    return name.startswith(OVERLAY_XATTR_PREFIXES)
-
-
-def is_opaque(xattrs: "dict[str, bytes]") -> bool:
-    """Whether a directory's xattrs mark it opaque (either flavour)."""
-    return any(xattrs.get(name) == b"y" for name in OPAQUE_XATTRS)
 
 
 class EntryType(enum.Enum):

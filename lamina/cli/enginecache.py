@@ -313,7 +313,7 @@ def _warm(router: Router, config: EngineConfig) -> None:
 #: the client, the API and the services (what ``run``, ``create``, ``rm`` load beyond a read)
 _FORKED_PACKAGES = ("lamina.cli", "lamina.client", "lamina.api", "lamina.services")
 _FORKED_MODULES = ("lamina.container.monitor.client", "lamina.container.monitor.api", "lamina.graphdriver.overlay2_init",
-                   "lamina.archive.api", "lamina.runtime.delegation", "queue", "heapq")
+                   "lamina.runtime.delegation", "queue", "heapq")
 
 
 def _forked_modules() -> list[str]:

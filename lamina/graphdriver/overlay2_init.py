@@ -33,7 +33,7 @@ import os
 import stat
 
 from lamina import fsutil
-from lamina.archive.api import OVERLAY_XATTR_PREFIXES, is_whiteout_device
+from lamina.archive.overlayfs import is_whiteout_device, xattr_prefix
 from lamina.graphdriver.common import make_placeholder
 
 __all__ = ["write_init_layer"]
@@ -53,7 +53,7 @@ def write_init_layer(diff: str, lowers: list[str], entries: tuple[tuple[str, str
     empty again, when a mount must do it (see the module docstring).  ``rootless``: overlayfs
     keeps its marks in ``user.overlay.*`` (the ``userxattr`` mount option), not ``trusted.``."""
     layers = [diff, *lowers]
-    private = OVERLAY_XATTR_PREFIXES[1] if rootless else OVERLAY_XATTR_PREFIXES[0]
+    private = xattr_prefix(rootless)
     try:
         for path, kind, mode in entries:
             names = path.split("/")
