@@ -52,7 +52,7 @@ from lamina.runtime.api import MountSpec, Runtime, Stdio
 from lamina.volume.resolve import load_mount_points, volume_names
 from lamina.volume.subpath import pin_subpaths, unpin_subpaths
 
-__all__ = ["Run", "RunHost", "Runner", "exit_code"]  # Run, RunHost, exit_code: from .runs
+__all__ = ["Runner"]
 
 log = get_logger("lamina.monitor")
 
