@@ -1,4 +1,4 @@
-"""What /proc tells the tests of a process: its name and its children."""
+"""What /proc tells the tests of a process: its name, its children, whether it is gone."""
 
 from __future__ import annotations
 
@@ -20,3 +20,13 @@ def children(pid: int) -> list[int]:
             return [int(child) for child in handle.read().split()]
     except OSError:
         return []
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (no longer there, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return True
+    return text[text.rfind(")") + 2:].split()[0] in ("Z", "X")

@@ -22,17 +22,9 @@ from lamina.config import EngineConfig
 from lamina.container.rundir import RunDirectory
 from lamina.network.run import RunNetwork
 from lamina.services.compose import EngineServices, build_services
+from tests.processes import gone
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "busybox-docker-archive.tar")
-
-
-def _process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        return True
-    return text[text.rfind(")") + 2:].split()[0] in ("Z", "X")
 
 
 @dataclass
@@ -147,7 +139,7 @@ class Engine:
                 if name.endswith(".pid"):
                     with open(os.path.join(templates, name), encoding="ascii") as handle:
                         pid = int(handle.read().strip() or 0)
-                    if pid and not _process_gone(pid):
+                    if pid and not gone(pid):
                         os.kill(pid, signal.SIGKILL)
                         monitors.append(pid)
         finally:
@@ -155,7 +147,7 @@ class Engine:
                 os.close(lock)
         deadline = time.monotonic() + 5
         while monitors and time.monotonic() < deadline:
-            monitors = [pid for pid in monitors if not _process_gone(pid)]
+            monitors = [pid for pid in monitors if not gone(pid)]
             time.sleep(0.01)
         # the network sandboxes of the killed runs: veths, rules, the bridge, netns mounts
         network = RunNetwork(self.config.data_root, self.config.exec_root)

@@ -9,7 +9,7 @@ import os
 import signal
 
 from lamina.container.monitor.template import SPARE_NAME
-from tests.processes import children, comm
+from tests.processes import children, comm, gone
 
 
 def _template(engine) -> int:
@@ -20,14 +20,6 @@ def _template(engine) -> int:
 
 def _spares(template: int) -> list[int]:
     return [child for child in children(template) if comm(child) == SPARE_NAME]
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rpartition(")")[2].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 def _spare(engine) -> int:
@@ -53,16 +45,19 @@ def test_the_next_start_is_served_by_the_spare_monitor_and_another_is_forked(eng
 def test_a_spare_for_the_runs_that_remove_themselves(engine) -> None:
     assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
     spare = _spare(engine)
-    container_id = engine.create("sh", "-c", "exit 3", HostConfig={"NetworkMode": "none", "AutoRemove": True})
-    assert engine.start_and_wait(container_id) == 3
-    assert _gone(spare) or comm(spare) != SPARE_NAME  # it was that container's monitor
+    container_id = engine.create("sh", "-c", "sleep 1; exit 3", HostConfig={"NetworkMode": "none", "AutoRemove": True})
+    finish = engine.containers.begin_wait(container_id, condition="removed")
+    engine.containers.start(container_id)
+    assert engine.run_dir(container_id).monitor_pid() == spare
+    assert int(finish()["StatusCode"]) == 3
+    engine.wait_for(lambda: gone(spare), message="the monitor's exit")
 
 
 def test_the_spare_monitor_leaves_with_its_template(engine) -> None:
     assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
     spare = _spare(engine)
     os.kill(_template(engine), signal.SIGKILL)
-    engine.wait_for(lambda: _gone(spare), message="the spare's exit")
+    engine.wait_for(lambda: gone(spare), message="the spare's exit")
 
 
 def test_a_spare_that_dies_is_not_replaced_and_starts_go_on(engine) -> None:
