@@ -2,7 +2,7 @@
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := python3-venv python3-dev busybox-static skopeo umoci runc crun docker-registry tar zstd tar-split apache2-utils openssl tini netavark aardvark-dns containernetworking-plugins iptables curl docker-compose uidmap fuse-overlayfs slirp4netns passt
+APT_PACKAGES := python3-venv python3-dev gcc libc6-dev busybox-static skopeo umoci runc crun docker-registry tar zstd tar-split apache2-utils openssl tini netavark aardvark-dns containernetworking-plugins iptables curl docker-compose uidmap fuse-overlayfs slirp4netns passt
 DEMO_ROOT ?= /var/lib/lamina
 
 .PHONY: deps venv demo test bench clean
@@ -22,9 +22,12 @@ $(BIN)/lamina: pyproject.toml
 	@touch $@
 
 # bytecode compiled once: environments that set PYTHONDONTWRITEBYTECODE would otherwise
-# compile every module on every `lamina` invocation (~0.2 s)
+# compile every module on every `lamina` invocation (~0.2 s); then the compiled front
+# (lamina/cli/front.c) over pip's entry script: a command for the engine cache's fork server
+# is sent without an interpreter's start, anything else runs the Python front
 venv: $(BIN)/lamina
 	@$(BIN)/python -m compileall -q lamina >/dev/null
+	@$(BIN)/python -m lamina.cli.frontbuild $(BIN)/lamina
 
 demo: deps venv
 	./scripts/demo.sh $(DEMO_ROOT)

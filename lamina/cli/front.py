@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 __all__ = ["FORWARDED", "COMMAND_PATH", "DATA_ROOT_HEADER", "EXEC_ROOT_HEADER", "COLUMNS_HEADER",
-           "EXIT_CODE_HEADER", "TIME_ZONE_HEADER", "CACHE_DIRECTORY", "cache_socket", "fork_socket", "forward", "is_forwarded", "run",
+           "EXIT_CODE_HEADER", "TIME_ZONE_HEADER", "CACHE_DIRECTORY", "cache_socket", "fork_socket", "forward", "interpreter_identity", "is_forwarded", "run",
            "terminal_columns"]
 
 #: The commands a daemon runs for the program: they only read, print a table or JSON that
@@ -115,6 +115,7 @@ _CACHE_NAMESPACES = ("mnt", "net", "pid", "user")
 _IDENTITY_ENVIRONMENT = ("TZ", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONPATH",
                          "PYTHONHOME")
 _SOCKET_PATH_LIMIT = 108  # sun_path, with its terminating NUL
+_KEY_LENGTH = 16  # hexadecimal digits of the identity's sha256 in a cache's socket name
 
 
 def run() -> None:
@@ -234,8 +235,7 @@ def cache_socket(data_root: str, exec_root: str, environ: Mapping[str, str] | No
     mount, network, pid and user namespaces; None when the path, or its fork server's
     (:func:`fork_socket`), is too long for a unix socket address (no cache then)."""
     environ = environ or {}
-    identity = [os.path.realpath(sys.executable), sys.prefix,
-                os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), data_root, exec_root,
+    identity = [*interpreter_identity(), data_root, exec_root,
                 *(f"{name}={environ.get(name, '')}" for name in _IDENTITY_ENVIRONMENT)]
     for namespace in _CACHE_NAMESPACES:
         try:
@@ -244,9 +244,16 @@ def cache_socket(data_root: str, exec_root: str, environ: Mapping[str, str] | No
             identity.append("")
     from lamina.builtinhash import builtin_sha256  # no OpenSSL load (hashlib's costs ~3 ms)
 
-    key = builtin_sha256()("\0".join(identity).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    key = builtin_sha256()("\0".join(identity).encode("utf-8", "surrogateescape")).hexdigest()[:_KEY_LENGTH]
     path = os.path.join(exec_root, CACHE_DIRECTORY, f"{key}.sock")
     return path if len(os.fsencode(fork_socket(path))) < _SOCKET_PATH_LIMIT else None
+
+
+def interpreter_identity() -> list[str]:
+    """The first fields of a cache's identity: this interpreter's binary (its real path), its
+    prefix (a virtual environment is another interpreter) and the code tree lamina runs from."""
+    return [os.path.realpath(sys.executable), sys.prefix,
+            os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
 
 
 def fork_socket(cache_socket: str) -> str:

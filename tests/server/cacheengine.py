@@ -25,10 +25,17 @@ _DROPPED = ("TZ", "LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_R
             "LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_USERNS_REMAP_LAYERS", "COLUMNS")
 
 
+#: the Python front, as the virtual environment's entry script runs it
+PYTHON_FRONT = (sys.executable, "-m", "lamina.cli.front")
+
+
 @dataclass
 class Engine:
     base: str
     environment: dict[str, str]
+    #: the ``lamina`` program the tests run: the Python front, or the compiled one
+    #: (``compiled_front``, lamina/cli/front.c)
+    program: tuple[str, ...] = PYTHON_FRONT
 
     @property
     def data_root(self) -> str:
@@ -46,7 +53,7 @@ class Engine:
 
     def lamina(self, *argv: str, **extra: str) -> subprocess.CompletedProcess:
         """The ``lamina`` program as a user runs it (its front first)."""
-        return subprocess.run([sys.executable, "-m", "lamina.cli.front", *argv], env={**self.environment, **extra},
+        return subprocess.run([*self.program, *argv], env={**self.environment, **extra},
                               capture_output=True, cwd=REPOSITORY, timeout=120)
 
     def in_process(self, *argv: str) -> subprocess.CompletedProcess:
@@ -113,6 +120,18 @@ def serving(path: str) -> bool:
         return False
     finally:
         probe.close()
+
+
+@pytest.fixture(scope="session")
+def compiled_front(tmp_path_factory) -> str:
+    """The compiled front (lamina/cli/front.c), built for this interpreter as ``make`` builds it."""
+    if shutil.which(os.environ.get("CC") or "cc") is None:
+        pytest.skip("no C compiler to build lamina/cli/front.c (`make` installs gcc)")
+    from lamina.cli.frontbuild import build
+
+    path = str(tmp_path_factory.mktemp("front") / "lamina")
+    build(path)
+    return path
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from hypothesis import given, settings, strategies as st
 
 from lamina.cli import enginecache, forkserver, front
 from tests.processes import children, comm
-from tests.server.cacheengine import cached, cmdline, engine, serving, wait_until  # noqa: F401 - fixtures
+from tests.server.cacheengine import cached as cached_engine, cmdline, compiled_front, engine, serving, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the engine cache serves root only (overlay2 needs root)")
@@ -43,9 +43,18 @@ CASES = [
 ]
 
 
+@pytest.fixture(params=["python-front", "compiled-front"])
+def cached(request, cached_engine):
+    """The cached engine, its commands run by the Python front and by the compiled one
+    (lamina/cli/front.c): the same client of the fork server."""
+    if request.param == "compiled-front":
+        cached_engine.program = (request.getfixturevalue("compiled_front"),)
+    return cached_engine
+
+
 def _front(engine, *argv: str, **options) -> subprocess.Popen:
     environment = {**engine.environment, **options.pop("env", {})}
-    return subprocess.Popen([sys.executable, "-m", "lamina.cli.front", *argv], env=environment,
+    return subprocess.Popen([*engine.program, *argv], env=environment,
                             cwd=options.pop("cwd", REPOSITORY), **options)
 
 
@@ -208,14 +217,14 @@ def test_the_callers_environment_umask_working_directory_and_stdin(cached, tmp_p
     got = cached.lamina("run", "--rm", "-e", "GREETING", *_QUIET, "sh", "-c", 'echo "$GREETING"',
                         GREETING=environment["GREETING"])
     assert (got.returncode, got.stdout) == (0, b"hello from the caller\n")
-    got = subprocess.run([sys.executable, "-m", "lamina.cli.front", "run", "--rm", "-i", *_QUIET, "cat"],
+    got = subprocess.run([*cached.program, "run", "--rm", "-i", *_QUIET, "cat"],
                          env=cached.environment, input=b"piped in\n", capture_output=True, timeout=120, cwd=REPOSITORY)
     assert (got.returncode, got.stdout) == (0, b"piped in\n")
     modes = []
     for where, extra in (("forked", {}), ("in-process", {"LAMINA_FORWARD": "0"})):
         directory = tmp_path / where
         directory.mkdir()
-        done = subprocess.run([sys.executable, "-m", "lamina.cli.front", "save", "-o", "busybox.tar", "busybox"],
+        done = subprocess.run([*cached.program, "save", "-o", "busybox.tar", "busybox"],
                               env={**cached.environment, **extra}, cwd=directory, capture_output=True, timeout=120,
                               preexec_fn=lambda: os.umask(0o027))
         assert done.returncode == 0, done.stderr
@@ -247,6 +256,9 @@ def test_a_signal_to_the_caller_reaches_the_command(cached):
     program = "trap 'exit 7' INT; echo ready; while :; do sleep 0.1; done"
     with _running(cached, "run", "--rm", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE) as run:
         assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
+        # the compiled front sent the command itself (it did not leave it to the Python front)
+        assert os.path.realpath(f"/proc/{run.pid}/exe") == os.path.realpath(
+            cached.program[0] if len(cached.program) == 1 else sys.executable)
         run.send_signal(signal.SIGINT)  # proxied to the container, as by an in-process run
         assert run.wait(60) == 7
 
@@ -261,6 +273,8 @@ def test_job_control_stops_and_continues_the_command(cached):
     with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE) as run:
         assert _read_until(run.stdout.fileno(), b"ready").startswith(b"ready")
         worker = _worker(cached)
+        assert os.path.realpath(f"/proc/{run.pid}/exe") == os.path.realpath(
+            cached.program[0] if len(cached.program) == 1 else sys.executable)
         run.send_signal(signal.SIGTSTP)  # the terminal's suspend key
         assert wait_until(lambda: _state(run.pid) == "T" and _state(worker) == "T", 20)
         run.send_signal(signal.SIGCONT)  # fg
