@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-__all__ = ["terminate", "lamina_program", "kill_by_pid_files"]
+__all__ = ["terminate", "lamina_program", "compiled_front", "kill_by_pid_files"]
 
 # the ``lamina`` program as its console script runs it (the front first, lamina.cli.front);
 # a tree from before the front existed starts at lamina.cli.main
@@ -20,6 +20,18 @@ def lamina_program(root: str) -> list[str]:
     the interpreter of ``root``'s venv (for ``--against`` / ``--compare`` trees of any age)."""
     # -P: no current directory first on sys.path (a bench run from a tree would import it)
     return [os.path.join(root, ".venv", "bin", "python"), "-P", "-c", _PROGRAM]
+
+
+def compiled_front(root: str, tree: str, output: str) -> list[str] | None:
+    """The ``lamina`` program ``make`` installs for ``tree`` (its compiled front,
+    ``lamina/cli/front.c``), built into ``output`` for ``root``'s venv interpreter with ``tree``
+    on ``PYTHONPATH``, as a user of that tree runs it; None for a tree without one."""
+    if not os.path.exists(os.path.join(tree, "lamina", "cli", "front.c")):
+        return None
+    environment = {**os.environ, "PYTHONPATH": tree}
+    subprocess.run([os.path.join(root, ".venv", "bin", "python"), "-P", "-m", "lamina.cli.frontbuild", output],
+                   env=environment, check=True, capture_output=True)
+    return [output]
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float = 20) -> None:

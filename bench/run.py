@@ -41,8 +41,12 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
   with the docker CLI; the runtimes' rows run after the interleaved ones).  Podman is not
   driven (the row says whether it is installed).
 
-``lamina`` is started as its console script starts it (``processes.lamina_program``: the
-front, or ``lamina.cli.main`` in a tree from before the front), with the tree on ``PYTHONPATH``.
+``lamina`` is the program ``make`` installs for the tree: its compiled front
+(``lamina/cli/front.c``, built into the temporary directory by ``processes.compiled_front``),
+or for a tree without one the Python front as its console script starts it
+(``processes.lamina_program``: ``lamina.cli.front``, or ``lamina.cli.main`` in a tree from
+before the front), with the tree on ``PYTHONPATH``.  The rows "(in-process, the Python front)"
+run the Python front in every tree (what a ``lamina`` installed by pip alone runs).
 
 ``--against TREE`` measures another code tree beside this one (e.g. ``--against /work/main``),
 interleaved: each round runs every row once with this tree, then once with the other
@@ -79,9 +83,12 @@ DOCKERD_LABEL = "dockerd"
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
-from processes import kill_by_pid_files, lamina_program, terminate  # noqa: E402
+from processes import compiled_front, kill_by_pid_files, lamina_program, terminate  # noqa: E402
 
 LAMINA = lamina_program(ROOT)
+#: in a row's command: the variant's ``lamina`` program (its compiled front when its tree has
+#: one, else :data:`LAMINA`); :data:`LAMINA` itself in a row is the Python front
+PROGRAM = "<the variant's lamina program>"
 
 
 def timed(command: list[str], environment: dict[str, str], runs: int, warmup: int,
@@ -184,6 +191,8 @@ class Variant:
                                    "DOCKER_CONFIG": os.path.join(home, "docker-config")}
         self.server: subprocess.Popen[bytes] | None = None
         self.tmpfs_environment: dict[str, str] | None = None  # with --tmpfs: roots on a tmpfs
+        #: what a user of the tree runs as ``lamina``: the compiled front when the tree has one
+        self.program = compiled_front(ROOT, tree, os.path.join(home, "lamina")) or LAMINA
 
     def use_tmpfs(self, tmpfs: str) -> None:
         """Give the variant a second engine whose data and exec roots are on the tmpfs ``tmpfs``."""
@@ -236,6 +245,8 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
                                    "client-api": {**variant.client_environment, "LAMINA_FORWARD": "0"},
                                    "local-tmpfs": variant.tmpfs_environment}[where]
                     assert environment is not None, where
+                    if command[0] == PROGRAM:
+                        command = [*variant.program, *command[1:]]
                 started = time.perf_counter()
                 result = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
                                         check=False)
@@ -252,10 +263,12 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
 
 COMMANDS = [("run --rm --network none busybox true", ["run", "--rm", "--network", "none", "busybox", "true"]),
             ("images", ["images"]), ("ps -a", ["ps", "-a"]), (f"inspect {INSPECTED}", ["inspect", INSPECTED])]
-WAYS = [("lamina {} (in-process)", LAMINA, "local"), ("lamina -H {} (serve)", LAMINA, "client"),
+WAYS = [("lamina {} (in-process)", [PROGRAM], "local"),
+        ("lamina {} (in-process, the Python front)", LAMINA, "local"),
+        ("lamina -H {} (serve)", LAMINA, "client"),
         ("docker {} (docker CLI -> serve)", [DOCKER], "client"), ("docker {} (docker CLI -> dockerd)", [DOCKER], "dockerd"),
         ("lamina -H {} (serve, API requests: LAMINA_FORWARD=0)", LAMINA, "client-api"),
-        ("lamina {} (in-process, no engine cache: LAMINA_FORWARD=0)", LAMINA, "local-direct")]
+        ("lamina {} (in-process, no engine cache: LAMINA_FORWARD=0)", [PROGRAM], "local-direct")]
 
 
 def command_rows(with_cold: bool, docker: bool, dockerd: bool,
@@ -271,6 +284,8 @@ def command_rows(with_cold: bool, docker: bool, dockerd: bool,
             if where == "client-api" and command.startswith("run"):
                 continue  # run is never forwarded to a daemon: the row would repeat "lamina -H run"
             rows.append((pattern.format(command), [*program, *arguments], where))
+            if program != [PROGRAM]:
+                continue  # the rows below run the variant's program
             if where == "local" and command == "images" and with_cold:
                 name = "  the same, first read after the engine cache left"
                 rows.append((name, [*program, *arguments], where))
@@ -284,7 +299,7 @@ def command_rows(with_cold: bool, docker: bool, dockerd: bool,
                     rows.append((name, [*program, *arguments], where))
                     cold[name] = "engine-cache"
                 rows.append(("lamina run --rm busybox true (in-process, bridge)",
-                             [*LAMINA, "run", "--rm", "busybox", "true"], "local"))
+                             [PROGRAM, "run", "--rm", "busybox", "true"], "local"))
                 if tmpfs:
                     rows.append((pattern.format(command) + " [data and exec roots on a tmpfs]",
                                  [*program, *arguments], "local-tmpfs"))
@@ -296,10 +311,11 @@ def ratios(times: dict[tuple[str, str], list[float] | str], variants: list[Varia
     CLI, over the docker CLI's against dockerd."""
     found = {}
     for command, _ in COMMANDS:
-        peer = times.get((WAYS[3][0].format(command), DOCKERD_LABEL))
+        [dockerd] = [pattern for pattern, _, where in WAYS if where == "dockerd"]
+        peer = times.get((dockerd.format(command), DOCKERD_LABEL))
         if not peer or isinstance(peer, str):
             continue
-        for pattern, _, _ in WAYS[:3] + WAYS[4:]:
+        for pattern, _, _ in [way for way in WAYS if way[2] != "dockerd"]:
             for variant in variants:
                 mine = times.get((pattern.format(command), variant.label))
                 if mine and not isinstance(mine, str):

@@ -36,6 +36,12 @@ this process would (:func:`lamina.cli.forkserver.run_forked`: this process waits
 worker's exit status, relays its signals to it and exits with that status).  With no fork
 server, the command runs in-process and, at its exit, starts the cache.
 
+The program ``make`` installs as ``lamina`` is the compiled front (``lamina/cli/front.c``, built
+by :mod:`lamina.cli.frontbuild`): the same client of the fork server without an interpreter's
+start (12-16 ms here), which chooses the fork server by :func:`cache_socket`'s key and runs this
+module, with the same command line and environment, for whatever it does not handle itself
+(everything but a command for a fork server that takes it; reads go to the fork server too).
+
 The exchange (one connection, closed after it), HTTP/1.1 as the rest of the Engine API::
 
     POST /lamina/command HTTP/1.1
