@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lamina import errdefs
 from lamina.cli import forkserver, frontbuild
@@ -296,3 +297,20 @@ def test_the_config_header_carries_the_python_values_in_order():
            '"PYTHONPATH", "PYTHONHOME", NULL};' in header
     assert "static const int RELAYED[] = {" + ", ".join([*forkserver.RELAYED, "0"]) + "};" in header
     assert frontbuild._literal('a"b\\c\n?é') == '"a\\042b\\134c\\012\\077\\303\\251"'
+
+
+_SEGMENTS = st.sampled_from(["", ".", "..", "a", "bb", "c.d", "...", " x"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(leading=st.integers(min_value=0, max_value=3), segments=st.lists(_SEGMENTS, max_size=6))
+def test_a_data_root_is_normalised_as_os_path_abspath(compiled_front, base, leading, segments):
+    # the data root is only hashed into the key: any path, absolute or relative to the cwd
+    data_root = "/" * leading + "/".join(segments)
+    environment = _environment(base, LAMINA_DATA_ROOT=data_root)
+    view = _python_view(environment, base)
+    server = FakeForkServer(view["socket"], [b"P1\nX3\n"])
+    with server.serving():
+        done = subprocess.run([compiled_front, "rm", "x"], env=environment, cwd=base, capture_output=True, timeout=60)
+    assert done.returncode == 3, (data_root, done.stderr)
+    assert [request.executable for request in server.requests] == [os.path.realpath(compiled_front)], data_root
