@@ -1,6 +1,8 @@
 """The monitor template's spare monitor (lamina.container.monitor.template): forked ahead once
 a spawn was served and the template idled for SPARE_DELAY, it is the next container's monitor
-(no fork on that start's path); it leaves with its template, and one that dies is not replaced."""
+(no fork on that start's path); it leaves with its template, and one that dies is not replaced.
+Its spare helper (lamina.container.monitor.launch), forked ahead by the spare, starts its first
+run; it leaves with its spare, and one that died first leaves the start to a forked helper."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ import glob
 import os
 import signal
 
+import pytest
+
+from lamina import errdefs
+from lamina.container.monitor.launch import SPARE_HELPER_NAME
 from lamina.container.monitor.template import SPARE_NAME
 from tests.processes import children, comm, gone
 
@@ -27,6 +33,11 @@ def _spare(engine) -> int:
     engine.wait_for(lambda: _spares(template), message="a spare monitor")
     [spare] = _spares(template)
     return spare
+
+
+def _spare_helper(spare: int) -> int:
+    [helper] = [child for child in children(spare) if comm(child) == SPARE_HELPER_NAME]
+    return helper
 
 
 def test_the_next_start_is_served_by_the_spare_monitor_and_another_is_forked(engine) -> None:
@@ -71,3 +82,39 @@ def test_a_spare_that_dies_is_not_replaced_and_starts_go_on(engine) -> None:
     assert _spares(template) == []
     with open(os.path.join(engine.config.exec_root, "monitor-template", "template.log"), encoding="utf-8") as handle:
         assert "the spare monitor died: none is forked ahead" in handle.read()
+
+
+def test_the_spare_monitors_first_run_is_started_by_its_spare_helper(engine) -> None:
+    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
+    spare = _spare(engine)
+    helper = _spare_helper(spare)
+    container_id = engine.run("sh", "-c", "echo started by the spare helper; sleep 60", HostConfig={"NetworkMode": "none"})
+    assert engine.run_dir(container_id).monitor_pid() == spare
+    engine.wait_for(lambda: engine.output(container_id) == "started by the spare helper\n", message="the output")
+    # an unused helper waits until its monitor's end: this one started the run and exited
+    engine.wait_for(lambda: gone(helper), message="the spare helper's exit")
+    assert comm(spare) != SPARE_NAME and not gone(spare)
+    engine.containers.kill(container_id, signal="SIGKILL")
+    assert engine.wait(container_id) == 137
+    # a start that fails in the spare helper fails as in a forked one: the runtime's error
+    engine.wait_for(lambda: _spares(_template(engine)) not in ([], [spare]), message="the next spare")
+    failing = engine.create("no-such-command", HostConfig={"NetworkMode": "none"})
+    with pytest.raises(errdefs.LaminaError, match='exec: "no-such-command": executable file not found'):
+        engine.containers.start(failing)
+
+
+def test_a_spare_helper_that_died_leaves_the_start_to_a_forked_helper(engine) -> None:
+    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
+    spare = _spare(engine)
+    helper = _spare_helper(spare)
+    os.kill(helper, signal.SIGKILL)
+    engine.wait_for(lambda: gone(helper), message="the helper's death")
+    assert engine.run_removed("echo", "forked", HostConfig={"NetworkMode": "none"}) == 0
+
+
+def test_the_spare_helper_leaves_with_its_spare(engine) -> None:
+    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
+    spare = _spare(engine)
+    helper = _spare_helper(spare)
+    os.kill(_template(engine), signal.SIGKILL)  # the spare leaves, then its helper
+    engine.wait_for(lambda: gone(spare) and gone(helper), message="the spare's and its helper's exit")

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
+from typing import Any
 
 from lamina import errdefs
 from lamina.container import health
@@ -27,11 +29,12 @@ from lamina.container import spec as specs
 from lamina.container.logs import parse_log_options
 import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.api import MonitorContext, MonitorStores, PendingAttach
+from lamina.container.monitor.launch import SpareHelper
 from lamina.container.monitor.server import Monitor
 from lamina.container.rundir import RunDirectory
 from lamina.log import get_logger
 
-__all__ = ["IGNORED_SIGNALS", "monitor_main", "prepare_logging", "rehearse"]
+__all__ = ["IGNORED_SIGNALS", "monitor_main", "prepare_logging", "rehearse", "spare_helper_work"]
 
 log = get_logger("lamina.monitor")
 
@@ -88,14 +91,28 @@ def rehearse(context: MonitorContext, stores: MonitorStores) -> None:
     health.probe_of({})
 
 
+def spare_helper_work(context: MonitorContext, stores: MonitorStores) -> Callable[[dict[str, Any], list[int]], dict[str, Any]]:
+    """What a spare monitor's spare helper (:func:`~lamina.container.monitor.launch.fork_spare_helper`)
+    does with its monitor's first start request: what a helper forked by that monitor would
+    (:meth:`~lamina.container.monitor.run.Runner.start_request`)."""
+    def work(request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        monitor = Monitor(context, stores, str(request["id"]), -1, [])  # no set-up: the monitor made it
+        return monitor.runner.launch_requested(request, fds)
+
+    return work
+
+
 def monitor_main(context: MonitorContext, stores: MonitorStores, container_id: str, answer_fd: int,
-                 pending: list[PendingAttach], log_handler: logging.FileHandler) -> None:
-    """The monitor process; never returns."""
+                 pending: list[PendingAttach], log_handler: logging.FileHandler,
+                 spare_helper: SpareHelper | None = None) -> None:
+    """The monitor process; never returns.  ``spare_helper``: a spare monitor's helper for its
+    first start (:mod:`~lamina.container.monitor.launch`)."""
     code = 0
     log_handler.close()  # the template's log, if it wrote to it: this monitor's own, opened at its first record
     log_handler.baseFilename = RunDirectory(context.exec_root, container_id).monitor_log
     try:
-        _close_inherited({answer_fd, *(item.sock.fileno() for item in pending)})
+        _close_inherited({answer_fd, *(item.sock.fileno() for item in pending),
+                          *([spare_helper.fileno()] if spare_helper is not None else [])})
         null = os.open("/dev/null", os.O_RDWR)
         for target in (0, 1, 2):
             os.dup2(null, target)
@@ -105,7 +122,9 @@ def monitor_main(context: MonitorContext, stores: MonitorStores, container_id: s
 
         # the container's PID 1 is started by a helper that exits (launch): it comes to us
         capabilities.prctl(capabilities.PR_SET_CHILD_SUBREAPER, 1)
-        Monitor(context, stores, container_id, answer_fd, pending).main()
+        monitor = Monitor(context, stores, container_id, answer_fd, pending)
+        monitor.spare_helper = spare_helper
+        monitor.main()
     except BaseException as exc:  # noqa: BLE001 - the last resort: tell the starter, then exit
         code = 1
         try:

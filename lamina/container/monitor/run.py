@@ -283,9 +283,17 @@ class Runner:
         config, host = container.config, container.host_config
         runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
         stdio, child, master, sink, sources = self._stdio(config, host)
+        logged = monitor.writer is not None
+        what = f"start container {self.id}"
         try:
-            launched = in_helper(lambda: self._launch(container, runtime, stdio, master),
-                                 f"start container {self.id}")
+            launched = None
+            helper, monitor.spare_helper = monitor.spare_helper, None
+            if helper is not None:  # forked ahead: its answer, or None when it died first
+                launched = helper.launch({"id": self.id, "logged": logged, "what": what},
+                                         [stdio.stdin, stdio.stdout, stdio.stderr, *([] if master is None else [master])],
+                                         what)
+            if launched is None:
+                launched = in_helper(lambda: self._launch(container, runtime, stdio, master, logged), what)
         except BaseException:
             if sink is not None:
                 sink.release()  # a pipe's write end; a pty master is among the sources
@@ -307,8 +315,18 @@ class Runner:
         monitor.health.begin(run)
         return run
 
-    def _launch(self, container: Container, runtime: Runtime, stdio: Stdio, master: int | None) -> dict[str, Any]:
-        """The start, in the helper: mounts, files, spec, ``runtime.start``, the record."""
+    def launch_requested(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        """The start a spare helper was asked for (:meth:`_start`'s request and descriptors:
+        stdin, stdout, stderr, and with a terminal its master), in that helper."""
+        container = self.store.get(self.id)
+        runtime = self.monitor.context.runtime(str(container.host_config.get("Runtime") or "native"))
+        master = fds[3] if len(fds) > 3 else None
+        return self._launch(container, runtime, Stdio(*fds[:3]), master, bool(request.get("logged")))
+
+    def _launch(self, container: Container, runtime: Runtime, stdio: Stdio, master: int | None,
+                logged: bool) -> dict[str, Any]:
+        """The start, in the helper: mounts, files, spec, ``runtime.start``, the record
+        (``logged``: the monitor writes the container's log)."""
         monitor = self.monitor
         config, host = container.config, container.host_config
         joined = joining.join(self.id, host, self.store.lookup, self.store.directory)
@@ -369,7 +387,6 @@ class Runner:
         probed = health.probe_of(config) is not None
         monitor.run_dir.write_runtime_state(state)
         started_at = now()
-        logged = monitor.writer is not None
 
         def change(record: Container) -> None:
             record.state.update(Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,

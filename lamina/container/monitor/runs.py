@@ -15,6 +15,7 @@ from lamina.container.execstore import ExecStore
 from lamina.container.logs import JsonFileWriter
 from lamina.container.monitor.api import MonitorContext
 from lamina.container.monitor.io import Loop, Sink
+from lamina.container.monitor.launch import SpareHelper
 from lamina.container.rundir import RunDirectory, RunLock
 from lamina.container.store import Container, ContainerStore
 from lamina.events.api import EventSink
@@ -95,6 +96,7 @@ class RunHost(Protocol):
     sessions: ExecFinisher
     health: HealthChecker
     run: Run | None
+    spare_helper: SpareHelper | None
 
     def event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
         """Emit a container event."""

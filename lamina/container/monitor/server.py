@@ -27,6 +27,7 @@ from lamina.container.monitor.execs import ExecSessions
 from lamina.container.monitor.health import HealthProbes
 from lamina.container.monitor.io import Handshake, Loop, Stream, reply, set_window
 from lamina.container.monitor.run import Runner
+from lamina.container.monitor.launch import SpareHelper
 from lamina.container.monitor.runs import Run
 from lamina.container.rundir import RunDirectory, RunLock, bind_unix
 from lamina.container.store import Container
@@ -66,6 +67,8 @@ class Monitor:
                                      on_exit=self._exec_died)
         self.health = HealthProbes(self.loop, self.store, container_id, self.event)
         self.runner = Runner(self)
+        #: a spare monitor's helper for its first start (launch.SpareHelper), until used
+        self.spare_helper: SpareHelper | None = None
 
     def event(self, container: Container, action: str, extra: dict[str, str] | None = None) -> None:
         self.events.emit(CONTAINER, action, self.id, container_attributes(container.config, container.name, extra))
@@ -292,6 +295,9 @@ class Monitor:
                 pass
 
     def _teardown(self) -> None:
+        if self.spare_helper is not None:  # never used: it exits
+            self.spare_helper.close()
+            self.spare_helper = None
         self.close_listeners()
         for stream in list(self.streams):
             stream.close()

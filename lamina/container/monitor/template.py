@@ -101,7 +101,8 @@ from typing import Any
 # the template runs between two forks copies, in the monitor forked first, the pages it writes
 from lamina import errdefs
 from lamina.container.monitor.api import PendingAttach
-from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, monitor_main, prepare_logging, rehearse
+from lamina.container.monitor.bootstrap import IGNORED_SIGNALS, monitor_main, prepare_logging, rehearse, spare_helper_work
+from lamina.container.monitor.launch import SpareHelper, fork_spare_helper
 import lamina.container.monitor.protocol as protocol
 from lamina.container.rundir import bind_unix
 from lamina.records import compile_loaded_inits
@@ -323,20 +324,22 @@ class Template:
         elif spare is not None:
             self._dismiss()  # made for another context or runtime
         self.wanted = wanted
-        return self._fork(context, stores, lambda: (container_id, fds[0], hellos, fds[1:]))
+        return self._fork(context, stores, lambda: (container_id, fds[0], hellos, fds[1:], None))
 
-    def _fork(self, context: Any, stores: Any, request: Callable[[], tuple[str, int, list[Any], list[int]]]) -> int:
+    def _fork(self, context: Any, stores: Any,
+              request: Callable[[], tuple[str, int, list[Any], list[int], SpareHelper | None]]) -> int:
         """Fork a monitor of ``context`` for what ``request()`` answers in the child: the
-        container's id, the answer's descriptor, the pending attaches and their descriptors."""
+        container's id, the answer's descriptor, the pending attaches and their descriptors, a
+        helper forked ahead for its first start."""
         gc.freeze()  # what the template holds now is never collected in a monitor (O(1))
         pid = os.fork()
         if pid == 0:
-            container_id, answer_fd, hellos, attach_fds = request()
+            container_id, answer_fd, hellos, attach_fds, helper = request()
             pending = [PendingAttach(socket.socket(fileno=fd), dict(hello)) for fd, hello in zip(attach_fds, hellos)]
             log_handler = self.log_handler
             if log_handler is None:  # a template made by a test: the monitor logs to its own file
                 log_handler = self.log_handler = prepare_logging()
-            monitor_main(context, stores, container_id, answer_fd, pending, log_handler)  # never returns
+            monitor_main(context, stores, container_id, answer_fd, pending, log_handler, helper)  # never returns
         return pid
 
     # -- the spare monitor -----------------------------------------------------------------------
@@ -359,7 +362,7 @@ class Template:
         closed = [control.fileno(), self.listener.fileno(), self.selector.fileno(),
                   *(lease.fileno() for lease in self.leases)]
         try:
-            pid = self._fork(context, stores, lambda: _wait_as_spare(spare_end, closed))
+            pid = self._fork(context, stores, lambda: _wait_as_spare(spare_end, closed, context, stores))
         except OSError:
             control.close()
             spare_end.close()
@@ -417,14 +420,17 @@ class _Spare:
         self.wanted = wanted
 
 
-def _wait_as_spare(control: socket.socket, closed: list[int]) -> tuple[str, int, list[Any], list[int]]:
+def _wait_as_spare(control: socket.socket, closed: list[int], context: Any,
+                   stores: Any) -> tuple[str, int, list[Any], list[int], SpareHelper | None]:
     """In a spare monitor: close the template's descriptors ``closed`` (never unregistering
-    them: the selector's set is the template's too), wait for a request on ``control``; what
-    :meth:`Template._fork` needs of it.  Exits when ``control`` ends first (the template left,
-    or died)."""
+    them: the selector's set is the template's too), fork the helper of the first start ahead
+    (:func:`~lamina.container.monitor.launch.fork_spare_helper`), wait for a request on
+    ``control``; what :meth:`Template._fork` needs of it.  Exits when ``control`` ends first
+    (the template left, or died; the helper then ends with it)."""
     try:
         for fd in closed:
             os.close(fd)
+        helper = fork_spare_helper(spare_helper_work(context, stores))
         name = set_process_name(SPARE_NAME)
         message, fds, _flags, _address = socket.recv_fds(control, 1 << 20, _MAX_DESCRIPTORS)
         control.close()
@@ -434,7 +440,7 @@ def _wait_as_spare(control: socket.socket, closed: list[int]) -> tuple[str, int,
             fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
         set_process_name(name)
         request = json.loads(message)
-        return str(request["spawn"]), fds[0], list(request["pending"]), fds[1:]
+        return str(request["spawn"]), fds[0], list(request["pending"]), fds[1:], helper
     except BaseException:  # noqa: BLE001 - nothing to start: it goes as it came
         os._exit(0)
 
