@@ -12,6 +12,7 @@ import pytest
 from lamina import errdefs
 from lamina.runtime.api import Resources
 from lamina.runtime.nocgroup import PidNamespaceMembers, refuse_limits
+from tests.processes import children
 
 
 def _wait_for(condition, what: str, timeout: float = 10.0):
@@ -24,18 +25,13 @@ def _wait_for(condition, what: str, timeout: float = 10.0):
         time.sleep(0.02)
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
-        return [int(item) for item in handle.read().split()]
-
-
 @pytest.fixture
 def namespace():
     """(unshare's process, the host pid of PID 1 of a new pid namespace running two sleeps)."""
     process = subprocess.Popen(["unshare", "--pid", "--fork", "sh", "-c", "sleep 300 & sleep 300"])
     try:
-        init = _wait_for(lambda: _children(process.pid), "PID 1 of the namespace")[0]
-        _wait_for(lambda: len(_children(init)) == 2, "the two sleeps")
+        init = _wait_for(lambda: children(process.pid), "PID 1 of the namespace")[0]
+        _wait_for(lambda: len(children(init)) == 2, "the two sleeps")
         yield process, init
     finally:
         process.kill()
@@ -46,14 +42,14 @@ def namespace():
 def test_the_members_are_the_processes_of_the_pid_namespace(namespace) -> None:
     _, init = namespace
     members = PidNamespaceMembers("lamina/test", init)
-    assert members.pids() == sorted([init, *_children(init)])
+    assert members.pids() == sorted([init, *children(init)])
     assert members.exists()
 
 
 @pytest.mark.privileged
 def test_a_process_that_is_no_namespace_init_has_no_members(namespace) -> None:
     _, init = namespace
-    sleeper = _children(init)[0]
+    sleeper = children(init)[0]
     assert PidNamespaceMembers("lamina/test", sleeper).pids() == []
 
 
@@ -61,7 +57,7 @@ def test_a_process_that_is_no_namespace_init_has_no_members(namespace) -> None:
 def test_sigkill_of_all_ends_the_namespace(namespace) -> None:
     process, init = namespace
     members = PidNamespaceMembers("lamina/test", init)
-    sleepers = _children(init)
+    sleepers = children(init)
     members.kill_all(signal.SIGKILL)
     process.wait(timeout=10)
     _wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") and _state(pid) != "Z" for pid in sleepers),
