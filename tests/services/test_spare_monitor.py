@@ -118,3 +118,25 @@ def test_the_spare_helper_leaves_with_its_spare(engine) -> None:
     helper = _spare_helper(spare)
     os.kill(_template(engine), signal.SIGKILL)  # the spare leaves, then its helper
     engine.wait_for(lambda: gone(spare) and gone(helper), message="the spare's and its helper's exit")
+
+
+def _sockets(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+def test_the_spare_helper_holds_none_of_its_spares_sockets(engine) -> None:
+    # the spare's socket to the template must close when the spare dies (the template then
+    # forks a monitor for the request instead of sending it to a dead spare): its helper holds
+    # only its own end of their socket pair
+    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
+    spare = _spare(engine)
+    helper = _spare_helper(spare)
+    assert _sockets(helper) and not _sockets(helper) & _sockets(spare)

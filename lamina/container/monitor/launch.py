@@ -35,7 +35,7 @@ import fcntl
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lamina import errdefs
@@ -135,10 +135,13 @@ class SpareHelper:
         self.channel.close()
 
 
-def fork_spare_helper(work: Callable[[dict[str, Any], list[int]], dict[str, Any]]) -> SpareHelper | None:
+def fork_spare_helper(work: Callable[[dict[str, Any], list[int]], dict[str, Any]],
+                      closed: Sequence[int] = ()) -> SpareHelper | None:
     """Fork a helper that waits for one start request and answers ``work(request, fds)``
-    (the request names what it does as ``"what"``, for its errors); None when it cannot be
-    forked (the start forks its helper then)."""
+    (the request names what it does as ``"what"``, for its errors), closing ``closed`` first
+    (its monitor's own socket to the template: held open by the helper too, a spare that
+    died would still look alive to the template); None when it cannot be forked (the start
+    forks its helper then)."""
     try:
         channel, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError:
@@ -151,6 +154,8 @@ def fork_spare_helper(work: Callable[[dict[str, Any], list[int]], dict[str, Any]
         return None
     if pid == 0:
         channel.close()
+        for fd in closed:
+            os.close(fd)
         _serve_as_spare_helper(helper_end, work)  # never returns
     helper_end.close()
     channel.set_inheritable(False)

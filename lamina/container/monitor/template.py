@@ -430,7 +430,7 @@ def _wait_as_spare(control: socket.socket, closed: list[int], context: Any,
     try:
         for fd in closed:
             os.close(fd)
-        helper = fork_spare_helper(spare_helper_work(context, stores))
+        helper = fork_spare_helper(spare_helper_work(context, stores), [control.fileno()])
         name = set_process_name(SPARE_NAME)
         message, fds, _flags, _address = socket.recv_fds(control, 1 << 20, _MAX_DESCRIPTORS)
         control.close()
