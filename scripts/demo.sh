@@ -76,7 +76,7 @@ LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/lamina images --format '{{.Repository}}:{{
 for _ in $(seq 100); do [ -S "$cache" ] && [ -S "${cache%.sock}.fork.sock" ] && break; sleep 0.1; done
 [ -S "$cache" ] || { echo "demo: no engine cache listens at $cache" >&2; exit 1; }
 LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/lamina images --format '{{.Repository}}:{{.Tag}} {{.Size}}'
-echo "answered by the engine cache at $cache (pid $(cat "${cache%.sock}.pid"))"
+echo "answered by a worker of the engine cache's fork server (the cache: $cache, pid $(cat "${cache%.sock}.pid"); .venv/bin/lamina is the compiled front, which starts no Python for it)"
 LAMINA_DATA_ROOT=$DATA_ROOT .venv/bin/lamina run --rm --network none busybox echo "run by a worker of the cache's fork server (pid $(cat "${cache%.sock}.fork.pid")), on this terminal"
 echo "both leave after 60 idle seconds; stopped now"
 kill "$(cat "${cache%.sock}.pid")" 2>/dev/null || true
