@@ -354,7 +354,7 @@ def monitor_memory(tree: Tree, count: int) -> dict[str, object]:
             sizes.append(uss(monitors[-1]))
         # the process the monitors were forked from, when it stays (lamina's monitor template;
         # a monitor forked by the server or the CLI is reparented to init), and the spare monitor
-        # it keeps forked ahead: their USS is shared by the containers
+        # it keeps forked ahead with that spare's helper: their USS is shared by the containers
         templates = {parent_of(pid) for pid in monitors} - {1, tree.server.pid}
         template = sum(uss(pid) for pid in templates) + sum(uss(pid) for pid in spare_monitors(templates))
         return {"containers": count, "total_mib": round((sum(sizes) + template) / 2**20, 1),
@@ -367,20 +367,27 @@ def monitor_memory(tree: Tree, count: int) -> dict[str, object]:
 
 
 def spare_monitors(templates: set[int]) -> list[int]:
-    """The spare monitors of those monitor templates (``lamina.container.monitor.template``)."""
+    """The spare monitors of those monitor templates (``lamina.container.monitor.template``)
+    and the helpers they fork ahead (``lamina.container.monitor.launch``)."""
+    from lamina.container.monitor.launch import SPARE_HELPER_NAME
     from lamina.container.monitor.template import SPARE_NAME
 
+    spares = _children_named(templates, SPARE_NAME)
+    return spares + _children_named(set(spares), SPARE_HELPER_NAME)
+
+
+def _children_named(parents: set[int], name: str) -> list[int]:
     found = []
-    for template in templates:
+    for parent in parents:
         try:
-            with open(f"/proc/{template}/task/{template}/children", encoding="ascii") as handle:
+            with open(f"/proc/{parent}/task/{parent}/children", encoding="ascii") as handle:
                 children = [int(child) for child in handle.read().split()]
         except OSError:
             continue
         for child in children:
             try:
                 with open(f"/proc/{child}/comm", encoding="utf-8") as handle:
-                    if handle.read().rstrip("\n") == SPARE_NAME:
+                    if handle.read().rstrip("\n") == name:
                         found.append(child)
             except OSError:
                 pass
