@@ -35,8 +35,14 @@ def _spare(engine) -> int:
     return spare
 
 
-def _spare_helper(spare: int) -> int:
-    [helper] = [child for child in children(spare) if comm(child) == SPARE_HELPER_NAME]
+def _spare_helper(engine, spare: int) -> int:
+    """The spare helper of ``spare``, once it named itself (it is forked before the spare names
+    itself, and names itself first thing)."""
+    def helpers() -> list[int]:
+        return [child for child in children(spare) if comm(child) == SPARE_HELPER_NAME]
+
+    engine.wait_for(helpers, message="the spare helper")
+    [helper] = helpers()
     return helper
 
 
@@ -87,7 +93,7 @@ def test_a_spare_that_dies_is_not_replaced_and_starts_go_on(engine) -> None:
 def test_the_spare_monitors_first_run_is_started_by_its_spare_helper(engine) -> None:
     assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
     spare = _spare(engine)
-    helper = _spare_helper(spare)
+    helper = _spare_helper(engine, spare)
     container_id = engine.run("sh", "-c", "echo started by the spare helper; sleep 60", HostConfig={"NetworkMode": "none"})
     assert engine.run_dir(container_id).monitor_pid() == spare
     engine.wait_for(lambda: engine.output(container_id) == "started by the spare helper\n", message="the output")
@@ -106,7 +112,7 @@ def test_the_spare_monitors_first_run_is_started_by_its_spare_helper(engine) -> 
 def test_a_spare_helper_that_died_leaves_the_start_to_a_forked_helper(engine) -> None:
     assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
     spare = _spare(engine)
-    helper = _spare_helper(spare)
+    helper = _spare_helper(engine, spare)
     os.kill(helper, signal.SIGKILL)
     engine.wait_for(lambda: gone(helper), message="the helper's death")
     assert engine.run_removed("echo", "forked", HostConfig={"NetworkMode": "none"}) == 0
@@ -115,7 +121,7 @@ def test_a_spare_helper_that_died_leaves_the_start_to_a_forked_helper(engine) ->
 def test_the_spare_helper_leaves_with_its_spare(engine) -> None:
     assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
     spare = _spare(engine)
-    helper = _spare_helper(spare)
+    helper = _spare_helper(engine, spare)
     os.kill(_template(engine), signal.SIGKILL)  # the spare leaves, then its helper
     engine.wait_for(lambda: gone(spare) and gone(helper), message="the spare's and its helper's exit")
 
@@ -138,5 +144,5 @@ def test_the_spare_helper_holds_none_of_its_spares_sockets(engine) -> None:
     # only its own end of their socket pair
     assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
     spare = _spare(engine)
-    helper = _spare_helper(spare)
+    helper = _spare_helper(engine, spare)
     assert _sockets(helper) and not _sockets(helper) & _sockets(spare)
