@@ -221,6 +221,15 @@ def test_the_front_ends_as_the_worker_ended(compiled_front, base, answer, code, 
     assert (done.returncode, done.stderr) == (code, message)
 
 
+def _catches(pid: int, number: int) -> bool:
+    """Whether process ``pid`` has a handler for signal ``number`` (``SigCgt`` in its status)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (number - 1) & 1)
+    return False
+
+
 def test_signals_are_relayed_to_the_worker(compiled_front, base):
     environment = _environment(base)
     worker = subprocess.Popen(["sleep", "60"])
@@ -229,7 +238,8 @@ def test_signals_are_relayed_to_the_worker(compiled_front, base):
         with server.serving():
             front = subprocess.Popen([compiled_front, "rm", "x"], env=environment, cwd=base)
             try:
-                assert wait_until(lambda: server.requests, 30)
+                # once the front read the "P" line it relays: its SIGTERM is caught
+                assert wait_until(lambda: _catches(front.pid, signal.SIGTERM), 30)
                 front.send_signal(signal.SIGTERM)
                 assert worker.wait(30) == -signal.SIGTERM
             finally:
