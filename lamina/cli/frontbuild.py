@@ -92,8 +92,12 @@ def build(output: str, *, compiler: str | None = None) -> None:
         if result.stderr:
             _remove(partial)
             raise errdefs.System(f"{compiler} warned about {SOURCE}:\n{result.stderr}")
-        os.chmod(partial, 0o755)
-        os.rename(partial, output)
+        try:
+            os.chmod(partial, 0o755)
+            os.rename(partial, output)
+        except OSError as exc:
+            _remove(partial)
+            raise errdefs.System(f"cannot install the compiled front as {output}: {exc.strerror}") from exc
 
 
 def _remove(path: str) -> None:

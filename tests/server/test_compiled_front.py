@@ -324,3 +324,14 @@ def test_a_data_root_is_normalised_as_os_path_abspath(compiled_front, base, lead
         done = subprocess.run([compiled_front, "rm", "x"], env=environment, cwd=base, capture_output=True, timeout=60)
     assert done.returncode == 3, (data_root, done.stderr)
     assert [request.executable for request in server.requests] == [os.path.realpath(compiled_front)], data_root
+
+
+def test_an_output_that_cannot_be_replaced_is_refused_whole(tmp_path):
+    if shutil.which(os.environ.get("CC") or "cc") is None:
+        pytest.skip("no C compiler to build lamina/cli/front.c (`make` installs gcc)")
+    occupied = tmp_path / "lamina"
+    occupied.mkdir()  # a directory where the program goes: rename(2) refuses to replace it
+    (occupied / "kept").write_text("")
+    with pytest.raises(errdefs.System, match="cannot install the compiled front"):
+        frontbuild.build(str(occupied))
+    assert sorted(os.listdir(tmp_path)) == ["lamina"] and os.listdir(occupied) == ["kept"]
