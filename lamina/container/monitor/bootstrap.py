@@ -91,13 +91,14 @@ def rehearse(context: MonitorContext, stores: MonitorStores) -> None:
     health.probe_of({})
 
 
-def spare_helper_work(context: MonitorContext, stores: MonitorStores) -> Callable[[dict[str, Any], list[int]], dict[str, Any]]:
+def spare_helper_work(context: MonitorContext,
+                      stores: MonitorStores) -> Callable[[dict[str, Any], Callable[[], tuple[dict[str, Any], list[int]]]], dict[str, Any]]:
     """What a spare monitor's spare helper (:func:`~lamina.container.monitor.launch.fork_spare_helper`)
-    does with its monitor's first start request: what a helper forked by that monitor would
+    does with its monitor's first start: what a helper forked by that monitor would
     (:meth:`~lamina.container.monitor.run.Runner.launch_requested`)."""
-    def work(request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
-        monitor = Monitor(context, stores, str(request["id"]), -1, [])  # no set-up: the monitor made it
-        return monitor.runner.launch_requested(request, fds)
+    def work(request: dict[str, Any], receive: Callable[[], tuple[dict[str, Any], list[int]]]) -> dict[str, Any]:
+        monitor = Monitor(context, stores, str(request["id"]), -1, [])  # no set-up: the monitor makes it
+        return monitor.runner.launch_requested(receive)
 
     return work
 

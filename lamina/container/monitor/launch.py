@@ -19,14 +19,22 @@ kind); a helper that dies without answering is a failed start.
 The **spare helper**: a fork of a monitor costs ~2-3 ms (its page tables), on the start's path.
 A spare monitor (:mod:`~lamina.container.monitor.template`), forked ahead of its container,
 forks its first start's helper ahead too, before it waits: :func:`fork_spare_helper`, named
-:data:`SPARE_HELPER_NAME` in ``/proc/PID/comm`` while it waits on a socket pair.  The monitor's
-first start sends it (:meth:`SpareHelper.launch`) a request line (the container's id and what
-the start needs of the monitor, as JSON) with the child ends of stdio as descriptors, and reads
-the answer on the same socket; the helper builds what a forked helper inherits (its
-:class:`~lamina.container.monitor.server.Monitor` for that id, with no set-up), runs the same
-start and answers as :func:`in_helper`'s helper does.  A monitor that does not start (or whose
-helper died first: its start forks one) closes the socket, and the helper exits, as it does
-when its monitor dies.
+:data:`SPARE_HELPER_NAME` in ``/proc/PID/comm`` while it waits on a socket pair
+(``SOCK_SEQPACKET``: one JSON line a message).  As soon as the monitor holds its lock and
+found the container not running, it sends the helper the container's id
+(:meth:`SpareHelper.begin`); the helper builds what a forked helper inherits (its
+:class:`~lamina.container.monitor.server.Monitor` for that id, with no set-up) and prepares
+the start (the root filesystem and volumes mounted, the network joined, ``/etc`` files, the
+spec) while the monitor sets itself up (signals, exit record, log, sockets, stdio).  The
+monitor's first start then sends whether it writes the log, with the child ends of stdio (and
+a pty's master) as descriptors (:meth:`SpareHelper.launch`); the helper runs the rest of the
+start (``runtime.start``, the record) and answers as :func:`in_helper`'s helper does, on the
+same socket.  A monitor that does not go on with the start dismisses it
+(:meth:`SpareHelper.dismiss`): the helper undoes what it prepared (the start's own failure
+path) and exits, and the monitor waits for that before it reports the failure.  A helper that
+could not be sent the request (it died first) leaves the start to a forked one; one that died
+after it began is a failed start, as a forked helper's death is.  The helper exits with its
+spare too (the end of its socket).
 """
 
 from __future__ import annotations
@@ -42,12 +50,13 @@ from lamina import errdefs
 import lamina.container.monitor.protocol as protocol
 from lamina.log import get_logger
 
-__all__ = ["SPARE_HELPER_NAME", "SpareHelper", "fork_spare_helper", "in_helper"]
+__all__ = ["SPARE_HELPER_NAME", "Dismissed", "SpareHelper", "fork_spare_helper", "in_helper"]
 
 #: a spare helper's name while it waits (``/proc/PID/comm``)
 SPARE_HELPER_NAME = "spare-helper"
 _REQUEST_LIMIT = 1 << 16
 _MAX_DESCRIPTORS = 4            # stdin, stdout, stderr; the pty's master
+_ANSWER_PIECE = 4096            # protocol.read_pipe_answer reads this much at a time
 
 log = get_logger("lamina.monitor")
 
@@ -104,46 +113,70 @@ def in_helper(work: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
     return _raise_or_return(answer, what)
 
 
+class Dismissed(BaseException):
+    """In a spare helper: its monitor dismissed it before the start went on (a BaseException,
+    so that the start's own failure path undoes what it prepared, and nothing logs it)."""
+
+
 class SpareHelper:
     """The monitor's side of a spare helper: its pid and its socket."""
 
-    __slots__ = ("pid", "channel")
+    __slots__ = ("pid", "channel", "begun")
 
     def __init__(self, pid: int, channel: socket.socket) -> None:
         self.pid = pid
         self.channel = channel
+        self.begun = False  # it was sent its start's request, and may have mounted things
 
     def fileno(self) -> int:
         return self.channel.fileno()
 
-    def launch(self, request: dict[str, Any], fds: list[int], what: str) -> dict[str, Any] | None:
-        """The answer of the start ``request`` (with the descriptors ``fds``) as
-        :func:`in_helper` gives it; None when the helper is gone before it read the request
-        (nothing started: fork one).  The socket is closed either way."""
+    def begin(self, request: dict[str, Any]) -> bool:
+        """Send the start's request (the container's id, ``"what"`` for its errors): the helper
+        prepares the start (mounts, files, spec) while the monitor sets itself up.  False when
+        the helper is gone (it is then closed: the start forks one)."""
+        try:
+            self.channel.sendall(json.dumps(request).encode() + b"\n")
+        except OSError:
+            self.channel.close()
+            return False
+        self.begun = True
+        return True
+
+    def launch(self, request: dict[str, Any], fds: list[int], what: str) -> dict[str, Any]:
+        """Let the begun start go on, with ``request`` (``"logged"``) and the descriptors
+        ``fds`` (stdin, stdout, stderr, and with a terminal the master); its answer as
+        :func:`in_helper` gives it.  The socket is closed either way."""
         try:
             try:
                 socket.send_fds(self.channel, [json.dumps(request).encode() + b"\n"], fds)
             except OSError:
-                return None
+                pass  # it ended first: its answer (the preparation's error) is read below
             answer = protocol.read_pipe_answer(self.channel.fileno(), _HELPER_TIMEOUT)
         finally:
-            self.close()
+            self.channel.close()
         return _raise_or_return(answer, what)
 
-    def close(self) -> None:
-        """Dismiss it (unused), or end the exchange: it exits at the end of its socket."""
+    def dismiss(self) -> None:
+        """End it unused: it undoes what it prepared and exits; waited for, so that nothing it
+        mounted is left when the monitor reports why it did not start."""
         self.channel.close()
+        if self.begun:
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass  # reaped by the monitor's SIGCHLD handling
 
 
-def fork_spare_helper(work: Callable[[dict[str, Any], list[int]], dict[str, Any]],
+def fork_spare_helper(work: Callable[[dict[str, Any], Callable[[], tuple[dict[str, Any], list[int]]]], dict[str, Any]],
                       closed: Sequence[int] = ()) -> SpareHelper | None:
-    """Fork a helper that waits for one start request and answers ``work(request, fds)``
-    (the request names what it does as ``"what"``, for its errors), closing ``closed`` first
-    (its monitor's own socket to the template: held open by the helper too, a spare that
-    died would still look alive to the template); None when it cannot be forked (the start
-    forks its helper then)."""
+    """Fork a helper that waits for a start's request and answers ``work(request, receive)``
+    (``receive()``: the monitor's next message and its descriptors; it raises
+    :class:`Dismissed` when the monitor dismissed the helper instead), closing ``closed`` first (its monitor's own socket to the template: held open by the
+    helper too, a spare that died would still look alive to the template); None when it cannot
+    be forked (the start forks its helper then)."""
     try:
-        channel, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     except OSError:
         return None
     try:
@@ -162,25 +195,36 @@ def fork_spare_helper(work: Callable[[dict[str, Any], list[int]], dict[str, Any]
     return SpareHelper(pid, channel)
 
 
-def _serve_as_spare_helper(channel: socket.socket, work: Callable[[dict[str, Any], list[int]], dict[str, Any]]) -> None:
-    """The spare helper: wait for the request, answer it, exit; never returns."""
+def _receive(channel: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """The monitor's next message (one datagram: a JSON line) and its descriptors."""
+    data, fds, _flags, _address = socket.recv_fds(channel, _REQUEST_LIMIT, _MAX_DESCRIPTORS)
+    for fd in fds:
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        raise Dismissed()
+    return json.loads(data), fds
+
+
+def _serve_as_spare_helper(channel: socket.socket,
+                           work: Callable[[dict[str, Any], Callable[[], tuple[dict[str, Any], list[int]]]], dict[str, Any]]) -> None:
+    """The spare helper: wait for the start's request, run it, answer, exit; never returns."""
     try:
         from lamina.sys import set_process_name
 
         name = set_process_name(SPARE_HELPER_NAME)
-        data = bytearray()
-        fds: list[int] = []
-        while not data.endswith(b"\n") and len(data) < _REQUEST_LIMIT:
-            chunk, received, _flags, _address = socket.recv_fds(channel, _REQUEST_LIMIT, _MAX_DESCRIPTORS)
-            for fd in received:
-                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
-            fds += received
-            if not chunk:
-                os._exit(0)  # dismissed, or its monitor died
-            data += chunk
+        try:
+            request, _fds = _receive(channel)
+        except (Dismissed, OSError, ValueError):
+            os._exit(0)  # dismissed before it began, or its monitor died
         set_process_name(name)
-        request = json.loads(data)
-        answer = _answer_of(lambda: work(request, fds), str(request.get("what") or "start a container"))
-        channel.sendall(protocol.encode(answer))
+        try:
+            answer = protocol.encode(_answer_of(lambda: work(request, lambda: _receive(channel)),
+                                                str(request.get("what") or "start a container")))
+        except Dismissed:
+            os._exit(0)  # what it prepared is undone (the start's own failure path)
+        for offset in range(0, len(answer), _ANSWER_PIECE):  # datagrams the reader joins
+            channel.send(answer[offset:offset + _ANSWER_PIECE])
     finally:
         os._exit(0)

@@ -277,23 +277,26 @@ class Runner:
         """Start a run: stdio here, the rest in a helper process (:mod:`.launch`: what the
         start touches is not copied into the monitor for the container's life)."""
         monitor = self.monitor
-        container = self.store.get(self.id)
-        if container.state.get("RemovalInProgress"):
-            raise errdefs.Conflict(f"container {self.id} is marked for removal and cannot be started")
-        config, host = container.config, container.host_config
-        runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
-        stdio, child, master, sink, sources = self._stdio(config, host)
+        try:
+            container = self.store.get(self.id)
+            if container.state.get("RemovalInProgress"):
+                raise errdefs.Conflict(f"container {self.id} is marked for removal and cannot be started")
+            config, host = container.config, container.host_config
+            runtime = monitor.context.runtime(str(host.get("Runtime") or "native"))
+            stdio, child, master, sink, sources = self._stdio(config, host)
+        except BaseException:
+            monitor.dismiss_spare_helper()  # what it prepared is undone before the failure is told
+            raise
         logged = monitor.writer is not None
         what = f"start container {self.id}"
         try:
-            launched = None
             helper, monitor.spare_helper = monitor.spare_helper, None
-            if helper is not None:  # forked ahead: its answer, or None when it died first
-                launched = helper.launch({"id": self.id, "logged": logged, "what": what},
+            if helper is not None:  # forked ahead, and preparing this start since the set-up began
+                launched = helper.launch({"logged": logged},
                                          [stdio.stdin, stdio.stdout, stdio.stderr, *([] if master is None else [master])],
                                          what)
-            if launched is None:
-                launched = in_helper(lambda: self._launch(container, runtime, stdio, master, logged), what)
+            else:
+                launched = in_helper(lambda: self._launch(container, runtime, lambda: (stdio, master, logged)), what)
         except BaseException:
             if sink is not None:
                 sink.release()  # a pipe's write end; a pty master is among the sources
@@ -315,18 +318,25 @@ class Runner:
         monitor.health.begin(run)
         return run
 
-    def launch_requested(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
-        """The start a spare helper was asked for (:meth:`_start`'s request and descriptors:
-        stdin, stdout, stderr, and with a terminal its master), in that helper."""
+    def launch_requested(self, receive: Callable[[], tuple[dict[str, Any], list[int]]]) -> dict[str, Any]:
+        """The start a spare helper was asked for (:meth:`Monitor.main` sent the id), in that
+        helper: prepared at once, then run with what ``receive()`` brings once the monitor's
+        :meth:`_start` got there (``"logged"``, and stdin, stdout, stderr and with a terminal
+        its master as descriptors)."""
         container = self.store.get(self.id)
         runtime = self.monitor.context.runtime(str(container.host_config.get("Runtime") or "native"))
-        master = fds[3] if len(fds) > 3 else None
-        return self._launch(container, runtime, Stdio(*fds[:3]), master, bool(request.get("logged")))
 
-    def _launch(self, container: Container, runtime: Runtime, stdio: Stdio, master: int | None,
-                logged: bool) -> dict[str, Any]:
-        """The start, in the helper: mounts, files, spec, ``runtime.start``, the record
-        (``logged``: the monitor writes the container's log)."""
+        def ready() -> tuple[Stdio, int | None, bool]:
+            message, fds = receive()
+            return Stdio(*fds[:3]), (fds[3] if len(fds) > 3 else None), bool(message.get("logged"))
+
+        return self._launch(container, runtime, ready)
+
+    def _launch(self, container: Container, runtime: Runtime,
+                ready: Callable[[], tuple[Stdio, int | None, bool]]) -> dict[str, Any]:
+        """The start, in the helper: mounts, files, spec, then with ``ready()``'s stdio, pty
+        master and whether the monitor writes the container's log, ``runtime.start`` and the
+        record.  What it prepared is undone when anything fails (``ready()`` included)."""
         monitor = self.monitor
         config, host = container.config, container.host_config
         joined = joining.join(self.id, host, self.store.lookup, self.store.directory)
@@ -364,6 +374,7 @@ class Runner:
                 spec = replace(spec, network_namespace=sandbox["SandboxKey"])
             spec, shm = joining.prepare(spec, joined, host, self.store.directory(self.id))
             mapping = self.mounts.get(self.id).idmap
+            stdio, master, logged = ready()
             if mapping is not None:
                 from lamina.container.monitor.remap import remapped_spec
 

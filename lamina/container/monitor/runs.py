@@ -113,6 +113,9 @@ class RunHost(Protocol):
     def reap(self) -> None:
         """Reap the exited children."""
 
+    def dismiss_spare_helper(self) -> None:
+        """A spare helper not used: it undoes what it prepared and exits (waited for)."""
+
     def close_clients(self) -> None:
         """The run ended: flush and close its clients."""
 

@@ -88,6 +88,12 @@ class Monitor:
         os.close(self.answer_fd)
         self.answer_fd = None
 
+    def dismiss_spare_helper(self) -> None:
+        """A spare helper not used: it undoes what it prepared and exits (waited for)."""
+        if self.spare_helper is not None:
+            self.spare_helper.dismiss()
+            self.spare_helper = None
+
     # -- set-up ----------------------------------------------------------------------------------
 
     def _running(self) -> bool:
@@ -174,6 +180,9 @@ class Monitor:
             if container.state.get("Running"):
                 self.answer(protocol.OK)  # started by another monitor meanwhile
                 return
+            if self.spare_helper is not None and not self.spare_helper.begin(
+                    {"id": self.id, "what": f"start container {self.id}"}):
+                self.spare_helper = None  # it died first: the start forks a helper
             self._setup_signals()
             self.run_lock = self.run_dir.run_lock()
             self._open_log(container)
@@ -295,9 +304,7 @@ class Monitor:
                 pass
 
     def _teardown(self) -> None:
-        if self.spare_helper is not None:  # never used: it exits
-            self.spare_helper.close()
-            self.spare_helper = None
+        self.dismiss_spare_helper()
         self.close_listeners()
         for stream in list(self.streams):
             stream.close()
