@@ -391,8 +391,11 @@ def _hand_over(selector: selectors.BaseSelector, spares: list[_Spare], workers: 
     try:
         rights = struct.pack(f"{_DESCRIPTORS + 1}i", conn.fileno(), *fds)
         sent = spare.control.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
-        spare.control.sendall(request[sent:])
-    except OSError:  # it died: a worker is forked for this client
+        if sent < len(request):
+            # never an empty send: a spare that read the whole request may have closed its end
+            # already (it runs the command): that send would fail as if it had died
+            spare.control.sendall(request[sent:])
+    except OSError:  # it died before it had the whole request: a worker is forked for this client
         spares.append(spare)
         _dismiss(selector, spares, registered=False)
         return False

@@ -376,3 +376,61 @@ def test_a_request_reads_back_as_sent(words, environ, umask):
             os.close(fd)
         left.close()
         right.close()
+
+
+class _ClosingSpare:
+    """A spare's control socket whose spare reads the whole request at once and closes its end
+    before the fork server's send returns (a spare that went on to run the command)."""
+
+    def __init__(self, control: socket.socket, spare_end: socket.socket) -> None:
+        self.control = control
+        self.spare_end = spare_end
+        self.received = b""
+
+    def sendmsg(self, *arguments):
+        sent = self.control.sendmsg(*arguments)
+        data, ancillary, _flags, _address = self.spare_end.recvmsg(1 << 16, socket.CMSG_SPACE(5 * 4))
+        self.received = data
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                for index in range(0, len(payload) - 3, 4):
+                    os.close(int.from_bytes(payload[index:index + 4], sys.byteorder))
+        self.spare_end.close()
+        return sent
+
+    def sendall(self, data: bytes) -> None:
+        self.control.sendall(data)
+
+    def close(self) -> None:
+        self.control.close()
+
+
+def test_a_spare_that_took_its_request_at_once_is_that_clients_worker():
+    # the fork server used to send the rest of the request even when nothing was left: that
+    # empty send failed on the spare's closed end, it took the spare for dead, waited for it
+    # (the command ran meanwhile: a long one hung the fork server) and forked a second worker
+    import selectors
+
+    spare = subprocess.Popen(["sleep", "60"])
+    control, spare_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    client, conn = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(4)]
+    selector = selectors.DefaultSelector()
+    pidfd = os.pidfd_open(spare.pid)
+    try:
+        selector.register(pidfd, selectors.EVENT_READ, "spare")
+        racing = _ClosingSpare(control, spare_end)
+        spares = [forkserver._Spare(spare.pid, pidfd, racing)]
+        workers: dict = {}
+        request = forkserver.encode_request(["run", "busybox"], {b"A": b"b"}, 0o022)
+        assert forkserver._hand_over(selector, spares, workers, conn, request, fds)
+        assert racing.received == request and spares == []
+        assert [worker.pid for worker in workers.values()] == [spare.pid]  # the client's worker now
+    finally:
+        spare.kill()
+        spare.wait()
+        selector.close()
+        for fd in [*fds, pidfd]:
+            os.close(fd)
+        for sock in (control, client, conn):
+            sock.close()
