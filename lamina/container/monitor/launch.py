@@ -219,12 +219,28 @@ def _serve_as_spare_helper(channel: socket.socket,
         except (Dismissed, OSError, ValueError):
             os._exit(0)  # dismissed before it began, or its monitor died
         set_process_name(name)
+        received: list[bool] = []
+
+        def receive() -> tuple[dict[str, Any], list[int]]:
+            received.append(True)
+            return _receive(channel)
+
         try:
-            answer = protocol.encode(_answer_of(lambda: work(request, lambda: _receive(channel)),
+            answer = protocol.encode(_answer_of(lambda: work(request, receive),
                                                 str(request.get("what") or "start a container")))
         except Dismissed:
             os._exit(0)  # what it prepared is undone (the start's own failure path)
         for offset in range(0, len(answer), _ANSWER_PIECE):  # datagrams the reader joins
             channel.send(answer[offset:offset + _ANSWER_PIECE])
+        if not received:
+            # the preparation failed: the monitor's next message (the go, or the end) is read
+            # before this exits, or the monitor's read of the answer fails with ECONNRESET
+            # (a unix socket closed with unread data resets its peer)
+            try:
+                _message, fds = _receive(channel)
+                for fd in fds:
+                    os.close(fd)
+            except (Dismissed, OSError, ValueError):
+                pass
     finally:
         os._exit(0)

@@ -66,11 +66,22 @@ def test_a_dismissed_helper_undoes_what_it_prepared_before_the_monitor_goes_on(t
         os.waitpid(helper.pid, os.WNOHANG)  # reaped by dismiss
 
 
-def test_a_preparation_that_fails_is_the_starts_error(tmp_path) -> None:
-    helper = fork_spare_helper(_work(str(tmp_path / "mounted"), fail_preparing=True))
+@pytest.mark.parametrize("slow", [False, True], ids=["go sent after the answer", "go sent before the answer"])
+def test_a_preparation_that_fails_is_the_starts_error(tmp_path, slow) -> None:
+    # whether the monitor's go arrives before or after the helper's error answer, the answer
+    # is what the start raises (a helper that exited with the go unread reset the socket)
+    preparing = _work(str(tmp_path / "mounted"), fail_preparing=True)
+
+    def work(request, receive):
+        if slow:
+            time.sleep(0.3)
+        return preparing(request, receive)
+
+    helper = fork_spare_helper(work)
     assert helper is not None
     assert helper.begin({"id": "c1", "what": "start container c1"})
-    time.sleep(0.2)  # it answered and exited: the go is sent to no one, the answer still read
+    if not slow:
+        time.sleep(0.3)  # it answered: the go comes after
     with pytest.raises(errdefs.InvalidArgument, match="bad mount for c1"):
         helper.launch({"logged": False}, [0, 1, 2], "start container c1")
     os.waitpid(helper.pid, 0)
