@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -107,12 +108,39 @@ class FakeForkServer:
                 self.hold.wait(30)
 
 
+def _started_for(path: str) -> list[int]:
+    """The processes a command of the test left for roots under ``path``: an engine cache the
+    Python front started after running a command in-process (it had no fork server), its fork
+    server and workers, a monitor template."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as handle:
+                    if path.encode() in handle.read():
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
 @pytest.fixture
 def base() -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="lcf-", dir="/tmp")  # short: the socket's path fits a unix address
     try:
         yield path
     finally:
+        for _ in range(100):
+            pids = _started_for(path)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
+        subprocess.run(["umount", "-R", "-l", path], capture_output=True, check=False)
         shutil.rmtree(path, ignore_errors=True)
 
 
