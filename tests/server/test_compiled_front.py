@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lamina import errdefs
 from lamina.cli import forkserver, frontbuild
 from tests.server.cacheengine import compiled_front, wait_until  # noqa: F401 - fixtures
-from tests.server.conftest import REPOSITORY
+from tests.server.conftest import REPOSITORY, _processes_naming
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the fronts use the engine cache for root only")
 
@@ -108,22 +108,6 @@ class FakeForkServer:
                 self.hold.wait(30)
 
 
-def _started_for(path: str) -> list[int]:
-    """The processes a command of the test left for roots under ``path``: an engine cache the
-    Python front started after running a command in-process (it had no fork server), its fork
-    server and workers, a monitor template."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as handle:
-                    if path.encode() in handle.read():
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
-
-
 @pytest.fixture
 def base() -> Iterator[str]:
     path = tempfile.mkdtemp(prefix="lcf-", dir="/tmp")  # short: the socket's path fits a unix address
@@ -131,7 +115,7 @@ def base() -> Iterator[str]:
         yield path
     finally:
         for _ in range(100):
-            pids = _started_for(path)
+            pids = _processes_naming(path)  # an engine cache a Python-front fallback started
             if not pids:
                 break
             for pid in pids:
