@@ -42,7 +42,7 @@ from lamina import errdefs
 from lamina.config import ROOTLESS_UID_ENVIRONMENT
 
 __all__ = ["RootlessSetupError", "IdRange", "subordinate_ranges", "id_mapping", "join",
-           "pause_pid", "pause_pid_of", "PAUSE_NAME", "PID_FILE"]
+           "pause_pid", "pause_pid_of", "joined", "PAUSE_NAME", "PID_FILE"]
 
 PAUSE_NAME = "lamina-pause"
 PID_FILE = "pause.pid"
@@ -161,6 +161,22 @@ def pause_pid_of(pid: int) -> int | None:
     except OSError:
         return None
     return pid if command == PAUSE_NAME.encode() + b"\0infinity\0" else None
+
+
+def joined(exec_root: str) -> bool:
+    """Whether this process works in the user and mount namespaces of the live pause process
+    recorded in ``exec_root``: false once that process died or was replaced (a long-lived
+    process that joined them, such as the engine cache, then works in namespaces no later
+    command joins)."""
+    try:
+        with open(os.path.join(exec_root, PID_FILE), "r", encoding="ascii") as handle:
+            text = handle.read().strip()
+        if not text.isdigit() or pause_pid_of(int(text)) is None:
+            return False
+        return all(os.readlink(f"/proc/{text}/ns/{kind}") == os.readlink(f"/proc/self/ns/{kind}")
+                   for kind in ("user", "mnt"))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _setns(pid: int) -> None:

@@ -4,7 +4,7 @@ An in-process ``lamina ps`` spends ~20 ms loading ``argparse``, ``json``, ``re``
 stores before it reads anything; a running ``lamina serve`` answers the same command in ~1 ms
 (:mod:`lamina.cli.front` hands it over).  Without a daemon, the engine cache is what keeps that
 work across invocations: after a read-only command (:data:`lamina.cli.front.FORWARDED`) ran
-in-process for root, with the default engine, the front starts a cache (:func:`start`) that
+in-process with the default engine, the front starts a cache (:func:`start`) that
 loads the command code, builds the engine of that command's data root and exec root, and then
 runs the next such commands exactly as ``lamina serve`` runs a forwarded one
 (:class:`lamina.cli.forwarded.CommandHandler`: the same parser and command code, the same
@@ -17,11 +17,23 @@ and environment and runs the command as an in-process one, with the modules the 
 its engine.  When neither served anything for :data:`IDLE_SECONDS` (a shared clock), both leave.
 
 Which commands reach it, decided by the front: those a default-socket ``lamina serve`` would be
-given (no global option, no engine environment variable, euid 0, not ``LAMINA_FORWARD=0``),
+given (no global option, no engine environment variable, not ``LAMINA_FORWARD=0``),
 when no such daemon took them.  A cache serves one identity (:func:`lamina.cli.front.cache_socket`:
-the interpreter, the code tree, the data root, the exec root, ``TZ``, and the mount, network,
-pid and user namespaces of its starter), so a command from another tree, engine, time zone or
-namespace never reaches it: that command finds another socket, or none.
+the interpreter, the code tree, the data root, the exec root, ``TZ``, the mount, network,
+pid and user namespaces of its starter, its uid and, unprivileged, its cgroups), so a command
+from another tree, engine, time zone, namespace or user never reaches it: that command finds
+another socket, or none.
+
+An unprivileged user's cache (rootless lamina, :mod:`lamina.rootless`) lives under the
+user's exec root (``$XDG_RUNTIME_DIR/lamina``), started at the exit of an in-process command
+that joined the user's namespaces (a command that did not join them starts none), so it and
+its workers run inside them, as uid 0 there (the user outside), with
+``_LAMINA_ROOTLESS_UID`` set for the user's engine (a worker keeps it over the caller's
+environment).  Before each command (:func:`_rootless_check`) it does what an in-process
+command's joining does: it checks that the namespaces are still the user's pause process's
+(once that process was replaced, the command is refused, the front runs it in-process, in the
+new namespaces, and the cache leaves), and in a delegated cgroup it enables the controllers
+offered since and sweeps the leaves of dead containers (:func:`lamina.runtime.delegation.start_up`).
 
 On disk, under the exec root (``<exec-root>/engine-cache/``, mode 0700)::
 
@@ -50,7 +62,7 @@ open and compares it with the path at each command), or answer a command during 
 front runs it in-process, as it would have run without a cache, and the cache leaves, so the
 next one builds a fresh engine (the fork server's workers build theirs at each command, as
 in-process).  What a cache cannot see, it does not take: a command line with a global
-option, an engine variable, an unprivileged user.
+option, an engine variable.
 ``LAMINA_FORWARD=0`` turns both the cache and the forwarding off.
 """
 
@@ -62,7 +74,7 @@ import sys
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from lamina.api.http import Request, Response
     from lamina.api.router import Router
@@ -100,12 +112,15 @@ class _CacheHandler:
     directory is held open (``O_PATH``), so its inode cannot be freed and given, number and
     all, to a directory made again at its path."""
 
-    def __init__(self, handler: Handler, data_root: str, clock: ActivityClock) -> None:
+    def __init__(self, handler: Handler, data_root: str, clock: ActivityClock,
+                 current: Callable[[], bool] | None = None) -> None:
         import threading
 
         self.handler = handler
         self.clock = clock
         self.data_root = data_root
+        #: a rootless cache's check that its namespaces are still the user's (see _serve)
+        self.current = current
         try:
             self.built_on: int | None = os.open(data_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
@@ -134,6 +149,9 @@ class _CacheHandler:
         if not self._same_data_root():
             self.failed.set()
             return json_response({"message": f"{self.data_root} is not the directory this engine was built on"}, 503)
+        if self.current is not None and not self.current():
+            self.failed.set()
+            return json_response({"message": "the user's rootless namespaces are no longer this engine's"}, 503)
         with self.lock:
             self.running += 1
         try:
@@ -210,10 +228,12 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         router = InProcessTransport(config).router  # the engine an in-process command builds
         _warm(router, config)  # before the socket listens: no client waits for it
         clock = ActivityClock()
+        current = _rootless_check(config)
         if not stopping:  # forked now: no thread of this process runs yet
-            fork_server = _start_fork_server(socket_path, clock, idle_seconds, lock_fd)
+            fork_server = _start_fork_server(socket_path, clock, idle_seconds, lock_fd, current)
         # built now, on the data root as it is after the warm-up (which makes it if need be)
-        handler = _CacheHandler(CommandHandler(router, config, refuse_internal_errors=True), config.data_root, clock)
+        handler = _CacheHandler(CommandHandler(router, config, refuse_internal_errors=True), config.data_root, clock,
+                                current)
         server = Server(handler, ServerConfig(hosts=(f"unix://{socket_path}",), socket_mode=0o600, socket_group=None,
                                            header_timeout=10.0, idle_timeout=10.0))
         signal.signal(signal.SIGTERM, lambda number, frame: server.shutdown("SIGTERM"))  # type: ignore[union-attr]
@@ -235,7 +255,32 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         os.unlink(pid_path)  # before the lock is released with the process (and the fork server's)
 
 
-def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: float, lock_fd: int) -> int | None:
+def _rootless_check(config: EngineConfig) -> Callable[[], bool] | None:
+    """For a rootless engine (the cache was started inside the user's namespaces by a command
+    that joined them), what the cache and its fork server do before each command, in place
+    of the in-process command's joining (:func:`lamina.cli.main._enter_rootless`): whether the
+    namespaces are still those of the user's pause process (once it was replaced, a command
+    that runs here would not see what a command joining the new ones sees, their mounts: the
+    cache refuses it, the front runs it in-process, and the cache leaves); then, in a delegated
+    cgroup, the start-up's controllers and sweep (:func:`lamina.runtime.delegation.start_up`)."""
+    if config.rootless_uid is None:
+        return None
+    exec_root = config.exec_root
+
+    def current() -> bool:
+        from lamina.rootless import joined
+        from lamina.runtime.delegation import start_up
+
+        if not joined(exec_root):
+            return False
+        start_up(exec_root)
+        return True
+
+    return current
+
+
+def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: float, lock_fd: int,
+                       current: Callable[[], bool] | None = None) -> int | None:
     """Fork the fork server (:mod:`lamina.cli.forkserver`) listening beside ``socket_path``;
     its pid, or None (a thread runs here, so no fork is safe)."""
     import logging
@@ -266,7 +311,7 @@ def _start_fork_server(socket_path: str, clock: ActivityClock, idle_seconds: flo
     pid = os.fork()
     if pid == 0:
         try:
-            forkserver.serve(listener, path, clock, idle_seconds, parent, close_in_worker=[lock_fd])
+            forkserver.serve(listener, path, clock, idle_seconds, parent, close_in_worker=[lock_fd], current=current)
             os.unlink(pid_path)
         except BaseException:  # noqa: BLE001 - logged; the cache's clients run in-process
             logging.getLogger("lamina.enginecache").exception("the fork server at %s failed", path)

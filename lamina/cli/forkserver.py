@@ -16,7 +16,7 @@ its loaded modules, and the parsers the fork server built).  So a command behave
 to the caller's descriptors: a terminal, a pipe, a file, with no copy in between.
 
 Which commands: the front's (:mod:`lamina.cli.front`) decision, on the conditions the engine
-cache has (root, the default engine, no global option, ``LAMINA_FORWARD`` not ``0``): every
+cache has (the default engine, no global option, ``LAMINA_FORWARD`` not ``0``): every
 command but the reads the cache answers itself and :data:`NOT_FORKED`.  What differs from a
 process of its own: its parent is the fork server (the caller waits for it, see below); its
 session is the cache's, so it has no controlling terminal (``run -t`` sets the terminal's modes
@@ -25,7 +25,7 @@ reads the terminal is not stopped by ``SIGTTIN`` as its own process would be); i
 resource limits are the cache's (the containers it starts are the monitor template's children,
 whose are neither).
 
-The exchange, on ``<exec-root>/engine-cache/<key>.fork.sock`` (mode 0600: root's only)::
+The exchange, on ``<exec-root>/engine-cache/<key>.fork.sock`` (mode 0600: its user's only)::
 
     client:  LENGTH "\\n" PAYLOAD, with SCM_RIGHTS [stdin, stdout, stderr, cwd] on its first byte
              PAYLOAD = "1" NUL umask NUL argc NUL argv... NUL environ...   (environ as KEY=VALUE)
@@ -69,7 +69,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (the 
 if TYPE_CHECKING:
     import selectors
     import socket
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["NOT_FORKED", "ActivityClock", "run_forked", "serve"]
 
@@ -263,10 +263,13 @@ SPARE_NAME = "lamina-spare"
 
 
 def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds: float, parent: int,
-          close_in_worker: Sequence[int] = ()) -> None:
+          close_in_worker: Sequence[int] = (), current: Callable[[], bool] | None = None) -> None:
     """The fork server's loop on ``listener`` (bound at ``path``); returns when it left.
     ``parent``: the engine cache's pid (the fork server leaves when it dies);
-    ``close_in_worker``: descriptors of the cache's that a worker closes."""
+    ``close_in_worker``: descriptors of the cache's that a worker closes; ``current``: whether
+    the namespaces this process works in are still the engine's (a rootless cache's: the
+    user's pause process was replaced), asked before each command: when not, the command is
+    refused (its client runs it in-process) and the fork server leaves."""
     import gc
     import selectors
     import signal
@@ -298,7 +301,10 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
             sparing = _fork_spare(listener, selector, spares, close_in_worker)
         for key, _events in selector.select(1.0):
             if key.data == "listener":
-                _accept(listener, selector, workers, clock, close_in_worker, spares)
+                if current is None or current():
+                    _accept(listener, selector, workers, clock, close_in_worker, spares)
+                else:  # refused as it leaves (below): its client runs the command in-process
+                    leaving.append("its rootless namespaces are no longer the user's")
             elif key.data == "exited":
                 _reap(selector, workers, key.fd)
                 if not workers:
@@ -313,13 +319,13 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
                 _client_gone(selector, workers[key.data])
         if listening and (leaving or (not workers and clock.idle_for() >= idle_seconds)):
             listening = False
-            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker, spares)
+            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker, spares, current)
             _dismiss(selector, spares)
 
 
 def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, selector: selectors.BaseSelector,
                     workers: dict[int, _Worker], clock: ActivityClock, close_in_worker: Sequence[int],
-                    spares: list[_Spare]) -> None:
+                    spares: list[_Spare], current: Callable[[], bool] | None) -> None:
     """Unlink the socket (a client that comes now runs its command in-process), serve what was
     queued on it, close it."""
     try:
@@ -328,14 +334,15 @@ def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, s
             os.unlink(path)
     except OSError:
         pass
-    while _accept(listener, selector, workers, clock, close_in_worker, spares):
+    while _accept(listener, selector, workers, clock, close_in_worker, spares, current):
         pass
     selector.unregister(listener)
     listener.close()
 
 
 def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: dict[int, _Worker],
-            clock: ActivityClock, close_in_worker: Sequence[int], spares: list[_Spare]) -> bool:
+            clock: ActivityClock, close_in_worker: Sequence[int], spares: list[_Spare],
+            current: Callable[[], bool] | None = None) -> bool:
     import selectors
 
     try:
@@ -347,6 +354,8 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: 
     try:
         conn.settimeout(_REQUEST_TIMEOUT)
         words, environ, umask, fds = _read_request(conn)
+        if current is not None and not current():
+            raise ValueError("its rootless namespaces are no longer the user's (the pause process was replaced)")
         if spares and _hand_over(selector, spares, workers, conn, encode_request(words, environ, umask), fds):
             return True
         pid = os.fork()
@@ -559,6 +568,12 @@ def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, 
         for fd in fds:
             os.close(fd)
         os.umask(umask)
+        from lamina.config import ROOTLESS_UID_ENVIRONMENT
+
+        # a rootless cache's: the user it works for, inside its namespaces (lamina.rootless.join)
+        kept = os.environb.get(os.fsencode(ROOTLESS_UID_ENVIRONMENT))
+        if kept is not None:
+            environ = {**environ, os.fsencode(ROOTLESS_UID_ENVIRONMENT): kept}
         for name in [name for name in os.environb if name not in environ]:
             del os.environb[name]
         for name, value in environ.items():

@@ -13,7 +13,8 @@
  *
  *   - a global option (``-H``, ``--log-level``, ...), no command, ``serve`` or ``login``;
  *   - ``LAMINA_FORWARD=0``, ``LAMINA_HOST`` / ``DOCKER_HOST``, a variable that changes the
- *     engine (front.py's _ENGINE_ENVIRONMENT), a user other than root;
+ *     engine (front.py's _ENGINE_ENVIRONMENT); for an unprivileged user, ``HOME`` unset (with
+ *     ``XDG_DATA_HOME`` unset too) or ``XDG_RUNTIME_DIR`` unset or relative;
  *   - a descriptor 0-2 closed, a working directory that cannot be opened;
  *   - no fork server at the identity's socket, or one that did not take the request (no
  *     ``P`` line: nothing ran).  The Python front then tries again, runs the command
@@ -30,7 +31,8 @@
  *   - Python's locale coercion (PEP 538): an interpreter whose LC_CTYPE locale is "C" sets
  *     LC_CTYPE=C.UTF-8 in its environment before any code runs; that variable is part of the
  *     identity and of the environment a worker gets, so this program sets it the same way;
- *   - os.path.abspath of the data and exec roots (normalisation without the file system);
+ *   - the rootless roots of lamina/config.py for an unprivileged user, and os.path.abspath of
+ *     the data and exec roots (normalisation without the file system);
  *   - SHA-256 (FIPS 180-4), for the key, written below (no library call: libcrypto alone
  *     would cost more to load than this whole program).
  *
@@ -265,6 +267,25 @@ static int fork_socket(const char *data_root, const char *exec_root, char *out, 
         if (!add_field(&identity, field))
             return 0;
     }
+    uid_t euid = geteuid();
+    snprintf(field, sizeof field, "%u", (unsigned)euid);
+    if (!add_field(&identity, field))
+        return 0;
+    if (euid != 0) {  /* an unprivileged user's cgroups: /proc/self/cgroup, whole */
+        static char cgroups[IDENTITY_LIMIT / 2];
+        size_t used = 0;
+        int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
+        ssize_t got = 0;
+        while (fd >= 0 && used < sizeof cgroups - 1 && (got = read(fd, cgroups + used, sizeof cgroups - 1 - used)) > 0)
+            used += (size_t)got;
+        if (fd >= 0)
+            close(fd);
+        if (got < 0 || used >= sizeof cgroups - 1 || memchr(cgroups, '\0', used) != NULL)
+            return 0;  /* unread, or more than this program keeps: the Python front decides */
+        cgroups[used] = '\0';
+        if (!add_field(&identity, cgroups))
+            return 0;
+    }
     char hex[65];
     sha256_hex((const unsigned char *)identity.bytes, identity.used, hex);
     hex[KEY_LENGTH] = '\0';
@@ -272,6 +293,47 @@ static int fork_socket(const char *data_root, const char *exec_root, char *out, 
     const char *separator = exec_root[strlen(exec_root) - 1] == '/' ? "" : "/";
     int length = snprintf(out, size, "%s%s%s/%s.fork.sock", exec_root, separator, CACHE_DIRECTORY, hex);
     return length > 0 && (size_t)length < size && (size_t)length < SOCKET_PATH_LIMIT;
+}
+
+/* The data root and exec root of the engine an in-process command builds (front.py's
+ * _default_engine): LAMINA_DATA_ROOT / LAMINA_EXEC_ROOT, else root's defaults, or for an
+ * unprivileged user the rootless ones (lamina/config.py): $XDG_DATA_HOME/lamina or
+ * $HOME/.local/share/lamina, and $XDG_RUNTIME_DIR/lamina.  0 when the Python front decides
+ * (HOME unset: the password database; XDG_RUNTIME_DIR unset or relative: an error). */
+static int default_roots(char data_root[PATH_MAX], char exec_root[PATH_MAX]) {
+    const char *data = getenv("LAMINA_DATA_ROOT"), *exec = getenv("LAMINA_EXEC_ROOT");
+    char joined[PATH_MAX];
+    if (data == NULL || *data == '\0') {
+        data = DEFAULT_DATA_ROOT;
+        if (geteuid() != 0) {
+            const char *base = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+            int length;
+            if (base != NULL && *base != '\0')
+                length = snprintf(joined, sizeof joined, "%s/lamina", base);
+            else if (home != NULL && *home != '\0')
+                length = snprintf(joined, sizeof joined, "%s/.local/share/lamina", home);
+            else
+                return 0;
+            if (length < 0 || (size_t)length >= sizeof joined)
+                return 0;
+            data = joined;
+        }
+    }
+    if (!absolute_path(data, data_root))
+        return 0;
+    if (exec == NULL || *exec == '\0') {
+        exec = DEFAULT_EXEC_ROOT;
+        if (geteuid() != 0) {
+            const char *runtime = getenv("XDG_RUNTIME_DIR");
+            if (runtime == NULL || runtime[0] != '/')
+                return 0;
+            int length = snprintf(joined, sizeof joined, "%s/lamina", runtime);
+            if (length < 0 || (size_t)length >= sizeof joined)
+                return 0;
+            exec = joined;
+        }
+    }
+    return absolute_path(exec, exec_root);
 }
 
 /* -- the exchange (lamina.cli.forkserver) ------------------------------------------------- */
@@ -459,8 +521,7 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], *name) == 0)
             python_front();
     const char *forward = getenv("LAMINA_FORWARD");
-    if ((forward != NULL && strcmp(forward, "0") == 0) || is_set("LAMINA_HOST") || is_set("DOCKER_HOST") ||
-        geteuid() != 0)
+    if ((forward != NULL && strcmp(forward, "0") == 0) || is_set("LAMINA_HOST") || is_set("DOCKER_HOST"))
         python_front();
     for (const char *const *name = ENGINE_ENVIRONMENT; *name != NULL; name++)
         if (is_set(*name))
@@ -468,10 +529,7 @@ int main(int argc, char **argv) {
     if (!coerce_locale())
         python_front();
     char data_root[PATH_MAX], exec_root[PATH_MAX], path[PATH_MAX + 128];
-    const char *data = getenv("LAMINA_DATA_ROOT"), *exec = getenv("LAMINA_EXEC_ROOT");
-    if (!absolute_path(data != NULL && *data != '\0' ? data : DEFAULT_DATA_ROOT, data_root) ||
-        !absolute_path(exec != NULL && *exec != '\0' ? exec : DEFAULT_EXEC_ROOT, exec_root) ||
-        !fork_socket(data_root, exec_root, path, sizeof path))
+    if (!default_roots(data_root, exec_root) || !fork_socket(data_root, exec_root, path, sizeof path))
         python_front();
     struct stat status;
     for (int fd = 0; fd < 3; fd++)

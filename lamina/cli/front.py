@@ -22,11 +22,13 @@ Which daemon:
   listens there and it serves the engine this command would build in-process: the request
   names the data root and exec root (``LAMINA_DATA_ROOT`` / ``LAMINA_EXEC_ROOT`` or their
   defaults) and a daemon with others answers 409.  Not when an environment variable changes
-  the engine (:data:`_ENGINE_ENVIRONMENT`), not for an unprivileged user (whose engine runs in
-  its own namespaces), not when ``LAMINA_FORWARD=0``;
+  the engine (:data:`_ENGINE_ENVIRONMENT`), not when ``LAMINA_FORWARD=0``;
 * then, on the same conditions, the engine cache of this identity (:func:`cache_socket`,
   :mod:`lamina.cli.enginecache`): a warm engine that a previous command left.  When neither took
-  the command, it runs in-process and, at its exit, starts that cache for the next ones.
+  the command, it runs in-process and, at its exit, starts that cache for the next ones.  For
+  an unprivileged user the cache is the only one asked (a rootless ``lamina serve`` is reached
+  with ``-H``): it runs inside the user's rootless namespaces (:mod:`lamina.rootless`), started
+  by an in-process command that joined them, under the rootless exec root.
 
 Any other command (``run``, ``create``, ``rm``, ``build``, ``load``..., but not
 :data:`lamina.cli.forkserver.NOT_FORKED`), on the same conditions and never with a daemon
@@ -144,6 +146,8 @@ def run() -> None:
 
 
 def _start_cache(socket_path: str, environ: Mapping[str, str]) -> None:
+    if os.geteuid() != 0:
+        return  # an unprivileged user's command that did not join its rootless namespaces
     from lamina.cli.enginecache import start
 
     start(socket_path, environ)
@@ -180,7 +184,10 @@ def _forward(argv: Sequence[str], environ: Mapping[str, str], default_socket: st
         headers.append((DATA_ROOT_HEADER, data_root))
         headers.append((EXEC_ROOT_HEADER, exec_root))
         cache = cache_socket(data_root, exec_root, environ)
-        paths = [default_socket] if cache is None else [default_socket, cache]
+        # an unprivileged user's: its cache (a rootless daemon is reached with -H)
+        paths = [default_socket] if os.geteuid() == 0 else []
+        if cache is not None:
+            paths.append(cache)
     columns = terminal_columns(environ)
     if columns:
         headers.append((COLUMNS_HEADER, str(columns)))
@@ -208,12 +215,28 @@ def _forward(argv: Sequence[str], environ: Mapping[str, str], default_socket: st
 
 def _default_engine(environ: Mapping[str, str]) -> tuple[str, str] | None:
     """``(data_root, exec_root)`` of the engine an in-process command builds, when it is one a
-    daemon or the engine cache may stand for: root's, changed by no variable of
-    :data:`_ENGINE_ENVIRONMENT`; else None."""
-    if os.geteuid() != 0 or any(environ.get(name) for name in _ENGINE_ENVIRONMENT):
+    daemon or the engine cache may stand for: changed by no variable of
+    :data:`_ENGINE_ENVIRONMENT`; else None.  For an unprivileged user, the rootless engine's
+    roots as :mod:`lamina.config` makes them (``$XDG_DATA_HOME/lamina`` or
+    ``$HOME/.local/share/lamina``, ``$XDG_RUNTIME_DIR/lamina``), or None when they depend on
+    what this module does not read (``HOME`` unset: the password database) or are not valid (an
+    ``XDG_RUNTIME_DIR`` unset or relative: the in-process command names the problem)."""
+    if any(environ.get(name) for name in _ENGINE_ENVIRONMENT):
         return None
-    return (os.path.abspath(environ.get("LAMINA_DATA_ROOT") or DEFAULT_DATA_ROOT),
-            os.path.abspath(environ.get("LAMINA_EXEC_ROOT") or DEFAULT_EXEC_ROOT))
+    data_root, exec_root = environ.get("LAMINA_DATA_ROOT"), environ.get("LAMINA_EXEC_ROOT")
+    if os.geteuid() != 0:
+        if not exec_root:
+            runtime = environ.get("XDG_RUNTIME_DIR", "")
+            if not runtime.startswith("/"):
+                return None
+            exec_root = os.path.join(runtime, "lamina")
+        if not data_root:
+            home = environ.get("HOME")
+            base = environ.get("XDG_DATA_HOME") or (os.path.join(home, ".local", "share") if home else None)
+            if base is None:
+                return None
+            data_root = os.path.join(base, "lamina")
+    return (os.path.abspath(data_root or DEFAULT_DATA_ROOT), os.path.abspath(exec_root or DEFAULT_EXEC_ROOT))
 
 
 def _fork(words: list[str], environ: Mapping[str, str]) -> tuple[int | None, str | None]:
@@ -237,15 +260,25 @@ def cache_socket(data_root: str, exec_root: str, environ: Mapping[str, str] | No
     program's identity: the interpreter (its binary and its prefix: a virtual environment is
     another one), the code tree, ``data_root``, ``exec_root``, the variables of ``environ``
     that the interpreter or the output depend on (:data:`_IDENTITY_ENVIRONMENT`: ``TZ``, local
-    times print in it; the locale, the text encoding, the import path) and this process's
-    mount, network, pid and user namespaces; None when the path, or its fork server's
-    (:func:`fork_socket`), is too long for a unix socket address (no cache then)."""
+    times print in it; the locale, the text encoding, the import path), this process's
+    mount, network, pid and user namespaces, its effective uid and, for an unprivileged user,
+    its cgroups (``/proc/self/cgroup``: a rootless engine finds its delegated cgroup from
+    there); None when the path, or its fork server's (:func:`fork_socket`), is too long for a
+    unix socket address (no cache then)."""
     environ = environ or {}
     identity = [*interpreter_identity(), data_root, exec_root,
                 *(f"{name}={environ.get(name, '')}" for name in _IDENTITY_ENVIRONMENT)]
     for namespace in _CACHE_NAMESPACES:
         try:
             identity.append(os.readlink(f"/proc/self/ns/{namespace}"))
+        except OSError:
+            identity.append("")
+    euid = os.geteuid()
+    identity.append(str(euid))
+    if euid != 0:  # a rootless engine's cgroups are found from the cgroup its command starts in
+        try:
+            with open("/proc/self/cgroup", "rb") as handle:
+                identity.append(handle.read().decode("utf-8", "surrogateescape"))
         except OSError:
             identity.append("")
     from lamina.builtinhash import builtin_sha256  # no OpenSSL load (hashlib's costs ~3 ms)

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from lamina.runtime.nocgroup import PidNamespaceMembers
 
 __all__ = ["Delegation", "LAMINA_CGROUP", "ENGINE_LEAF", "PAUSE_LEAF", "LIMIT_CONTROLLERS", "controller_of",
-           "current", "enter", "engine_leaf", "own_cgroup", "probe", "process_group"]
+           "current", "enter", "start_up", "engine_leaf", "own_cgroup", "probe", "process_group"]
 
 log = get_logger("lamina.runtime")
 
@@ -300,6 +300,19 @@ def enter(exec_root: str) -> Delegation | None:
     _enable(root)
     _sweep(root, exec_root)
     return _delegation(delegation.mount, delegation.path, os.geteuid())
+
+
+def start_up(exec_root: str) -> None:
+    """What :func:`enter` does at each command's start, for a process that lives on in the
+    engine leaf inside the rootless namespaces (the engine cache, which runs the user's
+    commands): enable the controllers offered since, sweep the leaves of dead containers."""
+    delegation = current()
+    if delegation is None:
+        return
+    root = os.path.join(delegation.directory, LAMINA_CGROUP)
+    _enable(delegation.directory)
+    _enable(root)
+    _sweep(root, exec_root)
 
 
 def _sweep(root: str, exec_root: str) -> None:

@@ -234,6 +234,90 @@ def test_a_dead_pause_process_is_replaced(user: User) -> None:
         new = int(handle.read())
     assert new != old and new in processes_of(user.uid)
     assert user.ok("run", "--rm", "busybox", "echo", "again").strip() == "again"
+    # an engine cache of the old namespaces refused its next command and left (the command ran
+    # in-process, in the new ones); the next cache serves in the new namespaces
+    deadline = time.monotonic() + 30
+    while any(_namespace(pid, "user") != _namespace(new, "user") for pid in _cache_processes(user)):
+        assert time.monotonic() < deadline, "a cache of the dead pause process's namespaces serves on"
+        time.sleep(0.05)
+    _serving_cache(user)
+
+
+def _namespace(pid: int, kind: str) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return ""
+
+
+def _cache_processes(user: User) -> list[int]:
+    """The user's engine caches, their fork servers and workers."""
+    found = []
+    for pid in processes_of(user.uid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if b"lamina.cli.enginecache" in handle.read():
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def _serving_cache(user: User) -> str:
+    """Once the user's engine cache and its fork server serve: the fork server's socket."""
+    directory = os.path.join(user.runtime_dir, "lamina", "engine-cache")
+    deadline = time.monotonic() + 30
+    while True:
+        user.ok("images")  # in-process when no cache serves: it starts one at its exit
+        sockets = [name for name in os.listdir(directory) if name.endswith(".fork.sock")] \
+            if os.path.isdir(directory) else []
+        if sockets and all(os.path.exists(os.path.join(directory, name[:-len(".fork.sock")] + ".pid")) for name in sockets):
+            return os.path.join(directory, sockets[0])
+        assert time.monotonic() < deadline, "no engine cache started for the user"
+        time.sleep(0.1)
+
+
+def test_the_users_commands_run_in_its_engine_cache_inside_its_namespaces(user: User) -> None:
+    """An unprivileged user's commands reach its own engine cache (lamina.cli.enginecache), which
+    an in-process command started inside the user's rootless namespaces: the cache answers the
+    reads, its fork server's workers run the others, as the user, in the pause process's
+    namespaces, with the user's own socket under its runtime directory."""
+    fork_socket = _serving_cache(user)
+    status = os.stat(fork_socket)
+    assert (status.st_uid, status.st_mode & 0o777) == (user.uid, 0o600)
+    with open(os.path.join(user.runtime_dir, "lamina", "pause.pid"), encoding="ascii") as handle:
+        pause = int(handle.read())
+    with open(fork_socket[:-len(".sock")] + ".pid", encoding="ascii") as handle:
+        fork_server = int(handle.read())
+    name = "c" + uuid.uuid4().hex[:8]
+    run = subprocess.Popen(user.command(LAMINA, "run", "--rm", "--name", name, "--network", "none", "busybox", "sh", "-c",
+                                        "cat /proc/self/uid_map; sleep 2"),
+                           env=user.environment(), cwd=user.runtime_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        workers: list[int] = []
+        while not workers:
+            workers = [pid for pid in _cache_processes(user) if _parent(pid) == fork_server]
+            assert time.monotonic() < deadline and run.poll() is None, "no worker of the fork server ran the command"
+            time.sleep(0.02)
+        for kind in ("user", "mnt"):
+            assert _namespace(workers[0], kind) == _namespace(pause, kind)
+        assert os.stat(f"/proc/{workers[0]}").st_uid == user.uid
+        out, error = run.communicate(timeout=60)
+    finally:
+        run.kill()
+        run.wait()
+    assert run.returncode == 0, error
+    assert out.split()[:3] == [b"0", str(user.uid).encode(), b"1"]
+    assert name not in user.ok("ps", "-a", "--format", "{{.Names}}")
+
+
+def _parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def test_first_invocations_at_once_make_one_pause_process(users: list[User]) -> None:

@@ -30,14 +30,14 @@ from lamina.cli import forkserver, frontbuild
 from tests.server.cacheengine import compiled_front, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY, _processes_naming
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the fronts use the engine cache for root only")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the fronts as root and as another user")
 
 _PYTHON_VIEW = """
 import json, os, sys
 from lamina.cli import front
 engine = front._default_engine(os.environ)
 path = front.cache_socket(*engine, os.environ) if engine else None
-print(json.dumps({"socket": front.fork_socket(path) if path else None,
+print(json.dumps({"socket": front.fork_socket(path) if path else None, "engine": engine,
                   "environ": {os.fsdecode(k): os.fsdecode(v) for k, v in os.environb.items()}}))
 """
 
@@ -59,12 +59,16 @@ class FakeForkServer:
     answers: list[bytes | None]
     requests: list[Request] = field(default_factory=list)
     hold: threading.Event = field(default_factory=threading.Event)
+    #: the socket's mode (None: the umask's), for a client of another user
+    mode: int | None = None
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.path)
+        if self.mode is not None:
+            os.chmod(self.path, self.mode)
         listener.listen(8)
         listener.settimeout(0.2)
         stop = threading.Event()
@@ -134,10 +138,11 @@ def _environment(base: str, **extra: str) -> dict[str, str]:
     return {name: value for name, value in environment.items() if value is not None}
 
 
-def _python_view(environment: dict[str, str], cwd: str) -> dict:
-    """The fork server's socket and the environment as the Python front sees them."""
+def _python_view(environment: dict[str, str], cwd: str, user: int | None = None) -> dict:
+    """The fork server's socket, the engine's roots and the environment as the Python front
+    sees them (as ``user``: None for root)."""
     done = subprocess.run([sys.executable, "-c", _PYTHON_VIEW], env=environment, cwd=cwd, capture_output=True,
-                          check=True, timeout=60)
+                          check=True, timeout=60, user=user)
     return json.loads(done.stdout)
 
 
@@ -183,6 +188,62 @@ def test_the_compiled_front_sends_the_python_fronts_request_to_its_fork_server(c
     assert request.environ == view["environ"]
     assert request.umask == 0o027
     assert request.descriptors == [_identity(os.devnull), _identity(stdout), _identity(stderr), _identity(base)]
+
+
+#: an unprivileged user (nobody): its front chooses its rootless engine's cache
+UNPRIVILEGED = 65534
+#: (its environment, the data root and exec root of its engine) for an unprivileged user
+ROOTLESS_VARIANTS = {
+    "HOME": ({"HOME": "{base}/home", "XDG_RUNTIME_DIR": "{base}/run"}, ("{base}/home/.local/share/lamina", "{base}/run/lamina")),
+    "a relative XDG_DATA_HOME": ({"HOME": "{base}/home", "XDG_DATA_HOME": "share/../data//", "XDG_RUNTIME_DIR": "{base}//run/"},
+                                ("{base}/data/lamina", "{base}/run/lamina")),
+    "the roots named": ({"LAMINA_DATA_ROOT": "{base}/d", "LAMINA_EXEC_ROOT": "{base}/e"}, ("{base}/d", "{base}/e")),
+}
+
+
+def _as_unprivileged(compiled_front: str, base: str) -> str:
+    """The compiled front where ``nobody`` can run it, in ``base`` (which it can enter)."""
+    os.chmod(base, 0o755)
+    program = os.path.join(base, "lamina")
+    shutil.copy(compiled_front, program)
+    return program
+
+
+@pytest.mark.parametrize("variant", list(ROOTLESS_VARIANTS))
+def test_an_unprivileged_users_front_finds_the_python_fronts_rootless_fork_server(compiled_front, base, variant):
+    program = _as_unprivileged(compiled_front, base)
+    variables, roots = ROOTLESS_VARIANTS[variant]
+    environment = {"PATH": os.environ["PATH"], **{name: value.replace("{base}", base) for name, value in variables.items()}}
+    view = _python_view(environment, base, user=UNPRIVILEGED)
+    data_root, exec_root = (root.replace("{base}", base) for root in roots)
+    assert view["engine"] == [data_root, exec_root]
+    assert os.path.dirname(view["socket"]) == os.path.join(exec_root, "engine-cache")
+    assert view["socket"] != _python_view(environment, base)["socket"]  # root's cache is another one
+    server = FakeForkServer(view["socket"], [b"P1\nX7\n"], mode=0o777)
+    with server.serving():
+        done = subprocess.run([program, "rm", "x"], env=environment, cwd=base, capture_output=True, timeout=60,
+                              user=UNPRIVILEGED)
+    assert done.returncode == 7, done.stderr
+    [request] = server.requests
+    assert request.executable == os.path.realpath(program)  # not left to the Python front
+    assert request.words == ["rm", "x"]
+    assert request.environ == view["environ"]
+
+
+@pytest.mark.parametrize("variables", [{"XDG_RUNTIME_DIR": "{base}/run"}, {"HOME": "{base}/home", "XDG_RUNTIME_DIR": "run"},
+                                       {"HOME": "{base}/home"}], ids=["no HOME", "a relative runtime directory",
+                                                                     "no runtime directory"])
+def test_an_unprivileged_user_without_a_rootless_engine_to_name_is_left_to_the_python_front(compiled_front, base,
+                                                                                            variables):
+    program = _as_unprivileged(compiled_front, base)
+    environment = {"PATH": os.environ["PATH"], **{name: value.replace("{base}", base) for name, value in variables.items()}}
+    assert _python_view(environment, base, user=UNPRIVILEGED)["engine"] is None
+    compiled = subprocess.run([program, "rm", "x"], env=environment, cwd=base, capture_output=True, timeout=120,
+                              user=UNPRIVILEGED)
+    python = subprocess.run([sys.executable, "-m", "lamina.cli.front", "rm", "x"], env=environment, cwd=base,
+                            capture_output=True, timeout=120, user=UNPRIVILEGED)
+    assert compiled.returncode != 0
+    assert (compiled.returncode, compiled.stdout, compiled.stderr) == (python.returncode, python.stdout, python.stderr)
 
 
 def test_a_repeated_variable_is_sent_once_with_its_first_value(compiled_front, base):

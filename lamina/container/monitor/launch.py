@@ -152,7 +152,10 @@ class SpareHelper:
                 socket.send_fds(self.channel, [json.dumps(request).encode() + b"\n"], fds)
             except OSError:
                 pass  # it ended first: its answer (the preparation's error) is read below
-            answer = protocol.read_pipe_answer(self.channel.fileno(), _HELPER_TIMEOUT)
+            try:
+                answer = protocol.read_pipe_answer(self.channel.fileno(), _HELPER_TIMEOUT)
+            except OSError:  # reset: it died with the request unread (a unix socket's peer is
+                answer = None  # reset when it closes with data unread): as one that died first
         finally:
             self.channel.close()
         return _raise_or_return(answer, what)
