@@ -39,7 +39,10 @@ Every row runs one whole command ``--runs`` times (default 20) after ``--warmup`
   (issue 16's target: in-process within 1.5x), and of each container start-up row to ``crun
   run``'s (the issue's absolute targets are ~5x ``crun run`` in-process and 3x through serve
   with the docker CLI; the runtimes' rows run after the interleaved ones).  Podman is not
-  driven (the row says whether it is installed).
+  driven (the row says whether it is installed);
+* ``docker run --rm --network none busybox true`` against a zero-cost engine
+  (``bench/zeroengine.py``, a server in this process that answers the CLI's requests at once):
+  the docker CLI's own floor, what is left of the 35 ms target for any engine.
 
 ``lamina`` is the program ``make`` installs for the tree: its compiled front
 (``lamina/cli/front.c``, built into the temporary directory by ``processes.compiled_front``),
@@ -80,10 +83,12 @@ DOCKER = shutil.which("docker") or "/usr/local/bin/docker"
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "busybox-docker-archive.tar")
 INSPECTED = "bench-inspect"
 DOCKERD_LABEL = "dockerd"
+ZERO_LABEL = "zero"
 
 sys.path.insert(0, HERE)
 from dockerd import PrivateDockerd  # noqa: E402  (the benchmarks' private Docker daemon)
 from processes import compiled_front, kill_by_pid_files, lamina_program, terminate  # noqa: E402
+from zeroengine import ZeroCostEngine  # noqa: E402  (the docker CLI's own floor)
 
 LAMINA = lamina_program(ROOT)
 #: in a row's command: the variant's ``lamina`` program (its compiled front when its tree has
@@ -212,8 +217,16 @@ class Variant:
         terminate(self.server)
 
 
+def row_labels(where: str, variants: list[Variant]) -> list[str]:
+    """The labels a row of ``where`` is measured under: once per variant, or once for a peer."""
+    if where in ("dockerd", "zero"):
+        return [DOCKERD_LABEL if where == "dockerd" else ZERO_LABEL]
+    return [variant.label for variant in variants]
+
+
 def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant], runs: int, warmup: int,
-                cold: dict[str, str], peer: dict[str, str]) -> dict[tuple[str, str], list[float] | str]:
+                cold: dict[str, str], peer: dict[str, str],
+                zero: dict[str, str] | None = None) -> dict[tuple[str, str], list[float] | str]:
     """Every row's command, once per variant per round (``warmup`` rounds untimed); a row
     named in ``cold`` kills the variant's monitor templates (or engine caches, as ``cold``
     says) before each run.  Rows are (name, argv, "local" | "local-direct" | "local-tmpfs" |
@@ -221,9 +234,10 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
     ``LAMINA_FORWARD=0``, in-process on the variant's engine whose roots are on a tmpfs
     (``--tmpfs``), through the variant's server, or
     the docker CLI against the private dockerd whose environment is ``peer``: once per round,
-    labelled ``DOCKERD_LABEL``)."""
+    labelled ``DOCKERD_LABEL``, or "zero": the docker CLI against the zero-cost engine whose
+    environment is ``zero``, labelled ``ZERO_LABEL``)."""
     def labels(where: str) -> list[str]:
-        return [DOCKERD_LABEL] if where == "dockerd" else [variant.label for variant in variants]
+        return row_labels(where, variants)
 
     by_label = {variant.label: variant for variant in variants}
     times: dict[tuple[str, str], list[float] | str] = {(name, label): [] for name, _, where in rows
@@ -234,8 +248,8 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
                 done = times[(name, label)]
                 if isinstance(done, str):
                     continue
-                if where == "dockerd":
-                    environment = peer
+                if where in ("dockerd", "zero"):
+                    environment = peer if where == "dockerd" else zero  # type: ignore[assignment]
                 else:
                     variant = by_label[label]
                     if name in cold:
@@ -267,6 +281,7 @@ WAYS = [("lamina {} (in-process)", [PROGRAM], "local"),
         ("lamina {} (in-process, the Python front)", LAMINA, "local"),
         ("lamina -H {} (serve)", LAMINA, "client"),
         ("docker {} (docker CLI -> serve)", [DOCKER], "client"), ("docker {} (docker CLI -> dockerd)", [DOCKER], "dockerd"),
+        ("docker {} (docker CLI -> a zero-cost engine: the CLI alone)", [DOCKER], "zero"),
         ("lamina -H {} (serve, API requests: LAMINA_FORWARD=0)", LAMINA, "client-api"),
         ("lamina {} (in-process, no engine cache: LAMINA_FORWARD=0)", [PROGRAM], "local-direct")]
 
@@ -283,6 +298,8 @@ def command_rows(with_cold: bool, docker: bool, dockerd: bool,
                 continue
             if where == "client-api" and command.startswith("run"):
                 continue  # run is never forwarded to a daemon: the row would repeat "lamina -H run"
+            if where == "zero" and not command.startswith("run"):
+                continue  # bench/zeroengine.py answers run's requests only
             rows.append((pattern.format(command), [*program, *arguments], where))
             if program != [PROGRAM]:
                 continue  # the rows below run the variant's program
@@ -315,7 +332,7 @@ def ratios(times: dict[tuple[str, str], list[float] | str], variants: list[Varia
         peer = times.get((dockerd.format(command), DOCKERD_LABEL))
         if not peer or isinstance(peer, str):
             continue
-        for pattern, _, _ in [way for way in WAYS if way[2] != "dockerd"]:
+        for pattern, _, _ in [way for way in WAYS if way[2] not in ("dockerd", "zero")]:
             for variant in variants:
                 mine = times.get((pattern.format(command), variant.label))
                 if mine and not isinstance(mine, str):
@@ -378,6 +395,7 @@ def main() -> int:
     printed: list[tuple[str, str, list[float] | str]] = []
     times: dict[tuple[str, str], list[float] | str] = {}
     peer = PrivateDockerd(base_environment=base, skipped="--no-dockerd was given" if options.no_dockerd else "")
+    zero = ZeroCostEngine()
     with peer:
         try:
             for variant in variants:
@@ -396,9 +414,10 @@ def main() -> int:
                 peer.load(FIXTURE)
                 peer.docker(*create)
             rows, cold = command_rows(options.cold, docker, peer.ready, options.tmpfs)
-            times = interleaved(rows, variants, options.runs, options.warmup, cold, peer.environment)
+            times = interleaved(rows, variants, options.runs, options.warmup, cold, peer.environment,
+                                {**base, "DOCKER_HOST": zero.host})
             for name, _, where in rows:
-                for label in [DOCKERD_LABEL] if where == "dockerd" else [variant.label for variant in variants]:
+                for label in row_labels(where, variants):
                     printed.append((name, label, times[(name, label)]))
             if not docker:
                 printed.append(("docker CLI rows", "", "skipped: no docker CLI"))
@@ -437,6 +456,7 @@ def main() -> int:
                     if environment is not None:
                         RunNetwork(environment["LAMINA_DATA_ROOT"], environment["LAMINA_EXEC_ROOT"]).remove_bridges()
             unmount_under(work)
+            zero.close()
             if not options.keep:
                 shutil.rmtree(work, ignore_errors=True)
     if peer.leftovers:
