@@ -87,23 +87,11 @@ def test_a_preparation_that_fails_is_the_starts_error(tmp_path, slow) -> None:
     os.waitpid(helper.pid, 0)
 
 
-def test_a_helper_that_died_after_it_began_is_a_failed_start(tmp_path) -> None:
-    def work(request, receive):
-        time.sleep(60)
-        return {}
-
-    helper = fork_spare_helper(work)
-    assert helper is not None
-    assert helper.begin({"id": "c1", "what": "start container c1"})
-    os.kill(helper.pid, signal.SIGKILL)
-    os.waitpid(helper.pid, 0)
-    with pytest.raises(errdefs.System, match="cannot start container c1: its helper process died"):
-        helper.launch({"logged": False}, [0, 1, 2], "start container c1")
-
-
-def test_a_helper_that_died_with_the_go_unread_is_a_failed_start(monkeypatch) -> None:
-    """Killed once the go is in its socket, unread: the monitor's read of the answer is reset
-    (a unix socket closed with unread data resets its peer), which is the same failed start."""
+@pytest.mark.parametrize("killed", ["before the go", "with the go unread"])
+def test_a_helper_that_died_after_it_began_is_a_failed_start(monkeypatch, killed) -> None:
+    """Killed before the monitor sends the go, or once the go is in its socket, unread (the
+    monitor's read of the answer is then reset: a unix socket closed with unread data resets
+    its peer): the same failed start."""
     from lamina.container.monitor import launch
 
     def work(request, receive):
@@ -113,15 +101,22 @@ def test_a_helper_that_died_with_the_go_unread_is_a_failed_start(monkeypatch) ->
     helper = fork_spare_helper(work)
     assert helper is not None
     assert helper.begin({"id": "c1", "what": "start container c1"})
-    send_fds = launch.socket.send_fds
 
-    def send_then_kill(*args, **kwargs):
-        sent = send_fds(*args, **kwargs)  # in the helper's queue now
+    def kill() -> None:
         os.kill(helper.pid, signal.SIGKILL)
         os.waitpid(helper.pid, 0)
-        return sent
 
-    monkeypatch.setattr(launch.socket, "send_fds", send_then_kill)
+    if killed == "before the go":
+        kill()
+    else:
+        send_fds = launch.socket.send_fds
+
+        def send_then_kill(*args, **kwargs):
+            sent = send_fds(*args, **kwargs)  # in the helper's queue now
+            kill()
+            return sent
+
+        monkeypatch.setattr(launch.socket, "send_fds", send_then_kill)
     with pytest.raises(errdefs.System, match="cannot start container c1: its helper process died"):
         helper.launch({"logged": False}, [0, 1, 2], "start container c1")
 
