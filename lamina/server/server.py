@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from lamina.api.router import Router
     from lamina.services.api import Services
 
-__all__ = ["Server", "ServerConfig", "serve", "SUPERVISOR_JOIN_TIMEOUT"]
+__all__ = ["Server", "ServerConfig", "TemplateKeeper", "serve", "SUPERVISOR_JOIN_TIMEOUT"]
 
 logger = get_logger("lamina.server")
 
@@ -317,7 +317,7 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
         supervisor = threading.Thread(target=_supervise, args=(router, config.restart_interval, stop),
                                       name="lamina-restart-supervisor", daemon=True)
         supervisor.start()
-        keeper = _TemplateKeeper(router, stop)
+        keeper = TemplateKeeper(router, stop)
         try:
             server.serve_forever()
         finally:
@@ -349,9 +349,10 @@ def _refuse(sock: socket.socket, message: str) -> None:
     logger.warning("refused a connection: %s", message)
 
 
-class _TemplateKeeper:
+class TemplateKeeper:
     """The thread that keeps the monitor template up while the server lives (see the module
-    docstring)."""
+    docstring), or the engine cache (:mod:`lamina.cli.enginecache`): until ``stop`` is set
+    and :meth:`stop` called."""
 
     def __init__(self, router: Router, stop: threading.Event) -> None:
         self.router = router
