@@ -16,9 +16,10 @@ and environment and runs the command as an in-process one, with the modules the 
 (the commands, the client, the API, the services: :data:`_FORKED_PACKAGES`) and nothing of
 its engine.  When neither served anything for :data:`IDLE_SECONDS` (a shared clock), both leave.
 While it lives, the cache holds a lease on the monitor template of its exec root, as ``lamina
-serve`` does (:class:`lamina.server.server.TemplateKeeper`): the template (which leaves after
-its own 30 idle seconds otherwise) is started with the cache and stays, so a ``run`` through
-the fork server never waits for its start (~140 ms here); it leaves once idle after the cache.
+serve`` does (:class:`lamina.server.server.TemplateKeeper`), once a ``run`` started one (a
+cache started by reads starts none): the template, which leaves after its own 30 idle seconds
+otherwise, stays, so a later ``run`` through the fork server never waits for its start again
+(~140 ms here); it leaves once idle after the cache.
 
 Which commands reach it, decided by the front: those a default-socket ``lamina serve`` would be
 given (no global option, no engine environment variable, not ``LAMINA_FORWARD=0``),
@@ -249,9 +250,10 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         watcher = threading.Thread(target=_leave_when_idle, args=(server, handler, idle_seconds, fork_server),
                                    name="lamina-engine-cache-idle", daemon=True)
         watcher.start()
-        # the monitor template, held as lamina serve holds it: a run never pays for its start
-        # (~140 ms) while the cache lives; a thread, so only after the fork server's fork
-        keeper = TemplateKeeper(router, leaving)
+        # the monitor template, held as lamina serve holds it once a run started it: a run
+        # never pays for its start again (~140 ms) while the cache lives; a thread, so only
+        # after the fork server's fork
+        keeper = TemplateKeeper(router, leaving, start=False)
         server.serve_forever()
     finally:
         leaving.set()

@@ -352,11 +352,14 @@ def _refuse(sock: socket.socket, message: str) -> None:
 class TemplateKeeper:
     """The thread that keeps the monitor template up while the server lives (see the module
     docstring), or the engine cache (:mod:`lamina.cli.enginecache`): until ``stop`` is set
-    and :meth:`stop` called."""
+    and :meth:`stop` called.  ``start``: start a template when none listens (the server); else
+    (the engine cache) take a lease on one once a ``run`` started it, looking every
+    :data:`TEMPLATE_RETRY_SECONDS`, so that a cache started by a read starts no template."""
 
-    def __init__(self, router: Router, stop: threading.Event) -> None:
+    def __init__(self, router: Router, stop: threading.Event, *, start: bool = True) -> None:
         self.router = router
         self.stop_event = stop
+        self.start = start
         self.lock = threading.Lock()
         self.lease: TemplateLease | None = None
         self.thread = threading.Thread(target=self._run, name="lamina-monitor-template", daemon=True)
@@ -368,7 +371,12 @@ class TemplateKeeper:
             return  # an engine without monitors (a test double)
         while not self.stop_event.is_set():
             try:
-                lease = lease_of()
+                lease = lease_of() if self.start else lease_of(start=False)
+            except errdefs.NotFound as exc:
+                if self.start:
+                    logger.warning("cannot start the monitor template: %s", exc)
+                self.stop_event.wait(TEMPLATE_RETRY_SECONDS)  # the cache's: none yet, look again
+                continue
             except errdefs.LaminaError as exc:
                 logger.warning("cannot start the monitor template: %s", exc)
                 self.stop_event.wait(TEMPLATE_RETRY_SECONDS)

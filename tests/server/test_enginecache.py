@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -155,12 +156,25 @@ def _connected(client: int, server: int) -> bool:
     return any(pid == client and peer in held_by_server for _inode, peer, pid in sockets)
 
 
-def test_the_cache_holds_the_monitor_template_while_it_lives(cached):
+def test_the_cache_holds_the_monitor_template_a_run_started(cached):
     """As lamina serve does: a lease (a connection the template counts as a request in
     progress), so the template, which leaves after its own idle time otherwise, is there for
-    every run while the cache lives."""
+    every run while the cache lives; but a cache that only answered reads starts none."""
+    from tests.server.conftest import kill_monitor_templates
+
+    # the fixture's in-process create started one: the cache holds it
     assert wait_until(lambda: _template_pid(cached.exec_root) is not None), "no monitor template"
+    assert wait_until(lambda: _connected(cached.cache_pid(), _template_pid(cached.exec_root)), 20), \
+        "the cache holds no lease"
+    kill_monitor_templates(cached.exec_root)
+    time.sleep(3)  # the cache looks for one every second
+    assert _template_pid(cached.exec_root) is None
+    assert cached.lamina("ps", "-a").returncode == 0
+    assert _template_pid(cached.exec_root) is None
+    done = cached.lamina("run", "--rm", "--network", "none", "busybox", "true")
+    assert done.returncode == 0, done.stderr
     template = _template_pid(cached.exec_root)
+    assert template is not None
     assert wait_until(lambda: _connected(cached.cache_pid(), template), 20), "the cache holds no lease"
 
 
