@@ -15,7 +15,7 @@ import time
 import pytest
 
 from lamina.cli import enginecache, forkserver, front
-from tests.processes import comm
+from tests.processes import comm, gone
 from tests.server.cacheengine import cached, engine, serving, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY
 
@@ -138,7 +138,7 @@ def _template_pid(exec_root: str) -> int | None:
                     pid = int(handle.read())
             except (OSError, ValueError):
                 continue
-            if os.path.exists(f"/proc/{pid}"):
+            if not gone(pid):  # a killed one may wait as a zombie for a subreaper (this pytest)
                 return pid
     return None
 
