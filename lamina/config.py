@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import stat
 
-from lamina.defaults import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, DEFAULT_HOST
+from lamina.defaults import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, DEFAULT_HOST, rootless_data_root
 from lamina.records import dataclass
 
 __all__ = ["EngineConfig", "DEFAULT_DATA_ROOT", "DEFAULT_EXEC_ROOT", "DEFAULT_HOST",
@@ -84,14 +84,13 @@ def runtime_directory(uid: int) -> str:
 def default_data_root(uid: int | None) -> str:
     if uid is None:
         return DEFAULT_DATA_ROOT
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(_home(uid), ".local", "share")
-    return os.path.join(base, "lamina")
+    return rootless_data_root(os.environ) or os.path.join(_home(uid), ".local", "share", "lamina")
 
 
 def default_exec_root(uid: int | None) -> str:
     if uid is None:
         return DEFAULT_EXEC_ROOT
-    return os.path.join(runtime_directory(uid), "lamina")
+    return os.path.join(runtime_directory(uid), "lamina")  # rootless_exec_root, once checked
 
 
 def default_host(uid: int | None) -> str:

@@ -168,14 +168,11 @@ def joined(exec_root: str) -> bool:
     recorded in ``exec_root``: false once that process died or was replaced (a long-lived
     process that joined them, such as the engine cache, then works in namespaces no later
     command joins)."""
+    pid = pause_pid(exec_root, os.geteuid())  # the user is uid 0 inside its namespace
     try:
-        with open(os.path.join(exec_root, PID_FILE), "r", encoding="ascii") as handle:
-            text = handle.read().strip()
-        if not text.isdigit() or pause_pid_of(int(text)) is None:
-            return False
-        return all(os.readlink(f"/proc/{text}/ns/{kind}") == os.readlink(f"/proc/self/ns/{kind}")
-                   for kind in ("user", "mnt"))
-    except (OSError, UnicodeDecodeError):
+        return pid is not None and all(os.readlink(f"/proc/{pid}/ns/{kind}") == os.readlink(f"/proc/self/ns/{kind}")
+                                       for kind in ("user", "mnt"))
+    except OSError:
         return False
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 
 def comm(pid: int) -> str:
     """The name of process ``pid`` (``/proc/PID/comm``; a spare worker or monitor has its own),
@@ -30,3 +33,19 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return text[text.rfind(")") + 2:].split()[0] in ("Z", "X")
+
+
+def kill_until_gone(find: Callable[[], list[int]], seconds: float = 5.0) -> None:
+    """SIGKILL, by pid, every process ``find()`` names, again until it names none (what was
+    killed may have started more: a front's fallback, an engine cache) or ``seconds`` passed."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + seconds
+    while (pids := find()) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)

@@ -75,7 +75,7 @@ import os
 import sys
 
 from lamina.cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED
-from lamina.defaults import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, DEFAULT_SOCKET
+from lamina.defaults import DEFAULT_DATA_ROOT, DEFAULT_EXEC_ROOT, DEFAULT_SOCKET, rootless_data_root, rootless_exec_root
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -217,25 +217,18 @@ def _default_engine(environ: Mapping[str, str]) -> tuple[str, str] | None:
     """``(data_root, exec_root)`` of the engine an in-process command builds, when it is one a
     daemon or the engine cache may stand for: changed by no variable of
     :data:`_ENGINE_ENVIRONMENT`; else None.  For an unprivileged user, the rootless engine's
-    roots as :mod:`lamina.config` makes them (``$XDG_DATA_HOME/lamina`` or
-    ``$HOME/.local/share/lamina``, ``$XDG_RUNTIME_DIR/lamina``), or None when they depend on
+    roots (:func:`lamina.defaults.rootless_data_root`, :func:`~lamina.defaults.rootless_exec_root`),
+    or None when they depend on
     what this module does not read (``HOME`` unset: the password database) or are not valid (an
     ``XDG_RUNTIME_DIR`` unset or relative: the in-process command names the problem)."""
     if any(environ.get(name) for name in _ENGINE_ENVIRONMENT):
         return None
     data_root, exec_root = environ.get("LAMINA_DATA_ROOT"), environ.get("LAMINA_EXEC_ROOT")
     if os.geteuid() != 0:
-        if not exec_root:
-            runtime = environ.get("XDG_RUNTIME_DIR", "")
-            if not runtime.startswith("/"):
-                return None
-            exec_root = os.path.join(runtime, "lamina")
-        if not data_root:
-            home = environ.get("HOME")
-            base = environ.get("XDG_DATA_HOME") or (os.path.join(home, ".local", "share") if home else None)
-            if base is None:
-                return None
-            data_root = os.path.join(base, "lamina")
+        exec_root = exec_root or rootless_exec_root(environ)
+        data_root = data_root or rootless_data_root(environ)
+        if not exec_root or not data_root:
+            return None
     return (os.path.abspath(data_root or DEFAULT_DATA_ROOT), os.path.abspath(exec_root or DEFAULT_EXEC_ROOT))
 
 

@@ -296,9 +296,7 @@ def enter(exec_root: str) -> Delegation | None:
         log.warning("the delegated cgroup %s cannot be used, containers get no cgroup: %s",
                     delegation.directory, exc.strerror)
         return None
-    _enable(delegation.directory)
-    _enable(root)
-    _sweep(root, exec_root)
+    _tidy(delegation.directory, exec_root)
     return _delegation(delegation.mount, delegation.path, os.geteuid())
 
 
@@ -307,10 +305,15 @@ def start_up(exec_root: str) -> None:
     engine leaf inside the rootless namespaces (the engine cache, which runs the user's
     commands): enable the controllers offered since, sweep the leaves of dead containers."""
     delegation = current()
-    if delegation is None:
-        return
-    root = os.path.join(delegation.directory, LAMINA_CGROUP)
-    _enable(delegation.directory)
+    if delegation is not None:
+        _tidy(delegation.directory, exec_root)
+
+
+def _tidy(directory: str, exec_root: str) -> None:
+    """Enable the offered controllers in the delegated cgroup ``directory`` and its ``lamina``
+    child, and sweep the leaves of dead containers."""
+    root = os.path.join(directory, LAMINA_CGROUP)
+    _enable(directory)
     _enable(root)
     _sweep(root, exec_root)
 

@@ -13,12 +13,10 @@ import fcntl
 import os
 import pwd
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 import contextlib
@@ -26,6 +24,7 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 from lamina.records import dataclass
+from tests.processes import kill_until_gone
 
 __all__ = ["FIXTURE", "LAMINA", "EXIT_ROOTLESS", "TUN_DEVICE", "Range", "User", "ranges", "processes_of",
            "kill_processes_of", "make_user", "remove_users", "data_root", "tun_mode", "device_mode", "FUSE_DEVICE"]
@@ -96,17 +95,7 @@ def processes_of(uid: int) -> list[int]:
 
 def kill_processes_of(uid: int) -> None:
     """SIGKILL, by pid, every process the test user has (the test started them all)."""
-    deadline = time.monotonic() + 10
-    while True:
-        pids = processes_of(uid)
-        if not pids or time.monotonic() > deadline:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.05)
+    kill_until_gone(lambda: processes_of(uid), 10)
 
 
 def remove_users(made: list[User]) -> None:

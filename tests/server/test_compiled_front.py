@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -28,6 +27,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lamina import errdefs
 from lamina.cli import forkserver, frontbuild
 from tests.server.cacheengine import compiled_front, wait_until  # noqa: F401 - fixtures
+from tests.processes import kill_until_gone
 from tests.server.conftest import REPOSITORY, _processes_naming
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs the fronts as root and as another user")
@@ -118,16 +118,7 @@ def base() -> Iterator[str]:
     try:
         yield path
     finally:
-        for _ in range(100):
-            pids = _processes_naming(path)  # an engine cache a Python-front fallback started
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.05)
+        kill_until_gone(lambda: _processes_naming(path))  # an engine cache a Python-front fallback started
         subprocess.run(["umount", "-R", "-l", path], capture_output=True, check=False)
         shutil.rmtree(path, ignore_errors=True)
 
@@ -238,8 +229,14 @@ def test_an_unprivileged_user_without_a_rootless_engine_to_name_is_left_to_the_p
     program = _as_unprivileged(compiled_front, base)
     environment = {"PATH": os.environ["PATH"], **{name: value.replace("{base}", base) for name, value in variables.items()}}
     assert _python_view(environment, base, user=UNPRIVILEGED)["engine"] is None
-    compiled = subprocess.run([program, "rm", "x"], env=environment, cwd=base, capture_output=True, timeout=120,
-                              user=UNPRIVILEGED)
+    # where a front that filled in what is missing (the relative runtime directory from the
+    # working directory, a home) would go: nothing is sent there either
+    resolved = {**environment, "HOME": environment.get("HOME", f"{base}/home"), "XDG_RUNTIME_DIR": f"{base}/run"}
+    tempted = FakeForkServer(_python_view(resolved, base, user=UNPRIVILEGED)["socket"], [b"P1\nX0\n"], mode=0o777)
+    with tempted.serving():
+        compiled = subprocess.run([program, "rm", "x"], env=environment, cwd=base, capture_output=True, timeout=120,
+                                  user=UNPRIVILEGED)
+    assert tempted.requests == []
     python = subprocess.run([sys.executable, "-m", "lamina.cli.front", "rm", "x"], env=environment, cwd=base,
                             capture_output=True, timeout=120, user=UNPRIVILEGED)
     assert compiled.returncode != 0
