@@ -144,14 +144,65 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+class _SignalRelay:
+    """While in its ``with`` block, ``act(number)`` is called for each of ``numbers`` the process
+    receives, by a thread of its own, one signal at a time and in the order they came.
+
+    Not from the signals' Python handlers: Python runs those in the main thread only, once it
+    runs Python code again, and the kernel may hand a signal sent to the process to another of
+    its threads (it passes over one that has a signal pending already).  A main thread blocked
+    reading the output of a container that prints nothing more would then never run the
+    handler: the Ctrl-C would be lost.  So the handlers do nothing, and the signals are read
+    from the wakeup descriptor (``signal.set_wakeup_fd``), where the interpreter's own handler
+    writes each signal's number in whichever thread took it.  The wakeup descriptor is the
+    process's one: one relay at a time (the main thread's only)."""
+
+    def __init__(self, numbers: tuple[int, ...], act: Callable[[int], None]) -> None:
+        self.numbers = numbers
+        self.act = act
+        self._previous: dict[int, Any] = {}
+        self._previous_wakeup = -1
+        self._write_fd = -1
+
+    def _read(self, read_fd: int) -> None:
+        try:
+            while data := os.read(read_fd, 64):  # end of file: the relay was left
+                for number in data:
+                    if number in self.numbers:  # not another signal with a handler (it ran)
+                        self.act(number)
+        finally:
+            os.close(read_fd)
+
+    def __enter__(self) -> Self:
+        read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self._write_fd, False)  # as set_wakeup_fd requires: a full pipe drops
+        threading.Thread(target=self._read, args=(read_fd,), name="lamina-signals", daemon=True).start()
+        self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        for number in self.numbers:
+            self._previous[number] = signal.signal(number, _written_to_the_wakeup_fd)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+        if self._write_fd >= 0:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.close(self._write_fd)  # the relay acts on what came before, then ends
+            self._write_fd = -1
+
+
+def _written_to_the_wakeup_fd(number: int, frame: object) -> None:
+    """A relayed signal's Python handler: nothing to do (:class:`_SignalRelay` reads it)."""
+
+
 class ResizeForwarder:
     """Send the local terminal's size to the container now and on every SIGWINCH."""
 
     def __init__(self, stream: IO[str], resize: Callable[[int, int], None]) -> None:
         self.stream = stream
         self.resize = resize
-        self._previous: Any = None
-        self._installed = False
+        self._relay: _SignalRelay | None = None
 
     def send(self) -> None:
         size = terminal_size(self.stream)
@@ -169,50 +220,41 @@ class ResizeForwarder:
             return self
         self.send()
         if _in_main_thread():
-            self._previous = signal.signal(signal.SIGWINCH, lambda number, frame: self._on_signal())
-            self._installed = True
+            self._relay = _SignalRelay((signal.SIGWINCH,), lambda number: self.send()).__enter__()
         return self
 
-    def _on_signal(self) -> None:
-        # Not from the handler itself: a resize is a request and the handler may interrupt one.
-        threading.Thread(target=self.send, name="lamina-resize", daemon=True).start()
-
     def __exit__(self, *exc_info: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGWINCH, self._previous)
-            self._installed = False
+        if self._relay is not None:
+            self._relay.__exit__(*exc_info)
+            self._relay = None
 
 
 class SignalProxy:
-    """Forward SIGINT, SIGTERM and SIGHUP received by the CLI to the container."""
+    """Forward SIGINT, SIGTERM and SIGHUP received by the CLI to the container (whichever of
+    the CLI's threads the kernel handed them to: :class:`_SignalRelay`)."""
 
     SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
     def __init__(self, kill: Callable[[str], None], enabled: bool = True) -> None:
         self.kill = kill
         self.enabled = enabled and _in_main_thread()
-        self._previous: dict[int, Any] = {}
+        self._relay: _SignalRelay | None = None
 
-    def _forward(self, name: str) -> None:
-        def run() -> None:
-            from lamina.client.client import ClientError
+    def _forward(self, number: int) -> None:
+        from lamina.client.client import ClientError
 
-            try:
-                self.kill(name)
-            except ClientError:
-                pass  # the container may already be gone; its exit code will tell
-
-        threading.Thread(target=run, name="lamina-sig-proxy", daemon=True).start()
+        try:
+            self.kill(signal.Signals(number).name)
+        except ClientError:
+            pass  # the container may already be gone; its exit code will tell
 
     def __enter__(self) -> Self:
         if self.enabled:
-            for name in self.SIGNALS:
-                number = getattr(signal, name)
-                self._previous[number] = signal.signal(
-                    number, lambda received, frame, name=name: self._forward(name))
+            numbers = tuple(int(getattr(signal, name)) for name in self.SIGNALS)
+            self._relay = _SignalRelay(numbers, self._forward).__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous.clear()
+        if self._relay is not None:
+            self._relay.__exit__(*exc_info)
+            self._relay = None

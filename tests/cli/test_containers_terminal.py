@@ -92,6 +92,39 @@ def test_signal_proxy_forwards_and_restores(terminal) -> None:
     assert signal.getsignal(signal.SIGTERM) == previous
 
 
+# The main thread copies output that never comes (a recv with no end) while another thread
+# waits (as run's wait request does); the kernel hands the signal to that other thread (made
+# certain here by blocking it in the main thread; the kernel does so by itself when the main
+# thread has a signal pending).  Python would run the handler only once the main thread runs
+# again: the signal must reach the container anyway.
+_SIGNAL_TO_ANOTHER_THREAD = """
+import os, signal, socket, sys, threading
+from lamina.cli.stdio import SignalProxy
+
+output, answer = socket.socketpair()
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+with SignalProxy(lambda name: answer.send(name.encode())):
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    os.kill(os.getpid(), signal.SIGINT)
+    output.settimeout(float(sys.argv[1]))
+    try:
+        print(output.recv(64).decode())
+    except TimeoutError:
+        print("not forwarded while the main thread waited")
+"""
+
+
+def test_signal_proxy_forwards_a_signal_another_thread_took() -> None:
+    import subprocess
+    import sys
+
+    from tests.server.conftest import REPOSITORY
+
+    done = subprocess.run([sys.executable, "-c", _SIGNAL_TO_ANOTHER_THREAD, "10"], cwd=REPOSITORY,
+                          capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"SIGINT\n", b"")
+
+
 def _run_on_terminal(monkeypatch, stream, *argv: str) -> int:
     monkeypatch.setattr("sys.stdin", stream)
     monkeypatch.setattr("sys.stdout", stream)
