@@ -15,6 +15,11 @@ start: it forks a worker per command that takes the caller's descriptors, workin
 and environment and runs the command as an in-process one, with the modules the cache loaded
 (the commands, the client, the API, the services: :data:`_FORKED_PACKAGES`) and nothing of
 its engine.  When neither served anything for :data:`IDLE_SECONDS` (a shared clock), both leave.
+While it lives, the cache holds a lease on the monitor template of its exec root, as ``lamina
+serve`` does (:class:`lamina.server.server.TemplateKeeper`), once a ``run`` started one (a
+cache started by reads starts none): the template, which leaves after its own 30 idle seconds
+otherwise, stays, so a later ``run`` through the fork server never waits for its start again
+(~140 ms here); it leaves once idle after the cache.
 
 Which commands reach it, decided by the front: those a default-socket ``lamina serve`` would be
 given (no global option, no engine environment variable, not ``LAMINA_FORWARD=0``),
@@ -208,7 +213,7 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
     from lamina.cli.forwarded import CommandHandler
     from lamina.client.transport import InProcessTransport
     from lamina.config import EngineConfig
-    from lamina.server.server import Server, ServerConfig
+    from lamina.server.server import Server, ServerConfig, TemplateKeeper
 
     lock_fd = os.open(socket_path[:-len(".sock")] + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -223,6 +228,8 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     server = None
     fork_server = None
+    keeper = None
+    leaving = threading.Event()
     try:
         config = EngineConfig.from_environment()
         router = InProcessTransport(config).router  # the engine an in-process command builds
@@ -243,8 +250,15 @@ def _serve(socket_path: str, idle_seconds: float) -> None:
         watcher = threading.Thread(target=_leave_when_idle, args=(server, handler, idle_seconds, fork_server),
                                    name="lamina-engine-cache-idle", daemon=True)
         watcher.start()
+        # the monitor template, held as lamina serve holds it once a run started it: a run
+        # never pays for its start again (~140 ms) while the cache lives; a thread, so only
+        # after the fork server's fork
+        keeper = TemplateKeeper(router, leaving, start=False)
         server.serve_forever()
     finally:
+        leaving.set()
+        if keeper is not None:
+            keeper.stop()  # the template leaves once idle, as after a lamina serve
         if server is not None:
             server.close()
         if fork_server is not None:

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from lamina.api.router import Router
     from lamina.services.api import Services
 
-__all__ = ["Server", "ServerConfig", "serve", "SUPERVISOR_JOIN_TIMEOUT"]
+__all__ = ["Server", "ServerConfig", "TemplateKeeper", "serve", "SUPERVISOR_JOIN_TIMEOUT"]
 
 logger = get_logger("lamina.server")
 
@@ -317,7 +317,7 @@ def serve(engine_config: EngineConfig, config: ServerConfig, *,
         supervisor = threading.Thread(target=_supervise, args=(router, config.restart_interval, stop),
                                       name="lamina-restart-supervisor", daemon=True)
         supervisor.start()
-        keeper = _TemplateKeeper(router, stop)
+        keeper = TemplateKeeper(router, stop)
         try:
             server.serve_forever()
         finally:
@@ -349,13 +349,17 @@ def _refuse(sock: socket.socket, message: str) -> None:
     logger.warning("refused a connection: %s", message)
 
 
-class _TemplateKeeper:
+class TemplateKeeper:
     """The thread that keeps the monitor template up while the server lives (see the module
-    docstring)."""
+    docstring), or the engine cache (:mod:`lamina.cli.enginecache`): until ``stop`` is set
+    and :meth:`stop` called.  ``start``: start a template when none listens (the server); else
+    (the engine cache) take a lease on one once a ``run`` started it, looking every
+    :data:`TEMPLATE_RETRY_SECONDS`, so that a cache started by a read starts no template."""
 
-    def __init__(self, router: Router, stop: threading.Event) -> None:
+    def __init__(self, router: Router, stop: threading.Event, *, start: bool = True) -> None:
         self.router = router
         self.stop_event = stop
+        self.start = start
         self.lock = threading.Lock()
         self.lease: TemplateLease | None = None
         self.thread = threading.Thread(target=self._run, name="lamina-monitor-template", daemon=True)
@@ -367,7 +371,12 @@ class _TemplateKeeper:
             return  # an engine without monitors (a test double)
         while not self.stop_event.is_set():
             try:
-                lease = lease_of()
+                lease = lease_of() if self.start else lease_of(start=False)
+            except errdefs.NotFound as exc:
+                if self.start:
+                    logger.warning("cannot start the monitor template: %s", exc)
+                self.stop_event.wait(TEMPLATE_RETRY_SECONDS)  # the cache's: none yet, look again
+                continue
             except errdefs.LaminaError as exc:
                 logger.warning("cannot start the monitor template: %s", exc)
                 self.stop_event.wait(TEMPLATE_RETRY_SECONDS)

@@ -19,7 +19,7 @@ import pytest
 
 from lamina.cli import front
 from tests.processes import children, comm
-from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY
+from tests.server.conftest import BUSYBOX_ARCHIVE, REPOSITORY, kill_monitor_templates
 
 _DROPPED = ("TZ", "LAMINA_HOST", "DOCKER_HOST", "LAMINA_FORWARD", "LAMINA_DATA_ROOT", "LAMINA_EXEC_ROOT", "LAMINA_LOG_LEVEL",
             "LAMINA_STORAGE_DRIVER", "LAMINA_USERNS_REMAP", "LAMINA_USERNS_REMAP_LAYERS", "COLUMNS")
@@ -153,6 +153,7 @@ def engine() -> Iterator[Engine]:
                 pass
         wait_until(lambda: not made.processes(), 10)
         made.in_process("rm", "-f", "c1", "c2")
+        kill_monitor_templates(made.exec_root)  # the cache's, or a run's: it would stay 30 s
         subprocess.run(["umount", "-R", "-l", base], capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
 

@@ -243,19 +243,7 @@ class ServeProcess:
     def kill_monitor_templates(self) -> None:
         """The server starts a monitor template and keeps it while it lives; it would leave by
         itself 30 s after the server: the test does not leave it behind."""
-        directory = os.path.join(self.exec_root, "monitor-template")
-        for name in os.listdir(directory) if os.path.isdir(directory) else []:
-            if not name.endswith(".pid"):
-                continue
-            with open(os.path.join(directory, name), encoding="ascii") as handle:
-                text = handle.read().strip()
-            try:
-                with open(f"/proc/{int(text)}/cmdline", "rb") as handle:
-                    if self.exec_root.encode() not in handle.read().split(b"\0"):
-                        continue  # not this server's template (the pid was reused)
-                os.kill(int(text), signal.SIGKILL)
-            except (ValueError, OSError):
-                pass
+        kill_monitor_templates(self.exec_root)
 
     def environment(self) -> dict[str, str]:
         """An environment for docker / lamina clients pointed at this server."""
@@ -264,6 +252,25 @@ class ServeProcess:
         environment["DOCKER_HOST"] = self.host
         environment["DOCKER_CONFIG"] = os.path.join(os.path.dirname(self.socket_path), "docker-config")
         return environment
+
+
+def kill_monitor_templates(exec_root: str) -> None:
+    """Kill the monitor templates of ``exec_root`` (by their pid files, checked against their
+    command lines): a server or an engine cache keeps one while it lives, and it would leave
+    by itself only 30 s later."""
+    directory = os.path.join(exec_root, "monitor-template")
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if not name.endswith(".pid"):
+            continue
+        with open(os.path.join(directory, name), encoding="ascii") as handle:
+            text = handle.read().strip()
+        try:
+            with open(f"/proc/{int(text)}/cmdline", "rb") as handle:
+                if exec_root.encode() not in handle.read().split(b"\0"):
+                    continue  # not this exec root's template (the pid was reused)
+            os.kill(int(text), signal.SIGKILL)
+        except (ValueError, OSError):
+            pass
 
 
 def _processes_naming(path: str) -> list[int]:

@@ -10,11 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from lamina.cli import enginecache, forkserver, front
-from tests.processes import comm
+from tests.processes import comm, gone
 from tests.server.cacheengine import cached, engine, serving, wait_until  # noqa: F401 - fixtures
 from tests.server.conftest import REPOSITORY
 
@@ -125,6 +126,56 @@ def test_sigterm_stops_the_cache_and_its_fork_server(cached):
     os.kill(pid, signal.SIGTERM)
     assert wait_until(lambda: not cached.processes(), 20)
     assert not os.path.exists(cached.socket) and not os.path.exists(cached.fork_socket)
+
+
+def _template_pid(exec_root: str) -> int | None:
+    """The monitor template of ``exec_root`` (its pid file), if one serves."""
+    directory = os.path.join(exec_root, "monitor-template")
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.endswith(".pid"):
+            try:
+                with open(os.path.join(directory, name), encoding="ascii") as handle:
+                    pid = int(handle.read())
+            except (OSError, ValueError):
+                continue
+            if not gone(pid):  # a killed one may wait as a zombie for a subreaper (this pytest)
+                return pid
+    return None
+
+
+def _connected(client: int, server: int) -> bool:
+    """Whether process ``client`` holds a unix socket whose peer is one of process ``server``'s
+    (``ss``: the peer's inode of each socket, with the process holding it)."""
+    import re
+
+    listing = subprocess.run(["ss", "-x", "-p", "-n"], capture_output=True, text=True, check=True).stdout
+    sockets = [(int(match[1]), int(match[2]), int(match[3])) for match in
+               re.finditer(r"^\S+\s+\S+\s+\d+\s+\d+\s+\S+\s+(\d+)\s+\S+\s+(\d+)\s+users:\(\(\"[^\"]*\",pid=(\d+)",
+                           listing, re.MULTILINE)]
+    held_by_server = {inode for inode, _peer, pid in sockets if pid == server}
+    return any(pid == client and peer in held_by_server for _inode, peer, pid in sockets)
+
+
+def test_the_cache_holds_the_monitor_template_a_run_started(cached):
+    """As lamina serve does: a lease (a connection the template counts as a request in
+    progress), so the template, which leaves after its own idle time otherwise, is there for
+    every run while the cache lives; but a cache that only answered reads starts none."""
+    from tests.server.conftest import kill_monitor_templates
+
+    # the fixture's in-process create started one: the cache holds it
+    assert wait_until(lambda: _template_pid(cached.exec_root) is not None), "no monitor template"
+    assert wait_until(lambda: _connected(cached.cache_pid(), _template_pid(cached.exec_root)), 20), \
+        "the cache holds no lease"
+    kill_monitor_templates(cached.exec_root)
+    time.sleep(3)  # the cache looks for one every second
+    assert _template_pid(cached.exec_root) is None
+    assert cached.lamina("ps", "-a").returncode == 0
+    assert _template_pid(cached.exec_root) is None
+    done = cached.lamina("run", "--rm", "--network", "none", "busybox", "true")
+    assert done.returncode == 0, done.stderr
+    template = _template_pid(cached.exec_root)
+    assert template is not None
+    assert wait_until(lambda: _connected(cached.cache_pid(), template), 20), "the cache holds no lease"
 
 
 def test_what_the_cache_never_takes(cached, capfd):

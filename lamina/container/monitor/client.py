@@ -112,13 +112,14 @@ def _reap(pid: int) -> None:
 
 class TemplateLease:
     """A hold on the monitor template of ``recipe`` (started, waiting for it, when none
-    listens): while the lease is open the template does not leave; it makes ``recipe``'s
+    listens; with ``start`` false, :class:`~lamina.errdefs.NotFound` then): while the lease
+    is open the template does not leave; it makes ``recipe``'s
 context and opens ``runtime`` at once, ahead of the first spawn.  :meth:`wait` returns when
     the template went away (it died or was killed: the lease is over) or the lease was
     closed; :meth:`close` may be called from another thread."""
 
-    def __init__(self, recipe: MonitorRecipe, runtime: str = "native") -> None:
-        self.sock = _connect_template(recipe)
+    def __init__(self, recipe: MonitorRecipe, runtime: str = "native", *, start: bool = True) -> None:
+        self.sock = _connect_template(recipe, start=start)
         try:
             self.sock.sendall(protocol.encode(protocol.lease_request(recipe.builder, recipe.arguments, runtime)))
             answer = protocol.read_answer(self.sock, _ANSWER_TIMEOUT)
@@ -151,14 +152,17 @@ context and opens ``runtime`` at once, ahead of the first spawn.  :meth:`wait` r
         self.sock.close()
 
 
-def _connect_template(recipe: MonitorRecipe) -> socket.socket:
-    """A connection to the template (started, and waited for, when there is none)."""
+def _connect_template(recipe: MonitorRecipe, *, start: bool = True) -> socket.socket:
+    """A connection to the template (started, and waited for, when there is none; with
+    ``start`` false, :class:`~lamina.errdefs.NotFound` then)."""
     paths = _import_path()
     key = _template_key(paths)
     path = protocol.template_socket(recipe.exec_root, key)
     try:
         return connect_unix(path)
     except (errdefs.NotFound, errdefs.Conflict):
+        if not start:
+            raise errdefs.NotFound(f"no monitor template listens at {path}") from None
         return _start_template(recipe, key, paths)
 
 

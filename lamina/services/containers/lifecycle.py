@@ -261,10 +261,11 @@ class ContainerLifecycleImpl(ContainerGroup):
             raise
         return mount_points
 
-    def monitor_template_lease(self) -> TemplateLease:
-        """A lease on the monitor template (started when there is none): it does not leave
-        while the lease is open (``lamina serve`` holds one)."""
-        return TemplateLease(self.monitor_recipe, self.default_runtime)
+    def monitor_template_lease(self, *, start: bool = True) -> TemplateLease:
+        """A lease on the monitor template (started when there is none; with ``start``
+        false, NotFound then): it does not leave while the lease is open (``lamina serve``
+        and the engine cache hold one)."""
+        return TemplateLease(self.monitor_recipe, self.default_runtime, start=start)
 
     def start(self, id: str) -> None:
         container = self._get(id)
