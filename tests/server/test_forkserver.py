@@ -254,13 +254,40 @@ def test_the_callers_terminal_and_its_size_changes(cached):
 
 def test_a_signal_to_the_caller_reaches_the_command(cached):
     program = "trap 'exit 7' INT; echo ready; while :; do sleep 0.1; done"
-    with _running(cached, "run", "--rm", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE) as run:
+    with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE) as run:
         assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
         # the compiled front sent the command itself (it did not leave it to the Python front)
         assert os.path.realpath(f"/proc/{run.pid}/exe") == os.path.realpath(
             cached.program[0] if len(cached.program) == 1 else sys.executable)
+        worker = _worker(cached)
         run.send_signal(signal.SIGINT)  # proxied to the container, as by an in-process run
-        assert run.wait(60) == 7
+        try:
+            code = run.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the SIGINT did not end the container within 60 s:\n{_signal_diagnosis(cached, worker)}")
+        assert code == 7
+
+
+def _signal_diagnosis(engine, worker: int) -> str:
+    """What a lost signal leaves to read: each thread of the worker (its signal masks, pending
+    signals and kernel stack), the container's record and its processes' signal state."""
+    lines = []
+    for tid in sorted(os.listdir(f"/proc/{worker}/task")):
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{worker}/task/{tid}/status", encoding="ascii") as handle:
+                fields = [line.strip() for line in handle if line.startswith(("Name", "State", "Sig", "ShdPnd"))]
+            with open(f"/proc/{worker}/task/{tid}/stack", encoding="ascii") as handle:
+                stack = handle.read().split()[1::2][:6]
+            lines.append(f"worker thread {tid}: {' '.join(fields)} kernel stack {stack}")
+    inspected = engine.in_process("inspect", "--format", "{{json .State}}", "c2")
+    lines.append(f"container state: {inspected.stdout.decode().strip()} {inspected.stderr.decode().strip()}")
+    top = engine.in_process("top", "c2", "-o", "pid")
+    for pid in top.stdout.decode().split()[1:]:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+                fields = [line.strip() for line in handle if line.startswith(("Name", "Sig", "ShdPnd"))]
+            lines.append(f"container process {pid}: {' '.join(fields)}")
+    return "\n".join(lines)
 
 
 def _state(pid: int) -> str:
