@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: ``lamina run --rm --network none busybox true`` after an idle gap.
 
-The engine cache leaves after 60 idle seconds and the monitor template after its own 30
+The engine cache leaves after five idle minutes and the monitor template after its own 30
 (unless the cache holds it); a user who runs a container now and then meets what is left after
 the gap.  Each round runs, for every tree, one ``run`` (untimed: everything is warm after it),
 then waits ``--gap`` seconds, then times one ``run``; trees are interleaved within a round
