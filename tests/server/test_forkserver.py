@@ -75,7 +75,8 @@ def _workers(pid: int) -> list[int]:
 
 
 def _worker(engine) -> int:
-    """The one worker of ``engine``'s fork server, once it runs."""
+    """The one worker of ``engine``'s fork server, once it runs (ask once the command printed:
+    before, a spare forked a moment ago and not yet named counts as one)."""
     fork_server = engine.fork_server_pid()
     assert wait_until(lambda: len(_workers(fork_server)) == 1), "no worker started"
     [worker] = _workers(fork_server)
@@ -309,7 +310,11 @@ def test_job_control_stops_and_continues_the_command(cached):
 
 
 def test_a_caller_that_dies_takes_its_worker(cached):
-    with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sleep", "60", stdout=subprocess.DEVNULL) as run:
+    with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sh", "-c", "echo ready; sleep 60",
+                  stdout=subprocess.PIPE) as run:
+        # once the command runs: before, the one child of the fork server may be its spare,
+        # forked as the cache started and not yet named (a front killed then sent nothing)
+        assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
         worker = _worker(cached)
         run.kill()
         run.wait()
