@@ -271,8 +271,9 @@ def test_reads_side_by_side_through_the_cache(cached):
     for run in runs:
         out, err = run.communicate(timeout=120)
         assert (run.returncode, out, err) == (0, expected.stdout, expected.stderr)
-    answering = [pid for pid in cached.processes() if comm(pid) != forkserver.SPARE_NAME]
-    assert sorted(answering) == sorted([cached.cache_pid(), cached.fork_server_pid()])
+    # (waited for: a spare forked a moment ago has the fork server's name until it renames itself)
+    assert wait_until(lambda: sorted(pid for pid in cached.processes() if comm(pid) != forkserver.SPARE_NAME)
+                      == sorted([cached.cache_pid(), cached.fork_server_pid()]))
 
 
 def test_a_data_root_replaced_under_the_cache_is_read_in_process(cached):
