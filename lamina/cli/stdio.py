@@ -146,7 +146,8 @@ def _in_main_thread() -> bool:
 
 class _SignalRelay:
     """While in its ``with`` block, ``act(number)`` is called for each of ``numbers`` the process
-    receives, by a thread of its own, one signal at a time and in the order they came.
+    receives, by a thread of its own, one signal at a time and in the order they came (nothing
+    is done without ``numbers``).
 
     Not from the signals' Python handlers: Python runs those in the main thread only, once it
     runs Python code again, and the kernel may hand a signal sent to the process to another of
@@ -174,6 +175,8 @@ class _SignalRelay:
             os.close(read_fd)
 
     def __enter__(self) -> Self:
+        if not self.numbers:
+            return self
         read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self._write_fd, False)  # as set_wakeup_fd requires: a full pipe drops
         threading.Thread(target=self._read, args=(read_fd,), name="lamina-signals", daemon=True).start()
@@ -196,13 +199,13 @@ def _written_to_the_wakeup_fd(number: int, frame: object) -> None:
     """A relayed signal's Python handler: nothing to do (:class:`_SignalRelay` reads it)."""
 
 
-class ResizeForwarder:
+class ResizeForwarder(_SignalRelay):
     """Send the local terminal's size to the container now and on every SIGWINCH."""
 
     def __init__(self, stream: IO[str], resize: Callable[[int, int], None]) -> None:
+        super().__init__((signal.SIGWINCH,) if _in_main_thread() else (), lambda number: self.send())
         self.stream = stream
         self.resize = resize
-        self._relay: _SignalRelay | None = None
 
     def send(self) -> None:
         size = terminal_size(self.stream)
@@ -219,17 +222,10 @@ class ResizeForwarder:
         if terminal_size(self.stream) is None:
             return self
         self.send()
-        if _in_main_thread():
-            self._relay = _SignalRelay((signal.SIGWINCH,), lambda number: self.send()).__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._relay is not None:
-            self._relay.__exit__(*exc_info)
-            self._relay = None
+        return super().__enter__()
 
 
-class SignalProxy:
+class SignalProxy(_SignalRelay):
     """Forward SIGINT, SIGTERM and SIGHUP received by the CLI to the container (whichever of
     the CLI's threads the kernel handed them to: :class:`_SignalRelay`)."""
 
@@ -238,7 +234,8 @@ class SignalProxy:
     def __init__(self, kill: Callable[[str], None], enabled: bool = True) -> None:
         self.kill = kill
         self.enabled = enabled and _in_main_thread()
-        self._relay: _SignalRelay | None = None
+        super().__init__(tuple(int(getattr(signal, name)) for name in self.SIGNALS) if self.enabled else (),
+                         self._forward)
 
     def _forward(self, number: int) -> None:
         from lamina.client.client import ClientError
@@ -247,14 +244,3 @@ class SignalProxy:
             self.kill(signal.Signals(number).name)
         except ClientError:
             pass  # the container may already be gone; its exit code will tell
-
-    def __enter__(self) -> Self:
-        if self.enabled:
-            numbers = tuple(int(getattr(signal, name)) for name in self.SIGNALS)
-            self._relay = _SignalRelay(numbers, self._forward).__enter__()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._relay is not None:
-            self._relay.__exit__(*exc_info)
-            self._relay = None

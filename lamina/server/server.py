@@ -371,14 +371,10 @@ class TemplateKeeper:
             return  # an engine without monitors (a test double)
         while not self.stop_event.is_set():
             try:
-                lease = lease_of() if self.start else lease_of(start=False)
-            except errdefs.NotFound as exc:
-                if self.start:
-                    logger.warning("cannot start the monitor template: %s", exc)
-                self.stop_event.wait(TEMPLATE_RETRY_SECONDS)  # the cache's: none yet, look again
-                continue
+                lease = lease_of(start=self.start)
             except errdefs.LaminaError as exc:
-                logger.warning("cannot start the monitor template: %s", exc)
+                if self.start or not isinstance(exc, errdefs.NotFound):  # the cache's: none yet
+                    logger.warning("cannot start the monitor template: %s", exc)
                 self.stop_event.wait(TEMPLATE_RETRY_SECONDS)
                 continue
             with lease:
@@ -389,7 +385,8 @@ class TemplateKeeper:
                 with self.lock:
                     self.lease = None
             if not self.stop_event.is_set():
-                logger.info("the monitor template (pid %d) went away; starting the next one", lease.pid)
+                logger.info("the monitor template (pid %d) went away%s", lease.pid,
+                            "; starting the next one" if self.start else "")
             self.stop_event.wait(TEMPLATE_RETRY_SECONDS)
 
     def stop(self) -> None:

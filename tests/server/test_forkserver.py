@@ -272,22 +272,23 @@ def test_a_signal_to_the_caller_reaches_the_command(cached):
 def _signal_diagnosis(engine, worker: int) -> str:
     """What a lost signal leaves to read: each thread of the worker (its signal masks, pending
     signals and kernel stack), the container's record and its processes' signal state."""
+    def signal_state(path: str) -> str:
+        with open(f"{path}/status", encoding="ascii") as handle:
+            fields = [line.strip() for line in handle if line.startswith(("Name", "State", "Sig", "ShdPnd"))]
+        return " ".join(fields)
+
     lines = []
     for tid in sorted(os.listdir(f"/proc/{worker}/task")):
         with contextlib.suppress(OSError):
-            with open(f"/proc/{worker}/task/{tid}/status", encoding="ascii") as handle:
-                fields = [line.strip() for line in handle if line.startswith(("Name", "State", "Sig", "ShdPnd"))]
             with open(f"/proc/{worker}/task/{tid}/stack", encoding="ascii") as handle:
                 stack = handle.read().split()[1::2][:6]
-            lines.append(f"worker thread {tid}: {' '.join(fields)} kernel stack {stack}")
+            lines.append(f"worker thread {tid}: {signal_state(f'/proc/{worker}/task/{tid}')} kernel stack {stack}")
     inspected = engine.in_process("inspect", "--format", "{{json .State}}", "c2")
     lines.append(f"container state: {inspected.stdout.decode().strip()} {inspected.stderr.decode().strip()}")
     top = engine.in_process("top", "c2", "-o", "pid")
     for pid in top.stdout.decode().split()[1:]:
         with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/status", encoding="ascii") as handle:
-                fields = [line.strip() for line in handle if line.startswith(("Name", "Sig", "ShdPnd"))]
-            lines.append(f"container process {pid}: {' '.join(fields)}")
+            lines.append(f"container process {pid}: {signal_state(f'/proc/{pid}')}")
     return "\n".join(lines)
 
 
