@@ -166,6 +166,10 @@ def cgroup_path(state: RuntimeState) -> str:
 class RuntimeLifecycle(Protocol):
     """A container's processes: start, enter, signal, freeze, and release."""
 
+    def prepare(self) -> None:
+        """Load, once, what every start reads alike (called by a process whose forks start
+        containers: the monitor template).  A start that finds nothing loaded loads it."""
+
     def start(self, spec: ContainerSpec, stdio: Stdio) -> RuntimeState:
         """Create and start the container; the caller reaps the returned pid."""
 

@@ -263,6 +263,15 @@ class NativeRuntime:
 
     # -- Runtime protocol -----------------------------------------------------------------
 
+    def prepare(self) -> None:
+        """The cgroup layout, the default seccomp profile, and libseccomp (its version is part
+        of a compiled program's key)."""
+        if self._use_cgroups and self._layout is None:
+            self._layout = detect_layout()
+        if self._profile is None:
+            self._profile = default_profile_bytes()
+        self._programs.prepare()
+
     def start(self, spec: ContainerSpec, stdio: Stdio) -> RuntimeState:
         if not os.path.isdir(spec.rootfs):
             raise errdefs.NotFound(f"root filesystem {spec.rootfs} does not exist")

@@ -68,7 +68,7 @@ from lamina.fsutil import atomic_write_json, remove_tree
 from lamina.log import get_logger
 from lamina.runtime.api import ContainerSpec, ProcessSpec, Resources, RuntimeState, Stdio, cgroup_path
 from lamina.runtime.oci_cgroups import CgroupHierarchies, cgroup_stats, ensure_v1_hierarchies, swap_limit_supported
-from lamina.runtime.oci_config import ID_PATTERN, config_json, process_json, resources_json
+from lamina.runtime.oci_config import ID_PATTERN, config_json, load_default_seccomp_profile, process_json, resources_json
 
 if TYPE_CHECKING:
     from lamina.runtime.cgroups import CgroupManager
@@ -155,6 +155,7 @@ class OCIRuntime:
         self.timeout = timeout
         self._host_checked = False
         self._version: tuple[int, int] | None = None
+        self._default_profile: dict[str, Any] | None = None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -308,6 +309,11 @@ class OCIRuntime:
 
     # -- Runtime --------------------------------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Docker's default seccomp profile, read and parsed once (not at every start)."""
+        if self._default_profile is None:
+            self._default_profile = load_default_seccomp_profile()
+
     def start(self, spec: ContainerSpec, stdio: Stdio) -> RuntimeState:
         bundle = self._bundle(spec.id)
         if spec.process.terminal:
@@ -316,7 +322,8 @@ class OCIRuntime:
         if spec.init:
             raise errdefs.NotImplemented(f"--init is not supported with the {self.name} runtime yet")
         hierarchies = self._prepare_host()
-        config = config_json(spec)
+        default_profile = self._default_profile if spec.seccomp and spec.seccomp_profile is None else None
+        config = config_json(spec, seccomp_profile=default_profile)
         memory = config["linux"]["resources"].get("memory", {})
         if "swap" in memory and not swap_limit_supported(hierarchies):
             log.warning("container %s: the kernel does not support swap limit capabilities or the cgroup "

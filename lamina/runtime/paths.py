@@ -110,34 +110,41 @@ def make_dirs_in_root(root_fd: int, path: str, mode: int = 0o755, *, _links: int
     except FileNotFoundError:
         pass
     parts = relative.split("/")
-    for index in range(1, len(parts) + 1):
-        prefix = "/".join(parts[:index])
+    # the deepest ancestor that exists (usually the parent: one lookup), then down from it
+    index = len(parts) - 1
+    while True:
         try:
-            fd = open_in_root(root_fd, prefix, os.O_PATH | os.O_DIRECTORY)
+            fd = open_in_root(root_fd, "/".join(parts[:index]) or ".", os.O_PATH | os.O_DIRECTORY)
+            break
         except FileNotFoundError:
-            parent_path = "/".join(parts[:index - 1]) or "."
-            parent = open_in_root(root_fd, parent_path, os.O_RDONLY | os.O_DIRECTORY)
+            if index == 0:
+                raise
+            index -= 1
+    try:
+        for index in range(index, len(parts)):
+            name = parts[index]
             try:
-                os.mkdir(parts[index - 1], mode, dir_fd=parent)
+                os.mkdir(name, mode, dir_fd=fd)
                 link = None
             except FileExistsError:
                 # made by someone else meanwhile, or a dangling symlink: create its target
                 try:
-                    link = os.readlink(parts[index - 1], dir_fd=parent)
+                    link = os.readlink(name, dir_fd=fd)
                 except OSError:
                     link = None
-            finally:
-                os.close(parent)
             if link is not None:
                 if _links >= MAX_SYMLINKS:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-                target = link if link.startswith("/") else posixpath.join("/", parent_path, link)
+                target = link if link.startswith("/") else posixpath.join("/", *parts[:index], link)
                 os.close(make_dirs_in_root(root_fd, target, mode, _links=_links + 1))
-            fd = open_in_root(root_fd, prefix, os.O_PATH | os.O_DIRECTORY)
-        if index == len(parts):
-            return fd
-        os.close(fd)
-    raise AssertionError("unreachable")  # pragma: no cover
+            os.close(fd)
+            fd = -1
+            fd = open_in_root(root_fd, "/".join(parts[:index + 1]), os.O_PATH | os.O_DIRECTORY)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+    return fd
 
 
 def make_file_in_root(root_fd: int, path: str, mode: int = 0o644) -> int:

@@ -369,6 +369,12 @@ class ProgramCache:
         self._memory: dict[str, SeccompProgram] = {}
         self._version: str | None = None
 
+    def prepare(self) -> None:
+        """Load libseccomp and what a key hashes with, ahead of the first :meth:`get`."""
+        if self._version is None:
+            self._version = _libseccomp_version()
+        small_sha256()
+
     def key(self, profile_bytes: bytes, capabilities: tuple[str, ...] | frozenset[str]) -> str:
         if self._version is None:
             self._version = _libseccomp_version()

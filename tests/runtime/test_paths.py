@@ -78,6 +78,26 @@ def test_make_dirs_creates_through_a_dangling_host_symlink_inside_the_root(tree)
     assert (root / str(outside).lstrip("/") / "a" / "b").is_dir()
 
 
+def test_make_dirs_creates_every_missing_level_and_follows_relative_dangling_links(tree) -> None:
+    root, outside, root_fd = tree
+    os.symlink("../made/by/link", root / "data" / "dangling")  # relative, its target missing
+    fd = make_dirs_in_root(root_fd, "/data/dangling/x/y")
+    try:
+        assert os.path.samestat(os.fstat(fd), os.stat(root / "made" / "by" / "link" / "x" / "y"))
+    finally:
+        os.close(fd)
+    fd = make_dirs_in_root(root_fd, "/new/a/b/c")  # nothing below the root exists
+    os.close(fd)
+    assert (root / "new" / "a" / "b" / "c").is_dir()
+    assert not (outside / "made").exists()
+    # what exists already is opened, not made again
+    fd = make_dirs_in_root(root_fd, "/abs")
+    try:
+        assert os.path.samestat(os.fstat(fd), os.stat(root / "etc"))
+    finally:
+        os.close(fd)
+
+
 def test_make_file_creates_parents_and_an_empty_file(tree) -> None:
     root, _, root_fd = tree
     os.close(make_file_in_root(root_fd, "/abs/new/file"))

@@ -113,6 +113,39 @@ def test_compiled_programs_are_cached_on_disk_and_a_damaged_entry_is_rebuilt(tmp
         SeccompProgram(b"")
 
 
+def test_a_prepared_native_runtime_starts_without_loading_anything_again(tmp_path, monkeypatch) -> None:
+    """What the monitor template loads once (``prepare``) is what each start's helper, a fork
+    of it, would otherwise load: the cgroup layout, the default profile, libseccomp."""
+    from lamina.runtime import native, seccomp
+
+    runtime = NativeRuntime(seccomp_cache=str(tmp_path))
+    runtime.prepare()
+    expected = ProgramCache().get(default_profile_bytes(), DEFAULT_CAPABILITIES).bpf
+
+    def loaded_again(*_args, **_kwargs):
+        raise AssertionError("loaded again by a start")
+
+    monkeypatch.setattr(native, "detect_layout", loaded_again)
+    monkeypatch.setattr(native, "default_profile_bytes", loaded_again)
+    monkeypatch.setattr(seccomp, "_libseccomp_version", loaded_again)
+    assert runtime._cgroups("lamina/prepared").layout is not None
+    assert runtime._seccomp(DEFAULT_CAPABILITIES).bpf == expected
+
+
+def test_a_prepared_oci_runtime_reads_the_default_profile_once(monkeypatch) -> None:
+    from lamina.runtime import oci
+
+    if shutil.which("crun") is None:
+        pytest.skip("crun is not installed")
+    runtime = OCIRuntime("crun")
+    runtime.prepare()
+    profile = runtime._default_profile
+    assert profile is not None and profile["defaultAction"] == "SCMP_ACT_ERRNO"
+    monkeypatch.setattr(oci, "load_default_seccomp_profile", lambda: pytest.fail("read again"))
+    runtime.prepare()
+    assert runtime._default_profile is profile
+
+
 def test_kernel_version_parsing() -> None:
     assert kernel_version("6.18.44-fc-v657") == (6, 18)
     assert kernel_version("5.10.0-28-amd64") == (5, 10)

@@ -31,6 +31,7 @@ import lamina.container.monitor.protocol as protocol
 from lamina.container.monitor.api import MonitorContext, MonitorStores, PendingAttach
 from lamina.container.monitor.launch import SpareHelper
 from lamina.container.monitor.server import Monitor
+from lamina.container.names import is_valid_name
 from lamina.container.rundir import RunDirectory
 from lamina.log import get_logger
 
@@ -58,6 +59,7 @@ def prepare_logging() -> logging.FileHandler:
 
 #: the container id of a rehearsal (:func:`rehearse`): a well-formed id no container has
 REHEARSAL_ID = "0" * 64
+REHEARSAL_NAME = "/lamina-rehearsal"
 
 
 def rehearse(context: MonitorContext, stores: MonitorStores) -> None:
@@ -89,6 +91,7 @@ def rehearse(context: MonitorContext, stores: MonitorStores) -> None:
     if log_type == "json-file":
         parse_log_options(options)
     health.probe_of({})
+    is_valid_name(REHEARSAL_NAME)  # compiles the pattern a removal checks the name it releases with
 
 
 def spare_helper_work(context: MonitorContext,

@@ -119,6 +119,9 @@ _MAX_DESCRIPTORS = 64        # the answer pipe and pending attaches of one reque
 SPARE_DELAY = 0.05
 #: the name (``/proc/PID/comm``) of a spare monitor while it waits
 SPARE_NAME = "spare-monitor"
+#: what a start imports on first use (overlay2's mount options): imported once, here, rather
+#: than by every start's helper
+_IMPORTED_BY_STARTS = ("lamina.graphdriver.overlay2_kernel",)
 
 
 def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str = "") -> None:
@@ -127,6 +130,8 @@ def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str
     ``prepare``: ``{"arguments": ..., "runtime": name}`` (JSON), the context and runtime the
     first request will most likely want, made before the first request is served."""
     importlib.import_module(builder.partition(":")[0])
+    for module in _IMPORTED_BY_STARTS:
+        importlib.import_module(module)
     reset_signals(ignore=IGNORED_SIGNALS)  # the monitors' dispositions, inherited by them
     log_handler = prepare_logging()
     compile_loaded_inits()  # once here rather than in each monitor
@@ -307,7 +312,7 @@ class Template:
                 and isinstance(runtime, str) and isinstance(hellos, list)) or len(fds) != 1 + len(hellos):
             raise errdefs.InvalidArgument("malformed spawn request")
         context, stores = self._context(builder, arguments)
-        context.runtime(runtime)  # opened here once: its set-up is shared by every monitor
+        _open_runtime(context, runtime)
         wanted = (builder, arguments, runtime)
         self.spare_due = time.monotonic() + SPARE_DELAY
         spare = self.spare
@@ -385,7 +390,7 @@ class Template:
             return
         try:
             context, _stores = self._context(builder, arguments)
-            context.runtime(runtime)
+            _open_runtime(context, runtime)
         except Exception:  # noqa: BLE001 - the spawn request that needs them reports it
             logging.getLogger("lamina.monitor").exception("cannot prepare the monitors' context")
             return
@@ -409,6 +414,17 @@ class Template:
                 logging.getLogger("lamina.monitor").exception("cannot rehearse the monitors' first steps")
             gc.collect()  # once per context: its garbage is not frozen into every monitor
         return made
+
+
+def _open_runtime(context: Any, name: str) -> None:
+    """Open the runtime ``name`` in ``context`` and load what its starts share, once: the
+    monitors forked from here find both done.  What cannot be loaded is logged (each start
+    then tries again, and says why it fails)."""
+    runtime = context.runtime(name)
+    try:
+        runtime.prepare()
+    except Exception:  # noqa: BLE001 - see above
+        logging.getLogger("lamina.monitor").exception("cannot prepare the %s runtime", name)
 
 
 class _Spare:
