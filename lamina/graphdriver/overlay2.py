@@ -280,6 +280,34 @@ class Overlay2Driver(common.LayerDirectories):
     def list_ids(self) -> list[str]:
         return common.layer_ids(self.home, (LINK_DIR,))
 
+    def recycle(self, id: str) -> bool:
+        """Make the read-write layer ``id`` empty again for another container on the same
+        parent (:mod:`lamina.layer.mounts`' ready layers): unmounted, its ``diff`` and ``work``
+        directories replaced by new empty ones (nothing of the container, nor of the kernel's
+        work, is kept), its short link, ``link`` and ``lower`` kept.  False, and nothing
+        changed, when it is not one this can reuse: a base layer, or one with children."""
+        with self._lock:
+            self._references.pop(id, None)
+            self._adopted.discard(id)
+            layer_dir = self._existing_dir(id)
+            merged = os.path.join(layer_dir, "merged")
+            if not links.lowers(layer_dir) or os.path.exists(os.path.join(layer_dir, "committed")):
+                return False
+            lmount.unmount_all_under(layer_dir)  # the root filesystem of the container it was
+            self._volatile.discard(id)
+        try:
+            for name, mode in (("diff", 0o755), ("work", 0o700)):
+                path = os.path.join(layer_dir, name)
+                fsutil.remove_tree(path)
+                os.mkdir(path, mode)
+            try:
+                os.rmdir(merged)
+            except FileNotFoundError:
+                pass
+        except OSError as exc:
+            raise fsutil.system_error(f"empty overlay2 layer {id}", exc) from exc
+        return True
+
     def mounts(self, id: str, idmap: IdentityMapping | None = None, copies: bool = False) -> list[Mount]:
         """One overlay mount (lowerdir from short links, relative to ``home``), or a bind of the
         diff directory for a base layer.  A layer with children (``committed``) mounts read-only.

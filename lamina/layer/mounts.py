@@ -35,6 +35,26 @@ is told at it: ``committed``).  Creations and removals hold the layer store's lo
 their whole run; :meth:`MountStore.sweep` runs under it exclusive, so every ``.tmp-`` or
 ``.removing-`` entry it sees belongs to a process that died.  Removing what is gone already
 is not an error (NotFound from :meth:`MountStore.remove` only when no record exists).
+
+Ready layers (lamina's own; a disposable container's only)::
+
+    mounts/.ready/<cache id of the image's top layer>-<32 random hex>/
+               the record of a removed ``--rm`` container (mount-id, init-id, parent), whose
+               init layer is kept as it was and whose read-write layer the driver emptied
+               (:meth:`~lamina.graphdriver.overlay2.Overlay2Driver.recycle`: new ``diff`` and
+               ``work`` directories)
+
+A ``--rm`` container's removal, past its commit point, keeps its layer pair this way when the
+driver can empty it and fewer than :data:`READY_PER_PARENT` wait on the same image layer (the
+rename into ``.ready`` is the last step; a crash before it leaves the ``.removing-`` record
+the sweep deletes).  The next disposable create on that image takes one with a single rename
+to ``mounts/<container-id>`` (its commit point, as the ``.tmp-`` rename), after which the
+record is checked whole (a host crash may lose an unsynced part: then it is removed and
+the create makes its own).  About 20 new inodes (the init layer's directories and
+placeholders, the read-write layer's, their short links and records) become one rename.  A
+ready layer whose image layer is gone is removed by the removal of that image, by the next
+recycling and by :meth:`MountStore.sweep`; its driver directories are known to ``system
+check`` (:meth:`~lamina.layer.store.LayerStore.known_cache_ids`).
 """
 
 from __future__ import annotations
@@ -58,6 +78,11 @@ if TYPE_CHECKING:
 __all__ = ["RWLayer", "MountStore", "INIT_PATHS"]
 
 log = get_logger("lamina.layer")
+
+#: ``mounts/.ready/``: read-write layers made empty again for the next container on the same
+#: image (see the module docstring), at most :data:`READY_PER_PARENT` per image top layer
+READY_DIR = ".ready"
+READY_PER_PARENT = 2
 
 # (path, kind, mode): the init layer's content, as Docker's initlayer.Setup makes it
 INIT_PATHS: tuple[tuple[str, str, int], ...] = (
@@ -107,6 +132,10 @@ class MountStore:
         init_id = mount_id + "-init"
         lock = self.layers.lock(shared=True)
         try:
+            if not durable and idmap is None and parent_layer is not None:
+                ready = self._claim_ready(container_id, final, parent_layer.cache_id, parent)
+                if ready is not None:
+                    return ready
             tmp = os.path.join(self._dir, fsutil.temp_name())
             os.mkdir(tmp, 0o700)
             try:
@@ -254,11 +283,102 @@ class MountStore:
             if committed is not None:
                 committed()
             if layer is not None:
+                if not durable and self._recycle(layer, removing):
+                    return
                 self.driver.remove(layer.mount_id)
                 self.driver.remove(layer.init_id)
             fsutil.remove_tree(removing)
         finally:
             lock.release()
+
+    # -- ready layers ----------------------------------------------------------------------------
+
+    def _ready_names(self) -> list[str]:
+        try:
+            return os.listdir(os.path.join(self._dir, READY_DIR))
+        except FileNotFoundError:
+            return []
+
+    def _claim_ready(self, container_id: str, final: str, parent_cache_id: str, parent: str) -> RWLayer | None:
+        """A ready layer pair on ``parent`` made the container's (one rename: the create's
+        commit point), or None when there is none.  One a host crash damaged is removed."""
+        directory = os.path.join(self._dir, READY_DIR)
+        for name in self._ready_names():
+            if name.rpartition("-")[0] != parent_cache_id:
+                continue
+            try:
+                os.rename(os.path.join(directory, name), final)
+            except FileNotFoundError:
+                continue  # another create took it
+            try:
+                layer: RWLayer | None = self.get(container_id)
+            except (errdefs.NotFound, errdefs.DataLoss):
+                layer = None
+            if layer is not None and layer.parent == parent and layer.idmap is None and self._whole(layer):
+                return layer
+            log.warning("ready read-write layer %s is damaged: removed", name)
+            self.remove(container_id)
+        return None
+
+    def _whole(self, layer: RWLayer) -> bool:
+        """Whether the driver directories of a ready layer are all there (a host crash may
+        lose what its recycling made: it was not synced)."""
+        try:
+            work = self.driver.metadata(layer.mount_id).get("WorkDir")
+            return self.driver.exists(layer.init_id) and os.path.isdir(self.driver.diff_path(layer.mount_id)) \
+                and (work is None or os.path.isdir(work))
+        except errdefs.LaminaError:
+            return False
+
+    def _recycle(self, layer: RWLayer, removing: str) -> bool:
+        """Keep the layer pair of a removed disposable container, emptied, for the next one
+        on the same image (``removing``: its record, past the removal's commit point); False
+        when it is not kept (the caller removes it)."""
+        recycle = getattr(self.driver, "recycle", None)  # an overlay2 driver's
+        if recycle is None or layer.idmap is not None or layer.parent is None:
+            return False
+        try:
+            parent_cache_id = self.layers.get(layer.parent).cache_id
+        except errdefs.LaminaError:
+            return False
+        names = self._drop_stale(self._ready_names())
+        if sum(1 for name in names if name.rpartition("-")[0] == parent_cache_id) >= READY_PER_PARENT:
+            return False
+        try:
+            if not recycle(layer.mount_id):
+                return False
+            directory = os.path.join(self._dir, READY_DIR)
+            os.makedirs(directory, 0o700, exist_ok=True)
+            os.rename(removing, os.path.join(directory, f"{parent_cache_id}-{os.urandom(16).hex()}"))
+        except (OSError, errdefs.LaminaError) as exc:
+            log.warning("read-write layer %s not kept for reuse: %s", layer.mount_id, exc)
+            return False
+        return True
+
+    def drop_stale_ready(self) -> None:
+        """Remove the ready layers whose image layer is gone (after an image's removal)."""
+        self._drop_stale(self._ready_names())
+
+    def _drop_stale(self, names: list[str]) -> list[str]:
+        """Remove the ready layers whose image layer is gone (no create can claim them); the
+        names left."""
+        kept = []
+        for name in names:
+            if self.driver.exists(name.rpartition("-")[0]):
+                kept.append(name)
+                continue
+            taken = os.path.join(self._dir, f".removing-{name}")
+            try:
+                os.rename(os.path.join(self._dir, READY_DIR, name), taken)  # a removal's commit point
+            except FileNotFoundError:
+                continue  # claimed or dropped meanwhile
+            for key in ("mount-id", "init-id"):
+                try:
+                    self.driver.remove(_read(os.path.join(taken, key)))
+                except (FileNotFoundError, errdefs.InvalidArgument):
+                    pass
+            fsutil.remove_tree(taken)
+        return kept
 
     def interrupted(self) -> list[str]:
         """Names of ``.tmp-`` and ``.removing-`` entries (work in progress or crash leftovers)."""
@@ -280,6 +400,7 @@ class MountStore:
                     pass  # an empty file (a crash): the directory it named is an orphan for `system check`
             fsutil.remove_tree(path)
             done.append(f"removed interrupted read-write layer record {name}")
+        self.drop_stale_ready()
         return done
 
     def changes(self, container_id: str) -> list[Change]:

@@ -531,12 +531,18 @@ class LayerStore:
     # -- checking ------------------------------------------------------------------------
 
     def known_cache_ids(self) -> set[str]:
+        """The driver directories some record names: a layer's, a container's read-write and
+        init layers, and those of the ready read-write layers (``mounts/.ready/*``)."""
         ids = {layer.cache_id for layer in self.layers()}
-        for name in os.listdir(self._mounts_dir):
+        ready = os.path.join(self._mounts_dir, ".ready")
+        records = [os.path.join(self._mounts_dir, name) for name in os.listdir(self._mounts_dir)]
+        if os.path.isdir(ready):
+            records += [os.path.join(ready, name) for name in os.listdir(ready)]
+        for record in records:
             for key in ("mount-id", "init-id"):
                 try:
-                    ids.add(_read_text(os.path.join(self._mounts_dir, name, key)))
-                except FileNotFoundError:
+                    ids.add(_read_text(os.path.join(record, key)))
+                except (FileNotFoundError, NotADirectoryError):
                     pass
         return ids
 

@@ -561,9 +561,12 @@ class ImageServiceImpl:
         report = [{"Deleted": str(image_id)}]
         chains = chain_ids(config.diff_ids)
         if chains:
-            for layer in self.layers.release_unreferenced([chains[-1]], self.referenced_layers()):
+            released = self.layers.release_unreferenced([chains[-1]], self.referenced_layers())
+            for layer in released:
                 report.append({"Deleted": str(layer.chain_id)})
                 self.freed_bytes += layer.size
+            if released and self.mounts is not None:
+                self.mounts.drop_stale_ready()  # the emptied read-write layers kept on them
         if prune and parent and self.images.exists(parent) and not self.references.references(parent) \
                 and not self.images.children(parent):
             report.extend(self._delete_image(Digest(parent), prune=True))

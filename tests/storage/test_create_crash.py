@@ -12,6 +12,7 @@ import pytest
 
 from lamina.config import EngineConfig
 from lamina.container.removal import sweep
+from lamina.layer.mounts import READY_DIR
 from lamina.services.compose import build_services
 
 from services.conftest import Engine
@@ -74,13 +75,64 @@ def _check_whole_or_gone(reopened, auto_remove: bool) -> None:
     again = reopened.containers.create({"Image": "busybox", "Cmd": ["true"]}, name="crashing")["Id"]
     assert reopened.container_views.inspect("crashing")["Id"] == again
     reopened.containers.remove(again)
-    # nothing but the image's layer is left in the driver (a --rm container's monitor deletes
-    # its layer directories after its waiters were woken)
-    image_layers = sorted(reopened.mounts.layers.get(str(chain)).cache_id for chain in reopened.mounts.layers.chain_ids())
-    records = os.path.join(reopened.mounts.layers.root, "mounts")
+    # nothing but the image's layer is left in the driver, and the layers a --rm container's
+    # monitor kept for the next one (it empties or deletes them after its waiters were woken)
+    assert _left_in_driver(reopened) == _image_layers(reopened)
+
+
+def _image_layers(services) -> list[str]:
+    return sorted(services.mounts.layers.get(str(chain)).cache_id for chain in services.mounts.layers.chain_ids())
+
+
+def _left_in_driver(services) -> list[str]:
+    """The driver's directories but the kept ones (``mounts/.ready``), once no record is left
+    in ``layerdb/mounts`` but those (a --rm container's monitor removes its own meanwhile)."""
+    records = os.path.join(services.mounts.layers.root, "mounts")
     deadline = time.monotonic() + 20
-    while (sorted(reopened.mounts.driver.list_ids()) != image_layers or os.listdir(records)) \
-            and time.monotonic() < deadline:
+    while True:
+        left = [name for name in os.listdir(records) if name != READY_DIR]
+        kept = set()
+        for name in os.listdir(os.path.join(records, READY_DIR)) if os.path.isdir(os.path.join(records, READY_DIR)) else []:
+            with open(os.path.join(records, READY_DIR, name, "mount-id"), encoding="utf-8") as handle:
+                mount_id = handle.read().strip()
+            kept.update((mount_id, mount_id + "-init"))
+        ids = sorted(set(services.mounts.driver.list_ids()) - kept)
+        if (not left and ids == _image_layers(services)) or time.monotonic() > deadline:
+            assert left == []
+            return ids
         time.sleep(0.02)
-    assert sorted(reopened.mounts.driver.list_ids()) == image_layers
-    assert os.listdir(records) == []
+
+
+RECYCLE_STEPS = [
+    ("DRIVER", "recycle"),
+    ("lamina.fsutil", "remove_tree"),
+    ("lamina.layer.mounts.MountStore", "_drop_stale"),
+]
+
+
+@pytest.mark.parametrize("kind", ["exception", "kill"])
+@pytest.mark.parametrize("owner,method", RECYCLE_STEPS, ids=[f"{o.split('.')[-1]}.{m}" for o, m in RECYCLE_STEPS])
+def test_a_disposable_removal_failing_while_it_keeps_the_layers_leaves_them_swept(tmp_path, monkeypatch, owner,
+                                                                                  method, kind) -> None:
+    """A ``--rm`` container's removal that keeps its layers for the next one (past its commit
+    point) and fails or dies on the way: the sweep deletes what it left, and the next
+    disposable create makes its own layers, which mount."""
+    config = EngineConfig(data_root=str(tmp_path / "data"), exec_root=str(tmp_path / "exec"), storage_driver="overlay2")
+    services = build_services(config)
+    with open(FIXTURE, "rb") as handle:
+        services.images.load(handle, progress=lambda message: None)
+    top = str(services.mounts.layers.chain_ids()[0])
+    services.mounts.create("ab" * 32, top, durable=False)
+    _run(kind, lambda engine: engine.mounts.remove("ab" * 32, durable=False), monkeypatch, services, owner, method)
+
+    reopened = build_services(config)
+    report = reopened.system.check(repair=True)
+    assert reopened.system.check(repair=False)["Problems"] == [], report
+    assert _left_in_driver(reopened) == _image_layers(reopened)
+    layer = reopened.mounts.create("cd" * 32, top, durable=False)
+    try:
+        merged = reopened.mounts.mount("cd" * 32, volatile=True)
+        assert os.path.exists(os.path.join(merged, "bin", "busybox"))
+        reopened.mounts.unmount("cd" * 32)
+    finally:
+        reopened.mounts.remove(layer.container_id)
