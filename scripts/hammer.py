@@ -93,7 +93,13 @@ class Campaign:
         for driver in ("overlay2", "vfs"):
             mounts = os.path.join(data, "image", driver, "layerdb", "mounts")
             if os.path.isdir(mounts):
-                found.extend(f"left in layerdb/mounts: {entry}" for entry in sorted(os.listdir(mounts)))
+                # .ready: the emptied layers --rm containers left for the next (lamina.layer.mounts)
+                found.extend(f"left in layerdb/mounts: {entry}" for entry in sorted(os.listdir(mounts))
+                             if entry != ".ready")
+                ready = os.path.join(mounts, ".ready")
+                parents = [entry.rpartition("-")[0] for entry in os.listdir(ready)] if os.path.isdir(ready) else []
+                found.extend(f"more than two ready layers on {parent}" for parent in set(parents)
+                             if parents.count(parent) > 2)
         return found
 
 

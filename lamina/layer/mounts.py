@@ -344,15 +344,18 @@ class MountStore:
         names = self._drop_stale(self._ready_names())
         if sum(1 for name in names if name.rpartition("-")[0] == parent_cache_id) >= READY_PER_PARENT:
             return False
+        name = f"{parent_cache_id}-{os.urandom(16).hex()}"
         try:
             if not recycle(layer.mount_id):
                 return False
             directory = os.path.join(self._dir, READY_DIR)
             os.makedirs(directory, 0o700, exist_ok=True)
-            os.rename(removing, os.path.join(directory, f"{parent_cache_id}-{os.urandom(16).hex()}"))
+            os.rename(removing, os.path.join(directory, name))
         except (OSError, errdefs.LaminaError) as exc:
             log.warning("read-write layer %s not kept for reuse: %s", layer.mount_id, exc)
             return False
+        if sum(1 for other in self._ready_names() if other.rpartition("-")[0] == parent_cache_id) > READY_PER_PARENT:
+            self._drop_ready(name)  # kept by another removal at the same time: one too many
         return True
 
     def drop_stale_ready(self) -> None:
@@ -367,18 +370,22 @@ class MountStore:
             if self.driver.exists(name.rpartition("-")[0]):
                 kept.append(name)
                 continue
-            taken = os.path.join(self._dir, f".removing-{name}")
-            try:
-                os.rename(os.path.join(self._dir, READY_DIR, name), taken)  # a removal's commit point
-            except FileNotFoundError:
-                continue  # claimed or dropped meanwhile
-            for key in ("mount-id", "init-id"):
-                try:
-                    self.driver.remove(_read(os.path.join(taken, key)))
-                except (FileNotFoundError, errdefs.InvalidArgument):
-                    pass
-            fsutil.remove_tree(taken)
+            self._drop_ready(name)
         return kept
+
+    def _drop_ready(self, name: str) -> None:
+        """Remove the ready layer ``name`` unless a create took it first."""
+        taken = os.path.join(self._dir, f".removing-{name}")
+        try:
+            os.rename(os.path.join(self._dir, READY_DIR, name), taken)  # a removal's commit point
+        except FileNotFoundError:
+            return  # claimed or dropped meanwhile
+        for key in ("mount-id", "init-id"):
+            try:
+                self.driver.remove(_read(os.path.join(taken, key)))
+            except (FileNotFoundError, errdefs.InvalidArgument):
+                pass
+        fsutil.remove_tree(taken)
 
     def interrupted(self) -> list[str]:
         """Names of ``.tmp-`` and ``.removing-`` entries (work in progress or crash leftovers)."""

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from lamina.layer.mounts import READY_DIR
+
 from lamina import mount as lmount
 from lamina.config import EngineConfig
 from lamina.services.compose import build_services
@@ -85,7 +87,21 @@ def test_the_root_of_an_rm_container_is_volatile_and_others_are_not(engine) -> N
     services.containers.stop(kept, timeout=0)
     _wait_for(lambda: not services.containers.store.exists(removed))
     home = os.path.join(services.config.data_root, "overlay2")
-    assert not [name for name in os.listdir(home) if name.startswith(removed_layer)]
+    ready = os.path.join(services.mounts.layers.root, "mounts", READY_DIR)
+
+    def kept_ready() -> bool:  # the monitor keeps the emptied pair for the next --rm container
+        for name in os.listdir(ready) if os.path.isdir(ready) else []:
+            with open(os.path.join(ready, name, "mount-id"), encoding="utf-8") as handle:
+                if handle.read().strip() == removed_layer:
+                    return True
+        return False
+
+    _wait_for(lambda: kept_ready() or not [name for name in os.listdir(home) if name.startswith(removed_layer)])
+    if kept_ready():  # emptied: no volatile marker left (the next mount would be refused), not mounted
+        layer_dir = os.path.join(home, removed_layer)
+        assert os.listdir(os.path.join(layer_dir, "diff")) == []
+        assert os.listdir(os.path.join(layer_dir, "work")) == []
+        assert not os.path.ismount(os.path.join(layer_dir, "merged"))
     # the kept container starts again on the same read-write layer
     services.containers.start(kept)
     assert services.container_views.inspect(kept)["State"]["Running"]

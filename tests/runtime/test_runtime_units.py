@@ -146,6 +146,34 @@ def test_a_prepared_oci_runtime_reads_the_default_profile_once(monkeypatch) -> N
     assert runtime._default_profile is profile
 
 
+def test_reset_signals_leaves_every_disposition_default_or_ignored_and_nothing_blocked() -> None:
+    """Checked in a forked child: this process's own handlers (pytest's) stay."""
+    import os
+
+    from lamina.runtime.child import reset_signals
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.signal(signal.SIGUSR1, lambda *_: None)
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            signal.signal(signal.SIGRTMIN + 3, lambda *_: None)
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGRTMIN + 1])
+            reset_signals(ignore=(signal.SIGHUP,))
+            dispositions = {number: signal.getsignal(number) for number in
+                            (signal.SIGUSR1, signal.SIGPIPE, signal.SIGRTMIN + 3, signal.SIGINT, signal.SIGHUP)}
+            expected = {signal.SIGUSR1: signal.SIG_DFL, signal.SIGPIPE: signal.SIG_DFL,
+                        signal.SIGRTMIN + 3: signal.SIG_DFL, signal.SIGINT: signal.SIG_DFL,
+                        signal.SIGHUP: signal.SIG_IGN}
+            if dispositions == expected and not signal.pthread_sigmask(signal.SIG_BLOCK, []):
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_kernel_version_parsing() -> None:
     assert kernel_version("6.18.44-fc-v657") == (6, 18)
     assert kernel_version("5.10.0-28-amd64") == (5, 10)

@@ -104,3 +104,21 @@ def test_the_ready_layers_of_a_removed_image_go_with_it(engine: Engine) -> None:
     assert _ready(engine) == []
     assert engine.mounts.driver.list_ids() == []
     assert engine.system.check(repair=False)["Problems"] == []
+
+
+def test_two_removals_keeping_at_once_never_leave_more_than_the_bound(engine: Engine, monkeypatch) -> None:
+    """The count before the keeping is not locked: a removal that finds one too many after it
+    kept its pair (another kept one meanwhile) removes its own."""
+    from lamina.layer.mounts import MountStore
+
+    mounts = engine.mounts
+    top = str(mounts.layers.chain_ids()[0])
+    ids = [f"{n:02d}" * 32 for n in range(READY_PER_PARENT + 1)]
+    made = [mounts.create(container_id, top, durable=False).mount_id for container_id in ids]
+    for container_id in ids[:READY_PER_PARENT]:
+        mounts.remove(container_id, durable=False)
+    assert len(_ready(engine)) == READY_PER_PARENT
+    monkeypatch.setattr(MountStore, "_drop_stale", lambda self, names: [])  # the count sees none
+    mounts.remove(ids[-1], durable=False)
+    assert _ready_mount_ids(engine) == set(made[:READY_PER_PARENT])
+    assert not mounts.driver.exists(made[-1]) and not mounts.driver.exists(made[-1] + "-init")
