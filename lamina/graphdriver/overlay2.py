@@ -9,6 +9,8 @@ On-disk format (``home`` is ``<data-root>/overlay2``), byte-compatible with Dock
                               first, no newline; absent for a base layer
     <home>/<id>/work          overlay work directory (mode 0700); absent for a base layer
     <home>/<id>/merged        mount point of the full tree, created by get() and removed by put()
+                              (a read-write layer kept ready by :meth:`Overlay2Driver.recycle`
+                              keeps it, empty)
     <home>/<id>/work/work/incompat/volatile/   made by the kernel for a ``volatile`` mount; put()
                               removes it after a clean unmount (else the kernel refuses the
                               next mount)
@@ -284,26 +286,22 @@ class Overlay2Driver(common.LayerDirectories):
         """Make the read-write layer ``id`` empty again for another container on the same
         parent (:mod:`lamina.layer.mounts`' ready layers): unmounted, its ``diff`` and ``work``
         directories replaced by new empty ones (nothing of the container, nor of the kernel's
-        work, is kept), its short link, ``link`` and ``lower`` kept.  False, and nothing
-        changed, when it is not one this can reuse: a base layer, or one with children."""
+        work, is kept), its short link, ``link``, ``lower`` and empty ``merged`` mount point
+        kept.  False, and nothing changed, when it is not one this can reuse: a base layer, or
+        one with children."""
         with self._lock:
-            self._references.pop(id, None)
-            self._adopted.discard(id)
             layer_dir = self._existing_dir(id)
-            merged = os.path.join(layer_dir, "merged")
             if not links.lowers(layer_dir) or os.path.exists(os.path.join(layer_dir, "committed")):
                 return False
-            lmount.unmount_all_under(layer_dir)  # the root filesystem of the container it was
+            self._references.pop(id, None)
+            self._adopted.discard(id)
             self._volatile.discard(id)
+            lmount.unmount_all_under(layer_dir)  # the root filesystem of the container it was
         try:
             for name, mode in (("diff", 0o755), ("work", 0o700)):
                 path = os.path.join(layer_dir, name)
                 fsutil.remove_tree(path)
                 os.mkdir(path, mode)
-            try:
-                os.rmdir(merged)
-            except FileNotFoundError:
-                pass
         except OSError as exc:
             raise fsutil.system_error(f"empty overlay2 layer {id}", exc) from exc
         return True
