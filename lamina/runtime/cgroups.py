@@ -251,6 +251,25 @@ class CgroupManager:
             os.close(fd)
 
     @staticmethod
+    def write_each(path: str, values: tuple[str, ...] | list[str]) -> None:
+        """Write each of ``values`` to ``path`` with a write of its own, through one descriptor
+        (a v1 ``devices.allow`` takes one rule per write: one open for a dozen rules)."""
+        if not values:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _error(path, values[0], exc) from exc
+        try:
+            for value in values:
+                try:
+                    os.write(fd, value.encode())
+                except OSError as exc:
+                    raise _error(path, value, exc) from exc
+        finally:
+            os.close(fd)
+
+    @staticmethod
     def read(path: str) -> str:
         try:
             with open(path, encoding="ascii", errors="replace") as handle:
@@ -292,8 +311,7 @@ class CgroupManager:
         devices = self.directory("devices")
         if devices is not None:
             self.write(os.path.join(devices, "devices.deny"), "a")
-            for rule in DEFAULT_DEVICE_RULES:
-                self.write(os.path.join(devices, "devices.allow"), rule)
+            self.write_each(os.path.join(devices, "devices.allow"), DEFAULT_DEVICE_RULES)
 
     def allow_devices(self, rules: tuple[str, ...]) -> None:
         """Allow device rules (``c 10:229 rwm``, ``a *:* rwm``) beyond the defaults: v1 writes
@@ -306,8 +324,7 @@ class CgroupManager:
         devices = self.directory("devices")
         if devices is None:
             return
-        for rule in rules:
-            self.write(os.path.join(devices, "devices.allow"), "a" if rule.startswith("a ") else rule)
+        self.write_each(os.path.join(devices, "devices.allow"), ["a" if rule.startswith("a ") else rule for rule in rules])
 
     def _inherit_cpuset(self, parent: str, child: str) -> None:
         # a v1 cpuset cgroup starts with no cpus and no memory nodes: no task could join it

@@ -171,3 +171,32 @@ def test_kill_all_and_delete(harness: Harness) -> None:
     assert not manager.exists()
     with pytest.raises(errdefs.Conflict):
         harness.runtime.kill(state, signal.SIGTERM)
+
+
+def test_a_v1_device_cgroup_gets_the_default_rules_and_the_containers_own() -> None:
+    """Each rule is its own write to ``devices.allow`` (one descriptor for all of them)."""
+    import secrets
+
+    from lamina.runtime.cgroups import DEFAULT_DEVICE_RULES
+
+    layout = detect_layout()
+    if layout.version != 1 or not layout.mount_point("devices"):
+        pytest.skip("no v1 devices hierarchy on this host")
+    manager = CgroupManager(f"lamina-test-{secrets.token_hex(4)}/container", layout)
+    try:
+        manager.create()
+        manager.allow_devices(("c 10:229 rw", "b 7:0 r"))
+        listed = _read(manager, "devices", "devices.list").splitlines()
+        assert set(DEFAULT_DEVICE_RULES) <= set(listed), listed
+        assert {"c 10:229 rw", "b 7:0 r"} <= set(listed), listed
+        assert "a *:* rwm" not in listed
+        manager.allow_devices(("a *:* rwm",))  # --privileged
+        assert _read(manager, "devices", "devices.list").splitlines() == ["a *:* rwm"]
+    finally:
+        manager.remove()
+        parent = os.path.dirname(manager.path)
+        for _, point in layout.mounts:
+            try:
+                os.rmdir(os.path.join(point, parent))
+            except OSError:
+                pass
