@@ -259,10 +259,12 @@ def interleaved(rows: list[tuple[str, list[str], str]], variants: list[Variant],
                                    "client-api": {**variant.client_environment, "LAMINA_FORWARD": "0"},
                                    "local-tmpfs": variant.tmpfs_environment}[where]
                     assert environment is not None, where
-                    if command[0] == PROGRAM:
-                        command = [*variant.program, *command[1:]]
+                argv = command
+                if where not in ("dockerd", "zero") and command[0] == PROGRAM:
+                    # per variant: a name of its own (the row's command serves every variant)
+                    argv = [*by_label[label].program, *command[1:]]
                 started = time.perf_counter()
-                result = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
+                result = subprocess.run(argv, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
                                         check=False)
                 elapsed = (time.perf_counter() - started) * 1000
                 if cold.get(name) == "engine-cache":
