@@ -446,6 +446,7 @@ def main() -> int:
                 kill_by_pid_files(variant.exec_root)
                 kill_by_pid_files(variant.exec_root, "engine-cache")
                 kill_by_pid_files(variant.server_environment["LAMINA_EXEC_ROOT"])
+                kill_by_pid_files(variant.server_environment["LAMINA_EXEC_ROOT"], "engine-cache")
                 if variant.tmpfs_environment is not None:
                     kill_by_pid_files(variant.tmpfs_environment["LAMINA_EXEC_ROOT"])
                     kill_by_pid_files(variant.tmpfs_environment["LAMINA_EXEC_ROOT"], "engine-cache")

@@ -238,17 +238,7 @@ class CgroupManager:
 
     @staticmethod
     def write(path: str, value: str) -> None:
-        try:
-            # O_TRUNC as runc does: ignored by cgroupfs, right for anything else
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-        except OSError as exc:
-            raise _error(path, value, exc) from exc
-        try:
-            os.write(fd, value.encode())
-        except OSError as exc:
-            raise _error(path, value, exc) from exc
-        finally:
-            os.close(fd)
+        CgroupManager.write_each(path, (value,))
 
     @staticmethod
     def write_each(path: str, values: tuple[str, ...] | list[str]) -> None:
@@ -257,6 +247,7 @@ class CgroupManager:
         if not values:
             return
         try:
+            # O_TRUNC as runc does: ignored by cgroupfs, right for anything else
             fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         except OSError as exc:
             raise _error(path, values[0], exc) from exc
