@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterator
 from lamina import errdefs, fsutil
 from lamina.digest import Digest
 from lamina.graphdriver.common import make_placeholder
-from lamina.layer.store import LayerStore
+from lamina.layer.store import READY_DIR, LayerStore
 from lamina.log import get_logger
 from lamina.records import dataclass
 
@@ -79,9 +79,8 @@ __all__ = ["RWLayer", "MountStore", "INIT_PATHS"]
 
 log = get_logger("lamina.layer")
 
-#: ``mounts/.ready/``: read-write layers made empty again for the next container on the same
-#: image (see the module docstring), at most :data:`READY_PER_PARENT` per image top layer
-READY_DIR = ".ready"
+#: at most this many ready read-write layers (``mounts/.ready/``, see the module docstring)
+#: per image top layer
 READY_PER_PARENT = 2
 
 # (path, kind, mode): the init layer's content, as Docker's initlayer.Setup makes it
@@ -299,13 +298,25 @@ class MountStore:
         except FileNotFoundError:
             return []
 
+    def _ready_on(self, parent_cache_id: str) -> list[str]:
+        """The ready layers on the image layer whose driver directory is ``parent_cache_id``
+        (their names: ``<parent cache id>-<random>``)."""
+        return [name for name in self._ready_names() if _ready_parent(name) == parent_cache_id]
+
+    def _remove_record_and_layers(self, path: str) -> None:
+        """Remove the driver directories a record at ``path`` names, then the record."""
+        for key in ("mount-id", "init-id"):
+            try:
+                self.driver.remove(_read(os.path.join(path, key)))
+            except (FileNotFoundError, errdefs.InvalidArgument):
+                pass  # an empty file (a crash): the directory it named is an orphan for `system check`
+        fsutil.remove_tree(path)
+
     def _claim_ready(self, container_id: str, final: str, parent_cache_id: str, parent: str) -> RWLayer | None:
         """A ready layer pair on ``parent`` made the container's (one rename: the create's
         commit point), or None when there is none.  One a host crash damaged is removed."""
         directory = os.path.join(self._dir, READY_DIR)
-        for name in self._ready_names():
-            if name.rpartition("-")[0] != parent_cache_id:
-                continue
+        for name in self._ready_on(parent_cache_id):
             try:
                 os.rename(os.path.join(directory, name), final)
             except FileNotFoundError:
@@ -341,8 +352,8 @@ class MountStore:
             parent_cache_id = self.layers.get(layer.parent).cache_id
         except errdefs.LaminaError:
             return False
-        names = self._drop_stale(self._ready_names())
-        if sum(1 for name in names if name.rpartition("-")[0] == parent_cache_id) >= READY_PER_PARENT:
+        self.drop_stale_ready()
+        if len(self._ready_on(parent_cache_id)) >= READY_PER_PARENT:
             return False
         name = f"{parent_cache_id}-{os.urandom(16).hex()}"
         try:
@@ -354,24 +365,15 @@ class MountStore:
         except (OSError, errdefs.LaminaError) as exc:
             log.warning("read-write layer %s not kept for reuse: %s", layer.mount_id, exc)
             return False
-        if sum(1 for other in self._ready_names() if other.rpartition("-")[0] == parent_cache_id) > READY_PER_PARENT:
+        if len(self._ready_on(parent_cache_id)) > READY_PER_PARENT:
             self._drop_ready(name)  # kept by another removal at the same time: one too many
         return True
 
     def drop_stale_ready(self) -> None:
-        """Remove the ready layers whose image layer is gone (after an image's removal)."""
-        self._drop_stale(self._ready_names())
-
-    def _drop_stale(self, names: list[str]) -> list[str]:
-        """Remove the ready layers whose image layer is gone (no create can claim them); the
-        names left."""
-        kept = []
-        for name in names:
-            if self.driver.exists(name.rpartition("-")[0]):
-                kept.append(name)
-                continue
-            self._drop_ready(name)
-        return kept
+        """Remove the ready layers whose image layer is gone (no create can claim them)."""
+        for name in self._ready_names():
+            if not self.driver.exists(_ready_parent(name)):
+                self._drop_ready(name)
 
     def _drop_ready(self, name: str) -> None:
         """Remove the ready layer ``name`` unless a create took it first."""
@@ -380,12 +382,7 @@ class MountStore:
             os.rename(os.path.join(self._dir, READY_DIR, name), taken)  # a removal's commit point
         except FileNotFoundError:
             return  # claimed or dropped meanwhile
-        for key in ("mount-id", "init-id"):
-            try:
-                self.driver.remove(_read(os.path.join(taken, key)))
-            except (FileNotFoundError, errdefs.InvalidArgument):
-                pass
-        fsutil.remove_tree(taken)
+        self._remove_record_and_layers(taken)
 
     def interrupted(self) -> list[str]:
         """Names of ``.tmp-`` and ``.removing-`` entries (work in progress or crash leftovers)."""
@@ -399,13 +396,7 @@ class MountStore:
         store lock exclusively (no creation or removal runs)."""
         done = []
         for name in self.interrupted():
-            path = os.path.join(self._dir, name)
-            for key in ("mount-id", "init-id"):
-                try:
-                    self.driver.remove(_read(os.path.join(path, key)))
-                except (FileNotFoundError, errdefs.InvalidArgument):
-                    pass  # an empty file (a crash): the directory it named is an orphan for `system check`
-            fsutil.remove_tree(path)
+            self._remove_record_and_layers(os.path.join(self._dir, name))
             done.append(f"removed interrupted read-write layer record {name}")
         self.drop_stale_ready()
         return done
@@ -439,6 +430,11 @@ def _write_synced(path: str, text: str, durable: bool = True) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _ready_parent(name: str) -> str:
+    """The image layer's cache id in a ready layer's name."""
+    return name.rpartition("-")[0]
 
 
 def _read(path: str) -> str:

@@ -53,9 +53,13 @@ if TYPE_CHECKING:
     from typing import BinaryIO
     from lamina.graphdriver.api import GraphDriver
 
-__all__ = ["Layer", "LayerStore", "Lease", "PreparedLayer"]
+__all__ = ["Layer", "LayerStore", "Lease", "PreparedLayer", "READY_DIR"]
 
 log = get_logger("lamina.layer")
+
+#: ``mounts/.ready/``: the read-write layers kept for the next disposable container
+#: (:mod:`lamina.layer.mounts`), whose driver directories are known here too
+READY_DIR = ".ready"
 
 
 
@@ -534,7 +538,7 @@ class LayerStore:
         """The driver directories some record names: a layer's, a container's read-write and
         init layers, and those of the ready read-write layers (``mounts/.ready/*``)."""
         ids = {layer.cache_id for layer in self.layers()}
-        ready = os.path.join(self._mounts_dir, ".ready")
+        ready = os.path.join(self._mounts_dir, READY_DIR)
         records = [os.path.join(self._mounts_dir, name) for name in os.listdir(self._mounts_dir)]
         if os.path.isdir(ready):
             records += [os.path.join(ready, name) for name in os.listdir(ready)]

@@ -310,9 +310,14 @@ class OCIRuntime:
     # -- Runtime --------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Docker's default seccomp profile, read and parsed once (not at every start)."""
+        """Docker's default seccomp profile (:meth:`_default_seccomp`)."""
+        self._default_seccomp()
+
+    def _default_seccomp(self) -> dict[str, Any]:
+        """Docker's default seccomp profile, read and parsed once per runtime (not at every start)."""
         if self._default_profile is None:
             self._default_profile = load_default_seccomp_profile()
+        return self._default_profile
 
     def start(self, spec: ContainerSpec, stdio: Stdio) -> RuntimeState:
         bundle = self._bundle(spec.id)
@@ -322,8 +327,8 @@ class OCIRuntime:
         if spec.init:
             raise errdefs.NotImplemented(f"--init is not supported with the {self.name} runtime yet")
         hierarchies = self._prepare_host()
-        default_profile = self._default_profile if spec.seccomp and spec.seccomp_profile is None else None
-        config = config_json(spec, seccomp_profile=default_profile)
+        config = config_json(spec, seccomp_profile=self._default_seccomp()
+                             if spec.seccomp and spec.seccomp_profile is None else None)
         memory = config["linux"]["resources"].get("memory", {})
         if "swap" in memory and not swap_limit_supported(hierarchies):
             log.warning("container %s: the kernel does not support swap limit capabilities or the cgroup "

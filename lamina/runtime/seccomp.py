@@ -370,10 +370,9 @@ class ProgramCache:
         self._version: str | None = None
 
     def prepare(self) -> None:
-        """Load libseccomp and what a key hashes with, ahead of the first :meth:`get`."""
-        if self._version is None:
-            self._version = _libseccomp_version()
-        small_sha256()
+        """Load libseccomp (its version is part of a key) and the hash of a key, ahead of the
+        first :meth:`get`."""
+        self.key(b"", ())
 
     def key(self, profile_bytes: bytes, capabilities: tuple[str, ...] | frozenset[str]) -> str:
         if self._version is None:

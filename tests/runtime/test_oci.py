@@ -703,3 +703,26 @@ def test_runtime_messages_are_classified(action, message, kind):
     from lamina.runtime.oci import _classify
 
     assert _classify(action, message) is kind
+
+
+def test_a_start_uses_the_default_profile_read_once_and_a_custom_one_as_given(containers, rootfs, monkeypatch):
+    """``prepare`` (the monitor template's) reads Docker's default profile; the starts after it
+    read nothing, and a container with a profile of its own gets that one."""
+    from lamina.runtime import oci, oci_config
+
+    runtime = containers.runtime
+    runtime.prepare()
+    for module in (oci, oci_config):  # config_json reads it itself when given none
+        monkeypatch.setattr(module, "load_default_seccomp_profile", lambda: pytest.fail("read again by a start"))
+    state, _, status = run_captured(containers, make_spec(rootfs, "true"))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    with open(os.path.join(state.bundle, "config.json"), "rb") as handle:
+        default = json.load(handle)["linux"]["seccomp"]
+    assert default["defaultAction"] == "SCMP_ACT_ERRNO" and len(default["syscalls"]) > 10
+    own = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["chroot"], "action": "SCMP_ACT_ERRNO"}]}
+    state, _, status = run_captured(containers, make_spec(rootfs, "true", seccomp_profile=json.dumps(own).encode()))
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    with open(os.path.join(state.bundle, "config.json"), "rb") as handle:
+        custom = json.load(handle)["linux"]["seccomp"]
+    assert custom["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert [rule["names"] for rule in custom["syscalls"]] == [["chroot"]]

@@ -132,20 +132,6 @@ def test_a_prepared_native_runtime_starts_without_loading_anything_again(tmp_pat
     assert runtime._seccomp(DEFAULT_CAPABILITIES).bpf == expected
 
 
-def test_a_prepared_oci_runtime_reads_the_default_profile_once(monkeypatch) -> None:
-    from lamina.runtime import oci
-
-    if shutil.which("crun") is None:
-        pytest.skip("crun is not installed")
-    runtime = OCIRuntime("crun")
-    runtime.prepare()
-    profile = runtime._default_profile
-    assert profile is not None and profile["defaultAction"] == "SCMP_ACT_ERRNO"
-    monkeypatch.setattr(oci, "load_default_seccomp_profile", lambda: pytest.fail("read again"))
-    runtime.prepare()
-    assert runtime._default_profile is profile
-
-
 def test_reset_signals_leaves_every_disposition_default_or_ignored_and_nothing_blocked() -> None:
     """Checked in a forked child: this process's own handlers (pytest's) stay."""
     import os

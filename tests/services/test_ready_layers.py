@@ -118,7 +118,14 @@ def test_two_removals_keeping_at_once_never_leave_more_than_the_bound(engine: En
     for container_id in ids[:READY_PER_PARENT]:
         mounts.remove(container_id, durable=False)
     assert len(_ready(engine)) == READY_PER_PARENT
-    monkeypatch.setattr(MountStore, "_drop_stale", lambda self, names: [])  # the count sees none
+    counted = MountStore._ready_on
+    calls: list[str] = []
+
+    def first_sees_none(self, parent_cache_id):  # the count before the keeping sees none
+        calls.append(parent_cache_id)
+        return [] if len(calls) == 1 else counted(self, parent_cache_id)
+
+    monkeypatch.setattr(MountStore, "_ready_on", first_sees_none)
     mounts.remove(ids[-1], durable=False)
     assert _ready_mount_ids(engine) == set(made[:READY_PER_PARENT])
     assert not mounts.driver.exists(made[-1]) and not mounts.driver.exists(made[-1] + "-init")

@@ -106,7 +106,7 @@ def _left_in_driver(services) -> list[str]:
 RECYCLE_STEPS = [
     ("DRIVER", "recycle"),
     ("lamina.fsutil", "remove_tree"),
-    ("lamina.layer.mounts.MountStore", "_drop_stale"),
+    ("lamina.layer.mounts.MountStore", "drop_stale_ready"),
 ]
 
 

@@ -119,9 +119,6 @@ _MAX_DESCRIPTORS = 64        # the answer pipe and pending attaches of one reque
 SPARE_DELAY = 0.05
 #: the name (``/proc/PID/comm``) of a spare monitor while it waits
 SPARE_NAME = "spare-monitor"
-#: what a start imports on first use (overlay2's mount options): imported once, here, rather
-#: than by every start's helper
-_IMPORTED_BY_STARTS = ("lamina.graphdriver.overlay2_kernel",)
 
 
 def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str = "") -> None:
@@ -130,8 +127,6 @@ def main(exec_root: str, key: str, builder: str, lock_fd: str = "", prepare: str
     ``prepare``: ``{"arguments": ..., "runtime": name}`` (JSON), the context and runtime the
     first request will most likely want, made before the first request is served."""
     importlib.import_module(builder.partition(":")[0])
-    for module in _IMPORTED_BY_STARTS:
-        importlib.import_module(module)
     reset_signals(ignore=IGNORED_SIGNALS)  # the monitors' dispositions, inherited by them
     log_handler = prepare_logging()
     compile_loaded_inits()  # once here rather than in each monitor

@@ -103,13 +103,16 @@ def monitor_context(arguments: dict[str, Any]) -> MonitorContext:
     events = EventLog(os.path.join(config.data_root, "events"))
     volumes: ContainerVolumes = _on_first_use(lambda: build_volumes(config, events=events))
     runtimes = Runtimes(config.exec_root)
-    if config.rootless_uid is None:
-        # imported once here, in the monitor template, rather than by every start helper forked
-        # from it that sets up a bridge endpoint (~10 ms each); nothing is opened or created
-        import importlib
+    # imported once here, in the monitor template, rather than by every start helper forked
+    # from it: overlay2's mount options (~1 ms, every start) and, but rootless, what sets up a
+    # bridge endpoint (~10 ms); nothing is opened or created
+    import importlib
 
-        for module in ("lamina.network.cni", "lamina.network.netavark", "lamina.network.sandbox"):
-            importlib.import_module(module)
+    modules = ["lamina.graphdriver.overlay2_kernel"] if arguments["driver"] == "overlay2" else []
+    if config.rootless_uid is None:
+        modules += ["lamina.network.cni", "lamina.network.netavark", "lamina.network.sandbox"]
+    for module in modules:
+        importlib.import_module(module)
     return MonitorContext(exec_root=config.exec_root, stores=_store_opener(store, mounts, config.exec_root),
                           runtime=runtimes.get, volumes=volumes, events=events,
                           network=RunNetwork(config.data_root, config.exec_root, events=events,
