@@ -229,8 +229,17 @@ def mounted_targets() -> list[str]:
 
 
 def is_mountpoint(path: str) -> bool:
-    path = os.path.realpath(path)
-    return path in mounted_targets()
+    """Whether a mount of this mount namespace is at ``path`` (symbolic links followed): one
+    statx(2), or before Linux 5.8 a read of the mount table."""
+    try:
+        root = lsys.is_mount_root(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:  # unreachable for this user: the table still names what is mounted there
+        root = None
+    if root is not None:
+        return root
+    return os.path.realpath(path) in mounted_targets()
 
 
 def unmount_all_under(prefix: str) -> int:

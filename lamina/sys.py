@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
-    "mount", "umount2", "unshare", "set_process_name", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
+    "mount", "umount2", "unshare", "set_process_name", "is_mount_root", "load", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
     "move_mount", "MOVE_MOUNT_F_EMPTY_PATH", "MOVE_MOUNT_T_EMPTY_PATH", "MOUNT_ATTR_IDMAP", "OPEN_TREE_CLONE", "OPEN_TREE_CLOEXEC",
     "AT_EMPTY_PATH", "AT_RECURSIVE", "MOUNT_ATTR_RDONLY", "MOUNT_ATTR_NOSUID", "MOUNT_ATTR_NODEV",
     "MOUNT_ATTR_NOEXEC",
@@ -124,7 +124,14 @@ def _libc() -> Any:
     libc.syncfs.argtypes = [ctypes.c_int]
     libc.syscall.restype = ctypes.c_long
     libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
     return libc
+
+
+def load() -> None:
+    """Load the C library's wrappers now (a process that forks the ones that mount: each finds
+    them loaded)."""
+    _libc()
 
 
 def _check(result: int, what: str, path: str | None = None) -> int:
@@ -231,6 +238,27 @@ def set_process_name(name: str) -> str:
     except OSError:
         return name
     return had
+
+
+STATX_ATTR_MOUNT_ROOT = 0x2000  # stx_attributes: the path is the root of a mount (Linux 5.8)
+_AT_FDCWD = -100
+_AT_NO_AUTOMOUNT = 0x800
+
+
+def is_mount_root(path: str) -> bool | None:
+    """Whether ``path`` (symbolic links followed) is the root of a mount in this mount
+    namespace, from statx(2)'s ``STATX_ATTR_MOUNT_ROOT``; None when the kernel does not report
+    that attribute (before Linux 5.8).  FileNotFoundError and the like as ``os.stat``."""
+    import ctypes
+
+    buffer = ctypes.create_string_buffer(256)  # struct statx
+    _check(_libc().statx(_AT_FDCWD, _b(path), _AT_NO_AUTOMOUNT, 0, buffer), "statx", path)
+    # __u64 stx_attributes at offset 8, __u64 stx_attributes_mask at offset 56
+    attributes, = struct.unpack_from("=Q", buffer, 8)
+    supported, = struct.unpack_from("=Q", buffer, 56)
+    if not supported & STATX_ATTR_MOUNT_ROOT:
+        return None
+    return bool(attributes & STATX_ATTR_MOUNT_ROOT)
 
 
 def statfs_type(path: str) -> int:

@@ -42,14 +42,18 @@ process; ``SIGTSTP`` stops the worker and then the client, ``SIGCONT`` continues
 worker with it (``SIGKILL``), as the death of an in-process command's process takes the command.
 
 The **spare**: a fork of a big interpreter takes ~3 ms (its page tables), on the command's
-path.  So the fork server forks one worker ahead, whenever no worker runs: the spare leaves the
-fork server's descriptors, resets its signals and leaves the cache's logging handlers and
+path.  So the fork server forks one worker ahead whenever none waits: as it starts, and again as
+soon as it handed the spare to a command (or forked a worker for one), while that command runs
+(on a second core: the run's processes mostly take turns).  Forked only once no worker ran, the
+spare was late for a command that came as soon as the last one told its client its exit (before
+its process ended and was reaped): in a loop of ``run --rm``, 6 of 22 commands found one.  The
+spare leaves the fork server's descriptors (those of the workers running too), resets its signals and leaves the cache's logging handlers and
 ``atexit`` functions (what a worker does first), names itself :data:`SPARE_NAME` (in
 ``/proc/PID/comm``, the fork server's name again once it serves) and waits on a socket pair.
 The fork server reads each request itself (a bad one is refused as before) and, when a spare
 waits, sends it the request as the client sent it, with the client's connection as a fifth
-descriptor; the spare then becomes that client's worker, as one forked for it would.  A second
-command while the first runs gets a worker forked for it.  The spare exits when its socket pair
+descriptor; the spare then becomes that client's worker, as one forked for it would.  A command
+that comes while none waits (the next is still being forked) gets a worker forked for it.  The spare exits when its socket pair
 ends (the fork server dismissed it when leaving, or died); one that dies otherwise is not
 replaced.
 
@@ -296,9 +300,9 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     listening = True
     sparing = True  # until a spare died unasked
     while listening or workers:
-        if listening and sparing and not leaving and not workers and not spares:
-            # forked while nothing runs: the next command does not wait for its fork (~3 ms)
-            sparing = _fork_spare(listener, selector, spares, close_in_worker)
+        if listening and sparing and not leaving and not spares:
+            # the next command does not wait for its fork (~3 ms)
+            sparing = _fork_spare(listener, selector, workers, spares, close_in_worker)
         for key, _events in selector.select(1.0):
             if key.data == "listener":
                 if current is None or current():
@@ -360,9 +364,8 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: 
             return True
         pid = os.fork()
         if pid == 0:
-            _become_worker(words, environ, umask, fds, conn,
-                           [listener, selector, *(w.conn for w in workers.values())],
-                           [*(w.pidfd for w in workers.values()), *close_in_worker])
+            objects, descriptors = _inherited(listener, selector, workers, close_in_worker)
+            _become_worker(words, environ, umask, fds, conn, objects, descriptors)
         pidfd = os.pidfd_open(pid)
     except Exception as exc:  # noqa: BLE001 - a bad request, a failed fork: that client runs in-process
         from lamina.log import get_logger
@@ -413,8 +416,17 @@ def _hand_over(selector: selectors.BaseSelector, spares: list[_Spare], workers: 
     return True
 
 
-def _fork_spare(listener: socket.socket, selector: selectors.BaseSelector, spares: list[_Spare],
-                close_in_worker: Sequence[int]) -> bool:
+def _inherited(listener: socket.socket, selector: selectors.BaseSelector, workers: dict[int, _Worker],
+               close_in_worker: Sequence[int]) -> tuple[list[object], list[int]]:
+    """What a child of the fork server leaves first: its objects (closed through them: never
+    twice) and its other descriptors (a worker's client connection held open by another child
+    would keep that client waiting for its end)."""
+    return ([listener, selector, *(worker.conn for worker in workers.values())],
+            [*(worker.pidfd for worker in workers.values()), *close_in_worker])
+
+
+def _fork_spare(listener: socket.socket, selector: selectors.BaseSelector, workers: dict[int, _Worker],
+                spares: list[_Spare], close_in_worker: Sequence[int]) -> bool:
     """Fork a spare worker into ``spares``; False when the fork failed (none is forked again)."""
     import selectors
     import socket
@@ -430,7 +442,8 @@ def _fork_spare(listener: socket.socket, selector: selectors.BaseSelector, spare
         spare_end.close()
         return False
     if pid == 0:
-        _wait_as_spare(spare_end, [listener, selector, control], close_in_worker)
+        objects, descriptors = _inherited(listener, selector, workers, close_in_worker)
+        _wait_as_spare(spare_end, [*objects, control], descriptors)
     spare_end.close()
     pidfd = os.pidfd_open(pid)
     selector.register(pidfd, selectors.EVENT_READ, "spare")

@@ -195,15 +195,35 @@ def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cac
     assert wait_until(lambda: not _workers(cached.fork_server_pid()))
 
 
-def test_a_command_runs_in_the_spare_forked_ahead_and_the_next_spare_is_forked_once_idle(cached):
+def _sockets(pid: int) -> set[str]:
+    """The sockets process ``pid`` holds (``socket:[inode]``)."""
+    found = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+            if target.startswith("socket:"):
+                found.add(target)
+    return found
+
+
+def test_a_command_runs_in_the_spare_forked_ahead_and_the_next_spare_waits_while_it_runs(cached):
     spare = cached.spare_pid()
-    with _running(cached, "run", "--rm", *_QUIET, "sh", "-c", "echo ready; sleep 1", stdout=subprocess.PIPE) as run:
+    with _running(cached, "run", "--rm", "-i", *_QUIET, "sh", "-c", "echo ready; read line",
+                  stdin=subprocess.PIPE, stdout=subprocess.PIPE) as run:
         assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
         assert _worker(cached) == spare
         assert comm(spare) == comm(cached.fork_server_pid())  # the fork server's name again
-        assert [child for child in children(cached.fork_server_pid()) if child != spare] == []  # none forked yet
+        following = cached.spare_pid()  # forked as the command began, not once it ended
+        assert following != spare and run.poll() is None
+        # the running command's client connection (the fork server's and its worker's) is not
+        # the new spare's: held open there, it would keep the client waiting for its end
+        connection = _sockets(cached.fork_server_pid()) & _sockets(spare)
+        assert connection
+        assert not connection & _sockets(following)
+        run.stdin.write(b"go\n")  # the container's line: it ends
+        run.stdin.flush()
         assert run.wait(60) == 0
-    assert cached.spare_pid() != spare
+    assert cached.spare_pid() == following  # it waits for the next command
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGKILL])
