@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
+from typing import Any
 
 
 def comm(pid: int) -> str:
@@ -49,3 +51,28 @@ def kill_until_gone(find: Callable[[], list[int]], seconds: float = 5.0) -> None
             except ProcessLookupError:
                 pass
         time.sleep(0.05)
+
+
+def in_forked_child(work: Callable[[], Any]) -> Any:
+    """What ``work()`` returns (JSON), run in a forked child (which may unshare its mount
+    namespace and mount there: all of it goes with the child); a failure there fails the test
+    with the child's exception."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read_fd)
+            os.write(write_fd, json.dumps({"result": work()}).encode())
+            code = 0
+        except BaseException as exc:  # noqa: BLE001 - reported through the pipe
+            os.write(write_fd, json.dumps({"error": repr(exc)}).encode())
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as reader:
+        data = reader.read()
+    _, status = os.waitpid(pid, 0)
+    answer = json.loads(data)
+    assert os.waitstatus_to_exitcode(status) == 0, answer
+    return answer["result"]

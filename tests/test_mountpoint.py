@@ -4,10 +4,11 @@ system included (where st_dev cannot tell), in a mount namespace of the test's o
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
+
+from tests.processes import in_forked_child
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces and mounts need root")
 
@@ -18,51 +19,35 @@ def _answers_in_child(tmp_path, statx: bool) -> dict[str, bool]:
     from lamina import mount as mountlib
     from lamina import sys as lsys
 
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_fd)
-            if not statx:
-                lsys.is_mount_root = lambda path: None
-            lsys.unshare(lsys.CLONE_NEWNS)
-            mountlib.set_propagation("/", "rprivate")
-            base = tmp_path / f"statx-{statx}"
-            for name in ("tmpfs", "bound", "source/inner", "plain", "under-tmpfs"):
-                (base / name).mkdir(parents=True)
-            lsys.mount("tmpfs", str(base / "tmpfs"), "tmpfs", 0, None)
-            (base / "tmpfs" / "inside").mkdir()
-            lsys.mount(str(base / "source" / "inner"), str(base / "bound"), None, lsys.MS_BIND, None)
-            os.symlink(base / "tmpfs", base / "link")
-            os.symlink(base / "gone", base / "dangling")
-            (base / "file").write_text("")
-            cases = {
-                "a tmpfs": base / "tmpfs",
-                "a bind of the same file system": base / "bound",
-                "a symbolic link to a mount point": base / "link",
-                "a directory inside a mount": base / "tmpfs" / "inside",
-                "a plain directory": base / "plain",
-                "the bind's source": base / "source" / "inner",
-                "a missing path": base / "missing",
-                "a dangling link": base / "dangling",
-                "below a file": base / "file" / "below",
-                "the root": "/",
-            }
-            answers = {name: mountlib.is_mountpoint(str(path)) for name, path in cases.items()}
-            os.write(write_fd, json.dumps(answers).encode())
-            code = 0
-        except BaseException as exc:  # noqa: BLE001 - reported through the pipe
-            os.write(write_fd, json.dumps({"error": repr(exc)}).encode())
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as reader:
-        data = reader.read()
-    _, status = os.waitpid(pid, 0)
-    result = json.loads(data)
-    assert os.waitstatus_to_exitcode(status) == 0, result
-    return result
+    def ask() -> dict[str, bool]:
+        if not statx:
+            lsys.is_mount_root = lambda path: None
+        lsys.unshare(lsys.CLONE_NEWNS)
+        mountlib.set_propagation("/", "rprivate")
+        base = tmp_path / f"statx-{statx}"
+        for name in ("tmpfs", "bound", "source/inner", "plain"):
+            (base / name).mkdir(parents=True)
+        lsys.mount("tmpfs", str(base / "tmpfs"), "tmpfs", 0, None)
+        (base / "tmpfs" / "inside").mkdir()
+        lsys.mount(str(base / "source" / "inner"), str(base / "bound"), None, lsys.MS_BIND, None)
+        os.symlink(base / "tmpfs", base / "link")
+        os.symlink(base / "gone", base / "dangling")
+        (base / "file").write_text("")
+        cases = {
+            "a tmpfs": base / "tmpfs",
+            "a bind of the same file system": base / "bound",
+            "a symbolic link to a mount point": base / "link",
+            "a directory inside a mount": base / "tmpfs" / "inside",
+            "a plain directory": base / "plain",
+            "the bind's source": base / "source" / "inner",
+            "a missing path": base / "missing",
+            "a dangling link": base / "dangling",
+            "below a file": base / "file" / "below",
+            "the root": "/",
+        }
+        return {name: mountlib.is_mountpoint(str(path)) for name, path in cases.items()}
+
+    return in_forked_child(ask)
 
 
 @pytest.mark.parametrize("statx", [True, False], ids=["statx", "mount-table"])

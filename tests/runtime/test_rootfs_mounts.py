@@ -7,10 +7,11 @@ Each case runs in a forked child in a mount namespace of its own: every mount di
 from __future__ import annotations
 
 import errno
-import json
 import os
 
 import pytest
+
+from tests.processes import in_forked_child
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces and mounts need root")
 
@@ -30,43 +31,29 @@ def _mounts_in_child(tmp_path, missing: str | None) -> list[tuple[str, str, str]
         source.mkdir(parents=True, exist_ok=True)
         (source / "cgroup.procs").write_text("")
         sources.append((name, str(source)))
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read_fd)
-            if missing is not None:
-                def refuse(*_args, **_kwargs):
-                    raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    def mount_and_list() -> list[list[str]]:
+        if missing is not None:
+            def refuse(*_args, **_kwargs):
+                raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
 
-                setattr(lsys, missing, refuse)
-            lsys.unshare(lsys.CLONE_NEWNS)
-            mountlib.set_propagation("/", "rprivate")
-            root.mkdir()
-            lsys.mount("tmpfs", str(root), "tmpfs", 0, None)
-            os.makedirs(root / "sys" / "fs")
-            root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
-            rootfs.mount_cgroups(root_fd, tuple(sources))
-            found = []
-            with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-                for line in handle:
-                    fields = line.split()
-                    point = fields[4]
-                    if point.startswith(f"{root}/sys/fs/cgroup"):
-                        found.append((point[len(str(root)):], fields[3], fields[5]))
-            os.write(write_fd, json.dumps(found).encode())
-            code = 0
-        except BaseException as exc:  # noqa: BLE001 - reported through the pipe
-            os.write(write_fd, json.dumps({"error": repr(exc)}).encode())
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as reader:
-        data = reader.read()
-    _, status = os.waitpid(pid, 0)
-    result = json.loads(data)
-    assert os.waitstatus_to_exitcode(status) == 0, result
+            setattr(lsys, missing, refuse)
+        lsys.unshare(lsys.CLONE_NEWNS)
+        mountlib.set_propagation("/", "rprivate")
+        root.mkdir()
+        lsys.mount("tmpfs", str(root), "tmpfs", 0, None)
+        os.makedirs(root / "sys" / "fs")
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+        rootfs.mount_cgroups(root_fd, tuple(sources))
+        found = []
+        with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+            for line in handle:
+                fields = line.split()
+                point = fields[4]
+                if point.startswith(f"{root}/sys/fs/cgroup"):
+                    found.append([point[len(str(root)):], fields[3], fields[5]])
+        return found
+
+    result = in_forked_child(mount_and_list)
     return [tuple(item) for item in result]
 
 
