@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
-    "mount", "umount2", "unshare", "set_process_name", "is_mount_root", "load", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
+    "mount", "umount2", "unshare", "set_process_name", "is_mount_root", "load", "madvise", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
     "move_mount", "MOVE_MOUNT_F_EMPTY_PATH", "MOVE_MOUNT_T_EMPTY_PATH", "MOUNT_ATTR_IDMAP", "OPEN_TREE_CLONE", "OPEN_TREE_CLOEXEC",
     "AT_EMPTY_PATH", "AT_RECURSIVE", "MOUNT_ATTR_RDONLY", "MOUNT_ATTR_NOSUID", "MOUNT_ATTR_NODEV",
     "MOUNT_ATTR_NOEXEC",
@@ -125,6 +125,7 @@ def _libc() -> Any:
     libc.syscall.restype = ctypes.c_long
     libc.statfs.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
     libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return libc
 
 
@@ -259,6 +260,11 @@ def is_mount_root(path: str) -> bool | None:
     if not supported & STATX_ATTR_MOUNT_ROOT:
         return None
     return bool(attributes & STATX_ATTR_MOUNT_ROOT)
+
+
+def madvise(address: int, length: int, advice: int) -> None:
+    """madvise(2) on this process's memory at ``address`` (page-aligned) for ``length`` bytes."""
+    _check(_libc().madvise(address, length, advice), "madvise")
 
 
 def statfs_type(path: str) -> int:

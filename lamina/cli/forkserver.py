@@ -282,6 +282,9 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     from lamina.records import compile_loaded_inits
     from lamina.runtime.capabilities import PR_SET_PDEATHSIG, prctl
 
+    from lamina.cli.warmpages import pages_path
+
+    pages = pages_path(path)  # what the last worker wrote, for the next spare (lamina.cli.warmpages)
     prebuild_parsers()  # each worker finds its command's parser built
     compile_loaded_inits()  # and its records' constructors compiled
     gc.freeze()  # a worker's collections never scan (nor so copy) the pages it shares with this process
@@ -302,11 +305,11 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     while listening or workers:
         if listening and sparing and not leaving and not spares:
             # the next command does not wait for its fork (~3 ms)
-            sparing = _fork_spare(listener, selector, workers, spares, close_in_worker)
+            sparing = _fork_spare(listener, selector, workers, spares, close_in_worker, pages)
         for key, _events in selector.select(1.0):
             if key.data == "listener":
                 if current is None or current():
-                    _accept(listener, selector, workers, clock, close_in_worker, spares)
+                    _accept(listener, selector, workers, clock, close_in_worker, spares, pages=pages)
                 else:  # refused as it leaves (below): its client runs the command in-process
                     leaving.append("its rootless namespaces are no longer the user's")
             elif key.data == "exited":
@@ -323,13 +326,13 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
                 _client_gone(selector, workers[key.data])
         if listening and (leaving or (not workers and clock.idle_for() >= idle_seconds)):
             listening = False
-            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker, spares, current)
+            _stop_listening(listener, path, bound, selector, workers, clock, close_in_worker, spares, current, pages)
             _dismiss(selector, spares)
 
 
 def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, selector: selectors.BaseSelector,
                     workers: dict[int, _Worker], clock: ActivityClock, close_in_worker: Sequence[int],
-                    spares: list[_Spare], current: Callable[[], bool] | None) -> None:
+                    spares: list[_Spare], current: Callable[[], bool] | None, pages: str) -> None:
     """Unlink the socket (a client that comes now runs its command in-process), serve what was
     queued on it, close it."""
     try:
@@ -338,7 +341,7 @@ def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, s
             os.unlink(path)
     except OSError:
         pass
-    while _accept(listener, selector, workers, clock, close_in_worker, spares, current):
+    while _accept(listener, selector, workers, clock, close_in_worker, spares, current, pages=pages):
         pass
     selector.unregister(listener)
     listener.close()
@@ -346,7 +349,7 @@ def _stop_listening(listener: socket.socket, path: str, bound: os.stat_result, s
 
 def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: dict[int, _Worker],
             clock: ActivityClock, close_in_worker: Sequence[int], spares: list[_Spare],
-            current: Callable[[], bool] | None = None) -> bool:
+            current: Callable[[], bool] | None = None, *, pages: str | None = None) -> bool:
     import selectors
 
     try:
@@ -365,7 +368,7 @@ def _accept(listener: socket.socket, selector: selectors.BaseSelector, workers: 
         pid = os.fork()
         if pid == 0:
             objects, descriptors = _inherited(listener, selector, workers, close_in_worker)
-            _become_worker(words, environ, umask, fds, conn, objects, descriptors)
+            _become_worker(words, environ, umask, fds, conn, objects, descriptors, pages=pages)
         pidfd = os.pidfd_open(pid)
     except Exception as exc:  # noqa: BLE001 - a bad request, a failed fork: that client runs in-process
         from lamina.log import get_logger
@@ -426,7 +429,7 @@ def _inherited(listener: socket.socket, selector: selectors.BaseSelector, worker
 
 
 def _fork_spare(listener: socket.socket, selector: selectors.BaseSelector, workers: dict[int, _Worker],
-                spares: list[_Spare], close_in_worker: Sequence[int]) -> bool:
+                spares: list[_Spare], close_in_worker: Sequence[int], pages: str | None = None) -> bool:
     """Fork a spare worker into ``spares``; False when the fork failed (none is forked again)."""
     import selectors
     import socket
@@ -443,7 +446,7 @@ def _fork_spare(listener: socket.socket, selector: selectors.BaseSelector, worke
         return False
     if pid == 0:
         objects, descriptors = _inherited(listener, selector, workers, close_in_worker)
-        _wait_as_spare(spare_end, [*objects, control], descriptors)
+        _wait_as_spare(spare_end, [*objects, control], descriptors, pages)
     spare_end.close()
     pidfd = os.pidfd_open(pid)
     selector.register(pidfd, selectors.EVENT_READ, "spare")
@@ -462,7 +465,8 @@ def _dismiss(selector: selectors.BaseSelector, spares: list[_Spare], *, register
     spares.clear()
 
 
-def _wait_as_spare(control: socket.socket, objects: list[object], descriptors: Sequence[int]) -> None:
+def _wait_as_spare(control: socket.socket, objects: list[object], descriptors: Sequence[int],
+                   pages: str | None = None) -> None:
     """The spare: leave the fork server's objects now, wait on ``control`` for a client's
     request and connection (:func:`_hand_over`), then run it as a worker forked for it does;
     exits when ``control`` ends first (the fork server dismissed it, or died); never returns."""
@@ -474,6 +478,8 @@ def _wait_as_spare(control: socket.socket, objects: list[object], descriptors: S
         for fd in descriptors:
             os.close(fd)
         _leave_cache_state()  # before the request: ~0.5 ms less on the command's path
+        if pages is not None and _warmed(pages):
+            pages = None  # its command's pages are not all its own: it records none
         from lamina.sys import set_process_name
 
         name = set_process_name(SPARE_NAME)
@@ -482,7 +488,7 @@ def _wait_as_spare(control: socket.socket, objects: list[object], descriptors: S
         conn = socket.socket(fileno=fds[0])
     except BaseException:  # noqa: BLE001 - dismissed (no request): it goes as it came
         os._exit(0)
-    _become_worker(words, environ, umask, fds[1:], conn, [control], [], prepared=True)
+    _become_worker(words, environ, umask, fds[1:], conn, [control], [], prepared=True, pages=pages)
 
 
 def _read_request(conn: socket.socket, descriptors: int = _DESCRIPTORS) -> tuple[list[bytes], dict[bytes, bytes], int, list[int]]:
@@ -557,7 +563,7 @@ def _client_gone(selector: selectors.BaseSelector, worker: _Worker) -> None:
 
 def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, fds: list[int],
                    conn: socket.socket, objects: list[object], descriptors: list[int], *,
-                   prepared: bool = False) -> None:
+                   prepared: bool = False, pages: str | None = None) -> None:
     """The worker: become the process the command would have run in, run it, tell the client
     its exit code (before this process's own teardown; the fork server tells it again once it
     reaped it, or how it died); never returns.  ``prepared``: a spare, which left the cache's
@@ -608,11 +614,39 @@ def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, 
         except BaseException:  # noqa: BLE001
             pass
     finally:
+        if pages is not None:
+            _record(pages)
         try:
             os.write(status, b"X%d\n" % code)
         except OSError:
             pass  # the client left
         os._exit(code)
+
+
+def _warmed(pages: str) -> bool:
+    """A spare: fault in what a worker wrote (:mod:`lamina.cli.warmpages`) unless a new
+    record is due; whether it did.  Never fails."""
+    try:
+        from lamina.cli import warmpages
+
+        if warmpages.due(pages):
+            return False
+        warmpages.fault_in(pages)
+    except Exception:  # noqa: BLE001 - only a saving: the spare waits as it is
+        return False
+    return True
+
+
+def _record(pages: str) -> None:
+    """A worker that faulted nothing in ahead, its command done: record what it wrote for
+    the next spares, when due.  Never fails."""
+    try:
+        from lamina.cli import warmpages
+
+        if warmpages.due(pages):
+            warmpages.record(pages)
+    except Exception:  # noqa: BLE001 - only a saving: its client gets its exit all the same
+        pass
 
 
 def _reset_signals() -> None:

@@ -226,6 +226,18 @@ def test_a_command_runs_in_the_spare_forked_ahead_and_the_next_spare_waits_while
     assert cached.spare_pid() == following  # it waits for the next command
 
 
+def test_a_worker_records_the_pages_it_wrote_beside_the_fork_servers_socket(cached):
+    from lamina.cli import warmpages
+
+    record = warmpages.pages_path(cached.fork_socket)
+    assert not os.path.exists(record)  # a new engine: its first spare faults nothing in, its worker records
+    run = _front(cached, "run", "--rm", *_QUIET, "true", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert run.wait(60) == 0
+    assert wait_until(lambda: os.path.exists(record), 20)
+    size = os.path.getsize(record)
+    assert size and size % 16 == 0  # (start, length) pairs
+
+
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGKILL])
 def test_the_spare_leaves_with_its_fork_server(cached, number):
     spare = cached.spare_pid()
