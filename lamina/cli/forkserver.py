@@ -282,9 +282,9 @@ def serve(listener: socket.socket, path: str, clock: ActivityClock, idle_seconds
     from lamina.records import compile_loaded_inits
     from lamina.runtime.capabilities import PR_SET_PDEATHSIG, prctl
 
-    from lamina.cli.warmpages import pages_path
+    from lamina.warmpages import pages_path
 
-    pages = pages_path(path)  # what the last worker wrote, for the next spare (lamina.cli.warmpages)
+    pages = pages_path(path)  # what the last worker wrote, for the next spare (lamina.warmpages)
     prebuild_parsers()  # each worker finds its command's parser built
     compile_loaded_inits()  # and its records' constructors compiled
     gc.freeze()  # a worker's collections never scan (nor so copy) the pages it shares with this process
@@ -478,8 +478,11 @@ def _wait_as_spare(control: socket.socket, objects: list[object], descriptors: S
         for fd in descriptors:
             os.close(fd)
         _leave_cache_state()  # before the request: ~0.5 ms less on the command's path
-        if pages is not None and _warmed(pages):
-            pages = None  # its command's pages are not all its own: it records none
+        if pages is not None:
+            from lamina.warmpages import warm
+
+            if warm(pages):
+                pages = None  # its command's pages are not all its own: it records none
         from lamina.sys import set_process_name
 
         name = set_process_name(SPARE_NAME)
@@ -615,38 +618,14 @@ def _become_worker(words: list[bytes], environ: dict[bytes, bytes], umask: int, 
             pass
     finally:
         if pages is not None:
-            _record(pages)
+            from lamina.warmpages import record_when_due
+
+            record_when_due(pages)
         try:
             os.write(status, b"X%d\n" % code)
         except OSError:
             pass  # the client left
         os._exit(code)
-
-
-def _warmed(pages: str) -> bool:
-    """A spare: fault in what a worker wrote (:mod:`lamina.cli.warmpages`) unless a new
-    record is due; whether it did.  Never fails."""
-    try:
-        from lamina.cli import warmpages
-
-        if warmpages.due(pages):
-            return False
-        warmpages.fault_in(pages)
-    except Exception:  # noqa: BLE001 - only a saving: the spare waits as it is
-        return False
-    return True
-
-
-def _record(pages: str) -> None:
-    """A worker that faulted nothing in ahead, its command done: record what it wrote for
-    the next spares, when due.  Never fails."""
-    try:
-        from lamina.cli import warmpages
-
-        if warmpages.due(pages):
-            warmpages.record(pages)
-    except Exception:  # noqa: BLE001 - only a saving: its client gets its exit all the same
-        pass
 
 
 def _reset_signals() -> None:

@@ -227,7 +227,7 @@ def test_a_command_runs_in_the_spare_forked_ahead_and_the_next_spare_waits_while
 
 
 def test_a_worker_records_the_pages_it_wrote_beside_the_fork_servers_socket(cached):
-    from lamina.cli import warmpages
+    from lamina import warmpages
 
     record = warmpages.pages_path(cached.fork_socket)
     assert not os.path.exists(record)  # a new engine: its first spare faults nothing in, its worker records

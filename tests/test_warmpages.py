@@ -1,4 +1,4 @@
-"""lamina.cli.warmpages: a forked process records the pages it wrote (and only those), and
+"""lamina.warmpages: a forked process records the pages it wrote (and only those), and
 another fork faults in what such a record names, which then are its own (mapped by it alone)
 with their contents unchanged."""
 
@@ -9,7 +9,7 @@ import os
 import struct
 import time
 
-from lamina.cli import warmpages
+from lamina import warmpages
 from tests.processes import in_forked_child
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -1,23 +1,26 @@
-"""The pages a fork server's worker wrote, faulted in ahead by the next spare.
+"""The pages a forked process wrote, faulted in ahead by the next spare forked for the same work.
 
-A worker is a fork of the fork server (:mod:`lamina.cli.forkserver`): each page of the
-interpreter's memory it first writes (a reference count is a write) is copied then, a
-copy-on-write fault (~6 µs on the test machine): a ``run``'s create made ~1,100 of them before
-its start request.  The spare that runs the next command waits idle: it faults in ahead what a
-worker wrote, and its command finds those pages its own (-3 to -5 ms a ``run --rm``).
+The engine cache's workers are forks of its fork server (:mod:`lamina.cli.forkserver`), a
+start's helper a fork of the monitor template's spare monitor
+(:mod:`lamina.container.monitor.launch`): each page of the interpreter's memory such a fork
+first writes (a reference count is a write) is copied then, a copy-on-write fault (~6 µs on the
+test machine): a ``run``'s create made ~1,100 of them before its start request, its start's
+helper ~1,200.  Each waits forked ahead, idle, as a spare: it faults in ahead what the last one
+wrote, and its work finds those pages its own.
 
-File: ``<fork server socket, without .sock>.pages``, beside the socket: the page ranges a
-worker held alone and present (``/proc/self/pagemap`` bits 56 and 63) in its private writable
-anonymous mappings when its command ended, as pairs of native unsigned 64-bit integers
-(start, length), written to a temporary file renamed over the last (~0.3 ms, before the worker
-reports its exit).  Only a worker that faulted nothing in ahead writes it (its pages are all
-its command's own), and only when the file is missing or older than :data:`RECORD_EVERY`
-seconds (:func:`due`): a spare forked then faults nothing in, so that its command is measured
-afresh, and the record follows what the commands do (a big command's pages do not stay).  A
-spare otherwise reads it, keeps the parts that lie in its own private writable anonymous
-mappings, at most :data:`LIMIT` bytes, and has the kernel fault them in writable (``madvise``
-``MADV_POPULATE_WRITE``, Linux 5.14; nothing before).  Contents never change: a stale or wrong
-file costs the spare memory, at most :data:`LIMIT`, and nothing else.
+File: ``<socket, without .sock>.pages`` beside the fork server's or the template's socket: the
+page ranges a worker (a helper) held alone and present (``/proc/self/pagemap`` bits 56 and 63)
+in its private writable anonymous mappings when its work ended, as pairs of native unsigned
+64-bit integers (start, length), written to a temporary file renamed over the last (~0.3 ms,
+before the worker reports its exit; after the helper answered).  Only one that faulted nothing
+in ahead writes it (its pages are all its work's own), and only when the file is missing or
+older than :data:`RECORD_EVERY` seconds (:func:`due`): a spare forked then faults nothing in,
+so that its work is recorded afresh, and the record follows what the work does (a big
+command's pages do not stay).  A spare otherwise reads it, keeps the parts that lie in its own
+private writable anonymous mappings, at most :data:`LIMIT` bytes, and has the kernel fault
+them in writable (``madvise`` ``MADV_POPULATE_WRITE``, Linux 5.14; nothing before).  Contents
+never change: a stale or wrong file costs the spare memory, at most :data:`LIMIT`, and nothing
+else.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import os
 import struct
 import time
 
-__all__ = ["LIMIT", "RECORD_EVERY", "due", "fault_in", "pages_path", "record"]
+__all__ = ["LIMIT", "RECORD_EVERY", "due", "fault_in", "pages_path", "record", "record_when_due", "warm"]
 
 RECORD_EVERY = 30.0     # seconds
 LIMIT = 16 << 20        # bytes a spare faults in, at most (a run's create wrote ~7 MiB)
@@ -120,3 +123,26 @@ def fault_in(path: str) -> int:
             if done >= LIMIT:
                 return done
     return done
+
+
+def warm(path: str) -> bool:
+    """A spare: fault in what ``path`` names (:func:`fault_in`) unless a new record is due;
+    whether it did (when not, what its command writes is all its own: it records it with
+    :func:`record_when_due`).  Never fails."""
+    try:
+        if due(path):
+            return False
+        fault_in(path)
+    except Exception:  # noqa: BLE001 - only a saving: the spare waits as it is
+        return False
+    return True
+
+
+def record_when_due(path: str) -> None:
+    """A process that faulted nothing in ahead, its work done: :func:`record` when
+    :func:`due`.  Never fails."""
+    try:
+        if due(path):
+            record(path)
+    except Exception:  # noqa: BLE001 - only a saving
+        pass
