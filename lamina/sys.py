@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
-    "mount", "umount2", "unshare", "set_process_name", "is_mount_root", "load", "madvise", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
+    "mount", "umount2", "unshare", "set_process_name", "is_mount_root", "madvise", "setns", "pivot_root", "syncfs", "openat2", "mount_setattr", "open_tree",
     "move_mount", "MOVE_MOUNT_F_EMPTY_PATH", "MOVE_MOUNT_T_EMPTY_PATH", "MOUNT_ATTR_IDMAP", "OPEN_TREE_CLONE", "OPEN_TREE_CLOEXEC",
     "AT_EMPTY_PATH", "AT_RECURSIVE", "MOUNT_ATTR_RDONLY", "MOUNT_ATTR_NOSUID", "MOUNT_ATTR_NODEV",
     "MOUNT_ATTR_NOEXEC",
@@ -127,12 +127,6 @@ def _libc() -> Any:
     libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return libc
-
-
-def load() -> None:
-    """Load the C library's wrappers now (a process that forks the ones that mount: each finds
-    them loaded)."""
-    _libc()
 
 
 def _check(result: int, what: str, path: str | None = None) -> int:

@@ -1,18 +1,22 @@
-"""The pages a forked process wrote, faulted in ahead by the next spare forked for the same work.
+"""The pages a fork server's worker wrote, faulted in ahead by the next spare.
 
-The engine cache's workers are forks of its fork server (:mod:`lamina.cli.forkserver`), a
-start's helper a fork of the monitor template's spare monitor
-(:mod:`lamina.container.monitor.launch`): each page of the interpreter's memory such a fork
-first writes (a reference count is a write) is copied then, a copy-on-write fault (~6 µs on the
-test machine): a ``run``'s create made ~1,100 of them before its start request, its start's
-helper ~1,200.  Each waits forked ahead, idle, as a spare: it faults in ahead what the last one
-wrote, and its work finds those pages its own.
+The engine cache's workers are forks of its fork server (:mod:`lamina.cli.forkserver`): each
+page of the interpreter's memory a worker first writes (a reference count is a write) is
+copied then, a copy-on-write fault (~6 µs on the test machine): a ``run``'s create made ~1,100
+of them before its start request.  The next worker waits forked ahead, idle, as a spare: it
+faults in ahead what a worker wrote, and its command finds those pages its own.
 
-File: ``<socket, without .sock>.pages`` beside the fork server's or the template's socket: the
-page ranges a worker (a helper) held alone and present (``/proc/self/pagemap`` bits 56 and 63)
+Not the monitor template's forks: a monitor lives as long as its container, and its spare
+helper is counted with the template in the memory a running container costs
+(``bench/scale.py``).  Measured with 20 running containers: spare helpers warmed this way
+(~1,190 faults of a start's helper became ~645) took it from 2.94 to 3.25 MiB a container, over
+issue 16's 3 MiB; spare monitors too, 4.2 MiB.
+
+File: ``<socket, without .sock>.pages`` beside the fork server's socket: the
+page ranges a worker held alone and present (``/proc/self/pagemap`` bits 56 and 63)
 in its private writable anonymous mappings when its work ended, as pairs of native unsigned
 64-bit integers (start, length), written to a temporary file renamed over the last (~0.3 ms,
-before the worker reports its exit; after the helper answered).  Only one that faulted nothing
+before the worker reports its exit).  Only one that faulted nothing
 in ahead writes it (its pages are all its work's own), and only when the file is missing or
 older than :data:`RECORD_EVERY` seconds (:func:`due`): a spare forked then faults nothing in,
 so that its work is recorded afresh, and the record follows what the work does (a big
@@ -41,8 +45,10 @@ _MADV_POPULATE_WRITE = 23
 _WRITTEN = bytes(1 if value & 0x81 == 0x81 else 0 for value in range(256))
 
 
-def pages_path(socket_path: str) -> str:
-    return socket_path[:-len(".sock")] + ".pages" if socket_path.endswith(".sock") else socket_path + ".pages"
+def pages_path(socket_path: str, kind: str = "") -> str:
+    """The record beside ``socket_path`` (``<socket without .sock>[.kind].pages``)."""
+    base = socket_path[:-len(".sock")] if socket_path.endswith(".sock") else socket_path
+    return f"{base}.{kind}.pages" if kind else f"{base}.pages"
 
 
 def _regions() -> list[tuple[int, int]]:

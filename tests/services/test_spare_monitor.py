@@ -109,31 +109,6 @@ def test_the_spare_monitors_first_run_is_started_by_its_spare_helper(engine) -> 
         engine.containers.start(failing)
 
 
-def test_a_spare_helper_records_the_pages_it_wrote_and_the_next_faults_them_in(engine) -> None:
-    from lamina import warmpages
-
-    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0  # forked a helper: no record
-    template = _template(engine)
-    [socket_path] = glob.glob(os.path.join(engine.config.exec_root, "monitor-template", "*.sock"))
-    record = warmpages.pages_path(socket_path)
-    assert not os.path.exists(record)
-    spare = _spare(engine)
-    first = _spare_helper(engine, spare)
-    assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0  # the spare helper's: recorded
-    engine.wait_for(lambda: gone(first), message="the spare helper's exit")
-    assert os.path.getsize(record) % 16 == 0 and os.path.getsize(record) > 0
-
-    def private_dirty(pid: int) -> int:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
-            return next(int(line.split()[1]) for line in handle if line.startswith("Private_Dirty:"))
-
-    engine.wait_for(lambda: _spares(template) not in ([], [spare]), message="the next spare")
-    [following] = _spares(template)
-    helper = _spare_helper(engine, following)
-    # it faulted in what the last helper wrote (its own copies now): megabytes, not a few pages
-    engine.wait_for(lambda: private_dirty(helper) > 2 * 1024, message="the pages faulted in")
-
-
 def test_a_spare_helper_that_died_leaves_the_start_to_a_forked_helper(engine) -> None:
     assert engine.run_removed("true", HostConfig={"NetworkMode": "none"}) == 0
     spare = _spare(engine)

@@ -172,14 +172,12 @@ class SpareHelper:
 
 
 def fork_spare_helper(work: Callable[[dict[str, Any], Callable[[], tuple[dict[str, Any], list[int]]]], dict[str, Any]],
-                      closed: Sequence[int] = (), pages: str | None = None) -> SpareHelper | None:
+                      closed: Sequence[int] = ()) -> SpareHelper | None:
     """Fork a helper that waits for a start's request and answers ``work(request, receive)``
     (``receive()``: the monitor's next message and its descriptors; it raises
     :class:`Dismissed` when the monitor dismissed the helper instead), closing ``closed`` first (its monitor's own socket to the template: held open by the
     helper too, a spare that died would still look alive to the template); None when it cannot
-    be forked (the start forks its helper then).  ``pages``: where helpers record the pages
-    they wrote, for the next spare helpers to fault in while they wait
-    (:mod:`lamina.warmpages`)."""
+    be forked (the start forks its helper then)."""
     try:
         channel, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     except OSError:
@@ -194,7 +192,7 @@ def fork_spare_helper(work: Callable[[dict[str, Any], Callable[[], tuple[dict[st
         channel.close()
         for fd in closed:
             os.close(fd)
-        _serve_as_spare_helper(helper_end, work, pages)  # never returns
+        _serve_as_spare_helper(helper_end, work)  # never returns
     helper_end.close()
     channel.set_inheritable(False)
     return SpareHelper(pid, channel)
@@ -213,17 +211,10 @@ def _receive(channel: socket.socket) -> tuple[dict[str, Any], list[int]]:
 
 
 def _serve_as_spare_helper(channel: socket.socket,
-                           work: Callable[[dict[str, Any], Callable[[], tuple[dict[str, Any], list[int]]]], dict[str, Any]],
-                           pages: str | None = None) -> None:
+                           work: Callable[[dict[str, Any], Callable[[], tuple[dict[str, Any], list[int]]]], dict[str, Any]]) -> None:
     """The spare helper: wait for the start's request, run it, answer, exit; never returns."""
     try:
         from lamina.sys import set_process_name
-
-        if pages is not None:
-            from lamina.warmpages import warm
-
-            if warm(pages):
-                pages = None  # what it writes is not all its own: it records none
 
         name = set_process_name(SPARE_HELPER_NAME)
         try:
@@ -254,9 +245,5 @@ def _serve_as_spare_helper(channel: socket.socket,
                     os.close(fd)
             except (Dismissed, OSError, ValueError):
                 pass
-        elif pages is not None:
-            from lamina.warmpages import record_when_due
-
-            record_when_due(pages)  # the start answered: off its path
     finally:
         os._exit(0)

@@ -362,7 +362,7 @@ class Template:
         closed = [control.fileno(), self.listener.fileno(), self.selector.fileno(),
                   *(lease.fileno() for lease in self.leases)]
         try:
-            pid = self._fork(context, stores, lambda: _wait_as_spare(spare_end, closed, context, stores, self.path))
+            pid = self._fork(context, stores, lambda: _wait_as_spare(spare_end, closed, context, stores))
         except OSError:
             control.close()
             spare_end.close()
@@ -431,8 +431,8 @@ class _Spare:
         self.wanted = wanted
 
 
-def _wait_as_spare(control: socket.socket, closed: list[int], context: Any, stores: Any,
-                   path: str | None = None) -> tuple[str, int, list[Any], list[int], SpareHelper | None]:
+def _wait_as_spare(control: socket.socket, closed: list[int], context: Any,
+                   stores: Any) -> tuple[str, int, list[Any], list[int], SpareHelper | None]:
     """In a spare monitor: close the template's descriptors ``closed`` (never unregistering
     them: the selector's set is the template's too), fork the helper of the first start ahead
     (:func:`~lamina.container.monitor.launch.fork_spare_helper`), wait for a request on
@@ -441,11 +441,7 @@ def _wait_as_spare(control: socket.socket, closed: list[int], context: Any, stor
     try:
         for fd in closed:
             os.close(fd)
-        from lamina.warmpages import pages_path
-
-        # the helpers' pages: recorded beside the template's socket (``path``)
-        helper = fork_spare_helper(spare_helper_work(context, stores), [control.fileno()],
-                                   pages_path(path) if path else None)
+        helper = fork_spare_helper(spare_helper_work(context, stores), [control.fileno()])
         name = set_process_name(SPARE_NAME)
         message, fds, _flags, _address = socket.recv_fds(control, 1 << 20, _MAX_DESCRIPTORS)
         control.close()

@@ -113,9 +113,6 @@ def monitor_context(arguments: dict[str, Any]) -> MonitorContext:
         modules += ["lamina.network.cni", "lamina.network.netavark", "lamina.network.sandbox"]
     for module in modules:
         importlib.import_module(module)
-    from lamina import sys as lsys
-
-    lsys.load()  # and the C library's wrappers (~0.3 ms), which every start helper mounts with
     return MonitorContext(exec_root=config.exec_root, stores=_store_opener(store, mounts, config.exec_root),
                           runtime=runtimes.get, volumes=volumes, events=events,
                           network=RunNetwork(config.data_root, config.exec_root, events=events,
