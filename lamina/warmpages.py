@@ -12,19 +12,18 @@ helper is counted with the template in the memory a running container costs
 (~1,190 faults of a start's helper became ~645) took it from 2.94 to 3.25 MiB a container, over
 issue 16's 3 MiB; spare monitors too, 4.2 MiB.
 
-File: ``<socket, without .sock>.pages`` beside the fork server's socket: the
-page ranges a worker held alone and present (``/proc/self/pagemap`` bits 56 and 63)
-in its private writable anonymous mappings when its work ended, as pairs of native unsigned
-64-bit integers (start, length), written to a temporary file renamed over the last (~0.3 ms,
-before the worker reports its exit).  Only one that faulted nothing
-in ahead writes it (its pages are all its work's own), and only when the file is missing or
-older than :data:`RECORD_EVERY` seconds (:func:`due`): a spare forked then faults nothing in,
-so that its work is recorded afresh, and the record follows what the work does (a big
-command's pages do not stay).  A spare otherwise reads it, keeps the parts that lie in its own
-private writable anonymous mappings, at most :data:`LIMIT` bytes, and has the kernel fault
-them in writable (``madvise`` ``MADV_POPULATE_WRITE``, Linux 5.14; nothing before).  Contents
-never change: a stale or wrong file costs the spare memory, at most :data:`LIMIT`, and nothing
-else.
+File: ``<socket, without .sock>.pages`` beside the fork server's socket: the page ranges a
+worker held alone and present (``/proc/self/pagemap`` bits 56 and 63) in its private writable
+anonymous mappings when its work ended, as pairs of native unsigned 64-bit integers (start,
+length), written to a temporary file renamed over the last (~0.6 ms, before the worker reports
+its exit). Only one that faulted nothing in ahead writes it (its pages are all its work's own),
+and only when the file is missing or older than :data:`RECORD_EVERY` seconds (:func:`due`): a
+spare forked then faults nothing in, so that its work is recorded afresh, and the record
+follows what the work does (a big command's pages do not stay). A spare otherwise reads it,
+keeps the parts that lie in its own private writable anonymous mappings, at most :data:`LIMIT`
+bytes, and has the kernel fault them in writable (``madvise`` ``MADV_POPULATE_WRITE``, Linux
+5.14; nothing before). Contents never change: a stale or wrong file costs the spare memory, at
+most :data:`LIMIT`, and nothing else.
 """
 
 from __future__ import annotations

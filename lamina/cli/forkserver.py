@@ -42,20 +42,23 @@ process; ``SIGTSTP`` stops the worker and then the client, ``SIGCONT`` continues
 worker with it (``SIGKILL``), as the death of an in-process command's process takes the command.
 
 The **spare**: a fork of a big interpreter takes ~3 ms (its page tables), on the command's
-path.  So the fork server forks one worker ahead whenever none waits: as it starts, and again as
-soon as it handed the spare to a command (or forked a worker for one), while that command runs
-(on a second core: the run's processes mostly take turns).  Forked only once no worker ran, the
-spare was late for a command that came as soon as the last one told its client its exit (before
-its process ended and was reaped): in a loop of ``run --rm``, 6 of 22 commands found one.  The
-spare leaves the fork server's descriptors (those of the workers running too), resets its signals and leaves the cache's logging handlers and
-``atexit`` functions (what a worker does first), names itself :data:`SPARE_NAME` (in
+path.  So the fork server forks one worker ahead whenever none waits: as it starts, and again
+as soon as it handed the spare to a command (or forked a worker for one), while that command
+runs (on a second core: the run's processes mostly take turns).  Forked only once no worker
+ran, the spare was late for a command that came as soon as the last one told its client its
+exit (before its process ended and was reaped): in a loop of ``run --rm``, 6 of 22 commands
+found one.  The spare leaves the fork server's descriptors (those of the workers running too),
+resets its signals and leaves the cache's logging handlers and ``atexit`` functions (what a
+worker does first), faults in the pages a worker wrote (:mod:`lamina.warmpages`: the record
+``<socket without .sock>.pages`` beside the socket, written by a worker that faulted nothing in
+ahead before it reports its exit, at most every 30 s), names itself :data:`SPARE_NAME` (in
 ``/proc/PID/comm``, the fork server's name again once it serves) and waits on a socket pair.
 The fork server reads each request itself (a bad one is refused as before) and, when a spare
 waits, sends it the request as the client sent it, with the client's connection as a fifth
-descriptor; the spare then becomes that client's worker, as one forked for it would.  A command
-that comes while none waits (the next is still being forked) gets a worker forked for it.  The spare exits when its socket pair
-ends (the fork server dismissed it when leaving, or died); one that dies otherwise is not
-replaced.
+descriptor; the spare then becomes that client's worker, as one forked for it would.  A
+command that comes while none waits (the next is still being forked) gets a worker forked for
+it.  The spare exits when its socket pair ends (the fork server dismissed it when leaving, or
+died); one that dies otherwise is not replaced.
 
 Life: the fork server shares the engine cache's idle clock (:class:`ActivityClock`: both leave
 once neither served anything for the idle time; a running worker counts as activity), leaves on
