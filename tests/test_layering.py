@@ -37,7 +37,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lamina"
 #: The layer of each top-level package or module of ``lamina`` (DESIGN.md §2, bottom = 1).
 LAYERS: dict[str, int] = {
     "errdefs": 1, "digest": 1, "fsutil": 1, "sys": 1, "config": 1, "records": 1, "log": 1, "protocols": 1,
-    "stdcopy": 1, "jsonobject": 1, "lazyexports": 1, "defaults": 1, "builtinhash": 1,
+    "stdcopy": 1, "jsonobject": 1, "lazyexports": 1, "defaults": 1, "builtinhash": 1, "warmpages": 1,
     "archive": 2, "mount": 2, "dockerfile": 2, "idmap": 2, "rootless": 2,
     "content": 3, "graphdriver": 3, "runtime": 3,
     "layer": 4,
@@ -57,6 +57,7 @@ PEERS: dict[str, frozenset[str]] = {
     "config": frozenset({"records", "errdefs", "defaults"}),
     "stdcopy": frozenset({"errdefs", "protocols"}),
     "jsonobject": frozenset({"errdefs"}),
+    "warmpages": frozenset({"sys"}),
     # layers 2 (archive, mount, dockerfile), 3 (content, graphdriver, runtime) and 6 (distribution, build):
     # no peer imports another today
     # layer 5: events name images; a container uses images, volumes, the event log and its

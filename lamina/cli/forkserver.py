@@ -48,11 +48,11 @@ runs (on a second core: the run's processes mostly take turns).  Forked only onc
 ran, the spare was late for a command that came as soon as the last one told its client its
 exit (before its process ended and was reaped): in a loop of ``run --rm``, 6 of 22 commands
 found one.  The spare leaves the fork server's descriptors (those of the workers running too),
-resets its signals and leaves the cache's logging handlers and ``atexit`` functions (what a
-worker does first), faults in the pages a worker wrote (:mod:`lamina.warmpages`: the record
-``<socket without .sock>.pages`` beside the socket, written by a worker that faulted nothing in
-ahead before it reports its exit, at most every 30 s), names itself :data:`SPARE_NAME` (in
-``/proc/PID/comm``, the fork server's name again once it serves) and waits on a socket pair.
+names itself :data:`SPARE_NAME` (in ``/proc/PID/comm``, the fork server's name again once it
+serves), resets its signals and leaves the cache's logging handlers and ``atexit`` functions
+(what a worker does first), faults in the pages a worker wrote (:mod:`lamina.warmpages`: the
+record ``<socket without .sock>.pages`` beside the socket, written by a worker that faulted
+nothing in ahead before it reports its exit, at most every 30 s) and waits on a socket pair.
 The fork server reads each request itself (a bad one is refused as before) and, when a spare
 waits, sends it the request as the client sent it, with the client's connection as a fifth
 descriptor; the spare then becomes that client's worker, as one forked for it would.  A
@@ -480,15 +480,15 @@ def _wait_as_spare(control: socket.socket, objects: list[object], descriptors: S
             item.close()  # type: ignore[attr-defined]
         for fd in descriptors:
             os.close(fd)
+        from lamina.sys import set_process_name
+
+        name = set_process_name(SPARE_NAME)
         _leave_cache_state()  # before the request: ~0.5 ms less on the command's path
         if pages is not None:
             from lamina.warmpages import warm
 
             if warm(pages):
                 pages = None  # its command's pages are not all its own: it records none
-        from lamina.sys import set_process_name
-
-        name = set_process_name(SPARE_NAME)
         words, environ, umask, fds = _read_request(control, _DESCRIPTORS + 1)
         set_process_name(name)
         conn = socket.socket(fileno=fds[0])

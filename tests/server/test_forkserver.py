@@ -74,13 +74,27 @@ def _workers(pid: int) -> list[int]:
     return [child for child in children(pid) if comm(child) != forkserver.SPARE_NAME]
 
 
-def _worker(engine) -> int:
-    """The one worker of ``engine``'s fork server, once it runs (ask once the command printed:
-    before, a spare forked a moment ago and not yet named counts as one)."""
+def _worker(engine, run: subprocess.Popen) -> int:
+    """The worker of ``engine``'s fork server that runs ``run``'s command, once it runs: the
+    child of the fork server on the front's standard output (by name, a spare forked a moment
+    ago and not yet named would count as one, and the spare given the command keeps the
+    spares' name until it read it)."""
     fork_server = engine.fork_server_pid()
-    assert wait_until(lambda: len(_workers(fork_server)) == 1), "no worker started"
-    [worker] = _workers(fork_server)
-    return worker
+    output = os.readlink(f"/proc/{run.pid}/fd/1")
+    found: list[int] = []
+
+    def on_output(pid: int) -> bool:
+        try:
+            return os.readlink(f"/proc/{pid}/fd/1") == output
+        except OSError:
+            return False
+
+    def started() -> bool:
+        found[:] = [child for child in children(fork_server) if on_output(child)]
+        return len(found) == 1
+
+    assert wait_until(started), "no worker started"
+    return found[0]
 
 
 def _read_until(fd: int, marker: bytes, seconds: float = 60.0) -> bytes:
@@ -183,7 +197,7 @@ def test_a_worker_has_the_environment_the_command_was_forwarded_with(cached, cap
 def test_the_worker_is_a_child_of_the_fork_server_on_the_callers_descriptors(cached, tmp_path):
     with _running(cached, "run", "--rm", *_QUIET, "sleep", "2", cwd=tmp_path, stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE) as run:
-        worker = _worker(cached)
+        worker = _worker(cached, run)
         assert children(run.pid) == []  # the caller forked nothing: it waits for the worker's status
         # (a mount of the command's changes it for an instant, as in-process: lamina.mount)
         assert wait_until(lambda: os.readlink(f"/proc/{worker}/cwd") == str(tmp_path), 10)
@@ -211,7 +225,7 @@ def test_a_command_runs_in_the_spare_forked_ahead_and_the_next_spare_waits_while
     with _running(cached, "run", "--rm", "-i", *_QUIET, "sh", "-c", "echo ready; read line",
                   stdin=subprocess.PIPE, stdout=subprocess.PIPE) as run:
         assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
-        assert _worker(cached) == spare
+        assert _worker(cached, run) == spare
         assert comm(spare) == comm(cached.fork_server_pid())  # the fork server's name again
         following = cached.spare_pid()  # forked as the command began, not once it ended
         assert following != spare and run.poll() is None
@@ -292,7 +306,7 @@ def test_a_signal_to_the_caller_reaches_the_command(cached):
         # the compiled front sent the command itself (it did not leave it to the Python front)
         assert os.path.realpath(f"/proc/{run.pid}/exe") == os.path.realpath(
             cached.program[0] if len(cached.program) == 1 else sys.executable)
-        worker = _worker(cached)
+        worker = _worker(cached, run)
         run.send_signal(signal.SIGINT)  # proxied to the container, as by an in-process run
         try:
             code = run.wait(60)
@@ -333,7 +347,7 @@ def test_job_control_stops_and_continues_the_command(cached):
     program = "echo ready; i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done"
     with _running(cached, "run", "--rm", "--name", "c2", *_QUIET, "sh", "-c", program, stdout=subprocess.PIPE) as run:
         assert _read_until(run.stdout.fileno(), b"ready").startswith(b"ready")
-        worker = _worker(cached)
+        worker = _worker(cached, run)
         assert os.path.realpath(f"/proc/{run.pid}/exe") == os.path.realpath(
             cached.program[0] if len(cached.program) == 1 else sys.executable)
         run.send_signal(signal.SIGTSTP)  # the terminal's suspend key
@@ -348,7 +362,7 @@ def test_a_caller_that_dies_takes_its_worker(cached):
         # once the command runs: before, the one child of the fork server may be its spare,
         # forked as the cache started and not yet named (a front killed then sent nothing)
         assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
-        worker = _worker(cached)
+        worker = _worker(cached, run)
         run.kill()
         run.wait()
         assert wait_until(lambda: not os.path.exists(f"/proc/{worker}") or cmdline(worker) == b"", 20)
@@ -360,14 +374,14 @@ def test_a_worker_killed_by_a_signal_takes_its_caller(cached):
         # once the command runs (a worker killed before it said so ran nothing: the front would
         # run the command itself)
         assert _read_until(run.stdout.fileno(), b"ready") == b"ready\n"
-        os.kill(_worker(cached), signal.SIGKILL)
+        os.kill(_worker(cached, run), signal.SIGKILL)
         assert run.wait(60) == -signal.SIGKILL  # killed as the command's own process would be
 
 
 def test_a_killed_fork_server_leaves_its_running_command_whole(cached):
     fork_server, cache = cached.fork_server_pid(), cached.cache_pid()
     with _running(cached, "run", "--rm", *_QUIET, "sh", "-c", "sleep 2; echo finished", stdout=subprocess.PIPE) as run:
-        _worker(cached)
+        _worker(cached, run)
         os.kill(fork_server, signal.SIGKILL)
         out, _ = run.communicate(timeout=60)  # the worker tells its client its end itself
         assert (run.returncode, out) == (0, b"finished\n")
