@@ -15,22 +15,25 @@ issue 16's 3 MiB; spare monitors too, 4.2 MiB.
 File: ``<socket, without .sock>.pages`` beside the fork server's socket: the page ranges a
 worker held alone and present (``/proc/self/pagemap`` bits 56 and 63) in its private writable
 anonymous mappings when its work ended, as pairs of native unsigned 64-bit integers (start,
-length), written to a temporary file renamed over the last (~0.6 ms, before the worker reports
-its exit). Only one that faulted nothing in ahead writes it (its pages are all its work's own),
-and only when the file is missing or older than :data:`RECORD_EVERY` seconds (:func:`due`): a
-spare forked then faults nothing in, so that its work is recorded afresh, and the record
-follows what the work does (a big command's pages do not stay). A spare otherwise reads it,
-keeps the parts that lie in its own private writable anonymous mappings, at most :data:`LIMIT`
-bytes, and has the kernel fault them in writable (``madvise`` ``MADV_POPULATE_WRITE``, Linux
-5.14; nothing before). Contents never change: a stale or wrong file costs the spare memory, at
-most :data:`LIMIT`, and nothing else.
+length), replaced whole (:func:`lamina.fsutil.atomic_replace`, not synced: a cache) before the
+worker reports its exit (~0.6 ms). Only one that faulted nothing in ahead writes it (its pages
+are all its work's own), and only when the file is missing or older than :data:`RECORD_EVERY`
+seconds (:func:`due`): a spare forked then faults nothing in, so that its work is recorded
+afresh, and the record follows what the work does (a big command's pages do not stay). A spare
+otherwise reads it, keeps the parts that lie in its own private writable anonymous mappings, at
+most :data:`LIMIT` bytes, and has the kernel fault them in writable (``madvise``
+``MADV_POPULATE_WRITE``, Linux 5.14; nothing before). Contents never change: a stale or wrong
+file costs the spare memory, at most :data:`LIMIT`, and nothing else.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
+
+from lamina import fsutil
 
 __all__ = ["LIMIT", "RECORD_EVERY", "due", "fault_in", "pages_path", "record", "record_when_due", "warm"]
 
@@ -44,10 +47,9 @@ _MADV_POPULATE_WRITE = 23
 _WRITTEN = bytes(1 if value & 0x81 == 0x81 else 0 for value in range(256))
 
 
-def pages_path(socket_path: str, kind: str = "") -> str:
-    """The record beside ``socket_path`` (``<socket without .sock>[.kind].pages``)."""
-    base = socket_path[:-len(".sock")] if socket_path.endswith(".sock") else socket_path
-    return f"{base}.{kind}.pages" if kind else f"{base}.pages"
+def pages_path(socket_path: str) -> str:
+    """The record beside ``socket_path`` (``<socket without .sock>.pages``)."""
+    return (socket_path[:-len(".sock")] if socket_path.endswith(".sock") else socket_path) + ".pages"
 
 
 def _regions() -> list[tuple[int, int]]:
@@ -83,10 +85,7 @@ def record(path: str) -> int:
                 ranges.append((start + run.start() * _PAGE, (run.end() - run.start()) * _PAGE))
     finally:
         os.close(descriptor)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
-        handle.write(b"".join(_RANGE.pack(*item) for item in ranges))
-    os.replace(temporary, path)
+    fsutil.atomic_replace(path, b"".join(_RANGE.pack(*item) for item in ranges))
     return sum(length for _, length in ranges)
 
 
@@ -121,7 +120,7 @@ def fault_in(path: str) -> int:
             try:
                 lsys.madvise(low, high - low, _MADV_POPULATE_WRITE)
             except OSError as exc:
-                if exc.errno == 22:  # EINVAL: a kernel without MADV_POPULATE_WRITE
+                if exc.errno == errno.EINVAL:  # a kernel without MADV_POPULATE_WRITE
                     return done
                 continue  # ENOMEM (a hole), EFAULT, ...: the next range
             done += high - low

@@ -57,7 +57,7 @@ PEERS: dict[str, frozenset[str]] = {
     "config": frozenset({"records", "errdefs", "defaults"}),
     "stdcopy": frozenset({"errdefs", "protocols"}),
     "jsonobject": frozenset({"errdefs"}),
-    "warmpages": frozenset({"sys"}),
+    "warmpages": frozenset({"sys", "fsutil"}),
     # layers 2 (archive, mount, dockerfile), 3 (content, graphdriver, runtime) and 6 (distribution, build):
     # no peer imports another today
     # layer 5: events name images; a container uses images, volumes, the event log and its

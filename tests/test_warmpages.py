@@ -90,4 +90,3 @@ def test_a_missing_record_faults_in_nothing_and_a_new_one_is_due_only_when_it_is
 
 def test_the_record_sits_beside_the_fork_servers_socket() -> None:
     assert warmpages.pages_path("/run/lamina/engine-cache/ab12.fork.sock") == "/run/lamina/engine-cache/ab12.fork.pages"
-    assert warmpages.pages_path("/run/t/key.sock", "helper") == "/run/t/key.helper.pages"
