@@ -28,11 +28,12 @@ def children(pid: int) -> list[int]:
 
 
 def gone(pid: int) -> bool:
-    """Whether process ``pid`` has exited (no longer there, or a zombie waiting to be reaped)."""
+    """Whether process ``pid`` has exited (no longer there, or a zombie waiting to be reaped).
+    A process reaped between the ``open`` and the ``read`` fails the read with ESRCH."""
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
             text = handle.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return True
     return text[text.rfind(")") + 2:].split()[0] in ("Z", "X")
 

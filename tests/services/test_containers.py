@@ -193,7 +193,7 @@ def test_always_container_is_restarted_by_boot_after_its_monitor_died(engine) ->
         try:
             with open(f"/proc/{old_pid}/cmdline", "rb") as handle:
                 return handle.read() != b"sleep\x0030\x00"
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # ESRCH: reaped between open and read
             return True
 
     engine.wait_for(old_process_gone, message="the old process to be gone")
