@@ -10,6 +10,14 @@ read-write layer's own commit point, so that it no longer holds the image's laye
 the volumes were released), while the directories are still being deleted: the monitor of a
 ``--rm`` container wakes its waiters there (``run --rm`` returns without waiting for them).
 
+The run directory (``<exec-root>/containers/<id>``, :mod:`lamina.container.rundir`) goes after
+the commit point, once the runtime state its ``runtime.json`` still describes was released (a
+run whose monitor died: processes left in its cgroup, the cgroups, the OCI runtime's state);
+the monitor of an ``--rm`` container keeps it (``keep_run_directory``) until it released its
+run's cgroups, after its waiters woke, and removes it then.  A run directory whose container
+has no record and whose monitor is dead (the monitor was killed after the commit point) is
+released and removed by the sweep.
+
 A removal holds ``containers/.removal-<id>.lock`` (outside the tree it deletes) from before its
 commit point to its end, then unlinks it.  The start-up sweep finishes an ``<id>-removing``
 only when it can take that lock itself and the directory still exists: a removal in progress
@@ -31,11 +39,12 @@ from lamina.log import get_logger
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # the removal's own steps import what they use: a sweep that finds nothing needs none
     from typing import Any
+    from lamina.runtime.api import Runtime
     from lamina.container.execstore import ExecStore
     from lamina.layer.mounts import MountStore
     from lamina.volume.api import VolumeProvider
 
-__all__ = ["destroy", "finish_removal", "release_mount", "sweep", "host_boot_time", "left_by_a_reboot"]
+__all__ = ["destroy", "finish_removal", "release_mount", "remove_run_directory", "sweep", "host_boot_time", "left_by_a_reboot"]
 
 log = get_logger("lamina.container")
 
@@ -60,15 +69,37 @@ def release_mount(mounts: MountStore, container_id: str) -> None:
         lmount.unmount(merged, detach=True)
 
 
+def remove_run_directory(exec_root: str, container_id: str,
+                         runtime: Callable[[str], Runtime] | None = None) -> bool:
+    """Remove the container's run directory, after releasing the run its ``runtime.json``
+    still describes when no monitor lives (``runtime(name)``, by default the registry's);
+    whether there was such a run."""
+    from lamina.container.rundir import RunDirectory
+
+    run_dir = RunDirectory(exec_root, container_id)
+    released = os.path.exists(run_dir.runtime_file) and not run_dir.monitor_alive()
+    if released:
+        if runtime is None:
+            from lamina.runtime.registry import Runtimes
+
+            runtime = Runtimes(exec_root).get
+        problem = run_dir.release_run(runtime)
+        if problem:
+            log.warning("removing container %s: %s", container_id, problem)
+    run_dir.remove()
+    return released
+
+
 def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, container_id: str, path: str,
-                   committed: Callable[[], None] | None = None, *, durable: bool = True) -> None:
+                   committed: Callable[[], None] | None = None, *, durable: bool = True,
+                   keep_run_directory: bool = False) -> None:
     """Everything after the commit point: exec records, layer, run directory, the directory;
     ``committed`` is called once the read-write layer was let go (its record renamed: it holds
     no image layer any more), before the run directory is removed and the layer's directories
     unmounted (the root filesystem, if still mounted: the driver's removal) and deleted;
-    ``durable=False``: its commit point is not synced (see :func:`destroy`)."""
+    ``durable=False``: its commit point is not synced (see :func:`destroy`);
+    ``keep_run_directory``: the caller (an ``--rm`` container's monitor) removes it later."""
     from lamina.container.joining import shm_path, unmount_shm
-    from lamina.container.rundir import RunDirectory
 
     execs.remove_for_container(container_id)
     called = False
@@ -78,7 +109,8 @@ def finish_removal(mounts: MountStore, execs: ExecStore, exec_root: str, contain
         called = True
         if committed is not None:
             committed()
-        RunDirectory(exec_root, container_id).remove()
+        if not keep_run_directory:
+            remove_run_directory(exec_root, container_id)
 
     try:
         mounts.remove(container_id, let_go, durable=durable)
@@ -109,12 +141,14 @@ def _drop_removal_lock(lock: fsutil.FileLock) -> None:
 
 def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root: str,
             container_id: str, *, volumes: VolumeProvider | None = None, remove_volumes: bool = False,
-            committed: Callable[[], None] | None = None, durable: bool = True) -> None:
+            committed: Callable[[], None] | None = None, durable: bool = True,
+            keep_run_directory: bool = False) -> None:
     """Remove a stopped container for good; NotFound when it is gone already.  ``committed``
     is called once the container is gone for every reader (its volumes released too), before
     its directories are deleted.  ``durable=False`` (the monitor's removal of a ``--rm``
     container): the commit points are not synced; after a host crash the container may be
-    back, in whatever state last reached the disk (see :mod:`lamina.container.store`)."""
+    back, in whatever state last reached the disk (see :mod:`lamina.container.store`).
+    ``keep_run_directory``: see :func:`finish_removal`."""
     lock = store.lock(container_id)
     removal = _removal_lock(store, container_id)
     mount_points: Any = None
@@ -151,7 +185,7 @@ def destroy(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_ro
         removal.acquire()  # held from before the commit point to the end: the sweep tests it
         path = store.begin_removal(container_id, durable=durable)  # the commit point
         finish_removal(mounts, execs, exec_root, container_id, path, gone if committed is not None else None,
-                       durable=durable)
+                       durable=durable, keep_run_directory=keep_run_directory)
     finally:
         _drop_removal_lock(removal)
         lock.release()
@@ -204,6 +238,39 @@ def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root
             continue
         log.warning("removed the read-write layer of container %s, whose creation was interrupted", container_id)
         done.append(f"removed orphan read-write layer {container_id}")
+    return done + _sweep_run_directories(store, exec_root, known)
+
+
+def _sweep_run_directories(store: ContainerStore, exec_root: str, known: set[str]) -> list[str]:
+    """Release and remove the run directories of containers that have no record and no live
+    monitor: an ``--rm`` container's monitor killed after its removal's commit point, before
+    it released the run's cgroups.  One ``listdir`` when there are none."""
+    from lamina.container.rundir import RunDirectory
+
+    try:
+        names = os.listdir(os.path.join(exec_root, "containers"))
+    except FileNotFoundError:
+        return []
+    done = []
+    for container_id in names:
+        if container_id in known or not is_container_id(container_id):
+            continue
+        if RunDirectory(exec_root, container_id).monitor_alive():
+            continue  # an --rm container's monitor releasing its run after the removal
+        removal = _removal_lock(store, container_id)
+        if not removal.try_acquire():
+            continue  # a removal runs: it removes the run directory itself
+        try:
+            # looked at again under the lock: a container created since ``known`` was listed
+            # (its waiters make its run directory before its monitor starts)
+            if any(os.path.isdir(os.path.join(store.root, name)) for name in (container_id, container_id + "-removing")):
+                continue
+            released = remove_run_directory(exec_root, container_id)
+        finally:
+            _drop_removal_lock(removal)
+        if released:  # else a waiter's run directory, made after the removal
+            log.warning("released the run of removed container %s, whose monitor died", container_id)
+            done.append(f"released the run of removed container {container_id}")
     return done
 
 

@@ -49,7 +49,7 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # imported where used: whether a monitor lives is a lock and needs neither
     import socket
 
-    from lamina.runtime.api import RuntimeState
+    from lamina.runtime.api import Runtime, RuntimeState
 
 __all__ = ["ExitInfo", "RunDirectory", "RunLock", "bind_unix", "connect_unix"]
 
@@ -263,6 +263,28 @@ class RunDirectory:
             os.unlink(self.runtime_file)
         except FileNotFoundError:
             pass
+
+    def release_run(self, runtime: Callable[[str], Runtime]) -> str:
+        """Release what ``runtime.json`` describes, the run of a monitor that died before it
+        released it (processes left in its cgroup, the cgroups, the runtime's state; the
+        runtime is ``runtime(name)``), then forget the file; what could not be done ("" when
+        all was, or there was nothing)."""
+        state = self.read_runtime_state()
+        if state is None:
+            return ""
+        try:
+            for _attempt in range(100):
+                try:
+                    runtime(state.runtime).delete(state, force=True)
+                    break
+                except errdefs.Conflict:  # processes still dying
+                    time.sleep(0.02)
+            else:
+                return "processes of the container remain in its cgroup"
+        except errdefs.LaminaError as exc:
+            return f"cannot release the container's runtime state: {exc}"
+        self.clear_runtime_state()
+        return ""
 
     def remove(self) -> None:
         from lamina.mount import unmount_all_under

@@ -396,22 +396,6 @@ class MonitorClient:
         """Release what the run of a dead monitor left (processes in its cgroup, the runtime's
         state) and forget its ``runtime.json``; what could not be done ("" when all was)."""
         run_dir = self.run_directory(container_id)
-        state = run_dir.read_runtime_state()
-        error = ""
-        if state is not None:
-            error = _release_run(state, runtime)
+        error = run_dir.release_run(runtime)
         run_dir.clear_runtime_state()
         return error
-
-
-def _release_run(state: RuntimeState, runtime: Callable[[str], Runtime]) -> str:
-    try:
-        for _attempt in range(100):
-            try:
-                runtime(state.runtime).delete(state, force=True)
-                return ""
-            except errdefs.Conflict:
-                time.sleep(0.02)
-        return "processes of the container remain in its cgroup"
-    except errdefs.LaminaError as exc:
-        return f"cannot release the container's runtime state: {exc}"

@@ -130,7 +130,7 @@ class Runner:
 
         # an --rm container's waiters (``run --rm``) wake up once it is gone for every reader:
         # the deletion of its directories is off their path
-        removed = self._auto_remove(container, lambda: wake_waiters(True))
+        removed = self._auto_remove(container, lambda: wake_waiters(True), keep_run_directory=deferred)
         if not published:
             wake_waiters(removed)
         if monitor.context.network is not None and removing:
@@ -139,13 +139,20 @@ class Runner:
             # it is done; runs that want them and ``network rm`` wait for it
             monitor.context.network.detach(self.id)
         if deferred:
+            # the run directory, kept by the removal, names the run's cgroups in runtime.json
+            # until they are released: the sweep releases them if this monitor dies first
             self._release_runtime(run)
             release_mount(self.mounts, self.id)  # the removal unmounted it, unless it failed
+            if removed:
+                monitor.run_dir.remove()
+            else:
+                monitor.run_dir.clear_runtime_state()
 
-    def _auto_remove(self, container: Container | None, gone: Callable[[], None] | None = None) -> bool:
+    def _auto_remove(self, container: Container | None, gone: Callable[[], None] | None = None, *,
+                     keep_run_directory: bool = False) -> bool:
         """Remove an ``AutoRemove`` container; True when it is gone.  ``gone`` is called once
         it is gone for every reader (after its ``destroy`` event), before its directories are
-        deleted."""
+        deleted; ``keep_run_directory``: but the run directory, which the caller removes."""
         if container is None or not container.host_config.get("AutoRemove"):
             return False
 
@@ -157,7 +164,8 @@ class Runner:
         try:
             # not synced: the whole life of a --rm container is disposable (lamina.container.store)
             destroy(self.store, self.mounts, self.monitor.execs, self.monitor.context.exec_root, self.id,
-                    volumes=self.volumes, remove_volumes=True, committed=committed, durable=False)
+                    volumes=self.volumes, remove_volumes=True, committed=committed, durable=False,
+                    keep_run_directory=keep_run_directory)
         except errdefs.NotFound:
             return True
         except errdefs.LaminaError as exc:
@@ -568,15 +576,16 @@ class Runner:
         return exit_code(status), oom, time.monotonic() - run.started
 
     def _end_run(self, run: Run, code: int, oom: bool, *, release: bool = True) -> None:
-        """Release what the run holds (``release=False``: but its runtime state (cgroups) and
-        root filesystem, released by the caller later)."""
+        """Release what the run holds (``release=False``: but its runtime state (cgroups,
+        still described by ``runtime.json``) and root filesystem, released by the caller later)."""
         monitor = self.monitor
         if release:
             self._release_runtime(run)
             release_mount(self.mounts, self.id)
         self._unmount_volumes(run.container)
         joining.release(run.container.host_config, self.store.directory(self.id))
-        monitor.run_dir.clear_runtime_state()
+        if release:
+            monitor.run_dir.clear_runtime_state()
         if run.master is not None:
             try:
                 os.close(run.master)

@@ -294,9 +294,10 @@ class ContainerLifecycleImpl(ContainerGroup):
         """Send ``number`` to the container's process, if it still has one.
 
         ``container`` was read as running a moment ago.  Its process may have exited since:
-        the monitor clears ``runtime.json`` before it records the exit, so a missing runtime
-        state, like a runtime that no longer knows the process, means the run is ending and
-        there is nothing to signal (as Docker, which ignores "no such process" here)."""
+        the monitor clears ``runtime.json`` before it records the exit (an ``--rm`` run's once
+        its cgroups are released, after its removal), so a missing runtime state, like a
+        runtime that no longer knows the process, means the run is ending and there is nothing
+        to signal (as Docker, which ignores "no such process" here)."""
         try:
             state = self._runtime_state(container)
         except errdefs.Conflict:
