@@ -2,7 +2,9 @@
 releases the run's cgroups only after the removal (its waiters wake first), so a monitor
 killed after the removal's commit point leaves cgroups that no record names any more.  The
 run directory, which names them in ``runtime.json``, goes only once they are released: the
-sweep (every command runs it) releases them and removes it, and leaves a live monitor's alone."""
+sweep (every command runs it) releases them and removes it, and leaves a live monitor's alone.
+A monitor killed before the commit point leaves a container marked ``RemovalInProgress``:
+``rm`` finishes that removal once no remover lives."""
 
 from __future__ import annotations
 
@@ -89,3 +91,31 @@ def test_the_sweep_leaves_the_run_directory_of_a_live_monitor_or_a_removal_alone
         assert _sweep(engine) == [] and run_dir.exists()
     assert _sweep(engine) == []  # no runtime.json: a waiter's directory, removed without a word
     assert not run_dir.exists()
+
+
+def test_rm_finishes_an_auto_removal_whose_monitor_died_before_its_commit_point(engine) -> None:
+    """The monitor marks an --rm container's exit record ``RemovalInProgress``, then removes
+    it; killed in between, it leaves a container nothing removes: ``rm`` refuses it while a
+    remover lives, and finishes the removal (the run's cgroups too) once none does."""
+    from lamina import errdefs
+    from lamina.events.log import FILE_NAME
+
+    store = engine.containers.store
+    container_id = engine.run("sleep", "30", HostConfig={"AutoRemove": True, "NetworkMode": "none"})
+    run_dir = engine.run_dir(container_id)
+    monitor = run_dir.monitor_pid()
+    pid = engine.state(container_id)["Pid"]
+    # the monitor's "die" event, right after the exit record, waits for the event log's lock
+    with open(os.path.join(engine.config.data_root, "events", FILE_NAME), "a", encoding="utf-8") as log:
+        fcntl.flock(log, fcntl.LOCK_EX)
+        os.kill(pid, signal.SIGKILL)
+        engine.wait_for(lambda: store.get(container_id).state.get("RemovalInProgress"), message="the exit record")
+        with pytest.raises(errdefs.Conflict, match="already in progress"):
+            engine.containers.remove(container_id)  # its monitor lives: the removal is its own
+        os.kill(monitor, signal.SIGKILL)
+        engine.wait_for(lambda: gone(monitor), message="the monitor's death")
+    assert _cgroup(container_id).exists() and run_dir.read_runtime_state() is not None
+    engine.containers.remove(container_id)
+    with pytest.raises(errdefs.NotFound):
+        store.get(container_id)
+    assert not run_dir.exists() and not _cgroup(container_id).exists()

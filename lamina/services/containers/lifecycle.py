@@ -451,7 +451,7 @@ class ContainerLifecycleImpl(ContainerGroup):
             self.events.emit(CONTAINER, "destroy", id, {})
             return
         state = container.state
-        if state.get("RemovalInProgress"):
+        if state.get("RemovalInProgress") and not self._removal_interrupted(container.id):
             raise errdefs.Conflict(f"removal of container {container.id} is already in progress")
         if state.get("Running"):
             if not force:
@@ -476,6 +476,13 @@ class ContainerLifecycleImpl(ContainerGroup):
         except errdefs.NotFound:
             return  # removed meanwhile (--rm): its remover reported it
         self._event(container, "destroy")
+
+    def _removal_interrupted(self, container_id: str) -> bool:
+        """A container marked ``RemovalInProgress`` whose remover died before the commit point
+        (an ``--rm`` container's monitor, another ``rm``): no monitor lives and no removal holds
+        the container's lock.  ``rm`` then finishes it, as dockerd does after its restart."""
+        return (not self.monitors.alive(container_id)
+                and not self.store.removal_in_progress(self.store.directory(container_id)))
 
     def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
         return self.begin_wait(id, condition=condition)()
