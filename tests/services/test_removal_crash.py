@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 
 import pytest
@@ -31,13 +32,21 @@ def _cgroup(container_id: str) -> CgroupManager:
     return CgroupManager(f"lamina/{container_id}")
 
 
-def test_a_monitor_killed_after_the_commit_point_of_its_removal_leaves_no_cgroup(engine) -> None:
+@pytest.mark.parametrize("runtime", ["native", "crun", "runc"])
+def test_a_monitor_killed_after_the_commit_point_of_its_removal_leaves_no_cgroup(engine, runtime) -> None:
+    if runtime != "native" and shutil.which(runtime) is None:
+        pytest.skip(f"{runtime} is not installed")
     store = engine.containers.store
-    container_id = engine.create("sleep", "30", HostConfig={"AutoRemove": True, "NetworkMode": "none"})
+    container_id = engine.create("sleep", "30", HostConfig={"AutoRemove": True, "NetworkMode": "none",
+                                                            "Runtime": runtime})
     engine.containers.start(container_id)
     run_dir = engine.run_dir(container_id)
     monitor = run_dir.monitor_pid()
-    assert monitor and _cgroup(container_id).exists()
+    state = run_dir.read_runtime_state()
+    assert monitor and state is not None and _cgroup(container_id).exists()
+    bundle = state.bundle  # an OCI runtime's
+    oci_state = os.path.join(os.path.dirname(bundle), runtime, container_id)  # the binary's (its --root)
+    assert runtime == "native" or (os.path.isdir(bundle) and os.path.isdir(oci_state))
     removing = os.path.join(store.root, f"{container_id}-removing")
     # the removal of the read-write layer, right after the container's commit point, takes
     # the layer store's lock (shared): held here, it stops the monitor there
@@ -55,6 +64,7 @@ def test_a_monitor_killed_after_the_commit_point_of_its_removal_leaves_no_cgroup
     assert f"finished removal of container {container_id}" in done
     assert not os.path.exists(removing) and not run_dir.exists()
     assert not _cgroup(container_id).exists()
+    assert runtime == "native" or not (os.path.exists(bundle) or os.path.exists(oci_state))
 
 
 def test_the_sweep_releases_the_run_of_a_removed_container_whose_monitor_died(engine) -> None:
