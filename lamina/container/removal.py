@@ -244,18 +244,18 @@ def sweep(store: ContainerStore, mounts: MountStore, execs: ExecStore, exec_root
 def _sweep_run_directories(store: ContainerStore, exec_root: str, known: set[str]) -> list[str]:
     """Release and remove the run directories of containers that have no record and no live
     monitor: an ``--rm`` container's monitor killed after its removal's commit point, before
-    it released the run's cgroups.  One ``listdir`` when there are none."""
-    from lamina.container.rundir import RunDirectory
-
+    it released the run's cgroups.  One ``listdir`` when there are none; the run directory's
+    module is loaded only for one to remove (``ps`` loads no run machinery)."""
+    runs = os.path.join(exec_root, "containers")
     try:
-        names = os.listdir(os.path.join(exec_root, "containers"))
+        names = os.listdir(runs)
     except FileNotFoundError:
         return []
     done = []
     for container_id in names:
         if container_id in known or not is_container_id(container_id):
             continue
-        if RunDirectory(exec_root, container_id).monitor_alive():
+        if fsutil.lock_is_held(os.path.join(runs, container_id, "monitor.lock")):
             continue  # an --rm container's monitor releasing its run after the removal
         removal = _removal_lock(store, container_id)
         if not removal.try_acquire():
