@@ -48,11 +48,12 @@ def test_a_monitor_killed_after_the_commit_point_of_its_removal_leaves_no_cgroup
     oci_state = os.path.join(os.path.dirname(bundle), runtime, container_id)  # the binary's (its --root)
     assert runtime == "native" or (os.path.isdir(bundle) and os.path.isdir(oci_state))
     removing = os.path.join(store.root, f"{container_id}-removing")
+    pid = engine.state(container_id)["Pid"]
     # the removal of the read-write layer, right after the container's commit point, takes
     # the layer store's lock (shared): held here, it stops the monitor there
     layer_lock = engine.containers.mounts.layers.lock()
     try:
-        engine.containers.kill(container_id)  # the monitor removes it (a stop would wait for that)
+        os.kill(pid, signal.SIGKILL)  # the monitor removes it (a kill would wait for that)
         engine.wait_for(lambda: os.path.isdir(removing), message="the removal's commit point")
         os.kill(monitor, signal.SIGKILL)
         engine.wait_for(lambda: gone(monitor), message="the monitor's death")
@@ -103,10 +104,12 @@ def test_the_sweep_leaves_the_run_directory_of_a_live_monitor_or_a_removal_alone
     assert not run_dir.exists()
 
 
-def test_rm_finishes_an_auto_removal_whose_monitor_died_before_its_commit_point(engine) -> None:
+@pytest.mark.parametrize("finisher", ["rm", "supervisor"])
+def test_an_auto_removal_whose_monitor_died_before_its_commit_point_is_finished(engine, finisher) -> None:
     """The monitor marks an --rm container's exit record ``RemovalInProgress``, then removes
-    it; killed in between, it leaves a container nothing removes: ``rm`` refuses it while a
-    remover lives, and finishes the removal (the run's cgroups too) once none does."""
+    it; killed in between, it leaves a container that ``rm`` refuses while a remover lives,
+    and whose removal (the run's cgroups too) ``rm`` or the server's supervisor (``boot`` of
+    dead monitors, every second) finishes once none does."""
     from lamina import errdefs
     from lamina.events.log import FILE_NAME
 
@@ -122,10 +125,14 @@ def test_rm_finishes_an_auto_removal_whose_monitor_died_before_its_commit_point(
         engine.wait_for(lambda: store.get(container_id).state.get("RemovalInProgress"), message="the exit record")
         with pytest.raises(errdefs.Conflict, match="already in progress"):
             engine.containers.remove(container_id)  # its monitor lives: the removal is its own
+        assert engine.containers.boot(dead_monitors_only=True)["Removed"] == []
         os.kill(monitor, signal.SIGKILL)
         engine.wait_for(lambda: gone(monitor), message="the monitor's death")
     assert _cgroup(container_id).exists() and run_dir.read_runtime_state() is not None
-    engine.containers.remove(container_id)
+    if finisher == "rm":
+        engine.containers.remove(container_id)
+    else:
+        assert engine.containers.boot(dead_monitors_only=True)["Removed"] == [container_id]
     with pytest.raises(errdefs.NotFound):
         store.get(container_id)
     assert not run_dir.exists() and not _cgroup(container_id).exists()

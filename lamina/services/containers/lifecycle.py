@@ -637,35 +637,30 @@ class ContainerLifecycleImpl(ContainerGroup):
     def boot(self, *, dead_monitors_only: bool = False) -> dict[str, Any]:
         """After an engine (or host) restart: record the runs whose monitor died, restart
         the containers whose policy says so, and remove the ``--rm`` containers the restart
-        left behind (:func:`~lamina.container.removal.left_by_a_reboot`).  ``dead_monitors_only`` (the server's supervisor,
-        while it runs): consider only containers recorded running whose monitor died, so that
-        an ``always`` container stopped by hand stays stopped."""
-        exited: list[str] = []
-        restarted: list[str] = []
-        removed: list[str] = []
-        failed: list[dict[str, str]] = []
+        left behind (:func:`~lamina.container.removal.left_by_a_reboot`) or whose monitor died
+        during their removal.  ``dead_monitors_only`` (the server's supervisor, while it runs):
+        consider only containers recorded running whose monitor died and removals whose
+        remover died, so that an ``always`` container stopped by hand stays stopped."""
+        report: dict[str, Any] = {"Exited": [], "Restarted": [], "Removed": [], "Failed": []}
         for container in joining.start_order(self._boot_candidates(dead_monitors_only)):
             was_running = bool(container.state.get("Running"))
             monitor_died = _monitor_died(container.state)
+            if container.state.get("RemovalInProgress") and not was_running:
+                # an --rm container whose monitor died between its exit record and its removal
+                if container.host_config.get("AutoRemove") and self._removal_interrupted(container.id):
+                    self._remove_left(container, report)
+                continue
             if dead_monitors_only and not (was_running or monitor_died):
                 continue
             if was_running:
                 if self.monitors.alive(container.id):
                     continue
                 container = self._reconcile(container.id)
-                exited.append(container.id)
+                report["Exited"].append(container.id)
                 if container.host_config.get("AutoRemove"):
                     # its monitor would have removed it (a created one may be about to start:
                     # another process's `run --rm`; it is left alone)
-                    try:
-                        destroy(self.store, self.mounts, self.execs, self.exec_root, container.id,
-                                volumes=self.volumes, remove_volumes=True)
-                        self._event(container, "destroy")
-                        removed.append(container.id)
-                    except errdefs.NotFound:
-                        pass
-                    except errdefs.LaminaError as exc:
-                        failed.append({"Id": container.id, "Error": str(exc)})
+                    self._remove_left(container, report)
                     continue
             name, _maximum = specs.restart_policy(container.host_config)
             manual = bool(container.data.get("HasBeenManuallyStopped"))
@@ -676,31 +671,41 @@ class ContainerLifecycleImpl(ContainerGroup):
                 try:
                     spawn(self.monitor_recipe, container.id, [],
                           runtime=str(container.host_config.get("Runtime") or self.default_runtime))
-                    restarted.append(container.id)
+                    report["Restarted"].append(container.id)
                 except errdefs.LaminaError as exc:
-                    failed.append({"Id": container.id, "Error": str(exc)})
+                    report["Failed"].append({"Id": container.id, "Error": str(exc)})
         if not dead_monitors_only:  # the --rm containers a reboot left: removed, as dockerd does
             for container_id in left_by_a_reboot(self.store, self.monitors.alive, host_boot_time()):
-                try:
-                    destroy(self.store, self.mounts, self.execs, self.exec_root, container_id,
-                            volumes=self.volumes, remove_volumes=True)
-                    self.events.emit(CONTAINER, "destroy", container_id, {})
-                    removed.append(container_id)
-                except errdefs.NotFound:
-                    pass
-                except errdefs.LaminaError as exc:
-                    failed.append({"Id": container_id, "Error": str(exc)})
-        return {"Exited": exited, "Restarted": restarted, "Removed": removed, "Failed": failed}
+                self._remove_left(container_id, report)
+        return report
+
+    def _remove_left(self, container: Container | str, report: dict[str, Any]) -> None:
+        """Remove an ``--rm`` container its monitor left (with its anonymous volumes), into
+        ``report``'s ``Removed`` or ``Failed``."""
+        container_id = container if isinstance(container, str) else container.id
+        try:
+            destroy(self.store, self.mounts, self.execs, self.exec_root, container_id, volumes=self.volumes,
+                    remove_volumes=True)
+        except errdefs.NotFound:
+            return
+        except errdefs.LaminaError as exc:
+            report["Failed"].append({"Id": container_id, "Error": str(exc)})
+            return
+        if isinstance(container, str):
+            self.events.emit(CONTAINER, "destroy", container_id, {})
+        else:
+            self._event(container, "destroy")
+        report["Removed"].append(container_id)
 
     def _boot_candidates(self, dead_monitors_only: bool) -> list[Container]:
         """What :meth:`boot` looks at.  The server's supervisor asks every second: the listing
-        (one index file, a ``stat`` per container) picks the containers recorded running or
-        whose monitor died, and only those are read whole."""
+        (one index file, a ``stat`` per container) picks the containers recorded running, whose
+        monitor died or being removed, and only those are read whole."""
         if not dead_monitors_only:
             return self.store.list()
         found = []
         for listed in self.store.listing():
-            if listed.state.get("Running") or _monitor_died(listed.state):
+            if listed.state.get("Running") or _monitor_died(listed.state) or listed.state.get("RemovalInProgress"):
                 try:
                     found.append(self.store.get(listed.id))
                 except (errdefs.NotFound, errdefs.DataLoss):
