@@ -39,7 +39,6 @@ from lamina.log import get_logger
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # the removal's own steps import what they use: a sweep that finds nothing needs none
     from typing import Any
-    from lamina.runtime.api import Runtime
     from lamina.container.execstore import ExecStore
     from lamina.layer.mounts import MountStore
     from lamina.volume.api import VolumeProvider
@@ -69,21 +68,18 @@ def release_mount(mounts: MountStore, container_id: str) -> None:
         lmount.unmount(merged, detach=True)
 
 
-def remove_run_directory(exec_root: str, container_id: str,
-                         runtime: Callable[[str], Runtime] | None = None) -> bool:
+def remove_run_directory(exec_root: str, container_id: str) -> bool:
     """Remove the container's run directory, after releasing the run its ``runtime.json``
-    still describes when no monitor lives (``runtime(name)``, by default the registry's);
+    still describes when no monitor lives (the runtime by its name, from the registry);
     whether there was such a run."""
     from lamina.container.rundir import RunDirectory
 
     run_dir = RunDirectory(exec_root, container_id)
     released = os.path.exists(run_dir.runtime_file) and not run_dir.monitor_alive()
     if released:
-        if runtime is None:
-            from lamina.runtime.registry import Runtimes
+        from lamina.runtime.registry import Runtimes
 
-            runtime = Runtimes(exec_root).get
-        problem = run_dir.release_run(runtime)
+        problem = run_dir.release_run(Runtimes(exec_root).get)
         if problem:
             log.warning("removing container %s: %s", container_id, problem)
     run_dir.remove()

@@ -143,10 +143,11 @@ class Runner:
             # until they are released: the sweep releases them if this monitor dies first
             self._release_runtime(run)
             release_mount(self.mounts, self.id)  # the removal unmounted it, unless it failed
+            # runtime.json first: a sweep that finds the directory while it is being deleted
+            # (monitor.lock already gone) must find no run to release
+            monitor.run_dir.clear_runtime_state()
             if removed:
                 monitor.run_dir.remove()
-            else:
-                monitor.run_dir.clear_runtime_state()
 
     def _auto_remove(self, container: Container | None, gone: Callable[[], None] | None = None, *,
                      keep_run_directory: bool = False) -> bool:
