@@ -3,7 +3,8 @@ read-write layers, the per-container monitors and the runtimes, split as Docker'
 router sees its backends (``services/api.py``):
 
 * :mod:`.lifecycle` - create, start, stop, kill, restart, remove, wait, pause, unpause,
-  update, rename, prune, and :meth:`~.lifecycle.ContainerLifecycleImpl.boot`;
+  update, rename, prune, and (from its base in :mod:`.recovery`, what a crash leaves)
+  :meth:`~.recovery.ContainerRecovery.boot`;
 * :mod:`.views` - inspect, list and its filters, top, stats;
 * :mod:`.files` - changes, export, ``docker cp``'s archive endpoints, commit;
 * :mod:`.streams` - attach, logs, resize.
@@ -26,7 +27,7 @@ A record that says Running while no monitor holds ``monitor.lock`` belongs to a 
 died (a crash, a reboot, ``kill -9``): the first operation that meets it releases what the run
 left (processes in its cgroup, the rootfs mount, the cgroups) and records the container as
 exited with code 255, as Docker does for containers it finds dead at start-up.
-:meth:`~.lifecycle.ContainerLifecycleImpl.boot` does this for every container and restarts
+:meth:`~.recovery.ContainerRecovery.boot` does this for every container and restarts
 those with the restart policy ``always`` (and ``unless-stopped`` when not stopped by hand).
 
 Events (Docker's, type ``container``, see :mod:`lamina.events.message` for the attributes):

@@ -1,5 +1,5 @@
 """Containers' lifecycle: create, start, stop, kill, restart, remove, wait, pause, unpause,
-update, rename, prune, and ``boot`` (after an engine or host restart)."""
+update, rename, prune; ``boot`` (after an engine or host restart) comes from :mod:`.recovery`."""
 
 from __future__ import annotations
 
@@ -16,14 +16,15 @@ from lamina.container.monitor import RunLock, spawn
 from lamina.container.monitor.client import TemplateLease, warm_template
 from lamina.container.health import validate_healthcheck
 from lamina.container.names import random_name, validate_name
-from lamina.container.removal import destroy, host_boot_time, left_by_a_reboot
+from lamina.container.removal import destroy
 from lamina.container.state import new_state, now, seconds_of
 from lamina.container.names import is_container_id
 from lamina.container.store import Container, new_container_id
 from lamina.events.api import CONTAINER
 from lamina.events.message import container_attributes
 from lamina.log import get_logger
-from lamina.services.containers.common import MONITOR_GONE, ContainerGroup, network_settings
+from lamina.services.containers.common import network_settings
+from lamina.services.containers.recovery import ContainerRecovery
 from lamina.services.filters import all_labels_match, until_seconds
 from lamina.volume.resolve import mount_points_json, populate_volumes, release_mounts, resolve_mounts
 
@@ -86,12 +87,7 @@ def _check_rootless(config: dict[str, Any], host: dict[str, Any], networking: di
         check_host_ports(port_mappings({}, host)[0])
 
 
-def _monitor_died(state: dict[str, Any]) -> bool:
-    """A run whose monitor died, recorded by whichever command noticed first."""
-    return state.get("ExitCode") == 255 and state.get("Error") == MONITOR_GONE
-
-
-class ContainerLifecycleImpl(ContainerGroup):
+class ContainerLifecycleImpl(ContainerRecovery):
     def _check_networks(self, config: dict[str, Any], host: dict[str, Any],
                         networking: dict[str, Any]) -> dict[str, Any]:
         """The requested endpoints by network name, checked (unknown networks, bad ports,
@@ -477,13 +473,6 @@ class ContainerLifecycleImpl(ContainerGroup):
             return  # removed meanwhile (--rm): its remover reported it
         self._event(container, "destroy")
 
-    def _removal_interrupted(self, container_id: str) -> bool:
-        """A container marked ``RemovalInProgress`` whose remover died before the commit point
-        (an ``--rm`` container's monitor, another ``rm``): no monitor lives and no removal holds
-        the container's lock.  ``rm`` then finishes it, as dockerd does after its restart."""
-        return (not self.monitors.alive(container_id)
-                and not self.store.removal_in_progress(self.store.directory(container_id)))
-
     def wait(self, id: str, *, condition: str = "not-running") -> dict[str, Any]:
         return self.begin_wait(id, condition=condition)()
 
@@ -633,81 +622,3 @@ class ContainerLifecycleImpl(ContainerGroup):
             reclaimed += size
         self.events.emit(CONTAINER, "prune", "", {"reclaimed": str(reclaimed)})
         return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
-
-    def boot(self, *, dead_monitors_only: bool = False) -> dict[str, Any]:
-        """After an engine (or host) restart: record the runs whose monitor died, restart
-        the containers whose policy says so, and remove the ``--rm`` containers the restart
-        left behind (:func:`~lamina.container.removal.left_by_a_reboot`) or whose monitor died
-        during their removal.  ``dead_monitors_only`` (the server's supervisor, while it runs):
-        consider only containers recorded running whose monitor died and removals whose
-        remover died, so that an ``always`` container stopped by hand stays stopped."""
-        report: dict[str, Any] = {"Exited": [], "Restarted": [], "Removed": [], "Failed": []}
-        for container in joining.start_order(self._boot_candidates(dead_monitors_only)):
-            was_running = bool(container.state.get("Running"))
-            monitor_died = _monitor_died(container.state)
-            if container.state.get("RemovalInProgress") and not was_running:
-                # an --rm container whose monitor died between its exit record and its removal
-                if container.host_config.get("AutoRemove") and self._removal_interrupted(container.id):
-                    self._remove_left(container, report)
-                continue
-            if dead_monitors_only and not (was_running or monitor_died):
-                continue
-            if was_running:
-                if self.monitors.alive(container.id):
-                    continue
-                container = self._reconcile(container.id)
-                report["Exited"].append(container.id)
-                if container.host_config.get("AutoRemove"):
-                    # its monitor would have removed it (a created one may be about to start:
-                    # another process's `run --rm`; it is left alone)
-                    self._remove_left(container, report)
-                    continue
-            name, _maximum = specs.restart_policy(container.host_config)
-            manual = bool(container.data.get("HasBeenManuallyStopped"))
-            if name == "always" or (name == "unless-stopped" and not manual) or \
-                    (name == "on-failure" and (was_running or monitor_died) and not manual):
-                if container.state.get("Running") or not container.data.get("HasBeenStartedBefore"):
-                    continue
-                try:
-                    spawn(self.monitor_recipe, container.id, [],
-                          runtime=str(container.host_config.get("Runtime") or self.default_runtime))
-                    report["Restarted"].append(container.id)
-                except errdefs.LaminaError as exc:
-                    report["Failed"].append({"Id": container.id, "Error": str(exc)})
-        if not dead_monitors_only:  # the --rm containers a reboot left: removed, as dockerd does
-            for container_id in left_by_a_reboot(self.store, self.monitors.alive, host_boot_time()):
-                self._remove_left(container_id, report)
-        return report
-
-    def _remove_left(self, container: Container | str, report: dict[str, Any]) -> None:
-        """Remove an ``--rm`` container its monitor left (with its anonymous volumes), into
-        ``report``'s ``Removed`` or ``Failed``."""
-        container_id = container if isinstance(container, str) else container.id
-        try:
-            destroy(self.store, self.mounts, self.execs, self.exec_root, container_id, volumes=self.volumes,
-                    remove_volumes=True)
-        except errdefs.NotFound:
-            return
-        except errdefs.LaminaError as exc:
-            report["Failed"].append({"Id": container_id, "Error": str(exc)})
-            return
-        if isinstance(container, str):
-            self.events.emit(CONTAINER, "destroy", container_id, {})
-        else:
-            self._event(container, "destroy")
-        report["Removed"].append(container_id)
-
-    def _boot_candidates(self, dead_monitors_only: bool) -> list[Container]:
-        """What :meth:`boot` looks at.  The server's supervisor asks every second: the listing
-        (one index file, a ``stat`` per container) picks the containers recorded running, whose
-        monitor died or being removed, and only those are read whole."""
-        if not dead_monitors_only:
-            return self.store.list()
-        found = []
-        for listed in self.store.listing():
-            if listed.state.get("Running") or _monitor_died(listed.state) or listed.state.get("RemovalInProgress"):
-                try:
-                    found.append(self.store.get(listed.id))
-                except (errdefs.NotFound, errdefs.DataLoss):
-                    continue  # removed meanwhile, or damaged (skipped by listings too)
-        return found
