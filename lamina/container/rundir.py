@@ -267,8 +267,8 @@ class RunDirectory:
     def release_run(self, runtime: Callable[[str], Runtime]) -> str:
         """Release what ``runtime.json`` describes, the run of a monitor that died before it
         released it (processes left in its cgroup, the cgroups, the runtime's state; the
-        runtime is ``runtime(name)``), then forget the file; what could not be done ("" when
-        all was, or there was nothing)."""
+        runtime is ``runtime(name)``), then forget the file, released or not (nothing tries
+        again); what could not be done ("" when all was, or there was nothing)."""
         state = self.read_runtime_state()
         if state is None:
             return ""
@@ -276,15 +276,14 @@ class RunDirectory:
             for _attempt in range(100):
                 try:
                     runtime(state.runtime).delete(state, force=True)
-                    break
+                    return ""
                 except errdefs.Conflict:  # processes still dying
                     time.sleep(0.02)
-            else:
-                return "processes of the container remain in its cgroup"
+            return "processes of the container remain in its cgroup"
         except errdefs.LaminaError as exc:
             return f"cannot release the container's runtime state: {exc}"
-        self.clear_runtime_state()
-        return ""
+        finally:
+            self.clear_runtime_state()
 
     def remove(self) -> None:
         from lamina.mount import unmount_all_under

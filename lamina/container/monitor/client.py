@@ -395,7 +395,4 @@ class MonitorClient:
     def release_dead_run(self, container_id: str, runtime: Callable[[str], Runtime]) -> str:
         """Release what the run of a dead monitor left (processes in its cgroup, the runtime's
         state) and forget its ``runtime.json``; what could not be done ("" when all was)."""
-        run_dir = self.run_directory(container_id)
-        error = run_dir.release_run(runtime)
-        run_dir.clear_runtime_state()
-        return error
+        return self.run_directory(container_id).release_run(runtime)

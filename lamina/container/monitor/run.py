@@ -583,10 +583,9 @@ class Runner:
         if release:
             self._release_runtime(run)
             release_mount(self.mounts, self.id)
+            monitor.run_dir.clear_runtime_state()
         self._unmount_volumes(run.container)
         joining.release(run.container.host_config, self.store.directory(self.id))
-        if release:
-            monitor.run_dir.clear_runtime_state()
         if run.master is not None:
             try:
                 os.close(run.master)
